@@ -1,0 +1,106 @@
+/**
+ * The Fastify adapter — the primary one. One line secures every route of the instance:
+ *
+ *   await app.register(lockstep, { guard });
+ *
+ * Hooks apply to the whole instance (the plugin is not encapsulated): onRequest runs transport,
+ * Txn-Token and authorization before the body is read; Fastify's own validation runs with a strict
+ * compiler (unknown properties are rejected where the schema says `additionalProperties: false`,
+ * never silently stripped) and failures are refused through the guard; preHandler runs the handler
+ * inside the request's async context so that `guard.client` propagates its Txn-Token.
+ */
+import ajvModule from 'ajv';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import { admissionStorage } from '../context.ts';
+import { GuardError, errorBody } from '../errors.ts';
+import type { Guard } from '../guard.ts';
+import type { Admission } from '../pipeline.ts';
+import { routeSecurity, type RouteConfig, type RouteSecurity } from '../routes.ts';
+import { guardErrorFromFastify } from '../steps/validate.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    lockstep?: RouteConfig;
+  }
+}
+
+export interface LockstepFastifyOptions {
+  guard: Guard;
+}
+
+const kSecurity = Symbol('lockstep.route');
+const kAdmission = Symbol('lockstep.admission');
+
+type GuardedRequest = FastifyRequest & { [kAdmission]?: Admission };
+
+function send(reply: FastifyReply, error: GuardError, requestId: string): FastifyReply {
+  return reply.code(error.status).header('content-type', 'application/json; charset=utf-8').send(errorBody(error.code, requestId));
+}
+
+async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastifyOptions): Promise<void> {
+  const { guard } = options;
+  if (!guard || typeof guard.pipeline?.admit !== 'function') {
+    throw new TypeError('register(lockstep, { guard }) needs the guard from `await createGuard({...})`');
+  }
+  const { pipeline } = guard;
+  if (typeof (fastify.server as { setSecureContext?: unknown }).setSecureContext === 'function') {
+    guard.attach(fastify.server as unknown as import('node:tls').Server);
+  } else {
+    guard.options.logger.warn('Fastify instance is not HTTPS: every guarded request will be refused (no client certificate). Create it with Fastify({ https: guard.tlsOptions() }).');
+  }
+
+  const ajv = new ajvModule.default({ removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: false, strict: false });
+  fastify.setValidatorCompiler(({ schema }) => ajv.compile(schema));
+
+  const routes: RouteSecurity[] = [];
+  fastify.addHook('onRoute', (route: RouteOptions) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const config = route.config as { lockstep?: RouteConfig } | undefined;
+    const securities = methods.map((method) => routeSecurity(method, route.url, config?.lockstep, `route ${method} ${route.url}`));
+    routes.push(...securities);
+    const byMethod = Object.fromEntries(securities.map((security) => [security.method, security]));
+    route.config = { ...route.config, [kSecurity]: byMethod } as NonNullable<typeof route.config>;
+    route.attachValidation = true;
+    route.bodyLimit ??= guard.options.limits.bodyBytes;
+  });
+  fastify.addHook('onReady', async () => guard.declareRoutes(routes));
+
+  fastify.addHook('onRequest', async (request: GuardedRequest, reply) => {
+    const byMethod = (request.routeOptions.config as { [kSecurity]?: Record<string, RouteSecurity> } | undefined)?.[kSecurity];
+    const route = byMethod?.[request.method] ?? null;
+    const admission = await pipeline.admit(request.raw, route);
+    request[kAdmission] = admission;
+    if (!admission.allowed) return send(reply, admission.refusal as GuardError, admission.requestId);
+    return undefined;
+  });
+
+  fastify.addHook('preHandler', (request: GuardedRequest, reply, done) => {
+    const admission = request[kAdmission];
+    if (admission === undefined) return done(new GuardError('LOCKSTEP_ERR_INTERNAL', 'request reached a handler without an admission'));
+    if (request.validationError) {
+      const refused = pipeline.refuseInput(admission, new GuardError('LOCKSTEP_ERR_INPUT_INVALID', request.validationError.message));
+      send(reply, refused.refusal as GuardError, admission.requestId);
+      return undefined;
+    }
+    admissionStorage.run(admission, done);
+    return undefined;
+  });
+
+  fastify.setErrorHandler((error: Error & { code?: string; statusCode?: number; validation?: unknown }, request: GuardedRequest, reply) => {
+    const mapped = error instanceof GuardError ? error : guardErrorFromFastify(error);
+    if (mapped === null) {
+      reply.send(error);
+      return;
+    }
+    const admission = request[kAdmission];
+    const refused = admission ? pipeline.refuseInput(admission, mapped) : pipeline.refuseEarly(request.raw, null, mapped);
+    send(reply, mapped, refused.requestId);
+  });
+}
+
+// Not encapsulated: the hooks must cover every route of the instance, including those registered later.
+(lockstepPlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')] = true;
+(lockstepPlugin as unknown as Record<symbol, unknown>)[Symbol.for('fastify.display-name')] = 'lockstep';
+
+export const lockstep = lockstepPlugin;
+export default lockstepPlugin;

@@ -1,0 +1,196 @@
+/**
+ * `createGuard(options)` assembles the pipeline from its steps and holds the inputs that change at
+ * run time: this service's SVID and trust bundle (hot-swapped into every attached TLS server and the
+ * outbound client), the policy bundle (verified, then swapped atomically), Txn-Token keys and
+ * revocations. Adapters use only `guard.pipeline`, `guard.attach` and `guard.declareRoutes`.
+ */
+import type { Server as HttpsServer, ServerOptions as HttpsServerOptions } from 'node:https';
+import { createServer as createHttpsServer } from 'node:https';
+import type { RequestListener } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
+import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
+import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
+import { createGuardClient, type GuardClient } from './client.ts';
+import { GuardConfigError, GuardError, errorBody } from './errors.ts';
+import { resolveOptions, type GuardOptions, type ResolvedOptions, type SvidPem } from './options.ts';
+import { createPipeline, type Pipeline } from './pipeline.ts';
+import { Revocations, type Revocation } from './revocations.ts';
+import type { RouteSecurity } from './routes.ts';
+import { createAuthorizeStep } from './steps/authorize.ts';
+import { createTransportStep } from './steps/transport.ts';
+import { createTxnTokenStep } from './steps/txn-token.ts';
+import { loadSvid, type LoadedSvid } from './svid.ts';
+import { createRemoteKeySource, createStaticKeySource, type TxnKeySource } from './txn-keys.ts';
+
+export interface Guard {
+  readonly service: string;
+  readonly trustDomain: string;
+  readonly mode: 'enforce' | 'dry-run';
+  readonly options: ResolvedOptions;
+  readonly pipeline: Pipeline;
+  /** Outbound calls: mTLS with the current SVID, Txn-Token and traceparent propagated. */
+  readonly client: GuardClient;
+  /** The policy version in force, or null before the first bundle. */
+  readonly policyVersion: string | null;
+  /** HTTPS server options: this SVID, the trust bundle, client certificates requested, header limit. */
+  tlsOptions(): HttpsServerOptions;
+  /** Keeps `server`'s TLS context in step with rotations and audits TLS and header-size failures. */
+  attach(server: TlsServer): void;
+  /** An HTTPS server for an Express app or a node:http handler, already attached. */
+  createServer(handler: RequestListener): HttpsServer;
+  /** Logs the route table once: every public and every dry-run route by name. */
+  declareRoutes(routes: readonly RouteSecurity[]): void;
+  setSvid(svid: SvidPem): void;
+  setTrustBundle(pem: string): void;
+  setPolicyBundle(jws: string): Promise<{ version: string }>;
+  revoke(revocation: Revocation): void;
+  close(): Promise<void>;
+}
+
+export async function createGuard(input: GuardOptions): Promise<Guard> {
+  const options = resolveOptions(input);
+  const { logger, service, trustDomain } = options;
+  let svid: LoadedSvid = loadSvid(options.svid, trustDomain, service);
+  let trustBundle = options.trustBundle;
+  const revocations = new Revocations();
+  const engine: PolicyEngine = createPolicyEngine({ cacheSize: options.cache.decisions });
+  const keys: TxnKeySource = 'jwks' in options.txnTokenKeys
+    ? await createStaticKeySource(options.txnTokenKeys.jwks)
+    : await createRemoteKeySource({
+        url: options.txnTokenKeys.url,
+        refreshSeconds: options.txnTokenKeys.refreshSeconds ?? 300,
+        cooldownSeconds: options.txnTokenKeys.cooldownSeconds ?? 10,
+        onError: (error) => logger.warn('Txn-Token JWKS refresh failed; keeping the last known good keys', { error: error.message }),
+      });
+
+  const pipeline = createPipeline({
+    service,
+    dryRun: options.mode === 'dry-run',
+    transport: createTransportStep({ trustDomain, isRevokedSpiffeId: (id) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id) }),
+    txnToken: createTxnTokenStep({
+      trustDomain,
+      keys,
+      revocations,
+      maxLifetimeSeconds: options.txnToken.maxLifetimeSeconds,
+      clockSkewSeconds: options.txnToken.clockSkewSeconds,
+      maxTokenBytes: options.limits.txnTokenBytes,
+      cacheSize: options.cache.tokens,
+    }),
+    authorize: createAuthorizeStep({ service, engine }),
+    onInternalError: (error) => logger.error('guard step failed; request refused', { error: error instanceof Error ? error.stack : String(error) }),
+  });
+
+  const client = createGuardClient({ trustDomain, material: { cert: svid.cert, key: svid.key, ca: trustBundle } });
+  const servers = new Set<TlsServer>();
+  const auditSink: AuditSink | null = options.auditFile
+    ? createAuditFileSink(options.auditFile, { onError: (error) => logger.error('audit file write failed', { error: error.message }) })
+    : null;
+
+  async function applyBundle(jws: string): Promise<{ version: string }> {
+    const set = await verifyBundle(jws, { keys: options.policy.keys });
+    if (set.service !== null && set.service !== undefined && set.service !== service) {
+      throw new GuardConfigError(`policy bundle was cut for service "${set.service}", not "${service}"`);
+    }
+    engine.load(set);
+    logger.info('policy bundle applied', { service, version: set.version });
+    return { version: set.version };
+  }
+
+  if (options.policy.bundle !== undefined) await applyBundle(options.policy.bundle);
+  else logger.warn('no policy bundle yet: every guarded request is answered 503 LOCKSTEP_ERR_NO_POLICY until one is applied', { service });
+  if (options.mode === 'dry-run') {
+    logger.warn('UNSAFE: guard in dry-run mode — Txn-Token and policy denials are logged and LET THROUGH. Use only while rolling out.', { service });
+  }
+
+  function tlsOptions(): HttpsServerOptions {
+    return {
+      cert: svid.cert,
+      key: svid.key,
+      ca: trustBundle,
+      // Ask for a certificate but decide per request, so that a refusal is an audited HTTP 401 and
+      // public routes (health) stay reachable. The transport step refuses any unverified peer.
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+      maxHeaderSize: options.limits.headerBytes,
+    };
+  }
+
+  function refreshTls(): void {
+    const context = { cert: svid.cert, key: svid.key, ca: trustBundle, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' as const };
+    for (const server of servers) server.setSecureContext(context);
+    client.setTlsMaterial({ cert: svid.cert, key: svid.key, ca: trustBundle });
+  }
+
+  function attach(server: TlsServer): void {
+    if (servers.has(server)) return;
+    servers.add(server);
+    server.on('tlsClientError', (error: Error & { code?: string }, socket: Socket) => {
+      pipeline.refuseEarly({ socket, method: '', headers: {}, rawHeaders: [] }, null, new GuardError('LOCKSTEP_ERR_TLS_HANDSHAKE', error.code ?? error.message));
+    });
+    // Replace the framework's client-error answer so that header overflow is ours: 431 + audit event.
+    server.removeAllListeners('clientError');
+    server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
+      const code = error.code === 'HPE_HEADER_OVERFLOW' ? 'LOCKSTEP_ERR_HEADERS_TOO_LARGE' : 'LOCKSTEP_ERR_INPUT_INVALID';
+      const admission = pipeline.refuseEarly({ socket, method: '', headers: {}, rawHeaders: [] }, null, new GuardError(code, error.code ?? error.message));
+      if (socket.writable && !(error.code === 'ECONNRESET')) {
+        const body = errorBody(code, admission.requestId);
+        const status = code === 'LOCKSTEP_ERR_HEADERS_TOO_LARGE' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      } else {
+        socket.destroy();
+      }
+    });
+  }
+
+  return {
+    service,
+    trustDomain,
+    mode: options.mode,
+    options,
+    pipeline,
+    client,
+    get policyVersion() {
+      return engine.version;
+    },
+    tlsOptions,
+    attach,
+    createServer(handler) {
+      const server = createHttpsServer(tlsOptions(), handler);
+      attach(server);
+      return server;
+    },
+    declareRoutes(routes) {
+      const publicRoutes = routes.filter((route) => route.public).map((route) => `${route.method} ${route.template}`);
+      const dryRunRoutes = routes.filter((route) => route.dryRun).map((route) => `${route.method} ${route.template}`);
+      logger.info('lockstep routes', {
+        service,
+        enforced: routes.filter((route) => !route.public).map((route) => `${route.method} ${route.template} → ${route.action}`),
+        public: publicRoutes,
+      });
+      if (publicRoutes.length > 0) logger.warn(`public routes (no mTLS, Txn-Token or policy check): ${publicRoutes.join(', ')}`, { service });
+      if (dryRunRoutes.length > 0) logger.warn(`UNSAFE: dry-run routes (denials let through): ${dryRunRoutes.join(', ')}`, { service });
+    },
+    setSvid(next) {
+      svid = loadSvid(next, trustDomain, service);
+      refreshTls();
+      logger.info('SVID rotated', { spiffeId: svid.spiffeId, notAfter: new Date(svid.notAfterMs).toISOString() });
+    },
+    setTrustBundle(pem) {
+      if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE-----')) throw new GuardConfigError('setTrustBundle expects the PEM text of the CA certificate(s)');
+      trustBundle = pem;
+      refreshTls();
+    },
+    setPolicyBundle: applyBundle,
+    revoke(revocation) {
+      revocations.add(revocation);
+      logger.warn('revoked', { kind: revocation.kind, value: revocation.value });
+    },
+    async close() {
+      keys.close();
+      await client.close();
+      await auditSink?.close();
+    },
+  };
+}

@@ -1,0 +1,12 @@
+export { createGuard, type Guard } from './guard.ts';
+export type { GuardOptions, GuardLogger, SvidPem, TxnTokenKeyOptions } from './options.ts';
+export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, type GuardErrorCode } from './errors.ts';
+export { DECISION_CHANNEL, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
+export { currentAdmission } from './context.ts';
+export type { Admission } from './pipeline.ts';
+export type { RouteConfig, RouteSecurity } from './routes.ts';
+export type { RouteTable, TableRouteConfig } from './route-table.ts';
+export type { GuardClient, OutboundRequestOptions } from './client.ts';
+export { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
+export type { Revocation, RevocationKind } from './revocations.ts';
+export { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';

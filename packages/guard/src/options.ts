@@ -1,0 +1,138 @@
+/**
+ * Guard options: validated once at start-up, then frozen. A bad option refuses to start with a
+ * message that says what to write instead. Unsafe switches (dry run) are explicit and logged loudly.
+ */
+import { GuardConfigError } from './errors.ts';
+import { isValidTrustDomain } from './spiffe-id.ts';
+import type { JsonWebKeySet } from './txn-keys.ts';
+
+export interface SvidPem {
+  /** PEM of the leaf certificate, optionally followed by intermediates. */
+  cert: string;
+  /** PEM of the private key (PKCS#8). */
+  key: string;
+}
+
+export type TxnTokenKeyOptions =
+  | { jwks: JsonWebKeySet }
+  | { url: string; refreshSeconds?: number; cooldownSeconds?: number };
+
+export interface GuardLogger {
+  info(message: string, fields?: object): void;
+  warn(message: string, fields?: object): void;
+  error(message: string, fields?: object): void;
+}
+
+export interface GuardOptions {
+  /** This service's name: the Cedar resource `Lockstep::Service::"<service>"` and `/svc/<service>` of its SPIFFE ID. */
+  service: string;
+  trustDomain: string;
+  /** PEM of the CA certificates that issue SVIDs (the trust bundle). */
+  trustBundle: string;
+  svid: SvidPem;
+  txnTokenKeys: TxnTokenKeyOptions;
+  policy: {
+    /** Public keys (JWKS) that sign policy bundles. */
+    keys: JsonWebKeySet;
+    /** A signed bundle (compact JWS). Without one the guard answers 503 until `setPolicyBundle`. */
+    bundle?: string;
+  };
+  /** `enforce` (default) or `dry-run`: would-be denials are let through and audited. Unsafe. */
+  mode?: 'enforce' | 'dry-run';
+  audit?: { file?: string };
+  limits?: { bodyBytes?: number; headerBytes?: number; txnTokenBytes?: number };
+  txnToken?: { maxLifetimeSeconds?: number; clockSkewSeconds?: number };
+  cache?: { tokens?: number; decisions?: number };
+  logger?: GuardLogger;
+}
+
+export interface ResolvedOptions {
+  readonly service: string;
+  readonly trustDomain: string;
+  readonly trustBundle: string;
+  readonly svid: Readonly<SvidPem>;
+  readonly txnTokenKeys: Readonly<TxnTokenKeyOptions>;
+  readonly policy: { readonly keys: JsonWebKeySet; readonly bundle: string | undefined };
+  readonly mode: 'enforce' | 'dry-run';
+  readonly auditFile: string | undefined;
+  readonly limits: { readonly bodyBytes: number; readonly headerBytes: number; readonly txnTokenBytes: number };
+  readonly txnToken: { readonly maxLifetimeSeconds: number; readonly clockSkewSeconds: number };
+  readonly cache: { readonly tokens: number; readonly decisions: number };
+  readonly logger: GuardLogger;
+}
+
+const SERVICE = /^[A-Za-z0-9._-]{1,128}$/;
+const KNOWN = ['service', 'trustDomain', 'trustBundle', 'svid', 'txnTokenKeys', 'policy', 'mode', 'audit', 'limits', 'txnToken', 'cache', 'logger'];
+
+function fail(message: string): never {
+  throw new GuardConfigError(`Lockstep guard: ${message}`);
+}
+
+function isPem(value: unknown, label: RegExp): value is string {
+  return typeof value === 'string' && label.test(value);
+}
+
+function positiveInteger(value: unknown, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be an integer between 1 and ${max}, e.g. ${fallback}`);
+  return value;
+}
+
+export const consoleLogger: GuardLogger = {
+  info: (message, fields) => console.error(JSON.stringify({ level: 'info', msg: message, ...fields })),
+  warn: (message, fields) => console.error(JSON.stringify({ level: 'warn', msg: message, ...fields })),
+  error: (message, fields) => console.error(JSON.stringify({ level: 'error', msg: message, ...fields })),
+};
+
+export function resolveOptions(input: GuardOptions): ResolvedOptions {
+  if (typeof input !== 'object' || input === null) fail('options must be an object: createGuard({ service, trustDomain, trustBundle, svid, txnTokenKeys, policy })');
+  for (const key of Object.keys(input)) if (!KNOWN.includes(key)) fail(`unknown option "${key}"; known options are ${KNOWN.join(', ')}`);
+  if (typeof input.service !== 'string' || !SERVICE.test(input.service)) fail(`service must be the service name used in its SPIFFE ID (letters, digits, . _ -), e.g. service: 'orders'; got ${JSON.stringify(input.service)}`);
+  if (typeof input.trustDomain !== 'string' || !isValidTrustDomain(input.trustDomain)) fail(`trustDomain must be a lower-case trust domain name without scheme, e.g. trustDomain: 'shop.example'; got ${JSON.stringify(input.trustDomain)}`);
+  if (!isPem(input.trustBundle, /-----BEGIN CERTIFICATE-----/)) fail('trustBundle must be the PEM text of the CA certificate(s), e.g. trustBundle: readFileSync("bundle.pem", "utf8")');
+  if (typeof input.svid !== 'object' || input.svid === null || !isPem(input.svid.cert, /-----BEGIN CERTIFICATE-----/) || !isPem(input.svid.key, /-----BEGIN (EC |)PRIVATE KEY-----/)) {
+    fail('svid must be { cert: <PEM certificate chain>, key: <PEM private key> } — the X.509-SVID of this service');
+  }
+  const keys = input.txnTokenKeys as Record<string, unknown> | undefined;
+  if (typeof keys !== 'object' || keys === null || (('jwks' in keys) === ('url' in keys))) {
+    fail('txnTokenKeys must be either { jwks: { keys: [...] } } (static public keys) or { url: "https://…/jwks" } (fetched, last known good kept)');
+  }
+  if ('url' in keys) {
+    let url: URL;
+    try { url = new URL(String(keys.url)); } catch { fail(`txnTokenKeys.url is not a URL: ${JSON.stringify(keys.url)}`); }
+    if (url.protocol !== 'https:') fail(`txnTokenKeys.url must use https (got ${url.protocol}); keys fetched in the clear could be replaced by anyone on the path`);
+  }
+  if (typeof input.policy !== 'object' || input.policy === null || typeof input.policy.keys !== 'object' || input.policy.keys === null || !Array.isArray(input.policy.keys.keys)) {
+    fail('policy must be { keys: <JWKS of the policy signing keys>, bundle?: <signed bundle JWS> }');
+  }
+  if (input.policy.bundle !== undefined && typeof input.policy.bundle !== 'string') fail('policy.bundle must be the compact JWS text of a signed policy bundle');
+  const mode = input.mode ?? 'enforce';
+  if (mode !== 'enforce' && mode !== 'dry-run') fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
+  if (input.audit?.file !== undefined && typeof input.audit.file !== 'string') fail('audit.file must be a path for the JSON-lines audit log');
+  const txnToken = {
+    maxLifetimeSeconds: positiveInteger(input.txnToken?.maxLifetimeSeconds, 'txnToken.maxLifetimeSeconds', 300, 300),
+    clockSkewSeconds: positiveInteger(input.txnToken?.clockSkewSeconds, 'txnToken.clockSkewSeconds', 30, 30),
+  };
+  const resolved: ResolvedOptions = {
+    service: input.service,
+    trustDomain: input.trustDomain,
+    trustBundle: input.trustBundle,
+    svid: Object.freeze({ cert: input.svid.cert, key: input.svid.key }),
+    txnTokenKeys: Object.freeze({ ...input.txnTokenKeys }),
+    policy: Object.freeze({ keys: input.policy.keys, bundle: input.policy.bundle }),
+    mode,
+    auditFile: input.audit?.file,
+    limits: Object.freeze({
+      bodyBytes: positiveInteger(input.limits?.bodyBytes, 'limits.bodyBytes', 1024 * 1024),
+      headerBytes: positiveInteger(input.limits?.headerBytes, 'limits.headerBytes', 16 * 1024, 1024 * 1024),
+      txnTokenBytes: positiveInteger(input.limits?.txnTokenBytes, 'limits.txnTokenBytes', 8 * 1024, 64 * 1024),
+    }),
+    txnToken: Object.freeze(txnToken),
+    cache: Object.freeze({
+      tokens: positiveInteger(input.cache?.tokens, 'cache.tokens', 10_000),
+      decisions: positiveInteger(input.cache?.decisions, 'cache.decisions', 10_000),
+    }),
+    logger: input.logger ?? consoleLogger,
+  };
+  return Object.freeze(resolved);
+}

@@ -1,0 +1,180 @@
+/**
+ * The pipeline composes the five steps; every adapter (Fastify, Express, node:http) calls it the same
+ * way: `admit` runs transport → transaction → authorization for a request whose route is known (or
+ * null when no route matched), `refuse`/`record` emit the audit event. Input validation (step 4)
+ * happens in the adapter after `admit` succeeded, and reports through `refuseInput`.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { GuardError } from './errors.ts';
+import type { RouteSecurity } from './routes.ts';
+import { auditEnabled, publishDecision, type AllowReason } from './steps/audit.ts';
+import type { AuthorizeStep } from './steps/authorize.ts';
+import type { PeerIdentity, TransportStep } from './steps/transport.ts';
+import type { TxnTokenStep, VerifiedTxnToken } from './steps/txn-token.ts';
+import { traceIdOf } from './trace-context.ts';
+
+export interface InboundRequest {
+  readonly socket: Socket;
+  readonly method?: string | undefined;
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: readonly string[];
+}
+
+/** The guard's verdict on one request; it is also what the handler's async context carries. */
+export interface Admission {
+  readonly requestId: string;
+  readonly method: string;
+  readonly route: RouteSecurity | null;
+  readonly peer: PeerIdentity | null;
+  readonly txn: VerifiedTxnToken | null;
+  readonly traceparent: string | null;
+  /** True when the request goes on to the handler. */
+  readonly allowed: boolean;
+  /** Why it was refused — or, in dry run, why it would have been. */
+  readonly refusal: GuardError | null;
+  readonly dryRun: boolean;
+  readonly reason: AllowReason | GuardError['code'];
+  readonly policyIds: readonly string[];
+  readonly policyVersion: string | null;
+  readonly latencyMs: number;
+}
+
+export interface Pipeline {
+  admit(request: InboundRequest, route: RouteSecurity | null): Promise<Admission>;
+  /** Records an input-step refusal (step 4) of a request that `admit` had let through. */
+  refuseInput(admission: Admission, error: GuardError): Admission;
+  /** Records a refusal that happened before a request could be admitted (e.g. a framework error). */
+  refuseEarly(request: InboundRequest, route: RouteSecurity | null, error: GuardError): Admission;
+}
+
+export interface PipelineOptions {
+  service: string;
+  /** Service-wide dry run. */
+  dryRun: boolean;
+  transport: TransportStep;
+  txnToken: TxnTokenStep;
+  authorize: AuthorizeStep;
+  onInternalError(error: unknown): void;
+}
+
+const idPrefix = randomBytes(4).toString('hex');
+let idCounter = 0;
+export function nextRequestId(): string {
+  return `${idPrefix}-${(++idCounter).toString(36)}`;
+}
+
+export function createPipeline(options: PipelineOptions): Pipeline {
+  const { service, transport, txnToken, authorize } = options;
+
+  function finish(fields: Omit<Admission, 'latencyMs'>, startedAt: number): Admission {
+    const admission: Admission = { ...fields, latencyMs: performance.now() - startedAt };
+    if (auditEnabled()) record(admission);
+    return admission;
+  }
+
+  function record(admission: Admission): void {
+    publishDecision({
+      time: new Date().toISOString(),
+      service,
+      requestId: admission.requestId,
+      caller: admission.peer?.spiffeId ?? null,
+      sub: admission.txn?.claims.sub ?? null,
+      txn: admission.txn?.claims.txn ?? null,
+      method: admission.method,
+      route: admission.route?.template ?? null,
+      action: admission.route?.action ?? null,
+      resource: service,
+      decision: admission.allowed ? 'allow' : 'deny',
+      policyIds: admission.policyIds,
+      policyVersion: admission.policyVersion,
+      reason: admission.reason,
+      dryRun: admission.dryRun,
+      latencyMs: Math.round(admission.latencyMs * 1000) / 1000,
+      traceId: traceIdOf(admission.traceparent ?? undefined),
+    });
+  }
+
+  function refused(base: Omit<Admission, 'latencyMs' | 'allowed' | 'refusal' | 'reason' | 'policyIds' | 'policyVersion' | 'dryRun'>, error: GuardError, startedAt: number): Admission {
+    return finish({ ...base, allowed: false, refusal: error, reason: error.code, policyIds: error.policyIds, policyVersion: null, dryRun: false }, startedAt);
+  }
+
+  return {
+    async admit(request, route) {
+      const startedAt = performance.now();
+      const traceparentHeader = request.headers.traceparent;
+      const base = {
+        requestId: nextRequestId(),
+        method: request.method ?? '',
+        route,
+        peer: null as PeerIdentity | null,
+        txn: null as VerifiedTxnToken | null,
+        traceparent: typeof traceparentHeader === 'string' ? traceparentHeader : null,
+      };
+      if (route?.public) {
+        return finish({ ...base, allowed: true, refusal: null, reason: 'LOCKSTEP_ALLOW_PUBLIC', policyIds: [], policyVersion: null, dryRun: false }, startedAt);
+      }
+      try {
+        // Transport is never dry-run: without a verified peer there is no principal to decide about.
+        base.peer = transport.identify(request.socket);
+      } catch (error) {
+        return refused(base, asGuardError(error), startedAt);
+      }
+      const dryRun = route !== null && (options.dryRun || route.dryRun);
+      let wouldBe: GuardError | null = null;
+      try {
+        const verified = txnToken.verify(request.headers['txn-token'], request.rawHeaders);
+        base.txn = verified instanceof Promise ? await verified : verified;
+      } catch (error) {
+        wouldBe = asGuardError(error);
+        if (!dryRun || wouldBe.code === 'LOCKSTEP_ERR_INTERNAL') return refused(base, wouldBe, startedAt);
+      }
+      if (route === null) return refused(base, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
+      let policyIds: readonly string[] = [];
+      let policyVersion: string | null = null;
+      try {
+        ({ policyIds, policyVersion } = authorize.decide(base.peer, base.txn, route.action));
+      } catch (error) {
+        const denial = asGuardError(error);
+        if (!dryRun || denial.code === 'LOCKSTEP_ERR_INTERNAL') return refused(base, denial, startedAt);
+        wouldBe ??= denial;
+        policyIds = denial.policyIds;
+      }
+      return finish({
+        ...base,
+        allowed: true,
+        refusal: wouldBe,
+        reason: wouldBe?.code ?? 'LOCKSTEP_ALLOW',
+        policyIds,
+        policyVersion,
+        dryRun,
+      }, startedAt);
+    },
+
+    refuseInput(admission, error) {
+      const refusedAdmission: Admission = { ...admission, allowed: false, refusal: error, reason: error.code, dryRun: false };
+      if (auditEnabled()) record(refusedAdmission);
+      return refusedAdmission;
+    },
+
+    refuseEarly(request, route, error) {
+      const startedAt = performance.now();
+      let peer: PeerIdentity | null = null;
+      try {
+        peer = transport.identify(request.socket);
+      } catch {
+        // The early error is what we report; an unidentifiable peer is simply recorded as unknown.
+      }
+      const traceparent = request.headers.traceparent;
+      return refused({ requestId: nextRequestId(), method: request.method ?? '', route, peer, txn: null, traceparent: typeof traceparent === 'string' ? traceparent : null }, error, startedAt);
+    },
+  };
+
+  function asGuardError(error: unknown): GuardError {
+    if (error instanceof GuardError) return error;
+    options.onInternalError(error);
+    return new GuardError('LOCKSTEP_ERR_INTERNAL', error instanceof Error ? error.message : String(error));
+  }
+}

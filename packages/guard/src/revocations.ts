@@ -1,0 +1,34 @@
+/**
+ * What has been revoked: a subject (user), a transaction, a workload (SPIFFE ID) or a Txn-Token
+ * signing key. The control plane will push these over its stream; for now they are configuration
+ * and `guard.revoke(…)`. Listeners let caches purge what a revocation invalidates.
+ */
+export type RevocationKind = 'sub' | 'txn' | 'spiffeId' | 'kid';
+
+export interface Revocation {
+  kind: RevocationKind;
+  value: string;
+}
+
+export class Revocations {
+  readonly sub = new Set<string>();
+  readonly txn = new Set<string>();
+  readonly spiffeId = new Set<string>();
+  readonly kid = new Set<string>();
+  readonly #listeners: Array<(revocation: Revocation) => void> = [];
+
+  add(revocation: Revocation): void {
+    if (!['sub', 'txn', 'spiffeId', 'kid'].includes(revocation.kind)) {
+      throw new TypeError(`unknown revocation kind ${JSON.stringify(revocation.kind)}: use "sub", "txn", "spiffeId" or "kid"`);
+    }
+    if (typeof revocation.value !== 'string' || revocation.value === '') {
+      throw new TypeError('a revocation needs a non-empty string value');
+    }
+    this[revocation.kind].add(revocation.value);
+    for (const listener of this.#listeners) listener(revocation);
+  }
+
+  onRevoke(listener: (revocation: Revocation) => void): void {
+    this.#listeners.push(listener);
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * How a route is secured. Every route has an action — explicit (`action: 'orders:create'`) or the
+ * default `"<METHOD> <route template>"` — and is enforced unless declared `public: true`. Public
+ * routes are listed at start-up so that nobody is surprised by one.
+ */
+import { GuardConfigError } from './errors.ts';
+
+export interface RouteConfig {
+  /** The Cedar action id this route performs. Default: `"<METHOD> <template>"`, e.g. `"GET /orders/:id"`. */
+  action?: string;
+  /** No mTLS, Txn-Token or policy check (health, metrics). Audited as `LOCKSTEP_ALLOW_PUBLIC`. */
+  public?: boolean;
+  /** Log would-be denials of this route and let them through. Unsafe: for roll-outs only. */
+  dryRun?: boolean;
+}
+
+export interface RouteSecurity {
+  readonly method: string;
+  readonly template: string;
+  readonly action: string;
+  readonly public: boolean;
+  readonly dryRun: boolean;
+}
+
+const ACTION = /^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$/;
+
+export function defaultAction(method: string, template: string): string {
+  return `${method.toUpperCase()} ${template}`;
+}
+
+export function routeSecurity(method: string, template: string, config: RouteConfig | undefined, where: string): RouteSecurity {
+  if (config !== undefined && (typeof config !== 'object' || config === null)) {
+    throw new GuardConfigError(`${where}: lockstep route config must be an object like { action: 'orders:create' }`);
+  }
+  const known = new Set(['action', 'public', 'dryRun']);
+  for (const key of Object.keys(config ?? {})) {
+    if (!known.has(key)) throw new GuardConfigError(`${where}: unknown lockstep route option "${key}"; use action, public or dryRun`);
+  }
+  const action = config?.action ?? defaultAction(method, template);
+  if (typeof action !== 'string' || !ACTION.test(action)) {
+    throw new GuardConfigError(`${where}: action must be 1–200 printable characters, e.g. 'orders:create'; got ${JSON.stringify(action)}`);
+  }
+  for (const flag of ['public', 'dryRun'] as const) {
+    if (config?.[flag] !== undefined && typeof config[flag] !== 'boolean') {
+      throw new GuardConfigError(`${where}: ${flag} must be true or false`);
+    }
+  }
+  return Object.freeze({
+    method: method.toUpperCase(),
+    template,
+    action,
+    public: config?.public === true,
+    dryRun: config?.dryRun === true,
+  });
+}

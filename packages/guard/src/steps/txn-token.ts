@@ -1,0 +1,207 @@
+/**
+ * Step 2 — transaction. Verifies the `Txn-Token` header (draft-ietf-oauth-transaction-tokens):
+ * compact JWS, exactly the header parameters alg/typ/kid, alg pinned to ES256, typ `txntoken+jwt`,
+ * a known and unrevoked kid, signature (jose), then the claims: aud equal to our trust domain (a
+ * string, not an array), exp required, lifetime ≤ the maximum, iat/nbf not in the future (30 s skew),
+ * txn and sub present, no duplicate keys and no control characters anywhere.
+ *
+ * A verified token is cached until its `exp`: the steady state is one Map lookup, an expiry check and
+ * (only while anything is revoked) set lookups — no signature verification.
+ */
+import { compactVerify, errors as joseErrors } from 'jose';
+import { BoundedCache } from '../bounded-cache.ts';
+import { GuardError } from '../errors.ts';
+import type { Revocations } from '../revocations.ts';
+import { hasControlCharacters, hasDuplicateKeys } from '../strict-json.ts';
+import type { TxnKeySource } from '../txn-keys.ts';
+
+export const TXN_TOKEN_TYP = 'txntoken+jwt';
+const ALLOWED_HEADER_PARAMETERS = new Set(['alg', 'typ', 'kid']);
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+const KID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export interface TxnTokenClaims {
+  readonly txn: string;
+  readonly sub: string;
+  readonly aud: string;
+  readonly iat: number;
+  readonly exp: number;
+  readonly scope?: string;
+  readonly tctx?: Readonly<Record<string, unknown>>;
+  readonly rctx?: Readonly<Record<string, unknown>>;
+  readonly req_wl?: string;
+}
+
+/** What the rest of the pipeline needs from a verified token, computed once per token. */
+export interface VerifiedTxnToken {
+  readonly token: string;
+  readonly claims: TxnTokenClaims;
+  readonly kid: string;
+  readonly expiresAtMs: number;
+  readonly roles: readonly string[];
+  readonly scope: readonly string[];
+  readonly tenant: string | undefined;
+}
+
+export interface TxnTokenStepOptions {
+  trustDomain: string;
+  keys: TxnKeySource;
+  revocations: Revocations;
+  maxLifetimeSeconds: number;
+  clockSkewSeconds: number;
+  maxTokenBytes: number;
+  cacheSize: number;
+  now?: () => number;
+}
+
+export interface TxnTokenStep {
+  /** `header` is the raw `txn-token` header value as Node parsed it (duplicates joined by ", "). */
+  verify(header: string | string[] | undefined, rawHeaders: readonly string[]): Promise<VerifiedTxnToken> | VerifiedTxnToken;
+  readonly cacheSize: number;
+}
+
+export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
+  const cache = new BoundedCache<string, VerifiedTxnToken>(options.cacheSize);
+  const now = options.now ?? Date.now;
+  const skewMs = options.clockSkewSeconds * 1000;
+  const { revocations } = options;
+
+  revocations.onRevoke(({ kind, value }) => {
+    if (kind === 'kid') cache.purge((entry) => entry.kid === value);
+    else if (kind === 'sub') cache.purge((entry) => entry.claims.sub === value);
+    else if (kind === 'txn') cache.purge((entry) => entry.claims.txn === value);
+  });
+
+  function checkLive(entry: VerifiedTxnToken): VerifiedTxnToken {
+    if (now() >= entry.expiresAtMs + skewMs) {
+      cache.delete(entry.token);
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_EXPIRED', 'token expired');
+    }
+    if ((revocations.sub.size > 0 && revocations.sub.has(entry.claims.sub))
+      || (revocations.txn.size > 0 && revocations.txn.has(entry.claims.txn))) {
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', 'subject or transaction revoked');
+    }
+    return entry;
+  }
+
+  async function verifyCold(token: string): Promise<VerifiedTxnToken> {
+    if (token.length > options.maxTokenBytes) {
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `token is ${token.length} bytes; the limit is ${options.maxTokenBytes}`);
+    }
+    const parts = token.split('.');
+    if (parts.length !== 3) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `expected a compact JWS (3 parts), got ${parts.length} parts`);
+    if (!COMPACT_JWS.test(token)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', 'token is not base64url compact JWS');
+    if (parts[2] === '') throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'token has no signature');
+
+    const header = decodeJsonPart(parts[0] as string, 'header');
+    for (const name of Object.keys(header)) {
+      if (!ALLOWED_HEADER_PARAMETERS.has(name)) {
+        throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `header parameter "${name.slice(0, 32)}" is not accepted`);
+      }
+    }
+    if (header.alg !== 'ES256') throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `alg ${JSON.stringify(header.alg)} is not accepted; only ES256`);
+    if (typeof header.typ !== 'string' || header.typ.toLowerCase() !== TXN_TOKEN_TYP) {
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', `typ ${JSON.stringify(header.typ)} is not ${TXN_TOKEN_TYP}: not a Txn-Token`);
+    }
+    const kid = header.kid;
+    if (typeof kid !== 'string' || !KID.test(kid)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'kid missing or not a plain key id');
+    if (revocations.kid.has(kid)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', `signing key ${kid} is revoked`);
+    let key = options.keys.get(kid);
+    if (key === undefined) {
+      await options.keys.refresh();
+      key = options.keys.get(kid);
+      if (key === undefined) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `unknown kid ${kid}`);
+    }
+
+    let payloadBytes: Uint8Array;
+    try {
+      ({ payload: payloadBytes } = await compactVerify(token, key, { algorithms: ['ES256'] }));
+    } catch (error) {
+      if (error instanceof joseErrors.JWSSignatureVerificationFailed) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'signature does not verify');
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `JWS rejected: ${(error as Error).message}`);
+    }
+    // A revocation may have landed while we were verifying.
+    if (revocations.kid.has(kid)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', `signing key ${kid} is revoked`);
+
+    const claims = checkClaims(decodeJsonText(new TextDecoder().decode(payloadBytes), 'claims'));
+    const entry: VerifiedTxnToken = Object.freeze({
+      token,
+      claims,
+      kid,
+      expiresAtMs: claims.exp * 1000,
+      roles: Object.freeze(stringList(claims.tctx?.roles)),
+      scope: Object.freeze(typeof claims.scope === 'string' ? claims.scope.split(' ').filter(Boolean) : []),
+      tenant: typeof claims.tctx?.tenant === 'string' ? claims.tctx.tenant : undefined,
+    });
+    checkLive(entry);
+    cache.set(token, entry);
+    return entry;
+  }
+
+  function checkClaims(claims: Record<string, unknown>): TxnTokenClaims {
+    const nowSeconds = now() / 1000;
+    const skew = options.clockSkewSeconds;
+    const fail = (detail: string): never => { throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', detail); };
+    if (hasControlCharacters(claims)) fail('claims contain control characters');
+    if (typeof claims.aud !== 'string') fail('aud must be a single string (the trust domain)');
+    if (claims.aud !== options.trustDomain) fail(`aud ${JSON.stringify(claims.aud)} is not ${options.trustDomain}`);
+    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) fail('exp is required');
+    if (typeof claims.iat !== 'number' || !Number.isFinite(claims.iat)) fail('iat is required');
+    const exp = claims.exp as number;
+    const iat = claims.iat as number;
+    if (exp <= nowSeconds - skew) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_EXPIRED', 'token expired');
+    if (iat > nowSeconds + skew) fail('iat is in the future');
+    if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || claims.nbf > nowSeconds + skew)) fail('nbf is in the future');
+    if (exp - iat > options.maxLifetimeSeconds) fail(`lifetime ${exp - iat}s exceeds the maximum of ${options.maxLifetimeSeconds}s`);
+    if (typeof claims.txn !== 'string' || claims.txn === '') fail('txn is required');
+    if (typeof claims.sub !== 'string' || claims.sub === '') fail('sub is required');
+    if (claims.scope !== undefined && typeof claims.scope !== 'string') fail('scope must be a string');
+    if (claims.req_wl !== undefined && typeof claims.req_wl !== 'string') fail('req_wl must be a string');
+    for (const name of ['tctx', 'rctx'] as const) {
+      const value = claims[name];
+      if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) fail(`${name} must be an object`);
+    }
+    return Object.freeze(claims) as unknown as TxnTokenClaims;
+  }
+
+  return {
+    verify(header, rawHeaders) {
+      if (header === undefined || header === '') throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MISSING');
+      if (typeof header !== 'string' || header.includes(',')) {
+        throw new GuardError(countHeader(rawHeaders, 'txn-token') > 1 ? 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE' : 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
+      }
+      const hit = cache.get(header);
+      if (hit !== undefined) return checkLive(hit);
+      return verifyCold(header);
+    },
+    get cacheSize() {
+      return cache.size;
+    },
+  };
+}
+
+function decodeJsonPart(part: string, what: string): Record<string, unknown> {
+  return decodeJsonText(Buffer.from(part, 'base64url').toString('utf8'), what);
+}
+
+function decodeJsonText(text: string, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `${what} is not JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `${what} is not a JSON object`);
+  if (hasDuplicateKeys(text)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `${what} has duplicate keys`);
+  return value as Record<string, unknown>;
+}
+
+function stringList(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
+}
+
+function countHeader(rawHeaders: readonly string[], name: string): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) count++;
+  return count;
+}

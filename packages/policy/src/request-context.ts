@@ -1,0 +1,23 @@
+/** The Cedar context of every Lockstep request (type `Lockstep::RequestContext` in base.cedarschema). */
+export type RequestContext = {
+  /** Txn-Token `sub`; "" when the route is public. */
+  readonly sub: string;
+  /** `tctx.roles` (strings only). */
+  readonly roles: readonly string[];
+  /** Txn-Token `scope` split on spaces. */
+  readonly scope: readonly string[];
+  /** `tctx.tenant` when it is a string. */
+  readonly tenant?: string;
+  /** Txn-Token `req_wl`; "" when absent. */
+  readonly requester: string;
+  /** `<name>` of the caller's `spiffe://<td>/svc/<name>`, else "". */
+  readonly callerService: string;
+};
+
+/** One authorization question: who (SPIFFE ID) may do what (action id) on which service. */
+export type AuthorizationRequest = {
+  readonly principal: string;
+  readonly action: string;
+  readonly resource: string;
+  readonly context: RequestContext;
+};

@@ -1,0 +1,23 @@
+/**
+ * @lockstep/testkit — for tests and examples only, never for production: a throw-away workload
+ * CA, a Txn-Token minter, a catalogue of malicious Txn-Tokens, and mTLS client helpers.
+ */
+export { createTestCa } from './ca/create-test-ca.ts';
+export type { TestCa, TestCaOptions } from './ca/create-test-ca.ts';
+export type { ExtendedKeyUsageName, IssueCertOptions, IssuedCert } from './ca/issue-cert.ts';
+export type { IssueSvidOptions, Svid } from './ca/issue-svid.ts';
+
+export { createTxnTokenMinter } from './txn-token/create-minter.ts';
+export type { MintOptions, TxnTokenMinter, TxnTokenMinterOptions } from './txn-token/create-minter.ts';
+export { MAX_TXN_TOKEN_LIFETIME_SECONDS } from './txn-token/claims.ts';
+export type { ClaimsOptions, TxnClaims, TxnClaimsInput } from './txn-token/claims.ts';
+
+export { txnTokenAttacks } from './attacks/txn-token.ts';
+export type { AttackSignature, TxnTokenAttack, TxnTokenRejection } from './attacks/txn-token.ts';
+export { revokedKeyMinter, revokedKidToken } from './attacks/revoked-kid.ts';
+export type { RevokedKidToken } from './attacks/revoked-kid.ts';
+
+export { createMtlsClient } from './client/mtls-client.ts';
+export type { MtlsClient, MtlsClientOptions, MtlsRequestOptions, MtlsResponse } from './client/mtls-client.ts';
+export { rawTlsRequest } from './client/raw-tls-request.ts';
+export type { RawTlsRequestOptions, RawTlsResult } from './client/raw-tls-request.ts';
