@@ -101,6 +101,8 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
 
   if (adapter === 'fastify') {
     const app = Fastify({ https: guard.tlsOptions(), logger: false });
+    // Registered before the plugin, so the guard never saw it: it must be unreachable, not open.
+    app.get('/internal/debug', async () => ({ secret: true }));
     await app.register(lockstep, { guard });
     app.get('/health', { config: { lockstep: { public: true } } }, async () => ({ ok: true }));
     app.post('/orders', {
@@ -127,6 +129,7 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
     app.get('/orders/:id', (req, res) => { res.json(answer(req.params.id)); });
     app.delete('/orders/:id', (req, res) => { res.json(answer(req.params.id)); });
     app.get('/admin/stats', (_req, res) => { res.json({ secret: true }); });
+    app.get('/internal/debug', (_req, res) => { res.json({ secret: true }); });
     server = guard.createServer(app);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   } else {
@@ -137,7 +140,7 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
       'DELETE /orders/:id': { action: 'orders:delete' },
       'GET /admin/stats': {},
     }, (req, res, { params, body }) => {
-      const payload = req.url === '/health' ? { ok: true } : req.url === '/admin/stats' ? { secret: true } : answer(params.id, body);
+      const payload = req.url === '/health' ? { ok: true } : req.url?.startsWith('/admin') || req.url?.startsWith('/internal') ? { secret: true } : answer(params.id, body);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(payload));
     });
@@ -163,5 +166,5 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
 export function recordDecisions(): { events: DecisionEvent[]; byRequestId(id: string): DecisionEvent | undefined; stop(): void } {
   const events: DecisionEvent[] = [];
   const stop = subscribeDecisions((event) => events.push(event));
-  return { events, byRequestId: (id) => events.find((event) => event.requestId === id), stop };
+  return { events, byRequestId: (id) => events.findLast((event) => event.requestId === id), stop };
 }

@@ -42,7 +42,8 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
 
   return function lockstepMiddleware(request, response, next) {
     routerFor(request)(request, response, (error?: unknown) => {
-      if (error !== undefined && error !== 'router') return next(error);
+      // The router ends with undefined, null or 'router'; only a real error is passed on.
+      if (error !== undefined && error !== null && error !== 'router') return next(error);
       const route = (request as Request & { [kRoute]?: TableRoute })[kRoute] ?? null;
       guardInbound(guard, request, response, route).then((admitted) => {
         if (admitted === null) return;

@@ -49,6 +49,8 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     guard.options.logger.warn('Fastify instance is not HTTPS: every guarded request will be refused (no client certificate). Create it with Fastify({ https: guard.tlsOptions() }).');
   }
 
+  // Only JSON bodies: a text/plain body is refused (415) instead of reaching a handler as a string.
+  fastify.removeContentTypeParser('text/plain');
   const ajv = new ajvModule.default({ removeAdditional: false, useDefaults: true, coerceTypes: 'array', allErrors: false, strict: false });
   fastify.setValidatorCompiler(({ schema }) => ajv.compile(schema));
 
