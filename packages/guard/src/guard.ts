@@ -45,7 +45,16 @@ export interface Guard {
   setTrustBundle(pem: string): void;
   setPolicyBundle(jws: string): Promise<{ version: string }>;
   revoke(revocation: Revocation): void;
+  /** Cache counters: how much of the traffic took the steady-state path. */
+  stats(): GuardStats;
   close(): Promise<void>;
+}
+
+export interface GuardStats {
+  /** `verified` = signature verifications; `hits` = tokens answered from the verified-token cache. */
+  tokens: { hits: number; verified: number; size: number };
+  /** `misses` = Cedar evaluations; `hits` = decisions answered from the decision cache. */
+  decisions: { hits: number; misses: number; size: number };
 }
 
 export async function createGuard(input: GuardOptions): Promise<Guard> {
@@ -64,19 +73,20 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         onError: (error) => logger.warn('Txn-Token JWKS refresh failed; keeping the last known good keys', { error: error.message }),
       });
 
+  const txnTokenStep = createTxnTokenStep({
+    trustDomain,
+    keys,
+    revocations,
+    maxLifetimeSeconds: options.txnToken.maxLifetimeSeconds,
+    clockSkewSeconds: options.txnToken.clockSkewSeconds,
+    maxTokenBytes: options.limits.txnTokenBytes,
+    cacheSize: options.cache.tokens,
+  });
   const pipeline = createPipeline({
     service,
     dryRun: options.mode === 'dry-run',
     transport: createTransportStep({ trustDomain, isRevokedSpiffeId: (id) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id) }),
-    txnToken: createTxnTokenStep({
-      trustDomain,
-      keys,
-      revocations,
-      maxLifetimeSeconds: options.txnToken.maxLifetimeSeconds,
-      clockSkewSeconds: options.txnToken.clockSkewSeconds,
-      maxTokenBytes: options.limits.txnTokenBytes,
-      cacheSize: options.cache.tokens,
-    }),
+    txnToken: txnTokenStep,
     authorize: createAuthorizeStep({ service, engine }),
     onInternalError: (error) => logger.error('guard step failed; request refused', { error: error instanceof Error ? error.stack : String(error) }),
   });
@@ -187,6 +197,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       revocations.add(revocation);
       logger.warn('revoked', { kind: revocation.kind, value: revocation.value });
     },
+    stats: () => ({ tokens: txnTokenStep.stats(), decisions: { ...engine.stats() } }),
     async close() {
       keys.close();
       await client.close();

@@ -57,7 +57,8 @@ export interface TxnTokenStepOptions {
 export interface TxnTokenStep {
   /** `header` is the raw `txn-token` header value as Node parsed it (duplicates joined by ", "). */
   verify(header: string | string[] | undefined, rawHeaders: readonly string[]): Promise<VerifiedTxnToken> | VerifiedTxnToken;
-  readonly cacheSize: number;
+  /** `verified` counts signature verifications (cold path); `hits` counts tokens served from the cache. */
+  stats(): { hits: number; verified: number; size: number };
 }
 
 export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
@@ -65,6 +66,8 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
   const now = options.now ?? Date.now;
   const skewMs = options.clockSkewSeconds * 1000;
   const { revocations } = options;
+  let hits = 0;
+  let verified = 0;
 
   revocations.onRevoke(({ kind, value }) => {
     if (kind === 'kid') cache.purge((entry) => entry.kid === value);
@@ -114,6 +117,7 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
     }
 
     let payloadBytes: Uint8Array;
+    verified++;
     try {
       ({ payload: payloadBytes } = await compactVerify(token, key, { algorithms: ['ES256'] }));
     } catch (error) {
@@ -171,12 +175,13 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
         throw new GuardError(countHeader(rawHeaders, 'txn-token') > 1 ? 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE' : 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
       }
       const hit = cache.get(header);
-      if (hit !== undefined) return checkLive(hit);
+      if (hit !== undefined) {
+        hits++;
+        return checkLive(hit);
+      }
       return verifyCold(header);
     },
-    get cacheSize() {
-      return cache.size;
-    },
+    stats: () => ({ hits, verified, size: cache.size }),
   };
 }
 
