@@ -33,7 +33,7 @@ export function hasDuplicateKeys(json: string): boolean {
       keysOf.pop();
       expectKey = false;
     } else if (c === 0x2c /* , */) {
-      expectKey = keysOf[keysOf.length - 1] != null;
+      expectKey = Boolean(keysOf[keysOf.length - 1]);
     }
   }
   return false;
@@ -42,6 +42,7 @@ export function hasDuplicateKeys(json: string): boolean {
 /** True when any string (key or value) anywhere in `value` holds a control character such as NUL. */
 export function hasControlCharacters(value: unknown, depth = 0): boolean {
   if (depth > 16) return true;
+  // eslint-disable-next-line no-control-regex -- finding control characters is the point
   if (typeof value === 'string') return /[\u0000-\u001f\u007f]/.test(value);
   if (Array.isArray(value)) return value.some((item) => hasControlCharacters(item, depth + 1));
   if (typeof value === 'object' && value !== null) {

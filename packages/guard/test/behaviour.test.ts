@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Fastify from 'fastify';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { currentAdmission } from '../src/index.ts';
 import { lockstep } from '../src/adapters/fastify.ts';
 import { guardFor, recordDecisions, startOrders, TRUST_DOMAIN, world } from './fixture.ts';
@@ -171,7 +172,7 @@ test('outbound client: propagates the inbound Txn-Token and a child traceparent,
   const received: Array<{ txn: unknown; traceparent: unknown; peer: string }> = [];
   const paymentsApp = Fastify({ https: { cert: paymentsSvid.chainPem, key: paymentsSvid.keyPem, ca: w.ca.bundlePem, requestCert: true, rejectUnauthorized: true } });
   paymentsApp.get('/charge', async (request) => {
-    const socket = request.raw.socket as import('node:tls').TLSSocket;
+    const socket = request.raw.socket as TLSSocket;
     const san = socket.getPeerCertificate().subjectaltname ?? '';
     received.push({ txn: request.headers['txn-token'], traceparent: request.headers.traceparent, peer: san });
     return { charged: true };

@@ -4,7 +4,7 @@
  * example policies signed into a bundle — and `startOrders(adapter)`, the same orders service behind
  * the Fastify, Express or node:http adapter, over real mTLS on 127.0.0.1.
  */
-import { generateKeyPair, exportJWK } from 'jose';
+import { generateKeyPair, exportJWK, type CryptoKey, type JWK } from 'jose';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:https';
@@ -29,7 +29,7 @@ export interface World {
   svids: { orders: Svid; gateway: Svid; reports: Svid };
   minter: TxnTokenMinter;
   policySet: PolicySet;
-  policyKey: { privateKey: import('jose').CryptoKey; jwks: { keys: import('jose').JWK[] }; kid: string };
+  policyKey: { privateKey: CryptoKey; jwks: { keys: JWK[] }; kid: string };
   bundle: string;
   /** A valid Txn-Token for a customer, through the gateway. */
   customerToken(claims?: Record<string, unknown>): Promise<string>;

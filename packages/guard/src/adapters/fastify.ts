@@ -10,6 +10,7 @@
  * inside the request's async context so that `guard.client` propagates its Txn-Token.
  */
 import ajvModule from 'ajv';
+import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { admissionStorage } from '../context.ts';
 import { GuardError, errorBody } from '../errors.ts';
@@ -44,7 +45,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   }
   const { pipeline } = guard;
   if (typeof (fastify.server as { setSecureContext?: unknown }).setSecureContext === 'function') {
-    guard.attach(fastify.server as unknown as import('node:tls').Server);
+    guard.attach(fastify.server as unknown as TlsServer);
   } else {
     guard.options.logger.warn('Fastify instance is not HTTPS: every guarded request will be refused (no client certificate). Create it with Fastify({ https: guard.tlsOptions() }).');
   }
