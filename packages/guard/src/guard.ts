@@ -9,6 +9,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { RequestListener } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
+import { decodeJwt } from 'jose';
 import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
 import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 import { createGuardClient, type GuardClient } from './client.ts';
@@ -97,14 +98,31 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     ? createAuditFileSink(options.auditFile, { onError: (error) => logger.error('audit file write failed', { error: error.message }) })
     : null;
 
-  async function applyBundle(jws: string): Promise<{ version: string }> {
-    const set = await verifyBundle(jws, { keys: options.policy.keys });
-    if (set.service !== null && set.service !== undefined && set.service !== service) {
+  // Bundles apply in the order they were given (a slow verification must not let an older bundle
+  // land after a newer one), and never move backwards in issue time (no replay of an old bundle).
+  let bundleQueue: Promise<unknown> = Promise.resolve();
+  let appliedIssuedAt = -Infinity;
+
+  async function applyBundleNow(jws: string): Promise<{ version: string }> {
+    const set = await verifyBundle(jws, { keys: options.policy.keys, service });
+    if (set.service !== null && set.service !== service) {
       throw new GuardConfigError(`policy bundle was cut for service "${set.service}", not "${service}"`);
     }
+    const { iat } = decodeJwt(jws);
+    const issuedAt = typeof iat === 'number' ? iat : -Infinity;
+    if (issuedAt < appliedIssuedAt) {
+      throw new GuardConfigError(`policy bundle ${set.version} was issued before the bundle in force; refusing to roll back (issue a new bundle to revert a policy)`);
+    }
     engine.load(set);
+    appliedIssuedAt = issuedAt;
     logger.info('policy bundle applied', { service, version: set.version });
     return { version: set.version };
+  }
+
+  function applyBundle(jws: string): Promise<{ version: string }> {
+    const applied = bundleQueue.then(() => applyBundleNow(jws));
+    bundleQueue = applied.catch(() => undefined);
+    return applied;
   }
 
   if (options.policy.bundle !== undefined) await applyBundle(options.policy.bundle);

@@ -234,3 +234,27 @@ test('outbound client: refuses a peer whose SVID is outside the trust domain bef
     await guard.close();
   }
 });
+
+test('policy bundles apply in call order and an older bundle cannot replace a newer one', async () => {
+  const w = await world();
+  const { signBundle, policySetFromSources } = await import('@lockstep/policy');
+  const { readFileSync } = await import('node:fs');
+  const schema = readFileSync(new URL('../example/policies/shop.cedarschema', import.meta.url), 'utf8');
+  const readOnly = policySetFromSources({ schema, policies: { 'a.cedar': '@id("a") permit (principal, action == Lockstep::Action::"orders:read", resource);' } });
+  const sign = (set: typeof readOnly, seconds: number) => signBundle(set, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'orders', issuedAt: new Date(Date.now() - seconds * 1000) });
+  const older = await sign(readOnly, 60);
+  const newer = await sign(w.policySet, 10);
+  const guard = await guardFor(w, { policy: { keys: w.policyKey.jwks } });
+  try {
+    // Not awaited in between: the last call wins, whatever the verification timing.
+    const first = guard.setPolicyBundle(older);
+    const second = guard.setPolicyBundle(newer);
+    await first;
+    const { version } = await second;
+    assert.equal(guard.policyVersion, version);
+    await assert.rejects(guard.setPolicyBundle(older), /roll back/);
+    assert.equal(guard.policyVersion, version, 'the newer bundle stays in force');
+  } finally {
+    await guard.close();
+  }
+});

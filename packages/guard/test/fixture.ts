@@ -13,7 +13,7 @@ import Fastify from 'fastify';
 import { z } from 'zod';
 import { loadPolicyDir, signBundle, type PolicySet } from '@lockstep/policy';
 import { createMtlsClient, createTestCa, createTxnTokenMinter, type MtlsClient, type Svid, type TestCa, type TxnTokenMinter } from '@lockstep/testkit';
-import { createGuard, subscribeDecisions, type DecisionEvent, type Guard, type GuardOptions, type GuardLogger } from '../src/index.ts';
+import { createGuard, currentAdmission, subscribeDecisions, type DecisionEvent, type Guard, type GuardOptions, type GuardLogger } from '../src/index.ts';
 import { lockstep } from '../src/adapters/fastify.ts';
 import { lockstepExpress } from '../src/adapters/express.ts';
 import { lockstepHttp } from '../src/adapters/node-http.ts';
@@ -95,7 +95,8 @@ const OrderBody = { item: z.string().min(1).max(64), quantity: z.number().int().
 
 /** The orders service behind `adapter`. Handlers answer with what the guard let through. */
 export async function startOrders(adapter: Adapter, guard: Guard): Promise<RunningService> {
-  const answer = (id: string | undefined, body?: unknown) => ({ ok: true, id: id ?? null, body: body ?? null, policyVersion: guard.policyVersion });
+  // The version that admitted this request (not whatever is in force by the time the handler runs).
+  const answer = (id: string | undefined, body?: unknown) => ({ ok: true, id: id ?? null, body: body ?? null, policyVersion: currentAdmission()?.policyVersion ?? null });
   let server: Server;
   let closeApp: () => Promise<void> = async () => {};
 
