@@ -3,7 +3,7 @@
  * events and appends them in batches, so the request path only pushes a string onto an array.
  * `close()` flushes what is buffered. (The network shipper to the monitor is another subscriber.)
  */
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, fchmodSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { subscribeDecisions } from './steps/audit.ts';
 
@@ -14,14 +14,21 @@ export interface AuditSink {
 
 export function createAuditFileSink(path: string, options: { flushMs?: number; onError?: (error: Error) => void } = {}): AuditSink {
   mkdirSync(dirname(path), { recursive: true });
-  const stream = createWriteStream(path, { flags: 'a', mode: 0o600 });
+  // The audit log is private even if it already existed with a looser mode.
+  const fd = openSync(path, 'a', 0o600);
+  fchmodSync(fd, 0o600);
+  const stream = createWriteStream(path, { fd, flags: 'a' });
   stream.on('error', (error) => options.onError?.(error));
   let lines: string[] = [];
+  // Stream writes complete in order, so waiting for the last one waits for all of them.
+  let pending: Promise<void> = Promise.resolve();
   const write = (): Promise<void> => {
-    if (lines.length === 0) return Promise.resolve();
-    const chunk = lines.join('');
-    lines = [];
-    return new Promise((resolve) => stream.write(chunk, () => resolve()));
+    if (lines.length > 0) {
+      const chunk = lines.join('');
+      lines = [];
+      pending = new Promise((resolve) => stream.write(chunk, () => resolve()));
+    }
+    return pending;
   };
   const timer = setInterval(() => void write(), options.flushMs ?? 200);
   timer.unref();

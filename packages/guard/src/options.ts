@@ -78,6 +78,21 @@ function positiveInteger(value: unknown, name: string, fallback: number, max = N
   return value;
 }
 
+/** Refuses a non-object or an unknown member of a nested option (a typo must not silently keep a default). */
+function knownKeys(value: unknown, name: string, known: readonly string[]): void {
+  if (value === undefined) return;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`${name} must be an object with ${known.join(', ')}`);
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) fail(`unknown option "${name}.${key}"; known: ${known.join(', ')}`);
+  }
+}
+
+function frozenJwks(value: unknown, name: string): JsonWebKeySet {
+  if (typeof value !== 'object' || value === null || !Array.isArray((value as JsonWebKeySet).keys)) fail(`${name} must be a JWKS: { keys: [ { kty, crv, x, y, kid, … } ] }`);
+  const keys = (value as JsonWebKeySet).keys.map((key) => Object.freeze(structuredClone(key)));
+  return Object.freeze({ keys: Object.freeze(keys) as JsonWebKeySet['keys'] });
+}
+
 export const consoleLogger: GuardLogger = {
   info: (message, fields) => console.error(JSON.stringify({ level: 'info', msg: message, ...fields })),
   warn: (message, fields) => console.error(JSON.stringify({ level: 'warn', msg: message, ...fields })),
@@ -97,17 +112,32 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
   if (typeof keys !== 'object' || keys === null || (('jwks' in keys) === ('url' in keys))) {
     fail('txnTokenKeys must be either { jwks: { keys: [...] } } (static public keys) or { url: "https://…/jwks" } (fetched, last known good kept)');
   }
+  let txnTokenKeys: TxnTokenKeyOptions;
   if ('url' in keys) {
+    knownKeys(keys, 'txnTokenKeys', ['url', 'refreshSeconds', 'cooldownSeconds']);
     let url: URL;
     try { url = new URL(String(keys.url)); } catch { fail(`txnTokenKeys.url is not a URL: ${JSON.stringify(keys.url)}`); }
     if (url.protocol !== 'https:') fail(`txnTokenKeys.url must use https (got ${url.protocol}); keys fetched in the clear could be replaced by anyone on the path`);
+    txnTokenKeys = Object.freeze({
+      url: url.href,
+      refreshSeconds: positiveInteger(keys.refreshSeconds, 'txnTokenKeys.refreshSeconds', 300, 86_400),
+      cooldownSeconds: positiveInteger(keys.cooldownSeconds, 'txnTokenKeys.cooldownSeconds', 10, 3_600),
+    });
+  } else {
+    knownKeys(keys, 'txnTokenKeys', ['jwks']);
+    txnTokenKeys = Object.freeze({ jwks: frozenJwks(keys.jwks, 'txnTokenKeys.jwks') });
   }
   if (typeof input.policy !== 'object' || input.policy === null || typeof input.policy.keys !== 'object' || input.policy.keys === null || !Array.isArray(input.policy.keys.keys)) {
     fail('policy must be { keys: <JWKS of the policy signing keys>, bundle?: <signed bundle JWS> }');
   }
+  knownKeys(input.policy, 'policy', ['keys', 'bundle']);
   if (input.policy.bundle !== undefined && typeof input.policy.bundle !== 'string') fail('policy.bundle must be the compact JWS text of a signed policy bundle');
   const mode = input.mode ?? 'enforce';
   if (mode !== 'enforce' && mode !== 'dry-run') fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
+  knownKeys(input.audit, 'audit', ['file']);
+  knownKeys(input.limits, 'limits', ['bodyBytes', 'headerBytes', 'txnTokenBytes']);
+  knownKeys(input.txnToken, 'txnToken', ['maxLifetimeSeconds', 'clockSkewSeconds']);
+  knownKeys(input.cache, 'cache', ['tokens', 'decisions']);
   if (input.audit?.file !== undefined && typeof input.audit.file !== 'string') fail('audit.file must be a path for the JSON-lines audit log');
   const txnToken = {
     maxLifetimeSeconds: positiveInteger(input.txnToken?.maxLifetimeSeconds, 'txnToken.maxLifetimeSeconds', 300, 300),
@@ -118,8 +148,9 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     trustDomain: input.trustDomain,
     trustBundle: input.trustBundle,
     svid: Object.freeze({ cert: input.svid.cert, key: input.svid.key }),
-    txnTokenKeys: Object.freeze({ ...input.txnTokenKeys }),
-    policy: Object.freeze({ keys: input.policy.keys, bundle: input.policy.bundle }),
+    txnTokenKeys,
+    // Copied and frozen: a caller mutating its own object later must not add a trusted key.
+    policy: Object.freeze({ keys: frozenJwks(input.policy.keys, 'policy.keys'), bundle: input.policy.bundle }),
     mode,
     auditFile: input.audit?.file,
     limits: Object.freeze({

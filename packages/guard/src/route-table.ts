@@ -29,7 +29,10 @@ export function parseRouteTable(table: RouteTable, adapter: string): TableRoute[
     if (!match || !METHODS.has(match[1] as string)) {
       throw new GuardConfigError(`${adapter}: route key ${JSON.stringify(key)} must be "<METHOD> /path", e.g. "GET /orders/:id"`);
     }
-    const { body, ...routeConfig } = config ?? {};
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+      throw new GuardConfigError(`${adapter}: ${key}: route config must be an object like { action: 'orders:create' } (use {} for the default action)`);
+    }
+    const { body, ...routeConfig } = config;
     if (body !== undefined && typeof body?.safeParse !== 'function') {
       throw new GuardConfigError(`${adapter}: ${key}: body must be a zod schema (anything with safeParse)`);
     }

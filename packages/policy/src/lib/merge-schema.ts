@@ -87,7 +87,7 @@ function collectItems(
       const openToken = tokens[open] as CedarToken;
       const blocks = namespaces.get(name) ?? [];
       blocks.push({
-        annotations: start < i ? { file, start: (tokens[start] as CedarToken).start, end: keyword.start } : null,
+        annotations: start < i ? { file, start: (tokens[start] as CedarToken).start, end: (tokens[i - 1] as CedarToken).end } : null,
         header: { file, start: keyword.start, end: openToken.end },
         body: { file, start: openToken.end, end: (tokens[close] as CedarToken).start },
       });

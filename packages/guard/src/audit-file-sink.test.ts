@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { createAuditFileSink } from './audit-file-sink.ts';
+import { auditEnabled, publishDecision, type DecisionEvent } from './steps/audit.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'lockstep-audit-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let files = 0;
+function nextFile(): string {
+  files++;
+  return join(dir, `nested-${files}`, 'audit.jsonl');
+}
+
+function decisionEvent(requestId: string, decision: 'allow' | 'deny' = 'allow'): DecisionEvent {
+  return {
+    time: new Date().toISOString(),
+    service: 'orders',
+    requestId,
+    caller: 'spiffe://shop.test/svc/gateway',
+    sub: 'alice',
+    txn: 'txn-1',
+    method: 'POST',
+    route: '/orders',
+    action: 'orders:create',
+    resource: 'Lockstep::Service::"orders"',
+    decision,
+    policyIds: decision === 'deny' ? ['forbid-suspended'] : [],
+    policyVersion: 'v7',
+    reason: decision === 'deny' ? 'LOCKSTEP_ERR_DENIED' : 'LOCKSTEP_ALLOW',
+    dryRun: false,
+    latencyMs: 0.25,
+    traceId: null,
+  };
+}
+
+/** The events in the log; none while the sink has not even created the file yet. */
+function readLines(path: string): unknown[] {
+  if (!existsSync(path)) return [];
+  const text = readFileSync(path, 'utf8');
+  assert.ok(text === '' || text.endsWith('\n'), 'every line is complete');
+  return text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+}
+
+describe('createAuditFileSink', () => {
+  it('writes exactly one JSON line per event after flush, to a file only its owner can read', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { flushMs: 60_000 });
+    try {
+      const events = [decisionEvent('r-1'), decisionEvent('r-2', 'deny'), decisionEvent('r-3')];
+      for (const event of events) publishDecision(event);
+      await sink.flush();
+      assert.deepEqual(readLines(path), events);
+      assert.equal(statSync(path).mode & 0o777, 0o600);
+
+      await sink.flush();
+      assert.equal(readLines(path).length, 3, 'a second flush writes nothing again');
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('close() writes what is still buffered and unsubscribes', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { flushMs: 60_000 });
+    assert.equal(auditEnabled(), true);
+    publishDecision(decisionEvent('r-1'));
+    publishDecision(decisionEvent('r-2'));
+    await sink.close();
+    assert.deepEqual(readLines(path).map((event) => (event as DecisionEvent).requestId), ['r-1', 'r-2']);
+    assert.equal(auditEnabled(), false);
+    publishDecision(decisionEvent('r-3'));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(readLines(path).length, 2, 'no event is written after close');
+  });
+
+  it('appends to an existing log instead of truncating it', async () => {
+    const path = nextFile();
+    const first = createAuditFileSink(path);
+    publishDecision(decisionEvent('r-1'));
+    await first.close();
+    const second = createAuditFileSink(path);
+    publishDecision(decisionEvent('r-2'));
+    await second.close();
+    assert.deepEqual(readLines(path).map((event) => (event as DecisionEvent).requestId), ['r-1', 'r-2']);
+  });
+
+  it('writes on its own timer without flush()', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { flushMs: 10 });
+    try {
+      publishDecision(decisionEvent('r-1'));
+      for (let waited = 0; waited < 2000; waited += 10) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        if (readLines(path).length > 0) break;
+      }
+      assert.equal(readLines(path).length, 1);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('flush() also waits for a batch that a full buffer already started writing', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { flushMs: 60_000 });
+    try {
+      // The 512th event starts a write on its own; flush() must still resolve only once it is on disk.
+      for (let i = 0; i < 512; i++) publishDecision(decisionEvent(`r-${i}`));
+      await sink.flush();
+      assert.equal(readLines(path).length, 512);
+    } finally {
+      await sink.close();
+    }
+  });
+});

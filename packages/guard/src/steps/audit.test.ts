@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import diagnostics from 'node:diagnostics_channel';
+import { describe, it } from 'node:test';
+import { DECISION_CHANNEL, auditEnabled, publishDecision, subscribeDecisions, type DecisionEvent } from './audit.ts';
+
+function decisionEvent(requestId: string): DecisionEvent {
+  return {
+    time: new Date(0).toISOString(),
+    service: 'orders',
+    requestId,
+    caller: 'spiffe://shop.test/svc/gateway',
+    sub: 'alice',
+    txn: 'txn-1',
+    method: 'GET',
+    route: '/orders/:id',
+    action: 'GET /orders/:id',
+    resource: 'Lockstep::Service::"orders"',
+    decision: 'allow',
+    policyIds: [],
+    policyVersion: 'v1',
+    reason: 'LOCKSTEP_ALLOW',
+    dryRun: false,
+    latencyMs: 0.1,
+    traceId: null,
+  };
+}
+
+describe('decision events', () => {
+  it('publishes on lockstep:guard:decision', () => {
+    assert.equal(DECISION_CHANNEL, 'lockstep:guard:decision');
+  });
+
+  it('does not touch the event when nobody subscribes', () => {
+    assert.equal(auditEnabled(), false);
+    const touched: string[] = [];
+    const event = new Proxy(decisionEvent('r-0'), {
+      get(target, property, receiver) {
+        touched.push(String(property));
+        return Reflect.get(target, property, receiver) as unknown;
+      },
+      ownKeys(target) {
+        touched.push('ownKeys');
+        return Reflect.ownKeys(target);
+      },
+    });
+    publishDecision(event);
+    assert.deepEqual(touched, []);
+  });
+
+  it('delivers each published event, as is, to every subscriber until it unsubscribes', () => {
+    const first: DecisionEvent[] = [];
+    const second: unknown[] = [];
+    const unsubscribe = subscribeDecisions((event) => first.push(event));
+    const raw = (message: unknown) => second.push(message);
+    diagnostics.subscribe(DECISION_CHANNEL, raw);
+    try {
+      assert.equal(auditEnabled(), true);
+      const event = decisionEvent('r-1');
+      publishDecision(event);
+      assert.equal(first.length, 1);
+      assert.equal(first[0], event);
+      assert.deepEqual(second, [event]);
+
+      unsubscribe();
+      publishDecision(decisionEvent('r-2'));
+      assert.equal(first.length, 1, 'no event after unsubscribe');
+      assert.equal(second.length, 2, 'other subscribers still receive events');
+    } finally {
+      diagnostics.unsubscribe(DECISION_CHANNEL, raw);
+    }
+    assert.equal(auditEnabled(), false);
+  });
+});

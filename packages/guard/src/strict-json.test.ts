@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { hasControlCharacters, hasDuplicateKeys } from './strict-json.ts';
+
+describe('hasDuplicateKeys', () => {
+  it('is false for objects whose keys are all distinct', () => {
+    assert.equal(hasDuplicateKeys('{"sub":"alice","txn":"t1","aud":"shop.test"}'), false);
+    assert.equal(hasDuplicateKeys('{}'), false);
+    assert.equal(hasDuplicateKeys('[]'), false);
+  });
+
+  it('finds a duplicate at the top level, with or without whitespace', () => {
+    assert.equal(hasDuplicateKeys('{"sub":"alice","sub":"admin"}'), true);
+    assert.equal(hasDuplicateKeys('{ "sub" : "alice" ,\n  "sub" : "admin" }'), true);
+  });
+
+  it('finds a duplicate inside a nested object, also after a nested value', () => {
+    assert.equal(hasDuplicateKeys('{"tctx":{"roles":["customer"],"roles":["admin"]}}'), true);
+    assert.equal(hasDuplicateKeys('{"a":{"b":1},"a":2}'), true);
+    assert.equal(hasDuplicateKeys('{"a":[1,2],"a":3}'), true);
+    assert.equal(hasDuplicateKeys('{"a":[],"b":{},"a":0}'), true);
+  });
+
+  it('finds a duplicate inside an object that sits in an array', () => {
+    assert.equal(hasDuplicateKeys('{"list":[{"x":1,"x":2}]}'), true);
+    assert.equal(hasDuplicateKeys('[1,{"k":1},{"y":1,"y":2}]'), true);
+  });
+
+  it('finds keys that are equal only once their escapes are decoded', () => {
+    assert.equal(hasDuplicateKeys('{"sub":"alice","s\\u0075b":"admin"}'), true);
+    assert.equal(hasDuplicateKeys('{"\\u0073\\u0075\\u0062":"a","sub":"b"}'), true);
+    assert.equal(hasDuplicateKeys('{"a/b":1,"a\\/b":2}'), true);
+  });
+
+  it('does not confuse equal keys in different objects with duplicates', () => {
+    assert.equal(hasDuplicateKeys('{"a":{"b":1},"b":2}'), false);
+    assert.equal(hasDuplicateKeys('{"a":{"x":1},"b":{"x":1}}'), false);
+    assert.equal(hasDuplicateKeys('[{"a":1},{"a":1}]'), false);
+    assert.equal(hasDuplicateKeys('{"a":[{"id":1},{"id":2}],"id":3}'), false);
+  });
+
+  it('does not take string values, array strings or key look-alikes inside strings as keys', () => {
+    assert.equal(hasDuplicateKeys('{"a":"a","b":"a"}'), false);
+    assert.equal(hasDuplicateKeys('{"a":["a","a"],"b":1}'), false);
+    assert.equal(hasDuplicateKeys('{"a":"{\\"a\\":1,\\"a\\":2}","b":1}'), false);
+    assert.equal(hasDuplicateKeys('{"a":"}, \\"a\\": [","b":"]{"}'), false);
+  });
+
+  it('handles braces, quotes and backslashes inside keys and values', () => {
+    assert.equal(hasDuplicateKeys('{"x\\\\":1,"x":2}'), false);
+    assert.equal(hasDuplicateKeys('{"x\\\\":1,"x\\\\":2}'), true);
+    assert.equal(hasDuplicateKeys('{"q\\"":"\\\\","q":"\\""}'), false);
+    assert.equal(hasDuplicateKeys('{"{":"}","[":"]","{":0}'), true);
+    assert.equal(hasDuplicateKeys('{"v":"\\\\\\"","w":"\\\\","v2":"a,\\"v\\":1"}'), false);
+  });
+});
+
+describe('hasControlCharacters', () => {
+  it('is false for clean claims', () => {
+    assert.equal(hasControlCharacters({ sub: 'alice', tctx: { roles: ['customer'], tenant: 'acme' }, exp: 1, ok: true, none: null }), false);
+  });
+
+  it('finds NUL and other C0 characters and DEL in a top-level value', () => {
+    for (const c of ['\u0000', '\u0001', '\n', '\r', '\t', '\u001f', '\u007f']) {
+      assert.equal(hasControlCharacters({ sub: `alice${c}` }), true, JSON.stringify(c));
+    }
+  });
+
+  it('finds a NUL in a key', () => {
+    assert.equal(hasControlCharacters({ 'sub\u0000': 'alice' }), true);
+    assert.equal(hasControlCharacters({ tctx: { 'role\u0000s': [] } }), true);
+  });
+
+  it('finds a NUL in a nested value and inside an array', () => {
+    assert.equal(hasControlCharacters({ tctx: { tenant: 'ac\u0000me' } }), true);
+    assert.equal(hasControlCharacters({ tctx: { roles: ['customer', 'ad\u0000min'] } }), true);
+    assert.equal(hasControlCharacters(['ok', ['x\u0000']]), true);
+  });
+
+  it('treats nesting deeper than 16 levels as suspicious', () => {
+    const nest = (levels: number): unknown => {
+      let value: unknown = 'leaf';
+      for (let i = 0; i < levels; i++) value = [value];
+      return value;
+    };
+    assert.equal(hasControlCharacters(nest(16)), false);
+    assert.equal(hasControlCharacters(nest(17)), true);
+  });
+});
