@@ -1,17 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { GuardConfigError } from './errors.ts';
+import { assertConfigError } from '../test/assert-config-error.ts';
 import { parseRouteTable, type RouteTable } from './route-table.ts';
 
-function assertConfigError(attempt: () => unknown, ...fragments: string[]): void {
-  assert.throws(attempt, (error: unknown) => {
-    assert.ok(error instanceof GuardConfigError, String(error));
-    assert.equal(error.code, 'LOCKSTEP_CONFIG_INVALID');
-    for (const fragment of fragments) assert.ok(error.message.includes(fragment), `"${error.message}" should include "${fragment}"`);
-    return true;
-  });
-}
 
 describe('parseRouteTable', () => {
   it('reads method, template, default or explicit action, flags and body schema', () => {

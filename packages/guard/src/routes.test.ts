@@ -1,16 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { GuardConfigError } from './errors.ts';
+import { assertConfigError } from '../test/assert-config-error.ts';
 import { defaultAction, routeSecurity, type RouteConfig } from './routes.ts';
 
-function assertConfigError(attempt: () => unknown, ...fragments: string[]): void {
-  assert.throws(attempt, (error: unknown) => {
-    assert.ok(error instanceof GuardConfigError, String(error));
-    assert.equal(error.code, 'LOCKSTEP_CONFIG_INVALID');
-    for (const fragment of fragments) assert.ok(error.message.includes(fragment), `"${error.message}" should include "${fragment}"`);
-    return true;
-  });
-}
 
 describe('defaultAction', () => {
   it('is "<METHOD> <template>" with the method in upper case', () => {
