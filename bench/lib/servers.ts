@@ -1,0 +1,134 @@
+/**
+ * The three servers under test, one at a time in the bench's own process, all Fastify over HTTPS
+ * with mTLS on 127.0.0.1 and the same route and handler:
+ *
+ *   bare     no guard; TLS itself requires and verifies the client certificate.
+ *   guarded  createGuard + register(lockstep, { guard }), exactly as a user would, audit to a file.
+ *   naive    bare + an onRequest hook that verifies the Txn-Token (jose jwtVerify) and asks Cedar
+ *            (statefulIsAuthorized) on every request: no token cache, no decision cache.
+ */
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import Fastify, { type FastifyInstance, type FastifyRequest, type RouteShorthandOptions } from 'fastify';
+import { importJWK, jwtVerify, type JWK } from 'jose';
+import { createGuard, type Guard, type GuardLogger } from '@lockstep/guard';
+import { lockstep } from '@lockstep/guard/fastify';
+import { SERVICE, TRUST_DOMAIN, type BenchWorld } from './world.ts';
+
+export type Variant = 'bare' | 'guarded' | 'naive';
+export const VARIANTS: readonly Variant[] = ['bare', 'guarded', 'naive'];
+export const ROUTE_PATH = '/orders/:id';
+
+export interface RunningServer {
+  readonly origin: string;
+  /** Decision events the guard wrote to its audit file (guarded only; null otherwise). Read after close(). */
+  auditLines(): number | null;
+  close(): Promise<void>;
+}
+
+/** Warnings and errors only: a guard that complains during a benchmark should be seen. */
+const benchLogger: GuardLogger = {
+  info() {},
+  warn: (message, fields) => console.error(`[guard warn] ${message}`, fields ?? ''),
+  error: (message, fields) => console.error(`[guard error] ${message}`, fields ?? ''),
+};
+
+const routeOptions: RouteShorthandOptions = { config: { lockstep: { action: 'orders:read' } } };
+async function showOrder(request: FastifyRequest): Promise<{ ok: true; id: string; item: string; quantity: number }> {
+  return { ok: true, id: (request.params as { id: string }).id, item: 'book', quantity: 1 };
+}
+
+function mtlsOptions(world: BenchWorld) {
+  return {
+    cert: world.orders.chainPem,
+    key: world.orders.keyPem,
+    ca: world.caPem,
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.3' as const,
+  };
+}
+
+async function listen(app: FastifyInstance, onClose: () => Promise<void> = async () => {}, auditLines: () => number | null = () => null): Promise<RunningServer> {
+  app.get(ROUTE_PATH, routeOptions, showOrder);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+  return {
+    origin: `https://127.0.0.1:${port}`,
+    auditLines,
+    async close() {
+      await app.close();
+      await onClose();
+    },
+  };
+}
+
+export async function startBare(world: BenchWorld): Promise<RunningServer> {
+  return listen(Fastify({ https: mtlsOptions(world), logger: false }));
+}
+
+export async function startGuarded(world: BenchWorld, auditFile: string): Promise<RunningServer & { guard: Guard }> {
+  const guard = await createGuard({
+    service: SERVICE,
+    trustDomain: TRUST_DOMAIN,
+    trustBundle: world.caPem,
+    svid: { cert: world.orders.chainPem, key: world.orders.keyPem },
+    txnTokenKeys: { jwks: world.minter.jwks },
+    policy: { keys: world.policyJwks, bundle: world.bundle },
+    audit: { file: auditFile },
+    logger: benchLogger,
+  });
+  const app = Fastify({ https: guard.tlsOptions(), logger: false });
+  await app.register(lockstep, { guard });
+  const server = await listen(app, () => guard.close(), () => readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).length);
+  return { ...server, guard };
+}
+
+export async function startNaive(world: BenchWorld): Promise<RunningServer> {
+  const jwk = world.minter.jwks.keys[0] as JWK;
+  const key = await importJWK(jwk, 'ES256');
+  // Preparsing is what any sane caller does once; it is not a per-request cache.
+  const preparsed = `bench-naive-${world.policySet.version}`;
+  const schema = cedar.preparseSchema(preparsed, world.policySet.schemaText);
+  if (schema.type === 'failure') throw new Error(`naive: Cedar rejected the schema: ${JSON.stringify(schema.errors)}`);
+  const policies = cedar.preparsePolicySet(preparsed, { staticPolicies: { ...world.policySet.policies } });
+  if (policies.type === 'failure') throw new Error(`naive: Cedar rejected the policies: ${JSON.stringify(policies.errors)}`);
+
+  const app = Fastify({ https: mtlsOptions(world), logger: false });
+  app.addHook('onRequest', async (request, reply) => {
+    const header = request.headers['txn-token'];
+    if (typeof header !== 'string') return reply.code(401).send({ error: 'txn-token missing' });
+    let claims: Record<string, unknown>;
+    try {
+      ({ payload: claims } = await jwtVerify(header, key, { algorithms: ['ES256'], typ: 'txntoken+jwt', audience: TRUST_DOMAIN, requiredClaims: ['exp', 'iat', 'txn', 'sub'] }));
+    } catch (error) {
+      return reply.code(401).send({ error: (error as Error).message });
+    }
+    const san = (request.raw.socket as TLSSocket).getPeerCertificate(false).subjectaltname ?? '';
+    const principal = /URI:(spiffe:\/\/[^,\s]+)/.exec(san)?.[1] ?? '';
+    const tctx = (claims.tctx ?? {}) as { roles?: unknown; tenant?: unknown };
+    const context = {
+      sub: String(claims.sub ?? ''),
+      roles: Array.isArray(tctx.roles) ? tctx.roles.filter((role): role is string => typeof role === 'string') : [],
+      scope: typeof claims.scope === 'string' ? claims.scope.split(' ').filter(Boolean) : [],
+      requester: typeof claims.req_wl === 'string' ? claims.req_wl : '',
+      callerService: /\/svc\/([^/]+)$/.exec(principal)?.[1] ?? '',
+      ...(typeof tctx.tenant === 'string' ? { tenant: tctx.tenant } : {}),
+    };
+    const answer = cedar.statefulIsAuthorized({
+      principal: { type: 'Lockstep::Workload', id: principal },
+      action: { type: 'Lockstep::Action', id: 'orders:read' },
+      resource: { type: 'Lockstep::Service', id: SERVICE },
+      context,
+      entities: [],
+      preparsedSchemaName: preparsed,
+      preparsedPolicySetId: preparsed,
+      validateRequest: true,
+    });
+    if (answer.type === 'failure' || answer.response.decision !== 'allow') return reply.code(403).send({ error: 'denied' });
+    return undefined;
+  });
+  return listen(app);
+}
