@@ -5,7 +5,7 @@
  */
 import { createWriteStream, fchmodSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { subscribeDecisions } from './steps/audit.ts';
+import { decisionToJson, subscribeDecisions } from './steps/audit.ts';
 
 export interface AuditSink {
   flush(): Promise<void>;
@@ -33,7 +33,7 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
   const timer = setInterval(() => void write(), options.flushMs ?? 200);
   timer.unref();
   const unsubscribe = subscribeDecisions((event) => {
-    lines.push(`${JSON.stringify(event)}\n`);
+    lines.push(`${decisionToJson(event)}\n`);
     if (lines.length >= 512) void write();
   });
   return {

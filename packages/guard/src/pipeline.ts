@@ -43,7 +43,8 @@ export interface Admission {
 }
 
 export interface Pipeline {
-  admit(request: InboundRequest, route: RouteSecurity | null): Promise<Admission>;
+  /** Steps 1–3. Returns synchronously in the steady state; a Promise only when a token must be verified. */
+  admit(request: InboundRequest, route: RouteSecurity | null): Admission | Promise<Admission>;
   /** Records an input-step refusal (step 4) of a request that `admit` had let through. */
   refuseInput(admission: Admission, error: GuardError): Admission;
   /** Records a refusal that happened before a request could be admitted (e.g. a framework error). */
@@ -66,6 +67,21 @@ export function nextRequestId(): string {
   return `${idPrefix}-${(++idCounter).toString(36)}`;
 }
 
+/** What is known of a request before its verdict. */
+type Pending = Omit<Admission, 'latencyMs' | 'allowed' | 'refusal' | 'reason' | 'policyIds' | 'policyVersion' | 'dryRun'>;
+
+// Many decisions share a millisecond under load: format the timestamp once per millisecond.
+let lastMs = 0;
+let lastIso = '';
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastIso = new Date(now).toISOString();
+  }
+  return lastIso;
+}
+
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { service, transport, txnToken, authorize } = options;
 
@@ -77,7 +93,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   function record(admission: Admission): void {
     publishDecision({
-      time: new Date().toISOString(),
+      time: isoNow(),
       service,
       requestId: admission.requestId,
       caller: admission.peer?.spiffeId ?? null,
@@ -97,60 +113,66 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     });
   }
 
-  function refused(base: Omit<Admission, 'latencyMs' | 'allowed' | 'refusal' | 'reason' | 'policyIds' | 'policyVersion' | 'dryRun'>, error: GuardError, startedAt: number): Admission {
+  function refused(base: Pending, error: GuardError, startedAt: number): Admission {
     return finish({ ...base, allowed: false, refusal: error, reason: error.code, policyIds: error.policyIds, policyVersion: null, dryRun: false }, startedAt);
   }
 
+  /** Steps 2b–3, once the Txn-Token is known (or known to be bad). Synchronous. */
+  function decide(base: Pending & { peer: PeerIdentity }, route: RouteSecurity | null, dryRun: boolean, tokenError: GuardError | null, startedAt: number): Admission {
+    if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL')) return refused(base, tokenError, startedAt);
+    if (route === null) return refused(base, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
+    let wouldBe = tokenError;
+    let policyIds: readonly string[] = [];
+    let policyVersion: string | null = null;
+    try {
+      ({ policyIds, policyVersion } = authorize.decide(base.peer, base.txn, route.action));
+    } catch (error) {
+      const denial = asGuardError(error);
+      if (!dryRun || denial.code === 'LOCKSTEP_ERR_INTERNAL') return refused(base, denial, startedAt);
+      wouldBe ??= denial;
+      policyIds = denial.policyIds;
+    }
+    return finish({ ...base, allowed: true, refusal: wouldBe, reason: wouldBe?.code ?? 'LOCKSTEP_ALLOW', policyIds, policyVersion, dryRun }, startedAt);
+  }
+
   return {
-    async admit(request, route) {
+    // Synchronous when the connection, token and decision are cached (the steady state): no promise.
+    admit(request, route) {
       const startedAt = performance.now();
-      const traceparentHeader = request.headers.traceparent;
-      const base = {
+      const traceparent = request.headers.traceparent;
+      const base: Pending = {
         requestId: nextRequestId(),
         method: request.method ?? '',
         route,
-        peer: null as PeerIdentity | null,
-        txn: null as VerifiedTxnToken | null,
-        traceparent: typeof traceparentHeader === 'string' ? traceparentHeader : null,
+        peer: null,
+        txn: null,
+        traceparent: typeof traceparent === 'string' ? traceparent : null,
       };
       if (route?.public) {
         return finish({ ...base, allowed: true, refusal: null, reason: 'LOCKSTEP_ALLOW_PUBLIC', policyIds: [], policyVersion: null, dryRun: false }, startedAt);
       }
+      let peer: PeerIdentity;
       try {
         // Transport is never dry-run: without a verified peer there is no principal to decide about.
-        base.peer = transport.identify(request.socket);
+        peer = transport.identify(request.socket);
       } catch (error) {
         return refused(base, asGuardError(error), startedAt);
       }
+      const identified = { ...base, peer };
       const dryRun = route !== null && (options.dryRun || route.dryRun);
-      let wouldBe: GuardError | null = null;
+      let verified: VerifiedTxnToken | Promise<VerifiedTxnToken>;
       try {
-        const verified = txnToken.verify(request.headers['txn-token'], request.rawHeaders);
-        base.txn = verified instanceof Promise ? await verified : verified;
+        verified = txnToken.verify(request.headers['txn-token'], request.rawHeaders);
       } catch (error) {
-        wouldBe = asGuardError(error);
-        if (!dryRun || wouldBe.code === 'LOCKSTEP_ERR_INTERNAL') return refused(base, wouldBe, startedAt);
+        return decide(identified, route, dryRun, asGuardError(error), startedAt);
       }
-      if (route === null) return refused(base, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
-      let policyIds: readonly string[] = [];
-      let policyVersion: string | null = null;
-      try {
-        ({ policyIds, policyVersion } = authorize.decide(base.peer, base.txn, route.action));
-      } catch (error) {
-        const denial = asGuardError(error);
-        if (!dryRun || denial.code === 'LOCKSTEP_ERR_INTERNAL') return refused(base, denial, startedAt);
-        wouldBe ??= denial;
-        policyIds = denial.policyIds;
+      if (verified instanceof Promise) {
+        return verified.then(
+          (txn) => decide({ ...identified, txn }, route, dryRun, null, startedAt),
+          (error: unknown) => decide(identified, route, dryRun, asGuardError(error), startedAt),
+        );
       }
-      return finish({
-        ...base,
-        allowed: true,
-        refusal: wouldBe,
-        reason: wouldBe?.code ?? 'LOCKSTEP_ALLOW',
-        policyIds,
-        policyVersion,
-        dryRun,
-      }, startedAt);
+      return decide({ ...identified, txn: verified }, route, dryRun, null, startedAt);
     },
 
     refuseInput(admission, error) {

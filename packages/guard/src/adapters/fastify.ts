@@ -68,13 +68,19 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   });
   fastify.addHook('onReady', async () => guard.declareRoutes(routes));
 
-  fastify.addHook('onRequest', async (request: GuardedRequest, reply) => {
-    const byMethod = (request.routeOptions.config as { [kSecurity]?: Record<string, RouteSecurity> } | undefined)?.[kSecurity];
-    const route = byMethod?.[request.method] ?? null;
-    const admission = await pipeline.admit(request.raw, route);
+  function settle(request: GuardedRequest, reply: FastifyReply, admission: Admission, done: () => void): void {
     request[kAdmission] = admission;
-    if (!admission.allowed) return send(reply, admission.refusal as GuardError, admission.requestId);
-    return undefined;
+    // A refusal is answered here; not calling done() ends the hook chain (Fastify's early reply).
+    if (!admission.allowed) send(reply, admission.refusal as GuardError, admission.requestId);
+    else done();
+  }
+
+  // Callback style: in the steady state `admit` is synchronous and no promise is made per request.
+  fastify.addHook('onRequest', (request: GuardedRequest, reply, done) => {
+    const byMethod = (request.routeOptions.config as { [kSecurity]?: Record<string, RouteSecurity> } | undefined)?.[kSecurity];
+    const admitted = pipeline.admit(request.raw, byMethod?.[request.method] ?? null);
+    if (admitted instanceof Promise) admitted.then((admission) => settle(request, reply, admission, done), done);
+    else settle(request, reply, admitted, done);
   });
 
   fastify.addHook('preHandler', (request: GuardedRequest, reply, done) => {

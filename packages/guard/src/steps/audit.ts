@@ -47,3 +47,31 @@ export function subscribeDecisions(listener: (event: DecisionEvent) => void): ()
   diagnostics.subscribe(DECISION_CHANNEL, onMessage);
   return () => diagnostics.unsubscribe(DECISION_CHANNEL, onMessage);
 }
+
+/** A JSON string literal; skips JSON.stringify when nothing needs escaping (the usual case). */
+function jsonString(value: string): string {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(value);
+  }
+  return `"${value}"`;
+}
+
+function jsonStringOrNull(value: string | null): string {
+  return value === null ? 'null' : jsonString(value);
+}
+
+/**
+ * One event as one line of JSON, field by field in a fixed order: the same value JSON.stringify
+ * gives, at a fraction of its cost on the request path of a busy service.
+ */
+export function decisionToJson(event: DecisionEvent): string {
+  let policyIds = '';
+  for (let i = 0; i < event.policyIds.length; i++) policyIds += (i === 0 ? '' : ',') + jsonString(event.policyIds[i] as string);
+  return `{"time":${jsonString(event.time)},"service":${jsonString(event.service)},"requestId":${jsonString(event.requestId)}`
+    + `,"caller":${jsonStringOrNull(event.caller)},"sub":${jsonStringOrNull(event.sub)},"txn":${jsonStringOrNull(event.txn)}`
+    + `,"method":${jsonString(event.method)},"route":${jsonStringOrNull(event.route)},"action":${jsonStringOrNull(event.action)}`
+    + `,"resource":${jsonString(event.resource)},"decision":"${event.decision}","policyIds":[${policyIds}]`
+    + `,"policyVersion":${jsonStringOrNull(event.policyVersion)},"reason":${jsonString(event.reason)},"dryRun":${event.dryRun}`
+    + `,"latencyMs":${Number.isFinite(event.latencyMs) ? event.latencyMs : 0},"traceId":${jsonStringOrNull(event.traceId)}}`;
+}

@@ -1,10 +1,14 @@
 /**
  * Step 3 — authorization. One Cedar question per request: may workload <caller> perform <action> on
- * service <this> in this transaction context? The policy engine answers from its decision cache when
- * it has seen the equivalent request under the same policy version; otherwise it asks Cedar.
- * Deny by default: no permitting policy means 403.
+ * service <this> in this transaction context? Deny by default: no permitting policy means 403.
+ *
+ * Two caches answer repeated questions. The policy engine's decision cache is keyed by (policy
+ * version, canonical request) and serves any request equivalent to one already decided. In front of
+ * it, each verified token remembers its own answers per (action, caller, policy version): every input
+ * of the decision is fixed by those — the context comes from the token and the caller's SPIFFE ID —
+ * so the steady state is a WeakMap and a Map lookup, without building the canonical request.
  */
-import type { PolicyEngine, RequestContext } from '@lockstep/policy';
+import type { AuthorizationResult as EngineResult, PolicyEngine, RequestContext } from '@lockstep/policy';
 import { GuardError } from '../errors.ts';
 import type { PeerIdentity } from './transport.ts';
 import type { VerifiedTxnToken } from './txn-token.ts';
@@ -18,20 +22,46 @@ export interface AuthorizeStep {
   decide(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string): AuthorizationResult;
 }
 
+interface Remembered {
+  readonly spiffeId: string;
+  readonly answer: EngineResult;
+}
+
+/** At most this many actions remembered per token; a token is normally used for a handful. */
+const ACTIONS_PER_TOKEN = 32;
+
 export function createAuthorizeStep(options: { service: string; engine: PolicyEngine }): AuthorizeStep {
   const { engine, service } = options;
+  const byToken = new WeakMap<VerifiedTxnToken, Map<string, Remembered>>();
+
+  function ask(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string): EngineResult {
+    const context: RequestContext = {
+      sub: txn?.claims.sub ?? '',
+      roles: txn?.roles ?? [],
+      scope: txn?.scope ?? [],
+      requester: txn?.claims.req_wl ?? '',
+      callerService: peer.service,
+      ...(txn?.tenant !== undefined ? { tenant: txn.tenant } : {}),
+    };
+    return engine.authorize({ principal: peer.spiffeId, action, resource: service, context });
+  }
+
+  function remembered(peer: PeerIdentity, txn: VerifiedTxnToken, action: string, version: string): EngineResult {
+    let answers = byToken.get(txn);
+    const known = answers?.get(action);
+    if (known !== undefined && known.answer.version === version && known.spiffeId === peer.spiffeId) return known.answer;
+    const answer = ask(peer, txn, action);
+    if (answers === undefined) byToken.set(txn, (answers = new Map()));
+    else if (answers.size >= ACTIONS_PER_TOKEN && known === undefined) answers.clear();
+    answers.set(action, { spiffeId: peer.spiffeId, answer });
+    return answer;
+  }
+
   return {
     decide(peer, txn, action) {
-      if (engine.version === null) throw new GuardError('LOCKSTEP_ERR_NO_POLICY');
-      const context: RequestContext = {
-        sub: txn?.claims.sub ?? '',
-        roles: txn?.roles ?? [],
-        scope: txn?.scope ?? [],
-        requester: txn?.claims.req_wl ?? '',
-        callerService: peer.service,
-        ...(txn?.tenant !== undefined ? { tenant: txn.tenant } : {}),
-      };
-      const answer = engine.authorize({ principal: peer.spiffeId, action, resource: service, context });
+      const version = engine.version;
+      if (version === null) throw new GuardError('LOCKSTEP_ERR_NO_POLICY');
+      const answer = txn === null ? ask(peer, txn, action) : remembered(peer, txn, action, version);
       if (answer.decision !== 'allow') {
         const why = answer.errors.length > 0 ? `; policy errors: ${answer.errors.join('; ')}` : '';
         const forbidden = answer.policyIds.length > 0 ? ` (forbidden by ${answer.policyIds.join(', ')})` : '';
