@@ -2,7 +2,7 @@
  * `npm run bench:guard` — what the guard costs. In one run, over keep-alive mTLS with the load
  * generator in a separate process: bare Fastify, guarded Fastify (steady state, 1,000 distinct
  * Txn-Tokens in rotation) and naive (verify + authorize every request, no caches), each saturated and
- * then at light load (one connection); then, in process, cold-path Txn-Token verification against raw
+ * then at light load (one connection); each server in a process of its own; then, in process, cold-path Txn-Token verification against raw
  * node:crypto and the steady-state cost of `guard.pipeline.admit`. The machine is small and shared,
  * so the three variants run in rounds and the best round (highest rps) of each is reported.
  * Prints the tables, writes them to docs/benchmarks.md, and ends stdout with one JSON line:
@@ -18,7 +18,8 @@ import { measureColdPath } from './lib/cold-path.ts';
 import type { LoadReport } from './lib/protocol.ts';
 import { renderMarkdown, summarize, bestPerVariant, type BenchSettings, type RoundResult } from './lib/report.ts';
 import { runLoad } from './lib/run-load.ts';
-import { startBare, startGuarded, startNaive, VARIANTS, type RunningServer, type Variant } from './lib/servers.ts';
+import { startServerProcess } from './lib/run-server.ts';
+import { serverWorld, VARIANTS, type ServerWorld, type Variant } from './lib/servers.ts';
 import { createBenchWorld, mintCustomerTokens, type BenchWorld } from './lib/world.ts';
 
 const DOCS_FILE = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
@@ -32,7 +33,7 @@ function envNumber(name: string, fallback: number, min: number, max: number): nu
 }
 
 const settings: BenchSettings = {
-  rounds: Math.round(envNumber('BENCH_ROUNDS', 2, 1, 10)),
+  rounds: Math.round(envNumber('BENCH_ROUNDS', 3, 1, 10)),
   connections: Math.round(envNumber('BENCH_CONNECTIONS', 16, 1, 256)),
   warmupSeconds: envNumber('BENCH_WARMUP_SECONDS', 2, 0, 60),
   measureSeconds: envNumber('BENCH_SECONDS', 8, 1, 120),
@@ -51,13 +52,6 @@ const fullRun = VARIANTS.every((variant) => variants.includes(variant));
 
 const progress = (message: string) => console.error(`[bench] ${message}`);
 
-async function start(variant: Variant, world: BenchWorld, auditFile: string): Promise<RunningServer> {
-  switch (variant) {
-    case 'bare': return startBare(world);
-    case 'guarded': return startGuarded(world, auditFile);
-    case 'naive': return startNaive(world);
-  }
-}
 
 function check(variant: Variant, round: number, what: string, report: LoadReport): void {
   if (report.non200 > 0 || report.errors > 0 || report.requests === 0) {
@@ -65,9 +59,9 @@ function check(variant: Variant, round: number, what: string, report: LoadReport
   }
 }
 
-async function runVariant(world: BenchWorld, variant: Variant, round: number, tokens: readonly string[], scratch: string): Promise<RoundResult> {
+async function runVariant(world: BenchWorld, servers: ServerWorld, variant: Variant, round: number, tokens: readonly string[], scratch: string): Promise<RoundResult> {
   const auditFile = join(scratch, `audit-${variant}-${round}.jsonl`);
-  const server = await start(variant, world, auditFile);
+  const server = await startServerProcess(variant, servers, auditFile);
   const job = {
     origin: server.origin,
     path: `/orders/${round}042`,
@@ -106,11 +100,12 @@ async function main(): Promise<void> {
   try {
     progress('building the world: test CA, SVIDs, Txn-Token minter, signed policy bundle');
     const world = await createBenchWorld();
+    const servers = serverWorld(world);
     const results: RoundResult[] = [];
     for (let round = 1; round <= settings.rounds; round++) {
       // Fresh tokens per round keep them well inside their 5-minute lifetime however long the run.
       const tokens = await mintCustomerTokens(world.minter, settings.tokens);
-      for (const variant of variants) results.push(await runVariant(world, variant, round, tokens, scratch));
+      for (const variant of variants) results.push(await runVariant(world, servers, variant, round, tokens, scratch));
     }
     if (!fullRun) {
       progress('BENCH_VARIANTS is a subset: no cold path, no docs/benchmarks.md, no summary line');

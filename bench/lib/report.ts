@@ -6,7 +6,7 @@ import os from 'node:os';
 import type { AdmitCostReport } from './admit-cost.ts';
 import type { ColdPathReport } from './cold-path.ts';
 import type { LoadReport } from './protocol.ts';
-import type { Variant } from './servers.ts';
+import { VARIANTS, type Variant } from './servers.ts';
 
 export const TARGET_RATIO = 0.8;
 export const GOAL_RATIO = 0.9;
@@ -89,7 +89,7 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     '`BENCH_VARIANTS=guarded` runs a subset for profiling and writes nothing.',
     '',
     ...machine(loadBefore),
-    `- This run: ${settings.rounds} round(s) of bare → guarded → naive; per variant ${settings.connections} keep-alive mTLS connections, pipelining 1, warm-up ≥ ${settings.warmupSeconds} s and one full token rotation, ${settings.measureSeconds} s measured; then ${settings.lightSeconds} s at light load; total ${Math.round(elapsedSeconds)} s.`,
+    `- This run: ${settings.rounds} round(s) of ${VARIANTS.join(' → ')}, each server in a process of its own; per variant ${settings.connections} keep-alive mTLS connections, pipelining 1, warm-up ≥ ${settings.warmupSeconds} s and one full token rotation, ${settings.measureSeconds} s measured; then ${settings.lightSeconds} s at light load; total ${Math.round(elapsedSeconds)} s.`,
     '',
     '## Guard in steady state',
     '',
@@ -97,7 +97,7 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     '',
     '| Variant | rps | p50 ms | p99 ms | ratio vs bare |',
     '| --- | ---: | ---: | ---: | ---: |',
-    ...(['bare', 'guarded', 'naive'] as const).map((variant) => {
+    ...VARIANTS.map((variant) => {
       const { report } = best[variant];
       return `| ${describeVariant(variant)} | ${rps(report.rps)} | ${ms(report.p50Ms)} | ${ms(report.p99Ms)} | ${(report.rps / bareRps).toFixed(3)} |`;
     }),
@@ -105,6 +105,7 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     `- guarded / bare = **${summary.ratio.toFixed(3)}** (target ≥ ${TARGET_RATIO.toFixed(2)}: ${verdict(summary.ratio >= TARGET_RATIO)}; goal ${GOAL_RATIO.toFixed(2)}: ${verdict(summary.ratio >= GOAL_RATIO)})`,
     `- p99 added by the guard = **${summary.p99AddedMs.toFixed(3)} ms** (target ≤ ${TARGET_P99_ADDED_MS} ms: ${verdict(summary.p99AddedMs <= TARGET_P99_ADDED_MS)})`,
     `- guarded / naive = ${(summary.guardedRps / summary.naiveRps).toFixed(2)}× — what the token and decision caches buy`,
+    `- guarded without an audit subscriber / bare = ${(best['guarded-no-sink'].report.rps / bareRps).toFixed(3)} — enforcement alone; the difference to the audited row is the cost of writing every decision to the JSON-lines file`,
     '',
     'The load is closed-loop (each connection sends its next request when the previous answer arrives), so the',
     'servers run saturated and latency includes queueing: p99 added is the guard\'s per-request cost plus the',
@@ -116,7 +117,7 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     '',
     '| Variant | rps | p50 ms | p99 ms | p99 added vs bare, ms |',
     '| --- | ---: | ---: | ---: | ---: |',
-    ...(['bare', 'guarded', 'naive'] as const).map((variant) => {
+    ...VARIANTS.map((variant) => {
       const { light } = best[variant];
       return `| ${variant} | ${rps(light.rps)} | ${ms(light.p50Ms)} | ${ms(light.p99Ms)} | ${variant === 'bare' ? '—' : ms(light.p99Ms - best.bare.light.p99Ms)} |`;
     }),
@@ -160,7 +161,8 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
 function describeVariant(variant: Variant): string {
   switch (variant) {
     case 'bare': return 'bare Fastify (mTLS only)';
-    case 'guarded': return 'guarded (Lockstep, steady state)';
+    case 'guarded': return 'guarded (Lockstep, steady state, audit to file)';
+    case 'guarded-no-sink': return 'guarded, no audit subscriber';
     case 'naive': return 'naive (verify + authorize every request)';
   }
 }

@@ -1,9 +1,10 @@
 /**
- * The three servers under test, one at a time in the bench's own process, all Fastify over HTTPS
+ * The three servers under test, each started in its own process (bench/server.ts), all Fastify over HTTPS
  * with mTLS on 127.0.0.1 and the same route and handler:
  *
  *   bare     no guard; TLS itself requires and verifies the client certificate.
  *   guarded  createGuard + register(lockstep, { guard }), exactly as a user would, audit to a file.
+ *   guarded-no-sink  the same with no audit subscriber: what enforcement costs without the audit I/O.
  *   naive    bare + an onRequest hook that verifies the Txn-Token (jose jwtVerify) and asks Cedar
  *            (statefulIsAuthorized) on every request: no token cache, no decision cache.
  */
@@ -15,11 +16,34 @@ import Fastify, { type FastifyInstance, type FastifyRequest, type RouteShorthand
 import { importJWK, jwtVerify, type JWK } from 'jose';
 import { createGuard, type Guard, type GuardLogger } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
+import type { JWK as JoseJwk } from 'jose';
+import type { PolicySet } from '@lockstep/policy';
 import { SERVICE, TRUST_DOMAIN, type BenchWorld } from './world.ts';
 
-export type Variant = 'bare' | 'guarded' | 'naive';
-export const VARIANTS: readonly Variant[] = ['bare', 'guarded', 'naive'];
+export type Variant = 'bare' | 'guarded' | 'guarded-no-sink' | 'naive';
+export const VARIANTS: readonly Variant[] = ['bare', 'guarded', 'guarded-no-sink', 'naive'];
 export const ROUTE_PATH = '/orders/:id';
+
+/** What a server process needs of the world: plain data, sent over IPC. */
+export interface ServerWorld {
+  readonly caPem: string;
+  readonly orders: { readonly chainPem: string; readonly keyPem: string };
+  readonly txnTokenJwks: { keys: JoseJwk[] };
+  readonly policySet: PolicySet;
+  readonly policyJwks: { keys: JoseJwk[] };
+  readonly bundle: string;
+}
+
+export function serverWorld(world: BenchWorld): ServerWorld {
+  return {
+    caPem: world.caPem,
+    orders: { chainPem: world.orders.chainPem, keyPem: world.orders.keyPem },
+    txnTokenJwks: { keys: [...world.minter.jwks.keys] },
+    policySet: world.policySet,
+    policyJwks: world.policyJwks,
+    bundle: world.bundle,
+  };
+}
 
 export interface RunningServer {
   readonly origin: string;
@@ -40,7 +64,7 @@ async function showOrder(request: FastifyRequest): Promise<{ ok: true; id: strin
   return { ok: true, id: (request.params as { id: string }).id, item: 'book', quantity: 1 };
 }
 
-function mtlsOptions(world: BenchWorld) {
+function mtlsOptions(world: ServerWorld) {
   return {
     cert: world.orders.chainPem,
     key: world.orders.keyPem,
@@ -65,29 +89,38 @@ async function listen(app: FastifyInstance, onClose: () => Promise<void> = async
   };
 }
 
-export async function startBare(world: BenchWorld): Promise<RunningServer> {
+export function startVariant(variant: Variant, world: ServerWorld, auditFile: string): Promise<RunningServer> {
+  switch (variant) {
+    case 'bare': return startBare(world);
+    case 'guarded': return startGuarded(world, auditFile);
+    case 'guarded-no-sink': return startGuarded(world, null);
+    case 'naive': return startNaive(world);
+  }
+}
+
+export async function startBare(world: ServerWorld): Promise<RunningServer> {
   return listen(Fastify({ https: mtlsOptions(world), logger: false }));
 }
 
-export async function startGuarded(world: BenchWorld, auditFile: string): Promise<RunningServer & { guard: Guard }> {
+export async function startGuarded(world: ServerWorld, auditFile: string | null): Promise<RunningServer & { guard: Guard }> {
   const guard = await createGuard({
     service: SERVICE,
     trustDomain: TRUST_DOMAIN,
     trustBundle: world.caPem,
     svid: { cert: world.orders.chainPem, key: world.orders.keyPem },
-    txnTokenKeys: { jwks: world.minter.jwks },
+    txnTokenKeys: { jwks: world.txnTokenJwks },
     policy: { keys: world.policyJwks, bundle: world.bundle },
-    audit: { file: auditFile },
+    ...(auditFile === null ? {} : { audit: { file: auditFile } }),
     logger: benchLogger,
   });
   const app = Fastify({ https: guard.tlsOptions(), logger: false });
   await app.register(lockstep, { guard });
-  const server = await listen(app, () => guard.close(), () => readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).length);
+  const server = await listen(app, () => guard.close(), () => auditFile === null ? null : readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).length);
   return { ...server, guard };
 }
 
-export async function startNaive(world: BenchWorld): Promise<RunningServer> {
-  const jwk = world.minter.jwks.keys[0] as JWK;
+export async function startNaive(world: ServerWorld): Promise<RunningServer> {
+  const jwk = world.txnTokenJwks.keys[0] as JWK;
   const key = await importJWK(jwk, 'ES256');
   // Preparsing is what any sane caller does once; it is not a per-request cache.
   const preparsed = `bench-naive-${world.policySet.version}`;

@@ -19,13 +19,16 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
   fchmodSync(fd, 0o600);
   const stream = createWriteStream(path, { fd, flags: 'a' });
   stream.on('error', (error) => options.onError?.(error));
-  let lines: string[] = [];
+  // One growing string: appending is cheap (V8 builds a rope) and it is flattened once, on write.
+  let batch = '';
+  let count = 0;
   // Stream writes complete in order, so waiting for the last one waits for all of them.
   let pending: Promise<void> = Promise.resolve();
   const write = (): Promise<void> => {
-    if (lines.length > 0) {
-      const chunk = lines.join('');
-      lines = [];
+    if (count > 0) {
+      const chunk = batch;
+      batch = '';
+      count = 0;
       pending = new Promise((resolve) => stream.write(chunk, () => resolve()));
     }
     return pending;
@@ -33,8 +36,8 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
   const timer = setInterval(() => void write(), options.flushMs ?? 200);
   timer.unref();
   const unsubscribe = subscribeDecisions((event) => {
-    lines.push(`${decisionToJson(event)}\n`);
-    if (lines.length >= 512) void write();
+    batch += `${decisionToJson(event)}\n`;
+    if (++count >= 512) void write();
   });
   return {
     flush: write,

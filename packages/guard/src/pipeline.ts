@@ -67,8 +67,9 @@ export function nextRequestId(): string {
   return `${idPrefix}-${(++idCounter).toString(36)}`;
 }
 
-/** What is known of a request before its verdict. */
-type Pending = Omit<Admission, 'latencyMs' | 'allowed' | 'refusal' | 'reason' | 'policyIds' | 'policyVersion' | 'dryRun'>;
+/** An admission while the steps fill it in. */
+type Draft = { -readonly [K in keyof Admission]: Admission[K] };
+const NO_POLICIES: readonly string[] = Object.freeze([]);
 
 // Many decisions share a millisecond under load: format the timestamp once per millisecond.
 let lastMs = 0;
@@ -85,8 +86,28 @@ function isoNow(): string {
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { service, transport, txnToken, authorize } = options;
 
-  function finish(fields: Omit<Admission, 'latencyMs'>, startedAt: number): Admission {
-    const admission: Admission = { ...fields, latencyMs: performance.now() - startedAt };
+  // One object per request, filled in as the steps run (the steady state allocates nothing else).
+  function draft(request: InboundRequest, route: RouteSecurity | null): Draft {
+    const traceparent = request.headers.traceparent;
+    return {
+      requestId: nextRequestId(),
+      method: request.method ?? '',
+      route,
+      peer: null,
+      txn: null,
+      traceparent: typeof traceparent === 'string' ? traceparent : null,
+      allowed: false,
+      refusal: null,
+      dryRun: false,
+      reason: 'LOCKSTEP_ALLOW',
+      policyIds: NO_POLICIES,
+      policyVersion: null,
+      latencyMs: 0,
+    };
+  }
+
+  function finish(admission: Draft, startedAt: number): Admission {
+    admission.latencyMs = performance.now() - startedAt;
     if (auditEnabled()) record(admission);
     return admission;
   }
@@ -113,66 +134,74 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     });
   }
 
-  function refused(base: Pending, error: GuardError, startedAt: number): Admission {
-    return finish({ ...base, allowed: false, refusal: error, reason: error.code, policyIds: error.policyIds, policyVersion: null, dryRun: false }, startedAt);
+  function refuse(admission: Draft, error: GuardError, startedAt: number): Admission {
+    admission.allowed = false;
+    admission.refusal = error;
+    admission.reason = error.code;
+    admission.policyIds = error.policyIds;
+    admission.dryRun = false;
+    return finish(admission, startedAt);
   }
 
   /** Steps 2b–3, once the Txn-Token is known (or known to be bad). Synchronous. */
-  function decide(base: Pending & { peer: PeerIdentity }, route: RouteSecurity | null, dryRun: boolean, tokenError: GuardError | null, startedAt: number): Admission {
-    if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL')) return refused(base, tokenError, startedAt);
-    if (route === null) return refused(base, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
+  function decide(admission: Draft & { peer: PeerIdentity }, dryRun: boolean, tokenError: GuardError | null, startedAt: number): Admission {
+    const { route } = admission;
+    if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL')) return refuse(admission, tokenError, startedAt);
+    if (route === null) return refuse(admission, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
     let wouldBe = tokenError;
-    let policyIds: readonly string[] = [];
-    let policyVersion: string | null = null;
     try {
-      ({ policyIds, policyVersion } = authorize.decide(base.peer, base.txn, route.action));
+      const decision = authorize.decide(admission.peer, admission.txn, route.action);
+      admission.policyIds = decision.policyIds;
+      admission.policyVersion = decision.policyVersion;
     } catch (error) {
       const denial = asGuardError(error);
-      if (!dryRun || denial.code === 'LOCKSTEP_ERR_INTERNAL') return refused(base, denial, startedAt);
+      if (!dryRun || denial.code === 'LOCKSTEP_ERR_INTERNAL') return refuse(admission, denial, startedAt);
       wouldBe ??= denial;
-      policyIds = denial.policyIds;
+      admission.policyIds = denial.policyIds;
     }
-    return finish({ ...base, allowed: true, refusal: wouldBe, reason: wouldBe?.code ?? 'LOCKSTEP_ALLOW', policyIds, policyVersion, dryRun }, startedAt);
+    admission.allowed = true;
+    admission.refusal = wouldBe;
+    admission.reason = wouldBe?.code ?? 'LOCKSTEP_ALLOW';
+    admission.dryRun = dryRun;
+    return finish(admission, startedAt);
   }
 
   return {
     // Synchronous when the connection, token and decision are cached (the steady state): no promise.
     admit(request, route) {
       const startedAt = performance.now();
-      const traceparent = request.headers.traceparent;
-      const base: Pending = {
-        requestId: nextRequestId(),
-        method: request.method ?? '',
-        route,
-        peer: null,
-        txn: null,
-        traceparent: typeof traceparent === 'string' ? traceparent : null,
-      };
+      const admission = draft(request, route);
       if (route?.public) {
-        return finish({ ...base, allowed: true, refusal: null, reason: 'LOCKSTEP_ALLOW_PUBLIC', policyIds: [], policyVersion: null, dryRun: false }, startedAt);
+        admission.allowed = true;
+        admission.reason = 'LOCKSTEP_ALLOW_PUBLIC';
+        return finish(admission, startedAt);
       }
       let peer: PeerIdentity;
       try {
         // Transport is never dry-run: without a verified peer there is no principal to decide about.
         peer = transport.identify(request.socket);
       } catch (error) {
-        return refused(base, asGuardError(error), startedAt);
+        return refuse(admission, asGuardError(error), startedAt);
       }
-      const identified = { ...base, peer };
+      const identified = Object.assign(admission, { peer });
       const dryRun = route !== null && (options.dryRun || route.dryRun);
       let verified: VerifiedTxnToken | Promise<VerifiedTxnToken>;
       try {
         verified = txnToken.verify(request.headers['txn-token'], request.rawHeaders);
       } catch (error) {
-        return decide(identified, route, dryRun, asGuardError(error), startedAt);
+        return decide(identified, dryRun, asGuardError(error), startedAt);
       }
       if (verified instanceof Promise) {
         return verified.then(
-          (txn) => decide({ ...identified, txn }, route, dryRun, null, startedAt),
-          (error: unknown) => decide(identified, route, dryRun, asGuardError(error), startedAt),
+          (txn) => {
+            identified.txn = txn;
+            return decide(identified, dryRun, null, startedAt);
+          },
+          (error: unknown) => decide(identified, dryRun, asGuardError(error), startedAt),
         );
       }
-      return decide({ ...identified, txn: verified }, route, dryRun, null, startedAt);
+      identified.txn = verified;
+      return decide(identified, dryRun, null, startedAt);
     },
 
     refuseInput(admission, error) {
@@ -189,8 +218,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       } catch {
         // The early error is what we report; an unidentifiable peer is simply recorded as unknown.
       }
-      const traceparent = request.headers.traceparent;
-      return refused({ requestId: nextRequestId(), method: request.method ?? '', route, peer, txn: null, traceparent: typeof traceparent === 'string' ? traceparent : null }, error, startedAt);
+      return refuse(Object.assign(draft(request, route), { peer }), error, startedAt);
     },
   };
 

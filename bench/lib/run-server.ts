@@ -1,0 +1,52 @@
+/**
+ * Starts a server under test in a child process (bench/server.ts) and returns a handle to close it.
+ * Bounded: a child that does not answer in time is killed.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { RunningServer, ServerWorld, Variant } from './servers.ts';
+
+const SERVER_SCRIPT = fileURLToPath(new URL('../server.ts', import.meta.url));
+const TIMEOUT_MS = 60_000;
+
+function next(child: ChildProcess, expected: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server process did not answer "${expected}" within ${TIMEOUT_MS / 1000} s`));
+    }, TIMEOUT_MS);
+    const onMessage = (message: Record<string, unknown>) => {
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      if (message.type === expected) resolve(message);
+      else reject(new Error(`server process failed: ${String(message.message)}`));
+    };
+    const onExit = (code: number | null) => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      reject(new Error(`server process exited (${code}) before "${expected}"`));
+    };
+    child.once('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+export async function startServerProcess(variant: Variant, world: ServerWorld, auditFile: string): Promise<RunningServer> {
+  // execArgv [] so that a profiled bench does not profile its servers; PROFILE_SERVER=1 does.
+  const execArgv = process.env.PROFILE_SERVER ? ['--cpu-prof', '--cpu-prof-dir=bench-profiles'] : [];
+  const child = fork(SERVER_SCRIPT, [], { execPath: process.execPath, execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const listening = next(child, 'listening');
+  child.send({ type: 'start', variant, world, auditFile });
+  const { origin } = await listening;
+  let auditLines: number | null = null;
+  return {
+    origin: String(origin),
+    auditLines: () => auditLines,
+    async close() {
+      const closed = next(child, 'closed');
+      child.send({ type: 'close' });
+      const answer = await closed;
+      auditLines = typeof answer.auditLines === 'number' ? answer.auditLines : null;
+    },
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * One server under test in a process of its own, so that the variants do not share a heap, a JIT
+ * state or garbage: the bench sends { variant, world, auditFile }, this answers { origin } once
+ * listening, and on { close } closes, answers { auditLines } and exits.
+ */
+import { startVariant, type ServerWorld, type Variant } from './lib/servers.ts';
+
+type Command = { type: 'start'; variant: Variant; world: ServerWorld; auditFile: string } | { type: 'close' };
+
+const send = (message: unknown) => process.send?.(message);
+let server: Awaited<ReturnType<typeof startVariant>> | null = null;
+
+process.on('message', (command: Command) => {
+  if (command.type === 'start') {
+    startVariant(command.variant, command.world, command.auditFile).then((started) => {
+      server = started;
+      send({ type: 'listening', origin: started.origin });
+    }, (error: Error) => {
+      send({ type: 'failed', message: error.stack ?? error.message });
+      process.exit(1);
+    });
+  } else if (server !== null) {
+    const running = server;
+    running.close().then(() => {
+      send({ type: 'closed', auditLines: running.auditLines() });
+      process.disconnect();
+    }, (error: Error) => {
+      send({ type: 'failed', message: error.stack ?? error.message });
+      process.exit(1);
+    });
+  }
+});
