@@ -72,6 +72,16 @@ describe('createTxnTokenStep', () => {
     assert.deepEqual(step.stats(), { hits: 1, verified: 1, size: 1 });
   });
 
+  it('never serves a cached token for another token with the same signature (payload swapped)', async () => {
+    const { step } = harness();
+    const token = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] } });
+    await verify(step, token);
+    const [header, , signature] = token.split('.');
+    const forged = `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()), sub: 'admin' })).toString('base64url')}.${signature}`;
+    await assertRefused(() => verify(step, forged), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID');
+    assert.equal(step.stats().verified, 2, 'the forged token went through signature verification');
+  });
+
   it('derives roles, scope and tenant from the claims', async () => {
     const { step } = harness();
     const token = await minter.mint({ scope: 'orders:read  orders:write ', tctx: { roles: ['customer', 'support', 7], tenant: 'acme' } as never });

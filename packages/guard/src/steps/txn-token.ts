@@ -62,7 +62,10 @@ export interface TxnTokenStep {
 }
 
 export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
+  // Keyed by the signature segment (hashing ~86 characters instead of the whole token on every
+  // request); a hit counts only when the whole token is equal, so two tokens can never be confused.
   const cache = new BoundedCache<string, VerifiedTxnToken>(options.cacheSize);
+  const cacheKey = (token: string) => token.slice(token.lastIndexOf('.') + 1);
   const now = options.now ?? Date.now;
   const skewMs = options.clockSkewSeconds * 1000;
   const { revocations } = options;
@@ -77,7 +80,7 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
 
   function checkLive(entry: VerifiedTxnToken): VerifiedTxnToken {
     if (now() >= entry.expiresAtMs + skewMs) {
-      cache.delete(entry.token);
+      cache.delete(cacheKey(entry.token));
       throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_EXPIRED', 'token expired');
     }
     if ((revocations.sub.size > 0 && revocations.sub.has(entry.claims.sub))
@@ -138,7 +141,7 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
       tenant: typeof claims.tctx?.tenant === 'string' ? claims.tctx.tenant : undefined,
     });
     checkLive(entry);
-    cache.set(token, entry);
+    cache.set(cacheKey(token), entry);
     return entry;
   }
 
@@ -174,8 +177,8 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
       if (typeof header !== 'string' || header.includes(',')) {
         throw new GuardError(countHeader(rawHeaders, 'txn-token') > 1 ? 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE' : 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
       }
-      const hit = cache.get(header);
-      if (hit !== undefined) {
+      const hit = cache.get(cacheKey(header));
+      if (hit !== undefined && hit.token === header) {
         hits++;
         return checkLive(hit);
       }
