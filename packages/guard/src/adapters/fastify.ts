@@ -4,10 +4,12 @@
  *   await app.register(lockstep, { guard });
  *
  * Hooks apply to the whole instance (the plugin is not encapsulated): onRequest runs transport,
- * Txn-Token and authorization before the body is read; Fastify's own validation runs with a strict
- * compiler (unknown properties are rejected where the schema says `additionalProperties: false`,
- * never silently stripped) and failures are refused through the guard; preHandler runs the handler
- * inside the request's async context so that `guard.client` propagates its Txn-Token.
+ * Txn-Token and authorization before the body is read — the only hook on the steady-state path.
+ * Fastify's own validation runs with a strict compiler (unknown properties are rejected where the
+ * schema says `additionalProperties: false`, never silently stripped); its failures, and body-parser
+ * failures, are audited in onError and answered in the guard's format by the error handler. Every
+ * route handler is wrapped so that it runs inside the request's async context (`guard.client`
+ * propagates its Txn-Token from there).
  */
 import ajvModule from 'ajv';
 import type { Server as TlsServer } from 'node:tls';
@@ -31,8 +33,9 @@ export interface LockstepFastifyOptions {
 
 const kSecurity = Symbol('lockstep.route');
 const kAdmission = Symbol('lockstep.admission');
+const kRefusal = Symbol('lockstep.refusal');
 
-type GuardedRequest = FastifyRequest & { [kAdmission]?: Admission };
+type GuardedRequest = FastifyRequest & { [kAdmission]?: Admission; [kRefusal]?: Admission };
 
 function send(reply: FastifyReply, error: GuardError, requestId: string): FastifyReply {
   return reply.code(error.status).header('content-type', 'application/json; charset=utf-8').send(errorBody(error.code, requestId));
@@ -63,8 +66,13 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     routes.push(...securities);
     const byMethod = Object.fromEntries(securities.map((security) => [security.method, security]));
     route.config = { ...route.config, [kSecurity]: byMethod } as NonNullable<typeof route.config>;
-    route.attachValidation = true;
     route.bodyLimit ??= guard.options.limits.bodyBytes;
+    const handler = route.handler;
+    route.handler = function lockstepHandler(this: FastifyInstance, request: GuardedRequest, reply: FastifyReply) {
+      const admission = request[kAdmission];
+      if (admission === undefined) throw new GuardError('LOCKSTEP_ERR_INTERNAL', 'request reached a handler without an admission');
+      return admissionStorage.run(admission, () => handler.call(this, request, reply));
+    };
   });
   fastify.addHook('onReady', async () => guard.declareRoutes(routes));
 
@@ -83,27 +91,24 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     else settle(request, reply, admitted, done);
   });
 
-  fastify.addHook('preHandler', (request: GuardedRequest, reply, done) => {
-    const admission = request[kAdmission];
-    if (admission === undefined) return done(new GuardError('LOCKSTEP_ERR_INTERNAL', 'request reached a handler without an admission'));
-    if (request.validationError) {
-      const refused = pipeline.refuseInput(admission, new GuardError('LOCKSTEP_ERR_INPUT_INVALID', request.validationError.message));
-      send(reply, refused.refusal as GuardError, admission.requestId);
-      return undefined;
+  // Errors after admission (body parser, validation) are recorded here, before any error handler runs,
+  // so that they are audited even where the service sets its own error handler in a child scope.
+  fastify.addHook('onError', (request: GuardedRequest, _reply, error: Error & { code?: string; statusCode?: number; validation?: unknown }, done) => {
+    const mapped = error instanceof GuardError ? error : guardErrorFromFastify(error);
+    if (mapped !== null) {
+      const admission = request[kAdmission];
+      request[kRefusal] = admission ? pipeline.refuseInput(admission, mapped) : pipeline.refuseEarly(request.raw, null, mapped);
     }
-    admissionStorage.run(admission, done);
-    return undefined;
+    done();
   });
 
-  fastify.setErrorHandler((error: Error & { code?: string; statusCode?: number; validation?: unknown }, request: GuardedRequest, reply) => {
-    const mapped = error instanceof GuardError ? error : guardErrorFromFastify(error);
-    if (mapped === null) {
+  fastify.setErrorHandler((error: Error, request: GuardedRequest, reply) => {
+    const refused = request[kRefusal];
+    if (refused === undefined || refused.refusal === null) {
       reply.send(error);
       return;
     }
-    const admission = request[kAdmission];
-    const refused = admission ? pipeline.refuseInput(admission, mapped) : pipeline.refuseEarly(request.raw, null, mapped);
-    send(reply, mapped, refused.requestId);
+    send(reply, refused.refusal, refused.requestId);
   });
 }
 
