@@ -85,7 +85,7 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     '# Benchmarks',
     '',
     `Written by \`npm run bench:guard\` (bench/guard.ts); re-run it to refresh this page. Knobs: \`BENCH_SECONDS\` (measured window, default 8),`,
-    '`BENCH_ROUNDS` (default 2), `BENCH_CONNECTIONS` (default 16), `BENCH_WARMUP_SECONDS` (default 2), `BENCH_LIGHT_SECONDS` (default 3);',
+    '`BENCH_ROUNDS` (default 3), `BENCH_CONNECTIONS` (default 16), `BENCH_WARMUP_SECONDS` (default 5), `BENCH_LIGHT_SECONDS` (default 3);',
     '`BENCH_VARIANTS=guarded` runs a subset for profiling and writes nothing.',
     '',
     ...machine(loadBefore),
