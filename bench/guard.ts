@@ -7,6 +7,8 @@
  * so the three variants run in rounds and the best round (highest rps) of each is reported.
  * Prints the tables, writes them to docs/benchmarks.md, and ends stdout with one JSON line:
  *   {"bareRps":…,"guardedRps":…,"naiveRps":…,"ratio":…,"p99AddedMs":…}
+ * (rps and ratio from the best round of each variant; p99AddedMs at light load, where queueing does
+ * not hide the guard's own latency — the saturated p99 difference is in the table).
  * Progress goes to stderr. Any non-200 answer makes the run invalid: it fails with exit code 1.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
