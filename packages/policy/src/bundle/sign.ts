@@ -18,7 +18,7 @@ export type SignBundleOptions = {
 
 /**
  * Signs a policy set as a compact JWS (ES256, `typ: lockstep-policy+jws`, `kid`) whose payload is
- * `{ v: 1, version, service, schema, policies, iat }` (notes/contracts.md).
+ * `{ v: 1, version, service, schema, policies, iat }`.
  */
 export async function signBundle(set: PolicySet, options: SignBundleOptions): Promise<string> {
   if (typeof options?.kid !== 'string' || options.kid === '') throw new TypeError('options.kid must be a non-empty string');

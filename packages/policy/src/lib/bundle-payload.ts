@@ -1,6 +1,6 @@
 import { PolicyError } from '../errors.ts';
 
-/** JWS header values of a policy bundle (notes/contracts.md). */
+/** JWS header values of a policy bundle. */
 export const BUNDLE_ALG = 'ES256';
 export const BUNDLE_TYP = 'lockstep-policy+jws';
 
