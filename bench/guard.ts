@@ -18,9 +18,9 @@ import { fileURLToPath } from 'node:url';
 import { measureAdmitCost } from './lib/admit-cost.ts';
 import { measureColdPath } from './lib/cold-path.ts';
 import type { LoadReport } from './lib/protocol.ts';
-import { renderMarkdown, summarize, bestPerVariant, type BenchSettings, type RoundResult } from './lib/report.ts';
+import { renderMarkdown, summarize, bestPerVariant, type BenchSettings, type RoundResult, type ServerCpu } from './lib/report.ts';
 import { runLoad } from './lib/run-load.ts';
-import { startServerProcess } from './lib/run-server.ts';
+import { startServerProcess, type CpuSample } from './lib/run-server.ts';
 import { serverWorld, VARIANTS, type ServerWorld, type Variant } from './lib/servers.ts';
 import { createBenchWorld, mintCustomerTokens, type BenchWorld } from './lib/world.ts';
 
@@ -62,6 +62,15 @@ function check(variant: Variant, round: number, what: string, report: LoadReport
   }
 }
 
+/** Server CPU per request over the measured window, or null if the window was not sampled. */
+async function cpuPerRequest(window: Partial<Record<'start' | 'end', Promise<CpuSample>>>): Promise<ServerCpu | null> {
+  if (!window.start || !window.end) return null;
+  const [start, end] = await Promise.all([window.start, window.end]);
+  const requests = end.requests - start.requests;
+  if (requests <= 0) return null;
+  return { processUs: (end.cpuMicros - start.cpuMicros) / requests, mainThreadUs: (end.mainActiveMicros - start.mainActiveMicros) / requests };
+}
+
 async function runVariant(world: BenchWorld, servers: ServerWorld, variant: Variant, round: number, tokens: readonly string[], scratch: string): Promise<RoundResult> {
   const auditFile = join(scratch, `audit-${variant}-${round}.jsonl`);
   const server = await startServerProcess(variant, servers, auditFile);
@@ -75,6 +84,7 @@ async function runVariant(world: BenchWorld, servers: ServerWorld, variant: Vari
   };
   let report: LoadReport;
   let light: LoadReport;
+  const window: Partial<Record<'start' | 'end', Promise<CpuSample>>> = {};
   try {
     report = await runLoad({
       ...job,
@@ -83,7 +93,7 @@ async function runVariant(world: BenchWorld, servers: ServerWorld, variant: Vari
       warmupRequests: tokens.length + settings.connections,
       maxWarmupMs: settings.warmupSeconds * 1000 + 20_000,
       measureMs: settings.measureSeconds * 1000,
-    });
+    }, (phase) => { window[phase] = server.cpu(); });
     check(variant, round, 'saturated', report);
     // Same server, every token already seen: one connection, one request at a time, no queueing.
     light = await runLoad({ ...job, connections: 1, warmupMs: 300, warmupRequests: 200, maxWarmupMs: 5_000, measureMs: settings.lightSeconds * 1000 });
@@ -91,8 +101,8 @@ async function runVariant(world: BenchWorld, servers: ServerWorld, variant: Vari
   } finally {
     await server.close();
   }
-  const result: RoundResult = { round, variant, report, light, auditLines: server.auditLines() };
-  progress(`round ${round} ${variant.padEnd(7)} ${Math.round(report.rps)} rps  p50 ${report.p50Ms.toFixed(3)} ms  p99 ${report.p99Ms.toFixed(3)} ms  (warm-up ${report.warmupSeconds.toFixed(1)} s) | light: p50 ${light.p50Ms.toFixed(3)} ms  p99 ${light.p99Ms.toFixed(3)} ms${result.auditLines === null ? '' : `  | audit events ${result.auditLines}`}`);
+  const result: RoundResult = { round, variant, report, light, auditLines: server.auditLines(), serverCpu: await cpuPerRequest(window) };
+  progress(`round ${round} ${variant.padEnd(7)} ${Math.round(report.rps)} rps${result.serverCpu ? `  server ${result.serverCpu.processUs.toFixed(1)} µs/req` : ''}  p50 ${report.p50Ms.toFixed(3)} ms  p99 ${report.p99Ms.toFixed(3)} ms  (warm-up ${report.warmupSeconds.toFixed(1)} s) | light: p50 ${light.p50Ms.toFixed(3)} ms  p99 ${light.p99Ms.toFixed(3)} ms${result.auditLines === null ? '' : `  | audit events ${result.auditLines}`}`);
   return result;
 }
 

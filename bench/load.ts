@@ -81,6 +81,8 @@ async function run(job: LoadJob): Promise<LoadReport> {
     if (measureStartNs === null && ((now >= warmupEarliestNs && completed >= job.warmupRequests) || now >= warmupLatestNs)) {
       measureStartNs = now;
       measureEndNs = now + BigInt(job.measureMs) * 1_000_000n;
+      // The bench samples the server's CPU at both ends of the measured window.
+      process.send?.({ type: 'mark', phase: 'start' } satisfies LoadMessage);
     }
   }
 
@@ -118,6 +120,7 @@ async function run(job: LoadJob): Promise<LoadReport> {
   }
 
   await Promise.all(Array.from({ length: job.connections }, connectionLoop));
+  process.send?.({ type: 'mark', phase: 'end' } satisfies LoadMessage);
   await pool.close();
 
   const sorted = latencies.subarray(0, recorded).sort();

@@ -5,13 +5,16 @@
  */
 import { startVariant, type ServerWorld, type Variant } from './lib/servers.ts';
 
-type Command = { type: 'start'; variant: Variant; world: ServerWorld; auditFile: string } | { type: 'close' };
+type Command = { type: 'start'; variant: Variant; world: ServerWorld; auditFile: string } | { type: 'cpu' } | { type: 'close' };
 
 const send = (message: unknown) => process.send?.(message);
 let server: Awaited<ReturnType<typeof startVariant>> | null = null;
 
 process.on('message', (command: Command) => {
-  if (command.type === 'start') {
+  if (command.type === 'cpu') {
+    const { user, system } = process.cpuUsage();
+    send({ type: 'cpu', cpuMicros: user + system, mainActiveMicros: performance.eventLoopUtilization().active * 1000, requests: server?.requests() ?? 0 });
+  } else if (command.type === 'start') {
     startVariant(command.variant, command.world, command.auditFile).then((started) => {
       server = started;
       send({ type: 'listening', origin: started.origin });

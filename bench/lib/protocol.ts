@@ -41,4 +41,7 @@ export interface LoadReport {
   readonly firstProblem: string | null;
 }
 
-export type LoadMessage = { readonly type: 'report'; readonly report: LoadReport } | { readonly type: 'failed'; readonly message: string };
+export type LoadMessage =
+  | { readonly type: 'report'; readonly report: LoadReport }
+  | { readonly type: 'failed'; readonly message: string }
+  | { readonly type: 'mark'; readonly phase: 'start' | 'end' };

@@ -22,6 +22,11 @@ export interface BenchSettings {
   readonly coldTokens: number;
 }
 
+export interface ServerCpu {
+  readonly processUs: number;
+  readonly mainThreadUs: number;
+}
+
 export interface RoundResult {
   readonly round: number;
   readonly variant: Variant;
@@ -31,6 +36,8 @@ export interface RoundResult {
   readonly light: LoadReport;
   /** Guarded only: decision events found in the audit file after the run. */
   readonly auditLines: number | null;
+  /** Server CPU per request over the saturated window (all threads, and the main thread alone). */
+  readonly serverCpu: ServerCpu | null;
 }
 
 export interface Summary {
@@ -53,6 +60,22 @@ export function bestPerVariant(results: readonly RoundResult[]): Record<Variant,
     if (current === undefined || result.report.rps > current.report.rps) best[result.variant] = result;
   }
   return best;
+}
+
+/** Server CPU per request, the steadier measure on a noisy machine: median over rounds per variant. */
+function serverCpuLines(results: readonly RoundResult[]): string[] {
+  const medianCpu = (variant: Variant) => {
+    const samples = results.filter((result) => result.variant === variant && result.serverCpu !== null).map((result) => (result.serverCpu as ServerCpu).processUs);
+    return samples.length > 0 ? median(samples) : null;
+  };
+  const bare = medianCpu('bare');
+  const guarded = medianCpu('guarded');
+  const unaudited = medianCpu('guarded-no-sink');
+  if (bare === null || guarded === null) return [];
+  return [
+    `- server CPU per request over the measured window (median of rounds): bare ${bare.toFixed(1)} µs, guarded ${guarded.toFixed(1)} µs (+${(guarded - bare).toFixed(1)} µs)` +
+      `${unaudited === null ? '' : `, guarded without audit subscriber ${unaudited.toFixed(1)} µs (+${(unaudited - bare).toFixed(1)} µs)`}; bare ÷ guarded = ${(bare / guarded).toFixed(3)} — the capacity ratio a server-bound deployment would see`,
+  ];
 }
 
 /** guarded ÷ bare for each round in which both ran. */
@@ -113,17 +136,18 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     '',
     `\`GET /orders/:id\` on Fastify over HTTPS with a required client certificate (TLS 1.3), driven by a separate load-generator process (undici) presenting the gateway's SVID, cycling through ${settings.tokens.toLocaleString('en-US')} distinct valid Txn-Tokens. Best round per variant (highest rps); every response was 200.`,
     '',
-    '| Variant | rps | p50 ms | p99 ms | ratio vs bare |',
-    '| --- | ---: | ---: | ---: | ---: |',
+    '| Variant | rps | p50 ms | p99 ms | ratio vs bare | server CPU µs/request | main thread µs/request |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...VARIANTS.map((variant) => {
-      const { report } = best[variant];
-      return `| ${describeVariant(variant)} | ${rps(report.rps)} | ${ms(report.p50Ms)} | ${ms(report.p99Ms)} | ${(report.rps / bareRps).toFixed(3)} |`;
+      const { report, serverCpu } = best[variant];
+      return `| ${describeVariant(variant)} | ${rps(report.rps)} | ${ms(report.p50Ms)} | ${ms(report.p99Ms)} | ${(report.rps / bareRps).toFixed(3)} | ${serverCpu ? serverCpu.processUs.toFixed(1) : '—'} | ${serverCpu ? serverCpu.mainThreadUs.toFixed(1) : '—'} |`;
     }),
     '',
     `- guarded / bare = **${summary.ratio.toFixed(3)}** (target ≥ ${TARGET_RATIO.toFixed(2)}: ${verdict(summary.ratio >= TARGET_RATIO)}; goal ${GOAL_RATIO.toFixed(2)}: ${verdict(summary.ratio >= GOAL_RATIO)})`,
     `- per round, against that round's bare server: ${pairedRatios(results).map((value) => value.toFixed(3)).join(', ')} (median ${median(pairedRatios(results)).toFixed(3)})`,
     `- p99 added by the guard at light load (one connection, no queueing) = **${summary.p99AddedMs.toFixed(3)} ms** (target ≤ ${TARGET_P99_ADDED_MS} ms: ${verdict(summary.p99AddedMs <= TARGET_P99_ADDED_MS)}); under saturation p99 rises by ${(best.guarded.report.p99Ms - best.bare.report.p99Ms).toFixed(3)} ms, the queue that the lower throughput builds`,
     `- guarded / naive = ${(summary.guardedRps / summary.naiveRps).toFixed(2)}× — what the token and decision caches buy`,
+    ...serverCpuLines(results),
     `- guarded without an audit subscriber / bare = ${(best['guarded-no-sink'].report.rps / bareRps).toFixed(3)} — enforcement alone; the difference to the audited row is the cost of writing every decision to the JSON-lines file`,
     '',
     'The load is closed-loop (each connection sends its next request when the previous answer arrives), so the',

@@ -8,7 +8,8 @@ import type { LoadJob, LoadMessage, LoadReport } from './protocol.ts';
 
 const LOAD_SCRIPT = fileURLToPath(new URL('../load.ts', import.meta.url));
 
-export function runLoad(job: LoadJob): Promise<LoadReport> {
+/** `onMark` is called when the measured window starts and ends (for server-side CPU sampling). */
+export function runLoad(job: LoadJob, onMark: (phase: 'start' | 'end') => void = () => {}): Promise<LoadReport> {
   return new Promise((resolve, reject) => {
     // execArgv [] so that a profiled bench (--cpu-prof) does not also profile its load generator.
     const child = fork(LOAD_SCRIPT, [], { execPath: process.execPath, execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
@@ -25,7 +26,8 @@ export function runLoad(job: LoadJob): Promise<LoadReport> {
       finish(new Error(`load generator did not report within ${(job.maxWarmupMs + job.measureMs) / 1000 + 30} s`));
     }, job.maxWarmupMs + job.measureMs + 30_000);
     child.on('message', (message: LoadMessage) => {
-      if (message.type === 'report') finish(null, message.report);
+      if (message.type === 'mark') onMark(message.phase);
+      else if (message.type === 'report') finish(null, message.report);
       else finish(new Error(`load generator failed: ${message.message}`));
     });
     child.on('error', (error) => finish(error));

@@ -4,7 +4,22 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { RunningServer, ServerWorld, Variant } from './servers.ts';
+import type { ServerWorld, Variant } from './servers.ts';
+
+/** The server process's CPU so far: all its threads, and the main thread's busy time. */
+export interface CpuSample {
+  readonly cpuMicros: number;
+  readonly mainActiveMicros: number;
+  readonly requests: number;
+}
+
+export interface ServerProcess {
+  readonly origin: string;
+  cpu(): Promise<CpuSample>;
+  /** Decision events the guard wrote to its audit file (guarded only; null otherwise). Read after close(). */
+  auditLines(): number | null;
+  close(): Promise<void>;
+}
 
 const SERVER_SCRIPT = fileURLToPath(new URL('../server.ts', import.meta.url));
 const TIMEOUT_MS = 60_000;
@@ -31,7 +46,7 @@ function next(child: ChildProcess, expected: string): Promise<Record<string, unk
   });
 }
 
-export async function startServerProcess(variant: Variant, world: ServerWorld, auditFile: string): Promise<RunningServer> {
+export async function startServerProcess(variant: Variant, world: ServerWorld, auditFile: string): Promise<ServerProcess> {
   // execArgv [] so that a profiled bench does not profile its servers; PROFILE_SERVER=1 does.
   const execArgv = process.env.PROFILE_SERVER ? ['--cpu-prof', '--cpu-prof-dir=bench-profiles'] : [];
   const child = fork(SERVER_SCRIPT, [], { execPath: process.execPath, execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -42,6 +57,12 @@ export async function startServerProcess(variant: Variant, world: ServerWorld, a
   return {
     origin: String(origin),
     auditLines: () => auditLines,
+    async cpu() {
+      const answer = next(child, 'cpu');
+      child.send({ type: 'cpu' });
+      const { cpuMicros, mainActiveMicros, requests } = await answer;
+      return { cpuMicros: Number(cpuMicros), mainActiveMicros: Number(mainActiveMicros), requests: Number(requests) };
+    },
     async close() {
       const closed = next(child, 'closed');
       child.send({ type: 'close' });

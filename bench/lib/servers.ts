@@ -47,6 +47,8 @@ export function serverWorld(world: BenchWorld): ServerWorld {
 
 export interface RunningServer {
   readonly origin: string;
+  /** Requests the server has received so far. */
+  requests(): number;
   /** Decision events the guard wrote to its audit file (guarded only; null otherwise). Read after close(). */
   auditLines(): number | null;
   close(): Promise<void>;
@@ -77,10 +79,13 @@ function mtlsOptions(world: ServerWorld) {
 
 async function listen(app: FastifyInstance, onClose: () => Promise<void> = async () => {}, auditLines: () => number | null = () => null): Promise<RunningServer> {
   app.get(ROUTE_PATH, routeOptions, showOrder);
+  let requests = 0;
+  app.server.on('request', () => requests++);
   await app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = app.server.address() as AddressInfo;
   return {
     origin: `https://127.0.0.1:${port}`,
+    requests: () => requests,
     auditLines,
     async close() {
       await app.close();
