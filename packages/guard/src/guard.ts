@@ -104,10 +104,8 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   let appliedIssuedAt = -Infinity;
 
   async function applyBundleNow(jws: string): Promise<{ version: string }> {
+    // verifyBundle also refuses a bundle cut for another service.
     const set = await verifyBundle(jws, { keys: options.policy.keys, service });
-    if (set.service !== null && set.service !== service) {
-      throw new GuardConfigError(`policy bundle was cut for service "${set.service}", not "${service}"`);
-    }
     const { iat } = decodeJwt(jws);
     const issuedAt = typeof iat === 'number' ? iat : -Infinity;
     if (issuedAt < appliedIssuedAt) {
@@ -131,23 +129,35 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     logger.warn('UNSAFE: guard in dry-run mode — Txn-Token and policy denials are logged and LET THROUGH. Use only while rolling out.', { service });
   }
 
+  function secureContext() {
+    return { cert: svid.cert, key: svid.key, ca: trustBundle, minVersion: 'TLSv1.3' as const };
+  }
+
+  let unattachedWarning: NodeJS.Timeout | null = null;
   function tlsOptions(): HttpsServerOptions {
+    // These options ask for a client certificate without enforcing it at the TLS layer: only a
+    // Lockstep adapter on every request makes it mandatory. A server built from them that is never
+    // attached is most likely one without the adapter, so say so loudly.
+    if (servers.size === 0 && unattachedWarning === null) {
+      unattachedWarning = setTimeout(() => {
+        if (servers.size === 0) {
+          logger.warn('guard.tlsOptions() was used but no server was attached: unless a Lockstep adapter (register(lockstep, { guard }), lockstepExpress, lockstepHttp) handles every request, client certificates are NOT enforced. Use guard.createServer(handler) or guard.attach(server).', { service });
+        }
+      }, 5_000);
+      unattachedWarning.unref();
+    }
     return {
-      cert: svid.cert,
-      key: svid.key,
-      ca: trustBundle,
+      ...secureContext(),
       // Ask for a certificate but decide per request, so that a refusal is an audited HTTP 401 and
       // public routes (health) stay reachable. The transport step refuses any unverified peer.
       requestCert: true,
       rejectUnauthorized: false,
-      minVersion: 'TLSv1.3',
       maxHeaderSize: options.limits.headerBytes,
     };
   }
 
   function refreshTls(): void {
-    const context = { cert: svid.cert, key: svid.key, ca: trustBundle, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' as const };
-    for (const server of servers) server.setSecureContext(context);
+    for (const server of servers) server.setSecureContext(secureContext());
     client.setTlsMaterial({ cert: svid.cert, key: svid.key, ca: trustBundle });
   }
 
@@ -217,6 +227,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     },
     stats: () => ({ tokens: txnTokenStep.stats(), decisions: { ...engine.stats() } }),
     async close() {
+      if (unattachedWarning !== null) clearTimeout(unattachedWarning);
       keys.close();
       await client.close();
       await auditSink?.close();

@@ -63,7 +63,7 @@ export interface PipelineOptions {
 
 const idPrefix = randomBytes(4).toString('hex');
 let idCounter = 0;
-export function nextRequestId(): string {
+function nextRequestId(): string {
   return `${idPrefix}-${(++idCounter).toString(36)}`;
 }
 

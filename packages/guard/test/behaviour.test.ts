@@ -258,3 +258,26 @@ test('policy bundles apply in call order and an older bundle cannot replace a ne
     await guard.close();
   }
 });
+
+test('tlsOptions() used for a server that is never attached is reported loudly', async (t) => {
+  const w = await world();
+  const warnings: string[] = [];
+  const guard = await guardFor(w, { logger: { info() {}, warn: (message) => warnings.push(message), error() {} } });
+  try {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    guard.tlsOptions();
+    t.mock.timers.tick(5_000);
+    assert.ok(warnings.some((message) => /client certificates are NOT enforced/.test(message)), warnings.join('\n'));
+
+    warnings.length = 0;
+    const attached = await guardFor(w, { logger: { info() {}, warn: (message) => warnings.push(message), error() {} } });
+    attached.createServer(() => {}).close();
+    attached.tlsOptions();
+    t.mock.timers.tick(5_000);
+    assert.deepEqual(warnings.filter((message) => /NOT enforced/.test(message)), [], 'no warning once a server is attached');
+    await attached.close();
+  } finally {
+    t.mock.timers.reset();
+    await guard.close();
+  }
+});
