@@ -54,6 +54,7 @@ export async function startServerProcess(variant: Variant, world: ServerWorld, a
   child.send({ type: 'start', variant, world, auditFile });
   const { origin } = await listening;
   let auditLines: number | null = null;
+  let closing: Promise<void> | null = null;
   return {
     origin: String(origin),
     auditLines: () => auditLines,
@@ -63,11 +64,16 @@ export async function startServerProcess(variant: Variant, world: ServerWorld, a
       const { cpuMicros, mainActiveMicros, requests } = await answer;
       return { cpuMicros: Number(cpuMicros), mainActiveMicros: Number(mainActiveMicros), requests: Number(requests) };
     },
-    async close() {
-      const closed = next(child, 'closed');
-      child.send({ type: 'close' });
-      const answer = await closed;
-      auditLines = typeof answer.auditLines === 'number' ? answer.auditLines : null;
+    /** Idempotent: a second call waits for the first. */
+    close() {
+      closing ??= (async () => {
+        if (!child.connected) return;
+        const closed = next(child, 'closed');
+        child.send({ type: 'close' });
+        const answer = await closed;
+        auditLines = typeof answer.auditLines === 'number' ? answer.auditLines : null;
+      })();
+      return closing;
     },
   };
 }

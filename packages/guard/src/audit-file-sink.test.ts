@@ -103,14 +103,33 @@ describe('createAuditFileSink', () => {
     }
   });
 
-  it('flush() also waits for a batch that a full buffer already started writing', async () => {
+  it('flush() also waits for chunks that filled up and started writing on their own', async () => {
     const path = nextFile();
     const sink = createAuditFileSink(path, { flushMs: 60_000 });
     try {
-      // The 512th event starts a write on its own; flush() must still resolve only once it is on disk.
+      // 512 events fill more than one 64 KiB chunk; flush() must resolve only once all are on disk.
       for (let i = 0; i < 512; i++) publishDecision(decisionEvent(`r-${i}`));
       await sink.flush();
-      assert.equal(readLines(path).length, 512);
+      const lines = readLines(path);
+      assert.equal(lines.length, 512);
+      assert.deepEqual(lines.map((line) => (line as { requestId: string }).requestId), Array.from({ length: 512 }, (_, i) => `r-${i}`));
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('writes a line longer than a chunk whole, between its neighbours', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { flushMs: 60_000 });
+    try {
+      const huge = { ...decisionEvent('r-huge'), policyIds: ['p'.repeat(100_000), 'é'.repeat(30_000)] };
+      publishDecision(decisionEvent('r-before'));
+      publishDecision(huge);
+      publishDecision(decisionEvent('r-after'));
+      await sink.flush();
+      const lines = readLines(path);
+      assert.deepEqual(lines.map((line) => (line as { requestId: string }).requestId), ['r-before', 'r-huge', 'r-after']);
+      assert.deepEqual(lines[1], huge);
     } finally {
       await sink.close();
     }

@@ -1,11 +1,12 @@
 /**
- * A JSON-lines file sink for decision events: a subscriber of `lockstep:guard:decision` that buffers
- * events and appends them in batches: the request path only queues the event.
+ * A JSON-lines file sink for decision events: a subscriber of `lockstep:guard:decision` that queues
+ * events, encodes them in small batches into an in-memory chunk, and appends whole chunks to the
+ * file when they are full and every `flushMs`.
  * `close()` flushes what is buffered. (The network shipper to the monitor is another subscriber.)
  */
 import { createWriteStream, fchmodSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { decisionToJson, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
+import { decisionLineBound, subscribeDecisions, writeDecisionLine, type DecisionEvent } from './steps/audit.ts';
 
 export interface AuditSink {
   flush(): Promise<void>;
@@ -19,39 +20,54 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
   fchmodSync(fd, 0o600);
   const stream = createWriteStream(path, { fd, flags: 'a' });
   stream.on('error', (error) => options.onError?.(error));
-  // The request path only keeps a reference to the event; encoding happens in batches, in one tight
-  // loop per flush (a few milliseconds apart), which is cheaper than interleaving it with request work.
-  const CHUNK = 32 * 1024;
+  // The request path only queues the event. Encoding happens in small batches right after the
+  // current I/O callbacks (setImmediate), in one tight loop: measured in a running server, encoding
+  // each event during its request cost about three times as much CPU as the same work batched, and
+  // batches of 128 made one request in a hundred wait for the batch (light-load p99 +0.2 ms);
+  // 32 events take ~50 µs, shorter than the gap between two requests of one connection.
+  const CHUNK = 64 * 1024;
+  const BATCH = 32;
   let queued: DecisionEvent[] = [];
+  let buffer = Buffer.allocUnsafe(CHUNK);
+  let used = 0;
   // Stream writes complete in order, so waiting for the last one waits for all of them.
   let pending: Promise<void> = Promise.resolve();
-  const writeChunk = (chunk: Buffer | string): void => {
+  const writeChunk = (): void => {
+    const chunk = buffer.subarray(0, used);
+    buffer = Buffer.allocUnsafe(CHUNK);
+    used = 0;
     pending = new Promise((resolve) => stream.write(chunk, () => resolve()));
   };
-  const write = (): Promise<void> => {
-    if (queued.length === 0) return pending;
+  const encode = (): void => {
+    flushScheduled = false;
     const events = queued;
     queued = [];
-    let buffer = Buffer.allocUnsafe(CHUNK);
-    let used = 0;
     for (const event of events) {
-      const line = `${decisionToJson(event)}\n`;
-      // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-      if (used + line.length * 3 > CHUNK && used > 0) {
-        writeChunk(buffer.subarray(0, used));
-        buffer = Buffer.allocUnsafe(CHUNK);
-        used = 0;
+      let end = writeDecisionLine(event, buffer, used);
+      if (end < 0) {
+        if (used > 0) writeChunk();
+        // A line longer than a chunk (hostile route or policy names) gets a buffer of its own size.
+        const bound = decisionLineBound(event);
+        if (bound > buffer.length) buffer = Buffer.allocUnsafe(bound);
+        end = writeDecisionLine(event, buffer, 0);
       }
-      if (line.length * 3 > CHUNK) writeChunk(line);
-      else used += buffer.write(line, used, 'utf8');
+      used = end;
     }
-    if (used > 0) writeChunk(buffer.subarray(0, used));
+  };
+  let flushScheduled = false;
+  /** Encodes what is queued and writes the current chunk; resolves when everything is on disk. */
+  const write = (): Promise<void> => {
+    encode();
+    if (used > 0) writeChunk();
     return pending;
   };
   const timer = setInterval(() => void write(), options.flushMs ?? 20);
   timer.unref();
   const unsubscribe = subscribeDecisions((event) => {
-    if (queued.push(event) >= 1024) void write();
+    if (queued.push(event) >= BATCH && !flushScheduled) {
+      flushScheduled = true;
+      setImmediate(encode);
+    }
   });
   return {
     flush: write,

@@ -183,7 +183,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       } catch (error) {
         return refuse(admission, asGuardError(error), startedAt);
       }
-      const identified = Object.assign(admission, { peer });
+      admission.peer = peer;
+      const identified = admission as Draft & { peer: PeerIdentity };
       const dryRun = route !== null && (options.dryRun || route.dryRun);
       let verified: VerifiedTxnToken | Promise<VerifiedTxnToken>;
       try {
@@ -218,7 +219,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       } catch {
         // The early error is what we report; an unidentifiable peer is simply recorded as unknown.
       }
-      return refuse(Object.assign(draft(request, route), { peer }), error, startedAt);
+      const admission = draft(request, route);
+      admission.peer = peer;
+      return refuse(admission, error, startedAt);
     },
   };
 

@@ -2,12 +2,14 @@
 import { randomBytes } from 'node:crypto';
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+const ZERO_TRACE_ID = '0'.repeat(32);
+const ZERO_PARENT_ID = '0'.repeat(16);
 
+/** The trace id of a valid version-00 `traceparent` (all-zero ids are invalid), else null. Runs per request: no captures. */
 export function traceIdOf(traceparent: string | undefined): string | null {
-  if (traceparent === undefined) return null;
-  const match = TRACEPARENT.exec(traceparent);
-  if (!match || /^0+$/.test(match[1] as string) || /^0+$/.test(match[2] as string)) return null;
-  return match[1] as string;
+  if (traceparent === undefined || traceparent.length !== 55 || !TRACEPARENT.test(traceparent)) return null;
+  const traceId = traceparent.slice(3, 35);
+  return traceId === ZERO_TRACE_ID || traceparent.slice(36, 52) === ZERO_PARENT_ID ? null : traceId;
 }
 
 /** A child of the inbound trace (same trace id, new parent id), or a new trace. */

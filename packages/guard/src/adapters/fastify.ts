@@ -12,6 +12,7 @@
  * propagates its Txn-Token from there).
  */
 import ajvModule from 'ajv';
+import { createRequire } from 'node:module';
 import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { admissionStorage } from '../context.ts';
@@ -35,7 +36,29 @@ const kSecurity = Symbol('lockstep.route');
 const kAdmission = Symbol('lockstep.admission');
 const kRefusal = Symbol('lockstep.refusal');
 
-type GuardedRequest = FastifyRequest & { [kAdmission]?: Admission; [kRefusal]?: Admission };
+type GuardedRequest = FastifyRequest & { [kAdmission]?: Admission | null; [kRefusal]?: Admission | null };
+type SecurityByMethod = Record<string, RouteSecurity>;
+type RouteContextConfig = { [kSecurity]?: SecurityByMethod } | undefined;
+
+/**
+ * Fastify keeps the matched route's context (whose `config` the public `request.routeOptions.config`
+ * returns) under an internal symbol. `routeOptions` is a getter that builds a twelve-field object on
+ * every call, about a microsecond per request, so the hook reads the context directly when this
+ * Fastify has it, and falls back to the public getter otherwise (another Fastify copy or version).
+ */
+export const fastifyRouteContext: symbol | null = (() => {
+  try {
+    const symbols = createRequire(import.meta.url)('fastify/lib/symbols.js') as { kRouteContext?: unknown };
+    return typeof symbols.kRouteContext === 'symbol' ? symbols.kRouteContext : null;
+  } catch {
+    return null;
+  }
+})();
+
+function routeConfigOf(request: FastifyRequest): RouteContextConfig {
+  const context = fastifyRouteContext === null ? undefined : (request as unknown as Record<symbol, { config?: RouteContextConfig } | undefined>)[fastifyRouteContext];
+  return context !== undefined ? context.config : request.routeOptions.config as RouteContextConfig;
+}
 
 function send(reply: FastifyReply, error: GuardError, requestId: string): FastifyReply {
   return reply.code(error.status).header('content-type', 'application/json; charset=utf-8').send(errorBody(error.code, requestId));
@@ -70,7 +93,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     const handler = route.handler;
     route.handler = function lockstepHandler(this: FastifyInstance, request: GuardedRequest, reply: FastifyReply) {
       const admission = request[kAdmission];
-      if (admission === undefined) throw new GuardError('LOCKSTEP_ERR_INTERNAL', 'request reached a handler without an admission');
+      if (admission === undefined || admission === null) throw new GuardError('LOCKSTEP_ERR_INTERNAL', 'request reached a handler without an admission');
       return admissionStorage.run(admission, () => handler.call(this, request, reply));
     };
   });
@@ -85,7 +108,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
 
   // Callback style: in the steady state `admit` is synchronous and no promise is made per request.
   fastify.addHook('onRequest', (request: GuardedRequest, reply, done) => {
-    const byMethod = (request.routeOptions.config as { [kSecurity]?: Record<string, RouteSecurity> } | undefined)?.[kSecurity];
+    const byMethod = routeConfigOf(request)?.[kSecurity];
     const admitted = pipeline.admit(request.raw, byMethod?.[request.method] ?? null);
     if (admitted instanceof Promise) admitted.then((admission) => settle(request, reply, admission, done), done);
     else settle(request, reply, admitted, done);
@@ -104,7 +127,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
 
   fastify.setErrorHandler((error: Error, request: GuardedRequest, reply) => {
     const refused = request[kRefusal];
-    if (refused === undefined || refused.refusal === null) {
+    if (refused === undefined || refused === null || refused.refusal === null) {
       reply.send(error);
       return;
     }

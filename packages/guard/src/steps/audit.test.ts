@@ -85,4 +85,31 @@ describe('decisionToJson', () => {
       assert.equal(decisionToJson(event), JSON.stringify(event));
     }
   });
+
+  it('never reuses the encoded part of an earlier event of the same transaction once any of its fields differs', () => {
+    const base = decisionEvent('r-1');
+    const variants: DecisionEvent[] = [
+      base,
+      { ...base, requestId: 'r-2', latencyMs: 0.2, traceId: '0af7651916cd43dd8448eb211c80319c' },
+      { ...base, decision: 'deny', reason: 'LOCKSTEP_ERR_DENIED' },
+      { ...base, policyIds: ['p1'] },
+      { ...base, policyIds: ['p2'] },
+      { ...base, caller: 'spiffe://shop.test/svc/other' },
+      { ...base, sub: 'mallory' },
+      { ...base, method: 'DELETE', action: 'DELETE /orders/:id' },
+      { ...base, route: null, action: null },
+      { ...base, policyVersion: 'v2' },
+      { ...base, dryRun: true },
+      { ...base, resource: 'billing' },
+      { ...base, txn: null },
+      base,
+    ];
+    for (const event of variants) assert.equal(decisionToJson(event), JSON.stringify(event));
+    // A mutable policy-id array changed in place after it was encoded must not be served from memory.
+    const ids = ['p1'];
+    const mutable = { ...base, txn: 'txn-mutable', policyIds: ids };
+    assert.equal(decisionToJson(mutable), JSON.stringify(mutable));
+    ids[0] = 'p9';
+    assert.equal(decisionToJson(mutable), JSON.stringify(mutable));
+  });
 });

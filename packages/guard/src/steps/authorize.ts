@@ -47,6 +47,18 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
   }
 
   function remembered(peer: PeerIdentity, txn: VerifiedTxnToken, action: string, version: string): EngineResult {
+    // Most tokens reach a service for one action: their last answer sits on the token itself.
+    const last = txn.lastDecision;
+    const lastAnswer = last.answer as EngineResult | null;
+    if (lastAnswer !== null && last.action === action && lastAnswer.version === version && last.spiffeId === peer.spiffeId) return lastAnswer;
+    const answer = rememberedPerAction(peer, txn, action, version);
+    last.action = action;
+    last.spiffeId = peer.spiffeId;
+    last.answer = answer;
+    return answer;
+  }
+
+  function rememberedPerAction(peer: PeerIdentity, txn: VerifiedTxnToken, action: string, version: string): EngineResult {
     let answers = byToken.get(txn);
     const known = answers?.get(action);
     if (known !== undefined && known.answer.version === version && known.spiffeId === peer.spiffeId) return known.answer;

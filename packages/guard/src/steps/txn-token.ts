@@ -41,6 +41,17 @@ export interface VerifiedTxnToken {
   readonly roles: readonly string[];
   readonly scope: readonly string[];
   readonly tenant: string | undefined;
+  /**
+   * The one mutable part: where the authorization step keeps its last answer for this token, so that
+   * the steady state reads it from the token it already holds instead of a second lookup.
+   */
+  readonly lastDecision: DecisionMemo;
+}
+
+export interface DecisionMemo {
+  action: string | null;
+  spiffeId: string | null;
+  answer: unknown;
 }
 
 export interface TxnTokenStepOptions {
@@ -139,6 +150,7 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
       roles: Object.freeze(stringList(claims.tctx?.roles)),
       scope: Object.freeze(typeof claims.scope === 'string' ? claims.scope.split(' ').filter(Boolean) : []),
       tenant: typeof claims.tctx?.tenant === 'string' ? claims.tctx.tenant : undefined,
+      lastDecision: { action: null, spiffeId: null, answer: null },
     });
     checkLive(entry);
     cache.set(cacheKey(token), entry);
