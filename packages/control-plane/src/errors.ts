@@ -1,0 +1,29 @@
+/**
+ * The control plane's error catalogue. A caller's misuse of an API is a TypeError; everything a
+ * client can cause (a bad join token, a bad CSR) is a ControlPlaneError with a stable code, mapped
+ * to one HTTP status by the endpoints.
+ */
+export const CONTROL_PLANE_ERRORS = {
+  LOCKSTEP_CP_JOIN_TOKEN_INVALID: { status: 401, message: 'join token unknown, malformed or for another trust bundle' },
+  LOCKSTEP_CP_JOIN_TOKEN_USED: { status: 401, message: 'join token already used' },
+  LOCKSTEP_CP_JOIN_TOKEN_EXPIRED: { status: 401, message: 'join token expired' },
+  LOCKSTEP_CP_JOIN_TOKEN_WRONG_SERVICE: { status: 403, message: 'join token is for another service' },
+  LOCKSTEP_CP_CSR_INVALID: { status: 400, message: 'certificate signing request refused' },
+  LOCKSTEP_CP_WORKLOAD_REVOKED: { status: 403, message: 'workload is revoked' },
+  LOCKSTEP_CP_STORE: { status: 503, message: 'store unavailable' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ControlPlaneErrorCode = keyof typeof CONTROL_PLANE_ERRORS;
+
+export class ControlPlaneError extends Error {
+  readonly code: ControlPlaneErrorCode;
+  readonly status: number;
+
+  constructor(code: ControlPlaneErrorCode, detail?: string) {
+    const entry = CONTROL_PLANE_ERRORS[code];
+    super(detail === undefined ? entry.message : `${entry.message}: ${detail}`);
+    this.name = 'ControlPlaneError';
+    this.code = code;
+    this.status = entry.status;
+  }
+}

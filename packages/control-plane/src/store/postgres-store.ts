@@ -1,0 +1,96 @@
+/**
+ * The scale-out store: PostgreSQL through `pg`. Several control-plane replicas share it; schema
+ * migrations run under an advisory lock so that replicas starting together migrate once.
+ * `schema` (default `public`) lets tests and tenants keep their tables apart.
+ */
+import pg from 'pg';
+import { MIGRATIONS } from './migrations.ts';
+import { issuedSvidFromRow, joinTokenFromRow, redeemRefusal, revocationFromRow } from './rows.ts';
+import type { ControlPlaneStore } from './store.ts';
+
+export interface PostgresStoreOptions {
+  /** e.g. `postgres://lockstep@127.0.0.1:5432/lockstep`. */
+  readonly connectionString: string;
+  readonly schema?: string;
+  readonly maxConnections?: number;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+// An arbitrary, fixed key: the lock that serializes Lockstep's migrations across replicas.
+const MIGRATION_LOCK = 0x10c5_7e90;
+
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<ControlPlaneStore> {
+  const schema = options.schema ?? 'public';
+  if (!SCHEMA_NAME.test(schema)) throw new TypeError(`schema must be a plain lower-case SQL identifier, e.g. "lockstep"; got ${JSON.stringify(schema)}`);
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.maxConnections ?? 10,
+    options: `-c search_path=${schema}`,
+  });
+  try {
+    await migrate(pool, schema);
+  } catch (error) {
+    await pool.end();
+    throw error;
+  }
+
+  const query = async (sql: string, values: unknown[]): Promise<Record<string, unknown>[]> => (await pool.query(sql, values)).rows as Record<string, unknown>[];
+
+  return {
+    kind: 'postgres',
+    async createJoinToken(record) {
+      await query('INSERT INTO join_tokens (token_hash, service, bundle_hash, created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)',
+        [record.tokenHash, record.service, record.bundleHash, record.createdAt, record.expiresAt, record.createdBy]);
+    },
+    async redeemJoinToken(tokenHash, now) {
+      const [row] = await query('UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING *', [now, tokenHash]);
+      if (row !== undefined) return { ok: true, record: joinTokenFromRow(row) };
+      const [existing] = await query('SELECT * FROM join_tokens WHERE token_hash = $1', [tokenHash]);
+      return { ok: false, reason: redeemRefusal(existing, now) };
+    },
+    async recordIssuedSvid(record) {
+      await query('INSERT INTO issued_svids (serial, spiffe_id, issued_at, expires_at, via) VALUES ($1, $2, $3, $4, $5)',
+        [record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via]);
+    },
+    async issuedSvids(spiffeId) {
+      return (await query('SELECT * FROM issued_svids WHERE spiffe_id = $1 ORDER BY issued_at, serial', [spiffeId])).map(issuedSvidFromRow);
+    },
+    async addRevocation(entry) {
+      await query('INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO NOTHING',
+        [entry.kind, entry.value, entry.reason, entry.actor, entry.at]);
+      const [row] = await query('SELECT * FROM revocations WHERE kind = $1 AND value = $2', [entry.kind, entry.value]);
+      return revocationFromRow(row as Record<string, unknown>);
+    },
+    async revocationsSince(seq) {
+      return (await query('SELECT * FROM revocations WHERE seq > $1 ORDER BY seq', [seq])).map(revocationFromRow);
+    },
+    async isRevoked(kind, value) {
+      return (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2', [kind, value])).length > 0;
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
+
+async function migrate(pool: pg.Pool, schema: string): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    await client.query('CREATE TABLE IF NOT EXISTS lockstep_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+    const applied = new Set((await client.query('SELECT version FROM lockstep_migrations')).rows.map((row: { version: number }) => Number(row.version)));
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      await client.query(migration.postgres);
+      await client.query('INSERT INTO lockstep_migrations (version, applied_at) VALUES ($1, $2)', [migration.version, Date.now()]);
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}

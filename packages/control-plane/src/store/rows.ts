@@ -1,0 +1,53 @@
+/** Row ↔ record mapping shared by both stores (column names are the same in both dialects). */
+import type { IssuedSvidRecord, JoinTokenRecord, RevocationKind, RevocationRecord } from './store.ts';
+
+type Row = Record<string, unknown>;
+
+// pg returns BIGINT as a string (it may exceed 2^53); our values are epoch milliseconds and sequence
+// numbers, far below that, so a checked Number() is exact.
+function int(value: unknown, column: string): number {
+  const number = typeof value === 'string' ? Number(value) : value;
+  if (typeof number !== 'number' || !Number.isSafeInteger(number)) throw new TypeError(`store: column ${column} is not an integer: ${String(value)}`);
+  return number;
+}
+
+function text(value: unknown, column: string): string {
+  if (typeof value !== 'string') throw new TypeError(`store: column ${column} is not text`);
+  return value;
+}
+
+export function joinTokenFromRow(row: Row): JoinTokenRecord {
+  return {
+    tokenHash: text(row.token_hash, 'token_hash'),
+    service: text(row.service, 'service'),
+    bundleHash: text(row.bundle_hash, 'bundle_hash'),
+    createdAt: int(row.created_at, 'created_at'),
+    expiresAt: int(row.expires_at, 'expires_at'),
+    createdBy: text(row.created_by, 'created_by'),
+    usedAt: row.used_at === null || row.used_at === undefined ? null : int(row.used_at, 'used_at'),
+  };
+}
+
+export function issuedSvidFromRow(row: Row): IssuedSvidRecord {
+  const via = text(row.via, 'via');
+  if (via !== 'join' && via !== 'renew') throw new TypeError(`store: unknown issuance ${via}`);
+  return { serial: text(row.serial, 'serial'), spiffeId: text(row.spiffe_id, 'spiffe_id'), issuedAt: int(row.issued_at, 'issued_at'), expiresAt: int(row.expires_at, 'expires_at'), via };
+}
+
+export function revocationFromRow(row: Row): RevocationRecord {
+  return {
+    seq: int(row.seq, 'seq'),
+    kind: text(row.kind, 'kind') as RevocationKind,
+    value: text(row.value, 'value'),
+    reason: text(row.reason, 'reason'),
+    actor: text(row.actor, 'actor'),
+    at: int(row.at, 'at'),
+  };
+}
+
+/** Why a join token that could not be redeemed was refused. */
+export function redeemRefusal(row: Row | undefined, now: number): 'unknown' | 'used' | 'expired' {
+  if (row === undefined) return 'unknown';
+  if (row.used_at !== null && row.used_at !== undefined) return 'used';
+  return int(row.expires_at, 'expires_at') <= now ? 'expired' : 'used';
+}

@@ -1,0 +1,64 @@
+/**
+ * Everything the control plane persists, behind one small interface with two implementations that
+ * pass the same contract tests: SQLite (`node:sqlite`, the embedded default) and PostgreSQL (`pg`,
+ * for several replicas). Times are epoch milliseconds; secrets are stored only as hashes.
+ */
+
+export interface JoinTokenRecord {
+  /** SHA-256 of the token's secret part, hex. The token itself is never stored. */
+  readonly tokenHash: string;
+  /** The one service this token may bootstrap. */
+  readonly service: string;
+  /** SHA-256 of the trust bundle the token pins, base64url (also carried in the token). */
+  readonly bundleHash: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  /** Who created it: an admin SPIFFE ID, or `cli` for a local bootstrap. */
+  readonly createdBy: string;
+  readonly usedAt: number | null;
+}
+
+export type RedeemOutcome =
+  | { readonly ok: true; readonly record: JoinTokenRecord }
+  | { readonly ok: false; readonly reason: 'unknown' | 'used' | 'expired' };
+
+export interface IssuedSvidRecord {
+  /** Hex serial number, unique per CA. */
+  readonly serial: string;
+  readonly spiffeId: string;
+  readonly issuedAt: number;
+  readonly expiresAt: number;
+  /** `join` for a first certificate, `renew` for a renewal. */
+  readonly via: 'join' | 'renew';
+}
+
+export type RevocationKind = 'sub' | 'txn' | 'spiffeId' | 'kid';
+
+export interface RevocationRecord {
+  /** Monotonic position in the revocation feed; guards resume from the last one they saw. */
+  readonly seq: number;
+  readonly kind: RevocationKind;
+  readonly value: string;
+  readonly reason: string;
+  readonly actor: string;
+  readonly at: number;
+}
+
+export interface ControlPlaneStore {
+  /** `sqlite` or `postgres`, for logs and status. */
+  readonly kind: 'sqlite' | 'postgres';
+  createJoinToken(record: Omit<JoinTokenRecord, 'usedAt'>): Promise<void>;
+  /**
+   * Marks the token used, atomically: of two concurrent redemptions (on one replica or on two)
+   * exactly one succeeds. Expired and used tokens are reported as such.
+   */
+  redeemJoinToken(tokenHash: string, now: number): Promise<RedeemOutcome>;
+  recordIssuedSvid(record: IssuedSvidRecord): Promise<void>;
+  issuedSvids(spiffeId: string): Promise<IssuedSvidRecord[]>;
+  /** Appends to the feed; revoking what is already revoked returns the existing entry. */
+  addRevocation(revocation: Omit<RevocationRecord, 'seq'>): Promise<RevocationRecord>;
+  /** Every revocation after `seq`, in feed order. */
+  revocationsSince(seq: number): Promise<RevocationRecord[]>;
+  isRevoked(kind: RevocationKind, value: string): Promise<boolean>;
+  close(): Promise<void>;
+}
