@@ -6,3 +6,4 @@ export { openWorkloadCa, hashBundle, type WorkloadCa, type WorkloadCaOptions } f
 export { issueSvidFromCsr, spiffeIdFor, type IssuedSvid, type IssueSvidRequest } from './ca/issue-svid.ts';
 export { createJoinToken, redeemJoinToken, pinnedBundleHash, type CreatedJoinToken, type CreateJoinTokenRequest } from './ca/join-tokens.ts';
 export { KeyPermissionError } from './ca/key-files.ts';
+export { bootstrapWorkload, renewWorkload, type EnrolOptions } from './ca/enrol.ts';
