@@ -4,6 +4,7 @@
  * certificate's contents are ours. Exactly one URI SAN `spiffe://<td>/svc/<name>`, CA=false,
  * digitalSignature, serverAuth + clientAuth, 1 h by default, never beyond the intermediate.
  */
+import type { webcrypto } from 'node:crypto';
 import { ControlPlaneError } from '../errors.ts';
 import { x509 } from '../lib/x509.ts';
 import { randomSerial, type WorkloadCa } from './workload-ca.ts';
@@ -49,11 +50,19 @@ export async function issueSvidFromCsr(ca: WorkloadCa, request: IssueSvidRequest
   }
   const csr = await checkCsr(request.csrPem, spiffeId);
 
+  return signLeaf(ca, await csr.publicKey.export(), spiffeId, ttlSeconds);
+}
+
+/**
+ * Signs a leaf for `spiffeId` with the intermediate: X.509-SVID profile, backdated a minute, never
+ * past the intermediate's own expiry. Used for workloads (from their CSR) and for the control
+ * plane's own server certificate.
+ */
+export async function signLeaf(ca: WorkloadCa, publicKey: webcrypto.CryptoKey, spiffeId: string, ttlSeconds: number): Promise<IssuedSvid> {
   const now = ca.now();
   const notBefore = new Date(now - BACKDATE_MS);
   const notAfter = new Date(Math.min(now + ttlSeconds * 1000, ca.signer.cert.notAfter.getTime()));
   const serial = randomSerial();
-  const publicKey = await csr.publicKey.export();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial,
     // X.509-SVID: the identity is the URI SAN; the subject stays empty, so the SAN is critical (RFC 5280 §4.2.1.6).

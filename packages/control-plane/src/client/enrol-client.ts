@@ -1,0 +1,115 @@
+/**
+ * The workload side of enrolment. `joinControlPlane` generates the workload's key (it never leaves
+ * the process), fetches the trust bundle, accepts it only if it matches the hash pinned in the join
+ * token, then talks to the control plane over TLS verified against that bundle and checked to be
+ * the control plane's own SPIFFE ID — so a first connection to an impostor sends it nothing.
+ * `renewWithControlPlane` does the same with the current SVID over mTLS.
+ */
+import { X509Certificate, type webcrypto } from 'node:crypto';
+import { Agent, request } from 'undici';
+import { pinnedBundleHash } from '../ca/join-tokens.ts';
+import { hashBundle } from '../ca/workload-ca.ts';
+import { x509 } from '../lib/x509.ts';
+import { controlPlaneSpiffeId } from '../server/control-plane-server.ts';
+
+export interface WorkloadCredentials {
+  readonly spiffeId: string;
+  /** Leaf + intermediate, PEM. */
+  readonly chainPem: string;
+  /** PKCS#8 PEM; generated here, never sent. */
+  readonly keyPem: string;
+  readonly bundlePem: string;
+  readonly expiresAt: Date;
+}
+
+export class EnrolmentError extends Error {
+  readonly code: string;
+  readonly status: number | null;
+  constructor(code: string, message: string, status: number | null = null) {
+    super(message);
+    this.name = 'EnrolmentError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+export async function joinControlPlane(options: { url: string; trustDomain: string; joinToken: string; service: string }): Promise<WorkloadCredentials> {
+  const pinned = pinnedBundleHash(options.joinToken);
+  const bundlePem = await fetchPinnedBundle(options.url, pinned);
+  const keys = await generateKeys();
+  const csr = await csrFor(keys);
+  const body = await post(options.url, '/v1/join', { joinToken: options.joinToken, service: options.service, csr }, { ca: bundlePem }, options.trustDomain);
+  return credentials(body, keys);
+}
+
+export async function renewWithControlPlane(options: { url: string; trustDomain: string; current: { chainPem: string; keyPem: string }; bundlePem: string }): Promise<WorkloadCredentials> {
+  const keys = await generateKeys();
+  const csr = await csrFor(keys);
+  const body = await post(options.url, '/v1/renew', { csr }, { ca: options.bundlePem, cert: options.current.chainPem, key: options.current.keyPem }, options.trustDomain);
+  return credentials(body, keys);
+}
+
+/**
+ * The one unverified TLS connection: it only reads the bundle, and the bundle is used only if its
+ * hash is the one the join token carries.
+ */
+async function fetchPinnedBundle(url: string, pinned: string): Promise<string> {
+  const agent = new Agent({ connect: { rejectUnauthorized: false } });
+  try {
+    const response = await request(new URL('/v1/bundle', url), { dispatcher: agent, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const text = await response.body.text();
+    if (response.statusCode !== 200) throw new EnrolmentError('LOCKSTEP_ENROL_BUNDLE', `GET /v1/bundle answered ${response.statusCode}`);
+    const certificates = x509.PemConverter.decode(text).map((der) => new x509.X509Certificate(der));
+    if (certificates.length === 0 || hashBundle(certificates) !== pinned) {
+      throw new EnrolmentError('LOCKSTEP_ENROL_BUNDLE_MISMATCH', 'the control plane\'s trust bundle does not match the one pinned in the join token: refusing to send it anything (wrong URL, or someone in the middle)');
+    }
+    return text;
+  } finally {
+    await agent.close();
+  }
+}
+
+async function post(url: string, path: string, payload: unknown, tls: { ca: string; cert?: string; key?: string }, trustDomain: string): Promise<Record<string, unknown>> {
+  const expected = controlPlaneSpiffeId(trustDomain);
+  const agent = new Agent({
+    connect: {
+      ...tls,
+      // The control plane is known by its SPIFFE ID, not by a host name.
+      checkServerIdentity: (_host, cert) => cert.subjectaltname === `URI:${expected}` ? undefined : new Error(`the server is ${cert.subjectaltname ?? 'unnamed'}, not ${expected}`),
+    },
+  });
+  try {
+    const response = await request(new URL(path, url), {
+      method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload), headersTimeout: 10_000, bodyTimeout: 10_000,
+    });
+    const body = await response.body.json() as Record<string, unknown>;
+    if (response.statusCode !== 200) throw new EnrolmentError(String(body.error ?? 'LOCKSTEP_ENROL_FAILED'), `${path} refused (${response.statusCode} ${String(body.error)}): ${String(body.message ?? '')}`, response.statusCode);
+    return body;
+  } finally {
+    await agent.close();
+  }
+}
+
+async function generateKeys(): Promise<webcrypto.CryptoKeyPair> {
+  return crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+}
+
+async function csrFor(keys: webcrypto.CryptoKeyPair): Promise<string> {
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  return csr.toString('pem');
+}
+
+async function credentials(body: Record<string, unknown>, keys: webcrypto.CryptoKeyPair): Promise<WorkloadCredentials> {
+  const chainPem = String(body.svid);
+  const leaf = new X509Certificate(chainPem);
+  if (leaf.subjectAltName !== `URI:${String(body.spiffeId)}`) throw new EnrolmentError('LOCKSTEP_ENROL_SVID', 'the issued certificate does not carry the SPIFFE ID the control plane named');
+  const ours = Buffer.from(await crypto.subtle.exportKey('spki', keys.publicKey));
+  if (!ours.equals(leaf.publicKey.export({ type: 'spki', format: 'der' }))) throw new EnrolmentError('LOCKSTEP_ENROL_SVID', 'the issued certificate is not for the key this workload generated');
+  return {
+    spiffeId: String(body.spiffeId),
+    chainPem,
+    keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
+    bundlePem: String(body.bundle),
+    expiresAt: new Date(String(body.expiresAt)),
+  };
+}

@@ -1,0 +1,107 @@
+/**
+ * The control plane's HTTPS server. Every endpoint is TLS; the server presents its own certificate
+ * (`spiffe://<td>/lockstep/control-plane`, issued by the workload CA at start) and asks for a client
+ * certificate without requiring one, so that a workload without an SVID can join and every other
+ * endpoint refuses with a coded 401 instead of a TLS alert.
+ *
+ *   GET  /v1/bundle   the trust bundle (roots, PEM); a joining workload checks it against its token
+ *   POST /v1/join     { joinToken, service, csr } → { svid, bundle, spiffeId, expiresAt }
+ *   POST /v1/renew    mTLS with the current SVID; { csr } → the same
+ */
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { bootstrapWorkload, renewWorkload } from '../ca/enrol.ts';
+import { signLeaf, type IssuedSvid } from '../ca/issue-svid.ts';
+import type { WorkloadCa } from '../ca/workload-ca.ts';
+import { ControlPlaneError } from '../errors.ts';
+import { x509 } from '../lib/x509.ts';
+import type { ControlPlaneStore } from '../store/store.ts';
+import { peerSpiffeId } from './peer.ts';
+
+export interface ControlPlaneServerOptions {
+  readonly ca: WorkloadCa;
+  readonly store: ControlPlaneStore;
+  /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
+  readonly host?: string;
+  /** Default 0 (any free port). */
+  readonly port?: number;
+}
+
+export interface RunningControlPlane {
+  readonly url: string;
+  /** The SPIFFE ID the server presents; clients check it. */
+  readonly spiffeId: string;
+  close(): Promise<void>;
+}
+
+const CSR = { type: 'string', minLength: 1, maxLength: 8192 } as const;
+
+export function controlPlaneSpiffeId(trustDomain: string): string {
+  return `spiffe://${trustDomain}/lockstep/control-plane`;
+}
+
+export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {
+  const { ca, store } = options;
+  const spiffeId = controlPlaneSpiffeId(ca.trustDomain);
+  const server = await serverCredentials(ca, spiffeId);
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 64 * 1024,
+    https: { cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+  });
+  registerRoutes(app, ca, store);
+  await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
+  const { address, port } = app.server.address() as AddressInfo;
+  return { url: `https://${address.includes(':') ? `[${address}]` : address}:${port}`, spiffeId, close: () => app.close() };
+}
+
+function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore): void {
+  app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
+    if (error instanceof ControlPlaneError) return refuse(reply, error);
+    if (error.validation !== undefined || error.statusCode === 400 || error.statusCode === 413 || error.statusCode === 415) {
+      return refuse(reply, new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message));
+    }
+    return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
+  });
+
+  app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));
+
+  app.post<{ Body: { joinToken: string; service: string; csr: string } }>('/v1/join', {
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['joinToken', 'service', 'csr'],
+        properties: { joinToken: { type: 'string', maxLength: 200 }, service: { type: 'string', maxLength: 63 }, csr: CSR },
+      },
+    },
+  }, async (request) => issued(ca, await bootstrapWorkload(store, ca, { joinToken: request.body.joinToken, service: request.body.service, csrPem: request.body.csr })));
+
+  app.post<{ Body: { csr: string } }>('/v1/renew', {
+    schema: { body: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: CSR } } },
+    // Who is calling is decided before the body is even read.
+    onRequest: async (request) => {
+      peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+    },
+  }, async (request) => {
+    const peer = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+    return issued(ca, await renewWorkload(store, ca, { peerSpiffeId: peer, csrPem: request.body.csr }));
+  });
+}
+
+function issued(ca: WorkloadCa, svid: IssuedSvid) {
+  return { spiffeId: svid.spiffeId, svid: svid.chainPem, bundle: ca.bundlePem, expiresAt: svid.notAfter.toISOString() };
+}
+
+function refuse(reply: FastifyReply, error: ControlPlaneError): FastifyReply {
+  return reply.code(error.status).send({ error: error.code, message: error.message });
+}
+
+/** A fresh key and a one-day certificate for the server itself, issued by the CA at every start. */
+async function serverCredentials(ca: WorkloadCa, spiffeId: string): Promise<{ svid: IssuedSvid; keyPem: string }> {
+  const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const svid = await signLeaf(ca, keys.publicKey, spiffeId, 24 * 3600);
+  return { svid, keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY') };
+}
