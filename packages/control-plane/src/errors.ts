@@ -11,6 +11,7 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_CSR_INVALID: { status: 400, message: 'certificate signing request refused' },
   LOCKSTEP_CP_WORKLOAD_REVOKED: { status: 403, message: 'workload is revoked' },
   LOCKSTEP_CP_PEER_UNAUTHENTICATED: { status: 401, message: 'this endpoint needs a valid client SVID of the trust domain' },
+  LOCKSTEP_CP_ADMIN_REQUIRED: { status: 403, message: 'this endpoint is for administrators (an SVID spiffe://<trust domain>/admin/<name>)' },
   LOCKSTEP_CP_REQUEST_INVALID: { status: 400, message: 'request body refused' },
   LOCKSTEP_CP_STORE: { status: 503, message: 'store unavailable' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -9,3 +9,5 @@ export { KeyPermissionError } from './ca/key-files.ts';
 export { bootstrapWorkload, renewWorkload, type EnrolOptions } from './ca/enrol.ts';
 export { startControlPlane, controlPlaneSpiffeId, type ControlPlaneServerOptions, type RunningControlPlane } from './server/control-plane-server.ts';
 export { joinControlPlane, renewWithControlPlane, EnrolmentError, type WorkloadCredentials } from './client/enrol-client.ts';
+export { issueAdminCredentials, type AdminCredentials } from './ca/admin-credentials.ts';
+export { ADMIN_CHANNEL, subscribeAdminActions } from './admin/admin-audit.ts';

@@ -7,8 +7,9 @@
  *   GET  /v1/bundle   the trust bundle (roots, PEM); a joining workload checks it against its token
  *   POST /v1/join     { joinToken, service, csr } → { svid, bundle, spiffeId, expiresAt }
  *   POST /v1/renew    mTLS with the current SVID; { csr } → the same
+ *   /v1/admin/…       mTLS with an administrator's SVID (admin-routes.ts)
  */
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { bootstrapWorkload, renewWorkload } from '../ca/enrol.ts';
@@ -17,7 +18,9 @@ import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import { x509 } from '../lib/x509.ts';
 import type { ControlPlaneStore } from '../store/store.ts';
+import { registerAdminRoutes } from './admin-routes.ts';
 import { peerSpiffeId } from './peer.ts';
+import { refuse } from './refusal.ts';
 
 export interface ControlPlaneServerOptions {
   readonly ca: WorkloadCa;
@@ -66,6 +69,8 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
     return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
   });
 
+  registerAdminRoutes(app, ca, store);
+
   app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));
 
   app.post<{ Body: { joinToken: string; service: string; csr: string } }>('/v1/join', {
@@ -93,10 +98,6 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
 
 function issued(ca: WorkloadCa, svid: IssuedSvid) {
   return { spiffeId: svid.spiffeId, svid: svid.chainPem, bundle: ca.bundlePem, expiresAt: svid.notAfter.toISOString() };
-}
-
-function refuse(reply: FastifyReply, error: ControlPlaneError): FastifyReply {
-  return reply.code(error.status).send({ error: error.code, message: error.message });
 }
 
 /** A fresh key and a one-day certificate for the server itself, issued by the CA at every start. */

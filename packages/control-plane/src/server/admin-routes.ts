@@ -1,0 +1,80 @@
+/**
+ * The admin API: only over mTLS with an administrator's SVID (`spiffe://<td>/admin/<name>`), checked
+ * in `onRequest`, before the body is read. Every call, allowed or refused, is an admin audit event.
+ *
+ *   POST /v1/admin/join-tokens   { service, ttlSeconds? } → { token, service, expiresAt }
+ *   POST /v1/admin/revocations   { kind, value, reason } → the feed entry
+ *   GET  /v1/admin/revocations?since=<seq>
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { TLSSocket } from 'node:tls';
+import { recordAdminAction } from '../admin/admin-audit.ts';
+import { createJoinToken } from '../ca/join-tokens.ts';
+import type { WorkloadCa } from '../ca/workload-ca.ts';
+import { ControlPlaneError } from '../errors.ts';
+import type { ControlPlaneStore, RevocationKind } from '../store/store.ts';
+import { peerSpiffeId } from './peer.ts';
+import { refusalCode } from './refusal.ts';
+
+const kAdmin = Symbol('lockstep.admin');
+type AdminRequest = FastifyRequest & { [kAdmin]?: { id: string | null; startedAt: number } };
+
+const ACTIONS: Record<string, string> = {
+  'POST /v1/admin/join-tokens': 'admin:join-token.create',
+  'POST /v1/admin/revocations': 'admin:revoke',
+  'GET /v1/admin/revocations': 'admin:revocations.read',
+};
+
+export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore): void {
+  app.register(async (admin) => {
+    admin.addHook('onRequest', async (request: AdminRequest) => {
+      request[kAdmin] = { id: null, startedAt: performance.now() };
+      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+      request[kAdmin].id = id;
+      if (!id.startsWith(`spiffe://${ca.trustDomain}/admin/`)) throw new ControlPlaneError('LOCKSTEP_CP_ADMIN_REQUIRED', `${id} is not an administrator`);
+    });
+    admin.addHook('onResponse', async (request: AdminRequest, reply) => {
+      const state = request[kAdmin];
+      const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
+      const body = request.body as { service?: string; value?: string } | undefined;
+      recordAdminAction({
+        caller: state?.id ?? null,
+        method: request.method,
+        route,
+        action: ACTIONS[`${request.method} ${route}`] ?? 'admin:unknown',
+        resource: body?.service ?? body?.value ?? 'control-plane',
+        allowed: reply.statusCode < 400,
+        reason: reply.statusCode < 400 ? 'LOCKSTEP_ALLOW' : refusalCode(request) ?? `HTTP_${reply.statusCode}`,
+        startedAt: state?.startedAt ?? performance.now(),
+      });
+    });
+
+    admin.post<{ Body: { service: string; ttlSeconds?: number } }>('/v1/admin/join-tokens', {
+      schema: { body: { type: 'object', additionalProperties: false, required: ['service'], properties: { service: { type: 'string', maxLength: 63 }, ttlSeconds: { type: 'integer', minimum: 1, maximum: 604_800 } } } },
+    }, async (request: AdminRequest & { body: { service: string; ttlSeconds?: number } }) => {
+      let created;
+      try {
+        created = await createJoinToken(store, ca, { service: request.body.service, createdBy: request[kAdmin]?.id ?? 'unknown', ...(request.body.ttlSeconds === undefined ? {} : { ttlSeconds: request.body.ttlSeconds }) });
+      } catch (error) {
+        if (error instanceof TypeError) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message);
+        throw error;
+      }
+      return { token: created.token, service: created.service, expiresAt: created.expiresAt.toISOString() };
+    });
+
+    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>('/v1/admin/revocations', {
+      schema: {
+        body: {
+          type: 'object', additionalProperties: false, required: ['kind', 'value', 'reason'],
+          properties: { kind: { enum: ['sub', 'txn', 'spiffeId', 'kid'] }, value: { type: 'string', minLength: 1, maxLength: 512 }, reason: { type: 'string', minLength: 1, maxLength: 512 } },
+        },
+      },
+    }, async (request: AdminRequest & { body: { kind: RevocationKind; value: string; reason: string } }) =>
+      store.addRevocation({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: request[kAdmin]?.id ?? 'unknown', at: Date.now() }));
+
+    admin.get<{ Querystring: { since?: string } }>('/v1/admin/revocations', {
+      // Query values are strings, and the server does not coerce types: a plain decimal is checked here.
+      schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },
+    }, async (request) => ({ revocations: await store.revocationsSince(Number(request.query.since ?? '0')) }));
+  });
+}
