@@ -12,6 +12,7 @@ import { recordAdminAction } from '../admin/admin-audit.ts';
 import { createJoinToken } from '../ca/join-tokens.ts';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
+import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationKind } from '../store/store.ts';
 import { peerSpiffeId } from './peer.ts';
 import { refusalCode } from './refusal.ts';
@@ -25,7 +26,7 @@ const ACTIONS: Record<string, string> = {
   'GET /v1/admin/revocations': 'admin:revocations.read',
 };
 
-export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore): void {
+export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed): void {
   app.register(async (admin) => {
     admin.addHook('onRequest', async (request: AdminRequest) => {
       request[kAdmin] = { id: null, startedAt: performance.now() };
@@ -70,7 +71,7 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
         },
       },
     }, async (request: AdminRequest & { body: { kind: RevocationKind; value: string; reason: string } }) =>
-      store.addRevocation({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: request[kAdmin]?.id ?? 'unknown', at: Date.now() }));
+      feed.revoke({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: request[kAdmin]?.id ?? 'unknown', at: Date.now() }));
 
     admin.get<{ Querystring: { since?: string } }>('/v1/admin/revocations', {
       // Query values are strings, and the server does not coerce types: a plain decimal is checked here.

@@ -7,6 +7,7 @@
  *   GET  /v1/bundle   the trust bundle (roots, PEM); a joining workload checks it against its token
  *   POST /v1/join     { joinToken, service, csr } → { svid, bundle, spiffeId, expiresAt }
  *   POST /v1/renew    mTLS with the current SVID; { csr } → the same
+ *   GET  /v1/stream   mTLS with a workload SVID: policy bundles and revocations as server-sent events
  *   /v1/admin/…       mTLS with an administrator's SVID (admin-routes.ts)
  */
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -17,7 +18,10 @@ import { signLeaf, type IssuedSvid } from '../ca/issue-svid.ts';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import { x509 } from '../lib/x509.ts';
-import type { ControlPlaneStore } from '../store/store.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
+import { createRevocationFeed, type RevocationFeed } from '../store/revocation-feed.ts';
+import type { ControlPlaneStore, RevocationKind, RevocationRecord } from '../store/store.ts';
+import { registerStreamRoute } from './stream-route.ts';
 import { registerAdminRoutes } from './admin-routes.ts';
 import { peerSpiffeId } from './peer.ts';
 import { refuse } from './refusal.ts';
@@ -25,6 +29,8 @@ import { refuse } from './refusal.ts';
 export interface ControlPlaneServerOptions {
   readonly ca: WorkloadCa;
   readonly store: ControlPlaneStore;
+  /** The policy service whose bundles the stream pushes; without one, the stream carries revocations only. */
+  readonly policy?: PolicyService;
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -35,6 +41,8 @@ export interface RunningControlPlane {
   readonly url: string;
   /** The SPIFFE ID the server presents; clients check it. */
   readonly spiffeId: string;
+  /** Revokes and pushes to every connected guard (what the admin API does, for in-process callers). */
+  revoke(entry: { kind: RevocationKind; value: string; reason: string; actor: string }): Promise<RevocationRecord>;
   close(): Promise<void>;
 }
 
@@ -54,13 +62,24 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     https: { cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
-  registerRoutes(app, ca, store);
+  const feed = createRevocationFeed(store);
+  registerRoutes(app, ca, store, feed, options.policy ?? null);
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
   const { address, port } = app.server.address() as AddressInfo;
-  return { url: `https://${address.includes(':') ? `[${address}]` : address}:${port}`, spiffeId, close: () => app.close() };
+  return {
+    url: `https://${address.includes(':') ? `[${address}]` : address}:${port}`,
+    spiffeId,
+    revoke: (entry) => feed.revoke({ ...entry, at: Date.now() }),
+    // Open streams are long-lived: end them, or close() would wait for every guard to hang up.
+    close: async () => {
+      const closing = app.close();
+      app.server.closeAllConnections();
+      await closing;
+    },
+  };
 }
 
-function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore): void {
+function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
     if (error.validation !== undefined || error.statusCode === 400 || error.statusCode === 413 || error.statusCode === 415) {
@@ -69,7 +88,8 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
     return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
   });
 
-  registerAdminRoutes(app, ca, store);
+  registerAdminRoutes(app, ca, store, feed);
+  registerStreamRoute(app, ca, store, feed, policy);
 
   app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));
 

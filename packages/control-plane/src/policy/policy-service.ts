@@ -1,0 +1,107 @@
+/**
+ * The policy service: watches the policy directory, validates every change strictly, refuses an
+ * invalid set (an event saying why) and keeps serving the last good one, versions by content hash,
+ * and signs each service's slice on demand (cached per version and service). Listeners hear about
+ * every new version; the stream pushes it to the guards.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { loadPolicyDir, signBundle, sliceFor, type PolicySet } from '@lockstep/policy';
+import type { SigningKey } from '../ca/signing-key.ts';
+
+export type PolicyChange =
+  | { readonly kind: 'applied'; readonly version: string; readonly policies: number }
+  | { readonly kind: 'refused'; readonly reason: string; readonly keptVersion: string | null };
+
+export interface SignedSlice {
+  readonly version: string;
+  readonly bundle: string;
+}
+
+export interface PolicyService {
+  /** The version in force, or null before the first valid set. */
+  readonly version: string | null;
+  /**
+   * The signed bundle (JWS) of `service`'s slice of the set in force, and the slice's own version
+   * (what that service's guard reports); null before any valid set.
+   */
+  bundleFor(service: string): Promise<SignedSlice | null>;
+  /** Loads the directory now (the watcher calls this on every change). */
+  reload(): Promise<PolicyChange>;
+  onChange(listener: (change: PolicyChange) => void): () => void;
+  close(): void;
+}
+
+export interface PolicyServiceOptions {
+  readonly dir: string;
+  readonly signingKey: SigningKey;
+  /** Watch the directory for changes (default true). */
+  readonly watch?: boolean;
+  /** Wait this long after the last file event before reloading: editors write in several steps. Default 50 ms. */
+  readonly debounceMs?: number;
+}
+
+export async function createPolicyService(options: PolicyServiceOptions): Promise<PolicyService> {
+  let current: PolicySet | null = null;
+  const signed = new Map<string, Promise<SignedSlice>>();
+  const listeners = new Set<(change: PolicyChange) => void>();
+  let loading: Promise<PolicyChange> = Promise.resolve({ kind: 'refused', reason: 'not loaded yet', keptVersion: null });
+
+  const emit = (change: PolicyChange) => { for (const listener of listeners) listener(change); };
+
+  async function load(): Promise<PolicyChange> {
+    let set: PolicySet;
+    try {
+      set = await loadPolicyDir(options.dir);
+    } catch (error) {
+      const change: PolicyChange = { kind: 'refused', reason: (error as Error).message, keptVersion: current?.version ?? null };
+      emit(change);
+      return change;
+    }
+    if (current !== null && set.version === current.version) return { kind: 'applied', version: set.version, policies: Object.keys(set.policies).length };
+    current = set;
+    signed.clear();
+    const change: PolicyChange = { kind: 'applied', version: set.version, policies: Object.keys(set.policies).length };
+    emit(change);
+    return change;
+  }
+
+  // Reloads run one after another, so that the last file event always wins.
+  const reload = (): Promise<PolicyChange> => (loading = loading.then(load, load));
+  await reload();
+
+  let watcher: FSWatcher | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  if (options.watch ?? true) {
+    watcher = watch(options.dir, () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = setTimeout(() => { timer = null; void reload(); }, options.debounceMs ?? 50);
+    });
+  }
+
+  return {
+    get version() {
+      return current?.version ?? null;
+    },
+    async bundleFor(service) {
+      const set = current;
+      if (set === null) return null;
+      const key = `${set.version}\u0000${service}`;
+      let bundle = signed.get(key);
+      if (bundle === undefined) {
+        const slice = sliceFor(set, service);
+        bundle = signBundle(slice, { privateKey: options.signingKey.privateKey, kid: options.signingKey.kid }).then((jws) => ({ version: slice.version, bundle: jws }));
+        signed.set(key, bundle);
+      }
+      return bundle;
+    },
+    reload,
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    close() {
+      watcher?.close();
+      if (timer !== null) clearTimeout(timer);
+    },
+  };
+}

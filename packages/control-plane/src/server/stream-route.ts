@@ -1,0 +1,74 @@
+/**
+ * `GET /v1/stream` — server-sent events to one guard, over mTLS with its workload SVID:
+ *
+ *   event: policy       data: { version, bundle }    its service's signed slice (and the slice's version), now and on every change
+ *   id: <seq>  event: revocation  data: the feed entry   every revocation after Last-Event-ID / ?since
+ *   : ping                                           every 15 s, so that a dead connection is noticed
+ *
+ * A guard that reconnects sends Last-Event-ID and catches up on what it missed. Revocations made in
+ * this process are pushed at once; the store is re-read every second for other replicas' entries.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { TLSSocket } from 'node:tls';
+import type { WorkloadCa } from '../ca/workload-ca.ts';
+import { ControlPlaneError } from '../errors.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
+import type { RevocationFeed } from '../store/revocation-feed.ts';
+import type { ControlPlaneStore, RevocationRecord } from '../store/store.ts';
+import { peerSpiffeId } from './peer.ts';
+
+const POSITION = /^[0-9]{1,15}$/;
+const HEARTBEAT_MS = 15_000;
+const POLL_MS = 1_000;
+const RECONNECT_MS = 1_000;
+
+export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
+  const prefix = `spiffe://${ca.trustDomain}/svc/`;
+  app.get<{ Querystring: { since?: string } }>('/v1/stream', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
+    onRequest: async (request) => {
+      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+      if (!id.startsWith(prefix)) throw new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'the stream is for workloads (spiffe://<td>/svc/<name>)');
+    },
+  }, async (request, reply) => {
+    const service = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain).slice(prefix.length);
+    const resumeFrom = request.headers['last-event-id'] ?? request.query.since ?? '0';
+    if (typeof resumeFrom !== 'string' || !POSITION.test(resumeFrom)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'Last-Event-ID must be a feed position');
+    let position = Number(resumeFrom);
+
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+    const write = (text: string) => { if (!res.destroyed) res.write(text); };
+    // A guard that loses the stream tries again after a second (the EventSource default is 3 s).
+    write(`retry: ${RECONNECT_MS}\n\n`);
+
+    const sendRevocation = (entry: RevocationRecord) => {
+      if (entry.seq <= position) return;
+      position = entry.seq;
+      write(`id: ${entry.seq}\nevent: revocation\ndata: ${JSON.stringify(entry)}\n\n`);
+    };
+    const catchUp = async () => { for (const entry of await store.revocationsSince(position)) sendRevocation(entry); };
+    let sentVersion: string | null = null;
+    const sendPolicy = async () => {
+      const slice = await policy?.bundleFor(service) ?? null;
+      // A change that leaves this service's slice as it was is not sent again.
+      if (slice === null || slice.version === sentVersion) return;
+      sentVersion = slice.version;
+      write(`event: policy\ndata: ${JSON.stringify(slice)}\n\n`);
+    };
+
+    const stopRevocations = feed.onRevocation(sendRevocation);
+    const stopPolicy = policy?.onChange((change) => { if (change.kind === 'applied') void sendPolicy(); }) ?? (() => {});
+    const poll = setInterval(() => void catchUp().catch(() => {}), POLL_MS);
+    const heartbeat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS);
+    res.on('close', () => {
+      stopRevocations();
+      stopPolicy();
+      clearInterval(poll);
+      clearInterval(heartbeat);
+    });
+    await sendPolicy();
+    await catchUp();
+  });
+}
