@@ -1,5 +1,5 @@
 export { ControlPlaneError, CONTROL_PLANE_ERRORS, type ControlPlaneErrorCode } from './errors.ts';
-export type { ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome } from './store/store.ts';
+export type { ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute } from './store/store.ts';
 export { openSqliteStore } from './store/sqlite-store.ts';
 export { openPostgresStore, type PostgresStoreOptions } from './store/postgres-store.ts';
 export { openWorkloadCa, hashBundle, type WorkloadCa, type WorkloadCaOptions } from './ca/workload-ca.ts';
@@ -14,3 +14,5 @@ export { ADMIN_CHANNEL, subscribeAdminActions } from './admin/admin-audit.ts';
 export { openSigningKey, type SigningKey } from './ca/signing-key.ts';
 export { createPolicyService, type PolicyService, type PolicyServiceOptions, type PolicyChange } from './policy/policy-service.ts';
 export { connectGuardStream, type GuardStream, type GuardStreamOptions, type StreamEvent, type StreamTarget } from './client/guard-stream.ts';
+export { startRegistryHeartbeat, type Heartbeat, type HeartbeatOptions } from './client/registry-heartbeat.ts';
+export { STALE_AFTER_MS } from './server/registry-routes.ts';

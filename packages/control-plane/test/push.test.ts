@@ -15,7 +15,7 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  connectGuardStream, createJoinToken, createPolicyService, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  connectGuardStream, createJoinToken, issueAdminCredentials, startRegistryHeartbeat, createPolicyService, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
   type ControlPlaneStore, type GuardStream, type PolicyService, type RunningControlPlane, type StreamEvent, type WorkloadCa, type WorkloadCredentials,
 } from '../src/index.ts';
 
@@ -165,5 +165,51 @@ describe('push from the control plane', () => {
     assert.ok(events.slice(disconnectedAt).some((event) => event.kind === 'connected'), 'the guard reconnected');
     const alice = await minter.mint({ sub: 'alice', tctx: { roles: ['admin'] }, req_wl: gateway.spiffeId });
     assert.equal(await status(alice), 200, 'everyone else is still served');
+  });
+});
+
+describe('registry', () => {
+  async function call(method: 'GET' | 'POST', path: string, tls: { cert?: string; key?: string }, body?: unknown) {
+    const agent = new Agent({ connect: { ca: ca.bundlePem, ...tls, checkServerIdentity: () => undefined } });
+    try {
+      const response = await request(`${controlPlane.url}${path}`, {
+        method, dispatcher: agent, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      });
+      const text = await response.body.text();
+      return { status: response.statusCode, body: (text === '' ? {} : JSON.parse(text)) as Record<string, unknown> };
+    } finally {
+      await agent.close();
+    }
+  }
+
+  it('shows each guard as it reported itself: routes and actions, the policy version in force, SVID expiry, mode', async () => {
+    const heartbeat = startRegistryHeartbeat({ url: controlPlane.url, trustDomain: TD, tls: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem }, guard, intervalMs: 60_000 });
+    try {
+      await heartbeat.beat();
+      const admin = await issueAdminCredentials(ca, 'ops');
+      const listed = await call('GET', '/v1/services', { cert: admin.chainPem, key: admin.keyPem });
+      assert.equal(listed.status, 200);
+      const entry = (listed.body.services as Record<string, unknown>[]).find((service) => service.service === 'orders');
+      assert.ok(entry, 'orders is registered');
+      assert.equal(entry.spiffeId, orders.spiffeId);
+      assert.equal(entry.policyVersion, guard.policyVersion);
+      assert.equal(entry.policyVersion, (await policy.bundleFor('orders'))?.version, 'no drift: the guard enforces the current slice');
+      assert.equal(entry.mode, 'enforce');
+      assert.equal(entry.stale, false);
+      // Fastify exposes HEAD for every GET route; the guard enforces (and reports) both.
+      assert.deepEqual(entry.routes, ['GET', 'HEAD'].map((method) => ({ method, template: '/orders/:id', action: 'orders:read', public: false, dryRun: false })));
+    } finally {
+      await heartbeat.stop();
+    }
+  });
+
+  it('takes the identity from the SVID only, and lets neither strangers report nor workloads read the registry', async () => {
+    const report = { routes: [], policyVersion: null, svidExpiresAt: new Date().toISOString(), mode: 'enforce', guardVersion: 'x' };
+    const anonymous = await call('POST', '/v1/registry/heartbeat', {}, report);
+    assert.deepEqual([anonymous.status, anonymous.body.error], [401, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED']);
+    const claimed = await call('POST', '/v1/registry/heartbeat', { cert: gateway.chainPem, key: gateway.keyPem }, { ...report, spiffeId: orders.spiffeId });
+    assert.deepEqual([claimed.status, claimed.body.error], [400, 'LOCKSTEP_CP_REQUEST_INVALID'], 'a body naming an identity is refused');
+    const asWorkload = await call('GET', '/v1/services', { cert: gateway.chainPem, key: gateway.keyPem });
+    assert.deepEqual([asWorkload.status, asWorkload.body.error], [403, 'LOCKSTEP_CP_ADMIN_REQUIRED']);
   });
 });

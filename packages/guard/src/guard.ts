@@ -48,7 +48,21 @@ export interface Guard {
   revoke(revocation: Revocation): void;
   /** Cache counters: how much of the traffic took the steady-state path. */
   stats(): GuardStats;
+  /** What this guard enforces, for the control plane's registry. */
+  status(): GuardStatus;
   close(): Promise<void>;
+}
+
+export interface GuardStatus {
+  readonly service: string;
+  readonly spiffeId: string;
+  readonly mode: 'enforce' | 'dry-run';
+  /** The policy version in force, or null before the first bundle. */
+  readonly policyVersion: string | null;
+  readonly svidExpiresAt: string;
+  /** Every route the adapters declared, with its action. */
+  readonly routes: readonly RouteSecurity[];
+  readonly guardVersion: string;
 }
 
 export interface GuardStats {
@@ -57,6 +71,9 @@ export interface GuardStats {
   /** `misses` = Cedar evaluations; `hits` = decisions answered from the decision cache. */
   decisions: { hits: number; misses: number; size: number };
 }
+
+/** Reported to the registry; kept in step with packages/guard/package.json by a test. */
+export const GUARD_VERSION = '0.1.0';
 
 export async function createGuard(input: GuardOptions): Promise<Guard> {
   const options = resolveOptions(input);
@@ -133,6 +150,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     return { cert: svid.cert, key: svid.key, ca: trustBundle, minVersion: 'TLSv1.3' as const };
   }
 
+  const declared: RouteSecurity[] = [];
   let unattachedWarning: NodeJS.Timeout | null = null;
   function tlsOptions(): HttpsServerOptions {
     // These options ask for a client certificate without enforcing it at the TLS layer: only a
@@ -192,6 +210,17 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     get policyVersion() {
       return engine.version;
     },
+    status() {
+      return {
+        service,
+        spiffeId: svid.spiffeId,
+        mode: options.mode,
+        policyVersion: engine.version,
+        svidExpiresAt: new Date(svid.notAfterMs).toISOString(),
+        routes: [...declared],
+        guardVersion: GUARD_VERSION,
+      };
+    },
     tlsOptions,
     attach,
     createServer(handler) {
@@ -200,6 +229,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       return server;
     },
     declareRoutes(routes) {
+      declared.push(...routes);
       const publicRoutes = routes.filter((route) => route.public).map((route) => `${route.method} ${route.template}`);
       const dryRunRoutes = routes.filter((route) => route.dryRun).map((route) => `${route.method} ${route.template}`);
       logger.info('lockstep routes', {

@@ -1,4 +1,4 @@
-export { createGuard, type Guard, type GuardStats } from './guard.ts';
+export { createGuard, GUARD_VERSION, type Guard, type GuardStats, type GuardStatus } from './guard.ts';
 export type { GuardOptions, GuardLogger, SvidPem, TxnTokenKeyOptions } from './options.ts';
 export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, type GuardErrorCode } from './errors.ts';
 export { DECISION_CHANNEL, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';

@@ -10,7 +10,7 @@ import { Agent, request } from 'undici';
 import { pinnedBundleHash } from '../ca/join-tokens.ts';
 import { hashBundle } from '../ca/workload-ca.ts';
 import { x509 } from '../lib/x509.ts';
-import { controlPlaneSpiffeId } from '../server/control-plane-server.ts';
+import { controlPlaneAgent } from './control-plane-agent.ts';
 
 export interface WorkloadCredentials {
   readonly spiffeId: string;
@@ -70,14 +70,7 @@ async function fetchPinnedBundle(url: string, pinned: string): Promise<string> {
 }
 
 async function post(url: string, path: string, payload: unknown, tls: { ca: string; cert?: string; key?: string }, trustDomain: string): Promise<Record<string, unknown>> {
-  const expected = controlPlaneSpiffeId(trustDomain);
-  const agent = new Agent({
-    connect: {
-      ...tls,
-      // The control plane is known by its SPIFFE ID, not by a host name.
-      checkServerIdentity: (_host, cert) => cert.subjectaltname === `URI:${expected}` ? undefined : new Error(`the server is ${cert.subjectaltname ?? 'unnamed'}, not ${expected}`),
-    },
-  });
+  const agent = controlPlaneAgent(trustDomain, tls);
   try {
     const response = await request(new URL(path, url), {
       method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload), headersTimeout: 10_000, bodyTimeout: 10_000,

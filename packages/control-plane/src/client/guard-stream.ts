@@ -5,8 +5,8 @@
  * and resumes from the last revocation it saw. Fail-static: while the control plane is away the
  * guard keeps enforcing what it has.
  */
-import { Agent, EventSource } from 'undici';
-import { controlPlaneSpiffeId } from '../server/control-plane-server.ts';
+import { EventSource } from 'undici';
+import { controlPlaneAgent } from './control-plane-agent.ts';
 import type { RevocationKind } from '../store/store.ts';
 
 /** What the stream drives: a Lockstep guard, or anything with the same two methods. */
@@ -40,13 +40,7 @@ export interface GuardStream {
 const KINDS = new Set<RevocationKind>(['sub', 'txn', 'spiffeId', 'kid']);
 
 export function connectGuardStream(options: GuardStreamOptions): GuardStream {
-  const expected = controlPlaneSpiffeId(options.trustDomain);
-  const agent = new Agent({
-    connect: {
-      ...options.tls,
-      checkServerIdentity: (_host, cert) => cert.subjectaltname === `URI:${expected}` ? undefined : new Error(`the server is ${cert.subjectaltname ?? 'unnamed'}, not ${expected}`),
-    },
-  });
+  const agent = controlPlaneAgent(options.trustDomain, options.tls);
   const notify = options.onEvent ?? (() => {});
   let position = 0;
   const source = new EventSource(new URL('/v1/stream', options.url), { dispatcher: agent });

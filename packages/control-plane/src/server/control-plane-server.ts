@@ -8,6 +8,7 @@
  *   POST /v1/join     { joinToken, service, csr } → { svid, bundle, spiffeId, expiresAt }
  *   POST /v1/renew    mTLS with the current SVID; { csr } → the same
  *   GET  /v1/stream   mTLS with a workload SVID: policy bundles and revocations as server-sent events
+ *   POST /v1/registry/heartbeat, GET /v1/services   the service registry (registry-routes.ts)
  *   /v1/admin/…       mTLS with an administrator's SVID (admin-routes.ts)
  */
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -21,6 +22,7 @@ import { x509 } from '../lib/x509.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import { createRevocationFeed, type RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationKind, RevocationRecord } from '../store/store.ts';
+import { registerRegistryRoutes } from './registry-routes.ts';
 import { registerStreamRoute } from './stream-route.ts';
 import { registerAdminRoutes } from './admin-routes.ts';
 import { peerSpiffeId } from './peer.ts';
@@ -90,6 +92,7 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
 
   registerAdminRoutes(app, ca, store, feed);
   registerStreamRoute(app, ca, store, feed, policy);
+  registerRegistryRoutes(app, ca, store);
 
   app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));
 

@@ -40,4 +40,19 @@ export const MIGRATIONS: readonly Migration[] = [
         value TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, at BIGINT NOT NULL, UNIQUE (kind, value)
       );`,
   },
+  {
+    version: 2,
+    sqlite: `
+      CREATE TABLE services (
+        spiffe_id TEXT PRIMARY KEY, service TEXT NOT NULL, routes TEXT NOT NULL, policy_version TEXT,
+        svid_expires_at INTEGER NOT NULL, mode TEXT NOT NULL, guard_version TEXT NOT NULL,
+        first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL
+      );`,
+    postgres: `
+      CREATE TABLE services (
+        spiffe_id TEXT PRIMARY KEY, service TEXT NOT NULL, routes TEXT NOT NULL, policy_version TEXT,
+        svid_expires_at BIGINT NOT NULL, mode TEXT NOT NULL, guard_version TEXT NOT NULL,
+        first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL
+      );`,
+  },
 ];

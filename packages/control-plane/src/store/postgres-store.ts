@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
-import { issuedSvidFromRow, joinTokenFromRow, redeemRefusal, revocationFromRow } from './rows.ts';
+import { heartbeatValues, issuedSvidFromRow, joinTokenFromRow, redeemRefusal, revocationFromRow, serviceFromRow } from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
 
 export interface PostgresStoreOptions {
@@ -66,6 +66,15 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async isRevoked(kind, value) {
       return (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2', [kind, value])).length > 0;
+    },
+    async recordHeartbeat(record) {
+      await query(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+        ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
+          svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen`, heartbeatValues(record));
+    },
+    async services() {
+      return (await query('SELECT * FROM services ORDER BY spiffe_id', [])).map(serviceFromRow);
     },
     async close() {
       await pool.end();

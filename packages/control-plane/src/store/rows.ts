@@ -1,5 +1,5 @@
 /** Row ↔ record mapping shared by both stores (column names are the same in both dialects). */
-import type { IssuedSvidRecord, JoinTokenRecord, RevocationKind, RevocationRecord } from './store.ts';
+import type { IssuedSvidRecord, JoinTokenRecord, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord } from './store.ts';
 
 type Row = Record<string, unknown>;
 
@@ -50,4 +50,25 @@ export function redeemRefusal(row: Row | undefined, now: number): 'unknown' | 'u
   if (row === undefined) return 'unknown';
   if (row.used_at !== null && row.used_at !== undefined) return 'used';
   return int(row.expires_at, 'expires_at') <= now ? 'expired' : 'used';
+}
+
+export function serviceFromRow(row: Row): ServiceRecord {
+  const mode = text(row.mode, 'mode');
+  if (mode !== 'enforce' && mode !== 'dry-run') throw new TypeError(`store: unknown mode ${mode}`);
+  return {
+    spiffeId: text(row.spiffe_id, 'spiffe_id'),
+    service: text(row.service, 'service'),
+    routes: JSON.parse(text(row.routes, 'routes')) as RegisteredRoute[],
+    policyVersion: row.policy_version === null || row.policy_version === undefined ? null : text(row.policy_version, 'policy_version'),
+    svidExpiresAt: int(row.svid_expires_at, 'svid_expires_at'),
+    mode,
+    guardVersion: text(row.guard_version, 'guard_version'),
+    firstSeen: int(row.first_seen, 'first_seen'),
+    lastSeen: int(row.last_seen, 'last_seen'),
+  };
+}
+
+/** The values of a heartbeat in the column order both stores use. */
+export function heartbeatValues(record: Omit<ServiceRecord, 'firstSeen'>): unknown[] {
+  return [record.spiffeId, record.service, JSON.stringify(record.routes), record.policyVersion, record.svidExpiresAt, record.mode, record.guardVersion, record.lastSeen];
 }

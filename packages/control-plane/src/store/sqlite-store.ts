@@ -7,7 +7,7 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
-import { issuedSvidFromRow, joinTokenFromRow, redeemRefusal, revocationFromRow } from './rows.ts';
+import { heartbeatValues, issuedSvidFromRow, joinTokenFromRow, redeemRefusal, revocationFromRow, serviceFromRow } from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
 
 type Row = Record<string, unknown>;
@@ -28,6 +28,11 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const insertRevocation = db.prepare('INSERT INTO revocations (kind, value, reason, actor, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING');
   const revocation = db.prepare('SELECT * FROM revocations WHERE kind = ? AND value = ?');
   const since = db.prepare('SELECT * FROM revocations WHERE seq > ? ORDER BY seq');
+  const heartbeat = db.prepare(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+    ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
+      svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen`);
+  const allServices = db.prepare('SELECT * FROM services ORDER BY spiffe_id');
 
   return {
     kind: 'sqlite',
@@ -54,6 +59,12 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     },
     async isRevoked(kind, value) {
       return revocation.get(kind, value) !== undefined;
+    },
+    async recordHeartbeat(record) {
+      heartbeat.run(...(heartbeatValues(record) as (string | number | null)[]));
+    },
+    async services() {
+      return (allServices.all() as Row[]).map(serviceFromRow);
     },
     async close() {
       if (db.isOpen) db.close();

@@ -132,6 +132,20 @@ for (const backend of backends) {
       assert.equal(await store.isRevoked('txn', 'mallory'), false);
     }));
 
+    it('registers a guard on its first heartbeat and updates it on the next, keeping when it was first seen', withStore(async (store) => {
+      const report = {
+        spiffeId: 'spiffe://shop.test/svc/orders', service: 'orders', policyVersion: 'v1', svidExpiresAt: 9_000, mode: 'enforce' as const, guardVersion: '0.1.0', lastSeen: 100,
+        routes: [{ method: 'GET', template: '/orders/:id', action: 'orders:read', public: false, dryRun: false }],
+      };
+      await store.recordHeartbeat(report);
+      await store.recordHeartbeat({ ...report, policyVersion: 'v2', mode: 'dry-run', lastSeen: 200 });
+      await store.recordHeartbeat({ ...report, spiffeId: 'spiffe://shop.test/svc/billing', service: 'billing', policyVersion: null, routes: [], lastSeen: 150 });
+      const services = await store.services();
+      assert.deepEqual(services.map((entry) => entry.service), ['billing', 'orders']);
+      assert.deepEqual(services[1], { ...report, policyVersion: 'v2', mode: 'dry-run', firstSeen: 100, lastSeen: 200 });
+      assert.equal(services[0]?.policyVersion, null);
+    }));
+
     it('keeps its data across a restart, migrating only once', async () => {
       const database = randomBytes(6).toString('hex');
       const store = await backend.open(database);

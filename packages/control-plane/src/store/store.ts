@@ -44,6 +44,27 @@ export interface RevocationRecord {
   readonly at: number;
 }
 
+export interface RegisteredRoute {
+  readonly method: string;
+  readonly template: string;
+  readonly action: string;
+  readonly public: boolean;
+  readonly dryRun: boolean;
+}
+
+/** What a guard last reported about itself (registry). */
+export interface ServiceRecord {
+  readonly spiffeId: string;
+  readonly service: string;
+  readonly routes: readonly RegisteredRoute[];
+  readonly policyVersion: string | null;
+  readonly svidExpiresAt: number;
+  readonly mode: 'enforce' | 'dry-run';
+  readonly guardVersion: string;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+}
+
 export interface ControlPlaneStore {
   /** `sqlite` or `postgres`, for logs and status. */
   readonly kind: 'sqlite' | 'postgres';
@@ -60,5 +81,9 @@ export interface ControlPlaneStore {
   /** Every revocation after `seq`, in feed order. */
   revocationsSince(seq: number): Promise<RevocationRecord[]>;
   isRevoked(kind: RevocationKind, value: string): Promise<boolean>;
+  /** Inserts or updates a guard's report; `firstSeen` is kept from the first report. */
+  recordHeartbeat(record: Omit<ServiceRecord, 'firstSeen'>): Promise<void>;
+  /** Every registered guard, by SPIFFE ID. */
+  services(): Promise<ServiceRecord[]>;
   close(): Promise<void>;
 }

@@ -1,0 +1,73 @@
+/**
+ * The service registry. Guards report over mTLS what they enforce; the identity is the SVID's, never
+ * the body's. Administrators and Lockstep's own components (monitor, scanner: `spiffe://<td>/lockstep/…`)
+ * read the list.
+ *
+ *   POST /v1/registry/heartbeat   { routes, policyVersion, svidExpiresAt, mode, guardVersion } → 204
+ *   GET  /v1/services             → { services: [... , stale] }
+ */
+import type { FastifyInstance } from 'fastify';
+import type { TLSSocket } from 'node:tls';
+import type { WorkloadCa } from '../ca/workload-ca.ts';
+import { ControlPlaneError } from '../errors.ts';
+import type { ControlPlaneStore, RegisteredRoute } from '../store/store.ts';
+import { peerSpiffeId } from './peer.ts';
+
+/** A guard that has not reported for this long is shown as stale. */
+export const STALE_AFTER_MS = 60_000;
+
+interface Heartbeat {
+  routes: RegisteredRoute[];
+  policyVersion: string | null;
+  svidExpiresAt: string;
+  mode: 'enforce' | 'dry-run';
+  guardVersion: string;
+}
+
+const ROUTE = {
+  type: 'object', additionalProperties: false, required: ['method', 'template', 'action', 'public', 'dryRun'],
+  properties: { method: { type: 'string', maxLength: 16 }, template: { type: 'string', maxLength: 512 }, action: { type: 'string', maxLength: 200 }, public: { type: 'boolean' }, dryRun: { type: 'boolean' } },
+} as const;
+
+export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore): void {
+  const workloads = `spiffe://${ca.trustDomain}/svc/`;
+  app.post<{ Body: Heartbeat }>('/v1/registry/heartbeat', {
+    schema: {
+      body: {
+        type: 'object', additionalProperties: false, required: ['routes', 'policyVersion', 'svidExpiresAt', 'mode', 'guardVersion'],
+        properties: {
+          routes: { type: 'array', maxItems: 2_000, items: ROUTE },
+          policyVersion: { anyOf: [{ type: 'string', maxLength: 128 }, { type: 'null' }] },
+          svidExpiresAt: { type: 'string', format: 'date-time', maxLength: 40 },
+          mode: { enum: ['enforce', 'dry-run'] },
+          guardVersion: { type: 'string', maxLength: 64 },
+        },
+      },
+    },
+    onRequest: async (request) => {
+      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+      if (!id.startsWith(workloads)) throw new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'only workloads (spiffe://<td>/svc/<name>) register');
+    },
+  }, async (request, reply) => {
+    const spiffeId = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+    const svidExpiresAt = Date.parse(request.body.svidExpiresAt);
+    if (!Number.isFinite(svidExpiresAt)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'svidExpiresAt is not a date');
+    await store.recordHeartbeat({
+      spiffeId, service: spiffeId.slice(workloads.length), routes: request.body.routes, policyVersion: request.body.policyVersion,
+      svidExpiresAt, mode: request.body.mode, guardVersion: request.body.guardVersion, lastSeen: Date.now(),
+    });
+    return reply.code(204).send();
+  });
+
+  app.get('/v1/services', {
+    onRequest: async (request) => {
+      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+      if (!id.startsWith(`spiffe://${ca.trustDomain}/admin/`) && !id.startsWith(`spiffe://${ca.trustDomain}/lockstep/`)) {
+        throw new ControlPlaneError('LOCKSTEP_CP_ADMIN_REQUIRED', `${id} may not read the registry`);
+      }
+    },
+  }, async () => {
+    const now = Date.now();
+    return { services: (await store.services()).map((entry) => ({ ...entry, stale: now - entry.lastSeen > STALE_AFTER_MS })) };
+  });
+}
