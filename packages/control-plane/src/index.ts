@@ -16,3 +16,5 @@ export { createPolicyService, type PolicyService, type PolicyServiceOptions, typ
 export { connectGuardStream, type GuardStream, type GuardStreamOptions, type StreamEvent, type StreamTarget } from './client/guard-stream.ts';
 export { startRegistryHeartbeat, type Heartbeat, type HeartbeatOptions } from './client/registry-heartbeat.ts';
 export { STALE_AFTER_MS } from './server/registry-routes.ts';
+export { createTxnTokenService, TokenExchangeError, TOKEN_EXCHANGE_GRANT, type TxnTokenService, type ExchangeRequest, type ExchangeResponse } from './tts/txn-token-service.ts';
+export { createSubjectVerifier, TOKEN_TYPE, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';

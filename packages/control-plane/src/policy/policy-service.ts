@@ -20,6 +20,8 @@ export interface SignedSlice {
 export interface PolicyService {
   /** The version in force, or null before the first valid set. */
   readonly version: string | null;
+  /** The whole set in force (for the control plane's own decisions, e.g. the TTS). */
+  readonly set: PolicySet | null;
   /**
    * The signed bundle (JWS) of `service`'s slice of the set in force, and the slice's own version
    * (what that service's guard reports); null before any valid set.
@@ -81,6 +83,9 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
   return {
     get version() {
       return current?.version ?? null;
+    },
+    get set() {
+      return current;
     },
     async bundleFor(service) {
       const set = current;

@@ -9,6 +9,7 @@
  *   POST /v1/renew    mTLS with the current SVID; { csr } → the same
  *   GET  /v1/stream   mTLS with a workload SVID: policy bundles and revocations as server-sent events
  *   POST /v1/registry/heartbeat, GET /v1/services   the service registry (registry-routes.ts)
+ *   POST /v1/token, GET /v1/txn-token/jwks.json     the Txn-Token Service (tts-routes.ts)
  *   /v1/admin/…       mTLS with an administrator's SVID (admin-routes.ts)
  */
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -24,6 +25,8 @@ import { createRevocationFeed, type RevocationFeed } from '../store/revocation-f
 import type { ControlPlaneStore, RevocationKind, RevocationRecord } from '../store/store.ts';
 import { registerRegistryRoutes } from './registry-routes.ts';
 import { registerStreamRoute } from './stream-route.ts';
+import { registerTtsRoutes } from './tts-routes.ts';
+import type { TxnTokenService } from '../tts/txn-token-service.ts';
 import { registerAdminRoutes } from './admin-routes.ts';
 import { peerSpiffeId } from './peer.ts';
 import { refuse } from './refusal.ts';
@@ -33,6 +36,8 @@ export interface ControlPlaneServerOptions {
   readonly store: ControlPlaneStore;
   /** The policy service whose bundles the stream pushes; without one, the stream carries revocations only. */
   readonly policy?: PolicyService;
+  /** The Txn-Token Service; it decides with the policy service's set. */
+  readonly tts?: TxnTokenService;
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -66,6 +71,14 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   });
   const feed = createRevocationFeed(store);
   registerRoutes(app, ca, store, feed, options.policy ?? null);
+  const { tts, policy } = options;
+  let stopPolicy = () => {};
+  if (tts !== undefined) {
+    registerTtsRoutes(app, ca, tts);
+    if (policy?.set) tts.usePolicy(policy.set);
+    const follow = policy?.onChange(() => { if (policy.set) tts.usePolicy(policy.set); });
+    if (follow) stopPolicy = () => { follow(); };
+  }
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
   const { address, port } = app.server.address() as AddressInfo;
   return {
@@ -74,6 +87,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     revoke: (entry) => feed.revoke({ ...entry, at: Date.now() }),
     // Open streams are long-lived: end them, or close() would wait for every guard to hang up.
     close: async () => {
+      stopPolicy();
       const closing = app.close();
       app.server.closeAllConnections();
       await closing;
