@@ -20,6 +20,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { measureAdmitCost } from './lib/admit-cost.ts';
+import { keptSections } from './lib/docs-section.ts';
 import { measureColdPath } from './lib/cold-path.ts';
 import type { LoadReport } from './lib/protocol.ts';
 import { renderMarkdown, summarize, type AuditCount, type BenchSettings, type RoundResult, type ServerCpu } from './lib/report.ts';
@@ -152,7 +153,9 @@ async function main(): Promise<void> {
     const admit = await measureAdmitCost(world, await mintCustomerTokens(world.minter, settings.tokens), scratch);
 
     const markdown = renderMarkdown(settings, results, served, cold, admit, loadBefore, (performance.now() - startedAt) / 1000);
-    writeFileSync(DOCS_FILE, markdown);
+    // Sections written by the other benches (control plane) stay as they were.
+    const kept = keptSections(DOCS_FILE);
+    writeFileSync(DOCS_FILE, kept === '' ? markdown : `${markdown.trimEnd()}\n\n${kept}`);
     process.stdout.write(`${markdown}\n`);
     progress(`wrote ${DOCS_FILE}`);
     process.stdout.write(`${JSON.stringify(summarize(results))}\n`);

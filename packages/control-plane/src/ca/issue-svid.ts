@@ -59,6 +59,7 @@ export async function issueSvidFromCsr(ca: WorkloadCa, request: IssueSvidRequest
  * plane's own server certificate.
  */
 export async function signLeaf(ca: WorkloadCa, publicKey: webcrypto.CryptoKey, spiffeId: string, ttlSeconds: number): Promise<IssuedSvid> {
+  const fixed = await fixedExtensions(ca);
   const now = ca.now();
   const notBefore = new Date(now - BACKDATE_MS);
   const notAfter = new Date(Math.min(now + ttlSeconds * 1000, ca.signer.cert.notAfter.getTime()));
@@ -74,15 +75,28 @@ export async function signLeaf(ca: WorkloadCa, publicKey: webcrypto.CryptoKey, s
     notAfter,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
     extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth], false),
+      ...fixed,
       new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId }], true),
       await x509.SubjectKeyIdentifierExtension.create(publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(ca.signer.cert),
     ],
   });
   return { spiffeId, serial, chainPem: `${cert.toString('pem')}\n${ca.intermediatePem}`, notBefore, notAfter };
+}
+
+// The extensions every leaf of a CA shares, built once per CA (the authority key id costs a hash).
+const fixedByCa = new WeakMap<WorkloadCa['signer'], Promise<x509.Extension[]>>();
+function fixedExtensions(ca: WorkloadCa): Promise<x509.Extension[]> {
+  let fixed = fixedByCa.get(ca.signer);
+  if (fixed === undefined) {
+    fixed = (async () => [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth], false),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.signer.cert),
+    ])();
+    fixedByCa.set(ca.signer, fixed);
+  }
+  return fixed;
 }
 
 /** The CSR rules; the first that fails refuses the request. */
