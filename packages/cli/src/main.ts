@@ -1,0 +1,171 @@
+/**
+ * `lockstep <command>`:
+ *
+ *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url]
+ *   join-token create <service> [--ttl seconds]
+ *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
+ *   services
+ *
+ * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
+ * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Agent, request } from 'undici';
+import {
+  createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials, openPostgresStore, openSigningKey, openSqliteStore,
+  openWorkloadCa, startControlPlane, type ControlPlaneStore, type PolicyService,
+} from '@lockstep/control-plane';
+import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
+
+const USAGE = `usage:
+  lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>]
+  lockstep join-token create <service> [--ttl <seconds>]
+  lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
+  lockstep services
+state: LOCKSTEP_HOME (default ./.lockstep)`;
+
+type Out = (line: string) => void;
+
+export async function main(argv: readonly string[], out: Out = (line) => process.stdout.write(`${line}\n`), err: Out = (line) => process.stderr.write(`${line}\n`)): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    switch (command) {
+      case 'control-plane': return await controlPlane(rest, out, err);
+      case 'join-token': return await joinToken(rest, out);
+      case 'revoke': return await revoke(rest, out);
+      case 'services': return await services(out);
+      default:
+        err(USAGE);
+        return command === undefined || command === 'help' || command === '--help' ? 0 : 2;
+    }
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (error as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      err(`lockstep: ${(error as Error).message}`);
+      return 2;
+    }
+    err(`lockstep: ${(error as Error).stack ?? String(error)}`);
+    return 1;
+  }
+}
+
+async function controlPlane(argv: readonly string[], out: Out, err: Out): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      'trust-domain': { type: 'string' }, host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8443' },
+      'policy-dir': { type: 'string', default: 'policies' }, postgres: { type: 'string' },
+    },
+  });
+  const state = localState();
+  const trustDomain = rememberTrustDomain(state, values['trust-domain']);
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new UsageError(`--port must be a port number, e.g. --port 8443; got ${JSON.stringify(values.port)}`);
+  const loud = (message: string) => err(`lockstep: WARNING ${message}`);
+
+  const ca = await openWorkloadCa({ trustDomain, keyDir: state.keyDir, onCreated: loud });
+  const store: ControlPlaneStore = values.postgres ? await openPostgresStore({ connectionString: values.postgres }) : openSqliteStore(state.database);
+  let policy: PolicyService | undefined;
+  if (existsSync(values['policy-dir'])) {
+    policy = await createPolicyService({ dir: values['policy-dir'], signingKey: await openSigningKey(state.keyDir, 'policy', loud) });
+    policy.onChange((change) => change.kind === 'applied' ? out(`policy ${change.version} applied (${change.policies} policies)`) : err(`lockstep: policy change REFUSED, keeping ${change.keptVersion ?? 'nothing'}: ${change.reason}`));
+    if (policy.version === null) err(`lockstep: WARNING the policy directory ${values['policy-dir']} holds no valid policy set yet: guards will answer 503 until it does`);
+    else out(`policy ${policy.version} in force (from ${values['policy-dir']}; changes are applied as they are saved)`);
+  } else {
+    loud(`no policy directory at ${values['policy-dir']}: guards get no policy (they answer 503) until you pass --policy-dir`);
+  }
+  const signingKey = await openSigningKey(state.keyDir, 'txn-token', loud);
+  // No external issuer is configured yet: the TTS exchanges Txn-Tokens and self-signed requests only.
+  const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => ({ keys: [signingKey.publicJwk] }), trustDomain });
+  const tts = createTxnTokenService({ trustDomain, signingKey, subjects });
+
+  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, host: values.host, port });
+  const admin = await issueAdminCredentials(ca, 'admin');
+  mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
+  writeFileSync(join(state.adminDir, 'admin.key.pem'), admin.keyPem, { mode: 0o600 });
+  writeFileSync(join(state.home, 'bundle.pem'), ca.bundlePem, { mode: 0o644 });
+  writeRuntime(state, { url: server.url, trustDomain, pid: process.pid });
+  out(`lockstep control plane for ${trustDomain} listening on ${server.url} (store: ${store.kind})`);
+  out(`trust bundle: ${join(state.home, 'bundle.pem')}; local administrator: ${admin.spiffeId} (until ${admin.expiresAt.toISOString()})`);
+
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  out('lockstep control plane: stopping');
+  await server.close();
+  policy?.close();
+  await store.close();
+  return 0;
+}
+
+function rememberTrustDomain(state: LocalState, requested: string | undefined): string {
+  const file = join(state.home, 'trust-domain');
+  const known = existsSync(file) ? readFileSync(file, 'utf8').trim() : null;
+  if (known !== null && requested !== undefined && requested !== known) {
+    throw new UsageError(`${state.home} belongs to trust domain ${known}, not ${requested}: use another LOCKSTEP_HOME for another trust domain`);
+  }
+  const trustDomain = known ?? requested ?? 'lockstep.test';
+  if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(trustDomain)) throw new UsageError(`--trust-domain must be a lower-case DNS name such as shop.example; got ${JSON.stringify(trustDomain)}`);
+  mkdirSync(state.home, { recursive: true, mode: 0o700 });
+  if (known === null) writeFileSync(file, `${trustDomain}\n`, { mode: 0o600 });
+  return trustDomain;
+}
+
+/** A call to the admin API with the local administrator's SVID. */
+async function admin(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
+  const state = localState();
+  const runtime = readRuntime(state);
+  const certFile = join(state.adminDir, 'admin.pem');
+  if (!existsSync(certFile)) throw new UsageError(`no administrator credentials in ${state.adminDir}: they are issued when \`lockstep control-plane\` starts`);
+  const agent = new Agent({
+    connect: {
+      cert: readFileSync(certFile, 'utf8'), key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'), ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8'),
+      checkServerIdentity: (_host, cert) => cert.subjectaltname === `URI:spiffe://${runtime.trustDomain}/lockstep/control-plane` ? undefined : new Error(`not the control plane: ${cert.subjectaltname ?? 'unnamed'}`),
+    },
+  });
+  try {
+    const response = await request(new URL(path, runtime.url), { method, dispatcher: agent, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
+    const answer = await response.body.json() as Record<string, unknown>;
+    if (response.statusCode >= 400) throw new UsageError(`${method} ${path} refused (${response.statusCode} ${String(answer.error)}): ${String(answer.message ?? '')}`);
+    return answer;
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ECONNREFUSED') throw new UsageError(`the control plane at ${runtime.url} is not running: start it with \`lockstep control-plane\``);
+    throw error;
+  } finally {
+    await agent.close();
+  }
+}
+
+async function joinToken(argv: readonly string[], out: Out): Promise<number> {
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { ttl: { type: 'string' } } });
+  if (positionals[0] !== 'create' || positionals.length !== 2) throw new UsageError('usage: lockstep join-token create <service> [--ttl <seconds>]');
+  const ttlSeconds = values.ttl === undefined ? undefined : Number(values.ttl);
+  const created = await admin('POST', '/v1/admin/join-tokens', { service: positionals[1], ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
+  out(String(created.token));
+  return 0;
+}
+
+async function revoke(argv: readonly string[], out: Out): Promise<number> {
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { reason: { type: 'string' } } });
+  if (positionals.length !== 2 || !values.reason) throw new UsageError('usage: lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>');
+  const entry = await admin('POST', '/v1/admin/revocations', { kind: positionals[0], value: positionals[1], reason: values.reason });
+  out(`revoked ${String(entry.kind)} ${String(entry.value)} (feed position ${String(entry.seq)})`);
+  return 0;
+}
+
+async function services(out: Out): Promise<number> {
+  const { services: list } = await admin('GET', '/v1/services') as { services: { service: string; spiffeId: string; policyVersion: string | null; mode: string; svidExpiresAt: number; stale: boolean; routes: unknown[] }[] };
+  if (list.length === 0) {
+    out('no guard has registered yet');
+    return 0;
+  }
+  out('service            mode      policy        routes  SVID expires               status');
+  for (const entry of list) {
+    out(`${entry.service.padEnd(18)} ${entry.mode.padEnd(9)} ${(entry.policyVersion ?? 'none').slice(0, 12).padEnd(13)} ${String(entry.routes.length).padStart(6)}  ${new Date(entry.svidExpiresAt).toISOString().padEnd(26)} ${entry.stale ? 'STALE' : 'ok'}`);
+  }
+  return 0;
+}

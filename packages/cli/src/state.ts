@@ -1,0 +1,45 @@
+/**
+ * Where a local Lockstep keeps its state (default `.lockstep/` in the current directory, or
+ * LOCKSTEP_HOME): CA and signing keys, the SQLite store, admin credentials, and `control-plane.json`
+ * — the running control plane's URL, written when it starts, so that the other commands find it.
+ * Everything secret is 0600 in 0700 directories.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export interface LocalState {
+  readonly home: string;
+  readonly keyDir: string;
+  readonly database: string;
+  readonly adminDir: string;
+  readonly runtimeFile: string;
+}
+
+export function localState(home = process.env.LOCKSTEP_HOME ?? '.lockstep'): LocalState {
+  const root = resolve(home);
+  return { home: root, keyDir: join(root, 'keys'), database: join(root, 'control-plane.db'), adminDir: join(root, 'admin'), runtimeFile: join(root, 'control-plane.json') };
+}
+
+export interface Runtime {
+  readonly url: string;
+  readonly trustDomain: string;
+  readonly pid: number;
+}
+
+export function writeRuntime(state: LocalState, runtime: Runtime): void {
+  mkdirSync(state.home, { recursive: true, mode: 0o700 });
+  writeFileSync(state.runtimeFile, `${JSON.stringify(runtime, null, 2)}\n`, { mode: 0o600 });
+}
+
+export function readRuntime(state: LocalState): Runtime {
+  if (!existsSync(state.runtimeFile)) throw new UsageError(`no control plane found (${state.runtimeFile} is missing): start one with \`lockstep control-plane\`, or set LOCKSTEP_HOME to its directory`);
+  return JSON.parse(readFileSync(state.runtimeFile, 'utf8')) as Runtime;
+}
+
+/** A mistake the user can fix: printed without a stack trace, exit code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The `lockstep` command as a user runs it: the control plane in a child process with an empty
+ * LOCKSTEP_HOME, then the admin commands against it over mTLS.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { joinControlPlane } from '@lockstep/control-plane';
+import { main } from '../src/main.ts';
+
+const BIN = fileURLToPath(new URL('../bin/lockstep.ts', import.meta.url));
+const home = mkdtempSync(join(tmpdir(), 'lockstep-cli-'));
+const policyDir = join(home, 'policies');
+let child: ChildProcess;
+let output = '';
+
+async function run(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const previous = process.env.LOCKSTEP_HOME;
+  process.env.LOCKSTEP_HOME = join(home, 'state');
+  try {
+    const code = await main(argv, (line) => out.push(line), (line) => err.push(line));
+    return { code, out, err };
+  } finally {
+    if (previous === undefined) delete process.env.LOCKSTEP_HOME;
+    else process.env.LOCKSTEP_HOME = previous;
+  }
+}
+
+before(async () => {
+  cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
+  child = spawn(process.execPath, [BIN, 'control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', policyDir], {
+    env: { ...process.env, LOCKSTEP_HOME: join(home, 'state') }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`control plane did not start:\n${output}`)), 30_000);
+    const collect = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('listening on')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout?.on('data', collect);
+    child.stderr?.on('data', collect);
+    child.once('exit', (code) => reject(new Error(`control plane exited (${code}):\n${output}`)));
+  });
+});
+
+after(async () => {
+  if (child.exitCode === null) {
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child.once('exit', resolve));
+  }
+  rmSync(home, { recursive: true, force: true });
+});
+
+describe('lockstep CLI', () => {
+  it('starts the control plane with embedded defaults, says loudly that its keys are development material, and keeps state private', () => {
+    assert.match(output, /WARNING created a NEW workload CA for shop\.test/);
+    assert.match(output, /listening on https:\/\/127\.0\.0\.1:\d+ \(store: sqlite\)/);
+    assert.match(output, /policy [0-9a-f]{64} in force/);
+    assert.equal(statSync(join(home, 'state')).mode & 0o777, 0o700);
+    assert.equal(statSync(join(home, 'state', 'admin', 'admin.key.pem')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(home, 'state', 'control-plane.db')).mode & 0o777, 0o600);
+  });
+
+  it('creates a join token that bootstraps the service, revokes, and lists registered services', async () => {
+    const created = await run('join-token', 'create', 'orders', '--ttl', '120');
+    assert.equal(created.code, 0, created.err.join('\n'));
+    const token = created.out[0] ?? '';
+    assert.match(token, /^ljt1\./);
+    const url = /listening on (\S+)/.exec(output)?.[1] ?? '';
+    const joined = await joinControlPlane({ url, trustDomain: 'shop.test', joinToken: token, service: 'orders' });
+    assert.equal(joined.spiffeId, 'spiffe://shop.test/svc/orders');
+
+    const revoked = await run('revoke', 'sub', 'mallory', '--reason', 'account takeover');
+    assert.equal(revoked.code, 0, revoked.err.join('\n'));
+    assert.match(revoked.out[0] ?? '', /revoked sub mallory \(feed position \d+\)/);
+
+    const listed = await run('services');
+    assert.equal(listed.code, 0, listed.err.join('\n'));
+    assert.deepEqual(listed.out, ['no guard has registered yet']);
+  });
+
+  it('answers mistakes with what to do instead (exit code 2)', async () => {
+    const unknown = await run('frobnicate');
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.err.join('\n'), /usage:/);
+    const incomplete = await run('revoke', 'sub', 'mallory');
+    assert.equal(incomplete.code, 2);
+    assert.match(incomplete.err.join('\n'), /--reason <why>/);
+    const otherDomain = await run('control-plane', '--trust-domain', 'other.test', '--port', '0');
+    assert.equal(otherDomain.code, 2);
+    assert.match(otherDomain.err.join('\n'), /belongs to trust domain shop\.test/);
+    const refused = await run('join-token', 'create', 'Not A Service');
+    assert.equal(refused.code, 2);
+    assert.match(refused.err.join('\n'), /refused \(400 LOCKSTEP_CP_REQUEST_INVALID\)/);
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0);
+    assert.match(output, /stopping/);
+    const after = await run('services');
+    assert.equal(after.code, 2);
+    assert.match(after.err.join('\n'), /not running: start it with `lockstep control-plane`/);
+  });
+});
