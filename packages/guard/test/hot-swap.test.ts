@@ -51,10 +51,14 @@ when { context.roles.contains("${role}") };
 `;
 }
 
+// Both bundles carry one issue time: the guard refuses to go back to an earlier one, and the test
+// swaps back and forth (two signatures straddling a second boundary made it flaky).
+const ISSUED_AT = new Date();
+
 async function signedPolicy(w: World, policyId: string, action: string, role: string): Promise<SignedPolicy> {
   const schema = readFileSync(join(POLICY_DIR, 'shop.cedarschema'), 'utf8');
   const set = policySetFromSources({ schema, policies: { [`${policyId}.cedar`]: permitOnly(policyId, action, role) } });
-  const jws = await signBundle(set, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'orders' });
+  const jws = await signBundle(set, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'orders', issuedAt: ISSUED_AT });
   // The bundle carries the version of the slice for "orders", which is what the guard reports.
   const { version } = await verifyBundle(jws, { keys: w.policyKey.jwks });
   return { jws, version, policyId };

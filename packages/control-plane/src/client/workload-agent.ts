@@ -1,0 +1,124 @@
+/**
+ * Everything a guarded service needs from the control plane, in one call: join with a one-time
+ * token (key generated here, bundle pinned by the token), then keep the guard in step — renew the
+ * SVID at half its life (with jitter, so that a fleet does not renew at once) and hand it to
+ * `guard.setSvid`, follow the policy/revocation stream, and report to the registry.
+ *
+ *   const agent = await joinAsWorkload({ url, trustDomain, joinToken, service });
+ *   const guard = await createGuard({ ...agent.guardOptions(), policy: { keys }, txnTokenKeys });
+ *   agent.attach(guard);
+ *
+ * Fail-static: when the control plane cannot be reached the guard keeps what it has; renewal is
+ * retried every `retryMs` until the SVID expires, and `onEvent` reports every failure.
+ */
+import type { GuardStatus } from '@lockstep/guard';
+import { joinControlPlane, renewWithControlPlane, type WorkloadCredentials } from './enrol-client.ts';
+import { connectGuardStream, type GuardStream, type StreamEvent, type StreamTarget } from './guard-stream.ts';
+import { startRegistryHeartbeat, type Heartbeat } from './registry-heartbeat.ts';
+
+export interface AttachableGuard extends StreamTarget {
+  setSvid(svid: { cert: string; key: string }): void;
+  status(): GuardStatus;
+}
+
+export type AgentEvent =
+  | StreamEvent
+  | { readonly kind: 'renewed'; readonly expiresAt: Date }
+  | { readonly kind: 'renewal-failed'; readonly reason: string; readonly retryInMs: number }
+  | { readonly kind: 'heartbeat-failed'; readonly reason: string };
+
+export interface WorkloadAgentOptions {
+  readonly url: string;
+  readonly trustDomain: string;
+  readonly joinToken: string;
+  readonly service: string;
+  readonly onEvent?: (event: AgentEvent) => void;
+  /** Wait before retrying a failed renewal. Default 5 s. */
+  readonly retryMs?: number;
+  readonly heartbeatMs?: number;
+}
+
+export interface WorkloadAgent {
+  /** The SVID in use now. */
+  readonly credentials: WorkloadCredentials;
+  /** What `createGuard` needs of the identity: service, trust domain, trust bundle, SVID. */
+  guardOptions(): { service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string } };
+  /** Starts renewal, the stream and the heartbeat for this guard. */
+  attach(guard: AttachableGuard): void;
+  /** Renews now (normally the timer does). */
+  renew(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<WorkloadAgent> {
+  let credentials = await joinControlPlane({ url: options.url, trustDomain: options.trustDomain, joinToken: options.joinToken, service: options.service });
+  const notify = options.onEvent ?? (() => {});
+  let guard: AttachableGuard | null = null;
+  let stream: GuardStream | null = null;
+  let heartbeat: Heartbeat | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let closed = false;
+
+  const tls = () => ({ cert: credentials.chainPem, key: credentials.keyPem, ca: credentials.bundlePem });
+
+  function follow(): void {
+    if (guard === null || closed) return;
+    const previous = { stream, heartbeat };
+    // The stream and the heartbeat present the SVID: after a renewal they reconnect with the new one.
+    stream = connectGuardStream({
+      url: options.url, trustDomain: options.trustDomain, tls: tls(), target: guard,
+      onEvent: (event) => {
+        notify(event);
+        // The registry learns a new policy version at once, so that drift shows without waiting a heartbeat.
+        if (event.kind === 'policy') void heartbeat?.beat().catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message }));
+      },
+    });
+    heartbeat = startRegistryHeartbeat({ url: options.url, trustDomain: options.trustDomain, tls: tls(), guard, intervalMs: options.heartbeatMs ?? 10_000, onError: (error) => notify({ kind: 'heartbeat-failed', reason: error.message }) });
+    void previous.stream?.close();
+    void previous.heartbeat?.stop();
+  }
+
+  function schedule(delayMs?: number): void {
+    if (closed) return;
+    const lifetime = credentials.expiresAt.getTime() - Date.now();
+    // Half-life, minus up to a tenth of the lifetime of jitter.
+    const wait = delayMs ?? Math.max(1_000, lifetime / 2 - Math.random() * lifetime / 10);
+    timer = setTimeout(() => void renew().catch(() => {}), wait);
+    timer.unref();
+  }
+
+  async function renew(): Promise<void> {
+    if (timer !== null) clearTimeout(timer);
+    try {
+      credentials = await renewWithControlPlane({ url: options.url, trustDomain: options.trustDomain, current: { chainPem: credentials.chainPem, keyPem: credentials.keyPem }, bundlePem: credentials.bundlePem });
+    } catch (error) {
+      const retryInMs = options.retryMs ?? 5_000;
+      notify({ kind: 'renewal-failed', reason: (error as Error).message, retryInMs });
+      if (credentials.expiresAt.getTime() > Date.now()) schedule(retryInMs);
+      throw error;
+    }
+    guard?.setSvid({ cert: credentials.chainPem, key: credentials.keyPem });
+    notify({ kind: 'renewed', expiresAt: credentials.expiresAt });
+    follow();
+    schedule();
+  }
+
+  return {
+    get credentials() {
+      return credentials;
+    },
+    guardOptions: () => ({ service: options.service, trustDomain: options.trustDomain, trustBundle: credentials.bundlePem, svid: { cert: credentials.chainPem, key: credentials.keyPem } }),
+    attach(target) {
+      if (guard !== null) throw new TypeError('this workload agent is already attached to a guard');
+      guard = target;
+      follow();
+      schedule();
+    },
+    renew,
+    async close() {
+      closed = true;
+      if (timer !== null) clearTimeout(timer);
+      await Promise.all([stream?.close(), heartbeat?.stop()]);
+    },
+  };
+}
