@@ -15,7 +15,7 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  connectGuardStream, createJoinToken, issueAdminCredentials, startRegistryHeartbeat, createPolicyService, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  connectGuardStream, createJoinToken, issueAdminCredentials, startRegistryHeartbeat, subscribeAdminActions, createPolicyService, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
   type ControlPlaneStore, type GuardStream, type PolicyService, type RunningControlPlane, type StreamEvent, type WorkloadCa, type WorkloadCredentials,
 } from '../src/index.ts';
 
@@ -125,6 +125,8 @@ describe('push from the control plane', () => {
 
     const kept = policy.version;
     const enforced = guard.policyVersion;
+    const audited: { decision: string; reason: string; action: string | null }[] = [];
+    const stopAudit = subscribeAdminActions((event) => audited.push(event));
     writeFileSync(join(policyDir, 'broken.cedar'), 'permit (principal, action, resource) when { context.nope };\n');
     const refused = await policy.reload();
     assert.equal(refused.kind, 'refused');
@@ -132,6 +134,8 @@ describe('push from the control plane', () => {
     assert.equal(policy.version, kept, 'the control plane keeps serving the last good set');
     rmSync(join(policyDir, 'broken.cedar'));
     await policy.reload();
+    stopAudit();
+    assert.ok(audited.some((event) => event.action === 'admin:policy.apply' && event.decision === 'deny' && event.reason === 'LOCKSTEP_POLICY_REFUSED'), 'the refused change is an audit event');
     assert.equal(guard.policyVersion, enforced, 'the guard never saw the invalid set');
     assert.equal(await status(bob), 403);
   });

@@ -27,6 +27,7 @@ import { registerRegistryRoutes } from './registry-routes.ts';
 import { registerStreamRoute } from './stream-route.ts';
 import { registerTtsRoutes } from './tts-routes.ts';
 import type { TxnTokenService } from '../tts/txn-token-service.ts';
+import { recordAdminAction } from '../admin/admin-audit.ts';
 import { registerAdminRoutes } from './admin-routes.ts';
 import { peerSpiffeId } from './peer.ts';
 import { refuse } from './refusal.ts';
@@ -72,6 +73,12 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   const feed = createRevocationFeed(store);
   registerRoutes(app, ca, store, feed, options.policy ?? null);
   const { tts, policy } = options;
+  // Policy changes are administrative actions too: applied or refused, each is an audit event.
+  const stopPolicyAudit = policy?.onChange((change) => recordAdminAction({
+    caller: null, method: 'WATCH', route: 'policy directory', action: 'admin:policy.apply',
+    resource: change.kind === 'applied' ? change.version : (change.keptVersion ?? 'none'),
+    allowed: change.kind === 'applied', reason: change.kind === 'applied' ? 'LOCKSTEP_ALLOW' : 'LOCKSTEP_POLICY_REFUSED', startedAt: performance.now(),
+  })) ?? (() => {});
   let stopPolicy = () => {};
   if (tts !== undefined) {
     registerTtsRoutes(app, ca, tts);
@@ -88,6 +95,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     // Open streams are long-lived: end them, or close() would wait for every guard to hang up.
     close: async () => {
       stopPolicy();
+      stopPolicyAudit();
       const closing = app.close();
       app.server.closeAllConnections();
       await closing;
