@@ -39,6 +39,8 @@ export interface ControlPlaneServerOptions {
   readonly policy?: PolicyService;
   /** The Txn-Token Service; it decides with the policy service's set. */
   readonly tts?: TxnTokenService;
+  /** How often each stream re-reads the revocation feed from the store (default 1 s); a safety net under LISTEN/NOTIFY. */
+  readonly rereadMs?: number;
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -70,8 +72,8 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     https: { cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
-  const feed = createRevocationFeed(store);
-  registerRoutes(app, ca, store, feed, options.policy ?? null);
+  const feed = await createRevocationFeed(store);
+  registerRoutes(app, ca, store, feed, options.policy ?? null, options.rereadMs);
   const { tts, policy } = options;
   // Policy changes are administrative actions too: applied or refused, each is an audit event.
   const stopPolicyAudit = policy?.onChange((change) => recordAdminAction({
@@ -99,11 +101,12 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
       const closing = app.close();
       app.server.closeAllConnections();
       await closing;
+      await feed.close();
     },
   };
 }
 
-function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
+function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rereadMs: number | undefined): void {
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
     if (error.validation !== undefined || error.statusCode === 400 || error.statusCode === 413 || error.statusCode === 415) {
@@ -113,7 +116,7 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
   });
 
   registerAdminRoutes(app, ca, store, feed);
-  registerStreamRoute(app, ca, store, feed, policy);
+  registerStreamRoute(app, ca, store, feed, policy, rereadMs);
   registerRegistryRoutes(app, ca, store);
 
   app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));

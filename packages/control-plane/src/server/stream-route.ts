@@ -22,7 +22,7 @@ const HEARTBEAT_MS = 15_000;
 const POLL_MS = 1_000;
 const RECONNECT_MS = 1_000;
 
-export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
+export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rereadMs = POLL_MS): void {
   const prefix = `spiffe://${ca.trustDomain}/svc/`;
   app.get<{ Querystring: { since?: string } }>('/v1/stream', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
@@ -60,7 +60,7 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
 
     const stopRevocations = feed.onRevocation(sendRevocation);
     const stopPolicy = policy?.onChange((change) => { if (change.kind === 'applied') void sendPolicy(); }) ?? (() => {});
-    const poll = setInterval(() => void catchUp().catch(() => {}), POLL_MS);
+    const poll = setInterval(() => void catchUp().catch(() => {}), rereadMs);
     const heartbeat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS);
     res.on('close', () => {
       stopRevocations();

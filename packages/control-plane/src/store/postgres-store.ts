@@ -34,6 +34,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     throw error;
   }
 
+  // One notification channel per schema, so that tenants (and test runs) do not hear each other.
+  const channel = `lockstep_revocations_${schema}`;
   const query = async (sql: string, values: unknown[]): Promise<Record<string, unknown>[]> => (await pool.query(sql, values)).rows as Record<string, unknown>[];
 
   return {
@@ -56,8 +58,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (await query('SELECT * FROM issued_svids WHERE spiffe_id = $1 ORDER BY issued_at, serial', [spiffeId])).map(issuedSvidFromRow);
     },
     async addRevocation(entry) {
-      await query('INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO NOTHING',
+      const inserted = await query('INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO NOTHING RETURNING seq',
         [entry.kind, entry.value, entry.reason, entry.actor, entry.at]);
+      // Tells every replica's streams at once (they would otherwise find it on their next re-read).
+      if (inserted.length > 0) await query('SELECT pg_notify($1, $2)', [channel, String(inserted[0]?.seq)]);
       const [row] = await query('SELECT * FROM revocations WHERE kind = $1 AND value = $2', [entry.kind, entry.value]);
       return revocationFromRow(row as Record<string, unknown>);
     },
@@ -75,6 +79,16 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async services() {
       return (await query('SELECT * FROM services ORDER BY spiffe_id', [])).map(serviceFromRow);
+    },
+    async watchRevocations(listener) {
+      const client = new pg.Client({ connectionString: options.connectionString });
+      await client.connect();
+      client.on('notification', (message) => { if (message.channel === channel) listener(); });
+      client.on('error', () => {});
+      await client.query(`LISTEN ${channel}`);
+      return async () => {
+        await client.end().catch(() => {});
+      };
     },
     async close() {
       await pool.end();

@@ -85,5 +85,10 @@ export interface ControlPlaneStore {
   recordHeartbeat(record: Omit<ServiceRecord, 'firstSeen'>): Promise<void>;
   /** Every registered guard, by SPIFFE ID. */
   services(): Promise<ServiceRecord[]>;
+  /**
+   * Calls `listener` soon after any replica sharing this store adds a revocation (PostgreSQL:
+   * LISTEN/NOTIFY). Absent where one process owns the store (SQLite). Resolves to an unsubscribe.
+   */
+  watchRevocations?(listener: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
