@@ -5,6 +5,7 @@
  *   join-token create <service> [--ttl seconds]
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
+ *   policy status
  *
  * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
  * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
@@ -24,6 +25,7 @@ const USAGE = `usage:
   lockstep join-token create <service> [--ttl <seconds>]
   lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
   lockstep services
+  lockstep policy status
 state: LOCKSTEP_HOME (default ./.lockstep)`;
 
 type Out = (line: string) => void;
@@ -36,6 +38,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'join-token': return await joinToken(rest, out);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
+      case 'policy': return await policyStatus(rest, out);
       default:
         err(USAGE);
         return command === undefined || command === 'help' || command === '--help' ? 0 : 2;
@@ -168,4 +171,21 @@ async function services(out: Out): Promise<number> {
     out(`${entry.service.padEnd(18)} ${entry.mode.padEnd(9)} ${(entry.policyVersion ?? 'none').slice(0, 12).padEnd(13)} ${String(entry.routes.length).padStart(6)}  ${new Date(entry.svidExpiresAt).toISOString().padEnd(26)} ${entry.stale ? 'STALE' : 'ok'}`);
   }
   return 0;
+}
+
+async function policyStatus(argv: readonly string[], out: Out): Promise<number> {
+  if (argv.length !== 1 || argv[0] !== 'status') throw new UsageError('usage: lockstep policy status');
+  const status = await admin('GET', '/v1/admin/policy') as {
+    version: string | null; lastRefusal: { reason: string; at: string } | null;
+    services: { service: string; expected: string | null; enforced: string | null; inSync: boolean }[];
+  };
+  out(`policy in force: ${status.version ?? 'none (no valid policy set)'}`);
+  if (status.lastRefusal !== null) out(`latest change REFUSED at ${status.lastRefusal.at}: ${status.lastRefusal.reason}`);
+  const short = (version: string | null) => (version ?? 'none').slice(0, 12);
+  for (const entry of status.services) {
+    out(`${entry.service.padEnd(18)} expects ${short(entry.expected).padEnd(12)}  enforces ${short(entry.enforced).padEnd(12)}  ${entry.inSync ? 'in sync' : 'DRIFT'}`);
+  }
+  const drifting = status.services.filter((entry) => !entry.inSync).length;
+  // Non-zero when any guard is behind, so that scripts and CI can act on drift.
+  return drifting === 0 ? 0 : 3;
 }

@@ -86,6 +86,10 @@ describe('lockstep CLI', () => {
     const listed = await run('services');
     assert.equal(listed.code, 0, listed.err.join('\n'));
     assert.deepEqual(listed.out, ['no guard has registered yet']);
+
+    const status = await run('policy', 'status');
+    assert.equal(status.code, 0, status.err.join('\n'));
+    assert.match(status.out[0] ?? '', /^policy in force: [0-9a-f]{64}$/);
   });
 
   it('answers mistakes with what to do instead (exit code 2)', async () => {

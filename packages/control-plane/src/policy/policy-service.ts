@@ -22,6 +22,8 @@ export interface PolicyService {
   readonly version: string | null;
   /** The whole set in force (for the control plane's own decisions, e.g. the TTS). */
   readonly set: PolicySet | null;
+  /** Why the latest change was refused, while the directory still holds it; null once a change applies. */
+  readonly lastRefusal: { readonly reason: string; readonly at: string } | null;
   /**
    * The signed bundle (JWS) of `service`'s slice of the set in force, and the slice's own version
    * (what that service's guard reports); null before any valid set.
@@ -44,6 +46,7 @@ export interface PolicyServiceOptions {
 
 export async function createPolicyService(options: PolicyServiceOptions): Promise<PolicyService> {
   let current: PolicySet | null = null;
+  let lastRefusal: { reason: string; at: string } | null = null;
   const signed = new Map<string, Promise<SignedSlice>>();
   const listeners = new Set<(change: PolicyChange) => void>();
   let loading: Promise<PolicyChange> = Promise.resolve({ kind: 'refused', reason: 'not loaded yet', keptVersion: null });
@@ -56,9 +59,11 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
       set = await loadPolicyDir(options.dir);
     } catch (error) {
       const change: PolicyChange = { kind: 'refused', reason: (error as Error).message, keptVersion: current?.version ?? null };
+      lastRefusal = { reason: change.reason, at: new Date().toISOString() };
       emit(change);
       return change;
     }
+    lastRefusal = null;
     if (current !== null && set.version === current.version) return { kind: 'applied', version: set.version, policies: Object.keys(set.policies).length };
     current = set;
     signed.clear();
@@ -86,6 +91,9 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
     },
     get set() {
       return current;
+    },
+    get lastRefusal() {
+      return lastRefusal;
     },
     async bundleFor(service) {
       const set = current;

@@ -12,6 +12,7 @@ import { recordAdminAction } from '../admin/admin-audit.ts';
 import { createJoinToken } from '../ca/join-tokens.ts';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationKind } from '../store/store.ts';
 import { peerSpiffeId } from './peer.ts';
@@ -24,9 +25,10 @@ const ACTIONS: Record<string, string> = {
   'POST /v1/admin/join-tokens': 'admin:join-token.create',
   'POST /v1/admin/revocations': 'admin:revoke',
   'GET /v1/admin/revocations': 'admin:revocations.read',
+  'GET /v1/admin/policy': 'admin:policy.status',
 };
 
-export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed): void {
+export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
   app.register(async (admin) => {
     admin.addHook('onRequest', async (request: AdminRequest) => {
       request[kAdmin] = { id: null, startedAt: performance.now() };
@@ -72,6 +74,15 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
       },
     }, async (request: AdminRequest & { body: { kind: RevocationKind; value: string; reason: string } }) =>
       feed.revoke({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: request[kAdmin]?.id ?? 'unknown', at: Date.now() }));
+
+    // Drift: for every registered guard, the slice version it should enforce and the one it reports.
+    admin.get('/v1/admin/policy', async () => {
+      const services = await Promise.all((await store.services()).map(async (entry) => {
+        const expected = (await policy?.bundleFor(entry.service))?.version ?? null;
+        return { service: entry.service, spiffeId: entry.spiffeId, expected, enforced: entry.policyVersion, inSync: expected !== null && expected === entry.policyVersion, lastSeen: entry.lastSeen };
+      }));
+      return { version: policy?.version ?? null, lastRefusal: policy?.lastRefusal ?? null, services };
+    });
 
     admin.get<{ Querystring: { since?: string } }>('/v1/admin/revocations', {
       // Query values are strings, and the server does not coerce types: a plain decimal is checked here.

@@ -115,7 +115,7 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
     return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
   });
 
-  registerAdminRoutes(app, ca, store, feed);
+  registerAdminRoutes(app, ca, store, feed, policy);
   registerStreamRoute(app, ca, store, feed, policy, rereadMs);
   registerRegistryRoutes(app, ca, store);
 
