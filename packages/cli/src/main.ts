@@ -13,9 +13,9 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Agent, request } from 'undici';
+import { request } from 'undici';
 import {
-  createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials, openPostgresStore, openSigningKey, openSqliteStore,
+  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials, openPostgresStore, openSigningKey, openSqliteStore,
   openWorkloadCa, startControlPlane, type ControlPlaneStore, type PolicyService,
 } from '@lockstep/control-plane';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
@@ -124,11 +124,8 @@ async function admin(method: 'GET' | 'POST', path: string, body?: unknown): Prom
   const runtime = readRuntime(state);
   const certFile = join(state.adminDir, 'admin.pem');
   if (!existsSync(certFile)) throw new UsageError(`no administrator credentials in ${state.adminDir}: they are issued when \`lockstep control-plane\` starts`);
-  const agent = new Agent({
-    connect: {
-      cert: readFileSync(certFile, 'utf8'), key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'), ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8'),
-      checkServerIdentity: (_host, cert) => cert.subjectaltname === `URI:spiffe://${runtime.trustDomain}/lockstep/control-plane` ? undefined : new Error(`not the control plane: ${cert.subjectaltname ?? 'unnamed'}`),
-    },
+  const agent = controlPlaneAgent(runtime.trustDomain, {
+    cert: readFileSync(certFile, 'utf8'), key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'), ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8'),
   });
   try {
     const response = await request(new URL(path, runtime.url), { method, dispatcher: agent, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });

@@ -19,3 +19,4 @@ export { STALE_AFTER_MS } from './server/registry-routes.ts';
 export { createTxnTokenService, TokenExchangeError, TOKEN_EXCHANGE_GRANT, type TxnTokenService, type ExchangeRequest, type ExchangeResponse } from './tts/txn-token-service.ts';
 export { createSubjectVerifier, TOKEN_TYPE, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';
 export { joinAsWorkload, type WorkloadAgent, type WorkloadAgentOptions, type AgentEvent, type AttachableGuard } from './client/workload-agent.ts';
+export { controlPlaneAgent } from './client/control-plane-agent.ts';

@@ -9,6 +9,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { RequestListener } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
+import { createRequire } from 'node:module';
 import { decodeJwt } from 'jose';
 import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
 import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
@@ -72,8 +73,8 @@ export interface GuardStats {
   decisions: { hits: number; misses: number; size: number };
 }
 
-/** Reported to the registry; kept in step with packages/guard/package.json by a test. */
-export const GUARD_VERSION = '0.1.0';
+/** Reported to the registry: this package's own version. */
+export const GUARD_VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 export async function createGuard(input: GuardOptions): Promise<Guard> {
   const options = resolveOptions(input);

@@ -39,21 +39,22 @@ const FILES = { rootCert: 'root.pem', rootKey: 'root.key.pem', intermediateCert:
 export async function openWorkloadCa(options: WorkloadCaOptions): Promise<WorkloadCa> {
   const now = options.now ?? Date.now;
   ensurePrivateDirectory(options.keyDir);
-  const existing = {
-    rootCert: readPrivateFile(options.keyDir, FILES.rootCert),
-    intermediateCert: readPrivateFile(options.keyDir, FILES.intermediateCert),
-    intermediateKey: readPrivateFile(options.keyDir, FILES.intermediateKey),
-  };
-  const present = Object.values(existing).filter((value) => value !== null).length;
+  const read = () => ({
+    rootPem: readPrivateFile(options.keyDir, FILES.rootCert),
+    intermediatePem: readPrivateFile(options.keyDir, FILES.intermediateCert),
+    intermediateKeyPem: readPrivateFile(options.keyDir, FILES.intermediateKey),
+  });
+  let files = read();
+  const present = Object.values(files).filter((value) => value !== null).length;
   if (present === 0) {
     await createCaFiles(options.trustDomain, options.keyDir, now());
     options.onCreated?.(`created a NEW workload CA for ${options.trustDomain} in ${options.keyDir} (development material: for production, provision the CA keys yourself and keep the root key offline)`);
-  } else if (present !== 3) {
+    files = read();
+  }
+  const { rootPem, intermediatePem, intermediateKeyPem } = files;
+  if (rootPem === null || intermediatePem === null || intermediateKeyPem === null) {
     throw new TypeError(`the CA key directory ${options.keyDir} is incomplete: it needs ${FILES.rootCert}, ${FILES.intermediateCert} and ${FILES.intermediateKey}. Restore the missing files, or move the directory away to create a new CA (every workload must then re-join).`);
   }
-  const rootPem = readPrivateFile(options.keyDir, FILES.rootCert) as string;
-  const intermediatePem = readPrivateFile(options.keyDir, FILES.intermediateCert) as string;
-  const intermediateKeyPem = readPrivateFile(options.keyDir, FILES.intermediateKey) as string;
 
   const root = new x509.X509Certificate(rootPem);
   const intermediate = new x509.X509Certificate(intermediatePem);

@@ -7,7 +7,6 @@
  *   GET  /v1/admin/revocations?since=<seq>
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { TLSSocket } from 'node:tls';
 import { recordAdminAction } from '../admin/admin-audit.ts';
 import { createJoinToken } from '../ca/join-tokens.ts';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
@@ -15,11 +14,10 @@ import { ControlPlaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationKind } from '../store/store.ts';
-import { peerSpiffeId } from './peer.ts';
+import { admittedCaller, callerOf, requireCaller } from './peer.ts';
 import { refusalCode } from './refusal.ts';
 
-const kAdmin = Symbol('lockstep.admin');
-type AdminRequest = FastifyRequest & { [kAdmin]?: { id: string | null; startedAt: number } };
+const startedAt = new WeakMap<FastifyRequest, number>();
 
 const ACTIONS: Record<string, string> = {
   'POST /v1/admin/join-tokens': 'admin:join-token.create',
@@ -30,34 +28,32 @@ const ACTIONS: Record<string, string> = {
 
 export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
   app.register(async (admin) => {
-    admin.addHook('onRequest', async (request: AdminRequest) => {
-      request[kAdmin] = { id: null, startedAt: performance.now() };
-      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
-      request[kAdmin].id = id;
-      if (!id.startsWith(`spiffe://${ca.trustDomain}/admin/`)) throw new ControlPlaneError('LOCKSTEP_CP_ADMIN_REQUIRED', `${id} is not an administrator`);
+    const requireAdmin = requireCaller(ca.trustDomain, ['admin'], 'LOCKSTEP_CP_ADMIN_REQUIRED');
+    admin.addHook('onRequest', async (request) => {
+      startedAt.set(request, performance.now());
+      await requireAdmin(request);
     });
-    admin.addHook('onResponse', async (request: AdminRequest, reply) => {
-      const state = request[kAdmin];
+    admin.addHook('onResponse', async (request, reply) => {
       const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
       const body = request.body as { service?: string; value?: string } | undefined;
       recordAdminAction({
-        caller: state?.id ?? null,
+        caller: callerOf(request),
         method: request.method,
         route,
         action: ACTIONS[`${request.method} ${route}`] ?? 'admin:unknown',
         resource: body?.service ?? body?.value ?? 'control-plane',
         allowed: reply.statusCode < 400,
         reason: reply.statusCode < 400 ? 'LOCKSTEP_ALLOW' : refusalCode(request) ?? `HTTP_${reply.statusCode}`,
-        startedAt: state?.startedAt ?? performance.now(),
+        startedAt: startedAt.get(request) ?? performance.now(),
       });
     });
 
     admin.post<{ Body: { service: string; ttlSeconds?: number } }>('/v1/admin/join-tokens', {
       schema: { body: { type: 'object', additionalProperties: false, required: ['service'], properties: { service: { type: 'string', maxLength: 63 }, ttlSeconds: { type: 'integer', minimum: 1, maximum: 604_800 } } } },
-    }, async (request: AdminRequest & { body: { service: string; ttlSeconds?: number } }) => {
+    }, async (request) => {
       let created;
       try {
-        created = await createJoinToken(store, ca, { service: request.body.service, createdBy: request[kAdmin]?.id ?? 'unknown', ...(request.body.ttlSeconds === undefined ? {} : { ttlSeconds: request.body.ttlSeconds }) });
+        created = await createJoinToken(store, ca, { service: request.body.service, createdBy: admittedCaller(request), ...(request.body.ttlSeconds === undefined ? {} : { ttlSeconds: request.body.ttlSeconds }) });
       } catch (error) {
         if (error instanceof TypeError) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message);
         throw error;
@@ -72,8 +68,8 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
           properties: { kind: { enum: ['sub', 'txn', 'spiffeId', 'kid'] }, value: { type: 'string', minLength: 1, maxLength: 512 }, reason: { type: 'string', minLength: 1, maxLength: 512 } },
         },
       },
-    }, async (request: AdminRequest & { body: { kind: RevocationKind; value: string; reason: string } }) =>
-      feed.revoke({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: request[kAdmin]?.id ?? 'unknown', at: Date.now() }));
+    }, async (request) =>
+      feed.revoke({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: admittedCaller(request), at: Date.now() }));
 
     // Drift: for every registered guard, the slice version it should enforce and the one it reports.
     admin.get('/v1/admin/policy', async () => {

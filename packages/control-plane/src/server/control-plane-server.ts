@@ -14,7 +14,6 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { bootstrapWorkload, renewWorkload } from '../ca/enrol.ts';
 import { signLeaf, type IssuedSvid } from '../ca/issue-svid.ts';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
@@ -29,7 +28,7 @@ import { registerTtsRoutes } from './tts-routes.ts';
 import type { TxnTokenService } from '../tts/txn-token-service.ts';
 import { recordAdminAction } from '../admin/admin-audit.ts';
 import { registerAdminRoutes } from './admin-routes.ts';
-import { peerSpiffeId } from './peer.ts';
+import { admittedCaller, requireCaller } from './peer.ts';
 import { refuse } from './refusal.ts';
 
 export interface ControlPlaneServerOptions {
@@ -39,8 +38,10 @@ export interface ControlPlaneServerOptions {
   readonly policy?: PolicyService;
   /** The Txn-Token Service; it decides with the policy service's set. */
   readonly tts?: TxnTokenService;
-  /** How often each stream re-reads the revocation feed from the store (default 1 s); a safety net under LISTEN/NOTIFY. */
+  /** How often the revocation feed re-reads the store for other replicas' entries (default 1 s); a safety net under LISTEN/NOTIFY. */
   readonly rereadMs?: number;
+  /** Unexpected failures (answered 500 without details); default: written to stderr, so that none is lost. */
+  readonly onInternalError?: (error: Error) => void;
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -72,8 +73,9 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     https: { cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
-  const feed = await createRevocationFeed(store);
-  registerRoutes(app, ca, store, feed, options.policy ?? null, options.rereadMs);
+  const feed = await createRevocationFeed(store, options.rereadMs);
+  const onInternalError = options.onInternalError ?? ((error: Error) => process.stderr.write(`lockstep control plane: internal error: ${error.stack ?? error.message}\n`));
+  registerRoutes(app, ca, store, feed, options.policy ?? null, onInternalError);
   const { tts, policy } = options;
   // Policy changes are administrative actions too: applied or refused, each is an audit event.
   const stopPolicyAudit = policy?.onChange((change) => recordAdminAction({
@@ -106,17 +108,18 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   };
 }
 
-function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rereadMs: number | undefined): void {
+function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, onInternalError: (error: Error) => void): void {
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
     if (error.validation !== undefined || error.statusCode === 400 || error.statusCode === 413 || error.statusCode === 415) {
       return refuse(reply, new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message));
     }
+    onInternalError(error);
     return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
   });
 
   registerAdminRoutes(app, ca, store, feed, policy);
-  registerStreamRoute(app, ca, store, feed, policy, rereadMs);
+  registerStreamRoute(app, ca, store, feed, policy);
   registerRegistryRoutes(app, ca, store);
 
   app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));
@@ -135,13 +138,8 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
   app.post<{ Body: { csr: string } }>('/v1/renew', {
     schema: { body: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: CSR } } },
     // Who is calling is decided before the body is even read.
-    onRequest: async (request) => {
-      peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
-    },
-  }, async (request) => {
-    const peer = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
-    return issued(ca, await renewWorkload(store, ca, { peerSpiffeId: peer, csrPem: request.body.csr }));
-  });
+    onRequest: requireCaller(ca.trustDomain, ['workload']),
+  }, async (request) => issued(ca, await renewWorkload(store, ca, { peerSpiffeId: admittedCaller(request), csrPem: request.body.csr })));
 }
 
 function issued(ca: WorkloadCa, svid: IssuedSvid) {

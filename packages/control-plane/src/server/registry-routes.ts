@@ -7,11 +7,10 @@
  *   GET  /v1/services             → { services: [... , stale] }
  */
 import type { FastifyInstance } from 'fastify';
-import type { TLSSocket } from 'node:tls';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { ControlPlaneStore, RegisteredRoute } from '../store/store.ts';
-import { peerSpiffeId } from './peer.ts';
+import { admittedCaller, requireCaller } from './peer.ts';
 
 /** A guard that has not reported for this long is shown as stale. */
 export const STALE_AFTER_MS = 60_000;
@@ -44,12 +43,9 @@ export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, sto
         },
       },
     },
-    onRequest: async (request) => {
-      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
-      if (!id.startsWith(workloads)) throw new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'only workloads (spiffe://<td>/svc/<name>) register');
-    },
+    onRequest: requireCaller(ca.trustDomain, ['workload']),
   }, async (request, reply) => {
-    const spiffeId = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+    const spiffeId = admittedCaller(request);
     const svidExpiresAt = Date.parse(request.body.svidExpiresAt);
     if (!Number.isFinite(svidExpiresAt)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'svidExpiresAt is not a date');
     await store.recordHeartbeat({
@@ -60,12 +56,7 @@ export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, sto
   });
 
   app.get('/v1/services', {
-    onRequest: async (request) => {
-      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
-      if (!id.startsWith(`spiffe://${ca.trustDomain}/admin/`) && !id.startsWith(`spiffe://${ca.trustDomain}/lockstep/`)) {
-        throw new ControlPlaneError('LOCKSTEP_CP_ADMIN_REQUIRED', `${id} may not read the registry`);
-      }
-    },
+    onRequest: requireCaller(ca.trustDomain, ['admin', 'lockstep'], 'LOCKSTEP_CP_ADMIN_REQUIRED'),
   }, async () => {
     const now = Date.now();
     return { services: (await store.services()).map((entry) => ({ ...entry, stale: now - entry.lastSeen > STALE_AFTER_MS })) };

@@ -6,32 +6,27 @@
  *   : ping                                           every 15 s, so that a dead connection is noticed
  *
  * A guard that reconnects sends Last-Event-ID and catches up on what it missed. Revocations made in
- * this process are pushed at once; the store is re-read every second for other replicas' entries.
+ * this process or notified by other replicas are pushed at once (see revocation-feed.ts).
  */
 import type { FastifyInstance } from 'fastify';
-import type { TLSSocket } from 'node:tls';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationRecord } from '../store/store.ts';
-import { peerSpiffeId } from './peer.ts';
+import { admittedCaller, requireCaller } from './peer.ts';
 
 const POSITION = /^[0-9]{1,15}$/;
 const HEARTBEAT_MS = 15_000;
-const POLL_MS = 1_000;
 const RECONNECT_MS = 1_000;
 
-export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rereadMs = POLL_MS): void {
+export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
   const prefix = `spiffe://${ca.trustDomain}/svc/`;
   app.get<{ Querystring: { since?: string } }>('/v1/stream', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
-    onRequest: async (request) => {
-      const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
-      if (!id.startsWith(prefix)) throw new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'the stream is for workloads (spiffe://<td>/svc/<name>)');
-    },
+    onRequest: requireCaller(ca.trustDomain, ['workload']),
   }, async (request, reply) => {
-    const service = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain).slice(prefix.length);
+    const service = admittedCaller(request).slice(prefix.length);
     const resumeFrom = request.headers['last-event-id'] ?? request.query.since ?? '0';
     if (typeof resumeFrom !== 'string' || !POSITION.test(resumeFrom)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'Last-Event-ID must be a feed position');
     let position = Number(resumeFrom);
@@ -60,12 +55,10 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
 
     const stopRevocations = feed.onRevocation(sendRevocation);
     const stopPolicy = policy?.onChange((change) => { if (change.kind === 'applied') void sendPolicy(); }) ?? (() => {});
-    const poll = setInterval(() => void catchUp().catch(() => {}), rereadMs);
     const heartbeat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS);
     res.on('close', () => {
       stopRevocations();
       stopPolicy();
-      clearInterval(poll);
       clearInterval(heartbeat);
     });
     await sendPolicy();

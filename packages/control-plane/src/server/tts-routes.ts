@@ -5,16 +5,14 @@
  */
 import { isIP } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import type { TLSSocket } from 'node:tls';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import { TokenExchangeError, type ExchangeRequest, type TxnTokenService } from '../tts/txn-token-service.ts';
-import { peerSpiffeId } from './peer.ts';
+import { admittedCaller, requireCaller } from './peer.ts';
 
 const PARAMETERS = new Set(['grant_type', 'requested_token_type', 'audience', 'subject_token', 'subject_token_type', 'scope', 'request_context']);
 
 export function registerTtsRoutes(app: FastifyInstance, ca: WorkloadCa, tts: TxnTokenService): void {
-  const workloads = `spiffe://${ca.trustDomain}/svc/`;
   app.get('/v1/txn-token/jwks.json', async () => tts.jwks);
 
   app.register(async (scope) => {
@@ -31,13 +29,10 @@ export function registerTtsRoutes(app: FastifyInstance, ca: WorkloadCa, tts: Txn
     });
 
     scope.post<{ Body: ExchangeRequest & { request_context?: string } }>('/v1/token', {
-      onRequest: async (request) => {
-        const id = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
-        if (!id.startsWith(workloads)) throw new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'token exchange is for workloads (spiffe://<td>/svc/<name>)');
-      },
+      onRequest: requireCaller(ca.trustDomain, ['workload']),
     }, async (request, reply) => {
       if (typeof request.body !== 'object' || request.body === null) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'send the parameters form-encoded');
-      const requester = peerSpiffeId(request.raw.socket as TLSSocket, ca.trustDomain);
+      const requester = admittedCaller(request);
       let clientIp: string | undefined;
       if (request.body.request_context !== undefined) {
         let context: unknown;

@@ -1,7 +1,8 @@
 /**
  * Revocations as a feed: written to the store, then announced to every open stream of this process.
- * Streams also re-read the store from their last position every second, which carries revocations
- * made through another replica (PostgreSQL LISTEN/NOTIFY can make that instant later).
+ * Revocations made through another replica are announced when the store notifies (PostgreSQL
+ * LISTEN/NOTIFY) and, as a safety net, when the feed re-reads the store every `rereadMs` — once per
+ * process, not once per connected guard.
  */
 import type { ControlPlaneStore, RevocationRecord } from './store.ts';
 
@@ -11,11 +12,8 @@ export interface RevocationFeed {
   close(): Promise<void>;
 }
 
-/**
- * Where the store can tell (PostgreSQL LISTEN/NOTIFY), revocations added by other replicas are read
- * and announced as soon as they are notified; streams ignore what they have already sent.
- */
-export async function createRevocationFeed(store: ControlPlaneStore): Promise<RevocationFeed> {
+/** Streams ignore what they have already sent, so an entry announced twice costs nothing. */
+export async function createRevocationFeed(store: ControlPlaneStore, rereadMs = 1_000): Promise<RevocationFeed> {
   const listeners = new Set<(entry: RevocationRecord) => void>();
   const announce = (record: RevocationRecord) => { for (const listener of listeners) listener(record); };
   let seen = 0;
@@ -31,6 +29,8 @@ export async function createRevocationFeed(store: ControlPlaneStore): Promise<Re
   const stopWatching = store.watchRevocations ? await store.watchRevocations(readNew) : async () => {};
   // Start from the current end of the feed: streams catch up from their own position.
   seen = (await store.revocationsSince(0)).reduce((max, record) => Math.max(max, record.seq), 0);
+  const reread = setInterval(readNew, rereadMs);
+  reread.unref();
   return {
     async revoke(entry) {
       const record = await store.addRevocation(entry);
@@ -41,6 +41,9 @@ export async function createRevocationFeed(store: ControlPlaneStore): Promise<Re
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    close: stopWatching,
+    async close() {
+      clearInterval(reread);
+      await stopWatching();
+    },
   };
 }

@@ -71,7 +71,7 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
       throw new SubjectTokenError(`the subject token is not an access token (typ ${JSON.stringify(header.typ)}; an ID token is not accepted)`);
     }
     const issuer = typeof unverified.iss === 'string' ? issuers.get(unverified.iss) : undefined;
-    if (issuer === undefined) throw new SubjectTokenError(`unknown issuer ${JSON.stringify(unverified.iss)}`);
+    if (issuer === undefined) throw new SubjectTokenError(`unknown issuer ${JSON.stringify(unverified.iss)}: only access tokens of the configured subject issuers are exchanged`);
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, issuer.keys, { issuer: issuer.issuer, audience: issuer.audience, typ: header.typ, algorithms: ['ES256', 'RS256', 'PS256', 'EdDSA'], clockTolerance, requiredClaims: ['exp', 'sub'] }));

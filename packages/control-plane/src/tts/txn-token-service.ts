@@ -103,7 +103,7 @@ export function createTxnTokenService(options: { trustDomain: string; signingKey
       if (request.audience !== options.trustDomain) throw new TokenExchangeError('invalid_target', `audience must be the trust domain ${options.trustDomain}`);
       const kind = request.subject_token_type === undefined ? undefined : KINDS[request.subject_token_type];
       if (kind === undefined) throw new TokenExchangeError('invalid_request', `subject_token_type must be one of ${Object.keys(KINDS).join(', ')}`);
-      if (!allowed(context.requester, kind)) throw new TokenExchangeError('unauthorized_client', `no policy permits ${context.requester} to exchange a ${kind} subject token`);
+      if (!allowed(context.requester, kind)) throw new TokenExchangeError('unauthorized_client', `no policy permits ${context.requester} to exchange a ${kind} subject token; if it should, permit action Lockstep::Action::"tts:exchange:${kind}" on Lockstep::Service::"tts" for it in the policy directory`);
 
       let subject;
       try {

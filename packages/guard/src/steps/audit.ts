@@ -125,7 +125,7 @@ function headOf(event: DecisionEvent): string {
 }
 
 function tailOf(event: DecisionEvent): string {
-  return `,"latencyMs":${Number.isFinite(event.latencyMs) ? event.latencyMs : 0},"traceId":${jsonStringOrNull(event.traceId)}}\n`;
+  return `,"latencyMs":${Number.isFinite(event.latencyMs) ? event.latencyMs : 0},"traceId":${jsonStringOrNull(event.traceId)}}`;
 }
 
 /**
@@ -134,7 +134,7 @@ function tailOf(event: DecisionEvent): string {
  * a transaction are encoded once and reused while they stay the same.
  */
 export function decisionToJson(event: DecisionEvent): string {
-  return headOf(event) + middleOf(event).json + tailOf(event).slice(0, -1);
+  return headOf(event) + middleOf(event).json + tailOf(event);
 }
 
 /**
@@ -145,7 +145,7 @@ export function decisionToJson(event: DecisionEvent): string {
 export function writeDecisionLine(event: DecisionEvent, target: Buffer, offset: number): number {
   const head = headOf(event);
   const middle = middleOf(event).bytes;
-  const tail = tailOf(event);
+  const tail = `${tailOf(event)}\n`;
   // UTF-8 takes at most 3 bytes per UTF-16 code unit.
   if (offset + (head.length + tail.length) * 3 + middle.length > target.length) return -1;
   let at = offset + target.write(head, offset, 'utf8');
@@ -155,5 +155,5 @@ export function writeDecisionLine(event: DecisionEvent, target: Buffer, offset: 
 
 /** The most bytes `writeDecisionLine` can need for `event` (for a buffer of the right size). */
 export function decisionLineBound(event: DecisionEvent): number {
-  return (headOf(event).length + tailOf(event).length) * 3 + middleOf(event).bytes.length;
+  return (headOf(event).length + tailOf(event).length + 1) * 3 + middleOf(event).bytes.length;
 }
