@@ -17,7 +17,7 @@ import { SignJWT, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import { Pool } from 'undici';
 import { x509 } from '../packages/control-plane/src/lib/x509.ts';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, issueSvidFromCsr, joinControlPlane, openSigningKey,
+  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, singleKey, issueSvidFromCsr, joinControlPlane, openSigningKey,
   openSqliteStore, openWorkloadCa, startControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type TxnTokenService,
 } from '../packages/control-plane/src/index.ts';
 import { writeSection } from './lib/docs-section.ts';
@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     const idp = await generateKeyPair('ES256');
     const subjects = createSubjectVerifier({ issuers: [{ issuer: IDP, jwks: { keys: [{ ...(await exportJWK(idp.publicKey)), kid: 'idp-1', alg: 'ES256' }] }, audience: AUDIENCE }], txnTokenKeys: () => tts.jwks, trustDomain: TD });
     const signingKey = await openSigningKey(keyDir, 'txn-token');
-    const tts: TxnTokenService = createTxnTokenService({ trustDomain: TD, signingKey, subjects });
+    const tts: TxnTokenService = createTxnTokenService({ trustDomain: TD, keys: singleKey(signingKey), subjects });
     tts.usePolicy(policy.set ?? (() => { throw new Error('policy did not load'); })());
     const gateway = `spiffe://${TD}/svc/gateway`;
     const exchange = (token: string) => tts.exchange({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, subject_token: token, subject_token_type: TOKEN_TYPE.accessToken }, { requester: gateway });

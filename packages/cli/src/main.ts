@@ -1,8 +1,10 @@
 /**
  * `lockstep <command>`:
  *
- *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url]
+ *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url] [--idp-config file]
  *   join-token create <service> [--ttl seconds]
+ *   user add <name> [--role r]... [--tenant t]
+ *   keys rotate <txn-token|idp>
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   policy status
@@ -10,19 +12,22 @@
  * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
  * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import {
-  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials, openPostgresStore, openSigningKey, openSqliteStore,
-  openWorkloadCa, startControlPlane, type ControlPlaneStore, type PolicyService,
+  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials, openKeyRing, openPostgresStore, openSigningKey, openSqliteStore,
+  openWorkloadCa, startControlPlane, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService,
 } from '@lockstep/control-plane';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
 const USAGE = `usage:
-  lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>]
+  lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>]
   lockstep join-token create <service> [--ttl <seconds>]
+  lockstep user add <name> [--role <role>]... [--tenant <tenant>]
+  lockstep keys rotate <txn-token|idp>
   lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
   lockstep services
   lockstep policy status
@@ -36,6 +41,8 @@ export async function main(argv: readonly string[], out: Out = (line) => process
     switch (command) {
       case 'control-plane': return await controlPlane(rest, out, err);
       case 'join-token': return await joinToken(rest, out);
+      case 'user': return await user(rest, out);
+      case 'keys': return await keys(rest, out);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
       case 'policy': return await policyStatus(rest, out);
@@ -58,7 +65,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
     args: [...argv],
     options: {
       'trust-domain': { type: 'string' }, host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8443' },
-      'policy-dir': { type: 'string', default: 'policies' }, postgres: { type: 'string' },
+      'policy-dir': { type: 'string', default: 'policies' }, postgres: { type: 'string' }, 'idp-config': { type: 'string' },
     },
   });
   const state = localState();
@@ -78,12 +85,13 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   } else {
     loud(`no policy directory at ${values['policy-dir']}: guards get no policy (they answer 503) until you pass --policy-dir`);
   }
-  const signingKey = await openSigningKey(state.keyDir, 'txn-token', loud);
-  // No external issuer is configured yet: the TTS exchanges Txn-Tokens and self-signed requests only.
-  const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => ({ keys: [signingKey.publicJwk] }), trustDomain });
-  const tts = createTxnTokenService({ trustDomain, signingKey, subjects });
+  // Txn-Tokens live 5 min at most: a retired key stays published 10 min.
+  const txnKeys = await openKeyRing(state.keyDir, 'txn-token', { retainMs: 10 * 60_000, onCreated: loud });
+  const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain });
+  const tts = createTxnTokenService({ trustDomain, keys: txnKeys, subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
+  const idp = await identityProvider(state, trustDomain, values['idp-config'], loud, out);
 
-  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, host: values.host, port });
+  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp, host: values.host, port });
   const admin = await issueAdminCredentials(ca, 'admin');
   mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
   writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
@@ -92,6 +100,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   writeRuntime(state, { url: server.url, trustDomain, pid: process.pid });
   out(`lockstep control plane for ${trustDomain} listening on ${server.url} (store: ${store.kind})`);
   out(`trust bundle: ${join(state.home, 'bundle.pem')}; local administrator: ${admin.spiffeId} (until ${admin.expiresAt.toISOString()})`);
+  out(`identity provider: ${server.idp?.issuer ?? 'off'} (${idp.clients.length} client${idp.clients.length === 1 ? '' : 's'})`);
 
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -103,6 +112,39 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   policy?.close();
   await store.close();
   return 0;
+}
+
+type IdpOptions = NonNullable<ControlPlaneServerOptions['idp']>;
+
+/**
+ * The identity provider's settings: keys (rotating ring, 0600), a cookie secret (0600), and the
+ * clients and protected resource from a JSON file (`--idp-config`, default <home>/idp.json):
+ *
+ *   { "resource": { "indicator": "https://shop.example/api", "scopes": ["orders:read"] },
+ *     "clients": [{ "client_id": "gateway", "token_endpoint_auth_method": "tls_client_auth",
+ *                   "tls_client_auth_san_uri": "spiffe://shop.example/svc/gateway",
+ *                   "redirect_uris": ["https://shop.example/callback"] }] }
+ */
+async function identityProvider(state: LocalState, trustDomain: string, configFile: string | undefined, loud: Out, out: Out): Promise<IdpOptions> {
+  const keys = await openKeyRing(state.keyDir, 'idp', { retainMs: 24 * 3_600_000, onCreated: loud });
+  const secretFile = join(state.keyDir, 'idp-cookie.secret');
+  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('base64url'), { mode: 0o600, flag: 'wx' });
+  chmodSync(secretFile, 0o600);
+  const cookieKeys = [readFileSync(secretFile, 'utf8').trim()];
+  const file = configFile ?? join(state.home, 'idp.json');
+  if (!existsSync(file)) {
+    if (configFile !== undefined) throw new UsageError(`--idp-config ${configFile} does not exist`);
+    out(`identity provider: no clients registered (write them to ${file}, or pass --idp-config)`);
+    return { keys, cookieKeys, clients: [], resource: { indicator: `https://${trustDomain}/api`, scopes: [] } };
+  }
+  let config: { resource?: IdpOptions['resource']; clients?: IdpOptions['clients'] };
+  try {
+    config = JSON.parse(readFileSync(file, 'utf8')) as typeof config;
+  } catch (error) {
+    throw new UsageError(`${file} is not JSON: ${(error as Error).message}`);
+  }
+  if (config.resource === undefined || !Array.isArray(config.clients)) throw new UsageError(`${file} must hold { "resource": { "indicator", "scopes" }, "clients": [...] }`);
+  return { keys, cookieKeys, clients: config.clients, resource: config.resource };
 }
 
 function rememberTrustDomain(state: LocalState, requested: string | undefined): string {
@@ -146,6 +188,21 @@ async function joinToken(argv: readonly string[], out: Out): Promise<number> {
   const ttlSeconds = values.ttl === undefined ? undefined : Number(values.ttl);
   const created = await admin('POST', '/v1/admin/join-tokens', { service: positionals[1], ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
   out(String(created.token));
+  return 0;
+}
+
+async function user(argv: readonly string[], out: Out): Promise<number> {
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { role: { type: 'string', multiple: true }, tenant: { type: 'string' } } });
+  if (positionals[0] !== 'add' || positionals.length !== 2) throw new UsageError('usage: lockstep user add <name> [--role <role>]... [--tenant <tenant>]');
+  const created = await admin('POST', '/v1/admin/users', { username: positionals[1], roles: values.role ?? [], ...(values.tenant === undefined ? {} : { tenant: values.tenant }) });
+  out(`user ${String(created.username)} created; password (shown once): ${String(created.password)}`);
+  return 0;
+}
+
+async function keys(argv: readonly string[], out: Out): Promise<number> {
+  if (argv[0] !== 'rotate' || argv.length !== 2) throw new UsageError('usage: lockstep keys rotate <txn-token|idp>');
+  const rotation = await admin('POST', '/v1/admin/keys/rotate', { key: argv[1] });
+  out(`${String(argv[1])} keys rotated: ${String(rotation.current)} signs now (it was published as next), ${String(rotation.retired)} stays published until its tokens expire, ${String(rotation.next)} is the new next key`);
   return 0;
 }
 

@@ -92,6 +92,30 @@ describe('lockstep CLI', () => {
     assert.match(status.out[0] ?? '', /^policy in force: [0-9a-f]{64}$/);
   });
 
+  it('adds a user with a generated password shown once, and refuses a taken or malformed name', async () => {
+    const added = await run('user', 'add', 'alice', '--role', 'customer', '--tenant', 'acme');
+    assert.equal(added.code, 0, added.err.join('\n'));
+    assert.match(added.out[0] ?? '', /^user alice created; password \(shown once\): [\w-]{20}$/);
+    const again = await run('user', 'add', 'alice');
+    assert.equal(again.code, 2);
+    assert.match(again.err.join('\n'), /409 LOCKSTEP_CP_USER_EXISTS/);
+    const status = await run('user', 'add', 'Bad Name');
+    assert.equal(status.code, 2);
+    assert.match(status.err.join('\n'), /a user name is/);
+    assert.match(output, /identity provider: https:\/\/127\.0\.0\.1:\d+\/oidc \(0 clients\)/);
+  });
+
+  it('rotates the Txn-Token and identity-provider keys: the published next key signs from now on', async () => {
+    for (const key of ['txn-token', 'idp']) {
+      const rotated = await run('keys', 'rotate', key);
+      assert.equal(rotated.code, 0, rotated.err.join('\n'));
+      assert.match(rotated.out[0] ?? '', new RegExp(`^${key} keys rotated: \\S+ signs now \\(it was published as next\\)`));
+    }
+    const unknown = await run('keys', 'rotate', 'root');
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.err.join('\n'), /rotates: txn-token, idp/);
+  });
+
   it('answers mistakes with what to do instead (exit code 2)', async () => {
     const unknown = await run('frobnicate');
     assert.equal(unknown.code, 2);

@@ -13,6 +13,8 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_PEER_UNAUTHENTICATED: { status: 401, message: 'this endpoint needs a valid client SVID of the trust domain' },
   LOCKSTEP_CP_ADMIN_REQUIRED: { status: 403, message: 'this endpoint is for administrators (an SVID spiffe://<trust domain>/admin/<name>)' },
   LOCKSTEP_CP_REQUEST_INVALID: { status: 400, message: 'request body refused' },
+  LOCKSTEP_CP_PASSWORD_POLICY: { status: 400, message: 'password refused by the password policy' },
+  LOCKSTEP_CP_USER_EXISTS: { status: 409, message: 'user already exists' },
   LOCKSTEP_CP_STORE: { status: 503, message: 'store unavailable' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -1,5 +1,5 @@
 export { ControlPlaneError, CONTROL_PLANE_ERRORS, type ControlPlaneErrorCode } from './errors.ts';
-export type { ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute } from './store/store.ts';
+export type { ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute, UserRecord } from './store/store.ts';
 export { openSqliteStore } from './store/sqlite-store.ts';
 export { openPostgresStore, type PostgresStoreOptions } from './store/postgres-store.ts';
 export { openWorkloadCa, hashBundle, type WorkloadCa, type WorkloadCaOptions } from './ca/workload-ca.ts';
@@ -16,7 +16,14 @@ export { createPolicyService, type PolicyService, type PolicyServiceOptions, typ
 export { connectGuardStream, type GuardStream, type GuardStreamOptions, type StreamEvent, type StreamTarget } from './client/guard-stream.ts';
 export { startRegistryHeartbeat, type Heartbeat, type HeartbeatOptions } from './client/registry-heartbeat.ts';
 export { STALE_AFTER_MS } from './server/registry-routes.ts';
-export { createTxnTokenService, TokenExchangeError, TOKEN_EXCHANGE_GRANT, type TxnTokenService, type ExchangeRequest, type ExchangeResponse } from './tts/txn-token-service.ts';
-export { createSubjectVerifier, TOKEN_TYPE, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';
+export {
+  createTxnTokenService, singleKey, TokenExchangeError, TOKEN_EXCHANGE_GRANT, type TxnTokenService, type TxnTokenServiceOptions, type TxnTokenKeys, type ExchangeRequest, type ExchangeResponse,
+} from './tts/txn-token-service.ts';
+export { createSubjectVerifier, discoverIssuer, TOKEN_TYPE, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';
+export { openKeyRing, type KeyRing, type KeyRingOptions, type Rotation } from './ca/key-ring.ts';
+export { createIdentityProvider, subscribeLogins, IDP_PATH, type IdentityProvider, type IdentityProviderOptions, type LoginEvent, type ProtectedResource } from './idp/identity-provider.ts';
+export { createUser, type NewUser } from './idp/users.ts';
+export { hashPassword, verifyPassword, passwordProblem, generatePassword, PASSWORD_MIN_LENGTH } from './idp/passwords.ts';
+export { DEFAULT_LOCKOUT, type LockoutPolicy } from './idp/lockout.ts';
 export { joinAsWorkload, type WorkloadAgent, type WorkloadAgentOptions, type AgentEvent, type AttachableGuard } from './client/workload-agent.ts';
 export { controlPlaneAgent } from './client/control-plane-agent.ts';

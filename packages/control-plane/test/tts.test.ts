@@ -13,7 +13,7 @@ import { Agent, request } from 'undici';
 import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa,
+  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, singleKey, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa,
   startControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE,
   type ControlPlaneStore, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa, type WorkloadCredentials,
 } from '../src/index.ts';
@@ -52,7 +52,7 @@ permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/nightly-job", a
   const idpJwks: JSONWebKeySet = { keys: [{ ...(await exportJWK(idp.publicKey)), kid: 'idp-1', alg: 'ES256' }] };
   const signingKey = await openSigningKey(join(scratch, 'keys'), 'txn-token');
   const subjects = createSubjectVerifier({ issuers: [{ issuer: IDP, jwks: idpJwks, audience: GATEWAY_RESOURCE }], txnTokenKeys: () => tts.jwks, trustDomain: TD });
-  tts = createTxnTokenService({ trustDomain: TD, signingKey, subjects });
+  tts = createTxnTokenService({ trustDomain: TD, keys: singleKey(signingKey), subjects });
   controlPlane = await startControlPlane({ ca, store, policy, tts });
   for (const service of ['gateway', 'orders', 'nightly-job']) {
     const { token } = await createJoinToken(store, ca, { service, createdBy: 'cli' });

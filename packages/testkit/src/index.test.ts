@@ -4,7 +4,7 @@ import { it } from 'node:test';
 import * as testkit from './index.ts';
 
 const PUBLIC_API = [
-  'MAX_TXN_TOKEN_LIFETIME_SECONDS', 'createMtlsClient', 'createTestCa', 'createTxnTokenMinter',
+  'MAX_TXN_TOKEN_LIFETIME_SECONDS', 'createMtlsClient', 'createTestBrowser', 'createTestCa', 'createTxnTokenMinter',
   'rawTlsRequest', 'revokedKeyMinter', 'revokedKidToken', 'txnTokenAttacks',
 ];
 

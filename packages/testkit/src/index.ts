@@ -21,3 +21,6 @@ export { createMtlsClient } from './client/mtls-client.ts';
 export type { MtlsClient, MtlsClientOptions, MtlsRequestOptions, MtlsResponse } from './client/mtls-client.ts';
 export { rawTlsRequest } from './client/raw-tls-request.ts';
 export type { RawTlsRequestOptions, RawTlsResult } from './client/raw-tls-request.ts';
+
+export { createTestBrowser } from './browser/test-browser.ts';
+export type { Page, TestBrowser, TestBrowserOptions } from './browser/test-browser.ts';

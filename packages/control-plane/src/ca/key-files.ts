@@ -3,7 +3,7 @@
  * owner can enter (0700). A key file or directory that is wider is refused, with the command that
  * fixes it: a CA key that others can read is a CA others control.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export class KeyPermissionError extends Error {
@@ -38,4 +38,13 @@ export function writePrivateFile(dir: string, name: string, contents: string): v
   const path = join(dir, name);
   writeFileSync(path, contents, { mode: 0o600, flag: 'wx' });
   chmodSync(path, 0o600);
+}
+
+/** Replaces a file atomically (a temporary file, 0600, renamed over it): readers see the old or the new, never half. */
+export function replacePrivateFile(dir: string, name: string, contents: string): void {
+  const path = join(dir, name);
+  const temporary = join(dir, `.${name}.${process.pid}.tmp`);
+  writeFileSync(temporary, contents, { mode: 0o600, flag: 'w' });
+  chmodSync(temporary, 0o600);
+  renameSync(temporary, path);
 }

@@ -5,6 +5,9 @@
  *   POST /v1/admin/join-tokens   { service, ttlSeconds? } → { token, service, expiresAt }
  *   POST /v1/admin/revocations   { kind, value, reason } → the feed entry
  *   GET  /v1/admin/revocations?since=<seq>
+ *   GET  /v1/admin/policy        the version in force, the latest refused change, drift per guard
+ *   POST /v1/admin/users         { username, roles?, tenant?, password? } → the user (+ the password when generated)
+ *   POST /v1/admin/keys/rotate   { key: "txn-token" | "idp" } → { retired, current, next, dropped }
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { recordAdminAction } from '../admin/admin-audit.ts';
@@ -14,6 +17,8 @@ import { ControlPlaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationKind } from '../store/store.ts';
+import type { Rotation } from '../ca/key-ring.ts';
+import { createUser } from '../idp/users.ts';
 import { admittedCaller, callerOf, requireCaller } from './peer.ts';
 import { refusalCode } from './refusal.ts';
 
@@ -24,9 +29,14 @@ const ACTIONS: Record<string, string> = {
   'POST /v1/admin/revocations': 'admin:revoke',
   'GET /v1/admin/revocations': 'admin:revocations.read',
   'GET /v1/admin/policy': 'admin:policy.status',
+  'POST /v1/admin/users': 'admin:user.create',
+  'POST /v1/admin/keys/rotate': 'admin:key.rotate',
 };
 
-export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
+/** Rotations the admin API can trigger, by key name; filled as the components start. */
+export type KeyRotators = Map<string, () => Promise<Rotation>>;
+
+export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators): void {
   app.register(async (admin) => {
     const requireAdmin = requireCaller(ca.trustDomain, ['admin'], 'LOCKSTEP_CP_ADMIN_REQUIRED');
     admin.addHook('onRequest', async (request) => {
@@ -35,13 +45,13 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
     });
     admin.addHook('onResponse', async (request, reply) => {
       const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
-      const body = request.body as { service?: string; value?: string } | undefined;
+      const body = request.body as { service?: string; value?: string; username?: string; key?: string } | undefined;
       recordAdminAction({
         caller: callerOf(request),
         method: request.method,
         route,
         action: ACTIONS[`${request.method} ${route}`] ?? 'admin:unknown',
-        resource: body?.service ?? body?.value ?? 'control-plane',
+        resource: body?.service ?? body?.value ?? body?.username ?? body?.key ?? 'control-plane',
         allowed: reply.statusCode < 400,
         reason: reply.statusCode < 400 ? 'LOCKSTEP_ALLOW' : refusalCode(request) ?? `HTTP_${reply.statusCode}`,
         startedAt: startedAt.get(request) ?? performance.now(),
@@ -78,6 +88,32 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
         return { service: entry.service, spiffeId: entry.spiffeId, expected, enforced: entry.policyVersion, inSync: expected !== null && expected === entry.policyVersion, lastSeen: entry.lastSeen };
       }));
       return { version: policy?.version ?? null, lastRefusal: policy?.lastRefusal ?? null, services };
+    });
+
+    admin.post<{ Body: { username: string; roles?: string[]; tenant?: string; password?: string } }>('/v1/admin/users', {
+      schema: {
+        body: {
+          type: 'object', additionalProperties: false, required: ['username'],
+          properties: {
+            username: { type: 'string', maxLength: 64 }, roles: { type: 'array', maxItems: 32, items: { type: 'string', maxLength: 32 } },
+            tenant: { type: 'string', maxLength: 64 }, password: { type: 'string', maxLength: 256 },
+          },
+        },
+      },
+    }, async (request, reply) => {
+      const { user, password } = await createUser(store, request.body);
+      // A generated password is shown once, here; a chosen one is never echoed.
+      return reply.code(201).header('cache-control', 'no-store').send({
+        username: user.username, roles: user.roles, tenant: user.tenant, ...(request.body.password === undefined ? { password } : {}),
+      });
+    });
+
+    admin.post<{ Body: { key: string } }>('/v1/admin/keys/rotate', {
+      schema: { body: { type: 'object', additionalProperties: false, required: ['key'], properties: { key: { type: 'string', maxLength: 32 } } } },
+    }, async (request) => {
+      const rotate = rotators.get(request.body.key);
+      if (rotate === undefined) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `no rotating key named ${JSON.stringify(request.body.key)}; this control plane rotates: ${[...rotators.keys()].join(', ') || 'none'}`);
+      return rotate();
     });
 
     admin.get<{ Querystring: { since?: string } }>('/v1/admin/revocations', {

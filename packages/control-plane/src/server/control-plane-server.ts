@@ -11,8 +11,10 @@
  *   POST /v1/registry/heartbeat, GET /v1/services   the service registry (registry-routes.ts)
  *   POST /v1/token, GET /v1/txn-token/jwks.json     the Txn-Token Service (tts-routes.ts)
  *   /v1/admin/…       mTLS with an administrator's SVID (admin-routes.ts)
+ *   /oidc/…           the identity provider (OpenID Connect; idp/identity-provider.ts), for browsers
  */
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { bootstrapWorkload, renewWorkload } from '../ca/enrol.ts';
 import { signLeaf, type IssuedSvid } from '../ca/issue-svid.ts';
@@ -27,9 +29,10 @@ import { registerStreamRoute } from './stream-route.ts';
 import { registerTtsRoutes } from './tts-routes.ts';
 import type { TxnTokenService } from '../tts/txn-token-service.ts';
 import { recordAdminAction } from '../admin/admin-audit.ts';
-import { registerAdminRoutes } from './admin-routes.ts';
+import { registerAdminRoutes, type KeyRotators } from './admin-routes.ts';
 import { admittedCaller, requireCaller } from './peer.ts';
 import { refuse } from './refusal.ts';
+import { createIdentityProvider, IDP_PATH, type IdentityProvider, type IdentityProviderOptions } from '../idp/identity-provider.ts';
 
 export interface ControlPlaneServerOptions {
   readonly ca: WorkloadCa;
@@ -38,6 +41,12 @@ export interface ControlPlaneServerOptions {
   readonly policy?: PolicyService;
   /** The Txn-Token Service; it decides with the policy service's set. */
   readonly tts?: TxnTokenService;
+  /**
+   * The identity provider, mounted under /oidc. Its issuer defaults to this server's URL + /oidc;
+   * set `issuer` when users reach the control plane by another name. The TTS accepts its access
+   * tokens as subject tokens.
+   */
+  readonly idp?: Omit<IdentityProviderOptions, 'issuer' | 'store' | 'trustDomain'> & { readonly issuer?: string };
   /** How often the revocation feed re-reads the store for other replicas' entries (default 1 s); a safety net under LISTEN/NOTIFY. */
   readonly rereadMs?: number;
   /** Unexpected failures (answered 500 without details); default: written to stderr, so that none is lost. */
@@ -52,6 +61,8 @@ export interface RunningControlPlane {
   readonly url: string;
   /** The SPIFFE ID the server presents; clients check it. */
   readonly spiffeId: string;
+  /** The identity provider, when configured. */
+  readonly idp: IdentityProvider | null;
   /** Revokes and pushes to every connected guard (what the admin API does, for in-process callers). */
   revoke(entry: { kind: RevocationKind; value: string; reason: string; actor: string }): Promise<RevocationRecord>;
   close(): Promise<void>;
@@ -75,8 +86,10 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   });
   const feed = await createRevocationFeed(store, options.rereadMs);
   const onInternalError = options.onInternalError ?? ((error: Error) => process.stderr.write(`lockstep control plane: internal error: ${error.stack ?? error.message}\n`));
-  registerRoutes(app, ca, store, feed, options.policy ?? null, onInternalError);
   const { tts, policy } = options;
+  const rotators: KeyRotators = new Map();
+  if (tts?.rotateKeys) rotators.set('txn-token', tts.rotateKeys);
+  registerRoutes(app, ca, store, feed, options.policy ?? null, rotators, onInternalError);
   // Policy changes are administrative actions too: applied or refused, each is an audit event.
   const stopPolicyAudit = policy?.onChange((change) => recordAdminAction({
     caller: null, method: 'WATCH', route: 'policy directory', action: 'admin:policy.apply',
@@ -90,14 +103,35 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     const follow = policy?.onChange(() => { if (policy.set) tts.usePolicy(policy.set); });
     if (follow) stopPolicy = () => { follow(); };
   }
+  // oidc-provider reads the raw request itself: its paths are handed over before Fastify parses a body.
+  let idp: IdentityProvider | null = null;
+  if (options.idp !== undefined) {
+    const handOver = (request: { raw: IncomingMessage }, reply: { hijack(): void; raw: ServerResponse }, done: () => void) => {
+      if (idp === null) return done();
+      reply.hijack();
+      idp.handle(request.raw, reply.raw);
+    };
+    app.all(IDP_PATH, { onRequest: handOver }, async (_request, reply) => reply.code(503).send({ error: 'LOCKSTEP_CP_STARTING' }));
+    app.all(`${IDP_PATH}/*`, { onRequest: handOver }, async (_request, reply) => reply.code(503).send({ error: 'LOCKSTEP_CP_STARTING' }));
+  }
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
   const { address, port } = app.server.address() as AddressInfo;
+  const url = `https://${address.includes(':') ? `[${address}]` : address}:${port}`;
+  if (options.idp !== undefined) {
+    const { issuer, ...rest } = options.idp;
+    const started = createIdentityProvider({ ...rest, issuer: issuer ?? `${url}${IDP_PATH}`, store, trustDomain: ca.trustDomain });
+    idp = started;
+    rotators.set('idp', () => started.rotateKeys());
+    tts?.trustIssuer({ issuer: started.issuer, jwks: () => started.publicJwks(), audience: rest.resource.indicator });
+  }
   return {
-    url: `https://${address.includes(':') ? `[${address}]` : address}:${port}`,
+    url,
     spiffeId,
+    idp,
     revoke: (entry) => feed.revoke({ ...entry, at: Date.now() }),
     // Open streams are long-lived: end them, or close() would wait for every guard to hang up.
     close: async () => {
+      idp?.close();
       stopPolicy();
       stopPolicyAudit();
       const closing = app.close();
@@ -108,7 +142,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   };
 }
 
-function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, onInternalError: (error: Error) => void): void {
+function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, onInternalError: (error: Error) => void): void {
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
     if (error.validation !== undefined || error.statusCode === 400 || error.statusCode === 413 || error.statusCode === 415) {
@@ -118,7 +152,7 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
     return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
   });
 
-  registerAdminRoutes(app, ca, store, feed, policy);
+  registerAdminRoutes(app, ca, store, feed, policy, rotators);
   registerStreamRoute(app, ca, store, feed, policy);
   registerRegistryRoutes(app, ca, store);
 

@@ -55,4 +55,41 @@ export const MIGRATIONS: readonly Migration[] = [
         first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL
       );`,
   },
+  {
+    version: 3,
+    // The identity provider: users (passwords as scrypt hashes), failed-login counters for lockout,
+    // and oidc-provider's artefacts (sessions, interactions, codes, grants, refresh tokens).
+    sqlite: `
+      CREATE TABLE users (
+        username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, roles TEXT NOT NULL, tenant TEXT,
+        created_at INTEGER NOT NULL, disabled_at INTEGER
+      );
+      CREATE TABLE login_failures (
+        key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_failure_at INTEGER NOT NULL
+      );
+      CREATE TABLE oidc_models (
+        model TEXT NOT NULL, id TEXT NOT NULL, payload TEXT NOT NULL, grant_id TEXT, user_code TEXT, uid TEXT,
+        expires_at INTEGER, consumed_at INTEGER, PRIMARY KEY (model, id)
+      );
+      CREATE INDEX oidc_models_by_grant ON oidc_models (grant_id);
+      CREATE INDEX oidc_models_by_uid ON oidc_models (model, uid);
+      CREATE INDEX oidc_models_by_user_code ON oidc_models (model, user_code);
+      CREATE INDEX oidc_models_by_expiry ON oidc_models (expires_at);`,
+    postgres: `
+      CREATE TABLE users (
+        username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, roles TEXT NOT NULL, tenant TEXT,
+        created_at BIGINT NOT NULL, disabled_at BIGINT
+      );
+      CREATE TABLE login_failures (
+        key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_failure_at BIGINT NOT NULL
+      );
+      CREATE TABLE oidc_models (
+        model TEXT NOT NULL, id TEXT NOT NULL, payload TEXT NOT NULL, grant_id TEXT, user_code TEXT, uid TEXT,
+        expires_at BIGINT, consumed_at BIGINT, PRIMARY KEY (model, id)
+      );
+      CREATE INDEX oidc_models_by_grant ON oidc_models (grant_id);
+      CREATE INDEX oidc_models_by_uid ON oidc_models (model, uid);
+      CREATE INDEX oidc_models_by_user_code ON oidc_models (model, user_code);
+      CREATE INDEX oidc_models_by_expiry ON oidc_models (expires_at);`,
+  },
 ];

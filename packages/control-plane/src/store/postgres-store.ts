@@ -5,7 +5,9 @@
  */
 import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
-import { heartbeatValues, issuedSvidFromRow, joinTokenFromRow, redeemRefusal, revocationFromRow, serviceFromRow } from './rows.ts';
+import {
+  heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+} from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
 
 export interface PostgresStoreOptions {
@@ -79,6 +81,61 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async services() {
       return (await query('SELECT * FROM services ORDER BY spiffe_id', [])).map(serviceFromRow);
+    },
+    async createUser(record) {
+      const inserted = await query('INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING RETURNING username', userValues(record));
+      return inserted.length === 1;
+    },
+    async user(username) {
+      const [row] = await query('SELECT * FROM users WHERE username = $1', [username]);
+      return row === undefined ? null : userFromRow(row);
+    },
+    async users() {
+      return (await query('SELECT * FROM users ORDER BY username', [])).map(userFromRow);
+    },
+    async setPasswordHash(username, passwordHash) {
+      await query('UPDATE users SET password_hash = $1 WHERE username = $2', [passwordHash, username]);
+    },
+    async setUserDisabled(username, at) {
+      await query('UPDATE users SET disabled_at = $1 WHERE username = $2', [at, username]);
+    },
+    async addLoginFailure(key, now, windowMs) {
+      const [row] = await query(`INSERT INTO login_failures (key, failures, last_failure_at) VALUES ($1, 1, $2)
+        ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_failures.last_failure_at < $3 THEN 1 ELSE login_failures.failures + 1 END, last_failure_at = $2
+        RETURNING *`, [key, now, now - windowMs]);
+      return loginFailuresFromRow(row as Record<string, unknown>);
+    },
+    async loginFailures(key) {
+      const [row] = await query('SELECT * FROM login_failures WHERE key = $1', [key]);
+      return row === undefined ? null : loginFailuresFromRow(row);
+    },
+    async clearLoginFailures(key) {
+      await query('DELETE FROM login_failures WHERE key = $1', [key]);
+    },
+    async upsertOidc(entry) {
+      await query(`INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`, oidcValues(entry));
+    },
+    async findOidc(model, id) {
+      const [row] = await query('SELECT * FROM oidc_models WHERE model = $1 AND id = $2', [model, id]);
+      return row === undefined ? null : oidcFromRow(row);
+    },
+    async findOidcBy(model, field, value) {
+      const column = field === 'uid' ? 'uid' : 'user_code';
+      const [row] = await query(`SELECT * FROM oidc_models WHERE model = $1 AND ${column} = $2`, [model, value]);
+      return row === undefined ? null : oidcFromRow(row);
+    },
+    async consumeOidc(model, id, at) {
+      await query('UPDATE oidc_models SET consumed_at = $1 WHERE model = $2 AND id = $3', [at, model, id]);
+    },
+    async destroyOidc(model, id) {
+      await query('DELETE FROM oidc_models WHERE model = $1 AND id = $2', [model, id]);
+    },
+    async revokeOidcGrant(grantId) {
+      await query('DELETE FROM oidc_models WHERE grant_id = $1', [grantId]);
+    },
+    async sweepOidc(now) {
+      return (await query('DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND expires_at < $1 RETURNING 1', [now])).length;
     },
     async watchRevocations(listener) {
       const client = new pg.Client({ connectionString: options.connectionString });

@@ -1,5 +1,5 @@
 /** Row ↔ record mapping shared by both stores (column names are the same in both dialects). */
-import type { IssuedSvidRecord, JoinTokenRecord, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord } from './store.ts';
+import type { IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord, UserRecord } from './store.ts';
 
 type Row = Record<string, unknown>;
 
@@ -71,4 +71,50 @@ export function serviceFromRow(row: Row): ServiceRecord {
 /** The values of a heartbeat in the column order both stores use. */
 export function heartbeatValues(record: Omit<ServiceRecord, 'firstSeen'>): unknown[] {
   return [record.spiffeId, record.service, JSON.stringify(record.routes), record.policyVersion, record.svidExpiresAt, record.mode, record.guardVersion, record.lastSeen];
+}
+
+function optionalInt(value: unknown, column: string): number | null {
+  return value === null || value === undefined ? null : int(value, column);
+}
+
+function optionalText(value: unknown, column: string): string | null {
+  return value === null || value === undefined ? null : text(value, column);
+}
+
+export function userFromRow(row: Row): UserRecord {
+  return {
+    username: text(row.username, 'username'),
+    passwordHash: text(row.password_hash, 'password_hash'),
+    roles: JSON.parse(text(row.roles, 'roles')) as string[],
+    tenant: optionalText(row.tenant, 'tenant'),
+    createdAt: int(row.created_at, 'created_at'),
+    disabledAt: optionalInt(row.disabled_at, 'disabled_at'),
+  };
+}
+
+/** The values of a new user in the column order both stores use. */
+export function userValues(record: UserRecord): (string | number | null)[] {
+  return [record.username, record.passwordHash, JSON.stringify(record.roles), record.tenant, record.createdAt, record.disabledAt];
+}
+
+export function loginFailuresFromRow(row: Row): LoginFailures {
+  return { failures: int(row.failures, 'failures'), lastFailureAt: int(row.last_failure_at, 'last_failure_at') };
+}
+
+export function oidcFromRow(row: Row): OidcArtefact {
+  return {
+    model: text(row.model, 'model'),
+    id: text(row.id, 'id'),
+    payload: text(row.payload, 'payload'),
+    grantId: optionalText(row.grant_id, 'grant_id'),
+    userCode: optionalText(row.user_code, 'user_code'),
+    uid: optionalText(row.uid, 'uid'),
+    expiresAt: optionalInt(row.expires_at, 'expires_at'),
+    consumedAt: optionalInt(row.consumed_at, 'consumed_at'),
+  };
+}
+
+/** The values of an upserted artefact in the column order both stores use. */
+export function oidcValues(artefact: Omit<OidcArtefact, 'consumedAt'>): (string | number | null)[] {
+  return [artefact.model, artefact.id, artefact.payload, artefact.grantId, artefact.userCode, artefact.uid, artefact.expiresAt];
 }

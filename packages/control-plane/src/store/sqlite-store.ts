@@ -7,7 +7,9 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
-import { heartbeatValues, issuedSvidFromRow, joinTokenFromRow, redeemRefusal, revocationFromRow, serviceFromRow } from './rows.ts';
+import {
+  heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+} from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
 
 type Row = Record<string, unknown>;
@@ -33,6 +35,25 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
       svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen`);
   const allServices = db.prepare('SELECT * FROM services ORDER BY spiffe_id');
+  const insertUser = db.prepare('INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING');
+  const userByName = db.prepare('SELECT * FROM users WHERE username = ?');
+  const allUsers = db.prepare('SELECT * FROM users ORDER BY username');
+  const updatePassword = db.prepare('UPDATE users SET password_hash = ? WHERE username = ?');
+  const updateDisabled = db.prepare('UPDATE users SET disabled_at = ? WHERE username = ?');
+  const addFailure = db.prepare(`INSERT INTO login_failures (key, failures, last_failure_at) VALUES (?1, 1, ?2)
+    ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_failures.last_failure_at < ?3 THEN 1 ELSE login_failures.failures + 1 END, last_failure_at = ?2
+    RETURNING *`);
+  const failuresOf = db.prepare('SELECT * FROM login_failures WHERE key = ?');
+  const clearFailures = db.prepare('DELETE FROM login_failures WHERE key = ?');
+  const upsertArtefact = db.prepare(`INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`);
+  const artefact = db.prepare('SELECT * FROM oidc_models WHERE model = ? AND id = ?');
+  const artefactByUid = db.prepare('SELECT * FROM oidc_models WHERE model = ? AND uid = ?');
+  const artefactByUserCode = db.prepare('SELECT * FROM oidc_models WHERE model = ? AND user_code = ?');
+  const consumeArtefact = db.prepare('UPDATE oidc_models SET consumed_at = ? WHERE model = ? AND id = ?');
+  const destroyArtefact = db.prepare('DELETE FROM oidc_models WHERE model = ? AND id = ?');
+  const revokeGrant = db.prepare('DELETE FROM oidc_models WHERE grant_id = ?');
+  const sweep = db.prepare('DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND expires_at < ?');
 
   return {
     kind: 'sqlite',
@@ -65,6 +86,55 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     },
     async services() {
       return (allServices.all() as Row[]).map(serviceFromRow);
+    },
+    async createUser(record) {
+      return Number(insertUser.run(...userValues(record)).changes) === 1;
+    },
+    async user(username) {
+      const row = userByName.get(username) as Row | undefined;
+      return row === undefined ? null : userFromRow(row);
+    },
+    async users() {
+      return (allUsers.all() as Row[]).map(userFromRow);
+    },
+    async setPasswordHash(username, passwordHash) {
+      updatePassword.run(passwordHash, username);
+    },
+    async setUserDisabled(username, at) {
+      updateDisabled.run(at, username);
+    },
+    async addLoginFailure(key, now, windowMs) {
+      return loginFailuresFromRow(addFailure.get(key, now, now - windowMs) as Row);
+    },
+    async loginFailures(key) {
+      const row = failuresOf.get(key) as Row | undefined;
+      return row === undefined ? null : loginFailuresFromRow(row);
+    },
+    async clearLoginFailures(key) {
+      clearFailures.run(key);
+    },
+    async upsertOidc(entry) {
+      upsertArtefact.run(...oidcValues(entry));
+    },
+    async findOidc(model, id) {
+      const row = artefact.get(model, id) as Row | undefined;
+      return row === undefined ? null : oidcFromRow(row);
+    },
+    async findOidcBy(model, field, value) {
+      const row = (field === 'uid' ? artefactByUid : artefactByUserCode).get(model, value) as Row | undefined;
+      return row === undefined ? null : oidcFromRow(row);
+    },
+    async consumeOidc(model, id, at) {
+      consumeArtefact.run(at, model, id);
+    },
+    async destroyOidc(model, id) {
+      destroyArtefact.run(model, id);
+    },
+    async revokeOidcGrant(grantId) {
+      revokeGrant.run(grantId);
+    },
+    async sweepOidc(now) {
+      return Number(sweep.run(now).changes);
     },
     async close() {
       if (db.isOpen) db.close();

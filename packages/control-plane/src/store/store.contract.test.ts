@@ -146,6 +146,53 @@ for (const backend of backends) {
       assert.equal(services[0]?.policyVersion, null);
     }));
 
+    it('keeps users: a name once, password hash replaceable, disabling reversible', withStore(async (store) => {
+      const alice = { username: 'alice', passwordHash: 'scrypt$hash-1', roles: ['customer'], tenant: 'acme', createdAt: 5, disabledAt: null };
+      assert.equal(await store.createUser(alice), true);
+      assert.equal(await store.createUser({ ...alice, passwordHash: 'scrypt$other' }), false, 'a taken name is refused');
+      assert.deepEqual(await store.user('alice'), alice);
+      assert.equal(await store.user('bob'), null);
+      await store.setPasswordHash('alice', 'scrypt$hash-2');
+      await store.setUserDisabled('alice', 9);
+      assert.deepEqual(await store.user('alice'), { ...alice, passwordHash: 'scrypt$hash-2', disabledAt: 9 });
+      await store.setUserDisabled('alice', null);
+      await store.createUser({ ...alice, username: 'admin', roles: ['admin'], tenant: null });
+      assert.deepEqual((await store.users()).map((user) => [user.username, user.disabledAt, user.tenant]), [['admin', null, null], ['alice', null, 'acme']]);
+    }));
+
+    it('counts failed logins per key atomically, starting again after the window', withStore(async (store) => {
+      const counts = await Promise.all(Array.from({ length: 6 }, () => store.addLoginFailure('account:alice', 1_000, 60_000)));
+      assert.deepEqual(counts.map((count) => count.failures).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6]);
+      assert.deepEqual(await store.loginFailures('account:alice'), { failures: 6, lastFailureAt: 1_000 });
+      assert.deepEqual(await store.addLoginFailure('account:alice', 50_000, 60_000), { failures: 7, lastFailureAt: 50_000 }, 'within the window of the last failure');
+      assert.deepEqual(await store.addLoginFailure('account:alice', 200_000, 60_000), { failures: 1, lastFailureAt: 200_000 }, 'after a quiet window');
+      await store.clearLoginFailures('account:alice');
+      assert.equal(await store.loginFailures('account:alice'), null);
+      assert.equal(await store.loginFailures('ip:127.0.0.1'), null);
+    }));
+
+    it('keeps identity-provider artefacts: upsert, lookups by uid and user code, consumption, grant revocation, sweeping', withStore(async (store) => {
+      const session = { model: 'Session', id: 's1', payload: '{"uid":"u1"}', grantId: null, userCode: null, uid: 'u1', expiresAt: 10_000 };
+      const refresh = { model: 'RefreshToken', id: 'r1', payload: '{"a":1}', grantId: 'g1', userCode: null, uid: null, expiresAt: 20_000 };
+      const code = { model: 'AuthorizationCode', id: 'c1', payload: '{}', grantId: 'g1', userCode: null, uid: null, expiresAt: 500 };
+      const device = { model: 'DeviceCode', id: 'd1', payload: '{}', grantId: 'g2', userCode: 'ABCD-EFGH', uid: null, expiresAt: null };
+      for (const artefact of [session, refresh, code, device]) await store.upsertOidc(artefact);
+      await store.upsertOidc({ ...refresh, payload: '{"a":2}' });
+      assert.deepEqual(await store.findOidc('RefreshToken', 'r1'), { ...refresh, payload: '{"a":2}', consumedAt: null });
+      assert.equal(await store.findOidc('Session', 'r1'), null, 'ids are per model');
+      assert.equal((await store.findOidcBy('Session', 'uid', 'u1'))?.id, 's1');
+      assert.equal((await store.findOidcBy('DeviceCode', 'userCode', 'ABCD-EFGH'))?.id, 'd1');
+      await store.consumeOidc('RefreshToken', 'r1', 1_234);
+      await store.upsertOidc({ ...refresh, payload: '{"a":3}' });
+      assert.equal((await store.findOidc('RefreshToken', 'r1'))?.consumedAt, 1_234, 'an update does not undo consumption');
+      assert.equal(await store.sweepOidc(1_000), 1, 'only the expired code');
+      await store.revokeOidcGrant('g1');
+      assert.equal(await store.findOidc('RefreshToken', 'r1'), null);
+      await store.destroyOidc('Session', 's1');
+      assert.equal(await store.findOidc('Session', 's1'), null);
+      assert.notEqual(await store.findOidc('DeviceCode', 'd1'), null, 'another grant is untouched');
+    }));
+
     it('keeps its data across a restart, migrating only once', async () => {
       const database = randomBytes(6).toString('hex');
       const store = await backend.open(database);

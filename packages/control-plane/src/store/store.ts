@@ -65,6 +65,37 @@ export interface ServiceRecord {
   readonly lastSeen: number;
 }
 
+export interface UserRecord {
+  /** Also the user's `sub`: lower-case, stable, what policies and revocations name. */
+  readonly username: string;
+  /** `scrypt$…` (idp/passwords.ts); never the password. */
+  readonly passwordHash: string;
+  readonly roles: readonly string[];
+  readonly tenant: string | null;
+  readonly createdAt: number;
+  readonly disabledAt: number | null;
+}
+
+/** Failed logins counted under one key (`account:<name>` or `ip:<address>`). */
+export interface LoginFailures {
+  readonly failures: number;
+  readonly lastFailureAt: number;
+}
+
+/** One of oidc-provider's artefacts (session, interaction, code, grant, refresh token, …). */
+export interface OidcArtefact {
+  readonly model: string;
+  readonly id: string;
+  /** The artefact as JSON. */
+  readonly payload: string;
+  readonly grantId: string | null;
+  readonly userCode: string | null;
+  readonly uid: string | null;
+  /** Epoch ms; null for none. */
+  readonly expiresAt: number | null;
+  readonly consumedAt: number | null;
+}
+
 export interface ControlPlaneStore {
   /** `sqlite` or `postgres`, for logs and status. */
   readonly kind: 'sqlite' | 'postgres';
@@ -85,6 +116,31 @@ export interface ControlPlaneStore {
   recordHeartbeat(record: Omit<ServiceRecord, 'firstSeen'>): Promise<void>;
   /** Every registered guard, by SPIFFE ID. */
   services(): Promise<ServiceRecord[]>;
+  /** Adds a user; false when the name is taken (nothing is changed then). */
+  createUser(record: UserRecord): Promise<boolean>;
+  user(username: string): Promise<UserRecord | null>;
+  users(): Promise<UserRecord[]>;
+  setPasswordHash(username: string, passwordHash: string): Promise<void>;
+  /** Marks a user disabled (login refused from then on); `at` null enables again. */
+  setUserDisabled(username: string, at: number | null): Promise<void>;
+  /**
+   * Counts one failed login under `key`, atomically; a count whose last failure is older than
+   * `windowMs` starts again at 1. Returns the new count.
+   */
+  addLoginFailure(key: string, now: number, windowMs: number): Promise<LoginFailures>;
+  loginFailures(key: string): Promise<LoginFailures | null>;
+  clearLoginFailures(key: string): Promise<void>;
+  /** Inserts or replaces an artefact (consumption is kept only through `consumeOidc`). */
+  upsertOidc(artefact: Omit<OidcArtefact, 'consumedAt'>): Promise<void>;
+  /** The artefact, expired or not (the adapter decides); null when absent. */
+  findOidc(model: string, id: string): Promise<OidcArtefact | null>;
+  findOidcBy(model: string, field: 'uid' | 'userCode', value: string): Promise<OidcArtefact | null>;
+  consumeOidc(model: string, id: string, at: number): Promise<void>;
+  destroyOidc(model: string, id: string): Promise<void>;
+  /** Deletes every artefact of a grant (a revoked grant's tokens stop working at once). */
+  revokeOidcGrant(grantId: string): Promise<void>;
+  /** Deletes artefacts that expired before `now`; returns how many. */
+  sweepOidc(now: number): Promise<number>;
   /**
    * Calls `listener` soon after any replica sharing this store adds a revocation (PostgreSQL:
    * LISTEN/NOTIFY). Absent where one process owns the store (SQLite). Resolves to an unsubscribe.

@@ -5,7 +5,7 @@
  * requesting workload is the subject). An ID token, an unknown issuer, a forged or expired token is
  * refused.
  */
-import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 
 export const TOKEN_TYPE = {
   accessToken: 'urn:ietf:params:oauth:token-type:access_token',
@@ -18,8 +18,10 @@ export type SubjectKind = 'access_token' | 'txn_token' | 'self_signed';
 export interface SubjectIssuer {
   /** The `iss` of its access tokens. */
   readonly issuer: string;
-  /** Its keys: a JWKS, or the JWKS URL (fetched and cached by jose). */
-  readonly jwks: JSONWebKeySet | URL;
+  /** Its keys: a JWKS, a function returning the current JWKS (an in-process issuer), or the JWKS URL (fetched and cached by jose). */
+  readonly jwks: JSONWebKeySet | (() => JSONWebKeySet) | URL;
+  /** For a JWKS URL: the fetch to use (e.g. one that trusts a private CA). */
+  readonly fetch?: typeof fetch;
   /** The `aud` its access tokens must carry for us (the gateway's resource). */
   readonly audience: string;
 }
@@ -48,13 +50,55 @@ export class SubjectTokenError extends Error {
 
 export interface SubjectVerifier {
   verify(kind: SubjectKind, token: string | undefined, requester: string): Promise<VerifiedSubject>;
+  /** Trusts one more issuer's access tokens (replacing a configuration for the same `iss`). */
+  addIssuer(issuer: SubjectIssuer): void;
+}
+
+/** A JWKS that changes (a rotating key ring): the key set is rebuilt only when the keys change. */
+function followingKeySet(source: () => JSONWebKeySet): JWTVerifyGetKey {
+  let seen: string | null = null;
+  let keys: JWTVerifyGetKey | null = null;
+  return (header, token) => {
+    const jwks = source();
+    const kids = jwks.keys.map((key) => key.kid ?? '').join(' ');
+    if (keys === null || kids !== seen) {
+      keys = createLocalJWKSet(jwks);
+      seen = kids;
+    }
+    return keys(header, token);
+  };
+}
+
+function keySetOf(issuer: SubjectIssuer): JWTVerifyGetKey {
+  if (issuer.jwks instanceof URL) return createRemoteJWKSet(issuer.jwks, issuer.fetch === undefined ? {} : { [customFetch]: issuer.fetch });
+  if (typeof issuer.jwks === 'function') return followingKeySet(issuer.jwks);
+  return createLocalJWKSet(issuer.jwks);
+}
+
+/**
+ * An external OpenID provider, configured by its issuer URL: reads its discovery document
+ * (`/.well-known/openid-configuration`), checks that it names the same issuer (RFC 8414 §3.3, no
+ * mix-up), and takes its `jwks_uri`. `fetch` may trust a private CA.
+ */
+export async function discoverIssuer(issuer: string, audience: string, fetchWith: typeof fetch = fetch): Promise<SubjectIssuer> {
+  const base = new URL(issuer);
+  if (base.protocol !== 'https:') throw new TypeError(`a subject-token issuer must use https; got ${issuer}`);
+  const where = new URL(`${base.href.replace(/\/$/, '')}/.well-known/openid-configuration`);
+  let document: { issuer?: unknown; jwks_uri?: unknown };
+  try {
+    const response = await fetchWith(where, { headers: { accept: 'application/json' }, redirect: 'error', signal: AbortSignal.timeout(10_000) });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    document = await response.json() as typeof document;
+  } catch (error) {
+    throw new Error(`could not read the discovery document of ${issuer} at ${where.href}: ${(error as Error).message}`);
+  }
+  if (document.issuer !== issuer) throw new Error(`the discovery document at ${where.href} names issuer ${JSON.stringify(document.issuer)}, not ${JSON.stringify(issuer)}: refusing it (mix-up protection)`);
+  if (typeof document.jwks_uri !== 'string' || !document.jwks_uri.startsWith('https://')) throw new Error(`the discovery document of ${issuer} has no https jwks_uri`);
+  return { issuer, jwks: new URL(document.jwks_uri), audience, fetch: fetchWith };
 }
 
 export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer[]; txnTokenKeys: () => JSONWebKeySet; trustDomain: string; clockToleranceSeconds?: number }): SubjectVerifier {
-  const issuers = new Map(options.issuers.map((issuer) => [issuer.issuer, {
-    ...issuer,
-    keys: issuer.jwks instanceof URL ? createRemoteJWKSet(issuer.jwks) : createLocalJWKSet(issuer.jwks),
-  }]));
+  const issuers = new Map(options.issuers.map((issuer) => [issuer.issuer, { ...issuer, keys: keySetOf(issuer) }]));
   const clockTolerance = options.clockToleranceSeconds ?? 30;
 
   async function accessToken(token: string): Promise<VerifiedSubject> {
@@ -106,6 +150,9 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
   }
 
   return {
+    addIssuer(issuer) {
+      issuers.set(issuer.issuer, { ...issuer, keys: keySetOf(issuer) });
+    },
     async verify(kind, token, requester) {
       if (kind === 'self_signed') return { kind, sub: requester, scope: [], roles: [], tenant: undefined, exp: undefined, authnMethod: 'workload' };
       if (typeof token !== 'string' || token === '' || token.length > 16_384) throw new SubjectTokenError('subject_token is missing or too long');

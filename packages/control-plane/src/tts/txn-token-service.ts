@@ -10,6 +10,7 @@
  *   subject_token_type  access_token | txn_token | self_signed   else invalid_request
  *   policy              requester may exchange this kind    else unauthorized_client
  *   subject_token       verifies (issuer, keys, typ, exp)   else invalid_grant
+ *   revocation          subject (and replaced txn) not revoked   else invalid_grant
  *   scope               ⊆ the subject token's scope         else invalid_scope
  *
  * The Txn-Token: ES256 with `kid`, `typ: txntoken+jwt`, unique `txn` (kept when a Txn-Token is
@@ -20,8 +21,9 @@ import { randomUUID } from 'node:crypto';
 import diagnostics from 'node:diagnostics_channel';
 import { SignJWT, type JSONWebKeySet } from 'jose';
 import { createPolicyEngine, sliceFor, type PolicySet } from '@lockstep/policy';
+import type { Rotation } from '../ca/key-ring.ts';
 import type { SigningKey } from '../ca/signing-key.ts';
-import { SubjectTokenError, TOKEN_TYPE, type SubjectKind, type SubjectVerifier } from './subject-tokens.ts';
+import { SubjectTokenError, TOKEN_TYPE, type SubjectIssuer, type SubjectKind, type SubjectVerifier } from './subject-tokens.ts';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const MAX_LIFETIME_SECONDS = 300;
@@ -62,8 +64,12 @@ export interface ExchangeResponse {
 }
 
 export interface TxnTokenService {
-  /** The public keys guards verify Txn-Tokens with. */
+  /** The public keys guards verify Txn-Tokens with (current, next, retained previous). */
   readonly jwks: JSONWebKeySet;
+  /** Rotates the signing keys (null when they are one fixed key). */
+  readonly rotateKeys: (() => Promise<Rotation>) | null;
+  /** Accepts access tokens of one more issuer as subject tokens (the control plane's own identity provider). */
+  trustIssuer(issuer: SubjectIssuer): void;
   /** Loads the policy set (the slice for "tts" is kept). */
   usePolicy(set: PolicySet): void;
   exchange(request: ExchangeRequest, context: ExchangeContext): Promise<ExchangeResponse>;
@@ -75,10 +81,31 @@ const KINDS: Record<string, SubjectKind> = {
   [TOKEN_TYPE.selfSigned]: 'self_signed',
 };
 
-export function createTxnTokenService(options: { trustDomain: string; signingKey: SigningKey; subjects: SubjectVerifier; now?: () => number }): TxnTokenService {
+/** Where the TTS's keys come from: a key ring (rotating) or one fixed key (`singleKey`). */
+export interface TxnTokenKeys {
+  current(): SigningKey;
+  publicJwks(): JSONWebKeySet;
+  /** Present on a key ring: the published next key signs from now on. */
+  rotate?(): Promise<Rotation>;
+}
+
+export function singleKey(key: SigningKey): TxnTokenKeys {
+  const jwks = { keys: [key.publicJwk] };
+  return { current: () => key, publicJwks: () => jwks };
+}
+
+export interface TxnTokenServiceOptions {
+  readonly trustDomain: string;
+  readonly keys: TxnTokenKeys;
+  readonly subjects: SubjectVerifier;
+  /** Revocations (the store's): a revoked `sub`, or a revoked `txn` to replace, gets no Txn-Token. */
+  readonly isRevoked?: (kind: 'sub' | 'txn', value: string) => Promise<boolean>;
+  readonly now?: () => number;
+}
+
+export function createTxnTokenService(options: TxnTokenServiceOptions): TxnTokenService {
   const engine = createPolicyEngine({ cacheSize: 10_000 });
   const now = options.now ?? Date.now;
-  const jwks: JSONWebKeySet = { keys: [options.signingKey.publicJwk] };
   const workloadPrefix = `spiffe://${options.trustDomain}/svc/`;
 
   function allowed(requester: string, kind: SubjectKind): boolean {
@@ -93,7 +120,13 @@ export function createTxnTokenService(options: { trustDomain: string; signingKey
   }
 
   return {
-    jwks,
+    get jwks() {
+      return options.keys.publicJwks();
+    },
+    rotateKeys: options.keys.rotate === undefined ? null : () => (options.keys.rotate as () => Promise<Rotation>)(),
+    trustIssuer(issuer) {
+      options.subjects.addIssuer(issuer);
+    },
     usePolicy(set) {
       engine.load(sliceFor(set, 'tts'));
     },
@@ -112,6 +145,10 @@ export function createTxnTokenService(options: { trustDomain: string; signingKey
         if (error instanceof SubjectTokenError) throw new TokenExchangeError('invalid_grant', error.message);
         throw error;
       }
+      if (options.isRevoked !== undefined) {
+        if (await options.isRevoked('sub', subject.sub)) throw new TokenExchangeError('invalid_grant', `the subject ${subject.sub} is revoked`);
+        if (subject.txn !== undefined && await options.isRevoked('txn', subject.txn)) throw new TokenExchangeError('invalid_grant', `the transaction ${subject.txn} is revoked`);
+      }
       const requested = request.scope === undefined ? null : request.scope.split(' ').filter(Boolean);
       if (requested !== null && kind !== 'self_signed') {
         const granted = new Set(subject.scope);
@@ -124,6 +161,7 @@ export function createTxnTokenService(options: { trustDomain: string; signingKey
       const exp = Math.min(iat + MAX_LIFETIME_SECONDS, subject.exp ?? Number.POSITIVE_INFINITY);
       if (exp <= iat) throw new TokenExchangeError('invalid_grant', 'the subject token expires now');
       const txn = subject.txn ?? randomUUID();
+      const key = options.keys.current();
       const token = await new SignJWT({
         txn,
         scope: scope.join(' '),
@@ -131,12 +169,12 @@ export function createTxnTokenService(options: { trustDomain: string; signingKey
         tctx: { roles: [...subject.roles], ...(subject.tenant === undefined ? {} : { tenant: subject.tenant }) },
         rctx: { ...(context.clientIp === undefined ? {} : { req_ip: context.clientIp }), ...(subject.authnMethod === undefined ? {} : { authn: subject.authnMethod }) },
       })
-        .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: options.signingKey.kid })
+        .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid })
         .setSubject(subject.sub)
         .setAudience(options.trustDomain)
         .setIssuedAt(iat)
         .setExpirationTime(exp)
-        .sign(options.signingKey.privateKey);
+        .sign(key.privateKey);
       if (issuedChannel.hasSubscribers) issuedChannel.publish({ txn, sub: subject.sub, requester: context.requester, kind, exp });
       return { access_token: token, issued_token_type: TOKEN_TYPE.txnToken, token_type: 'N_A', expires_in: exp - iat };
     },
