@@ -8,7 +8,8 @@ import type { Server as HttpsServer, ServerOptions as HttpsServerOptions } from 
 import { createServer as createHttpsServer } from 'node:https';
 import type { RequestListener } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Server as TlsServer } from 'node:tls';
+import { checkServerIdentity as checkHostName, rootCertificates, type Server as TlsServer } from 'node:tls';
+import { Agent } from 'undici';
 import { createRequire } from 'node:module';
 import { decodeJwt } from 'jose';
 import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
@@ -87,6 +88,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     ? await createStaticKeySource(options.txnTokenKeys.jwks)
     : await createRemoteKeySource({
         url: options.txnTokenKeys.url,
+        dispatcher: jwksDispatcher(trustDomain, trustBundle),
         refreshSeconds: options.txnTokenKeys.refreshSeconds ?? 300,
         cooldownSeconds: options.txnTokenKeys.cooldownSeconds ?? 10,
         onError: (error) => logger.warn('Txn-Token JWKS refresh failed; keeping the last known good keys', { error: error.message }),
@@ -260,8 +262,24 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     async close() {
       if (unattachedWarning !== null) clearTimeout(unattachedWarning);
       keys.close();
+      await keys.dispatcher?.close();
       await client.close();
       await auditSink?.close();
     },
   };
+}
+
+/**
+ * How a guard fetches a Txn-Token JWKS by URL: TLS trusting the public roots and the trust bundle;
+ * the server is either named by its host (a public JWKS endpoint) or is this trust domain's control
+ * plane, known by its SPIFFE ID (its certificate carries no host name).
+ */
+function jwksDispatcher(trustDomain: string, trustBundle: string): Agent {
+  const controlPlane = `URI:spiffe://${trustDomain}/lockstep/control-plane`;
+  return new Agent({
+    connect: {
+      ca: [...rootCertificates, trustBundle],
+      checkServerIdentity: (host, cert) => (cert.subjectaltname === controlPlane ? undefined : checkHostName(host, cert)),
+    },
+  });
 }

@@ -18,6 +18,8 @@ export interface TxnKeySource {
   /** Every key id currently trusted. */
   kids(): string[];
   close(): void;
+  /** The connection pool a remote source fetches with (closed by the guard). */
+  readonly dispatcher?: Dispatcher;
 }
 
 export interface JsonWebKeySet {
@@ -105,5 +107,6 @@ export async function createRemoteKeySource(options: RemoteKeyOptions): Promise<
     refresh,
     kids: () => [...keys.keys()],
     close: () => clearInterval(timer),
+    ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
   };
 }

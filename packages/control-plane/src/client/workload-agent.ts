@@ -5,7 +5,7 @@
  * `guard.setSvid`, follow the policy/revocation stream, and report to the registry.
  *
  *   const agent = await joinAsWorkload({ url, trustDomain, joinToken, service });
- *   const guard = await createGuard({ ...agent.guardOptions(), policy: { keys }, txnTokenKeys });
+ *   const guard = await createGuard({ ...agent.guardOptions(), policy: { keys } });
  *   agent.attach(guard);
  *
  * Fail-static: when the control plane cannot be reached the guard keeps what it has; renewal is
@@ -41,8 +41,12 @@ export interface WorkloadAgentOptions {
 export interface WorkloadAgent {
   /** The SVID in use now. */
   readonly credentials: WorkloadCredentials;
-  /** What `createGuard` needs of the identity: service, trust domain, trust bundle, SVID. */
-  guardOptions(): { service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string } };
+  /**
+   * What `createGuard` needs from the control plane: service, trust domain, trust bundle, SVID, and
+   * the Txn-Token Service's JWKS URL (fetched, refreshed, refetched on an unknown `kid`: key
+   * rotations are followed).
+   */
+  guardOptions(): { service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string }; txnTokenKeys: { url: string } };
   /** Starts renewal, the stream and the heartbeat for this guard. */
   attach(guard: AttachableGuard): void;
   /** Renews now (normally the timer does). */
@@ -107,7 +111,10 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     get credentials() {
       return credentials;
     },
-    guardOptions: () => ({ service: options.service, trustDomain: options.trustDomain, trustBundle: credentials.bundlePem, svid: { cert: credentials.chainPem, key: credentials.keyPem } }),
+    guardOptions: () => ({
+      service: options.service, trustDomain: options.trustDomain, trustBundle: credentials.bundlePem, svid: { cert: credentials.chainPem, key: credentials.keyPem },
+      txnTokenKeys: { url: new URL('/v1/txn-token/jwks.json', options.url).href },
+    }),
     attach(target) {
       if (guard !== null) throw new TypeError('this workload agent is already attached to a guard');
       guard = target;
