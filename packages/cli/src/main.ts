@@ -5,6 +5,7 @@
  *   join-token create <service> [--ttl seconds]
  *   user add <name> [--role r]... [--tenant t]
  *   keys rotate <txn-token|idp>
+ *   ca status | ca prepare | ca activate
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   policy status
@@ -28,6 +29,7 @@ const USAGE = `usage:
   lockstep join-token create <service> [--ttl <seconds>]
   lockstep user add <name> [--role <role>]... [--tenant <tenant>]
   lockstep keys rotate <txn-token|idp>
+  lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)
   lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
   lockstep services
   lockstep policy status
@@ -43,6 +45,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'join-token': return await joinToken(rest, out);
       case 'user': return await user(rest, out);
       case 'keys': return await keys(rest, out);
+      case 'ca': return await caCommand(rest, out);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
       case 'policy': return await policyStatus(rest, out);
@@ -203,6 +206,15 @@ async function keys(argv: readonly string[], out: Out): Promise<number> {
   if (argv[0] !== 'rotate' || argv.length !== 2) throw new UsageError('usage: lockstep keys rotate <txn-token|idp>');
   const rotation = await admin('POST', '/v1/admin/keys/rotate', { key: argv[1] });
   out(`${String(argv[1])} keys rotated: ${String(rotation.current)} signs now (it was published as next), ${String(rotation.retired)} stays published until its tokens expire, ${String(rotation.next)} is the new next key`);
+  return 0;
+}
+
+async function caCommand(argv: readonly string[], out: Out): Promise<number> {
+  const step = argv[0];
+  if (argv.length !== 1 || (step !== 'status' && step !== 'prepare' && step !== 'activate')) throw new UsageError('usage: lockstep ca status | prepare | activate');
+  const status = await (step === 'status' ? admin('GET', '/v1/admin/ca') : admin('POST', `/v1/admin/ca/${step}`)) as { phase: string; roots: { role: string; subject: string; notAfter: string; retiresAt?: string }[] };
+  out(`root rotation: ${status.phase === 'prepared' ? 'PREPARED (activate once every workload has the new bundle: one SVID lifetime)' : 'stable'}`);
+  for (const root of status.roots) out(`${root.role.padEnd(9)} ${root.subject}  valid until ${root.notAfter}${root.retiresAt ? `  leaves the bundle at ${root.retiresAt}` : ''}`);
   return 0;
 }
 

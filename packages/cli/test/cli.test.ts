@@ -111,6 +111,10 @@ describe('lockstep CLI', () => {
       assert.equal(rotated.code, 0, rotated.err.join('\n'));
       assert.match(rotated.out[0] ?? '', new RegExp(`^${key} keys rotated: \\S+ signs now \\(it was published as next\\)`));
     }
+    const ca = await run('ca', 'status');
+    assert.equal(ca.code, 0, ca.err.join('\n'));
+    assert.equal(ca.out[0], 'root rotation: stable');
+    assert.match(ca.out[1] ?? '', /^current {3}CN=Lockstep root \(shop\.test\)/);
     const unknown = await run('keys', 'rotate', 'root');
     assert.equal(unknown.code, 2);
     assert.match(unknown.err.join('\n'), /rotates: txn-token, idp/);

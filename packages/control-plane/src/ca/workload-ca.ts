@@ -3,10 +3,25 @@
  * private key directory; on first start with an empty directory it creates them and says so (dev
  * material, loudly). The trust bundle holds the roots only; leaves are issued by the intermediate and
  * carry it in their chain.
+ *
+ * Root rotation, in two steps an administrator triggers (admin API / `lockstep ca rotate`):
+ *
+ *   prepare   a new root + intermediate are created in <keyDir>/next/; the bundle carries both
+ *             roots and is pushed to every guard (stream) and handed out at every join and renewal.
+ *             Nothing is signed by the new CA yet.
+ *   activate  once every workload has the two-root bundle (one SVID lifetime after prepare at the
+ *             latest), the new CA signs from now on. The old root stays in the bundle for
+ *             `retireAfterMs` (default 25 h: longer than any SVID it issued lives), then drops out.
+ *             The old private keys are overwritten; only its certificate is kept.
+ *
+ * A join token pins the bundle of its day: tokens created before a bundle change are refused and
+ * must be created again.
  */
 import { createHash, type webcrypto } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { x509 } from '../lib/x509.ts';
-import { ensurePrivateDirectory, readPrivateFile, writePrivateFile } from './key-files.ts';
+import { ensurePrivateDirectory, readPrivateFile, replacePrivateFile, writePrivateFile } from './key-files.ts';
 
 export interface WorkloadCaOptions {
   /** e.g. "shop.test". */
@@ -15,12 +30,29 @@ export interface WorkloadCaOptions {
   readonly keyDir: string;
   /** Called once when the CA created new keys instead of loading them. */
   readonly onCreated?: (message: string) => void;
+  /** How long a rotated-out root stays in the bundle (default 25 h, more than the longest SVID lifetime). */
+  readonly retireAfterMs?: number;
   readonly now?: () => number;
+}
+
+export interface RootStatus {
+  readonly role: 'current' | 'next' | 'retiring';
+  readonly subject: string;
+  readonly serial: string;
+  readonly notAfter: string;
+  /** For a retiring root: when it leaves the bundle. */
+  readonly retiresAt?: string;
+}
+
+export interface RootRotation {
+  /** `prepared`: a next root is in the bundle, waiting for `activateNextRoot`. */
+  readonly phase: 'stable' | 'prepared';
+  readonly roots: readonly RootStatus[];
 }
 
 export interface WorkloadCa {
   readonly trustDomain: string;
-  /** The trust bundle: the root certificates, PEM. */
+  /** The trust bundle: the root certificates, PEM (current, next, retiring). */
   readonly bundlePem: string;
   /** SHA-256 of the bundle's DER certificates in order, base64url: what a join token pins. */
   readonly bundleHash: string;
@@ -29,48 +61,153 @@ export interface WorkloadCa {
   /** @internal the signer, for issueSvidFromCsr. */
   readonly signer: { readonly cert: x509.X509Certificate; readonly privateKey: webcrypto.CryptoKey };
   readonly now: () => number;
+  rootRotation(): RootRotation;
+  /** Creates the next root and adds it to the bundle. Refused when one is prepared already. */
+  prepareRootRotation(): Promise<RootRotation>;
+  /** The prepared root signs from now on; the old one retires. Refused when none is prepared. */
+  activateNextRoot(): Promise<RootRotation>;
+  /** Called after the bundle or the signer changed. Returns an unsubscribe. */
+  onBundleChange(listener: () => void): () => void;
 }
 
 const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const ECDSA_SHA256 = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const YEAR_MS = 365 * 86_400_000;
 const FILES = { rootCert: 'root.pem', rootKey: 'root.key.pem', intermediateCert: 'intermediate.pem', intermediateKey: 'intermediate.key.pem' } as const;
+const NEXT_DIR = 'next';
+const RETIRING_FILE = 'retiring-roots.json';
+
+interface LoadedCa {
+  readonly root: x509.X509Certificate;
+  readonly intermediatePem: string;
+  /** One object per CA: issue-svid caches per signer. */
+  readonly signer: { readonly cert: x509.X509Certificate; readonly privateKey: webcrypto.CryptoKey };
+}
+
+export class RootRotationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RootRotationError';
+  }
+}
 
 export async function openWorkloadCa(options: WorkloadCaOptions): Promise<WorkloadCa> {
   const now = options.now ?? Date.now;
-  ensurePrivateDirectory(options.keyDir);
-  const read = () => ({
-    rootPem: readPrivateFile(options.keyDir, FILES.rootCert),
-    intermediatePem: readPrivateFile(options.keyDir, FILES.intermediateCert),
-    intermediateKeyPem: readPrivateFile(options.keyDir, FILES.intermediateKey),
-  });
-  let files = read();
-  const present = Object.values(files).filter((value) => value !== null).length;
-  if (present === 0) {
-    await createCaFiles(options.trustDomain, options.keyDir, now());
-    options.onCreated?.(`created a NEW workload CA for ${options.trustDomain} in ${options.keyDir} (development material: for production, provision the CA keys yourself and keep the root key offline)`);
-    files = read();
+  const retireAfterMs = options.retireAfterMs ?? 25 * 3_600_000;
+  const { keyDir, trustDomain } = options;
+  ensurePrivateDirectory(keyDir);
+  if (![FILES.rootCert, FILES.intermediateCert, FILES.intermediateKey].some((file) => existsSync(join(keyDir, file)))) {
+    await createCaFiles(trustDomain, keyDir, now());
+    options.onCreated?.(`created a NEW workload CA for ${trustDomain} in ${keyDir} (development material: for production, provision the CA keys yourself and keep the root key offline)`);
   }
-  const { rootPem, intermediatePem, intermediateKeyPem } = files;
-  if (rootPem === null || intermediatePem === null || intermediateKeyPem === null) {
-    throw new TypeError(`the CA key directory ${options.keyDir} is incomplete: it needs ${FILES.rootCert}, ${FILES.intermediateCert} and ${FILES.intermediateKey}. Restore the missing files, or move the directory away to create a new CA (every workload must then re-join).`);
+  const nextDir = join(keyDir, NEXT_DIR);
+  let current = await loadCa(keyDir, now());
+  let next = existsSync(nextDir) ? await loadCa(nextDir, now()) : null;
+  let retiring = readRetiring(keyDir);
+  const listeners = new Set<() => void>();
+  let memo: { bundlePem: string; bundleHash: string; until: number } | null = null;
+
+  function bundle(): { bundlePem: string; bundleHash: string } {
+    const at = now();
+    if (memo !== null && at < memo.until) return memo;
+    const live = retiring.filter((entry) => entry.retiresAt > at);
+    const roots = [current.root, ...(next === null ? [] : [next.root]), ...live.map((entry) => new x509.X509Certificate(entry.pem))];
+    memo = {
+      bundlePem: roots.map((root) => `${root.toString('pem')}\n`).join(''),
+      bundleHash: hashBundle(roots),
+      until: Math.min(Number.POSITIVE_INFINITY, ...live.map((entry) => entry.retiresAt)),
+    };
+    return memo;
   }
 
+  function changed(): void {
+    memo = null;
+    for (const listener of listeners) listener();
+  }
+
+  function status(): RootRotation {
+    const describe = (root: x509.X509Certificate, role: RootStatus['role'], retiresAt?: number): RootStatus => ({
+      role, subject: root.subject, serial: root.serialNumber, notAfter: root.notAfter.toISOString(),
+      ...(retiresAt === undefined ? {} : { retiresAt: new Date(retiresAt).toISOString() }),
+    });
+    const at = now();
+    return {
+      phase: next === null ? 'stable' : 'prepared',
+      roots: [
+        describe(current.root, 'current'),
+        ...(next === null ? [] : [describe(next.root, 'next')]),
+        ...retiring.filter((entry) => entry.retiresAt > at).map((entry) => describe(new x509.X509Certificate(entry.pem), 'retiring', entry.retiresAt)),
+      ],
+    };
+  }
+
+  return Object.freeze({
+    trustDomain,
+    get bundlePem() {
+      return bundle().bundlePem;
+    },
+    get bundleHash() {
+      return bundle().bundleHash;
+    },
+    get intermediatePem() {
+      return current.intermediatePem;
+    },
+    get signer() {
+      return current.signer;
+    },
+    now,
+    rootRotation: status,
+    async prepareRootRotation() {
+      if (next !== null) throw new RootRotationError(`a root rotation is prepared already (${nextDir}); activate it, once every workload has the new bundle`);
+      mkdirSync(nextDir, { mode: 0o700 });
+      await createCaFiles(trustDomain, nextDir, now());
+      next = await loadCa(nextDir, now());
+      changed();
+      return status();
+    },
+    async activateNextRoot() {
+      if (next === null) throw new RootRotationError('no root rotation is prepared; prepare one first, and activate it once every workload has the new bundle');
+      const at = now();
+      retiring = [...retiring.filter((entry) => entry.retiresAt > at), { pem: `${current.root.toString('pem')}\n`, retiresAt: at + retireAfterMs }];
+      replacePrivateFile(keyDir, RETIRING_FILE, `${JSON.stringify({ version: 1, roots: retiring }, null, 2)}\n`);
+      // Keys first, the root certificate last: a crash in between leaves a directory that the
+      // consistency check on open reports (the intermediate no longer matches the root).
+      for (const file of [FILES.intermediateKey, FILES.intermediateCert, FILES.rootKey, FILES.rootCert]) renameSync(join(nextDir, file), join(keyDir, file));
+      rmdirSync(nextDir);
+      current = next;
+      next = null;
+      changed();
+      return status();
+    },
+    onBundleChange(listener: () => void) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  });
+}
+
+async function loadCa(dir: string, now: number): Promise<LoadedCa> {
+  const rootPem = readPrivateFile(dir, FILES.rootCert);
+  const intermediatePem = readPrivateFile(dir, FILES.intermediateCert);
+  const intermediateKeyPem = readPrivateFile(dir, FILES.intermediateKey);
+  if (rootPem === null || intermediatePem === null || intermediateKeyPem === null) {
+    throw new TypeError(`the CA key directory ${dir} is incomplete: it needs ${FILES.rootCert}, ${FILES.intermediateCert} and ${FILES.intermediateKey}. Restore the missing files, or move the directory away to create a new CA (every workload must then re-join).`);
+  }
   const root = new x509.X509Certificate(rootPem);
   const intermediate = new x509.X509Certificate(intermediatePem);
-  if (!(await intermediate.verify({ publicKey: root.publicKey, date: new Date(now()) }))) {
-    throw new TypeError(`${FILES.intermediateCert} in ${options.keyDir} is not signed by ${FILES.rootCert}, or is outside its validity`);
+  if (!(await intermediate.verify({ publicKey: root.publicKey, date: new Date(now) }))) {
+    throw new TypeError(`${FILES.intermediateCert} in ${dir} is not signed by ${FILES.rootCert}, or is outside its validity. If a root rotation was interrupted, finish moving the files of ${join(dir, NEXT_DIR)} into ${dir}, or restore the directory from a backup.`);
   }
   const privateKey = await crypto.subtle.importKey('pkcs8', pemBody(intermediateKeyPem), ECDSA_P256, false, ['sign']);
-  const bundlePem = root.toString('pem') + '\n';
-  return Object.freeze({
-    trustDomain: options.trustDomain,
-    bundlePem,
-    bundleHash: hashBundle([root]),
-    intermediatePem: intermediate.toString('pem') + '\n',
-    signer: Object.freeze({ cert: intermediate, privateKey }),
-    now,
-  });
+  return { root, intermediatePem: `${intermediate.toString('pem')}\n`, signer: Object.freeze({ cert: intermediate, privateKey }) };
+}
+
+function readRetiring(keyDir: string): { pem: string; retiresAt: number }[] {
+  const text = readPrivateFile(keyDir, RETIRING_FILE);
+  if (text === null) return [];
+  const parsed = JSON.parse(text) as { version?: number; roots?: { pem: string; retiresAt: number }[] };
+  if (parsed.version !== 1 || !Array.isArray(parsed.roots)) throw new TypeError(`${join(keyDir, RETIRING_FILE)} is not a Lockstep retiring-roots file (version 1)`);
+  return parsed.roots;
 }
 
 /** SHA-256 over the DER of every certificate of a bundle, in order; base64url. */

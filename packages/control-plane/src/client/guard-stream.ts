@@ -1,7 +1,8 @@
 /**
  * Keeps a guard in step with the control plane: subscribes to `/v1/stream` over mTLS with the
  * workload's SVID, hands every policy bundle to `guard.setPolicyBundle` (which verifies its signature
- * and never goes back to an older one) and every revocation to `guard.revoke`. Reconnects on its own
+ * and never goes back to an older one), every revocation to `guard.revoke` and a changed trust
+ * bundle (root rotation) to `guard.setTrustBundle`. Reconnects on its own
  * and resumes from the last revocation it saw. Fail-static: while the control plane is away the
  * guard keeps enforcing what it has.
  */
@@ -9,10 +10,11 @@ import { EventSource } from 'undici';
 import { controlPlaneAgent } from './control-plane-agent.ts';
 import type { RevocationKind } from '../store/store.ts';
 
-/** What the stream drives: a Lockstep guard, or anything with the same two methods. */
+/** What the stream drives: a Lockstep guard, or anything with the same three methods. */
 export interface StreamTarget {
   setPolicyBundle(jws: string): Promise<unknown>;
   revoke(revocation: { kind: RevocationKind; value: string }): void;
+  setTrustBundle(pem: string): void;
 }
 
 export type StreamEvent =
@@ -20,6 +22,8 @@ export type StreamEvent =
   | { readonly kind: 'disconnected' }
   | { readonly kind: 'policy'; readonly version: string }
   | { readonly kind: 'policy-refused'; readonly reason: string }
+  /** The trust bundle changed (a root rotation step); the guard has it already. */
+  | { readonly kind: 'trust-bundle'; readonly bundle: string }
   | { readonly kind: 'revocation'; readonly seq: number; readonly revocation: { kind: RevocationKind; value: string } };
 
 export interface GuardStreamOptions {
@@ -54,6 +58,14 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
       await options.target.setPolicyBundle(bundle);
       notify({ kind: 'policy', version });
     })().catch((error: unknown) => notify({ kind: 'policy-refused', reason: `${version}: ${(error as Error).message}` }));
+  });
+  let bundle = options.tls.ca;
+  source.addEventListener('trust-bundle', (message) => {
+    const pem = (JSON.parse(String((message as MessageEvent).data)) as { bundle?: unknown }).bundle;
+    if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE-----') || pem === bundle) return;
+    bundle = pem;
+    options.target.setTrustBundle(pem);
+    notify({ kind: 'trust-bundle', bundle: pem });
   });
   source.addEventListener('revocation', (message) => {
     const entry = JSON.parse(String((message as MessageEvent).data)) as { seq: number; kind: RevocationKind; value: string };

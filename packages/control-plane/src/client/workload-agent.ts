@@ -72,6 +72,8 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     stream = connectGuardStream({
       url: options.url, trustDomain: options.trustDomain, tls: tls(), target: guard,
       onEvent: (event) => {
+        // A new trust bundle (root rotation) is used for the next connections to the control plane too.
+        if (event.kind === 'trust-bundle') credentials = { ...credentials, bundlePem: event.bundle };
         notify(event);
         // The registry learns a new policy version at once, so that drift shows without waiting a heartbeat.
         if (event.kind === 'policy') void heartbeat?.beat().catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message }));
@@ -93,6 +95,7 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
 
   async function renew(): Promise<void> {
     if (timer !== null) clearTimeout(timer);
+    const bundleBefore = credentials.bundlePem;
     try {
       credentials = await renewWithControlPlane({ url: options.url, trustDomain: options.trustDomain, current: { chainPem: credentials.chainPem, keyPem: credentials.keyPem }, bundlePem: credentials.bundlePem });
     } catch (error) {
@@ -102,6 +105,7 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
       throw error;
     }
     guard?.setSvid({ cert: credentials.chainPem, key: credentials.keyPem });
+    if (guard !== null && credentials.bundlePem !== bundleBefore) guard.setTrustBundle(credentials.bundlePem);
     notify({ kind: 'renewed', expiresAt: credentials.expiresAt });
     follow();
     schedule();

@@ -8,11 +8,14 @@
  *   GET  /v1/admin/policy        the version in force, the latest refused change, drift per guard
  *   POST /v1/admin/users         { username, roles?, tenant?, password? } → the user (+ the password when generated)
  *   POST /v1/admin/keys/rotate   { key: "txn-token" | "idp" } → { retired, current, next, dropped }
+ *   GET  /v1/admin/ca            the roots in the bundle and the rotation phase
+ *   POST /v1/admin/ca/prepare    a new root joins the bundle (pushed to every guard)
+ *   POST /v1/admin/ca/activate   the new root signs; the old one retires
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { recordAdminAction } from '../admin/admin-audit.ts';
 import { createJoinToken } from '../ca/join-tokens.ts';
-import type { WorkloadCa } from '../ca/workload-ca.ts';
+import { RootRotationError, type WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
@@ -31,6 +34,9 @@ const ACTIONS: Record<string, string> = {
   'GET /v1/admin/policy': 'admin:policy.status',
   'POST /v1/admin/users': 'admin:user.create',
   'POST /v1/admin/keys/rotate': 'admin:key.rotate',
+  'GET /v1/admin/ca': 'admin:ca.status',
+  'POST /v1/admin/ca/prepare': 'admin:root.prepare',
+  'POST /v1/admin/ca/activate': 'admin:root.activate',
 };
 
 /** Rotations the admin API can trigger, by key name; filled as the components start. */
@@ -115,6 +121,18 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
       if (rotate === undefined) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `no rotating key named ${JSON.stringify(request.body.key)}; this control plane rotates: ${[...rotators.keys()].join(', ') || 'none'}`);
       return rotate();
     });
+
+    admin.get('/v1/admin/ca', async () => ca.rootRotation());
+    const rootStep = (step: () => Promise<unknown>) => async () => {
+      try {
+        return await step();
+      } catch (error) {
+        if (error instanceof RootRotationError) throw new ControlPlaneError('LOCKSTEP_CP_ROTATION_STATE', error.message);
+        throw error;
+      }
+    };
+    admin.post('/v1/admin/ca/prepare', rootStep(() => ca.prepareRootRotation()));
+    admin.post('/v1/admin/ca/activate', rootStep(() => ca.activateNextRoot()));
 
     admin.get<{ Querystring: { since?: string } }>('/v1/admin/revocations', {
       // Query values are strings, and the server does not coerce types: a plain decimal is checked here.

@@ -16,6 +16,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
 import { bootstrapWorkload, renewWorkload } from '../ca/enrol.ts';
 import { signLeaf, type IssuedSvid } from '../ca/issue-svid.ts';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
@@ -77,7 +78,7 @@ export function controlPlaneSpiffeId(trustDomain: string): string {
 export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {
   const { ca, store } = options;
   const spiffeId = controlPlaneSpiffeId(ca.trustDomain);
-  const server = await serverCredentials(ca, spiffeId);
+  let server = await serverCredentials(ca, spiffeId);
   const app = Fastify({
     logger: false,
     bodyLimit: 64 * 1024,
@@ -115,6 +116,19 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     app.all(`${IDP_PATH}/*`, { onRequest: handOver }, async (_request, reply) => reply.code(503).send({ error: 'LOCKSTEP_CP_STARTING' }));
   }
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
+  // A root rotation changes the bundle (new connections are verified against it) and, on activation,
+  // the signer (the server's own certificate is re-issued by the new CA).
+  let signer = ca.signer;
+  let tlsUpdate = Promise.resolve();
+  const stopBundle = ca.onBundleChange(() => {
+    tlsUpdate = tlsUpdate.then(async () => {
+      if (ca.signer !== signer) {
+        signer = ca.signer;
+        server = await serverCredentials(ca, spiffeId);
+      }
+      (app.server as unknown as TlsServer).setSecureContext({ cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, minVersion: 'TLSv1.3' });
+    }).catch((error: Error) => onInternalError(error));
+  });
   const { address, port } = app.server.address() as AddressInfo;
   const url = `https://${address.includes(':') ? `[${address}]` : address}:${port}`;
   if (options.idp !== undefined) {
@@ -131,6 +145,8 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     revoke: (entry) => feed.revoke({ ...entry, at: Date.now() }),
     // Open streams are long-lived: end them, or close() would wait for every guard to hang up.
     close: async () => {
+      stopBundle();
+      await tlsUpdate;
       idp?.close();
       stopPolicy();
       stopPolicyAudit();

@@ -1,6 +1,7 @@
 /**
  * `GET /v1/stream` — server-sent events to one guard, over mTLS with its workload SVID:
  *
+ *   event: trust-bundle data: { bundle }             the trust bundle (PEM roots), now and after every root-rotation step
  *   event: policy       data: { version, bundle }    its service's signed slice (and the slice's version), now and on every change
  *   id: <seq>  event: revocation  data: the feed entry   every revocation after Last-Event-ID / ?since
  *   : ping                                           every 15 s, so that a dead connection is noticed
@@ -53,14 +54,18 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
       write(`event: policy\ndata: ${JSON.stringify(slice)}\n\n`);
     };
 
+    const sendTrustBundle = () => write(`event: trust-bundle\ndata: ${JSON.stringify({ bundle: ca.bundlePem })}\n\n`);
+    const stopBundle = ca.onBundleChange(sendTrustBundle);
     const stopRevocations = feed.onRevocation(sendRevocation);
     const stopPolicy = policy?.onChange((change) => { if (change.kind === 'applied') void sendPolicy(); }) ?? (() => {});
     const heartbeat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS);
     res.on('close', () => {
+      stopBundle();
       stopRevocations();
       stopPolicy();
       clearInterval(heartbeat);
     });
+    sendTrustBundle();
     await sendPolicy();
     await catchUp();
   });
