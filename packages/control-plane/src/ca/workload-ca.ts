@@ -17,7 +17,7 @@
  * A join token pins the bundle of its day: tokens created before a bundle change are refused and
  * must be created again.
  */
-import { createHash, type webcrypto } from 'node:crypto';
+import { createHash, createPrivateKey, type KeyObject, type webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { x509 } from '../lib/x509.ts';
@@ -58,8 +58,8 @@ export interface WorkloadCa {
   readonly bundleHash: string;
   /** The intermediate certificate, PEM: appended to every leaf. */
   readonly intermediatePem: string;
-  /** @internal the signer, for issueSvidFromCsr. */
-  readonly signer: { readonly cert: x509.X509Certificate; readonly privateKey: webcrypto.CryptoKey };
+  /** @internal the signer, for issueSvidFromCsr (the key as WebCrypto and as node:crypto KeyObject). */
+  readonly signer: CaSigner;
   readonly now: () => number;
   rootRotation(): RootRotation;
   /** Creates the next root and adds it to the bundle. Refused when one is prepared already. */
@@ -68,6 +68,12 @@ export interface WorkloadCa {
   activateNextRoot(): Promise<RootRotation>;
   /** Called after the bundle or the signer changed. Returns an unsubscribe. */
   onBundleChange(listener: () => void): () => void;
+}
+
+export interface CaSigner {
+  readonly cert: x509.X509Certificate;
+  readonly privateKey: webcrypto.CryptoKey;
+  readonly keyObject: KeyObject;
 }
 
 const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
@@ -81,7 +87,7 @@ interface LoadedCa {
   readonly root: x509.X509Certificate;
   readonly intermediatePem: string;
   /** One object per CA: issue-svid caches per signer. */
-  readonly signer: { readonly cert: x509.X509Certificate; readonly privateKey: webcrypto.CryptoKey };
+  readonly signer: CaSigner;
 }
 
 export class RootRotationError extends Error {
@@ -199,7 +205,7 @@ async function loadCa(dir: string, now: number): Promise<LoadedCa> {
     throw new TypeError(`${FILES.intermediateCert} in ${dir} is not signed by ${FILES.rootCert}, or is outside its validity. If a root rotation was interrupted, finish moving the files of ${join(dir, NEXT_DIR)} into ${dir}, or restore the directory from a backup.`);
   }
   const privateKey = await crypto.subtle.importKey('pkcs8', pemBody(intermediateKeyPem), ECDSA_P256, false, ['sign']);
-  return { root, intermediatePem: `${intermediate.toString('pem')}\n`, signer: Object.freeze({ cert: intermediate, privateKey }) };
+  return { root, intermediatePem: `${intermediate.toString('pem')}\n`, signer: Object.freeze({ cert: intermediate, privateKey, keyObject: createPrivateKey(intermediateKeyPem) }) };
 }
 
 function readRetiring(keyDir: string): { pem: string; retiresAt: number }[] {
