@@ -1,6 +1,7 @@
 /**
  * End to end over real TLS, nothing stubbed: the control plane starts → a Fastify service bootstraps
- * with a join token (its guard follows the stream and fetches the Txn-Token JWKS by URL) → a user
+ * with a join token (its guard gets everything from the agent, follows the stream and fetches the
+ * Txn-Token JWKS by URL) → a user
  * signs in through authorization code + PKCE (a scripted browser follows the redirects and posts the
  * login form) → the gateway redeems the code with its SVID (tls_client_auth), exchanges the access
  * token for a Txn-Token and calls the service over mTLS → the service accepts. Then a policy change
@@ -73,7 +74,8 @@ permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", actio
   // The orders service: one join token, then the agent keeps its guard in step.
   const { token } = await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' });
   agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: token, service: 'orders' });
-  guard = await createGuard({ ...agent.guardOptions(), policy: { keys: { keys: [policyKey.publicJwk] } }, logger: quiet });
+  // Everything the guard needs comes from the agent: identity, trust bundle, Txn-Token JWKS URL, policy keys.
+  guard = await createGuard({ ...agent.guardOptions(), logger: quiet });
   agent.attach(guard);
   orders = Fastify({ https: guard.tlsOptions() });
   await orders.register(lockstep, { guard });

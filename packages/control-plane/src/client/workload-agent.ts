@@ -5,13 +5,16 @@
  * `guard.setSvid`, follow the policy/revocation stream, and report to the registry.
  *
  *   const agent = await joinAsWorkload({ url, trustDomain, joinToken, service });
- *   const guard = await createGuard({ ...agent.guardOptions(), policy: { keys } });
+ *   const guard = await createGuard(agent.guardOptions());
  *   agent.attach(guard);
  *
  * Fail-static: when the control plane cannot be reached the guard keeps what it has; renewal is
  * retried every `retryMs` until the SVID expires, and `onEvent` reports every failure.
  */
 import type { GuardStatus } from '@lockstep/guard';
+import type { JWK } from 'jose';
+import { request } from 'undici';
+import { controlPlaneAgent } from './control-plane-agent.ts';
 import { joinControlPlane, renewWithControlPlane, type WorkloadCredentials } from './enrol-client.ts';
 import { connectGuardStream, type GuardStream, type StreamEvent, type StreamTarget } from './guard-stream.ts';
 import { startRegistryHeartbeat, type Heartbeat } from './registry-heartbeat.ts';
@@ -46,7 +49,7 @@ export interface WorkloadAgent {
    * the Txn-Token Service's JWKS URL (fetched, refreshed, refetched on an unknown `kid`: key
    * rotations are followed).
    */
-  guardOptions(): { service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string }; txnTokenKeys: { url: string } };
+  guardOptions(): { service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string }; txnTokenKeys: { url: string }; policy: { keys: { keys: JWK[] } } };
   /** Starts renewal, the stream and the heartbeat for this guard. */
   attach(guard: AttachableGuard): void;
   /** Renews now (normally the timer does). */
@@ -56,6 +59,7 @@ export interface WorkloadAgent {
 
 export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<WorkloadAgent> {
   let credentials = await joinControlPlane({ url: options.url, trustDomain: options.trustDomain, joinToken: options.joinToken, service: options.service });
+  const policyKeys = await fetchPolicyKeys(options.url, options.trustDomain, credentials.bundlePem);
   const notify = options.onEvent ?? (() => {});
   let guard: AttachableGuard | null = null;
   let stream: GuardStream | null = null;
@@ -118,6 +122,7 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     guardOptions: () => ({
       service: options.service, trustDomain: options.trustDomain, trustBundle: credentials.bundlePem, svid: { cert: credentials.chainPem, key: credentials.keyPem },
       txnTokenKeys: { url: new URL('/v1/txn-token/jwks.json', options.url).href },
+      policy: { keys: { keys: [...policyKeys] } },
     }),
     attach(target) {
       if (guard !== null) throw new TypeError('this workload agent is already attached to a guard');
@@ -132,4 +137,21 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
       await Promise.all([stream?.close(), heartbeat?.stop()]);
     },
   };
+}
+
+/** The policy-bundle signing keys, over TLS verified against the pinned bundle; none when the control plane serves no policy. */
+async function fetchPolicyKeys(url: string, trustDomain: string, bundlePem: string): Promise<JWK[]> {
+  const agent = controlPlaneAgent(trustDomain, { ca: bundlePem });
+  try {
+    const response = await request(new URL('/v1/policy/jwks.json', url), { dispatcher: agent, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    if (response.statusCode === 404) {
+      await response.body.dump();
+      return [];
+    }
+    const body = await response.body.json() as { keys?: unknown };
+    if (response.statusCode !== 200 || !Array.isArray(body.keys)) throw new Error(`GET /v1/policy/jwks.json answered ${response.statusCode}`);
+    return body.keys as JWK[];
+  } finally {
+    await agent.close();
+  }
 }

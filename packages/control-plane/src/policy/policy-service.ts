@@ -6,6 +6,7 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { loadPolicyDir, signBundle, sliceFor, type PolicySet } from '@lockstep/policy';
+import type { JWK } from 'jose';
 import type { SigningKey } from '../ca/signing-key.ts';
 
 export type PolicyChange =
@@ -29,6 +30,8 @@ export interface PolicyService {
    * (what that service's guard reports); null before any valid set.
    */
   bundleFor(service: string): Promise<SignedSlice | null>;
+  /** The public key(s) guards verify bundles with (`policy.keys` of createGuard); served at /v1/policy/jwks.json. */
+  readonly publicJwks: { readonly keys: readonly JWK[] };
   /** Loads the directory now (the watcher calls this on every change). */
   reload(): Promise<PolicyChange>;
   onChange(listener: (change: PolicyChange) => void): () => void;
@@ -85,7 +88,9 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
     });
   }
 
+  const publicJwks = Object.freeze({ keys: Object.freeze([options.signingKey.publicJwk]) });
   return {
+    publicJwks,
     get version() {
       return current?.version ?? null;
     },

@@ -5,6 +5,7 @@
  * endpoint refuses with a coded 401 instead of a TLS alert.
  *
  *   GET  /v1/bundle   the trust bundle (roots, PEM); a joining workload checks it against its token
+ *   GET  /v1/policy/jwks.json   the policy-bundle signing keys (public)
  *   POST /v1/join     { joinToken, service, csr } → { svid, bundle, spiffeId, expiresAt }
  *   POST /v1/renew    mTLS with the current SVID; { csr } → the same
  *   GET  /v1/stream   mTLS with a workload SVID: policy bundles and revocations as server-sent events
@@ -173,6 +174,8 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
   registerRegistryRoutes(app, ca, store);
 
   app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));
+  // The keys guards verify policy bundles with; workloads fetch them over TLS pinned to the bundle.
+  if (policy !== null) app.get('/v1/policy/jwks.json', async () => policy.publicJwks);
 
   app.post<{ Body: { joinToken: string; service: string; csr: string } }>('/v1/join', {
     schema: {
