@@ -28,7 +28,7 @@ const TD = 'shop.test';
 const IDP = 'https://idp.shop.test';
 const AUDIENCE = 'https://gateway.shop.test';
 const TOKENS = Number(process.env.BENCH_CP_TOKENS ?? 3_000);
-const SVIDS = Number(process.env.BENCH_CP_SVIDS ?? 600);
+const SVIDS = Number(process.env.BENCH_CP_SVIDS ?? 2_000);
 const progress = (message: string) => console.error(`[bench:control-plane] ${message}`);
 
 async function timed(count: number, run: (index: number) => Promise<unknown> | unknown): Promise<number> {
