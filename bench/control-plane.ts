@@ -130,7 +130,7 @@ async function main(): Promise<void> {
       const markdown = [
         '## Control plane: issuance on one core',
         '',
-        `Written by \`npm run bench:control-plane\` (bench/control-plane.ts). Node ${process.version}, ${os.cpus()[0]?.model ?? 'unknown CPU'}; ${new Date().toISOString()}. In-process rows run on one core: ${TOKENS.toLocaleString('en-US')} Txn-Token exchanges of distinct user access tokens, ${SVIDS} SVIDs. For the HTTPS rows the load generator is a separate process (bench/lib/http-load.ts) on the other core; the control plane is one single-threaded process, and its CPU time per request (process.cpuUsage) gives the rate one core sustains. Anchors: Keycloak ≈ 120 client-credential grants/s per vCPU; SPIRE signs up to 500 SVIDs/s per client by default.`,
+        `Written by \`npm run bench:control-plane\` (bench/control-plane.ts). Node ${process.version}, ${os.cpus()[0]?.model ?? 'unknown CPU'}; ${new Date().toISOString()}. In-process rows run on one core: ${TOKENS.toLocaleString('en-US')} Txn-Token exchanges of distinct user access tokens, ${SVIDS.toLocaleString('en-US')} SVIDs. For the HTTPS rows the load generator is a separate process (bench/lib/http-load.ts) on the other core; the control plane is one single-threaded process, and its CPU time per request (process.cpuUsage) gives the rate one core sustains. Anchors: Keycloak ≈ 120 client-credential grants/s per vCPU; SPIRE signs up to 500 SVIDs/s per client by default.`,
         '',
         '| Operation | per second | vs baseline (same run) |',
         '| --- | ---: | --- |',

@@ -19,8 +19,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import {
-  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials, openKeyRing, openPostgresStore, openSigningKey, openSqliteStore,
-  openWorkloadCa, startControlPlane, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService,
+  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openKeyRing, openPostgresStore, openSigningKey,
+  openSqliteStore, openWorkloadCa, startControlPlane, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
 } from '@lockstep/control-plane';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
@@ -93,8 +93,9 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain });
   const tts = createTxnTokenService({ trustDomain, keys: txnKeys, subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
   const idp = await identityProvider(state, trustDomain, values['idp-config'], loud, out);
+  for (const external of idp.externalIssuers) trustExternalIssuer(subjects, external, out, loud);
 
-  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp, host: values.host, port });
+  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port });
   const admin = await issueAdminCredentials(ca, 'admin');
   mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
   writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
@@ -103,7 +104,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   writeRuntime(state, { url: server.url, trustDomain, pid: process.pid });
   out(`lockstep control plane for ${trustDomain} listening on ${server.url} (store: ${store.kind})`);
   out(`trust bundle: ${join(state.home, 'bundle.pem')}; local administrator: ${admin.spiffeId} (until ${admin.expiresAt.toISOString()})`);
-  out(`identity provider: ${server.idp?.issuer ?? 'off'} (${idp.clients.length} client${idp.clients.length === 1 ? '' : 's'})`);
+  out(`identity provider: ${server.idp?.issuer ?? 'off'} (${idp.options.clients.length} client${idp.options.clients.length === 1 ? '' : 's'})`);
 
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -118,6 +119,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
 }
 
 type IdpOptions = NonNullable<ControlPlaneServerOptions['idp']>;
+interface ExternalIssuer { readonly issuer: string; readonly audience: string }
 
 /**
  * The identity provider's settings: keys (rotating ring, 0600), a cookie secret (0600), and the
@@ -128,7 +130,7 @@ type IdpOptions = NonNullable<ControlPlaneServerOptions['idp']>;
  *                   "tls_client_auth_san_uri": "spiffe://shop.example/svc/gateway",
  *                   "redirect_uris": ["https://shop.example/callback"] }] }
  */
-async function identityProvider(state: LocalState, trustDomain: string, configFile: string | undefined, loud: Out, out: Out): Promise<IdpOptions> {
+async function identityProvider(state: LocalState, trustDomain: string, configFile: string | undefined, loud: Out, out: Out): Promise<{ options: IdpOptions; externalIssuers: ExternalIssuer[] }> {
   const keys = await openKeyRing(state.keyDir, 'idp', { retainMs: 24 * 3_600_000, onCreated: loud });
   const secretFile = join(state.keyDir, 'idp-cookie.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('base64url'), { mode: 0o600, flag: 'wx' });
@@ -138,16 +140,38 @@ async function identityProvider(state: LocalState, trustDomain: string, configFi
   if (!existsSync(file)) {
     if (configFile !== undefined) throw new UsageError(`--idp-config ${configFile} does not exist`);
     out(`identity provider: no clients registered (write them to ${file}, or pass --idp-config)`);
-    return { keys, cookieKeys, clients: [], resource: { indicator: `https://${trustDomain}/api`, scopes: [] } };
+    return { options: { keys, cookieKeys, clients: [], resource: { indicator: `https://${trustDomain}/api`, scopes: [] } }, externalIssuers: [] };
   }
-  let config: { resource?: IdpOptions['resource']; clients?: IdpOptions['clients'] };
+  let config: { resource?: IdpOptions['resource']; clients?: IdpOptions['clients']; externalIssuers?: ExternalIssuer[] };
   try {
     config = JSON.parse(readFileSync(file, 'utf8')) as typeof config;
   } catch (error) {
     throw new UsageError(`${file} is not JSON: ${(error as Error).message}`);
   }
-  if (config.resource === undefined || !Array.isArray(config.clients)) throw new UsageError(`${file} must hold { "resource": { "indicator", "scopes" }, "clients": [...] }`);
-  return { keys, cookieKeys, clients: config.clients, resource: config.resource };
+  if (config.resource === undefined || !Array.isArray(config.clients)) throw new UsageError(`${file} must hold { "resource": { "indicator", "scopes" }, "clients": [...], "externalIssuers"?: [{ "issuer", "audience" }] }`);
+  const externalIssuers = config.externalIssuers ?? [];
+  if (!Array.isArray(externalIssuers) || externalIssuers.some((entry) => typeof entry?.issuer !== 'string' || typeof entry.audience !== 'string')) {
+    throw new UsageError(`${file}: externalIssuers is a list of { "issuer": "https://…", "audience": "<the aud of its access tokens for us>" }`);
+  }
+  return { options: { keys, cookieKeys, clients: config.clients, resource: config.resource }, externalIssuers };
+}
+
+/**
+ * An external OpenID provider whose access tokens the TTS exchanges: found by discovery. If it
+ * cannot be reached now, the control plane starts anyway (its tokens are refused meanwhile) and
+ * tries again every 30 s.
+ */
+function trustExternalIssuer(subjects: SubjectVerifier, external: ExternalIssuer, out: Out, loud: Out): void {
+  const attempt = () => {
+    discoverIssuer(external.issuer, external.audience).then((issuer) => {
+      subjects.addIssuer(issuer);
+      out(`external issuer ${external.issuer} trusted (keys from ${String(issuer.jwks)})`);
+    }, (error: Error) => {
+      loud(`${error.message}; its access tokens are refused until it answers (next try in 30 s)`);
+      setTimeout(attempt, 30_000).unref();
+    });
+  };
+  attempt();
 }
 
 function rememberTrustDomain(state: LocalState, requested: string | undefined): string {

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +34,9 @@ async function run(...argv: string[]): Promise<{ code: number; out: string[]; er
 
 before(async () => {
   cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
+  // An external issuer that does not answer (loopback port 9): the control plane starts anyway and says so.
+  mkdirSync(join(home, 'state'), { recursive: true, mode: 0o700 });
+  writeFileSync(join(home, 'state', 'idp.json'), JSON.stringify({ resource: { indicator: 'https://shop.test/api', scopes: ['orders:read'] }, clients: [], externalIssuers: [{ issuer: 'https://127.0.0.1:9/oidc', audience: 'https://shop.test/api' }] }));
   child = spawn(process.execPath, [BIN, 'control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', policyDir], {
     env: { ...process.env, LOCKSTEP_HOME: join(home, 'state') }, stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -103,6 +106,7 @@ describe('lockstep CLI', () => {
     assert.equal(status.code, 2);
     assert.match(status.err.join('\n'), /a user name is/);
     assert.match(output, /identity provider: https:\/\/127\.0\.0\.1:\d+\/oidc \(0 clients\)/);
+    assert.match(output, /WARNING could not read the discovery document of https:\/\/127\.0\.0\.1:9\/oidc .*refused until it answers \(next try in 30 s\)/);
   });
 
   it('rotates the Txn-Token and identity-provider keys: the published next key signs from now on', async () => {

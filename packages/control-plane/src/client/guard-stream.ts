@@ -3,10 +3,11 @@
  * workload's SVID, hands every policy bundle to `guard.setPolicyBundle` (which verifies its signature
  * and never goes back to an older one), every revocation to `guard.revoke` and a changed trust
  * bundle (root rotation) to `guard.setTrustBundle`. Reconnects on its own
- * and resumes from the last revocation it saw. Fail-static: while the control plane is away the
- * guard keeps enforcing what it has.
+ * and resumes from the last revocation it saw; while the stream is down it also polls the ETag'd
+ * bundle and the revocation list (or only polls, with `transport: 'poll'`). Fail-static: while the
+ * control plane is away the guard keeps enforcing what it has.
  */
-import { EventSource } from 'undici';
+import { EventSource, request } from 'undici';
 import { controlPlaneAgent } from './control-plane-agent.ts';
 import type { RevocationKind } from '../store/store.ts';
 
@@ -33,6 +34,13 @@ export interface GuardStreamOptions {
   readonly tls: { readonly cert: string; readonly key: string; readonly ca: string };
   readonly target: StreamTarget;
   readonly onEvent?: (event: StreamEvent) => void;
+  /**
+   * `stream` (default): server-sent events, with GETs every `pollMs` while the stream is down;
+   * `poll`: GETs only, for networks that do not let a long-lived response through.
+   */
+  readonly transport?: 'stream' | 'poll';
+  /** Default 5 s. */
+  readonly pollMs?: number;
 }
 
 export interface GuardStream {
@@ -46,40 +54,92 @@ const KINDS = new Set<RevocationKind>(['sub', 'txn', 'spiffeId', 'kid']);
 export function connectGuardStream(options: GuardStreamOptions): GuardStream {
   const agent = controlPlaneAgent(options.trustDomain, options.tls);
   const notify = options.onEvent ?? (() => {});
+  const pollMs = options.pollMs ?? 5_000;
   let position = 0;
-  const source = new EventSource(new URL('/v1/stream', options.url), { dispatcher: agent });
-  source.onopen = () => notify({ kind: 'connected' });
-  source.onerror = () => notify({ kind: 'disconnected' });
-  source.addEventListener('policy', (message) => {
-    let version = '';
-    void (async () => {
-      const { version: announced, bundle } = JSON.parse(String((message as MessageEvent).data)) as { version: string; bundle: string };
-      version = announced;
-      await options.target.setPolicyBundle(bundle);
-      notify({ kind: 'policy', version });
-    })().catch((error: unknown) => notify({ kind: 'policy-refused', reason: `${version}: ${(error as Error).message}` }));
-  });
   let bundle = options.tls.ca;
-  source.addEventListener('trust-bundle', (message) => {
-    const pem = (JSON.parse(String((message as MessageEvent).data)) as { bundle?: unknown }).bundle;
+  let etag: string | null = null;
+  let connected = false;
+  let closed = false;
+
+  const applyPolicy = async (announced: { version: string; bundle: string }) => {
+    try {
+      await options.target.setPolicyBundle(announced.bundle);
+      notify({ kind: 'policy', version: announced.version });
+    } catch (error) {
+      notify({ kind: 'policy-refused', reason: `${announced.version}: ${(error as Error).message}` });
+    }
+  };
+  const applyRevocation = (entry: { seq: number; kind: RevocationKind; value: string }) => {
+    if (!KINDS.has(entry.kind) || typeof entry.value !== 'string' || !Number.isSafeInteger(entry.seq) || entry.seq <= position) return;
+    options.target.revoke({ kind: entry.kind, value: entry.value });
+    position = entry.seq;
+    notify({ kind: 'revocation', seq: entry.seq, revocation: { kind: entry.kind, value: entry.value } });
+  };
+  const applyTrustBundle = (pem: unknown) => {
     if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE-----') || pem === bundle) return;
     bundle = pem;
     options.target.setTrustBundle(pem);
     notify({ kind: 'trust-bundle', bundle: pem });
-  });
-  source.addEventListener('revocation', (message) => {
-    const entry = JSON.parse(String((message as MessageEvent).data)) as { seq: number; kind: RevocationKind; value: string };
-    if (!KINDS.has(entry.kind) || typeof entry.value !== 'string' || !Number.isSafeInteger(entry.seq)) return;
-    options.target.revoke({ kind: entry.kind, value: entry.value });
-    position = Math.max(position, entry.seq);
-    notify({ kind: 'revocation', seq: entry.seq, revocation: { kind: entry.kind, value: entry.value } });
-  });
+  };
+  const setConnected = (now: boolean) => {
+    if (now === connected) return;
+    connected = now;
+    notify({ kind: now ? 'connected' : 'disconnected' });
+  };
+
+  // The fallback: plain GETs (ETag'd bundle, revocations since the last position).
+  async function pollOnce(): Promise<void> {
+    const response = await request(new URL('/v1/policy/bundle', options.url), { dispatcher: agent, headers: etag === null ? {} : { 'if-none-match': etag }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    if (response.statusCode === 200) {
+      const announced = await response.body.json() as { version: string; bundle: string };
+      etag = typeof response.headers.etag === 'string' ? response.headers.etag : null;
+      await applyPolicy(announced);
+    } else {
+      await response.body.dump();
+      if (response.statusCode !== 304 && response.statusCode !== 503) throw new Error(`GET /v1/policy/bundle answered ${response.statusCode}`);
+    }
+    const feed = await request(new URL(`/v1/revocations?since=${position}`, options.url), { dispatcher: agent, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    if (feed.statusCode !== 200) {
+      await feed.body.dump();
+      throw new Error(`GET /v1/revocations answered ${feed.statusCode}`);
+    }
+    for (const entry of (await feed.body.json() as { revocations: { seq: number; kind: RevocationKind; value: string }[] }).revocations) applyRevocation(entry);
+  }
+
+  let timer: NodeJS.Timeout | null = null;
+  const schedulePoll = (delayMs: number) => {
+    if (closed || timer !== null) return;
+    timer = setTimeout(() => {
+      timer = null;
+      // In stream mode, polls run only while the stream is down.
+      if (source !== null && connected) return;
+      pollOnce().then(() => { if (source === null) setConnected(true); }, () => { if (source === null) setConnected(false); }).finally(() => schedulePoll(pollMs));
+    }, delayMs);
+    timer.unref();
+  };
+
+  let source: EventSource | null = null;
+  if ((options.transport ?? 'stream') === 'stream') {
+    source = new EventSource(new URL('/v1/stream', options.url), { dispatcher: agent });
+    source.onopen = () => setConnected(true);
+    source.onerror = () => {
+      setConnected(false);
+      schedulePoll(pollMs);
+    };
+    source.addEventListener('policy', (message) => void applyPolicy(JSON.parse(String((message as MessageEvent).data)) as { version: string; bundle: string }));
+    source.addEventListener('trust-bundle', (message) => applyTrustBundle((JSON.parse(String((message as MessageEvent).data)) as { bundle?: unknown }).bundle));
+    source.addEventListener('revocation', (message) => applyRevocation(JSON.parse(String((message as MessageEvent).data)) as { seq: number; kind: RevocationKind; value: string }));
+  } else {
+    schedulePoll(0);
+  }
   return {
     get position() {
       return position;
     },
     async close() {
-      source.close();
+      closed = true;
+      if (timer !== null) clearTimeout(timer);
+      source?.close();
       await agent.close();
     },
   };

@@ -39,6 +39,9 @@ export interface WorkloadAgentOptions {
   /** Wait before retrying a failed renewal. Default 5 s. */
   readonly retryMs?: number;
   readonly heartbeatMs?: number;
+  /** How the guard follows the control plane: `stream` (default, SSE with polling while it is down) or `poll`. */
+  readonly transport?: 'stream' | 'poll';
+  readonly pollMs?: number;
 }
 
 export interface WorkloadAgent {
@@ -75,6 +78,7 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     // The stream and the heartbeat present the SVID: after a renewal they reconnect with the new one.
     stream = connectGuardStream({
       url: options.url, trustDomain: options.trustDomain, tls: tls(), target: guard,
+      ...(options.transport === undefined ? {} : { transport: options.transport }), ...(options.pollMs === undefined ? {} : { pollMs: options.pollMs }),
       onEvent: (event) => {
         // A new trust bundle (root rotation) is used for the next connections to the control plane too.
         if (event.kind === 'trust-bundle') credentials = { ...credentials, bundlePem: event.bundle };

@@ -8,6 +8,12 @@
  *
  * A guard that reconnects sends Last-Event-ID and catches up on what it missed. Revocations made in
  * this process or notified by other replicas are pushed at once (see revocation-feed.ts).
+ *
+ * The fallback, for networks where a long-lived response does not get through (or while the stream
+ * is down), is plain GETs over the same mTLS:
+ *
+ *   GET /v1/policy/bundle           the caller's slice { version, bundle }; ETag = version, 304 on If-None-Match
+ *   GET /v1/revocations?since=<seq> { revocations: [...] } after that feed position
  */
 import type { FastifyInstance } from 'fastify';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
@@ -23,6 +29,21 @@ const RECONNECT_MS = 1_000;
 
 export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
   const prefix = `spiffe://${ca.trustDomain}/svc/`;
+
+  app.get('/v1/policy/bundle', { onRequest: requireCaller(ca.trustDomain, ['workload']) }, async (request, reply) => {
+    const slice = await policy?.bundleFor(admittedCaller(request).slice(prefix.length)) ?? null;
+    if (slice === null) throw new ControlPlaneError('LOCKSTEP_CP_NO_POLICY', 'the control plane has no valid policy set yet');
+    const etag = `"${slice.version}"`;
+    reply.header('etag', etag).header('cache-control', 'no-cache');
+    if (request.headers['if-none-match'] === etag) return reply.code(304).send();
+    return slice;
+  });
+
+  app.get<{ Querystring: { since?: string } }>('/v1/revocations', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
+    onRequest: requireCaller(ca.trustDomain, ['workload']),
+  }, async (request) => ({ revocations: await store.revocationsSince(Number(request.query.since ?? '0')) }));
+
   app.get<{ Querystring: { since?: string } }>('/v1/stream', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
     onRequest: requireCaller(ca.trustDomain, ['workload']),
