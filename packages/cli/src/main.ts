@@ -1,6 +1,7 @@
 /**
  * `lockstep <command>`:
  *
+ *   init [--trust-domain td]
  *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url] [--idp-config file]
  *   join-token create <service> [--ttl seconds]
  *   user add <name> [--role r]... [--tenant t]
@@ -13,18 +14,18 @@
  * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
  * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
  */
-import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import {
-  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openKeyRing, openPostgresStore, openSigningKey,
+  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openCookieKeys, openKeyRing, openPostgresStore, openSigningKey,
   openSqliteStore, openWorkloadCa, startControlPlane, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
 } from '@lockstep/control-plane';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
 const USAGE = `usage:
+  lockstep init [--trust-domain lockstep.test]      (dev CA and keys, without starting anything)
   lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>]
   lockstep join-token create <service> [--ttl <seconds>]
   lockstep user add <name> [--role <role>]... [--tenant <tenant>]
@@ -41,6 +42,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
   try {
     const [command, ...rest] = argv;
     switch (command) {
+      case 'init': return await init(rest, out, err);
       case 'control-plane': return await controlPlane(rest, out, err);
       case 'join-token': return await joinToken(rest, out);
       case 'user': return await user(rest, out);
@@ -132,10 +134,7 @@ interface ExternalIssuer { readonly issuer: string; readonly audience: string }
  */
 async function identityProvider(state: LocalState, trustDomain: string, configFile: string | undefined, loud: Out, out: Out): Promise<{ options: IdpOptions; externalIssuers: ExternalIssuer[] }> {
   const keys = await openKeyRing(state.keyDir, 'idp', { retainMs: 24 * 3_600_000, onCreated: loud });
-  const secretFile = join(state.keyDir, 'idp-cookie.secret');
-  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('base64url'), { mode: 0o600, flag: 'wx' });
-  chmodSync(secretFile, 0o600);
-  const cookieKeys = [readFileSync(secretFile, 'utf8').trim()];
+  const cookieKeys = openCookieKeys(state.keyDir, loud);
   const file = configFile ?? join(state.home, 'idp.json');
   if (!existsSync(file)) {
     if (configFile !== undefined) throw new UsageError(`--idp-config ${configFile} does not exist`);
@@ -172,6 +171,27 @@ function trustExternalIssuer(subjects: SubjectVerifier, external: ExternalIssuer
     });
   };
   attempt();
+}
+
+/**
+ * Creates what `control-plane` would on its first start — CA, signing keys, key rings, cookie secret
+ * — and says loudly that it is development material. Existing keys are kept (and checked).
+ */
+async function init(argv: readonly string[], out: Out, err: Out): Promise<number> {
+  const { values } = parseArgs({ args: [...argv], options: { 'trust-domain': { type: 'string' } } });
+  const state = localState();
+  const trustDomain = rememberTrustDomain(state, values['trust-domain']);
+  const created: string[] = [];
+  const loud = (message: string) => { created.push(message); err(`lockstep: WARNING ${message}`); };
+  await openWorkloadCa({ trustDomain, keyDir: state.keyDir, onCreated: loud });
+  await openSigningKey(state.keyDir, 'policy', loud);
+  await openKeyRing(state.keyDir, 'txn-token', { retainMs: 10 * 60_000, onCreated: loud });
+  await openKeyRing(state.keyDir, 'idp', { retainMs: 24 * 3_600_000, onCreated: loud });
+  openCookieKeys(state.keyDir, loud);
+  out(created.length === 0
+    ? `${state.home} is ready for ${trustDomain}: every key exists already (nothing created)`
+    : `${state.home} is ready for ${trustDomain}. These keys are DEVELOPMENT material: for production, provision the CA yourself and keep the root key offline. Start with: npx lockstep control-plane`);
+  return 0;
 }
 
 function rememberTrustDomain(state: LocalState, requested: string | undefined): string {

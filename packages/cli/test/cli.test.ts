@@ -124,6 +124,26 @@ describe('lockstep CLI', () => {
     assert.match(unknown.err.join('\n'), /rotates: txn-token, idp/);
   });
 
+  it('init creates dev keys in an empty home, loudly, and keeps them on a second run', async () => {
+    const previous = process.env.LOCKSTEP_HOME;
+    process.env.LOCKSTEP_HOME = join(home, 'fresh');
+    try {
+      const out: string[] = [];
+      const err: string[] = [];
+      assert.equal(await main(['init', '--trust-domain', 'fresh.test'], (line) => out.push(line), (line) => err.push(line)), 0);
+      assert.match(err.join('\n'), /WARNING created a NEW workload CA for fresh\.test/);
+      assert.match(out[0] ?? '', /DEVELOPMENT material/);
+      assert.equal(statSync(join(home, 'fresh', 'keys', 'root.key.pem')).mode & 0o777, 0o600);
+      assert.equal(statSync(join(home, 'fresh', 'keys', 'idp-cookie.secret')).mode & 0o777, 0o600);
+      const again: string[] = [];
+      assert.equal(await main(['init'], (line) => again.push(line), () => {}), 0);
+      assert.match(again[0] ?? '', /every key exists already/);
+    } finally {
+      if (previous === undefined) delete process.env.LOCKSTEP_HOME;
+      else process.env.LOCKSTEP_HOME = previous;
+    }
+  });
+
   it('answers mistakes with what to do instead (exit code 2)', async () => {
     const unknown = await run('frobnicate');
     assert.equal(unknown.code, 2);

@@ -21,7 +21,7 @@ export {
 } from './tts/txn-token-service.ts';
 export { createSubjectVerifier, discoverIssuer, TOKEN_TYPE, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';
 export { openKeyRing, type KeyRing, type KeyRingOptions, type Rotation } from './ca/key-ring.ts';
-export { createIdentityProvider, subscribeLogins, IDP_PATH, type IdentityProvider, type IdentityProviderOptions, type LoginEvent, type ProtectedResource } from './idp/identity-provider.ts';
+export { createIdentityProvider, openCookieKeys, subscribeLogins, IDP_PATH, type IdentityProvider, type IdentityProviderOptions, type LoginEvent, type ProtectedResource } from './idp/identity-provider.ts';
 export { createUser, type NewUser } from './idp/users.ts';
 export { hashPassword, verifyPassword, passwordProblem, generatePassword, PASSWORD_MIN_LENGTH } from './idp/passwords.ts';
 export { DEFAULT_LOCKOUT, type LockoutPolicy } from './idp/lockout.ts';

@@ -193,6 +193,7 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
 }
 
 async function loadCa(dir: string, now: number): Promise<LoadedCa> {
+  ensurePrivateDirectory(dir);
   const rootPem = readPrivateFile(dir, FILES.rootCert);
   const intermediatePem = readPrivateFile(dir, FILES.intermediateCert);
   const intermediateKeyPem = readPrivateFile(dir, FILES.intermediateKey);

@@ -17,13 +17,14 @@
  * without a consent page. A workload client authenticates at the token endpoint with its SVID (RFC
  * 8705 `tls_client_auth`, `tls_client_auth_san_uri` = its SPIFFE ID): no client secret to keep.
  */
-import { createHmac, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import diagnostics from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import Provider, { errors as oidcErrors, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { JSONWebKeySet } from 'jose';
 import type { KeyRing, Rotation } from '../ca/key-ring.ts';
+import { ensurePrivateDirectory, readPrivateFile, writePrivateFile } from '../ca/key-files.ts';
 import { peerSpiffeId } from '../server/peer.ts';
 import type { ControlPlaneStore } from '../store/store.ts';
 import { createLockout, DEFAULT_LOCKOUT, type LockoutPolicy } from './lockout.ts';
@@ -90,6 +91,21 @@ export interface IdentityProvider {
 const USERNAME = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
 const UID = /^[A-Za-z0-9_-]{1,64}$/;
 const FORM_LIMIT = 8 * 1024;
+
+/**
+ * The secret that signs the identity provider's cookies and CSRF tokens: `idp-cookie.secret` in the
+ * key directory (0600, refused when wider), created on first use.
+ */
+export function openCookieKeys(keyDir: string, onCreated?: (message: string) => void): string[] {
+  ensurePrivateDirectory(keyDir);
+  let secret = readPrivateFile(keyDir, 'idp-cookie.secret');
+  if (secret === null) {
+    secret = randomBytes(32).toString('base64url');
+    writePrivateFile(keyDir, 'idp-cookie.secret', secret);
+    onCreated?.(`created a NEW identity-provider cookie secret in ${keyDir} (development material)`);
+  }
+  return [secret.trim()];
+}
 
 export function createIdentityProvider(options: IdentityProviderOptions): IdentityProvider {
   if (!options.issuer.endsWith(IDP_PATH)) throw new TypeError(`the issuer must end with ${IDP_PATH}, e.g. https://127.0.0.1:8443${IDP_PATH}; got ${options.issuer}`);
