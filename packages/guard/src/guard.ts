@@ -63,7 +63,7 @@ export interface GuardStatus {
   readonly policyVersion: string | null;
   readonly svidExpiresAt: string;
   /** Every route the adapters declared, with its action. */
-  readonly routes: readonly RouteSecurity[];
+  readonly routes: readonly { readonly method: string; readonly template: string; readonly action: string; readonly public: boolean; readonly dryRun: boolean }[];
   readonly guardVersion: string;
 }
 
@@ -220,7 +220,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         mode: options.mode,
         policyVersion: engine.version,
         svidExpiresAt: new Date(svid.notAfterMs).toISOString(),
-        routes: [...declared],
+        routes: declared.map(({ method, template, action, public: isPublic, dryRun }) => ({ method, template, action, public: isPublic, dryRun })),
         guardVersion: GUARD_VERSION,
       };
     },

@@ -43,8 +43,11 @@ export interface Admission {
 }
 
 export interface Pipeline {
-  /** Steps 1–3. Returns synchronously in the steady state; a Promise only when a token must be verified. */
-  admit(request: InboundRequest, route: RouteSecurity | null): Admission | Promise<Admission>;
+  /**
+   * Steps 1–3. Returns synchronously in the steady state; a Promise only when a token must be
+   * verified or the route looks up the owner of the addressed object (from `params`).
+   */
+  admit(request: InboundRequest, route: RouteSecurity | null, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission>;
   /** Records an input-step refusal (step 4) of a request that `admit` had let through. */
   refuseInput(admission: Admission, error: GuardError): Admission;
   /** Records a refusal that happened before a request could be admitted (e.g. a framework error). */
@@ -143,14 +146,28 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     return finish(admission, startedAt);
   }
 
-  /** Steps 2b–3, once the Txn-Token is known (or known to be bad). Synchronous. */
-  function decide(admission: Draft & { peer: PeerIdentity }, dryRun: boolean, tokenError: GuardError | null, startedAt: number): Admission {
+  /**
+   * Steps 2b–3, once the Txn-Token is known (or known to be bad). Synchronous, except for a route
+   * that looks up its object's owner — only once the caller and the token have passed.
+   */
+  function decide(admission: Draft & { peer: PeerIdentity }, dryRun: boolean, tokenError: GuardError | null, startedAt: number, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission> {
     const { route } = admission;
     if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL')) return refuse(admission, tokenError, startedAt);
     if (route === null) return refuse(admission, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
+    if (route.owner !== null && tokenError === null) {
+      const lookup = route.owner;
+      return (async () => lookup(params ?? {}))().then(
+        (owner) => decideFor(admission, route, dryRun, null, startedAt, typeof owner === 'string' ? owner : ''),
+        (error: unknown) => refuse(admission, new GuardError('LOCKSTEP_ERR_INTERNAL', `owner lookup failed: ${error instanceof Error ? error.message : String(error)}`), startedAt),
+      );
+    }
+    return decideFor(admission, route, dryRun, tokenError, startedAt, undefined);
+  }
+
+  function decideFor(admission: Draft & { peer: PeerIdentity }, route: RouteSecurity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, owner: string | undefined): Admission {
     let wouldBe = tokenError;
     try {
-      const decision = authorize.decide(admission.peer, admission.txn, route.action);
+      const decision = authorize.decide(admission.peer, admission.txn, route.action, owner);
       admission.policyIds = decision.policyIds;
       admission.policyVersion = decision.policyVersion;
     } catch (error) {
@@ -168,7 +185,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   return {
     // Synchronous when the connection, token and decision are cached (the steady state): no promise.
-    admit(request, route) {
+    admit(request, route, params) {
       const startedAt = performance.now();
       const admission = draft(request, route);
       if (route?.public) {
@@ -190,19 +207,19 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       try {
         verified = txnToken.verify(request.headers['txn-token'], request.rawHeaders);
       } catch (error) {
-        return decide(identified, dryRun, asGuardError(error), startedAt);
+        return decide(identified, dryRun, asGuardError(error), startedAt, params);
       }
       if (verified instanceof Promise) {
         return verified.then(
           (txn) => {
             identified.txn = txn;
-            return decide(identified, dryRun, null, startedAt);
+            return decide(identified, dryRun, null, startedAt, params);
           },
           (error: unknown) => decide(identified, dryRun, asGuardError(error), startedAt),
         );
       }
       identified.txn = verified;
-      return decide(identified, dryRun, null, startedAt);
+      return decide(identified, dryRun, null, startedAt, params);
     },
 
     refuseInput(admission, error) {

@@ -12,7 +12,15 @@ export interface RouteConfig {
   public?: boolean;
   /** Log would-be denials of this route and let them through. Unsafe: for roll-outs only. */
   dryRun?: boolean;
+  /**
+   * Object-level authorization: who owns the object this request addresses, from the route's params
+   * (e.g. the `sub` that placed order `:id`); null when there is no such object. Called only after the
+   * caller and its Txn-Token are verified; the answer is the policy's `context.owner` ("" for null).
+   */
+  owner?: OwnerLookup;
 }
+
+export type OwnerLookup = (params: Readonly<Record<string, string | undefined>>) => string | null | Promise<string | null>;
 
 export interface RouteSecurity {
   readonly method: string;
@@ -20,6 +28,7 @@ export interface RouteSecurity {
   readonly action: string;
   readonly public: boolean;
   readonly dryRun: boolean;
+  readonly owner: OwnerLookup | null;
 }
 
 const ACTION = /^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$/;
@@ -32,10 +41,12 @@ export function routeSecurity(method: string, template: string, config: RouteCon
   if (config !== undefined && (typeof config !== 'object' || config === null)) {
     throw new GuardConfigError(`${where}: lockstep route config must be an object like { action: 'orders:create' }`);
   }
-  const known = new Set(['action', 'public', 'dryRun']);
+  const known = new Set(['action', 'public', 'dryRun', 'owner']);
   for (const key of Object.keys(config ?? {})) {
-    if (!known.has(key)) throw new GuardConfigError(`${where}: unknown lockstep route option "${key}"; use action, public or dryRun`);
+    if (!known.has(key)) throw new GuardConfigError(`${where}: unknown lockstep route option "${key}"; use action, public, dryRun or owner`);
   }
+  if (config?.owner !== undefined && typeof config.owner !== 'function') throw new GuardConfigError(`${where}: owner must be a function (params) => owner or null, e.g. ({ id }) => orders.get(id)?.customer ?? null`);
+  if (config?.owner !== undefined && config.public === true) throw new GuardConfigError(`${where}: a public route has no caller to check an owner against; drop owner or public`);
   const action = config?.action ?? defaultAction(method, template);
   if (typeof action !== 'string' || !ACTION.test(action)) {
     throw new GuardConfigError(`${where}: action must be 1–200 printable characters, e.g. 'orders:create'; got ${JSON.stringify(action)}`);
@@ -51,5 +62,6 @@ export function routeSecurity(method: string, template: string, config: RouteCon
     action,
     public: config?.public === true,
     dryRun: config?.dryRun === true,
+    owner: config?.owner ?? null,
   });
 }

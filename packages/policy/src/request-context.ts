@@ -12,6 +12,12 @@ export type RequestContext = {
   readonly requester: string;
   /** `<name>` of the caller's `spiffe://<td>/svc/<name>`, else "". */
   readonly callerService: string;
+  /**
+   * Who owns the object the request addresses ("" when it does not exist), for routes that declare
+   * an owner lookup: object-level authorization (`context.owner == context.sub`) in the policy, not in
+   * handler code.
+   */
+  readonly owner?: string;
 };
 
 /** One authorization question: who (SPIFFE ID) may do what (action id) on which service. */

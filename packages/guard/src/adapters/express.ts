@@ -18,6 +18,7 @@ import { parseRouteTable, type RouteTable, type TableRoute } from '../route-tabl
 import { guardInbound, runAdmitted } from './inbound.ts';
 
 const kRoute = Symbol('lockstep.route');
+const kParams = Symbol('lockstep.params');
 
 export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler {
   const routes = parseRouteTable(table, 'lockstepExpress');
@@ -34,6 +35,8 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
       const method = route.security.method.toLowerCase() as 'get';
       router[method](route.security.template, (req: Request, _res: Response, next: NextFunction) => {
         (req as Request & { [kRoute]?: TableRoute })[kRoute] = route;
+        // Express restores req.params when the router is left: keep a copy for the owner lookup.
+        (req as Request & { [kParams]?: Record<string, string> })[kParams] = { ...req.params } as Record<string, string>;
         next('router');
       });
     }
@@ -45,7 +48,7 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
       // The router ends with undefined, null or 'router'; only a real error is passed on.
       if (error !== undefined && error !== null && error !== 'router') return next(error);
       const route = (request as Request & { [kRoute]?: TableRoute })[kRoute] ?? null;
-      guardInbound(guard, request, response, route).then((admitted) => {
+      guardInbound(guard, request, response, route, (request as Request & { [kParams]?: Record<string, string> })[kParams] ?? {}).then((admitted) => {
         if (admitted === null) return;
         if (route?.body !== undefined) request.body = admitted.body;
         runAdmitted(admitted.admission, () => next());

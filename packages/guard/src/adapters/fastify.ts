@@ -109,7 +109,8 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   // Callback style: in the steady state `admit` is synchronous and no promise is made per request.
   fastify.addHook('onRequest', (request: GuardedRequest, reply, done) => {
     const byMethod = routeConfigOf(request)?.[kSecurity];
-    const admitted = pipeline.admit(request.raw, byMethod?.[request.method] ?? null);
+    const security = byMethod?.[request.method] ?? null;
+    const admitted = pipeline.admit(request.raw, security, security?.owner ? request.params as Record<string, string | undefined> : undefined);
     if (admitted instanceof Promise) admitted.then((admission) => settle(request, reply, admission, done), done);
     else settle(request, reply, admitted, done);
   });

@@ -24,8 +24,8 @@ export function sendRefusal(response: ServerResponse, error: GuardError, request
  * Runs steps 1–4 for `request`. Resolves to the admission and the checked body when the handler may
  * run (the caller then runs it inside `admissionStorage`), or to null after answering a refusal.
  */
-export async function guardInbound(guard: Guard, request: IncomingMessage, response: ServerResponse, route: TableRoute | null): Promise<{ admission: Admission; body: unknown } | null> {
-  const admission = await guard.pipeline.admit(request, route?.security ?? null);
+export async function guardInbound(guard: Guard, request: IncomingMessage, response: ServerResponse, route: TableRoute | null, params?: Readonly<Record<string, string | undefined>>): Promise<{ admission: Admission; body: unknown } | null> {
+  const admission = await guard.pipeline.admit(request, route?.security ?? null, params);
   if (!admission.allowed) {
     sendRefusal(response, admission.refusal as GuardError, admission.requestId);
     return null;

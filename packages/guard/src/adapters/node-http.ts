@@ -32,7 +32,7 @@ export function lockstepHttp(guard: Guard, table: RouteTable, handler: GuardedHa
   return function lockstepHandler(request, response) {
     const found = router.find(request.method as 'GET', request.url ?? '/');
     const route = (found?.store as { route?: TableRoute } | undefined)?.route ?? null;
-    guardInbound(guard, request, response, route).then((admitted) => {
+    guardInbound(guard, request, response, route, found?.params ?? {}).then((admitted) => {
       if (admitted === null) return;
       return runAdmitted(admitted.admission, () => handler(request, response, { params: found?.params ?? {}, body: admitted.body, admission: admitted.admission }));
     }).catch((error: unknown) => {

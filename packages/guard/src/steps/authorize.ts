@@ -19,7 +19,8 @@ export interface AuthorizationResult {
 }
 
 export interface AuthorizeStep {
-  decide(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string): AuthorizationResult;
+  /** `owner`: for object-level routes, the owner of the addressed object (the token memo is skipped; the engine's cache keys include it). */
+  decide(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string): AuthorizationResult;
 }
 
 interface Remembered {
@@ -34,7 +35,7 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
   const { engine, service } = options;
   const byToken = new WeakMap<VerifiedTxnToken, Map<string, Remembered>>();
 
-  function ask(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string): EngineResult {
+  function ask(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string): EngineResult {
     const context: RequestContext = {
       sub: txn?.claims.sub ?? '',
       roles: txn?.roles ?? [],
@@ -42,6 +43,7 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
       requester: txn?.claims.req_wl ?? '',
       callerService: peer.service,
       ...(txn?.tenant !== undefined ? { tenant: txn.tenant } : {}),
+      ...(owner !== undefined ? { owner } : {}),
     };
     return engine.authorize({ principal: peer.spiffeId, action, resource: service, context });
   }
@@ -70,14 +72,15 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
   }
 
   return {
-    decide(peer, txn, action) {
+    decide(peer, txn, action, owner) {
       const version = engine.version;
       if (version === null) throw new GuardError('LOCKSTEP_ERR_NO_POLICY');
-      const answer = txn === null ? ask(peer, txn, action) : remembered(peer, txn, action, version);
+      const answer = txn === null || owner !== undefined ? ask(peer, txn, action, owner) : remembered(peer, txn, action, version);
       if (answer.decision !== 'allow') {
         const why = answer.errors.length > 0 ? `; policy errors: ${answer.errors.join('; ')}` : '';
         const forbidden = answer.policyIds.length > 0 ? ` (forbidden by ${answer.policyIds.join(', ')})` : '';
-        throw new GuardError('LOCKSTEP_ERR_DENIED', `no policy permits ${peer.spiffeId} to ${action} on ${service}${forbidden}${why}`, answer.policyIds);
+        const object = owner === undefined ? '' : ` (object owned by ${JSON.stringify(owner)}, on behalf of ${JSON.stringify(txn?.claims.sub ?? '')})`;
+        throw new GuardError('LOCKSTEP_ERR_DENIED', `no policy permits ${peer.spiffeId} to ${action} on ${service}${object}${forbidden}${why}`, answer.policyIds);
       }
       return { policyIds: answer.policyIds, policyVersion: answer.version };
     },
