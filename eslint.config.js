@@ -18,4 +18,9 @@ export default tseslint.config(
     files: ['bench/**', '**/example/**', '**/*.test.ts', 'packages/testkit/**'],
     rules: { 'no-console': 'off' },
   },
+  {
+    // The shop's page script runs in the browser.
+    files: ['examples/*/public/**/*.js'],
+    languageOptions: { globals: { document: 'readonly', fetch: 'readonly' } },
+  },
 );

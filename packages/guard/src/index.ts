@@ -1,7 +1,7 @@
 export { createGuard, GUARD_VERSION, type Guard, type GuardStats, type GuardStatus } from './guard.ts';
 export type { GuardOptions, GuardLogger, SvidPem, TxnTokenKeyOptions } from './options.ts';
 export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, type GuardErrorCode } from './errors.ts';
-export { DECISION_CHANNEL, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
+export { DECISION_CHANNEL, publishDecision, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
 export { currentAdmission } from './context.ts';
 export type { Admission } from './pipeline.ts';
 export type { RouteConfig, RouteSecurity } from './routes.ts';

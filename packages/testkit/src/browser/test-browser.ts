@@ -31,6 +31,8 @@ export interface TestBrowser {
   open(url: string, options?: { stopAt?: (url: URL) => boolean }): Promise<Page>;
   /** Submits the first form on `page` (action, hidden fields kept) with `fields` filled in. */
   submit(page: Page, fields: Record<string, string>, options?: { stopAt?: (url: URL) => boolean; origin?: string | null }): Promise<Page>;
+  /** An API call as the page's script makes it: same cookies, JSON; no redirects followed. */
+  request(url: string, options?: { method?: string; headers?: Record<string, string>; json?: unknown }): Promise<{ status: number; headers: Page['headers']; body: unknown }>;
   cookies(host: string): Record<string, string>;
   close(): Promise<void>;
 }
@@ -114,6 +116,25 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
       }
       for (const [name, value] of Object.entries(fields)) values.set(name, value);
       return go('POST', new URL(decodeEntities(action), page.url).href, values.toString(), submitOptions?.origin, submitOptions?.stopAt);
+    },
+    async request(url, requestOptions = {}) {
+      const target = new URL(url);
+      const headers: Record<string, string> = { accept: 'application/json', ...requestOptions.headers };
+      const cookie = cookieHeader(target);
+      if (cookie !== undefined) headers.cookie = cookie;
+      if (requestOptions.json !== undefined) headers['content-type'] = 'application/json';
+      const response = await request(target, {
+        method: (requestOptions.method ?? 'GET') as 'GET', headers, body: requestOptions.json === undefined ? null : JSON.stringify(requestOptions.json), dispatcher: agent,
+      });
+      store(target, response.headers['set-cookie']);
+      const text = await response.body.text();
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // not JSON: the text itself
+      }
+      return { status: response.statusCode, headers: response.headers, body };
     },
     cookies(host) {
       return Object.fromEntries([...jar].filter(([, cookie]) => cookie.host === host).map(([key, cookie]) => [key.split(' ')[2], cookie.value]));

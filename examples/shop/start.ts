@@ -1,0 +1,33 @@
+/**
+ * `npm start`: the whole reference system on this machine — control plane, gateway, orders,
+ * inventory, payments — with embedded defaults (SQLite and development keys under .lockstep/, or
+ * LOCKSTEP_DATA_DIR; ports from LOCKSTEP_PORT_BASE, default 8440). Prints one line with `ready`
+ * when every service answers. Ctrl-C stops everything.
+ */
+import { startShop } from './launch.ts';
+
+const started = performance.now();
+const say = (line: string) => process.stdout.write(`${line}\n`);
+try {
+  const shop = await startShop({ onProgress: (line) => say(`  ${line}`), onWarning: (line) => say(`  ⚠ ${line}`) });
+  say(`ready in ${((performance.now() - started) / 1000).toFixed(1)} s: the shop is at ${shop.urls.gateway} — sign in as alice or bob (passwords in ${shop.usersFile}); control plane ${shop.urls.controlPlane}; logs in ${shop.dataDir}/logs. Ctrl-C stops everything.`);
+  say('  (the sign-in page is served by the control plane with the development CA: your browser warns about it once)');
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    say('stopping…');
+    shop.stop().then(() => {
+      say('stopped');
+      process.exit(0);
+    }, (error: Error) => {
+      process.stderr.write(`stopping failed: ${error.message}\n`);
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+} catch (error) {
+  process.stderr.write(`lockstep shop: could not start: ${(error as Error).message}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,146 @@
+/**
+ * The whole shop, as `npm start` runs it, on free ports: control plane and four services in their own
+ * processes. A user signs in through the real OpenID flow (login form, code + PKCE), places an order,
+ * and the audit events of gateway, orders, inventory and payments carry the same `txn`. Then the
+ * bad inputs a user can cause, and what happens when a service or the control plane is down.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createTestBrowser, type TestBrowser } from '@lockstep/testkit';
+import type { DecisionEvent } from '@lockstep/guard';
+import { freePortBase, startShop, type RunningShop } from '../launch.ts';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'lockstep-shop-'));
+let shop: RunningShop;
+
+before(async () => {
+  const started = performance.now();
+  shop = await startShop({ dataDir, portBase: await freePortBase() });
+  console.log(`shop ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+});
+after(async () => {
+  await shop?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function signedIn(user: string): Promise<{ browser: TestBrowser; csrf: string }> {
+  const browser = createTestBrowser({ ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
+  const login = await browser.open(`${shop.urls.gateway}/login`);
+  assert.equal(login.status, 200, `the login page: ${login.url}`);
+  const done = await browser.submit(login, { username: user, password: shop.users[user]?.password ?? '' });
+  assert.equal(done.url, `${shop.urls.gateway}/`, 'back at the shop after signing in');
+  const session = await browser.request(`${shop.urls.gateway}/api/session`);
+  assert.equal(session.status, 200);
+  return { browser, csrf: (session.body as { csrf: string }).csrf };
+}
+
+function auditEvents(service: 'gateway' | 'orders' | 'inventory' | 'payments'): DecisionEvent[] {
+  return readFileSync(shop.auditFile(service), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as DecisionEvent);
+}
+
+async function eventually<T>(read: () => T | undefined, what: string): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    const value = (() => { try { return read(); } catch { return undefined; } })();
+    if (value !== undefined) return value;
+    if (Date.now() - started > 5_000) return assert.fail(`${what}: not within 5 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('the shop, end to end', () => {
+  let alice: { browser: TestBrowser; csrf: string };
+  let aliceOrder: string;
+
+  it('signs a user in and places an order: one txn across gateway, orders, inventory and payments', async () => {
+    alice = await signedIn('alice');
+    const placed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: { item: 'coffee', quantity: 2 }, headers: { 'x-csrf-token': alice.csrf } });
+    assert.equal(placed.status, 201, JSON.stringify(placed.body));
+    const order = placed.body as { orderId: string; customer: string; amount: number };
+    aliceOrder = order.orderId;
+    assert.equal(order.customer, 'alice');
+    assert.equal(order.amount, 1780);
+    assert.equal(JSON.stringify(placed.body).includes('eyJ'), false, 'no token goes outward');
+
+    const gateway = await eventually(() => auditEvents('gateway').findLast((event) => event.route === '/api/orders' && event.method === 'POST' && event.decision === 'allow'), 'the gateway\'s event');
+    const txn = gateway.txn;
+    assert.ok(txn);
+    for (const [service, action] of [['orders', 'orders:create'], ['inventory', 'inventory:reserve'], ['payments', 'payments:charge']] as const) {
+      const event: DecisionEvent = await eventually(() => auditEvents(service).find((entry) => entry.txn === txn), `${service}'s event for txn ${txn}`);
+      assert.equal(event.action, action);
+      assert.equal(event.sub, 'alice');
+      assert.equal(event.decision, 'allow');
+    }
+    assert.equal(auditEvents('payments').find((entry) => entry.txn === txn)?.caller, 'spiffe://shop.test/svc/orders', 'payments was called by orders');
+  });
+
+  it('lets a customer read her own order, not another customer\'s (BOLA, decided in Cedar)', async () => {
+    const own = await alice.browser.request(`${shop.urls.gateway}/api/orders/${aliceOrder}`);
+    assert.equal(own.status, 200);
+    const bob = await signedIn('bob');
+    try {
+      const stolen = await bob.browser.request(`${shop.urls.gateway}/api/orders/${aliceOrder}`);
+      assert.equal(stolen.status, 403);
+      assert.equal((stolen.body as { error: string }).error, 'LOCKSTEP_ERR_DENIED');
+      const event: DecisionEvent = await eventually(() => auditEvents('orders').findLast((entry) => entry.sub === 'bob' && entry.action === 'orders:read'), 'the refusal');
+      assert.equal(event.decision, 'deny');
+      const listed = await bob.browser.request(`${shop.urls.gateway}/api/orders`);
+      assert.deepEqual((listed.body as { orders: unknown[] }).orders, [], 'bob\'s list holds only bob\'s orders');
+    } finally {
+      await bob.browser.close();
+    }
+  });
+
+  it('answers what a user can get wrong with what to do', async () => {
+    const anonymous = createTestBrowser({ ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
+    try {
+      const noSession = await anonymous.request(`${shop.urls.gateway}/api/orders`);
+      assert.equal(noSession.status, 401);
+      assert.deepEqual(noSession.body, { error: 'LOGIN_REQUIRED', login: '/login' });
+      const login = await anonymous.open(`${shop.urls.gateway}/login`);
+      const wrong = await anonymous.submit(login, { username: 'alice', password: 'not her password at all' });
+      assert.equal(wrong.status, 401);
+      assert.match(wrong.body, /The user name or password is incorrect\./);
+    } finally {
+      await anonymous.close();
+    }
+    const noCsrf = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: { item: 'tea', quantity: 1 } });
+    assert.equal(noCsrf.status, 403);
+    assert.equal((noCsrf.body as { error: string }).error, 'CSRF_TOKEN_INVALID');
+    for (const [body, field] of [[{ item: 'tea', quantity: 200 }, 'quantity'], [{ item: 'gold', quantity: 1 }, 'item'], [{ item: 'tea', quantity: 1, price: 0 }, 'price']] as const) {
+      const malformed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: body, headers: { 'x-csrf-token': alice.csrf } });
+      assert.equal(malformed.status, 400);
+      assert.match(String((malformed.body as { message: string }).message), new RegExp(`^${field}:`), `names the field ${field}`);
+    }
+  });
+
+  it('sets the browser-side protections on every answer', async () => {
+    const page = await alice.browser.request(`${shop.urls.gateway}/`);
+    const csp = String(page.headers['content-security-policy']);
+    assert.match(csp, /script-src 'self'/);
+    assert.doesNotMatch(csp, /unsafe-inline/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.equal(page.headers['x-content-type-options'], 'nosniff');
+    const html = readFileSync(new URL('../public/index.html', import.meta.url), 'utf8');
+    assert.doesNotMatch(html, /<script>|\son\w+="/, 'no inline script or handler');
+  });
+
+  it('answers 503 with a request id when a service is down, and refuses new transactions when the control plane is', async () => {
+    await shop.kill('payments');
+    const paymentsDown = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: { item: 'tea', quantity: 1 }, headers: { 'x-csrf-token': alice.csrf } });
+    assert.equal(paymentsDown.status, 503);
+    const answer = paymentsDown.body as { error: string; requestId: string };
+    assert.equal(answer.error, 'DOWNSTREAM_UNAVAILABLE');
+    assert.ok(answer.requestId);
+    assert.doesNotMatch(JSON.stringify(answer), /\bat \w+ \(|node:internal/, 'no stack trace');
+
+    await shop.kill('controlPlane');
+    const cpDown = await alice.browser.request(`${shop.urls.gateway}/api/orders`);
+    assert.equal(cpDown.status, 503);
+    assert.equal((cpDown.body as { error: string }).error, 'CONTROL_PLANE_UNAVAILABLE');
+    await alice.browser.close();
+  });
+});
