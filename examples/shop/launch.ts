@@ -52,8 +52,12 @@ export interface RunningShop {
   auditFile(service: ShopService): string;
   /** Stops one service (a drill's "downstream is down"), or the control plane. */
   kill(what: ShopService | 'controlPlane'): Promise<void>;
-  /** Runs a `lockstep` admin command against this shop's control plane; returns its output lines. */
+  /** Runs a `lockstep` admin command against this shop's control plane; returns its output lines (throws unless it exits 0). */
   admin(...argv: string[]): Promise<string[]>;
+  /** The same, returning the exit code (e.g. `policy status` exits 3 on drift). */
+  adminExit(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }>;
+  /** Sends a signal to a service process (the drill pauses one with SIGSTOP to make it miss an update). */
+  signal(service: ShopService, signal: NodeJS.Signals): void;
   stop(): Promise<void>;
 }
 
@@ -98,19 +102,22 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     children.set('controlPlane', controlPlane);
     await waitForLine(controlPlane, 'listening on', join(dataDir, 'logs', 'control-plane.log'), options.onWarning);
 
-    const admin = async (...argv: string[]) => {
+    const adminExit = async (...argv: string[]) => {
       const out: string[] = [];
       const err: string[] = [];
       const previous = process.env.LOCKSTEP_HOME;
       process.env.LOCKSTEP_HOME = dataDir;
       try {
-        const code = await lockstep(argv, (line) => out.push(line), (line) => err.push(line));
-        if (code !== 0) throw new Error(`lockstep ${argv.join(' ')} failed (${code}): ${err.join(' ')}`);
-        return out;
+        return { code: await lockstep(argv, (line) => out.push(line), (line) => err.push(line)), out, err };
       } finally {
         if (previous === undefined) delete process.env.LOCKSTEP_HOME;
         else process.env.LOCKSTEP_HOME = previous;
       }
+    };
+    const admin = async (...argv: string[]) => {
+      const { code, out, err } = await adminExit(...argv);
+      if (code !== 0) throw new Error(`lockstep ${argv.join(' ')} failed (${code}): ${err.join(' ')}`);
+      return out;
     };
 
     const usersFile = join(dataDir, 'demo-users.json');
@@ -140,6 +147,10 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
         children.delete(what);
       },
       admin,
+      adminExit,
+      signal(service, signal) {
+        children.get(service)?.kill(signal);
+      },
       stop,
     };
   } catch (error) {

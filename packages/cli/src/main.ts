@@ -7,6 +7,7 @@
  *   user add <name> [--role r]... [--tenant t]
  *   keys rotate <txn-token|idp>
  *   ca status | ca prepare | ca activate
+ *   drill                                  (the shop's breach drill: examples/shop/drill)
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   policy status
@@ -14,7 +15,9 @@
  * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
  * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
@@ -31,6 +34,7 @@ const USAGE = `usage:
   lockstep user add <name> [--role <role>]... [--tenant <tenant>]
   lockstep keys rotate <txn-token|idp>
   lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)
+  lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)
   lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
   lockstep services
   lockstep policy status
@@ -48,6 +52,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'user': return await user(rest, out);
       case 'keys': return await keys(rest, out);
       case 'ca': return await caCommand(rest, out);
+      case 'drill': return await drill(err);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
       case 'policy': return await policyStatus(rest, out);
@@ -260,6 +265,17 @@ async function caCommand(argv: readonly string[], out: Out): Promise<number> {
   out(`root rotation: ${status.phase === 'prepared' ? 'PREPARED (activate once every workload has the new bundle: one SVID lifetime)' : 'stable'}`);
   for (const root of status.roots) out(`${root.role.padEnd(9)} ${root.subject}  valid until ${root.notAfter}${root.retiresAt ? `  leaves the bundle at ${root.retiresAt}` : ''}`);
   return 0;
+}
+
+/** Runs the reference shop's drill (it lives with the shop, in examples/shop) and passes its exit code on. */
+async function drill(err: Out): Promise<number> {
+  const script = fileURLToPath(new URL('../../../examples/shop/drill/main.ts', import.meta.url));
+  if (!existsSync(script)) {
+    err(`lockstep: the drill comes with the reference shop (${script}), which is not in this installation: run it from a checkout of the Lockstep repository`);
+    return 2;
+  }
+  const child = spawn(process.execPath, [script], { stdio: 'inherit' });
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
 }
 
 async function revoke(argv: readonly string[], out: Out): Promise<number> {
