@@ -4,7 +4,7 @@
  * it out only). It runs a short demonstration against itself, then keeps serving and prints the
  * curl commands to call it yourself.
  *
- *   npm start                      # from the repository root
+ *   node packages/guard/example/server.ts          # from the repository root
  *   node packages/guard/example/server.ts --once   # demonstration only, then exit
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
