@@ -143,4 +143,16 @@ describe('the shop, end to end', () => {
     assert.equal((cpDown.body as { error: string }).error, 'CONTROL_PLANE_UNAVAILABLE');
     await alice.browser.close();
   });
+
+  it('rate-limits sign-in attempts at the edge', async () => {
+    const browser = createTestBrowser({ ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
+    try {
+      const statuses: number[] = [];
+      for (let attempt = 0; attempt < 25; attempt += 1) statuses.push((await browser.request(`${shop.urls.gateway}/login`)).status);
+      assert.ok(statuses.includes(429), `no 429 in ${statuses.join(',')}`);
+      assert.equal(statuses.filter((status) => status === 303).length <= 20, true, 'at most 20 a minute');
+    } finally {
+      await browser.close();
+    }
+  });
 });
