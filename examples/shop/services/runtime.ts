@@ -55,7 +55,9 @@ export function settings(): ShopSettings {
 export async function secure(config: ShopSettings): Promise<{ guard: Guard; agent: WorkloadAgent }> {
   if (config.controlPlane === null) throw new TypeError('secure() needs LOCKSTEP_CP_URL, LOCKSTEP_TRUST_DOMAIN and LOCKSTEP_JOIN_TOKEN');
   const agent = await joinAsWorkload({ ...config.controlPlane, service: config.service, onEvent: (event) => { if (event.kind === 'renewal-failed') log('warn', `SVID renewal failed: ${event.reason}`); } });
-  const guard = await createGuard({ ...agent.guardOptions(), audit: { file: join(config.dataDir, 'audit.jsonl') }, logger: jsonLogger(config.service) });
+  // Decisions go to a local file and to the control plane's collector (spooled while it is away).
+  const options = agent.guardOptions({ auditSpoolDir: join(config.dataDir, 'spool') });
+  const guard = await createGuard({ ...options, audit: { ...options.audit, file: join(config.dataDir, 'audit.jsonl') }, logger: jsonLogger(config.service) });
   agent.attach(guard);
   return { guard, agent };
 }

@@ -41,10 +41,10 @@ function auditEvents(service: 'gateway' | 'orders' | 'inventory' | 'payments'): 
   return readFileSync(shop.auditFile(service), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as DecisionEvent);
 }
 
-async function eventually<T>(read: () => T | undefined, what: string): Promise<T> {
+async function eventually<T>(read: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> {
   const started = Date.now();
   for (;;) {
-    const value = (() => { try { return read(); } catch { return undefined; } })();
+    const value = await (async () => { try { return await read(); } catch { return undefined; } })();
     if (value !== undefined) return value;
     if (Date.now() - started > 5_000) return assert.fail(`${what}: not within 5 s`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -75,6 +75,13 @@ describe('the shop, end to end', () => {
       assert.equal(event.decision, 'allow');
     }
     assert.equal(auditEvents('payments').find((entry) => entry.txn === txn)?.caller, 'spiffe://shop.test/svc/orders', 'payments was called by orders');
+
+    // The same events reached the control plane's collector, in a trail that verifies.
+    const verified = await eventually(async () => {
+      const { code, out } = await shop.adminExit('audit', 'verify');
+      return code === 0 && out.filter((line) => line.startsWith('spiffe://')).length >= 4 ? out : undefined;
+    }, 'the trail of all four services verifies');
+    assert.match(verified.at(-1) ?? '', /^audit trail verified: [4-9] sources/);
   });
 
   it('lets a customer read her own order, not another customer\'s (BOLA, decided in Cedar)', async () => {

@@ -8,6 +8,7 @@
  *   keys rotate <txn-token|idp>
  *   ca status | ca prepare | ca activate
  *   drill                                  (the shop's breach drill: examples/shop/drill)
+ *   audit verify [--keys jwks.json] [--postgres url]   |   audit keys
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   policy status
@@ -25,6 +26,8 @@ import {
   controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openCookieKeys, openKeyRing, openPostgresStore, openSigningKey,
   openSqliteStore, openWorkloadCa, startControlPlane, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
 } from '@lockstep/control-plane';
+import { createCollector, startCheckpointer, verifyTrail } from '@lockstep/monitor';
+import type { JWK } from 'jose';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
 const USAGE = `usage:
@@ -35,6 +38,8 @@ const USAGE = `usage:
   lockstep keys rotate <txn-token|idp>
   lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)
   lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)
+  lockstep audit verify [--keys <jwks.json>] [--postgres <url>]   (exit 1 when the trail was tampered with)
+  lockstep audit keys                          (the checkpoint keys' JWKS: keep a copy away from this machine)
   lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
   lockstep services
   lockstep policy status
@@ -53,6 +58,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'keys': return await keys(rest, out);
       case 'ca': return await caCommand(rest, out);
       case 'drill': return await drill(err);
+      case 'audit': return await audit(rest, out);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
       case 'policy': return await policyStatus(rest, out);
@@ -102,7 +108,11 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   const idp = await identityProvider(state, trustDomain, values['idp-config'], loud, out);
   for (const external of idp.externalIssuers) trustExternalIssuer(subjects, external, out, loud);
 
-  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port });
+  // The monitor's collector on the same server; a signed checkpoint of every source each minute.
+  const auditKeys = await openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000, onCreated: loud });
+  const collector = createCollector({ store, trustDomain });
+  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port, extensions: [(app) => collector.register(app)] });
+  const checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 60_000, onError: (error) => err(`lockstep: audit checkpoint failed: ${error.message}`) });
   const admin = await issueAdminCredentials(ca, 'admin');
   mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
   writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
@@ -119,6 +129,8 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
     process.once('SIGTERM', stop);
   });
   out('lockstep control plane: stopping');
+  checkpointer.stop();
+  await checkpointer.checkpoint().catch(() => 0);
   await server.close();
   policy?.close();
   await store.close();
@@ -276,6 +288,39 @@ async function drill(err: Out): Promise<number> {
   }
   const child = spawn(process.execPath, [script], { stdio: 'inherit' });
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
+}
+
+async function audit(argv: readonly string[], out: Out): Promise<number> {
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { keys: { type: 'string' }, postgres: { type: 'string' } } });
+  const state = localState();
+  if (positionals[0] === 'keys' && positionals.length === 1) {
+    out(JSON.stringify((await openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000 })).publicJwks(), null, 2));
+    return 0;
+  }
+  if (positionals[0] !== 'verify' || positionals.length !== 1) throw new UsageError('usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>]  |  lockstep audit keys');
+  let jwks;
+  if (values.keys !== undefined) {
+    try {
+      jwks = JSON.parse(readFileSync(values.keys, 'utf8')) as { keys: JWK[] };
+    } catch (error) {
+      throw new UsageError(`--keys ${values.keys}: not a JWKS file (${(error as Error).message})`);
+    }
+  } else {
+    jwks = (await openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000 })).publicJwks();
+  }
+  if (values.postgres === undefined && !existsSync(state.database)) throw new UsageError(`no store at ${state.database}: run this where the control plane keeps its state, or pass --postgres <url>`);
+  const store = values.postgres ? await openPostgresStore({ connectionString: values.postgres }) : openSqliteStore(state.database);
+  try {
+    const report = await verifyTrail(store, jwks);
+    for (const source of report.sources) {
+      out(`${source.source}: ${source.events} events, ${source.checkpoints} checkpoints${source.lastCheckpointAt === null ? '' : ` (last ${new Date(source.lastCheckpointAt).toISOString()})`}`);
+    }
+    for (const problem of report.problems) out(`${problem.kind.toUpperCase()}  ${problem.source}  ${problem.detail}`);
+    out(report.ok ? `audit trail verified: ${report.sources.length} sources, no problem found${values.keys === undefined ? ' (checked with the keys in this state directory; for an independent check pass --keys with a copy kept elsewhere)' : ''}` : `audit trail NOT intact: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`);
+    return report.ok ? 0 : 1;
+  } finally {
+    await store.close();
+  }
 }
 
 async function revoke(argv: readonly string[], out: Out): Promise<number> {

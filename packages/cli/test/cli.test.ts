@@ -119,6 +119,11 @@ describe('lockstep CLI', () => {
     assert.equal(ca.code, 0, ca.err.join('\n'));
     assert.equal(ca.out[0], 'root rotation: stable');
     assert.match(ca.out[1] ?? '', /^current {3}CN=Lockstep root \(shop\.test\)/);
+    const verified = await run('audit', 'verify');
+    assert.equal(verified.code, 0, verified.err.join('\n'));
+    assert.match(verified.out.at(-1) ?? '', /^audit trail verified: 0 sources, no problem found/);
+    const keys = await run('audit', 'keys');
+    assert.equal((JSON.parse(keys.out.join('\n')) as { keys: unknown[] }).keys.length, 2, 'current and next checkpoint keys');
     const unknown = await run('keys', 'rotate', 'root');
     assert.equal(unknown.code, 2);
     assert.match(unknown.err.join('\n'), /rotates: txn-token, idp/);

@@ -1,5 +1,11 @@
 export { ControlPlaneError, CONTROL_PLANE_ERRORS, type ControlPlaneErrorCode } from './errors.ts';
-export type { ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute, UserRecord } from './store/store.ts';
+export type {
+  ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute, UserRecord,
+  AuditEntry, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditAppend,
+} from './store/store.ts';
+export { auditEntryHash, GENESIS } from './store/audit-chain.ts';
+export { requireCaller, admittedCaller, callerOf, peerSpiffeId, type CallerKind } from './server/peer.ts';
+export { refuse } from './server/refusal.ts';
 export { openSqliteStore } from './store/sqlite-store.ts';
 export { openPostgresStore, type PostgresStoreOptions } from './store/postgres-store.ts';
 export { openWorkloadCa, hashBundle, RootRotationError, type WorkloadCa, type WorkloadCaOptions, type RootRotation, type RootStatus } from './ca/workload-ca.ts';

@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { decodeJwt } from 'jose';
 import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
 import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
+import { createNetworkSink, type NetworkSink } from './network-sink.ts';
 import { createGuardClient, type GuardClient } from './client.ts';
 import { GuardConfigError, GuardError, errorBody } from './errors.ts';
 import { resolveOptions, type GuardOptions, type ResolvedOptions, type SvidPem } from './options.ts';
@@ -72,6 +73,8 @@ export interface GuardStats {
   tokens: { hits: number; verified: number; size: number };
   /** `misses` = Cedar evaluations; `hits` = decisions answered from the decision cache. */
   decisions: { hits: number; misses: number; size: number };
+  /** Audit shipping to the collector (when configured): sent, spooled, dropped, refused. */
+  shipping: { sent: number; spooled: number; dropped: number; refused: number } | null;
 }
 
 /** Reported to the registry: this package's own version. */
@@ -116,6 +119,17 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   const servers = new Set<TlsServer>();
   const auditSink: AuditSink | null = options.auditFile
     ? createAuditFileSink(options.auditFile, { onError: (error) => logger.error('audit file write failed', { error: error.message }) })
+    : null;
+  let closing: Promise<void> | null = null;
+  const networkSink: NetworkSink | null = options.auditCollector
+    ? createNetworkSink({
+        url: options.auditCollector.url,
+        spoolDir: options.auditCollector.spoolDir,
+        ...(options.auditCollector.maxSpoolBytes === undefined ? {} : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
+        tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
+        serverSpiffeId: `spiffe://${trustDomain}/lockstep/control-plane`,
+        onError: (error) => logger.warn('audit shipping', { error: error.message }),
+      })
     : null;
 
   // Bundles apply in the order they were given (a slow verification must not let an older bundle
@@ -258,13 +272,18 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       revocations.add(revocation);
       logger.warn('revoked', { kind: revocation.kind, value: revocation.value });
     },
-    stats: () => ({ tokens: txnTokenStep.stats(), decisions: { ...engine.stats() } }),
-    async close() {
-      if (unattachedWarning !== null) clearTimeout(unattachedWarning);
-      keys.close();
-      await keys.dispatcher?.close();
-      await client.close();
-      await auditSink?.close();
+    stats: () => ({ tokens: txnTokenStep.stats(), decisions: { ...engine.stats() }, shipping: networkSink === null ? null : { ...networkSink.stats } }),
+    close() {
+      // Idempotent: a second close waits for the first.
+      closing ??= (async () => {
+        if (unattachedWarning !== null) clearTimeout(unattachedWarning);
+        keys.close();
+        await keys.dispatcher?.close();
+        await client.close();
+        await auditSink?.close();
+        await networkSink?.close();
+      })();
+      return closing;
     },
   };
 }

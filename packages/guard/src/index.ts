@@ -10,3 +10,4 @@ export type { GuardClient, OutboundRequestOptions } from './client.ts';
 export { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
 export type { Revocation, RevocationKind } from './revocations.ts';
 export { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
+export { createNetworkSink, type NetworkSink, type NetworkSinkOptions, type NetworkSinkStats } from './network-sink.ts';

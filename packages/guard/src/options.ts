@@ -39,7 +39,11 @@ export interface GuardOptions {
   };
   /** `enforce` (default) or `dry-run`: would-be denials are let through and audited. Unsafe. */
   mode?: 'enforce' | 'dry-run';
-  audit?: { file?: string };
+  /**
+   * Where decision events go: a JSON-lines file, and/or the monitor's collector over mTLS (batched,
+   * compressed, spooled to `spoolDir` while it is unreachable, so that nothing is lost).
+   */
+  audit?: { file?: string; collector?: { url: string; spoolDir: string; maxSpoolBytes?: number } };
   limits?: { bodyBytes?: number; headerBytes?: number; txnTokenBytes?: number };
   txnToken?: { maxLifetimeSeconds?: number; clockSkewSeconds?: number };
   cache?: { tokens?: number; decisions?: number };
@@ -55,6 +59,7 @@ export interface ResolvedOptions {
   readonly policy: { readonly keys: JsonWebKeySet; readonly bundle: string | undefined };
   readonly mode: 'enforce' | 'dry-run';
   readonly auditFile: string | undefined;
+  readonly auditCollector: { readonly url: string; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined } | undefined;
   readonly limits: { readonly bodyBytes: number; readonly headerBytes: number; readonly txnTokenBytes: number };
   readonly txnToken: { readonly maxLifetimeSeconds: number; readonly clockSkewSeconds: number };
   readonly cache: { readonly tokens: number; readonly decisions: number };
@@ -134,7 +139,21 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
   if (input.policy.bundle !== undefined && typeof input.policy.bundle !== 'string') fail('policy.bundle must be the compact JWS text of a signed policy bundle');
   const mode = input.mode ?? 'enforce';
   if (mode !== 'enforce' && mode !== 'dry-run') fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
-  knownKeys(input.audit, 'audit', ['file']);
+  knownKeys(input.audit, 'audit', ['file', 'collector']);
+  const collector = input.audit?.collector;
+  if (collector !== undefined) {
+    if (typeof collector !== 'object' || collector === null) fail('audit.collector must be { url: "https://…/v1/audit/events", spoolDir: "<directory>" }');
+    knownKeys(collector, 'audit.collector', ['url', 'spoolDir', 'maxSpoolBytes']);
+    let url: URL | null = null;
+    try {
+      url = new URL(collector.url);
+    } catch {
+      fail(`audit.collector.url is not a URL: ${JSON.stringify(collector.url)}`);
+    }
+    if (url?.protocol !== 'https:') fail('audit.collector.url must use https (events travel over mTLS)');
+    if (typeof collector.spoolDir !== 'string' || collector.spoolDir === '') fail('audit.collector.spoolDir must be a directory where unsent events wait (it survives restarts)');
+    if (collector.maxSpoolBytes !== undefined && (!Number.isSafeInteger(collector.maxSpoolBytes) || collector.maxSpoolBytes < 1024)) fail('audit.collector.maxSpoolBytes must be a whole number of bytes ≥ 1024');
+  }
   knownKeys(input.limits, 'limits', ['bodyBytes', 'headerBytes', 'txnTokenBytes']);
   knownKeys(input.txnToken, 'txnToken', ['maxLifetimeSeconds', 'clockSkewSeconds']);
   knownKeys(input.cache, 'cache', ['tokens', 'decisions']);
@@ -153,6 +172,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     policy: Object.freeze({ keys: frozenJwks(input.policy.keys, 'policy.keys'), bundle: input.policy.bundle }),
     mode,
     auditFile: input.audit?.file,
+    auditCollector: collector === undefined ? undefined : Object.freeze({ url: collector.url, spoolDir: collector.spoolDir, maxSpoolBytes: collector.maxSpoolBytes }),
     limits: Object.freeze({
       bodyBytes: positiveInteger(input.limits?.bodyBytes, 'limits.bodyBytes', 1024 * 1024),
       headerBytes: positiveInteger(input.limits?.headerBytes, 'limits.headerBytes', 16 * 1024, 1024 * 1024),

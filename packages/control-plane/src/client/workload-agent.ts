@@ -48,11 +48,14 @@ export interface WorkloadAgent {
   /** The SVID in use now. */
   readonly credentials: WorkloadCredentials;
   /**
-   * What `createGuard` needs from the control plane: service, trust domain, trust bundle, SVID, and
-   * the Txn-Token Service's JWKS URL (fetched, refreshed, refetched on an unknown `kid`: key
-   * rotations are followed).
+   * What `createGuard` needs from the control plane: service, trust domain, trust bundle, SVID, the
+   * Txn-Token Service's JWKS URL (fetched, refreshed, refetched on an unknown `kid`: key rotations
+   * are followed), the policy keys, and — given `auditSpoolDir` — shipping to the collector.
    */
-  guardOptions(): { service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string }; txnTokenKeys: { url: string }; policy: { keys: { keys: JWK[] } } };
+  guardOptions(options?: { auditSpoolDir?: string }): {
+    service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string }; txnTokenKeys: { url: string }; policy: { keys: { keys: JWK[] } };
+    audit?: { collector: { url: string; spoolDir: string } };
+  };
   /** Starts renewal, the stream and the heartbeat for this guard. */
   attach(guard: AttachableGuard): void;
   /** Renews now (normally the timer does). */
@@ -123,10 +126,12 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     get credentials() {
       return credentials;
     },
-    guardOptions: () => ({
+    guardOptions: (extra = {}) => ({
       service: options.service, trustDomain: options.trustDomain, trustBundle: credentials.bundlePem, svid: { cert: credentials.chainPem, key: credentials.keyPem },
       txnTokenKeys: { url: new URL('/v1/txn-token/jwks.json', options.url).href },
       policy: { keys: { keys: [...policyKeys] } },
+      // With a spool directory, decisions are also shipped to the control plane's collector.
+      ...(extra.auditSpoolDir === undefined ? {} : { audit: { collector: { url: new URL('/v1/audit/events', options.url).href, spoolDir: extra.auditSpoolDir } } }),
     }),
     attach(target) {
       if (guard !== null) throw new TypeError('this workload agent is already attached to a guard');

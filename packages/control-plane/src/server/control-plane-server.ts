@@ -53,6 +53,11 @@ export interface ControlPlaneServerOptions {
   readonly rereadMs?: number;
   /** Unexpected failures (answered 500 without details); default: written to stderr, so that none is lost. */
   readonly onInternalError?: (error: Error) => void;
+  /**
+   * More endpoints on the same server (the monitor's collector and dashboard): each is called with
+   * the Fastify instance before it listens. Use `requireCaller` for who may call them.
+   */
+  readonly extensions?: readonly ((app: FastifyInstance, context: { readonly ca: WorkloadCa; readonly store: ControlPlaneStore }) => void | Promise<void>)[];
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -105,6 +110,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     const follow = policy?.onChange(() => { if (policy.set) tts.usePolicy(policy.set); });
     if (follow) stopPolicy = () => { follow(); };
   }
+  for (const extension of options.extensions ?? []) await extension(app, { ca, store });
   // oidc-provider reads the raw request itself: its paths are handed over before Fastify parses a body.
   let idp: IdentityProvider | null = null;
   if (options.idp !== undefined) {

@@ -92,4 +92,45 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX oidc_models_by_user_code ON oidc_models (model, user_code);
       CREATE INDEX oidc_models_by_expiry ON oidc_models (expires_at);`,
   },
+  {
+    version: 4,
+    // The audit trail: append-only per source (a guard's SPIFFE ID), each event hash-chained to the
+    // previous one of its source; per shipping stream, the last sequence number seen and what the
+    // sender dropped; signed checkpoints. Triggers refuse UPDATE and DELETE on the trail.
+    sqlite: `
+      CREATE TABLE audit_events (
+        source TEXT NOT NULL, seq INTEGER NOT NULL, stream TEXT NOT NULL, stream_seq INTEGER NOT NULL, received_at INTEGER NOT NULL,
+        event TEXT NOT NULL, txn TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+        PRIMARY KEY (source, seq), UNIQUE (source, stream, stream_seq)
+      );
+      CREATE INDEX audit_events_by_txn ON audit_events (txn);
+      CREATE TABLE audit_streams (
+        source TEXT NOT NULL, stream TEXT NOT NULL, last_stream_seq INTEGER NOT NULL, dropped INTEGER NOT NULL, gaps INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (source, stream)
+      );
+      CREATE TABLE audit_checkpoints (
+        source TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (source, at)
+      );
+      CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+      CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+      CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+      CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;`,
+    postgres: `
+      CREATE TABLE audit_events (
+        source TEXT NOT NULL, seq BIGINT NOT NULL, stream TEXT NOT NULL, stream_seq BIGINT NOT NULL, received_at BIGINT NOT NULL,
+        event TEXT NOT NULL, txn TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+        PRIMARY KEY (source, seq), UNIQUE (source, stream, stream_seq)
+      );
+      CREATE INDEX audit_events_by_txn ON audit_events (txn);
+      CREATE TABLE audit_streams (
+        source TEXT NOT NULL, stream TEXT NOT NULL, last_stream_seq BIGINT NOT NULL, dropped BIGINT NOT NULL, gaps BIGINT NOT NULL,
+        first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (source, stream)
+      );
+      CREATE TABLE audit_checkpoints (
+        source TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, at BIGINT NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (source, at)
+      );
+      CREATE FUNCTION lockstep_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$;
+      CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();
+      CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();`,
+  },
 ];

@@ -5,8 +5,9 @@
  */
 import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
+import { planAppend } from './audit-append.ts';
 import {
-  heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+  auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
 
@@ -136,6 +137,54 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async sweepOidc(now) {
       return (await query('DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND expires_at < $1 RETURNING 1', [now])).length;
+    },
+    async appendAudit(source, batch, receivedAt) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        // One writer per source at a time, across replicas: the chain has no forks.
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`lockstep-audit:${source}`]);
+        const [head] = (await client.query('SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1', [source])).rows as { seq: string; hash: string }[];
+        const [stream] = (await client.query('SELECT last_stream_seq, gaps FROM audit_streams WHERE source = $1 AND stream = $2', [source, batch.stream])).rows as { last_stream_seq: string; gaps: string }[];
+        const positions = batch.entries.map((entry) => entry.streamSeq);
+        const stored = new Set(((await client.query('SELECT stream_seq FROM audit_events WHERE source = $1 AND stream = $2 AND stream_seq = ANY($3::bigint[])', [source, batch.stream, positions])).rows as { stream_seq: string }[]).map((row) => Number(row.stream_seq)));
+        const plan = planAppend(source, head === undefined ? null : { seq: Number(head.seq), hash: head.hash },
+          stream === undefined ? null : { lastStreamSeq: Number(stream.last_stream_seq), gaps: Number(stream.gaps) }, (streamSeq) => stored.has(streamSeq), batch.entries);
+        for (const row of plan.rows) {
+          await client.query('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+            [source, row.seq, row.entry.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.entry.txn, row.prevHash, row.hash]);
+        }
+        await client.query(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $6)
+          ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = GREATEST(audit_streams.dropped, excluded.dropped), gaps = excluded.gaps, last_seen = excluded.last_seen`,
+        [source, batch.stream, plan.stream.lastStreamSeq, batch.dropped, plan.stream.gaps, receivedAt]);
+        await client.query('COMMIT');
+        return plan.result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
+    async auditHeads() {
+      return (await query('SELECT DISTINCT ON (source) source, seq, hash FROM audit_events ORDER BY source, seq DESC', [])).map((row) => ({ source: String(row.source), seq: Number(row.seq), hash: String(row.hash) }));
+    },
+    async auditEvents(source, afterSeq, limit) {
+      return (await query('SELECT * FROM audit_events WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3', [source, afterSeq, limit])).map(auditEventFromRow);
+    },
+    async auditByTxn(txn) {
+      return (await query('SELECT * FROM audit_events WHERE txn = $1 ORDER BY received_at, source, seq', [txn])).map(auditEventFromRow);
+    },
+    async auditStreams() {
+      return (await query('SELECT * FROM audit_streams ORDER BY source, first_seen', [])).map(auditStreamFromRow);
+    },
+    async addAuditCheckpoint(checkpoint) {
+      await query('INSERT INTO audit_checkpoints (source, seq, hash, at, signature) VALUES ($1, $2, $3, $4, $5)', [checkpoint.source, checkpoint.seq, checkpoint.hash, checkpoint.at, checkpoint.signature]);
+    },
+    async auditCheckpoints(source) {
+      return (source === undefined
+        ? await query('SELECT * FROM audit_checkpoints ORDER BY source, at', [])
+        : await query('SELECT * FROM audit_checkpoints WHERE source = $1 ORDER BY at', [source])).map(auditCheckpointFromRow);
     },
     async watchRevocations(listener) {
       const client = new pg.Client({ connectionString: options.connectionString });

@@ -1,5 +1,5 @@
 /** Row ↔ record mapping shared by both stores (column names are the same in both dialects). */
-import type { IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord, UserRecord } from './store.ts';
+import type { AuditCheckpoint, AuditStream, IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, StoredAuditEvent, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord, UserRecord } from './store.ts';
 
 type Row = Record<string, unknown>;
 
@@ -117,4 +117,23 @@ export function oidcFromRow(row: Row): OidcArtefact {
 /** The values of an upserted artefact in the column order both stores use. */
 export function oidcValues(artefact: Omit<OidcArtefact, 'consumedAt'>): (string | number | null)[] {
   return [artefact.model, artefact.id, artefact.payload, artefact.grantId, artefact.userCode, artefact.uid, artefact.expiresAt];
+}
+
+export function auditEventFromRow(row: Row): StoredAuditEvent {
+  return {
+    source: text(row.source, 'source'), seq: int(row.seq, 'seq'), stream: text(row.stream, 'stream'), streamSeq: int(row.stream_seq, 'stream_seq'),
+    receivedAt: int(row.received_at, 'received_at'), event: text(row.event, 'event'), txn: optionalText(row.txn, 'txn'),
+    prevHash: text(row.prev_hash, 'prev_hash'), hash: text(row.hash, 'hash'),
+  };
+}
+
+export function auditStreamFromRow(row: Row): AuditStream {
+  return {
+    source: text(row.source, 'source'), stream: text(row.stream, 'stream'), lastStreamSeq: int(row.last_stream_seq, 'last_stream_seq'),
+    dropped: int(row.dropped, 'dropped'), gaps: int(row.gaps, 'gaps'), firstSeen: int(row.first_seen, 'first_seen'), lastSeen: int(row.last_seen, 'last_seen'),
+  };
+}
+
+export function auditCheckpointFromRow(row: Row): AuditCheckpoint {
+  return { source: text(row.source, 'source'), seq: int(row.seq, 'seq'), hash: text(row.hash, 'hash'), at: int(row.at, 'at'), signature: text(row.signature, 'signature') };
 }

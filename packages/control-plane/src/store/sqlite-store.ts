@@ -7,8 +7,9 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
+import { planAppend } from './audit-append.ts';
 import {
-  heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+  auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore, IssuedSvidRecord } from './store.ts';
 
@@ -54,6 +55,19 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const destroyArtefact = db.prepare('DELETE FROM oidc_models WHERE model = ? AND id = ?');
   const revokeGrant = db.prepare('DELETE FROM oidc_models WHERE grant_id = ?');
   const sweep = db.prepare('DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND expires_at < ?');
+  const auditHead = db.prepare('SELECT seq, hash FROM audit_events WHERE source = ? ORDER BY seq DESC LIMIT 1');
+  const auditStream = db.prepare('SELECT * FROM audit_streams WHERE source = ? AND stream = ?');
+  const auditStored = db.prepare('SELECT 1 FROM audit_events WHERE source = ? AND stream = ? AND stream_seq = ?');
+  const insertAudit = db.prepare('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+  const upsertStream = db.prepare(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+    ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = MAX(audit_streams.dropped, excluded.dropped), gaps = excluded.gaps, last_seen = excluded.last_seen`);
+  const auditHeads = db.prepare('SELECT e.source, e.seq, e.hash FROM audit_events e JOIN (SELECT source, MAX(seq) AS seq FROM audit_events GROUP BY source) h ON e.source = h.source AND e.seq = h.seq ORDER BY e.source');
+  const auditAfter = db.prepare('SELECT * FROM audit_events WHERE source = ? AND seq > ? ORDER BY seq LIMIT ?');
+  const auditTxn = db.prepare('SELECT * FROM audit_events WHERE txn = ? ORDER BY received_at, source, seq');
+  const auditStreams = db.prepare('SELECT * FROM audit_streams ORDER BY source, first_seen');
+  const insertCheckpoint = db.prepare('INSERT INTO audit_checkpoints (source, seq, hash, at, signature) VALUES (?, ?, ?, ?, ?)');
+  const checkpointsOf = db.prepare('SELECT * FROM audit_checkpoints WHERE source = ? ORDER BY at');
+  const allCheckpoints = db.prepare('SELECT * FROM audit_checkpoints ORDER BY source, at');
 
   const issuedLog = groupCommit<IssuedSvidRecord>(db, (record) => { insertSvid.run(record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via); });
 
@@ -135,6 +149,40 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     },
     async sweepOidc(now) {
       return Number(sweep.run(now).changes);
+    },
+    async appendAudit(source, batch, receivedAt) {
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        const head = auditHead.get(source) as { seq: number; hash: string } | undefined;
+        const stream = auditStream.get(source, batch.stream) as Row | undefined;
+        const plan = planAppend(source, head ?? null, stream === undefined ? null : { lastStreamSeq: Number(stream.last_stream_seq), gaps: Number(stream.gaps) },
+          (streamSeq) => auditStored.get(source, batch.stream, streamSeq) !== undefined, batch.entries);
+        for (const row of plan.rows) insertAudit.run(source, row.seq, row.entry.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.entry.txn, row.prevHash, row.hash);
+        upsertStream.run(source, batch.stream, plan.stream.lastStreamSeq, batch.dropped, plan.stream.gaps, receivedAt);
+        db.exec('COMMIT');
+        return plan.result;
+      } catch (error) {
+        if (db.isTransaction) db.exec('ROLLBACK');
+        throw error;
+      }
+    },
+    async auditHeads() {
+      return (auditHeads.all() as Row[]).map((row) => ({ source: String(row.source), seq: Number(row.seq), hash: String(row.hash) }));
+    },
+    async auditEvents(source, afterSeq, limit) {
+      return (auditAfter.all(source, afterSeq, limit) as Row[]).map(auditEventFromRow);
+    },
+    async auditByTxn(txn) {
+      return (auditTxn.all(txn) as Row[]).map(auditEventFromRow);
+    },
+    async auditStreams() {
+      return (auditStreams.all() as Row[]).map(auditStreamFromRow);
+    },
+    async addAuditCheckpoint(checkpoint) {
+      insertCheckpoint.run(checkpoint.source, checkpoint.seq, checkpoint.hash, checkpoint.at, checkpoint.signature);
+    },
+    async auditCheckpoints(source) {
+      return ((source === undefined ? allCheckpoints.all() : checkpointsOf.all(source)) as Row[]).map(auditCheckpointFromRow);
     },
     async close() {
       if (db.isOpen) db.close();

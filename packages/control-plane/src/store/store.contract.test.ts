@@ -14,6 +14,7 @@ import pg from 'pg';
 import { openPostgresStore } from './postgres-store.ts';
 import { openSqliteStore } from './sqlite-store.ts';
 import type { ControlPlaneStore } from './store.ts';
+import { auditEntryHash, GENESIS } from './audit-chain.ts';
 
 const PG_URL = process.env.LOCKSTEP_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const requirePg = process.env.LOCKSTEP_REQUIRE_PG === '1';
@@ -193,6 +194,43 @@ for (const backend of backends) {
       assert.notEqual(await store.findOidc('DeviceCode', 'd1'), null, 'another grant is untouched');
     }));
 
+    const entry = (stream: string, streamSeq: number, txn: string | null = null) => ({ stream, streamSeq, txn, event: JSON.stringify({ service: 'orders', streamSeq, txn }) });
+
+    it('chains a source\'s audit events, skips a retried batch, and counts the positions a stream skipped', withStore(async (store) => {
+      const source = 'spiffe://shop.test/svc/orders';
+      const first = await store.appendAudit(source, { stream: 's1', dropped: 0, entries: [entry('s1', 1, 't1'), entry('s1', 2, 't1')] }, 100);
+      assert.deepEqual([first.accepted, first.duplicates, first.head.seq, first.gaps], [2, 0, 2, []]);
+      const retried = await store.appendAudit(source, { stream: 's1', dropped: 0, entries: [entry('s1', 2, 't1'), entry('s1', 3)] }, 200);
+      assert.deepEqual([retried.accepted, retried.duplicates, retried.head.seq], [1, 1, 3]);
+      const skipped = await store.appendAudit(source, { stream: 's1', dropped: 4, entries: [entry('s1', 7)] }, 300);
+      assert.deepEqual(skipped.gaps, [[4, 6]]);
+      await store.appendAudit('spiffe://shop.test/svc/payments', { stream: 'p1', dropped: 0, entries: [entry('p1', 1, 't1')] }, 400);
+
+      const events = await store.auditEvents(source, 0, 100);
+      assert.deepEqual(events.map((event) => [event.seq, event.streamSeq]), [[1, 1], [2, 2], [3, 3], [4, 7]]);
+      assert.equal(events[0]?.prevHash, GENESIS);
+      for (let index = 0; index < events.length; index += 1) {
+        const event = events[index] as (typeof events)[number];
+        assert.equal(event.hash, auditEntryHash(source, event.seq, event.prevHash, event.event), 'each hash covers its event');
+        if (index > 0) assert.equal(event.prevHash, events[index - 1]?.hash, 'and chains to the one before');
+      }
+      assert.deepEqual((await store.auditEvents(source, 2, 1)).map((event) => event.seq), [3]);
+      assert.deepEqual((await store.auditByTxn('t1')).map((event) => [event.source, event.seq]), [[source, 1], [source, 2], ['spiffe://shop.test/svc/payments', 1]]);
+      assert.deepEqual((await store.auditHeads()).map((head) => [head.source, head.seq]), [[source, 4], ['spiffe://shop.test/svc/payments', 1]]);
+      const [stream] = (await store.auditStreams()).filter((entry) => entry.stream === 's1');
+      assert.deepEqual([stream?.lastStreamSeq, stream?.gaps, stream?.dropped, stream?.firstSeen, stream?.lastSeen], [7, 3, 4, 100, 300]);
+      await store.addAuditCheckpoint({ source, seq: 4, hash: events[3]?.hash ?? '', at: 500, signature: 'jws' });
+      assert.deepEqual((await store.auditCheckpoints(source)).map((checkpoint) => checkpoint.seq), [4]);
+    }));
+
+    it('keeps one chain per source when appends race', withStore(async (store) => {
+      const source = 'spiffe://shop.test/svc/orders';
+      await Promise.all(Array.from({ length: 6 }, (_, index) => store.appendAudit(source, { stream: `s${index}`, dropped: 0, entries: [entry(`s${index}`, 1), entry(`s${index}`, 2)] }, index)));
+      const events = await store.auditEvents(source, 0, 100);
+      assert.deepEqual(events.map((event) => event.seq), Array.from({ length: 12 }, (_, index) => index + 1));
+      for (let index = 1; index < events.length; index += 1) assert.equal(events[index]?.prevHash, events[index - 1]?.hash);
+    }));
+
     it('keeps its data across a restart, migrating only once', async () => {
       const database = randomBytes(6).toString('hex');
       const store = await backend.open(database);
@@ -207,6 +245,39 @@ for (const backend of backends) {
     });
   });
 }
+
+describe('the audit trail at the database level', () => {
+  it('refuses UPDATE and DELETE of trail rows even to a direct SQL client (SQLite)', async () => {
+    const path = join(scratch, 'append-only.db');
+    const store = openSqliteStore(path);
+    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ stream: 's', streamSeq: 1, txn: null, event: '{}' }] }, 1);
+    await store.close();
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(path);
+    try {
+      assert.throws(() => db.exec("UPDATE audit_events SET event = '{\"forged\":true}'"), /append-only/);
+      assert.throws(() => db.exec('DELETE FROM audit_events'), /append-only/);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('refuses UPDATE and DELETE of trail rows (PostgreSQL)', { skip: pgProblem === null ? false : 'PostgreSQL not reachable' }, async () => {
+    const schema = `lockstep_test_${randomBytes(6).toString('hex')}`;
+    schemas.push(schema);
+    const store = await openPostgresStore({ connectionString: PG_URL, schema });
+    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ stream: 's', streamSeq: 1, txn: null, event: '{}' }] }, 1);
+    await store.close();
+    const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
+    await client.connect();
+    try {
+      await assert.rejects(client.query("UPDATE audit_events SET event = '{}'"), /append-only/);
+      await assert.rejects(client.query('DELETE FROM audit_events'), /append-only/);
+    } finally {
+      await client.end();
+    }
+  });
+});
 
 describe('sqlite store files', () => {
   it('are readable by their owner only, in a directory only the owner can enter', async () => {

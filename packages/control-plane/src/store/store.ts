@@ -96,6 +96,55 @@ export interface OidcArtefact {
   readonly consumedAt: number | null;
 }
 
+/** One decision event as a guard shipped it: its stream (one per sender process) and position in it. */
+export interface AuditEntry {
+  readonly stream: string;
+  readonly streamSeq: number;
+  /** The event as JSON text (stored and hashed exactly as is). */
+  readonly event: string;
+  readonly txn: string | null;
+}
+
+export interface StoredAuditEvent extends AuditEntry {
+  readonly source: string;
+  /** Position in the source's chain, from 1. */
+  readonly seq: number;
+  readonly receivedAt: number;
+  readonly prevHash: string;
+  readonly hash: string;
+}
+
+export interface AuditStream {
+  readonly source: string;
+  readonly stream: string;
+  readonly lastStreamSeq: number;
+  /** What the sender says it dropped (its spool was full), cumulative. */
+  readonly dropped: number;
+  /** Stream positions never received. */
+  readonly gaps: number;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+}
+
+export interface AuditCheckpoint {
+  readonly source: string;
+  /** The last position covered (0: nothing yet). */
+  readonly seq: number;
+  readonly hash: string;
+  readonly at: number;
+  /** A JWS over { source, seq, hash, at } by the control plane's audit key. */
+  readonly signature: string;
+}
+
+export interface AuditAppend {
+  readonly accepted: number;
+  /** Entries already stored (a retried batch): skipped. */
+  readonly duplicates: number;
+  readonly head: { readonly seq: number; readonly hash: string };
+  /** Stream positions skipped by this batch (missing events), as [from, to] ranges. */
+  readonly gaps: readonly (readonly [number, number])[];
+}
+
 export interface ControlPlaneStore {
   /** `sqlite` or `postgres`, for logs and status. */
   readonly kind: 'sqlite' | 'postgres';
@@ -141,6 +190,21 @@ export interface ControlPlaneStore {
   revokeOidcGrant(grantId: string): Promise<void>;
   /** Deletes artefacts that expired before `now`; returns how many. */
   sweepOidc(now: number): Promise<number>;
+  /**
+   * Appends a batch of one source's events to its chain, atomically (also across replicas):
+   * duplicates of stored (stream, position) pairs are skipped; the stream's bookkeeping (last
+   * position, gaps, sender-side drops) is updated. There is no way to change or delete an event.
+   */
+  appendAudit(source: string, batch: { readonly stream: string; readonly dropped: number; readonly entries: readonly AuditEntry[] }, receivedAt: number): Promise<AuditAppend>;
+  /** Every source's last position and hash. */
+  auditHeads(): Promise<{ source: string; seq: number; hash: string }[]>;
+  /** A source's events after `afterSeq`, in chain order, at most `limit`. */
+  auditEvents(source: string, afterSeq: number, limit: number): Promise<StoredAuditEvent[]>;
+  /** Every event of one transaction, across sources, in arrival order. */
+  auditByTxn(txn: string): Promise<StoredAuditEvent[]>;
+  auditStreams(): Promise<AuditStream[]>;
+  addAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
+  auditCheckpoints(source?: string): Promise<AuditCheckpoint[]>;
   /**
    * Calls `listener` soon after any replica sharing this store adds a revocation (PostgreSQL:
    * LISTEN/NOTIFY). Absent where one process owns the store (SQLite). Resolves to an unsubscribe.

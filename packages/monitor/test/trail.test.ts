@@ -1,0 +1,217 @@
+/**
+ * The audit trail end to end over real mTLS: a guarded Fastify service ships its decisions to the
+ * collector on the control plane; the chain and the signed checkpoints verify; every way of
+ * tampering with the stored trail is found and named; bad batches are refused and counted; a
+ * transaction's events come back as its call chain.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { Agent, request } from 'undici';
+import { createGuard, type Guard } from '@lockstep/guard';
+import { lockstep } from '@lockstep/guard/fastify';
+import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
+import {
+  createJoinToken, createPolicyService, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  type ControlPlaneStore, type KeyRing, type PolicyService, type RunningControlPlane, type WorkloadCa, type WorkloadCredentials,
+} from '@lockstep/control-plane';
+import { callChain, COLLECTOR_PATH, createCollector, startCheckpointer, verifyTrail, type Checkpointer, type Collector } from '../src/index.ts';
+
+const TD = 'shop.test';
+const scratch = mkdtempSync(join(tmpdir(), 'lockstep-trail-'));
+const dbPath = join(scratch, 'cp.db');
+
+let ca: WorkloadCa;
+let store: ControlPlaneStore;
+let policy: PolicyService;
+let auditKeys: KeyRing;
+let collector: Collector;
+let checkpointer: Checkpointer;
+let controlPlane: RunningControlPlane;
+let minter: TxnTokenMinter;
+let orders: WorkloadCredentials;
+let gateway: WorkloadCredentials;
+let guard: Guard;
+let app: FastifyInstance;
+let origin: string;
+
+before(async () => {
+  const keyDir = join(scratch, 'keys');
+  ca = await openWorkloadCa({ trustDomain: TD, keyDir });
+  store = openSqliteStore(dbPath);
+  const policyKey = await openSigningKey(keyDir, 'policy');
+  policy = await createPolicyService({ dir: new URL('../../guard/example/policies/', import.meta.url).pathname, signingKey: policyKey, watch: false });
+  auditKeys = await openKeyRing(keyDir, 'audit', { retainMs: 365 * 24 * 3_600_000 });
+  collector = createCollector({ store, trustDomain: TD });
+  controlPlane = await startControlPlane({ ca, store, policy, extensions: [(server) => collector.register(server)] });
+  checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 3_600_000 });
+  minter = await createTxnTokenMinter({ trustDomain: TD });
+  const join_ = async (service: string) => joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
+  orders = await join_('orders');
+  gateway = await join_('gateway');
+  guard = await createGuard({
+    service: 'orders', trustDomain: TD, trustBundle: orders.bundlePem, svid: { cert: orders.chainPem, key: orders.keyPem },
+    txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] }, bundle: (await policy.bundleFor('orders'))?.bundle ?? '' },
+    audit: { collector: { url: `${controlPlane.url}${COLLECTOR_PATH}`, spoolDir: join(scratch, 'spool') } },
+    logger: { info() {}, warn() {}, error() {} },
+  });
+  app = Fastify({ https: guard.tlsOptions() });
+  await app.register(lockstep, { guard });
+  app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async () => ({ ok: true }));
+  app.delete('/orders/:id', { config: { lockstep: { action: 'orders:delete' } } }, async () => ({ ok: true }));
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  origin = `https://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+});
+
+after(async () => {
+  checkpointer.stop();
+  await app.close();
+  await guard.close();
+  await controlPlane.close();
+  policy.close();
+  await store.close();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+const gatewayAgent = () => new Agent({ connect: { cert: gateway.chainPem, key: gateway.keyPem, ca: gateway.bundlePem, checkServerIdentity: () => undefined } });
+
+async function calls(count: number, txnToken?: string, method: 'GET' | 'DELETE' = 'GET'): Promise<void> {
+  const agent = gatewayAgent();
+  try {
+    const token = txnToken ?? await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
+    for (let index = 0; index < count; index += 1) (await request(`${origin}/orders/${index}`, { method, dispatcher: agent, headers: { 'txn-token': token } })).body.dump();
+  } finally {
+    await agent.close();
+  }
+}
+
+async function stored(source: string): Promise<number> {
+  return (await store.auditEvents(source, 0, 100_000)).length;
+}
+
+async function postBatch(body: Buffer | string, options: { as?: WorkloadCredentials | null; encoding?: string | null } = {}) {
+  const who = options.as === undefined ? orders : options.as;
+  const agent = new Agent({ connect: { ...(who === null ? {} : { cert: who.chainPem, key: who.keyPem }), ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+  try {
+    const response = await request(`${controlPlane.url}${COLLECTOR_PATH}`, {
+      method: 'POST', dispatcher: agent, body,
+      headers: { 'content-type': 'application/json', ...(options.encoding === null ? {} : { 'content-encoding': options.encoding ?? 'gzip' }) },
+    });
+    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+  } finally {
+    await agent.close();
+  }
+}
+
+const decision = (service: string, overrides: Record<string, unknown> = {}) => ({
+  time: new Date().toISOString(), service, requestId: 'r-1', caller: null, sub: null, txn: null, method: 'GET', route: '/x', action: 'x', resource: service,
+  decision: 'allow', policyIds: [], policyVersion: null, reason: 'LOCKSTEP_ALLOW', dryRun: false, latencyMs: 0.1, traceId: null, ...overrides,
+});
+
+describe('shipping and the collector', () => {
+  it('stores every decision the guard made, in a chain that verifies, with signed checkpoints', async () => {
+    const txnToken = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
+    await calls(30, txnToken);
+    await calls(2, txnToken, 'DELETE');
+    await guard.close();
+    assert.equal(await stored(orders.spiffeId), 32, 'every decision arrived (30 allowed, 2 denied)');
+    await checkpointer.checkpoint();
+    const report = await verifyTrail(store, auditKeys.publicJwks());
+    assert.deepEqual(report.problems, []);
+    assert.equal(report.ok, true);
+    assert.deepEqual(report.sources.map((source) => [source.source, source.events, source.checkpoints]), [[orders.spiffeId, 32, 1]]);
+  });
+
+  it('correlates one transaction into its call chain', async () => {
+    const [first] = await store.auditEvents(orders.spiffeId, 0, 1);
+    const txn = JSON.parse(first?.event ?? '{}').txn as string;
+    const chain = await callChain(store, txn);
+    assert.equal(chain.sub, 'alice');
+    assert.equal(chain.hops.length, 32);
+    assert.deepEqual([...new Set(chain.hops.map((hop) => hop.decision))].sort(), ['allow', 'deny']);
+    assert.equal(chain.hops[0]?.caller, gateway.spiffeId);
+  });
+
+  it('refuses batches without an SVID, claiming another source, malformed or oversized — and counts them', async () => {
+    const before = { ...collector.stats.refused };
+    const good = gzipSync(JSON.stringify({ stream: 'test', dropped: 0, events: [{ seq: 1, event: decision('orders') }] }));
+    assert.equal((await postBatch(good, { as: null })).status, 401);
+    const foreign = await postBatch(gzipSync(JSON.stringify({ stream: 'test', dropped: 0, events: [{ seq: 1, event: decision('payments') }] })));
+    assert.equal(foreign.status, 400);
+    assert.match(String(foreign.body.message), /a guard reports its own decisions only/);
+    assert.equal((await postBatch('{"stream":"t","dropped":0,"events":[]}', { encoding: null })).status, 400, 'not compressed');
+    assert.equal((await postBatch(gzipSync('{not json'))).status, 400);
+    assert.equal((await postBatch(gzipSync(JSON.stringify({ stream: 'test', dropped: 0, events: [{ seq: 0, event: decision('orders') }] })))).status, 400, 'seq from 1');
+    assert.equal((await postBatch(gzipSync(JSON.stringify({ stream: 'test', dropped: 0, events: [{ seq: 1, event: decision('orders', { decision: 'maybe' }) }] })))).status, 400);
+    assert.equal((await postBatch(gzipSync(Buffer.alloc(9 * 1024 * 1024, 0x20)))).status, 400, 'inflates past 8 MiB');
+    const refused = collector.stats.refused;
+    assert.deepEqual([refused.unauthenticated - before.unauthenticated, refused.foreign - before.foreign, refused.malformed - before.malformed, refused.oversized - before.oversized], [1, 1, 4, 1]);
+    assert.equal(await stored('spiffe://shop.test/svc/payments'), 0, 'nothing of a refused batch is stored');
+  });
+
+  it('offers no way to change or delete the trail through the API', async () => {
+    const agent = new Agent({ connect: { cert: orders.chainPem, key: orders.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+    try {
+      for (const method of ['PUT', 'PATCH', 'DELETE'] as const) {
+        const response = await request(`${controlPlane.url}${COLLECTOR_PATH}`, { method, dispatcher: agent });
+        await response.body.dump();
+        assert.equal(response.statusCode, 404, method);
+      }
+    } finally {
+      await agent.close();
+    }
+  });
+});
+
+describe('lockstep audit verify finds tampering', () => {
+  /** Opens the database as an attacker with file access: the append-only triggers dropped first. */
+  function tamper(sql: string, ...values: (string | number)[]): void {
+    const db = new DatabaseSync(dbPath);
+    try {
+      db.exec('DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete; DROP TRIGGER IF EXISTS audit_checkpoints_no_update; DROP TRIGGER IF EXISTS audit_checkpoints_no_delete;');
+      db.prepare(sql).run(...values);
+    } finally {
+      db.close();
+    }
+  }
+  const problems = async () => (await verifyTrail(store, auditKeys.publicJwks())).problems.map((problem) => `${problem.kind} ${problem.seq ?? ''}`.trim());
+
+  it('a modified event', async () => {
+    tamper("UPDATE audit_events SET event = replace(event, '\"deny\"', '\"allow\"') WHERE source = ? AND seq = 31", orders.spiffeId);
+    assert.deepEqual(await problems(), ['modified 31']);
+  });
+
+  it('a deleted event', async () => {
+    tamper('DELETE FROM audit_events WHERE source = ? AND seq = 10', orders.spiffeId);
+    assert.deepEqual(await problems(), ['deleted 10', 'modified 31']);
+  });
+
+  it('reordered events', async () => {
+    tamper('UPDATE audit_events SET seq = -5 WHERE source = ? AND seq = 5', orders.spiffeId);
+    tamper('UPDATE audit_events SET seq = 5 WHERE source = ? AND seq = 6', orders.spiffeId);
+    tamper('UPDATE audit_events SET seq = 6 WHERE source = ? AND seq = -5', orders.spiffeId);
+    const found = await problems();
+    assert.ok(found.includes('reordered 5') || found.includes('modified 5'), found.join(', '));
+    assert.ok(found.includes('modified 6'), found.join(', '));
+  });
+
+  it('the newest events deleted after a checkpoint saw them, and a forged checkpoint', async () => {
+    tamper('DELETE FROM audit_events WHERE source = ? AND seq > 30', orders.spiffeId);
+    const found = await problems();
+    assert.ok(found.includes('deleted 32'), `the checkpoint saw 32 events: ${found.join(', ')}`);
+    tamper("UPDATE audit_checkpoints SET seq = 30, hash = 'f00' WHERE source = ?", orders.spiffeId);
+    assert.ok((await problems()).includes('forged 30'));
+  });
+
+  it('events a sender numbered but never delivered, and events it dropped', async () => {
+    const report = await store.appendAudit('spiffe://shop.test/svc/payments', { stream: 'p', dropped: 3, entries: [1, 2, 5].map((streamSeq) => ({ stream: 'p', streamSeq, txn: null, event: JSON.stringify(decision('payments')) })) }, Date.now());
+    assert.deepEqual(report.gaps, [[3, 4]]);
+    const found = (await verifyTrail(store, auditKeys.publicJwks())).problems.filter((problem) => problem.source === 'spiffe://shop.test/svc/payments');
+    assert.deepEqual(found.map((problem) => problem.detail), ['stream p: 2 events never arrived (positions skipped up to 5)', 'stream p: the sender dropped 3 events (its spool was full)']);
+  });
+});
