@@ -24,9 +24,9 @@ import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import {
   controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openCookieKeys, openKeyRing, openPostgresStore, openSigningKey,
-  openSqliteStore, openWorkloadCa, startControlPlane, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
+  openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
 } from '@lockstep/control-plane';
-import { createCollector, startCheckpointer, verifyTrail } from '@lockstep/monitor';
+import { createCollector, createDetector, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
 import type { JWK } from 'jose';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
@@ -110,7 +110,22 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
 
   // The monitor's collector on the same server; a signed checkpoint of every source each minute.
   const auditKeys = await openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000, onCreated: loud });
-  const collector = createCollector({ store, trustDomain });
+  // Detections on what the collector stores and on every sign-in; alerts stored, and sent to a webhook when one is set.
+  const detector = createDetector({
+    store, auditKeys: () => auditKeys.publicJwks(),
+    ...(policy ? { expectedPolicyVersion: async (service: string) => (await policy?.bundleFor(service))?.version ?? null } : {}),
+    onError: (error) => err(`lockstep: detection failed: ${error.message}`),
+  });
+  const stopLogins = subscribeLogins((event) => detector.observeLogin(event));
+  const webhookUrl = process.env.LOCKSTEP_ALERT_WEBHOOK_URL;
+  if (webhookUrl !== undefined && webhookUrl !== '') {
+    const secret = process.env.LOCKSTEP_ALERT_WEBHOOK_SECRET ?? '';
+    if (secret.length < 32) throw new UsageError('LOCKSTEP_ALERT_WEBHOOK_SECRET must hold a secret of 32 characters or more: the webhook body is signed with it');
+    const webhook = createWebhook({ url: webhookUrl, secret, onFailure: (alert, error) => err(`lockstep: alert ${alert.id} (${alert.rule}) not delivered to the webhook: ${error.message}`) });
+    detector.onAlert((alert) => void webhook.deliver(alert));
+  }
+  detector.onAlert((alert) => err(`lockstep: ALERT ${alert.severity} ${alert.rule}: ${alert.summary}`));
+  const collector = createCollector({ store, trustDomain, onAppended: (batch) => detector.observeDecisions(batch) });
   const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port, extensions: [(app) => collector.register(app)] });
   const checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 60_000, onError: (error) => err(`lockstep: audit checkpoint failed: ${error.message}`) });
   const admin = await issueAdminCredentials(ca, 'admin');
@@ -130,6 +145,8 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   });
   out('lockstep control plane: stopping');
   checkpointer.stop();
+  detector.stop();
+  stopLogins();
   await checkpointer.checkpoint().catch(() => 0);
   await server.close();
   policy?.close();

@@ -1,7 +1,7 @@
 export { ControlPlaneError, CONTROL_PLANE_ERRORS, type ControlPlaneErrorCode } from './errors.ts';
 export type {
   ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute, UserRecord,
-  AuditEntry, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditAppend,
+  AuditEntry, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditAppend, AlertRecord,
 } from './store/store.ts';
 export { auditEntryHash, GENESIS } from './store/audit-chain.ts';
 export { requireCaller, admittedCaller, callerOf, peerSpiffeId, type CallerKind } from './server/peer.ts';

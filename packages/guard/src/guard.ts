@@ -128,6 +128,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         ...(options.auditCollector.maxSpoolBytes === undefined ? {} : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
         tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
         serverSpiffeId: `spiffe://${trustDomain}/lockstep/control-plane`,
+        service,
         onError: (error) => logger.warn('audit shipping', { error: error.message }),
       })
     : null;

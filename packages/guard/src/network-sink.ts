@@ -26,6 +26,8 @@ export interface NetworkSinkOptions {
   readonly tls: () => { readonly cert: string; readonly key: string; readonly ca: string };
   /** The collector's SPIFFE ID (its certificate names no host). */
   readonly serverSpiffeId: string;
+  /** Ship only this service's events (a process may run more than one guard). */
+  readonly service?: string;
   /** Where unsent batches wait (0700). The spool survives a restart and is replayed first. */
   readonly spoolDir: string;
   /** Default 64 MiB; beyond it, events are dropped and counted. */
@@ -85,7 +87,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   let closing: Promise<void> | null = null;
 
   const unsubscribe = subscribeDecisions((event) => {
-    if (closed) return;
+    if (closed || (options.service !== undefined && event.service !== options.service)) return;
     queue.push({ seq: ++seq, event });
     if (queue.length === batchSize) kick();
   });

@@ -133,4 +133,20 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();
       CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();`,
   },
+  {
+    version: 5,
+    // Alerts the monitor raised: one row per firing, never edited.
+    sqlite: `
+      CREATE TABLE alerts (
+        id TEXT PRIMARY KEY, rule TEXT NOT NULL, severity TEXT NOT NULL, subject TEXT NOT NULL, summary TEXT NOT NULL,
+        details TEXT NOT NULL, at INTEGER NOT NULL
+      );
+      CREATE INDEX alerts_by_time ON alerts (at);`,
+    postgres: `
+      CREATE TABLE alerts (
+        id TEXT PRIMARY KEY, rule TEXT NOT NULL, severity TEXT NOT NULL, subject TEXT NOT NULL, summary TEXT NOT NULL,
+        details TEXT NOT NULL, at BIGINT NOT NULL
+      );
+      CREATE INDEX alerts_by_time ON alerts (at);`,
+  },
 ];

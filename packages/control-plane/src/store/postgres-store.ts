@@ -7,7 +7,7 @@ import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import {
-  auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
 
@@ -185,6 +185,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (source === undefined
         ? await query('SELECT * FROM audit_checkpoints ORDER BY source, at', [])
         : await query('SELECT * FROM audit_checkpoints WHERE source = $1 ORDER BY at', [source])).map(auditCheckpointFromRow);
+    },
+    async addAlert(alert) {
+      await query('INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [alert.id, alert.rule, alert.severity, alert.subject, alert.summary, alert.details, alert.at]);
+    },
+    async alerts(limit, since = 0) {
+      return (await query('SELECT * FROM alerts WHERE at >= $1 ORDER BY at DESC, id LIMIT $2', [since, limit])).map(alertFromRow);
     },
     async watchRevocations(listener) {
       const client = new pg.Client({ connectionString: options.connectionString });

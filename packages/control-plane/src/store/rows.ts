@@ -1,5 +1,5 @@
 /** Row ↔ record mapping shared by both stores (column names are the same in both dialects). */
-import type { AuditCheckpoint, AuditStream, IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, StoredAuditEvent, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord, UserRecord } from './store.ts';
+import type { AlertRecord, AuditCheckpoint, AuditStream, IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, StoredAuditEvent, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord, UserRecord } from './store.ts';
 
 type Row = Record<string, unknown>;
 
@@ -136,4 +136,13 @@ export function auditStreamFromRow(row: Row): AuditStream {
 
 export function auditCheckpointFromRow(row: Row): AuditCheckpoint {
   return { source: text(row.source, 'source'), seq: int(row.seq, 'seq'), hash: text(row.hash, 'hash'), at: int(row.at, 'at'), signature: text(row.signature, 'signature') };
+}
+
+export function alertFromRow(row: Row): AlertRecord {
+  const severity = text(row.severity, 'severity');
+  if (!['critical', 'high', 'medium', 'low'].includes(severity)) throw new TypeError(`store: unknown severity ${severity}`);
+  return {
+    id: text(row.id, 'id'), rule: text(row.rule, 'rule'), severity: severity as AlertRecord['severity'], subject: text(row.subject, 'subject'),
+    summary: text(row.summary, 'summary'), details: text(row.details, 'details'), at: int(row.at, 'at'),
+  };
 }

@@ -9,7 +9,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import {
-  auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore, IssuedSvidRecord } from './store.ts';
 
@@ -68,6 +68,8 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const insertCheckpoint = db.prepare('INSERT INTO audit_checkpoints (source, seq, hash, at, signature) VALUES (?, ?, ?, ?, ?)');
   const checkpointsOf = db.prepare('SELECT * FROM audit_checkpoints WHERE source = ? ORDER BY at');
   const allCheckpoints = db.prepare('SELECT * FROM audit_checkpoints ORDER BY source, at');
+  const insertAlert = db.prepare('INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  const recentAlerts = db.prepare('SELECT * FROM alerts WHERE at >= ? ORDER BY at DESC, id LIMIT ?');
 
   const issuedLog = groupCommit<IssuedSvidRecord>(db, (record) => { insertSvid.run(record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via); });
 
@@ -183,6 +185,12 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     },
     async auditCheckpoints(source) {
       return ((source === undefined ? allCheckpoints.all() : checkpointsOf.all(source)) as Row[]).map(auditCheckpointFromRow);
+    },
+    async addAlert(alert) {
+      insertAlert.run(alert.id, alert.rule, alert.severity, alert.subject, alert.summary, alert.details, alert.at);
+    },
+    async alerts(limit, since = 0) {
+      return (recentAlerts.all(since, limit) as Row[]).map(alertFromRow);
     },
     async close() {
       if (db.isOpen) db.close();

@@ -231,6 +231,15 @@ for (const backend of backends) {
       for (let index = 1; index < events.length; index += 1) assert.equal(events[index]?.prevHash, events[index - 1]?.hash);
     }));
 
+    it('keeps alerts, newest first', withStore(async (store) => {
+      const alert = { rule: 'lateral-movement', severity: 'high' as const, subject: 'inventory→payments', summary: 's', details: '{}' };
+      await store.addAlert({ ...alert, id: 'a1', at: 10 });
+      await store.addAlert({ ...alert, id: 'a2', at: 20, severity: 'critical' });
+      assert.deepEqual((await store.alerts(10)).map((entry) => [entry.id, entry.severity]), [['a2', 'critical'], ['a1', 'high']]);
+      assert.deepEqual((await store.alerts(10, 15)).map((entry) => entry.id), ['a2']);
+      assert.deepEqual((await store.alerts(1)).map((entry) => entry.id), ['a2']);
+    }));
+
     it('keeps its data across a restart, migrating only once', async () => {
       const database = randomBytes(6).toString('hex');
       const store = await backend.open(database);

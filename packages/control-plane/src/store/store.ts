@@ -145,6 +145,19 @@ export interface AuditAppend {
   readonly gaps: readonly (readonly [number, number])[];
 }
 
+export interface AlertRecord {
+  readonly id: string;
+  /** The detection rule that fired, e.g. `lateral-movement`. */
+  readonly rule: string;
+  readonly severity: 'critical' | 'high' | 'medium' | 'low';
+  /** What it is about (a caller, an edge, an account…): alerts of one rule are deduplicated per subject. */
+  readonly subject: string;
+  readonly summary: string;
+  /** JSON: the evidence (event ids, counts, thresholds). */
+  readonly details: string;
+  readonly at: number;
+}
+
 export interface ControlPlaneStore {
   /** `sqlite` or `postgres`, for logs and status. */
   readonly kind: 'sqlite' | 'postgres';
@@ -205,6 +218,9 @@ export interface ControlPlaneStore {
   auditStreams(): Promise<AuditStream[]>;
   addAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
   auditCheckpoints(source?: string): Promise<AuditCheckpoint[]>;
+  addAlert(alert: AlertRecord): Promise<void>;
+  /** The newest alerts first, at most `limit`, optionally only since `since`. */
+  alerts(limit: number, since?: number): Promise<AlertRecord[]>;
   /**
    * Calls `listener` soon after any replica sharing this store adds a revocation (PostgreSQL:
    * LISTEN/NOTIFY). Absent where one process owns the store (SQLite). Resolves to an unsubscribe.

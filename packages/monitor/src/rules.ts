@@ -1,0 +1,59 @@
+/**
+ * The detection rules: what each looks for, its threshold, and how bad it is. The table in the
+ * README is this list (a test keeps them the same).
+ */
+export type RuleId =
+  | 'brute-force' | 'password-spraying' | 'denial-burst' | 'lateral-movement' | 'txn-replay' | 'use-after-revocation'
+  | 'untrusted-certificate' | 'policy-drift' | 'svid-expiring' | 'dry-run' | 'audit-gap' | 'spool-drops';
+
+export interface Rule {
+  readonly id: RuleId;
+  readonly severity: 'critical' | 'high' | 'medium' | 'low';
+  readonly fires: string;
+}
+
+export interface Thresholds {
+  /** Failed sign-ins for one account… */
+  readonly bruteForceFailures: number;
+  /** …or distinct accounts failing from one address, within… */
+  readonly sprayingAccounts: number;
+  readonly loginWindowMs: number;
+  /** Denials for one caller within `denialWindowMs`. */
+  readonly denialBurst: number;
+  readonly denialWindowMs: number;
+  /** Refused client certificates at one service within `denialWindowMs`. */
+  readonly untrustedCertificates: number;
+  /** A guard behind the policy in force for longer than this. */
+  readonly driftAfterMs: number;
+  /** A registered SVID closer to expiry than this. */
+  readonly svidExpiryMs: number;
+  /** One alert per rule and subject within this time. */
+  readonly cooldownMs: number;
+}
+
+export const DEFAULT_THRESHOLDS: Thresholds = {
+  bruteForceFailures: 5,
+  sprayingAccounts: 10,
+  loginWindowMs: 5 * 60_000,
+  denialBurst: 20,
+  denialWindowMs: 60_000,
+  untrustedCertificates: 3,
+  driftAfterMs: 10_000,
+  svidExpiryMs: 10 * 60_000,
+  cooldownMs: 5 * 60_000,
+};
+
+export const RULES: readonly Rule[] = [
+  { id: 'brute-force', severity: 'high', fires: '5 failed sign-ins for one account within 5 min' },
+  { id: 'password-spraying', severity: 'high', fires: 'failed sign-ins for 10 different accounts from one address within 5 min' },
+  { id: 'denial-burst', severity: 'medium', fires: '20 refused requests from one caller within 60 s' },
+  { id: 'lateral-movement', severity: 'high', fires: 'a service calls another on an edge the policy refuses and that was never allowed before' },
+  { id: 'txn-replay', severity: 'high', fires: 'a transaction\'s Txn-Token presented by a workload outside its call chain, or after it expired' },
+  { id: 'use-after-revocation', severity: 'high', fires: 'a request refused because its user, transaction, signing key or caller is revoked' },
+  { id: 'untrusted-certificate', severity: 'medium', fires: '3 requests to one service within 60 s without a client certificate, with an untrusted one, or from another trust domain' },
+  { id: 'policy-drift', severity: 'medium', fires: 'a guard enforces a policy version other than the one in force for more than 10 s' },
+  { id: 'svid-expiring', severity: 'high', fires: 'a registered guard\'s SVID expires within 10 min (it has not renewed)' },
+  { id: 'dry-run', severity: 'medium', fires: 'a guard runs in dry-run mode, or with dry-run routes: denials are let through' },
+  { id: 'audit-gap', severity: 'high', fires: 'events a guard numbered never arrived, or the trail no longer verifies' },
+  { id: 'spool-drops', severity: 'high', fires: 'a guard dropped decision events because its spool was full' },
+];
