@@ -1,12 +1,10 @@
 /**
  * The audit trail end to end over real mTLS: a guarded Fastify service ships its decisions to the
- * collector on the control plane; the chain and the signed checkpoints verify; every way of
- * tampering with the stored trail is found and named; bad batches are refused and counted; a
- * transaction's events come back as its call chain.
+ * collector on the control plane; the chain and the signed checkpoints verify; bad batches are
+ * refused and counted; a transaction's events come back as its call chain. (Tampering: verify.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -165,53 +163,5 @@ describe('shipping and the collector', () => {
     } finally {
       await agent.close();
     }
-  });
-});
-
-describe('lockstep audit verify finds tampering', () => {
-  /** Opens the database as an attacker with file access: the append-only triggers dropped first. */
-  function tamper(sql: string, ...values: (string | number)[]): void {
-    const db = new DatabaseSync(dbPath);
-    try {
-      db.exec('DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete; DROP TRIGGER IF EXISTS audit_checkpoints_no_update; DROP TRIGGER IF EXISTS audit_checkpoints_no_delete;');
-      db.prepare(sql).run(...values);
-    } finally {
-      db.close();
-    }
-  }
-  const problems = async () => (await verifyTrail(store, auditKeys.publicJwks())).problems.map((problem) => `${problem.kind} ${problem.seq ?? ''}`.trim());
-
-  it('a modified event', async () => {
-    tamper("UPDATE audit_events SET event = replace(event, '\"deny\"', '\"allow\"') WHERE source = ? AND seq = 31", orders.spiffeId);
-    assert.deepEqual(await problems(), ['modified 31']);
-  });
-
-  it('a deleted event', async () => {
-    tamper('DELETE FROM audit_events WHERE source = ? AND seq = 10', orders.spiffeId);
-    assert.deepEqual(await problems(), ['deleted 10', 'modified 31']);
-  });
-
-  it('reordered events', async () => {
-    tamper('UPDATE audit_events SET seq = -5 WHERE source = ? AND seq = 5', orders.spiffeId);
-    tamper('UPDATE audit_events SET seq = 5 WHERE source = ? AND seq = 6', orders.spiffeId);
-    tamper('UPDATE audit_events SET seq = 6 WHERE source = ? AND seq = -5', orders.spiffeId);
-    const found = await problems();
-    assert.ok(found.includes('reordered 5') || found.includes('modified 5'), found.join(', '));
-    assert.ok(found.includes('modified 6'), found.join(', '));
-  });
-
-  it('the newest events deleted after a checkpoint saw them, and a forged checkpoint', async () => {
-    tamper('DELETE FROM audit_events WHERE source = ? AND seq > 30', orders.spiffeId);
-    const found = await problems();
-    assert.ok(found.includes('deleted 32'), `the checkpoint saw 32 events: ${found.join(', ')}`);
-    tamper("UPDATE audit_checkpoints SET seq = 30, hash = 'f00' WHERE source = ?", orders.spiffeId);
-    assert.ok((await problems()).includes('forged 30'));
-  });
-
-  it('events a sender numbered but never delivered, and events it dropped', async () => {
-    const report = await store.appendAudit('spiffe://shop.test/svc/payments', { stream: 'p', dropped: 3, entries: [1, 2, 5].map((streamSeq) => ({ stream: 'p', streamSeq, txn: null, event: JSON.stringify(decision('payments')) })) }, Date.now());
-    assert.deepEqual(report.gaps, [[3, 4]]);
-    const found = (await verifyTrail(store, auditKeys.publicJwks())).problems.filter((problem) => problem.source === 'spiffe://shop.test/svc/payments');
-    assert.deepEqual(found.map((problem) => problem.detail), ['stream p: 2 events never arrived (positions skipped up to 5)', 'stream p: the sender dropped 3 events (its spool was full)']);
   });
 });
