@@ -8,7 +8,6 @@ import { mkdtempSync, rmSync, writeFileSync, cpSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DatabaseSync } from 'node:sqlite';
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +18,7 @@ import { Agent, request } from 'undici';
 import { x509 } from '../../control-plane/src/lib/x509.ts';
 import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
-import { createTestBrowser, createTestCa, createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
+import { createTestBrowser, createTestCa, createTxnTokenMinter, testPostgres, type TxnTokenMinter } from '@lockstep/testkit';
 import {
   createJoinToken, createPolicyService, createUser, issueSvidFromCsr, joinAsWorkload, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore,
   openPostgresStore, openWorkloadCa, startControlPlane, startRegistryHeartbeat, subscribeLogins,
@@ -30,21 +29,9 @@ import { COLLECTOR_PATH, createCollector, createDetector, createWebhook, RULES, 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-detect-'));
 const quiet = { info() {}, warn() {}, error() {} };
-const PG_URL = process.env.LOCKSTEP_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-const pgProblem = await (async () => {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2_000 });
-  try {
-    await client.connect();
-    return null;
-  } catch (error) {
-    return (error as Error).message;
-  } finally {
-    await client.end().catch(() => {});
-  }
-})();
-if (pgProblem !== null && process.env.LOCKSTEP_REQUIRE_PG === '1') throw new Error(`LOCKSTEP_REQUIRE_PG=1 but PostgreSQL is not reachable at ${PG_URL}: ${pgProblem}`);
+const postgres = await testPostgres();
 
-const PG_SCHEMA = `lockstep_test_${randomBytes(6).toString('hex')}`;
+const PG_SCHEMA = postgres.schema();
 
 /** How each backend is opened, and how an attacker with database access edits an event. */
 const BACKENDS = [
@@ -59,10 +46,10 @@ const BACKENDS = [
     },
   },
   {
-    name: 'postgres', skip: pgProblem === null ? false : `PostgreSQL not reachable (${pgProblem})`,
-    open: () => openPostgresStore({ connectionString: PG_URL, schema: PG_SCHEMA }),
+    name: 'postgres', skip: postgres.skip,
+    open: () => openPostgresStore({ connectionString: postgres.url, schema: PG_SCHEMA }),
     async tamper(_dir: string, source: string) {
-      const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${PG_SCHEMA}` });
+      const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${PG_SCHEMA}` });
       await client.connect();
       await client.query('ALTER TABLE audit_events DISABLE TRIGGER ALL');
       await client.query("UPDATE audit_events SET event = replace(event, '\"allow\"', '\"deny\"') WHERE source = $1 AND seq = 1", [source]);
@@ -72,11 +59,7 @@ const BACKENDS = [
 ];
 after(async () => {
   rmSync(scratch, { recursive: true, force: true });
-  if (pgProblem !== null) return;
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  await client.query(`DROP SCHEMA IF EXISTS ${PG_SCHEMA} CASCADE`);
-  await client.end();
+  await postgres.cleanup();
 });
 
 for (const backend of BACKENDS) {

@@ -11,11 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Fastify from 'fastify';
-import pg from 'pg';
 import { Agent, request } from 'undici';
 import { createGuard, subscribeDecisions } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
-import { createTxnTokenMinter } from '@lockstep/testkit';
+import { createTxnTokenMinter, testPostgres } from '@lockstep/testkit';
 import {
   createJoinToken, createPolicyService, joinControlPlane, openKeyRing, openPostgresStore, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
   type ControlPlaneStore, type RunningControlPlane,
@@ -24,41 +23,21 @@ import { COLLECTOR_PATH, createCollector, startCheckpointer, verifyTrail } from 
 
 const TD = 'shop.test';
 const OUTAGE_MS = Number(process.env.LOCKSTEP_SPOOL_OUTAGE_MS ?? 60_000);
-const PG_URL = process.env.LOCKSTEP_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-spool-'));
-const schemas: string[] = [];
 
-async function postgresProblem(): Promise<string | null> {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2_000 });
-  try {
-    await client.connect();
-    return null;
-  } catch (error) {
-    return (error as Error).message;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-const pgProblem = await postgresProblem();
-if (pgProblem !== null && process.env.LOCKSTEP_REQUIRE_PG === '1') throw new Error(`LOCKSTEP_REQUIRE_PG=1 but PostgreSQL is not reachable at ${PG_URL}: ${pgProblem}`);
+const postgres = await testPostgres();
 
 after(async () => {
   rmSync(scratch, { recursive: true, force: true });
-  if (schemas.length === 0) return;
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await client.end();
+  await postgres.cleanup();
 });
 
 const backends: { name: string; skip: string | false; open(): Promise<ControlPlaneStore> }[] = [
   { name: 'sqlite', skip: false, open: async () => openSqliteStore(join(scratch, `${randomBytes(4).toString('hex')}.db`)) },
   {
-    name: 'postgres', skip: pgProblem === null ? false : `PostgreSQL not reachable (${pgProblem})`,
+    name: 'postgres', skip: postgres.skip,
     async open() {
-      const schema = `lockstep_test_${randomBytes(6).toString('hex')}`;
-      schemas.push(schema);
-      return openPostgresStore({ connectionString: PG_URL, schema });
+      return openPostgresStore({ connectionString: postgres.url, schema: postgres.schema() });
     },
   },
 ];

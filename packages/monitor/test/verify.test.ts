@@ -3,39 +3,23 @@
  * triggers dropped first): every kind of tampering is found and named — on SQLite and PostgreSQL.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { testPostgres } from '@lockstep/testkit';
 import { openKeyRing, openPostgresStore, openSqliteStore, type ControlPlaneStore, type KeyRing } from '@lockstep/control-plane';
 import { startCheckpointer, verifyTrail } from '../src/index.ts';
 
-const PG_URL = process.env.LOCKSTEP_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-verify-'));
-const PG_SCHEMA = `lockstep_test_${randomBytes(6).toString('hex')}`;
-const pgProblem = await (async () => {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2_000 });
-  try {
-    await client.connect();
-    return null;
-  } catch (error) {
-    return (error as Error).message;
-  } finally {
-    await client.end().catch(() => {});
-  }
-})();
-if (pgProblem !== null && process.env.LOCKSTEP_REQUIRE_PG === '1') throw new Error(`LOCKSTEP_REQUIRE_PG=1 but PostgreSQL is not reachable at ${PG_URL}: ${pgProblem}`);
+const postgres = await testPostgres();
+const PG_SCHEMA = postgres.schema();
 
 after(async () => {
   rmSync(scratch, { recursive: true, force: true });
-  if (pgProblem !== null) return;
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  await client.query(`DROP SCHEMA IF EXISTS ${PG_SCHEMA} CASCADE`);
-  await client.end();
+  await postgres.cleanup();
 });
 
 /** Each backend: how to open it, and how the attacker runs SQL on it (positional `?` parameters). */
@@ -54,10 +38,10 @@ const BACKENDS: { name: string; skip: string | false; open(): Promise<ControlPla
     },
   },
   {
-    name: 'postgres', skip: pgProblem === null ? false : `PostgreSQL not reachable (${pgProblem})`,
-    open: () => openPostgresStore({ connectionString: PG_URL, schema: PG_SCHEMA }),
+    name: 'postgres', skip: postgres.skip,
+    open: () => openPostgresStore({ connectionString: postgres.url, schema: PG_SCHEMA }),
     async sql(statement, ...values) {
-      const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${PG_SCHEMA}` });
+      const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${PG_SCHEMA}` });
       await client.connect();
       try {
         await client.query('ALTER TABLE audit_events DISABLE TRIGGER ALL; ALTER TABLE audit_checkpoints DISABLE TRIGGER ALL');

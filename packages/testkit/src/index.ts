@@ -24,3 +24,6 @@ export type { RawTlsRequestOptions, RawTlsResult } from './client/raw-tls-reques
 
 export { createTestBrowser } from './browser/test-browser.ts';
 export type { Page, TestBrowser, TestBrowserOptions } from './browser/test-browser.ts';
+
+export { testPostgres } from './postgres/test-postgres.ts';
+export type { TestPostgres } from './postgres/test-postgres.ts';
