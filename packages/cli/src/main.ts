@@ -26,7 +26,7 @@ import {
   controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openCookieKeys, openKeyRing, openPostgresStore, openSigningKey,
   openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
 } from '@lockstep/control-plane';
-import { createCollector, createDetector, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
+import { createCollector, createDetector, createMonitorMetrics, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
 import type { JWK } from 'jose';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
@@ -126,7 +126,8 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   }
   detector.onAlert((alert) => err(`lockstep: ALERT ${alert.severity} ${alert.rule}: ${alert.summary}`));
   const collector = createCollector({ store, trustDomain, onAppended: (batch) => detector.observeDecisions(batch) });
-  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port, extensions: [(app) => collector.register(app)] });
+  const metrics = createMonitorMetrics({ store, trustDomain, collector, detector });
+  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port, extensions: [(app) => collector.register(app), (app) => metrics.register(app)] });
   const checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 60_000, onError: (error) => err(`lockstep: audit checkpoint failed: ${error.message}`) });
   const admin = await issueAdminCredentials(ca, 'admin');
   mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });

@@ -15,6 +15,7 @@ import { decodeJwt } from 'jose';
 import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
 import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 import { createNetworkSink, type NetworkSink } from './network-sink.ts';
+import { createGuardMetrics, type GuardMetrics } from './metrics.ts';
 import { createGuardClient, type GuardClient } from './client.ts';
 import { GuardConfigError, GuardError, errorBody } from './errors.ts';
 import { resolveOptions, type GuardOptions, type ResolvedOptions, type SvidPem } from './options.ts';
@@ -49,6 +50,8 @@ export interface Guard {
   setTrustBundle(pem: string): void;
   setPolicyBundle(jws: string): Promise<{ version: string }>;
   revoke(revocation: Revocation): void;
+  /** Prometheus metrics of this guard (text exposition); see metrics.ts. */
+  metrics(): Promise<{ contentType: string; body: string }>;
   /** Cache counters: how much of the traffic took the steady-state path. */
   stats(): GuardStats;
   /** What this guard enforces, for the control plane's registry. */
@@ -121,6 +124,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     ? createAuditFileSink(options.auditFile, { onError: (error) => logger.error('audit file write failed', { error: error.message }) })
     : null;
   let closing: Promise<void> | null = null;
+  let metrics: GuardMetrics | null = null;
   const networkSink: NetworkSink | null = options.auditCollector
     ? createNetworkSink({
         url: options.auditCollector.url,
@@ -218,7 +222,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     });
   }
 
-  return {
+  const self: Guard = {
     service,
     trustDomain,
     mode: options.mode,
@@ -227,6 +231,10 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     client,
     get policyVersion() {
       return engine.version;
+    },
+    async metrics() {
+      if (metrics === null) throw new GuardConfigError('metrics are off: create the guard with createGuard({ …, metrics: true })');
+      return { contentType: metrics.contentType, body: await metrics.text() };
     },
     status() {
       return {
@@ -283,10 +291,13 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         await client.close();
         await auditSink?.close();
         await networkSink?.close();
+        metrics?.close();
       })();
       return closing;
     },
   };
+  if (options.metrics) metrics = createGuardMetrics(self);
+  return self;
 }
 
 /**

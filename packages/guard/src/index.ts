@@ -11,3 +11,4 @@ export { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
 export type { Revocation, RevocationKind } from './revocations.ts';
 export { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 export { createNetworkSink, type NetworkSink, type NetworkSinkOptions, type NetworkSinkStats } from './network-sink.ts';
+export { createGuardMetrics, type GuardMetrics, type MetricsSource } from './metrics.ts';

@@ -44,6 +44,8 @@ export interface GuardOptions {
    * compressed, spooled to `spoolDir` while it is unreachable, so that nothing is lost).
    */
   audit?: { file?: string; collector?: { url: string; spoolDir: string; maxSpoolBytes?: number } };
+  /** Prometheus metrics (`guard.metrics()`), counted from the start. Default false: no cost when unused. */
+  metrics?: boolean;
   limits?: { bodyBytes?: number; headerBytes?: number; txnTokenBytes?: number };
   txnToken?: { maxLifetimeSeconds?: number; clockSkewSeconds?: number };
   cache?: { tokens?: number; decisions?: number };
@@ -59,6 +61,7 @@ export interface ResolvedOptions {
   readonly policy: { readonly keys: JsonWebKeySet; readonly bundle: string | undefined };
   readonly mode: 'enforce' | 'dry-run';
   readonly auditFile: string | undefined;
+  readonly metrics: boolean;
   readonly auditCollector: { readonly url: string; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined } | undefined;
   readonly limits: { readonly bodyBytes: number; readonly headerBytes: number; readonly txnTokenBytes: number };
   readonly txnToken: { readonly maxLifetimeSeconds: number; readonly clockSkewSeconds: number };
@@ -67,7 +70,7 @@ export interface ResolvedOptions {
 }
 
 const SERVICE = /^[A-Za-z0-9._-]{1,128}$/;
-const KNOWN = ['service', 'trustDomain', 'trustBundle', 'svid', 'txnTokenKeys', 'policy', 'mode', 'audit', 'limits', 'txnToken', 'cache', 'logger'];
+const KNOWN = ['service', 'trustDomain', 'trustBundle', 'svid', 'txnTokenKeys', 'policy', 'mode', 'audit', 'metrics', 'limits', 'txnToken', 'cache', 'logger'];
 
 function fail(message: string): never {
   throw new GuardConfigError(`Lockstep guard: ${message}`);
@@ -139,6 +142,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
   if (input.policy.bundle !== undefined && typeof input.policy.bundle !== 'string') fail('policy.bundle must be the compact JWS text of a signed policy bundle');
   const mode = input.mode ?? 'enforce';
   if (mode !== 'enforce' && mode !== 'dry-run') fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
+  if (input.metrics !== undefined && typeof input.metrics !== 'boolean') fail('metrics must be true or false');
   knownKeys(input.audit, 'audit', ['file', 'collector']);
   const collector = input.audit?.collector;
   if (collector !== undefined) {
@@ -172,6 +176,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     policy: Object.freeze({ keys: frozenJwks(input.policy.keys, 'policy.keys'), bundle: input.policy.bundle }),
     mode,
     auditFile: input.audit?.file,
+    metrics: input.metrics === true,
     auditCollector: collector === undefined ? undefined : Object.freeze({ url: collector.url, spoolDir: collector.spoolDir, maxSpoolBytes: collector.maxSpoolBytes }),
     limits: Object.freeze({
       bodyBytes: positiveInteger(input.limits?.bodyBytes, 'limits.bodyBytes', 1024 * 1024),

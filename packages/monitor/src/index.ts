@@ -5,3 +5,4 @@ export { callChain, type CallChain } from './correlate.ts';
 export { createDetector, type Detector, type DetectorOptions } from './detector.ts';
 export { RULES, DEFAULT_THRESHOLDS, type Rule, type RuleId, type Thresholds } from './rules.ts';
 export { createWebhook, signWebhookBody, verifyWebhookSignature, type Webhook, type WebhookOptions } from './webhook.ts';
+export { createMonitorMetrics } from './metrics.ts';

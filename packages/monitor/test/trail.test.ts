@@ -15,10 +15,10 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  createJoinToken, createPolicyService, issueAdminCredentials, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
   type ControlPlaneStore, type KeyRing, type PolicyService, type RunningControlPlane, type WorkloadCa, type WorkloadCredentials,
 } from '@lockstep/control-plane';
-import { callChain, COLLECTOR_PATH, createCollector, startCheckpointer, verifyTrail, type Checkpointer, type Collector } from '../src/index.ts';
+import { callChain, COLLECTOR_PATH, createCollector, createMonitorMetrics, startCheckpointer, verifyTrail, type Checkpointer, type Collector } from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-trail-'));
@@ -46,7 +46,8 @@ before(async () => {
   policy = await createPolicyService({ dir: new URL('../../guard/example/policies/', import.meta.url).pathname, signingKey: policyKey, watch: false });
   auditKeys = await openKeyRing(keyDir, 'audit', { retainMs: 365 * 24 * 3_600_000 });
   collector = createCollector({ store, trustDomain: TD });
-  controlPlane = await startControlPlane({ ca, store, policy, extensions: [(server) => collector.register(server)] });
+  const metrics = createMonitorMetrics({ store, trustDomain: TD, collector });
+  controlPlane = await startControlPlane({ ca, store, policy, extensions: [(server) => collector.register(server), (server) => metrics.register(server)] });
   checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 3_600_000 });
   minter = await createTxnTokenMinter({ trustDomain: TD });
   const join_ = async (service: string) => joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
@@ -150,6 +151,25 @@ describe('shipping and the collector', () => {
     const refused = collector.stats.refused;
     assert.deepEqual([refused.unauthenticated - before.unauthenticated, refused.foreign - before.foreign, refused.malformed - before.malformed, refused.oversized - before.oversized], [1, 1, 4, 1]);
     assert.equal(await stored('spiffe://shop.test/svc/payments'), 0, 'nothing of a refused batch is stored');
+  });
+
+  it('exposes Prometheus metrics to administrators only', async () => {
+    const admin = await issueAdminCredentials(ca, 'prometheus');
+    const get = async (who: { chainPem: string; keyPem: string }) => {
+      const agent = new Agent({ connect: { cert: who.chainPem, key: who.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+      try {
+        const response = await request(`${controlPlane.url}/metrics`, { dispatcher: agent });
+        return { status: response.statusCode, text: await response.body.text() };
+      } finally {
+        await agent.close();
+      }
+    };
+    const scraped = await get(admin);
+    assert.equal(scraped.status, 200);
+    assert.match(scraped.text, /lockstep_collector_events_total \d+/);
+    assert.match(scraped.text, /lockstep_collector_refused_total\{reason="foreign"\} 1/);
+    assert.match(scraped.text, /lockstep_audit_sources [1-9]/);
+    assert.equal((await get(orders)).status, 403, 'a workload may not read them');
   });
 
   it('offers no way to change or delete the trail through the API', async () => {
