@@ -5,47 +5,30 @@
  * is unreachable, a failure when LOCKSTEP_REQUIRE_PG=1 (CI).
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import pg from 'pg';
+import { testPostgres } from '@lockstep/testkit';
 import {
   connectGuardStream, createJoinToken, joinControlPlane, openPostgresStore, openWorkloadCa, startControlPlane, type ControlPlaneStore, type RunningControlPlane,
 } from '../src/index.ts';
 
-const PG_URL = process.env.LOCKSTEP_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-const reachable = await (async () => {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2_000 });
-  try {
-    await client.connect();
-    return null;
-  } catch (error) {
-    return (error as Error).message;
-  } finally {
-    await client.end().catch(() => {});
-  }
-})();
-if (reachable !== null && process.env.LOCKSTEP_REQUIRE_PG === '1') throw new Error(`LOCKSTEP_REQUIRE_PG=1 but PostgreSQL is not reachable at ${PG_URL}: ${reachable}`);
+const postgres = await testPostgres();
+const PG_URL = postgres.url;
 
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-replicas-'));
-const schema = `lockstep_test_${randomBytes(6).toString('hex')}`;
+const schema = postgres.schema();
 const opened: { stores: ControlPlaneStore[]; servers: RunningControlPlane[] } = { stores: [], servers: [] };
 
 after(async () => {
   for (const server of opened.servers) await server.close();
   for (const store of opened.stores) await store.close();
   rmSync(scratch, { recursive: true, force: true });
-  if (reachable === null) {
-    const client = new pg.Client({ connectionString: PG_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await client.end();
-  }
+  await postgres.cleanup();
 });
 
-describe('control-plane replicas on PostgreSQL', { skip: reachable === null ? false : `PostgreSQL not reachable at ${PG_URL} (${reachable}); CI requires it (LOCKSTEP_REQUIRE_PG=1)` }, () => {
+describe('control-plane replicas on PostgreSQL', { skip: postgres.skip }, () => {
   it('push a revocation made through one replica to a guard on the other within a fraction of a second', async () => {
     const ca = await openWorkloadCa({ trustDomain: 'shop.test', keyDir: join(scratch, 'keys') });
     const [storeA, storeB] = [await openPostgresStore({ connectionString: PG_URL, schema }), await openPostgresStore({ connectionString: PG_URL, schema })];

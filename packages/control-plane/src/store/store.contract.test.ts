@@ -11,51 +11,34 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
+import { testPostgres } from '@lockstep/testkit';
 import { openPostgresStore } from './postgres-store.ts';
 import { openSqliteStore } from './sqlite-store.ts';
 import type { ControlPlaneStore } from './store.ts';
 import { auditEntryHash, GENESIS } from './audit-chain.ts';
 
-const PG_URL = process.env.LOCKSTEP_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-const requirePg = process.env.LOCKSTEP_REQUIRE_PG === '1';
-
-async function postgresReachable(): Promise<string | null> {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2_000 });
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return null;
-  } catch (error) {
-    return (error as Error).message;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-const pgProblem = await postgresReachable();
-if (pgProblem !== null && requirePg) throw new Error(`LOCKSTEP_REQUIRE_PG=1 but PostgreSQL is not reachable at ${PG_URL}: ${pgProblem}. Start it (pg_ctlcluster <version> main start) or set LOCKSTEP_TEST_PG.`);
+const postgres = await testPostgres();
+const PG_URL = postgres.url;
+const pgProblem = postgres.problem;
 
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-store-'));
-const schemas: string[] = [];
 after(async () => {
   rmSync(scratch, { recursive: true, force: true });
-  if (schemas.length === 0) return;
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await client.end();
+  await postgres.cleanup();
 });
+
+const schemaFor: Record<string, string> = {};
 
 /** `open(database)` opens the same database again for the same name, a fresh one for a new name. */
 const backends: { name: string; skip: string | false; open(database?: string): Promise<ControlPlaneStore> }[] = [
   { name: 'sqlite', skip: false, open: async (database = randomBytes(6).toString('hex')) => openSqliteStore(join(scratch, `${database}.db`)) },
   {
     name: 'postgres',
-    skip: pgProblem === null ? false : `PostgreSQL not reachable at ${PG_URL} (${pgProblem}); CI requires it (LOCKSTEP_REQUIRE_PG=1)`,
+    skip: postgres.skip,
     async open(database = randomBytes(6).toString('hex')) {
-      const schema = `lockstep_test_${database}`;
-      if (!schemas.includes(schema)) schemas.push(schema);
-      return openPostgresStore({ connectionString: PG_URL, schema });
+      // The same name opens the same database again (restart test): one schema per name.
+      schemaFor[database] ??= postgres.schema();
+      return openPostgresStore({ connectionString: PG_URL, schema: schemaFor[database] });
     },
   },
 ];
@@ -272,8 +255,7 @@ describe('the audit trail at the database level', () => {
   });
 
   it('refuses UPDATE and DELETE of trail rows (PostgreSQL)', { skip: pgProblem === null ? false : 'PostgreSQL not reachable' }, async () => {
-    const schema = `lockstep_test_${randomBytes(6).toString('hex')}`;
-    schemas.push(schema);
+    const schema = postgres.schema();
     const store = await openPostgresStore({ connectionString: PG_URL, schema });
     await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ stream: 's', streamSeq: 1, txn: null, event: '{}' }] }, 1);
     await store.close();
