@@ -6,7 +6,7 @@
  *                   created on the first run, loudly), the shop's policies, the gateway registered
  *                   as an OpenID client that authenticates with its SVID
  *   services        each joins with a one-time token made for this start; logs go to <dataDir>/logs
- *   demo users      alice and bob (customers), passwords generated once, kept in
+ *   demo users      alice and bob (customers), ops (admin: the dashboard), passwords generated once, kept in
  *                   <dataDir>/demo-users.json (0600)
  *
  * Ports: gateway = portBase, control plane +1, orders +2, inventory +3, payments +4.
@@ -162,14 +162,14 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
 async function demoUsers(file: string, admin: (...argv: string[]) => Promise<string[]>, progress: (line: string) => void): Promise<Record<string, DemoUser>> {
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as Record<string, DemoUser>;
   const users: Record<string, DemoUser> = {};
-  for (const name of ['alice', 'bob']) {
-    const [line = ''] = await admin('user', 'add', name, '--role', 'customer', '--tenant', 'demo');
+  for (const [name, role] of [['alice', 'customer'], ['bob', 'customer'], ['ops', 'admin']] as const) {
+    const [line = ''] = await admin('user', 'add', name, '--role', role, '--tenant', 'demo');
     const password = /password \(shown once\): (\S+)$/.exec(line)?.[1];
     if (password === undefined) throw new Error(`could not read the generated password of ${name}: ${line}`);
-    users[name] = { password, roles: ['customer'] };
+    users[name] = { password, roles: [role] };
   }
   writeFileSync(file, `${JSON.stringify(users, null, 2)}\n`, { mode: 0o600 });
-  progress(`created the demo users alice and bob; their generated passwords are in ${file}`);
+  progress(`created the demo users alice and bob (customers) and ops (admin, for the dashboard); their generated passwords are in ${file}`);
   return users;
 }
 

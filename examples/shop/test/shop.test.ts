@@ -84,6 +84,28 @@ describe('the shop, end to end', () => {
     assert.match(verified.at(-1) ?? '', /^audit trail verified: [4-9] sources/);
   });
 
+  it('lets the administrator see every shop service on the dashboard; a customer is refused', async () => {
+    const admin = createTestBrowser({ ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
+    try {
+      const login = await admin.open(`${shop.urls.controlPlane}/dashboard`);
+      const done = await admin.submit(login, { username: 'ops', password: shop.users.ops?.password ?? '' });
+      assert.equal(done.status, 200, done.body.slice(0, 200));
+      const overview = await admin.request(`${shop.urls.controlPlane}/dashboard/api/overview`);
+      const services = (overview.body as { services: { service: string; drift: boolean; stale: boolean }[] }).services;
+      assert.deepEqual(services.map((entry) => entry.service).sort(), ['gateway', 'inventory', 'orders', 'payments']);
+      assert.ok(services.every((entry) => !entry.stale));
+    } finally {
+      await admin.close();
+    }
+    const customer = createTestBrowser({ ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
+    try {
+      const login = await customer.open(`${shop.urls.controlPlane}/dashboard`);
+      assert.equal((await customer.submit(login, { username: 'bob', password: shop.users.bob?.password ?? '' })).status, 403);
+    } finally {
+      await customer.close();
+    }
+  });
+
   it('lets a customer read her own order, not another customer\'s (BOLA, decided in Cedar)', async () => {
     const own = await alice.browser.request(`${shop.urls.gateway}/api/orders/${aliceOrder}`);
     assert.equal(own.status, 200);

@@ -26,7 +26,7 @@ import {
   controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openCookieKeys, openKeyRing, openPostgresStore, openSigningKey,
   openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
 } from '@lockstep/control-plane';
-import { createCollector, createDetector, createMonitorMetrics, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
+import { createCollector, createDashboard, createDetector, createMonitorMetrics, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
 import type { JWK } from 'jose';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
@@ -127,7 +127,15 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   detector.onAlert((alert) => err(`lockstep: ALERT ${alert.severity} ${alert.rule}: ${alert.summary}`));
   const collector = createCollector({ store, trustDomain, onAppended: (batch) => detector.observeDecisions(batch) });
   const metrics = createMonitorMetrics({ store, trustDomain, collector, detector });
-  const server = await startControlPlane({ ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port, extensions: [(app) => collector.register(app), (app) => metrics.register(app)] });
+  // The dashboard: administrators (role admin) sign in through the identity provider.
+  const dashboard = createDashboard({
+    store, resource: idp.options.resource.indicator,
+    ...(policy ? { expectedPolicyVersion: async (service: string) => (await policy?.bundleFor(service))?.version ?? null } : {}),
+  });
+  const server = await startControlPlane({
+    ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port,
+    extensions: [(app) => collector.register(app), (app) => metrics.register(app), dashboard],
+  });
   const checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 60_000, onError: (error) => err(`lockstep: audit checkpoint failed: ${error.message}`) });
   const admin = await issueAdminCredentials(ca, 'admin');
   mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
@@ -137,7 +145,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   writeRuntime(state, { url: server.url, trustDomain, pid: process.pid });
   out(`lockstep control plane for ${trustDomain} listening on ${server.url} (store: ${store.kind})`);
   out(`trust bundle: ${join(state.home, 'bundle.pem')}; local administrator: ${admin.spiffeId} (until ${admin.expiresAt.toISOString()})`);
-  out(`identity provider: ${server.idp?.issuer ?? 'off'} (${idp.options.clients.length} client${idp.options.clients.length === 1 ? '' : 's'})`);
+  out(`identity provider: ${server.idp?.issuer ?? 'off'} (${idp.options.clients.length} client${idp.options.clients.length === 1 ? '' : 's'}); dashboard: ${server.url}/dashboard (role admin)`);
 
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

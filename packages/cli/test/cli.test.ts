@@ -105,7 +105,7 @@ describe('lockstep CLI', () => {
     const status = await run('user', 'add', 'Bad Name');
     assert.equal(status.code, 2);
     assert.match(status.err.join('\n'), /a user name is/);
-    assert.match(output, /identity provider: https:\/\/127\.0\.0\.1:\d+\/oidc \(0 clients\)/);
+    assert.match(output, /identity provider: https:\/\/127\.0\.0\.1:\d+\/oidc \(0 clients\); dashboard: https:\/\/127\.0\.0\.1:\d+\/dashboard \(role admin\)/);
     assert.match(output, /WARNING could not read the discovery document of https:\/\/127\.0\.0\.1:9\/oidc .*refused until it answers \(next try in 30 s\)/);
   });
 

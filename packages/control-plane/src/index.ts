@@ -13,7 +13,7 @@ export { issueSvidFromCsr, spiffeIdFor, type IssuedSvid, type IssueSvidRequest }
 export { createJoinToken, redeemJoinToken, pinnedBundleHash, type CreatedJoinToken, type CreateJoinTokenRequest } from './ca/join-tokens.ts';
 export { KeyPermissionError } from './ca/key-files.ts';
 export { bootstrapWorkload, renewWorkload, type EnrolOptions } from './ca/enrol.ts';
-export { startControlPlane, controlPlaneSpiffeId, type ControlPlaneServerOptions, type RunningControlPlane } from './server/control-plane-server.ts';
+export { startControlPlane, controlPlaneSpiffeId, type ControlPlaneServerOptions, type RunningControlPlane, type ExtensionContext, type ExtensionHooks } from './server/control-plane-server.ts';
 export { joinControlPlane, renewWithControlPlane, EnrolmentError, type WorkloadCredentials } from './client/enrol-client.ts';
 export { issueAdminCredentials, type AdminCredentials } from './ca/admin-credentials.ts';
 export { ADMIN_CHANNEL, subscribeAdminActions } from './admin/admin-audit.ts';

@@ -6,3 +6,4 @@ export { createDetector, type Detector, type DetectorOptions } from './detector.
 export { RULES, DEFAULT_THRESHOLDS, type Rule, type RuleId, type Thresholds } from './rules.ts';
 export { createWebhook, signWebhookBody, verifyWebhookSignature, type Webhook, type WebhookOptions } from './webhook.ts';
 export { createMonitorMetrics } from './metrics.ts';
+export { createDashboard, DASHBOARD_CLIENT_ID, type DashboardOptions } from './dashboard.ts';

@@ -16,6 +16,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientMetadata } from 'oidc-provider';
 import type { AddressInfo } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
 import { bootstrapWorkload, renewWorkload } from '../ca/enrol.ts';
@@ -57,11 +58,27 @@ export interface ControlPlaneServerOptions {
    * More endpoints on the same server (the monitor's collector and dashboard): each is called with
    * the Fastify instance before it listens. Use `requireCaller` for who may call them.
    */
-  readonly extensions?: readonly ((app: FastifyInstance, context: { readonly ca: WorkloadCa; readonly store: ControlPlaneStore }) => void | Promise<void>)[];
+  readonly extensions?: readonly ((app: FastifyInstance, context: ExtensionContext) => void | ExtensionHooks | Promise<void | ExtensionHooks>)[];
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
   readonly host?: string;
   /** Default 0 (any free port). */
   readonly port?: number;
+}
+
+/** What an extension is given: the CA, the store, and (once listening) the URL and the identity provider. */
+export interface ExtensionContext {
+  readonly ca: WorkloadCa;
+  readonly store: ControlPlaneStore;
+  /** The server's URL; empty until it listens. */
+  url(): string;
+  /** The identity provider, once started (null without one). */
+  idp(): IdentityProvider | null;
+}
+
+/** What an extension may ask of the control plane. */
+export interface ExtensionHooks {
+  /** OpenID clients of its own (e.g. the dashboard), registered with the identity provider; given the server's URL. */
+  readonly idpClients?: (url: string) => readonly ClientMetadata[];
 }
 
 export interface RunningControlPlane {
@@ -110,9 +127,14 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     const follow = policy?.onChange(() => { if (policy.set) tts.usePolicy(policy.set); });
     if (follow) stopPolicy = () => { follow(); };
   }
-  for (const extension of options.extensions ?? []) await extension(app, { ca, store });
   // oidc-provider reads the raw request itself: its paths are handed over before Fastify parses a body.
   let idp: IdentityProvider | null = null;
+  let listeningUrl = '';
+  const hooks: ExtensionHooks[] = [];
+  for (const extension of options.extensions ?? []) {
+    const hook = await extension(app, { ca, store, url: () => listeningUrl, idp: () => idp });
+    if (hook) hooks.push(hook);
+  }
   if (options.idp !== undefined) {
     const handOver = (request: { raw: IncomingMessage }, reply: { hijack(): void; raw: ServerResponse }, done: () => void) => {
       if (idp === null) return done();
@@ -138,9 +160,11 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   });
   const { address, port } = app.server.address() as AddressInfo;
   const url = `https://${address.includes(':') ? `[${address}]` : address}:${port}`;
+  listeningUrl = url;
   if (options.idp !== undefined) {
     const { issuer, ...rest } = options.idp;
-    const started = createIdentityProvider({ ...rest, issuer: issuer ?? `${url}${IDP_PATH}`, store, trustDomain: ca.trustDomain });
+    const clients = [...rest.clients, ...hooks.flatMap((hook) => hook.idpClients?.(url) ?? [])];
+    const started = createIdentityProvider({ ...rest, clients, issuer: issuer ?? `${url}${IDP_PATH}`, store, trustDomain: ca.trustDomain });
     idp = started;
     rotators.set('idp', () => started.rotateKeys());
     tts?.trustIssuer({ issuer: started.issuer, jwks: () => started.publicJwks(), audience: rest.resource.indicator });

@@ -1,0 +1,140 @@
+/**
+ * The dashboard's server side, on the control plane under /dashboard: administrators sign in through
+ * Lockstep's own identity provider (authorization code + PKCE; a public client registered by this
+ * extension) and must hold the role `admin`. Then the read-only API:
+ *
+ *   GET /dashboard/api/overview        every registered guard's posture: policy version and drift, mode, SVID expiry, staleness
+ *   GET /dashboard/api/alerts          the newest alerts
+ *   GET /dashboard/api/events?service&decision&reason&sub&txn   the newest decisions, filtered
+ *   GET /dashboard/api/txn/:txn        one transaction's call chain
+ *
+ * Without a session: 401 for the API, a redirect to the sign-in for pages. Signed in without the
+ * admin role: 403. There is no API that changes anything.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { Agent, request as httpRequest } from 'undici';
+import { controlPlaneSpiffeId, type ControlPlaneStore, type ExtensionContext, type ExtensionHooks } from '@lockstep/control-plane';
+import { callChain } from './correlate.ts';
+
+export const DASHBOARD_CLIENT_ID = 'lockstep-dashboard';
+const COOKIE = 'lockstep_dashboard';
+const SESSION_MS = 8 * 3_600_000;
+const EVENTS_PER_SOURCE = 200;
+
+interface Session { readonly sub: string; readonly expiresAt: number }
+interface Login { readonly verifier: string; readonly state: string; readonly at: number }
+
+export interface DashboardOptions {
+  readonly store: ControlPlaneStore;
+  /** The version each service should enforce (drift), from the policy service. */
+  readonly expectedPolicyVersion?: (service: string) => Promise<string | null>;
+  /** The resource the identity provider issues access tokens for (roles travel in them). */
+  readonly resource: string;
+}
+
+export function createDashboard(options: DashboardOptions): (app: FastifyInstance, context: ExtensionContext) => ExtensionHooks {
+  const sessions = new Map<string, Session>();
+  const logins = new Map<string, Login>();
+
+  return (app, context) => {
+    const redirectUri = () => `${context.url()}/dashboard/callback`;
+    const cookies = (request: FastifyRequest) => Object.fromEntries(String(request.headers.cookie ?? '').split(';').map((part) => part.trim().split('=')).filter((pair) => pair.length === 2) as [string, string][]);
+    const sessionOf = (request: FastifyRequest): Session | null => {
+      const id = cookies(request)[COOKIE];
+      const session = id === undefined ? undefined : sessions.get(id);
+      if (session === undefined || session.expiresAt < Date.now()) return null;
+      return session;
+    };
+    const page = (reply: FastifyReply, status: number, title: string, message: string) => reply.code(status)
+      .headers({ 'content-type': 'text/html; charset=utf-8', 'content-security-policy': "default-src 'none'; frame-ancestors 'none'", 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' })
+      .send(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title} · Lockstep</title></head><body><main><h1>${title}</h1><p>${message}</p></main></body></html>`);
+
+    app.get('/dashboard/login', async (_request, reply) => {
+      const idp = context.idp();
+      if (idp === null) return page(reply, 503, 'No identity provider', 'This control plane runs without its identity provider, so nobody can sign in to the dashboard.');
+      const login: Login = { verifier: randomBytes(32).toString('base64url'), state: randomBytes(16).toString('base64url'), at: Date.now() };
+      logins.set(login.state, login);
+      for (const [state, entry] of logins) if (Date.now() - entry.at > 10 * 60_000) logins.delete(state);
+      const url = new URL(`${idp.issuer}/auth`);
+      for (const [name, value] of Object.entries({
+        client_id: DASHBOARD_CLIENT_ID, response_type: 'code', redirect_uri: redirectUri(), scope: 'openid', state: login.state, resource: options.resource,
+        code_challenge: createHash('sha256').update(login.verifier).digest('base64url'), code_challenge_method: 'S256',
+      })) url.searchParams.set(name, value);
+      return reply.redirect(url.href, 303);
+    });
+
+    app.get<{ Querystring: { code?: string; state?: string } }>('/dashboard/callback', async (request, reply) => {
+      const idp = context.idp();
+      const login = request.query.state === undefined ? undefined : logins.get(request.query.state);
+      if (login !== undefined) logins.delete(login.state);
+      if (idp === null || login === undefined || request.query.code === undefined) return page(reply, 400, 'Sign-in expired', 'Open the dashboard again to sign in.');
+      // The control plane redeems the code at its own identity provider, over its own TLS.
+      const agent = new Agent({ connect: { ca: context.ca.bundlePem, checkServerIdentity: (_host, cert) => (cert.subjectaltname === `URI:${controlPlaneSpiffeId(context.ca.trustDomain)}` ? undefined : new Error('not the control plane')) } });
+      let accessToken: string;
+      try {
+        const response = await httpRequest(`${idp.issuer}/token`, {
+          method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ grant_type: 'authorization_code', client_id: DASHBOARD_CLIENT_ID, code: request.query.code, redirect_uri: redirectUri(), code_verifier: login.verifier, resource: options.resource }).toString(),
+        });
+        const body = await response.body.json() as { access_token?: string };
+        if (response.statusCode !== 200 || typeof body.access_token !== 'string') return page(reply, 400, 'Sign-in failed', 'Open the dashboard again to sign in.');
+        accessToken = body.access_token;
+      } finally {
+        await agent.close();
+      }
+      const { payload } = await jwtVerify(accessToken, createLocalJWKSet(idp.publicJwks()), { issuer: idp.issuer, audience: options.resource, typ: 'at+jwt' });
+      const roles = Array.isArray(payload.roles) ? payload.roles : [];
+      if (!roles.includes('admin')) return page(reply, 403, 'Administrators only', `You are signed in as ${String(payload.sub).replace(/[<>&"']/g, '')}, who does not hold the role admin.`);
+      const id = randomBytes(32).toString('base64url');
+      sessions.set(id, { sub: String(payload.sub), expiresAt: Date.now() + SESSION_MS });
+      return reply.header('set-cookie', `${COOKIE}=${id}; Path=/dashboard; HttpOnly; Secure; SameSite=Lax; Max-Age=${SESSION_MS / 1000}`).redirect('/dashboard', 303);
+    });
+
+    app.get('/dashboard', async (request, reply) => {
+      const session = sessionOf(request);
+      if (session === null) return reply.redirect('/dashboard/login', 303);
+      return page(reply, 200, 'Lockstep', `Signed in as ${session.sub}. The dashboard's pages read /dashboard/api/overview, /alerts, /events and /txn.`);
+    });
+
+    app.register(async (api) => {
+      api.addHook('onRequest', async (request, reply) => {
+        if (sessionOf(request) === null) return reply.code(401).send({ error: 'LOGIN_REQUIRED', login: '/dashboard/login' });
+        reply.header('cache-control', 'no-store');
+        return undefined;
+      });
+      api.get('/dashboard/api/overview', async () => {
+        const now = Date.now();
+        const services = await options.store.services();
+        return {
+          services: await Promise.all(services.map(async (service) => {
+            const expected = await options.expectedPolicyVersion?.(service.service) ?? null;
+            return {
+              service: service.service, spiffeId: service.spiffeId, mode: service.mode, mtls: true, policyVersion: service.policyVersion, expectedPolicyVersion: expected,
+              drift: expected !== null && expected !== service.policyVersion, svidExpiresAt: new Date(service.svidExpiresAt).toISOString(),
+              stale: now - service.lastSeen > 60_000, routes: service.routes.length, guardVersion: service.guardVersion,
+            };
+          })),
+        };
+      });
+      api.get('/dashboard/api/alerts', async () => ({ alerts: (await options.store.alerts(200)).map((alert) => ({ ...alert, details: JSON.parse(alert.details) as unknown })) }));
+      api.get<{ Querystring: Record<string, string | undefined> }>('/dashboard/api/events', async (request) => {
+        const filters = Object.entries(request.query).filter(([name, value]) => ['service', 'decision', 'reason', 'sub', 'txn'].includes(name) && typeof value === 'string' && value !== '');
+        const events: Record<string, unknown>[] = [];
+        for (const head of await options.store.auditHeads()) {
+          for (const stored of await options.store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE)) {
+            const event = JSON.parse(stored.event) as Record<string, unknown>;
+            if (filters.every(([name, value]) => event[name] === value)) events.push(event);
+          }
+        }
+        events.sort((a, b) => String(b.time).localeCompare(String(a.time)));
+        return { events: events.slice(0, 500) };
+      });
+      api.get<{ Params: { txn: string } }>('/dashboard/api/txn/:txn', async (request) => callChain(options.store, request.params.txn));
+    });
+
+    // The dashboard signs in as a public client of the identity provider: PKCE, no secret.
+    return { idpClients: (url) => [{ client_id: DASHBOARD_CLIENT_ID, client_name: 'Lockstep dashboard', token_endpoint_auth_method: 'none', redirect_uris: [`${url}/dashboard/callback`] }] };
+  };
+}
