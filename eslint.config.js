@@ -19,8 +19,8 @@ export default tseslint.config(
     rules: { 'no-console': 'off' },
   },
   {
-    // The shop's page script runs in the browser.
-    files: ['examples/*/public/**/*.js'],
-    languageOptions: { globals: { document: 'readonly', fetch: 'readonly' } },
+    // Page scripts run in the browser: the shop's and the dashboard's.
+    files: ['examples/*/public/**/*.js', 'packages/monitor/dashboard/**/*.js'],
+    languageOptions: { globals: { document: 'readonly', fetch: 'readonly', window: 'readonly', Node: 'readonly', URLSearchParams: 'readonly', FormData: 'readonly', setInterval: 'readonly' } },
   },
 );

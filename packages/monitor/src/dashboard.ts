@@ -3,7 +3,8 @@
  * Lockstep's own identity provider (authorization code + PKCE; a public client registered by this
  * extension) and must hold the role `admin`. Then the read-only API:
  *
- *   GET /dashboard/api/overview        every registered guard's posture: policy version and drift, mode, SVID expiry, staleness
+ *   GET /dashboard/api/overview        every registered guard's posture: policy version and drift, mode, SVID expiry, deny rate, staleness
+ *   GET /dashboard/api/graph           who called whom in the newest decisions, allowed and denied
  *   GET /dashboard/api/alerts          the newest alerts
  *   GET /dashboard/api/events?service&decision&reason&sub&txn   the newest decisions, filtered
  *   GET /dashboard/api/txn/:txn        one transaction's call chain
@@ -12,6 +13,7 @@
  * admin role: 403. There is no API that changes anything.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { Agent, request as httpRequest } from 'undici';
@@ -92,11 +94,22 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
       return reply.header('set-cookie', `${COOKIE}=${id}; Path=/dashboard; HttpOnly; Secure; SameSite=Lax; Max-Age=${SESSION_MS / 1000}`).redirect('/dashboard', 303);
     });
 
+    // The page: three fixed files read once, nothing else from disk, nothing from elsewhere.
+    const assets = Object.fromEntries(([['index.html', 'text/html; charset=utf-8'], ['app.js', 'text/javascript; charset=utf-8'], ['app.css', 'text/css; charset=utf-8']] as const)
+      .map(([file, type]) => [file, { type, body: readFileSync(new URL(`../dashboard/${file}`, import.meta.url)) }]));
+    const headers = {
+      'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+      'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'cache-control': 'no-store',
+    };
     app.get('/dashboard', async (request, reply) => {
-      const session = sessionOf(request);
-      if (session === null) return reply.redirect('/dashboard/login', 303);
-      return page(reply, 200, 'Lockstep', `Signed in as ${session.sub}. The dashboard's pages read /dashboard/api/overview, /alerts, /events and /txn.`);
+      if (sessionOf(request) === null) return reply.redirect('/dashboard/login', 303);
+      const index = assets['index.html'] as { type: string; body: Buffer };
+      return reply.headers(headers).type(index.type).send(index.body);
     });
+    for (const file of ['app.js', 'app.css'] as const) {
+      const asset = assets[file] as { type: string; body: Buffer };
+      app.get(`/dashboard/${file}`, async (_request, reply) => reply.headers(headers).type(asset.type).send(asset.body));
+    }
 
     app.register(async (api) => {
       api.addHook('onRequest', async (request, reply) => {
@@ -107,6 +120,12 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
       api.get('/dashboard/api/overview', async () => {
         const now = Date.now();
         const services = await options.store.services();
+        // Deny rate over each guard's newest decisions.
+        const rates = new Map<string, { denied: number; total: number }>();
+        for (const head of await options.store.auditHeads()) {
+          const recent = await options.store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE);
+          rates.set(head.source, { denied: recent.filter((stored) => (JSON.parse(stored.event) as { decision?: string }).decision === 'deny').length, total: recent.length });
+        }
         return {
           services: await Promise.all(services.map(async (service) => {
             const expected = await options.expectedPolicyVersion?.(service.service) ?? null;
@@ -114,9 +133,29 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
               service: service.service, spiffeId: service.spiffeId, mode: service.mode, mtls: true, policyVersion: service.policyVersion, expectedPolicyVersion: expected,
               drift: expected !== null && expected !== service.policyVersion, svidExpiresAt: new Date(service.svidExpiresAt).toISOString(),
               stale: now - service.lastSeen > 60_000, routes: service.routes.length, guardVersion: service.guardVersion,
+              denyRate: (() => { const rate = rates.get(service.spiffeId); return rate === undefined || rate.total === 0 ? null : rate.denied / rate.total; })(),
             };
           })),
         };
+      });
+      api.get('/dashboard/api/session', async (request) => ({ sub: sessionOf(request)?.sub ?? null }));
+      // The service graph: who called whom in the newest decisions, allowed and denied.
+      api.get('/dashboard/api/graph', async () => {
+        const edges = new Map<string, { from: string; to: string; allowed: number; denied: number }>();
+        const services = new Set((await options.store.services()).map((service) => service.service));
+        for (const head of await options.store.auditHeads()) {
+          for (const stored of await options.store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE)) {
+            const event = JSON.parse(stored.event) as { service?: string; caller?: string | null; decision?: string };
+            const from = typeof event.caller === 'string' ? /\/svc\/([^/]+)$/.exec(event.caller)?.[1] : undefined;
+            if (from === undefined || typeof event.service !== 'string') continue;
+            const key = `${from}→${event.service}`;
+            const edge = edges.get(key) ?? { from, to: event.service, allowed: 0, denied: 0 };
+            if (event.decision === 'deny') edge.denied += 1;
+            else edge.allowed += 1;
+            edges.set(key, edge);
+          }
+        }
+        return { services: [...services], edges: [...edges.values()] };
       });
       api.get('/dashboard/api/alerts', async () => ({ alerts: (await options.store.alerts(200)).map((alert) => ({ ...alert, details: JSON.parse(alert.details) as unknown })) }));
       api.get<{ Querystring: Record<string, string | undefined> }>('/dashboard/api/events', async (request) => {

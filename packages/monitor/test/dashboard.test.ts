@@ -77,7 +77,9 @@ describe('dashboard', () => {
     try {
       assert.equal(done.status, 200);
       assert.equal(done.url, `${controlPlane.url}/dashboard`);
-      assert.match(done.body, /Signed in as root/);
+      assert.match(done.body, /<title>Lockstep dashboard<\/title>/);
+      assert.match(String(done.headers['content-security-policy']), /script-src 'self'/);
+      assert.deepEqual((await browser.request(`${controlPlane.url}/dashboard/api/session`)).body, { sub: 'root' });
       const overview = await browser.request(`${controlPlane.url}/dashboard/api/overview`);
       assert.equal(overview.status, 200);
       const [orders] = (overview.body as { services: { service: string; drift: boolean; mode: string; stale: boolean }[] }).services;

@@ -28,7 +28,9 @@ export function pageHeaders(formTargets: readonly string[] = []): Record<string,
     'content-security-policy': [`default-src 'none'`, `style-src ${STYLE_HASH}`, `form-action 'self' ${formTargets.join(' ')}`.trim(), `frame-ancestors 'none'`, `base-uri 'none'`].join('; '),
     'x-content-type-options': 'nosniff',
     'x-frame-options': 'DENY',
-    'referrer-policy': 'no-referrer',
+    // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the form post,
+    // which the CSRF check would (rightly) refuse.
+    'referrer-policy': 'same-origin',
     'cache-control': 'no-store',
   };
 }

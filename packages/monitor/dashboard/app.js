@@ -1,0 +1,117 @@
+// The Lockstep dashboard: one page, no framework, no assets from elsewhere. It reads the control
+// plane's read-only API (/dashboard/api/…) and refreshes the page it shows every 2 seconds.
+const page = document.getElementById('page');
+let timer = null;
+
+const el = (tag, attributes = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? '')));
+  return node;
+};
+const svg = (tag, attributes = {}, text) => {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+};
+const table = (headings, rows) => el('table', {}, el('thead', {}, el('tr', {}, ...headings.map((heading) => el('th', { scope: 'col' }, heading)))), el('tbody', {}, ...rows));
+
+async function api(path) {
+  const response = await fetch(`/dashboard/api/${path}`, { credentials: 'same-origin' });
+  if (response.status === 401) { window.location.href = '/dashboard/login'; return null; }
+  return response.json();
+}
+
+const pages = {
+  async overview() {
+    const data = await api('overview');
+    if (data === null) return [];
+    return [el('h2', {}, 'Services'), table(['Service', 'mTLS', 'SVID expires', 'Policy', 'Mode', 'Routes', 'Deny rate', 'Status'], data.services.map((service) => el('tr', { 'data-service': service.service },
+      el('td', {}, service.service), el('td', { class: 'ok' }, 'required'), el('td', {}, service.svidExpiresAt),
+      el('td', { class: service.drift ? 'bad' : 'ok' }, `${(service.policyVersion ?? 'none').slice(0, 12)}${service.drift ? ' (DRIFT)' : ''}`),
+      el('td', { class: service.mode === 'dry-run' ? 'bad' : '' }, service.mode), el('td', {}, service.routes),
+      el('td', { class: (service.denyRate ?? 0) > 0.2 ? 'bad' : '' }, service.denyRate === null ? '—' : `${Math.round(service.denyRate * 100)} %`),
+      el('td', { class: service.stale ? 'bad' : 'ok' }, service.stale ? 'silent' : 'reporting'))))];
+  },
+  async graph() {
+    const data = await api('graph');
+    if (data === null) return [];
+    const nodes = [...new Set(data.edges.flatMap((edge) => [edge.from, edge.to]).concat(data.services))].sort();
+    const width = 720, height = 420, radius = 160;
+    const at = new Map(nodes.map((node, index) => [node, [width / 2 + radius * Math.cos((2 * Math.PI * index) / Math.max(1, nodes.length)), height / 2 + radius * Math.sin((2 * Math.PI * index) / Math.max(1, nodes.length))]]));
+    const picture = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'Service-to-service calls: green allowed, red denied' });
+    for (const edge of data.edges) {
+      const [x1, y1] = at.get(edge.from); const [x2, y2] = at.get(edge.to);
+      picture.append(svg('line', { x1, y1, x2, y2, stroke: edge.denied > 0 ? '#dc2626' : '#16a34a', 'stroke-width': 2 + Math.min(6, Math.log2(1 + edge.allowed + edge.denied)), 'data-edge': `${edge.from}→${edge.to}` }));
+      picture.append(svg('text', { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, fill: '#374151' }, `${edge.allowed} ✓ ${edge.denied} ✗`));
+    }
+    for (const node of nodes) {
+      const [x, y] = at.get(node);
+      picture.append(svg('circle', { cx: x, cy: y, r: 26, fill: '#e0e7ff', stroke: '#3730a3' }));
+      picture.append(svg('text', { x, y: y + 4, 'text-anchor': 'middle' }, node));
+    }
+    return [el('h2', {}, 'Service graph (last decisions)'), picture];
+  },
+  async events() {
+    const params = new URLSearchParams(window.location.hash.split('?')[1] ?? '');
+    const data = await api(`events?${params}`);
+    if (data === null) return [];
+    const form = el('form', { class: 'filters', 'aria-label': 'Filter events' });
+    for (const name of ['service', 'decision', 'reason', 'sub', 'txn']) {
+      const id = `filter-${name}`;
+      form.append(el('label', { for: id }, name), el('input', { id, name, value: params.get(name) ?? '' }));
+    }
+    form.append(el('button', { type: 'submit' }, 'Filter'));
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const chosen = new URLSearchParams([...new FormData(form)].filter(([, value]) => value !== ''));
+      window.location.hash = `events?${chosen}`;
+    });
+    return [el('h2', {}, 'Events'), form, table(['Time', 'Service', 'Caller', 'User', 'Action', 'Decision', 'Reason', 'Transaction'], data.events.map((event) => el('tr', {},
+      el('td', {}, event.time), el('td', {}, event.service), el('td', {}, event.caller ?? '—'), el('td', {}, event.sub ?? '—'), el('td', {}, event.action ?? ''),
+      el('td', { class: event.decision === 'deny' ? 'bad' : 'ok' }, event.decision), el('td', {}, event.reason),
+      el('td', {}, event.txn ? el('a', { href: `#txn/${event.txn}` }, event.txn.slice(0, 8)) : '—'))))];
+  },
+  async txn() {
+    const id = window.location.hash.slice('#txn/'.length);
+    const data = await api(`txn/${encodeURIComponent(id)}`);
+    if (data === null) return [];
+    return [el('h2', {}, `Transaction ${id}`), el('p', {}, `on behalf of ${data.sub ?? 'nobody'}`), el('ol', {}, ...data.hops.map((hop) => el('li', { class: hop.decision === 'deny' ? 'bad' : '' }, `${hop.time}  ${hop.caller ?? 'edge'} → ${hop.service}  ${hop.action ?? ''}: ${hop.decision} (${hop.reason})`)))];
+  },
+  async alerts() {
+    const data = await api('alerts');
+    if (data === null) return [];
+    if (data.alerts.length === 0) return [el('h2', {}, 'Alerts'), el('p', { class: 'muted' }, 'No alerts.')];
+    return [el('h2', {}, 'Alerts'), table(['Time', 'Severity', 'Rule', 'Subject', 'What happened'], data.alerts.map((alert) => el('tr', { 'data-rule': alert.rule },
+      el('td', {}, new Date(alert.at).toISOString()), el('td', {}, el('span', { class: `badge ${alert.severity}` }, alert.severity)), el('td', {}, alert.rule), el('td', {}, alert.subject), el('td', {}, alert.summary))))];
+  },
+  async scans() {
+    return [el('h2', {}, 'Scans'), el('p', { class: 'muted' }, 'No scan results yet: the scanner (lockstep scan) sends its results here.')];
+  },
+};
+
+async function show() {
+  const name = (window.location.hash.slice(1).split(/[/?]/)[0] || 'overview');
+  const render = pages[name] ?? pages.overview;
+  for (const link of document.querySelectorAll('nav a')) link.toggleAttribute('aria-current', link.getAttribute('href') === `#${name}`);
+  if (document.querySelector('nav a[aria-current]')) document.querySelector('nav a[aria-current]').setAttribute('aria-current', 'page');
+  try {
+    const content = await render();
+    page.replaceChildren(...content);
+  } catch (error) {
+    page.replaceChildren(el('p', { class: 'bad', role: 'alert' }, `Could not load this page: ${error.message}`));
+  }
+}
+
+async function start() {
+  const who = await api('session');
+  if (who !== null) document.getElementById('who').textContent = `Signed in as ${who.sub}`;
+  window.addEventListener('hashchange', show);
+  await show();
+  // Live: the page shown is read again every 2 seconds (not while typing a filter).
+  timer = setInterval(() => { if (!page.contains(document.activeElement)) void show(); }, 2_000);
+}
+
+void start();
+void timer;
