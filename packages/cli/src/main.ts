@@ -11,7 +11,7 @@
  *   audit verify [--keys jwks.json] [--postgres url]   |   audit keys
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
- *   policy status
+ *   policy status | policy validate [dir] | policy test [dir] [--cases file]
  *
  * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
  * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
@@ -28,6 +28,8 @@ import {
 } from '@lockstep/control-plane';
 import { createCollector, createDashboard, createDetector, createMonitorMetrics, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
 import type { JWK } from 'jose';
+import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
+import { parsePolicyCases } from './policy-cases.ts';
 import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
 
 const USAGE = `usage:
@@ -43,6 +45,8 @@ const USAGE = `usage:
   lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
   lockstep services
   lockstep policy status
+  lockstep policy validate [<dir>]             (strict validation of a policy directory; exit 1 when it would be refused)
+  lockstep policy test [<dir>] [--cases <file>]   (the YAML test cases, default <dir>/tests.yaml; exit 1 on a failed case)
 state: LOCKSTEP_HOME (default ./.lockstep)`;
 
 type Out = (line: string) => void;
@@ -61,7 +65,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'audit': return await audit(rest, out);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
-      case 'policy': return await policyStatus(rest, out);
+      case 'policy': return rest[0] === 'validate' ? await policyValidate(rest.slice(1), out) : rest[0] === 'test' ? await policyTest(rest.slice(1), out) : await policyStatus(rest, out);
       default:
         err(USAGE);
         return command === undefined || command === 'help' || command === '--help' ? 0 : 2;
@@ -370,8 +374,42 @@ async function services(out: Out): Promise<number> {
   return 0;
 }
 
+async function policyValidate(argv: readonly string[], out: Out): Promise<number> {
+  if (argv.length > 1) throw new UsageError('usage: lockstep policy validate [<policy directory>]');
+  const dir = argv[0] ?? 'policies';
+  try {
+    const set = await loadPolicyDir(dir);
+    out(`${dir}: valid — ${Object.keys(set.policies).length} policies, version ${set.version}`);
+    return 0;
+  } catch (error) {
+    out(`${dir}: REFUSED — ${(error as Error).message}`);
+    return 1;
+  }
+}
+
+async function policyTest(argv: readonly string[], out: Out): Promise<number> {
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { cases: { type: 'string' } } });
+  if (positionals.length > 1) throw new UsageError('usage: lockstep policy test [<policy directory>] [--cases <file.yaml>]');
+  const dir = positionals[0] ?? 'policies';
+  const file = values.cases ?? join(dir, 'tests.yaml');
+  if (!existsSync(file)) throw new UsageError(`no test cases at ${file}: write them there (see lockstep help), or pass --cases`);
+  const cases = parsePolicyCases(readFileSync(file, 'utf8'), file);
+  let set;
+  try {
+    set = await loadPolicyDir(dir);
+  } catch (error) {
+    out(`${dir}: REFUSED — ${(error as Error).message}`);
+    return 1;
+  }
+  const results = runPolicyTests(set, cases);
+  for (const result of results) out(`${result.passed ? '✓' : '✗'} ${result.name}${result.passed ? '' : `\n    ${result.diff}`}`);
+  const failed = results.filter((result) => !result.passed).length;
+  out(`${results.length - failed} passed, ${failed} failed (${dir}, version ${set.version.slice(0, 12)})`);
+  return failed === 0 ? 0 : 1;
+}
+
 async function policyStatus(argv: readonly string[], out: Out): Promise<number> {
-  if (argv.length !== 1 || argv[0] !== 'status') throw new UsageError('usage: lockstep policy status');
+  if (argv.length !== 1 || argv[0] !== 'status') throw new UsageError('usage: lockstep policy status | validate [<dir>] | test [<dir>] [--cases <file>]');
   const status = await admin('GET', '/v1/admin/policy') as {
     version: string | null; lastRefusal: { reason: string; at: string } | null;
     services: { service: string; expected: string | null; enforced: string | null; inSync: boolean }[];

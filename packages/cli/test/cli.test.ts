@@ -149,6 +149,36 @@ describe('lockstep CLI', () => {
     }
   });
 
+  it('validates a policy directory and runs its test cases, with a readable diff on a failure', async () => {
+    const valid = await run('policy', 'validate', policyDir);
+    assert.equal(valid.code, 0, valid.out.join('\n'));
+    assert.match(valid.out[0] ?? '', /valid — \d+ policies, version [0-9a-f]{64}$/);
+    const cases = join(home, 'cases.yaml');
+    writeFileSync(cases, [
+      'trustDomain: shop.test',
+      'cases:',
+      '  - { name: customers read through the gateway, principal: gateway, action: orders:read, resource: orders, context: { sub: alice, roles: [customer] }, expect: allow, policy: gateway-customer-orders }',
+      '  - { name: a wrong expectation, principal: reports, action: orders:read, resource: orders, context: { sub: alice, roles: [customer] }, expect: allow }',
+    ].join('\n'));
+    const tested = await run('policy', 'test', policyDir, '--cases', cases);
+    assert.equal(tested.code, 1);
+    assert.deepEqual(tested.out, [
+      '✓ customers read through the gateway',
+      '✗ a wrong expectation\n    expected allow, got deny (no policy matched)',
+      `1 passed, 1 failed (${policyDir}, version ${/version ([0-9a-f]{12})/.exec(valid.out[0] ?? '')?.[1]})`,
+    ]);
+    writeFileSync(cases, 'cases:\n  - { name: x, principal: spiffe://shop.test/svc/gateway, action: a, resource: orders, expect: allow, colour: blue }\n');
+    const malformed = await run('policy', 'test', policyDir, '--cases', cases);
+    assert.equal(malformed.code, 2);
+    assert.match(malformed.err.join('\n'), /case 1: unknown field "colour"/);
+    writeFileSync(join(home, 'broken.cedar'), 'permit (principal, action, resource) when { context.nope };\n');
+    cpSync(policyDir, join(home, 'broken-policies'), { recursive: true });
+    cpSync(join(home, 'broken.cedar'), join(home, 'broken-policies', 'broken.cedar'));
+    const refused = await run('policy', 'validate', join(home, 'broken-policies'));
+    assert.equal(refused.code, 1);
+    assert.match(refused.out[0] ?? '', /REFUSED — .*broken\.cedar/);
+  });
+
   it('answers mistakes with what to do instead (exit code 2)', async () => {
     const unknown = await run('frobnicate');
     assert.equal(unknown.code, 2);
