@@ -119,7 +119,8 @@ for (const [path, [file, type]] of Object.entries(PUBLIC)) {
 app.get('/health', async () => ({ ok: true }));
 
 const loginLimit = { config: { rateLimit: { max: 20, timeWindow: '1 minute' } } };
-const apiLimit = { config: { rateLimit: { max: 300, timeWindow: '1 minute', keyGenerator: (request: FastifyRequest) => request.cookies.shop_session ?? request.ip } } };
+// Per session — but only a session that exists: a made-up cookie value must not buy a fresh bucket.
+const apiLimit = { config: { rateLimit: { max: 300, timeWindow: '1 minute', keyGenerator: (request: FastifyRequest) => { const id = request.cookies.shop_session; return id !== undefined && sessions.has(id) ? `session:${id}` : `ip:${request.ip}`; } } } };
 
 app.get('/login', loginLimit, async (_request, reply) => {
   const login: LoginState = { verifier: oidc.randomPKCECodeVerifier(), state: oidc.randomState(), nonce: oidc.randomNonce(), at: Date.now() };

@@ -113,7 +113,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   for (const external of idp.externalIssuers) trustExternalIssuer(subjects, external, out, loud);
 
   // The monitor's collector on the same server; a signed checkpoint of every source each minute.
-  const auditKeys = await openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000, onCreated: loud });
+  const auditKeys = await openAuditKeys(state, loud);
   // Detections on what the collector stores and on every sign-in; alerts stored, and sent to a webhook when one is set.
   const detector = createDetector({
     store, auditKeys: () => auditKeys.publicJwks(),
@@ -320,11 +320,16 @@ async function drill(err: Out): Promise<number> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
 }
 
+/** The checkpoint keys: retired keys stay published for ten years, so old checkpoints keep verifying. */
+function openAuditKeys(state: LocalState, onCreated?: Out) {
+  return openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000, ...(onCreated === undefined ? {} : { onCreated }) });
+}
+
 async function audit(argv: readonly string[], out: Out): Promise<number> {
   const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { keys: { type: 'string' }, postgres: { type: 'string' } } });
   const state = localState();
   if (positionals[0] === 'keys' && positionals.length === 1) {
-    out(JSON.stringify((await openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000 })).publicJwks(), null, 2));
+    out(JSON.stringify((await openAuditKeys(state)).publicJwks(), null, 2));
     return 0;
   }
   if (positionals[0] !== 'verify' || positionals.length !== 1) throw new UsageError('usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>]  |  lockstep audit keys');
@@ -336,7 +341,7 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
       throw new UsageError(`--keys ${values.keys}: not a JWKS file (${(error as Error).message})`);
     }
   } else {
-    jwks = (await openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000 })).publicJwks();
+    jwks = (await openAuditKeys(state)).publicJwks();
   }
   if (values.postgres === undefined && !existsSync(state.database)) throw new UsageError(`no store at ${state.database}: run this where the control plane keeps its state, or pass --postgres <url>`);
   const store = values.postgres ? await openPostgresStore({ connectionString: values.postgres }) : openSqliteStore(state.database);

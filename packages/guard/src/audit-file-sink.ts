@@ -13,7 +13,7 @@ export interface AuditSink {
   close(): Promise<void>;
 }
 
-export function createAuditFileSink(path: string, options: { flushMs?: number; onError?: (error: Error) => void } = {}): AuditSink {
+export function createAuditFileSink(path: string, options: { flushMs?: number; onError?: (error: Error) => void; service?: string } = {}): AuditSink {
   mkdirSync(dirname(path), { recursive: true });
   // The audit log is private even if it already existed with a looser mode.
   const fd = openSync(path, 'a', 0o600);
@@ -63,7 +63,10 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
   };
   const timer = setInterval(() => void write(), options.flushMs ?? 20);
   timer.unref();
+  const { service } = options;
   const unsubscribe = subscribeDecisions((event) => {
+    // A process may run more than one guard: each file holds its own service's decisions.
+    if (service !== undefined && event.service !== service) return;
     if (queued.push(event) >= BATCH && !flushScheduled) {
       flushScheduled = true;
       setImmediate(encode);

@@ -121,7 +121,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   const client = createGuardClient({ trustDomain, material: { cert: svid.cert, key: svid.key, ca: trustBundle } });
   const servers = new Set<TlsServer>();
   const auditSink: AuditSink | null = options.auditFile
-    ? createAuditFileSink(options.auditFile, { onError: (error) => logger.error('audit file write failed', { error: error.message }) })
+    ? createAuditFileSink(options.auditFile, { service, onError: (error) => logger.error('audit file write failed', { error: error.message }) })
     : null;
   let closing: Promise<void> | null = null;
   let metrics: GuardMetrics | null = null;

@@ -38,8 +38,6 @@ export interface NetworkSinkOptions {
   readonly flushMs?: number;
   /** Default 2 s: wait before trying an unreachable collector again. */
   readonly retryMs?: number;
-  /** Events kept in memory while a batch is on its way; beyond it they go to the spool. Default 20 000. */
-  readonly maxQueued?: number;
   readonly onError?: (error: Error) => void;
 }
 
@@ -74,7 +72,6 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   const stream = randomBytes(9).toString('base64url');
   const stats: NetworkSinkStats = { sent: 0, spooled: 0, dropped: 0, refused: 0 };
   const batchSize = options.batchSize ?? 500;
-  const maxQueued = options.maxQueued ?? 20_000;
   const maxSpool = options.maxSpoolBytes ?? 64 * 1024 * 1024;
   const spoolPath = join(options.spoolDir, SPOOL_FILE);
   let queue: { seq: number; event: DecisionEvent }[] = [];
@@ -204,12 +201,9 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     }
   }
 
+  // One round at a time; a round takes everything queued (sent, or spooled while the collector is away).
   function kick(): Promise<void> {
-    if (working !== null) {
-      // A long outage must not grow memory without bound: spill what is queued beyond the limit.
-      if (queue.length > maxQueued) void working.then(() => kick());
-      return working;
-    }
+    if (working !== null) return working;
     working = work().catch((error: Error) => options.onError?.(error)).finally(() => { working = null; });
     return working;
   }

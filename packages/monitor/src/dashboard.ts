@@ -16,8 +16,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { createLocalJWKSet, jwtVerify } from 'jose';
-import { Agent, request as httpRequest } from 'undici';
-import { controlPlaneSpiffeId, type ControlPlaneStore, type ExtensionContext, type ExtensionHooks } from '@lockstep/control-plane';
+import { request as httpRequest } from 'undici';
+import { parseSpiffeId } from '@lockstep/guard';
+import { controlPlaneAgent, type ControlPlaneStore, type ExtensionContext, type ExtensionHooks } from '@lockstep/control-plane';
 import { callChain } from './correlate.ts';
 
 export const DASHBOARD_CLIENT_ID = 'lockstep-dashboard';
@@ -34,6 +35,17 @@ export interface DashboardOptions {
   readonly expectedPolicyVersion?: (service: string) => Promise<string | null>;
   /** The resource the identity provider issues access tokens for (roles travel in them). */
   readonly resource: string;
+}
+
+/** Each source's newest decisions (up to EVENTS_PER_SOURCE), parsed, with the source they came from. */
+async function recentEvents(store: ControlPlaneStore): Promise<{ source: string; event: Record<string, unknown> }[]> {
+  const recent: { source: string; event: Record<string, unknown> }[] = [];
+  for (const head of await store.auditHeads()) {
+    for (const stored of await store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE)) {
+      recent.push({ source: head.source, event: JSON.parse(stored.event) as Record<string, unknown> });
+    }
+  }
+  return recent;
 }
 
 export function createDashboard(options: DashboardOptions): (app: FastifyInstance, context: ExtensionContext) => ExtensionHooks {
@@ -73,7 +85,7 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
       if (login !== undefined) logins.delete(login.state);
       if (idp === null || login === undefined || request.query.code === undefined) return page(reply, 400, 'Sign-in expired', 'Open the dashboard again to sign in.');
       // The control plane redeems the code at its own identity provider, over its own TLS.
-      const agent = new Agent({ connect: { ca: context.ca.bundlePem, checkServerIdentity: (_host, cert) => (cert.subjectaltname === `URI:${controlPlaneSpiffeId(context.ca.trustDomain)}` ? undefined : new Error('not the control plane')) } });
+      const agent = controlPlaneAgent(context.ca.trustDomain, { ca: context.ca.bundlePem });
       let accessToken: string;
       try {
         const response = await httpRequest(`${idp.issuer}/token`, {
@@ -122,9 +134,11 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
         const services = await options.store.services();
         // Deny rate over each guard's newest decisions.
         const rates = new Map<string, { denied: number; total: number }>();
-        for (const head of await options.store.auditHeads()) {
-          const recent = await options.store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE);
-          rates.set(head.source, { denied: recent.filter((stored) => (JSON.parse(stored.event) as { decision?: string }).decision === 'deny').length, total: recent.length });
+        for (const { source, event } of await recentEvents(options.store)) {
+          const rate = rates.get(source) ?? { denied: 0, total: 0 };
+          rate.total += 1;
+          if (event.decision === 'deny') rate.denied += 1;
+          rates.set(source, rate);
         }
         return {
           services: await Promise.all(services.map(async (service) => {
@@ -143,30 +157,21 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
       api.get('/dashboard/api/graph', async () => {
         const edges = new Map<string, { from: string; to: string; allowed: number; denied: number }>();
         const services = new Set((await options.store.services()).map((service) => service.service));
-        for (const head of await options.store.auditHeads()) {
-          for (const stored of await options.store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE)) {
-            const event = JSON.parse(stored.event) as { service?: string; caller?: string | null; decision?: string };
-            const from = typeof event.caller === 'string' ? /\/svc\/([^/]+)$/.exec(event.caller)?.[1] : undefined;
-            if (from === undefined || typeof event.service !== 'string') continue;
-            const key = `${from}→${event.service}`;
-            const edge = edges.get(key) ?? { from, to: event.service, allowed: 0, denied: 0 };
-            if (event.decision === 'deny') edge.denied += 1;
-            else edge.allowed += 1;
-            edges.set(key, edge);
-          }
+        for (const { event } of await recentEvents(options.store)) {
+          const from = typeof event.caller === 'string' ? parseSpiffeId(event.caller)?.service : null;
+          if (from === null || from === undefined || typeof event.service !== 'string') continue;
+          const key = `${from}→${event.service}`;
+          const edge = edges.get(key) ?? { from, to: event.service, allowed: 0, denied: 0 };
+          if (event.decision === 'deny') edge.denied += 1;
+          else edge.allowed += 1;
+          edges.set(key, edge);
         }
         return { services: [...services], edges: [...edges.values()] };
       });
       api.get('/dashboard/api/alerts', async () => ({ alerts: (await options.store.alerts(200)).map((alert) => ({ ...alert, details: JSON.parse(alert.details) as unknown })) }));
       api.get<{ Querystring: Record<string, string | undefined> }>('/dashboard/api/events', async (request) => {
         const filters = Object.entries(request.query).filter(([name, value]) => ['service', 'decision', 'reason', 'sub', 'txn'].includes(name) && typeof value === 'string' && value !== '');
-        const events: Record<string, unknown>[] = [];
-        for (const head of await options.store.auditHeads()) {
-          for (const stored of await options.store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE)) {
-            const event = JSON.parse(stored.event) as Record<string, unknown>;
-            if (filters.every(([name, value]) => event[name] === value)) events.push(event);
-          }
-        }
+        const events = (await recentEvents(options.store)).map(({ event }) => event).filter((event) => filters.every(([name, value]) => event[name] === value));
         events.sort((a, b) => String(b.time).localeCompare(String(a.time)));
         return { events: events.slice(0, 500) };
       });

@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { JSONWebKeySet } from 'jose';
+import { parseSpiffeId } from '@lockstep/guard';
 import type { AlertRecord, AuditAppend, ControlPlaneStore, LoginEvent } from '@lockstep/control-plane';
 import { DEFAULT_THRESHOLDS, RULES, type RuleId, type Thresholds } from './rules.ts';
 import { verifyTrail } from './verify.ts';
@@ -37,8 +38,7 @@ export interface Detector {
   stop(): void;
 }
 
-const SVC = /^spiffe:\/\/[^/]+\/svc\/([^/]+)$/;
-const serviceOf = (spiffeId: unknown) => (typeof spiffeId === 'string' ? SVC.exec(spiffeId)?.[1] ?? null : null);
+const serviceOf = (spiffeId: unknown) => (typeof spiffeId === 'string' ? parseSpiffeId(spiffeId)?.service ?? null : null);
 const REVOKED = new Set(['LOCKSTEP_ERR_TXN_TOKEN_REVOKED', 'LOCKSTEP_ERR_PEER_REVOKED']);
 const UNTRUSTED = new Set(['LOCKSTEP_ERR_PEER_CERT_MISSING', 'LOCKSTEP_ERR_PEER_UNTRUSTED', 'LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN', 'LOCKSTEP_ERR_PEER_ID_INVALID']);
 const TXN_MEMORY = 10_000;
@@ -54,6 +54,8 @@ export function createDetector(options: DetectorOptions): Detector {
   const loginAccounts = new Map<string, Map<string, number>>();
   const allowedEdges = new Set<string>();
   const txns = new Map<string, { service: string; caller: string | null; time: string; requestId: string }[]>();
+  /** Transactions with new events since the last sweep: only they are looked at again. */
+  const touched = new Set<string>();
   const driftSince = new Map<string, number>();
   const droppedSeen = new Map<string, number>();
   let lastVerify = 0;
@@ -96,6 +98,7 @@ export function createDetector(options: DetectorOptions): Detector {
           txns.set(event.txn, seen = []);
         }
         seen.push({ service: String(event.service), caller: callerService, time: String(event.time), requestId: String(event.requestId) });
+        touched.add(event.txn);
       }
       if (callerService !== null) {
         const edge = `${callerService}→${String(event.service)}`;
@@ -137,7 +140,11 @@ export function createDetector(options: DetectorOptions): Detector {
   async function sweep(): Promise<void> {
     const at = now();
     // A transaction's token may come only from the workloads its chain reached (or its originator).
-    for (const [txn, seen] of txns) {
+    const changed = [...touched];
+    touched.clear();
+    for (const txn of changed) {
+      const seen = txns.get(txn);
+      if (seen === undefined) continue;
       const ordered = [...seen].sort((a, b) => a.time.localeCompare(b.time));
       const reached = new Set(ordered.map((hop) => hop.service));
       const originator = ordered.find((hop) => hop.caller !== null)?.caller;

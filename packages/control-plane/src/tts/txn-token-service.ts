@@ -123,7 +123,7 @@ export function createTxnTokenService(options: TxnTokenServiceOptions): TxnToken
     get jwks() {
       return options.keys.publicJwks();
     },
-    rotateKeys: options.keys.rotate === undefined ? null : () => (options.keys.rotate as () => Promise<Rotation>)(),
+    rotateKeys: options.keys.rotate?.bind(options.keys) ?? null,
     trustIssuer(issuer) {
       options.subjects.addIssuer(issuer);
     },
