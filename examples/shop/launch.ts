@@ -22,6 +22,7 @@ export const TRUST_DOMAIN = 'shop.test';
 export const SHOP_POLICIES = fileURLToPath(new URL('./policies/', import.meta.url));
 const CLI = fileURLToPath(new URL('../../packages/cli/bin/lockstep.ts', import.meta.url));
 const SERVICES = ['payments', 'inventory', 'orders', 'gateway'] as const;
+const DEMO_CUSTOMERS = ['alice', 'bob'] as const;
 export type ShopService = (typeof SERVICES)[number];
 
 export interface ShopOptions {
@@ -132,6 +133,8 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
           ...process.env,
           SHOP_SERVICE: service, SHOP_MODE: mode, SHOP_PORT: String(ports[service]), SHOP_URLS: JSON.stringify(urls), SHOP_DATA_DIR: join(dataDir, 'shop'),
           LOCKSTEP_CP_URL: urls.controlPlane, LOCKSTEP_TRUST_DOMAIN: TRUST_DOMAIN, ...(joins ? { LOCKSTEP_JOIN_TOKEN: joinToken } : {}),
+          // One order each for the demo customers: something to look at, and what the scan's object-level check reads (scan.yaml).
+          ...(service === 'orders' ? { SHOP_DEMO_ORDERS: DEMO_CUSTOMERS.join(',') } : {}),
         },
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       });

@@ -23,6 +23,12 @@ const byId = db.prepare('SELECT * FROM orders WHERE id = ?');
 const byCustomer = db.prepare('SELECT * FROM orders WHERE customer = ? ORDER BY created_at DESC LIMIT 100');
 const ownerOf = db.prepare('SELECT customer FROM orders WHERE id = ?');
 
+// Demo data (SHOP_DEMO_ORDERS, set by the launcher): one order per demo customer, id `demo-<name>`, kept across restarts.
+const seed = db.prepare('INSERT OR IGNORE INTO orders (id, customer, item, quantity, amount, charge_id, txn, created_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)');
+for (const customer of (process.env.SHOP_DEMO_ORDERS ?? '').split(',').filter(Boolean)) {
+  seed.run(`demo-${customer}`, customer, 'tea', 1, 650, 'demo (not charged)', new Date().toISOString());
+}
+
 type Row = Record<string, unknown>;
 const view = (row: Row) => ({ orderId: row.id, customer: row.customer, item: row.item, quantity: row.quantity, amount: row.amount, chargeId: row.charge_id, createdAt: row.created_at });
 

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createTestBrowser, type TestBrowser } from '@lockstep/testkit';
 import type { DecisionEvent } from '@lockstep/guard';
@@ -117,7 +118,7 @@ describe('the shop, end to end', () => {
       const event: DecisionEvent = await eventually(() => auditEvents('orders').findLast((entry) => entry.sub === 'bob' && entry.action === 'orders:read'), 'the refusal');
       assert.equal(event.decision, 'deny');
       const listed = await bob.browser.request(`${shop.urls.gateway}/api/orders`);
-      assert.deepEqual((listed.body as { orders: unknown[] }).orders, [], 'bob\'s list holds only bob\'s orders');
+      assert.deepEqual((listed.body as { orders: { orderId: string; customer: string }[] }).orders.map(({ orderId, customer }) => [orderId, customer]), [['demo-bob', 'bob']], 'bob\'s list holds only bob\'s (demo) order');
     } finally {
       await bob.browser.close();
     }
@@ -155,6 +156,25 @@ describe('the shop, end to end', () => {
     assert.equal(page.headers['x-content-type-options'], 'nosniff');
     const html = readFileSync(new URL('../public/index.html', import.meta.url), 'utf8');
     assert.doesNotMatch(html, /<script>|\son\w+="/, 'no inline script or handler');
+  });
+
+  it('passes lockstep scan: the full catalogue against every service finds nothing (no false positive), and the run reaches the monitor', async () => {
+    const reports = mkdtempSync(join(tmpdir(), 'lockstep-shop-scan-'));
+    try {
+      const started = performance.now();
+      const scan = await shop.adminExit('scan', '--manifest', fileURLToPath(new URL('../scan.yaml', import.meta.url)), '--json', join(reports, 'scan.json'));
+      const seconds = (performance.now() - started) / 1000;
+      console.log(`lockstep scan of the shop: exit ${scan.code} in ${seconds.toFixed(1)} s — ${/^Summary: .*$/m.exec(scan.out.join('\n'))?.[0] ?? ''}`);
+      assert.equal(scan.code, 0, [...scan.out, ...scan.err].join('\n'));
+      const report = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { services: { name: string }[]; summary: { enforced: number; weak: number; inconclusive: number }; runId: string };
+      assert.deepEqual(report.services.map((service) => service.name), ['inventory', 'orders', 'payments'], 'every service with a guarded route (the gateway guards only its outbound calls)');
+      assert.equal(report.summary.weak, 0);
+      assert.equal(report.summary.inconclusive, 0);
+      assert.ok(report.summary.enforced > 250, `enforced ${report.summary.enforced}`);
+      assert.ok(scan.out.some((line) => line.includes(`run ${report.runId}`) && line.startsWith('sent to the monitor')), 'the run is on the dashboard\'s Scans page');
+    } finally {
+      rmSync(reports, { recursive: true, force: true });
+    }
   });
 
   it('answers 503 with a request id when a service is down, and refuses new transactions when the control plane is', async () => {

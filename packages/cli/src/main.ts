@@ -12,6 +12,7 @@
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   policy status | policy validate [dir] | policy test [dir] [--cases file]
+ *   scan [--manifest file] [--json|--sarif|--junit|--html file] …   (scan-command.ts)
  *
  * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
  * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
@@ -26,11 +27,12 @@ import {
   controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openCookieKeys, openKeyRing, openPostgresStore, openSigningKey,
   openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
 } from '@lockstep/control-plane';
-import { createCollector, createDashboard, createDetector, createMonitorMetrics, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
+import { createCollector, createDashboard, createDetector, createMonitorMetrics, createScanReceiver, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
 import type { JWK } from 'jose';
 import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
 import { parsePolicyCases } from './policy-cases.ts';
-import { localState, readRuntime, UsageError, writeRuntime, type LocalState } from './state.ts';
+import { scanCommand } from './scan-command.ts';
+import { adminAccess, localState, UsageError, writeRuntime, type LocalState } from './state.ts';
 
 const USAGE = `usage:
   lockstep init [--trust-domain lockstep.test]      (dev CA and keys, without starting anything)
@@ -47,6 +49,9 @@ const USAGE = `usage:
   lockstep policy status
   lockstep policy validate [<dir>]             (strict validation of a policy directory; exit 1 when it would be refused)
   lockstep policy test [<dir>] [--cases <file>]   (the YAML test cases, default <dir>/tests.yaml; exit 1 on a failed case)
+  lockstep scan [--manifest <file>] [--name <scanner>] [--only <attack-id-prefix>]... [--concurrency <n>] [--rate <per-second>]
+                [--json <file>] [--sarif <file>] [--junit <file>] [--html <file>] [--no-monitor]
+                (attacks every registered service; exit 0 nothing got through, 1 a weak link, 2 the scan could not run)
 state: LOCKSTEP_HOME (default ./.lockstep)`;
 
 type Out = (line: string) => void;
@@ -65,6 +70,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'audit': return await audit(rest, out);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
+      case 'scan': return await scanCommand(rest, out, err);
       case 'policy': return rest[0] === 'validate' ? await policyValidate(rest.slice(1), out) : rest[0] === 'test' ? await policyTest(rest.slice(1), out) : await policyStatus(rest, out);
       default:
         err(USAGE);
@@ -138,7 +144,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   });
   const server = await startControlPlane({
     ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port,
-    extensions: [(app) => collector.register(app), (app) => metrics.register(app), dashboard],
+    extensions: [(app) => collector.register(app), (app) => createScanReceiver({ store, trustDomain }).register(app), (app) => metrics.register(app), dashboard],
   });
   const checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 60_000, onError: (error) => err(`lockstep: audit checkpoint failed: ${error.message}`) });
   const admin = await issueAdminCredentials(ca, 'admin');
@@ -256,20 +262,15 @@ function rememberTrustDomain(state: LocalState, requested: string | undefined): 
 
 /** A call to the admin API with the local administrator's SVID. */
 async function admin(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
-  const state = localState();
-  const runtime = readRuntime(state);
-  const certFile = join(state.adminDir, 'admin.pem');
-  if (!existsSync(certFile)) throw new UsageError(`no administrator credentials in ${state.adminDir}: they are issued when \`lockstep control-plane\` starts`);
-  const agent = controlPlaneAgent(runtime.trustDomain, {
-    cert: readFileSync(certFile, 'utf8'), key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'), ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8'),
-  });
+  const access = adminAccess(localState());
+  const agent = controlPlaneAgent(access.trustDomain, access.admin);
   try {
-    const response = await request(new URL(path, runtime.url), { method, dispatcher: agent, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
+    const response = await request(new URL(path, access.url), { method, dispatcher: agent, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
     const answer = await response.body.json() as Record<string, unknown>;
     if (response.statusCode >= 400) throw new UsageError(`${method} ${path} refused (${response.statusCode} ${String(answer.error)}): ${String(answer.message ?? '')}`);
     return answer;
   } catch (error) {
-    if ((error as { code?: string }).code === 'ECONNREFUSED') throw new UsageError(`the control plane at ${runtime.url} is not running: start it with \`lockstep control-plane\``);
+    if ((error as { code?: string }).code === 'ECONNREFUSED') throw new UsageError(`the control plane at ${access.url} is not running: start it with \`lockstep control-plane\``);
     throw error;
   } finally {
     await agent.close();

@@ -36,6 +36,18 @@ export function readRuntime(state: LocalState): Runtime {
   return JSON.parse(readFileSync(state.runtimeFile, 'utf8')) as Runtime;
 }
 
+/** The running control plane and the local administrator's credentials (issued by `control-plane` at start). */
+export function adminAccess(state: LocalState): { url: string; trustDomain: string; admin: { cert: string; key: string; ca: string } } {
+  const runtime = readRuntime(state);
+  const certFile = join(state.adminDir, 'admin.pem');
+  if (!existsSync(certFile)) throw new UsageError(`no administrator credentials in ${state.adminDir}: they are issued when \`lockstep control-plane\` starts`);
+  return {
+    url: runtime.url,
+    trustDomain: runtime.trustDomain,
+    admin: { cert: readFileSync(certFile, 'utf8'), key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'), ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8') },
+  };
+}
+
 /** A mistake the user can fix: printed without a stack trace, exit code 2. */
 export class UsageError extends Error {
   constructor(message: string) {

@@ -1,7 +1,7 @@
 export { ControlPlaneError, CONTROL_PLANE_ERRORS, type ControlPlaneErrorCode } from './errors.ts';
 export type {
   ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute, UserRecord,
-  AuditEntry, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditAppend, AlertRecord,
+  AuditEntry, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditAppend, AlertRecord, ScanRunRecord, ScanRunSummary, ScanRecordOutcome,
 } from './store/store.ts';
 export { auditEntryHash, GENESIS } from './store/audit-chain.ts';
 export { requireCaller, admittedCaller, callerOf, peerSpiffeId, type CallerKind } from './server/peer.ts';
@@ -33,3 +33,5 @@ export { hashPassword, verifyPassword, passwordProblem, generatePassword, PASSWO
 export { DEFAULT_LOCKOUT, type LockoutPolicy } from './idp/lockout.ts';
 export { joinAsWorkload, type WorkloadAgent, type WorkloadAgentOptions, type AgentEvent, type AttachableGuard } from './client/workload-agent.ts';
 export { controlPlaneAgent } from './client/control-plane-agent.ts';
+export type { ScanKit, ProbeCertificate } from './scan/scan-kit.ts';
+export type { ScanUser, ScanTokens, DefectiveToken } from './tts/scan-tokens.ts';

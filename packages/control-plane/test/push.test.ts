@@ -201,14 +201,16 @@ describe('registry', () => {
       assert.equal(entry.mode, 'enforce');
       assert.equal(entry.stale, false);
       // Fastify exposes HEAD for every GET route; the guard enforces (and reports) both.
-      assert.deepEqual(entry.routes, ['GET', 'HEAD'].map((method) => ({ method, template: '/orders/:id', action: 'orders:read', public: false, dryRun: false })));
+      assert.deepEqual(entry.routes, ['GET', 'HEAD'].map((method) => ({ method, template: '/orders/:id', action: 'orders:read', public: false, dryRun: false, owner: false, validatesBody: false })));
+      assert.deepEqual(entry.endpoints, guard.status().endpoints, 'where the guard listens: the scanner sends only there');
+      assert.match(String((entry.endpoints as string[])[0]), /^127\.0\.0\.1:\d+$/);
 
       // Drift is visible to administrators: what each guard should enforce and what it reports.
       const drift = await call('GET', '/v1/admin/policy', { cert: admin.chainPem, key: admin.keyPem });
       assert.equal(drift.body.version, policy.version);
       const ordersDrift = (drift.body.services as { service: string; inSync: boolean; expected: string; enforced: string }[]).find((service) => service.service === 'orders');
       assert.deepEqual(ordersDrift && [ordersDrift.inSync, ordersDrift.enforced], [true, guard.policyVersion]);
-      await store.recordHeartbeat({ spiffeId: 'spiffe://shop.test/svc/legacy', service: 'legacy', routes: [], policyVersion: 'an-old-version', svidExpiresAt: Date.now() + 60_000, mode: 'enforce', guardVersion: '0.0.1', lastSeen: Date.now() });
+      await store.recordHeartbeat({ spiffeId: 'spiffe://shop.test/svc/legacy', service: 'legacy', routes: [], policyVersion: 'an-old-version', svidExpiresAt: Date.now() + 60_000, mode: 'enforce', guardVersion: '0.0.1', lastSeen: Date.now(), endpoints: [] });
       const legacy = ((await call('GET', '/v1/admin/policy', { cert: admin.chainPem, key: admin.keyPem })).body.services as { service: string; inSync: boolean }[]).find((service) => service.service === 'legacy');
       assert.equal(legacy?.inSync, false, 'a guard on another version shows as drift');
     } finally {

@@ -23,6 +23,7 @@ export const errorCatalogue = {
   LOCKSTEP_ERR_BODY_TOO_LARGE: { status: 413, summary: 'The request body exceeds the limit.' },
   LOCKSTEP_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, summary: 'The request body has a content type the route does not accept.' },
   LOCKSTEP_ERR_HEADERS_TOO_LARGE: { status: 431, summary: 'The request headers exceed the limit.' },
+  LOCKSTEP_ERR_PROBE_INVALID: { status: 400, summary: 'A scanner probe named, in Lockstep-Probe-As, something other than a workload of this trust domain.' },
   LOCKSTEP_ERR_NO_POLICY: { status: 503, summary: 'The service cannot decide yet: no policy bundle has been applied.' },
   LOCKSTEP_ERR_INTERNAL: { status: 500, summary: 'The guard failed while deciding; the request was refused.' },
 } as const satisfies Record<string, { status: number; summary: string }>;
@@ -52,6 +53,9 @@ export class GuardError extends Error {
     this.policyIds = policyIds;
   }
 }
+
+/** A refusal also names its code in this header: a HEAD answer has no body. */
+export const ERROR_HEADER = 'lockstep-error';
 
 /** The only body the caller ever sees for a refusal. */
 export function errorBody(code: GuardErrorCode, requestId: string): string {

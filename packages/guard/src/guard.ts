@@ -17,7 +17,7 @@ import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 import { createNetworkSink, type NetworkSink } from './network-sink.ts';
 import { createGuardMetrics, type GuardMetrics } from './metrics.ts';
 import { createGuardClient, type GuardClient } from './client.ts';
-import { GuardConfigError, GuardError, errorBody } from './errors.ts';
+import { ERROR_HEADER, GuardConfigError, GuardError, errorBody } from './errors.ts';
 import { resolveOptions, type GuardOptions, type ResolvedOptions, type SvidPem } from './options.ts';
 import { createPipeline, type Pipeline } from './pipeline.ts';
 import { Revocations, type Revocation } from './revocations.ts';
@@ -42,6 +42,8 @@ export interface Guard {
   tlsOptions(): HttpsServerOptions;
   /** Keeps `server`'s TLS context in step with rotations and audits TLS and header-size failures. */
   attach(server: TlsServer): void;
+  /** Called whenever an attached server starts listening (its address joins `status().endpoints`). Returns an unsubscribe. */
+  onListening(listener: () => void): () => void;
   /** An HTTPS server for an Express app or a node:http handler, already attached. */
   createServer(handler: RequestListener): HttpsServer;
   /** Logs the route table once: every public and every dry-run route by name. */
@@ -67,7 +69,9 @@ export interface GuardStatus {
   readonly policyVersion: string | null;
   readonly svidExpiresAt: string;
   /** Every route the adapters declared, with its action. */
-  readonly routes: readonly { readonly method: string; readonly template: string; readonly action: string; readonly public: boolean; readonly dryRun: boolean }[];
+  readonly routes: readonly { readonly method: string; readonly template: string; readonly action: string; readonly public: boolean; readonly dryRun: boolean; readonly owner: boolean; readonly validatesBody: boolean }[];
+  /** `host:port` of every attached server that is listening (`*:port` when bound to every address). */
+  readonly endpoints?: readonly string[];
   readonly guardVersion: string;
 }
 
@@ -111,6 +115,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   });
   const pipeline = createPipeline({
     service,
+    trustDomain,
     dryRun: options.mode === 'dry-run',
     transport: createTransportStep({ trustDomain, isRevokedSpiffeId: (id) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id) }),
     txnToken: txnTokenStep,
@@ -201,9 +206,24 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     client.setTlsMaterial({ cert: svid.cert, key: svid.key, ca: trustBundle });
   }
 
+  function listeningEndpoints(): string[] {
+    const endpoints: string[] = [];
+    for (const server of servers) {
+      const address = server.address();
+      if (address === null || typeof address === 'string') continue;
+      const unspecified = address.address === '::' || address.address === '0.0.0.0';
+      endpoints.push(`${unspecified ? '*' : address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`);
+    }
+    return endpoints;
+  }
+
+  const listeningListeners = new Set<() => void>();
   function attach(server: TlsServer): void {
     if (servers.has(server)) return;
     servers.add(server);
+    server.on('listening', () => {
+      for (const listener of listeningListeners) listener();
+    });
     server.on('tlsClientError', (error: Error & { code?: string }, socket: Socket) => {
       pipeline.refuseEarly({ socket, method: '', headers: {}, rawHeaders: [] }, null, new GuardError('LOCKSTEP_ERR_TLS_HANDSHAKE', error.code ?? error.message));
     });
@@ -215,7 +235,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       if (socket.writable && !(error.code === 'ECONNRESET')) {
         const body = errorBody(code, admission.requestId);
         const status = code === 'LOCKSTEP_ERR_HEADERS_TOO_LARGE' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
       } else {
         socket.destroy();
       }
@@ -243,12 +263,17 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         mode: options.mode,
         policyVersion: engine.version,
         svidExpiresAt: new Date(svid.notAfterMs).toISOString(),
-        routes: declared.map(({ method, template, action, public: isPublic, dryRun }) => ({ method, template, action, public: isPublic, dryRun })),
+        routes: declared.map(({ method, template, action, public: isPublic, dryRun, owner, validatesBody }) => ({ method, template, action, public: isPublic, dryRun, owner: owner !== null, validatesBody })),
+        endpoints: listeningEndpoints(),
         guardVersion: GUARD_VERSION,
       };
     },
     tlsOptions,
     attach,
+    onListening(listener) {
+      listeningListeners.add(listener);
+      return () => listeningListeners.delete(listener);
+    },
     createServer(handler) {
       const server = createHttpsServer(tlsOptions(), handler);
       attach(server);

@@ -3,6 +3,13 @@
  * way: `admit` runs transport → transaction → authorization for a request whose route is known (or
  * null when no route matched), `refuse`/`record` emit the audit event. Input validation (step 4)
  * happens in the adapter after `admit` succeeded, and reports through `refuseInput`.
+ *
+ * Probes. A caller with a scanner identity (`spiffe://<td>/scanner/<name>`) goes through every step
+ * like anyone else, but an admitted probe never reaches the handler: the adapter answers it with
+ * `answerProbe` after the input step, so a scan changes nothing. A probe may name, in
+ * `Lockstep-Probe-As`, a workload of this trust domain to be authorized as (the scanner checks that
+ * the policy and the owner rule refuse the wrong user, role or method to a caller that is otherwise
+ * permitted); transport and Txn-Token checks still apply to the scanner's own certificate and token.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
@@ -14,7 +21,14 @@ import { auditEnabled, publishDecision, type AllowReason } from './steps/audit.t
 import type { AuthorizeStep } from './steps/authorize.ts';
 import type { PeerIdentity, TransportStep } from './steps/transport.ts';
 import type { TxnTokenStep, VerifiedTxnToken } from './steps/txn-token.ts';
+import { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
 import { traceIdOf } from './trace-context.ts';
+
+/** What an admitted probe gets instead of the handler's answer (200, and header `lockstep-probe: admitted`). */
+export const PROBE_HEADER = 'lockstep-probe';
+export function probeAnswer(requestId: string): string {
+  return `{"probe":"admitted","requestId":${JSON.stringify(requestId)}}`;
+}
 
 export interface InboundRequest {
   readonly socket: Socket;
@@ -40,6 +54,10 @@ export interface Admission {
   readonly policyIds: readonly string[];
   readonly policyVersion: string | null;
   readonly latencyMs: number;
+  /** A scanner's request: decided, never handled (the adapter answers `probeAnswer`). */
+  readonly probe: boolean;
+  /** The workload a probe asked to be authorized as, or null. */
+  readonly probeAs: string | null;
 }
 
 export interface Pipeline {
@@ -56,6 +74,8 @@ export interface Pipeline {
 
 export interface PipelineOptions {
   service: string;
+  /** Probes may be authorized only as workloads of this trust domain. */
+  trustDomain: string;
   /** Service-wide dry run. */
   dryRun: boolean;
   transport: TransportStep;
@@ -106,6 +126,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       policyIds: NO_POLICIES,
       policyVersion: null,
       latencyMs: 0,
+      probe: false,
+      probeAs: null,
     };
   }
 
@@ -134,6 +156,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       dryRun: admission.dryRun,
       latencyMs: Math.round(admission.latencyMs * 1000) / 1000,
       traceId: traceIdOf(admission.traceparent ?? undefined),
+      ...(admission.probe ? { probeAs: admission.probeAs } : {}),
     });
   }
 
@@ -150,24 +173,24 @@ export function createPipeline(options: PipelineOptions): Pipeline {
    * Steps 2b–3, once the Txn-Token is known (or known to be bad). Synchronous, except for a route
    * that looks up its object's owner — only once the caller and the token have passed.
    */
-  function decide(admission: Draft & { peer: PeerIdentity }, dryRun: boolean, tokenError: GuardError | null, startedAt: number, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission> {
+  function decide(admission: Draft & { peer: PeerIdentity }, principal: PeerIdentity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission> {
     const { route } = admission;
     if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL')) return refuse(admission, tokenError, startedAt);
     if (route === null) return refuse(admission, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
     if (route.owner !== null && tokenError === null) {
       const lookup = route.owner;
       return (async () => lookup(params ?? {}))().then(
-        (owner) => decideFor(admission, route, dryRun, null, startedAt, typeof owner === 'string' ? owner : ''),
+        (owner) => decideFor(admission, principal, route, dryRun, null, startedAt, typeof owner === 'string' ? owner : ''),
         (error: unknown) => refuse(admission, new GuardError('LOCKSTEP_ERR_INTERNAL', `owner lookup failed: ${error instanceof Error ? error.message : String(error)}`), startedAt),
       );
     }
-    return decideFor(admission, route, dryRun, tokenError, startedAt, undefined);
+    return decideFor(admission, principal, route, dryRun, tokenError, startedAt, undefined);
   }
 
-  function decideFor(admission: Draft & { peer: PeerIdentity }, route: RouteSecurity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, owner: string | undefined): Admission {
+  function decideFor(admission: Draft & { peer: PeerIdentity }, principal: PeerIdentity, route: RouteSecurity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, owner: string | undefined): Admission {
     let wouldBe = tokenError;
     try {
-      const decision = authorize.decide(admission.peer, admission.txn, route.action, owner);
+      const decision = authorize.decide(principal, admission.txn, route.action, owner);
       admission.policyIds = decision.policyIds;
       admission.policyVersion = decision.policyVersion;
     } catch (error) {
@@ -202,24 +225,34 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       }
       admission.peer = peer;
       const identified = admission as Draft & { peer: PeerIdentity };
+      let principal = peer;
+      if (peer.scanner) {
+        identified.probe = true;
+        const probeAs = probeTarget(request.headers['lockstep-probe-as']);
+        if (probeAs instanceof GuardError) return refuse(identified, probeAs, startedAt);
+        if (probeAs !== null) {
+          identified.probeAs = probeAs.id;
+          principal = Object.freeze({ spiffeId: probeAs.id, service: probeAs.service ?? '', notAfterMs: peer.notAfterMs, scanner: false });
+        }
+      }
       const dryRun = route !== null && (options.dryRun || route.dryRun);
       let verified: VerifiedTxnToken | Promise<VerifiedTxnToken>;
       try {
         verified = txnToken.verify(request.headers['txn-token'], request.rawHeaders);
       } catch (error) {
-        return decide(identified, dryRun, asGuardError(error), startedAt, params);
+        return decide(identified, principal, dryRun, asGuardError(error), startedAt, params);
       }
       if (verified instanceof Promise) {
         return verified.then(
           (txn) => {
             identified.txn = txn;
-            return decide(identified, dryRun, null, startedAt, params);
+            return decide(identified, principal, dryRun, null, startedAt, params);
           },
-          (error: unknown) => decide(identified, dryRun, asGuardError(error), startedAt),
+          (error: unknown) => decide(identified, principal, dryRun, asGuardError(error), startedAt),
         );
       }
       identified.txn = verified;
-      return decide(identified, dryRun, null, startedAt, params);
+      return decide(identified, principal, dryRun, null, startedAt, params);
     },
 
     refuseInput(admission, error) {
@@ -241,6 +274,16 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return refuse(admission, error, startedAt);
     },
   };
+
+  /** `Lockstep-Probe-As`: absent, or exactly one workload SPIFFE ID of this trust domain. */
+  function probeTarget(header: string | string[] | undefined): SpiffeId | GuardError | null {
+    if (header === undefined) return null;
+    const parsed = typeof header === 'string' ? parseSpiffeId(header) : null;
+    if (parsed === null || parsed.trustDomain !== options.trustDomain || parsed.service === null) {
+      return new GuardError('LOCKSTEP_ERR_PROBE_INVALID', `Lockstep-Probe-As must be one spiffe://${options.trustDomain}/svc/<name>; got ${JSON.stringify(String(header).slice(0, 200))}`);
+    }
+    return parsed;
+  }
 
   function asGuardError(error: unknown): GuardError {
     if (error instanceof GuardError) return error;

@@ -15,10 +15,10 @@ describe('parseRouteTable', () => {
       'DELETE /orders/:id': { dryRun: true },
     }, 'lockstepHttp');
     assert.deepEqual(routes.map((route) => route.security), [
-      { method: 'GET', template: '/orders/:id', action: 'GET /orders/:id', public: false, dryRun: false, owner: null },
-      { method: 'POST', template: '/orders', action: 'orders:create', public: false, dryRun: false, owner: null },
-      { method: 'GET', template: '/health', action: 'GET /health', public: true, dryRun: false, owner: null },
-      { method: 'DELETE', template: '/orders/:id', action: 'DELETE /orders/:id', public: false, dryRun: true, owner: null },
+      { method: 'GET', template: '/orders/:id', action: 'GET /orders/:id', public: false, dryRun: false, owner: null, validatesBody: false },
+      { method: 'POST', template: '/orders', action: 'orders:create', public: false, dryRun: false, owner: null, validatesBody: true },
+      { method: 'GET', template: '/health', action: 'GET /health', public: true, dryRun: false, owner: null, validatesBody: false },
+      { method: 'DELETE', template: '/orders/:id', action: 'DELETE /orders/:id', public: false, dryRun: true, owner: null, validatesBody: false },
     ]);
     assert.equal(routes[1]?.body, OrderSchema);
     assert.equal(routes[0]?.body, undefined);

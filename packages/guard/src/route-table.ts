@@ -36,6 +36,6 @@ export function parseRouteTable(table: RouteTable, adapter: string): TableRoute[
     if (body !== undefined && typeof body?.safeParse !== 'function') {
       throw new GuardConfigError(`${adapter}: ${key}: body must be a zod schema (anything with safeParse)`);
     }
-    return { security: routeSecurity(match[1] as string, match[2] as string, routeConfig, `${adapter}: ${key}`), body };
+    return { security: routeSecurity(match[1] as string, match[2] as string, routeConfig, `${adapter}: ${key}`, body !== undefined), body };
   });
 }

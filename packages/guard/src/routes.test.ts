@@ -14,7 +14,7 @@ describe('defaultAction', () => {
 describe('routeSecurity', () => {
   it('enforces by default, with the default action', () => {
     const route = routeSecurity('get', '/orders/:id', undefined, 'GET /orders/:id');
-    assert.deepEqual(route, { method: 'GET', template: '/orders/:id', action: 'GET /orders/:id', public: false, dryRun: false, owner: null });
+    assert.deepEqual(route, { method: 'GET', template: '/orders/:id', action: 'GET /orders/:id', public: false, dryRun: false, owner: null, validatesBody: false });
     assert.ok(Object.isFrozen(route));
     assert.deepEqual(routeSecurity('GET', '/orders/:id', {}, 'x'), route);
   });
@@ -22,7 +22,7 @@ describe('routeSecurity', () => {
   it('keeps an explicit action and the public and dryRun flags', () => {
     assert.deepEqual(
       routeSecurity('POST', '/orders', { action: 'orders:create', dryRun: true }, 'POST /orders'),
-      { method: 'POST', template: '/orders', action: 'orders:create', public: false, dryRun: true, owner: null },
+      { method: 'POST', template: '/orders', action: 'orders:create', public: false, dryRun: true, owner: null, validatesBody: false },
     );
     const health = routeSecurity('GET', '/health', { public: true, dryRun: false }, 'GET /health');
     assert.equal(health.public, true);

@@ -29,6 +29,8 @@ export interface RouteSecurity {
   readonly public: boolean;
   readonly dryRun: boolean;
   readonly owner: OwnerLookup | null;
+  /** The route checks its body against a schema (reported to the registry; the scanner tests it). */
+  readonly validatesBody: boolean;
 }
 
 const ACTION = /^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$/;
@@ -37,7 +39,7 @@ export function defaultAction(method: string, template: string): string {
   return `${method.toUpperCase()} ${template}`;
 }
 
-export function routeSecurity(method: string, template: string, config: RouteConfig | undefined, where: string): RouteSecurity {
+export function routeSecurity(method: string, template: string, config: RouteConfig | undefined, where: string, validatesBody = false): RouteSecurity {
   if (config !== undefined && (typeof config !== 'object' || config === null)) {
     throw new GuardConfigError(`${where}: lockstep route config must be an object like { action: 'orders:create' }`);
   }
@@ -63,5 +65,6 @@ export function routeSecurity(method: string, template: string, config: RouteCon
     public: config?.public === true,
     dryRun: config?.dryRun === true,
     owner: config?.owner ?? null,
+    validatesBody,
   });
 }

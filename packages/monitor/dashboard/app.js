@@ -23,6 +23,67 @@ async function api(path) {
   return response.json();
 }
 
+// A scan report never changes once stored: each is fetched once, not on every refresh.
+const scanReports = new Map();
+const SCAN_STATUS = { passed: 'passed', weak: 'weak links found', incomplete: 'incomplete' };
+// Symbol and word: the matrix does not speak in colour only.
+const OUTCOMES = { weak: '✗', inconclusive: '?', enforced: '✓', skipped: '–' };
+// Evidence is what a scanned service answered: control and bidi-override characters (and lone
+// surrogates) are shown as escapes, so that an answer cannot reorder or hide what the page says.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const printable = (text) => String(text ?? '').replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
+  (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+const scanBadge = (status) => el('span', { class: `badge ${status}` }, SCAN_STATUS[status] ?? status);
+
+/** One run: the service × attack matrix, then the weak links (and what could not be told) with their evidence. */
+async function scanRun(runId) {
+  let run = scanReports.get(runId);
+  if (run === undefined) {
+    run = await api(`scans/${encodeURIComponent(runId)}`);
+    if (run === null || run.report === undefined) return [];
+    scanReports.set(runId, run);
+  }
+  const { report } = run;
+  const titles = new Map(report.attacks.map((attack) => [attack.id, attack]));
+  const services = [...new Set([...report.services.map((service) => service.name), ...report.results.map((result) => result.service)])];
+  const attacks = [...new Set([...report.attacks.map((attack) => attack.id), ...report.results.map((result) => result.attack)])];
+  const cells = new Map();
+  for (const result of report.results) {
+    const key = `${result.service} ${result.attack}`;
+    cells.set(key, [...(cells.get(key) ?? []), result]);
+  }
+  const cell = (service, attack) => {
+    const results = cells.get(`${service} ${attack}`) ?? [];
+    if (results.length === 0) return el('td', { class: 'outcome', title: 'not run' }, '');
+    // A cell shows the worst of its targets: one weak route makes the service weak against the attack.
+    const outcome = Object.keys(OUTCOMES).find((name) => results.some((result) => result.outcome === name));
+    const count = results.filter((result) => result.outcome === outcome).length;
+    return el('td', { class: `outcome ${outcome}`, title: `${titles.get(attack)?.title ?? attack} on ${service}: ${outcome} (${count} of ${results.length} target${results.length === 1 ? '' : 's'})` },
+      OUTCOMES[outcome], el('span', { class: 'sr-only' }, ` ${outcome}`), results.length > 1 ? ` ${count}/${results.length}` : '');
+  };
+  const matrix = el('table', { class: 'matrix' },
+    el('caption', {}, 'Each service against each attack: ✓ enforced, ✗ weak, ? inconclusive, – skipped, blank not run. With several targets, the worst outcome and how many targets had it.'),
+    el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'Service'), ...attacks.map((attack) => el('th', { scope: 'col', title: titles.get(attack)?.title ?? attack }, attack)))),
+    el('tbody', {}, ...services.map((service) => el('tr', { 'data-service': service }, el('th', { scope: 'row' }, service), ...attacks.map((attack) => cell(service, attack))))));
+  const finding = (result) => {
+    const info = titles.get(result.attack);
+    return el('li', { 'data-attack': result.attack, 'data-service': result.service },
+      info ? el('span', { class: `badge ${info.severity}` }, info.severity) : '', ' ', el('strong', {}, `${result.service}: ${info?.title ?? result.attack}`),
+      ` (${result.attack}${info?.cwe?.length ? `, ${info.cwe.join(', ')}` : ''}) on ${printable(result.target)}`,
+      el('br'), el('code', {}, printable(result.evidence)), result.requestId ? el('span', { class: 'muted' }, ` request ${printable(result.requestId)}`) : '');
+  };
+  const weak = report.results.filter((result) => result.outcome === 'weak');
+  const unsure = report.results.filter((result) => result.outcome === 'inconclusive');
+  return [
+    el('h3', {}, `Run ${report.runId} `, scanBadge(run.status)),
+    el('p', { class: 'muted' }, `by ${run.scanner}, ${report.startedAt} to ${report.finishedAt}; ${services.length} services × ${attacks.length} attacks; ${report.tool.name} ${report.tool.version}; exit code ${report.exitCode}`),
+    el('div', { class: 'scroll' }, matrix),
+    el('h3', {}, `Weak links (${weak.length})`),
+    weak.length === 0 ? el('p', { class: 'ok' }, 'None: no attack got further than it should.') : el('ul', { class: 'findings' }, ...weak.map(finding)),
+    ...(unsure.length === 0 ? [] : [el('h3', {}, `Inconclusive (${unsure.length})`), el('ul', { class: 'findings' }, ...unsure.map(finding))]),
+  ];
+}
+
 const pages = {
   async overview() {
     const data = await api('overview');
@@ -87,7 +148,18 @@ const pages = {
       el('td', {}, new Date(alert.at).toISOString()), el('td', {}, el('span', { class: `badge ${alert.severity}` }, alert.severity)), el('td', {}, alert.rule), el('td', {}, alert.subject), el('td', {}, alert.summary))))];
   },
   async scans() {
-    return [el('h2', {}, 'Scans'), el('p', { class: 'muted' }, 'No scan results yet: the scanner (lockstep scan) sends its results here.')];
+    const data = await api('scans');
+    if (data === null) return [];
+    const heading = el('h2', {}, 'Scans');
+    if (data.scans.length === 0) return [heading, el('p', { class: 'muted' }, 'No scan results yet: the scanner (lockstep scan) sends its results here.')];
+    // #scans/<runId> selects a run; without one, the newest is shown.
+    const wanted = decodeURIComponent(window.location.hash.split('/')[1] ?? '');
+    const chosen = data.scans.find((run) => run.runId === wanted) ?? data.scans[0];
+    const runs = table(['Started', 'Scanner', 'Duration', 'Result', 'Enforced', 'Weak', 'Inconclusive', 'Skipped'], data.scans.map((run) => el('tr', { 'data-run': run.runId, ...(run === chosen ? { 'aria-current': 'true' } : {}) },
+      el('td', {}, el('a', { href: `#scans/${encodeURIComponent(run.runId)}` }, run.startedAt)), el('td', {}, run.scanner), el('td', {}, `${(run.durationMs / 1000).toFixed(1)} s`),
+      el('td', {}, scanBadge(run.status)), el('td', {}, run.summary.enforced), el('td', { class: run.summary.weak > 0 ? 'bad' : '' }, run.summary.weak),
+      el('td', {}, run.summary.inconclusive), el('td', {}, run.summary.skipped))));
+    return [heading, runs, ...await scanRun(chosen.runId)];
   },
 };
 

@@ -8,6 +8,8 @@
  *   GET /dashboard/api/alerts          the newest alerts
  *   GET /dashboard/api/events?service&decision&reason&sub&txn   the newest decisions, filtered
  *   GET /dashboard/api/txn/:txn        one transaction's call chain
+ *   GET /dashboard/api/scans           the newest scan runs: who scanned, when, how long, the verdict and its counts
+ *   GET /dashboard/api/scans/:runId    one run with its whole report
  *
  * Without a session: 401 for the API, a redirect to the sign-in for pages. Signed in without the
  * admin role: 403. There is no API that changes anything.
@@ -20,11 +22,13 @@ import { request as httpRequest } from 'undici';
 import { parseSpiffeId } from '@lockstep/guard';
 import { controlPlaneAgent, type ControlPlaneStore, type ExtensionContext, type ExtensionHooks } from '@lockstep/control-plane';
 import { callChain } from './correlate.ts';
+import { scanStatus, type ScanSummaryCounts } from './scans.ts';
 
 export const DASHBOARD_CLIENT_ID = 'lockstep-dashboard';
 const COOKIE = 'lockstep_dashboard';
 const SESSION_MS = 8 * 3_600_000;
 const EVENTS_PER_SOURCE = 200;
+const SCANS_SHOWN = 50;
 
 interface Session { readonly sub: string; readonly expiresAt: number }
 interface Login { readonly verifier: string; readonly state: string; readonly at: number }
@@ -176,6 +180,21 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
         return { events: events.slice(0, 500) };
       });
       api.get<{ Params: { txn: string } }>('/dashboard/api/txn/:txn', async (request) => callChain(options.store, request.params.txn));
+      api.get('/dashboard/api/scans', async () => ({
+        scans: (await options.store.scans(SCANS_SHOWN)).map((run) => {
+          const summary = JSON.parse(run.summary) as ScanSummaryCounts;
+          return {
+            runId: run.runId, scanner: run.scanner, startedAt: new Date(run.startedAt).toISOString(), durationMs: run.finishedAt - run.startedAt,
+            exitCode: run.exitCode, status: scanStatus(summary, run.exitCode), summary, receivedAt: new Date(run.receivedAt).toISOString(),
+          };
+        }),
+      }));
+      api.get<{ Params: { runId: string } }>('/dashboard/api/scans/:runId', async (request, reply) => {
+        const run = await options.store.scan(request.params.runId);
+        if (run === null) return reply.code(404).send({ error: 'SCAN_NOT_FOUND' });
+        const summary = JSON.parse(run.summary) as ScanSummaryCounts;
+        return { runId: run.runId, scanner: run.scanner, status: scanStatus(summary, run.exitCode), receivedAt: new Date(run.receivedAt).toISOString(), report: JSON.parse(run.report) as unknown };
+      });
     });
 
     // The dashboard signs in as a public client of the identity provider: PKCE, no secret.

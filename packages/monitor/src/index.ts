@@ -1,4 +1,5 @@
 export { createCollector, COLLECTOR_PATH, type Collector, type CollectorOptions, type CollectorStats } from './collector.ts';
+export { createScanReceiver, scanStatus, SCANS_PATH, type ScanReceiver, type ScanReceiverOptions, type ScanStatus, type ScanSummaryCounts } from './scans.ts';
 export { signCheckpoint, verifiedCheckpoint, startCheckpointer, CHECKPOINT_TYP, type Checkpointer, type CheckpointClaims } from './checkpoints.ts';
 export { verifyTrail, type VerifyReport, type Problem, type ProblemKind } from './verify.ts';
 export { callChain, type CallChain } from './correlate.ts';

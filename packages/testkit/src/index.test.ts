@@ -5,7 +5,7 @@ import * as testkit from './index.ts';
 
 const PUBLIC_API = [
   'MAX_TXN_TOKEN_LIFETIME_SECONDS', 'createMtlsClient', 'createTestBrowser', 'createTestCa', 'createTxnTokenMinter',
-  'rawTlsRequest', 'revokedKeyMinter', 'revokedKidToken', 'testPostgres', 'txnTokenAttacks',
+  'issueCertificate', 'rawTlsRequest', 'revokedKeyMinter', 'revokedKidToken', 'testPostgres', 'txnTokenAttacks',
 ];
 
 it('exports exactly the documented runtime API, and the README names each of it', async () => {

@@ -140,7 +140,8 @@ function templateFor(signer: CaSigner): Promise<LeafTemplate> {
 }
 
 /** The CSR rules; the first that fails refuses the request. Returns the CSR's public key. */
-function checkCsr(csrPem: string, spiffeId: string): asn1X509.SubjectPublicKeyInfo {
+/** The CSR's public key, after its rules (proof of possession; a SAN, if asked for, must be `spiffeId`). */
+export function checkCsr(csrPem: string, spiffeId: string): asn1X509.SubjectPublicKeyInfo {
   const refuse = (rule: string): never => { throw new ControlPlaneError('LOCKSTEP_CP_CSR_INVALID', rule); };
   if (typeof csrPem !== 'string' || csrPem.length > MAX_CSR_BYTES) refuse(`a CSR is a PEM string of at most ${MAX_CSR_BYTES} bytes`);
   let request: CertificationRequest;

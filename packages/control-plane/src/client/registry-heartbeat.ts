@@ -25,10 +25,10 @@ export interface Heartbeat {
 export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
   const agent = controlPlaneAgent(options.trustDomain, options.tls);
   const beat = async (): Promise<void> => {
-    const { routes, policyVersion, svidExpiresAt, mode, guardVersion } = options.guard.status();
+    const { routes, policyVersion, svidExpiresAt, mode, guardVersion, endpoints } = options.guard.status();
     const response = await request(new URL('/v1/registry/heartbeat', options.url), {
       method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ routes, policyVersion, svidExpiresAt, mode, guardVersion }), headersTimeout: 10_000, bodyTimeout: 10_000,
+      body: JSON.stringify({ routes, policyVersion, svidExpiresAt, mode, guardVersion, endpoints }), headersTimeout: 10_000, bodyTimeout: 10_000,
     });
     const text = await response.body.text();
     if (response.statusCode !== 204) throw new Error(`registry heartbeat refused (${response.statusCode}): ${text.slice(0, 300)}`);

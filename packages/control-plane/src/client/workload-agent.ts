@@ -22,6 +22,8 @@ import { startRegistryHeartbeat, type Heartbeat } from './registry-heartbeat.ts'
 export interface AttachableGuard extends StreamTarget {
   setSvid(svid: { cert: string; key: string }): void;
   status(): GuardStatus;
+  /** When the guard's server starts listening: the registry learns its address at once. */
+  onListening?(listener: () => void): () => void;
 }
 
 export type AgentEvent =
@@ -136,6 +138,7 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     attach(target) {
       if (guard !== null) throw new TypeError('this workload agent is already attached to a guard');
       guard = target;
+      target.onListening?.(() => void heartbeat?.beat().catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message })));
       follow();
       schedule();
     },

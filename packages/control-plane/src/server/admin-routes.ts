@@ -22,7 +22,11 @@ import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationKind } from '../store/store.ts';
 import type { Rotation } from '../ca/key-ring.ts';
 import { createUser } from '../idp/users.ts';
+import { issueScanKit } from '../scan/scan-kit.ts';
+import type { ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
 import { admittedCaller, callerOf, requireCaller } from './peer.ts';
+
+type ScanTokenIssuer = (request: { scanner: string; users: readonly ScanUser[]; revokedSub: string; revokedTxn: string }) => Promise<ScanTokens>;
 import { refusalCode } from './refusal.ts';
 
 const startedAt = new WeakMap<FastifyRequest, number>();
@@ -37,12 +41,13 @@ const ACTIONS: Record<string, string> = {
   'GET /v1/admin/ca': 'admin:ca.status',
   'POST /v1/admin/ca/prepare': 'admin:root.prepare',
   'POST /v1/admin/ca/activate': 'admin:root.activate',
+  'POST /v1/admin/scan-kit': 'admin:scan-kit.issue',
 };
 
 /** Rotations the admin API can trigger, by key name; filled as the components start. */
 export type KeyRotators = Map<string, () => Promise<Rotation>>;
 
-export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators): void {
+export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, scanTokens: ScanTokenIssuer | null): void {
   app.register(async (admin) => {
     const requireAdmin = requireCaller(ca.trustDomain, ['admin'], 'LOCKSTEP_CP_ADMIN_REQUIRED');
     admin.addHook('onRequest', async (request) => {
@@ -51,17 +56,40 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
     });
     admin.addHook('onResponse', async (request, reply) => {
       const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
-      const body = request.body as { service?: string; value?: string; username?: string; key?: string } | undefined;
+      const body = request.body as { service?: string; value?: string; username?: string; key?: string; name?: string } | undefined;
       recordAdminAction({
         caller: callerOf(request),
         method: request.method,
         route,
         action: ACTIONS[`${request.method} ${route}`] ?? 'admin:unknown',
-        resource: body?.service ?? body?.value ?? body?.username ?? body?.key ?? 'control-plane',
+        resource: body?.service ?? body?.value ?? body?.username ?? body?.key ?? body?.name ?? 'control-plane',
         allowed: reply.statusCode < 400,
         reason: reply.statusCode < 400 ? 'LOCKSTEP_ALLOW' : refusalCode(request) ?? `HTTP_${reply.statusCode}`,
         startedAt: startedAt.get(request) ?? performance.now(),
       });
+    });
+
+    // The scanner's kit (scan/scan-kit.ts): its SVID, probe certificates and test Txn-Tokens.
+    admin.post<{ Body: { name: string; csr: string; users: ScanUser[] } }>('/v1/admin/scan-kit', {
+      schema: {
+        body: {
+          type: 'object', additionalProperties: false, required: ['name', 'csr', 'users'],
+          properties: {
+            name: { type: 'string', maxLength: 63 },
+            csr: { type: 'string', maxLength: 8_192 },
+            users: {
+              type: 'array', minItems: 1, maxItems: 4,
+              items: {
+                type: 'object', additionalProperties: false, required: ['sub', 'roles'],
+                properties: { sub: { type: 'string', minLength: 1, maxLength: 256 }, roles: { type: 'array', maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 64 } }, tenant: { type: 'string', minLength: 1, maxLength: 128 } },
+              },
+            },
+          },
+        },
+      },
+    }, async (request) => {
+      if (scanTokens === null) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'this control plane runs no Txn-Token Service, so it cannot issue a scanner its test tokens');
+      return issueScanKit(ca, feed, scanTokens, { name: request.body.name, csrPem: request.body.csr, users: request.body.users, actor: admittedCaller(request) });
     });
 
     admin.post<{ Body: { service: string; ttlSeconds?: number } }>('/v1/admin/join-tokens', {

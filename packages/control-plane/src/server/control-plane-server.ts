@@ -113,7 +113,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   const { tts, policy } = options;
   const rotators: KeyRotators = new Map();
   if (tts?.rotateKeys) rotators.set('txn-token', tts.rotateKeys);
-  registerRoutes(app, ca, store, feed, options.policy ?? null, rotators, onInternalError);
+  registerRoutes(app, ca, store, feed, options.policy ?? null, rotators, tts?.scanTokens ?? null, onInternalError);
   // Policy changes are administrative actions too: applied or refused, each is an audit event.
   const stopPolicyAudit = policy?.onChange((change) => recordAdminAction({
     caller: null, method: 'WATCH', route: 'policy directory', action: 'admin:policy.apply',
@@ -189,7 +189,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   };
 }
 
-function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, onInternalError: (error: Error) => void): void {
+function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, scanTokens: TxnTokenService['scanTokens'] | null, onInternalError: (error: Error) => void): void {
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
     if (error.validation !== undefined || error.statusCode === 400 || error.statusCode === 413 || error.statusCode === 415) {
@@ -199,7 +199,7 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
     return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
   });
 
-  registerAdminRoutes(app, ca, store, feed, policy, rotators);
+  registerAdminRoutes(app, ca, store, feed, policy, rotators, scanTokens);
   registerStreamRoute(app, ca, store, feed, policy);
   registerRegistryRoutes(app, ca, store);
 

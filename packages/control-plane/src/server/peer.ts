@@ -9,11 +9,14 @@ import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
 import { ControlPlaneError, type ControlPlaneErrorCode } from '../errors.ts';
 
-/** `workload`: spiffe://<td>/svc/<name>; `admin`: …/admin/<name>; `lockstep`: Lockstep's own components, …/lockstep/<name>. */
-export type CallerKind = 'workload' | 'admin' | 'lockstep';
+/**
+ * `workload`: spiffe://<td>/svc/<name>; `admin`: …/admin/<name>; `lockstep`: Lockstep's own components,
+ * …/lockstep/<name>; `scanner`: a scanner identity, …/scanner/<name> (issued to `lockstep scan`).
+ */
+export type CallerKind = 'workload' | 'admin' | 'lockstep' | 'scanner';
 
 const URI_SAN = /^URI:(spiffe:\/\/[^,\s]+)$/;
-const PATHS: Record<CallerKind, string> = { workload: 'svc', admin: 'admin', lockstep: 'lockstep' };
+const PATHS: Record<CallerKind, string> = { workload: 'svc', admin: 'admin', lockstep: 'lockstep', scanner: 'scanner' };
 
 type Identity = { readonly id: string; readonly notAfterMs: number } | ControlPlaneError;
 const byConnection = new WeakMap<TLSSocket, Identity>();

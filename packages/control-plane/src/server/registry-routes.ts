@@ -1,9 +1,12 @@
 /**
  * The service registry. Guards report over mTLS what they enforce; the identity is the SVID's, never
- * the body's. Administrators and Lockstep's own components (monitor, scanner: `spiffe://<td>/lockstep/…`)
+ * the body's. Administrators (the scanner reads it with their credentials) and Lockstep's own components (`spiffe://<td>/lockstep/…`)
  * read the list.
  *
- *   POST /v1/registry/heartbeat   { routes, policyVersion, svidExpiresAt, mode, guardVersion } → 204
+ *   POST /v1/registry/heartbeat   { routes, policyVersion, svidExpiresAt, mode, guardVersion, endpoints? } → 204
+ *
+ * `endpoints` are where the guard listens (`host:port`); a guard bound to every address reports
+ * `*:port`, which is recorded with the address its heartbeat came from.
  *   GET  /v1/services             → { services: [... , stale] }
  */
 import type { FastifyInstance } from 'fastify';
@@ -21,12 +24,22 @@ interface Heartbeat {
   svidExpiresAt: string;
   mode: 'enforce' | 'dry-run';
   guardVersion: string;
+  endpoints?: string[];
 }
 
 const ROUTE = {
   type: 'object', additionalProperties: false, required: ['method', 'template', 'action', 'public', 'dryRun'],
-  properties: { method: { type: 'string', maxLength: 16 }, template: { type: 'string', maxLength: 512 }, action: { type: 'string', maxLength: 200 }, public: { type: 'boolean' }, dryRun: { type: 'boolean' } },
+  properties: {
+    method: { type: 'string', maxLength: 16 }, template: { type: 'string', maxLength: 512 }, action: { type: 'string', maxLength: 200 }, public: { type: 'boolean' }, dryRun: { type: 'boolean' },
+    owner: { type: 'boolean' }, validatesBody: { type: 'boolean' },
+  },
 } as const;
+
+/** The heartbeat's source address as `host` of a `host:port` (IPv4-mapped IPv6 unwrapped, IPv6 bracketed). */
+function peerAddress(address: string | undefined): string {
+  const plain = (address ?? '127.0.0.1').replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
+  return plain.includes(':') ? `[${plain}]` : plain;
+}
 
 export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore): void {
   const workloads = `spiffe://${ca.trustDomain}/svc/`;
@@ -40,6 +53,7 @@ export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, sto
           svidExpiresAt: { type: 'string', format: 'date-time', maxLength: 40 },
           mode: { enum: ['enforce', 'dry-run'] },
           guardVersion: { type: 'string', maxLength: 64 },
+          endpoints: { type: 'array', maxItems: 16, items: { type: 'string', maxLength: 270, pattern: '^(\\*|[A-Za-z0-9.-]+|\\[[0-9a-fA-F:.]+\\]):[0-9]{1,5}$' } },
         },
       },
     },
@@ -51,6 +65,7 @@ export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, sto
     await store.recordHeartbeat({
       spiffeId, service: spiffeId.slice(workloads.length), routes: request.body.routes, policyVersion: request.body.policyVersion,
       svidExpiresAt, mode: request.body.mode, guardVersion: request.body.guardVersion, lastSeen: Date.now(),
+      endpoints: (request.body.endpoints ?? []).map((endpoint) => (endpoint.startsWith('*:') ? `${peerAddress(request.raw.socket.remoteAddress)}${endpoint.slice(1)}` : endpoint)),
     });
     return reply.code(204).send();
   });

@@ -149,4 +149,27 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX alerts_by_time ON alerts (at);`,
   },
+  {
+    version: 6,
+    // Scan runs the scanner posted: one row per run id, never edited, all kept (no retention). The
+    // scanner is the sender's SPIFFE ID from its certificate; summary and report are JSON text.
+    sqlite: `
+      CREATE TABLE scan_runs (
+        run_id TEXT PRIMARY KEY, scanner TEXT NOT NULL, trust_domain TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER NOT NULL,
+        exit_code INTEGER NOT NULL, summary TEXT NOT NULL, report TEXT NOT NULL, received_at INTEGER NOT NULL
+      );
+      CREATE INDEX scan_runs_by_start ON scan_runs (started_at);`,
+    postgres: `
+      CREATE TABLE scan_runs (
+        run_id TEXT PRIMARY KEY, scanner TEXT NOT NULL, trust_domain TEXT NOT NULL, started_at BIGINT NOT NULL, finished_at BIGINT NOT NULL,
+        exit_code INTEGER NOT NULL, summary TEXT NOT NULL, report TEXT NOT NULL, received_at BIGINT NOT NULL
+      );
+      CREATE INDEX scan_runs_by_start ON scan_runs (started_at);`,
+  },
+  {
+    version: 7,
+    // Where each guard listens (host:port), from its heartbeat: the scanner sends only there.
+    sqlite: `ALTER TABLE services ADD COLUMN endpoints TEXT NOT NULL DEFAULT '[]';`,
+    postgres: `ALTER TABLE services ADD COLUMN endpoints TEXT NOT NULL DEFAULT '[]';`,
+  },
 ];

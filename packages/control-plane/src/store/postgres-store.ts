@@ -7,7 +7,8 @@ import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import {
-  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
+  SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
 
@@ -75,10 +76,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2', [kind, value])).length > 0;
     },
     async recordHeartbeat(record) {
-      await query(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+      await query(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
         ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
-          svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen`, heartbeatValues(record));
+          svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen, endpoints = excluded.endpoints`, heartbeatValues(record));
     },
     async services() {
       return (await query('SELECT * FROM services ORDER BY spiffe_id', [])).map(serviceFromRow);
@@ -191,6 +192,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async alerts(limit, since = 0) {
       return (await query('SELECT * FROM alerts WHERE at >= $1 ORDER BY at DESC, id LIMIT $2', [since, limit])).map(alertFromRow);
+    },
+    async recordScan(run) {
+      const inserted = await query(`INSERT INTO scan_runs (run_id, scanner, trust_domain, started_at, finished_at, exit_code, summary, report, received_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (run_id) DO NOTHING RETURNING run_id`, scanRunValues(run));
+      if (inserted.length === 1) return 'stored';
+      const [existing] = await query('SELECT scanner, report FROM scan_runs WHERE run_id = $1', [run.runId]);
+      return scanRepeatOutcome(existing, run);
+    },
+    async scans(limit) {
+      return (await query(`SELECT ${SCAN_SUMMARY_COLUMNS} FROM scan_runs ORDER BY started_at DESC, received_at DESC, run_id LIMIT $1`, [limit])).map(scanSummaryFromRow);
+    },
+    async scan(runId) {
+      const [row] = await query('SELECT * FROM scan_runs WHERE run_id = $1', [runId]);
+      return row === undefined ? null : scanRunFromRow(row);
     },
     async watchRevocations(listener) {
       const client = new pg.Client({ connectionString: options.connectionString });

@@ -1,5 +1,8 @@
 /** Row ↔ record mapping shared by both stores (column names are the same in both dialects). */
-import type { AlertRecord, AuditCheckpoint, AuditStream, IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, StoredAuditEvent, RegisteredRoute, RevocationKind, RevocationRecord, ServiceRecord, UserRecord } from './store.ts';
+import type {
+  AlertRecord, AuditCheckpoint, AuditStream, IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, StoredAuditEvent, RegisteredRoute, RevocationKind, RevocationRecord,
+  ScanRecordOutcome, ScanRunRecord, ScanRunSummary, ServiceRecord, UserRecord,
+} from './store.ts';
 
 type Row = Record<string, unknown>;
 
@@ -65,12 +68,13 @@ export function serviceFromRow(row: Row): ServiceRecord {
     guardVersion: text(row.guard_version, 'guard_version'),
     firstSeen: int(row.first_seen, 'first_seen'),
     lastSeen: int(row.last_seen, 'last_seen'),
+    endpoints: JSON.parse(text(row.endpoints ?? '[]', 'endpoints')) as string[],
   };
 }
 
 /** The values of a heartbeat in the column order both stores use. */
 export function heartbeatValues(record: Omit<ServiceRecord, 'firstSeen'>): unknown[] {
-  return [record.spiffeId, record.service, JSON.stringify(record.routes), record.policyVersion, record.svidExpiresAt, record.mode, record.guardVersion, record.lastSeen];
+  return [record.spiffeId, record.service, JSON.stringify(record.routes), record.policyVersion, record.svidExpiresAt, record.mode, record.guardVersion, record.lastSeen, JSON.stringify(record.endpoints)];
 }
 
 function optionalInt(value: unknown, column: string): number | null {
@@ -145,4 +149,30 @@ export function alertFromRow(row: Row): AlertRecord {
     id: text(row.id, 'id'), rule: text(row.rule, 'rule'), severity: severity as AlertRecord['severity'], subject: text(row.subject, 'subject'),
     summary: text(row.summary, 'summary'), details: text(row.details, 'details'), at: int(row.at, 'at'),
   };
+}
+
+/** The columns of a run without its report (the list of runs never reads the big column). */
+export const SCAN_SUMMARY_COLUMNS = 'run_id, scanner, trust_domain, started_at, finished_at, exit_code, summary, received_at';
+
+export function scanSummaryFromRow(row: Row): ScanRunSummary {
+  return {
+    runId: text(row.run_id, 'run_id'), scanner: text(row.scanner, 'scanner'), trustDomain: text(row.trust_domain, 'trust_domain'),
+    startedAt: int(row.started_at, 'started_at'), finishedAt: int(row.finished_at, 'finished_at'), exitCode: int(row.exit_code, 'exit_code'),
+    summary: text(row.summary, 'summary'), receivedAt: int(row.received_at, 'received_at'),
+  };
+}
+
+export function scanRunFromRow(row: Row): ScanRunRecord {
+  return { ...scanSummaryFromRow(row), report: text(row.report, 'report') };
+}
+
+/** The values of a new run in the column order both stores use. */
+export function scanRunValues(run: ScanRunRecord): (string | number)[] {
+  return [run.runId, run.scanner, run.trustDomain, run.startedAt, run.finishedAt, run.exitCode, run.summary, run.report, run.receivedAt];
+}
+
+/** What a post of `run` was, given the row its run id already had: a repeat of the same, or another run. */
+export function scanRepeatOutcome(existing: Row | undefined, run: ScanRunRecord): ScanRecordOutcome {
+  if (existing === undefined) throw new TypeError(`store: scan run ${run.runId} neither inserted nor found`);
+  return text(existing.scanner, 'scanner') === run.scanner && text(existing.report, 'report') === run.report ? 'duplicate' : 'conflict';
 }

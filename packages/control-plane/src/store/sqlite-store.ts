@@ -9,7 +9,8 @@ import { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import {
-  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow, serviceFromRow, userFromRow, userValues,
+  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
+  SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore, IssuedSvidRecord } from './store.ts';
 
@@ -31,10 +32,10 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const insertRevocation = db.prepare('INSERT INTO revocations (kind, value, reason, actor, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING');
   const revocation = db.prepare('SELECT * FROM revocations WHERE kind = ? AND value = ?');
   const since = db.prepare('SELECT * FROM revocations WHERE seq > ? ORDER BY seq');
-  const heartbeat = db.prepare(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+  const heartbeat = db.prepare(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
     ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
-      svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen`);
+      svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen, endpoints = excluded.endpoints`);
   const allServices = db.prepare('SELECT * FROM services ORDER BY spiffe_id');
   const insertUser = db.prepare('INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING');
   const userByName = db.prepare('SELECT * FROM users WHERE username = ?');
@@ -70,6 +71,10 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const allCheckpoints = db.prepare('SELECT * FROM audit_checkpoints ORDER BY source, at');
   const insertAlert = db.prepare('INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
   const recentAlerts = db.prepare('SELECT * FROM alerts WHERE at >= ? ORDER BY at DESC, id LIMIT ?');
+  const insertScan = db.prepare(`INSERT INTO scan_runs (run_id, scanner, trust_domain, started_at, finished_at, exit_code, summary, report, received_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`);
+  const scanById = db.prepare('SELECT * FROM scan_runs WHERE run_id = ?');
+  const recentScans = db.prepare(`SELECT ${SCAN_SUMMARY_COLUMNS} FROM scan_runs ORDER BY started_at DESC, received_at DESC, run_id LIMIT ?`);
 
   const issuedLog = groupCommit<IssuedSvidRecord>(db, (record) => { insertSvid.run(record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via); });
 
@@ -191,6 +196,17 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     },
     async alerts(limit, since = 0) {
       return (recentAlerts.all(since, limit) as Row[]).map(alertFromRow);
+    },
+    async recordScan(run) {
+      if (Number(insertScan.run(...scanRunValues(run)).changes) === 1) return 'stored';
+      return scanRepeatOutcome(scanById.get(run.runId) as Row | undefined, run);
+    },
+    async scans(limit) {
+      return (recentScans.all(limit) as Row[]).map(scanSummaryFromRow);
+    },
+    async scan(runId) {
+      const row = scanById.get(runId) as Row | undefined;
+      return row === undefined ? null : scanRunFromRow(row);
     },
     async close() {
       if (db.isOpen) db.close();

@@ -119,11 +119,12 @@ for (const backend of backends) {
     it('registers a guard on its first heartbeat and updates it on the next, keeping when it was first seen', withStore(async (store) => {
       const report = {
         spiffeId: 'spiffe://shop.test/svc/orders', service: 'orders', policyVersion: 'v1', svidExpiresAt: 9_000, mode: 'enforce' as const, guardVersion: '0.1.0', lastSeen: 100,
-        routes: [{ method: 'GET', template: '/orders/:id', action: 'orders:read', public: false, dryRun: false }],
+        routes: [{ method: 'GET', template: '/orders/:id', action: 'orders:read', public: false, dryRun: false, owner: true, validatesBody: false }],
+        endpoints: ['127.0.0.1:4102', '[::1]:4102'],
       };
       await store.recordHeartbeat(report);
       await store.recordHeartbeat({ ...report, policyVersion: 'v2', mode: 'dry-run', lastSeen: 200 });
-      await store.recordHeartbeat({ ...report, spiffeId: 'spiffe://shop.test/svc/billing', service: 'billing', policyVersion: null, routes: [], lastSeen: 150 });
+      await store.recordHeartbeat({ ...report, spiffeId: 'spiffe://shop.test/svc/billing', service: 'billing', policyVersion: null, routes: [], lastSeen: 150, endpoints: [] });
       const services = await store.services();
       assert.deepEqual(services.map((entry) => entry.service), ['billing', 'orders']);
       assert.deepEqual(services[1], { ...report, policyVersion: 'v2', mode: 'dry-run', firstSeen: 100, lastSeen: 200 });
@@ -221,6 +222,37 @@ for (const backend of backends) {
       assert.deepEqual((await store.alerts(10)).map((entry) => [entry.id, entry.severity]), [['a2', 'critical'], ['a1', 'high']]);
       assert.deepEqual((await store.alerts(10, 15)).map((entry) => entry.id), ['a2']);
       assert.deepEqual((await store.alerts(1)).map((entry) => entry.id), ['a2']);
+    }));
+
+    const run = (runId: string, startedAt: number, overrides: Partial<{ scanner: string; report: string; exitCode: number }> = {}) => ({
+      runId, scanner: overrides.scanner ?? 'spiffe://shop.test/scanner/ci', trustDomain: 'shop.test', startedAt, finishedAt: startedAt + 500,
+      exitCode: overrides.exitCode ?? 0, summary: '{"enforced":3,"weak":0,"inconclusive":0,"skipped":1}', report: overrides.report ?? `{"runId":"${runId}","results":[]}`, receivedAt: startedAt + 600,
+    });
+
+    it('keeps scan runs: newest first without their reports, one with its report', withStore(async (store) => {
+      assert.equal(await store.recordScan(run('r1', 1_000)), 'stored');
+      assert.equal(await store.recordScan(run('r3', 3_000, { exitCode: 1 })), 'stored');
+      assert.equal(await store.recordScan(run('r2', 2_000, { report: 'x'.repeat(200_000) })), 'stored');
+      const [newest, ...rest] = await store.scans(10);
+      assert.deepEqual(newest, (({ report: _report, ...summary }) => summary)(run('r3', 3_000, { exitCode: 1 })));
+      assert.equal('report' in (newest ?? {}), false, 'the list leaves the report out');
+      assert.deepEqual(rest.map((entry) => entry.runId), ['r2', 'r1']);
+      assert.deepEqual((await store.scans(1)).map((entry) => entry.runId), ['r3']);
+      assert.deepEqual(await store.scan('r1'), run('r1', 1_000));
+      assert.equal((await store.scan('r2'))?.report.length, 200_000);
+      assert.equal(await store.scan('r9'), null);
+    }));
+
+    it('writes a scan run once: the same post again is a duplicate, another report or sender under its id a conflict', withStore(async (store) => {
+      const first = run('r1', 1_000);
+      assert.equal(await store.recordScan(first), 'stored');
+      assert.equal(await store.recordScan({ ...first, receivedAt: 9_999 }), 'duplicate');
+      assert.equal(await store.recordScan({ ...first, report: '{"runId":"r1","results":["forged"]}' }), 'conflict');
+      assert.equal(await store.recordScan({ ...first, scanner: 'spiffe://shop.test/admin/mallory' }), 'conflict');
+      assert.deepEqual(await store.scan('r1'), first, 'nothing changed');
+      const racing = await Promise.all(Array.from({ length: 6 }, () => store.recordScan(run('r2', 2_000))));
+      assert.deepEqual(racing.filter((outcome) => outcome === 'stored').length, 1);
+      assert.deepEqual(racing.filter((outcome) => outcome === 'duplicate').length, 5);
     }));
 
     it('keeps its data across a restart, migrating only once', async () => {

@@ -50,6 +50,10 @@ export interface RegisteredRoute {
   readonly action: string;
   readonly public: boolean;
   readonly dryRun: boolean;
+  /** The route looks up its object's owner (object-level authorization). Absent from older guards. */
+  readonly owner?: boolean;
+  /** The route checks its body against a schema. Absent from older guards. */
+  readonly validatesBody?: boolean;
 }
 
 /** What a guard last reported about itself (registry). */
@@ -63,6 +67,8 @@ export interface ServiceRecord {
   readonly guardVersion: string;
   readonly firstSeen: number;
   readonly lastSeen: number;
+  /** `host:port` where the guard listens (what the scanner may send to). */
+  readonly endpoints: readonly string[];
 }
 
 export interface UserRecord {
@@ -158,6 +164,33 @@ export interface AlertRecord {
   readonly at: number;
 }
 
+/** One scan run as the scanner posted it (`lockstep scan`), kept whole. */
+export interface ScanRunRecord {
+  /** The report's run id: unique, the key of the run. */
+  readonly runId: string;
+  /** The sender's SPIFFE ID, from its certificate (never the report's own `scanner` field). */
+  readonly scanner: string;
+  readonly trustDomain: string;
+  readonly startedAt: number;
+  readonly finishedAt: number;
+  /** 0 nothing got through; 1 a weak link; 2 incomplete. */
+  readonly exitCode: number;
+  /** JSON: `{ enforced, weak, inconclusive, skipped }`. */
+  readonly summary: string;
+  /** JSON: the whole report, stored exactly as given. */
+  readonly report: string;
+  readonly receivedAt: number;
+}
+
+/** A run without its report: what a list of runs shows. */
+export type ScanRunSummary = Omit<ScanRunRecord, 'report'>;
+
+/**
+ * `stored`: new; `duplicate`: the same sender posted the same report under this run id before
+ * (nothing changed); `conflict`: the run id is taken by another report or sender (nothing changed).
+ */
+export type ScanRecordOutcome = 'stored' | 'duplicate' | 'conflict';
+
 export interface ControlPlaneStore {
   /** `sqlite` or `postgres`, for logs and status. */
   readonly kind: 'sqlite' | 'postgres';
@@ -221,6 +254,15 @@ export interface ControlPlaneStore {
   addAlert(alert: AlertRecord): Promise<void>;
   /** The newest alerts first, at most `limit`, optionally only since `since`. */
   alerts(limit: number, since?: number): Promise<AlertRecord[]>;
+  /**
+   * Keeps a scan run, idempotently: a run id is written once and never changed (also across
+   * replicas). Every run is kept; nothing is deleted.
+   */
+  recordScan(run: ScanRunRecord): Promise<ScanRecordOutcome>;
+  /** The newest runs first (by start, then arrival), at most `limit`, without their reports. */
+  scans(limit: number): Promise<ScanRunSummary[]>;
+  /** One run with its report; null when unknown. */
+  scan(runId: string): Promise<ScanRunRecord | null>;
   /**
    * Calls `listener` soon after any replica sharing this store adds a revocation (PostgreSQL:
    * LISTEN/NOTIFY). Absent where one process owns the store (SQLite). Resolves to an unsubscribe.

@@ -23,6 +23,7 @@ import { SignJWT, type JSONWebKeySet } from 'jose';
 import { createPolicyEngine, sliceFor, type PolicySet } from '@lockstep/policy';
 import type { Rotation } from '../ca/key-ring.ts';
 import type { SigningKey } from '../ca/signing-key.ts';
+import { issueScanTokens, type ScanTokenRequest, type ScanTokens } from './scan-tokens.ts';
 import { SubjectTokenError, TOKEN_TYPE, type SubjectIssuer, type SubjectKind, type SubjectVerifier } from './subject-tokens.ts';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -73,6 +74,8 @@ export interface TxnTokenService {
   /** Loads the policy set (the slice for "tts" is kept). */
   usePolicy(set: PolicySet): void;
   exchange(request: ExchangeRequest, context: ExchangeContext): Promise<ExchangeResponse>;
+  /** Test tokens for a scanner (admin API only): see scan-tokens.ts. */
+  scanTokens(request: ScanTokenRequest): Promise<ScanTokens>;
 }
 
 const KINDS: Record<string, SubjectKind> = {
@@ -129,6 +132,9 @@ export function createTxnTokenService(options: TxnTokenServiceOptions): TxnToken
     },
     usePolicy(set) {
       engine.load(sliceFor(set, 'tts'));
+    },
+    scanTokens(request) {
+      return issueScanTokens(options.keys.current(), options.trustDomain, request, now());
     },
     async exchange(request, context) {
       if (request.grant_type !== TOKEN_EXCHANGE_GRANT) throw new TokenExchangeError('unsupported_grant_type', `grant_type must be ${TOKEN_EXCHANGE_GRANT}`);

@@ -16,9 +16,9 @@ import { createRequire } from 'node:module';
 import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { admissionStorage } from '../context.ts';
-import { GuardError, errorBody } from '../errors.ts';
+import { ERROR_HEADER, GuardError, errorBody } from '../errors.ts';
 import type { Guard } from '../guard.ts';
-import type { Admission } from '../pipeline.ts';
+import { PROBE_HEADER, probeAnswer, type Admission } from '../pipeline.ts';
 import { routeSecurity, type RouteConfig, type RouteSecurity } from '../routes.ts';
 import { guardErrorFromFastify } from '../steps/validate.ts';
 
@@ -61,7 +61,7 @@ function routeConfigOf(request: FastifyRequest): RouteContextConfig {
 }
 
 function send(reply: FastifyReply, error: GuardError, requestId: string): FastifyReply {
-  return reply.code(error.status).header('content-type', 'application/json; charset=utf-8').send(errorBody(error.code, requestId));
+  return reply.code(error.status).header('content-type', 'application/json; charset=utf-8').header(ERROR_HEADER, error.code).send(errorBody(error.code, requestId));
 }
 
 async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastifyOptions): Promise<void> {
@@ -85,7 +85,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   fastify.addHook('onRoute', (route: RouteOptions) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     const config = route.config as { lockstep?: RouteConfig } | undefined;
-    const securities = methods.map((method) => routeSecurity(method, route.url, config?.lockstep, `route ${method} ${route.url}`));
+    const securities = methods.map((method) => routeSecurity(method, route.url, config?.lockstep, `route ${method} ${route.url}`, (route.schema as { body?: unknown } | undefined)?.body !== undefined));
     routes.push(...securities);
     const byMethod = Object.fromEntries(securities.map((security) => [security.method, security]));
     route.config = { ...route.config, [kSecurity]: byMethod } as NonNullable<typeof route.config>;
@@ -94,6 +94,8 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     route.handler = function lockstepHandler(this: FastifyInstance, request: GuardedRequest, reply: FastifyReply) {
       const admission = request[kAdmission];
       if (admission === undefined || admission === null) throw new GuardError('LOCKSTEP_ERR_INTERNAL', 'request reached a handler without an admission');
+      // A scanner's request was decided and validated like any other; it never runs the handler.
+      if (admission.probe) return reply.code(200).header(PROBE_HEADER, 'admitted').header('content-type', 'application/json; charset=utf-8').send(probeAnswer(admission.requestId));
       return admissionStorage.run(admission, () => handler.call(this, request, reply));
     };
   });

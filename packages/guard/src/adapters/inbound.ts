@@ -4,9 +4,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { admissionStorage } from '../context.ts';
-import { GuardError, errorBody } from '../errors.ts';
+import { ERROR_HEADER, GuardError, errorBody } from '../errors.ts';
 import type { Guard } from '../guard.ts';
-import type { Admission } from '../pipeline.ts';
+import { PROBE_HEADER, probeAnswer, type Admission } from '../pipeline.ts';
 import type { TableRoute } from '../route-table.ts';
 import { checkBody, readJsonBody } from '../steps/validate.ts';
 
@@ -16,7 +16,7 @@ export function sendRefusal(response: ServerResponse, error: GuardError, request
     return;
   }
   const body = errorBody(error.code, requestId);
-  response.writeHead(error.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  response.writeHead(error.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), [ERROR_HEADER]: error.code });
   response.end(body);
 }
 
@@ -30,16 +30,25 @@ export async function guardInbound(guard: Guard, request: IncomingMessage, respo
     sendRefusal(response, admission.refusal as GuardError, admission.requestId);
     return null;
   }
-  if (route?.body === undefined) return { admission, body: undefined };
-  try {
-    const raw = await readJsonBody(request, guard.options.limits.bodyBytes);
-    return { admission, body: checkBody(route.body, raw) };
-  } catch (error) {
-    const refusal = error instanceof GuardError ? error : new GuardError('LOCKSTEP_ERR_INPUT_INVALID', String(error));
-    guard.pipeline.refuseInput(admission, refusal);
-    sendRefusal(response, refusal, admission.requestId);
+  let body: unknown;
+  if (route?.body !== undefined) {
+    try {
+      body = checkBody(route.body, await readJsonBody(request, guard.options.limits.bodyBytes));
+    } catch (error) {
+      const refusal = error instanceof GuardError ? error : new GuardError('LOCKSTEP_ERR_INPUT_INVALID', String(error));
+      guard.pipeline.refuseInput(admission, refusal);
+      sendRefusal(response, refusal, admission.requestId);
+      return null;
+    }
+  }
+  if (admission.probe) {
+    // A scanner's request was decided and validated like any other; it never runs the handler.
+    const answer = probeAnswer(admission.requestId);
+    response.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(answer), [PROBE_HEADER]: 'admitted' });
+    response.end(answer);
     return null;
   }
+  return { admission, body };
 }
 
 export function runAdmitted<T>(admission: Admission, fn: () => T): T {

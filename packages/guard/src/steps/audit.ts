@@ -30,6 +30,11 @@ export interface DecisionEvent {
   readonly dryRun: boolean;
   readonly latencyMs: number;
   readonly traceId: string | null;
+  /**
+   * Only on a scanner's probe (the caller is a `…/scanner/…` identity, whose requests never reach a
+   * handler): the workload it asked to be decided as, or null when it was decided as itself.
+   */
+  readonly probeAs?: string | null;
 }
 
 const channel = diagnostics.channel(DECISION_CHANNEL);
@@ -125,7 +130,8 @@ function headOf(event: DecisionEvent): string {
 }
 
 function tailOf(event: DecisionEvent): string {
-  return `,"latencyMs":${Number.isFinite(event.latencyMs) ? event.latencyMs : 0},"traceId":${jsonStringOrNull(event.traceId)}}`;
+  const probe = event.probeAs === undefined ? '' : `,"probeAs":${jsonStringOrNull(event.probeAs)}`;
+  return `,"latencyMs":${Number.isFinite(event.latencyMs) ? event.latencyMs : 0},"traceId":${jsonStringOrNull(event.traceId)}${probe}}`;
 }
 
 /**

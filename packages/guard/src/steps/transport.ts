@@ -21,6 +21,11 @@ export interface PeerIdentity {
   /** `<name>` of `spiffe://<td>/svc/<name>`, or "" for other paths. */
   readonly service: string;
   readonly notAfterMs: number;
+  /**
+   * A scanner identity (`spiffe://<td>/scanner/<name>`, issued by the control plane to `lockstep scan`):
+   * its requests are decided like any other, but never reach a handler (see the pipeline's probes).
+   */
+  readonly scanner: boolean;
 }
 
 export interface TransportStep {
@@ -95,5 +100,6 @@ export function identityFromCertificate(der: Uint8Array, trustDomain: string): P
     spiffeId: spiffe.id,
     service: spiffe.service ?? '',
     notAfterMs: cert.notAfter.getTime(),
+    scanner: spiffe.path.startsWith('/scanner/'),
   });
 }

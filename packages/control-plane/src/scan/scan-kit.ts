@@ -1,0 +1,105 @@
+/**
+ * The scanner's kit, issued to an administrator for `lockstep scan` (POST /v1/admin/scan-kit):
+ *
+ * - an X.509-SVID `spiffe://<td>/scanner/<name>` for the scanner's own key (from its CSR). No shipped
+ *   policy permits a scanner, and guards never run a handler for one: its requests are probes;
+ * - probe certificates for the same key, signed by the real CA, each defective in one way a guard
+ *   must refuse (expired, not yet valid, two URI SANs, none, lookalike or mis-encoded trust domain).
+ *   They all name scanner identities (or none), so a guard that wrongly accepts one still runs no
+ *   handler. No CA certificate is ever issued (a "CA as leaf" probe would be a CA for the scanner's
+ *   key): that case is covered by the guard's own tests;
+ * - test Txn-Tokens (genuine for the test users, and the defective set of scan-tokens.ts);
+ * - a revoked subject and transaction, revoked through the feed, that the kit's tokens carry.
+ *
+ * Everything in the kit expires within the hour.
+ */
+import type { webcrypto } from 'node:crypto';
+import type { JsonGeneralName } from '@peculiar/x509';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { x509 } from '../lib/x509.ts';
+import { checkCsr, isServiceName, signLeaf } from '../ca/issue-svid.ts';
+import { randomSerial, type WorkloadCa } from '../ca/workload-ca.ts';
+import { ControlPlaneError } from '../errors.ts';
+import type { RevocationFeed } from '../store/revocation-feed.ts';
+import type { ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
+
+export type ProbeCertificate =
+  | 'expired' | 'not-yet-valid' | 'two-uri-sans' | 'no-uri-san'
+  | 'lookalike-suffix' | 'lookalike-prefix' | 'upper-case-trust-domain' | 'percent-encoded-trust-domain';
+
+export interface ScanKitRequest {
+  readonly name: string;
+  readonly csrPem: string;
+  readonly users: readonly ScanUser[];
+  readonly actor: string;
+}
+
+export interface ScanKit {
+  readonly scanner: string;
+  readonly trustDomain: string;
+  /** Leaf then intermediate, PEM. */
+  readonly svid: string;
+  readonly trustBundle: string;
+  readonly probeCertificates: Readonly<Record<ProbeCertificate, string>>;
+  readonly tokens: ScanTokens;
+  readonly revoked: { readonly sub: string; readonly txn: string };
+  readonly expiresAt: string;
+}
+
+const KIT_TTL_SECONDS = 3_600;
+const HOUR_MS = 3_600_000;
+
+export async function issueScanKit(
+  ca: WorkloadCa,
+  feed: RevocationFeed,
+  scanTokens: (request: { scanner: string; users: readonly ScanUser[]; revokedSub: string; revokedTxn: string }) => Promise<ScanTokens>,
+  request: ScanKitRequest,
+): Promise<ScanKit> {
+  if (!isServiceName(request.name)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `a scanner name is a lower-case DNS label such as "ci"; got ${JSON.stringify(String(request.name).slice(0, 80))}`);
+  const td = ca.trustDomain;
+  const scanner = `spiffe://${td}/scanner/${request.name}`;
+  const spki = checkCsr(request.csrPem, scanner);
+  const svid = await signLeaf(ca, spki, scanner, KIT_TTL_SECONDS);
+  // Fixed values per scanner name: one revocation each, however often it scans.
+  const revoked = { sub: `lockstep-scan-revoked:${request.name}`, txn: `lockstep-scan-revoked-txn:${request.name}` };
+  for (const [kind, value] of [['sub', revoked.sub], ['txn', revoked.txn]] as const) {
+    await feed.revoke({ kind, value, reason: `scanner ${request.name}: a revoked test value`, actor: request.actor, at: Date.now() });
+  }
+  const publicKey = await crypto.subtle.importKey('spki', AsnConvert.serialize(spki), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+  const now = ca.now();
+  const url = (value: string): JsonGeneralName => ({ type: 'url', value });
+  const encodedTd = td.includes('.') ? td.replace('.', '%2E') : `%${td.charCodeAt(0).toString(16).toUpperCase()}${td.slice(1)}`;
+  const probe = (sans: JsonGeneralName[], from = now - 60_000, to = now + KIT_TTL_SECONDS * 1000) => probeCertificate(ca, publicKey, sans, new Date(from), new Date(to));
+  const probeCertificates: Record<ProbeCertificate, string> = {
+    'expired': await probe([url(scanner)], now - 2 * HOUR_MS, now - HOUR_MS),
+    'not-yet-valid': await probe([url(scanner)], now + HOUR_MS, now + 2 * HOUR_MS),
+    'two-uri-sans': await probe([url(scanner), url(`${scanner}-second`)]),
+    'no-uri-san': await probe([{ type: 'dns', value: `${request.name}.scanner.invalid` }]),
+    'lookalike-suffix': await probe([url(`spiffe://${td}.evil/scanner/${request.name}`)]),
+    'lookalike-prefix': await probe([url(`spiffe://evil${td}/scanner/${request.name}`)]),
+    'upper-case-trust-domain': await probe([url(`spiffe://${td.toUpperCase()}/scanner/${request.name}`)]),
+    'percent-encoded-trust-domain': await probe([url(`spiffe://${encodedTd}/scanner/${request.name}`)]),
+  };
+  const tokens = await scanTokens({ scanner, users: request.users, revokedSub: revoked.sub, revokedTxn: revoked.txn });
+  return { scanner, trustDomain: td, svid: svid.chainPem, trustBundle: ca.bundlePem, probeCertificates, tokens, revoked, expiresAt: svid.notAfter.toISOString() };
+}
+
+async function probeCertificate(ca: WorkloadCa, publicKey: webcrypto.CryptoKey, sans: JsonGeneralName[], notBefore: Date, notAfter: Date): Promise<string> {
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    issuer: ca.signer.cert.subject,
+    subject: 'CN=lockstep scan probe',
+    notBefore,
+    notAfter,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    publicKey,
+    signingKey: ca.signer.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+      new x509.SubjectAlternativeNameExtension(sans, false),
+    ],
+  });
+  return `${x509.PemConverter.encode(cert.rawData, 'CERTIFICATE')}\n${ca.intermediatePem}`;
+}

@@ -1,0 +1,140 @@
+/**
+ * What a catalogue entry is: its `AttackInfo` (id, title, severity, standards, what counts as
+ * enforced) and `plan`, which turns one target into attempts and says which step must refuse them.
+ */
+import type { DefectiveToken, ProbeCertificate } from '@lockstep/control-plane';
+import type { AttackInfo } from '../types.ts';
+import type { Answer, Attempt, Credential } from '../send.ts';
+import type { Step } from '../verdict.ts';
+
+export interface ScanRoute {
+  readonly method: string;
+  readonly template: string;
+  readonly action: string;
+  readonly public: boolean;
+  readonly owner: boolean;
+  readonly validatesBody: boolean;
+}
+
+export interface ServiceTarget {
+  readonly name: string;
+  readonly spiffeId: string | null;
+  readonly endpoints: readonly string[];
+  readonly routes: readonly ScanRoute[];
+  readonly source: 'registry' | 'manifest';
+}
+
+export interface EndpointTarget {
+  readonly kind: 'endpoint';
+  readonly service: ServiceTarget;
+  readonly endpoint: string;
+  /** A request line that reaches the guard: an enforced route's. */
+  readonly method: string;
+  readonly path: string;
+  /** Why the guard could not be reached with the scanner's genuine credentials, or null when it was. */
+  readonly unreachable: string | null;
+}
+
+export interface RouteTarget {
+  readonly kind: 'route';
+  readonly service: ServiceTarget;
+  readonly route: ScanRoute;
+  readonly endpoint: string;
+  readonly path: string;
+  readonly unreachable: string | null;
+  /** A workload the policy permits on this route for user a (found by probing), or null. */
+  readonly control: string | null;
+  /** For an owner route: the path of user a's object (from the manifest), or null. */
+  readonly objectPath: string | null;
+  /** Every method declared for this path (function-level checks use the others). */
+  readonly methodsOfPath: readonly string[];
+}
+
+export type Target = EndpointTarget | RouteTarget;
+
+export type CraftedToken =
+  | 'alg-none' | 'alg-none-title' | 'alg-none-upper' | 'alg-none-mixed' | 'signature-stripped'
+  | 'hs256-public-key-pem' | 'hs256-public-key-der' | 'ecdsa-zero-signature' | 'payload-tampered'
+  | 'embedded-jwk' | 'jku' | 'x5u' | 'kid-traversal' | 'kid-unknown' | 'jwe' | 'foreign-trust-domain' | 'oversized';
+
+export interface ScanContext {
+  readonly trustDomain: string;
+  readonly scanner: Credential;
+  readonly noCertificate: Credential;
+  readonly foreignCa: Credential;
+  readonly probeCertificates: Readonly<Record<ProbeCertificate, Credential>>;
+  readonly tokens: {
+    readonly a: string;
+    readonly b: string;
+    readonly noRole: string;
+    readonly defective: Readonly<Record<DefectiveToken, string>>;
+    readonly crafted: Readonly<Record<CraftedToken, string>>;
+  };
+}
+
+export interface Plan {
+  /** What the result names as attacked: a route (`GET /orders/:id`) or an endpoint. */
+  readonly target: string;
+  readonly attempts: readonly Attempt[];
+  /** The step that must refuse every attempt (refusing earlier is fine). */
+  readonly enforcedBy: Step;
+  /** Overrides `enforcedBy` for attacks that a specific answer refuses (e.g. a size limit). */
+  readonly enforced?: (answer: Answer) => boolean;
+  /** The attack cannot be judged here (result: inconclusive), e.g. the guard could not be reached. */
+  readonly inconclusive?: string;
+  /** The attack does not apply here (result: skipped). */
+  readonly skipped?: string;
+}
+
+export interface Attack extends AttackInfo {
+  readonly on: 'endpoint' | 'route';
+  plan(target: Target, context: ScanContext): Plan[];
+}
+
+export const NIST = {
+  authentication: 'SP 800-204: authentication (service-to-service, mTLS)',
+  authorization: 'SP 800-204: access management (authorization)',
+  communication: 'SP 800-204: secure communication',
+  tokens: 'SP 800-204: authentication (token validation)',
+  resilience: 'SP 800-204: availability (resource limits)',
+} as const;
+
+export const OWASP = {
+  api1: 'API1:2023 Broken Object Level Authorization',
+  api2: 'API2:2023 Broken Authentication',
+  api3: 'API3:2023 Broken Object Property Level Authorization',
+  api4: 'API4:2023 Unrestricted Resource Consumption',
+  api5: 'API5:2023 Broken Function Level Authorization',
+  api8: 'API8:2023 Security Misconfiguration',
+} as const;
+
+/** One attempt at a route (or an endpoint's representative route) with the scanner's defaults. */
+export function attempt(target: Target, context: ScanContext, options: {
+  via?: Attempt['via'];
+  token?: string | readonly string[] | null;
+  probeAs?: string | null;
+  method?: string;
+  path?: string;
+  headers?: readonly (readonly [string, string])[];
+  body?: string | Buffer;
+  contentType?: string;
+} = {}): Attempt {
+  const token = options.token === undefined ? context.tokens.a : options.token;
+  const tokens = token === null ? [] : typeof token === 'string' ? [token] : token;
+  const headers: (readonly [string, string])[] = [['host', target.endpoint], ...tokens.map((value) => ['txn-token', value] as [string, string])];
+  if (options.probeAs) headers.push(['lockstep-probe-as', options.probeAs]);
+  if (options.body !== undefined) headers.push(['content-type', options.contentType ?? 'application/json']);
+  headers.push(...(options.headers ?? []));
+  return {
+    endpoint: target.endpoint,
+    method: options.method ?? (target.kind === 'route' ? target.route.method : target.method),
+    path: options.path ?? target.path,
+    headers,
+    ...(options.body === undefined ? {} : { body: options.body }),
+    via: options.via ?? context.scanner,
+  };
+}
+
+export function routeLabel(target: Target): string {
+  return target.kind === 'route' ? `${target.route.method} ${target.route.template}` : target.endpoint;
+}

@@ -1,0 +1,251 @@
+/**
+ * `scan()`: discovery, the scanner's identity, controls, the catalogue against every target, the
+ * report. The order of the results is deterministic (service, then catalogue order, then target),
+ * whatever order the attempts finished in; concurrency and rate are bounded.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ScanUser } from '@lockstep/control-plane';
+import { catalogue, type Attack, type EndpointTarget, type RouteTarget, type ScanContext, type ScanRoute, type ServiceTarget, type Target } from './catalogue/index.ts';
+import type { Plan } from './catalogue/attack.ts';
+import { craftTokens, foreignCaCredential } from './craft.ts';
+import { obtainScanKit, registeredServices, ScanSetupError, type ControlPlaneAccess } from './kit.ts';
+import { parseManifest, type ScanManifest } from './manifest.ts';
+import { createSender, type Answer, type Attempt, type Credential, type Sender } from './send.ts';
+import { describeAnswer, refusedBy, stepOf } from './verdict.ts';
+import type { AttackResult, ScanReport, ScannedService } from './types.ts';
+
+export const SCANNER_VERSION = '0.1.0';
+
+export interface ScanOptions {
+  readonly controlPlane: ControlPlaneAccess;
+  /** The scanner's name: its identity is spiffe://<td>/scanner/<name>. Default "lockstep". */
+  readonly name?: string;
+  readonly manifest?: ScanManifest;
+  /** Plans in flight at once (default 8). */
+  readonly concurrency?: number;
+  /** At most this many requests per second (default: no limit). */
+  readonly rate?: number;
+  /** Only attacks whose id starts with one of these. */
+  readonly only?: readonly string[];
+  readonly onProgress?: (done: number, total: number) => void;
+  readonly onWarning?: (message: string) => void;
+}
+
+const PLACEHOLDER = 'lockstep-scan';
+
+export async function scan(options: ScanOptions): Promise<ScanReport> {
+  const started = Date.now();
+  const manifest = options.manifest ?? parseManifest(undefined);
+  const name = options.name ?? 'lockstep';
+  const concurrency = options.concurrency ?? 8;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new TypeError(`concurrency must be a whole number from 1 to 64; got ${concurrency}`);
+  if (options.rate !== undefined && !(options.rate > 0)) throw new TypeError(`rate must be a positive number of requests per second; got ${options.rate}`);
+  const warn = options.onWarning ?? (() => {});
+  const attacks = catalogue.filter((attack) => options.only === undefined || options.only.some((prefix) => attack.id.startsWith(prefix)));
+  if (attacks.length === 0) throw new TypeError(`no attack id starts with ${options.only?.join(', ')}`);
+
+  const noRole: ScanUser = { sub: manifest.users.a.sub, roles: [], ...(manifest.users.a.tenant === undefined ? {} : { tenant: manifest.users.a.tenant }) };
+  const { kit, keyPem, txnJwks } = await obtainScanKit(options.controlPlane, name, [manifest.users.a, manifest.users.b, noRole]);
+  const [tokenA, tokenB, tokenNoRole] = kit.tokens.users as [string, string, string];
+  const { services, workloads } = await discover(options.controlPlane, manifest, kit.trustDomain, warn);
+  if (services.length === 0) throw new ScanSetupError('nothing to scan: the registry lists no live service with an address, and the manifest names none');
+
+  const scope = new Set(services.flatMap((service) => service.endpoints));
+  const sender = createSender({ scope, trustBundle: kit.trustBundle, trustDomain: kit.trustDomain, concurrency });
+  const credential = (credentialName: string, cert: string): Credential => ({ name: credentialName, cert, key: keyPem });
+  const context: ScanContext = {
+    trustDomain: kit.trustDomain,
+    scanner: credential('scanner', kit.svid),
+    noCertificate: { name: 'no-certificate' },
+    foreignCa: await foreignCaCredential(kit.scanner),
+    probeCertificates: Object.fromEntries(Object.entries(kit.probeCertificates).map(([probe, pem]) => [probe, credential(probe, pem)])) as ScanContext['probeCertificates'],
+    tokens: { a: tokenA, b: tokenB, noRole: tokenNoRole, defective: kit.tokens.defective, crafted: await craftTokens(tokenA, kit.trustDomain, txnJwks) },
+  };
+  const send = rateLimited(sender, options.rate);
+  try {
+    const targets = await Promise.all(services.map((service) => targetsOf(service, manifest, context, workloads, send)));
+    const plans: { service: string; attack: Attack; index: number; plan: Plan }[] = [];
+    services.forEach((service, s) => {
+      attacks.forEach((attack, index) => {
+        for (const target of targets[s] as Target[]) {
+          if ((attack.on === 'endpoint') !== (target.kind === 'endpoint')) continue;
+          for (const plan of attack.plan(target, context)) plans.push({ service: service.name, attack, index, plan });
+        }
+      });
+    });
+    let done = 0;
+    const results = await pool(plans, concurrency, async (entry) => {
+      const result = await runPlan(entry.service, entry.attack, entry.plan, send);
+      options.onProgress?.(++done, plans.length);
+      return accepted(result, manifest);
+    });
+    const finished = Date.now();
+    const summary = {
+      enforced: results.filter((result) => result.outcome === 'enforced').length,
+      weak: results.filter((result) => result.outcome === 'weak').length,
+      inconclusive: results.filter((result) => result.outcome === 'inconclusive').length,
+      skipped: results.filter((result) => result.outcome === 'skipped').length,
+    };
+    return {
+      tool: { name: 'lockstep-scan', version: SCANNER_VERSION },
+      runId: randomUUID(),
+      trustDomain: kit.trustDomain,
+      scanner: kit.scanner,
+      startedAt: new Date(started).toISOString(),
+      finishedAt: new Date(finished).toISOString(),
+      durationMs: finished - started,
+      services: services.map((service): ScannedService => ({ name: service.name, spiffeId: service.spiffeId, endpoints: service.endpoints, routes: service.routes.length, source: service.source })),
+      attacks: attacks.map(({ id, title, category, severity, cwe, owasp, nist, description, enforced }) => ({ id, title, category, severity, cwe, owasp, nist, description, enforced })),
+      results,
+      summary,
+      exitCode: summary.weak > 0 ? 1 : summary.inconclusive > 0 ? 2 : 0,
+    };
+  } finally {
+    sender.close();
+  }
+}
+
+/**
+ * Live registered services (their own trust domain only), then the manifest's; and every registered
+ * workload, which the controls try as the caller a route's policy permits.
+ */
+async function discover(access: ControlPlaneAccess, manifest: ScanManifest, trustDomain: string, warn: (message: string) => void): Promise<{ services: ServiceTarget[]; workloads: string[] }> {
+  const found: ServiceTarget[] = [];
+  const prefix = `spiffe://${trustDomain}/svc/`;
+  const registered = (await registeredServices(access)).filter((entry) => entry.spiffeId.startsWith(prefix)).sort((a, b) => a.service.localeCompare(b.service));
+  for (const entry of registered) {
+    if (entry.stale) {
+      warn(`${entry.service}: not scanned — its guard has not reported for over a minute (stopped?)`);
+      continue;
+    }
+    const endpoints = (entry.endpoints ?? []).filter((endpoint) => !endpoint.startsWith('*:'));
+    if (endpoints.length === 0) {
+      // A guard used only for outbound calls (an edge gateway) serves nothing to attack; a guard that
+      // declares routes but reports no address is older than the scanner.
+      if (entry.routes.some((route) => !route.public)) warn(`${entry.service}: not scanned — its guard declares routes but reports no listening address (upgrade its guard)`);
+      continue;
+    }
+    found.push({
+      name: entry.service, spiffeId: entry.spiffeId, endpoints, source: 'registry',
+      routes: entry.routes.map((route): ScanRoute => ({ method: route.method, template: route.template, action: route.action, public: route.public, owner: route.owner === true, validatesBody: route.validatesBody === true })),
+    });
+  }
+  for (const service of manifest.services) {
+    if (found.some((entry) => entry.name === service.name)) throw new ScanSetupError(`the manifest names ${service.name}, which is registered: scan it from the registry, or rename the manifest's entry`);
+    found.push({ name: service.name, spiffeId: null, endpoints: service.endpoints, routes: service.routes, source: 'manifest' });
+  }
+  return { services: found, workloads: registered.map((entry) => entry.spiffeId) };
+}
+
+function fill(template: string, params: Readonly<Record<string, string>> = {}): string {
+  return template.replace(/:([A-Za-z0-9_]+)|\*/g, (_match, param: string | undefined) => encodeURIComponent(param === undefined ? PLACEHOLDER : params[param] ?? PLACEHOLDER));
+}
+
+const guardAnswered = (answer: Answer) => answer.code !== null || answer.probeAdmitted;
+
+async function targetsOf(service: ServiceTarget, manifest: ScanManifest, context: ScanContext, workloads: readonly string[], send: Send): Promise<Target[]> {
+  const enforced = service.routes.filter((route) => !route.public);
+  const objectPath = (route: ScanRoute) => {
+    const object = manifest.objects.find((entry) => entry.service === service.name && entry.route === `${route.method} ${route.template}`);
+    return object === undefined ? null : fill(route.template, object.params);
+  };
+  const targets: Target[] = [];
+  for (const endpoint of [...service.endpoints].sort()) {
+    const first = enforced[0];
+    const method = first?.method ?? 'GET';
+    const path = first === undefined ? `/${PLACEHOLDER}` : objectPath(first) ?? fill(first.template);
+    // The control: the scanner's genuine SVID and token must reach the guard and be decided by it.
+    const answer = await send({ endpoint, method, path, headers: [['host', endpoint], ['txn-token', context.tokens.a]], via: context.scanner });
+    const unreachable = guardAnswered(answer) ? null : `the scanner's genuine credentials got no guard decision from ${endpoint} (${describeAnswer(answer)}): no guard to test here`;
+    targets.push({ kind: 'endpoint', service, endpoint, method, path, unreachable } satisfies EndpointTarget);
+    for (const route of service.routes) {
+      if (route.public) continue;
+      const object = route.owner ? objectPath(route) : null;
+      const path = object ?? fill(route.template);
+      let control: string | null = null;
+      if (unreachable === null) {
+        for (const candidate of workloads) {
+          const probe = await send({ endpoint, method: route.method, path, headers: [['host', endpoint], ['txn-token', context.tokens.a], ['lockstep-probe-as', candidate]], via: context.scanner });
+          const step = stepOf(probe);
+          if (step === 'input' || (step === 'admitted' && probe.probeAdmitted)) {
+            control = candidate;
+            break;
+          }
+        }
+      }
+      const methodsOfPath = service.routes.filter((other) => other.template === route.template).map((other) => other.method);
+      targets.push({ kind: 'route', service, route, endpoint, path, unreachable, control, objectPath: object, methodsOfPath } satisfies RouteTarget);
+    }
+  }
+  return targets;
+}
+
+async function runPlan(service: string, attack: Attack, plan: Plan, send: Send): Promise<AttackResult> {
+  const base = { attack: attack.id, service, target: plan.target };
+  if (plan.skipped !== undefined) return { ...base, outcome: 'skipped', evidence: plan.skipped, status: null, reason: null, requestId: null, durationMs: 0 };
+  if (plan.inconclusive !== undefined) return { ...base, outcome: 'inconclusive', evidence: plan.inconclusive, status: null, reason: null, requestId: null, durationMs: 0 };
+  const startedAt = performance.now();
+  let last: { attempt: Attempt; answer: Answer } | null = null;
+  let unclear: { attempt: Attempt; answer: Answer } | null = null;
+  for (const attempt of plan.attempts) {
+    const answer = await send(attempt);
+    last = { attempt, answer };
+    const enforced = plan.enforced !== undefined ? plan.enforced(answer) : refusedBy(answer, plan.enforcedBy);
+    if (enforced) continue;
+    const step = stepOf(answer);
+    if (step === 'unknown' && plan.enforced === undefined) {
+      unclear ??= last;
+      continue;
+    }
+    return result(base, 'weak', `${describeAttempt(attempt)} → ${describeAnswer(answer)}: ${step === 'admitted' ? 'admitted' : `got past the ${plan.enforcedBy} step`}`, answer, startedAt);
+  }
+  if (unclear !== null) return result(base, 'inconclusive', `${describeAttempt(unclear.attempt)} → ${describeAnswer(unclear.answer)}: not an answer of the guard`, unclear.answer, startedAt);
+  if (last === null) return { ...base, outcome: 'skipped', evidence: 'nothing to send', status: null, reason: null, requestId: null, durationMs: 0 };
+  const count = plan.attempts.length;
+  return result(base, 'enforced', `${count === 1 ? describeAttempt(last.attempt) : `${count} attempts, last ${describeAttempt(last.attempt)}`} → ${describeAnswer(last.answer)}`, last.answer, startedAt);
+}
+
+function result(base: Pick<AttackResult, 'attack' | 'service' | 'target'>, outcome: AttackResult['outcome'], evidence: string, answer: Answer, startedAt: number): AttackResult {
+  return { ...base, outcome, evidence, status: answer.status, reason: answer.code, requestId: answer.requestId, durationMs: Math.round((performance.now() - startedAt) * 10) / 10 };
+}
+
+function describeAttempt(attempt: Attempt): string {
+  const via = attempt.via === 'plaintext' ? 'plain HTTP' : attempt.via.name;
+  const path = attempt.path.length > 80 ? `${attempt.path.slice(0, 77)}…` : attempt.path;
+  return `${attempt.method} ${path} via ${via}`;
+}
+
+function accepted(result: AttackResult, manifest: ScanManifest): AttackResult {
+  if (result.outcome !== 'weak') return result;
+  const acceptance = manifest.accept.find((entry) => entry.attack === result.attack && entry.service === result.service && (entry.route === undefined || entry.route === result.target));
+  return acceptance === undefined ? result : { ...result, outcome: 'skipped', evidence: `accepted in the manifest: ${acceptance.reason} (found: ${result.evidence})` };
+}
+
+type Send = (attempt: Attempt) => Promise<Answer>;
+
+function rateLimited(sender: Sender, rate: number | undefined): Send {
+  if (rate === undefined) return (attempt) => sender.send(attempt);
+  const interval = 1000 / rate;
+  let next = 0;
+  return async (attempt) => {
+    const now = performance.now();
+    const at = Math.max(now, next);
+    next = at + interval;
+    if (at > now) await new Promise((resolve) => setTimeout(resolve, at - now));
+    return sender.send(attempt);
+  };
+}
+
+/** Runs `work` over `items` with at most `limit` at once; results in the items' order. */
+async function pool<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let nextIndex = 0;
+  const worker = async () => {
+    while (nextIndex < items.length) {
+      const index = nextIndex++;
+      results[index] = await work(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

@@ -1,0 +1,71 @@
+/**
+ * The scanner against a deliberately weak system (weak-fixture.ts): every planted weakness is
+ * reported with the right attack id, and only the attacks it should be; what is properly enforced in
+ * the same system is reported enforced. Exit code 1 on a weak link.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { parseManifest, scan, type AttackResult, type ScanReport } from '../src/index.ts';
+import { startWeakSystem, type WeakSystem } from './weak-fixture.ts';
+
+let system: WeakSystem;
+let report: ScanReport;
+
+before(async () => {
+  system = await startWeakSystem();
+  const manifest = parseManifest({
+    users: { a: { sub: 'ann', roles: ['customer'] }, b: { sub: 'ben', roles: ['customer'] } },
+    services: [{ name: 'intranet', endpoints: [system.intranet], routes: [{ method: 'GET', template: '/salaries' }] }],
+  });
+  report = await scan({ controlPlane: system.access, name: 'ci', manifest });
+});
+
+after(async () => {
+  await system.close();
+});
+
+const outcome = (service: string, attack: string, target?: string): AttackResult['outcome'][] =>
+  report.results.filter((result) => result.service === service && result.attack === attack && (target === undefined || result.target === target)).map((result) => result.outcome);
+const weakIds = (service: string) => [...new Set(report.results.filter((result) => result.service === service && result.outcome === 'weak').map((result) => result.attack))].sort();
+
+describe('lockstep scan against the weak fixture', () => {
+  it('scans every registered service with routes and the manifest\'s, as spiffe://<td>/scanner/<name>', () => {
+    assert.equal(report.scanner, 'spiffe://weak.test/scanner/ci');
+    assert.deepEqual(report.services.map((service) => [service.name, service.source]), [['legacy', 'registry'], ['notes', 'registry'], ['reports', 'registry'], ['intranet', 'manifest']]);
+    assert.equal(report.exitCode, 1);
+  });
+
+  it('finds the over-broad policy: a valid certificate that no one meant to allow gets in (authz.unlisted-caller)', () => {
+    assert.deepEqual(outcome('reports', 'authz.unlisted-caller', 'GET /reports/:id'), ['weak']);
+    const finding = report.results.find((result) => result.service === 'reports' && result.attack === 'authz.unlisted-caller');
+    assert.match(finding?.evidence ?? '', /admitted/);
+    // The same service's certificate and token checks hold.
+    for (const attack of ['transport.no-client-cert', 'transport.lookalike-trust-domain', 'txn.alg-none', 'txn.revoked-sub']) {
+      assert.ok(outcome('reports', attack).every((result) => result === 'enforced'), `${attack} on reports: ${outcome('reports', attack).join(', ')}`);
+    }
+  });
+
+  it('finds the dry-run switch: alg-none tokens get through (txn.alg-none)', () => {
+    assert.deepEqual(outcome('legacy', 'txn.alg-none', 'GET /legacy'), ['weak']);
+    assert.ok(weakIds('legacy').includes('txn.signature-stripped'));
+    // Transport is never dry-run: certificates are still refused.
+    assert.ok(outcome('legacy', 'transport.foreign-ca').every((result) => result === 'enforced'));
+  });
+
+  it('finds the route without schema validation (input.schema-bypass), and not the one with a schema', () => {
+    assert.deepEqual(outcome('notes', 'input.schema-bypass', 'POST /notes'), ['weak']);
+    assert.deepEqual(outcome('notes', 'input.schema-bypass', 'POST /notes/strict'), ['enforced']);
+    assert.deepEqual(weakIds('notes'), ['input.schema-bypass']);
+  });
+
+  it('finds the perimeter-only service: it answers plain HTTP (transport.plaintext)', () => {
+    assert.deepEqual(outcome('intranet', 'transport.plaintext'), ['weak']);
+    assert.deepEqual(weakIds('intranet'), ['transport.plaintext']);
+    // Over TLS there is no guard to judge: inconclusive, never "enforced".
+    assert.deepEqual([...new Set(outcome('intranet', 'transport.no-client-cert'))], ['inconclusive']);
+  });
+
+  it('reports nothing weak where nothing was planted', () => {
+    assert.deepEqual(weakIds('reports').filter((id) => !id.startsWith('authz.')), []);
+  });
+});
