@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { parseManifest, scan, type AttackResult, type ScanReport } from '../src/index.ts';
+import { parseManifest, renderJunit, renderSarif, scan, type AttackResult, type ScanReport } from '../src/index.ts';
+import { junitErrors, sarifErrors } from './schemas/validate.ts';
 import { startWeakSystem, type WeakSystem } from './weak-fixture.ts';
 
 let system: WeakSystem;
@@ -63,6 +64,13 @@ describe('lockstep scan against the weak fixture', () => {
     assert.deepEqual(weakIds('intranet'), ['transport.plaintext']);
     // Over TLS there is no guard to judge: inconclusive, never "enforced".
     assert.deepEqual([...new Set(outcome('intranet', 'transport.no-client-cert'))], ['inconclusive']);
+  });
+
+  it('writes this report as SARIF 2.1.0 and JUnit XML that validate against their schemas, every weak result a SARIF result', async () => {
+    const sarif = JSON.parse(renderSarif(report)) as { runs: { results: { ruleId: string }[] }[] };
+    assert.deepEqual(sarifErrors(sarif), []);
+    assert.equal(sarif.runs[0]?.results.length, report.summary.weak);
+    assert.deepEqual(await junitErrors(renderJunit(report)), []);
   });
 
   it('reports nothing weak where nothing was planted', () => {

@@ -1,18 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { validateXML } from 'xmllint-wasm';
 import { HOSTILE_EVIDENCE, sampleReport } from '../../test/sample-report.ts';
+import { junitErrors as schemaErrors } from '../../test/schemas/validate.ts';
 import type { Outcome } from '../types.ts';
 import { renderJunit } from './junit.ts';
-
-// The Jenkins JUnit schema (provenance in test/schemas/README.md), checked by libxml2 compiled to wasm.
-const xsd = { fileName: 'jenkins-junit.xsd', contents: readFileSync(new URL('../../test/schemas/jenkins-junit.xsd', import.meta.url), 'utf8') };
-
-async function schemaErrors(xml: string): Promise<string[]> {
-  const result = await validateXML({ xml: { fileName: 'report.xml', contents: xml }, schema: xsd });
-  return result.valid ? [] : result.errors.map((error) => error.rawMessage);
-}
 
 /** The attributes of every element with this name, in document order. */
 function elements(xml: string, name: string): Record<string, string>[] {

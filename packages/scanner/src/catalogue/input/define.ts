@@ -1,0 +1,20 @@
+/**
+ * Input attacks, on every enforced route with a body method: as the workload the policy permits on
+ * the route (so that the request gets past authorization), with bodies the input step must refuse.
+ */
+import { routeLabel, type Plan, type RouteTarget, type ScanContext, type Target } from '../attack.ts';
+import type { Answer } from '../../send.ts';
+
+export const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+
+export function asControl(target: Target, context: ScanContext, build: (target: RouteTarget, control: string) => Omit<Plan, 'target'>, bodyOnly = true): Plan[] {
+  if (target.kind !== 'route' || target.route.public || (bodyOnly && !BODY_METHODS.has(target.route.method))) return [];
+  const label = routeLabel(target);
+  if (target.unreachable !== null) return [{ target: label, attempts: [], enforcedBy: 'input', inconclusive: target.unreachable }];
+  if (target.control === null) return [{ target: label, attempts: [], enforcedBy: 'input', skipped: 'no workload is permitted on this route for test user a, so no request gets as far as the input step' }];
+  void context;
+  return [{ target: label, ...build(target, target.control) }];
+}
+
+export const sizeLimited = (code: string) => (answer: Answer) => answer.status === null || answer.code === code;
+
