@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, it } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
 import { freePortBase, startShop, type RunningShop } from '../launch.ts';
@@ -65,11 +66,19 @@ it('an administrator signs in, sees every service, and sees a lateral-movement a
   assert.match(await page.locator('tr[data-rule="lateral-movement"]').innerText(), /inventory→payments/);
   await page.screenshot({ path: join(output, 'alerts.png'), fullPage: true });
 
-  for (const name of ['graph', 'events', 'scans']) {
+  for (const name of ['graph', 'events']) {
     await page.goto(`${shop.urls.controlPlane}/dashboard#${name}`);
     await page.locator('main h2').waitFor();
     await page.screenshot({ path: join(output, `${name}.png`), fullPage: true });
   }
+  // A scan's run reaches the Scans page: its row, and its service × attack matrix.
+  const scan = await shop.adminExit('scan', '--manifest', fileURLToPath(new URL('../scan.yaml', import.meta.url)));
+  assert.equal(scan.code, 0, scan.out.join('\n'));
+  const runId = /run ([0-9a-f-]{36})/.exec(scan.out.join('\n'))?.[1] ?? '';
+  await page.goto(`${shop.urls.controlPlane}/dashboard#scans`);
+  await page.locator(`tr[data-run="${runId}"]`).waitFor({ timeout: 5_000 });
+  assert.match(await page.locator('main').innerText(), /authz\.bola/);
+  await page.screenshot({ path: join(output, 'scans.png'), fullPage: true });
   await page.goto(`${shop.urls.controlPlane}/dashboard#events?decision=deny`);
   const txnLink = page.locator('main table a').first();
   await txnLink.waitFor({ timeout: 5_000 });

@@ -194,6 +194,22 @@ describe('lockstep CLI', () => {
     assert.match(refused.err.join('\n'), /refused \(400 LOCKSTEP_CP_REQUEST_INVALID\)/);
   });
 
+  it('scan: exit 2 when the scan cannot run — nothing registered with an address, or a wrong manifest — saying why', async () => {
+    const nothing = await run('scan', '--no-monitor');
+    assert.equal(nothing.code, 2, nothing.err.join('\n'));
+    assert.match(nothing.err.join('\n'), /the scan could not run: nothing to scan/);
+    const manifest = join(home, 'scan.yaml');
+    writeFileSync(manifest, 'users:\n  a: { sub: alice }\n  b: { sub: alice }\n');
+    const wrong = await run('scan', '--manifest', manifest);
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.err.join('\n'), /scan\.yaml: users\.a and users\.b must be two different subjects/);
+    const missing = await run('scan', '--manifest', join(home, 'nowhere.yaml'));
+    assert.equal(missing.code, 2);
+    const badRate = await run('scan', '--rate', 'fast');
+    assert.equal(badRate.code, 2);
+    assert.match(badRate.err.join('\n'), /--rate must be a positive number/);
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));

@@ -61,10 +61,14 @@ async function scanRun(runId) {
     return el('td', { class: `outcome ${outcome}`, title: `${titles.get(attack)?.title ?? attack} on ${service}: ${outcome} (${count} of ${results.length} target${results.length === 1 ? '' : 's'})` },
       OUTCOMES[outcome], el('span', { class: 'sr-only' }, ` ${outcome}`), results.length > 1 ? ` ${count}/${results.length}` : '');
   };
+  // One row per attack (there are dozens), one column per service (a handful).
   const matrix = el('table', { class: 'matrix' },
-    el('caption', {}, 'Each service against each attack: ✓ enforced, ✗ weak, ? inconclusive, – skipped, blank not run. With several targets, the worst outcome and how many targets had it.'),
-    el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'Service'), ...attacks.map((attack) => el('th', { scope: 'col', title: titles.get(attack)?.title ?? attack }, attack)))),
-    el('tbody', {}, ...services.map((service) => el('tr', { 'data-service': service }, el('th', { scope: 'row' }, service), ...attacks.map((attack) => cell(service, attack))))));
+    el('caption', {}, 'Each attack against each service: ✓ enforced, ✗ weak, ? inconclusive, – skipped, blank not run. With several targets, the worst outcome and how many targets had it.'),
+    el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'Attack'), el('th', { scope: 'col' }, 'Severity'), ...services.map((service) => el('th', { scope: 'col', 'data-service': service }, service)))),
+    el('tbody', {}, ...attacks.map((attack) => el('tr', { 'data-attack': attack },
+      el('th', { scope: 'row', title: titles.get(attack)?.description ?? '' }, el('code', {}, attack), ' ', titles.get(attack)?.title ?? ''),
+      el('td', {}, titles.get(attack) ? el('span', { class: `badge ${titles.get(attack).severity}` }, titles.get(attack).severity) : ''),
+      ...services.map((service) => cell(service, attack))))));
   const finding = (result) => {
     const info = titles.get(result.attack);
     return el('li', { 'data-attack': result.attack, 'data-service': result.service },
@@ -76,7 +80,7 @@ async function scanRun(runId) {
   const unsure = report.results.filter((result) => result.outcome === 'inconclusive');
   return [
     el('h3', {}, `Run ${report.runId} `, scanBadge(run.status)),
-    el('p', { class: 'muted' }, `by ${run.scanner}, ${report.startedAt} to ${report.finishedAt}; ${services.length} services × ${attacks.length} attacks; ${report.tool.name} ${report.tool.version}; exit code ${report.exitCode}`),
+    el('p', { class: 'muted' }, `by ${report.scanner} (sent by ${run.scanner}), ${report.startedAt} to ${report.finishedAt}; ${services.length} services × ${attacks.length} attacks; ${report.tool.name} ${report.tool.version}; exit code ${report.exitCode}`),
     el('div', { class: 'scroll' }, matrix),
     el('h3', {}, `Weak links (${weak.length})`),
     weak.length === 0 ? el('p', { class: 'ok' }, 'None: no attack got further than it should.') : el('ul', { class: 'findings' }, ...weak.map(finding)),

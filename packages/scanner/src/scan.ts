@@ -146,7 +146,8 @@ const guardAnswered = (answer: Answer) => answer.code !== null || answer.probeAd
 async function targetsOf(service: ServiceTarget, manifest: ScanManifest, context: ScanContext, workloads: readonly string[], send: Send): Promise<Target[]> {
   const enforced = service.routes.filter((route) => !route.public);
   const objectPath = (route: ScanRoute) => {
-    const object = manifest.objects.find((entry) => entry.service === service.name && entry.route === `${route.method} ${route.template}`);
+    // The object a path addresses is the same whatever the method (GET and its HEAD, DELETE…).
+    const object = manifest.objects.find((entry) => entry.service === service.name && entry.route.slice(entry.route.indexOf(' ') + 1) === route.template);
     return object === undefined ? null : fill(route.template, object.params);
   };
   const targets: Target[] = [];

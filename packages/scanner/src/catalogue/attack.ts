@@ -135,6 +135,9 @@ export function attempt(target: Target, context: ScanContext, options: {
   };
 }
 
+/** Why an attack that varies an allowed request was skipped on a route without a control. */
+export const NO_CONTROL = 'no workload is permitted on this route for test user a, so there is no allowed request to vary: give the manifest\'s users the roles the policy asks for (a policy that also requires a requester cannot be met: the scanner\'s tokens name the scanner)';
+
 export function routeLabel(target: Target): string {
   return target.kind === 'route' ? `${target.route.method} ${target.route.template}` : target.endpoint;
 }

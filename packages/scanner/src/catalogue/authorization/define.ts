@@ -4,7 +4,7 @@
  * user a (the route's "control", found by probing), the scanner asks to be decided as that workload
  * (`Lockstep-Probe-As`) and changes one thing: the user (object level), the user's roles, or the method.
  */
-import { routeLabel, type Plan, type RouteTarget, type Target } from '../attack.ts';
+import { NO_CONTROL, routeLabel, type Plan, type RouteTarget, type Target } from '../attack.ts';
 
 export const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 
@@ -16,7 +16,7 @@ export function withControl(target: RouteTarget, build: (control: string) => Omi
   const label = routeLabel(target);
   if (target.unreachable !== null) return [{ target: label, attempts: [], enforcedBy: 'authorization', inconclusive: target.unreachable }];
   if (options.object && target.objectPath === null) return [{ target: label, attempts: [], enforcedBy: 'authorization', skipped: 'no object of test user a named for this route in the scan manifest (objects:)' }];
-  if (target.control === null) return [{ target: label, attempts: [], enforcedBy: 'authorization', skipped: 'no workload is permitted on this route for test user a, so there is no allowed request to vary' }];
+  if (target.control === null) return [{ target: label, attempts: [], enforcedBy: 'authorization', skipped: NO_CONTROL }];
   return [{ target: label, ...build(target.control) }];
 }
 

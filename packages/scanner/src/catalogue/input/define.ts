@@ -2,7 +2,7 @@
  * Input attacks, on every enforced route with a body method: as the workload the policy permits on
  * the route (so that the request gets past authorization), with bodies the input step must refuse.
  */
-import { routeLabel, type Plan, type RouteTarget, type ScanContext, type Target } from '../attack.ts';
+import { NO_CONTROL, routeLabel, type Plan, type RouteTarget, type ScanContext, type Target } from '../attack.ts';
 import type { Answer } from '../../send.ts';
 
 export const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -11,7 +11,7 @@ export function asControl(target: Target, context: ScanContext, build: (target: 
   if (target.kind !== 'route' || target.route.public || (bodyOnly && !BODY_METHODS.has(target.route.method))) return [];
   const label = routeLabel(target);
   if (target.unreachable !== null) return [{ target: label, attempts: [], enforcedBy: 'input', inconclusive: target.unreachable }];
-  if (target.control === null) return [{ target: label, attempts: [], enforcedBy: 'input', skipped: 'no workload is permitted on this route for test user a, so no request gets as far as the input step' }];
+  if (target.control === null) return [{ target: label, attempts: [], enforcedBy: 'input', skipped: NO_CONTROL }];
   void context;
   return [{ target: label, ...build(target, target.control) }];
 }
