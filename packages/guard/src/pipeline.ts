@@ -6,7 +6,8 @@
  *
  * Probes. A caller with a scanner identity (`spiffe://<td>/scanner/<name>`) goes through every step
  * like anyone else, but an admitted probe never reaches the handler: the adapter answers it with
- * `answerProbe` after the input step, so a scan changes nothing. A probe may name, in
+ * `probeAnswer` after the input step, so a scan changes nothing (public routes answer as usual: they
+ * check no identity). A probe may name, in
  * `Lockstep-Probe-As`, a workload of this trust domain to be authorized as (the scanner checks that
  * the policy and the owner rule refuse the wrong user, role or method to a caller that is otherwise
  * permitted); transport and Txn-Token checks still apply to the scanner's own certificate and token.

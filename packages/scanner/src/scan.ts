@@ -50,7 +50,7 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
   const { services, workloads } = await discover(options.controlPlane, manifest, kit.trustDomain, warn);
   if (services.length === 0) throw new ScanSetupError('nothing to scan: the registry lists no live service with an address, and the manifest names none');
 
-  const scope = new Set(services.flatMap((service) => service.endpoints));
+  const scope = new Map(services.flatMap((service) => service.endpoints.map((endpoint) => [endpoint, service.spiffeId] as const)));
   const sender = createSender({ scope, trustBundle: kit.trustBundle, trustDomain: kit.trustDomain, concurrency });
   const credential = (credentialName: string, cert: string): Credential => ({ name: credentialName, cert, key: keyPem });
   const context: ScanContext = {

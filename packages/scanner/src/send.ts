@@ -53,22 +53,29 @@ export function splitEndpoint(endpoint: string): { host: string; port: number } 
 }
 
 /**
- * `scope`: the endpoints the scan may reach. `trustBundle`: the roots services' certificates must
- * chain to; their SVID must be in `trustDomain`.
+ * `scope`: the endpoints the scan may reach, each with the SPIFFE ID its server must present (a
+ * registered service's), or null for any SVID of `trustDomain` (a service named only in the
+ * manifest). `trustBundle`: the roots those certificates must chain to.
  */
-export function createSender(options: { scope: ReadonlySet<string>; trustBundle: string; trustDomain: string; concurrency: number }): Sender {
+export function createSender(options: { scope: ReadonlyMap<string, string | null>; trustBundle: string; trustDomain: string; concurrency: number }): Sender {
   const agents = new Map<string, HttpsAgent>();
-  const servers = `URI:spiffe://${options.trustDomain}/`;
-  function agentFor(credential: Credential): HttpsAgent {
-    let agent = agents.get(credential.name);
+  const anyWorkload = `URI:spiffe://${options.trustDomain}/svc/`;
+  function agentFor(credential: Credential, server: string | null): HttpsAgent {
+    const key = `${credential.name} ${server ?? '*'}`;
+    let agent = agents.get(key);
     if (agent === undefined) {
+      // Services present SVIDs (no host name): the server must be the service the registry names there.
+      const expected = server === null ? null : `URI:${server}`;
+      const checkServerIdentity = (_host: string, cert: PeerCertificate) => {
+        const san = cert.subjectaltname ?? '';
+        const ok = expected === null ? san.startsWith(anyWorkload) && !san.includes(',') : san === expected;
+        return ok ? undefined : new Error(`the server presented ${san || 'no SPIFFE ID'}, not ${server ?? `an SVID of ${options.trustDomain}`}`);
+      };
       agent = new HttpsAgent({
-        keepAlive: true, maxSockets: options.concurrency, ca: options.trustBundle,
+        keepAlive: true, maxSockets: options.concurrency, ca: options.trustBundle, checkServerIdentity,
         ...(credential.cert === undefined ? {} : { cert: credential.cert, key: credential.key }),
-        // Services present SVIDs (no host name): the server must be a workload of the trust domain.
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => (cert.subjectaltname?.startsWith(servers) === true && !cert.subjectaltname.includes(',') ? undefined : new Error(`the server presented ${cert.subjectaltname ?? 'no SPIFFE ID'}, not an SVID of ${options.trustDomain}`)),
       });
-      agents.set(credential.name, agent);
+      agents.set(key, agent);
     }
     return agent;
   }
@@ -96,7 +103,7 @@ export function createSender(options: { scope: ReadonlySet<string>; trustBundle:
         };
         const outgoing = attempt.via === 'plaintext'
           ? httpRequest({ ...common, agent: false }, onResponse)
-          : httpsRequest({ ...common, agent: agentFor(attempt.via) }, onResponse);
+          : httpsRequest({ ...common, agent: agentFor(attempt.via, options.scope.get(attempt.endpoint) ?? null) }, onResponse);
         outgoing.on('timeout', () => outgoing.destroy(new Error('timed out')));
         outgoing.on('error', (error: Error & { code?: string }) => settle({ status: null, code: null, requestId: null, probeAdmitted: false, error: error.code ?? error.message }));
         outgoing.end(attempt.body);

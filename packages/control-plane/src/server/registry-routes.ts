@@ -5,8 +5,10 @@
  *
  *   POST /v1/registry/heartbeat   { routes, policyVersion, svidExpiresAt, mode, guardVersion, endpoints? } → 204
  *
- * `endpoints` are where the guard listens (`host:port`); a guard bound to every address reports
- * `*:port`, which is recorded with the address its heartbeat came from.
+ * `endpoints` are where the guard listens (`host:port`, or `*:port` when bound to every address).
+ * Only the ports are taken: each is recorded at the address the heartbeat came from. A workload
+ * can only register itself — never point the scanner, which sends only to registered addresses,
+ * at another host.
  *   GET  /v1/services             → { services: [... , stale] }
  */
 import type { FastifyInstance } from 'fastify';
@@ -65,7 +67,7 @@ export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, sto
     await store.recordHeartbeat({
       spiffeId, service: spiffeId.slice(workloads.length), routes: request.body.routes, policyVersion: request.body.policyVersion,
       svidExpiresAt, mode: request.body.mode, guardVersion: request.body.guardVersion, lastSeen: Date.now(),
-      endpoints: (request.body.endpoints ?? []).map((endpoint) => (endpoint.startsWith('*:') ? `${peerAddress(request.raw.socket.remoteAddress)}${endpoint.slice(1)}` : endpoint)),
+      endpoints: [...new Set((request.body.endpoints ?? []).map((endpoint) => `${peerAddress(request.raw.socket.remoteAddress)}${endpoint.slice(endpoint.lastIndexOf(':'))}`))],
     });
     return reply.code(204).send();
   });
