@@ -32,7 +32,7 @@ export function writeRuntime(state: LocalState, runtime: Runtime): void {
 }
 
 export function readRuntime(state: LocalState): Runtime {
-  if (!existsSync(state.runtimeFile)) throw new UsageError(`no control plane found (${state.runtimeFile} is missing): start one with \`lockstep control-plane\`, or set LOCKSTEP_HOME to its directory`);
+  if (!existsSync(state.runtimeFile)) throw new UsageError(`no control plane found (${state.runtimeFile} is missing): start one with \`lockstep control-plane\` (the reference shop: \`npm start\`), or set LOCKSTEP_HOME to its directory`);
   return JSON.parse(readFileSync(state.runtimeFile, 'utf8')) as Runtime;
 }
 
