@@ -218,7 +218,7 @@ function describeAttempt(attempt: Attempt): string {
 
 function accepted(result: AttackResult, manifest: ScanManifest): AttackResult {
   if (result.outcome !== 'weak') return result;
-  const acceptance = manifest.accept.find((entry) => entry.attack === result.attack && entry.service === result.service && (entry.route === undefined || entry.route === result.target));
+  const acceptance = manifest.accept.find((entry) => entry.attack === result.attack && entry.service === result.service && (entry.route === undefined || entry.route === result.target || result.target.startsWith(`${entry.route} @ `)));
   return acceptance === undefined ? result : { ...result, outcome: 'skipped', evidence: `accepted in the manifest: ${acceptance.reason} (found: ${result.evidence})` };
 }
 

@@ -138,6 +138,9 @@ export function attempt(target: Target, context: ScanContext, options: {
 /** Why an attack that varies an allowed request was skipped on a route without a control. */
 export const NO_CONTROL = 'no workload is permitted on this route for test user a, so there is no allowed request to vary: give the manifest\'s users the roles the policy asks for (a policy that also requires a requester cannot be met: the scanner\'s tokens name the scanner)';
 
-export function routeLabel(target: Target): string {
-  return target.kind === 'route' ? `${target.route.method} ${target.route.template}` : target.endpoint;
+/** What a result names as attacked; a service at several addresses gets each route once per address. */
+export function routeLabel(target: Target, method?: string): string {
+  if (target.kind === 'endpoint') return target.endpoint;
+  const at = target.service.endpoints.length > 1 ? ` @ ${target.endpoint}` : '';
+  return `${method ?? target.route.method} ${target.route.template}${at}`;
 }

@@ -16,7 +16,7 @@ export default {
     if (target.unreachable !== null) return [{ target: routeLabel(target), attempts: [], enforcedBy: 'authorization', inconclusive: target.unreachable }];
     const path = target.objectPath ?? target.path;
     return [{
-      target: `* ${target.route.template}`,
+      target: routeLabel(target, '*'),
       attempts: others.map((method) => attempt(target, context, { method, path, probeAs: target.control, ...(method === 'GET' || method === 'DELETE' ? {} : { body: '{}' }) })),
       enforcedBy: 'authorization',
     }];
