@@ -34,6 +34,12 @@ export interface ShopOptions {
   readonly policyDir?: string;
   /** Progress lines (default: none). */
   readonly onProgress?: (line: string) => void;
+  /**
+   * TLS at the edge: the gateway's certificate and key (PEM files) for a name browsers reach it by
+   * (`localhost`). Default: GATEWAY_TLS_CERT and GATEWAY_TLS_KEY when both are set; otherwise the
+   * gateway serves plain HTTP on 127.0.0.1 only.
+   */
+  readonly gatewayTls?: { readonly certFile: string; readonly keyFile: string };
   /** Loud lines from the control plane (dev material, refused policies…). */
   readonly onWarning?: (line: string) => void;
 }
@@ -70,8 +76,10 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   const progress = options.onProgress ?? (() => {});
   const ports = { gateway: portBase, controlPlane: portBase + 1, orders: portBase + 2, inventory: portBase + 3, payments: portBase + 4 };
   const scheme = mode === 'lockstep' ? 'https' : 'http';
+  const envTls = process.env.GATEWAY_TLS_CERT !== undefined && process.env.GATEWAY_TLS_KEY !== undefined ? { certFile: process.env.GATEWAY_TLS_CERT, keyFile: process.env.GATEWAY_TLS_KEY } : undefined;
+  const gatewayTls = options.gatewayTls ?? envTls;
   const urls = {
-    gateway: `http://localhost:${ports.gateway}`,
+    gateway: `${gatewayTls === undefined ? 'http' : 'https'}://localhost:${ports.gateway}`,
     controlPlane: `https://127.0.0.1:${ports.controlPlane}`,
     orders: `${scheme}://127.0.0.1:${ports.orders}`,
     inventory: `${scheme}://127.0.0.1:${ports.inventory}`,
@@ -135,6 +143,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
           LOCKSTEP_CP_URL: urls.controlPlane, LOCKSTEP_TRUST_DOMAIN: TRUST_DOMAIN, ...(joins ? { LOCKSTEP_JOIN_TOKEN: joinToken } : {}),
           // One order each for the demo customers: something to look at, and what the scan's object-level check reads (scan.yaml).
           ...(service === 'orders' ? { SHOP_DEMO_ORDERS: DEMO_CUSTOMERS.join(',') } : {}),
+          ...(service === 'gateway' && gatewayTls !== undefined ? { GATEWAY_TLS_CERT: gatewayTls.certFile, GATEWAY_TLS_KEY: gatewayTls.keyFile } : {}),
         },
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       });

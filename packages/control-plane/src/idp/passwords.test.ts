@@ -21,6 +21,10 @@ describe('password policy', () => {
 
   it('generates passwords that pass the policy', () => {
     for (let index = 0; index < 20; index += 1) assert.equal(passwordProblem(generatePassword()), null);
+    // For a user too: a short name turns up in random strings (one letter: in about half of them).
+    for (let index = 0; index < 50; index += 1) {
+      for (const username of ['a', 'ops']) assert.equal(passwordProblem(generatePassword(username), username), null, username);
+    }
   });
 });
 

@@ -37,9 +37,16 @@ export function passwordProblem(password: string, username?: string): string | n
   return null;
 }
 
-/** A random password that meets the policy (20 characters of base64url: 120 bits). */
-export function generatePassword(): string {
-  return randomBytes(15).toString('base64url');
+/**
+ * A random password that meets the policy (20 characters of base64url: 120 bits) — for `username`
+ * too: a short name turns up in a random string now and then (`ops` once in about 2,000), so such a
+ * draw is replaced.
+ */
+export function generatePassword(username?: string): string {
+  for (;;) {
+    const password = randomBytes(15).toString('base64url');
+    if (passwordProblem(password, username) === null) return password;
+  }
 }
 
 function derive(password: string, salt: Buffer, cost: { log2N: number; r: number; p: number }): Promise<Buffer> {

@@ -25,7 +25,7 @@ export async function createUser(store: ControlPlaneStore, user: NewUser, now: n
   const badRole = roles.find((role) => !ROLE.test(role));
   if (badRole !== undefined) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `a role is a short lower-case word such as "customer"; got ${JSON.stringify(badRole)}`);
   if (user.tenant !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(user.tenant)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `a tenant is 1–64 letters, digits and . _ -; got ${JSON.stringify(user.tenant)}`);
-  const password = user.password ?? generatePassword();
+  const password = user.password ?? generatePassword(user.username);
   const problem = passwordProblem(password, user.username);
   if (problem !== null) throw new ControlPlaneError('LOCKSTEP_CP_PASSWORD_POLICY', problem);
   const record: UserRecord = { username: user.username, passwordHash: await hashPassword(password), roles, tenant: user.tenant ?? null, createdAt: now, disabledAt: null };
