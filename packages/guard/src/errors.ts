@@ -23,7 +23,7 @@ export const errorCatalogue = {
   LOCKSTEP_ERR_BODY_TOO_LARGE: { status: 413, summary: 'The request body exceeds the limit.' },
   LOCKSTEP_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, summary: 'The request body has a content type the route does not accept.' },
   LOCKSTEP_ERR_HEADERS_TOO_LARGE: { status: 431, summary: 'The request headers exceed the limit.' },
-  LOCKSTEP_ERR_PROBE_INVALID: { status: 400, summary: 'A scanner probe named, in Lockstep-Probe-As, something other than a workload of this trust domain.' },
+  LOCKSTEP_ERR_PROBE_INVALID: { status: 400, summary: 'A scanner probe named, in Lockstep-Probe-As or Lockstep-Probe-Requester, something other than a workload of this trust domain.' },
   LOCKSTEP_ERR_NO_POLICY: { status: 503, summary: 'The service cannot decide yet: no policy bundle has been applied.' },
   LOCKSTEP_ERR_INTERNAL: { status: 500, summary: 'The guard failed while deciding; the request was refused.' },
 } as const satisfies Record<string, { status: number; summary: string }>;

@@ -8,9 +8,11 @@
  * like anyone else, but an admitted probe never reaches the handler: the adapter answers it with
  * `probeAnswer` after the input step, so a scan changes nothing (public routes answer as usual: they
  * check no identity). A probe may name, in
- * `Lockstep-Probe-As`, a workload of this trust domain to be authorized as (the scanner checks that
- * the policy and the owner rule refuse the wrong user, role or method to a caller that is otherwise
- * permitted); transport and Txn-Token checks still apply to the scanner's own certificate and token.
+ * `Lockstep-Probe-As`, a workload of this trust domain to be authorized as, and in
+ * `Lockstep-Probe-Requester` the workload the policy should see as the transaction's requester (the
+ * scanner checks that the policy and the owner rule refuse the wrong user, role or method to a caller
+ * that is otherwise permitted); transport and Txn-Token checks still apply to the scanner's own
+ * certificate and token. Both headers are ignored from anyone but a scanner.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
@@ -59,6 +61,8 @@ export interface Admission {
   readonly probe: boolean;
   /** The workload a probe asked to be authorized as, or null. */
   readonly probeAs: string | null;
+  /** The requester a probe asked the policy to see instead of its token's `req_wl`, or null. */
+  readonly probeRequester: string | null;
 }
 
 export interface Pipeline {
@@ -129,6 +133,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       latencyMs: 0,
       probe: false,
       probeAs: null,
+      probeRequester: null,
     };
   }
 
@@ -157,7 +162,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       dryRun: admission.dryRun,
       latencyMs: Math.round(admission.latencyMs * 1000) / 1000,
       traceId: traceIdOf(admission.traceparent ?? undefined),
-      ...(admission.probe ? { probeAs: admission.probeAs } : {}),
+      ...(admission.probe ? { probeAs: admission.probeAs, probeRequester: admission.probeRequester } : {}),
     });
   }
 
@@ -191,7 +196,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   function decideFor(admission: Draft & { peer: PeerIdentity }, principal: PeerIdentity, route: RouteSecurity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, owner: string | undefined): Admission {
     let wouldBe = tokenError;
     try {
-      const decision = authorize.decide(principal, admission.txn, route.action, owner);
+      const decision = authorize.decide(principal, admission.txn, route.action, owner, admission.probeRequester ?? undefined);
       admission.policyIds = decision.policyIds;
       admission.policyVersion = decision.policyVersion;
     } catch (error) {
@@ -229,12 +234,15 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       let principal = peer;
       if (peer.scanner) {
         identified.probe = true;
-        const probeAs = probeTarget(request.headers['lockstep-probe-as']);
+        const probeAs = probeTarget('Lockstep-Probe-As', request.headers['lockstep-probe-as']);
         if (probeAs instanceof GuardError) return refuse(identified, probeAs, startedAt);
+        const probeRequester = probeTarget('Lockstep-Probe-Requester', request.headers['lockstep-probe-requester']);
+        if (probeRequester instanceof GuardError) return refuse(identified, probeRequester, startedAt);
         if (probeAs !== null) {
           identified.probeAs = probeAs.id;
           principal = Object.freeze({ spiffeId: probeAs.id, service: probeAs.service ?? '', notAfterMs: peer.notAfterMs, scanner: false });
         }
+        identified.probeRequester = probeRequester?.id ?? null;
       }
       const dryRun = route !== null && (options.dryRun || route.dryRun);
       let verified: VerifiedTxnToken | Promise<VerifiedTxnToken>;
@@ -276,12 +284,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
   };
 
-  /** `Lockstep-Probe-As`: absent, or exactly one workload SPIFFE ID of this trust domain. */
-  function probeTarget(header: string | string[] | undefined): SpiffeId | GuardError | null {
+  /** A probe header: absent, or exactly one workload SPIFFE ID of this trust domain. */
+  function probeTarget(name: string, header: string | string[] | undefined): SpiffeId | GuardError | null {
     if (header === undefined) return null;
     const parsed = typeof header === 'string' ? parseSpiffeId(header) : null;
     if (parsed === null || parsed.trustDomain !== options.trustDomain || parsed.service === null) {
-      return new GuardError('LOCKSTEP_ERR_PROBE_INVALID', `Lockstep-Probe-As must be one spiffe://${options.trustDomain}/svc/<name>; got ${JSON.stringify(String(header).slice(0, 200))}`);
+      return new GuardError('LOCKSTEP_ERR_PROBE_INVALID', `${name} must be one spiffe://${options.trustDomain}/svc/<name>; got ${JSON.stringify(String(header).slice(0, 200))}`);
     }
     return parsed;
   }

@@ -6,8 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { policySetFromSources, signBundle } from '@lockstep/policy';
 import type { Guard } from '../src/index.ts';
-import { adapters, guardFor, recordDecisions, startOrders, TRUST_DOMAIN, world, type World } from './fixture.ts';
+import { adapters, guardFor, POLICY_DIR, recordDecisions, startOrders, TRUST_DOMAIN, world, type World } from './fixture.ts';
 
 const SCANNER = `spiffe://${TRUST_DOMAIN}/scanner/ci`;
 const GATEWAY = `spiffe://${TRUST_DOMAIN}/svc/gateway`;
@@ -26,8 +28,39 @@ after(async () => {
 
 const ORDER = JSON.stringify({ item: 'tea', quantity: 1 });
 
+// Orders are created only for transactions that began at a (hypothetical) frontend: a requester rule.
+const REQUESTER_POLICY = `@id("gateway-creates-for-frontend-transactions")
+permit (principal == Lockstep::Workload::"${GATEWAY}", action == Lockstep::Action::"orders:create", resource == Lockstep::Service::"orders")
+when { context.requester == "spiffe://${TRUST_DOMAIN}/svc/frontend" };`;
+
 for (const adapter of adapters) {
   describe(`scanner probes (${adapter})`, () => {
+    it('lets a scanner name the requester the policy sees (Lockstep-Probe-Requester); from a workload the header is ignored', async () => {
+      const set = policySetFromSources({ schema: readFileSync(new URL('shop.cedarschema', `file://${POLICY_DIR}/`), 'utf8'), policies: { 'orders.cedar': REQUESTER_POLICY } });
+      const requesterGuard = await guardFor(w, { policy: { keys: w.policyKey.jwks, bundle: await signBundle(set, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'orders' }) } });
+      const service = await startOrders(adapter, requesterGuard);
+      const decisions = recordDecisions();
+      try {
+        const token = await w.customerToken();
+        const headers = { 'txn-token': token, 'content-type': 'application/json', 'lockstep-probe-as': GATEWAY };
+        const asTokenSays = await w.client(scannerSvid).request(`${service.url}/orders`, { method: 'POST', headers, body: ORDER });
+        assert.equal(asTokenSays.status, 403, 'the token names the gateway as requester');
+        const frontend = `spiffe://${TRUST_DOMAIN}/svc/frontend`;
+        const asFrontend = await w.client(scannerSvid).request(`${service.url}/orders`, { method: 'POST', headers: { ...headers, 'lockstep-probe-requester': frontend }, body: ORDER });
+        assert.equal(asFrontend.status, 200);
+        assert.equal(asFrontend.headers['lockstep-probe'], 'admitted');
+        assert.equal(decisions.byRequestId(String(asFrontend.json<{ requestId: string }>().requestId))?.probeRequester, frontend);
+        const byWorkload = await w.client(w.svids.gateway).request(`${service.url}/orders`, { method: 'POST', headers: { 'txn-token': token, 'content-type': 'application/json', 'lockstep-probe-requester': frontend }, body: ORDER });
+        assert.equal(byWorkload.status, 403, 'a workload cannot choose its requester');
+        const invalid = await w.client(scannerSvid).request(`${service.url}/orders`, { method: 'POST', headers: { ...headers, 'lockstep-probe-requester': 'spiffe://other.test/svc/frontend' }, body: ORDER });
+        assert.equal(invalid.headers['lockstep-error'], 'LOCKSTEP_ERR_PROBE_INVALID');
+      } finally {
+        decisions.stop();
+        await service.close();
+        await requesterGuard.close();
+      }
+    });
+
     it('decides a scanner as itself (permitted nowhere) and, asked to, as a workload — without running the handler', async () => {
       const service = await startOrders(adapter, guard);
       const decisions = recordDecisions();

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ScanUser } from '@lockstep/control-plane';
-import { catalogue, type Attack, type EndpointTarget, type RouteTarget, type ScanContext, type ScanRoute, type ServiceTarget, type Target } from './catalogue/index.ts';
+import { catalogue, type Attack, type Control, type EndpointTarget, type RouteTarget, type ScanContext, type ScanRoute, type ServiceTarget, type Target } from './catalogue/index.ts';
 import type { Plan } from './catalogue/attack.ts';
 import { craftTokens, foreignCaCredential } from './craft.ts';
 import { obtainScanKit, registeredServices, ScanSetupError, type ControlPlaneAccess } from './kit.ts';
@@ -163,22 +163,35 @@ async function targetsOf(service: ServiceTarget, manifest: ScanManifest, context
       if (route.public) continue;
       const object = route.owner ? objectPath(route) : null;
       const path = object ?? fill(route.template);
-      let control: string | null = null;
-      if (unreachable === null) {
-        for (const candidate of workloads) {
-          const probe = await send({ endpoint, method: route.method, path, headers: [['host', endpoint], ['txn-token', context.tokens.a], ['lockstep-probe-as', candidate]], via: context.scanner });
-          const step = stepOf(probe);
-          if (step === 'input' || (step === 'admitted' && probe.probeAdmitted)) {
-            control = candidate;
-            break;
-          }
-        }
-      }
+      const control = unreachable === null ? await findControl(endpoint, route.method, path, workloads, context, send) : null;
       const methodsOfPath = service.routes.filter((other) => other.template === route.template).map((other) => other.method);
       targets.push({ kind: 'route', service, route, endpoint, path, unreachable, control, objectPath: object, methodsOfPath } satisfies RouteTarget);
     }
   }
   return targets;
+}
+
+/** At most this many workloads are tried as a stand-in requester (the search is workloads × requesters). */
+const REQUESTER_CANDIDATES = 20;
+
+/**
+ * A request the policy permits on this route for test user a: decided as each registered workload in
+ * turn; then, for a policy that also names the transaction's requester, with each workload as that
+ * requester. Passing authorization (admitted, or refused only by the input step) is what counts.
+ */
+async function findControl(endpoint: string, method: string, path: string, workloads: readonly string[], context: ScanContext, send: Send): Promise<Control | null> {
+  const permits = async (control: Control) => {
+    const headers: [string, string][] = [['host', endpoint], ['txn-token', context.tokens.a], ['lockstep-probe-as', control.principal]];
+    if (control.requester !== null) headers.push(['lockstep-probe-requester', control.requester]);
+    const answer = await send({ endpoint, method, path, headers, via: context.scanner });
+    const step = stepOf(answer);
+    return step === 'input' || (step === 'admitted' && answer.probeAdmitted);
+  };
+  for (const principal of workloads) if (await permits({ principal, requester: null })) return { principal, requester: null };
+  for (const requester of workloads.slice(0, REQUESTER_CANDIDATES)) {
+    for (const principal of workloads) if (await permits({ principal, requester })) return { principal, requester };
+  }
+  return null;
 }
 
 async function runPlan(service: string, attack: Attack, plan: Plan, send: Send): Promise<AttackResult> {

@@ -35,6 +35,8 @@ export interface DecisionEvent {
    * handler): the workload it asked to be decided as, or null when it was decided as itself.
    */
   readonly probeAs?: string | null;
+  /** Only on a scanner's probe: the requester it asked the policy to see, or null. */
+  readonly probeRequester?: string | null;
 }
 
 const channel = diagnostics.channel(DECISION_CHANNEL);
@@ -130,7 +132,7 @@ function headOf(event: DecisionEvent): string {
 }
 
 function tailOf(event: DecisionEvent): string {
-  const probe = event.probeAs === undefined ? '' : `,"probeAs":${jsonStringOrNull(event.probeAs)}`;
+  const probe = event.probeAs === undefined ? '' : `,"probeAs":${jsonStringOrNull(event.probeAs)},"probeRequester":${jsonStringOrNull(event.probeRequester ?? null)}`;
   return `,"latencyMs":${Number.isFinite(event.latencyMs) ? event.latencyMs : 0},"traceId":${jsonStringOrNull(event.traceId)}${probe}}`;
 }
 

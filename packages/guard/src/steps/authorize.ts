@@ -19,8 +19,12 @@ export interface AuthorizationResult {
 }
 
 export interface AuthorizeStep {
-  /** `owner`: for object-level routes, the owner of the addressed object (the token memo is skipped; the engine's cache keys include it). */
-  decide(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string): AuthorizationResult;
+  /**
+   * `owner`: for object-level routes, the owner of the addressed object. `requester`: a scanner
+   * probe's stand-in for the token's `req_wl`. With either, the token memo is skipped (the engine's
+   * cache keys include them).
+   */
+  decide(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string, requester?: string): AuthorizationResult;
 }
 
 interface Remembered {
@@ -35,12 +39,12 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
   const { engine, service } = options;
   const byToken = new WeakMap<VerifiedTxnToken, Map<string, Remembered>>();
 
-  function ask(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string): EngineResult {
+  function ask(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string, requester?: string): EngineResult {
     const context: RequestContext = {
       sub: txn?.claims.sub ?? '',
       roles: txn?.roles ?? [],
       scope: txn?.scope ?? [],
-      requester: txn?.claims.req_wl ?? '',
+      requester: requester ?? txn?.claims.req_wl ?? '',
       callerService: peer.service,
       ...(txn?.tenant !== undefined ? { tenant: txn.tenant } : {}),
       ...(owner !== undefined ? { owner } : {}),
@@ -72,10 +76,10 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
   }
 
   return {
-    decide(peer, txn, action, owner) {
+    decide(peer, txn, action, owner, requester) {
       const version = engine.version;
       if (version === null) throw new GuardError('LOCKSTEP_ERR_NO_POLICY');
-      const answer = txn === null || owner !== undefined ? ask(peer, txn, action, owner) : remembered(peer, txn, action, version);
+      const answer = txn === null || owner !== undefined || requester !== undefined ? ask(peer, txn, action, owner, requester) : remembered(peer, txn, action, version);
       if (answer.decision !== 'allow') {
         const why = answer.errors.length > 0 ? `; policy errors: ${answer.errors.join('; ')}` : '';
         const forbidden = answer.policyIds.length > 0 ? ` (forbidden by ${answer.policyIds.join(', ')})` : '';

@@ -35,6 +35,15 @@ export interface EndpointTarget {
   readonly unreachable: string | null;
 }
 
+/**
+ * The route's allowed request: decided as `principal` (Lockstep-Probe-As), with `requester` standing
+ * in for the token's requester where the policy asks for one (Lockstep-Probe-Requester).
+ */
+export interface Control {
+  readonly principal: string;
+  readonly requester: string | null;
+}
+
 export interface RouteTarget {
   readonly kind: 'route';
   readonly service: ServiceTarget;
@@ -42,8 +51,8 @@ export interface RouteTarget {
   readonly endpoint: string;
   readonly path: string;
   readonly unreachable: string | null;
-  /** A workload the policy permits on this route for user a (found by probing), or null. */
-  readonly control: string | null;
+  /** A workload the policy permits on this route for test user a (found by probing), or null. */
+  readonly control: Control | null;
   /** For an owner route: the path of user a's object (from the manifest), or null. */
   readonly objectPath: string | null;
   /** Every method declared for this path (function-level checks use the others). */
@@ -112,7 +121,7 @@ export const OWASP = {
 export function attempt(target: Target, context: ScanContext, options: {
   via?: Attempt['via'];
   token?: string | readonly string[] | null;
-  probeAs?: string | null;
+  probeAs?: Control | null;
   method?: string;
   path?: string;
   headers?: readonly (readonly [string, string])[];
@@ -122,7 +131,8 @@ export function attempt(target: Target, context: ScanContext, options: {
   const token = options.token === undefined ? context.tokens.a : options.token;
   const tokens = token === null ? [] : typeof token === 'string' ? [token] : token;
   const headers: (readonly [string, string])[] = [['host', target.endpoint], ...tokens.map((value) => ['txn-token', value] as [string, string])];
-  if (options.probeAs) headers.push(['lockstep-probe-as', options.probeAs]);
+  if (options.probeAs) headers.push(['lockstep-probe-as', options.probeAs.principal]);
+  if (options.probeAs?.requester) headers.push(['lockstep-probe-requester', options.probeAs.requester]);
   if (options.body !== undefined) headers.push(['content-type', options.contentType ?? 'application/json']);
   headers.push(...(options.headers ?? []));
   return {
@@ -136,7 +146,7 @@ export function attempt(target: Target, context: ScanContext, options: {
 }
 
 /** Why an attack that varies an allowed request was skipped on a route without a control. */
-export const NO_CONTROL = 'no workload is permitted on this route for test user a, so there is no allowed request to vary: give the manifest\'s users the roles the policy asks for (a policy that also requires a requester cannot be met: the scanner\'s tokens name the scanner)';
+export const NO_CONTROL = 'no workload is permitted on this route for test user a (with any registered workload as requester), so there is no allowed request to vary: give the manifest\'s users the roles the policy asks for';
 
 /** What a result names as attacked; a service at several addresses gets each route once per address. */
 export function routeLabel(target: Target, method?: string): string {

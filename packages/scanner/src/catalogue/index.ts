@@ -6,4 +6,4 @@ import { transportAttacks } from './transport/index.ts';
 import { txnTokenAttacks } from './txn-token/index.ts';
 
 export const catalogue: readonly Attack[] = Object.freeze([...transportAttacks, ...txnTokenAttacks, ...authorizationAttacks, ...inputAttacks]);
-export type { Attack, ScanContext, ServiceTarget, ScanRoute, Target, RouteTarget, EndpointTarget, CraftedToken } from './attack.ts';
+export type { Attack, Control, ScanContext, ServiceTarget, ScanRoute, Target, RouteTarget, EndpointTarget, CraftedToken } from './attack.ts';

@@ -4,7 +4,7 @@
  * user a (the route's "control", found by probing), the scanner asks to be decided as that workload
  * (`Lockstep-Probe-As`) and changes one thing: the user (object level), the user's roles, or the method.
  */
-import { NO_CONTROL, routeLabel, type Plan, type RouteTarget, type Target } from '../attack.ts';
+import { NO_CONTROL, routeLabel, type Control, type Plan, type RouteTarget, type Target } from '../attack.ts';
 
 export const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 
@@ -12,7 +12,7 @@ export function enforcedRoute(target: Target): target is RouteTarget {
   return target.kind === 'route' && !target.route.public;
 }
 
-export function withControl(target: RouteTarget, build: (control: string) => Omit<Plan, 'target'>, options: { object?: boolean } = {}): Plan[] {
+export function withControl(target: RouteTarget, build: (control: Control) => Omit<Plan, 'target'>, options: { object?: boolean } = {}): Plan[] {
   const label = routeLabel(target);
   if (target.unreachable !== null) return [{ target: label, attempts: [], enforcedBy: 'authorization', inconclusive: target.unreachable }];
   if (options.object && target.objectPath === null) return [{ target: label, attempts: [], enforcedBy: 'authorization', skipped: 'no object of test user a named for this route in the scan manifest (objects:)' }];

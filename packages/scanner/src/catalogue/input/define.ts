@@ -2,12 +2,12 @@
  * Input attacks, on every enforced route with a body method: as the workload the policy permits on
  * the route (so that the request gets past authorization), with bodies the input step must refuse.
  */
-import { NO_CONTROL, routeLabel, type Plan, type RouteTarget, type ScanContext, type Target } from '../attack.ts';
+import { NO_CONTROL, routeLabel, type Control, type Plan, type RouteTarget, type ScanContext, type Target } from '../attack.ts';
 import type { Answer } from '../../send.ts';
 
 export const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
-export function asControl(target: Target, context: ScanContext, build: (target: RouteTarget, control: string) => Omit<Plan, 'target'>, bodyOnly = true): Plan[] {
+export function asControl(target: Target, context: ScanContext, build: (target: RouteTarget, control: Control) => Omit<Plan, 'target'>, bodyOnly = true): Plan[] {
   if (target.kind !== 'route' || target.route.public || (bodyOnly && !BODY_METHODS.has(target.route.method))) return [];
   const label = routeLabel(target);
   if (target.unreachable !== null) return [{ target: label, attempts: [], enforcedBy: 'input', inconclusive: target.unreachable }];
