@@ -7,10 +7,8 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { request } from 'undici';
 import { parse as parseYaml } from 'yaml';
-import { controlPlaneAgent } from '@lockstep/control-plane';
-import { ManifestError, parseManifest, scan, ScanSetupError, type ScanReport } from '@lockstep/scanner';
+import { ManifestError, parseManifest, scan, sendScanReport, ScanSetupError, type ScanReport } from '@lockstep/scanner';
 import { renderHtml, renderJson, renderJunit, renderSarif, renderTerminal } from '@lockstep/scanner/report';
 import { adminAccess, localState, UsageError } from './state.ts';
 
@@ -42,7 +40,7 @@ export async function scanCommand(argv: readonly string[], out: Out, err: Out): 
   }
   const access = adminAccess(localState());
   const tty = process.stderr.isTTY === true;
-  const progress = tty ? progressBar(err) : null;
+  const progress = tty ? progressBar() : null;
   let report: ScanReport;
   try {
     report = await scan({
@@ -75,7 +73,7 @@ export async function scanCommand(argv: readonly string[], out: Out, err: Out): 
   }
   if (values['no-monitor'] !== true) {
     try {
-      await sendToMonitor(access, report);
+      await sendScanReport(access, report);
       out(`sent to the monitor: the dashboard's Scans page shows run ${report.runId}`);
     } catch (error) {
       err(`lockstep scan: could not send the results to the monitor (${(error as Error).message}); the reports above are complete`);
@@ -84,19 +82,8 @@ export async function scanCommand(argv: readonly string[], out: Out, err: Out): 
   return report.exitCode;
 }
 
-async function sendToMonitor(access: ReturnType<typeof adminAccess>, report: ScanReport): Promise<void> {
-  const agent = controlPlaneAgent(access.trustDomain, access.admin);
-  try {
-    const response = await request(new URL('/v1/scans', access.url), { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(report), headersTimeout: 15_000, bodyTimeout: 15_000 });
-    const answer = await response.body.text();
-    if (response.statusCode >= 300) throw new Error(`HTTP ${response.statusCode}: ${answer.slice(0, 200)}`);
-  } finally {
-    await agent.close();
-  }
-}
-
 /** One line, rewritten in place on a terminal. */
-function progressBar(err: Out): (done: number, total: number) => void {
+function progressBar(): (done: number, total: number) => void {
   let last = -1;
   return (done, total) => {
     const percent = Math.floor((done / Math.max(total, 1)) * 100);
@@ -105,6 +92,5 @@ function progressBar(err: Out): (done: number, total: number) => void {
     const width = 30;
     const filled = Math.round((width * done) / Math.max(total, 1));
     process.stderr.write(`\r  scanning [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`);
-    void err;
   };
 }

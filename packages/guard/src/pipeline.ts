@@ -27,8 +27,8 @@ import type { TxnTokenStep, VerifiedTxnToken } from './steps/txn-token.ts';
 import { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
 import { traceIdOf } from './trace-context.ts';
 
-/** What an admitted probe gets instead of the handler's answer (200, and header `lockstep-probe: admitted`). */
-export const PROBE_HEADER = 'lockstep-probe';
+/** What an admitted probe gets instead of the handler's answer: 200, these headers, `probeAnswer`. */
+export const PROBE_ANSWER_HEADERS = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'lockstep-probe': 'admitted' });
 export function probeAnswer(requestId: string): string {
   return `{"probe":"admitted","requestId":${JSON.stringify(requestId)}}`;
 }
@@ -162,7 +162,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       dryRun: admission.dryRun,
       latencyMs: Math.round(admission.latencyMs * 1000) / 1000,
       traceId: traceIdOf(admission.traceparent ?? undefined),
-      ...(admission.probe ? { probeAs: admission.probeAs, probeRequester: admission.probeRequester } : {}),
+      // A fixed shape, without a spread: this literal is built for every decision.
+      probeAs: admission.probe ? admission.probeAs : undefined,
+      probeRequester: admission.probe ? admission.probeRequester : undefined,
     });
   }
 

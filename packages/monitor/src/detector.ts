@@ -39,7 +39,6 @@ export interface Detector {
 }
 
 const serviceOf = (spiffeId: unknown) => (typeof spiffeId === 'string' ? parseSpiffeId(spiffeId)?.service ?? null : null);
-const isScannerCaller = (spiffeId: unknown) => typeof spiffeId === 'string' && parseSpiffeId(spiffeId)?.path.startsWith('/scanner/') === true;
 const REVOKED = new Set(['LOCKSTEP_ERR_TXN_TOKEN_REVOKED', 'LOCKSTEP_ERR_PEER_REVOKED']);
 const UNTRUSTED = new Set(['LOCKSTEP_ERR_PEER_CERT_MISSING', 'LOCKSTEP_ERR_PEER_UNTRUSTED', 'LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN', 'LOCKSTEP_ERR_PEER_ID_INVALID']);
 const TXN_MEMORY = 10_000;
@@ -89,10 +88,11 @@ export function createDetector(options: DetectorOptions): Detector {
       raise('audit-gap', batch.source, `${missing} decision event${missing === 1 ? '' : 's'} of ${batch.service} never arrived`, { source: batch.source, gaps: batch.result.gaps });
     }
     for (const event of batch.events) {
-      // A scanner's probes (an authenticated `…/scanner/…` caller) are attacks on purpose: the Scans
-      // page reports them. Its unauthenticated attempts (no or an untrusted certificate) cannot be
-      // told from anyone else's and are counted like them.
-      if (isScannerCaller(event.caller)) continue;
+      // A scanner's probes are attacks on purpose: the Scans page reports them. The guard marks them
+      // (`probeAs`, present only when its transport step verified a …/scanner/… caller). The scanner's
+      // unauthenticated attempts (no or an untrusted certificate) cannot be told from anyone else's
+      // and are counted like them.
+      if ('probeAs' in event) continue;
       const callerService = serviceOf(event.caller);
       const reason = String(event.reason);
       const denied = event.decision === 'deny';

@@ -18,7 +18,7 @@ import { Agent, request } from 'undici';
 import { x509 } from '../../control-plane/src/lib/x509.ts';
 import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
-import { createTestBrowser, createTestCa, createTxnTokenMinter, testPostgres, type TxnTokenMinter } from '@lockstep/testkit';
+import { createTestBrowser, createTestCa, createTxnTokenMinter, issueCertificate, testPostgres, type TxnTokenMinter } from '@lockstep/testkit';
 import {
   createJoinToken, createPolicyService, createUser, issueSvidFromCsr, joinAsWorkload, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore,
   openPostgresStore, openWorkloadCa, startControlPlane, startRegistryHeartbeat, subscribeLogins,
@@ -184,6 +184,23 @@ for (const backend of BACKENDS) {
         const token = await customerToken();
         for (let index = 0; index < 20; index += 1) assert.equal(await call(creds.reports ?? null, `${origins.orders}/orders/read`, token), 403);
         assert.match((await alert('denial-burst', `spiffe://${TD}/svc/reports`)).summary, /20 requests from spiffe:\/\/shop\.test\/svc\/reports refused/);
+      });
+
+      it('a scanner\'s probes raise no alert: 25 refusals from spiffe://<td>/scanner/ci, no denial burst', async () => {
+        const scanner = await issueCertificate({ cert: ca.signer.cert, privateKey: ca.signer.privateKey, chainBelowRoot: [ca.intermediatePem] }, { uris: [`spiffe://${TD}/scanner/ci`] });
+        const token = await customerToken();
+        for (let index = 0; index < 25; index += 1) assert.equal(await call(scanner, `${origins.orders}/orders/read`, token), 403);
+        // Wait until the collector has every one of them (the guards ship in batches), then sweep.
+        const started = Date.now();
+        for (let collected = 0; collected < 25; await new Promise((resolve) => setTimeout(resolve, 100))) {
+          collected = 0;
+          for (const head of await store.auditHeads()) {
+            collected += (await store.auditEvents(head.source, 0, 100_000)).filter((stored) => stored.event.includes(`"caller":"spiffe://${TD}/scanner/ci"`)).length;
+          }
+          assert.ok(Date.now() - started < 15_000, `the scanner's decisions reached the collector: ${collected} of 25`);
+        }
+        await detector.sweep();
+        assert.equal((await store.alerts(500)).some((entry) => entry.subject.includes('/scanner/')), false);
       });
 
       it('use after revocation: a revoked user\'s token used at a service', async () => {

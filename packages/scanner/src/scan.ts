@@ -48,7 +48,7 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
   const { kit, keyPem, txnJwks } = await obtainScanKit(options.controlPlane, name, [manifest.users.a, manifest.users.b, noRole]);
   const [tokenA, tokenB, tokenNoRole] = kit.tokens.users as [string, string, string];
   const { services, workloads } = await discover(options.controlPlane, manifest, kit.trustDomain, warn);
-  if (services.length === 0) throw new ScanSetupError('nothing to scan: the registry lists no live service with an address, and the manifest names none');
+  if (services.length === 0) throw new ScanSetupError('nothing to scan: the registry lists no live service with an address, and the manifest names none — start the services (their guards register themselves), or name unregistered ones under services: in --manifest');
 
   const scope = new Map(services.flatMap((service) => service.endpoints.map((endpoint) => [endpoint, service.spiffeId] as const)));
   const sender = createSender({ scope, trustBundle: kit.trustBundle, trustDomain: kit.trustDomain, concurrency });
@@ -118,7 +118,7 @@ async function discover(access: ControlPlaneAccess, manifest: ScanManifest, trus
       warn(`${entry.service}: not scanned — its guard has not reported for over a minute (stopped?)`);
       continue;
     }
-    const endpoints = (entry.endpoints ?? []).filter((endpoint) => !endpoint.startsWith('*:'));
+    const { endpoints } = entry;
     if (endpoints.length === 0) {
       // A guard used only for outbound calls (an edge gateway) serves nothing to attack; a guard that
       // declares routes but reports no address is older than the scanner.

@@ -8,7 +8,7 @@
  *   intranet   perimeter-only: plain HTTP trusting an x-user header, not registered (manifest)
  *   frontend   a registered caller without routes (the workload the policies permit)
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,14 +44,12 @@ export interface WeakSystem {
   readonly access: ControlPlaneAccess;
   /** `host:port` of the perimeter-only service (for the manifest). */
   readonly intranet: string;
-  /** The intranet's handler ran this many times (the perimeter service has no guard to stop it). */
   close(): Promise<void>;
 }
 
 export async function startWeakSystem(): Promise<WeakSystem> {
   const scratch = mkdtempSync(join(tmpdir(), 'lockstep-weak-'));
   const policyDir = join(scratch, 'policies');
-  const { mkdirSync } = await import('node:fs');
   mkdirSync(policyDir);
   for (const [file, text] of Object.entries(POLICIES)) writeFileSync(join(policyDir, file), text);
   const keyDir = join(scratch, 'keys');

@@ -18,7 +18,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from
 import { admissionStorage } from '../context.ts';
 import { ERROR_HEADER, GuardError, errorBody } from '../errors.ts';
 import type { Guard } from '../guard.ts';
-import { PROBE_HEADER, probeAnswer, type Admission } from '../pipeline.ts';
+import { PROBE_ANSWER_HEADERS, probeAnswer, type Admission } from '../pipeline.ts';
 import { routeSecurity, type RouteConfig, type RouteSecurity } from '../routes.ts';
 import { guardErrorFromFastify } from '../steps/validate.ts';
 
@@ -95,7 +95,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
       const admission = request[kAdmission];
       if (admission === undefined || admission === null) throw new GuardError('LOCKSTEP_ERR_INTERNAL', 'request reached a handler without an admission');
       // A scanner's request was decided and validated like any other; it never runs the handler.
-      if (admission.probe) return reply.code(200).header(PROBE_HEADER, 'admitted').header('content-type', 'application/json; charset=utf-8').send(probeAnswer(admission.requestId));
+      if (admission.probe) return reply.code(200).headers(PROBE_ANSWER_HEADERS).send(probeAnswer(admission.requestId));
       return admissionStorage.run(admission, () => handler.call(this, request, reply));
     };
   });

@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { admissionStorage } from '../context.ts';
 import { ERROR_HEADER, GuardError, errorBody } from '../errors.ts';
 import type { Guard } from '../guard.ts';
-import { PROBE_HEADER, probeAnswer, type Admission } from '../pipeline.ts';
+import { PROBE_ANSWER_HEADERS, probeAnswer, type Admission } from '../pipeline.ts';
 import type { TableRoute } from '../route-table.ts';
 import { checkBody, readJsonBody } from '../steps/validate.ts';
 
@@ -44,7 +44,7 @@ export async function guardInbound(guard: Guard, request: IncomingMessage, respo
   if (admission.probe) {
     // A scanner's request was decided and validated like any other; it never runs the handler.
     const answer = probeAnswer(admission.requestId);
-    response.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(answer), [PROBE_HEADER]: 'admitted' });
+    response.writeHead(200, { ...PROBE_ANSWER_HEADERS, 'content-length': Buffer.byteLength(answer) });
     response.end(answer);
     return null;
   }

@@ -34,9 +34,9 @@ export interface DecisionEvent {
    * Only on a scanner's probe (the caller is a `…/scanner/…` identity, whose requests never reach a
    * handler): the workload it asked to be decided as, or null when it was decided as itself.
    */
-  readonly probeAs?: string | null;
+  readonly probeAs?: string | null | undefined;
   /** Only on a scanner's probe: the requester it asked the policy to see, or null. */
-  readonly probeRequester?: string | null;
+  readonly probeRequester?: string | null | undefined;
 }
 
 const channel = diagnostics.channel(DECISION_CHANNEL);
