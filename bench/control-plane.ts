@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     const tts: TxnTokenService = createTxnTokenService({ trustDomain: TD, keys: singleKey(signingKey), subjects });
     tts.usePolicy(policy.set ?? (() => { throw new Error('policy did not load'); })());
     const gateway = `spiffe://${TD}/svc/gateway`;
-    const exchange = (token: string) => tts.exchange({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, subject_token: token, subject_token_type: TOKEN_TYPE.accessToken }, { requester: gateway });
+    const exchange = (token: string) => tts.exchange({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, scope: 'orders:read', subject_token: token, subject_token_type: TOKEN_TYPE.accessToken }, { requester: gateway });
 
     progress(`in process: ${TOKENS} Txn-Token exchanges, ${SVIDS} SVIDs, and their baselines`);
     const warm = await accessTokens(idp.privateKey, 300);
@@ -106,7 +106,7 @@ async function main(): Promise<void> {
     try {
       const join_ = async (service: string) => joinControlPlane({ url: server.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'bench' })).token, service });
       const [gw, orders] = [await join_('gateway'), await join_('orders')];
-      const form = (token: string) => new URLSearchParams({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, subject_token: token, subject_token_type: TOKEN_TYPE.accessToken }).toString();
+      const form = (token: string) => new URLSearchParams({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, scope: 'orders:read', subject_token: token, subject_token_type: TOKEN_TYPE.accessToken }).toString();
       const httpTokens = await accessTokens(idp.privateKey, TOKENS);
       const ttsHttp = await overHttps(scratch, {
         url: server.url, tls: { cert: gw.chainPem, key: gw.keyPem, ca: ca.bundlePem }, path: '/v1/token', contentType: 'application/x-www-form-urlencoded',

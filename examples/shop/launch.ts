@@ -17,6 +17,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { main as lockstep } from '@lockstep/cli';
+import { workloadId } from '@lockstep/guard';
 
 export const TRUST_DOMAIN = 'shop.test';
 export const SHOP_POLICIES = fileURLToPath(new URL('./policies/', import.meta.url));
@@ -100,7 +101,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
       resource: { indicator: 'https://shop.test/api', scopes: ['orders:read', 'orders:create'] },
       clients: [{
         client_id: 'gateway', client_name: 'Lockstep Shop', token_endpoint_auth_method: 'tls_client_auth',
-        tls_client_auth_san_uri: `spiffe://${TRUST_DOMAIN}/svc/gateway`, redirect_uris: [`${urls.gateway}/callback`],
+        tls_client_auth_san_uri: workloadId(TRUST_DOMAIN, 'gateway'), redirect_uris: [`${urls.gateway}/callback`],
       }],
     }, null, 2)}\n`, { mode: 0o600 });
 

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { controlPlaneAgent, joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadCredentials } from '@lockstep/control-plane';
+import { workloadId } from '@lockstep/guard';
 import { createTestBrowser, createTxnTokenMinter, type TestBrowser } from '@lockstep/testkit';
 import { TRUST_DOMAIN, type RunningShop } from '../launch.ts';
 
@@ -89,7 +90,7 @@ export async function capturedTxnToken(shop: RunningShop, gateway: WorkloadCrede
       };
       const tokens = await post('/oidc/token', { grant_type: 'authorization_code', client_id: 'gateway', code, redirect_uri: redirectUri, code_verifier: verifier, resource: 'https://shop.test/api' });
       const exchanged = await post('/v1/token', {
-        grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TRUST_DOMAIN,
+        grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TRUST_DOMAIN, scope: 'orders:read orders:create',
         subject_token: String(tokens.access_token), subject_token_type: TOKEN_TYPE.accessToken,
       });
       return String(exchanged.access_token);
@@ -104,5 +105,6 @@ export async function capturedTxnToken(shop: RunningShop, gateway: WorkloadCrede
 /** A Txn-Token with every claim an attacker wants, signed with the attacker's own key. */
 export async function forgedTxnToken(user: string): Promise<string> {
   const minter = await createTxnTokenMinter({ trustDomain: TRUST_DOMAIN });
-  return minter.mint({ sub: user, tctx: { roles: ['customer', 'admin'] }, req_wl: `spiffe://${TRUST_DOMAIN}/svc/gateway` });
+  const claims = { sub: user, tctx: { roles: ['customer', 'admin'] }, req_wl: workloadId(TRUST_DOMAIN, 'gateway') };
+  return minter.mint(claims);
 }

@@ -197,8 +197,11 @@ class Unavailable extends Error {
   }
 }
 
-/** A fresh access token (refreshed when it is about to expire), exchanged for a Txn-Token. */
-async function txnTokenFor(session: Session, clientIp: string): Promise<string> {
+/**
+ * A fresh access token (refreshed when it is about to expire), exchanged for a Txn-Token whose
+ * `scope` (REQUIRED, draft-ietf-oauth-transaction-tokens-10 §11.1) is the purpose of this call only.
+ */
+async function txnTokenFor(session: Session, clientIp: string, scope: string): Promise<string> {
   try {
     if (session.expiresAt - Date.now() < 30_000 && session.refreshToken !== undefined) {
       const refreshed = await oidc.refreshTokenGrant(oidcConfig, session.refreshToken, { resource: RESOURCE });
@@ -211,7 +214,7 @@ async function txnTokenFor(session: Session, clientIp: string): Promise<string> 
       dispatcher: controlPlane(),
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({
-        grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: trustDomain,
+        grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: trustDomain, scope,
         subject_token: session.accessToken, subject_token_type: TOKEN_TYPE.accessToken, request_context: JSON.stringify({ req_ip: clientIp }),
       }).toString(),
     });
@@ -253,7 +256,8 @@ async function forward(request: FastifyRequest, reply: FastifyReply, session: Se
     if (perimeterOnly) {
       response = await plainRequest(`${config.urls[service]}${path}`, { ...init, headers: { ...init.headers, 'x-user': session.sub } });
     } else {
-      const txnToken = await txnTokenFor(session, request.ip);
+      // As narrow as the call (§4.1): placing an order, or reading orders and the catalogue.
+      const txnToken = await txnTokenFor(session, request.ip, method === 'POST' ? 'orders:create' : 'orders:read');
       // From the TTS over mTLS: read, not verified again, for the audit event's transaction id.
       txn = String(decodeJwt(txnToken).txn);
       response = await guard.client.request(`${config.urls[service]}${path}`, { ...init, txnToken });

@@ -30,8 +30,9 @@ if (config.mode === 'lockstep') {
   const server = guard.createServer(lockstepHttp(guard, {
     'GET /health': { public: true },
     'POST /charges': { action: 'payments:charge', body: Charge },
-  }, (request, response, { body, admission }) => {
-    if (request.url === '/health') return json(response, 200, { ok: true });
+  }, (_request, response, { body, admission }) => {
+    // Dispatch on the route the guard matched, never on the raw URL (`/health?x=1` is /health).
+    if (admission.route?.template === '/health') return json(response, 200, { ok: true });
     return json(response, 201, charge(body as z.infer<typeof Charge>, admission.txn?.claims.sub ?? ''));
   }));
   server.listen(config.port, '127.0.0.1', () => ready(`https://127.0.0.1:${config.port}`));

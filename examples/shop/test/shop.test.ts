@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { createTestBrowser, type TestBrowser } from '@lockstep/testkit';
+import { createTestBrowser, rawTlsRequest, type TestBrowser } from '@lockstep/testkit';
 import type { DecisionEvent } from '@lockstep/guard';
 import { freePortBase, startShop, type RunningShop } from '../launch.ts';
 
@@ -80,9 +80,11 @@ describe('the shop, end to end', () => {
     // The same events reached the control plane's collector, in a trail that verifies.
     const verified = await eventually(async () => {
       const { code, out } = await shop.adminExit('audit', 'verify');
-      return code === 0 && out.filter((line) => line.startsWith('spiffe://')).length >= 4 ? out : undefined;
+      // The four services' sources; the control plane's own (admin events) is one more.
+      return code === 0 && out.filter((line) => line.startsWith('spiffe://shop.test/svc/')).length >= 4 ? out : undefined;
     }, 'the trail of all four services verifies');
-    assert.match(verified.at(-1) ?? '', /^audit trail verified: [4-9] sources/);
+    assert.match(verified.at(-1) ?? '', /^audit trail verified: [5-9] sources/);
+    assert.ok(verified.some((line) => /^spiffe:\/\/shop\.test\/lockstep\/control-plane: \d+ events/.test(line)), 'the admin events too');
   });
 
   it('lets the administrator see every shop service on the dashboard; a customer is refused', async () => {
@@ -174,6 +176,16 @@ describe('the shop, end to end', () => {
       assert.ok(scan.out.some((line) => line.includes(`run ${report.runId}`) && line.startsWith('sent to the monitor')), 'the run is on the dashboard\'s Scans page');
     } finally {
       rmSync(reports, { recursive: true, force: true });
+    }
+  });
+
+  it('answers each service\'s public health check also with a query string (payments once matched the raw URL)', async () => {
+    const caPem = readFileSync(join(dataDir, 'bundle.pem'), 'utf8');
+    for (const service of ['orders', 'inventory', 'payments'] as const) {
+      const { hostname: host, port } = new URL(shop.urls[service]);
+      const raw = 'GET /health?x=1 HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n';
+      const answer = await rawTlsRequest({ host, port: Number(port), caPem, raw });
+      assert.match(String(answer), /^HTTP\/1\.1 200 /, `${service}: ${String(typeof answer === 'string' ? answer : answer.error).slice(0, 200)}`);
     }
   });
 

@@ -14,8 +14,10 @@
  *   policy status | policy validate [dir] | policy test [dir] [--cases file]
  *   scan [--manifest file] [--json|--sarif|--junit|--html file] …   (scan-command.ts)
  *
- * State lives in LOCKSTEP_HOME (default ./.lockstep). The admin commands talk to the running control
- * plane over mTLS with the local administrator's SVID, which `control-plane` issues at every start.
+ * State lives in LOCKSTEP_HOME (default ./.lockstep). `control-plane` parses its arguments, starts
+ * `assembleControlPlane` (@lockstep/monitor: the one composition root, shared with the tests) and
+ * writes the state files. The admin commands talk to the running control plane over mTLS with the
+ * local administrator's SVID, which `control-plane` issues at every start.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -23,16 +25,16 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
+import { controlPlaneAgent } from '@lockstep/control-plane';
 import {
-  controlPlaneAgent, createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials, openCookieKeys, openKeyRing, openPostgresStore, openSigningKey,
-  openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins, type ControlPlaneServerOptions, type ControlPlaneStore, type PolicyService, type SubjectVerifier,
-} from '@lockstep/control-plane';
-import { createCollector, createDashboard, createDetector, createMonitorMetrics, createScanReceiver, createWebhook, startCheckpointer, verifyTrail } from '@lockstep/monitor';
+  assembleControlPlane, openAuditKeys, openControlPlaneKeys, openStoreAt, verifyTrail,
+  type ControlPlaneAssemblyOptions, type ExternalIssuer,
+} from '@lockstep/monitor';
 import type { JWK } from 'jose';
 import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
 import { parsePolicyCases } from './policy-cases.ts';
 import { scanCommand } from './scan-command.ts';
-import { adminAccess, localState, UsageError, writeRuntime, type LocalState } from './state.ts';
+import { adminAccess, localState, UsageError, writeControlPlaneState, type LocalState } from './state.ts';
 
 const USAGE = `usage:
   lockstep init [--trust-domain lockstep.test]      (dev CA and keys, without starting anything)
@@ -98,64 +100,24 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   const trustDomain = rememberTrustDomain(state, values['trust-domain']);
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new UsageError(`--port must be a port number, e.g. --port 8443; got ${JSON.stringify(values.port)}`);
-  const loud = (message: string) => err(`lockstep: WARNING ${message}`);
+  const idp = readIdpConfig(state, trustDomain, values['idp-config'], out);
+  const alertWebhook = alertWebhookFromEnvironment();
 
-  const ca = await openWorkloadCa({ trustDomain, keyDir: state.keyDir, onCreated: loud });
-  const store: ControlPlaneStore = values.postgres ? await openPostgresStore({ connectionString: values.postgres }) : openSqliteStore(state.database);
-  let policy: PolicyService | undefined;
-  if (existsSync(values['policy-dir'])) {
-    policy = await createPolicyService({ dir: values['policy-dir'], signingKey: await openSigningKey(state.keyDir, 'policy', loud) });
-    policy.onChange((change) => change.kind === 'applied' ? out(`policy ${change.version} applied (${change.policies} policies)`) : err(`lockstep: policy change REFUSED, keeping ${change.keptVersion ?? 'nothing'}: ${change.reason}`));
-    if (policy.version === null) err(`lockstep: WARNING the policy directory ${values['policy-dir']} holds no valid policy set yet: guards will answer 503 until it does`);
-    else out(`policy ${policy.version} in force (from ${values['policy-dir']}; changes are applied as they are saved)`);
-  } else {
-    loud(`no policy directory at ${values['policy-dir']}: guards get no policy (they answer 503) until you pass --policy-dir`);
-  }
-  // Txn-Tokens live 5 min at most: a retired key stays published 10 min.
-  const txnKeys = await openKeyRing(state.keyDir, 'txn-token', { retainMs: 10 * 60_000, onCreated: loud });
-  const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain });
-  const tts = createTxnTokenService({ trustDomain, keys: txnKeys, subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
-  const idp = await identityProvider(state, trustDomain, values['idp-config'], loud, out);
-  for (const external of idp.externalIssuers) trustExternalIssuer(subjects, external, out, loud);
-
-  // The monitor's collector on the same server; a signed checkpoint of every source each minute.
-  const auditKeys = await openAuditKeys(state, loud);
-  // Detections on what the collector stores and on every sign-in; alerts stored, and sent to a webhook when one is set.
-  const detector = createDetector({
-    store, auditKeys: () => auditKeys.publicJwks(),
-    ...(policy ? { expectedPolicyVersion: async (service: string) => (await policy?.bundleFor(service))?.version ?? null } : {}),
-    onError: (error) => err(`lockstep: detection failed: ${error.message}`),
+  const running = await assembleControlPlane({
+    trustDomain, keyDir: state.keyDir, store: storeLocation(state, values.postgres),
+    host: values.host, port, policyDir: values['policy-dir'], idp,
+    ...(alertWebhook === undefined ? {} : { alertWebhook }),
+    output: {
+      line: out, warning: (text) => err(`lockstep: WARNING ${text}`), error: (text) => err(`lockstep: ${text}`),
+    },
   });
-  const stopLogins = subscribeLogins((event) => detector.observeLogin(event));
-  const webhookUrl = process.env.LOCKSTEP_ALERT_WEBHOOK_URL;
-  if (webhookUrl !== undefined && webhookUrl !== '') {
-    const secret = process.env.LOCKSTEP_ALERT_WEBHOOK_SECRET ?? '';
-    if (secret.length < 32) throw new UsageError('LOCKSTEP_ALERT_WEBHOOK_SECRET must hold a secret of 32 characters or more: the webhook body is signed with it');
-    const webhook = createWebhook({ url: webhookUrl, secret, onFailure: (alert, error) => err(`lockstep: alert ${alert.id} (${alert.rule}) not delivered to the webhook: ${error.message}`) });
-    detector.onAlert((alert) => void webhook.deliver(alert));
-  }
-  detector.onAlert((alert) => err(`lockstep: ALERT ${alert.severity} ${alert.rule}: ${alert.summary}`));
-  const collector = createCollector({ store, trustDomain, onAppended: (batch) => detector.observeDecisions(batch) });
-  const metrics = createMonitorMetrics({ store, trustDomain, collector, detector });
-  // The dashboard: administrators (role admin) sign in through the identity provider.
-  const dashboard = createDashboard({
-    store, resource: idp.options.resource.indicator,
-    ...(policy ? { expectedPolicyVersion: async (service: string) => (await policy?.bundleFor(service))?.version ?? null } : {}),
-  });
-  const server = await startControlPlane({
-    ca, store, ...(policy ? { policy } : {}), tts, idp: idp.options, host: values.host, port,
-    extensions: [(app) => collector.register(app), (app) => createScanReceiver({ store, trustDomain }).register(app), (app) => metrics.register(app), dashboard],
-  });
-  const checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 60_000, onError: (error) => err(`lockstep: audit checkpoint failed: ${error.message}`) });
-  const admin = await issueAdminCredentials(ca, 'admin');
-  mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
-  writeFileSync(join(state.adminDir, 'admin.key.pem'), admin.keyPem, { mode: 0o600 });
-  writeFileSync(join(state.home, 'bundle.pem'), ca.bundlePem, { mode: 0o644 });
-  writeRuntime(state, { url: server.url, trustDomain, pid: process.pid });
-  out(`lockstep control plane for ${trustDomain} listening on ${server.url} (store: ${store.kind})`);
-  out(`trust bundle: ${join(state.home, 'bundle.pem')}; local administrator: ${admin.spiffeId} (until ${admin.expiresAt.toISOString()})`);
-  out(`identity provider: ${server.idp?.issuer ?? 'off'} (${idp.options.clients.length} client${idp.options.clients.length === 1 ? '' : 's'}); dashboard: ${server.url}/dashboard (role admin)`);
+  const { admin: administrator, url } = running;
+  writeControlPlaneState(state, { url, trustDomain, pid: process.pid }, administrator, running.bundlePem);
+  out(`lockstep control plane for ${trustDomain} listening on ${url} (store: ${running.store.kind})`);
+  out(`trust bundle: ${join(state.home, 'bundle.pem')}; `
+    + `local administrator: ${administrator.spiffeId} (until ${administrator.expiresAt.toISOString()})`);
+  const clients = `${idp.clients.length} client${idp.clients.length === 1 ? '' : 's'}`;
+  out(`identity provider: ${running.idp?.issuer ?? 'off'} (${clients}); dashboard: ${url}/dashboard (role admin)`);
 
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -163,38 +125,30 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
     process.once('SIGTERM', stop);
   });
   out('lockstep control plane: stopping');
-  checkpointer.stop();
-  detector.stop();
-  stopLogins();
-  await checkpointer.checkpoint().catch(() => 0);
-  await server.close();
-  policy?.close();
-  await store.close();
+  await running.close();
   return 0;
 }
 
-type IdpOptions = NonNullable<ControlPlaneServerOptions['idp']>;
-interface ExternalIssuer { readonly issuer: string; readonly audience: string }
+type IdpOptions = NonNullable<ControlPlaneAssemblyOptions['idp']>;
+type IdpConfig = Required<Pick<IdpOptions, 'clients' | 'resource'>> & Pick<IdpOptions, 'externalIssuers'>;
 
 /**
- * The identity provider's settings: keys (rotating ring, 0600), a cookie secret (0600), and the
- * clients and protected resource from a JSON file (`--idp-config`, default <home>/idp.json):
+ * The identity provider's clients and protected resource, from a JSON file (`--idp-config`, default
+ * <home>/idp.json); its keys and cookie secret live with the other keys:
  *
  *   { "resource": { "indicator": "https://shop.example/api", "scopes": ["orders:read"] },
  *     "clients": [{ "client_id": "gateway", "token_endpoint_auth_method": "tls_client_auth",
  *                   "tls_client_auth_san_uri": "spiffe://shop.example/svc/gateway",
  *                   "redirect_uris": ["https://shop.example/callback"] }] }
  */
-async function identityProvider(state: LocalState, trustDomain: string, configFile: string | undefined, loud: Out, out: Out): Promise<{ options: IdpOptions; externalIssuers: ExternalIssuer[] }> {
-  const keys = await openKeyRing(state.keyDir, 'idp', { retainMs: 24 * 3_600_000, onCreated: loud });
-  const cookieKeys = openCookieKeys(state.keyDir, loud);
+function readIdpConfig(state: LocalState, trustDomain: string, configFile: string | undefined, out: Out): IdpConfig {
   const file = configFile ?? join(state.home, 'idp.json');
   if (!existsSync(file)) {
     if (configFile !== undefined) throw new UsageError(`--idp-config ${configFile} does not exist`);
     out(`identity provider: no clients registered (write them to ${file}, or pass --idp-config)`);
-    return { options: { keys, cookieKeys, clients: [], resource: { indicator: `https://${trustDomain}/api`, scopes: [] } }, externalIssuers: [] };
+    return { clients: [], resource: { indicator: `https://${trustDomain}/api`, scopes: [] } };
   }
-  let config: { resource?: IdpOptions['resource']; clients?: IdpOptions['clients']; externalIssuers?: ExternalIssuer[] };
+  let config: { resource?: IdpConfig['resource']; clients?: IdpConfig['clients']; externalIssuers?: ExternalIssuer[] };
   try {
     config = JSON.parse(readFileSync(file, 'utf8')) as typeof config;
   } catch (error) {
@@ -205,25 +159,19 @@ async function identityProvider(state: LocalState, trustDomain: string, configFi
   if (!Array.isArray(externalIssuers) || externalIssuers.some((entry) => typeof entry?.issuer !== 'string' || typeof entry.audience !== 'string')) {
     throw new UsageError(`${file}: externalIssuers is a list of { "issuer": "https://…", "audience": "<the aud of its access tokens for us>" }`);
   }
-  return { options: { keys, cookieKeys, clients: config.clients, resource: config.resource }, externalIssuers };
+  return { clients: config.clients, resource: config.resource, externalIssuers };
 }
 
-/**
- * An external OpenID provider whose access tokens the TTS exchanges: found by discovery. If it
- * cannot be reached now, the control plane starts anyway (its tokens are refused meanwhile) and
- * tries again every 30 s.
- */
-function trustExternalIssuer(subjects: SubjectVerifier, external: ExternalIssuer, out: Out, loud: Out): void {
-  const attempt = () => {
-    discoverIssuer(external.issuer, external.audience).then((issuer) => {
-      subjects.addIssuer(issuer);
-      out(`external issuer ${external.issuer} trusted (keys from ${String(issuer.jwks)})`);
-    }, (error: Error) => {
-      loud(`${error.message}; its access tokens are refused until it answers (next try in 30 s)`);
-      setTimeout(attempt, 30_000).unref();
-    });
-  };
-  attempt();
+/** LOCKSTEP_ALERT_WEBHOOK_URL and _SECRET: alerts are also posted there, signed. */
+function alertWebhookFromEnvironment(): { url: string; secret: string } | undefined {
+  const url = process.env.LOCKSTEP_ALERT_WEBHOOK_URL;
+  if (url === undefined || url === '') return undefined;
+  const secret = process.env.LOCKSTEP_ALERT_WEBHOOK_SECRET ?? '';
+  if (secret.length < 32) {
+    throw new UsageError('LOCKSTEP_ALERT_WEBHOOK_SECRET must hold a secret of 32 characters or more: '
+      + 'the webhook body is signed with it');
+  }
+  return { url, secret };
 }
 
 /**
@@ -236,15 +184,16 @@ async function init(argv: readonly string[], out: Out, err: Out): Promise<number
   const trustDomain = rememberTrustDomain(state, values['trust-domain']);
   const created: string[] = [];
   const loud = (message: string) => { created.push(message); err(`lockstep: WARNING ${message}`); };
-  await openWorkloadCa({ trustDomain, keyDir: state.keyDir, onCreated: loud });
-  await openSigningKey(state.keyDir, 'policy', loud);
-  await openKeyRing(state.keyDir, 'txn-token', { retainMs: 10 * 60_000, onCreated: loud });
-  await openKeyRing(state.keyDir, 'idp', { retainMs: 24 * 3_600_000, onCreated: loud });
-  openCookieKeys(state.keyDir, loud);
+  await openControlPlaneKeys(trustDomain, state.keyDir, loud);
   out(created.length === 0
     ? `${state.home} is ready for ${trustDomain}: every key exists already (nothing created)`
     : `${state.home} is ready for ${trustDomain}. These keys are DEVELOPMENT material: for production, provision the CA yourself and keep the root key offline. Start with: npx lockstep control-plane`);
   return 0;
+}
+
+/** The store of this state directory, or PostgreSQL with --postgres. */
+function storeLocation(state: LocalState, postgres: string | undefined) {
+  return postgres ? { postgres } : { sqlite: state.database };
 }
 
 function rememberTrustDomain(state: LocalState, requested: string | undefined): string {
@@ -321,16 +270,11 @@ async function drill(err: Out): Promise<number> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
 }
 
-/** The checkpoint keys: retired keys stay published for ten years, so old checkpoints keep verifying. */
-function openAuditKeys(state: LocalState, onCreated?: Out) {
-  return openKeyRing(state.keyDir, 'audit', { retainMs: 10 * 365 * 24 * 3_600_000, ...(onCreated === undefined ? {} : { onCreated }) });
-}
-
 async function audit(argv: readonly string[], out: Out): Promise<number> {
   const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { keys: { type: 'string' }, postgres: { type: 'string' } } });
   const state = localState();
   if (positionals[0] === 'keys' && positionals.length === 1) {
-    out(JSON.stringify((await openAuditKeys(state)).publicJwks(), null, 2));
+    out(JSON.stringify((await openAuditKeys(state.keyDir)).publicJwks(), null, 2));
     return 0;
   }
   if (positionals[0] !== 'verify' || positionals.length !== 1) throw new UsageError('usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>]  |  lockstep audit keys');
@@ -342,10 +286,10 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
       throw new UsageError(`--keys ${values.keys}: not a JWKS file (${(error as Error).message})`);
     }
   } else {
-    jwks = (await openAuditKeys(state)).publicJwks();
+    jwks = (await openAuditKeys(state.keyDir)).publicJwks();
   }
   if (values.postgres === undefined && !existsSync(state.database)) throw new UsageError(`no store at ${state.database}: run this where the control plane keeps its state, or pass --postgres <url>`);
-  const store = values.postgres ? await openPostgresStore({ connectionString: values.postgres }) : openSqliteStore(state.database);
+  const store = await openStoreAt(storeLocation(state, values.postgres));
   try {
     const report = await verifyTrail(store, jwks);
     for (const source of report.sources) {

@@ -14,6 +14,7 @@
  */
 import { parse } from 'yaml';
 import type { PolicyTestCase, RequestContext } from '@lockstep/policy';
+import { parseSpiffeId, workloadId } from '@lockstep/identity';
 import { UsageError } from './state.ts';
 
 const CASE_FIELDS = new Set(['name', 'principal', 'action', 'resource', 'context', 'expect', 'policy']);
@@ -29,7 +30,18 @@ export function parsePolicyCases(text: string, file: string): PolicyTestCase[] {
   const { trustDomain, cases } = (document ?? {}) as { trustDomain?: unknown; cases?: unknown };
   if (trustDomain !== undefined && typeof trustDomain !== 'string') throw new UsageError(`${file}: trustDomain must be a DNS name such as shop.test`);
   if (!Array.isArray(cases) || cases.length === 0) throw new UsageError(`${file} must hold a list under "cases:" (see lockstep policy test --help)`);
-  const spiffe = (value: string) => (value.startsWith('spiffe://') ? value : trustDomain === undefined ? null : `spiffe://${trustDomain}/svc/${value}`);
+  // A bare name is a workload of trustDomain; the formatter says what is wrong with a bad one.
+  const workload = (service: string) => {
+    try {
+      return workloadId(trustDomain as string, service);
+    } catch (error) {
+      throw new UsageError(`${file}: ${(error as Error).message}`);
+    }
+  };
+  const spiffe = (value: string) => {
+    if (value.startsWith('spiffe://')) return value;
+    return trustDomain === undefined ? null : workload(value);
+  };
   return cases.map((entry, index) => {
     const where = `${file}, case ${index + 1}`;
     if (typeof entry !== 'object' || entry === null) throw new UsageError(`${where}: a case is a mapping`);
@@ -53,8 +65,11 @@ export function parsePolicyCases(text: string, file: string): PolicyTestCase[] {
       if (typeof value !== 'string') throw new UsageError(`${where}: context.${key} must be text`);
       return value;
     };
-    const callerService = /\/svc\/([^/]+)$/.exec(principal)?.[1] ?? '';
-    const requester = context.requester === undefined ? (trustDomain === undefined ? '' : `spiffe://${trustDomain}/svc/gateway`) : spiffe(text('requester', '')) ?? text('requester', '');
+    // As the guard reads it: the name of exactly spiffe://<td>/svc/<name>, else "".
+    const callerService = parseSpiffeId(principal)?.service ?? '';
+    const defaultRequester = trustDomain === undefined ? '' : workload('gateway');
+    const named = context.requester === undefined ? null : text('requester', '');
+    const requester = named === null ? defaultRequester : spiffe(named) ?? named;
     const built: RequestContext = {
       sub: text('sub', ''), roles: list('roles'), scope: list('scope'), requester, callerService: text('callerService', callerService),
       ...(context.tenant === undefined ? {} : { tenant: text('tenant', '') }),

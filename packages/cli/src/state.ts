@@ -26,9 +26,23 @@ export interface Runtime {
   readonly pid: number;
 }
 
-export function writeRuntime(state: LocalState, runtime: Runtime): void {
+function writeRuntime(state: LocalState, runtime: Runtime): void {
   mkdirSync(state.home, { recursive: true, mode: 0o700 });
   writeFileSync(state.runtimeFile, `${JSON.stringify(runtime, null, 2)}\n`, { mode: 0o600 });
+}
+
+/**
+ * What a started control plane leaves for the other commands: the local administrator's SVID and
+ * key (0600), the trust bundle, and last the runtime file (its URL), which says that it runs.
+ */
+export function writeControlPlaneState(
+  state: LocalState, runtime: Runtime, admin: { readonly chainPem: string; readonly keyPem: string }, bundlePem: string,
+): void {
+  mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
+  writeFileSync(join(state.adminDir, 'admin.key.pem'), admin.keyPem, { mode: 0o600 });
+  writeFileSync(join(state.home, 'bundle.pem'), bundlePem, { mode: 0o644 });
+  writeRuntime(state, runtime);
 }
 
 export function readRuntime(state: LocalState): Runtime {

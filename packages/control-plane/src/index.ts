@@ -4,7 +4,7 @@ export type {
   AuditEntry, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditAppend, AlertRecord, ScanRunRecord, ScanRunSummary, ScanRecordOutcome,
 } from './store/store.ts';
 export { auditEntryHash, GENESIS } from './store/audit-chain.ts';
-export { requireCaller, admittedCaller, callerOf, peerSpiffeId, type CallerKind } from './server/peer.ts';
+export { requireCaller, admittedCaller, admittedWorkload, callerOf, peerSpiffeId, type CallerKind } from './server/peer.ts';
 export { refuse } from './server/refusal.ts';
 export { openSqliteStore } from './store/sqlite-store.ts';
 export { openPostgresStore, type PostgresStoreOptions } from './store/postgres-store.ts';
@@ -23,7 +23,7 @@ export { connectGuardStream, type GuardStream, type GuardStreamOptions, type Str
 export { startRegistryHeartbeat, type Heartbeat, type HeartbeatOptions } from './client/registry-heartbeat.ts';
 export { STALE_AFTER_MS } from './server/registry-routes.ts';
 export {
-  createTxnTokenService, singleKey, TokenExchangeError, TOKEN_EXCHANGE_GRANT, type TxnTokenService, type TxnTokenServiceOptions, type TxnTokenKeys, type ExchangeRequest, type ExchangeResponse,
+  createTxnTokenService, singleKey, TokenExchangeError, TOKEN_EXCHANGE_GRANT, MAX_TXN_TOKEN_REPLACEMENTS, type TxnTokenService, type TxnTokenServiceOptions, type TxnTokenKeys, type ExchangeRequest, type ExchangeResponse,
 } from './tts/txn-token-service.ts';
 export { createSubjectVerifier, discoverIssuer, TOKEN_TYPE, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';
 export { openKeyRing, type KeyRing, type KeyRingOptions, type Rotation } from './ca/key-ring.ts';

@@ -93,7 +93,7 @@ async function exchange(accessToken: string): Promise<{ status: number; body: Re
   try {
     const response = await request(`${controlPlane.url}/v1/token`, {
       method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, subject_token: accessToken, subject_token_type: TOKEN_TYPE.accessToken }).toString(),
+      body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, scope: 'orders:read', subject_token: accessToken, subject_token_type: TOKEN_TYPE.accessToken }).toString(),
     });
     return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
   } finally {

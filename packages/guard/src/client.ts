@@ -33,12 +33,18 @@ export interface GuardClient {
   close(): Promise<void>;
 }
 
-export function createGuardClient(options: { trustDomain: string; material: TlsMaterial }): GuardClient {
-  const { trustDomain } = options;
+/** `maxSvidLifetimeSeconds`: the longest SVID a server may present; default the X509-SVID rules' 24 h. */
+export function createGuardClient(options: {
+  trustDomain: string;
+  material: TlsMaterial;
+  maxSvidLifetimeSeconds?: number;
+}): GuardClient {
+  const { trustDomain, maxSvidLifetimeSeconds } = options;
 
+  // The server's SVID under the same X509-SVID leaf rules as an inbound peer's (transport step).
   function checkServerIdentity(_host: string, cert: PeerCertificate): Error | undefined {
     try {
-      identityFromCertificate(cert.raw, trustDomain);
+      identityFromCertificate(cert.raw, trustDomain, maxSvidLifetimeSeconds);
       return undefined;
     } catch (error) {
       const detail = error instanceof GuardError ? error.detail : String(error);

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { GuardConfigError, GuardError, errorBody, errorCatalogue, errorCodes, statusOf, type GuardErrorCode } from './errors.ts';
+import {
+  GuardConfigError, GuardError, errorBody, errorCatalogue, errorCodes, refusalBytes, renderRefusal, statusOf, type GuardErrorCode,
+} from './errors.ts';
 
 // Written out so that adding a code without deciding its status fails to typecheck here.
 const expectedStatus: Record<GuardErrorCode, number> = {
@@ -74,6 +76,37 @@ describe('errorBody', () => {
     const requestId = 'id "with" quotes\\ and\nnewline';
     const body = errorBody('LOCKSTEP_ERR_TXN_TOKEN_INVALID', requestId);
     assert.deepEqual(JSON.parse(body), { error: 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', requestId });
+  });
+});
+
+describe('renderRefusal', () => {
+  it('is the whole answer: the catalogue status, the code and request id in headers and body, no caching', () => {
+    for (const code of errorCodes) {
+      const refusal = renderRefusal(code, 'r-1');
+      assert.equal(refusal.status, statusOf(code));
+      assert.equal(refusal.body, errorBody(code, 'r-1'));
+      assert.deepEqual(refusal.headers, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': String(Buffer.byteLength(refusal.body)),
+        'cache-control': 'no-store',
+        'lockstep-error': code,
+        'lockstep-request-id': 'r-1',
+      });
+    }
+  });
+
+  it('has no body for HEAD (the length stays that of the body) and closes when asked', () => {
+    const refusal = renderRefusal('LOCKSTEP_ERR_DENIED', 'r-2', { head: true, close: true });
+    assert.equal(refusal.body, '');
+    assert.equal(refusal.headers['content-length'], String(Buffer.byteLength(errorBody('LOCKSTEP_ERR_DENIED', 'r-2'))));
+    assert.equal(refusal.headers.connection, 'close');
+  });
+
+  it('renders as an HTTP/1.1 response for the raw-socket paths', () => {
+    const text = refusalBytes(renderRefusal('LOCKSTEP_ERR_HEADERS_TOO_LARGE', 'r-3', { close: true }));
+    assert.match(text, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    assert.match(text, /\r\nlockstep-error: LOCKSTEP_ERR_HEADERS_TOO_LARGE\r\n/);
+    assert.match(text, /\r\nconnection: close\r\n\r\n\{"error":"LOCKSTEP_ERR_HEADERS_TOO_LARGE","requestId":"r-3"\}$/);
   });
 });
 

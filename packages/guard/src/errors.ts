@@ -3,6 +3,8 @@
  * codes: the HTTP status comes from this table, the response body carries only the code and the
  * request id, and the audit event carries the code as its reason.
  */
+import { STATUS_CODES } from 'node:http';
+
 export const errorCatalogue = {
   LOCKSTEP_ERR_PEER_CERT_MISSING: { status: 401, summary: 'The caller presented no client certificate (mTLS is required).' },
   LOCKSTEP_ERR_PEER_UNTRUSTED: { status: 401, summary: 'The client certificate does not chain to the trust bundle, or is expired or not yet valid.' },
@@ -19,13 +21,21 @@ export const errorCatalogue = {
   LOCKSTEP_ERR_TXN_TOKEN_REVOKED: { status: 401, summary: 'The Txn-Token, its subject, its transaction or its signing key has been revoked.' },
   LOCKSTEP_ERR_DENIED: { status: 403, summary: 'The policy does not permit this caller to perform this action.' },
   LOCKSTEP_ERR_ROUTE_UNKNOWN: { status: 404, summary: 'No route matches; the request was authenticated and refused.' },
-  LOCKSTEP_ERR_INPUT_INVALID: { status: 400, summary: 'The request body or parameters do not match the route\'s schema.' },
+  LOCKSTEP_ERR_INPUT_INVALID: {
+    status: 400,
+    summary: 'The request is malformed, or its body is not strict JSON (duplicate or prototype keys, control '
+      + 'characters), does not match the route\'s schema, or comes on a route that takes none.',
+  },
   LOCKSTEP_ERR_BODY_TOO_LARGE: { status: 413, summary: 'The request body exceeds the limit.' },
   LOCKSTEP_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, summary: 'The request body has a content type the route does not accept.' },
   LOCKSTEP_ERR_HEADERS_TOO_LARGE: { status: 431, summary: 'The request headers exceed the limit.' },
   LOCKSTEP_ERR_PROBE_INVALID: { status: 400, summary: 'A scanner probe named, in Lockstep-Probe-As or Lockstep-Probe-Requester, something other than a workload of this trust domain.' },
   LOCKSTEP_ERR_NO_POLICY: { status: 503, summary: 'The service cannot decide yet: no policy bundle has been applied.' },
-  LOCKSTEP_ERR_INTERNAL: { status: 500, summary: 'The guard failed while deciding; the request was refused.' },
+  LOCKSTEP_ERR_INTERNAL: {
+    status: 500,
+    summary: 'The guard failed while deciding (the request was refused), or a node:http handler failed before '
+      + 'answering.',
+  },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type GuardErrorCode = keyof typeof errorCatalogue;
@@ -56,10 +66,55 @@ export class GuardError extends Error {
 
 /** A refusal also names its code in this header: a HEAD answer has no body. */
 export const ERROR_HEADER = 'lockstep-error';
+/** …and its request id (`lockstep explain <id>`), for the same reason. */
+export const REQUEST_ID_HEADER = 'lockstep-request-id';
 
 /** The only body the caller ever sees for a refusal. */
 export function errorBody(code: GuardErrorCode, requestId: string): string {
   return `{"error":"${code}","requestId":${JSON.stringify(requestId)}}`;
+}
+
+/** A refusal as the caller receives it. Adapters write exactly this and nothing else. */
+export interface RefusalResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  /** Empty for a HEAD request: the headers still carry the code and the request id. */
+  readonly body: string;
+}
+
+export interface RefusalOptions {
+  /** The request was HEAD: no body is sent (the content-length is still that of the body). */
+  readonly head?: boolean;
+  /**
+   * Close the connection after the answer: the request's body was not read (so the next bytes on the
+   * connection are not a request), or the request could not be parsed at all.
+   */
+  readonly close?: boolean;
+}
+
+/**
+ * The one function that turns a refusal into a response — status, headers, body — for every
+ * adapter, the raw-socket paths (client errors, CONNECT) and framework errors alike: a new way in
+ * cannot invent its own answer (linkerd2-proxy's one rescue function is the model).
+ */
+export function renderRefusal(code: GuardErrorCode, requestId: string, options: RefusalOptions = {}): RefusalResponse {
+  const body = errorBody(code, requestId);
+  const headers: Record<string, string> = {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    'cache-control': 'no-store',
+    [ERROR_HEADER]: code,
+    [REQUEST_ID_HEADER]: requestId,
+  };
+  if (options.close === true) headers.connection = 'close';
+  return { status: statusOf(code), headers, body: options.head === true ? '' : body };
+}
+
+/** A rendered refusal as the bytes of an HTTP/1.1 response, for the paths that own the raw socket. */
+export function refusalBytes(refusal: RefusalResponse): string {
+  const lines = [`HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}`];
+  for (const [name, value] of Object.entries(refusal.headers)) lines.push(`${name}: ${value}`);
+  return `${lines.join('\r\n')}\r\n\r\n${refusal.body}`;
 }
 
 /** Misuse of the guard by the service author: bad options, wrong call order. */

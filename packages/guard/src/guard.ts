@@ -6,20 +6,22 @@
  */
 import type { Server as HttpsServer, ServerOptions as HttpsServerOptions } from 'node:https';
 import { createServer as createHttpsServer } from 'node:https';
-import type { RequestListener } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { checkServerIdentity as checkHostName, rootCertificates, type Server as TlsServer } from 'node:tls';
 import { Agent } from 'undici';
 import { createRequire } from 'node:module';
 import { decodeJwt } from 'jose';
+import { formatSpiffeId, serverSvidCheck } from '@lockstep/identity';
 import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
 import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 import { createNetworkSink, type NetworkSink } from './network-sink.ts';
 import { createGuardMetrics, type GuardMetrics } from './metrics.ts';
 import { createGuardClient, type GuardClient } from './client.ts';
-import { ERROR_HEADER, GuardConfigError, GuardError, errorBody } from './errors.ts';
+import { GuardConfigError, GuardError, refusalBytes, renderRefusal, type RefusalResponse } from './errors.ts';
 import { resolveOptions, type GuardOptions, type ResolvedOptions, type SvidPem } from './options.ts';
-import { createPipeline, type Pipeline } from './pipeline.ts';
+import { createPipeline, type Admission, type Pipeline } from './pipeline.ts';
 import { Revocations, type Revocation } from './revocations.ts';
 import type { RouteSecurity } from './routes.ts';
 import { createAuthorizeStep } from './steps/authorize.ts';
@@ -90,7 +92,8 @@ export const GUARD_VERSION: string = (createRequire(import.meta.url)('../package
 export async function createGuard(input: GuardOptions): Promise<Guard> {
   const options = resolveOptions(input);
   const { logger, service, trustDomain } = options;
-  let svid: LoadedSvid = loadSvid(options.svid, trustDomain, service);
+  const maxSvidLifetimeSeconds = options.svidRules.maxLifetimeSeconds;
+  let svid: LoadedSvid = loadSvid(options.svid, trustDomain, service, maxSvidLifetimeSeconds);
   let trustBundle = options.trustBundle;
   const revocations = new Revocations();
   const engine: PolicyEngine = createPolicyEngine({ cacheSize: options.cache.decisions });
@@ -117,13 +120,13 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     service,
     trustDomain,
     dryRun: options.mode === 'dry-run',
-    transport: createTransportStep({ trustDomain, isRevokedSpiffeId: (id) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id) }),
+    transport: createTransportStep({ trustDomain, maxSvidLifetimeSeconds, isRevokedSpiffeId: (id) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id) }),
     txnToken: txnTokenStep,
     authorize: createAuthorizeStep({ service, engine }),
     onInternalError: (error) => logger.error('guard step failed; request refused', { error: error instanceof Error ? error.stack : String(error) }),
   });
 
-  const client = createGuardClient({ trustDomain, material: { cert: svid.cert, key: svid.key, ca: trustBundle } });
+  const client = createGuardClient({ trustDomain, maxSvidLifetimeSeconds, material: { cert: svid.cert, key: svid.key, ca: trustBundle } });
   const servers = new Set<TlsServer>();
   const auditSink: AuditSink | null = options.auditFile
     ? createAuditFileSink(options.auditFile, { service, onError: (error) => logger.error('audit file write failed', { error: error.message }) })
@@ -136,7 +139,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         spoolDir: options.auditCollector.spoolDir,
         ...(options.auditCollector.maxSpoolBytes === undefined ? {} : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
         tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
-        serverSpiffeId: `spiffe://${trustDomain}/lockstep/control-plane`,
+        serverSpiffeId: formatSpiffeId(trustDomain, 'lockstep', 'control-plane'),
         service,
         onError: (error) => logger.warn('audit shipping', { error: error.message }),
       })
@@ -218,6 +221,11 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   }
 
   const listeningListeners = new Set<() => void>();
+  /**
+   * Every way Node's HTTP server would answer by itself goes through the pipeline instead: a request
+   * it cannot parse (`clientError`), CONNECT, an `Expect` header, a missing Host. Protocol upgrades
+   * stay ordinary requests as long as nobody listens for 'upgrade' (the guard does not).
+   */
   function attach(server: TlsServer): void {
     if (servers.has(server)) return;
     servers.add(server);
@@ -227,19 +235,46 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     server.on('tlsClientError', (error: Error & { code?: string }, socket: Socket) => {
       pipeline.refuseEarly({ socket, method: '', headers: {}, rawHeaders: [] }, null, new GuardError('LOCKSTEP_ERR_TLS_HANDSHAKE', error.code ?? error.message));
     });
-    // Replace the framework's client-error answer so that header overflow is ours: 431 + audit event.
+    // Replace the framework's client-error answer so that a request that cannot be parsed is ours.
     server.removeAllListeners('clientError');
-    server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
-      const code = error.code === 'HPE_HEADER_OVERFLOW' ? 'LOCKSTEP_ERR_HEADERS_TOO_LARGE' : 'LOCKSTEP_ERR_INPUT_INVALID';
-      const admission = pipeline.refuseEarly({ socket, method: '', headers: {}, rawHeaders: [] }, null, new GuardError(code, error.code ?? error.message));
-      if (socket.writable && !(error.code === 'ECONNRESET')) {
-        const body = errorBody(code, admission.requestId);
-        const status = code === 'LOCKSTEP_ERR_HEADERS_TOO_LARGE' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-      } else {
-        socket.destroy();
-      }
+    server.on('clientError', refuseClientError);
+    server.on('connect', refuseConnect);
+    // Node would answer 100 Continue before the guard decides (so an outsider's body would be sent)
+    // and 417 to any other expectation: the request goes to the adapter, which continues once the
+    // request is admitted and its headers checked.
+    const toAdapter = (request: IncomingMessage, response: ServerResponse) => server.emit('request', request, response);
+    server.on('checkContinue', toAdapter);
+    server.on('checkExpectation', toAdapter);
+    // Node answers an HTTP/1.1 request without Host with a bare 400 of its own; the pipeline refuses it.
+    (server as TlsServer & { requireHostHeader?: boolean }).requireHostHeader = false;
+  }
+
+  function refuseClientError(error: Error & { code?: string }, socket: Socket): void {
+    const code = error.code === 'HPE_HEADER_OVERFLOW' ? 'LOCKSTEP_ERR_HEADERS_TOO_LARGE' : 'LOCKSTEP_ERR_INPUT_INVALID';
+    const unparsed = { socket, method: '', headers: {}, rawHeaders: [] };
+    const admission = pipeline.refuseEarly(unparsed, null, new GuardError(code, error.code ?? error.message));
+    // As Node's own handler: never write into a response that is already on its way.
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (socket.writable && error.code !== 'ECONNRESET' && inFlight?.headersSent !== true) {
+      writeRaw(socket, renderRefusal(code, admission.requestId, { close: true }));
+    } else {
+      socket.destroy();
+    }
+  }
+
+  /** CONNECT is no route of any service: decided as one that matches nothing (401, or 404 once authenticated). */
+  function refuseConnect(request: IncomingMessage, socket: Duplex): void {
+    const answer = (admission: Admission) => {
+      writeRaw(socket, renderRefusal((admission.refusal as GuardError).code, admission.requestId, { close: true }));
+    };
+    Promise.resolve(pipeline.admit(request, null)).then(answer, (error: unknown) => {
+      const detail = error instanceof Error ? error.message : String(error);
+      answer(pipeline.refuseEarly(request, null, new GuardError('LOCKSTEP_ERR_INTERNAL', detail)));
     });
+  }
+
+  function writeRaw(socket: Duplex, refusal: RefusalResponse): void {
+    socket.end(refusalBytes(refusal), () => socket.destroy());
   }
 
   const self: Guard = {
@@ -292,7 +327,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       if (dryRunRoutes.length > 0) logger.warn(`UNSAFE: dry-run routes (denials let through): ${dryRunRoutes.join(', ')}`, { service });
     },
     setSvid(next) {
-      svid = loadSvid(next, trustDomain, service);
+      svid = loadSvid(next, trustDomain, service, maxSvidLifetimeSeconds);
       refreshTls();
       logger.info('SVID rotated', { spiffeId: svid.spiffeId, notAfter: new Date(svid.notAfterMs).toISOString() });
     },
@@ -331,11 +366,11 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
  * plane, known by its SPIFFE ID (its certificate carries no host name).
  */
 function jwksDispatcher(trustDomain: string, trustBundle: string): Agent {
-  const controlPlane = `URI:spiffe://${trustDomain}/lockstep/control-plane`;
+  const isControlPlane = serverSvidCheck(formatSpiffeId(trustDomain, 'lockstep', 'control-plane'));
   return new Agent({
     connect: {
       ca: [...rootCertificates, trustBundle],
-      checkServerIdentity: (host, cert) => (cert.subjectaltname === controlPlane ? undefined : checkHostName(host, cert)),
+      checkServerIdentity: (host, cert) => (isControlPlane(host, cert) === undefined ? undefined : checkHostName(host, cert)),
     },
   });
 }

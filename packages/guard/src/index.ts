@@ -4,10 +4,11 @@ export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, typ
 export { DECISION_CHANNEL, publishDecision, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
 export { currentAdmission } from './context.ts';
 export type { Admission } from './pipeline.ts';
+export { MAX_TXN_TOKEN_REPLACEMENTS, type TxnTokenClaims } from './steps/txn-claims.ts';
 export type { RouteConfig, RouteSecurity } from './routes.ts';
 export type { RouteTable, TableRouteConfig } from './route-table.ts';
 export type { GuardClient, OutboundRequestOptions } from './client.ts';
-export { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
+export { parseSpiffeId, workloadId, type SpiffeId } from '@lockstep/identity';
 export type { Revocation, RevocationKind } from './revocations.ts';
 export { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 export { createNetworkSink, type NetworkSink, type NetworkSinkOptions, type NetworkSinkStats } from './network-sink.ts';

@@ -11,9 +11,9 @@
 import { randomBytes } from 'node:crypto';
 import { appendFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PeerCertificate } from 'node:tls';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
+import { serverSvidCheck } from '@lockstep/identity';
 import { Agent, request } from 'undici';
 import { subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
 
@@ -91,6 +91,9 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   const timer = setInterval(() => kick(), options.flushMs ?? 1_000);
   timer.unref();
 
+  // The collector is known by its SPIFFE ID, read from its certificate's DER like every identity.
+  const collectorIdentity = serverSvidCheck(options.serverSpiffeId, { hint: 'it is not the audit collector' });
+
   function dispatcher(): Agent {
     const material = options.tls();
     if (agent?.cert !== material.cert) {
@@ -100,7 +103,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
         dispatcher: new Agent({
           connect: {
             ...material,
-            checkServerIdentity: (_host: string, cert: PeerCertificate) => (cert.subjectaltname === `URI:${options.serverSpiffeId}` ? undefined : new Error(`the collector is ${cert.subjectaltname ?? 'unnamed'}, not ${options.serverSpiffeId}`)),
+            checkServerIdentity: collectorIdentity,
           },
         }),
       };

@@ -100,6 +100,19 @@ describe('resolveOptions', () => {
     assertRefused(withOptions({ cache: { token: 10 } }), 'token');
   });
 
+  it('holds peer SVIDs to 24 h by default; svidRules.maxLifetimeSeconds can only lower it', () => {
+    assert.deepEqual(resolveOptions(base).svidRules, { maxLifetimeSeconds: 86_400 });
+    assert.ok(Object.isFrozen(resolveOptions(base).svidRules));
+    const lowered = resolveOptions(withOptions({ svidRules: { maxLifetimeSeconds: 3_600 } }));
+    assert.deepEqual(lowered.svidRules, { maxLifetimeSeconds: 3_600 });
+    for (const maxLifetimeSeconds of [0, 86_401, 1.5, '3600', -1]) {
+      const options = withOptions({ svidRules: { maxLifetimeSeconds } });
+      assertRefused(options, 'svidRules.maxLifetimeSeconds must be an integer between 1 and 86400', 'e.g. 86400');
+    }
+    const typo = withOptions({ svidRules: { maxLifetime: 60 } });
+    assertRefused(typo, 'unknown option "svidRules.maxLifetime"', 'maxLifetimeSeconds');
+  });
+
   it('refuses options that are not an object', () => {
     assertRefused(null as unknown as GuardOptions, 'options must be an object', 'createGuard({');
   });

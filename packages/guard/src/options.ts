@@ -3,7 +3,7 @@
  * message that says what to write instead. Unsafe switches (dry run) are explicit and logged loudly.
  */
 import { GuardConfigError } from './errors.ts';
-import { isValidTrustDomain } from './spiffe-id.ts';
+import { DEFAULT_MAX_SVID_LIFETIME_SECONDS, isValidTrustDomain } from '@lockstep/identity';
 import type { JsonWebKeySet } from './txn-keys.ts';
 
 export interface SvidPem {
@@ -48,6 +48,11 @@ export interface GuardOptions {
   metrics?: boolean;
   limits?: { bodyBytes?: number; headerBytes?: number; txnTokenBytes?: number };
   txnToken?: { maxLifetimeSeconds?: number; clockSkewSeconds?: number };
+  /**
+   * The X509-SVID leaf rules' one setting: the longest lifetime (notAfter − notBefore) of an SVID a
+   * peer may present. Default 86 400 (24 h); it can only be lowered.
+   */
+  svidRules?: { maxLifetimeSeconds?: number };
   cache?: { tokens?: number; decisions?: number };
   logger?: GuardLogger;
 }
@@ -65,12 +70,14 @@ export interface ResolvedOptions {
   readonly auditCollector: { readonly url: string; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined } | undefined;
   readonly limits: { readonly bodyBytes: number; readonly headerBytes: number; readonly txnTokenBytes: number };
   readonly txnToken: { readonly maxLifetimeSeconds: number; readonly clockSkewSeconds: number };
+  readonly svidRules: { readonly maxLifetimeSeconds: number };
   readonly cache: { readonly tokens: number; readonly decisions: number };
   readonly logger: GuardLogger;
 }
 
 const SERVICE = /^[A-Za-z0-9._-]{1,128}$/;
-const KNOWN = ['service', 'trustDomain', 'trustBundle', 'svid', 'txnTokenKeys', 'policy', 'mode', 'audit', 'metrics', 'limits', 'txnToken', 'cache', 'logger'];
+const MAX_SVID = DEFAULT_MAX_SVID_LIFETIME_SECONDS;
+const KNOWN = ['service', 'trustDomain', 'trustBundle', 'svid', 'txnTokenKeys', 'policy', 'mode', 'audit', 'metrics', 'limits', 'txnToken', 'svidRules', 'cache', 'logger'];
 
 function fail(message: string): never {
   throw new GuardConfigError(`Lockstep guard: ${message}`);
@@ -160,6 +167,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
   }
   knownKeys(input.limits, 'limits', ['bodyBytes', 'headerBytes', 'txnTokenBytes']);
   knownKeys(input.txnToken, 'txnToken', ['maxLifetimeSeconds', 'clockSkewSeconds']);
+  knownKeys(input.svidRules, 'svidRules', ['maxLifetimeSeconds']);
   knownKeys(input.cache, 'cache', ['tokens', 'decisions']);
   if (input.audit?.file !== undefined && typeof input.audit.file !== 'string') fail('audit.file must be a path for the JSON-lines audit log');
   const txnToken = {
@@ -184,6 +192,12 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
       txnTokenBytes: positiveInteger(input.limits?.txnTokenBytes, 'limits.txnTokenBytes', 8 * 1024, 64 * 1024),
     }),
     txnToken: Object.freeze(txnToken),
+    svidRules: Object.freeze({
+      // 24 h is the ceiling as well as the default: a longer-lived SVID defeats rotation.
+      maxLifetimeSeconds: positiveInteger(
+        input.svidRules?.maxLifetimeSeconds, 'svidRules.maxLifetimeSeconds', MAX_SVID, MAX_SVID,
+      ),
+    }),
     cache: Object.freeze({
       tokens: positiveInteger(input.cache?.tokens, 'cache.tokens', 10_000),
       decisions: positiveInteger(input.cache?.decisions, 'cache.decisions', 10_000),

@@ -2,7 +2,7 @@
  * The pipeline composes the five steps; every adapter (Fastify, Express, node:http) calls it the same
  * way: `admit` runs transport → transaction → authorization for a request whose route is known (or
  * null when no route matched), `refuse`/`record` emit the audit event. Input validation (step 4)
- * happens in the adapter after `admit` succeeded, and reports through `refuseInput`.
+ * happens in the adapter after `admit` succeeded, and reports through `refuseAdmitted`.
  *
  * Probes. A caller with a scanner identity (`spiffe://<td>/scanner/<name>`) goes through every step
  * like anyone else, but an admitted probe never reaches the handler: the adapter answers it with
@@ -36,6 +36,8 @@ export function probeAnswer(requestId: string): string {
 export interface InboundRequest {
   readonly socket: Socket;
   readonly method?: string | undefined;
+  /** `'1.1'` for an IncomingMessage; absent for requests built by hand (benchmarks, tests). */
+  readonly httpVersion?: string | undefined;
   readonly headers: IncomingHttpHeaders;
   readonly rawHeaders: readonly string[];
 }
@@ -71,8 +73,11 @@ export interface Pipeline {
    * verified or the route looks up the owner of the addressed object (from `params`).
    */
   admit(request: InboundRequest, route: RouteSecurity | null, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission>;
-  /** Records an input-step refusal (step 4) of a request that `admit` had let through. */
-  refuseInput(admission: Admission, error: GuardError): Admission;
+  /**
+   * Records the refusal of a request that `admit` had let through: by the input step (step 4), or
+   * because a node:http handler failed before answering. A second event for the same request id.
+   */
+  refuseAdmitted(admission: Admission, error: GuardError): Admission;
   /** Records a refusal that happened before a request could be admitted (e.g. a framework error). */
   refuseEarly(request: InboundRequest, route: RouteSecurity | null, error: GuardError): Admission;
 }
@@ -93,6 +98,18 @@ const idPrefix = randomBytes(4).toString('hex');
 let idCounter = 0;
 function nextRequestId(): string {
   return `${idPrefix}-${(++idCounter).toString(36)}`;
+}
+
+/**
+ * What Node's HTTP server would otherwise answer by itself, outside the pipeline: an HTTP/1.1 request
+ * without Host must be refused with 400 (RFC 9112 §3.2). `guard.attach` turns Node's own check off
+ * so that the refusal is decided and audited here.
+ */
+function malformedRequest(request: InboundRequest): GuardError | null {
+  if (request.httpVersion === '1.1' && request.headers.host === undefined) {
+    return new GuardError('LOCKSTEP_ERR_INPUT_INVALID', 'HTTP/1.1 request without a Host header');
+  }
+  return null;
 }
 
 /** An admission while the steps fill it in. */
@@ -220,6 +237,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       const startedAt = performance.now();
       const admission = draft(request, route);
       if (route?.public) {
+        const malformed = malformedRequest(request);
+        if (malformed !== null) return refuse(admission, malformed, startedAt);
         admission.allowed = true;
         admission.reason = 'LOCKSTEP_ALLOW_PUBLIC';
         return finish(admission, startedAt);
@@ -233,6 +252,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       }
       admission.peer = peer;
       const identified = admission as Draft & { peer: PeerIdentity };
+      // After transport: an outsider learns nothing from how a request is malformed.
+      const malformed = malformedRequest(request);
+      if (malformed !== null) return refuse(identified, malformed, startedAt);
       let principal = peer;
       if (peer.scanner) {
         identified.probe = true;
@@ -266,7 +288,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return decide(identified, principal, dryRun, null, startedAt, params);
     },
 
-    refuseInput(admission, error) {
+    refuseAdmitted(admission, error) {
       const refusedAdmission: Admission = { ...admission, allowed: false, refusal: error, reason: error.code, dryRun: false };
       if (auditEnabled()) record(refusedAdmission);
       return refusedAdmission;

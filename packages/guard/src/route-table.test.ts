@@ -55,4 +55,9 @@ describe('parseRouteTable', () => {
     assertConfigError(() => parseRouteTable({ 'GET /x': null as never }, 'lockstepHttp'), 'GET /x', 'must be an object');
     assertConfigError(() => parseRouteTable({ 'GET /orders': 'orders:read' as never }, 'lockstepHttp'), 'GET /orders', 'must be an object');
   });
+
+  it('refuses coerceBody, which is for Fastify routes: with zod the schema coerces', () => {
+    const table = { 'POST /orders': { body: z.object({ n: z.number() }), coerceBody: true } };
+    assertConfigError(() => parseRouteTable(table, 'lockstepHttp'), 'coerceBody is for Fastify routes');
+  });
 });

@@ -33,6 +33,10 @@ export function parseRouteTable(table: RouteTable, adapter: string): TableRoute[
       throw new GuardConfigError(`${adapter}: ${key}: route config must be an object like { action: 'orders:create' } (use {} for the default action)`);
     }
     const { body, ...routeConfig } = config;
+    if (routeConfig.coerceBody !== undefined) {
+      const hint = 'with zod, coerce in the schema (z.coerce.number())';
+      throw new GuardConfigError(`${adapter}: ${key}: coerceBody is for Fastify routes; ${hint}`);
+    }
     if (body !== undefined && typeof body?.safeParse !== 'function') {
       throw new GuardConfigError(`${adapter}: ${key}: body must be a zod schema (anything with safeParse)`);
     }

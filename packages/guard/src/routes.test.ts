@@ -36,7 +36,7 @@ describe('routeSecurity', () => {
   });
 
   it('refuses an unknown option and names the known ones', () => {
-    assertConfigError(() => routeSecurity('GET', '/x', { actoin: 'orders:read' } as RouteConfig, 'GET /x'), 'GET /x: unknown lockstep route option "actoin"', 'use action, public, dryRun or owner');
+    assertConfigError(() => routeSecurity('GET', '/x', { actoin: 'orders:read' } as RouteConfig, 'GET /x'), 'GET /x: unknown lockstep route option "actoin"', 'use action, public, dryRun, owner or coerceBody');
     assertConfigError(() => routeSecurity('GET', '/x', { unsafePublic: true } as RouteConfig, 'GET /x'), '"unsafePublic"');
   });
 

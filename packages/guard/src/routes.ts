@@ -18,6 +18,11 @@ export interface RouteConfig {
    * caller and its Txn-Token are verified; the answer is the policy's `context.owner` ("" for null).
    */
   owner?: OwnerLookup;
+  /**
+   * Fastify only: let the body's schema coerce types (`"1"` → 1), as Fastify does by default. Off: a
+   * body is checked as sent. (Express and node:http: zod coerces only where the schema says so.)
+   */
+  coerceBody?: boolean;
 }
 
 export type OwnerLookup = (params: Readonly<Record<string, string | undefined>>) => string | null | Promise<string | null>;
@@ -43,9 +48,12 @@ export function routeSecurity(method: string, template: string, config: RouteCon
   if (config !== undefined && (typeof config !== 'object' || config === null)) {
     throw new GuardConfigError(`${where}: lockstep route config must be an object like { action: 'orders:create' }`);
   }
-  const known = new Set(['action', 'public', 'dryRun', 'owner']);
+  const known = new Set(['action', 'public', 'dryRun', 'owner', 'coerceBody']);
   for (const key of Object.keys(config ?? {})) {
-    if (!known.has(key)) throw new GuardConfigError(`${where}: unknown lockstep route option "${key}"; use action, public, dryRun or owner`);
+    if (!known.has(key)) {
+      const options = 'action, public, dryRun, owner or coerceBody';
+      throw new GuardConfigError(`${where}: unknown lockstep route option "${key}"; use ${options}`);
+    }
   }
   if (config?.owner !== undefined && typeof config.owner !== 'function') throw new GuardConfigError(`${where}: owner must be a function (params) => owner or null, e.g. ({ id }) => orders.get(id)?.customer ?? null`);
   if (config?.owner !== undefined && config.public === true) throw new GuardConfigError(`${where}: a public route has no caller to check an owner against; drop owner or public`);
@@ -53,7 +61,7 @@ export function routeSecurity(method: string, template: string, config: RouteCon
   if (typeof action !== 'string' || !ACTION.test(action)) {
     throw new GuardConfigError(`${where}: action must be 1–200 printable characters, e.g. 'orders:create'; got ${JSON.stringify(action)}`);
   }
-  for (const flag of ['public', 'dryRun'] as const) {
+  for (const flag of ['public', 'dryRun', 'coerceBody'] as const) {
     if (config?.[flag] !== undefined && typeof config[flag] !== 'boolean') {
       throw new GuardConfigError(`${where}: ${flag} must be true or false`);
     }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { hasControlCharacters, hasDuplicateKeys } from './strict-json.ts';
+import {
+  hasControlCharacters, hasDuplicateKeys, MAX_JSON_DEPTH, parseStrictJson, StrictJsonError, type StrictJsonProblem,
+} from './strict-json.ts';
 
 describe('hasDuplicateKeys', () => {
   it('is false for objects whose keys are all distinct', () => {
@@ -85,5 +87,69 @@ describe('hasControlCharacters', () => {
     };
     assert.equal(hasControlCharacters(nest(16)), false);
     assert.equal(hasControlCharacters(nest(17)), true);
+  });
+});
+
+describe('parseStrictJson', () => {
+  const refuses = (input: string | Uint8Array, problem: StrictJsonProblem) =>
+    assert.throws(
+      () => parseStrictJson(input),
+      (error: unknown) => error instanceof StrictJsonError && error.problem === problem,
+      `${String(input).slice(0, 60)} → ${problem}`,
+    );
+
+  it('returns what JSON.parse returns for ordinary JSON, from text or UTF-8 bytes', () => {
+    const text = '{"item":"tea","quantity":2,"meta":{"tags":["a","b"],"note":"line\\none\\ttab\\r",'
+      + '"emoji":"\\ud83c\\udf75 🍵"},"n":null,"ok":true}';
+    assert.deepEqual(parseStrictJson(text), JSON.parse(text));
+    assert.deepEqual(parseStrictJson(Buffer.from(text)), JSON.parse(text));
+    for (const value of ['[]', '{}', '"x"', '1', 'null', '[{"a":1},{"a":1}]', '{"a":{"b":1},"b":2}']) {
+      assert.deepEqual(parseStrictJson(value), JSON.parse(value));
+    }
+  });
+
+  it('refuses text that is not JSON, and bytes that are not UTF-8', () => {
+    refuses('{"a":', 'syntax');
+    refuses('{"a":1}x', 'syntax');
+    refuses('\ufeff{"a":1}', 'syntax');
+    refuses(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d]), 'encoding');
+  });
+
+  it('refuses a key twice in one object, also after escapes and at any depth', () => {
+    refuses('{"amount":1,"amount":100000}', 'duplicate-key');
+    refuses('{"amount":1,"\\u0061mount":2}', 'duplicate-key');
+    refuses('{"a":{"b":[{"c":1,"c":2}]}}', 'duplicate-key');
+    assert.deepEqual(parseStrictJson('{"a":{"x":1},"b":{"x":1}}'), { a: { x: 1 }, b: { x: 1 } });
+  });
+
+  it('refuses __proto__, constructor and prototype as keys at any depth, not as values', () => {
+    for (const key of ['__proto__', 'constructor', 'prototype', '\\u005f_proto__']) {
+      refuses(`{"${key}":{}}`, 'prototype-key');
+      refuses(`{"a":[{"b":{"${key}":1}}]}`, 'prototype-key');
+    }
+    assert.deepEqual(parseStrictJson('{"a":"__proto__","b":["constructor"]}'), { a: '__proto__', b: ['constructor'] });
+  });
+
+  it('refuses control characters other than tab, LF and CR, in keys and values, escaped or raw DEL', () => {
+    for (const escape of ['\\u0000', '\\u0001', '\\b', '\\f', '\\u000b', '\\u001b', '\\u007f', '\u007f']) {
+      refuses(`{"a":"x${escape}y"}`, 'control-character');
+      refuses(`{"k${escape}":1}`, 'control-character');
+      refuses(`["x${escape}"]`, 'control-character');
+    }
+    assert.deepEqual(parseStrictJson('{"a":"\\t\\n\\r"}'), { a: '\t\n\r' });
+    // An escaped backslash followed by "u0000" is text, not a NUL.
+    assert.deepEqual(parseStrictJson('{"a":"\\\\u0000"}'), { a: '\\u0000' });
+  });
+
+  it('refuses lone surrogates, escaped or raw', () => {
+    refuses('{"a":"\\ud800"}', 'lone-surrogate');
+    refuses('{"a":"\\udc00x"}', 'lone-surrogate');
+    refuses('{"a":"\ud800"}', 'lone-surrogate');
+  });
+
+  it(`refuses nesting deeper than ${MAX_JSON_DEPTH} levels`, () => {
+    assert.doesNotThrow(() => parseStrictJson(`${'['.repeat(MAX_JSON_DEPTH)}${']'.repeat(MAX_JSON_DEPTH)}`));
+    refuses(`${'['.repeat(MAX_JSON_DEPTH + 1)}${']'.repeat(MAX_JSON_DEPTH + 1)}`, 'too-deep');
+    refuses(`${'{"a":'.repeat(MAX_JSON_DEPTH + 1)}1${'}'.repeat(MAX_JSON_DEPTH + 1)}`, 'too-deep');
   });
 });

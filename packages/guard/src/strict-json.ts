@@ -52,3 +52,113 @@ export function hasControlCharacters(value: unknown, depth = 0): boolean {
   }
   return false;
 }
+
+/** Why `parseStrictJson` refused a text. */
+export type StrictJsonProblem =
+  | 'encoding' | 'syntax' | 'duplicate-key' | 'prototype-key' | 'control-character' | 'lone-surrogate' | 'too-deep';
+
+export class StrictJsonError extends Error {
+  readonly problem: StrictJsonProblem;
+  constructor(problem: StrictJsonProblem, message: string) {
+    super(message);
+    this.name = 'StrictJsonError';
+    this.problem = problem;
+  }
+}
+
+/** Keys that reach an object's prototype chain in naive merges, at any depth. */
+export const PROTOTYPE_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** Deeper than any body a route schema describes, shallow enough for recursive code downstream. */
+export const MAX_JSON_DEPTH = 64;
+
+// Not fatal-less: a body that is not UTF-8 is refused, not patched with U+FFFD. The BOM is kept, so
+// JSON.parse refuses it too (RFC 8259 §8.1 lets a parser treat it as an error).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+// C0 controls other than tab, line feed and carriage return, and DEL: raw ones are already invalid
+// JSON, escaped ones (\u0000, \b, \f, \u001b…) truncate C strings, rewrite terminals and split logs.
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+
+/**
+ * The one JSON parser for request bodies, on every adapter: JSON.parse, and then refused when the
+ * text holds a key twice in one object (`{"amount":1,"amount":100000}`: other parsers keep the first),
+ * a key named `__proto__`, `constructor` or `prototype`, a control character other than tab/LF/CR, a
+ * lone surrogate, invalid UTF-8, or nesting deeper than `maxDepth`.
+ */
+export function parseStrictJson(input: Uint8Array | string, maxDepth = MAX_JSON_DEPTH): unknown {
+  let text: string;
+  if (typeof input === 'string') text = input;
+  else {
+    try {
+      text = utf8.decode(input);
+    } catch {
+      throw new StrictJsonError('encoding', 'not valid UTF-8');
+    }
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new StrictJsonError('syntax', `not valid JSON (${error instanceof Error ? error.message : String(error)})`);
+  }
+  const problem = findProblem(text, maxDepth);
+  if (problem !== null) throw problem;
+  return value;
+}
+
+/** One pass over a text that JSON.parse accepted, so every string and bracket is well formed. */
+function findProblem(text: string, maxDepth: number): StrictJsonError | null {
+  const objects: Array<Set<string> | null> = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let end = i + 1;
+      let plain = true;
+      for (;;) {
+        const d = text.charCodeAt(end);
+        if (d === 0x22) break;
+        if (d === 0x5c /* \ */) {
+          plain = false;
+          end += 2;
+        } else {
+          if (d === 0x7f || (d >= 0xd800 && d <= 0xdfff)) plain = false;
+          end++;
+        }
+      }
+      const keys = expectKey ? objects[objects.length - 1] : null;
+      if (keys || !plain) {
+        // Decoded only when it matters: a key, or a string with an escape, DEL or a surrogate.
+        const decoded = plain ? text.slice(i + 1, end) : JSON.parse(text.slice(i, end + 1)) as string;
+        const problem = plain ? null : characterProblem(decoded);
+        if (problem !== null) return problem;
+        if (keys) {
+          const name = JSON.stringify(decoded.slice(0, 64));
+          if (PROTOTYPE_KEYS.has(decoded)) return new StrictJsonError('prototype-key', `key ${name} is not accepted`);
+          if (keys.has(decoded)) return new StrictJsonError('duplicate-key', `key ${name} appears twice in one object`);
+          keys.add(decoded);
+          expectKey = false;
+        }
+      }
+      i = end;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      objects.push(c === 0x7b ? new Set() : null);
+      if (objects.length > maxDepth) return new StrictJsonError('too-deep', `nesting deeper than ${maxDepth} levels`);
+      expectKey = c === 0x7b;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      objects.pop();
+      expectKey = false;
+    } else if (c === 0x2c /* , */) {
+      expectKey = objects[objects.length - 1] instanceof Set;
+    }
+  }
+  return null;
+}
+
+function characterProblem(value: string): StrictJsonError | null {
+  if (CONTROL.test(value)) return new StrictJsonError('control-character', 'a string holds a control character');
+  if (!value.isWellFormed()) return new StrictJsonError('lone-surrogate', 'a string holds a lone surrogate');
+  return null;
+}

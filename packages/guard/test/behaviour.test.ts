@@ -11,7 +11,9 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { currentAdmission } from '../src/index.ts';
 import { lockstep } from '../src/adapters/fastify.ts';
-import { guardFor, recordDecisions, startOrders, TRUST_DOMAIN, world } from './fixture.ts';
+import {
+  expectRefused, guardFor, recordDecisions, startOrders, TRUST_DOMAIN, world, type HandlerCall,
+} from './fixture.ts';
 
 test('steady state: a repeated request does no signature verification and no Cedar call', async () => {
   const w = await world();
@@ -77,14 +79,19 @@ test('no policy bundle yet: 503 LOCKSTEP_ERR_NO_POLICY, then the bundle arrives 
   const guard = await guardFor(w, { policy: { keys: w.policyKey.jwks } });
   const service = await startOrders('fastify', guard);
   const client = w.client(w.svids.gateway);
+  const decisions = recordDecisions();
   try {
     const token = await w.customerToken();
-    const before = await client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } });
-    assert.equal(before.status, 503);
-    assert.equal(before.json<{ error: string }>().error, 'LOCKSTEP_ERR_NO_POLICY');
+    const read = () => client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } });
+    await expectRefused(service, decisions, read, 503, 'LOCKSTEP_ERR_NO_POLICY');
+    const body = JSON.stringify({ item: 'tea', quantity: 1 });
+    const headers = { 'txn-token': token, 'content-type': 'application/json' };
+    const create = () => client.request(`${service.url}/orders`, { method: 'POST', body, headers });
+    await expectRefused(service, decisions, create, 503, 'LOCKSTEP_ERR_NO_POLICY');
     await guard.setPolicyBundle(w.bundle);
     assert.equal((await client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } })).status, 200);
   } finally {
+    decisions.stop();
     await client.close();
     await service.close();
     await guard.close();
@@ -114,7 +121,13 @@ test('dry run (service-wide and per route): would-be denials pass and are audite
     const guard = await guardFor(w, mode === 'service' ? { mode: 'dry-run' } : {});
     const app = Fastify({ https: guard.tlsOptions() });
     await app.register(lockstep, { guard });
-    app.get('/reports', { config: { lockstep: { action: 'orders:read', dryRun: mode === 'route' } } }, async () => ({ ok: true }));
+    const observed = { calls: [] as HandlerCall[], orders: new Map<string, unknown>() };
+    const config = { lockstep: { action: 'orders:read', dryRun: mode === 'route' } };
+    app.get('/reports', { config }, async (request) => {
+      const requestId = currentAdmission()?.requestId ?? null;
+      observed.calls.push({ method: request.method, url: request.url, requestId });
+      return { ok: true };
+    });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const url = `https://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     const decisions = recordDecisions();
@@ -127,9 +140,12 @@ test('dry run (service-wide and per route): would-be denials pass and are audite
       assert.equal(event.decision, 'allow');
       assert.equal(event.dryRun, true);
       assert.equal(event.reason, 'LOCKSTEP_ERR_TXN_TOKEN_MISSING');
+      assert.equal(observed.calls.length, 1, `${mode}: the would-be denial reached the handler`);
       const foreign = await w.foreignCa.issueSvid({ service: 'gateway' });
       const stranger = w.client(foreign);
-      assert.equal((await stranger.request(`${url}/reports`)).status, 401, `${mode}: an untrusted peer is refused even in dry run`);
+      // An untrusted peer is refused even in dry run, and never reaches the handler.
+      const untrusted = () => stranger.request(`${url}/reports`);
+      await expectRefused(observed, decisions, untrusted, 401, 'LOCKSTEP_ERR_PEER_UNTRUSTED');
       await stranger.close();
     } finally {
       decisions.stop();
@@ -144,6 +160,7 @@ test('revocation of a sub, a txn or a SPIFFE ID applies to cached tokens at once
   const w = await world();
   const service = await startOrders('fastify', await guardFor(w));
   const client = w.client(w.svids.gateway);
+  const decisions = recordDecisions();
   try {
     const bob = await w.customerToken({ sub: 'bob' });
     const carol = await w.customerToken({ sub: 'carol', txn: 'txn-carol' });
@@ -151,14 +168,14 @@ test('revocation of a sub, a txn or a SPIFFE ID applies to cached tokens at once
     assert.equal((await get(bob)).status, 200);
     assert.equal((await get(carol)).status, 200);
     service.guard.revoke({ kind: 'sub', value: 'bob' });
-    assert.equal((await get(bob)).json<{ error: string }>().error, 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED');
+    await expectRefused(service, decisions, () => get(bob), 401, 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED');
     service.guard.revoke({ kind: 'txn', value: 'txn-carol' });
-    assert.equal((await get(carol)).json<{ error: string }>().error, 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED');
+    await expectRefused(service, decisions, () => get(carol), 401, 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED');
     service.guard.revoke({ kind: 'spiffeId', value: `spiffe://${TRUST_DOMAIN}/svc/gateway` });
-    const revoked = await get(await w.customerToken());
-    assert.equal(revoked.status, 401);
-    assert.equal(revoked.json<{ error: string }>().error, 'LOCKSTEP_ERR_PEER_REVOKED');
+    const fresh = await w.customerToken();
+    await expectRefused(service, decisions, () => get(fresh), 401, 'LOCKSTEP_ERR_PEER_REVOKED');
   } finally {
+    decisions.stop();
     await client.close();
     await service.close();
     await service.guard.close();

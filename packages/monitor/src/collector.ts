@@ -12,7 +12,7 @@
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { admittedCaller, ControlPlaneError, requireCaller, type AuditAppend, type ControlPlaneStore } from '@lockstep/control-plane';
+import { admittedCaller, admittedWorkload, ControlPlaneError, requireCaller, type AuditAppend, type ControlPlaneStore } from '@lockstep/control-plane';
 
 const inflate = promisify(gunzip);
 export const COLLECTOR_PATH = '/v1/audit/events';
@@ -58,7 +58,6 @@ function eventProblem(event: unknown, service: string): { kind: 'malformed' | 'f
 
 export function createCollector(options: CollectorOptions): Collector {
   const stats: CollectorStats = { batches: 0, events: 0, duplicates: 0, refused: { malformed: 0, oversized: 0, foreign: 0, unauthenticated: 0 } };
-  const prefix = `spiffe://${options.trustDomain}/svc/`;
   const refuse = (kind: keyof CollectorStats['refused'], detail: string): never => {
     stats.refused[kind] += 1;
     throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', detail);
@@ -83,7 +82,7 @@ export function createCollector(options: CollectorOptions): Collector {
         },
       }, async (request, reply) => {
         const source = admittedCaller(request);
-        const service = source.slice(prefix.length);
+        const service = admittedWorkload(request);
         if (!Buffer.isBuffer(request.body)) return refuse('malformed', 'send the batch as gzip-compressed JSON (content-type application/json, content-encoding gzip)');
         if (request.headers['content-encoding'] !== 'gzip') return refuse('malformed', 'the batch must be gzip-compressed (content-encoding: gzip)');
         let text: string;

@@ -8,3 +8,8 @@ export { RULES, DEFAULT_THRESHOLDS, type Rule, type RuleId, type Thresholds } fr
 export { createWebhook, signWebhookBody, verifyWebhookSignature, type Webhook, type WebhookOptions } from './webhook.ts';
 export { createMonitorMetrics } from './metrics.ts';
 export { createDashboard, DASHBOARD_CLIENT_ID, type DashboardOptions } from './dashboard.ts';
+export { recordAdminTrail, type AdminTrail, type AdminTrailOptions } from './admin-trail.ts';
+export {
+  assembleControlPlane, openAuditKeys, openControlPlaneKeys, openStoreAt,
+  type AssembledControlPlane, type ControlPlaneAssemblyOptions, type ControlPlaneOutput, type ExternalIssuer, type StoreLocation,
+} from './assemble-control-plane.ts';

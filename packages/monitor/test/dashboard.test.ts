@@ -10,31 +10,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createTestBrowser } from '@lockstep/testkit';
-import {
-  createJoinToken, createPolicyService, createUser, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane, startRegistryHeartbeat,
-  type ControlPlaneStore, type Heartbeat, type PolicyService, type RunningControlPlane, type WorkloadCa,
-} from '@lockstep/control-plane';
-import { createDashboard } from '../src/index.ts';
+import { createJoinToken, createUser, joinControlPlane, startRegistryHeartbeat, type Heartbeat, type WorkloadCa } from '@lockstep/control-plane';
+import { assembleControlPlane, type AssembledControlPlane } from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-dashboard-'));
 let ca: WorkloadCa;
-let store: ControlPlaneStore;
-let policy: PolicyService;
-let controlPlane: RunningControlPlane;
+let controlPlane: AssembledControlPlane;
 let heartbeat: Heartbeat;
 
 before(async () => {
-  const keyDir = join(scratch, 'keys');
-  ca = await openWorkloadCa({ trustDomain: TD, keyDir });
-  store = openSqliteStore(join(scratch, 'cp.db'));
-  policy = await createPolicyService({ dir: new URL('../../guard/example/policies/', import.meta.url).pathname, signingKey: await openSigningKey(keyDir, 'policy'), watch: false });
-  const resource = 'https://lockstep.test/dashboard';
-  controlPlane = await startControlPlane({
-    ca, store, policy,
-    extensions: [createDashboard({ store, resource, expectedPolicyVersion: async (service) => (await policy.bundleFor(service))?.version ?? null })],
-    idp: { keys: await openKeyRing(keyDir, 'idp', { retainMs: 3_600_000 }), cookieKeys: ['dashboard-test-cookie-secret-0123456789'], clients: [], resource: { indicator: resource, scopes: [] } },
+  // The dashboard signs administrators in through the identity provider, for this resource.
+  controlPlane = await assembleControlPlane({
+    trustDomain: TD, keyDir: join(scratch, 'keys'), store: { sqlite: join(scratch, 'cp.db') },
+    policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname, watchPolicy: false,
+    idp: { resource: { indicator: 'https://lockstep.test/dashboard', scopes: [] } },
+    // No sweep meanwhile: the alerts shown are the test's own.
+    detection: { sweepMs: 3_600_000 }, output: { warning: () => {} },
   });
+  const { store } = controlPlane;
+  ca = controlPlane.ca;
   await createUser(store, { username: 'root', password: 'the operators passphrase', roles: ['admin'] });
   await createUser(store, { username: 'alice', password: 'violet mountain teapot 42', roles: ['customer'] });
   const orders = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token, service: 'orders' });
@@ -47,8 +42,6 @@ before(async () => {
 after(async () => {
   await heartbeat.stop();
   await controlPlane.close();
-  policy.close();
-  await store.close();
   rmSync(scratch, { recursive: true, force: true });
 });
 

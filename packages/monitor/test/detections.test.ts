@@ -20,11 +20,13 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTestBrowser, createTestCa, createTxnTokenMinter, issueCertificate, testPostgres, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, createUser, issueSvidFromCsr, joinAsWorkload, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore,
-  openPostgresStore, openWorkloadCa, startControlPlane, startRegistryHeartbeat, subscribeLogins,
-  type AlertRecord, type ControlPlaneStore, type Heartbeat, type KeyRing, type PolicyService, type RunningControlPlane, type WorkloadAgent, type WorkloadCa, type WorkloadCredentials,
+  createJoinToken, createUser, issueSvidFromCsr, joinAsWorkload, joinControlPlane, startRegistryHeartbeat,
+  type AlertRecord, type ControlPlaneStore, type Heartbeat, type PolicyService, type WorkloadAgent, type WorkloadCa, type WorkloadCredentials,
 } from '@lockstep/control-plane';
-import { COLLECTOR_PATH, createCollector, createDetector, createWebhook, RULES, startCheckpointer, verifyWebhookSignature, type Detector } from '../src/index.ts';
+import {
+  assembleControlPlane, COLLECTOR_PATH, createWebhook, RULES, verifyWebhookSignature,
+  type AssembledControlPlane, type Detector, type StoreLocation,
+} from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-detect-'));
@@ -37,7 +39,7 @@ const PG_SCHEMA = postgres.schema();
 const BACKENDS = [
   {
     name: 'sqlite', skip: false as string | false,
-    open: (dir: string) => openSqliteStore(join(dir, 'cp.db')),
+    location: (dir: string): StoreLocation => ({ sqlite: join(dir, 'cp.db') }),
     async tamper(dir: string, source: string) {
       const db = new DatabaseSync(join(dir, 'cp.db'));
       db.exec('DROP TRIGGER audit_events_no_update');
@@ -47,7 +49,7 @@ const BACKENDS = [
   },
   {
     name: 'postgres', skip: postgres.skip,
-    open: () => openPostgresStore({ connectionString: postgres.url, schema: PG_SCHEMA }),
+    location: (): StoreLocation => ({ postgres: postgres.url, schema: PG_SCHEMA }),
     async tamper(_dir: string, source: string) {
       const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${PG_SCHEMA}` });
       await client.connect();
@@ -70,9 +72,8 @@ for (const backend of BACKENDS) {
     let ca: WorkloadCa;
     let store: ControlPlaneStore;
     let policy: PolicyService;
-    let auditKeys: KeyRing;
     let detector: Detector;
-    let controlPlane: RunningControlPlane;
+    let controlPlane: AssembledControlPlane;
     let minter: TxnTokenMinter;
     const creds: Record<string, WorkloadCredentials> = {};
     const agents: WorkloadAgent[] = [];
@@ -80,7 +81,6 @@ for (const backend of BACKENDS) {
     const apps: FastifyInstance[] = [];
     const heartbeats: Heartbeat[] = [];
     const origins: Record<string, string> = {};
-    let stopLogins: () => void;
 
     async function guardedService(service: 'orders' | 'payments', actions: string[]): Promise<void> {
       const scratch = dir;
@@ -90,7 +90,8 @@ for (const backend of BACKENDS) {
       agent.attach(guard);
       const app = Fastify({ https: guard.tlsOptions() });
       await app.register(lockstep, { guard });
-      for (const action of actions) app.post(`/${action.replace(':', '/')}`, { config: { lockstep: { action } } }, async () => ({ ok: true }));
+      // The calls send a JSON body: a route takes one only with a body schema (here one that checks nothing).
+      for (const action of actions) app.post(`/${action.replace(':', '/')}`, { config: { lockstep: { action } }, schema: { body: { type: 'object' } } }, async () => ({ ok: true }));
       await app.listen({ host: '127.0.0.1', port: 0 });
       origins[service] = `https://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
       agents.push(agent);
@@ -103,21 +104,18 @@ for (const backend of BACKENDS) {
       const scratch = dir;
       writeFileSync(join(policyDir, 'payments.cedarschema'), 'namespace Lockstep { action "payments:charge" appliesTo { principal: Workload, resource: Service, context: RequestContext }; }\n');
       writeFileSync(join(policyDir, 'payments.cedar'), '@id("orders-charges")\npermit (principal == Lockstep::Workload::"spiffe://shop.test/svc/orders", action == Lockstep::Action::"payments:charge", resource == Lockstep::Service::"payments") when { context.roles.contains("customer") };\n');
-      const keyDir = join(scratch, 'keys');
-      ca = await openWorkloadCa({ trustDomain: TD, keyDir });
-      store = await backend.open(dir);
-      policy = await createPolicyService({ dir: policyDir, signingKey: await openSigningKey(keyDir, 'policy'), watch: false });
-      auditKeys = await openKeyRing(keyDir, 'audit', { retainMs: 3_600_000 });
-      detector = createDetector({
-        store, sweepMs: 3_600_000, auditKeys: () => auditKeys.publicJwks(), verifyEveryMs: 0,
-        expectedPolicyVersion: async (service) => (await policy.bundleFor(service))?.version ?? null,
+      // Sign-ins reach the detector, and the collector's batches; sweeps run when a test asks.
+      controlPlane = await assembleControlPlane({
+        trustDomain: TD, keyDir: join(scratch, 'keys'), store: backend.location(dir), policyDir, watchPolicy: false,
+        checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000, verifyEveryMs: 0 },
+        idp: {
+          clients: [{ client_id: 'gateway', client_secret: 'detections-test-secret', redirect_uris: ['https://gateway.shop.test/callback'] }],
+          resource: { indicator: 'https://shop.test/api', scopes: [] },
+        },
+        output: { warning: () => {}, error: () => {} },
       });
-      const collector = createCollector({ store, trustDomain: TD, onAppended: (batch) => detector.observeDecisions(batch) });
-      controlPlane = await startControlPlane({
-        ca, store, policy, extensions: [(app) => collector.register(app)],
-        idp: { keys: await openKeyRing(keyDir, 'idp', { retainMs: 3_600_000 }), cookieKeys: ['detections-cookie-secret-0123456789abcdef'], clients: [{ client_id: 'gateway', client_secret: 'detections-test-secret', redirect_uris: ['https://gateway.shop.test/callback'] }], resource: { indicator: 'https://shop.test/api', scopes: [] } },
-      });
-      stopLogins = subscribeLogins((event) => detector.observeLogin(event));
+      ({ ca, store, detector } = controlPlane);
+      policy = controlPlane.policy as PolicyService;
       minter = await createTxnTokenMinter({ trustDomain: TD });
       for (const service of ['gateway', 'inventory', 'reports']) {
         creds[service] = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
@@ -127,15 +125,11 @@ for (const backend of BACKENDS) {
     });
 
     after(async () => {
-      stopLogins();
-      detector.stop();
       for (const heartbeat of heartbeats) await heartbeat.stop();
       for (const app of apps) await app.close();
       for (const agent of agents) await agent.close();
       for (const guard of guards) await guard.close();
       await controlPlane.close();
-      policy.close();
-      await store.close();
     });
 
     async function call(as: WorkloadCredentials | { chainPem: string; keyPem: string } | null, url: string, txnToken?: string): Promise<number> {
@@ -290,7 +284,7 @@ for (const backend of BACKENDS) {
         assert.match((await alert('audit-gap', `spiffe://${TD}/svc/reports`)).summary, /2 decision events of reports never arrived/);
         assert.match((await alert('spool-drops', `spiffe://${TD}/svc/reports`)).summary, /dropped 7 decision events/);
 
-        await startCheckpointer({ store, keys: auditKeys, intervalMs: 3_600_000 }).checkpoint();
+        await controlPlane.checkpointer.checkpoint();
         await backend.tamper(dir, `spiffe://${TD}/svc/orders`);
         assert.match((await alert('audit-gap', `spiffe://${TD}/svc/orders`)).summary, /does not verify: event 1 was changed/);
       });

@@ -11,17 +11,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { createTestBrowser, issueCertificate, type TestBrowser } from '@lockstep/testkit';
-import {
-  createJoinToken, createUser, issueAdminCredentials, joinControlPlane, openKeyRing, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type RunningControlPlane, type WorkloadCa,
-} from '@lockstep/control-plane';
-import { createDashboard, createScanReceiver, SCANS_PATH } from '../src/index.ts';
+import { createJoinToken, createUser, joinControlPlane, type ControlPlaneStore, type WorkloadCa } from '@lockstep/control-plane';
+import { assembleControlPlane, SCANS_PATH, type AssembledControlPlane } from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-scans-'));
 let ca: WorkloadCa;
 let store: ControlPlaneStore;
-let controlPlane: RunningControlPlane;
+let controlPlane: AssembledControlPlane;
 let admin: TestBrowser;
 
 type Identity = { chainPem: string; keyPem: string };
@@ -36,21 +33,17 @@ async function scannerSvid(name: string): Promise<Identity> {
 }
 
 before(async () => {
-  const keyDir = join(scratch, 'keys');
-  ca = await openWorkloadCa({ trustDomain: TD, keyDir });
-  store = openSqliteStore(join(scratch, 'cp.db'));
-  const resource = 'https://lockstep.test/dashboard';
-  const scans = createScanReceiver({ store, trustDomain: TD });
-  controlPlane = await startControlPlane({
-    ca, store,
-    extensions: [(app) => scans.register(app), createDashboard({ store, resource })],
-    idp: { keys: await openKeyRing(keyDir, 'idp', { retainMs: 3_600_000 }), cookieKeys: ['scans-test-cookie-secret-0123456789'], clients: [], resource: { indicator: resource, scopes: [] } },
+  // The scan receiver and the dashboard (administrators sign in for this resource); no policy needed.
+  controlPlane = await assembleControlPlane({
+    trustDomain: TD, keyDir: join(scratch, 'keys'), store: { sqlite: join(scratch, 'cp.db') }, adminName: 'alice',
+    idp: { resource: { indicator: 'https://lockstep.test/dashboard', scopes: [] } }, output: { warning: () => {} },
   });
+  ({ ca, store } = controlPlane);
   await createUser(store, { username: 'root', password: 'the operators passphrase', roles: ['admin'] });
   scanner = await scannerSvid('ci');
   otherScanner = await scannerSvid('nightly');
   workload = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token, service: 'orders' });
-  adminSvid = await issueAdminCredentials(ca, 'alice');
+  adminSvid = controlPlane.admin;
   admin = createTestBrowser({ ca: ca.bundlePem });
   const login = await admin.open(`${controlPlane.url}/dashboard`);
   assert.equal((await admin.submit(login, { username: 'root', password: 'the operators passphrase' })).status, 200);
@@ -59,7 +52,6 @@ before(async () => {
 after(async () => {
   await admin.close();
   await controlPlane.close();
-  await store.close();
   rmSync(scratch, { recursive: true, force: true });
 });
 

@@ -15,11 +15,8 @@ import { Agent, request } from 'undici';
 import { createGuard, subscribeDecisions } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, testPostgres } from '@lockstep/testkit';
-import {
-  createJoinToken, createPolicyService, joinControlPlane, openKeyRing, openPostgresStore, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type RunningControlPlane,
-} from '@lockstep/control-plane';
-import { COLLECTOR_PATH, createCollector, startCheckpointer, verifyTrail } from '../src/index.ts';
+import { createJoinToken, joinControlPlane, type PolicyService } from '@lockstep/control-plane';
+import { assembleControlPlane, COLLECTOR_PATH, verifyTrail, type AssembledControlPlane, type StoreLocation } from '../src/index.ts';
 
 const TD = 'shop.test';
 const OUTAGE_MS = Number(process.env.LOCKSTEP_SPOOL_OUTAGE_MS ?? 60_000);
@@ -32,28 +29,25 @@ after(async () => {
   await postgres.cleanup();
 });
 
-const backends: { name: string; skip: string | false; open(): Promise<ControlPlaneStore> }[] = [
-  { name: 'sqlite', skip: false, open: async () => openSqliteStore(join(scratch, `${randomBytes(4).toString('hex')}.db`)) },
-  {
-    name: 'postgres', skip: postgres.skip,
-    async open() {
-      return openPostgresStore({ connectionString: postgres.url, schema: postgres.schema() });
-    },
-  },
+const backends: { name: string; skip: string | false; location(): StoreLocation }[] = [
+  { name: 'sqlite', skip: false, location: () => ({ sqlite: join(scratch, `${randomBytes(4).toString('hex')}.db`) }) },
+  { name: 'postgres', skip: postgres.skip, location: () => ({ postgres: postgres.url, schema: postgres.schema() }) },
 ];
 
 for (const backend of backends) {
   describe(`spool and replay (${backend.name})`, { skip: backend.skip }, () => {
     it(`loses nothing while the collector is away for ${OUTAGE_MS / 1000} s under load`, async () => {
       const dir = mkdtempSync(join(scratch, `${backend.name}-`));
-      const keyDir = join(dir, 'keys');
-      const ca = await openWorkloadCa({ trustDomain: TD, keyDir });
-      const store = await backend.open();
-      const policyKey = await openSigningKey(keyDir, 'policy');
-      const policy = await createPolicyService({ dir: new URL('../../guard/example/policies/', import.meta.url).pathname, signingKey: policyKey, watch: false });
-      const auditKeys = await openKeyRing(keyDir, 'audit', { retainMs: 3_600_000 });
-      const start = (port = 0) => startControlPlane({ ca, store, policy, port, extensions: [(server) => createCollector({ store, trustDomain: TD }).register(server)] });
-      let controlPlane: RunningControlPlane | null = await start();
+      const location = backend.location();
+      // Stopped for the outage and started again on the same port, keys and store.
+      const start = (port = 0) => assembleControlPlane({
+        trustDomain: TD, keyDir: join(dir, 'keys'), store: location, port, watchPolicy: false,
+        policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname,
+        checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000 }, output: { warning: () => {} },
+      });
+      let controlPlane: AssembledControlPlane | null = await start();
+      const { ca, store, auditKeys } = controlPlane;
+      const policy = controlPlane.policy as PolicyService;
       const port = Number(new URL(controlPlane.url).port);
       const minter = await createTxnTokenMinter({ trustDomain: TD });
       const join_ = async (service: string) => joinControlPlane({ url: controlPlane?.url ?? '', trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
@@ -61,7 +55,7 @@ for (const backend of backends) {
       const gateway = await join_('gateway');
       const guard = await createGuard({
         service: 'orders', trustDomain: TD, trustBundle: orders.bundlePem, svid: { cert: orders.chainPem, key: orders.keyPem },
-        txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] }, bundle: (await policy.bundleFor('orders'))?.bundle ?? '' },
+        txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [...policy.publicJwks.keys] }, bundle: (await policy.bundleFor('orders'))?.bundle ?? '' },
         audit: { collector: { url: `${controlPlane.url}${COLLECTOR_PATH}`, spoolDir: join(dir, 'spool') } },
         logger: { info() {}, warn: (message: string, fields?: Record<string, unknown>) => { if (process.env.DEBUG_SPOOL) console.log(Date.now() % 100000, message, JSON.stringify(fields)); }, error() {} },
       });
@@ -106,8 +100,9 @@ for (const backend of backends) {
         // The spool drains on its own once the collector answers again.
         const drainedBy = Date.now() + 60_000;
         let collected = 0;
+        const restarted = controlPlane;
         while (Date.now() < drainedBy) {
-          collected = (await store.auditEvents(orders.spiffeId, 0, 10_000_000)).length;
+          collected = (await restarted.store.auditEvents(orders.spiffeId, 0, 10_000_000)).length;
           if (collected >= emitted) break;
           await new Promise((resolve) => setTimeout(resolve, 250));
         }
@@ -115,8 +110,8 @@ for (const backend of backends) {
         console.log(`${backend.name}: ${emitted} decisions emitted (${duringOutage} during a ${OUTAGE_MS / 1000} s outage), ${collected} collected; slowest request ${slowest.toFixed(1)} ms; shipping ${JSON.stringify(guard.stats().shipping)}`);
         assert.equal(collected, emitted, 'collected = emitted');
         assert.equal(guard.stats().shipping?.dropped, 0);
-        await startCheckpointer({ store, keys: auditKeys, intervalMs: 3_600_000 }).checkpoint();
-        const report = await verifyTrail(store, auditKeys.publicJwks());
+        await restarted.checkpointer.checkpoint();
+        const report = await verifyTrail(restarted.store, auditKeys.publicJwks());
         assert.deepEqual(report.problems, []);
       } finally {
         load = false;
@@ -126,8 +121,6 @@ for (const backend of backends) {
         await app.close();
         await guard.close();
         await controlPlane?.close();
-        policy.close();
-        await store.close();
       }
     });
   });

@@ -15,14 +15,15 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, issueAdminCredentials, joinControlPlane, openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type KeyRing, type PolicyService, type RunningControlPlane, type WorkloadCa, type WorkloadCredentials,
+  controlPlaneSpiffeId, createJoinToken, issueAdminCredentials, joinControlPlane,
+  type ControlPlaneStore, type KeyRing, type PolicyService, type WorkloadCa, type WorkloadCredentials,
 } from '@lockstep/control-plane';
-import { callChain, COLLECTOR_PATH, createCollector, createMonitorMetrics, startCheckpointer, verifyTrail, type Checkpointer, type Collector } from '../src/index.ts';
+import {
+  assembleControlPlane, callChain, COLLECTOR_PATH, verifyTrail, type AssembledControlPlane, type Checkpointer, type Collector,
+} from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-trail-'));
-const dbPath = join(scratch, 'cp.db');
 
 let ca: WorkloadCa;
 let store: ControlPlaneStore;
@@ -30,7 +31,7 @@ let policy: PolicyService;
 let auditKeys: KeyRing;
 let collector: Collector;
 let checkpointer: Checkpointer;
-let controlPlane: RunningControlPlane;
+let controlPlane: AssembledControlPlane;
 let minter: TxnTokenMinter;
 let orders: WorkloadCredentials;
 let gateway: WorkloadCredentials;
@@ -39,23 +40,20 @@ let app: FastifyInstance;
 let origin: string;
 
 before(async () => {
-  const keyDir = join(scratch, 'keys');
-  ca = await openWorkloadCa({ trustDomain: TD, keyDir });
-  store = openSqliteStore(dbPath);
-  const policyKey = await openSigningKey(keyDir, 'policy');
-  policy = await createPolicyService({ dir: new URL('../../guard/example/policies/', import.meta.url).pathname, signingKey: policyKey, watch: false });
-  auditKeys = await openKeyRing(keyDir, 'audit', { retainMs: 365 * 24 * 3_600_000 });
-  collector = createCollector({ store, trustDomain: TD });
-  const metrics = createMonitorMetrics({ store, trustDomain: TD, collector });
-  controlPlane = await startControlPlane({ ca, store, policy, extensions: [(server) => collector.register(server), (server) => metrics.register(server)] });
-  checkpointer = startCheckpointer({ store, keys: auditKeys, intervalMs: 3_600_000 });
+  controlPlane = await assembleControlPlane({
+    trustDomain: TD, keyDir: join(scratch, 'keys'), store: { sqlite: join(scratch, 'cp.db') },
+    policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname, watchPolicy: false,
+    checkpointIntervalMs: 3_600_000, output: { warning: () => {} },
+  });
+  ({ ca, store, auditKeys, collector, checkpointer } = controlPlane);
+  policy = controlPlane.policy as PolicyService;
   minter = await createTxnTokenMinter({ trustDomain: TD });
   const join_ = async (service: string) => joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
   orders = await join_('orders');
   gateway = await join_('gateway');
   guard = await createGuard({
     service: 'orders', trustDomain: TD, trustBundle: orders.bundlePem, svid: { cert: orders.chainPem, key: orders.keyPem },
-    txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] }, bundle: (await policy.bundleFor('orders'))?.bundle ?? '' },
+    txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [...policy.publicJwks.keys] }, bundle: (await policy.bundleFor('orders'))?.bundle ?? '' },
     audit: { collector: { url: `${controlPlane.url}${COLLECTOR_PATH}`, spoolDir: join(scratch, 'spool') } },
     logger: { info() {}, warn() {}, error() {} },
   });
@@ -68,12 +66,9 @@ before(async () => {
 });
 
 after(async () => {
-  checkpointer.stop();
   await app.close();
   await guard.close();
   await controlPlane.close();
-  policy.close();
-  await store.close();
   rmSync(scratch, { recursive: true, force: true });
 });
 
@@ -123,7 +118,8 @@ describe('shipping and the collector', () => {
     const report = await verifyTrail(store, auditKeys.publicJwks());
     assert.deepEqual(report.problems, []);
     assert.equal(report.ok, true);
-    assert.deepEqual(report.sources.map((source) => [source.source, source.events, source.checkpoints]), [[orders.spiffeId, 32, 1]]);
+    // The control plane's own source holds the policy in force at start.
+    assert.deepEqual(report.sources.map((source) => [source.source, source.events, source.checkpoints]), [[controlPlaneSpiffeId(TD), 1, 1], [orders.spiffeId, 32, 1]]);
   });
 
   it('correlates one transaction into its call chain', async () => {

@@ -8,7 +8,7 @@ export type RequestContext = {
   readonly scope: readonly string[];
   /** `tctx.tenant` when it is a string. */
   readonly tenant?: string;
-  /** Txn-Token `req_wl`; "" when absent. */
+  /** The workload that started the transaction: the first `req_wl` of its Txn-Token's chain; "" when none. */
   readonly requester: string;
   /** `<name>` of the caller's `spiffe://<td>/svc/<name>`, else "". */
   readonly callerService: string;

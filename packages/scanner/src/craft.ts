@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
+import { workloadId } from '@lockstep/identity';
 import { CompactEncrypt, CompactSign, SignJWT, base64url, calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, exportJWK, exportSPKI, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import type { CraftedToken } from './catalogue/attack.ts';
 import type { Credential } from './send.ts';
@@ -42,7 +43,7 @@ export async function craftTokens(genuine: string, trustDomain: string, txnJwks:
     'kid-traversal': await attackerSigned({ kid: '../../../../etc/passwd' }),
     'kid-unknown': await attackerSigned({ kid: `unknown-${attackerKid}` }),
     'jwe': await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: 'dir', enc: 'A256GCM', typ: TYP, kid: header.kid ?? '' }).encrypt(randomBytes(32)),
-    'foreign-trust-domain': await new SignJWT({ ...claims, aud: `foreign.${trustDomain}`, req_wl: `spiffe://foreign.${trustDomain}/svc/gateway` }).setProtectedHeader({ alg: 'ES256', typ: TYP, kid: attackerKid }).sign(attacker.privateKey),
+    'foreign-trust-domain': await new SignJWT({ ...claims, aud: `foreign.${trustDomain}`, req_wl: workloadId(`foreign.${trustDomain}`, 'gateway') }).setProtectedHeader({ alg: 'ES256', typ: TYP, kid: attackerKid }).sign(attacker.privateKey),
     'oversized': `${realHeader}.${segment({ ...claims, pad: 'a'.repeat(768 * 1024) })}.${signature}`,
   };
 }

@@ -7,6 +7,7 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { request } from 'undici';
 import { controlPlaneAgent, type ScanKit, type ScanUser, type ServiceRecord } from '@lockstep/control-plane';
+import { formatSpiffeId } from '@lockstep/identity';
 import type { ScanReport } from './types.ts';
 
 x509.cryptoProvider.set(globalThis.crypto);
@@ -58,9 +59,10 @@ async function asAdmin<T>(access: ControlPlaneAccess, method: 'GET' | 'POST', pa
 
 export async function obtainScanKit(access: ControlPlaneAccess, name: string, users: readonly ScanUser[]): Promise<ObtainedKit> {
   const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const scannerId = formatSpiffeId(access.trustDomain, 'scanner', name);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${access.trustDomain}/scanner/${name}` }])],
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: scannerId }])],
   });
   const kit = await asAdmin<ScanKit>(access, 'POST', '/v1/admin/scan-kit', { name, csr: csr.toString('pem'), users });
   const txnJwks = await asAdmin<ObtainedKit['txnJwks']>(access, 'GET', '/v1/txn-token/jwks.json');

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ScanUser } from '@lockstep/control-plane';
+import { parseSpiffeId } from '@lockstep/identity';
 import { catalogue, type Attack, type Control, type EndpointTarget, type RouteTarget, type ScanContext, type ScanRoute, type ServiceTarget, type Target } from './catalogue/index.ts';
 import type { Plan } from './catalogue/attack.ts';
 import { craftTokens, foreignCaCredential } from './craft.ts';
@@ -105,14 +106,20 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
   }
 }
 
+function isWorkloadOf(trustDomain: string, spiffeId: string): boolean {
+  const id = parseSpiffeId(spiffeId);
+  return id !== null && id.trustDomain === trustDomain && id.service !== null;
+}
+
 /**
  * Live registered services (their own trust domain only), then the manifest's; and every registered
  * workload, which the controls try as the caller a route's policy permits.
  */
 async function discover(access: ControlPlaneAccess, manifest: ScanManifest, trustDomain: string, warn: (message: string) => void): Promise<{ services: ServiceTarget[]; workloads: string[] }> {
   const found: ServiceTarget[] = [];
-  const prefix = `spiffe://${trustDomain}/svc/`;
-  const registered = (await registeredServices(access)).filter((entry) => entry.spiffeId.startsWith(prefix)).sort((a, b) => a.service.localeCompare(b.service));
+  const registered = (await registeredServices(access))
+    .filter((entry) => isWorkloadOf(trustDomain, entry.spiffeId))
+    .sort((a, b) => a.service.localeCompare(b.service));
   for (const entry of registered) {
     if (entry.stale) {
       warn(`${entry.service}: not scanned — its guard has not reported for over a minute (stopped?)`);

@@ -6,6 +6,7 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { PeerCertificate } from 'node:tls';
+import { readX509Svid, SvidError } from '@lockstep/identity';
 
 export interface Credential {
   readonly name: string;
@@ -59,17 +60,26 @@ export function splitEndpoint(endpoint: string): { host: string; port: number } 
  */
 export function createSender(options: { scope: ReadonlyMap<string, string | null>; trustBundle: string; trustDomain: string; concurrency: number }): Sender {
   const agents = new Map<string, HttpsAgent>();
-  const anyWorkload = `URI:spiffe://${options.trustDomain}/svc/`;
   function agentFor(credential: Credential, server: string | null): HttpsAgent {
     const key = `${credential.name} ${server ?? '*'}`;
     let agent = agents.get(key);
     if (agent === undefined) {
-      // Services present SVIDs (no host name): the server must be the service the registry names there.
-      const expected = server === null ? null : `URI:${server}`;
+      // Services present SVIDs (no host name): the server must be the service the registry names
+      // there, read from the DER under the X509-SVID rules (@lockstep/identity), as a guard reads its callers.
       const checkServerIdentity = (_host: string, cert: PeerCertificate) => {
-        const san = cert.subjectaltname ?? '';
-        const ok = expected === null ? san.startsWith(anyWorkload) && !san.includes(',') : san === expected;
-        return ok ? undefined : new Error(`the server presented ${san || 'no SPIFFE ID'}, not ${server ?? `an SVID of ${options.trustDomain}`}`);
+        let presented: string;
+        let ok: boolean;
+        try {
+          const svid = readX509Svid(cert.raw, { trustDomain: options.trustDomain });
+          presented = svid.spiffeId;
+          ok = server === null ? svid.service !== null : svid.spiffeId === server;
+        } catch (error) {
+          if (!(error instanceof SvidError)) throw error;
+          presented = `a certificate that is not an SVID (${error.detail})`;
+          ok = false;
+        }
+        const wanted = server ?? `an SVID of ${options.trustDomain}`;
+        return ok ? undefined : new Error(`the server presented ${presented}, not ${wanted}`);
       };
       agent = new HttpsAgent({
         keepAlive: true, maxSockets: options.concurrency, ca: options.trustBundle, checkServerIdentity,

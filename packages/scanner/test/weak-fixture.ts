@@ -1,6 +1,7 @@
 /**
- * A deliberately weak system, for the scanner's true-positive tests. A real control plane (CA, Txn-
- * Token Service, policy) in trust domain `weak.test`, and one planted weakness per service:
+ * A deliberately weak system, for the scanner's true-positive tests. A real control plane (the one
+ * composition root, `assembleControlPlane`: CA, Txn-Token Service, policy, monitor) in trust domain
+ * `weak.test`, and one planted weakness per service:
  *
  *   reports    a route mapped to an over-broad policy (any workload may read reports)
  *   legacy     a guard switched to dry-run (the misconfiguration switch): alg-none tokens get through
@@ -13,12 +14,10 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials, joinAsWorkload, openKeyRing, openSigningKey,
-  openSqliteStore, openWorkloadCa, startControlPlane, type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadAgent,
-} from '@lockstep/control-plane';
+import { createJoinToken, joinAsWorkload, type WorkloadAgent } from '@lockstep/control-plane';
 import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
+import { assembleControlPlane } from '@lockstep/monitor';
 import type { ControlPlaneAccess } from '../src/index.ts';
 
 export const WEAK_TD = 'weak.test';
@@ -52,14 +51,11 @@ export async function startWeakSystem(): Promise<WeakSystem> {
   const policyDir = join(scratch, 'policies');
   mkdirSync(policyDir);
   for (const [file, text] of Object.entries(POLICIES)) writeFileSync(join(policyDir, file), text);
-  const keyDir = join(scratch, 'keys');
-  const ca = await openWorkloadCa({ trustDomain: WEAK_TD, keyDir });
-  const store: ControlPlaneStore = openSqliteStore(join(scratch, 'cp.db'));
-  const policy: PolicyService = await createPolicyService({ dir: policyDir, signingKey: await openSigningKey(keyDir, 'policy'), watch: false });
-  const txnKeys = await openKeyRing(keyDir, 'txn-token', { retainMs: 600_000 });
-  const tts = createTxnTokenService({ trustDomain: WEAK_TD, keys: txnKeys, subjects: createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain: WEAK_TD }), isRevoked: (kind, value) => store.isRevoked(kind, value) });
-  const controlPlane: RunningControlPlane = await startControlPlane({ ca, store, policy, tts });
-  const admin = await issueAdminCredentials(ca, 'ops');
+  const controlPlane = await assembleControlPlane({
+    trustDomain: WEAK_TD, keyDir: join(scratch, 'keys'), store: { sqlite: join(scratch, 'cp.db') }, policyDir, watchPolicy: false,
+    adminName: 'ops', output: { warning: () => {} },
+  });
+  const { ca, store, admin } = controlPlane;
 
   const agents: WorkloadAgent[] = [];
   const guards: Guard[] = [];
@@ -87,8 +83,8 @@ export async function startWeakSystem(): Promise<WeakSystem> {
   await workload('legacy', { mode: 'dry-run', routes: (app) => app.get('/legacy', { config: { lockstep: { action: 'legacy:read' } } }, async () => ({ legacy: true })) });
   await workload('notes', {
     routes: (app) => {
-      // PLANTED: no body schema.
-      app.post('/notes', { config: { lockstep: { action: 'notes:create' } } }, async () => ({ saved: true }));
+      // PLANTED: a body schema that checks nothing (without any schema the guard refuses every body).
+      app.post('/notes', { config: { lockstep: { action: 'notes:create' } }, schema: { body: { type: 'object' } } }, async () => ({ saved: true }));
       app.post('/notes/strict', {
         config: { lockstep: { action: 'notes:create-strict' } },
         schema: { body: { type: 'object', additionalProperties: false, required: ['text'], properties: { text: { type: 'string', maxLength: 200 } } } },
@@ -112,8 +108,6 @@ export async function startWeakSystem(): Promise<WeakSystem> {
       await Promise.all(agents.map((agent) => agent.close()));
       await Promise.all(guards.map((guard) => guard.close()));
       await controlPlane.close();
-      policy.close();
-      await store.close();
       rmSync(scratch, { recursive: true, force: true });
     },
   };

@@ -3,6 +3,7 @@
  * join token (first certificate), `renewWorkload` needs the workload's current SVID, already verified
  * by the mTLS handshake (renewal). Both refuse a revoked workload and record what they issued.
  */
+import { parseSpiffeId } from '@lockstep/identity';
 import { ControlPlaneError } from '../errors.ts';
 import type { ControlPlaneStore } from '../store/store.ts';
 import { issueSvidFromCsr, spiffeIdFor, type IssuedSvid } from './issue-svid.ts';
@@ -26,9 +27,12 @@ export async function bootstrapWorkload(store: ControlPlaneStore, ca: WorkloadCa
 
 /** `peerSpiffeId` is the SPIFFE ID of the SVID the workload presented in the mTLS handshake. */
 export async function renewWorkload(store: ControlPlaneStore, ca: WorkloadCa, request: { peerSpiffeId: string; csrPem: string } & EnrolOptions): Promise<IssuedSvid> {
-  const prefix = `spiffe://${ca.trustDomain}/svc/`;
-  if (!request.peerSpiffeId.startsWith(prefix)) throw new ControlPlaneError('LOCKSTEP_CP_CSR_INVALID', `${request.peerSpiffeId} is not a workload of ${ca.trustDomain}`);
-  const service = request.peerSpiffeId.slice(prefix.length);
+  const peer = parseSpiffeId(request.peerSpiffeId);
+  const service = peer?.trustDomain === ca.trustDomain ? peer.service : null;
+  if (service === null) {
+    const detail = `${request.peerSpiffeId} is not a workload of ${ca.trustDomain}`;
+    throw new ControlPlaneError('LOCKSTEP_CP_CSR_INVALID', detail);
+  }
   await refuseRevoked(store, spiffeIdFor(ca.trustDomain, service));
   const svid = await issueSvidFromCsr(ca, { csrPem: request.csrPem, service, ...ttl(request.ttlSeconds) });
   await record(store, ca, svid, 'renew');

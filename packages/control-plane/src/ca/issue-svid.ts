@@ -2,12 +2,14 @@
  * Issues an X.509-SVID from a workload's CSR (its private key never leaves it). The CSR is checked
  * as a table of small rules — each refusal names the rule — and only its public key is used: the
  * certificate's contents are ours. Exactly one URI SAN `spiffe://<td>/svc/<name>`, CA=false,
- * digitalSignature, serverAuth + clientAuth, 1 h by default, never beyond the intermediate.
+ * digitalSignature, serverAuth + clientAuth, 1 h by default, never beyond the intermediate, and
+ * never longer than the X509-SVID rules of @lockstep/identity allow (24 h, backdating included).
  */
 import { createHash, createPublicKey, sign, verify, type webcrypto } from 'node:crypto';
 import { CertificationRequest } from '@peculiar/asn1-csr';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import * as asn1X509 from '@peculiar/asn1-x509';
+import { DEFAULT_MAX_SVID_LIFETIME_SECONDS, workloadId } from '@lockstep/identity';
 import { ControlPlaneError } from '../errors.ts';
 import { x509 } from '../lib/x509.ts';
 import { randomSerial, type CaSigner, type WorkloadCa } from './workload-ca.ts';
@@ -43,7 +45,7 @@ export function isServiceName(service: unknown): service is string {
 
 export function spiffeIdFor(trustDomain: string, service: string): string {
   if (!isServiceName(service)) throw new ControlPlaneError('LOCKSTEP_CP_CSR_INVALID', `service name ${JSON.stringify(String(service).slice(0, 80))} is not a lower-case DNS label`);
-  return `spiffe://${trustDomain}/svc/${service}`;
+  return workloadId(trustDomain, service);
 }
 
 export async function issueSvidFromCsr(ca: WorkloadCa, request: IssueSvidRequest): Promise<IssuedSvid> {
@@ -58,8 +60,9 @@ export async function issueSvidFromCsr(ca: WorkloadCa, request: IssueSvidRequest
 
 /**
  * Signs a leaf for `spiffeId` with the intermediate: X.509-SVID profile, backdated a minute, never
- * past the intermediate's own expiry. Used for workloads (from their CSR) and for the control
- * plane's own server certificate.
+ * past the intermediate's own expiry, and living at most 24 h in all (notAfter − notBefore: what
+ * every peer checks), so a 24 h request ends a minute early. Used for workloads (from their CSR),
+ * administrators, scanners and the control plane's own server certificate.
  *
  * Built with the ASN.1 schema library (@peculiar/asn1-x509) rather than X509CertificateGenerator:
  * the issuer name, the algorithm and the fixed extensions are parsed once per CA, the SAN once per
@@ -70,7 +73,8 @@ export async function signLeaf(ca: WorkloadCa, publicKey: webcrypto.CryptoKey | 
   const template = await templateFor(ca.signer);
   const now = ca.now();
   const notBefore = new Date(now - BACKDATE_MS);
-  const notAfter = new Date(Math.min(now + ttlSeconds * 1000, ca.signer.cert.notAfter.getTime()));
+  const longest = notBefore.getTime() + DEFAULT_MAX_SVID_LIFETIME_SECONDS * 1000;
+  const notAfter = new Date(Math.min(now + ttlSeconds * 1000, longest, ca.signer.cert.notAfter.getTime()));
   const serial = randomSerial();
   const spki = publicKey instanceof asn1X509.SubjectPublicKeyInfo ? publicKey : AsnConvert.parse(await crypto.subtle.exportKey('spki', publicKey), asn1X509.SubjectPublicKeyInfo);
   const tbsCertificate = new asn1X509.TBSCertificate({

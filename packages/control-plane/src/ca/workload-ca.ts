@@ -20,6 +20,7 @@
 import { createHash, createPrivateKey, type KeyObject, type webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { trustDomainId } from '@lockstep/identity';
 import { x509 } from '../lib/x509.ts';
 import { ensurePrivateDirectory, readPrivateFile, replacePrivateFile, writePrivateFile } from './key-files.ts';
 
@@ -260,7 +261,7 @@ async function caExtensions(trustDomain: string, subjectKey: webcrypto.CryptoKey
     await x509.SubjectKeyIdentifierExtension.create(subjectKey),
     await x509.AuthorityKeyIdentifierExtension.create(issuerKey),
     // X.509-SVID §4.1: a signing certificate may carry the trust domain's SPIFFE ID.
-    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${trustDomain}` }]),
+    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: trustDomainId(trustDomain) }]),
   ];
 }
 

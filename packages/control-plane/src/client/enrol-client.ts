@@ -6,6 +6,7 @@
  * `renewWithControlPlane` does the same with the current SVID over mTLS.
  */
 import { X509Certificate, type webcrypto } from 'node:crypto';
+import { readX509Svid, SvidError, workloadId } from '@lockstep/identity';
 import { Agent, request } from 'undici';
 import { pinnedBundleHash } from '../ca/join-tokens.ts';
 import { hashBundle } from '../ca/workload-ca.ts';
@@ -39,14 +40,27 @@ export async function joinControlPlane(options: { url: string; trustDomain: stri
   const keys = await generateKeys();
   const csr = await csrFor(keys);
   const body = await post(options.url, '/v1/join', { joinToken: options.joinToken, service: options.service, csr }, { ca: bundlePem }, options.trustDomain);
-  return credentials(body, keys);
+  return credentials(body, keys, options.trustDomain, workloadId(options.trustDomain, options.service));
 }
 
 export async function renewWithControlPlane(options: { url: string; trustDomain: string; current: { chainPem: string; keyPem: string }; bundlePem: string }): Promise<WorkloadCredentials> {
   const keys = await generateKeys();
   const csr = await csrFor(keys);
   const body = await post(options.url, '/v1/renew', { csr }, { ca: options.bundlePem, cert: options.current.chainPem, key: options.current.keyPem }, options.trustDomain);
-  return credentials(body, keys);
+  const current = currentSpiffeId(options.current.chainPem, options.trustDomain);
+  return credentials(body, keys, options.trustDomain, current);
+}
+
+/** A renewal is for the identity the workload already has: read from its current leaf's DER. */
+function currentSpiffeId(chainPem: string, trustDomain: string): string {
+  try {
+    return readX509Svid(new X509Certificate(chainPem).raw, { trustDomain }).spiffeId;
+  } catch (error) {
+    const reason = error instanceof SvidError ? `${error.code}: ${error.detail}` : (error as Error).message;
+    const message = `the current certificate is not an SVID of ${trustDomain} (${reason}); `
+      + 'join again with a join token';
+    throw new EnrolmentError('LOCKSTEP_ENROL_SVID', message);
+  }
 }
 
 /**
@@ -92,17 +106,47 @@ async function csrFor(keys: webcrypto.CryptoKeyPair): Promise<string> {
   return csr.toString('pem');
 }
 
-async function credentials(body: Record<string, unknown>, keys: webcrypto.CryptoKeyPair): Promise<WorkloadCredentials> {
+/**
+ * The issued SVID is used only if it is one: the X509-SVID leaf rules read from its DER, for the
+ * identity this workload asked for and the control plane named, and for the key generated here.
+ */
+async function credentials(
+  body: Record<string, unknown>, keys: webcrypto.CryptoKeyPair, trustDomain: string, expected: string,
+): Promise<WorkloadCredentials> {
   const chainPem = String(body.svid);
-  const leaf = new X509Certificate(chainPem);
-  if (leaf.subjectAltName !== `URI:${String(body.spiffeId)}`) throw new EnrolmentError('LOCKSTEP_ENROL_SVID', 'the issued certificate does not carry the SPIFFE ID the control plane named');
+  const leaf = issuedLeaf(chainPem);
+  const issued = issuedSpiffeId(leaf, trustDomain);
+  if (issued !== expected || body.spiffeId !== expected) {
+    const named = JSON.stringify(body.spiffeId);
+    const message = `the control plane issued a certificate for ${issued} and named ${named}; `
+      + `this workload asked for ${expected}`;
+    throw new EnrolmentError('LOCKSTEP_ENROL_SVID', message);
+  }
   const ours = Buffer.from(await crypto.subtle.exportKey('spki', keys.publicKey));
   if (!ours.equals(leaf.publicKey.export({ type: 'spki', format: 'der' }))) throw new EnrolmentError('LOCKSTEP_ENROL_SVID', 'the issued certificate is not for the key this workload generated');
   return {
-    spiffeId: String(body.spiffeId),
+    spiffeId: expected,
     chainPem,
     keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
     bundlePem: String(body.bundle),
     expiresAt: new Date(String(body.expiresAt)),
   };
+}
+
+function issuedLeaf(chainPem: string): X509Certificate {
+  try {
+    return new X509Certificate(chainPem);
+  } catch {
+    throw new EnrolmentError('LOCKSTEP_ENROL_SVID', 'the control plane\'s answer holds no readable PEM certificate');
+  }
+}
+
+function issuedSpiffeId(leaf: X509Certificate, trustDomain: string): string {
+  try {
+    return readX509Svid(leaf.raw, { trustDomain }).spiffeId;
+  } catch (error) {
+    if (!(error instanceof SvidError)) throw error;
+    const message = `the issued certificate is not an X509-SVID of ${trustDomain}: ${error.code}: ${error.detail}`;
+    throw new EnrolmentError('LOCKSTEP_ENROL_SVID', message);
+  }
 }

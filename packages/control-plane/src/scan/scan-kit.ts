@@ -16,6 +16,7 @@
 import type { webcrypto } from 'node:crypto';
 import type { JsonGeneralName } from '@peculiar/x509';
 import { AsnConvert } from '@peculiar/asn1-schema';
+import { formatSpiffeId } from '@lockstep/identity';
 import { x509 } from '../lib/x509.ts';
 import { checkCsr, isServiceName, signLeaf } from '../ca/issue-svid.ts';
 import { randomSerial, type WorkloadCa } from '../ca/workload-ca.ts';
@@ -57,7 +58,7 @@ export async function issueScanKit(
 ): Promise<ScanKit> {
   if (!isServiceName(request.name)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `a scanner name is a lower-case DNS label such as "ci"; got ${JSON.stringify(String(request.name).slice(0, 80))}`);
   const td = ca.trustDomain;
-  const scanner = `spiffe://${td}/scanner/${request.name}`;
+  const scanner = formatSpiffeId(td, 'scanner', request.name);
   const spki = checkCsr(request.csrPem, scanner);
   const svid = await signLeaf(ca, spki, scanner, KIT_TTL_SECONDS);
   // Fixed values per scanner name: one revocation each, however often it scans.
@@ -75,8 +76,9 @@ export async function issueScanKit(
     'not-yet-valid': await probe([url(scanner)], now + HOUR_MS, now + 2 * HOUR_MS),
     'two-uri-sans': await probe([url(scanner), url(`${scanner}-second`)]),
     'no-uri-san': await probe([{ type: 'dns', value: `${request.name}.scanner.invalid` }]),
-    'lookalike-suffix': await probe([url(`spiffe://${td}.evil/scanner/${request.name}`)]),
-    'lookalike-prefix': await probe([url(`spiffe://evil${td}/scanner/${request.name}`)]),
+    'lookalike-suffix': await probe([url(formatSpiffeId(`${td}.evil`, 'scanner', request.name))]),
+    'lookalike-prefix': await probe([url(formatSpiffeId(`evil${td}`, 'scanner', request.name))]),
+    // Malformed on purpose, so built by hand: the formatter refuses to write them.
     'upper-case-trust-domain': await probe([url(`spiffe://${td.toUpperCase()}/scanner/${request.name}`)]),
     'percent-encoded-trust-domain': await probe([url(`spiffe://${encodedTd}/scanner/${request.name}`)]),
   };

@@ -15,6 +15,7 @@
  *   /oidc/…           the identity provider (OpenID Connect; idp/identity-provider.ts), for browsers
  */
 import Fastify, { type FastifyInstance } from 'fastify';
+import { formatSpiffeId } from '@lockstep/identity';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ClientMetadata } from 'oidc-provider';
 import type { AddressInfo } from 'node:net';
@@ -95,7 +96,7 @@ export interface RunningControlPlane {
 const CSR = { type: 'string', minLength: 1, maxLength: 8192 } as const;
 
 export function controlPlaneSpiffeId(trustDomain: string): string {
-  return `spiffe://${trustDomain}/lockstep/control-plane`;
+  return formatSpiffeId(trustDomain, 'lockstep', 'control-plane');
 }
 
 export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {

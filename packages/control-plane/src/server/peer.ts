@@ -1,12 +1,22 @@
 /**
  * Who is calling, from the mTLS handshake: one `onRequest` hook per endpoint says which kinds of
  * caller it takes, before the body is read; handlers then read the caller with `callerOf`. The
- * SVID is parsed once per connection; its expiry is checked on every request (a keep-alive
- * connection can outlive its certificate).
+ * identity is read from the leaf's DER by @lockstep/identity, under the same X509-SVID leaf rules
+ * as the guard's (CA=false, critical key usage with digitalSignature and without keyCertSign or
+ * cRLSign, exactly one URI SAN, a SPIFFE ID with a path in our trust domain, at most 24 h) — never
+ * from the certificate's text rendering. It is read once per connection; its expiry is checked on
+ * every request (a keep-alive connection can outlive its certificate).
+ *
+ * One maximum lifetime for every kind of caller: everything this control plane issues lives at most
+ * 24 h (workloads 1 h by default, administrators 8 h, scanners 1 h, its own server SVID 24 h, all
+ * clamped by `signLeaf`), so no kind needs a longer one.
  */
-import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
+import {
+  DEFAULT_MAX_SVID_LIFETIME_SECONDS, parseSpiffeId, readTlsPeer, readX509Svid, SvidError, trustDomainId,
+  type SpiffeKind,
+} from '@lockstep/identity';
 import { ControlPlaneError, type ControlPlaneErrorCode } from '../errors.ts';
 
 /**
@@ -15,33 +25,51 @@ import { ControlPlaneError, type ControlPlaneErrorCode } from '../errors.ts';
  */
 export type CallerKind = 'workload' | 'admin' | 'lockstep' | 'scanner';
 
-const URI_SAN = /^URI:(spiffe:\/\/[^,\s]+)$/;
-const PATHS: Record<CallerKind, string> = { workload: 'svc', admin: 'admin', lockstep: 'lockstep', scanner: 'scanner' };
+const KIND_OF: Readonly<Record<CallerKind, SpiffeKind>> = {
+  workload: 'svc', admin: 'admin', lockstep: 'lockstep', scanner: 'scanner',
+};
+const PRESENT = 'present an SVID issued by this control plane';
 
-type Identity = { readonly id: string; readonly notAfterMs: number } | ControlPlaneError;
-const byConnection = new WeakMap<TLSSocket, Identity>();
+interface Caller {
+  readonly id: string;
+  /** The Lockstep kind of `spiffe://<td>/<kind>/<name>`, or null for any other path. */
+  readonly kind: SpiffeKind | null;
+  readonly notAfterMs: number;
+}
+
+const byConnection = new WeakMap<TLSSocket, Caller | ControlPlaneError>();
 const callers = new WeakMap<FastifyRequest, string>();
 
-function identify(socket: TLSSocket, trustDomain: string): Identity {
-  const peer = socket.getPeerCertificate(false);
-  if (!peer || !peer.raw) return new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'no client certificate: present your SVID');
-  if (!socket.authorized) return new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', `${String(socket.authorizationError ?? 'certificate not trusted')}: present an SVID issued by this control plane`);
-  const cert = new X509Certificate(peer.raw);
-  const sans = (cert.subjectAltName ?? '').split(', ').filter(Boolean);
-  const match = sans.length === 1 ? URI_SAN.exec(sans[0] as string) : null;
-  if (match === null) return new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'an SVID has exactly one URI SAN');
-  const id = match[1] as string;
-  if (!id.startsWith(`spiffe://${trustDomain}/`)) return new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', `${id} is not in ${trustDomain}`);
-  return { id, notAfterMs: new Date(cert.validTo).getTime() };
+function unauthenticated(detail: string): ControlPlaneError {
+  return new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', detail);
+}
+
+function identify(socket: TLSSocket, trustDomain: string): Caller | ControlPlaneError {
+  const peer = readTlsPeer(socket);
+  if (peer.leafDer === null) return unauthenticated('no client certificate: present your SVID');
+  if (!peer.authorized) return unauthenticated(`${peer.authorizationError ?? 'certificate not trusted'}: ${PRESENT}`);
+  try {
+    const svid = readX509Svid(peer.leafDer, { trustDomain, maxLifetimeSeconds: DEFAULT_MAX_SVID_LIFETIME_SECONDS });
+    return Object.freeze({ id: svid.spiffeId, kind: svid.kind, notAfterMs: svid.notAfterMs });
+  } catch (error) {
+    if (error instanceof SvidError) return unauthenticated(`${error.detail} (${error.code}): ${PRESENT}`);
+    throw error;
+  }
+}
+
+function peerCaller(socket: TLSSocket, trustDomain: string): Caller {
+  let caller = byConnection.get(socket);
+  if (caller === undefined) byConnection.set(socket, caller = identify(socket, trustDomain));
+  if (caller instanceof ControlPlaneError) throw caller;
+  if (Date.now() >= caller.notAfterMs) {
+    throw unauthenticated('the SVID expired during the connection: reconnect with a renewed one');
+  }
+  return caller;
 }
 
 /** The caller's SPIFFE ID, or a ControlPlaneError saying why there is none. */
 export function peerSpiffeId(socket: TLSSocket, trustDomain: string): string {
-  let identity = byConnection.get(socket);
-  if (identity === undefined) byConnection.set(socket, identity = identify(socket, trustDomain));
-  if (identity instanceof ControlPlaneError) throw identity;
-  if (Date.now() >= identity.notAfterMs) throw new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'the SVID expired during the connection: reconnect with a renewed one');
-  return identity.id;
+  return peerCaller(socket, trustDomain).id;
 }
 
 /**
@@ -49,12 +77,14 @@ export function peerSpiffeId(socket: TLSSocket, trustDomain: string): string {
  * identified caller is remembered even when refused, for the audit event.
  */
 export function requireCaller(trustDomain: string, kinds: readonly CallerKind[], refusal: ControlPlaneErrorCode = 'LOCKSTEP_CP_PEER_UNAUTHENTICATED') {
-  const prefixes = kinds.map((kind) => `spiffe://${trustDomain}/${PATHS[kind]}/`);
-  const wanted = kinds.map((kind) => `spiffe://${trustDomain}/${PATHS[kind]}/<name>`).join(' or ');
+  const wanted = new Set(kinds.map((kind) => KIND_OF[kind]));
+  const described = kinds.map((kind) => `${trustDomainId(trustDomain)}/${KIND_OF[kind]}/<name>`).join(' or ');
   return async (request: FastifyRequest): Promise<void> => {
-    const id = peerSpiffeId(request.raw.socket as TLSSocket, trustDomain);
-    callers.set(request, id);
-    if (!prefixes.some((prefix) => id.startsWith(prefix))) throw new ControlPlaneError(refusal, `${id} may not call this endpoint; it takes ${wanted}`);
+    const caller = peerCaller(request.raw.socket as TLSSocket, trustDomain);
+    callers.set(request, caller.id);
+    if (caller.kind === null || !wanted.has(caller.kind)) {
+      throw new ControlPlaneError(refusal, `${caller.id} may not call this endpoint; it takes ${described}`);
+    }
   };
 }
 
@@ -68,4 +98,11 @@ export function admittedCaller(request: FastifyRequest): string {
   const id = callers.get(request);
   if (id === undefined) throw new TypeError('admittedCaller() on a route without requireCaller()');
   return id;
+}
+
+/** The service name of the workload `requireCaller(td, ['workload'])` admitted (`<name>` of …/svc/<name>). */
+export function admittedWorkload(request: FastifyRequest): string {
+  const service = parseSpiffeId(admittedCaller(request))?.service ?? null;
+  if (service === null) throw new TypeError('admittedWorkload() on a route that admits callers other than workloads');
+  return service;
 }

@@ -15,7 +15,7 @@ import type { FastifyInstance } from 'fastify';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { ControlPlaneStore, RegisteredRoute } from '../store/store.ts';
-import { admittedCaller, requireCaller } from './peer.ts';
+import { admittedCaller, admittedWorkload, requireCaller } from './peer.ts';
 
 /** A guard that has not reported for this long is shown as stale. */
 export const STALE_AFTER_MS = 60_000;
@@ -44,7 +44,6 @@ function peerAddress(address: string | undefined): string {
 }
 
 export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore): void {
-  const workloads = `spiffe://${ca.trustDomain}/svc/`;
   app.post<{ Body: Heartbeat }>('/v1/registry/heartbeat', {
     schema: {
       body: {
@@ -65,7 +64,7 @@ export function registerRegistryRoutes(app: FastifyInstance, ca: WorkloadCa, sto
     const svidExpiresAt = Date.parse(request.body.svidExpiresAt);
     if (!Number.isFinite(svidExpiresAt)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'svidExpiresAt is not a date');
     await store.recordHeartbeat({
-      spiffeId, service: spiffeId.slice(workloads.length), routes: request.body.routes, policyVersion: request.body.policyVersion,
+      spiffeId, service: admittedWorkload(request), routes: request.body.routes, policyVersion: request.body.policyVersion,
       svidExpiresAt, mode: request.body.mode, guardVersion: request.body.guardVersion, lastSeen: Date.now(),
       endpoints: [...new Set((request.body.endpoints ?? []).map((endpoint) => `${peerAddress(request.raw.socket.remoteAddress)}${endpoint.slice(endpoint.lastIndexOf(':'))}`))],
     });

@@ -21,17 +21,15 @@ import { ControlPlaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationRecord } from '../store/store.ts';
-import { admittedCaller, requireCaller } from './peer.ts';
+import { admittedWorkload, requireCaller } from './peer.ts';
 
 const POSITION = /^[0-9]{1,15}$/;
 const HEARTBEAT_MS = 15_000;
 const RECONNECT_MS = 1_000;
 
 export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
-  const prefix = `spiffe://${ca.trustDomain}/svc/`;
-
   app.get('/v1/policy/bundle', { onRequest: requireCaller(ca.trustDomain, ['workload']) }, async (request, reply) => {
-    const slice = await policy?.bundleFor(admittedCaller(request).slice(prefix.length)) ?? null;
+    const slice = await policy?.bundleFor(admittedWorkload(request)) ?? null;
     if (slice === null) throw new ControlPlaneError('LOCKSTEP_CP_NO_POLICY', 'the control plane has no valid policy set yet');
     const etag = `"${slice.version}"`;
     reply.header('etag', etag).header('cache-control', 'no-cache');
@@ -48,7 +46,7 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
     onRequest: requireCaller(ca.trustDomain, ['workload']),
   }, async (request, reply) => {
-    const service = admittedCaller(request).slice(prefix.length);
+    const service = admittedWorkload(request);
     const resumeFrom = request.headers['last-event-id'] ?? request.query.since ?? '0';
     if (typeof resumeFrom !== 'string' || !POSITION.test(resumeFrom)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'Last-Event-ID must be a feed position');
     let position = Number(resumeFrom);

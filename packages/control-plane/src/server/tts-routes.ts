@@ -1,9 +1,11 @@
 /**
  * The Txn-Token Service over HTTPS: `POST /v1/token` (RFC 8693, form-encoded, mTLS with the
- * requester's workload SVID) and `GET /v1/txn-token/jwks.json` (public keys for the guards).
+ * requester's workload SVID, whose key also verifies a `self_signed` subject token) and
+ * `GET /v1/txn-token/jwks.json` (public keys for the guards).
  * Errors are OAuth errors (RFC 6749 §5.2: `{ error, error_description }`, status 400).
  */
 import { isIP } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
@@ -45,8 +47,14 @@ export function registerTtsRoutes(app: FastifyInstance, ca: WorkloadCa, tts: Txn
         if (ip !== undefined && (typeof ip !== 'string' || isIP(ip) === 0)) return reply.code(400).send({ error: 'invalid_request', error_description: 'request_context.req_ip is not an IP address' });
         clientIp = ip;
       }
+      // The key of the SVID this connection presented: what a self_signed subject token must be signed with.
+      const requesterKey = (request.raw.socket as TLSSocket).getPeerX509Certificate()?.publicKey;
       try {
-        const issued = await tts.exchange(request.body, { requester, ...(clientIp === undefined ? {} : { clientIp }) });
+        const issued = await tts.exchange(request.body, {
+          requester,
+          ...(requesterKey === undefined ? {} : { requesterKey }),
+          ...(clientIp === undefined ? {} : { clientIp }),
+        });
         return reply.header('cache-control', 'no-store').send(issued);
       } catch (error) {
         if (error instanceof TokenExchangeError) return reply.code(400).header('cache-control', 'no-store').send({ error: error.error, error_description: error.message });

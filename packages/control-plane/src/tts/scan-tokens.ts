@@ -35,9 +35,16 @@ export interface ScanTokens {
 export type DefectiveToken =
   | 'expired' | 'not-yet-valid' | 'issued-in-future' | 'no-exp' | 'lifetime-over-max'
   | 'foreign-audience' | 'audience-array' | 'typ-access-token' | 'typ-plain-jwt' | 'typ-id-token'
-  | 'nul-in-claims' | 'duplicate-claims' | 'revoked-sub' | 'revoked-txn' | 'no-txn' | 'crit-unknown' | 'b64-false';
+  | 'nul-in-claims' | 'duplicate-claims' | 'revoked-sub' | 'revoked-txn' | 'no-txn' | 'crit-unknown' | 'b64-false'
+  // draft-ietf-oauth-transaction-tokens-10 §9.2 (ids as in @lockstep/testkit's attack catalogue)
+  | 'scope-missing' | 'req-wl-missing' | 'roles-string' | 'tctx-proto-key';
 
 const LIFETIME_SECONDS = 300;
+/**
+ * The scope of every scan token: scope is REQUIRED (draft -10 §9.2) and names the purpose, here a
+ * probe's. No policy grants anything for it, as it granted nothing for the empty scope before.
+ */
+const SCAN_SCOPE = 'lockstep:scan';
 
 /**
  * RFC 7797 `b64: false`. The unencoded payload is itself base64url text, so the signature also
@@ -53,7 +60,7 @@ export async function issueScanTokens(key: SigningKey, trustDomain: string, requ
   const iat = Math.floor(nowMs / 1000);
   const [first] = request.users;
   const base = (sub: string, txn: string = randomUUID()): JWTPayload => ({
-    sub, aud: trustDomain, iat, exp: iat + LIFETIME_SECONDS, txn, scope: '', req_wl: request.scanner,
+    sub, aud: trustDomain, iat, exp: iat + LIFETIME_SECONDS, txn, scope: SCAN_SCOPE, req_wl: request.scanner,
     tctx: { roles: [...(first?.roles ?? [])], ...(first?.tenant === undefined ? {} : { tenant: first.tenant }) }, rctx: { authn: 'lockstep-scan' },
   });
   const sign = async (payload: JWTPayload, typ = 'txntoken+jwt') => new SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ, kid: key.kid }).sign(key.privateKey);
@@ -61,6 +68,10 @@ export async function issueScanTokens(key: SigningKey, trustDomain: string, requ
   const sub = first?.sub ?? 'lockstep-scan';
   const { exp: _exp, ...withoutExp } = base(sub);
   const { txn: _txn, ...withoutTxn } = base(sub);
+  const { scope: _scope, ...withoutScope } = base(sub);
+  const { req_wl: _requester, ...withoutRequester } = base(sub);
+  // A "__proto__" member, written as bytes (JSON.stringify cannot): a naive copy of tctx inherits its roles.
+  const withProto = JSON.stringify(base(sub)).replace('"tctx":{', '"tctx":{"__proto__":{"roles":["admin"]},');
   // Duplicate member names: JSON.parse keeps the last one, a careless verifier may read the first.
   const duplicated = new TextEncoder().encode(JSON.stringify(base(sub)).replace(/^\{/, `{"sub":"${request.revokedSub}",`));
   const defective: Record<DefectiveToken, string> = {
@@ -84,6 +95,11 @@ export async function issueScanTokens(key: SigningKey, trustDomain: string, requ
       .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid, crit: ['exp-x'], 'exp-x': 1 })
       .sign(key.privateKey, { crit: { 'exp-x': true } }),
     'b64-false': await unencodedPayload(key, base(sub)),
+    'scope-missing': await sign(withoutScope),
+    'req-wl-missing': await sign(withoutRequester),
+    'roles-string': await sign({ ...base(sub), tctx: { roles: 'admin' } }),
+    'tctx-proto-key': await new CompactSign(new TextEncoder().encode(withProto))
+      .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid }).sign(key.privateKey),
   };
   return { users, defective };
 }

@@ -1,10 +1,22 @@
 /**
- * Verifying the subject token of a token exchange. Accepted: RFC 9068 JWT access tokens (`typ:
- * at+jwt`) from a configured issuer (its JWKS, audience), and — only for workloads the policy allows
- * — a Txn-Token of ours (to replace one) or `self_signed` (internally initiated work, where the
- * requesting workload is the subject). An ID token, an unknown issuer, a forged or expired token is
- * refused.
+ * Verifying the subject token of a token exchange (draft-ietf-oauth-transaction-tokens-10 §11.2,
+ * §11.3: "The TTS MUST validate the subject_token, including verifying the signature"). Accepted:
+ *
+ * - RFC 9068 JWT access tokens (`typ: at+jwt`) from a configured issuer (its JWKS, audience);
+ * - a Txn-Token of ours, to replace it (§13.15): not expired (no clock tolerance: we set its `exp`),
+ *   every claim of §9.2 of the right type, and what a replacement keeps — `txn`, `sub`, `tctx`,
+ *   `rctx` and its chain of requesting workloads;
+ * - a `self_signed` JWT (§11.2.1) for internally initiated work: signed with the key of the SVID
+ *   the requester presented on this mTLS connection, `iss` and `sub` both the requesting workload
+ *   (Lockstep lets a job act only as itself, never as a user), `aud` the TTS (the control plane's
+ *   SPIFFE ID, which the workload already verified when it connected), `iat` at most 5 min old and
+ *   not in the future, `exp` not passed and at most 5 min after `iat`, and the `scope` its signer
+ *   gives the work (§13.14: a subject token of unknown scope is refused, never unconstrained).
+ *
+ * An ID token, an unknown issuer, a forged or expired token is refused (invalid_grant).
  */
+import type { KeyObject } from 'node:crypto';
+import { formatSpiffeId } from '@lockstep/identity';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 
 export const TOKEN_TYPE = {
@@ -26,6 +38,15 @@ export interface SubjectIssuer {
   readonly audience: string;
 }
 
+/** What a replacement keeps of the Txn-Token it replaces (§13.15). */
+export interface ReplacedTxnToken {
+  readonly txn: string;
+  readonly tctx: Readonly<Record<string, unknown>> | undefined;
+  readonly rctx: Readonly<Record<string, unknown>> | undefined;
+  /** Its requesting workloads, oldest first: its `req_wl_chain`, then its `req_wl`. */
+  readonly requesters: readonly string[];
+}
+
 export interface VerifiedSubject {
   readonly kind: SubjectKind;
   readonly sub: string;
@@ -36,9 +57,16 @@ export interface VerifiedSubject {
   readonly exp: number | undefined;
   /** How the user authenticated, for rctx (`amr`/`acr` when the issuer says). */
   readonly authnMethod: string | undefined;
-  /** A replaced Txn-Token's `txn`: the transaction keeps its id. */
-  readonly txn?: string;
+  /** Set when the subject token is a Txn-Token to replace. */
+  readonly replaced?: ReplacedTxnToken;
 }
+
+/** Asymmetric algorithms an SVID key signs with (Lockstep's are P-256; SPIRE's may be RSA). */
+const SVID_ALGORITHMS = ['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA'];
+/** A self-signed subject token is for one request: at most this old, and this long-lived. */
+const SELF_SIGNED_MAX_SECONDS = 300;
+const SELF_SIGNED_SHAPE = 'sign a JWT with your SVID key carrying iss and sub = your SPIFFE ID, '
+  + 'aud = the control plane\'s SPIFFE ID, iat, exp (at most 5 min later) and the scope of the work';
 
 export class SubjectTokenError extends Error {
   readonly oauthError = 'invalid_grant';
@@ -49,7 +77,13 @@ export class SubjectTokenError extends Error {
 }
 
 export interface SubjectVerifier {
-  verify(kind: SubjectKind, token: string | undefined, requester: string): Promise<VerifiedSubject>;
+  /**
+   * `requester`: the SPIFFE ID of the workload asking, from its SVID; `requesterKey`: that SVID's
+   * public key, which verifies a self-signed subject token.
+   */
+  verify(
+    kind: SubjectKind, token: string | undefined, requester: string, requesterKey?: KeyObject,
+  ): Promise<VerifiedSubject>;
   /** Trusts one more issuer's access tokens (replacing a configuration for the same `iss`). */
   addIssuer(issuer: SubjectIssuer): void;
 }
@@ -100,6 +134,10 @@ export async function discoverIssuer(issuer: string, audience: string, fetchWith
 export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer[]; txnTokenKeys: () => JSONWebKeySet; trustDomain: string; clockToleranceSeconds?: number }): SubjectVerifier {
   const issuers = new Map(options.issuers.map((issuer) => [issuer.issuer, { ...issuer, keys: keySetOf(issuer) }]));
   const clockTolerance = options.clockToleranceSeconds ?? 30;
+  // The TTS's "unique identifier" (§11.2.1): the control plane's SPIFFE ID, which the workload
+  // verifies when it connects. Formatted here as controlPlaneSpiffeId does: the server module
+  // imports this one, so importing it back would make a cycle.
+  const ttsId = formatSpiffeId(options.trustDomain, 'lockstep', 'control-plane');
 
   async function accessToken(token: string): Promise<VerifiedSubject> {
     let header;
@@ -137,15 +175,61 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
   async function txnToken(token: string): Promise<VerifiedSubject> {
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, createLocalJWKSet(options.txnTokenKeys()), { audience: options.trustDomain, typ: 'txntoken+jwt', algorithms: ['ES256'], clockTolerance, requiredClaims: ['exp', 'sub', 'txn'] }));
+      ({ payload } = await jwtVerify(token, createLocalJWKSet(options.txnTokenKeys()), {
+        audience: options.trustDomain, typ: 'txntoken+jwt', algorithms: ['ES256'],
+        // §13.15: "MUST NOT issue a new Txn-Token when the Txn-Token being replaced has expired".
+        clockTolerance: 0,
+        requiredClaims: ['exp', 'iat', 'sub', 'txn', 'scope', 'req_wl'],
+      }));
     } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) throw new SubjectTokenError('the Txn-Token to replace has expired');
       throw new SubjectTokenError(`the Txn-Token to replace does not verify: ${(error as Error).message}`);
     }
-    const tctx = (payload.tctx ?? {}) as Record<string, unknown>;
+    const { sub, txn, scope, req_wl: requester, req_wl_chain: chain, tctx, rctx } = payload;
+    const refuse = (what: string) => new SubjectTokenError(`the Txn-Token to replace has ${what}`);
+    if (typeof sub !== 'string' || sub === '' || typeof txn !== 'string' || txn === '') {
+      throw refuse('no sub or txn string');
+    }
+    if (typeof requester !== 'string') throw refuse('no req_wl string');
+    if (chain !== undefined && !(Array.isArray(chain) && chain.every((link) => typeof link === 'string'))) {
+      throw refuse('a req_wl_chain that is not an array of strings');
+    }
+    if (!isAbsentOrObject(tctx) || !isAbsentOrObject(rctx)) throw refuse('a tctx or rctx that is not an object');
+    const context = (tctx ?? {}) as Record<string, unknown>;
     return {
-      kind: 'txn_token', sub: String(payload.sub), scope: typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [],
-      roles: stringList(tctx.roles), tenant: typeof tctx.tenant === 'string' ? tctx.tenant : undefined, exp: payload.exp, authnMethod: undefined,
-      txn: String(payload.txn),
+      kind: 'txn_token', sub, scope: scopeOf(scope, 'the Txn-Token to replace'), roles: stringList(context.roles),
+      tenant: typeof context.tenant === 'string' ? context.tenant : undefined, exp: payload.exp, authnMethod: undefined,
+      replaced: {
+        txn, tctx: tctx as ReplacedTxnToken['tctx'], rctx: rctx as ReplacedTxnToken['rctx'],
+        requesters: [...(chain as string[] | undefined ?? []), requester],
+      },
+    };
+  }
+
+  async function selfSigned(token: string, requester: string, key: KeyObject | undefined): Promise<VerifiedSubject> {
+    const refuse = (why: string) => new SubjectTokenError(`the self-signed subject token ${why}`);
+    if (key === undefined) throw refuse('is verified with the key of the SVID presented on this connection; none was');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key, {
+        algorithms: SVID_ALGORITHMS, issuer: requester, subject: requester, audience: ttsId, clockTolerance,
+        maxTokenAge: SELF_SIGNED_MAX_SECONDS, requiredClaims: ['iss', 'sub', 'aud', 'iat', 'exp'],
+      }));
+    } catch (error) {
+      // §6: no Txn-Token for a presented credential whose expiration time has passed.
+      if (error instanceof joseErrors.JWTExpired) throw refuse(`is stale: ${error.message}`);
+      if (error instanceof joseErrors.JWTClaimValidationFailed) {
+        throw refuse(`has an unacceptable ${error.claim} (${error.message}); ${SELF_SIGNED_SHAPE}`);
+      }
+      throw refuse(`does not verify with the key of the requester's SVID: ${(error as Error).message}`);
+    }
+    if (typeof payload.aud !== 'string') throw refuse(`must have aud ${ttsId} alone`);
+    if ((payload.exp as number) - (payload.iat as number) > SELF_SIGNED_MAX_SECONDS) {
+      throw refuse(`lives longer than ${SELF_SIGNED_MAX_SECONDS}s`);
+    }
+    return {
+      kind: 'self_signed', sub: requester, scope: scopeOf(payload.scope, 'the self-signed subject token'),
+      roles: [], tenant: undefined, exp: payload.exp, authnMethod: 'workload',
     };
   }
 
@@ -153,12 +237,32 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
     addIssuer(issuer) {
       issuers.set(issuer.issuer, { ...issuer, keys: keySetOf(issuer) });
     },
-    async verify(kind, token, requester) {
-      if (kind === 'self_signed') return { kind, sub: requester, scope: [], roles: [], tenant: undefined, exp: undefined, authnMethod: 'workload' };
-      if (typeof token !== 'string' || token === '' || token.length > 16_384) throw new SubjectTokenError('subject_token is missing or too long');
+    async verify(kind, token, requester, requesterKey) {
+      if (typeof token !== 'string' || token === '' || token.length > 16_384) {
+        throw new SubjectTokenError('subject_token is missing or too long');
+      }
+      if (kind === 'self_signed') return selfSigned(token, requester, requesterKey);
       return kind === 'access_token' ? accessToken(token) : txnToken(token);
     },
   };
+}
+
+/** RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR. */
+export const SCOPE_SYNTAX = /^[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*$/;
+
+/** The scope a subject token carries; refused when it carries none (§13.14) or a malformed one. */
+function scopeOf(value: unknown, what: string): string[] {
+  if (typeof value !== 'string') {
+    throw new SubjectTokenError(`${what} carries no scope: a token of unknown scope is refused, never unbounded`);
+  }
+  if (!SCOPE_SYNTAX.test(value)) {
+    throw new SubjectTokenError(`${what} has a scope that is not space-separated scope tokens (RFC 6749 §3.3)`);
+  }
+  return value.split(' ');
+}
+
+function isAbsentOrObject(value: unknown): boolean {
+  return value === undefined || (typeof value === 'object' && value !== null && !Array.isArray(value));
 }
 
 function stringList(value: unknown): string[] {

@@ -1,7 +1,7 @@
 /**
  * The Express adapter. Express decides the route only inside its router, after app-level middleware
- * has run, so the guard is given the route table explicitly and resolves it with Express's own
- * router (same path syntax, same case-sensitivity and strict-routing settings as the app):
+ * has run, so the guard is given the route table explicitly and matches it the way Express's router
+ * does (the same path-to-regexp, the same case-sensitivity and strict-routing settings as the app):
  *
  *   app.use(lockstepExpress(guard, {
  *     'POST /orders': { action: 'orders:create', body: OrderSchema },
@@ -10,52 +10,102 @@
  *
  * A request that matches no declared route is authenticated and refused (404), even if the app has a
  * handler for it: an undeclared route is never reachable. Mount the middleware first, on the app.
+ *
+ * The table is matched by the guard itself, not by an `express.Router`: a router answers some
+ * requests on its own (an OPTIONS request gets `200 Allow: …`, a bad escape in a param gets the
+ * final handler's 400 page) without calling back, and such an answer would leave the server undecided
+ * and unaudited.
  */
-import type { Request, RequestHandler, Response, NextFunction } from 'express';
-import express from 'express';
+import { createRequire } from 'node:module';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Guard } from '../guard.ts';
 import { parseRouteTable, type RouteTable, type TableRoute } from '../route-table.ts';
-import { guardInbound, runAdmitted } from './inbound.ts';
+import { guardInbound, refuseUnadmitted, runAdmitted } from './inbound.ts';
 
-const kRoute = Symbol('lockstep.route');
-const kParams = Symbol('lockstep.params');
+type Params = Record<string, string | undefined>;
+type Match = (path: string) => false | { params: Partial<Record<string, string | string[]>> };
+type MatchOptions = { sensitive: boolean; end: boolean; trailing: boolean; decode: (value: string) => string };
+type PathToRegexp = { match(path: string, options: MatchOptions): Match };
+
+// The path-to-regexp and parseurl that this Express's router uses, not copies that could drift from it.
+const requireFromExpress = createRequire(createRequire(import.meta.url).resolve('express'));
+const requireFromRouter = createRequire(requireFromExpress.resolve('router'));
+const { match } = requireFromRouter('path-to-regexp') as PathToRegexp;
+const parseUrl = requireFromExpress('parseurl') as (request: Request) => { pathname: string | null } | undefined;
+
+interface ExpressRoute {
+  readonly route: TableRoute;
+  readonly match: Match;
+}
+
+/** How Express's router (router/lib/layer.js) builds a route's matcher, for the app's settings. */
+function expressMatcher(template: string, caseSensitive: boolean, strict: boolean): Match {
+  const path = strict || template === '/' ? template : template.replace(/\/+$/, '');
+  return match(path, { sensitive: caseSensitive, end: true, trailing: !strict, decode: decodeURIComponent });
+}
+
+/**
+ * The declared route for a request, or null. A HEAD request without a declared HEAD route is the GET
+ * route's (RFC 9110 §9.3.2; Express serves it with the GET handler). A path whose escapes cannot be
+ * decoded matches no route.
+ */
+type Found = { route: TableRoute; params: Params } | null;
+
+function findRoute(routes: readonly ExpressRoute[], method: string, path: string): Found {
+  const pick = (wanted: string) => {
+    for (const candidate of routes) {
+      if (candidate.route.security.method !== wanted) continue;
+      const found = candidate.match(path);
+      if (found !== false) return { route: candidate.route, params: flatParams(found.params) };
+    }
+    return null;
+  };
+  try {
+    return pick(method) ?? (method === 'HEAD' ? pick('GET') : null);
+  } catch {
+    return null;
+  }
+}
+
+function flatParams(params: Partial<Record<string, string | string[]>>): Params {
+  const flat: Params = {};
+  for (const [name, value] of Object.entries(params)) flat[name] = Array.isArray(value) ? value.join('/') : value;
+  return flat;
+}
 
 export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler {
-  const routes = parseRouteTable(table, 'lockstepExpress');
-  guard.declareRoutes(routes.map((route) => route.security));
-  let router: express.Router | null = null;
+  const parsed = parseRouteTable(table, 'lockstepExpress');
+  guard.declareRoutes(parsed.map((route) => route.security));
+  let routes: ExpressRoute[] | null = null;
 
-  function routerFor(request: Request): express.Router {
-    if (router !== null) return router;
-    router = express.Router({
-      caseSensitive: Boolean(request.app.get('case sensitive routing')),
-      strict: Boolean(request.app.get('strict routing')),
-    });
-    for (const route of routes) {
-      const method = route.security.method.toLowerCase() as 'get';
-      router[method](route.security.template, (req: Request, _res: Response, next: NextFunction) => {
-        (req as Request & { [kRoute]?: TableRoute })[kRoute] = route;
-        // Express restores req.params when the router is left: keep a copy for the owner lookup.
-        (req as Request & { [kParams]?: Record<string, string> })[kParams] = { ...req.params } as Record<string, string>;
-        next('router');
-      });
-    }
-    return router;
+  function routesFor(request: Request): ExpressRoute[] {
+    if (routes !== null) return routes;
+    const caseSensitive = Boolean(request.app.get('case sensitive routing'));
+    const strict = Boolean(request.app.get('strict routing'));
+    routes = parsed.map((route) => ({ route, match: expressMatcher(route.security.template, caseSensitive, strict) }));
+    warnUnlessFirst(request);
+    return routes;
   }
 
-  return function lockstepMiddleware(request, response, next) {
-    routerFor(request)(request, response, (error?: unknown) => {
-      // The router ends with undefined, null or 'router'; only a real error is passed on.
-      if (error !== undefined && error !== null && error !== 'router') return next(error);
-      const route = (request as Request & { [kRoute]?: TableRoute })[kRoute] ?? null;
-      guardInbound(guard, request, response, route, (request as Request & { [kParams]?: Record<string, string> })[kParams] ?? {}).then((admitted) => {
-        if (admitted === null) return;
-        if (route?.body !== undefined) request.body = admitted.body;
-        runAdmitted(admitted.admission, () => next());
-      }, next);
-      return undefined;
-    });
-  };
+  function warnUnlessFirst(request: Request): void {
+    const stack = (request.app as { router?: { stack?: Array<{ handle?: unknown }> } }).router?.stack;
+    if (stack !== undefined && stack[0]?.handle !== lockstepMiddleware) {
+      guard.options.logger.error('lockstepExpress is not the first middleware of the app: whatever runs before it can '
+        + 'answer requests the guard never decided. Mount it first: app.use(lockstepExpress(guard, routes)).', {
+        service: guard.service,
+      });
+    }
+  }
+
+  function lockstepMiddleware(request: Request, response: Response, next: NextFunction): void {
+    const found = findRoute(routesFor(request), request.method, parseUrl(request)?.pathname ?? '');
+    guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then((admitted) => {
+      if (admitted === null) return;
+      if (found?.route.body !== undefined) request.body = admitted.body;
+      runAdmitted(admitted.admission, () => next());
+    }, (error: unknown) => refuseUnadmitted(guard, request, response, error));
+  }
+  return lockstepMiddleware;
 }
 
 export default lockstepExpress;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import Fastify from 'fastify';
-import { fastifyRouteContext } from './fastify.ts';
+import { fastifyOptionsSymbol, fastifyRouteContext } from './fastify.ts';
 
 describe('Fastify route context', () => {
   it("reads the matched route's config without the routeOptions getter on the installed Fastify", async () => {
@@ -19,6 +19,25 @@ describe('Fastify route context', () => {
     const response = await app.inject({ method: 'GET', url: '/x' });
     assert.equal(response.statusCode, 200);
     assert.deepEqual(seen, [true, 'here']);
+    await app.close();
+  });
+
+  it("reaches the options Fastify reads frameworkErrors from, so that the guard can take bad URLs over", async () => {
+    // If a Fastify upgrade moves its options, the plugin logs an error at start-up; this test says why.
+    assert.equal(typeof fastifyOptionsSymbol, 'symbol');
+    const app = Fastify();
+    const seen: string[] = [];
+    const options = (app as unknown as Record<symbol, { frameworkErrors?: unknown }>)[fastifyOptionsSymbol as symbol];
+    assert.ok(options !== undefined && typeof options === 'object');
+    type Reply = { raw: { writeHead(status: number): { end(): void } } };
+    options.frameworkErrors = (error: { code: string }, _request: unknown, reply: Reply) => {
+      seen.push(error.code);
+      reply.raw.writeHead(299).end();
+    };
+    app.get('/x/:id', async () => ({ ok: true }));
+    const response = await app.inject({ method: 'GET', url: '/x/%zz' });
+    assert.equal(response.statusCode, 299);
+    assert.deepEqual(seen, ['FST_ERR_BAD_URL']);
     await app.close();
   });
 });

@@ -1,45 +1,81 @@
 /**
- * The request flow shared by the adapters that are handed a route table (Express, node:http):
- * admit → refuse or read and check the body → run the handler inside the admission's async context.
+ * What every adapter shares: the one way to write a refusal (`writeRefusal`, bytes rendered by
+ * `renderRefusal`), and the request flow of the adapters that are handed a route table (Express,
+ * node:http): admit → refuse, or read and check the body → run the handler inside the admission's
+ * async context.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { admissionStorage } from '../context.ts';
-import { ERROR_HEADER, GuardError, errorBody } from '../errors.ts';
+import { GuardError, renderRefusal } from '../errors.ts';
 import type { Guard } from '../guard.ts';
 import { PROBE_ANSWER_HEADERS, probeAnswer, type Admission } from '../pipeline.ts';
 import type { TableRoute } from '../route-table.ts';
-import { checkBody, readJsonBody } from '../steps/validate.ts';
+import { hasBody, readCheckedBody } from '../steps/validate.ts';
 
-export function sendRefusal(response: ServerResponse, error: GuardError, requestId: string): void {
+/**
+ * Writes the refusal `renderRefusal` makes — the only answer an adapter gives on its own. A body the
+ * request still carries is not read: the connection closes after the answer.
+ */
+export function writeRefusal(
+  request: IncomingMessage, response: ServerResponse, error: GuardError, requestId: string,
+): void {
   if (response.headersSent) {
     response.destroy();
     return;
   }
-  const body = errorBody(error.code, requestId);
-  response.writeHead(error.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), [ERROR_HEADER]: error.code });
-  response.end(body);
+  const close = hasBody(request) && !request.complete;
+  const refusal = renderRefusal(error.code, requestId, { head: request.method === 'HEAD', close });
+  // Whatever a framework set before the guard decided (x-powered-by…) is not part of the answer.
+  for (const name of response.getHeaderNames()) response.removeHeader(name);
+  response.writeHead(refusal.status, refusal.headers);
+  response.end(refusal.body);
+}
+
+/** A refusal for a request that has an admission: recorded as a second event, then answered. */
+export function refuseAdmitted(
+  guard: Guard, request: IncomingMessage, response: ServerResponse, admission: Admission, error: unknown,
+): void {
+  const refusal = error instanceof GuardError ? error : new GuardError('LOCKSTEP_ERR_INTERNAL', describe(error));
+  if (refusal.code === 'LOCKSTEP_ERR_INTERNAL') {
+    const fields = { requestId: admission.requestId, error: describe(error, true) };
+    guard.options.logger.error('request failed after admission', fields);
+  }
+  guard.pipeline.refuseAdmitted(admission, refusal);
+  writeRefusal(request, response, refusal, admission.requestId);
+}
+
+/** A failure before any admission (the guard itself threw): refused, audited, fail closed. */
+export function refuseUnadmitted(
+  guard: Guard, request: IncomingMessage, response: ServerResponse, error: unknown,
+): void {
+  guard.options.logger.error('guard failed before a decision; request refused', { error: describe(error, true) });
+  const admission = guard.pipeline.refuseEarly(request, null, new GuardError('LOCKSTEP_ERR_INTERNAL', describe(error)));
+  writeRefusal(request, response, admission.refusal as GuardError, admission.requestId);
+}
+
+function describe(error: unknown, stack = false): string {
+  return error instanceof Error ? (stack ? error.stack ?? error.message : error.message) : String(error);
 }
 
 /**
  * Runs steps 1–4 for `request`. Resolves to the admission and the checked body when the handler may
  * run (the caller then runs it inside `admissionStorage`), or to null after answering a refusal.
  */
-export async function guardInbound(guard: Guard, request: IncomingMessage, response: ServerResponse, route: TableRoute | null, params?: Readonly<Record<string, string | undefined>>): Promise<{ admission: Admission; body: unknown } | null> {
+export async function guardInbound(
+  guard: Guard, request: IncomingMessage, response: ServerResponse, route: TableRoute | null,
+  params?: Readonly<Record<string, string | undefined>>,
+): Promise<{ admission: Admission; body: unknown } | null> {
   const admission = await guard.pipeline.admit(request, route?.security ?? null, params);
   if (!admission.allowed) {
-    sendRefusal(response, admission.refusal as GuardError, admission.requestId);
+    writeRefusal(request, response, admission.refusal as GuardError, admission.requestId);
     return null;
   }
   let body: unknown;
-  if (route?.body !== undefined) {
-    try {
-      body = checkBody(route.body, await readJsonBody(request, guard.options.limits.bodyBytes));
-    } catch (error) {
-      const refusal = error instanceof GuardError ? error : new GuardError('LOCKSTEP_ERR_INPUT_INVALID', String(error));
-      guard.pipeline.refuseInput(admission, refusal);
-      sendRefusal(response, refusal, admission.requestId);
-      return null;
-    }
+  try {
+    body = await readCheckedBody(request, response, route?.body, guard.options.limits.bodyBytes);
+  } catch (error) {
+    refuseAdmitted(guard, request, response, admission, error);
+    return null;
   }
   if (admission.probe) {
     // A scanner's request was decided and validated like any other; it never runs the handler.

@@ -1,6 +1,9 @@
 /**
  * The node:http adapter: wraps a plain request handler. Routes are matched with find-my-way (the
- * router Fastify uses); the handler receives the route's params and checked body.
+ * router Fastify uses); the handler receives the route's params and checked body, and should
+ * dispatch on `admission.route`, not on the raw URL. A HEAD request is the GET route's unless a HEAD
+ * route is declared. A handler that throws or rejects is answered 500 LOCKSTEP_ERR_INTERNAL and
+ * audited (a second event for the request id): the guard writes no body of its own.
  *
  *   const server = guard.createServer(lockstepHttp(guard, {
  *     'GET /orders/:id': { action: 'orders:read' },
@@ -11,7 +14,7 @@ import findMyWay from 'find-my-way';
 import type { Guard } from '../guard.ts';
 import type { Admission } from '../pipeline.ts';
 import { parseRouteTable, type RouteTable, type TableRoute } from '../route-table.ts';
-import { guardInbound, runAdmitted } from './inbound.ts';
+import { guardInbound, refuseAdmitted, refuseUnadmitted, runAdmitted } from './inbound.ts';
 
 export interface GuardedRequestContext {
   params: Record<string, string | undefined>;
@@ -21,6 +24,8 @@ export interface GuardedRequestContext {
 
 export type GuardedHandler = (request: IncomingMessage, response: ServerResponse, context: GuardedRequestContext) => unknown;
 
+type Found = { route: TableRoute; params: Record<string, string | undefined> } | null;
+
 export function lockstepHttp(guard: Guard, table: RouteTable, handler: GuardedHandler): (request: IncomingMessage, response: ServerResponse) => void {
   const routes = parseRouteTable(table, 'lockstepHttp');
   guard.declareRoutes(routes.map((route) => route.security));
@@ -29,21 +34,33 @@ export function lockstepHttp(guard: Guard, table: RouteTable, handler: GuardedHa
     router.on(route.security.method as 'GET', route.security.template, () => {}, { route });
   }
 
+  /** The declared route; a HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2). */
+  function find(method: string, url: string): Found {
+    const found = router.find(method as 'GET', url) ?? (method === 'HEAD' ? router.find('GET', url) : null);
+    const route = (found?.store as { route?: TableRoute } | undefined)?.route;
+    return found && route ? { route, params: found.params } : null;
+  }
+
   return function lockstepHandler(request, response) {
-    const found = router.find(request.method as 'GET', request.url ?? '/');
-    const route = (found?.store as { route?: TableRoute } | undefined)?.route ?? null;
-    guardInbound(guard, request, response, route, found?.params ?? {}).then((admitted) => {
+    let found: Found;
+    try {
+      found = find(request.method ?? '', request.url ?? '/');
+    } catch {
+      found = null; // a URL the router cannot take matches no declared route
+    }
+    guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then((admitted) => {
       if (admitted === null) return;
-      return runAdmitted(admitted.admission, () => handler(request, response, { params: found?.params ?? {}, body: admitted.body, admission: admitted.admission }));
-    }).catch((error: unknown) => {
-      guard.options.logger.error('handler failed', { error: error instanceof Error ? error.stack : String(error) });
-      if (!response.headersSent) {
-        response.writeHead(500, { 'content-type': 'application/json' });
-        response.end('{"error":"internal"}');
-      } else {
-        response.destroy();
+      const { admission, body } = admitted;
+      // A failed handler is answered with a catalogue refusal and audited; the guard never writes a body of its own.
+      const fail = (error: unknown) => refuseAdmitted(guard, request, response, admission, error);
+      try {
+        const context = { params: found?.params ?? {}, body, admission };
+        const result = runAdmitted(admission, () => handler(request, response, context));
+        if (result instanceof Promise) result.catch(fail);
+      } catch (error) {
+        fail(error);
       }
-    });
+    }, (error: unknown) => refuseUnadmitted(guard, request, response, error));
   };
 }
 

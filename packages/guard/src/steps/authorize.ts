@@ -21,7 +21,7 @@ export interface AuthorizationResult {
 export interface AuthorizeStep {
   /**
    * `owner`: for object-level routes, the owner of the addressed object. `requester`: a scanner
-   * probe's stand-in for the token's `req_wl`. With either, the token memo is skipped (the engine's
+   * probe's stand-in for the token's requester. With either, the token memo is skipped (the engine's
    * cache keys include them).
    */
   decide(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string, requester?: string): AuthorizationResult;
@@ -44,7 +44,9 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
       sub: txn?.claims.sub ?? '',
       roles: txn?.roles ?? [],
       scope: txn?.scope ?? [],
-      requester: requester ?? txn?.claims.req_wl ?? '',
+      // The workload that started the transaction, also after replacements re-issued its token on the
+      // way (draft-ietf-oauth-transaction-tokens-10 §13.15): policies say where a transaction may begin.
+      requester: requester ?? txn?.requester ?? '',
       callerService: peer.service,
       ...(txn?.tenant !== undefined ? { tenant: txn.tenant } : {}),
       ...(owner !== undefined ? { owner } : {}),

@@ -2,19 +2,18 @@
  * Step 1 — transport. The caller is the workload named by its verified client certificate: the chain
  * was verified against the trust bundle by TLS (we ask for the certificate but read
  * `socket.authorized` ourselves so that the refusal is an HTTP answer with an audit event), and the
- * SPIFFE ID is read from the DER SAN extension — never from a string rendering of the certificate.
+ * identity is read from the DER by @lockstep/identity with the X509-SVID leaf rules (CA=false,
+ * critical key usage with digitalSignature and without keyCertSign/cRLSign, exactly one URI SAN, a
+ * SPIFFE ID with a path in our trust domain, a bounded lifetime) — never from a string rendering.
  * The result is computed once per connection; per request it costs a WeakMap lookup, an expiry check
  * and a revocation lookup.
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-// @peculiar/x509 loads tsyringe, which needs the Reflect metadata polyfill first.
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
-import { GuardError } from '../errors.ts';
-import { parseSpiffeId } from '../spiffe-id.ts';
-
-x509.cryptoProvider.set(globalThis.crypto);
+import {
+  DEFAULT_MAX_SVID_LIFETIME_SECONDS, readTlsPeer, readX509Svid, SvidError, type SvidErrorCode,
+} from '@lockstep/identity';
+import { GuardError, type GuardErrorCode } from '../errors.ts';
 
 export interface PeerIdentity {
   readonly spiffeId: string;
@@ -35,6 +34,8 @@ export interface TransportStep {
 export interface TransportOptions {
   trustDomain: string;
   isRevokedSpiffeId(id: string): boolean;
+  /** The longest SVID a peer may present (notAfter − notBefore); default 24 h. */
+  maxSvidLifetimeSeconds?: number;
   now?: () => number;
 }
 
@@ -48,15 +49,15 @@ export function createTransportStep(options: TransportOptions): TransportStep {
   const now = options.now ?? Date.now;
 
   function establish(socket: TLSSocket): PeerIdentity {
-    const peer = socket.getPeerCertificate(false);
-    if (!peer || !peer.raw) throw new GuardError('LOCKSTEP_ERR_PEER_CERT_MISSING');
-    if (!socket.authorized) {
-      const reason = String(socket.authorizationError ?? 'unverified');
+    const peer = readTlsPeer(socket);
+    if (peer.leafDer === null) throw new GuardError('LOCKSTEP_ERR_PEER_CERT_MISSING');
+    if (!peer.authorized) {
+      const reason = peer.authorizationError ?? 'unverified';
       throw new GuardError('LOCKSTEP_ERR_PEER_UNTRUSTED', UNTRUSTED_CHAIN_ERRORS.has(reason)
         ? `certificate ${reason === 'CERT_HAS_EXPIRED' ? 'expired' : 'not yet valid'} (${reason})`
         : `certificate chain not trusted (${reason})`);
     }
-    return identityFromCertificate(peer.raw, options.trustDomain);
+    return identityFromCertificate(peer.leafDer, options.trustDomain, options.maxSvidLifetimeSeconds);
   }
 
   return {
@@ -77,29 +78,44 @@ export function createTransportStep(options: TransportOptions): TransportStep {
   };
 }
 
-/** Reads the X.509-SVID rules from DER: CA=false, exactly one URI SAN, a well-formed SPIFFE ID in our trust domain. */
-export function identityFromCertificate(der: Uint8Array, trustDomain: string): PeerIdentity {
-  let cert: x509.X509Certificate;
+/**
+ * What each X509-SVID rule's failure is in the guard's catalogue: a foreign trust domain keeps its
+ * own code (lookalikes are worth telling apart in the audit trail); every other broken rule is an
+ * invalid SVID, with the rule in the detail. A Record, so that a new rule cannot go unmapped.
+ */
+const REFUSAL_FOR: Readonly<Record<SvidErrorCode, GuardErrorCode>> = {
+  SVID_FOREIGN_TRUST_DOMAIN: 'LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN',
+  SVID_VALIDITY: 'LOCKSTEP_ERR_PEER_UNTRUSTED',
+  SVID_UNPARSABLE: 'LOCKSTEP_ERR_PEER_ID_INVALID',
+  SVID_CA: 'LOCKSTEP_ERR_PEER_ID_INVALID',
+  SVID_KEY_USAGE: 'LOCKSTEP_ERR_PEER_ID_INVALID',
+  SVID_URI_SAN: 'LOCKSTEP_ERR_PEER_ID_INVALID',
+  SVID_ID_INVALID: 'LOCKSTEP_ERR_PEER_ID_INVALID',
+  SVID_NO_PATH: 'LOCKSTEP_ERR_PEER_ID_INVALID',
+  SVID_LIFETIME: 'LOCKSTEP_ERR_PEER_ID_INVALID',
+};
+
+/**
+ * The peer's identity from its leaf's DER under the X509-SVID rules of @lockstep/identity, or the
+ * GuardError of the rule it breaks.
+ */
+export function identityFromCertificate(
+  der: Uint8Array,
+  trustDomain: string,
+  maxLifetimeSeconds = DEFAULT_MAX_SVID_LIFETIME_SECONDS,
+): PeerIdentity {
+  let svid;
   try {
-    cert = new x509.X509Certificate(der);
-  } catch {
-    throw new GuardError('LOCKSTEP_ERR_PEER_ID_INVALID', 'certificate could not be parsed');
-  }
-  const basic = cert.getExtension(x509.BasicConstraintsExtension);
-  if (basic?.ca) throw new GuardError('LOCKSTEP_ERR_PEER_ID_INVALID', 'a CA certificate was presented as a leaf');
-  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
-  const uris = (san?.names.items ?? []).filter((name) => name.type === 'url').map((name) => name.value);
-  if (uris.length !== 1) throw new GuardError('LOCKSTEP_ERR_PEER_ID_INVALID', `an SVID has exactly one URI SAN; this certificate has ${uris.length}`);
-  const uri = uris[0] as string;
-  const spiffe = parseSpiffeId(uri);
-  if (spiffe === null) throw new GuardError('LOCKSTEP_ERR_PEER_ID_INVALID', `URI SAN is not a well-formed SPIFFE ID: ${JSON.stringify(uri.slice(0, 200))}`);
-  if (spiffe.trustDomain !== trustDomain) {
-    throw new GuardError('LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN', `${spiffe.id} is not in trust domain ${trustDomain}`);
+    svid = readX509Svid(der, { trustDomain, maxLifetimeSeconds });
+  } catch (error) {
+    if (error instanceof SvidError) throw new GuardError(REFUSAL_FOR[error.code], error.detail);
+    throw error;
   }
   return Object.freeze({
-    spiffeId: spiffe.id,
-    service: spiffe.service ?? '',
-    notAfterMs: cert.notAfter.getTime(),
-    scanner: spiffe.path.startsWith('/scanner/'),
+    spiffeId: svid.spiffeId,
+    service: svid.service ?? '',
+    notAfterMs: svid.notAfterMs,
+    // Any path under /scanner/ (not only /scanner/<name>): the restrictive reading, as before.
+    scanner: svid.path.startsWith('/scanner/'),
   });
 }

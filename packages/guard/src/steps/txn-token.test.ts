@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
+import { createTxnTokenMinter, txnTokenAttacks, type TxnTokenMinter } from '@lockstep/testkit';
 import { GuardError, type GuardErrorCode } from '../errors.ts';
 import { Revocations } from '../revocations.ts';
 import { createStaticKeySource, type TxnKeySource } from '../txn-keys.ts';
@@ -44,13 +44,41 @@ function verify(step: TxnTokenStep, token: string): Promise<VerifiedTxnToken> | 
 }
 
 /** Refusal with `code`, whether verify throws at once (cache path) or rejects (cold path). */
-async function assertRefused(attempt: () => unknown, code: GuardErrorCode): Promise<void> {
+async function assertRefused(attempt: () => unknown, code: GuardErrorCode, detail?: RegExp): Promise<void> {
   await assert.rejects(async () => attempt(), (error: unknown) => {
     assert.ok(error instanceof GuardError, String(error));
     assert.equal(error.code, code);
     assert.equal(error.status, 401);
+    if (detail !== undefined) assert.match(error.detail, detail);
     return true;
   });
+}
+
+const GATEWAY = `spiffe://${TRUST_DOMAIN}/svc/gateway`;
+const ORDERS = `spiffe://${TRUST_DOMAIN}/svc/orders`;
+
+/** Refused as LOCKSTEP_ERR_TXN_TOKEN_CLAIMS with a detail matching `detail`. */
+async function assertClaimsRefused(step: TxnTokenStep, token: Promise<string>, detail: RegExp): Promise<void> {
+  await assertRefused(async () => verify(step, await token), 'LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', detail);
+}
+
+/** A token of the testkit's attack catalogue, by id. */
+async function attackToken(id: string): Promise<string> {
+  const attack = txnTokenAttacks.find((candidate) => candidate.id === id);
+  assert.ok(attack, `no attack ${id}`);
+  return await attack.build(minter) as string;
+}
+
+/** Every object reachable from `value`: frozen, and (arrays aside) without a prototype. */
+function assertPlainFrozen(value: unknown, path: string): void {
+  if (typeof value !== 'object' || value === null) return;
+  assert.ok(Object.isFrozen(value), `${path} is frozen`);
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => assertPlainFrozen(item, `${path}[${i}]`));
+    return;
+  }
+  assert.equal(Object.getPrototypeOf(value), null, `${path} has no prototype`);
+  for (const [key, item] of Object.entries(value)) assertPlainFrozen(item, `${path}.${key}`);
 }
 
 describe('createTxnTokenStep', () => {
@@ -82,19 +110,104 @@ describe('createTxnTokenStep', () => {
     assert.equal(step.stats().verified, 2, 'the forged token went through signature verification');
   });
 
-  it('derives roles, scope and tenant from the claims', async () => {
+  it('derives roles, scope, tenant and requester from the claims', async () => {
     const { step } = harness();
-    const token = await minter.mint({ scope: 'orders:read  orders:write ', tctx: { roles: ['customer', 'support', 7], tenant: 'acme' } as never });
+    const tctx = { roles: ['customer', 'support'], tenant: 'acme' };
+    const token = await minter.mint({ scope: 'orders:read orders:write', tctx });
     const entry = await verify(step, token);
     assert.deepEqual(entry.roles, ['customer', 'support']);
     assert.deepEqual(entry.scope, ['orders:read', 'orders:write']);
     assert.equal(entry.tenant, 'acme');
+    assert.equal(entry.requester, GATEWAY);
     assert.ok(Object.isFrozen(entry.roles) && Object.isFrozen(entry.scope));
 
-    const bare = await verify(step, await minter.mint({ tctx: { roles: 'admin' } as never }, { omit: ['scope'] }));
+    const bare = await verify(step, await minter.mint({ scope: 'orders:read', tctx: {} } as never, { omit: ['rctx'] }));
     assert.deepEqual(bare.roles, []);
-    assert.deepEqual(bare.scope, []);
+    assert.deepEqual(bare.scope, ['orders:read']);
     assert.equal(bare.tenant, undefined);
+  });
+
+  it('takes the requester from the start of the chain of a replaced token (§13.15), not from the last replacer', async () => {
+    const { step } = harness();
+    const replaced = await verify(step, await minter.mint({ req_wl: ORDERS, req_wl_chain: [GATEWAY] }));
+    assert.equal(replaced.requester, GATEWAY);
+    assert.equal(replaced.claims.req_wl, ORDERS);
+    assert.deepEqual(replaced.claims.req_wl_chain, [GATEWAY]);
+    const scanner = `spiffe://${TRUST_DOMAIN}/scanner/ci`;
+    const scanned = await verify(step, await minter.mint({ req_wl: scanner }));
+    assert.equal(scanned.requester, scanner, 'any workload path of the trust domain');
+  });
+
+  it('refuses a token without scope or without req_wl (both REQUIRED by draft -10 §9.2)', async () => {
+    const { step } = harness();
+    await assertClaimsRefused(step, minter.mint({}, { omit: ['scope'] }), /^scope is required$/);
+    await assertClaimsRefused(step, minter.mint({}, { omit: ['req_wl'] }), /^req_wl is required$/);
+    assert.equal(step.stats().size, 0, 'nothing refused is cached');
+  });
+
+  it('refuses a claim of the wrong type, naming it, and never coerces one', async () => {
+    const { step } = harness();
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ tctx: { roles: 'admin' } }, /^tctx\.roles must be an array of strings$/],
+      [{ tctx: { roles: ['customer', 7] } }, /^tctx\.roles must be an array of strings$/],
+      [{ tctx: { roles: ['customer'], tenant: 7 } }, /^tctx\.tenant must be a string$/],
+      [{ tctx: ['admin'] }, /^tctx must be a JSON object$/],
+      [{ rctx: { req_ip: 7 } }, /^rctx\.req_ip must be a string$/],
+      [{ scope: ['orders:read'] }, /^scope must be a string$/],
+      [{ scope: 'orders:read  orders:write' }, /^scope must be space-separated scope tokens \(RFC 6749 §3\.3\)$/],
+      [{ scope: 'orders:read "x"' }, /RFC 6749/],
+      [{ scope: '' }, /RFC 6749/],
+      [{ req_wl: 7 }, /^req_wl must be a string/],
+      [{ req_wl: 'spiffe://other.test/svc/gateway' }, /^req_wl names trust domain "other\.test", not shop\.test$/],
+      [{ req_wl: 'https://gateway.shop.test/' }, /^req_wl must be the SPIFFE ID of a workload$/],
+      [{ req_wl_chain: [] }, /^req_wl_chain must be a non-empty array/],
+      [{ req_wl_chain: ['spiffe://other.test/svc/gateway'] }, /^req_wl_chain\[0\] names trust domain/],
+      [{ req_wl_chain: Array.from({ length: 9 }, () => GATEWAY) }, /^req_wl_chain has 9 links; .* at most 8 times$/],
+      [{ sub: 7 }, /^sub must be a non-empty string$/],
+      [{ txn: { id: 'x' } }, /^txn must be a non-empty string$/],
+      [{ iss: 7 }, /^iss must be a non-empty string$/],
+      [{ nbf: '0' }, /^nbf must be a number/],
+      [{ aud: [TRUST_DOMAIN] }, /^aud must be a single string/],
+    ];
+    for (const [claims, detail] of cases) {
+      await assertClaimsRefused(step, minter.mint(claims as never), detail);
+    }
+    assert.equal(step.stats().size, 0);
+  });
+
+  it('refuses __proto__, constructor and prototype keys at any depth, and numbers JSON cannot hold', async () => {
+    const { step } = harness();
+    const prototypeKey = /^claims: a key named "(__proto__|constructor|prototype)" is not accepted$/;
+    for (const id of ['claims-proto-key', 'claims-constructor-key', 'tctx-proto-key', 'tctx-prototype-key', 'rctx-nested-proto-key']) {
+      await assertClaimsRefused(step, attackToken(id), prototypeKey);
+    }
+    await assertClaimsRefused(step, attackToken('exp-overflow'), /^claims: "exp" is a number out of range$/);
+    await assertClaimsRefused(step, attackToken('claims-too-deep'), /^tctx\.deep(\.a){7} is nested more than 8 levels deep$/);
+    const header = attackToken('header-proto-key');
+    await assertRefused(async () => verify(step, await header), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', /^header: a key named "__proto__"/);
+  });
+
+  it('hands out plain data: claims frozen all the way down, objects without a prototype', async () => {
+    const { step } = harness();
+    const token = await minter.mint({
+      tctx: { roles: ['customer'], tenant: 'acme', limits: { daily: [{ amount: 100 }] } },
+      rctx: { req_ip: '203.0.113.7', authn: 'pwd', device: { id: 'd1' } },
+    } as never);
+    const { claims } = await verify(step, token);
+    assertPlainFrozen(claims, 'claims');
+    assert.ok(Object.isFrozen(claims.tctx?.roles));
+    // No member lookup reaches Object.prototype: not for a claim, not inside tctx.
+    for (const name of ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf']) {
+      assert.equal((claims as Record<string, unknown>)[name], undefined, `claims.${name}`);
+      assert.equal((claims.tctx as Record<string, unknown>)[name], undefined, `claims.tctx.${name}`);
+      assert.equal(name in claims, false, `${name} in claims`);
+    }
+    assert.equal(Object.hasOwn(claims.tctx as object, '__proto__'), false);
+    assert.throws(() => { (claims.tctx as { tenant: string }).tenant = 'other'; }, TypeError);
+    assert.throws(() => { (claims.tctx?.roles as string[]).push('admin'); }, TypeError);
+    // Still plain JSON data to anyone who reads it as such.
+    const asJson = { roles: ['customer'], tenant: 'acme', limits: { daily: [{ amount: 100 }] } };
+    assert.deepEqual(JSON.parse(JSON.stringify(claims.tctx)), asJson);
   });
 
   it('refuses a cached token once the clock passes exp plus the skew, and forgets it', async () => {

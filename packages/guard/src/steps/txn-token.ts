@@ -1,9 +1,10 @@
 /**
- * Step 2 — transaction. Verifies the `Txn-Token` header (draft-ietf-oauth-transaction-tokens):
- * compact JWS, exactly the header parameters alg/typ/kid, alg pinned to ES256, typ `txntoken+jwt`,
- * a known and unrevoked kid, signature (jose), then the claims: aud equal to our trust domain (a
- * string, not an array), exp required, lifetime ≤ the maximum, iat/nbf not in the future (30 s skew),
- * txn and sub present, no duplicate keys and no control characters anywhere.
+ * Step 2 — transaction. Verifies the `Txn-Token` header to the letter of
+ * draft-ietf-oauth-transaction-tokens-10: compact JWS, exactly the header parameters alg/typ/kid, alg
+ * pinned to ES256, `typ` `txntoken+jwt` (§9.1), a known and unrevoked kid, signature (jose), then
+ * every claim of §9.2 with its type (txn-claims.ts): aud equal to our trust domain, iat/exp required,
+ * lifetime ≤ the maximum, iat/nbf not in the future (30 s skew), txn, sub, scope and req_wl required,
+ * tctx/rctx objects; no duplicate or prototype keys and no control characters anywhere.
  *
  * A verified token is cached until its `exp`: the steady state is one Map lookup, an expiry check and
  * (only while anything is revoked) set lookups — no signature verification.
@@ -12,25 +13,14 @@ import { compactVerify, errors as joseErrors } from 'jose';
 import { BoundedCache } from '../bounded-cache.ts';
 import { GuardError } from '../errors.ts';
 import type { Revocations } from '../revocations.ts';
-import { hasControlCharacters, hasDuplicateKeys } from '../strict-json.ts';
 import type { TxnKeySource } from '../txn-keys.ts';
+import { checkTxnClaims, parseTokenJson, type TxnTokenClaims } from './txn-claims.ts';
 
 export const TXN_TOKEN_TYP = 'txntoken+jwt';
 const ALLOWED_HEADER_PARAMETERS = new Set(['alg', 'typ', 'kid']);
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const KID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-export interface TxnTokenClaims {
-  readonly txn: string;
-  readonly sub: string;
-  readonly aud: string;
-  readonly iat: number;
-  readonly exp: number;
-  readonly scope?: string;
-  readonly tctx?: Readonly<Record<string, unknown>>;
-  readonly rctx?: Readonly<Record<string, unknown>>;
-  readonly req_wl?: string;
-}
+const NO_ROLES: readonly string[] = Object.freeze([]);
 
 /** What the rest of the pipeline needs from a verified token, computed once per token. */
 export interface VerifiedTxnToken {
@@ -41,6 +31,11 @@ export interface VerifiedTxnToken {
   readonly roles: readonly string[];
   readonly scope: readonly string[];
   readonly tenant: string | undefined;
+  /**
+   * The workload that started the transaction: `req_wl` of the first token, kept through
+   * replacements (`req_wl_chain[0]` once replaced). The policy's `context.requester`.
+   */
+  readonly requester: string;
   /**
    * The one mutable part: where the authorization step keeps its last answer for this token, so that
    * the steady state reads it from the token it already holds instead of a second lookup.
@@ -110,7 +105,7 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
     if (!COMPACT_JWS.test(token)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', 'token is not base64url compact JWS');
     if (parts[2] === '') throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'token has no signature');
 
-    const header = decodeJsonPart(parts[0] as string, 'header');
+    const header = parseTokenJson(Buffer.from(parts[0] as string, 'base64url').toString('utf8'), 'header');
     for (const name of Object.keys(header)) {
       if (!ALLOWED_HEADER_PARAMETERS.has(name)) {
         throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `header parameter "${name.slice(0, 32)}" is not accepted`);
@@ -141,46 +136,27 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
     // A revocation may have landed while we were verifying.
     if (revocations.kid.has(kid)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', `signing key ${kid} is revoked`);
 
-    const claims = checkClaims(decodeJsonText(new TextDecoder().decode(payloadBytes), 'claims'));
+    const claims = checkTxnClaims(parseTokenJson(new TextDecoder().decode(payloadBytes), 'claims'), {
+      trustDomain: options.trustDomain,
+      nowSeconds: now() / 1000,
+      clockSkewSeconds: options.clockSkewSeconds,
+      maxLifetimeSeconds: options.maxLifetimeSeconds,
+    });
     const entry: VerifiedTxnToken = Object.freeze({
       token,
       claims,
       kid,
       expiresAtMs: claims.exp * 1000,
-      roles: Object.freeze(stringList(claims.tctx?.roles)),
-      scope: Object.freeze(typeof claims.scope === 'string' ? claims.scope.split(' ').filter(Boolean) : []),
-      tenant: typeof claims.tctx?.tenant === 'string' ? claims.tctx.tenant : undefined,
+      roles: claims.tctx?.roles ?? NO_ROLES,
+      // Well-formed by now (RFC 6749 §3.3): single spaces between non-empty tokens.
+      scope: Object.freeze(claims.scope.split(' ')),
+      tenant: claims.tctx?.tenant,
+      requester: claims.req_wl_chain?.[0] ?? claims.req_wl,
       lastDecision: { action: null, spiffeId: null, answer: null },
     });
     checkLive(entry);
     cache.set(cacheKey(token), entry);
     return entry;
-  }
-
-  function checkClaims(claims: Record<string, unknown>): TxnTokenClaims {
-    const nowSeconds = now() / 1000;
-    const skew = options.clockSkewSeconds;
-    const fail = (detail: string): never => { throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', detail); };
-    if (hasControlCharacters(claims)) fail('claims contain control characters');
-    if (typeof claims.aud !== 'string') fail('aud must be a single string (the trust domain)');
-    if (claims.aud !== options.trustDomain) fail(`aud ${JSON.stringify(claims.aud)} is not ${options.trustDomain}`);
-    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) fail('exp is required');
-    if (typeof claims.iat !== 'number' || !Number.isFinite(claims.iat)) fail('iat is required');
-    const exp = claims.exp as number;
-    const iat = claims.iat as number;
-    if (exp <= nowSeconds - skew) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_EXPIRED', 'token expired');
-    if (iat > nowSeconds + skew) fail('iat is in the future');
-    if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || claims.nbf > nowSeconds + skew)) fail('nbf is in the future');
-    if (exp - iat > options.maxLifetimeSeconds) fail(`lifetime ${exp - iat}s exceeds the maximum of ${options.maxLifetimeSeconds}s`);
-    if (typeof claims.txn !== 'string' || claims.txn === '') fail('txn is required');
-    if (typeof claims.sub !== 'string' || claims.sub === '') fail('sub is required');
-    if (claims.scope !== undefined && typeof claims.scope !== 'string') fail('scope must be a string');
-    if (claims.req_wl !== undefined && typeof claims.req_wl !== 'string') fail('req_wl must be a string');
-    for (const name of ['tctx', 'rctx'] as const) {
-      const value = claims[name];
-      if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) fail(`${name} must be an object`);
-    }
-    return Object.freeze(claims) as unknown as TxnTokenClaims;
   }
 
   return {
@@ -198,26 +174,6 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
     },
     stats: () => ({ hits, verified, size: cache.size }),
   };
-}
-
-function decodeJsonPart(part: string, what: string): Record<string, unknown> {
-  return decodeJsonText(Buffer.from(part, 'base64url').toString('utf8'), what);
-}
-
-function decodeJsonText(text: string, what: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `${what} is not JSON`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `${what} is not a JSON object`);
-  if (hasDuplicateKeys(text)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `${what} has duplicate keys`);
-  return value as Record<string, unknown>;
-}
-
-function stringList(value: unknown): string[] {
-  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
 }
 
 function countHeader(rawHeaders: readonly string[], name: string): number {

@@ -133,6 +133,45 @@ describe('txnTokenAttacks catalogue', () => {
     assert.match(headerText, /"typ":"at\+jwt","typ":"txntoken\+jwt"/);
   });
 
+  it('writes prototype keys and 1e400 as payload bytes JSON.parse reads as own members, signed for real', async () => {
+    const keys = createLocalJWKSet(minter.jwks);
+    const payloadOf = (id: string) => new TextDecoder().decode(base64url.decode(built.get(id)![0]!.split('.')[1]!));
+    const cases: [string, RegExp, (claims: Record<string, unknown>) => boolean][] = [
+      ['claims-proto-key', /^\{"__proto__":\{"tctx":/,
+        (claims) => Object.hasOwn(claims, '__proto__') && !Object.hasOwn(claims, 'tctx')],
+      ['claims-constructor-key', /^\{"constructor":\{"prototype":/, (claims) => Object.hasOwn(claims, 'constructor')],
+      ['tctx-proto-key', /"tctx":\{"tenant":"acme","__proto__":/, (claims) => Object.hasOwn(claims.tctx as object, '__proto__')],
+      ['tctx-prototype-key', /"prototype":\{"roles":\["admin"\]\}/,
+        (claims) => Object.hasOwn(claims.tctx as object, 'prototype')],
+      ['rctx-nested-proto-key', /"device":\{"__proto__":/,
+        (claims) => Object.hasOwn((claims.rctx as { device: object }).device, '__proto__')],
+      ['exp-overflow', /^\{"exp":1e400,/, (claims) => claims.exp === Infinity],
+    ];
+    for (const [id, text, check] of cases) {
+      assert.match(payloadOf(id), text, id);
+      assert.ok(check(JSON.parse(payloadOf(id)) as Record<string, unknown>), id);
+      await assert.doesNotReject(compactVerify(built.get(id)![0]!, keys, { algorithms: ['ES256'] }), id);
+    }
+    const header = new TextDecoder().decode(base64url.decode(built.get('header-proto-key')![0]!.split('.')[0]!));
+    assert.match(header, /,"__proto__":\{"alg":"none"\}\}$/);
+  });
+
+  it('leaves out or mistypes exactly the claim each type attack names', () => {
+    const claimsOf = (id: string) => decodeJson(built.get(id)![0]!.split('.')[1]!) as Record<string, unknown>;
+    const missing: [string, string][] = [
+      ['scope-missing', 'scope'], ['req-wl-missing', 'req_wl'], ['txn-missing', 'txn'], ['sub-missing', 'sub'],
+    ];
+    for (const [id, claim] of missing) assert.equal(Object.hasOwn(claimsOf(id), claim), false, id);
+    assert.equal((claimsOf('roles-string').tctx as { roles: unknown }).roles, 'admin');
+    assert.equal((claimsOf('tenant-number').tctx as { tenant: unknown }).tenant, 7);
+    assert.deepEqual(claimsOf('scope-array').scope, ['orders:read', 'orders:write']);
+    assert.equal(claimsOf('req-wl-number').req_wl, 7);
+    assert.equal(claimsOf('sub-number').sub, 7);
+    assert.deepEqual(claimsOf('txn-object').txn, { id: 'txn-1' });
+    assert.equal(claimsOf('req-wl-foreign-trust-domain').req_wl, 'spiffe://other.test/svc/gateway');
+    assert.equal((claimsOf('req-wl-chain-too-long').req_wl_chain as string[]).length, 9);
+  });
+
   it('builds a token of about 1 MiB, and crit/b64 headers as described', async () => {
     const size = built.get('oversized')![0]!.length;
     assert.ok(size > 1_000_000 && size < 1_100_000, `${size} bytes`);
@@ -164,9 +203,17 @@ describe('txnTokenAttacks catalogue', () => {
       }
     }
     // These are the checks a guard needs beyond jwtVerify: duplicate members, control characters,
-    // size, lifetime (exp - iat), aud as an array, and the header counted before parsing.
+    // size, lifetime (exp - iat), aud as an array, the header counted before parsing, and everything
+    // draft-ietf-oauth-transaction-tokens-10 §9.2 adds to a JWT: scope and req_wl required, the type
+    // of every claim (jose checks only iat/exp/nbf), the requesting workload, and prototype keys.
     assert.deepEqual(passedJose.sort(), [
-      'aud-array', 'claim-nul-byte', 'duplicate-claim-key', 'duplicate-header-key', 'header-repeated', 'lifetime-over-max', 'oversized',
+      'aud-array', 'claim-nul-byte', 'claims-constructor-key', 'claims-proto-key', 'claims-too-deep',
+      'duplicate-claim-key', 'duplicate-header-key', 'exp-overflow', 'header-proto-key', 'header-repeated', 'iss-number',
+      'lifetime-over-max', 'oversized', 'rctx-nested-proto-key', 'rctx-string', 'req-wl-array', 'req-wl-chain-foreign',
+      'req-wl-chain-string', 'req-wl-chain-too-long', 'req-wl-foreign-trust-domain', 'req-wl-missing', 'req-wl-not-spiffe',
+      'req-wl-number', 'req-wl-trust-domain-only', 'roles-non-string', 'roles-string', 'scope-array', 'scope-empty',
+      'scope-empty-token', 'scope-missing', 'sub-empty', 'sub-number', 'tctx-array', 'tctx-proto-key', 'tctx-prototype-key',
+      'tenant-number', 'txn-object',
     ]);
   });
 

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { trustDomainId, workloadId } from '@lockstep/identity';
 import { CompactEncrypt, FlattenedSign, SignJWT, base64url, exportSPKI } from 'jose';
+import type { TxnClaimsInput } from '../txn-token/claims.ts';
 import type { TxnTokenMinter } from '../txn-token/create-minter.ts';
 import type { AttackerKey } from './jws-craft.ts';
 import { generateAttackerKey, segment, signCompact, signRawHeader, unsignedCompact } from './jws-craft.ts';
@@ -73,6 +75,30 @@ function attackerSigned(id: string, description: string, header: (minter: TxnTok
 function realKeyAttack(id: string, description: string, expect: TxnTokenRejection, build: (minter: TxnTokenMinter) => Promise<string>): TxnTokenAttack {
   return { id, description, expect, signedWith: 'minter-key', build };
 }
+
+/**
+ * A claim of the wrong type or form, signed with the real key: draft-ietf-oauth-transaction-tokens-10
+ * §9.2 gives each claim its type, and a guard must refuse, never coerce (`roles: "admin"` is not `[]`).
+ */
+type Overrides = (minter: TxnTokenMinter) => Record<string, unknown>;
+
+function badClaim(id: string, description: string, overrides: Overrides, omit: readonly string[] = []): TxnTokenAttack {
+  return realKeyAttack(id, description, 'claims', (m) => m.mint(overrides(m) as TxnClaimsInput, { omit }));
+}
+
+/**
+ * Payload bytes written by hand (JSON.stringify cannot write a `__proto__` key or 1e400): `members`,
+ * raw JSON text, go first, then the minter's default claims without those named in `omit`.
+ */
+function handWritten(id: string, description: string, members: string, omit: readonly string[]): TxnTokenAttack {
+  return realKeyAttack(id, description, 'claims', (minter) => {
+    const rest = JSON.stringify(minter.claims({}, { omit }));
+    return signCompact(realHeader(minter), `{${members},${rest.slice(1)}`, minter.privateKey);
+  });
+}
+
+const workload = (minter: TxnTokenMinter, name: string, trustDomain = minter.trustDomain) =>
+  workloadId(trustDomain, name);
 
 export const txnTokenAttacks: readonly TxnTokenAttack[] = Object.freeze(([
   // ── algorithm and signature ──────────────────────────────────────────────
@@ -167,6 +193,70 @@ export const txnTokenAttacks: readonly TxnTokenAttack[] = Object.freeze(([
     (minter) => minter.mint({}, { header: { typ: 'at+jwt' } })),
   realKeyAttack('typ-jwt', 'typ "JWT": a generic JWT presented as a Txn-Token', 'claims', (minter) => minter.mint({}, { header: { typ: 'JWT' } })),
   realKeyAttack('typ-missing', 'No typ header at all', 'claims', (minter) => minter.mint({}, { header: { typ: undefined } })),
+  // ── required claims (draft -10 §9.2) ────────────────────────────────────
+  badClaim('scope-missing', 'No scope claim (REQUIRED)', () => ({}), ['scope']),
+  badClaim('req-wl-missing', 'No req_wl claim (REQUIRED): no requesting workload', () => ({}), ['req_wl']),
+  badClaim('txn-missing', 'No txn claim (REQUIRED): no transaction to correlate', () => ({}), ['txn']),
+  badClaim('sub-missing', 'No sub claim (REQUIRED): nobody on whose behalf', () => ({}), ['sub']),
+  // ── claim types: refused, never coerced ──────────────────────────────────
+  badClaim('roles-string', 'tctx.roles "admin" (a string, not an array of strings)',
+    () => ({ tctx: { roles: 'admin', tenant: 'acme' } })),
+  badClaim('roles-non-string', 'tctx.roles ["customer", {"name":"admin"}] (an object among the roles)',
+    () => ({ tctx: { roles: ['customer', { name: 'admin' }], tenant: 'acme' } })),
+  badClaim('tenant-number', 'tctx.tenant 7 (a number, not a string)',
+    () => ({ tctx: { roles: ['customer'], tenant: 7 } })),
+  badClaim('tctx-array', 'tctx ["admin"] (an array, not an object)', () => ({ tctx: ['admin'] })),
+  badClaim('rctx-string', 'rctx "internal" (a string, not an object)', () => ({ rctx: 'internal' })),
+  badClaim('scope-array', 'scope ["orders:read","orders:write"] (an array, not a string)',
+    () => ({ scope: ['orders:read', 'orders:write'] })),
+  badClaim('scope-empty', 'scope "" (no scope token: RFC 6749 §3.3 needs at least one)', () => ({ scope: '' })),
+  badClaim('scope-empty-token', 'scope " orders:read  orders:write" (empty scope tokens)',
+    () => ({ scope: ' orders:read  orders:write' })),
+  badClaim('sub-number', 'sub 7 (a number, not a string)', () => ({ sub: 7 })),
+  badClaim('sub-empty', 'sub "" (an empty subject)', () => ({ sub: '' })),
+  badClaim('txn-object', 'txn {"id":"…"} (an object, not a string)', () => ({ txn: { id: 'txn-1' } })),
+  badClaim('iat-string', 'iat as a string of digits', () => ({ iat: String(now()), exp: now() + 300 })),
+  badClaim('exp-string', 'exp as a string of digits', () => ({ exp: String(now() + 300) })),
+  badClaim('nbf-string', 'nbf as a string of digits', () => ({ nbf: String(now()) })),
+  badClaim('iss-number', 'iss 7 (a number, not a string)', () => ({ iss: 7 })),
+  handWritten('exp-overflow', 'exp 1e400 in the payload bytes: JSON.parse reads Infinity, a token that never expires',
+    '"exp":1e400', ['exp']),
+  badClaim('claims-too-deep', 'tctx nested twelve levels deep',
+    () => ({ tctx: { roles: ['customer'], deep: JSON.parse(`${'{"a":'.repeat(12)}1${'}'.repeat(12)}`) as unknown } })),
+  // ── requesting workload (req_wl, and the chain a replacement keeps) ──────
+  badClaim('req-wl-number', 'req_wl 7 (a number, not a string)', () => ({ req_wl: 7 })),
+  badClaim('req-wl-array', 'req_wl as an array of workloads (the -03 form; draft -10 has a string)',
+    (minter) => ({ req_wl: [workload(minter, 'gateway'), workload(minter, 'orders')] })),
+  badClaim('req-wl-not-spiffe', 'req_wl "gateway" (not a SPIFFE ID)', () => ({ req_wl: 'gateway' })),
+  badClaim('req-wl-foreign-trust-domain', 'req_wl is a workload of another trust domain',
+    (minter) => ({ req_wl: workload(minter, 'gateway', otherTrustDomain(minter)) })),
+  badClaim('req-wl-trust-domain-only', 'req_wl names the trust domain, no workload (spiffe://<td>)',
+    (minter) => ({ req_wl: trustDomainId(minter.trustDomain) })),
+  badClaim('req-wl-chain-foreign', 'req_wl_chain starts at a workload of another trust domain',
+    (minter) => ({
+      req_wl: workload(minter, 'orders'),
+      req_wl_chain: [workload(minter, 'gateway', otherTrustDomain(minter))],
+    })),
+  badClaim('req-wl-chain-string', 'req_wl_chain as a string, not an array',
+    (minter) => ({ req_wl_chain: workload(minter, 'gateway') })),
+  badClaim('req-wl-chain-too-long', 'req_wl_chain of 9 links: more replacements than any Txn-Token Service allows',
+    (minter) => ({ req_wl_chain: Array.from({ length: 9 }, (_, i) => workload(minter, `hop-${i}`)) })),
+  // ── prototype keys (hand-written payload bytes) ──────────────────────────
+  handWritten('claims-proto-key', 'A "__proto__" claim with tctx roles ["admin"] (no own tctx): naive merges inherit it',
+    '"__proto__":{"tctx":{"roles":["admin"],"tenant":"acme"}}', ['tctx']),
+  handWritten('claims-constructor-key', 'A "constructor" claim with "prototype" inside: the classic pollution payload',
+    '"constructor":{"prototype":{"roles":["admin"]}}', []),
+  handWritten('tctx-proto-key', 'tctx with a "__proto__" member carrying roles ["admin"], and no own roles',
+    '"tctx":{"tenant":"acme","__proto__":{"roles":["admin"]}}', ['tctx']),
+  handWritten('tctx-prototype-key', 'tctx with a "prototype" member beside its roles',
+    '"tctx":{"roles":["customer"],"prototype":{"roles":["admin"]}}', ['tctx']),
+  handWritten('rctx-nested-proto-key', 'A "__proto__" key two levels down in rctx',
+    '"rctx":{"authn":"pwd","device":{"__proto__":{"trusted":true}}}', ['rctx']),
+  realKeyAttack('header-proto-key', 'Header with a "__proto__" member carrying alg none, signature real', 'invalid',
+    (minter) => signRawHeader(
+      `{"alg":"ES256","typ":"${TYP}","kid":${JSON.stringify(minter.kid)},"__proto__":{"alg":"none"}}`,
+      minter.claims(), minter.privateKey,
+    )),
   // ── parsing ──────────────────────────────────────────────────────────────
   realKeyAttack('duplicate-claim-key', 'Payload {"sub":"alice","sub":"admin",…}: parsers disagree on sub; signature is real', 'malformed',
     (minter) => {

@@ -1,4 +1,5 @@
 import type { webcrypto } from 'node:crypto';
+import { trustDomainId } from '@lockstep/identity';
 import { x509 } from '../lib/x509.ts';
 import { issueCertificate, joinPem } from './issue-cert.ts';
 import type { CertificateSigner, IssueCertOptions, IssuedCert } from './issue-cert.ts';
@@ -89,6 +90,6 @@ async function caExtensions(trustDomain: string, subjectKey: webcrypto.CryptoKey
     await x509.SubjectKeyIdentifierExtension.create(subjectKey),
     await x509.AuthorityKeyIdentifierExtension.create(issuerKey),
     // X.509-SVID §4.1: a signing certificate may carry the trust domain's SPIFFE ID, as SPIRE's do.
-    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${trustDomain}` }]),
+    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: trustDomainId(trustDomain) }]),
   ];
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { before, describe, it } from 'node:test';
+import { readX509Svid, SvidError } from '@lockstep/identity';
 import { x509 } from '../lib/x509.ts';
 import { createTestCa } from './create-test-ca.ts';
 import type { TestCa } from './create-test-ca.ts';
@@ -63,6 +64,16 @@ describe('issueSvid', () => {
     assert.ok(lifetime > 590_000 && lifetime <= 600_000, `lifetime ${lifetime} ms`);
   });
 
+  it('issues SVIDs that pass every X509-SVID leaf rule of @lockstep/identity, up to the 24 h maximum', async () => {
+    for (const ttlSeconds of [undefined, 86_340]) {
+      const svid = await ca.issueSvid({ service: 'orders', ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
+      const der = new X509Certificate(svid.certPem).raw;
+      assert.equal(readX509Svid(der, { trustDomain: 'shop.test' }).spiffeId, 'spiffe://shop.test/svc/orders');
+    }
+    const message = /up to 86340 .*issueCert\(\{ uris, notAfter \}\)/;
+    await assert.rejects(ca.issueSvid({ service: 'orders', ttlSeconds: 86_341 }), { name: 'TypeError', message });
+  });
+
   it('refuses service names that are not one SPIFFE path segment', async () => {
     for (const service of ['', 'a/b', '..', 'ordérs', 'a b']) {
       await assert.rejects(ca.issueSvid({ service }), TypeError, service);
@@ -107,6 +118,32 @@ describe('issueCert: crafted certificates a guard must refuse', () => {
     assert.equal(extensions((await ca.issueCert({ eku: [] })).certPem).eku, null);
     assert.deepEqual([...extensions((await ca.issueCert({ eku: ['serverAuth'] })).certPem).eku?.usages ?? []], [x509.ExtendedKeyUsage.serverAuth]);
     await assert.rejects(ca.issueCert({ eku: ['serverauth'] }), TypeError);
+  });
+
+  it('writes the key usages asked for, non-critical when asked, or none; each breaks one X509-SVID rule', async () => {
+    const uris = ['spiffe://shop.test/svc/x'];
+    const { digitalSignature, keyCertSign, cRLSign } = x509.KeyUsageFlags;
+    const cases = [
+      [{ keyUsage: ['digitalSignature', 'keyCertSign'] }, digitalSignature | keyCertSign, true, /keyCertSign/],
+      [{ keyUsage: ['digitalSignature', 'cRLSign'] }, digitalSignature | cRLSign, true, /cRLSign/],
+      [{ keyUsageCritical: false }, digitalSignature, false, /not critical/],
+    ] as const;
+    for (const [options, usages, critical, rule] of cases) {
+      const cert = await ca.issueCert({ uris, ...options });
+      const { keyUsage } = extensions(cert.certPem);
+      assert.deepEqual([keyUsage?.usages, keyUsage?.critical], [usages, critical]);
+      const refused = (error: unknown) => error instanceof SvidError && error.code === 'SVID_KEY_USAGE'
+        && rule.test(error.detail);
+      assert.throws(() => readX509Svid(new X509Certificate(cert.certPem).raw), refused);
+    }
+    const none = await ca.issueCert({ uris, keyUsage: [] });
+    assert.equal(extensions(none.certPem).keyUsage, null);
+    assert.throws(() => readX509Svid(new X509Certificate(none.certPem).raw), { code: 'SVID_KEY_USAGE' });
+    // The defaults make a compliant leaf.
+    assert.equal(readX509Svid(new X509Certificate((await ca.issueCert({ uris })).certPem).raw).spiffeId, uris[0]);
+    const misspelt = ca.issueCert({ keyUsage: ['digitalsignature' as 'digitalSignature'] });
+    const message = /not a key usage; use digitalSignature, nonRepudiation/;
+    await assert.rejects(misspelt, { name: 'TypeError', message });
   });
 
   it('sets the subject when asked', async () => {

@@ -12,10 +12,12 @@ export interface CertificateSigner {
 }
 
 export type ExtendedKeyUsageName = keyof typeof x509.ExtendedKeyUsage;
+export type KeyUsageName = keyof typeof x509.KeyUsageFlags;
 
 /**
  * Raw certificate options: nothing here is checked against the SPIFFE rules, so tests can
- * craft the certificates a guard must refuse.
+ * craft the certificates a guard must refuse. The defaults make a compliant X509-SVID leaf
+ * (CA=false, critical key usage digitalSignature, one hour) once `uris` holds one SPIFFE ID.
  */
 export interface IssueCertOptions {
   /** URI SAN entries, written verbatim (two entries, foreign trust domains, odd casing…). */
@@ -26,6 +28,13 @@ export interface IssueCertOptions {
   readonly noSan?: boolean;
   /** basicConstraints CA=true (and keyCertSign): a CA certificate presented as a leaf. */
   readonly ca?: boolean;
+  /**
+   * Key usages by name, e.g. ['digitalSignature', 'keyCertSign']; [] leaves the extension out.
+   * Default digitalSignature (with keyCertSign and cRLSign when `ca`).
+   */
+  readonly keyUsage?: readonly KeyUsageName[];
+  /** Mark the key usage extension critical (default true, as an X509-SVID must). */
+  readonly keyUsageCritical?: boolean;
   /** Default: one minute ago, so small clock differences do not matter. */
   readonly notBefore?: Date;
   /** Default: one hour after now. */
@@ -48,6 +57,8 @@ export interface IssuedCert {
 }
 
 const DEFAULT_EKU: readonly ExtendedKeyUsageName[] = ['serverAuth', 'clientAuth'];
+const LEAF_KEY_USAGE: readonly KeyUsageName[] = ['digitalSignature'];
+const CA_KEY_USAGE: readonly KeyUsageName[] = ['digitalSignature', 'keyCertSign', 'cRLSign'];
 const OID = /^\d+(\.\d+)+$/;
 
 export async function issueCertificate(signer: CertificateSigner, options: IssueCertOptions = {}): Promise<IssuedCert> {
@@ -57,14 +68,10 @@ export async function issueCertificate(signer: CertificateSigner, options: Issue
   const keys = await generateP256KeyPair();
   const isCa = options.ca === true;
 
+  const usages = options.keyUsage ?? (isCa ? CA_KEY_USAGE : LEAF_KEY_USAGE);
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(isCa, undefined, true),
-    new x509.KeyUsagesExtension(
-      isCa
-        ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign
-        : x509.KeyUsageFlags.digitalSignature,
-      true,
-    ),
+    ...(usages.length === 0 ? [] : [keyUsageExtension(usages, options.keyUsageCritical ?? true)]),
     await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     await x509.AuthorityKeyIdentifierExtension.create(signer.cert.publicKey),
   ];
@@ -101,6 +108,20 @@ export async function issueCertificate(signer: CertificateSigner, options: Issue
 
 export function joinPem(pems: readonly string[]): string {
   return pems.map((pem) => pem.trim() + '\n').join('');
+}
+
+function keyUsageExtension(names: readonly string[], critical: boolean): x509.KeyUsagesExtension {
+  let flags = 0;
+  for (const name of names) {
+    const flag = (x509.KeyUsageFlags as unknown as Record<string, unknown>)[name];
+    if (typeof flag !== 'number') {
+      // A numeric enum maps numbers back to names too: list the names only.
+      const known = Object.keys(x509.KeyUsageFlags).filter((key) => Number.isNaN(Number(key)));
+      throw new TypeError(`keyUsage: "${name}" is not a key usage; use ${known.join(', ')}`);
+    }
+    flags |= flag;
+  }
+  return new x509.KeyUsagesExtension(flags, critical);
 }
 
 function ekuOid(usage: string): string {

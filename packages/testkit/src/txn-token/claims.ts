@@ -1,6 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { workloadId } from '@lockstep/identity';
 
-/** Claims of a Transaction Token (draft-ietf-oauth-transaction-tokens) as Lockstep uses them. */
+/**
+ * Claims of a Transaction Token (draft-ietf-oauth-transaction-tokens-10 §9.2) as Lockstep uses them.
+ * buildTxnClaims gives every REQUIRED claim (txn, sub, aud, iat, exp, scope, req_wl) by default, so a
+ * minted token passes a guard unless a test asks otherwise.
+ */
 export interface TxnClaims {
   /** Transaction id: the correlation id of every audit event of the call chain. */
   txn: string;
@@ -15,6 +20,8 @@ export interface TxnClaims {
   rctx: { req_ip: string; authn: string };
   /** SPIFFE ID of the workload that asked for the token. */
   req_wl: string;
+  /** On a replacement: the `req_wl` of each token it replaces, oldest (the edge) first. */
+  req_wl_chain?: string[];
   nbf?: number;
   iss?: string;
 }
@@ -44,7 +51,7 @@ export function buildTxnClaims(trustDomain: string, overrides: TxnClaimsInput = 
     scope: 'orders:read orders:write',
     tctx: { roles: ['customer'], tenant: 'acme' },
     rctx: { req_ip: '127.0.0.1', authn: 'urn:ietf:rfc:6749' },
-    req_wl: `spiffe://${trustDomain}/svc/gateway`,
+    req_wl: workloadId(trustDomain, 'gateway'),
     ...overrides,
   };
   for (const claim of options.omit ?? []) delete claims[claim];

@@ -1,0 +1,361 @@
+/**
+ * Admin actions in the tamper-evident trail, on a running control plane started by the one
+ * composition root (`assembleControlPlane`), on SQLite and on PostgreSQL: revocations, a key
+ * rotation, a new user, a root rotation and policy changes (applied and refused), each by the
+ * administrator over real mTLS, and refused admin calls (a workload's SVID, no certificate) are
+ * events of `spiffe://<td>/lockstep/control-plane` with the caller's SPIFFE ID; the trail verifies,
+ * raises no guard detection, shows on the dashboard, survives a shutdown with appends pending, and
+ * an edited admin event is reported by `verifyTrail` (what `lockstep audit verify` runs).
+ */
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { request } from 'undici';
+import { createTestBrowser, testPostgres } from '@lockstep/testkit';
+import {
+  controlPlaneAgent, controlPlaneSpiffeId, joinControlPlane, openSqliteStore,
+  type AuditEntry, type ControlPlaneStore, type WorkloadCredentials,
+} from '@lockstep/control-plane';
+import type { DecisionEvent } from '@lockstep/guard';
+import {
+  assembleControlPlane, openStoreAt, recordAdminTrail, verifyTrail, type AssembledControlPlane, type StoreLocation,
+} from '../src/index.ts';
+
+const TD = 'admin.test';
+const SOURCE = controlPlaneSpiffeId(TD);
+const ADMIN = `spiffe://${TD}/admin/ops`;
+const scratch = mkdtempSync(join(tmpdir(), 'lockstep-admin-trail-'));
+const postgres = await testPostgres();
+const EXAMPLE_POLICIES = new URL('../../guard/example/policies/', import.meta.url);
+
+after(async () => {
+  rmSync(scratch, { recursive: true, force: true });
+  await postgres.cleanup();
+});
+
+interface Backend {
+  readonly name: string;
+  readonly skip: string | false;
+  location(dir: string): StoreLocation;
+  /** SQL as an attacker with database access runs it, append-only trigger off (positional `?`). */
+  sql(dir: string, statement: string, ...values: string[]): Promise<void>;
+}
+
+const PG_SCHEMA = postgres.schema();
+const BACKENDS: Backend[] = [
+  {
+    name: 'sqlite', skip: false,
+    location: (dir) => ({ sqlite: join(dir, 'cp.db') }),
+    async sql(dir, statement, ...values) {
+      const db = new DatabaseSync(join(dir, 'cp.db'));
+      try {
+        db.exec('DROP TRIGGER IF EXISTS audit_events_no_update');
+        db.prepare(statement).run(...values);
+      } finally {
+        db.close();
+      }
+    },
+  },
+  {
+    name: 'postgres', skip: postgres.skip,
+    location: () => ({ postgres: postgres.url, schema: PG_SCHEMA }),
+    async sql(_dir, statement, ...values) {
+      const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${PG_SCHEMA}` });
+      await client.connect();
+      try {
+        await client.query('ALTER TABLE audit_events DISABLE TRIGGER ALL');
+        let index = 0;
+        await client.query(statement.replace(/\?/g, () => `$${++index}`), values);
+      } finally {
+        await client.end();
+      }
+    },
+  },
+];
+
+type Identity = { readonly chainPem: string; readonly keyPem: string };
+const parsed = (entries: readonly AuditEntry[]) => entries.map((entry) => JSON.parse(entry.event) as DecisionEvent);
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const REPORTS_POLICY = `@id("gateway-reads-reports")
+permit (principal == Lockstep::Workload::"spiffe://${TD}/svc/gateway", action == Lockstep::Action::"orders:read",
+        resource == Lockstep::Service::"reports");
+`;
+
+for (const backend of BACKENDS) {
+  describe(`admin actions in the trail (${backend.name})`, { skip: backend.skip }, () => {
+    const dir = join(scratch, backend.name);
+    const policyDir = join(dir, 'policies');
+    const lines: string[] = [];
+    let controlPlane: AssembledControlPlane;
+    let orders: WorkloadCredentials;
+
+    before(async () => {
+      cpSync(EXAMPLE_POLICIES, policyDir, { recursive: true });
+      controlPlane = await assembleControlPlane({
+        trustDomain: TD, keyDir: join(dir, 'keys'), store: backend.location(dir), policyDir, adminName: 'ops',
+        checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000, verifyEveryMs: 0 },
+        output: { line: (text) => lines.push(text), warning: () => {}, error: (text) => lines.push(text) },
+      });
+    });
+    after(async () => {
+      await controlPlane.close();
+    });
+
+    /** An admin API call over mTLS, as the administrator by default (null: no client certificate). */
+    async function call(path: string, body?: unknown, as: Identity | null = controlPlane.admin) {
+      const tls = as === null ? {} : { cert: as.chainPem, key: as.keyPem };
+      const agent = controlPlaneAgent(TD, { ca: controlPlane.bundlePem, ...tls });
+      try {
+        const json = body === undefined
+          ? {}
+          : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+        const response = await request(`${controlPlane.url}${path}`, { method: 'POST', dispatcher: agent, ...json });
+        return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+      } finally {
+        await agent.close();
+      }
+    }
+
+    async function adminEvents(store = controlPlane.store): Promise<DecisionEvent[]> {
+      return parsed(await store.auditEvents(SOURCE, 0, 10_000));
+    }
+
+    /** Waits until the control plane's source holds `count` events that `match` (appends run after the answer). */
+    type Match = (event: DecisionEvent) => boolean;
+    async function eventsWhere(match: Match, what: string, count = 1): Promise<DecisionEvent[]> {
+      for (const started = Date.now(); Date.now() - started < 10_000; await pause(50)) {
+        const found = (await adminEvents()).filter(match);
+        if (found.length >= count) return found;
+      }
+      const held = (await adminEvents()).map((event) => event.action).join(', ');
+      return assert.fail(`not ${count} ${what} in the trail within 10 s; it holds: ${held}`);
+    }
+    const eventWhere = async (match: Match, what: string) =>
+      (await eventsWhere(match, what))[0] as DecisionEvent;
+
+    it('records the policy in force at start as the first event of the control plane\'s source', async () => {
+      await controlPlane.adminTrail.flush();
+      const [first] = await adminEvents();
+      assert.deepEqual(
+        [first?.service, first?.action, first?.method, first?.caller, first?.decision, first?.resource],
+        ['control-plane', 'admin:policy.apply', 'START', null, 'allow', controlPlane.policy?.version],
+      );
+    });
+
+    it('appends every admin action with the administrator\'s SPIFFE ID, in the order they were taken', async () => {
+      const token = await call('/v1/admin/join-tokens', { service: 'orders' });
+      assert.equal(token.status, 200);
+      const joinToken = String(token.body.token);
+      orders = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken, service: 'orders' });
+      const steps: [string, unknown, number][] = [
+        ['/v1/admin/revocations', { kind: 'sub', value: 'mallory', reason: 'account takeover' }, 200],
+        ['/v1/admin/revocations', { kind: 'txn', value: 'txn-0042', reason: 'replayed' }, 200],
+        ['/v1/admin/revocations', { kind: 'spiffeId', value: `spiffe://${TD}/svc/legacy`, reason: 'retired' }, 200],
+        ['/v1/admin/keys/rotate', { key: 'txn-token' }, 200],
+        ['/v1/admin/users', { username: 'erin', roles: ['customer'] }, 201],
+        ['/v1/admin/ca/prepare', undefined, 200],
+        ['/v1/admin/ca/activate', undefined, 200],
+      ];
+      for (const [path, body, status] of steps) assert.equal((await call(path, body)).status, status, path);
+      await eventWhere((event) => event.action === 'admin:root.activate', 'root activation');
+
+      const admin = (await adminEvents()).filter((event) => event.method !== 'START');
+      const allowed = (action: string, resource: string) => [action, resource, 'allow', 'LOCKSTEP_ALLOW', ADMIN];
+      const recorded = admin.map((event) => [event.action, event.resource, event.decision, event.reason, event.caller]);
+      assert.deepEqual(recorded, [
+        allowed('admin:join-token.create', 'orders'),
+        allowed('admin:revoke', 'mallory'),
+        allowed('admin:revoke', 'txn-0042'),
+        allowed('admin:revoke', `spiffe://${TD}/svc/legacy`),
+        allowed('admin:key.rotate', 'txn-token'),
+        allowed('admin:user.create', 'erin'),
+        allowed('admin:root.prepare', 'control-plane'),
+        allowed('admin:root.activate', 'control-plane'),
+      ]);
+      const stored = await controlPlane.store.auditEvents(SOURCE, 0, 10_000);
+      assert.deepEqual(stored.map((event) => event.seq), stored.map((_, index) => index + 1), 'one chain: 1, 2, 3 …');
+      assert.ok(!stored.some((event) => event.event.includes(joinToken)), 'no secret reaches the trail');
+    });
+
+    it('appends every policy change, applied and refused', async () => {
+      writeFileSync(join(policyDir, 'reports.cedar'), REPORTS_POLICY);
+      const watched = (decision: string): Match => (event) => event.method === 'WATCH' && event.decision === decision;
+      const applied = await eventWhere(watched('allow'), 'applied change');
+      assert.deepEqual(
+        [applied.action, applied.resource, applied.caller, applied.reason],
+        ['admin:policy.apply', controlPlane.policy?.version, null, 'LOCKSTEP_ALLOW'],
+      );
+      writeFileSync(join(policyDir, 'broken.cedar'), 'permit (principal, action, resource) when { context.nope };\n');
+      const refused = await eventWhere(watched('deny'), 'refused change');
+      assert.deepEqual(
+        [refused.action, refused.resource, refused.reason],
+        ['admin:policy.apply', applied.resource, 'LOCKSTEP_POLICY_REFUSED'],
+        'refused, keeping the applied version',
+      );
+      assert.ok(lines.some((line) => /^policy change REFUSED, keeping [0-9a-f]{64}/.test(line)), 'and said loudly');
+      rmSync(join(policyDir, 'broken.cedar'));
+    });
+
+    it('appends refused admin calls with the caller\'s SPIFFE ID (a workload) or none (no certificate)', async () => {
+      const asWorkload = await call('/v1/admin/revocations', { kind: 'sub', value: 'alice', reason: 'x' }, orders);
+      assert.deepEqual([asWorkload.status, asWorkload.body.error], [403, 'LOCKSTEP_CP_ADMIN_REQUIRED']);
+      assert.equal((await call('/v1/admin/keys/rotate', { key: 'txn-token' }, null)).status, 401);
+      const byWorkload = await eventWhere((event) => event.caller === orders.spiffeId, 'refused workload call');
+      assert.deepEqual(
+        [byWorkload.action, byWorkload.decision, byWorkload.reason],
+        ['admin:revoke', 'deny', 'LOCKSTEP_CP_ADMIN_REQUIRED'],
+      );
+      const anonymous = (event: DecisionEvent) => event.caller === null && event.action === 'admin:key.rotate';
+      const byNobody = await eventWhere(anonymous, 'anonymous call');
+      assert.deepEqual([byNobody.decision, byNobody.reason], ['deny', 'LOCKSTEP_CP_PEER_UNAUTHENTICATED']);
+    });
+
+    it('verifies like any guard\'s trail, and the checkpointer covers the source', async () => {
+      await controlPlane.adminTrail.flush();
+      await controlPlane.checkpointer.checkpoint();
+      const report = await verifyTrail(controlPlane.store, controlPlane.auditKeys.publicJwks());
+      assert.deepEqual(report.problems, []);
+      const own = report.sources.find((source) => source.source === SOURCE);
+      assert.equal(own?.events, (await adminEvents()).length);
+      assert.equal(own?.checkpoints, 1);
+    });
+
+    it('raises no guard detection: 25 refused admin calls by a workload are no denial burst, no new edge', async () => {
+      for (let index = 0; index < 25; index += 1) {
+        assert.equal((await call('/v1/admin/join-tokens', { service: 'payments' }, orders)).status, 403);
+      }
+      const refusedJoinToken = (event: DecisionEvent) =>
+        event.caller === orders.spiffeId && event.action === 'admin:join-token.create';
+      await eventsWhere(refusedJoinToken, 'refused calls', 25);
+      await controlPlane.detector.sweep();
+      assert.deepEqual((await controlPlane.store.alerts(100)).map((alert) => `${alert.rule} ${alert.subject}`), []);
+    });
+
+    it('shows the admin events on the dashboard\'s events view', async () => {
+      const root = { username: 'root', password: 'the operators passphrase' };
+      assert.equal((await call('/v1/admin/users', { ...root, roles: ['admin'] })).status, 201);
+      const browser = createTestBrowser({ ca: controlPlane.bundlePem });
+      try {
+        assert.equal((await browser.submit(await browser.open(`${controlPlane.url}/dashboard`), root)).status, 200);
+        const query = 'service=control-plane&decision=allow';
+        const answer = await browser.request(`${controlPlane.url}/dashboard/api/events?${query}`);
+        const events = (answer.body as { events: DecisionEvent[] }).events;
+        const revocation = events.find((event) => event.action === 'admin:revoke' && event.resource === 'mallory');
+        assert.equal(revocation?.caller, ADMIN, 'the revocation, by the administrator');
+        assert.ok(events.every((event) => event.service === 'control-plane' && event.decision === 'allow'));
+      } finally {
+        await browser.close();
+      }
+    });
+
+    it('writes the admin events still queued at shutdown before the store closes, with a last checkpoint', async () => {
+      const revoke = (value: string) => call('/v1/admin/revocations', { kind: 'sub', value, reason: 'shutdown test' });
+      const burst = Array.from({ length: 20 }, (_, index) => revoke(`burst-${index}`));
+      assert.deepEqual((await Promise.all(burst)).map((answer) => answer.status), Array(20).fill(200));
+      await controlPlane.close();
+      const store = await openStoreAt(backend.location(dir));
+      try {
+        const events = await adminEvents(store);
+        const inTrail = events.filter((event) => event.resource.startsWith('burst-'));
+        assert.equal(inTrail.length, 20, 'the whole burst is in the trail');
+        const [checkpoint] = (await store.auditCheckpoints(SOURCE)).sort((a, b) => b.at - a.at);
+        assert.equal(checkpoint?.seq, events.length, 'the last checkpoint covers them');
+        assert.deepEqual((await verifyTrail(store, controlPlane.auditKeys.publicJwks())).problems, []);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('reports an admin event edited in the database (append-only trigger dropped first)', async () => {
+      let store = await openStoreAt(backend.location(dir));
+      const events = await store.auditEvents(SOURCE, 0, 10_000);
+      await store.close();
+      const revocation = events.find((event) => event.event.includes('"resource":"mallory"'));
+      assert.ok(revocation !== undefined);
+      // The attacker hides who was revoked.
+      const hide = `UPDATE audit_events SET event = replace(event, '"mallory"', '"nobody"')
+                    WHERE source = ? AND seq = ?`;
+      await backend.sql(dir, hide, SOURCE, String(revocation.seq));
+      store = await openStoreAt(backend.location(dir));
+      try {
+        const report = await verifyTrail(store, controlPlane.auditKeys.publicJwks());
+        assert.equal(report.ok, false);
+        const edited = report.problems.find((problem) => problem.kind === 'modified' && problem.seq === revocation.seq);
+        assert.equal(edited?.source, SOURCE, JSON.stringify(report.problems));
+      } finally {
+        await store.close();
+      }
+    });
+  });
+}
+
+describe('the admin trail queue', () => {
+  const event = (index: number): DecisionEvent => ({
+    time: new Date().toISOString(), service: 'control-plane', requestId: `r-${index}`, caller: ADMIN, sub: null,
+    txn: null, method: 'POST', route: '/v1/admin/revocations', action: 'admin:revoke', resource: `user-${index}`,
+    decision: 'allow',
+    policyIds: [], policyVersion: null, reason: 'LOCKSTEP_ALLOW', dryRun: false, latencyMs: 1, traceId: null,
+  });
+
+  /** A real SQLite store whose appends fail while `failing` is set: the store being down. */
+  function flakyStore(path: string) {
+    const store = openSqliteStore(path);
+    const state = { failing: true, attempts: 0 };
+    const appendAudit = (...args: Parameters<ControlPlaneStore['appendAudit']>) => {
+      state.attempts += 1;
+      return state.failing ? Promise.reject(new Error('database is locked')) : store.appendAudit(...args);
+    };
+    const flaky = Object.create(store, { appendAudit: { value: appendAudit } }) as ControlPlaneStore;
+    return { store, flaky, state };
+  }
+
+  it('keeps failed appends queued, says so loudly, and stores them in order once the store answers', async () => {
+    const { store, flaky, state } = flakyStore(join(scratch, 'flaky.db'));
+    const errors: string[] = [];
+    const trail = recordAdminTrail({ store: flaky, trustDomain: TD, onError: (message) => errors.push(message) });
+    try {
+      for (let index = 1; index <= 3; index += 1) trail.record(event(index));
+      for (let waited = 0; state.attempts < 2 && waited < 5_000; waited += 50) await pause(50);
+      assert.ok(state.attempts >= 2, 'retried');
+      assert.match(errors[0] ?? '', /could not take 3 admin events \(database is locked\); they stay queued, next try/);
+      assert.equal((await store.auditEvents(SOURCE, 0, 100)).length, 0);
+      trail.record(event(4));
+      state.failing = false;
+      await trail.flush();
+      const stored = parsed(await store.auditEvents(SOURCE, 0, 100));
+      assert.deepEqual(stored.map((entry) => entry.resource), ['user-1', 'user-2', 'user-3', 'user-4']);
+      assert.deepEqual((await store.auditStreams()).map((stream) => [stream.gaps, stream.dropped]), [[0, 0]]);
+    } finally {
+      await trail.close();
+      await store.close();
+    }
+  });
+
+  it('says loudly at shutdown what never reached the store, and counts what a full queue dropped', async () => {
+    const { store, flaky, state } = flakyStore(join(scratch, 'down.db'));
+    const errors: string[] = [];
+    const onError = (message: string) => errors.push(message);
+    const trail = recordAdminTrail({ store: flaky, trustDomain: TD, onError, maxQueued: 2 });
+    for (let index = 1; index <= 3; index += 1) trail.record(event(index));
+    const dropped = errors.find((message) => message.includes('DROPPED')) ?? '';
+    assert.match(dropped, /admin event DROPPED \(admin:revoke by spiffe:\/\/admin\.test\/admin\/ops\)/);
+    await trail.close();
+    assert.match(errors.at(-1) ?? '', /^2 admin events never reached the audit trail/);
+    // Once the store answers, a drop travels with the next batch, and `audit verify` reports it.
+    state.failing = false;
+    const again = recordAdminTrail({ store: flaky, trustDomain: TD, onError, maxQueued: 1 });
+    again.record(event(5));
+    again.record(event(6));
+    await again.flush();
+    again.record(event(7));
+    await again.close();
+    assert.deepEqual((await store.auditStreams()).map((stream) => stream.dropped), [1]);
+    const report = await verifyTrail(store, { keys: [] });
+    assert.ok(report.problems.some((problem) => problem.kind === 'missing' && /dropped 1 event/.test(problem.detail)));
+    await store.close();
+  });
+});
