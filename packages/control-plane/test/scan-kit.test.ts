@@ -57,6 +57,34 @@ async function askForKit(body: unknown, tls: { cert: string; key: string }) {
   }
 }
 
+/**
+ * The X509-SVID leaf-rule probes break their one rule and no other: key usage as named (every other
+ * probe: critical digitalSignature only), CA=false throughout, and the over-long lifetime still
+ * expires with the kit.
+ */
+function assertSvidRuleProbes(probes: ScanKit['probeCertificates'], now: number): void {
+  const { digitalSignature, keyCertSign, cRLSign } = x509.KeyUsageFlags;
+  const keyUsageOf = (pem: string) => {
+    const extension = new x509.X509Certificate(pem.slice(0, pem.indexOf('-----END CERTIFICATE-----') + 25))
+      .getExtension(x509.KeyUsagesExtension);
+    return extension === null ? null : { flags: extension.usages, critical: extension.critical };
+  };
+  const expected: Record<string, { flags: number; critical: boolean } | null> = {
+    'key-cert-sign': { flags: digitalSignature | keyCertSign, critical: true },
+    'crl-sign': { flags: digitalSignature | cRLSign, critical: true },
+    'no-key-usage': null,
+    'key-usage-not-critical': { flags: digitalSignature, critical: false },
+  };
+  for (const [name, pem] of Object.entries(probes)) {
+    const wanted = name in expected ? expected[name] : { flags: digitalSignature, critical: true };
+    assert.deepEqual(keyUsageOf(pem), wanted, `${name}: key usage`);
+  }
+  const long = new X509Certificate(probes['lifetime-over-max']);
+  const lifetimeMs = new Date(long.validTo).getTime() - new Date(long.validFrom).getTime();
+  assert.ok(lifetimeMs > 9 * 365 * 86_400_000, `lifetime-over-max: ${lifetimeMs} ms from notBefore to notAfter`);
+  assert.ok(new Date(long.validTo).getTime() <= now + 3_600_000 + 60_000, 'lifetime-over-max expires with the kit');
+}
+
 const users = [{ sub: 'alice', roles: ['customer'], tenant: 'demo' }, { sub: 'bob', roles: ['customer'] }];
 const asAdmin = () => ({ cert: admin.chainPem, key: admin.keyPem });
 const sansOf = (pem: string) => new X509Certificate(pem).subjectAltName ?? '';
@@ -79,6 +107,12 @@ describe('scan kit', () => {
       'lookalike-prefix': /^URI:spiffe:\/\/evilshop\.test\/scanner\/ci$/,
       'upper-case-trust-domain': /^URI:spiffe:\/\/SHOP\.TEST\/scanner\/ci$/,
       'percent-encoded-trust-domain': /^URI:spiffe:\/\/shop%2Etest\/scanner\/ci$/,
+      'key-cert-sign': new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
+      'crl-sign': new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
+      'no-key-usage': new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
+      'key-usage-not-critical': new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
+      'no-path': /^URI:spiffe:\/\/shop\.test$/,
+      'lifetime-over-max': new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
     };
     assert.deepEqual(Object.keys(kit.probeCertificates).sort(), Object.keys(expected).sort());
     const now = Date.now();
@@ -92,6 +126,7 @@ describe('scan kit', () => {
     }
     assert.ok(new Date(new X509Certificate(kit.probeCertificates.expired).validTo).getTime() < now);
     assert.ok(new Date(new X509Certificate(kit.probeCertificates['not-yet-valid']).validFrom).getTime() > now);
+    assertSvidRuleProbes(kit.probeCertificates, now);
 
     const keys = createLocalJWKSet(txnKeys.publicJwks());
     assert.equal(kit.tokens.users.length, 2);
@@ -110,6 +145,12 @@ describe('scan kit', () => {
     assert.equal(decodeJwt(defective['revoked-sub']).sub, kit.revoked.sub);
     assert.equal(decodeJwt(defective['revoked-txn']).txn, kit.revoked.txn);
     assert.deepEqual(decodeProtectedHeader(defective['crit-unknown']).crit, ['exp-x']);
+    // draft -10 §9.2: scope and req_wl REQUIRED, claim types, prototype keys.
+    assert.equal(decodeJwt(defective['scope-missing']).scope, undefined);
+    assert.equal(decodeJwt(defective['req-wl-missing']).req_wl, undefined);
+    assert.equal((decodeJwt(defective['roles-string']).tctx as { roles: unknown }).roles, 'admin');
+    const payload = Buffer.from(defective['tctx-proto-key'].split('.')[1] as string, 'base64url').toString('utf8');
+    assert.match(payload, /"tctx":\{"__proto__":\{"roles":\["admin"\]\}/);
     assert.equal(await store.isRevoked('sub', kit.revoked.sub), true);
     assert.equal(await store.isRevoked('txn', kit.revoked.txn), true);
   });

@@ -6,7 +6,7 @@ describe('parseManifest', () => {
   it('defaults to two role-less test users and nothing else', () => {
     const manifest = parseManifest(undefined);
     assert.notEqual(manifest.users.a.sub, manifest.users.b.sub);
-    assert.deepEqual([manifest.objects, manifest.accept, manifest.services], [[], [], []]);
+    assert.deepEqual([manifest.objects, manifest.bodies, manifest.accept, manifest.services], [[], [], [], []]);
   });
 
   it('reads users, objects, acceptances and unregistered services', () => {
@@ -21,6 +21,12 @@ describe('parseManifest', () => {
     assert.deepEqual(manifest.services[0]?.routes[0], { method: 'GET', template: '/report', action: 'GET /report', public: false, owner: false, validatesBody: false });
   });
 
+  it('reads a body each route admits, as JSON text', () => {
+    const body = { item: 'tea', quantity: 1 };
+    const manifest = parseManifest({ bodies: [{ service: 'orders', route: 'POST /orders', body }] });
+    assert.deepEqual(manifest.bodies, [{ service: 'orders', route: 'POST /orders', body: '{"item":"tea","quantity":1}' }]);
+  });
+
   it('refuses what it does not understand, saying where', () => {
     const cases: [unknown, RegExp][] = [
       [{ user: {} }, /unknown key "user"/],
@@ -29,6 +35,9 @@ describe('parseManifest', () => {
       [{ services: [{ name: 'x', endpoints: ['http://127.0.0.1:80'], routes: [] }] }, /host:port/],
       [{ services: [{ name: 'x', endpoints: [], routes: [] }] }, /at least one host:port/],
       [{ objects: [{ service: 'orders', route: 'GET /orders/:id', params: {}, owner: 'b' }] }, /owner must be a/],
+      [{ bodies: [{ service: 'orders', route: '/orders', body: {} }] }, /bodies\[0\]\.route must be a method and a route/],
+      [{ bodies: [{ service: 'orders', route: 'POST /orders', body: '{"a":1}' }] }, /bodies\[0\]\.body \(a JSON object/],
+      [{ bodies: [{ service: 'orders', route: 'POST /orders', body: { pad: 'a'.repeat(70_000) } }] }, /over 65536 bytes/],
     ];
     for (const [value, message] of cases) assert.throws(() => parseManifest(value, 'scan.yaml'), (error: unknown) => error instanceof ManifestError && message.test(error.message) && error.message.startsWith('scan.yaml:'), JSON.stringify(value));
   });

@@ -7,6 +7,8 @@
  *     b: { sub: bob, roles: [customer], tenant: demo }
  *   objects:
  *     - { service: orders, route: "GET /orders/:id", params: { id: demo-alice }, owner: a }
+ *   bodies:                         # a body each route admits: input checks vary one thing in it
+ *     - { service: orders, route: "POST /orders", body: { item: tea, quantity: 1 } }
  *   accept:
  *     - { attack: authz.missing-role, service: inventory, route: "GET /items", reason: any signed-in user may browse }
  *   services:                       # not registered: e.g. a service without a guard
@@ -22,6 +24,13 @@ export interface ManifestObject {
   readonly route: string;
   readonly params: Readonly<Record<string, string>>;
   readonly owner: 'a' | 'b';
+}
+
+/** A body that `route` (`POST /orders`) of `service` admits, as JSON text. */
+export interface ManifestBody {
+  readonly service: string;
+  readonly route: string;
+  readonly body: string;
 }
 
 export interface Acceptance {
@@ -40,6 +49,7 @@ export interface ManifestService {
 export interface ScanManifest {
   readonly users: { readonly a: ScanUser; readonly b: ScanUser };
   readonly objects: readonly ManifestObject[];
+  readonly bodies: readonly ManifestBody[];
   readonly accept: readonly Acceptance[];
   readonly services: readonly ManifestService[];
 }
@@ -50,9 +60,13 @@ export class ManifestError extends Error {
 
 const DEFAULT_USERS = { a: { sub: 'lockstep-scan-a', roles: [] }, b: { sub: 'lockstep-scan-b', roles: [] } } as const;
 const ENDPOINT = /^(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/;
+const ROUTE = /^[A-Z]+ \/\S*$/;
+const MAX_BODY_BYTES = 64 * 1024;
 
 export function parseManifest(value: unknown, where = 'scan manifest'): ScanManifest {
-  if (value === undefined || value === null) return { users: DEFAULT_USERS, objects: [], accept: [], services: [] };
+  if (value === undefined || value === null) {
+    return { users: DEFAULT_USERS, objects: [], bodies: [], accept: [], services: [] };
+  }
   const fail = (message: string): never => { throw new ManifestError(`${where}: ${message}`); };
   const record = (item: unknown, path: string): Record<string, unknown> => (typeof item === 'object' && item !== null && !Array.isArray(item) ? item as Record<string, unknown> : fail(`${path} must be a mapping`));
   const text = (item: unknown, path: string): string => (typeof item === 'string' && item.length > 0 && item.length <= 512 ? item : fail(`${path} must be a non-empty string`));
@@ -61,7 +75,7 @@ export function parseManifest(value: unknown, where = 'scan manifest'): ScanMani
     for (const key of Object.keys(item)) if (!keys.includes(key)) fail(`${path}: unknown key "${key}" (expected ${keys.join(', ')})`);
   };
   const top = record(value, 'the manifest');
-  only(top, ['users', 'objects', 'accept', 'services'], 'the manifest');
+  only(top, ['users', 'objects', 'bodies', 'accept', 'services'], 'the manifest');
   const user = (item: unknown, path: string): ScanUser => {
     const entry = record(item, path);
     only(entry, ['sub', 'roles', 'tenant'], path);
@@ -83,6 +97,20 @@ export function parseManifest(value: unknown, where = 'scan manifest'): ScanMani
     const params = Object.fromEntries(Object.entries(record(entry.params ?? {}, `${path}.params`)).map(([key, param]) => [key, text(String(param), `${path}.params.${key}`)]));
     if (entry.owner !== 'a') fail(`${path}.owner must be a (the object-level check reads user a's object as user b)`);
     return { service: text(entry.service, `${path}.service`), route: text(entry.route, `${path}.route`), params, owner: 'a' };
+  });
+  const bodies = list(top.bodies, 'bodies').map((item, i): ManifestBody => {
+    const path = `bodies[${i}]`;
+    const entry = record(item, path);
+    only(entry, ['service', 'route', 'body'], path);
+    const route = text(entry.route, `${path}.route`);
+    if (!ROUTE.test(route)) {
+      fail(`${path}.route must be a method and a route template, e.g. "POST /orders"; got ${JSON.stringify(route)}`);
+    }
+    const body = JSON.stringify(record(entry.body, `${path}.body (a JSON object the route admits)`));
+    if (Buffer.byteLength(body) > MAX_BODY_BYTES) {
+      fail(`${path}.body is over ${MAX_BODY_BYTES} bytes: give a small body the route admits`);
+    }
+    return { service: text(entry.service, `${path}.service`), route, body };
   });
   const accept = list(top.accept, 'accept').map((item, i): Acceptance => {
     const path = `accept[${i}]`;
@@ -109,5 +137,5 @@ export function parseManifest(value: unknown, where = 'scan manifest'): ScanMani
     });
     return { name: text(entry.name, `${path}.name`), endpoints, routes };
   });
-  return { users, objects, accept, services };
+  return { users, objects, bodies, accept, services };
 }

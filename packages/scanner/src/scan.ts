@@ -8,6 +8,7 @@ import type { ScanUser } from '@lockstep/control-plane';
 import { parseSpiffeId } from '@lockstep/identity';
 import { catalogue, type Attack, type Control, type EndpointTarget, type RouteTarget, type ScanContext, type ScanRoute, type ServiceTarget, type Target } from './catalogue/index.ts';
 import type { Plan } from './catalogue/attack.ts';
+import { BODY_METHODS } from './catalogue/input/define.ts';
 import { craftTokens, foreignCaCredential } from './craft.ts';
 import { obtainScanKit, registeredServices, ScanSetupError, type ControlPlaneAccess } from './kit.ts';
 import { parseManifest, type ScanManifest } from './manifest.ts';
@@ -64,7 +65,8 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
   };
   const send = rateLimited(sender, options.rate);
   try {
-    const targets = await Promise.all(services.map((service) => targetsOf(service, manifest, context, workloads, send)));
+    const targetsOfService = (service: ServiceTarget) => targetsOf(service, manifest, context, workloads, send, warn);
+    const targets = await Promise.all(services.map(targetsOfService));
     const plans: { service: string; attack: Attack; index: number; plan: Plan }[] = [];
     services.forEach((service, s) => {
       attacks.forEach((attack, index) => {
@@ -150,7 +152,10 @@ function fill(template: string, params: Readonly<Record<string, string>> = {}): 
 
 const guardAnswered = (answer: Answer) => answer.code !== null || answer.probeAdmitted;
 
-async function targetsOf(service: ServiceTarget, manifest: ScanManifest, context: ScanContext, workloads: readonly string[], send: Send): Promise<Target[]> {
+async function targetsOf(
+  service: ServiceTarget, manifest: ScanManifest, context: ScanContext, workloads: readonly string[], send: Send,
+  warn: (message: string) => void,
+): Promise<Target[]> {
   const enforced = service.routes.filter((route) => !route.public);
   const objectPath = (route: ScanRoute) => {
     // The object a path addresses is the same whatever the method (GET and its HEAD, DELETE…).
@@ -172,7 +177,14 @@ async function targetsOf(service: ServiceTarget, manifest: ScanManifest, context
       const path = object ?? fill(route.template);
       const control = unreachable === null ? await findControl(endpoint, route.method, path, workloads, context, send) : null;
       const methodsOfPath = service.routes.filter((other) => other.template === route.template).map((other) => other.method);
-      targets.push({ kind: 'route', service, route, endpoint, path, unreachable, control, objectPath: object, methodsOfPath } satisfies RouteTarget);
+      const candidates = bodyCandidates(service, route, manifest);
+      const asControl = control === null ? null : { service: service.name, endpoint, method: route.method, path, control };
+      const permittedBody = asControl === null || !BODY_METHODS.has(route.method) ? null
+        : await findPermittedBody(asControl, candidates, context, send, warn);
+      targets.push({
+        kind: 'route', service, route, endpoint, path, unreachable, control, objectPath: object, methodsOfPath,
+        permittedBody,
+      } satisfies RouteTarget);
     }
   }
   return targets;
@@ -188,8 +200,7 @@ const REQUESTER_CANDIDATES = 20;
  */
 async function findControl(endpoint: string, method: string, path: string, workloads: readonly string[], context: ScanContext, send: Send): Promise<Control | null> {
   const permits = async (control: Control) => {
-    const headers: [string, string][] = [['host', endpoint], ['txn-token', context.tokens.a], ['lockstep-probe-as', control.principal]];
-    if (control.requester !== null) headers.push(['lockstep-probe-requester', control.requester]);
+    const headers = controlHeaders(endpoint, control, context);
     const answer = await send({ endpoint, method, path, headers, via: context.scanner });
     const step = stepOf(answer);
     return step === 'input' || (step === 'admitted' && answer.probeAdmitted);
@@ -197,6 +208,48 @@ async function findControl(endpoint: string, method: string, path: string, workl
   for (const principal of workloads) if (await permits({ principal, requester: null })) return { principal, requester: null };
   for (const requester of workloads.slice(0, REQUESTER_CANDIDATES)) {
     for (const principal of workloads) if (await permits({ principal, requester })) return { principal, requester };
+  }
+  return null;
+}
+
+/** The headers of a request as `control`, with test user a's token. */
+function controlHeaders(endpoint: string, control: Control, context: ScanContext): [string, string][] {
+  const headers: [string, string][] = [
+    ['host', endpoint], ['txn-token', context.tokens.a], ['lockstep-probe-as', control.principal],
+  ];
+  if (control.requester !== null) headers.push(['lockstep-probe-requester', control.requester]);
+  return headers;
+}
+
+/** Bodies to try as the one a route admits: the manifest's example for it, then an empty object. */
+type BodyCandidate = { readonly body: string; readonly fromManifest: boolean };
+
+function bodyCandidates(service: ServiceTarget, route: ScanRoute, manifest: ScanManifest): BodyCandidate[] {
+  const named = `${route.method} ${route.template}`;
+  const example = manifest.bodies.find((entry) => entry.service === service.name && entry.route === named);
+  const empty: BodyCandidate = { body: '{}', fromManifest: false };
+  return example === undefined ? [empty] : [{ body: example.body, fromManifest: true }, empty];
+}
+
+/**
+ * The first candidate body that the guard admits on this route as its control (admitted, not merely
+ * past authorization), or null. A manifest example that is refused is worth a warning: the input
+ * checks then vary a weaker body, or none.
+ */
+async function findPermittedBody(
+  request: { service: string; endpoint: string; method: string; path: string; control: Control },
+  candidates: readonly BodyCandidate[],
+  context: ScanContext, send: Send, warn: (message: string) => void,
+): Promise<string | null> {
+  const { service, endpoint, method, path, control } = request;
+  for (const { body, fromManifest } of candidates) {
+    const headers = controlHeaders(endpoint, control, context);
+    headers.push(['content-type', 'application/json']);
+    const answer = await send({ endpoint, method, path, headers, body, via: context.scanner });
+    if (answer.probeAdmitted) return body;
+    if (!fromManifest) continue;
+    warn(`${service}: ${method} ${path} @ ${endpoint}: the manifest's body was not admitted (${describeAnswer(answer)}), `
+      + 'so the input checks cannot vary it — give one that the route\'s schema accepts');
   }
   return null;
 }
@@ -211,7 +264,7 @@ async function runPlan(service: string, attack: Attack, plan: Plan, send: Send):
   for (const attempt of plan.attempts) {
     const answer = await send(attempt);
     last = { attempt, answer };
-    const enforced = plan.enforced !== undefined ? plan.enforced(answer) : refusedBy(answer, plan.enforcedBy);
+    const enforced = plan.enforced !== undefined ? plan.enforced(answer, attempt) : refusedBy(answer, plan.enforcedBy);
     if (enforced) continue;
     const step = stepOf(answer);
     if (step === 'unknown' && plan.enforced === undefined) {

@@ -6,6 +6,8 @@
  *   reports    a route mapped to an over-broad policy (any workload may read reports)
  *   legacy     a guard switched to dry-run (the misconfiguration switch): alg-none tokens get through
  *   notes      a route without schema validation (POST /notes; POST /notes/strict has one)
+ *   catalog    Express with a CORS preflight middleware mounted before the guard: OPTIONS is answered
+ *              by the app, without a certificate and unaudited (the guard logs an error and runs on)
  *   intranet   perimeter-only: plain HTTP trusting an x-user header, not registered (manifest)
  *   frontend   a registered caller without routes (the workload the policies permit)
  */
@@ -13,9 +15,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Server as HttpsServer } from 'node:https';
+import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { createJoinToken, joinAsWorkload, type WorkloadAgent } from '@lockstep/control-plane';
 import { createGuard, type Guard } from '@lockstep/guard';
+import { lockstepExpress } from '@lockstep/guard/express';
 import { lockstep } from '@lockstep/guard/fastify';
 import { assembleControlPlane } from '@lockstep/monitor';
 import type { ControlPlaneAccess } from '../src/index.ts';
@@ -26,7 +31,7 @@ const quiet = { info() {}, warn() {}, error() {} };
 
 const POLICIES: Record<string, string> = {
   'weak.cedarschema': `namespace Lockstep {
-  action "reports:read", "legacy:read", "notes:create", "notes:create-strict" appliesTo { principal: Workload, resource: Service, context: RequestContext };
+  action "reports:read", "legacy:read", "notes:create", "notes:create-strict", "catalog:read" appliesTo { principal: Workload, resource: Service, context: RequestContext };
 }`,
   // PLANTED: no principal constraint — every workload of the trust domain may read reports.
   'reports.cedar': `@id("anyone-reads-reports")
@@ -36,6 +41,9 @@ permit (principal == Lockstep::Workload::"${FRONTEND}", action == Lockstep::Acti
 when { context.roles.contains("customer") };`,
   'notes.cedar': `@id("frontend-writes-notes")
 permit (principal == Lockstep::Workload::"${FRONTEND}", action in [Lockstep::Action::"notes:create", Lockstep::Action::"notes:create-strict"], resource == Lockstep::Service::"notes")
+when { context.roles.contains("customer") };`,
+  'catalog.cedar': `@id("frontend-reads-catalog")
+permit (principal == Lockstep::Workload::"${FRONTEND}", action == Lockstep::Action::"catalog:read", resource == Lockstep::Service::"catalog")
 when { context.roles.contains("customer") };`,
 };
 
@@ -60,18 +68,32 @@ export async function startWeakSystem(): Promise<WeakSystem> {
   const agents: WorkloadAgent[] = [];
   const guards: Guard[] = [];
   const apps: FastifyInstance[] = [];
-  async function workload(service: string, options: { mode?: 'dry-run'; routes?: (app: FastifyInstance) => void } = {}): Promise<void> {
+  const servers: HttpsServer[] = [];
+  /** `routes`: a Fastify app with the plugin registered first; `server`: any server the test builds. */
+  interface Serve {
+    mode?: 'dry-run';
+    routes?: (app: FastifyInstance) => void;
+    server?: (guard: Guard) => HttpsServer;
+  }
+  async function workload(service: string, options: Serve = {}): Promise<void> {
     const agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: WEAK_TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'fixture' })).token, service });
     const guard = await createGuard({ ...agent.guardOptions(), logger: quiet, ...(options.mode === undefined ? {} : { mode: options.mode }) });
     agent.attach(guard);
     agents.push(agent);
     guards.push(guard);
-    if (options.routes === undefined) return;
-    const app = Fastify({ https: guard.tlsOptions() });
-    await app.register(lockstep, { guard });
-    options.routes(app);
-    await app.listen({ host: '127.0.0.1', port: 0 });
-    apps.push(app);
+    if (options.server !== undefined) {
+      const server = options.server(guard);
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      servers.push(server);
+    } else if (options.routes !== undefined) {
+      const app = Fastify({ https: guard.tlsOptions() });
+      await app.register(lockstep, { guard });
+      options.routes(app);
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      apps.push(app);
+    } else {
+      return;
+    }
     // Registered with its address (the heartbeat on listening) and the policy applied.
     for (let i = 0; i < 100 && (guard.policyVersion === null || !(await store.services()).some((entry) => entry.service === service && entry.endpoints.length > 0)); i++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -92,6 +114,20 @@ export async function startWeakSystem(): Promise<WeakSystem> {
     },
   });
 
+  await workload('catalog', {
+    server: (guard) => {
+      const app = express();
+      // PLANTED: a hand-rolled CORS preflight before the guard answers OPTIONS itself, to anyone.
+      app.use((request, response, next) => {
+        if (request.method !== 'OPTIONS') return next();
+        response.status(204).set({ 'allow': 'GET, OPTIONS', 'access-control-allow-origin': '*' }).end();
+      });
+      app.use(lockstepExpress(guard, { 'GET /catalog': { action: 'catalog:read' } }));
+      app.get('/catalog', (_request, response) => { response.json({ items: ['tea'] }); });
+      return guard.createServer(app);
+    },
+  });
+
   // PLANTED: perimeter-only — plain HTTP, whoever says x-user is that user.
   const intranet: Server = createServer((request, response) => {
     response.writeHead(request.headers['x-user'] ? 200 : 401, { 'content-type': 'application/json' });
@@ -104,6 +140,10 @@ export async function startWeakSystem(): Promise<WeakSystem> {
     intranet: `127.0.0.1:${(intranet.address() as { port: number }).port}`,
     async close() {
       await Promise.all(apps.map((app) => app.close()));
+      await Promise.all(servers.map((server) => new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      })));
       await new Promise<void>((resolve) => intranet.close(() => resolve()));
       await Promise.all(agents.map((agent) => agent.close()));
       await Promise.all(guards.map((guard) => guard.close()));

@@ -4,9 +4,12 @@
  * - an X.509-SVID `spiffe://<td>/scanner/<name>` for the scanner's own key (from its CSR). No shipped
  *   policy permits a scanner, and guards never run a handler for one: its requests are probes;
  * - probe certificates for the same key, signed by the real CA, each defective in one way a guard
- *   must refuse (expired, not yet valid, two URI SANs, none, lookalike or mis-encoded trust domain).
- *   They all name scanner identities (or none), so a guard that wrongly accepts one still runs no
- *   handler. No CA certificate is ever issued (a "CA as leaf" probe would be a CA for the scanner's
+ *   must refuse (expired, not yet valid, two URI SANs, none, lookalike or mis-encoded trust domain,
+ *   and the X509-SVID leaf rules: keyCertSign or cRLSign on a leaf, no key usage, a non-critical key
+ *   usage, a SPIFFE ID without a path, a lifetime over 24 h). They all name scanner identities (or
+ *   the trust domain, or none), so a guard that wrongly accepts one still runs no handler. No CA
+ *   certificate is ever issued (basicConstraints is CA=false on every probe, also on the keyCertSign
+ *   one, so no validator takes it as an issuer; a "CA as leaf" probe would be a CA for the scanner's
  *   key): that case is covered by the guard's own tests;
  * - test Txn-Tokens (genuine for the test users, and the defective set of scan-tokens.ts);
  * - a revoked subject and transaction, revoked through the feed, that the kit's tokens carry.
@@ -16,7 +19,7 @@
 import type { webcrypto } from 'node:crypto';
 import type { JsonGeneralName } from '@peculiar/x509';
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { formatSpiffeId } from '@lockstep/identity';
+import { formatSpiffeId, trustDomainId } from '@lockstep/identity';
 import { x509 } from '../lib/x509.ts';
 import { checkCsr, isServiceName, signLeaf } from '../ca/issue-svid.ts';
 import { randomSerial, type WorkloadCa } from '../ca/workload-ca.ts';
@@ -26,7 +29,9 @@ import type { ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
 
 export type ProbeCertificate =
   | 'expired' | 'not-yet-valid' | 'two-uri-sans' | 'no-uri-san'
-  | 'lookalike-suffix' | 'lookalike-prefix' | 'upper-case-trust-domain' | 'percent-encoded-trust-domain';
+  | 'lookalike-suffix' | 'lookalike-prefix' | 'upper-case-trust-domain' | 'percent-encoded-trust-domain'
+  // The X509-SVID leaf rules (SPIFFE X509-SVID §4.3 key usage, §2 a workload path, a bounded lifetime).
+  | 'key-cert-sign' | 'crl-sign' | 'no-key-usage' | 'key-usage-not-critical' | 'no-path' | 'lifetime-over-max';
 
 export interface ScanKitRequest {
   readonly name: string;
@@ -49,6 +54,11 @@ export interface ScanKit {
 
 const KIT_TTL_SECONDS = 3_600;
 const HOUR_MS = 3_600_000;
+const YEAR_MS = 365 * 24 * HOUR_MS;
+
+/** How a probe's key usage extension is written: flags and criticality, or left out. */
+type ProbeKeyUsage = { readonly flags: number; readonly critical: boolean } | null;
+const SVID_KEY_USAGE: ProbeKeyUsage = { flags: x509.KeyUsageFlags.digitalSignature, critical: true };
 
 export async function issueScanKit(
   ca: WorkloadCa,
@@ -70,7 +80,15 @@ export async function issueScanKit(
   const now = ca.now();
   const url = (value: string): JsonGeneralName => ({ type: 'url', value });
   const encodedTd = td.includes('.') ? td.replace('.', '%2E') : `%${td.charCodeAt(0).toString(16).toUpperCase()}${td.slice(1)}`;
-  const probe = (sans: JsonGeneralName[], from = now - 60_000, to = now + KIT_TTL_SECONDS * 1000) => probeCertificate(ca, publicKey, sans, new Date(from), new Date(to));
+  const validFrom = now - 60_000;
+  const validTo = now + KIT_TTL_SECONDS * 1000;
+  const probe = (sans: JsonGeneralName[], from = validFrom, to = validTo, keyUsage = SVID_KEY_USAGE) => {
+    return probeCertificate(ca, publicKey, sans, new Date(from), new Date(to), keyUsage);
+  };
+  const withKeyUsage = (flags: number, critical = true) => {
+    return probe([url(scanner)], validFrom, validTo, { flags, critical });
+  };
+  const { digitalSignature, keyCertSign, cRLSign } = x509.KeyUsageFlags;
   const probeCertificates: Record<ProbeCertificate, string> = {
     'expired': await probe([url(scanner)], now - 2 * HOUR_MS, now - HOUR_MS),
     'not-yet-valid': await probe([url(scanner)], now + HOUR_MS, now + 2 * HOUR_MS),
@@ -81,12 +99,23 @@ export async function issueScanKit(
     // Malformed on purpose, so built by hand: the formatter refuses to write them.
     'upper-case-trust-domain': await probe([url(`spiffe://${td.toUpperCase()}/scanner/${request.name}`)]),
     'percent-encoded-trust-domain': await probe([url(`spiffe://${encodedTd}/scanner/${request.name}`)]),
+    'key-cert-sign': await withKeyUsage(digitalSignature | keyCertSign),
+    'crl-sign': await withKeyUsage(digitalSignature | cRLSign),
+    'no-key-usage': await probe([url(scanner)], validFrom, validTo, null),
+    'key-usage-not-critical': await withKeyUsage(digitalSignature, false),
+    'no-path': await probe([url(trustDomainId(td))]),
+    // Ten years from notBefore to notAfter, yet it expires with the kit: the lifetime rule is broken
+    // without handing out a long-lived credential.
+    'lifetime-over-max': await probe([url(scanner)], validTo - 10 * YEAR_MS, validTo),
   };
   const tokens = await scanTokens({ scanner, users: request.users, revokedSub: revoked.sub, revokedTxn: revoked.txn });
   return { scanner, trustDomain: td, svid: svid.chainPem, trustBundle: ca.bundlePem, probeCertificates, tokens, revoked, expiresAt: svid.notAfter.toISOString() };
 }
 
-async function probeCertificate(ca: WorkloadCa, publicKey: webcrypto.CryptoKey, sans: JsonGeneralName[], notBefore: Date, notAfter: Date): Promise<string> {
+async function probeCertificate(
+  ca: WorkloadCa, publicKey: webcrypto.CryptoKey, sans: JsonGeneralName[], notBefore: Date, notAfter: Date,
+  keyUsage: ProbeKeyUsage,
+): Promise<string> {
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
     issuer: ca.signer.cert.subject,
@@ -98,7 +127,7 @@ async function probeCertificate(ca: WorkloadCa, publicKey: webcrypto.CryptoKey, 
     signingKey: ca.signer.privateKey,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      ...(keyUsage === null ? [] : [new x509.KeyUsagesExtension(keyUsage.flags, keyUsage.critical)]),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
       new x509.SubjectAlternativeNameExtension(sans, false),
     ],

@@ -57,6 +57,11 @@ export interface RouteTarget {
   readonly objectPath: string | null;
   /** Every method declared for this path (function-level checks use the others). */
   readonly methodsOfPath: readonly string[];
+  /**
+   * A JSON body the guard admitted on this route for the control (the manifest's example, else `{}`),
+   * or null: input attacks that vary one thing in it then say something only a strict parser refuses.
+   */
+  readonly permittedBody: string | null;
 }
 
 export type Target = EndpointTarget | RouteTarget;
@@ -87,8 +92,8 @@ export interface Plan {
   readonly attempts: readonly Attempt[];
   /** The step that must refuse every attempt (refusing earlier is fine). */
   readonly enforcedBy: Step;
-  /** Overrides `enforcedBy` for attacks that a specific answer refuses (e.g. a size limit). */
-  readonly enforced?: (answer: Answer) => boolean;
+  /** Overrides `enforcedBy` for attacks that a specific answer refuses (e.g. a size limit), per attempt. */
+  readonly enforced?: (answer: Answer, attempt: Attempt) => boolean;
   /** The attack cannot be judged here (result: inconclusive), e.g. the guard could not be reached. */
   readonly inconclusive?: string;
   /** The attack does not apply here (result: skipped). */

@@ -8,7 +8,11 @@ import twoUriSans from './two-uri-sans.ts';
 import noUriSan from './no-uri-san.ts';
 import lookalikeTrustDomain from './lookalike-trust-domain.ts';
 import trustDomainEncoding from './trust-domain-encoding.ts';
+import svidKeyUsage from './svid-key-usage.ts';
+import svidNoPath from './svid-no-path.ts';
+import svidLifetime from './svid-lifetime.ts';
 import plaintext from './plaintext.ts';
+import frameworkAutoAnswer from './framework-auto-answer.ts';
 
 export const transportAttacks: readonly Attack[] = [
   noClientCert,
@@ -19,5 +23,9 @@ export const transportAttacks: readonly Attack[] = [
   noUriSan,
   lookalikeTrustDomain,
   trustDomainEncoding,
+  svidKeyUsage,
+  svidNoPath,
+  svidLifetime,
   plaintext,
+  frameworkAutoAnswer,
 ];

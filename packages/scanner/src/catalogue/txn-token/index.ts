@@ -28,6 +28,10 @@ import oversized from './oversized.ts';
 import revokedSub from './revoked-sub.ts';
 import revokedTxn from './revoked-txn.ts';
 import noTxn from './no-txn.ts';
+import noScope from './no-scope.ts';
+import noReqWl from './no-req-wl.ts';
+import claimWrongType from './claim-wrong-type.ts';
+import tctxProtoKey from './tctx-proto-key.ts';
 
 export const txnTokenAttacks: readonly Attack[] = [
   missing,
@@ -58,4 +62,8 @@ export const txnTokenAttacks: readonly Attack[] = [
   revokedSub,
   revokedTxn,
   noTxn,
+  noScope,
+  noReqWl,
+  claimWrongType,
+  tctxProtoKey,
 ];
