@@ -11,6 +11,7 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_CSR_INVALID: { status: 400, message: 'certificate signing request refused' },
   LOCKSTEP_CP_WORKLOAD_REVOKED: { status: 403, message: 'workload is revoked' },
   LOCKSTEP_CP_PEER_UNAUTHENTICATED: { status: 401, message: 'this endpoint needs a valid client SVID of the trust domain' },
+  LOCKSTEP_CP_PEER_REVOKED: { status: 401, message: 'the SPIFFE ID of the client SVID is revoked' },
   LOCKSTEP_CP_ADMIN_REQUIRED: { status: 403, message: 'this endpoint is for administrators (an SVID spiffe://<trust domain>/admin/<name>)' },
   LOCKSTEP_CP_REQUEST_INVALID: { status: 400, message: 'request body refused' },
   LOCKSTEP_CP_PASSWORD_POLICY: { status: 400, message: 'password refused by the password policy' },
@@ -19,6 +20,7 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_NO_POLICY: { status: 503, message: 'no policy to serve' },
   LOCKSTEP_CP_ROTATION_STATE: { status: 409, message: 'root rotation step out of order' },
   LOCKSTEP_CP_STORE: { status: 503, message: 'store unavailable' },
+  LOCKSTEP_CP_AUDIT_UNAVAILABLE: { status: 503, message: 'the audit trail could not record this administrative call' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ControlPlaneErrorCode = keyof typeof CONTROL_PLANE_ERRORS;

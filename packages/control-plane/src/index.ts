@@ -16,7 +16,7 @@ export { bootstrapWorkload, renewWorkload, type EnrolOptions } from './ca/enrol.
 export { startControlPlane, controlPlaneSpiffeId, type ControlPlaneServerOptions, type RunningControlPlane, type ExtensionContext, type ExtensionHooks } from './server/control-plane-server.ts';
 export { joinControlPlane, renewWithControlPlane, EnrolmentError, type WorkloadCredentials } from './client/enrol-client.ts';
 export { issueAdminCredentials, type AdminCredentials } from './ca/admin-credentials.ts';
-export { ADMIN_CHANNEL, subscribeAdminActions } from './admin/admin-audit.ts';
+export { ADMIN_CHANNEL, attachAdminTrail, subscribeAdminActions, type AdminTrailSink } from './admin/admin-audit.ts';
 export { openSigningKey, type SigningKey } from './ca/signing-key.ts';
 export { createPolicyService, type PolicyService, type PolicyServiceOptions, type PolicyChange } from './policy/policy-service.ts';
 export { connectGuardStream, type GuardStream, type GuardStreamOptions, type StreamEvent, type StreamTarget } from './client/guard-stream.ts';

@@ -12,17 +12,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { SignJWT, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, type CryptoKey, type JSONWebKeySet } from 'jose';
+import {
+  CompactSign, SignJWT, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair,
+  type CryptoKey, type JSONWebKeySet,
+} from 'jose';
 import { Agent, request } from 'undici';
 import { createGuard, MAX_TXN_TOKEN_REPLACEMENTS as GUARD_MAX_REPLACEMENTS, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { loadPolicyDir, signBundle } from '@lockstep/policy';
+import { issueCertificate } from '@lockstep/testkit';
 import {
   controlPlaneSpiffeId, createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, singleKey,
-  joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane, MAX_TXN_TOKEN_REPLACEMENTS,
+  joinControlPlane, openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  MAX_TXN_TOKEN_REPLACEMENTS,
   TOKEN_EXCHANGE_GRANT, TOKEN_TYPE,
   type ControlPlaneStore, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa, type WorkloadCredentials,
 } from '../src/index.ts';
+import type { TokenRevocationKind } from '../src/tts/txn-token-service.ts';
 import type { SigningKey } from '../src/ca/signing-key.ts';
 
 const TD = 'shop.test';
@@ -41,6 +47,7 @@ let controlPlane: RunningControlPlane;
 let idpKey: CryptoKey;
 let strangerKey: CryptoKey;
 let txnSigningKey: SigningKey;
+let idpJwks: JSONWebKeySet;
 const workloads: Record<string, WorkloadCredentials> = {};
 
 before(async () => {
@@ -63,10 +70,10 @@ permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/cleanup-job", a
   const idp = await generateKeyPair('ES256');
   idpKey = idp.privateKey;
   strangerKey = (await generateKeyPair('ES256')).privateKey;
-  const idpJwks: JSONWebKeySet = { keys: [{ ...(await exportJWK(idp.publicKey)), kid: 'idp-1', alg: 'ES256' }] };
+  idpJwks = { keys: [{ ...(await exportJWK(idp.publicKey)), kid: 'idp-1', alg: 'ES256' }] };
   txnSigningKey = await openSigningKey(join(scratch, 'keys'), 'txn-token');
   const subjects = createSubjectVerifier({ issuers: [{ issuer: IDP, jwks: idpJwks, audience: GATEWAY_RESOURCE }], txnTokenKeys: () => tts.jwks, trustDomain: TD });
-  const isRevoked = (kind: 'sub' | 'txn', value: string) => store.isRevoked(kind, value);
+  const isRevoked = (kind: TokenRevocationKind, value: string) => store.isRevoked(kind, value);
   tts = createTxnTokenService({ trustDomain: TD, keys: singleKey(txnSigningKey), subjects, isRevoked });
   controlPlane = await startControlPlane({ ca, store, policy, tts });
   for (const service of ['gateway', 'orders', 'inventory', 'payments', 'nightly-job', 'cleanup-job']) {
@@ -81,21 +88,27 @@ after(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-interface AccessTokenOptions { typ?: string; iss?: string; aud?: string; scope?: string; expiresIn?: number; key?: CryptoKey }
+interface AccessTokenOptions {
+  typ?: string; iss?: string; aud?: string; scope?: string; expiresIn?: number; key?: CryptoKey; kid?: string;
+}
 function accessToken(options: AccessTokenOptions = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ scope: options.scope ?? 'orders:read orders:create', roles: ['customer'], tenant: 'acme', amr: ['pwd'] })
-    .setProtectedHeader({ alg: 'ES256', typ: options.typ ?? 'at+jwt', kid: 'idp-1' })
+    .setProtectedHeader({ alg: 'ES256', typ: options.typ ?? 'at+jwt', kid: options.kid ?? 'idp-1' })
     .setIssuer(options.iss ?? IDP).setAudience(options.aud ?? GATEWAY_RESOURCE).setSubject('alice')
     .setIssuedAt(now - 10).setExpirationTime(now + (options.expiresIn ?? 3600))
     .sign(options.key ?? idpKey);
 }
 
-async function exchange(as: string | null, fields: Record<string, string>, raw?: string) {
+const exchange = (as: string | null, fields: Record<string, string>, raw?: string) =>
+  exchangeAt(controlPlane.url, as, fields, raw);
+
+/** An exchange by workload `as` (null: no SVID) at the control plane at `url`. */
+async function exchangeAt(url: string, as: string | null, fields: Record<string, string>, raw?: string) {
   const credentials = as === null ? {} : { cert: workloads[as]?.chainPem, key: workloads[as]?.keyPem };
   const agent = new Agent({ connect: { ca: ca.bundlePem, ...credentials, checkServerIdentity: () => undefined } });
   try {
-    const response = await request(`${controlPlane.url}/v1/token`, {
+    const response = await request(`${url}/v1/token`, {
       method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: raw ?? new URLSearchParams(fields).toString(),
     });
     return { status: response.statusCode, body: await response.body.json() as Record<string, string | number> };
@@ -155,12 +168,19 @@ async function guarded(service: string, bundle: string, keys: { keys: object[] }
 }
 
 /** A request from workload `as` over mTLS with `token`: status and body. */
-async function call(as: string, url: string, token: string, method: 'GET' | 'POST' = 'GET') {
-  const tls = { cert: workloads[as]?.chainPem, key: workloads[as]?.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined };
-  const agent = new Agent({ connect: tls });
+const call = (as: string, url: string, token: string, method: 'GET' | 'POST' = 'GET') =>
+  callWith({ cert: workloads[as]?.chainPem ?? '', key: workloads[as]?.keyPem ?? '' }, url, token, method);
+
+/** A request over mTLS with the client certificate `tls`, `token` and more `headers`: status, headers, body. */
+async function callWith(
+  tls: { cert: string; key: string }, url: string, token: string, method: 'GET' | 'POST' = 'GET',
+  headers: Record<string, string> = {},
+) {
+  const agent = new Agent({ connect: { ...tls, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
   try {
-    const response = await request(url, { method, dispatcher: agent, headers: { 'txn-token': token } });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    const response = await request(url, { method, dispatcher: agent, headers: { ...headers, 'txn-token': token } });
+    const body = await response.body.json() as Record<string, unknown>;
+    return { status: response.statusCode, headers: response.headers, body };
   } finally {
     await agent.close();
   }
@@ -455,8 +475,16 @@ describe('Txn-Token Service: the scanner\'s test tokens under draft -10', () => 
     try {
       const [user] = kit.users;
       assert.equal(decodeJwt(user ?? '').scope, 'lockstep:scan');
-      const genuine = await call('gateway', `${orders.url}/orders/1`, user ?? '');
-      assert.equal(genuine.status, 200, 'a genuine scan token passes the token checks');
+      // The scanner's own SVID, from the control plane's CA, as the scan kit issues it.
+      const signer = { cert: ca.signer.cert, privateKey: ca.signer.privateKey, chainBelowRoot: [ca.intermediatePem] };
+      const issued = await issueCertificate(signer, { uris: [scanner] });
+      const asScanner = { cert: issued.chainPem, key: issued.keyPem };
+      const probeAs = { 'lockstep-probe-as': workloads.gateway?.spiffeId ?? '' };
+      const genuine = await callWith(asScanner, `${orders.url}/orders/1`, user ?? '', 'GET', probeAs);
+      assert.equal(genuine.status, 200, `a genuine scan token passes the token checks: ${JSON.stringify(genuine.body)}`);
+      assert.equal(genuine.headers['lockstep-probe'], 'admitted');
+      const replayed = await call('gateway', `${orders.url}/orders/1`, user ?? '');
+      assert.equal(replayed.status, 401, 'a workload that received a probe cannot replay its token');
       const expected: Record<string, string> = {
         'expired': 'EXPIRED', 'not-yet-valid': 'CLAIMS', 'issued-in-future': 'CLAIMS', 'no-exp': 'CLAIMS',
         'lifetime-over-max': 'CLAIMS', 'foreign-audience': 'CLAIMS', 'audience-array': 'CLAIMS', 'typ-access-token': 'CLAIMS',
@@ -468,11 +496,155 @@ describe('Txn-Token Service: the scanner\'s test tokens under draft -10', () => 
       orders.guard.revoke({ kind: 'sub', value: 'revoked-user' });
       orders.guard.revoke({ kind: 'txn', value: 'revoked-txn' });
       for (const [name, token] of Object.entries(kit.defective)) {
-        const answer = await call('gateway', `${orders.url}/orders/1`, token);
+        const answer = await callWith(asScanner, `${orders.url}/orders/1`, token, 'GET', probeAs);
         assert.deepEqual([answer.status, answer.body.error], [401, `LOCKSTEP_ERR_TXN_TOKEN_${expected[name]}`], name);
       }
     } finally {
       await orders.close();
+    }
+  });
+});
+
+describe('Txn-Token Service: a replaced token is held to exactly what a guard accepts', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const claims = () => ({
+    sub: 'alice', aud: TD, iat: now(), exp: now() + 60, txn: `txn-${Math.random().toString(36).slice(2)}`,
+    scope: 'orders:read', req_wl: workloads.gateway?.spiffeId, tctx: { roles: ['customer'] },
+  });
+  /** Claims as JSON text signed with the TTS's own key: what JSON.stringify cannot write can be. */
+  const signedText = (text: string, header: Record<string, unknown> = {}) =>
+    new CompactSign(new TextEncoder().encode(text))
+      .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: txnSigningKey.kid, ...header })
+      .sign(txnSigningKey.privateKey);
+  const signed = (extra: Record<string, unknown>, header?: Record<string, unknown>) =>
+    signedText(JSON.stringify({ ...claims(), ...extra }), header);
+  const withProtoKey = () => JSON.stringify(claims()).replace('"tctx":{', '"tctx":{"__proto__":{"roles":["admin"]},');
+
+  it('a token signed with the TTS\'s key that a guard refuses is not replaced either; one it takes is', async () => {
+    const defective: [string, Promise<string>][] = [
+      ['tctx.roles a string (a guard refuses, never coerces)', signed({ tctx: { roles: 'admin' } })],
+      ['a __proto__ key in tctx', signedText(withProtoKey())],
+      ['a claim named twice', signedText(JSON.stringify(claims()).replace(/^\{/, '{"sub":"ceo",'))],
+      ['a control character in sub', signed({ sub: 'alice\u0000admin' })],
+      ['aud an array holding the trust domain', signed({ aud: [TD, 'other.test'] })],
+      ['a lifetime of an hour', signed({ exp: now() + 3_600 })],
+      ['iat an hour ahead', signed({ iat: now() + 3_600, exp: now() + 3_660 })],
+      ['req_wl not a SPIFFE ID', signed({ req_wl: 'gateway' })],
+      ['req_wl of another trust domain', signed({ req_wl: 'spiffe://evil.test/svc/gateway' })],
+      ['a header parameter a guard does not take', signed({}, { jku: 'https://evil.example/jwks.json' })],
+    ];
+    const policyKey = await openSigningKey(join(scratch, 'keys'), 'policy');
+    const bundle = (await policy.bundleFor('orders'))?.bundle ?? '';
+    const routes = { 'GET /orders/:id': 'orders:read' };
+    const orders = await guarded('orders', bundle, { keys: [policyKey.publicJwk] }, routes);
+    try {
+      const control = await signed({});
+      assert.equal((await call('gateway', `${orders.url}/orders/1`, control)).status, 200, 'a guard takes the control');
+      assert.equal((await replace('orders', control, 'orders:read')).status, 200, 'and the TTS replaces it');
+      for (const [what, pending] of defective) {
+        const token = await pending;
+        const atGuard = await call('gateway', `${orders.url}/orders/1`, token);
+        assert.equal(atGuard.status, 401, `a guard refuses ${what}: ${JSON.stringify(atGuard.body)}`);
+        const replaced = await replace('orders', token, 'orders:read');
+        const answer = JSON.stringify(replaced.body);
+        assert.deepEqual([replaced.status, replaced.body.error], [400, 'invalid_grant'], `${what}: ${answer}`);
+        const refusal = /^the Txn-Token to replace .*a guard (refuses|takes only)/;
+        assert.match(String(replaced.body.error_description), refusal);
+      }
+    } finally {
+      await orders.close();
+    }
+  });
+});
+
+describe('Txn-Token Service: a revoked signing key (kid) signs nothing more', () => {
+  const RING_KID = 'idp-ring';
+  const ADMIN = `spiffe://${TD}/admin/ops`;
+  let ringIdp: CryptoKey;
+  let ringPlane: RunningControlPlane;
+  let ring: Awaited<ReturnType<typeof openKeyRing>>;
+  const at = (as: string, fields: Record<string, string>) => exchangeAt(ringPlane.url, as, fields);
+  const replaceAt = (token: string, scope: string) => at('orders', base(token, TOKEN_TYPE.txnToken, scope));
+  const issueAt = async () => {
+    const answer = await at('gateway', base(await accessToken(), TOKEN_TYPE.accessToken, 'orders:create'));
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    return String(answer.body.access_token);
+  };
+
+  before(async () => {
+    // A second TTS on the same CA and store, signing with a rotating key ring; its identity provider has a second key.
+    ring = await openKeyRing(join(scratch, 'keys'), 'txn-token-ring', { retainMs: 3_600_000 });
+    const idp = await generateKeyPair('ES256');
+    ringIdp = idp.privateKey;
+    const ringIdpJwk = { ...(await exportJWK(idp.publicKey)), kid: RING_KID, alg: 'ES256' };
+    const issuer = { issuer: IDP, jwks: { keys: [...idpJwks.keys, ringIdpJwk] }, audience: GATEWAY_RESOURCE };
+    const txnTokenKeys = () => ring.publicJwks();
+    const subjects = createSubjectVerifier({ issuers: [issuer], txnTokenKeys, trustDomain: TD });
+    const isRevoked = (kind: TokenRevocationKind, value: string) => store.isRevoked(kind, value);
+    const ringTts = createTxnTokenService({ trustDomain: TD, keys: ring, subjects, isRevoked });
+    ringPlane = await startControlPlane({ ca, store, policy, tts: ringTts });
+  });
+  after(async () => {
+    await ringPlane.close();
+  });
+
+  it('refuses to replace a token of a retired key once its kid is revoked, issued or forged with it', async () => {
+    const honest = await issueAt();
+    const stolen = ring.current();
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      txn: 'forged-1', scope: 'orders:read orders:create', req_wl: workloads.gateway?.spiffeId,
+      tctx: { roles: ['admin'], tenant: 'acme' },
+    };
+    const forged = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: stolen.kid })
+      .setSubject('ceo').setAudience(TD).setIssuedAt(now).setExpirationTime(now + 300).sign(stolen.privateKey);
+    await ring.rotate();
+    assert.ok(ring.publicJwks().keys.some((key) => key.kid === stolen.kid), 'the retired key is still published');
+    const beforeRevocation = await replaceAt(honest, 'orders:create');
+    assert.equal(beforeRevocation.status, 200, 'a rotation alone retires the key, it does not revoke it');
+
+    await ringPlane.revoke({ kind: 'kid', value: stolen.kid, reason: 'key compromise', actor: ADMIN });
+    const signedByTheRevokedKey = [['forged', forged, 'orders:read'], ['issued', honest, 'orders:create']] as const;
+    for (const [what, token, scope] of signedByTheRevokedKey) {
+      const refused = await replaceAt(token, scope);
+      const answer = JSON.stringify(refused.body);
+      assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant'], `${what}: ${answer}`);
+      const description = `the subject token is signed with key ${stolen.kid}, which is revoked`;
+      assert.equal(String(refused.body.error_description), description);
+    }
+    const current = await issueAt();
+    assert.notEqual(decodeProtectedHeader(current).kid, stolen.kid);
+    assert.equal((await replaceAt(current, 'orders:create')).status, 200, 'the current key\'s tokens are replaced');
+  });
+
+  it('refuses an access token signed with a revoked identity-provider key', async () => {
+    const token = await accessToken({ key: ringIdp, kid: RING_KID });
+    assert.equal((await at('gateway', base(token))).status, 200, 'before the revocation');
+    await ringPlane.revoke({ kind: 'kid', value: RING_KID, reason: 'key compromise', actor: ADMIN });
+    const refused = await at('gateway', base(token));
+    assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant'], JSON.stringify(refused.body));
+    assert.match(String(refused.body.error_description), /signed with key idp-ring, which is revoked/);
+    assert.equal((await at('gateway', base(await accessToken()))).status, 200, 'the identity provider\'s other key');
+  });
+});
+
+describe('Txn-Token Service: a scanner\'s test token never leaves the scan', () => {
+  it('refuses to replace a token whose req_wl or req_wl_chain names a scanner identity', async () => {
+    const scanner = `spiffe://${TD}/scanner/ci`;
+    const users = [{ sub: 'alice', roles: ['admin'] }];
+    const kit = await tts.scanTokens({ scanner, users, revokedSub: 'scan-revoked', revokedTxn: 'scan-revoked-txn' });
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      txn: 'scan-chain', scope: 'lockstep:scan', req_wl: workloads.gateway?.spiffeId, req_wl_chain: [scanner],
+      tctx: { roles: ['admin'] },
+    };
+    const chained = await txnTokenSigned(claims, now, now + 60);
+    for (const [what, token] of [['req_wl', kit.users[0] ?? ''], ['req_wl_chain', chained]] as const) {
+      const refused = await replace('orders', token, 'lockstep:scan');
+      const answer = JSON.stringify(refused.body);
+      assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant'], `${what}: ${answer}`);
+      const refusal = /names the scanner spiffe:\/\/shop\.test\/scanner\/ci as a requester/;
+      assert.match(String(refused.body.error_description), refusal);
     }
   });
 });

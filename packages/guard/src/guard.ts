@@ -224,11 +224,14 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   /**
    * Every way Node's HTTP server would answer by itself goes through the pipeline instead: a request
    * it cannot parse (`clientError`), CONNECT, an `Expect` header, a missing Host. Protocol upgrades
-   * stay ordinary requests as long as nobody listens for 'upgrade' (the guard does not).
+   * stay ordinary requests as long as nobody listens for 'upgrade' (the guard does not); a listener
+   * for 'upgrade' (a WebSocket server on the same server) takes them outside the pipeline, so one is
+   * reported — present at attach time or added later.
    */
   function attach(server: TlsServer): void {
     if (servers.has(server)) return;
     servers.add(server);
+    watchUpgradeListeners(server);
     server.on('listening', () => {
       for (const listener of listeningListeners) listener();
     });
@@ -247,6 +250,26 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     server.on('checkExpectation', toAdapter);
     // Node answers an HTTP/1.1 request without Host with a bare 400 of its own; the pipeline refuses it.
     (server as TlsServer & { requireHostHeader?: boolean }).requireHostHeader = false;
+  }
+
+  function watchUpgradeListeners(server: TlsServer): void {
+    let warned = false;
+    const warn = () => {
+      if (warned) return;
+      warned = true;
+      logger.warn('this server has an \'upgrade\' listener: Node hands Upgrade requests (WebSocket) to it instead of '
+        + 'the request handler, so the guard does not decide them (no mTLS identity, Txn-Token or policy check, '
+        + 'no audit event) unless that listener passes them to the guarded framework\'s router, as '
+        + '@fastify/websocket does. Check the caller yourself there, or serve upgrades from a server of their own.',
+        { service });
+    };
+    if (server.listenerCount('upgrade') > 0) warn();
+    const onNewListener = (event: string | symbol) => {
+      if (event !== 'upgrade') return;
+      warn();
+      server.off('newListener', onNewListener);
+    };
+    if (!warned) server.on('newListener', onNewListener);
   }
 
   function refuseClientError(error: Error & { code?: string }, socket: Socket): void {

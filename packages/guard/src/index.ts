@@ -4,7 +4,9 @@ export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, typ
 export { DECISION_CHANNEL, publishDecision, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
 export { currentAdmission } from './context.ts';
 export type { Admission } from './pipeline.ts';
-export { MAX_TXN_TOKEN_REPLACEMENTS, type TxnTokenClaims } from './steps/txn-claims.ts';
+export {
+  checkTxnClaims, MAX_TXN_TOKEN_REPLACEMENTS, parseTokenJson, type ClaimRules, type TxnTokenClaims,
+} from './steps/txn-claims.ts';
 export type { RouteConfig, RouteSecurity } from './routes.ts';
 export type { RouteTable, TableRouteConfig } from './route-table.ts';
 export type { GuardClient, OutboundRequestOptions } from './client.ts';

@@ -13,6 +13,9 @@
  * scanner checks that the policy and the owner rule refuse the wrong user, role or method to a caller
  * that is otherwise permitted); transport and Txn-Token checks still apply to the scanner's own
  * certificate and token. Both headers are ignored from anyone but a scanner.
+ *
+ * A scan's Txn-Token names the scanner as its requester (`req_wl`, or a link of `req_wl_chain`). Such
+ * a token is accepted only from a scanner: a workload that received a probe cannot replay it.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
@@ -130,6 +133,8 @@ function isoNow(): string {
 
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { service, transport, txnToken, authorize } = options;
+  // As the transport step tells a scanner's certificate: any path under /scanner/.
+  const scannerPrefix = `spiffe://${options.trustDomain}/scanner/`;
 
   // One object per request, filled in as the steps run (the steady state allocates nothing else).
   function draft(request: InboundRequest, route: RouteSecurity | null): Draft {
@@ -200,6 +205,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
    */
   function decide(admission: Draft & { peer: PeerIdentity }, principal: PeerIdentity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission> {
     const { route } = admission;
+    if (tokenError === null && admission.txn !== null && !admission.peer.scanner) {
+      tokenError = scanTokenReplayed(admission.txn);
+    }
     if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL')) return refuse(admission, tokenError, startedAt);
     if (route === null) return refuse(admission, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
     if (route.owner !== null && tokenError === null) {
@@ -307,6 +315,17 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return refuse(admission, error, startedAt);
     },
   };
+
+  /** A token a scanner asked for (its requester is a scanner), presented by a peer that is not one. */
+  function scanTokenReplayed(txn: VerifiedTxnToken): GuardError | null {
+    // The claims step has parsed these as SPIFFE IDs of this trust domain: a prefix test is exact.
+    const { req_wl: requester, req_wl_chain: chain } = txn.claims;
+    let scanner = requester.startsWith(scannerPrefix) ? requester : undefined;
+    if (scanner === undefined && chain !== undefined) scanner = chain.find((link) => link.startsWith(scannerPrefix));
+    if (scanner === undefined) return null;
+    return new GuardError('LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', `the token was issued for a scan (requester ${scanner}) `
+      + 'and is accepted only from a scanner: a workload that received a probe cannot replay it');
+  }
 
   /** A probe header: absent, or exactly one workload SPIFFE ID of this trust domain. */
   function probeTarget(name: string, header: string | string[] | undefined): SpiffeId | GuardError | null {

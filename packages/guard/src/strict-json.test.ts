@@ -153,3 +153,36 @@ describe('parseStrictJson', () => {
     refuses(`${'{"a":'.repeat(MAX_JSON_DEPTH + 1)}1${'}'.repeat(MAX_JSON_DEPTH + 1)}`, 'too-deep');
   });
 });
+
+describe('parseStrictJson: numbers JavaScript cannot hold (RFC 7493 §2.2)', () => {
+  const refusesNumber = (text: string) => assert.throws(
+    () => parseStrictJson(text),
+    (error: unknown) => error instanceof StrictJsonError && error.problem === 'number-range'
+      && /RFC 7493/.test(error.message),
+    text,
+  );
+
+  it('refuses numbers that are not finite once parsed', () => {
+    for (const text of ['{"amount":1e400}', '{"amount":-1e400}', '[1.5e309]', '{"a":{"b":[1E+400]}}']) {
+      refusesNumber(text);
+    }
+  });
+
+  it('refuses magnitudes beyond 2^53−1, however they are written', () => {
+    for (const text of ['{"id":90071992547409931}', '[9007199254740992]', '[-9007199254740992]', '[9.1e16]',
+      '[90071992547409931.0]', '[1e300]', '{"a":12345678901234567890123}']) refusesNumber(text);
+  });
+
+  it('refuses a non-zero number that rounds to 0', () => {
+    refusesNumber('[1e-400]');
+    refusesNumber('{"a":-0.5e-330}');
+  });
+
+  it('accepts every number a double holds as written, up to ±(2^53−1)', () => {
+    const text = '[0,-0,1,-1,0.1,1.5,-2.25e3,1e15,123456789012345,9007199254740991,-9007199254740991,'
+      + '0e400,0.0,1e-300,3.141592653589793,2.5E+10]';
+    assert.deepEqual(parseStrictJson(text), JSON.parse(text));
+    const inStrings = '{"n":12,"s":"90071992547409931e999","m":[-7]}';
+    assert.deepEqual(parseStrictJson(inStrings), { n: 12, s: '90071992547409931e999', m: [-7] });
+  });
+});

@@ -55,7 +55,8 @@ export function hasControlCharacters(value: unknown, depth = 0): boolean {
 
 /** Why `parseStrictJson` refused a text. */
 export type StrictJsonProblem =
-  | 'encoding' | 'syntax' | 'duplicate-key' | 'prototype-key' | 'control-character' | 'lone-surrogate' | 'too-deep';
+  | 'encoding' | 'syntax' | 'duplicate-key' | 'prototype-key' | 'control-character' | 'lone-surrogate' | 'too-deep'
+  | 'number-range';
 
 export class StrictJsonError extends Error {
   readonly problem: StrictJsonProblem;
@@ -85,7 +86,8 @@ const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
  * The one JSON parser for request bodies, on every adapter: JSON.parse, and then refused when the
  * text holds a key twice in one object (`{"amount":1,"amount":100000}`: other parsers keep the first),
  * a key named `__proto__`, `constructor` or `prototype`, a control character other than tab/LF/CR, a
- * lone surrogate, invalid UTF-8, or nesting deeper than `maxDepth`.
+ * lone surrogate, invalid UTF-8, nesting deeper than `maxDepth`, or a number JavaScript cannot hold
+ * (`checkNumber`).
  */
 export function parseStrictJson(input: Uint8Array | string, maxDepth = MAX_JSON_DEPTH): unknown {
   let text: string;
@@ -152,9 +154,52 @@ function findProblem(text: string, maxDepth: number): StrictJsonError | null {
       expectKey = false;
     } else if (c === 0x2c /* , */) {
       expectKey = objects[objects.length - 1] instanceof Set;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39) /* 0-9 */) {
+      let end = i + 1;
+      while (end < text.length && isNumberCharacter(text.charCodeAt(end))) end++;
+      const problem = checkNumber(text, i, end);
+      if (problem !== null) return problem;
+      i = end - 1;
     }
   }
   return null;
+}
+
+function isNumberCharacter(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || c === 0x2e /* . */ || c === 0x65 /* e */ || c === 0x45 /* E */
+    || c === 0x2b /* + */ || c === 0x2d /* - */;
+}
+
+/** Beyond ±(2^53−1) an integer is no longer exact in a double (RFC 7493 §2.2, I-JSON). */
+const SAFE_DIGITS = 15;
+
+/**
+ * A number token (JSON.parse accepted it) that JavaScript cannot hold as written is refused rather
+ * than handed on rounded (RFC 7493 §2.2): not finite (`1e400` becomes Infinity), beyond ±(2^53−1)
+ * (`90071992547409931` becomes 90071992547409940; every double that large is an integer, so this
+ * also covers `9.1e16` and `1e300`), or a non-zero value that underflows to 0 (`1e-400`). Tokens of
+ * at most 15 integer digits without an exponent — nearly all — are never converted.
+ */
+function checkNumber(text: string, start: number, end: number): StrictJsonError | null {
+  const first = text.charCodeAt(start) === 0x2d ? start + 1 : start;
+  let integerDigits = 0;
+  let fraction = false;
+  let exponent = false;
+  for (let i = first; i < end && !exponent; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x65 || c === 0x45) exponent = true;
+    else if (c === 0x2e) fraction = true;
+    else if (!fraction) integerDigits++;
+  }
+  if (!exponent && integerDigits <= SAFE_DIGITS) return null;
+  const token = text.slice(start, end);
+  const value = Number(token);
+  const underflow = value === 0 && /[1-9]/.test(token.split(/[eE]/, 1)[0] ?? '');
+  if (Number.isFinite(value) && Math.abs(value) <= Number.MAX_SAFE_INTEGER && !underflow) return null;
+  const shown = token.length > 40 ? `${token.slice(0, 40)}…` : token;
+  return new StrictJsonError('number-range', `number ${shown} cannot be held exactly: numbers must be finite, `
+    + 'non-zero values must not round to 0 and their magnitude must be at most 2^53−1 (RFC 7493 §2.2); '
+    + 'send larger or exact values as strings');
 }
 
 function characterProblem(value: string): StrictJsonError | null {

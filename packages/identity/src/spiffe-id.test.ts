@@ -221,3 +221,28 @@ describe('formatSpiffeId', () => {
     assert.throws(() => trustDomainId('shop.test/x'), TypeError);
   });
 });
+
+// Found missing by the mutation run (docs/mutation.md).
+describe('edges', () => {
+  const notStrings: unknown[] = [undefined, null, 42, ['spiffe://shop.test/svc/orders'], ['shop.test'],
+    { toString: () => 'spiffe://shop.test/svc/orders' }];
+
+  it('answers null / false for a value that is not a string (a JavaScript caller, a parsed header), never throws', () => {
+    for (const value of notStrings) {
+      assert.equal(parseSpiffeId(value as string), null, String(value));
+      assert.equal(isValidTrustDomain(value as string), false, String(value));
+    }
+  });
+
+  it('formats no name that is not a string, even one whose text would be a segment', () => {
+    for (const name of [42, ['orders'], { toString: () => 'orders' }]) {
+      assert.throws(() => formatSpiffeId('shop.test', 'svc', name as string), TypeError, String(name));
+    }
+  });
+
+  it('formats an ID of exactly 2048 characters, and none longer', () => {
+    const prefix = 'spiffe://shop.test/svc/';
+    assert.equal(formatSpiffeId('shop.test', 'svc', 'a'.repeat(2048 - prefix.length)).length, 2048);
+    assert.throws(() => formatSpiffeId('shop.test', 'svc', 'a'.repeat(2049 - prefix.length)), /at most 2048/);
+  });
+});

@@ -76,4 +76,30 @@ describe('readTlsPeer', () => {
     const peer = await handshake(client);
     assert.deepEqual([peer.authorized, peer.authorizationError], [false, 'CERT_HAS_EXPIRED']);
   });
+
+  // Found missing by the mutation run (docs/mutation.md): a refusal may read a socket that is gone.
+  it('reads a socket that is already destroyed as one without a certificate, without throwing', async () => {
+    const tls = { cert: serverLeaf.certPem, key: serverLeaf.keyPem, ca: ca.pem };
+    const read: TlsPeer[] = [];
+    const closing = createServer({ ...tls, requestCert: true, rejectUnauthorized: false }, (socket: TLSSocket) => {
+      socket.destroy();
+      read.push(readTlsPeer(socket));
+    });
+    await new Promise<void>((resolve) => closing.listen(0, '127.0.0.1', resolve));
+    try {
+      const client = await issueLeaf(ca, { uris: ['spiffe://shop.test/svc/gateway'] });
+      await new Promise<void>((resolve) => {
+        const socket = connect({
+          host: '127.0.0.1', port: (closing.address() as AddressInfo).port, ca: ca.pem,
+          checkServerIdentity: () => undefined, cert: client.certPem, key: client.keyPem,
+        });
+        socket.on('error', () => {});
+        socket.once('close', () => resolve());
+      });
+      assert.equal(read.length, 1, 'the server saw the connection');
+      assert.deepEqual([read[0]?.leafDer, read[0]?.authorized], [null, false]);
+    } finally {
+      await new Promise<void>((resolve) => closing.close(() => resolve()));
+    }
+  });
 });

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
+// @peculiar/x509 loads tsyringe, which needs the Reflect metadata polyfill first.
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
 import { readX509Svid, SvidError, type SvidErrorCode } from './x509-svid.ts';
 import {
   createSigner, issueLeaf, KeyUsage, keyUsageExtension, type LeafOptions, type TestSigner,
@@ -111,5 +114,40 @@ describe('readX509Svid', () => {
     const identity = readX509Svid(der, OURS);
     der.fill(0);
     assert.equal(identity.spiffeId, 'spiffe://shop.test/svc/orders');
+  });
+
+  // The cases below were found missing by the mutation run (docs/mutation.md).
+
+  it('refuses a second basicConstraints or subjectAltName extension, like a second key usage', async () => {
+    const secondCa = new x509.BasicConstraintsExtension(false, undefined, true);
+    const secondSan = new x509.SubjectAlternativeNameExtension([{ type: 'url', value: 'spiffe://shop.test/svc/x' }], true);
+    for (const extra of [secondCa, secondSan]) {
+      refusedWith((await issueLeaf(signer, { extra: [extra] })).der, 'SVID_UNPARSABLE', /more than once/);
+    }
+  });
+
+  it('counts URI names only: a DNS name beside the one URI SAN is allowed (X509-SVID §2)', async () => {
+    const names = [
+      { type: 'dns', value: 'orders.shop.test' }, { type: 'url', value: 'spiffe://shop.test/svc/orders' },
+    ] as const;
+    const san = new x509.SubjectAlternativeNameExtension([...names], true);
+    const leaf = await issueLeaf(signer, { uris: [], extra: [san] });
+    assert.equal(readX509Svid(leaf.der, OURS).spiffeId, 'spiffe://shop.test/svc/orders');
+  });
+
+  it('is valid at `now` from notBefore up to notAfter, and refused from notAfter on', async () => {
+    const notBefore = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+    const notAfter = new Date(notBefore.getTime() + HOUR_MS);
+    const { der } = await issueLeaf(signer, { notBefore, notAfter });
+    for (const now of [notBefore.getTime(), notBefore.getTime() + HOUR_MS / 2, notAfter.getTime() - 1]) {
+      assert.equal(readX509Svid(der, { ...OURS, now }).service, 'orders', `valid at ${new Date(now).toISOString()}`);
+    }
+    refusedWith(der, 'SVID_VALIDITY', /not valid before/, { ...OURS, now: notBefore.getTime() - 1 });
+    refusedWith(der, 'SVID_VALIDITY', /expired at/, { ...OURS, now: notAfter.getTime() });
+  });
+
+  it('takes a maximum lifetime of 1 s, the smallest there is', async () => {
+    const { der } = await issueLeaf(signer);
+    refusedWith(der, 'SVID_LIFETIME', /at most 1 s$/, { ...OURS, maxLifetimeSeconds: 1 });
   });
 });

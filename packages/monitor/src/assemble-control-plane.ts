@@ -193,7 +193,7 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
       monitor.stop();
       stopTrusting();
       await server.close();
-      // Admin calls still being answered were recorded above; write them before the last checkpoint.
+      // Admin calls in flight waited for the trail; what is still queued (refused calls) before the checkpoint.
       await adminTrail.close();
       await checkpointer.checkpoint()
         .catch((error: Error) => say.error(`the last audit checkpoint failed: ${error.message}`));

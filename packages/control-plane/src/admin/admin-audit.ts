@@ -1,7 +1,15 @@
 /**
  * Every administrative action — allowed or refused — is an audit event of the same shape as a guard
- * decision, on `lockstep:control-plane:admin`, with the administrator's SPIFFE ID as the caller. It
- * costs nothing when nobody listens; the monitor's shipper will be a subscriber.
+ * decision, with the administrator's SPIFFE ID as the caller. Each event goes two ways:
+ *
+ * - to the audit trails attached with `attachAdminTrail` (the monitor's `recordAdminTrail`): an
+ *   administrator's call waits for `writeAdminAction`, so its event is stored before the call runs
+ *   and before its answer leaves (a crash cannot lose it from a queue); refused calls are handed
+ *   over with their source and not waited for (the trail may rate-limit them: an outsider's flood
+ *   must not delay or push out an administrator's events);
+ * - to `lockstep:control-plane:admin`, for any other listener. It costs nothing when nobody listens.
+ *
+ * This package does not depend on the monitor: the trail attaches itself here, the routes only wait.
  */
 import diagnostics from 'node:diagnostics_channel';
 import { randomUUID } from 'node:crypto';
@@ -22,14 +30,71 @@ export interface AdminAction {
   /** `LOCKSTEP_ALLOW`, or the refusal's error code. */
   readonly reason: string;
   readonly startedAt: number;
+  /** One call's events share it (its authorisation, and its failure if it then fails). Default: a new one. */
+  readonly requestId?: string;
 }
 
+/** Where admin events are stored for good: the tamper-evident audit trail. */
+export interface AdminTrailSink {
+  /** Resolves once the event is stored; rejects when it cannot be stored now. Never drops it. */
+  write(event: DecisionEvent): Promise<void>;
+  /**
+   * A refused call (no administrator's SVID) from `source`: the caller's SPIFFE ID, or `address <ip>`
+   * without one. Not waited for; the trail may aggregate or drop such events (counted) under a flood.
+   */
+  refused(event: DecisionEvent, source: string): void;
+}
+
+const sinks = new Set<AdminTrailSink>();
+
+/** The sink receives every admin event of this process from now on, until the returned function runs. */
+export function attachAdminTrail(sink: AdminTrailSink): () => void {
+  sinks.add(sink);
+  return () => {
+    sinks.delete(sink);
+  };
+}
+
+/**
+ * An administrator's call: resolves once every attached trail holds its event, rejects when one
+ * cannot take it. With no trail attached (a bare `startControlPlane`), it resolves at once.
+ */
+export async function writeAdminAction(action: AdminAction): Promise<void> {
+  if (sinks.size === 0 && !channel.hasSubscribers) return;
+  const event = adminEvent(action);
+  channel.publish(event);
+  await Promise.all([...sinks].map((sink) => sink.write(event)));
+}
+
+/**
+ * An event nobody can wait for (a policy change read from disk): queued in every trail, which retries
+ * and says loudly when it cannot store it.
+ */
 export function recordAdminAction(action: AdminAction): void {
-  if (!channel.hasSubscribers) return;
-  const event: DecisionEvent = {
+  writeAdminAction(action).catch(() => {
+    // The trail has said so through its onError, and keeps the event queued.
+  });
+}
+
+/** A call refused before it ran (401/403): published, and offered to the trails from `source`. */
+export function recordRefusedAdminCall(action: AdminAction, source: string): void {
+  if (sinks.size === 0 && !channel.hasSubscribers) return;
+  const event = adminEvent(action);
+  channel.publish(event);
+  for (const sink of sinks) sink.refused(event, source);
+}
+
+export function subscribeAdminActions(listener: (event: DecisionEvent) => void): () => void {
+  const onMessage = (message: unknown) => listener(message as DecisionEvent);
+  diagnostics.subscribe(ADMIN_CHANNEL, onMessage);
+  return () => diagnostics.unsubscribe(ADMIN_CHANNEL, onMessage);
+}
+
+function adminEvent(action: AdminAction): DecisionEvent {
+  return {
     time: new Date().toISOString(),
     service: 'control-plane',
-    requestId: randomUUID(),
+    requestId: action.requestId ?? randomUUID(),
     caller: action.caller,
     sub: null,
     txn: null,
@@ -45,11 +110,4 @@ export function recordAdminAction(action: AdminAction): void {
     latencyMs: Math.round((performance.now() - action.startedAt) * 1000) / 1000,
     traceId: null,
   };
-  channel.publish(event);
-}
-
-export function subscribeAdminActions(listener: (event: DecisionEvent) => void): () => void {
-  const onMessage = (message: unknown) => listener(message as DecisionEvent);
-  diagnostics.subscribe(ADMIN_CHANNEL, onMessage);
-  return () => diagnostics.unsubscribe(ADMIN_CHANNEL, onMessage);
 }

@@ -1,6 +1,7 @@
 /**
  * The admin API: only over mTLS with an administrator's SVID (`spiffe://<td>/admin/<name>`), checked
- * in `onRequest`, before the body is read. Every call, allowed or refused, is an admin audit event.
+ * in `onRequest`, before the body is read. Every call, allowed or refused, is an admin audit event;
+ * an administrator's call is in the audit trail before it runs (`recordEveryCall` below).
  *
  *   POST /v1/admin/join-tokens   { service, ttlSeconds? } → { token, service, expiresAt }
  *   POST /v1/admin/revocations   { kind, value, reason } → the feed entry
@@ -12,8 +13,9 @@
  *   POST /v1/admin/ca/prepare    a new root joins the bundle (pushed to every guard)
  *   POST /v1/admin/ca/activate   the new root signs; the old one retires
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { recordAdminAction } from '../admin/admin-audit.ts';
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { recordAdminAction, recordRefusedAdminCall, writeAdminAction, type AdminAction } from '../admin/admin-audit.ts';
 import { createJoinToken } from '../ca/join-tokens.ts';
 import { RootRotationError, type WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
@@ -25,11 +27,9 @@ import { createUser } from '../idp/users.ts';
 import { issueScanKit } from '../scan/scan-kit.ts';
 import type { ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
 import { admittedCaller, callerOf, requireCaller } from './peer.ts';
-
-type ScanTokenIssuer = (request: { scanner: string; users: readonly ScanUser[]; revokedSub: string; revokedTxn: string }) => Promise<ScanTokens>;
 import { refusalCode } from './refusal.ts';
 
-const startedAt = new WeakMap<FastifyRequest, number>();
+type ScanTokenIssuer = (request: { scanner: string; users: readonly ScanUser[]; revokedSub: string; revokedTxn: string }) => Promise<ScanTokens>;
 
 const ACTIONS: Record<string, string> = {
   'POST /v1/admin/join-tokens': 'admin:join-token.create',
@@ -49,25 +49,7 @@ export type KeyRotators = Map<string, () => Promise<Rotation>>;
 
 export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, scanTokens: ScanTokenIssuer | null): void {
   app.register(async (admin) => {
-    const requireAdmin = requireCaller(ca.trustDomain, ['admin'], 'LOCKSTEP_CP_ADMIN_REQUIRED');
-    admin.addHook('onRequest', async (request) => {
-      startedAt.set(request, performance.now());
-      await requireAdmin(request);
-    });
-    admin.addHook('onResponse', async (request, reply) => {
-      const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
-      const body = request.body as { service?: string; value?: string; username?: string; key?: string; name?: string } | undefined;
-      recordAdminAction({
-        caller: callerOf(request),
-        method: request.method,
-        route,
-        action: ACTIONS[`${request.method} ${route}`] ?? 'admin:unknown',
-        resource: body?.service ?? body?.value ?? body?.username ?? body?.key ?? body?.name ?? 'control-plane',
-        allowed: reply.statusCode < 400,
-        reason: reply.statusCode < 400 ? 'LOCKSTEP_ALLOW' : refusalCode(request) ?? `HTTP_${reply.statusCode}`,
-        startedAt: startedAt.get(request) ?? performance.now(),
-      });
-    });
+    recordEveryCall(admin, requireCaller(ca.trustDomain, ['admin'], 'LOCKSTEP_CP_ADMIN_REQUIRED'));
 
     // The scanner's kit (scan/scan-kit.ts): its SVID, probe certificates and test Txn-Tokens.
     admin.post<{ Body: { name: string; csr: string; users: ScanUser[] } }>('/v1/admin/scan-kit', {
@@ -167,4 +149,112 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
       schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },
     }, async (request) => ({ revocations: await store.revocationsSince(Number(request.query.since ?? '0')) }));
   });
+}
+
+/** What the admin hooks know of one call. */
+interface CallRecord {
+  readonly startedAt: number;
+  /** Shared by the call's events: its authorisation, and its failure if it then fails. */
+  readonly requestId: string;
+  /** The caller holds an administrator's SVID. */
+  admitted: boolean;
+  /** Its authorisation is stored in the trail, so it may run. */
+  recorded: boolean;
+  /** The trail could not take its authorisation: refused, nothing ran. */
+  unrecorded: boolean;
+}
+
+const calls = new WeakMap<FastifyRequest, CallRecord>();
+
+/**
+ * The hooks that put every admin call in the audit trail, in the order they run:
+ * - onRequest: only an administrator's SVID is admitted, before the body is read;
+ * - preHandler: the call's event (allow) is stored before the call runs. If the trail cannot take it,
+ *   the call is refused (LOCKSTEP_CP_AUDIT_UNAVAILABLE) and nothing is applied. So a crash at any
+ *   point leaves the event in the trail: never an applied action without one;
+ * - onSend: an administrator's call that failed (a refused body, an error of the action) gets its
+ *   failure event, also stored before the answer leaves; when it cannot be, the answer says so;
+ * - onResponse: a refused caller's event, after the answer and not waited for: nothing ran, and the
+ *   trail limits such events per source, so an outsider's flood cannot delay or push out real ones.
+ */
+function recordEveryCall(admin: FastifyInstance, requireAdmin: (request: FastifyRequest) => Promise<void>): void {
+  admin.addHook('onRequest', async (request) => {
+    const call = callRecord(request);
+    await requireAdmin(request);
+    call.admitted = true;
+  });
+  admin.addHook('preHandler', async (request) => {
+    const call = callRecord(request);
+    try {
+      await writeAdminAction(actionOf(request, call, 'LOCKSTEP_ALLOW'));
+    } catch (error) {
+      call.unrecorded = true;
+      throw new ControlPlaneError('LOCKSTEP_CP_AUDIT_UNAVAILABLE', `nothing was done (${(error as Error).message}); `
+        + 'the control plane prints why; fix the store, then send the call again');
+    }
+    call.recorded = true;
+  });
+  admin.addHook('onSend', async (request, reply, payload) => {
+    const call = callRecord(request);
+    if (!call.admitted || (call.recorded && reply.statusCode < 400)) return payload;
+    const failure = actionOf(request, call, refusalCode(request) ?? `HTTP_${reply.statusCode}`);
+    if (call.unrecorded) {
+      // The trail is failing: queued behind the authorisation it could not take yet, to land with it.
+      recordAdminAction(failure);
+      return payload;
+    }
+    try {
+      await writeAdminAction(failure);
+      return payload;
+    } catch (error) {
+      return unrecordedFailure(reply, failure.reason, error as Error);
+    }
+  });
+  admin.addHook('onResponse', async (request, reply) => {
+    const call = callRecord(request);
+    if (call.admitted) return;
+    const source = callerOf(request) ?? `address ${request.ip}`;
+    recordRefusedAdminCall(actionOf(request, call, refusalCode(request) ?? `HTTP_${reply.statusCode}`), source);
+  });
+}
+
+function callRecord(request: FastifyRequest): CallRecord {
+  let call = calls.get(request);
+  if (call === undefined) {
+    call = {
+      startedAt: performance.now(), requestId: randomUUID(),
+      admitted: false, recorded: false, unrecorded: false,
+    };
+    calls.set(request, call);
+  }
+  return call;
+}
+
+function actionOf(request: FastifyRequest, call: CallRecord, reason: string): AdminAction {
+  const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
+  return {
+    caller: callerOf(request), method: request.method, route,
+    action: ACTIONS[`${request.method} ${route}`] ?? 'admin:unknown', resource: resourceOf(request.body),
+    allowed: reason === 'LOCKSTEP_ALLOW', reason, startedAt: call.startedAt, requestId: call.requestId,
+  };
+}
+
+const RESOURCE_FIELDS = ['service', 'value', 'username', 'key', 'name'] as const;
+
+/** What the call is about, from its body; a refused body may hold anything, so only a bounded string is kept. */
+function resourceOf(body: unknown): string {
+  if (typeof body !== 'object' || body === null) return 'control-plane';
+  for (const field of RESOURCE_FIELDS) {
+    const value: unknown = Object.hasOwn(body, field) ? (body as Record<string, unknown>)[field] : undefined;
+    if (typeof value === 'string') return value.slice(0, 512);
+  }
+  return 'control-plane';
+}
+
+/** The answer of a failed call whose failure could not be recorded: the administrator must know. */
+function unrecordedFailure(reply: FastifyReply, failedWith: string, error: Error): string {
+  const refusal = new ControlPlaneError('LOCKSTEP_CP_AUDIT_UNAVAILABLE', `the call failed (${failedWith}) and `
+    + `that failure could not be recorded (${error.message}); fix the store, then check the state and retry`);
+  reply.code(refusal.status).header('content-type', 'application/json; charset=utf-8');
+  return JSON.stringify({ error: refusal.code, message: refusal.message });
 }

@@ -2,7 +2,8 @@
  * The control plane's HTTPS server. Every endpoint is TLS; the server presents its own certificate
  * (`spiffe://<td>/lockstep/control-plane`, issued by the workload CA at start) and asks for a client
  * certificate without requiring one, so that a workload without an SVID can join and every other
- * endpoint refuses with a coded 401 instead of a TLS alert.
+ * endpoint refuses with a coded 401 instead of a TLS alert. A caller whose SPIFFE ID is revoked is
+ * refused on every request, before any endpoint sees it (peer.ts, revoked-callers.ts).
  *
  *   GET  /v1/bundle   the trust bundle (roots, PEM); a joining workload checks it against its token
  *   GET  /v1/policy/jwks.json   the policy-bundle signing keys (public)
@@ -34,7 +35,8 @@ import { registerTtsRoutes } from './tts-routes.ts';
 import type { TxnTokenService } from '../tts/txn-token-service.ts';
 import { recordAdminAction } from '../admin/admin-audit.ts';
 import { registerAdminRoutes, type KeyRotators } from './admin-routes.ts';
-import { admittedCaller, requireCaller } from './peer.ts';
+import { admittedCaller, refuseRevokedCallers, requireCaller } from './peer.ts';
+import { followRevokedCallers } from './revoked-callers.ts';
 import { refuse } from './refusal.ts';
 import { createIdentityProvider, IDP_PATH, type IdentityProvider, type IdentityProviderOptions } from '../idp/identity-provider.ts';
 
@@ -110,6 +112,9 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
   const feed = await createRevocationFeed(store, options.rereadMs);
+  const revokedCallers = await followRevokedCallers(store, feed);
+  // Ahead of every endpoint, the extensions' and the identity provider's included.
+  app.addHook('onRequest', refuseRevokedCallers(ca.trustDomain, revokedCallers));
   const onInternalError = options.onInternalError ?? ((error: Error) => process.stderr.write(`lockstep control plane: internal error: ${error.stack ?? error.message}\n`));
   const { tts, policy } = options;
   const rotators: KeyRotators = new Map();
@@ -185,6 +190,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
       const closing = app.close();
       app.server.closeAllConnections();
       await closing;
+      revokedCallers.close();
       await feed.close();
     },
   };
@@ -221,6 +227,9 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
 
   app.post<{ Body: { csr: string } }>('/v1/renew', {
     schema: { body: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: CSR } } },
+    // renewWorkload reads the store for the caller's revocation on every renewal (a replica's too,
+    // at once) and answers LOCKSTEP_CP_WORKLOAD_REVOKED: one answer, whenever the revocation was made.
+    config: { checksOwnRevocation: true },
     // Who is calling is decided before the body is even read.
     onRequest: requireCaller(ca.trustDomain, ['workload']),
   }, async (request) => issued(ca, await renewWorkload(store, ca, { peerSpiffeId: admittedCaller(request), csrPem: request.body.csr })));

@@ -5,7 +5,9 @@
  * as the guard's (CA=false, critical key usage with digitalSignature and without keyCertSign or
  * cRLSign, exactly one URI SAN, a SPIFFE ID with a path in our trust domain, at most 24 h) — never
  * from the certificate's text rendering. It is read once per connection; its expiry is checked on
- * every request (a keep-alive connection can outlive its certificate).
+ * every request (a keep-alive connection can outlive its certificate), and so is its revocation, by one
+ * hook for the whole server (`refuseRevokedCallers`), so that no endpoint — the extensions' and the
+ * identity provider's included — can forget it.
  *
  * One maximum lifetime for every kind of caller: everything this control plane issues lives at most
  * 24 h (workloads 1 h by default, administrators 8 h, scanners 1 h, its own server SVID 24 h, all
@@ -18,6 +20,14 @@ import {
   type SpiffeKind,
 } from '@lockstep/identity';
 import { ControlPlaneError, type ControlPlaneErrorCode } from '../errors.ts';
+import type { RevokedCallers } from './revoked-callers.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The endpoint reads the store for the caller's revocation itself (see refuseRevokedCallers). */
+    checksOwnRevocation?: boolean;
+  }
+}
 
 /**
  * `workload`: spiffe://<td>/svc/<name>; `admin`: …/admin/<name>; `lockstep`: Lockstep's own components,
@@ -57,9 +67,15 @@ function identify(socket: TLSSocket, trustDomain: string): Caller | ControlPlane
   }
 }
 
-function peerCaller(socket: TLSSocket, trustDomain: string): Caller {
+/** The connection's caller, identified on its first request; or why it has none. */
+function connectionCaller(socket: TLSSocket, trustDomain: string): Caller | ControlPlaneError {
   let caller = byConnection.get(socket);
   if (caller === undefined) byConnection.set(socket, caller = identify(socket, trustDomain));
+  return caller;
+}
+
+function peerCaller(socket: TLSSocket, trustDomain: string): Caller {
+  const caller = connectionCaller(socket, trustDomain);
   if (caller instanceof ControlPlaneError) throw caller;
   if (Date.now() >= caller.notAfterMs) {
     throw unauthenticated('the SVID expired during the connection: reconnect with a renewed one');
@@ -88,7 +104,27 @@ export function requireCaller(trustDomain: string, kinds: readonly CallerKind[],
   };
 }
 
-/** The caller `requireCaller` identified for this request, or null. */
+/**
+ * An `onRequest` hook for the whole server, ahead of every endpoint's own: a caller whose SVID names a
+ * revoked SPIFFE ID is refused (401 LOCKSTEP_CP_PEER_REVOKED) on every request, whatever it asks for.
+ * A request without a valid SVID passes on to the endpoint, which decides whether it needs one (a
+ * joining workload, a browser signing in do not). Routes whose `config.checksOwnRevocation` is set
+ * read the store themselves and answer with their own code (renewal: LOCKSTEP_CP_WORKLOAD_REVOKED).
+ */
+export function refuseRevokedCallers(trustDomain: string, revoked: RevokedCallers) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const caller = connectionCaller(request.raw.socket as TLSSocket, trustDomain);
+    if (caller instanceof ControlPlaneError || !revoked.has(caller.id)) return;
+    // Undefined for a path no route takes (the 404 handler), whatever the type says.
+    const config: { checksOwnRevocation?: boolean } | undefined = request.routeOptions.config;
+    if (config?.checksOwnRevocation === true) return;
+    callers.set(request, caller.id);
+    throw new ControlPlaneError('LOCKSTEP_CP_PEER_REVOKED', `${caller.id} is revoked and may no longer call `
+      + 'the control plane; a revocation is permanent: an administrator can issue a new identity under another name');
+  };
+}
+
+/** The caller `requireCaller` (or the revocation check) identified for this request, or null. */
 export function callerOf(request: FastifyRequest): string | null {
   return callers.get(request) ?? null;
 }

@@ -7,7 +7,9 @@
  *   : ping                                           every 15 s, so that a dead connection is noticed
  *
  * A guard that reconnects sends Last-Event-ID and catches up on what it missed. Revocations made in
- * this process or notified by other replicas are pushed at once (see revocation-feed.ts).
+ * this process or notified by other replicas are pushed at once (see revocation-feed.ts). A stream
+ * whose own caller is revoked ends after that revocation is sent; its reconnection is refused
+ * (LOCKSTEP_CP_PEER_REVOKED, peer.ts).
  *
  * The fallback, for networks where a long-lived response does not get through (or while the stream
  * is down), is plain GETs over the same mTLS:
@@ -21,7 +23,7 @@ import { ControlPlaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationRecord } from '../store/store.ts';
-import { admittedWorkload, requireCaller } from './peer.ts';
+import { admittedCaller, admittedWorkload, requireCaller } from './peer.ts';
 
 const POSITION = /^[0-9]{1,15}$/;
 const HEARTBEAT_MS = 15_000;
@@ -47,6 +49,7 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
     onRequest: requireCaller(ca.trustDomain, ['workload']),
   }, async (request, reply) => {
     const service = admittedWorkload(request);
+    const caller = admittedCaller(request);
     const resumeFrom = request.headers['last-event-id'] ?? request.query.since ?? '0';
     if (typeof resumeFrom !== 'string' || !POSITION.test(resumeFrom)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'Last-Event-ID must be a feed position');
     let position = Number(resumeFrom);
@@ -54,7 +57,7 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-    const write = (text: string) => { if (!res.destroyed) res.write(text); };
+    const write = (text: string) => { if (!res.destroyed && !res.writableEnded) res.write(text); };
     // A guard that loses the stream tries again after a second (the EventSource default is 3 s).
     write(`retry: ${RECONNECT_MS}\n\n`);
 
@@ -62,6 +65,8 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
       if (entry.seq <= position) return;
       position = entry.seq;
       write(`id: ${entry.seq}\nevent: revocation\ndata: ${JSON.stringify(entry)}\n\n`);
+      // A revoked caller gets nothing more; every request it makes from now on is refused.
+      if (entry.kind === 'spiffeId' && entry.value === caller) res.end();
     };
     const catchUp = async () => { for (const entry of await store.revocationsSince(position)) sendRevocation(entry); };
     let sentVersion: string | null = null;

@@ -3,9 +3,10 @@
  * §11.3: "The TTS MUST validate the subject_token, including verifying the signature"). Accepted:
  *
  * - RFC 9068 JWT access tokens (`typ: at+jwt`) from a configured issuer (its JWKS, audience);
- * - a Txn-Token of ours, to replace it (§13.15): not expired (no clock tolerance: we set its `exp`),
- *   every claim of §9.2 of the right type, and what a replacement keeps — `txn`, `sub`, `tctx`,
- *   `rctx` and its chain of requesting workloads;
+ * - a Txn-Token of ours, to replace it (§13.15): held to exactly what a guard accepts (the guard's
+ *   header rules and its claim checks, reused), not expired (no clock tolerance: we set its `exp`),
+ *   not a scanner's test token; a replacement keeps `txn`, `sub`, `tctx`, `rctx` and its chain of
+ *   requesting workloads. Whether its `kid`, `sub` or `txn` is revoked the TTS asks the store;
  * - a `self_signed` JWT (§11.2.1) for internally initiated work: signed with the key of the SVID
  *   the requester presented on this mTLS connection, `iss` and `sub` both the requesting workload
  *   (Lockstep lets a job act only as itself, never as a user), `aud` the TTS (the control plane's
@@ -16,8 +17,12 @@
  * An ID token, an unknown issuer, a forged or expired token is refused (invalid_grant).
  */
 import type { KeyObject } from 'node:crypto';
-import { formatSpiffeId } from '@lockstep/identity';
-import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { checkTxnClaims, GuardError, parseTokenJson, type TxnTokenClaims } from '@lockstep/guard';
+import { formatSpiffeId, parseSpiffeId } from '@lockstep/identity';
+import {
+  compactVerify, createLocalJWKSet, createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader,
+  errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey,
+} from 'jose';
 
 export const TOKEN_TYPE = {
   accessToken: 'urn:ietf:params:oauth:token-type:access_token',
@@ -49,6 +54,8 @@ export interface ReplacedTxnToken {
 
 export interface VerifiedSubject {
   readonly kind: SubjectKind;
+  /** The `kid` of the key that signed it (an access token or a Txn-Token): none from a revoked key. */
+  readonly kid: string | undefined;
   readonly sub: string;
   readonly scope: readonly string[];
   readonly roles: readonly string[];
@@ -75,6 +82,9 @@ export class SubjectTokenError extends Error {
     this.name = 'SubjectTokenError';
   }
 }
+
+/** A refusal of the Txn-Token a replacement was asked for. */
+const replacing = (what: string) => new SubjectTokenError(`the Txn-Token to replace ${what}`);
 
 export interface SubjectVerifier {
   /**
@@ -163,6 +173,7 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
     }
     return {
       kind: 'access_token',
+      kid: typeof header.kid === 'string' ? header.kid : undefined,
       sub: String(payload.sub),
       scope: typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [],
       roles: stringList(payload.roles),
@@ -172,37 +183,36 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
     };
   }
 
+  // Built once: the key set is rebuilt only when the ring's keys change (a rotation).
+  const txnTokenKeys = followingKeySet(options.txnTokenKeys);
+
+  /**
+   * A Txn-Token of ours to replace, held to exactly what a guard accepts — the guard's own header
+   * rules and claim checks (@lockstep/guard's checkTxnClaims), not a second reading of the draft —
+   * and, beyond a guard, not expired at all (§13.15: no clock tolerance; we set its `exp`). A token
+   * whose requesters include a scanner is a probe's and never leaves the scan.
+   */
   async function txnToken(token: string): Promise<VerifiedSubject> {
-    let payload: JWTPayload;
+    const kid = txnTokenKid(token);
+    let payload: Uint8Array;
     try {
-      ({ payload } = await jwtVerify(token, createLocalJWKSet(options.txnTokenKeys()), {
-        audience: options.trustDomain, typ: 'txntoken+jwt', algorithms: ['ES256'],
-        // §13.15: "MUST NOT issue a new Txn-Token when the Txn-Token being replaced has expired".
-        clockTolerance: 0,
-        requiredClaims: ['exp', 'iat', 'sub', 'txn', 'scope', 'req_wl'],
-      }));
+      ({ payload } = await compactVerify(token, txnTokenKeys, { algorithms: ['ES256'] }));
     } catch (error) {
-      if (error instanceof joseErrors.JWTExpired) throw new SubjectTokenError('the Txn-Token to replace has expired');
-      throw new SubjectTokenError(`the Txn-Token to replace does not verify: ${(error as Error).message}`);
+      throw replacing(`does not verify: ${(error as Error).message}`);
     }
-    const { sub, txn, scope, req_wl: requester, req_wl_chain: chain, tctx, rctx } = payload;
-    const refuse = (what: string) => new SubjectTokenError(`the Txn-Token to replace has ${what}`);
-    if (typeof sub !== 'string' || sub === '' || typeof txn !== 'string' || txn === '') {
-      throw refuse('no sub or txn string');
+    const claims = claimsAGuardAccepts(payload, options.trustDomain);
+    if (claims.exp <= Math.floor(Date.now() / 1000)) throw replacing('has expired');
+    const requesters = [...(claims.req_wl_chain ?? []), claims.req_wl];
+    const scanner = requesters.find(isScannerId);
+    if (scanner !== undefined) {
+      throw replacing(`names the scanner ${scanner} as a requester: a scan's test token is only for probing `
+        + 'and is never replaced; exchange a real subject token instead');
     }
-    if (typeof requester !== 'string') throw refuse('no req_wl string');
-    if (chain !== undefined && !(Array.isArray(chain) && chain.every((link) => typeof link === 'string'))) {
-      throw refuse('a req_wl_chain that is not an array of strings');
-    }
-    if (!isAbsentOrObject(tctx) || !isAbsentOrObject(rctx)) throw refuse('a tctx or rctx that is not an object');
-    const context = (tctx ?? {}) as Record<string, unknown>;
+    const { tctx, rctx } = claims;
     return {
-      kind: 'txn_token', sub, scope: scopeOf(scope, 'the Txn-Token to replace'), roles: stringList(context.roles),
-      tenant: typeof context.tenant === 'string' ? context.tenant : undefined, exp: payload.exp, authnMethod: undefined,
-      replaced: {
-        txn, tctx: tctx as ReplacedTxnToken['tctx'], rctx: rctx as ReplacedTxnToken['rctx'],
-        requesters: [...(chain as string[] | undefined ?? []), requester],
-      },
+      kind: 'txn_token', kid, sub: claims.sub, scope: claims.scope.split(' '), roles: [...(tctx?.roles ?? [])],
+      tenant: tctx?.tenant, exp: claims.exp, authnMethod: undefined,
+      replaced: { txn: claims.txn, tctx, rctx, requesters },
     };
   }
 
@@ -228,7 +238,8 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
       throw refuse(`lives longer than ${SELF_SIGNED_MAX_SECONDS}s`);
     }
     return {
-      kind: 'self_signed', sub: requester, scope: scopeOf(payload.scope, 'the self-signed subject token'),
+      kind: 'self_signed', kid: undefined, sub: requester,
+      scope: scopeOf(payload.scope, 'the self-signed subject token'),
       roles: [], tenant: undefined, exp: payload.exp, authnMethod: 'workload',
     };
   }
@@ -261,10 +272,53 @@ function scopeOf(value: unknown, what: string): string[] {
   return value.split(' ');
 }
 
-function isAbsentOrObject(value: unknown): boolean {
-  return value === undefined || (typeof value === 'object' && value !== null && !Array.isArray(value));
-}
-
 function stringList(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
+}
+
+// What a guard takes of a Txn-Token's JOSE header (@lockstep/guard's steps/txn-token.ts, which keeps
+// these checks inline in its verification): a compact JWS whose header is alg ES256, typ, a plain kid.
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+const TXN_TOKEN_HEADER: ReadonlySet<string> = new Set(['alg', 'typ', 'kid']);
+const KID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A guard's defaults (@lockstep/guard option `txnToken`): a replaced token passes every guard of ours. */
+const GUARD_RULES = { clockSkewSeconds: 30, maxLifetimeSeconds: 300 } as const;
+
+/** The `kid` of a Txn-Token whose header a guard accepts (parsed as the guard parses it). */
+function txnTokenKid(token: string): string {
+  if (!COMPACT_JWS.test(token)) throw replacing('is not a compact JWS');
+  let header: Readonly<Record<string, unknown>>;
+  try {
+    header = parseTokenJson(Buffer.from(token.slice(0, token.indexOf('.')), 'base64url').toString('utf8'), 'header');
+  } catch (error) {
+    if (error instanceof GuardError) throw replacing(`has a header a guard refuses: ${error.detail}`);
+    throw error;
+  }
+  const extra = Object.keys(header).find((name) => !TXN_TOKEN_HEADER.has(name));
+  if (extra !== undefined) {
+    throw replacing(`has header parameter ${JSON.stringify(extra.slice(0, 32))}; a guard takes only alg, typ and kid`);
+  }
+  if (header.alg !== 'ES256') throw replacing(`has alg ${JSON.stringify(header.alg)}; a Txn-Token is ES256`);
+  if (typeof header.typ !== 'string' || header.typ.toLowerCase() !== 'txntoken+jwt') {
+    throw replacing(`has typ ${JSON.stringify(header.typ)}: it is not a Txn-Token (txntoken+jwt)`);
+  }
+  if (typeof header.kid !== 'string' || !KID.test(header.kid)) throw replacing('has no plain kid');
+  return header.kid;
+}
+
+/** The verified payload, through the guard's own parser and claim checks. */
+function claimsAGuardAccepts(payload: Uint8Array, trustDomain: string): TxnTokenClaims {
+  try {
+    const claims = parseTokenJson(new TextDecoder().decode(payload), 'claims');
+    return checkTxnClaims(claims, { trustDomain, nowSeconds: Date.now() / 1000, ...GUARD_RULES });
+  } catch (error) {
+    if (!(error instanceof GuardError)) throw error;
+    if (error.code === 'LOCKSTEP_ERR_TXN_TOKEN_EXPIRED') throw replacing('has expired');
+    throw replacing(`is one a guard refuses: ${error.detail} (${error.code})`);
+  }
+}
+
+/** Any identity under `/scanner/` (not only the `/scanner/<name>` a scan kit names): a probe's. */
+function isScannerId(id: string): boolean {
+  return parseSpiffeId(id)?.path.startsWith('/scanner/') === true;
 }

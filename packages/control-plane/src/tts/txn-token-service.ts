@@ -12,7 +12,9 @@
  *                        RFC 6749 §3.3 syntax                     else invalid_scope
  *   policy               requester may exchange this kind         else unauthorized_client
  *   subject_token        verifies (subject-tokens.ts)             else invalid_grant
- *   revocation           subject (and replaced txn) not revoked   else invalid_grant
+ *                        a Txn-Token: one a guard accepts, whose  else invalid_grant
+ *                        requesters include no scanner
+ *   revocation           kid, sub, replaced txn: none revoked     else invalid_grant
  *   scope                ⊆ the subject token's (§13.6, §13.14)    else invalid_scope
  *   replacements         at most MAX_TXN_TOKEN_REPLACEMENTS       else invalid_grant
  *
@@ -119,12 +121,22 @@ export function singleKey(key: SigningKey): TxnTokenKeys {
   return { current: () => key, publicJwks: () => jwks };
 }
 
+/**
+ * The revocations a token exchange asks about: the store's kinds but `spiffeId` (a revoked caller is
+ * refused on every request before it reaches the TTS).
+ */
+export type TokenRevocationKind = 'kid' | 'sub' | 'txn';
+
 export interface TxnTokenServiceOptions {
   readonly trustDomain: string;
   readonly keys: TxnTokenKeys;
   readonly subjects: SubjectVerifier;
-  /** Revocations (the store's): a revoked `sub`, or a revoked `txn` to replace, gets no Txn-Token. */
-  readonly isRevoked?: (kind: 'sub' | 'txn', value: string) => Promise<boolean>;
+  /**
+   * Revocations (the store's): no Txn-Token for a subject token signed with a revoked `kid` (a key
+   * rotated out after a compromise stays published for what it signed, so it still verifies), for a
+   * revoked `sub`, or to replace a revoked `txn`.
+   */
+  readonly isRevoked?: (kind: TokenRevocationKind, value: string) => Promise<boolean>;
   readonly now?: () => number;
 }
 
@@ -159,14 +171,16 @@ export function createTxnTokenService(options: TxnTokenServiceOptions): TxnToken
   }
 
   async function checkNotRevoked(subject: VerifiedSubject): Promise<void> {
-    if (options.isRevoked === undefined) return;
-    const { sub } = subject;
-    if (await options.isRevoked('sub', sub)) {
-      throw new TokenExchangeError('invalid_grant', `the subject ${sub} is revoked`);
-    }
-    const txn = subject.replaced?.txn;
-    if (txn !== undefined && await options.isRevoked('txn', txn)) {
-      throw new TokenExchangeError('invalid_grant', `the transaction ${txn} is revoked`);
+    const { isRevoked } = options;
+    if (isRevoked === undefined) return;
+    const { kid, sub, replaced } = subject;
+    const checks: readonly [TokenRevocationKind, string | undefined, string][] = [
+      ['kid', kid, `the subject token is signed with key ${kid}, which is revoked`],
+      ['sub', sub, `the subject ${sub} is revoked`],
+      ['txn', replaced?.txn, `the transaction ${replaced?.txn} is revoked`],
+    ];
+    for (const [kind, value, refusal] of checks) {
+      if (value !== undefined && await isRevoked(kind, value)) throw new TokenExchangeError('invalid_grant', refusal);
     }
   }
 

@@ -9,7 +9,12 @@
  *   }));
  *
  * A request that matches no declared route is authenticated and refused (404), even if the app has a
- * handler for it: an undeclared route is never reachable. Mount the middleware first, on the app.
+ * handler for it: an undeclared route is never reachable. Mount the middleware first, on the app
+ * root: mounted under a prefix (`app.use('/api', …)`) it would guard only that prefix, so it refuses
+ * every request it sees (500) and logs how to mount it.
+ *
+ * The table decides a request before Express has chosen a route; express-dispatch.ts checks, when
+ * Express dispatches, that the route it runs is the one decided (else refused, no handler runs).
  *
  * The table is matched by the guard itself, not by an `express.Router`: a router answers some
  * requests on its own (an OPTIONS request gets `200 Allow: …`, a bad escape in a param gets the
@@ -20,7 +25,9 @@ import { createRequire } from 'node:module';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Guard } from '../guard.ts';
 import { parseRouteTable, type RouteTable, type TableRoute } from '../route-table.ts';
-import { guardInbound, refuseUnadmitted, runAdmitted } from './inbound.ts';
+import { GuardError } from '../errors.ts';
+import { createDispatchCheck, type ExpressRouter } from './express-dispatch.ts';
+import { guardInbound, refuseUnadmitted, runAdmitted, writeRefusal } from './inbound.ts';
 
 type Params = Record<string, string | undefined>;
 type Match = (path: string) => false | { params: Partial<Record<string, string | string[]>> };
@@ -77,9 +84,13 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
   const parsed = parseRouteTable(table, 'lockstepExpress');
   guard.declareRoutes(parsed.map((route) => route.security));
   let routes: ExpressRoute[] | null = null;
+  let appRouter: ExpressRouter | undefined;
+  const dispatch = createDispatchCheck(guard, () => appRouter);
+  let mountDetail: string | null = null;
 
   function routesFor(request: Request): ExpressRoute[] {
     if (routes !== null) return routes;
+    appRouter = (request.app as { router?: ExpressRouter }).router;
     const caseSensitive = Boolean(request.app.get('case sensitive routing'));
     const strict = Boolean(request.app.get('strict routing'));
     routes = parsed.map((route) => ({ route, match: expressMatcher(route.security.template, caseSensitive, strict) }));
@@ -97,11 +108,46 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
     }
   }
 
+  /**
+   * Mounted under a prefix, the guard sees only requests under it (and its table lacks the prefix).
+   * It refuses to serve rather than guard part of the app silently: from the first request it sees,
+   * a refusing layer goes first in the app's router, so that every request of the app is refused.
+   */
+  function refuseMounted(request: Request, response: Response): void {
+    const fix = 'mount on the app root: app.use(lockstepExpress(guard, routes))';
+    const detail = `lockstepExpress is mounted under ${JSON.stringify(request.baseUrl)}: it would guard only that `
+      + `prefix and leave every other route of the app open; ${fix}`;
+    if (mountDetail === null) {
+      mountDetail = detail;
+      guard.options.logger.error(`${detail}. Until then every request is refused.`, { service: guard.service });
+      refuseEverythingFirst(request.app);
+    }
+    refuseAsMisMounted(request, response);
+  }
+
+  function refuseAsMisMounted(request: Request, response: Response): void {
+    const error = new GuardError('LOCKSTEP_ERR_INTERNAL', mountDetail ?? 'lockstepExpress is mounted under a prefix');
+    const admission = guard.pipeline.refuseEarly(request, null, error);
+    writeRefusal(request, response, admission.refusal as GuardError, admission.requestId);
+  }
+
+  function refuseEverythingFirst(app: Request['app']): void {
+    const stack = (app as { router?: { stack?: unknown[] } }).router?.stack;
+    if (!Array.isArray(stack)) return;
+    app.use(function lockstepMisMounted(request: Request, response: Response) {
+      refuseAsMisMounted(request, response);
+    });
+    stack.unshift(stack.pop());
+  }
+
   function lockstepMiddleware(request: Request, response: Response, next: NextFunction): void {
+    if (request.baseUrl !== '') return refuseMounted(request, response);
     const found = findRoute(routesFor(request), request.method, parseUrl(request)?.pathname ?? '');
-    guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then((admitted) => {
+    const params = found?.params ?? {};
+    guardInbound(guard, request, response, found?.route ?? null, params).then((admitted) => {
       if (admitted === null) return;
       if (found?.route.body !== undefined) request.body = admitted.body;
+      dispatch.watch(request, response, admitted.admission, params);
       runAdmitted(admitted.admission, () => next());
     }, (error: unknown) => refuseUnadmitted(guard, request, response, error));
   }

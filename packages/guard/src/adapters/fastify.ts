@@ -12,19 +12,25 @@
  * - URLs its router cannot take (a bad escape, a parameter over maxParamLength: `frameworkErrors`)
  *   are decided as a request that matches no route;
  * - bodies are read by the guard's one strict JSON parser (every other content-type parser is
- *   removed), a body on a route without a body schema is refused, and validation failures are
- *   refused by the guard's preHandler hook (`attachValidation` is set on every route), so a child
- *   scope's error handler cannot answer them in its own words;
+ *   removed: multipart and form bodies are refused 415), a body on a route without `schema.body` is
+ *   refused 400 (the POST/PUT/PATCH routes without one are listed in a warning at start-up), and
+ *   validation failures are refused by the guard's preHandler hook (`attachValidation` is set on
+ *   every route), so a child scope's error handler cannot answer them in its own words;
+ * - an error the guard maps to a refusal (onError) is answered with the guard's refusal even when a
+ *   child scope's error handler answers it: an onSend hook replaces that answer (on every other
+ *   request the hook reads one symbol);
  * - the validator compiler rejects unknown properties (never strips them) and does not coerce a
  *   body's types (`"1"` stays a string) unless the route asks with `lockstep: { coerceBody: true }`.
  * Every route handler is wrapped so that it runs inside the request's async context (`guard.client`
  * propagates its Txn-Token from there). Refusals are written by `writeRefusal` (adapters/inbound.ts).
  */
-import ajvModule from 'ajv';
+import ajvModule, { type ValidateFunction } from 'ajv';
 import { createRequire } from 'node:module';
 import type { Server as TlsServer } from 'node:tls';
 import type { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import type {
+  FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaCompiler, FastifySchemaValidationError, RouteOptions,
+} from 'fastify';
 import { admissionStorage } from '../context.ts';
 import { GuardConfigError, GuardError } from '../errors.ts';
 import type { Guard } from '../guard.ts';
@@ -33,7 +39,7 @@ import { routeSecurity, type RouteConfig, type RouteSecurity } from '../routes.t
 import {
   checkBodyHeaders, continueIfExpected, guardErrorFromFastify, hasBody, parseJsonBody, readBodyBytes,
 } from '../steps/validate.ts';
-import { writeRefusal } from './inbound.ts';
+import { refusalFor, writeRefusal } from './inbound.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -45,6 +51,7 @@ export interface LockstepFastifyOptions {
   guard: Guard;
 }
 
+const BODY_METHODS: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH']);
 const kSecurity = Symbol('lockstep.route');
 const kBodyLimit = Symbol('lockstep.bodyLimit');
 const kAdmission = Symbol('lockstep.admission');
@@ -154,7 +161,10 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     );
   });
 
-  const ajvOptions = { removeAdditional: false, useDefaults: true, allErrors: false, strict: false } as const;
+  // strictNumbers: NaN and ±Infinity are not numbers to a schema (`strict: false` would leave it off).
+  const ajvOptions = {
+    removeAdditional: false, useDefaults: true, allErrors: false, strict: false, strictNumbers: true,
+  } as const;
   const strictAjv = new ajvModule.default({ ...ajvOptions, coerceTypes: false });
   // Query strings, params and headers are text by nature: their schemas coerce, as Fastify's do.
   const coercingAjv = new ajvModule.default({ ...ajvOptions, coerceTypes: 'array' });
@@ -162,10 +172,12 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   fastify.setValidatorCompiler(({ schema, method, url, httpPart }) => {
     const methods: readonly string[] = Array.isArray(method) ? method : [method];
     const coerce = httpPart !== 'body' || methods.some((name) => coerceBody.has(`${name} ${url}`));
-    return (coerce ? coercingAjv : strictAjv).compile(schema);
+    return coerce ? finiteAfterCoercion(coercingAjv.compile(schema)) : strictAjv.compile(schema);
   });
 
   const routes: RouteSecurity[] = [];
+  // Routes whose method usually carries a body but that declare no body schema: they refuse any body.
+  const bodiless: string[] = [];
   // GET routes by URL: Fastify's automatic HEAD route for one is decided as that GET route.
   const getRoutes = new Map<string, { handler: unknown; security: RouteSecurity }>();
   fastify.addHook('onRoute', (route: RouteOptions) => {
@@ -183,6 +195,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
       }
       const security = routeSecurity(method, route.url, config, `route ${method} ${route.url}`, validatesBody);
       routes.push(security);
+      if (!validatesBody && BODY_METHODS.has(security.method)) bodiless.push(`${security.method} ${route.url}`);
       byMethod[security.method] = security;
       if (security.method === 'GET') getRoutes.set(route.url, { handler: route.handler, security });
       if (config?.coerceBody === true) coerceBody.add(`${security.method} ${route.url}`);
@@ -203,7 +216,15 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
       return admissionStorage.run(admission, () => handler.call(this, request, reply));
     };
   });
-  fastify.addHook('onReady', async () => guard.declareRoutes(routes));
+  fastify.addHook('onReady', async () => {
+    guard.declareRoutes(routes);
+    if (bodiless.length > 0) {
+      const listed = bodiless.join(', ');
+      guard.options.logger.warn(`these routes refuse any body (400 LOCKSTEP_ERR_INPUT_INVALID): ${listed}; `
+        + 'give them schema.body (a JSON schema) to accept a JSON body. Only JSON bodies are accepted: '
+        + 'multipart and form bodies are refused 415', { service: guard.service });
+    }
+  });
 
   function settle(request: GuardedRequest, reply: FastifyReply, admission: Admission, done: () => void): void {
     request[kAdmission] = admission;
@@ -263,6 +284,17 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     done();
   });
 
+  // A child scope's error handler may answer a request the guard refused in onError: the refusal wins.
+  // Hijacked replies (every other refusal) never get here, so this reads one symbol per answer.
+  fastify.addHook('onSend', (request: GuardedRequest, reply, payload, done) => {
+    const refused = request[kRefusal];
+    if (refused === undefined || refused === null || refused.refusal === null) return done(null, payload);
+    const refusal = refusalFor(request.raw, refused.refusal, refused.requestId);
+    for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
+    void reply.code(refusal.status).headers(refusal.headers);
+    done(null, refusal.body);
+  });
+
   fastify.setErrorHandler((error: Error, request: GuardedRequest, reply) => {
     const refused = request[kRefusal];
     if (refused === undefined || refused === null || refused.refusal === null) {
@@ -271,6 +303,36 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     }
     refuse(request, reply, refused.refusal, refused.requestId);
   });
+}
+
+type AjvValidate = ValidateFunction & { schemaEnv?: unknown };
+type CheckedValidate = ReturnType<FastifySchemaCompiler<unknown>> & { schemaEnv?: unknown };
+
+/**
+ * Ajv coerces after its type check, so strictNumbers does not see what coercion makes: `?n=Infinity`
+ * or `?n=1e400` would reach a handler as Infinity. The coerced data is checked for it afterwards.
+ */
+function finiteAfterCoercion(validate: AjvValidate): CheckedValidate {
+  const checked: CheckedValidate = (data: unknown, context?: Parameters<ValidateFunction>[1]) => {
+    const valid = validate(data, context);
+    checked.errors = (validate.errors ?? null) as FastifySchemaValidationError[] | null;
+    if (!valid || !hasNonFiniteNumber(data, 0)) return valid;
+    checked.errors = [{
+      instancePath: '', schemaPath: '#', keyword: 'type', params: { type: 'number' },
+      message: 'must be a finite number (Infinity and values beyond ±1.8e308 are refused)',
+    }];
+    return false;
+  };
+  // Fastify passes the parent (so that Ajv can coerce a root value) only to Ajv's own functions.
+  checked.schemaEnv = validate.schemaEnv;
+  return checked;
+}
+
+function hasNonFiniteNumber(value: unknown, depth: number): boolean {
+  if (typeof value === 'number') return !Number.isFinite(value);
+  if (typeof value !== 'object' || value === null || depth > 8) return false;
+  for (const item of Object.values(value)) if (hasNonFiniteNumber(item, depth + 1)) return true;
+  return false;
 }
 
 /** How many onRequest hooks run before the plugin's (0 when this Fastify does not say). */

@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { admissionStorage } from '../context.ts';
-import { GuardError, renderRefusal } from '../errors.ts';
+import { GuardError, renderRefusal, type RefusalResponse } from '../errors.ts';
 import type { Guard } from '../guard.ts';
 import { PROBE_ANSWER_HEADERS, probeAnswer, type Admission } from '../pipeline.ts';
 import type { TableRoute } from '../route-table.ts';
@@ -17,18 +17,25 @@ import { hasBody, readCheckedBody } from '../steps/validate.ts';
  * request still carries is not read: the connection closes after the answer.
  */
 export function writeRefusal(
-  request: IncomingMessage, response: ServerResponse, error: GuardError, requestId: string,
+  request: IncomingMessage, response: ServerResponse, error: GuardError, requestId: string, close = false,
 ): void {
   if (response.headersSent) {
     response.destroy();
     return;
   }
-  const close = hasBody(request) && !request.complete;
-  const refusal = renderRefusal(error.code, requestId, { head: request.method === 'HEAD', close });
+  const refusal = refusalFor(request, error, requestId, close);
   // Whatever a framework set before the guard decided (x-powered-by…) is not part of the answer.
   for (const name of response.getHeaderNames()) response.removeHeader(name);
   response.writeHead(refusal.status, refusal.headers);
   response.end(refusal.body);
+}
+
+/** The refusal `renderRefusal` makes for `request`: no body for HEAD, closing when its body was not read. */
+export function refusalFor(
+  request: IncomingMessage, error: GuardError, requestId: string, close = false,
+): RefusalResponse {
+  const unread = hasBody(request) && !request.complete;
+  return renderRefusal(error.code, requestId, { head: request.method === 'HEAD', close: close || unread });
 }
 
 /** A refusal for a request that has an admission: recorded as a second event, then answered. */

@@ -39,7 +39,11 @@ export function hasBody(request: RequestHead): boolean {
  * `schema` says whether the route declares a body schema.
  */
 export function checkBodyHeaders(request: RequestHead, schema: boolean, limit: number): GuardError | null {
-  if (!schema) return new GuardError('LOCKSTEP_ERR_INPUT_INVALID', 'this route takes no body (no body schema)');
+  if (!schema) {
+    const fix = 'To accept a JSON body, give it one: schema.body on Fastify, body: zodSchema in an Express or '
+      + 'node:http route table';
+    return new GuardError('LOCKSTEP_ERR_INPUT_INVALID', `this route takes no body: it declares no body schema. ${fix}`);
+  }
   const type = request.headers['content-type'];
   if (!isJsonContentType(type)) {
     const detail = `content-type ${JSON.stringify(type ?? '')} is not JSON`;
