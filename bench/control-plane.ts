@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     const idp = await generateKeyPair('ES256');
     const subjects = createSubjectVerifier({ issuers: [{ issuer: IDP, jwks: { keys: [{ ...(await exportJWK(idp.publicKey)), kid: 'idp-1', alg: 'ES256' }] }, audience: AUDIENCE }], txnTokenKeys: () => tts.jwks, trustDomain: TD });
     const signingKey = await openSigningKey(keyDir, 'txn-token');
-    const tts: TxnTokenService = createTxnTokenService({ trustDomain: TD, keys: singleKey(signingKey), subjects });
+    const tts: TxnTokenService = createTxnTokenService({ trustDomain: TD, keys: singleKey(signingKey), subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
     tts.usePolicy(policy.set ?? (() => { throw new Error('policy did not load'); })());
     const gateway = `spiffe://${TD}/svc/gateway`;
     const exchange = (token: string) => tts.exchange({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, scope: 'orders:read', subject_token: token, subject_token_type: TOKEN_TYPE.accessToken }, { requester: gateway });

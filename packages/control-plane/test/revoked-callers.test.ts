@@ -48,7 +48,7 @@ before(async () => {
   const txnKey = await openSigningKey(join(scratch, 'keys'), 'txn-token');
   const txnTokenKeys = () => ({ keys: [txnKey.publicJwk] });
   const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys, trustDomain: TD });
-  const tts = createTxnTokenService({ trustDomain: TD, keys: singleKey(txnKey), subjects });
+  const tts = createTxnTokenService({ trustDomain: TD, keys: singleKey(txnKey), subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
   // An endpoint added by an extension (as the monitor's are): its own requireCaller knows nothing of revocations.
   const extension = (app: FastifyInstance) => {
     const onRequest = requireCaller(TD, ['workload', 'admin']);

@@ -31,7 +31,7 @@ before(async () => {
   ca = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'ca') });
   store = openSqliteStore(':memory:');
   txnKeys = await openKeyRing(join(scratch, 'keys'), 'txn-token', { retainMs: 600_000 });
-  const tts = createTxnTokenService({ trustDomain: TD, keys: txnKeys, subjects: createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain: TD }) });
+  const tts = createTxnTokenService({ trustDomain: TD, keys: txnKeys, subjects: createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain: TD }), isRevoked: (kind, value) => store.isRevoked(kind, value) });
   server = await startControlPlane({ ca, store, tts });
   admin = await issueAdminCredentials(ca, 'ops');
 });

@@ -134,9 +134,10 @@ export interface TxnTokenServiceOptions {
   /**
    * Revocations (the store's): no Txn-Token for a subject token signed with a revoked `kid` (a key
    * rotated out after a compromise stays published for what it signed, so it still verifies), for a
-   * revoked `sub`, or to replace a revoked `txn`.
+   * revoked `sub`, or to replace a revoked `txn`. Required: a TTS that cannot see revocations would
+   * keep minting tokens for a revoked user (pass the store's `isRevoked`).
    */
-  readonly isRevoked?: (kind: TokenRevocationKind, value: string) => Promise<boolean>;
+  readonly isRevoked: (kind: TokenRevocationKind, value: string) => Promise<boolean>;
   readonly now?: () => number;
 }
 
@@ -172,7 +173,6 @@ export function createTxnTokenService(options: TxnTokenServiceOptions): TxnToken
 
   async function checkNotRevoked(subject: VerifiedSubject): Promise<void> {
     const { isRevoked } = options;
-    if (isRevoked === undefined) return;
     const { kid, sub, replaced } = subject;
     const checks: readonly [TokenRevocationKind, string | undefined, string][] = [
       ['kid', kid, `the subject token is signed with key ${kid}, which is revoked`],
