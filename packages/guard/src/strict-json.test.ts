@@ -186,3 +186,25 @@ describe('parseStrictJson: numbers JavaScript cannot hold (RFC 7493 §2.2)', () 
     assert.deepEqual(parseStrictJson(inStrings), { n: 12, s: '90071992547409931e999', m: [-7] });
   });
 });
+
+// Found missing by the mutation run (docs/mutation.md).
+describe('parseStrictJson: the edges of the one pass', () => {
+  const refuses = (input: string, problem: StrictJsonProblem) =>
+    assert.throws(() => parseStrictJson(input), (error: unknown) => error instanceof StrictJsonError && error.problem === problem,
+      `${input.slice(0, 60)} → ${problem}`);
+
+  it('still finds a duplicate key after an array closes in the same object', () => {
+    refuses('{"items":[1,2],"amount":1,"amount":100000}', 'duplicate-key');
+    refuses('{"a":[[],{}],"b":[],"b":1}', 'duplicate-key');
+  });
+
+  it('takes equal strings in an array as values, never as keys', () => {
+    assert.deepEqual(parseStrictJson('["a","a","a"]'), ['a', 'a', 'a']);
+    assert.deepEqual(parseStrictJson('{"tags":["x","x","x"]}'), { tags: ['x', 'x', 'x'] });
+  });
+
+  it('refuses a string that is only a raw DEL, or only a raw lone low surrogate (text input)', () => {
+    refuses('{"a":"\u007f"}', 'control-character');
+    refuses('{"a":"\udfff"}', 'lone-surrogate');
+  });
+});

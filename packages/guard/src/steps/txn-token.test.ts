@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
+import { CompactSign } from 'jose';
 import { createTxnTokenMinter, txnTokenAttacks, type TxnTokenMinter } from '@lockstep/testkit';
 import { GuardError, type GuardErrorCode } from '../errors.ts';
 import { Revocations } from '../revocations.ts';
@@ -277,5 +278,155 @@ describe('createTxnTokenStep', () => {
     await assertRefused(() => step.verify(`${token}, ${token}`, ['Txn-Token', token, 'txn-token', token]), 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE');
     await assertRefused(() => step.verify(`${token},x`, ['txn-token', `${token},x`]), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
     assert.equal(step.stats().verified, 0);
+  });
+});
+
+/**
+ * Found missing by the mutation run (docs/mutation.md): the edges of each rule — the clock at the
+ * skew, the chain at its cap, the size at its limit, JSON that is not an object, null, absent
+ * optional claims — and a key revoked or rotated while a token is being verified.
+ */
+describe('createTxnTokenStep: the edges of each rule', () => {
+  /** A token over `payload` (any bytes) with the minter's real header and key. */
+  function signedPayload(payload: string): Promise<string> {
+    return new CompactSign(new TextEncoder().encode(payload))
+      .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: minter.kid })
+      .sign(minter.privateKey);
+  }
+
+  /** The harness with its clock on a whole second, and claims timed from it. */
+  function atSecond(): Harness & { now: number } {
+    const h = harness();
+    h.clock.ms = Math.floor(Date.now() / 1000) * 1000;
+    return { ...h, now: h.clock.ms / 1000 };
+  }
+
+  it('refuses a header or claims that are JSON but not an object as malformed', async () => {
+    const { step } = harness();
+    const b64 = (text: string) => Buffer.from(text).toString('base64url');
+    for (const header of ['[]', '"ES256"', '1', 'null']) {
+      await assertRefused(() => verify(step, `${b64(header)}.${b64('{}')}.c2ln`), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+        /^header is not a JSON object$/);
+    }
+    for (const payload of ['[]', '"alice"', '1', 'null']) {
+      await assertRefused(async () => verify(step, await signedPayload(payload)), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+        /^claims is not a JSON object$/);
+    }
+  });
+
+  it('refuses a token that is not base64url compact JWS as malformed, before any key is used', async () => {
+    const { step } = harness();
+    const token = await minter.mint();
+    for (const bad of [`!${token}`, `${token}!`, `${token.replace('.', '.=')}`]) {
+      await assertRefused(() => verify(step, bad), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', /not base64url compact JWS/);
+    }
+    assert.equal(step.stats().verified, 0);
+  });
+
+  it('refuses what jose rejects for another reason than the signature as invalid (a signature that is not base64url)', async () => {
+    const { step } = harness();
+    const token = await minter.mint();
+    await assertRefused(() => verify(step, `${token}AAA`), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', /^JWS rejected: /);
+  });
+
+  it('takes a token of exactly maxTokenBytes, and refuses one byte more before verifying it', async () => {
+    const token = await minter.mint();
+    const sized = (maxTokenBytes: number) => createTxnTokenStep({
+      trustDomain: TRUST_DOMAIN, keys, revocations: new Revocations(), maxLifetimeSeconds: 300,
+      clockSkewSeconds: SKEW_SECONDS, maxTokenBytes, cacheSize: 10,
+    });
+    assert.equal((await verify(sized(token.length), token)).token, token);
+    const small = sized(token.length - 1);
+    await assertRefused(() => verify(small, token), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', /the limit is/);
+    assert.equal(small.stats().verified, 0);
+  });
+
+  it('reads a comma in a single header as malformed, whatever other headers the request has', async () => {
+    const { step } = harness();
+    const raw = ['Host', 'orders', 'Accept', '*/*', 'txn-token', 'a,b', 'User-Agent', 'x'];
+    await assertRefused(() => step.verify('a,b', raw), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
+  });
+
+  it('holds exp to the skew: accepted up to 30 s after exp, expired from then on; a near exp is not expired', async () => {
+    const { step, now } = atSecond();
+    const timed = (exp: number) => minter.mint({ iat: exp - 60, exp });
+    for (const exp of [now - SKEW_SECONDS + 1, now + 5]) assert.equal((await verify(step, await timed(exp))).claims.exp, exp);
+    await assertRefused(async () => verify(step, await timed(now - SKEW_SECONDS)), 'LOCKSTEP_ERR_TXN_TOKEN_EXPIRED');
+  });
+
+  it('holds iat and nbf to the skew: up to 30 s in the future accepted, later refused; a past nbf is fine', async () => {
+    const { step, now } = atSecond();
+    const at = (iat: number, nbf?: number) => minter.mint({ iat, exp: iat + 60, ...(nbf === undefined ? {} : { nbf }) });
+    assert.ok(await verify(step, await at(now + SKEW_SECONDS)));
+    await assertClaimsRefused(step, at(now + SKEW_SECONDS + 1), /^iat is in the future$/);
+    for (const nbf of [now - 120, now, now + SKEW_SECONDS]) assert.equal((await verify(step, await at(now, nbf))).claims.nbf, nbf);
+    await assertClaimsRefused(step, at(now, now + SKEW_SECONDS + 1), /^nbf is in the future$/);
+  });
+
+  it('takes a chain of exactly 8 replacements (the cap), not 9', async () => {
+    const { step } = harness();
+    const chain = (length: number) => minter.mint({ req_wl: ORDERS, req_wl_chain: Array.from({ length }, () => GATEWAY) });
+    assert.equal((await verify(step, await chain(8))).claims.req_wl_chain?.length, 8);
+    await assertClaimsRefused(step, chain(9), /^req_wl_chain has 9 links/);
+  });
+
+  it('accepts a token without tctx or with a partial rctx (RECOMMENDED, not REQUIRED), and a null unknown claim', async () => {
+    const { step } = harness();
+    const bare = await verify(step, await minter.mint({}, { omit: ['tctx'] }));
+    assert.deepEqual([bare.roles, bare.tenant, bare.claims.tctx], [[], undefined, undefined]);
+    for (const rctx of [{}, { req_ip: '127.0.0.1' }, { authn: 'pwd' }]) {
+      assert.deepEqual({ ...(await verify(step, await minter.mint({ rctx } as never))).claims.rctx }, rctx);
+    }
+    const extra = await verify(step, await minter.mint({ ext: null, tctx: { roles: ['customer'], note: null } } as never));
+    assert.equal(extra.claims.ext, null);
+  });
+
+  it('refuses tctx or rctx that are null, a control character in an array or a key, and arrays nested too deep', async () => {
+    const { step } = harness();
+    const deep = (levels: number): unknown => (levels === 0 ? 'x' : [deep(levels - 1)]);
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ tctx: null }, /^tctx must be a JSON object$/],
+      [{ rctx: null }, /^rctx must be a JSON object$/],
+      [{ tctx: { roles: ['customer', 'ad\u0000min'] } }, /^tctx\.roles\[1\] contains a control character$/],
+      [{ tctx: { roles: ['customer'], 'ten\u0007ant': 'acme' } }, /^a key in tctx contains a control character$/],
+      [{ ext: deep(9) }, /nested more than 8 levels deep$/],
+    ];
+    for (const [claims, detail] of cases) await assertClaimsRefused(step, minter.mint(claims as never), detail);
+  });
+
+  it('refuses a token whose key is revoked while its signature is being verified', async () => {
+    const { step, revocations } = harness();
+    const pending = verify(step, await minter.mint());
+    revocations.add({ kind: 'kid', value: 'tts-1' });
+    await assertRefused(() => pending, 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED');
+    assert.equal(step.stats().size, 0);
+  });
+
+  it('fetches keys again for an unknown kid only: a rotated key is found, a bad kid or alg never asks', async () => {
+    const rotated = await createTxnTokenMinter({ trustDomain: TRUST_DOMAIN, kid: 'tts-2' });
+    const after = await createStaticKeySource({ keys: [...minter.jwks.keys, ...rotated.jwks.keys] });
+    let refreshes = 0;
+    // The source the guard would hold: it learns of tts-2 only when it fetches again.
+    const rotating: TxnKeySource = {
+      get: (kid) => (refreshes > 0 ? after : keys).get(kid),
+      refresh: async () => { refreshes += 1; },
+      kids: () => (refreshes > 0 ? after : keys).kids(),
+      close() {},
+    };
+    const step = createTxnTokenStep({
+      trustDomain: TRUST_DOMAIN, keys: rotating, revocations: new Revocations(), maxLifetimeSeconds: 300,
+      clockSkewSeconds: SKEW_SECONDS, maxTokenBytes: 8192, cacheSize: 10,
+    });
+    await verify(step, await minter.mint());
+    assert.equal(refreshes, 0, 'a known kid needs no fetch');
+    const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const unsigned = `${b64({ alg: 'none', typ: 'txntoken+jwt', kid: 'unknown-1' })}.${b64(minter.claims())}.c2ln`;
+    const badKids = [{ kid: 'a/b' }, { kid: 'k'.repeat(129) }, { kid: 7 }].map((header) => minter.mint({}, { header }));
+    for (const token of [...await Promise.all(badKids), unsigned]) {
+      await assertRefused(() => verify(step, token), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID');
+    }
+    assert.equal(refreshes, 0, 'a kid that is not a plain key id, or an alg not accepted, is refused before any fetch');
+    assert.equal((await verify(step, await rotated.mint())).kid, 'tts-2');
+    assert.equal(refreshes, 1);
   });
 });
