@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 
 // Pinned: run with `npm exec`, so that `npm ci` does not install Stryker's ~185 packages for everyone.
 const STRYKER = '@stryker-mutator/core@10.1.1';
-const AREAS = ['identity', 'txn-token', 'pipeline', 'adapters'] as const;
+const AREAS = ['identity', 'txn-token', 'pipeline', 'fastify', 'express', 'http'] as const;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const REPORTS = join(ROOT, 'test-output', 'mutation');
 // Not copied: history, earlier runs' leftovers, outputs.
@@ -39,7 +39,8 @@ function parseArguments(argv: readonly string[]): Options {
     } else if ((AREAS as readonly string[]).includes(argument)) {
       areas.push(argument);
     } else {
-      throw new Error(`unknown argument ${JSON.stringify(argument)}: name areas (${AREAS.join(', ')}) or --concurrency N`);
+      const expected = `name areas (${AREAS.join(', ')}) or --concurrency N`;
+      throw new Error(`unknown argument ${JSON.stringify(argument)}: ${expected}`);
     }
   }
   return { areas: areas.length > 0 ? areas : [...AREAS], concurrency };
@@ -102,7 +103,8 @@ function main(): number {
     rmSync(copy, { recursive: true, force: true });
   }
   let survived = 0;
-  console.error(`\nmutation: ${Math.round((Date.now() - started) / 60_000)} min; reports in ${relative(process.cwd(), REPORTS) || '.'}`);
+  const total = Math.round((Date.now() - started) / 60_000);
+  console.error(`\nmutation: ${total} min; reports in ${relative(process.cwd(), REPORTS) || '.'}`);
   for (const area of areas) {
     const file = join(REPORTS, `${area}.json`);
     if (!existsSync(file)) {

@@ -28,6 +28,24 @@ const IDENTITY = 'packages/identity/src';
 const HTTP_ONLY = '/fastify|express/i';
 
 /**
+ * The steps of an adapter's area: its own tests (the others skipped by name, case-sensitive: suites
+ * are named after their adapter), edge cases first, the full table of answers last.
+ */
+function adapterSteps(skip, first) {
+  return [
+    {
+      files: [
+        ...first, `${GUARD_TEST}/adapter-edges.test.ts`, `${GUARD_TEST}/probes.test.ts`,
+        `${GUARD_TEST}/dispatch-and-numbers.test.ts`,
+      ],
+      skip,
+    },
+    { files: [`${GUARD_TEST}/attacks.test.ts`, `${GUARD_TEST}/behaviour.test.ts`], skip },
+    { files: [`${GUARD_TEST}/every-answer.test.ts`], skip },
+  ];
+}
+
+/**
  * @typedef {{ files: string[], pattern?: string, skip?: string }} Step
  * @typedef {{ mutate: string[], steps: Step[] }} Area
  * @type {Record<string, Area>}
@@ -55,7 +73,10 @@ export const AREAS = {
           `${IDENTITY}/server-identity.test.ts`, `${GUARD}/steps/transport.test.ts`,
         ],
       },
-      { files: [`${GUARD_TEST}/svid-rules.test.ts`, `${GUARD_TEST}/behaviour.test.ts`, `${GUARD_TEST}/probes.test.ts`], skip: HTTP_ONLY },
+      {
+        files: [`${GUARD_TEST}/svid-rules.test.ts`, `${GUARD_TEST}/behaviour.test.ts`, `${GUARD_TEST}/probes.test.ts`],
+        skip: HTTP_ONLY,
+      },
       { files: [`${GUARD_TEST}/attacks.test.ts`], pattern: 'transport', skip: HTTP_ONLY },
     ],
   },
@@ -82,7 +103,11 @@ export const AREAS = {
     steps: [
       { files: [`${GUARD}/steps/txn-token.test.ts`, `${GUARD}/strict-json.test.ts`, `${GUARD}/revocations.test.ts`] },
       { files: [`${GUARD_TEST}/behaviour.test.ts`, `${GUARD_TEST}/dispatch-and-numbers.test.ts`], skip: HTTP_ONLY },
-      { files: [`${GUARD_TEST}/attacks.test.ts`, `${GUARD_TEST}/scanner-attacks.test.ts`], pattern: 'Txn-Token|input|txn\\.', skip: HTTP_ONLY },
+      {
+        files: [`${GUARD_TEST}/attacks.test.ts`, `${GUARD_TEST}/scanner-attacks.test.ts`],
+        pattern: 'Txn-Token|input|txn\\.',
+        skip: HTTP_ONLY,
+      },
     ],
   },
   // Deny by default, the decision memo, dry run, probes, a scan's token replayed, and the refusal
@@ -100,7 +125,14 @@ export const AREAS = {
       `${GUARD}/steps/authorize.ts:89-94`,
     ],
     steps: [
-      { files: [`${GUARD_TEST}/behaviour.test.ts`, `${GUARD_TEST}/probes.test.ts`, `${GUARD_TEST}/object-level.test.ts`], skip: HTTP_ONLY },
+      { files: [`${GUARD}/pipeline.test.ts`] },
+      {
+        files: [
+          `${GUARD_TEST}/behaviour.test.ts`, `${GUARD_TEST}/probes.test.ts`, `${GUARD_TEST}/object-level.test.ts`,
+          `${GUARD_TEST}/decision-edges.test.ts`,
+        ],
+        skip: HTTP_ONLY,
+      },
       {
         files: [
           `${GUARD_TEST}/attacks.test.ts`, `${GUARD_TEST}/hot-swap.test.ts`, `${GUARD_TEST}/scanner-attacks.test.ts`,
@@ -112,20 +144,26 @@ export const AREAS = {
     ],
   },
   // The refusal path of each adapter: every request decided, nothing after a refusal reaches a handler.
-  adapters: {
+  // One area per adapter, each with that adapter's tests only.
+  fastify: {
     mutate: [
-      `${GUARD}/adapters/inbound.ts:19-45`, // 46-49, 58, 63-65: logging
-      `${GUARD}/adapters/inbound.ts:50-57`,
-      `${GUARD}/adapters/inbound.ts:59-61`,
-      `${GUARD}/adapters/inbound.ts:71-99`,
-      `${GUARD}/adapters/node-http.ts:29-65`,
+      `${GUARD}/adapters/fastify.ts:103-106`, // 108-122: registration checks; 146-206: parsers, schemas, routes
+      `${GUARD}/adapters/fastify.ts:125-144`,
+      `${GUARD}/adapters/fastify.ts:207-217`,
+      `${GUARD}/adapters/fastify.ts:229-305`,
+    ],
+    steps: adapterSteps(/* skip */ 'express|Express|http', [`${GUARD}/adapters/fastify.test.ts`]),
+  },
+  express: {
+    mutate: [
       `${GUARD}/adapters/express.ts:61-81`,
       `${GUARD}/adapters/express.ts:91-96`, // 97, 101-109: the warning of a late mount
       `${GUARD}/adapters/express.ts:98-99`,
       `${GUARD}/adapters/express.ts:116`, // 117-119: the words of a mis-mount
       `${GUARD}/adapters/express.ts:120-153`,
-      `${GUARD}/adapters/express-dispatch.ts:105-112`, // 113-117, 133-145, 149-155: the words of a mismatch
-      `${GUARD}/adapters/express-dispatch.ts:118-130`, // 131: the served route, only ever shown
+      // 185-226: the walk that finds a route's templates; 113-117, 131, 133-145, 149-155: words of a mismatch
+      `${GUARD}/adapters/express-dispatch.ts:105-112`,
+      `${GUARD}/adapters/express-dispatch.ts:118-130`,
       `${GUARD}/adapters/express-dispatch.ts:132`,
       `${GUARD}/adapters/express-dispatch.ts:146-148`,
       `${GUARD}/adapters/express-dispatch.ts:156-162`, // 163-165, 170-174, 181: detail and log
@@ -133,21 +171,19 @@ export const AREAS = {
       `${GUARD}/adapters/express-dispatch.ts:175-180`,
       `${GUARD}/adapters/express-dispatch.ts:182-183`,
       `${GUARD}/adapters/express-dispatch.ts:228-237`,
-      `${GUARD}/adapters/fastify.ts:103-106`,
-      `${GUARD}/adapters/fastify.ts:125-144`,
-      `${GUARD}/adapters/fastify.ts:207-217`,
-      `${GUARD}/adapters/fastify.ts:229-305`,
     ],
-    steps: [
-      {
-        files: [
-          `${GUARD}/adapters/fastify.test.ts`, `${GUARD_TEST}/adapter-edges.test.ts`, `${GUARD_TEST}/probes.test.ts`,
-          `${GUARD_TEST}/dispatch-and-numbers.test.ts`,
-        ],
-      },
-      { files: [`${GUARD_TEST}/attacks.test.ts`, `${GUARD_TEST}/behaviour.test.ts`] },
-      { files: [`${GUARD_TEST}/every-answer.test.ts`] },
+    steps: adapterSteps('fastify|Fastify|http', []),
+  },
+  // inbound.ts is shared by Express and node:http; node:http is its thinnest user.
+  http: {
+    mutate: [
+      `${GUARD}/adapters/inbound.ts:19-45`, // 46-49, 58, 63-65: logging
+      `${GUARD}/adapters/inbound.ts:50-57`,
+      `${GUARD}/adapters/inbound.ts:59-61`,
+      `${GUARD}/adapters/inbound.ts:71-99`,
+      `${GUARD}/adapters/node-http.ts:29-65`,
     ],
+    steps: adapterSteps('fastify|Fastify|express|Express', [`${GUARD_TEST}/decision-edges.test.ts`]),
   },
 };
 
@@ -156,21 +192,21 @@ export const AREAS = {
  * matches stops the run: read its ranges again, then write its new hash here.
  */
 export const PINNED = {
-  'packages/identity/src/spiffe-id.ts': '',
-  'packages/identity/src/x509-svid.ts': '',
-  'packages/identity/src/tls-peer.ts': '',
-  'packages/guard/src/steps/transport.ts': '',
-  'packages/guard/src/steps/txn-token.ts': '',
-  'packages/guard/src/steps/txn-claims.ts': '',
-  'packages/guard/src/revocations.ts': '',
-  'packages/guard/src/strict-json.ts': '',
-  'packages/guard/src/pipeline.ts': '',
-  'packages/guard/src/steps/authorize.ts': '',
-  'packages/guard/src/adapters/inbound.ts': '',
-  'packages/guard/src/adapters/node-http.ts': '',
-  'packages/guard/src/adapters/express.ts': '',
-  'packages/guard/src/adapters/express-dispatch.ts': '',
-  'packages/guard/src/adapters/fastify.ts': '',
+  'packages/identity/src/spiffe-id.ts': '83cc94777f8d092dd08d1cc2fa6edea0253142d87809c5a87cefe37bfad1288f',
+  'packages/identity/src/x509-svid.ts': 'df0638ea1f55fa89c09a2b400af1ca707cbb3b6018e97fc3e3ddaeb90f6a40af',
+  'packages/identity/src/tls-peer.ts': 'c329501a6f6adabb850229ae345b36ad452990355fb87b2e0b2cb0e37b503f54',
+  'packages/guard/src/steps/transport.ts': 'c47da412aa72e474787f52b83613057e85674b055d457240f91f2bed91f98f7a',
+  'packages/guard/src/steps/txn-token.ts': 'aaf87786bcb3d45c3cb055472eb46741ce9eb821594605d88a1363dd383b6577',
+  'packages/guard/src/steps/txn-claims.ts': '003ee962f2b00c3f8d2656177db7ce00f709233aa914667d8028e3c406ef01bb',
+  'packages/guard/src/revocations.ts': '49cff38924da0212a37196c47e8ea82fb7ff8e199d904413095deef84e117211',
+  'packages/guard/src/strict-json.ts': '7ce7a92a189d3b2e1724d83607499428a4e67ed2b50d9b7a86406e90241e9fad',
+  'packages/guard/src/pipeline.ts': 'cc2181d020eea20bd91aa4e89e5c60bc1484636bc211a4a5d4bb407a38782c77',
+  'packages/guard/src/steps/authorize.ts': '6e0dde95791a8e51c1a2b169b342ccb849543e45f22733a447ff743ac3934add',
+  'packages/guard/src/adapters/inbound.ts': '9d9ec852158b3af6eb4edae49b26f65b34cc3705336b2beb8d512b0ead1e1290',
+  'packages/guard/src/adapters/node-http.ts': '3b18051200c2c21e588a37b31daae875d96f601b7c217b68818fc31a314fca55',
+  'packages/guard/src/adapters/express.ts': 'b2e217cc70f237a1a5ad767abea096788a31d2f06ef30a574048ab720fb053ea',
+  'packages/guard/src/adapters/express-dispatch.ts': 'f1ed1c6f14f4e5516779e68cdbc75a9960b4a30714b6025e4ac7240a6b129dc6',
+  'packages/guard/src/adapters/fastify.ts': '8252156951fdf9cec66242e5a27801fcd22592883aa9a99fd0250c7d85e14227',
 };
 
 /** The files of `mutate` whose content is not the pinned one. */
@@ -197,12 +233,14 @@ function command(steps) {
 const areaName = process.env.LOCKSTEP_MUTATION_AREA ?? '';
 const area = AREAS[areaName];
 if (area === undefined) {
-  throw new Error(`set LOCKSTEP_MUTATION_AREA to one of ${Object.keys(AREAS).join(', ')}; got ${JSON.stringify(areaName)}`);
+  const known = Object.keys(AREAS).join(', ');
+  throw new Error(`set LOCKSTEP_MUTATION_AREA to one of ${known}; got ${JSON.stringify(areaName)}`);
 }
 const drifted = driftedFiles(area.mutate);
 if (drifted.length > 0 && process.env.LOCKSTEP_MUTATION_ALLOW_DRIFT !== '1') {
   throw new Error(`changed since their line ranges were chosen: ${drifted.join(', ')}. Check their ranges in `
-    + 'tools/mutation/stryker.config.mjs, then update their hashes in PINNED (or run with LOCKSTEP_MUTATION_ALLOW_DRIFT=1)');
+    + 'tools/mutation/stryker.config.mjs, then update their hashes in PINNED '
+    + '(or run with LOCKSTEP_MUTATION_ALLOW_DRIFT=1)');
 }
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */

@@ -33,6 +33,7 @@ describe('Revocations.add', () => {
         /^TypeError: a revocation needs a non-empty string value$/, String(value));
     }
     assert.equal(heard, 0);
-    assert.deepEqual([revocations.sub.size, revocations.txn.size, revocations.spiffeId.size, revocations.kid.size], [0, 0, 0, 0]);
+    const { sub, txn, spiffeId, kid } = revocations;
+    assert.deepEqual([sub.size, txn.size, spiffeId.size, kid.size], [0, 0, 0, 0]);
   });
 });

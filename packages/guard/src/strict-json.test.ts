@@ -190,7 +190,8 @@ describe('parseStrictJson: numbers JavaScript cannot hold (RFC 7493 §2.2)', () 
 // Found missing by the mutation run (docs/mutation.md).
 describe('parseStrictJson: the edges of the one pass', () => {
   const refuses = (input: string, problem: StrictJsonProblem) =>
-    assert.throws(() => parseStrictJson(input), (error: unknown) => error instanceof StrictJsonError && error.problem === problem,
+    assert.throws(() => parseStrictJson(input),
+      (error: unknown) => error instanceof StrictJsonError && error.problem === problem,
       `${input.slice(0, 60)} → ${problem}`);
 
   it('still finds a duplicate key after an array closes in the same object', () => {

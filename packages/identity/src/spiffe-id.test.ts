@@ -227,7 +227,7 @@ describe('edges', () => {
   const notStrings: unknown[] = [undefined, null, 42, ['spiffe://shop.test/svc/orders'], ['shop.test'],
     { toString: () => 'spiffe://shop.test/svc/orders' }];
 
-  it('answers null / false for a value that is not a string (a JavaScript caller, a parsed header), never throws', () => {
+  it('answers null / false for a value that is not a string (a JavaScript caller), and never throws', () => {
     for (const value of notStrings) {
       assert.equal(parseSpiffeId(value as string), null, String(value));
       assert.equal(isValidTrustDomain(value as string), false, String(value));

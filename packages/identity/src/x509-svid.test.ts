@@ -120,7 +120,8 @@ describe('readX509Svid', () => {
 
   it('refuses a second basicConstraints or subjectAltName extension, like a second key usage', async () => {
     const secondCa = new x509.BasicConstraintsExtension(false, undefined, true);
-    const secondSan = new x509.SubjectAlternativeNameExtension([{ type: 'url', value: 'spiffe://shop.test/svc/x' }], true);
+    const secondUri = [{ type: 'url', value: 'spiffe://shop.test/svc/x' }] as const;
+    const secondSan = new x509.SubjectAlternativeNameExtension([...secondUri], true);
     for (const extra of [secondCa, secondSan]) {
       refusedWith((await issueLeaf(signer, { extra: [extra] })).der, 'SVID_UNPARSABLE', /more than once/);
     }

@@ -60,7 +60,8 @@ async function tlsServerSocket(client: IssuedCert): Promise<TLSSocket> {
 describe('transport step: per request, on an open connection', () => {
   it('refuses a certificate from the millisecond its notAfter is reached, on a connection opened before', async () => {
     const clock = { ms: Date.now() };
-    const step = createTransportStep({ trustDomain: TRUST_DOMAIN, isRevokedSpiffeId: () => false, now: () => clock.ms });
+    const now = () => clock.ms;
+    const step = createTransportStep({ trustDomain: TRUST_DOMAIN, isRevokedSpiffeId: () => false, now });
     const socket = await tlsServerSocket(await ca.issueSvid({ service: 'gateway' }));
     const { notAfterMs, spiffeId } = step.identify(socket);
     assert.equal(spiffeId, `spiffe://${TRUST_DOMAIN}/svc/gateway`);

@@ -323,7 +323,7 @@ describe('createTxnTokenStep: the edges of each rule', () => {
     assert.equal(step.stats().verified, 0);
   });
 
-  it('refuses what jose rejects for another reason than the signature as invalid (a signature that is not base64url)', async () => {
+  it('refuses as invalid what jose rejects for another reason than the signature (bad base64url)', async () => {
     const { step } = harness();
     const token = await minter.mint();
     await assertRefused(() => verify(step, `${token}AAA`), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', /^JWS rejected: /);
@@ -347,41 +347,50 @@ describe('createTxnTokenStep: the edges of each rule', () => {
     await assertRefused(() => step.verify('a,b', raw), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
   });
 
-  it('holds exp to the skew: accepted up to 30 s after exp, expired from then on; a near exp is not expired', async () => {
+  it('holds exp to the skew: accepted up to 30 s after exp, expired from then on; a near exp is fine', async () => {
     const { step, now } = atSecond();
     const timed = (exp: number) => minter.mint({ iat: exp - 60, exp });
-    for (const exp of [now - SKEW_SECONDS + 1, now + 5]) assert.equal((await verify(step, await timed(exp))).claims.exp, exp);
+    for (const exp of [now - SKEW_SECONDS + 1, now + 5]) {
+      assert.equal((await verify(step, await timed(exp))).claims.exp, exp);
+    }
     await assertRefused(async () => verify(step, await timed(now - SKEW_SECONDS)), 'LOCKSTEP_ERR_TXN_TOKEN_EXPIRED');
   });
 
-  it('holds iat and nbf to the skew: up to 30 s in the future accepted, later refused; a past nbf is fine', async () => {
+  it('holds iat and nbf to the skew: up to 30 s ahead accepted, later refused; a past nbf is fine', async () => {
     const { step, now } = atSecond();
-    const at = (iat: number, nbf?: number) => minter.mint({ iat, exp: iat + 60, ...(nbf === undefined ? {} : { nbf }) });
+    const at = (iat: number, nbf?: number) => {
+      return minter.mint({ iat, exp: iat + 60, ...(nbf === undefined ? {} : { nbf }) });
+    };
     assert.ok(await verify(step, await at(now + SKEW_SECONDS)));
     await assertClaimsRefused(step, at(now + SKEW_SECONDS + 1), /^iat is in the future$/);
-    for (const nbf of [now - 120, now, now + SKEW_SECONDS]) assert.equal((await verify(step, await at(now, nbf))).claims.nbf, nbf);
+    for (const nbf of [now - 120, now, now + SKEW_SECONDS]) {
+      assert.equal((await verify(step, await at(now, nbf))).claims.nbf, nbf);
+    }
     await assertClaimsRefused(step, at(now, now + SKEW_SECONDS + 1), /^nbf is in the future$/);
   });
 
   it('takes a chain of exactly 8 replacements (the cap), not 9', async () => {
     const { step } = harness();
-    const chain = (length: number) => minter.mint({ req_wl: ORDERS, req_wl_chain: Array.from({ length }, () => GATEWAY) });
+    const chain = (length: number) => {
+      return minter.mint({ req_wl: ORDERS, req_wl_chain: Array.from({ length }, () => GATEWAY) });
+    };
     assert.equal((await verify(step, await chain(8))).claims.req_wl_chain?.length, 8);
     await assertClaimsRefused(step, chain(9), /^req_wl_chain has 9 links/);
   });
 
-  it('accepts a token without tctx or with a partial rctx (RECOMMENDED, not REQUIRED), and a null unknown claim', async () => {
+  it('accepts a token without tctx, with a partial rctx (RECOMMENDED only), or a null unknown claim', async () => {
     const { step } = harness();
     const bare = await verify(step, await minter.mint({}, { omit: ['tctx'] }));
     assert.deepEqual([bare.roles, bare.tenant, bare.claims.tctx], [[], undefined, undefined]);
     for (const rctx of [{}, { req_ip: '127.0.0.1' }, { authn: 'pwd' }]) {
       assert.deepEqual({ ...(await verify(step, await minter.mint({ rctx } as never))).claims.rctx }, rctx);
     }
-    const extra = await verify(step, await minter.mint({ ext: null, tctx: { roles: ['customer'], note: null } } as never));
+    const nulls = { ext: null, tctx: { roles: ['customer'], note: null } };
+    const extra = await verify(step, await minter.mint(nulls as never));
     assert.equal(extra.claims.ext, null);
   });
 
-  it('refuses tctx or rctx that are null, a control character in an array or a key, and arrays nested too deep', async () => {
+  it('refuses a null tctx or rctx, a control character in an array or a key, and arrays nested too deep', async () => {
     const { step } = harness();
     const deep = (levels: number): unknown => (levels === 0 ? 'x' : [deep(levels - 1)]);
     const cases: [Record<string, unknown>, RegExp][] = [
