@@ -204,6 +204,12 @@ describe('parseStrictJson: the edges of the one pass', () => {
     assert.deepEqual(parseStrictJson('{"tags":["x","x","x"]}'), { tags: ['x', 'x', 'x'] });
   });
 
+  it('reads a number token whole: a long fraction is exact enough, a fraction with an exponent is checked', () => {
+    const text = '[0.12345678901234567,-0.98765432109876543,0.5]';
+    assert.deepEqual(parseStrictJson(text), JSON.parse(text));
+    refuses('{"id":1234567890123.4567e4}', 'number-range');
+  });
+
   it('refuses a string that is only a raw DEL, or only a raw lone low surrogate (text input)', () => {
     refuses('{"a":"\u007f"}', 'control-character');
     refuses('{"a":"\udfff"}', 'lone-surrogate');
