@@ -214,4 +214,27 @@ describe('parseStrictJson: the edges of the one pass', () => {
     refuses('{"a":"\u007f"}', 'control-character');
     refuses('{"a":"\udfff"}', 'lone-surrogate');
   });
+
+  it('names a refused number as it was sent: with its minus sign, without the whitespace before it', () => {
+    const cases: Array<[string, string]> = [
+      ['[-1e400]', '-1e400'], ['{"id": -9007199254740992}', '-9007199254740992'], ['[\n\t1e400 ]', '1e400'],
+    ];
+    for (const [text, token] of cases) {
+      assert.throws(() => parseStrictJson(text),
+        (error: unknown) => error instanceof StrictJsonError && error.problem === 'number-range'
+          && error.message.startsWith(`number ${token} cannot be held exactly`),
+        text);
+    }
+  });
+
+  // Found by the mutation run: the fast path took every number without an exponent and with at most
+  // 15 integer digits, so a long fraction that rounds to 0 came through as 0.
+  it('refuses a fraction written out so long that it rounds to 0, and keeps the smallest one that does not', () => {
+    refuses(`[0.${'0'.repeat(400)}1]`, 'number-range');
+    refuses(`{"amount":-0.${'0'.repeat(323)}2}`, 'number-range');
+    const smallest = `0.${'0'.repeat(323)}5`; // 5e-324, the smallest double above 0
+    assert.deepEqual(parseStrictJson(`[${smallest}]`), [5e-324]);
+    const long = `1.${'0'.repeat(400)}`;
+    assert.deepEqual(parseStrictJson(`{"amount":${long}}`), { amount: 1 });
+  });
 });

@@ -172,13 +172,19 @@ function isNumberCharacter(c: number): boolean {
 
 /** Beyond ±(2^53−1) an integer is no longer exact in a double (RFC 7493 §2.2, I-JSON). */
 const SAFE_DIGITS = 15;
+/**
+ * Without an exponent, a non-zero value rounds to 0 only below about 2.5e-324, which takes at least
+ * 324 digits behind the point (`0.` + 323 zeros + `2`): a token of at most this length cannot.
+ */
+const SHORT_NUMBER = 300;
 
 /**
  * A number token (JSON.parse accepted it) that JavaScript cannot hold as written is refused rather
  * than handed on rounded (RFC 7493 §2.2): not finite (`1e400` becomes Infinity), beyond ±(2^53−1)
  * (`90071992547409931` becomes 90071992547409940; every double that large is an integer, so this
  * also covers `9.1e16` and `1e300`), or a non-zero value that underflows to 0 (`1e-400`). Tokens of
- * at most 15 integer digits without an exponent — nearly all — are never converted.
+ * at most 15 integer digits without an exponent and at most 300 characters — nearly all — are
+ * never converted.
  */
 function checkNumber(text: string, start: number, end: number): StrictJsonError | null {
   const first = text.charCodeAt(start) === 0x2d ? start + 1 : start;
@@ -191,7 +197,7 @@ function checkNumber(text: string, start: number, end: number): StrictJsonError 
     else if (c === 0x2e) fraction = true;
     else if (!fraction) integerDigits++;
   }
-  if (!exponent && integerDigits <= SAFE_DIGITS) return null;
+  if (!exponent && integerDigits <= SAFE_DIGITS && end - start <= SHORT_NUMBER) return null;
   const token = text.slice(start, end);
   const value = Number(token);
   const underflow = value === 0 && /[1-9]/.test(token.split(/[eE]/, 1)[0] ?? '');
