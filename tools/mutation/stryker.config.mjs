@@ -130,7 +130,7 @@ export const AREAS = {
       `${GUARD}/steps/authorize.ts:89-94`,
     ],
     steps: [
-      { files: [`${GUARD}/pipeline.test.ts`] },
+      { files: [`${GUARD}/steps/authorize.test.ts`, `${GUARD}/pipeline.test.ts`] },
       {
         files: [
           `${GUARD_TEST}/behaviour.test.ts`, `${GUARD_TEST}/probes.test.ts`, `${GUARD_TEST}/object-level.test.ts`,
