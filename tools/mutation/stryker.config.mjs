@@ -152,6 +152,7 @@ export const AREAS = {
   // One area per adapter, each with that adapter's tests only.
   fastify: {
     mutate: [
+      `${GUARD}/adapters/inbound.ts:34-39`, // refusalFor: its default `close` is reached from Fastify only
       `${GUARD}/adapters/fastify.ts:103-106`, // 108-122: registration checks; 146-206: parsers, schemas, routes
       `${GUARD}/adapters/fastify.ts:125-144`,
       `${GUARD}/adapters/fastify.ts:207-217`,
@@ -188,7 +189,9 @@ export const AREAS = {
       `${GUARD}/adapters/inbound.ts:71-99`,
       `${GUARD}/adapters/node-http.ts:29-65`,
     ],
-    steps: adapterSteps('fastify|Fastify|express|Express', [`${GUARD_TEST}/decision-edges.test.ts`]),
+    steps: adapterSteps('fastify|Fastify|express|Express', [
+      `${GUARD_TEST}/http-adapter-faults.test.ts`, `${GUARD_TEST}/decision-edges.test.ts`,
+    ]),
   },
 };
 
