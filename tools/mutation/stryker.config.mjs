@@ -152,21 +152,23 @@ export const AREAS = {
   // One area per adapter, each with that adapter's tests only.
   fastify: {
     mutate: [
-      `${GUARD}/adapters/inbound.ts:34-39`, // refusalFor: its default `close` is reached from Fastify only
-      `${GUARD}/adapters/fastify.ts:103-106`, // 108-122: registration checks; 146-206: parsers, schemas, routes
-      `${GUARD}/adapters/fastify.ts:125-144`,
-      `${GUARD}/adapters/fastify.ts:207-217`,
-      `${GUARD}/adapters/fastify.ts:229-305`,
+      `${GUARD}/adapters/inbound.ts:34-39`, // refusalFor: whether a refusal (Fastify's too) closes the connection
+      `${GUARD}/adapters/fastify.ts:105-108`, // 110-124: registration checks; 149-209: parsers, schemas, routes
+      `${GUARD}/adapters/fastify.ts:127-147`,
+      `${GUARD}/adapters/fastify.ts:210-220`,
+      `${GUARD}/adapters/fastify.ts:232-298`,
     ],
-    steps: adapterSteps(/* skip */ 'express|Express|http', [`${GUARD}/adapters/fastify.test.ts`]),
+    steps: adapterSteps(/* skip */ 'express|Express|http', [
+      `${GUARD}/adapters/fastify.test.ts`, `${GUARD_TEST}/fastify-adapter-faults.test.ts`,
+    ]),
   },
   express: {
     mutate: [
-      `${GUARD}/adapters/express.ts:61-81`,
-      `${GUARD}/adapters/express.ts:91-96`, // 97, 101-109: the warning of a late mount
-      `${GUARD}/adapters/express.ts:98-99`,
-      `${GUARD}/adapters/express.ts:116-116`, // 117-119: the words of a mis-mount
-      `${GUARD}/adapters/express.ts:120-153`,
+      `${GUARD}/adapters/express.ts:61-96`,
+      `${GUARD}/adapters/express.ts:106-111`, // 112, 116-124: the warning of a late mount
+      `${GUARD}/adapters/express.ts:113-114`,
+      `${GUARD}/adapters/express.ts:131-131`, // 132-134: the words of a mis-mount
+      `${GUARD}/adapters/express.ts:135-169`,
       // 185-226: the walk that finds a route's templates; 113-117, 131, 133-145, 149-155: words of a mismatch
       `${GUARD}/adapters/express-dispatch.ts:105-112`,
       `${GUARD}/adapters/express-dispatch.ts:118-130`,
@@ -178,7 +180,7 @@ export const AREAS = {
       `${GUARD}/adapters/express-dispatch.ts:182-183`,
       `${GUARD}/adapters/express-dispatch.ts:228-237`,
     ],
-    steps: adapterSteps('fastify|Fastify|http', []),
+    steps: adapterSteps('fastify|Fastify|http', [`${GUARD_TEST}/express-adapter-faults.test.ts`]),
   },
   // inbound.ts is shared by Express and node:http; node:http is its thinnest user.
   http: {
@@ -196,8 +198,9 @@ export const AREAS = {
 };
 
 /**
- * SHA-256 of each mutated file when its ranges were chosen (commit 293db52; strict-json.ts as fixed after the second run). A file that no longer
- * matches stops the run: read its ranges again, then write its new hash here.
+ * SHA-256 of each mutated file when its ranges were chosen (commit 293db52; strict-json.ts as fixed after
+ * the second run; the adapters as changed for the survivors of the fastify and express runs). A file that
+ * no longer matches stops the run: read its ranges again, then write its new hash here.
  */
 export const PINNED = {
   'packages/identity/src/spiffe-id.ts': '83cc94777f8d092dd08d1cc2fa6edea0253142d87809c5a87cefe37bfad1288f',
@@ -210,11 +213,11 @@ export const PINNED = {
   'packages/guard/src/strict-json.ts': '7a4a9f845dbcace614427bf0e92e6d6f4f3f1eae371f79b723d2c5521c648dec',
   'packages/guard/src/pipeline.ts': 'cc2181d020eea20bd91aa4e89e5c60bc1484636bc211a4a5d4bb407a38782c77',
   'packages/guard/src/steps/authorize.ts': '6e0dde95791a8e51c1a2b169b342ccb849543e45f22733a447ff743ac3934add',
-  'packages/guard/src/adapters/inbound.ts': '9d9ec852158b3af6eb4edae49b26f65b34cc3705336b2beb8d512b0ead1e1290',
+  'packages/guard/src/adapters/inbound.ts': '33a53940a27e5f309fec3ca57336903a17f2708fee34b6dad7746bce324b26b1',
   'packages/guard/src/adapters/node-http.ts': '3b18051200c2c21e588a37b31daae875d96f601b7c217b68818fc31a314fca55',
-  'packages/guard/src/adapters/express.ts': 'b2e217cc70f237a1a5ad767abea096788a31d2f06ef30a574048ab720fb053ea',
+  'packages/guard/src/adapters/express.ts': 'c473fc83c2ccd832b46704d3e5246b850cac317a12906ac9b282d5f5d2bd7214',
   'packages/guard/src/adapters/express-dispatch.ts': 'f1ed1c6f14f4e5516779e68cdbc75a9960b4a30714b6025e4ac7240a6b129dc6',
-  'packages/guard/src/adapters/fastify.ts': '8252156951fdf9cec66242e5a27801fcd22592883aa9a99fd0250c7d85e14227',
+  'packages/guard/src/adapters/fastify.ts': '298e75a0b6fc3baca1cdec8f755838a98451b8e0d228804c8cf7683a25f0ef79',
 };
 
 /** The files of `mutate` whose content is not the pinned one. */

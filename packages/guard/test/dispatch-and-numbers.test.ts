@@ -1,7 +1,9 @@
 /**
  * Express dispatch, numbers and the remaining doors, each over real mTLS:
  * - Express runs the route the guard decided, or none (table order ≠ registration order, a method
- *   or URL rewritten after the guard, sub-routers, non-string paths);
+ *   or URL rewritten after the guard, the app's own HEAD handlers, sub-routers, non-string paths,
+ *   req.route set by the app);
+ * - the Express table is matched with the app's routing settings, and a wildcard param is one path;
  * - Express mounted under a prefix refuses to serve instead of guarding part of the app;
  * - bodies with numbers JavaScript cannot hold are refused on every adapter (and Fastify's coerced
  *   query strings cannot make Infinity either);
@@ -14,17 +16,17 @@ import assert from 'node:assert/strict';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { rawTlsRequest } from '@lockstep/testkit';
-import { currentAdmission, type Guard, type GuardLogger } from '../src/index.ts';
+import { currentAdmission, GuardError, type Guard, type GuardLogger } from '../src/index.ts';
 import type { Admission } from '../src/pipeline.ts';
 import { lockstep } from '../src/adapters/fastify.ts';
 import { lockstepExpress } from '../src/adapters/express.ts';
 import { lockstepHttp } from '../src/adapters/node-http.ts';
 import {
-  adapters, expectRefused, guardFor, recordDecisions, startOrders, TRUST_DOMAIN, world,
+  adapters, expectRefused, guardFor, parseRawAnswer, recordDecisions, settle, startOrders, TRUST_DOMAIN, world,
   type DecisionRecorder, type HandlerCall, type Observed, type World,
 } from './fixture.ts';
 
@@ -223,10 +225,141 @@ describe('Express runs the route the guard decided, or none', () => {
     await client.close();
   });
 
+  it('serves a request whose URL a middleware rewrote to other params, when the route has no owner rule', async () => {
+    // Only an owner rule makes the params part of the decision: GET /orders/:id was decided for any id.
+    const guard = await guardFor(w);
+    const observed = watched();
+    const client = w.client(w.svids.gateway);
+    await withExpress(guard, (app) => {
+      app.use(lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
+      app.use((request, _response, next) => {
+        if (request.url === '/orders/7') request.url = '/orders/8';
+        next();
+      });
+      app.get('/orders/:id', (request, response) => {
+        observed.note(`read ${request.params.id}`);
+        response.json({ id: request.params.id });
+      });
+    }, async (url) => {
+      const read = await client.request(`${url}/orders/7`, { headers: { 'txn-token': await w.customerToken() } });
+      assert.equal(read.status, 200, read.text);
+      assert.deepEqual(read.json(), { id: '8' });
+      assert.deepEqual(observed.calls.map((call) => call.method), ['read 8']);
+    });
+    await client.close();
+  });
+
+  it('refuses a request whose method a middleware rewrote to HEAD: the GET route is not the POST decided', async () => {
+    const guard = await guardFor(w);
+    const observed = watched();
+    await withExpress(guard, (app) => {
+      app.use(lockstepExpress(guard, {
+        'POST /orders/:id': { action: 'orders:create' }, // customers may
+        'GET /orders/:id': { action: 'orders:delete' }, // admins only
+      }));
+      app.use((request, _response, next) => {
+        if (request.headers['x-method-override'] === 'HEAD') request.method = 'HEAD';
+        next();
+      });
+      // Express serves HEAD with the GET route.
+      app.get('/orders/:id', (request, response) => {
+        observed.note(`read ${request.params.id}`);
+        response.json({ id: request.params.id });
+      });
+    }, async (url) => {
+      // Read raw, on a connection the server closes: the answer to a request rewritten to HEAD has no
+      // body, whatever its content-length says.
+      const lines = [
+        'POST /orders/7 HTTP/1.1', 'host: orders.test', `txn-token: ${await w.customerToken()}`,
+        'x-method-override: HEAD', 'content-length: 0', 'connection: close',
+      ];
+      const raw = `${lines.join('\r\n')}\r\n\r\n`;
+      const { chainPem: certPem, keyPem } = w.svids.gateway;
+      const port = Number(new URL(url).port);
+      const result = await rawTlsRequest({ host: '127.0.0.1', port, caPem: w.ca.bundlePem, certPem, keyPem, raw });
+      assert.equal(typeof result, 'string', JSON.stringify(result));
+      const answer = parseRawAnswer(String(result));
+      assert.deepEqual([answer.status, answer.headers['lockstep-error']], [404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN']);
+      const events = eventsOf(String(answer.headers['lockstep-request-id']));
+      assert.deepEqual(events.map((event) => [event.decision, event.reason]), [
+        ['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_ROUTE_UNKNOWN'],
+      ]);
+      await settle();
+      assert.deepEqual(observed.calls, [], 'no handler ran');
+    });
+  });
+
+  it('refuses HEAD answered by a HEAD handler of the app when the table declares only GET for it', async () => {
+    const guard = await guardFor(w);
+    const observed = watched();
+    const client = w.client(w.svids.gateway);
+    await withExpress(guard, (app) => {
+      app.use(lockstepExpress(guard, {
+        'GET /orders/:id': { action: 'orders:read' },
+        'GET /items/:id': { action: 'orders:read' },
+        'HEAD /items/:id': { action: 'orders:read' },
+      }));
+      const note = (what: string) => (_request: Request, response: Response) => {
+        observed.note(what);
+        response.json({});
+      };
+      app.head('/orders/:id', note('head order'));
+      app.get('/orders/:id', note('read order'));
+      app.head('/items/:id', note('head item'));
+    }, async (url) => {
+      const headers = { 'txn-token': await w.customerToken() };
+      const send = (method: 'GET' | 'HEAD', path: string) => () => client.request(`${url}${path}`, { method, headers });
+      const code = 'LOCKSTEP_ERR_ROUTE_UNKNOWN';
+      await expectRefused(observed, decisions, send('HEAD', '/orders/7'), 404, code, { head: true });
+      assert.equal((await send('GET', '/orders/7')()).status, 200);
+      assert.equal((await send('HEAD', '/items/7')()).status, 200, 'the fix: declare HEAD for the route');
+      assert.deepEqual(observed.calls.map((call) => call.method), ['read order', 'head item']);
+    });
+    await client.close();
+  });
+
+  it('still checks the route Express runs after a middleware set req.route itself (null, a string)', async () => {
+    const guard = await guardFor(w);
+    const observed = watched();
+    const client = w.client(w.svids.gateway);
+    await withExpress(guard, (app) => {
+      app.use(lockstepExpress(guard, {
+        'GET /orders/:id': { action: 'orders:read' },
+        'GET /orders/export': { action: 'orders:delete' },
+      }));
+      // App code that clears req.route, or puts a label there for its logs.
+      app.use((request, _response, next) => {
+        const value = request.headers['x-route'];
+        if (value === 'null') request.route = null;
+        if (value === 'label') request.route = 'orders';
+        next();
+      });
+      app.get('/orders/export', (_request, response) => {
+        observed.note('export');
+        response.json({ all: 'orders' });
+      });
+      app.get('/orders/:id', (request, response) => {
+        observed.note(`read ${request.params.id}`);
+        response.json({ id: request.params.id });
+      });
+    }, async (url) => {
+      const token = await w.customerToken();
+      for (const value of ['null', 'label']) {
+        const headers = { 'txn-token': token, 'x-route': value };
+        const read = await client.request(`${url}/orders/7`, { headers });
+        assert.equal(read.status, 200, `x-route: ${value}: ${read.text}`);
+        const exportOrders = () => client.request(`${url}/orders/export`, { headers });
+        await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
+      }
+      assert.deepEqual(observed.calls.map((call) => call.method), ['read 7', 'read 7']);
+    });
+    await client.close();
+  });
+
   it('checks routes of sub-routers with their mount paths, and a refusal there is the answer', async () => {
     const guard = await guardFor(w);
     const observed = watched();
-    let errorHandlerRan = false;
+    let handedToErrorHandler: unknown;
     const client = w.client(w.svids.gateway);
     await withExpress(guard, (app) => {
       app.set('env', 'test'); // Express's final handler would print the error handler's failure to write
@@ -258,8 +391,8 @@ describe('Express runs the route the guard decided, or none', () => {
         else response.status(404).send('<!DOCTYPE html><title>Not found</title>');
       });
       // Runs for the refused request (Express hands the error on) but cannot answer: the refusal is sent.
-      app.use((_error: unknown, _request: Request, response: Response, _next: NextFunction) => {
-        errorHandlerRan = true;
+      app.use((error: unknown, _request: Request, response: Response, _next: NextFunction) => {
+        handedToErrorHandler = error;
         response.status(500).send('<!DOCTYPE html><title>Error</title>');
       });
     }, async (url) => {
@@ -267,7 +400,9 @@ describe('Express runs the route the guard decided, or none', () => {
       const exportOrders = () => client.request(`${url}/api/orders/export`, { headers });
       const { answer } = await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
       assert.equal(answer.headers.connection, 'close', 'Express closes the connection after an error: said so');
-      assert.equal(errorHandlerRan, true);
+      // What an error handler logs: the guard's refusal, not a TypeError that looks like a bug of the app.
+      assert.ok(handedToErrorHandler instanceof GuardError, `the error handler got ${String(handedToErrorHandler)}`);
+      assert.deepEqual([handedToErrorHandler.code, handedToErrorHandler.status], ['LOCKSTEP_ERR_ROUTE_UNKNOWN', 404]);
       for (const path of ['/api/orders/7', '/API/orders/7']) {
         const read = await client.request(`${url}${path}`, { headers });
         assert.equal(read.status, 200, `${path}: ${read.text}`);
@@ -308,31 +443,166 @@ describe('Express runs the route the guard decided, or none', () => {
   });
 });
 
+describe('Express: the table is matched the way the app routes', () => {
+  const settings = [
+    { setting: 'case sensitive routing', unknown: '/ORDERS/7' },
+    { setting: 'strict routing', unknown: '/orders/7/' },
+  ];
+  for (const { setting, unknown } of settings) {
+    it(`with ${setting} enabled, ${unknown} is an unknown route (and /orders/7 is served)`, async () => {
+      const guard = await guardFor(w);
+      const observed = watched();
+      const client = w.client(w.svids.gateway);
+      await withExpress(guard, (app) => {
+        app.enable(setting);
+        app.use(lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
+        app.get('/orders/:id', (request, response) => {
+          observed.note(`read ${request.params.id}`);
+          response.json({ id: request.params.id });
+        });
+        // Where a request goes that Express's router matches to no route, were the guard to let it through.
+        app.use((_request, response) => {
+          observed.note('not found');
+          response.status(404).json({ app: 'not found' });
+        });
+      }, async (url) => {
+        const headers = { 'txn-token': await w.customerToken() };
+        const get = (path: string) => () => client.request(`${url}${path}`, { headers });
+        await expectRefused(observed, decisions, get(unknown), 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
+        const read = await get('/orders/7')();
+        assert.equal(read.status, 200, read.text);
+        assert.deepEqual(observed.calls.map((call) => call.method), ['read 7']);
+      });
+      await client.close();
+    });
+  }
+
+  it('gives the owner rule a wildcard param as the path it matched (a/b), and serves the route', async () => {
+    const guard = await guardFor(w);
+    const observed = watched();
+    const looked: unknown[] = [];
+    const client = w.client(w.svids.gateway);
+    await withExpress(guard, (app) => {
+      app.use(lockstepExpress(guard, {
+        'GET /files/*path': {
+          action: 'orders:read',
+          owner: (params) => {
+            looked.push({ ...params });
+            return 'alice';
+          },
+        },
+      }));
+      app.get('/files/*path', (request, response) => {
+        observed.note('file');
+        response.json({ path: request.params.path });
+      });
+    }, async (url) => {
+      const read = await client.request(`${url}/files/a/b`, { headers: { 'txn-token': await w.customerToken() } });
+      assert.equal(read.status, 200, read.text);
+      assert.deepEqual(read.json(), { path: ['a', 'b'] }, 'Express hands the handler the segments');
+      assert.deepEqual(looked, [{ path: 'a/b' }]);
+      assert.deepEqual(observed.calls.map((call) => call.method), ['file']);
+    });
+    await client.close();
+  });
+});
+
+const ORDERS_READ = { 'GET /orders/:id': { action: 'orders:read' } } as const;
+
+/** A sub-app guarded at its own root, serving `read` at GET /orders/:id. */
+function subApp(guard: Guard, read: RequestHandler): Express {
+  const api = express();
+  api.use(lockstepExpress(guard, ORDERS_READ));
+  api.get('/orders/:id', read);
+  return api;
+}
+
 describe('Express mounted under a prefix', () => {
-  it('refuses every request with 500, audited, and logs once how to mount it', async () => {
+  // How the app puts the guard under "/api". Mounting the app back into the sub-app throws (Express:
+  // "Cyclic __proto__ value"), but only after it set the app's parent: an app that catches that error
+  // has a cycle of parents, and the guard's climb to its root must still end.
+  const mounts: Array<[string, (app: Express, guard: Guard, api: RequestHandler) => void]> = [
+    ['as middleware under a prefix', (app, guard, read) => {
+      app.use('/api', lockstepExpress(guard, ORDERS_READ));
+      app.get('/api/orders/:id', read);
+    }],
+    ['in a sub-app under a prefix (the parent app is refused too)', (app, guard, read) => {
+      app.use('/api', subApp(guard, read));
+    }],
+    ['in a sub-app under a prefix, its parents in a cycle', (app, guard, read) => {
+      const api = subApp(guard, read);
+      app.use('/api', api);
+      assert.throws(() => api.use('/loop', app), /Cyclic/);
+    }],
+  ];
+  for (const [how, mount] of mounts) {
+    it(`${how}: refuses every request with 500, audited, and logs once how to mount it`, async () => {
+      const logger = recordingLogger();
+      const guard = await guardFor(w, { logger });
+      const observed = watched();
+      const client = w.client(w.svids.gateway);
+      await withExpress(guard, (app) => {
+        mount(app, guard, (_request, response) => {
+          observed.note('api read');
+          response.json({});
+        });
+        app.get('/admin/stats', (_request, response) => {
+          observed.note('admin');
+          response.json({ secret: true });
+        });
+      }, async (url) => {
+        const headers = { 'txn-token': await w.customerToken() };
+        for (const path of ['/api/orders/7', '/admin/stats', '/api/orders/8']) {
+          const get = () => client.request(`${url}${path}`, { headers });
+          await expectRefused(observed, decisions, get, 500, 'LOCKSTEP_ERR_INTERNAL');
+        }
+        const logged = logger.lines.filter((line) => line.includes('mounted under "/api"'));
+        assert.equal(logged.length, 1, logger.lines.join('\n'));
+        assert.match(logged[0] ?? '', /^error .*mount on the app root: app\.use\(lockstepExpress\(guard, routes\)\)/);
+      });
+      await client.close();
+    });
+  }
+
+  it('refuses the requests already inside the app when it finds itself mis-mounted, and logs once', async () => {
     const logger = recordingLogger();
     const guard = await guardFor(w, { logger });
     const observed = watched();
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use('/api', lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
-      app.get('/api/orders/:id', (_request, response) => {
+    let app: Express | undefined;
+    const released = Promise.withResolvers<void>();
+    const bothInside = Promise.withResolvers<void>();
+    let inside = 0;
+    await withExpress(guard, (built) => {
+      app = built;
+      // Holds the first two requests until both are inside the app.
+      built.use((_request, _response, next) => {
+        if (++inside === 2) bothInside.resolve();
+        void released.promise.then(() => next());
+      });
+      built.use('/api', lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
+      built.get('/api/orders/:id', (_request, response) => {
         observed.note('api read');
         response.json({});
       });
-      app.get('/admin/stats', (_request, response) => {
-        observed.note('admin');
-        response.json({ secret: true });
-      });
     }, async (url) => {
       const headers = { 'txn-token': await w.customerToken() };
-      for (const path of ['/api/orders/7', '/admin/stats', '/api/orders/8']) {
-        const get = () => client.request(`${url}${path}`, { headers });
-        await expectRefused(observed, decisions, get, 500, 'LOCKSTEP_ERR_INTERNAL');
+      const sent = ['/api/orders/7', '/api/orders/8'].map((path) => client.request(`${url}${path}`, { headers }));
+      await bothInside.promise;
+      released.resolve();
+      for (const answer of await Promise.all(sent)) {
+        const refusal = [answer.status, answer.headers['lockstep-error']];
+        assert.deepEqual(refusal, [500, 'LOCKSTEP_ERR_INTERNAL'], answer.text);
+        const events = eventsOf(String(answer.headers['lockstep-request-id']));
+        assert.deepEqual(events.map((event) => event.reason), ['LOCKSTEP_ERR_INTERNAL']);
       }
+      await settle();
+      assert.deepEqual(observed.calls, [], 'no handler ran');
       const logged = logger.lines.filter((line) => line.includes('mounted under "/api"'));
       assert.equal(logged.length, 1, logger.lines.join('\n'));
-      assert.match(logged[0] ?? '', /^error .*mount on the app root: app\.use\(lockstepExpress\(guard, routes\)\)/);
+      const refusing = app?.router.stack.filter((layer: { name?: string }) => layer.name === 'lockstepMisMounted');
+      assert.equal(refusing?.length, 1, 'one refusing layer, first in the app');
+      assert.equal(app?.router.stack[0]?.name, 'lockstepMisMounted');
     });
     await client.close();
   });

@@ -281,6 +281,23 @@ export function parseRawAnswer(raw: string): Answer {
   return { status, headers, text: split === -1 ? '' : raw.slice(split + 4) };
 }
 
+/** How long a test waits for an answer (or a closed connection) before it calls the request hung. */
+const PATIENCE_MS = 3000;
+
+/** `promise`, or a failure naming `what` when it has not settled within PATIENCE_MS. */
+export async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    const hung = new Error(`${what}: nothing within ${PATIENCE_MS} ms (the request hangs)`);
+    timer = setTimeout(() => reject(hung), PATIENCE_MS);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Lets a handler that an adapter wrongly falls through to run before the test looks. */
 export const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
 

@@ -10,19 +10,16 @@
 import assert from 'node:assert/strict';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import tls from 'node:tls';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import type { Guard } from '../src/index.ts';
 import { lockstepHttp } from '../src/adapters/node-http.ts';
 import type { RouteTable } from '../src/route-table.ts';
 import {
-  expectRefused, guardFor, parseRawAnswer, recordDecisions, world,
-  type Answer, type DecisionRecorder, type HandlerCall, type World,
+  expectRefused, guardFor, parseRawAnswer, recordDecisions, within, world,
+  type DecisionRecorder, type HandlerCall, type World,
 } from './fixture.ts';
-
-/** How long a test waits for an answer (or a closed connection) before it calls the request hung. */
-const PATIENCE_MS = 3000;
+import { connect, rawRequest } from './raw-connection.ts';
 
 const TABLE: RouteTable = {
   'GET /orders/:id': { action: 'orders:read' },
@@ -102,92 +99,6 @@ async function serve(): Promise<Service> {
   };
 }
 
-/** `promise`, or a failure naming `what` when it has not settled within PATIENCE_MS. */
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${PATIENCE_MS} ms (the request hangs)`)), PATIENCE_MS);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * One TLS connection as the gateway, for what the mTLS client hides: several requests on the same
- * socket, a body sent only in part, and whether the server closed the connection.
- */
-interface Connection {
-  send(raw: string): void;
-  /** The next whole answer on the connection (its body is content-length bytes long). */
-  answer(): Promise<Answer>;
-  /** Everything the server sent, once it has closed the connection. */
-  closed(): Promise<string>;
-  destroy(): void;
-}
-
-async function connect(port: number): Promise<Connection> {
-  const socket = tls.connect({
-    host: '127.0.0.1', port, ca: w.ca.bundlePem, cert: w.svids.gateway.chainPem, key: w.svids.gateway.keyPem,
-    checkServerIdentity: () => undefined,
-  });
-  let received = '';
-  let all = '';
-  let isClosed = false;
-  let wake = () => {};
-  socket.on('data', (chunk: Buffer) => {
-    received += chunk.toString('latin1');
-    all += chunk.toString('latin1');
-    wake();
-  });
-  socket.on('error', () => {}); // a reset shows as the close that follows it
-  socket.on('close', () => {
-    isClosed = true;
-    wake();
-  });
-  await within(new Promise((resolve) => socket.once('secureConnect', resolve)), 'TLS handshake');
-  /** Resolves with what `check` returns once it returns something, re-checked whenever bytes arrive or the socket closes. */
-  const until = <T>(check: () => T | undefined, what: string) => within(new Promise<T>((resolve, reject) => {
-    wake = () => {
-      try {
-        const result = check();
-        if (result !== undefined) resolve(result);
-      } catch (error) {
-        reject(error as Error);
-      }
-    };
-    wake();
-  }), what);
-  return {
-    send: (raw) => void socket.write(raw),
-    answer: () => until(() => {
-      const end = received.indexOf('\r\n\r\n');
-      if (end !== -1) {
-        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(received.slice(0, end))?.[1] ?? 0);
-        if (received.length >= end + 4 + length) {
-          const raw = received.slice(0, end + 4 + length);
-          received = received.slice(raw.length);
-          return parseRawAnswer(raw);
-        }
-      }
-      if (isClosed) throw new Error(`the connection closed before a whole answer; got ${JSON.stringify(received)}`);
-      return undefined;
-    }, 'an answer'),
-    closed: () => until(() => (isClosed ? all : undefined), 'the connection closing'),
-    destroy: () => socket.destroy(),
-  };
-}
-
-/** An HTTP/1.1 request as raw text; `token` adds a txn-token header. */
-function rawRequest(method: string, path: string, options: { token?: string; headers?: string[]; body?: string } = {}): string {
-  const lines = [`${method} ${path} HTTP/1.1`, 'host: orders.test'];
-  if (options.token !== undefined) lines.push(`txn-token: ${options.token}`);
-  lines.push(...(options.headers ?? []));
-  return `${lines.join('\r\n')}\r\n\r\n${options.body ?? ''}`;
-}
-
 /** The audit events of one request id, in order. */
 function eventsOf(requestId: string) {
   return decisions.events.filter((event) => event.requestId === requestId).map((event) => [event.decision, event.reason]);
@@ -236,7 +147,7 @@ describe('node:http adapter: a handler that fails', () => {
 
   /** The connection is closed by the server; what came before is not a whole answer and no refusal. */
   async function cutShort(id: string): Promise<{ raw: string; requestId: string }> {
-    const connection = await connect(service.port);
+    const connection = await connect(w, service.port);
     try {
       connection.send(rawRequest('GET', `/orders/${id}`, { token: await w.customerToken() }));
       const raw = await connection.closed();
@@ -334,7 +245,7 @@ describe('node:http adapter: the connection after a refusal', () => {
 
   /** Sends `first`, to be refused with `status` and `code`, and a good GET after it on the same connection. */
   async function refusedThenReused(first: string, status = 401, code = 'LOCKSTEP_ERR_TXN_TOKEN_MISSING'): Promise<void> {
-    const connection = await connect(service.port);
+    const connection = await connect(w, service.port);
     try {
       connection.send(first);
       const refused = await connection.answer();
@@ -364,7 +275,7 @@ describe('node:http adapter: the connection after a refusal', () => {
   });
 
   it('a refused request whose body was not read is answered with connection: close, and the connection closes', async () => {
-    const connection = await connect(service.port);
+    const connection = await connect(w, service.port);
     const callsBefore = service.calls.length;
     try {
       // 100 bytes announced, 8 sent: the rest would be read as the next request if the connection stayed open.

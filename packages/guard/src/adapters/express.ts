@@ -74,6 +74,21 @@ function findRoute(routes: readonly ExpressRoute[], method: string, path: string
   }
 }
 
+/**
+ * The app the server runs: a sub-app mounted with `app.use(path, subApp)` knows its parent. An app
+ * mounted into its own descendant makes a cycle, which ends the climb.
+ */
+function rootOf(app: Request['app']): Request['app'] {
+  type Mounted = Request['app'] & { parent?: Request['app'] };
+  const seen = new Set<Mounted>();
+  let root: Mounted = app;
+  while (root.parent !== undefined && !seen.has(root.parent)) {
+    seen.add(root);
+    root = root.parent;
+  }
+  return root;
+}
+
 function flatParams(params: Partial<Record<string, string | string[]>>): Params {
   const flat: Params = {};
   for (const [name, value] of Object.entries(params)) flat[name] = Array.isArray(value) ? value.join('/') : value;
@@ -132,9 +147,10 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
   }
 
   function refuseEverythingFirst(app: Request['app']): void {
-    const stack = (app as { router?: { stack?: unknown[] } }).router?.stack;
+    const root = rootOf(app);
+    const stack = (root as { router?: { stack?: unknown[] } }).router?.stack;
     if (!Array.isArray(stack)) return;
-    app.use(function lockstepMisMounted(request: Request, response: Response) {
+    root.use(function lockstepMisMounted(request: Request, response: Response) {
       refuseAsMisMounted(request, response);
     });
     stack.unshift(stack.pop());

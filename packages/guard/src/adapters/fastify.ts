@@ -16,9 +16,11 @@
  *   refused 400 (the POST/PUT/PATCH routes without one are listed in a warning at start-up), and
  *   validation failures are refused by the guard's preHandler hook (`attachValidation` is set on
  *   every route), so a child scope's error handler cannot answer them in its own words;
- * - an error the guard maps to a refusal (onError) is answered with the guard's refusal even when a
- *   child scope's error handler answers it: an onSend hook replaces that answer (on every other
- *   request the hook reads one symbol);
+ * - an error the guard maps to a refusal (onError) is answered with the guard's refusal, whichever
+ *   error handler answered it (Fastify's, or the app's own, at the root or in a child scope): the
+ *   onSend hook writes the refusal instead, before a later onSend hook of the app could change it (on
+ *   every other request the hook reads one symbol). The guard sets no error handler of its own, so
+ *   the app's errors stay the app's to answer;
  * - the validator compiler rejects unknown properties (never strips them) and does not coerce a
  *   body's types (`"1"` stays a string) unless the route asks with `lockstep: { coerceBody: true }`.
  * Every route handler is wrapped so that it runs inside the request's async context (`guard.client`
@@ -39,7 +41,7 @@ import { routeSecurity, type RouteConfig, type RouteSecurity } from '../routes.t
 import {
   checkBodyHeaders, continueIfExpected, guardErrorFromFastify, hasBody, parseJsonBody, readBodyBytes,
 } from '../steps/validate.ts';
-import { refusalFor, writeRefusal } from './inbound.ts';
+import { writeRefusal } from './inbound.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -60,7 +62,7 @@ const kInputRefusal = Symbol('lockstep.inputRefusal');
 
 type GuardedRequest = FastifyRequest & {
   [kAdmission]?: Admission | null;
-  [kRefusal]?: Admission | null;
+  [kRefusal]?: Admission;
   [kInputRefusal]?: GuardError;
 };
 type SecurityByMethod = Record<string, RouteSecurity>;
@@ -137,7 +139,8 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
 
   takeOverFrameworkErrors(fastify, guard, (_error, request, reply) => {
     // The router could not take this URL: it matches no declared route (authenticated first: 401/404).
-    Promise.resolve(pipeline.admit(request.raw, null)).then(
+    // A throw of `admit` rejects the promise (it would otherwise escape into Fastify's router: a crash).
+    new Promise<Admission>((resolve) => resolve(pipeline.admit(request.raw, null))).then(
       (admission) => refuse(request, reply, admission.refusal as GuardError, admission.requestId),
       (error: unknown) => refuseFailure(request, reply, error),
     );
@@ -270,9 +273,9 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     refuseAdmitted(request, reply, admission, refusal);
   });
 
-  // Anything else Fastify raises about a request (e.g. a content-type header it cannot parse) is
-  // recorded here, before any error handler runs, so that it is audited even where the service sets
-  // its own error handler in a child scope; the root error handler answers it in the guard's words.
+  // Anything else Fastify raises about a request (e.g. a content-type header it cannot parse), and a
+  // GuardError thrown by a handler or hook, is recorded here, before any error handler runs, so that
+  // it is audited even where the service sets its own error handler; the onSend hook answers it.
   fastify.addHook('onError', (request: GuardedRequest, _reply, error: Error & { code?: string; statusCode?: number; validation?: unknown }, done) => {
     const mapped = error instanceof GuardError ? error : guardErrorFromFastify(error);
     if (mapped !== null && request[kRefusal] === undefined) {
@@ -284,24 +287,14 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     done();
   });
 
-  // A child scope's error handler may answer a request the guard refused in onError: the refusal wins.
-  // Hijacked replies (every other refusal) never get here, so this reads one symbol per answer.
+  // The answer of the error handler (Fastify's, or the app's own) to a request refused in onError is
+  // not sent: the guard's writer takes over, and the hook chain ends here (no later onSend hook of the
+  // app, nor Fastify's HEAD route, sees the refusal). Hijacked replies (every other refusal) never get
+  // here, so this reads one symbol per answer.
   fastify.addHook('onSend', (request: GuardedRequest, reply, payload, done) => {
     const refused = request[kRefusal];
-    if (refused === undefined || refused === null || refused.refusal === null) return done(null, payload);
-    const refusal = refusalFor(request.raw, refused.refusal, refused.requestId);
-    for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
-    void reply.code(refusal.status).headers(refusal.headers);
-    done(null, refusal.body);
-  });
-
-  fastify.setErrorHandler((error: Error, request: GuardedRequest, reply) => {
-    const refused = request[kRefusal];
-    if (refused === undefined || refused === null || refused.refusal === null) {
-      reply.send(error);
-      return;
-    }
-    refuse(request, reply, refused.refusal, refused.requestId);
+    if (refused === undefined) return done(null, payload);
+    refuse(request, reply, refused.refusal as GuardError, refused.requestId);
   });
 }
 

@@ -31,8 +31,8 @@ export function writeRefusal(
 }
 
 /** The refusal `renderRefusal` makes for `request`: no body for HEAD, closing when its body was not read. */
-export function refusalFor(
-  request: IncomingMessage, error: GuardError, requestId: string, close = false,
+function refusalFor(
+  request: IncomingMessage, error: GuardError, requestId: string, close: boolean,
 ): RefusalResponse {
   const unread = hasBody(request) && !request.complete;
   return renderRefusal(error.code, requestId, { head: request.method === 'HEAD', close: close || unread });
