@@ -54,7 +54,7 @@ export const guardCoverage: Readonly<Record<string, readonly GuardTest[]>> = {
     { file: 'every-answer.test.ts', test: 'raw socket: an unknown method → 400, in the guard\'s words and audited' },
     {
       file: 'adapter-edges.test.ts',
-      test: 'Express: middleware mounted before the guard is reported loudly; the guard still decides',
+      test: 'Express: middleware mounted before the guard is reported loudly, once; the guard still decides',
     },
   ],
 
