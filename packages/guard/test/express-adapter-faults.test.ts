@@ -13,7 +13,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { currentAdmission, type Guard } from '../src/index.ts';
 import { lockstepExpress } from '../src/adapters/express.ts';
 import {
-  expectRefused, guardFor, recordDecisions, within, world,
+  ADMIT_FAILURES, breakAdmit, expectRefused, guardFor, recordDecisions, within, world,
   type DecisionRecorder, type HandlerCall, type World,
 } from './fixture.ts';
 
@@ -62,25 +62,18 @@ describe('Express adapter: the guard failing before a decision', () => {
     await guard.close();
   });
 
-  const failures = {
-    throwing: () => { throw new Error('key store broken'); },
-    rejecting: () => Promise.reject(new Error('key store broken')),
-  };
-  for (const [how, fail] of Object.entries(failures)) {
+  for (const [how, fail] of Object.entries(ADMIT_FAILURES)) {
     it(`admit ${how}: answered 500 LOCKSTEP_ERR_INTERNAL, audited once as a refusal, no handler runs`, async () => {
       // Only the request for order "broken" finds the guard failing; the rest go through the real pipeline.
-      const pipeline = guard.pipeline;
-      pipeline.admit = (request, route, params) => (
-        params?.id === 'broken' ? fail() : admit.call(pipeline, request, route, params));
+      breakAdmit(guard, admit, fail, (_request, _route, params) => params?.id === 'broken');
       const client = w.client(w.svids.gateway);
       try {
         const headers = { 'txn-token': await w.customerToken() };
         const get = (path: string) => within(client.request(`${url}${path}`, { headers }), `GET ${path}`);
         const broken = () => get('/orders/broken');
         const { event } = await expectRefused(service, decisions, broken, 500, 'LOCKSTEP_ERR_INTERNAL');
-        const reasons = decisions.events.filter((each) => each.requestId === event.requestId)
-          .map((each) => each.reason);
-        assert.deepEqual(reasons, ['LOCKSTEP_ERR_INTERNAL'], 'one event: there was no admission');
+        assert.deepEqual(decisions.outcomesOf(event.requestId).map(([, reason]) => reason), ['LOCKSTEP_ERR_INTERNAL'],
+          'one event: there was no admission');
         // The next request is decided as usual.
         const next = await get('/orders/2');
         assert.deepEqual([next.status, next.json()], [200, { id: '2' }], next.text);

@@ -16,7 +16,7 @@ import { GuardError, REQUEST_ID_HEADER } from '../src/errors.ts';
 import { lockstep } from '../src/adapters/fastify.ts';
 import type { Admission } from '../src/pipeline.ts';
 import {
-  expectRefused, guardFor, recordDecisions, within, world,
+  ADMIT_FAILURES, breakAdmit, expectRefused, guardFor, recordDecisions, within, world,
   type Answer, type DecisionRecorder, type HandlerCall, type Observed, type World,
 } from './fixture.ts';
 import { connect, rawRequest } from './raw-connection.ts';
@@ -148,12 +148,6 @@ async function serve(): Promise<Service> {
   };
 }
 
-/** The audit events of one request id, in order. */
-function eventsOf(requestId: string) {
-  return decisions.events.filter((event) => event.requestId === requestId)
-    .map((event) => [event.decision, event.reason]);
-}
-
 function statusAndCode(answer: Answer) {
   return [answer.status, answer.headers['lockstep-error']];
 }
@@ -180,20 +174,14 @@ describe('Fastify adapter: the guard failing before a decision', () => {
   });
   after(() => service.close());
 
-  const failures = {
-    throwing: () => { throw new Error('key store broken'); },
-    rejecting: () => Promise.reject(new Error('key store broken')),
-  };
   // /orders/%zz is a URL the router cannot take (a bad escape): it is decided by frameworkErrors.
   const paths = { 'in onRequest': '/orders/7', 'for a URL the router cannot take': '/orders/%zz' };
-  for (const [how, fail] of Object.entries(failures)) {
+  for (const [how, fail] of Object.entries(ADMIT_FAILURES)) {
     for (const [where, path] of Object.entries(paths)) {
       it(`admit ${how} ${where}: answered 500 LOCKSTEP_ERR_INTERNAL, audited once, logged, no handler runs`,
         async () => {
           // Only a request with x-break-guard finds the guard failing; the rest go through the real pipeline.
-          const pipeline = service.guard.pipeline;
-          pipeline.admit = (request, route, params) => (
-            request.headers['x-break-guard'] === undefined ? admit.call(pipeline, request, route, params) : fail());
+          breakAdmit(service.guard, admit, fail, (request) => request.headers['x-break-guard'] !== undefined);
           const client = w.client(w.svids.gateway);
           try {
             const token = await w.customerToken();
@@ -202,7 +190,7 @@ describe('Fastify adapter: the guard failing before a decision', () => {
             const errorsBefore = service.errors.length;
             const broken = () => get(path, { 'x-break-guard': 'yes' });
             const { event } = await expectRefused(service, decisions, broken, 500, 'LOCKSTEP_ERR_INTERNAL');
-            assert.deepEqual(eventsOf(event.requestId), [['deny', 'LOCKSTEP_ERR_INTERNAL']], 'one event: no admission');
+            assert.deepEqual(decisions.outcomesOf(event.requestId), [['deny', 'LOCKSTEP_ERR_INTERNAL']], 'one event: no admission');
             assert.deepEqual(service.errors.slice(errorsBefore), ['guard failed before a decision; request refused']);
             const next = await get('/orders/2');
             assert.equal(next.status, 200, `the next request is decided as usual: ${next.text}`);
@@ -267,7 +255,7 @@ describe('Fastify adapter: handlers that throw', () => {
       assert.equal(failed.status, 500, failed.text);
       assert.deepEqual(failed.json(), { statusCode: 500, error: 'Internal Server Error', message: 'handler failed' });
       assert.deepEqual([failed.headers['lockstep-error'], failed.headers['x-app']], [undefined, 'yes'], 'the app\'s');
-      assert.deepEqual(eventsOf(service.calls.at(-1)?.requestId ?? ''), [['allow', 'LOCKSTEP_ALLOW']], 'no refusal');
+      assert.deepEqual(decisions.outcomesOf(service.calls.at(-1)?.requestId ?? ''), [['allow', 'LOCKSTEP_ALLOW']], 'no refusal');
       assert.deepEqual(service.appErrors.slice(appErrorsBefore), ['handler failed'], 'the app\'s onError hook ran too');
       const next = await get('/orders/7');
       assert.deepEqual([next.status, next.json()], [200, { ok: true, id: '7' }], next.text);
@@ -292,7 +280,7 @@ describe('Fastify adapter: handlers that throw', () => {
         assert.deepEqual(theApps, [undefined, undefined], 'none of the app\'s headers');
         const requestId = String(answer.headers[REQUEST_ID_HEADER]);
         assert.equal(service.calls.at(-1)?.requestId, requestId, 'refused under the admission the handler ran under');
-        assert.deepEqual(eventsOf(requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INPUT_INVALID']]);
+        assert.deepEqual(decisions.outcomesOf(requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INPUT_INVALID']]);
         assert.equal(service.scopedErrors() - scopedBefore, scoped ? 1 : 0, 'the child\'s error handler ran');
       } finally {
         service.dropConnections();

@@ -253,10 +253,42 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
 }
 
 /** Collects decision events so a test can find the one for a response's request id. */
-export function recordDecisions(): { events: DecisionEvent[]; byRequestId(id: string): DecisionEvent | undefined; stop(): void } {
+export function recordDecisions(): {
+  events: DecisionEvent[];
+  byRequestId(id: string): DecisionEvent | undefined;
+  /** The audit events of one request, in order, as `[decision, reason]`. */
+  outcomesOf(id: string): Array<[string, string | null]>;
+  stop(): void;
+} {
   const events: DecisionEvent[] = [];
   const stop = subscribeDecisions((event) => events.push(event));
-  return { events, byRequestId: (id) => events.findLast((event) => event.requestId === id), stop };
+  return {
+    events,
+    byRequestId: (id) => events.findLast((event) => event.requestId === id),
+    outcomesOf: (id) => events.filter((event) => event.requestId === id).map((event) => [event.decision, event.reason]),
+    stop,
+  };
+}
+
+/** The two ways the guard's own `admit` can fail, for the adapters' fault tests. */
+export const ADMIT_FAILURES = {
+  throwing: (): never => {
+    throw new Error('key store broken');
+  },
+  rejecting: (): Promise<never> => Promise.reject(new Error('key store broken')),
+};
+
+/**
+ * Makes `guard.pipeline.admit` fail with `fail` for the requests `broken` picks; every other request
+ * goes through `admit`, the real one (restore it after the test: `guard.pipeline.admit = admit`).
+ */
+export function breakAdmit(
+  guard: Guard, admit: Guard['pipeline']['admit'], fail: () => never | Promise<never>,
+  broken: (...request: Parameters<Guard['pipeline']['admit']>) => boolean,
+): void {
+  const pipeline = guard.pipeline;
+  pipeline.admit = (request, route, params) => (
+    broken(request, route, params) ? fail() : admit.call(pipeline, request, route, params));
 }
 
 export type DecisionRecorder = ReturnType<typeof recordDecisions>;

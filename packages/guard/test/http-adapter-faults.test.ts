@@ -16,7 +16,7 @@ import type { Guard } from '../src/index.ts';
 import { lockstepHttp } from '../src/adapters/node-http.ts';
 import type { RouteTable } from '../src/route-table.ts';
 import {
-  expectRefused, guardFor, parseRawAnswer, recordDecisions, within, world,
+  ADMIT_FAILURES, breakAdmit, expectRefused, guardFor, parseRawAnswer, recordDecisions, within, world,
   type DecisionRecorder, type HandlerCall, type World,
 } from './fixture.ts';
 import { connect, rawRequest } from './raw-connection.ts';
@@ -99,11 +99,6 @@ async function serve(): Promise<Service> {
   };
 }
 
-/** The audit events of one request id, in order. */
-function eventsOf(requestId: string) {
-  return decisions.events.filter((event) => event.requestId === requestId).map((event) => [event.decision, event.reason]);
-}
-
 describe('node:http adapter: a handler that fails', () => {
   let service: Service;
   before(async () => {
@@ -120,7 +115,7 @@ describe('node:http adapter: a handler that fails', () => {
         // The handler does run (that is the point): the empty record stands for "nothing else ran".
         const { event } = await expectRefused({ calls: [], orders: new Map() }, decisions, () => get(`/orders/${id}`), 500, 'LOCKSTEP_ERR_INTERNAL');
         assert.equal(service.calls.at(-1)?.requestId, event.requestId, 'the refusal is that of the admission the handler ran under');
-        assert.deepEqual(eventsOf(event.requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INTERNAL']]);
+        assert.deepEqual(decisions.outcomesOf(event.requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INTERNAL']]);
         const next = await get('/orders/7');
         assert.deepEqual([next.status, next.json()], [200, { ok: true, id: '7' }], next.text);
       } finally {
@@ -154,7 +149,7 @@ describe('node:http adapter: a handler that fails', () => {
       assert.doesNotMatch(raw, /lockstep-error|LOCKSTEP_ERR/, 'no refusal written into a started answer');
       assert.doesNotMatch(raw, /\r\n0\r\n\r\n$/, 'no last chunk: the client cannot take it for a whole answer');
       const requestId = service.calls.at(-1)?.requestId ?? '';
-      assert.deepEqual(eventsOf(requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INTERNAL']], 'the refusal is audited');
+      assert.deepEqual(decisions.outcomesOf(requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INTERNAL']], 'the refusal is audited');
       return { raw, requestId };
     } finally {
       connection.destroy();
@@ -188,21 +183,16 @@ describe('node:http adapter: the guard failing before a decision', () => {
   });
   after(() => service.close());
 
-  const failures = {
-    throws: () => { throw new Error('key store broken'); },
-    rejects: () => Promise.reject(new Error('key store broken')),
-  };
-  for (const [how, fail] of Object.entries(failures)) {
-    it(`admit ${how === 'throws' ? 'throwing' : 'rejecting'}: answered 500 LOCKSTEP_ERR_INTERNAL, audited once as a refusal, no handler runs`, async () => {
+  for (const [how, fail] of Object.entries(ADMIT_FAILURES)) {
+    it(`admit ${how}: answered 500 LOCKSTEP_ERR_INTERNAL, audited once as a refusal, no handler runs`, async () => {
       // Only the request for order "broken" finds the guard failing; the rest go through the real pipeline.
-      const pipeline = service.guard.pipeline;
-      pipeline.admit = (request, route, params) => (params?.id === 'broken' ? fail() : admit.call(pipeline, request, route, params));
+      breakAdmit(service.guard, admit, fail, (_request, _route, params) => params?.id === 'broken');
       const client = w.client(w.svids.gateway);
       try {
         const headers = { 'txn-token': await w.customerToken() };
         const get = (path: string) => within(client.request(`${service.url}${path}`, { headers }), `GET ${path}`);
         const { event } = await expectRefused(service, decisions, () => get('/orders/broken'), 500, 'LOCKSTEP_ERR_INTERNAL');
-        assert.deepEqual(eventsOf(event.requestId), [['deny', 'LOCKSTEP_ERR_INTERNAL']], 'one event: there was no admission');
+        assert.deepEqual(decisions.outcomesOf(event.requestId), [['deny', 'LOCKSTEP_ERR_INTERNAL']], 'one event: there was no admission');
         const next = await get('/orders/2');
         assert.equal(next.status, 200, `the next request is decided as usual: ${next.text}`);
       } finally {
@@ -285,7 +275,7 @@ describe('node:http adapter: the connection after a refusal', () => {
       assert.deepEqual([refused.status, refused.headers['lockstep-error']], [401, 'LOCKSTEP_ERR_TXN_TOKEN_MISSING'], refused.text);
       assert.equal(refused.headers.connection, 'close');
       const requestId = String(refused.headers['lockstep-request-id']);
-      assert.deepEqual(eventsOf(requestId), [['deny', 'LOCKSTEP_ERR_TXN_TOKEN_MISSING']]);
+      assert.deepEqual(decisions.outcomesOf(requestId), [['deny', 'LOCKSTEP_ERR_TXN_TOKEN_MISSING']]);
       await connection.closed();
       assert.equal(service.calls.length, callsBefore, 'no handler ran');
     } finally {
