@@ -8,7 +8,7 @@
  *   keys rotate <txn-token|idp>
  *   ca status | ca prepare | ca activate
  *   drill                                  (the shop's breach drill: examples/shop/drill)
- *   audit verify [--keys jwks.json] [--postgres url]   |   audit keys
+ *   audit verify [--keys jwks.json] [--postgres url] [--as-of time] [--against checkpoint]   |   audit checkpoint   |   audit keys
  *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   policy status | policy validate [dir] | policy test [dir] [--cases file]
@@ -44,7 +44,9 @@ const USAGE = `usage:
   lockstep keys rotate <txn-token|idp>
   lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)
   lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)
-  lockstep audit verify [--keys <jwks.json>] [--postgres <url>]   (exit 1 when the trail was tampered with)
+  lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint>]
+                                               (exit 1 when the trail was tampered with, is stale, or lost events)
+  lockstep audit checkpoint                    (the newest signed checkpoint: keep it elsewhere, verify --against it later)
   lockstep audit keys                          (the checkpoint keys' JWKS: keep a copy away from this machine)
   lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
   lockstep services
@@ -270,14 +272,35 @@ async function drill(err: Out): Promise<number> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
 }
 
+const AUDIT_USAGE = 'usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint file or JWS>]'
+  + '  |  lockstep audit checkpoint [--postgres <url>]  |  lockstep audit keys';
+
 async function audit(argv: readonly string[], out: Out): Promise<number> {
-  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { keys: { type: 'string' }, postgres: { type: 'string' } } });
+  const { positionals, values } = parseArgs({
+    args: [...argv], allowPositionals: true,
+    options: { keys: { type: 'string' }, postgres: { type: 'string' }, 'as-of': { type: 'string' }, against: { type: 'string' } },
+  });
   const state = localState();
-  if (positionals[0] === 'keys' && positionals.length === 1) {
+  const command = positionals.length === 1 ? positionals[0] : undefined;
+  if (command === 'keys') {
     out(JSON.stringify((await openAuditKeys(state.keyDir)).publicJwks(), null, 2));
     return 0;
   }
-  if (positionals[0] !== 'verify' || positionals.length !== 1) throw new UsageError('usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>]  |  lockstep audit keys');
+  if (command !== 'verify' && command !== 'checkpoint') throw new UsageError(AUDIT_USAGE);
+  if (values.postgres === undefined && !existsSync(state.database)) throw new UsageError(`no store at ${state.database}: run this where the control plane keeps its state, or pass --postgres <url>`);
+  if (command === 'checkpoint') {
+    // The newest link, alone on stdout: keep it outside the store (a witness) and later prove the
+    // trail still extends it with `lockstep audit verify --against <file>`.
+    const store = await openStoreAt(storeLocation(state, values.postgres));
+    try {
+      const newest = await store.newestAuditLink();
+      if (newest === null) throw new UsageError('the trail has no checkpoint yet: start the control plane (it signs one at start and every minute)');
+      out(newest.jws);
+      return 0;
+    } finally {
+      await store.close();
+    }
+  }
   let jwks;
   if (values.keys !== undefined) {
     try {
@@ -288,14 +311,24 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
   } else {
     jwks = (await openAuditKeys(state.keyDir)).publicJwks();
   }
-  if (values.postgres === undefined && !existsSync(state.database)) throw new UsageError(`no store at ${state.database}: run this where the control plane keeps its state, or pass --postgres <url>`);
+  let asOf: number | undefined;
+  if (values['as-of'] !== undefined) {
+    asOf = Date.parse(values['as-of']);
+    if (Number.isNaN(asOf)) throw new UsageError(`--as-of ${values['as-of']}: not a time; give an ISO 8601 time, e.g. 2026-12-07T10:00:00Z`);
+  }
+  let against: string | undefined;
+  if (values.against !== undefined) {
+    against = existsSync(values.against) ? readFileSync(values.against, 'utf8').trim() : values.against.trim();
+    if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(against)) throw new UsageError(`--against ${values.against}: neither a file nor a checkpoint; give what \`lockstep audit checkpoint\` printed`);
+  }
   const store = await openStoreAt(storeLocation(state, values.postgres));
   try {
-    const report = await verifyTrail(store, jwks);
-    for (const source of report.sources) {
-      out(`${source.source}: ${source.events} events, ${source.checkpoints} checkpoints${source.lastCheckpointAt === null ? '' : ` (last ${new Date(source.lastCheckpointAt).toISOString()})`}`);
-    }
-    for (const problem of report.problems) out(`${problem.kind.toUpperCase()}  ${problem.source}  ${problem.detail}`);
+    const report = await verifyTrail(store, jwks, { ...(asOf === undefined ? {} : { asOf }), ...(against === undefined ? {} : { against }) });
+    const newest = report.chain.newest;
+    out(newest === null ? 'checkpoints: none' : `checkpoints: ${report.chain.links} links, newest ${newest.n} (${newest.kind}) at ${new Date(newest.at).toISOString()}`);
+    for (const source of report.sources) out(`${source.source}: ${source.events} events, ${source.checkpointed} checkpointed`);
+    for (const note of report.notes) out(`note  ${note}`);
+    for (const problem of report.problems) out(`${problem.kind.toUpperCase()}  ${problem.source}${problem.seq === undefined ? '' : ` @${problem.seq}`}  ${problem.detail}`);
     out(report.ok ? `audit trail verified: ${report.sources.length} sources, no problem found${values.keys === undefined ? ' (checked with the keys in this state directory; for an independent check pass --keys with a copy kept elsewhere)' : ''}` : `audit trail NOT intact: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`);
     return report.ok ? 0 : 1;
   } finally {

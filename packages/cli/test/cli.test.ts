@@ -121,9 +121,20 @@ describe('lockstep CLI', () => {
     assert.match(ca.out[1] ?? '', /^current {3}CN=Lockstep root \(shop\.test\)/);
     const verified = await run('audit', 'verify');
     assert.equal(verified.code, 0, verified.err.join('\n'));
+    assert.match(verified.out[0] ?? '', /^checkpoints: \d+ links, newest \d+ \((start|tick)\) at \S+Z$/);
     // The admin calls above (join token, revocation, users, rotations) are the control plane's own events.
-    assert.match(verified.out[0] ?? '', /^spiffe:\/\/shop\.test\/lockstep\/control-plane: ([5-9]|\d\d+) events/);
+    assert.match(verified.out[1] ?? '', /^spiffe:\/\/shop\.test\/lockstep\/control-plane: ([5-9]|\d\d+) events, \d+ checkpointed$/);
     assert.match(verified.out.at(-1) ?? '', /^audit trail verified: 1 sources, no problem found/);
+    // The newest checkpoint, for a witness outside the store; the trail extends it.
+    const witness = await run('audit', 'checkpoint');
+    assert.equal(witness.code, 0, witness.err.join('\n'));
+    assert.match(witness.out[0] ?? '', /^[\w-]+\.[\w-]+\.[\w-]+$/);
+    writeFileSync(join(home, 'witness.jws'), `${witness.out[0]}\n`);
+    const extended = await run('audit', 'verify', '--against', join(home, 'witness.jws'));
+    assert.equal(extended.code, 0, extended.out.join('\n'));
+    assert.ok(extended.out.some((line) => /^note {2}the trail extends the witnessed link \d+ of /.test(line)), extended.out.join('\n'));
+    const bad = await run('audit', 'verify', '--as-of', 'yesterday');
+    assert.deepEqual([bad.code, bad.err], [2, ['lockstep: --as-of yesterday: not a time; give an ISO 8601 time, e.g. 2026-12-07T10:00:00Z']]);
     const keys = await run('audit', 'keys');
     assert.equal((JSON.parse(keys.out.join('\n')) as { keys: unknown[] }).keys.length, 2, 'current and next checkpoint keys');
     const unknown = await run('keys', 'rotate', 'root');

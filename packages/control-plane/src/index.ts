@@ -1,9 +1,9 @@
 export { ControlPlaneError, CONTROL_PLANE_ERRORS, type ControlPlaneErrorCode } from './errors.ts';
 export type {
   ControlPlaneStore, JoinTokenRecord, IssuedSvidRecord, RevocationKind, RevocationRecord, RedeemOutcome, ServiceRecord, RegisteredRoute, UserRecord,
-  AuditEntry, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditAppend, AlertRecord, ScanRunRecord, ScanRunSummary, ScanRecordOutcome,
+  AuditEntry, AuditBatch, StoredAuditEvent, AuditStream, AuditCheckpoint, AuditChainLink, AuditAppend, AlertRecord, ScanRunRecord, ScanRunSummary, ScanRecordOutcome,
 } from './store/store.ts';
-export { auditEntryHash, GENESIS } from './store/audit-chain.ts';
+export { AUDIT_KEEP_ALIVE_MS, AUDIT_STREAM_SILENCE_MS, auditEntryHash, auditEventHash, auditTxnOf, GENESIS, type AuditHashInput } from './store/audit-chain.ts';
 export { requireCaller, admittedCaller, admittedWorkload, callerOf, peerSpiffeId, type CallerKind } from './server/peer.ts';
 export { refuse } from './server/refusal.ts';
 export { openSqliteStore } from './store/sqlite-store.ts';

@@ -17,6 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import {
   createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials,
@@ -28,7 +29,7 @@ import {
 } from '@lockstep/control-plane';
 import type { DecisionEvent } from '@lockstep/guard';
 import { recordAdminTrail, type AdminTrail } from './admin-trail.ts';
-import { startCheckpointer, type Checkpointer } from './checkpoints.ts';
+import { AUDIT_HEAD_FILE, startCheckpointer, witnessAppends, type Checkpointer } from './checkpoints.ts';
 import { createCollector, type Collector } from './collector.ts';
 import { createDashboard } from './dashboard.ts';
 import { createDetector, type Detector, type DetectorOptions } from './detector.ts';
@@ -143,7 +144,8 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
   const say = outputOf(options.output);
   const keys = await openControlPlaneKeys(trustDomain, options.keyDir, say.warning);
   const { ca } = keys;
-  const store = await openStoreAt(options.store);
+  // Every append is witnessed: the checkpointer checks the tail it has not signed yet against it.
+  const { store, witness } = witnessAppends(await openStoreAt(options.store));
   // Whatever started is stopped again when a later piece fails to start.
   const undo: (() => unknown)[] = [() => store.close()];
   try {
@@ -181,22 +183,21 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
     });
     undo.push(() => server.close());
     const checkpointer = startCheckpointer({
-      store, keys: keys.auditKeys, intervalMs: options.checkpointIntervalMs ?? 60_000,
+      store, keys: keys.auditKeys, intervalMs: options.checkpointIntervalMs ?? 60_000, headFile: join(options.keyDir, AUDIT_HEAD_FILE), witness,
       onError: (error) => say.error(`audit checkpoint failed: ${error.message}`),
+      onIncident: (incident) => detector.observeTrailIncident(incident),
     });
     undo.push(() => checkpointer.stop());
     const admin = await issueAdminCredentials(ca, options.adminName ?? 'admin');
 
     let closing: Promise<void> | null = null;
     const close = async () => {
-      checkpointer.stop();
       monitor.stop();
       stopTrusting();
       await server.close();
       // Admin calls in flight waited for the trail; what is still queued (refused calls) before the checkpoint.
       await adminTrail.close();
-      await checkpointer.checkpoint()
-        .catch((error: Error) => say.error(`the last audit checkpoint failed: ${error.message}`));
+      await checkpointer.stop();
       policy?.close();
       await store.close();
     };

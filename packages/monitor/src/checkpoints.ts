@@ -1,56 +1,384 @@
 /**
- * Signed checkpoints: at a fixed interval, for every source, a JWS over { source, seq, hash, at }
- * with the control plane's audit key — also when nothing arrived since the last one, so that
- * silence is provable ("nothing happened between 10:00 and 10:05") and a trail cut short after a
- * checkpoint, or rewritten wholesale, no longer matches a signature nobody else can make.
+ * The checkpoint chain: at a fixed cadence (default 60 s; also in silence), one link signed with the
+ * control plane's audit key. Each link names the digest of the link before it and carries what
+ * changed since: the head (position, hash) of every source whose chain grew, and the counters of
+ * every stream whose bookkeeping moved. Folding the links from n = 1 gives, for any moment, what the
+ * trail held: no source, event, stream counter or link can disappear or roll back without breaking
+ * a signature or a digest, and a trail cut short after a link no longer matches it.
+ *
+ *   link n = JWS { v: 2, n, at, every, kind: start|tick|stop, prev: sha256(link n-1) | GENESIS,
+ *                  resumed (start only), legacy (n = 1 only), sources, streams, incidents }
+ *
+ * The checkpointer never signs a regression: before each link it compares the store with what it
+ * signed, and a source whose chain was cut or rewritten, or a counter that went down, becomes a
+ * signed *incident* (and an alert) instead of a new head. It keeps the newest link it signed in a
+ * head file beside the audit key, so that a store rolled back while it was down is found when it
+ * starts (the first link after a start says what it resumed from).
  */
-import { CompactSign, compactVerify, createLocalJWKSet, type JSONWebKeySet } from 'jose';
-import type { AuditCheckpoint, ControlPlaneStore, KeyRing } from '@lockstep/control-plane';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { base64url, CompactSign, compactVerify, createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet } from 'jose';
+import { GENESIS, type AuditAppend, type AuditChainLink, type AuditCheckpoint, type AuditStream, type ControlPlaneStore, type KeyRing } from '@lockstep/control-plane';
 
+export const CHAIN_TYP = 'lockstep-audit-chain+jws';
+/** The head file's name in the key directory. */
+export const AUDIT_HEAD_FILE = 'audit-head.json';
+/** The legacy per-source checkpoints (before the chain). */
 export const CHECKPOINT_TYP = 'lockstep-audit-checkpoint+jws';
 
-export interface CheckpointClaims {
-  readonly source: string;
-  readonly seq: number;
-  readonly hash: string;
+/** [source, position, hash] */
+export type SourceHead = readonly [string, number, string];
+/** [source, stream, lastStreamSeq, dropped, written, closedAt, firstSeen, lastSeen] */
+export type StreamCounters = readonly [string, string, number, number, number, number | null, number, number];
+
+export interface Incident {
+  readonly kind: 'source-deleted' | 'truncated' | 'rewritten' | 'stream-deleted' | 'counter-lowered' | 'rolled-back';
+  readonly source?: string;
+  readonly stream?: string;
+  readonly detail: string;
+}
+
+export interface ChainClaims {
+  readonly v: 2;
+  readonly n: number;
   readonly at: number;
+  /** The cadence promised: the next link comes within this (plus grace). */
+  readonly every: number;
+  readonly kind: 'start' | 'tick' | 'stop';
+  /** SHA-256 (hex) of the previous link's JWS; GENESIS for n = 1. */
+  readonly prev: string;
+  /** start only: the newest link this monitor had signed before it started, from its head file (null: it knew none). */
+  readonly resumed?: { readonly n: number; readonly digest: string } | null;
+  /** n = 1 only: each source's last v1-hashed position. */
+  readonly legacy?: readonly (readonly [string, number])[];
+  readonly sources: readonly SourceHead[];
+  readonly streams: readonly StreamCounters[];
+  readonly incidents: readonly Incident[];
 }
 
-export async function signCheckpoint(keys: KeyRing, claims: CheckpointClaims): Promise<AuditCheckpoint> {
+/** How late a link may be before the chain counts as stale (or as having a gap). */
+export function lateAfter(every: number): number {
+  return every + Math.max(every / 2, 30_000);
+}
+
+export function linkDigest(jws: string): string {
+  return createHash('sha256').update(jws).digest('hex');
+}
+
+/** The bytes a link's signature covers besides its header: the claims as JSON, in this order. */
+export function chainPayload(claims: ChainClaims): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(claims));
+}
+
+export async function signLink(keys: KeyRing, claims: ChainClaims): Promise<AuditChainLink> {
   const key = keys.current();
-  const signature = await new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
-    .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: CHECKPOINT_TYP })
-    .sign(key.privateKey);
-  return { ...claims, signature };
+  const jws = await new CompactSign(chainPayload(claims)).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: CHAIN_TYP }).sign(key.privateKey);
+  return { n: claims.n, at: claims.at, jws };
 }
 
-/** The claims a checkpoint's signature covers, or null when it does not verify with `jwks`. */
-export async function verifiedCheckpoint(checkpoint: AuditCheckpoint, jwks: JSONWebKeySet): Promise<CheckpointClaims | null> {
+/** A link's claims when its signature verifies with `jwks`, else null. */
+export async function verifiedLink(jws: string, jwks: JSONWebKeySet): Promise<ChainClaims | null> {
   try {
-    const { payload, protectedHeader } = await compactVerify(checkpoint.signature, createLocalJWKSet(jwks), { algorithms: ['ES256'] });
-    if (protectedHeader.typ !== CHECKPOINT_TYP) return null;
-    return JSON.parse(new TextDecoder().decode(payload)) as CheckpointClaims;
+    const { payload, protectedHeader } = await compactVerify(jws, createLocalJWKSet(jwks), { algorithms: ['ES256'] });
+    if (protectedHeader.typ !== CHAIN_TYP) return null;
+    const claims = JSON.parse(new TextDecoder().decode(payload)) as ChainClaims;
+    return claims.v === 2 ? claims : null;
   } catch {
     return null;
   }
 }
 
-export interface Checkpointer {
-  /** Checkpoints every source now (the timer does it every interval). */
-  checkpoint(): Promise<number>;
-  stop(): void;
+/** A link's claims without checking its signature (the checkpointer reading its own chain). */
+export function decodedLink(jws: string): ChainClaims {
+  if (decodeProtectedHeader(jws).typ !== CHAIN_TYP) throw new Error('not a checkpoint chain link');
+  return JSON.parse(new TextDecoder().decode(base64url.decode(jws.split('.')[1] ?? ''))) as ChainClaims;
 }
 
-/** Every `intervalMs` (default 60 s), one signed checkpoint per known source. */
-export function startCheckpointer(options: { store: ControlPlaneStore; keys: KeyRing; intervalMs?: number; now?: () => number; onError?: (error: Error) => void }): Checkpointer {
-  const now = options.now ?? Date.now;
-  const checkpoint = async () => {
-    const heads = await options.store.auditHeads();
-    const at = now();
-    for (const head of heads) await options.store.addAuditCheckpoint(await signCheckpoint(options.keys, { source: head.source, seq: head.seq, hash: head.hash, at }));
-    return heads.length;
+/** The claims a legacy checkpoint's signature covers, or null when it does not verify with `jwks`. */
+export async function verifiedCheckpoint(checkpoint: AuditCheckpoint, jwks: JSONWebKeySet): Promise<{ source: string; seq: number; hash: string; at: number } | null> {
+  try {
+    const { payload, protectedHeader } = await compactVerify(checkpoint.signature, createLocalJWKSet(jwks), { algorithms: ['ES256'] });
+    if (protectedHeader.typ !== CHECKPOINT_TYP) return null;
+    return JSON.parse(new TextDecoder().decode(payload)) as { source: string; seq: number; hash: string; at: number };
+  } catch {
+    return null;
+  }
+}
+
+/** What the links up to some point say the trail held. */
+export interface Fold {
+  readonly sources: Map<string, { seq: number; hash: string }>;
+  readonly streams: Map<string, StreamCounters>;
+}
+
+export const streamKey = (source: string, stream: string): string => `${source}\u0000${stream}`;
+
+export function emptyFold(): Fold {
+  return { sources: new Map(), streams: new Map() };
+}
+
+export function foldLink(fold: Fold, claims: ChainClaims): void {
+  for (const [source, seq, hash] of claims.sources) fold.sources.set(source, { seq, hash });
+  for (const counters of claims.streams) fold.streams.set(streamKey(counters[0], counters[1]), counters);
+}
+
+export function countersOf(row: AuditStream): StreamCounters {
+  return [row.source, row.stream, row.lastStreamSeq, row.dropped, row.written, row.closedAt, row.firstSeen, row.lastSeen];
+}
+
+/** How `now` differs from `signed` in a way counters never may (they only rise; a close is final); null when it does not. */
+export function counterRegression(signed: StreamCounters, now: StreamCounters): string | null {
+  const names = ['', '', 'last position', 'dropped', 'written', 'closed at', 'first seen', 'last seen'];
+  for (const index of [2, 3, 4, 7]) {
+    if ((now[index] as number) < (signed[index] as number)) return `${names[index]} went down from ${signed[index]} to ${now[index]}`;
+  }
+  if (now[6] !== signed[6]) return `first seen changed from ${signed[6]} to ${now[6]}`;
+  if (signed[5] !== null && now[5] !== signed[5]) return `closed at changed from ${signed[5]} to ${now[5]}`;
+  return null;
+}
+
+/**
+ * What this process appended last, per source and per stream: the checkpointer's live witness for
+ * events not yet checkpointed. A chain cut or rewritten between an append and the next link (the
+ * hashes recomputed by someone who can write the store) no longer holds what was appended.
+ */
+export interface AppendWitness {
+  readonly heads: ReadonlyMap<string, { readonly seq: number; readonly hash: string }>;
+  readonly streams: ReadonlyMap<string, AuditAppend['stream'] & { readonly source: string; readonly stream: string }>;
+}
+
+/** `store` with its appends witnessed: give the returned store to every writer of the trail. */
+export function witnessAppends(store: ControlPlaneStore): { store: ControlPlaneStore; witness: AppendWitness } {
+  const heads = new Map<string, { seq: number; hash: string }>();
+  const streams = new Map<string, AuditAppend['stream'] & { source: string; stream: string }>();
+  const witnessed: ControlPlaneStore = {
+    ...store,
+    async appendAudit(source, batch, receivedAt) {
+      const result = await store.appendAudit(source, batch, receivedAt);
+      // Appends of one source may settle out of order: the witness keeps the furthest.
+      if ((heads.get(source)?.seq ?? 0) <= result.head.seq) heads.set(source, result.head);
+      const key = streamKey(source, batch.stream);
+      if ((streams.get(key)?.lastStreamSeq ?? 0) <= result.stream.lastStreamSeq) streams.set(key, { ...result.stream, source, stream: batch.stream });
+      return result;
+    },
   };
-  const timer = setInterval(() => void checkpoint().catch((error: Error) => options.onError?.(error)), options.intervalMs ?? 60_000);
+  return { store: witnessed, witness: { heads, streams } };
+}
+
+export interface Checkpointer {
+  /** Signs a link now (the timer does it every interval); resolves to its claims. */
+  checkpoint(): Promise<ChainClaims>;
+  /** The newest link this checkpointer signed or found, or null. */
+  newest(): AuditChainLink | null;
+  /** Stops the timer and signs a last link of kind `stop` (once). */
+  stop(): Promise<void>;
+}
+
+export interface CheckpointerOptions {
+  readonly store: ControlPlaneStore;
+  readonly keys: KeyRing;
+  /** Default 60 s. */
+  readonly intervalMs?: number;
+  readonly now?: () => number;
+  /** Where the newest signed link is remembered across restarts (beside the audit key). */
+  readonly headFile?: string;
+  readonly onError?: (error: Error) => void;
+  /** Told of every incident, once, when it is signed. */
+  readonly onIncident?: (incident: Incident) => void;
+  /** What this process appended (witnessAppends): the tail after the newest link is checked against it. */
+  readonly witness?: AppendWitness;
+}
+
+const PAGE = 1_000;
+
+/** Every `intervalMs`, one signed link; the first right away (kind `start`). */
+export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
+  const { store } = options;
+  const now = options.now ?? Date.now;
+  const every = options.intervalMs ?? 60_000;
+  const fold = emptyFold();
+  let newest: AuditChainLink | null = null;
+  let loaded = false;
+  let started = false;
+  let stopped: Promise<void> | null = null;
+  /** Incidents already signed (kind, source, stream): each is signed once. */
+  const reported = new Set<string>();
+  const incidentKey = (incident: Incident) => `${incident.kind}\u0000${incident.source ?? ''}\u0000${incident.stream ?? ''}`;
+
+  async function load(): Promise<void> {
+    fold.sources.clear();
+    fold.streams.clear();
+    reported.clear();
+    newest = null;
+    for (let after = 0; ;) {
+      const page = await store.auditLinks(after, PAGE);
+      if (page.length === 0) break;
+      for (const link of page) {
+        const claims = decodedLink(link.jws);
+        foldLink(fold, claims);
+        for (const incident of claims.incidents) reported.add(incidentKey(incident));
+        newest = link;
+      }
+      after = (page[page.length - 1] as AuditChainLink).n;
+    }
+    loaded = true;
+  }
+
+  function readHead(): { n: number; digest: string } | null {
+    if (options.headFile === undefined) return null;
+    try {
+      const head = JSON.parse(readFileSync(options.headFile, 'utf8')) as { n?: unknown; digest?: unknown };
+      return typeof head.n === 'number' && typeof head.digest === 'string' ? { n: head.n, digest: head.digest } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function writeHead(link: AuditChainLink): void {
+    if (options.headFile === undefined) return;
+    mkdirSync(dirname(options.headFile), { recursive: true, mode: 0o700 });
+    const temporary = `${options.headFile}.${process.pid}.tmp`;
+    writeFileSync(temporary, `${JSON.stringify({ n: link.n, digest: linkDigest(link.jws), at: link.at })}\n`, { mode: 0o600 });
+    renameSync(temporary, options.headFile);
+  }
+
+  /** Whether the store still holds what the head file says this monitor signed last. */
+  async function rollbackSince(head: { n: number; digest: string }): Promise<Incident | null> {
+    const [link] = await store.auditLinks(head.n - 1, 1);
+    const newestN = newest?.n ?? 0;
+    if (link?.n === head.n && linkDigest(link.jws) === head.digest) return null;
+    const detail = link?.n === head.n
+      ? `link ${head.n} in the store is not the one this monitor signed: the checkpoint chain was replaced`
+      : `this monitor signed link ${head.n} before it stopped; the store's chain ends at ${newestN}: links ${newestN + 1}–${head.n} were deleted (the trail was rolled back)`;
+    return { kind: 'rolled-back', detail };
+  }
+
+  async function compare(incidents: Incident[]): Promise<{ sources: SourceHead[]; streams: StreamCounters[] }> {
+    const heads = new Map((await store.auditHeads()).map((head) => [head.source, head]));
+    const flagged = new Set<string>();
+    for (const [source, signed] of fold.sources) {
+      const head = heads.get(source);
+      let incident: Incident | null = null;
+      if (head === undefined) {
+        incident = { kind: 'source-deleted', source, detail: `every event of ${source} is gone; ${signed.seq} were signed` };
+      } else if (head.seq < signed.seq) {
+        incident = { kind: 'truncated', source, detail: `${source} holds ${head.seq} events; ${signed.seq} were signed: events ${head.seq + 1}–${signed.seq} were deleted` };
+      } else {
+        const [atSigned] = head.seq === signed.seq ? [head] : await store.auditEvents(source, signed.seq - 1, 1);
+        if (atSigned?.hash !== signed.hash) incident = { kind: 'rewritten', source, detail: `the chain of ${source} up to event ${signed.seq} differs from what was signed: it was rewritten` };
+      }
+      if (incident !== null) {
+        flagged.add(source);
+        incidents.push(incident);
+      }
+    }
+    // The tail not yet signed: still what this process appended?
+    for (const [source, seen] of options.witness?.heads ?? []) {
+      if (flagged.has(source) || (fold.sources.get(source)?.seq ?? 0) >= seen.seq) continue;
+      const head = heads.get(source);
+      let incident: Incident | null = null;
+      if (head === undefined || head.seq < seen.seq) {
+        incident = { kind: 'truncated', source, detail: `${source} holds ${head?.seq ?? 0} events; this monitor appended ${seen.seq}: events ${(head?.seq ?? 0) + 1}–${seen.seq} were deleted before they were checkpointed` };
+      } else {
+        const [atSeen] = head.seq === seen.seq ? [head] : await store.auditEvents(source, seen.seq - 1, 1);
+        if (atSeen?.hash !== seen.hash) incident = { kind: 'rewritten', source, detail: `the chain of ${source} up to event ${seen.seq} is not what this monitor appended: it was rewritten before it was checkpointed` };
+      }
+      if (incident !== null) {
+        flagged.add(source);
+        incidents.push(incident);
+      }
+    }
+    const sources: SourceHead[] = [];
+    for (const [source, head] of heads) {
+      const signed = fold.sources.get(source);
+      if (!flagged.has(source) && (signed?.seq !== head.seq || signed.hash !== head.hash)) sources.push([source, head.seq, head.hash]);
+    }
+    const rows = new Map((await store.auditStreams()).map((row) => [streamKey(row.source, row.stream), countersOf(row)]));
+    const streams: StreamCounters[] = [];
+    for (const [key, signed] of fold.streams) {
+      if (!rows.has(key)) incidents.push({ kind: 'stream-deleted', source: signed[0], stream: signed[1], detail: `the bookkeeping of stream ${signed[1]} of ${signed[0]} is gone` });
+    }
+    for (const [key, seen] of options.witness?.streams ?? []) {
+      const row = rows.get(key);
+      const lowered = row === undefined ? 'its bookkeeping is gone'
+        : row[2] < seen.lastStreamSeq || row[3] < seen.dropped || row[4] < seen.written ? `its counters went down from last ${seen.lastStreamSeq}, dropped ${seen.dropped}, written ${seen.written} (as appended) to ${row[2]}, ${row[3]}, ${row[4]}`
+          : seen.closedAt !== null && row[5] !== seen.closedAt ? 'its close was undone' : null;
+      if (lowered !== null) incidents.push({ kind: 'counter-lowered', source: seen.source, stream: seen.stream, detail: `stream ${seen.stream} of ${seen.source}: ${lowered} before it was checkpointed` });
+      if (lowered !== null) rows.delete(key);
+    }
+    for (const [key, counters] of rows) {
+      const signed = fold.streams.get(key);
+      const regression = signed === undefined ? null : counterRegression(signed, counters);
+      if (regression !== null) {
+        incidents.push({ kind: 'counter-lowered', source: counters[0], stream: counters[1], detail: `stream ${counters[1]} of ${counters[0]}: ${regression}` });
+      } else if (signed === undefined || JSON.stringify(signed) !== JSON.stringify(counters)) {
+        streams.push(counters);
+      }
+    }
+    return { sources, streams };
+  }
+
+  async function sign(kind: ChainClaims['kind']): Promise<ChainClaims> {
+    if (!loaded) await load();
+    const found: Incident[] = [];
+    let resumed: { n: number; digest: string } | null = null;
+    if (kind === 'start') {
+      const head = readHead();
+      resumed = head;
+      if (head !== null) {
+        const rollback = await rollbackSince(head);
+        if (rollback !== null) found.push(rollback);
+      }
+    }
+    const changes = await compare(found);
+    const incidents = found.filter((incident) => !reported.has(incidentKey(incident)));
+    const n = (newest?.n ?? 0) + 1;
+    const claims: ChainClaims = {
+      v: 2, n, at: now(), every, kind, prev: newest === null ? GENESIS : linkDigest(newest.jws),
+      ...(kind === 'start' ? { resumed } : {}),
+      ...(n === 1 ? { legacy: (await store.auditLegacy()).map((entry) => [entry.source, entry.through] as const) } : {}),
+      sources: changes.sources, streams: changes.streams, incidents,
+    };
+    const link = await signLink(options.keys, claims);
+    try {
+      await store.appendAuditLink(link);
+    } catch (error) {
+      // Another replica took this position: read the chain again before the next link.
+      loaded = false;
+      throw error;
+    }
+    foldLink(fold, claims);
+    newest = link;
+    writeHead(link);
+    for (const incident of incidents) {
+      reported.add(incidentKey(incident));
+      options.onIncident?.(incident);
+    }
+    return claims;
+  }
+
+  // One link at a time, in order.
+  let queue: Promise<unknown> = Promise.resolve();
+  const enqueue = (kind: ChainClaims['kind']): Promise<ChainClaims> => {
+    const next = queue.then(() => sign(started ? kind : 'start'));
+    started = true;
+    queue = next.catch(() => {});
+    return next;
+  };
+  enqueue('start').catch((error: Error) => options.onError?.(error));
+  const timer = setInterval(() => void enqueue('tick').catch((error: Error) => options.onError?.(error)), every);
   timer.unref();
-  return { checkpoint, stop: () => clearInterval(timer) };
+
+  return {
+    checkpoint: () => enqueue('tick'),
+    newest: () => newest,
+    stop() {
+      stopped ??= (async () => {
+        clearInterval(timer);
+        await enqueue('stop').catch((error: Error) => options.onError?.(new Error(`the last audit checkpoint failed: ${error.message}`)));
+      })();
+      return stopped;
+    },
+  };
 }

@@ -2,8 +2,13 @@
  * The collector: `POST /v1/audit/events`, on the control plane's server, over mTLS. A guard sends
  * its decision events in batches, gzip-compressed:
  *
- *   { "stream": "<sender process id>", "dropped": <events it had to drop, cumulative>,
+ *   { "stream": "<sender stream id>", "dropped": <events it had to drop, cumulative>,
+ *     "written": <the highest position it has assigned so far>, "final": true (its last batch),
  *     "events": [ { "seq": <position in the stream>, "event": { …decision event… } }, … ] }
+ *
+ * `events` may be empty: a keep-alive (a live sender sends one when it has sent nothing for 30 s)
+ * or a final batch. `written` and `final` let verify tell a stream that ended cleanly from one
+ * whose sender died with events it had assigned but never delivered ("ended uncleanly").
  *
  * The source is the sender's SPIFFE ID from its certificate, never a field of the body; an event
  * whose `service` is not the sender's is refused (it would claim another source). Malformed,
@@ -91,7 +96,7 @@ export function createCollector(options: CollectorOptions): Collector {
         } catch (error) {
           return refuse((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? 'oversized' : 'malformed', `the batch does not inflate (${(error as Error).message}); at most ${MAX_INFLATED} bytes inflated`);
         }
-        let batch: { stream?: unknown; dropped?: unknown; events?: unknown };
+        let batch: { stream?: unknown; dropped?: unknown; written?: unknown; final?: unknown; events?: unknown };
         try {
           batch = JSON.parse(text) as typeof batch;
         } catch {
@@ -100,19 +105,25 @@ export function createCollector(options: CollectorOptions): Collector {
         if (typeof batch !== 'object' || batch === null) return refuse('malformed', 'the batch is a JSON object { stream, dropped, events }');
         if (typeof batch.stream !== 'string' || !/^[\w-]{1,64}$/.test(batch.stream)) return refuse('malformed', 'stream must be 1–64 letters, digits, _ or -');
         if (!Number.isSafeInteger(batch.dropped) || (batch.dropped as number) < 0) return refuse('malformed', 'dropped must be a whole number ≥ 0');
-        if (!Array.isArray(batch.events) || batch.events.length === 0 || batch.events.length > MAX_EVENTS) return refuse(Array.isArray(batch.events) && batch.events.length > MAX_EVENTS ? 'oversized' : 'malformed', `events must be a list of 1–${MAX_EVENTS}`);
+        if (batch.written !== undefined && (!Number.isSafeInteger(batch.written) || (batch.written as number) < 0)) return refuse('malformed', 'written must be a whole number ≥ 0');
+        if (batch.final !== undefined && typeof batch.final !== 'boolean') return refuse('malformed', 'final must be true or false');
+        if (!Array.isArray(batch.events) || batch.events.length > MAX_EVENTS) return refuse(Array.isArray(batch.events) ? 'oversized' : 'malformed', `events must be a list of at most ${MAX_EVENTS}`);
         const entries = [];
         const events: Record<string, unknown>[] = [];
         for (const item of batch.events as unknown[]) {
           const { seq, event } = (item ?? {}) as { seq?: unknown; event?: unknown };
           if (!Number.isSafeInteger(seq) || (seq as number) < 1) return refuse('malformed', 'every event has a seq: its position in the stream, from 1');
+          if (typeof batch.written === 'number' && (seq as number) > batch.written) return refuse('malformed', `event ${seq as number} is beyond written (${batch.written}): written is the highest position assigned so far`);
           const problem = eventProblem(event, service);
           if (problem !== null) return refuse(problem.kind, problem.detail);
           const record = event as Record<string, unknown>;
           events.push(record);
-          entries.push({ stream: batch.stream, streamSeq: seq as number, event: JSON.stringify(record), txn: typeof record.txn === 'string' ? record.txn : null });
+          entries.push({ streamSeq: seq as number, event: JSON.stringify(record) });
         }
-        const result = await options.store.appendAudit(source, { stream: batch.stream, dropped: batch.dropped as number, entries }, Date.now());
+        const result = await options.store.appendAudit(source, {
+          stream: batch.stream, dropped: batch.dropped as number, entries,
+          ...(batch.written === undefined ? {} : { written: batch.written as number }), ...(batch.final === true ? { final: true } : {}),
+        }, Date.now());
         stats.batches += 1;
         stats.events += result.accepted;
         stats.duplicates += result.duplicates;

@@ -7,8 +7,9 @@
 import { randomUUID } from 'node:crypto';
 import type { JSONWebKeySet } from 'jose';
 import { parseSpiffeId } from '@lockstep/guard';
-import type { AlertRecord, AuditAppend, ControlPlaneStore, LoginEvent } from '@lockstep/control-plane';
+import { AUDIT_STREAM_SILENCE_MS, type AlertRecord, type AuditAppend, type ControlPlaneStore, type LoginEvent } from '@lockstep/control-plane';
 import { DEFAULT_THRESHOLDS, RULES, type RuleId, type Thresholds } from './rules.ts';
+import type { Incident } from './checkpoints.ts';
 import { verifyTrail } from './verify.ts';
 
 type Event = Record<string, unknown>;
@@ -32,6 +33,8 @@ export interface Detector {
   observeDecisions(batch: { source: string; service: string; result: AuditAppend; events: readonly Event[] }): void;
   /** A sign-in at the identity provider (wire to `subscribeLogins`). */
   observeLogin(event: LoginEvent): void;
+  /** Tampering the checkpointer found (wire to its `onIncident`). */
+  observeTrailIncident(incident: Incident): void;
   /** Registry, streams, transactions, trail: the timer calls it; tests may too. */
   sweep(): Promise<void>;
   onAlert(listener: (alert: AlertRecord) => void): () => void;
@@ -47,6 +50,7 @@ export function createDetector(options: DetectorOptions): Detector {
   const { store } = options;
   const limits: Thresholds = { ...DEFAULT_THRESHOLDS, ...options.thresholds };
   const now = options.now ?? Date.now;
+  const startedAt = now();
   const severity = new Map(RULES.map((rule) => [rule.id, rule.severity]));
   const listeners = new Set<(alert: AlertRecord) => void>();
   const lastRaised = new Map<string, number>();
@@ -180,12 +184,19 @@ export function createDetector(options: DetectorOptions): Detector {
         raise('spool-drops', stream.source, `${serviceOf(stream.source) ?? stream.source} dropped ${stream.dropped} decision events: its spool was full`, { source: stream.source, stream: stream.stream, dropped: stream.dropped });
         droppedSeen.set(key, stream.dropped);
       }
+      // A sender that died and never resumed its stream: what it had numbered but not delivered is lost.
+      // (Only once the monitor has been up that long: while it was down, nobody could be heard.)
+      if (stream.closedAt === null && stream.written > 0 && at - stream.lastSeen > AUDIT_STREAM_SILENCE_MS && at - startedAt > AUDIT_STREAM_SILENCE_MS) {
+        const unaccounted = Math.max(0, stream.written - stream.lastStreamSeq) + stream.gaps;
+        raise('audit-gap', `${stream.source} ${stream.stream}`, `${serviceOf(stream.source) ?? stream.source}: stream ${stream.stream} ended uncleanly, ${unaccounted} event${unaccounted === 1 ? '' : 's'} unaccounted (silent since ${new Date(stream.lastSeen).toISOString()})`, { source: stream.source, stream: stream.stream, written: stream.written, unaccounted });
+      }
     }
     // The whole trail, now and then.
     if (options.auditKeys !== undefined && at - lastVerify >= (options.verifyEveryMs ?? 10 * 60_000)) {
       lastVerify = at;
       const report = await verifyTrail(store, options.auditKeys());
-      for (const problem of report.problems.filter((entry) => entry.kind !== 'missing')) raise('audit-gap', problem.source, `the audit trail does not verify: ${problem.detail}`, { ...problem });
+      // Missing and unaccounted events have alerts of their own (above, and as batches arrive).
+      for (const problem of report.problems.filter((entry) => entry.kind !== 'missing' && entry.kind !== 'unclean')) raise('audit-gap', problem.source, `the audit trail does not verify: ${problem.detail}`, { ...problem });
     }
     await Promise.all(pending);
   }
@@ -196,6 +207,9 @@ export function createDetector(options: DetectorOptions): Detector {
   return {
     observeDecisions,
     observeLogin,
+    observeTrailIncident(incident) {
+      raise('audit-gap', incident.source ?? 'checkpoint chain', `the audit trail was tampered with: ${incident.detail}`, { ...incident });
+    },
     sweep,
     onAlert(listener) {
       listeners.add(listener);

@@ -1,7 +1,10 @@
 export { createCollector, COLLECTOR_PATH, type Collector, type CollectorOptions, type CollectorStats } from './collector.ts';
 export { createScanReceiver, scanStatus, SCANS_PATH, type ScanReceiver, type ScanReceiverOptions, type ScanStatus, type ScanSummaryCounts } from './scans.ts';
-export { signCheckpoint, verifiedCheckpoint, startCheckpointer, CHECKPOINT_TYP, type Checkpointer, type CheckpointClaims } from './checkpoints.ts';
-export { verifyTrail, type VerifyReport, type Problem, type ProblemKind } from './verify.ts';
+export {
+  AUDIT_HEAD_FILE, CHAIN_TYP, chainPayload, linkDigest, signLink, startCheckpointer, verifiedLink, witnessAppends,
+  type AppendWitness, type ChainClaims, type Checkpointer, type Incident,
+} from './checkpoints.ts';
+export { verifyTrail, type Problem, type ProblemKind, type VerifyOptions, type VerifyReport } from './verify.ts';
 export { callChain, type CallChain } from './correlate.ts';
 export { createDetector, type Detector, type DetectorOptions } from './detector.ts';
 export { RULES, DEFAULT_THRESHOLDS, type Rule, type RuleId, type Thresholds } from './rules.ts';

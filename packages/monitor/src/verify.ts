@@ -1,44 +1,133 @@
 /**
- * `lockstep audit verify`: walks every source's chain and every checkpoint, and says what is wrong
- * and where:
+ * `lockstep audit verify`: walks the checkpoint chain, every source's chain of events and every
+ * stream's bookkeeping, and says what is wrong and where:
  *
- *   modified    an event whose hash no longer covers its text
- *   deleted     a position missing from the chain (or, after the last event, one a checkpoint saw)
+ *   modified    an event, a derived column or a stream's counters changed after they were recorded
+ *   deleted     events, a whole source, a stream's bookkeeping or checkpoints (links) that are gone
  *   reordered   an event that does not chain to the one stored before it
- *   missing     stream positions the sender numbered but that never arrived; events it dropped
- *   forged      a checkpoint whose signature does not verify, or that disagrees with the chain
+ *   forged      a link (or legacy checkpoint) not signed by the audit key, or not chained to the one before
+ *   tampered    an incident the checkpointer found and signed (a rewrite, a cut, a rollback)
+ *   stale       the newest link is older than its cadence allows: the monitor is down, or newer links were deleted
+ *   gap         links missing from the cadence, and the monitor that resumed cannot vouch for the one before
+ *   missing     events a sender numbered or dropped but that never arrived
+ *   unclean     a stream whose sender died without closing it: what it numbered but never delivered
+ *
+ * What verify proves, and what it cannot, is in docs/operations.md.
  */
 import type { JSONWebKeySet } from 'jose';
-import { auditEntryHash, GENESIS, type ControlPlaneStore } from '@lockstep/control-plane';
-import { verifiedCheckpoint } from './checkpoints.ts';
+import {
+  AUDIT_STREAM_SILENCE_MS, auditEntryHash, auditEventHash, auditTxnOf, GENESIS, type AuditChainLink, type ControlPlaneStore,
+} from '@lockstep/control-plane';
+import {
+  counterRegression, countersOf, emptyFold, foldLink, lateAfter, linkDigest, streamKey, verifiedCheckpoint, verifiedLink, type ChainClaims,
+} from './checkpoints.ts';
 
-export type ProblemKind = 'modified' | 'deleted' | 'reordered' | 'missing' | 'forged';
+export type ProblemKind = 'modified' | 'deleted' | 'reordered' | 'forged' | 'tampered' | 'stale' | 'gap' | 'missing' | 'unclean';
 
 export interface Problem {
   readonly kind: ProblemKind;
+  /** The source (a SPIFFE ID), or `checkpoint chain`. */
   readonly source: string;
-  /** Chain position (or stream position for `missing`), when one applies. */
+  /** Chain position (or link number for the checkpoint chain), when one applies. */
   readonly seq?: number;
   readonly detail: string;
 }
 
 export interface VerifyReport {
   readonly ok: boolean;
-  readonly sources: readonly { readonly source: string; readonly events: number; readonly checkpoints: number; readonly lastCheckpointAt: number | null }[];
+  readonly sources: readonly { readonly source: string; readonly events: number; readonly checkpointed: number }[];
+  readonly chain: { readonly links: number; readonly newest: { readonly n: number; readonly at: number; readonly kind: ChainClaims['kind'] } | null };
+  /** Events newer than the newest link: stored, chained, but not yet signed. */
+  readonly unsigned: number;
   readonly problems: readonly Problem[];
+  /** What is not wrong but worth knowing (a clean stop, a restart, events not yet checkpointed). */
+  readonly notes: readonly string[];
+}
+
+export interface VerifyOptions {
+  /** The time to judge freshness at (default: now): for a stopped system or a backup. */
+  readonly asOf?: number;
+  /** A link kept outside the store (`lockstep audit checkpoint`): the trail must extend it. */
+  readonly against?: string;
 }
 
 const PAGE = 1_000;
+const CHAIN = 'checkpoint chain';
+const when = (at: number) => new Date(at).toISOString();
+const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? '' : 's'}`;
 
-export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet): Promise<VerifyReport> {
+export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet, options: VerifyOptions = {}): Promise<VerifyReport> {
   const problems: Problem[] = [];
-  const checkpoints = await store.auditCheckpoints();
-  const sources = new Set([...(await store.auditHeads()).map((head) => head.source), ...checkpoints.map((checkpoint) => checkpoint.source)]);
-  const summary: { source: string; events: number; checkpoints: number; lastCheckpointAt: number | null }[] = [];
+  const notes: string[] = [];
+  const asOf = options.asOf ?? Date.now();
 
+  // 1. The checkpoint chain: contiguous from 1, each link signed and naming the one before.
+  const fold = emptyFold();
+  /** For each source, the link that signed its head last. */
+  const signedBy = new Map<string, number>();
+  let legacy: Map<string, number> | null = null;
+  let previous: { link: AuditChainLink; claims: ChainClaims } | null = null;
+  let links = 0;
+  /** When the monitor last started: silence is judged only while it has been up (its senders could reach it). */
+  let upSince = asOf;
+  for (let after = 0; ;) {
+    const page = await store.auditLinks(after, PAGE);
+    if (page.length === 0) break;
+    for (const link of page) {
+      links += 1;
+      const expected = (previous?.link.n ?? 0) + 1;
+      if (link.n !== expected) {
+        problems.push({ kind: 'deleted', source: CHAIN, seq: expected, detail: expected === 1
+          ? `the chain starts at link ${link.n}: links 1–${link.n - 1} (the oldest checkpoints) were deleted`
+          : `links ${expected}–${link.n - 1} are missing (deleted checkpoints, between ${when(previous?.link.at ?? 0)} and ${when(link.at)})` });
+      }
+      const claims = await verifiedLink(link.jws, jwks);
+      if (claims === null || claims.n !== link.n || claims.at !== link.at) {
+        problems.push({ kind: 'forged', source: CHAIN, seq: link.n, detail: `link ${link.n} (${when(link.at)}) is not signed by the audit key, or its stored position or time were changed` });
+        continue;
+      }
+      const prevDigest = previous === null ? GENESIS : linkDigest(previous.link.jws);
+      if (link.n === expected && claims.prev !== prevDigest) {
+        problems.push({ kind: 'forged', source: CHAIN, seq: link.n, detail: `link ${link.n} does not follow the stored link ${link.n - 1}: one of them was replaced` });
+      }
+      if (previous !== null) cadence(previous, { link, claims });
+      if (claims.legacy !== undefined) legacy = new Map(claims.legacy.map(([source, through]) => [source, through]));
+      for (const incident of claims.incidents) {
+        problems.push({ kind: 'tampered', source: incident.source ?? CHAIN, seq: link.n, detail: `found and signed at ${when(claims.at)} (link ${link.n}): ${incident.detail}` });
+      }
+      foldLink(fold, claims);
+      if (claims.kind === 'start') upSince = claims.at;
+      for (const [source] of claims.sources) signedBy.set(source, link.n);
+      previous = { link, claims };
+    }
+    after = (page[page.length - 1] as AuditChainLink).n;
+  }
+  const newest = previous;
+  if (newest === null) {
+    if ((await store.auditHeads()).length > 0) problems.push({ kind: 'stale', source: CHAIN, detail: 'the trail holds events but no checkpoint: nothing in it is signed (is the monitor running? were all checkpoints deleted?)' });
+  } else if (newest.claims.kind === 'stop') {
+    notes.push(`the monitor stopped cleanly at ${when(newest.claims.at)} (link ${newest.claims.n}); if it has run since, newer checkpoints were deleted`);
+  } else if (asOf - newest.claims.at > lateAfter(newest.claims.every)) {
+    problems.push({ kind: 'stale', source: CHAIN, seq: newest.claims.n, detail: `the newest checkpoint is link ${newest.claims.n} of ${when(newest.claims.at)}, ${Math.round((asOf - newest.claims.at) / 1000)} s before ${when(asOf)}; one comes every ${newest.claims.every / 1000} s: the monitor is down, or newer checkpoints were deleted` });
+  }
+  if (options.against !== undefined) await against(options.against);
+
+  // 2. Every source's chain: positions 1, 2, 3 … each hashing all it stores and chaining to the one before.
+  const storedLegacy = new Map((await store.auditLegacy()).map((entry) => [entry.source, entry.through]));
+  if (legacy !== null) {
+    const signed = legacy;
+    const changed = [...new Set([...signed.keys(), ...storedLegacy.keys()])].filter((source) => signed.get(source) !== storedLegacy.get(source));
+    for (const source of changed) problems.push({ kind: 'modified', source, detail: `its last v1 position is ${storedLegacy.get(source) ?? 'absent'} in the store, ${signed.get(source) ?? 'absent'} as link 1 signed it` });
+  }
+  const v1Through = legacy ?? storedLegacy;
+  const heads = await store.auditHeads();
+  const sources = new Set([...heads.map((head) => head.source), ...fold.sources.keys()]);
+  const summary: { source: string; events: number; checkpointed: number }[] = [];
+  const streamEvents = new Map<string, { count: number; last: number }>();
+  let unsigned = 0;
   for (const source of [...sources].sort()) {
-    // Walk the chain: positions 1, 2, 3 … each hashing its text and chaining to the one before.
     const hashAt = new Map<number, string>();
+    const signed = fold.sources.get(source);
     let expected = 1;
     let previousHash = GENESIS;
     let count = 0;
@@ -52,9 +141,16 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet)
         } else if (event.prevHash !== previousHash) {
           problems.push({ kind: 'reordered', source, seq: event.seq, detail: `event ${event.seq} does not chain to the event stored before it (moved, or one before it was replaced)` });
         }
-        if (auditEntryHash(source, event.seq, event.prevHash, event.event) !== event.hash) {
-          problems.push({ kind: 'modified', source, seq: event.seq, detail: `event ${event.seq} was changed after it was recorded (its hash no longer matches its content)` });
+        const hash = event.seq <= (v1Through.get(source) ?? 0) ? auditEntryHash(source, event.seq, event.prevHash, event.event) : auditEventHash(event);
+        if (hash !== event.hash) {
+          problems.push({ kind: 'modified', source, seq: event.seq, detail: `event ${event.seq} was changed after it was recorded (its hash no longer matches its text, stream, stream position or arrival time)` });
         }
+        if (event.txn !== auditTxnOf(event.event)) {
+          problems.push({ kind: 'modified', source, seq: event.seq, detail: `the txn column of event ${event.seq} says ${JSON.stringify(event.txn)}; the event says ${JSON.stringify(auditTxnOf(event.event))}` });
+        }
+        const key = streamKey(source, event.stream);
+        const seen = streamEvents.get(key) ?? { count: 0, last: 0 };
+        streamEvents.set(key, { count: seen.count + 1, last: Math.max(seen.last, event.streamSeq) });
         hashAt.set(event.seq, event.hash);
         previousHash = event.hash;
         expected = event.seq + 1;
@@ -62,29 +158,102 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet)
       after = (page[page.length - 1] as { seq: number }).seq;
     }
     const last = expected - 1;
-
-    // Checkpoints: signed by the control plane, and matching the chain at their position.
-    const own = checkpoints.filter((checkpoint) => checkpoint.source === source);
-    for (const checkpoint of own) {
-      const claims = await verifiedCheckpoint(checkpoint, jwks);
-      const when = new Date(checkpoint.at).toISOString();
-      if (claims === null || claims.source !== source || claims.seq !== checkpoint.seq || claims.hash !== checkpoint.hash || claims.at !== checkpoint.at) {
-        problems.push({ kind: 'forged', source, seq: checkpoint.seq, detail: `the checkpoint of ${when} is not signed by the audit key, or its fields were changed` });
-        continue;
-      }
-      if (claims.seq > last) {
-        problems.push({ kind: 'deleted', source, seq: claims.seq, detail: `the checkpoint of ${when} saw ${claims.seq} events; only ${last} are stored: events ${last + 1}–${claims.seq} were deleted` });
-      } else if (claims.seq > 0 && hashAt.get(claims.seq) !== claims.hash) {
-        problems.push({ kind: 'modified', source, seq: claims.seq, detail: `the chain up to event ${claims.seq} differs from what the checkpoint of ${when} signed: it was rewritten` });
+    if (signed !== undefined) {
+      const by = `link ${signedBy.get(source)}`;
+      if (count === 0) {
+        problems.push({ kind: 'deleted', source, seq: 1, detail: `the whole source is gone: ${by} signed ${plural(signed.seq, 'event')} of it` });
+      } else if (signed.seq > last) {
+        problems.push({ kind: 'deleted', source, seq: last + 1, detail: `${by} signed ${plural(signed.seq, 'event')}; only ${last} are stored: events ${last + 1}–${signed.seq} were deleted` });
+      } else if (hashAt.get(signed.seq) !== signed.hash) {
+        problems.push({ kind: 'modified', source, seq: signed.seq, detail: `the chain up to event ${signed.seq} differs from what ${by} signed: it was rewritten` });
       }
     }
-    summary.push({ source, events: count, checkpoints: own.length, lastCheckpointAt: own.length === 0 ? null : Math.max(...own.map((checkpoint) => checkpoint.at)) });
+    unsigned += Math.max(0, last - (signed?.seq ?? 0));
+    summary.push({ source, events: count, checkpointed: signed?.seq ?? 0 });
+  }
+  if (unsigned > 0) notes.push(`not yet checkpointed (${plural(unsigned, 'event')}): stored and chained, but newer than the newest signed checkpoint`);
+
+  // 3. Legacy per-source checkpoints (before the chain): signed, and matching the chain.
+  for (const checkpoint of await store.auditCheckpoints()) {
+    const claims = await verifiedCheckpoint(checkpoint, jwks);
+    const { source } = checkpoint;
+    if (claims === null || claims.source !== source || claims.seq !== checkpoint.seq || claims.hash !== checkpoint.hash || claims.at !== checkpoint.at) {
+      problems.push({ kind: 'forged', source, seq: checkpoint.seq, detail: `the legacy checkpoint of ${when(checkpoint.at)} is not signed by the audit key, or its fields were changed` });
+      continue;
+    }
+    const [event] = claims.seq > 0 ? await store.auditEvents(source, claims.seq - 1, 1) : [];
+    if (claims.seq > 0 && event?.seq !== claims.seq) {
+      problems.push({ kind: 'deleted', source, seq: claims.seq, detail: `the legacy checkpoint of ${when(claims.at)} saw ${claims.seq} events; event ${claims.seq} is gone` });
+    } else if (claims.seq > 0 && event?.hash !== claims.hash) {
+      problems.push({ kind: 'modified', source, seq: claims.seq, detail: `the chain up to event ${claims.seq} differs from what the legacy checkpoint of ${when(claims.at)} signed: it was rewritten` });
+    }
   }
 
-  // What the senders numbered but never delivered, and what they dropped.
-  for (const stream of await store.auditStreams()) {
-    if (stream.gaps > 0) problems.push({ kind: 'missing', source: stream.source, detail: `stream ${stream.stream}: ${stream.gaps} event${stream.gaps === 1 ? '' : 's'} never arrived (positions skipped up to ${stream.lastStreamSeq})` });
-    if (stream.dropped > 0) problems.push({ kind: 'missing', source: stream.source, detail: `stream ${stream.stream}: the sender dropped ${stream.dropped} event${stream.dropped === 1 ? '' : 's'} (its spool was full)` });
+  // 4. Streams: their bookkeeping against their events and the signed counters; then what never arrived.
+  const rows = await store.auditStreams();
+  const stored = new Set(rows.map((row) => streamKey(row.source, row.stream)));
+  for (const [key, signed] of fold.streams) {
+    if (!stored.has(key)) problems.push({ kind: 'deleted', source: signed[0], detail: `the bookkeeping of stream ${signed[1]} is gone (it was signed with ${plural(signed[4], 'event')} written, ${signed[3]} dropped)` });
   }
-  return { ok: problems.length === 0, sources: summary, problems };
+  const judgedAt = Math.min(asOf, newest?.claims.at ?? asOf);
+  const silentSince = judgedAt - upSince >= AUDIT_STREAM_SILENCE_MS ? judgedAt - AUDIT_STREAM_SILENCE_MS : -Infinity;
+  for (const row of rows) {
+    const events = streamEvents.get(streamKey(row.source, row.stream)) ?? { count: 0, last: 0 };
+    const name = `stream ${row.stream}`;
+    if (row.lastStreamSeq !== events.last || row.gaps !== events.last - events.count) {
+      problems.push({ kind: 'modified', source: row.source, detail: `the bookkeeping of ${name} says last position ${row.lastStreamSeq} and ${plural(row.gaps, 'gap')}; its events say ${events.last} and ${events.last - events.count}` });
+    }
+    const signed = fold.streams.get(streamKey(row.source, row.stream));
+    const regression = signed === undefined ? null : counterRegression(signed, countersOf(row));
+    if (regression !== null) problems.push({ kind: 'modified', source: row.source, detail: `the counters of ${name} were changed after they were signed: ${regression}` });
+    // Judge by the larger of stored and signed: lowering a counter must not hide what it counts.
+    const dropped = Math.max(row.dropped, signed?.[3] ?? 0);
+    const written = Math.max(row.written, signed?.[4] ?? 0);
+    const gaps = events.last - events.count;
+    if (gaps > 0) problems.push({ kind: 'missing', source: row.source, detail: `${name}: ${plural(gaps, 'event')} never arrived (positions skipped up to ${events.last})` });
+    if (dropped > 0) problems.push({ kind: 'missing', source: row.source, detail: `${name}: the sender dropped ${plural(dropped, 'event')} (its journal was full, or a line was torn)` });
+    const tail = Math.max(0, written - events.last);
+    if (row.closedAt !== null && tail > 0) {
+      problems.push({ kind: 'missing', source: row.source, detail: `${name}: closed at ${when(row.closedAt)} having written ${written}; events ${events.last + 1}–${written} never arrived` });
+    } else if (row.closedAt === null && written > 0 && row.lastSeen < silentSince) {
+      problems.push({ kind: 'unclean', source: row.source, detail: `${name} ended uncleanly, ${plural(tail + gaps, 'event')} unaccounted: silent since ${when(row.lastSeen)} without closing (its sender died and did not resume it)` });
+    }
+  }
+  return {
+    ok: problems.length === 0, sources: summary, unsigned, problems, notes,
+    chain: { links, newest: newest === null ? null : { n: newest.claims.n, at: newest.claims.at, kind: newest.claims.kind } },
+  };
+
+  /** A pause in the cadence is fine only when the monitor that resumed vouches for the link before it. */
+  function cadence(before: { link: AuditChainLink; claims: ChainClaims }, after: { link: AuditChainLink; claims: ChainClaims }): void {
+    const { claims } = after;
+    const vouched = claims.kind === 'start' && claims.resumed?.n === before.link.n && claims.resumed.digest === linkDigest(before.link.jws);
+    if (claims.kind === 'start' && claims.resumed !== null && claims.resumed !== undefined && !vouched) {
+      problems.push({ kind: 'tampered', source: CHAIN, seq: claims.n, detail: `the monitor that started at ${when(claims.at)} had signed link ${claims.resumed.n} last; the store has link ${before.link.n} before its start: links were deleted or replaced` });
+    }
+    if (claims.at - before.claims.at <= lateAfter(before.claims.every)) return;
+    const span = `from ${when(before.claims.at)} to ${when(claims.at)}`;
+    if (vouched) {
+      notes.push(`no checkpoints ${span}: the monitor ${before.claims.kind === 'stop' ? 'was stopped' : 'was down (it did not stop cleanly)'} and resumed from link ${before.link.n}`);
+    } else {
+      problems.push({ kind: 'gap', source: CHAIN, seq: claims.n, detail: `no checkpoints ${span} (links ${before.link.n}–${claims.n}), and the monitor that resumed cannot vouch for link ${before.link.n}: newer checkpoints may have been deleted` });
+    }
+  }
+
+  /** The witnessed link must be in the store, unchanged: the trail extends it. */
+  async function against(jws: string): Promise<void> {
+    const claims = await verifiedLink(jws.trim(), jwks);
+    if (claims === null) {
+      problems.push({ kind: 'forged', source: CHAIN, detail: 'the witnessed checkpoint given with --against is not a link signed by the audit key' });
+      return;
+    }
+    const [link] = await store.auditLinks(claims.n - 1, 1);
+    if (link?.n !== claims.n) {
+      problems.push({ kind: 'deleted', source: CHAIN, seq: claims.n, detail: `the witnessed link ${claims.n} of ${when(claims.at)} is not in the store: the trail was rolled back before it` });
+    } else if (link.jws !== jws.trim()) {
+      problems.push({ kind: 'forged', source: CHAIN, seq: claims.n, detail: `link ${claims.n} in the store is not the witnessed one of ${when(claims.at)}: the chain was replaced` });
+    } else {
+      notes.push(`the trail extends the witnessed link ${claims.n} of ${when(claims.at)}`);
+    }
+  }
 }

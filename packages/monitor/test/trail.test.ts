@@ -119,7 +119,7 @@ describe('shipping and the collector', () => {
     assert.deepEqual(report.problems, []);
     assert.equal(report.ok, true);
     // The control plane's own source holds the policy in force at start.
-    assert.deepEqual(report.sources.map((source) => [source.source, source.events, source.checkpoints]), [[controlPlaneSpiffeId(TD), 1, 1], [orders.spiffeId, 32, 1]]);
+    assert.deepEqual(report.sources.map((source) => [source.source, source.events, source.checkpointed]), [[controlPlaneSpiffeId(TD), 1, 1], [orders.spiffeId, 32, 32]]);
   });
 
   it('correlates one transaction into its call chain', async () => {

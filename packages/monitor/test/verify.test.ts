@@ -1,114 +1,449 @@
 /**
- * `lockstep audit verify` against an attacker with write access to the database (the append-only
- * triggers dropped first): every kind of tampering is found and named — on SQLite and PostgreSQL.
+ * `lockstep audit verify` against an attacker with write access to the database: the append-only
+ * triggers dropped first, hashes recomputed where that helps the attacker. Every kind of tampering
+ * the issue lists is found and named — before and after the newest checkpoint, on SQLite and
+ * PostgreSQL: modify, delete, reorder and truncate; a rollback to an older checkpoint; a deleted
+ * source; the oldest checkpoint deleted; each stored column edited; the stream counters zeroed.
+ * On SQLite the command itself runs (exit code and output); on PostgreSQL what it runs (verifyTrail).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { testPostgres } from '@lockstep/testkit';
-import { openKeyRing, openPostgresStore, openSqliteStore, type ControlPlaneStore, type KeyRing } from '@lockstep/control-plane';
-import { startCheckpointer, verifyTrail } from '../src/index.ts';
+import { auditEntryHash, auditEventHash, GENESIS, openPostgresStore, openSqliteStore, type AuditBatch, type ControlPlaneStore, type KeyRing } from '@lockstep/control-plane';
+import { MIGRATIONS } from '../../control-plane/src/store/migrations.ts';
+import { main } from '../../cli/src/main.ts';
+import {
+  AUDIT_HEAD_FILE, createDetector, openAuditKeys, startCheckpointer, verifyTrail, witnessAppends, type Checkpointer, type Problem, type VerifyOptions,
+} from '../src/index.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-verify-'));
 const postgres = await testPostgres();
-const PG_SCHEMA = postgres.schema();
 
 after(async () => {
   rmSync(scratch, { recursive: true, force: true });
   await postgres.cleanup();
 });
 
-/** Each backend: how to open it, and how the attacker runs SQL on it (positional `?` parameters). */
-const BACKENDS: { name: string; skip: string | false; open(): Promise<ControlPlaneStore>; sql(statement: string, ...values: (string | number)[]): Promise<void> }[] = [
+const ORDERS = 'spiffe://shop.test/svc/orders';
+const PAYMENTS = 'spiffe://shop.test/svc/payments';
+const INVENTORY = 'spiffe://shop.test/svc/inventory';
+const MINUTE = 60_000;
+const event = (index: number, decision = 'allow') => JSON.stringify({ service: 'orders', requestId: `r-${index}`, decision, txn: `t-${index % 3}` });
+const batch = (stream: string, from: number, to: number, extra: Partial<AuditBatch> = {}): AuditBatch => ({
+  stream, dropped: 0, written: to, entries: Array.from({ length: to - from + 1 }, (_, index) => ({ streamSeq: from + index, event: event(from + index) })), ...extra,
+});
+
+type Row = Record<string, unknown>;
+interface Database {
+  run(statement: string, ...values: (string | number | null)[]): Promise<void>;
+  all(statement: string, ...values: (string | number | null)[]): Promise<Row[]>;
+}
+
+/** Each backend: a fresh store in a fresh home, and the attacker's SQL on it (triggers dropped). */
+const BACKENDS: { name: string; skip: string | false; open(home: string): { open(): Promise<ControlPlaneStore>; db: Database } }[] = [
   {
     name: 'sqlite', skip: false,
-    open: async () => openSqliteStore(join(scratch, 'cp.db')),
-    async sql(statement, ...values) {
-      const db = new DatabaseSync(join(scratch, 'cp.db'));
-      try {
-        for (const trigger of ['audit_events_no_update', 'audit_events_no_delete', 'audit_checkpoints_no_update', 'audit_checkpoints_no_delete']) db.exec(`DROP TRIGGER IF EXISTS ${trigger}`);
-        db.prepare(statement).run(...values);
-      } finally {
-        db.close();
-      }
+    open(home) {
+      const path = join(home, 'control-plane.db');
+      const connect = () => {
+        const db = new DatabaseSync(path);
+        for (const table of ['audit_events', 'audit_streams', 'audit_chain', 'audit_legacy', 'audit_checkpoints']) {
+          for (const change of ['update', 'delete']) db.exec(`DROP TRIGGER IF EXISTS ${table}_no_${change}`);
+        }
+        return db;
+      };
+      return {
+        open: async () => openSqliteStore(path),
+        db: {
+          async run(statement, ...values) {
+            const db = connect();
+            try { db.prepare(statement).run(...values); } finally { db.close(); }
+          },
+          async all(statement, ...values) {
+            const db = connect();
+            try { return db.prepare(statement).all(...values) as Row[]; } finally { db.close(); }
+          },
+        },
+      };
     },
   },
   {
     name: 'postgres', skip: postgres.skip,
-    open: () => openPostgresStore({ connectionString: postgres.url, schema: PG_SCHEMA }),
-    async sql(statement, ...values) {
-      const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${PG_SCHEMA}` });
-      await client.connect();
-      try {
-        await client.query('ALTER TABLE audit_events DISABLE TRIGGER ALL; ALTER TABLE audit_checkpoints DISABLE TRIGGER ALL');
-        let index = 0;
-        await client.query(statement.replace(/\?/g, () => `$${++index}`), values);
-      } finally {
-        await client.end();
-      }
+    open() {
+      const schema = postgres.schema();
+      const query = async (statement: string, values: (string | number | null)[]) => {
+        const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${schema}` });
+        await client.connect();
+        try {
+          await client.query('ALTER TABLE audit_events DISABLE TRIGGER ALL; ALTER TABLE audit_chain DISABLE TRIGGER ALL; ALTER TABLE audit_legacy DISABLE TRIGGER ALL');
+          let index = 0;
+          return (await client.query(statement.replace(/\?/g, () => `$${++index}`), values)).rows as Row[];
+        } finally {
+          await client.end();
+        }
+      };
+      return {
+        open: () => openPostgresStore({ connectionString: postgres.url, schema }),
+        db: { run: async (statement, ...values) => void await query(statement, values), all: (statement, ...values) => query(statement, values) },
+      };
     },
   },
 ];
 
-const SOURCE = 'spiffe://shop.test/svc/orders';
-const event = (index: number, decision = 'allow') => JSON.stringify({ service: 'orders', requestId: `r-${index}`, decision, txn: `t-${index % 3}` });
+/**
+ * A trail as the monitor keeps it: orders 1–20 and payments 1–5 signed by link 2 (link 1 is the
+ * start), then orders 21–30 appended after it — the tail not yet checkpointed.
+ */
+async function liveTrail(backend: (typeof BACKENDS)[number]) {
+  const home = mkdtempSync(join(scratch, `${backend.name}-`));
+  const { open, db } = backend.open(home);
+  const keys: KeyRing = await openAuditKeys(join(home, 'keys'));
+  let clock = Date.parse('2026-12-01T10:00:00Z');
+  const raw = await open();
+  const { store, witness } = witnessAppends(raw);
+  // The monitor's detector, told of incidents as the assembled control plane tells it.
+  const detector = createDetector({ store: raw, now: () => clock, sweepMs: 3_600_000 });
+  const start = () => startCheckpointer({
+    store, keys, intervalMs: MINUTE, now: () => clock, headFile: join(home, 'keys', AUDIT_HEAD_FILE), witness, onIncident: (incident) => detector.observeTrailIncident(incident),
+  });
+  let checkpointer: Checkpointer = start();
+  await store.appendAudit(ORDERS, batch('o1', 1, 20), clock);
+  await store.appendAudit(PAYMENTS, { ...batch('p1', 1, 5), entries: batch('p1', 1, 5).entries.map((entry) => ({ ...entry, event: entry.event.replace('orders', 'payments') })) }, clock);
+  clock += MINUTE;
+  await checkpointer.checkpoint();
+  clock += 20_000;
+  await store.appendAudit(ORDERS, batch('o1', 21, 30), clock);
+  clock += 1_000;
+  const trail = {
+    home, db, store, keys,
+    /** The alerts raised so far (after the detector's sweep). */
+    async alerts() {
+      await detector.sweep();
+      return (await raw.alerts(100)).map((alert) => `${alert.rule}: ${alert.summary}`);
+    },
+    get clock() { return clock; },
+    /** A minute passes: the next link. */
+    async tick() {
+      clock += MINUTE;
+      return checkpointer.checkpoint();
+    },
+    /** The monitor dies (no stop link) and starts again three minutes later, with its head file. */
+    async restart() {
+      clock += 3 * MINUTE;
+      checkpointer = start();
+      return checkpointer.checkpoint();
+    },
+    verify: (options: VerifyOptions = {}) => verifyTrail(raw, keys.publicJwks(), { asOf: clock, ...options }),
+    /** What `lockstep audit verify` says (SQLite: the command itself), as `KIND source @seq` lines. */
+    async command(...extra: string[]): Promise<{ code: number; lines: string[] }> {
+      if (backend.name !== 'sqlite') {
+        const report = await trail.verify();
+        return { code: report.ok ? 0 : 1, lines: report.problems.map(line) };
+      }
+      const out: string[] = [];
+      const previous = process.env.LOCKSTEP_HOME;
+      process.env.LOCKSTEP_HOME = home;
+      try {
+        const code = await main(['audit', 'verify', '--as-of', new Date(clock).toISOString(), ...extra], (text) => out.push(text), (text) => out.push(text));
+        // KIND  source[ @seq]  detail
+        return { code, lines: out.filter((text) => /^[A-Z]+ {2}/.test(text)).map((text) => text.split('  ').slice(0, 2).join(' ')) };
+      } finally {
+        if (previous === undefined) delete process.env.LOCKSTEP_HOME;
+        else process.env.LOCKSTEP_HOME = previous;
+      }
+    },
+    /** The attacker recomputes every hash of a source's chain after an edit (the formula is public). */
+    async rechain(source: string) {
+      let prevHash = GENESIS;
+      for (const row of await db.all('SELECT * FROM audit_events WHERE source = ? ORDER BY seq', source)) {
+        const hash = auditEventHash({
+          source, seq: Number(row.seq), prevHash, stream: String(row.stream), streamSeq: Number(row.stream_seq), receivedAt: Number(row.received_at), event: String(row.event),
+        });
+        await db.run('UPDATE audit_events SET prev_hash = ?, hash = ? WHERE source = ? AND seq = ?', prevHash, hash, source, Number(row.seq));
+        prevHash = hash;
+      }
+    },
+    /** Deletes one event and closes the hole (positions after it move down by one). */
+    async cut(source: string, seq: number) {
+      await db.run('DELETE FROM audit_events WHERE source = ? AND seq = ?', source, seq);
+      await db.run('UPDATE audit_events SET seq = -seq WHERE source = ? AND seq > ?', source, seq);
+      await db.run('UPDATE audit_events SET seq = -seq - 1 WHERE source = ? AND seq < 0', source);
+    },
+    async swap(source: string, seq: number) {
+      await db.run('UPDATE audit_events SET seq = -1 WHERE source = ? AND seq = ?', source, seq);
+      await db.run('UPDATE audit_events SET seq = ? WHERE source = ? AND seq = ?', seq, source, seq + 1);
+      await db.run('UPDATE audit_events SET seq = ? WHERE source = ? AND seq = -1', seq + 1, source);
+    },
+    async close() {
+      detector.stop();
+      await raw.close();
+    },
+  };
+  return trail;
+}
+
+const line = (problem: Problem) => `${problem.kind.toUpperCase()} ${problem.source}${problem.seq === undefined ? '' : ` @${problem.seq}`}`;
+
+/** Verify exits non-zero and names each of `expected` (kind, source and position). */
+async function assertFound(trail: Awaited<ReturnType<typeof liveTrail>>, expected: string[]) {
+  const { code, lines } = await trail.command();
+  assert.equal(code, 1, `verify must fail; it said: ${lines.join(' | ')}`);
+  for (const wanted of expected) assert.ok(lines.includes(wanted), `expected ${wanted}; verify said: ${lines.join(' | ')}`);
+}
 
 for (const backend of BACKENDS) {
   describe(`lockstep audit verify finds tampering (${backend.name})`, { skip: backend.skip }, () => {
-    let store: ControlPlaneStore;
-    let keys: KeyRing;
-    const problems = async () => (await verifyTrail(store, keys.publicJwks())).problems.map((problem) => `${problem.kind} ${problem.seq ?? ''}`.trim());
+    const withTrail = (test: (trail: Awaited<ReturnType<typeof liveTrail>>) => Promise<void>) => async () => {
+      const trail = await liveTrail(backend);
+      try {
+        await test(trail);
+      } finally {
+        await trail.close();
+      }
+    };
 
-    before(async () => {
-      store = await backend.open();
-      keys = await openKeyRing(join(scratch, `keys-${backend.name}`), 'audit', { retainMs: 3_600_000 });
-      await store.appendAudit(SOURCE, { stream: 's', dropped: 0, entries: Array.from({ length: 32 }, (_, index) => ({ stream: 's', streamSeq: index + 1, txn: null, event: event(index + 1, index === 30 ? 'deny' : 'allow') })) }, Date.now());
-      await startCheckpointer({ store, keys, intervalMs: 3_600_000 }).checkpoint();
-    });
-    after(async () => {
-      await store.close();
+    it('finds nothing in an intact trail, and says how much is not yet checkpointed', withTrail(async (trail) => {
+      const report = await trail.verify();
+      assert.deepEqual(report.problems, []);
+      assert.equal(report.unsigned, 10);
+      assert.ok(report.notes.includes('not yet checkpointed (10 events): stored and chained, but newer than the newest signed checkpoint'), report.notes.join(' | '));
+      await trail.tick();
+      assert.deepEqual(await trail.command(), { code: 0, lines: [] });
+      assert.equal((await trail.verify()).unsigned, 0);
+    }));
+
+    describe('before the newest checkpoint (what link 2 signed)', () => {
+      it('a modified event', withTrail(async (trail) => {
+        await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 7", ORDERS);
+        await assertFound(trail, [`MODIFIED ${ORDERS} @7`]);
+      }));
+
+      it('a modified event, the chain recomputed', withTrail(async (trail) => {
+        await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 7", ORDERS);
+        await trail.rechain(ORDERS);
+        await assertFound(trail, [`MODIFIED ${ORDERS} @20`]);
+      }));
+
+      it('a deleted event, the hole closed and the chain recomputed', withTrail(async (trail) => {
+        await trail.cut(ORDERS, 7);
+        await trail.rechain(ORDERS);
+        await assertFound(trail, [`MODIFIED ${ORDERS} @20`]);
+      }));
+
+      it('a deleted event', withTrail(async (trail) => {
+        await trail.db.run('DELETE FROM audit_events WHERE source = ? AND seq = 7', ORDERS);
+        await assertFound(trail, [`DELETED ${ORDERS} @7`]);
+      }));
+
+      it('two events reordered, the chain recomputed', withTrail(async (trail) => {
+        await trail.swap(ORDERS, 7);
+        await trail.rechain(ORDERS);
+        await assertFound(trail, [`MODIFIED ${ORDERS} @20`]);
+      }));
+
+      it('the trail truncated', withTrail(async (trail) => {
+        await trail.db.run('DELETE FROM audit_events WHERE source = ? AND seq > 15', ORDERS);
+        await assertFound(trail, [`DELETED ${ORDERS} @16`]);
+      }));
     });
 
-    it('finds nothing in an intact trail', async () => {
-      assert.deepEqual(await problems(), []);
+    describe('after the newest checkpoint (the tail; the next link finds it)', () => {
+      it('a modified event (not recomputed: at once)', withTrail(async (trail) => {
+        await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 25", ORDERS);
+        await assertFound(trail, [`MODIFIED ${ORDERS} @25`]);
+      }));
+
+      const recomputed: [string, (trail: Awaited<ReturnType<typeof liveTrail>>) => Promise<void>][] = [
+        ['a modified event', (trail) => trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 25", ORDERS)],
+        ['a deleted event', (trail) => trail.cut(ORDERS, 25)],
+        ['two events reordered', (trail) => trail.swap(ORDERS, 25)],
+        ['the trail truncated', (trail) => trail.db.run('DELETE FROM audit_events WHERE source = ? AND seq > 22', ORDERS)],
+      ];
+      for (const [what, tamper] of recomputed) {
+        it(`${what}, the chain recomputed`, withTrail(async (trail) => {
+          await tamper(trail);
+          await trail.rechain(ORDERS);
+          const link = await trail.tick();
+          assert.equal(link.incidents.length, 1, 'the checkpointer signs an incident, not the rewritten head');
+          await assertFound(trail, [`TAMPERED ${ORDERS} @3`]);
+          assert.ok((await trail.alerts()).some((alert) => alert.startsWith(`audit-gap: the audit trail was tampered with: `)), 'and the monitor raises an alert');
+        }));
+      }
     });
 
-    it('a modified event', async () => {
-      await backend.sql("UPDATE audit_events SET event = replace(event, '\"deny\"', '\"allow\"') WHERE source = ? AND seq = 31", SOURCE);
-      assert.deepEqual(await problems(), ['modified 31']);
+    describe('the checkpoints', () => {
+      it('a rollback to an older checkpoint: stale, not the witnessed link, and found when the monitor starts', withTrail(async (trail) => {
+        await trail.tick();
+        const witnessed = await trail.store.newestAuditLink();
+        assert.equal(witnessed?.n, 3);
+        // The attacker deletes link 3 and what it signed: the store looks like it did at link 2.
+        await trail.db.run('DELETE FROM audit_chain WHERE n = 3');
+        await trail.db.run('DELETE FROM audit_events WHERE source = ? AND seq > 20', ORDERS);
+        await trail.db.run('UPDATE audit_streams SET last_stream_seq = 20, written = 20 WHERE stream = ?', 'o1');
+        const later = await trail.verify({ asOf: trail.clock + 5 * MINUTE });
+        assert.deepEqual(later.problems.map(line), ['STALE checkpoint chain @2']);
+        const against = await trail.verify({ against: witnessed?.jws ?? '' });
+        assert.deepEqual(against.problems.map(line), ['DELETED checkpoint chain @3']);
+        if (backend.name === 'sqlite') {
+          const { code, lines } = await trail.command('--against', witnessed?.jws ?? '');
+          assert.deepEqual([code, lines], [1, ['DELETED checkpoint chain @3']]);
+        }
+        await trail.restart();
+        await assertFound(trail, ['TAMPERED checkpoint chain @3']);
+      }));
+
+      it('the oldest checkpoint deleted', withTrail(async (trail) => {
+        await trail.db.run('DELETE FROM audit_chain WHERE n = 1');
+        await assertFound(trail, ['DELETED checkpoint chain @1']);
+      }));
+
+      it('a checkpoint changed', withTrail(async (trail) => {
+        await trail.db.run('UPDATE audit_chain SET at = at + 1 WHERE n = 2');
+        await assertFound(trail, ['FORGED checkpoint chain @2']);
+      }));
+
+      it('a gap in the cadence that the resumed monitor cannot vouch for', withTrail(async (trail) => {
+        rmSync(join(trail.home, 'keys', AUDIT_HEAD_FILE));
+        await trail.restart();
+        await trail.restart();
+        await assertFound(trail, ['GAP checkpoint chain @3']);
+      }));
+
+      it('a restart it can vouch for is a note, not a problem', withTrail(async (trail) => {
+        await trail.restart();
+        await trail.restart();
+        const report = await trail.verify();
+        assert.deepEqual(report.problems, []);
+        assert.ok(report.notes.some((note) => /was down \(it did not stop cleanly\) and resumed from link 2/.test(note)), report.notes.join(' | '));
+      }));
     });
 
-    it('a deleted event', async () => {
-      await backend.sql('DELETE FROM audit_events WHERE source = ? AND seq = 10', SOURCE);
-      assert.deepEqual(await problems(), ['deleted 10', 'modified 31']);
+    it('a whole source deleted', withTrail(async (trail) => {
+      await trail.db.run('DELETE FROM audit_events WHERE source = ?', PAYMENTS);
+      await trail.db.run('DELETE FROM audit_streams WHERE source = ?', PAYMENTS);
+      await assertFound(trail, [`DELETED ${PAYMENTS} @1`, `DELETED ${PAYMENTS}`]);
+    }));
+
+    describe('each stored column edited', () => {
+      const edits: [string, string, string[]][] = [
+        ['event', "event = replace(event, 'allow', 'deny')", [`MODIFIED ${ORDERS} @5`]],
+        ['txn', "txn = 't-forged'", [`MODIFIED ${ORDERS} @5`]],
+        ['received_at', 'received_at = received_at + 1', [`MODIFIED ${ORDERS} @5`]],
+        ['stream', "stream = 'o2'", [`MODIFIED ${ORDERS} @5`, `MODIFIED ${ORDERS}`]],
+        ['stream_seq', 'stream_seq = 99', [`MODIFIED ${ORDERS} @5`, `MODIFIED ${ORDERS}`]],
+        ['prev_hash', "prev_hash = hash", [`REORDERED ${ORDERS} @5`]],
+        ['hash', "hash = prev_hash", [`MODIFIED ${ORDERS} @5`, `REORDERED ${ORDERS} @6`]],
+        ['seq', 'seq = 99', [`DELETED ${ORDERS} @5`]],
+      ];
+      for (const [column, change, expected] of edits) {
+        it(column, withTrail(async (trail) => {
+          await trail.db.run(`UPDATE audit_events SET ${change} WHERE source = ? AND seq = 5`, ORDERS);
+          await assertFound(trail, expected);
+        }));
+      }
     });
 
-    it('reordered events', async () => {
-      await backend.sql('UPDATE audit_events SET seq = -5 WHERE source = ? AND seq = 5', SOURCE);
-      await backend.sql('UPDATE audit_events SET seq = 5 WHERE source = ? AND seq = 6', SOURCE);
-      await backend.sql('UPDATE audit_events SET seq = 6 WHERE source = ? AND seq = -5', SOURCE);
-      const found = await problems();
-      assert.ok(found.includes('reordered 5') || found.includes('modified 5'), found.join(', '));
-      assert.ok(found.includes('modified 6'), found.join(', '));
+    describe('the stream counters zeroed', () => {
+      /** inventory: positions 1, 2 and 5 of 6 written, 3 dropped — verify reports them missing. */
+      const lossy = async (trail: Awaited<ReturnType<typeof liveTrail>>) => {
+        await trail.store.appendAudit(INVENTORY, { stream: 'i1', dropped: 3, written: 6, entries: [1, 2, 5].map((streamSeq) => ({ streamSeq, event: event(streamSeq) })) }, trail.clock);
+      };
+      const zero = (trail: Awaited<ReturnType<typeof liveTrail>>) => trail.db.run('UPDATE audit_streams SET gaps = 0, dropped = 0, written = 0, last_stream_seq = 0 WHERE stream = ?', 'i1');
+
+      it('after they were signed: still missing, and changed', withTrail(async (trail) => {
+        await lossy(trail);
+        await trail.tick();
+        await zero(trail);
+        const report = await trail.verify();
+        const inventory = report.problems.filter((problem) => problem.source === INVENTORY).map((problem) => `${problem.kind}: ${problem.detail}`);
+        assert.deepEqual(inventory, [
+          'modified: the bookkeeping of stream i1 says last position 0 and 0 gaps; its events say 5 and 2',
+          'modified: the counters of stream i1 were changed after they were signed: last position went down from 5 to 0',
+          'missing: stream i1: 2 events never arrived (positions skipped up to 5)',
+          'missing: stream i1: the sender dropped 3 events (its journal was full, or a line was torn)',
+        ]);
+        await assertFound(trail, [`MODIFIED ${INVENTORY}`, `MISSING ${INVENTORY}`]);
+      }));
+
+      it('before they were signed: the next link signs an incident', withTrail(async (trail) => {
+        await lossy(trail);
+        await zero(trail);
+        const link = await trail.tick();
+        assert.deepEqual(link.incidents.map((incident) => incident.kind), ['counter-lowered']);
+        await assertFound(trail, [`TAMPERED ${INVENTORY} @3`]);
+      }));
     });
 
-    it('the newest events deleted after a checkpoint saw them, and a forged checkpoint', async () => {
-      await backend.sql('DELETE FROM audit_events WHERE source = ? AND seq > 30', SOURCE);
-      assert.ok((await problems()).includes('deleted 32'), 'the checkpoint saw 32 events');
-      await backend.sql("UPDATE audit_checkpoints SET seq = 30, hash = 'f00' WHERE source = ?", SOURCE);
-      assert.ok((await problems()).includes('forged 30'));
-    });
+    describe('streams that ended', () => {
+      it('cleanly: nothing to report; uncleanly: what was numbered but never delivered', withTrail(async (trail) => {
+        await trail.store.appendAudit(ORDERS, batch('o2', 1, 4, { final: true }), trail.clock);
+        // The sender numbered 1–10 and died after delivering 1–7: it never came back.
+        await trail.store.appendAudit(ORDERS, { ...batch('o3', 1, 7), written: 10 }, trail.clock);
+        assert.deepEqual((await trail.verify()).problems, [], 'not yet: it may still be on its way');
+        for (let minute = 0; minute < 6; minute += 1) {
+          // o1 and p1 are alive: their senders say so (keep-alives); o3's is gone.
+          await trail.store.appendAudit(ORDERS, { stream: 'o1', dropped: 0, written: 30, entries: [] }, trail.clock);
+          await trail.store.appendAudit(PAYMENTS, { stream: 'p1', dropped: 0, written: 5, entries: [] }, trail.clock);
+          await trail.tick();
+        }
+        const report = await trail.verify();
+        assert.deepEqual(report.problems.map((problem) => `${problem.kind}: ${problem.detail.replace(/silent since \S+/, 'silent since …')}`), [
+          'unclean: stream o3 ended uncleanly, 3 events unaccounted: silent since … without closing (its sender died and did not resume it)',
+        ]);
+        assert.ok((await trail.alerts()).some((alert) => /^audit-gap: orders: stream o3 ended uncleanly, 3 events unaccounted \(silent since /.test(alert)), 'the monitor raises an alert too');
+      }));
 
-    it('events a sender numbered but never delivered, and events it dropped', async () => {
-      const payments = 'spiffe://shop.test/svc/payments';
-      const report = await store.appendAudit(payments, { stream: 'p', dropped: 3, entries: [1, 2, 5].map((streamSeq) => ({ stream: 'p', streamSeq, txn: null, event: event(streamSeq) })) }, Date.now());
-      assert.deepEqual(report.gaps, [[3, 4]]);
-      const found = (await verifyTrail(store, keys.publicJwks())).problems.filter((problem) => problem.source === payments);
-      assert.deepEqual(found.map((problem) => problem.detail), ['stream p: 2 events never arrived (positions skipped up to 5)', 'stream p: the sender dropped 3 events (its spool was full)']);
+      it('closed with events it wrote never delivered', withTrail(async (trail) => {
+        await trail.store.appendAudit(ORDERS, { ...batch('o2', 1, 4), written: 6, final: true }, trail.clock);
+        assert.deepEqual((await trail.verify()).problems.map((problem) => problem.detail), [`stream o2: closed at ${new Date(trail.clock).toISOString()} having written 6; events 5–6 never arrived`]);
+      }));
     });
   });
 }
+
+describe('a trail from before the checkpoint chain (v1 hashes)', () => {
+  it('verifies after the upgrade, and an edit of a v1 event is still found', async () => {
+    const home = mkdtempSync(join(scratch, 'legacy-'));
+    const path = join(home, 'control-plane.db');
+    // The schema as the previous release left it, with two v1 events of orders.
+    const db = new DatabaseSync(path);
+    db.exec('CREATE TABLE lockstep_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    for (const migration of MIGRATIONS.filter((step) => step.version <= 7)) {
+      db.exec(migration.sqlite);
+      db.prepare('INSERT INTO lockstep_migrations (version, applied_at) VALUES (?, 0)').run(migration.version);
+    }
+    let prev = GENESIS;
+    for (const seq of [1, 2]) {
+      const hash = auditEntryHash(ORDERS, seq, prev, event(seq));
+      db.prepare('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(ORDERS, seq, 'old', seq, 1, event(seq), `t-${seq % 3}`, prev, hash);
+      prev = hash;
+    }
+    db.prepare('INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, first_seen, last_seen) VALUES (?, ?, 2, 0, 0, 1, 1)').run(ORDERS, 'old');
+    db.close();
+
+    const store = openSqliteStore(path);
+    try {
+      const keys = await openAuditKeys(join(home, 'keys'));
+      const checkpointer = startCheckpointer({ store, keys, intervalMs: MINUTE });
+      await store.appendAudit(ORDERS, batch('new', 1, 2), Date.now());
+      await checkpointer.checkpoint();
+      assert.deepEqual(await store.auditLegacy(), [{ source: ORDERS, through: 2 }]);
+      const report = await verifyTrail(store, keys.publicJwks());
+      assert.deepEqual(report.problems, []);
+      assert.deepEqual(report.sources.map((source) => [source.events, source.checkpointed]), [[4, 4]]);
+      const raw = new DatabaseSync(path);
+      raw.exec('DROP TRIGGER audit_events_no_update');
+      raw.exec("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE seq = 1");
+      raw.close();
+      assert.deepEqual((await verifyTrail(store, keys.publicJwks())).problems.map(line), [`MODIFIED ${ORDERS} @1`]);
+      await checkpointer.stop();
+    } finally {
+      await store.close();
+    }
+  });
+});

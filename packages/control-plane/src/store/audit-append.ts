@@ -3,29 +3,40 @@
  * is stored of the stream, work out which entries are new, their positions and hashes, and the
  * stream's new bookkeeping. The stores run it inside their own transaction.
  */
-import { auditEntryHash, GENESIS } from './audit-chain.ts';
-import type { AuditAppend, AuditEntry } from './store.ts';
+import { auditEventHash, auditTxnOf, GENESIS } from './audit-chain.ts';
+import type { AuditAppend, AuditBatch, AuditEntry } from './store.ts';
 
 export interface PlannedRow {
   readonly seq: number;
   readonly entry: AuditEntry;
+  readonly txn: string | null;
   readonly prevHash: string;
   readonly hash: string;
+}
+
+/** What is stored of a stream between batches. */
+export interface StreamState {
+  readonly lastStreamSeq: number;
+  readonly gaps: number;
+  readonly dropped: number;
+  readonly written: number;
+  readonly closedAt: number | null;
 }
 
 export interface AppendPlan {
   readonly rows: readonly PlannedRow[];
   readonly result: AuditAppend;
   /** The stream's bookkeeping after the batch. */
-  readonly stream: { readonly lastStreamSeq: number; readonly gaps: number };
+  readonly stream: StreamState;
 }
 
 export function planAppend(
   source: string,
   head: { seq: number; hash: string } | null,
-  stream: { lastStreamSeq: number; gaps: number } | null,
+  stream: StreamState | null,
   stored: (streamSeq: number) => boolean,
-  entries: readonly AuditEntry[],
+  batch: AuditBatch,
+  receivedAt: number,
 ): AppendPlan {
   let seq = head?.seq ?? 0;
   let hash = head?.hash ?? GENESIS;
@@ -35,7 +46,7 @@ export function planAppend(
   const rows: PlannedRow[] = [];
   const ranges: [number, number][] = [];
   let duplicates = 0;
-  for (const entry of entries) {
+  for (const entry of batch.entries) {
     if (seen.has(entry.streamSeq) || stored(entry.streamSeq)) {
       duplicates += 1;
       continue;
@@ -50,9 +61,15 @@ export function planAppend(
     }
     last = Math.max(last, entry.streamSeq);
     seq += 1;
-    const next = auditEntryHash(source, seq, hash, entry.event);
-    rows.push({ seq, entry, prevHash: hash, hash: next });
+    const next = auditEventHash({ source, seq, prevHash: hash, stream: batch.stream, streamSeq: entry.streamSeq, receivedAt, event: entry.event });
+    rows.push({ seq, entry, txn: auditTxnOf(entry.event), prevHash: hash, hash: next });
     hash = next;
   }
-  return { rows, result: { accepted: rows.length, duplicates, head: { seq, hash }, gaps: ranges }, stream: { lastStreamSeq: last, gaps } };
+  // The sender's counters only ever rise (a retried older batch must not lower them); `written` stays
+  // 0 for a sender that does not report it. A stream once closed stays closed at the time it was.
+  const written = Math.max(stream?.written ?? 0, batch.written ?? 0);
+  const dropped = Math.max(stream?.dropped ?? 0, batch.dropped);
+  const closedAt = stream?.closedAt ?? (batch.final === true ? receivedAt : null);
+  const next = { lastStreamSeq: last, gaps, dropped, written, closedAt };
+  return { rows, result: { accepted: rows.length, duplicates, head: { seq, hash }, gaps: ranges, stream: next }, stream: next };
 }

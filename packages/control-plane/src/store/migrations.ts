@@ -172,4 +172,32 @@ export const MIGRATIONS: readonly Migration[] = [
     sqlite: `ALTER TABLE services ADD COLUMN endpoints TEXT NOT NULL DEFAULT '[]';`,
     postgres: `ALTER TABLE services ADD COLUMN endpoints TEXT NOT NULL DEFAULT '[]';`,
   },
+  {
+    version: 8,
+    // The audit trail proves itself (see the monitor's README):
+    // - audit_legacy: each source's last position hashed with v1 (which did not cover stream,
+    //   stream_seq and received_at); later events are v2. Fixed at upgrade, signed by the first link
+    //   of the checkpoint chain.
+    // - audit_streams: what the sender says it assigned (`written`, 0: not reported) and when it
+    //   closed the stream cleanly.
+    // - audit_chain: one signed chain of checkpoints, each naming the digest of the one before.
+    sqlite: `
+      CREATE TABLE audit_legacy (source TEXT PRIMARY KEY, through INTEGER NOT NULL);
+      INSERT INTO audit_legacy (source, through) SELECT source, MAX(seq) FROM audit_events GROUP BY source;
+      ALTER TABLE audit_streams ADD COLUMN written INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE audit_streams ADD COLUMN closed_at INTEGER;
+      CREATE TABLE audit_chain (n INTEGER PRIMARY KEY, at INTEGER NOT NULL, jws TEXT NOT NULL);
+      CREATE TRIGGER audit_legacy_no_update BEFORE UPDATE ON audit_legacy BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+      CREATE TRIGGER audit_legacy_no_delete BEFORE DELETE ON audit_legacy BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+      CREATE TRIGGER audit_chain_no_update BEFORE UPDATE ON audit_chain BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+      CREATE TRIGGER audit_chain_no_delete BEFORE DELETE ON audit_chain BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;`,
+    postgres: `
+      CREATE TABLE audit_legacy (source TEXT PRIMARY KEY, through BIGINT NOT NULL);
+      INSERT INTO audit_legacy (source, through) SELECT source, MAX(seq) FROM audit_events GROUP BY source;
+      ALTER TABLE audit_streams ADD COLUMN written BIGINT NOT NULL DEFAULT 0;
+      ALTER TABLE audit_streams ADD COLUMN closed_at BIGINT;
+      CREATE TABLE audit_chain (n BIGINT PRIMARY KEY, at BIGINT NOT NULL, jws TEXT NOT NULL);
+      CREATE TRIGGER audit_legacy_append_only BEFORE UPDATE OR DELETE ON audit_legacy FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();
+      CREATE TRIGGER audit_chain_append_only BEFORE UPDATE OR DELETE ON audit_chain FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();`,
+  },
 ];

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import {
-  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
+  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditLinkFromRow, auditStreamFromRow, streamStateFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
   SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore } from './store.ts';
@@ -146,18 +146,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         // One writer per source at a time, across replicas: the chain has no forks.
         await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`lockstep-audit:${source}`]);
         const [head] = (await client.query('SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1', [source])).rows as { seq: string; hash: string }[];
-        const [stream] = (await client.query('SELECT last_stream_seq, gaps FROM audit_streams WHERE source = $1 AND stream = $2', [source, batch.stream])).rows as { last_stream_seq: string; gaps: string }[];
+        const [stream] = (await client.query('SELECT * FROM audit_streams WHERE source = $1 AND stream = $2', [source, batch.stream])).rows as Record<string, unknown>[];
         const positions = batch.entries.map((entry) => entry.streamSeq);
         const stored = new Set(((await client.query('SELECT stream_seq FROM audit_events WHERE source = $1 AND stream = $2 AND stream_seq = ANY($3::bigint[])', [source, batch.stream, positions])).rows as { stream_seq: string }[]).map((row) => Number(row.stream_seq)));
         const plan = planAppend(source, head === undefined ? null : { seq: Number(head.seq), hash: head.hash },
-          stream === undefined ? null : { lastStreamSeq: Number(stream.last_stream_seq), gaps: Number(stream.gaps) }, (streamSeq) => stored.has(streamSeq), batch.entries);
+          stream === undefined ? null : streamStateFromRow(stream), (streamSeq) => stored.has(streamSeq), batch, receivedAt);
         for (const row of plan.rows) {
           await client.query('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
-            [source, row.seq, row.entry.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.entry.txn, row.prevHash, row.hash]);
+            [source, row.seq, batch.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.txn, row.prevHash, row.hash]);
         }
-        await client.query(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $6)
-          ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = GREATEST(audit_streams.dropped, excluded.dropped), gaps = excluded.gaps, last_seen = excluded.last_seen`,
-        [source, batch.stream, plan.stream.lastStreamSeq, batch.dropped, plan.stream.gaps, receivedAt]);
+        const next = plan.stream;
+        await client.query(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+          ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = excluded.dropped, gaps = excluded.gaps,
+            written = excluded.written, closed_at = excluded.closed_at, last_seen = excluded.last_seen`,
+        [source, batch.stream, next.lastStreamSeq, next.dropped, next.gaps, next.written, next.closedAt, receivedAt]);
         await client.query('COMMIT');
         return plan.result;
       } catch (error) {
@@ -179,13 +181,23 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async auditStreams() {
       return (await query('SELECT * FROM audit_streams ORDER BY source, first_seen', [])).map(auditStreamFromRow);
     },
-    async addAuditCheckpoint(checkpoint) {
-      await query('INSERT INTO audit_checkpoints (source, seq, hash, at, signature) VALUES ($1, $2, $3, $4, $5)', [checkpoint.source, checkpoint.seq, checkpoint.hash, checkpoint.at, checkpoint.signature]);
-    },
     async auditCheckpoints(source) {
       return (source === undefined
         ? await query('SELECT * FROM audit_checkpoints ORDER BY source, at', [])
         : await query('SELECT * FROM audit_checkpoints WHERE source = $1 ORDER BY at', [source])).map(auditCheckpointFromRow);
+    },
+    async auditLegacy() {
+      return (await query('SELECT source, through FROM audit_legacy ORDER BY source', [])).map((row) => ({ source: String(row.source), through: Number(row.through) }));
+    },
+    async appendAuditLink(link) {
+      await query('INSERT INTO audit_chain (n, at, jws) VALUES ($1, $2, $3)', [link.n, link.at, link.jws]);
+    },
+    async auditLinks(afterN, limit) {
+      return (await query('SELECT n, at, jws FROM audit_chain WHERE n > $1 ORDER BY n LIMIT $2', [afterN, limit])).map(auditLinkFromRow);
+    },
+    async newestAuditLink() {
+      const [row] = await query('SELECT n, at, jws FROM audit_chain ORDER BY n DESC LIMIT 1', []);
+      return row === undefined ? null : auditLinkFromRow(row);
     },
     async addAlert(alert) {
       await query('INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [alert.id, alert.rule, alert.severity, alert.subject, alert.summary, alert.details, alert.at]);

@@ -1,8 +1,9 @@
 /** Row ↔ record mapping shared by both stores (column names are the same in both dialects). */
 import type {
-  AlertRecord, AuditCheckpoint, AuditStream, IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, StoredAuditEvent, RegisteredRoute, RevocationKind, RevocationRecord,
+  AlertRecord, AuditChainLink, AuditCheckpoint, AuditStream, IssuedSvidRecord, JoinTokenRecord, LoginFailures, OidcArtefact, StoredAuditEvent, RegisteredRoute, RevocationKind, RevocationRecord,
   ScanRecordOutcome, ScanRunRecord, ScanRunSummary, ServiceRecord, UserRecord,
 } from './store.ts';
+import type { StreamState } from './audit-append.ts';
 
 type Row = Record<string, unknown>;
 
@@ -134,8 +135,19 @@ export function auditEventFromRow(row: Row): StoredAuditEvent {
 export function auditStreamFromRow(row: Row): AuditStream {
   return {
     source: text(row.source, 'source'), stream: text(row.stream, 'stream'), lastStreamSeq: int(row.last_stream_seq, 'last_stream_seq'),
-    dropped: int(row.dropped, 'dropped'), gaps: int(row.gaps, 'gaps'), firstSeen: int(row.first_seen, 'first_seen'), lastSeen: int(row.last_seen, 'last_seen'),
+    dropped: int(row.dropped, 'dropped'), gaps: int(row.gaps, 'gaps'), written: int(row.written, 'written'), closedAt: optionalInt(row.closed_at, 'closed_at'),
+    firstSeen: int(row.first_seen, 'first_seen'), lastSeen: int(row.last_seen, 'last_seen'),
   };
+}
+
+/** What `planAppend` needs of a stored stream. */
+export function streamStateFromRow(row: Row): StreamState {
+  const { lastStreamSeq, gaps, dropped, written, closedAt } = auditStreamFromRow({ source: '', stream: '', first_seen: 0, last_seen: 0, ...row });
+  return { lastStreamSeq, gaps, dropped, written, closedAt };
+}
+
+export function auditLinkFromRow(row: Row): AuditChainLink {
+  return { n: int(row.n, 'n'), at: int(row.at, 'at'), jws: text(row.jws, 'jws') };
 }
 
 export function auditCheckpointFromRow(row: Row): AuditCheckpoint {

@@ -9,7 +9,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import {
-  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditStreamFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
+  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditLinkFromRow, auditStreamFromRow, streamStateFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
   SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
 import type { ControlPlaneStore, IssuedSvidRecord } from './store.ts';
@@ -60,13 +60,17 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const auditStream = db.prepare('SELECT * FROM audit_streams WHERE source = ? AND stream = ?');
   const auditStored = db.prepare('SELECT 1 FROM audit_events WHERE source = ? AND stream = ? AND stream_seq = ?');
   const insertAudit = db.prepare('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
-  const upsertStream = db.prepare(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-    ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = MAX(audit_streams.dropped, excluded.dropped), gaps = excluded.gaps, last_seen = excluded.last_seen`);
+  const upsertStream = db.prepare(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+    ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = excluded.dropped, gaps = excluded.gaps,
+      written = excluded.written, closed_at = excluded.closed_at, last_seen = excluded.last_seen`);
   const auditHeads = db.prepare('SELECT e.source, e.seq, e.hash FROM audit_events e JOIN (SELECT source, MAX(seq) AS seq FROM audit_events GROUP BY source) h ON e.source = h.source AND e.seq = h.seq ORDER BY e.source');
   const auditAfter = db.prepare('SELECT * FROM audit_events WHERE source = ? AND seq > ? ORDER BY seq LIMIT ?');
   const auditTxn = db.prepare('SELECT * FROM audit_events WHERE txn = ? ORDER BY received_at, source, seq');
   const auditStreams = db.prepare('SELECT * FROM audit_streams ORDER BY source, first_seen');
-  const insertCheckpoint = db.prepare('INSERT INTO audit_checkpoints (source, seq, hash, at, signature) VALUES (?, ?, ?, ?, ?)');
+  const auditLegacy = db.prepare('SELECT source, through FROM audit_legacy ORDER BY source');
+  const insertLink = db.prepare('INSERT INTO audit_chain (n, at, jws) VALUES (?, ?, ?)');
+  const linksAfter = db.prepare('SELECT n, at, jws FROM audit_chain WHERE n > ? ORDER BY n LIMIT ?');
+  const newestLink = db.prepare('SELECT n, at, jws FROM audit_chain ORDER BY n DESC LIMIT 1');
   const checkpointsOf = db.prepare('SELECT * FROM audit_checkpoints WHERE source = ? ORDER BY at');
   const allCheckpoints = db.prepare('SELECT * FROM audit_checkpoints ORDER BY source, at');
   const insertAlert = db.prepare('INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
@@ -162,10 +166,11 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       try {
         const head = auditHead.get(source) as { seq: number; hash: string } | undefined;
         const stream = auditStream.get(source, batch.stream) as Row | undefined;
-        const plan = planAppend(source, head ?? null, stream === undefined ? null : { lastStreamSeq: Number(stream.last_stream_seq), gaps: Number(stream.gaps) },
-          (streamSeq) => auditStored.get(source, batch.stream, streamSeq) !== undefined, batch.entries);
-        for (const row of plan.rows) insertAudit.run(source, row.seq, row.entry.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.entry.txn, row.prevHash, row.hash);
-        upsertStream.run(source, batch.stream, plan.stream.lastStreamSeq, batch.dropped, plan.stream.gaps, receivedAt);
+        const plan = planAppend(source, head ?? null, stream === undefined ? null : streamStateFromRow(stream),
+          (streamSeq) => auditStored.get(source, batch.stream, streamSeq) !== undefined, batch, receivedAt);
+        for (const row of plan.rows) insertAudit.run(source, row.seq, batch.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.txn, row.prevHash, row.hash);
+        const next = plan.stream;
+        upsertStream.run(source, batch.stream, next.lastStreamSeq, next.dropped, next.gaps, next.written, next.closedAt, receivedAt);
         db.exec('COMMIT');
         return plan.result;
       } catch (error) {
@@ -185,11 +190,21 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     async auditStreams() {
       return (auditStreams.all() as Row[]).map(auditStreamFromRow);
     },
-    async addAuditCheckpoint(checkpoint) {
-      insertCheckpoint.run(checkpoint.source, checkpoint.seq, checkpoint.hash, checkpoint.at, checkpoint.signature);
-    },
     async auditCheckpoints(source) {
       return ((source === undefined ? allCheckpoints.all() : checkpointsOf.all(source)) as Row[]).map(auditCheckpointFromRow);
+    },
+    async auditLegacy() {
+      return (auditLegacy.all() as Row[]).map((row) => ({ source: String(row.source), through: Number(row.through) }));
+    },
+    async appendAuditLink(link) {
+      insertLink.run(link.n, link.at, link.jws);
+    },
+    async auditLinks(afterN, limit) {
+      return (linksAfter.all(afterN, limit) as Row[]).map(auditLinkFromRow);
+    },
+    async newestAuditLink() {
+      const row = newestLink.get() as Row | undefined;
+      return row === undefined ? null : auditLinkFromRow(row);
     },
     async addAlert(alert) {
       insertAlert.run(alert.id, alert.rule, alert.severity, alert.subject, alert.summary, alert.details, alert.at);

@@ -15,7 +15,7 @@ import { testPostgres } from '@lockstep/testkit';
 import { openPostgresStore } from './postgres-store.ts';
 import { openSqliteStore } from './sqlite-store.ts';
 import type { ControlPlaneStore } from './store.ts';
-import { auditEntryHash, GENESIS } from './audit-chain.ts';
+import { auditEventHash, GENESIS } from './audit-chain.ts';
 
 const postgres = await testPostgres();
 const PG_URL = postgres.url;
@@ -178,7 +178,7 @@ for (const backend of backends) {
       assert.notEqual(await store.findOidc('DeviceCode', 'd1'), null, 'another grant is untouched');
     }));
 
-    const entry = (stream: string, streamSeq: number, txn: string | null = null) => ({ stream, streamSeq, txn, event: JSON.stringify({ service: 'orders', streamSeq, txn }) });
+    const entry = (_stream: string, streamSeq: number, txn: string | null = null) => ({ streamSeq, event: JSON.stringify({ service: 'orders', streamSeq, txn }) });
 
     it('chains a source\'s audit events, skips a retried batch, and counts the positions a stream skipped', withStore(async (store) => {
       const source = 'spiffe://shop.test/svc/orders';
@@ -194,11 +194,11 @@ for (const backend of backends) {
       assert.deepEqual(events.map((event) => [event.seq, event.streamSeq]), [[1, 1], [2, 2], [3, 3], [4, 7]]);
       assert.equal(events[0]?.prevHash, GENESIS);
       // Known answers (audit-chain.test.ts says how they were computed): the store hashes what it stores.
-      const known = ['a04fa2257bfb3ca149859d48052c8f6988bc818cc4fd3b6ca2c648dc60ae64b0', 'f1d259ae6dfe9609562f9dabd2a9e8c5cedb8dba52bf98ad0210ed6c48f2538f'];
+      const known = ['5cd4fb8c0232f2e888bcbe6fb8a661fa3b9bbc571d627b252fa85d7f81b695df', '6f5396832c45031be601f35a0e4fa84328d99af533429200f7e296fe2cb26ea4'];
       assert.deepEqual(events.slice(0, 2).map((event) => event.hash), known);
       for (let index = 0; index < events.length; index += 1) {
         const event = events[index] as (typeof events)[number];
-        assert.equal(event.hash, auditEntryHash(source, event.seq, event.prevHash, event.event), 'each hash covers its event');
+        assert.equal(event.hash, auditEventHash({ ...event, source }), 'each hash covers its event');
         if (index > 0) assert.equal(event.prevHash, events[index - 1]?.hash, 'and chains to the one before');
       }
       assert.deepEqual((await store.auditEvents(source, 2, 1)).map((event) => event.seq), [3]);
@@ -206,8 +206,30 @@ for (const backend of backends) {
       assert.deepEqual((await store.auditHeads()).map((head) => [head.source, head.seq]), [[source, 4], ['spiffe://shop.test/svc/payments', 1]]);
       const [stream] = (await store.auditStreams()).filter((entry) => entry.stream === 's1');
       assert.deepEqual([stream?.lastStreamSeq, stream?.gaps, stream?.dropped, stream?.firstSeen, stream?.lastSeen], [7, 3, 4, 100, 300]);
-      await store.addAuditCheckpoint({ source, seq: 4, hash: events[3]?.hash ?? '', at: 500, signature: 'jws' });
-      assert.deepEqual((await store.auditCheckpoints(source)).map((checkpoint) => checkpoint.seq), [4]);
+      assert.deepEqual(events.map((event) => event.txn), ['t1', 't1', null, null], 'txn is derived from the event text');
+    }));
+
+    it('keeps a stream\'s sender counters rising, and its clean close', withStore(async (store) => {
+      const source = 'spiffe://shop.test/svc/orders';
+      const streamOf = async () => (await store.auditStreams()).find((row) => row.stream === 's1');
+      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 5, entries: [entry('s1', 1)] }, 100);
+      assert.deepEqual([(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.closedAt], [5, 2, null]);
+      await store.appendAudit(source, { stream: 's1', dropped: 1, written: 3, entries: [] }, 200);
+      assert.deepEqual([(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.lastSeen], [5, 2, 200], 'a late batch lowers nothing; a keep-alive is seen');
+      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 6, final: true, entries: [entry('s1', 6)] }, 300);
+      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 6, final: true, entries: [] }, 400);
+      assert.deepEqual([(await streamOf())?.written, (await streamOf())?.closedAt, (await streamOf())?.gaps], [6, 300, 4]);
+    }));
+
+    it('keeps the checkpoint chain append-only by position', withStore(async (store) => {
+      assert.equal(await store.newestAuditLink(), null);
+      await store.appendAuditLink({ n: 1, at: 10, jws: 'a' });
+      await store.appendAuditLink({ n: 2, at: 20, jws: 'b' });
+      await assert.rejects(store.appendAuditLink({ n: 2, at: 30, jws: 'c' }), 'a position is written once');
+      assert.deepEqual(await store.auditLinks(0, 10), [{ n: 1, at: 10, jws: 'a' }, { n: 2, at: 20, jws: 'b' }]);
+      assert.deepEqual(await store.auditLinks(1, 10), [{ n: 2, at: 20, jws: 'b' }]);
+      assert.deepEqual(await store.newestAuditLink(), { n: 2, at: 20, jws: 'b' });
+      assert.deepEqual(await store.auditLegacy(), [], 'a new store has no v1 events');
     }));
 
     it('keeps one chain per source when appends race', withStore(async (store) => {
@@ -277,7 +299,7 @@ describe('the audit trail at the database level', () => {
   it('refuses UPDATE and DELETE of trail rows even to a direct SQL client (SQLite)', async () => {
     const path = join(scratch, 'append-only.db');
     const store = openSqliteStore(path);
-    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ stream: 's', streamSeq: 1, txn: null, event: '{}' }] }, 1);
+    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ streamSeq: 1, event: '{}' }] }, 1);
     await store.close();
     const { DatabaseSync } = await import('node:sqlite');
     const db = new DatabaseSync(path);
@@ -292,7 +314,7 @@ describe('the audit trail at the database level', () => {
   it('refuses UPDATE and DELETE of trail rows (PostgreSQL)', { skip: pgProblem === null ? false : 'PostgreSQL not reachable' }, async () => {
     const schema = postgres.schema();
     const store = await openPostgresStore({ connectionString: PG_URL, schema });
-    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ stream: 's', streamSeq: 1, txn: null, event: '{}' }] }, 1);
+    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ streamSeq: 1, event: '{}' }] }, 1);
     await store.close();
     const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
     await client.connect();

@@ -102,20 +102,33 @@ export interface OidcArtefact {
   readonly consumedAt: number | null;
 }
 
-/** One decision event as a guard shipped it: its stream (one per sender process) and position in it. */
+/** One decision event as a guard shipped it: its position in the batch's stream. */
 export interface AuditEntry {
-  readonly stream: string;
   readonly streamSeq: number;
   /** The event as JSON text (stored and hashed exactly as is). */
   readonly event: string;
-  readonly txn: string | null;
+}
+
+/** A batch of one stream (one sender process, or one sender journal): see the collector. */
+export interface AuditBatch {
+  readonly stream: string;
+  /** What the sender could not keep, cumulative for the stream. */
+  readonly dropped: number;
+  /** The highest position the sender has assigned so far (absent: the sender does not say). */
+  readonly written?: number;
+  /** The stream ends with this batch. */
+  readonly final?: boolean;
+  readonly entries: readonly AuditEntry[];
 }
 
 export interface StoredAuditEvent extends AuditEntry {
   readonly source: string;
   /** Position in the source's chain, from 1. */
   readonly seq: number;
+  readonly stream: string;
   readonly receivedAt: number;
+  /** The event's `txn` field (derived from the event text, indexed). */
+  readonly txn: string | null;
   readonly prevHash: string;
   readonly hash: string;
 }
@@ -124,14 +137,19 @@ export interface AuditStream {
   readonly source: string;
   readonly stream: string;
   readonly lastStreamSeq: number;
-  /** What the sender says it dropped (its spool was full), cumulative. */
+  /** What the sender says it dropped (its journal was full, or a line was torn), cumulative. */
   readonly dropped: number;
   /** Stream positions never received. */
   readonly gaps: number;
+  /** The highest position the sender said it assigned; 0 when the sender does not report it. */
+  readonly written: number;
+  /** When the sender closed the stream cleanly (its `final` batch); null while open. */
+  readonly closedAt: number | null;
   readonly firstSeen: number;
   readonly lastSeen: number;
 }
 
+/** A legacy (v1) checkpoint: one source's head, signed; written before the checkpoint chain. */
 export interface AuditCheckpoint {
   readonly source: string;
   /** The last position covered (0: nothing yet). */
@@ -142,6 +160,15 @@ export interface AuditCheckpoint {
   readonly signature: string;
 }
 
+/** One link of the signed checkpoint chain (the monitor's `checkpoints.ts` says what it holds). */
+export interface AuditChainLink {
+  /** Its position in the chain, from 1. */
+  readonly n: number;
+  readonly at: number;
+  /** The compact JWS, signed by the audit key. */
+  readonly jws: string;
+}
+
 export interface AuditAppend {
   readonly accepted: number;
   /** Entries already stored (a retried batch): skipped. */
@@ -149,6 +176,8 @@ export interface AuditAppend {
   readonly head: { readonly seq: number; readonly hash: string };
   /** Stream positions skipped by this batch (missing events), as [from, to] ranges. */
   readonly gaps: readonly (readonly [number, number])[];
+  /** The stream's bookkeeping after the batch. */
+  readonly stream: { readonly lastStreamSeq: number; readonly gaps: number; readonly dropped: number; readonly written: number; readonly closedAt: number | null };
 }
 
 export interface AlertRecord {
@@ -241,7 +270,7 @@ export interface ControlPlaneStore {
    * duplicates of stored (stream, position) pairs are skipped; the stream's bookkeeping (last
    * position, gaps, sender-side drops) is updated. There is no way to change or delete an event.
    */
-  appendAudit(source: string, batch: { readonly stream: string; readonly dropped: number; readonly entries: readonly AuditEntry[] }, receivedAt: number): Promise<AuditAppend>;
+  appendAudit(source: string, batch: AuditBatch, receivedAt: number): Promise<AuditAppend>;
   /** Every source's last position and hash. */
   auditHeads(): Promise<{ source: string; seq: number; hash: string }[]>;
   /** A source's events after `afterSeq`, in chain order, at most `limit`. */
@@ -249,8 +278,16 @@ export interface ControlPlaneStore {
   /** Every event of one transaction, across sources, in arrival order. */
   auditByTxn(txn: string): Promise<StoredAuditEvent[]>;
   auditStreams(): Promise<AuditStream[]>;
-  addAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
+  /** Legacy (v1) per-source checkpoints, kept for verification; none are written any more. */
   auditCheckpoints(source?: string): Promise<AuditCheckpoint[]>;
+  /** Each source's last v1-hashed position (events up to it predate the v2 hash). */
+  auditLegacy(): Promise<{ source: string; through: number }[]>;
+  /** Appends link `link.n` of the checkpoint chain; fails if that position is taken. */
+  appendAuditLink(link: AuditChainLink): Promise<void>;
+  /** Links after position `afterN`, in order, at most `limit`. */
+  auditLinks(afterN: number, limit: number): Promise<AuditChainLink[]>;
+  /** The newest link, or null when the chain is empty. */
+  newestAuditLink(): Promise<AuditChainLink | null>;
   addAlert(alert: AlertRecord): Promise<void>;
   /** The newest alerts first, at most `limit`, optionally only since `since`. */
   alerts(limit: number, since?: number): Promise<AlertRecord[]>;
