@@ -344,8 +344,11 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     try {
       await store.appendAuditLink(link);
     } catch (error) {
-      // Another replica took this position: read the chain again before the next link.
-      loaded = false;
+      // Another replica sharing the store signed this position first: its link stands, and this
+      // checkpointer folds the chain again before its next one. Anything else is an error.
+      await load();
+      const taken = newest as AuditChainLink | null;
+      if (taken !== null && taken.n >= n) return decodedLink(taken.jws);
       throw error;
     }
     foldLink(fold, claims);

@@ -6,10 +6,16 @@
  * checkpointer could agree on a new format between them.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair } from 'jose';
-import type { KeyRing } from '@lockstep/control-plane';
-import { chainPayload, linkDigest, signLink, verifiedLink, type ChainClaims } from '../src/index.ts';
+import { openSqliteStore, type KeyRing } from '@lockstep/control-plane';
+import { chainPayload, linkDigest, openAuditKeys, signLink, startCheckpointer, verifiedLink, verifyTrail, type ChainClaims } from '../src/index.ts';
+
+const scratch = mkdtempSync(join(tmpdir(), 'lockstep-checkpoints-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 const CLAIMS: ChainClaims = {
   v: 2, n: 2, at: 1765000060000, every: 60000, kind: 'tick', prev: '5'.repeat(64),
@@ -45,5 +51,26 @@ describe('a checkpoint link', () => {
 
   it('is named by the next link with the known digest (SHA-256 of the compact JWS)', () => {
     assert.equal(linkDigest('a.b.c'), '845e30448809e2bc8958eb025bfc795235d13b077a53d0c3abbd2385170dc9b8');
+  });
+});
+
+describe('two monitors sharing one store (replicas)', () => {
+  it('take turns: a position one signed first stands, the other folds it and goes on, silently', async () => {
+    const store = openSqliteStore(join(scratch, 'shared.db'));
+    const keys = await openAuditKeys(join(scratch, 'keys'));
+    const errors: Error[] = [];
+    const [a, b] = [0, 1].map(() => startCheckpointer({ store, keys, intervalMs: 3_600_000, onError: (error) => errors.push(error) })) as [ReturnType<typeof startCheckpointer>, ReturnType<typeof startCheckpointer>];
+    try {
+      await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, written: 1, entries: [{ streamSeq: 1, event: '{"txn":null}' }] }, Date.now());
+      await Promise.all([a.checkpoint(), b.checkpoint(), a.checkpoint(), b.checkpoint()]);
+      await a.stop();
+      await b.stop();
+      assert.deepEqual(errors, []);
+      const report = await verifyTrail(store, keys.publicJwks());
+      assert.deepEqual(report.problems, []);
+      assert.ok((report.chain.newest?.n ?? 0) >= 3, `${report.chain.newest?.n} links`);
+    } finally {
+      await store.close();
+    }
   });
 });
