@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { createAuditFileSink } from './audit-file-sink.ts';
-import { auditEnabled, publishDecision, type DecisionEvent } from './steps/audit.ts';
+import { createAuditFileSink, journalSegments } from './audit-file-sink.ts';
+import { auditEnabled, decisionToJson, publishDecision, type DecisionEvent } from './steps/audit.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'lockstep-audit-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -133,5 +133,50 @@ describe('createAuditFileSink', () => {
     } finally {
       await sink.close();
     }
+  });
+
+  it('ends a line torn by a crash before appending, so that the next line stays whole', async () => {
+    const path = nextFile();
+    mkdirSync(join(path, '..'), { recursive: true });
+    writeFileSync(path, `${decisionToJson(decisionEvent('r-1'))}\n${decisionToJson(decisionEvent('r-torn')).slice(0, 30)}`);
+    const sink = createAuditFileSink(path, { flushMs: 60_000 });
+    publishDecision(decisionEvent('r-2'));
+    await sink.close();
+    const lines = readFileSync(path, 'utf8').split('\n');
+    assert.equal(lines.length, 4);
+    assert.equal((JSON.parse(lines[2] ?? '') as DecisionEvent).requestId, 'r-2');
+  });
+
+  it('writes a journal in segments, and drops and counts events while all segments are unshipped', async () => {
+    const journal = join(dir, 'journal');
+    const line = Buffer.byteLength(decisionToJson(decisionEvent('r-0'))) + 1;
+    // Two lines fill a segment; four segments at most.
+    const sink = createAuditFileSink(journal, { flushMs: 60_000, segments: { bytes: 2 * line, count: 4 } });
+    try {
+      for (let i = 0; i < 10; i++) publishDecision(decisionEvent(`r-${i}`));
+      await sink.flush();
+      assert.deepEqual(journalSegments(journal), [1, 2, 3, 4]);
+      assert.equal(sink.dropped, 2);
+      const ids = (segment: number) => readLines(join(journal, `journal-${segment}.jsonl`)).map((event) => (event as DecisionEvent).requestId);
+      assert.deepEqual([1, 2, 3, 4].map(ids), [['r-0', 'r-1'], ['r-2', 'r-3'], ['r-4', 'r-5'], ['r-6', 'r-7']]);
+      assert.equal(statSync(journal).mode & 0o777, 0o700);
+
+      // The reader shipped and deleted the oldest segment: there is room for one more.
+      rmSync(join(journal, 'journal-1.jsonl'));
+      for (let i = 10; i < 14; i++) publishDecision(decisionEvent(`r-${i}`));
+      await sink.flush();
+      assert.deepEqual(journalSegments(journal), [2, 3, 4, 5]);
+      assert.deepEqual(ids(5), ['r-10', 'r-11']);
+      assert.equal(sink.dropped, 4);
+    } finally {
+      await sink.close();
+    }
+    // A restart appends to the newest segment.
+    const again = createAuditFileSink(journal, { flushMs: 60_000, segments: { bytes: 2 * line, count: 4 } });
+    publishDecision(decisionEvent('r-20'));
+    await again.close();
+    assert.deepEqual(readdirSync(journal).sort(), ['journal-2.jsonl', 'journal-3.jsonl', 'journal-4.jsonl', 'journal-5.jsonl']);
+    assert.equal(sink.dropped, 4);
+    assert.equal(again.dropped, 1, 'still full');
   });
 });

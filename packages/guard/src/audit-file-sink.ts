@@ -1,25 +1,142 @@
 /**
  * A JSON-lines file sink for decision events: a subscriber of `lockstep:guard:decision` that queues
  * events, encodes them in small batches into an in-memory chunk, and appends whole chunks to the
- * file when they are full and every `flushMs`.
- * `close()` flushes what is buffered. (The network shipper to the monitor is another subscriber.)
+ * file when they are full and every `flushMs`. Chunks hold whole lines and are appended one after the
+ * other, never two at once, so a reader sees complete lines in order: the network sink tails this
+ * file and ships what it reads (see network-sink.ts).
+ *
+ * With `segments`, `path` is a directory and the sink writes a bounded journal instead: segments
+ * `journal-<n>.jsonl` of about `segments.bytes` each. The reader deletes a segment once it has shipped
+ * all of it; while `segments.count` segments exist, events are dropped before they are written, and
+ * counted (`dropped`).
+ *
+ * `close()` flushes what is buffered.
  */
-import { createWriteStream, fchmodSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
+import {
+  closeSync, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, readSync, writeSync, writev,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
 import { decisionLineBound, subscribeDecisions, writeDecisionLine, type DecisionEvent } from './steps/audit.ts';
 
 export interface AuditSink {
   flush(): Promise<void>;
   close(): Promise<void>;
+  /** Events not written because the journal was full (always 0 for a plain file). */
+  readonly dropped: number;
 }
 
-export function createAuditFileSink(path: string, options: { flushMs?: number; onError?: (error: Error) => void; service?: string } = {}): AuditSink {
-  mkdirSync(dirname(path), { recursive: true });
-  // The audit log is private even if it already existed with a looser mode.
-  const fd = openSync(path, 'a', 0o600);
+export interface AuditFileSinkOptions {
+  readonly flushMs?: number;
+  readonly onError?: (error: Error) => void;
+  /** Only this service's decisions (a process may run more than one guard). */
+  readonly service?: string;
+  /** Write a bounded journal of segments in the directory `path` (see above). */
+  readonly segments?: { readonly bytes: number; readonly count: number };
+}
+
+const SEGMENT_NAME = /^journal-([1-9][0-9]{0,14})\.jsonl$/;
+
+export function journalSegmentPath(dir: string, segment: number): string {
+  return join(dir, `journal-${segment}.jsonl`);
+}
+
+/** The segment numbers present in `dir`, oldest first. */
+export function journalSegments(dir: string): number[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return names.flatMap((name) => {
+    const match = SEGMENT_NAME.exec(name);
+    return match === null ? [] : [Number(match[1])];
+  }).sort((a, b) => a - b);
+}
+
+/**
+ * Opens `file` for appending (mode 0600, even if it existed with a looser mode) and returns its fd and
+ * size. A last line torn by a crash is ended first, so that it cannot swallow the next line written.
+ */
+function openForAppend(file: string): { fd: number; size: number } {
+  const fd = openSync(file, 'a+', 0o600);
   fchmodSync(fd, 0o600);
-  const stream = createWriteStream(path, { fd, flags: 'a' });
-  stream.on('error', (error) => options.onError?.(error));
+  let size = fstatSync(fd).size;
+  if (size > 0) {
+    const last = Buffer.alloc(1);
+    readSync(fd, last, 0, 1, size - 1);
+    if (last[0] !== 0x0a) size += writeSync(fd, '\n');
+  }
+  return { fd, size };
+}
+
+/** Appends `chunks` in one system call (more if the kernel takes only part of them). */
+function appendAll(fd: number, chunks: Buffer[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const next = (rest: Buffer[]): void => {
+      writev(fd, rest, null, (error, written) => {
+        if (error !== null) return reject(error);
+        let left = written;
+        while (rest.length > 0 && left >= (rest[0] as Buffer).length) left -= (rest.shift() as Buffer).length;
+        if (rest.length === 0) return resolve();
+        rest[0] = (rest[0] as Buffer).subarray(left);
+        next(rest);
+      });
+    };
+    next(chunks);
+  });
+}
+
+export function createAuditFileSink(path: string, options: AuditFileSinkOptions = {}): AuditSink {
+  const { segments, service } = options;
+  const report = (error: Error): void => options.onError?.(error);
+  // The file (or the journal's newest segment) that writes go to; replaced only between two writes.
+  let fd: number;
+  // The journal's live segments are `oldest`…`current`; `written` bytes of `current` are committed.
+  let current = 0;
+  let oldest = 0;
+  let written = 0;
+  let dropped = 0;
+  if (segments === undefined) {
+    mkdirSync(dirname(path), { recursive: true });
+    fd = openForAppend(path).fd;
+  } else {
+    mkdirSync(path, { recursive: true, mode: 0o700 });
+    const present = journalSegments(path);
+    oldest = present[0] ?? 1;
+    current = present.at(-1) ?? 1;
+    ({ fd, size: written } = openForAppend(journalSegmentPath(path, current)));
+  }
+  // Writes, rotations and the final close run one after the other, in order; chunks that queue up
+  // while a write is under way go together in the next one.
+  const steps: (Buffer | (() => void))[] = [];
+  let running = false;
+  // Resolves once every step queued so far is done.
+  let pending: Promise<void> = Promise.resolve();
+  const run = async (): Promise<void> => {
+    try {
+      while (steps.length > 0) {
+        const chunks: Buffer[] = [];
+        while (Buffer.isBuffer(steps[0])) chunks.push(steps.shift() as Buffer);
+        try {
+          if (chunks.length > 0) await appendAll(fd, chunks);
+          else (steps.shift() as () => void)();
+        } catch (error) {
+          report(error as Error);
+        }
+      }
+    } finally {
+      running = false;
+    }
+  };
+  const enqueue = (step: Buffer | (() => void)): void => {
+    steps.push(step);
+    if (running) return;
+    running = true;
+    pending = run();
+  };
+
   // The request path only queues the event. Encoding happens in small batches right after the
   // current I/O callbacks (setImmediate), in one tight loop: measured in a running server, encoding
   // each event during its request cost about three times as much CPU as the same work batched, and
@@ -30,19 +147,49 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
   let queued: DecisionEvent[] = [];
   let buffer = Buffer.allocUnsafe(CHUNK);
   let used = 0;
-  // Stream writes complete in order, so waiting for the last one waits for all of them.
-  let pending: Promise<void> = Promise.resolve();
   const writeChunk = (): void => {
     const chunk = buffer.subarray(0, used);
     buffer = Buffer.allocUnsafe(CHUNK);
+    written += used;
     used = 0;
-    pending = new Promise((resolve) => stream.write(chunk, () => resolve()));
+    enqueue(chunk);
   };
+
+  /**
+   * Starts the next segment, unless `segments.count` exist already (the reader has not shipped the
+   * oldest yet): then false. Looks on disk for deleted segments only when `look` is set.
+   */
+  const nextSegment = (config: NonNullable<AuditFileSinkOptions['segments']>, look: boolean): boolean => {
+    if (current + 1 - oldest >= config.count && look) {
+      while (oldest < current && !existsSync(journalSegmentPath(path, oldest))) oldest += 1;
+    }
+    if (current + 1 - oldest >= config.count) return false;
+    if (used > 0) writeChunk();
+    current += 1;
+    written = 0;
+    const segment = current;
+    // The new segment appears only after every write to the previous one is done: a reader that
+    // sees segment n+1 knows that segment n is complete.
+    enqueue(() => {
+      closeSync(fd);
+      fd = openForAppend(journalSegmentPath(path, segment)).fd;
+    });
+    return true;
+  };
+
+  let flushScheduled = false;
   const encode = (): void => {
     flushScheduled = false;
     const events = queued;
     queued = [];
+    let look = true;
     for (const event of events) {
+      if (segments !== undefined && written + used >= segments.bytes && !nextSegment(segments, look)) {
+        // Full: dropped here, before it is written, and counted (one look on disk per batch).
+        look = false;
+        dropped += 1;
+        continue;
+      }
       let end = writeDecisionLine(event, buffer, used);
       if (end < 0) {
         if (used > 0) writeChunk();
@@ -54,16 +201,14 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
       used = end;
     }
   };
-  let flushScheduled = false;
   /** Encodes what is queued and writes the current chunk; resolves when everything is on disk. */
-  const write = (): Promise<void> => {
+  const flush = (): Promise<void> => {
     encode();
     if (used > 0) writeChunk();
     return pending;
   };
-  const timer = setInterval(() => void write(), options.flushMs ?? 20);
+  const timer = setInterval(() => void flush(), options.flushMs ?? 20);
   timer.unref();
-  const { service } = options;
   const unsubscribe = subscribeDecisions((event) => {
     // A process may run more than one guard: each file holds its own service's decisions.
     if (service !== undefined && event.service !== service) return;
@@ -72,13 +217,21 @@ export function createAuditFileSink(path: string, options: { flushMs?: number; o
       setImmediate(encode);
     }
   });
+  let closing: Promise<void> | null = null;
   return {
-    flush: write,
-    async close() {
-      unsubscribe();
-      clearInterval(timer);
-      await write();
-      await new Promise<void>((resolve) => stream.end(resolve));
+    flush,
+    get dropped() {
+      return dropped;
+    },
+    close() {
+      closing ??= (async () => {
+        unsubscribe();
+        clearInterval(timer);
+        await flush();
+        enqueue(() => closeSync(fd));
+        await pending;
+      })();
+      return closing;
     },
   };
 }

@@ -82,7 +82,7 @@ export interface GuardStats {
   tokens: { hits: number; verified: number; size: number };
   /** `misses` = Cedar evaluations; `hits` = decisions answered from the decision cache. */
   decisions: { hits: number; misses: number; size: number };
-  /** Audit shipping to the collector (when configured): sent, spooled, dropped, refused. */
+  /** Audit shipping to the collector (when configured): sent, spooled (waited on disk), dropped, refused. */
   shipping: { sent: number; spooled: number; dropped: number; refused: number } | null;
 }
 
@@ -128,22 +128,30 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
 
   const client = createGuardClient({ trustDomain, maxSvidLifetimeSeconds, material: { cert: svid.cert, key: svid.key, ca: trustBundle } });
   const servers = new Set<TlsServer>();
-  const auditSink: AuditSink | null = options.auditFile
-    ? createAuditFileSink(options.auditFile, { service, onError: (error) => logger.error('audit file write failed', { error: error.message }) })
-    : null;
+  const auditFile = options.auditFile;
+  const auditSink: AuditSink | null = auditFile === undefined
+    ? null
+    : createAuditFileSink(auditFile, { service, onError: (error) => logger.error('audit file write failed', { error: error.message }) });
   let closing: Promise<void> | null = null;
   let metrics: GuardMetrics | null = null;
-  const networkSink: NetworkSink | null = options.auditCollector
-    ? createNetworkSink({
-        url: options.auditCollector.url,
-        spoolDir: options.auditCollector.spoolDir,
-        ...(options.auditCollector.maxSpoolBytes === undefined ? {} : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
-        tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
-        serverSpiffeId: formatSpiffeId(trustDomain, 'lockstep', 'control-plane'),
-        service,
-        onError: (error) => logger.warn('audit shipping', { error: error.message }),
-      })
-    : null;
+  // The network sink ships from a file: the audit file when there is one, else a journal of its own.
+  let networkSink: NetworkSink | null = null;
+  try {
+    networkSink = options.auditCollector === undefined ? null : createNetworkSink({
+      url: options.auditCollector.url,
+      spoolDir: options.auditCollector.spoolDir,
+      ...(options.auditCollector.maxSpoolBytes === undefined ? {} : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
+      ...(auditSink === null || auditFile === undefined ? {} : { auditFile: { path: auditFile, flush: () => auditSink.flush() } }),
+      tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
+      serverSpiffeId: formatSpiffeId(trustDomain, 'lockstep', 'control-plane'),
+      service,
+      onError: (error) => logger.warn('audit shipping', { error: error.message }),
+      onWarning: (message) => logger.warn(message, { service }),
+    });
+  } catch (error) {
+    await auditSink?.close();
+    throw error;
+  }
 
   // Bundles apply in the order they were given (a slow verification must not let an older bundle
   // land after a newer one), and never move backwards in issue time (no replay of an old bundle).
@@ -372,6 +380,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         keys.close();
         await keys.dispatcher?.close();
         await client.close();
+        // The audit file first: the network sink ships its last lines from there.
         await auditSink?.close();
         await networkSink?.close();
         metrics?.close();

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -7,8 +10,10 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { createTestCa, type TestCa } from '@lockstep/testkit';
-import { createNetworkSink } from './network-sink.ts';
-import { publishDecision, type DecisionEvent } from './steps/audit.ts';
+import { createAuditFileSink } from './audit-file-sink.ts';
+import { GuardConfigError } from './errors.ts';
+import { createNetworkSink, type NetworkSinkOptions } from './network-sink.ts';
+import { decisionToJson, publishDecision, type DecisionEvent } from './steps/audit.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-sink-'));
 let ca: TestCa;
@@ -25,77 +30,311 @@ before(async () => {
 });
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
-/** A collector that records what it receives (stream, dropped, event ids). */
-async function collector(port = 0): Promise<{ server: Server; url: string; received: { stream: string; dropped: number; ids: string[] }[] }> {
-  const received: { stream: string; dropped: number; ids: string[] }[] = [];
+interface Received {
+  readonly stream: string;
+  readonly dropped: number;
+  readonly written: number;
+  readonly final: boolean;
+  readonly seqs: number[];
+  readonly ids: string[];
+}
+
+interface Collector {
+  readonly server: Server;
+  readonly url: string;
+  readonly port: number;
+  /** Every batch that reached it, answered 200 or not. */
+  readonly received: Received[];
+  stop(): Promise<void>;
+}
+
+/** A collector that records what it receives; `status` answers each batch (200 by default). */
+async function collector(port = 0, status: (batch: Received) => number = () => 200): Promise<Collector> {
+  const received: Received[] = [];
   const server = createServer({ ...collectorTls, ca: ca.bundlePem, requestCert: true }, (request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => {
-      const batch = JSON.parse(gunzipSync(Buffer.concat(chunks)).toString()) as { stream: string; dropped: number; events: { event: DecisionEvent }[] };
-      received.push({ stream: batch.stream, dropped: batch.dropped, ids: batch.events.map((entry) => entry.event.requestId) });
-      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      const batch = JSON.parse(gunzipSync(Buffer.concat(chunks)).toString()) as {
+        stream: string; dropped: number; written: number; final?: boolean;
+        events: { seq: number; event: DecisionEvent }[];
+      };
+      const entry: Received = {
+        stream: batch.stream, dropped: batch.dropped, written: batch.written, final: batch.final === true,
+        seqs: batch.events.map((item) => item.seq), ids: batch.events.map((item) => item.event.requestId),
+      };
+      received.push(entry);
+      response.writeHead(status(entry), { 'content-type': 'application/json' }).end('{}');
     });
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { server, url: `https://127.0.0.1:${(server.address() as AddressInfo).port}/v1/audit/events`, received };
+  const bound = (server.address() as AddressInfo).port;
+  return {
+    server, received, port: bound, url: `https://127.0.0.1:${bound}/v1/audit/events`,
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** A URL where nothing listens (a collector that was started and stopped). */
+async function deadCollector(): Promise<{ url: string; port: number }> {
+  const down = await collector();
+  await down.stop();
+  return { url: down.url, port: down.port };
 }
 
 const event = (requestId: string): DecisionEvent => ({
-  time: new Date().toISOString(), service: 'orders', requestId, caller: null, sub: null, txn: null, method: 'GET', route: '/x', action: 'x', resource: 'orders',
-  decision: 'allow', policyIds: [], policyVersion: null, reason: 'LOCKSTEP_ALLOW', dryRun: false, latencyMs: 0.1, traceId: null,
+  time: new Date().toISOString(), service: 'orders', requestId, caller: null, sub: null, txn: null, method: 'GET',
+  route: '/x', action: 'x', resource: 'orders', decision: 'allow', policyIds: [], policyVersion: null,
+  reason: 'LOCKSTEP_ALLOW', dryRun: false, latencyMs: 0.1, traceId: null,
 });
 
+function sink(url: string, spoolDir: string, extra: Partial<NetworkSinkOptions> = {}) {
+  const defaults = { url, tls: () => tls, serverSpiffeId: COLLECTOR_ID, spoolDir, flushMs: 50, retryMs: 50 };
+  return createNetworkSink({ ...defaults, ...extra });
+}
+
+const withEvents = (batches: readonly Received[]) => batches.filter((batch) => batch.seqs.length > 0);
+const journalFiles = (spoolDir: string) => readdirSync(spoolDir).filter((name) => name.startsWith('journal-'));
+const cursorOf = (spoolDir: string) => JSON.parse(readFileSync(join(spoolDir, 'cursor.json'), 'utf8')) as {
+  stream: string; seq: number; offset: number; dropped: number; closed: boolean;
+};
+
 describe('network sink', () => {
-  it('spools while the collector is away, keeps the spool across a restart, and replays it oldest-first', async () => {
-    const spoolDir = join(scratch, 'restart');
+  it('resumes the same stream after a restart, where the collector stopped acknowledging', async () => {
+    const spoolDir = join(scratch, 'resume');
     const up = await collector();
-    const port = Number(new URL(up.url).port);
-    await new Promise<void>((resolve) => up.server.close(() => resolve()));
-    const first = createNetworkSink({ url: up.url, tls: () => tls, serverSpiffeId: COLLECTOR_ID, spoolDir, flushMs: 50, retryMs: 50 });
-    for (let index = 0; index < 5; index += 1) publishDecision(event(`old-${index}`));
+    const first = sink(up.url, spoolDir);
+    for (let index = 0; index < 3; index += 1) publishDecision(event(`a-${index}`));
+    await first.flush();
+    await up.stop();
+    // The collector is away: these wait in the journal (the cursor stays behind them).
+    for (let index = 0; index < 2; index += 1) publishDecision(event(`b-${index}`));
     await first.flush();
     await first.close();
-    assert.equal(first.stats.spooled, 5);
-    assert.equal(first.stats.sent, 0);
+    assert.equal(first.stats.sent, 3);
+    assert.equal(first.stats.spooled, 2);
+    assert.deepEqual([cursorOf(spoolDir).seq, cursorOf(spoolDir).closed], [3, false], 'the stream stays open');
 
-    const back = await collector(port);
-    const second = createNetworkSink({ url: up.url, tls: () => tls, serverSpiffeId: COLLECTOR_ID, spoolDir, flushMs: 50, retryMs: 50 });
-    publishDecision(event('new-0'));
+    const back = await collector(up.port);
+    const second = sink(back.url, spoolDir);
+    assert.equal(second.stream, first.stream, 'the same stream');
+    publishDecision(event('c-0'));
     await second.flush();
     await second.close();
-    await new Promise<void>((resolve) => back.server.close(() => resolve()));
-    assert.deepEqual(back.received.flatMap((batch) => batch.ids), ['old-0', 'old-1', 'old-2', 'old-3', 'old-4', 'new-0'], 'the previous run\'s events first, in order');
-    assert.deepEqual(back.received.map((batch) => batch.stream), [first.stream, second.stream]);
+    await back.stop();
+    const shipped = withEvents(back.received);
+    assert.deepEqual(shipped.flatMap((batch) => batch.ids), ['b-0', 'b-1', 'c-0'],
+      'what the first run could not send, then the new event');
+    assert.deepEqual(shipped.flatMap((batch) => batch.seqs), [4, 5, 6], 'numbered on from the cursor');
+    assert.ok(back.received.every((batch) => batch.stream === first.stream));
+    const final = back.received.at(-1);
+    assert.deepEqual([final?.final, final?.seqs, final?.written], [true, [], 6], 'close() ends the stream');
   });
 
-  it('drops what does not fit a full spool, counts it, and tells the collector', async () => {
+  it('sends a batch again under the same positions when its acknowledgement is lost', async () => {
+    const spoolDir = join(scratch, 'lost-answer');
+    let answers = 0;
+    const flaky = await collector(0, (batch) => (batch.seqs.length > 0 && answers++ === 0 ? 503 : 200));
+    const shipper = sink(flaky.url, spoolDir);
+    publishDecision(event('x-0'));
+    publishDecision(event('x-1'));
+    await shipper.flush();
+    await shipper.flush();
+    await shipper.close();
+    await flaky.stop();
+    const shipped = withEvents(flaky.received);
+    assert.deepEqual(shipped.map((batch) => batch.seqs), [[1, 2], [1, 2]],
+      'the same positions: the collector stores them once');
+    assert.equal(shipper.stats.sent, 2);
+  });
+
+  it('skips a torn line, counts it in dropped, and keeps the count in the cursor', async () => {
+    const spoolDir = join(scratch, 'torn');
+    mkdirSync(spoolDir, { recursive: true });
+    // A journal left by a crash: one whole line, then one cut short mid-write.
+    const whole = decisionToJson(event('before-crash'));
+    writeFileSync(join(spoolDir, 'journal-1.jsonl'), `${whole}\n${decisionToJson(event('torn')).slice(0, 40)}`);
+    const up = await collector();
+    const shipper = sink(up.url, spoolDir);
+    publishDecision(event('after-restart'));
+    await shipper.flush();
+    assert.equal(shipper.stats.dropped, 1);
+    await shipper.close();
+    await up.stop();
+    const shipped = withEvents(up.received);
+    assert.deepEqual(shipped.flatMap((batch) => batch.ids), ['before-crash', 'after-restart'],
+      'the line after the torn one is whole');
+    assert.deepEqual(shipped.flatMap((batch) => batch.seqs), [1, 2], 'no position for the torn line: not a gap');
+    assert.ok(shipped.every((batch) => batch.dropped === 1));
+    assert.equal(cursorOf(spoolDir).dropped, 1);
+  });
+
+  it('sends an empty keep-alive batch when nothing was sent for keepAliveMs', async () => {
+    const up = await collector();
+    const shipper = sink(up.url, join(scratch, 'keep-alive'), { flushMs: 20, keepAliveMs: 100 });
+    publishDecision(event('k-0'));
+    await shipper.flush();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await shipper.close();
+    await up.stop();
+    const keepAlives = up.received.filter((batch) => batch.seqs.length === 0 && !batch.final);
+    assert.ok(keepAlives.length >= 2, `keep-alives every ~100 ms (got ${keepAlives.length})`);
+    assert.ok(keepAlives.every((batch) => batch.stream === shipper.stream && batch.written === 1));
+  });
+
+  it('ends the stream on close; the next start begins a new stream where it ended', async () => {
+    const spoolDir = join(scratch, 'final');
+    const up = await collector();
+    const first = sink(up.url, spoolDir);
+    publishDecision(event('f-0'));
+    publishDecision(event('f-1'));
+    await first.close();
+    const last = up.received.at(-1);
+    assert.deepEqual([last?.stream, last?.final, last?.written, last?.seqs], [first.stream, true, 2, []]);
+    assert.equal(cursorOf(spoolDir).closed, true);
+    const second = sink(up.url, spoolDir);
+    assert.notEqual(second.stream, first.stream, 'a new stream');
+    publishDecision(event('g-0'));
+    await second.close();
+    await up.stop();
+    const shipped = withEvents(up.received);
+    assert.deepEqual(shipped.map((batch) => [batch.stream, batch.ids, batch.seqs]), [
+      [first.stream, ['f-0', 'f-1'], [1, 2]],
+      [second.stream, ['g-0'], [1]],
+    ]);
+  });
+
+  it('ships from the audit file; a new stream starts when the file was rotated while the guard was down', async () => {
+    const dir = join(scratch, 'rotated');
+    const spoolDir = join(dir, 'spool');
+    const path = join(dir, 'audit.jsonl');
+    const up = await collector();
+    let file = createAuditFileSink(path, { flushMs: 60_000 });
+    const first = sink(up.url, spoolDir, { auditFile: { path, flush: () => file.flush() } });
+    publishDecision(event('r-0'));
+    await first.flush();
+    await up.stop();
+    publishDecision(event('r-1'));
+    await first.flush();
+    await file.close();
+    await first.close();
+    assert.deepEqual(journalFiles(spoolDir), [], 'no journal of its own');
+    assert.equal(cursorOf(spoolDir).closed, false);
+
+    // logrotate renamed the file; the guard starts again with a new, empty one.
+    renameSync(path, `${path}.1`);
+    file = createAuditFileSink(path, { flushMs: 60_000 });
+    publishDecision(event('r-2'));
+    await file.flush();
+    const back = await collector(up.port);
+    const warnings: string[] = [];
+    const onWarning = (message: string) => warnings.push(message);
+    const second = sink(back.url, spoolDir, { auditFile: { path, flush: () => file.flush() }, onWarning });
+    await second.flush();
+    await file.close();
+    await second.close();
+    await back.stop();
+    assert.notEqual(second.stream, first.stream);
+    assert.equal(warnings.length, 1);
+    const rotated = new RegExp(`rotated or truncated while the guard was down.*${first.stream} ends at position 1`);
+    assert.match(warnings[0] ?? '', rotated);
+    const shipped = withEvents(back.received).map((batch) => [batch.stream, batch.ids, batch.seqs]);
+    assert.deepEqual(shipped, [[second.stream, ['r-2'], [1]]]);
+    assert.equal(readFileSync(`${path}.1`, 'utf8').split('\n').length, 3, 'the audit file is never truncated');
+  });
+
+  it('drops what does not fit a full journal before journaling it, counts it, tells the collector', async () => {
     const spoolDir = join(scratch, 'full');
-    const down = await collector();
-    const port = Number(new URL(down.url).port);
-    await new Promise<void>((resolve) => down.server.close(() => resolve()));
+    const down = await deadCollector();
     const errors: string[] = [];
-    const sink = createNetworkSink({ url: down.url, tls: () => tls, serverSpiffeId: COLLECTOR_ID, spoolDir, maxSpoolBytes: 2_048, batchSize: 2, flushMs: 50, retryMs: 50, onError: (error) => errors.push(error.message) });
-    for (let index = 0; index < 20; index += 1) publishDecision(event(`e-${index}`));
-    await sink.flush();
-    assert.ok(sink.stats.dropped > 0, 'some events did not fit');
-    assert.equal(sink.stats.dropped + sink.stats.spooled, 20, 'every event is either spooled or counted as dropped');
-    assert.ok(errors.some((message) => /spool is full/.test(message)));
-    const back = await collector(port);
-    await sink.flush();
-    await sink.close();
-    await new Promise<void>((resolve) => back.server.close(() => resolve()));
-    assert.equal(back.received.flatMap((batch) => batch.ids).length, sink.stats.spooled);
-    assert.ok(back.received.every((batch) => batch.dropped === sink.stats.dropped), 'the drop count travels with every batch');
+    const onError = (error: Error) => errors.push(error.message);
+    const shipper = sink(down.url, spoolDir, { maxSpoolBytes: 4096, batchSize: 2, onError });
+    for (let index = 0; index < 40; index += 1) publishDecision(event(`e-${index}`));
+    await shipper.flush();
+    const lines = (name: string) => readFileSync(join(spoolDir, name), 'utf8').split('\n').filter(Boolean).length;
+    const journaled = journalFiles(spoolDir).reduce((sum, name) => sum + lines(name), 0);
+    assert.ok(shipper.stats.dropped > 0, 'some events did not fit');
+    assert.equal(shipper.stats.dropped + journaled, 40, 'every event is either journaled or counted as dropped');
+    assert.ok(errors.some((message) => /unreachable/.test(message)));
+    const back = await collector(down.port);
+    await shipper.flush();
+    await shipper.close();
+    await back.stop();
+    assert.equal(withEvents(back.received).flatMap((batch) => batch.ids).length, journaled);
+    assert.ok(back.received.every((batch) => batch.dropped === shipper.stats.dropped), 'with each batch');
+    assert.equal(journalFiles(spoolDir).length, 1, 'shipped segments are deleted');
+  });
+
+  it('follows its journal from segment to segment, also across a restart, and deletes what it shipped', async () => {
+    const spoolDir = join(scratch, 'segments');
+    const up = await collector();
+    // Segments of 2 KiB: a few events each.
+    const first = sink(up.url, spoolDir, { maxSpoolBytes: 16 * 1024, batchSize: 3 });
+    for (let index = 0; index < 10; index += 1) publishDecision(event(`s-${index}`));
+    await first.flush();
+    await up.stop();
+    for (let index = 10; index < 30; index += 1) publishDecision(event(`s-${index}`));
+    await first.flush();
+    await first.close();
+    assert.ok(journalFiles(spoolDir).length > 3, `the unshipped rest spans segments (${journalFiles(spoolDir).join(', ')})`);
+
+    const back = await collector(up.port);
+    const second = sink(back.url, spoolDir, { maxSpoolBytes: 16 * 1024, batchSize: 3 });
+    await second.flush();
+    await second.close();
+    await back.stop();
+    const shipped = withEvents([...up.received, ...back.received]);
+    assert.deepEqual(shipped.flatMap((batch) => batch.ids), Array.from({ length: 30 }, (_, index) => `s-${index}`));
+    assert.deepEqual(shipped.flatMap((batch) => batch.seqs), Array.from({ length: 30 }, (_, index) => index + 1));
+    assert.ok(shipped.every((batch) => batch.stream === first.stream));
+    assert.equal(journalFiles(spoolDir).length, 1, 'only the segment being written is left');
+  });
+
+  it('refuses a spool directory another live process holds, and takes over a stale lock', async () => {
+    const spoolDir = join(scratch, 'lock');
+    const down = await deadCollector();
+    const holder = sink(down.url, spoolDir);
+    const inUse = (error: unknown) => error instanceof GuardConfigError
+      && /in use by process \d+.*another spoolDir/.test(error.message);
+    assert.throws(() => sink(down.url, spoolDir), inUse);
+    await holder.close();
+    assert.equal(existsSync(join(spoolDir, 'lock')), false, 'released on close');
+
+    // A process that has exited (killed with its lock in place).
+    const gone = spawnSync(process.execPath, ['-e', '']).pid;
+    writeFileSync(join(spoolDir, 'lock'), `${gone}\n`);
+    const next = sink(down.url, spoolDir);
+    assert.equal(readFileSync(join(spoolDir, 'lock'), 'utf8'), `${process.pid}\n`);
+    await next.close();
+  });
+
+  it('replays the spool file of an earlier version under its own streams, then deletes it', async () => {
+    const spoolDir = join(scratch, 'legacy');
+    mkdirSync(spoolDir, { recursive: true });
+    const events = [{ seq: 7, event: event('old-7') }, { seq: 8, event: event('old-8') }];
+    const batch = { stream: 'old-stream', events };
+    appendFileSync(join(spoolDir, 'spool.jsonl'), `${JSON.stringify(batch)}\n`);
+    const up = await collector();
+    const shipper = sink(up.url, spoolDir);
+    publishDecision(event('new-0'));
+    await shipper.flush();
+    await shipper.close();
+    await up.stop();
+    assert.deepEqual(withEvents(up.received).map((batch) => [batch.stream, batch.ids, batch.dropped, batch.written]), [
+      ['old-stream', ['old-7', 'old-8'], 0, 8],
+      [shipper.stream, ['new-0'], 0, 1],
+    ]);
+    assert.equal(existsSync(join(spoolDir, 'spool.jsonl')), false);
   });
 
   it('refuses to talk to a collector with another identity', async () => {
     const impostor = await collector();
-    const sink = createNetworkSink({ url: impostor.url, tls: () => tls, serverSpiffeId: 'spiffe://shop.test/lockstep/control-plane', spoolDir: join(scratch, 'impostor'), flushMs: 50 });
+    const serverSpiffeId = 'spiffe://shop.test/lockstep/control-plane';
+    const shipper = sink(impostor.url, join(scratch, 'impostor'), { serverSpiffeId });
     publishDecision(event('secret'));
-    await sink.flush();
-    await sink.close();
-    await new Promise<void>((resolve) => impostor.server.close(() => resolve()));
+    await shipper.flush();
+    await shipper.close();
+    await impostor.stop();
     assert.deepEqual(impostor.received, [], 'nothing sent to the impostor');
-    assert.equal(sink.stats.spooled, 1);
+    assert.equal(shipper.stats.spooled, 1, 'the event waits in the journal');
   });
 });

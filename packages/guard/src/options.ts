@@ -41,7 +41,11 @@ export interface GuardOptions {
   mode?: 'enforce' | 'dry-run';
   /**
    * Where decision events go: a JSON-lines file, and/or the monitor's collector over mTLS (batched,
-   * compressed, spooled to `spoolDir` while it is unreachable, so that nothing is lost).
+   * compressed). The collector is fed from a file — `file` when there is one, else a journal in
+   * `spoolDir` — from where its last acknowledged batch ended, so that an event on disk reaches the
+   * monitor also after a crash. `spoolDir` belongs to one guard process (it is locked);
+   * `maxSpoolBytes` (default 64 MiB) bounds the journal in `spoolDir`, never `file`, which Lockstep
+   * does not delete or truncate.
    */
   audit?: { file?: string; collector?: { url: string; spoolDir: string; maxSpoolBytes?: number } };
   /** Prometheus metrics (`guard.metrics()`), counted from the start. Default false: no cost when unused. */
@@ -162,7 +166,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
       fail(`audit.collector.url is not a URL: ${JSON.stringify(collector.url)}`);
     }
     if (url?.protocol !== 'https:') fail('audit.collector.url must use https (events travel over mTLS)');
-    if (typeof collector.spoolDir !== 'string' || collector.spoolDir === '') fail('audit.collector.spoolDir must be a directory where unsent events wait (it survives restarts)');
+    if (typeof collector.spoolDir !== 'string' || collector.spoolDir === '') fail('audit.collector.spoolDir must be a directory of this guard\'s own, where shipping resumes after a restart');
     if (collector.maxSpoolBytes !== undefined && (!Number.isSafeInteger(collector.maxSpoolBytes) || collector.maxSpoolBytes < 1024)) fail('audit.collector.maxSpoolBytes must be a whole number of bytes ≥ 1024');
   }
   knownKeys(input.limits, 'limits', ['bodyBytes', 'headerBytes', 'txnTokenBytes']);

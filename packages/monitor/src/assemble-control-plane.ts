@@ -195,6 +195,8 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
       monitor.stop();
       stopTrusting();
       await server.close();
+      // Batches whose connection the close cut still append: wait for them before the store closes.
+      await collector.close();
       // Admin calls in flight waited for the trail; what is still queued (refused calls) before the checkpoint.
       await adminTrail.close();
       await checkpointer.stop();

@@ -43,6 +43,11 @@ export interface Collector {
   readonly stats: CollectorStats;
   /** For `startControlPlane({ extensions: [collector.register] })`. */
   register(app: FastifyInstance): void;
+  /**
+   * Takes no more batches (503: the sender keeps them) and waits for the appends under way: call it
+   * after the server stopped and before the store closes.
+   */
+  close(): Promise<void>;
 }
 
 const STRING_FIELDS = ['time', 'service', 'requestId', 'method', 'resource', 'decision', 'reason'] as const;
@@ -62,6 +67,8 @@ function eventProblem(event: unknown, service: string): { kind: 'malformed' | 'f
 }
 
 export function createCollector(options: CollectorOptions): Collector {
+  let closed = false;
+  const inFlight = new Set<Promise<unknown>>();
   const stats: CollectorStats = { batches: 0, events: 0, duplicates: 0, refused: { malformed: 0, oversized: 0, foreign: 0, unauthenticated: 0 } };
   const refuse = (kind: keyof CollectorStats['refused'], detail: string): never => {
     stats.refused[kind] += 1;
@@ -120,10 +127,13 @@ export function createCollector(options: CollectorOptions): Collector {
           events.push(record);
           entries.push({ streamSeq: seq as number, event: JSON.stringify(record) });
         }
-        const result = await options.store.appendAudit(source, {
+        if (closed) throw new ControlPlaneError('LOCKSTEP_CP_STORE', 'the collector is shutting down; send the batch again later');
+        const appending = options.store.appendAudit(source, {
           stream: batch.stream, dropped: batch.dropped as number, entries,
           ...(batch.written === undefined ? {} : { written: batch.written as number }), ...(batch.final === true ? { final: true } : {}),
         }, Date.now());
+        inFlight.add(appending);
+        const result = await appending.finally(() => inFlight.delete(appending));
         stats.batches += 1;
         stats.events += result.accepted;
         stats.duplicates += result.duplicates;
@@ -133,5 +143,11 @@ export function createCollector(options: CollectorOptions): Collector {
     });
   }
 
-  return { stats, register };
+  return {
+    stats, register,
+    async close() {
+      closed = true;
+      await Promise.allSettled([...inFlight]);
+    },
+  };
 }
