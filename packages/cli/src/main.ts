@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { controlPlaneAgent } from '@lockstep/control-plane';
 import {
-  assembleControlPlane, openAuditKeys, openControlPlaneKeys, openStoreAt, verifyTrail,
+  assembleControlPlane, AUDIT_HEAD_FILE, openAuditKeys, openControlPlaneKeys, openStoreAt, verifyTrail,
   type ControlPlaneAssemblyOptions, type ExternalIssuer,
 } from '@lockstep/monitor';
 import type { JWK } from 'jose';
@@ -321,9 +321,16 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
     against = existsSync(values.against) ? readFileSync(values.against, 'utf8').trim() : values.against.trim();
     if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(against)) throw new UsageError(`--against ${values.against}: neither a file nor a checkpoint; give what \`lockstep audit checkpoint\` printed`);
   }
+  // The newest link the monitor signed here (beside the audit key): the store must still hold it.
+  const headFile = join(state.keyDir, AUDIT_HEAD_FILE);
+  let head: { n: number; digest: string; file: string } | undefined;
+  if (existsSync(headFile)) {
+    const parsed = JSON.parse(readFileSync(headFile, 'utf8')) as { n?: unknown; digest?: unknown };
+    if (typeof parsed.n === 'number' && typeof parsed.digest === 'string') head = { n: parsed.n, digest: parsed.digest, file: headFile };
+  }
   const store = await openStoreAt(storeLocation(state, values.postgres));
   try {
-    const report = await verifyTrail(store, jwks, { ...(asOf === undefined ? {} : { asOf }), ...(against === undefined ? {} : { against }) });
+    const report = await verifyTrail(store, jwks, { ...(asOf === undefined ? {} : { asOf }), ...(against === undefined ? {} : { against }), ...(head === undefined ? {} : { head }) });
     const newest = report.chain.newest;
     out(newest === null ? 'checkpoints: none' : `checkpoints: ${report.chain.links} links, newest ${newest.n} (${newest.kind}) at ${new Date(newest.at).toISOString()}`);
     for (const source of report.sources) out(`${source.source}: ${source.events} events, ${source.checkpointed} checkpointed`);

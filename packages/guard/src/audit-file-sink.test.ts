@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import fs, {
+  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
+} from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -43,6 +46,34 @@ function readLines(path: string): unknown[] {
   const text = readFileSync(path, 'utf8');
   assert.ok(text === '' || text.endsWith('\n'), 'every line is complete');
   return text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+}
+
+/**
+ * Makes the disk full for the sink's appends (`fs.writev`, which it imports by name): the kernel takes
+ * the first `room` bytes, then every write fails with ENOSPC, until the returned function gives the
+ * disk its room back.
+ */
+function fillDisk(room: number): () => void {
+  const real = fs.writev;
+  let left = room;
+  const full = (fd: number, buffers: NodeJS.ArrayBufferView[], position: number | null,
+    callback: (error: NodeJS.ErrnoException | null, written: number, buffers: NodeJS.ArrayBufferView[]) => void) => {
+    if (left === 0) {
+      const error = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      queueMicrotask(() => callback(error, 0, buffers));
+      return;
+    }
+    const bytes = Buffer.concat(buffers.map((view) => Buffer.from(view.buffer, view.byteOffset, view.byteLength)));
+    const written = fs.writeSync(fd, bytes, 0, Math.min(left, bytes.length), position);
+    left -= written;
+    queueMicrotask(() => callback(null, written, buffers));
+  };
+  fs.writev = full as typeof fs.writev;
+  syncBuiltinESMExports();
+  return () => {
+    fs.writev = real;
+    syncBuiltinESMExports();
+  };
 }
 
 describe('createAuditFileSink', () => {
@@ -145,6 +176,41 @@ describe('createAuditFileSink', () => {
     const lines = readFileSync(path, 'utf8').split('\n');
     assert.equal(lines.length, 4);
     assert.equal((JSON.parse(lines[2] ?? '') as DecisionEvent).requestId, 'r-2');
+  });
+
+  it('counts the events of a failed write as dropped; ends the line it cut short before the next write', async () => {
+    const path = nextFile();
+    const errors: string[] = [];
+    const sink = createAuditFileSink(path, { flushMs: 60_000, onError: (error) => errors.push(error.message) });
+    const events = new Map([1, 2, 3, 4, 5, 6, 7].map((n) => [`r-${n}`, decisionEvent(`r-${n}`)]));
+    const publish = (...ids: string[]) => ids.forEach((id) => publishDecision(events.get(id) as DecisionEvent));
+    const text = (id: string) => decisionToJson(events.get(id) as DecisionEvent);
+    let freeDisk = (): void => undefined;
+    try {
+      publish('r-1');
+      await sink.flush();
+      // The disk fills up in the middle of r-3: r-2 is whole, r-3 is cut short, r-4 does not get in.
+      freeDisk = fillDisk(Buffer.byteLength(`${text('r-2')}\n`) + 20);
+      publish('r-2', 'r-3', 'r-4');
+      await sink.flush();
+      assert.equal(sink.dropped, 1, 'r-4 is not in the file (r-3 is, cut short: its reader counts it)');
+      const expected = /ENOSPC.*: 1 of 3 events are not in .*audit\.jsonl \(counted as dropped\); one is there cut/;
+      assert.match(errors.join('\n'), expected);
+      // Nothing gets in any more: every event of the chunk is counted.
+      publish('r-5', 'r-6');
+      await sink.flush();
+      assert.equal(sink.dropped, 3);
+      freeDisk();
+      publish('r-7');
+      await sink.flush();
+    } finally {
+      freeDisk();
+      await sink.close();
+    }
+    const lines = readFileSync(path, 'utf8').split('\n');
+    assert.deepEqual(lines, [text('r-1'), text('r-2'), text('r-3').slice(0, 20), text('r-7'), ''],
+      'the torn line ends before r-7, which is whole');
+    assert.equal(sink.dropped, 3);
   });
 
   it('writes a journal in segments, and drops and counts events while all segments are unshipped', async () => {

@@ -10,6 +10,11 @@
  * all of it; while `segments.count` segments exist, events are dropped before they are written, and
  * counted (`dropped`).
  *
+ * A write that fails (disk full, I/O error) is not tried again: the events of its chunks that did not
+ * reach the file whole are counted in `dropped`, reported, and the line it may have cut short is ended
+ * before the next write, so that it cannot swallow the next line (a reader sees it, does not parse
+ * it, and counts it itself).
+ *
  * `close()` flushes what is buffered.
  */
 import {
@@ -21,7 +26,10 @@ import { decisionLineBound, subscribeDecisions, writeDecisionLine, type Decision
 export interface AuditSink {
   flush(): Promise<void>;
   close(): Promise<void>;
-  /** Events not written because the journal was full (always 0 for a plain file). */
+  /**
+   * Events that are not in the file: the journal was full, or a write failed. A line cut short by a
+   * failed write is not counted here: it is in the file, and its reader counts it.
+   */
   readonly dropped: number;
 }
 
@@ -62,30 +70,60 @@ export function journalSegments(dir: string): number[] {
 function openForAppend(file: string): { fd: number; size: number } {
   const fd = openSync(file, 'a+', 0o600);
   fchmodSync(fd, 0o600);
-  let size = fstatSync(fd).size;
-  if (size > 0) {
-    const last = Buffer.alloc(1);
-    readSync(fd, last, 0, 1, size - 1);
-    if (last[0] !== 0x0a) size += writeSync(fd, '\n');
-  }
-  return { fd, size };
+  endTornLine(fd);
+  return { fd, size: fstatSync(fd).size };
 }
 
-/** Appends `chunks` in one system call (more if the kernel takes only part of them). */
-function appendAll(fd: number, chunks: Buffer[]): Promise<void> {
-  return new Promise((resolve, reject) => {
+/** Ends the file's last line if it is cut short (by a crash, or a failed write). */
+function endTornLine(fd: number): void {
+  const size = fstatSync(fd).size;
+  if (size === 0) return;
+  const last = Buffer.alloc(1);
+  readSync(fd, last, 0, 1, size - 1);
+  if (last[0] !== 0x0a) writeSync(fd, '\n');
+}
+
+/**
+ * Appends `chunks` in one system call (more if the kernel takes only part of them). Resolves with the
+ * bytes written, and the error that stopped it before the end (then the last line may be cut short).
+ */
+function appendAll(fd: number, chunks: readonly Buffer[]): Promise<{ written: number; error: Error | null }> {
+  return new Promise((resolve) => {
+    let total = 0;
     const next = (rest: Buffer[]): void => {
       writev(fd, rest, null, (error, written) => {
-        if (error !== null) return reject(error);
+        if (error !== null) return resolve({ written: total, error });
+        total += written;
         let left = written;
         while (rest.length > 0 && left >= (rest[0] as Buffer).length) left -= (rest.shift() as Buffer).length;
-        if (rest.length === 0) return resolve();
+        if (rest.length === 0) return resolve({ written: total, error: null });
         rest[0] = (rest[0] as Buffer).subarray(left);
         next(rest);
       });
     };
-    next(chunks);
+    next([...chunks]);
   });
+}
+
+/** How many of the lines in `chunks` the first `written` bytes hold whole, and whether one is cut short. */
+function linesIn(chunks: readonly Buffer[], written: number): { whole: number; torn: boolean } {
+  let whole = 0;
+  let left = written;
+  let lastByte = 0x0a;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, Math.min(left, chunk.length));
+    for (let at = part.indexOf(0x0a); at >= 0; at = part.indexOf(0x0a, at + 1)) whole += 1;
+    if (part.length > 0) lastByte = part[part.length - 1] as number;
+    left -= part.length;
+    if (left === 0) break;
+  }
+  return { whole, torn: lastByte !== 0x0a };
+}
+
+/** A chunk of whole lines, and how many events they are. */
+interface Chunk {
+  readonly bytes: Buffer;
+  readonly events: number;
 }
 
 export function createAuditFileSink(path: string, options: AuditFileSinkOptions = {}): AuditSink {
@@ -110,18 +148,45 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
   }
   // Writes, rotations and the final close run one after the other, in order; chunks that queue up
   // while a write is under way go together in the next one.
-  const steps: (Buffer | (() => void))[] = [];
+  const steps: (Chunk | (() => void))[] = [];
   let running = false;
+  // A write failed: the file's last line may be cut short. Ended before the next write.
+  let mayBeTorn = false;
   // Resolves once every step queued so far is done.
   let pending: Promise<void> = Promise.resolve();
+  /** Appends `chunks`; the events that did not reach the file are counted in `dropped`. */
+  const append = async (chunks: readonly Chunk[]): Promise<void> => {
+    const bytes = chunks.map((chunk) => chunk.bytes);
+    const events = chunks.reduce((sum, chunk) => sum + chunk.events, 0);
+    let result: { written: number; error: Error | null };
+    try {
+      if (mayBeTorn) {
+        endTornLine(fd);
+        mayBeTorn = false;
+      }
+      result = await appendAll(fd, bytes);
+    } catch (error) {
+      result = { written: 0, error: error as Error };
+    }
+    if (result.error === null) return;
+    mayBeTorn = true;
+    const { whole, torn } = linesIn(bytes, result.written);
+    const lost = events - whole - (torn ? 1 : 0);
+    dropped += lost;
+    report(new Error(`${result.error.message}: ${lost} of ${events} events are not in ${path} (counted as dropped)`
+      + `${torn ? '; one is there cut short (its reader counts it)' : ''}`));
+  };
   const run = async (): Promise<void> => {
     try {
       while (steps.length > 0) {
-        const chunks: Buffer[] = [];
-        while (Buffer.isBuffer(steps[0])) chunks.push(steps.shift() as Buffer);
+        const chunks: Chunk[] = [];
+        while (steps.length > 0 && typeof steps[0] !== 'function') chunks.push(steps.shift() as Chunk);
+        if (chunks.length > 0) {
+          await append(chunks);
+          continue;
+        }
         try {
-          if (chunks.length > 0) await appendAll(fd, chunks);
-          else (steps.shift() as () => void)();
+          (steps.shift() as () => void)();
         } catch (error) {
           report(error as Error);
         }
@@ -130,7 +195,7 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
       running = false;
     }
   };
-  const enqueue = (step: Buffer | (() => void)): void => {
+  const enqueue = (step: Chunk | (() => void)): void => {
     steps.push(step);
     if (running) return;
     running = true;
@@ -147,11 +212,14 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
   let queued: DecisionEvent[] = [];
   let buffer = Buffer.allocUnsafe(CHUNK);
   let used = 0;
+  // The events encoded into `buffer` so far.
+  let usedEvents = 0;
   const writeChunk = (): void => {
-    const chunk = buffer.subarray(0, used);
+    const chunk = { bytes: buffer.subarray(0, used), events: usedEvents };
     buffer = Buffer.allocUnsafe(CHUNK);
     written += used;
     used = 0;
+    usedEvents = 0;
     enqueue(chunk);
   };
 
@@ -172,6 +240,8 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
     // sees segment n+1 knows that segment n is complete.
     enqueue(() => {
       closeSync(fd);
+      // A line cut short in the segment left behind: its reader skips it when it moves on.
+      mayBeTorn = false;
       fd = openForAppend(journalSegmentPath(path, segment)).fd;
     });
     return true;
@@ -199,6 +269,7 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
         end = writeDecisionLine(event, buffer, 0);
       }
       used = end;
+      usedEvents += 1;
     }
   };
   /** Encodes what is queued and writes the current chunk; resolves when everything is on disk. */

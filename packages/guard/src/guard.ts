@@ -141,7 +141,9 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       url: options.auditCollector.url,
       spoolDir: options.auditCollector.spoolDir,
       ...(options.auditCollector.maxSpoolBytes === undefined ? {} : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
-      ...(auditSink === null || auditFile === undefined ? {} : { auditFile: { path: auditFile, flush: () => auditSink.flush() } }),
+      ...(auditSink === null || auditFile === undefined ? {} : {
+        auditFile: { path: auditFile, flush: () => auditSink.flush(), dropped: () => auditSink.dropped },
+      }),
       tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
       serverSpiffeId: formatSpiffeId(trustDomain, 'lockstep', 'control-plane'),
       service,

@@ -48,8 +48,11 @@ interface Collector {
   stop(): Promise<void>;
 }
 
-/** A collector that records what it receives; `status` answers each batch (200 by default). */
-async function collector(port = 0, status: (batch: Received) => number = () => 200): Promise<Collector> {
+/** How a batch is answered: a status (with `{}`), or a status and a body. */
+type Answer = number | { readonly status: number; readonly body: string };
+
+/** A collector that records what it receives; `answer` answers each batch (200 by default). */
+async function collector(port = 0, answer: (batch: Received) => Answer = () => 200): Promise<Collector> {
   const received: Received[] = [];
   const server = createServer({ ...collectorTls, ca: ca.bundlePem, requestCert: true }, (request, response) => {
     const chunks: Buffer[] = [];
@@ -63,7 +66,9 @@ async function collector(port = 0, status: (batch: Received) => number = () => 2
         seqs: batch.events.map((item) => item.seq), ids: batch.events.map((item) => item.event.requestId),
       };
       received.push(entry);
-      response.writeHead(status(entry), { 'content-type': 'application/json' }).end('{}');
+      const given = answer(entry);
+      const { status, body } = typeof given === 'number' ? { status: given, body: '{}' } : given;
+      response.writeHead(status, { 'content-type': 'application/json' }).end(body);
     });
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
@@ -209,7 +214,8 @@ describe('network sink', () => {
     const path = join(dir, 'audit.jsonl');
     const up = await collector();
     let file = createAuditFileSink(path, { flushMs: 60_000 });
-    const first = sink(up.url, spoolDir, { auditFile: { path, flush: () => file.flush() } });
+    const auditFile = () => ({ path, flush: () => file.flush(), dropped: () => file.dropped });
+    const first = sink(up.url, spoolDir, { auditFile: auditFile() });
     publishDecision(event('r-0'));
     await first.flush();
     await up.stop();
@@ -228,7 +234,7 @@ describe('network sink', () => {
     const back = await collector(up.port);
     const warnings: string[] = [];
     const onWarning = (message: string) => warnings.push(message);
-    const second = sink(back.url, spoolDir, { auditFile: { path, flush: () => file.flush() }, onWarning });
+    const second = sink(back.url, spoolDir, { auditFile: auditFile(), onWarning });
     await second.flush();
     await file.close();
     await second.close();
@@ -262,6 +268,97 @@ describe('network sink', () => {
     assert.equal(withEvents(back.received).flatMap((batch) => batch.ids).length, journaled);
     assert.ok(back.received.every((batch) => batch.dropped === shipper.stats.dropped), 'with each batch');
     assert.equal(journalFiles(spoolDir).length, 1, 'shipped segments are deleted');
+  });
+
+  it('keeps the count of a full journal in the cursor while the collector is away, across a restart', async () => {
+    const spoolDir = join(scratch, 'full-restart');
+    const down = await deadCollector();
+    const options = { maxSpoolBytes: 4096, batchSize: 2, onError: () => undefined };
+    const first = sink(down.url, spoolDir, options);
+    for (let index = 0; index < 40; index += 1) publishDecision(event(`d-${index}`));
+    await first.flush();
+    const dropped = first.stats.dropped;
+    assert.ok(dropped > 0, 'some events did not fit');
+    // Nothing was acknowledged, yet a kill -9 now loses no drop: the count is on disk.
+    assert.deepEqual([cursorOf(spoolDir).seq, cursorOf(spoolDir).dropped], [0, dropped], 'in the cursor in a round');
+    await first.close();
+    assert.deepEqual([cursorOf(spoolDir).dropped, cursorOf(spoolDir).closed], [dropped, false]);
+
+    const back = await collector(down.port);
+    const second = sink(back.url, spoolDir, options);
+    const resumed = [second.stream, second.stats.dropped];
+    await second.flush();
+    await second.close();
+    await back.stop();
+    assert.deepEqual(resumed, [first.stream, dropped], 'the same stream, its drops');
+    assert.ok(withEvents(back.received).length > 0);
+    assert.ok(back.received.every((batch) => batch.dropped === dropped), 'every batch after the restart says so');
+  });
+
+  it('keeps the events while the URL answers as no collector does (404, 405, 403, a bare 400, 502)', async () => {
+    const spoolDir = join(scratch, 'not-the-collector');
+    const answers = [404, 405, 403, { status: 400, body: '<html>Bad Request</html>' }, 502];
+    let answered = 0;
+    const proxy = await collector(0, (batch) => (batch.seqs.length > 0 ? answers[answered++] ?? 200 : 200));
+    const errors: string[] = [];
+    const shipper = sink(proxy.url, spoolDir, { onError: (error) => errors.push(error.message) });
+    publishDecision(event('p-0'));
+    publishDecision(event('p-1'));
+    for (let round = 0; round <= answers.length; round += 1) await shipper.flush();
+    await shipper.close();
+    await proxy.stop();
+    assert.deepEqual(withEvents(proxy.received).map((batch) => batch.seqs), Array(answers.length + 1).fill([1, 2]),
+      'the same events, until the collector takes them');
+    assert.deepEqual([shipper.stats.sent, shipper.stats.refused, shipper.stats.dropped], [2, 0, 0]);
+    assert.ok(proxy.received.every((batch) => batch.dropped === 0));
+    const url = proxy.url.replaceAll('.', '\\.');
+    assert.match(errors[0] ?? '', new RegExp(`^the URL ${url} answered 404 .*; the journal keeps the events and they `
+      + "are sent again\\. Is audit\\.collector\\.url the collector's /v1/audit/events on the control plane\\?$"));
+    assert.match(errors[3] ?? '', /answered 400 "<html>Bad Request<\/html>".*This is not the collector's refusal/);
+  });
+
+  it('skips a batch the collector refuses as invalid or too large, and counts it as dropped', async () => {
+    const spoolDir = join(scratch, 'refused');
+    const invalid = JSON.stringify({ error: 'LOCKSTEP_CP_REQUEST_INVALID', message: 'event.route must be a string' });
+    const strict = await collector(0, (batch) => (batch.ids.includes('bad') ? { status: 400, body: invalid }
+      : batch.ids.includes('huge') ? 413 : 200));
+    const errors: string[] = [];
+    const shipper = sink(strict.url, spoolDir, { batchSize: 2, onError: (error) => errors.push(error.message) });
+    for (const id of ['ok-0', 'ok-1', 'bad', 'ok-3', 'huge', 'ok-5', 'ok-6']) publishDecision(event(id));
+    await shipper.flush();
+    const counts = [shipper.stats.sent, shipper.stats.refused, shipper.stats.dropped, cursorOf(spoolDir).dropped];
+    await shipper.close();
+    await strict.stop();
+    assert.deepEqual(counts, [3, 4, 4, 4], 'sent, refused, dropped, and dropped in the cursor');
+    const acknowledged = strict.received.filter((batch) => !batch.ids.includes('bad') && !batch.ids.includes('huge'));
+    assert.deepEqual(withEvents(acknowledged).map((batch) => [batch.seqs, batch.dropped]), [[[1, 2], 0], [[7], 4]],
+      'the monitor learns of them as dropped');
+    assert.equal(strict.received.at(-1)?.dropped, 4);
+    const refusals = errors.filter((message) => message.startsWith('AUDIT EVENTS DROPPED'));
+    assert.equal(refusals.length, 2);
+    assert.match(refusals[0] ?? '', /refused positions 3–4 of stream \S+ \(2 events\) as invalid \(400 .*_INVALID/);
+    assert.match(refusals[1] ?? '', /refused positions 5–6 of stream \S+ \(2 events\) as invalid \(413 /);
+  });
+
+  it('counts in the stream the events the audit file sink could not write', async () => {
+    const dir = join(scratch, 'audit-file-drops');
+    const path = join(dir, 'audit.jsonl');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path, '');
+    let notWritten = 0;
+    const up = await collector();
+    const shipper = sink(up.url, join(dir, 'spool'), {
+      auditFile: { path, flush: async () => undefined, dropped: () => notWritten },
+    });
+    // The audit file sink's disk was full for three events.
+    notWritten = 3;
+    appendFileSync(path, `${decisionToJson(event('w-0'))}\n`);
+    await shipper.flush();
+    const counts = [shipper.stats.dropped, cursorOf(join(dir, 'spool')).dropped];
+    await shipper.close();
+    await up.stop();
+    assert.deepEqual(counts, [3, 3], 'in the stream, and in the cursor');
+    assert.deepEqual(withEvents(up.received).map((batch) => [batch.ids, batch.dropped]), [[['w-0'], 3]]);
   });
 
   it('follows its journal from segment to segment, also across a restart, and deletes what it shipped', async () => {

@@ -11,15 +11,18 @@
  *   collector stores a stream's position once and counts the duplicates);
  * - while the collector is away the cursor stays behind: the file is the spool;
  * - a line that does not parse (torn by a crash) is skipped and counted in the stream's `dropped`;
+ * - events that never reached the file (a full journal, a failed write) and batches the collector
+ *   refuses as invalid are counted in `dropped` too, and the count is in the cursor within a round;
+ * - any other answer of the collector, or none, keeps the events in the file: they are sent again;
  * - a clean `close()` ships everything and ends the stream (`final`); the next start begins a new
  *   stream where this one ended. When nothing was sent for `keepAliveMs`, an empty batch says that
  *   the stream is alive.
  *
  * Bounded disk: the sink's own journal is cut into segments, each deleted once shipped; when the
  * unshipped journal reaches `maxSpoolBytes`, events are dropped before they are journaled — counted,
- * and the count travels with every later batch. The guard's audit file is never deleted or
- * truncated; when it was replaced while the guard was down (logrotate), the old stream ends there
- * and a new stream starts at the beginning of the new file.
+ * kept in the cursor (also across a restart), and the count travels with every later batch. The
+ * guard's audit file is never deleted or truncated; when it was replaced while the guard was down
+ * (logrotate), the old stream ends there and a new stream starts at the beginning of the new file.
  *
  * Nothing of this runs on the request path: the journal's writer only queues the event.
  *
@@ -54,10 +57,15 @@ export interface NetworkSinkOptions {
   /** The cursor, the lock and the sink's own journal (0700). One live process per directory. */
   readonly spoolDir: string;
   /**
-   * The guard's audit file, written by its audit file sink (`flush` writes what that sink holds):
-   * shipped from there instead of from a journal of the sink's own.
+   * The guard's audit file, written by its audit file sink (`flush` writes what that sink holds,
+   * `dropped` is its `dropped`: events it could not write, counted in the stream's drops): shipped
+   * from there instead of from a journal of the sink's own.
    */
-  readonly auditFile?: { readonly path: string; readonly flush: () => Promise<void> };
+  readonly auditFile?: {
+    readonly path: string;
+    readonly flush: () => Promise<void>;
+    readonly dropped: () => number;
+  };
   /** Default 64 MiB: the most its own journal holds unshipped; beyond it, events are dropped and counted. */
   readonly maxSpoolBytes?: number;
   /** Default 500 events. */
@@ -78,9 +86,12 @@ export interface NetworkSinkStats {
   sent: number;
   /** Events that waited in the journal for the collector (a send failed, or they were sent after a restart). */
   spooled: number;
-  /** The current stream's dropped events: unparsable lines, and events a full journal refused. */
+  /**
+   * The current stream's dropped events: unparsable lines, events that never reached the journal (it
+   * was full, or a write failed), and events the collector refused.
+   */
   dropped: number;
-  /** Events the collector refused as invalid (never expected; logged). */
+  /** Events the collector refused as invalid (never expected; logged, and counted in `dropped`). */
   refused: number;
 }
 
@@ -115,7 +126,10 @@ interface Cursor {
   /** The journal file, and the byte offset after the line of `seq` (and after lines skipped behind it). */
   readonly file: Omit<JournalFile, 'fd'>;
   readonly offset: number;
-  /** The stream's dropped events up to `offset`: `skipped` unparsable lines, and events a full journal refused. */
+  /**
+   * The stream's dropped events: `skipped` unparsable lines up to `offset`, and the events lost
+   * elsewhere so far (never written to the journal, or refused by the collector).
+   */
   readonly dropped: number;
   readonly skipped: number;
   /** The stream ended with an acknowledged final batch: the next start begins a new stream at `offset`. */
@@ -148,6 +162,8 @@ const JOURNAL_SEGMENTS = 8;
 /** How long `close()` goes on shipping a backlog before it leaves the rest to the next start. */
 const CLOSE_BUDGET_MS = 5_000;
 const STREAM_ID = /^[\w-]{1,64}$/;
+/** The collector's path on the control plane (the monitor's `COLLECTOR_PATH`). */
+const COLLECTOR_PATH = '/v1/audit/events';
 
 export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   const dir = resolve(options.spoolDir);
@@ -165,7 +181,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   const stats = {
     sent: 0, spooled: 0, refused: 0,
     get dropped() {
-      return skipped + journalDrops;
+      return skipped + lost;
     },
   };
 
@@ -178,7 +194,11 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   let assigned = 0;
   let writtenFloor = 0;
   let skipped = 0;
-  let journalDrops = 0;
+  // Events dropped without a line to skip: never written to the journal, or refused by the collector.
+  let lost = 0;
+  // What the cursor on disk says of `lost`.
+  let lostOnDisk = 0;
+  // The drop count the collector last acknowledged (-1: not known, after a restart).
   let droppedSent = 0;
   // Reading: the file, the offset after the last complete line taken, the lines not yet acknowledged.
   let file: JournalFile;
@@ -201,7 +221,8 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   let behind = false;
 
   let journal: AuditSink | null = null;
-  let journalDropsSeen = 0;
+  // The journal writer's `dropped` already counted in `lost` (it starts at 0 in every process).
+  let writerDropsSeen = 0;
   let oldestSegment = 0;
   try {
     if (options.auditFile === undefined) {
@@ -273,8 +294,10 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     spooledMark = saved.seq;
     writtenFloor = saved.written;
     skipped = saved.skipped;
-    journalDrops = saved.dropped - saved.skipped;
-    droppedSent = saved.dropped;
+    lost = saved.dropped - saved.skipped;
+    lostOnDisk = lost;
+    // The cursor may hold drops the collector was never told of: the next batch says them.
+    droppedSent = -1;
     offset = saved.offset;
     cursorAt = { file: opened, offset, skipped };
     // What follows the cursor waited for this start.
@@ -291,7 +314,8 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     spooledMark = 0;
     writtenFloor = 0;
     skipped = 0;
-    journalDrops = 0;
+    lost = 0;
+    lostOnDisk = 0;
     droppedSent = 0;
     offset = at;
     pending = [];
@@ -316,7 +340,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     const cursor: Cursor = {
       version: 1, stream, seq: acknowledged, written: writtenFloor,
       file: { path: at.file.path, segment: at.file.segment, dev: at.file.dev, ino: at.file.ino },
-      offset: at.offset, dropped: at.skipped + journalDrops, skipped: at.skipped, closed,
+      offset: at.offset, dropped: at.skipped + lost, skipped: at.skipped, closed,
     };
     return `${JSON.stringify(cursor)}\n`;
   }
@@ -435,32 +459,38 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     return agent.dispatcher;
   }
 
-  /** 'refused': the collector will never take this batch (keeping it would block everything behind it). */
-  async function post(text: string, events: number): Promise<'acknowledged' | 'refused' | 'failed'> {
+  /**
+   * `refused` (with the collector's answer): the collector itself refused this batch as invalid (or too
+   * large), and will refuse it again: keeping it would block everything behind it. Any other answer may
+   * come from something else (a proxy, a wrong URL, a collector starting up): 'failed', and the journal
+   * keeps the events.
+   */
+  async function post(text: string, events: number): Promise<'acknowledged' | 'failed' | { refused: string }> {
     const body = await compress(Buffer.from(text));
+    let status: number;
+    let answer: string;
     try {
       const response = await request(options.url, {
         method: 'POST', dispatcher: dispatcher(), body,
         headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
         headersTimeout: 10_000, bodyTimeout: 10_000,
       });
-      const answer = await response.body.text();
-      if (response.statusCode === 200) {
-        stats.sent += events;
-        return 'acknowledged';
-      }
-      const status = response.statusCode;
-      if (status >= 400 && status < 500 && status !== 401 && status !== 408 && status !== 429) {
-        stats.refused += events;
-        report(new Error(`the collector refused a batch of ${events} events (${status}): ${answer.slice(0, 300)}`));
-        return 'refused';
-      }
-      report(new Error(`the collector answered ${response.statusCode}; the journal keeps the events`));
-      return 'failed';
+      status = response.statusCode;
+      answer = await response.body.text();
     } catch (error) {
       report(new Error(`the collector is unreachable (${(error as Error).message}); the journal keeps the events`));
       return 'failed';
     }
+    if (status === 200) {
+      stats.sent += events;
+      return 'acknowledged';
+    }
+    if (collectorRefused(status, answer)) {
+      stats.refused += events;
+      return { refused: `${status} ${answer.slice(0, 300)}` };
+    }
+    report(new Error(unexpectedAnswer(options.url, status, answer)));
+    return 'failed';
   }
 
   /** Sends `entries` (possibly none) as the next batch; once it is acknowledged, the cursor moves past them. */
@@ -475,11 +505,20 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       text += `${index === 0 ? '' : ','}{"seq":${entry.seq},"event":${entry.line}}`;
     }
     text += ']}';
-    if ((await post(text, entries.length)) === 'failed') return false;
+    const outcome = await post(text, entries.length);
+    if (outcome === 'failed') return false;
+    const last = entries.at(-1);
+    if (typeof outcome === 'object') {
+      // Skipped for good: the monitor learns of them as dropped (with the next batch, and from the cursor).
+      lost += entries.length;
+      const positions = `${entries[0]?.seq ?? 0}–${last?.seq ?? 0}`;
+      report(new Error(`AUDIT EVENTS DROPPED: the collector refused positions ${positions} of stream ${stream} `
+        + `(${entries.length} events) as invalid (${outcome.refused}); they are skipped, counted as dropped, and `
+        + 'the monitor reports them as missing'));
+    }
     lastSentAt = Date.now();
     writtenFloor = written;
     droppedSent = dropped;
-    const last = entries.at(-1);
     if (last !== undefined) {
       pending = pending.slice(entries.length);
       for (const entry of entries) pendingText -= entry.line.length;
@@ -493,6 +532,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       : last === undefined ? cursorAt : { file: last.file, offset: last.end, skipped: last.skipped };
     cursorAt = at;
     await writeFileAtomicallyAsync(cursorPath, cursorText(at, final));
+    lostOnDisk = lost;
     if (at.file.segment !== null) await deleteShippedSegments(at.file.segment);
     return true;
   }
@@ -534,7 +574,12 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
         // Its own stream, and no drop count: the one it had then is not known (the collector keeps the highest).
         const written = Math.max(...seqs);
         const text = JSON.stringify({ stream: batch.stream, dropped: 0, written, events: batch.events });
-        if ((await post(text, seqs.length)) === 'failed') break;
+        const outcome = await post(text, seqs.length);
+        if (outcome === 'failed') break;
+        if (typeof outcome === 'object') {
+          report(new Error(`AUDIT EVENTS DROPPED: the collector refused ${seqs.length} events of stream `
+            + `${batch.stream} from the spool of an earlier version as invalid (${outcome.refused}); skipped`));
+        }
       }
       done += 1;
     }
@@ -551,10 +596,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   async function drain(deadline: number): Promise<boolean> {
     if (!(await replayLegacySpool())) return false;
     for (;;) {
-      if (journal !== null) {
-        journalDrops += journal.dropped - journalDropsSeen;
-        journalDropsSeen = journal.dropped;
-      }
+      await keepDrops();
       while (pending.length < batchSize && pendingText < BATCH_TEXT && (await readChunk()));
       const entries = nextBatch();
       if (entries.length === 0) break;
@@ -566,7 +608,23 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     return true;
   }
 
+  /**
+   * Counts what the journal's writer dropped, and puts a new count in the cursor at once (at the
+   * position acknowledged last), before any batch is acknowledged: a drop must survive a restart also
+   * while the collector is away.
+   */
+  async function keepDrops(): Promise<void> {
+    const writerDrops = journal?.dropped ?? options.auditFile?.dropped() ?? 0;
+    lost += writerDrops - writerDropsSeen;
+    writerDropsSeen = writerDrops;
+    if (lost === lostOnDisk) return;
+    await writeFileAtomicallyAsync(cursorPath, cursorText(cursorAt, false));
+    lostOnDisk = lost;
+  }
+
   async function work(): Promise<void> {
+    // Every round, also while the collector is away.
+    await keepDrops();
     if (Date.now() < backoffUntil) return;
     if (await drain(Infinity)) return;
     // The collector is away: everything read so far waits in the journal.
@@ -588,6 +646,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     try {
       // Whatever the writer holds goes to the file first: the last lines are read from there.
       await (journal === null ? options.auditFile?.flush() : journal.close());
+      await keepDrops();
       // Unless the collector is known to be away, ship the rest and end the stream; what cannot be
       // sent now is sent by the next start, in the same stream.
       if (Date.now() >= backoffUntil && await drain(Date.now() + CLOSE_BUDGET_MS)) await ship([], true);
@@ -617,6 +676,35 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       return closing;
     },
   };
+}
+
+/**
+ * The collector refused the batch itself, for good: its refusal of an invalid batch (HTTP 400 with the
+ * control plane's error body, `{ "error": "LOCKSTEP_CP_REQUEST_INVALID", "message": … }`), or 413.
+ */
+function collectorRefused(status: number, answer: string): boolean {
+  if (status === 413) return true;
+  if (status !== 400) return false;
+  try {
+    return (JSON.parse(answer) as { error?: unknown } | null)?.error === 'LOCKSTEP_CP_REQUEST_INVALID';
+  } catch {
+    return false;
+  }
+}
+
+/** An answer that is neither an acknowledgement nor the collector's refusal, and what to check. */
+function unexpectedAnswer(url: string, status: number, answer: string): string {
+  const said = answer === '' ? '' : ` ${JSON.stringify(answer.slice(0, 200))}`;
+  const check = status === 404 || status === 405
+    ? `Is audit.collector.url the collector's ${COLLECTOR_PATH} on the control plane?`
+    : status === 401 || status === 403
+      ? 'Is the guard\'s SVID valid and not revoked, and is nothing (a proxy) between the guard and the collector?'
+      : status === 400
+        ? 'This is not the collector\'s refusal: is something (a proxy) between the guard and the collector?'
+        : status >= 500 || status === 408 || status === 429
+          ? 'The collector is busy or unavailable.'
+          : `Is audit.collector.url the collector's ${COLLECTOR_PATH} on the control plane?`;
+  return `the URL ${url} answered ${status}${said}; the journal keeps the events and they are sent again. ${check}`;
 }
 
 function openJournalFile(path: string, segment: number | null): JournalFile {

@@ -33,7 +33,7 @@ export type SourceHead = readonly [string, number, string];
 export type StreamCounters = readonly [string, string, number, number, number, number | null, number, number];
 
 export interface Incident {
-  readonly kind: 'source-deleted' | 'truncated' | 'rewritten' | 'stream-deleted' | 'counter-lowered' | 'rolled-back';
+  readonly kind: 'source-deleted' | 'truncated' | 'rewritten' | 'stream-deleted' | 'counter-lowered' | 'rolled-back' | 'forged-event';
   readonly source?: string;
   readonly stream?: string;
   readonly detail: string;
@@ -120,7 +120,15 @@ export function emptyFold(): Fold {
 
 export function foldLink(fold: Fold, claims: ChainClaims): void {
   for (const [source, seq, hash] of claims.sources) fold.sources.set(source, { seq, hash });
-  for (const counters of claims.streams) fold.streams.set(streamKey(counters[0], counters[1]), counters);
+  // A counter only rises: a link that signed a lower value (after an incident) lowers nothing here.
+  for (const counters of claims.streams) {
+    const key = streamKey(counters[0], counters[1]);
+    const before = fold.streams.get(key);
+    fold.streams.set(key, before === undefined ? counters : [
+      counters[0], counters[1], Math.max(before[2], counters[2]), Math.max(before[3], counters[3]), Math.max(before[4], counters[4]),
+      before[5] ?? counters[5], before[6], Math.max(before[7], counters[7]),
+    ]);
+  }
 }
 
 export function countersOf(row: AuditStream): StreamCounters {
@@ -138,32 +146,83 @@ export function counterRegression(signed: StreamCounters, now: StreamCounters): 
   return null;
 }
 
+/** A stream as this process last appended to it. */
+export interface WitnessedStream extends Omit<AuditAppend['stream'], 'gaps'> {
+  readonly source: string;
+  readonly stream: string;
+  /** When this process last heard from the stream's sender. */
+  readonly lastSeen: number;
+}
+
+/** What the witness holds at one moment (`snapshot`), to compare with the store. */
+export interface WitnessSnapshot {
+  /** Per source, every head this process appended (position → hash) since they were last settled. */
+  readonly heads: ReadonlyMap<string, ReadonlyMap<number, string>>;
+  readonly streams: ReadonlyMap<string, WitnessedStream>;
+  /** Stream positions a sender delivered that were already taken by another text: [source, stream, position]. */
+  readonly conflicts: readonly (readonly [string, string, number])[];
+}
+
 /**
- * What this process appended last, per source and per stream: the checkpointer's live witness for
- * events not yet checkpointed. A chain cut or rewritten between an append and the next link (the
- * hashes recomputed by someone who can write the store) no longer holds what was appended.
+ * What this process appended since the newest link: the checkpointer's live witness for the tail
+ * not yet signed. Every head an append produced is kept (not only the newest: a later honest
+ * append chains onto whatever the store holds, so only the earlier heads show a tail rewritten in
+ * between), until a link covers it.
  */
 export interface AppendWitness {
-  readonly heads: ReadonlyMap<string, { readonly seq: number; readonly hash: string }>;
-  readonly streams: ReadonlyMap<string, AuditAppend['stream'] & { readonly source: string; readonly stream: string }>;
+  snapshot(): WitnessSnapshot;
+  /** Forgets what `snapshot` returned (a link now covers it). */
+  settle(snapshot: WitnessSnapshot): void;
 }
+
+/** The most heads kept per source between two links; beyond it the oldest are forgotten. */
+const WITNESS_HEADS = 10_000;
 
 /** `store` with its appends witnessed: give the returned store to every writer of the trail. */
 export function witnessAppends(store: ControlPlaneStore): { store: ControlPlaneStore; witness: AppendWitness } {
-  const heads = new Map<string, { seq: number; hash: string }>();
-  const streams = new Map<string, AuditAppend['stream'] & { source: string; stream: string }>();
+  const heads = new Map<string, Map<number, string>>();
+  const streams = new Map<string, WitnessedStream>();
+  let conflicts: (readonly [string, string, number])[] = [];
   const witnessed: ControlPlaneStore = {
     ...store,
     async appendAudit(source, batch, receivedAt) {
       const result = await store.appendAudit(source, batch, receivedAt);
-      // Appends of one source may settle out of order: the witness keeps the furthest.
-      if ((heads.get(source)?.seq ?? 0) <= result.head.seq) heads.set(source, result.head);
+      let own = heads.get(source);
+      if (own === undefined) heads.set(source, own = new Map());
+      if (result.accepted > 0) {
+        // The head a batch was chained onto is kept as first seen: had the tail been rewritten since
+        // this process appended it, the hash the store gave it now is not the one kept.
+        if (!own.has(result.base.seq)) own.set(result.base.seq, result.base.hash);
+        own.set(result.head.seq, result.head.hash);
+        for (const seq of own.keys()) {
+          if (own.size <= WITNESS_HEADS) break;
+          own.delete(seq);
+        }
+      }
+      // Appends of one stream may settle out of order: the witness keeps the furthest.
       const key = streamKey(source, batch.stream);
-      if ((streams.get(key)?.lastStreamSeq ?? 0) <= result.stream.lastStreamSeq) streams.set(key, { ...result.stream, source, stream: batch.stream });
+      const before = streams.get(key);
+      const { lastStreamSeq, dropped, written, closedAt } = before !== undefined && before.lastStreamSeq > result.stream.lastStreamSeq ? before : result.stream;
+      streams.set(key, { source, stream: batch.stream, lastStreamSeq, dropped, written, closedAt, lastSeen: Math.max(before?.lastSeen ?? 0, receivedAt) });
+      for (const position of result.conflicts) conflicts.push([source, batch.stream, position]);
       return result;
     },
   };
-  return { store: witnessed, witness: { heads, streams } };
+  const witness: AppendWitness = {
+    snapshot: () => ({
+      heads: new Map([...heads].map(([source, own]) => [source, new Map(own)])),
+      streams: new Map(streams),
+      conflicts: [...conflicts],
+    }),
+    settle(taken) {
+      for (const [source, own] of taken.heads) {
+        const live = heads.get(source);
+        for (const seq of own.keys()) live?.delete(seq);
+      }
+      conflicts = conflicts.filter((conflict) => !taken.conflicts.includes(conflict));
+    },
+  };
+  return { store: witnessed, witness };
 }
 
 export interface Checkpointer {
@@ -191,6 +250,8 @@ export interface CheckpointerOptions {
 }
 
 const PAGE = 1_000;
+/** A live stream's last sight is signed again when it moved this far (keep-alives move it every 30 s). */
+const LAST_SEEN_STEP_MS = 2 * 60_000;
 
 /** Every `intervalMs`, one signed link; the first right away (kind `start`). */
 export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
@@ -202,9 +263,9 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   let loaded = false;
   let started = false;
   let stopped: Promise<void> | null = null;
-  /** Incidents already signed (kind, source, stream): each is signed once. */
+  /** Incidents already signed: each is signed once (a new one says something new). */
   const reported = new Set<string>();
-  const incidentKey = (incident: Incident) => `${incident.kind}\u0000${incident.source ?? ''}\u0000${incident.stream ?? ''}`;
+  const incidentKey = (incident: Incident) => `${incident.kind}\u0000${incident.detail}`;
 
   async function load(): Promise<void> {
     fold.sources.clear();
@@ -254,73 +315,81 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     return { kind: 'rolled-back', detail };
   }
 
-  async function compare(incidents: Incident[]): Promise<{ sources: SourceHead[]; streams: StreamCounters[] }> {
+  /**
+   * What changed since the newest link, and what must not have: a signed head cut or rewritten, a
+   * head this process appended no longer in the store, a counter lowered, a position taken by a
+   * forged event. Each is an incident; the link then signs the store as it is now (the incident
+   * stays in the chain), so that what comes later is judged from there and signed again.
+   */
+  async function compare(incidents: Incident[], seen: WitnessSnapshot | null): Promise<{ sources: SourceHead[]; streams: StreamCounters[] }> {
+    // The witness first: whatever it holds, the store held already when it is read below.
     const heads = new Map((await store.auditHeads()).map((head) => [head.source, head]));
-    const flagged = new Set<string>();
     for (const [source, signed] of fold.sources) {
       const head = heads.get(source);
-      let incident: Incident | null = null;
       if (head === undefined) {
-        incident = { kind: 'source-deleted', source, detail: `every event of ${source} is gone; ${signed.seq} were signed` };
+        incidents.push({ kind: 'source-deleted', source, detail: `every event of ${source} is gone; ${signed.seq} were signed` });
       } else if (head.seq < signed.seq) {
-        incident = { kind: 'truncated', source, detail: `${source} holds ${head.seq} events; ${signed.seq} were signed: events ${head.seq + 1}–${signed.seq} were deleted` };
-      } else {
-        const [atSigned] = head.seq === signed.seq ? [head] : await store.auditEvents(source, signed.seq - 1, 1);
-        if (atSigned?.hash !== signed.hash) incident = { kind: 'rewritten', source, detail: `the chain of ${source} up to event ${signed.seq} differs from what was signed: it was rewritten` };
-      }
-      if (incident !== null) {
-        flagged.add(source);
-        incidents.push(incident);
+        incidents.push({ kind: 'truncated', source, detail: `${source} holds ${head.seq} events; ${signed.seq} were signed: events ${head.seq + 1}–${signed.seq} were deleted` });
+      } else if ((await store.auditHashesAt(source, [signed.seq])).get(signed.seq) !== signed.hash) {
+        incidents.push({ kind: 'rewritten', source, detail: `the chain of ${source} up to event ${signed.seq} differs from what was signed: it was rewritten` });
       }
     }
-    // The tail not yet signed: still what this process appended?
-    for (const [source, seen] of options.witness?.heads ?? []) {
-      if (flagged.has(source) || (fold.sources.get(source)?.seq ?? 0) >= seen.seq) continue;
-      const head = heads.get(source);
-      let incident: Incident | null = null;
-      if (head === undefined || head.seq < seen.seq) {
-        incident = { kind: 'truncated', source, detail: `${source} holds ${head?.seq ?? 0} events; this monitor appended ${seen.seq}: events ${(head?.seq ?? 0) + 1}–${seen.seq} were deleted before they were checkpointed` };
-      } else {
-        const [atSeen] = head.seq === seen.seq ? [head] : await store.auditEvents(source, seen.seq - 1, 1);
-        if (atSeen?.hash !== seen.hash) incident = { kind: 'rewritten', source, detail: `the chain of ${source} up to event ${seen.seq} is not what this monitor appended: it was rewritten before it was checkpointed` };
+    // The tail not yet signed: is every head this process appended still there, unchanged?
+    for (const [source, appended] of seen?.heads ?? []) {
+      if (appended.size === 0 || incidents.some((incident) => incident.source === source)) continue;
+      const stored = await store.auditHashesAt(source, [...appended.keys()].filter((seq) => seq > 0));
+      const missing = [...appended.keys()].filter((seq) => seq > 0 && !stored.has(seq));
+      const changed = [...appended].filter(([seq, hash]) => seq > 0 && stored.has(seq) && stored.get(seq) !== hash).map(([seq]) => seq);
+      if (missing.length > 0) {
+        incidents.push({ kind: 'truncated', source, detail: `${source} holds ${heads.get(source)?.seq ?? 0} events; this monitor appended up to ${Math.max(...missing)}: events were deleted before they were checkpointed` });
+      } else if (changed.length > 0) {
+        incidents.push({ kind: 'rewritten', source, detail: `the chain of ${source} up to event ${Math.min(...changed)} is not what this monitor appended: it was rewritten before it was checkpointed` });
       }
-      if (incident !== null) {
-        flagged.add(source);
-        incidents.push(incident);
-      }
+    }
+    for (const [source, stream, position] of seen?.conflicts ?? []) {
+      incidents.push({ kind: 'forged-event', source, stream, detail: `stream ${stream} of ${source}: position ${position} was already in the store with another event when the sender delivered it (a forged event took its place; the sender's was not stored)` });
     }
     const sources: SourceHead[] = [];
     for (const [source, head] of heads) {
       const signed = fold.sources.get(source);
-      if (!flagged.has(source) && (signed?.seq !== head.seq || signed.hash !== head.hash)) sources.push([source, head.seq, head.hash]);
+      if (signed?.seq !== head.seq || signed.hash !== head.hash) sources.push([source, head.seq, head.hash]);
     }
+
     const rows = new Map((await store.auditStreams()).map((row) => [streamKey(row.source, row.stream), countersOf(row)]));
-    const streams: StreamCounters[] = [];
     for (const [key, signed] of fold.streams) {
       if (!rows.has(key)) incidents.push({ kind: 'stream-deleted', source: signed[0], stream: signed[1], detail: `the bookkeeping of stream ${signed[1]} of ${signed[0]} is gone` });
     }
-    for (const [key, seen] of options.witness?.streams ?? []) {
+    for (const [key, witnessed] of seen?.streams ?? []) {
       const row = rows.get(key);
+      const { source, stream } = witnessed;
       const lowered = row === undefined ? 'its bookkeeping is gone'
-        : row[2] < seen.lastStreamSeq || row[3] < seen.dropped || row[4] < seen.written ? `its counters went down from last ${seen.lastStreamSeq}, dropped ${seen.dropped}, written ${seen.written} (as appended) to ${row[2]}, ${row[3]}, ${row[4]}`
-          : seen.closedAt !== null && row[5] !== seen.closedAt ? 'its close was undone' : null;
-      if (lowered !== null) incidents.push({ kind: 'counter-lowered', source: seen.source, stream: seen.stream, detail: `stream ${seen.stream} of ${seen.source}: ${lowered} before it was checkpointed` });
-      if (lowered !== null) rows.delete(key);
+        : row[2] < witnessed.lastStreamSeq || row[3] < witnessed.dropped || row[4] < witnessed.written
+          ? `its counters went down from last ${witnessed.lastStreamSeq}, dropped ${witnessed.dropped}, written ${witnessed.written} (as appended) to ${row[2]}, ${row[3]}, ${row[4]}`
+          : witnessed.closedAt !== null && row[5] !== witnessed.closedAt ? 'its close was undone' : null;
+      if (lowered !== null) incidents.push({ kind: 'counter-lowered', source, stream, detail: `stream ${stream} of ${source}: ${lowered} since it was appended` });
+      // When the sender was last heard of is what this process (or a replica, as signed) saw, not
+      // what the store says: a dead stream must not be kept alive by a moved column.
+      const heard = Math.max(witnessed.lastSeen, fold.streams.get(key)?.[7] ?? 0);
+      if (row !== undefined && row[7] > heard) rows.set(key, [row[0], row[1], row[2], row[3], row[4], row[5], row[6], heard]);
     }
+    const streams: StreamCounters[] = [];
     for (const [key, counters] of rows) {
       const signed = fold.streams.get(key);
       const regression = signed === undefined ? null : counterRegression(signed, counters);
       if (regression !== null) {
         incidents.push({ kind: 'counter-lowered', source: counters[0], stream: counters[1], detail: `stream ${counters[1]} of ${counters[0]}: ${regression}` });
-      } else if (signed === undefined || JSON.stringify(signed) !== JSON.stringify(counters)) {
-        streams.push(counters);
       }
+      // A live stream's last sight moves with every keep-alive: signed again only every LAST_SEEN_STEP_MS.
+      const moved = signed === undefined || counters.some((value, index) => index !== 7 && value !== signed[index])
+        || counters[7] - signed[7] >= LAST_SEEN_STEP_MS;
+      if (regression === null && moved) streams.push(counters);
     }
     return { sources, streams };
   }
 
-  async function sign(kind: ChainClaims['kind']): Promise<ChainClaims> {
+  async function sign(kind: ChainClaims['kind'], attempt = 1): Promise<ChainClaims> {
     if (!loaded) await load();
+    const seen = options.witness?.snapshot() ?? null;
     const found: Incident[] = [];
     let resumed: { n: number; digest: string } | null = null;
     if (kind === 'start') {
@@ -331,11 +400,12 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
         if (rollback !== null) found.push(rollback);
       }
     }
-    const changes = await compare(found);
+    const changes = await compare(found, seen);
+    // Something found again at the next link (a source still gone, a counter still low) is signed once.
     const incidents = found.filter((incident) => !reported.has(incidentKey(incident)));
     const n = (newest?.n ?? 0) + 1;
     const claims: ChainClaims = {
-      v: 2, n, at: now(), every, kind, prev: newest === null ? GENESIS : linkDigest(newest.jws),
+      v: 2, n, at: Math.max(now(), newest?.at ?? 0), every, kind, prev: newest === null ? GENESIS : linkDigest(newest.jws),
       ...(kind === 'start' ? { resumed } : {}),
       ...(n === 1 ? { legacy: (await store.auditLegacy()).map((entry) => [entry.source, entry.through] as const) } : {}),
       sources: changes.sources, streams: changes.streams, incidents,
@@ -344,19 +414,24 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     try {
       await store.appendAuditLink(link);
     } catch (error) {
-      // Another replica sharing the store signed this position first: its link stands, and this
-      // checkpointer folds the chain again before its next one. Anything else is an error.
+      // Another replica sharing the store signed this position first: its link stands. This one
+      // folds the chain again and signs the next position, with what its own witness found.
       await load();
       const taken = newest as AuditChainLink | null;
-      if (taken !== null && taken.n >= n) return decodedLink(taken.jws);
+      if (taken !== null && taken.n >= n && attempt < 10) return sign(kind, attempt + 1);
       throw error;
     }
     foldLink(fold, claims);
     newest = link;
-    writeHead(link);
+    if (seen !== null) options.witness?.settle(seen);
     for (const incident of incidents) {
       reported.add(incidentKey(incident));
       options.onIncident?.(incident);
+    }
+    try {
+      writeHead(link);
+    } catch (error) {
+      options.onError?.(new Error(`the audit head file ${options.headFile} cannot be written (${(error as Error).message}); a rollback of the store while the monitor is down will not be found at its next start`));
     }
     return claims;
   }

@@ -188,7 +188,7 @@ export function createDetector(options: DetectorOptions): Detector {
       // (Only once the monitor has been up that long: while it was down, nobody could be heard.)
       if (stream.closedAt === null && stream.written > 0 && at - stream.lastSeen > AUDIT_STREAM_SILENCE_MS && at - startedAt > AUDIT_STREAM_SILENCE_MS) {
         const unaccounted = Math.max(0, stream.written - stream.lastStreamSeq) + stream.gaps;
-        raise('audit-gap', `${stream.source} ${stream.stream}`, `${serviceOf(stream.source) ?? stream.source}: stream ${stream.stream} ended uncleanly, ${unaccounted} event${unaccounted === 1 ? '' : 's'} unaccounted (silent since ${new Date(stream.lastSeen).toISOString()})`, { source: stream.source, stream: stream.stream, written: stream.written, unaccounted });
+        if (unaccounted > 0) raise('audit-gap', `${stream.source} ${stream.stream}`, `${serviceOf(stream.source) ?? stream.source}: stream ${stream.stream} ended uncleanly, ${unaccounted} event${unaccounted === 1 ? '' : 's'} unaccounted (silent since ${new Date(stream.lastSeen).toISOString()})`, { source: stream.source, stream: stream.stream, written: stream.written, unaccounted });
       }
     }
     // The whole trail, now and then.

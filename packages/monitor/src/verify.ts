@@ -49,6 +49,8 @@ export interface VerifyOptions {
   readonly asOf?: number;
   /** A link kept outside the store (`lockstep audit checkpoint`): the trail must extend it. */
   readonly against?: string;
+  /** The newest link the monitor signed, from its head file beside the audit key: the store must hold it. */
+  readonly head?: { readonly n: number; readonly digest: string; readonly file: string };
 }
 
 const PAGE = 1_000;
@@ -67,6 +69,8 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
   const signedBy = new Map<string, number>();
   let legacy: Map<string, number> | null = null;
   let previous: { link: AuditChainLink; claims: ChainClaims } | null = null;
+  /** Each link's digest by position: a monitor that starts vouches for one of them. */
+  const digests = new Map<number, string>();
   let links = 0;
   /** When the monitor last started: silence is judged only while it has been up (its senders could reach it). */
   let upSince = asOf;
@@ -96,6 +100,7 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
         problems.push({ kind: 'tampered', source: incident.source ?? CHAIN, seq: link.n, detail: `found and signed at ${when(claims.at)} (link ${link.n}): ${incident.detail}` });
       }
       foldLink(fold, claims);
+      digests.set(link.n, linkDigest(link.jws));
       if (claims.kind === 'start') upSince = claims.at;
       for (const [source] of claims.sources) signedBy.set(source, link.n);
       previous = { link, claims };
@@ -104,13 +109,23 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
   }
   const newest = previous;
   if (newest === null) {
-    if ((await store.auditHeads()).length > 0) problems.push({ kind: 'stale', source: CHAIN, detail: 'the trail holds events but no checkpoint: nothing in it is signed (is the monitor running? were all checkpoints deleted?)' });
+    // The monitor signs a link as it starts: a trail without one was never watched, or was wiped.
+    const held = (await store.auditHeads()).length > 0 ? 'the trail holds events but' : 'the trail is empty and has';
+    problems.push({ kind: 'stale', source: CHAIN, detail: `${held} no checkpoint: nothing in it is signed (the control plane never ran on this store, or every checkpoint was deleted)` });
   } else if (newest.claims.kind === 'stop') {
     notes.push(`the monitor stopped cleanly at ${when(newest.claims.at)} (link ${newest.claims.n}); if it has run since, newer checkpoints were deleted`);
   } else if (asOf - newest.claims.at > lateAfter(newest.claims.every)) {
     problems.push({ kind: 'stale', source: CHAIN, seq: newest.claims.n, detail: `the newest checkpoint is link ${newest.claims.n} of ${when(newest.claims.at)}, ${Math.round((asOf - newest.claims.at) / 1000)} s before ${when(asOf)}; one comes every ${newest.claims.every / 1000} s: the monitor is down, or newer checkpoints were deleted` });
   }
   if (options.against !== undefined) await against(options.against);
+  if (options.head !== undefined) {
+    const { n, digest, file } = options.head;
+    if (digests.get(n) !== digest) {
+      problems.push({ kind: digests.has(n) ? 'forged' : 'deleted', source: CHAIN, seq: n, detail: digests.has(n)
+        ? `link ${n} in the store is not the one the monitor signed (${file}): the chain was replaced`
+        : `the monitor signed link ${n} (${file}); the store holds links up to ${newest?.link.n ?? 0}: the trail was rolled back` });
+    }
+  }
 
   // 2. Every source's chain: positions 1, 2, 3 … each hashing all it stores and chaining to the one before.
   const storedLegacy = new Map((await store.auditLegacy()).map((entry) => [entry.source, entry.through]));
@@ -126,8 +141,8 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
   const streamEvents = new Map<string, { count: number; last: number }>();
   let unsigned = 0;
   for (const source of [...sources].sort()) {
-    const hashAt = new Map<number, string>();
     const signed = fold.sources.get(source);
+    let hashAtSigned: string | undefined;
     let expected = 1;
     let previousHash = GENESIS;
     let count = 0;
@@ -151,7 +166,7 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
         const key = streamKey(source, event.stream);
         const seen = streamEvents.get(key) ?? { count: 0, last: 0 };
         streamEvents.set(key, { count: seen.count + 1, last: Math.max(seen.last, event.streamSeq) });
-        hashAt.set(event.seq, event.hash);
+        if (event.seq === signed?.seq) hashAtSigned = event.hash;
         previousHash = event.hash;
         expected = event.seq + 1;
       }
@@ -164,7 +179,7 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
         problems.push({ kind: 'deleted', source, seq: 1, detail: `the whole source is gone: ${by} signed ${plural(signed.seq, 'event')} of it` });
       } else if (signed.seq > last) {
         problems.push({ kind: 'deleted', source, seq: last + 1, detail: `${by} signed ${plural(signed.seq, 'event')}; only ${last} are stored: events ${last + 1}–${signed.seq} were deleted` });
-      } else if (hashAt.get(signed.seq) !== signed.hash) {
+      } else if (hashAtSigned !== signed.hash) {
         problems.push({ kind: 'modified', source, seq: signed.seq, detail: `the chain up to event ${signed.seq} differs from what ${by} signed: it was rewritten` });
       }
     }
@@ -211,12 +226,17 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
     const written = Math.max(row.written, signed?.[4] ?? 0);
     const gaps = events.last - events.count;
     if (gaps > 0) problems.push({ kind: 'missing', source: row.source, detail: `${name}: ${plural(gaps, 'event')} never arrived (positions skipped up to ${events.last})` });
-    if (dropped > 0) problems.push({ kind: 'missing', source: row.source, detail: `${name}: the sender dropped ${plural(dropped, 'event')} (its journal was full, or a line was torn)` });
+    if (dropped > 0) problems.push({ kind: 'missing', source: row.source, detail: `${name}: the sender dropped ${plural(dropped, 'event')} (its log says why: a full journal, a torn line, a failed write, or a batch the collector refused)` });
     const tail = Math.max(0, written - events.last);
+    // When the sender was last heard of: as signed (the store's column could have been moved on).
+    const lastSeen = signed?.[7] ?? row.lastSeen;
     if (row.closedAt !== null && tail > 0) {
       problems.push({ kind: 'missing', source: row.source, detail: `${name}: closed at ${when(row.closedAt)} having written ${written}; events ${events.last + 1}–${written} never arrived` });
-    } else if (row.closedAt === null && written > 0 && row.lastSeen < silentSince) {
-      problems.push({ kind: 'unclean', source: row.source, detail: `${name} ended uncleanly, ${plural(tail + gaps, 'event')} unaccounted: silent since ${when(row.lastSeen)} without closing (its sender died and did not resume it)` });
+    } else if (row.closedAt === null && written > 0 && lastSeen < silentSince) {
+      const unclean = `${name} ended uncleanly, ${plural(tail + gaps, 'event')} unaccounted: silent since ${when(lastSeen)} without closing (its sender died and did not resume it)`;
+      // Nothing it numbered is missing: the events of its last second may be in its file only.
+      if (tail + gaps > 0) problems.push({ kind: 'unclean', source: row.source, detail: unclean });
+      else notes.push(`${row.source}: ${unclean}; whatever it wrote in its last second may be in its audit file only`);
     }
   }
   return {
@@ -224,19 +244,30 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
     chain: { links, newest: newest === null ? null : { n: newest.claims.n, at: newest.claims.at, kind: newest.claims.kind } },
   };
 
-  /** A pause in the cadence is fine only when the monitor that resumed vouches for the link before it. */
+  /**
+   * A pause in the cadence. Links that follow each other by number and digest hide nothing between
+   * them (the store was slow, the machine slept): a note. A start after a pause is fine when the
+   * monitor vouches for a link the chain still holds (its head file): else newer links may have been
+   * deleted before it started — a gap.
+   */
   function cadence(before: { link: AuditChainLink; claims: ChainClaims }, after: { link: AuditChainLink; claims: ChainClaims }): void {
     const { claims } = after;
-    const vouched = claims.kind === 'start' && claims.resumed?.n === before.link.n && claims.resumed.digest === linkDigest(before.link.jws);
-    if (claims.kind === 'start' && claims.resumed !== null && claims.resumed !== undefined && !vouched) {
-      problems.push({ kind: 'tampered', source: CHAIN, seq: claims.n, detail: `the monitor that started at ${when(claims.at)} had signed link ${claims.resumed.n} last; the store has link ${before.link.n} before its start: links were deleted or replaced` });
+    const { resumed } = claims;
+    const known = resumed === null || resumed === undefined ? null : digests.get(resumed.n);
+    const vouched = claims.kind === 'start' && resumed !== null && resumed !== undefined && known === resumed.digest;
+    if (claims.kind === 'start' && resumed !== null && resumed !== undefined && !vouched) {
+      problems.push({ kind: 'tampered', source: CHAIN, seq: claims.n, detail: known === undefined
+        ? `the monitor that started at ${when(claims.at)} had signed link ${resumed.n} before; the chain holds links up to ${before.link.n} only: links were deleted`
+        : `the monitor that started at ${when(claims.at)} had signed another link ${resumed.n} than the chain holds: links were replaced` });
     }
     if (claims.at - before.claims.at <= lateAfter(before.claims.every)) return;
     const span = `from ${when(before.claims.at)} to ${when(claims.at)}`;
-    if (vouched) {
-      notes.push(`no checkpoints ${span}: the monitor ${before.claims.kind === 'stop' ? 'was stopped' : 'was down (it did not stop cleanly)'} and resumed from link ${before.link.n}`);
+    if (claims.kind !== 'start') {
+      notes.push(`checkpoints paused ${span} (links ${before.link.n}–${claims.n} follow each other: nothing is missing between them; was the store or the monitor stalled?)`);
+    } else if (vouched) {
+      notes.push(`no checkpoints ${span}: the monitor ${before.claims.kind === 'stop' ? 'was stopped' : 'was down (it did not stop cleanly)'} and resumed from link ${resumed?.n}`);
     } else {
-      problems.push({ kind: 'gap', source: CHAIN, seq: claims.n, detail: `no checkpoints ${span} (links ${before.link.n}–${claims.n}), and the monitor that resumed cannot vouch for link ${before.link.n}: newer checkpoints may have been deleted` });
+      problems.push({ kind: 'gap', source: CHAIN, seq: claims.n, detail: `no checkpoints ${span} (links ${before.link.n}–${claims.n}), and the monitor that started cannot vouch for link ${before.link.n} (it has no head file, or another one): newer checkpoints may have been deleted` });
     }
   }
 

@@ -7,7 +7,7 @@
  * On SQLite the command itself runs (exit code and output); on PostgreSQL what it runs (verifyTrail).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,10 +127,34 @@ async function liveTrail(backend: (typeof BACKENDS)[number]) {
       return (await raw.alerts(100)).map((alert) => `${alert.rule}: ${alert.summary}`);
     },
     get clock() { return clock; },
+    advance(ms: number) { clock += ms; },
     /** A minute passes: the next link. */
     async tick() {
       clock += MINUTE;
       return checkpointer.checkpoint();
+    },
+    /** A second monitor on the same store (a replica): its own witness and head file. */
+    replica() {
+      const other = witnessAppends(raw);
+      const headFile = join(home, 'replica', AUDIT_HEAD_FILE);
+      const begin = () => startCheckpointer({ store: other.store, keys, intervalMs: MINUTE, now: () => clock, headFile, witness: other.witness });
+      let replica = begin();
+      return {
+        store: other.store,
+        checkpoint: () => replica.checkpoint(),
+        /** Dies and starts again (a rolling restart), with its head file. */
+        restart() {
+          replica = begin();
+          return replica.checkpoint();
+        },
+      };
+    },
+    /** The monitor stops cleanly (a stop link). */
+    stop: () => checkpointer.stop(),
+    /** The monitor's head file, as the command reads it. */
+    head() {
+      const file = join(home, 'keys', AUDIT_HEAD_FILE);
+      return { ...(JSON.parse(readFileSync(file, 'utf8')) as { n: number; digest: string }), file };
     },
     /** The monitor dies (no stop link) and starts again three minutes later, with its head file. */
     async restart() {
@@ -274,6 +298,40 @@ for (const backend of BACKENDS) {
           assert.ok((await trail.alerts()).some((alert) => alert.startsWith(`audit-gap: the audit trail was tampered with: `)), 'and the monitor raises an alert');
         }));
       }
+
+      it('a modified event, the chain recomputed, then an honest batch chained onto it before the next link', withTrail(async (trail) => {
+        await recomputed[0]?.[1](trail);
+        await trail.rechain(ORDERS);
+        await trail.store.appendAudit(ORDERS, batch('o1', 31, 32), trail.clock);
+        await trail.tick();
+        await assertFound(trail, [`TAMPERED ${ORDERS} @3`]);
+      }));
+
+      it('tampered again after an incident: the next link signs a second one', withTrail(async (trail) => {
+        await trail.cut(ORDERS, 25);
+        await trail.rechain(ORDERS);
+        assert.equal((await trail.tick()).incidents.length, 1);
+        await trail.store.appendAudit(ORDERS, batch('o1', 31, 33), trail.clock);
+        assert.deepEqual((await trail.tick()).incidents, [], 'the source is judged from the head signed with the incident');
+        await trail.store.appendAudit(ORDERS, batch('o1', 34, 36), trail.clock);
+        await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 33", ORDERS);
+        await trail.rechain(ORDERS);
+        assert.equal((await trail.tick()).incidents.length, 1);
+        const { lines } = await trail.command();
+        assert.deepEqual(lines.filter((entry) => entry.startsWith('TAMPERED')), [`TAMPERED ${ORDERS} @3`, `TAMPERED ${ORDERS} @5`]);
+      }));
+
+      it('a forged event at the next stream position: the sender\'s own is refused as taken, and that is an incident', withTrail(async (trail) => {
+        const forged = event(31, 'deny');
+        const [last] = await trail.store.auditEvents(ORDERS, 29, 1);
+        const hash = auditEventHash({ source: ORDERS, seq: 31, prevHash: last?.hash ?? '', stream: 'o1', streamSeq: 31, receivedAt: trail.clock, event: forged });
+        await trail.db.run('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          ORDERS, 31, 'o1', 31, trail.clock, forged, 't-1', last?.hash ?? '', hash);
+        const delivered = await trail.store.appendAudit(ORDERS, batch('o1', 31, 31), trail.clock);
+        assert.deepEqual([delivered.accepted, delivered.duplicates, delivered.conflicts], [0, 0, [31]]);
+        assert.deepEqual((await trail.tick()).incidents.map((incident) => incident.kind), ['forged-event']);
+        await assertFound(trail, [`TAMPERED ${ORDERS} @3`]);
+      }));
     });
 
     describe('the checkpoints', () => {
@@ -290,16 +348,41 @@ for (const backend of BACKENDS) {
         const against = await trail.verify({ against: witnessed?.jws ?? '' });
         assert.deepEqual(against.problems.map(line), ['DELETED checkpoint chain @3']);
         if (backend.name === 'sqlite') {
+          // The command also reads the monitor's head file beside the audit key: it names link 3 too.
+          assert.deepEqual(await trail.command(), { code: 1, lines: ['DELETED checkpoint chain @3'] });
           const { code, lines } = await trail.command('--against', witnessed?.jws ?? '');
-          assert.deepEqual([code, lines], [1, ['DELETED checkpoint chain @3']]);
+          assert.deepEqual([code, lines], [1, ['DELETED checkpoint chain @3', 'DELETED checkpoint chain @3']]);
         }
         await trail.restart();
         await assertFound(trail, ['TAMPERED checkpoint chain @3']);
       }));
 
+      it('a rollback to an earlier clean stop: the head file beside the audit key names a later link', withTrail(async (trail) => {
+        await trail.stop();
+        const stopped = await trail.store.newestAuditLink();
+        await trail.restart();
+        await trail.store.appendAudit(ORDERS, batch('o1', 31, 35), trail.clock);
+        await trail.tick();
+        await trail.db.run('DELETE FROM audit_chain WHERE n > ?', stopped?.n ?? 0);
+        await trail.db.run('DELETE FROM audit_events WHERE source = ? AND seq > 30', ORDERS);
+        await trail.db.run('UPDATE audit_streams SET last_stream_seq = 30, written = 30 WHERE stream = ?', 'o1');
+        const alone = await trail.verify({ asOf: trail.clock + 24 * 60 * MINUTE });
+        assert.deepEqual(alone.problems, [], 'the store alone looks like a system stopped cleanly');
+        assert.ok(alone.notes.some((note) => note.startsWith('the monitor stopped cleanly at ')), alone.notes.join(' | '));
+        if (backend.name === 'sqlite') assert.deepEqual(await trail.command(), { code: 1, lines: [`DELETED checkpoint chain @${(stopped?.n ?? 0) + 3}`] });
+        else assert.deepEqual((await trail.verify({ head: trail.head() })).problems.map(line), [`DELETED checkpoint chain @${(stopped?.n ?? 0) + 3}`]);
+      }));
+
       it('the oldest checkpoint deleted', withTrail(async (trail) => {
         await trail.db.run('DELETE FROM audit_chain WHERE n = 1');
         await assertFound(trail, ['DELETED checkpoint chain @1']);
+      }));
+
+      it('everything wiped: every link and every event', withTrail(async (trail) => {
+        for (const table of ['audit_chain', 'audit_events', 'audit_streams']) await trail.db.run(`DELETE FROM ${table}`);
+        await assertFound(trail, ['STALE checkpoint chain']);
+        await trail.restart();
+        await assertFound(trail, ['TAMPERED checkpoint chain @1']);
       }));
 
       it('a checkpoint changed', withTrail(async (trail) => {
@@ -365,7 +448,7 @@ for (const backend of BACKENDS) {
           'modified: the bookkeeping of stream i1 says last position 0 and 0 gaps; its events say 5 and 2',
           'modified: the counters of stream i1 were changed after they were signed: last position went down from 5 to 0',
           'missing: stream i1: 2 events never arrived (positions skipped up to 5)',
-          'missing: stream i1: the sender dropped 3 events (its journal was full, or a line was torn)',
+          'missing: stream i1: the sender dropped 3 events (its log says why: a full journal, a torn line, a failed write, or a batch the collector refused)',
         ]);
         await assertFound(trail, [`MODIFIED ${INVENTORY}`, `MISSING ${INVENTORY}`]);
       }));
@@ -378,6 +461,37 @@ for (const backend of BACKENDS) {
         await assertFound(trail, [`TAMPERED ${INVENTORY} @3`]);
       }));
     });
+
+    describe('two monitors on one store (replicas)', () => {
+      it('the one that loses the race for a link still signs what its own witness found', withTrail(async (trail) => {
+        const replica = trail.replica();
+        await replica.checkpoint();
+        await replica.store.appendAudit(PAYMENTS, batch('p1', 6, 9), trail.clock);
+        await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 7", PAYMENTS);
+        await trail.rechain(PAYMENTS);
+        const links = await Promise.all([trail.tick(), replica.checkpoint()]);
+        assert.deepEqual(links.flatMap((link) => link.incidents.map((incident) => incident.kind)), ['rewritten']);
+        await assertFound(trail, [`TAMPERED ${PAYMENTS} @${links.find((link) => link.incidents.length > 0)?.n}`]);
+      }));
+
+      it('a rolling restart: the restarted replica vouches for its own last link, older than the chain\'s newest', withTrail(async (trail) => {
+        const replica = trail.replica();
+        await replica.checkpoint();
+        for (let index = 0; index < 4; index += 1) await trail.tick();
+        trail.advance(3 * MINUTE);
+        await replica.restart();
+        const report = await trail.verify();
+        assert.deepEqual(report.problems, []);
+      }));
+    });
+
+    it('a pause in the cadence between two links of one monitor (the store stalled) is a note', withTrail(async (trail) => {
+      trail.advance(10 * MINUTE);
+      await trail.tick();
+      const report = await trail.verify();
+      assert.deepEqual(report.problems, []);
+      assert.ok(report.notes.some((note) => /^checkpoints paused from .* nothing is missing between them/.test(note)), report.notes.join(' | '));
+    }));
 
     describe('streams that ended', () => {
       it('cleanly: nothing to report; uncleanly: what was numbered but never delivered', withTrail(async (trail) => {
@@ -396,6 +510,21 @@ for (const backend of BACKENDS) {
           'unclean: stream o3 ended uncleanly, 3 events unaccounted: silent since … without closing (its sender died and did not resume it)',
         ]);
         assert.ok((await trail.alerts()).some((alert) => /^audit-gap: orders: stream o3 ended uncleanly, 3 events unaccounted \(silent since /.test(alert)), 'the monitor raises an alert too');
+      }));
+
+      it('a dead stream made to look alive (its last sight moved on in the store) is still unaccounted', withTrail(async (trail) => {
+        await trail.store.appendAudit(ORDERS, { ...batch('o3', 1, 7), written: 10 }, trail.clock);
+        await trail.tick();
+        for (let minute = 0; minute < 6; minute += 1) {
+          await trail.store.appendAudit(ORDERS, { stream: 'o1', dropped: 0, written: 30, entries: [] }, trail.clock);
+          await trail.store.appendAudit(PAYMENTS, { stream: 'p1', dropped: 0, written: 5, entries: [] }, trail.clock);
+          await trail.db.run('UPDATE audit_streams SET last_seen = ? WHERE stream = ?', trail.clock, 'o3');
+          await trail.tick();
+        }
+        await trail.db.run('UPDATE audit_streams SET last_seen = ? WHERE stream = ?', 4102444800000, 'o3');
+        assert.deepEqual((await trail.verify()).problems.map((problem) => problem.detail.replace(/silent since \S+/, 'silent since …')), [
+          'stream o3 ended uncleanly, 3 events unaccounted: silent since … without closing (its sender died and did not resume it)',
+        ]);
       }));
 
       it('closed with events it wrote never delivered', withTrail(async (trail) => {

@@ -34,7 +34,8 @@ export function planAppend(
   source: string,
   head: { seq: number; hash: string } | null,
   stream: StreamState | null,
-  stored: (streamSeq: number) => boolean,
+  /** The text stored at a position of the batch's stream, or null. */
+  stored: (streamSeq: number) => string | null,
   batch: AuditBatch,
   receivedAt: number,
 ): AppendPlan {
@@ -46,9 +47,18 @@ export function planAppend(
   const rows: PlannedRow[] = [];
   const ranges: [number, number][] = [];
   let duplicates = 0;
+  const conflicts: number[] = [];
   for (const entry of batch.entries) {
-    if (seen.has(entry.streamSeq) || stored(entry.streamSeq)) {
+    if (seen.has(entry.streamSeq)) {
       duplicates += 1;
+      continue;
+    }
+    const already = stored(entry.streamSeq);
+    if (already !== null) {
+      // A retried batch stores nothing twice. A position taken by another text is no retry: someone
+      // wrote an event there first, and the sender's is the one that cannot be stored.
+      if (already === entry.event) duplicates += 1;
+      else conflicts.push(entry.streamSeq);
       continue;
     }
     seen.add(entry.streamSeq);
@@ -71,5 +81,8 @@ export function planAppend(
   const dropped = Math.max(stream?.dropped ?? 0, batch.dropped);
   const closedAt = stream?.closedAt ?? (batch.final === true ? receivedAt : null);
   const next = { lastStreamSeq: last, gaps, dropped, written, closedAt };
-  return { rows, result: { accepted: rows.length, duplicates, head: { seq, hash }, gaps: ranges, stream: next }, stream: next };
+  return {
+    rows, stream: next,
+    result: { accepted: rows.length, duplicates, conflicts, base: head ?? { seq: 0, hash: GENESIS }, head: { seq, hash }, gaps: ranges, stream: next },
+  };
 }

@@ -148,9 +148,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         const [head] = (await client.query('SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1', [source])).rows as { seq: string; hash: string }[];
         const [stream] = (await client.query('SELECT * FROM audit_streams WHERE source = $1 AND stream = $2', [source, batch.stream])).rows as Record<string, unknown>[];
         const positions = batch.entries.map((entry) => entry.streamSeq);
-        const stored = new Set(((await client.query('SELECT stream_seq FROM audit_events WHERE source = $1 AND stream = $2 AND stream_seq = ANY($3::bigint[])', [source, batch.stream, positions])).rows as { stream_seq: string }[]).map((row) => Number(row.stream_seq)));
+        const stored = new Map(((await client.query('SELECT stream_seq, event FROM audit_events WHERE source = $1 AND stream = $2 AND stream_seq = ANY($3::bigint[])', [source, batch.stream, positions])).rows as { stream_seq: string; event: string }[]).map((row) => [Number(row.stream_seq), row.event]));
         const plan = planAppend(source, head === undefined ? null : { seq: Number(head.seq), hash: head.hash },
-          stream === undefined ? null : streamStateFromRow(stream), (streamSeq) => stored.has(streamSeq), batch, receivedAt);
+          stream === undefined ? null : streamStateFromRow(stream), (streamSeq) => stored.get(streamSeq) ?? null, batch, receivedAt);
         for (const row of plan.rows) {
           await client.query('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
             [source, row.seq, batch.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.txn, row.prevHash, row.hash]);
@@ -158,7 +158,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         const next = plan.stream;
         await client.query(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
           ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = excluded.dropped, gaps = excluded.gaps,
-            written = excluded.written, closed_at = excluded.closed_at, last_seen = excluded.last_seen`,
+            written = excluded.written, closed_at = excluded.closed_at, last_seen = GREATEST(audit_streams.last_seen, excluded.last_seen)`,
         [source, batch.stream, next.lastStreamSeq, next.dropped, next.gaps, next.written, next.closedAt, receivedAt]);
         await client.query('COMMIT');
         return plan.result;
@@ -171,6 +171,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async auditHeads() {
       return (await query('SELECT DISTINCT ON (source) source, seq, hash FROM audit_events ORDER BY source, seq DESC', [])).map((row) => ({ source: String(row.source), seq: Number(row.seq), hash: String(row.hash) }));
+    },
+    async auditHashesAt(source, seqs) {
+      const rows = await query('SELECT seq, hash FROM audit_events WHERE source = $1 AND seq = ANY($2::bigint[])', [source, [...seqs]]);
+      return new Map(rows.map((row) => [Number(row.seq), String(row.hash)]));
     },
     async auditEvents(source, afterSeq, limit) {
       return (await query('SELECT * FROM audit_events WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3', [source, afterSeq, limit])).map(auditEventFromRow);

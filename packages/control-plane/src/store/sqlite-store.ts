@@ -58,11 +58,12 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const sweep = db.prepare('DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND expires_at < ?');
   const auditHead = db.prepare('SELECT seq, hash FROM audit_events WHERE source = ? ORDER BY seq DESC LIMIT 1');
   const auditStream = db.prepare('SELECT * FROM audit_streams WHERE source = ? AND stream = ?');
-  const auditStored = db.prepare('SELECT 1 FROM audit_events WHERE source = ? AND stream = ? AND stream_seq = ?');
+  const auditStored = db.prepare('SELECT event FROM audit_events WHERE source = ? AND stream = ? AND stream_seq = ?');
+  const auditHashAt = db.prepare('SELECT hash FROM audit_events WHERE source = ? AND seq = ?');
   const insertAudit = db.prepare('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
   const upsertStream = db.prepare(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
     ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = excluded.dropped, gaps = excluded.gaps,
-      written = excluded.written, closed_at = excluded.closed_at, last_seen = excluded.last_seen`);
+      written = excluded.written, closed_at = excluded.closed_at, last_seen = MAX(audit_streams.last_seen, excluded.last_seen)`);
   const auditHeads = db.prepare('SELECT e.source, e.seq, e.hash FROM audit_events e JOIN (SELECT source, MAX(seq) AS seq FROM audit_events GROUP BY source) h ON e.source = h.source AND e.seq = h.seq ORDER BY e.source');
   const auditAfter = db.prepare('SELECT * FROM audit_events WHERE source = ? AND seq > ? ORDER BY seq LIMIT ?');
   const auditTxn = db.prepare('SELECT * FROM audit_events WHERE txn = ? ORDER BY received_at, source, seq');
@@ -167,7 +168,7 @@ export function openSqliteStore(path: string): ControlPlaneStore {
         const head = auditHead.get(source) as { seq: number; hash: string } | undefined;
         const stream = auditStream.get(source, batch.stream) as Row | undefined;
         const plan = planAppend(source, head ?? null, stream === undefined ? null : streamStateFromRow(stream),
-          (streamSeq) => auditStored.get(source, batch.stream, streamSeq) !== undefined, batch, receivedAt);
+          (streamSeq) => (auditStored.get(source, batch.stream, streamSeq) as Row | undefined)?.event as string | undefined ?? null, batch, receivedAt);
         for (const row of plan.rows) insertAudit.run(source, row.seq, batch.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.txn, row.prevHash, row.hash);
         const next = plan.stream;
         upsertStream.run(source, batch.stream, next.lastStreamSeq, next.dropped, next.gaps, next.written, next.closedAt, receivedAt);
@@ -180,6 +181,14 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     },
     async auditHeads() {
       return (auditHeads.all() as Row[]).map((row) => ({ source: String(row.source), seq: Number(row.seq), hash: String(row.hash) }));
+    },
+    async auditHashesAt(source, seqs) {
+      const found = new Map<number, string>();
+      for (const seq of seqs) {
+        const row = auditHashAt.get(source, seq) as Row | undefined;
+        if (row !== undefined) found.set(seq, String(row.hash));
+      }
+      return found;
     },
     async auditEvents(source, afterSeq, limit) {
       return (auditAfter.all(source, afterSeq, limit) as Row[]).map(auditEventFromRow);

@@ -216,6 +216,8 @@ for (const backend of backends) {
       assert.deepEqual([(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.closedAt], [5, 2, null]);
       await store.appendAudit(source, { stream: 's1', dropped: 1, written: 3, entries: [] }, 200);
       assert.deepEqual([(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.lastSeen], [5, 2, 200], 'a late batch lowers nothing; a keep-alive is seen');
+      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 5, entries: [] }, 150);
+      assert.equal((await streamOf())?.lastSeen, 200, 'a clock stepped back does not move the last sight back');
       await store.appendAudit(source, { stream: 's1', dropped: 2, written: 6, final: true, entries: [entry('s1', 6)] }, 300);
       await store.appendAudit(source, { stream: 's1', dropped: 2, written: 6, final: true, entries: [] }, 400);
       assert.deepEqual([(await streamOf())?.written, (await streamOf())?.closedAt, (await streamOf())?.gaps], [6, 300, 4]);

@@ -137,7 +137,7 @@ export interface AuditStream {
   readonly source: string;
   readonly stream: string;
   readonly lastStreamSeq: number;
-  /** What the sender says it dropped (its journal was full, or a line was torn), cumulative. */
+  /** What the sender says it dropped (a full journal, a torn line, a failed write, a refused batch), cumulative. */
   readonly dropped: number;
   /** Stream positions never received. */
   readonly gaps: number;
@@ -173,6 +173,10 @@ export interface AuditAppend {
   readonly accepted: number;
   /** Entries already stored (a retried batch): skipped. */
   readonly duplicates: number;
+  /** Stream positions already stored with another text (a forged event took the place): not stored. */
+  readonly conflicts: readonly number[];
+  /** The source's head the batch was chained onto. */
+  readonly base: { readonly seq: number; readonly hash: string };
   readonly head: { readonly seq: number; readonly hash: string };
   /** Stream positions skipped by this batch (missing events), as [from, to] ranges. */
   readonly gaps: readonly (readonly [number, number])[];
@@ -273,6 +277,8 @@ export interface ControlPlaneStore {
   appendAudit(source: string, batch: AuditBatch, receivedAt: number): Promise<AuditAppend>;
   /** Every source's last position and hash. */
   auditHeads(): Promise<{ source: string; seq: number; hash: string }[]>;
+  /** The stored hashes of a source's events at `seqs` (absent positions are left out). */
+  auditHashesAt(source: string, seqs: readonly number[]): Promise<Map<number, string>>;
   /** A source's events after `afterSeq`, in chain order, at most `limit`. */
   auditEvents(source: string, afterSeq: number, limit: number): Promise<StoredAuditEvent[]>;
   /** Every event of one transaction, across sources, in arrival order. */
