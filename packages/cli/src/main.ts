@@ -323,10 +323,18 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
   }
   // The newest link the monitor signed here (beside the audit key): the store must still hold it.
   const headFile = join(state.keyDir, AUDIT_HEAD_FILE);
-  let head: { n: number; digest: string; file: string } | undefined;
-  if (existsSync(headFile)) {
-    const parsed = JSON.parse(readFileSync(headFile, 'utf8')) as { n?: unknown; digest?: unknown };
-    if (typeof parsed.n === 'number' && typeof parsed.digest === 'string') head = { n: parsed.n, digest: parsed.digest, file: headFile };
+  let head: { n: number; digest: string; file: string; chain: string | null } | undefined;
+  let headNote: string | null = null;
+  if (!existsSync(headFile)) {
+    headNote = `no head file at ${headFile}: a rollback to an earlier clean stop is not looked for (run this where the control plane keeps its keys)`;
+  } else {
+    try {
+      const parsed = JSON.parse(readFileSync(headFile, 'utf8')) as { n?: unknown; digest?: unknown; chain?: unknown };
+      if (typeof parsed.n !== 'number' || typeof parsed.digest !== 'string') throw new Error('it names no link');
+      head = { n: parsed.n, digest: parsed.digest, file: headFile, chain: typeof parsed.chain === 'string' ? parsed.chain : null };
+    } catch (error) {
+      headNote = `the head file ${headFile} is unreadable (${(error as Error).message}): a rollback to an earlier clean stop is not looked for; the control plane writes it again at its next checkpoint`;
+    }
   }
   const store = await openStoreAt(storeLocation(state, values.postgres));
   try {
@@ -334,7 +342,7 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
     const newest = report.chain.newest;
     out(newest === null ? 'checkpoints: none' : `checkpoints: ${report.chain.links} links, newest ${newest.n} (${newest.kind}) at ${new Date(newest.at).toISOString()}`);
     for (const source of report.sources) out(`${source.source}: ${source.events} events, ${source.checkpointed} checkpointed`);
-    for (const note of report.notes) out(`note  ${note}`);
+    for (const note of headNote === null ? report.notes : [...report.notes, headNote]) out(`note  ${note}`);
     for (const problem of report.problems) out(`${problem.kind.toUpperCase()}  ${problem.source}${problem.seq === undefined ? '' : ` @${problem.seq}`}  ${problem.detail}`);
     out(report.ok ? `audit trail verified: ${report.sources.length} sources, no problem found${values.keys === undefined ? ' (checked with the keys in this state directory; for an independent check pass --keys with a copy kept elsewhere)' : ''}` : `audit trail NOT intact: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`);
     return report.ok ? 0 : 1;

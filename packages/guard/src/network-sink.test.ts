@@ -317,7 +317,7 @@ describe('network sink', () => {
     assert.match(errors[3] ?? '', /answered 400 "<html>Bad Request<\/html>".*This is not the collector's refusal/);
   });
 
-  it('skips a batch the collector refuses as invalid or too large, and counts it as dropped', async () => {
+  it('skips a batch the collector refuses as invalid or too large: its positions stay missing from the stream', async () => {
     const spoolDir = join(scratch, 'refused');
     const invalid = JSON.stringify({ error: 'LOCKSTEP_CP_REQUEST_INVALID', message: 'event.route must be a string' });
     const strict = await collector(0, (batch) => (batch.ids.includes('bad') ? { status: 400, body: invalid }
@@ -329,11 +329,10 @@ describe('network sink', () => {
     const counts = [shipper.stats.sent, shipper.stats.refused, shipper.stats.dropped, cursorOf(spoolDir).dropped];
     await shipper.close();
     await strict.stop();
-    assert.deepEqual(counts, [3, 4, 4, 4], 'sent, refused, dropped, and dropped in the cursor');
+    assert.deepEqual(counts, [3, 4, 0, 0], 'sent, refused, and not also dropped (the monitor sees the gap)');
     const acknowledged = strict.received.filter((batch) => !batch.ids.includes('bad') && !batch.ids.includes('huge'));
-    assert.deepEqual(withEvents(acknowledged).map((batch) => [batch.seqs, batch.dropped]), [[[1, 2], 0], [[7], 4]],
-      'the monitor learns of them as dropped');
-    assert.equal(strict.received.at(-1)?.dropped, 4);
+    assert.deepEqual(withEvents(acknowledged).map((batch) => [batch.seqs, batch.dropped]), [[[1, 2], 0], [[7], 0]],
+      'positions 3–6 never arrive: the monitor counts them as never arrived');
     const refusals = errors.filter((message) => message.startsWith('AUDIT EVENTS DROPPED'));
     assert.equal(refusals.length, 2);
     assert.match(refusals[0] ?? '', /refused positions 3–4 of stream \S+ \(2 events\) as invalid \(400 .*_INVALID/);

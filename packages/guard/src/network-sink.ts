@@ -11,8 +11,9 @@
  *   collector stores a stream's position once and counts the duplicates);
  * - while the collector is away the cursor stays behind: the file is the spool;
  * - a line that does not parse (torn by a crash) is skipped and counted in the stream's `dropped`;
- * - events that never reached the file (a full journal, a failed write) and batches the collector
- *   refuses as invalid are counted in `dropped` too, and the count is in the cursor within a round;
+ * - events that never reached the file (a full journal, a failed write) are counted in `dropped`
+ *   too, and the count is in the cursor within a round; a batch the collector refuses as invalid is
+ *   skipped (logged): its positions never arrive, and the monitor reports them missing;
  * - any other answer of the collector, or none, keeps the events in the file: they are sent again;
  * - a clean `close()` ships everything and ends the stream (`final`); the next start begins a new
  *   stream where this one ended. When nothing was sent for `keepAliveMs`, an empty batch says that
@@ -87,11 +88,11 @@ export interface NetworkSinkStats {
   /** Events that waited in the journal for the collector (a send failed, or they were sent after a restart). */
   spooled: number;
   /**
-   * The current stream's dropped events: unparsable lines, events that never reached the journal (it
-   * was full, or a write failed), and events the collector refused.
+   * The current stream's dropped events: unparsable lines, and events that never reached the journal
+   * (it was full, or a write failed).
    */
   dropped: number;
-  /** Events the collector refused as invalid (never expected; logged, and counted in `dropped`). */
+  /** Events the collector refused as invalid (never expected; logged; the monitor sees their positions missing). */
   refused: number;
 }
 
@@ -128,7 +129,7 @@ interface Cursor {
   readonly offset: number;
   /**
    * The stream's dropped events: `skipped` unparsable lines up to `offset`, and the events lost
-   * elsewhere so far (never written to the journal, or refused by the collector).
+   * elsewhere so far (never written to the journal: it was full, or a write failed).
    */
   readonly dropped: number;
   readonly skipped: number;
@@ -194,7 +195,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   let assigned = 0;
   let writtenFloor = 0;
   let skipped = 0;
-  // Events dropped without a line to skip: never written to the journal, or refused by the collector.
+  // Events dropped without a line to skip: never written to the journal (it was full, or a write failed).
   let lost = 0;
   // What the cursor on disk says of `lost`.
   let lostOnDisk = 0;
@@ -509,12 +510,12 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     if (outcome === 'failed') return false;
     const last = entries.at(-1);
     if (typeof outcome === 'object') {
-      // Skipped for good: the monitor learns of them as dropped (with the next batch, and from the cursor).
-      lost += entries.length;
+      // Skipped for good. Their positions were numbered and never arrive: the monitor reports them as
+      // missing from the stream (not also as dropped, which would count them twice).
       const positions = `${entries[0]?.seq ?? 0}–${last?.seq ?? 0}`;
       report(new Error(`AUDIT EVENTS DROPPED: the collector refused positions ${positions} of stream ${stream} `
-        + `(${entries.length} events) as invalid (${outcome.refused}); they are skipped, counted as dropped, and `
-        + 'the monitor reports them as missing'));
+        + `(${entries.length} events) as invalid (${outcome.refused}); they are skipped, and the monitor reports `
+        + 'them as missing from the stream'));
     }
     lastSentAt = Date.now();
     writtenFloor = written;

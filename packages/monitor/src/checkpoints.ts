@@ -204,7 +204,7 @@ export function witnessAppends(store: ControlPlaneStore): { store: ControlPlaneS
       const before = streams.get(key);
       const { lastStreamSeq, dropped, written, closedAt } = before !== undefined && before.lastStreamSeq > result.stream.lastStreamSeq ? before : result.stream;
       streams.set(key, { source, stream: batch.stream, lastStreamSeq, dropped, written, closedAt, lastSeen: Math.max(before?.lastSeen ?? 0, receivedAt) });
-      for (const position of result.conflicts) conflicts.push([source, batch.stream, position]);
+      for (const position of result.conflicts) if (conflicts.length < WITNESS_HEADS) conflicts.push([source, batch.stream, position]);
       return result;
     },
   };
@@ -263,13 +263,22 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   let loaded = false;
   let started = false;
   let stopped: Promise<void> | null = null;
-  /** Incidents already signed: each is signed once (a new one says something new). */
+  /**
+   * Conditions that last (a source or stream still gone, a counter still low) are found again at
+   * every link: each is signed once. A rewrite or a cut is signed every time it happens: the link
+   * signs the store as it is after it, so that the next one is judged from there.
+   */
   const reported = new Set<string>();
+  /** The digest of link 1: the trail's name in the head file. */
+  let firstDigest: string | null = null;
+  const LASTING: readonly Incident['kind'][] = ['source-deleted', 'stream-deleted', 'counter-lowered'];
   const incidentKey = (incident: Incident) => `${incident.kind}\u0000${incident.detail}`;
+  const alreadySigned = (incident: Incident) => LASTING.includes(incident.kind) && reported.has(incidentKey(incident));
 
   async function load(): Promise<void> {
     fold.sources.clear();
     fold.streams.clear();
+    firstDigest = null;
     reported.clear();
     newest = null;
     for (let after = 0; ;) {
@@ -277,6 +286,7 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
       if (page.length === 0) break;
       for (const link of page) {
         const claims = decodedLink(link.jws);
+        if (link.n === 1) firstDigest = linkDigest(link.jws);
         foldLink(fold, claims);
         for (const incident of claims.incidents) reported.add(incidentKey(incident));
         newest = link;
@@ -300,7 +310,8 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     if (options.headFile === undefined) return;
     mkdirSync(dirname(options.headFile), { recursive: true, mode: 0o700 });
     const temporary = `${options.headFile}.${process.pid}.tmp`;
-    writeFileSync(temporary, `${JSON.stringify({ n: link.n, digest: linkDigest(link.jws), at: link.at })}\n`, { mode: 0o600 });
+    // `chain`: the digest of link 1, which names the trail (a head file of another trail is not compared).
+    writeFileSync(temporary, `${JSON.stringify({ n: link.n, digest: linkDigest(link.jws), at: link.at, chain: firstDigest })}\n`, { mode: 0o600, flush: true });
     renameSync(temporary, options.headFile);
   }
 
@@ -321,7 +332,7 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
    * forged event. Each is an incident; the link then signs the store as it is now (the incident
    * stays in the chain), so that what comes later is judged from there and signed again.
    */
-  async function compare(incidents: Incident[], seen: WitnessSnapshot | null): Promise<{ sources: SourceHead[]; streams: StreamCounters[] }> {
+  async function compare(incidents: Incident[], seen: WitnessSnapshot | null, at: number): Promise<{ sources: SourceHead[]; streams: StreamCounters[] }> {
     // The witness first: whatever it holds, the store held already when it is read below.
     const heads = new Map((await store.auditHeads()).map((head) => [head.source, head]));
     for (const [source, signed] of fold.sources) {
@@ -346,8 +357,16 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
         incidents.push({ kind: 'rewritten', source, detail: `the chain of ${source} up to event ${Math.min(...changed)} is not what this monitor appended: it was rewritten before it was checkpointed` });
       }
     }
+    // One incident per stream and link, however many positions: a sender cannot flood the chain.
+    const taken = new Map<string, { source: string; stream: string; positions: number[] }>();
     for (const [source, stream, position] of seen?.conflicts ?? []) {
-      incidents.push({ kind: 'forged-event', source, stream, detail: `stream ${stream} of ${source}: position ${position} was already in the store with another event when the sender delivered it (a forged event took its place; the sender's was not stored)` });
+      const entry = taken.get(streamKey(source, stream)) ?? { source, stream, positions: [] };
+      entry.positions.push(position);
+      taken.set(streamKey(source, stream), entry);
+    }
+    for (const { source, stream, positions } of taken.values()) {
+      const span = positions.length === 1 ? `position ${positions[0]}` : `${positions.length} positions (${Math.min(...positions)}–${Math.max(...positions)})`;
+      incidents.push({ kind: 'forged-event', source, stream, detail: `stream ${stream} of ${source}: the sender delivered ${span} that the store already held with other events, so its own could not be stored (events were forged in the store, or the sender re-sent them changed)` });
     }
     const sources: SourceHead[] = [];
     for (const [source, head] of heads) {
@@ -371,6 +390,14 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
       // what the store says: a dead stream must not be kept alive by a moved column.
       const heard = Math.max(witnessed.lastSeen, fold.streams.get(key)?.[7] ?? 0);
       if (row !== undefined && row[7] > heard) rows.set(key, [row[0], row[1], row[2], row[3], row[4], row[5], row[6], heard]);
+    }
+    for (const [key, row] of rows) {
+      if (seen?.streams.has(key) === true) continue;
+      // A stream this process did not hear from: its last sight stays as signed (a replica that
+      // hears it signs it), or, new, no later than now. The store's column alone keeps nothing alive.
+      const signed = fold.streams.get(key);
+      const heard = signed === undefined ? Math.min(row[7], at) : signed[7];
+      if (row[7] !== heard) rows.set(key, [row[0], row[1], row[2], row[3], row[4], row[5], row[6], heard]);
     }
     const streams: StreamCounters[] = [];
     for (const [key, counters] of rows) {
@@ -400,12 +427,13 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
         if (rollback !== null) found.push(rollback);
       }
     }
-    const changes = await compare(found, seen);
+    const at = Math.max(now(), newest?.at ?? 0);
+    const changes = await compare(found, seen, at);
     // Something found again at the next link (a source still gone, a counter still low) is signed once.
-    const incidents = found.filter((incident) => !reported.has(incidentKey(incident)));
+    const incidents = found.filter((incident) => !alreadySigned(incident));
     const n = (newest?.n ?? 0) + 1;
     const claims: ChainClaims = {
-      v: 2, n, at: Math.max(now(), newest?.at ?? 0), every, kind, prev: newest === null ? GENESIS : linkDigest(newest.jws),
+      v: 2, n, at, every, kind, prev: newest === null ? GENESIS : linkDigest(newest.jws),
       ...(kind === 'start' ? { resumed } : {}),
       ...(n === 1 ? { legacy: (await store.auditLegacy()).map((entry) => [entry.source, entry.through] as const) } : {}),
       sources: changes.sources, streams: changes.streams, incidents,
@@ -423,6 +451,7 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     }
     foldLink(fold, claims);
     newest = link;
+    if (n === 1) firstDigest = linkDigest(link.jws);
     if (seen !== null) options.witness?.settle(seen);
     for (const incident of incidents) {
       reported.add(incidentKey(incident));

@@ -50,7 +50,7 @@ export interface VerifyOptions {
   /** A link kept outside the store (`lockstep audit checkpoint`): the trail must extend it. */
   readonly against?: string;
   /** The newest link the monitor signed, from its head file beside the audit key: the store must hold it. */
-  readonly head?: { readonly n: number; readonly digest: string; readonly file: string };
+  readonly head?: { readonly n: number; readonly digest: string; readonly file: string; readonly chain?: string | null };
 }
 
 const PAGE = 1_000;
@@ -118,7 +118,9 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
     problems.push({ kind: 'stale', source: CHAIN, seq: newest.claims.n, detail: `the newest checkpoint is link ${newest.claims.n} of ${when(newest.claims.at)}, ${Math.round((asOf - newest.claims.at) / 1000)} s before ${when(asOf)}; one comes every ${newest.claims.every / 1000} s: the monitor is down, or newer checkpoints were deleted` });
   }
   if (options.against !== undefined) await against(options.against);
-  if (options.head !== undefined) {
+  if (options.head !== undefined && typeof options.head.chain === 'string' && digests.size > 0 && digests.get(1) !== options.head.chain) {
+    notes.push(`the head file ${options.head.file} is of another trail (its link 1 differs): not compared`);
+  } else if (options.head !== undefined) {
     const { n, digest, file } = options.head;
     if (digests.get(n) !== digest) {
       problems.push({ kind: digests.has(n) ? 'forged' : 'deleted', source: CHAIN, seq: n, detail: digests.has(n)

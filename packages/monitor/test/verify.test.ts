@@ -7,7 +7,7 @@
  * On SQLite the command itself runs (exit code and output); on PostgreSQL what it runs (verifyTrail).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -317,8 +317,12 @@ for (const backend of BACKENDS) {
         await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 33", ORDERS);
         await trail.rechain(ORDERS);
         assert.equal((await trail.tick()).incidents.length, 1);
+        // And once more with nothing appended in between: the same words, signed again.
+        await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 34", ORDERS);
+        await trail.rechain(ORDERS);
+        assert.equal((await trail.tick()).incidents.length, 1);
         const { lines } = await trail.command();
-        assert.deepEqual(lines.filter((entry) => entry.startsWith('TAMPERED')), [`TAMPERED ${ORDERS} @3`, `TAMPERED ${ORDERS} @5`]);
+        assert.deepEqual(lines.filter((entry) => entry.startsWith('TAMPERED')), [`TAMPERED ${ORDERS} @3`, `TAMPERED ${ORDERS} @5`, `TAMPERED ${ORDERS} @6`]);
       }));
 
       it('a forged event at the next stream position: the sender\'s own is refused as taken, and that is an incident', withTrail(async (trail) => {
@@ -329,7 +333,12 @@ for (const backend of BACKENDS) {
           ORDERS, 31, 'o1', 31, trail.clock, forged, 't-1', last?.hash ?? '', hash);
         const delivered = await trail.store.appendAudit(ORDERS, batch('o1', 31, 31), trail.clock);
         assert.deepEqual([delivered.accepted, delivered.duplicates, delivered.conflicts], [0, 0, [31]]);
-        assert.deepEqual((await trail.tick()).incidents.map((incident) => incident.kind), ['forged-event']);
+        // A sender re-sending delivered positions changed makes one incident per stream and link, not one each.
+        const changed = batch('o1', 1, 20);
+        await trail.store.appendAudit(ORDERS, { ...changed, entries: changed.entries.map((entry) => ({ ...entry, event: entry.event.replace('allow', 'deny') })) }, trail.clock);
+        const link = await trail.tick();
+        assert.deepEqual(link.incidents.map((incident) => incident.kind), ['forged-event']);
+        assert.match(link.incidents[0]?.detail ?? '', /delivered 21 positions \(1–31\) that the store already held with other events/);
         await assertFound(trail, [`TAMPERED ${ORDERS} @3`]);
       }));
     });
@@ -372,6 +381,32 @@ for (const backend of BACKENDS) {
         if (backend.name === 'sqlite') assert.deepEqual(await trail.command(), { code: 1, lines: [`DELETED checkpoint chain @${(stopped?.n ?? 0) + 3}`] });
         else assert.deepEqual((await trail.verify({ head: trail.head() })).problems.map(line), [`DELETED checkpoint chain @${(stopped?.n ?? 0) + 3}`]);
       }));
+
+      if (backend.name === 'sqlite') {
+        it('a head file that cannot be read, or of another trail, is a note: verify still checks everything else', withTrail(async (trail) => {
+          const file = join(trail.home, 'keys', AUDIT_HEAD_FILE);
+          const notes = async () => {
+            const out: string[] = [];
+            process.env.LOCKSTEP_HOME = trail.home;
+            try {
+              const code = await main(['audit', 'verify', '--as-of', new Date(trail.clock).toISOString()], (text) => out.push(text), (text) => out.push(text));
+              return { code, notes: out.filter((text) => text.startsWith('note  ')).map((text) => text.slice(6)) };
+            } finally {
+              delete process.env.LOCKSTEP_HOME;
+            }
+          };
+          writeFileSync(file, '');
+          const unreadable = await notes();
+          assert.equal(unreadable.code, 0);
+          assert.ok(unreadable.notes.some((note) => note.startsWith(`the head file ${file} is unreadable (`)), unreadable.notes.join(' | '));
+          writeFileSync(file, JSON.stringify({ n: 99, digest: 'x', chain: 'another' }));
+          const foreign = await notes();
+          assert.equal(foreign.code, 0);
+          assert.ok(foreign.notes.includes(`the head file ${file} is of another trail (its link 1 differs): not compared`), foreign.notes.join(' | '));
+          rmSync(file);
+          assert.ok((await notes()).notes.some((note) => note.startsWith(`no head file at ${file}: `)));
+        }));
+      }
 
       it('the oldest checkpoint deleted', withTrail(async (trail) => {
         await trail.db.run('DELETE FROM audit_chain WHERE n = 1');
@@ -510,6 +545,19 @@ for (const backend of BACKENDS) {
           'unclean: stream o3 ended uncleanly, 3 events unaccounted: silent since … without closing (its sender died and did not resume it)',
         ]);
         assert.ok((await trail.alerts()).some((alert) => /^audit-gap: orders: stream o3 ended uncleanly, 3 events unaccounted \(silent since /.test(alert)), 'the monitor raises an alert too');
+      }));
+
+      it('a dead stream made to look alive after the monitor restarted (a new witness) is still unaccounted', withTrail(async (trail) => {
+        await trail.store.appendAudit(ORDERS, { ...batch('o3', 1, 7), written: 10 }, trail.clock);
+        await trail.tick();
+        await trail.restart();
+        await trail.db.run('UPDATE audit_streams SET last_seen = ? WHERE stream = ?', 4102444800000, 'o3');
+        for (let minute = 0; minute < 6; minute += 1) {
+          await trail.store.appendAudit(ORDERS, { stream: 'o1', dropped: 0, written: 30, entries: [] }, trail.clock);
+          await trail.store.appendAudit(PAYMENTS, { stream: 'p1', dropped: 0, written: 5, entries: [] }, trail.clock);
+          await trail.tick();
+        }
+        assert.deepEqual((await trail.verify()).problems.map((problem) => problem.kind), ['unclean']);
       }));
 
       it('a dead stream made to look alive (its last sight moved on in the store) is still unaccounted', withTrail(async (trail) => {
