@@ -116,7 +116,8 @@ async function crashAndRestart(location: StoreLocation, withAuditFile: boolean):
     return (await store.auditEvents(orders.spiffeId, 0, 1_000_000)).map((stored) => requestId(stored.event));
   };
   const fileIds = () => {
-    return existsSync(journal) ? readFileSync(journal, 'utf8').split('\n').filter(Boolean).map(requestId) : [];
+    // Complete lines only: the guard may be writing the next one while this reads.
+    return existsSync(journal) ? readFileSync(journal, 'utf8').split('\n').slice(0, -1).filter(Boolean).map(requestId) : [];
   };
   const streams = async () => (await store.auditStreams()).filter((stream) => stream.source === orders.spiffeId);
 
