@@ -141,6 +141,8 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
   const sources = new Set([...heads.map((head) => head.source), ...fold.sources.keys()]);
   const summary: { source: string; events: number; checkpointed: number }[] = [];
   const streamEvents = new Map<string, { count: number; last: number }>();
+  /** The last position of each source read above: what arrives later is read again for the streams. */
+  const readThrough = new Map<string, number>();
   let unsigned = 0;
   for (const source of [...sources].sort()) {
     const signed = fold.sources.get(source);
@@ -175,6 +177,7 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
       after = (page[page.length - 1] as { seq: number }).seq;
     }
     const last = expected - 1;
+    readThrough.set(source, last);
     if (signed !== undefined) {
       const by = `link ${signedBy.get(source)}`;
       if (count === 0) {
@@ -208,6 +211,7 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
 
   // 4. Streams: their bookkeeping against their events and the signed counters; then what never arrived.
   const rows = await store.auditStreams();
+  const arrivedLater = new Map<string, { stream: string; streamSeq: number }[]>();
   const stored = new Set(rows.map((row) => streamKey(row.source, row.stream)));
   for (const [key, signed] of fold.streams) {
     if (!stored.has(key)) problems.push({ kind: 'deleted', source: signed[0], detail: `the bookkeeping of stream ${signed[1]} is gone (it was signed with ${plural(signed[4], 'event')} written, ${signed[3]} dropped)` });
@@ -215,7 +219,7 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
   const judgedAt = Math.min(asOf, newest?.claims.at ?? asOf);
   const silentSince = judgedAt - upSince >= AUDIT_STREAM_SILENCE_MS ? judgedAt - AUDIT_STREAM_SILENCE_MS : -Infinity;
   for (const row of rows) {
-    const events = streamEvents.get(streamKey(row.source, row.stream)) ?? { count: 0, last: 0 };
+    const events = await eventsOf(row);
     const name = `stream ${row.stream}`;
     if (row.lastStreamSeq !== events.last || row.gaps !== events.last - events.count) {
       problems.push({ kind: 'modified', source: row.source, detail: `the bookkeeping of ${name} says last position ${row.lastStreamSeq} and ${plural(row.gaps, 'gap')}; its events say ${events.last} and ${events.last - events.count}` });
@@ -245,6 +249,30 @@ export async function verifyTrail(store: ControlPlaneStore, jwks: JSONWebKeySet,
     ok: problems.length === 0, sources: summary, unsigned, problems, notes,
     chain: { links, newest: newest === null ? null : { n: newest.claims.n, at: newest.claims.at, kind: newest.claims.kind } },
   };
+
+  /**
+   * What the stored events say of a stream, as of when its bookkeeping was read. A live trail takes
+   * events while it is verified: its bookkeeping, read after the walk above, may count some that
+   * arrived since. They are read now (each source once), up to the position the bookkeeping names —
+   * an event and its bookkeeping are written together, so that is exactly what it counted.
+   */
+  async function eventsOf(row: { source: string; stream: string; lastStreamSeq: number; gaps: number }): Promise<{ count: number; last: number }> {
+    const walked = streamEvents.get(streamKey(row.source, row.stream)) ?? { count: 0, last: 0 };
+    if (row.lastStreamSeq === walked.last && row.gaps === walked.last - walked.count) return walked;
+    let later = arrivedLater.get(row.source);
+    if (later === undefined) {
+      later = [];
+      for (let after = readThrough.get(row.source) ?? 0; ;) {
+        const page = await store.auditEvents(row.source, after, PAGE);
+        if (page.length === 0) break;
+        later.push(...page.map((event) => ({ stream: event.stream, streamSeq: event.streamSeq })));
+        after = (page[page.length - 1] as { seq: number }).seq;
+      }
+      arrivedLater.set(row.source, later);
+    }
+    const counted = later.filter((event) => event.stream === row.stream && event.streamSeq <= row.lastStreamSeq);
+    return { count: walked.count + counted.length, last: Math.max(walked.last, ...counted.map((event) => event.streamSeq)) };
+  }
 
   /**
    * A pause in the cadence. Links that follow each other by number and digest hide nothing between

@@ -241,6 +241,27 @@ for (const backend of BACKENDS) {
       assert.equal((await trail.verify()).unsigned, 0);
     }));
 
+    it('a live trail: events that arrive while it is verified are no finding', withTrail(async (trail) => {
+      await trail.tick();
+      // Between the walk over the events and the read of the streams' bookkeeping, a sender delivers:
+      // an existing stream moves on, and a new source begins. (The real store, reached in between.)
+      let delivered = false;
+      const auditStreams = async () => {
+        if (!delivered) {
+          delivered = true;
+          await trail.store.appendAudit(ORDERS, batch('o1', 31, 35), trail.clock);
+          await trail.store.appendAudit(INVENTORY, batch('i1', 1, 4), trail.clock);
+        }
+        return trail.store.auditStreams();
+      };
+      const live = new Proxy(trail.store, {
+        get: (target, name) => (name === 'auditStreams' ? auditStreams : Reflect.get(target, name) as unknown),
+      });
+      const report = await verifyTrail(live, trail.keys.publicJwks(), { asOf: trail.clock });
+      assert.ok(delivered);
+      assert.deepEqual(report.problems, []);
+    }));
+
     describe('before the newest checkpoint (what link 2 signed)', () => {
       it('a modified event', withTrail(async (trail) => {
         await trail.db.run("UPDATE audit_events SET event = replace(event, 'allow', 'deny') WHERE source = ? AND seq = 7", ORDERS);
