@@ -4,7 +4,9 @@ const $ = (id) => document.getElementById(id);
 let csrf = '';
 
 async function api(path, options = {}) {
-  const response = await fetch(path, { credentials: 'same-origin', ...options, headers: { 'content-type': 'application/json', 'x-csrf-token': csrf, ...(options.headers ?? {}) } });
+  // A Content-Type only with a body: the gateway refuses a JSON type with nothing to parse (POST /logout).
+  const type = options.body === undefined ? {} : { 'content-type': 'application/json' };
+  const response = await fetch(path, { credentials: 'same-origin', ...options, headers: { ...type, 'x-csrf-token': csrf, ...(options.headers ?? {}) } });
   const body = await response.json().catch(() => ({}));
   return { status: response.status, body };
 }

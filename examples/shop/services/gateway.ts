@@ -5,31 +5,42 @@
  * the services over mTLS. The access token never goes inward and a Txn-Token never goes outward.
  *
  * Browser hygiene: a server-side session behind an HttpOnly, SameSite=Lax cookie (Secure under TLS),
- * a CSRF token required on every state-changing call, a CSP without inline script, frame-ancestors
- * none, nosniff, HSTS under TLS; login and API calls are rate limited. TLS at the edge when
- * GATEWAY_TLS_CERT and GATEWAY_TLS_KEY name a certificate; otherwise plain HTTP on 127.0.0.1 only,
- * and it says so.
+ * bounded per user and in all (session-store.ts); a sign-in in progress kept in the browser that
+ * started it, in an encrypted cookie, so that nothing a flood of GET /login makes is kept here; a CSRF token and a same-origin check on every state-changing call, a CSP without inline script,
+ * frame-ancestors none, nosniff, HSTS under TLS. TLS at the edge when GATEWAY_TLS_CERT and
+ * GATEWAY_TLS_KEY name a certificate; otherwise plain HTTP on 127.0.0.1 only, and it says so.
+ *
+ * Abuse: every route runs its checks (budget, session, CSRF) before a byte of its body is read, and
+ * takes only the body it needs (413 beyond); a signed-in session has a request budget of its own,
+ * apart from its address's, so that a flood of anonymous requests gets 429s without crowding out the
+ * users; clients have bounded time for headers and body; every outbound call has a deadline, past which
+ * the user gets a 503 with a request id. The numbers are in edge-limits.ts.
  *
  * In perimeter-only mode (the drill's "before") the edge is the same, but the services behind it are
  * called over plain HTTP with the user in a header, trusted as is.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cookie from '@fastify/cookie';
-import rateLimit from '@fastify/rate-limit';
+import rateLimit, { normalizeIP } from '@fastify/rate-limit';
 import * as oidc from 'openid-client';
 import { fetch as undiciFetch, request as plainRequest, type Agent, type Dispatcher } from 'undici';
-import { decodeJwt } from 'jose';
+import { decodeJwt, EncryptJWT, jwtDecrypt } from 'jose';
 import { publishDecision } from '@lockstep/guard';
 import { controlPlaneAgent, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE } from '@lockstep/control-plane';
 import { log, onStop, ready, secure, settings } from './runtime.ts';
+import { edgeLimits } from './edge-limits.ts';
+import { SessionStore, type Session } from './session-store.ts';
 
 const config = settings();
+const limits = edgeLimits();
 const RESOURCE = process.env.SHOP_API_RESOURCE ?? 'https://shop.test/api';
 const SCOPE = 'openid offline_access orders:read orders:create';
 const SESSION_IDLE_MS = 30 * 60_000;
 const SESSION_MAX_MS = 8 * 3_600_000;
+const LOGIN_TTL_SECONDS = 600;
 const tlsCert = process.env.GATEWAY_TLS_CERT;
 const tlsKey = process.env.GATEWAY_TLS_KEY;
 const secureCookies = tlsCert !== undefined && tlsKey !== undefined;
@@ -50,39 +61,94 @@ function controlPlane(): Dispatcher {
   }
   return pool.dispatcher;
 }
-const mtlsFetch: oidc.CustomFetch = (url, options) => undiciFetch(url, { ...options, dispatcher: controlPlane() } as Parameters<typeof undiciFetch>[1]) as unknown as ReturnType<oidc.CustomFetch>;
+
+// Every outbound call made for a request ends by that request's deadline (GATEWAY_UPSTREAM_TIMEOUT_MS from when
+// it starts calling out). undici destroys an aborted call's connection: it is never handed to the next request.
+const outboundDeadline = (): AbortSignal => AbortSignal.timeout(limits.upstreamTimeoutMs);
+const noAnswer = () => `no answer within ${limits.upstreamTimeoutMs} ms (GATEWAY_UPSTREAM_TIMEOUT_MS)`;
+// openid-client's calls come through mtlsFetch with a timeout signal of their own (the same bound, per call);
+// the deadline of the request they are made for reaches mtlsFetch through this store.
+const deadlines = new AsyncLocalStorage<AbortSignal>();
+const mtlsFetch: oidc.CustomFetch = (url, options) => {
+  const deadline = deadlines.getStore();
+  const signal = deadline === undefined || options.signal === undefined
+    ? deadline ?? options.signal
+    : AbortSignal.any([options.signal, deadline]);
+  const init = { ...options, signal, dispatcher: controlPlane() } as Parameters<typeof undiciFetch>[1];
+  return undiciFetch(url, init) as unknown as ReturnType<oidc.CustomFetch>;
+};
 
 const oidcConfig = await oidc.discovery(new URL(`${config.urls.controlPlane}/oidc`), 'gateway', {
   token_endpoint_auth_method: 'tls_client_auth',
   id_token_signed_response_alg: 'ES256',
-}, oidc.TlsClientAuth(), { [oidc.customFetch]: mtlsFetch });
+}, oidc.TlsClientAuth(), { [oidc.customFetch]: mtlsFetch, timeout: limits.upstreamTimeoutMs / 1000 });
 oidcConfig[oidc.customFetch] = mtlsFetch;
 
-interface Session {
-  readonly id: string;
-  readonly sub: string;
-  readonly csrf: string;
-  readonly createdAt: number;
-  lastSeen: number;
-  accessToken: string;
-  refreshToken: string | undefined;
-  expiresAt: number;
-}
-interface LoginState { readonly verifier: string; readonly state: string; readonly nonce: string; readonly at: number }
+const sessions = new SessionStore({ perUser: limits.sessionsPerUser, total: limits.sessionsMax, idleMs: SESSION_IDLE_MS, maxMs: SESSION_MAX_MS });
+setInterval(() => sessions.sweep(), 60_000).unref();
 
-const sessions = new Map<string, Session>();
-const logins = new Map<string, LoginState>();
-setInterval(() => {
-  const now = Date.now();
-  for (const [id, session] of sessions) if (now - session.lastSeen > SESSION_IDLE_MS || now - session.createdAt > SESSION_MAX_MS) sessions.delete(id);
-  for (const [id, login] of logins) if (now - login.at > 10 * 60_000) logins.delete(id);
-}, 60_000).unref();
+/*
+ * A sign-in in progress (PKCE verifier, state, nonce) is kept by the browser that started it, in the
+ * shop_login cookie: a JWE (jose; dir, A256GCM) under a key made at start. AES-GCM authenticates as it
+ * encrypts — a cookie altered or made up does not decrypt — so it needs no signature besides; its
+ * `exp` ends it after 10 minutes, whatever the browser keeps. The gateway keeps nothing per sign-in, so
+ * a flood of GET /login has nothing here to fill or to push real users' sign-ins out of. A restart of
+ * the gateway ends the sign-ins in progress (the key is gone): the user signs in again.
+ */
+interface LoginState { readonly verifier: string; readonly state: string; readonly nonce: string }
+const loginKey = new Uint8Array(randomBytes(32));
+const LOGIN_JWE = { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] };
+
+function sealLogin(login: LoginState): Promise<string> {
+  return new EncryptJWT({ verifier: login.verifier, state: login.state, nonce: login.nonce })
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
+    .setIssuedAt()
+    .setExpirationTime(`${LOGIN_TTL_SECONDS}s`)
+    .encrypt(loginKey);
+}
+
+/** The sign-in the cookie holds; null when there is none, or it is expired, altered or from before a restart. */
+async function openLogin(sealed: string | undefined): Promise<LoginState | null> {
+  if (sealed === undefined) return null;
+  try {
+    const { payload } = await jwtDecrypt(sealed, loginKey, LOGIN_JWE);
+    const { verifier, state, nonce } = payload;
+    if (typeof verifier !== 'string' || typeof state !== 'string' || typeof nonce !== 'string') return null;
+    return { verifier, state, nonce };
+  } catch {
+    return null;
+  }
+}
 
 const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, secure: secureCookies, path: '/' };
 
+// What a client may hold open: bounded time for the TLS handshake and the headers, for the whole request,
+// and for an idle keep-alive connection (Fastify's default request timeout is none). Expiry is checked every
+// second; Node's default, 30 s, would let a slow client keep its connection up to that much longer.
+const clientTimeouts = {
+  headersTimeout: limits.headersTimeoutMs,
+  requestTimeout: limits.requestTimeoutMs,
+  connectionsCheckingInterval: 1_000,
+};
+const serverOptions = {
+  logger: false,
+  // X-Forwarded-For is read only from the proxies named in GATEWAY_TRUSTED_PROXIES: anyone else could name
+  // any address in it, to escape a budget or to spend another address's.
+  trustProxy: limits.trustedProxies === false ? false : [...limits.trustedProxies],
+  requestTimeout: limits.requestTimeoutMs,
+  keepAliveTimeout: limits.keepAliveTimeoutMs,
+  // Each route that takes a body says how much (below); this bounds the rest, unknown paths included.
+  bodyLimit: 1024,
+};
 const app = (secureCookies
-  ? Fastify({ logger: false, trustProxy: false, https: { cert: readFileSync(tlsCert as string), key: readFileSync(tlsKey as string), minVersion: 'TLSv1.2' } })
-  : Fastify({ logger: false, trustProxy: false })) as unknown as FastifyInstance;
+  ? Fastify({
+    ...serverOptions,
+    https: {
+      cert: readFileSync(tlsCert as string), key: readFileSync(tlsKey as string), minVersion: 'TLSv1.2',
+      handshakeTimeout: limits.headersTimeoutMs, ...clientTimeouts,
+    },
+  })
+  : Fastify({ ...serverOptions, http: clientTimeouts })) as unknown as FastifyInstance;
 await app.register(cookie);
 await app.register(rateLimit, { global: false });
 
@@ -97,14 +163,125 @@ app.addHook('onSend', async (request, reply, payload) => {
   return payload;
 });
 
-// Errors never carry a stack trace or a downstream's details: a code, a request id.
+/**
+ * A refusal made before the request's body is read. A body the client declared is not drained: the
+ * connection closes after the answer, so that a refused upload costs us its headers, not its bytes.
+ */
+function refuse(request: FastifyRequest, reply: FastifyReply, status: number, answer: object): FastifyReply {
+  const length = request.headers['content-length'];
+  const declaresBody = request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  if (declaresBody) reply.header('connection', 'close');
+  return reply.code(status).send(answer);
+}
+
+// Errors never carry a stack trace or a downstream's details: a code, a request id. What Fastify refuses in a
+// request (a body too large or of a type no route takes, malformed JSON) keeps its 4xx; only our faults are 500s.
+const CLIENT_ERRORS = new Map([[400, 'INVALID_REQUEST'], [413, 'BODY_TOO_LARGE'], [415, 'UNSUPPORTED_MEDIA_TYPE']]);
 app.setErrorHandler((error: Error & { statusCode?: number; validation?: unknown }, request, reply) => {
   const requestId = randomUUID();
-  if (error.statusCode === 429) return reply.code(429).send({ error: 'RATE_LIMITED', requestId });
-  if (error.validation !== undefined || error.statusCode === 400) return reply.code(400).send({ error: 'INVALID_REQUEST', message: error.message, requestId });
+  const status = error.validation !== undefined ? 400 : error.statusCode ?? 500;
+  if (status === 413) {
+    // Refused on its Content-Length, or as soon as it grew past the limit: the rest is not read.
+    reply.header('connection', 'close');
+    const { url, bodyLimit } = request.routeOptions;
+    const message = `${url === undefined ? 'this path' : `${request.method} ${url}`} takes a body of at most ${bodyLimit} bytes`;
+    return reply.code(413).send({ error: 'BODY_TOO_LARGE', message, requestId });
+  }
+  if (status >= 400 && status < 500) {
+    return reply.code(status).send({ error: CLIENT_ERRORS.get(status) ?? 'INVALID_REQUEST', message: error.message, requestId });
+  }
   log('error', 'unexpected error', { requestId, url: request.url, error: error.message });
   return reply.code(500).send({ error: 'INTERNAL', requestId });
 });
+
+/*
+ * Budgets, per minute, in memory. A request spends from its session's budget when it carries a session that
+ * exists (a made-up cookie buys nothing), else from its client address's (IPv6 by /64, a prefix one host
+ * usually holds whole). So a flood of anonymous requests exhausts its address's budget only — also when
+ * a signed-in user shares that address (an office, a NAT) — and is answered 429 before any other check.
+ * Each budget tracks at most GATEWAY_RATE_KEYS keys (100,000), least recently seen dropped first
+ * (@fastify/rate-limit's LRU): many addresses cannot grow it without bound, and one client pushes its own
+ * counter out only by using more addresses than that within a minute.
+ */
+type Budget = ReturnType<typeof app.createRateLimit>;
+type Check = (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>;
+// `cache`, the LRU's size, reaches each budget's own store (LocalStore.child) although CreateRateLimitOptions
+// does not declare it; edge-abuse.test.ts shows it holds.
+type BudgetOptions = NonNullable<Parameters<typeof app.createRateLimit>[0]> & { readonly cache: number };
+const createBudget = (options: BudgetOptions): Budget => app.createRateLimit(options);
+const addressOf = (request: FastifyRequest): string => normalizeIP(request.ip);
+const clientBudget = createBudget({
+  timeWindow: 60_000,
+  keyGenerator: (request) => {
+    const id = request.cookies.shop_session;
+    return id !== undefined && sessions.has(id) ? `session:${id}` : `address:${addressOf(request)}`;
+  },
+  max: (_request, key) => (key.startsWith('session:') ? limits.sessionPerMinute : limits.anonymousPerMinute),
+  cache: limits.rateKeys,
+});
+const signInBudget = (): Budget => createBudget({
+  timeWindow: 60_000,
+  keyGenerator: addressOf,
+  max: limits.signInPerMinute,
+  cache: limits.rateKeys,
+});
+
+function within(budget: Budget): Check {
+  return async (request, reply) => {
+    const spent = await budget(request);
+    if (spent.isAllowed || !spent.isExceeded) return undefined;
+    reply.header('retry-after', String(spent.ttlInSeconds));
+    const answer = { error: 'RATE_LIMITED', retryAfterSeconds: spent.ttlInSeconds, requestId: randomUUID() };
+    return refuse(request, reply, 429, answer);
+  };
+}
+// Every request but the health check spends first, unknown paths included (global hooks run before a route's).
+const spendClientBudget = within(clientBudget);
+app.addHook('onRequest', async (request, reply) => {
+  return request.routeOptions.url === '/health' ? undefined : spendClientBudget(request, reply);
+});
+
+function liveSession(request: FastifyRequest): Session | null {
+  const id = request.cookies.shop_session;
+  return id === undefined ? null : sessions.use(id);
+}
+
+const SESSION = new WeakMap<FastifyRequest, Session>();
+/** The session `signedIn` found, in a handler of a route that has that check. */
+function sessionOf(request: FastifyRequest): Session {
+  const session = SESSION.get(request);
+  if (session === undefined) {
+    throw new TypeError(`${request.method} ${request.routeOptions.url ?? request.url} needs the signedIn check before its handler`);
+  }
+  return session;
+}
+
+const signedIn: Check = async (request, reply) => {
+  const session = liveSession(request);
+  if (session === null) return refuse(request, reply, 401, { error: 'LOGIN_REQUIRED', login: '/login' });
+  SESSION.set(request, session);
+  return undefined;
+};
+// A state-changing call comes from the shop's own page: its Origin, when the browser sends one (SameSite=Lax
+// already keeps the cookie off other sites' POSTs; this holds also for a browser that does not).
+const sameOrigin: Check = async (request, reply) => {
+  const from = request.headers.origin;
+  if (from === undefined || from === origin) return undefined;
+  return refuse(request, reply, 403, { error: 'ORIGIN_REFUSED', hint: `state-changing calls are taken from ${origin} only` });
+};
+const csrfToken: Check = async (request, reply) => {
+  const sent = Buffer.from(String(request.headers['x-csrf-token'] ?? ''));
+  const expected = Buffer.from(sessionOf(request).csrf);
+  if (sent.length === expected.length && timingSafeEqual(sent, expected)) return undefined;
+  const hint = 'send the token from GET /api/session in the X-CSRF-Token header';
+  return refuse(request, reply, 403, { error: 'CSRF_TOKEN_INVALID', hint });
+};
+
+// Each route's checks, in order, after the client budget; they run before the body is read (onRequest),
+// so a request they refuse has none of its body read, let alone parsed.
+const signingIn = () => ({ onRequest: [within(signInBudget())] });
+const reads = { onRequest: [signedIn] };
+const writes = (bodyLimit: number) => ({ bodyLimit, onRequest: [signedIn, sameOrigin, csrfToken] });
 
 // The page: three fixed files, nothing else from disk.
 const PUBLIC: Record<string, [string, string]> = {
@@ -118,33 +295,32 @@ for (const [path, [file, type]] of Object.entries(PUBLIC)) {
 }
 app.get('/health', async () => ({ ok: true }));
 
-const loginLimit = { config: { rateLimit: { max: 20, timeWindow: '1 minute' } } };
-// Per session — but only a session that exists: a made-up cookie value must not buy a fresh bucket.
-const apiLimit = { config: { rateLimit: { max: 300, timeWindow: '1 minute', keyGenerator: (request: FastifyRequest) => { const id = request.cookies.shop_session; return id !== undefined && sessions.has(id) ? `session:${id}` : `ip:${request.ip}`; } } } };
-
-app.get('/login', loginLimit, async (_request, reply) => {
-  const login: LoginState = { verifier: oidc.randomPKCECodeVerifier(), state: oidc.randomState(), nonce: oidc.randomNonce(), at: Date.now() };
-  const id = randomBytes(24).toString('base64url');
-  logins.set(id, login);
+app.get('/login', signingIn(), async (_request, reply) => {
+  const login: LoginState = { verifier: oidc.randomPKCECodeVerifier(), state: oidc.randomState(), nonce: oidc.randomNonce() };
   const url = oidc.buildAuthorizationUrl(oidcConfig, {
     redirect_uri: `${origin}/callback`, scope: SCOPE, resource: RESOURCE, state: login.state, nonce: login.nonce,
     code_challenge: await oidc.calculatePKCECodeChallenge(login.verifier), code_challenge_method: 'S256',
   });
-  return reply.setCookie('shop_login', id, { ...cookieOptions, maxAge: 600 }).redirect(url.href, 303);
+  return reply.setCookie('shop_login', await sealLogin(login), { ...cookieOptions, maxAge: LOGIN_TTL_SECONDS }).redirect(url.href, 303);
 });
 
-app.get('/callback', loginLimit, async (request, reply) => {
-  const loginId = request.cookies.shop_login;
-  const login = loginId === undefined ? undefined : logins.get(loginId);
-  if (loginId !== undefined) logins.delete(loginId);
+app.get('/callback', signingIn(), async (request, reply) => {
+  const login = await openLogin(request.cookies.shop_login);
   reply.clearCookie('shop_login', cookieOptions);
-  if (login === undefined) return reply.code(400).type('text/plain').send('This sign-in has expired or was started in another browser. Go back to the shop and sign in again.');
+  if (login === null) return reply.code(400).type('text/plain').send('This sign-in has expired or was started in another browser. Go back to the shop and sign in again.');
   let tokens;
+  const deadline = outboundDeadline();
   try {
-    tokens = await oidc.authorizationCodeGrant(oidcConfig, new URL(request.url, origin), {
+    tokens = await deadlines.run(deadline, () => oidc.authorizationCodeGrant(oidcConfig, new URL(request.url, origin), {
       pkceCodeVerifier: login.verifier, expectedState: login.state, expectedNonce: login.nonce, idTokenExpected: true,
-    }, { resource: RESOURCE });
+    }, { resource: RESOURCE }));
   } catch (error) {
+    if (deadline.aborted) {
+      const requestId = randomUUID();
+      log('warn', 'sign-in: the control plane did not answer', { requestId, timeoutMs: limits.upstreamTimeoutMs });
+      const page = `The sign-in service did not answer in time. Go back to the shop and sign in again in a moment (request ${requestId}).`;
+      return reply.code(503).type('text/plain').send(page);
+    }
     log('warn', 'sign-in failed', { error: (error as Error).message });
     return reply.code(400).type('text/plain').send('Sign-in failed. Go back to the shop and try again.');
   }
@@ -154,40 +330,14 @@ app.get('/callback', loginLimit, async (request, reply) => {
     id: randomBytes(32).toString('base64url'), sub: String(claims?.sub), csrf: randomBytes(32).toString('base64url'), createdAt: now, lastSeen: now,
     accessToken: tokens.access_token, refreshToken: tokens.refresh_token, expiresAt: now + (tokens.expiresIn() ?? 600) * 1000,
   };
-  sessions.set(session.id, session);
+  for (const ended of sessions.add(session)) {
+    log('info', 'signed out a session to make room for a new one', {
+      sub: ended.sub, sameUser: ended.sub === session.sub, perUser: limits.sessionsPerUser, max: limits.sessionsMax,
+    });
+  }
   log('info', 'signed in', { sub: session.sub });
   return reply.setCookie('shop_session', session.id, { ...cookieOptions, maxAge: SESSION_MAX_MS / 1000 }).redirect('/', 303);
 });
-
-function sessionOf(request: FastifyRequest): Session | null {
-  const id = request.cookies.shop_session;
-  const session = id === undefined ? undefined : sessions.get(id);
-  if (session === undefined) return null;
-  const now = Date.now();
-  if (now - session.lastSeen > SESSION_IDLE_MS || now - session.createdAt > SESSION_MAX_MS) {
-    sessions.delete(session.id);
-    return null;
-  }
-  session.lastSeen = now;
-  return session;
-}
-
-function requireSession(request: FastifyRequest, reply: FastifyReply, stateChanging: boolean): Session | null {
-  const session = sessionOf(request);
-  if (session === null) {
-    void reply.code(401).send({ error: 'LOGIN_REQUIRED', login: '/login' });
-    return null;
-  }
-  if (stateChanging) {
-    const sent = Buffer.from(String(request.headers['x-csrf-token'] ?? ''));
-    const expected = Buffer.from(session.csrf);
-    if (sent.length !== expected.length || !timingSafeEqual(sent, expected)) {
-      void reply.code(403).send({ error: 'CSRF_TOKEN_INVALID', hint: 'send the token from GET /api/session in the X-CSRF-Token header' });
-      return null;
-    }
-  }
-  return session;
-}
 
 class Unavailable extends Error {
   readonly code: string;
@@ -201,10 +351,11 @@ class Unavailable extends Error {
  * A fresh access token (refreshed when it is about to expire), exchanged for a Txn-Token whose
  * `scope` (REQUIRED, draft-ietf-oauth-transaction-tokens-10 §11.1) is the purpose of this call only.
  */
-async function txnTokenFor(session: Session, clientIp: string, scope: string): Promise<string> {
+async function txnTokenFor(session: Session, clientIp: string, scope: string, deadline: AbortSignal): Promise<string> {
   try {
     if (session.expiresAt - Date.now() < 30_000 && session.refreshToken !== undefined) {
-      const refreshed = await oidc.refreshTokenGrant(oidcConfig, session.refreshToken, { resource: RESOURCE });
+      const refreshToken = session.refreshToken;
+      const refreshed = await deadlines.run(deadline, () => oidc.refreshTokenGrant(oidcConfig, refreshToken, { resource: RESOURCE }));
       session.accessToken = refreshed.access_token;
       session.refreshToken = refreshed.refresh_token ?? session.refreshToken;
       session.expiresAt = Date.now() + (refreshed.expiresIn() ?? 600) * 1000;
@@ -212,6 +363,7 @@ async function txnTokenFor(session: Session, clientIp: string, scope: string): P
     const response = await undiciFetch(`${config.urls.controlPlane}/v1/token`, {
       method: 'POST',
       dispatcher: controlPlane(),
+      signal: deadline,
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({
         grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: trustDomain, scope,
@@ -227,7 +379,13 @@ async function txnTokenFor(session: Session, clientIp: string, scope: string): P
     return body.access_token;
   } catch (error) {
     if (error instanceof Unavailable) throw error;
-    throw new Unavailable('CONTROL_PLANE_UNAVAILABLE', (error as Error).message);
+    if (error instanceof oidc.ResponseBodyError) {
+      // The provider answered and refused the refresh (the grant is revoked or expired): sign in again.
+      // Not an outage: only no answer counts as one (the monitor's control-plane-unreachable rule).
+      sessions.delete(session.id);
+      throw new Unavailable('LOGIN_REQUIRED', `refresh refused: ${error.error}`);
+    }
+    throw new Unavailable('CONTROL_PLANE_UNAVAILABLE', deadline.aborted ? noAnswer() : (error as Error).message);
   }
 }
 
@@ -245,23 +403,38 @@ function audit(request: FastifyRequest, requestId: string, sub: string | null, t
   });
 }
 
-/** Calls a service on the user's behalf; answers with its status and body, or a 503 of our own. */
-async function forward(request: FastifyRequest, reply: FastifyReply, session: Session, service: 'orders' | 'inventory', method: 'GET' | 'POST', path: string, body?: unknown) {
+/**
+ * Calls a service on the signed-in user's behalf; answers with its status and body, or a 503 of our own —
+ * also when the control plane or the service has not answered by the request's deadline.
+ */
+async function forward(
+  request: FastifyRequest, reply: FastifyReply, service: 'orders' | 'inventory', method: 'GET' | 'POST', path: string, body?: unknown,
+) {
+  const session = sessionOf(request);
   const requestId = randomUUID();
   const startedAt = performance.now();
+  const deadline = outboundDeadline();
   let txn: string | null = null;
-  const init = { method, headers: { 'content-type': 'application/json' } as Record<string, string>, ...(body === undefined ? {} : { body: JSON.stringify(body) }) };
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const init = { method, signal: deadline, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) };
   let response;
+  let answer: Record<string, unknown>;
   try {
     if (perimeterOnly) {
       response = await plainRequest(`${config.urls[service]}${path}`, { ...init, headers: { ...init.headers, 'x-user': session.sub } });
     } else {
       // As narrow as the call (§4.1): placing an order, or reading orders and the catalogue.
-      const txnToken = await txnTokenFor(session, request.ip, method === 'POST' ? 'orders:create' : 'orders:read');
+      const scope = method === 'POST' ? 'orders:create' : 'orders:read';
+      const txnToken = await txnTokenFor(session, request.ip, scope, deadline);
       // From the TTS over mTLS: read, not verified again, for the audit event's transaction id.
       txn = String(decodeJwt(txnToken).txn);
       response = await guard.client.request(`${config.urls[service]}${path}`, { ...init, txnToken });
     }
+    // A body that is not JSON is passed on as {}; one cut off by the deadline is a 503 like any other.
+    answer = await response.body.json().catch((error: unknown) => {
+      if (deadline.aborted) throw error;
+      return {};
+    }) as Record<string, unknown>;
   } catch (error) {
     if (error instanceof Unavailable) {
       audit(request, requestId, session.sub, txn, false, error.code, startedAt);
@@ -269,11 +442,13 @@ async function forward(request: FastifyRequest, reply: FastifyReply, session: Se
       return reply.code(error.code === 'LOGIN_REQUIRED' ? 401 : 503).send({ error: error.code, requestId, ...(error.code === 'LOGIN_REQUIRED' ? { login: '/login' } : {}) });
     }
     audit(request, requestId, session.sub, txn, false, 'SERVICE_UNAVAILABLE', startedAt);
-    log('warn', 'service unreachable', { requestId, service, error: (error as Error).message });
+    log('warn', 'service unreachable', { requestId, service, error: deadline.aborted ? noAnswer() : (error as Error).message });
     return reply.code(503).send({ error: 'SERVICE_UNAVAILABLE', service, requestId });
   }
-  const answer = await response.body.json().catch(() => ({})) as Record<string, unknown>;
-  audit(request, requestId, session.sub, txn, response.statusCode < 400, response.statusCode < 400 ? 'LOCKSTEP_ALLOW' : String(answer.error ?? `HTTP_${response.statusCode}`), startedAt);
+  // A refusal is recorded by its status, never by the code the service sent: that is the service's
+  // word (its own guard records its decision), and one that said CONTROL_PLANE_UNAVAILABLE would
+  // have the monitor take the gateway's record for an outage, or for nobody's doing.
+  audit(request, requestId, session.sub, txn, response.statusCode < 400, response.statusCode < 400 ? 'LOCKSTEP_ALLOW' : `DOWNSTREAM_${response.statusCode}`, startedAt);
   // The service's answer goes out as is (its refusals carry a code and its request id), never a token.
   return reply.code(response.statusCode).send(answer);
 }
@@ -289,42 +464,32 @@ function orderProblem(body: unknown): string | null {
   return null;
 }
 
-app.get('/api/session', apiLimit, async (request, reply) => {
-  const session = requireSession(request, reply, false);
-  if (session === null) return reply;
+app.get('/api/session', reads, async (request) => {
+  const session = sessionOf(request);
   return { user: { sub: session.sub }, csrf: session.csrf };
 });
-app.post('/logout', apiLimit, async (request, reply) => {
-  const session = requireSession(request, reply, true);
-  if (session === null) return reply;
-  sessions.delete(session.id);
+// Signing out takes no body: at most an empty JSON object.
+app.post('/logout', writes(64), async (request, reply) => {
+  sessions.delete(sessionOf(request).id);
   return reply.clearCookie('shop_session', cookieOptions).send({ ok: true });
 });
-app.get('/api/items', apiLimit, async (request, reply) => {
-  const session = requireSession(request, reply, false);
-  return session === null ? reply : forward(request, reply, session, 'inventory', 'GET', '/items');
-});
-app.get('/api/orders', apiLimit, async (request, reply) => {
-  const session = requireSession(request, reply, false);
-  return session === null ? reply : forward(request, reply, session, 'orders', 'GET', '/orders');
-});
-app.get('/api/orders/:id', apiLimit, async (request, reply) => {
-  const session = requireSession(request, reply, false);
+app.get('/api/items', reads, async (request, reply) => forward(request, reply, 'inventory', 'GET', '/items'));
+app.get('/api/orders', reads, async (request, reply) => forward(request, reply, 'orders', 'GET', '/orders'));
+app.get('/api/orders/:id', reads, async (request, reply) => {
   const { id } = request.params as { id: string };
-  if (session === null) return reply;
   if (!/^[\w-]{1,64}$/.test(id)) return reply.code(400).send({ error: 'INVALID_REQUEST', message: 'id: an order id', requestId: randomUUID() });
-  return forward(request, reply, session, 'orders', 'GET', `/orders/${encodeURIComponent(id)}`);
+  return forward(request, reply, 'orders', 'GET', `/orders/${encodeURIComponent(id)}`);
 });
-app.post('/api/orders', { ...apiLimit, bodyLimit: 4 * 1024 }, async (request, reply) => {
-  const session = requireSession(request, reply, true);
-  if (session === null) return reply;
+// An order is a few dozen bytes of JSON; 4 KiB is ample.
+app.post('/api/orders', writes(4 * 1024), async (request, reply) => {
   const problem = orderProblem(request.body);
   if (problem !== null) return reply.code(400).send({ error: 'INVALID_REQUEST', message: problem, requestId: randomUUID() });
-  return forward(request, reply, session, 'orders', 'POST', '/orders', request.body);
+  return forward(request, reply, 'orders', 'POST', '/orders', request.body);
 });
 
 await app.listen({ host: '127.0.0.1', port: config.port });
 if (!secureCookies) log('warn', `the gateway serves plain HTTP on 127.0.0.1:${config.port} (localhost only). For anything else set GATEWAY_TLS_CERT and GATEWAY_TLS_KEY.`);
+log('info', 'edge limits (examples/shop/services/edge-limits.ts says how to change them)', { ...limits });
 ready(origin);
 onStop(async () => {
   await app.close();

@@ -38,10 +38,18 @@ export function settings(): ShopSettings {
   const service = required('SHOP_SERVICE');
   const dataDir = join(required('SHOP_DATA_DIR'), service);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const port = Number(required('SHOP_PORT'));
+  // A port that is taken is the operator's to fix: one line that names it and says how (the launcher
+  // shows it), before the process exits on the error as it would anyway.
+  process.on('uncaughtExceptionMonitor', (error) => {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') return;
+    log('error', `port ${port} on 127.0.0.1 is in use: stop what listens there, or choose other ports with `
+      + 'LOCKSTEP_PORT_BASE (npm start uses five from there)');
+  });
   return {
     service,
     mode,
-    port: Number(required('SHOP_PORT')),
+    port,
     urls: JSON.parse(required('SHOP_URLS')) as ShopSettings['urls'],
     dataDir,
     // Every service joins in lockstep mode; in perimeter-only mode only the gateway does (for sign-in).

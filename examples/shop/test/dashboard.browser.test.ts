@@ -2,7 +2,8 @@
  * The dashboard in a real browser (Debian's Chromium, headless, through playwright-core) against
  * the whole shop: the administrator signs in through the identity provider's login page, sees every
  * shop service on the overview; a compromised inventory then tries payments (lateral movement) and
- * the alert appears on the dashboard within 5 s. A screenshot of each page goes to
+ * the alert appears on the dashboard within 5 s; a scan's run shows on the Scans page and its probes on
+ * their own. A screenshot of each page goes to
  * test-output/dashboard/ (LOCKSTEP_TEST_OUTPUT moves it).
  *
  * Without Chromium the test is skipped with a message, except in CI (CI=true), where it must run:
@@ -79,6 +80,13 @@ it('an administrator signs in, sees every service, and sees a lateral-movement a
   await page.locator(`tr[data-run="${runId}"]`).waitFor({ timeout: 5_000 });
   assert.match(await page.locator('main').innerText(), /authz\.bola/);
   await page.screenshot({ path: join(output, 'scans.png'), fullPage: true });
+  // The scan's probes have their own page: they count in no deny rate, graph or event list.
+  await page.goto(`${shop.urls.controlPlane}/dashboard#probes`);
+  await page.locator('tr[data-probe-service="orders"]').waitFor({ timeout: 10_000 });
+  await page.screenshot({ path: join(output, 'probes.png'), fullPage: true });
+  await page.goto(`${shop.urls.controlPlane}/dashboard#overview`);
+  await page.locator('tr[data-service="orders"] td[data-probes] a').waitFor({ timeout: 5_000 });
+  await page.screenshot({ path: join(output, 'overview-after-scan.png'), fullPage: true });
   await page.goto(`${shop.urls.controlPlane}/dashboard#events?decision=deny`);
   const txnLink = page.locator('main table a').first();
   await txnLink.waitFor({ timeout: 5_000 });

@@ -199,11 +199,16 @@ describe('the shop, end to end', () => {
     assert.equal(answer.error, 'DOWNSTREAM_UNAVAILABLE');
     assert.ok(answer.requestId);
     assert.doesNotMatch(JSON.stringify(answer), /\bat \w+ \(|node:internal/, 'no stack trace');
+    // The gateway records the refusal by its status, not by the code orders sent: a service's word
+    // never becomes the gateway's reason (CONTROL_PLANE_UNAVAILABLE would read as an outage).
+    const refusalOf = (method: string) => () => auditEvents('gateway').findLast((event) => event.route === '/api/orders' && event.method === method && event.decision === 'deny');
+    assert.equal((await eventually(refusalOf('POST'), 'the gateway\'s refusal')).reason, 'DOWNSTREAM_503');
 
     await shop.kill('controlPlane');
     const cpDown = await alice.browser.request(`${shop.urls.gateway}/api/orders`);
     assert.equal(cpDown.status, 503);
     assert.equal((cpDown.body as { error: string }).error, 'CONTROL_PLANE_UNAVAILABLE');
+    assert.equal((await eventually(refusalOf('GET'), 'the gateway\'s refusal')).reason, 'CONTROL_PLANE_UNAVAILABLE', 'its own, when the control plane did not answer');
     await alice.browser.close();
   });
 

@@ -9,15 +9,17 @@
  *   ca status | ca prepare | ca activate
  *   drill                                  (the shop's breach drill: examples/shop/drill)
  *   audit verify [--keys jwks.json] [--postgres url] [--as-of time] [--against checkpoint]   |   audit checkpoint   |   audit keys
- *   revoke <sub|txn|spiffeId|kid> <value> --reason <why>
+ *   revoke [--lift] <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   policy status | policy validate [dir] | policy test [dir] [--cases file]
  *   scan [--manifest file] [--json|--sarif|--junit|--html file] …   (scan-command.ts)
+ *   <command> --help | help <command> | --version                   (help.ts)
  *
- * State lives in LOCKSTEP_HOME (default ./.lockstep). `control-plane` parses its arguments, starts
- * `assembleControlPlane` (@lockstep/monitor: the one composition root, shared with the tests) and
- * writes the state files. The admin commands talk to the running control plane over mTLS with the
- * local administrator's SVID, which `control-plane` issues at every start.
+ * State lives in LOCKSTEP_HOME (or LOCKSTEP_DATA_DIR; default ./.lockstep). `control-plane` parses its
+ * arguments, locks the state directory (state-lock.ts), starts `assembleControlPlane` (@lockstep/monitor:
+ * the one composition root, shared with the tests) and writes the state files. The admin commands talk
+ * to the running control plane over mTLS with the local administrator's SVID, which `control-plane`
+ * issues at every start.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -34,35 +36,24 @@ import type { JWK } from 'jose';
 import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
 import { parsePolicyCases } from './policy-cases.ts';
 import { scanCommand } from './scan-command.ts';
-import { adminAccess, localState, UsageError, writeControlPlaneState, type LocalState } from './state.ts';
+import { cliVersion, commandHelp, USAGE } from './help.ts';
+import { lockStateDirectory } from './state-lock.ts';
+import { adminAccess, localState, OperatorError, UsageError, writeControlPlaneState, type LocalState } from './state.ts';
 
-const USAGE = `usage:
-  lockstep init [--trust-domain lockstep.test]      (dev CA and keys, without starting anything)
-  lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>]
-  lockstep join-token create <service> [--ttl <seconds>]
-  lockstep user add <name> [--role <role>]... [--tenant <tenant>]
-  lockstep keys rotate <txn-token|idp>
-  lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)
-  lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)
-  lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint>]
-                                               (exit 1 when the trail was tampered with, is stale, or lost events)
-  lockstep audit checkpoint                    (the newest signed checkpoint: keep it elsewhere, verify --against it later)
-  lockstep audit keys                          (the checkpoint keys' JWKS: keep a copy away from this machine)
-  lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
-  lockstep services
-  lockstep policy status
-  lockstep policy validate [<dir>]             (strict validation of a policy directory; exit 1 when it would be refused)
-  lockstep policy test [<dir>] [--cases <file>]   (the YAML test cases, default <dir>/tests.yaml; exit 1 on a failed case)
-  lockstep scan [--manifest <file>] [--name <scanner>] [--only <attack-id-prefix>]... [--concurrency <n>] [--rate <per-second>]
-                [--json <file>] [--sarif <file>] [--junit <file>] [--html <file>] [--no-monitor]
-                (attacks every registered service; exit 0 nothing got through, 1 a weak link, 2 the scan could not run)
-state: LOCKSTEP_HOME (default ./.lockstep)`;
+export { checkStateDirectoryFree } from './state-lock.ts';
+export { localState, stateDirectory } from './state.ts';
 
 type Out = (line: string) => void;
 
 export async function main(argv: readonly string[], out: Out = (line) => process.stdout.write(`${line}\n`), err: Out = (line) => process.stderr.write(`${line}\n`)): Promise<number> {
   try {
     const [command, ...rest] = argv;
+    const help = command === 'help' ? rest[0] : rest.includes('--help') || rest.includes('-h') ? command : undefined;
+    const text = help === undefined ? undefined : commandHelp(help);
+    if (text !== undefined) {
+      out(text);
+      return 0;
+    }
     switch (command) {
       case 'init': return await init(rest, out, err);
       case 'control-plane': return await controlPlane(rest, out, err);
@@ -76,14 +67,31 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'services': return await services(out);
       case 'scan': return await scanCommand(rest, out, err);
       case 'policy': return rest[0] === 'validate' ? await policyValidate(rest.slice(1), out) : rest[0] === 'test' ? await policyTest(rest.slice(1), out) : await policyStatus(rest, out);
+      case '--version': case 'version':
+        out(`lockstep ${cliVersion()}`);
+        return 0;
+      case undefined: case 'help': case '--help': case '-h':
+        if (rest.length > 0) {
+          err(`lockstep: no command ${JSON.stringify(rest[0])}\n${USAGE}`);
+          return 2;
+        }
+        out(USAGE);
+        return 0;
       default:
         err(USAGE);
-        return command === undefined || command === 'help' || command === '--help' ? 0 : 2;
+        return 2;
     }
   } catch (error) {
-    if (error instanceof UsageError || (error as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (error as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    const code = (error as { code?: unknown }).code;
+    if (error instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE'
+      || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
       err(`lockstep: ${(error as Error).message}`);
       return 2;
+    }
+    // Lockstep's own coded errors (a key file, the store, a port or state directory in use) name their fix.
+    if (error instanceof OperatorError || (typeof code === 'string' && code.startsWith('LOCKSTEP_'))) {
+      err(`lockstep: ${(error as Error).message}`);
+      return 1;
     }
     err(`lockstep: ${(error as Error).stack ?? String(error)}`);
     return 1;
@@ -104,15 +112,33 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new UsageError(`--port must be a port number, e.g. --port 8443; got ${JSON.stringify(values.port)}`);
   const idp = readIdpConfig(state, trustDomain, values['idp-config'], out);
   const alertWebhook = alertWebhookFromEnvironment();
-
-  const running = await assembleControlPlane({
+  const options: ControlPlaneStart = {
     trustDomain, keyDir: state.keyDir, store: storeLocation(state, values.postgres),
     host: values.host, port, policyDir: values['policy-dir'], idp,
     ...(alertWebhook === undefined ? {} : { alertWebhook }),
     output: {
       line: out, warning: (text) => err(`lockstep: WARNING ${text}`), error: (text) => err(`lockstep: ${text}`),
     },
-  });
+  };
+  // Before any key or the store is opened, and before a state file is written.
+  const lock = lockStateDirectory(state, (text) => err(`lockstep: WARNING ${text}`));
+  try {
+    return await serveControlPlane(state, options, out);
+  } finally {
+    lock.release();
+  }
+}
+
+type ControlPlaneStart = ControlPlaneAssemblyOptions & { readonly host: string; readonly port: number; readonly idp: IdpConfig };
+
+async function serveControlPlane(state: LocalState, options: ControlPlaneStart, out: Out): Promise<number> {
+  const { trustDomain, idp } = options;
+  let running;
+  try {
+    running = await assembleControlPlane(options);
+  } catch (error) {
+    throw cannotListen(error as NodeJS.ErrnoException, options.host, options.port) ?? error;
+  }
   const { admin: administrator, url } = running;
   writeControlPlaneState(state, { url, trustDomain, pid: process.pid }, administrator, running.bundlePem);
   out(`lockstep control plane for ${trustDomain} listening on ${url} (store: ${running.store.kind})`);
@@ -129,6 +155,21 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   out('lockstep control plane: stopping');
   await running.close();
   return 0;
+}
+
+/** Why the server could not listen, said with the option that changes it; undefined for any other failure. */
+function cannotListen(error: NodeJS.ErrnoException, host: string, port: number): OperatorError | undefined {
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return new OperatorError(`port ${port} on ${host} is in use (another program listens there, or another control plane): `
+        + 'stop it, or choose another port with --port (npm start: LOCKSTEP_PORT_BASE, which moves all five ports of the shop)');
+    case 'EACCES':
+      return new OperatorError(`port ${port} on ${host} needs privileges this user does not have: choose a port from 1024 up with --port`);
+    case 'EADDRNOTAVAIL':
+      return new OperatorError(`${host} is not an address of this machine: pass one of its addresses with --host, e.g. --host 127.0.0.1`);
+    default:
+      return undefined;
+  }
 }
 
 type IdpOptions = NonNullable<ControlPlaneAssemblyOptions['idp']>;
@@ -352,9 +393,18 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
 }
 
 async function revoke(argv: readonly string[], out: Out): Promise<number> {
-  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { reason: { type: 'string' } } });
-  if (positionals.length !== 2 || !values.reason) throw new UsageError('usage: lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>');
-  const entry = await admin('POST', '/v1/admin/revocations', { kind: positionals[0], value: positionals[1], reason: values.reason });
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { reason: { type: 'string' }, lift: { type: 'boolean' } } });
+  if (positionals.length !== 2 || !values.reason) {
+    throw new UsageError('usage: lockstep revoke [--lift] <sub|txn|spiffeId|kid> <value> --reason <why>');
+  }
+  const body = { kind: positionals[0], value: positionals[1], reason: values.reason };
+  if (values.lift === true) {
+    const lifted = await admin('POST', '/v1/admin/revocations/lift', body);
+    out(`lifted the revocation of ${String(lifted.kind)} ${String(lifted.value)} (feed position ${String(lifted.seq)}): `
+      + 'guards accept it again within a second');
+    return 0;
+  }
+  const entry = await admin('POST', '/v1/admin/revocations', body);
   out(`revoked ${String(entry.kind)} ${String(entry.value)} (feed position ${String(entry.seq)})`);
   return 0;
 }
@@ -418,7 +468,8 @@ async function policyStatus(argv: readonly string[], out: Out): Promise<number> 
   for (const entry of status.services) {
     out(`${entry.service.padEnd(18)} expects ${short(entry.expected).padEnd(12)}  enforces ${short(entry.enforced).padEnd(12)}  ${entry.inSync ? 'in sync' : 'DRIFT'}`);
   }
+  // Non-zero when nothing can be served (1) or any guard is behind (3), so that scripts and CI can act on it.
+  if (status.version === null) return 1;
   const drifting = status.services.filter((entry) => !entry.inSync).length;
-  // Non-zero when any guard is behind, so that scripts and CI can act on drift.
   return drifting === 0 ? 0 : 3;
 }

@@ -1,8 +1,8 @@
 /**
  * Where a local Lockstep keeps its state (default `.lockstep/` in the current directory, or
- * LOCKSTEP_HOME): CA and signing keys, the SQLite store, admin credentials, and `control-plane.json`
- * — the running control plane's URL, written when it starts, so that the other commands find it.
- * Everything secret is 0600 in 0700 directories.
+ * LOCKSTEP_HOME): CA and signing keys, the SQLite store, admin credentials, `control-plane.lock`
+ * (state-lock.ts) and `control-plane.json` — the running control plane's URL, written when it
+ * starts, so that the other commands find it. Everything secret is 0600 in 0700 directories.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -13,11 +13,30 @@ export interface LocalState {
   readonly database: string;
   readonly adminDir: string;
   readonly runtimeFile: string;
+  readonly lockFile: string;
 }
 
-export function localState(home = process.env.LOCKSTEP_HOME ?? '.lockstep'): LocalState {
+/**
+ * The state directory, the same for every command (`lockstep …`, `npm start`, `npm run scan`):
+ * LOCKSTEP_HOME, or LOCKSTEP_DATA_DIR — its other name, which `npm start` read first — or
+ * `./.lockstep`. Two different directories under the two names are refused: which one was meant?
+ */
+export function stateDirectory(env: NodeJS.ProcessEnv = process.env): string {
+  const home = env.LOCKSTEP_HOME === '' ? undefined : env.LOCKSTEP_HOME;
+  const alias = env.LOCKSTEP_DATA_DIR === '' ? undefined : env.LOCKSTEP_DATA_DIR;
+  if (home !== undefined && alias !== undefined && resolve(home) !== resolve(alias)) {
+    throw new UsageError(`LOCKSTEP_HOME=${home} and LOCKSTEP_DATA_DIR=${alias} name two different state directories: `
+      + 'set only LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it)');
+  }
+  return resolve(home ?? alias ?? '.lockstep');
+}
+
+export function localState(home = stateDirectory()): LocalState {
   const root = resolve(home);
-  return { home: root, keyDir: join(root, 'keys'), database: join(root, 'control-plane.db'), adminDir: join(root, 'admin'), runtimeFile: join(root, 'control-plane.json') };
+  return {
+    home: root, keyDir: join(root, 'keys'), database: join(root, 'control-plane.db'), adminDir: join(root, 'admin'),
+    runtimeFile: join(root, 'control-plane.json'), lockFile: join(root, 'control-plane.lock'),
+  };
 }
 
 export interface Runtime {
@@ -47,7 +66,18 @@ export function writeControlPlaneState(
 
 export function readRuntime(state: LocalState): Runtime {
   if (!existsSync(state.runtimeFile)) throw new UsageError(`no control plane found (${state.runtimeFile} is missing): start one with \`lockstep control-plane\` (the reference shop: \`npm start\`), or set LOCKSTEP_HOME to its directory`);
-  return JSON.parse(readFileSync(state.runtimeFile, 'utf8')) as Runtime;
+  let runtime: Partial<Runtime>;
+  try {
+    runtime = JSON.parse(readFileSync(state.runtimeFile, 'utf8')) as Partial<Runtime>;
+  } catch (error) {
+    throw new OperatorError(`${state.runtimeFile} is unreadable (${(error as Error).message}): the control plane writes it `
+      + 'again when it starts; restart it');
+  }
+  if (typeof runtime.url !== 'string' || typeof runtime.trustDomain !== 'string' || typeof runtime.pid !== 'number') {
+    throw new OperatorError(`${state.runtimeFile} does not name a control plane (url, trustDomain, pid): the control plane `
+      + 'writes it again when it starts; restart it');
+  }
+  return runtime as Runtime;
 }
 
 /** The running control plane and the local administrator's credentials (issued by `control-plane` at start). */
@@ -67,5 +97,16 @@ export class UsageError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';
+  }
+}
+
+/**
+ * The command cannot do its work for a reason the operator can fix — a port in use, a state
+ * directory in use, an unreadable file: printed without a stack trace (it names the fix), exit code 1.
+ */
+export class OperatorError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OperatorError';
   }
 }

@@ -16,6 +16,7 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_REQUEST_INVALID: { status: 400, message: 'request body refused' },
   LOCKSTEP_CP_PASSWORD_POLICY: { status: 400, message: 'password refused by the password policy' },
   LOCKSTEP_CP_USER_EXISTS: { status: 409, message: 'user already exists' },
+  LOCKSTEP_CP_NOT_REVOKED: { status: 404, message: 'nothing is revoked under this value: nothing to lift' },
   LOCKSTEP_CP_SCAN_EXISTS: { status: 409, message: 'another scan report was stored under this run id' },
   LOCKSTEP_CP_NO_POLICY: { status: 503, message: 'no policy to serve' },
   LOCKSTEP_CP_ROTATION_STATE: { status: 409, message: 'root rotation step out of order' },

@@ -2,7 +2,8 @@
  * Policy and revocation push, end to end over real TLS: a guarded Fastify service that joined with a
  * join token follows the control plane's stream; a policy change and a `sub` revocation are each
  * enforced by the service within 1 s (measured and printed). Then the control plane goes away and the
- * service keeps enforcing what it has (fail-static), and on its return the guard catches up.
+ * service keeps enforcing what it has (fail-static), and on its return the guard catches up. A lifted
+ * revocation (an administrator's mistake) reaches the guard the same way, also when it was missed.
  */
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -169,6 +170,109 @@ describe('push from the control plane', () => {
     assert.ok(events.slice(disconnectedAt).some((event) => event.kind === 'connected'), 'the guard reconnected');
     const alice = await minter.mint({ sub: 'alice', tctx: { roles: ['admin'] }, req_wl: gateway.spiffeId });
     assert.equal(await status(alice), 200, 'everyone else is still served');
+  });
+
+  it('serves a lifted revocation again, catches up on a lift it missed, and a replay from the start brings nothing back', async () => {
+    const root = await minter.mint({ sub: 'root', tctx: { roles: ['admin'] }, req_wl: gateway.spiffeId });
+    assert.equal(await status(root), 401, 'revoked above');
+    const liftedAt = performance.now();
+    assert.notEqual(await controlPlane.lift({ kind: 'sub', value: 'root', reason: 'revoked by mistake', actor: 'test' }), null);
+    await until(root, 200);
+    const elapsed = performance.now() - liftedAt;
+    console.log(`lift enforced by the service in ${elapsed.toFixed(0)} ms`);
+    assert.ok(events.some((event) => event.kind === 'lift' && event.revocation.value === 'root'));
+
+    // Lifted while this guard was cut off (as through another replica sharing the store).
+    const carol = await minter.mint({ sub: 'carol', tctx: { roles: ['admin'] }, req_wl: gateway.spiffeId });
+    assert.equal(await status(carol), 401, 'revoked above');
+    const port = Number(new URL(controlPlane.url).port);
+    await controlPlane.close();
+    await store.liftRevocation('sub', 'carol', { reason: 'came back', actor: 'test', at: Date.now() });
+    controlPlane = await startControlPlane({ ca, store, policy, port });
+    await until(carol, 200, 15_000);
+
+    // A follower that starts from position 0 (a restarted service) replays the whole feed: nothing is revoked again.
+    const replay = follow();
+    try {
+      await until(root, 200);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.deepEqual([await status(root), await status(carol)], [200, 200]);
+    } finally {
+      await replay.close();
+    }
+  });
+});
+
+describe('a guard of the previous version, which knows no lifts', () => {
+  // Its rule: every `revocation` event of the stream, and every entry of GET /v1/revocations, is a
+  // revocation, whatever else the entry holds (`lifted` included); events of any other name are ignored.
+  const ordersAgent = () => new Agent({
+    connect: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem, checkServerIdentity: () => undefined },
+  });
+  type StreamedEntry = { event: string; entry: { kind: string; value: string; lifted?: unknown } };
+
+  /** The stream from position 0 up to `lastSeq`, as events. */
+  async function replayStream(lastSeq: number): Promise<StreamedEntry[]> {
+    const agent = ordersAgent();
+    const response = await request(`${controlPlane.url}/v1/stream`, { dispatcher: agent });
+    let text = '';
+    try {
+      for await (const chunk of response.body) {
+        text += String(chunk);
+        if (text.includes(`id: ${lastSeq}\n`) && text.endsWith('\n\n')) break;
+      }
+    } finally {
+      response.body.destroy();
+      await agent.destroy();
+    }
+    return text.split('\n\n').flatMap((block) => {
+      const event = /^event: (.+)$/m.exec(block)?.[1];
+      const data = /^data: (.+)$/m.exec(block)?.[1];
+      if (event === undefined || data === undefined || event === 'policy' || event === 'trust-bundle') return [];
+      return [{ event, entry: JSON.parse(data) as StreamedEntry['entry'] }];
+    });
+  }
+
+  it('finds no entry for a lifted value, in the stream or in the feed, where it would revoke it', async () => {
+    await controlPlane.revoke({ kind: 'sub', value: 'dave', reason: 'still revoked', actor: 'test' });
+    const feed = await store.revocationsSince(0);
+    const lastSeq = Math.max(...feed.map((entry) => entry.seq));
+    const lifted = feed.filter((entry) => entry.lifted !== null).map((entry) => entry.value).sort();
+    assert.deepEqual(lifted, ['carol', 'root'], 'lifted by the tests above');
+
+    const events = await replayStream(lastSeq);
+    const revokedByOldRule = events.filter(({ event }) => event === 'revocation').map(({ entry }) => entry.value);
+    assert.deepEqual(revokedByOldRule, ['dave']);
+    const lifts = events.filter(({ event }) => event === 'lift').map(({ entry }) => entry.value).sort();
+    assert.deepEqual(lifts, ['carol', 'root'], 'lifts in events of their own');
+
+    const agent = ordersAgent();
+    try {
+      const read = async (headers: Record<string, string>) => {
+        const answer = await request(`${controlPlane.url}/v1/revocations?since=0`, { dispatcher: agent, headers });
+        return (await answer.body.json() as { revocations: { value: string; lifted: unknown }[] }).revocations;
+      };
+      assert.deepEqual((await read({})).map((entry) => entry.value), ['dave'], 'without asking for lifts');
+      const withLifts = await read({ 'lockstep-revocation-lifts': '1' });
+      const lifted = withLifts.filter((entry) => entry.lifted !== null).map((entry) => entry.value).sort();
+      assert.deepEqual(lifted, ['carol', 'root'], 'a guard that asks');
+    } finally {
+      await agent.close();
+    }
+  });
+
+  it('the current guard, polling, asks for lifts and applies them', async () => {
+    const dave = await minter.mint({ sub: 'dave', tctx: { roles: ['admin'] }, req_wl: gateway.spiffeId });
+    await until(dave, 401);
+    // The stream is the default: only a poller would miss a lift left out of the feed.
+    await stream.close();
+    stream = connectGuardStream({
+      url: controlPlane.url, trustDomain: TD, tls: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem },
+      target: guard, onEvent: (event) => events.push(event), transport: 'poll', pollMs: 100,
+    });
+    await until(dave, 401);
+    assert.notEqual(await controlPlane.lift({ kind: 'sub', value: 'dave', reason: 'revoked by mistake', actor: 'test' }), null);
+    await until(dave, 200);
   });
 });
 

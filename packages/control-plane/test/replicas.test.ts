@@ -45,7 +45,7 @@ describe('control-plane replicas on PostgreSQL', { skip: postgres.skip }, () => 
     const arrival = new Promise<number>((resolve) => { received = resolve; });
     const stream = connectGuardStream({
       url: replicaB.url, trustDomain: 'shop.test', tls: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem },
-      target: { setPolicyBundle: async () => ({}), setTrustBundle: () => {}, revoke: (revocation) => { if (revocation.value === 'mallory') received(performance.now()); } },
+      target: { setPolicyBundle: async () => ({}), setTrustBundle: () => {}, lift: () => {}, revoke: (revocation) => { if (revocation.value === 'mallory') received(performance.now()); } },
       onEvent: (event) => { if (event.kind === 'connected') connected(); },
     });
     try {

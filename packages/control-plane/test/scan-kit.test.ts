@@ -3,7 +3,8 @@
  * spiffe://<td>/scanner/<name> for the key of its CSR; the probe certificates are the real CA's,
  * each defective in the one way it says and none a CA; the test Txn-Tokens verify with the Txn-Token
  * Service's keys and name the scanner as requester; the kit's revoked subject and transaction are in
- * the revocation feed.
+ * the revocation feed; the probe token is bound to the scanner's key and is no Txn-Token; the kit
+ * says which test user is revoked.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
@@ -153,6 +154,28 @@ describe('scan kit', () => {
     assert.match(payload, /"tctx":\{"__proto__":\{"roles":\["admin"\]\}/);
     assert.equal(await store.isRevoked('sub', kit.revoked.sub), true);
     assert.equal(await store.isRevoked('txn', kit.revoked.txn), true);
+  });
+
+  it('binds the scan\'s probe token to the scanner\'s key, and no verifier takes it for a Txn-Token', async () => {
+    const kit = (await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin())).body as unknown as ScanKit;
+    const keys = createLocalJWKSet(txnKeys.publicJwks());
+    const { payload } = await jwtVerify(kit.tokens.probe, keys, { audience: TD, typ: 'lockstep-probe+jwt', subject: kit.scanner });
+    const svidKey = new X509Certificate(kit.svid).publicKey.export({ format: 'jwk' });
+    const { jwk } = payload.cnf as { jwk: { x: string; y: string; d?: string } };
+    assert.deepEqual([jwk.x, jwk.y, jwk.d], [svidKey.x, svidKey.y, undefined]);
+    assert.ok((payload.exp as number) - (payload.iat as number) <= 3_600);
+    await assert.rejects(jwtVerify(kit.tokens.probe, keys, { typ: 'txntoken+jwt' }), /unexpected "typ"/);
+  });
+
+  it('says which test user is revoked, by whom and why (the scan cannot act as it)', async () => {
+    await store.addRevocation({ kind: 'sub', value: 'bob', reason: 'left the company', actor: 'spiffe://shop.test/admin/ops', at: Date.parse('2026-03-01T10:00:00Z') });
+    const kit = (await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin())).body as unknown as ScanKit;
+    assert.deepEqual(kit.users.map((user) => [user.sub, user.revoked]), [
+      ['alice', null],
+      ['bob', { reason: 'left the company', actor: 'spiffe://shop.test/admin/ops', at: '2026-03-01T10:00:00.000Z' }],
+    ]);
+    // Without a policy in force, nobody can say which roles it knows.
+    assert.deepEqual(kit.users.map((user) => [user.unknownRoles, user.policyRoles]), [[null, null], [null, null]]);
   });
 
   it('issues the same revoked values again for the same scanner (one revocation each, however often it scans)', async () => {

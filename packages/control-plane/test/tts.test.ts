@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import {
   CompactSign, SignJWT, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair,
-  type CryptoKey, type JSONWebKeySet,
+  type CryptoKey, type JSONWebKeySet, type JWK,
 } from 'jose';
 import { Agent, request } from 'undici';
 import { createGuard, MAX_TXN_TOKEN_REPLACEMENTS as GUARD_MAX_REPLACEMENTS, type Guard } from '@lockstep/guard';
@@ -464,11 +464,16 @@ describe('Txn-Token Service: self-signed subject tokens (draft -10 §11.2.1)', (
   });
 });
 
+/** The public half of a scanner's key, as the scan kit reads it from the scanner's CSR. */
+async function scannerPublicJwk(): Promise<JWK> {
+  return exportJWK((await generateKeyPair('ES256', { extractable: true })).publicKey);
+}
+
 describe('Txn-Token Service: the scanner\'s test tokens under draft -10', () => {
   it('a guard admits the genuine ones and refuses each defective one for its own reason', async () => {
     const scanner = `spiffe://${TD}/scanner/ci`;
     const users = [{ sub: 'alice', roles: ['customer'] }];
-    const kit = await tts.scanTokens({ scanner, users, revokedSub: 'revoked-user', revokedTxn: 'revoked-txn' });
+    const kit = await tts.scanTokens({ scanner, users, revokedSub: 'revoked-user', revokedTxn: 'revoked-txn', scannerKey: await scannerPublicJwk() });
     const policyKey = await openSigningKey(join(scratch, 'keys'), 'policy');
     const bundle = (await policy.bundleFor('orders'))?.bundle ?? '';
     const orders = await guarded('orders', bundle, { keys: [policyKey.publicJwk] }, { 'GET /orders/:id': 'orders:read' });
@@ -632,7 +637,7 @@ describe('Txn-Token Service: a scanner\'s test token never leaves the scan', () 
   it('refuses to replace a token whose req_wl or req_wl_chain names a scanner identity', async () => {
     const scanner = `spiffe://${TD}/scanner/ci`;
     const users = [{ sub: 'alice', roles: ['admin'] }];
-    const kit = await tts.scanTokens({ scanner, users, revokedSub: 'scan-revoked', revokedTxn: 'scan-revoked-txn' });
+    const kit = await tts.scanTokens({ scanner, users, revokedSub: 'scan-revoked', revokedTxn: 'scan-revoked-txn', scannerKey: await scannerPublicJwk() });
     const now = Math.floor(Date.now() / 1000);
     const claims = {
       txn: 'scan-chain', scope: 'lockstep:scan', req_wl: workloads.gateway?.spiffeId, req_wl_chain: [scanner],

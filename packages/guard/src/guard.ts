@@ -25,6 +25,7 @@ import { createPipeline, type Admission, type Pipeline } from './pipeline.ts';
 import { Revocations, type Revocation } from './revocations.ts';
 import type { RouteSecurity } from './routes.ts';
 import { createAuthorizeStep } from './steps/authorize.ts';
+import { createProbeProofStep } from './steps/probe-proof.ts';
 import { createTransportStep } from './steps/transport.ts';
 import { createTxnTokenStep } from './steps/txn-token.ts';
 import { loadSvid, type LoadedSvid } from './svid.ts';
@@ -54,6 +55,8 @@ export interface Guard {
   setTrustBundle(pem: string): void;
   setPolicyBundle(jws: string): Promise<{ version: string }>;
   revoke(revocation: Revocation): void;
+  /** Takes a revocation back (an administrator lifted one made by mistake): the value is accepted again. */
+  lift(revocation: Revocation): void;
   /** Prometheus metrics of this guard (text exposition); see metrics.ts. */
   metrics(): Promise<{ contentType: string; body: string }>;
   /** Cache counters: how much of the traffic took the steady-state path. */
@@ -116,13 +119,17 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     maxTokenBytes: options.limits.txnTokenBytes,
     cacheSize: options.cache.tokens,
   });
+  const isRevokedSpiffeId = (id: string) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id);
   const pipeline = createPipeline({
     service,
     trustDomain,
     dryRun: options.mode === 'dry-run',
-    transport: createTransportStep({ trustDomain, maxSvidLifetimeSeconds, isRevokedSpiffeId: (id) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id) }),
+    transport: createTransportStep({ trustDomain, maxSvidLifetimeSeconds, isRevokedSpiffeId }),
     txnToken: txnTokenStep,
     authorize: createAuthorizeStep({ service, engine }),
+    probeProof: createProbeProofStep({
+      trustDomain, service, keys, revocations, clockSkewSeconds: options.txnToken.clockSkewSeconds,
+    }),
     onInternalError: (error) => logger.error('guard step failed; request refused', { error: error instanceof Error ? error.stack : String(error) }),
   });
 
@@ -373,6 +380,9 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     revoke(revocation) {
       revocations.add(revocation);
       logger.warn('revoked', { kind: revocation.kind, value: revocation.value });
+    },
+    lift(revocation) {
+      if (revocations.remove(revocation)) logger.warn('revocation lifted', { kind: revocation.kind, value: revocation.value });
     },
     stats: () => ({ tokens: txnTokenStep.stats(), decisions: { ...engine.stats() }, shipping: networkSink === null ? null : { ...networkSink.stats } }),
     close() {

@@ -2,6 +2,9 @@ export { createGuard, GUARD_VERSION, type Guard, type GuardStats, type GuardStat
 export type { GuardOptions, GuardLogger, SvidPem, TxnTokenKeyOptions } from './options.ts';
 export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, type GuardErrorCode } from './errors.ts';
 export { DECISION_CHANNEL, publishDecision, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
+export {
+  createProbeProof, PROBE_PROOF_HEADER, PROBE_PROOF_TYP, PROBE_TOKEN_MAX_SECONDS, PROBE_TOKEN_TYP, type ProbeProofRequest,
+} from './steps/probe-proof.ts';
 export { currentAdmission } from './context.ts';
 export type { Admission } from './pipeline.ts';
 export {

@@ -1,7 +1,8 @@
 /**
  * Prometheus metrics of one guard (prom-client, a registry of its own):
  *
- *   lockstep_guard_decisions_total{decision, reason}     every decision, by result and reason code
+ *   lockstep_guard_decisions_total{decision, reason}     every decision of real traffic, by result and reason code
+ *   lockstep_guard_probes_total{decision}                a scanner's probes (counted apart: a scan is no traffic)
  *   lockstep_guard_decision_seconds                      time the guard spent deciding (histogram)
  *   lockstep_guard_cache_hit_ratio{cache}                verified-token and decision caches
  *   lockstep_guard_svid_expiry_seconds                   seconds until the SVID expires
@@ -30,7 +31,13 @@ export interface GuardMetrics {
 export function createGuardMetrics(guard: MetricsSource): GuardMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ service: guard.service });
-  const decisions = new Counter({ name: 'lockstep_guard_decisions_total', help: 'Decisions by result and reason code', labelNames: ['decision', 'reason'], registers: [registry] });
+  const decisions = new Counter({
+    name: 'lockstep_guard_decisions_total', help: 'Decisions of real traffic (not probes) by result and reason code',
+    labelNames: ['decision', 'reason'], registers: [registry],
+  });
+  const probes = new Counter({
+    name: 'lockstep_guard_probes_total', help: 'A scanner\'s probes (lockstep scan), by result', labelNames: ['decision'], registers: [registry],
+  });
   const latency = new Histogram({ name: 'lockstep_guard_decision_seconds', help: 'Time spent deciding one request', buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1], registers: [registry] });
   const ratio = (hits: number, misses: number) => (hits + misses === 0 ? 0 : hits / (hits + misses));
   new Gauge({
@@ -60,7 +67,8 @@ export function createGuardMetrics(guard: MetricsSource): GuardMetrics {
   });
   const unsubscribe = subscribeDecisions((event) => {
     if (event.service !== guard.service) return;
-    decisions.inc({ decision: event.decision, reason: event.reason });
+    if (event.probe !== undefined) probes.inc({ decision: event.decision });
+    else decisions.inc({ decision: event.decision, reason: event.reason });
     latency.observe(event.latencyMs / 1000);
   });
   return { contentType: registry.contentType, text: () => registry.metrics(), close: unsubscribe };

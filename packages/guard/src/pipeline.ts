@@ -16,6 +16,11 @@
  *
  * A scan's Txn-Token names the scanner as its requester (`req_wl`, or a link of `req_wl_chain`). Such
  * a token is accepted only from a scanner: a workload that received a probe cannot replay it.
+ *
+ * Every probe's audit event names its scanner in `probe`, so that the monitor counts probes apart
+ * from real traffic: a request from a verified scanner SVID, and one that the transport step refused
+ * but that carries a valid probe proof (steps/probe-proof.ts: the scanner's transport attacks). The
+ * proof changes nothing else: such a request is refused all the same.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
@@ -25,6 +30,7 @@ import { GuardError } from './errors.ts';
 import type { RouteSecurity } from './routes.ts';
 import { auditEnabled, publishDecision, type AllowReason } from './steps/audit.ts';
 import type { AuthorizeStep } from './steps/authorize.ts';
+import { PROBE_PROOF_HEADER, type ProbeProofStep } from './steps/probe-proof.ts';
 import type { PeerIdentity, TransportStep } from './steps/transport.ts';
 import type { TxnTokenStep, VerifiedTxnToken } from './steps/txn-token.ts';
 import { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
@@ -41,6 +47,8 @@ export interface InboundRequest {
   readonly method?: string | undefined;
   /** `'1.1'` for an IncomingMessage; absent for requests built by hand (benchmarks, tests). */
   readonly httpVersion?: string | undefined;
+  /** The request target (path and query), which a probe proof names. */
+  readonly url?: string | undefined;
   readonly headers: IncomingHttpHeaders;
   readonly rawHeaders: readonly string[];
 }
@@ -68,6 +76,11 @@ export interface Admission {
   readonly probeAs: string | null;
   /** The requester a probe asked the policy to see instead of its token's `req_wl`, or null. */
   readonly probeRequester: string | null;
+  /**
+   * The scanner whose probe this is, verified (its SVID, or a probe proof on a request the transport
+   * step refused), or null: the audit event's `probe`.
+   */
+  readonly prober: string | null;
 }
 
 export interface Pipeline {
@@ -94,6 +107,8 @@ export interface PipelineOptions {
   transport: TransportStep;
   txnToken: TxnTokenStep;
   authorize: AuthorizeStep;
+  /** Tells the scanner's transport attacks apart in the audit trail; without it they count as real traffic. */
+  probeProof?: ProbeProofStep;
   onInternalError(error: unknown): void;
 }
 
@@ -156,6 +171,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       probe: false,
       probeAs: null,
       probeRequester: null,
+      prober: null,
     };
   }
 
@@ -185,6 +201,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       latencyMs: Math.round(admission.latencyMs * 1000) / 1000,
       traceId: traceIdOf(admission.traceparent ?? undefined),
       // A fixed shape, without a spread: this literal is built for every decision.
+      probe: admission.prober ?? undefined,
       probeAs: admission.probe ? admission.probeAs : undefined,
       probeRequester: admission.probe ? admission.probeRequester : undefined,
     });
@@ -256,7 +273,15 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         // Transport is never dry-run: without a verified peer there is no principal to decide about.
         peer = transport.identify(request.socket);
       } catch (error) {
-        return refuse(admission, asGuardError(error), startedAt);
+        const refusal = asGuardError(error);
+        const proof = request.headers[PROBE_PROOF_HEADER];
+        if (proof === undefined || options.probeProof === undefined) return refuse(admission, refusal, startedAt);
+        // Refused all the same: the proof only tells the audit trail that the scanner sent it.
+        const source = request.socket.remoteAddress;
+        return options.probeProof.verify(proof, admission.method, request.url, source).then((scanner) => {
+          admission.prober = scanner;
+          return refuse(admission, refusal, startedAt);
+        });
       }
       admission.peer = peer;
       const identified = admission as Draft & { peer: PeerIdentity };
@@ -266,6 +291,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       let principal = peer;
       if (peer.scanner) {
         identified.probe = true;
+        identified.prober = peer.spiffeId;
         const probeAs = probeTarget('Lockstep-Probe-As', request.headers['lockstep-probe-as']);
         if (probeAs instanceof GuardError) return refuse(identified, probeAs, startedAt);
         const probeRequester = probeTarget('Lockstep-Probe-Requester', request.headers['lockstep-probe-requester']);
@@ -312,6 +338,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       }
       const admission = draft(request, route);
       admission.peer = peer;
+      // A scanner's request the framework refused (e.g. its oversized headers) is still its probe.
+      if (peer?.scanner === true) admission.prober = peer.spiffeId;
       return refuse(admission, error, startedAt);
     },
   };

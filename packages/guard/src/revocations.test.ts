@@ -37,3 +37,23 @@ describe('Revocations.add', () => {
     assert.deepEqual([sub.size, txn.size, spiffeId.size, kid.size], [0, 0, 0, 0]);
   });
 });
+
+describe('Revocations.remove (a lifted revocation)', () => {
+  it('takes one value of one kind back, says whether it was there, and tells no listener', () => {
+    const revocations = new Revocations();
+    let heard = 0;
+    revocations.add({ kind: 'sub', value: 'bob' });
+    revocations.add({ kind: 'txn', value: 'bob' });
+    revocations.onRevoke(() => { heard += 1; });
+    assert.equal(revocations.remove({ kind: 'sub', value: 'bob' }), true);
+    assert.deepEqual([[...revocations.sub], [...revocations.txn]], [[], ['bob']], 'the same value of another kind stays revoked');
+    assert.equal(revocations.remove({ kind: 'sub', value: 'bob' }), false, 'nothing left to take back');
+    assert.equal(heard, 0);
+  });
+
+  it('refuses what add refuses', () => {
+    const revocations = new Revocations();
+    assert.throws(() => revocations.remove({ kind: 'constructor', value: 'x' } as unknown as Revocation), /^TypeError: unknown revocation kind/);
+    assert.throws(() => revocations.remove({ kind: 'sub', value: '' }), /^TypeError: a revocation needs a non-empty string value$/);
+  });
+});

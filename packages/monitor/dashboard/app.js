@@ -25,7 +25,7 @@ async function api(path) {
 
 // A scan report never changes once stored: each is fetched once, not on every refresh.
 const scanReports = new Map();
-const SCAN_STATUS = { passed: 'passed', weak: 'weak links found', incomplete: 'incomplete' };
+const SCAN_STATUS = { passed: 'passed', weak: 'weak links found', incomplete: 'inconclusive' };
 // Symbol and word: the matrix does not speak in colour only.
 const OUTCOMES = { weak: '✗', inconclusive: '?', enforced: '✓', skipped: '–' };
 // Evidence is what a scanned service answered: control and bidi-override characters (and lone
@@ -78,9 +78,16 @@ async function scanRun(runId) {
   };
   const weak = report.results.filter((result) => result.outcome === 'weak');
   const unsure = report.results.filter((result) => result.outcome === 'inconclusive');
+  // Why checks could not run, each reason once (scanners older than this field leave it out).
+  const reasons = report.inconclusiveReasons ?? [];
   return [
     el('h3', {}, `Run ${report.runId} `, scanBadge(run.status)),
     el('p', { class: 'muted' }, `by ${report.scanner} (sent by ${run.scanner}), ${report.startedAt} to ${report.finishedAt}; ${services.length} services × ${attacks.length} attacks; ${report.tool.name} ${report.tool.version}; exit code ${report.exitCode}`),
+    ...(reasons.length === 0 ? [] : [
+      el('h3', {}, 'Why the scan is inconclusive'),
+      el('ul', { class: 'findings', 'data-reasons': '' }, ...reasons.map(({ reason, results }) => el('li', {},
+        el('strong', {}, `${results} check${results === 1 ? '' : 's'}: `), printable(reason)))),
+    ]),
     el('div', { class: 'scroll' }, matrix),
     el('h3', {}, `Weak links (${weak.length})`),
     weak.length === 0 ? el('p', { class: 'ok' }, 'None: no attack got further than it should.') : el('ul', { class: 'findings' }, ...weak.map(finding)),
@@ -92,11 +99,17 @@ const pages = {
   async overview() {
     const data = await api('overview');
     if (data === null) return [];
-    return [el('h2', {}, 'Services'), table(['Service', 'mTLS', 'SVID expires', 'Policy', 'Mode', 'Routes', 'Deny rate', 'Status'], data.services.map((service) => el('tr', { 'data-service': service.service },
+    // Deny rates count real requests only; refused connections (no request was read) and a scanner's
+    // probes (Probes page) are counted apart.
+    const headings = ['Service', 'mTLS', 'SVID expires', 'Policy', 'Mode', 'Routes', 'Deny rate', 'Refused connections', 'Probes', 'Status'];
+    return [el('h2', {}, 'Services'), table(headings, data.services.map((service) => el('tr', { 'data-service': service.service },
       el('td', {}, service.service), el('td', { class: 'ok' }, 'required'), el('td', {}, service.svidExpiresAt),
       el('td', { class: service.drift ? 'bad' : 'ok' }, `${(service.policyVersion ?? 'none').slice(0, 12)}${service.drift ? ' (DRIFT)' : ''}`),
       el('td', { class: service.mode === 'dry-run' ? 'bad' : '' }, service.mode), el('td', {}, service.routes),
-      el('td', { class: (service.denyRate ?? 0) > 0.2 ? 'bad' : '' }, service.denyRate === null ? '—' : `${Math.round(service.denyRate * 100)} %`),
+      el('td', { class: (service.denyRate ?? 0) > 0.2 ? 'bad' : '', 'data-deny-rate': '' },
+        service.denyRate === null ? '—' : `${Math.round(service.denyRate * 100)} % of ${service.decisions}`),
+      el('td', { 'data-connections': '' }, service.refusedConnections ?? 0),
+      el('td', { 'data-probes': '' }, service.probes > 0 ? el('a', { href: '#probes' }, service.probes) : '0'),
       el('td', { class: service.stale ? 'bad' : 'ok' }, service.stale ? 'silent' : 'reporting'))))];
   },
   async graph() {
@@ -116,7 +129,7 @@ const pages = {
       picture.append(svg('circle', { cx: x, cy: y, r: 26, fill: '#e0e7ff', stroke: '#3730a3' }));
       picture.append(svg('text', { x, y: y + 4, 'text-anchor': 'middle' }, node));
     }
-    return [el('h2', {}, 'Service graph (last decisions)'), picture];
+    return [el('h2', {}, 'Service graph (last decisions, probes left out)'), picture];
   },
   async events() {
     const params = new URLSearchParams(window.location.hash.split('?')[1] ?? '');
@@ -142,7 +155,25 @@ const pages = {
     const id = window.location.hash.slice('#txn/'.length);
     const data = await api(`txn/${encodeURIComponent(id)}`);
     if (data === null) return [];
-    return [el('h2', {}, `Transaction ${id}`), el('p', {}, `on behalf of ${data.sub ?? 'nobody'}`), el('ol', {}, ...data.hops.map((hop) => el('li', { class: hop.decision === 'deny' ? 'bad' : '' }, `${hop.time}  ${hop.caller ?? 'edge'} → ${hop.service}  ${hop.action ?? ''}: ${hop.decision} (${hop.reason})`)))];
+    return [el('h2', {}, `Transaction ${id}`), el('p', {}, `on behalf of ${data.sub ?? 'nobody'}`), el('ol', {}, ...data.hops.map((hop) => el('li', { class: hop.decision === 'deny' ? 'bad' : '' }, `${hop.time}  ${hop.caller ?? 'edge'} → ${hop.service}  ${hop.action ?? ''}: ${hop.decision} (${hop.reason})${hop.probe ? ' — a scanner\'s probe' : ''}`)))];
+  },
+  async probes() {
+    const data = await api('probes');
+    if (data === null) return [];
+    const heading = el('h2', {}, 'Probes');
+    const about = el('p', { class: 'muted' }, 'Requests a scanner (lockstep scan) sent on purpose, as the guards '
+      + 'verified them: its SVID, or a probe proof on a request refused at transport. They count here, never in deny '
+      + 'rates, the service graph, the events or the alerts.');
+    if (data.total === 0) return [heading, about, el('p', { class: 'muted' }, 'No probes in the newest decisions.')];
+    return [heading, about,
+      table(['Service', 'Probes', 'Refused', 'Admitted (never handled)'], data.services.map((entry) => el('tr', { 'data-probe-service': entry.service },
+        el('td', {}, entry.service), el('td', {}, entry.probes), el('td', {}, entry.denied), el('td', {}, entry.admitted)))),
+      table(['Scanner', 'Probes', 'Last'], data.scanners.map((entry) => el('tr', {},
+        el('td', {}, entry.scanner), el('td', {}, entry.probes), el('td', {}, entry.last)))),
+      el('h3', {}, 'Newest probes'),
+      table(['Time', 'Service', 'Scanner', 'Decided as', 'Decision', 'Reason'], data.events.slice(0, 100).map((event) => el('tr', {},
+        el('td', {}, event.time), el('td', {}, event.service), el('td', {}, event.probe ?? event.caller ?? '—'),
+        el('td', {}, event.probeAs ?? '—'), el('td', {}, event.decision), el('td', {}, event.reason))))];
   },
   async alerts() {
     const data = await api('alerts');

@@ -25,7 +25,7 @@ import {
   subscribeLogins,
   type AdminCredentials, type ControlPlaneServerOptions, type ControlPlaneStore, type IdentityProvider, type KeyRing,
   type PolicyService, type RevocationKind, type RevocationRecord, type SigningKey, type SubjectVerifier,
-  type TxnTokenService, type WorkloadCa,
+  type TxnTokenService, type UnreachableReport, type WorkloadCa,
 } from '@lockstep/control-plane';
 import type { DecisionEvent } from '@lockstep/guard';
 import { recordAdminTrail, type AdminTrail } from './admin-trail.ts';
@@ -117,6 +117,8 @@ export interface AssembledControlPlane {
   readonly adminTrail: AdminTrail;
   /** Revokes and pushes to every connected guard (in process: not an admin API call). */
   revoke(entry: { kind: RevocationKind; value: string; reason: string; actor: string }): Promise<RevocationRecord>;
+  /** Lifts a revocation made by mistake and pushes that to every connected guard; null when none holds. */
+  lift(entry: { kind: RevocationKind; value: string; reason: string; actor: string }): Promise<RevocationRecord | null>;
   /** Stops serving, writes the queued admin events and a last checkpoint, then closes the store. */
   close(): Promise<void>;
 }
@@ -210,6 +212,7 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
         return ca.bundlePem;
       },
       revoke: (entry) => server.revoke(entry),
+      lift: (entry) => server.lift(entry),
       close: () => (closing ??= close()),
     };
   } catch (error) {
@@ -232,11 +235,41 @@ function outputOf(output: ControlPlaneOutput | undefined): Say {
   };
 }
 
+/** The store cannot be opened: which one, why, and what to do. */
+export class StoreUnavailableError extends Error {
+  readonly code = 'LOCKSTEP_STORE_UNAVAILABLE';
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
 /** The store at `location` (`lockstep audit verify` and tests open it again after a stop). */
 export async function openStoreAt(location: StoreLocation): Promise<ControlPlaneStore> {
-  if ('sqlite' in location) return openSqliteStore(location.sqlite);
+  if ('sqlite' in location) {
+    try {
+      return openSqliteStore(location.sqlite);
+    } catch (error) {
+      throw new StoreUnavailableError(`the store ${location.sqlite} cannot be opened (${(error as Error).message}). `
+        + 'Fix: restore it from a backup, or move it away to start with an empty store (its users, revocations and '
+        + 'audit trail stay in the moved file)', { cause: error });
+    }
+  }
   const schema = location.schema === undefined ? {} : { schema: location.schema };
-  return openPostgresStore({ connectionString: location.postgres, ...schema });
+  try {
+    return await openPostgresStore({ connectionString: location.postgres, ...schema });
+  } catch (error) {
+    if (error instanceof TypeError) throw error;
+    const where = URL.canParse(location.postgres) ? withoutPassword(location.postgres) : 'given with --postgres';
+    throw new StoreUnavailableError(`the PostgreSQL store ${where} cannot be opened (${(error as Error).message}): `
+      + 'start it, or check the URL and its credentials', { cause: error });
+  }
+}
+
+function withoutPassword(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password !== '') parsed.password = '***';
+  return parsed.toString();
 }
 
 type Say = Required<ControlPlaneOutput>;
@@ -256,7 +289,9 @@ async function policyService(
     ? say.line(`policy ${change.version} applied (${change.policies} policies)`)
     : say.error(`policy change REFUSED, keeping ${change.keptVersion ?? 'nothing'}: ${change.reason}`)));
   if (policy.version === null) {
-    say.warning(`the policy directory ${dir} holds no valid policy set yet: guards will answer 503 until it does`);
+    // Why, with the file and line: the change listener above was not there yet to say it.
+    const refused = policy.lastRefusal === null ? '' : ` (REFUSED: ${policy.lastRefusal.reason})`;
+    say.warning(`the policy directory ${dir} holds no valid policy set yet${refused}: guards will answer 503 until it does`);
   } else {
     const applied = watch ? '; changes are applied as they are saved' : '';
     say.line(`policy ${policy.version} in force (from ${dir}${applied})`);
@@ -301,6 +336,8 @@ function startMonitor(
   const extensions = [
     (app: FastifyInstance) => collector.register(app), (app: FastifyInstance) => scans.register(app),
     (app: FastifyInstance) => metrics.register(app),
+    // Guards tell of an outage only once they reach the control plane again: with their next heartbeat.
+    () => ({ onUnreachable: (report: UnreachableReport) => detector.observeUnreachable(report) }),
   ];
   return {
     detector, collector, extensions,

@@ -1,8 +1,9 @@
 /**
  * Correlation: every event of one transaction, across services, as the call chain it was — who
- * called whom, in order, allowed or not.
+ * called whom, in order, allowed or not, and which hops were a scanner's probes (probes.ts).
  */
 import type { ControlPlaneStore } from '@lockstep/control-plane';
+import { isProbeEvent } from './probes.ts';
 
 export interface CallChain {
   readonly txn: string;
@@ -15,6 +16,8 @@ export interface CallChain {
     readonly reason: string;
     readonly time: string;
     readonly requestId: string;
+    /** A scanner's probe, not real traffic. */
+    readonly probe: boolean;
   }[];
 }
 
@@ -27,6 +30,7 @@ export async function callChain(store: ControlPlaneStore, txn: string): Promise<
     hops: events.map((event) => ({
       service: String(event.service), caller: event.caller ?? null, action: event.action ?? null, decision: String(event.decision),
       reason: String(event.reason), time: String(event.time), requestId: String(event.requestId),
+      probe: isProbeEvent(event),
     })),
   };
 }

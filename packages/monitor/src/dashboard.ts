@@ -7,9 +7,15 @@
  *   GET /dashboard/api/graph           who called whom in the newest decisions, allowed and denied
  *   GET /dashboard/api/alerts          the newest alerts
  *   GET /dashboard/api/events?service&decision&reason&sub&txn   the newest decisions, filtered
+ *   GET /dashboard/api/probes          the newest probes of scanners, counted per service and per scanner
  *   GET /dashboard/api/txn/:txn        one transaction's call chain
  *   GET /dashboard/api/scans           the newest scan runs: who scanned, when, how long, the verdict and its counts
  *   GET /dashboard/api/scans/:runId    one run with its whole report
+ *
+ * Deny rates, the graph and the events count real traffic only: a scanner's probes (probes.ts) are
+ * counted on their own page, and a scan, however large, never pushes real decisions out of view. A
+ * deny rate is over requests: connections that never became one (a failed TLS handshake, plain HTTP
+ * to the TLS port — which no guard can tell from a scanner's) are counted beside it.
  *
  * Without a session: 401 for the API, a redirect to the sign-in for pages. Signed in without the
  * admin role: 403. There is no API that changes anything.
@@ -22,12 +28,15 @@ import { request as httpRequest } from 'undici';
 import { parseSpiffeId } from '@lockstep/guard';
 import { controlPlaneAgent, type ControlPlaneStore, type ExtensionContext, type ExtensionHooks } from '@lockstep/control-plane';
 import { callChain } from './correlate.ts';
+import { isProbeEvent, scannerOf, type AuditEvent } from './probes.ts';
 import { scanStatus, type ScanSummaryCounts } from './scans.ts';
 
 export const DASHBOARD_CLIENT_ID = 'lockstep-dashboard';
 const COOKIE = 'lockstep_dashboard';
 const SESSION_MS = 8 * 3_600_000;
 const EVENTS_PER_SOURCE = 200;
+/** How far back each source is read for its newest real decisions and probes, at most. */
+const READ_PER_SOURCE = 5_000;
 const SCANS_SHOWN = 50;
 
 interface Session { readonly sub: string; readonly expiresAt: number }
@@ -41,15 +50,39 @@ export interface DashboardOptions {
   readonly resource: string;
 }
 
-/** Each source's newest decisions (up to EVENTS_PER_SOURCE), parsed, with the source they came from. */
-async function recentEvents(store: ControlPlaneStore): Promise<{ source: string; event: Record<string, unknown> }[]> {
-  const recent: { source: string; event: Record<string, unknown> }[] = [];
+interface SourcedEvent { readonly source: string; readonly event: AuditEvent }
+
+/**
+ * Each source's newest real decisions (up to EVENTS_PER_SOURCE) and every probe read on the way,
+ * parsed, with the source they came from. Read backwards page by page, so that a scan's hundreds of
+ * probes do not push the real traffic before it out of view (up to READ_PER_SOURCE events back).
+ */
+async function recentDecisions(store: ControlPlaneStore): Promise<{ real: SourcedEvent[]; probes: SourcedEvent[] }> {
+  const real: SourcedEvent[] = [];
+  const probes: SourcedEvent[] = [];
   for (const head of await store.auditHeads()) {
-    for (const stored of await store.auditEvents(head.source, Math.max(0, head.seq - EVENTS_PER_SOURCE), EVENTS_PER_SOURCE)) {
-      recent.push({ source: head.source, event: JSON.parse(stored.event) as Record<string, unknown> });
+    let found = 0;
+    const oldest = Math.max(0, head.seq - READ_PER_SOURCE);
+    for (let end = head.seq; end > oldest && found < EVENTS_PER_SOURCE; end -= EVENTS_PER_SOURCE) {
+      const page = await store.auditEvents(head.source, Math.max(0, end - EVENTS_PER_SOURCE), Math.min(end, EVENTS_PER_SOURCE));
+      for (const stored of page.reverse()) {
+        const event = JSON.parse(stored.event) as AuditEvent;
+        if (isProbeEvent(event)) probes.push({ source: head.source, event });
+        else if (found < EVENTS_PER_SOURCE) {
+          real.push({ source: head.source, event });
+          found += 1;
+        }
+      }
     }
   }
-  return recent;
+  return { real, probes };
+}
+
+/** The entry for `key`, made by `fresh` on first use. */
+function entryOf<V>(map: Map<string, V>, key: string, fresh: () => V): V {
+  let entry = map.get(key);
+  if (entry === undefined) map.set(key, (entry = fresh()));
+  return entry;
 }
 
 export function createDashboard(options: DashboardOptions): (app: FastifyInstance, context: ExtensionContext) => ExtensionHooks {
@@ -136,14 +169,23 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
       api.get('/dashboard/api/overview', async () => {
         const now = Date.now();
         const services = await options.store.services();
-        // Deny rate over each guard's newest decisions.
-        const rates = new Map<string, { denied: number; total: number }>();
-        for (const { source, event } of await recentEvents(options.store)) {
-          const rate = rates.get(source) ?? { denied: 0, total: 0 };
-          rate.total += 1;
-          if (event.decision === 'deny') rate.denied += 1;
-          rates.set(source, rate);
+        // Deny rate over each guard's newest real requests. A connection that never became a request
+        // (a failed TLS handshake, bytes that are not HTTP: no caller, no method) is counted on its
+        // own, as is a scanner's probe.
+        const rates = new Map<string, { denied: number; total: number; probes: number; connections: number }>();
+        const rateOf = (source: string) => {
+          return entryOf(rates, source, () => ({ denied: 0, total: 0, probes: 0, connections: 0 }));
+        };
+        const { real, probes } = await recentDecisions(options.store);
+        for (const { source, event } of real) {
+          const rate = rateOf(source);
+          if (event.method === '') rate.connections += 1;
+          else {
+            rate.total += 1;
+            if (event.decision === 'deny') rate.denied += 1;
+          }
         }
+        for (const { source } of probes) rateOf(source).probes += 1;
         return {
           services: await Promise.all(services.map(async (service) => {
             const expected = await options.expectedPolicyVersion?.(service.service) ?? null;
@@ -152,16 +194,19 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
               drift: expected !== null && expected !== service.policyVersion, svidExpiresAt: new Date(service.svidExpiresAt).toISOString(),
               stale: now - service.lastSeen > 60_000, routes: service.routes.length, guardVersion: service.guardVersion,
               denyRate: (() => { const rate = rates.get(service.spiffeId); return rate === undefined || rate.total === 0 ? null : rate.denied / rate.total; })(),
+              decisions: rates.get(service.spiffeId)?.total ?? 0,
+              refusedConnections: rates.get(service.spiffeId)?.connections ?? 0,
+              probes: rates.get(service.spiffeId)?.probes ?? 0,
             };
           })),
         };
       });
       api.get('/dashboard/api/session', async (request) => ({ sub: sessionOf(request)?.sub ?? null }));
-      // The service graph: who called whom in the newest decisions, allowed and denied.
+      // The service graph: who called whom in the newest real decisions, allowed and denied.
       api.get('/dashboard/api/graph', async () => {
         const edges = new Map<string, { from: string; to: string; allowed: number; denied: number }>();
         const services = new Set((await options.store.services()).map((service) => service.service));
-        for (const { event } of await recentEvents(options.store)) {
+        for (const { event } of (await recentDecisions(options.store)).real) {
           const from = typeof event.caller === 'string' ? parseSpiffeId(event.caller)?.service : null;
           if (from === null || from === undefined || typeof event.service !== 'string') continue;
           const key = `${from}→${event.service}`;
@@ -175,9 +220,33 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
       api.get('/dashboard/api/alerts', async () => ({ alerts: (await options.store.alerts(200)).map((alert) => ({ ...alert, details: JSON.parse(alert.details) as unknown })) }));
       api.get<{ Querystring: Record<string, string | undefined> }>('/dashboard/api/events', async (request) => {
         const filters = Object.entries(request.query).filter(([name, value]) => ['service', 'decision', 'reason', 'sub', 'txn'].includes(name) && typeof value === 'string' && value !== '');
-        const events = (await recentEvents(options.store)).map(({ event }) => event).filter((event) => filters.every(([name, value]) => event[name] === value));
+        const events = (await recentDecisions(options.store)).real.map(({ event }) => event)
+          .filter((event) => filters.every(([name, value]) => event[name] === value));
         events.sort((a, b) => String(b.time).localeCompare(String(a.time)));
         return { events: events.slice(0, 500) };
+      });
+      // A scanner's probes, apart: how many per service and per scanner, and the newest of them.
+      api.get('/dashboard/api/probes', async () => {
+        const { probes } = await recentDecisions(options.store);
+        const byService = new Map<string, { service: string; probes: number; denied: number; admitted: number }>();
+        const byScanner = new Map<string, { scanner: string; probes: number; last: string }>();
+        for (const { event } of probes) {
+          const service = String(event.service);
+          const counts = entryOf(byService, service, () => ({ service, probes: 0, denied: 0, admitted: 0 }));
+          counts.probes += 1;
+          counts[event.decision === 'deny' ? 'denied' : 'admitted'] += 1;
+          const scanner = scannerOf(event) ?? 'unknown';
+          const seen = entryOf(byScanner, scanner, () => ({ scanner, probes: 0, last: '' }));
+          seen.probes += 1;
+          if (String(event.time) > seen.last) seen.last = String(event.time);
+        }
+        const events = probes.map(({ event }) => event).sort((a, b) => String(b.time).localeCompare(String(a.time)));
+        return {
+          total: probes.length,
+          services: [...byService.values()].sort((a, b) => a.service.localeCompare(b.service)),
+          scanners: [...byScanner.values()].sort((a, b) => b.last.localeCompare(a.last)),
+          events: events.slice(0, 500),
+        };
       });
       api.get<{ Params: { txn: string } }>('/dashboard/api/txn/:txn', async (request) => callChain(options.store, request.params.txn));
       api.get('/dashboard/api/scans', async () => ({

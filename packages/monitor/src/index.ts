@@ -6,13 +6,14 @@ export {
 } from './checkpoints.ts';
 export { verifyTrail, type Problem, type ProblemKind, type VerifyOptions, type VerifyReport } from './verify.ts';
 export { callChain, type CallChain } from './correlate.ts';
+export { isProbeEvent, scannerOf, type AuditEvent } from './probes.ts';
 export { createDetector, type Detector, type DetectorOptions } from './detector.ts';
-export { RULES, DEFAULT_THRESHOLDS, type Rule, type RuleId, type Thresholds } from './rules.ts';
+export { RULES, DEFAULT_THRESHOLDS, OUTAGE_REASONS, type Rule, type RuleId, type Thresholds } from './rules.ts';
 export { createWebhook, signWebhookBody, verifyWebhookSignature, type Webhook, type WebhookOptions } from './webhook.ts';
 export { createMonitorMetrics } from './metrics.ts';
 export { createDashboard, DASHBOARD_CLIENT_ID, type DashboardOptions } from './dashboard.ts';
 export { recordAdminTrail, type AdminTrail, type AdminTrailOptions } from './admin-trail.ts';
 export {
-  assembleControlPlane, openAuditKeys, openControlPlaneKeys, openStoreAt,
+  assembleControlPlane, openAuditKeys, openControlPlaneKeys, openStoreAt, StoreUnavailableError,
   type AssembledControlPlane, type ControlPlaneAssemblyOptions, type ControlPlaneOutput, type ExternalIssuer, type StoreLocation,
 } from './assemble-control-plane.ts';

@@ -2,9 +2,19 @@
  * The detection rules: what each looks for, its threshold, and how bad it is. The table in the
  * README is this list (a test keeps them the same).
  */
+import { STALE_AFTER_MS } from '@lockstep/control-plane';
+
 export type RuleId =
   | 'brute-force' | 'password-spraying' | 'denial-burst' | 'lateral-movement' | 'txn-replay' | 'use-after-revocation'
-  | 'untrusted-certificate' | 'policy-drift' | 'svid-expiring' | 'dry-run' | 'audit-gap' | 'spool-drops';
+  | 'untrusted-certificate' | 'policy-drift' | 'svid-expiring' | 'dry-run' | 'audit-gap' | 'spool-drops'
+  | 'guard-silent' | 'guard-resumed' | 'control-plane-unreachable';
+
+/**
+ * The reasons with which an edge that records its own decisions (the reference shop's gateway)
+ * refuses a request because the control plane did not answer (no Txn-Token could be had): evidence
+ * of an outage, and no caller's doing.
+ */
+export const OUTAGE_REASONS: readonly string[] = ['CONTROL_PLANE_UNAVAILABLE'];
 
 export interface Rule {
   readonly id: RuleId;
@@ -29,6 +39,14 @@ export interface Thresholds {
   readonly svidExpiryMs: number;
   /** One alert per rule and subject within this time. */
   readonly cooldownMs: number;
+  /** A registered guard that has not reported for this long, and did not deregister, is silent. */
+  readonly silentAfterMs: number;
+  /** An outage is reported once no guard has said more about it for this long… */
+  readonly outageSettleMs: number;
+  /** …and reports of one this close together (by the guards' clocks) are the same outage. */
+  readonly outageGapMs: number;
+  /** A transaction's hop from a caller that ships no decisions is judged this long after it arrived. */
+  readonly txnSettleMs: number;
 }
 
 export const DEFAULT_THRESHOLDS: Thresholds = {
@@ -41,6 +59,10 @@ export const DEFAULT_THRESHOLDS: Thresholds = {
   driftAfterMs: 10_000,
   svidExpiryMs: 10 * 60_000,
   cooldownMs: 5 * 60_000,
+  silentAfterMs: STALE_AFTER_MS,
+  outageSettleMs: 30_000,
+  outageGapMs: 60_000,
+  txnSettleMs: 30_000,
 };
 
 export const RULES: readonly Rule[] = [
@@ -56,4 +78,7 @@ export const RULES: readonly Rule[] = [
   { id: 'dry-run', severity: 'medium', fires: 'a guard runs in dry-run mode, or with dry-run routes: denials are let through' },
   { id: 'audit-gap', severity: 'high', fires: 'events a guard numbered never arrived, or the trail no longer verifies' },
   { id: 'spool-drops', severity: 'high', fires: 'a guard dropped decision events because its spool was full' },
+  { id: 'guard-silent', severity: 'high', fires: 'a registered guard has not reported for 60 s and did not deregister (it crashed, hangs or is cut off); once per silence' },
+  { id: 'guard-resumed', severity: 'low', fires: 'a guard reported silent reports again' },
+  { id: 'control-plane-unreachable', severity: 'high', fires: 'guards report that they could not reach the control plane; once per outage, 30 s after a service\'s last word of it, at most once in 5 min per service' },
 ];

@@ -32,6 +32,8 @@ interface PostedReport {
   finishedAt: string;
   results: { outcome: Outcome }[];
   summary: ScanSummaryCounts;
+  /** Why checks could not run (absent from scanners that predate it). */
+  inconclusiveReasons?: { reason: string; results: number }[];
   exitCode: 0 | 1 | 2;
 }
 
@@ -41,7 +43,7 @@ const count = { type: 'integer', minimum: 0, maximum: 1_000_000_000 } as const;
 const time = { type: 'string', format: 'date-time', maxLength: 40 } as const;
 const object = (properties: Record<string, unknown>) => ({ type: 'object', required: Object.keys(properties), properties }) as const;
 
-export const SCAN_REPORT_SCHEMA = object({
+const REPORT = object({
   tool: object({ name: { const: 'lockstep-scan' }, version: text(64) }),
   // It names the run in URLs (/dashboard/api/scans/:runId): a plain token.
   runId: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' },
@@ -72,6 +74,15 @@ export const SCAN_REPORT_SCHEMA = object({
   exitCode: { enum: [0, 1, 2] },
 });
 
+export const SCAN_REPORT_SCHEMA = {
+  ...REPORT,
+  properties: {
+    ...REPORT.properties,
+    // Optional: a report of a scanner older than it is still taken.
+    inconclusiveReasons: { type: 'array', maxItems: 10_000, items: object({ reason: text(8_192), results: count }) },
+  },
+} as const;
+
 /** The checks the schema cannot express, in order; the first that fails refuses the report. */
 const CHECKS: readonly { readonly name: string; problem(report: PostedReport, trustDomain: string): string | null }[] = [
   {
@@ -88,6 +99,15 @@ const CHECKS: readonly { readonly name: string; problem(report: PostedReport, tr
       const counted = countOutcomes(report.results);
       const wrong = OUTCOMES.filter((outcome) => counted[outcome] !== report.summary[outcome]);
       return wrong.length === 0 ? null : `the summary does not count the results: ${wrong.map((outcome) => `${outcome} ${report.summary[outcome]}, counted ${counted[outcome]}`).join('; ')}`;
+    },
+  },
+  {
+    name: 'inconclusive reasons',
+    problem: (report) => {
+      if (report.inconclusiveReasons === undefined) return null;
+      const counted = report.inconclusiveReasons.reduce((sum, entry) => sum + entry.results, 0);
+      if (counted === report.summary.inconclusive) return null;
+      return `the reasons account for ${counted} inconclusive results; the summary has ${report.summary.inconclusive}`;
     },
   },
   {

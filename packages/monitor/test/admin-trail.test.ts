@@ -18,7 +18,7 @@ import { request } from 'undici';
 import { createTestBrowser, testPostgres } from '@lockstep/testkit';
 import {
   controlPlaneAgent, controlPlaneSpiffeId, issueAdminCredentials, joinControlPlane, openSqliteStore, openWorkloadCa,
-  startControlPlane, type AdminCredentials, type AuditEntry, type ControlPlaneStore, type RunningControlPlane,
+  startControlPlane, type AdminCredentials, type AdminEvent, type AuditEntry, type ControlPlaneStore, type RunningControlPlane,
   type WorkloadCa, type WorkloadCredentials,
 } from '@lockstep/control-plane';
 import type { DecisionEvent } from '@lockstep/guard';
@@ -207,6 +207,28 @@ for (const backend of BACKENDS) {
       const stored = await controlPlane.store.auditEvents(SOURCE, 0, 10_000);
       assert.deepEqual(stored.map((event) => event.seq), stored.map((_, index) => index + 1), 'one chain: 1, 2, 3 …');
       assert.ok(!stored.some((event) => event.event.includes(joinToken)), 'no secret reaches the trail');
+    });
+
+    it('keeps each step of a revocation lifted and made again (kind, reason, administrator): the store keeps the last', async () => {
+      const steps: [string, string][] = [
+        ['/v1/admin/revocations', 'suspected takeover'],
+        ['/v1/admin/revocations/lift', 'the takeover was a false alarm'],
+        ['/v1/admin/revocations', 'confirmed after all'],
+      ];
+      for (const [path, reason] of steps) {
+        assert.equal((await call(path, { kind: 'sub', value: 'frank', reason })).status, 200, path);
+      }
+      // The store holds the latest state only: revoking again dropped (SQLite) or overwrote (PostgreSQL) the lift.
+      const [entry] = (await controlPlane.store.revocationsSince(0)).filter(({ value }) => value === 'frank');
+      assert.deepEqual([entry?.reason, entry?.lifted], ['confirmed after all', null]);
+
+      const trail = await eventsWhere((event) => event.resource === 'frank', 'steps for frank', 3);
+      const recorded = trail.map((event) => [event.action, event.caller, event.decision, (event as AdminEvent).detail]);
+      assert.deepEqual(recorded, [
+        ['admin:revoke', ADMIN, 'allow', { kind: 'sub', reason: 'suspected takeover' }],
+        ['admin:revoke.lift', ADMIN, 'allow', { kind: 'sub', reason: 'the takeover was a false alarm' }],
+        ['admin:revoke', ADMIN, 'allow', { kind: 'sub', reason: 'confirmed after all' }],
+      ]);
     });
 
     it('appends every policy change, applied and refused', async () => {

@@ -4,9 +4,11 @@
  * rule raises — and, for the webhook, that it is delivered signed and retried.
  */
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, cpSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { tmpdir } from 'node:os';
@@ -29,6 +31,7 @@ import {
 } from '../src/index.ts';
 
 const TD = 'shop.test';
+const REGISTERED_GUARD = new URL('./fixtures/registered-guard.ts', import.meta.url).pathname;
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-detect-'));
 const quiet = { info() {}, warn() {}, error() {} };
 const postgres = await testPostgres();
@@ -64,6 +67,51 @@ after(async () => {
   await postgres.cleanup();
 });
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const iso = (time: number) => new Date(time).toISOString();
+
+async function until(condition: () => Promise<boolean>, what: () => string, limitMs = 30_000): Promise<void> {
+  const started = Date.now();
+  while (!(await condition())) {
+    if (Date.now() - started > limitMs) assert.fail(`timed out after ${limitMs} ms waiting until ${what()}`);
+    await sleep(100);
+  }
+}
+
+/** A TCP relay to `target` that can be cut (listener closed, connections reset) and restored on the same port: a network outage. */
+async function relay(target: string) {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((socket) => {
+    const upstream = connect(Number(port), hostname);
+    for (const end of [socket, upstream]) {
+      sockets.add(end);
+      end.on('error', () => {}).on('close', () => sockets.delete(end));
+    }
+    socket.pipe(upstream).pipe(socket);
+  });
+  const listen = (at: number) => new Promise<number>((resolve) => server.listen(at, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
+  const own = await listen(0);
+  return {
+    url: `https://127.0.0.1:${own}`,
+    async cut() {
+      const closed = new Promise((resolve) => server.close(resolve));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+    restore: () => listen(own),
+  };
+}
+
+/** A decision event as a guard ships it. */
+function decisionEvent(service: string, fields: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    time: new Date().toISOString(), service, requestId: randomUUID(), caller: null, sub: null, txn: null, method: 'POST', route: '/call',
+    action: `${service}:call`, resource: service, decision: 'allow', policyIds: [], policyVersion: null, reason: 'LOCKSTEP_ALLOW',
+    dryRun: false, latencyMs: 1, traceId: null, ...fields,
+  };
+}
+
 for (const backend of BACKENDS) {
   describe(`detections on ${backend.name}`, { skip: backend.skip }, () => {
     const dir = join(scratch, backend.name);
@@ -80,6 +128,7 @@ for (const backend of BACKENDS) {
     const guards: Guard[] = [];
     const apps: FastifyInstance[] = [];
     const heartbeats: Heartbeat[] = [];
+    const children: ChildProcess[] = [];
     const origins: Record<string, string> = {};
 
     async function guardedService(service: 'orders' | 'payments', actions: string[]): Promise<void> {
@@ -107,7 +156,9 @@ for (const backend of BACKENDS) {
       // Sign-ins reach the detector, and the collector's batches; sweeps run when a test asks.
       controlPlane = await assembleControlPlane({
         trustDomain: TD, keyDir: join(scratch, 'keys'), store: backend.location(dir), policyDir, watchPolicy: false,
-        checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000, verifyEveryMs: 0 },
+        checkpointIntervalMs: 3_600_000,
+        // Silence after 3 s, outages and transactions judged 1 s after the last word: the rules, sooner.
+        detection: { sweepMs: 3_600_000, verifyEveryMs: 0, thresholds: { silentAfterMs: 3_000, outageSettleMs: 1_000, txnSettleMs: 1_000 } },
         idp: {
           clients: [{ client_id: 'gateway', client_secret: 'detections-test-secret', redirect_uris: ['https://gateway.shop.test/callback'] }],
           resource: { indicator: 'https://shop.test/api', scopes: [] },
@@ -125,6 +176,7 @@ for (const backend of BACKENDS) {
     });
 
     after(async () => {
+      for (const child of children) child.kill('SIGKILL');
       for (const heartbeat of heartbeats) await heartbeat.stop();
       for (const app of apps) await app.close();
       for (const agent of agents) await agent.close();
@@ -150,6 +202,39 @@ for (const backend of BACKENDS) {
     /** Waits (sweeping) until an alert of `rule` about `subject` is stored. */
     function alert(rule: string, subject?: string, limitMs = 15_000): Promise<AlertRecord> {
       return alertWhere(rule, (entry) => subject === undefined || entry.subject === subject, limitMs, subject);
+    }
+
+    /** Sweeps for `ms`, so that whatever the rules would raise by then is raised. */
+    async function sweepFor(ms: number): Promise<void> {
+      for (const started = Date.now(); Date.now() - started < ms; await sleep(200)) await detector.sweep();
+    }
+
+    /** A guarded service in a process of its own (fixtures/registered-guard.ts), joined through `url`; resolves once it has reported. */
+    async function registeredGuard(service: string, url = controlPlane.url): Promise<{ child: ChildProcess; stderr: () => string }> {
+      const { token } = await createJoinToken(store, ca, { service, createdBy: 'cli' });
+      const configPath = join(dir, `${service}-${randomUUID()}.json`);
+      writeFileSync(configPath, JSON.stringify({ url, trustDomain: TD, service, joinToken: token, heartbeatMs: 250 }));
+      const startedAt = Date.now();
+      const child = spawn(process.execPath, [REGISTERED_GUARD, configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+      children.push(child);
+      let stderr = '';
+      child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk; });
+      await until(async () => (await store.services()).some((entry) => entry.service === service && entry.lastSeen >= startedAt), () => `${service} reported to the registry (its stderr: ${stderr})`);
+      return { child, stderr: () => stderr };
+    }
+
+    /** Ships a batch to the collector as `who`, as a guard's sink does (late, after an outage, or out of order with others). */
+    async function ship(who: WorkloadCredentials, stream: string, written: number, events: { seq: number; event: Record<string, unknown> }[]): Promise<void> {
+      const agent = new Agent({ connect: { cert: who.chainPem, key: who.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+      try {
+        const response = await request(`${controlPlane.url}${COLLECTOR_PATH}`, {
+          method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+          body: gzipSync(JSON.stringify({ stream, dropped: 0, written, events })),
+        });
+        assert.equal(response.statusCode, 200, await response.body.text());
+      } finally {
+        await agent.close();
+      }
     }
 
     async function alertWhere(rule: string, match: (alert: AlertRecord) => boolean, limitMs = 15_000, subject?: string): Promise<AlertRecord> {
@@ -180,21 +265,23 @@ for (const backend of BACKENDS) {
         assert.match((await alert('denial-burst', `spiffe://${TD}/svc/reports`)).summary, /20 requests from spiffe:\/\/shop\.test\/svc\/reports refused/);
       });
 
-      it('a scanner\'s probes raise no alert: 25 refusals from spiffe://<td>/scanner/ci, no denial burst', async () => {
-        const scanner = await issueCertificate({ cert: ca.signer.cert, privateKey: ca.signer.privateKey, chainBelowRoot: [ca.intermediatePem] }, { uris: [`spiffe://${TD}/scanner/ci`] });
+      it('a scanner\'s probes raise no alert and count toward no rule; the same burst from a workload is a denial burst', async () => {
+        const certificateFor = (uri: string) => issueCertificate({ cert: ca.signer.cert, privateKey: ca.signer.privateKey, chainBelowRoot: [ca.intermediatePem] }, { uris: [uri] });
+        const scanner = await certificateFor(`spiffe://${TD}/scanner/ci`);
+        const mimic = await certificateFor(`spiffe://${TD}/svc/mimic`);
         const token = await customerToken();
         for (let index = 0; index < 25; index += 1) assert.equal(await call(scanner, `${origins.orders}/orders/read`, token), 403);
+        for (let index = 0; index < 25; index += 1) assert.equal(await call(mimic, `${origins.orders}/orders/read`, token), 403);
         // Wait until the collector has every one of them (the guards ship in batches), then sweep.
-        const started = Date.now();
-        for (let collected = 0; collected < 25; await new Promise((resolve) => setTimeout(resolve, 100))) {
-          collected = 0;
-          for (const head of await store.auditHeads()) {
-            collected += (await store.auditEvents(head.source, 0, 100_000)).filter((stored) => stored.event.includes(`"caller":"spiffe://${TD}/scanner/ci"`)).length;
-          }
-          assert.ok(Date.now() - started < 15_000, `the scanner's decisions reached the collector: ${collected} of 25`);
-        }
-        await detector.sweep();
-        assert.equal((await store.alerts(500)).some((entry) => entry.subject.includes('/scanner/')), false);
+        const collected = async (caller: string) => {
+          let count = 0;
+          for (const head of await store.auditHeads()) count += (await store.auditEvents(head.source, 0, 100_000)).filter((stored) => stored.event.includes(`"caller":"${caller}"`)).length;
+          return count;
+        };
+        await until(async () => await collected(`spiffe://${TD}/scanner/ci`) === 25 && await collected(`spiffe://${TD}/svc/mimic`) === 25, () => 'the 50 decisions reached the collector');
+        assert.match((await alert('denial-burst', `spiffe://${TD}/svc/mimic`)).summary, /20 requests from spiffe:\/\/shop\.test\/svc\/mimic refused/);
+        const aboutTheScanner = (await store.alerts(1_000)).filter((entry) => `${entry.subject} ${entry.details}`.includes('/scanner/'));
+        assert.deepEqual(aboutTheScanner.map((entry) => `${entry.rule}: ${entry.summary}`), []);
       });
 
       it('use after revocation: a revoked user\'s token used at a service', async () => {
@@ -287,6 +374,167 @@ for (const backend of BACKENDS) {
         await controlPlane.checkpointer.checkpoint();
         await backend.tamper(dir, `spiffe://${TD}/svc/orders`);
         assert.match((await alert('audit-gap', `spiffe://${TD}/svc/orders`)).summary, /does not verify: event 1 was changed/);
+      });
+
+      it('a guard that stops reporting: one guard-silent alert, not repeated, a note when it is back; none after a clean stop', async () => {
+        const { child: crashing } = await registeredGuard('shipping');
+        const { child: tidy } = await registeredGuard('newsletter');
+        const stopped = new Promise((resolve) => tidy.once('exit', resolve));
+        tidy.kill('SIGTERM');
+        assert.equal(await stopped, 0, 'the clean stop exits 0');
+        assert.equal((await store.services()).some((entry) => entry.service === 'newsletter'), false, 'a clean stop leaves the registry');
+        crashing.kill('SIGKILL');
+        const silent = await alert('guard-silent', `spiffe://${TD}/svc/shipping`, 20_000);
+        assert.equal(silent.severity, 'high');
+        assert.match(silent.summary, /^shipping \(spiffe:\/\/shop\.test\/svc\/shipping\) has not reported since \d{4}-\d\d-\d\dT[\d:.]+Z \(\d+ s\) and did not deregister: check that it is running/);
+        assert.ok(Number.isFinite(Date.parse(JSON.parse(silent.details).lastSeen)));
+        // Silent for another silence period and more: no second alert.
+        await sweepFor(4_000);
+        const silences = (await store.alerts(1_000)).filter((entry) => entry.rule === 'guard-silent' && /\/(shipping|newsletter)$/.test(entry.subject));
+        assert.deepEqual(silences.map((entry) => entry.subject), [`spiffe://${TD}/svc/shipping`], 'one alert for the crash, none for the clean stop');
+        // Started again (the same identity): a note that it is back.
+        await registeredGuard('shipping');
+        assert.match((await alert('guard-resumed', `spiffe://${TD}/svc/shipping`)).summary, /^shipping \(spiffe:\/\/shop\.test\/svc\/shipping\) reports again after \d+ s of silence$/);
+      });
+
+      it('the control plane unreachable: one alert naming the services and the window; the refusals it caused are no denial burst', async () => {
+        const network = await relay(controlPlane.url);
+        try {
+          const mailer = await registeredGuard('mailer', network.url);
+          await network.cut();
+          const cutAt = Date.now();
+          await sleep(1_500);
+          const restoredAt = Date.now();
+          await network.restore();
+          // The guard says so with its first heartbeat that gets through.
+          await until(async () => (await store.services()).some((entry) => entry.service === 'mailer' && entry.lastSeen > restoredAt), () => `mailer reported again (its stderr: ${mailer.stderr()})`);
+          // The edge refused 25 requests of one user meanwhile, for want of a Txn-Token; its spool ships them now.
+          const refusal = (index: number) => decisionEvent('gateway', { time: iso(cutAt + index * 40), sub: 'alice', action: 'gateway:GET /api/orders', decision: 'deny', reason: 'CONTROL_PLANE_UNAVAILABLE' });
+          await ship(creds.gateway as WorkloadCredentials, 'gateway-outage', 25, Array.from({ length: 25 }, (_, index) => ({ seq: index + 1, event: refusal(index) })));
+          const outage = await alert('control-plane-unreachable');
+          assert.equal(outage.severity, 'high');
+          assert.match(outage.summary, /^the control plane was unreachable from gateway, mailer between \S+ and \S+ \(\d+ s\); 25 requests were refused for want of it: check its log/);
+          const details = JSON.parse(outage.details) as { services: string[]; from: string; to: string };
+          assert.deepEqual(details.services, ['gateway', 'mailer']);
+          assert.ok(Math.abs(Date.parse(details.from) - cutAt) < 1_000, `the outage began at the cut (${details.from}, cut at ${iso(cutAt)})`);
+          assert.ok(Date.parse(details.to) >= restoredAt - 1_000 && Date.parse(details.to) <= Date.now(), `it ended when the network was back (${details.to}, back at ${iso(restoredAt)})`);
+          // More word of the same outage (late events): still one alert; and no caller is blamed for it.
+          await ship(creds.gateway as WorkloadCredentials, 'gateway-outage', 30, Array.from({ length: 5 }, (_, index) => ({ seq: 26 + index, event: refusal(25 + index) })));
+          await sweepFor(2_500);
+          const alerts = await store.alerts(1_000);
+          assert.equal(alerts.filter((entry) => entry.rule === 'control-plane-unreachable').length, 1, 'one alert per outage');
+          assert.deepEqual(alerts.filter((entry) => entry.rule === 'denial-burst' && !entry.subject.startsWith('spiffe://')).map((entry) => entry.subject), []);
+        } finally {
+          // Cut for good: mailer is killed at the end, and the relay must not keep the test process alive.
+          await network.cut();
+        }
+      });
+
+      /** A workload of its own, and a guard's heartbeat as `who` (with `unreachable` as a guard sends it after an outage). */
+      const workload = async (service: string) => joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
+      async function registry(who: WorkloadCredentials, path: 'heartbeat' | 'deregister', unreachable?: { since: number; until: number }): Promise<void> {
+        const agent = new Agent({ connect: { cert: who.chainPem, key: who.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+        try {
+          const response = await request(`${controlPlane.url}/v1/registry/${path}`, {
+            method: 'POST', dispatcher: agent, ...(path === 'deregister' ? {} : {
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({
+                routes: [], policyVersion: null, svidExpiresAt: who.expiresAt.toISOString(), mode: 'enforce', guardVersion: '0.1.0',
+                ...(unreachable === undefined ? {} : { unreachable: { since: iso(unreachable.since), until: iso(unreachable.until) } }),
+              }),
+            }),
+          });
+          assert.equal(response.statusCode, 204, await response.body.text());
+        } finally {
+          await agent.close();
+        }
+      }
+      /** A real outage as `who`'s guard tells it: a report, then (a second later) the window since it; then a clean stop. */
+      async function cutOff(who: WorkloadCredentials): Promise<void> {
+        await registry(who, 'heartbeat');
+        const since = Date.now();
+        await sleep(1_000);
+        await registry(who, 'heartbeat', { since, until: Date.now() });
+        await registry(who, 'deregister');
+      }
+      const outageAlerts = async () => (await store.alerts(1_000)).filter((entry) => entry.rule === 'control-plane-unreachable')
+        .map((entry) => ({ ...entry, services: (JSON.parse(entry.details) as { services: string[] }).services }));
+      /** Refusals for want of the control plane, as a compromised workload writes them: any time it likes. */
+      function forger(service: string): (times: number[]) => Promise<void> {
+        const creds = workload(service);
+        let seq = 0;
+        return async (times) => {
+          const events = times.map((time) => ({
+            seq: seq += 1, event: decisionEvent(service, { time: iso(time), sub: 'alice', decision: 'deny', reason: 'CONTROL_PLANE_UNAVAILABLE' }),
+          }));
+          await ship(await creds, `${service}-1`, seq, events);
+        };
+      }
+
+      it('a workload cannot push a real outage out of memory, nor flood: one alert naming it, and the real one on time', async () => {
+        const forgeRefusals = forger('intruder');
+        await cutOff(await workload('pricing'));
+        // 101 outages two minutes apart in 1970, 101 in the last hours, and one in the year 2999: in one batch.
+        const lastHours = Date.now() - 60 * 60_000;
+        await forgeRefusals([
+          ...Array.from({ length: 101 }, (_, index) => index * 120_000), ...Array.from({ length: 101 }, (_, index) => lastHours - index * 120_000),
+          Date.parse('2999-01-01T00:00:00Z'),
+        ]);
+        const real = await alertWhere('control-plane-unreachable', (entry) => JSON.parse(entry.details).services.includes('pricing'));
+        assert.match(real.summary, /^the control plane was unreachable from (intruder, )?pricing between /);
+        await sweepFor(2_000);
+        const alerts = await outageAlerts();
+        const aboutItself = alerts.filter((entry) => entry.services.includes('intruder') && !entry.services.includes('pricing'));
+        assert.ok(aboutItself.length <= 1, `at most one alert names only the intruder (the cooldown): ${aboutItself.map((entry) => entry.summary.slice(0, 120)).join('\n')}`);
+        assert.deepEqual(alerts.filter((entry) => /1970|2999/.test(`${entry.summary} ${entry.details}`)).map((entry) => entry.summary), [], 'no time from long ago or the future');
+      });
+
+      it('a workload that keeps talking of an outage does not hold back the alert about another service\'s', async () => {
+        const forgeRefusals = forger('chatterer');
+        await forgeRefusals([Date.now()]);
+        await cutOff(await workload('search'));
+        let talking = true;
+        const chatter = (async () => {
+          while (talking) {
+            await forgeRefusals([Date.now()]);
+            await sleep(200);
+          }
+        })();
+        try {
+          // The settling time is 1 s in this suite; the intruder's word is never that old.
+          const real = await alertWhere('control-plane-unreachable', (entry) => JSON.parse(entry.details).services.includes('search'), 15_000);
+          assert.ok(Date.parse(JSON.parse(real.details).from) >= Date.now() - 60_000, 'the window of this outage');
+        } finally {
+          talking = false;
+          await chatter;
+        }
+      });
+
+      it('Txn-Token replay is judged by the events\' own times, not their arrival order', async () => {
+        const who: Record<string, WorkloadCredentials> = {};
+        for (const service of ['stock', 'warehouse', 'billing']) {
+          who[service] = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
+        }
+        const hop = (txn: string, service: string, caller: string, time: number) => decisionEvent(service, { txn, sub: 'alice', caller: `spiffe://${TD}/svc/${caller}`, time: iso(time) });
+        // The chain cart → stock → warehouse → billing, a minute ago. warehouse has shipped its events
+        // up to an earlier one, and numbered this transaction's (2) without shipping it yet.
+        const t0 = Date.now() - 60_000;
+        const txn = randomUUID();
+        await ship(who.warehouse as WorkloadCredentials, 'warehouse-1', 2, [{ seq: 1, event: decisionEvent('warehouse', { time: iso(t0 - 1_000) }) }]);
+        await ship(who.stock as WorkloadCredentials, 'stock-1', 1, [{ seq: 1, event: hop(txn, 'stock', 'cart', t0) }]);
+        await ship(who.billing as WorkloadCredentials, 'billing-1', 1, [{ seq: 1, event: hop(txn, 'billing', 'warehouse', t0 + 10) }]);
+        await sweepFor(2_500);
+        await ship(who.warehouse as WorkloadCredentials, 'warehouse-1', 2, [{ seq: 2, event: hop(txn, 'warehouse', 'stock', t0 + 5) }]);
+        await sweepFor(1_500);
+        assert.deepEqual((await store.alerts(1_000)).filter((entry) => entry.subject === txn).map((entry) => entry.summary), [], 'events arriving out of order are no replay');
+        // A true replay: billing sees warehouse present a transaction that never reached it, while
+        // every decision warehouse took until then has arrived.
+        const stolen = randomUUID();
+        await ship(who.stock as WorkloadCredentials, 'stock-1', 2, [{ seq: 2, event: hop(stolen, 'stock', 'cart', t0 + 1_000) }]);
+        await ship(who.billing as WorkloadCredentials, 'billing-1', 2, [{ seq: 2, event: hop(stolen, 'billing', 'warehouse', t0 + 1_010) }]);
+        await ship(who.warehouse as WorkloadCredentials, 'warehouse-1', 3, [{ seq: 3, event: decisionEvent('warehouse') }]);
+        const replay = await alert('txn-replay', stolen);
+        assert.match(replay.summary, /^warehouse presented the Txn-Token of transaction \S+ at billing, but the transaction never reached warehouse$/);
       });
 
       it('covers every documented rule', async () => {

@@ -177,6 +177,8 @@ describe('scan results', () => {
       ['a summary that does not count the results', report('run-bad', { summary: { enforced: 2, weak: 0, inconclusive: 0, skipped: 1 } })],
       ['exit 0 with a weak result', report('run-bad', { exitCode: 0 })],
       ['exit 1 without a weak result', report('run-bad', { results: [], summary: { enforced: 0, weak: 0, inconclusive: 0, skipped: 0 } })],
+      ['reasons checks could not run that the summary does not count', report('run-bad', { inconclusiveReasons: [{ reason: 'test user a is revoked', results: 3 }] })],
+      ['a reason that is not text', report('run-bad', { inconclusiveReasons: [{ reason: 7, results: 0 }] })],
       ['over 4 MiB', report('run-bad', { padding: 'x'.repeat(4 * 1024 * 1024) })],
     ];
     for (const [name, body] of cases) {

@@ -18,3 +18,4 @@ export { BASE_SCHEMA_FILE, baseSchemaText } from './base-schema.ts';
 export type { PolicySet, PolicySource } from './policy-set.ts';
 export type { AuthorizationRequest, RequestContext } from './request-context.ts';
 export { runPolicyTests, type PolicyTestCase, type PolicyTestResult } from './policy-tests.ts';
+export { rolesNamed } from './roles-named.ts';

@@ -4,6 +4,7 @@
  * (SVID, probe certificates, test Txn-Tokens; see the control plane's scan/scan-kit.ts).
  */
 import 'reflect-metadata';
+import type { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { request } from 'undici';
 import { controlPlaneAgent, type ScanKit, type ScanUser, type ServiceRecord } from '@lockstep/control-plane';
@@ -28,6 +29,8 @@ export interface ControlPlaneAccess {
 export interface ObtainedKit {
   readonly kit: ScanKit;
   readonly keyPem: string;
+  /** The same key, for signing probe proofs. */
+  readonly privateKey: webcrypto.CryptoKey;
   /** The Txn-Token Service's public keys (for the key-confusion attacks). */
   readonly txnJwks: { keys: Record<string, unknown>[] };
 }
@@ -67,7 +70,7 @@ export async function obtainScanKit(access: ControlPlaneAccess, name: string, us
   const kit = await asAdmin<ScanKit>(access, 'POST', '/v1/admin/scan-kit', { name, csr: csr.toString('pem'), users });
   const txnJwks = await asAdmin<ObtainedKit['txnJwks']>(access, 'GET', '/v1/txn-token/jwks.json');
   const keyPem = x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
-  return { kit, keyPem, txnJwks };
+  return { kit, keyPem, privateKey: keys.privateKey, txnJwks };
 }
 
 /** The registry's list (administrators may read it). */

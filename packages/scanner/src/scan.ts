@@ -2,19 +2,25 @@
  * `scan()`: discovery, the scanner's identity, controls, the catalogue against every target, the
  * report. The order of the results is deterministic (service, then catalogue order, then target),
  * whatever order the attempts finished in; concurrency and rate are bounded.
+ *
+ * A check that applies but cannot run — no guard answered, a test user the guards refuse or whose
+ * roles no policy names, no allowed request to vary — is inconclusive with the reason, and so is the
+ * scan (exit 2); only a check that does not apply to a target is skipped.
  */
 import { randomUUID } from 'node:crypto';
 import type { ScanUser } from '@lockstep/control-plane';
+import { createProbeProof, PROBE_PROOF_HEADER } from '@lockstep/guard';
 import { parseSpiffeId } from '@lockstep/identity';
 import { catalogue, type Attack, type Control, type EndpointTarget, type RouteTarget, type ScanContext, type ScanRoute, type ServiceTarget, type Target } from './catalogue/index.ts';
-import type { Plan } from './catalogue/attack.ts';
+import { noControl, type Plan } from './catalogue/attack.ts';
 import { BODY_METHODS } from './catalogue/input/define.ts';
 import { craftTokens, foreignCaCredential } from './craft.ts';
 import { obtainScanKit, registeredServices, ScanSetupError, type ControlPlaneAccess } from './kit.ts';
 import { parseManifest, type ScanManifest } from './manifest.ts';
 import { createSender, type Answer, type Attempt, type Credential, type Sender } from './send.ts';
 import { describeAnswer, refusedBy, stepOf } from './verdict.ts';
-import type { AttackResult, ScanReport, ScannedService } from './types.ts';
+import { testUser, tokenRefused, type TestUser } from './test-users.ts';
+import type { AttackResult, InconclusiveReason, ScanReport, ScannedService } from './types.ts';
 
 export const SCANNER_VERSION = '0.1.0';
 
@@ -47,8 +53,13 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
   if (attacks.length === 0) throw new TypeError(`no attack id starts with ${options.only?.join(', ')}`);
 
   const noRole: ScanUser = { sub: manifest.users.a.sub, roles: [], ...(manifest.users.a.tenant === undefined ? {} : { tenant: manifest.users.a.tenant }) };
-  const { kit, keyPem, txnJwks } = await obtainScanKit(options.controlPlane, name, [manifest.users.a, manifest.users.b, noRole]);
+  const testUsers = [manifest.users.a, manifest.users.b, noRole];
+  const { kit, keyPem, privateKey, txnJwks } = await obtainScanKit(options.controlPlane, name, testUsers);
   const [tokenA, tokenB, tokenNoRole] = kit.tokens.users as [string, string, string];
+  const users = {
+    a: testUser('a', manifest.users.a, kit.users[0]),
+    b: testUser('b', manifest.users.b, kit.users[1]),
+  };
   const { services, workloads } = await discover(options.controlPlane, manifest, kit.trustDomain, warn);
   if (services.length === 0) throw new ScanSetupError('nothing to scan: the registry lists no live service with an address, and the manifest names none — start the services (their guards register themselves), or name unregistered ones under services: in --manifest');
 
@@ -63,9 +74,21 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
     probeCertificates: Object.fromEntries(Object.entries(kit.probeCertificates).map(([probe, pem]) => [probe, credential(probe, pem)])) as ScanContext['probeCertificates'],
     tokens: { a: tokenA, b: tokenB, noRole: tokenNoRole, defective: kit.tokens.defective, crafted: await craftTokens(tokenA, kit.trustDomain, txnJwks) },
   };
-  const send = rateLimited(sender, options.rate);
+  // A transport attack (any certificate but the scanner's SVID) proves to the guard that it is this
+  // scan's probe, so that the monitor counts it apart from real traffic (@lockstep/guard's probe proofs).
+  const proven = async (attempt: Attempt): Promise<Attempt> => {
+    const audience = scope.get(attempt.endpoint);
+    if (attempt.via === 'plaintext' || attempt.via === context.scanner || audience === undefined || audience === null) {
+      return attempt;
+    }
+    const { method, path: target } = attempt;
+    const proof = await createProbeProof({ token: kit.tokens.probe, key: privateKey, method, target, audience });
+    return { ...attempt, headers: [...attempt.headers, [PROBE_PROOF_HEADER, proof]] };
+  };
+  const send = rateLimited(sender, options.rate, proven);
   try {
-    const targetsOfService = (service: ServiceTarget) => targetsOf(service, manifest, context, workloads, send, warn);
+    const search: TargetSearch = { manifest, users, context, workloads, send, warn };
+    const targetsOfService = (service: ServiceTarget) => targetsOf(service, search);
     const targets = await Promise.all(services.map(targetsOfService));
     const plans: { service: string; attack: Attack; index: number; plan: Plan }[] = [];
     services.forEach((service, s) => {
@@ -77,10 +100,15 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
       });
     });
     let done = 0;
+    const reasons = new Map<string, number>();
     const results = await pool(plans, concurrency, async (entry) => {
-      const result = await runPlan(entry.service, entry.attack, entry.plan, send);
+      const result = accepted(await runPlan(entry.service, entry.attack, entry.plan, send), manifest);
       options.onProgress?.(++done, plans.length);
-      return accepted(result, manifest);
+      if (result.outcome === 'inconclusive') {
+        const reason = entry.plan.inconclusive ?? 'an answer that is not the guard\'s (each result shows it)';
+        reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+      }
+      return result;
     });
     const finished = Date.now();
     const summary = {
@@ -101,6 +129,8 @@ export async function scan(options: ScanOptions): Promise<ScanReport> {
       attacks: attacks.map(({ id, title, category, severity, cwe, owasp, nist, description, enforced }) => ({ id, title, category, severity, cwe, owasp, nist, description, enforced })),
       results,
       summary,
+      inconclusiveReasons: [...reasons].map(([reason, count]): InconclusiveReason => ({ reason, results: count }))
+        .sort((a, b) => b.results - a.results || a.reason.localeCompare(b.reason)),
       exitCode: summary.weak > 0 ? 1 : summary.inconclusive > 0 ? 2 : 0,
     };
   } finally {
@@ -152,10 +182,18 @@ function fill(template: string, params: Readonly<Record<string, string>> = {}): 
 
 const guardAnswered = (answer: Answer) => answer.code !== null || answer.probeAdmitted;
 
-async function targetsOf(
-  service: ServiceTarget, manifest: ScanManifest, context: ScanContext, workloads: readonly string[], send: Send,
-  warn: (message: string) => void,
-): Promise<Target[]> {
+/** What finding a service's targets needs from the scan. */
+interface TargetSearch {
+  readonly manifest: ScanManifest;
+  readonly users: { readonly a: TestUser; readonly b: TestUser };
+  readonly context: ScanContext;
+  readonly workloads: readonly string[];
+  readonly send: Send;
+  readonly warn: (message: string) => void;
+}
+
+async function targetsOf(service: ServiceTarget, search: TargetSearch): Promise<Target[]> {
+  const { manifest, users, context, workloads, send, warn } = search;
   const enforced = service.routes.filter((route) => !route.public);
   const objectPath = (route: ScanRoute) => {
     // The object a path addresses is the same whatever the method (GET and its HEAD, DELETE…).
@@ -168,22 +206,43 @@ async function targetsOf(
     const method = first?.method ?? 'GET';
     const path = first === undefined ? `/${PLACEHOLDER}` : objectPath(first) ?? fill(first.template);
     // The control: the scanner's genuine SVID and token must reach the guard and be decided by it.
-    const answer = await send({ endpoint, method, path, headers: [['host', endpoint], ['txn-token', context.tokens.a]], via: context.scanner });
-    const unreachable = guardAnswered(answer) ? null : `the scanner's genuine credentials got no guard decision from ${endpoint} (${describeAnswer(answer)}): no guard to test here`;
-    targets.push({ kind: 'endpoint', service, endpoint, method, path, unreachable } satisfies EndpointTarget);
+    const asUser = (token: string) => {
+      return send({ endpoint, method, path, headers: [['host', endpoint], ['txn-token', token]], via: context.scanner });
+    };
+    const answer = await asUser(context.tokens.a);
+    const step = stepOf(answer);
+    const described = describeAnswer(answer);
+    const inconclusive = !guardAnswered(answer)
+      ? `the scanner's genuine credentials got no guard decision from ${endpoint} (${described}): no guard to test here`
+      : step === 'transport'
+        ? `the guard at ${endpoint} refused the scanner's own SVID (${described}), so none of its refusals says which `
+          + 'step held: is the scanner revoked (lockstep revoke spiffeId), or its trust bundle out of date?'
+        : null;
+    targets.push({ kind: 'endpoint', service, endpoint, method, path, inconclusive } satisfies EndpointTarget);
+    // Every route check sends test user a's token, or one like it: they stand or fall with it.
+    const userA = inconclusive ?? users.a.refused ?? (step === 'token' ? tokenRefused(users.a, endpoint, answer) : null);
+    let userB = users.b.refused ?? users.b.roles;
+    if (userA === null && userB === null && enforced.some((route) => route.owner)) {
+      const answerB = await asUser(context.tokens.b);
+      if (stepOf(answerB) === 'token') userB = tokenRefused(users.b, endpoint, answerB);
+    }
     for (const route of service.routes) {
       if (route.public) continue;
       const object = route.owner ? objectPath(route) : null;
       const path = object ?? fill(route.template);
-      const control = unreachable === null ? await findControl(endpoint, route.method, path, workloads, context, send) : null;
+      // No control is searched for as a user that cannot act, or whose roles mean nothing to the policy.
+      const found = userA === null && users.a.roles === null
+        ? await findControl(endpoint, route.method, path, workloads, context, send)
+        : null;
+      const control = found ?? { problem: userA ?? users.a.roles ?? noControl(users.a.named) };
       const methodsOfPath = service.routes.filter((other) => other.template === route.template).map((other) => other.method);
       const candidates = bodyCandidates(service, route, manifest);
-      const asControl = control === null ? null : { service: service.name, endpoint, method: route.method, path, control };
-      const permittedBody = asControl === null || !BODY_METHODS.has(route.method) ? null
-        : await findPermittedBody(asControl, candidates, context, send, warn);
+      const asFound = found === null ? null : { service: service.name, endpoint, method: route.method, path, control: found };
+      const permittedBody = asFound === null || !BODY_METHODS.has(route.method) ? null
+        : await findPermittedBody(asFound, candidates, context, send, warn);
       targets.push({
-        kind: 'route', service, route, endpoint, path, unreachable, control, objectPath: object, methodsOfPath,
-        permittedBody,
+        kind: 'route', service, route, endpoint, path, inconclusive: userA, control, userBProblem: userB, objectPath: object,
+        methodsOfPath, permittedBody,
       } satisfies RouteTarget);
     }
   }
@@ -289,16 +348,18 @@ function describeAttempt(attempt: Attempt): string {
   return `${attempt.method} ${path} via ${via}`;
 }
 
+/** A weak or inconclusive result that the manifest accepts, with its reason, becomes a skip. */
 function accepted(result: AttackResult, manifest: ScanManifest): AttackResult {
-  if (result.outcome !== 'weak') return result;
+  if (result.outcome !== 'weak' && result.outcome !== 'inconclusive') return result;
   const acceptance = manifest.accept.find((entry) => entry.attack === result.attack && entry.service === result.service && (entry.route === undefined || entry.route === result.target || result.target.startsWith(`${entry.route} @ `)));
   return acceptance === undefined ? result : { ...result, outcome: 'skipped', evidence: `accepted in the manifest: ${acceptance.reason} (found: ${result.evidence})` };
 }
 
 type Send = (attempt: Attempt) => Promise<Answer>;
 
-function rateLimited(sender: Sender, rate: number | undefined): Send {
-  if (rate === undefined) return (attempt) => sender.send(attempt);
+/** Sends at most `rate` attempts a second; each is `prepare`d just before it leaves (a proof's time is fresh). */
+function rateLimited(sender: Sender, rate: number | undefined, prepare: (attempt: Attempt) => Promise<Attempt>): Send {
+  if (rate === undefined) return async (attempt) => sender.send(await prepare(attempt));
   const interval = 1000 / rate;
   let next = 0;
   return async (attempt) => {
@@ -306,7 +367,7 @@ function rateLimited(sender: Sender, rate: number | undefined): Send {
     const at = Math.max(now, next);
     next = at + interval;
     if (at > now) await new Promise((resolve) => setTimeout(resolve, at - now));
-    return sender.send(attempt);
+    return sender.send(await prepare(attempt));
   };
 }
 

@@ -28,8 +28,9 @@ export interface AttackInfo {
 
 /**
  * `enforced`: refused by the right step; `weak`: got further than it should (a finding);
- * `inconclusive`: the scanner could not tell (the target did not answer, no control request passed) —
- * the scan is then incomplete; `skipped`: not applicable to this target (with the reason).
+ * `inconclusive`: the check applies but could not run or could not tell (no guard answered, a test
+ * user the guards refuse or whose roles no policy names, no allowed request to vary) — the scan is
+ * then inconclusive; `skipped`: not applicable to this target, or accepted in the manifest (with the reason).
  */
 export type Outcome = 'enforced' | 'weak' | 'inconclusive' | 'skipped';
 
@@ -64,6 +65,12 @@ export interface ScanSummary {
   readonly skipped: number;
 }
 
+/** One reason checks could not run, and how many results it left inconclusive. */
+export interface InconclusiveReason {
+  readonly reason: string;
+  readonly results: number;
+}
+
 export interface ScanReport {
   readonly tool: { readonly name: 'lockstep-scan'; readonly version: string };
   readonly runId: string;
@@ -78,6 +85,8 @@ export interface ScanReport {
   /** In deterministic order: service, then attack (catalogue order), then target. */
   readonly results: readonly AttackResult[];
   readonly summary: ScanSummary;
+  /** Why the scan is inconclusive: each reason checks could not run, most results first; empty when all ran. */
+  readonly inconclusiveReasons: readonly InconclusiveReason[];
   /** 0 nothing got through; 1 a weak link; 2 the scan could not run (or is inconclusive). */
   readonly exitCode: 0 | 1 | 2;
 }

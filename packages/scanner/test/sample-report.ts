@@ -104,6 +104,7 @@ export function sampleReport(overrides: Partial<ScanReport> = {}): ScanReport {
     attacks,
     results,
     summary: { enforced: count('enforced'), weak: count('weak'), inconclusive: count('inconclusive'), skipped: count('skipped') },
+    inconclusiveReasons: [{ reason: 'an answer that is not the guard\'s (each result shows it)', results: count('inconclusive') }],
     exitCode: 1,
     ...overrides,
   };

@@ -32,6 +32,16 @@ export interface AdminAction {
   readonly startedAt: number;
   /** One call's events share it (its authorisation, and its failure if it then fails). Default: a new one. */
   readonly requestId?: string;
+  /** What the call said beyond its resource that the trail must keep (a revocation's kind and reason). */
+  readonly detail?: Readonly<Record<string, string>>;
+}
+
+/**
+ * An admin event: a guard decision's shape, plus `detail` on the calls that have one. Events without
+ * it are written exactly as before, so nothing changes for the text (and hash) of any other event.
+ */
+export interface AdminEvent extends DecisionEvent {
+  readonly detail?: Readonly<Record<string, string>>;
 }
 
 /** Where admin events are stored for good: the tamper-evident audit trail. */
@@ -90,7 +100,7 @@ export function subscribeAdminActions(listener: (event: DecisionEvent) => void):
   return () => diagnostics.unsubscribe(ADMIN_CHANNEL, onMessage);
 }
 
-function adminEvent(action: AdminAction): DecisionEvent {
+function adminEvent(action: AdminAction): AdminEvent {
   return {
     time: new Date().toISOString(),
     service: 'control-plane',
@@ -109,5 +119,6 @@ function adminEvent(action: AdminAction): DecisionEvent {
     dryRun: false,
     latencyMs: Math.round((performance.now() - action.startedAt) * 1000) / 1000,
     traceId: null,
+    ...(action.detail === undefined ? {} : { detail: action.detail }),
   };
 }

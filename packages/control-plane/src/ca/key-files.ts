@@ -14,6 +14,31 @@ export class KeyPermissionError extends Error {
   }
 }
 
+/**
+ * A key file that is there but cannot be used (truncated, not PEM, not JSON, not a key). Never
+ * replaced by a new key on its own: what it signed (SVIDs, tokens, checkpoints) would stop verifying.
+ */
+export class KeyFileError extends Error {
+  readonly code = 'LOCKSTEP_CP_KEY_FILE';
+  readonly file: string;
+  constructor(file: string, problem: string) {
+    super(`key file ${file} is unusable: ${problem}. Fix: restore it from a backup; a development state directory `
+      + 'can start afresh instead (move the whole directory away: a new CA, every workload joins again)');
+    this.name = 'KeyFileError';
+    this.file = file;
+  }
+}
+
+/** Parses what a key file holds; whatever `parse` throws becomes a KeyFileError that names the file. */
+export async function parseKeyFile<T>(dir: string, name: string, parse: () => T | Promise<T>): Promise<T> {
+  try {
+    return await parse();
+  } catch (error) {
+    if (error instanceof KeyFileError) throw error;
+    throw new KeyFileError(join(dir, name), (error as Error).message);
+  }
+}
+
 /** Creates `dir` (0700) if it does not exist, and refuses one that group or others can use. */
 export function ensurePrivateDirectory(dir: string): void {
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -13,8 +13,9 @@
  * PostgreSQL each keep their own ring (their JWKS differ; guards fetch the JWKS by URL and refetch on
  * an unknown `kid`).
  */
+import { join } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, importJWK, importPKCS8, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
-import { ensurePrivateDirectory, readPrivateFile, replacePrivateFile } from './key-files.ts';
+import { ensurePrivateDirectory, KeyFileError, parseKeyFile, readPrivateFile, replacePrivateFile } from './key-files.ts';
 import type { SigningKey } from './signing-key.ts';
 
 type Role = 'current' | 'next' | 'previous';
@@ -80,7 +81,7 @@ export async function openKeyRing(keyDir: string, name: string, options: KeyRing
     save();
     options.onCreated?.(`created ${legacy === null ? 'NEW ' : ''}${name} signing keys in ${keyDir}${legacy === null ? ' (development material)' : ' (the existing key is the current one)'}`);
   } else {
-    keys = await Promise.all(parse(stored, `${keyDir}/${file}`).map(load));
+    keys = await parseKeyFile(keyDir, file, () => Promise.all(parse(stored, join(keyDir, file)).map(load)));
   }
   const listeners = new Set<(rotation: Rotation) => void>();
 
@@ -150,13 +151,13 @@ function parse(text: string, where: string): StoredKey[] {
   try {
     body = JSON.parse(text);
   } catch {
-    throw new TypeError(`${where} is not JSON; restore it from a backup (its keys sign live tokens)`);
+    throw new KeyFileError(where, 'not JSON (its keys sign live tokens)');
   }
   const keys = (body as { version?: unknown; keys?: unknown }).keys;
-  if ((body as { version?: unknown }).version !== 1 || !Array.isArray(keys)) throw new TypeError(`${where} is not a Lockstep key ring (version 1)`);
+  if ((body as { version?: unknown }).version !== 1 || !Array.isArray(keys)) throw new KeyFileError(where, 'not a Lockstep key ring (version 1)');
   const roles = keys.map((key: StoredKey) => key.role);
   if (roles.filter((role) => role === 'current').length !== 1 || roles.filter((role) => role === 'next').length !== 1) {
-    throw new TypeError(`${where} must hold exactly one current and one next key`);
+    throw new KeyFileError(where, 'it must hold exactly one current and one next key');
   }
   return keys as StoredKey[];
 }

@@ -22,7 +22,7 @@ import { existsSync, mkdirSync, renameSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { trustDomainId } from '@lockstep/identity';
 import { x509 } from '../lib/x509.ts';
-import { ensurePrivateDirectory, readPrivateFile, replacePrivateFile, writePrivateFile } from './key-files.ts';
+import { ensurePrivateDirectory, KeyFileError, parseKeyFile, readPrivateFile, replacePrivateFile, writePrivateFile } from './key-files.ts';
 
 export interface WorkloadCaOptions {
   /** e.g. "shop.test". */
@@ -201,20 +201,28 @@ async function loadCa(dir: string, now: number): Promise<LoadedCa> {
   if (rootPem === null || intermediatePem === null || intermediateKeyPem === null) {
     throw new TypeError(`the CA key directory ${dir} is incomplete: it needs ${FILES.rootCert}, ${FILES.intermediateCert} and ${FILES.intermediateKey}. Restore the missing files, or move the directory away to create a new CA (every workload must then re-join).`);
   }
-  const root = new x509.X509Certificate(rootPem);
-  const intermediate = new x509.X509Certificate(intermediatePem);
+  const root = await parseKeyFile(dir, FILES.rootCert, () => new x509.X509Certificate(rootPem));
+  const intermediate = await parseKeyFile(dir, FILES.intermediateCert, () => new x509.X509Certificate(intermediatePem));
   if (!(await intermediate.verify({ publicKey: root.publicKey, date: new Date(now) }))) {
     throw new TypeError(`${FILES.intermediateCert} in ${dir} is not signed by ${FILES.rootCert}, or is outside its validity. If a root rotation was interrupted, finish moving the files of ${join(dir, NEXT_DIR)} into ${dir}, or restore the directory from a backup.`);
   }
-  const privateKey = await crypto.subtle.importKey('pkcs8', pemBody(intermediateKeyPem), ECDSA_P256, false, ['sign']);
-  return { root, intermediatePem: `${intermediate.toString('pem')}\n`, signer: Object.freeze({ cert: intermediate, privateKey, keyObject: createPrivateKey(intermediateKeyPem) }) };
+  const { privateKey, keyObject } = await parseKeyFile(dir, FILES.intermediateKey, async () => ({
+    privateKey: await crypto.subtle.importKey('pkcs8', pemBody(intermediateKeyPem), ECDSA_P256, false, ['sign']),
+    keyObject: createPrivateKey(intermediateKeyPem),
+  }));
+  return { root, intermediatePem: `${intermediate.toString('pem')}\n`, signer: Object.freeze({ cert: intermediate, privateKey, keyObject }) };
 }
 
 function readRetiring(keyDir: string): { pem: string; retiresAt: number }[] {
   const text = readPrivateFile(keyDir, RETIRING_FILE);
   if (text === null) return [];
-  const parsed = JSON.parse(text) as { version?: number; roots?: { pem: string; retiresAt: number }[] };
-  if (parsed.version !== 1 || !Array.isArray(parsed.roots)) throw new TypeError(`${join(keyDir, RETIRING_FILE)} is not a Lockstep retiring-roots file (version 1)`);
+  let parsed: { version?: number; roots?: { pem: string; retiresAt: number }[] };
+  try {
+    parsed = JSON.parse(text) as typeof parsed;
+  } catch (error) {
+    throw new KeyFileError(join(keyDir, RETIRING_FILE), `not JSON (${(error as Error).message})`);
+  }
+  if (parsed.version !== 1 || !Array.isArray(parsed.roots)) throw new KeyFileError(join(keyDir, RETIRING_FILE), 'not a Lockstep retiring-roots file (version 1)');
   return parsed.roots;
 }
 

@@ -2,7 +2,8 @@
  * Keeps a guard in step with the control plane: subscribes to `/v1/stream` over mTLS with the
  * workload's SVID, hands every policy bundle to `guard.setPolicyBundle` (which verifies its signature
  * and never goes back to an older one), every revocation to `guard.revoke` and a changed trust
- * bundle (root rotation) to `guard.setTrustBundle`. Reconnects on its own
+ * bundle (root rotation) to `guard.setTrustBundle`, and every lift (a revocation taken back: its own
+ * `lift` event, which guards that predate lifts ignore) to `guard.lift`. Reconnects on its own
  * and resumes from the last revocation it saw; while the stream is down it also polls the ETag'd
  * bundle and the revocation list (or only polls, with `transport: 'poll'`). Fail-static: while the
  * control plane is away the guard keeps enforcing what it has.
@@ -11,10 +12,12 @@ import { EventSource, request } from 'undici';
 import { controlPlaneAgent } from './control-plane-agent.ts';
 import type { RevocationKind } from '../store/store.ts';
 
-/** What the stream drives: a Lockstep guard, or anything with the same three methods. */
+/** What the stream drives: a Lockstep guard, or anything with the same four methods. */
 export interface StreamTarget {
   setPolicyBundle(jws: string): Promise<unknown>;
   revoke(revocation: { kind: RevocationKind; value: string }): void;
+  /** A revocation taken back by an administrator (`lockstep revoke --lift`). */
+  lift(revocation: { kind: RevocationKind; value: string }): void;
   setTrustBundle(pem: string): void;
 }
 
@@ -25,7 +28,8 @@ export type StreamEvent =
   | { readonly kind: 'policy-refused'; readonly reason: string }
   /** The trust bundle changed (a root rotation step); the guard has it already. */
   | { readonly kind: 'trust-bundle'; readonly bundle: string }
-  | { readonly kind: 'revocation'; readonly seq: number; readonly revocation: { kind: RevocationKind; value: string } };
+  | { readonly kind: 'revocation'; readonly seq: number; readonly revocation: { kind: RevocationKind; value: string } }
+  | { readonly kind: 'lift'; readonly seq: number; readonly revocation: { kind: RevocationKind; value: string } };
 
 export interface GuardStreamOptions {
   readonly url: string;
@@ -50,6 +54,19 @@ export interface GuardStream {
 }
 
 const KINDS = new Set<RevocationKind>(['sub', 'txn', 'spiffeId', 'kid']);
+/**
+ * Asks `GET /v1/revocations` for lifted entries too. Without it the control plane leaves them out,
+ * since a guard of the previous version would apply them as revocations.
+ */
+const LIFTS_HEADER = 'lockstep-revocation-lifts';
+
+/** A revocation feed entry as the control plane sends it (`lifted` set when it was taken back). */
+interface FeedEntry {
+  readonly seq: number;
+  readonly kind: RevocationKind;
+  readonly value: string;
+  readonly lifted?: unknown;
+}
 
 export function connectGuardStream(options: GuardStreamOptions): GuardStream {
   const agent = controlPlaneAgent(options.trustDomain, options.tls);
@@ -69,11 +86,15 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
       notify({ kind: 'policy-refused', reason: `${announced.version}: ${(error as Error).message}` });
     }
   };
-  const applyRevocation = (entry: { seq: number; kind: RevocationKind; value: string }) => {
+  // Entries come only from the control plane (TLS pinned to the bundle, its SPIFFE ID checked); each
+  // position is applied once, in order, so an old entry replayed cannot undo a newer lift or revocation.
+  const applyFeedEntry = (entry: FeedEntry, as: 'revocation' | 'lift') => {
     if (!KINDS.has(entry.kind) || typeof entry.value !== 'string' || !Number.isSafeInteger(entry.seq) || entry.seq <= position) return;
-    options.target.revoke({ kind: entry.kind, value: entry.value });
+    const revocation = { kind: entry.kind, value: entry.value };
+    if (as === 'lift') options.target.lift(revocation);
+    else options.target.revoke(revocation);
     position = entry.seq;
-    notify({ kind: 'revocation', seq: entry.seq, revocation: { kind: entry.kind, value: entry.value } });
+    notify({ kind: as, seq: entry.seq, revocation });
   };
   const applyTrustBundle = (pem: unknown) => {
     if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE-----') || pem === bundle) return;
@@ -98,12 +119,16 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
       await response.body.dump();
       if (response.statusCode !== 304 && response.statusCode !== 503) throw new Error(`GET /v1/policy/bundle answered ${response.statusCode}`);
     }
-    const feed = await request(new URL(`/v1/revocations?since=${position}`, options.url), { dispatcher: agent, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const feed = await request(new URL(`/v1/revocations?since=${position}`, options.url), {
+      dispatcher: agent, headers: { [LIFTS_HEADER]: '1' }, headersTimeout: 10_000, bodyTimeout: 10_000,
+    });
     if (feed.statusCode !== 200) {
       await feed.body.dump();
       throw new Error(`GET /v1/revocations answered ${feed.statusCode}`);
     }
-    for (const entry of (await feed.body.json() as { revocations: { seq: number; kind: RevocationKind; value: string }[] }).revocations) applyRevocation(entry);
+    for (const entry of (await feed.body.json() as { revocations: FeedEntry[] }).revocations) {
+      applyFeedEntry(entry, entry.lifted === undefined || entry.lifted === null ? 'revocation' : 'lift');
+    }
   }
 
   let timer: NodeJS.Timeout | null = null;
@@ -128,7 +153,9 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
     };
     source.addEventListener('policy', (message) => void applyPolicy(JSON.parse(String((message as MessageEvent).data)) as { version: string; bundle: string }));
     source.addEventListener('trust-bundle', (message) => applyTrustBundle((JSON.parse(String((message as MessageEvent).data)) as { bundle?: unknown }).bundle));
-    source.addEventListener('revocation', (message) => applyRevocation(JSON.parse(String((message as MessageEvent).data)) as { seq: number; kind: RevocationKind; value: string }));
+    const entryOf = (message: Event) => JSON.parse(String((message as MessageEvent).data)) as FeedEntry;
+    source.addEventListener('revocation', (message) => applyFeedEntry(entryOf(message), 'revocation'));
+    source.addEventListener('lift', (message) => applyFeedEntry(entryOf(message), 'lift'));
   } else {
     schedulePoll(0);
   }

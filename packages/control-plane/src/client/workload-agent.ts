@@ -62,6 +62,7 @@ export interface WorkloadAgent {
   attach(guard: AttachableGuard): void;
   /** Renews now (normally the timer does). */
   renew(): Promise<void>;
+  /** Stops following, and leaves the registry (a clean stop: no "guard silent" alert follows). */
   close(): Promise<void>;
 }
 
@@ -92,7 +93,13 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
         if (event.kind === 'policy') void heartbeat?.beat().catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message }));
       },
     });
-    heartbeat = startRegistryHeartbeat({ url: options.url, trustDomain: options.trustDomain, tls: tls(), guard, intervalMs: options.heartbeatMs ?? 10_000, onError: (error) => notify({ kind: 'heartbeat-failed', reason: error.message }) });
+    // An outage the previous heartbeat saw and could not report yet is the new one's to report.
+    const unreported = previous.heartbeat?.unreachableSince ?? null;
+    heartbeat = startRegistryHeartbeat({
+      url: options.url, trustDomain: options.trustDomain, tls: tls(), guard, intervalMs: options.heartbeatMs ?? 10_000,
+      onError: (error) => notify({ kind: 'heartbeat-failed', reason: error.message }),
+      ...(unreported === null ? {} : { unreachableSince: unreported }),
+    });
     void previous.stream?.close();
     void previous.heartbeat?.stop();
   }
@@ -146,7 +153,10 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     async close() {
       closed = true;
       if (timer !== null) clearTimeout(timer);
-      await Promise.all([stream?.close(), heartbeat?.stop()]);
+      // A clean stop leaves the registry: the monitor raises no alert for the silence that follows.
+      const leaving = heartbeat?.deregister()
+        .catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: `could not deregister: ${(error as Error).message}` }));
+      await Promise.all([stream?.close(), leaving]);
     },
   };
 }

@@ -10,7 +10,10 @@
  *     (oidc-provider's reuse detection)
  *   - discovery (`/oidc/.well-known/openid-configuration`), JWKS from a rotating key ring
  *   - a server-rendered sign-in page (pages.ts) with a CSRF token, scrypt passwords (passwords.ts),
- *     lockout with backoff per account and per IP (lockout.ts)
+ *     sign-in throttling per account, per network and per known browser (lockout.ts, sign-in.ts),
+ *     and a bound on the password checks in progress per network and per replica (check-slots.ts)
+ *   - a session whose account was revoked, disabled or removed is ended at the next authorization
+ *     request, which shows the sign-in page with the refusal (no single sign-on past a revocation)
  *   - all state (sessions, codes, grants, refresh tokens) in the control plane's store
  *
  * The registered clients are first-party (the gateway): signing in grants them the requested scopes
@@ -20,17 +23,20 @@
 import { createHmac, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import diagnostics from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import Provider, { errors as oidcErrors, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors as oidcErrors, interactionPolicy, type ClientMetadata, type Configuration, type Interaction, type KoaContextWithOIDC } from 'oidc-provider';
 import type { JSONWebKeySet } from 'jose';
 import type { KeyRing, Rotation } from '../ca/key-ring.ts';
-import { ensurePrivateDirectory, readPrivateFile, writePrivateFile } from '../ca/key-files.ts';
+import { ensurePrivateDirectory, KeyFileError, readPrivateFile, writePrivateFile } from '../ca/key-files.ts';
 import { peerSpiffeId } from '../server/peer.ts';
 import type { ControlPlaneStore } from '../store/store.ts';
+import { createCheckSlots, DEFAULT_PASSWORD_CHECKS, type PasswordCheckLimits } from './check-slots.ts';
+import { createDeviceCookies } from './device-cookie.ts';
 import { createLockout, DEFAULT_LOCKOUT, type LockoutPolicy } from './lockout.ts';
 import { storeAdapter } from './oidc-adapter.ts';
 import { loginPage, logoutPage, messagePage, pageHeaders } from './pages.ts';
-import { hashPassword, needsRehash, verifyAgainstNothing, verifyPassword } from './passwords.ts';
+import { accountRefusal, checkSignIn } from './sign-in.ts';
 
 export const IDP_PATH = '/oidc';
 const loginChannel = diagnostics.channel('lockstep:idp:login');
@@ -57,17 +63,23 @@ export interface IdentityProviderOptions {
   readonly clients: readonly ClientMetadata[];
   readonly resource: ProtectedResource;
   readonly lockout?: LockoutPolicy;
+  /** How many sign-in checks this replica runs at once, per network and in all (`DEFAULT_PASSWORD_CHECKS`). */
+  readonly passwordChecks?: PasswordCheckLimits;
   readonly now?: () => number;
 }
 
 export type LoginEvent = {
-  readonly outcome: 'success' | 'failure' | 'locked' | 'refused';
+  /** `busy`: answered "try again in a moment" before anything was counted or checked (check-slots.ts). */
+  readonly outcome: 'success' | 'failure' | 'locked' | 'refused' | 'busy';
   readonly username: string;
   readonly ip: string;
   readonly at: number;
   /** For `locked`: how long until the next attempt is accepted. */
   readonly retryAfterMs?: number;
-  /** For `refused`: why a correct password did not sign in (disabled, revoked). */
+  /**
+   * For `refused`: why a correct password did not sign in (disabled, revoked), or why a session was
+   * ended; for `busy`: whose checks were too many (`network` or `replica`).
+   */
   readonly reason?: string;
 };
 
@@ -88,9 +100,22 @@ export interface IdentityProvider {
   close(): void;
 }
 
-const USERNAME = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
 const UID = /^[A-Za-z0-9_-]{1,64}$/;
 const FORM_LIMIT = 8 * 1024;
+// The same words for a disabled or revoked account, whether it signs in or comes back with a session.
+const CANNOT_SIGN_IN = 'This account cannot sign in. Contact your administrator.';
+
+/**
+ * oidc-provider's prompts plus one check: a session whose account `findAccount` no longer returns
+ * (revoked, disabled, removed) asks for a sign-in again. Without it the request went on with no
+ * account and failed in the consent prompt (a TypeError, answered 500).
+ */
+function signInPolicy(): interactionPolicy.Prompt[] {
+  const policy = interactionPolicy.base();
+  policy.get('login')?.checks.add(new interactionPolicy.Check('account_cannot_sign_in', 'the signed-in account can no longer sign in', 'login_required',
+    (ctx) => ctx.oidc.session?.accountId !== undefined && ctx.oidc.account === undefined));
+  return policy;
+}
 
 /**
  * The secret that signs the identity provider's cookies and CSRF tokens: `idp-cookie.secret` in the
@@ -104,7 +129,9 @@ export function openCookieKeys(keyDir: string, onCreated?: (message: string) => 
     writePrivateFile(keyDir, 'idp-cookie.secret', secret);
     onCreated?.(`created a NEW identity-provider cookie secret in ${keyDir} (development material)`);
   }
-  return [secret.trim()];
+  const stored = secret.trim();
+  if (stored.length < 32) throw new KeyFileError(join(keyDir, 'idp-cookie.secret'), `it holds ${stored.length} characters, not a secret of 32 or more`);
+  return [stored];
 }
 
 export function createIdentityProvider(options: IdentityProviderOptions): IdentityProvider {
@@ -112,11 +139,14 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
   if (options.cookieKeys.length === 0 || options.cookieKeys.some((key) => key.length < 32)) throw new TypeError('cookieKeys: give at least one secret of 32 characters or more');
   const { store, resource } = options;
   const now = options.now ?? Date.now;
-  const lockout = createLockout(store, options.lockout ?? DEFAULT_LOCKOUT);
+  const throttling = options.lockout ?? DEFAULT_LOCKOUT;
+  const checks = { store, lockout: createLockout(store, throttling), slots: createCheckSlots(options.passwordChecks ?? DEFAULT_PASSWORD_CHECKS) };
+  const deviceCookies = createDeviceCookies(options.cookieKeys);
   const issuerOrigin = new URL(options.issuer).origin;
   let provider = build();
   let callback = provider.callback();
-  const sweeper = setInterval(() => void store.sweepOidc(now()).catch(() => {}), 10 * 60_000);
+  // Expired artefacts, and counts past their window: a spray of made-up names does not fill the store.
+  const sweeper = setInterval(() => void Promise.all([store.sweepOidc(now()), store.sweepLoginFailures(now() - throttling.windowMs)]).catch(() => {}), 10 * 60_000);
   sweeper.unref();
 
   function build(): Provider {
@@ -143,7 +173,7 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
       claims: { openid: ['sub'], profile: ['preferred_username', 'roles', 'tenant'] },
       findAccount: async (_ctx, sub) => {
         const user = await store.user(sub);
-        if (user === null || user.disabledAt !== null || await store.isRevoked('sub', sub)) return undefined;
+        if (user === null || await accountRefusal(store, user) !== null) return undefined;
         return {
           accountId: sub,
           claims: async () => ({ sub, preferred_username: sub, roles: [...user.roles], ...(user.tenant === null ? {} : { tenant: user.tenant }) }),
@@ -198,7 +228,7 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
       rotateRefreshToken: true,
       issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
       loadExistingGrant: firstPartyGrant,
-      interactions: { url: async (_ctx, interaction) => `${IDP_PATH}/interaction/${interaction.uid}` },
+      interactions: { policy: signInPolicy(), url: async (_ctx, interaction) => `${IDP_PATH}/interaction/${interaction.uid}` },
       ttl: {
         AccessToken: resource.accessTokenTtlSeconds ?? 600,
         AuthorizationCode: 60,
@@ -273,7 +303,13 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
     if (details.prompt.name !== 'login') {
       return send(res, 400, messagePage('Sign-in problem', `This application asked for something this sign-in cannot grant (${details.prompt.name}: ${details.prompt.reasons.join(', ')}). Contact its administrator.`));
     }
-    if (step === 'show') return send(res, 200, loginPage({ action, csrf: csrfFor(uid), client: clientName }), headers);
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    const ended = await endStaleSession(details);
+    if (ended !== null) loginChannel.publish({ outcome: 'refused', username: ended.accountId, ip, at: now(), reason: `${ended.reason}; its session was ended` } satisfies LoginEvent);
+    if (step === 'show') {
+      if (ended === null) return send(res, 200, loginPage({ action, csrf: csrfFor(uid), client: clientName }), headers);
+      return send(res, 403, loginPage({ action, csrf: csrfFor(uid), client: clientName, username: ended.accountId, error: CANNOT_SIGN_IN }), headers);
+    }
 
     if (req.method !== 'POST') return send(res, 405, messagePage('Sign-in problem', 'Send the sign-in form with POST.'), { ...headers, allow: 'POST' });
     // A cross-site form post is refused twice: its Origin is not ours, and it cannot know the CSRF token.
@@ -284,38 +320,64 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
     if (!csrfValid(uid, form.get('csrf') ?? '')) return send(res, 403, messagePage('Sign-in refused', 'This sign-in form is not the one we sent (CSRF check). Go back to the application and sign in again.'), headers);
 
     const username = (form.get('username') ?? '').trim().toLowerCase();
-    const password = form.get('password') ?? '';
-    const ip = req.socket.remoteAddress ?? 'unknown';
+    const knownBrowser = deviceCookies.knownBrowser(req, username);
+    const at = now();
+    const outcome = await checkSignIn(checks, { username, password: form.get('password') ?? '', address: ip, knownBrowser }, at);
     const again = (status: number, error: string, extra: Record<string, string> = {}) =>
       send(res, status, loginPage({ action, csrf: csrfFor(uid), client: clientName, username, error }), { ...headers, ...extra });
-
-    const at = now();
-    const lock = await lockout.check(username, ip, at);
-    if (lock.locked) {
-      const seconds = Math.ceil(lock.retryAfterMs / 1000);
-      loginChannel.publish({ outcome: 'locked', username, ip, at, retryAfterMs: lock.retryAfterMs } satisfies LoginEvent);
-      return again(429, `Too many failed sign-in attempts. Try again in ${seconds} second${seconds === 1 ? '' : 's'}.`, { 'retry-after': String(seconds) });
-    }
-    const user = USERNAME.test(username) ? await store.user(username) : null;
-    const matches = user === null || password === '' ? await verifyAgainstNothing(password) : await verifyPassword(password, user.passwordHash);
-    if (!matches || user === null) {
-      const after = await lockout.failed(username, ip, now());
-      loginChannel.publish({ outcome: 'failure', username, ip, at } satisfies LoginEvent);
-      if (after.locked) {
-        const seconds = Math.ceil(after.retryAfterMs / 1000);
-        return again(429, `The user name or password is incorrect. Too many failed attempts: try again in ${seconds} second${seconds === 1 ? '' : 's'}.`, { 'retry-after': String(seconds) });
+    const retry = (ms: number) => {
+      const seconds = Math.ceil(ms / 1000);
+      return { after: `${seconds} second${seconds === 1 ? '' : 's'}`, header: { 'retry-after': String(seconds) } };
+    };
+    switch (outcome.kind) {
+      case 'busy':
+        // Nothing was counted or checked: a retry a second later is a fresh attempt.
+        loginChannel.publish({ outcome: 'busy', username, ip, at, reason: outcome.by } satisfies LoginEvent);
+        return again(429, 'Too many sign-in attempts are being checked right now. Try again in a moment.', { 'retry-after': '1' });
+      case 'held': {
+        loginChannel.publish({ outcome: 'locked', username, ip, at, retryAfterMs: outcome.retryAfterMs } satisfies LoginEvent);
+        const { after, header } = retry(outcome.retryAfterMs);
+        // The network's throttle is said as such: a user who did nothing wrong learns why they wait.
+        const why = outcome.by === 'address' ? 'Too many failed sign-in attempts from your network' : 'Too many failed sign-in attempts';
+        return again(429, `${why}. Try again in ${after}.`, header);
       }
-      return again(401, 'The user name or password is incorrect.');
+      case 'wrong': {
+        loginChannel.publish({ outcome: 'failure', username, ip, at } satisfies LoginEvent);
+        if (outcome.lockedForMs === 0) return again(401, 'The user name or password is incorrect.');
+        const { after, header } = retry(outcome.lockedForMs);
+        const why = outcome.lockedBy === 'address' ? 'Too many failed sign-in attempts from your network' : 'Too many failed attempts';
+        return again(429, `The user name or password is incorrect. ${why}: try again in ${after}.`, header);
+      }
+      case 'refused':
+        loginChannel.publish({ outcome: 'refused', username, ip, at, reason: outcome.reason } satisfies LoginEvent);
+        return again(403, CANNOT_SIGN_IN);
+      case 'signed-in':
+        loginChannel.publish({ outcome: 'success', username, ip, at } satisfies LoginEvent);
+        res.appendHeader('set-cookie', deviceCookies.issue(username, knownBrowser));
+        await provider.interactionFinished(req, res, { login: { accountId: username, amr: ['pwd'] } }, { mergeWithLastSubmission: false });
     }
-    const refusal = user.disabledAt !== null ? 'disabled' : (await store.isRevoked('sub', username)) ? 'revoked' : null;
-    if (refusal !== null) {
-      loginChannel.publish({ outcome: 'refused', username, ip, at, reason: refusal } satisfies LoginEvent);
-      return again(403, 'This account cannot sign in. Contact your administrator.');
+  }
+
+  /**
+   * Ends the sign-in of a session whose account can no longer sign in (revoked, disabled, removed):
+   * the session forgets its account and its clients, and so does the interaction's copy of it, so
+   * that this sign-in page still works for whoever uses it next. Returns who it was, or null.
+   */
+  async function endStaleSession(details: Interaction): Promise<{ accountId: string; reason: string } | null> {
+    const accountId = details.session?.accountId;
+    if (details.session === undefined || accountId === undefined) return null;
+    const reason = await accountRefusal(store, await store.user(accountId));
+    if (reason === null) return null;
+    const session = await provider.Session.findByUid(details.session.uid);
+    if (session !== undefined) {
+      for (const field of ['accountId', 'acr', 'amr', 'loginTs', 'authorizations'] as const) delete session[field];
+      await session.persist();
     }
-    await lockout.succeeded(username);
-    if (needsRehash(user.passwordHash)) await store.setPasswordHash(username, await hashPassword(password));
-    loginChannel.publish({ outcome: 'success', username, ip, at } satisfies LoginEvent);
-    await provider.interactionFinished(req, res, { login: { accountId: username, amr: ['pwd'] } }, { mergeWithLastSubmission: false });
+    // As oidc-provider records an interaction started without a signed-in account.
+    delete details.session;
+    // (`exp` is by oidc-provider's clock, the system's.)
+    await details.save(Math.max(details.exp - Math.floor(Date.now() / 1000), 1));
+    return { accountId, reason };
   }
 
   return {

@@ -15,7 +15,7 @@ export interface NewUser {
   readonly password?: string;
 }
 
-const USERNAME = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
+export const USERNAME = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
 const ROLE = /^[a-z][a-z0-9_-]{0,31}$/;
 
 /** Creates the user; returns the record and the password (the generated one when none was given). */

@@ -12,20 +12,27 @@
  *   one, so no validator takes it as an issuer; a "CA as leaf" probe would be a CA for the scanner's
  *   key): that case is covered by the guard's own tests;
  * - test Txn-Tokens (genuine for the test users, and the defective set of scan-tokens.ts);
- * - a revoked subject and transaction, revoked through the feed, that the kit's tokens carry.
+ * - a revoked subject and transaction, revoked through the feed, that the kit's tokens carry;
+ * - the scan's probe token (scan-tokens.ts), so that guards record its transport attacks as probes;
+ * - what the control plane knows of each test user: revoked, or holding roles no policy tests for.
+ *   A test user the guards refuse, or whose roles mean nothing to the policy, cannot stand in for a
+ *   real one: the scanner reports the checks that act as that user inconclusive, with this reason.
  *
  * Everything in the kit expires within the hour.
  */
 import type { webcrypto } from 'node:crypto';
 import type { JsonGeneralName } from '@peculiar/x509';
 import { AsnConvert } from '@peculiar/asn1-schema';
+import { exportJWK } from 'jose';
 import { formatSpiffeId, trustDomainId } from '@lockstep/identity';
+import { rolesNamed, type PolicySet } from '@lockstep/policy';
 import { x509 } from '../lib/x509.ts';
 import { checkCsr, isServiceName, signLeaf } from '../ca/issue-svid.ts';
 import { randomSerial, type WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { RevocationFeed } from '../store/revocation-feed.ts';
-import type { ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
+import type { ControlPlaneStore } from '../store/store.ts';
+import type { ScanTokenRequest, ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
 
 export type ProbeCertificate =
   | 'expired' | 'not-yet-valid' | 'two-uri-sans' | 'no-uri-san'
@@ -40,6 +47,30 @@ export interface ScanKitRequest {
   readonly actor: string;
 }
 
+/** What the control plane knows of one test user of a scan. */
+export interface TestUserStatus {
+  readonly sub: string;
+  /** The revocation of this subject (guards refuse its tokens), or null. */
+  readonly revoked: { readonly reason: string; readonly actor: string; readonly at: string } | null;
+  /**
+   * Its roles that no policy in force tests for, or null when the control plane cannot tell (no
+   * policy in force, or one that reads the roles in a way other than testing for a name).
+   */
+  readonly unknownRoles: readonly string[] | null;
+  /** Every role the policy in force tests for (null as above): what the manifest may give. */
+  readonly policyRoles: readonly string[] | null;
+}
+
+/** What issuing a kit needs from the control plane. */
+export interface ScanKitIssuer {
+  readonly ca: WorkloadCa;
+  readonly feed: RevocationFeed;
+  readonly store: ControlPlaneStore;
+  readonly scanTokens: (request: ScanTokenRequest) => Promise<ScanTokens>;
+  /** The policy set in force, or null. */
+  readonly policy: () => PolicySet | null;
+}
+
 export interface ScanKit {
   readonly scanner: string;
   readonly trustDomain: string;
@@ -49,6 +80,8 @@ export interface ScanKit {
   readonly probeCertificates: Readonly<Record<ProbeCertificate, string>>;
   readonly tokens: ScanTokens;
   readonly revoked: { readonly sub: string; readonly txn: string };
+  /** The test users asked for, in request order. */
+  readonly users: readonly TestUserStatus[];
   readonly expiresAt: string;
 }
 
@@ -60,12 +93,8 @@ const YEAR_MS = 365 * 24 * HOUR_MS;
 type ProbeKeyUsage = { readonly flags: number; readonly critical: boolean } | null;
 const SVID_KEY_USAGE: ProbeKeyUsage = { flags: x509.KeyUsageFlags.digitalSignature, critical: true };
 
-export async function issueScanKit(
-  ca: WorkloadCa,
-  feed: RevocationFeed,
-  scanTokens: (request: { scanner: string; users: readonly ScanUser[]; revokedSub: string; revokedTxn: string }) => Promise<ScanTokens>,
-  request: ScanKitRequest,
-): Promise<ScanKit> {
+export async function issueScanKit(issuer: ScanKitIssuer, request: ScanKitRequest): Promise<ScanKit> {
+  const { ca, feed } = issuer;
   if (!isServiceName(request.name)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `a scanner name is a lower-case DNS label such as "ci"; got ${JSON.stringify(String(request.name).slice(0, 80))}`);
   const td = ca.trustDomain;
   const scanner = formatSpiffeId(td, 'scanner', request.name);
@@ -108,8 +137,33 @@ export async function issueScanKit(
     // without handing out a long-lived credential.
     'lifetime-over-max': await probe([url(scanner)], validTo - 10 * YEAR_MS, validTo),
   };
-  const tokens = await scanTokens({ scanner, users: request.users, revokedSub: revoked.sub, revokedTxn: revoked.txn });
-  return { scanner, trustDomain: td, svid: svid.chainPem, trustBundle: ca.bundlePem, probeCertificates, tokens, revoked, expiresAt: svid.notAfter.toISOString() };
+  const scannerKey = await exportJWK(publicKey);
+  const tokens = await issuer.scanTokens({
+    scanner, users: request.users, revokedSub: revoked.sub, revokedTxn: revoked.txn, scannerKey,
+  });
+  const users = await testUserStatus(issuer, request.users);
+  return {
+    scanner, trustDomain: td, svid: svid.chainPem, trustBundle: ca.bundlePem, probeCertificates, tokens, revoked, users,
+    expiresAt: svid.notAfter.toISOString(),
+  };
+}
+
+async function testUserStatus(issuer: ScanKitIssuer, users: readonly ScanUser[]): Promise<TestUserStatus[]> {
+  const set = issuer.policy();
+  const named = set === null ? null : rolesNamed(set);
+  const policyRoles = named?.complete === true ? named.roles : null;
+  let revocations: Awaited<ReturnType<ControlPlaneStore['revocationsSince']>> | null = null;
+  return Promise.all(users.map(async (user): Promise<TestUserStatus> => {
+    let revoked: TestUserStatus['revoked'] = null;
+    if (await issuer.store.isRevoked('sub', user.sub)) {
+      revocations ??= await issuer.store.revocationsSince(0);
+      const entry = revocations.findLast((record) => record.kind === 'sub' && record.value === user.sub);
+      const at = entry === undefined ? 'unknown' : new Date(entry.at).toISOString();
+      revoked = { reason: entry?.reason ?? 'unknown', actor: entry?.actor ?? 'unknown', at };
+    }
+    const unknownRoles = policyRoles === null ? null : user.roles.filter((role) => !policyRoles.includes(role));
+    return { sub: user.sub, revoked, unknownRoles, policyRoles };
+  }));
 }
 
 async function probeCertificate(

@@ -5,6 +5,7 @@
  *
  *   POST /v1/admin/join-tokens   { service, ttlSeconds? } → { token, service, expiresAt }
  *   POST /v1/admin/revocations   { kind, value, reason } → the feed entry
+ *   POST /v1/admin/revocations/lift   { kind, value, reason } → the entry, lifted, at its new feed position
  *   GET  /v1/admin/revocations?since=<seq>
  *   GET  /v1/admin/policy        the version in force, the latest refused change, drift per guard
  *   POST /v1/admin/users         { username, roles?, tenant?, password? } → the user (+ the password when generated)
@@ -25,15 +26,16 @@ import type { ControlPlaneStore, RevocationKind } from '../store/store.ts';
 import type { Rotation } from '../ca/key-ring.ts';
 import { createUser } from '../idp/users.ts';
 import { issueScanKit } from '../scan/scan-kit.ts';
-import type { ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
+import type { ScanTokenRequest, ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
 import { admittedCaller, callerOf, requireCaller } from './peer.ts';
 import { refusalCode } from './refusal.ts';
 
-type ScanTokenIssuer = (request: { scanner: string; users: readonly ScanUser[]; revokedSub: string; revokedTxn: string }) => Promise<ScanTokens>;
+type ScanTokenIssuer = (request: ScanTokenRequest) => Promise<ScanTokens>;
 
 const ACTIONS: Record<string, string> = {
   'POST /v1/admin/join-tokens': 'admin:join-token.create',
   'POST /v1/admin/revocations': 'admin:revoke',
+  'POST /v1/admin/revocations/lift': 'admin:revoke.lift',
   'GET /v1/admin/revocations': 'admin:revocations.read',
   'GET /v1/admin/policy': 'admin:policy.status',
   'POST /v1/admin/users': 'admin:user.create',
@@ -71,7 +73,8 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
       },
     }, async (request) => {
       if (scanTokens === null) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'this control plane runs no Txn-Token Service, so it cannot issue a scanner its test tokens');
-      return issueScanKit(ca, feed, scanTokens, { name: request.body.name, csrPem: request.body.csr, users: request.body.users, actor: admittedCaller(request) });
+      const issuer = { ca, feed, store, scanTokens, policy: () => policy?.set ?? null };
+      return issueScanKit(issuer, { name: request.body.name, csrPem: request.body.csr, users: request.body.users, actor: admittedCaller(request) });
     });
 
     admin.post<{ Body: { service: string; ttlSeconds?: number } }>('/v1/admin/join-tokens', {
@@ -87,15 +90,22 @@ export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store:
       return { token: created.token, service: created.service, expiresAt: created.expiresAt.toISOString() };
     });
 
-    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>('/v1/admin/revocations', {
-      schema: {
-        body: {
-          type: 'object', additionalProperties: false, required: ['kind', 'value', 'reason'],
-          properties: { kind: { enum: ['sub', 'txn', 'spiffeId', 'kid'] }, value: { type: 'string', minLength: 1, maxLength: 512 }, reason: { type: 'string', minLength: 1, maxLength: 512 } },
-        },
+    const revocationBody = {
+      body: {
+        type: 'object', additionalProperties: false, required: ['kind', 'value', 'reason'],
+        properties: { kind: { enum: ['sub', 'txn', 'spiffeId', 'kid'] }, value: { type: 'string', minLength: 1, maxLength: 512 }, reason: { type: 'string', minLength: 1, maxLength: 512 } },
       },
-    }, async (request) =>
+    };
+    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>('/v1/admin/revocations', { schema: revocationBody }, async (request) =>
       feed.revoke({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: admittedCaller(request), at: Date.now() }));
+
+    // A revocation made by mistake, taken back: only what holds can be lifted, so a typo changes nothing.
+    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>('/v1/admin/revocations/lift', { schema: revocationBody }, async (request) => {
+      const { kind, value, reason } = request.body;
+      const lifted = await feed.lift(kind, value, { reason, actor: admittedCaller(request), at: Date.now() });
+      if (lifted === null) throw new ControlPlaneError('LOCKSTEP_CP_NOT_REVOKED', `no revocation holds for ${kind} ${JSON.stringify(value)} (never revoked, or lifted already)`);
+      return lifted;
+    });
 
     // Drift: for every registered guard, the slice version it should enforce and the one it reports.
     admin.get('/v1/admin/policy', async () => {
@@ -232,10 +242,13 @@ function callRecord(request: FastifyRequest): CallRecord {
 
 function actionOf(request: FastifyRequest, call: CallRecord, reason: string): AdminAction {
   const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
+  const key = `${request.method} ${route}`;
+  const detail = detailOf(DETAIL_FIELDS[key], request.body);
   return {
     caller: callerOf(request), method: request.method, route,
-    action: ACTIONS[`${request.method} ${route}`] ?? 'admin:unknown', resource: resourceOf(request.body),
+    action: ACTIONS[key] ?? 'admin:unknown', resource: resourceOf(request.body),
     allowed: reason === 'LOCKSTEP_ALLOW', reason, startedAt: call.startedAt, requestId: call.requestId,
+    ...(detail === undefined ? {} : { detail }),
   };
 }
 
@@ -249,6 +262,27 @@ function resourceOf(body: unknown): string {
     if (typeof value === 'string') return value.slice(0, 512);
   }
   return 'control-plane';
+}
+
+/**
+ * What the trail keeps of a call beyond its resource. A revocation's and a lift's kind and reason: the
+ * store keeps only the latest state of a value (revoking a lifted value again drops who lifted it and
+ * why), so the trail is where each step stays.
+ */
+const DETAIL_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  'POST /v1/admin/revocations': ['kind', 'reason'],
+  'POST /v1/admin/revocations/lift': ['kind', 'reason'],
+};
+
+/** The string `fields` of the body, each bounded as the resource is; undefined when there are none. */
+function detailOf(fields: readonly string[] | undefined, body: unknown): Record<string, string> | undefined {
+  if (fields === undefined || typeof body !== 'object' || body === null) return undefined;
+  const detail: Record<string, string> = {};
+  for (const field of fields) {
+    const value: unknown = Object.hasOwn(body, field) ? (body as Record<string, unknown>)[field] : undefined;
+    if (typeof value === 'string') detail[field] = value.slice(0, 512);
+  }
+  return Object.keys(detail).length === 0 ? undefined : detail;
 }
 
 /** The answer of a failed call whose failure could not be recorded: the administrator must know. */

@@ -29,7 +29,7 @@ import { x509 } from '../lib/x509.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import { createRevocationFeed, type RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationKind, RevocationRecord } from '../store/store.ts';
-import { registerRegistryRoutes } from './registry-routes.ts';
+import { registerRegistryRoutes, type UnreachableReport } from './registry-routes.ts';
 import { registerStreamRoute } from './stream-route.ts';
 import { registerTtsRoutes } from './tts-routes.ts';
 import type { TxnTokenService } from '../tts/txn-token-service.ts';
@@ -82,6 +82,8 @@ export interface ExtensionContext {
 export interface ExtensionHooks {
   /** OpenID clients of its own (e.g. the dashboard), registered with the identity provider; given the server's URL. */
   readonly idpClients?: (url: string) => readonly ClientMetadata[];
+  /** A guard's heartbeat said it could not reach the control plane for a while (the monitor's outage alert). */
+  readonly onUnreachable?: (report: UnreachableReport) => void;
 }
 
 export interface RunningControlPlane {
@@ -92,6 +94,8 @@ export interface RunningControlPlane {
   readonly idp: IdentityProvider | null;
   /** Revokes and pushes to every connected guard (what the admin API does, for in-process callers). */
   revoke(entry: { kind: RevocationKind; value: string; reason: string; actor: string }): Promise<RevocationRecord>;
+  /** Lifts a revocation and pushes that to every connected guard; null when none holds under (kind, value). */
+  lift(entry: { kind: RevocationKind; value: string; reason: string; actor: string }): Promise<RevocationRecord | null>;
   close(): Promise<void>;
 }
 
@@ -102,6 +106,23 @@ export function controlPlaneSpiffeId(trustDomain: string): string {
 }
 
 export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {
+  // A start that fails (port taken, a bad extension) closes what it opened: nothing keeps the process alive.
+  const opened: (() => unknown)[] = [];
+  try {
+    return await serve(options, opened);
+  } catch (error) {
+    for (const close of opened.reverse()) {
+      try {
+        await close();
+      } catch {
+        // The start failed already: that error is the one to report.
+      }
+    }
+    throw error;
+  }
+}
+
+async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)[]): Promise<RunningControlPlane> {
   const { ca, store } = options;
   const spiffeId = controlPlaneSpiffeId(ca.trustDomain);
   let server = await serverCredentials(ca, spiffeId);
@@ -111,8 +132,11 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     https: { cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
+  opened.push(() => app.close());
   const feed = await createRevocationFeed(store, options.rereadMs);
+  opened.push(() => feed.close());
   const revokedCallers = await followRevokedCallers(store, feed);
+  opened.push(() => revokedCallers.close());
   // Ahead of every endpoint, the extensions' and the identity provider's included.
   app.addHook('onRequest', refuseRevokedCallers(ca.trustDomain, revokedCallers));
   const onInternalError = options.onInternalError ?? ((error: Error) => process.stderr.write(`lockstep control plane: internal error: ${error.stack ?? error.message}\n`));
@@ -120,6 +144,8 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   const rotators: KeyRotators = new Map();
   if (tts?.rotateKeys) rotators.set('txn-token', tts.rotateKeys);
   registerRoutes(app, ca, store, feed, options.policy ?? null, rotators, tts?.scanTokens ?? null, onInternalError);
+  const hooks: ExtensionHooks[] = [];
+  registerRegistryRoutes(app, ca, store, (report) => { for (const hook of hooks) hook.onUnreachable?.(report); });
   // Policy changes are administrative actions too: applied or refused, each is an audit event.
   const stopPolicyAudit = policy?.onChange((change) => recordAdminAction({
     caller: null, method: 'WATCH', route: 'policy directory', action: 'admin:policy.apply',
@@ -136,7 +162,6 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   // oidc-provider reads the raw request itself: its paths are handed over before Fastify parses a body.
   let idp: IdentityProvider | null = null;
   let listeningUrl = '';
-  const hooks: ExtensionHooks[] = [];
   for (const extension of options.extensions ?? []) {
     const hook = await extension(app, { ca, store, url: () => listeningUrl, idp: () => idp });
     if (hook) hooks.push(hook);
@@ -164,6 +189,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
       (app.server as unknown as TlsServer).setSecureContext({ cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, minVersion: 'TLSv1.3' });
     }).catch((error: Error) => onInternalError(error));
   });
+  opened.push(stopBundle);
   const { address, port } = app.server.address() as AddressInfo;
   const url = `https://${address.includes(':') ? `[${address}]` : address}:${port}`;
   listeningUrl = url;
@@ -180,6 +206,7 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
     spiffeId,
     idp,
     revoke: (entry) => feed.revoke({ ...entry, at: Date.now() }),
+    lift: ({ kind, value, reason, actor }) => feed.lift(kind, value, { reason, actor, at: Date.now() }),
     // Open streams are long-lived: end them, or close() would wait for every guard to hang up.
     close: async () => {
       stopBundle();
@@ -208,8 +235,6 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
 
   registerAdminRoutes(app, ca, store, feed, policy, rotators, scanTokens);
   registerStreamRoute(app, ca, store, feed, policy);
-  registerRegistryRoutes(app, ca, store);
-
   app.get('/v1/bundle', async (_request, reply) => reply.type('application/x-pem-file').send(ca.bundlePem));
   // The keys guards verify policy bundles with; workloads fetch them over TLS pinned to the bundle.
   if (policy !== null) app.get('/v1/policy/jwks.json', async () => policy.publicJwks);

@@ -10,7 +10,7 @@
  * as the guards' own revocation push. While the store cannot be read, entries from other replicas wait
  * (requests that need the store fail anyway); what this process already knows is kept.
  *
- * Revocations are never withdrawn, so the set only grows: one entry per revoked SPIFFE ID.
+ * A lifted revocation (`lockstep revoke --lift`) arrives the same way and removes the SPIFFE ID again.
  */
 import type { RevocationFeed } from '../store/revocation-feed.ts';
 import type { ControlPlaneStore, RevocationRecord } from '../store/store.ts';
@@ -23,11 +23,17 @@ export interface RevokedCallers {
 
 export async function followRevokedCallers(store: ControlPlaneStore, feed: RevocationFeed): Promise<RevokedCallers> {
   const revoked = new Set<string>();
-  const add = (entry: RevocationRecord) => {
-    if (entry.kind === 'spiffeId') revoked.add(entry.value);
+  // The feed position each SPIFFE ID was last changed at: an older entry seen late (the stored read
+  // below, racing a lift announced meanwhile) cannot undo a newer one.
+  const positions = new Map<string, number>();
+  const apply = (entry: RevocationRecord) => {
+    if (entry.kind !== 'spiffeId' || entry.seq <= (positions.get(entry.value) ?? 0)) return;
+    positions.set(entry.value, entry.seq);
+    if (entry.lifted === null) revoked.add(entry.value);
+    else revoked.delete(entry.value);
   };
   // Subscribe before reading what is stored: an entry announced in between is seen twice, never missed.
-  const stop = feed.onRevocation(add);
-  for (const entry of await store.revocationsSince(0)) add(entry);
+  const stop = feed.onRevocation(apply);
+  for (const entry of await store.revocationsSince(0)) apply(entry);
   return { has: (spiffeId) => revoked.has(spiffeId), close: () => { stop(); } };
 }

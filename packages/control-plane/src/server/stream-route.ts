@@ -4,7 +4,16 @@
  *   event: trust-bundle data: { bundle }             the trust bundle (PEM roots), now and after every root-rotation step
  *   event: policy       data: { version, bundle }    its service's signed slice (and the slice's version), now and on every change
  *   id: <seq>  event: revocation  data: the feed entry   every revocation after Last-Event-ID / ?since
+ *   id: <seq>  event: lift  data: the entry, `lifted` set   a revocation taken back (the guard removes the value)
  *   : ping                                           every 15 s, so that a dead connection is noticed
+ *
+ * Lifts travel apart from revocations because guards that predate them apply every `revocation`
+ * event and every entry of `/v1/revocations` as a revocation, whatever else it holds: a lift sent
+ * as one would revoke the value it lifts on every such guard. They ignore an event name they do not
+ * listen to, so a lift is an event of its own, and `/v1/revocations` lists lifted entries only to a
+ * guard that asks for them (header `lockstep-revocation-lifts: 1`, which older control planes ignore).
+ * A guard of the previous version keeps a lifted value revoked until it restarts (its replay from
+ * the start no longer holds the revocation) or is upgraded.
  *
  * A guard that reconnects sends Last-Event-ID and catches up on what it missed. Revocations made in
  * this process or notified by other replicas are pushed at once (see revocation-feed.ts). A stream
@@ -15,7 +24,8 @@
  * is down), is plain GETs over the same mTLS:
  *
  *   GET /v1/policy/bundle           the caller's slice { version, bundle }; ETag = version, 304 on If-None-Match
- *   GET /v1/revocations?since=<seq> { revocations: [...] } after that feed position
+ *   GET /v1/revocations?since=<seq> { revocations: [...] } after that feed position (lifted entries too
+ *                                   with `lockstep-revocation-lifts: 1`)
  */
 import type { FastifyInstance } from 'fastify';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
@@ -26,6 +36,8 @@ import type { ControlPlaneStore, RevocationRecord } from '../store/store.ts';
 import { admittedCaller, admittedWorkload, requireCaller } from './peer.ts';
 
 const POSITION = /^[0-9]{1,15}$/;
+/** A guard that applies lifts asks for them on `GET /v1/revocations` (see above). */
+const LIFTS_HEADER = 'lockstep-revocation-lifts';
 const HEARTBEAT_MS = 15_000;
 const RECONNECT_MS = 1_000;
 
@@ -42,7 +54,12 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
   app.get<{ Querystring: { since?: string } }>('/v1/revocations', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
     onRequest: requireCaller(ca.trustDomain, ['workload']),
-  }, async (request) => ({ revocations: await store.revocationsSince(Number(request.query.since ?? '0')) }));
+  }, async (request, reply) => {
+    const entries = await store.revocationsSince(Number(request.query.since ?? '0'));
+    reply.header('vary', LIFTS_HEADER);
+    const withLifts = request.headers[LIFTS_HEADER] === '1';
+    return { revocations: withLifts ? entries : entries.filter((entry) => entry.lifted === null) };
+  });
 
   app.get<{ Querystring: { since?: string } }>('/v1/stream', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
@@ -64,9 +81,10 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
     const sendRevocation = (entry: RevocationRecord) => {
       if (entry.seq <= position) return;
       position = entry.seq;
-      write(`id: ${entry.seq}\nevent: revocation\ndata: ${JSON.stringify(entry)}\n\n`);
+      const event = entry.lifted === null ? 'revocation' : 'lift';
+      write(`id: ${entry.seq}\nevent: ${event}\ndata: ${JSON.stringify(entry)}\n\n`);
       // A revoked caller gets nothing more; every request it makes from now on is refused.
-      if (entry.kind === 'spiffeId' && entry.value === caller) res.end();
+      if (entry.kind === 'spiffeId' && entry.value === caller && entry.lifted === null) res.end();
     };
     const catchUp = async () => { for (const entry of await store.revocationsSince(position)) sendRevocation(entry); };
     let sentVersion: string | null = null;

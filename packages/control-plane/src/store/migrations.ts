@@ -200,4 +200,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TRIGGER audit_legacy_append_only BEFORE UPDATE OR DELETE ON audit_legacy FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();
       CREATE TRIGGER audit_chain_append_only BEFORE UPDATE OR DELETE ON audit_chain FOR EACH ROW EXECUTE FUNCTION lockstep_append_only();`,
   },
+  {
+    version: 9,
+    // A revocation made by mistake can be lifted (`lockstep revoke --lift`): the row stays, marked, and
+    // moves to a new feed position so that guards hear of it.
+    sqlite: `
+      ALTER TABLE revocations ADD COLUMN lifted_at INTEGER;
+      ALTER TABLE revocations ADD COLUMN lifted_by TEXT;
+      ALTER TABLE revocations ADD COLUMN lift_reason TEXT;`,
+    postgres: `
+      ALTER TABLE revocations ADD COLUMN lifted_at BIGINT;
+      ALTER TABLE revocations ADD COLUMN lifted_by TEXT;
+      ALTER TABLE revocations ADD COLUMN lift_reason TEXT;`,
+  },
 ];

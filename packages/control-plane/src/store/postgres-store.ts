@@ -3,14 +3,16 @@
  * migrations run under an advisory lock so that replicas starting together migrate once.
  * `schema` (default `public`) lets tests and tenants keep their tables apart.
  */
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
+import { firstLocked } from './login-lock.ts';
 import {
   alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditLinkFromRow, auditStreamFromRow, streamStateFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
   SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
 } from './rows.ts';
-import type { ControlPlaneStore } from './store.ts';
+import type { ControlPlaneStore, LoginFailures } from './store.ts';
 
 export interface PostgresStoreOptions {
   /** e.g. `postgres://lockstep@127.0.0.1:5432/lockstep`. */
@@ -22,6 +24,10 @@ export interface PostgresStoreOptions {
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 // An arbitrary, fixed key: the lock that serializes Lockstep's migrations across replicas.
 const MIGRATION_LOCK = 0x10c5_7e90;
+// One more failure under a key ($1) at $2; a count whose last failure is before $3 starts again.
+const ADD_LOGIN_FAILURE = `INSERT INTO login_failures (key, failures, last_failure_at) VALUES ($1, 1, $2)
+  ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_failures.last_failure_at < $3 THEN 1 ELSE login_failures.failures + 1 END, last_failure_at = $2
+  RETURNING *`;
 
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<ControlPlaneStore> {
   const schema = options.schema ?? 'public';
@@ -62,7 +68,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (await query('SELECT * FROM issued_svids WHERE spiffe_id = $1 ORDER BY issued_at, serial', [spiffeId])).map(issuedSvidFromRow);
     },
     async addRevocation(entry) {
-      const inserted = await query('INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO NOTHING RETURNING seq',
+      // A lifted entry holds again, at a new position; one that holds is left as it is.
+      const inserted = await query(`INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (kind, value) DO UPDATE SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')), reason = EXCLUDED.reason,
+          actor = EXCLUDED.actor, at = EXCLUDED.at, lifted_at = NULL, lifted_by = NULL, lift_reason = NULL
+        WHERE revocations.lifted_at IS NOT NULL RETURNING seq`,
         [entry.kind, entry.value, entry.reason, entry.actor, entry.at]);
       // Tells every replica's streams at once (they would otherwise find it on their next re-read).
       if (inserted.length > 0) await query('SELECT pg_notify($1, $2)', [channel, String(inserted[0]?.seq)]);
@@ -72,8 +82,17 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async revocationsSince(seq) {
       return (await query('SELECT * FROM revocations WHERE seq > $1 ORDER BY seq', [seq])).map(revocationFromRow);
     },
+    async liftRevocation(kind, value, lift) {
+      // One statement: of two lifts at once (on any replica), the second finds nothing holding.
+      const [row] = await query(`UPDATE revocations SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')),
+        lifted_at = $3, lifted_by = $4, lift_reason = $5 WHERE kind = $1 AND value = $2 AND lifted_at IS NULL RETURNING *`,
+      [kind, value, lift.at, lift.actor, lift.reason]);
+      if (row === undefined) return null;
+      await query('SELECT pg_notify($1, $2)', [channel, String(row.seq)]);
+      return revocationFromRow(row);
+    },
     async isRevoked(kind, value) {
-      return (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2', [kind, value])).length > 0;
+      return (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2 AND lifted_at IS NULL', [kind, value])).length > 0;
     },
     async recordHeartbeat(record) {
       await query(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
@@ -83,6 +102,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async services() {
       return (await query('SELECT * FROM services ORDER BY spiffe_id', [])).map(serviceFromRow);
+    },
+    async removeService(spiffeId) {
+      return (await query('DELETE FROM services WHERE spiffe_id = $1 RETURNING spiffe_id', [spiffeId])).length === 1;
     },
     async createUser(record) {
       const inserted = await query('INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING RETURNING username', userValues(record));
@@ -102,17 +124,54 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       await query('UPDATE users SET disabled_at = $1 WHERE username = $2', [at, username]);
     },
     async addLoginFailure(key, now, windowMs) {
-      const [row] = await query(`INSERT INTO login_failures (key, failures, last_failure_at) VALUES ($1, 1, $2)
-        ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_failures.last_failure_at < $3 THEN 1 ELSE login_failures.failures + 1 END, last_failure_at = $2
-        RETURNING *`, [key, now, now - windowMs]);
+      const [row] = await query(ADD_LOGIN_FAILURE, [key, now, now - windowMs]);
       return loginFailuresFromRow(row as Record<string, unknown>);
+    },
+    async reserveLoginAttempt(claims, now) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        // One reservation per key at a time, across replicas, taken in one order (no deadlock). A row
+        // lock would not do: a key that has no row yet has nothing to lock, and a held attempt
+        // must not create one.
+        for (const lock of [...new Set(claims.map(({ key }) => loginLockId(schema, key)))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+          await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [lock.toString()]);
+        }
+        const rows = (await client.query('SELECT * FROM login_failures WHERE key = ANY($1::text[])', [claims.map(({ key }) => key)])).rows as Record<string, unknown>[];
+        const current = claims.map(({ key }) => {
+          const row = rows.find((candidate) => candidate.key === key);
+          return row === undefined ? null : loginFailuresFromRow(row);
+        });
+        const locked = firstLocked(claims, current, now);
+        const counts: LoginFailures[] = [];
+        // Relative updates: a success clearing a count meanwhile (it takes no lock) is not undone.
+        if (locked === null) {
+          for (const { key, limits } of claims) {
+            const [row] = (await client.query(ADD_LOGIN_FAILURE, [key, now, now - limits.windowMs])).rows as Record<string, unknown>[];
+            counts.push(loginFailuresFromRow(row as Record<string, unknown>));
+          }
+        }
+        await client.query('COMMIT');
+        return locked === null ? { reserved: true, counts } : { reserved: false, lockedClaim: locked.claim, lockedUntil: locked.until };
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
+    async forgiveLoginFailure(key) {
+      await query('UPDATE login_failures SET failures = failures - 1 WHERE key = $1 AND failures > 0', [key]);
     },
     async loginFailures(key) {
       const [row] = await query('SELECT * FROM login_failures WHERE key = $1', [key]);
       return row === undefined ? null : loginFailuresFromRow(row);
     },
     async clearLoginFailures(key) {
-      await query('DELETE FROM login_failures WHERE key = $1', [key]);
+      return ((await pool.query('DELETE FROM login_failures WHERE key = $1', [key])).rowCount ?? 0) > 0;
+    },
+    async sweepLoginFailures(before) {
+      return (await pool.query('DELETE FROM login_failures WHERE last_failure_at < $1', [before])).rowCount ?? 0;
     },
     async upsertOidc(entry) {
       await query(`INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -237,6 +296,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       await pool.end();
     },
   };
+}
+
+/** The advisory lock of one sign-in count (a 64-bit hash of it; a rare collision only makes two counts wait for each other). */
+function loginLockId(schema: string, key: string): bigint {
+  return createHash('sha256').update(`lockstep-login\0${schema}\0${key}`).digest().readBigInt64BE(0);
 }
 
 async function migrate(pool: pg.Pool, schema: string): Promise<void> {

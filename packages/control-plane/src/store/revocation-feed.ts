@@ -2,12 +2,15 @@
  * Revocations as a feed: written to the store, then announced to every open stream of this process.
  * Revocations made through another replica are announced when the store notifies (PostgreSQL
  * LISTEN/NOTIFY) and, as a safety net, when the feed re-reads the store every `rereadMs` — once per
- * process, not once per connected guard.
+ * process, not once per connected guard. A lift (a revocation taken back) travels the same way: an
+ * entry with `lifted` set, at a new position, which listeners apply by removing the value.
  */
-import type { ControlPlaneStore, RevocationRecord } from './store.ts';
+import type { ControlPlaneStore, RevocationKind, RevocationLift, RevocationRecord } from './store.ts';
 
 export interface RevocationFeed {
-  revoke(entry: Omit<RevocationRecord, 'seq'>): Promise<RevocationRecord>;
+  revoke(entry: Omit<RevocationRecord, 'seq' | 'lifted'>): Promise<RevocationRecord>;
+  /** Lifts what holds under (kind, value) and announces it; null when nothing holds (never revoked, or lifted already). */
+  lift(kind: RevocationKind, value: string, lift: RevocationLift): Promise<RevocationRecord | null>;
   onRevocation(listener: (entry: RevocationRecord) => void): () => void;
   close(): Promise<void>;
 }
@@ -35,6 +38,11 @@ export async function createRevocationFeed(store: ControlPlaneStore, rereadMs = 
     async revoke(entry) {
       const record = await store.addRevocation(entry);
       announce(record);
+      return record;
+    },
+    async lift(kind, value, lift) {
+      const record = await store.liftRevocation(kind, value, lift);
+      if (record !== null) announce(record);
       return record;
     },
     onRevocation(listener) {

@@ -46,6 +46,9 @@ export function revocationFromRow(row: Row): RevocationRecord {
     reason: text(row.reason, 'reason'),
     actor: text(row.actor, 'actor'),
     at: int(row.at, 'at'),
+    lifted: row.lifted_at === null || row.lifted_at === undefined
+      ? null
+      : { at: int(row.lifted_at, 'lifted_at'), actor: text(row.lifted_by, 'lifted_by'), reason: text(row.lift_reason, 'lift_reason') },
   };
 }
 

@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
+import { firstLocked } from './login-lock.ts';
 import {
   alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditLinkFromRow, auditStreamFromRow, streamStateFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
   SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
@@ -31,12 +32,18 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const svidsOf = db.prepare('SELECT * FROM issued_svids WHERE spiffe_id = ? ORDER BY issued_at, serial');
   const insertRevocation = db.prepare('INSERT INTO revocations (kind, value, reason, actor, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING');
   const revocation = db.prepare('SELECT * FROM revocations WHERE kind = ? AND value = ?');
+  const holding = db.prepare('SELECT 1 FROM revocations WHERE kind = ? AND value = ? AND lifted_at IS NULL');
+  const dropLifted = db.prepare('DELETE FROM revocations WHERE kind = ? AND value = ? AND lifted_at IS NOT NULL');
+  const takeHolding = db.prepare('DELETE FROM revocations WHERE kind = ? AND value = ? AND lifted_at IS NULL RETURNING *');
+  const insertLifted = db.prepare(`INSERT INTO revocations (kind, value, reason, actor, at, lifted_at, lifted_by, lift_reason)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`);
   const since = db.prepare('SELECT * FROM revocations WHERE seq > ? ORDER BY seq');
   const heartbeat = db.prepare(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
     ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
       svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen, endpoints = excluded.endpoints`);
   const allServices = db.prepare('SELECT * FROM services ORDER BY spiffe_id');
+  const deleteService = db.prepare('DELETE FROM services WHERE spiffe_id = ?');
   const insertUser = db.prepare('INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING');
   const userByName = db.prepare('SELECT * FROM users WHERE username = ?');
   const allUsers = db.prepare('SELECT * FROM users ORDER BY username');
@@ -45,8 +52,10 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const addFailure = db.prepare(`INSERT INTO login_failures (key, failures, last_failure_at) VALUES (?1, 1, ?2)
     ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_failures.last_failure_at < ?3 THEN 1 ELSE login_failures.failures + 1 END, last_failure_at = ?2
     RETURNING *`);
+  const forgiveFailure = db.prepare('UPDATE login_failures SET failures = failures - 1 WHERE key = ? AND failures > 0');
   const failuresOf = db.prepare('SELECT * FROM login_failures WHERE key = ?');
   const clearFailures = db.prepare('DELETE FROM login_failures WHERE key = ?');
+  const sweepFailures = db.prepare('DELETE FROM login_failures WHERE last_failure_at < ?');
   const upsertArtefact = db.prepare(`INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`);
   const artefact = db.prepare('SELECT * FROM oidc_models WHERE model = ? AND id = ?');
@@ -98,20 +107,35 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       return (svidsOf.all(spiffeId) as Row[]).map(issuedSvidFromRow);
     },
     async addRevocation(entry) {
-      insertRevocation.run(entry.kind, entry.value, entry.reason, entry.actor, entry.at);
-      return revocationFromRow(revocation.get(entry.kind, entry.value) as Row);
+      // A lifted entry makes room: the revocation holds again, at a new position (AUTOINCREMENT never reuses one).
+      return inTransaction(db, () => {
+        dropLifted.run(entry.kind, entry.value);
+        insertRevocation.run(entry.kind, entry.value, entry.reason, entry.actor, entry.at);
+        return revocationFromRow(revocation.get(entry.kind, entry.value) as Row);
+      });
+    },
+    async liftRevocation(kind, value, lift) {
+      return inTransaction(db, () => {
+        const held = takeHolding.get(kind, value) as Row | undefined;
+        if (held === undefined) return null;
+        return revocationFromRow(insertLifted.get(kind, value, held.reason as string, held.actor as string, held.at as number,
+          lift.at, lift.actor, lift.reason) as Row);
+      });
     },
     async revocationsSince(seq) {
       return (since.all(seq) as Row[]).map(revocationFromRow);
     },
     async isRevoked(kind, value) {
-      return revocation.get(kind, value) !== undefined;
+      return holding.get(kind, value) !== undefined;
     },
     async recordHeartbeat(record) {
       heartbeat.run(...(heartbeatValues(record) as (string | number | null)[]));
     },
     async services() {
       return (allServices.all() as Row[]).map(serviceFromRow);
+    },
+    async removeService(spiffeId) {
+      return Number(deleteService.run(spiffeId).changes) === 1;
     },
     async createUser(record) {
       return Number(insertUser.run(...userValues(record)).changes) === 1;
@@ -132,12 +156,36 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     async addLoginFailure(key, now, windowMs) {
       return loginFailuresFromRow(addFailure.get(key, now, now - windowMs) as Row);
     },
+    async reserveLoginAttempt(claims, now) {
+      // The write lock first: the check and the counts are one transaction, which no other
+      // connection (a replica on the same file) can interleave with.
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        const current = claims.map(({ key }) => {
+          const row = failuresOf.get(key) as Row | undefined;
+          return row === undefined ? null : loginFailuresFromRow(row);
+        });
+        const locked = firstLocked(claims, current, now);
+        const counts = locked === null ? claims.map(({ key, limits }) => loginFailuresFromRow(addFailure.get(key, now, now - limits.windowMs) as Row)) : [];
+        db.exec('COMMIT');
+        return locked === null ? { reserved: true, counts } : { reserved: false, lockedClaim: locked.claim, lockedUntil: locked.until };
+      } catch (error) {
+        if (db.isTransaction) db.exec('ROLLBACK');
+        throw error;
+      }
+    },
+    async forgiveLoginFailure(key) {
+      forgiveFailure.run(key);
+    },
     async loginFailures(key) {
       const row = failuresOf.get(key) as Row | undefined;
       return row === undefined ? null : loginFailuresFromRow(row);
     },
     async clearLoginFailures(key) {
-      clearFailures.run(key);
+      return Number(clearFailures.run(key).changes) > 0;
+    },
+    async sweepLoginFailures(before) {
+      return Number(sweepFailures.run(before).changes);
     },
     async upsertOidc(entry) {
       upsertArtefact.run(...oidcValues(entry));
@@ -288,6 +336,18 @@ function migrate(db: DatabaseSync): void {
     db.exec('COMMIT');
   } catch (error) {
     db.exec('ROLLBACK');
+    throw error;
+  }
+}
+
+function inTransaction<T>(db: DatabaseSync, work: () => T): T {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const result = work();
+    db.exec('COMMIT');
+    return result;
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK');
     throw error;
   }
 }

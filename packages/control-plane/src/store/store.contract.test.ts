@@ -116,6 +116,38 @@ for (const backend of backends) {
       assert.equal(await store.isRevoked('txn', 'mallory'), false);
     }));
 
+    it('lifts a revocation that holds, once, at a new feed position that a guard resuming from before hears of', withStore(async (store) => {
+      const revoked = await store.addRevocation({ kind: 'sub', value: 'alice', reason: 'typo: meant mallory', actor: 'spiffe://shop.test/admin/ops', at: 10 });
+      const other = await store.addRevocation({ kind: 'sub', value: 'mallory', reason: 'compromised', actor: 'spiffe://shop.test/admin/ops', at: 11 });
+      const lift = { reason: 'revoked by mistake', actor: 'spiffe://shop.test/admin/ops', at: 12 };
+      const lifted = await store.liftRevocation('sub', 'alice', lift);
+      assert.ok(lifted !== null);
+      assert.ok(lifted.seq > other.seq, 'the lift is at the end of the feed');
+      assert.deepEqual({ ...lifted, seq: revoked.seq }, { ...revoked, lifted: lift }, 'the entry keeps what was revoked, and says who lifted it');
+      assert.equal(await store.isRevoked('sub', 'alice'), false);
+      assert.equal(await store.isRevoked('sub', 'mallory'), true);
+      // A guard that saw the revocation, and one that starts from nothing, both end with alice accepted.
+      assert.deepEqual(await store.revocationsSince(revoked.seq), [other, lifted]);
+      assert.deepEqual(await store.revocationsSince(0), [other, lifted], 'the revocation itself is no longer in the feed to replay');
+      assert.equal(await store.liftRevocation('sub', 'alice', lift), null, 'lifted already: nothing holds');
+      assert.equal(await store.liftRevocation('txn', 'alice', lift), null, 'another kind: nothing holds');
+      assert.equal(await store.liftRevocation('sub', 'nobody', lift), null, 'never revoked');
+      // Revoked again, it holds again, at a newer position still.
+      const again = await store.addRevocation({ kind: 'sub', value: 'alice', reason: 'now for real', actor: 'cli', at: 13 });
+      assert.ok(again.seq > lifted.seq);
+      assert.equal(again.lifted, null);
+      assert.equal(again.reason, 'now for real');
+      assert.equal(await store.isRevoked('sub', 'alice'), true);
+      assert.deepEqual(await store.revocationsSince(lifted.seq), [again]);
+    }));
+
+    it('lets exactly one of two simultaneous lifts of one revocation succeed', withStore(async (store) => {
+      await store.addRevocation({ kind: 'kid', value: 'k1', reason: 'test', actor: 'cli', at: 1 });
+      const lift = { reason: 'mistake', actor: 'cli', at: 2 };
+      const results = await Promise.all([store.liftRevocation('kid', 'k1', lift), store.liftRevocation('kid', 'k1', lift)]);
+      assert.equal(results.filter((result) => result !== null).length, 1);
+    }));
+
     it('registers a guard on its first heartbeat and updates it on the next, keeping when it was first seen', withStore(async (store) => {
       const report = {
         spiffeId: 'spiffe://shop.test/svc/orders', service: 'orders', policyVersion: 'v1', svidExpiresAt: 9_000, mode: 'enforce' as const, guardVersion: '0.1.0', lastSeen: 100,
@@ -129,6 +161,9 @@ for (const backend of backends) {
       assert.deepEqual(services.map((entry) => entry.service), ['billing', 'orders']);
       assert.deepEqual(services[1], { ...report, policyVersion: 'v2', mode: 'dry-run', firstSeen: 100, lastSeen: 200 });
       assert.equal(services[0]?.policyVersion, null);
+      assert.equal(await store.removeService('spiffe://shop.test/svc/billing'), true, 'a clean stop removes the entry');
+      assert.equal(await store.removeService('spiffe://shop.test/svc/billing'), false, 'once');
+      assert.deepEqual((await store.services()).map((entry) => entry.service), ['orders']);
     }));
 
     it('keeps users: a name once, password hash replaceable, disabling reversible', withStore(async (store) => {
@@ -151,9 +186,48 @@ for (const backend of backends) {
       assert.deepEqual(await store.loginFailures('account:alice'), { failures: 6, lastFailureAt: 1_000 });
       assert.deepEqual(await store.addLoginFailure('account:alice', 50_000, 60_000), { failures: 7, lastFailureAt: 50_000 }, 'within the window of the last failure');
       assert.deepEqual(await store.addLoginFailure('account:alice', 200_000, 60_000), { failures: 1, lastFailureAt: 200_000 }, 'after a quiet window');
-      await store.clearLoginFailures('account:alice');
+      assert.equal(await store.clearLoginFailures('account:alice'), true);
       assert.equal(await store.loginFailures('account:alice'), null);
+      assert.equal(await store.clearLoginFailures('account:alice'), false, 'nothing left to clear');
       assert.equal(await store.loginFailures('ip:127.0.0.1'), null);
+    }));
+
+    it('reserves login attempts atomically: parallel callers never get past the limit, a locked key is left alone; sweeps old counts', withStore(async (store) => {
+      const limits = { freeAttempts: 3, baseLockMs: 1_000, maxLockMs: 4_000, windowMs: 60_000 };
+      const bob = [{ key: 'account:bob', limits }];
+      const parallel = await Promise.all(Array.from({ length: 25 }, () => store.reserveLoginAttempt(bob, 10_000)));
+      assert.equal(parallel.filter((reservation) => reservation.reserved).length, 3, 'three free attempts, then locked');
+      assert.deepEqual(await store.loginFailures('account:bob'), { failures: 3, lastFailureAt: 10_000 }, 'refused attempts count nothing');
+      assert.deepEqual(await store.reserveLoginAttempt(bob, 10_999), { reserved: false, lockedClaim: 0, lockedUntil: 11_000 });
+      // The lock after n failures lasts baseLockMs * 2^(n - freeAttempts), up to maxLockMs (login-lock.ts's lockFor).
+      const timeline: [number, boolean][] = [[11_000, true], [12_999, false], [13_000, true], [16_999, false], [17_000, true], [20_999, false], [21_000, true]];
+      for (const [at, reserved] of timeline) assert.equal((await store.reserveLoginAttempt(bob, at)).reserved, reserved, `at ${at}`);
+      assert.deepEqual(await store.reserveLoginAttempt(bob, 90_000), { reserved: true, counts: [{ failures: 1, lastFailureAt: 90_000 }] }, 'after a quiet window');
+      await store.forgiveLoginFailure('account:bob');
+      await store.forgiveLoginFailure('account:bob');
+      assert.deepEqual(await store.loginFailures('account:bob'), { failures: 0, lastFailureAt: 90_000 }, 'never below 0');
+      await store.forgiveLoginFailure('account:nobody');
+      assert.equal(await store.loginFailures('account:nobody'), null);
+      await store.addLoginFailure('address:10.0.0.1', 95_000, 60_000);
+      assert.equal(await store.sweepLoginFailures(91_000), 1, 'only the count last touched before then');
+      assert.equal(await store.loginFailures('account:bob'), null);
+      assert.notEqual(await store.loginFailures('address:10.0.0.1'), null);
+    }));
+
+    it('reserves a login attempt under several counts all or nothing: a locked one writes nothing anywhere, no row either', withStore(async (store) => {
+      const account = { key: 'account:carol', limits: { freeAttempts: 5, baseLockMs: 1_000, maxLockMs: 60_000, windowMs: 60_000 } };
+      const pair = { key: 'address-account:10.0.0.1 carol', limits: { freeAttempts: 1, baseLockMs: 30_000, maxLockMs: 30_000, windowMs: 60_000 } };
+      const counted = { key: 'address:10.0.0.1', limits: { ...pair.limits, freeAttempts: Number.POSITIVE_INFINITY } };
+      const parallel = await Promise.all(Array.from({ length: 25 }, () => store.reserveLoginAttempt([account, pair, counted], 1_000)));
+      assert.equal(parallel.filter((reservation) => reservation.reserved).length, 1, 'the strictest claim decides, in parallel as in sequence');
+      assert.deepEqual(parallel.find((reservation) => reservation.reserved), { reserved: true, counts: [1, 1, 1].map((failures) => ({ failures, lastFailureAt: 1_000 })) });
+      assert.deepEqual(parallel.find((reservation) => !reservation.reserved), { reserved: false, lockedClaim: 1, lockedUntil: 31_000 });
+      assert.deepEqual(await store.loginFailures(account.key), { failures: 1, lastFailureAt: 1_000 }, 'the held ones counted nothing under the other claims');
+      const fresh = { key: 'account:dave', limits: account.limits };
+      assert.equal((await store.reserveLoginAttempt([fresh, pair], 2_000)).reserved, false);
+      assert.equal(await store.loginFailures(fresh.key), null, 'no row for a claim of a held attempt');
+      assert.equal((await store.reserveLoginAttempt([fresh, counted], 2_000)).reserved, true, 'a count without a limit never holds');
+      assert.equal((await store.reserveLoginAttempt([pair], 31_000)).reserved, true, 'the lock ends');
     }));
 
     it('keeps identity-provider artefacts: upsert, lookups by uid and user code, consumption, grant revocation, sweeping', withStore(async (store) => {

@@ -42,6 +42,15 @@ export interface RevocationRecord {
   readonly reason: string;
   readonly actor: string;
   readonly at: number;
+  /** Taken back (a revocation made by mistake): the value is accepted again. Null while it holds. */
+  readonly lifted: RevocationLift | null;
+}
+
+export interface RevocationLift {
+  readonly reason: string;
+  /** The administrator who lifted it (SPIFFE ID). */
+  readonly actor: string;
+  readonly at: number;
 }
 
 export interface RegisteredRoute {
@@ -82,11 +91,37 @@ export interface UserRecord {
   readonly disabledAt: number | null;
 }
 
-/** Failed logins counted under one key (`account:<name>` or `ip:<address>`). */
+/** Failed logins counted under one key (`account:<name>`, `address:<network>`, …: see idp/lockout.ts). */
 export interface LoginFailures {
   readonly failures: number;
   readonly lastFailureAt: number;
 }
+
+/**
+ * When a key is locked: after `freeAttempts` failures (`Infinity`: counted, never locked), for
+ * `baseLockMs` doubling per further failure, up to `maxLockMs` (store/login-lock.ts).
+ */
+export interface LoginLimits {
+  readonly freeAttempts: number;
+  readonly baseLockMs: number;
+  readonly maxLockMs: number;
+  /** A count whose last failure is older than this starts again. */
+  readonly windowMs: number;
+}
+
+/** One count that a sign-in attempt is reserved under, and the limits that lock it. */
+export interface LoginClaim {
+  readonly key: string;
+  readonly limits: LoginLimits;
+}
+
+/**
+ * After `reserveLoginAttempt`: every claim's count with the attempt added, in the claims' order; or,
+ * when a claim was locked (and then nothing was counted anywhere), the first locked one and until when.
+ */
+export type LoginReservation =
+  | { readonly reserved: true; readonly counts: readonly LoginFailures[] }
+  | { readonly reserved: false; readonly lockedClaim: number; readonly lockedUntil: number };
 
 /** One of oidc-provider's artefacts (session, interaction, code, grant, refresh token, …). */
 export interface OidcArtefact {
@@ -235,15 +270,28 @@ export interface ControlPlaneStore {
   redeemJoinToken(tokenHash: string, now: number): Promise<RedeemOutcome>;
   recordIssuedSvid(record: IssuedSvidRecord): Promise<void>;
   issuedSvids(spiffeId: string): Promise<IssuedSvidRecord[]>;
-  /** Appends to the feed; revoking what is already revoked returns the existing entry. */
-  addRevocation(revocation: Omit<RevocationRecord, 'seq'>): Promise<RevocationRecord>;
-  /** Every revocation after `seq`, in feed order. */
+  /**
+   * Appends to the feed; revoking what is already revoked returns the existing entry. A lifted
+   * revocation revoked again holds again, at a new position.
+   */
+  addRevocation(revocation: Omit<RevocationRecord, 'seq' | 'lifted'>): Promise<RevocationRecord>;
+  /**
+   * Lifts a revocation that holds, atomically (also across replicas): the entry moves to a new
+   * position at the end of the feed, marked lifted, so that every guard — also one resuming from an
+   * older position — hears of it, and the revocation itself is no longer in the feed to replay.
+   * Null when nothing holds under (kind, value): never revoked, or lifted already.
+   */
+  liftRevocation(kind: RevocationKind, value: string, lift: RevocationLift): Promise<RevocationRecord | null>;
+  /** Every entry after `seq`, in feed order: revocations, and lifted ones at the position of their lift. */
   revocationsSince(seq: number): Promise<RevocationRecord[]>;
+  /** True while a revocation holds (lifted ones do not). */
   isRevoked(kind: RevocationKind, value: string): Promise<boolean>;
   /** Inserts or updates a guard's report; `firstSeen` is kept from the first report. */
   recordHeartbeat(record: Omit<ServiceRecord, 'firstSeen'>): Promise<void>;
   /** Every registered guard, by SPIFFE ID. */
   services(): Promise<ServiceRecord[]>;
+  /** Removes a guard's entry (it stopped cleanly and said so); false when there was none. */
+  removeService(spiffeId: string): Promise<boolean>;
   /** Adds a user; false when the name is taken (nothing is changed then). */
   createUser(record: UserRecord): Promise<boolean>;
   user(username: string): Promise<UserRecord | null>;
@@ -256,8 +304,20 @@ export interface ControlPlaneStore {
    * `windowMs` starts again at 1. Returns the new count.
    */
   addLoginFailure(key: string, now: number, windowMs: number): Promise<LoginFailures>;
+  /**
+   * Counts one attempt as a failure in advance under every claim (distinct keys), all or nothing:
+   * when any claim is locked at `now`, nothing is written at all — no count, no row. Atomic across
+   * parallel callers on any replica (one transaction, serialized per key), so they never get more
+   * reservations than the limits allow, which a read followed by a write could.
+   */
+  reserveLoginAttempt(claims: readonly LoginClaim[], now: number): Promise<LoginReservation>;
+  /** Takes one failure back from `key` (never below 0). */
+  forgiveLoginFailure(key: string): Promise<void>;
   loginFailures(key: string): Promise<LoginFailures | null>;
-  clearLoginFailures(key: string): Promise<void>;
+  /** Deletes the count; true when there was one. */
+  clearLoginFailures(key: string): Promise<boolean>;
+  /** Deletes counts whose last failure is older than `before` (they would start again anyway); returns how many. */
+  sweepLoginFailures(before: number): Promise<number>;
   /** Inserts or replaces an artefact (consumption is kept only through `consumeOidc`). */
   upsertOidc(artefact: Omit<OidcArtefact, 'consumedAt'>): Promise<void>;
   /** The artefact, expired or not (the adapter decides); null when absent. */

@@ -5,9 +5,15 @@
  * test users, the kit holds a fixed set of *defective* tokens signed with the real key — each must be
  * refused by a guard for one specific reason (wrong typ, audience, lifetime…). The set is fixed, not
  * chosen by the caller: this is not a signing oracle.
+ *
+ * The kit also holds the scan's probe token (`typ: lockstep-probe+jwt`, bound to the scanner's key by
+ * `cnf.jwk`): with a per-request proof made with that key, a guard records the scanner's transport
+ * attacks — refused before any SVID is verified — as its probes (@lockstep/guard's steps/probe-proof.ts).
+ * It grants nothing: a guard reads it only on a request it has already refused.
  */
 import { randomUUID } from 'node:crypto';
-import { CompactSign, FlattenedSign, SignJWT, base64url, type JWTPayload } from 'jose';
+import { CompactSign, FlattenedSign, SignJWT, base64url, type JWK, type JWTPayload } from 'jose';
+import { PROBE_TOKEN_MAX_SECONDS, PROBE_TOKEN_TYP } from '@lockstep/guard';
 import type { SigningKey } from '../ca/signing-key.ts';
 
 export interface ScanUser {
@@ -23,6 +29,8 @@ export interface ScanTokenRequest {
   /** A subject and a transaction that are revoked (the caller revokes them before handing out the kit). */
   readonly revokedSub: string;
   readonly revokedTxn: string;
+  /** The public key of the scanner's SVID (from its CSR): the probe token's `cnf.jwk`. */
+  readonly scannerKey: JWK;
 }
 
 export interface ScanTokens {
@@ -30,6 +38,8 @@ export interface ScanTokens {
   readonly users: readonly string[];
   /** Signed with the real key, each defective in one way (name → token). */
   readonly defective: Readonly<Record<DefectiveToken, string>>;
+  /** The scan's probe token: what the scanner's probe proofs carry. */
+  readonly probe: string;
 }
 
 export type DefectiveToken =
@@ -101,5 +111,11 @@ export async function issueScanTokens(key: SigningKey, trustDomain: string, requ
     'tctx-proto-key': await new CompactSign(new TextEncoder().encode(withProto))
       .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid }).sign(key.privateKey),
   };
-  return { users, defective };
+  const { kty, crv, x, y } = request.scannerKey;
+  const probe = await new SignJWT({ jti: randomUUID(), cnf: { jwk: { kty, crv, x, y } } })
+    .setProtectedHeader({ alg: 'ES256', typ: PROBE_TOKEN_TYP, kid: key.kid })
+    .setSubject(request.scanner).setAudience(trustDomain)
+    .setIssuedAt(iat).setExpirationTime(iat + PROBE_TOKEN_MAX_SECONDS)
+    .sign(key.privateKey);
+  return { users, defective, probe };
 }

@@ -102,6 +102,9 @@ describe('decisionToJson', () => {
       { ...base, dryRun: true },
       { ...base, resource: 'billing' },
       { ...base, txn: null },
+      // A probe: verified at transport (probeAs present), and one refused there but proven by the scanner.
+      { ...base, probe: 'spiffe://shop.test/scanner/ci', probeAs: 'spiffe://shop.test/svc/gateway', probeRequester: null },
+      { ...base, caller: null, probe: 'spiffe://shop.test/scanner/ci' },
       base,
     ];
     for (const event of variants) assert.equal(decisionToJson(event), JSON.stringify(event));

@@ -31,6 +31,12 @@ export interface DecisionEvent {
   readonly latencyMs: number;
   readonly traceId: string | null;
   /**
+   * Only on a scanner's probe: the scanner's SPIFFE ID, as verified — its SVID, or a probe proof on a
+   * request the transport step refused (steps/probe-proof.ts). What the monitor counts apart from real
+   * traffic; a request that merely claims to be a probe never gets it.
+   */
+  readonly probe?: string | undefined;
+  /**
    * Only on a scanner's probe (the caller is a `…/scanner/…` identity, whose requests never reach a
    * handler): the workload it asked to be decided as, or null when it was decided as itself.
    */
@@ -132,8 +138,11 @@ function headOf(event: DecisionEvent): string {
 }
 
 function tailOf(event: DecisionEvent): string {
-  const probe = event.probeAs === undefined ? '' : `,"probeAs":${jsonStringOrNull(event.probeAs)},"probeRequester":${jsonStringOrNull(event.probeRequester ?? null)}`;
-  return `,"latencyMs":${Number.isFinite(event.latencyMs) ? event.latencyMs : 0},"traceId":${jsonStringOrNull(event.traceId)}${probe}}`;
+  const probe = event.probe === undefined ? '' : `,"probe":${jsonString(event.probe)}`;
+  const probeAs = event.probeAs === undefined ? ''
+    : `,"probeAs":${jsonStringOrNull(event.probeAs)},"probeRequester":${jsonStringOrNull(event.probeRequester ?? null)}`;
+  const latency = Number.isFinite(event.latencyMs) ? event.latencyMs : 0;
+  return `,"latencyMs":${latency},"traceId":${jsonStringOrNull(event.traceId)}${probe}${probeAs}}`;
 }
 
 /**

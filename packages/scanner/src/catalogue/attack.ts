@@ -31,8 +31,11 @@ export interface EndpointTarget {
   /** A request line that reaches the guard: an enforced route's. */
   readonly method: string;
   readonly path: string;
-  /** Why the guard could not be reached with the scanner's genuine credentials, or null when it was. */
-  readonly unreachable: string | null;
+  /**
+   * Why no check on this endpoint can be judged (no guard answered the scanner's genuine credentials,
+   * or the guard refused its own SVID), or null. Its checks are then inconclusive, never "enforced".
+   */
+  readonly inconclusive: string | null;
 }
 
 /**
@@ -50,9 +53,19 @@ export interface RouteTarget {
   readonly route: ScanRoute;
   readonly endpoint: string;
   readonly path: string;
-  readonly unreachable: string | null;
-  /** A workload the policy permits on this route for test user a (found by probing), or null. */
-  readonly control: Control | null;
+  /**
+   * Why no check on this route can be judged, or null: the endpoint's reason, or test user a cannot
+   * act (revoked, or its genuine Txn-Token refused): every route check sends its token or one like it.
+   */
+  readonly inconclusive: string | null;
+  /**
+   * The route's control — a workload the policy permits here for test user a, found by probing — or
+   * why the checks that vary its request cannot run (none found, or a role of test user a that no
+   * policy tests for): they are then inconclusive.
+   */
+  readonly control: Control | { readonly problem: string };
+  /** Why test user b cannot act in the object-level check (revoked, token refused, unknown role), or null. */
+  readonly userBProblem: string | null;
   /** For an owner route: the path of user a's object (from the manifest), or null. */
   readonly objectPath: string | null;
   /** Every method declared for this path (function-level checks use the others). */
@@ -94,7 +107,10 @@ export interface Plan {
   readonly enforcedBy: Step;
   /** Overrides `enforcedBy` for attacks that a specific answer refuses (e.g. a size limit), per attempt. */
   readonly enforced?: (answer: Answer, attempt: Attempt) => boolean;
-  /** The attack cannot be judged here (result: inconclusive), e.g. the guard could not be reached. */
+  /**
+   * The attack applies here but cannot run, or cannot be judged (result: inconclusive, and the scan
+   * with it): e.g. no guard answered, a test user the guards refuse, no allowed request to vary.
+   */
   readonly inconclusive?: string;
   /** The attack does not apply here (result: skipped). */
   readonly skipped?: string;
@@ -150,8 +166,15 @@ export function attempt(target: Target, context: ScanContext, options: {
   };
 }
 
-/** Why an attack that varies an allowed request was skipped on a route without a control. */
-export const NO_CONTROL = 'no workload is permitted on this route for test user a (with any registered workload as requester), so there is no allowed request to vary: give the manifest\'s users the roles the policy asks for';
+/**
+ * Why the checks that vary an allowed request cannot run on a route without a control (`user` as the
+ * manifest gives it, e.g. `alice, roles customer`).
+ */
+export function noControl(user: string): string {
+  return `no registered workload is permitted on this route for test user a (${user}), with any registered workload `
+    + 'as requester, so there is no allowed request to vary: give users.a in the manifest the roles the route\'s '
+    + 'policy asks for, or, if no user may call this route, accept the result in the manifest (accept:) with the reason';
+}
 
 /** What a result names as attacked; a service at several addresses gets each route once per address. */
 export function routeLabel(target: Target, method?: string): string {

@@ -95,7 +95,7 @@ ${meta([
 ${summarySection(report)}
 ${matrixSection(report)}
 ${findingsSection(findingsOf(report, 'weak'))}
-${inconclusiveSection(findingsOf(report, 'inconclusive'))}
+${inconclusiveSection(report, findingsOf(report, 'inconclusive'))}
 ${skippedSection(findingsOf(report, 'skipped'))}
 ${servicesSection(report)}
 ${catalogueSection(report.attacks)}
@@ -165,11 +165,18 @@ ${articles.length > 0 ? articles.join('\n') : '<p>None: no attack got further th
 </section>`;
 }
 
-function inconclusiveSection(findings: readonly Finding[]): string {
+function inconclusiveSection(report: ScanReport, findings: readonly Finding[]): string {
   if (findings.length === 0) return '';
+  const reasons = report.inconclusiveReasons.map(({ reason, results }) => {
+    return `<li><strong>${h(String(results))} ${results === 1 ? 'check' : 'checks'}:</strong> ${h(reason)}</li>`;
+  });
   return `<section aria-labelledby="inconclusive">
 <h2 id="inconclusive">Inconclusive (${findings.length})</h2>
-<p>The scanner could not tell whether these were enforced, so the scan is incomplete.</p>
+<p>These checks apply but could not run, or the scanner could not tell whether they were enforced,
+so the scan is inconclusive. Why:</p>
+<ul>
+${reasons.join('\n')}
+</ul>
 ${attemptTable('Inconclusive attempts', findings)}
 </section>`;
 }

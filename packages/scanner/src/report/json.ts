@@ -24,6 +24,7 @@ function canonical(report: ScanReport): ScanReport {
     attacks: report.attacks.map(attack),
     results: report.results.map(result),
     summary: { enforced, weak, inconclusive, skipped },
+    inconclusiveReasons: report.inconclusiveReasons.map(({ reason, results }) => ({ reason, results })),
     exitCode: report.exitCode,
   };
 }

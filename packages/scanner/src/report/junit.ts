@@ -1,7 +1,7 @@
 /**
  * The JUnit XML report, for CI test tabs: one suite per service, one test case per attempt
  * (attack × target). A weak link is a failure, an inconclusive attempt an error (the test could not
- * run to a verdict), a not-applicable one skipped. Follows the Jenkins JUnit schema (`junit-4.xsd`,
+ * run to a verdict, with the reason), a not-applicable one skipped. Follows the Jenkins JUnit schema (`junit-4.xsd`,
  * the one JUnit 5 validates its own reports against): the skip reason is the text of `<skipped>`,
  * which takes no attributes there, and `<testsuites>` carries no skipped count.
  */

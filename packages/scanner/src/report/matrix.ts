@@ -105,7 +105,7 @@ export function exitMeaning(exitCode: ScanReport['exitCode']): string {
   switch (exitCode) {
     case 0: return 'nothing got through';
     case 1: return 'a weak link was found';
-    case 2: return 'the scan is incomplete';
+    case 2: return 'the scan is inconclusive: checks that apply could not run';
   }
 }
 

@@ -97,20 +97,25 @@ describe('renderSarif', () => {
     for (const fingerprint of first) assert.match(fingerprint ?? '', /^[0-9a-f]{64}$/);
   });
 
-  it('records the invocation: successful unless exit 2, inconclusive attempts as notifications', () => {
+  it('records the invocation: not successful when checks could not run; each reason, then each inconclusive attempt, as notifications', () => {
     const report = sampleReport();
     const invocation = parse(renderSarif(report)).runs[0]?.invocations?.[0];
-    assert.equal(invocation?.executionSuccessful, true);
+    assert.equal(invocation?.executionSuccessful, false);
     assert.equal(invocation.exitCode, 1);
     assert.equal(invocation.startTimeUtc, report.startedAt);
-    const notifications = invocation.toolExecutionNotifications ?? [];
+    const [reason, ...notifications] = invocation.toolExecutionNotifications ?? [];
+    assert.equal(reason?.level, 'error');
+    assert.equal(reason?.message.text, `2 checks could not run: ${report.inconclusiveReasons[0]?.reason}`);
     assert.equal(notifications.length, report.summary.inconclusive);
     assert.equal(notifications[0]?.associatedRule?.id, 'tls.no-client-cert');
     assert.equal(notifications[0]?.associatedRule?.index, 0);
     assert.match(notifications[0]?.message.text ?? '', /^inconclusive: connect ECONNREFUSED/);
     assert.equal(notifications[0]?.locations?.[0]?.logicalLocations?.[0]?.fullyQualifiedName, 'payments/[::1]:4102');
     assert.equal(parse(renderSarif(sampleReport({ exitCode: 2 }))).runs[0]?.invocations?.[0]?.executionSuccessful, false);
-    assert.equal(parse(renderSarif(sampleReport({ exitCode: 0 }))).runs[0]?.invocations?.[0]?.executionSuccessful, true);
+    const complete = sampleReport({
+      results: report.results.filter((result) => result.outcome !== 'inconclusive'), summary: { ...report.summary, inconclusive: 0 }, inconclusiveReasons: [], exitCode: 0,
+    });
+    assert.equal(parse(renderSarif(complete)).runs[0]?.invocations?.[0]?.executionSuccessful, true);
   });
 
   it('is the same text for the same report', () => {

@@ -1,8 +1,10 @@
 /**
  * The SARIF 2.1.0 report, for code-scanning dashboards. One run; one rule per catalogue entry that
  * ran; one result per weak link (enforced and skipped attempts are not findings); inconclusive
- * attempts are tool execution notifications, since they say the scan is incomplete rather than that
- * a service is weak. There are no source files: a result's location is logical, `service/target`.
+ * attempts are tool execution notifications (and the invocation did not succeed), since they say the
+ * scan is inconclusive rather than that a service is weak; each reason checks could not run comes
+ * first, as an error notification of its own. There are no source files: a result's location is
+ * logical, `service/target`.
  * Severity follows GitHub's `security-severity` convention (a CVSS-like number as a string).
  */
 import { createHash } from 'node:crypto';
@@ -42,14 +44,21 @@ export function renderSarif(report: ScanReport): string {
       },
       automationDetails: { id: `${report.tool.name}/${report.trustDomain}/${report.runId}` },
       invocations: [{
-        executionSuccessful: report.exitCode !== 2,
+        executionSuccessful: report.exitCode !== 2 && report.summary.inconclusive === 0,
         exitCode: report.exitCode,
         exitCodeDescription: exitMeaning(report.exitCode),
         startTimeUtc: report.startedAt,
         endTimeUtc: report.finishedAt,
-        toolExecutionNotifications: report.results
-          .filter((result) => result.outcome === 'inconclusive')
-          .map((result) => { const { attack, index } = reference(result); return notification(result, attack, index); }),
+        toolExecutionNotifications: [
+          ...report.inconclusiveReasons.map(({ reason, results }): Notification => {
+            const checks = `${results} ${results === 1 ? 'check' : 'checks'}`;
+            return { level: 'error', message: { text: `${checks} could not run: ${printable(reason)}` } };
+          }),
+          ...report.results.filter((result) => result.outcome === 'inconclusive').map((result) => {
+            const { attack, index } = reference(result);
+            return notification(result, attack, index);
+          }),
+        ],
       }],
       results: report.results
         .filter((result) => result.outcome === 'weak')
@@ -60,6 +69,8 @@ export function renderSarif(report: ScanReport): string {
         scanner: report.scanner,
         services: report.services.map((service) => service.name),
         summary: { ...report.summary },
+        inconclusiveReasons: report.inconclusiveReasons
+          .map(({ reason, results }) => ({ reason: printable(reason), results })),
         durationMs: report.durationMs,
       },
     }],

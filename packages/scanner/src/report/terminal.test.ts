@@ -65,6 +65,17 @@ describe('renderTerminal', () => {
     assert.match(text, /Inconclusive \(2\)\n {2}\? critical {2}tls\.no-client-cert {2}TLS handshake without a client certificate\n {4}target {4}payments {2}\[::1\]:4102\n/);
   });
 
+  it('says each reason checks could not run once, with a count, instead of listing every check it stopped', () => {
+    const base = sampleReport();
+    const reason = 'test user a (ann, roles customer) is revoked, so no check that acts as it can run';
+    const results = base.results.map((result) => result.outcome === 'inconclusive' ? { ...result, evidence: reason } : result);
+    const text = renderTerminal({ ...base, results, inconclusiveReasons: [{ reason, results: 2 }], exitCode: 2 }, { color: false });
+    assert.ok(!text.includes('Inconclusive (2)'), 'no list of checks the reason already explains');
+    assert.match(text, /\nWhy the scan is inconclusive \(1 reason\)\n {2}\? 2 checks {2}test user a \(ann, roles customer\) is revoked, so no check/);
+    assert.equal(text.split(reason).length, 2, 'the reason once');
+    assert.match(text.trimEnd().split('\n').at(-1) ?? '', /exit 2: inconclusive$/);
+  });
+
   it('puts a mark in every cell of the matrix, the worst outcome over the targets', () => {
     const line = renderTerminal(sampleReport(), { color: false }).split('\n').find((l) => l.startsWith('  tls.no-client-cert')) ?? '';
     assert.deepEqual(line.match(/[✓✗?–]/g), ['✓', '✓', '?', '✓']);

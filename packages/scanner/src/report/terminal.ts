@@ -1,7 +1,9 @@
 /**
  * The terminal report: an attack × service matrix (attacks down, since there are ~40 of them and a
- * handful of services), every weak link with its evidence, the inconclusive attempts, one summary
- * line. Fits 120 columns for up to six services; colour is an addition, never the only signal.
+ * handful of services), every weak link with its evidence, the inconclusive attempts whose answer
+ * needs reading, why the scan is inconclusive (each reason checks could not run, once, with a count),
+ * one summary line. Fits 120 columns
+ * for up to six services; colour is an addition, never the only signal.
  */
 import type { Outcome, ScanReport, Severity } from '../types.ts';
 import { CATEGORY_LABEL, CELL_MEANING, OUTCOME_MARK, findingsOf, formatDuration, scanMatrix, type Finding } from './matrix.ts';
@@ -20,7 +22,9 @@ const SERVICE_WIDTH = { min: 3, max: 12 };
 const SEVERITY_WIDTH = 8; // `critical`
 const DETAIL_INDENT = '    ';
 const DETAIL_LABEL_WIDTH = 10; // `evidence` and two spaces
-const EXIT_BRIEF: Readonly<Record<ScanReport['exitCode'], string>> = { 0: 'nothing got through', 1: 'weak link', 2: 'incomplete' };
+const EXIT_BRIEF: Readonly<Record<ScanReport['exitCode'], string>> = {
+  0: 'nothing got through', 1: 'weak link', 2: 'inconclusive',
+};
 
 type Style = 'bold' | 'dim' | 'green' | 'red' | 'yellow' | 'magenta' | 'cyan';
 const SGR: Readonly<Record<Style, string>> = { bold: '1', dim: '2', red: '31', green: '32', yellow: '33', magenta: '35', cyan: '36' };
@@ -36,7 +40,8 @@ export function renderTerminal(report: ScanReport, options: TerminalOptions): st
     ...matrixLines(report, paint),
     '',
     ...findingLines('Weak links', findingsOf(report, 'weak'), paint),
-    ...findingLines('Inconclusive', findingsOf(report, 'inconclusive'), paint),
+    ...findingLines('Inconclusive', unexplained(report), paint),
+    ...reasonLines(report, paint),
     summaryLine(report, paint),
   ];
   return `${lines.join('\n')}\n`;
@@ -100,6 +105,32 @@ function findingLines(heading: string, findings: readonly Finding[], paint: Pain
     lines.push(`${INDENT}${paint(OUTCOME_MARK[result.outcome], OUTCOME_STYLE[result.outcome])} ${paint(pad(attack.severity, SEVERITY_WIDTH), SEVERITY_STYLE[attack.severity])}  ${paint(id, ['bold'])}  ${title}`.trimEnd());
     lines.push(...labelled('target', `${printable(result.service)}  ${printable(result.target)}`));
     lines.push(...labelled('evidence', printable(result.evidence)));
+  }
+  lines.push('');
+  return lines;
+}
+
+/**
+ * The inconclusive results that their reason does not already say all about: a check that could not
+ * run says just its reason (listed once, with a count); one that got an answer it could not read shows
+ * that answer.
+ */
+function unexplained(report: ScanReport): Finding[] {
+  const reasons = new Set(report.inconclusiveReasons.map((entry) => entry.reason));
+  return findingsOf(report, 'inconclusive').filter(({ result }) => !reasons.has(result.evidence));
+}
+
+/** Each reason checks could not run, once, with how many results it left inconclusive. */
+function reasonLines(report: ScanReport, paint: Paint): string[] {
+  const reasons = report.inconclusiveReasons;
+  if (reasons.length === 0) return [];
+  const lines = [paint(`Why the scan is inconclusive (${plural(reasons.length, 'reason')})`, ['bold'])];
+  for (const { reason, results } of reasons) {
+    const count = `${INDENT}${OUTCOME_MARK.inconclusive} ${plural(results, 'check')}  `;
+    const [first = '', ...rest] = wrap(printable(reason), WIDTH - width(count));
+    const mark = paint(OUTCOME_MARK.inconclusive, OUTCOME_STYLE.inconclusive);
+    lines.push(`${INDENT}${mark} ${plural(results, 'check')}  ${first}`);
+    lines.push(...rest.map((line) => ' '.repeat(width(count)) + line));
   }
   lines.push('');
   return lines;

@@ -9,6 +9,11 @@ import { Agent, request } from 'undici';
 export interface TestBrowserOptions {
   /** PEM of the CA(s) the browser trusts (the control plane's bundle in tests). */
   readonly ca: string;
+  /**
+   * The address to connect from, e.g. `127.0.0.2`: on Linux all of 127.0.0.0/8 is loopback, so tests
+   * can play clients at several addresses.
+   */
+  readonly localAddress?: string;
 }
 
 export interface Page {
@@ -40,7 +45,10 @@ export interface TestBrowser {
 const MAX_REDIRECTS = 20;
 
 export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
-  const agent = new Agent({ connect: { ca: options.ca, checkServerIdentity: () => undefined } });
+  const agent = new Agent({
+    connect: { ca: options.ca, checkServerIdentity: () => undefined },
+    ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+  });
   const jar = new Map<string, Cookie>();
 
   function store(url: URL, setCookie: string | string[] | undefined): void {

@@ -10,5 +10,5 @@ export default {
   plan: (target, context) => !enforcedRoute(target) || !target.route.owner ? [] : withControl(target, (control) => ({
     attempts: [attempt(target, context, { probeAs: control, token: context.tokens.b, path: target.objectPath as string })],
     enforcedBy: 'authorization',
-  }), { object: true }),
+  }), { object: true, userB: true }),
 } satisfies Attack;

@@ -4,7 +4,7 @@
  * user a (the route's "control", found by probing), the scanner asks to be decided as that workload
  * (`Lockstep-Probe-As`) and changes one thing: the user (object level), the user's roles, or the method.
  */
-import { NO_CONTROL, routeLabel, type Control, type Plan, type RouteTarget, type Target } from '../attack.ts';
+import { routeLabel, type Control, type Plan, type RouteTarget, type Target } from '../attack.ts';
 
 export const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 
@@ -12,11 +12,25 @@ export function enforcedRoute(target: Target): target is RouteTarget {
   return target.kind === 'route' && !target.route.public;
 }
 
-export function withControl(target: RouteTarget, build: (control: Control) => Omit<Plan, 'target'>, options: { object?: boolean } = {}): Plan[] {
+/**
+ * The plan of an attack that varies the route's control: inconclusive when the route cannot be
+ * judged, when no control could be found, or (`object`) when the manifest names no object of test
+ * user a for this owner route — the check applies, it just cannot run.
+ */
+export function withControl(
+  target: RouteTarget, build: (control: Control) => Omit<Plan, 'target'>, options: { object?: boolean; userB?: boolean } = {},
+): Plan[] {
   const label = routeLabel(target);
-  if (target.unreachable !== null) return [{ target: label, attempts: [], enforcedBy: 'authorization', inconclusive: target.unreachable }];
-  if (options.object && target.objectPath === null) return [{ target: label, attempts: [], enforcedBy: 'authorization', skipped: 'no object of test user a named for this route in the scan manifest (objects:)' }];
-  if (target.control === null) return [{ target: label, attempts: [], enforcedBy: 'authorization', skipped: NO_CONTROL }];
+  const cannotRun = (reason: string): Plan[] => {
+    return [{ target: label, attempts: [], enforcedBy: 'authorization', inconclusive: reason }];
+  };
+  if (target.inconclusive !== null) return cannotRun(target.inconclusive);
+  if (options.userB && target.userBProblem !== null) return cannotRun(target.userBProblem);
+  if (options.object && target.objectPath === null) {
+    return cannotRun('this route looks up the owner of the object it addresses, but the scan manifest names no '
+      + 'object of test user a for it: add one under objects: (service, route, params, owner: a)');
+  }
+  if ('problem' in target.control) return cannotRun(target.control.problem);
   return [{ target: label, ...build(target.control) }];
 }
 

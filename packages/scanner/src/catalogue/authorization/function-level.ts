@@ -13,11 +13,13 @@ export default {
     if (target.methodsOfPath[0] !== target.route.method) return [];
     const others = METHODS.filter((method) => !target.methodsOfPath.includes(method));
     if (others.length === 0) return [];
-    if (target.unreachable !== null) return [{ target: routeLabel(target), attempts: [], enforcedBy: 'authorization', inconclusive: target.unreachable }];
+    if (target.inconclusive !== null) return [{ target: routeLabel(target), attempts: [], enforcedBy: 'authorization', inconclusive: target.inconclusive }];
     const path = target.objectPath ?? target.path;
+    // Decided as the route's control where there is one, else as the scanner itself: never admitted either way.
+    const probeAs = 'problem' in target.control ? null : target.control;
     return [{
       target: routeLabel(target, '*'),
-      attempts: others.map((method) => attempt(target, context, { method, path, probeAs: target.control, ...(method === 'GET' || method === 'DELETE' ? {} : { body: '{}' }) })),
+      attempts: others.map((method) => attempt(target, context, { method, path, probeAs, ...(method === 'GET' || method === 'DELETE' ? {} : { body: '{}' }) })),
       enforcedBy: 'authorization',
     }];
   },

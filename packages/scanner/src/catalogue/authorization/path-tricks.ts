@@ -7,7 +7,7 @@ export default {
   description: 'The route\'s path with a trailing slash, upper-cased, behind /%2e%2e, with a double slash and a trailing "/.", as the scanner (permitted nowhere).',
   enforced: 'Every spelling refused (403 or 404 from the guard), or earlier.',
   on: 'route',
-  plan: (target, context) => !enforcedRoute(target) ? [] : target.unreachable !== null
-    ? [{ target: routeLabel(target), attempts: [], enforcedBy: 'authorization', inconclusive: target.unreachable }]
+  plan: (target, context) => !enforcedRoute(target) ? [] : target.inconclusive !== null
+    ? [{ target: routeLabel(target), attempts: [], enforcedBy: 'authorization', inconclusive: target.inconclusive }]
     : [{ target: routeLabel(target), attempts: pathTricks(target.path).map((path) => attempt(target, context, { path })), enforcedBy: 'authorization' }],
 } satisfies Attack;

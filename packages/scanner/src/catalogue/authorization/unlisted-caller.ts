@@ -7,7 +7,7 @@ export default {
   description: 'The scanner\'s genuine SVID and a genuine Txn-Token: a workload no policy permits, as a compromised neighbour would call.',
   enforced: 'Refused by the policy (403 LOCKSTEP_ERR_DENIED), or earlier.',
   on: 'route',
-  plan: (target, context) => !enforcedRoute(target) ? [] : target.unreachable !== null
-    ? [{ target: routeLabel(target), attempts: [], enforcedBy: 'authorization', inconclusive: target.unreachable }]
+  plan: (target, context) => !enforcedRoute(target) ? [] : target.inconclusive !== null
+    ? [{ target: routeLabel(target), attempts: [], enforcedBy: 'authorization', inconclusive: target.inconclusive }]
     : [{ target: routeLabel(target), attempts: [attempt(target, context, target.objectPath === null ? {} : { path: target.objectPath })], enforcedBy: 'authorization' }],
 } satisfies Attack;

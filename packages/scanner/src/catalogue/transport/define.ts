@@ -8,7 +8,7 @@ import { attempt, NIST, OWASP, type Attack, type EndpointTarget, type Plan, type
 
 export function onEndpoint(target: Target, plan: (target: EndpointTarget) => Omit<Plan, 'target'>): Plan[] {
   if (target.kind !== 'endpoint') return [];
-  if (target.unreachable !== null) return [{ target: target.endpoint, attempts: [], enforcedBy: 'transport', inconclusive: target.unreachable }];
+  if (target.inconclusive !== null) return [{ target: target.endpoint, attempts: [], enforcedBy: 'transport', inconclusive: target.inconclusive }];
   return [{ target: target.endpoint, ...plan(target) }];
 }
 

@@ -12,7 +12,7 @@ export type TokenSource = { readonly kit: DefectiveToken } | { readonly crafted:
 
 export function onRoute(target: Target, build: () => Omit<Plan, 'target'>): Plan[] {
   if (target.kind !== 'route' || target.route.public) return [];
-  if (target.unreachable !== null) return [{ target: routeLabel(target), attempts: [], enforcedBy: 'token', inconclusive: target.unreachable }];
+  if (target.inconclusive !== null) return [{ target: routeLabel(target), attempts: [], enforcedBy: 'token', inconclusive: target.inconclusive }];
   return [{ target: routeLabel(target), ...build() }];
 }
 

@@ -1,0 +1,93 @@
+/**
+ * What `lockstep help`, `lockstep <command> --help` (or `help <command>`) and `lockstep --version`
+ * print: one entry per command — its usage lines, then what it does and its exit codes.
+ */
+import { readFileSync } from 'node:fs';
+
+const STATE = 'state directory: LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it), default ./.lockstep';
+
+const COMMANDS: Readonly<Record<string, { readonly usage: string; readonly about: string }>> = {
+  init: {
+    usage: 'lockstep init [--trust-domain lockstep.test]      (dev CA and keys, without starting anything)',
+    about: `Creates what control-plane would on its first start (CA, signing keys, key rings, cookie secret) and
+says loudly that it is development material. Existing keys are kept and checked.`,
+  },
+  'control-plane': {
+    usage: 'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>]',
+    about: `Runs the control plane with its state in the state directory (keys, SQLite store or --postgres, the
+trust bundle, a local administrator's SVID) until SIGINT or SIGTERM. One control plane per state
+directory: a second start is refused with the first one's pid; a lock left by one that died is taken over.
+Exit 1 when it cannot start (port in use, state directory in use, an unusable key or store file: the
+message names it and the fix); 2 for a mistake in the arguments.`,
+  },
+  'join-token': {
+    usage: 'lockstep join-token create <service> [--ttl <seconds>]',
+    about: 'Prints a one-time token with which <service> joins (gets its first SVID).',
+  },
+  user: {
+    usage: 'lockstep user add <name> [--role <role>]... [--tenant <tenant>]',
+    about: 'Adds a user of the identity provider; prints a generated password once.',
+  },
+  keys: {
+    usage: 'lockstep keys rotate <txn-token|idp>',
+    about: 'The published next key signs from now on; the retired one stays published until its tokens expire.',
+  },
+  ca: {
+    usage: 'lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)',
+    about: 'Root rotation: `prepare` adds a new root to the bundle; `activate` (one SVID lifetime later) makes it sign.',
+  },
+  drill: {
+    usage: 'lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)',
+    about: 'Runs the reference shop\'s breach drill (examples/shop/drill); exit 0 when Lockstep stopped every attack.',
+  },
+  audit: {
+    usage: `lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint>]
+                                               (exit 1 when the trail was tampered with, is stale, or lost events)
+  lockstep audit checkpoint                    (the newest signed checkpoint: keep it elsewhere, verify --against it later)
+  lockstep audit keys                          (the checkpoint keys' JWKS: keep a copy away from this machine)`,
+    about: 'Reads the store of the state directory (or --postgres) directly: the control plane need not run.',
+  },
+  revoke: {
+    usage: `lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>
+  lockstep revoke --lift <sub|txn|spiffeId|kid> <value> --reason <why>   (undoes a revocation made by mistake)`,
+    about: `Revokes a user (sub), a transaction (txn), a workload (spiffeId) or a Txn-Token signing key (kid):
+pushed to every guard within a second. --lift takes a revocation back: guards accept the value again.
+Both are admin calls over mTLS, recorded in the audit trail with the administrator's SPIFFE ID; a lift
+of a value that is not revoked is refused (exit 2).`,
+  },
+  services: {
+    usage: 'lockstep services',
+    about: 'What every registered guard reports: mode, policy version, routes, SVID expiry, stale or not.',
+  },
+  policy: {
+    usage: `lockstep policy status                       (exit 1 no valid policy in force, 3 a guard enforces another version: drift)
+  lockstep policy validate [<dir>]             (strict validation of a policy directory; exit 1 when it would be refused)
+  lockstep policy test [<dir>] [--cases <file>]   (the YAML test cases, default <dir>/tests.yaml; exit 1 on a failed case)`,
+    about: `status: the version in force, the latest refused change (file:line and why), drift per guard.
+Exit 0 when a valid policy is in force and every guard enforces it.`,
+  },
+  scan: {
+    usage: `lockstep scan [--manifest <file>] [--name <scanner>] [--only <attack-id-prefix>]... [--concurrency <n>] [--rate <per-second>]
+                [--json <file>] [--sarif <file>] [--junit <file>] [--html <file>] [--no-monitor]
+                (attacks every registered service; exit 0 nothing got through, 1 a weak link, 2 the scan could not run or is inconclusive)`,
+    about: `Attacks every registered service and route from outside with a scanner identity that the control plane
+issues to the local administrator; prints the service × attack matrix.`,
+  },
+};
+
+export const USAGE = `usage:
+${Object.values(COMMANDS).map((entry) => `  ${entry.usage}`).join('\n')}
+  lockstep <command> --help | lockstep help <command>   (one command's usage)
+  lockstep --version
+${STATE}`;
+
+/** One command's usage and description, or undefined for a command that does not exist. */
+export function commandHelp(command: string): string | undefined {
+  const entry = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+  return entry === undefined ? undefined : `usage:\n  ${entry.usage}\n\n${entry.about}\n\n${STATE}`;
+}
+
+/** The version of this package (@lockstep/cli). */
+export function cliVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
