@@ -8,7 +8,7 @@
  * help, --version, and `policy status` without a valid policy in force.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -246,6 +246,9 @@ describe('lockstep control-plane: a start that cannot be', () => {
     if (!existsSync('/proc/1/stat')) return t.skip('no /proc: the start time of another user\'s process cannot be read');
     // Pid 1 is root's; as root the control plane runs as nobody, so that signalling pid 1 is EPERM as for any user.
     const asRoot = process.getuid?.() === 0;
+    // As nobody, Node must be able to read this checkout (not so in a clone under a 0700 temporary directory).
+    const readable = !asRoot || spawnSync(process.execPath, ['-e', `require('node:fs').readFileSync(${JSON.stringify(fileURLToPath(import.meta.url))})`], { uid: 65_534, gid: 65_534 }).status === 0;
+    if (!readable) return t.skip('the user nobody cannot read this checkout: run it from a directory others may read');
     const home = asRoot ? mkdtempSync(join(tmpdir(), 'lockstep-other-user-')) : freshHome();
     if (asRoot) chownSync(home, 65_534, 65_534);
     try {
