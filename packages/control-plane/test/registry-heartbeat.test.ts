@@ -145,6 +145,16 @@ it('a clean stop deregisters; nobody else can deregister a guard', async () => {
   assert.equal((await store.services()).some((entry) => entry.spiffeId === orders.spiffeId), false, 'gone');
 });
 
+it('a report asked for while the guard deregisters (a policy event on the closing stream) does not register it again', async () => {
+  const heartbeat = startRegistryHeartbeat({ url: controlPlane.url, trustDomain: TD, tls: tls(), guard: { status }, intervalMs: 3_600_000 });
+  await heartbeat.beat();
+  const leaving = heartbeat.deregister();
+  await heartbeat.beat();
+  await leaving;
+  await heartbeat.beat();
+  assert.equal((await store.services()).some((entry) => entry.spiffeId === orders.spiffeId), false, 'gone, and stays gone');
+});
+
 it('a deregistration the control plane does not answer gives up after 3 s: a stopping service is not held up', async () => {
   const registered = startRegistryHeartbeat({ url: controlPlane.url, trustDomain: TD, tls: tls(), guard: { status }, intervalMs: 3_600_000 });
   await registered.beat();

@@ -68,7 +68,11 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
     // Reported; a later outage (begun while this report was on its way) is kept for the next one.
     if (outageSince !== null && unreachableSince === outageSince) unreachableSince = null;
   };
+  // Once stopping, nothing more is reported: a report sent after the deregistration (a policy event
+  // on the stream that is closing at the same time) would register the guard again.
+  let stopping = false;
   const beat = (): Promise<void> => {
+    if (stopping) return Promise.resolve();
     const running = report();
     inFlight.add(running);
     void running.catch(() => {}).finally(() => inFlight.delete(running));
@@ -84,10 +88,12 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
       return unreachableSince;
     },
     async stop() {
+      stopping = true;
       clearInterval(timer);
       await agent.close();
     },
     async deregister() {
+      stopping = true;
       clearInterval(timer);
       // One deadline for all of it: a request queued behind a connection that never completes does
       // not see its own abort signal until the connect timeout (10 s).
