@@ -2,7 +2,8 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', 'docs/**', '**/*.d.ts'] },
+  // dist/: each package's build output (npm run build), not sources.
+  { ignores: ['**/node_modules/**', '**/dist/**', 'docs/**', '**/*.d.ts'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -17,6 +18,11 @@ export default tseslint.config(
   {
     files: ['bench/**', '**/example/**', '**/*.test.ts', 'packages/testkit/**'],
     rules: { 'no-console': 'off' },
+  },
+  {
+    // The lockstep bin is plain JavaScript run by Node.
+    files: ['packages/cli/bin/*.js'],
+    languageOptions: { globals: { process: 'readonly', setTimeout: 'readonly' } },
   },
   {
     // Page scripts run in the browser: the shop's and the dashboard's.

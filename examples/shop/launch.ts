@@ -25,14 +25,14 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkStateDirectoryFree, localState, main as lockstep, stateDirectory } from '@lockstep/cli';
-import { controlPlaneAgent } from '@lockstep/control-plane';
+import { controlPlaneAgent } from '@lockstep/workload';
 import { workloadId } from '@lockstep/guard';
 import { request } from 'undici';
 import { supervise, terminate, WaitingFor, type Supervised } from './supervise.ts';
 
 export const TRUST_DOMAIN = 'shop.test';
 export const SHOP_POLICIES = fileURLToPath(new URL('./policies/', import.meta.url));
-const CLI = fileURLToPath(new URL('../../packages/cli/bin/lockstep.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../packages/cli/bin/lockstep.js', import.meta.url));
 const SERVICES = ['payments', 'inventory', 'orders', 'gateway'] as const;
 const DEMO_CUSTOMERS = ['alice', 'bob'] as const;
 /** A join token is made in milliseconds; a control plane that has not answered by then is not answering. */

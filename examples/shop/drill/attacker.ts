@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { controlPlaneAgent, joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadCredentials } from '@lockstep/control-plane';
+import { controlPlaneAgent, joinControlPlane, requestTxnToken, type WorkloadCredentials } from '@lockstep/workload';
 import { workloadId } from '@lockstep/guard';
 import { createTestBrowser, createTxnTokenMinter, type TestBrowser } from '@lockstep/testkit';
 import { TRUST_DOMAIN, type RunningShop } from '../launch.ts';
@@ -89,11 +89,9 @@ export async function capturedTxnToken(shop: RunningShop, gateway: WorkloadCrede
         return body;
       };
       const tokens = await post('/oidc/token', { grant_type: 'authorization_code', client_id: 'gateway', code, redirect_uri: redirectUri, code_verifier: verifier, resource: 'https://shop.test/api' });
-      const exchanged = await post('/v1/token', {
-        grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TRUST_DOMAIN, scope: 'orders:read orders:create',
-        subject_token: String(tokens.access_token), subject_token_type: TOKEN_TYPE.accessToken,
+      return await requestTxnToken({ url: shop.urls.controlPlane, trustDomain: TRUST_DOMAIN, dispatcher: pool }, {
+        subjectToken: String(tokens.access_token), subjectTokenType: 'access_token', scope: 'orders:read orders:create',
       });
-      return String(exchanged.access_token);
     } finally {
       await pool.close();
     }

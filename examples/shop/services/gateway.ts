@@ -26,10 +26,10 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import cookie from '@fastify/cookie';
 import rateLimit, { normalizeIP } from '@fastify/rate-limit';
 import * as oidc from 'openid-client';
-import { fetch as undiciFetch, request as plainRequest, type Agent, type Dispatcher } from 'undici';
+import { fetch as undiciFetch, request as plainRequest } from 'undici';
 import { decodeJwt, EncryptJWT, jwtDecrypt } from 'jose';
 import { publishDecision } from '@lockstep/guard';
-import { controlPlaneAgent, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE } from '@lockstep/control-plane';
+import { TxnTokenError } from '@lockstep/workload';
 import { log, onStop, ready, secure, settings } from './runtime.ts';
 import { edgeLimits } from './edge-limits.ts';
 import { SessionStore, type Session } from './session-store.ts';
@@ -49,18 +49,6 @@ const origin = process.env.SHOP_PUBLIC_URL ?? `${secureCookies ? 'https' : 'http
 // The gateway always has an identity: the control plane's IdP knows it by its SVID (tls_client_auth).
 const perimeterOnly = config.mode === 'perimeter-only';
 const { guard, agent } = await secure({ ...config, mode: 'lockstep' });
-const trustDomain = config.controlPlane?.trustDomain ?? '';
-
-// One mTLS connection pool to the control plane per SVID (renewed at half-life).
-let pool: { chain: string; dispatcher: Agent } | null = null;
-function controlPlane(): Dispatcher {
-  const { chainPem, keyPem, bundlePem } = agent.credentials;
-  if (pool?.chain !== chainPem) {
-    void pool?.dispatcher.close();
-    pool = { chain: chainPem, dispatcher: controlPlaneAgent(trustDomain, { cert: chainPem, key: keyPem, ca: bundlePem }) };
-  }
-  return pool.dispatcher;
-}
 
 // Every outbound call made for a request ends by that request's deadline (GATEWAY_UPSTREAM_TIMEOUT_MS from when
 // it starts calling out). undici destroys an aborted call's connection: it is never handed to the next request.
@@ -74,7 +62,7 @@ const mtlsFetch: oidc.CustomFetch = (url, options) => {
   const signal = deadline === undefined || options.signal === undefined
     ? deadline ?? options.signal
     : AbortSignal.any([options.signal, deadline]);
-  const init = { ...options, signal, dispatcher: controlPlane() } as Parameters<typeof undiciFetch>[1];
+  const init = { ...options, signal, dispatcher: agent.controlPlane() } as Parameters<typeof undiciFetch>[1];
   return undiciFetch(url, init) as unknown as ReturnType<oidc.CustomFetch>;
 };
 
@@ -360,25 +348,14 @@ async function txnTokenFor(session: Session, clientIp: string, scope: string, de
       session.refreshToken = refreshed.refresh_token ?? session.refreshToken;
       session.expiresAt = Date.now() + (refreshed.expiresIn() ?? 600) * 1000;
     }
-    const response = await undiciFetch(`${config.urls.controlPlane}/v1/token`, {
-      method: 'POST',
-      dispatcher: controlPlane(),
-      signal: deadline,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({
-        grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: trustDomain, scope,
-        subject_token: session.accessToken, subject_token_type: TOKEN_TYPE.accessToken, request_context: JSON.stringify({ req_ip: clientIp }),
-      }).toString(),
-    });
-    const body = await response.json() as { access_token?: string; error?: string; error_description?: string };
-    if (!response.ok || typeof body.access_token !== 'string') {
-      // The subject is revoked or the access token no longer valid: the session is over.
-      sessions.delete(session.id);
-      throw new Unavailable('LOGIN_REQUIRED', `token exchange refused: ${body.error ?? response.status}`);
-    }
-    return body.access_token;
+    return await agent.txnToken({ subjectToken: session.accessToken, subjectTokenType: 'access_token', scope, clientIp, signal: deadline });
   } catch (error) {
     if (error instanceof Unavailable) throw error;
+    if (error instanceof TxnTokenError && error.code === 'LOCKSTEP_TXN_TOKEN_REFUSED') {
+      // The subject is revoked or the access token no longer valid: the session is over.
+      sessions.delete(session.id);
+      throw new Unavailable('LOGIN_REQUIRED', `token exchange refused: ${error.error ?? error.status}`);
+    }
     if (error instanceof oidc.ResponseBodyError) {
       // The provider answered and refused the refresh (the grant is revoked or expired): sign in again.
       // Not an outage: only no answer counts as one (the monitor's control-plane-unreachable rule).
@@ -495,5 +472,4 @@ onStop(async () => {
   await app.close();
   await agent.close();
   await guard.close();
-  await pool?.dispatcher.close();
 });

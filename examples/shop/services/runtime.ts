@@ -13,7 +13,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createGuard, type Guard } from '@lockstep/guard';
-import { joinAsWorkload, type WorkloadAgent } from '@lockstep/control-plane';
+import { joinAsWorkload, type WorkloadAgent } from '@lockstep/workload';
 
 export type ShopMode = 'lockstep' | 'perimeter-only';
 

@@ -23,7 +23,7 @@ it('Lockstep stops every attack the perimeter-only shop lets through', async () 
 });
 
 it('is also `lockstep drill`: the CLI lists it', () => {
-  const cli = fileURLToPath(new URL('../../../packages/cli/bin/lockstep.ts', import.meta.url));
+  const cli = fileURLToPath(new URL('../../../packages/cli/bin/lockstep.js', import.meta.url));
   const help = spawnSync(process.execPath, [cli, 'help'], { encoding: 'utf8' });
   assert.equal(help.status, 0);
   assert.match(help.stdout, /lockstep drill/);

@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { main as lockstep } from '@lockstep/cli';
-import { controlPlaneAgent, type WorkloadCredentials } from '@lockstep/control-plane';
+import { controlPlaneAgent, type WorkloadCredentials } from '@lockstep/workload';
 import { call, capturedTxnToken, stolenCredentials } from '../drill/attacker.ts';
 import { freePortBase, SHOP_POLICIES, startShop, TRUST_DOMAIN, type RunningShop } from '../launch.ts';
 

@@ -59,6 +59,17 @@ of a value that is not revoked is refused (exit 2).`,
     usage: 'lockstep services',
     about: 'What every registered guard reports: mode, policy version, routes, SVID expiry, stale or not.',
   },
+  events: {
+    usage: `lockstep events [--service <name>] [--decision allow|deny|dry-run] [--reason <code>] [--sub <user>] [--txn <id>]
+                  [--limit <n>] [--json] [--probes]      (the newest decisions the monitor holds, newest first)`,
+    about: `The decisions guards shipped to the monitor, as the dashboard's events page shows them: newest first,
+--limit of them (default 20, at most 500), real traffic only; --probes lists a scanner's probes instead.
+Filters match exactly; dry-run is a denial that a guard in dry-run let through. --service control-plane
+lists the control plane's own admin actions instead (every read of events is one: recorded in the audit
+trail like every admin call). --json prints the events as stored.
+Exit 0, also when nothing matches (a line says how to widen the filter); 2 for a mistake in the options
+or when the control plane is not running.`,
+  },
   policy: {
     usage: `lockstep policy status                       (exit 1 no valid policy in force, 3 a guard enforces another version: drift)
   lockstep policy validate [<dir>]             (strict validation of a policy directory; exit 1 when it would be refused)

@@ -11,6 +11,8 @@
  *   audit verify [--keys jwks.json] [--postgres url] [--as-of time] [--against checkpoint]   |   audit checkpoint   |   audit keys
  *   revoke [--lift] <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
+ *   events [--service s] [--decision allow|deny|dry-run] [--reason r] [--sub u] [--txn t] [--limit n] [--json] [--probes]
+ *                                          (events-command.ts)
  *   policy status | policy validate [dir] | policy test [dir] [--cases file]
  *   scan [--manifest file] [--json|--sarif|--junit|--html file] …   (scan-command.ts)
  *   <command> --help | help <command> | --version                   (help.ts)
@@ -36,6 +38,7 @@ import type { JWK } from 'jose';
 import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
 import { parsePolicyCases } from './policy-cases.ts';
 import { scanCommand } from './scan-command.ts';
+import { eventsCommand } from './events-command.ts';
 import { cliVersion, commandHelp, USAGE } from './help.ts';
 import { lockStateDirectory } from './state-lock.ts';
 import { adminAccess, localState, OperatorError, UsageError, writeControlPlaneState, type LocalState } from './state.ts';
@@ -65,6 +68,7 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       case 'audit': return await audit(rest, out);
       case 'revoke': return await revoke(rest, out);
       case 'services': return await services(out);
+      case 'events': return await eventsCommand(rest, out, admin);
       case 'scan': return await scanCommand(rest, out, err);
       case 'policy': return rest[0] === 'validate' ? await policyValidate(rest.slice(1), out) : rest[0] === 'test' ? await policyTest(rest.slice(1), out) : await policyStatus(rest, out);
       case '--version': case 'version':

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { joinControlPlane } from '@lockstep/control-plane';
 import { main } from '../src/main.ts';
 
-const BIN = fileURLToPath(new URL('../bin/lockstep.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/lockstep.js', import.meta.url));
 const home = mkdtempSync(join(tmpdir(), 'lockstep-cli-'));
 const policyDir = join(home, 'policies');
 let child: ChildProcess;

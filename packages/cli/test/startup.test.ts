@@ -19,7 +19,7 @@ import { main } from '../src/main.ts';
 import { lockStateDirectory } from '../src/state-lock.ts';
 import { localState } from '../src/state.ts';
 
-const BIN = fileURLToPath(new URL('../bin/lockstep.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/lockstep.js', import.meta.url));
 const POLICIES = fileURLToPath(new URL('../../guard/example/policies/', import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-startup-'));
 /** Generous: a failed start must end, and a slow machine must not fail the test. */

@@ -13,26 +13,34 @@ export { issueSvidFromCsr, spiffeIdFor, type IssuedSvid, type IssueSvidRequest }
 export { createJoinToken, redeemJoinToken, pinnedBundleHash, type CreatedJoinToken, type CreateJoinTokenRequest } from './ca/join-tokens.ts';
 export { KeyFileError, KeyPermissionError } from './ca/key-files.ts';
 export { bootstrapWorkload, renewWorkload, type EnrolOptions } from './ca/enrol.ts';
-export { startControlPlane, controlPlaneSpiffeId, type ControlPlaneServerOptions, type RunningControlPlane, type ExtensionContext, type ExtensionHooks } from './server/control-plane-server.ts';
-export { joinControlPlane, renewWithControlPlane, EnrolmentError, type WorkloadCredentials } from './client/enrol-client.ts';
+export { startControlPlane, type ControlPlaneServerOptions, type RunningControlPlane, type ExtensionContext, type ExtensionHooks } from './server/control-plane-server.ts';
+export type { AdminActions } from './server/admin-routes.ts';
 export { issueAdminCredentials, type AdminCredentials } from './ca/admin-credentials.ts';
 export { ADMIN_CHANNEL, attachAdminTrail, subscribeAdminActions, type AdminEvent, type AdminTrailSink } from './admin/admin-audit.ts';
 export { openSigningKey, type SigningKey } from './ca/signing-key.ts';
 export { createPolicyService, type PolicyService, type PolicyServiceOptions, type PolicyChange } from './policy/policy-service.ts';
-export { connectGuardStream, type GuardStream, type GuardStreamOptions, type StreamEvent, type StreamTarget } from './client/guard-stream.ts';
-export { startRegistryHeartbeat, type Heartbeat, type HeartbeatOptions } from './client/registry-heartbeat.ts';
 export { STALE_AFTER_MS, type UnreachableReport } from './server/registry-routes.ts';
 export {
-  createTxnTokenService, singleKey, TokenExchangeError, TOKEN_EXCHANGE_GRANT, MAX_TXN_TOKEN_REPLACEMENTS, type TxnTokenService, type TxnTokenServiceOptions, type TxnTokenKeys, type ExchangeRequest, type ExchangeResponse,
+  createTxnTokenService, singleKey, TokenExchangeError, MAX_TXN_TOKEN_REPLACEMENTS, type TxnTokenService, type TxnTokenServiceOptions, type TxnTokenKeys, type ExchangeRequest, type ExchangeResponse,
 } from './tts/txn-token-service.ts';
-export { createSubjectVerifier, discoverIssuer, TOKEN_TYPE, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';
+export { createSubjectVerifier, discoverIssuer, type SubjectIssuer, type SubjectVerifier } from './tts/subject-tokens.ts';
 export { openKeyRing, type KeyRing, type KeyRingOptions, type Rotation } from './ca/key-ring.ts';
 export { createIdentityProvider, openCookieKeys, subscribeLogins, IDP_PATH, type IdentityProvider, type IdentityProviderOptions, type LoginEvent, type ProtectedResource } from './idp/identity-provider.ts';
 export { createUser, type NewUser } from './idp/users.ts';
 export { hashPassword, verifyPassword, passwordProblem, generatePassword, PASSWORD_MIN_LENGTH } from './idp/passwords.ts';
 export { DEFAULT_LOCKOUT, type LockoutPolicy } from './idp/lockout.ts';
 export { DEFAULT_PASSWORD_CHECKS, type PasswordCheckLimits } from './idp/check-slots.ts';
-export { joinAsWorkload, type WorkloadAgent, type WorkloadAgentOptions, type AgentEvent, type AttachableGuard } from './client/workload-agent.ts';
-export { controlPlaneAgent } from './client/control-plane-agent.ts';
 export type { ScanKit, ProbeCertificate, TestUserStatus } from './scan/scan-kit.ts';
 export type { ScanUser, ScanTokens, DefectiveToken } from './tts/scan-tokens.ts';
+// What the control plane and its clients both spell (its SPIFFE ID, the token exchange's names) and the one way to
+// connect to it: defined in @lockstep/workload, which the control plane depends on.
+export { controlPlaneAgent, controlPlaneSpiffeId, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE } from '@lockstep/workload';
+/**
+ * @deprecated The workload side moved to @lockstep/workload, which a service installs without this
+ * package's server dependencies: import these from there. Re-exported here so that older imports still work.
+ */
+export {
+  joinAsWorkload, joinControlPlane, renewWithControlPlane, connectGuardStream, startRegistryHeartbeat, EnrolmentError,
+  type WorkloadAgent, type WorkloadAgentOptions, type AgentEvent, type AttachableGuard, type WorkloadCredentials,
+  type GuardStream, type GuardStreamOptions, type StreamEvent, type StreamTarget, type Heartbeat, type HeartbeatOptions,
+} from '@lockstep/workload';

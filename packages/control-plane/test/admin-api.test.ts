@@ -10,9 +10,10 @@ import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import type { DecisionEvent } from '@lockstep/guard';
 import {
-  issueAdminCredentials, joinControlPlane, openSqliteStore, openWorkloadCa, startControlPlane, subscribeAdminActions,
+  issueAdminCredentials, openSqliteStore, openWorkloadCa, startControlPlane, subscribeAdminActions,
   type AdminCredentials, type ControlPlaneStore, type RunningControlPlane, type WorkloadCa,
 } from '../src/index.ts';
+import { joinControlPlane } from '@lockstep/workload';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-admin-'));

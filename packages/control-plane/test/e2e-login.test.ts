@@ -20,10 +20,11 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTestBrowser } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, createUser, joinAsWorkload, joinControlPlane, openKeyRing, openSigningKey,
-  openSqliteStore, openWorkloadCa, startControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE,
-  type ControlPlaneStore, type KeyRing, type PolicyService, type RunningControlPlane, type WorkloadAgent, type WorkloadCredentials,
+  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, createUser, openKeyRing, openSigningKey,
+  openSqliteStore, openWorkloadCa, startControlPlane,
+  type ControlPlaneStore, type KeyRing, type PolicyService, type RunningControlPlane,
 } from '../src/index.ts';
+import { joinAsWorkload, joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadAgent, type WorkloadCredentials } from '@lockstep/workload';
 import { authorizationRequest, signIn, type RelyingParty } from './support/oidc-client.ts';
 
 const TD = 'shop.test';
@@ -75,7 +76,7 @@ permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", actio
   const { token } = await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' });
   agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: token, service: 'orders' });
   // Everything the guard needs comes from the agent: identity, trust bundle, Txn-Token JWKS URL, policy keys.
-  guard = await createGuard({ ...agent.guardOptions(), logger: quiet });
+  guard = await createGuard({ ...agent.guardOptions({ auditSpoolDir: false }), logger: quiet });
   agent.attach(guard);
   orders = Fastify({ https: guard.tlsOptions() });
   await orders.register(lockstep, { guard });

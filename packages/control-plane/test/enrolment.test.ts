@@ -15,10 +15,10 @@ import { Agent, request } from 'undici';
 import { issueCertificate, type IssueCertOptions } from '@lockstep/testkit';
 import { x509 } from '../src/lib/x509.ts';
 import {
-  controlPlaneAgent, controlPlaneSpiffeId, createJoinToken, openSqliteStore, openWorkloadCa, startControlPlane,
-  joinControlPlane, renewWithControlPlane, EnrolmentError,
+  createJoinToken, openSqliteStore, openWorkloadCa, startControlPlane,
   type ControlPlaneStore, type RunningControlPlane, type WorkloadCa,
 } from '../src/index.ts';
+import { controlPlaneAgent, controlPlaneSpiffeId, EnrolmentError, joinControlPlane, renewWithControlPlane } from '@lockstep/workload';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-enrolment-'));

@@ -14,10 +14,11 @@ import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from '
 import { Agent, fetch as undiciFetch, request } from 'undici';
 import { createTestBrowser, type TestBrowser } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, createUser, discoverIssuer, joinControlPlane, openKeyRing, openSigningKey,
-  openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE,
-  type ControlPlaneStore, type KeyRing, type LockoutPolicy, type LoginEvent, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa, type WorkloadCredentials,
+  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, createUser, discoverIssuer, openKeyRing, openSigningKey,
+  openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins,
+  type ControlPlaneStore, type KeyRing, type LockoutPolicy, type LoginEvent, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa,
 } from '../src/index.ts';
+import { joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadCredentials } from '@lockstep/workload';
 import { authorizationRequest, logIn, redeemCode, refresh, signIn, type RelyingParty } from './support/oidc-client.ts';
 
 const TD = 'shop.test';

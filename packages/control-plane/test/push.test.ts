@@ -16,9 +16,10 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  connectGuardStream, createJoinToken, issueAdminCredentials, startRegistryHeartbeat, subscribeAdminActions, createPolicyService, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type GuardStream, type PolicyService, type RunningControlPlane, type StreamEvent, type WorkloadCa, type WorkloadCredentials,
+  createJoinToken, issueAdminCredentials, subscribeAdminActions, createPolicyService, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
 } from '../src/index.ts';
+import { connectGuardStream, joinControlPlane, startRegistryHeartbeat, type GuardStream, type StreamEvent, type WorkloadCredentials } from '@lockstep/workload';
 
 const TD = 'shop.test';
 const EXAMPLE_POLICIES = new URL('../../guard/example/policies/', import.meta.url);

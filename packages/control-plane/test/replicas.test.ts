@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { testPostgres } from '@lockstep/testkit';
 import {
-  connectGuardStream, createJoinToken, joinControlPlane, openPostgresStore, openWorkloadCa, startControlPlane, type ControlPlaneStore, type RunningControlPlane,
+  createJoinToken, openPostgresStore, openWorkloadCa, startControlPlane, type ControlPlaneStore, type RunningControlPlane,
 } from '../src/index.ts';
+import { connectGuardStream, joinControlPlane } from '@lockstep/workload';
 
 const postgres = await testPostgres();
 const PG_URL = postgres.url;

@@ -19,10 +19,11 @@ import { Agent, request } from 'undici';
 import type { DecisionEvent } from '@lockstep/guard';
 import {
   createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials,
-  joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, renewWithControlPlane, requireCaller, singleKey,
+  openSigningKey, openSqliteStore, openWorkloadCa, requireCaller, singleKey,
   startControlPlane, subscribeAdminActions,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa, type WorkloadCredentials,
+  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
 } from '../src/index.ts';
+import { joinControlPlane, renewWithControlPlane, type WorkloadCredentials } from '@lockstep/workload';
 
 const TD = 'shop.test';
 const REVOKED = 'LOCKSTEP_CP_PEER_REVOKED';

@@ -16,10 +16,11 @@ import { createGuard, type DecisionEvent, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  controlPlaneAgent, createJoinToken, createPolicyService, issueAdminCredentials, joinAsWorkload, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa,
+  createJoinToken, createPolicyService, issueAdminCredentials, openSigningKey, openSqliteStore, openWorkloadCa,
   startControlPlane, subscribeAdminActions,
-  type AgentEvent, type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadAgent, type WorkloadCa, type WorkloadCredentials,
+  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
 } from '../src/index.ts';
+import { controlPlaneAgent, joinAsWorkload, joinControlPlane, type AgentEvent, type WorkloadAgent, type WorkloadCredentials } from '@lockstep/workload';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-roots-'));
@@ -51,7 +52,7 @@ before(async () => {
   minter = await createTxnTokenMinter({ trustDomain: TD });
   const { token } = await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' });
   agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: token, service: 'orders', onEvent: (event) => agentEvents.push(event) });
-  guard = await createGuard({ ...agent.guardOptions(), txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] } }, logger: quiet });
+  guard = await createGuard({ ...agent.guardOptions({ auditSpoolDir: false }), txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] } }, logger: quiet });
   agent.attach(guard);
   orders = Fastify({ https: guard.tlsOptions() });
   await orders.register(lockstep, { guard });

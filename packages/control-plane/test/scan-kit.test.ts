@@ -15,9 +15,10 @@ import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { Agent, request } from 'undici';
 import {
-  createSubjectVerifier, createTxnTokenService, issueAdminCredentials, joinControlPlane, createJoinToken, openKeyRing, openSqliteStore, openWorkloadCa, startControlPlane,
+  createSubjectVerifier, createTxnTokenService, issueAdminCredentials, createJoinToken, openKeyRing, openSqliteStore, openWorkloadCa, startControlPlane,
   type AdminCredentials, type ControlPlaneStore, type KeyRing, type RunningControlPlane, type ScanKit, type WorkloadCa,
 } from '../src/index.ts';
+import { joinControlPlane } from '@lockstep/workload';
 import { x509 } from '../src/lib/x509.ts';
 
 const TD = 'shop.test';

@@ -22,12 +22,12 @@ import { lockstep } from '@lockstep/guard/fastify';
 import { loadPolicyDir, signBundle } from '@lockstep/policy';
 import { issueCertificate } from '@lockstep/testkit';
 import {
-  controlPlaneSpiffeId, createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, singleKey,
-  joinControlPlane, openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, singleKey,
+  openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
   MAX_TXN_TOKEN_REPLACEMENTS,
-  TOKEN_EXCHANGE_GRANT, TOKEN_TYPE,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa, type WorkloadCredentials,
+  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa,
 } from '../src/index.ts';
+import { controlPlaneSpiffeId, joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadCredentials } from '@lockstep/workload';
 import type { TokenRevocationKind } from '../src/tts/txn-token-service.ts';
 import type { SigningKey } from '../src/ca/signing-key.ts';
 

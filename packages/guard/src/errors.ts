@@ -53,14 +53,17 @@ export class GuardError extends Error {
   readonly detail: string;
   /** The policies that decided a denial (forbid policies), when any did. */
   readonly policyIds: readonly string[];
+  /** The version of the policy that decided a denial: the audit event records it like an allow's. */
+  readonly policyVersion: string | null;
 
-  constructor(code: GuardErrorCode, detail: string = errorCatalogue[code].summary, policyIds: readonly string[] = []) {
+  constructor(code: GuardErrorCode, detail: string = errorCatalogue[code].summary, policyIds: readonly string[] = [], policyVersion: string | null = null) {
     super(`${code}: ${detail}`);
     this.name = 'GuardError';
     this.code = code;
     this.status = errorCatalogue[code].status;
     this.detail = detail;
     this.policyIds = policyIds;
+    this.policyVersion = policyVersion;
   }
 }
 

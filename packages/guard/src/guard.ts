@@ -17,7 +17,8 @@ import { formatSpiffeId, serverSvidCheck } from '@lockstep/identity';
 import { createPolicyEngine, verifyBundle, type PolicyEngine } from '@lockstep/policy';
 import { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 import { createNetworkSink, type NetworkSink } from './network-sink.ts';
-import { createGuardMetrics, type GuardMetrics } from './metrics.ts';
+import type * as MetricsModule from './metrics.ts';
+import type { GuardMetrics } from './metrics.ts';
 import { createGuardClient, type GuardClient } from './client.ts';
 import { GuardConfigError, GuardError, refusalBytes, renderRefusal, type RefusalResponse } from './errors.ts';
 import { resolveOptions, type GuardOptions, type ResolvedOptions, type SvidPem } from './options.ts';
@@ -94,6 +95,8 @@ export const GUARD_VERSION: string = (createRequire(import.meta.url)('../package
 
 export async function createGuard(input: GuardOptions): Promise<Guard> {
   const options = resolveOptions(input);
+  // Before anything is opened: a guard that cannot have the metrics it was asked for does not start.
+  const metricsModule = options.metrics ? await importMetrics() : null;
   const { logger, service, trustDomain } = options;
   const maxSvidLifetimeSeconds = options.svidRules.maxLifetimeSeconds;
   let svid: LoadedSvid = loadSvid(options.svid, trustDomain, service, maxSvidLifetimeSeconds);
@@ -400,8 +403,24 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       return closing;
     },
   };
-  if (options.metrics) metrics = createGuardMetrics(self);
+  if (metricsModule !== null) metrics = metricsModule.createGuardMetrics(self);
   return self;
+}
+
+/**
+ * Metrics are counted by prom-client, an optional peer dependency: loaded only by a guard created with
+ * `metrics: true`, so that a guard without metrics neither installs nor loads it.
+ */
+async function importMetrics(): Promise<typeof MetricsModule> {
+  try {
+    return await import('./metrics.ts');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (error as Error).message.includes('prom-client')) {
+      throw new GuardConfigError('metrics: true needs prom-client (an optional peer dependency of @lockstep/guard): '
+        + 'npm install prom-client, or leave metrics off');
+    }
+    throw error;
+  }
 }
 
 /**

@@ -17,4 +17,4 @@ export { parseSpiffeId, workloadId, type SpiffeId } from '@lockstep/identity';
 export type { Revocation, RevocationKind } from './revocations.ts';
 export { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 export { createNetworkSink, type NetworkSink, type NetworkSinkOptions, type NetworkSinkStats } from './network-sink.ts';
-export { createGuardMetrics, type GuardMetrics, type MetricsSource } from './metrics.ts';
+export type { GuardMetrics, MetricsSource } from './metrics.ts';

@@ -212,6 +212,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     admission.refusal = error;
     admission.reason = error.code;
     admission.policyIds = error.policyIds;
+    admission.policyVersion = error.policyVersion;
     admission.dryRun = false;
     return finish(admission, startedAt);
   }
@@ -248,6 +249,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       if (!dryRun || denial.code === 'LOCKSTEP_ERR_INTERNAL') return refuse(admission, denial, startedAt);
       wouldBe ??= denial;
       admission.policyIds = denial.policyIds;
+      admission.policyVersion = denial.policyVersion;
     }
     admission.allowed = true;
     admission.refusal = wouldBe;

@@ -74,6 +74,26 @@ test('audit event: who, on whose behalf, what, which policy, why — and nothing
   }
 });
 
+test('a denial is audited with the policy version that decided it; a refusal before any decision with none', async () => {
+  const w = await world();
+  const service = await startOrders('fastify', await guardFor(w));
+  const client = w.client(w.svids.reports);
+  const decisions = recordDecisions();
+  try {
+    const token = await w.customerToken();
+    const { event } = await expectRefused(service, decisions, () => client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } }), 403, 'LOCKSTEP_ERR_DENIED');
+    assert.ok(service.guard.policyVersion !== null);
+    assert.equal(event.policyVersion, service.guard.policyVersion);
+    const { event: early } = await expectRefused(service, decisions, () => client.request(`${service.url}/orders/1`, { headers: {} }), 401, 'LOCKSTEP_ERR_TXN_TOKEN_MISSING');
+    assert.equal(early.policyVersion, null);
+  } finally {
+    decisions.stop();
+    await client.close();
+    await service.close();
+    await service.guard.close();
+  }
+});
+
 test('no policy bundle yet: 503 LOCKSTEP_ERR_NO_POLICY, then the bundle arrives and requests pass', async () => {
   const w = await world();
   const guard = await guardFor(w, { policy: { keys: w.policyKey.jwks } });

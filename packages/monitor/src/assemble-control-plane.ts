@@ -7,7 +7,8 @@
  *   store       SQLite or PostgreSQL
  *   policy      the policy service on a directory (watched), when there is one
  *   TTS, IdP    the Txn-Token Service and the identity provider (with external issuers by discovery)
- *   monitor     collector, detector (+ sign-ins, webhook), checkpointer, metrics, dashboard, scan receiver
+ *   monitor     collector, detector (+ sign-ins, webhook), checkpointer, metrics, dashboard, scan receiver,
+ *               the admin API's events (`GET /v1/admin/events`: `lockstep events`)
  *   admin trail every admin action and policy change as an event of the control plane's own source
  *   admin       a local administrator's SVID
  *
@@ -28,6 +29,7 @@ import {
   type TxnTokenService, type UnreachableReport, type WorkloadCa,
 } from '@lockstep/control-plane';
 import type { DecisionEvent } from '@lockstep/guard';
+import { serveAdminEvents } from './admin-events.ts';
 import { recordAdminTrail, type AdminTrail } from './admin-trail.ts';
 import { AUDIT_HEAD_FILE, startCheckpointer, witnessAppends, type Checkpointer } from './checkpoints.ts';
 import { createCollector, type Collector } from './collector.ts';
@@ -181,6 +183,7 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
       onInternalError: (error) => say.error(`internal error: ${error.stack ?? error.message}`),
       extensions: [
         ...monitor.extensions, createDashboard({ store, resource: resource.indicator, ...expectedPolicyVersion }),
+        serveAdminEvents,
       ],
     });
     undo.push(() => server.close());

@@ -6,7 +6,8 @@
  *   GET /dashboard/api/overview        every registered guard's posture: policy version and drift, mode, SVID expiry, deny rate, staleness
  *   GET /dashboard/api/graph           who called whom in the newest decisions, allowed and denied
  *   GET /dashboard/api/alerts          the newest alerts
- *   GET /dashboard/api/events?service&decision&reason&sub&txn   the newest decisions, filtered
+ *   GET /dashboard/api/events?service&decision&reason&sub&txn   the newest decisions, filtered (recent-events.ts;
+ *                                      administrators also read them over mTLS: GET /v1/admin/events, `lockstep events`)
  *   GET /dashboard/api/probes          the newest probes of scanners, counted per service and per scanner
  *   GET /dashboard/api/txn/:txn        one transaction's call chain
  *   GET /dashboard/api/scans           the newest scan runs: who scanned, when, how long, the verdict and its counts
@@ -28,15 +29,13 @@ import { request as httpRequest } from 'undici';
 import { parseSpiffeId } from '@lockstep/guard';
 import { controlPlaneAgent, type ControlPlaneStore, type ExtensionContext, type ExtensionHooks } from '@lockstep/control-plane';
 import { callChain } from './correlate.ts';
-import { isProbeEvent, scannerOf, type AuditEvent } from './probes.ts';
+import { scannerOf } from './probes.ts';
+import { EVENT_FILTERS, MAX_EVENTS, newestEvents, recentDecisions } from './recent-events.ts';
 import { scanStatus, type ScanSummaryCounts } from './scans.ts';
 
 export const DASHBOARD_CLIENT_ID = 'lockstep-dashboard';
 const COOKIE = 'lockstep_dashboard';
 const SESSION_MS = 8 * 3_600_000;
-const EVENTS_PER_SOURCE = 200;
-/** How far back each source is read for its newest real decisions and probes, at most. */
-const READ_PER_SOURCE = 5_000;
 const SCANS_SHOWN = 50;
 
 interface Session { readonly sub: string; readonly expiresAt: number }
@@ -48,34 +47,6 @@ export interface DashboardOptions {
   readonly expectedPolicyVersion?: (service: string) => Promise<string | null>;
   /** The resource the identity provider issues access tokens for (roles travel in them). */
   readonly resource: string;
-}
-
-interface SourcedEvent { readonly source: string; readonly event: AuditEvent }
-
-/**
- * Each source's newest real decisions (up to EVENTS_PER_SOURCE) and every probe read on the way,
- * parsed, with the source they came from. Read backwards page by page, so that a scan's hundreds of
- * probes do not push the real traffic before it out of view (up to READ_PER_SOURCE events back).
- */
-async function recentDecisions(store: ControlPlaneStore): Promise<{ real: SourcedEvent[]; probes: SourcedEvent[] }> {
-  const real: SourcedEvent[] = [];
-  const probes: SourcedEvent[] = [];
-  for (const head of await store.auditHeads()) {
-    let found = 0;
-    const oldest = Math.max(0, head.seq - READ_PER_SOURCE);
-    for (let end = head.seq; end > oldest && found < EVENTS_PER_SOURCE; end -= EVENTS_PER_SOURCE) {
-      const page = await store.auditEvents(head.source, Math.max(0, end - EVENTS_PER_SOURCE), Math.min(end, EVENTS_PER_SOURCE));
-      for (const stored of page.reverse()) {
-        const event = JSON.parse(stored.event) as AuditEvent;
-        if (isProbeEvent(event)) probes.push({ source: head.source, event });
-        else if (found < EVENTS_PER_SOURCE) {
-          real.push({ source: head.source, event });
-          found += 1;
-        }
-      }
-    }
-  }
-  return { real, probes };
 }
 
 /** The entry for `key`, made by `fresh` on first use. */
@@ -218,12 +189,14 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
         return { services: [...services], edges: [...edges.values()] };
       });
       api.get('/dashboard/api/alerts', async () => ({ alerts: (await options.store.alerts(200)).map((alert) => ({ ...alert, details: JSON.parse(alert.details) as unknown })) }));
-      api.get<{ Querystring: Record<string, string | undefined> }>('/dashboard/api/events', async (request) => {
-        const filters = Object.entries(request.query).filter(([name, value]) => ['service', 'decision', 'reason', 'sub', 'txn'].includes(name) && typeof value === 'string' && value !== '');
-        const events = (await recentDecisions(options.store)).real.map(({ event }) => event)
-          .filter((event) => filters.every(([name, value]) => event[name] === value));
-        events.sort((a, b) => String(b.time).localeCompare(String(a.time)));
-        return { events: events.slice(0, 500) };
+      // The page's filter form is lenient: an empty field is no filter; an unknown value matches nothing.
+      api.get<{ Querystring: Record<string, unknown> }>('/dashboard/api/events', async (request) => {
+        const filter: Partial<Record<typeof EVENT_FILTERS[number], string>> = {};
+        for (const name of EVENT_FILTERS) {
+          const value = request.query[name];
+          if (typeof value === 'string' && value !== '') filter[name] = value;
+        }
+        return { events: await newestEvents(options.store, { filter, limit: MAX_EVENTS, probes: false }) };
       });
       // A scanner's probes, apart: how many per service and per scanner, and the newest of them.
       api.get('/dashboard/api/probes', async () => {

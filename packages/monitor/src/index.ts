@@ -12,6 +12,11 @@ export { RULES, DEFAULT_THRESHOLDS, OUTAGE_REASONS, type Rule, type RuleId, type
 export { createWebhook, signWebhookBody, verifyWebhookSignature, type Webhook, type WebhookOptions } from './webhook.ts';
 export { createMonitorMetrics } from './metrics.ts';
 export { createDashboard, DASHBOARD_CLIENT_ID, type DashboardOptions } from './dashboard.ts';
+export { serveAdminEvents, EVENTS_PATH } from './admin-events.ts';
+export {
+  decisionOf, DEFAULT_EVENT_LIMIT, EVENT_DECISIONS, EVENT_FILTERS, MAX_EVENTS, newestEvents, parseEventQuery,
+  type EventDecision, type EventFilter, type EventQuery,
+} from './recent-events.ts';
 export { recordAdminTrail, type AdminTrail, type AdminTrailOptions } from './admin-trail.ts';
 export {
   assembleControlPlane, openAuditKeys, openControlPlaneKeys, openStoreAt, StoreUnavailableError,

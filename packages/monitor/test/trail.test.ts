@@ -78,7 +78,7 @@ async function calls(count: number, txnToken?: string, method: 'GET' | 'DELETE' 
   const agent = gatewayAgent();
   try {
     const token = txnToken ?? await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
-    for (let index = 0; index < count; index += 1) (await request(`${origin}/orders/${index}`, { method, dispatcher: agent, headers: { 'txn-token': token } })).body.dump();
+    for (let index = 0; index < count; index += 1) await (await request(`${origin}/orders/${index}`, { method, dispatcher: agent, headers: { 'txn-token': token } })).body.dump();
   } finally {
     await agent.close();
   }

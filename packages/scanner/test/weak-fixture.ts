@@ -77,7 +77,7 @@ export async function startWeakSystem(): Promise<WeakSystem> {
   }
   async function workload(service: string, options: Serve = {}): Promise<void> {
     const agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: WEAK_TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'fixture' })).token, service });
-    const guard = await createGuard({ ...agent.guardOptions(), logger: quiet, ...(options.mode === undefined ? {} : { mode: options.mode }) });
+    const guard = await createGuard({ ...agent.guardOptions({ auditSpoolDir: false }), logger: quiet, ...(options.mode === undefined ? {} : { mode: options.mode }) });
     agent.attach(guard);
     agents.push(agent);
     guards.push(guard);

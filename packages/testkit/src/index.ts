@@ -29,3 +29,6 @@ export type { Page, TestBrowser, TestBrowserOptions } from './browser/test-brows
 
 export { testPostgres } from './postgres/test-postgres.ts';
 export type { TestPostgres } from './postgres/test-postgres.ts';
+
+export { packageOf, packagesLoadedBy, RECORD_LOADS } from './runtime/loaded-packages.ts';
+export type { LoadedPackage } from './runtime/loaded-packages.ts';

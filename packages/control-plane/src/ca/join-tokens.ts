@@ -5,13 +5,15 @@
  * to the right CA — no trust on first use.
  *
  *   ljt1.<trust bundle SHA-256, base64url>.<32 random bytes, base64url>
+ *
+ * The format is read by the workload too: `readJoinToken` of @lockstep/workload.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { readJoinToken } from '@lockstep/workload';
 import { ControlPlaneError } from '../errors.ts';
 import type { ControlPlaneStore, JoinTokenRecord } from '../store/store.ts';
 import { isServiceName } from './issue-svid.ts';
 
-const FORMAT = /^ljt1\.([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})$/;
 const DEFAULT_TTL_SECONDS = 15 * 60;
 const MAX_TTL_SECONDS = 7 * 24 * 3600;
 
@@ -50,9 +52,9 @@ export async function createJoinToken(store: ControlPlaneStore, issuer: JoinToke
 
 /** The trust bundle hash a token pins; the workload checks the control plane's CA against it. */
 export function pinnedBundleHash(token: string): string {
-  const match = FORMAT.exec(token);
-  if (match === null) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'not a Lockstep join token (ljt1.<bundle hash>.<secret>)');
-  return match[1] as string;
+  const parts = readJoinToken(token);
+  if (parts === null) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'not a Lockstep join token (ljt1.<bundle hash>.<secret>)');
+  return parts.bundleHash;
 }
 
 /**
@@ -60,10 +62,10 @@ export function pinnedBundleHash(token: string): string {
  * holds it tried to become a workload it was not issued for.
  */
 export async function redeemJoinToken(store: ControlPlaneStore, issuer: JoinTokenIssuer, token: string, service: string): Promise<JoinTokenRecord> {
-  const match = typeof token === 'string' ? FORMAT.exec(token) : null;
-  if (match === null) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'not a Lockstep join token (ljt1.<bundle hash>.<secret>)');
-  if (match[1] !== issuer.bundleHash) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'the token pins another trust bundle');
-  const outcome = await store.redeemJoinToken(hashSecret(match[2] as string), issuer.now());
+  const parts = readJoinToken(token);
+  if (parts === null) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'not a Lockstep join token (ljt1.<bundle hash>.<secret>)');
+  if (parts.bundleHash !== issuer.bundleHash) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'the token pins another trust bundle');
+  const outcome = await store.redeemJoinToken(hashSecret(parts.secret), issuer.now());
   if (!outcome.ok) {
     if (outcome.reason === 'used') throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_USED');
     if (outcome.reason === 'expired') throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_EXPIRED');

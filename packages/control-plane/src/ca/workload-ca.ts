@@ -17,10 +17,11 @@
  * A join token pins the bundle of its day: tokens created before a bundle change are refused and
  * must be created again.
  */
-import { createHash, createPrivateKey, type KeyObject, type webcrypto } from 'node:crypto';
+import { createPrivateKey, type KeyObject, type webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { trustDomainId } from '@lockstep/identity';
+import { hashTrustBundle } from '@lockstep/workload';
 import { x509 } from '../lib/x509.ts';
 import { ensurePrivateDirectory, KeyFileError, parseKeyFile, readPrivateFile, replacePrivateFile, writePrivateFile } from './key-files.ts';
 
@@ -226,11 +227,9 @@ function readRetiring(keyDir: string): { pem: string; retiresAt: number }[] {
   return parsed.roots;
 }
 
-/** SHA-256 over the DER of every certificate of a bundle, in order; base64url. */
+/** SHA-256 over the DER of every certificate of a bundle, in order; base64url: what a join token pins. */
 export function hashBundle(certificates: readonly x509.X509Certificate[]): string {
-  const hash = createHash('sha256');
-  for (const certificate of certificates) hash.update(new Uint8Array(certificate.rawData));
-  return hash.digest('base64url');
+  return hashTrustBundle(certificates.map((certificate) => new Uint8Array(certificate.rawData)));
 }
 
 async function createCaFiles(trustDomain: string, keyDir: string, now: number): Promise<void> {

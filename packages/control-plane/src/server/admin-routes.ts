@@ -13,6 +13,10 @@
  *   GET  /v1/admin/ca            the roots in the bundle and the rotation phase
  *   POST /v1/admin/ca/prepare    a new root joins the bundle (pushed to every guard)
  *   POST /v1/admin/ca/activate   the new root signs; the old one retires
+ *
+ * Extensions add admin endpoints of their own under the same checks and the same trail
+ * (`registerAdminScope`, offered to them as `ExtensionContext.adminRoutes`): the monitor's
+ * `GET /v1/admin/events`.
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -49,10 +53,26 @@ const ACTIONS: Record<string, string> = {
 /** Rotations the admin API can trigger, by key name; filled as the components start. */
 export type KeyRotators = Map<string, () => Promise<Rotation>>;
 
-export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, scanTokens: ScanTokenIssuer | null): void {
-  app.register(async (admin) => {
-    recordEveryCall(admin, requireCaller(ca.trustDomain, ['admin'], 'LOCKSTEP_CP_ADMIN_REQUIRED'));
+/** Audit actions by `METHOD /route`, e.g. `{ 'GET /v1/admin/events': 'admin:events.read' }`. */
+export type AdminActions = Readonly<Record<string, string>>;
 
+/**
+ * Endpoints that `routes` registers, under the admin API's checks: an administrator's SVID only,
+ * checked before the body is read, and every call in the audit trail under its name in `actions`
+ * (a route missing from it is recorded as `admin:unknown`).
+ */
+export function registerAdminScope(
+  app: FastifyInstance, trustDomain: string, actions: AdminActions,
+  routes: (admin: FastifyInstance) => void | Promise<void>,
+): void {
+  app.register(async (admin) => {
+    recordEveryCall(admin, requireCaller(trustDomain, ['admin'], 'LOCKSTEP_CP_ADMIN_REQUIRED'), actions);
+    await routes(admin);
+  });
+}
+
+export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, scanTokens: ScanTokenIssuer | null): void {
+  registerAdminScope(app, ca.trustDomain, ACTIONS, (admin) => {
     // The scanner's kit (scan/scan-kit.ts): its SVID, probe certificates and test Txn-Tokens.
     admin.post<{ Body: { name: string; csr: string; users: ScanUser[] } }>('/v1/admin/scan-kit', {
       schema: {
@@ -187,7 +207,9 @@ const calls = new WeakMap<FastifyRequest, CallRecord>();
  * - onResponse: a refused caller's event, after the answer and not waited for: nothing ran, and the
  *   trail limits such events per source, so an outsider's flood cannot delay or push out real ones.
  */
-function recordEveryCall(admin: FastifyInstance, requireAdmin: (request: FastifyRequest) => Promise<void>): void {
+function recordEveryCall(
+  admin: FastifyInstance, requireAdmin: (request: FastifyRequest) => Promise<void>, actions: AdminActions,
+): void {
   admin.addHook('onRequest', async (request) => {
     const call = callRecord(request);
     await requireAdmin(request);
@@ -196,7 +218,7 @@ function recordEveryCall(admin: FastifyInstance, requireAdmin: (request: Fastify
   admin.addHook('preHandler', async (request) => {
     const call = callRecord(request);
     try {
-      await writeAdminAction(actionOf(request, call, 'LOCKSTEP_ALLOW'));
+      await writeAdminAction(actionOf(request, call, 'LOCKSTEP_ALLOW', actions));
     } catch (error) {
       call.unrecorded = true;
       throw new ControlPlaneError('LOCKSTEP_CP_AUDIT_UNAVAILABLE', `nothing was done (${(error as Error).message}); `
@@ -207,7 +229,7 @@ function recordEveryCall(admin: FastifyInstance, requireAdmin: (request: Fastify
   admin.addHook('onSend', async (request, reply, payload) => {
     const call = callRecord(request);
     if (!call.admitted || (call.recorded && reply.statusCode < 400)) return payload;
-    const failure = actionOf(request, call, refusalCode(request) ?? `HTTP_${reply.statusCode}`);
+    const failure = actionOf(request, call, refusalCode(request) ?? `HTTP_${reply.statusCode}`, actions);
     if (call.unrecorded) {
       // The trail is failing: queued behind the authorisation it could not take yet, to land with it.
       recordAdminAction(failure);
@@ -224,7 +246,8 @@ function recordEveryCall(admin: FastifyInstance, requireAdmin: (request: Fastify
     const call = callRecord(request);
     if (call.admitted) return;
     const source = callerOf(request) ?? `address ${request.ip}`;
-    recordRefusedAdminCall(actionOf(request, call, refusalCode(request) ?? `HTTP_${reply.statusCode}`), source);
+    const refused = actionOf(request, call, refusalCode(request) ?? `HTTP_${reply.statusCode}`, actions);
+    recordRefusedAdminCall(refused, source);
   });
 }
 
@@ -240,13 +263,13 @@ function callRecord(request: FastifyRequest): CallRecord {
   return call;
 }
 
-function actionOf(request: FastifyRequest, call: CallRecord, reason: string): AdminAction {
+function actionOf(request: FastifyRequest, call: CallRecord, reason: string, actions: AdminActions): AdminAction {
   const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
   const key = `${request.method} ${route}`;
   const detail = detailOf(DETAIL_FIELDS[key], request.body);
   return {
     caller: callerOf(request), method: request.method, route,
-    action: ACTIONS[key] ?? 'admin:unknown', resource: resourceOf(request.body),
+    action: actions[key] ?? 'admin:unknown', resource: resourceOf(request.body),
     allowed: reason === 'LOCKSTEP_ALLOW', reason, startedAt: call.startedAt, requestId: call.requestId,
     ...(detail === undefined ? {} : { detail }),
   };

@@ -12,11 +12,11 @@
  *   GET  /v1/stream   mTLS with a workload SVID: policy bundles and revocations as server-sent events
  *   POST /v1/registry/heartbeat, GET /v1/services   the service registry (registry-routes.ts)
  *   POST /v1/token, GET /v1/txn-token/jwks.json     the Txn-Token Service (tts-routes.ts)
- *   /v1/admin/…       mTLS with an administrator's SVID (admin-routes.ts)
+ *   /v1/admin/…       mTLS with an administrator's SVID (admin-routes.ts; extensions add theirs: `adminRoutes`)
  *   /oidc/…           the identity provider (OpenID Connect; idp/identity-provider.ts), for browsers
  */
 import Fastify, { type FastifyInstance } from 'fastify';
-import { formatSpiffeId } from '@lockstep/identity';
+import { controlPlaneSpiffeId } from '@lockstep/workload';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ClientMetadata } from 'oidc-provider';
 import type { AddressInfo } from 'node:net';
@@ -34,7 +34,7 @@ import { registerStreamRoute } from './stream-route.ts';
 import { registerTtsRoutes } from './tts-routes.ts';
 import type { TxnTokenService } from '../tts/txn-token-service.ts';
 import { recordAdminAction } from '../admin/admin-audit.ts';
-import { registerAdminRoutes, type KeyRotators } from './admin-routes.ts';
+import { registerAdminRoutes, registerAdminScope, type AdminActions, type KeyRotators } from './admin-routes.ts';
 import { admittedCaller, refuseRevokedCallers, requireCaller } from './peer.ts';
 import { followRevokedCallers } from './revoked-callers.ts';
 import { refuse } from './refusal.ts';
@@ -59,7 +59,8 @@ export interface ControlPlaneServerOptions {
   readonly onInternalError?: (error: Error) => void;
   /**
    * More endpoints on the same server (the monitor's collector and dashboard): each is called with
-   * the Fastify instance before it listens. Use `requireCaller` for who may call them.
+   * the Fastify instance before it listens. Use `requireCaller` for who may call them, or
+   * `context.adminRoutes` for administrators' endpoints (recorded in the audit trail as the admin API's).
    */
   readonly extensions?: readonly ((app: FastifyInstance, context: ExtensionContext) => void | ExtensionHooks | Promise<void | ExtensionHooks>)[];
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
@@ -76,6 +77,12 @@ export interface ExtensionContext {
   url(): string;
   /** The identity provider, once started (null without one). */
   idp(): IdentityProvider | null;
+  /**
+   * Endpoints of the extension's own under the admin API's checks (admin-routes.ts): an administrator's
+   * SVID only, and every call in the audit trail, named by `actions` (`{ 'GET /v1/admin/events':
+   * 'admin:events.read' }`).
+   */
+  adminRoutes(actions: AdminActions, routes: (admin: FastifyInstance) => void | Promise<void>): void;
 }
 
 /** What an extension may ask of the control plane. */
@@ -100,10 +107,6 @@ export interface RunningControlPlane {
 }
 
 const CSR = { type: 'string', minLength: 1, maxLength: 8192 } as const;
-
-export function controlPlaneSpiffeId(trustDomain: string): string {
-  return formatSpiffeId(trustDomain, 'lockstep', 'control-plane');
-}
 
 export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {
   // A start that fails (port taken, a bad extension) closes what it opened: nothing keeps the process alive.
@@ -163,7 +166,10 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   let idp: IdentityProvider | null = null;
   let listeningUrl = '';
   for (const extension of options.extensions ?? []) {
-    const hook = await extension(app, { ca, store, url: () => listeningUrl, idp: () => idp });
+    const hook = await extension(app, {
+      ca, store, url: () => listeningUrl, idp: () => idp,
+      adminRoutes: (actions, routes) => registerAdminScope(app, ca.trustDomain, actions, routes),
+    });
     if (hook) hooks.push(hook);
   }
   if (options.idp !== undefined) {

@@ -28,6 +28,7 @@
  *                                   with `lockstep-revocation-lifts: 1`)
  */
 import type { FastifyInstance } from 'fastify';
+import { REVOCATION_LIFTS_HEADER } from '@lockstep/workload';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
@@ -36,8 +37,6 @@ import type { ControlPlaneStore, RevocationRecord } from '../store/store.ts';
 import { admittedCaller, admittedWorkload, requireCaller } from './peer.ts';
 
 const POSITION = /^[0-9]{1,15}$/;
-/** A guard that applies lifts asks for them on `GET /v1/revocations` (see above). */
-const LIFTS_HEADER = 'lockstep-revocation-lifts';
 const HEARTBEAT_MS = 15_000;
 const RECONNECT_MS = 1_000;
 
@@ -56,8 +55,8 @@ export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store:
     onRequest: requireCaller(ca.trustDomain, ['workload']),
   }, async (request, reply) => {
     const entries = await store.revocationsSince(Number(request.query.since ?? '0'));
-    reply.header('vary', LIFTS_HEADER);
-    const withLifts = request.headers[LIFTS_HEADER] === '1';
+    reply.header('vary', REVOCATION_LIFTS_HEADER);
+    const withLifts = request.headers[REVOCATION_LIFTS_HEADER] === '1';
     return { revocations: withLifts ? entries : entries.filter((entry) => entry.lifted === null) };
   });
 

@@ -5,7 +5,7 @@
  */
 import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import { firstLocked } from './login-lock.ts';
@@ -20,6 +20,9 @@ type Row = Record<string, unknown>;
 /** `path` is a file, or `:memory:` for tests. */
 export function openSqliteStore(path: string): ControlPlaneStore {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // Loaded here, not imported: on Node 22 node:sqlite warns that it is experimental as it loads, which belongs
+  // to a control plane that opens this store, not to every program that imports the package.
+  const { DatabaseSync } = process.getBuiltinModule('node:sqlite');
   const db = new DatabaseSync(path);
   if (path !== ':memory:') chmodSync(path, 0o600);
   db.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');

@@ -18,17 +18,12 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { checkTxnClaims, GuardError, parseTokenJson, type TxnTokenClaims } from '@lockstep/guard';
-import { formatSpiffeId, parseSpiffeId } from '@lockstep/identity';
+import { parseSpiffeId } from '@lockstep/identity';
+import { controlPlaneSpiffeId } from '@lockstep/workload';
 import {
   compactVerify, createLocalJWKSet, createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader,
   errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey,
 } from 'jose';
-
-export const TOKEN_TYPE = {
-  accessToken: 'urn:ietf:params:oauth:token-type:access_token',
-  txnToken: 'urn:ietf:params:oauth:token-type:txn_token',
-  selfSigned: 'urn:ietf:params:oauth:token-type:self_signed',
-} as const;
 
 export type SubjectKind = 'access_token' | 'txn_token' | 'self_signed';
 
@@ -145,9 +140,8 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
   const issuers = new Map(options.issuers.map((issuer) => [issuer.issuer, { ...issuer, keys: keySetOf(issuer) }]));
   const clockTolerance = options.clockToleranceSeconds ?? 30;
   // The TTS's "unique identifier" (§11.2.1): the control plane's SPIFFE ID, which the workload
-  // verifies when it connects. Formatted here as controlPlaneSpiffeId does: the server module
-  // imports this one, so importing it back would make a cycle.
-  const ttsId = formatSpiffeId(options.trustDomain, 'lockstep', 'control-plane');
+  // verifies when it connects.
+  const ttsId = controlPlaneSpiffeId(options.trustDomain);
 
   async function accessToken(token: string): Promise<VerifiedSubject> {
     let header;

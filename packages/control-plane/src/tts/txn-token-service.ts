@@ -35,15 +35,15 @@ import diagnostics from 'node:diagnostics_channel';
 import { SignJWT, type JSONWebKeySet } from 'jose';
 import { parseSpiffeId } from '@lockstep/identity';
 import { createPolicyEngine, sliceFor, type PolicySet } from '@lockstep/policy';
+import { TOKEN_EXCHANGE_GRANT, TOKEN_TYPE } from '@lockstep/workload';
 import type { Rotation } from '../ca/key-ring.ts';
 import type { SigningKey } from '../ca/signing-key.ts';
 import { issueScanTokens, type ScanTokenRequest, type ScanTokens } from './scan-tokens.ts';
 import {
-  SCOPE_SYNTAX, SubjectTokenError, TOKEN_TYPE,
+  SCOPE_SYNTAX, SubjectTokenError,
   type ReplacedTxnToken, type SubjectIssuer, type SubjectKind, type SubjectVerifier, type VerifiedSubject,
 } from './subject-tokens.ts';
 
-export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 /**
  * How many times one transaction's Txn-Token may be replaced; the guard refuses a longer
  * `req_wl_chain` with the same number (@lockstep/guard's MAX_TXN_TOKEN_REPLACEMENTS).

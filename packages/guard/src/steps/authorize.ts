@@ -86,7 +86,7 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
         const why = answer.errors.length > 0 ? `; policy errors: ${answer.errors.join('; ')}` : '';
         const forbidden = answer.policyIds.length > 0 ? ` (forbidden by ${answer.policyIds.join(', ')})` : '';
         const object = owner === undefined ? '' : ` (object owned by ${JSON.stringify(owner)}, on behalf of ${JSON.stringify(txn?.claims.sub ?? '')})`;
-        throw new GuardError('LOCKSTEP_ERR_DENIED', `no policy permits ${peer.spiffeId} to ${action} on ${service}${object}${forbidden}${why}`, answer.policyIds);
+        throw new GuardError('LOCKSTEP_ERR_DENIED', `no policy permits ${peer.spiffeId} to ${action} on ${service}${object}${forbidden}${why}`, answer.policyIds, answer.version);
       }
       return { policyIds: answer.policyIds, policyVersion: answer.version };
     },

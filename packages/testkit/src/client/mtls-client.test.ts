@@ -12,13 +12,15 @@ import { rawTlsRequest } from './raw-tls-request.ts';
 
 /** Echoes what it received, including every raw header line, to a caller that must present a trusted certificate. */
 async function startEchoServer(ca: TestCa, svid: Svid): Promise<{ server: https.Server; origin: string; port: number }> {
-  const server = https.createServer({ cert: svid.chainPem, key: svid.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: true }, async (req, res) => {
+  const server = https.createServer({ cert: svid.chainPem, key: svid.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
     let body = '';
-    for await (const chunk of req) body += String(chunk);
-    const rawTxnTokens = req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'txn-token');
-    const peer = (req.socket as TLSSocket).getPeerX509Certificate();
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ method: req.method, url: req.url, rawTxnTokens, peer: peer?.subjectAltName, body }));
+    req.on('data', (chunk) => { body += String(chunk); });
+    req.on('end', () => {
+      const rawTxnTokens = req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'txn-token');
+      const peer = (req.socket as TLSSocket).getPeerX509Certificate();
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ method: req.method, url: req.url, rawTxnTokens, peer: peer?.subjectAltName, body }));
+    });
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

@@ -14,9 +14,10 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  connectGuardStream, createJoinToken, createPolicyService, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type GuardStream, type PolicyService, type RunningControlPlane, type WorkloadCredentials,
-} from '../src/index.ts';
+  createJoinToken, createPolicyService, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  type ControlPlaneStore, type PolicyService, type RunningControlPlane,
+} from '@lockstep/control-plane';
+import { connectGuardStream, joinControlPlane, type GuardStream, type WorkloadCredentials } from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-poll-'));

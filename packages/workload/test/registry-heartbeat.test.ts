@@ -12,9 +12,10 @@ import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { Agent, request } from 'undici';
 import {
-  createJoinToken, joinControlPlane, openSqliteStore, openWorkloadCa, STALE_AFTER_MS, startControlPlane, startRegistryHeartbeat,
-  type ControlPlaneStore, type RunningControlPlane, type UnreachableReport, type WorkloadCa, type WorkloadCredentials,
-} from '../src/index.ts';
+  createJoinToken, openSqliteStore, openWorkloadCa, STALE_AFTER_MS, startControlPlane,
+  type ControlPlaneStore, type RunningControlPlane, type UnreachableReport, type WorkloadCa,
+} from '@lockstep/control-plane';
+import { joinControlPlane, startRegistryHeartbeat, type WorkloadCredentials } from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-heartbeat-'));

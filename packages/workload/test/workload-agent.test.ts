@@ -16,9 +16,10 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, joinAsWorkload, joinControlPlane, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type AgentEvent, type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadAgent, type WorkloadCa, type WorkloadCredentials,
-} from '../src/index.ts';
+  createJoinToken, createPolicyService, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
+} from '@lockstep/control-plane';
+import { defaultWorkloadStateDir, joinAsWorkload, joinControlPlane, type AgentEvent, type WorkloadAgent, type WorkloadCredentials } from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-agent-'));
@@ -44,7 +45,7 @@ before(async () => {
   controlPlane = await startControlPlane({ ca, store, policy });
   const minter = await createTxnTokenMinter({ trustDomain: TD });
 
-  agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token, service: 'orders', retryMs: 50, onEvent: (event) => events.push(event) });
+  agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token, service: 'orders', stateDir: join(scratch, 'orders'), retryMs: 50, onEvent: (event) => events.push(event) });
   guard = await createGuard({ ...agent.guardOptions(), txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] } }, logger: { info() {}, warn() {}, error() {} } });
   app = Fastify({ https: guard.tlsOptions() });
   await app.register(lockstep, { guard });
@@ -99,6 +100,18 @@ function servedSerial(): Promise<string> {
 }
 
 describe('joinAsWorkload', () => {
+  it('ships every decision to the monitor by default, spooled in its state directory', () => {
+    assert.deepEqual(agent.guardOptions().audit, { collector: { url: `${controlPlane.url}/v1/audit/events`, spoolDir: join(scratch, 'orders', 'audit-spool') } });
+    assert.equal(agent.guardOptions({ auditSpoolDir: join(scratch, 'elsewhere') }).audit?.collector.spoolDir, join(scratch, 'elsewhere'));
+    assert.equal(agent.guardOptions({ auditSpoolDir: false }).audit, undefined, 'false: nothing shipped');
+    assert.equal(defaultWorkloadStateDir('orders', {}), join(process.cwd(), '.lockstep', 'workloads', 'orders'));
+    assert.equal(defaultWorkloadStateDir('orders', { LOCKSTEP_HOME: '/srv/lockstep' }), '/srv/lockstep/workloads/orders');
+  });
+
+  it('refuses a service name that is no SPIFFE path before it names a directory', async () => {
+    await assert.rejects(joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: 'ljt1.x.y', service: '../etc' }), TypeError);
+  });
+
   it('joins, receives the policy over the stream, serves, and registers itself', async () => {
     await eventually(async () => await status() === 200, 'the service to serve');
     await eventually(async () => (await store.services()).some((entry) => entry.service === 'orders' && entry.policyVersion === guard.policyVersion), 'the registry entry');

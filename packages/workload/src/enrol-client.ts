@@ -8,10 +8,10 @@
 import { X509Certificate, type webcrypto } from 'node:crypto';
 import { readX509Svid, SvidError, workloadId } from '@lockstep/identity';
 import { Agent, request } from 'undici';
-import { pinnedBundleHash } from '../ca/join-tokens.ts';
-import { hashBundle } from '../ca/workload-ca.ts';
-import { x509 } from '../lib/x509.ts';
 import { controlPlaneAgent } from './control-plane-agent.ts';
+import { EnrolmentError, type EnrolmentErrorCode } from './errors.ts';
+import { hashTrustBundle, readJoinToken } from './join-token.ts';
+import { x509 } from './x509.ts';
 
 export interface WorkloadCredentials {
   readonly spiffeId: string;
@@ -23,20 +23,16 @@ export interface WorkloadCredentials {
   readonly expiresAt: Date;
 }
 
-export class EnrolmentError extends Error {
-  readonly code: string;
-  readonly status: number | null;
-  constructor(code: string, message: string, status: number | null = null) {
-    super(message);
-    this.name = 'EnrolmentError';
-    this.code = code;
-    this.status = status;
-  }
-}
+/** The control plane's own refusal codes (its README's catalogue), passed on as they are. */
+const CONTROL_PLANE_CODE = /^LOCKSTEP_CP_[A-Z_]{1,60}$/;
 
 export async function joinControlPlane(options: { url: string; trustDomain: string; joinToken: string; service: string }): Promise<WorkloadCredentials> {
-  const pinned = pinnedBundleHash(options.joinToken);
-  const bundlePem = await fetchPinnedBundle(options.url, pinned);
+  const token = readJoinToken(options.joinToken);
+  if (token === null) {
+    throw new EnrolmentError('LOCKSTEP_ENROL_TOKEN_MALFORMED', 'not a Lockstep join token (ljt1.<bundle hash>.<secret>): '
+      + `create one for this service with \`lockstep join-token create ${options.service}\``);
+  }
+  const bundlePem = await fetchPinnedBundle(options.url, token.bundleHash);
   const keys = await generateKeys();
   const csr = await csrFor(keys);
   const body = await post(options.url, '/v1/join', { joinToken: options.joinToken, service: options.service, csr }, { ca: bundlePem }, options.trustDomain);
@@ -74,7 +70,7 @@ async function fetchPinnedBundle(url: string, pinned: string): Promise<string> {
     const text = await response.body.text();
     if (response.statusCode !== 200) throw new EnrolmentError('LOCKSTEP_ENROL_BUNDLE', `GET /v1/bundle answered ${response.statusCode}`);
     const certificates = x509.PemConverter.decode(text).map((der) => new x509.X509Certificate(der));
-    if (certificates.length === 0 || hashBundle(certificates) !== pinned) {
+    if (certificates.length === 0 || hashTrustBundle(certificates.map((certificate) => new Uint8Array(certificate.rawData))) !== pinned) {
       throw new EnrolmentError('LOCKSTEP_ENROL_BUNDLE_MISMATCH', 'the control plane\'s trust bundle does not match the one pinned in the join token: refusing to send it anything (wrong URL, or someone in the middle)');
     }
     return text;
@@ -90,7 +86,13 @@ async function post(url: string, path: string, payload: unknown, tls: { ca: stri
       method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload), headersTimeout: 10_000, bodyTimeout: 10_000,
     });
     const body = await response.body.json() as Record<string, unknown>;
-    if (response.statusCode !== 200) throw new EnrolmentError(String(body.error ?? 'LOCKSTEP_ENROL_FAILED'), `${path} refused (${response.statusCode} ${String(body.error)}): ${String(body.message ?? '')}`, response.statusCode);
+    if (response.statusCode !== 200) {
+      const code = typeof body.error === 'string' && CONTROL_PLANE_CODE.test(body.error)
+        ? body.error as EnrolmentErrorCode
+        : 'LOCKSTEP_ENROL_FAILED';
+      const message = `${path} refused (${response.statusCode} ${String(body.error)}): ${String(body.message ?? '')}`;
+      throw new EnrolmentError(code, message, response.statusCode);
+    }
     return body;
   } finally {
     await agent.close();

@@ -8,9 +8,11 @@
  * bundle and the revocation list (or only polls, with `transport: 'poll'`). Fail-static: while the
  * control plane is away the guard keeps enforcing what it has.
  */
-import { EventSource, request } from 'undici';
+import type { RevocationKind } from '@lockstep/guard';
+import { request } from 'undici';
 import { controlPlaneAgent } from './control-plane-agent.ts';
-import type { RevocationKind } from '../store/store.ts';
+import { followEventStream } from './event-stream.ts';
+import { REVOCATION_LIFTS_HEADER } from './protocol.ts';
 
 /** What the stream drives: a Lockstep guard, or anything with the same four methods. */
 export interface StreamTarget {
@@ -23,7 +25,12 @@ export interface StreamTarget {
 
 export type StreamEvent =
   | { readonly kind: 'connected' }
-  | { readonly kind: 'disconnected' }
+  /**
+   * The stream (with `transport: 'poll'`, the last poll) failed, and why: a network error, the control
+   * plane's refusal (`GET /v1/stream answered 401 …`, e.g. a revoked workload), the end of the stream, or
+   * a silence. Reported again while down only when the reason changes.
+   */
+  | { readonly kind: 'disconnected'; readonly reason: string }
   | { readonly kind: 'policy'; readonly version: string }
   | { readonly kind: 'policy-refused'; readonly reason: string }
   /** The trust bundle changed (a root rotation step); the guard has it already. */
@@ -54,11 +61,8 @@ export interface GuardStream {
 }
 
 const KINDS = new Set<RevocationKind>(['sub', 'txn', 'spiffeId', 'kid']);
-/**
- * Asks `GET /v1/revocations` for lifted entries too. Without it the control plane leaves them out,
- * since a guard of the previous version would apply them as revocations.
- */
-const LIFTS_HEADER = 'lockstep-revocation-lifts';
+/** The control plane pings every 15 s (stream-route.ts): three pings missed, the connection is taken as dead. */
+const STREAM_SILENCE_MS = 45_000;
 
 /** A revocation feed entry as the control plane sends it (`lifted` set when it was taken back). */
 interface FeedEntry {
@@ -69,14 +73,18 @@ interface FeedEntry {
 }
 
 export function connectGuardStream(options: GuardStreamOptions): GuardStream {
-  const agent = controlPlaneAgent(options.trustDomain, options.tls);
+  // Aborts the stream and the polls on close(), connections still being set up included.
+  const stop = new AbortController();
+  const agent = controlPlaneAgent(options.trustDomain, options.tls, stop.signal);
   const notify = options.onEvent ?? (() => {});
   const pollMs = options.pollMs ?? 5_000;
   let position = 0;
   let bundle = options.tls.ca;
   let etag: string | null = null;
   let connected = false;
+  let downFor: string | null = null;
   let closed = false;
+  const streaming = (options.transport ?? 'stream') === 'stream';
 
   const applyPolicy = async (announced: { version: string; bundle: string }) => {
     try {
@@ -102,15 +110,16 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
     options.target.setTrustBundle(pem);
     notify({ kind: 'trust-bundle', bundle: pem });
   };
-  const setConnected = (now: boolean) => {
-    if (now === connected) return;
+  const setConnected = (now: boolean, reason = '') => {
+    if (now ? connected : !connected && reason === downFor) return;
     connected = now;
-    notify({ kind: now ? 'connected' : 'disconnected' });
+    downFor = now ? null : reason;
+    notify(now ? { kind: 'connected' } : { kind: 'disconnected', reason });
   };
 
   // The fallback: plain GETs (ETag'd bundle, revocations since the last position).
   async function pollOnce(): Promise<void> {
-    const response = await request(new URL('/v1/policy/bundle', options.url), { dispatcher: agent, headers: etag === null ? {} : { 'if-none-match': etag }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const response = await request(new URL('/v1/policy/bundle', options.url), { dispatcher: agent, signal: stop.signal, headers: etag === null ? {} : { 'if-none-match': etag }, headersTimeout: 10_000, bodyTimeout: 10_000 });
     if (response.statusCode === 200) {
       const announced = await response.body.json() as { version: string; bundle: string };
       etag = typeof response.headers.etag === 'string' ? response.headers.etag : null;
@@ -120,7 +129,7 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
       if (response.statusCode !== 304 && response.statusCode !== 503) throw new Error(`GET /v1/policy/bundle answered ${response.statusCode}`);
     }
     const feed = await request(new URL(`/v1/revocations?since=${position}`, options.url), {
-      dispatcher: agent, headers: { [LIFTS_HEADER]: '1' }, headersTimeout: 10_000, bodyTimeout: 10_000,
+      dispatcher: agent, signal: stop.signal, headers: { [REVOCATION_LIFTS_HEADER]: '1' }, headersTimeout: 10_000, bodyTimeout: 10_000,
     });
     if (feed.statusCode !== 200) {
       await feed.body.dump();
@@ -137,28 +146,34 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
     timer = setTimeout(() => {
       timer = null;
       // In stream mode, polls run only while the stream is down.
-      if (source !== null && connected) return;
-      pollOnce().then(() => { if (source === null) setConnected(true); }, () => { if (source === null) setConnected(false); }).finally(() => schedulePoll(pollMs));
+      if (streaming && connected) return;
+      pollOnce().then(
+        () => { if (!streaming) setConnected(true); },
+        (error: unknown) => { if (!streaming && !closed) setConnected(false, (error as Error).message); },
+      ).finally(() => schedulePoll(pollMs));
     }, delayMs);
     timer.unref();
   };
 
-  let source: EventSource | null = null;
-  if ((options.transport ?? 'stream') === 'stream') {
-    source = new EventSource(new URL('/v1/stream', options.url), { dispatcher: agent });
-    source.onopen = () => setConnected(true);
-    source.onerror = () => {
-      setConnected(false);
+  const apply = new Map<string, (data: unknown) => void>([
+    ['policy', (data) => void applyPolicy(data as { version: string; bundle: string })],
+    ['trust-bundle', (data) => applyTrustBundle((data as { bundle?: unknown }).bundle)],
+    ['revocation', (data) => applyFeedEntry(data as FeedEntry, 'revocation')],
+    ['lift', (data) => applyFeedEntry(data as FeedEntry, 'lift')],
+  ]);
+  const following = !streaming ? Promise.resolve() : followEventStream(new URL('/v1/stream', options.url), {
+    dispatcher: agent, signal: stop.signal, silenceMs: STREAM_SILENCE_MS,
+    // Event ids are feed positions (stream-route.ts): resuming from the last one applied, by the stream
+    // or by a poll while it was down, replays nothing that is already applied.
+    lastEventId: () => position === 0 ? null : String(position),
+    onOpen: () => setConnected(true),
+    onMessage: (message) => apply.get(message.event ?? 'message')?.(JSON.parse(message.data)),
+    onDown: (reason) => {
+      setConnected(false, reason);
       schedulePoll(pollMs);
-    };
-    source.addEventListener('policy', (message) => void applyPolicy(JSON.parse(String((message as MessageEvent).data)) as { version: string; bundle: string }));
-    source.addEventListener('trust-bundle', (message) => applyTrustBundle((JSON.parse(String((message as MessageEvent).data)) as { bundle?: unknown }).bundle));
-    const entryOf = (message: Event) => JSON.parse(String((message as MessageEvent).data)) as FeedEntry;
-    source.addEventListener('revocation', (message) => applyFeedEntry(entryOf(message), 'revocation'));
-    source.addEventListener('lift', (message) => applyFeedEntry(entryOf(message), 'lift'));
-  } else {
-    schedulePoll(0);
-  }
+    },
+  });
+  if (!streaming) schedulePoll(0);
   return {
     get position() {
       return position;
@@ -166,7 +181,8 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
     async close() {
       closed = true;
       if (timer !== null) clearTimeout(timer);
-      source?.close();
+      stop.abort();
+      await following;
       await agent.close();
     },
   };
