@@ -48,7 +48,10 @@ const progress = (line: string) => console.error(`[bench:edge] ${line}`);
 function whole(name: string, fallback: number, min: number, max: number): number {
   const raw = process.env[name];
   const value = raw === undefined || raw === '' ? fallback : Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) throw new TypeError(`${name} must be a whole number from ${min} to ${max}, e.g. ${name}=${fallback}; got ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new TypeError(
+      `${name} must be a whole number from ${min} to ${max}, e.g. ${name}=${fallback}; got ${JSON.stringify(raw)}`,
+    );
   return value;
 }
 
@@ -100,7 +103,17 @@ function startFlood(job: FloodJob): Promise<{ report: Promise<FloodReport> }> {
 
 async function measure(shop: RunningShop, cookies: readonly string[], condition: Condition): Promise<Window> {
   const port = Number(new URL(shop.urls.gateway).port);
-  const flood = condition === 'none' ? null : await startFlood({ port, kind: condition, from: FLOOD_FROM, clients: FLOOD_CLIENTS, seconds: SECONDS + (2 * FLOOD_LEAD_MS) / 1000, maxRequests: 200_000 });
+  const flood =
+    condition === 'none'
+      ? null
+      : await startFlood({
+          port,
+          kind: condition,
+          from: FLOOD_FROM,
+          clients: FLOOD_CLIENTS,
+          seconds: SECONDS + (2 * FLOOD_LEAD_MS) / 1000,
+          maxRequests: 200_000,
+        });
   if (flood !== null) await new Promise((resolve) => setTimeout(resolve, FLOOD_LEAD_MS));
   const latencies: number[] = [];
   const agent = new Agent();
@@ -108,19 +121,27 @@ async function measure(shop: RunningShop, cookies: readonly string[], condition:
   const cpuBefore = cpuTimes();
   let machineBusy = Number.NaN;
   try {
-    await Promise.all(cookies.map(async (cookie, index) => {
-      // Staggered, so that the users' calls are spread over each pace interval.
-      await new Promise((resolve) => setTimeout(resolve, (PACE_MS / cookies.length) * index));
-      for (let next = performance.now(); next < until; next += PACE_MS) {
-        const wait = next - performance.now();
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-        const started = performance.now();
-        const answer = await request(`http://127.0.0.1:${port}/api/orders`, { dispatcher: agent, headers: { cookie } });
-        await answer.body.dump();
-        if (answer.statusCode !== 200) throw new Error(`a signed-in user's GET /api/orders answered ${answer.statusCode} (${condition}): the run is invalid`);
-        latencies.push(performance.now() - started);
-      }
-    }));
+    await Promise.all(
+      cookies.map(async (cookie, index) => {
+        // Staggered, so that the users' calls are spread over each pace interval.
+        await new Promise((resolve) => setTimeout(resolve, (PACE_MS / cookies.length) * index));
+        for (let next = performance.now(); next < until; next += PACE_MS) {
+          const wait = next - performance.now();
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+          const started = performance.now();
+          const answer = await request(`http://127.0.0.1:${port}/api/orders`, {
+            dispatcher: agent,
+            headers: { cookie },
+          });
+          await answer.body.dump();
+          if (answer.statusCode !== 200)
+            throw new Error(
+              `a signed-in user's GET /api/orders answered ${answer.statusCode} (${condition}): the run is invalid`,
+            );
+          latencies.push(performance.now() - started);
+        }
+      }),
+    );
     const cpuAfter = cpuTimes();
     machineBusy = (cpuAfter.busy - cpuBefore.busy) / (cpuAfter.total - cpuBefore.total);
   } finally {
@@ -168,25 +189,43 @@ async function main(): Promise<void> {
       const windows = {} as Record<Condition, Window>;
       for (const condition of order) windows[condition] = await measure(shop, cookies, condition);
       rounds.push(windows);
-      progress(`round ${round + 1}/${ROUNDS} (${order.join(', ')}): median ${CONDITIONS.map((condition) => `${condition} ${ms(median(windows[condition].latencies))} ms`).join(', ')}`);
+      progress(
+        `round ${round + 1}/${ROUNDS} (${order.join(', ')}): median ${CONDITIONS.map((condition) => `${condition} ${ms(median(windows[condition].latencies))} ms`).join(', ')}`,
+      );
     }
 
-    const ratio = (condition: Condition) => median(rounds.map((windows) => median(windows[condition].latencies) / median(windows.none.latencies)));
+    const ratio = (condition: Condition) =>
+      median(rounds.map((windows) => median(windows[condition].latencies) / median(windows.none.latencies)));
     const all = (condition: Condition) => rounds.flatMap((windows) => windows[condition].latencies);
-    const floods = (condition: Condition) => rounds.map((windows) => windows[condition].flood).filter((report) => report !== null);
+    const floods = (condition: Condition) =>
+      rounds.map((windows) => windows[condition].flood).filter((report) => report !== null);
     const statusShare = (condition: Condition) => {
       const totals: Record<string, number> = {};
-      for (const report of floods(condition)) for (const [status, n] of Object.entries(report.statuses)) totals[status] = (totals[status] ?? 0) + n;
+      for (const report of floods(condition))
+        for (const [status, n] of Object.entries(report.statuses)) totals[status] = (totals[status] ?? 0) + n;
       const sum = Object.values(totals).reduce((a, b) => a + b, 0);
-      return Object.entries(totals).sort(([, a], [, b]) => b - a).map(([status, n]) => `${status === '0' ? 'no answer read' : status} ${((100 * n) / sum).toFixed(1)} %`).join(', ');
+      return Object.entries(totals)
+        .sort(([, a], [, b]) => b - a)
+        .map(([status, n]) => `${status === '0' ? 'no answer read' : status} ${((100 * n) / sum).toFixed(1)} %`)
+        .join(', ');
     };
-    const floodRate = (condition: Condition) => floods(condition).reduce((sum, report) => sum + report.sent, 0) / floods(condition).reduce((sum, report) => sum + report.elapsedMs / 1000, 0);
-    const floodCores = (condition: Condition) => floods(condition).reduce((sum, report) => sum + report.cpuMicros / 1000, 0) / floods(condition).reduce((sum, report) => sum + report.elapsedMs, 0);
+    const floodRate = (condition: Condition) =>
+      floods(condition).reduce((sum, report) => sum + report.sent, 0) /
+      floods(condition).reduce((sum, report) => sum + report.elapsedMs / 1000, 0);
+    const floodCores = (condition: Condition) =>
+      floods(condition).reduce((sum, report) => sum + report.cpuMicros / 1000, 0) /
+      floods(condition).reduce((sum, report) => sum + report.elapsedMs, 0);
     const busy = (condition: Condition) => median(rounds.map((windows) => windows[condition].machineBusy));
     const limits = edgeLimits({});
     const percent = (share: number) => `${(100 * share).toFixed(0)} %`;
-    const rows = CONDITIONS.map((condition) => `| ${LABELS[condition]} | ${count(all(condition).length)} | ${ms(median(all(condition)))} | ${ms(quantile(all(condition), 0.95))} | ${condition === 'none' ? '1.00' : ratio(condition).toFixed(2)} | ${percent(busy(condition))} | ${condition === 'none' ? '—' : `${count(floodRate(condition))}/s; ${statusShare(condition)}; the flooder itself used ${floodCores(condition).toFixed(2)} cores`} |`);
-    const perRound = rounds.map((windows, index) => `| ${index + 1} | ${CONDITIONS.map((condition) => ms(median(windows[condition].latencies))).join(' | ')} | ${(median(windows.upload.latencies) / median(windows.none.latencies)).toFixed(2)} | ${(median(windows.get.latencies) / median(windows.none.latencies)).toFixed(2)} |`);
+    const rows = CONDITIONS.map(
+      (condition) =>
+        `| ${LABELS[condition]} | ${count(all(condition).length)} | ${ms(median(all(condition)))} | ${ms(quantile(all(condition), 0.95))} | ${condition === 'none' ? '1.00' : ratio(condition).toFixed(2)} | ${percent(busy(condition))} | ${condition === 'none' ? '—' : `${count(floodRate(condition))}/s; ${statusShare(condition)}; the flooder itself used ${floodCores(condition).toFixed(2)} cores`} |`,
+    );
+    const perRound = rounds.map(
+      (windows, index) =>
+        `| ${index + 1} | ${CONDITIONS.map((condition) => ms(median(windows[condition].latencies))).join(' | ')} | ${(median(windows.upload.latencies) / median(windows.none.latencies)).toFixed(2)} | ${(median(windows.get.latencies) / median(windows.none.latencies)).toFixed(2)} |`,
+    );
     const markdown = [
       '## Edge: signed-in users during a flood of anonymous requests',
       '',
@@ -207,7 +246,9 @@ async function main(): Promise<void> {
     ].join('\n');
     writeSection(DOCS_FILE, 'edge', markdown);
     process.stdout.write(`${markdown}\n`);
-    process.stdout.write(`${JSON.stringify({ medianMsNoFlood: Number(ms(median(all('none')))), uploadFloodRatio: Number(ratio('upload').toFixed(2)), getFloodRatio: Number(ratio('get').toFixed(2)) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ medianMsNoFlood: Number(ms(median(all('none')))), uploadFloodRatio: Number(ratio('upload').toFixed(2)), getFloodRatio: Number(ratio('get').toFixed(2)) })}\n`,
+    );
   } finally {
     await shop?.stop();
     rmSync(dataDir, { recursive: true, force: true });

@@ -23,7 +23,14 @@ import { measureAdmitCost } from './lib/admit-cost.ts';
 import { keptSections } from './lib/docs-section.ts';
 import { measureColdPath } from './lib/cold-path.ts';
 import type { LoadReport } from './lib/protocol.ts';
-import { renderMarkdown, summarize, type AuditCount, type BenchSettings, type RoundResult, type ServerCpu } from './lib/report.ts';
+import {
+  renderMarkdown,
+  summarize,
+  type AuditCount,
+  type BenchSettings,
+  type RoundResult,
+  type ServerCpu,
+} from './lib/report.ts';
 import { runLoad } from './lib/run-load.ts';
 import { startServerProcess, type CpuSample, type ServerProcess } from './lib/run-server.ts';
 import { serverWorld, VARIANTS, type Variant } from './lib/servers.ts';
@@ -35,7 +42,10 @@ function envNumber(name: string, fallback: number, min: number, max: number): nu
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value < min || value > max) throw new TypeError(`${name} must be a number between ${min} and ${max}, e.g. ${name}=${fallback}; got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(value) || value < min || value > max)
+    throw new TypeError(
+      `${name} must be a number between ${min} and ${max}, e.g. ${name}=${fallback}; got ${JSON.stringify(raw)}`,
+    );
   return value;
 }
 
@@ -54,17 +64,19 @@ const settings: BenchSettings = {
 /** BENCH_VARIANTS=guarded (a comma-separated subset) is for profiling: it runs only those and writes nothing. */
 const variants = (process.env.BENCH_VARIANTS ?? VARIANTS.join(',')).split(',').map((name) => {
   const variant = VARIANTS.find((known) => known === name.trim());
-  if (variant === undefined) throw new TypeError(`BENCH_VARIANTS lists ${JSON.stringify(name)}; use a subset of ${VARIANTS.join(',')}`);
+  if (variant === undefined)
+    throw new TypeError(`BENCH_VARIANTS lists ${JSON.stringify(name)}; use a subset of ${VARIANTS.join(',')}`);
   return variant;
 });
 const fullRun = VARIANTS.every((variant) => variants.includes(variant));
 
 const progress = (message: string) => console.error(`[bench] ${message}`);
 
-
 function check(variant: Variant, round: number, what: string, report: LoadReport): void {
   if (report.non200 > 0 || report.errors > 0 || report.requests === 0) {
-    throw new Error(`INVALID BENCHMARK: ${variant} (round ${round}, ${what}) answered ${report.non200} non-200 responses and ${report.errors} transport errors; ${report.requests} measured requests; statuses ${JSON.stringify(report.statuses)}; first problem: ${report.firstProblem ?? 'none (no request completed)'}`);
+    throw new Error(
+      `INVALID BENCHMARK: ${variant} (round ${round}, ${what}) answered ${report.non200} non-200 responses and ${report.errors} transport errors; ${report.requests} measured requests; statuses ${JSON.stringify(report.statuses)}; first problem: ${report.firstProblem ?? 'none (no request completed)'}`,
+    );
   }
 }
 
@@ -74,7 +86,10 @@ async function cpuPerRequest(window: Partial<Record<'start' | 'end', Promise<Cpu
   const [start, end] = await Promise.all([window.start, window.end]);
   const requests = end.requests - start.requests;
   if (requests <= 0) return null;
-  return { processUs: (end.cpuMicros - start.cpuMicros) / requests, mainThreadUs: (end.mainActiveMicros - start.mainActiveMicros) / requests };
+  return {
+    processUs: (end.cpuMicros - start.cpuMicros) / requests,
+    mainThreadUs: (end.mainActiveMicros - start.mainActiveMicros) / requests,
+  };
 }
 
 /**
@@ -82,7 +97,14 @@ async function cpuPerRequest(window: Partial<Record<'start' | 'end', Promise<Cpu
  * first slice of a server warms it up for `warmupSeconds`; later ones only until the load generator
  * (a fresh process) is warm and every token of the round has been seen once.
  */
-async function runSlice(server: ServerProcess, variant: Variant, round: number, world: BenchWorld, tokens: readonly string[], first: boolean): Promise<RoundResult> {
+async function runSlice(
+  server: ServerProcess,
+  variant: Variant,
+  round: number,
+  world: BenchWorld,
+  tokens: readonly string[],
+  first: boolean,
+): Promise<RoundResult> {
   const job = {
     origin: server.origin,
     path: `/orders/${round}042`,
@@ -93,20 +115,34 @@ async function runSlice(server: ServerProcess, variant: Variant, round: number, 
   };
   const warmupSeconds = first ? settings.warmupSeconds : settings.sliceWarmupSeconds;
   const window: Partial<Record<'start' | 'end', Promise<CpuSample>>> = {};
-  const report = await runLoad({
-    ...job,
-    connections: settings.connections,
-    warmupMs: warmupSeconds * 1000,
-    warmupRequests: tokens.length + settings.connections,
-    maxWarmupMs: warmupSeconds * 1000 + 20_000,
-    measureMs: settings.measureSeconds * 1000,
-  }, (phase) => { window[phase] = server.cpu(); });
+  const report = await runLoad(
+    {
+      ...job,
+      connections: settings.connections,
+      warmupMs: warmupSeconds * 1000,
+      warmupRequests: tokens.length + settings.connections,
+      maxWarmupMs: warmupSeconds * 1000 + 20_000,
+      measureMs: settings.measureSeconds * 1000,
+    },
+    (phase) => {
+      window[phase] = server.cpu();
+    },
+  );
   check(variant, round, 'saturated', report);
   // Same server, every token already seen: one connection, one request at a time, no queueing.
-  const light = await runLoad({ ...job, connections: 1, warmupMs: 300, warmupRequests: 200, maxWarmupMs: 5_000, measureMs: settings.lightSeconds * 1000 });
+  const light = await runLoad({
+    ...job,
+    connections: 1,
+    warmupMs: 300,
+    warmupRequests: 200,
+    maxWarmupMs: 5_000,
+    measureMs: settings.lightSeconds * 1000,
+  });
   check(variant, round, 'light load', light);
   const result: RoundResult = { round, variant, report, light, serverCpu: await cpuPerRequest(window) };
-  progress(`round ${round} ${variant.padEnd(7)} ${Math.round(report.rps)} rps${result.serverCpu ? `  server ${result.serverCpu.processUs.toFixed(1)} µs/req` : ''}  p50 ${report.p50Ms.toFixed(3)} ms  p99 ${report.p99Ms.toFixed(3)} ms  (warm-up ${report.warmupSeconds.toFixed(1)} s) | light: p50 ${light.p50Ms.toFixed(3)} ms  p99 ${light.p99Ms.toFixed(3)} ms`);
+  progress(
+    `round ${round} ${variant.padEnd(7)} ${Math.round(report.rps)} rps${result.serverCpu ? `  server ${result.serverCpu.processUs.toFixed(1)} µs/req` : ''}  p50 ${report.p50Ms.toFixed(3)} ms  p99 ${report.p99Ms.toFixed(3)} ms  (warm-up ${report.warmupSeconds.toFixed(1)} s) | light: p50 ${light.p50Ms.toFixed(3)} ms  p99 ${light.p99Ms.toFixed(3)} ms`,
+  );
   return result;
 }
 
@@ -128,11 +164,18 @@ async function main(): Promise<void> {
     const results: RoundResult[] = [];
     const served: AuditCount[] = [];
     try {
-      for (const variant of variants) servers.set(variant, await startServerProcess(variant, serverWorldData, join(scratch, `audit-${variant}.jsonl`)));
+      for (const variant of variants)
+        servers.set(
+          variant,
+          await startServerProcess(variant, serverWorldData, join(scratch, `audit-${variant}.jsonl`)),
+        );
       for (let round = 1; round <= settings.rounds; round++) {
         // Fresh tokens per round keep them well inside their 5-minute lifetime however long the run.
         const tokens = await mintCustomerTokens(world.minter, settings.tokens);
-        for (const variant of rotated(variants, round)) results.push(await runSlice(servers.get(variant) as ServerProcess, variant, round, world, tokens, round === 1));
+        for (const variant of rotated(variants, round))
+          results.push(
+            await runSlice(servers.get(variant) as ServerProcess, variant, round, world, tokens, round === 1),
+          );
       }
       for (const [variant, server] of servers) {
         const { requests } = await server.cpu();
@@ -152,7 +195,15 @@ async function main(): Promise<void> {
     progress('admit cost: guard.pipeline.admit in process, steady state, with and without the audit sink');
     const admit = await measureAdmitCost(world, await mintCustomerTokens(world.minter, settings.tokens), scratch);
 
-    const markdown = renderMarkdown(settings, results, served, cold, admit, loadBefore, (performance.now() - startedAt) / 1000);
+    const markdown = renderMarkdown(
+      settings,
+      results,
+      served,
+      cold,
+      admit,
+      loadBefore,
+      (performance.now() - startedAt) / 1000,
+    );
     // Sections written by the other benches (control plane) stay as they were.
     const kept = keptSections(DOCS_FILE);
     writeFileSync(DOCS_FILE, kept === '' ? markdown : `${markdown.trimEnd()}\n\n${kept}`);

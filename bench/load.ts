@@ -39,7 +39,10 @@ function get(pool: Pool, origin: string, path: string, token: string): Promise<O
       },
     };
     // A server that stops answering fails the request instead of stalling the run.
-    pool.dispatch({ origin, method: 'GET', path, headers: { 'txn-token': token }, headersTimeout: 10_000, bodyTimeout: 10_000 }, handler);
+    pool.dispatch(
+      { origin, method: 'GET', path, headers: { 'txn-token': token }, headersTimeout: 10_000, bodyTimeout: 10_000 },
+      handler,
+    );
   });
 }
 
@@ -51,14 +54,21 @@ function percentile(sorted: Float64Array, p: number): number {
 
 async function run(job: LoadJob): Promise<LoadReport> {
   const origin = new URL(job.origin);
-  if (origin.hostname !== '127.0.0.1' || origin.protocol !== 'https:') throw new TypeError(`load generator only talks to https://127.0.0.1, not ${job.origin}`);
+  if (origin.hostname !== '127.0.0.1' || origin.protocol !== 'https:')
+    throw new TypeError(`load generator only talks to https://127.0.0.1, not ${job.origin}`);
   if (job.tokens.length === 0) throw new TypeError('no Txn-Tokens to send');
 
   const pool = new Pool(job.origin, {
     connections: job.connections,
     pipelining: 1,
     keepAliveTimeout: 60_000,
-    connect: { cert: job.certPem, key: job.keyPem, ca: job.caPem, rejectUnauthorized: true, checkServerIdentity: () => undefined },
+    connect: {
+      cert: job.certPem,
+      key: job.keyPem,
+      ca: job.caPem,
+      rejectUnauthorized: true,
+      checkServerIdentity: () => undefined,
+    },
   });
 
   // Warm-up lasts warmupMs AND warmupRequests answers (the bench asks for one full rotation of the
@@ -78,7 +88,10 @@ async function run(job: LoadJob): Promise<LoadReport> {
   const statuses: Record<string, number> = {};
 
   function endWarmupIfDue(now: bigint): void {
-    if (measureStartNs === null && ((now >= warmupEarliestNs && completed >= job.warmupRequests) || now >= warmupLatestNs)) {
+    if (
+      measureStartNs === null &&
+      ((now >= warmupEarliestNs && completed >= job.warmupRequests) || now >= warmupLatestNs)
+    ) {
       measureStartNs = now;
       measureEndNs = now + BigInt(job.measureMs) * 1_000_000n;
       // The bench samples the server's CPU at both ends of the measured window.

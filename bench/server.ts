@@ -5,7 +5,8 @@
  */
 import { startVariant, type ServerWorld, type Variant } from './lib/servers.ts';
 
-type Command = { type: 'start'; variant: Variant; world: ServerWorld; auditFile: string } | { type: 'cpu' } | { type: 'close' };
+type Command =
+  { type: 'start'; variant: Variant; world: ServerWorld; auditFile: string } | { type: 'cpu' } | { type: 'close' };
 
 const send = (message: unknown) => process.send?.(message);
 let server: Awaited<ReturnType<typeof startVariant>> | null = null;
@@ -13,23 +14,34 @@ let server: Awaited<ReturnType<typeof startVariant>> | null = null;
 process.on('message', (command: Command) => {
   if (command.type === 'cpu') {
     const { user, system } = process.cpuUsage();
-    send({ type: 'cpu', cpuMicros: user + system, mainActiveMicros: performance.eventLoopUtilization().active * 1000, requests: server?.requests() ?? 0 });
-  } else if (command.type === 'start') {
-    startVariant(command.variant, command.world, command.auditFile).then((started) => {
-      server = started;
-      send({ type: 'listening', origin: started.origin });
-    }, (error: Error) => {
-      send({ type: 'failed', message: error.stack ?? error.message });
-      process.exit(1);
+    send({
+      type: 'cpu',
+      cpuMicros: user + system,
+      mainActiveMicros: performance.eventLoopUtilization().active * 1000,
+      requests: server?.requests() ?? 0,
     });
+  } else if (command.type === 'start') {
+    startVariant(command.variant, command.world, command.auditFile).then(
+      (started) => {
+        server = started;
+        send({ type: 'listening', origin: started.origin });
+      },
+      (error: Error) => {
+        send({ type: 'failed', message: error.stack ?? error.message });
+        process.exit(1);
+      },
+    );
   } else if (server !== null) {
     const running = server;
-    running.close().then(() => {
-      send({ type: 'closed', auditLines: running.auditLines() });
-      process.disconnect();
-    }, (error: Error) => {
-      send({ type: 'failed', message: error.stack ?? error.message });
-      process.exit(1);
-    });
+    running.close().then(
+      () => {
+        send({ type: 'closed', auditLines: running.auditLines() });
+        process.disconnect();
+      },
+      (error: Error) => {
+        send({ type: 'failed', message: error.stack ?? error.message });
+        process.exit(1);
+      },
+    );
   }
 });

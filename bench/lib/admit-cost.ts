@@ -20,9 +20,18 @@ export interface AdmitCostReport {
   readonly ops: number;
 }
 
-const quiet: GuardLogger = { info() {}, warn() {}, error: (message, fields) => console.error(`[guard error] ${message}`, fields ?? '') };
+const quiet: GuardLogger = {
+  info() {},
+  warn() {},
+  error: (message, fields) => console.error(`[guard error] ${message}`, fields ?? ''),
+};
 
-async function measure(world: BenchWorld, tokens: readonly string[], passes: number, auditFile: string | null): Promise<number> {
+async function measure(
+  world: BenchWorld,
+  tokens: readonly string[],
+  passes: number,
+  auditFile: string | null,
+): Promise<number> {
   const guard: Guard = await createGuard({
     service: SERVICE,
     trustDomain: TRUST_DOMAIN,
@@ -38,7 +47,12 @@ async function measure(world: BenchWorld, tokens: readonly string[], passes: num
     const raw = new X509Certificate(world.gateway.certPem).raw;
     const socket = { encrypted: true, authorized: true, getPeerCertificate: () => ({ raw }) } as unknown as Socket;
     const route = routeSecurity('GET', ROUTE_PATH, { action: 'orders:read' }, 'bench');
-    const requests = tokens.map((token) => ({ socket, method: 'GET', headers: { 'txn-token': token }, rawHeaders: ['txn-token', token] }));
+    const requests = tokens.map((token) => ({
+      socket,
+      method: 'GET',
+      headers: { 'txn-token': token },
+      rawHeaders: ['txn-token', token],
+    }));
     const admitAll = async () => {
       for (const request of requests) {
         const admission = await guard.pipeline.admit(request, route);
@@ -55,7 +69,12 @@ async function measure(world: BenchWorld, tokens: readonly string[], passes: num
   }
 }
 
-export async function measureAdmitCost(world: BenchWorld, tokens: readonly string[], scratch: string, passes = 20): Promise<AdmitCostReport> {
+export async function measureAdmitCost(
+  world: BenchWorld,
+  tokens: readonly string[],
+  scratch: string,
+  passes = 20,
+): Promise<AdmitCostReport> {
   const auditedUs = await measure(world, tokens, passes, join(scratch, 'audit-admit-cost.jsonl'));
   const unauditedUs = await measure(world, tokens, passes, null);
   return { auditedUs, unauditedUs, ops: passes * tokens.length };

@@ -11,7 +11,9 @@ const SECTION = /<!-- bench:([a-z-]+):start -->[\s\S]*?<!-- bench:\1:end -->\n?/
 /** The marked sections of the page as it is now, to append after a rewrite. */
 export function keptSections(file: string): string {
   if (!existsSync(file)) return '';
-  return (readFileSync(file, 'utf8').match(SECTION) ?? []).map((section) => section.endsWith('\n') ? section : `${section}\n`).join('\n');
+  return (readFileSync(file, 'utf8').match(SECTION) ?? [])
+    .map((section) => (section.endsWith('\n') ? section : `${section}\n`))
+    .join('\n');
 }
 
 /** Replaces (or appends) the section `name` of the page. */

@@ -35,7 +35,9 @@ function upload(job: FloodJob): Promise<number> {
     const socket = connect({ host: '127.0.0.1', port: job.port, localAddress: job.from });
     let received = '';
     socket.on('connect', () => {
-      socket.write(`POST /logout HTTP/1.1\r\nhost: localhost:${job.port}\r\ncontent-type: application/json\r\ncontent-length: ${UPLOAD_BYTES}\r\n\r\n`);
+      socket.write(
+        `POST /logout HTTP/1.1\r\nhost: localhost:${job.port}\r\ncontent-type: application/json\r\ncontent-length: ${UPLOAD_BYTES}\r\n\r\n`,
+      );
       socket.end(Buffer.alloc(UPLOAD_BYTES, 0x20));
     });
     socket.on('data', (data) => {

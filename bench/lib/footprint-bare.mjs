@@ -7,7 +7,8 @@ import { serveBench } from './footprint-child.mjs';
 
 const hello = (_request, response) => response.end('hello');
 const tls = process.env.FOOTPRINT_TLS === undefined ? null : JSON.parse(process.env.FOOTPRINT_TLS);
-const server = tls === null
-  ? createHttpServer(hello)
-  : createHttpsServer({ ...tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, hello);
+const server =
+  tls === null
+    ? createHttpServer(hello)
+    : createHttpsServer({ ...tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, hello);
 serveBench(server, () => new Promise((resolve) => server.close(resolve)));

@@ -28,10 +28,13 @@ export function serveBench(server, close, stages = []) {
       process.send({ type: 'modules', files: [...(globalThis[Symbol.for('lockstep.testkit.loadedFiles')] ?? [])] });
     } else if (message.type === 'close') {
       server.closeAllConnections();
-      close().then(() => process.exit(0), (error) => {
-        process.stderr.write(`${error.stack}\n`);
-        process.exit(1);
-      });
+      close().then(
+        () => process.exit(0),
+        (error) => {
+          process.stderr.write(`${error.stack}\n`);
+          process.exit(1);
+        },
+      );
     }
   });
 }

@@ -22,7 +22,8 @@ steps.push({ stage: 'Cedar: the policy set loaded (engine.load)', ...memory() })
 const decisions = Number(process.env.FOOTPRINT_DECISIONS);
 for (let i = 0; i < decisions; i++) {
   const context = { sub: `user-${i}`, roles: [], scope: [action], requester: principal, callerService: 'caller' };
-  if (engine.authorize({ principal, action, resource: service, context }).decision !== 'allow') throw new Error(`Cedar denied decision ${i}`);
+  if (engine.authorize({ principal, action, resource: service, context }).decision !== 'allow')
+    throw new Error(`Cedar denied decision ${i}`);
 }
 steps.push({ stage: `Cedar: ${decisions.toLocaleString('en-US')} decisions, decision cache off`, ...memory() });
 process.send({ type: 'imports', steps }, () => process.exit(0));

@@ -18,18 +18,31 @@ interface Job {
 }
 
 const job = JSON.parse(readFileSync(process.argv[2] as string, 'utf8')) as Job;
-const pool = new Pool(job.url, { connections: job.connections, connect: { ...job.tls, checkServerIdentity: () => undefined } });
+const pool = new Pool(job.url, {
+  connections: job.connections,
+  connect: { ...job.tls, checkServerIdentity: () => undefined },
+});
 
 async function send(body: string): Promise<void> {
-  const response = await pool.request({ method: 'POST', path: job.path, headers: { 'content-type': job.contentType }, body });
+  const response = await pool.request({
+    method: 'POST',
+    path: job.path,
+    headers: { 'content-type': job.contentType },
+    body,
+  });
   const text = await response.body.text();
-  if (response.statusCode !== job.expected) throw new Error(`${job.path} answered ${response.statusCode}: ${text.slice(0, 200)}`);
+  if (response.statusCode !== job.expected)
+    throw new Error(`${job.path} answered ${response.statusCode}: ${text.slice(0, 200)}`);
 }
 
 async function run(bodies: readonly string[]): Promise<number> {
   let next = 0;
   const started = performance.now();
-  await Promise.all(Array.from({ length: job.connections }, async () => { while (next < bodies.length) await send(bodies[next++] as string); }));
+  await Promise.all(
+    Array.from({ length: job.connections }, async () => {
+      while (next < bodies.length) await send(bodies[next++] as string);
+    }),
+  );
   return performance.now() - started;
 }
 

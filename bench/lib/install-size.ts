@@ -55,7 +55,14 @@ export function installClosure(roots: readonly string[], from: string): Installe
     const manifest = manifestOf(dir);
     const workspace = !dir.split(sep).includes('node_modules');
     const built = workspace && existsSync(join(dir, 'dist'));
-    found.set(dir, { name: manifest.name, version: manifest.version, dir, bytes: workspace ? shippedBytes(dir, manifest, built) : treeBytes(dir), workspace, built });
+    found.set(dir, {
+      name: manifest.name,
+      version: manifest.version,
+      dir,
+      bytes: workspace ? shippedBytes(dir, manifest, built) : treeBytes(dir),
+      workspace,
+      built,
+    });
     for (const dependency of Object.keys(manifest.dependencies ?? {})) visit(dependency, dir, false);
     for (const dependency of Object.keys(manifest.optionalDependencies ?? {})) visit(dependency, dir, true);
     for (const peer of Object.keys(manifest.peerDependencies ?? {})) {
@@ -83,8 +90,12 @@ function treeBytes(path: string, skip: (name: string) => boolean = () => false):
 function shippedBytes(dir: string, manifest: Manifest, built: boolean): number {
   const always = readdirSync(dir).filter((entry) => /^(package\.json|readme|license|changelog)/i.test(entry));
   const listed = (manifest.files ?? ['src']).filter((entry) => !entry.startsWith('!'));
-  const excluded = new Set((manifest.files ?? []).filter((entry) => entry.startsWith('!')).map((entry) => entry.slice(1).split('/').at(-1)));
+  const excluded = new Set(
+    (manifest.files ?? []).filter((entry) => entry.startsWith('!')).map((entry) => entry.slice(1).split('/').at(-1)),
+  );
   const shipped = built ? listed : [...listed.filter((entry) => entry !== 'dist'), 'src'];
   const isTest = (name: string) => name.endsWith('.test.ts') || name === 'test-support.ts' || excluded.has(name);
-  return [...new Set([...always, ...shipped])].filter((entry) => existsSync(join(dir, entry))).reduce((sum, entry) => sum + treeBytes(join(dir, entry), isTest), 0);
+  return [...new Set([...always, ...shipped])]
+    .filter((entry) => existsSync(join(dir, entry)))
+    .reduce((sum, entry) => sum + treeBytes(join(dir, entry), isTest), 0);
 }

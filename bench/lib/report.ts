@@ -109,7 +109,10 @@ function pairedCpuAdded(results: readonly RoundResult[], variant: Variant): numb
     .map(({ guarded, bare }) => (guarded.serverCpu as ServerCpu).processUs - (bare.serverCpu as ServerCpu).processUs);
 }
 
-function paired(results: readonly RoundResult[], variant: Variant): { round: number; guarded: RoundResult; bare: RoundResult }[] {
+function paired(
+  results: readonly RoundResult[],
+  variant: Variant,
+): { round: number; guarded: RoundResult; bare: RoundResult }[] {
   const pairs: { round: number; guarded: RoundResult; bare: RoundResult }[] = [];
   for (const guarded of results.filter((result) => result.variant === variant)) {
     const bare = results.find((result) => result.variant === 'bare' && result.round === guarded.round);
@@ -122,11 +125,14 @@ function paired(results: readonly RoundResult[], variant: Variant): { round: num
 function serverCpuLines(results: readonly RoundResult[]): string[] {
   const audited = pairedCpuAdded(results, 'guarded');
   const unaudited = pairedCpuAdded(results, 'guarded-no-sink');
-  const bare = results.filter((result) => result.variant === 'bare' && result.serverCpu !== null).map((result) => (result.serverCpu as ServerCpu).processUs);
+  const bare = results
+    .filter((result) => result.variant === 'bare' && result.serverCpu !== null)
+    .map((result) => (result.serverCpu as ServerCpu).processUs);
   if (audited.length === 0 || bare.length === 0) return [];
   const bareUs = median(bare);
   const addedUs = median(audited);
-  const list = (values: readonly number[]) => values.map((value) => `${value >= 0 ? '+' : ''}${value.toFixed(1)}`).join(', ');
+  const list = (values: readonly number[]) =>
+    values.map((value) => `${value >= 0 ? '+' : ''}${value.toFixed(1)}`).join(', ');
   return [
     `- server CPU per request over the measured windows: bare ${bareUs.toFixed(1)} µs (median of rounds); the guard adds ${list(audited)} µs per round (median **+${addedUs.toFixed(1)} µs**)` +
       `${unaudited.length === 0 ? '' : `, without an audit subscriber ${list(unaudited)} µs (median +${median(unaudited).toFixed(1)} µs)`}; bare ÷ (bare + added) = ${(bareUs / (bareUs + addedUs)).toFixed(3)} — the capacity ratio a server-bound deployment would see`,
@@ -135,13 +141,18 @@ function serverCpuLines(results: readonly RoundResult[]): string[] {
 
 /** guarded ÷ bare for each round in which both ran, in round order. */
 function pairedRatios(results: readonly RoundResult[]): { round: number; ratio: number }[] {
-  return paired(results, 'guarded').map(({ round: n, guarded, bare }) => ({ round: n, ratio: guarded.report.rps / bare.report.rps }));
+  return paired(results, 'guarded').map(({ round: n, guarded, bare }) => ({
+    round: n,
+    ratio: guarded.report.rps / bare.report.rps,
+  }));
 }
 
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 export function summarize(results: readonly RoundResult[]): Summary {
@@ -167,7 +178,15 @@ function machine(loadBefore: readonly number[]): string[] {
   ];
 }
 
-export function renderMarkdown(settings: BenchSettings, results: readonly RoundResult[], served: readonly AuditCount[], cold: ColdPathReport, admit: AdmitCostReport, loadBefore: readonly number[], elapsedSeconds: number): string {
+export function renderMarkdown(
+  settings: BenchSettings,
+  results: readonly RoundResult[],
+  served: readonly AuditCount[],
+  cold: ColdPathReport,
+  admit: AdmitCostReport,
+  loadBefore: readonly number[],
+  elapsedSeconds: number,
+): string {
   const figures = medianRound(results);
   const summary = summarize(results);
   const bareRps = figures.bare.rps;
@@ -194,14 +213,22 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     }),
     '',
     `- guarded / bare = **${summary.ratio.toFixed(3)}** (target ≥ ${TARGET_RATIO.toFixed(2)}: ${verdict(summary.ratio >= TARGET_RATIO)}; goal ${GOAL_RATIO.toFixed(2)}: ${verdict(summary.ratio >= GOAL_RATIO)})`,
-    `- per round, guarded ÷ that round's bare: ${pairedRatios(results).map(({ round: n, ratio }) => `${ratio.toFixed(3)} (round ${n})`).join(', ')}; the headline is the median`,
-    `- p99 added by the guard at light load (one connection, no queueing), median over rounds of guarded − that round's bare (${pairedP99Added(results).map((value) => value.toFixed(3)).join(', ')}) = **${summary.p99AddedMs.toFixed(3)} ms** (target ≤ ${TARGET_P99_ADDED_MS} ms: ${verdict(summary.p99AddedMs <= TARGET_P99_ADDED_MS)}); under saturation p99 rises by ${(figures.guarded.p99Ms - figures.bare.p99Ms).toFixed(3)} ms, the queue that the lower throughput builds`,
+    `- per round, guarded ÷ that round's bare: ${pairedRatios(results)
+      .map(({ round: n, ratio }) => `${ratio.toFixed(3)} (round ${n})`)
+      .join(', ')}; the headline is the median`,
+    `- p99 added by the guard at light load (one connection, no queueing), median over rounds of guarded − that round's bare (${pairedP99Added(
+      results,
+    )
+      .map((value) => value.toFixed(3))
+      .join(
+        ', ',
+      )}) = **${summary.p99AddedMs.toFixed(3)} ms** (target ≤ ${TARGET_P99_ADDED_MS} ms: ${verdict(summary.p99AddedMs <= TARGET_P99_ADDED_MS)}); under saturation p99 rises by ${(figures.guarded.p99Ms - figures.bare.p99Ms).toFixed(3)} ms, the queue that the lower throughput builds`,
     `- guarded / naive = ${(summary.guardedRps / summary.naiveRps).toFixed(2)}× — what the token and decision caches buy`,
     ...serverCpuLines(results),
     `- guarded without an audit subscriber / bare = ${(figures['guarded-no-sink'].rps / bareRps).toFixed(3)} — enforcement alone; the difference to the audited row is the cost of writing every decision to the JSON-lines file`,
     '',
     'The load is closed-loop (each connection sends its next request when the previous answer arrives), so the',
-    'servers run saturated and latency includes queueing: p99 added is the guard\'s per-request cost plus the',
+    "servers run saturated and latency includes queueing: p99 added is the guard's per-request cost plus the",
     'queueing its lower throughput causes.',
     '',
     '### Latency at light load',
@@ -226,11 +253,15 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     '',
     '| Round | Variant | rps | server CPU µs/request | p50 ms | p99 ms | max ms | warm-up s | requests | light p50 ms | light p99 ms |',
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...results.map(({ round: n, variant, report, light, serverCpu }) =>
-      `| ${n} | ${variant} | ${rps(report.rps)} | ${serverCpu ? serverCpu.processUs.toFixed(1) : '—'} | ${ms(report.p50Ms)} | ${ms(report.p99Ms)} | ${ms(report.maxMs)} | ${report.warmupSeconds.toFixed(1)} | ${report.requests.toLocaleString('en-US')} | ${ms(light.p50Ms)} | ${ms(light.p99Ms)} |`),
+    ...results.map(
+      ({ round: n, variant, report, light, serverCpu }) =>
+        `| ${n} | ${variant} | ${rps(report.rps)} | ${serverCpu ? serverCpu.processUs.toFixed(1) : '—'} | ${ms(report.p50Ms)} | ${ms(report.p99Ms)} | ${ms(report.maxMs)} | ${report.warmupSeconds.toFixed(1)} | ${report.requests.toLocaleString('en-US')} | ${ms(light.p50Ms)} | ${ms(light.p99Ms)} |`,
+    ),
     '',
-    ...served.map(({ variant, requests, auditLines }) =>
-      `- ${variant}: answered ${requests.toLocaleString('en-US')} requests over the run (warm-up and light load included) and wrote ${auditLines.toLocaleString('en-US')} decision events to its audit file${auditLines === requests ? ' — one per request' : ' — **not one per request**'}.`),
+    ...served.map(
+      ({ variant, requests, auditLines }) =>
+        `- ${variant}: answered ${requests.toLocaleString('en-US')} requests over the run (warm-up and light load included) and wrote ${auditLines.toLocaleString('en-US')} decision events to its audit file${auditLines === requests ? ' — one per request' : ' — **not one per request**'}.`,
+    ),
     '',
     '## Txn-Token verification, cold and warm',
     '',
@@ -244,7 +275,7 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
     '',
     '## Variants',
     '',
-    '- **bare**: Fastify with `https: { cert, key, ca, requestCert: true, rejectUnauthorized: true, minVersion: \'TLSv1.3\' }`, no guard.',
+    "- **bare**: Fastify with `https: { cert, key, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }`, no guard.",
     '- **guarded**: `createGuard({ …, audit: { file } })` and `app.register(lockstep, { guard })`, as a user writes it; decision events go to a JSON-lines file.',
     '- **naive**: bare plus an `onRequest` hook that, on every request, verifies the Txn-Token with jose `jwtVerify` (ES256, typ, audience) and asks Cedar (`statefulIsAuthorized`, preparsed policy set) — no token or decision cache.',
     '',
@@ -254,9 +285,13 @@ export function renderMarkdown(settings: BenchSettings, results: readonly RoundR
 
 function describeVariant(variant: Variant): string {
   switch (variant) {
-    case 'bare': return 'bare Fastify (mTLS only)';
-    case 'guarded': return 'guarded (Lockstep, steady state, audit to file)';
-    case 'guarded-no-sink': return 'guarded, no audit subscriber';
-    case 'naive': return 'naive (verify + authorize every request)';
+    case 'bare':
+      return 'bare Fastify (mTLS only)';
+    case 'guarded':
+      return 'guarded (Lockstep, steady state, audit to file)';
+    case 'guarded-no-sink':
+      return 'guarded, no audit subscriber';
+    case 'naive':
+      return 'naive (verify + authorize every request)';
   }
 }

@@ -12,7 +12,11 @@ const LOAD_SCRIPT = fileURLToPath(new URL('../load.ts', import.meta.url));
 export function runLoad(job: LoadJob, onMark: (phase: 'start' | 'end') => void = () => {}): Promise<LoadReport> {
   return new Promise((resolve, reject) => {
     // execArgv [] so that a profiled bench (--cpu-prof) does not also profile its load generator.
-    const child = fork(LOAD_SCRIPT, [], { execPath: process.execPath, execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const child = fork(LOAD_SCRIPT, [], {
+      execPath: process.execPath,
+      execArgv: [],
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
     let settled = false;
     const finish = (error: Error | null, report?: LoadReport) => {
       if (settled) return;
@@ -21,10 +25,13 @@ export function runLoad(job: LoadJob, onMark: (phase: 'start' | 'end') => void =
       if (error) reject(error);
       else resolve(report as LoadReport);
     };
-    const deadline = setTimeout(() => {
-      child.kill('SIGKILL');
-      finish(new Error(`load generator did not report within ${(job.maxWarmupMs + job.measureMs) / 1000 + 30} s`));
-    }, job.maxWarmupMs + job.measureMs + 30_000);
+    const deadline = setTimeout(
+      () => {
+        child.kill('SIGKILL');
+        finish(new Error(`load generator did not report within ${(job.maxWarmupMs + job.measureMs) / 1000 + 30} s`));
+      },
+      job.maxWarmupMs + job.measureMs + 30_000,
+    );
     child.on('message', (message: LoadMessage) => {
       if (message.type === 'mark') onMark(message.phase);
       else if (message.type === 'report') finish(null, message.report);

@@ -46,10 +46,18 @@ function next(child: ChildProcess, expected: string): Promise<Record<string, unk
   });
 }
 
-export async function startServerProcess(variant: Variant, world: ServerWorld, auditFile: string): Promise<ServerProcess> {
+export async function startServerProcess(
+  variant: Variant,
+  world: ServerWorld,
+  auditFile: string,
+): Promise<ServerProcess> {
   // execArgv [] so that a profiled bench does not profile its servers; PROFILE_SERVER=1 does.
   const execArgv = process.env.PROFILE_SERVER ? ['--cpu-prof', '--cpu-prof-dir=bench-profiles'] : [];
-  const child = fork(SERVER_SCRIPT, [], { execPath: process.execPath, execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(SERVER_SCRIPT, [], {
+    execPath: process.execPath,
+    execArgv,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const listening = next(child, 'listening');
   child.send({ type: 'start', variant, world, auditFile });
   const { origin } = await listening;

@@ -77,7 +77,11 @@ function mtlsOptions(world: ServerWorld) {
   };
 }
 
-async function listen(app: FastifyInstance, onClose: () => Promise<void> = async () => {}, auditLines: () => number | null = () => null): Promise<RunningServer> {
+async function listen(
+  app: FastifyInstance,
+  onClose: () => Promise<void> = async () => {},
+  auditLines: () => number | null = () => null,
+): Promise<RunningServer> {
   app.get(ROUTE_PATH, routeOptions, showOrder);
   let requests = 0;
   app.server.on('request', () => requests++);
@@ -96,10 +100,14 @@ async function listen(app: FastifyInstance, onClose: () => Promise<void> = async
 
 export function startVariant(variant: Variant, world: ServerWorld, auditFile: string): Promise<RunningServer> {
   switch (variant) {
-    case 'bare': return startBare(world);
-    case 'guarded': return startGuarded(world, auditFile);
-    case 'guarded-no-sink': return startGuarded(world, null);
-    case 'naive': return startNaive(world);
+    case 'bare':
+      return startBare(world);
+    case 'guarded':
+      return startGuarded(world, auditFile);
+    case 'guarded-no-sink':
+      return startGuarded(world, null);
+    case 'naive':
+      return startNaive(world);
   }
 }
 
@@ -107,7 +115,10 @@ export async function startBare(world: ServerWorld): Promise<RunningServer> {
   return listen(Fastify({ https: mtlsOptions(world), logger: false }));
 }
 
-export async function startGuarded(world: ServerWorld, auditFile: string | null): Promise<RunningServer & { guard: Guard }> {
+export async function startGuarded(
+  world: ServerWorld,
+  auditFile: string | null,
+): Promise<RunningServer & { guard: Guard }> {
   const guard = await createGuard({
     service: SERVICE,
     trustDomain: TRUST_DOMAIN,
@@ -120,7 +131,11 @@ export async function startGuarded(world: ServerWorld, auditFile: string | null)
   });
   const app = Fastify({ https: guard.tlsOptions(), logger: false });
   await app.register(lockstep, { guard });
-  const server = await listen(app, () => guard.close(), () => auditFile === null ? null : readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).length);
+  const server = await listen(
+    app,
+    () => guard.close(),
+    () => (auditFile === null ? null : readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).length),
+  );
   return { ...server, guard };
 }
 
@@ -132,7 +147,8 @@ export async function startNaive(world: ServerWorld): Promise<RunningServer> {
   const schema = cedar.preparseSchema(preparsed, world.policySet.schemaText);
   if (schema.type === 'failure') throw new Error(`naive: Cedar rejected the schema: ${JSON.stringify(schema.errors)}`);
   const policies = cedar.preparsePolicySet(preparsed, { staticPolicies: { ...world.policySet.policies } });
-  if (policies.type === 'failure') throw new Error(`naive: Cedar rejected the policies: ${JSON.stringify(policies.errors)}`);
+  if (policies.type === 'failure')
+    throw new Error(`naive: Cedar rejected the policies: ${JSON.stringify(policies.errors)}`);
 
   const app = Fastify({ https: mtlsOptions(world), logger: false });
   app.addHook('onRequest', async (request, reply) => {
@@ -140,7 +156,12 @@ export async function startNaive(world: ServerWorld): Promise<RunningServer> {
     if (typeof header !== 'string') return reply.code(401).send({ error: 'txn-token missing' });
     let claims: Record<string, unknown>;
     try {
-      ({ payload: claims } = await jwtVerify(header, key, { algorithms: ['ES256'], typ: 'txntoken+jwt', audience: TRUST_DOMAIN, requiredClaims: ['exp', 'iat', 'txn', 'sub'] }));
+      ({ payload: claims } = await jwtVerify(header, key, {
+        algorithms: ['ES256'],
+        typ: 'txntoken+jwt',
+        audience: TRUST_DOMAIN,
+        requiredClaims: ['exp', 'iat', 'txn', 'sub'],
+      }));
     } catch (error) {
       return reply.code(401).send({ error: (error as Error).message });
     }
@@ -165,7 +186,8 @@ export async function startNaive(world: ServerWorld): Promise<RunningServer> {
       preparsedPolicySetId: preparsed,
       validateRequest: true,
     });
-    if (answer.type === 'failure' || answer.response.decision !== 'allow') return reply.code(403).send({ error: 'denied' });
+    if (answer.type === 'failure' || answer.response.decision !== 'allow')
+      return reply.code(403).send({ error: 'denied' });
     return undefined;
   });
   return listen(app);

@@ -24,7 +24,10 @@ export interface BenchWorld {
 
 export async function createBenchWorld(): Promise<BenchWorld> {
   const ca = await createTestCa({ trustDomain: TRUST_DOMAIN });
-  const [orders, gateway] = await Promise.all([ca.issueSvid({ service: SERVICE }), ca.issueSvid({ service: 'gateway' })]);
+  const [orders, gateway] = await Promise.all([
+    ca.issueSvid({ service: SERVICE }),
+    ca.issueSvid({ service: 'gateway' }),
+  ]);
   const minter = await createTxnTokenMinter({ trustDomain: TRUST_DOMAIN });
   const policySet = await loadPolicyDir(POLICY_DIR);
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
@@ -38,7 +41,13 @@ export async function createBenchWorld(): Promise<BenchWorld> {
 export async function mintCustomerTokens(minter: TxnTokenMinter, count: number): Promise<string[]> {
   const tokens: string[] = [];
   for (let i = 0; i < count; i++) {
-    tokens.push(await minter.mint({ sub: `customer-${i}`, tctx: { roles: ['customer'], tenant: 't1' }, req_wl: `spiffe://${TRUST_DOMAIN}/svc/gateway` }));
+    tokens.push(
+      await minter.mint({
+        sub: `customer-${i}`,
+        tctx: { roles: ['customer'], tenant: 't1' },
+        req_wl: `spiffe://${TRUST_DOMAIN}/svc/gateway`,
+      }),
+    );
   }
   return tokens;
 }

@@ -93,14 +93,26 @@ export interface RunningShop {
 export async function startShop(options: ShopOptions = {}): Promise<RunningShop> {
   const dataDir = resolve(options.dataDir ?? stateDirectory());
   const portBase = options.portBase ?? Number(process.env.LOCKSTEP_PORT_BASE ?? 8440);
-  if (!Number.isInteger(portBase) || portBase < 1024 || portBase > 65_530) throw new Error(`LOCKSTEP_PORT_BASE must be a port from 1024 to 65530 (five ports from there are used); got ${String(portBase)}`);
+  if (!Number.isInteger(portBase) || portBase < 1024 || portBase > 65_530)
+    throw new Error(
+      `LOCKSTEP_PORT_BASE must be a port from 1024 to 65530 (five ports from there are used); got ${String(portBase)}`,
+    );
   const mode = options.mode ?? 'lockstep';
   const progress = options.onProgress ?? (() => {});
   const supervision = options.onSupervision ?? ((line: string) => process.stderr.write(`lockstep shop: ${line}\n`));
   const failed = options.onFailed ?? ((reason: string) => process.stderr.write(`lockstep shop: ${reason}\n`));
-  const ports = { gateway: portBase, controlPlane: portBase + 1, orders: portBase + 2, inventory: portBase + 3, payments: portBase + 4 };
+  const ports = {
+    gateway: portBase,
+    controlPlane: portBase + 1,
+    orders: portBase + 2,
+    inventory: portBase + 3,
+    payments: portBase + 4,
+  };
   const scheme = mode === 'lockstep' ? 'https' : 'http';
-  const envTls = process.env.GATEWAY_TLS_CERT !== undefined && process.env.GATEWAY_TLS_KEY !== undefined ? { certFile: process.env.GATEWAY_TLS_CERT, keyFile: process.env.GATEWAY_TLS_KEY } : undefined;
+  const envTls =
+    process.env.GATEWAY_TLS_CERT !== undefined && process.env.GATEWAY_TLS_KEY !== undefined
+      ? { certFile: process.env.GATEWAY_TLS_CERT, keyFile: process.env.GATEWAY_TLS_KEY }
+      : undefined;
   const gatewayTls = options.gatewayTls ?? envTls;
   const urls = {
     gateway: `${gatewayTls === undefined ? 'http' : 'https'}://localhost:${ports.gateway}`,
@@ -113,7 +125,8 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   checkStateDirectoryFree(localState(dataDir));
   await refuseTakenPorts(ports, portBase);
   mkdirSync(join(dataDir, 'logs'), { recursive: true, mode: 0o700 });
-  const logFile = (name: ShopService | 'controlPlane') => join(dataDir, 'logs', `${name === 'controlPlane' ? 'control-plane' : name}.log`);
+  const logFile = (name: ShopService | 'controlPlane') =>
+    join(dataDir, 'logs', `${name === 'controlPlane' ? 'control-plane' : name}.log`);
   // The one name every command reads the state directory from (the other one, if set, would disagree).
   const stateEnv = { LOCKSTEP_HOME: dataDir, LOCKSTEP_DATA_DIR: dataDir };
   const running = new Map<ShopService | 'controlPlane', Supervised>();
@@ -130,7 +143,15 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     const previous = { LOCKSTEP_HOME: process.env.LOCKSTEP_HOME, LOCKSTEP_DATA_DIR: process.env.LOCKSTEP_DATA_DIR };
     Object.assign(process.env, stateEnv);
     try {
-      return { code: await lockstep(argv, (line) => out.push(line), (line) => err.push(line)), out, err };
+      return {
+        code: await lockstep(
+          argv,
+          (line) => out.push(line),
+          (line) => err.push(line),
+        ),
+        out,
+        err,
+      };
     } finally {
       for (const [name, value] of Object.entries(previous)) {
         if (value === undefined) delete process.env[name];
@@ -178,30 +199,69 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
 
   // Nothing serves without the control plane (no sign-in, no Txn-Token, no SVID renewal): stop the rest, loudly.
   const controlPlaneGivenUp = () => {
-    const reason = 'STOPPED: the control plane could not be kept running '
-      + `(its log says why: ${logFile('controlPlane')}), and the shop cannot serve without it, so every service `
-      + 'was stopped. Fix what the log says and run npm start again';
-    stop().then(() => failed(reason), (error: unknown) => failed(`${reason} (stopping failed: ${(error as Error).message})`));
+    const reason =
+      'STOPPED: the control plane could not be kept running ' +
+      `(its log says why: ${logFile('controlPlane')}), and the shop cannot serve without it, so every service ` +
+      'was stopped. Fix what the log says and run npm start again';
+    stop().then(
+      () => failed(reason),
+      (error: unknown) => failed(`${reason} (stopping failed: ${(error as Error).message})`),
+    );
   };
 
   try {
     // The gateway is an OpenID client of the control plane's provider: registered by its SPIFFE ID.
-    writeFileSync(join(dataDir, 'idp.json'), `${JSON.stringify({
-      resource: { indicator: 'https://shop.test/api', scopes: ['orders:read', 'orders:create'] },
-      clients: [{
-        client_id: 'gateway', client_name: 'Lockstep Shop', token_endpoint_auth_method: 'tls_client_auth',
-        tls_client_auth_san_uri: workloadId(TRUST_DOMAIN, 'gateway'), redirect_uris: [`${urls.gateway}/callback`],
-      }],
-    }, null, 2)}\n`, { mode: 0o600 });
+    writeFileSync(
+      join(dataDir, 'idp.json'),
+      `${JSON.stringify(
+        {
+          resource: { indicator: 'https://shop.test/api', scopes: ['orders:read', 'orders:create'] },
+          clients: [
+            {
+              client_id: 'gateway',
+              client_name: 'Lockstep Shop',
+              token_endpoint_auth_method: 'tls_client_auth',
+              tls_client_auth_san_uri: workloadId(TRUST_DOMAIN, 'gateway'),
+              redirect_uris: [`${urls.gateway}/callback`],
+            },
+          ],
+        },
+        null,
+        2,
+      )}\n`,
+      { mode: 0o600 },
+    );
 
     const policyDir = options.policyDir ?? SHOP_POLICIES;
     progress(`starting the control plane on ${urls.controlPlane} (state in ${dataDir})`);
-    running.set('controlPlane', await supervise({
-      name: 'the control plane', logFile: logFile('controlPlane'), say: supervision, onGiveUp: controlPlaneGivenUp,
-      start: () => startProcess(fork(CLI, ['control-plane', '--trust-domain', TRUST_DOMAIN, '--port', String(ports.controlPlane), '--policy-dir', policyDir], {
-        env: { ...process.env, ...stateEnv }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      }), 'the control plane', logFile('controlPlane'), waitForLine('listening on', options.onWarning)),
-    }));
+    running.set(
+      'controlPlane',
+      await supervise({
+        name: 'the control plane',
+        logFile: logFile('controlPlane'),
+        say: supervision,
+        onGiveUp: controlPlaneGivenUp,
+        start: () =>
+          startProcess(
+            fork(
+              CLI,
+              [
+                'control-plane',
+                '--trust-domain',
+                TRUST_DOMAIN,
+                '--port',
+                String(ports.controlPlane),
+                '--policy-dir',
+                policyDir,
+              ],
+              { env: { ...process.env, ...stateEnv }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
+            ),
+            'the control plane',
+            logFile('controlPlane'),
+            waitForLine('listening on', options.onWarning),
+          ),
+      }),
+    );
     await requireValidPolicy(adminExit, policyDir);
 
     const usersFile = join(dataDir, 'demo-users.json');
@@ -209,39 +269,63 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
 
     for (const service of SERVICES) {
       const joins = mode === 'lockstep' || service === 'gateway';
-      progress(`starting ${service} (${joins ? 'joined with a one-time token' : 'perimeter-only: no identity, no checks'})`);
+      progress(
+        `starting ${service} (${joins ? 'joined with a one-time token' : 'perimeter-only: no identity, no checks'})`,
+      );
       const startService = async () => {
         const joinToken = joins ? await joinTokenFor(service) : '';
-        return startProcess(fork(fileURLToPath(new URL(`./services/${service}.ts`, import.meta.url)), [], {
-          env: {
-            ...process.env,
-            SHOP_SERVICE: service, SHOP_MODE: mode, SHOP_PORT: String(ports[service]), SHOP_URLS: JSON.stringify(urls), SHOP_DATA_DIR: join(dataDir, 'shop'),
-            LOCKSTEP_CP_URL: urls.controlPlane, LOCKSTEP_TRUST_DOMAIN: TRUST_DOMAIN, ...(joins ? { LOCKSTEP_JOIN_TOKEN: joinToken } : {}),
-            // One order each for the demo customers: something to look at, and what the scan's object-level check reads (scan.yaml).
-            ...(service === 'orders' ? { SHOP_DEMO_ORDERS: DEMO_CUSTOMERS.join(',') } : {}),
-            ...(service === 'gateway' && gatewayTls !== undefined ? { GATEWAY_TLS_CERT: gatewayTls.certFile, GATEWAY_TLS_KEY: gatewayTls.keyFile } : {}),
-          },
-          stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-        }), service, logFile(service), waitForReady);
+        return startProcess(
+          fork(fileURLToPath(new URL(`./services/${service}.ts`, import.meta.url)), [], {
+            env: {
+              ...process.env,
+              SHOP_SERVICE: service,
+              SHOP_MODE: mode,
+              SHOP_PORT: String(ports[service]),
+              SHOP_URLS: JSON.stringify(urls),
+              SHOP_DATA_DIR: join(dataDir, 'shop'),
+              LOCKSTEP_CP_URL: urls.controlPlane,
+              LOCKSTEP_TRUST_DOMAIN: TRUST_DOMAIN,
+              ...(joins ? { LOCKSTEP_JOIN_TOKEN: joinToken } : {}),
+              // One order each for the demo customers: something to look at, and what the scan's object-level check reads (scan.yaml).
+              ...(service === 'orders' ? { SHOP_DEMO_ORDERS: DEMO_CUSTOMERS.join(',') } : {}),
+              ...(service === 'gateway' && gatewayTls !== undefined
+                ? { GATEWAY_TLS_CERT: gatewayTls.certFile, GATEWAY_TLS_KEY: gatewayTls.keyFile }
+                : {}),
+            },
+            stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+          }),
+          service,
+          logFile(service),
+          waitForReady,
+        );
       };
-      running.set(service, await supervise({
-        name: service, logFile: logFile(service), say: supervision,
-        // Every start joins afresh: a join token is good once, and a restarted process has no SVID. A start that
-        // failed while the control plane does not answer (no join token, or no SVID for it) waits for it.
-        start: async () => {
-          try {
-            return await startService();
-          } catch (error) {
-            if (!joins || await controlPlaneAnswers()) throw error;
-            const problem = `the control plane at ${urls.controlPlane} does not answer (${(error as Error).message})`;
-            throw new WaitingFor(problem, { cause: error });
-          }
-        },
-      }));
+      running.set(
+        service,
+        await supervise({
+          name: service,
+          logFile: logFile(service),
+          say: supervision,
+          // Every start joins afresh: a join token is good once, and a restarted process has no SVID. A start that
+          // failed while the control plane does not answer (no join token, or no SVID for it) waits for it.
+          start: async () => {
+            try {
+              return await startService();
+            } catch (error) {
+              if (!joins || (await controlPlaneAnswers())) throw error;
+              const problem = `the control plane at ${urls.controlPlane} does not answer (${(error as Error).message})`;
+              throw new WaitingFor(problem, { cause: error });
+            }
+          },
+        }),
+      );
     }
 
     return {
-      mode, dataDir, urls, users, usersFile,
+      mode,
+      dataDir,
+      urls,
+      users,
+      usersFile,
       auditFile: (service) => join(dataDir, 'shop', service, 'audit.jsonl'),
       async kill(what) {
         await running.get(what)?.stop();
@@ -261,50 +345,74 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
 }
 
 /** Every port the shop listens on must be free: one taken is named, with how to move them all. */
-async function refuseTakenPorts(ports: Readonly<Record<ShopService | 'controlPlane', number>>, portBase: number): Promise<void> {
+async function refuseTakenPorts(
+  ports: Readonly<Record<ShopService | 'controlPlane', number>>,
+  portBase: number,
+): Promise<void> {
   const taken: string[] = [];
   for (const [name, port] of Object.entries(ports)) {
-    if (!await isFree(port)) taken.push(`${port} (${name === 'controlPlane' ? 'control plane' : name})`);
+    if (!(await isFree(port))) taken.push(`${port} (${name === 'controlPlane' ? 'control plane' : name})`);
   }
   if (taken.length === 0) return;
-  throw new Error(`port${taken.length === 1 ? '' : 's'} ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use: `
-    + `stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses five from there; now ${portBase})`);
+  throw new Error(
+    `port${taken.length === 1 ? '' : 's'} ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use: ` +
+      `stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses five from there; now ${portBase})`,
+  );
 }
 
 /**
  * Ready means able to serve: a policy in force. Without one, every guard answers 503 and the shop
  * shows an empty page; so it refuses to start, with the policy error's file and line.
  */
-async function requireValidPolicy(adminExit: (...argv: string[]) => Promise<{ code: number; out: string[]; err: string[] }>, policyDir: string): Promise<void> {
+async function requireValidPolicy(
+  adminExit: (...argv: string[]) => Promise<{ code: number; out: string[]; err: string[] }>,
+  policyDir: string,
+): Promise<void> {
   const status = await adminExit('policy', 'status');
   // 0: in force; 3: in force, with guards of an earlier run still registered at another version.
   if (status.code === 0 || status.code === 3) return;
   if (status.code !== 1) throw new Error(`lockstep policy status failed (${status.code}): ${status.err.join(' ')}`);
-  const refusal = status.out.find((line) => line.startsWith('latest change REFUSED'))?.replace(/^latest change REFUSED at \S+: /, '');
+  const refusal = status.out
+    .find((line) => line.startsWith('latest change REFUSED'))
+    ?.replace(/^latest change REFUSED at \S+: /, '');
   // The first problem, with its file and line; the validator lists them all.
   const [first, ...more] = (refusal ?? `no policy set in ${policyDir}`).split('\n');
-  throw new Error(`no valid policy is in force, so the shop cannot serve: ${first}`
-    + `${more.length === 0 ? '' : ` (and ${more.length} more)`}. Fix it (\`lockstep policy validate ${policyDir}\` lists every problem) and start again`);
+  throw new Error(
+    `no valid policy is in force, so the shop cannot serve: ${first}` +
+      `${more.length === 0 ? '' : ` (and ${more.length} more)`}. Fix it (\`lockstep policy validate ${policyDir}\` lists every problem) and start again`,
+  );
 }
 
-async function demoUsers(file: string, admin: (...argv: string[]) => Promise<string[]>, progress: (line: string) => void): Promise<Record<string, DemoUser>> {
+async function demoUsers(
+  file: string,
+  admin: (...argv: string[]) => Promise<string[]>,
+  progress: (line: string) => void,
+): Promise<Record<string, DemoUser>> {
   if (existsSync(file)) {
     try {
       return JSON.parse(readFileSync(file, 'utf8')) as Record<string, DemoUser>;
     } catch (error) {
-      throw new Error(`${file} is unreadable (${(error as Error).message}): it holds the demo users' generated passwords. `
-        + 'Restore it, or start with a new state directory (LOCKSTEP_HOME): the users exist already, their passwords are not shown again');
+      throw new Error(
+        `${file} is unreadable (${(error as Error).message}): it holds the demo users' generated passwords. ` +
+          'Restore it, or start with a new state directory (LOCKSTEP_HOME): the users exist already, their passwords are not shown again',
+      );
     }
   }
   const users: Record<string, DemoUser> = {};
-  for (const [name, role] of [['alice', 'customer'], ['bob', 'customer'], ['ops', 'admin']] as const) {
+  for (const [name, role] of [
+    ['alice', 'customer'],
+    ['bob', 'customer'],
+    ['ops', 'admin'],
+  ] as const) {
     const [line = ''] = await admin('user', 'add', name, '--role', role, '--tenant', 'demo');
     const password = /password \(shown once\): (\S+)$/.exec(line)?.[1];
     if (password === undefined) throw new Error(`could not read the generated password of ${name}: ${line}`);
     users[name] = { password, roles: [role] };
   }
   writeFileSync(file, `${JSON.stringify(users, null, 2)}\n`, { mode: 0o600 });
-  progress(`created the demo users alice and bob (customers) and ops (admin, for the dashboard); their generated passwords are in ${file}`);
+  progress(
+    `created the demo users alice and bob (customers) and ops (admin, for the dashboard); their generated passwords are in ${file}`,
+  );
   return users;
 }
 
@@ -327,58 +435,77 @@ async function startProcess(child: ChildProcess, name: string, file: string, rea
 
 /** Ready when `marker` appears in its output (the control plane); loud lines go to `onWarning` meanwhile. */
 function waitForLine(marker: string, onWarning?: (line: string) => void): Readiness {
-  return (child, name, file) => new Promise((resolvePromise, reject) => {
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 30 s; see ${file}`)), 30_000);
-    const read = (chunk: Buffer) => {
-      const text = chunk.toString();
-      seen += text;
-      for (const line of text.split('\n')) if (line.includes('WARNING') || line.includes('REFUSED')) onWarning?.(line.replace(/^lockstep: /, ''));
-      if (seen.includes(marker)) {
+  return (child, name, file) =>
+    new Promise((resolvePromise, reject) => {
+      let seen = '';
+      const timer = setTimeout(() => reject(new Error(`${name} did not start within 30 s; see ${file}`)), 30_000);
+      const read = (chunk: Buffer) => {
+        const text = chunk.toString();
+        seen += text;
+        for (const line of text.split('\n'))
+          if (line.includes('WARNING') || line.includes('REFUSED')) onWarning?.(line.replace(/^lockstep: /, ''));
+        if (seen.includes(marker)) {
+          clearTimeout(timer);
+          child.stdout?.off('data', read);
+          child.stderr?.off('data', read);
+          resolvePromise();
+        }
+      };
+      child.stdout?.on('data', read);
+      child.stderr?.on('data', read);
+      child.once('exit', (code, signal) => {
         clearTimeout(timer);
-        child.stdout?.off('data', read);
-        child.stderr?.off('data', read);
-        resolvePromise();
-      }
-    };
-    child.stdout?.on('data', read);
-    child.stderr?.on('data', read);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} could not start (${signal ?? `exit code ${String(code)}`}): ${lastWords(seen)} (its log: ${file})`));
+        reject(
+          new Error(
+            `${name} could not start (${signal ?? `exit code ${String(code)}`}): ${lastWords(seen)} (its log: ${file})`,
+          ),
+        );
+      });
     });
-  });
 }
 
 /** The reason a process gave as it exited: its last error line (not a warning, not a stack frame). */
 function lastWords(output: string): string {
-  const lines = output.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  const lines = output
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
   const error = lines.findLast((line) => line.startsWith('lockstep: ') && !line.startsWith('lockstep: WARNING'));
   return (error ?? lines.slice(-3).join(' | ')).replace(/^lockstep: /, '');
 }
 
 /** Ready when it says so over IPC (a shop service, runtime.ts). */
-const waitForReady: Readiness = (child, name, file) => new Promise((resolvePromise, reject) => {
-  let seen = '';
-  const collect = (chunk: Buffer) => { seen = (seen + chunk.toString()).slice(-4_096); };
-  child.stderr?.on('data', collect);
-  const timer = setTimeout(() => reject(new Error(`${name} did not become ready within 30 s; see ${file}`)), 30_000);
-  child.on('message', (message: { ready?: boolean }) => {
-    if (message.ready === true) {
+const waitForReady: Readiness = (child, name, file) =>
+  new Promise((resolvePromise, reject) => {
+    let seen = '';
+    const collect = (chunk: Buffer) => {
+      seen = (seen + chunk.toString()).slice(-4_096);
+    };
+    child.stderr?.on('data', collect);
+    const timer = setTimeout(() => reject(new Error(`${name} did not become ready within 30 s; see ${file}`)), 30_000);
+    child.on('message', (message: { ready?: boolean }) => {
+      if (message.ready === true) {
+        clearTimeout(timer);
+        child.stderr?.off('data', collect);
+        resolvePromise();
+      }
+    });
+    child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      child.stderr?.off('data', collect);
-      resolvePromise();
-    }
+      reject(
+        new Error(
+          `${name} exited (${signal ?? `exit code ${String(code)}`}) while starting: ${serviceLastWords(seen)} (its log: ${file})`,
+        ),
+      );
+    });
   });
-  child.once('exit', (code, signal) => {
-    clearTimeout(timer);
-    reject(new Error(`${name} exited (${signal ?? `exit code ${String(code)}`}) while starting: ${serviceLastWords(seen)} (its log: ${file})`));
-  });
-});
 
 /** A service logs JSON lines: its last error's message, else its last line. */
 function serviceLastWords(output: string): string {
-  const lines = output.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  const lines = output
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
   for (const line of lines.toReversed()) {
     try {
       const entry = JSON.parse(line) as { level?: unknown; message?: unknown };

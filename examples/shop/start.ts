@@ -13,26 +13,33 @@ const started = performance.now();
 const say = (line: string) => process.stdout.write(`${line}\n`);
 try {
   const shop = await startShop({
-    onProgress: (line) => say(`  ${line}`), onWarning: (line) => say(`  ⚠ ${line}`), onSupervision: (line) => say(`  ⚠ ${line}`),
+    onProgress: (line) => say(`  ${line}`),
+    onWarning: (line) => say(`  ⚠ ${line}`),
+    onSupervision: (line) => say(`  ⚠ ${line}`),
     onFailed: (reason) => {
       process.stderr.write(`lockstep shop: ${reason}\n`);
       process.exit(1);
     },
   });
-  say(`ready in ${((performance.now() - started) / 1000).toFixed(1)} s: the shop is at ${shop.urls.gateway} — sign in as alice or bob (passwords in ${shop.usersFile}); dashboard ${shop.urls.controlPlane}/dashboard (as ops); logs in ${shop.dataDir}/logs. Ctrl-C stops everything.`);
+  say(
+    `ready in ${((performance.now() - started) / 1000).toFixed(1)} s: the shop is at ${shop.urls.gateway} — sign in as alice or bob (passwords in ${shop.usersFile}); dashboard ${shop.urls.controlPlane}/dashboard (as ops); logs in ${shop.dataDir}/logs. Ctrl-C stops everything.`,
+  );
   say('  (the sign-in page is served by the control plane with the development CA: your browser warns about it once)');
   let stopping = false;
   const stop = () => {
     if (stopping) return;
     stopping = true;
     say('stopping…');
-    shop.stop().then(() => {
-      say('stopped');
-      process.exit(0);
-    }, (error: Error) => {
-      process.stderr.write(`stopping failed: ${error.message}\n`);
-      process.exit(1);
-    });
+    shop.stop().then(
+      () => {
+        say('stopped');
+        process.exit(0);
+      },
+      (error: Error) => {
+        process.stderr.write(`stopping failed: ${error.message}\n`);
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);

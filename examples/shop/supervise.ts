@@ -25,7 +25,10 @@ export interface RestartPolicy {
 }
 
 export const RESTART_POLICY: RestartPolicy = {
-  firstDelayMs: 1_000, maxDelayMs: 30_000, stableMs: 30_000, giveUpAfter: 5,
+  firstDelayMs: 1_000,
+  maxDelayMs: 30_000,
+  stableMs: 30_000,
+  giveUpAfter: 5,
 };
 
 export interface SupervisorOptions {
@@ -96,9 +99,11 @@ export async function supervise(options: SupervisorOptions): Promise<Supervised>
 
   const restartLater = () => {
     if (crashes >= giveUpAfter) {
-      say(`GAVE UP restarting ${name}: it died ${crashes} times in a row, each within ${seconds(stableMs)} `
-        + `of starting. Its log says why: ${logFile}. Fix that and run npm start again`
-        + `${options.onGiveUp === undefined ? ' (the rest of the shop keeps running)' : ''}`);
+      say(
+        `GAVE UP restarting ${name}: it died ${crashes} times in a row, each within ${seconds(stableMs)} ` +
+          `of starting. Its log says why: ${logFile}. Fix that and run npm start again` +
+          `${options.onGiveUp === undefined ? ' (the rest of the shop keeps running)' : ''}`,
+      );
       options.onGiveUp?.();
       return;
     }
@@ -110,7 +115,9 @@ export async function supervise(options: SupervisorOptions): Promise<Supervised>
   const restartIn = (delayMs: number) => {
     timer = setTimeout(() => {
       timer = null;
-      restarting = restart().finally(() => { restarting = null; });
+      restarting = restart().finally(() => {
+        restarting = null;
+      });
     }, delayMs);
   };
 
@@ -123,8 +130,10 @@ export async function supervise(options: SupervisorOptions): Promise<Supervised>
       if (error instanceof WaitingFor) {
         waits += 1;
         const delayMs = Math.min(firstDelayMs * 2 ** (crashes - 1 + waits), maxDelayMs);
-        say(`${name} could not restart: ${error.message}; trying again in ${seconds(delayMs)} `
-          + '(not counted as a crash: the cause is not in it)');
+        say(
+          `${name} could not restart: ${error.message}; trying again in ${seconds(delayMs)} ` +
+            '(not counted as a crash: the cause is not in it)',
+        );
         restartIn(delayMs);
         return;
       }

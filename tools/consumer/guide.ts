@@ -22,7 +22,20 @@ export type GuideStep =
   | { readonly kind: 'command'; readonly command: string; readonly mode: CommandMode; readonly line: number };
 
 /** Languages of blocks a reader would run or save: each needs a marker. */
-const ACTIONABLE = new Set(['sh', 'bash', 'shell', 'console', 'js', 'javascript', 'mjs', 'ts', 'typescript', 'cedar', 'json', 'yaml']);
+const ACTIONABLE = new Set([
+  'sh',
+  'bash',
+  'shell',
+  'console',
+  'js',
+  'javascript',
+  'mjs',
+  'ts',
+  'typescript',
+  'cedar',
+  'json',
+  'yaml',
+]);
 const SHELL = new Set(['sh', 'bash', 'shell']);
 
 type Marker = { readonly kind: 'file'; readonly path: string } | { readonly kind: 'run'; readonly mode: CommandMode };
@@ -40,7 +53,8 @@ export function readGuideSteps(markdown: string, name: string): GuideStep[] {
     }
     const fence = /^```(\S*)/.exec(text);
     if (fence === null) {
-      if (marker !== null && text.trim() !== '') throw new Error(`${name}:${marker.line}: a marker must come right before its code block`);
+      if (marker !== null && text.trim() !== '')
+        throw new Error(`${name}:${marker.line}: a marker must come right before its code block`);
       continue;
     }
     const language = fence[1] ?? '';
@@ -49,8 +63,10 @@ export function readGuideSteps(markdown: string, name: string): GuideStep[] {
     const body = lines.slice(index + 1, end);
     if (marker === null) {
       if (ACTIONABLE.has(language)) {
-        throw new Error(`${name}:${index + 1}: a \`\`\`${language} block without <!-- run --> or <!-- file: … -->: `
-          + 'mark it, so that the consumer test runs it, or show it as ```text');
+        throw new Error(
+          `${name}:${index + 1}: a \`\`\`${language} block without <!-- run --> or <!-- file: … -->: ` +
+            'mark it, so that the consumer test runs it, or show it as ```text',
+        );
       }
     } else {
       steps.push(...stepsOf(marker.marker, language, body, index + 2, name));
@@ -77,15 +93,26 @@ function readMarker(text: string, where: string): Marker | null {
   if (rest === ': until it succeeds') return { kind: 'run', mode: { kind: 'until-success' } };
   const ready = /^: in the background until "([^"]+)"$/.exec(rest)?.[1];
   if (ready !== undefined) return { kind: 'run', mode: { kind: 'background', ready } };
-  throw new Error(`${where}: unknown marker ${JSON.stringify(text)}: <!-- run -->, <!-- run: until it succeeds -->, `
-    + '<!-- run: in the background until "<output>" --> or <!-- file: <path> -->');
+  throw new Error(
+    `${where}: unknown marker ${JSON.stringify(text)}: <!-- run -->, <!-- run: until it succeeds -->, ` +
+      '<!-- run: in the background until "<output>" --> or <!-- file: <path> -->',
+  );
 }
 
-function stepsOf(marker: Marker, language: string, body: readonly string[], firstLine: number, name: string): GuideStep[] {
-  if (marker.kind === 'file') return [{ kind: 'file', path: marker.path, content: `${body.join('\n')}\n`, line: firstLine }];
-  if (!SHELL.has(language)) throw new Error(`${name}:${firstLine - 1}: only shell blocks are run; this one is \`\`\`${language}`);
+function stepsOf(
+  marker: Marker,
+  language: string,
+  body: readonly string[],
+  firstLine: number,
+  name: string,
+): GuideStep[] {
+  if (marker.kind === 'file')
+    return [{ kind: 'file', path: marker.path, content: `${body.join('\n')}\n`, line: firstLine }];
+  if (!SHELL.has(language))
+    throw new Error(`${name}:${firstLine - 1}: only shell blocks are run; this one is \`\`\`${language}`);
   // One command per line; comment lines are prose.
-  const commands = body.map((command, at) => ({ command: command.trim(), line: firstLine + at }))
+  const commands = body
+    .map((command, at) => ({ command: command.trim(), line: firstLine + at }))
     .filter(({ command }) => command !== '' && !command.startsWith('#'));
   if (commands.length === 0) throw new Error(`${name}:${firstLine - 1}: a run block with no command`);
   if (marker.mode.kind !== 'once' && commands.length > 1) {

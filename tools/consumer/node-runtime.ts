@@ -23,7 +23,8 @@ export interface NodeRuntime {
 }
 
 export function cacheDirectory(env: NodeJS.ProcessEnv): string {
-  const base = env.XDG_CACHE_HOME !== undefined && env.XDG_CACHE_HOME !== '' ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+  const base =
+    env.XDG_CACHE_HOME !== undefined && env.XDG_CACHE_HOME !== '' ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
   return join(base, 'lockstep-ci');
 }
 
@@ -35,7 +36,10 @@ function check(major: NodeMajor, binary: string): NodeRuntime {
   const version = versionOf(binary);
   const [got, minor] = version.replace(/^v/, '').split('.').map(Number);
   const [wanted, least] = MINIMUM[major];
-  if (got !== wanted || (minor ?? 0) < least) throw new Error(`${binary} is Node ${version}; the consumer run on Node ${major} needs ${wanted}.${least} or later`);
+  if (got !== wanted || (minor ?? 0) < least)
+    throw new Error(
+      `${binary} is Node ${version}; the consumer run on Node ${major} needs ${wanted}.${least} or later`,
+    );
   return { major, binary, version };
 }
 
@@ -50,12 +54,25 @@ function node22(cache: string, env: NodeJS.ProcessEnv, say: (line: string) => vo
   say(`installing node@22 from the npm registry into ${prefix}`);
   mkdirSync(prefix, { recursive: true });
   // The `node` package fetches the binary in its install script: allowed here, and only for it.
-  writeFileSync(join(prefix, 'package.json'), `${JSON.stringify({ private: true, allowScripts: { node: true } }, null, 2)}\n`);
-  execFileSync('npm', ['install', '--prefix', prefix, '--no-audit', '--no-fund', 'node@22'], { env, stdio: 'inherit', timeout: 300_000 });
+  writeFileSync(
+    join(prefix, 'package.json'),
+    `${JSON.stringify({ private: true, allowScripts: { node: true } }, null, 2)}\n`,
+  );
+  execFileSync('npm', ['install', '--prefix', prefix, '--no-audit', '--no-fund', 'node@22'], {
+    env,
+    stdio: 'inherit',
+    timeout: 300_000,
+  });
   return check(22, binary);
 }
 
-export function provideNode(major: NodeMajor, repositoryRoot: string, cache: string, env: NodeJS.ProcessEnv, say: (line: string) => void): NodeRuntime {
+export function provideNode(
+  major: NodeMajor,
+  repositoryRoot: string,
+  cache: string,
+  env: NodeJS.ProcessEnv,
+  say: (line: string) => void,
+): NodeRuntime {
   if (major === 24) return check(24, realpathSync(join(repositoryRoot, 'node_modules', '.bin', 'node')));
   return node22(cache, env, say);
 }

@@ -28,22 +28,44 @@ export interface PackedPackage {
 const readManifest = (path: string) => JSON.parse(readFileSync(path, 'utf8')) as Manifest;
 
 /** Packs every package of packages/* that is not private into `destination`. */
-export function packPublicPackages(root: string, destination: string, env: NodeJS.ProcessEnv): Map<string, PackedPackage> {
+export function packPublicPackages(
+  root: string,
+  destination: string,
+  env: NodeJS.ProcessEnv,
+): Map<string, PackedPackage> {
   const workspaces = readdirSync(join(root, 'packages'))
     .map((dir) => ({ dir: `packages/${dir}`, file: join(root, 'packages', dir, 'package.json') }))
     .filter(({ file }) => existsSync(file))
     .map(({ dir, file }) => ({ dir, manifest: readManifest(file) }))
     .filter(({ manifest }) => manifest.private !== true);
-  const stdout = execFileSync('npm', ['pack', '--json', '--pack-destination', destination, ...workspaces.map(({ dir }) => `--workspace=${dir}`)], {
-    cwd: root, env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: 300_000, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const packed = new Map((JSON.parse(stdout) as Array<{ name: string; filename: string }>).map((entry) => [entry.name, entry.filename]));
+  const stdout = execFileSync(
+    'npm',
+    ['pack', '--json', '--pack-destination', destination, ...workspaces.map(({ dir }) => `--workspace=${dir}`)],
+    {
+      cwd: root,
+      env,
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 300_000,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const packed = new Map(
+    (JSON.parse(stdout) as Array<{ name: string; filename: string }>).map((entry) => [entry.name, entry.filename]),
+  );
   const packages = new Map<string, PackedPackage>();
   for (const { manifest } of workspaces) {
     const filename = packed.get(manifest.name);
     if (filename === undefined) throw new Error(`npm pack did not pack ${manifest.name}`);
-    const needs = Object.keys({ ...manifest.dependencies, ...manifest.peerDependencies }).filter((name) => name.startsWith('@lockstep/'));
-    packages.set(manifest.name, { name: manifest.name, version: manifest.version, tarball: resolve(destination, filename), needs });
+    const needs = Object.keys({ ...manifest.dependencies, ...manifest.peerDependencies }).filter((name) =>
+      name.startsWith('@lockstep/'),
+    );
+    packages.set(manifest.name, {
+      name: manifest.name,
+      version: manifest.version,
+      tarball: resolve(destination, filename),
+      needs,
+    });
   }
   return packages;
 }
@@ -54,7 +76,8 @@ function closure(names: readonly string[], packages: ReadonlyMap<string, PackedP
   const visit = (name: string) => {
     if (seen.has(name)) return;
     const pack = packages.get(name);
-    if (pack === undefined) throw new Error(`the guide installs ${name}, which is not a public package of this repository`);
+    if (pack === undefined)
+      throw new Error(`the guide installs ${name}, which is not a public package of this repository`);
     seen.add(name);
     for (const needed of pack.needs) visit(needed);
   };
@@ -74,7 +97,11 @@ export function withTarballs(command: string, packages: ReadonlyMap<string, Pack
   const all = closure(named, packages);
   const tarball = (name: string) => packages.get(name)?.tarball ?? name;
   const rest = all.filter((name) => !named.includes(name)).map(tarball);
-  return [...words.slice(0, 2), ...words.slice(2).map((word) => (word.startsWith('@lockstep/') ? tarball(word) : word)), ...rest].join(' ');
+  return [
+    ...words.slice(0, 2),
+    ...words.slice(2).map((word) => (word.startsWith('@lockstep/') ? tarball(word) : word)),
+    ...rest,
+  ].join(' ');
 }
 
 /**
@@ -94,7 +121,8 @@ export function checkInstalledFromTarballs(project: string, packages: ReadonlyMa
     const pack = packages.get(name);
     if (pack === undefined) problems.push(`${path}: ${name} is no public package of this repository`);
     else if (entry.link === true) problems.push(`${path} is a link, not an installed tarball`);
-    else if (entry.version !== pack.version) problems.push(`${path} is version ${String(entry.version)}, not ${pack.version}`);
+    else if (entry.version !== pack.version)
+      problems.push(`${path} is version ${String(entry.version)}, not ${pack.version}`);
     else if (entry.resolved === undefined || resolve(project, entry.resolved.replace(/^file:/, '')) !== pack.tarball) {
       problems.push(`${path} came from ${String(entry.resolved)}, not ${pack.tarball}`);
     }

@@ -48,24 +48,46 @@ interface Check {
   problem(output: string, seen: Seen): string | null;
 }
 
-interface Refusal { readonly error?: unknown; readonly requestId?: unknown }
+interface Refusal {
+  readonly error?: unknown;
+  readonly requestId?: unknown;
+}
 interface StoredEvent {
-  readonly service?: unknown; readonly decision?: unknown; readonly reason?: unknown; readonly action?: unknown; readonly method?: unknown;
-  readonly caller?: unknown; readonly sub?: unknown; readonly requestId?: unknown; readonly txn?: unknown;
+  readonly service?: unknown;
+  readonly decision?: unknown;
+  readonly reason?: unknown;
+  readonly action?: unknown;
+  readonly method?: unknown;
+  readonly caller?: unknown;
+  readonly sub?: unknown;
+  readonly requestId?: unknown;
+  readonly txn?: unknown;
 }
 
 const CHECKS: readonly Check[] = [
   {
-    command: 'npx lockstep --version', retryForMs: 0,
-    problem: (output, seen) => (output.trim() === `lockstep ${seen.cliVersion}` ? null : `expected "lockstep ${seen.cliVersion}", the packed @lockstep/cli`),
+    command: 'npx lockstep --version',
+    retryForMs: 0,
+    problem: (output, seen) =>
+      output.trim() === `lockstep ${seen.cliVersion}`
+        ? null
+        : `expected "lockstep ${seen.cliVersion}", the packed @lockstep/cli`,
   },
   {
-    command: 'npx lockstep policy status', retryForMs: TIMEOUT_MS.retry,
-    problem: (output) => (/^greeter\s+expects (\S+)\s+enforces \1\s+in sync$/m.test(output) ? null : 'greeter does not enforce the policy in force'),
+    command: 'npx lockstep policy status',
+    retryForMs: TIMEOUT_MS.retry,
+    problem: (output) =>
+      /^greeter\s+expects (\S+)\s+enforces \1\s+in sync$/m.test(output)
+        ? null
+        : 'greeter does not enforce the policy in force',
   },
   { command: /\bnode visitor\.js$/, retryForMs: 0, problem: visitorProblem },
   { command: 'npx lockstep events --service greeter', retryForMs: TIMEOUT_MS.retry, problem: eventLinesProblem },
-  { command: 'npx lockstep events --service greeter --json', retryForMs: TIMEOUT_MS.retry, problem: storedEventsProblem },
+  {
+    command: 'npx lockstep events --service greeter --json',
+    retryForMs: TIMEOUT_MS.retry,
+    problem: storedEventsProblem,
+  },
 ];
 
 function parseJson<T>(text: string): T | null {
@@ -78,7 +100,12 @@ function parseJson<T>(text: string): T | null {
 
 /** visitor prints `<method> <status> <body>` per call: GET reaches the handler, DELETE is refused by the policy. */
 function visitorProblem(output: string, seen: Seen): string | null {
-  const answers = new Map([...output.matchAll(/^(GET|DELETE) (\d{3}) (\{.*\})$/gm)].map((match) => [match[1], { status: Number(match[2]), body: match[3] ?? '' }]));
+  const answers = new Map(
+    [...output.matchAll(/^(GET|DELETE) (\d{3}) (\{.*\})$/gm)].map((match) => [
+      match[1],
+      { status: Number(match[2]), body: match[3] ?? '' },
+    ]),
+  );
   const get = answers.get('GET');
   const permitted = get === undefined ? null : parseJson<{ onBehalfOf?: unknown; caller?: unknown }>(get.body);
   if (get?.status !== 200 || permitted?.onBehalfOf !== VISITOR || permitted.caller !== VISITOR) {
@@ -98,26 +125,38 @@ function eventLinesProblem(output: string): string | null {
   const allowed = new RegExp(`\\sgreeter\\s+allow\\s+-\\s+hello:read\\s+${who}\\s`);
   const denied = new RegExp(`\\sgreeter\\s+deny\\s+LOCKSTEP_ERR_DENIED\\s+hello:delete\\s+${who}\\s`);
   if (!allowed.test(output)) return 'no line for the allowed GET /hello (hello:read) of visitor';
-  if (!denied.test(output)) return 'no line for the refused DELETE /hello (hello:delete, LOCKSTEP_ERR_DENIED) of visitor';
+  if (!denied.test(output))
+    return 'no line for the refused DELETE /hello (hello:delete, LOCKSTEP_ERR_DENIED) of visitor';
   return null;
 }
 
 function storedEventsProblem(output: string, seen: Seen): string | null {
   const events = parseJson<StoredEvent[]>(output);
   if (!Array.isArray(events)) return 'not a JSON array of events';
-  const of = (decision: string, method: string, action: string, reason: string) => events.find((event) => event.service === 'greeter'
-    && event.decision === decision && event.method === method && event.action === action && event.reason === reason
-    && event.caller === VISITOR && event.sub === VISITOR);
+  const of = (decision: string, method: string, action: string, reason: string) =>
+    events.find(
+      (event) =>
+        event.service === 'greeter' &&
+        event.decision === decision &&
+        event.method === method &&
+        event.action === action &&
+        event.reason === reason &&
+        event.caller === VISITOR &&
+        event.sub === VISITOR,
+    );
   const allowed = of('allow', 'GET', 'hello:read', 'LOCKSTEP_ALLOW');
   const denied = of('deny', 'DELETE', 'hello:delete', 'LOCKSTEP_ERR_DENIED');
   if (allowed === undefined) return 'no stored event for the allowed GET /hello of visitor';
   if (denied === undefined) return 'no stored event for the refused DELETE /hello of visitor';
-  if (denied.requestId !== seen.deniedRequestId) return `the refusal visitor got names request ${String(seen.deniedRequestId)}, the stored event ${String(denied.requestId)}`;
-  if (typeof allowed.txn !== 'string' || allowed.txn !== denied.txn) return 'both calls carry one Txn-Token, so both events name its txn';
+  if (denied.requestId !== seen.deniedRequestId)
+    return `the refusal visitor got names request ${String(seen.deniedRequestId)}, the stored event ${String(denied.requestId)}`;
+  if (typeof allowed.txn !== 'string' || allowed.txn !== denied.txn)
+    return 'both calls carry one Txn-Token, so both events name its txn';
   return null;
 }
 
-const matches = (check: Check, command: string) => (typeof check.command === 'string' ? check.command === command : check.command.test(command));
+const matches = (check: Check, command: string) =>
+  typeof check.command === 'string' ? check.command === command : check.command.test(command);
 
 /** The environment of a new user's shell: the chosen Node first in PATH, nothing of the repository or of npm run. */
 function consumerEnvironment(nodeBin: string): NodeJS.ProcessEnv {
@@ -126,7 +165,9 @@ function consumerEnvironment(nodeBin: string): NodeJS.ProcessEnv {
     if (/^(npm_|NODE_OPTIONS$|NODE_PATH$|LOCKSTEP_|INIT_CWD$)/i.test(name)) continue;
     env[name] = value;
   }
-  const path = (process.env.PATH ?? '').split(':').filter((entry) => entry !== '' && !`${entry}${sep}`.startsWith(ROOT));
+  const path = (process.env.PATH ?? '')
+    .split(':')
+    .filter((entry) => entry !== '' && !`${entry}${sep}`.startsWith(ROOT));
   env.PATH = [nodeBin, ...path].join(':');
   // Quieter and faster installs; the commands themselves are the guide's.
   Object.assign(env, { npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' });
@@ -142,8 +183,14 @@ function portsOf(steps: readonly GuideStep[]): number[] {
 async function assertFree(port: number): Promise<void> {
   const server = createServer();
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) => reject(new Error(`port ${port} on 127.0.0.1 is in use (${error.code ?? error.message}), `
-      + `and ${GUIDE} uses it: stop what listens there, then run again`)));
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        new Error(
+          `port ${port} on 127.0.0.1 is in use (${error.code ?? error.message}), ` +
+            `and ${GUIDE} uses it: stop what listens there, then run again`,
+        ),
+      ),
+    );
     server.listen(port, '127.0.0.1', resolve);
   });
   await new Promise((resolve) => server.close(resolve));
@@ -152,24 +199,45 @@ async function assertFree(port: number): Promise<void> {
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /** Runs a command until it exits 0 and its check holds (or once, when it has neither reason to retry). */
-async function runChecked(command: string, mode: 'once' | 'until-success', context: ShellContext, timeoutMs: number, checks: readonly Check[], seen: Seen): Promise<number> {
-  const retryForMs = Math.max(mode === 'until-success' ? TIMEOUT_MS.retry : 0, ...checks.map((check) => check.retryForMs));
+async function runChecked(
+  command: string,
+  mode: 'once' | 'until-success',
+  context: ShellContext,
+  timeoutMs: number,
+  checks: readonly Check[],
+  seen: Seen,
+): Promise<number> {
+  const retryForMs = Math.max(
+    mode === 'until-success' ? TIMEOUT_MS.retry : 0,
+    ...checks.map((check) => check.retryForMs),
+  );
   const deadline = Date.now() + retryForMs;
   const started = Date.now();
   for (;;) {
     const finished = await runCommand(command, context, timeoutMs);
-    const problem = finished.code !== 0
-      ? `exit ${finished.code ?? finished.signal}`
-      : checks.map((check) => check.problem(finished.output, seen)).find((found) => found !== null) ?? null;
+    const problem =
+      finished.code !== 0
+        ? `exit ${finished.code ?? finished.signal}`
+        : (checks.map((check) => check.problem(finished.output, seen)).find((found) => found !== null) ?? null);
     if (problem === null) return Date.now() - started;
     if (Date.now() > deadline || (finished.code !== 0 && mode === 'once')) {
-      throw new StepFailure(retryForMs > 0 ? `${problem} (still, after ${seconds(Date.now() - started)})` : problem, finished.output);
+      throw new StepFailure(
+        retryForMs > 0 ? `${problem} (still, after ${seconds(Date.now() - started)})` : problem,
+        finished.output,
+      );
     }
     await sleep(500);
   }
 }
 
-async function runStep(step: GuideStep, context: ShellContext, background: Background, packages: ReadonlyMap<string, PackedPackage>, seen: Seen, used: Set<Check>): Promise<void> {
+async function runStep(
+  step: GuideStep,
+  context: ShellContext,
+  background: Background,
+  packages: ReadonlyMap<string, PackedPackage>,
+  seen: Seen,
+  used: Set<Check>,
+): Promise<void> {
   if (step.kind === 'file') {
     const target = join(context.cwd, step.path);
     mkdirSync(dirname(target), { recursive: true });
@@ -178,7 +246,19 @@ async function runStep(step: GuideStep, context: ShellContext, background: Backg
     return;
   }
   const command = withTarballs(step.command, packages);
-  say(`  $ ${step.command}${command === step.command ? '' : '\n    (the packed tarballs: ' + command.split(' ').filter((word) => word.endsWith('.tgz')).map((word) => basename(word)).join(' ') + ')'}`);
+  say(
+    `  $ ${step.command}${
+      command === step.command
+        ? ''
+        : '\n    (the packed tarballs: ' +
+          command
+            .split(' ')
+            .filter((word) => word.endsWith('.tgz'))
+            .map((word) => basename(word))
+            .join(' ') +
+          ')'
+    }`,
+  );
   const checks = CHECKS.filter((check) => matches(check, step.command));
   for (const check of checks) used.add(check);
   const mode = step.mode;
@@ -192,20 +272,34 @@ async function runStep(step: GuideStep, context: ShellContext, background: Backg
     case 'once':
     case 'until-success': {
       const isInstall = command !== step.command;
-      const ms = await runChecked(command, mode.kind, context, isInstall ? TIMEOUT_MS.install : TIMEOUT_MS.command, checks, seen);
+      const ms = await runChecked(
+        command,
+        mode.kind,
+        context,
+        isInstall ? TIMEOUT_MS.install : TIMEOUT_MS.command,
+        checks,
+        seen,
+      );
       if (isInstall) {
         const problems = checkInstalledFromTarballs(context.cwd, packages);
-        if (problems.length > 0) throw new StepFailure(`not installed from the packed tarballs:\n${problems.join('\n')}`, '');
+        if (problems.length > 0)
+          throw new StepFailure(`not installed from the packed tarballs:\n${problems.join('\n')}`, '');
       }
       say(`    ok in ${seconds(ms)}${checks.length > 0 ? ' (checked)' : ''}`);
     }
   }
 }
 
-async function consumerRun(major: NodeMajor, steps: readonly GuideStep[], packages: ReadonlyMap<string, PackedPackage>, background: Background): Promise<void> {
+async function consumerRun(
+  major: NodeMajor,
+  steps: readonly GuideStep[],
+  packages: ReadonlyMap<string, PackedPackage>,
+  background: Background,
+): Promise<void> {
   const started = Date.now();
   const work = mkdtempSync(join(tmpdir(), `lockstep-consumer-node${major}-`));
-  if (`${work}${sep}`.startsWith(ROOT)) throw new Error(`the temporary directory ${work} is inside the repository: set TMPDIR elsewhere`);
+  if (`${work}${sep}`.startsWith(ROOT))
+    throw new Error(`the temporary directory ${work} is inside the repository: set TMPDIR elsewhere`);
   const project = join(work, 'hello');
   mkdirSync(project);
   const repositoryNode = consumerEnvironment(dirname(process.execPath));
@@ -213,7 +307,8 @@ async function consumerRun(major: NodeMajor, steps: readonly GuideStep[], packag
   const context: ShellContext = { cwd: project, env: consumerEnvironment(nodeBinDirectory(runtime, work)) };
   const version = await runCommand('node --version && npm --version', context, TIMEOUT_MS.command);
   const [nodeVersion, npmVersion] = version.output.trim().split('\n');
-  if (nodeVersion !== runtime.version) throw new Error(`node in the project's PATH is ${String(nodeVersion)}, not ${runtime.version}`);
+  if (nodeVersion !== runtime.version)
+    throw new Error(`node in the project's PATH is ${String(nodeVersion)}, not ${runtime.version}`);
   say(`\n== Node ${major}: node ${String(nodeVersion)}, npm ${String(npmVersion)}, in ${project}`);
   for (const port of portsOf(steps)) await assertFree(port);
 
@@ -228,14 +323,21 @@ async function consumerRun(major: NodeMajor, steps: readonly GuideStep[], packag
     current = null;
     const missing = CHECKS.filter((check) => !used.has(check));
     if (missing.length > 0) {
-      throw new StepFailure(`${GUIDE} no longer runs ${missing.map((check) => String(check.command)).join(', ')}: `
-        + 'each check of tools/consumer/run.ts must meet the command it checks; update the checks with the guide', '');
+      throw new StepFailure(
+        `${GUIDE} no longer runs ${missing.map((check) => String(check.command)).join(', ')}: ` +
+          'each check of tools/consumer/run.ts must meet the command it checks; update the checks with the guide',
+        '',
+      );
     }
   } catch (error) {
-    const where = current === null ? '' : ` at ${GUIDE}:${current.line} (${current.kind === 'file' ? current.path : current.command})`;
+    const where =
+      current === null
+        ? ''
+        : ` at ${GUIDE}:${current.line} (${current.kind === 'file' ? current.path : current.command})`;
     say(`\n✗ Node ${major}: the guide failed${where}: ${(error as Error).message}`);
     if (error instanceof StepFailure && error.output !== '') say(`--- its output ---\n${error.output.trimEnd()}\n---`);
-    for (const { command, output } of await background.stopAll()) say(`--- output of \`${command}\` (stopped) ---\n${output.trimEnd()}\n---`);
+    for (const { command, output } of await background.stopAll())
+      say(`--- output of \`${command}\` (stopped) ---\n${output.trimEnd()}\n---`);
     say(`the project is kept for a look: ${project}`);
     throw error;
   }

@@ -30,7 +30,12 @@ export class StepFailure extends Error {
 }
 
 function start(command: string, context: ShellContext): { child: ChildProcess; output: () => string } {
-  const child = spawn('bash', ['-c', command], { cwd: context.cwd, env: context.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['-c', command], {
+    cwd: context.cwd,
+    env: context.env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const chunks: Buffer[] = [];
   child.stdout?.on('data', (chunk: Buffer) => chunks.push(chunk));
   child.stderr?.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -46,10 +51,12 @@ function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-const exited = (child: ChildProcess) => new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-  if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
-  else child.once('close', (code, signal) => resolve({ code, signal }));
-});
+const exited = (child: ChildProcess) =>
+  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null)
+      resolve({ code: child.exitCode, signal: child.signalCode });
+    else child.once('close', (code, signal) => resolve({ code, signal }));
+  });
 
 /** Runs a command to its end; after `timeoutMs` its process group is killed and the result says so. */
 export async function runCommand(command: string, context: ShellContext, timeoutMs: number): Promise<Finished> {
@@ -59,7 +66,12 @@ export async function runCommand(command: string, context: ShellContext, timeout
   try {
     const { code, signal } = await exited(child);
     const ms = Date.now() - started;
-    return { code, signal, output: signal === 'SIGKILL' && ms >= timeoutMs ? `${output()}\n[killed after ${timeoutMs / 1000} s]` : output(), ms };
+    return {
+      code,
+      signal,
+      output: signal === 'SIGKILL' && ms >= timeoutMs ? `${output()}\n[killed after ${timeoutMs / 1000} s]` : output(),
+      ms,
+    };
   } finally {
     clearTimeout(timer);
   }
@@ -72,7 +84,8 @@ export interface BackgroundProcess {
 
 /** The processes started in the background, stopped together at the end. */
 export class Background {
-  readonly #running: Array<{ readonly command: string; readonly child: ChildProcess; readonly output: () => string }> = [];
+  readonly #running: Array<{ readonly command: string; readonly child: ChildProcess; readonly output: () => string }> =
+    [];
 
   /** Starts `command` and resolves once its output contains `ready`; fails if it ends or stays silent for `timeoutMs`. */
   async start(command: string, context: ShellContext, ready: string, timeoutMs: number): Promise<BackgroundProcess> {
@@ -81,9 +94,13 @@ export class Background {
     const deadline = Date.now() + timeoutMs;
     while (!entry.output().includes(ready)) {
       if (entry.child.exitCode !== null || entry.child.signalCode !== null) {
-        throw new StepFailure(`it ended (exit ${entry.child.exitCode ?? entry.child.signalCode}) before printing "${ready}"`, entry.output());
+        throw new StepFailure(
+          `it ended (exit ${entry.child.exitCode ?? entry.child.signalCode}) before printing "${ready}"`,
+          entry.output(),
+        );
       }
-      if (Date.now() > deadline) throw new StepFailure(`it did not print "${ready}" within ${timeoutMs / 1000} s`, entry.output());
+      if (Date.now() > deadline)
+        throw new StepFailure(`it did not print "${ready}" within ${timeoutMs / 1000} s`, entry.output());
       await sleep(100);
     }
     return { command, output: entry.output };
@@ -98,7 +115,10 @@ export class Background {
     const running = this.#running.splice(0).reverse();
     for (const { child } of running) {
       signalGroup(child, 'SIGTERM');
-      const stopped = await Promise.race([exited(child).then(() => true), sleep(graceMs, undefined, { ref: false }).then(() => false)]);
+      const stopped = await Promise.race([
+        exited(child).then(() => true),
+        sleep(graceMs, undefined, { ref: false }).then(() => false),
+      ]);
       if (!stopped) {
         signalGroup(child, 'SIGKILL');
         await exited(child);

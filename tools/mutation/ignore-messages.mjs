@@ -42,8 +42,9 @@ function isLogCall(path) {
   if (!LOG_LEVELS.has(callee.property.name)) return false;
   const target = callee.object;
   if (target.type === 'Identifier') return target.name === 'logger';
-  return target.type === 'MemberExpression' && target.property.type === 'Identifier'
-    && target.property.name === 'logger';
+  return (
+    target.type === 'MemberExpression' && target.property.type === 'Identifier' && target.property.name === 'logger'
+  );
 }
 
 function isProblemDescription(path) {

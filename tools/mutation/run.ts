@@ -59,12 +59,15 @@ function copyRepository(): string {
 
 function runArea(copy: string, area: string, concurrency: number): number {
   console.error(`\nmutation: area ${area} (concurrency ${concurrency})`);
-  const result = spawnSync('npm', ['exec', '--yes', `--package=${STRYKER}`, '--',
-    'stryker', 'run', 'tools/mutation/stryker.config.mjs'], {
-    cwd: copy,
-    stdio: 'inherit',
-    env: { ...process.env, LOCKSTEP_MUTATION_AREA: area, LOCKSTEP_MUTATION_CONCURRENCY: String(concurrency) },
-  });
+  const result = spawnSync(
+    'npm',
+    ['exec', '--yes', `--package=${STRYKER}`, '--', 'stryker', 'run', 'tools/mutation/stryker.config.mjs'],
+    {
+      cwd: copy,
+      stdio: 'inherit',
+      env: { ...process.env, LOCKSTEP_MUTATION_AREA: area, LOCKSTEP_MUTATION_CONCURRENCY: String(concurrency) },
+    },
+  );
   return result.status ?? 1;
 }
 
@@ -114,7 +117,9 @@ function main(): number {
     }
     const counts = countStatuses(file);
     survived += (counts.Survived ?? 0) + (counts.NoCoverage ?? 0);
-    const found = Object.entries(counts).map(([status, n]) => `${status} ${n}`).join(', ');
+    const found = Object.entries(counts)
+      .map(([status, n]) => `${status} ${n}`)
+      .join(', ');
     console.error(`  ${area} (${minutes.get(area) ?? '?'} min): ${found}`);
   }
   return failed || survived > 0 ? 1 : 0;

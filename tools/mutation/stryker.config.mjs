@@ -35,7 +35,9 @@ function adapterSteps(skip, first) {
   return [
     {
       files: [
-        ...first, `${GUARD_TEST}/adapter-edges.test.ts`, `${GUARD_TEST}/probes.test.ts`,
+        ...first,
+        `${GUARD_TEST}/adapter-edges.test.ts`,
+        `${GUARD_TEST}/probes.test.ts`,
         `${GUARD_TEST}/dispatch-and-numbers.test.ts`,
       ],
       skip,
@@ -69,8 +71,11 @@ export const AREAS = {
     steps: [
       {
         files: [
-          `${IDENTITY}/spiffe-id.test.ts`, `${IDENTITY}/x509-svid.test.ts`, `${IDENTITY}/tls-peer.test.ts`,
-          `${IDENTITY}/server-identity.test.ts`, `${GUARD}/steps/transport.test.ts`,
+          `${IDENTITY}/spiffe-id.test.ts`,
+          `${IDENTITY}/x509-svid.test.ts`,
+          `${IDENTITY}/tls-peer.test.ts`,
+          `${IDENTITY}/server-identity.test.ts`,
+          `${GUARD}/steps/transport.test.ts`,
         ],
       },
       {
@@ -103,7 +108,9 @@ export const AREAS = {
     steps: [
       {
         files: [
-          `${GUARD}/steps/txn-claims.test.ts`, `${GUARD}/steps/txn-token.test.ts`, `${GUARD}/strict-json.test.ts`,
+          `${GUARD}/steps/txn-claims.test.ts`,
+          `${GUARD}/steps/txn-token.test.ts`,
+          `${GUARD}/strict-json.test.ts`,
           `${GUARD}/revocations.test.ts`,
         ],
       },
@@ -133,14 +140,18 @@ export const AREAS = {
       { files: [`${GUARD}/steps/authorize.test.ts`, `${GUARD}/pipeline.test.ts`] },
       {
         files: [
-          `${GUARD_TEST}/behaviour.test.ts`, `${GUARD_TEST}/probes.test.ts`, `${GUARD_TEST}/object-level.test.ts`,
+          `${GUARD_TEST}/behaviour.test.ts`,
+          `${GUARD_TEST}/probes.test.ts`,
+          `${GUARD_TEST}/object-level.test.ts`,
           `${GUARD_TEST}/decision-edges.test.ts`,
         ],
         skip: HTTP_ONLY,
       },
       {
         files: [
-          `${GUARD_TEST}/attacks.test.ts`, `${GUARD_TEST}/hot-swap.test.ts`, `${GUARD_TEST}/scanner-attacks.test.ts`,
+          `${GUARD_TEST}/attacks.test.ts`,
+          `${GUARD_TEST}/hot-swap.test.ts`,
+          `${GUARD_TEST}/scanner-attacks.test.ts`,
           `${GUARD_TEST}/dispatch-and-numbers.test.ts`,
         ],
         skip: HTTP_ONLY,
@@ -159,7 +170,8 @@ export const AREAS = {
       `${GUARD}/adapters/fastify.ts:232-298`,
     ],
     steps: adapterSteps(/* skip */ 'express|Express|http', [
-      `${GUARD}/adapters/fastify.test.ts`, `${GUARD_TEST}/fastify-adapter-faults.test.ts`,
+      `${GUARD}/adapters/fastify.test.ts`,
+      `${GUARD_TEST}/fastify-adapter-faults.test.ts`,
     ]),
   },
   express: {
@@ -192,7 +204,8 @@ export const AREAS = {
       `${GUARD}/adapters/node-http.ts:29-65`,
     ],
     steps: adapterSteps('fastify|Fastify|express|Express', [
-      `${GUARD_TEST}/http-adapter-faults.test.ts`, `${GUARD_TEST}/decision-edges.test.ts`,
+      `${GUARD_TEST}/http-adapter-faults.test.ts`,
+      `${GUARD_TEST}/decision-edges.test.ts`,
     ]),
   },
 };
@@ -233,12 +246,20 @@ export function driftedFiles(mutate) {
 function command(steps) {
   // This Node (Stryker itself needs ≥ 22; the repository needs 24), not whichever `node` is on PATH.
   const node = JSON.stringify(process.execPath);
-  return steps.map(({ files, pattern, skip }) => [
-    node, '--test', '--test-concurrency=2', '--test-timeout=60000', '--test-reporter=dot',
-    ...(pattern === undefined ? [] : [`--test-name-pattern=${JSON.stringify(pattern)}`]),
-    ...(skip === undefined ? [] : [`--test-skip-pattern=${JSON.stringify(skip)}`]),
-    ...files,
-  ].join(' ')).join(' && ');
+  return steps
+    .map(({ files, pattern, skip }) =>
+      [
+        node,
+        '--test',
+        '--test-concurrency=2',
+        '--test-timeout=60000',
+        '--test-reporter=dot',
+        ...(pattern === undefined ? [] : [`--test-name-pattern=${JSON.stringify(pattern)}`]),
+        ...(skip === undefined ? [] : [`--test-skip-pattern=${JSON.stringify(skip)}`]),
+        ...files,
+      ].join(' '),
+    )
+    .join(' && ');
 }
 
 const areaName = process.env.LOCKSTEP_MUTATION_AREA ?? '';
@@ -249,9 +270,11 @@ if (area === undefined) {
 }
 const drifted = driftedFiles(area.mutate);
 if (drifted.length > 0 && process.env.LOCKSTEP_MUTATION_ALLOW_DRIFT !== '1') {
-  throw new Error(`changed since their line ranges were chosen: ${drifted.join(', ')}. Check their ranges in `
-    + 'tools/mutation/stryker.config.mjs, then update their hashes in PINNED '
-    + '(or run with LOCKSTEP_MUTATION_ALLOW_DRIFT=1)');
+  throw new Error(
+    `changed since their line ranges were chosen: ${drifted.join(', ')}. Check their ranges in ` +
+      'tools/mutation/stryker.config.mjs, then update their hashes in PINNED ' +
+      '(or run with LOCKSTEP_MUTATION_ALLOW_DRIFT=1)',
+  );
 }
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */

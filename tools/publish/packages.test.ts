@@ -42,23 +42,39 @@ const readJson = <T>(path: string): T => JSON.parse(readFileSync(path, 'utf8')) 
 const rootVersion = readJson<{ version: string }>(join(ROOT, 'package.json')).version;
 const workspaces = readdirSync(join(ROOT, 'packages'))
   .filter((dir) => existsSync(join(ROOT, 'packages', dir, 'package.json')))
-  .map((dir) => ({ dir: `packages/${dir}`, manifest: readJson<Manifest>(join(ROOT, 'packages', dir, 'package.json')) }));
+  .map((dir) => ({
+    dir: `packages/${dir}`,
+    manifest: readJson<Manifest>(join(ROOT, 'packages', dir, 'package.json')),
+  }));
 const published = workspaces.filter(({ manifest }) => manifest.private !== true);
-const internal = (manifest: Manifest): Record<string, string> => Object.fromEntries(
-  Object.entries({ ...manifest.dependencies, ...manifest.peerDependencies }).filter(([name]) => name.startsWith('@lockstep/')));
+const internal = (manifest: Manifest): Record<string, string> =>
+  Object.fromEntries(
+    Object.entries({ ...manifest.dependencies, ...manifest.peerDependencies }).filter(([name]) =>
+      name.startsWith('@lockstep/'),
+    ),
+  );
 
 const run = promisify(execFile);
 /** Node for the built code alone: no condition pointing at the sources, and no type stripping to fall back on. */
-const builtNode = (args: string[]) => run(process.execPath, ['--no-experimental-strip-types', ...args], {
-  cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '' }, timeout: 60_000,
-});
+const builtNode = (args: string[]) =>
+  run(process.execPath, ['--no-experimental-strip-types', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NODE_OPTIONS: '' },
+    timeout: 60_000,
+  });
 
 describe('every public package follows the publishing scheme', () => {
   it('testkit stays private, and the others are public packages', () => {
     assert.equal(workspaces.find(({ manifest }) => manifest.name === '@lockstep/testkit')?.manifest.private, true);
     assert.deepEqual(published.map(({ manifest }) => manifest.name).sort(), [
-      '@lockstep/cli', '@lockstep/control-plane', '@lockstep/guard', '@lockstep/identity', '@lockstep/monitor',
-      '@lockstep/policy', '@lockstep/scanner', '@lockstep/workload',
+      '@lockstep/cli',
+      '@lockstep/control-plane',
+      '@lockstep/guard',
+      '@lockstep/identity',
+      '@lockstep/monitor',
+      '@lockstep/policy',
+      '@lockstep/scanner',
+      '@lockstep/workload',
     ]);
   });
 
@@ -84,7 +100,11 @@ describe('every public package follows the publishing scheme', () => {
             assert.doesNotMatch(target, /^\.\/src\//, `${subpath}: a source file needs the three conditions`);
             continue;
           }
-          assert.deepEqual(Object.keys(target), [SOURCE_CONDITION, 'types', 'default'], `${subpath}: conditions in this order`);
+          assert.deepEqual(
+            Object.keys(target),
+            [SOURCE_CONDITION, 'types', 'default'],
+            `${subpath}: conditions in this order`,
+          );
           const source = target[SOURCE_CONDITION]!;
           assert.ok(existsSync(join(ROOT, dir, source)), `${subpath}: ${source} exists`);
           const built = source.replace(/^\.\/src\//, './dist/').replace(/\.ts$/, '');
@@ -97,7 +117,9 @@ describe('every public package follows the publishing scheme', () => {
 
       it('builds after exactly the @lockstep packages it depends on', () => {
         const config = readJson<{ references?: { path: string }[] }>(join(ROOT, dir, 'tsconfig.build.json'));
-        const references = (config.references ?? []).map(({ path }) => path.replace(/^\.\.\/(.+)\/tsconfig\.build\.json$/, '@lockstep/$1'));
+        const references = (config.references ?? []).map(({ path }) =>
+          path.replace(/^\.\.\/(.+)\/tsconfig\.build\.json$/, '@lockstep/$1'),
+        );
         assert.deepEqual(references.sort(), Object.keys(internal(manifest)).sort());
       });
     });
@@ -105,23 +127,34 @@ describe('every public package follows the publishing scheme', () => {
 });
 
 describe('npm pack', async () => {
-  const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts', ...published.map(({ dir }) => `--workspace=${dir}`)], {
-    cwd: ROOT, maxBuffer: 64 * 1024 * 1024, timeout: 120_000,
-  });
+  const { stdout } = await run(
+    'npm',
+    ['pack', '--dry-run', '--json', '--ignore-scripts', ...published.map(({ dir }) => `--workspace=${dir}`)],
+    { cwd: ROOT, maxBuffer: 64 * 1024 * 1024, timeout: 120_000 },
+  );
   const packs = new Map((JSON.parse(stdout) as Packed[]).map((pack) => [pack.name, pack]));
 
   for (const { manifest } of published) {
     it(`${manifest.name}: ships its build, README and assets, and no tests, fixtures or sources`, () => {
       const files = packs.get(manifest.name)?.files.map(({ path }) => path) ?? [];
       assert.ok(files.length > 0, `${manifest.name} was not packed: run npm run build first`);
-      const refused = files.filter((path) => /(^|\/)(test|tests|fixtures|src)\//.test(path)
-        || /\.test\.|test-support\.|\.tsbuildinfo$/.test(path) || (path.endsWith('.ts') && !path.endsWith('.d.ts')));
+      const refused = files.filter(
+        (path) =>
+          /(^|\/)(test|tests|fixtures|src)\//.test(path) ||
+          /\.test\.|test-support\.|\.tsbuildinfo$/.test(path) ||
+          (path.endsWith('.ts') && !path.endsWith('.d.ts')),
+      );
       assert.deepEqual(refused, []);
       const targets = [
-        'package.json', 'README.md', ...Object.values(manifest.bin ?? {}),
-        ...Object.values(manifest.exports).flatMap((target) => typeof target === 'string' ? [target] : [target.types!, target.default!]),
+        'package.json',
+        'README.md',
+        ...Object.values(manifest.bin ?? {}),
+        ...Object.values(manifest.exports).flatMap((target) =>
+          typeof target === 'string' ? [target] : [target.types!, target.default!],
+        ),
       ].map((path) => path.replace(/^\.\//, ''));
-      for (const target of targets) assert.ok(files.includes(target), `${target} is in the tarball (built? npm run build)`);
+      for (const target of targets)
+        assert.ok(files.includes(target), `${target} is in the tarball (built? npm run build)`);
       for (const js of files.filter((path) => path.startsWith('dist/') && path.endsWith('.js'))) {
         assert.ok(files.includes(`${js}.map`), `${js}.map`);
         assert.ok(files.includes(js.replace(/\.js$/, '.d.ts')), js.replace(/\.js$/, '.d.ts'));
@@ -132,10 +165,14 @@ describe('npm pack', async () => {
 
 describe('the build runs on its own', () => {
   it('every export of every public package imports with no sources and no type stripping', async () => {
-    const specifiers = published.flatMap(({ manifest }) => Object.entries(manifest.exports)
-      .filter(([, target]) => typeof target !== 'string').map(([subpath]) => `${manifest.name}${subpath.slice(1)}`));
-    const script = `for (const s of ${JSON.stringify(specifiers)}) { const url = import.meta.resolve(s); `
-      + `if (!url.includes('/dist/')) throw new Error(s + ' resolved to ' + url); await import(s); } console.log('imported', ${specifiers.length});`;
+    const specifiers = published.flatMap(({ manifest }) =>
+      Object.entries(manifest.exports)
+        .filter(([, target]) => typeof target !== 'string')
+        .map(([subpath]) => `${manifest.name}${subpath.slice(1)}`),
+    );
+    const script =
+      `for (const s of ${JSON.stringify(specifiers)}) { const url = import.meta.resolve(s); ` +
+      `if (!url.includes('/dist/')) throw new Error(s + ' resolved to ' + url); await import(s); } console.log('imported', ${specifiers.length});`;
     const { stdout } = await builtNode(['--input-type=module', '-e', script]);
     assert.equal(stdout.trim(), `imported ${specifiers.length}`);
   });

@@ -21,11 +21,25 @@ export interface Answer {
 }
 
 /** One HTTP call as an attacker makes it: any client certificate (or none), the server not verified. */
-export async function call(url: string, options: { method?: 'GET' | 'POST'; headers?: Record<string, string>; json?: unknown; as?: WorkloadCredentials | null } = {}): Promise<Answer> {
-  const agent = new Agent({ connect: { rejectUnauthorized: false, ...(options.as ? { cert: options.as.chainPem, key: options.as.keyPem } : {}) } });
+export async function call(
+  url: string,
+  options: {
+    method?: 'GET' | 'POST';
+    headers?: Record<string, string>;
+    json?: unknown;
+    as?: WorkloadCredentials | null;
+  } = {},
+): Promise<Answer> {
+  const agent = new Agent({
+    connect: {
+      rejectUnauthorized: false,
+      ...(options.as ? { cert: options.as.chainPem, key: options.as.keyPem } : {}),
+    },
+  });
   try {
     const response = await request(url, {
-      method: options.method ?? 'GET', dispatcher: agent,
+      method: options.method ?? 'GET',
+      dispatcher: agent,
       headers: { ...(options.json === undefined ? {} : { 'content-type': 'application/json' }), ...options.headers },
       body: options.json === undefined ? null : JSON.stringify(options.json),
     });
@@ -51,11 +65,16 @@ export async function stolenCredentials(shop: RunningShop, service: string): Pro
 }
 
 /** A browser signed in at the gateway as `user`. */
-export async function signedIn(shop: RunningShop, user: string, password: string): Promise<{ browser: TestBrowser; csrf: string }> {
+export async function signedIn(
+  shop: RunningShop,
+  user: string,
+  password: string,
+): Promise<{ browser: TestBrowser; csrf: string }> {
   const browser = createTestBrowser({ ca: readFileSync(join(shop.dataDir, 'bundle.pem'), 'utf8') });
   const login = await browser.open(`${shop.urls.gateway}/login`);
   const done = await browser.submit(login, { username: user, password });
-  if (!done.url.startsWith(shop.urls.gateway)) throw new Error(`${user} could not sign in: ${done.status} at ${done.url}`);
+  if (!done.url.startsWith(shop.urls.gateway))
+    throw new Error(`${user} could not sign in: ${done.status} at ${done.url}`);
   const session = await browser.request(`${shop.urls.gateway}/api/session`);
   return { browser, csrf: String((session.body as { csrf?: string }).csrf) };
 }
@@ -64,34 +83,67 @@ export async function signedIn(shop: RunningShop, user: string, password: string
  * A genuine Txn-Token for `user`, as one is captured from inside the system: signed in through the
  * real flow, redeemed and exchanged with the gateway's identity (stolen credentials).
  */
-export async function capturedTxnToken(shop: RunningShop, gateway: WorkloadCredentials, user: string, password: string): Promise<string> {
+export async function capturedTxnToken(
+  shop: RunningShop,
+  gateway: WorkloadCredentials,
+  user: string,
+  password: string,
+): Promise<string> {
   const browser = createTestBrowser({ ca: readFileSync(join(shop.dataDir, 'bundle.pem'), 'utf8') });
   const verifier = randomBytes(32).toString('base64url');
   const state = randomBytes(16).toString('base64url');
   const redirectUri = `${shop.urls.gateway}/callback`;
   const authorize = new URL(`${shop.urls.controlPlane}/oidc/auth`);
   for (const [name, value] of Object.entries({
-    client_id: 'gateway', response_type: 'code', redirect_uri: redirectUri, scope: 'openid orders:read orders:create', state,
-    resource: 'https://shop.test/api', code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256',
-  })) authorize.searchParams.set(name, value);
+    client_id: 'gateway',
+    response_type: 'code',
+    redirect_uri: redirectUri,
+    scope: 'openid orders:read orders:create',
+    state,
+    resource: 'https://shop.test/api',
+    code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+    code_challenge_method: 'S256',
+  }))
+    authorize.searchParams.set(name, value);
   try {
     const stopAt = (url: URL) => url.href.startsWith(redirectUri);
     const login = await browser.open(authorize.href, { stopAt });
     const done = await browser.submit(login, { username: user, password }, { stopAt });
     const code = new URL(done.url).searchParams.get('code');
     if (code === null) throw new Error(`no authorization code for ${user}: ${done.url}`);
-    const pool = controlPlaneAgent(TRUST_DOMAIN, { cert: gateway.chainPem, key: gateway.keyPem, ca: gateway.bundlePem });
+    const pool = controlPlaneAgent(TRUST_DOMAIN, {
+      cert: gateway.chainPem,
+      key: gateway.keyPem,
+      ca: gateway.bundlePem,
+    });
     try {
       const post = async (path: string, fields: Record<string, string>) => {
-        const response = await request(`${shop.urls.controlPlane}${path}`, { method: 'POST', dispatcher: pool, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
-        const body = await response.body.json() as Record<string, string>;
+        const response = await request(`${shop.urls.controlPlane}${path}`, {
+          method: 'POST',
+          dispatcher: pool,
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams(fields).toString(),
+        });
+        const body = (await response.body.json()) as Record<string, string>;
         if (response.statusCode !== 200) throw new Error(`${path}: ${response.statusCode} ${JSON.stringify(body)}`);
         return body;
       };
-      const tokens = await post('/oidc/token', { grant_type: 'authorization_code', client_id: 'gateway', code, redirect_uri: redirectUri, code_verifier: verifier, resource: 'https://shop.test/api' });
-      return await requestTxnToken({ url: shop.urls.controlPlane, trustDomain: TRUST_DOMAIN, dispatcher: pool }, {
-        subjectToken: String(tokens.access_token), subjectTokenType: 'access_token', scope: 'orders:read orders:create',
+      const tokens = await post('/oidc/token', {
+        grant_type: 'authorization_code',
+        client_id: 'gateway',
+        code,
+        redirect_uri: redirectUri,
+        code_verifier: verifier,
+        resource: 'https://shop.test/api',
       });
+      return await requestTxnToken(
+        { url: shop.urls.controlPlane, trustDomain: TRUST_DOMAIN, dispatcher: pool },
+        {
+          subjectToken: String(tokens.access_token),
+          subjectTokenType: 'access_token',
+          scope: 'orders:read orders:create',
+        },
+      );
     } finally {
       await pool.close();
     }

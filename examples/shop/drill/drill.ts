@@ -36,10 +36,19 @@ interface Context {
 
 /** An HTTP answer as an outcome: 2xx means the attack got through. */
 function outcome(answer: Answer): Outcome {
-  if (answer.status === null) return { through: false, summary: `connection refused (${answer.failure ?? 'TLS'})`, evidence: answer.failure ?? '' };
+  if (answer.status === null)
+    return {
+      through: false,
+      summary: `connection refused (${answer.failure ?? 'TLS'})`,
+      evidence: answer.failure ?? '',
+    };
   const code = typeof answer.body.error === 'string' ? answer.body.error : '';
   const requestId = typeof answer.body.requestId === 'string' ? ` request ${answer.body.requestId}` : '';
-  return { through: answer.status >= 200 && answer.status < 300, summary: `${answer.status}${code ? ` ${code}` : ''}`, evidence: code ? `${code}${requestId}` : `HTTP ${answer.status}` };
+  return {
+    through: answer.status >= 200 && answer.status < 300,
+    summary: `${answer.status}${code ? ` ${code}` : ''}`,
+    evidence: code ? `${code}${requestId}` : `HTTP ${answer.status}`,
+  };
 }
 
 const ATTACKS: readonly { id: string; title: string; run(context: Context): Promise<Outcome> }[] = [
@@ -47,39 +56,71 @@ const ATTACKS: readonly { id: string; title: string; run(context: Context): Prom
     id: 'a',
     title: 'direct call to an internal service, bypassing the gateway',
     // From inside the network, no certificate: read alice's order straight from orders.
-    run: async ({ shop, aliceOrder }) => outcome(await call(`${shop.urls.orders}/orders/${aliceOrder}`, { headers: { 'x-user': 'alice' } })),
+    run: async ({ shop, aliceOrder }) =>
+      outcome(await call(`${shop.urls.orders}/orders/${aliceOrder}`, { headers: { 'x-user': 'alice' } })),
   },
   {
     id: 'b',
     title: 'compromised inventory (its own valid SVID and key) charges at payments',
     run: async ({ shop, mode, passwords }) => {
-      if (mode === 'perimeter-only') return outcome(await call(`${shop.urls.payments}/charges`, { method: 'POST', json: { orderId: 'drill', amount: 99_900 }, headers: { 'x-user': 'alice' } }));
+      if (mode === 'perimeter-only')
+        return outcome(
+          await call(`${shop.urls.payments}/charges`, {
+            method: 'POST',
+            json: { orderId: 'drill', amount: 99_900 },
+            headers: { 'x-user': 'alice' },
+          }),
+        );
       const inventory = await stolenCredentials(shop, 'inventory');
-      const token = await capturedTxnToken(shop, await stolenCredentials(shop, 'gateway'), 'alice', passwords.alice ?? '');
-      return outcome(await call(`${shop.urls.payments}/charges`, { method: 'POST', json: { orderId: 'drill', amount: 99_900 }, headers: { 'txn-token': token }, as: inventory }));
+      const token = await capturedTxnToken(
+        shop,
+        await stolenCredentials(shop, 'gateway'),
+        'alice',
+        passwords.alice ?? '',
+      );
+      return outcome(
+        await call(`${shop.urls.payments}/charges`, {
+          method: 'POST',
+          json: { orderId: 'drill', amount: 99_900 },
+          headers: { 'txn-token': token },
+          as: inventory,
+        }),
+      );
     },
   },
   {
     id: 'c',
     title: 'captured Txn-Token replayed from outside (no client certificate)',
     run: async ({ shop, mode, passwords }) => {
-      if (mode === 'perimeter-only') return outcome(await call(`${shop.urls.orders}/orders`, { headers: { 'x-user': 'alice' } }));
-      const token = await capturedTxnToken(shop, await stolenCredentials(shop, 'gateway'), 'alice', passwords.alice ?? '');
+      if (mode === 'perimeter-only')
+        return outcome(await call(`${shop.urls.orders}/orders`, { headers: { 'x-user': 'alice' } }));
+      const token = await capturedTxnToken(
+        shop,
+        await stolenCredentials(shop, 'gateway'),
+        'alice',
+        passwords.alice ?? '',
+      );
       return outcome(await call(`${shop.urls.orders}/orders`, { headers: { 'txn-token': token } }));
     },
   },
   {
     id: 'd',
-    title: 'forged Txn-Token (attacker\'s own key, admin role added)',
+    title: "forged Txn-Token (attacker's own key, admin role added)",
     run: async ({ shop, mode }) => {
-      if (mode === 'perimeter-only') return outcome(await call(`${shop.urls.orders}/orders`, { headers: { 'x-user': 'alice' } }));
+      if (mode === 'perimeter-only')
+        return outcome(await call(`${shop.urls.orders}/orders`, { headers: { 'x-user': 'alice' } }));
       // Even with a valid workload identity, the forged token is what gets refused.
-      return outcome(await call(`${shop.urls.orders}/orders`, { headers: { 'txn-token': await forgedTxnToken('alice') }, as: await stolenCredentials(shop, 'gateway') }));
+      return outcome(
+        await call(`${shop.urls.orders}/orders`, {
+          headers: { 'txn-token': await forgedTxnToken('alice') },
+          as: await stolenCredentials(shop, 'gateway'),
+        }),
+      );
     },
   },
   {
     id: 'e',
-    title: 'signed-in user reads another user\'s order through the gateway (BOLA)',
+    title: "signed-in user reads another user's order through the gateway (BOLA)",
     run: async ({ shop, aliceOrder, passwords }) => {
       const bob = await signedIn(shop, 'bob', passwords.bob ?? '');
       try {
@@ -92,7 +133,7 @@ const ATTACKS: readonly { id: string; title: string; run(context: Context): Prom
   },
   {
     id: 'f',
-    title: 'revoked user\'s still-unexpired Txn-Token',
+    title: "revoked user's still-unexpired Txn-Token",
     run: async ({ shop, mode, passwords }) => {
       if (mode === 'perimeter-only') {
         await shop.admin('revoke', 'sub', 'carol', '--reason', 'drill: account taken over');
@@ -112,13 +153,25 @@ const ATTACKS: readonly { id: string; title: string; run(context: Context): Prom
       // payments is paused while the policy changes, so it cannot hear the change.
       shop.signal('payments', 'SIGSTOP');
       try {
-        writeFileSync(join(policyDir, 'drill.cedar'), '@id("drill-update")\nforbid (principal == Lockstep::Workload::"spiffe://shop.test/svc/reports", action == Lockstep::Action::"payments:charge", resource == Lockstep::Service::"payments");\n');
+        writeFileSync(
+          join(policyDir, 'drill.cedar'),
+          '@id("drill-update")\nforbid (principal == Lockstep::Workload::"spiffe://shop.test/svc/reports", action == Lockstep::Action::"payments:charge", resource == Lockstep::Service::"payments");\n',
+        );
         await new Promise((resolve) => setTimeout(resolve, 1_000));
         const status = await shop.adminExit('policy', 'status');
         const drifting = status.out.filter((line) => line.includes('DRIFT')).map((line) => line.split(/\s+/)[0]);
-        if (mode === 'perimeter-only') return { through: true, summary: 'nothing notices', evidence: 'the internal services enforce no policy: there is nothing to be stale, and nothing to report' };
+        if (mode === 'perimeter-only')
+          return {
+            through: true,
+            summary: 'nothing notices',
+            evidence: 'the internal services enforce no policy: there is nothing to be stale, and nothing to report',
+          };
         return drifting.includes('payments')
-          ? { through: false, summary: 'drift reported', evidence: `lockstep policy status exit ${status.code}: payments DRIFT` }
+          ? {
+              through: false,
+              summary: 'drift reported',
+              evidence: `lockstep policy status exit ${status.code}: payments DRIFT`,
+            }
           : { through: true, summary: 'not reported', evidence: status.out.join(' | ') };
       } finally {
         shop.signal('payments', 'SIGCONT');
@@ -135,12 +188,20 @@ async function runMode(mode: Mode, results: AttackResult[], progress: (line: str
   const shop = await startShop({ dataDir: join(dataDir, 'state'), portBase: await freePortBase(), mode, policyDir });
   try {
     const [carolLine = ''] = await shop.admin('user', 'add', 'carol', '--role', 'customer');
-    const passwords: Record<string, string> = { ...Object.fromEntries(Object.entries(shop.users).map(([name, user]) => [name, user.password])), carol: /: (\S+)$/.exec(carolLine)?.[1] ?? '' };
+    const passwords: Record<string, string> = {
+      ...Object.fromEntries(Object.entries(shop.users).map(([name, user]) => [name, user.password])),
+      carol: /: (\S+)$/.exec(carolLine)?.[1] ?? '',
+    };
     const alice = await signedIn(shop, 'alice', passwords.alice ?? '');
-    const placed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: { item: 'tea', quantity: 1 }, headers: { 'x-csrf-token': alice.csrf } });
+    const placed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, {
+      method: 'POST',
+      json: { item: 'tea', quantity: 1 },
+      headers: { 'x-csrf-token': alice.csrf },
+    });
     await alice.browser.close();
     const aliceOrder = (placed.body as { orderId?: string }).orderId;
-    if (placed.status !== 201 || aliceOrder === undefined) throw new Error(`${mode}: alice could not place an order (${placed.status} ${JSON.stringify(placed.body)})`);
+    if (placed.status !== 201 || aliceOrder === undefined)
+      throw new Error(`${mode}: alice could not place an order (${placed.status} ${JSON.stringify(placed.body)})`);
     for (const attack of ATTACKS) {
       progress(`${mode}: ${attack.id}. ${attack.title}`);
       let result: Outcome;
@@ -150,7 +211,7 @@ async function runMode(mode: Mode, results: AttackResult[], progress: (line: str
         result = { through: false, summary: 'attack could not run', evidence: (error as Error).message };
       }
       let entry = results.find((existing) => existing.id === attack.id);
-      if (entry === undefined) results.push(entry = { id: attack.id, title: attack.title, outcomes: {} });
+      if (entry === undefined) results.push((entry = { id: attack.id, title: attack.title, outcomes: {} }));
       (entry.outcomes as Record<Mode, Outcome>)[mode] = result;
     }
   } finally {
@@ -160,19 +221,38 @@ async function runMode(mode: Mode, results: AttackResult[], progress: (line: str
 }
 
 /** Runs both modes; returns the results and whether Lockstep stopped every attack. */
-export async function runDrill(progress: (line: string) => void = () => {}): Promise<{ results: AttackResult[]; lockstepHeld: boolean }> {
+export async function runDrill(
+  progress: (line: string) => void = () => {},
+): Promise<{ results: AttackResult[]; lockstepHeld: boolean }> {
   const results: AttackResult[] = [];
   await runMode('perimeter-only', results, progress);
   await runMode('lockstep', results, progress);
-  const lockstepHeld = results.every((result) => result.outcomes.lockstep !== undefined && !result.outcomes.lockstep.through && result.outcomes.lockstep.summary !== 'attack could not run');
+  const lockstepHeld = results.every(
+    (result) =>
+      result.outcomes.lockstep !== undefined &&
+      !result.outcomes.lockstep.through &&
+      result.outcomes.lockstep.summary !== 'attack could not run',
+  );
   return { results, lockstepHeld };
 }
 
 export function table(results: readonly AttackResult[]): string {
-  const cell = (result?: Outcome) => (result === undefined ? '—' : `${result.through ? 'LET THROUGH' : 'stopped'} (${result.summary})`);
-  const rows = results.map((result) => [`${result.id}. ${result.title}`, cell(result.outcomes['perimeter-only']), cell(result.outcomes.lockstep), result.outcomes.lockstep?.evidence ?? '']);
+  const cell = (result?: Outcome) =>
+    result === undefined ? '—' : `${result.through ? 'LET THROUGH' : 'stopped'} (${result.summary})`;
+  const rows = results.map((result) => [
+    `${result.id}. ${result.title}`,
+    cell(result.outcomes['perimeter-only']),
+    cell(result.outcomes.lockstep),
+    result.outcomes.lockstep?.evidence ?? '',
+  ]);
   const header = ['attack', 'perimeter-only', 'Lockstep', 'evidence (Lockstep)'];
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (row: readonly string[]) => row.map((value, column) => value.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const line = (row: readonly string[]) =>
+    row
+      .map((value, column) => value.padEnd(widths[column] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [line(header), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
 }

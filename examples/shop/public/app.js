@@ -6,7 +6,11 @@ let csrf = '';
 async function api(path, options = {}) {
   // A Content-Type only with a body: the gateway refuses a JSON type with nothing to parse (POST /logout).
   const type = options.body === undefined ? {} : { 'content-type': 'application/json' };
-  const response = await fetch(path, { credentials: 'same-origin', ...options, headers: { ...type, 'x-csrf-token': csrf, ...(options.headers ?? {}) } });
+  const response = await fetch(path, {
+    credentials: 'same-origin',
+    ...options,
+    headers: { ...type, 'x-csrf-token': csrf, ...(options.headers ?? {}) },
+  });
   const body = await response.json().catch(() => ({}));
   return { status: response.status, body };
 }
@@ -48,9 +52,15 @@ async function start() {
 $('order-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const result = $('order-result');
-  const { status, body } = await api('/api/orders', { method: 'POST', body: JSON.stringify({ item: $('item').value, quantity: Number($('quantity').value) }) });
+  const { status, body } = await api('/api/orders', {
+    method: 'POST',
+    body: JSON.stringify({ item: $('item').value, quantity: Number($('quantity').value) }),
+  });
   result.className = status === 201 ? '' : 'error';
-  result.textContent = status === 201 ? `Order ${body.orderId.slice(0, 8)} placed and paid.` : `Not placed: ${body.message ?? body.error} (request ${body.requestId ?? '-'})`;
+  result.textContent =
+    status === 201
+      ? `Order ${body.orderId.slice(0, 8)} placed and paid.`
+      : `Not placed: ${body.message ?? body.error} (request ${body.requestId ?? '-'})`;
   await loadOrders();
 });
 

@@ -43,8 +43,10 @@ function whole(env: Environment, name: string, fallback: number, min: number, ma
   if (text === undefined || text === '') return fallback;
   const value = Number(text);
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`${name} must be a whole number from ${min} to ${max}, e.g. ${name}=${fallback}; `
-      + `got ${JSON.stringify(text)}`);
+    throw new Error(
+      `${name} must be a whole number from ${min} to ${max}, e.g. ${name}=${fallback}; ` +
+        `got ${JSON.stringify(text)}`,
+    );
   }
   return value;
 }
@@ -61,9 +63,11 @@ function proxies(env: Environment): readonly string[] | false {
     const family = isIP(address);
     const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 6 ? 128 : 32));
     if (!(RANGE_NAMES.has(entry) || (family !== 0 && prefixOk && rest.length === 0))) {
-      throw new Error(`GATEWAY_TRUSTED_PROXIES: ${JSON.stringify(entry)} is not an address, a CIDR or one of `
-        + `${[...RANGE_NAMES].join(', ')}; write e.g. GATEWAY_TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16 `
-        + '(the proxies in front of the gateway, and only those)');
+      throw new Error(
+        `GATEWAY_TRUSTED_PROXIES: ${JSON.stringify(entry)} is not an address, a CIDR or one of ` +
+          `${[...RANGE_NAMES].join(', ')}; write e.g. GATEWAY_TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16 ` +
+          '(the proxies in front of the gateway, and only those)',
+      );
     }
   }
   return Object.freeze(entries);
@@ -74,8 +78,10 @@ export function edgeLimits(env: Environment = process.env): EdgeLimits {
   const requestTimeoutMs = whole(env, 'GATEWAY_REQUEST_TIMEOUT_MS', 15_000, 1_000, 300_000);
   // Node refuses a header timeout longer than the request timeout; say so in our words.
   if (headersTimeoutMs > requestTimeoutMs) {
-    throw new Error(`GATEWAY_HEADERS_TIMEOUT_MS (${headersTimeoutMs}) must not exceed GATEWAY_REQUEST_TIMEOUT_MS `
-      + `(${requestTimeoutMs}): the headers are part of the request; raise the second or lower the first`);
+    throw new Error(
+      `GATEWAY_HEADERS_TIMEOUT_MS (${headersTimeoutMs}) must not exceed GATEWAY_REQUEST_TIMEOUT_MS ` +
+        `(${requestTimeoutMs}): the headers are part of the request; raise the second or lower the first`,
+    );
   }
   return Object.freeze({
     upstreamTimeoutMs: whole(env, 'GATEWAY_UPSTREAM_TIMEOUT_MS', 5_000, 100, 60_000),

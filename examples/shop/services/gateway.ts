@@ -59,20 +59,29 @@ const noAnswer = () => `no answer within ${limits.upstreamTimeoutMs} ms (GATEWAY
 const deadlines = new AsyncLocalStorage<AbortSignal>();
 const mtlsFetch: oidc.CustomFetch = (url, options) => {
   const deadline = deadlines.getStore();
-  const signal = deadline === undefined || options.signal === undefined
-    ? deadline ?? options.signal
-    : AbortSignal.any([options.signal, deadline]);
+  const signal =
+    deadline === undefined || options.signal === undefined
+      ? (deadline ?? options.signal)
+      : AbortSignal.any([options.signal, deadline]);
   const init = { ...options, signal, dispatcher: agent.controlPlane() } as Parameters<typeof undiciFetch>[1];
   return undiciFetch(url, init) as unknown as ReturnType<oidc.CustomFetch>;
 };
 
-const oidcConfig = await oidc.discovery(new URL(`${config.urls.controlPlane}/oidc`), 'gateway', {
-  token_endpoint_auth_method: 'tls_client_auth',
-  id_token_signed_response_alg: 'ES256',
-}, oidc.TlsClientAuth(), { [oidc.customFetch]: mtlsFetch, timeout: limits.upstreamTimeoutMs / 1000 });
+const oidcConfig = await oidc.discovery(
+  new URL(`${config.urls.controlPlane}/oidc`),
+  'gateway',
+  { token_endpoint_auth_method: 'tls_client_auth', id_token_signed_response_alg: 'ES256' },
+  oidc.TlsClientAuth(),
+  { [oidc.customFetch]: mtlsFetch, timeout: limits.upstreamTimeoutMs / 1000 },
+);
 oidcConfig[oidc.customFetch] = mtlsFetch;
 
-const sessions = new SessionStore({ perUser: limits.sessionsPerUser, total: limits.sessionsMax, idleMs: SESSION_IDLE_MS, maxMs: SESSION_MAX_MS });
+const sessions = new SessionStore({
+  perUser: limits.sessionsPerUser,
+  total: limits.sessionsMax,
+  idleMs: SESSION_IDLE_MS,
+  maxMs: SESSION_MAX_MS,
+});
 setInterval(() => sessions.sweep(), 60_000).unref();
 
 /*
@@ -83,7 +92,11 @@ setInterval(() => sessions.sweep(), 60_000).unref();
  * a flood of GET /login has nothing here to fill or to push real users' sign-ins out of. A restart of
  * the gateway ends the sign-ins in progress (the key is gone): the user signs in again.
  */
-interface LoginState { readonly verifier: string; readonly state: string; readonly nonce: string }
+interface LoginState {
+  readonly verifier: string;
+  readonly state: string;
+  readonly nonce: string;
+}
 const loginKey = new Uint8Array(randomBytes(32));
 const LOGIN_JWE = { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] };
 
@@ -130,18 +143,24 @@ const serverOptions = {
 };
 const app = (secureCookies
   ? Fastify({
-    ...serverOptions,
-    https: {
-      cert: readFileSync(tlsCert as string), key: readFileSync(tlsKey as string), minVersion: 'TLSv1.2',
-      handshakeTimeout: limits.headersTimeoutMs, ...clientTimeouts,
-    },
-  })
+      ...serverOptions,
+      https: {
+        cert: readFileSync(tlsCert as string),
+        key: readFileSync(tlsKey as string),
+        minVersion: 'TLSv1.2',
+        handshakeTimeout: limits.headersTimeoutMs,
+        ...clientTimeouts,
+      },
+    })
   : Fastify({ ...serverOptions, http: clientTimeouts })) as unknown as FastifyInstance;
 await app.register(cookie);
 await app.register(rateLimit, { global: false });
 
 app.addHook('onSend', async (request, reply, payload) => {
-  reply.header('content-security-policy', "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+  reply.header(
+    'content-security-policy',
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  );
   reply.header('x-content-type-options', 'nosniff');
   reply.header('x-frame-options', 'DENY');
   reply.header('referrer-policy', 'no-referrer');
@@ -164,10 +183,14 @@ function refuse(request: FastifyRequest, reply: FastifyReply, status: number, an
 
 // Errors never carry a stack trace or a downstream's details: a code, a request id. What Fastify refuses in a
 // request (a body too large or of a type no route takes, malformed JSON) keeps its 4xx; only our faults are 500s.
-const CLIENT_ERRORS = new Map([[400, 'INVALID_REQUEST'], [413, 'BODY_TOO_LARGE'], [415, 'UNSUPPORTED_MEDIA_TYPE']]);
+const CLIENT_ERRORS = new Map([
+  [400, 'INVALID_REQUEST'],
+  [413, 'BODY_TOO_LARGE'],
+  [415, 'UNSUPPORTED_MEDIA_TYPE'],
+]);
 app.setErrorHandler((error: Error & { statusCode?: number; validation?: unknown }, request, reply) => {
   const requestId = randomUUID();
-  const status = error.validation !== undefined ? 400 : error.statusCode ?? 500;
+  const status = error.validation !== undefined ? 400 : (error.statusCode ?? 500);
   if (status === 413) {
     // Refused on its Content-Length, or as soon as it grew past the limit: the rest is not read.
     reply.header('connection', 'close');
@@ -176,7 +199,9 @@ app.setErrorHandler((error: Error & { statusCode?: number; validation?: unknown 
     return reply.code(413).send({ error: 'BODY_TOO_LARGE', message, requestId });
   }
   if (status >= 400 && status < 500) {
-    return reply.code(status).send({ error: CLIENT_ERRORS.get(status) ?? 'INVALID_REQUEST', message: error.message, requestId });
+    return reply
+      .code(status)
+      .send({ error: CLIENT_ERRORS.get(status) ?? 'INVALID_REQUEST', message: error.message, requestId });
   }
   log('error', 'unexpected error', { requestId, url: request.url, error: error.message });
   return reply.code(500).send({ error: 'INTERNAL', requestId });
@@ -207,12 +232,8 @@ const clientBudget = createBudget({
   max: (_request, key) => (key.startsWith('session:') ? limits.sessionPerMinute : limits.anonymousPerMinute),
   cache: limits.rateKeys,
 });
-const signInBudget = (): Budget => createBudget({
-  timeWindow: 60_000,
-  keyGenerator: addressOf,
-  max: limits.signInPerMinute,
-  cache: limits.rateKeys,
-});
+const signInBudget = (): Budget =>
+  createBudget({ timeWindow: 60_000, keyGenerator: addressOf, max: limits.signInPerMinute, cache: limits.rateKeys });
 
 function within(budget: Budget): Check {
   return async (request, reply) => {
@@ -239,7 +260,9 @@ const SESSION = new WeakMap<FastifyRequest, Session>();
 function sessionOf(request: FastifyRequest): Session {
   const session = SESSION.get(request);
   if (session === undefined) {
-    throw new TypeError(`${request.method} ${request.routeOptions.url ?? request.url} needs the signedIn check before its handler`);
+    throw new TypeError(
+      `${request.method} ${request.routeOptions.url ?? request.url} needs the signedIn check before its handler`,
+    );
   }
   return session;
 }
@@ -255,7 +278,10 @@ const signedIn: Check = async (request, reply) => {
 const sameOrigin: Check = async (request, reply) => {
   const from = request.headers.origin;
   if (from === undefined || from === origin) return undefined;
-  return refuse(request, reply, 403, { error: 'ORIGIN_REFUSED', hint: `state-changing calls are taken from ${origin} only` });
+  return refuse(request, reply, 403, {
+    error: 'ORIGIN_REFUSED',
+    hint: `state-changing calls are taken from ${origin} only`,
+  });
 };
 const csrfToken: Check = async (request, reply) => {
   const sent = Buffer.from(String(request.headers['x-csrf-token'] ?? ''));
@@ -284,24 +310,49 @@ for (const [path, [file, type]] of Object.entries(PUBLIC)) {
 app.get('/health', async () => ({ ok: true }));
 
 app.get('/login', signingIn(), async (_request, reply) => {
-  const login: LoginState = { verifier: oidc.randomPKCECodeVerifier(), state: oidc.randomState(), nonce: oidc.randomNonce() };
+  const login: LoginState = {
+    verifier: oidc.randomPKCECodeVerifier(),
+    state: oidc.randomState(),
+    nonce: oidc.randomNonce(),
+  };
   const url = oidc.buildAuthorizationUrl(oidcConfig, {
-    redirect_uri: `${origin}/callback`, scope: SCOPE, resource: RESOURCE, state: login.state, nonce: login.nonce,
-    code_challenge: await oidc.calculatePKCECodeChallenge(login.verifier), code_challenge_method: 'S256',
+    redirect_uri: `${origin}/callback`,
+    scope: SCOPE,
+    resource: RESOURCE,
+    state: login.state,
+    nonce: login.nonce,
+    code_challenge: await oidc.calculatePKCECodeChallenge(login.verifier),
+    code_challenge_method: 'S256',
   });
-  return reply.setCookie('shop_login', await sealLogin(login), { ...cookieOptions, maxAge: LOGIN_TTL_SECONDS }).redirect(url.href, 303);
+  return reply
+    .setCookie('shop_login', await sealLogin(login), { ...cookieOptions, maxAge: LOGIN_TTL_SECONDS })
+    .redirect(url.href, 303);
 });
 
 app.get('/callback', signingIn(), async (request, reply) => {
   const login = await openLogin(request.cookies.shop_login);
   reply.clearCookie('shop_login', cookieOptions);
-  if (login === null) return reply.code(400).type('text/plain').send('This sign-in has expired or was started in another browser. Go back to the shop and sign in again.');
+  if (login === null)
+    return reply
+      .code(400)
+      .type('text/plain')
+      .send('This sign-in has expired or was started in another browser. Go back to the shop and sign in again.');
   let tokens;
   const deadline = outboundDeadline();
   try {
-    tokens = await deadlines.run(deadline, () => oidc.authorizationCodeGrant(oidcConfig, new URL(request.url, origin), {
-      pkceCodeVerifier: login.verifier, expectedState: login.state, expectedNonce: login.nonce, idTokenExpected: true,
-    }, { resource: RESOURCE }));
+    tokens = await deadlines.run(deadline, () =>
+      oidc.authorizationCodeGrant(
+        oidcConfig,
+        new URL(request.url, origin),
+        {
+          pkceCodeVerifier: login.verifier,
+          expectedState: login.state,
+          expectedNonce: login.nonce,
+          idTokenExpected: true,
+        },
+        { resource: RESOURCE },
+      ),
+    );
   } catch (error) {
     if (deadline.aborted) {
       const requestId = randomUUID();
@@ -315,16 +366,27 @@ app.get('/callback', signingIn(), async (request, reply) => {
   const claims = tokens.claims();
   const now = Date.now();
   const session: Session = {
-    id: randomBytes(32).toString('base64url'), sub: String(claims?.sub), csrf: randomBytes(32).toString('base64url'), createdAt: now, lastSeen: now,
-    accessToken: tokens.access_token, refreshToken: tokens.refresh_token, expiresAt: now + (tokens.expiresIn() ?? 600) * 1000,
+    id: randomBytes(32).toString('base64url'),
+    sub: String(claims?.sub),
+    csrf: randomBytes(32).toString('base64url'),
+    createdAt: now,
+    lastSeen: now,
+    accessToken: tokens.access_token,
+    refreshToken: tokens.refresh_token,
+    expiresAt: now + (tokens.expiresIn() ?? 600) * 1000,
   };
   for (const ended of sessions.add(session)) {
     log('info', 'signed out a session to make room for a new one', {
-      sub: ended.sub, sameUser: ended.sub === session.sub, perUser: limits.sessionsPerUser, max: limits.sessionsMax,
+      sub: ended.sub,
+      sameUser: ended.sub === session.sub,
+      perUser: limits.sessionsPerUser,
+      max: limits.sessionsMax,
     });
   }
   log('info', 'signed in', { sub: session.sub });
-  return reply.setCookie('shop_session', session.id, { ...cookieOptions, maxAge: SESSION_MAX_MS / 1000 }).redirect('/', 303);
+  return reply
+    .setCookie('shop_session', session.id, { ...cookieOptions, maxAge: SESSION_MAX_MS / 1000 })
+    .redirect('/', 303);
 });
 
 class Unavailable extends Error {
@@ -343,12 +405,20 @@ async function txnTokenFor(session: Session, clientIp: string, scope: string, de
   try {
     if (session.expiresAt - Date.now() < 30_000 && session.refreshToken !== undefined) {
       const refreshToken = session.refreshToken;
-      const refreshed = await deadlines.run(deadline, () => oidc.refreshTokenGrant(oidcConfig, refreshToken, { resource: RESOURCE }));
+      const refreshed = await deadlines.run(deadline, () =>
+        oidc.refreshTokenGrant(oidcConfig, refreshToken, { resource: RESOURCE }),
+      );
       session.accessToken = refreshed.access_token;
       session.refreshToken = refreshed.refresh_token ?? session.refreshToken;
       session.expiresAt = Date.now() + (refreshed.expiresIn() ?? 600) * 1000;
     }
-    return await agent.txnToken({ subjectToken: session.accessToken, subjectTokenType: 'access_token', scope, clientIp, signal: deadline });
+    return await agent.txnToken({
+      subjectToken: session.accessToken,
+      subjectTokenType: 'access_token',
+      scope,
+      clientIp,
+      signal: deadline,
+    });
   } catch (error) {
     if (error instanceof Unavailable) throw error;
     if (error instanceof TxnTokenError && error.code === 'LOCKSTEP_TXN_TOKEN_REFUSED') {
@@ -371,12 +441,34 @@ async function txnTokenFor(session: Session, clientIp: string, scope: string, de
  * the transaction it started (so the chain gateway → orders → inventory → payments shares one `txn`).
  * They go where the guard's own events go: the guard's audit file sink takes every event published.
  */
-function audit(request: FastifyRequest, requestId: string, sub: string | null, txn: string | null, allowed: boolean, reason: string, startedAt: number): void {
+function audit(
+  request: FastifyRequest,
+  requestId: string,
+  sub: string | null,
+  txn: string | null,
+  allowed: boolean,
+  reason: string,
+  startedAt: number,
+): void {
   const route = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
   publishDecision({
-    time: new Date().toISOString(), service: 'gateway', requestId, caller: null, sub, txn, method: request.method, route,
-    action: `gateway:${request.method} ${route}`, resource: 'gateway', decision: allowed ? 'allow' : 'deny', policyIds: [], policyVersion: null,
-    reason, dryRun: false, latencyMs: Math.round((performance.now() - startedAt) * 1000) / 1000, traceId: null,
+    time: new Date().toISOString(),
+    service: 'gateway',
+    requestId,
+    caller: null,
+    sub,
+    txn,
+    method: request.method,
+    route,
+    action: `gateway:${request.method} ${route}`,
+    resource: 'gateway',
+    decision: allowed ? 'allow' : 'deny',
+    policyIds: [],
+    policyVersion: null,
+    reason,
+    dryRun: false,
+    latencyMs: Math.round((performance.now() - startedAt) * 1000) / 1000,
+    traceId: null,
   });
 }
 
@@ -385,7 +477,12 @@ function audit(request: FastifyRequest, requestId: string, sub: string | null, t
  * also when the control plane or the service has not answered by the request's deadline.
  */
 async function forward(
-  request: FastifyRequest, reply: FastifyReply, service: 'orders' | 'inventory', method: 'GET' | 'POST', path: string, body?: unknown,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  service: 'orders' | 'inventory',
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
 ) {
   const session = sessionOf(request);
   const requestId = randomUUID();
@@ -398,7 +495,10 @@ async function forward(
   let answer: Record<string, unknown>;
   try {
     if (perimeterOnly) {
-      response = await plainRequest(`${config.urls[service]}${path}`, { ...init, headers: { ...init.headers, 'x-user': session.sub } });
+      response = await plainRequest(`${config.urls[service]}${path}`, {
+        ...init,
+        headers: { ...init.headers, 'x-user': session.sub },
+      });
     } else {
       // As narrow as the call (§4.1): placing an order, or reading orders and the catalogue.
       const scope = method === 'POST' ? 'orders:create' : 'orders:read';
@@ -408,36 +508,52 @@ async function forward(
       response = await guard.client.request(`${config.urls[service]}${path}`, { ...init, txnToken });
     }
     // A body that is not JSON is passed on as {}; one cut off by the deadline is a 503 like any other.
-    answer = await response.body.json().catch((error: unknown) => {
+    answer = (await response.body.json().catch((error: unknown) => {
       if (deadline.aborted) throw error;
       return {};
-    }) as Record<string, unknown>;
+    })) as Record<string, unknown>;
   } catch (error) {
     if (error instanceof Unavailable) {
       audit(request, requestId, session.sub, txn, false, error.code, startedAt);
       log('warn', 'refused a new transaction', { requestId, code: error.code, reason: error.message });
-      return reply.code(error.code === 'LOGIN_REQUIRED' ? 401 : 503).send({ error: error.code, requestId, ...(error.code === 'LOGIN_REQUIRED' ? { login: '/login' } : {}) });
+      return reply
+        .code(error.code === 'LOGIN_REQUIRED' ? 401 : 503)
+        .send({ error: error.code, requestId, ...(error.code === 'LOGIN_REQUIRED' ? { login: '/login' } : {}) });
     }
     audit(request, requestId, session.sub, txn, false, 'SERVICE_UNAVAILABLE', startedAt);
-    log('warn', 'service unreachable', { requestId, service, error: deadline.aborted ? noAnswer() : (error as Error).message });
+    log('warn', 'service unreachable', {
+      requestId,
+      service,
+      error: deadline.aborted ? noAnswer() : (error as Error).message,
+    });
     return reply.code(503).send({ error: 'SERVICE_UNAVAILABLE', service, requestId });
   }
   // A refusal is recorded by its status, never by the code the service sent: that is the service's
   // word (its own guard records its decision), and one that said CONTROL_PLANE_UNAVAILABLE would
   // have the monitor take the gateway's record for an outage, or for nobody's doing.
-  audit(request, requestId, session.sub, txn, response.statusCode < 400, response.statusCode < 400 ? 'LOCKSTEP_ALLOW' : `DOWNSTREAM_${response.statusCode}`, startedAt);
+  audit(
+    request,
+    requestId,
+    session.sub,
+    txn,
+    response.statusCode < 400,
+    response.statusCode < 400 ? 'LOCKSTEP_ALLOW' : `DOWNSTREAM_${response.statusCode}`,
+    startedAt,
+  );
   // The service's answer goes out as is (its refusals carry a code and its request id), never a token.
   return reply.code(response.statusCode).send(answer);
 }
 
 const ITEMS = new Set(['tea', 'coffee', 'cocoa']);
 function orderProblem(body: unknown): string | null {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'body: send a JSON object { "item", "quantity" }';
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    return 'body: send a JSON object { "item", "quantity" }';
   const { item, quantity, ...rest } = body as Record<string, unknown>;
   const extra = Object.keys(rest);
   if (extra.length > 0) return `${extra[0]}: unknown field`;
   if (typeof item !== 'string' || !ITEMS.has(item)) return `item: one of ${[...ITEMS].join(', ')}`;
-  if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > 10) return 'quantity: a whole number from 1 to 10';
+  if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > 10)
+    return 'quantity: a whole number from 1 to 10';
   return null;
 }
 
@@ -454,18 +570,24 @@ app.get('/api/items', reads, async (request, reply) => forward(request, reply, '
 app.get('/api/orders', reads, async (request, reply) => forward(request, reply, 'orders', 'GET', '/orders'));
 app.get('/api/orders/:id', reads, async (request, reply) => {
   const { id } = request.params as { id: string };
-  if (!/^[\w-]{1,64}$/.test(id)) return reply.code(400).send({ error: 'INVALID_REQUEST', message: 'id: an order id', requestId: randomUUID() });
+  if (!/^[\w-]{1,64}$/.test(id))
+    return reply.code(400).send({ error: 'INVALID_REQUEST', message: 'id: an order id', requestId: randomUUID() });
   return forward(request, reply, 'orders', 'GET', `/orders/${encodeURIComponent(id)}`);
 });
 // An order is a few dozen bytes of JSON; 4 KiB is ample.
 app.post('/api/orders', writes(4 * 1024), async (request, reply) => {
   const problem = orderProblem(request.body);
-  if (problem !== null) return reply.code(400).send({ error: 'INVALID_REQUEST', message: problem, requestId: randomUUID() });
+  if (problem !== null)
+    return reply.code(400).send({ error: 'INVALID_REQUEST', message: problem, requestId: randomUUID() });
   return forward(request, reply, 'orders', 'POST', '/orders', request.body);
 });
 
 await app.listen({ host: '127.0.0.1', port: config.port });
-if (!secureCookies) log('warn', `the gateway serves plain HTTP on 127.0.0.1:${config.port} (localhost only). For anything else set GATEWAY_TLS_CERT and GATEWAY_TLS_KEY.`);
+if (!secureCookies)
+  log(
+    'warn',
+    `the gateway serves plain HTTP on 127.0.0.1:${config.port} (localhost only). For anything else set GATEWAY_TLS_CERT and GATEWAY_TLS_KEY.`,
+  );
 log('info', 'edge limits (examples/shop/services/edge-limits.ts says how to change them)', { ...limits });
 ready(origin);
 onStop(async () => {

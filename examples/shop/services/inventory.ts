@@ -15,7 +15,9 @@ const CATALOGUE = [
   { item: 'cocoa', name: 'Cocoa powder, 200 g', price: 420 },
 ];
 const stock = new Map(CATALOGUE.map((entry) => [entry.item, 100]));
-const Reservation = z.object({ item: z.enum(['tea', 'coffee', 'cocoa']), quantity: z.number().int().min(1).max(10) }).strict();
+const Reservation = z
+  .object({ item: z.enum(['tea', 'coffee', 'cocoa']), quantity: z.number().int().min(1).max(10) })
+  .strict();
 
 const config = settings();
 const app = express();
@@ -25,11 +27,13 @@ let close: () => Promise<void> = async () => {};
 let url: string;
 if (config.mode === 'lockstep') {
   const { guard, agent } = await secure(config);
-  app.use(lockstepExpress(guard, {
-    'GET /health': { public: true },
-    'GET /items': { action: 'inventory:browse' },
-    'POST /reservations': { action: 'inventory:reserve', body: Reservation },
-  }));
+  app.use(
+    lockstepExpress(guard, {
+      'GET /health': { public: true },
+      'GET /items': { action: 'inventory:browse' },
+      'POST /reservations': { action: 'inventory:reserve', body: Reservation },
+    }),
+  );
   const server = guard.createServer(app);
   await new Promise<void>((resolve) => server.listen(config.port, '127.0.0.1', resolve));
   url = `https://127.0.0.1:${config.port}`;
@@ -46,7 +50,9 @@ if (config.mode === 'lockstep') {
   close = () => new Promise<void>((resolve) => server.close(() => resolve()));
 }
 
-app.get('/health', (_request: Request, response: Response) => { response.json({ ok: true }); });
+app.get('/health', (_request: Request, response: Response) => {
+  response.json({ ok: true });
+});
 app.get('/items', (_request: Request, response: Response) => {
   response.json({ items: CATALOGUE.map((entry) => ({ ...entry, inStock: stock.get(entry.item) ?? 0 })) });
 });

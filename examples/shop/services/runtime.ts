@@ -28,13 +28,17 @@ export interface ShopSettings {
 
 function required(name: string): string {
   const value = process.env[name];
-  if (value === undefined || value === '') throw new Error(`${name} is not set: shop services are started by \`npm start\` (examples/shop/start.ts), which sets it`);
+  if (value === undefined || value === '')
+    throw new Error(
+      `${name} is not set: shop services are started by \`npm start\` (examples/shop/start.ts), which sets it`,
+    );
   return value;
 }
 
 export function settings(): ShopSettings {
   const mode = (process.env.SHOP_MODE ?? 'lockstep') as ShopMode;
-  if (mode !== 'lockstep' && mode !== 'perimeter-only') throw new Error(`SHOP_MODE must be lockstep or perimeter-only; got ${mode}`);
+  if (mode !== 'lockstep' && mode !== 'perimeter-only')
+    throw new Error(`SHOP_MODE must be lockstep or perimeter-only; got ${mode}`);
   const service = required('SHOP_SERVICE');
   const dataDir = join(required('SHOP_DATA_DIR'), service);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -43,8 +47,11 @@ export function settings(): ShopSettings {
   // shows it), before the process exits on the error as it would anyway.
   process.on('uncaughtExceptionMonitor', (error) => {
     if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') return;
-    log('error', `port ${port} on 127.0.0.1 is in use: stop what listens there, or choose other ports with `
-      + 'LOCKSTEP_PORT_BASE (npm start uses five from there)');
+    log(
+      'error',
+      `port ${port} on 127.0.0.1 is in use: stop what listens there, or choose other ports with ` +
+        'LOCKSTEP_PORT_BASE (npm start uses five from there)',
+    );
   });
   return {
     service,
@@ -53,30 +60,49 @@ export function settings(): ShopSettings {
     urls: JSON.parse(required('SHOP_URLS')) as ShopSettings['urls'],
     dataDir,
     // Every service joins in lockstep mode; in perimeter-only mode only the gateway does (for sign-in).
-    controlPlane: mode === 'lockstep' || process.env.LOCKSTEP_JOIN_TOKEN !== undefined
-      ? { url: required('LOCKSTEP_CP_URL'), trustDomain: required('LOCKSTEP_TRUST_DOMAIN'), joinToken: required('LOCKSTEP_JOIN_TOKEN') }
-      : null,
+    controlPlane:
+      mode === 'lockstep' || process.env.LOCKSTEP_JOIN_TOKEN !== undefined
+        ? {
+            url: required('LOCKSTEP_CP_URL'),
+            trustDomain: required('LOCKSTEP_TRUST_DOMAIN'),
+            joinToken: required('LOCKSTEP_JOIN_TOKEN'),
+          }
+        : null,
   };
 }
 
 /** Joins with the one-time token and builds the guard: one line of setup per service. */
 export async function secure(config: ShopSettings): Promise<{ guard: Guard; agent: WorkloadAgent }> {
-  if (config.controlPlane === null) throw new TypeError('secure() needs LOCKSTEP_CP_URL, LOCKSTEP_TRUST_DOMAIN and LOCKSTEP_JOIN_TOKEN');
-  const agent = await joinAsWorkload({ ...config.controlPlane, service: config.service, onEvent: (event) => { if (event.kind === 'renewal-failed') log('warn', `SVID renewal failed: ${event.reason}`); } });
+  if (config.controlPlane === null)
+    throw new TypeError('secure() needs LOCKSTEP_CP_URL, LOCKSTEP_TRUST_DOMAIN and LOCKSTEP_JOIN_TOKEN');
+  const agent = await joinAsWorkload({
+    ...config.controlPlane,
+    service: config.service,
+    onEvent: (event) => {
+      if (event.kind === 'renewal-failed') log('warn', `SVID renewal failed: ${event.reason}`);
+    },
+  });
   // Decisions go to a local file and to the control plane's collector (spooled while it is away).
   const options = agent.guardOptions({ auditSpoolDir: join(config.dataDir, 'spool') });
-  const guard = await createGuard({ ...options, audit: { ...options.audit, file: join(config.dataDir, 'audit.jsonl') }, logger: jsonLogger(config.service) });
+  const guard = await createGuard({
+    ...options,
+    audit: { ...options.audit, file: join(config.dataDir, 'audit.jsonl') },
+    logger: jsonLogger(config.service),
+  });
   agent.attach(guard);
   return { guard, agent };
 }
 
 function jsonLogger(service: string) {
-  const write = (level: string) => (message: string, fields?: Record<string, unknown>) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, service, message, ...fields })}\n`);
+  const write = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, service, message, ...fields })}\n`);
   return { info: write('info'), warn: write('warn'), error: write('error') };
 }
 
 export function log(level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown> = {}): void {
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, service: process.env.SHOP_SERVICE, message, ...fields })}\n`);
+  process.stderr.write(
+    `${JSON.stringify({ time: new Date().toISOString(), level, service: process.env.SHOP_SERVICE, message, ...fields })}\n`,
+  );
 }
 
 /** Tells the launcher (IPC) that the service answers at `url`. */
@@ -90,10 +116,13 @@ export function onStop(close: () => Promise<void>): void {
   const stop = () => {
     if (stopping) return;
     stopping = true;
-    close().then(() => process.exit(0), (error: Error) => {
-      log('error', `stopping failed: ${error.message}`);
-      process.exit(1);
-    });
+    close().then(
+      () => process.exit(0),
+      (error: Error) => {
+        log('error', `stopping failed: ${error.message}`);
+        process.exit(1);
+      },
+    );
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

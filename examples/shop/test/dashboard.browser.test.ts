@@ -21,7 +21,10 @@ import { call, capturedTxnToken, stolenCredentials } from '../drill/attacker.ts'
 
 const CHROMIUM = process.env.LOCKSTEP_CHROMIUM ?? '/usr/bin/chromium';
 const available = existsSync(CHROMIUM);
-if (!available && process.env.CI === 'true') throw new Error(`CI needs Chromium at ${CHROMIUM} for the dashboard's browser tests: apt-get install chromium (.ci/run does)`);
+if (!available && process.env.CI === 'true')
+  throw new Error(
+    `CI needs Chromium at ${CHROMIUM} for the dashboard's browser tests: apt-get install chromium (.ci/run does)`,
+  );
 const output = resolve(process.env.LOCKSTEP_TEST_OUTPUT ?? 'test-output', 'dashboard');
 const dataDir = mkdtempSync(join(tmpdir(), 'lockstep-dashboard-browser-'));
 let shop: RunningShop;
@@ -39,59 +42,78 @@ after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-it('an administrator signs in, sees every service, and sees a lateral-movement alert appear within 5 s', { skip: available ? false : `Chromium not found at ${CHROMIUM} (apt-get install chromium, or set LOCKSTEP_CHROMIUM)` }, async () => {
-  // The control plane's certificate comes from the development CA: the browser is told to accept it.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
-  const page = await context.newPage();
-  await page.goto(`${shop.urls.controlPlane}/dashboard`);
-  await page.getByLabel('User name').fill('ops');
-  await page.getByLabel('Password').fill(shop.users.ops?.password ?? '');
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL(/\/dashboard(#.*)?$/);
+it(
+  'an administrator signs in, sees every service, and sees a lateral-movement alert appear within 5 s',
+  {
+    skip: available ? false : `Chromium not found at ${CHROMIUM} (apt-get install chromium, or set LOCKSTEP_CHROMIUM)`,
+  },
+  async () => {
+    // The control plane's certificate comes from the development CA: the browser is told to accept it.
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    await page.goto(`${shop.urls.controlPlane}/dashboard`);
+    await page.getByLabel('User name').fill('ops');
+    await page.getByLabel('Password').fill(shop.users.ops?.password ?? '');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(/\/dashboard(#.*)?$/);
 
-  for (const service of ['gateway', 'orders', 'inventory', 'payments']) await page.locator(`tr[data-service="${service}"]`).waitFor({ timeout: 10_000 });
-  await page.screenshot({ path: join(output, 'overview.png'), fullPage: true });
+    for (const service of ['gateway', 'orders', 'inventory', 'payments'])
+      await page.locator(`tr[data-service="${service}"]`).waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: join(output, 'overview.png'), fullPage: true });
 
-  // A compromised inventory (its own valid SVID and key, a genuine Txn-Token) tries to charge.
-  const inventory = await stolenCredentials(shop, 'inventory');
-  const token = await capturedTxnToken(shop, await stolenCredentials(shop, 'gateway'), 'alice', shop.users.alice?.password ?? '');
-  const attemptedAt = Date.now();
-  const answer = await call(`${shop.urls.payments}/charges`, { method: 'POST', json: { orderId: 'x', amount: 100 }, headers: { 'txn-token': token }, as: inventory });
-  assert.equal(answer.status, 403);
+    // A compromised inventory (its own valid SVID and key, a genuine Txn-Token) tries to charge.
+    const inventory = await stolenCredentials(shop, 'inventory');
+    const token = await capturedTxnToken(
+      shop,
+      await stolenCredentials(shop, 'gateway'),
+      'alice',
+      shop.users.alice?.password ?? '',
+    );
+    const attemptedAt = Date.now();
+    const answer = await call(`${shop.urls.payments}/charges`, {
+      method: 'POST',
+      json: { orderId: 'x', amount: 100 },
+      headers: { 'txn-token': token },
+      as: inventory,
+    });
+    assert.equal(answer.status, 403);
 
-  await page.goto(`${shop.urls.controlPlane}/dashboard#alerts`);
-  await page.locator('tr[data-rule="lateral-movement"]').waitFor({ timeout: 5_000 });
-  const seenAfter = Date.now() - attemptedAt;
-  console.log(`dashboard: the lateral-movement alert was on screen ${seenAfter} ms after the attempt (limit 5000 ms)`);
-  assert.ok(seenAfter <= 5_000);
-  assert.match(await page.locator('tr[data-rule="lateral-movement"]').innerText(), /inventory→payments/);
-  await page.screenshot({ path: join(output, 'alerts.png'), fullPage: true });
+    await page.goto(`${shop.urls.controlPlane}/dashboard#alerts`);
+    await page.locator('tr[data-rule="lateral-movement"]').waitFor({ timeout: 5_000 });
+    const seenAfter = Date.now() - attemptedAt;
+    console.log(
+      `dashboard: the lateral-movement alert was on screen ${seenAfter} ms after the attempt (limit 5000 ms)`,
+    );
+    assert.ok(seenAfter <= 5_000);
+    assert.match(await page.locator('tr[data-rule="lateral-movement"]').innerText(), /inventory→payments/);
+    await page.screenshot({ path: join(output, 'alerts.png'), fullPage: true });
 
-  for (const name of ['graph', 'events']) {
-    await page.goto(`${shop.urls.controlPlane}/dashboard#${name}`);
-    await page.locator('main h2').waitFor();
-    await page.screenshot({ path: join(output, `${name}.png`), fullPage: true });
-  }
-  // A scan's run reaches the Scans page: its row, and its service × attack matrix.
-  const scan = await shop.adminExit('scan', '--manifest', fileURLToPath(new URL('../scan.yaml', import.meta.url)));
-  assert.equal(scan.code, 0, scan.out.join('\n'));
-  const runId = /run ([0-9a-f-]{36})/.exec(scan.out.join('\n'))?.[1] ?? '';
-  await page.goto(`${shop.urls.controlPlane}/dashboard#scans`);
-  await page.locator(`tr[data-run="${runId}"]`).waitFor({ timeout: 5_000 });
-  assert.match(await page.locator('main').innerText(), /authz\.bola/);
-  await page.screenshot({ path: join(output, 'scans.png'), fullPage: true });
-  // The scan's probes have their own page: they count in no deny rate, graph or event list.
-  await page.goto(`${shop.urls.controlPlane}/dashboard#probes`);
-  await page.locator('tr[data-probe-service="orders"]').waitFor({ timeout: 10_000 });
-  await page.screenshot({ path: join(output, 'probes.png'), fullPage: true });
-  await page.goto(`${shop.urls.controlPlane}/dashboard#overview`);
-  await page.locator('tr[data-service="orders"] td[data-probes] a').waitFor({ timeout: 5_000 });
-  await page.screenshot({ path: join(output, 'overview-after-scan.png'), fullPage: true });
-  await page.goto(`${shop.urls.controlPlane}/dashboard#events?decision=deny`);
-  const txnLink = page.locator('main table a').first();
-  await txnLink.waitFor({ timeout: 5_000 });
-  await txnLink.click();
-  await page.locator('main ol li').first().waitFor();
-  await page.screenshot({ path: join(output, 'transaction.png'), fullPage: true });
-  await context.close();
-});
+    for (const name of ['graph', 'events']) {
+      await page.goto(`${shop.urls.controlPlane}/dashboard#${name}`);
+      await page.locator('main h2').waitFor();
+      await page.screenshot({ path: join(output, `${name}.png`), fullPage: true });
+    }
+    // A scan's run reaches the Scans page: its row, and its service × attack matrix.
+    const scan = await shop.adminExit('scan', '--manifest', fileURLToPath(new URL('../scan.yaml', import.meta.url)));
+    assert.equal(scan.code, 0, scan.out.join('\n'));
+    const runId = /run ([0-9a-f-]{36})/.exec(scan.out.join('\n'))?.[1] ?? '';
+    await page.goto(`${shop.urls.controlPlane}/dashboard#scans`);
+    await page.locator(`tr[data-run="${runId}"]`).waitFor({ timeout: 5_000 });
+    assert.match(await page.locator('main').innerText(), /authz\.bola/);
+    await page.screenshot({ path: join(output, 'scans.png'), fullPage: true });
+    // The scan's probes have their own page: they count in no deny rate, graph or event list.
+    await page.goto(`${shop.urls.controlPlane}/dashboard#probes`);
+    await page.locator('tr[data-probe-service="orders"]').waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: join(output, 'probes.png'), fullPage: true });
+    await page.goto(`${shop.urls.controlPlane}/dashboard#overview`);
+    await page.locator('tr[data-service="orders"] td[data-probes] a').waitFor({ timeout: 5_000 });
+    await page.screenshot({ path: join(output, 'overview-after-scan.png'), fullPage: true });
+    await page.goto(`${shop.urls.controlPlane}/dashboard#events?decision=deny`);
+    const txnLink = page.locator('main table a').first();
+    await txnLink.waitFor({ timeout: 5_000 });
+    await txnLink.click();
+    await page.locator('main ol li').first().waitFor();
+    await page.screenshot({ path: join(output, 'transaction.png'), fullPage: true });
+    await context.close();
+  },
+);

@@ -11,15 +11,36 @@ import { runDrill, table } from '../drill/drill.ts';
 it('Lockstep stops every attack the perimeter-only shop lets through', async () => {
   const { results, lockstepHeld } = await runDrill();
   console.log(table(results));
-  assert.deepEqual(results.map((result) => result.id), ['a', 'b', 'c', 'd', 'e', 'f', 'g']);
+  assert.deepEqual(
+    results.map((result) => result.id),
+    ['a', 'b', 'c', 'd', 'e', 'f', 'g'],
+  );
   for (const result of results) {
     assert.equal(result.outcomes.lockstep?.through, false, `${result.id}: ${JSON.stringify(result.outcomes.lockstep)}`);
     assert.ok(result.outcomes.lockstep?.evidence, `${result.id} has evidence`);
   }
-  for (const id of ['a', 'b', 'c', 'd']) assert.equal(results.find((result) => result.id === id)?.outcomes['perimeter-only']?.through, true, `perimeter-only lets ${id} through`);
+  for (const id of ['a', 'b', 'c', 'd'])
+    assert.equal(
+      results.find((result) => result.id === id)?.outcomes['perimeter-only']?.through,
+      true,
+      `perimeter-only lets ${id} through`,
+    );
   assert.equal(lockstepHeld, true);
-  const expected = { a: 'LOCKSTEP_ERR_PEER_CERT_MISSING', b: 'LOCKSTEP_ERR_DENIED', c: 'LOCKSTEP_ERR_PEER_CERT_MISSING', d: 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', e: 'LOCKSTEP_ERR_DENIED', f: 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED', g: 'payments DRIFT' };
-  for (const [id, evidence] of Object.entries(expected)) assert.match(String(results.find((result) => result.id === id)?.outcomes.lockstep?.evidence), new RegExp(evidence), id);
+  const expected = {
+    a: 'LOCKSTEP_ERR_PEER_CERT_MISSING',
+    b: 'LOCKSTEP_ERR_DENIED',
+    c: 'LOCKSTEP_ERR_PEER_CERT_MISSING',
+    d: 'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
+    e: 'LOCKSTEP_ERR_DENIED',
+    f: 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED',
+    g: 'payments DRIFT',
+  };
+  for (const [id, evidence] of Object.entries(expected))
+    assert.match(
+      String(results.find((result) => result.id === id)?.outcomes.lockstep?.evidence),
+      new RegExp(evidence),
+      id,
+    );
 });
 
 it('is also `lockstep drill`: the CLI lists it', () => {

@@ -22,7 +22,11 @@ before(async () => {
   const cert = await edgeCa.issueCert({ dnsNames: ['localhost'], eku: ['serverAuth'], subject: 'CN=localhost' });
   writeFileSync(join(dataDir, 'edge.pem'), cert.chainPem);
   writeFileSync(join(dataDir, 'edge.key.pem'), cert.keyPem, { mode: 0o600 });
-  shop = await startShop({ dataDir, portBase: await freePortBase(), gatewayTls: { certFile: join(dataDir, 'edge.pem'), keyFile: join(dataDir, 'edge.key.pem') } });
+  shop = await startShop({
+    dataDir,
+    portBase: await freePortBase(),
+    gatewayTls: { certFile: join(dataDir, 'edge.pem'), keyFile: join(dataDir, 'edge.key.pem') },
+  });
 });
 after(async () => {
   await shop?.stop();
@@ -33,7 +37,9 @@ describe('the shop with TLS at the edge', () => {
   it('serves the gateway over HTTPS: sign-in, Secure cookies, HSTS', async () => {
     assert.match(shop.urls.gateway, /^https:\/\/localhost:\d+$/);
     // Both CAs: the control plane's (its sign-in page) and the edge certificate's.
-    const browser = createTestBrowser({ ca: `${readFileSync(join(dataDir, 'bundle.pem'), 'utf8')}\n${edgeCa.bundlePem}` });
+    const browser = createTestBrowser({
+      ca: `${readFileSync(join(dataDir, 'bundle.pem'), 'utf8')}\n${edgeCa.bundlePem}`,
+    });
     const agent = new Agent({ connect: { ca: edgeCa.bundlePem } });
     try {
       const login = await request(`${shop.urls.gateway}/login`, { dispatcher: agent });
@@ -57,7 +63,7 @@ describe('the shop with TLS at the edge', () => {
     }
   });
 
-  it('gives plain HTTP to the gateway\'s port no answer', async () => {
+  it("gives plain HTTP to the gateway's port no answer", async () => {
     const { port } = new URL(shop.urls.gateway);
     const outcome = await new Promise<string>((resolve) => {
       const outgoing = httpRequest({ host: '127.0.0.1', port: Number(port), path: '/', timeout: 5_000 }, (response) => {

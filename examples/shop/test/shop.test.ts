@@ -39,13 +39,22 @@ async function signedIn(user: string): Promise<{ browser: TestBrowser; csrf: str
 }
 
 function auditEvents(service: 'gateway' | 'orders' | 'inventory' | 'payments'): DecisionEvent[] {
-  return readFileSync(shop.auditFile(service), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as DecisionEvent);
+  return readFileSync(shop.auditFile(service), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as DecisionEvent);
 }
 
 async function eventually<T>(read: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> {
   const started = Date.now();
   for (;;) {
-    const value = await (async () => { try { return await read(); } catch { return undefined; } })();
+    const value = await (async () => {
+      try {
+        return await read();
+      } catch {
+        return undefined;
+      }
+    })();
     if (value !== undefined) return value;
     if (Date.now() - started > 5_000) return assert.fail(`${what}: not within 5 s`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -58,7 +67,11 @@ describe('the shop, end to end', () => {
 
   it('signs a user in and places an order: one txn across gateway, orders, inventory and payments', async () => {
     alice = await signedIn('alice');
-    const placed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: { item: 'coffee', quantity: 2 }, headers: { 'x-csrf-token': alice.csrf } });
+    const placed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, {
+      method: 'POST',
+      json: { item: 'coffee', quantity: 2 },
+      headers: { 'x-csrf-token': alice.csrf },
+    });
     assert.equal(placed.status, 201, JSON.stringify(placed.body));
     const order = placed.body as { orderId: string; customer: string; amount: number };
     aliceOrder = order.orderId;
@@ -66,25 +79,47 @@ describe('the shop, end to end', () => {
     assert.equal(order.amount, 1780);
     assert.equal(JSON.stringify(placed.body).includes('eyJ'), false, 'no token goes outward');
 
-    const gateway = await eventually(() => auditEvents('gateway').findLast((event) => event.route === '/api/orders' && event.method === 'POST' && event.decision === 'allow'), 'the gateway\'s event');
+    const gateway = await eventually(
+      () =>
+        auditEvents('gateway').findLast(
+          (event) => event.route === '/api/orders' && event.method === 'POST' && event.decision === 'allow',
+        ),
+      "the gateway's event",
+    );
     const txn = gateway.txn;
     assert.ok(txn);
-    for (const [service, action] of [['orders', 'orders:create'], ['inventory', 'inventory:reserve'], ['payments', 'payments:charge']] as const) {
-      const event: DecisionEvent = await eventually(() => auditEvents(service).find((entry) => entry.txn === txn), `${service}'s event for txn ${txn}`);
+    for (const [service, action] of [
+      ['orders', 'orders:create'],
+      ['inventory', 'inventory:reserve'],
+      ['payments', 'payments:charge'],
+    ] as const) {
+      const event: DecisionEvent = await eventually(
+        () => auditEvents(service).find((entry) => entry.txn === txn),
+        `${service}'s event for txn ${txn}`,
+      );
       assert.equal(event.action, action);
       assert.equal(event.sub, 'alice');
       assert.equal(event.decision, 'allow');
     }
-    assert.equal(auditEvents('payments').find((entry) => entry.txn === txn)?.caller, 'spiffe://shop.test/svc/orders', 'payments was called by orders');
+    assert.equal(
+      auditEvents('payments').find((entry) => entry.txn === txn)?.caller,
+      'spiffe://shop.test/svc/orders',
+      'payments was called by orders',
+    );
 
     // The same events reached the control plane's collector, in a trail that verifies.
     const verified = await eventually(async () => {
       const { code, out } = await shop.adminExit('audit', 'verify');
       // The four services' sources; the control plane's own (admin events) is one more.
-      return code === 0 && out.filter((line) => line.startsWith('spiffe://shop.test/svc/')).length >= 4 ? out : undefined;
+      return code === 0 && out.filter((line) => line.startsWith('spiffe://shop.test/svc/')).length >= 4
+        ? out
+        : undefined;
     }, 'the trail of all four services verifies');
     assert.match(verified.at(-1) ?? '', /^audit trail verified: [5-9] sources/);
-    assert.ok(verified.some((line) => /^spiffe:\/\/shop\.test\/lockstep\/control-plane: \d+ events/.test(line)), 'the admin events too');
+    assert.ok(
+      verified.some((line) => /^spiffe:\/\/shop\.test\/lockstep\/control-plane: \d+ events/.test(line)),
+      'the admin events too',
+    );
   });
 
   it('lets the administrator see every shop service on the dashboard; a customer is refused', async () => {
@@ -103,13 +138,16 @@ describe('the shop, end to end', () => {
     const customer = createTestBrowser({ ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
     try {
       const login = await customer.open(`${shop.urls.controlPlane}/dashboard`);
-      assert.equal((await customer.submit(login, { username: 'bob', password: shop.users.bob?.password ?? '' })).status, 403);
+      assert.equal(
+        (await customer.submit(login, { username: 'bob', password: shop.users.bob?.password ?? '' })).status,
+        403,
+      );
     } finally {
       await customer.close();
     }
   });
 
-  it('lets a customer read her own order, not another customer\'s (BOLA, decided in Cedar)', async () => {
+  it("lets a customer read her own order, not another customer's (BOLA, decided in Cedar)", async () => {
     const own = await alice.browser.request(`${shop.urls.gateway}/api/orders/${aliceOrder}`);
     assert.equal(own.status, 200);
     const bob = await signedIn('bob');
@@ -117,10 +155,20 @@ describe('the shop, end to end', () => {
       const stolen = await bob.browser.request(`${shop.urls.gateway}/api/orders/${aliceOrder}`);
       assert.equal(stolen.status, 403);
       assert.equal((stolen.body as { error: string }).error, 'LOCKSTEP_ERR_DENIED');
-      const event: DecisionEvent = await eventually(() => auditEvents('orders').findLast((entry) => entry.sub === 'bob' && entry.action === 'orders:read'), 'the refusal');
+      const event: DecisionEvent = await eventually(
+        () => auditEvents('orders').findLast((entry) => entry.sub === 'bob' && entry.action === 'orders:read'),
+        'the refusal',
+      );
       assert.equal(event.decision, 'deny');
       const listed = await bob.browser.request(`${shop.urls.gateway}/api/orders`);
-      assert.deepEqual((listed.body as { orders: { orderId: string; customer: string }[] }).orders.map(({ orderId, customer }) => [orderId, customer]), [['demo-bob', 'bob']], 'bob\'s list holds only bob\'s (demo) order');
+      assert.deepEqual(
+        (listed.body as { orders: { orderId: string; customer: string }[] }).orders.map(({ orderId, customer }) => [
+          orderId,
+          customer,
+        ]),
+        [['demo-bob', 'bob']],
+        "bob's list holds only bob's (demo) order",
+      );
     } finally {
       await bob.browser.close();
     }
@@ -139,13 +187,28 @@ describe('the shop, end to end', () => {
     } finally {
       await anonymous.close();
     }
-    const noCsrf = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: { item: 'tea', quantity: 1 } });
+    const noCsrf = await alice.browser.request(`${shop.urls.gateway}/api/orders`, {
+      method: 'POST',
+      json: { item: 'tea', quantity: 1 },
+    });
     assert.equal(noCsrf.status, 403);
     assert.equal((noCsrf.body as { error: string }).error, 'CSRF_TOKEN_INVALID');
-    for (const [body, field] of [[{ item: 'tea', quantity: 200 }, 'quantity'], [{ item: 'gold', quantity: 1 }, 'item'], [{ item: 'tea', quantity: 1, price: 0 }, 'price']] as const) {
-      const malformed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: body, headers: { 'x-csrf-token': alice.csrf } });
+    for (const [body, field] of [
+      [{ item: 'tea', quantity: 200 }, 'quantity'],
+      [{ item: 'gold', quantity: 1 }, 'item'],
+      [{ item: 'tea', quantity: 1, price: 0 }, 'price'],
+    ] as const) {
+      const malformed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, {
+        method: 'POST',
+        json: body,
+        headers: { 'x-csrf-token': alice.csrf },
+      });
       assert.equal(malformed.status, 400);
-      assert.match(String((malformed.body as { message: string }).message), new RegExp(`^${field}:`), `names the field ${field}`);
+      assert.match(
+        String((malformed.body as { message: string }).message),
+        new RegExp(`^${field}:`),
+        `names the field ${field}`,
+      );
     }
   });
 
@@ -164,36 +227,66 @@ describe('the shop, end to end', () => {
     const reports = mkdtempSync(join(tmpdir(), 'lockstep-shop-scan-'));
     try {
       const started = performance.now();
-      const scan = await shop.adminExit('scan', '--manifest', fileURLToPath(new URL('../scan.yaml', import.meta.url)), '--json', join(reports, 'scan.json'));
+      const scan = await shop.adminExit(
+        'scan',
+        '--manifest',
+        fileURLToPath(new URL('../scan.yaml', import.meta.url)),
+        '--json',
+        join(reports, 'scan.json'),
+      );
       const seconds = (performance.now() - started) / 1000;
-      console.log(`lockstep scan of the shop: exit ${scan.code} in ${seconds.toFixed(1)} s — ${/^Summary: .*$/m.exec(scan.out.join('\n'))?.[0] ?? ''}`);
+      console.log(
+        `lockstep scan of the shop: exit ${scan.code} in ${seconds.toFixed(1)} s — ${/^Summary: .*$/m.exec(scan.out.join('\n'))?.[0] ?? ''}`,
+      );
       assert.equal(scan.code, 0, [...scan.out, ...scan.err].join('\n'));
-      const report = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { services: { name: string }[]; summary: { enforced: number; weak: number; inconclusive: number }; runId: string };
-      assert.deepEqual(report.services.map((service) => service.name), ['inventory', 'orders', 'payments'], 'every service with a guarded route (the gateway guards only its outbound calls)');
+      const report = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as {
+        services: { name: string }[];
+        summary: { enforced: number; weak: number; inconclusive: number };
+        runId: string;
+      };
+      assert.deepEqual(
+        report.services.map((service) => service.name),
+        ['inventory', 'orders', 'payments'],
+        'every service with a guarded route (the gateway guards only its outbound calls)',
+      );
       assert.equal(report.summary.weak, 0);
       assert.equal(report.summary.inconclusive, 0);
       assert.ok(report.summary.enforced > 330, `enforced ${report.summary.enforced}`);
       // scan.yaml's bodies are admitted, so the input checks vary a body each route takes.
-      assert.deepEqual(scan.err.filter((line) => line.includes('body was not admitted')), []);
-      assert.ok(scan.out.some((line) => line.includes(`run ${report.runId}`) && line.startsWith('sent to the monitor')), 'the run is on the dashboard\'s Scans page');
+      assert.deepEqual(
+        scan.err.filter((line) => line.includes('body was not admitted')),
+        [],
+      );
+      assert.ok(
+        scan.out.some((line) => line.includes(`run ${report.runId}`) && line.startsWith('sent to the monitor')),
+        "the run is on the dashboard's Scans page",
+      );
     } finally {
       rmSync(reports, { recursive: true, force: true });
     }
   });
 
-  it('answers each service\'s public health check also with a query string (payments once matched the raw URL)', async () => {
+  it("answers each service's public health check also with a query string (payments once matched the raw URL)", async () => {
     const caPem = readFileSync(join(dataDir, 'bundle.pem'), 'utf8');
     for (const service of ['orders', 'inventory', 'payments'] as const) {
       const { hostname: host, port } = new URL(shop.urls[service]);
       const raw = 'GET /health?x=1 HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n';
       const answer = await rawTlsRequest({ host, port: Number(port), caPem, raw });
-      assert.match(String(answer), /^HTTP\/1\.1 200 /, `${service}: ${String(typeof answer === 'string' ? answer : answer.error).slice(0, 200)}`);
+      assert.match(
+        String(answer),
+        /^HTTP\/1\.1 200 /,
+        `${service}: ${String(typeof answer === 'string' ? answer : answer.error).slice(0, 200)}`,
+      );
     }
   });
 
   it('answers 503 with a request id when a service is down, and refuses new transactions when the control plane is', async () => {
     await shop.kill('payments');
-    const paymentsDown = await alice.browser.request(`${shop.urls.gateway}/api/orders`, { method: 'POST', json: { item: 'tea', quantity: 1 }, headers: { 'x-csrf-token': alice.csrf } });
+    const paymentsDown = await alice.browser.request(`${shop.urls.gateway}/api/orders`, {
+      method: 'POST',
+      json: { item: 'tea', quantity: 1 },
+      headers: { 'x-csrf-token': alice.csrf },
+    });
     assert.equal(paymentsDown.status, 503);
     const answer = paymentsDown.body as { error: string; requestId: string };
     assert.equal(answer.error, 'DOWNSTREAM_UNAVAILABLE');
@@ -201,14 +294,21 @@ describe('the shop, end to end', () => {
     assert.doesNotMatch(JSON.stringify(answer), /\bat \w+ \(|node:internal/, 'no stack trace');
     // The gateway records the refusal by its status, not by the code orders sent: a service's word
     // never becomes the gateway's reason (CONTROL_PLANE_UNAVAILABLE would read as an outage).
-    const refusalOf = (method: string) => () => auditEvents('gateway').findLast((event) => event.route === '/api/orders' && event.method === method && event.decision === 'deny');
-    assert.equal((await eventually(refusalOf('POST'), 'the gateway\'s refusal')).reason, 'DOWNSTREAM_503');
+    const refusalOf = (method: string) => () =>
+      auditEvents('gateway').findLast(
+        (event) => event.route === '/api/orders' && event.method === method && event.decision === 'deny',
+      );
+    assert.equal((await eventually(refusalOf('POST'), "the gateway's refusal")).reason, 'DOWNSTREAM_503');
 
     await shop.kill('controlPlane');
     const cpDown = await alice.browser.request(`${shop.urls.gateway}/api/orders`);
     assert.equal(cpDown.status, 503);
     assert.equal((cpDown.body as { error: string }).error, 'CONTROL_PLANE_UNAVAILABLE');
-    assert.equal((await eventually(refusalOf('GET'), 'the gateway\'s refusal')).reason, 'CONTROL_PLANE_UNAVAILABLE', 'its own, when the control plane did not answer');
+    assert.equal(
+      (await eventually(refusalOf('GET'), "the gateway's refusal")).reason,
+      'CONTROL_PLANE_UNAVAILABLE',
+      'its own, when the control plane did not answer',
+    );
     await alice.browser.close();
   });
 
@@ -216,7 +316,8 @@ describe('the shop, end to end', () => {
     const browser = createTestBrowser({ ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
     try {
       const statuses: number[] = [];
-      for (let attempt = 0; attempt < 25; attempt += 1) statuses.push((await browser.request(`${shop.urls.gateway}/login`)).status);
+      for (let attempt = 0; attempt < 25; attempt += 1)
+        statuses.push((await browser.request(`${shop.urls.gateway}/login`)).status);
       assert.ok(statuses.includes(429), `no 429 in ${statuses.join(',')}`);
       assert.equal(statuses.filter((status) => status === 303).length <= 20, true, 'at most 20 a minute');
     } finally {

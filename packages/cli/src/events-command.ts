@@ -13,15 +13,23 @@ type Out = (line: string) => void;
 /** A GET of the admin API (main.ts's `admin`). */
 type AdminGet = (method: 'GET', path: string) => Promise<Record<string, unknown>>;
 
-export const EVENTS_USAGE = 'usage: lockstep events [--service <name>] [--decision allow|deny|dry-run] '
-  + '[--reason <code>] [--sub <user>] [--txn <id>] [--limit <n>] [--json] [--probes]';
+export const EVENTS_USAGE =
+  'usage: lockstep events [--service <name>] [--decision allow|deny|dry-run] ' +
+  '[--reason <code>] [--sub <user>] [--txn <id>] [--limit <n>] [--json] [--probes]';
 
 export async function eventsCommand(argv: readonly string[], out: Out, admin: AdminGet): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: [...argv], allowPositionals: true,
+    args: [...argv],
+    allowPositionals: true,
     options: {
-      service: { type: 'string' }, decision: { type: 'string' }, reason: { type: 'string' }, sub: { type: 'string' },
-      txn: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, probes: { type: 'boolean' },
+      service: { type: 'string' },
+      decision: { type: 'string' },
+      reason: { type: 'string' },
+      sub: { type: 'string' },
+      txn: { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean' },
+      probes: { type: 'boolean' },
     },
   });
   if (positionals.length > 0) {
@@ -67,12 +75,20 @@ function eventLines(events: readonly AuditEvent[]): string[] {
     const decision = decisionOf(event);
     const reason = decision === 'allow' ? '-' : field(event.reason);
     return [
-      field(event.time), field(event.service), decision, reason, field(event.action),
-      `caller=${field(event.caller)}`, `sub=${field(event.sub)}`, `request=${field(event.requestId)}`,
+      field(event.time),
+      field(event.service),
+      decision,
+      reason,
+      field(event.action),
+      `caller=${field(event.caller)}`,
+      `sub=${field(event.sub)}`,
+      `request=${field(event.requestId)}`,
     ];
   });
-  const widths = rows.reduce((most, row) => most.map((width, column) => Math.max(width, row[column]?.length ?? 0)),
-    new Array<number>(8).fill(0));
+  const widths = rows.reduce(
+    (most, row) => most.map((width, column) => Math.max(width, row[column]?.length ?? 0)),
+    new Array<number>(8).fill(0),
+  );
   // The last column is not padded: no trailing blanks.
   const last = widths.length - 1;
   const padded = (cell: string, column: number) => (column === last ? cell : cell.padEnd(widths[column] ?? 0));
@@ -86,10 +102,11 @@ function field(value: unknown): string {
 /** What to say when nothing matched, and how to widen the search. */
 function nothingMatched(parameters: Readonly<Record<string, string>>): string {
   const probes = parameters.probes === 'true';
-  const filters = EVENT_FILTERS.filter((name) => parameters[name] !== undefined)
-    .map((name) => `--${name} ${parameters[name]}`);
+  const filters = EVENT_FILTERS.filter((name) => parameters[name] !== undefined).map(
+    (name) => `--${name} ${parameters[name]}`,
+  );
   const what = probes ? 'probes' : 'events';
-  const apart = probes ? '' : '; a scanner\'s probes are listed apart: add --probes';
+  const apart = probes ? '' : "; a scanner's probes are listed apart: add --probes";
   if (filters.length > 0) {
     return `no ${what} match ${filters.join(' ')}: drop or change a filter to widen the search${apart}`;
   }

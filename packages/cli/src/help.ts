@@ -13,7 +13,8 @@ const COMMANDS: Readonly<Record<string, { readonly usage: string; readonly about
 says loudly that it is development material. Existing keys are kept and checked.`,
   },
   'control-plane': {
-    usage: 'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>]',
+    usage:
+      'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>]',
     about: `Runs the control plane with its state in the state directory (keys, SQLite store or --postgres, the
 trust bundle, a local administrator's SVID) until SIGINT or SIGTERM. One control plane per state
 directory: a second start is refused with the first one's pid; a lock left by one that died is taken over.
@@ -33,12 +34,15 @@ message names it and the fix); 2 for a mistake in the arguments.`,
     about: 'The published next key signs from now on; the retired one stays published until its tokens expire.',
   },
   ca: {
-    usage: 'lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)',
-    about: 'Root rotation: `prepare` adds a new root to the bundle; `activate` (one SVID lifetime later) makes it sign.',
+    usage:
+      'lockstep ca status | prepare | activate      (root rotation: prepare, wait until every workload has the new bundle, activate)',
+    about:
+      'Root rotation: `prepare` adds a new root to the bundle; `activate` (one SVID lifetime later) makes it sign.',
   },
   drill: {
-    usage: 'lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)',
-    about: 'Runs the reference shop\'s breach drill (examples/shop/drill); exit 0 when Lockstep stopped every attack.',
+    usage:
+      'lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)',
+    about: "Runs the reference shop's breach drill (examples/shop/drill); exit 0 when Lockstep stopped every attack.",
   },
   audit: {
     usage: `lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint>]
@@ -87,7 +91,9 @@ issues to the local administrator; prints the service × attack matrix.`,
 };
 
 export const USAGE = `usage:
-${Object.values(COMMANDS).map((entry) => `  ${entry.usage}`).join('\n')}
+${Object.values(COMMANDS)
+  .map((entry) => `  ${entry.usage}`)
+  .join('\n')}
   lockstep <command> --help | lockstep help <command>   (one command's usage)
   lockstep --version
 ${STATE}`;

@@ -31,8 +31,14 @@ import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { controlPlaneAgent } from '@lockstep/control-plane';
 import {
-  assembleControlPlane, AUDIT_HEAD_FILE, openAuditKeys, openControlPlaneKeys, openStoreAt, verifyTrail,
-  type ControlPlaneAssemblyOptions, type ExternalIssuer,
+  assembleControlPlane,
+  AUDIT_HEAD_FILE,
+  openAuditKeys,
+  openControlPlaneKeys,
+  openStoreAt,
+  verifyTrail,
+  type ControlPlaneAssemblyOptions,
+  type ExternalIssuer,
 } from '@lockstep/monitor';
 import type { JWK } from 'jose';
 import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
@@ -41,14 +47,25 @@ import { scanCommand } from './scan-command.ts';
 import { eventsCommand } from './events-command.ts';
 import { cliVersion, commandHelp, USAGE } from './help.ts';
 import { lockStateDirectory } from './state-lock.ts';
-import { adminAccess, localState, OperatorError, UsageError, writeControlPlaneState, type LocalState } from './state.ts';
+import {
+  adminAccess,
+  localState,
+  OperatorError,
+  UsageError,
+  writeControlPlaneState,
+  type LocalState,
+} from './state.ts';
 
 export { checkStateDirectoryFree } from './state-lock.ts';
 export { localState, stateDirectory } from './state.ts';
 
 type Out = (line: string) => void;
 
-export async function main(argv: readonly string[], out: Out = (line) => process.stdout.write(`${line}\n`), err: Out = (line) => process.stderr.write(`${line}\n`)): Promise<number> {
+export async function main(
+  argv: readonly string[],
+  out: Out = (line) => process.stdout.write(`${line}\n`),
+  err: Out = (line) => process.stderr.write(`${line}\n`),
+): Promise<number> {
   try {
     const [command, ...rest] = argv;
     const help = command === 'help' ? rest[0] : rest.includes('--help') || rest.includes('-h') ? command : undefined;
@@ -58,23 +75,44 @@ export async function main(argv: readonly string[], out: Out = (line) => process
       return 0;
     }
     switch (command) {
-      case 'init': return await init(rest, out, err);
-      case 'control-plane': return await controlPlane(rest, out, err);
-      case 'join-token': return await joinToken(rest, out);
-      case 'user': return await user(rest, out);
-      case 'keys': return await keys(rest, out);
-      case 'ca': return await caCommand(rest, out);
-      case 'drill': return await drill(err);
-      case 'audit': return await audit(rest, out);
-      case 'revoke': return await revoke(rest, out);
-      case 'services': return await services(out);
-      case 'events': return await eventsCommand(rest, out, admin);
-      case 'scan': return await scanCommand(rest, out, err);
-      case 'policy': return rest[0] === 'validate' ? await policyValidate(rest.slice(1), out) : rest[0] === 'test' ? await policyTest(rest.slice(1), out) : await policyStatus(rest, out);
-      case '--version': case 'version':
+      case 'init':
+        return await init(rest, out, err);
+      case 'control-plane':
+        return await controlPlane(rest, out, err);
+      case 'join-token':
+        return await joinToken(rest, out);
+      case 'user':
+        return await user(rest, out);
+      case 'keys':
+        return await keys(rest, out);
+      case 'ca':
+        return await caCommand(rest, out);
+      case 'drill':
+        return await drill(err);
+      case 'audit':
+        return await audit(rest, out);
+      case 'revoke':
+        return await revoke(rest, out);
+      case 'services':
+        return await services(out);
+      case 'events':
+        return await eventsCommand(rest, out, admin);
+      case 'scan':
+        return await scanCommand(rest, out, err);
+      case 'policy':
+        return rest[0] === 'validate'
+          ? await policyValidate(rest.slice(1), out)
+          : rest[0] === 'test'
+            ? await policyTest(rest.slice(1), out)
+            : await policyStatus(rest, out);
+      case '--version':
+      case 'version':
         out(`lockstep ${cliVersion()}`);
         return 0;
-      case undefined: case 'help': case '--help': case '-h':
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
         if (rest.length > 0) {
           err(`lockstep: no command ${JSON.stringify(rest[0])}\n${USAGE}`);
           return 2;
@@ -87,8 +125,12 @@ export async function main(argv: readonly string[], out: Out = (line) => process
     }
   } catch (error) {
     const code = (error as { code?: unknown }).code;
-    if (error instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE'
-      || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    if (
+      error instanceof UsageError ||
+      code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ||
+      code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' ||
+      code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'
+    ) {
       err(`lockstep: ${(error as Error).message}`);
       return 2;
     }
@@ -106,22 +148,34 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   const { values } = parseArgs({
     args: [...argv],
     options: {
-      'trust-domain': { type: 'string' }, host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8443' },
-      'policy-dir': { type: 'string', default: 'policies' }, postgres: { type: 'string' }, 'idp-config': { type: 'string' },
+      'trust-domain': { type: 'string' },
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string', default: '8443' },
+      'policy-dir': { type: 'string', default: 'policies' },
+      postgres: { type: 'string' },
+      'idp-config': { type: 'string' },
     },
   });
   const state = localState();
   const trustDomain = rememberTrustDomain(state, values['trust-domain']);
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new UsageError(`--port must be a port number, e.g. --port 8443; got ${JSON.stringify(values.port)}`);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535)
+    throw new UsageError(`--port must be a port number, e.g. --port 8443; got ${JSON.stringify(values.port)}`);
   const idp = readIdpConfig(state, trustDomain, values['idp-config'], out);
   const alertWebhook = alertWebhookFromEnvironment();
   const options: ControlPlaneStart = {
-    trustDomain, keyDir: state.keyDir, store: storeLocation(state, values.postgres),
-    host: values.host, port, policyDir: values['policy-dir'], idp,
+    trustDomain,
+    keyDir: state.keyDir,
+    store: storeLocation(state, values.postgres),
+    host: values.host,
+    port,
+    policyDir: values['policy-dir'],
+    idp,
     ...(alertWebhook === undefined ? {} : { alertWebhook }),
     output: {
-      line: out, warning: (text) => err(`lockstep: WARNING ${text}`), error: (text) => err(`lockstep: ${text}`),
+      line: out,
+      warning: (text) => err(`lockstep: WARNING ${text}`),
+      error: (text) => err(`lockstep: ${text}`),
     },
   };
   // Before any key or the store is opened, and before a state file is written.
@@ -133,7 +187,11 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   }
 }
 
-type ControlPlaneStart = ControlPlaneAssemblyOptions & { readonly host: string; readonly port: number; readonly idp: IdpConfig };
+type ControlPlaneStart = ControlPlaneAssemblyOptions & {
+  readonly host: string;
+  readonly port: number;
+  readonly idp: IdpConfig;
+};
 
 async function serveControlPlane(state: LocalState, options: ControlPlaneStart, out: Out): Promise<number> {
   const { trustDomain, idp } = options;
@@ -146,8 +204,10 @@ async function serveControlPlane(state: LocalState, options: ControlPlaneStart, 
   const { admin: administrator, url } = running;
   writeControlPlaneState(state, { url, trustDomain, pid: process.pid }, administrator, running.bundlePem);
   out(`lockstep control plane for ${trustDomain} listening on ${url} (store: ${running.store.kind})`);
-  out(`trust bundle: ${join(state.home, 'bundle.pem')}; `
-    + `local administrator: ${administrator.spiffeId} (until ${administrator.expiresAt.toISOString()})`);
+  out(
+    `trust bundle: ${join(state.home, 'bundle.pem')}; ` +
+      `local administrator: ${administrator.spiffeId} (until ${administrator.expiresAt.toISOString()})`,
+  );
   const clients = `${idp.clients.length} client${idp.clients.length === 1 ? '' : 's'}`;
   out(`identity provider: ${running.idp?.issuer ?? 'off'} (${clients}); dashboard: ${url}/dashboard (role admin)`);
 
@@ -165,12 +225,18 @@ async function serveControlPlane(state: LocalState, options: ControlPlaneStart, 
 function cannotListen(error: NodeJS.ErrnoException, host: string, port: number): OperatorError | undefined {
   switch (error.code) {
     case 'EADDRINUSE':
-      return new OperatorError(`port ${port} on ${host} is in use (another program listens there, or another control plane): `
-        + 'stop it, or choose another port with --port (npm start: LOCKSTEP_PORT_BASE, which moves all five ports of the shop)');
+      return new OperatorError(
+        `port ${port} on ${host} is in use (another program listens there, or another control plane): ` +
+          'stop it, or choose another port with --port (npm start: LOCKSTEP_PORT_BASE, which moves all five ports of the shop)',
+      );
     case 'EACCES':
-      return new OperatorError(`port ${port} on ${host} needs privileges this user does not have: choose a port from 1024 up with --port`);
+      return new OperatorError(
+        `port ${port} on ${host} needs privileges this user does not have: choose a port from 1024 up with --port`,
+      );
     case 'EADDRNOTAVAIL':
-      return new OperatorError(`${host} is not an address of this machine: pass one of its addresses with --host, e.g. --host 127.0.0.1`);
+      return new OperatorError(
+        `${host} is not an address of this machine: pass one of its addresses with --host, e.g. --host 127.0.0.1`,
+      );
     default:
       return undefined;
   }
@@ -201,10 +267,18 @@ function readIdpConfig(state: LocalState, trustDomain: string, configFile: strin
   } catch (error) {
     throw new UsageError(`${file} is not JSON: ${(error as Error).message}`);
   }
-  if (config.resource === undefined || !Array.isArray(config.clients)) throw new UsageError(`${file} must hold { "resource": { "indicator", "scopes" }, "clients": [...], "externalIssuers"?: [{ "issuer", "audience" }] }`);
+  if (config.resource === undefined || !Array.isArray(config.clients))
+    throw new UsageError(
+      `${file} must hold { "resource": { "indicator", "scopes" }, "clients": [...], "externalIssuers"?: [{ "issuer", "audience" }] }`,
+    );
   const externalIssuers = config.externalIssuers ?? [];
-  if (!Array.isArray(externalIssuers) || externalIssuers.some((entry) => typeof entry?.issuer !== 'string' || typeof entry.audience !== 'string')) {
-    throw new UsageError(`${file}: externalIssuers is a list of { "issuer": "https://…", "audience": "<the aud of its access tokens for us>" }`);
+  if (
+    !Array.isArray(externalIssuers) ||
+    externalIssuers.some((entry) => typeof entry?.issuer !== 'string' || typeof entry.audience !== 'string')
+  ) {
+    throw new UsageError(
+      `${file}: externalIssuers is a list of { "issuer": "https://…", "audience": "<the aud of its access tokens for us>" }`,
+    );
   }
   return { clients: config.clients, resource: config.resource, externalIssuers };
 }
@@ -215,8 +289,10 @@ function alertWebhookFromEnvironment(): { url: string; secret: string } | undefi
   if (url === undefined || url === '') return undefined;
   const secret = process.env.LOCKSTEP_ALERT_WEBHOOK_SECRET ?? '';
   if (secret.length < 32) {
-    throw new UsageError('LOCKSTEP_ALERT_WEBHOOK_SECRET must hold a secret of 32 characters or more: '
-      + 'the webhook body is signed with it');
+    throw new UsageError(
+      'LOCKSTEP_ALERT_WEBHOOK_SECRET must hold a secret of 32 characters or more: ' +
+        'the webhook body is signed with it',
+    );
   }
   return { url, secret };
 }
@@ -230,11 +306,16 @@ async function init(argv: readonly string[], out: Out, err: Out): Promise<number
   const state = localState();
   const trustDomain = rememberTrustDomain(state, values['trust-domain']);
   const created: string[] = [];
-  const loud = (message: string) => { created.push(message); err(`lockstep: WARNING ${message}`); };
+  const loud = (message: string) => {
+    created.push(message);
+    err(`lockstep: WARNING ${message}`);
+  };
   await openControlPlaneKeys(trustDomain, state.keyDir, loud);
-  out(created.length === 0
-    ? `${state.home} is ready for ${trustDomain}: every key exists already (nothing created)`
-    : `${state.home} is ready for ${trustDomain}. These keys are DEVELOPMENT material: for production, provision the CA yourself and keep the root key offline. Start with: npx lockstep control-plane`);
+  out(
+    created.length === 0
+      ? `${state.home} is ready for ${trustDomain}: every key exists already (nothing created)`
+      : `${state.home} is ready for ${trustDomain}. These keys are DEVELOPMENT material: for production, provision the CA yourself and keep the root key offline. Start with: npx lockstep control-plane`,
+  );
   return 0;
 }
 
@@ -247,10 +328,15 @@ function rememberTrustDomain(state: LocalState, requested: string | undefined): 
   const file = join(state.home, 'trust-domain');
   const known = existsSync(file) ? readFileSync(file, 'utf8').trim() : null;
   if (known !== null && requested !== undefined && requested !== known) {
-    throw new UsageError(`${state.home} belongs to trust domain ${known}, not ${requested}: use another LOCKSTEP_HOME for another trust domain`);
+    throw new UsageError(
+      `${state.home} belongs to trust domain ${known}, not ${requested}: use another LOCKSTEP_HOME for another trust domain`,
+    );
   }
   const trustDomain = known ?? requested ?? 'lockstep.test';
-  if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(trustDomain)) throw new UsageError(`--trust-domain must be a lower-case DNS name such as shop.example; got ${JSON.stringify(trustDomain)}`);
+  if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(trustDomain))
+    throw new UsageError(
+      `--trust-domain must be a lower-case DNS name such as shop.example; got ${JSON.stringify(trustDomain)}`,
+    );
   mkdirSync(state.home, { recursive: true, mode: 0o700 });
   if (known === null) writeFileSync(file, `${trustDomain}\n`, { mode: 0o600 });
   return trustDomain;
@@ -261,12 +347,22 @@ async function admin(method: 'GET' | 'POST', path: string, body?: unknown): Prom
   const access = adminAccess(localState());
   const agent = controlPlaneAgent(access.trustDomain, access.admin);
   try {
-    const response = await request(new URL(path, access.url), { method, dispatcher: agent, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
-    const answer = await response.body.json() as Record<string, unknown>;
-    if (response.statusCode >= 400) throw new UsageError(`${method} ${path} refused (${response.statusCode} ${String(answer.error)}): ${String(answer.message ?? '')}`);
+    const response = await request(new URL(path, access.url), {
+      method,
+      dispatcher: agent,
+      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    });
+    const answer = (await response.body.json()) as Record<string, unknown>;
+    if (response.statusCode >= 400)
+      throw new UsageError(
+        `${method} ${path} refused (${response.statusCode} ${String(answer.error)}): ${String(answer.message ?? '')}`,
+      );
     return answer;
   } catch (error) {
-    if ((error as { code?: string }).code === 'ECONNREFUSED') throw new UsageError(`the control plane at ${access.url} is not running: start it with \`lockstep control-plane\``);
+    if ((error as { code?: string }).code === 'ECONNREFUSED')
+      throw new UsageError(
+        `the control plane at ${access.url} is not running: start it with \`lockstep control-plane\``,
+      );
     throw error;
   } finally {
     await agent.close();
@@ -274,18 +370,35 @@ async function admin(method: 'GET' | 'POST', path: string, body?: unknown): Prom
 }
 
 async function joinToken(argv: readonly string[], out: Out): Promise<number> {
-  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { ttl: { type: 'string' } } });
-  if (positionals[0] !== 'create' || positionals.length !== 2) throw new UsageError('usage: lockstep join-token create <service> [--ttl <seconds>]');
+  const { positionals, values } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    options: { ttl: { type: 'string' } },
+  });
+  if (positionals[0] !== 'create' || positionals.length !== 2)
+    throw new UsageError('usage: lockstep join-token create <service> [--ttl <seconds>]');
   const ttlSeconds = values.ttl === undefined ? undefined : Number(values.ttl);
-  const created = await admin('POST', '/v1/admin/join-tokens', { service: positionals[1], ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
+  const created = await admin('POST', '/v1/admin/join-tokens', {
+    service: positionals[1],
+    ...(ttlSeconds === undefined ? {} : { ttlSeconds }),
+  });
   out(String(created.token));
   return 0;
 }
 
 async function user(argv: readonly string[], out: Out): Promise<number> {
-  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { role: { type: 'string', multiple: true }, tenant: { type: 'string' } } });
-  if (positionals[0] !== 'add' || positionals.length !== 2) throw new UsageError('usage: lockstep user add <name> [--role <role>]... [--tenant <tenant>]');
-  const created = await admin('POST', '/v1/admin/users', { username: positionals[1], roles: values.role ?? [], ...(values.tenant === undefined ? {} : { tenant: values.tenant }) });
+  const { positionals, values } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    options: { role: { type: 'string', multiple: true }, tenant: { type: 'string' } },
+  });
+  if (positionals[0] !== 'add' || positionals.length !== 2)
+    throw new UsageError('usage: lockstep user add <name> [--role <role>]... [--tenant <tenant>]');
+  const created = await admin('POST', '/v1/admin/users', {
+    username: positionals[1],
+    roles: values.role ?? [],
+    ...(values.tenant === undefined ? {} : { tenant: values.tenant }),
+  });
   out(`user ${String(created.username)} created; password (shown once): ${String(created.password)}`);
   return 0;
 }
@@ -293,16 +406,27 @@ async function user(argv: readonly string[], out: Out): Promise<number> {
 async function keys(argv: readonly string[], out: Out): Promise<number> {
   if (argv[0] !== 'rotate' || argv.length !== 2) throw new UsageError('usage: lockstep keys rotate <txn-token|idp>');
   const rotation = await admin('POST', '/v1/admin/keys/rotate', { key: argv[1] });
-  out(`${String(argv[1])} keys rotated: ${String(rotation.current)} signs now (it was published as next), ${String(rotation.retired)} stays published until its tokens expire, ${String(rotation.next)} is the new next key`);
+  out(
+    `${String(argv[1])} keys rotated: ${String(rotation.current)} signs now (it was published as next), ${String(rotation.retired)} stays published until its tokens expire, ${String(rotation.next)} is the new next key`,
+  );
   return 0;
 }
 
 async function caCommand(argv: readonly string[], out: Out): Promise<number> {
   const step = argv[0];
-  if (argv.length !== 1 || (step !== 'status' && step !== 'prepare' && step !== 'activate')) throw new UsageError('usage: lockstep ca status | prepare | activate');
-  const status = await (step === 'status' ? admin('GET', '/v1/admin/ca') : admin('POST', `/v1/admin/ca/${step}`)) as { phase: string; roots: { role: string; subject: string; notAfter: string; retiresAt?: string }[] };
-  out(`root rotation: ${status.phase === 'prepared' ? 'PREPARED (activate once every workload has the new bundle: one SVID lifetime)' : 'stable'}`);
-  for (const root of status.roots) out(`${root.role.padEnd(9)} ${root.subject}  valid until ${root.notAfter}${root.retiresAt ? `  leaves the bundle at ${root.retiresAt}` : ''}`);
+  if (argv.length !== 1 || (step !== 'status' && step !== 'prepare' && step !== 'activate'))
+    throw new UsageError('usage: lockstep ca status | prepare | activate');
+  const status = (await (step === 'status' ? admin('GET', '/v1/admin/ca') : admin('POST', `/v1/admin/ca/${step}`))) as {
+    phase: string;
+    roots: { role: string; subject: string; notAfter: string; retiresAt?: string }[];
+  };
+  out(
+    `root rotation: ${status.phase === 'prepared' ? 'PREPARED (activate once every workload has the new bundle: one SVID lifetime)' : 'stable'}`,
+  );
+  for (const root of status.roots)
+    out(
+      `${root.role.padEnd(9)} ${root.subject}  valid until ${root.notAfter}${root.retiresAt ? `  leaves the bundle at ${root.retiresAt}` : ''}`,
+    );
   return 0;
 }
 
@@ -310,20 +434,29 @@ async function caCommand(argv: readonly string[], out: Out): Promise<number> {
 async function drill(err: Out): Promise<number> {
   const script = fileURLToPath(new URL('../../../examples/shop/drill/main.ts', import.meta.url));
   if (!existsSync(script)) {
-    err(`lockstep: the drill comes with the reference shop (${script}), which is not in this installation: run it from a checkout of the Lockstep repository`);
+    err(
+      `lockstep: the drill comes with the reference shop (${script}), which is not in this installation: run it from a checkout of the Lockstep repository`,
+    );
     return 2;
   }
   const child = spawn(process.execPath, [script], { stdio: 'inherit' });
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
 }
 
-const AUDIT_USAGE = 'usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint file or JWS>]'
-  + '  |  lockstep audit checkpoint [--postgres <url>]  |  lockstep audit keys';
+const AUDIT_USAGE =
+  'usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint file or JWS>]' +
+  '  |  lockstep audit checkpoint [--postgres <url>]  |  lockstep audit keys';
 
 async function audit(argv: readonly string[], out: Out): Promise<number> {
   const { positionals, values } = parseArgs({
-    args: [...argv], allowPositionals: true,
-    options: { keys: { type: 'string' }, postgres: { type: 'string' }, 'as-of': { type: 'string' }, against: { type: 'string' } },
+    args: [...argv],
+    allowPositionals: true,
+    options: {
+      keys: { type: 'string' },
+      postgres: { type: 'string' },
+      'as-of': { type: 'string' },
+      against: { type: 'string' },
+    },
   });
   const state = localState();
   const command = positionals.length === 1 ? positionals[0] : undefined;
@@ -332,14 +465,20 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
     return 0;
   }
   if (command !== 'verify' && command !== 'checkpoint') throw new UsageError(AUDIT_USAGE);
-  if (values.postgres === undefined && !existsSync(state.database)) throw new UsageError(`no store at ${state.database}: run this where the control plane keeps its state, or pass --postgres <url>`);
+  if (values.postgres === undefined && !existsSync(state.database))
+    throw new UsageError(
+      `no store at ${state.database}: run this where the control plane keeps its state, or pass --postgres <url>`,
+    );
   if (command === 'checkpoint') {
     // The newest link, alone on stdout: keep it outside the store (a witness) and later prove the
     // trail still extends it with `lockstep audit verify --against <file>`.
     const store = await openStoreAt(storeLocation(state, values.postgres));
     try {
       const newest = await store.newestAuditLink();
-      if (newest === null) throw new UsageError('the trail has no checkpoint yet: start the control plane (it signs one at start and every minute)');
+      if (newest === null)
+        throw new UsageError(
+          'the trail has no checkpoint yet: start the control plane (it signs one at start and every minute)',
+        );
       out(newest.jws);
       return 0;
     } finally {
@@ -359,12 +498,16 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
   let asOf: number | undefined;
   if (values['as-of'] !== undefined) {
     asOf = Date.parse(values['as-of']);
-    if (Number.isNaN(asOf)) throw new UsageError(`--as-of ${values['as-of']}: not a time; give an ISO 8601 time, e.g. 2026-12-07T10:00:00Z`);
+    if (Number.isNaN(asOf))
+      throw new UsageError(`--as-of ${values['as-of']}: not a time; give an ISO 8601 time, e.g. 2026-12-07T10:00:00Z`);
   }
   let against: string | undefined;
   if (values.against !== undefined) {
     against = existsSync(values.against) ? readFileSync(values.against, 'utf8').trim() : values.against.trim();
-    if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(against)) throw new UsageError(`--against ${values.against}: neither a file nor a checkpoint; give what \`lockstep audit checkpoint\` printed`);
+    if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(against))
+      throw new UsageError(
+        `--against ${values.against}: neither a file nor a checkpoint; give what \`lockstep audit checkpoint\` printed`,
+      );
   }
   // The newest link the monitor signed here (beside the audit key): the store must still hold it.
   const headFile = join(state.keyDir, AUDIT_HEAD_FILE);
@@ -376,20 +519,41 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
     try {
       const parsed = JSON.parse(readFileSync(headFile, 'utf8')) as { n?: unknown; digest?: unknown; chain?: unknown };
       if (typeof parsed.n !== 'number' || typeof parsed.digest !== 'string') throw new Error('it names no link');
-      head = { n: parsed.n, digest: parsed.digest, file: headFile, chain: typeof parsed.chain === 'string' ? parsed.chain : null };
+      head = {
+        n: parsed.n,
+        digest: parsed.digest,
+        file: headFile,
+        chain: typeof parsed.chain === 'string' ? parsed.chain : null,
+      };
     } catch (error) {
       headNote = `the head file ${headFile} is unreadable (${(error as Error).message}): a rollback to an earlier clean stop is not looked for; the control plane writes it again at its next checkpoint`;
     }
   }
   const store = await openStoreAt(storeLocation(state, values.postgres));
   try {
-    const report = await verifyTrail(store, jwks, { ...(asOf === undefined ? {} : { asOf }), ...(against === undefined ? {} : { against }), ...(head === undefined ? {} : { head }) });
+    const report = await verifyTrail(store, jwks, {
+      ...(asOf === undefined ? {} : { asOf }),
+      ...(against === undefined ? {} : { against }),
+      ...(head === undefined ? {} : { head }),
+    });
     const newest = report.chain.newest;
-    out(newest === null ? 'checkpoints: none' : `checkpoints: ${report.chain.links} links, newest ${newest.n} (${newest.kind}) at ${new Date(newest.at).toISOString()}`);
-    for (const source of report.sources) out(`${source.source}: ${source.events} events, ${source.checkpointed} checkpointed`);
+    out(
+      newest === null
+        ? 'checkpoints: none'
+        : `checkpoints: ${report.chain.links} links, newest ${newest.n} (${newest.kind}) at ${new Date(newest.at).toISOString()}`,
+    );
+    for (const source of report.sources)
+      out(`${source.source}: ${source.events} events, ${source.checkpointed} checkpointed`);
     for (const note of headNote === null ? report.notes : [...report.notes, headNote]) out(`note  ${note}`);
-    for (const problem of report.problems) out(`${problem.kind.toUpperCase()}  ${problem.source}${problem.seq === undefined ? '' : ` @${problem.seq}`}  ${problem.detail}`);
-    out(report.ok ? `audit trail verified: ${report.sources.length} sources, no problem found${values.keys === undefined ? ' (checked with the keys in this state directory; for an independent check pass --keys with a copy kept elsewhere)' : ''}` : `audit trail NOT intact: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`);
+    for (const problem of report.problems)
+      out(
+        `${problem.kind.toUpperCase()}  ${problem.source}${problem.seq === undefined ? '' : ` @${problem.seq}`}  ${problem.detail}`,
+      );
+    out(
+      report.ok
+        ? `audit trail verified: ${report.sources.length} sources, no problem found${values.keys === undefined ? ' (checked with the keys in this state directory; for an independent check pass --keys with a copy kept elsewhere)' : ''}`
+        : `audit trail NOT intact: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`,
+    );
     return report.ok ? 0 : 1;
   } finally {
     await store.close();
@@ -397,15 +561,21 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
 }
 
 async function revoke(argv: readonly string[], out: Out): Promise<number> {
-  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { reason: { type: 'string' }, lift: { type: 'boolean' } } });
+  const { positionals, values } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    options: { reason: { type: 'string' }, lift: { type: 'boolean' } },
+  });
   if (positionals.length !== 2 || !values.reason) {
     throw new UsageError('usage: lockstep revoke [--lift] <sub|txn|spiffeId|kid> <value> --reason <why>');
   }
   const body = { kind: positionals[0], value: positionals[1], reason: values.reason };
   if (values.lift === true) {
     const lifted = await admin('POST', '/v1/admin/revocations/lift', body);
-    out(`lifted the revocation of ${String(lifted.kind)} ${String(lifted.value)} (feed position ${String(lifted.seq)}): `
-      + 'guards accept it again within a second');
+    out(
+      `lifted the revocation of ${String(lifted.kind)} ${String(lifted.value)} (feed position ${String(lifted.seq)}): ` +
+        'guards accept it again within a second',
+    );
     return 0;
   }
   const entry = await admin('POST', '/v1/admin/revocations', body);
@@ -414,14 +584,26 @@ async function revoke(argv: readonly string[], out: Out): Promise<number> {
 }
 
 async function services(out: Out): Promise<number> {
-  const { services: list } = await admin('GET', '/v1/services') as { services: { service: string; spiffeId: string; policyVersion: string | null; mode: string; svidExpiresAt: number; stale: boolean; routes: unknown[] }[] };
+  const { services: list } = (await admin('GET', '/v1/services')) as {
+    services: {
+      service: string;
+      spiffeId: string;
+      policyVersion: string | null;
+      mode: string;
+      svidExpiresAt: number;
+      stale: boolean;
+      routes: unknown[];
+    }[];
+  };
   if (list.length === 0) {
     out('no guard has registered yet');
     return 0;
   }
   out('service            mode      policy        routes  SVID expires               status');
   for (const entry of list) {
-    out(`${entry.service.padEnd(18)} ${entry.mode.padEnd(9)} ${(entry.policyVersion ?? 'none').slice(0, 12).padEnd(13)} ${String(entry.routes.length).padStart(6)}  ${new Date(entry.svidExpiresAt).toISOString().padEnd(26)} ${entry.stale ? 'STALE' : 'ok'}`);
+    out(
+      `${entry.service.padEnd(18)} ${entry.mode.padEnd(9)} ${(entry.policyVersion ?? 'none').slice(0, 12).padEnd(13)} ${String(entry.routes.length).padStart(6)}  ${new Date(entry.svidExpiresAt).toISOString().padEnd(26)} ${entry.stale ? 'STALE' : 'ok'}`,
+    );
   }
   return 0;
 }
@@ -440,11 +622,17 @@ async function policyValidate(argv: readonly string[], out: Out): Promise<number
 }
 
 async function policyTest(argv: readonly string[], out: Out): Promise<number> {
-  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { cases: { type: 'string' } } });
-  if (positionals.length > 1) throw new UsageError('usage: lockstep policy test [<policy directory>] [--cases <file.yaml>]');
+  const { positionals, values } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    options: { cases: { type: 'string' } },
+  });
+  if (positionals.length > 1)
+    throw new UsageError('usage: lockstep policy test [<policy directory>] [--cases <file.yaml>]');
   const dir = positionals[0] ?? 'policies';
   const file = values.cases ?? join(dir, 'tests.yaml');
-  if (!existsSync(file)) throw new UsageError(`no test cases at ${file}: write them there (see lockstep help), or pass --cases`);
+  if (!existsSync(file))
+    throw new UsageError(`no test cases at ${file}: write them there (see lockstep help), or pass --cases`);
   const cases = parsePolicyCases(readFileSync(file, 'utf8'), file);
   let set;
   try {
@@ -454,23 +642,29 @@ async function policyTest(argv: readonly string[], out: Out): Promise<number> {
     return 1;
   }
   const results = runPolicyTests(set, cases);
-  for (const result of results) out(`${result.passed ? '✓' : '✗'} ${result.name}${result.passed ? '' : `\n    ${result.diff}`}`);
+  for (const result of results)
+    out(`${result.passed ? '✓' : '✗'} ${result.name}${result.passed ? '' : `\n    ${result.diff}`}`);
   const failed = results.filter((result) => !result.passed).length;
   out(`${results.length - failed} passed, ${failed} failed (${dir}, version ${set.version.slice(0, 12)})`);
   return failed === 0 ? 0 : 1;
 }
 
 async function policyStatus(argv: readonly string[], out: Out): Promise<number> {
-  if (argv.length !== 1 || argv[0] !== 'status') throw new UsageError('usage: lockstep policy status | validate [<dir>] | test [<dir>] [--cases <file>]');
-  const status = await admin('GET', '/v1/admin/policy') as {
-    version: string | null; lastRefusal: { reason: string; at: string } | null;
+  if (argv.length !== 1 || argv[0] !== 'status')
+    throw new UsageError('usage: lockstep policy status | validate [<dir>] | test [<dir>] [--cases <file>]');
+  const status = (await admin('GET', '/v1/admin/policy')) as {
+    version: string | null;
+    lastRefusal: { reason: string; at: string } | null;
     services: { service: string; expected: string | null; enforced: string | null; inSync: boolean }[];
   };
   out(`policy in force: ${status.version ?? 'none (no valid policy set)'}`);
-  if (status.lastRefusal !== null) out(`latest change REFUSED at ${status.lastRefusal.at}: ${status.lastRefusal.reason}`);
+  if (status.lastRefusal !== null)
+    out(`latest change REFUSED at ${status.lastRefusal.at}: ${status.lastRefusal.reason}`);
   const short = (version: string | null) => (version ?? 'none').slice(0, 12);
   for (const entry of status.services) {
-    out(`${entry.service.padEnd(18)} expects ${short(entry.expected).padEnd(12)}  enforces ${short(entry.enforced).padEnd(12)}  ${entry.inSync ? 'in sync' : 'DRIFT'}`);
+    out(
+      `${entry.service.padEnd(18)} expects ${short(entry.expected).padEnd(12)}  enforces ${short(entry.enforced).padEnd(12)}  ${entry.inSync ? 'in sync' : 'DRIFT'}`,
+    );
   }
   // Non-zero when nothing can be served (1) or any guard is behind (3), so that scripts and CI can act on it.
   if (status.version === null) return 1;

@@ -16,26 +16,43 @@ type Out = (line: string) => void;
 
 export async function scanCommand(argv: readonly string[], out: Out, err: Out): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: [...argv], allowPositionals: true,
+    args: [...argv],
+    allowPositionals: true,
     options: {
-      manifest: { type: 'string' }, name: { type: 'string' }, only: { type: 'string', multiple: true },
-      concurrency: { type: 'string' }, rate: { type: 'string' },
-      json: { type: 'string' }, sarif: { type: 'string' }, junit: { type: 'string' }, html: { type: 'string' },
-      'no-monitor': { type: 'boolean' }, color: { type: 'boolean' }, 'no-color': { type: 'boolean' },
+      manifest: { type: 'string' },
+      name: { type: 'string' },
+      only: { type: 'string', multiple: true },
+      concurrency: { type: 'string' },
+      rate: { type: 'string' },
+      json: { type: 'string' },
+      sarif: { type: 'string' },
+      junit: { type: 'string' },
+      html: { type: 'string' },
+      'no-monitor': { type: 'boolean' },
+      color: { type: 'boolean' },
+      'no-color': { type: 'boolean' },
     },
   });
-  if (positionals.length > 0) throw new UsageError(`lockstep scan takes no positional arguments (got ${positionals.join(' ')}); see lockstep help`);
+  if (positionals.length > 0)
+    throw new UsageError(
+      `lockstep scan takes no positional arguments (got ${positionals.join(' ')}); see lockstep help`,
+    );
   const number = (value: string | undefined, option: string) => {
     if (value === undefined) return undefined;
     const parsed = Number(value);
-    if (!Number.isFinite(parsed) || parsed <= 0) throw new UsageError(`--${option} must be a positive number; got ${value}`);
+    if (!Number.isFinite(parsed) || parsed <= 0)
+      throw new UsageError(`--${option} must be a positive number; got ${value}`);
     return parsed;
   };
   let manifest;
   try {
-    manifest = values.manifest === undefined ? undefined : parseManifest(parseYaml(readFileSync(values.manifest, 'utf8')), values.manifest);
+    manifest =
+      values.manifest === undefined
+        ? undefined
+        : parseManifest(parseYaml(readFileSync(values.manifest, 'utf8')), values.manifest);
   } catch (error) {
-    if (error instanceof ManifestError || (error as { code?: string }).code === 'ENOENT') throw new UsageError((error as Error).message);
+    if (error instanceof ManifestError || (error as { code?: string }).code === 'ENOENT')
+      throw new UsageError((error as Error).message);
     throw new UsageError(`${values.manifest}: not YAML or JSON (${(error as Error).message})`);
   }
   const access = adminAccess(localState());
@@ -48,7 +65,9 @@ export async function scanCommand(argv: readonly string[], out: Out, err: Out): 
       ...(values.name === undefined ? {} : { name: values.name }),
       ...(manifest === undefined ? {} : { manifest }),
       ...(values.only === undefined ? {} : { only: values.only }),
-      ...(number(values.concurrency, 'concurrency') === undefined ? {} : { concurrency: number(values.concurrency, 'concurrency') as number }),
+      ...(number(values.concurrency, 'concurrency') === undefined
+        ? {}
+        : { concurrency: number(values.concurrency, 'concurrency') as number }),
       ...(number(values.rate, 'rate') === undefined ? {} : { rate: number(values.rate, 'rate') as number }),
       ...(progress === null ? {} : { onProgress: progress }),
       onWarning: (message) => err(`lockstep scan: ${message}`),
@@ -62,9 +81,16 @@ export async function scanCommand(argv: readonly string[], out: Out, err: Out): 
   } finally {
     if (progress !== null) err('');
   }
-  const color = values.color === true || (values['no-color'] !== true && process.stdout.isTTY === true && process.env.NO_COLOR === undefined);
+  const color =
+    values.color === true ||
+    (values['no-color'] !== true && process.stdout.isTTY === true && process.env.NO_COLOR === undefined);
   out(renderTerminal(report, { color }));
-  const files: [string | undefined, (report: ScanReport) => string][] = [[values.json, renderJson], [values.sarif, renderSarif], [values.junit, renderJunit], [values.html, renderHtml]];
+  const files: [string | undefined, (report: ScanReport) => string][] = [
+    [values.json, renderJson],
+    [values.sarif, renderSarif],
+    [values.junit, renderJunit],
+    [values.html, renderHtml],
+  ];
   for (const [file, render] of files) {
     if (file !== undefined) {
       writeFileSync(file, render(report));
@@ -76,7 +102,9 @@ export async function scanCommand(argv: readonly string[], out: Out, err: Out): 
       await sendScanReport(access, report);
       out(`sent to the monitor: the dashboard's Scans page shows run ${report.runId}`);
     } catch (error) {
-      err(`lockstep scan: could not send the results to the monitor (${(error as Error).message}); the reports above are complete`);
+      err(
+        `lockstep scan: could not send the results to the monitor (${(error as Error).message}); the reports above are complete`,
+      );
     }
   }
   return report.exitCode;

@@ -49,12 +49,15 @@ export function lockStateDirectory(state: LocalState, warn: (text: string) => vo
     if (holder !== null && isRunning(holder)) throw inUse(state, holder.pid);
     if (takeOver(state.lockFile, found)) {
       const who = holder === null ? 'unreadable' : `pid ${holder.pid}`;
-      warn(`took over ${state.lockFile}: the control plane that held it (${who}) is not running any more `
-        + '(it did not stop cleanly)');
+      warn(
+        `took over ${state.lockFile}: the control plane that held it (${who}) is not running any more ` +
+          '(it did not stop cleanly)',
+      );
     }
   }
-  throw new OperatorError(`could not take ${state.lockFile}: another control plane is starting on ${state.home} `
-    + 'at the same time');
+  throw new OperatorError(
+    `could not take ${state.lockFile}: another control plane is starting on ${state.home} ` + 'at the same time',
+  );
 }
 
 /**
@@ -114,8 +117,10 @@ function inUse(state: LocalState, pid: number): OperatorError {
   } catch {
     // No URL to add: the pid says enough.
   }
-  return new OperatorError(`the state directory ${state.home} is in use by a running control plane (pid ${pid}${url}): `
-    + `stop it first (Ctrl-C where it runs, or kill ${pid}), or start this one with another LOCKSTEP_HOME`);
+  return new OperatorError(
+    `the state directory ${state.home} is in use by a running control plane (pid ${pid}${url}): ` +
+      `stop it first (Ctrl-C where it runs, or kill ${pid}), or start this one with another LOCKSTEP_HOME`,
+  );
 }
 
 /**
@@ -144,7 +149,8 @@ function parseHolder(text: string): Holder | null {
     if (!Number.isSafeInteger(parsed.pid) || (parsed.pid as number) <= 0) return null;
     const at = typeof parsed.at === 'string' ? Date.parse(parsed.at) : Number.NaN;
     return {
-      pid: parsed.pid as number, startedAt: typeof parsed.startedAt === 'string' ? parsed.startedAt : null,
+      pid: parsed.pid as number,
+      startedAt: typeof parsed.startedAt === 'string' ? parsed.startedAt : null,
       at: Number.isNaN(at) ? null : at,
     };
   } catch {
@@ -157,9 +163,11 @@ function parseHolder(text: string): Holder | null {
 function refuseSharedDirectory(state: LocalState): void {
   const mode = statSync(state.home).mode & 0o7777;
   if ((mode & 0o022) === 0) return;
-  throw new OperatorError(`the state directory ${state.home} has mode ${octal(mode)}: other users may write to it, `
-    + 'so they could replace its lock, keys and store. Only its owner may use it. '
-    + `Fix: chmod 700 ${JSON.stringify(state.home)}`);
+  throw new OperatorError(
+    `the state directory ${state.home} has mode ${octal(mode)}: other users may write to it, ` +
+      'so they could replace its lock, keys and store. Only its owner may use it. ' +
+      `Fix: chmod 700 ${JSON.stringify(state.home)}`,
+  );
 }
 
 function refuseSharedFile(file: string): void {
@@ -170,8 +178,9 @@ function refuseSharedFile(file: string): void {
     return;
   }
   if ((mode & 0o022) === 0) return;
-  throw new OperatorError(`${file} has mode ${octal(mode)}: other users may write to it. `
-    + `Fix: chmod 600 ${JSON.stringify(file)}`);
+  throw new OperatorError(
+    `${file} has mode ${octal(mode)}: other users may write to it. ` + `Fix: chmod 600 ${JSON.stringify(file)}`,
+  );
 }
 
 function octal(mode: number): string {

@@ -25,8 +25,10 @@ export function stateDirectory(env: NodeJS.ProcessEnv = process.env): string {
   const home = env.LOCKSTEP_HOME === '' ? undefined : env.LOCKSTEP_HOME;
   const alias = env.LOCKSTEP_DATA_DIR === '' ? undefined : env.LOCKSTEP_DATA_DIR;
   if (home !== undefined && alias !== undefined && resolve(home) !== resolve(alias)) {
-    throw new UsageError(`LOCKSTEP_HOME=${home} and LOCKSTEP_DATA_DIR=${alias} name two different state directories: `
-      + 'set only LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it)');
+    throw new UsageError(
+      `LOCKSTEP_HOME=${home} and LOCKSTEP_DATA_DIR=${alias} name two different state directories: ` +
+        'set only LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it)',
+    );
   }
   return resolve(home ?? alias ?? '.lockstep');
 }
@@ -34,8 +36,12 @@ export function stateDirectory(env: NodeJS.ProcessEnv = process.env): string {
 export function localState(home = stateDirectory()): LocalState {
   const root = resolve(home);
   return {
-    home: root, keyDir: join(root, 'keys'), database: join(root, 'control-plane.db'), adminDir: join(root, 'admin'),
-    runtimeFile: join(root, 'control-plane.json'), lockFile: join(root, 'control-plane.lock'),
+    home: root,
+    keyDir: join(root, 'keys'),
+    database: join(root, 'control-plane.db'),
+    adminDir: join(root, 'admin'),
+    runtimeFile: join(root, 'control-plane.json'),
+    lockFile: join(root, 'control-plane.lock'),
   };
 }
 
@@ -55,7 +61,10 @@ function writeRuntime(state: LocalState, runtime: Runtime): void {
  * key (0600), the trust bundle, and last the runtime file (its URL), which says that it runs.
  */
 export function writeControlPlaneState(
-  state: LocalState, runtime: Runtime, admin: { readonly chainPem: string; readonly keyPem: string }, bundlePem: string,
+  state: LocalState,
+  runtime: Runtime,
+  admin: { readonly chainPem: string; readonly keyPem: string },
+  bundlePem: string,
 ): void {
   mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
   writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
@@ -65,30 +74,48 @@ export function writeControlPlaneState(
 }
 
 export function readRuntime(state: LocalState): Runtime {
-  if (!existsSync(state.runtimeFile)) throw new UsageError(`no control plane found (${state.runtimeFile} is missing): start one with \`lockstep control-plane\` (the reference shop: \`npm start\`), or set LOCKSTEP_HOME to its directory`);
+  if (!existsSync(state.runtimeFile))
+    throw new UsageError(
+      `no control plane found (${state.runtimeFile} is missing): start one with \`lockstep control-plane\` (the reference shop: \`npm start\`), or set LOCKSTEP_HOME to its directory`,
+    );
   let runtime: Partial<Runtime>;
   try {
     runtime = JSON.parse(readFileSync(state.runtimeFile, 'utf8')) as Partial<Runtime>;
   } catch (error) {
-    throw new OperatorError(`${state.runtimeFile} is unreadable (${(error as Error).message}): the control plane writes it `
-      + 'again when it starts; restart it');
+    throw new OperatorError(
+      `${state.runtimeFile} is unreadable (${(error as Error).message}): the control plane writes it ` +
+        'again when it starts; restart it',
+    );
   }
   if (typeof runtime.url !== 'string' || typeof runtime.trustDomain !== 'string' || typeof runtime.pid !== 'number') {
-    throw new OperatorError(`${state.runtimeFile} does not name a control plane (url, trustDomain, pid): the control plane `
-      + 'writes it again when it starts; restart it');
+    throw new OperatorError(
+      `${state.runtimeFile} does not name a control plane (url, trustDomain, pid): the control plane ` +
+        'writes it again when it starts; restart it',
+    );
   }
   return runtime as Runtime;
 }
 
 /** The running control plane and the local administrator's credentials (issued by `control-plane` at start). */
-export function adminAccess(state: LocalState): { url: string; trustDomain: string; admin: { cert: string; key: string; ca: string } } {
+export function adminAccess(state: LocalState): {
+  url: string;
+  trustDomain: string;
+  admin: { cert: string; key: string; ca: string };
+} {
   const runtime = readRuntime(state);
   const certFile = join(state.adminDir, 'admin.pem');
-  if (!existsSync(certFile)) throw new UsageError(`no administrator credentials in ${state.adminDir}: they are issued when \`lockstep control-plane\` starts`);
+  if (!existsSync(certFile))
+    throw new UsageError(
+      `no administrator credentials in ${state.adminDir}: they are issued when \`lockstep control-plane\` starts`,
+    );
   return {
     url: runtime.url,
     trustDomain: runtime.trustDomain,
-    admin: { cert: readFileSync(certFile, 'utf8'), key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'), ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8') },
+    admin: {
+      cert: readFileSync(certFile, 'utf8'),
+      key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'),
+      ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8'),
+    },
   };
 }
 

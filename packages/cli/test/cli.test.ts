@@ -24,7 +24,11 @@ async function run(...argv: string[]): Promise<{ code: number; out: string[]; er
   const previous = process.env.LOCKSTEP_HOME;
   process.env.LOCKSTEP_HOME = join(home, 'state');
   try {
-    const code = await main(argv, (line) => out.push(line), (line) => err.push(line));
+    const code = await main(
+      argv,
+      (line) => out.push(line),
+      (line) => err.push(line),
+    );
     return { code, out, err };
   } finally {
     if (previous === undefined) delete process.env.LOCKSTEP_HOME;
@@ -36,10 +40,19 @@ before(async () => {
   cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
   // An external issuer that does not answer (loopback port 9): the control plane starts anyway and says so.
   mkdirSync(join(home, 'state'), { recursive: true, mode: 0o700 });
-  writeFileSync(join(home, 'state', 'idp.json'), JSON.stringify({ resource: { indicator: 'https://shop.test/api', scopes: ['orders:read'] }, clients: [], externalIssuers: [{ issuer: 'https://127.0.0.1:9/oidc', audience: 'https://shop.test/api' }] }));
-  child = spawn(process.execPath, [BIN, 'control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', policyDir], {
-    env: { ...process.env, LOCKSTEP_HOME: join(home, 'state') }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  writeFileSync(
+    join(home, 'state', 'idp.json'),
+    JSON.stringify({
+      resource: { indicator: 'https://shop.test/api', scopes: ['orders:read'] },
+      clients: [],
+      externalIssuers: [{ issuer: 'https://127.0.0.1:9/oidc', audience: 'https://shop.test/api' }],
+    }),
+  );
+  child = spawn(
+    process.execPath,
+    [BIN, 'control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', policyDir],
+    { env: { ...process.env, LOCKSTEP_HOME: join(home, 'state') }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`control plane did not start:\n${output}`)), 30_000);
     const collect = (chunk: Buffer) => {
@@ -105,15 +118,24 @@ describe('lockstep CLI', () => {
     const status = await run('user', 'add', 'Bad Name');
     assert.equal(status.code, 2);
     assert.match(status.err.join('\n'), /a user name is/);
-    assert.match(output, /identity provider: https:\/\/127\.0\.0\.1:\d+\/oidc \(0 clients\); dashboard: https:\/\/127\.0\.0\.1:\d+\/dashboard \(role admin\)/);
-    assert.match(output, /WARNING could not read the discovery document of https:\/\/127\.0\.0\.1:9\/oidc .*refused until it answers \(next try in 30 s\)/);
+    assert.match(
+      output,
+      /identity provider: https:\/\/127\.0\.0\.1:\d+\/oidc \(0 clients\); dashboard: https:\/\/127\.0\.0\.1:\d+\/dashboard \(role admin\)/,
+    );
+    assert.match(
+      output,
+      /WARNING could not read the discovery document of https:\/\/127\.0\.0\.1:9\/oidc .*refused until it answers \(next try in 30 s\)/,
+    );
   });
 
   it('rotates the Txn-Token and identity-provider keys: the published next key signs from now on', async () => {
     for (const key of ['txn-token', 'idp']) {
       const rotated = await run('keys', 'rotate', key);
       assert.equal(rotated.code, 0, rotated.err.join('\n'));
-      assert.match(rotated.out[0] ?? '', new RegExp(`^${key} keys rotated: \\S+ signs now \\(it was published as next\\)`));
+      assert.match(
+        rotated.out[0] ?? '',
+        new RegExp(`^${key} keys rotated: \\S+ signs now \\(it was published as next\\)`),
+      );
     }
     const ca = await run('ca', 'status');
     assert.equal(ca.code, 0, ca.err.join('\n'));
@@ -123,7 +145,10 @@ describe('lockstep CLI', () => {
     assert.equal(verified.code, 0, verified.err.join('\n'));
     assert.match(verified.out[0] ?? '', /^checkpoints: \d+ links, newest \d+ \((start|tick)\) at \S+Z$/);
     // The admin calls above (join token, revocation, users, rotations) are the control plane's own events.
-    assert.match(verified.out[1] ?? '', /^spiffe:\/\/shop\.test\/lockstep\/control-plane: ([5-9]|\d\d+) events, \d+ checkpointed$/);
+    assert.match(
+      verified.out[1] ?? '',
+      /^spiffe:\/\/shop\.test\/lockstep\/control-plane: ([5-9]|\d\d+) events, \d+ checkpointed$/,
+    );
     assert.match(verified.out.at(-1) ?? '', /^audit trail verified: 1 sources, no problem found/);
     // The newest checkpoint, for a witness outside the store; the trail extends it.
     const witness = await run('audit', 'checkpoint');
@@ -132,11 +157,21 @@ describe('lockstep CLI', () => {
     writeFileSync(join(home, 'witness.jws'), `${witness.out[0]}\n`);
     const extended = await run('audit', 'verify', '--against', join(home, 'witness.jws'));
     assert.equal(extended.code, 0, extended.out.join('\n'));
-    assert.ok(extended.out.some((line) => /^note {2}the trail extends the witnessed link \d+ of /.test(line)), extended.out.join('\n'));
+    assert.ok(
+      extended.out.some((line) => /^note {2}the trail extends the witnessed link \d+ of /.test(line)),
+      extended.out.join('\n'),
+    );
     const bad = await run('audit', 'verify', '--as-of', 'yesterday');
-    assert.deepEqual([bad.code, bad.err], [2, ['lockstep: --as-of yesterday: not a time; give an ISO 8601 time, e.g. 2026-12-07T10:00:00Z']]);
+    assert.deepEqual(
+      [bad.code, bad.err],
+      [2, ['lockstep: --as-of yesterday: not a time; give an ISO 8601 time, e.g. 2026-12-07T10:00:00Z']],
+    );
     const keys = await run('audit', 'keys');
-    assert.equal((JSON.parse(keys.out.join('\n')) as { keys: unknown[] }).keys.length, 2, 'current and next checkpoint keys');
+    assert.equal(
+      (JSON.parse(keys.out.join('\n')) as { keys: unknown[] }).keys.length,
+      2,
+      'current and next checkpoint keys',
+    );
     const unknown = await run('keys', 'rotate', 'root');
     assert.equal(unknown.code, 2);
     assert.match(unknown.err.join('\n'), /rotates: txn-token, idp/);
@@ -148,13 +183,27 @@ describe('lockstep CLI', () => {
     try {
       const out: string[] = [];
       const err: string[] = [];
-      assert.equal(await main(['init', '--trust-domain', 'fresh.test'], (line) => out.push(line), (line) => err.push(line)), 0);
+      assert.equal(
+        await main(
+          ['init', '--trust-domain', 'fresh.test'],
+          (line) => out.push(line),
+          (line) => err.push(line),
+        ),
+        0,
+      );
       assert.match(err.join('\n'), /WARNING created a NEW workload CA for fresh\.test/);
       assert.match(out[0] ?? '', /DEVELOPMENT material/);
       assert.equal(statSync(join(home, 'fresh', 'keys', 'root.key.pem')).mode & 0o777, 0o600);
       assert.equal(statSync(join(home, 'fresh', 'keys', 'idp-cookie.secret')).mode & 0o777, 0o600);
       const again: string[] = [];
-      assert.equal(await main(['init'], (line) => again.push(line), () => {}), 0);
+      assert.equal(
+        await main(
+          ['init'],
+          (line) => again.push(line),
+          () => {},
+        ),
+        0,
+      );
       assert.match(again[0] ?? '', /every key exists already/);
     } finally {
       if (previous === undefined) delete process.env.LOCKSTEP_HOME;
@@ -167,12 +216,15 @@ describe('lockstep CLI', () => {
     assert.equal(valid.code, 0, valid.out.join('\n'));
     assert.match(valid.out[0] ?? '', /valid — \d+ policies, version [0-9a-f]{64}$/);
     const cases = join(home, 'cases.yaml');
-    writeFileSync(cases, [
-      'trustDomain: shop.test',
-      'cases:',
-      '  - { name: customers read through the gateway, principal: gateway, action: orders:read, resource: orders, context: { sub: alice, roles: [customer] }, expect: allow, policy: gateway-customer-orders }',
-      '  - { name: a wrong expectation, principal: reports, action: orders:read, resource: orders, context: { sub: alice, roles: [customer] }, expect: allow }',
-    ].join('\n'));
+    writeFileSync(
+      cases,
+      [
+        'trustDomain: shop.test',
+        'cases:',
+        '  - { name: customers read through the gateway, principal: gateway, action: orders:read, resource: orders, context: { sub: alice, roles: [customer] }, expect: allow, policy: gateway-customer-orders }',
+        '  - { name: a wrong expectation, principal: reports, action: orders:read, resource: orders, context: { sub: alice, roles: [customer] }, expect: allow }',
+      ].join('\n'),
+    );
     const tested = await run('policy', 'test', policyDir, '--cases', cases);
     assert.equal(tested.code, 1);
     assert.deepEqual(tested.out, [
@@ -180,7 +232,10 @@ describe('lockstep CLI', () => {
       '✗ a wrong expectation\n    expected allow, got deny (no policy matched)',
       `1 passed, 1 failed (${policyDir}, version ${/version ([0-9a-f]{12})/.exec(valid.out[0] ?? '')?.[1]})`,
     ]);
-    writeFileSync(cases, 'cases:\n  - { name: x, principal: spiffe://shop.test/svc/gateway, action: a, resource: orders, expect: allow, colour: blue }\n');
+    writeFileSync(
+      cases,
+      'cases:\n  - { name: x, principal: spiffe://shop.test/svc/gateway, action: a, resource: orders, expect: allow, colour: blue }\n',
+    );
     const malformed = await run('policy', 'test', policyDir, '--cases', cases);
     assert.equal(malformed.code, 2);
     assert.match(malformed.err.join('\n'), /case 1: unknown field "colour"/);

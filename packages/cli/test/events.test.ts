@@ -34,7 +34,11 @@ async function run(...argv: string[]): Promise<{ code: number; out: string[]; er
   const previous = process.env.LOCKSTEP_HOME;
   process.env.LOCKSTEP_HOME = state;
   try {
-    const code = await main(argv, (line) => out.push(line), (line) => err.push(line));
+    const code = await main(
+      argv,
+      (line) => out.push(line),
+      (line) => err.push(line),
+    );
     return { code, out, err };
   } finally {
     if (previous === undefined) delete process.env.LOCKSTEP_HOME;
@@ -63,7 +67,8 @@ async function startControlPlane(): Promise<string> {
   mkdirSync(state, { recursive: true, mode: 0o700 });
   const argv = ['control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', join(home, 'policies')];
   child = spawn(process.execPath, [BIN, ...argv], {
-    env: { ...process.env, LOCKSTEP_HOME: state }, stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, LOCKSTEP_HOME: state },
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`control plane did not start:\n${output}`)), 30_000);
@@ -91,21 +96,31 @@ before(async () => {
   const url = await startControlPlane();
   // The service `hello`, as a user secures one: joined with a join token, its guard attached to the agent.
   agent = await joinAsWorkload({
-    url, trustDomain: 'shop.test', joinToken: await joinToken('hello'), service: 'hello', stateDir: join(home, 'hello'),
+    url,
+    trustDomain: 'shop.test',
+    joinToken: await joinToken('hello'),
+    service: 'hello',
+    stateDir: join(home, 'hello'),
   });
   const logger = { info() {}, warn() {}, error: (message: string) => console.error(message) };
   guard = await createGuard({ ...agent.guardOptions(), logger });
   agent.attach(guard);
-  server = guard.createServer(lockstepHttp(guard, {
-    'GET /hello': { public: true },
-    'DELETE /hello': { action: 'hello:delete' },
-  }, (_request, response) => {
-    response.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":"world"}');
-  }));
+  server = guard.createServer(
+    lockstepHttp(
+      guard,
+      { 'GET /hello': { public: true }, 'DELETE /hello': { action: 'hello:delete' } },
+      (_request, response) => {
+        response.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":"world"}');
+      },
+    ),
+  );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
   caller = await joinControlPlane({
-    url, trustDomain: 'shop.test', joinToken: await joinToken('caller'), service: 'caller',
+    url,
+    trustDomain: 'shop.test',
+    joinToken: await joinToken('caller'),
+    service: 'caller',
   });
 });
 
@@ -136,8 +151,16 @@ async function call(method: 'GET' | 'DELETE'): Promise<number> {
 describe('lockstep events', () => {
   it('lists the decisions the guard shipped, newest first, one aligned line each', async () => {
     const none = await run('events');
-    assert.deepEqual([none.code, none.out], [0, ['no events yet: no guard has shipped a decision to the monitor; '
-      + 'a scanner\'s probes are listed apart: add --probes']]);
+    assert.deepEqual(
+      [none.code, none.out],
+      [
+        0,
+        [
+          'no events yet: no guard has shipped a decision to the monitor; ' +
+            "a scanner's probes are listed apart: add --probes",
+        ],
+      ],
+    );
     assert.equal(await call('GET'), 200, 'a public route: allowed');
     assert.equal(await call('DELETE'), 401, 'no Txn-Token: denied');
     assert.equal((await shipped(2, '--service', 'hello')).length, 2);
@@ -145,8 +168,8 @@ describe('lockstep events', () => {
     assert.equal(lines.code, 0, lines.err.join('\n'));
     const [deny, allow] = lines.out;
     const CALLER = 'caller=spiffe://shop\\.test/svc/caller';
-    const denied = `^\\S+Z {2}hello {2}deny {3}LOCKSTEP_ERR_\\w+ {2}hello:delete {2}${CALLER} {2}`
-      + 'sub=- {2}request=\\S+$';
+    const denied =
+      `^\\S+Z {2}hello {2}deny {3}LOCKSTEP_ERR_\\w+ {2}hello:delete {2}${CALLER} {2}` + 'sub=- {2}request=\\S+$';
     assert.match(deny ?? '', new RegExp(denied));
     // A public route: the guard decides before it asks who calls.
     assert.match(allow ?? '', /^\S+Z {2}hello {2}allow {2}- +GET \/hello +caller=- +sub=- {2}request=\S+$/);
@@ -162,11 +185,16 @@ describe('lockstep events', () => {
     const [allow, ...more] = await listed('--service', 'hello', '--decision', 'allow');
     assert.deepEqual([allow?.reason, allow?.action, more], ['LOCKSTEP_ALLOW_PUBLIC', 'GET /hello', []]);
     const newest = await listed('--service', 'hello', '--limit', '1');
-    assert.deepEqual(newest.map((event) => event.requestId), [deny?.requestId]);
+    assert.deepEqual(
+      newest.map((event) => event.requestId),
+      [deny?.requestId],
+    );
     const none = await run('events', '--service', 'hello', '--sub', 'nobody');
     assert.equal(none.code, 0);
-    assert.deepEqual(none.out, ['no events match --service hello --sub nobody: drop or change a filter to widen the '
-      + 'search; a scanner\'s probes are listed apart: add --probes']);
+    assert.deepEqual(none.out, [
+      'no events match --service hello --sub nobody: drop or change a filter to widen the ' +
+        "search; a scanner's probes are listed apart: add --probes",
+    ]);
     assert.deepEqual(await listed('--service', 'hello', '--sub', 'nobody'), []);
     // Each read is an admin call, in the audit trail like the admin API's other reads; listed when asked for.
     const reads = await listed('--service', 'control-plane', '--decision', 'allow');
@@ -174,7 +202,7 @@ describe('lockstep events', () => {
     assert.ok(reads.some((event) => event.action === 'admin:events.read' && event.caller === admin));
   });
 
-  it('leaves a scanner\'s probes out, unless --probes', async () => {
+  it("leaves a scanner's probes out, unless --probes", async () => {
     const scanned = await run('scan', '--only', 'authz.unlisted-caller', '--no-monitor');
     assert.notEqual(scanned.code, 2, scanned.err.join('\n'));
     const probes = await shipped(1, '--service', 'hello', '--probes');
@@ -183,7 +211,10 @@ describe('lockstep events', () => {
     assert.equal(real.length, 2, 'the two real decisions only');
     assert.ok(real.every((event) => event.probe === undefined));
     // Without --service, too: the control plane's own admin actions (these reads) are left out.
-    assert.deepEqual((await listed()).map((event) => event.requestId), real.map((event) => event.requestId));
+    assert.deepEqual(
+      (await listed()).map((event) => event.requestId),
+      real.map((event) => event.requestId),
+    );
   });
 
   it('answers a wrong option with a usage error that names what to write (exit 2)', async () => {

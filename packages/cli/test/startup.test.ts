@@ -9,7 +9,17 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,37 +58,54 @@ interface Run {
   exited(): Promise<{ code: number | null; ms: number }>;
 }
 
-function lockstep(home: string, argv: string[], env: Record<string, string> = {}, user: { uid?: number; gid?: number } = {}): Run {
+function lockstep(
+  home: string,
+  argv: string[],
+  env: Record<string, string> = {},
+  user: { uid?: number; gid?: number } = {},
+): Run {
   const started = performance.now();
-  const child = spawn(process.execPath, [BIN, ...argv], { env: { ...process.env, LOCKSTEP_HOME: home, LOCKSTEP_DATA_DIR: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...user });
+  const child = spawn(process.execPath, [BIN, ...argv], {
+    env: { ...process.env, LOCKSTEP_HOME: home, LOCKSTEP_DATA_DIR: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...user,
+  });
   running.add(child);
   let output = '';
-  const collect = (chunk: Buffer) => { output += chunk.toString(); };
+  const collect = (chunk: Buffer) => {
+    output += chunk.toString();
+  };
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
-  const exit = new Promise<{ code: number | null; ms: number }>((resolve) => child.once('exit', (code) => {
-    running.delete(child);
-    resolve({ code, ms: performance.now() - started });
-  }));
+  const exit = new Promise<{ code: number | null; ms: number }>((resolve) =>
+    child.once('exit', (code) => {
+      running.delete(child);
+      resolve({ code, ms: performance.now() - started });
+    }),
+  );
   return {
     child,
     output: () => output,
-    saw: (text) => new Promise((resolve, reject) => {
-      const check = () => {
-        if (!output.includes(text)) return;
-        child.stdout?.off('data', check);
-        child.stderr?.off('data', check);
-        resolve();
-      };
-      child.stdout?.on('data', check);
-      child.stderr?.on('data', check);
-      void exit.then(() => reject(new Error(`exited before saying "${text}":\n${output}`)));
-      check();
-    }),
+    saw: (text) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          if (!output.includes(text)) return;
+          child.stdout?.off('data', check);
+          child.stderr?.off('data', check);
+          resolve();
+        };
+        child.stdout?.on('data', check);
+        child.stderr?.on('data', check);
+        void exit.then(() => reject(new Error(`exited before saying "${text}":\n${output}`)));
+        check();
+      }),
     async exited() {
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`still running after ${EXIT_DEADLINE_MS} ms (it hangs):\n${output}`)), EXIT_DEADLINE_MS);
+        timer = setTimeout(
+          () => reject(new Error(`still running after ${EXIT_DEADLINE_MS} ms (it hangs):\n${output}`)),
+          EXIT_DEADLINE_MS,
+        );
       });
       try {
         return await Promise.race([exit, deadline]);
@@ -96,7 +123,16 @@ async function stopped(run: Run): Promise<void> {
 }
 
 function controlPlane(home: string, ...extra: string[]): Run {
-  return lockstep(home, ['control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', POLICIES, ...extra]);
+  return lockstep(home, [
+    'control-plane',
+    '--trust-domain',
+    'shop.test',
+    '--port',
+    '0',
+    '--policy-dir',
+    POLICIES,
+    ...extra,
+  ]);
 }
 
 /** Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot. */
@@ -106,11 +142,16 @@ function startTicks(pid: number): string {
 }
 
 function writeLock(home: string, holder: { pid: number; startedAt: string | null; at?: string }): void {
-  writeFileSync(join(home, 'control-plane.lock'), `${JSON.stringify({ at: new Date().toISOString(), ...holder })}\n`, { mode: 0o600 });
+  writeFileSync(join(home, 'control-plane.lock'), `${JSON.stringify({ at: new Date().toISOString(), ...holder })}\n`, {
+    mode: 0o600,
+  });
 }
 
 /** `main` in this process, with the state directory given by `env` only. */
-async function inProcess(env: Record<string, string | undefined>, ...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+async function inProcess(
+  env: Record<string, string | undefined>,
+  ...argv: string[]
+): Promise<{ code: number; out: string[]; err: string[] }> {
   const previous = { LOCKSTEP_HOME: process.env.LOCKSTEP_HOME, LOCKSTEP_DATA_DIR: process.env.LOCKSTEP_DATA_DIR };
   for (const [name, value] of Object.entries({ LOCKSTEP_HOME: undefined, LOCKSTEP_DATA_DIR: undefined, ...env })) {
     if (value === undefined) delete process.env[name];
@@ -119,7 +160,15 @@ async function inProcess(env: Record<string, string | undefined>, ...argv: strin
   const out: string[] = [];
   const err: string[] = [];
   try {
-    return { code: await main(argv, (line) => out.push(line), (line) => err.push(line)), out, err };
+    return {
+      code: await main(
+        argv,
+        (line) => out.push(line),
+        (line) => err.push(line),
+      ),
+      out,
+      err,
+    };
   } finally {
     for (const [name, value] of Object.entries(previous)) {
       if (value === undefined) delete process.env[name];
@@ -141,11 +190,22 @@ describe('lockstep control-plane: a start that cannot be', () => {
     const taken = await listenOn(0);
     const { port } = taken.address() as { port: number };
     try {
-      const run = lockstep(freshHome(), ['control-plane', '--trust-domain', 'shop.test', '--port', String(port), '--policy-dir', POLICIES]);
+      const run = lockstep(freshHome(), [
+        'control-plane',
+        '--trust-domain',
+        'shop.test',
+        '--port',
+        String(port),
+        '--policy-dir',
+        POLICIES,
+      ]);
       const { code, ms } = await run.exited();
       console.log(`exited ${(ms / 1000).toFixed(1)} s after it was started`);
       assert.equal(code, 1, run.output());
-      assert.match(run.output(), new RegExp(`lockstep: port ${port} on 127\\.0\\.0\\.1 is in use .*--port .*LOCKSTEP_PORT_BASE`));
+      assert.match(
+        run.output(),
+        new RegExp(`lockstep: port ${port} on 127\\.0\\.0\\.1 is in use .*--port .*LOCKSTEP_PORT_BASE`),
+      );
       assert.doesNotMatch(run.output(), /\n\s+at /, 'no stack trace: the message is the answer');
     } finally {
       taken.close();
@@ -165,7 +225,12 @@ describe('lockstep control-plane: a start that cannot be', () => {
       writeFileSync(join(home, file), corrupt, { mode: 0o600 });
       const run = controlPlane(home);
       assert.equal((await run.exited()).code, 1, run.output());
-      assert.match(run.output(), new RegExp(`lockstep: key file ${join(home, file).replaceAll('.', '\\.')} is unusable: .*Fix: restore it from a backup`));
+      assert.match(
+        run.output(),
+        new RegExp(
+          `lockstep: key file ${join(home, file).replaceAll('.', '\\.')} is unusable: .*Fix: restore it from a backup`,
+        ),
+      );
       assert.doesNotMatch(run.output(), /\n\s+at /);
       assert.equal(existsSync(join(home, 'control-plane.lock')), false, 'the lock is released');
     });
@@ -176,10 +241,15 @@ describe('lockstep control-plane: a start that cannot be', () => {
     writeFileSync(join(home, 'control-plane.db'), 'this is not SQLite'.repeat(100), { mode: 0o600 });
     const run = controlPlane(home);
     assert.equal((await run.exited()).code, 1, run.output());
-    assert.match(run.output(), new RegExp(`lockstep: the store ${join(home, 'control-plane.db').replaceAll('.', '\\.')} cannot be opened .*Fix: restore it from a backup`));
+    assert.match(
+      run.output(),
+      new RegExp(
+        `lockstep: the store ${join(home, 'control-plane.db').replaceAll('.', '\\.')} cannot be opened .*Fix: restore it from a backup`,
+      ),
+    );
   });
 
-  it('refuses a second control plane on the same state directory with the first one\'s pid, and leaves the first untouched', async () => {
+  it("refuses a second control plane on the same state directory with the first one's pid, and leaves the first untouched", async () => {
     const home = freshHome();
     const first = controlPlane(home);
     try {
@@ -189,9 +259,22 @@ describe('lockstep control-plane: a start that cannot be', () => {
       const second = controlPlane(home);
       assert.equal((await second.exited()).code, 1, second.output());
       const url = (JSON.parse(runtime) as { url: string }).url;
-      assert.match(second.output(), new RegExp(`the state directory ${home.replaceAll('.', '\\.')} is in use by a running control plane \\(pid ${first.child.pid} at ${url.replaceAll('.', '\\.')}\\): stop it first`));
-      assert.equal(readFileSync(join(home, 'control-plane.json'), 'utf8'), runtime, 'control-plane.json is the first one\'s');
-      assert.equal(readFileSync(join(home, 'admin', 'admin.pem'), 'utf8'), adminCert, 'and so are the administrator\'s credentials');
+      assert.match(
+        second.output(),
+        new RegExp(
+          `the state directory ${home.replaceAll('.', '\\.')} is in use by a running control plane \\(pid ${first.child.pid} at ${url.replaceAll('.', '\\.')}\\): stop it first`,
+        ),
+      );
+      assert.equal(
+        readFileSync(join(home, 'control-plane.json'), 'utf8'),
+        runtime,
+        "control-plane.json is the first one's",
+      );
+      assert.equal(
+        readFileSync(join(home, 'admin', 'admin.pem'), 'utf8'),
+        adminCert,
+        "and so are the administrator's credentials",
+      );
       const services = await inProcess({ LOCKSTEP_HOME: home }, 'services');
       assert.deepEqual([services.code, services.out], [0, ['no guard has registered yet']], services.err.join('\n'));
     } finally {
@@ -204,19 +287,32 @@ describe('lockstep control-plane: a start that cannot be', () => {
     const home = freshHome();
     const dead = spawn(process.execPath, ['-e', '']);
     const pid = await new Promise<number>((resolve) => dead.once('exit', () => resolve(dead.pid ?? 0)));
-    writeFileSync(join(home, 'control-plane.lock'), `${JSON.stringify({ pid, startedAt: null, at: new Date().toISOString() })}\n`, { mode: 0o600 });
+    writeFileSync(
+      join(home, 'control-plane.lock'),
+      `${JSON.stringify({ pid, startedAt: null, at: new Date().toISOString() })}\n`,
+      { mode: 0o600 },
+    );
     const run = controlPlane(home);
     try {
       await run.saw('listening on');
-      assert.match(run.output(), new RegExp(`WARNING took over .*control-plane\\.lock: the control plane that held it \\(pid ${pid}\\) is not running any more`));
-      assert.equal((JSON.parse(readFileSync(join(home, 'control-plane.lock'), 'utf8')) as { pid: number }).pid, run.child.pid);
+      assert.match(
+        run.output(),
+        new RegExp(
+          `WARNING took over .*control-plane\\.lock: the control plane that held it \\(pid ${pid}\\) is not running any more`,
+        ),
+      );
+      assert.equal(
+        (JSON.parse(readFileSync(join(home, 'control-plane.lock'), 'utf8')) as { pid: number }).pid,
+        run.child.pid,
+      );
     } finally {
       await stopped(run);
     }
   });
 
   it('takes over a lock that names its own pid from an earlier start (a container restarted, its state on a volume)', (t) => {
-    if (!existsSync(`/proc/${process.pid}/stat`)) t.diagnostic('no /proc here: only the time the lock was written tells');
+    if (!existsSync(`/proc/${process.pid}/stat`))
+      t.diagnostic('no /proc here: only the time the lock was written tells');
     const cases = [
       // The earlier incarnation's start time, which /proc tells apart from this process's.
       { pid: process.pid, startedAt: '1', at: '2020-01-01T00:00:00.000Z' },
@@ -229,12 +325,17 @@ describe('lockstep control-plane: a start that cannot be', () => {
       const warnings: string[] = [];
       const lock = lockStateDirectory(state, (text) => warnings.push(text));
       try {
-        assert.deepEqual(warnings, [`took over ${state.lockFile}: the control plane that held it (pid ${process.pid}) is not running any more (it did not stop cleanly)`]);
+        assert.deepEqual(warnings, [
+          `took over ${state.lockFile}: the control plane that held it (pid ${process.pid}) is not running any more (it did not stop cleanly)`,
+        ]);
         const taken = JSON.parse(readFileSync(state.lockFile, 'utf8')) as { pid: number; at: string };
         assert.equal(taken.pid, process.pid);
-        assert.notEqual(taken.at, holder.at, 'the lock is this start\'s');
+        assert.notEqual(taken.at, holder.at, "the lock is this start's");
         // The lock this process holds now is not taken over, not even by itself.
-        assert.throws(() => lockStateDirectory(state, () => {}), new RegExp(`in use by a running control plane \\(pid ${process.pid}\\)`));
+        assert.throws(
+          () => lockStateDirectory(state, () => {}),
+          new RegExp(`in use by a running control plane \\(pid ${process.pid}\\)`),
+        );
       } finally {
         lock.release();
       }
@@ -242,22 +343,36 @@ describe('lockstep control-plane: a start that cannot be', () => {
     }
   });
 
-  it('takes over a lock whose pid now belongs to another user\'s process that started at another time', async (t) => {
-    if (!existsSync('/proc/1/stat')) return t.skip('no /proc: the start time of another user\'s process cannot be read');
+  it("takes over a lock whose pid now belongs to another user's process that started at another time", async (t) => {
+    if (!existsSync('/proc/1/stat')) return t.skip("no /proc: the start time of another user's process cannot be read");
     // Pid 1 is root's; as root the control plane runs as nobody, so that signalling pid 1 is EPERM as for any user.
     const asRoot = process.getuid?.() === 0;
     // As nobody, Node must be able to read this checkout (not so in a clone under a 0700 temporary directory).
-    const readable = !asRoot || spawnSync(process.execPath, ['-e', `require('node:fs').readFileSync(${JSON.stringify(fileURLToPath(import.meta.url))})`], { uid: 65_534, gid: 65_534 }).status === 0;
+    const readable =
+      !asRoot ||
+      spawnSync(
+        process.execPath,
+        ['-e', `require('node:fs').readFileSync(${JSON.stringify(fileURLToPath(import.meta.url))})`],
+        { uid: 65_534, gid: 65_534 },
+      ).status === 0;
     if (!readable) return t.skip('the user nobody cannot read this checkout: run it from a directory others may read');
     const home = asRoot ? mkdtempSync(join(tmpdir(), 'lockstep-other-user-')) : freshHome();
     if (asRoot) chownSync(home, 65_534, 65_534);
     try {
       writeLock(home, { pid: 1, startedAt: String(Number(startTicks(1)) + 1) });
       if (asRoot) chownSync(join(home, 'control-plane.lock'), 65_534, 65_534);
-      const run = lockstep(home, ['control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', POLICIES], {}, asRoot ? { uid: 65_534, gid: 65_534 } : {});
+      const run = lockstep(
+        home,
+        ['control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', POLICIES],
+        {},
+        asRoot ? { uid: 65_534, gid: 65_534 } : {},
+      );
       try {
         await run.saw('listening on');
-        assert.match(run.output(), /WARNING took over .*control-plane\.lock: the control plane that held it \(pid 1\) is not running any more/);
+        assert.match(
+          run.output(),
+          /WARNING took over .*control-plane\.lock: the control plane that held it \(pid 1\) is not running any more/,
+        );
         assert.doesNotMatch(run.output(), /kill 1\b/);
       } finally {
         await stopped(run);
@@ -272,7 +387,12 @@ describe('lockstep control-plane: a start that cannot be', () => {
     chmodSync(home, 0o777);
     const open = controlPlane(home);
     assert.equal((await open.exited()).code, 1, open.output());
-    assert.match(open.output(), new RegExp(`lockstep: the state directory ${home.replaceAll('.', '\\.')} has mode 777: other users may write to it, .*Fix: chmod 700 "${home.replaceAll('.', '\\.')}"`));
+    assert.match(
+      open.output(),
+      new RegExp(
+        `lockstep: the state directory ${home.replaceAll('.', '\\.')} has mode 777: other users may write to it, .*Fix: chmod 700 "${home.replaceAll('.', '\\.')}"`,
+      ),
+    );
     assert.equal(existsSync(join(home, 'control-plane.lock')), false, 'no lock taken, no key made');
     assert.equal(existsSync(join(home, 'keys')), false);
 
@@ -288,11 +408,25 @@ describe('lockstep control-plane: a start that cannot be', () => {
     const home = freshHome();
     const policies = join(home, 'policies');
     cpSync(POLICIES, policies, { recursive: true });
-    writeFileSync(join(policies, 'broken.cedar'), '@id("broken")\npermit (principal, action, resource)\n  when { context.nope };\n');
-    const run = lockstep(home, ['control-plane', '--trust-domain', 'shop.test', '--port', '0', '--policy-dir', policies]);
+    writeFileSync(
+      join(policies, 'broken.cedar'),
+      '@id("broken")\npermit (principal, action, resource)\n  when { context.nope };\n',
+    );
+    const run = lockstep(home, [
+      'control-plane',
+      '--trust-domain',
+      'shop.test',
+      '--port',
+      '0',
+      '--policy-dir',
+      policies,
+    ]);
     try {
       await run.saw('listening on');
-      assert.match(run.output(), /WARNING the policy directory .* holds no valid policy set yet \(REFUSED: .*broken\.cedar:\d+/);
+      assert.match(
+        run.output(),
+        /WARNING the policy directory .* holds no valid policy set yet \(REFUSED: .*broken\.cedar:\d+/,
+      );
       const status = await inProcess({ LOCKSTEP_HOME: home }, 'policy', 'status');
       assert.equal(status.code, 1, status.out.join('\n'));
       assert.equal(status.out[0], 'policy in force: none (no valid policy set)');
@@ -314,15 +448,24 @@ describe('lockstep: one state variable, help and version', () => {
     const other = join(scratch, 'elsewhere');
     const conflict = await inProcess({ LOCKSTEP_HOME: home, LOCKSTEP_DATA_DIR: other }, 'services');
     assert.equal(conflict.code, 2);
-    assert.deepEqual(conflict.err, [`lockstep: LOCKSTEP_HOME=${home} and LOCKSTEP_DATA_DIR=${other} name two different state directories: set only LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it)`]);
+    assert.deepEqual(conflict.err, [
+      `lockstep: LOCKSTEP_HOME=${home} and LOCKSTEP_DATA_DIR=${other} name two different state directories: set only LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it)`,
+    ]);
     assert.equal(existsSync(other), false, 'nothing was created');
   });
 
-  it('prints one command\'s usage for `<command> --help` and `help <command>`, and its version', async () => {
-    for (const argv of [['revoke', '--help'], ['help', 'revoke'], ['revoke', '-h']]) {
+  it("prints one command's usage for `<command> --help` and `help <command>`, and its version", async () => {
+    for (const argv of [
+      ['revoke', '--help'],
+      ['help', 'revoke'],
+      ['revoke', '-h'],
+    ]) {
       const help = await inProcess({}, ...argv);
       assert.equal(help.code, 0, argv.join(' '));
-      assert.match(help.out.join('\n'), /^usage:\n {2}lockstep revoke <sub\|txn\|spiffeId\|kid> <value> --reason <why>\n {2}lockstep revoke --lift /);
+      assert.match(
+        help.out.join('\n'),
+        /^usage:\n {2}lockstep revoke <sub\|txn\|spiffeId\|kid> <value> --reason <why>\n {2}lockstep revoke --lift /,
+      );
       assert.match(help.out.join('\n'), /LOCKSTEP_HOME \(LOCKSTEP_DATA_DIR is another name for it\)/);
     }
     const status = await inProcess({}, 'policy', 'status', '--help');
@@ -337,7 +480,9 @@ describe('lockstep: one state variable, help and version', () => {
     assert.equal(unknown.code, 2);
     assert.match(unknown.err.join('\n'), /no command "frobnicate"/);
     const version = await inProcess({}, '--version');
-    const { version: expected } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    const { version: expected } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
     assert.deepEqual([version.code, version.out], [0, [`lockstep ${expected}`]]);
   });
 });

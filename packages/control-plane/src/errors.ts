@@ -10,9 +10,15 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_JOIN_TOKEN_WRONG_SERVICE: { status: 403, message: 'join token is for another service' },
   LOCKSTEP_CP_CSR_INVALID: { status: 400, message: 'certificate signing request refused' },
   LOCKSTEP_CP_WORKLOAD_REVOKED: { status: 403, message: 'workload is revoked' },
-  LOCKSTEP_CP_PEER_UNAUTHENTICATED: { status: 401, message: 'this endpoint needs a valid client SVID of the trust domain' },
+  LOCKSTEP_CP_PEER_UNAUTHENTICATED: {
+    status: 401,
+    message: 'this endpoint needs a valid client SVID of the trust domain',
+  },
   LOCKSTEP_CP_PEER_REVOKED: { status: 401, message: 'the SPIFFE ID of the client SVID is revoked' },
-  LOCKSTEP_CP_ADMIN_REQUIRED: { status: 403, message: 'this endpoint is for administrators (an SVID spiffe://<trust domain>/admin/<name>)' },
+  LOCKSTEP_CP_ADMIN_REQUIRED: {
+    status: 403,
+    message: 'this endpoint is for administrators (an SVID spiffe://<trust domain>/admin/<name>)',
+  },
   LOCKSTEP_CP_REQUEST_INVALID: { status: 400, message: 'request body refused' },
   LOCKSTEP_CP_PASSWORD_POLICY: { status: 400, message: 'password refused by the password policy' },
   LOCKSTEP_CP_USER_EXISTS: { status: 409, message: 'user already exists' },

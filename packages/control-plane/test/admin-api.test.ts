@@ -10,8 +10,15 @@ import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import type { DecisionEvent } from '@lockstep/guard';
 import {
-  issueAdminCredentials, openSqliteStore, openWorkloadCa, startControlPlane, subscribeAdminActions,
-  type AdminCredentials, type ControlPlaneStore, type RunningControlPlane, type WorkloadCa,
+  issueAdminCredentials,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  subscribeAdminActions,
+  type AdminCredentials,
+  type ControlPlaneStore,
+  type RunningControlPlane,
+  type WorkloadCa,
 } from '../src/index.ts';
 import { joinControlPlane } from '@lockstep/workload';
 
@@ -41,9 +48,11 @@ async function call(method: 'GET' | 'POST', path: string, body: unknown, tls: { 
   const agent = new Agent({ connect: { ca: ca.bundlePem, ...tls, checkServerIdentity: () => undefined } });
   try {
     const response = await request(`${server.url}${path}`, {
-      method, dispatcher: agent, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      method,
+      dispatcher: agent,
+      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
     });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
@@ -56,18 +65,47 @@ describe('admin API', () => {
     const created = await call('POST', '/v1/admin/join-tokens', { service: 'orders', ttlSeconds: 120 }, asAdmin.cert());
     assert.equal(created.status, 200);
     assert.equal(created.body.service, 'orders');
-    const joined = await joinControlPlane({ url: server.url, trustDomain: TD, joinToken: String(created.body.token), service: 'orders' });
+    const joined = await joinControlPlane({
+      url: server.url,
+      trustDomain: TD,
+      joinToken: String(created.body.token),
+      service: 'orders',
+    });
     assert.equal(joined.spiffeId, `spiffe://${TD}/svc/orders`);
     const [event] = events;
     assert.equal(events.length, 1);
-    assert.deepEqual({ caller: event?.caller, action: event?.action, resource: event?.resource, decision: event?.decision, reason: event?.reason, service: event?.service },
-      { caller: `spiffe://${TD}/admin/alice`, action: 'admin:join-token.create', resource: 'orders', decision: 'allow', reason: 'LOCKSTEP_ALLOW', service: 'control-plane' });
-    assert.ok(!JSON.stringify(event).includes(String(created.body.token).split('.')[2] as string), 'the token never reaches the audit trail');
+    assert.deepEqual(
+      {
+        caller: event?.caller,
+        action: event?.action,
+        resource: event?.resource,
+        decision: event?.decision,
+        reason: event?.reason,
+        service: event?.service,
+      },
+      {
+        caller: `spiffe://${TD}/admin/alice`,
+        action: 'admin:join-token.create',
+        resource: 'orders',
+        decision: 'allow',
+        reason: 'LOCKSTEP_ALLOW',
+        service: 'control-plane',
+      },
+    );
+    assert.ok(
+      !JSON.stringify(event).includes(String(created.body.token).split('.')[2] as string),
+      'the token never reaches the audit trail',
+    );
   });
 
   it('refuses every admin endpoint without a client certificate (401) and with a workload SVID (403), audited', async () => {
     const workloadToken = await call('POST', '/v1/admin/join-tokens', { service: 'gateway' }, asAdmin.cert());
-    const workload = await joinControlPlane({ url: server.url, trustDomain: TD, joinToken: String(workloadToken.body.token), service: 'gateway' });
+    const workload = await joinControlPlane({
+      url: server.url,
+      trustDomain: TD,
+      joinToken: String(workloadToken.body.token),
+      service: 'gateway',
+    });
     events.length = 0;
     const attempts: ['GET' | 'POST', string, unknown][] = [
       ['POST', '/v1/admin/join-tokens', { service: 'payments' }],
@@ -76,25 +114,55 @@ describe('admin API', () => {
     ];
     for (const [method, path, body] of attempts) {
       const anonymous = await call(method, path, body);
-      assert.deepEqual([anonymous.status, anonymous.body.error], [401, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED'], `${method} ${path} anonymous`);
+      assert.deepEqual(
+        [anonymous.status, anonymous.body.error],
+        [401, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED'],
+        `${method} ${path} anonymous`,
+      );
       const asWorkload = await call(method, path, body, { cert: workload.chainPem, key: workload.keyPem });
-      assert.deepEqual([asWorkload.status, asWorkload.body.error], [403, 'LOCKSTEP_CP_ADMIN_REQUIRED'], `${method} ${path} as a workload`);
+      assert.deepEqual(
+        [asWorkload.status, asWorkload.body.error],
+        [403, 'LOCKSTEP_CP_ADMIN_REQUIRED'],
+        `${method} ${path} as a workload`,
+      );
     }
     assert.equal(events.length, 6);
     assert.ok(events.every((event) => event.decision === 'deny'));
-    assert.deepEqual(events.filter((event) => event.caller === workload.spiffeId).map((event) => event.reason), Array(3).fill('LOCKSTEP_CP_ADMIN_REQUIRED'));
-    assert.deepEqual(events.filter((event) => event.caller === null).map((event) => event.reason), Array(3).fill('LOCKSTEP_CP_PEER_UNAUTHENTICATED'));
+    assert.deepEqual(
+      events.filter((event) => event.caller === workload.spiffeId).map((event) => event.reason),
+      Array(3).fill('LOCKSTEP_CP_ADMIN_REQUIRED'),
+    );
+    assert.deepEqual(
+      events.filter((event) => event.caller === null).map((event) => event.reason),
+      Array(3).fill('LOCKSTEP_CP_PEER_UNAUTHENTICATED'),
+    );
   });
 
   it('revokes, and the revocation feed can be read from any position', async () => {
-    const first = await call('POST', '/v1/admin/revocations', { kind: 'sub', value: 'mallory', reason: 'account takeover' }, asAdmin.cert());
-    const second = await call('POST', '/v1/admin/revocations', { kind: 'spiffeId', value: `spiffe://${TD}/svc/reports`, reason: 'compromised' }, asAdmin.cert());
+    const first = await call(
+      'POST',
+      '/v1/admin/revocations',
+      { kind: 'sub', value: 'mallory', reason: 'account takeover' },
+      asAdmin.cert(),
+    );
+    const second = await call(
+      'POST',
+      '/v1/admin/revocations',
+      { kind: 'spiffeId', value: `spiffe://${TD}/svc/reports`, reason: 'compromised' },
+      asAdmin.cert(),
+    );
     assert.equal(first.status, 200);
     assert.equal(first.body.actor, `spiffe://${TD}/admin/alice`);
     const all = await call('GET', '/v1/admin/revocations', undefined, asAdmin.cert());
-    assert.deepEqual((all.body.revocations as { value: string }[]).map((entry) => entry.value), ['mallory', `spiffe://${TD}/svc/reports`]);
+    assert.deepEqual(
+      (all.body.revocations as { value: string }[]).map((entry) => entry.value),
+      ['mallory', `spiffe://${TD}/svc/reports`],
+    );
     const after = await call('GET', `/v1/admin/revocations?since=${String(first.body.seq)}`, undefined, asAdmin.cert());
-    assert.deepEqual((after.body.revocations as { seq: number }[]).map((entry) => entry.seq), [second.body.seq]);
+    assert.deepEqual(
+      (after.body.revocations as { seq: number }[]).map((entry) => entry.seq),
+      [second.body.seq],
+    );
   });
 
   it('refuses malformed admin requests', async () => {

@@ -20,11 +20,29 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTestBrowser } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, createUser, openKeyRing, openSigningKey,
-  openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type KeyRing, type PolicyService, type RunningControlPlane,
+  createJoinToken,
+  createPolicyService,
+  createSubjectVerifier,
+  createTxnTokenService,
+  createUser,
+  openKeyRing,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type ControlPlaneStore,
+  type KeyRing,
+  type PolicyService,
+  type RunningControlPlane,
 } from '../src/index.ts';
-import { joinAsWorkload, joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadAgent, type WorkloadCredentials } from '@lockstep/workload';
+import {
+  joinAsWorkload,
+  joinControlPlane,
+  TOKEN_EXCHANGE_GRANT,
+  TOKEN_TYPE,
+  type WorkloadAgent,
+  type WorkloadCredentials,
+} from '@lockstep/workload';
 import { authorizationRequest, signIn, type RelyingParty } from './support/oidc-client.ts';
 
 const TD = 'shop.test';
@@ -48,10 +66,13 @@ let rp: RelyingParty;
 
 before(async () => {
   cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
-  writeFileSync(join(policyDir, 'tts.cedar'), `
+  writeFileSync(
+    join(policyDir, 'tts.cedar'),
+    `
 @id("gateway-exchanges-user-tokens")
 permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", action == Lockstep::Action::"tts:exchange:access_token", resource == Lockstep::Service::"tts");
-`);
+`,
+  );
   const keyDir = join(scratch, 'keys');
   const ca = await openWorkloadCa({ trustDomain: TD, keyDir });
   store = openSqliteStore(join(scratch, 'cp.db'));
@@ -59,18 +80,41 @@ permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", actio
   policy = await createPolicyService({ dir: policyDir, signingKey: policyKey });
   txnKeys = await openKeyRing(keyDir, 'txn-token', { retainMs: 600_000 });
   const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain: TD });
-  const tts = createTxnTokenService({ trustDomain: TD, keys: txnKeys, subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
+  const tts = createTxnTokenService({
+    trustDomain: TD,
+    keys: txnKeys,
+    subjects,
+    isRevoked: (kind, value) => store.isRevoked(kind, value),
+  });
   controlPlane = await startControlPlane({
-    ca, store, policy, tts,
+    ca,
+    store,
+    policy,
+    tts,
     idp: {
       keys: await openKeyRing(keyDir, 'idp', { retainMs: 3_600_000 }),
       cookieKeys: ['e2e-cookie-secret-0123456789abcdef0123456789'],
-      clients: [{ client_id: 'gateway', token_endpoint_auth_method: 'tls_client_auth', tls_client_auth_san_uri: `spiffe://${TD}/svc/gateway`, client_name: 'Lockstep Shop', redirect_uris: [REDIRECT] }],
+      clients: [
+        {
+          client_id: 'gateway',
+          token_endpoint_auth_method: 'tls_client_auth',
+          tls_client_auth_san_uri: `spiffe://${TD}/svc/gateway`,
+          client_name: 'Lockstep Shop',
+          redirect_uris: [REDIRECT],
+        },
+      ],
       resource: { indicator: RESOURCE, scopes: ['orders:read', 'orders:create'] },
     },
   });
   await createUser(store, { username: 'alice', password: PASSWORD, roles: ['customer'], tenant: 'acme' });
-  rp = { issuer: controlPlane.idp?.issuer ?? '', clientId: 'gateway', clientSecret: '', redirectUri: REDIRECT, resource: RESOURCE, ca: ca.bundlePem };
+  rp = {
+    issuer: controlPlane.idp?.issuer ?? '',
+    clientId: 'gateway',
+    clientSecret: '',
+    redirectUri: REDIRECT,
+    resource: RESOURCE,
+    ca: ca.bundlePem,
+  };
 
   // The orders service: one join token, then the agent keeps its guard in step.
   const { token } = await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' });
@@ -80,12 +124,19 @@ permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", actio
   agent.attach(guard);
   orders = Fastify({ https: guard.tlsOptions() });
   await orders.register(lockstep, { guard });
-  orders.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async (request) => ({ id: (request.params as { id: string }).id }));
+  orders.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async (request) => ({
+    id: (request.params as { id: string }).id,
+  }));
   await orders.listen({ host: '127.0.0.1', port: 0 });
   ordersUrl = `https://127.0.0.1:${(orders.server.address() as { port: number }).port}`;
 
   const gatewayToken = await createJoinToken(store, ca, { service: 'gateway', createdBy: 'cli' });
-  gateway = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: gatewayToken.token, service: 'gateway' });
+  gateway = await joinControlPlane({
+    url: controlPlane.url,
+    trustDomain: TD,
+    joinToken: gatewayToken.token,
+    service: 'gateway',
+  });
 });
 
 after(async () => {
@@ -99,13 +150,29 @@ after(async () => {
 });
 
 /** The gateway's mTLS connection pool: its SVID, the trust bundle. */
-const gatewayAgent = () => new Agent({ connect: { cert: gateway.chainPem, key: gateway.keyPem, ca: gateway.bundlePem, checkServerIdentity: () => undefined } });
+const gatewayAgent = () =>
+  new Agent({
+    connect: {
+      cert: gateway.chainPem,
+      key: gateway.keyPem,
+      ca: gateway.bundlePem,
+      checkServerIdentity: () => undefined,
+    },
+  });
 
-async function post(url: string, fields: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
+async function post(
+  url: string,
+  fields: Record<string, string>,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const pool = gatewayAgent();
   try {
-    const response = await request(url, { method: 'POST', dispatcher: pool, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    const response = await request(url, {
+      method: 'POST',
+      dispatcher: pool,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(fields).toString(),
+    });
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await pool.close();
   }
@@ -113,11 +180,22 @@ async function post(url: string, fields: Record<string, string>): Promise<{ stat
 
 /** What the gateway does after the callback: redeem the code (with its SVID), then exchange for a Txn-Token. */
 async function gatewayTxnToken(code: string, verifier: string): Promise<string> {
-  const tokens = await post(`${rp.issuer}/token`, { grant_type: 'authorization_code', client_id: 'gateway', code, redirect_uri: REDIRECT, code_verifier: verifier, resource: RESOURCE });
+  const tokens = await post(`${rp.issuer}/token`, {
+    grant_type: 'authorization_code',
+    client_id: 'gateway',
+    code,
+    redirect_uri: REDIRECT,
+    code_verifier: verifier,
+    resource: RESOURCE,
+  });
   assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
   const exchanged = await post(`${controlPlane.url}/v1/token`, {
-    grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD,
-    subject_token: String(tokens.body.access_token), subject_token_type: TOKEN_TYPE.accessToken, scope: 'orders:read',
+    grant_type: TOKEN_EXCHANGE_GRANT,
+    requested_token_type: TOKEN_TYPE.txnToken,
+    audience: TD,
+    subject_token: String(tokens.body.access_token),
+    subject_token_type: TOKEN_TYPE.accessToken,
+    scope: 'orders:read',
   });
   assert.equal(exchanged.status, 200, JSON.stringify(exchanged.body));
   assert.equal(exchanged.body.token_type, 'N_A');
@@ -138,7 +216,7 @@ async function callOrders(txnToken: string): Promise<number> {
 async function until(txnToken: string, expected: number, limitMs = 5_000): Promise<number> {
   const started = performance.now();
   while (performance.now() - started < limitMs) {
-    if (await callOrders(txnToken) === expected) return performance.now() - started;
+    if ((await callOrders(txnToken)) === expected) return performance.now() - started;
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
   return assert.fail(`the service still does not answer ${expected} after ${limitMs} ms`);
@@ -169,7 +247,10 @@ describe('end to end: login → Txn-Token → service', () => {
   it('enforces a policy change in the service within 1 s', async () => {
     assert.equal(await callOrders(txnToken), 200);
     const changedAt = performance.now();
-    writeFileSync(join(policyDir, 'orders.cedar'), '@id("gateway-admin-read")\npermit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", action == Lockstep::Action::"orders:read", resource == Lockstep::Service::"orders") when { context.roles.contains("admin") };\n');
+    writeFileSync(
+      join(policyDir, 'orders.cedar'),
+      '@id("gateway-admin-read")\npermit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", action == Lockstep::Action::"orders:read", resource == Lockstep::Service::"orders") when { context.roles.contains("admin") };\n',
+    );
     await until(txnToken, 403);
     const elapsed = performance.now() - changedAt;
     console.log(`e2e: policy change enforced by the service in ${elapsed.toFixed(0)} ms (limit 1000 ms)`);
@@ -187,7 +268,11 @@ describe('end to end: login → Txn-Token → service', () => {
       const authorization = authorizationRequest(rp, 'openid orders:read');
       const callback = await signIn(browser, rp, authorization, 'alice', PASSWORD);
       const fresh = await gatewayTxnToken(String(callback.get('code')), authorization.verifier);
-      assert.equal(decodeProtectedHeader(fresh).kid, rotation.current, 'signed with the key that was published as next');
+      assert.equal(
+        decodeProtectedHeader(fresh).kid,
+        rotation.current,
+        'signed with the key that was published as next',
+      );
       assert.equal(await callOrders(fresh), 200, 'the guard had the new key before it signed anything');
       assert.equal(await callOrders(txnToken), 200, 'a token of the retired key stays valid until it expires');
     } finally {
@@ -198,15 +283,26 @@ describe('end to end: login → Txn-Token → service', () => {
   it('enforces a sub revocation in the service within 1 s, and the revoked user gets no new Txn-Token', async () => {
     assert.equal(await callOrders(txnToken), 200);
     const revokedAt = performance.now();
-    await controlPlane.revoke({ kind: 'sub', value: 'alice', reason: 'account takeover', actor: 'spiffe://shop.test/admin/ops' });
+    await controlPlane.revoke({
+      kind: 'sub',
+      value: 'alice',
+      reason: 'account takeover',
+      actor: 'spiffe://shop.test/admin/ops',
+    });
     await until(txnToken, 401);
     const elapsed = performance.now() - revokedAt;
     console.log(`e2e: sub revocation enforced by the service in ${elapsed.toFixed(0)} ms (limit 1000 ms)`);
     assert.ok(elapsed <= 1_000, `revocation took ${elapsed.toFixed(0)} ms`);
     const browser = createTestBrowser({ ca: rp.ca });
     try {
-      const page = await browser.open(authorizationRequest(rp, 'openid orders:read').url, { stopAt: (url) => url.href.startsWith(REDIRECT) });
-      const refused = await browser.submit(page, { username: 'alice', password: PASSWORD }, { stopAt: (url) => url.href.startsWith(REDIRECT) });
+      const page = await browser.open(authorizationRequest(rp, 'openid orders:read').url, {
+        stopAt: (url) => url.href.startsWith(REDIRECT),
+      });
+      const refused = await browser.submit(
+        page,
+        { username: 'alice', password: PASSWORD },
+        { stopAt: (url) => url.href.startsWith(REDIRECT) },
+      );
       assert.equal(refused.status, 403, 'a revoked user cannot sign in again');
     } finally {
       await browser.close();

@@ -15,10 +15,21 @@ import { Agent, request } from 'undici';
 import { issueCertificate, type IssueCertOptions } from '@lockstep/testkit';
 import { x509 } from '../src/lib/x509.ts';
 import {
-  createJoinToken, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type RunningControlPlane, type WorkloadCa,
+  createJoinToken,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type ControlPlaneStore,
+  type RunningControlPlane,
+  type WorkloadCa,
 } from '../src/index.ts';
-import { controlPlaneAgent, controlPlaneSpiffeId, EnrolmentError, joinControlPlane, renewWithControlPlane } from '@lockstep/workload';
+import {
+  controlPlaneAgent,
+  controlPlaneSpiffeId,
+  EnrolmentError,
+  joinControlPlane,
+  renewWithControlPlane,
+} from '@lockstep/workload';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-enrolment-'));
@@ -38,14 +49,24 @@ after(async () => {
 });
 
 const token = async (service: string) => (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token;
-const refused = (code: string, status: number) => (error: unknown) => error instanceof EnrolmentError && error.code === code && error.status === status;
+const refused = (code: string, status: number) => (error: unknown) =>
+  error instanceof EnrolmentError && error.code === code && error.status === status;
 
 /** A raw call, for requests the client library would never make. */
-async function raw(path: string, body: unknown, tls: { cert?: string; key?: string } = {}): Promise<{ status: number; body: Record<string, unknown> }> {
+async function raw(
+  path: string,
+  body: unknown,
+  tls: { cert?: string; key?: string } = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const agent = new Agent({ connect: { ca: ca.bundlePem, ...tls, checkServerIdentity: () => undefined } });
   try {
-    const response = await request(`${server.url}${path}`, { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    const response = await request(`${server.url}${path}`, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
@@ -53,23 +74,50 @@ async function raw(path: string, body: unknown, tls: { cert?: string; key?: stri
 
 describe('enrolment over TLS', () => {
   it('joins with a token, then renews over mTLS with the SVID it got', async () => {
-    const joined = await joinControlPlane({ url: server.url, trustDomain: TD, joinToken: await token('orders'), service: 'orders' });
+    const joined = await joinControlPlane({
+      url: server.url,
+      trustDomain: TD,
+      joinToken: await token('orders'),
+      service: 'orders',
+    });
     assert.equal(joined.spiffeId, `spiffe://${TD}/svc/orders`);
     assert.equal(joined.bundlePem, ca.bundlePem);
     assert.ok(joined.expiresAt.getTime() > Date.now() + 50 * 60_000);
-    const renewed = await renewWithControlPlane({ url: server.url, trustDomain: TD, current: joined, bundlePem: joined.bundlePem });
+    const renewed = await renewWithControlPlane({
+      url: server.url,
+      trustDomain: TD,
+      current: joined,
+      bundlePem: joined.bundlePem,
+    });
     assert.equal(renewed.spiffeId, joined.spiffeId);
     assert.notEqual(renewed.chainPem, joined.chainPem);
     assert.notEqual(renewed.keyPem, joined.keyPem, 'a renewal comes with a new key');
-    assert.deepEqual((await store.issuedSvids(joined.spiffeId)).map((svid) => svid.via), ['join', 'renew']);
+    assert.deepEqual(
+      (await store.issuedSvids(joined.spiffeId)).map((svid) => svid.via),
+      ['join', 'renew'],
+    );
   });
 
   it('refuses a reused token, a token for another service, and an unknown token', async () => {
     const once = await token('payments');
     await joinControlPlane({ url: server.url, trustDomain: TD, joinToken: once, service: 'payments' });
-    await assert.rejects(joinControlPlane({ url: server.url, trustDomain: TD, joinToken: once, service: 'payments' }), refused('LOCKSTEP_CP_JOIN_TOKEN_USED', 401));
-    await assert.rejects(joinControlPlane({ url: server.url, trustDomain: TD, joinToken: await token('payments'), service: 'orders' }), refused('LOCKSTEP_CP_JOIN_TOKEN_WRONG_SERVICE', 403));
-    await assert.rejects(joinControlPlane({ url: server.url, trustDomain: TD, joinToken: `ljt1.${ca.bundleHash}.${'x'.repeat(43)}`, service: 'orders' }), refused('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 401));
+    await assert.rejects(
+      joinControlPlane({ url: server.url, trustDomain: TD, joinToken: once, service: 'payments' }),
+      refused('LOCKSTEP_CP_JOIN_TOKEN_USED', 401),
+    );
+    await assert.rejects(
+      joinControlPlane({ url: server.url, trustDomain: TD, joinToken: await token('payments'), service: 'orders' }),
+      refused('LOCKSTEP_CP_JOIN_TOKEN_WRONG_SERVICE', 403),
+    );
+    await assert.rejects(
+      joinControlPlane({
+        url: server.url,
+        trustDomain: TD,
+        joinToken: `ljt1.${ca.bundleHash}.${'x'.repeat(43)}`,
+        service: 'orders',
+      }),
+      refused('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 401),
+    );
   });
 
   it('sends nothing to a control plane whose bundle does not match the token (no trust on first use)', async () => {
@@ -78,8 +126,16 @@ describe('enrolment over TLS', () => {
     const impostor = await startControlPlane({ ca: otherCa, store: otherStore });
     try {
       const genuine = await token('inventory');
-      await assert.rejects(joinControlPlane({ url: impostor.url, trustDomain: TD, joinToken: genuine, service: 'inventory' }), (error: unknown) => error instanceof EnrolmentError && error.code === 'LOCKSTEP_ENROL_BUNDLE_MISMATCH');
-      const joined = await joinControlPlane({ url: server.url, trustDomain: TD, joinToken: genuine, service: 'inventory' });
+      await assert.rejects(
+        joinControlPlane({ url: impostor.url, trustDomain: TD, joinToken: genuine, service: 'inventory' }),
+        (error: unknown) => error instanceof EnrolmentError && error.code === 'LOCKSTEP_ENROL_BUNDLE_MISMATCH',
+      );
+      const joined = await joinControlPlane({
+        url: server.url,
+        trustDomain: TD,
+        joinToken: genuine,
+        service: 'inventory',
+      });
       assert.equal(joined.spiffeId, `spiffe://${TD}/svc/inventory`, 'the token was never presented to the impostor');
     } finally {
       await impostor.close();
@@ -95,15 +151,38 @@ describe('enrolment over TLS', () => {
     const foreignCa = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'foreign-ca') });
     const foreignStore = openSqliteStore(':memory:');
     const foreign = await startControlPlane({ ca: foreignCa, store: foreignStore });
-    const stranger = await joinControlPlane({ url: foreign.url, trustDomain: TD, joinToken: (await createJoinToken(foreignStore, foreignCa, { service: 'orders', createdBy: 'cli' })).token, service: 'orders' });
+    const stranger = await joinControlPlane({
+      url: foreign.url,
+      trustDomain: TD,
+      joinToken: (await createJoinToken(foreignStore, foreignCa, { service: 'orders', createdBy: 'cli' })).token,
+      service: 'orders',
+    });
     await foreign.close();
     await foreignStore.close();
     const untrusted = await raw('/v1/renew', { csr: csrPem }, { cert: stranger.chainPem, key: stranger.keyPem });
-    assert.deepEqual([untrusted.status, untrusted.body.error], [401, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED'], 'an SVID from another CA');
+    assert.deepEqual(
+      [untrusted.status, untrusted.body.error],
+      [401, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED'],
+      'an SVID from another CA',
+    );
 
-    const victim = await joinControlPlane({ url: server.url, trustDomain: TD, joinToken: await token('reports'), service: 'reports' });
-    await store.addRevocation({ kind: 'spiffeId', value: victim.spiffeId, reason: 'compromised', actor: 'cli', at: Date.now() });
-    await assert.rejects(renewWithControlPlane({ url: server.url, trustDomain: TD, current: victim, bundlePem: victim.bundlePem }), refused('LOCKSTEP_CP_WORKLOAD_REVOKED', 403));
+    const victim = await joinControlPlane({
+      url: server.url,
+      trustDomain: TD,
+      joinToken: await token('reports'),
+      service: 'reports',
+    });
+    await store.addRevocation({
+      kind: 'spiffeId',
+      value: victim.spiffeId,
+      reason: 'compromised',
+      actor: 'cli',
+      at: Date.now(),
+    });
+    await assert.rejects(
+      renewWithControlPlane({ url: server.url, trustDomain: TD, current: victim, bundlePem: victim.bundlePem }),
+      refused('LOCKSTEP_CP_WORKLOAD_REVOKED', 403),
+    );
   });
 
   it('refuses bodies that are not what the endpoint takes', async () => {
@@ -130,18 +209,21 @@ async function impostor(options: IssueCertOptions, answer: Answer = async () => 
   let requests = 0;
   const https: Server = createServer({ cert: leaf.chainPem, key: leaf.keyPem, minVersion: 'TLSv1.3' }, (req, res) => {
     requests += 1;
-    void text(req).then(answer).then((body) => {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-    });
+    void text(req)
+      .then(answer)
+      .then((body) => {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      });
   });
   await new Promise<void>((resolve) => https.listen(0, '127.0.0.1', resolve));
   return {
     url: `https://127.0.0.1:${(https.address() as AddressInfo).port}`,
     requests: () => requests,
-    close: () => new Promise<void>((resolve) => {
-      https.closeAllConnections();
-      https.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        https.closeAllConnections();
+        https.close(() => resolve());
+      }),
   };
 }
 
@@ -194,15 +276,21 @@ describe('the control plane, known to its clients by its X509-SVID (read from th
   // plane exactly, so a client that compares the text rendering of the SAN takes them for it.
   const impostors: ReadonlyArray<readonly [string, IssueCertOptions, RegExp]> = [
     ['another workload of the trust domain', { uris: [ORDERS] }, new RegExp(`presented ${escaped(ORDERS)},`)],
-    ['the control plane of another trust domain', { uris: ['spiffe://evil.test/lockstep/control-plane'] },
-      /SVID_FOREIGN_TRUST_DOMAIN/],
+    [
+      'the control plane of another trust domain',
+      { uris: ['spiffe://evil.test/lockstep/control-plane'] },
+      /SVID_FOREIGN_TRUST_DOMAIN/,
+    ],
     ['the control plane in upper case', { uris: ['spiffe://SHOP.TEST/lockstep/control-plane'] }, /SVID_ID_INVALID/],
     ['the trust domain itself (no path)', { uris: [`spiffe://${TD}`] }, /SVID_NO_PATH/],
     ['two URI SANs, the control plane first', { uris: [CONTROL_PLANE, ORDERS] }, /SVID_URI_SAN/],
     ['no SAN, the ID in the common name', { subject: `CN=${CONTROL_PLANE}` }, /SVID_URI_SAN/],
     ['the control plane, CA=true', { uris: [CONTROL_PLANE], ca: true }, /SVID_CA/],
-    ['the control plane, keyCertSign', { uris: [CONTROL_PLANE], keyUsage: ['digitalSignature', 'keyCertSign'] },
-      /SVID_KEY_USAGE/],
+    [
+      'the control plane, keyCertSign',
+      { uris: [CONTROL_PLANE], keyUsage: ['digitalSignature', 'keyCertSign'] },
+      /SVID_KEY_USAGE/,
+    ],
     ['the control plane, no key usage', { uris: [CONTROL_PLANE], keyUsage: [] }, /SVID_KEY_USAGE/],
     ['the control plane, valid for 10 years', { uris: [CONTROL_PLANE], notAfter: TEN_YEARS }, /SVID_LIFETIME/],
   ];
@@ -225,7 +313,7 @@ describe('the control plane, known to its clients by its X509-SVID (read from th
     });
   }
 
-  it('accepts a server presenting the control plane\'s X509-SVID (same harness: the refusals are real)', async () => {
+  it("accepts a server presenting the control plane's X509-SVID (same harness: the refusals are real)", async () => {
     const genuine = await impostor({ uris: [CONTROL_PLANE] });
     const agent = controlPlaneAgent(TD, { ca: ca.bundlePem });
     try {
@@ -239,12 +327,18 @@ describe('the control plane, known to its clients by its X509-SVID (read from th
 
   it('renews only with the control plane: a CA certificate naming it gets neither the CSR nor the SVID', async () => {
     const joined = await joinControlPlane({
-      url: server.url, trustDomain: TD, joinToken: await token('billing'), service: 'billing',
+      url: server.url,
+      trustDomain: TD,
+      joinToken: await token('billing'),
+      service: 'billing',
     });
     const fake = await impostor({ uris: [CONTROL_PLANE], ca: true });
     try {
       const renewal = renewWithControlPlane({
-        url: fake.url, trustDomain: TD, current: joined, bundlePem: joined.bundlePem,
+        url: fake.url,
+        trustDomain: TD,
+        current: joined,
+        bundlePem: joined.bundlePem,
       });
       await assert.rejects(renewal, /SVID_CA/);
       assert.equal(fake.requests(), 0);
@@ -255,7 +349,10 @@ describe('the control plane, known to its clients by its X509-SVID (read from th
 
   it('does not take as its SVID a CA certificate that the control plane issued for its key and ID', async () => {
     const joined = await joinControlPlane({
-      url: server.url, trustDomain: TD, joinToken: await token('ledger'), service: 'ledger',
+      url: server.url,
+      trustDomain: TD,
+      joinToken: await token('ledger'),
+      service: 'ledger',
     });
     const mistaken = await impostor({ uris: [CONTROL_PLANE] }, async (body) => {
       const { csr } = JSON.parse(body) as { csr: string };
@@ -264,10 +361,16 @@ describe('the control plane, known to its clients by its X509-SVID (read from th
     });
     try {
       const renewal = renewWithControlPlane({
-        url: mistaken.url, trustDomain: TD, current: joined, bundlePem: joined.bundlePem,
+        url: mistaken.url,
+        trustDomain: TD,
+        current: joined,
+        bundlePem: joined.bundlePem,
       });
-      await assert.rejects(renewal, (error: unknown) => error instanceof EnrolmentError
-        && error.code === 'LOCKSTEP_ENROL_SVID' && /SVID_CA/.test(error.message));
+      await assert.rejects(
+        renewal,
+        (error: unknown) =>
+          error instanceof EnrolmentError && error.code === 'LOCKSTEP_ENROL_SVID' && /SVID_CA/.test(error.message),
+      );
       assert.equal(mistaken.requests(), 1, 'the server is the control plane by its SVID: its answer is refused');
     } finally {
       await mistaken.close();

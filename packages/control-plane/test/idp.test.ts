@@ -14,9 +14,26 @@ import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from '
 import { Agent, fetch as undiciFetch, request } from 'undici';
 import { createTestBrowser, type TestBrowser } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, createUser, discoverIssuer, openKeyRing, openSigningKey,
-  openSqliteStore, openWorkloadCa, startControlPlane, subscribeLogins,
-  type ControlPlaneStore, type KeyRing, type LockoutPolicy, type LoginEvent, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa,
+  createJoinToken,
+  createPolicyService,
+  createSubjectVerifier,
+  createTxnTokenService,
+  createUser,
+  discoverIssuer,
+  openKeyRing,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  subscribeLogins,
+  type ControlPlaneStore,
+  type KeyRing,
+  type LockoutPolicy,
+  type LoginEvent,
+  type PolicyService,
+  type RunningControlPlane,
+  type TxnTokenService,
+  type WorkloadCa,
 } from '../src/index.ts';
 import { joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadCredentials } from '@lockstep/workload';
 import { authorizationRequest, logIn, redeemCode, refresh, signIn, type RelyingParty } from './support/oidc-client.ts';
@@ -41,14 +58,28 @@ let stopLogins: () => void;
 
 async function startIdp(lockout?: LockoutPolicy) {
   return startControlPlane({
-    ca, store, policy, tts,
+    ca,
+    store,
+    policy,
+    tts,
     idp: {
       keys: idpKeys,
       cookieKeys: [randomBytes(32).toString('base64url')],
       clients: [
-        { client_id: 'gateway', client_secret: 'gateway-secret-for-tests-only', client_name: 'Lockstep Shop', redirect_uris: [REDIRECT] },
+        {
+          client_id: 'gateway',
+          client_secret: 'gateway-secret-for-tests-only',
+          client_name: 'Lockstep Shop',
+          redirect_uris: [REDIRECT],
+        },
         // A workload client: no secret, its SVID authenticates it at the token endpoint (RFC 8705).
-        { client_id: 'gateway-mtls', token_endpoint_auth_method: 'tls_client_auth', tls_client_auth_san_uri: 'spiffe://shop.test/svc/gateway', client_name: 'Lockstep Shop', redirect_uris: [REDIRECT] },
+        {
+          client_id: 'gateway-mtls',
+          token_endpoint_auth_method: 'tls_client_auth',
+          tls_client_auth_san_uri: 'spiffe://shop.test/svc/gateway',
+          client_name: 'Lockstep Shop',
+          redirect_uris: [REDIRECT],
+        },
       ],
       resource: { indicator: RESOURCE, scopes: ['orders:read', 'orders:create'] },
       ...(lockout === undefined ? {} : { lockout }),
@@ -58,20 +89,39 @@ async function startIdp(lockout?: LockoutPolicy) {
 
 before(async () => {
   cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
-  writeFileSync(join(policyDir, 'tts.cedar'), `
+  writeFileSync(
+    join(policyDir, 'tts.cedar'),
+    `
 @id("gateway-exchanges-user-tokens")
 permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", action == Lockstep::Action::"tts:exchange:access_token", resource == Lockstep::Service::"tts");
-`);
+`,
+  );
   const keyDir = join(scratch, 'keys');
   ca = await openWorkloadCa({ trustDomain: TD, keyDir });
   store = openSqliteStore(join(scratch, 'cp.db'));
-  policy = await createPolicyService({ dir: policyDir, signingKey: await openSigningKey(keyDir, 'policy'), watch: false });
+  policy = await createPolicyService({
+    dir: policyDir,
+    signingKey: await openSigningKey(keyDir, 'policy'),
+    watch: false,
+  });
   const txnKeys = await openKeyRing(keyDir, 'txn-token', { retainMs: 600_000 });
   const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain: TD });
-  tts = createTxnTokenService({ trustDomain: TD, keys: txnKeys, subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
+  tts = createTxnTokenService({
+    trustDomain: TD,
+    keys: txnKeys,
+    subjects,
+    isRevoked: (kind, value) => store.isRevoked(kind, value),
+  });
   idpKeys = await openKeyRing(keyDir, 'idp', { retainMs: 3_600_000 });
   controlPlane = await startIdp();
-  rp = { issuer: controlPlane.idp?.issuer ?? '', clientId: 'gateway', clientSecret: 'gateway-secret-for-tests-only', redirectUri: REDIRECT, resource: RESOURCE, ca: ca.bundlePem };
+  rp = {
+    issuer: controlPlane.idp?.issuer ?? '',
+    clientId: 'gateway',
+    clientSecret: 'gateway-secret-for-tests-only',
+    redirectUri: REDIRECT,
+    resource: RESOURCE,
+    ca: ca.bundlePem,
+  };
   await createUser(store, { username: 'alice', password: ALICE_PASSWORD, roles: ['customer'], tenant: 'acme' });
   await createUser(store, { username: 'mallory', password: 'a perfectly fine passphrase', roles: ['customer'] });
   const { token } = await createJoinToken(store, ca, { service: 'gateway', createdBy: 'cli' });
@@ -90,13 +140,29 @@ after(async () => {
 const browser = (): TestBrowser => createTestBrowser({ ca: ca.bundlePem });
 
 async function exchange(accessToken: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const agent = new Agent({ connect: { cert: gateway.chainPem, key: gateway.keyPem, ca: gateway.bundlePem, checkServerIdentity: () => undefined } });
+  const agent = new Agent({
+    connect: {
+      cert: gateway.chainPem,
+      key: gateway.keyPem,
+      ca: gateway.bundlePem,
+      checkServerIdentity: () => undefined,
+    },
+  });
   try {
     const response = await request(`${controlPlane.url}/v1/token`, {
-      method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD, scope: 'orders:read', subject_token: accessToken, subject_token_type: TOKEN_TYPE.accessToken }).toString(),
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: TOKEN_EXCHANGE_GRANT,
+        requested_token_type: TOKEN_TYPE.txnToken,
+        audience: TD,
+        scope: 'orders:read',
+        subject_token: accessToken,
+        subject_token_type: TOKEN_TYPE.accessToken,
+      }).toString(),
     });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
@@ -106,15 +172,25 @@ describe('identity provider: discovery and keys', () => {
   it('publishes discovery for code + PKCE only, and a JWKS with the next key already in it', async () => {
     const agent = new Agent({ connect: { ca: ca.bundlePem, checkServerIdentity: () => undefined } });
     try {
-      const discovery = await (await request(`${rp.issuer}/.well-known/openid-configuration`, { dispatcher: agent })).body.json() as Record<string, unknown>;
+      const discovery = (await (
+        await request(`${rp.issuer}/.well-known/openid-configuration`, { dispatcher: agent })
+      ).body.json()) as Record<string, unknown>;
       assert.equal(discovery.issuer, rp.issuer);
       assert.deepEqual(discovery.response_types_supported, ['code']);
       assert.deepEqual(discovery.code_challenge_methods_supported, ['S256']);
       assert.ok(!(discovery.grant_types_supported as string[]).includes('implicit'));
-      const jwks = await (await request(String(discovery.jwks_uri), { dispatcher: agent })).body.json() as { keys: { kid: string; d?: string }[] };
-      assert.deepEqual(jwks.keys.map((key) => key.kid), idpKeys.publicJwks().keys.map((key) => key.kid));
+      const jwks = (await (await request(String(discovery.jwks_uri), { dispatcher: agent })).body.json()) as {
+        keys: { kid: string; d?: string }[];
+      };
+      assert.deepEqual(
+        jwks.keys.map((key) => key.kid),
+        idpKeys.publicJwks().keys.map((key) => key.kid),
+      );
       assert.equal(jwks.keys.length, 2, 'current and next');
-      assert.ok(jwks.keys.every((key) => key.d === undefined), 'no private parts');
+      assert.ok(
+        jwks.keys.every((key) => key.d === undefined),
+        'no private parts',
+      );
     } finally {
       await agent.close();
     }
@@ -125,7 +201,9 @@ describe('identity provider: signing in', () => {
   it('serves an accessible login page with a CSRF token and strict headers', async () => {
     const client = browser();
     try {
-      const page = await client.open(authorizationRequest(rp, 'openid orders:read').url, { stopAt: (url) => url.href.startsWith(REDIRECT) });
+      const page = await client.open(authorizationRequest(rp, 'openid orders:read').url, {
+        stopAt: (url) => url.href.startsWith(REDIRECT),
+      });
       assert.equal(page.status, 200);
       assert.match(page.url, /\/oidc\/interaction\/[\w-]+$/);
       assert.match(page.body, /<html lang="en">/);
@@ -141,7 +219,8 @@ describe('identity provider: signing in', () => {
       assert.match(csp, /form-action 'self' https:\/\/gateway\.shop\.test/);
       assert.equal(page.headers['x-content-type-options'], 'nosniff');
       assert.equal(page.headers['cache-control'], 'no-store');
-      for (const [name, value] of Object.entries(client.cookies(new URL(rp.issuer).host))) assert.ok(value.length > 0, name);
+      for (const [name, value] of Object.entries(client.cookies(new URL(rp.issuer).host)))
+        assert.ok(value.length > 0, name);
     } finally {
       await client.close();
     }
@@ -159,7 +238,11 @@ describe('identity provider: signing in', () => {
       assert.equal(header.typ, 'at+jwt');
       assert.equal(header.alg, 'ES256');
       assert.equal(header.kid, idpKeys.current().kid);
-      const { payload } = await jwtVerify(accessToken, createLocalJWKSet(idpKeys.publicJwks()), { issuer: rp.issuer, audience: RESOURCE, typ: 'at+jwt' });
+      const { payload } = await jwtVerify(accessToken, createLocalJWKSet(idpKeys.publicJwks()), {
+        issuer: rp.issuer,
+        audience: RESOURCE,
+        typ: 'at+jwt',
+      });
       assert.equal(payload.sub, 'alice');
       assert.equal(payload.client_id, 'gateway');
       assert.deepEqual(String(payload.scope).split(' ').sort(), ['orders:create', 'orders:read']);
@@ -178,8 +261,16 @@ describe('identity provider: signing in', () => {
     try {
       const stopAt = (url: URL) => url.href.startsWith(REDIRECT);
       const login = await client.open(authorizationRequest(rp, 'openid').url, { stopAt });
-      const wrong = await client.submit(login, { username: 'mallory', password: 'not the password at all' }, { stopAt });
-      const unknown = await client.submit(login, { username: 'nobody-here', password: 'not the password at all' }, { stopAt });
+      const wrong = await client.submit(
+        login,
+        { username: 'mallory', password: 'not the password at all' },
+        { stopAt },
+      );
+      const unknown = await client.submit(
+        login,
+        { username: 'nobody-here', password: 'not the password at all' },
+        { stopAt },
+      );
       assert.equal(wrong.status, 401);
       assert.equal(unknown.status, 401);
       const message = (body: string) => /<p id="login-error" class="error" role="alert">([^<]*)<\/p>/.exec(body)?.[1];
@@ -200,9 +291,17 @@ describe('identity provider: signing in', () => {
       const missing = await client.submit(login, { username: 'alice', password: ALICE_PASSWORD, csrf: '' }, { stopAt });
       assert.equal(missing.status, 403);
       assert.match(missing.body, /CSRF/);
-      const forged = await client.submit(login, { username: 'alice', password: ALICE_PASSWORD, csrf: 'A'.repeat(43) }, { stopAt });
+      const forged = await client.submit(
+        login,
+        { username: 'alice', password: ALICE_PASSWORD, csrf: 'A'.repeat(43) },
+        { stopAt },
+      );
       assert.equal(forged.status, 403);
-      const crossSite = await client.submit(login, { username: 'alice', password: ALICE_PASSWORD }, { stopAt, origin: 'https://evil.example' });
+      const crossSite = await client.submit(
+        login,
+        { username: 'alice', password: ALICE_PASSWORD },
+        { stopAt, origin: 'https://evil.example' },
+      );
       assert.equal(crossSite.status, 403);
       assert.match(crossSite.body, /another site/);
       const fine = await client.submit(login, { username: 'alice', password: ALICE_PASSWORD }, { stopAt });
@@ -216,7 +315,10 @@ describe('identity provider: signing in', () => {
     const client = browser();
     try {
       const stopAt = (url: URL) => url.href.startsWith(REDIRECT);
-      const noPkce = await client.open(authorizationRequest(rp, 'openid', { code_challenge: null, code_challenge_method: null }).url, { stopAt });
+      const noPkce = await client.open(
+        authorizationRequest(rp, 'openid', { code_challenge: null, code_challenge_method: null }).url,
+        { stopAt },
+      );
       const refused = new URL(noPkce.url).searchParams;
       assert.equal(refused.get('error'), 'invalid_request');
       assert.match(String(refused.get('error_description')), /PKCE/);
@@ -246,7 +348,7 @@ describe('identity provider: signing in', () => {
       assert.equal(reused.status, 400);
       assert.equal(reused.body.error, 'invalid_grant');
       const afterReuse = await refresh(rp, second);
-      assert.equal(afterReuse.status, 400, 'the thief\'s reuse also ends the legitimate holder\'s grant');
+      assert.equal(afterReuse.status, 400, "the thief's reuse also ends the legitimate holder's grant");
       assert.equal(afterReuse.body.error, 'invalid_grant');
     } finally {
       await client.close();
@@ -260,10 +362,19 @@ describe('identity provider: a workload client authenticated by its SVID', () =>
     const agent = new Agent({ connect: { ...tls, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
     try {
       const response = await request(`${rp.issuer}/token`, {
-        method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'authorization_code', client_id: 'gateway-mtls', code, redirect_uri: REDIRECT, code_verifier: verifier, resource: RESOURCE }).toString(),
+        method: 'POST',
+        dispatcher: agent,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          client_id: 'gateway-mtls',
+          code,
+          redirect_uri: REDIRECT,
+          code_verifier: verifier,
+          resource: RESOURCE,
+        }).toString(),
       });
-      return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+      return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
     } finally {
       await agent.close();
     }
@@ -271,9 +382,18 @@ describe('identity provider: a workload client authenticated by its SVID', () =>
 
   it('redeems a code only over mTLS with the registered SPIFFE ID', async () => {
     const { token } = await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' });
-    const orders = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: token, service: 'orders' });
+    const orders = await joinControlPlane({
+      url: controlPlane.url,
+      trustDomain: TD,
+      joinToken: token,
+      service: 'orders',
+    });
     const mtlsRp = { ...rp, clientId: 'gateway-mtls' };
-    for (const [who, credentials, expected] of [['no certificate', null, 401], ['another workload', orders, 401], ['the gateway', gateway, 200]] as const) {
+    for (const [who, credentials, expected] of [
+      ['no certificate', null, 401],
+      ['another workload', orders, 401],
+      ['the gateway', gateway, 200],
+    ] as const) {
       const client = browser();
       try {
         const authorization = authorizationRequest(mtlsRp, 'openid orders:read');
@@ -290,7 +410,7 @@ describe('identity provider: a workload client authenticated by its SVID', () =>
 });
 
 describe('identity provider and the Txn-Token Service', () => {
-  it('exchanges the provider\'s access token for a Txn-Token carrying the user\'s roles, tenant and authentication method', async () => {
+  it("exchanges the provider's access token for a Txn-Token carrying the user's roles, tenant and authentication method", async () => {
     const client = browser();
     try {
       const tokens = await logIn(client, rp, 'alice', ALICE_PASSWORD);
@@ -317,7 +437,13 @@ describe('identity provider and the Txn-Token Service', () => {
       assert.equal(decodeProtectedHeader(afterRotation).kid, next);
       assert.equal((await exchange(before)).status, 200, 'a token signed with the previous key still verifies');
       assert.equal((await exchange(afterRotation)).status, 200);
-      assert.deepEqual(idpKeys.publicJwks().keys.map((key) => key.kid).slice(0, 1), [next]);
+      assert.deepEqual(
+        idpKeys
+          .publicJwks()
+          .keys.map((key) => key.kid)
+          .slice(0, 1),
+        [next],
+      );
       assert.equal(idpKeys.publicJwks().keys.length, 3, 'current, next and the previous one until its tokens expire');
     } finally {
       await client.close();
@@ -327,10 +453,15 @@ describe('identity provider and the Txn-Token Service', () => {
   it('trusts the provider as an external issuer by discovery (the issuer in the document must match)', async () => {
     const client = browser();
     const agent = new Agent({ connect: { ca: ca.bundlePem, checkServerIdentity: () => undefined } });
-    const fetchWith = ((input: string | URL | Request, init?: RequestInit) => undiciFetch(input as string, { ...(init as object), dispatcher: agent })) as unknown as typeof fetch;
+    const fetchWith = ((input: string | URL | Request, init?: RequestInit) =>
+      undiciFetch(input as string, { ...(init as object), dispatcher: agent })) as unknown as typeof fetch;
     try {
       const external = await discoverIssuer(rp.issuer, RESOURCE, fetchWith);
-      const verifier = createSubjectVerifier({ issuers: [external], txnTokenKeys: () => ({ keys: [] }), trustDomain: TD });
+      const verifier = createSubjectVerifier({
+        issuers: [external],
+        txnTokenKeys: () => ({ keys: [] }),
+        trustDomain: TD,
+      });
       const accessToken = String((await logIn(client, rp, 'alice', ALICE_PASSWORD)).access_token);
       const subject = await verifier.verify('access_token', accessToken, gateway.spiffeId);
       assert.equal(subject.sub, 'alice');
@@ -345,7 +476,11 @@ describe('identity provider and the Txn-Token Service', () => {
   it('refuses to log in, and to exchange tokens of, a revoked user', async () => {
     const client = browser();
     try {
-      await createUser(store, { username: 'trudy', password: 'correct horse battery staple again', roles: ['customer'] });
+      await createUser(store, {
+        username: 'trudy',
+        password: 'correct horse battery staple again',
+        roles: ['customer'],
+      });
       const accessToken = String((await logIn(client, rp, 'trudy', 'correct horse battery staple again')).access_token);
       await controlPlane.revoke({ kind: 'sub', value: 'trudy', reason: 'left the company', actor: 'cli' });
       const refused = await exchange(accessToken);
@@ -354,7 +489,11 @@ describe('identity provider and the Txn-Token Service', () => {
       assert.match(String(refused.body.error_description), /revoked/);
       const stopAt = (url: URL) => url.href.startsWith(REDIRECT);
       const login = await client.open(authorizationRequest(rp, 'openid', { prompt: 'login' }).url, { stopAt });
-      const denied = await client.submit(login, { username: 'trudy', password: 'correct horse battery staple again' }, { stopAt });
+      const denied = await client.submit(
+        login,
+        { username: 'trudy', password: 'correct horse battery staple again' },
+        { stopAt },
+      );
       assert.equal(denied.status, 403);
       assert.match(denied.body, /cannot sign in/);
     } finally {
@@ -370,7 +509,14 @@ describe('identity provider: lockout with backoff', () => {
   before(async () => {
     // A second control plane on the same store with a short policy: 3 free attempts per account.
     // (Parallel attacks, other users of the address, spraying: test/sign-in-attacks.test.ts.)
-    locked = await startIdp({ accountFreeAttempts: 3, addressFreeAccounts: 20, addressLockMs: 60_000, baseLockMs: 60_000, maxLockMs: 900_000, windowMs: 3_600_000 });
+    locked = await startIdp({
+      accountFreeAttempts: 3,
+      addressFreeAccounts: 20,
+      addressLockMs: 60_000,
+      baseLockMs: 60_000,
+      maxLockMs: 900_000,
+      windowMs: 3_600_000,
+    });
     lockedRp = { ...rp, issuer: locked.idp?.issuer ?? '' };
     await createUser(store, { username: 'victor', password: 'a long passphrase for v', roles: ['customer'] });
   });
@@ -384,7 +530,11 @@ describe('identity provider: lockout with backoff', () => {
       const stopAt = (url: URL) => url.href.startsWith(REDIRECT);
       const login = await client.open(authorizationRequest(lockedRp, 'openid').url, { stopAt });
       const statuses: number[] = [];
-      for (let attempt = 0; attempt < 3; attempt += 1) statuses.push((await client.submit(login, { username: 'victor', password: `wrong guess number ${attempt}` }, { stopAt })).status);
+      for (let attempt = 0; attempt < 3; attempt += 1)
+        statuses.push(
+          (await client.submit(login, { username: 'victor', password: `wrong guess number ${attempt}` }, { stopAt }))
+            .status,
+        );
       assert.deepEqual(statuses, [401, 401, 429], 'the third failure locks');
       const right = await client.submit(login, { username: 'victor', password: 'a long passphrase for v' }, { stopAt });
       assert.equal(right.status, 429, 'the right password does not get through a lock');
@@ -392,7 +542,11 @@ describe('identity provider: lockout with backoff', () => {
       assert.ok(seconds > 50 && seconds <= 60, `retry after ${seconds} s: what is left of a 60 s lock`);
       assert.match(right.body, new RegExp(`Too many failed sign-in attempts\\. Try again in ${seconds} seconds\\.`));
       assert.ok(logins.some((event) => event.outcome === 'locked' && event.username === 'victor'));
-      assert.deepEqual(await store.loginFailures('account:victor').then((entry) => entry?.failures), 3, 'a locked attempt is not counted: a lock cannot be extended by a stranger');
+      assert.deepEqual(
+        await store.loginFailures('account:victor').then((entry) => entry?.failures),
+        3,
+        'a locked attempt is not counted: a lock cannot be extended by a stranger',
+      );
     } finally {
       await client.close();
     }

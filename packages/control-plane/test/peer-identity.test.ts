@@ -17,8 +17,15 @@ import { readX509Svid } from '@lockstep/identity';
 import { issueCertificate, type CertificateSigner, type IssueCertOptions } from '@lockstep/testkit';
 import type { DecisionEvent } from '@lockstep/guard';
 import {
-  issueAdminCredentials, issueSvidFromCsr, openSqliteStore, openWorkloadCa, startControlPlane, subscribeAdminActions,
-  type ControlPlaneStore, type RunningControlPlane, type WorkloadCa,
+  issueAdminCredentials,
+  issueSvidFromCsr,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  subscribeAdminActions,
+  type ControlPlaneStore,
+  type RunningControlPlane,
+  type WorkloadCa,
 } from '../src/index.ts';
 import { makeCsr } from '../src/ca/test-support.ts';
 import { x509 } from '../src/lib/x509.ts';
@@ -54,7 +61,7 @@ async function call(path: string, tls: { cert: string; key: string }): Promise<A
   const agent = new Agent({ connect: { ca: ca.bundlePem, ...tls, checkServerIdentity: () => undefined } });
   try {
     const response = await request(`${server.url}${path}`, { dispatcher: agent });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
@@ -136,7 +143,7 @@ describe('every certificate the control plane issues keeps the X509-SVID rules',
     await assert.rejects(issueAdminCredentials(ca, 'alice', 7 * 86_400), { name: 'TypeError', message });
   });
 
-  it('the control plane\'s own server SVID', async () => {
+  it("the control plane's own server SVID", async () => {
     const { port } = new URL(server.url);
     const der = await new Promise<Uint8Array>((resolve, reject) => {
       const options = { host: '127.0.0.1', port: Number(port), ca: ca.bundlePem, checkServerIdentity: () => undefined };

@@ -18,10 +18,22 @@ import type { FastifyInstance } from 'fastify';
 import { Agent, request } from 'undici';
 import type { DecisionEvent } from '@lockstep/guard';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, issueAdminCredentials,
-  openSigningKey, openSqliteStore, openWorkloadCa, requireCaller, singleKey,
-  startControlPlane, subscribeAdminActions,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
+  createJoinToken,
+  createPolicyService,
+  createSubjectVerifier,
+  createTxnTokenService,
+  issueAdminCredentials,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  requireCaller,
+  singleKey,
+  startControlPlane,
+  subscribeAdminActions,
+  type ControlPlaneStore,
+  type PolicyService,
+  type RunningControlPlane,
+  type WorkloadCa,
 } from '../src/index.ts';
 import { joinControlPlane, renewWithControlPlane, type WorkloadCredentials } from '@lockstep/workload';
 
@@ -50,7 +62,12 @@ before(async () => {
   const txnKey = await openSigningKey(join(scratch, 'keys'), 'txn-token');
   const txnTokenKeys = () => ({ keys: [txnKey.publicJwk] });
   const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys, trustDomain: TD });
-  const tts = createTxnTokenService({ trustDomain: TD, keys: singleKey(txnKey), subjects, isRevoked: (kind, value) => store.isRevoked(kind, value) });
+  const tts = createTxnTokenService({
+    trustDomain: TD,
+    keys: singleKey(txnKey),
+    subjects,
+    isRevoked: (kind, value) => store.isRevoked(kind, value),
+  });
   // An endpoint added by an extension (as the monitor's are): its own requireCaller knows nothing of revocations.
   const extension = (app: FastifyInstance) => {
     const onRequest = requireCaller(TD, ['workload', 'admin']);
@@ -76,25 +93,34 @@ after(async () => {
 });
 
 const asWorkload = (service: string): Tls => ({
-  cert: workloads[service]?.chainPem ?? '', key: workloads[service]?.keyPem ?? '',
+  cert: workloads[service]?.chainPem ?? '',
+  key: workloads[service]?.keyPem ?? '',
 });
 const asAdmin = (name: string): Tls => admins[name] ?? { cert: '', key: '' };
 
 /** One request on a connection of its own. */
 async function fresh(
-  path: string, tls: Tls, method: 'GET' | 'POST' = 'GET', body?: unknown, headers: Record<string, string> = {},
+  path: string,
+  tls: Tls,
+  method: 'GET' | 'POST' = 'GET',
+  body?: unknown,
+  headers: Record<string, string> = {},
 ): Promise<Answer> {
   const agent = new Agent({ connect: { ca: ca.bundlePem, ...tls, checkServerIdentity: () => undefined } });
   try {
     const form = path === '/v1/token';
     const response = await request(`${server.url}${path}`, {
-      method, dispatcher: agent, headers,
-      ...(body === undefined ? {} : {
-        headers: { ...headers, 'content-type': form ? 'application/x-www-form-urlencoded' : 'application/json' },
-        body: form ? new URLSearchParams(body as Record<string, string>).toString() : JSON.stringify(body),
-      }),
+      method,
+      dispatcher: agent,
+      headers,
+      ...(body === undefined
+        ? {}
+        : {
+            headers: { ...headers, 'content-type': form ? 'application/x-www-form-urlencoded' : 'application/json' },
+            body: form ? new URLSearchParams(body as Record<string, string>).toString() : JSON.stringify(body),
+          }),
     });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
@@ -103,24 +129,31 @@ async function fresh(
 /** Requests on one kept-alive connection (node:https says whether each reused the socket). */
 function keptAlive(tls: Tls) {
   const agent = new HttpsAgent({
-    keepAlive: true, maxSockets: 1, ca: ca.bundlePem, ...tls, checkServerIdentity: () => undefined,
+    keepAlive: true,
+    maxSockets: 1,
+    ca: ca.bundlePem,
+    ...tls,
+    checkServerIdentity: () => undefined,
   });
   type Sent = Answer & { reused: boolean };
-  const send = (path: string, method = 'GET', body?: unknown) => new Promise<Sent>((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers = payload === undefined ? {} : { 'content-type': 'application/json' };
-    const outgoing = httpsRequest(`${server.url}${path}`, { method, agent, headers }, (response) => {
-      let text = '';
-      response.setEncoding('utf8');
-      response.on('data', (chunk: string) => { text += chunk; });
-      response.on('end', () => {
-        const answer = JSON.parse(text) as Record<string, unknown>;
-        resolve({ status: response.statusCode ?? 0, body: answer, reused: outgoing.reusedSocket });
+  const send = (path: string, method = 'GET', body?: unknown) =>
+    new Promise<Sent>((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const headers = payload === undefined ? {} : { 'content-type': 'application/json' };
+      const outgoing = httpsRequest(`${server.url}${path}`, { method, agent, headers }, (response) => {
+        let text = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          text += chunk;
+        });
+        response.on('end', () => {
+          const answer = JSON.parse(text) as Record<string, unknown>;
+          resolve({ status: response.statusCode ?? 0, body: answer, reused: outgoing.reusedSocket });
+        });
       });
+      outgoing.on('error', reject);
+      outgoing.end(payload);
     });
-    outgoing.on('error', reject);
-    outgoing.end(payload);
-  });
   return { send, close: () => agent.destroy() };
 }
 
@@ -184,9 +217,12 @@ describe('a revoked caller is refused on every request', () => {
     }
     const exchange = { grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', scope: 'orders:read' };
     for (const [path, method, body] of [
-      ['/v1/token', 'POST', exchange], ['/v1/policy/bundle', 'GET', undefined],
-      ['/v1/revocations', 'GET', undefined], ['/v1/stream', 'GET', undefined],
-      ['/v1/extension/ping', 'GET', undefined], ['/v1/registry/heartbeat', 'POST', {}],
+      ['/v1/token', 'POST', exchange],
+      ['/v1/policy/bundle', 'GET', undefined],
+      ['/v1/revocations', 'GET', undefined],
+      ['/v1/stream', 'GET', undefined],
+      ['/v1/extension/ping', 'GET', undefined],
+      ['/v1/registry/heartbeat', 'POST', {}],
     ] as const) {
       const revoked = await fresh(path, asWorkload('orders'), method, body);
       const what = `${method} ${path}: ${JSON.stringify(revoked.body)}`;
@@ -194,8 +230,10 @@ describe('a revoked caller is refused on every request', () => {
     }
     // The one endpoint that reads the store itself keeps its own answer.
     const current = workloads.orders as WorkloadCredentials;
-    await assert.rejects(renewWithControlPlane({ url: server.url, trustDomain: TD, current, bundlePem: ca.bundlePem }),
-      { code: 'LOCKSTEP_CP_WORKLOAD_REVOKED', status: 403 });
+    await assert.rejects(
+      renewWithControlPlane({ url: server.url, trustDomain: TD, current, bundlePem: ca.bundlePem }),
+      { code: 'LOCKSTEP_CP_WORKLOAD_REVOKED', status: 403 },
+    );
 
     assert.equal((await fresh('/v1/policy/bundle', asWorkload('reports'))).status, 200, 'reports');
     assert.equal((await fresh('/v1/revocations', asWorkload('reports'))).status, 200, 'reports');
@@ -249,26 +287,38 @@ describe('a revoked caller is refused on every request', () => {
   });
 });
 
-describe('a lifted revocation (an administrator\'s mistake taken back)', () => {
-  const lift = (tls: Tls, value: string) => fresh('/v1/admin/revocations/lift', tls, 'POST', { kind: 'spiffeId', value, reason: 'revoked by mistake' });
+describe("a lifted revocation (an administrator's mistake taken back)", () => {
+  const lift = (tls: Tls, value: string) =>
+    fresh('/v1/admin/revocations/lift', tls, 'POST', { kind: 'spiffeId', value, reason: 'revoked by mistake' });
 
   it('cannot be lifted by the revoked caller itself, by a workload, or for a value that is not revoked', async () => {
     const alice = `spiffe://${TD}/admin/alice`;
     const herself = await lift(asAdmin('alice'), alice);
-    assert.deepEqual([herself.status, herself.body.error], [401, REVOKED], 'a revoked administrator cannot lift her own revocation');
+    assert.deepEqual(
+      [herself.status, herself.body.error],
+      [401, REVOKED],
+      'a revoked administrator cannot lift her own revocation',
+    );
     const workload = await lift(asWorkload('reports'), workloads.orders?.spiffeId ?? '');
     assert.deepEqual([workload.status, workload.body.error], [403, 'LOCKSTEP_CP_ADMIN_REQUIRED']);
     assert.equal((await fresh('/v1/policy/bundle', asWorkload('orders'))).status, 401, 'orders is still revoked');
     const nothing = await lift(asAdmin('bob'), workloads.reports?.spiffeId ?? '');
     assert.deepEqual([nothing.status, nothing.body.error], [404, 'LOCKSTEP_CP_NOT_REVOKED']);
-    assert.match(String(nothing.body.message), /no revocation holds for spiffeId "spiffe:\/\/shop\.test\/svc\/reports"/);
+    assert.match(
+      String(nothing.body.message),
+      /no revocation holds for spiffeId "spiffe:\/\/shop\.test\/svc\/reports"/,
+    );
   });
 
   it('serves the caller again from its next request, renewal included; a second lift finds nothing', async () => {
     const orders = workloads.orders?.spiffeId ?? '';
     const lifted = await lift(asAdmin('bob'), orders);
     assert.equal(lifted.status, 200, JSON.stringify(lifted.body));
-    assert.deepEqual(lifted.body.lifted, { reason: 'revoked by mistake', actor: `spiffe://${TD}/admin/bob`, at: (lifted.body.lifted as { at: number }).at });
+    assert.deepEqual(lifted.body.lifted, {
+      reason: 'revoked by mistake',
+      actor: `spiffe://${TD}/admin/bob`,
+      at: (lifted.body.lifted as { at: number }).at,
+    });
     assert.equal((await fresh('/v1/policy/bundle', asWorkload('orders'))).status, 200);
     const current = workloads.orders as WorkloadCredentials;
     const renewed = await renewWithControlPlane({ url: server.url, trustDomain: TD, current, bundlePem: ca.bundlePem });

@@ -16,11 +16,27 @@ import { createGuard, type DecisionEvent, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, issueAdminCredentials, openSigningKey, openSqliteStore, openWorkloadCa,
-  startControlPlane, subscribeAdminActions,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
+  createJoinToken,
+  createPolicyService,
+  issueAdminCredentials,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  subscribeAdminActions,
+  type ControlPlaneStore,
+  type PolicyService,
+  type RunningControlPlane,
+  type WorkloadCa,
 } from '../src/index.ts';
-import { controlPlaneAgent, joinAsWorkload, joinControlPlane, type AgentEvent, type WorkloadAgent, type WorkloadCredentials } from '@lockstep/workload';
+import {
+  controlPlaneAgent,
+  joinAsWorkload,
+  joinControlPlane,
+  type AgentEvent,
+  type WorkloadAgent,
+  type WorkloadCredentials,
+} from '@lockstep/workload';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-roots-'));
@@ -51,8 +67,19 @@ before(async () => {
   controlPlane = await startControlPlane({ ca, store, policy });
   minter = await createTxnTokenMinter({ trustDomain: TD });
   const { token } = await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' });
-  agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: token, service: 'orders', onEvent: (event) => agentEvents.push(event) });
-  guard = await createGuard({ ...agent.guardOptions({ auditSpoolDir: false }), txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] } }, logger: quiet });
+  agent = await joinAsWorkload({
+    url: controlPlane.url,
+    trustDomain: TD,
+    joinToken: token,
+    service: 'orders',
+    onEvent: (event) => agentEvents.push(event),
+  });
+  guard = await createGuard({
+    ...agent.guardOptions({ auditSpoolDir: false }),
+    txnTokenKeys: { jwks: minter.jwks },
+    policy: { keys: { keys: [policyKey.publicJwk] } },
+    logger: quiet,
+  });
   agent.attach(guard);
   orders = Fastify({ https: guard.tlsOptions() });
   await orders.register(lockstep, { guard });
@@ -60,7 +87,12 @@ before(async () => {
   await orders.listen({ host: '127.0.0.1', port: 0 });
   ordersUrl = `https://127.0.0.1:${(orders.server.address() as { port: number }).port}`;
   const gatewayToken = await createJoinToken(store, ca, { service: 'gateway', createdBy: 'cli' });
-  gateway = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: gatewayToken.token, service: 'gateway' });
+  gateway = await joinControlPlane({
+    url: controlPlane.url,
+    trustDomain: TD,
+    joinToken: gatewayToken.token,
+    service: 'gateway',
+  });
   stopAudit = subscribeAdminActions((event) => audited.push(event));
 });
 
@@ -74,12 +106,15 @@ after(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-async function adminCall(method: 'GET' | 'POST', path: string): Promise<{ status: number; body: Record<string, unknown> }> {
+async function adminCall(
+  method: 'GET' | 'POST',
+  path: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const admin = await issueAdminCredentials(ca, 'ops');
   const pool = controlPlaneAgent(TD, { cert: admin.chainPem, key: admin.keyPem, ca: ca.bundlePem });
   try {
     const response = await request(`${controlPlane.url}${path}`, { method, dispatcher: pool });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await pool.close();
   }
@@ -87,7 +122,9 @@ async function adminCall(method: 'GET' | 'POST', path: string): Promise<{ status
 
 /** A call from `caller` to the orders service; its status, or the TLS failure. */
 async function callOrders(caller: WorkloadCredentials, trustBundle: string): Promise<number | string> {
-  const pool = new Agent({ connect: { cert: caller.chainPem, key: caller.keyPem, ca: trustBundle, checkServerIdentity: () => undefined } });
+  const pool = new Agent({
+    connect: { cert: caller.chainPem, key: caller.keyPem, ca: trustBundle, checkServerIdentity: () => undefined },
+  });
   try {
     const txnToken = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
     const response = await request(`${ordersUrl}/orders/7`, { dispatcher: pool, headers: { 'txn-token': txnToken } });
@@ -100,7 +137,8 @@ async function callOrders(caller: WorkloadCredentials, trustBundle: string): Pro
   }
 }
 
-const certificatesIn = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+const certificatesIn = (pem: string) =>
+  pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 
 async function eventually(check: () => boolean, what: string, limitMs = 5_000): Promise<void> {
   const started = Date.now();
@@ -123,39 +161,61 @@ describe('root rotation', () => {
     const prepared = await adminCall('POST', '/v1/admin/ca/prepare');
     assert.equal(prepared.status, 200, JSON.stringify(prepared.body));
     assert.equal(prepared.body.phase, 'prepared');
-    assert.deepEqual((prepared.body.roots as { role: string }[]).map((root) => root.role), ['current', 'next']);
+    assert.deepEqual(
+      (prepared.body.roots as { role: string }[]).map((root) => root.role),
+      ['current', 'next'],
+    );
     const again = await adminCall('POST', '/v1/admin/ca/prepare');
     assert.equal(again.status, 409);
     assert.equal(again.body.error, 'LOCKSTEP_CP_ROTATION_STATE');
 
     await eventually(() => agentEvents.some((event) => event.kind === 'trust-bundle'), 'the guard got the new bundle');
     assert.equal(certificatesIn(String(guard.tlsOptions().ca)).length, 2, 'the guard trusts both roots');
-    const published = await request(`${controlPlane.url}/v1/bundle`, { dispatcher: new Agent({ connect: { ca: oldRoot, checkServerIdentity: () => undefined } }) });
+    const published = await request(`${controlPlane.url}/v1/bundle`, {
+      dispatcher: new Agent({ connect: { ca: oldRoot, checkServerIdentity: () => undefined } }),
+    });
     assert.equal(certificatesIn(await published.body.text()).length, 2);
     assert.equal(await callOrders(gateway, ca.bundlePem), 200, 'nothing changes for running workloads');
   });
 
   it('a join token created before the bundle changed is refused (it pins the old bundle)', async () => {
-    await assert.rejects(joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: earlyToken, service: 'inventory' }), /bundle/i);
+    await assert.rejects(
+      joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: earlyToken, service: 'inventory' }),
+      /bundle/i,
+    );
   });
 
   it('activate: the new CA signs; old-root SVIDs keep working; the control plane presents a new-root certificate', async () => {
     const activated = await adminCall('POST', '/v1/admin/ca/activate');
     assert.equal(activated.status, 200, JSON.stringify(activated.body));
-    assert.deepEqual((activated.body.roots as { role: string }[]).map((root) => root.role), ['current', 'retiring']);
+    assert.deepEqual(
+      (activated.body.roots as { role: string }[]).map((root) => root.role),
+      ['current', 'retiring'],
+    );
     const newRoot = certificatesIn(ca.bundlePem)[0] ?? '';
     assert.notEqual(newRoot, oldRoot);
 
     const { token } = await createJoinToken(store, ca, { service: 'payments', createdBy: 'cli' });
-    const payments = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: token, service: 'payments' });
+    const payments = await joinControlPlane({
+      url: controlPlane.url,
+      trustDomain: TD,
+      joinToken: token,
+      service: 'payments',
+    });
     const [leaf, intermediate] = certificatesIn(payments.chainPem).map((pem) => new X509Certificate(pem));
     assert.ok(intermediate?.verify(new X509Certificate(newRoot).publicKey), 'the new SVID chains to the new root');
     assert.ok(intermediate !== undefined && leaf?.verify(intermediate.publicKey));
-    assert.equal(await callOrders(payments, ca.bundlePem), 403, 'the guard accepts the new-root certificate (and the policy decides)');
+    assert.equal(
+      await callOrders(payments, ca.bundlePem),
+      403,
+      'the guard accepts the new-root certificate (and the policy decides)',
+    );
     assert.equal(await callOrders(gateway, ca.bundlePem), 200, 'an old-root SVID keeps working until it is renewed');
 
     // A client that trusts only the new root reaches the control plane: its certificate was re-issued.
-    const onlyNew = await request(`${controlPlane.url}/v1/bundle`, { dispatcher: new Agent({ connect: { ca: newRoot, checkServerIdentity: () => undefined } }) });
+    const onlyNew = await request(`${controlPlane.url}/v1/bundle`, {
+      dispatcher: new Agent({ connect: { ca: newRoot, checkServerIdentity: () => undefined } }),
+    });
     assert.equal(onlyNew.statusCode, 200);
     await onlyNew.body.dump();
   });
@@ -163,11 +223,14 @@ describe('root rotation', () => {
   it('renewal moves a workload to the new root, without a refused request', async () => {
     await agent.renew();
     const chain = certificatesIn(agent.credentials.chainPem).map((pem) => new X509Certificate(pem));
-    assert.ok(chain[1]?.verify(new X509Certificate(certificatesIn(ca.bundlePem)[0] ?? '').publicKey), 'renewed SVID chains to the new root');
+    assert.ok(
+      chain[1]?.verify(new X509Certificate(certificatesIn(ca.bundlePem)[0] ?? '').publicKey),
+      'renewed SVID chains to the new root',
+    );
     assert.equal(await callOrders(gateway, ca.bundlePem), 200);
   });
 
-  it('records both steps as admin audit events with the administrator\'s SPIFFE ID', () => {
+  it("records both steps as admin audit events with the administrator's SPIFFE ID", () => {
     for (const action of ['admin:root.prepare', 'admin:root.activate']) {
       const event = audited.find((entry) => entry.action === action && entry.decision === 'allow');
       assert.ok(event, action);

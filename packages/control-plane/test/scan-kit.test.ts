@@ -15,8 +15,20 @@ import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { Agent, request } from 'undici';
 import {
-  createSubjectVerifier, createTxnTokenService, issueAdminCredentials, createJoinToken, openKeyRing, openSqliteStore, openWorkloadCa, startControlPlane,
-  type AdminCredentials, type ControlPlaneStore, type KeyRing, type RunningControlPlane, type ScanKit, type WorkloadCa,
+  createSubjectVerifier,
+  createTxnTokenService,
+  issueAdminCredentials,
+  createJoinToken,
+  openKeyRing,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type AdminCredentials,
+  type ControlPlaneStore,
+  type KeyRing,
+  type RunningControlPlane,
+  type ScanKit,
+  type WorkloadCa,
 } from '../src/index.ts';
 import { joinControlPlane } from '@lockstep/workload';
 import { x509 } from '../src/lib/x509.ts';
@@ -33,7 +45,12 @@ before(async () => {
   ca = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'ca') });
   store = openSqliteStore(':memory:');
   txnKeys = await openKeyRing(join(scratch, 'keys'), 'txn-token', { retainMs: 600_000 });
-  const tts = createTxnTokenService({ trustDomain: TD, keys: txnKeys, subjects: createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain: TD }), isRevoked: (kind, value) => store.isRevoked(kind, value) });
+  const tts = createTxnTokenService({
+    trustDomain: TD,
+    keys: txnKeys,
+    subjects: createSubjectVerifier({ issuers: [], txnTokenKeys: () => txnKeys.publicJwks(), trustDomain: TD }),
+    isRevoked: (kind, value) => store.isRevoked(kind, value),
+  });
   server = await startControlPlane({ ca, store, tts });
   admin = await issueAdminCredentials(ca, 'ops');
 });
@@ -45,15 +62,24 @@ after(async () => {
 
 async function csrFor(san: string): Promise<string> {
   const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' }, extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: san }])] });
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: san }])],
+  });
   return csr.toString('pem');
 }
 
 async function askForKit(body: unknown, tls: { cert: string; key: string }) {
   const agent = new Agent({ connect: { ca: ca.bundlePem, ...tls, checkServerIdentity: () => undefined } });
   try {
-    const response = await request(`${server.url}/v1/admin/scan-kit`, { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    const response = await request(`${server.url}/v1/admin/scan-kit`, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
@@ -67,8 +93,9 @@ async function askForKit(body: unknown, tls: { cert: string; key: string }) {
 function assertSvidRuleProbes(probes: ScanKit['probeCertificates'], now: number): void {
   const { digitalSignature, keyCertSign, cRLSign } = x509.KeyUsageFlags;
   const keyUsageOf = (pem: string) => {
-    const extension = new x509.X509Certificate(pem.slice(0, pem.indexOf('-----END CERTIFICATE-----') + 25))
-      .getExtension(x509.KeyUsagesExtension);
+    const extension = new x509.X509Certificate(
+      pem.slice(0, pem.indexOf('-----END CERTIFICATE-----') + 25),
+    ).getExtension(x509.KeyUsagesExtension);
     return extension === null ? null : { flags: extension.usages, critical: extension.critical };
   };
   const expected: Record<string, { flags: number; critical: boolean } | null> = {
@@ -87,12 +114,15 @@ function assertSvidRuleProbes(probes: ScanKit['probeCertificates'], now: number)
   assert.ok(new Date(long.validTo).getTime() <= now + 3_600_000 + 60_000, 'lifetime-over-max expires with the kit');
 }
 
-const users = [{ sub: 'alice', roles: ['customer'], tenant: 'demo' }, { sub: 'bob', roles: ['customer'] }];
+const users = [
+  { sub: 'alice', roles: ['customer'], tenant: 'demo' },
+  { sub: 'bob', roles: ['customer'] },
+];
 const asAdmin = () => ({ cert: admin.chainPem, key: admin.keyPem });
 const sansOf = (pem: string) => new X509Certificate(pem).subjectAltName ?? '';
 
 describe('scan kit', () => {
-  it('gives an administrator the scanner\'s SVID, probe certificates and test tokens', async () => {
+  it("gives an administrator the scanner's SVID, probe certificates and test tokens", async () => {
     const answer = await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin());
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     const kit = answer.body as unknown as ScanKit;
@@ -101,7 +131,7 @@ describe('scan kit', () => {
     const intermediate = new X509Certificate(ca.intermediatePem);
 
     const expected: Record<string, RegExp> = {
-      'expired': new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
+      expired: new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
       'not-yet-valid': new RegExp(`^URI:spiffe://${TD}/scanner/ci$`),
       'two-uri-sans': new RegExp(`^URI:spiffe://${TD}/scanner/ci, URI:spiffe://${TD}/scanner/ci-second$`),
       'no-uri-san': /^DNS:ci\.scanner\.invalid$/,
@@ -123,7 +153,11 @@ describe('scan kit', () => {
       assert.match(cert.subjectAltName ?? '', expected[name] as RegExp, name);
       assert.ok(cert.verify(intermediate.publicKey), `${name} is signed by the real CA`);
       assert.equal(cert.ca, false, `${name} is no CA`);
-      assert.equal(cert.publicKey.export({ format: 'jwk' }).x, new X509Certificate(kit.svid).publicKey.export({ format: 'jwk' }).x, `${name} is for the scanner's key`);
+      assert.equal(
+        cert.publicKey.export({ format: 'jwk' }).x,
+        new X509Certificate(kit.svid).publicKey.export({ format: 'jwk' }).x,
+        `${name} is for the scanner's key`,
+      );
       assert.ok(new Date(cert.validTo).getTime() <= now + 2 * 3_600_000 + 60_000, `${name} expires within hours`);
     }
     assert.ok(new Date(new X509Certificate(kit.probeCertificates.expired).validTo).getTime() < now);
@@ -157,10 +191,15 @@ describe('scan kit', () => {
     assert.equal(await store.isRevoked('txn', kit.revoked.txn), true);
   });
 
-  it('binds the scan\'s probe token to the scanner\'s key, and no verifier takes it for a Txn-Token', async () => {
-    const kit = (await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin())).body as unknown as ScanKit;
+  it("binds the scan's probe token to the scanner's key, and no verifier takes it for a Txn-Token", async () => {
+    const kit = (await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin()))
+      .body as unknown as ScanKit;
     const keys = createLocalJWKSet(txnKeys.publicJwks());
-    const { payload } = await jwtVerify(kit.tokens.probe, keys, { audience: TD, typ: 'lockstep-probe+jwt', subject: kit.scanner });
+    const { payload } = await jwtVerify(kit.tokens.probe, keys, {
+      audience: TD,
+      typ: 'lockstep-probe+jwt',
+      subject: kit.scanner,
+    });
     const svidKey = new X509Certificate(kit.svid).publicKey.export({ format: 'jwk' });
     const { jwk } = payload.cnf as { jwk: { x: string; y: string; d?: string } };
     assert.deepEqual([jwk.x, jwk.y, jwk.d], [svidKey.x, svidKey.y, undefined]);
@@ -169,35 +208,72 @@ describe('scan kit', () => {
   });
 
   it('says which test user is revoked, by whom and why (the scan cannot act as it)', async () => {
-    await store.addRevocation({ kind: 'sub', value: 'bob', reason: 'left the company', actor: 'spiffe://shop.test/admin/ops', at: Date.parse('2026-03-01T10:00:00Z') });
-    const kit = (await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin())).body as unknown as ScanKit;
-    assert.deepEqual(kit.users.map((user) => [user.sub, user.revoked]), [
-      ['alice', null],
-      ['bob', { reason: 'left the company', actor: 'spiffe://shop.test/admin/ops', at: '2026-03-01T10:00:00.000Z' }],
-    ]);
+    await store.addRevocation({
+      kind: 'sub',
+      value: 'bob',
+      reason: 'left the company',
+      actor: 'spiffe://shop.test/admin/ops',
+      at: Date.parse('2026-03-01T10:00:00Z'),
+    });
+    const kit = (await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin()))
+      .body as unknown as ScanKit;
+    assert.deepEqual(
+      kit.users.map((user) => [user.sub, user.revoked]),
+      [
+        ['alice', null],
+        ['bob', { reason: 'left the company', actor: 'spiffe://shop.test/admin/ops', at: '2026-03-01T10:00:00.000Z' }],
+      ],
+    );
     // Without a policy in force, nobody can say which roles it knows.
-    assert.deepEqual(kit.users.map((user) => [user.unknownRoles, user.policyRoles]), [[null, null], [null, null]]);
+    assert.deepEqual(
+      kit.users.map((user) => [user.unknownRoles, user.policyRoles]),
+      [
+        [null, null],
+        [null, null],
+      ],
+    );
   });
 
   it('issues the same revoked values again for the same scanner (one revocation each, however often it scans)', async () => {
-    const first = (await askForKit({ name: 'nightly', csr: await csrFor(`spiffe://${TD}/scanner/nightly`), users }, asAdmin())).body as unknown as ScanKit;
+    const first = (
+      await askForKit({ name: 'nightly', csr: await csrFor(`spiffe://${TD}/scanner/nightly`), users }, asAdmin())
+    ).body as unknown as ScanKit;
     const before = (await store.revocationsSince(0)).length;
-    const second = (await askForKit({ name: 'nightly', csr: await csrFor(`spiffe://${TD}/scanner/nightly`), users }, asAdmin())).body as unknown as ScanKit;
+    const second = (
+      await askForKit({ name: 'nightly', csr: await csrFor(`spiffe://${TD}/scanner/nightly`), users }, asAdmin())
+    ).body as unknown as ScanKit;
     assert.deepEqual(second.revoked, first.revoked);
     assert.equal((await store.revocationsSince(0)).length, before);
   });
 
   it('refuses a workload, a CSR for another identity, and a bad name', async () => {
-    const workload = await joinControlPlane({ url: server.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'test' })).token, service: 'orders' });
-    const byWorkload = await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, { cert: workload.chainPem, key: workload.keyPem });
+    const workload = await joinControlPlane({
+      url: server.url,
+      trustDomain: TD,
+      joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'test' })).token,
+      service: 'orders',
+    });
+    const byWorkload = await askForKit(
+      { name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users },
+      { cert: workload.chainPem, key: workload.keyPem },
+    );
     assert.equal(byWorkload.status, 403);
     assert.equal(byWorkload.body.error, 'LOCKSTEP_CP_ADMIN_REQUIRED');
-    const otherIdentity = await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/svc/payments`), users }, asAdmin());
+    const otherIdentity = await askForKit(
+      { name: 'ci', csr: await csrFor(`spiffe://${TD}/svc/payments`), users },
+      asAdmin(),
+    );
     assert.equal(otherIdentity.status, 400);
     assert.match(String(otherIdentity.body.message), /may only be spiffe:\/\/shop\.test\/scanner\/ci/);
-    const badName = await askForKit({ name: 'CI/../svc', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users }, asAdmin());
+    const badName = await askForKit(
+      { name: 'CI/../svc', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users },
+      asAdmin(),
+    );
     assert.equal(badName.status, 400);
-    const noUsers = await askForKit({ name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users: [] }, asAdmin());
+    const noUsers = await askForKit(
+      { name: 'ci', csr: await csrFor(`spiffe://${TD}/scanner/ci`), users: [] },
+      asAdmin(),
+    );
     assert.equal(noUsers.status, 400);
   });
 });

@@ -17,7 +17,11 @@ const INDEX = new URL('../src/index.ts', import.meta.url).href;
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** Runs a start that must fail; resolves with what it printed once the process ended by itself. */
-function failingStart(name: string, port: number, cookieKeys: string[]): Promise<{ code: number | null; output: string }> {
+function failingStart(
+  name: string,
+  port: number,
+  cookieKeys: string[],
+): Promise<{ code: number | null; output: string }> {
   const script = `
     import { openKeyRing, openSqliteStore, openWorkloadCa, startControlPlane } from ${JSON.stringify(INDEX)};
     const keyDir = ${JSON.stringify(join(scratch, name))};
@@ -33,12 +37,18 @@ function failingStart(name: string, port: number, cookieKeys: string[]): Promise
     }`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-  child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  child.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
   return new Promise((resolve, reject) => {
     const deadline = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`the process was still alive 30 s after its failed start (something was left open):\n${output}`));
+      reject(
+        new Error(`the process was still alive 30 s after its failed start (something was left open):\n${output}`),
+      );
     }, 30_000);
     child.once('exit', (code) => {
       clearTimeout(deadline);

@@ -13,8 +13,15 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import {
-  CompactSign, SignJWT, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair,
-  type CryptoKey, type JSONWebKeySet, type JWK,
+  CompactSign,
+  SignJWT,
+  decodeJwt,
+  decodeProtectedHeader,
+  exportJWK,
+  generateKeyPair,
+  type CryptoKey,
+  type JSONWebKeySet,
+  type JWK,
 } from 'jose';
 import { Agent, request } from 'undici';
 import { createGuard, MAX_TXN_TOKEN_REPLACEMENTS as GUARD_MAX_REPLACEMENTS, type Guard } from '@lockstep/guard';
@@ -22,12 +29,30 @@ import { lockstep } from '@lockstep/guard/fastify';
 import { loadPolicyDir, signBundle } from '@lockstep/policy';
 import { issueCertificate } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, createSubjectVerifier, createTxnTokenService, singleKey,
-  openKeyRing, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  createJoinToken,
+  createPolicyService,
+  createSubjectVerifier,
+  createTxnTokenService,
+  singleKey,
+  openKeyRing,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
   MAX_TXN_TOKEN_REPLACEMENTS,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type TxnTokenService, type WorkloadCa,
+  type ControlPlaneStore,
+  type PolicyService,
+  type RunningControlPlane,
+  type TxnTokenService,
+  type WorkloadCa,
 } from '../src/index.ts';
-import { controlPlaneSpiffeId, joinControlPlane, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE, type WorkloadCredentials } from '@lockstep/workload';
+import {
+  controlPlaneSpiffeId,
+  joinControlPlane,
+  TOKEN_EXCHANGE_GRANT,
+  TOKEN_TYPE,
+  type WorkloadCredentials,
+} from '@lockstep/workload';
 import type { TokenRevocationKind } from '../src/tts/txn-token-service.ts';
 import type { SigningKey } from '../src/ca/signing-key.ts';
 
@@ -52,7 +77,9 @@ const workloads: Record<string, WorkloadCredentials> = {};
 
 before(async () => {
   cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
-  writeFileSync(join(policyDir, 'tts.cedar'), `
+  writeFileSync(
+    join(policyDir, 'tts.cedar'),
+    `
 @id("gateway-exchanges-user-tokens")
 permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", action == Lockstep::Action::"tts:exchange:access_token", resource == Lockstep::Service::"tts");
 @id("gateway-replaces-txn-tokens")
@@ -63,16 +90,25 @@ permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/orders", action
 permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/nightly-job", action == Lockstep::Action::"tts:exchange:self_signed", resource == Lockstep::Service::"tts");
 @id("cleanup-job-self-signed")
 permit (principal == Lockstep::Workload::"spiffe://shop.test/svc/cleanup-job", action == Lockstep::Action::"tts:exchange:self_signed", resource == Lockstep::Service::"tts");
-`);
+`,
+  );
   ca = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'keys') });
   store = openSqliteStore(':memory:');
-  policy = await createPolicyService({ dir: policyDir, signingKey: await openSigningKey(join(scratch, 'keys'), 'policy'), watch: false });
+  policy = await createPolicyService({
+    dir: policyDir,
+    signingKey: await openSigningKey(join(scratch, 'keys'), 'policy'),
+    watch: false,
+  });
   const idp = await generateKeyPair('ES256');
   idpKey = idp.privateKey;
   strangerKey = (await generateKeyPair('ES256')).privateKey;
   idpJwks = { keys: [{ ...(await exportJWK(idp.publicKey)), kid: 'idp-1', alg: 'ES256' }] };
   txnSigningKey = await openSigningKey(join(scratch, 'keys'), 'txn-token');
-  const subjects = createSubjectVerifier({ issuers: [{ issuer: IDP, jwks: idpJwks, audience: GATEWAY_RESOURCE }], txnTokenKeys: () => tts.jwks, trustDomain: TD });
+  const subjects = createSubjectVerifier({
+    issuers: [{ issuer: IDP, jwks: idpJwks, audience: GATEWAY_RESOURCE }],
+    txnTokenKeys: () => tts.jwks,
+    trustDomain: TD,
+  });
   const isRevoked = (kind: TokenRevocationKind, value: string) => store.isRevoked(kind, value);
   tts = createTxnTokenService({ trustDomain: TD, keys: singleKey(txnSigningKey), subjects, isRevoked });
   controlPlane = await startControlPlane({ ca, store, policy, tts });
@@ -89,14 +125,28 @@ after(async () => {
 });
 
 interface AccessTokenOptions {
-  typ?: string; iss?: string; aud?: string; scope?: string; expiresIn?: number; key?: CryptoKey; kid?: string;
+  typ?: string;
+  iss?: string;
+  aud?: string;
+  scope?: string;
+  expiresIn?: number;
+  key?: CryptoKey;
+  kid?: string;
 }
 function accessToken(options: AccessTokenOptions = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ scope: options.scope ?? 'orders:read orders:create', roles: ['customer'], tenant: 'acme', amr: ['pwd'] })
+  return new SignJWT({
+    scope: options.scope ?? 'orders:read orders:create',
+    roles: ['customer'],
+    tenant: 'acme',
+    amr: ['pwd'],
+  })
     .setProtectedHeader({ alg: 'ES256', typ: options.typ ?? 'at+jwt', kid: options.kid ?? 'idp-1' })
-    .setIssuer(options.iss ?? IDP).setAudience(options.aud ?? GATEWAY_RESOURCE).setSubject('alice')
-    .setIssuedAt(now - 10).setExpirationTime(now + (options.expiresIn ?? 3600))
+    .setIssuer(options.iss ?? IDP)
+    .setAudience(options.aud ?? GATEWAY_RESOURCE)
+    .setSubject('alice')
+    .setIssuedAt(now - 10)
+    .setExpirationTime(now + (options.expiresIn ?? 3600))
     .sign(options.key ?? idpKey);
 }
 
@@ -109,17 +159,24 @@ async function exchangeAt(url: string, as: string | null, fields: Record<string,
   const agent = new Agent({ connect: { ca: ca.bundlePem, ...credentials, checkServerIdentity: () => undefined } });
   try {
     const response = await request(`${url}/v1/token`, {
-      method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: raw ?? new URLSearchParams(fields).toString(),
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: raw ?? new URLSearchParams(fields).toString(),
     });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, string | number> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, string | number> };
   } finally {
     await agent.close();
   }
 }
 
 const base = (subjectToken: string, subjectTokenType: string = TOKEN_TYPE.accessToken, scope = 'orders:read') => ({
-  grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: TD,
-  subject_token: subjectToken, subject_token_type: subjectTokenType, scope,
+  grant_type: TOKEN_EXCHANGE_GRANT,
+  requested_token_type: TOKEN_TYPE.txnToken,
+  audience: TD,
+  subject_token: subjectToken,
+  subject_token_type: subjectTokenType,
+  scope,
 });
 
 /** A Txn-Token for `as`, or the exchange's error. */
@@ -136,34 +193,67 @@ async function gatewayToken(scope = 'orders:create'): Promise<string> {
 }
 
 /** A Txn-Token signed with the TTS's own key, claims as given (for what the TTS would never issue). */
-function txnTokenSigned(claims: Record<string, unknown>, iat: number, exp: number, key: CryptoKey = txnSigningKey.privateKey) {
-  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: txnSigningKey.kid })
-    .setSubject('alice').setAudience(TD).setIssuedAt(iat).setExpirationTime(exp).sign(key);
+function txnTokenSigned(
+  claims: Record<string, unknown>,
+  iat: number,
+  exp: number,
+  key: CryptoKey = txnSigningKey.privateKey,
+) {
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: txnSigningKey.kid })
+    .setSubject('alice')
+    .setAudience(TD)
+    .setIssuedAt(iat)
+    .setExpirationTime(exp)
+    .sign(key);
 }
 
 /** `as` replaces `token` (subject_token_type txn_token). */
-const replace = (as: string, token: string, scope = 'orders:create') => exchange(as, base(token, TOKEN_TYPE.txnToken, scope));
+const replace = (as: string, token: string, scope = 'orders:create') =>
+  exchange(as, base(token, TOKEN_TYPE.txnToken, scope));
 
-interface Guarded { url: string; guard: Guard; close(): Promise<void> }
+interface Guarded {
+  url: string;
+  guard: Guard;
+  close(): Promise<void>;
+}
 
 /** `service` behind a real guard (Fastify adapter) trusting the TTS's keys, with one route per action. */
-async function guarded(service: string, bundle: string, keys: { keys: object[] }, routes: Record<string, string>): Promise<Guarded> {
+async function guarded(
+  service: string,
+  bundle: string,
+  keys: { keys: object[] },
+  routes: Record<string, string>,
+): Promise<Guarded> {
   const svid = { cert: workloads[service]?.chainPem ?? '', key: workloads[service]?.keyPem ?? '' };
   const guard: Guard = await createGuard({
-    service, trustDomain: TD, trustBundle: ca.bundlePem, svid, txnTokenKeys: { jwks: tts.jwks },
-    policy: { keys: keys as never, bundle }, logger: { info() {}, warn() {}, error() {} },
+    service,
+    trustDomain: TD,
+    trustBundle: ca.bundlePem,
+    svid,
+    txnTokenKeys: { jwks: tts.jwks },
+    policy: { keys: keys as never, bundle },
+    logger: { info() {}, warn() {}, error() {} },
   });
   const app: FastifyInstance = Fastify({ https: guard.tlsOptions() });
   await app.register(lockstep, { guard });
   for (const [route, action] of Object.entries(routes)) {
     const [method, path] = route.split(' ') as [string, string];
-    app.route({ method: method as 'GET', url: path, config: { lockstep: { action } }, handler: async () => ({ ok: true }) });
+    app.route({
+      method: method as 'GET',
+      url: path,
+      config: { lockstep: { action } },
+      handler: async () => ({ ok: true }),
+    });
   }
   await app.listen({ host: '127.0.0.1', port: 0 });
   return {
     url: `https://127.0.0.1:${(app.server.address() as { port: number }).port}`,
     guard,
-    close: async () => { await app.close(); await guard.close(); },
+    close: async () => {
+      await app.close();
+      await guard.close();
+    },
   };
 }
 
@@ -173,13 +263,16 @@ const call = (as: string, url: string, token: string, method: 'GET' | 'POST' = '
 
 /** A request over mTLS with the client certificate `tls`, `token` and more `headers`: status, headers, body. */
 async function callWith(
-  tls: { cert: string; key: string }, url: string, token: string, method: 'GET' | 'POST' = 'GET',
+  tls: { cert: string; key: string },
+  url: string,
+  token: string,
+  method: 'GET' | 'POST' = 'GET',
   headers: Record<string, string> = {},
 ) {
   const agent = new Agent({ connect: { ...tls, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
   try {
     const response = await request(url, { method, dispatcher: agent, headers: { ...headers, 'txn-token': token } });
-    const body = await response.body.json() as Record<string, unknown>;
+    const body = (await response.body.json()) as Record<string, unknown>;
     return { status: response.statusCode, headers: response.headers, body };
   } finally {
     await agent.close();
@@ -189,23 +282,37 @@ async function callWith(
 /** The shop's own policies (examples/shop/policies), signed into `service`'s bundle with a test key. */
 async function shopBundle(service: string): Promise<{ bundle: string; keys: { keys: object[] } }> {
   const { privateKey, publicKey } = await generateKeyPair('ES256');
-  const bundle = await signBundle(await loadPolicyDir(SHOP_POLICIES.pathname), { privateKey, kid: 'shop-test', service });
+  const bundle = await signBundle(await loadPolicyDir(SHOP_POLICIES.pathname), {
+    privateKey,
+    kid: 'shop-test',
+    service,
+  });
   return { bundle, keys: { keys: [{ ...(await exportJWK(publicKey)), kid: 'shop-test', alg: 'ES256', use: 'sig' }] } };
 }
 
 interface SelfSignedOptions {
-  iss?: string; sub?: string; aud?: string | string[]; iat?: number; exp?: number; scope?: string | null; key?: KeyObject | CryptoKey;
+  iss?: string;
+  sub?: string;
+  aud?: string | string[];
+  iat?: number;
+  exp?: number;
+  scope?: string | null;
+  key?: KeyObject | CryptoKey;
 }
 
 /** A self-signed subject token (§11.2.1) of nightly-job, signed with its SVID key unless `key` says otherwise. */
 function selfSigned(options: SelfSignedOptions = {}): Promise<string> {
   const job = workloads['nightly-job']?.spiffeId ?? '';
   const iat = options.iat ?? Math.floor(Date.now() / 1000);
-  const scope = options.scope === undefined ? { scope: 'reports:run' } : options.scope === null ? {} : { scope: options.scope };
+  const scope =
+    options.scope === undefined ? { scope: 'reports:run' } : options.scope === null ? {} : { scope: options.scope };
   return new SignJWT(scope)
     .setProtectedHeader({ alg: 'ES256' })
-    .setIssuer(options.iss ?? job).setSubject(options.sub ?? job).setAudience(options.aud ?? TTS_ID)
-    .setIssuedAt(iat).setExpirationTime(options.exp ?? iat + 60)
+    .setIssuer(options.iss ?? job)
+    .setSubject(options.sub ?? job)
+    .setAudience(options.aud ?? TTS_ID)
+    .setIssuedAt(iat)
+    .setExpirationTime(options.exp ?? iat + 60)
     .sign(options.key ?? createPrivateKey(workloads['nightly-job']?.keyPem ?? ''));
 }
 
@@ -213,14 +320,21 @@ const selfSignedExchange = async (token: string, scope = 'reports:run', as = 'ni
   exchange(as, base(token, TOKEN_TYPE.selfSigned, scope));
 
 describe('Txn-Token Service', () => {
-  it('exchanges the gateway\'s user access token for a Txn-Token that a guarded service accepts', async () => {
-    const answer = await exchange('gateway', { ...base(await accessToken()), scope: 'orders:read', request_context: JSON.stringify({ req_ip: '203.0.113.7' }) });
+  it("exchanges the gateway's user access token for a Txn-Token that a guarded service accepts", async () => {
+    const answer = await exchange('gateway', {
+      ...base(await accessToken()),
+      scope: 'orders:read',
+      request_context: JSON.stringify({ req_ip: '203.0.113.7' }),
+    });
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal(answer.body.issued_token_type, TOKEN_TYPE.txnToken);
     assert.equal(answer.body.token_type, 'N_A');
     assert.ok(!('refresh_token' in answer.body));
     const token = String(answer.body.access_token);
-    assert.deepEqual({ ...decodeProtectedHeader(token) }, { alg: 'ES256', typ: 'txntoken+jwt', kid: tts.jwks.keys[0]?.kid });
+    assert.deepEqual(
+      { ...decodeProtectedHeader(token) },
+      { alg: 'ES256', typ: 'txntoken+jwt', kid: tts.jwks.keys[0]?.kid },
+    );
     const claims = decodeJwt(token);
     assert.equal(claims.sub, 'alice');
     assert.equal(claims.aud, TD);
@@ -233,17 +347,34 @@ describe('Txn-Token Service', () => {
 
     // A guarded orders service, trusting the TTS's keys and the pushed policy slice, accepts it.
     const guard: Guard = await createGuard({
-      service: 'orders', trustDomain: TD, trustBundle: ca.bundlePem, svid: { cert: workloads.orders?.chainPem ?? '', key: workloads.orders?.keyPem ?? '' },
-      txnTokenKeys: { jwks: tts.jwks }, policy: { keys: { keys: [(await openSigningKey(join(scratch, 'keys'), 'policy')).publicJwk] }, bundle: (await policy.bundleFor('orders'))?.bundle ?? '' },
+      service: 'orders',
+      trustDomain: TD,
+      trustBundle: ca.bundlePem,
+      svid: { cert: workloads.orders?.chainPem ?? '', key: workloads.orders?.keyPem ?? '' },
+      txnTokenKeys: { jwks: tts.jwks },
+      policy: {
+        keys: { keys: [(await openSigningKey(join(scratch, 'keys'), 'policy')).publicJwk] },
+        bundle: (await policy.bundleFor('orders'))?.bundle ?? '',
+      },
       logger: { info() {}, warn() {}, error() {} },
     });
     const app: FastifyInstance = Fastify({ https: guard.tlsOptions() });
     await app.register(lockstep, { guard });
     app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async () => ({ ok: true }));
     await app.listen({ host: '127.0.0.1', port: 0 });
-    const agent = new Agent({ connect: { cert: workloads.gateway?.chainPem, key: workloads.gateway?.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+    const agent = new Agent({
+      connect: {
+        cert: workloads.gateway?.chainPem,
+        key: workloads.gateway?.keyPem,
+        ca: ca.bundlePem,
+        checkServerIdentity: () => undefined,
+      },
+    });
     try {
-      const response = await request(`https://127.0.0.1:${(app.server.address() as { port: number }).port}/orders/7`, { dispatcher: agent, headers: { 'txn-token': token } });
+      const response = await request(`https://127.0.0.1:${(app.server.address() as { port: number }).port}/orders/7`, {
+        dispatcher: agent,
+        headers: { 'txn-token': token },
+      });
       assert.equal(response.statusCode, 200, await response.body.text());
     } finally {
       await agent.close();
@@ -272,7 +403,10 @@ describe('Txn-Token Service', () => {
   });
 
   it('refuses a scope the subject token does not have', async () => {
-    const answer = await exchange('gateway', { ...base(await accessToken({ scope: 'orders:read' })), scope: 'orders:read orders:delete' });
+    const answer = await exchange('gateway', {
+      ...base(await accessToken({ scope: 'orders:read' })),
+      scope: 'orders:read orders:delete',
+    });
     assert.deepEqual([answer.status, answer.body.error], [400, 'invalid_scope']);
   });
 
@@ -302,10 +436,22 @@ describe('Txn-Token Service', () => {
     const subjectToken = await accessToken();
     const anonymous = await exchange(null, base(subjectToken));
     assert.deepEqual([anonymous.status, anonymous.body.error], [401, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED']);
-    assert.equal((await exchange('gateway', { ...base(subjectToken), grant_type: 'client_credentials' })).body.error, 'unsupported_grant_type');
-    assert.equal((await exchange('gateway', { ...base(subjectToken), requested_token_type: TOKEN_TYPE.accessToken })).body.error, 'invalid_request');
-    assert.equal((await exchange('gateway', { ...base(subjectToken), audience: 'evil.test' })).body.error, 'invalid_target');
-    assert.equal((await exchange('gateway', { ...base(subjectToken), subject_token_type: 'urn:x' })).body.error, 'invalid_request');
+    assert.equal(
+      (await exchange('gateway', { ...base(subjectToken), grant_type: 'client_credentials' })).body.error,
+      'unsupported_grant_type',
+    );
+    assert.equal(
+      (await exchange('gateway', { ...base(subjectToken), requested_token_type: TOKEN_TYPE.accessToken })).body.error,
+      'invalid_request',
+    );
+    assert.equal(
+      (await exchange('gateway', { ...base(subjectToken), audience: 'evil.test' })).body.error,
+      'invalid_target',
+    );
+    assert.equal(
+      (await exchange('gateway', { ...base(subjectToken), subject_token_type: 'urn:x' })).body.error,
+      'invalid_request',
+    );
     const twice = await exchange('gateway', {}, `${new URLSearchParams(base(subjectToken)).toString()}&audience=${TD}`);
     assert.deepEqual([twice.status, twice.body.error], [400, 'LOCKSTEP_CP_REQUEST_INVALID']);
   });
@@ -325,8 +471,11 @@ describe('Txn-Token Service: scope (draft -10 §11.1, §13.6)', () => {
     }
   });
 
-  it('issues the scope asked for, narrower than the access token\'s', async () => {
-    const token = await txnTokenFor('gateway', base(await accessToken(), TOKEN_TYPE.accessToken, 'orders:create orders:create'));
+  it("issues the scope asked for, narrower than the access token's", async () => {
+    const token = await txnTokenFor(
+      'gateway',
+      base(await accessToken(), TOKEN_TYPE.accessToken, 'orders:create orders:create'),
+    );
     assert.equal(decodeJwt(token).scope, 'orders:create');
   });
 
@@ -345,10 +494,14 @@ describe('Txn-Token Service: replacement (draft -10 §13.15)', () => {
   it('keeps txn, sub, aud, tctx and rctx, keeps the requester chain, and never outlives the token it replaces', async () => {
     const first = await gatewayToken();
     const request_context = JSON.stringify({ req_ip: '198.51.100.1' });
-    const replaced = await txnTokenFor('orders', { ...base(first, TOKEN_TYPE.txnToken, 'orders:create'), request_context });
+    const replaced = await txnTokenFor('orders', {
+      ...base(first, TOKEN_TYPE.txnToken, 'orders:create'),
+      request_context,
+    });
     const [before, after] = [decodeJwt(first), decodeJwt(replaced)];
-    for (const claim of ['txn', 'sub', 'aud', 'tctx', 'rctx', 'scope']) assert.deepEqual(after[claim], before[claim], claim);
-    assert.deepEqual(after.rctx, { req_ip: '203.0.113.7', authn: 'pwd' }, 'the originating request\'s context');
+    for (const claim of ['txn', 'sub', 'aud', 'tctx', 'rctx', 'scope'])
+      assert.deepEqual(after[claim], before[claim], claim);
+    assert.deepEqual(after.rctx, { req_ip: '203.0.113.7', authn: 'pwd' }, "the originating request's context");
     assert.equal(before.req_wl, workloads.gateway?.spiffeId);
     assert.equal(before.req_wl_chain, undefined);
     assert.equal(after.req_wl, workloads.orders?.spiffeId, 'req_wl stays a string naming who asked (§9.2)');
@@ -361,7 +514,7 @@ describe('Txn-Token Service: replacement (draft -10 §13.15)', () => {
     assert.deepEqual(twice.req_wl_chain, [workloads.gateway?.spiffeId, workloads.orders?.spiffeId]);
   });
 
-  it('gateway → orders → inventory: the shop\'s inventory policy admits orders\' replaced tokens', async () => {
+  it("gateway → orders → inventory: the shop's inventory policy admits orders' replaced tokens", async () => {
     assert.equal(MAX_TXN_TOKEN_REPLACEMENTS, GUARD_MAX_REPLACEMENTS, 'the TTS and the guard cap replacements alike');
     const { bundle, keys } = await shopBundle('inventory');
     const inventory = await guarded('inventory', bundle, keys, { 'POST /reserve': 'inventory:reserve' });
@@ -379,14 +532,23 @@ describe('Txn-Token Service: replacement (draft -10 §13.15)', () => {
       // What inventory decides on is where the transaction started: signed alike, a token naming orders
       // as its only requester (what a replacement used to carry) is denied, the same one with the chain is not.
       const now = Math.floor(Date.now() / 1000);
-      const claims = { txn: 'txn-chain', scope: 'orders:create', req_wl: workloads.orders?.spiffeId, tctx: { roles: ['customer'] } };
+      const claims = {
+        txn: 'txn-chain',
+        scope: 'orders:create',
+        req_wl: workloads.orders?.spiffeId,
+        tctx: { roles: ['customer'] },
+      };
       const signed = (extra: Record<string, unknown>) => txnTokenSigned({ ...claims, ...extra }, now, now + 60);
       const overwritten = await call('orders', `${inventory.url}/reserve`, await signed({}), 'POST');
       assert.deepEqual([overwritten.status, overwritten.body.error], [403, 'LOCKSTEP_ERR_DENIED']);
       const chained = await signed({ req_wl_chain: [workloads.gateway?.spiffeId] });
       assert.equal((await call('orders', `${inventory.url}/reserve`, chained, 'POST')).status, 200);
       const payments = await call('payments', `${inventory.url}/reserve`, token, 'POST');
-      assert.deepEqual([payments.status, payments.body.error], [403, 'LOCKSTEP_ERR_DENIED'], 'the caller is still the principal');
+      assert.deepEqual(
+        [payments.status, payments.body.error],
+        [403, 'LOCKSTEP_ERR_DENIED'],
+        'the caller is still the principal',
+      );
     } finally {
       await inventory.close();
     }
@@ -409,12 +571,21 @@ describe('Txn-Token Service: replacement (draft -10 §13.15)', () => {
     const refused = await replace('orders', doomed);
     assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant']);
     assert.match(String(refused.body.error_description), /the transaction .* is revoked/);
-    assert.equal((await replace('orders', other)).status, 200, 'another transaction of the same user still is replaced');
+    assert.equal(
+      (await replace('orders', other)).status,
+      200,
+      'another transaction of the same user still is replaced',
+    );
   });
 
   it('refuses to replace an expired Txn-Token (no clock tolerance), a forged one and one without req_wl', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const claims = { txn: 'txn-old', scope: 'orders:create', req_wl: workloads.gateway?.spiffeId, tctx: { roles: ['customer'] } };
+    const claims = {
+      txn: 'txn-old',
+      scope: 'orders:create',
+      req_wl: workloads.gateway?.spiffeId,
+      tctx: { roles: ['customer'] },
+    };
     const sign = (iat: number, exp: number, key?: CryptoKey) => txnTokenSigned(claims, iat, exp, key);
     const expired = await replace('orders', await sign(now - 300, now - 5));
     assert.deepEqual([expired.status, expired.body.error], [400, 'invalid_grant']);
@@ -429,12 +600,12 @@ describe('Txn-Token Service: replacement (draft -10 §13.15)', () => {
 });
 
 describe('Txn-Token Service: self-signed subject tokens (draft -10 §11.2.1)', () => {
-  it('refuses a self-signed token that is malformed, stale, not the requester\'s, or acts for someone else', async () => {
+  it("refuses a self-signed token that is malformed, stale, not the requester's, or acts for someone else", async () => {
     const now = Math.floor(Date.now() / 1000);
     const cases: [string, Promise<string>][] = [
       ['not a JWT', Promise.resolve('not-a-jwt')],
-      ['signed by a key that is not the requester\'s SVID key', selfSigned({ key: strangerKey })],
-      ['signed by another workload\'s SVID key', selfSigned({ key: createPrivateKey(workloads.gateway?.keyPem ?? '') })],
+      ["signed by a key that is not the requester's SVID key", selfSigned({ key: strangerKey })],
+      ["signed by another workload's SVID key", selfSigned({ key: createPrivateKey(workloads.gateway?.keyPem ?? '') })],
       ['iss another workload', selfSigned({ iss: workloads.gateway?.spiffeId ?? '' })],
       ['sub a user: a job acts only as itself', selfSigned({ sub: 'alice' })],
       ['aud the trust domain, not the TTS', selfSigned({ aud: TD })],
@@ -448,7 +619,11 @@ describe('Txn-Token Service: self-signed subject tokens (draft -10 §11.2.1)', (
     ];
     for (const [what, token] of cases) {
       const answer = await selfSignedExchange(await token);
-      assert.deepEqual([answer.status, answer.body.error], [400, 'invalid_grant'], `${what}: ${JSON.stringify(answer.body)}`);
+      assert.deepEqual(
+        [answer.status, answer.body.error],
+        [400, 'invalid_grant'],
+        `${what}: ${JSON.stringify(answer.body)}`,
+      );
     }
   });
 
@@ -469,14 +644,25 @@ async function scannerPublicJwk(): Promise<JWK> {
   return exportJWK((await generateKeyPair('ES256', { extractable: true })).publicKey);
 }
 
-describe('Txn-Token Service: the scanner\'s test tokens under draft -10', () => {
+describe("Txn-Token Service: the scanner's test tokens under draft -10", () => {
   it('a guard admits the genuine ones and refuses each defective one for its own reason', async () => {
     const scanner = `spiffe://${TD}/scanner/ci`;
     const users = [{ sub: 'alice', roles: ['customer'] }];
-    const kit = await tts.scanTokens({ scanner, users, revokedSub: 'revoked-user', revokedTxn: 'revoked-txn', scannerKey: await scannerPublicJwk() });
+    const kit = await tts.scanTokens({
+      scanner,
+      users,
+      revokedSub: 'revoked-user',
+      revokedTxn: 'revoked-txn',
+      scannerKey: await scannerPublicJwk(),
+    });
     const policyKey = await openSigningKey(join(scratch, 'keys'), 'policy');
     const bundle = (await policy.bundleFor('orders'))?.bundle ?? '';
-    const orders = await guarded('orders', bundle, { keys: [policyKey.publicJwk] }, { 'GET /orders/:id': 'orders:read' });
+    const orders = await guarded(
+      'orders',
+      bundle,
+      { keys: [policyKey.publicJwk] },
+      { 'GET /orders/:id': 'orders:read' },
+    );
     try {
       const [user] = kit.users;
       assert.equal(decodeJwt(user ?? '').scope, 'lockstep:scan');
@@ -486,16 +672,36 @@ describe('Txn-Token Service: the scanner\'s test tokens under draft -10', () => 
       const asScanner = { cert: issued.chainPem, key: issued.keyPem };
       const probeAs = { 'lockstep-probe-as': workloads.gateway?.spiffeId ?? '' };
       const genuine = await callWith(asScanner, `${orders.url}/orders/1`, user ?? '', 'GET', probeAs);
-      assert.equal(genuine.status, 200, `a genuine scan token passes the token checks: ${JSON.stringify(genuine.body)}`);
+      assert.equal(
+        genuine.status,
+        200,
+        `a genuine scan token passes the token checks: ${JSON.stringify(genuine.body)}`,
+      );
       assert.equal(genuine.headers['lockstep-probe'], 'admitted');
       const replayed = await call('gateway', `${orders.url}/orders/1`, user ?? '');
       assert.equal(replayed.status, 401, 'a workload that received a probe cannot replay its token');
       const expected: Record<string, string> = {
-        'expired': 'EXPIRED', 'not-yet-valid': 'CLAIMS', 'issued-in-future': 'CLAIMS', 'no-exp': 'CLAIMS',
-        'lifetime-over-max': 'CLAIMS', 'foreign-audience': 'CLAIMS', 'audience-array': 'CLAIMS', 'typ-access-token': 'CLAIMS',
-        'typ-plain-jwt': 'CLAIMS', 'typ-id-token': 'CLAIMS', 'nul-in-claims': 'CLAIMS', 'duplicate-claims': 'MALFORMED',
-        'revoked-sub': 'REVOKED', 'revoked-txn': 'REVOKED', 'no-txn': 'CLAIMS', 'crit-unknown': 'INVALID', 'b64-false': 'INVALID',
-        'scope-missing': 'CLAIMS', 'req-wl-missing': 'CLAIMS', 'roles-string': 'CLAIMS', 'tctx-proto-key': 'CLAIMS',
+        expired: 'EXPIRED',
+        'not-yet-valid': 'CLAIMS',
+        'issued-in-future': 'CLAIMS',
+        'no-exp': 'CLAIMS',
+        'lifetime-over-max': 'CLAIMS',
+        'foreign-audience': 'CLAIMS',
+        'audience-array': 'CLAIMS',
+        'typ-access-token': 'CLAIMS',
+        'typ-plain-jwt': 'CLAIMS',
+        'typ-id-token': 'CLAIMS',
+        'nul-in-claims': 'CLAIMS',
+        'duplicate-claims': 'MALFORMED',
+        'revoked-sub': 'REVOKED',
+        'revoked-txn': 'REVOKED',
+        'no-txn': 'CLAIMS',
+        'crit-unknown': 'INVALID',
+        'b64-false': 'INVALID',
+        'scope-missing': 'CLAIMS',
+        'req-wl-missing': 'CLAIMS',
+        'roles-string': 'CLAIMS',
+        'tctx-proto-key': 'CLAIMS',
       };
       assert.deepEqual(Object.keys(kit.defective).sort(), Object.keys(expected).sort());
       orders.guard.revoke({ kind: 'sub', value: 'revoked-user' });
@@ -513,8 +719,14 @@ describe('Txn-Token Service: the scanner\'s test tokens under draft -10', () => 
 describe('Txn-Token Service: a replaced token is held to exactly what a guard accepts', () => {
   const now = () => Math.floor(Date.now() / 1000);
   const claims = () => ({
-    sub: 'alice', aud: TD, iat: now(), exp: now() + 60, txn: `txn-${Math.random().toString(36).slice(2)}`,
-    scope: 'orders:read', req_wl: workloads.gateway?.spiffeId, tctx: { roles: ['customer'] },
+    sub: 'alice',
+    aud: TD,
+    iat: now(),
+    exp: now() + 60,
+    txn: `txn-${Math.random().toString(36).slice(2)}`,
+    scope: 'orders:read',
+    req_wl: workloads.gateway?.spiffeId,
+    tctx: { roles: ['customer'] },
   });
   /** Claims as JSON text signed with the TTS's own key: what JSON.stringify cannot write can be. */
   const signedText = (text: string, header: Record<string, unknown> = {}) =>
@@ -525,7 +737,7 @@ describe('Txn-Token Service: a replaced token is held to exactly what a guard ac
     signedText(JSON.stringify({ ...claims(), ...extra }), header);
   const withProtoKey = () => JSON.stringify(claims()).replace('"tctx":{', '"tctx":{"__proto__":{"roles":["admin"]},');
 
-  it('a token signed with the TTS\'s key that a guard refuses is not replaced either; one it takes is', async () => {
+  it("a token signed with the TTS's key that a guard refuses is not replaced either; one it takes is", async () => {
     const defective: [string, Promise<string>][] = [
       ['tctx.roles a string (a guard refuses, never coerces)', signed({ tctx: { roles: 'admin' } })],
       ['a __proto__ key in tctx', signedText(withProtoKey())],
@@ -598,18 +810,31 @@ describe('Txn-Token Service: a revoked signing key (kid) signs nothing more', ()
     const stolen = ring.current();
     const now = Math.floor(Date.now() / 1000);
     const claims = {
-      txn: 'forged-1', scope: 'orders:read orders:create', req_wl: workloads.gateway?.spiffeId,
+      txn: 'forged-1',
+      scope: 'orders:read orders:create',
+      req_wl: workloads.gateway?.spiffeId,
       tctx: { roles: ['admin'], tenant: 'acme' },
     };
-    const forged = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: stolen.kid })
-      .setSubject('ceo').setAudience(TD).setIssuedAt(now).setExpirationTime(now + 300).sign(stolen.privateKey);
+    const forged = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: stolen.kid })
+      .setSubject('ceo')
+      .setAudience(TD)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 300)
+      .sign(stolen.privateKey);
     await ring.rotate();
-    assert.ok(ring.publicJwks().keys.some((key) => key.kid === stolen.kid), 'the retired key is still published');
+    assert.ok(
+      ring.publicJwks().keys.some((key) => key.kid === stolen.kid),
+      'the retired key is still published',
+    );
     const beforeRevocation = await replaceAt(honest, 'orders:create');
     assert.equal(beforeRevocation.status, 200, 'a rotation alone retires the key, it does not revoke it');
 
     await ringPlane.revoke({ kind: 'kid', value: stolen.kid, reason: 'key compromise', actor: ADMIN });
-    const signedByTheRevokedKey = [['forged', forged, 'orders:read'], ['issued', honest, 'orders:create']] as const;
+    const signedByTheRevokedKey = [
+      ['forged', forged, 'orders:read'],
+      ['issued', honest, 'orders:create'],
+    ] as const;
     for (const [what, token, scope] of signedByTheRevokedKey) {
       const refused = await replaceAt(token, scope);
       const answer = JSON.stringify(refused.body);
@@ -619,7 +844,7 @@ describe('Txn-Token Service: a revoked signing key (kid) signs nothing more', ()
     }
     const current = await issueAt();
     assert.notEqual(decodeProtectedHeader(current).kid, stolen.kid);
-    assert.equal((await replaceAt(current, 'orders:create')).status, 200, 'the current key\'s tokens are replaced');
+    assert.equal((await replaceAt(current, 'orders:create')).status, 200, "the current key's tokens are replaced");
   });
 
   it('refuses an access token signed with a revoked identity-provider key', async () => {
@@ -629,22 +854,34 @@ describe('Txn-Token Service: a revoked signing key (kid) signs nothing more', ()
     const refused = await at('gateway', base(token));
     assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant'], JSON.stringify(refused.body));
     assert.match(String(refused.body.error_description), /signed with key idp-ring, which is revoked/);
-    assert.equal((await at('gateway', base(await accessToken()))).status, 200, 'the identity provider\'s other key');
+    assert.equal((await at('gateway', base(await accessToken()))).status, 200, "the identity provider's other key");
   });
 });
 
-describe('Txn-Token Service: a scanner\'s test token never leaves the scan', () => {
+describe("Txn-Token Service: a scanner's test token never leaves the scan", () => {
   it('refuses to replace a token whose req_wl or req_wl_chain names a scanner identity', async () => {
     const scanner = `spiffe://${TD}/scanner/ci`;
     const users = [{ sub: 'alice', roles: ['admin'] }];
-    const kit = await tts.scanTokens({ scanner, users, revokedSub: 'scan-revoked', revokedTxn: 'scan-revoked-txn', scannerKey: await scannerPublicJwk() });
+    const kit = await tts.scanTokens({
+      scanner,
+      users,
+      revokedSub: 'scan-revoked',
+      revokedTxn: 'scan-revoked-txn',
+      scannerKey: await scannerPublicJwk(),
+    });
     const now = Math.floor(Date.now() / 1000);
     const claims = {
-      txn: 'scan-chain', scope: 'lockstep:scan', req_wl: workloads.gateway?.spiffeId, req_wl_chain: [scanner],
+      txn: 'scan-chain',
+      scope: 'lockstep:scan',
+      req_wl: workloads.gateway?.spiffeId,
+      req_wl_chain: [scanner],
       tctx: { roles: ['admin'] },
     };
     const chained = await txnTokenSigned(claims, now, now + 60);
-    for (const [what, token] of [['req_wl', kit.users[0] ?? ''], ['req_wl_chain', chained]] as const) {
+    for (const [what, token] of [
+      ['req_wl', kit.users[0] ?? ''],
+      ['req_wl_chain', chained],
+    ] as const) {
       const refused = await replace('orders', token, 'lockstep:scan');
       const answer = JSON.stringify(refused.body);
       assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant'], `${what}: ${answer}`);

@@ -22,16 +22,24 @@ const port = Number(process.env.PORT ?? 8443);
 const devDir = resolve(process.env.LOCKSTEP_DEV_DIR ?? '.lockstep/dev');
 const trustDomain = 'shop.test';
 
-console.warn('⚠  DEV KEYS: this example makes a throw-away CA, token key and policy key on every start. Never use them for anything real.');
+console.warn(
+  '⚠  DEV KEYS: this example makes a throw-away CA, token key and policy key on every start. Never use them for anything real.',
+);
 
 // --- What the control plane will provide (a later issue); made locally here. ---
 const ca = await createTestCa({ trustDomain });
-const [orders, gateway, reports] = await Promise.all(['orders', 'gateway', 'reports'].map((service) => ca.issueSvid({ service })));
+const [orders, gateway, reports] = await Promise.all(
+  ['orders', 'gateway', 'reports'].map((service) => ca.issueSvid({ service })),
+);
 const minter = await createTxnTokenMinter({ trustDomain });
 const policyKey = await generateKeyPair('ES256');
 const policyJwks = { keys: [{ ...(await exportJWK(policyKey.publicKey)), kid: 'dev-policy-1', alg: 'ES256' }] };
 const policySet = await loadPolicyDir(fileURLToPath(new URL('./policies/', import.meta.url)));
-const bundle = await signBundle(policySet, { privateKey: policyKey.privateKey, kid: 'dev-policy-1', service: 'orders' });
+const bundle = await signBundle(policySet, {
+  privateKey: policyKey.privateKey,
+  kid: 'dev-policy-1',
+  service: 'orders',
+});
 if (!orders || !gateway || !reports) throw new Error('unreachable');
 
 // --- The service: this is all a team writes to secure it. ---
@@ -48,12 +56,26 @@ const app = Fastify({ https: guard.tlsOptions() });
 await app.register(lockstep, { guard });
 
 app.get('/health', { config: { lockstep: { public: true } } }, async () => ({ ok: true }));
-app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async (request) => ({ id: (request.params as { id: string }).id, item: 'tea' }));
+app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async (request) => ({
+  id: (request.params as { id: string }).id,
+  item: 'tea',
+}));
 app.delete('/orders/:id', { config: { lockstep: { action: 'orders:delete' } } }, async () => ({ deleted: true }));
-app.post('/orders', {
-  config: { lockstep: { action: 'orders:create' } },
-  schema: { body: { type: 'object', additionalProperties: false, required: ['item'], properties: { item: { type: 'string', maxLength: 64 } } } },
-}, async (request) => ({ created: request.body }));
+app.post(
+  '/orders',
+  {
+    config: { lockstep: { action: 'orders:create' } },
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['item'],
+        properties: { item: { type: 'string', maxLength: 64 } },
+      },
+    },
+  },
+  async (request) => ({ created: request.body }),
+);
 
 await app.listen({ host: '127.0.0.1', port: once ? 0 : port });
 const address = app.server.address();
@@ -79,17 +101,32 @@ async function show(label: string, call: () => Promise<{ status: number; text: s
   try {
     const body = JSON.parse(text) as { error?: string };
     if (body.error) reason = body.error;
-  } catch { /* not JSON */ }
+  } catch {
+    /* not JSON */
+  }
   rows.push([label, String(status), reason]);
 }
 const read = `${url}/orders/42`;
-await show('gateway reads an order for a customer', () => asGateway.request(read, { headers: { 'txn-token': customer } }));
-await show('gateway deletes an order for a customer', () => asGateway.request(read, { method: 'DELETE', headers: { 'txn-token': customer } }));
-await show('gateway deletes an order for an admin', () => asGateway.request(read, { method: 'DELETE', headers: { 'txn-token': admin } }));
-await show('reports (compromised) reads an order', () => asReports.request(read, { headers: { 'txn-token': customer } }));
+await show('gateway reads an order for a customer', () =>
+  asGateway.request(read, { headers: { 'txn-token': customer } }),
+);
+await show('gateway deletes an order for a customer', () =>
+  asGateway.request(read, { method: 'DELETE', headers: { 'txn-token': customer } }),
+);
+await show('gateway deletes an order for an admin', () =>
+  asGateway.request(read, { method: 'DELETE', headers: { 'txn-token': admin } }),
+);
+await show('reports (compromised) reads an order', () =>
+  asReports.request(read, { headers: { 'txn-token': customer } }),
+);
 await show('gateway reads without a Txn-Token', () => asGateway.request(read));
 await show('caller without a client certificate', async () => {
-  const raw = await rawTlsRequest({ host: '127.0.0.1', port: Number(new URL(url).port), caPem: ca.bundlePem, raw: `GET /orders/42 HTTP/1.1\r\nhost: orders\r\ntxn-token: ${customer}\r\nconnection: close\r\n\r\n` });
+  const raw = await rawTlsRequest({
+    host: '127.0.0.1',
+    port: Number(new URL(url).port),
+    caPem: ca.bundlePem,
+    raw: `GET /orders/42 HTTP/1.1\r\nhost: orders\r\ntxn-token: ${customer}\r\nconnection: close\r\n\r\n`,
+  });
   if (typeof raw !== 'string') return { status: 0, text: raw.error };
   return { status: Number(raw.slice(9, 12)), text: raw.slice(raw.indexOf('\r\n\r\n') + 4) };
 });

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import fs, {
-  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
 } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -45,7 +52,10 @@ function readLines(path: string): unknown[] {
   if (!existsSync(path)) return [];
   const text = readFileSync(path, 'utf8');
   assert.ok(text === '' || text.endsWith('\n'), 'every line is complete');
-  return text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as unknown);
+  return text
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as unknown);
 }
 
 /**
@@ -56,8 +66,12 @@ function readLines(path: string): unknown[] {
 function fillDisk(room: number): () => void {
   const real = fs.writev;
   let left = room;
-  const full = (fd: number, buffers: NodeJS.ArrayBufferView[], position: number | null,
-    callback: (error: NodeJS.ErrnoException | null, written: number, buffers: NodeJS.ArrayBufferView[]) => void) => {
+  const full = (
+    fd: number,
+    buffers: NodeJS.ArrayBufferView[],
+    position: number | null,
+    callback: (error: NodeJS.ErrnoException | null, written: number, buffers: NodeJS.ArrayBufferView[]) => void,
+  ) => {
     if (left === 0) {
       const error = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
       queueMicrotask(() => callback(error, 0, buffers));
@@ -101,7 +115,10 @@ describe('createAuditFileSink', () => {
     publishDecision(decisionEvent('r-1'));
     publishDecision(decisionEvent('r-2'));
     await sink.close();
-    assert.deepEqual(readLines(path).map((event) => (event as DecisionEvent).requestId), ['r-1', 'r-2']);
+    assert.deepEqual(
+      readLines(path).map((event) => (event as DecisionEvent).requestId),
+      ['r-1', 'r-2'],
+    );
     assert.equal(auditEnabled(), false);
     publishDecision(decisionEvent('r-3'));
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -116,7 +133,10 @@ describe('createAuditFileSink', () => {
     const second = createAuditFileSink(path);
     publishDecision(decisionEvent('r-2'));
     await second.close();
-    assert.deepEqual(readLines(path).map((event) => (event as DecisionEvent).requestId), ['r-1', 'r-2']);
+    assert.deepEqual(
+      readLines(path).map((event) => (event as DecisionEvent).requestId),
+      ['r-1', 'r-2'],
+    );
   });
 
   it('writes on its own timer without flush()', async () => {
@@ -143,7 +163,10 @@ describe('createAuditFileSink', () => {
       await sink.flush();
       const lines = readLines(path);
       assert.equal(lines.length, 512);
-      assert.deepEqual(lines.map((line) => (line as { requestId: string }).requestId), Array.from({ length: 512 }, (_, i) => `r-${i}`));
+      assert.deepEqual(
+        lines.map((line) => (line as { requestId: string }).requestId),
+        Array.from({ length: 512 }, (_, i) => `r-${i}`),
+      );
     } finally {
       await sink.close();
     }
@@ -159,7 +182,10 @@ describe('createAuditFileSink', () => {
       publishDecision(decisionEvent('r-after'));
       await sink.flush();
       const lines = readLines(path);
-      assert.deepEqual(lines.map((line) => (line as { requestId: string }).requestId), ['r-before', 'r-huge', 'r-after']);
+      assert.deepEqual(
+        lines.map((line) => (line as { requestId: string }).requestId),
+        ['r-before', 'r-huge', 'r-after'],
+      );
       assert.deepEqual(lines[1], huge);
     } finally {
       await sink.close();
@@ -169,7 +195,10 @@ describe('createAuditFileSink', () => {
   it('ends a line torn by a crash before appending, so that the next line stays whole', async () => {
     const path = nextFile();
     mkdirSync(join(path, '..'), { recursive: true });
-    writeFileSync(path, `${decisionToJson(decisionEvent('r-1'))}\n${decisionToJson(decisionEvent('r-torn')).slice(0, 30)}`);
+    writeFileSync(
+      path,
+      `${decisionToJson(decisionEvent('r-1'))}\n${decisionToJson(decisionEvent('r-torn')).slice(0, 30)}`,
+    );
     const sink = createAuditFileSink(path, { flushMs: 60_000 });
     publishDecision(decisionEvent('r-2'));
     await sink.close();
@@ -208,8 +237,11 @@ describe('createAuditFileSink', () => {
       await sink.close();
     }
     const lines = readFileSync(path, 'utf8').split('\n');
-    assert.deepEqual(lines, [text('r-1'), text('r-2'), text('r-3').slice(0, 20), text('r-7'), ''],
-      'the torn line ends before r-7, which is whole');
+    assert.deepEqual(
+      lines,
+      [text('r-1'), text('r-2'), text('r-3').slice(0, 20), text('r-7'), ''],
+      'the torn line ends before r-7, which is whole',
+    );
     assert.equal(sink.dropped, 3);
   });
 
@@ -223,8 +255,14 @@ describe('createAuditFileSink', () => {
       await sink.flush();
       assert.deepEqual(journalSegments(journal), [1, 2, 3, 4]);
       assert.equal(sink.dropped, 2);
-      const ids = (segment: number) => readLines(join(journal, `journal-${segment}.jsonl`)).map((event) => (event as DecisionEvent).requestId);
-      assert.deepEqual([1, 2, 3, 4].map(ids), [['r-0', 'r-1'], ['r-2', 'r-3'], ['r-4', 'r-5'], ['r-6', 'r-7']]);
+      const ids = (segment: number) =>
+        readLines(join(journal, `journal-${segment}.jsonl`)).map((event) => (event as DecisionEvent).requestId);
+      assert.deepEqual([1, 2, 3, 4].map(ids), [
+        ['r-0', 'r-1'],
+        ['r-2', 'r-3'],
+        ['r-4', 'r-5'],
+        ['r-6', 'r-7'],
+      ]);
       assert.equal(statSync(journal).mode & 0o777, 0o700);
 
       // The reader shipped and deleted the oldest segment: there is room for one more.
@@ -241,7 +279,12 @@ describe('createAuditFileSink', () => {
     const again = createAuditFileSink(journal, { flushMs: 60_000, segments: { bytes: 2 * line, count: 4 } });
     publishDecision(decisionEvent('r-20'));
     await again.close();
-    assert.deepEqual(readdirSync(journal).sort(), ['journal-2.jsonl', 'journal-3.jsonl', 'journal-4.jsonl', 'journal-5.jsonl']);
+    assert.deepEqual(readdirSync(journal).sort(), [
+      'journal-2.jsonl',
+      'journal-3.jsonl',
+      'journal-4.jsonl',
+      'journal-5.jsonl',
+    ]);
     assert.equal(sink.dropped, 4);
     assert.equal(again.dropped, 1, 'still full');
   });

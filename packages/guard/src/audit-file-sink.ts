@@ -18,7 +18,16 @@
  * `close()` flushes what is buffered.
  */
 import {
-  closeSync, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, readSync, writeSync, writev,
+  closeSync,
+  existsSync,
+  fchmodSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  writeSync,
+  writev,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { decisionLineBound, subscribeDecisions, writeDecisionLine, type DecisionEvent } from './steps/audit.ts';
@@ -57,10 +66,12 @@ export function journalSegments(dir: string): number[] {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
   }
-  return names.flatMap((name) => {
-    const match = SEGMENT_NAME.exec(name);
-    return match === null ? [] : [Number(match[1])];
-  }).sort((a, b) => a - b);
+  return names
+    .flatMap((name) => {
+      const match = SEGMENT_NAME.exec(name);
+      return match === null ? [] : [Number(match[1])];
+    })
+    .sort((a, b) => a - b);
 }
 
 /**
@@ -173,8 +184,12 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
     const { whole, torn } = linesIn(bytes, result.written);
     const lost = events - whole - (torn ? 1 : 0);
     dropped += lost;
-    report(new Error(`${result.error.message}: ${lost} of ${events} events are not in ${path} (counted as dropped)`
-      + `${torn ? '; one is there cut short (its reader counts it)' : ''}`));
+    report(
+      new Error(
+        `${result.error.message}: ${lost} of ${events} events are not in ${path} (counted as dropped)` +
+          `${torn ? '; one is there cut short (its reader counts it)' : ''}`,
+      ),
+    );
   };
   const run = async (): Promise<void> => {
     try {

@@ -57,7 +57,10 @@ describe('BoundedCache', () => {
     assert.equal(cache.size, 1);
     assert.equal(cache.get('t1'), undefined);
     assert.deepEqual(cache.get('t2'), { kid: 'k2' });
-    assert.equal(cache.purge(() => false), 0);
+    assert.equal(
+      cache.purge(() => false),
+      0,
+    );
   });
 
   it('clear empties the cache', () => {
@@ -71,7 +74,11 @@ describe('BoundedCache', () => {
 
   it('refuses a limit that is not a positive integer', () => {
     for (const limit of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
-      assert.throws(() => new BoundedCache(limit), (error: Error) => error instanceof TypeError && /positive integer/.test(error.message), String(limit));
+      assert.throws(
+        () => new BoundedCache(limit),
+        (error: Error) => error instanceof TypeError && /positive integer/.test(error.message),
+        String(limit),
+      );
     }
   });
 });

@@ -8,7 +8,8 @@ export class BoundedCache<K, V> {
   readonly #entries = new Map<K, V>();
 
   constructor(limit: number) {
-    if (!Number.isInteger(limit) || limit < 1) throw new TypeError(`cache size must be a positive integer, got ${limit}`);
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new TypeError(`cache size must be a positive integer, got ${limit}`);
     this.#limit = limit;
   }
 

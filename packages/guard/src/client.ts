@@ -48,7 +48,9 @@ export function createGuardClient(options: {
       return undefined;
     } catch (error) {
       const detail = error instanceof GuardError ? error.detail : String(error);
-      return Object.assign(new Error(`Lockstep client refused the server: ${detail}`), { code: 'LOCKSTEP_ERR_PEER_REFUSED' });
+      return Object.assign(new Error(`Lockstep client refused the server: ${detail}`), {
+        code: 'LOCKSTEP_ERR_PEER_REFUSED',
+      });
     }
   }
 

@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import {
-  GuardConfigError, GuardError, errorBody, errorCatalogue, errorCodes, refusalBytes, renderRefusal, statusOf, type GuardErrorCode,
+  GuardConfigError,
+  GuardError,
+  errorBody,
+  errorCatalogue,
+  errorCodes,
+  refusalBytes,
+  renderRefusal,
+  statusOf,
+  type GuardErrorCode,
 } from './errors.ts';
 
 // Written out so that adding a code without deciding its status fails to typecheck here.

@@ -6,35 +6,72 @@
 import { STATUS_CODES } from 'node:http';
 
 export const errorCatalogue = {
-  LOCKSTEP_ERR_PEER_CERT_MISSING: { status: 401, summary: 'The caller presented no client certificate (mTLS is required).' },
-  LOCKSTEP_ERR_PEER_UNTRUSTED: { status: 401, summary: 'The client certificate does not chain to the trust bundle, or is expired or not yet valid.' },
-  LOCKSTEP_ERR_PEER_ID_INVALID: { status: 401, summary: 'The client certificate is not a valid X.509-SVID (one URI SAN, CA=false, well-formed SPIFFE ID).' },
-  LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN: { status: 401, summary: 'The caller\'s SPIFFE ID belongs to another trust domain.' },
-  LOCKSTEP_ERR_TLS_HANDSHAKE: { status: 400, summary: 'The TLS handshake failed (for example plain HTTP sent to the TLS port); the connection is closed without an HTTP answer.' },
-  LOCKSTEP_ERR_PEER_REVOKED: { status: 401, summary: 'The caller\'s SPIFFE ID has been revoked.' },
+  LOCKSTEP_ERR_PEER_CERT_MISSING: {
+    status: 401,
+    summary: 'The caller presented no client certificate (mTLS is required).',
+  },
+  LOCKSTEP_ERR_PEER_UNTRUSTED: {
+    status: 401,
+    summary: 'The client certificate does not chain to the trust bundle, or is expired or not yet valid.',
+  },
+  LOCKSTEP_ERR_PEER_ID_INVALID: {
+    status: 401,
+    summary: 'The client certificate is not a valid X.509-SVID (one URI SAN, CA=false, well-formed SPIFFE ID).',
+  },
+  LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN: {
+    status: 401,
+    summary: "The caller's SPIFFE ID belongs to another trust domain.",
+  },
+  LOCKSTEP_ERR_TLS_HANDSHAKE: {
+    status: 400,
+    summary:
+      'The TLS handshake failed (for example plain HTTP sent to the TLS port); the connection is closed without an HTTP answer.',
+  },
+  LOCKSTEP_ERR_PEER_REVOKED: { status: 401, summary: "The caller's SPIFFE ID has been revoked." },
   LOCKSTEP_ERR_TXN_TOKEN_MISSING: { status: 401, summary: 'No Txn-Token header on a route that requires one.' },
   LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE: { status: 401, summary: 'More than one Txn-Token header.' },
-  LOCKSTEP_ERR_TXN_TOKEN_MALFORMED: { status: 401, summary: 'The Txn-Token is not a compact JWS of acceptable size and shape.' },
-  LOCKSTEP_ERR_TXN_TOKEN_INVALID: { status: 401, summary: 'The Txn-Token JOSE header or signature is not acceptable (algorithm, key id, extra header parameters).' },
+  LOCKSTEP_ERR_TXN_TOKEN_MALFORMED: {
+    status: 401,
+    summary: 'The Txn-Token is not a compact JWS of acceptable size and shape.',
+  },
+  LOCKSTEP_ERR_TXN_TOKEN_INVALID: {
+    status: 401,
+    summary: 'The Txn-Token JOSE header or signature is not acceptable (algorithm, key id, extra header parameters).',
+  },
   LOCKSTEP_ERR_TXN_TOKEN_EXPIRED: { status: 401, summary: 'The Txn-Token has expired.' },
-  LOCKSTEP_ERR_TXN_TOKEN_CLAIMS: { status: 401, summary: 'The Txn-Token claims are not acceptable (typ, aud, lifetime, iat/nbf, required claims, control characters).' },
-  LOCKSTEP_ERR_TXN_TOKEN_REVOKED: { status: 401, summary: 'The Txn-Token, its subject, its transaction or its signing key has been revoked.' },
+  LOCKSTEP_ERR_TXN_TOKEN_CLAIMS: {
+    status: 401,
+    summary:
+      'The Txn-Token claims are not acceptable (typ, aud, lifetime, iat/nbf, required claims, control characters).',
+  },
+  LOCKSTEP_ERR_TXN_TOKEN_REVOKED: {
+    status: 401,
+    summary: 'The Txn-Token, its subject, its transaction or its signing key has been revoked.',
+  },
   LOCKSTEP_ERR_DENIED: { status: 403, summary: 'The policy does not permit this caller to perform this action.' },
   LOCKSTEP_ERR_ROUTE_UNKNOWN: { status: 404, summary: 'No route matches; the request was authenticated and refused.' },
   LOCKSTEP_ERR_INPUT_INVALID: {
     status: 400,
-    summary: 'The request is malformed, or its body is not strict JSON (duplicate or prototype keys, control '
-      + 'characters), does not match the route\'s schema, or comes on a route that takes none.',
+    summary:
+      'The request is malformed, or its body is not strict JSON (duplicate or prototype keys, control ' +
+      "characters), does not match the route's schema, or comes on a route that takes none.",
   },
   LOCKSTEP_ERR_BODY_TOO_LARGE: { status: 413, summary: 'The request body exceeds the limit.' },
-  LOCKSTEP_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, summary: 'The request body has a content type the route does not accept.' },
+  LOCKSTEP_ERR_UNSUPPORTED_MEDIA_TYPE: {
+    status: 415,
+    summary: 'The request body has a content type the route does not accept.',
+  },
   LOCKSTEP_ERR_HEADERS_TOO_LARGE: { status: 431, summary: 'The request headers exceed the limit.' },
-  LOCKSTEP_ERR_PROBE_INVALID: { status: 400, summary: 'A scanner probe named, in Lockstep-Probe-As or Lockstep-Probe-Requester, something other than a workload of this trust domain.' },
+  LOCKSTEP_ERR_PROBE_INVALID: {
+    status: 400,
+    summary:
+      'A scanner probe named, in Lockstep-Probe-As or Lockstep-Probe-Requester, something other than a workload of this trust domain.',
+  },
   LOCKSTEP_ERR_NO_POLICY: { status: 503, summary: 'The service cannot decide yet: no policy bundle has been applied.' },
   LOCKSTEP_ERR_INTERNAL: {
     status: 500,
-    summary: 'The guard failed while deciding (the request was refused), or a node:http handler failed before '
-      + 'answering.',
+    summary:
+      'The guard failed while deciding (the request was refused), or a node:http handler failed before ' + 'answering.',
   },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
@@ -56,7 +93,12 @@ export class GuardError extends Error {
   /** The version of the policy that decided a denial: the audit event records it like an allow's. */
   readonly policyVersion: string | null;
 
-  constructor(code: GuardErrorCode, detail: string = errorCatalogue[code].summary, policyIds: readonly string[] = [], policyVersion: string | null = null) {
+  constructor(
+    code: GuardErrorCode,
+    detail: string = errorCatalogue[code].summary,
+    policyIds: readonly string[] = [],
+    policyVersion: string | null = null,
+  ) {
     super(`${code}: ${detail}`);
     this.name = 'GuardError';
     this.code = code;

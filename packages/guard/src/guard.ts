@@ -75,7 +75,15 @@ export interface GuardStatus {
   readonly policyVersion: string | null;
   readonly svidExpiresAt: string;
   /** Every route the adapters declared, with its action. */
-  readonly routes: readonly { readonly method: string; readonly template: string; readonly action: string; readonly public: boolean; readonly dryRun: boolean; readonly owner: boolean; readonly validatesBody: boolean }[];
+  readonly routes: readonly {
+    readonly method: string;
+    readonly template: string;
+    readonly action: string;
+    readonly public: boolean;
+    readonly dryRun: boolean;
+    readonly owner: boolean;
+    readonly validatesBody: boolean;
+  }[];
   /** `host:port` of every attached server that is listening (`*:port` when bound to every address). */
   readonly endpoints?: readonly string[];
   readonly guardVersion: string;
@@ -103,15 +111,17 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   let trustBundle = options.trustBundle;
   const revocations = new Revocations();
   const engine: PolicyEngine = createPolicyEngine({ cacheSize: options.cache.decisions });
-  const keys: TxnKeySource = 'jwks' in options.txnTokenKeys
-    ? await createStaticKeySource(options.txnTokenKeys.jwks)
-    : await createRemoteKeySource({
-        url: options.txnTokenKeys.url,
-        dispatcher: jwksDispatcher(trustDomain, trustBundle),
-        refreshSeconds: options.txnTokenKeys.refreshSeconds ?? 300,
-        cooldownSeconds: options.txnTokenKeys.cooldownSeconds ?? 10,
-        onError: (error) => logger.warn('Txn-Token JWKS refresh failed; keeping the last known good keys', { error: error.message }),
-      });
+  const keys: TxnKeySource =
+    'jwks' in options.txnTokenKeys
+      ? await createStaticKeySource(options.txnTokenKeys.jwks)
+      : await createRemoteKeySource({
+          url: options.txnTokenKeys.url,
+          dispatcher: jwksDispatcher(trustDomain, trustBundle),
+          refreshSeconds: options.txnTokenKeys.refreshSeconds ?? 300,
+          cooldownSeconds: options.txnTokenKeys.cooldownSeconds ?? 10,
+          onError: (error) =>
+            logger.warn('Txn-Token JWKS refresh failed; keeping the last known good keys', { error: error.message }),
+        });
 
   const txnTokenStep = createTxnTokenStep({
     trustDomain,
@@ -131,35 +141,55 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     txnToken: txnTokenStep,
     authorize: createAuthorizeStep({ service, engine }),
     probeProof: createProbeProofStep({
-      trustDomain, service, keys, revocations, clockSkewSeconds: options.txnToken.clockSkewSeconds,
+      trustDomain,
+      service,
+      keys,
+      revocations,
+      clockSkewSeconds: options.txnToken.clockSkewSeconds,
     }),
-    onInternalError: (error) => logger.error('guard step failed; request refused', { error: error instanceof Error ? error.stack : String(error) }),
+    onInternalError: (error) =>
+      logger.error('guard step failed; request refused', {
+        error: error instanceof Error ? error.stack : String(error),
+      }),
   });
 
-  const client = createGuardClient({ trustDomain, maxSvidLifetimeSeconds, material: { cert: svid.cert, key: svid.key, ca: trustBundle } });
+  const client = createGuardClient({
+    trustDomain,
+    maxSvidLifetimeSeconds,
+    material: { cert: svid.cert, key: svid.key, ca: trustBundle },
+  });
   const servers = new Set<TlsServer>();
   const auditFile = options.auditFile;
-  const auditSink: AuditSink | null = auditFile === undefined
-    ? null
-    : createAuditFileSink(auditFile, { service, onError: (error) => logger.error('audit file write failed', { error: error.message }) });
+  const auditSink: AuditSink | null =
+    auditFile === undefined
+      ? null
+      : createAuditFileSink(auditFile, {
+          service,
+          onError: (error) => logger.error('audit file write failed', { error: error.message }),
+        });
   let closing: Promise<void> | null = null;
   let metrics: GuardMetrics | null = null;
   // The network sink ships from a file: the audit file when there is one, else a journal of its own.
   let networkSink: NetworkSink | null = null;
   try {
-    networkSink = options.auditCollector === undefined ? null : createNetworkSink({
-      url: options.auditCollector.url,
-      spoolDir: options.auditCollector.spoolDir,
-      ...(options.auditCollector.maxSpoolBytes === undefined ? {} : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
-      ...(auditSink === null || auditFile === undefined ? {} : {
-        auditFile: { path: auditFile, flush: () => auditSink.flush(), dropped: () => auditSink.dropped },
-      }),
-      tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
-      serverSpiffeId: formatSpiffeId(trustDomain, 'lockstep', 'control-plane'),
-      service,
-      onError: (error) => logger.warn('audit shipping', { error: error.message }),
-      onWarning: (message) => logger.warn(message, { service }),
-    });
+    networkSink =
+      options.auditCollector === undefined
+        ? null
+        : createNetworkSink({
+            url: options.auditCollector.url,
+            spoolDir: options.auditCollector.spoolDir,
+            ...(options.auditCollector.maxSpoolBytes === undefined
+              ? {}
+              : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),
+            ...(auditSink === null || auditFile === undefined
+              ? {}
+              : { auditFile: { path: auditFile, flush: () => auditSink.flush(), dropped: () => auditSink.dropped } }),
+            tls: () => ({ cert: svid.cert, key: svid.key, ca: trustBundle }),
+            serverSpiffeId: formatSpiffeId(trustDomain, 'lockstep', 'control-plane'),
+            service,
+            onError: (error) => logger.warn('audit shipping', { error: error.message }),
+            onWarning: (message) => logger.warn(message, { service }),
+          });
   } catch (error) {
     await auditSink?.close();
     throw error;
@@ -176,7 +206,9 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     const { iat } = decodeJwt(jws);
     const issuedAt = typeof iat === 'number' ? iat : -Infinity;
     if (issuedAt < appliedIssuedAt) {
-      throw new GuardConfigError(`policy bundle ${set.version} was issued before the bundle in force; refusing to roll back (issue a new bundle to revert a policy)`);
+      throw new GuardConfigError(
+        `policy bundle ${set.version} was issued before the bundle in force; refusing to roll back (issue a new bundle to revert a policy)`,
+      );
     }
     engine.load(set);
     appliedIssuedAt = issuedAt;
@@ -191,9 +223,16 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   }
 
   if (options.policy.bundle !== undefined) await applyBundle(options.policy.bundle);
-  else logger.warn('no policy bundle yet: every guarded request is answered 503 LOCKSTEP_ERR_NO_POLICY until one is applied', { service });
+  else
+    logger.warn(
+      'no policy bundle yet: every guarded request is answered 503 LOCKSTEP_ERR_NO_POLICY until one is applied',
+      { service },
+    );
   if (options.mode === 'dry-run') {
-    logger.warn('UNSAFE: guard in dry-run mode — Txn-Token and policy denials are logged and LET THROUGH. Use only while rolling out.', { service });
+    logger.warn(
+      'UNSAFE: guard in dry-run mode — Txn-Token and policy denials are logged and LET THROUGH. Use only while rolling out.',
+      { service },
+    );
   }
 
   function secureContext() {
@@ -209,7 +248,10 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     if (servers.size === 0 && unattachedWarning === null) {
       unattachedWarning = setTimeout(() => {
         if (servers.size === 0) {
-          logger.warn('guard.tlsOptions() was used but no server was attached: unless a Lockstep adapter (register(lockstep, { guard }), lockstepExpress, lockstepHttp) handles every request, client certificates are NOT enforced. Use guard.createServer(handler) or guard.attach(server).', { service });
+          logger.warn(
+            'guard.tlsOptions() was used but no server was attached: unless a Lockstep adapter (register(lockstep, { guard }), lockstepExpress, lockstepHttp) handles every request, client certificates are NOT enforced. Use guard.createServer(handler) or guard.attach(server).',
+            { service },
+          );
         }
       }, 5_000);
       unattachedWarning.unref();
@@ -235,7 +277,9 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       const address = server.address();
       if (address === null || typeof address === 'string') continue;
       const unspecified = address.address === '::' || address.address === '0.0.0.0';
-      endpoints.push(`${unspecified ? '*' : address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`);
+      endpoints.push(
+        `${unspecified ? '*' : address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
+      );
     }
     return endpoints;
   }
@@ -256,7 +300,11 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       for (const listener of listeningListeners) listener();
     });
     server.on('tlsClientError', (error: Error & { code?: string }, socket: Socket) => {
-      pipeline.refuseEarly({ socket, method: '', headers: {}, rawHeaders: [] }, null, new GuardError('LOCKSTEP_ERR_TLS_HANDSHAKE', error.code ?? error.message));
+      pipeline.refuseEarly(
+        { socket, method: '', headers: {}, rawHeaders: [] },
+        null,
+        new GuardError('LOCKSTEP_ERR_TLS_HANDSHAKE', error.code ?? error.message),
+      );
     });
     // Replace the framework's client-error answer so that a request that cannot be parsed is ours.
     server.removeAllListeners('clientError');
@@ -277,11 +325,13 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     const warn = () => {
       if (warned) return;
       warned = true;
-      logger.warn('this server has an \'upgrade\' listener: Node hands Upgrade requests (WebSocket) to it instead of '
-        + 'the request handler, so the guard does not decide them (no mTLS identity, Txn-Token or policy check, '
-        + 'no audit event) unless that listener passes them to the guarded framework\'s router, as '
-        + '@fastify/websocket does. Check the caller yourself there, or serve upgrades from a server of their own.',
-        { service });
+      logger.warn(
+        "this server has an 'upgrade' listener: Node hands Upgrade requests (WebSocket) to it instead of " +
+          'the request handler, so the guard does not decide them (no mTLS identity, Txn-Token or policy check, ' +
+          "no audit event) unless that listener passes them to the guarded framework's router, as " +
+          '@fastify/websocket does. Check the caller yourself there, or serve upgrades from a server of their own.',
+        { service },
+      );
     };
     if (server.listenerCount('upgrade') > 0) warn();
     const onNewListener = (event: string | symbol) => {
@@ -331,7 +381,8 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       return engine.version;
     },
     async metrics() {
-      if (metrics === null) throw new GuardConfigError('metrics are off: create the guard with createGuard({ …, metrics: true })');
+      if (metrics === null)
+        throw new GuardConfigError('metrics are off: create the guard with createGuard({ …, metrics: true })');
       return { contentType: metrics.contentType, body: await metrics.text() };
     },
     status() {
@@ -341,7 +392,15 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         mode: options.mode,
         policyVersion: engine.version,
         svidExpiresAt: new Date(svid.notAfterMs).toISOString(),
-        routes: declared.map(({ method, template, action, public: isPublic, dryRun, owner, validatesBody }) => ({ method, template, action, public: isPublic, dryRun, owner: owner !== null, validatesBody })),
+        routes: declared.map(({ method, template, action, public: isPublic, dryRun, owner, validatesBody }) => ({
+          method,
+          template,
+          action,
+          public: isPublic,
+          dryRun,
+          owner: owner !== null,
+          validatesBody,
+        })),
         endpoints: listeningEndpoints(),
         guardVersion: GUARD_VERSION,
       };
@@ -363,11 +422,15 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       const dryRunRoutes = routes.filter((route) => route.dryRun).map((route) => `${route.method} ${route.template}`);
       logger.info('lockstep routes', {
         service,
-        enforced: routes.filter((route) => !route.public).map((route) => `${route.method} ${route.template} → ${route.action}`),
+        enforced: routes
+          .filter((route) => !route.public)
+          .map((route) => `${route.method} ${route.template} → ${route.action}`),
         public: publicRoutes,
       });
-      if (publicRoutes.length > 0) logger.warn(`public routes (no mTLS, Txn-Token or policy check): ${publicRoutes.join(', ')}`, { service });
-      if (dryRunRoutes.length > 0) logger.warn(`UNSAFE: dry-run routes (denials let through): ${dryRunRoutes.join(', ')}`, { service });
+      if (publicRoutes.length > 0)
+        logger.warn(`public routes (no mTLS, Txn-Token or policy check): ${publicRoutes.join(', ')}`, { service });
+      if (dryRunRoutes.length > 0)
+        logger.warn(`UNSAFE: dry-run routes (denials let through): ${dryRunRoutes.join(', ')}`, { service });
     },
     setSvid(next) {
       svid = loadSvid(next, trustDomain, service, maxSvidLifetimeSeconds);
@@ -375,7 +438,8 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       logger.info('SVID rotated', { spiffeId: svid.spiffeId, notAfter: new Date(svid.notAfterMs).toISOString() });
     },
     setTrustBundle(pem) {
-      if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE-----')) throw new GuardConfigError('setTrustBundle expects the PEM text of the CA certificate(s)');
+      if (typeof pem !== 'string' || !pem.includes('-----BEGIN CERTIFICATE-----'))
+        throw new GuardConfigError('setTrustBundle expects the PEM text of the CA certificate(s)');
       trustBundle = pem;
       refreshTls();
     },
@@ -385,9 +449,14 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       logger.warn('revoked', { kind: revocation.kind, value: revocation.value });
     },
     lift(revocation) {
-      if (revocations.remove(revocation)) logger.warn('revocation lifted', { kind: revocation.kind, value: revocation.value });
+      if (revocations.remove(revocation))
+        logger.warn('revocation lifted', { kind: revocation.kind, value: revocation.value });
     },
-    stats: () => ({ tokens: txnTokenStep.stats(), decisions: { ...engine.stats() }, shipping: networkSink === null ? null : { ...networkSink.stats } }),
+    stats: () => ({
+      tokens: txnTokenStep.stats(),
+      decisions: { ...engine.stats() },
+      shipping: networkSink === null ? null : { ...networkSink.stats },
+    }),
     close() {
       // Idempotent: a second close waits for the first.
       closing ??= (async () => {
@@ -415,9 +484,14 @@ async function importMetrics(): Promise<typeof MetricsModule> {
   try {
     return await import('./metrics.ts');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (error as Error).message.includes('prom-client')) {
-      throw new GuardConfigError('metrics: true needs prom-client (an optional peer dependency of @lockstep/guard): '
-        + 'npm install prom-client, or leave metrics off');
+    if (
+      (error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' &&
+      (error as Error).message.includes('prom-client')
+    ) {
+      throw new GuardConfigError(
+        'metrics: true needs prom-client (an optional peer dependency of @lockstep/guard): ' +
+          'npm install prom-client, or leave metrics off',
+      );
     }
     throw error;
   }
@@ -433,7 +507,8 @@ function jwksDispatcher(trustDomain: string, trustBundle: string): Agent {
   return new Agent({
     connect: {
       ca: [...rootCertificates, trustBundle],
-      checkServerIdentity: (host, cert) => (isControlPlane(host, cert) === undefined ? undefined : checkHostName(host, cert)),
+      checkServerIdentity: (host, cert) =>
+        isControlPlane(host, cert) === undefined ? undefined : checkHostName(host, cert),
     },
   });
 }

@@ -3,12 +3,21 @@ export type { GuardOptions, GuardLogger, SvidPem, TxnTokenKeyOptions } from './o
 export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, type GuardErrorCode } from './errors.ts';
 export { DECISION_CHANNEL, publishDecision, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
 export {
-  createProbeProof, PROBE_PROOF_HEADER, PROBE_PROOF_TYP, PROBE_TOKEN_MAX_SECONDS, PROBE_TOKEN_TYP, type ProbeProofRequest,
+  createProbeProof,
+  PROBE_PROOF_HEADER,
+  PROBE_PROOF_TYP,
+  PROBE_TOKEN_MAX_SECONDS,
+  PROBE_TOKEN_TYP,
+  type ProbeProofRequest,
 } from './steps/probe-proof.ts';
 export { currentAdmission } from './context.ts';
 export type { Admission } from './pipeline.ts';
 export {
-  checkTxnClaims, MAX_TXN_TOKEN_REPLACEMENTS, parseTokenJson, type ClaimRules, type TxnTokenClaims,
+  checkTxnClaims,
+  MAX_TXN_TOKEN_REPLACEMENTS,
+  parseTokenJson,
+  type ClaimRules,
+  type TxnTokenClaims,
 } from './steps/txn-claims.ts';
 export type { RouteConfig, RouteSecurity } from './routes.ts';
 export type { RouteTable, TableRouteConfig } from './route-table.ts';

@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
-  appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync,
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
 } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -56,25 +64,37 @@ async function collector(port = 0, answer: (batch: Received) => Answer = () => 2
   const received: Received[] = [];
   const server = createServer({ ...collectorTls, ca: ca.bundlePem, requestCert: true }, (request, response) => {
     const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => {
-      const batch = JSON.parse(gunzipSync(Buffer.concat(chunks)).toString()) as {
-        stream: string; dropped: number; written: number; final?: boolean;
-        events: { seq: number; event: DecisionEvent }[];
-      };
-      const entry: Received = {
-        stream: batch.stream, dropped: batch.dropped, written: batch.written, final: batch.final === true,
-        seqs: batch.events.map((item) => item.seq), ids: batch.events.map((item) => item.event.requestId),
-      };
-      received.push(entry);
-      const given = answer(entry);
-      const { status, body } = typeof given === 'number' ? { status: given, body: '{}' } : given;
-      response.writeHead(status, { 'content-type': 'application/json' }).end(body);
-    });
+    request
+      .on('data', (chunk: Buffer) => chunks.push(chunk))
+      .on('end', () => {
+        const batch = JSON.parse(gunzipSync(Buffer.concat(chunks)).toString()) as {
+          stream: string;
+          dropped: number;
+          written: number;
+          final?: boolean;
+          events: { seq: number; event: DecisionEvent }[];
+        };
+        const entry: Received = {
+          stream: batch.stream,
+          dropped: batch.dropped,
+          written: batch.written,
+          final: batch.final === true,
+          seqs: batch.events.map((item) => item.seq),
+          ids: batch.events.map((item) => item.event.requestId),
+        };
+        received.push(entry);
+        const given = answer(entry);
+        const { status, body } = typeof given === 'number' ? { status: given, body: '{}' } : given;
+        response.writeHead(status, { 'content-type': 'application/json' }).end(body);
+      });
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const bound = (server.address() as AddressInfo).port;
   return {
-    server, received, port: bound, url: `https://127.0.0.1:${bound}/v1/audit/events`,
+    server,
+    received,
+    port: bound,
+    url: `https://127.0.0.1:${bound}/v1/audit/events`,
     stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
@@ -87,9 +107,23 @@ async function deadCollector(): Promise<{ url: string; port: number }> {
 }
 
 const event = (requestId: string): DecisionEvent => ({
-  time: new Date().toISOString(), service: 'orders', requestId, caller: null, sub: null, txn: null, method: 'GET',
-  route: '/x', action: 'x', resource: 'orders', decision: 'allow', policyIds: [], policyVersion: null,
-  reason: 'LOCKSTEP_ALLOW', dryRun: false, latencyMs: 0.1, traceId: null,
+  time: new Date().toISOString(),
+  service: 'orders',
+  requestId,
+  caller: null,
+  sub: null,
+  txn: null,
+  method: 'GET',
+  route: '/x',
+  action: 'x',
+  resource: 'orders',
+  decision: 'allow',
+  policyIds: [],
+  policyVersion: null,
+  reason: 'LOCKSTEP_ALLOW',
+  dryRun: false,
+  latencyMs: 0.1,
+  traceId: null,
 });
 
 function sink(url: string, spoolDir: string, extra: Partial<NetworkSinkOptions> = {}) {
@@ -99,9 +133,14 @@ function sink(url: string, spoolDir: string, extra: Partial<NetworkSinkOptions> 
 
 const withEvents = (batches: readonly Received[]) => batches.filter((batch) => batch.seqs.length > 0);
 const journalFiles = (spoolDir: string) => readdirSync(spoolDir).filter((name) => name.startsWith('journal-'));
-const cursorOf = (spoolDir: string) => JSON.parse(readFileSync(join(spoolDir, 'cursor.json'), 'utf8')) as {
-  stream: string; seq: number; offset: number; dropped: number; closed: boolean;
-};
+const cursorOf = (spoolDir: string) =>
+  JSON.parse(readFileSync(join(spoolDir, 'cursor.json'), 'utf8')) as {
+    stream: string;
+    seq: number;
+    offset: number;
+    dropped: number;
+    closed: boolean;
+  };
 
 describe('network sink', () => {
   it('resumes the same stream after a restart, where the collector stopped acknowledging', async () => {
@@ -127,9 +166,16 @@ describe('network sink', () => {
     await second.close();
     await back.stop();
     const shipped = withEvents(back.received);
-    assert.deepEqual(shipped.flatMap((batch) => batch.ids), ['b-0', 'b-1', 'c-0'],
-      'what the first run could not send, then the new event');
-    assert.deepEqual(shipped.flatMap((batch) => batch.seqs), [4, 5, 6], 'numbered on from the cursor');
+    assert.deepEqual(
+      shipped.flatMap((batch) => batch.ids),
+      ['b-0', 'b-1', 'c-0'],
+      'what the first run could not send, then the new event',
+    );
+    assert.deepEqual(
+      shipped.flatMap((batch) => batch.seqs),
+      [4, 5, 6],
+      'numbered on from the cursor',
+    );
     assert.ok(back.received.every((batch) => batch.stream === first.stream));
     const final = back.received.at(-1);
     assert.deepEqual([final?.final, final?.seqs, final?.written], [true, [], 6], 'close() ends the stream');
@@ -147,8 +193,14 @@ describe('network sink', () => {
     await shipper.close();
     await flaky.stop();
     const shipped = withEvents(flaky.received);
-    assert.deepEqual(shipped.map((batch) => batch.seqs), [[1, 2], [1, 2]],
-      'the same positions: the collector stores them once');
+    assert.deepEqual(
+      shipped.map((batch) => batch.seqs),
+      [
+        [1, 2],
+        [1, 2],
+      ],
+      'the same positions: the collector stores them once',
+    );
     assert.equal(shipper.stats.sent, 2);
   });
 
@@ -166,9 +218,16 @@ describe('network sink', () => {
     await shipper.close();
     await up.stop();
     const shipped = withEvents(up.received);
-    assert.deepEqual(shipped.flatMap((batch) => batch.ids), ['before-crash', 'after-restart'],
-      'the line after the torn one is whole');
-    assert.deepEqual(shipped.flatMap((batch) => batch.seqs), [1, 2], 'no position for the torn line: not a gap');
+    assert.deepEqual(
+      shipped.flatMap((batch) => batch.ids),
+      ['before-crash', 'after-restart'],
+      'the line after the torn one is whole',
+    );
+    assert.deepEqual(
+      shipped.flatMap((batch) => batch.seqs),
+      [1, 2],
+      'no position for the torn line: not a gap',
+    );
     assert.ok(shipped.every((batch) => batch.dropped === 1));
     assert.equal(cursorOf(spoolDir).dropped, 1);
   });
@@ -202,10 +261,13 @@ describe('network sink', () => {
     await second.close();
     await up.stop();
     const shipped = withEvents(up.received);
-    assert.deepEqual(shipped.map((batch) => [batch.stream, batch.ids, batch.seqs]), [
-      [first.stream, ['f-0', 'f-1'], [1, 2]],
-      [second.stream, ['g-0'], [1]],
-    ]);
+    assert.deepEqual(
+      shipped.map((batch) => [batch.stream, batch.ids, batch.seqs]),
+      [
+        [first.stream, ['f-0', 'f-1'], [1, 2]],
+        [second.stream, ['g-0'], [1]],
+      ],
+    );
   });
 
   it('ships from the audit file; a new stream starts when the file was rotated while the guard was down', async () => {
@@ -266,7 +328,10 @@ describe('network sink', () => {
     await shipper.close();
     await back.stop();
     assert.equal(withEvents(back.received).flatMap((batch) => batch.ids).length, journaled);
-    assert.ok(back.received.every((batch) => batch.dropped === shipper.stats.dropped), 'with each batch');
+    assert.ok(
+      back.received.every((batch) => batch.dropped === shipper.stats.dropped),
+      'with each batch',
+    );
     assert.equal(journalFiles(spoolDir).length, 1, 'shipped segments are deleted');
   });
 
@@ -292,14 +357,17 @@ describe('network sink', () => {
     await back.stop();
     assert.deepEqual(resumed, [first.stream, dropped], 'the same stream, its drops');
     assert.ok(withEvents(back.received).length > 0);
-    assert.ok(back.received.every((batch) => batch.dropped === dropped), 'every batch after the restart says so');
+    assert.ok(
+      back.received.every((batch) => batch.dropped === dropped),
+      'every batch after the restart says so',
+    );
   });
 
   it('keeps the events while the URL answers as no collector does (404, 405, 403, a bare 400, 502)', async () => {
     const spoolDir = join(scratch, 'not-the-collector');
     const answers = [404, 405, 403, { status: 400, body: '<html>Bad Request</html>' }, 502];
     let answered = 0;
-    const proxy = await collector(0, (batch) => (batch.seqs.length > 0 ? answers[answered++] ?? 200 : 200));
+    const proxy = await collector(0, (batch) => (batch.seqs.length > 0 ? (answers[answered++] ?? 200) : 200));
     const errors: string[] = [];
     const shipper = sink(proxy.url, spoolDir, { onError: (error) => errors.push(error.message) });
     publishDecision(event('p-0'));
@@ -307,21 +375,30 @@ describe('network sink', () => {
     for (let round = 0; round <= answers.length; round += 1) await shipper.flush();
     await shipper.close();
     await proxy.stop();
-    assert.deepEqual(withEvents(proxy.received).map((batch) => batch.seqs), Array(answers.length + 1).fill([1, 2]),
-      'the same events, until the collector takes them');
+    assert.deepEqual(
+      withEvents(proxy.received).map((batch) => batch.seqs),
+      Array(answers.length + 1).fill([1, 2]),
+      'the same events, until the collector takes them',
+    );
     assert.deepEqual([shipper.stats.sent, shipper.stats.refused, shipper.stats.dropped], [2, 0, 0]);
     assert.ok(proxy.received.every((batch) => batch.dropped === 0));
     const url = proxy.url.replaceAll('.', '\\.');
-    assert.match(errors[0] ?? '', new RegExp(`^the URL ${url} answered 404 .*; the journal keeps the events and they `
-      + "are sent again\\. Is audit\\.collector\\.url the collector's /v1/audit/events on the control plane\\?$"));
+    assert.match(
+      errors[0] ?? '',
+      new RegExp(
+        `^the URL ${url} answered 404 .*; the journal keeps the events and they ` +
+          "are sent again\\. Is audit\\.collector\\.url the collector's /v1/audit/events on the control plane\\?$",
+      ),
+    );
     assert.match(errors[3] ?? '', /answered 400 "<html>Bad Request<\/html>".*This is not the collector's refusal/);
   });
 
   it('skips a batch the collector refuses as invalid or too large: its positions stay missing from the stream', async () => {
     const spoolDir = join(scratch, 'refused');
     const invalid = JSON.stringify({ error: 'LOCKSTEP_CP_REQUEST_INVALID', message: 'event.route must be a string' });
-    const strict = await collector(0, (batch) => (batch.ids.includes('bad') ? { status: 400, body: invalid }
-      : batch.ids.includes('huge') ? 413 : 200));
+    const strict = await collector(0, (batch) =>
+      batch.ids.includes('bad') ? { status: 400, body: invalid } : batch.ids.includes('huge') ? 413 : 200,
+    );
     const errors: string[] = [];
     const shipper = sink(strict.url, spoolDir, { batchSize: 2, onError: (error) => errors.push(error.message) });
     for (const id of ['ok-0', 'ok-1', 'bad', 'ok-3', 'huge', 'ok-5', 'ok-6']) publishDecision(event(id));
@@ -331,8 +408,14 @@ describe('network sink', () => {
     await strict.stop();
     assert.deepEqual(counts, [3, 4, 0, 0], 'sent, refused, and not also dropped (the monitor sees the gap)');
     const acknowledged = strict.received.filter((batch) => !batch.ids.includes('bad') && !batch.ids.includes('huge'));
-    assert.deepEqual(withEvents(acknowledged).map((batch) => [batch.seqs, batch.dropped]), [[[1, 2], 0], [[7], 0]],
-      'positions 3–6 never arrive: the monitor counts them as never arrived');
+    assert.deepEqual(
+      withEvents(acknowledged).map((batch) => [batch.seqs, batch.dropped]),
+      [
+        [[1, 2], 0],
+        [[7], 0],
+      ],
+      'positions 3–6 never arrive: the monitor counts them as never arrived',
+    );
     const refusals = errors.filter((message) => message.startsWith('AUDIT EVENTS DROPPED'));
     assert.equal(refusals.length, 2);
     assert.match(refusals[0] ?? '', /refused positions 3–4 of stream \S+ \(2 events\) as invalid \(400 .*_INVALID/);
@@ -357,7 +440,10 @@ describe('network sink', () => {
     await shipper.close();
     await up.stop();
     assert.deepEqual(counts, [3, 3], 'in the stream, and in the cursor');
-    assert.deepEqual(withEvents(up.received).map((batch) => [batch.ids, batch.dropped]), [[['w-0'], 3]]);
+    assert.deepEqual(
+      withEvents(up.received).map((batch) => [batch.ids, batch.dropped]),
+      [[['w-0'], 3]],
+    );
   });
 
   it('follows its journal from segment to segment, also across a restart, and deletes what it shipped', async () => {
@@ -371,7 +457,10 @@ describe('network sink', () => {
     for (let index = 10; index < 30; index += 1) publishDecision(event(`s-${index}`));
     await first.flush();
     await first.close();
-    assert.ok(journalFiles(spoolDir).length > 3, `the unshipped rest spans segments (${journalFiles(spoolDir).join(', ')})`);
+    assert.ok(
+      journalFiles(spoolDir).length > 3,
+      `the unshipped rest spans segments (${journalFiles(spoolDir).join(', ')})`,
+    );
 
     const back = await collector(up.port);
     const second = sink(back.url, spoolDir, { maxSpoolBytes: 16 * 1024, batchSize: 3 });
@@ -379,8 +468,14 @@ describe('network sink', () => {
     await second.close();
     await back.stop();
     const shipped = withEvents([...up.received, ...back.received]);
-    assert.deepEqual(shipped.flatMap((batch) => batch.ids), Array.from({ length: 30 }, (_, index) => `s-${index}`));
-    assert.deepEqual(shipped.flatMap((batch) => batch.seqs), Array.from({ length: 30 }, (_, index) => index + 1));
+    assert.deepEqual(
+      shipped.flatMap((batch) => batch.ids),
+      Array.from({ length: 30 }, (_, index) => `s-${index}`),
+    );
+    assert.deepEqual(
+      shipped.flatMap((batch) => batch.seqs),
+      Array.from({ length: 30 }, (_, index) => index + 1),
+    );
     assert.ok(shipped.every((batch) => batch.stream === first.stream));
     assert.equal(journalFiles(spoolDir).length, 1, 'only the segment being written is left');
   });
@@ -389,8 +484,8 @@ describe('network sink', () => {
     const spoolDir = join(scratch, 'lock');
     const down = await deadCollector();
     const holder = sink(down.url, spoolDir);
-    const inUse = (error: unknown) => error instanceof GuardConfigError
-      && /in use by process \d+.*another spoolDir/.test(error.message);
+    const inUse = (error: unknown) =>
+      error instanceof GuardConfigError && /in use by process \d+.*another spoolDir/.test(error.message);
     assert.throws(() => sink(down.url, spoolDir), inUse);
     await holder.close();
     assert.equal(existsSync(join(spoolDir, 'lock')), false, 'released on close');
@@ -406,7 +501,10 @@ describe('network sink', () => {
   it('replays the spool file of an earlier version under its own streams, then deletes it', async () => {
     const spoolDir = join(scratch, 'legacy');
     mkdirSync(spoolDir, { recursive: true });
-    const events = [{ seq: 7, event: event('old-7') }, { seq: 8, event: event('old-8') }];
+    const events = [
+      { seq: 7, event: event('old-7') },
+      { seq: 8, event: event('old-8') },
+    ];
     const batch = { stream: 'old-stream', events };
     appendFileSync(join(spoolDir, 'spool.jsonl'), `${JSON.stringify(batch)}\n`);
     const up = await collector();
@@ -415,10 +513,13 @@ describe('network sink', () => {
     await shipper.flush();
     await shipper.close();
     await up.stop();
-    assert.deepEqual(withEvents(up.received).map((batch) => [batch.stream, batch.ids, batch.dropped, batch.written]), [
-      ['old-stream', ['old-7', 'old-8'], 0, 8],
-      [shipper.stream, ['new-0'], 0, 1],
-    ]);
+    assert.deepEqual(
+      withEvents(up.received).map((batch) => [batch.stream, batch.ids, batch.dropped, batch.written]),
+      [
+        ['old-stream', ['old-7', 'old-8'], 0, 8],
+        [shipper.stream, ['new-0'], 0, 1],
+      ],
+    );
     assert.equal(existsSync(join(spoolDir, 'spool.jsonl')), false);
   });
 

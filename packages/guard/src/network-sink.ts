@@ -32,7 +32,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  closeSync, existsSync, fstatSync, linkSync, mkdirSync, openSync, read, readFileSync, renameSync, rmSync, unlinkSync,
+  closeSync,
+  existsSync,
+  fstatSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  read,
+  readFileSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -62,11 +72,7 @@ export interface NetworkSinkOptions {
    * `dropped` is its `dropped`: events it could not write, counted in the stream's drops): shipped
    * from there instead of from a journal of the sink's own.
    */
-  readonly auditFile?: {
-    readonly path: string;
-    readonly flush: () => Promise<void>;
-    readonly dropped: () => number;
-  };
+  readonly auditFile?: { readonly path: string; readonly flush: () => Promise<void>; readonly dropped: () => number };
   /** Default 64 MiB: the most its own journal holds unshipped; beyond it, events are dropped and counted. */
   readonly maxSpoolBytes?: number;
   /** Default 500 events. */
@@ -180,7 +186,9 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     else options.onWarning(message);
   };
   const stats = {
-    sent: 0, spooled: 0, refused: 0,
+    sent: 0,
+    spooled: 0,
+    refused: 0,
     get dropped() {
       return skipped + lost;
     },
@@ -250,8 +258,12 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     const own = options.auditFile === undefined;
     const auditPath = options.auditFile === undefined ? null : resolve(options.auditFile.path);
     // The cursor names this journal (its own, or this audit file path), and the file is still the same.
-    const savedPath = saved?.file.segment === null ? saved.file.path
-      : saved?.file.segment === undefined ? null : journalSegmentPath(dir, saved.file.segment);
+    const savedPath =
+      saved?.file.segment === null
+        ? saved.file.path
+        : saved?.file.segment === undefined
+          ? null
+          : journalSegmentPath(dir, saved.file.segment);
     const sameJournal = saved !== null && (own ? saved.file.segment !== null : saved.file.path === auditPath);
     if (saved !== null && sameJournal && savedPath !== null && existsSync(savedPath)) {
       const opened = openJournalFile(savedPath, saved.file.segment);
@@ -260,12 +272,16 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       }
       closeSync(opened.fd);
     }
-    const unfinished = saved === null || saved.closed ? ''
-      : `stream ${saved.stream} ends at position ${saved.seq} (the monitor reports it as ended uncleanly)`;
+    const unfinished =
+      saved === null || saved.closed
+        ? ''
+        : `stream ${saved.stream} ends at position ${saved.seq} (the monitor reports it as ended uncleanly)`;
     if (auditPath === null) {
       if (unfinished !== '') {
-        warn(`audit shipping: the journal in ${dir} is not the one the cursor names (${savedPath ?? '?'}); `
-          + `${unfinished}; shipping its oldest segment in a new stream`);
+        warn(
+          `audit shipping: the journal in ${dir} is not the one the cursor names (${savedPath ?? '?'}); ` +
+            `${unfinished}; shipping its oldest segment in a new stream`,
+        );
       }
       const first = journalSegments(dir)[0] ?? 1;
       return startStream(openJournalFile(journalSegmentPath(dir, first), first), 0);
@@ -273,9 +289,11 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     const opened = openJournalFile(auditPath, null);
     if (sameJournal) {
       if (unfinished !== '') {
-        warn(`audit shipping: ${auditPath} is not the file shipped until now (another file, or shorter than the `
-          + `${saved.offset} bytes shipped: rotated or truncated while the guard was down); what it held after that `
-          + `point cannot be found; ${unfinished}; a new stream starts at the beginning of the new file`);
+        warn(
+          `audit shipping: ${auditPath} is not the file shipped until now (another file, or shorter than the ` +
+            `${saved.offset} bytes shipped: rotated or truncated while the guard was down); what it held after that ` +
+            `point cannot be found; ${unfinished}; a new stream starts at the beginning of the new file`,
+        );
       }
       return startStream(opened, 0);
     }
@@ -339,9 +357,15 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
 
   function cursorText(at: { file: JournalFile; offset: number; skipped: number }, closed: boolean): string {
     const cursor: Cursor = {
-      version: 1, stream, seq: acknowledged, written: writtenFloor,
+      version: 1,
+      stream,
+      seq: acknowledged,
+      written: writtenFloor,
       file: { path: at.file.path, segment: at.file.segment, dev: at.file.dev, ino: at.file.ino },
-      offset: at.offset, dropped: at.skipped + lost, skipped: at.skipped, closed,
+      offset: at.offset,
+      dropped: at.skipped + lost,
+      skipped: at.skipped,
+      closed,
     };
     return `${JSON.stringify(cursor)}\n`;
   }
@@ -419,8 +443,10 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       return true;
     }
     if (pending.length === 0 && fstatSync(file.fd).size < offset) {
-      warn(`audit shipping: ${file.path} was truncated while the guard was running (copytruncate?); stream ${stream} `
-        + `ends at position ${assigned}; a new stream starts at the beginning of the file. Rotate by renaming it.`);
+      warn(
+        `audit shipping: ${file.path} was truncated while the guard was running (copytruncate?); stream ${stream} ` +
+          `ends at position ${assigned}; a new stream starts at the beginning of the file. Rotate by renaming it.`,
+      );
       startStream(file, 0);
       return true;
     }
@@ -449,12 +475,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       void agent?.dispatcher.close();
       agent = {
         cert: material.cert,
-        dispatcher: new Agent({
-          connect: {
-            ...material,
-            checkServerIdentity: collectorIdentity,
-          },
-        }),
+        dispatcher: new Agent({ connect: { ...material, checkServerIdentity: collectorIdentity } }),
       };
     }
     return agent.dispatcher;
@@ -472,9 +493,12 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     let answer: string;
     try {
       const response = await request(options.url, {
-        method: 'POST', dispatcher: dispatcher(), body,
+        method: 'POST',
+        dispatcher: dispatcher(),
+        body,
         headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
-        headersTimeout: 10_000, bodyTimeout: 10_000,
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
       });
       status = response.statusCode;
       answer = await response.body.text();
@@ -513,9 +537,13 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       // Skipped for good. Their positions were numbered and never arrive: the monitor reports them as
       // missing from the stream (not also as dropped, which would count them twice).
       const positions = `${entries[0]?.seq ?? 0}–${last?.seq ?? 0}`;
-      report(new Error(`AUDIT EVENTS DROPPED: the collector refused positions ${positions} of stream ${stream} `
-        + `(${entries.length} events) as invalid (${outcome.refused}); they are skipped, and the monitor reports `
-        + 'them as missing from the stream'));
+      report(
+        new Error(
+          `AUDIT EVENTS DROPPED: the collector refused positions ${positions} of stream ${stream} ` +
+            `(${entries.length} events) as invalid (${outcome.refused}); they are skipped, and the monitor reports ` +
+            'them as missing from the stream',
+        ),
+      );
     }
     lastSentAt = Date.now();
     writtenFloor = written;
@@ -529,8 +557,12 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
     }
     // Up to the read offset when nothing read is left unacknowledged: skipped lines and a finished
     // segment are behind the cursor too.
-    const at = pending.length === 0 ? { file, offset, skipped }
-      : last === undefined ? cursorAt : { file: last.file, offset: last.end, skipped: last.skipped };
+    const at =
+      pending.length === 0
+        ? { file, offset, skipped }
+        : last === undefined
+          ? cursorAt
+          : { file: last.file, offset: last.end, skipped: last.skipped };
     cursorAt = at;
     await writeFileAtomicallyAsync(cursorPath, cursorText(at, final));
     lostOnDisk = lost;
@@ -578,8 +610,12 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
         const outcome = await post(text, seqs.length);
         if (outcome === 'failed') break;
         if (typeof outcome === 'object') {
-          report(new Error(`AUDIT EVENTS DROPPED: the collector refused ${seqs.length} events of stream `
-            + `${batch.stream} from the spool of an earlier version as invalid (${outcome.refused}); skipped`));
+          report(
+            new Error(
+              `AUDIT EVENTS DROPPED: the collector refused ${seqs.length} events of stream ` +
+                `${batch.stream} from the spool of an earlier version as invalid (${outcome.refused}); skipped`,
+            ),
+          );
         }
       }
       done += 1;
@@ -637,7 +673,11 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   // One round at a time.
   function kick(): Promise<unknown> {
     if (working !== null || closing !== null) return working ?? Promise.resolve();
-    working = work().catch(report).finally(() => { working = null; });
+    working = work()
+      .catch(report)
+      .finally(() => {
+        working = null;
+      });
     return working;
   }
 
@@ -650,7 +690,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       await keepDrops();
       // Unless the collector is known to be away, ship the rest and end the stream; what cannot be
       // sent now is sent by the next start, in the same stream.
-      if (Date.now() >= backoffUntil && await drain(Date.now() + CLOSE_BUDGET_MS)) await ship([], true);
+      if (Date.now() >= backoffUntil && (await drain(Date.now() + CLOSE_BUDGET_MS))) await ship([], true);
     } catch (error) {
       report(error as Error);
     } finally {
@@ -696,15 +736,16 @@ function collectorRefused(status: number, answer: string): boolean {
 /** An answer that is neither an acknowledgement nor the collector's refusal, and what to check. */
 function unexpectedAnswer(url: string, status: number, answer: string): string {
   const said = answer === '' ? '' : ` ${JSON.stringify(answer.slice(0, 200))}`;
-  const check = status === 404 || status === 405
-    ? `Is audit.collector.url the collector's ${COLLECTOR_PATH} on the control plane?`
-    : status === 401 || status === 403
-      ? 'Is the guard\'s SVID valid and not revoked, and is nothing (a proxy) between the guard and the collector?'
-      : status === 400
-        ? 'This is not the collector\'s refusal: is something (a proxy) between the guard and the collector?'
-        : status >= 500 || status === 408 || status === 429
-          ? 'The collector is busy or unavailable.'
-          : `Is audit.collector.url the collector's ${COLLECTOR_PATH} on the control plane?`;
+  const check =
+    status === 404 || status === 405
+      ? `Is audit.collector.url the collector's ${COLLECTOR_PATH} on the control plane?`
+      : status === 401 || status === 403
+        ? "Is the guard's SVID valid and not revoked, and is nothing (a proxy) between the guard and the collector?"
+        : status === 400
+          ? "This is not the collector's refusal: is something (a proxy) between the guard and the collector?"
+          : status >= 500 || status === 408 || status === 429
+            ? 'The collector is busy or unavailable.'
+            : `Is audit.collector.url the collector's ${COLLECTOR_PATH} on the control plane?`;
   return `the URL ${url} answered ${status}${said}; the journal keeps the events and they are sent again. ${check}`;
 }
 
@@ -727,11 +768,16 @@ function readCursorFile(path: string): Cursor | null {
   const cursor = JSON.parse(text) as Cursor;
   const count = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
   const file = cursor.file as Partial<Cursor['file']> | undefined;
-  const valid = cursor.version === 1 && STREAM_ID.test(cursor.stream) && typeof cursor.closed === 'boolean'
-    && [cursor.seq, cursor.written, cursor.offset, cursor.dropped, cursor.skipped].every(count)
-    && cursor.skipped <= cursor.dropped
-    && typeof file?.path === 'string' && (file.segment === null || count(file.segment))
-    && typeof file.dev === 'string' && typeof file.ino === 'string';
+  const valid =
+    cursor.version === 1 &&
+    STREAM_ID.test(cursor.stream) &&
+    typeof cursor.closed === 'boolean' &&
+    [cursor.seq, cursor.written, cursor.offset, cursor.dropped, cursor.skipped].every(count) &&
+    cursor.skipped <= cursor.dropped &&
+    typeof file?.path === 'string' &&
+    (file.segment === null || count(file.segment)) &&
+    typeof file.dev === 'string' &&
+    typeof file.ino === 'string';
   if (!valid) throw new Error('not a cursor of this version');
   return cursor;
 }
@@ -787,9 +833,11 @@ function lockSpoolDir(dir: string): () => void {
         continue; // released meanwhile
       }
       if (isAlive(holder, path)) {
-        throw new GuardConfigError(`Lockstep guard: audit.collector.spoolDir ${dir} is in use by process ${holder} `
-          + `(${path}). Each guard needs a spool directory of its own: give this one another spoolDir, e.g. one per `
-          + 'service and instance.');
+        throw new GuardConfigError(
+          `Lockstep guard: audit.collector.spoolDir ${dir} is in use by process ${holder} ` +
+            `(${path}). Each guard needs a spool directory of its own: give this one another spoolDir, e.g. one per ` +
+            'service and instance.',
+        );
       }
       // The holder is gone (killed, or the machine restarted): its lock is stale.
       try {

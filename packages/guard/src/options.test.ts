@@ -29,15 +29,19 @@ function withOptions(changes: Record<string, unknown>): GuardOptions {
 
 /** Asserts that resolving `options` refuses to start with a config error whose message holds every fragment. */
 function assertRefused(options: GuardOptions, ...fragments: string[]): void {
-  assert.throws(() => resolveOptions(options), (error: unknown) => {
-    assert.ok(error instanceof GuardConfigError, `expected a GuardConfigError, got ${String(error)}`);
-    assert.ok(error instanceof TypeError);
-    assert.equal(error.code, 'LOCKSTEP_CONFIG_INVALID');
-    assert.equal(error.name, 'GuardConfigError');
-    assert.ok(error.message.startsWith('Lockstep guard: '), error.message);
-    for (const fragment of fragments) assert.ok(error.message.includes(fragment), `"${error.message}" should include "${fragment}"`);
-    return true;
-  });
+  assert.throws(
+    () => resolveOptions(options),
+    (error: unknown) => {
+      assert.ok(error instanceof GuardConfigError, `expected a GuardConfigError, got ${String(error)}`);
+      assert.ok(error instanceof TypeError);
+      assert.equal(error.code, 'LOCKSTEP_CONFIG_INVALID');
+      assert.equal(error.name, 'GuardConfigError');
+      assert.ok(error.message.startsWith('Lockstep guard: '), error.message);
+      for (const fragment of fragments)
+        assert.ok(error.message.includes(fragment), `"${error.message}" should include "${fragment}"`);
+      return true;
+    },
+  );
 }
 
 describe('resolveOptions', () => {
@@ -55,13 +59,15 @@ describe('resolveOptions', () => {
   });
 
   it('keeps explicit values', () => {
-    const resolved = resolveOptions(withOptions({
-      mode: 'dry-run',
-      audit: { file: '/tmp/audit.jsonl' },
-      limits: { bodyBytes: 10, headerBytes: 20, txnTokenBytes: 30 },
-      txnToken: { maxLifetimeSeconds: 60, clockSkewSeconds: 5 },
-      cache: { tokens: 7, decisions: 8 },
-    }));
+    const resolved = resolveOptions(
+      withOptions({
+        mode: 'dry-run',
+        audit: { file: '/tmp/audit.jsonl' },
+        limits: { bodyBytes: 10, headerBytes: 20, txnTokenBytes: 30 },
+        txnToken: { maxLifetimeSeconds: 60, clockSkewSeconds: 5 },
+        cache: { tokens: 7, decisions: 8 },
+      }),
+    );
     assert.equal(resolved.mode, 'dry-run');
     assert.equal(resolved.auditFile, '/tmp/audit.jsonl');
     assert.deepEqual(resolved.limits, { bodyBytes: 10, headerBytes: 20, txnTokenBytes: 30 });
@@ -71,16 +77,30 @@ describe('resolveOptions', () => {
 
   it('returns frozen options; assigning to them throws', () => {
     const resolved = resolveOptions(base);
-    for (const part of [resolved, resolved.svid, resolved.txnTokenKeys, resolved.policy, resolved.limits, resolved.txnToken, resolved.cache]) {
+    for (const part of [
+      resolved,
+      resolved.svid,
+      resolved.txnTokenKeys,
+      resolved.policy,
+      resolved.limits,
+      resolved.txnToken,
+      resolved.cache,
+    ]) {
       assert.ok(Object.isFrozen(part));
     }
-    assert.throws(() => { (resolved as { mode: string }).mode = 'dry-run'; }, TypeError);
-    assert.throws(() => { (resolved.limits as { bodyBytes: number }).bodyBytes = 1e12; }, TypeError);
-    assert.throws(() => { (resolved.txnToken as { maxLifetimeSeconds: number }).maxLifetimeSeconds = 86_400; }, TypeError);
+    assert.throws(() => {
+      (resolved as { mode: string }).mode = 'dry-run';
+    }, TypeError);
+    assert.throws(() => {
+      (resolved.limits as { bodyBytes: number }).bodyBytes = 1e12;
+    }, TypeError);
+    assert.throws(() => {
+      (resolved.txnToken as { maxLifetimeSeconds: number }).maxLifetimeSeconds = 86_400;
+    }, TypeError);
     assert.equal(resolved.mode, 'enforce');
   });
 
-  it('does not let later changes to the caller\'s objects reach the trusted policy keys', () => {
+  it("does not let later changes to the caller's objects reach the trusted policy keys", () => {
     const input = withOptions({ policy: { keys: { keys: [...base.policy.keys.keys] } } });
     const resolved = resolveOptions(input);
     const trusted = resolved.policy.keys.keys.length;
@@ -90,7 +110,12 @@ describe('resolveOptions', () => {
   });
 
   it('refuses an unknown option and lists the known ones', () => {
-    assertRefused(withOptions({ trustdomain: 'shop.test' }), 'unknown option "trustdomain"', 'trustDomain', 'txnTokenKeys');
+    assertRefused(
+      withOptions({ trustdomain: 'shop.test' }),
+      'unknown option "trustdomain"',
+      'trustDomain',
+      'txnTokenKeys',
+    );
     assertRefused(withOptions({ unsafeSkipTls: true }), 'unknown option "unsafeSkipTls"');
   });
 
@@ -131,7 +156,11 @@ describe('resolveOptions', () => {
   });
 
   it('refuses a trust bundle that is not PEM certificates', () => {
-    assertRefused(withOptions({ trustBundle: 'not a pem' }), 'trustBundle must be', 'readFileSync("bundle.pem", "utf8")');
+    assertRefused(
+      withOptions({ trustBundle: 'not a pem' }),
+      'trustBundle must be',
+      'readFileSync("bundle.pem", "utf8")',
+    );
     assertRefused(withOptions({ trustBundle: undefined }), 'trustBundle must be');
   });
 
@@ -143,13 +172,22 @@ describe('resolveOptions', () => {
 
   it('refuses txnTokenKeys with neither or both of jwks and url', () => {
     for (const txnTokenKeys of [undefined, {}, { jwks: { keys: [] }, url: 'https://cp.shop.test/jwks' }]) {
-      assertRefused(withOptions({ txnTokenKeys }), 'txnTokenKeys must be either', '{ jwks: { keys: [...] } }', '{ url: "https://…/jwks" }');
+      assertRefused(
+        withOptions({ txnTokenKeys }),
+        'txnTokenKeys must be either',
+        '{ jwks: { keys: [...] } }',
+        '{ url: "https://…/jwks" }',
+      );
     }
   });
 
   it('refuses a JWKS url that is not a URL or not https', () => {
     assertRefused(withOptions({ txnTokenKeys: { url: 'cp/jwks' } }), 'txnTokenKeys.url is not a URL', '"cp/jwks"');
-    assertRefused(withOptions({ txnTokenKeys: { url: 'http://cp.shop.test/jwks' } }), 'txnTokenKeys.url must use https', 'got http:');
+    assertRefused(
+      withOptions({ txnTokenKeys: { url: 'http://cp.shop.test/jwks' } }),
+      'txnTokenKeys.url must use https',
+      'got http:',
+    );
     const keys = resolveOptions(withOptions({ txnTokenKeys: { url: 'https://cp.shop.test/jwks' } })).txnTokenKeys;
     assert.ok('url' in keys);
     assert.equal(keys.url, 'https://cp.shop.test/jwks');
@@ -157,17 +195,26 @@ describe('resolveOptions', () => {
 
   it('refuses JWKS refresh and cooldown periods that are not positive integers', () => {
     for (const refreshSeconds of [0, -1, Number.NaN, '300']) {
-      assertRefused(withOptions({ txnTokenKeys: { url: 'https://cp.shop.test/jwks', refreshSeconds } }), 'txnTokenKeys.refreshSeconds');
+      assertRefused(
+        withOptions({ txnTokenKeys: { url: 'https://cp.shop.test/jwks', refreshSeconds } }),
+        'txnTokenKeys.refreshSeconds',
+      );
     }
     for (const cooldownSeconds of [-1, Number.NaN, '10']) {
-      assertRefused(withOptions({ txnTokenKeys: { url: 'https://cp.shop.test/jwks', cooldownSeconds } }), 'txnTokenKeys.cooldownSeconds');
+      assertRefused(
+        withOptions({ txnTokenKeys: { url: 'https://cp.shop.test/jwks', cooldownSeconds } }),
+        'txnTokenKeys.cooldownSeconds',
+      );
     }
   });
 
   it('refuses a policy without a JWKS, or a bundle that is not a string', () => {
     assertRefused(withOptions({ policy: undefined }), 'policy must be { keys:');
     assertRefused(withOptions({ policy: { keys: {} } }), 'policy must be { keys:');
-    assertRefused(withOptions({ policy: { keys: base.policy.keys, bundle: 42 } }), 'policy.bundle must be the compact JWS');
+    assertRefused(
+      withOptions({ policy: { keys: base.policy.keys, bundle: 42 } }),
+      'policy.bundle must be the compact JWS',
+    );
   });
 
   it('refuses a mode other than enforce or dry-run', () => {
@@ -180,18 +227,39 @@ describe('resolveOptions', () => {
   });
 
   it('refuses a Txn-Token lifetime over 300 s or a skew over 30 s and shows the range', () => {
-    assertRefused(withOptions({ txnToken: { maxLifetimeSeconds: 301 } }), 'txnToken.maxLifetimeSeconds', 'between 1 and 300', 'e.g. 300');
+    assertRefused(
+      withOptions({ txnToken: { maxLifetimeSeconds: 301 } }),
+      'txnToken.maxLifetimeSeconds',
+      'between 1 and 300',
+      'e.g. 300',
+    );
     assertRefused(withOptions({ txnToken: { maxLifetimeSeconds: 0 } }), 'txnToken.maxLifetimeSeconds');
     assertRefused(withOptions({ txnToken: { maxLifetimeSeconds: 60.5 } }), 'txnToken.maxLifetimeSeconds');
-    assertRefused(withOptions({ txnToken: { clockSkewSeconds: 31 } }), 'txnToken.clockSkewSeconds', 'between 1 and 30', 'e.g. 30');
-    assert.equal(resolveOptions(withOptions({ txnToken: { maxLifetimeSeconds: 300 } })).txnToken.maxLifetimeSeconds, 300);
+    assertRefused(
+      withOptions({ txnToken: { clockSkewSeconds: 31 } }),
+      'txnToken.clockSkewSeconds',
+      'between 1 and 30',
+      'e.g. 30',
+    );
+    assert.equal(
+      resolveOptions(withOptions({ txnToken: { maxLifetimeSeconds: 300 } })).txnToken.maxLifetimeSeconds,
+      300,
+    );
   });
 
   it('refuses limits and cache sizes that are not positive integers within range', () => {
     assertRefused(withOptions({ limits: { bodyBytes: -1 } }), 'limits.bodyBytes must be an integer', 'e.g. 1048576');
     assertRefused(withOptions({ limits: { bodyBytes: '1mb' } }), 'limits.bodyBytes');
-    assertRefused(withOptions({ limits: { headerBytes: 1024 * 1024 + 1 } }), 'limits.headerBytes', 'between 1 and 1048576');
-    assertRefused(withOptions({ limits: { txnTokenBytes: 64 * 1024 + 1 } }), 'limits.txnTokenBytes', 'between 1 and 65536');
+    assertRefused(
+      withOptions({ limits: { headerBytes: 1024 * 1024 + 1 } }),
+      'limits.headerBytes',
+      'between 1 and 1048576',
+    );
+    assertRefused(
+      withOptions({ limits: { txnTokenBytes: 64 * 1024 + 1 } }),
+      'limits.txnTokenBytes',
+      'between 1 and 65536',
+    );
     assertRefused(withOptions({ cache: { tokens: 0 } }), 'cache.tokens', 'e.g. 10000');
     assertRefused(withOptions({ cache: { decisions: 1.5 } }), 'cache.decisions');
   });

@@ -14,8 +14,7 @@ export interface SvidPem {
 }
 
 export type TxnTokenKeyOptions =
-  | { jwks: JsonWebKeySet }
-  | { url: string; refreshSeconds?: number; cooldownSeconds?: number };
+  { jwks: JsonWebKeySet } | { url: string; refreshSeconds?: number; cooldownSeconds?: number };
 
 export interface GuardLogger {
   info(message: string, fields?: object): void;
@@ -71,7 +70,8 @@ export interface ResolvedOptions {
   readonly mode: 'enforce' | 'dry-run';
   readonly auditFile: string | undefined;
   readonly metrics: boolean;
-  readonly auditCollector: { readonly url: string; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined } | undefined;
+  readonly auditCollector:
+    { readonly url: string; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined } | undefined;
   readonly limits: { readonly bodyBytes: number; readonly headerBytes: number; readonly txnTokenBytes: number };
   readonly txnToken: { readonly maxLifetimeSeconds: number; readonly clockSkewSeconds: number };
   readonly svidRules: { readonly maxLifetimeSeconds: number };
@@ -81,7 +81,22 @@ export interface ResolvedOptions {
 
 const SERVICE = /^[A-Za-z0-9._-]{1,128}$/;
 const MAX_SVID = DEFAULT_MAX_SVID_LIFETIME_SECONDS;
-const KNOWN = ['service', 'trustDomain', 'trustBundle', 'svid', 'txnTokenKeys', 'policy', 'mode', 'audit', 'metrics', 'limits', 'txnToken', 'svidRules', 'cache', 'logger'];
+const KNOWN = [
+  'service',
+  'trustDomain',
+  'trustBundle',
+  'svid',
+  'txnTokenKeys',
+  'policy',
+  'mode',
+  'audit',
+  'metrics',
+  'limits',
+  'txnToken',
+  'svidRules',
+  'cache',
+  'logger',
+];
 
 function fail(message: string): never {
   throw new GuardConfigError(`Lockstep guard: ${message}`);
@@ -93,21 +108,24 @@ function isPem(value: unknown, label: RegExp): value is string {
 
 function positiveInteger(value: unknown, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be an integer between 1 and ${max}, e.g. ${fallback}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
+    fail(`${name} must be an integer between 1 and ${max}, e.g. ${fallback}`);
   return value;
 }
 
 /** Refuses a non-object or an unknown member of a nested option (a typo must not silently keep a default). */
 function knownKeys(value: unknown, name: string, known: readonly string[]): void {
   if (value === undefined) return;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`${name} must be an object with ${known.join(', ')}`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    fail(`${name} must be an object with ${known.join(', ')}`);
   for (const key of Object.keys(value)) {
     if (!known.includes(key)) fail(`unknown option "${name}.${key}"; known: ${known.join(', ')}`);
   }
 }
 
 function frozenJwks(value: unknown, name: string): JsonWebKeySet {
-  if (typeof value !== 'object' || value === null || !Array.isArray((value as JsonWebKeySet).keys)) fail(`${name} must be a JWKS: { keys: [ { kty, crv, x, y, kid, … } ] }`);
+  if (typeof value !== 'object' || value === null || !Array.isArray((value as JsonWebKeySet).keys))
+    fail(`${name} must be a JWKS: { keys: [ { kty, crv, x, y, kid, … } ] }`);
   const keys = (value as JsonWebKeySet).keys.map((key) => Object.freeze(structuredClone(key)));
   return Object.freeze({ keys: Object.freeze(keys) as JsonWebKeySet['keys'] });
 }
@@ -119,24 +137,49 @@ export const consoleLogger: GuardLogger = {
 };
 
 export function resolveOptions(input: GuardOptions): ResolvedOptions {
-  if (typeof input !== 'object' || input === null) fail('options must be an object: createGuard({ service, trustDomain, trustBundle, svid, txnTokenKeys, policy })');
-  for (const key of Object.keys(input)) if (!KNOWN.includes(key)) fail(`unknown option "${key}"; known options are ${KNOWN.join(', ')}`);
-  if (typeof input.service !== 'string' || !SERVICE.test(input.service)) fail(`service must be the service name used in its SPIFFE ID (letters, digits, . _ -), e.g. service: 'orders'; got ${JSON.stringify(input.service)}`);
-  if (typeof input.trustDomain !== 'string' || !isValidTrustDomain(input.trustDomain)) fail(`trustDomain must be a lower-case trust domain name without scheme, e.g. trustDomain: 'shop.example'; got ${JSON.stringify(input.trustDomain)}`);
-  if (!isPem(input.trustBundle, /-----BEGIN CERTIFICATE-----/)) fail('trustBundle must be the PEM text of the CA certificate(s), e.g. trustBundle: readFileSync("bundle.pem", "utf8")');
-  if (typeof input.svid !== 'object' || input.svid === null || !isPem(input.svid.cert, /-----BEGIN CERTIFICATE-----/) || !isPem(input.svid.key, /-----BEGIN (EC |)PRIVATE KEY-----/)) {
+  if (typeof input !== 'object' || input === null)
+    fail('options must be an object: createGuard({ service, trustDomain, trustBundle, svid, txnTokenKeys, policy })');
+  for (const key of Object.keys(input))
+    if (!KNOWN.includes(key)) fail(`unknown option "${key}"; known options are ${KNOWN.join(', ')}`);
+  if (typeof input.service !== 'string' || !SERVICE.test(input.service))
+    fail(
+      `service must be the service name used in its SPIFFE ID (letters, digits, . _ -), e.g. service: 'orders'; got ${JSON.stringify(input.service)}`,
+    );
+  if (typeof input.trustDomain !== 'string' || !isValidTrustDomain(input.trustDomain))
+    fail(
+      `trustDomain must be a lower-case trust domain name without scheme, e.g. trustDomain: 'shop.example'; got ${JSON.stringify(input.trustDomain)}`,
+    );
+  if (!isPem(input.trustBundle, /-----BEGIN CERTIFICATE-----/))
+    fail(
+      'trustBundle must be the PEM text of the CA certificate(s), e.g. trustBundle: readFileSync("bundle.pem", "utf8")',
+    );
+  if (
+    typeof input.svid !== 'object' ||
+    input.svid === null ||
+    !isPem(input.svid.cert, /-----BEGIN CERTIFICATE-----/) ||
+    !isPem(input.svid.key, /-----BEGIN (EC |)PRIVATE KEY-----/)
+  ) {
     fail('svid must be { cert: <PEM certificate chain>, key: <PEM private key> } — the X.509-SVID of this service');
   }
   const keys = input.txnTokenKeys as Record<string, unknown> | undefined;
-  if (typeof keys !== 'object' || keys === null || (('jwks' in keys) === ('url' in keys))) {
-    fail('txnTokenKeys must be either { jwks: { keys: [...] } } (static public keys) or { url: "https://…/jwks" } (fetched, last known good kept)');
+  if (typeof keys !== 'object' || keys === null || 'jwks' in keys === 'url' in keys) {
+    fail(
+      'txnTokenKeys must be either { jwks: { keys: [...] } } (static public keys) or { url: "https://…/jwks" } (fetched, last known good kept)',
+    );
   }
   let txnTokenKeys: TxnTokenKeyOptions;
   if ('url' in keys) {
     knownKeys(keys, 'txnTokenKeys', ['url', 'refreshSeconds', 'cooldownSeconds']);
     let url: URL;
-    try { url = new URL(String(keys.url)); } catch { fail(`txnTokenKeys.url is not a URL: ${JSON.stringify(keys.url)}`); }
-    if (url.protocol !== 'https:') fail(`txnTokenKeys.url must use https (got ${url.protocol}); keys fetched in the clear could be replaced by anyone on the path`);
+    try {
+      url = new URL(String(keys.url));
+    } catch {
+      fail(`txnTokenKeys.url is not a URL: ${JSON.stringify(keys.url)}`);
+    }
+    if (url.protocol !== 'https:')
+      fail(
+        `txnTokenKeys.url must use https (got ${url.protocol}); keys fetched in the clear could be replaced by anyone on the path`,
+      );
     txnTokenKeys = Object.freeze({
       url: url.href,
       refreshSeconds: positiveInteger(keys.refreshSeconds, 'txnTokenKeys.refreshSeconds', 300, 86_400),
@@ -146,18 +189,27 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     knownKeys(keys, 'txnTokenKeys', ['jwks']);
     txnTokenKeys = Object.freeze({ jwks: frozenJwks(keys.jwks, 'txnTokenKeys.jwks') });
   }
-  if (typeof input.policy !== 'object' || input.policy === null || typeof input.policy.keys !== 'object' || input.policy.keys === null || !Array.isArray(input.policy.keys.keys)) {
+  if (
+    typeof input.policy !== 'object' ||
+    input.policy === null ||
+    typeof input.policy.keys !== 'object' ||
+    input.policy.keys === null ||
+    !Array.isArray(input.policy.keys.keys)
+  ) {
     fail('policy must be { keys: <JWKS of the policy signing keys>, bundle?: <signed bundle JWS> }');
   }
   knownKeys(input.policy, 'policy', ['keys', 'bundle']);
-  if (input.policy.bundle !== undefined && typeof input.policy.bundle !== 'string') fail('policy.bundle must be the compact JWS text of a signed policy bundle');
+  if (input.policy.bundle !== undefined && typeof input.policy.bundle !== 'string')
+    fail('policy.bundle must be the compact JWS text of a signed policy bundle');
   const mode = input.mode ?? 'enforce';
-  if (mode !== 'enforce' && mode !== 'dry-run') fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
+  if (mode !== 'enforce' && mode !== 'dry-run')
+    fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
   if (input.metrics !== undefined && typeof input.metrics !== 'boolean') fail('metrics must be true or false');
   knownKeys(input.audit, 'audit', ['file', 'collector']);
   const collector = input.audit?.collector;
   if (collector !== undefined) {
-    if (typeof collector !== 'object' || collector === null) fail('audit.collector must be { url: "https://…/v1/audit/events", spoolDir: "<directory>" }');
+    if (typeof collector !== 'object' || collector === null)
+      fail('audit.collector must be { url: "https://…/v1/audit/events", spoolDir: "<directory>" }');
     knownKeys(collector, 'audit.collector', ['url', 'spoolDir', 'maxSpoolBytes']);
     let url: URL | null = null;
     try {
@@ -166,14 +218,20 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
       fail(`audit.collector.url is not a URL: ${JSON.stringify(collector.url)}`);
     }
     if (url?.protocol !== 'https:') fail('audit.collector.url must use https (events travel over mTLS)');
-    if (typeof collector.spoolDir !== 'string' || collector.spoolDir === '') fail('audit.collector.spoolDir must be a directory of this guard\'s own, where shipping resumes after a restart');
-    if (collector.maxSpoolBytes !== undefined && (!Number.isSafeInteger(collector.maxSpoolBytes) || collector.maxSpoolBytes < 1024)) fail('audit.collector.maxSpoolBytes must be a whole number of bytes ≥ 1024');
+    if (typeof collector.spoolDir !== 'string' || collector.spoolDir === '')
+      fail("audit.collector.spoolDir must be a directory of this guard's own, where shipping resumes after a restart");
+    if (
+      collector.maxSpoolBytes !== undefined &&
+      (!Number.isSafeInteger(collector.maxSpoolBytes) || collector.maxSpoolBytes < 1024)
+    )
+      fail('audit.collector.maxSpoolBytes must be a whole number of bytes ≥ 1024');
   }
   knownKeys(input.limits, 'limits', ['bodyBytes', 'headerBytes', 'txnTokenBytes']);
   knownKeys(input.txnToken, 'txnToken', ['maxLifetimeSeconds', 'clockSkewSeconds']);
   knownKeys(input.svidRules, 'svidRules', ['maxLifetimeSeconds']);
   knownKeys(input.cache, 'cache', ['tokens', 'decisions']);
-  if (input.audit?.file !== undefined && typeof input.audit.file !== 'string') fail('audit.file must be a path for the JSON-lines audit log');
+  if (input.audit?.file !== undefined && typeof input.audit.file !== 'string')
+    fail('audit.file must be a path for the JSON-lines audit log');
   const txnToken = {
     maxLifetimeSeconds: positiveInteger(input.txnToken?.maxLifetimeSeconds, 'txnToken.maxLifetimeSeconds', 300, 300),
     clockSkewSeconds: positiveInteger(input.txnToken?.clockSkewSeconds, 'txnToken.clockSkewSeconds', 30, 30),
@@ -189,7 +247,10 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     mode,
     auditFile: input.audit?.file,
     metrics: input.metrics === true,
-    auditCollector: collector === undefined ? undefined : Object.freeze({ url: collector.url, spoolDir: collector.spoolDir, maxSpoolBytes: collector.maxSpoolBytes }),
+    auditCollector:
+      collector === undefined
+        ? undefined
+        : Object.freeze({ url: collector.url, spoolDir: collector.spoolDir, maxSpoolBytes: collector.maxSpoolBytes }),
     limits: Object.freeze({
       bodyBytes: positiveInteger(input.limits?.bodyBytes, 'limits.bodyBytes', 1024 * 1024),
       headerBytes: positiveInteger(input.limits?.headerBytes, 'limits.headerBytes', 16 * 1024, 1024 * 1024),
@@ -199,7 +260,10 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     svidRules: Object.freeze({
       // 24 h is the ceiling as well as the default: a longer-lived SVID defeats rotation.
       maxLifetimeSeconds: positiveInteger(
-        input.svidRules?.maxLifetimeSeconds, 'svidRules.maxLifetimeSeconds', MAX_SVID, MAX_SVID,
+        input.svidRules?.maxLifetimeSeconds,
+        'svidRules.maxLifetimeSeconds',
+        MAX_SVID,
+        MAX_SVID,
       ),
     }),
     cache: Object.freeze({

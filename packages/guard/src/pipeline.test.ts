@@ -45,32 +45,51 @@ after(() => {
 async function serverSideOf(client: { chainPem: string; keyPem: string }): Promise<TLSSocket> {
   const serverCert = await ca.issueSvid({ service: 'orders' });
   const server = createServer({
-    cert: serverCert.chainPem, key: serverCert.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false,
+    cert: serverCert.chainPem,
+    key: serverCert.keyPem,
+    ca: ca.bundlePem,
+    requestCert: true,
+    rejectUnauthorized: false,
   });
   const accepted = new Promise<TLSSocket>((resolve) => server.once('secureConnection', resolve));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const socket = connect({
-    host: '127.0.0.1', port: (server.address() as AddressInfo).port, ca: ca.bundlePem,
-    cert: client.chainPem, key: client.keyPem, checkServerIdentity: () => undefined,
+    host: '127.0.0.1',
+    port: (server.address() as AddressInfo).port,
+    ca: ca.bundlePem,
+    cert: client.chainPem,
+    key: client.keyPem,
+    checkServerIdentity: () => undefined,
   });
   socket.on('error', () => {});
   const serverSide = await accepted;
   server.close();
-  cleanup.push(() => socket.destroy(), () => serverSide.destroy());
+  cleanup.push(
+    () => socket.destroy(),
+    () => serverSide.destroy(),
+  );
   return serverSide;
 }
 
 function request(token: string): InboundRequest {
   return {
-    socket: gatewaySocket, method: 'GET', httpVersion: '1.1',
-    headers: { host: 'orders', 'txn-token': token }, rawHeaders: ['Host', 'orders', 'Txn-Token', token],
+    socket: gatewaySocket,
+    method: 'GET',
+    httpVersion: '1.1',
+    headers: { host: 'orders', 'txn-token': token },
+    rawHeaders: ['Host', 'orders', 'Txn-Token', token],
   };
 }
 
 async function realTxnTokenStep(): Promise<TxnTokenStep> {
   return createTxnTokenStep({
-    trustDomain: TRUST_DOMAIN, keys: await createStaticKeySource(minter.jwks), revocations: new Revocations(),
-    maxLifetimeSeconds: 300, clockSkewSeconds: 30, maxTokenBytes: 8192, cacheSize: 10,
+    trustDomain: TRUST_DOMAIN,
+    keys: await createStaticKeySource(minter.jwks),
+    revocations: new Revocations(),
+    maxLifetimeSeconds: 300,
+    clockSkewSeconds: 30,
+    maxTokenBytes: 8192,
+    cacheSize: 10,
   });
 }
 
@@ -80,7 +99,12 @@ function pipelineWith(overrides: Partial<PipelineOptions>, internalErrors: unkno
     trustDomain: TRUST_DOMAIN,
     dryRun: true,
     transport: createTransportStep({ trustDomain: TRUST_DOMAIN, isRevokedSpiffeId: () => false }),
-    txnToken: { verify: () => { throw new Error('unused'); }, stats: () => ({ hits: 0, verified: 0, size: 0 }) },
+    txnToken: {
+      verify: () => {
+        throw new Error('unused');
+      },
+      stats: () => ({ hits: 0, verified: 0, size: 0 }),
+    },
     authorize: createAuthorizeStep({ service: 'orders', engine }),
     onInternalError: (error) => internalErrors.push(error),
     ...overrides,
@@ -91,20 +115,34 @@ describe('pipeline: a failing step is a refusal, in dry run too', () => {
   it('refuses (LOCKSTEP_ERR_INTERNAL) when the Txn-Token step throws, and reports the error', async () => {
     const internalErrors: unknown[] = [];
     const broken = new TypeError('key store unreadable');
-    const pipeline = pipelineWith({
-      txnToken: { verify: () => { throw broken; }, stats: () => ({ hits: 0, verified: 0, size: 0 }) },
-    }, internalErrors);
+    const pipeline = pipelineWith(
+      {
+        txnToken: {
+          verify: () => {
+            throw broken;
+          },
+          stats: () => ({ hits: 0, verified: 0, size: 0 }),
+        },
+      },
+      internalErrors,
+    );
     const admission = await pipeline.admit(request(await minter.mint()), READ);
     assert.equal(admission.allowed, false, 'a failure is never let through, even in dry run');
     assert.ok(admission.refusal instanceof GuardError);
-    const { reason, dryRun, refusal: { status } } = admission;
+    const {
+      reason,
+      dryRun,
+      refusal: { status },
+    } = admission;
     assert.deepEqual([reason, status, dryRun], ['LOCKSTEP_ERR_INTERNAL', 500, false]);
     assert.deepEqual(internalErrors, [broken]);
   });
 
   it('refuses (LOCKSTEP_ERR_INTERNAL) when the policy engine throws; a would-be denial still passes', async () => {
     const internalErrors: unknown[] = [];
-    const crash = () => { throw new RangeError('engine crashed'); };
+    const crash = () => {
+      throw new RangeError('engine crashed');
+    };
     const crashing: PolicyEngine = Object.create(engine, { authorize: { value: crash } });
     const authorize = createAuthorizeStep({ service: 'orders', engine: crashing });
     const failing = pipelineWith({ txnToken: await realTxnTokenStep(), authorize }, internalErrors);

@@ -37,7 +37,10 @@ import { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
 import { traceIdOf } from './trace-context.ts';
 
 /** What an admitted probe gets instead of the handler's answer: 200, these headers, `probeAnswer`. */
-export const PROBE_ANSWER_HEADERS = Object.freeze({ 'content-type': 'application/json; charset=utf-8', 'lockstep-probe': 'admitted' });
+export const PROBE_ANSWER_HEADERS = Object.freeze({
+  'content-type': 'application/json; charset=utf-8',
+  'lockstep-probe': 'admitted',
+});
 export function probeAnswer(requestId: string): string {
   return `{"probe":"admitted","requestId":${JSON.stringify(requestId)}}`;
 }
@@ -88,7 +91,11 @@ export interface Pipeline {
    * Steps 1–3. Returns synchronously in the steady state; a Promise only when a token must be
    * verified or the route looks up the owner of the addressed object (from `params`).
    */
-  admit(request: InboundRequest, route: RouteSecurity | null, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission>;
+  admit(
+    request: InboundRequest,
+    route: RouteSecurity | null,
+    params?: Readonly<Record<string, string | undefined>>,
+  ): Admission | Promise<Admission>;
   /**
    * Records the refusal of a request that `admit` had let through: by the input step (step 4), or
    * because a node:http handler failed before answering. A second event for the same request id.
@@ -221,27 +228,58 @@ export function createPipeline(options: PipelineOptions): Pipeline {
    * Steps 2b–3, once the Txn-Token is known (or known to be bad). Synchronous, except for a route
    * that looks up its object's owner — only once the caller and the token have passed.
    */
-  function decide(admission: Draft & { peer: PeerIdentity }, principal: PeerIdentity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, params?: Readonly<Record<string, string | undefined>>): Admission | Promise<Admission> {
+  function decide(
+    admission: Draft & { peer: PeerIdentity },
+    principal: PeerIdentity,
+    dryRun: boolean,
+    tokenError: GuardError | null,
+    startedAt: number,
+    params?: Readonly<Record<string, string | undefined>>,
+  ): Admission | Promise<Admission> {
     const { route } = admission;
     if (tokenError === null && admission.txn !== null && !admission.peer.scanner) {
       tokenError = scanTokenReplayed(admission.txn);
     }
-    if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL')) return refuse(admission, tokenError, startedAt);
+    if (tokenError !== null && (!dryRun || tokenError.code === 'LOCKSTEP_ERR_INTERNAL'))
+      return refuse(admission, tokenError, startedAt);
     if (route === null) return refuse(admission, new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN'), startedAt);
     if (route.owner !== null && tokenError === null) {
       const lookup = route.owner;
       return (async () => lookup(params ?? {}))().then(
-        (owner) => decideFor(admission, principal, route, dryRun, null, startedAt, typeof owner === 'string' ? owner : ''),
-        (error: unknown) => refuse(admission, new GuardError('LOCKSTEP_ERR_INTERNAL', `owner lookup failed: ${error instanceof Error ? error.message : String(error)}`), startedAt),
+        (owner) =>
+          decideFor(admission, principal, route, dryRun, null, startedAt, typeof owner === 'string' ? owner : ''),
+        (error: unknown) =>
+          refuse(
+            admission,
+            new GuardError(
+              'LOCKSTEP_ERR_INTERNAL',
+              `owner lookup failed: ${error instanceof Error ? error.message : String(error)}`,
+            ),
+            startedAt,
+          ),
       );
     }
     return decideFor(admission, principal, route, dryRun, tokenError, startedAt, undefined);
   }
 
-  function decideFor(admission: Draft & { peer: PeerIdentity }, principal: PeerIdentity, route: RouteSecurity, dryRun: boolean, tokenError: GuardError | null, startedAt: number, owner: string | undefined): Admission {
+  function decideFor(
+    admission: Draft & { peer: PeerIdentity },
+    principal: PeerIdentity,
+    route: RouteSecurity,
+    dryRun: boolean,
+    tokenError: GuardError | null,
+    startedAt: number,
+    owner: string | undefined,
+  ): Admission {
     let wouldBe = tokenError;
     try {
-      const decision = authorize.decide(principal, admission.txn, route.action, owner, admission.probeRequester ?? undefined);
+      const decision = authorize.decide(
+        principal,
+        admission.txn,
+        route.action,
+        owner,
+        admission.probeRequester ?? undefined,
+      );
       admission.policyIds = decision.policyIds;
       admission.policyVersion = decision.policyVersion;
     } catch (error) {
@@ -300,7 +338,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         if (probeRequester instanceof GuardError) return refuse(identified, probeRequester, startedAt);
         if (probeAs !== null) {
           identified.probeAs = probeAs.id;
-          principal = Object.freeze({ spiffeId: probeAs.id, service: probeAs.service ?? '', notAfterMs: peer.notAfterMs, scanner: false });
+          principal = Object.freeze({
+            spiffeId: probeAs.id,
+            service: probeAs.service ?? '',
+            notAfterMs: peer.notAfterMs,
+            scanner: false,
+          });
         }
         identified.probeRequester = probeRequester?.id ?? null;
       }
@@ -325,7 +368,13 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
 
     refuseAdmitted(admission, error) {
-      const refusedAdmission: Admission = { ...admission, allowed: false, refusal: error, reason: error.code, dryRun: false };
+      const refusedAdmission: Admission = {
+        ...admission,
+        allowed: false,
+        refusal: error,
+        reason: error.code,
+        dryRun: false,
+      };
       if (auditEnabled()) record(refusedAdmission);
       return refusedAdmission;
     },
@@ -353,8 +402,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     let scanner = requester.startsWith(scannerPrefix) ? requester : undefined;
     if (scanner === undefined && chain !== undefined) scanner = chain.find((link) => link.startsWith(scannerPrefix));
     if (scanner === undefined) return null;
-    return new GuardError('LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', `the token was issued for a scan (requester ${scanner}) `
-      + 'and is accepted only from a scanner: a workload that received a probe cannot replay it');
+    return new GuardError(
+      'LOCKSTEP_ERR_TXN_TOKEN_CLAIMS',
+      `the token was issued for a scan (requester ${scanner}) ` +
+        'and is accepted only from a scanner: a workload that received a probe cannot replay it',
+    );
   }
 
   /** A probe header: absent, or exactly one workload SPIFFE ID of this trust domain. */
@@ -362,7 +414,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     if (header === undefined) return null;
     const parsed = typeof header === 'string' ? parseSpiffeId(header) : null;
     if (parsed === null || parsed.trustDomain !== options.trustDomain || parsed.service === null) {
-      return new GuardError('LOCKSTEP_ERR_PROBE_INVALID', `${name} must be one spiffe://${options.trustDomain}/svc/<name>; got ${JSON.stringify(String(header).slice(0, 200))}`);
+      return new GuardError(
+        'LOCKSTEP_ERR_PROBE_INVALID',
+        `${name} must be one spiffe://${options.trustDomain}/svc/<name>; got ${JSON.stringify(String(header).slice(0, 200))}`,
+      );
     }
     return parsed;
   }

@@ -38,7 +38,9 @@ export class Revocations {
 
 function check(revocation: Revocation): void {
   if (!['sub', 'txn', 'spiffeId', 'kid'].includes(revocation.kind)) {
-    throw new TypeError(`unknown revocation kind ${JSON.stringify(revocation.kind)}: use "sub", "txn", "spiffeId" or "kid"`);
+    throw new TypeError(
+      `unknown revocation kind ${JSON.stringify(revocation.kind)}: use "sub", "txn", "spiffeId" or "kid"`,
+    );
   }
   if (typeof revocation.value !== 'string' || revocation.value === '') {
     throw new TypeError('a revocation needs a non-empty string value');

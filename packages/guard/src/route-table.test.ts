@@ -4,22 +4,59 @@ import { z } from 'zod';
 import { assertConfigError } from '../test/assert-config-error.ts';
 import { parseRouteTable, type RouteTable } from './route-table.ts';
 
-
 describe('parseRouteTable', () => {
   it('reads method, template, default or explicit action, flags and body schema', () => {
     const OrderSchema = z.object({ item: z.string() });
-    const routes = parseRouteTable({
-      'GET /orders/:id': {},
-      'POST /orders': { action: 'orders:create', body: OrderSchema },
-      'GET /health': { public: true },
-      'DELETE /orders/:id': { dryRun: true },
-    }, 'lockstepHttp');
-    assert.deepEqual(routes.map((route) => route.security), [
-      { method: 'GET', template: '/orders/:id', action: 'GET /orders/:id', public: false, dryRun: false, owner: null, validatesBody: false },
-      { method: 'POST', template: '/orders', action: 'orders:create', public: false, dryRun: false, owner: null, validatesBody: true },
-      { method: 'GET', template: '/health', action: 'GET /health', public: true, dryRun: false, owner: null, validatesBody: false },
-      { method: 'DELETE', template: '/orders/:id', action: 'DELETE /orders/:id', public: false, dryRun: true, owner: null, validatesBody: false },
-    ]);
+    const routes = parseRouteTable(
+      {
+        'GET /orders/:id': {},
+        'POST /orders': { action: 'orders:create', body: OrderSchema },
+        'GET /health': { public: true },
+        'DELETE /orders/:id': { dryRun: true },
+      },
+      'lockstepHttp',
+    );
+    assert.deepEqual(
+      routes.map((route) => route.security),
+      [
+        {
+          method: 'GET',
+          template: '/orders/:id',
+          action: 'GET /orders/:id',
+          public: false,
+          dryRun: false,
+          owner: null,
+          validatesBody: false,
+        },
+        {
+          method: 'POST',
+          template: '/orders',
+          action: 'orders:create',
+          public: false,
+          dryRun: false,
+          owner: null,
+          validatesBody: true,
+        },
+        {
+          method: 'GET',
+          template: '/health',
+          action: 'GET /health',
+          public: true,
+          dryRun: false,
+          owner: null,
+          validatesBody: false,
+        },
+        {
+          method: 'DELETE',
+          template: '/orders/:id',
+          action: 'DELETE /orders/:id',
+          public: false,
+          dryRun: true,
+          owner: null,
+          validatesBody: false,
+        },
+      ],
+    );
     assert.equal(routes[1]?.body, OrderSchema);
     assert.equal(routes[0]?.body, undefined);
   });
@@ -27,33 +64,79 @@ describe('parseRouteTable', () => {
   it('accepts every supported method and the root path', () => {
     const table: RouteTable = {};
     for (const method of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) table[`${method} /`] = {};
-    assert.deepEqual(parseRouteTable(table, 'x').map((route) => route.security.method), ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+    assert.deepEqual(
+      parseRouteTable(table, 'x').map((route) => route.security.method),
+      ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    );
   });
 
   it('refuses route keys that are not "<METHOD> /path" and shows one that is', () => {
-    for (const key of ['get /x', 'GET x', 'GET  /x', 'GET /x y', '/x', 'GET', 'TRACE /x', 'CONNECT /x', ' GET /x', 'GET\t/x']) {
-      assertConfigError(() => parseRouteTable({ [key]: {} }, 'lockstepExpress'), `lockstepExpress: route key ${JSON.stringify(key)} must be "<METHOD> /path"`, 'e.g. "GET /orders/:id"');
+    for (const key of [
+      'get /x',
+      'GET x',
+      'GET  /x',
+      'GET /x y',
+      '/x',
+      'GET',
+      'TRACE /x',
+      'CONNECT /x',
+      ' GET /x',
+      'GET\t/x',
+    ]) {
+      assertConfigError(
+        () => parseRouteTable({ [key]: {} }, 'lockstepExpress'),
+        `lockstepExpress: route key ${JSON.stringify(key)} must be "<METHOD> /path"`,
+        'e.g. "GET /orders/:id"',
+      );
     }
   });
 
   it('refuses a table that is not an object, showing an example', () => {
-    assertConfigError(() => parseRouteTable(null as unknown as RouteTable, 'lockstepHttp'), 'lockstepHttp: routes must be an object like', "'GET /health': { public: true }");
+    assertConfigError(
+      () => parseRouteTable(null as unknown as RouteTable, 'lockstepHttp'),
+      'lockstepHttp: routes must be an object like',
+      "'GET /health': { public: true }",
+    );
   });
 
   it('refuses a body that is not a schema', () => {
-    assertConfigError(() => parseRouteTable({ 'POST /orders': { body: { type: 'object' } as never } }, 'lockstepHttp'), 'lockstepHttp: POST /orders: body must be a zod schema');
+    assertConfigError(
+      () => parseRouteTable({ 'POST /orders': { body: { type: 'object' } as never } }, 'lockstepHttp'),
+      'lockstepHttp: POST /orders: body must be a zod schema',
+    );
   });
 
   it('refuses unknown options and non-boolean flags, naming the route', () => {
-    assertConfigError(() => parseRouteTable({ 'GET /x': { pubic: true } as never }, 'lockstepHttp'), 'lockstepHttp: GET /x: unknown lockstep route option "pubic"');
-    assertConfigError(() => parseRouteTable({ 'GET /health': { public: 'yes' } as never }, 'lockstepHttp'), 'lockstepHttp: GET /health: public must be true or false');
-    assertConfigError(() => parseRouteTable({ 'GET /x': { dryRun: 'false' } as never }, 'lockstepHttp'), 'dryRun must be true or false');
+    assertConfigError(
+      () => parseRouteTable({ 'GET /x': { pubic: true } as never }, 'lockstepHttp'),
+      'lockstepHttp: GET /x: unknown lockstep route option "pubic"',
+    );
+    assertConfigError(
+      () => parseRouteTable({ 'GET /health': { public: 'yes' } as never }, 'lockstepHttp'),
+      'lockstepHttp: GET /health: public must be true or false',
+    );
+    assertConfigError(
+      () => parseRouteTable({ 'GET /x': { dryRun: 'false' } as never }, 'lockstepHttp'),
+      'dryRun must be true or false',
+    );
   });
 
   it('refuses a route config that is not an object instead of enforcing defaults silently', () => {
-    assertConfigError(() => parseRouteTable({ 'GET /health': true as never }, 'lockstepHttp'), 'GET /health', 'must be an object');
-    assertConfigError(() => parseRouteTable({ 'GET /x': null as never }, 'lockstepHttp'), 'GET /x', 'must be an object');
-    assertConfigError(() => parseRouteTable({ 'GET /orders': 'orders:read' as never }, 'lockstepHttp'), 'GET /orders', 'must be an object');
+    assertConfigError(
+      () => parseRouteTable({ 'GET /health': true as never }, 'lockstepHttp'),
+      'GET /health',
+      'must be an object',
+    );
+    assertConfigError(
+      () => parseRouteTable({ 'GET /x': null as never }, 'lockstepHttp'),
+      'GET /x',
+      'must be an object',
+    );
+    assertConfigError(
+      () => parseRouteTable({ 'GET /orders': 'orders:read' as never }, 'lockstepHttp'),
+      'GET /orders',
+      'must be an object',
+    );
   });
 
   it('refuses coerceBody, which is for Fastify routes: with zod the schema coerces', () => {

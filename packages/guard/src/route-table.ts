@@ -22,15 +22,21 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 
 export function parseRouteTable(table: RouteTable, adapter: string): TableRoute[] {
   if (typeof table !== 'object' || table === null) {
-    throw new GuardConfigError(`${adapter}: routes must be an object like { 'POST /orders': { action: 'orders:create', body: OrderSchema }, 'GET /health': { public: true } }`);
+    throw new GuardConfigError(
+      `${adapter}: routes must be an object like { 'POST /orders': { action: 'orders:create', body: OrderSchema }, 'GET /health': { public: true } }`,
+    );
   }
   return Object.entries(table).map(([key, config]) => {
     const match = /^([A-Z]+) (\/\S*)$/.exec(key);
     if (!match || !METHODS.has(match[1] as string)) {
-      throw new GuardConfigError(`${adapter}: route key ${JSON.stringify(key)} must be "<METHOD> /path", e.g. "GET /orders/:id"`);
+      throw new GuardConfigError(
+        `${adapter}: route key ${JSON.stringify(key)} must be "<METHOD> /path", e.g. "GET /orders/:id"`,
+      );
     }
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
-      throw new GuardConfigError(`${adapter}: ${key}: route config must be an object like { action: 'orders:create' } (use {} for the default action)`);
+      throw new GuardConfigError(
+        `${adapter}: ${key}: route config must be an object like { action: 'orders:create' } (use {} for the default action)`,
+      );
     }
     const { body, ...routeConfig } = config;
     if (routeConfig.coerceBody !== undefined) {
@@ -40,6 +46,15 @@ export function parseRouteTable(table: RouteTable, adapter: string): TableRoute[
     if (body !== undefined && typeof body?.safeParse !== 'function') {
       throw new GuardConfigError(`${adapter}: ${key}: body must be a zod schema (anything with safeParse)`);
     }
-    return { security: routeSecurity(match[1] as string, match[2] as string, routeConfig, `${adapter}: ${key}`, body !== undefined), body };
+    return {
+      security: routeSecurity(
+        match[1] as string,
+        match[2] as string,
+        routeConfig,
+        `${adapter}: ${key}`,
+        body !== undefined,
+      ),
+      body,
+    };
   });
 }

@@ -25,7 +25,9 @@ export interface RouteConfig {
   coerceBody?: boolean;
 }
 
-export type OwnerLookup = (params: Readonly<Record<string, string | undefined>>) => string | null | Promise<string | null>;
+export type OwnerLookup = (
+  params: Readonly<Record<string, string | undefined>>,
+) => string | null | Promise<string | null>;
 
 export interface RouteSecurity {
   readonly method: string;
@@ -44,7 +46,13 @@ export function defaultAction(method: string, template: string): string {
   return `${method.toUpperCase()} ${template}`;
 }
 
-export function routeSecurity(method: string, template: string, config: RouteConfig | undefined, where: string, validatesBody = false): RouteSecurity {
+export function routeSecurity(
+  method: string,
+  template: string,
+  config: RouteConfig | undefined,
+  where: string,
+  validatesBody = false,
+): RouteSecurity {
   if (config !== undefined && (typeof config !== 'object' || config === null)) {
     throw new GuardConfigError(`${where}: lockstep route config must be an object like { action: 'orders:create' }`);
   }
@@ -55,11 +63,19 @@ export function routeSecurity(method: string, template: string, config: RouteCon
       throw new GuardConfigError(`${where}: unknown lockstep route option "${key}"; use ${options}`);
     }
   }
-  if (config?.owner !== undefined && typeof config.owner !== 'function') throw new GuardConfigError(`${where}: owner must be a function (params) => owner or null, e.g. ({ id }) => orders.get(id)?.customer ?? null`);
-  if (config?.owner !== undefined && config.public === true) throw new GuardConfigError(`${where}: a public route has no caller to check an owner against; drop owner or public`);
+  if (config?.owner !== undefined && typeof config.owner !== 'function')
+    throw new GuardConfigError(
+      `${where}: owner must be a function (params) => owner or null, e.g. ({ id }) => orders.get(id)?.customer ?? null`,
+    );
+  if (config?.owner !== undefined && config.public === true)
+    throw new GuardConfigError(
+      `${where}: a public route has no caller to check an owner against; drop owner or public`,
+    );
   const action = config?.action ?? defaultAction(method, template);
   if (typeof action !== 'string' || !ACTION.test(action)) {
-    throw new GuardConfigError(`${where}: action must be 1–200 printable characters, e.g. 'orders:create'; got ${JSON.stringify(action)}`);
+    throw new GuardConfigError(
+      `${where}: action must be 1–200 printable characters, e.g. 'orders:create'; got ${JSON.stringify(action)}`,
+    );
   }
   for (const flag of ['public', 'dryRun', 'coerceBody'] as const) {
     if (config?.[flag] !== undefined && typeof config[flag] !== 'boolean') {

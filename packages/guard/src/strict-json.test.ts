@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  hasControlCharacters, hasDuplicateKeys, MAX_JSON_DEPTH, parseStrictJson, StrictJsonError, type StrictJsonProblem,
+  hasControlCharacters,
+  hasDuplicateKeys,
+  MAX_JSON_DEPTH,
+  parseStrictJson,
+  StrictJsonError,
+  type StrictJsonProblem,
 } from './strict-json.ts';
 
 describe('hasDuplicateKeys', () => {
@@ -59,7 +64,16 @@ describe('hasDuplicateKeys', () => {
 
 describe('hasControlCharacters', () => {
   it('is false for clean claims', () => {
-    assert.equal(hasControlCharacters({ sub: 'alice', tctx: { roles: ['customer'], tenant: 'acme' }, exp: 1, ok: true, none: null }), false);
+    assert.equal(
+      hasControlCharacters({
+        sub: 'alice',
+        tctx: { roles: ['customer'], tenant: 'acme' },
+        exp: 1,
+        ok: true,
+        none: null,
+      }),
+      false,
+    );
   });
 
   it('finds NUL and other C0 characters and DEL in a top-level value', () => {
@@ -99,8 +113,9 @@ describe('parseStrictJson', () => {
     );
 
   it('returns what JSON.parse returns for ordinary JSON, from text or UTF-8 bytes', () => {
-    const text = '{"item":"tea","quantity":2,"meta":{"tags":["a","b"],"note":"line\\none\\ttab\\r",'
-      + '"emoji":"\\ud83c\\udf75 🍵"},"n":null,"ok":true}';
+    const text =
+      '{"item":"tea","quantity":2,"meta":{"tags":["a","b"],"note":"line\\none\\ttab\\r",' +
+      '"emoji":"\\ud83c\\udf75 🍵"},"n":null,"ok":true}';
     assert.deepEqual(parseStrictJson(text), JSON.parse(text));
     assert.deepEqual(parseStrictJson(Buffer.from(text)), JSON.parse(text));
     for (const value of ['[]', '{}', '"x"', '1', 'null', '[{"a":1},{"a":1}]', '{"a":{"b":1},"b":2}']) {
@@ -155,12 +170,13 @@ describe('parseStrictJson', () => {
 });
 
 describe('parseStrictJson: numbers JavaScript cannot hold (RFC 7493 §2.2)', () => {
-  const refusesNumber = (text: string) => assert.throws(
-    () => parseStrictJson(text),
-    (error: unknown) => error instanceof StrictJsonError && error.problem === 'number-range'
-      && /RFC 7493/.test(error.message),
-    text,
-  );
+  const refusesNumber = (text: string) =>
+    assert.throws(
+      () => parseStrictJson(text),
+      (error: unknown) =>
+        error instanceof StrictJsonError && error.problem === 'number-range' && /RFC 7493/.test(error.message),
+      text,
+    );
 
   it('refuses numbers that are not finite once parsed', () => {
     for (const text of ['{"amount":1e400}', '{"amount":-1e400}', '[1.5e309]', '{"a":{"b":[1E+400]}}']) {
@@ -169,8 +185,16 @@ describe('parseStrictJson: numbers JavaScript cannot hold (RFC 7493 §2.2)', () 
   });
 
   it('refuses magnitudes beyond 2^53−1, however they are written', () => {
-    for (const text of ['{"id":90071992547409931}', '[9007199254740992]', '[-9007199254740992]', '[9.1e16]',
-      '[90071992547409931.0]', '[1e300]', '{"a":12345678901234567890123}']) refusesNumber(text);
+    for (const text of [
+      '{"id":90071992547409931}',
+      '[9007199254740992]',
+      '[-9007199254740992]',
+      '[9.1e16]',
+      '[90071992547409931.0]',
+      '[1e300]',
+      '{"a":12345678901234567890123}',
+    ])
+      refusesNumber(text);
   });
 
   it('refuses a non-zero number that rounds to 0', () => {
@@ -179,8 +203,9 @@ describe('parseStrictJson: numbers JavaScript cannot hold (RFC 7493 §2.2)', () 
   });
 
   it('accepts every number a double holds as written, up to ±(2^53−1)', () => {
-    const text = '[0,-0,1,-1,0.1,1.5,-2.25e3,1e15,123456789012345,9007199254740991,-9007199254740991,'
-      + '0e400,0.0,1e-300,3.141592653589793,2.5E+10]';
+    const text =
+      '[0,-0,1,-1,0.1,1.5,-2.25e3,1e15,123456789012345,9007199254740991,-9007199254740991,' +
+      '0e400,0.0,1e-300,3.141592653589793,2.5E+10]';
     assert.deepEqual(parseStrictJson(text), JSON.parse(text));
     const inStrings = '{"n":12,"s":"90071992547409931e999","m":[-7]}';
     assert.deepEqual(parseStrictJson(inStrings), { n: 12, s: '90071992547409931e999', m: [-7] });
@@ -190,9 +215,11 @@ describe('parseStrictJson: numbers JavaScript cannot hold (RFC 7493 §2.2)', () 
 // Found missing by the mutation run (docs/mutation.md).
 describe('parseStrictJson: the edges of the one pass', () => {
   const refuses = (input: string, problem: StrictJsonProblem) =>
-    assert.throws(() => parseStrictJson(input),
+    assert.throws(
+      () => parseStrictJson(input),
       (error: unknown) => error instanceof StrictJsonError && error.problem === problem,
-      `${input.slice(0, 60)} → ${problem}`);
+      `${input.slice(0, 60)} → ${problem}`,
+    );
 
   it('still finds a duplicate key after an array closes in the same object', () => {
     refuses('{"items":[1,2],"amount":1,"amount":100000}', 'duplicate-key');
@@ -217,13 +244,19 @@ describe('parseStrictJson: the edges of the one pass', () => {
 
   it('names a refused number as it was sent: with its minus sign, without the whitespace before it', () => {
     const cases: Array<[string, string]> = [
-      ['[-1e400]', '-1e400'], ['{"id": -9007199254740992}', '-9007199254740992'], ['[\n\t1e400 ]', '1e400'],
+      ['[-1e400]', '-1e400'],
+      ['{"id": -9007199254740992}', '-9007199254740992'],
+      ['[\n\t1e400 ]', '1e400'],
     ];
     for (const [text, token] of cases) {
-      assert.throws(() => parseStrictJson(text),
-        (error: unknown) => error instanceof StrictJsonError && error.problem === 'number-range'
-          && error.message.startsWith(`number ${token} cannot be held exactly`),
-        text);
+      assert.throws(
+        () => parseStrictJson(text),
+        (error: unknown) =>
+          error instanceof StrictJsonError &&
+          error.problem === 'number-range' &&
+          error.message.startsWith(`number ${token} cannot be held exactly`),
+        text,
+      );
     }
   });
 

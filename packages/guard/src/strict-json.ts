@@ -55,7 +55,13 @@ export function hasControlCharacters(value: unknown, depth = 0): boolean {
 
 /** Why `parseStrictJson` refused a text. */
 export type StrictJsonProblem =
-  | 'encoding' | 'syntax' | 'duplicate-key' | 'prototype-key' | 'control-character' | 'lone-surrogate' | 'too-deep'
+  | 'encoding'
+  | 'syntax'
+  | 'duplicate-key'
+  | 'prototype-key'
+  | 'control-character'
+  | 'lone-surrogate'
+  | 'too-deep'
   | 'number-range';
 
 export class StrictJsonError extends Error {
@@ -133,7 +139,7 @@ function findProblem(text: string, maxDepth: number): StrictJsonError | null {
       const keys = expectKey ? objects[objects.length - 1] : null;
       if (keys || !plain) {
         // Decoded only when it matters: a key, or a string with an escape, DEL or a surrogate.
-        const decoded = plain ? text.slice(i + 1, end) : JSON.parse(text.slice(i, end + 1)) as string;
+        const decoded = plain ? text.slice(i + 1, end) : (JSON.parse(text.slice(i, end + 1)) as string);
         const problem = plain ? null : characterProblem(decoded);
         if (problem !== null) return problem;
         if (keys) {
@@ -166,8 +172,14 @@ function findProblem(text: string, maxDepth: number): StrictJsonError | null {
 }
 
 function isNumberCharacter(c: number): boolean {
-  return (c >= 0x30 && c <= 0x39) || c === 0x2e /* . */ || c === 0x65 /* e */ || c === 0x45 /* E */
-    || c === 0x2b /* + */ || c === 0x2d /* - */;
+  return (
+    (c >= 0x30 && c <= 0x39) ||
+    c === 0x2e /* . */ ||
+    c === 0x65 /* e */ ||
+    c === 0x45 /* E */ ||
+    c === 0x2b /* + */ ||
+    c === 0x2d
+  ); /* - */
 }
 
 /** Beyond ±(2^53−1) an integer is no longer exact in a double (RFC 7493 §2.2, I-JSON). */
@@ -203,9 +215,12 @@ function checkNumber(text: string, start: number, end: number): StrictJsonError 
   const underflow = value === 0 && /[1-9]/.test(token.split(/[eE]/, 1)[0] ?? '');
   if (Number.isFinite(value) && Math.abs(value) <= Number.MAX_SAFE_INTEGER && !underflow) return null;
   const shown = token.length > 40 ? `${token.slice(0, 40)}…` : token;
-  return new StrictJsonError('number-range', `number ${shown} cannot be held exactly: numbers must be finite, `
-    + 'non-zero values must not round to 0 and their magnitude must be at most 2^53−1 (RFC 7493 §2.2); '
-    + 'send larger or exact values as strings');
+  return new StrictJsonError(
+    'number-range',
+    `number ${shown} cannot be held exactly: numbers must be finite, ` +
+      'non-zero values must not round to 0 and their magnitude must be at most 2^53−1 (RFC 7493 §2.2); ' +
+      'send larger or exact values as strings',
+  );
 }
 
 function characterProblem(value: string): StrictJsonError | null {

@@ -36,11 +36,15 @@ export function loadSvid(
   try {
     identity = identityFromCertificate(leaf.raw, trustDomain, maxLifetimeSeconds);
   } catch (error) {
-    throw new GuardConfigError(`svid.cert is not an X.509-SVID of trust domain ${trustDomain}: ${error instanceof GuardError ? error.detail : String(error)}`);
+    throw new GuardConfigError(
+      `svid.cert is not an X.509-SVID of trust domain ${trustDomain}: ${error instanceof GuardError ? error.detail : String(error)}`,
+    );
   }
   if (identity.service !== service) {
-    throw new GuardConfigError(`svid.cert names ${identity.spiffeId}, but this guard protects service "${service}"; `
-      + `use the SVID issued for ${workloadId(trustDomain, service)}`);
+    throw new GuardConfigError(
+      `svid.cert names ${identity.spiffeId}, but this guard protects service "${service}"; ` +
+        `use the SVID issued for ${workloadId(trustDomain, service)}`,
+    );
   }
   let keyMatches = false;
   try {
@@ -48,7 +52,14 @@ export function loadSvid(
   } catch (error) {
     throw new GuardConfigError(`svid.key is not a PEM private key (${(error as Error).message})`);
   }
-  if (!keyMatches) throw new GuardConfigError('svid.key does not belong to svid.cert; give the key the certificate was issued for');
-  if (Date.parse(leaf.validTo) <= Date.now()) throw new GuardConfigError(`svid.cert expired at ${leaf.validTo}; renew it`);
-  return Object.freeze({ cert: svid.cert, key: svid.key, spiffeId: identity.spiffeId, notAfterMs: identity.notAfterMs });
+  if (!keyMatches)
+    throw new GuardConfigError('svid.key does not belong to svid.cert; give the key the certificate was issued for');
+  if (Date.parse(leaf.validTo) <= Date.now())
+    throw new GuardConfigError(`svid.cert expired at ${leaf.validTo}; renew it`);
+  return Object.freeze({
+    cert: svid.cert,
+    key: svid.key,
+    spiffeId: identity.spiffeId,
+    notAfterMs: identity.notAfterMs,
+  });
 }

@@ -13,10 +13,19 @@ describe('traceIdOf', () => {
 
   it('refuses malformed, upper-case, other-version and all-zero traceparents', () => {
     for (const bad of [
-      undefined, '', `01-${TRACE}-${PARENT}-01`, `00-${TRACE.toUpperCase()}-${PARENT}-01`, `00-${TRACE}-${PARENT}-01 `,
-      `00-${TRACE}-${PARENT}-1`, `00-${TRACE}x-${PARENT}-01`, `00-${'0'.repeat(32)}-${PARENT}-01`, `00-${TRACE}-${'0'.repeat(16)}-01`,
-      `00-${TRACE}-${PARENT}-01\n`, `00_${TRACE}-${PARENT}-01`,
-    ]) assert.equal(traceIdOf(bad), null, JSON.stringify(bad));
+      undefined,
+      '',
+      `01-${TRACE}-${PARENT}-01`,
+      `00-${TRACE.toUpperCase()}-${PARENT}-01`,
+      `00-${TRACE}-${PARENT}-01 `,
+      `00-${TRACE}-${PARENT}-1`,
+      `00-${TRACE}x-${PARENT}-01`,
+      `00-${'0'.repeat(32)}-${PARENT}-01`,
+      `00-${TRACE}-${'0'.repeat(16)}-01`,
+      `00-${TRACE}-${PARENT}-01\n`,
+      `00_${TRACE}-${PARENT}-01`,
+    ])
+      assert.equal(traceIdOf(bad), null, JSON.stringify(bad));
   });
 });
 

@@ -89,7 +89,9 @@ describe('createRemoteKeySource', () => {
   let answer: { status: number; body: string } = { status: 200, body: '' };
   const sources: TxnKeySource[] = [];
 
-  const serve = (status: number, body: unknown) => { answer = { status, body: typeof body === 'string' ? body : JSON.stringify(body) }; };
+  const serve = (status: number, body: unknown) => {
+    answer = { status, body: typeof body === 'string' ? body : JSON.stringify(body) };
+  };
 
   before(async () => {
     const ca = await createTestCa({ trustDomain: 'shop.test' });
@@ -110,14 +112,22 @@ describe('createRemoteKeySource', () => {
     await agent.close();
   });
 
-  async function open(options: { refreshSeconds?: number; cooldownSeconds?: number; errors?: Error[] } = {}): Promise<TxnKeySource> {
+  async function open(
+    options: { refreshSeconds?: number; cooldownSeconds?: number; errors?: Error[] } = {},
+  ): Promise<TxnKeySource> {
     const errors = options.errors;
     const source = await createRemoteKeySource({
       url,
       dispatcher: agent,
       refreshSeconds: options.refreshSeconds ?? 3600,
       cooldownSeconds: options.cooldownSeconds ?? 0,
-      ...(errors ? { onError: (error: Error) => { errors.push(error); } } : {}),
+      ...(errors
+        ? {
+            onError: (error: Error) => {
+              errors.push(error);
+            },
+          }
+        : {}),
     });
     sources.push(source);
     return source;
@@ -166,7 +176,9 @@ describe('createRemoteKeySource', () => {
       dispatcher: loneAgent,
       refreshSeconds: 3600,
       cooldownSeconds: 0,
-      onError: (error) => { errors.push(error); },
+      onError: (error) => {
+        errors.push(error);
+      },
     });
     try {
       assert.deepEqual(source.kids(), ['key-a']);

@@ -39,7 +39,9 @@ export async function importKeySet(jwks: unknown, origin: string): Promise<Map<s
       throw new GuardConfigError(`${origin}: every Txn-Token verification key needs a "kid"`);
     }
     if ('d' in jwk) {
-      throw new GuardConfigError(`${origin}: key ${jwk.kid} contains a private part ("d"); give the guard public keys only`);
+      throw new GuardConfigError(
+        `${origin}: key ${jwk.kid} contains a private part ("d"); give the guard public keys only`,
+      );
     }
     keys.set(jwk.kid, (await importJWK({ ...jwk, alg: 'ES256' }, 'ES256')) as VerificationKey);
   }
@@ -48,13 +50,11 @@ export async function importKeySet(jwks: unknown, origin: string): Promise<Map<s
 
 export async function createStaticKeySource(jwks: unknown): Promise<TxnKeySource> {
   const keys = await importKeySet(jwks, 'txnTokenKeys.jwks');
-  if (keys.size === 0) throw new GuardConfigError('txnTokenKeys.jwks holds no ES256 (EC P-256) key: add the Txn-Token Service public keys');
-  return {
-    get: (kid) => keys.get(kid),
-    refresh: async () => {},
-    kids: () => [...keys.keys()],
-    close() {},
-  };
+  if (keys.size === 0)
+    throw new GuardConfigError(
+      'txnTokenKeys.jwks holds no ES256 (EC P-256) key: add the Txn-Token Service public keys',
+    );
+  return { get: (kid) => keys.get(kid), refresh: async () => {}, kids: () => [...keys.keys()], close() {} };
 }
 
 export interface RemoteKeyOptions {
@@ -92,14 +92,21 @@ export async function createRemoteKeySource(options: RemoteKeyOptions): Promise<
     if (Date.now() - lastFetch < options.cooldownSeconds * 1000) return Promise.resolve();
     inFlight = fetchOnce()
       .catch((error: Error) => options.onError?.(error))
-      .finally(() => { inFlight = null; });
+      .finally(() => {
+        inFlight = null;
+      });
     return inFlight;
   }
 
   await fetchOnce().catch((error: Error) => {
-    throw new GuardConfigError(`could not load the Txn-Token JWKS from ${options.url}: ${error.message}. Check txnTokenKeys.url and that the control plane is reachable.`);
+    throw new GuardConfigError(
+      `could not load the Txn-Token JWKS from ${options.url}: ${error.message}. Check txnTokenKeys.url and that the control plane is reachable.`,
+    );
   });
-  const timer = setInterval(() => { lastFetch = 0; void refresh(); }, options.refreshSeconds * 1000);
+  const timer = setInterval(() => {
+    lastFetch = 0;
+    void refresh();
+  }, options.refreshSeconds * 1000);
   timer.unref();
 
   return {

@@ -97,7 +97,7 @@ test('Fastify: the plugin refuses to start after an onRequest hook that could an
   }
 });
 
-test('Fastify: the app\'s frameworkErrors are replaced; a URL its router cannot take is decided', async () => {
+test("Fastify: the app's frameworkErrors are replaced; a URL its router cannot take is decided", async () => {
   const w = await world();
   const logger = recordingLogger();
   const guard = await guardFor(w, { logger });
@@ -119,7 +119,10 @@ test('Fastify: the app\'s frameworkErrors are replaced; a URL its router cannot 
   const client = w.client(w.svids.gateway);
   const decisions = recordDecisions();
   try {
-    assert.ok(logger.lines.some((line) => /frameworkErrors replaced/.test(line)), logger.lines.join('\n'));
+    assert.ok(
+      logger.lines.some((line) => /frameworkErrors replaced/.test(line)),
+      logger.lines.join('\n'),
+    );
     const token = await w.customerToken();
     const badUrl = `${url}/orders/%zz`;
     const withToken = () => client.request(badUrl, { headers: { 'txn-token': token } });
@@ -134,7 +137,7 @@ test('Fastify: the app\'s frameworkErrors are replaced; a URL its router cannot 
   }
 });
 
-test('Fastify: a child scope\'s error handler does not answer a refused body; the guard does', async () => {
+test("Fastify: a child scope's error handler does not answer a refused body; the guard does", async () => {
   const w = await world();
   const guard = await guardFor(w);
   const app = Fastify({ https: guard.tlsOptions() });
@@ -176,11 +179,13 @@ test('node:http: a failing handler is answered 500 LOCKSTEP_ERR_INTERNAL and aud
   const logger = recordingLogger();
   const guard: Guard = await guardFor(w, { logger });
   const routes = { 'GET /orders/:id': { action: 'orders:read' } };
-  const server = guard.createServer(lockstepHttp(guard, routes, async (_request, _response, { params }) => {
-    if (params.id === 'sync') throw new Error('boom');
-    await Promise.resolve();
-    throw new Error('async boom');
-  }));
+  const server = guard.createServer(
+    lockstepHttp(guard, routes, async (_request, _response, { params }) => {
+      if (params.id === 'sync') throw new Error('boom');
+      await Promise.resolve();
+      throw new Error('async boom');
+    }),
+  );
   const url = await listen(server);
   const client = w.client(w.svids.gateway);
   const decisions = recordDecisions();

@@ -7,7 +7,8 @@ export function assertConfigError(attempt: () => unknown, ...fragments: string[]
     assert.ok(error instanceof GuardConfigError, `expected a GuardConfigError, got ${String(error)}`);
     assert.ok(error instanceof TypeError);
     assert.equal(error.code, 'LOCKSTEP_CONFIG_INVALID');
-    for (const fragment of fragments) assert.ok(error.message.includes(fragment), `"${error.message}" should include "${fragment}"`);
+    for (const fragment of fragments)
+      assert.ok(error.message.includes(fragment), `"${error.message}" should include "${fragment}"`);
     return true;
   });
 }

@@ -8,11 +8,27 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
-import { revokedKidToken, rawTlsRequest, txnTokenAttacks, type MtlsClient, type TxnTokenRejection } from '@lockstep/testkit';
+import {
+  revokedKidToken,
+  rawTlsRequest,
+  txnTokenAttacks,
+  type MtlsClient,
+  type TxnTokenRejection,
+} from '@lockstep/testkit';
 import type { GuardErrorCode } from '../src/index.ts';
 import {
-  adapters, expectRefused, guardFor, parseRawAnswer, recordDecisions, settle, startOrders, TRUST_DOMAIN, world,
-  type Answer, type RunningService, type World,
+  adapters,
+  expectRefused,
+  guardFor,
+  parseRawAnswer,
+  recordDecisions,
+  settle,
+  startOrders,
+  TRUST_DOMAIN,
+  world,
+  type Answer,
+  type RunningService,
+  type World,
 } from './fixture.ts';
 
 type Cert = { chainPem: string; keyPem: string } | null;
@@ -40,7 +56,9 @@ for (const adapter of adapters) {
     before(async () => {
       w = await world();
       const revoked = await revokedKidToken(w.minter);
-      const guard = await guardFor(w, { txnTokenKeys: { jwks: { keys: [...w.minter.jwks.keys, ...revoked.jwks.keys] } } });
+      const guard = await guardFor(w, {
+        txnTokenKeys: { jwks: { keys: [...w.minter.jwks.keys, ...revoked.jwks.keys] } },
+      });
       guard.revoke({ kind: 'kid', value: revoked.kid });
       service = await startOrders(adapter, guard);
       gateway = w.client(w.svids.gateway);
@@ -61,16 +79,28 @@ for (const adapter of adapters) {
 
     /** A GET by a caller with `cert` (and no Txn-Token unless `headers` has one) that must be refused. */
     function refusedAs(
-      cert: Cert, status: number, code: GuardErrorCode, path?: string, headers?: Record<string, string>,
+      cert: Cert,
+      status: number,
+      code: GuardErrorCode,
+      path?: string,
+      headers?: Record<string, string>,
     ): Promise<void> {
       return refused(() => asClient(cert, path, headers), status, code);
     }
 
     async function asClient(cert: Cert, path = '/orders/7', headers?: Record<string, string>): Promise<Answer> {
       headers ??= { 'txn-token': token };
-      const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+      const head = Object.entries(headers)
+        .map(([name, value]) => `${name}: ${value}\r\n`)
+        .join('');
       const raw = `GET ${path} HTTP/1.1\r\nhost: orders\r\n${head}connection: close\r\n\r\n`;
-      const result = await rawTlsRequest({ host: '127.0.0.1', port: service.port, caPem: w.ca.bundlePem, raw, ...(cert ? { certPem: cert.chainPem, keyPem: cert.keyPem } : {}) });
+      const result = await rawTlsRequest({
+        host: '127.0.0.1',
+        port: service.port,
+        caPem: w.ca.bundlePem,
+        raw,
+        ...(cert ? { certPem: cert.chainPem, keyPem: cert.keyPem } : {}),
+      });
       if (typeof result !== 'string') throw new Error(`connection failed: ${result.error}`);
       return parseRawAnswer(result);
     }
@@ -91,7 +121,9 @@ for (const adapter of adapters) {
       });
       test('expired certificate', async () => {
         const expired = await w.ca.issueCert({
-          uris: [GATEWAY], notBefore: hoursFromNow(-2), notAfter: hoursFromNow(-1),
+          uris: [GATEWAY],
+          notBefore: hoursFromNow(-2),
+          notAfter: hoursFromNow(-1),
         });
         await refusedAs(expired, 401, 'LOCKSTEP_ERR_PEER_UNTRUSTED');
       });
@@ -109,12 +141,22 @@ for (const adapter of adapters) {
       test('no SAN extension at all', async () => {
         await refusedAs(await w.ca.issueCert({ uris: [GATEWAY], noSan: true }), 401, 'LOCKSTEP_ERR_PEER_ID_INVALID');
       });
-      for (const [label, uri] of [['trust domain with a suffix', 'spiffe://shop.test.evil/svc/gateway'], ['trust domain with a prefix', 'spiffe://evilshop.test/svc/gateway']] as const) {
+      for (const [label, uri] of [
+        ['trust domain with a suffix', 'spiffe://shop.test.evil/svc/gateway'],
+        ['trust domain with a prefix', 'spiffe://evilshop.test/svc/gateway'],
+      ] as const) {
         test(`lookalike ${label}: ${uri}`, async () => {
           await refusedAs(await w.ca.issueCert({ uris: [uri] }), 401, 'LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN');
         });
       }
-      for (const uri of ['spiffe://shop%2etest/svc/gateway', 'spiffe://SHOP.TEST/svc/gateway', 'SPIFFE://shop.test/svc/gateway', 'spiffe://shop.test/svc/../svc/gateway', 'spiffe://user@shop.test/svc/gateway', 'spiffe://shop.test:443/svc/gateway']) {
+      for (const uri of [
+        'spiffe://shop%2etest/svc/gateway',
+        'spiffe://SHOP.TEST/svc/gateway',
+        'SPIFFE://shop.test/svc/gateway',
+        'spiffe://shop.test/svc/../svc/gateway',
+        'spiffe://user@shop.test/svc/gateway',
+        'spiffe://shop.test:443/svc/gateway',
+      ]) {
         test(`malformed or encoded SPIFFE ID: ${uri}`, async () => {
           await refusedAs(await w.ca.issueCert({ uris: [uri] }), 401, 'LOCKSTEP_ERR_PEER_ID_INVALID');
         });
@@ -126,14 +168,20 @@ for (const adapter of adapters) {
         const before = decisions.events.length;
         const calls = service.calls.length;
         const reply = await new Promise<string>((resolve) => {
-          const socket = connect(service.port, '127.0.0.1', () => socket.write(`GET /orders/7 HTTP/1.1\r\nhost: orders\r\ntxn-token: ${token}\r\n\r\n`));
+          const socket = connect(service.port, '127.0.0.1', () =>
+            socket.write(`GET /orders/7 HTTP/1.1\r\nhost: orders\r\ntxn-token: ${token}\r\n\r\n`),
+          );
           let data = '';
-          socket.on('data', (chunk) => { data += chunk.toString('latin1'); });
+          socket.on('data', (chunk) => {
+            data += chunk.toString('latin1');
+          });
           socket.on('close', () => resolve(data));
           socket.on('error', () => {});
         });
         assert.ok(!reply.startsWith('HTTP/'), 'no HTTP response over plain text');
-        await waitFor(() => decisions.events.slice(before).some((event) => event.reason === 'LOCKSTEP_ERR_TLS_HANDSHAKE'));
+        await waitFor(() =>
+          decisions.events.slice(before).some((event) => event.reason === 'LOCKSTEP_ERR_TLS_HANDSHAKE'),
+        );
         await settle();
         assert.equal(service.calls.length, calls, 'no handler ran');
       });
@@ -141,7 +189,10 @@ for (const adapter of adapters) {
 
     describe('Txn-Token', () => {
       test('legitimate: a valid Txn-Token is accepted', async () => {
-        assert.equal((await gateway.request(`${service.url}/orders/7`, { headers: { 'txn-token': token } })).status, 200);
+        assert.equal(
+          (await gateway.request(`${service.url}/orders/7`, { headers: { 'txn-token': token } })).status,
+          200,
+        );
       });
       for (const attack of txnTokenAttacks) {
         test(`${attack.id}: ${attack.description}`, async () => {
@@ -149,15 +200,19 @@ for (const adapter of adapters) {
           const values = Array.isArray(built) ? built : [built];
           const headers = values.flatMap((value) => ['txn-token', value]);
           const [status, code] = expectedCode[attack.expect];
-          await refused(async () => {
-            try {
-              return await gateway.request(`${service.url}/orders/7`, { headers });
-            } catch (error) {
-              // A 1 MB header: the server answers 431 and closes while the client is still writing.
-              if (attack.expect !== 'too-large') throw error;
-              return asClient(w.svids.gateway, '/orders/7', { 'txn-token': values[0] as string });
-            }
-          }, status, code);
+          await refused(
+            async () => {
+              try {
+                return await gateway.request(`${service.url}/orders/7`, { headers });
+              } catch (error) {
+                // A 1 MB header: the server answers 431 and closes while the client is still writing.
+                if (attack.expect !== 'too-large') throw error;
+                return asClient(w.svids.gateway, '/orders/7', { 'txn-token': values[0] as string });
+              }
+            },
+            status,
+            code,
+          );
         });
       }
     });
@@ -171,7 +226,10 @@ for (const adapter of adapters) {
         await refusedAs(w.svids.gateway, 403, 'LOCKSTEP_ERR_DENIED', '/orders/7', { 'txn-token': noRole });
       });
       test('method switching: GET allowed, DELETE denied for a customer; allowed for an admin', async () => {
-        assert.equal((await gateway.request(`${service.url}/orders/7`, { headers: { 'txn-token': token } })).status, 200);
+        assert.equal(
+          (await gateway.request(`${service.url}/orders/7`, { headers: { 'txn-token': token } })).status,
+          200,
+        );
         const id = await placeOrder();
         const remove = (as: string) => {
           return gateway.request(`${service.url}/orders/${id}`, { method: 'DELETE', headers: { 'txn-token': as } });
@@ -190,7 +248,19 @@ for (const adapter of adapters) {
       test('a route without a permitting policy is denied', async () => {
         await refusedAs(w.svids.gateway, 403, 'LOCKSTEP_ERR_DENIED', '/admin/stats');
       });
-      for (const path of ['/admin/stats/', '/ADMIN/stats', '/Admin/Stats', '/orders/%2e%2e/admin/stats', '/orders/7/../../admin/stats', '//admin/stats', '/admin//stats', '/%61dmin/stats', '/admin/stats%2f', '/admin/stats;x=1', '/admin/stats?x=/orders/7']) {
+      for (const path of [
+        '/admin/stats/',
+        '/ADMIN/stats',
+        '/Admin/Stats',
+        '/orders/%2e%2e/admin/stats',
+        '/orders/7/../../admin/stats',
+        '//admin/stats',
+        '/admin//stats',
+        '/%61dmin/stats',
+        '/admin/stats%2f',
+        '/admin/stats;x=1',
+        '/admin/stats?x=/orders/7',
+      ]) {
         test(`path trick never reaches an unauthorized action: ${path}`, async () => {
           // Which of the two depends on the adapter's router (Express is not strict about a trailing
           // slash, for one); either way it is the pipeline's refusal and the handler never runs.
@@ -206,7 +276,9 @@ for (const adapter of adapters) {
         const answer = await asClient(null, '/health', {});
         assert.equal(answer.status, 200);
         assert.equal(service.calls.length, calls + 1, 'the health handler ran');
-        await waitFor(() => decisions.events.some((event) => event.route === '/health' && event.reason === 'LOCKSTEP_ALLOW_PUBLIC'));
+        await waitFor(() =>
+          decisions.events.some((event) => event.route === '/health' && event.reason === 'LOCKSTEP_ALLOW_PUBLIC'),
+        );
       });
     });
 
@@ -247,8 +319,10 @@ for (const adapter of adapters) {
         ['duplicate key, spelled with an escape', '{"item":"tea","quantity":1,"qu\\u0061ntity":100}'],
         ['duplicate key inside a nested object', '{"item":"tea","quantity":1,"meta":{"gift":false,"gift":true}}'],
         ['__proto__ inside a nested object', '{"item":"tea","quantity":1,"meta":{"__proto__":{"admin":true}}}'],
-        ['constructor.prototype inside a nested object',
-          '{"item":"tea","quantity":1,"meta":{"constructor":{"prototype":{"admin":true}}}}'],
+        [
+          'constructor.prototype inside a nested object',
+          '{"item":"tea","quantity":1,"meta":{"constructor":{"prototype":{"admin":true}}}}',
+        ],
         ['prototype deep inside arrays', '{"item":"tea","quantity":1,"meta":{"list":[{"x":[{"prototype":1}]}]}}'],
         ['escaped NUL in a string', '{"item":"te\\u0000a","quantity":1}'],
         ['escaped escape character in a key', '{"item":"tea","quantity":1,"meta":{"a\\u001b[2J":1}}'],
@@ -278,7 +352,9 @@ for (const adapter of adapters) {
       });
       test('wrong content type', async () => {
         const bodies = [
-          ['item=tea&quantity=2', 'application/x-www-form-urlencoded'], ['tea', 'text/plain'], ['{"item":"tea"}', ''],
+          ['item=tea&quantity=2', 'application/x-www-form-urlencoded'],
+          ['tea', 'text/plain'],
+          ['{"item":"tea"}', ''],
         ] as const;
         for (const [body, type] of bodies) {
           await refused(() => post(body, { 'content-type': type }), 415, 'LOCKSTEP_ERR_UNSUPPORTED_MEDIA_TYPE');
@@ -367,7 +443,11 @@ interface Streamed {
 type StreamedBody = { size: number } | { chunk: number; everyMs: number };
 
 function streamBody(
-  service: RunningService, w: World, cert: Cert, head: string, body: StreamedBody,
+  service: RunningService,
+  w: World,
+  cert: Cert,
+  head: string,
+  body: StreamedBody,
 ): Promise<Streamed> {
   const accepted: TLSSocket[] = [];
   const onConnection = (socket: TLSSocket) => accepted.push(socket);

@@ -12,7 +12,13 @@ import type { TLSSocket } from 'node:tls';
 import { currentAdmission } from '../src/index.ts';
 import { lockstep } from '../src/adapters/fastify.ts';
 import {
-  expectRefused, guardFor, recordDecisions, startOrders, TRUST_DOMAIN, world, type HandlerCall,
+  expectRefused,
+  guardFor,
+  recordDecisions,
+  startOrders,
+  TRUST_DOMAIN,
+  world,
+  type HandlerCall,
 } from './fixture.ts';
 
 test('steady state: a repeated request does no signature verification and no Cedar call', async () => {
@@ -21,11 +27,16 @@ test('steady state: a repeated request does no signature verification and no Ced
   const client = w.client(w.svids.gateway);
   try {
     const tokens = await Promise.all([1, 2, 3].map((n) => w.customerToken({ sub: `user-${n}` })));
-    for (const token of tokens) assert.equal((await client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } })).status, 200);
+    for (const token of tokens)
+      assert.equal((await client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } })).status, 200);
     const cold = service.guard.stats();
     assert.equal(cold.tokens.verified, 3);
     for (let round = 0; round < 5; round++) {
-      for (const token of tokens) assert.equal((await client.request(`${service.url}/orders/${round}`, { headers: { 'txn-token': token } })).status, 200);
+      for (const token of tokens)
+        assert.equal(
+          (await client.request(`${service.url}/orders/${round}`, { headers: { 'txn-token': token } })).status,
+          200,
+        );
     }
     const warm = service.guard.stats();
     assert.equal(warm.tokens.verified, 3, 'no further signature verification');
@@ -65,7 +76,10 @@ test('audit event: who, on whose behalf, what, which policy, why — and nothing
     assert.ok(event.latencyMs >= 0 && event.latencyMs < 1000);
     assert.ok(!Number.isNaN(Date.parse(event.time)));
     const text = JSON.stringify(event);
-    assert.ok(!text.includes(token.split('.')[2] as string) && !text.includes(token.split('.')[1] as string), 'no token in the event');
+    assert.ok(
+      !text.includes(token.split('.')[2] as string) && !text.includes(token.split('.')[1] as string),
+      'no token in the event',
+    );
   } finally {
     decisions.stop();
     await client.close();
@@ -81,10 +95,22 @@ test('a denial is audited with the policy version that decided it; a refusal bef
   const decisions = recordDecisions();
   try {
     const token = await w.customerToken();
-    const { event } = await expectRefused(service, decisions, () => client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } }), 403, 'LOCKSTEP_ERR_DENIED');
+    const { event } = await expectRefused(
+      service,
+      decisions,
+      () => client.request(`${service.url}/orders/1`, { headers: { 'txn-token': token } }),
+      403,
+      'LOCKSTEP_ERR_DENIED',
+    );
     assert.ok(service.guard.policyVersion !== null);
     assert.equal(event.policyVersion, service.guard.policyVersion);
-    const { event: early } = await expectRefused(service, decisions, () => client.request(`${service.url}/orders/1`, { headers: {} }), 401, 'LOCKSTEP_ERR_TXN_TOKEN_MISSING');
+    const { event: early } = await expectRefused(
+      service,
+      decisions,
+      () => client.request(`${service.url}/orders/1`, { headers: {} }),
+      401,
+      'LOCKSTEP_ERR_TXN_TOKEN_MISSING',
+    );
     assert.equal(early.policyVersion, null);
   } finally {
     decisions.stop();
@@ -125,9 +151,17 @@ test('a policy bundle signed by an unknown key, or cut for another service, is r
     const { generateKeyPair } = await import('jose');
     const { signBundle } = await import('@lockstep/policy');
     const stranger = await generateKeyPair('ES256');
-    const forged = await signBundle(w.policySet, { privateKey: stranger.privateKey, kid: w.policyKey.kid, service: 'orders' });
+    const forged = await signBundle(w.policySet, {
+      privateKey: stranger.privateKey,
+      kid: w.policyKey.kid,
+      service: 'orders',
+    });
     await assert.rejects(guard.setPolicyBundle(forged));
-    const otherService = await signBundle(w.policySet, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'payments' });
+    const otherService = await signBundle(w.policySet, {
+      privateKey: w.policyKey.privateKey,
+      kid: w.policyKey.kid,
+      service: 'payments',
+    });
     await assert.rejects(guard.setPolicyBundle(otherService));
     assert.ok(guard.policyVersion !== null);
   } finally {
@@ -207,7 +241,15 @@ test('outbound client: propagates the inbound Txn-Token and a child traceparent,
   // payments: a bare mTLS server that reports what it received.
   const paymentsSvid = await w.ca.issueSvid({ service: 'payments' });
   const received: Array<{ txn: unknown; traceparent: unknown; peer: string }> = [];
-  const paymentsApp = Fastify({ https: { cert: paymentsSvid.chainPem, key: paymentsSvid.keyPem, ca: w.ca.bundlePem, requestCert: true, rejectUnauthorized: true } });
+  const paymentsApp = Fastify({
+    https: {
+      cert: paymentsSvid.chainPem,
+      key: paymentsSvid.keyPem,
+      ca: w.ca.bundlePem,
+      requestCert: true,
+      rejectUnauthorized: true,
+    },
+  });
   paymentsApp.get('/charge', async (request) => {
     const socket = request.raw.socket as TLSSocket;
     const san = socket.getPeerCertificate().subjectaltname ?? '';
@@ -257,13 +299,19 @@ test('outbound client: refuses a peer whose SVID is outside the trust domain bef
   const evil = await w.ca.issueCert({ uris: ['spiffe://evil.test/svc/payments'] });
   let reached = false;
   const evilApp = Fastify({ https: { cert: evil.chainPem, key: evil.keyPem } });
-  evilApp.get('/charge', async () => { reached = true; return {}; });
+  evilApp.get('/charge', async () => {
+    reached = true;
+    return {};
+  });
   await evilApp.listen({ host: '127.0.0.1', port: 0 });
   const guard = await guardFor(w);
   try {
     await assert.rejects(
-      guard.client.request(`https://127.0.0.1:${(evilApp.server.address() as AddressInfo).port}/charge`, { txnToken: await w.customerToken() }),
-      (error: Error & { code?: string; cause?: { code?: string } }) => /outside|not in trust domain|refused/i.test(`${error.message} ${String(error.cause)}`),
+      guard.client.request(`https://127.0.0.1:${(evilApp.server.address() as AddressInfo).port}/charge`, {
+        txnToken: await w.customerToken(),
+      }),
+      (error: Error & { code?: string; cause?: { code?: string } }) =>
+        /outside|not in trust domain|refused/i.test(`${error.message} ${String(error.cause)}`),
     );
     assert.equal(reached, false, 'no request reached the foreign peer');
   } finally {
@@ -277,8 +325,17 @@ test('policy bundles apply in call order and an older bundle cannot replace a ne
   const { signBundle, policySetFromSources } = await import('@lockstep/policy');
   const { readFileSync } = await import('node:fs');
   const schema = readFileSync(new URL('../example/policies/shop.cedarschema', import.meta.url), 'utf8');
-  const readOnly = policySetFromSources({ schema, policies: { 'a.cedar': '@id("a") permit (principal, action == Lockstep::Action::"orders:read", resource);' } });
-  const sign = (set: typeof readOnly, seconds: number) => signBundle(set, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'orders', issuedAt: new Date(Date.now() - seconds * 1000) });
+  const readOnly = policySetFromSources({
+    schema,
+    policies: { 'a.cedar': '@id("a") permit (principal, action == Lockstep::Action::"orders:read", resource);' },
+  });
+  const sign = (set: typeof readOnly, seconds: number) =>
+    signBundle(set, {
+      privateKey: w.policyKey.privateKey,
+      kid: w.policyKey.kid,
+      service: 'orders',
+      issuedAt: new Date(Date.now() - seconds * 1000),
+    });
   const older = await sign(readOnly, 60);
   const newer = await sign(w.policySet, 10);
   const guard = await guardFor(w, { policy: { keys: w.policyKey.jwks } });
@@ -304,14 +361,23 @@ test('tlsOptions() used for a server that is never attached is reported loudly',
     t.mock.timers.enable({ apis: ['setTimeout'] });
     guard.tlsOptions();
     t.mock.timers.tick(5_000);
-    assert.ok(warnings.some((message) => /client certificates are NOT enforced/.test(message)), warnings.join('\n'));
+    assert.ok(
+      warnings.some((message) => /client certificates are NOT enforced/.test(message)),
+      warnings.join('\n'),
+    );
 
     warnings.length = 0;
-    const attached = await guardFor(w, { logger: { info() {}, warn: (message) => warnings.push(message), error() {} } });
+    const attached = await guardFor(w, {
+      logger: { info() {}, warn: (message) => warnings.push(message), error() {} },
+    });
     attached.createServer(() => {}).close();
     attached.tlsOptions();
     t.mock.timers.tick(5_000);
-    assert.deepEqual(warnings.filter((message) => /NOT enforced/.test(message)), [], 'no warning once a server is attached');
+    assert.deepEqual(
+      warnings.filter((message) => /NOT enforced/.test(message)),
+      [],
+      'no warning once a server is attached',
+    );
     await attached.close();
   } finally {
     t.mock.timers.reset();

@@ -20,8 +20,18 @@ import { lockstepHttp } from '../src/adapters/node-http.ts';
 import type { RouteTable } from '../src/route-table.ts';
 import type { OwnerLookup } from '../src/routes.ts';
 import {
-  expectRefused, guardFor, parseRawAnswer, recordDecisions, settle, silentLogger, TRUST_DOMAIN, world,
-  type Answer, type DecisionRecorder, type HandlerCall, type World,
+  expectRefused,
+  guardFor,
+  parseRawAnswer,
+  recordDecisions,
+  settle,
+  silentLogger,
+  TRUST_DOMAIN,
+  world,
+  type Answer,
+  type DecisionRecorder,
+  type HandlerCall,
+  type World,
 } from './fixture.ts';
 
 const GATEWAY = `spiffe://${TRUST_DOMAIN}/svc/gateway`;
@@ -34,8 +44,10 @@ const SCHEMA = `namespace Lockstep {
 /** A Cedar policy that lets the gateway perform `action` on the orders service, when `condition` holds. */
 function permit(id: string, action: string, condition?: string): string {
   const when = condition === undefined ? '' : ` when { ${condition} }`;
-  return `@id("${id}") permit (principal == Lockstep::Workload::"${GATEWAY}", action == Lockstep::Action::"${action}", `
-    + `resource == Lockstep::Service::"orders")${when};`;
+  return (
+    `@id("${id}") permit (principal == Lockstep::Workload::"${GATEWAY}", action == Lockstep::Action::"${action}", ` +
+    `resource == Lockstep::Service::"orders")${when};`
+  );
 }
 
 let w: World;
@@ -66,15 +78,20 @@ interface Service {
 /** `table` behind the node:http adapter; every handler call is recorded before it answers. */
 async function serve(guard: Guard, table: RouteTable): Promise<Service> {
   const calls: HandlerCall[] = [];
-  const server: Server = guard.createServer(lockstepHttp(guard, table, (request, response, { admission }) => {
-    calls.push({ method: request.method ?? '', url: request.url ?? '', requestId: admission.requestId });
-    response.writeHead(200, { 'content-type': 'application/json' });
-    response.end(JSON.stringify({ ok: true }));
-  }));
+  const server: Server = guard.createServer(
+    lockstepHttp(guard, table, (request, response, { admission }) => {
+      calls.push({ method: request.method ?? '', url: request.url ?? '', requestId: admission.requestId });
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ ok: true }));
+    }),
+  );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `https://127.0.0.1:${port}`, port, calls, orders: new Map(),
+    url: `https://127.0.0.1:${port}`,
+    port,
+    calls,
+    orders: new Map(),
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -96,9 +113,13 @@ async function get(url: string, token: string, svid: Credentials = w.svids.gatew
 }
 
 describe('what the policy sees', () => {
-  it('scope, tenant and the caller\'s service name reach it from the token and the certificate', async () => {
-    const policy = permit('read-in-scope-for-t1-via-gateway', 'orders:read', 'context.scope.contains("orders:read") '
-      + '&& context has tenant && context.tenant == "t1" && context.callerService == "gateway"');
+  it("scope, tenant and the caller's service name reach it from the token and the certificate", async () => {
+    const policy = permit(
+      'read-in-scope-for-t1-via-gateway',
+      'orders:read',
+      'context.scope.contains("orders:read") ' +
+        '&& context has tenant && context.tenant == "t1" && context.callerService == "gateway"',
+    );
     const service = await serve(await guardWith(policy), { 'GET /orders/:id': { action: 'orders:read' } });
     try {
       const url = `${service.url}/orders/1`;
@@ -152,7 +173,10 @@ describe('what the policy sees', () => {
 });
 
 describe('owner rules', () => {
-  const ORDERS = new Map([['1', 'alice'], ['2', 'bob']]);
+  const ORDERS = new Map([
+    ['1', 'alice'],
+    ['2', 'bob'],
+  ]);
   let lookups = 0;
   const owner: OwnerLookup = ({ id }) => {
     lookups += 1;
@@ -160,8 +184,11 @@ describe('owner rules', () => {
     return ORDERS.get(id ?? '') ?? null;
   };
   // A customer reads her own orders, and may learn that an order does not exist (owner "").
-  const policy = permit('own-or-none', 'orders:read',
-    'context has owner && (context.owner == context.sub || context.owner == "")');
+  const policy = permit(
+    'own-or-none',
+    'orders:read',
+    'context has owner && (context.owner == context.sub || context.owner == "")',
+  );
   const table: RouteTable = { 'GET /orders/:id': { action: 'orders:read', owner } };
 
   it('an object that does not exist has the owner "" (not no owner); bob\'s order is refused to alice', async () => {
@@ -188,7 +215,7 @@ describe('owner rules', () => {
     }
   });
 
-  it('in dry run, no owner lookup without a valid token: let through, audited with the token\'s refusal', async () => {
+  it("in dry run, no owner lookup without a valid token: let through, audited with the token's refusal", async () => {
     const service = await serve(await guardWith(policy, { mode: 'dry-run' }), table);
     try {
       const before = lookups;
@@ -209,7 +236,10 @@ describe('the pipeline at its edges', () => {
     const service = await serve(await guardWith(FORBID_ALL), { 'GET /health': { public: true } });
     try {
       const raw = await rawTlsRequest({
-        host: '127.0.0.1', port: service.port, caPem: w.ca.bundlePem, raw: 'GET /health HTTP/1.0\r\n\r\n',
+        host: '127.0.0.1',
+        port: service.port,
+        caPem: w.ca.bundlePem,
+        raw: 'GET /health HTTP/1.0\r\n\r\n',
       });
       assert.equal(typeof raw, 'string', JSON.stringify(raw));
       assert.equal(parseRawAnswer(raw as string).status, 200);
@@ -220,7 +250,7 @@ describe('the pipeline at its edges', () => {
     }
   });
 
-  it('refuses a scan\'s token replayed by a workload also when a chain follows the scanner as requester', async () => {
+  it("refuses a scan's token replayed by a workload also when a chain follows the scanner as requester", async () => {
     const table: RouteTable = { 'GET /orders/:id': { action: 'orders:read' } };
     const service = await serve(await guardWith(permit('read', 'orders:read')), table);
     try {

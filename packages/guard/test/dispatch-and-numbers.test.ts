@@ -26,8 +26,19 @@ import { lockstep } from '../src/adapters/fastify.ts';
 import { lockstepExpress } from '../src/adapters/express.ts';
 import { lockstepHttp } from '../src/adapters/node-http.ts';
 import {
-  adapters, expectRefused, guardFor, parseRawAnswer, recordDecisions, settle, startOrders, TRUST_DOMAIN, world,
-  type DecisionRecorder, type HandlerCall, type Observed, type World,
+  adapters,
+  expectRefused,
+  guardFor,
+  parseRawAnswer,
+  recordDecisions,
+  settle,
+  startOrders,
+  TRUST_DOMAIN,
+  world,
+  type DecisionRecorder,
+  type HandlerCall,
+  type Observed,
+  type World,
 } from './fixture.ts';
 
 const SCANNER = `spiffe://${TRUST_DOMAIN}/scanner/ci`;
@@ -96,7 +107,9 @@ async function closeServer(server: Server): Promise<void> {
 
 /** An Express app behind `guard`, over mTLS; `build` registers the guard and the app's routes. */
 async function withExpress(
-  guard: Guard, build: (app: Express) => void, run: (url: string) => Promise<void>,
+  guard: Guard,
+  build: (app: Express) => void,
+  run: (url: string) => Promise<void>,
 ): Promise<void> {
   const app = express();
   build(app);
@@ -126,52 +139,61 @@ describe('Express runs the route the guard decided, or none', () => {
     const details = recordRefusalDetails(guard);
     const observed = watched();
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'GET /orders/:id': { action: 'orders:read' }, // customers may read an order
-        'GET /orders/export': { action: 'orders:delete' }, // admins only
-      }));
-      app.get('/orders/export', (_request, response) => {
-        observed.note('export');
-        response.json({ all: 'orders' });
-      });
-      app.get('/orders/:id', (request, response) => {
-        observed.note(`read ${request.params.id}`);
-        response.json({ id: request.params.id });
-      });
-      // Neither may run for a refused request, nor write an answer of their own.
-      app.use((_error: unknown, _request: Request, response: Response, _next: NextFunction) => {
-        observed.note('error handler');
-        response.status(500).send('<!DOCTYPE html><title>Error</title>');
-      });
-      app.use((_request, response) => {
-        observed.note('not found');
-        response.status(404).send('<!DOCTYPE html><title>Not found</title>');
-      });
-    }, async (url) => {
-      const headers = { 'txn-token': await w.customerToken() };
-      const exportOrders = () => client.request(`${url}/orders/export`, { headers });
-      for (let i = 0; i < 2; i++) {
-        const { event } = await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
-        const [decided, refused] = eventsOf(event.requestId);
-        assert.equal(decided?.decision, 'allow', 'decided first (as the table matched it)…');
-        assert.equal(decided?.route, '/orders/:id');
-        const why = '…then refused when Express dispatched another route';
-        assert.equal(refused?.reason, 'LOCKSTEP_ERR_ROUTE_UNKNOWN', why);
-      }
-      const named = /decided GET \/orders\/:id \(orders:read\) but Express dispatched GET \/orders\/export/;
-      assert.match(details.at(-1) ?? '', named);
-      const logged = logger.lines.filter((line) => line.includes('Express dispatched GET /orders/export'));
-      assert.equal(logged.length, 1, `logged once per pair of routes:\n${logger.lines.join('\n')}`);
-      assert.match(logged[0] ?? '', /^error .*same order as the app registers them/);
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'GET /orders/:id': { action: 'orders:read' }, // customers may read an order
+            'GET /orders/export': { action: 'orders:delete' }, // admins only
+          }),
+        );
+        app.get('/orders/export', (_request, response) => {
+          observed.note('export');
+          response.json({ all: 'orders' });
+        });
+        app.get('/orders/:id', (request, response) => {
+          observed.note(`read ${request.params.id}`);
+          response.json({ id: request.params.id });
+        });
+        // Neither may run for a refused request, nor write an answer of their own.
+        app.use((_error: unknown, _request: Request, response: Response, _next: NextFunction) => {
+          observed.note('error handler');
+          response.status(500).send('<!DOCTYPE html><title>Error</title>');
+        });
+        app.use((_request, response) => {
+          observed.note('not found');
+          response.status(404).send('<!DOCTYPE html><title>Not found</title>');
+        });
+      },
+      async (url) => {
+        const headers = { 'txn-token': await w.customerToken() };
+        const exportOrders = () => client.request(`${url}/orders/export`, { headers });
+        for (let i = 0; i < 2; i++) {
+          const { event } = await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
+          const [decided, refused] = eventsOf(event.requestId);
+          assert.equal(decided?.decision, 'allow', 'decided first (as the table matched it)…');
+          assert.equal(decided?.route, '/orders/:id');
+          const why = '…then refused when Express dispatched another route';
+          assert.equal(refused?.reason, 'LOCKSTEP_ERR_ROUTE_UNKNOWN', why);
+        }
+        const named = /decided GET \/orders\/:id \(orders:read\) but Express dispatched GET \/orders\/export/;
+        assert.match(details.at(-1) ?? '', named);
+        const logged = logger.lines.filter((line) => line.includes('Express dispatched GET /orders/export'));
+        assert.equal(logged.length, 1, `logged once per pair of routes:\n${logger.lines.join('\n')}`);
+        assert.match(logged[0] ?? '', /^error .*same order as the app registers them/);
 
-      const read = await client.request(`${url}/orders/7`, { headers });
-      assert.equal(read.status, 200, read.text);
-      assert.deepEqual(read.json(), { id: '7' });
-      const head = await client.request(`${url}/orders/8`, { method: 'HEAD', headers });
-      assert.equal(head.status, 200, 'HEAD served by the GET route is the decided route');
-      assert.deepEqual(observed.calls.map((call) => call.method), ['read 7', 'read 8']);
-    });
+        const read = await client.request(`${url}/orders/7`, { headers });
+        assert.equal(read.status, 200, read.text);
+        assert.deepEqual(read.json(), { id: '7' });
+        const head = await client.request(`${url}/orders/8`, { method: 'HEAD', headers });
+        assert.equal(head.status, 200, 'HEAD served by the GET route is the decided route');
+        assert.deepEqual(
+          observed.calls.map((call) => call.method),
+          ['read 7', 'read 8'],
+        );
+      },
+    );
     await client.close();
   });
 
@@ -181,47 +203,55 @@ describe('Express runs the route the guard decided, or none', () => {
     observed.orders.set('7', { item: 'tea' });
     const owners: Record<string, string> = { 7: 'alice', 8: 'bob' };
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'GET /orders/:id': { action: 'orders:read', owner: ({ id }) => owners[id ?? ''] ?? null },
-        'DELETE /orders/:id': { action: 'orders:delete' },
-        'GET /admin/stats': {},
-      }));
-      app.use((request, _response, next) => {
-        const override = request.headers['x-http-method-override'];
-        if (typeof override === 'string') request.method = override;
-        const rewrite = request.headers['x-rewrite'];
-        if (typeof rewrite === 'string') request.url = rewrite;
-        next();
-      });
-      app.get('/orders/:id', (request, response) => {
-        observed.note(`read ${request.params.id}`);
-        response.json({ id: request.params.id });
-      });
-      app.delete('/orders/:id', (request, response) => {
-        observed.note('delete');
-        observed.orders.delete(request.params.id);
-        response.json({ deleted: request.params.id });
-      });
-      app.get('/admin/stats', (_request, response) => {
-        observed.note('admin');
-        response.json({ secret: true });
-      });
-    }, async (url) => {
-      const token = await w.customerToken();
-      const get = (headers: Record<string, string>) => () => client.request(`${url}/orders/7`, {
-        headers: { 'txn-token': token, ...headers },
-      });
-      const code = 'LOCKSTEP_ERR_ROUTE_UNKNOWN';
-      await expectRefused(observed, decisions, get({ 'x-http-method-override': 'DELETE' }), 404, code);
-      assert.ok(observed.orders.has('7'), 'the order was not deleted');
-      await expectRefused(observed, decisions, get({ 'x-rewrite': '/admin/stats' }), 404, code);
-      // The same route, another object: the owner rule was checked for order 7, not 8.
-      await expectRefused(observed, decisions, get({ 'x-rewrite': '/orders/8' }), 404, code);
-      const plain = await get({})();
-      assert.equal(plain.status, 200, plain.text);
-      assert.deepEqual(observed.calls.map((call) => call.method), ['read 7']);
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'GET /orders/:id': { action: 'orders:read', owner: ({ id }) => owners[id ?? ''] ?? null },
+            'DELETE /orders/:id': { action: 'orders:delete' },
+            'GET /admin/stats': {},
+          }),
+        );
+        app.use((request, _response, next) => {
+          const override = request.headers['x-http-method-override'];
+          if (typeof override === 'string') request.method = override;
+          const rewrite = request.headers['x-rewrite'];
+          if (typeof rewrite === 'string') request.url = rewrite;
+          next();
+        });
+        app.get('/orders/:id', (request, response) => {
+          observed.note(`read ${request.params.id}`);
+          response.json({ id: request.params.id });
+        });
+        app.delete('/orders/:id', (request, response) => {
+          observed.note('delete');
+          observed.orders.delete(request.params.id);
+          response.json({ deleted: request.params.id });
+        });
+        app.get('/admin/stats', (_request, response) => {
+          observed.note('admin');
+          response.json({ secret: true });
+        });
+      },
+      async (url) => {
+        const token = await w.customerToken();
+        const get = (headers: Record<string, string>) => () =>
+          client.request(`${url}/orders/7`, { headers: { 'txn-token': token, ...headers } });
+        const code = 'LOCKSTEP_ERR_ROUTE_UNKNOWN';
+        await expectRefused(observed, decisions, get({ 'x-http-method-override': 'DELETE' }), 404, code);
+        assert.ok(observed.orders.has('7'), 'the order was not deleted');
+        await expectRefused(observed, decisions, get({ 'x-rewrite': '/admin/stats' }), 404, code);
+        // The same route, another object: the owner rule was checked for order 7, not 8.
+        await expectRefused(observed, decisions, get({ 'x-rewrite': '/orders/8' }), 404, code);
+        const plain = await get({})();
+        assert.equal(plain.status, 200, plain.text);
+        assert.deepEqual(
+          observed.calls.map((call) => call.method),
+          ['read 7'],
+        );
+      },
+    );
     await client.close();
   });
 
@@ -230,91 +260,122 @@ describe('Express runs the route the guard decided, or none', () => {
     const guard = await guardFor(w);
     const observed = watched();
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
-      app.use((request, _response, next) => {
-        if (request.url === '/orders/7') request.url = '/orders/8';
-        next();
-      });
-      app.get('/orders/:id', (request, response) => {
-        observed.note(`read ${request.params.id}`);
-        response.json({ id: request.params.id });
-      });
-    }, async (url) => {
-      const read = await client.request(`${url}/orders/7`, { headers: { 'txn-token': await w.customerToken() } });
-      assert.equal(read.status, 200, read.text);
-      assert.deepEqual(read.json(), { id: '8' });
-      assert.deepEqual(observed.calls.map((call) => call.method), ['read 8']);
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
+        app.use((request, _response, next) => {
+          if (request.url === '/orders/7') request.url = '/orders/8';
+          next();
+        });
+        app.get('/orders/:id', (request, response) => {
+          observed.note(`read ${request.params.id}`);
+          response.json({ id: request.params.id });
+        });
+      },
+      async (url) => {
+        const read = await client.request(`${url}/orders/7`, { headers: { 'txn-token': await w.customerToken() } });
+        assert.equal(read.status, 200, read.text);
+        assert.deepEqual(read.json(), { id: '8' });
+        assert.deepEqual(
+          observed.calls.map((call) => call.method),
+          ['read 8'],
+        );
+      },
+    );
     await client.close();
   });
 
   it('refuses a request whose method a middleware rewrote to HEAD: the GET route is not the POST decided', async () => {
     const guard = await guardFor(w);
     const observed = watched();
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'POST /orders/:id': { action: 'orders:create' }, // customers may
-        'GET /orders/:id': { action: 'orders:delete' }, // admins only
-      }));
-      app.use((request, _response, next) => {
-        if (request.headers['x-method-override'] === 'HEAD') request.method = 'HEAD';
-        next();
-      });
-      // Express serves HEAD with the GET route.
-      app.get('/orders/:id', (request, response) => {
-        observed.note(`read ${request.params.id}`);
-        response.json({ id: request.params.id });
-      });
-    }, async (url) => {
-      // Read raw, on a connection the server closes: the answer to a request rewritten to HEAD has no
-      // body, whatever its content-length says.
-      const lines = [
-        'POST /orders/7 HTTP/1.1', 'host: orders.test', `txn-token: ${await w.customerToken()}`,
-        'x-method-override: HEAD', 'content-length: 0', 'connection: close',
-      ];
-      const raw = `${lines.join('\r\n')}\r\n\r\n`;
-      const { chainPem: certPem, keyPem } = w.svids.gateway;
-      const port = Number(new URL(url).port);
-      const result = await rawTlsRequest({ host: '127.0.0.1', port, caPem: w.ca.bundlePem, certPem, keyPem, raw });
-      assert.equal(typeof result, 'string', JSON.stringify(result));
-      const answer = parseRawAnswer(String(result));
-      assert.deepEqual([answer.status, answer.headers['lockstep-error']], [404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN']);
-      const events = eventsOf(String(answer.headers['lockstep-request-id']));
-      assert.deepEqual(events.map((event) => [event.decision, event.reason]), [
-        ['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_ROUTE_UNKNOWN'],
-      ]);
-      await settle();
-      assert.deepEqual(observed.calls, [], 'no handler ran');
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'POST /orders/:id': { action: 'orders:create' }, // customers may
+            'GET /orders/:id': { action: 'orders:delete' }, // admins only
+          }),
+        );
+        app.use((request, _response, next) => {
+          if (request.headers['x-method-override'] === 'HEAD') request.method = 'HEAD';
+          next();
+        });
+        // Express serves HEAD with the GET route.
+        app.get('/orders/:id', (request, response) => {
+          observed.note(`read ${request.params.id}`);
+          response.json({ id: request.params.id });
+        });
+      },
+      async (url) => {
+        // Read raw, on a connection the server closes: the answer to a request rewritten to HEAD has no
+        // body, whatever its content-length says.
+        const lines = [
+          'POST /orders/7 HTTP/1.1',
+          'host: orders.test',
+          `txn-token: ${await w.customerToken()}`,
+          'x-method-override: HEAD',
+          'content-length: 0',
+          'connection: close',
+        ];
+        const raw = `${lines.join('\r\n')}\r\n\r\n`;
+        const { chainPem: certPem, keyPem } = w.svids.gateway;
+        const port = Number(new URL(url).port);
+        const result = await rawTlsRequest({ host: '127.0.0.1', port, caPem: w.ca.bundlePem, certPem, keyPem, raw });
+        assert.equal(typeof result, 'string', JSON.stringify(result));
+        const answer = parseRawAnswer(String(result));
+        assert.deepEqual([answer.status, answer.headers['lockstep-error']], [404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN']);
+        const events = eventsOf(String(answer.headers['lockstep-request-id']));
+        assert.deepEqual(
+          events.map((event) => [event.decision, event.reason]),
+          [
+            ['allow', 'LOCKSTEP_ALLOW'],
+            ['deny', 'LOCKSTEP_ERR_ROUTE_UNKNOWN'],
+          ],
+        );
+        await settle();
+        assert.deepEqual(observed.calls, [], 'no handler ran');
+      },
+    );
   });
 
   it('refuses HEAD answered by a HEAD handler of the app when the table declares only GET for it', async () => {
     const guard = await guardFor(w);
     const observed = watched();
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'GET /orders/:id': { action: 'orders:read' },
-        'GET /items/:id': { action: 'orders:read' },
-        'HEAD /items/:id': { action: 'orders:read' },
-      }));
-      const note = (what: string) => (_request: Request, response: Response) => {
-        observed.note(what);
-        response.json({});
-      };
-      app.head('/orders/:id', note('head order'));
-      app.get('/orders/:id', note('read order'));
-      app.head('/items/:id', note('head item'));
-    }, async (url) => {
-      const headers = { 'txn-token': await w.customerToken() };
-      const send = (method: 'GET' | 'HEAD', path: string) => () => client.request(`${url}${path}`, { method, headers });
-      const code = 'LOCKSTEP_ERR_ROUTE_UNKNOWN';
-      await expectRefused(observed, decisions, send('HEAD', '/orders/7'), 404, code, { head: true });
-      assert.equal((await send('GET', '/orders/7')()).status, 200);
-      assert.equal((await send('HEAD', '/items/7')()).status, 200, 'the fix: declare HEAD for the route');
-      assert.deepEqual(observed.calls.map((call) => call.method), ['read order', 'head item']);
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'GET /orders/:id': { action: 'orders:read' },
+            'GET /items/:id': { action: 'orders:read' },
+            'HEAD /items/:id': { action: 'orders:read' },
+          }),
+        );
+        const note = (what: string) => (_request: Request, response: Response) => {
+          observed.note(what);
+          response.json({});
+        };
+        app.head('/orders/:id', note('head order'));
+        app.get('/orders/:id', note('read order'));
+        app.head('/items/:id', note('head item'));
+      },
+      async (url) => {
+        const headers = { 'txn-token': await w.customerToken() };
+        const send = (method: 'GET' | 'HEAD', path: string) => () =>
+          client.request(`${url}${path}`, { method, headers });
+        const code = 'LOCKSTEP_ERR_ROUTE_UNKNOWN';
+        await expectRefused(observed, decisions, send('HEAD', '/orders/7'), 404, code, { head: true });
+        assert.equal((await send('GET', '/orders/7')()).status, 200);
+        assert.equal((await send('HEAD', '/items/7')()).status, 200, 'the fix: declare HEAD for the route');
+        assert.deepEqual(
+          observed.calls.map((call) => call.method),
+          ['read order', 'head item'],
+        );
+      },
+    );
     await client.close();
   });
 
@@ -322,37 +383,46 @@ describe('Express runs the route the guard decided, or none', () => {
     const guard = await guardFor(w);
     const observed = watched();
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'GET /orders/:id': { action: 'orders:read' },
-        'GET /orders/export': { action: 'orders:delete' },
-      }));
-      // App code that clears req.route, or puts a label there for its logs.
-      app.use((request, _response, next) => {
-        const value = request.headers['x-route'];
-        if (value === 'null') request.route = null;
-        if (value === 'label') request.route = 'orders';
-        next();
-      });
-      app.get('/orders/export', (_request, response) => {
-        observed.note('export');
-        response.json({ all: 'orders' });
-      });
-      app.get('/orders/:id', (request, response) => {
-        observed.note(`read ${request.params.id}`);
-        response.json({ id: request.params.id });
-      });
-    }, async (url) => {
-      const token = await w.customerToken();
-      for (const value of ['null', 'label']) {
-        const headers = { 'txn-token': token, 'x-route': value };
-        const read = await client.request(`${url}/orders/7`, { headers });
-        assert.equal(read.status, 200, `x-route: ${value}: ${read.text}`);
-        const exportOrders = () => client.request(`${url}/orders/export`, { headers });
-        await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
-      }
-      assert.deepEqual(observed.calls.map((call) => call.method), ['read 7', 'read 7']);
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'GET /orders/:id': { action: 'orders:read' },
+            'GET /orders/export': { action: 'orders:delete' },
+          }),
+        );
+        // App code that clears req.route, or puts a label there for its logs.
+        app.use((request, _response, next) => {
+          const value = request.headers['x-route'];
+          if (value === 'null') request.route = null;
+          if (value === 'label') request.route = 'orders';
+          next();
+        });
+        app.get('/orders/export', (_request, response) => {
+          observed.note('export');
+          response.json({ all: 'orders' });
+        });
+        app.get('/orders/:id', (request, response) => {
+          observed.note(`read ${request.params.id}`);
+          response.json({ id: request.params.id });
+        });
+      },
+      async (url) => {
+        const token = await w.customerToken();
+        for (const value of ['null', 'label']) {
+          const headers = { 'txn-token': token, 'x-route': value };
+          const read = await client.request(`${url}/orders/7`, { headers });
+          assert.equal(read.status, 200, `x-route: ${value}: ${read.text}`);
+          const exportOrders = () => client.request(`${url}/orders/export`, { headers });
+          await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
+        }
+        assert.deepEqual(
+          observed.calls.map((call) => call.method),
+          ['read 7', 'read 7'],
+        );
+      },
+    );
     await client.close();
   });
 
@@ -361,57 +431,66 @@ describe('Express runs the route the guard decided, or none', () => {
     const observed = watched();
     let handedToErrorHandler: unknown;
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.set('env', 'test'); // Express's final handler would print the error handler's failure to write
-      app.use(lockstepExpress(guard, {
-        'GET /api/orders/:id': { action: 'orders:read' },
-        'GET /api/orders/export': { action: 'orders:delete' },
-        'GET /tenants/:tenant/orders/:id': { action: 'orders:read' },
-      }));
-      const api = express.Router();
-      api.get('/orders/export', (_request, response) => {
-        observed.note('export');
-        response.json({ all: 'orders' });
-      });
-      api.get('/orders/:id', (request, response) => {
-        observed.note(`read ${request.params.id}`);
-        response.json({ id: request.params.id });
-      });
-      app.use('/api', api);
-      const tenants = express.Router({ mergeParams: true });
-      tenants.get('/orders/:id', (request, response) => {
-        observed.note('tenant read');
-        response.json(request.params);
-      });
-      app.use('/tenants/:tenant', tenants);
-      // Must not run: the outer router carries on after the sub-router unless an error stops it.
-      app.use((_request, response, next) => {
-        observed.note('after the sub-router');
-        if (response.headersSent) next();
-        else response.status(404).send('<!DOCTYPE html><title>Not found</title>');
-      });
-      // Runs for the refused request (Express hands the error on) but cannot answer: the refusal is sent.
-      app.use((error: unknown, _request: Request, response: Response, _next: NextFunction) => {
-        handedToErrorHandler = error;
-        response.status(500).send('<!DOCTYPE html><title>Error</title>');
-      });
-    }, async (url) => {
-      const headers = { 'txn-token': await w.customerToken() };
-      const exportOrders = () => client.request(`${url}/api/orders/export`, { headers });
-      const { answer } = await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
-      assert.equal(answer.headers.connection, 'close', 'Express closes the connection after an error: said so');
-      // What an error handler logs: the guard's refusal, not a TypeError that looks like a bug of the app.
-      assert.ok(handedToErrorHandler instanceof GuardError, `the error handler got ${String(handedToErrorHandler)}`);
-      assert.deepEqual([handedToErrorHandler.code, handedToErrorHandler.status], ['LOCKSTEP_ERR_ROUTE_UNKNOWN', 404]);
-      for (const path of ['/api/orders/7', '/API/orders/7']) {
-        const read = await client.request(`${url}${path}`, { headers });
-        assert.equal(read.status, 200, `${path}: ${read.text}`);
-      }
-      const tenant = await client.request(`${url}/tenants/acme/orders/9`, { headers });
-      assert.equal(tenant.status, 200, tenant.text);
-      assert.deepEqual(tenant.json(), { tenant: 'acme', id: '9' });
-      assert.deepEqual(observed.calls.map((call) => call.method), ['read 7', 'read 7', 'tenant read']);
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.set('env', 'test'); // Express's final handler would print the error handler's failure to write
+        app.use(
+          lockstepExpress(guard, {
+            'GET /api/orders/:id': { action: 'orders:read' },
+            'GET /api/orders/export': { action: 'orders:delete' },
+            'GET /tenants/:tenant/orders/:id': { action: 'orders:read' },
+          }),
+        );
+        const api = express.Router();
+        api.get('/orders/export', (_request, response) => {
+          observed.note('export');
+          response.json({ all: 'orders' });
+        });
+        api.get('/orders/:id', (request, response) => {
+          observed.note(`read ${request.params.id}`);
+          response.json({ id: request.params.id });
+        });
+        app.use('/api', api);
+        const tenants = express.Router({ mergeParams: true });
+        tenants.get('/orders/:id', (request, response) => {
+          observed.note('tenant read');
+          response.json(request.params);
+        });
+        app.use('/tenants/:tenant', tenants);
+        // Must not run: the outer router carries on after the sub-router unless an error stops it.
+        app.use((_request, response, next) => {
+          observed.note('after the sub-router');
+          if (response.headersSent) next();
+          else response.status(404).send('<!DOCTYPE html><title>Not found</title>');
+        });
+        // Runs for the refused request (Express hands the error on) but cannot answer: the refusal is sent.
+        app.use((error: unknown, _request: Request, response: Response, _next: NextFunction) => {
+          handedToErrorHandler = error;
+          response.status(500).send('<!DOCTYPE html><title>Error</title>');
+        });
+      },
+      async (url) => {
+        const headers = { 'txn-token': await w.customerToken() };
+        const exportOrders = () => client.request(`${url}/api/orders/export`, { headers });
+        const { answer } = await expectRefused(observed, decisions, exportOrders, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
+        assert.equal(answer.headers.connection, 'close', 'Express closes the connection after an error: said so');
+        // What an error handler logs: the guard's refusal, not a TypeError that looks like a bug of the app.
+        assert.ok(handedToErrorHandler instanceof GuardError, `the error handler got ${String(handedToErrorHandler)}`);
+        assert.deepEqual([handedToErrorHandler.code, handedToErrorHandler.status], ['LOCKSTEP_ERR_ROUTE_UNKNOWN', 404]);
+        for (const path of ['/api/orders/7', '/API/orders/7']) {
+          const read = await client.request(`${url}${path}`, { headers });
+          assert.equal(read.status, 200, `${path}: ${read.text}`);
+        }
+        const tenant = await client.request(`${url}/tenants/acme/orders/9`, { headers });
+        assert.equal(tenant.status, 200, tenant.text);
+        assert.deepEqual(tenant.json(), { tenant: 'acme', id: '9' });
+        assert.deepEqual(
+          observed.calls.map((call) => call.method),
+          ['read 7', 'read 7', 'tenant read'],
+        );
+      },
+    );
     await client.close();
   });
 
@@ -419,26 +498,32 @@ describe('Express runs the route the guard decided, or none', () => {
     const guard = await guardFor(w);
     const observed = watched();
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'GET /orders/:id': { action: 'orders:read' },
-        'GET /reports/:n': { action: 'orders:read' },
-      }));
-      app.get(['/orders/:id', '/o/:id'], (_request, response) => {
-        observed.note('array');
-        response.json({});
-      });
-      app.get(/^\/reports\/(\d+)$/, (_request, response) => {
-        observed.note('regexp');
-        response.json({});
-      });
-    }, async (url) => {
-      const headers = { 'txn-token': await w.customerToken() };
-      for (const path of ['/orders/7', '/reports/3']) {
-        const get = () => client.request(`${url}${path}`, { headers });
-        await expectRefused(observed, decisions, get, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
-      }
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'GET /orders/:id': { action: 'orders:read' },
+            'GET /reports/:n': { action: 'orders:read' },
+          }),
+        );
+        app.get(['/orders/:id', '/o/:id'], (_request, response) => {
+          observed.note('array');
+          response.json({});
+        });
+        app.get(/^\/reports\/(\d+)$/, (_request, response) => {
+          observed.note('regexp');
+          response.json({});
+        });
+      },
+      async (url) => {
+        const headers = { 'txn-token': await w.customerToken() };
+        for (const path of ['/orders/7', '/reports/3']) {
+          const get = () => client.request(`${url}${path}`, { headers });
+          await expectRefused(observed, decisions, get, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
+        }
+      },
+    );
     await client.close();
   });
 });
@@ -453,26 +538,33 @@ describe('Express: the table is matched the way the app routes', () => {
       const guard = await guardFor(w);
       const observed = watched();
       const client = w.client(w.svids.gateway);
-      await withExpress(guard, (app) => {
-        app.enable(setting);
-        app.use(lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
-        app.get('/orders/:id', (request, response) => {
-          observed.note(`read ${request.params.id}`);
-          response.json({ id: request.params.id });
-        });
-        // Where a request goes that Express's router matches to no route, were the guard to let it through.
-        app.use((_request, response) => {
-          observed.note('not found');
-          response.status(404).json({ app: 'not found' });
-        });
-      }, async (url) => {
-        const headers = { 'txn-token': await w.customerToken() };
-        const get = (path: string) => () => client.request(`${url}${path}`, { headers });
-        await expectRefused(observed, decisions, get(unknown), 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
-        const read = await get('/orders/7')();
-        assert.equal(read.status, 200, read.text);
-        assert.deepEqual(observed.calls.map((call) => call.method), ['read 7']);
-      });
+      await withExpress(
+        guard,
+        (app) => {
+          app.enable(setting);
+          app.use(lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
+          app.get('/orders/:id', (request, response) => {
+            observed.note(`read ${request.params.id}`);
+            response.json({ id: request.params.id });
+          });
+          // Where a request goes that Express's router matches to no route, were the guard to let it through.
+          app.use((_request, response) => {
+            observed.note('not found');
+            response.status(404).json({ app: 'not found' });
+          });
+        },
+        async (url) => {
+          const headers = { 'txn-token': await w.customerToken() };
+          const get = (path: string) => () => client.request(`${url}${path}`, { headers });
+          await expectRefused(observed, decisions, get(unknown), 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
+          const read = await get('/orders/7')();
+          assert.equal(read.status, 200, read.text);
+          assert.deepEqual(
+            observed.calls.map((call) => call.method),
+            ['read 7'],
+          );
+        },
+      );
       await client.close();
     });
   }
@@ -482,27 +574,36 @@ describe('Express: the table is matched the way the app routes', () => {
     const observed = watched();
     const looked: unknown[] = [];
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'GET /files/*path': {
-          action: 'orders:read',
-          owner: (params) => {
-            looked.push({ ...params });
-            return 'alice';
-          },
-        },
-      }));
-      app.get('/files/*path', (request, response) => {
-        observed.note('file');
-        response.json({ path: request.params.path });
-      });
-    }, async (url) => {
-      const read = await client.request(`${url}/files/a/b`, { headers: { 'txn-token': await w.customerToken() } });
-      assert.equal(read.status, 200, read.text);
-      assert.deepEqual(read.json(), { path: ['a', 'b'] }, 'Express hands the handler the segments');
-      assert.deepEqual(looked, [{ path: 'a/b' }]);
-      assert.deepEqual(observed.calls.map((call) => call.method), ['file']);
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'GET /files/*path': {
+              action: 'orders:read',
+              owner: (params) => {
+                looked.push({ ...params });
+                return 'alice';
+              },
+            },
+          }),
+        );
+        app.get('/files/*path', (request, response) => {
+          observed.note('file');
+          response.json({ path: request.params.path });
+        });
+      },
+      async (url) => {
+        const read = await client.request(`${url}/files/a/b`, { headers: { 'txn-token': await w.customerToken() } });
+        assert.equal(read.status, 200, read.text);
+        assert.deepEqual(read.json(), { path: ['a', 'b'] }, 'Express hands the handler the segments');
+        assert.deepEqual(looked, [{ path: 'a/b' }]);
+        assert.deepEqual(
+          observed.calls.map((call) => call.method),
+          ['file'],
+        );
+      },
+    );
     await client.close();
   });
 });
@@ -522,18 +623,27 @@ describe('Express mounted under a prefix', () => {
   // "Cyclic __proto__ value"), but only after it set the app's parent: an app that catches that error
   // has a cycle of parents, and the guard's climb to its root must still end.
   const mounts: Array<[string, (app: Express, guard: Guard, api: RequestHandler) => void]> = [
-    ['as middleware under a prefix', (app, guard, read) => {
-      app.use('/api', lockstepExpress(guard, ORDERS_READ));
-      app.get('/api/orders/:id', read);
-    }],
-    ['in a sub-app under a prefix (the parent app is refused too)', (app, guard, read) => {
-      app.use('/api', subApp(guard, read));
-    }],
-    ['in a sub-app under a prefix, its parents in a cycle', (app, guard, read) => {
-      const api = subApp(guard, read);
-      app.use('/api', api);
-      assert.throws(() => api.use('/loop', app), /Cyclic/);
-    }],
+    [
+      'as middleware under a prefix',
+      (app, guard, read) => {
+        app.use('/api', lockstepExpress(guard, ORDERS_READ));
+        app.get('/api/orders/:id', read);
+      },
+    ],
+    [
+      'in a sub-app under a prefix (the parent app is refused too)',
+      (app, guard, read) => {
+        app.use('/api', subApp(guard, read));
+      },
+    ],
+    [
+      'in a sub-app under a prefix, its parents in a cycle',
+      (app, guard, read) => {
+        const api = subApp(guard, read);
+        app.use('/api', api);
+        assert.throws(() => api.use('/loop', app), /Cyclic/);
+      },
+    ],
   ];
   for (const [how, mount] of mounts) {
     it(`${how}: refuses every request with 500, audited, and logs once how to mount it`, async () => {
@@ -541,25 +651,29 @@ describe('Express mounted under a prefix', () => {
       const guard = await guardFor(w, { logger });
       const observed = watched();
       const client = w.client(w.svids.gateway);
-      await withExpress(guard, (app) => {
-        mount(app, guard, (_request, response) => {
-          observed.note('api read');
-          response.json({});
-        });
-        app.get('/admin/stats', (_request, response) => {
-          observed.note('admin');
-          response.json({ secret: true });
-        });
-      }, async (url) => {
-        const headers = { 'txn-token': await w.customerToken() };
-        for (const path of ['/api/orders/7', '/admin/stats', '/api/orders/8']) {
-          const get = () => client.request(`${url}${path}`, { headers });
-          await expectRefused(observed, decisions, get, 500, 'LOCKSTEP_ERR_INTERNAL');
-        }
-        const logged = logger.lines.filter((line) => line.includes('mounted under "/api"'));
-        assert.equal(logged.length, 1, logger.lines.join('\n'));
-        assert.match(logged[0] ?? '', /^error .*mount on the app root: app\.use\(lockstepExpress\(guard, routes\)\)/);
-      });
+      await withExpress(
+        guard,
+        (app) => {
+          mount(app, guard, (_request, response) => {
+            observed.note('api read');
+            response.json({});
+          });
+          app.get('/admin/stats', (_request, response) => {
+            observed.note('admin');
+            response.json({ secret: true });
+          });
+        },
+        async (url) => {
+          const headers = { 'txn-token': await w.customerToken() };
+          for (const path of ['/api/orders/7', '/admin/stats', '/api/orders/8']) {
+            const get = () => client.request(`${url}${path}`, { headers });
+            await expectRefused(observed, decisions, get, 500, 'LOCKSTEP_ERR_INTERNAL');
+          }
+          const logged = logger.lines.filter((line) => line.includes('mounted under "/api"'));
+          assert.equal(logged.length, 1, logger.lines.join('\n'));
+          assert.match(logged[0] ?? '', /^error .*mount on the app root: app\.use\(lockstepExpress\(guard, routes\)\)/);
+        },
+      );
       await client.close();
     });
   }
@@ -573,37 +687,44 @@ describe('Express mounted under a prefix', () => {
     const released = Promise.withResolvers<void>();
     const bothInside = Promise.withResolvers<void>();
     let inside = 0;
-    await withExpress(guard, (built) => {
-      app = built;
-      // Holds the first two requests until both are inside the app.
-      built.use((_request, _response, next) => {
-        if (++inside === 2) bothInside.resolve();
-        void released.promise.then(() => next());
-      });
-      built.use('/api', lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
-      built.get('/api/orders/:id', (_request, response) => {
-        observed.note('api read');
-        response.json({});
-      });
-    }, async (url) => {
-      const headers = { 'txn-token': await w.customerToken() };
-      const sent = ['/api/orders/7', '/api/orders/8'].map((path) => client.request(`${url}${path}`, { headers }));
-      await bothInside.promise;
-      released.resolve();
-      for (const answer of await Promise.all(sent)) {
-        const refusal = [answer.status, answer.headers['lockstep-error']];
-        assert.deepEqual(refusal, [500, 'LOCKSTEP_ERR_INTERNAL'], answer.text);
-        const events = eventsOf(String(answer.headers['lockstep-request-id']));
-        assert.deepEqual(events.map((event) => event.reason), ['LOCKSTEP_ERR_INTERNAL']);
-      }
-      await settle();
-      assert.deepEqual(observed.calls, [], 'no handler ran');
-      const logged = logger.lines.filter((line) => line.includes('mounted under "/api"'));
-      assert.equal(logged.length, 1, logger.lines.join('\n'));
-      const refusing = app?.router.stack.filter((layer: { name?: string }) => layer.name === 'lockstepMisMounted');
-      assert.equal(refusing?.length, 1, 'one refusing layer, first in the app');
-      assert.equal(app?.router.stack[0]?.name, 'lockstepMisMounted');
-    });
+    await withExpress(
+      guard,
+      (built) => {
+        app = built;
+        // Holds the first two requests until both are inside the app.
+        built.use((_request, _response, next) => {
+          if (++inside === 2) bothInside.resolve();
+          void released.promise.then(() => next());
+        });
+        built.use('/api', lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' } }));
+        built.get('/api/orders/:id', (_request, response) => {
+          observed.note('api read');
+          response.json({});
+        });
+      },
+      async (url) => {
+        const headers = { 'txn-token': await w.customerToken() };
+        const sent = ['/api/orders/7', '/api/orders/8'].map((path) => client.request(`${url}${path}`, { headers }));
+        await bothInside.promise;
+        released.resolve();
+        for (const answer of await Promise.all(sent)) {
+          const refusal = [answer.status, answer.headers['lockstep-error']];
+          assert.deepEqual(refusal, [500, 'LOCKSTEP_ERR_INTERNAL'], answer.text);
+          const events = eventsOf(String(answer.headers['lockstep-request-id']));
+          assert.deepEqual(
+            events.map((event) => event.reason),
+            ['LOCKSTEP_ERR_INTERNAL'],
+          );
+        }
+        await settle();
+        assert.deepEqual(observed.calls, [], 'no handler ran');
+        const logged = logger.lines.filter((line) => line.includes('mounted under "/api"'));
+        assert.equal(logged.length, 1, logger.lines.join('\n'));
+        const refusing = app?.router.stack.filter((layer: { name?: string }) => layer.name === 'lockstepMisMounted');
+        assert.equal(refusing?.length, 1, 'one refusing layer, first in the app');
+        assert.equal(app?.router.stack[0]?.name, 'lockstepMisMounted');
+      },
+    );
     await client.close();
   });
 });
@@ -646,7 +767,10 @@ describe('numbers JavaScript cannot hold', () => {
     const observed = watched();
     const positive = { type: 'number', exclusiveMinimum: 0 };
     const amount = {
-      type: 'object', additionalProperties: false, required: ['amount'], properties: { amount: positive },
+      type: 'object',
+      additionalProperties: false,
+      required: ['amount'],
+      properties: { amount: positive },
     };
     const create = { lockstep: { action: 'orders:create' } };
     app.post('/orders', { config: create, schema: { body: amount } }, async (request) => {
@@ -674,7 +798,10 @@ describe('numbers JavaScript cannot hold', () => {
       }
       const fine = await client.request(`${url}/orders/1?limit=5`, { headers: { 'txn-token': token } });
       assert.equal(fine.status, 200, fine.text);
-      assert.deepEqual(observed.calls.map((call) => call.method), ['list 5']);
+      assert.deepEqual(
+        observed.calls.map((call) => call.method),
+        ['list 5'],
+      );
     } finally {
       await client.close();
       await app.close();
@@ -712,9 +839,12 @@ describe('bodies on routes without a body schema', () => {
       const cancel = () => client.request(`${url}/orders/7/cancel`, { method: 'POST', headers, body: '{}' });
       await expectRefused(observed, decisions, cancel, 400, 'LOCKSTEP_ERR_INPUT_INVALID');
       assert.match(details.at(-1) ?? '', /takes no body.*schema\.body on Fastify/);
-      const form = () => client.request(`${url}/orders/7`, {
-        method: 'PUT', headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' }, body: 'item=tea',
-      });
+      const form = () =>
+        client.request(`${url}/orders/7`, {
+          method: 'PUT',
+          headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+          body: 'item=tea',
+        });
       await expectRefused(observed, decisions, form, 415, 'LOCKSTEP_ERR_UNSUPPORTED_MEDIA_TYPE');
     } finally {
       await client.close();
@@ -728,27 +858,33 @@ describe('bodies on routes without a body schema', () => {
     const details = recordRefusalDetails(guard);
     const observed = watched();
     const client = w.client(w.svids.gateway);
-    await withExpress(guard, (app) => {
-      app.use(lockstepExpress(guard, {
-        'POST /orders/:id/cancel': { action: 'orders:create' },
-        'POST /orders': { action: 'orders:create', body: z.object({ item: z.string() }).strict() },
-      }));
-      app.post('/orders/:id/cancel', (_request, response) => {
-        observed.note('cancel');
-        response.json({});
-      });
-    }, async (url) => {
-      const headers = { 'txn-token': await w.customerToken(), ...JSON_TYPE };
-      const cancel = () => client.request(`${url}/orders/7/cancel`, { method: 'POST', headers, body: '{}' });
-      await expectRefused(observed, decisions, cancel, 400, 'LOCKSTEP_ERR_INPUT_INVALID');
-      assert.match(details.at(-1) ?? '', /takes no body.*body: zodSchema in an Express or node:http route table/);
-    });
+    await withExpress(
+      guard,
+      (app) => {
+        app.use(
+          lockstepExpress(guard, {
+            'POST /orders/:id/cancel': { action: 'orders:create' },
+            'POST /orders': { action: 'orders:create', body: z.object({ item: z.string() }).strict() },
+          }),
+        );
+        app.post('/orders/:id/cancel', (_request, response) => {
+          observed.note('cancel');
+          response.json({});
+        });
+      },
+      async (url) => {
+        const headers = { 'txn-token': await w.customerToken(), ...JSON_TYPE };
+        const cancel = () => client.request(`${url}/orders/7/cancel`, { method: 'POST', headers, body: '{}' });
+        await expectRefused(observed, decisions, cancel, 400, 'LOCKSTEP_ERR_INPUT_INVALID');
+        assert.match(details.at(-1) ?? '', /takes no body.*body: zodSchema in an Express or node:http route table/);
+      },
+    );
     await client.close();
   });
 });
 
 describe('answers outside the request pipeline', () => {
-  it('Fastify: a child scope\'s error handler cannot answer a request the guard refused', async () => {
+  it("Fastify: a child scope's error handler cannot answer a request the guard refused", async () => {
     const guard = await guardFor(w);
     const app = Fastify({ https: guard.tlsOptions() });
     await app.register(lockstep, { guard });
@@ -761,15 +897,19 @@ describe('answers outside the request pipeline', () => {
       });
       const read = { config: { lockstep: { action: 'orders:read' } } };
       // App code that fails on bad input: the guard maps a SyntaxError to its 400.
-      child.get('/orders/:id', {
-        ...read,
-        preValidation: async (request) => {
-          if (request.headers['x-filter'] !== undefined) JSON.parse(String(request.headers['x-filter']));
+      child.get(
+        '/orders/:id',
+        {
+          ...read,
+          preValidation: async (request) => {
+            if (request.headers['x-filter'] !== undefined) JSON.parse(String(request.headers['x-filter']));
+          },
         },
-      }, async () => {
-        observed.note('read');
-        return { ok: true };
-      });
+        async () => {
+          observed.note('read');
+          return { ok: true };
+        },
+      );
     });
     const url = await listenFastify(app);
     const client = w.client(w.svids.gateway);
@@ -780,7 +920,7 @@ describe('answers outside the request pipeline', () => {
         const get = () => client.request(`${url}/orders/7`, { method, headers });
         const head = { head: method === 'HEAD' };
         const { answer } = await expectRefused(observed, decisions, get, 400, 'LOCKSTEP_ERR_INPUT_INVALID', head);
-        assert.equal(answer.headers['x-mine'], undefined, 'nothing of the error handler\'s answer');
+        assert.equal(answer.headers['x-mine'], undefined, "nothing of the error handler's answer");
       }
       assert.equal(errorHandlerRan, true, 'the error handler ran: its answer was replaced');
       const fine = await client.request(`${url}/orders/7`, { headers: { 'txn-token': token } });
@@ -793,7 +933,7 @@ describe('answers outside the request pipeline', () => {
     }
   });
 
-  it('guard.attach reports an \'upgrade\' listener, present before or added after', async () => {
+  it("guard.attach reports an 'upgrade' listener, present before or added after", async () => {
     const logger = recordingLogger();
     const guard = await guardFor(w, { logger });
     const upgraded: string[] = [];
@@ -829,7 +969,7 @@ describe('answers outside the request pipeline', () => {
   });
 });
 
-describe('a scan\'s Txn-Token from anyone but a scanner', () => {
+describe("a scan's Txn-Token from anyone but a scanner", () => {
   let scannerSvid: { chainPem: string; keyPem: string };
   before(async () => {
     scannerSvid = await w.ca.issueCert({ uris: [SCANNER] });

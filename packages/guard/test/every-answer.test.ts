@@ -14,8 +14,17 @@ import { rawTlsRequest } from '@lockstep/testkit';
 import type { GuardErrorCode } from '../src/index.ts';
 import { ERROR_HEADER, REQUEST_ID_HEADER, statusOf } from '../src/errors.ts';
 import {
-  adapters, expectRefused, guardFor, parseRawAnswer, recordDecisions, settle, startOrders, world,
-  type Answer, type RunningService, type World,
+  adapters,
+  expectRefused,
+  guardFor,
+  parseRawAnswer,
+  recordDecisions,
+  settle,
+  startOrders,
+  world,
+  type Answer,
+  type RunningService,
+  type World,
 } from './fixture.ts';
 
 type Cert = { chainPem: string; keyPem: string } | null;
@@ -23,13 +32,22 @@ type Cert = { chainPem: string; keyPem: string } | null;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'PROPFIND', 'CONNECT'] as const;
 const LONG_PARAM = `/orders/${'x'.repeat(200)}`;
 const PATHS = [
-  '/orders/7', '/orders', '/health', '/nope', '/internal/debug', // declared, with other methods, public, undeclared
-  '/orders/7/', '/orders/%37', '/%6frders/7', '/orders/%zz', LONG_PARAM, '*', // slash, escapes, router limits, asterisk
+  '/orders/7',
+  '/orders',
+  '/health',
+  '/nope',
+  '/internal/debug', // declared, with other methods, public, undeclared
+  '/orders/7/',
+  '/orders/%37',
+  '/%6frders/7',
+  '/orders/%zz',
+  LONG_PARAM,
+  '*', // slash, escapes, router limits, asterisk
 ] as const;
 /** Declared public routes: the only requests a caller without credentials gets through (and their handler runs). */
 const PUBLIC = new Set(['GET /health', 'HEAD /health', 'OPTIONS /orders']);
 const BODY = '{"a":1}';
-const CALLERS = ['no certificate', 'a foreign CA\'s certificate', 'a valid certificate without a Txn-Token'] as const;
+const CALLERS = ['no certificate', "a foreign CA's certificate", 'a valid certificate without a Txn-Token'] as const;
 
 function rawRequest(method: string, target: string, lines: readonly string[] = [], body = ''): string {
   const framing = body === '' ? [] : ['content-type: application/json', `content-length: ${Buffer.byteLength(body)}`];
@@ -124,10 +142,18 @@ for (const adapter of adapters) {
 
     describe('with a valid Txn-Token: what a framework would answer itself is a 404 of the pipeline', () => {
       const cases: Array<[string, string]> = [
-        ['OPTIONS', '/orders/7'], ['OPTIONS', '/health'], ['OPTIONS', '*'], ['TRACE', '/orders/7'],
-        ['PUT', '/orders/7'], ['PROPFIND', '/orders'], ['GET', '/nope'], ['HEAD', '/nope'], ['GET', '/internal/debug'],
+        ['OPTIONS', '/orders/7'],
+        ['OPTIONS', '/health'],
+        ['OPTIONS', '*'],
+        ['TRACE', '/orders/7'],
+        ['PUT', '/orders/7'],
+        ['PROPFIND', '/orders'],
+        ['GET', '/nope'],
+        ['HEAD', '/nope'],
+        ['GET', '/internal/debug'],
         ['GET', '/orders/%zz'],
-        ['POST', '/orders/7'], ['CONNECT', '127.0.0.1:443'],
+        ['POST', '/orders/7'],
+        ['CONNECT', '127.0.0.1:443'],
       ];
       for (const [method, target] of cases) {
         test(`${method} ${target}`, async () => {
@@ -137,14 +163,14 @@ for (const adapter of adapters) {
       }
       const noLimit = 'Express has no parameter length limit: the route matches and is decided as GET /orders/:id';
       const skip = adapter === 'express' ? noLimit : false;
-      test('a parameter over the router\'s maxParamLength is a route the guard does not know', { skip }, async () => {
+      test("a parameter over the router's maxParamLength is a route the guard does not know", { skip }, async () => {
         const raw = rawRequest('GET', LONG_PARAM, [`txn-token: ${token}`]);
         await refused(w.svids.gateway, raw, 404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
       });
     });
 
     describe('HEAD is decided as the GET route, with HEAD semantics', () => {
-      test('an allowed HEAD: the GET route\'s action, audited with method HEAD, no body', async () => {
+      test("an allowed HEAD: the GET route's action, audited with method HEAD, no body", async () => {
         const before = decisions.events.length;
         const answer = await send(w.svids.gateway, rawRequest('HEAD', '/orders/7', [`txn-token: ${token}`]));
         assert.equal(answer.status, 200);
@@ -155,13 +181,13 @@ for (const adapter of adapters) {
         assert.equal(event.route, '/orders/:id');
         assert.equal(event.action, 'orders:read');
       });
-      test('a denied HEAD: the GET route\'s denial, no body', async () => {
+      test("a denied HEAD: the GET route's denial, no body", async () => {
         const raw = rawRequest('HEAD', '/admin/stats', [`txn-token: ${token}`]);
         const { event } = await refused(w.svids.gateway, raw, 403, 'LOCKSTEP_ERR_DENIED', true);
         assert.equal(event.method, 'HEAD');
         assert.equal(event.route, '/admin/stats');
       });
-      test('a HEAD route in the registry (Fastify\'s, for a GET route) carries the GET route\'s action', () => {
+      test("a HEAD route in the registry (Fastify's, for a GET route) carries the GET route's action", () => {
         const { routes } = service.guard.status();
         const heads = routes.filter((route) => route.method === 'HEAD');
         if (adapter === 'fastify') assert.ok(heads.some((route) => route.template === '/orders/:id'));
@@ -172,7 +198,7 @@ for (const adapter of adapters) {
       });
     });
 
-    describe('an app\'s own OPTIONS handling is a declared route like any other', () => {
+    describe("an app's own OPTIONS handling is a declared route like any other", () => {
       test('declared public: answered by the app, audited as public', async () => {
         const before = decisions.events.length;
         const answer = await send(null, rawRequest('OPTIONS', '/orders'));
@@ -200,7 +226,7 @@ for (const adapter of adapters) {
         const allowed = await send(w.svids.gateway, rawRequest('GET', '/orders/7', [expect, `txn-token: ${token}`]));
         assert.equal(allowed.status, 200);
       });
-      test('HTTP/1.1 without Host: 401 for an outsider, 400 once authenticated (not Node\'s bare 400)', async () => {
+      test("HTTP/1.1 without Host: 401 for an outsider, 400 once authenticated (not Node's bare 400)", async () => {
         const noHost = (path: string, lines: string[]) => [`GET ${path} HTTP/1.1`, ...lines, '', ''].join('\r\n');
         await refused(null, noHost('/orders/7', []), 401, 'LOCKSTEP_ERR_PEER_CERT_MISSING');
         await refused(w.svids.gateway, noHost('/orders/7', [`txn-token: ${token}`]), 400, 'LOCKSTEP_ERR_INPUT_INVALID');
@@ -219,8 +245,11 @@ for (const adapter of adapters) {
         ['an unknown method', 'FOO /orders HTTP/1.1\r\nhost: orders\r\n\r\n', invalid],
         ['a malformed request line', 'GET /orders/7 HTTX/1.1\r\nhost: orders\r\n\r\n', invalid],
         ['a header line without a colon', 'GET /orders/7 HTTP/1.1\r\nhost: orders\r\nBad Header\r\n\r\n', invalid],
-        ['both content-length and transfer-encoding',
-          `${head('POST /orders', 'content-length: 3', 'transfer-encoding: chunked')}0\r\n\r\n`, invalid],
+        [
+          'both content-length and transfer-encoding',
+          `${head('POST /orders', 'content-length: 3', 'transfer-encoding: chunked')}0\r\n\r\n`,
+          invalid,
+        ],
         ['a content-length that is not a number', head('POST /orders', 'content-length: abc'), invalid],
         ['headers over the limit', head('GET /orders/7', padding), [431, 'LOCKSTEP_ERR_HEADERS_TOO_LARGE'] as const],
       ] as const) {

@@ -13,8 +13,16 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { currentAdmission, type Guard } from '../src/index.ts';
 import { lockstepExpress } from '../src/adapters/express.ts';
 import {
-  ADMIT_FAILURES, breakAdmit, expectRefused, guardFor, recordDecisions, within, world,
-  type DecisionRecorder, type HandlerCall, type World,
+  ADMIT_FAILURES,
+  breakAdmit,
+  expectRefused,
+  guardFor,
+  recordDecisions,
+  within,
+  world,
+  type DecisionRecorder,
+  type HandlerCall,
+  type World,
 } from './fixture.ts';
 
 let w: World;
@@ -72,8 +80,11 @@ describe('Express adapter: the guard failing before a decision', () => {
         const get = (path: string) => within(client.request(`${url}${path}`, { headers }), `GET ${path}`);
         const broken = () => get('/orders/broken');
         const { event } = await expectRefused(service, decisions, broken, 500, 'LOCKSTEP_ERR_INTERNAL');
-        assert.deepEqual(decisions.outcomesOf(event.requestId).map(([, reason]) => reason), ['LOCKSTEP_ERR_INTERNAL'],
-          'one event: there was no admission');
+        assert.deepEqual(
+          decisions.outcomesOf(event.requestId).map(([, reason]) => reason),
+          ['LOCKSTEP_ERR_INTERNAL'],
+          'one event: there was no admission',
+        );
         // The next request is decided as usual.
         const next = await get('/orders/2');
         assert.deepEqual([next.status, next.json()], [200, { id: '2' }], next.text);

@@ -13,10 +13,24 @@ import express from 'express';
 import Fastify from 'fastify';
 import { z } from 'zod';
 import { loadPolicyDir, signBundle, type PolicySet } from '@lockstep/policy';
-import { createMtlsClient, createTestCa, createTxnTokenMinter, type MtlsClient, type Svid, type TestCa, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  createGuard, currentAdmission, subscribeDecisions,
-  type DecisionEvent, type Guard, type GuardErrorCode, type GuardOptions, type GuardLogger,
+  createMtlsClient,
+  createTestCa,
+  createTxnTokenMinter,
+  type MtlsClient,
+  type Svid,
+  type TestCa,
+  type TxnTokenMinter,
+} from '@lockstep/testkit';
+import {
+  createGuard,
+  currentAdmission,
+  subscribeDecisions,
+  type DecisionEvent,
+  type Guard,
+  type GuardErrorCode,
+  type GuardOptions,
+  type GuardLogger,
 } from '../src/index.ts';
 import { ERROR_HEADER, REQUEST_ID_HEADER } from '../src/errors.ts';
 import { lockstep } from '../src/adapters/fastify.ts';
@@ -47,7 +61,9 @@ export function world(): Promise<World> {
   worldPromise ??= (async () => {
     const ca = await createTestCa({ trustDomain: TRUST_DOMAIN });
     const foreignCa = await createTestCa({ trustDomain: TRUST_DOMAIN, name: 'Foreign CA' });
-    const [orders, gateway, reports] = await Promise.all(['orders', 'gateway', 'reports'].map((service) => ca.issueSvid({ service })));
+    const [orders, gateway, reports] = await Promise.all(
+      ['orders', 'gateway', 'reports'].map((service) => ca.issueSvid({ service })),
+    );
     const minter = await createTxnTokenMinter({ trustDomain: TRUST_DOMAIN });
     const policySet = await loadPolicyDir(POLICY_DIR);
     const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
@@ -63,7 +79,13 @@ export function world(): Promise<World> {
       policySet,
       policyKey: { privateKey, jwks, kid },
       bundle,
-      customerToken: (claims = {}) => minter.mint({ sub: 'alice', tctx: { roles: ['customer'], tenant: 't1' }, req_wl: `spiffe://${TRUST_DOMAIN}/svc/gateway`, ...claims }),
+      customerToken: (claims = {}) =>
+        minter.mint({
+          sub: 'alice',
+          tctx: { roles: ['customer'], tenant: 't1' },
+          req_wl: `spiffe://${TRUST_DOMAIN}/svc/gateway`,
+          ...claims,
+        }),
       client(svid) {
         const client = createMtlsClient({ certPem: svid.chainPem, keyPem: svid.keyPem, caPem: ca.bundlePem });
         clients.push(client);
@@ -82,7 +104,13 @@ export async function guardFor(w: World, overrides: Partial<GuardOptions> = {}):
     trustDomain: TRUST_DOMAIN,
     trustBundle: w.ca.bundlePem,
     svid: { cert: w.svids.orders.chainPem, key: w.svids.orders.keyPem },
-    txnTokenKeys: { jwks: w.minter.jwks as GuardOptions['txnTokenKeys'] extends infer T ? T extends { jwks: infer J } ? J : never : never },
+    txnTokenKeys: {
+      jwks: w.minter.jwks as GuardOptions['txnTokenKeys'] extends infer T
+        ? T extends { jwks: infer J }
+          ? J
+          : never
+        : never,
+    },
     policy: { keys: w.policyKey.jwks, bundle: w.bundle },
     logger: silentLogger,
     ...overrides,
@@ -136,14 +164,22 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
     orders.set(String(++nextOrder), body);
   };
   // The version that admitted this request (not whatever is in force by the time the handler runs).
-  const answer = (id: string | undefined, body?: unknown) => ({ ok: true, id: id ?? null, body: body ?? null, policyVersion: currentAdmission()?.policyVersion ?? null });
+  const answer = (id: string | undefined, body?: unknown) => ({
+    ok: true,
+    id: id ?? null,
+    body: body ?? null,
+    policyVersion: currentAdmission()?.policyVersion ?? null,
+  });
   let server: Server;
   let closeApp: () => Promise<void> = async () => {};
 
   if (adapter === 'fastify') {
     const app = Fastify({ https: guard.tlsOptions(), logger: false });
     // Registered before the plugin, so the guard never saw it: it must be unreachable, not open.
-    app.get('/internal/debug', async (request) => { record(request); return { secret: true }; });
+    app.get('/internal/debug', async (request) => {
+      record(request);
+      return { secret: true };
+    });
     await app.register(lockstep, { guard });
     const open = { config: { lockstep: { public: true } } };
     app.get('/health', open, async (request) => {
@@ -155,19 +191,29 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
       record(request);
       return reply.code(204).header('allow', 'POST, OPTIONS').send();
     });
-    app.post('/orders', {
-      config: { lockstep: { action: 'orders:create' } },
-      schema: {
-        body: {
-          type: 'object', additionalProperties: false, required: ['item', 'quantity'],
-          properties: {
-            item: { type: 'string', minLength: 1, maxLength: 64 },
-            quantity: { type: 'integer', minimum: 1, maximum: 100 },
-            meta: { type: 'object' },
+    app.post(
+      '/orders',
+      {
+        config: { lockstep: { action: 'orders:create' } },
+        schema: {
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['item', 'quantity'],
+            properties: {
+              item: { type: 'string', minLength: 1, maxLength: 64 },
+              quantity: { type: 'integer', minimum: 1, maximum: 100 },
+              meta: { type: 'object' },
+            },
           },
         },
       },
-    }, async (request) => { record(request); create(request.body); return answer(undefined, request.body); });
+      async (request) => {
+        record(request);
+        create(request.body);
+        return answer(undefined, request.body);
+      },
+    );
     app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async (request) => {
       record(request);
       return answer((request.params as { id: string }).id);
@@ -178,59 +224,93 @@ export async function startOrders(adapter: Adapter, guard: Guard): Promise<Runni
       orders.delete(id);
       return answer(id);
     });
-    app.get('/admin/stats', async (request) => { record(request); return { secret: true }; });
+    app.get('/admin/stats', async (request) => {
+      record(request);
+      return { secret: true };
+    });
     await app.listen({ host: '127.0.0.1', port: 0 });
     server = app.server as unknown as Server;
     closeApp = () => app.close();
   } else if (adapter === 'express') {
     const app = express();
-    app.use(lockstepExpress(guard, {
-      'GET /health': { public: true },
-      'OPTIONS /orders': { public: true },
-      'POST /orders': { action: 'orders:create', body: z.object(OrderBody).strict() },
-      'GET /orders/:id': { action: 'orders:read' },
-      'DELETE /orders/:id': { action: 'orders:delete' },
-      'GET /admin/stats': {},
-    }));
-    app.get('/health', (req, res) => { record(req); res.json({ ok: true }); });
-    app.options('/orders', (req, res) => { record(req); res.status(204).set('allow', 'POST, OPTIONS').end(); });
-    app.post('/orders', (req, res) => { record(req); create(req.body); res.json(answer(undefined, req.body)); });
-    app.get('/orders/:id', (req, res) => { record(req); res.json(answer(req.params.id)); });
+    app.use(
+      lockstepExpress(guard, {
+        'GET /health': { public: true },
+        'OPTIONS /orders': { public: true },
+        'POST /orders': { action: 'orders:create', body: z.object(OrderBody).strict() },
+        'GET /orders/:id': { action: 'orders:read' },
+        'DELETE /orders/:id': { action: 'orders:delete' },
+        'GET /admin/stats': {},
+      }),
+    );
+    app.get('/health', (req, res) => {
+      record(req);
+      res.json({ ok: true });
+    });
+    app.options('/orders', (req, res) => {
+      record(req);
+      res.status(204).set('allow', 'POST, OPTIONS').end();
+    });
+    app.post('/orders', (req, res) => {
+      record(req);
+      create(req.body);
+      res.json(answer(undefined, req.body));
+    });
+    app.get('/orders/:id', (req, res) => {
+      record(req);
+      res.json(answer(req.params.id));
+    });
     app.delete('/orders/:id', (req, res) => {
       record(req);
       orders.delete(req.params.id);
       res.json(answer(req.params.id));
     });
-    app.get('/admin/stats', (req, res) => { record(req); res.json({ secret: true }); });
-    app.get('/internal/debug', (req, res) => { record(req); res.json({ secret: true }); });
+    app.get('/admin/stats', (req, res) => {
+      record(req);
+      res.json({ secret: true });
+    });
+    app.get('/internal/debug', (req, res) => {
+      record(req);
+      res.json({ secret: true });
+    });
     // Whatever reaches the app unmatched is a call too: the guard should have refused it.
-    app.use((req, res) => { record(req); res.status(404).json({ app: 'not found' }); });
+    app.use((req, res) => {
+      record(req);
+      res.status(404).json({ app: 'not found' });
+    });
     server = guard.createServer(app);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   } else {
-    const handler = lockstepHttp(guard, {
-      'GET /health': { public: true },
-      'OPTIONS /orders': { public: true },
-      'POST /orders': { action: 'orders:create', body: z.object(OrderBody).strict() },
-      'GET /orders/:id': { action: 'orders:read' },
-      'DELETE /orders/:id': { action: 'orders:delete' },
-      'GET /admin/stats': {},
-    }, (req, res, { params, body, admission }) => {
-      record(req);
-      const template = admission.route?.template;
-      if (template === '/orders' && req.method === 'OPTIONS') {
-        res.writeHead(204, { allow: 'POST, OPTIONS' });
-        res.end();
-        return;
-      }
-      if (template === '/orders' && req.method === 'POST') create(body);
-      if (template === '/orders/:id' && req.method === 'DELETE') orders.delete(params.id ?? '');
-      const payload = template === '/health' ? { ok: true }
-        : template === '/admin/stats' ? { secret: true }
-          : answer(params.id, body);
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(payload));
-    });
+    const handler = lockstepHttp(
+      guard,
+      {
+        'GET /health': { public: true },
+        'OPTIONS /orders': { public: true },
+        'POST /orders': { action: 'orders:create', body: z.object(OrderBody).strict() },
+        'GET /orders/:id': { action: 'orders:read' },
+        'DELETE /orders/:id': { action: 'orders:delete' },
+        'GET /admin/stats': {},
+      },
+      (req, res, { params, body, admission }) => {
+        record(req);
+        const template = admission.route?.template;
+        if (template === '/orders' && req.method === 'OPTIONS') {
+          res.writeHead(204, { allow: 'POST, OPTIONS' });
+          res.end();
+          return;
+        }
+        if (template === '/orders' && req.method === 'POST') create(body);
+        if (template === '/orders/:id' && req.method === 'DELETE') orders.delete(params.id ?? '');
+        const payload =
+          template === '/health'
+            ? { ok: true }
+            : template === '/admin/stats'
+              ? { secret: true }
+              : answer(params.id, body);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(payload));
+      },
+    );
     server = guard.createServer(handler);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   }
@@ -283,12 +363,14 @@ export const ADMIT_FAILURES = {
  * goes through `admit`, the real one (restore it after the test: `guard.pipeline.admit = admit`).
  */
 export function breakAdmit(
-  guard: Guard, admit: Guard['pipeline']['admit'], fail: () => never | Promise<never>,
+  guard: Guard,
+  admit: Guard['pipeline']['admit'],
+  fail: () => never | Promise<never>,
   broken: (...request: Parameters<Guard['pipeline']['admit']>) => boolean,
 ): void {
   const pipeline = guard.pipeline;
-  pipeline.admit = (request, route, params) => (
-    broken(request, route, params) ? fail() : admit.call(pipeline, request, route, params));
+  pipeline.admit = (request, route, params) =>
+    broken(request, route, params) ? fail() : admit.call(pipeline, request, route, params);
 }
 
 export type DecisionRecorder = ReturnType<typeof recordDecisions>;

@@ -37,10 +37,28 @@ const CLOSE_EVERY = 4;
 const NEW_CLIENT_EVERY = 25;
 
 type Kind = 'read' | 'delete';
-interface SignedPolicy { jws: string; version: string; policyId: string }
-interface Answer { action: string | null; policyVersion: string | null; policyIds: readonly string[]; serverSerial: string | null }
-interface Outcome { kind: Kind; status: number | null; answer: Answer | null; refusal: string | null; error: string | null }
-interface Rotation { issued: string; served: string }
+interface SignedPolicy {
+  jws: string;
+  version: string;
+  policyId: string;
+}
+interface Answer {
+  action: string | null;
+  policyVersion: string | null;
+  policyIds: readonly string[];
+  serverSerial: string | null;
+}
+interface Outcome {
+  kind: Kind;
+  status: number | null;
+  answer: Answer | null;
+  refusal: string | null;
+  error: string | null;
+}
+interface Rotation {
+  issued: string;
+  served: string;
+}
 
 const GATEWAY = `Lockstep::Workload::"spiffe://${TRUST_DOMAIN}/svc/gateway"`;
 
@@ -58,7 +76,12 @@ const ISSUED_AT = new Date();
 async function signedPolicy(w: World, policyId: string, action: string, role: string): Promise<SignedPolicy> {
   const schema = readFileSync(join(POLICY_DIR, 'shop.cedarschema'), 'utf8');
   const set = policySetFromSources({ schema, policies: { [`${policyId}.cedar`]: permitOnly(policyId, action, role) } });
-  const jws = await signBundle(set, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'orders', issuedAt: ISSUED_AT });
+  const jws = await signBundle(set, {
+    privateKey: w.policyKey.privateKey,
+    kid: w.policyKey.kid,
+    service: 'orders',
+    issuedAt: ISSUED_AT,
+  });
   // The bundle carries the version of the slice for "orders", which is what the guard reports.
   const { version } = await verifyBundle(jws, { keys: w.policyKey.jwks });
   return { jws, version, policyId };
@@ -76,19 +99,33 @@ function answer(request: IncomingMessage): Answer {
   };
 }
 
-async function startService(adapter: 'fastify' | 'express', guard: Guard): Promise<{ port: number; close(): Promise<void> }> {
+async function startService(
+  adapter: 'fastify' | 'express',
+  guard: Guard,
+): Promise<{ port: number; close(): Promise<void> }> {
   if (adapter === 'fastify') {
     const app = Fastify({ https: guard.tlsOptions(), logger: false });
     await app.register(lockstep, { guard });
     app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async (request) => answer(request.raw));
-    app.delete('/orders/:id', { config: { lockstep: { action: 'orders:delete' } } }, async (request) => answer(request.raw));
+    app.delete('/orders/:id', { config: { lockstep: { action: 'orders:delete' } } }, async (request) =>
+      answer(request.raw),
+    );
     await app.listen({ host: '127.0.0.1', port: 0 });
     return { port: (app.server.address() as AddressInfo).port, close: () => app.close() };
   }
   const app = express();
-  app.use(lockstepExpress(guard, { 'GET /orders/:id': { action: 'orders:read' }, 'DELETE /orders/:id': { action: 'orders:delete' } }));
-  app.get('/orders/:id', (req, res) => { res.json(answer(req)); });
-  app.delete('/orders/:id', (req, res) => { res.json(answer(req)); });
+  app.use(
+    lockstepExpress(guard, {
+      'GET /orders/:id': { action: 'orders:read' },
+      'DELETE /orders/:id': { action: 'orders:delete' },
+    }),
+  );
+  app.get('/orders/:id', (req, res) => {
+    res.json(answer(req));
+  });
+  app.delete('/orders/:id', (req, res) => {
+    res.json(answer(req));
+  });
   const server: HttpsServer = guard.createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
@@ -127,7 +164,12 @@ function gatewayClient(w: World): MtlsClient {
   return createMtlsClient({ certPem: w.svids.gateway.chainPem, keyPem: w.svids.gateway.keyPem, caPem: w.ca.bundlePem });
 }
 
-async function generateLoad(w: World, port: number, tokens: Record<Kind, string>, running: () => boolean): Promise<Outcome[]> {
+async function generateLoad(
+  w: World,
+  port: number,
+  tokens: Record<Kind, string>,
+  running: () => boolean,
+): Promise<Outcome[]> {
   const outcomes: Outcome[] = [];
   async function worker(index: number): Promise<void> {
     let client = gatewayClient(w);
@@ -142,11 +184,29 @@ async function generateLoad(w: World, port: number, tokens: Record<Kind, string>
         const headers: Record<string, string> = { 'txn-token': tokens[kind] };
         if (n % CLOSE_EVERY === CLOSE_EVERY - 1) headers.connection = 'close';
         try {
-          const res = await client.request(`https://127.0.0.1:${port}/orders/${index}-${n}`, { method: kind === 'read' ? 'GET' : 'DELETE', headers });
+          const res = await client.request(`https://127.0.0.1:${port}/orders/${index}-${n}`, {
+            method: kind === 'read' ? 'GET' : 'DELETE',
+            headers,
+          });
           const body = res.json<Answer & { error?: string }>();
-          outcomes.push({ kind, status: res.status, answer: res.status === 200 ? body : null, refusal: body.error ?? null, error: null });
+          outcomes.push({
+            kind,
+            status: res.status,
+            answer: res.status === 200 ? body : null,
+            refusal: body.error ?? null,
+            error: null,
+          });
         } catch (error) {
-          outcomes.push({ kind, status: null, answer: null, refusal: null, error: error instanceof Error ? `${(error as { code?: string }).code ?? error.name}: ${error.message}` : String(error) });
+          outcomes.push({
+            kind,
+            status: null,
+            answer: null,
+            refusal: null,
+            error:
+              error instanceof Error
+                ? `${(error as { code?: string }).code ?? error.name}: ${error.message}`
+                : String(error),
+          });
         }
       }
     } finally {
@@ -199,28 +259,44 @@ for (const adapter of ['fastify', 'express'] as const) {
     assert.deepEqual(stale, [], 'a fresh connection after a rotation was served an older certificate');
 
     // Dropped: a transport error, a 5xx, or any refusal other than the policy's own denial.
-    const dropped = outcomes.filter((outcome) => outcome.status !== 200 && !(outcome.status === 403 && outcome.refusal === 'LOCKSTEP_ERR_DENIED'));
-    assert.deepEqual(dropped.slice(0, 5), [], `${dropped.length} of ${outcomes.length} requests were dropped or failed`);
+    const dropped = outcomes.filter(
+      (outcome) => outcome.status !== 200 && !(outcome.status === 403 && outcome.refusal === 'LOCKSTEP_ERR_DENIED'),
+    );
+    assert.deepEqual(
+      dropped.slice(0, 5),
+      [],
+      `${dropped.length} of ${outcomes.length} requests were dropped or failed`,
+    );
 
     const expected: Record<Kind, { policy: SignedPolicy; action: string }> = {
       read: { policy: policyA, action: 'orders:read' },
       delete: { policy: policyB, action: 'orders:delete' },
     };
-    const wrong = outcomes.filter(({ kind, status, answer: got }) => status === 200 && (
-      got === null || got.action !== expected[kind].action || got.policyVersion !== expected[kind].policy.version ||
-      got.policyIds.length !== 1 || got.policyIds[0] !== expected[kind].policy.policyId
-    ));
+    const wrong = outcomes.filter(
+      ({ kind, status, answer: got }) =>
+        status === 200 &&
+        (got === null ||
+          got.action !== expected[kind].action ||
+          got.policyVersion !== expected[kind].policy.version ||
+          got.policyIds.length !== 1 ||
+          got.policyIds[0] !== expected[kind].policy.policyId),
+    );
     assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} requests were let through under the wrong policy`);
 
     // Both versions really were in force during the load: each kind was both allowed and refused.
     for (const kind of ['read', 'delete'] as const) {
       const allowed = outcomes.filter((outcome) => outcome.kind === kind && outcome.status === 200).length;
       const denied = outcomes.filter((outcome) => outcome.kind === kind && outcome.status === 403).length;
-      assert.ok(allowed >= 10 && denied >= 10, `${kind}: ${allowed} allowed, ${denied} denied — the swaps did not alternate under load`);
+      assert.ok(
+        allowed >= 10 && denied >= 10,
+        `${kind}: ${allowed} allowed, ${denied} denied — the swaps did not alternate under load`,
+      );
     }
     // Load connections were handshaken with many of the rotated certificates, not just the first.
     const servedToLoad = new Set(outcomes.flatMap((outcome) => outcome.answer?.serverSerial ?? []));
-    t.diagnostic(`${outcomes.length} requests, ${swaps} policy swaps and SVID rotations, ${servedToLoad.size} server certificates seen by the load`);
+    t.diagnostic(
+      `${outcomes.length} requests, ${swaps} policy swaps and SVID rotations, ${servedToLoad.size} server certificates seen by the load`,
+    );
     assert.ok(servedToLoad.size >= SWAPS / 2, `load traffic saw only ${servedToLoad.size} server certificates`);
   });
 }

@@ -16,8 +16,17 @@ import type { Guard } from '../src/index.ts';
 import { lockstepHttp } from '../src/adapters/node-http.ts';
 import type { RouteTable } from '../src/route-table.ts';
 import {
-  ADMIT_FAILURES, breakAdmit, expectRefused, guardFor, parseRawAnswer, recordDecisions, within, world,
-  type DecisionRecorder, type HandlerCall, type World,
+  ADMIT_FAILURES,
+  breakAdmit,
+  expectRefused,
+  guardFor,
+  parseRawAnswer,
+  recordDecisions,
+  within,
+  world,
+  type DecisionRecorder,
+  type HandlerCall,
+  type World,
 } from './fixture.ts';
 import { connect, rawRequest } from './raw-connection.ts';
 
@@ -55,41 +64,47 @@ async function serve(): Promise<Service> {
   const guard = await guardFor(w);
   const calls: HandlerCall[] = [];
   // Not an async function: `throws`, `leaks` and `partial` throw from the handler call itself.
-  const server: Server = guard.createServer(lockstepHttp(guard, TABLE, (request, response, { params, admission }) => {
-    calls.push({ method: request.method ?? '', url: request.url ?? '', requestId: admission.requestId });
-    const id = params.id ?? '';
-    if (id === 'throws') throw new Error('handler failed');
-    if (id === 'leaks') {
-      response.setHeader('x-leak', '1');
-      throw new Error('handler failed after setting a header');
-    }
-    if (id === 'partial') {
-      response.writeHead(200, { 'content-type': 'text/plain' });
-      response.write('partial');
-      throw new Error('handler failed half way through its answer');
-    }
-    return (async () => {
-      await Promise.resolve();
-      if (id === 'rejects') throw new Error('handler rejected');
-      if (id === 'leaks-async') {
+  const server: Server = guard.createServer(
+    lockstepHttp(guard, TABLE, (request, response, { params, admission }) => {
+      calls.push({ method: request.method ?? '', url: request.url ?? '', requestId: admission.requestId });
+      const id = params.id ?? '';
+      if (id === 'throws') throw new Error('handler failed');
+      if (id === 'leaks') {
         response.setHeader('x-leak', '1');
-        throw new Error('handler rejected after setting a header');
+        throw new Error('handler failed after setting a header');
       }
-      if (id === 'partial-sent') {
+      if (id === 'partial') {
         response.writeHead(200, { 'content-type': 'text/plain' });
         response.write('partial');
-        await new Promise((resolve) => setImmediate(resolve)); // the head and the first chunk go out
-        throw new Error('handler rejected half way through its answer');
+        throw new Error('handler failed half way through its answer');
       }
-      const body = JSON.stringify({ ok: true, id: params.id ?? null });
-      response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      response.end(body);
-    })();
-  }));
+      return (async () => {
+        await Promise.resolve();
+        if (id === 'rejects') throw new Error('handler rejected');
+        if (id === 'leaks-async') {
+          response.setHeader('x-leak', '1');
+          throw new Error('handler rejected after setting a header');
+        }
+        if (id === 'partial-sent') {
+          response.writeHead(200, { 'content-type': 'text/plain' });
+          response.write('partial');
+          await new Promise((resolve) => setImmediate(resolve)); // the head and the first chunk go out
+          throw new Error('handler rejected half way through its answer');
+        }
+        const body = JSON.stringify({ ok: true, id: params.id ?? null });
+        response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        response.end(body);
+      })();
+    }),
+  );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `https://127.0.0.1:${port}`, port, guard, calls, orders: new Map(),
+    url: `https://127.0.0.1:${port}`,
+    port,
+    guard,
+    calls,
+    orders: new Map(),
     dropConnections: () => server.closeAllConnections(),
     async close() {
       server.closeAllConnections();
@@ -106,16 +121,33 @@ describe('node:http adapter: a handler that fails', () => {
   });
   after(() => service.close());
 
-  for (const [id, how] of [['throws', 'throws synchronously'], ['rejects', 'returns a promise that rejects']] as const) {
+  for (const [id, how] of [
+    ['throws', 'throws synchronously'],
+    ['rejects', 'returns a promise that rejects'],
+  ] as const) {
     it(`a handler that ${how} is answered 500 LOCKSTEP_ERR_INTERNAL, audited as a second event, and the server keeps serving`, async () => {
       const client = w.client(w.svids.gateway);
       try {
         const token = await w.customerToken();
-        const get = (path: string) => within(client.request(`${service.url}${path}`, { headers: { 'txn-token': token } }), `GET ${path}`);
+        const get = (path: string) =>
+          within(client.request(`${service.url}${path}`, { headers: { 'txn-token': token } }), `GET ${path}`);
         // The handler does run (that is the point): the empty record stands for "nothing else ran".
-        const { event } = await expectRefused({ calls: [], orders: new Map() }, decisions, () => get(`/orders/${id}`), 500, 'LOCKSTEP_ERR_INTERNAL');
-        assert.equal(service.calls.at(-1)?.requestId, event.requestId, 'the refusal is that of the admission the handler ran under');
-        assert.deepEqual(decisions.outcomesOf(event.requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INTERNAL']]);
+        const { event } = await expectRefused(
+          { calls: [], orders: new Map() },
+          decisions,
+          () => get(`/orders/${id}`),
+          500,
+          'LOCKSTEP_ERR_INTERNAL',
+        );
+        assert.equal(
+          service.calls.at(-1)?.requestId,
+          event.requestId,
+          'the refusal is that of the admission the handler ran under',
+        );
+        assert.deepEqual(decisions.outcomesOf(event.requestId), [
+          ['allow', 'LOCKSTEP_ALLOW'],
+          ['deny', 'LOCKSTEP_ERR_INTERNAL'],
+        ]);
         const next = await get('/orders/7');
         assert.deepEqual([next.status, next.json()], [200, { ok: true, id: '7' }], next.text);
       } finally {
@@ -131,8 +163,14 @@ describe('node:http adapter: a handler that fails', () => {
       try {
         const headers = { 'txn-token': await w.customerToken() };
         const get = () => within(client.request(`${service.url}/orders/${id}`, { headers }), `GET /orders/${id}`);
-        const { answer } = await expectRefused({ calls: [], orders: new Map() }, decisions, get, 500, 'LOCKSTEP_ERR_INTERNAL');
-        assert.equal(answer.headers['x-leak'], undefined, 'x-leak was the handler\'s, not the refusal\'s');
+        const { answer } = await expectRefused(
+          { calls: [], orders: new Map() },
+          decisions,
+          get,
+          500,
+          'LOCKSTEP_ERR_INTERNAL',
+        );
+        assert.equal(answer.headers['x-leak'], undefined, "x-leak was the handler's, not the refusal's");
       } finally {
         service.dropConnections();
         await client.close();
@@ -149,7 +187,14 @@ describe('node:http adapter: a handler that fails', () => {
       assert.doesNotMatch(raw, /lockstep-error|LOCKSTEP_ERR/, 'no refusal written into a started answer');
       assert.doesNotMatch(raw, /\r\n0\r\n\r\n$/, 'no last chunk: the client cannot take it for a whole answer');
       const requestId = service.calls.at(-1)?.requestId ?? '';
-      assert.deepEqual(decisions.outcomesOf(requestId), [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_ERR_INTERNAL']], 'the refusal is audited');
+      assert.deepEqual(
+        decisions.outcomesOf(requestId),
+        [
+          ['allow', 'LOCKSTEP_ALLOW'],
+          ['deny', 'LOCKSTEP_ERR_INTERNAL'],
+        ],
+        'the refusal is audited',
+      );
       return { raw, requestId };
     } finally {
       connection.destroy();
@@ -165,7 +210,7 @@ describe('node:http adapter: a handler that fails', () => {
   it('a handler that rejects after its head and part of a body went out has the connection cut: the client sees the body cut short', async () => {
     const { raw } = await cutShort('partial-sent');
     const answer = parseRawAnswer(raw);
-    assert.equal(answer.status, 200, 'the handler\'s status line had gone out');
+    assert.equal(answer.status, 200, "the handler's status line had gone out");
     assert.equal(answer.headers['transfer-encoding'], 'chunked');
     assert.match(answer.text, /partial/);
   });
@@ -191,8 +236,18 @@ describe('node:http adapter: the guard failing before a decision', () => {
       try {
         const headers = { 'txn-token': await w.customerToken() };
         const get = (path: string) => within(client.request(`${service.url}${path}`, { headers }), `GET ${path}`);
-        const { event } = await expectRefused(service, decisions, () => get('/orders/broken'), 500, 'LOCKSTEP_ERR_INTERNAL');
-        assert.deepEqual(decisions.outcomesOf(event.requestId), [['deny', 'LOCKSTEP_ERR_INTERNAL']], 'one event: there was no admission');
+        const { event } = await expectRefused(
+          service,
+          decisions,
+          () => get('/orders/broken'),
+          500,
+          'LOCKSTEP_ERR_INTERNAL',
+        );
+        assert.deepEqual(
+          decisions.outcomesOf(event.requestId),
+          [['deny', 'LOCKSTEP_ERR_INTERNAL']],
+          'one event: there was no admission',
+        );
         const next = await get('/orders/2');
         assert.equal(next.status, 200, `the next request is decided as usual: ${next.text}`);
       } finally {
@@ -234,7 +289,11 @@ describe('node:http adapter: the connection after a refusal', () => {
   after(() => service.close());
 
   /** Sends `first`, to be refused with `status` and `code`, and a good GET after it on the same connection. */
-  async function refusedThenReused(first: string, status = 401, code = 'LOCKSTEP_ERR_TXN_TOKEN_MISSING'): Promise<void> {
+  async function refusedThenReused(
+    first: string,
+    status = 401,
+    code = 'LOCKSTEP_ERR_TXN_TOKEN_MISSING',
+  ): Promise<void> {
     const connection = await connect(w, service.port);
     try {
       connection.send(first);
@@ -252,7 +311,11 @@ describe('node:http adapter: the connection after a refusal', () => {
   it('a refused request without a body leaves the connection open: the next request on it is answered', async () => {
     const callsBefore = service.calls.length;
     await refusedThenReused(rawRequest('GET', '/orders/4'));
-    assert.deepEqual(service.calls.slice(callsBefore).map((call) => call.url), ['/orders/5'], 'only the second request ran');
+    assert.deepEqual(
+      service.calls.slice(callsBefore).map((call) => call.url),
+      ['/orders/5'],
+      'only the second request ran',
+    );
   });
 
   it('a request refused for its body, which the guard read in full, leaves the connection open', async () => {
@@ -261,7 +324,11 @@ describe('node:http adapter: the connection after a refusal', () => {
     const callsBefore = service.calls.length;
     const post = rawRequest('POST', '/orders', { token: await w.customerToken(), headers, body });
     await refusedThenReused(post, 400, 'LOCKSTEP_ERR_INPUT_INVALID');
-    assert.deepEqual(service.calls.slice(callsBefore).map((call) => call.url), ['/orders/5'], 'only the second request ran');
+    assert.deepEqual(
+      service.calls.slice(callsBefore).map((call) => call.url),
+      ['/orders/5'],
+      'only the second request ran',
+    );
   });
 
   it('a refused request whose body was not read is answered with connection: close, and the connection closes', async () => {
@@ -272,7 +339,11 @@ describe('node:http adapter: the connection after a refusal', () => {
       const headers = ['content-type: application/json', 'content-length: 100'];
       connection.send(rawRequest('POST', '/orders', { headers, body: '{"item":' }));
       const refused = await connection.answer();
-      assert.deepEqual([refused.status, refused.headers['lockstep-error']], [401, 'LOCKSTEP_ERR_TXN_TOKEN_MISSING'], refused.text);
+      assert.deepEqual(
+        [refused.status, refused.headers['lockstep-error']],
+        [401, 'LOCKSTEP_ERR_TXN_TOKEN_MISSING'],
+        refused.text,
+      );
       assert.equal(refused.headers.connection, 'close');
       const requestId = String(refused.headers['lockstep-request-id']);
       assert.deepEqual(decisions.outcomesOf(requestId), [['deny', 'LOCKSTEP_ERR_TXN_TOKEN_MISSING']]);

@@ -14,9 +14,11 @@ import { guardFor, world } from './fixture.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const OPTIONAL = ['ajv', 'express', 'fastify', 'prom-client', 'zod'];
-const loadedBy = (...specifiers: string[]) => packagesLoadedBy(specifiers.map((specifier) => `await import('${specifier}');`).join('\n'), {
-  cwd: ROOT, conditions: ['@lockstep/source'],
-});
+const loadedBy = (...specifiers: string[]) =>
+  packagesLoadedBy(specifiers.map((specifier) => `await import('${specifier}');`).join('\n'), {
+    cwd: ROOT,
+    conditions: ['@lockstep/source'],
+  });
 
 describe('what importing the guard loads', () => {
   it('the core: Cedar, jose, undici and the identity rules; no framework, no metrics library, no schema library', () => {
@@ -24,14 +26,20 @@ describe('what importing the guard loads', () => {
     for (const needed of ['@cedar-policy/cedar-wasm', '@lockstep/identity', '@lockstep/policy', 'jose', 'undici']) {
       assert.ok(loaded.includes(needed), `${needed} is loaded: ${loaded.join(', ')}`);
     }
-    assert.deepEqual(loaded.filter((name) => OPTIONAL.includes(name)), []);
+    assert.deepEqual(
+      loaded.filter((name) => OPTIONAL.includes(name)),
+      [],
+    );
   });
 
   it('the node:http adapter adds only its router', () => {
     const core = new Set(loadedBy('@lockstep/guard'));
     const added = loadedBy('@lockstep/guard', '@lockstep/guard/http').filter((name) => !core.has(name));
     assert.ok(added.includes('find-my-way'), added.join(', '));
-    assert.deepEqual(added.filter((name) => OPTIONAL.includes(name)), []);
+    assert.deepEqual(
+      added.filter((name) => OPTIONAL.includes(name)),
+      [],
+    );
   });
 
   it('each framework adapter loads from its own framework and nothing of the other one', () => {
@@ -45,11 +53,18 @@ describe('what importing the guard loads', () => {
 
 it('metrics: true without prom-client installed refuses to start and says what to install; a guard without metrics needs none', async () => {
   // As if prom-client were not installed: Node's own resolver fails on a package that does not exist.
-  const hooks = registerHooks({ resolve: (specifier, context, next) => next(specifier === 'prom-client' ? 'prom-client-not-installed' : specifier, context) });
+  const hooks = registerHooks({
+    resolve: (specifier, context, next) =>
+      next(specifier === 'prom-client' ? 'prom-client-not-installed' : specifier, context),
+  });
   try {
     const w = await world();
-    await assert.rejects(guardFor(w, { metrics: true }), (error: unknown) => error instanceof GuardConfigError
-      && /metrics: true needs prom-client .*npm install prom-client/.test(error.message));
+    await assert.rejects(
+      guardFor(w, { metrics: true }),
+      (error: unknown) =>
+        error instanceof GuardConfigError &&
+        /metrics: true needs prom-client .*npm install prom-client/.test(error.message),
+    );
     const guard = await guardFor(w);
     try {
       await assert.rejects(guard.metrics(), /metrics: true/);

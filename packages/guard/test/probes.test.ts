@@ -9,7 +9,16 @@ import { after, before, describe, it } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { policySetFromSources, signBundle } from '@lockstep/policy';
 import type { Guard } from '../src/index.ts';
-import { adapters, guardFor, POLICY_DIR, recordDecisions, startOrders, TRUST_DOMAIN, world, type World } from './fixture.ts';
+import {
+  adapters,
+  guardFor,
+  POLICY_DIR,
+  recordDecisions,
+  startOrders,
+  TRUST_DOMAIN,
+  world,
+  type World,
+} from './fixture.ts';
 
 const SCANNER = `spiffe://${TRUST_DOMAIN}/scanner/ci`;
 const GATEWAY = `spiffe://${TRUST_DOMAIN}/svc/gateway`;
@@ -36,23 +45,58 @@ when { context.requester == "spiffe://${TRUST_DOMAIN}/svc/frontend" };`;
 for (const adapter of adapters) {
   describe(`scanner probes (${adapter})`, () => {
     it('lets a scanner name the requester the policy sees (Lockstep-Probe-Requester); from a workload the header is ignored', async () => {
-      const set = policySetFromSources({ schema: readFileSync(new URL('shop.cedarschema', `file://${POLICY_DIR}/`), 'utf8'), policies: { 'orders.cedar': REQUESTER_POLICY } });
-      const requesterGuard = await guardFor(w, { policy: { keys: w.policyKey.jwks, bundle: await signBundle(set, { privateKey: w.policyKey.privateKey, kid: w.policyKey.kid, service: 'orders' }) } });
+      const set = policySetFromSources({
+        schema: readFileSync(new URL('shop.cedarschema', `file://${POLICY_DIR}/`), 'utf8'),
+        policies: { 'orders.cedar': REQUESTER_POLICY },
+      });
+      const requesterGuard = await guardFor(w, {
+        policy: {
+          keys: w.policyKey.jwks,
+          bundle: await signBundle(set, {
+            privateKey: w.policyKey.privateKey,
+            kid: w.policyKey.kid,
+            service: 'orders',
+          }),
+        },
+      });
       const service = await startOrders(adapter, requesterGuard);
       const decisions = recordDecisions();
       try {
         const token = await w.customerToken();
         const headers = { 'txn-token': token, 'content-type': 'application/json', 'lockstep-probe-as': GATEWAY };
-        const asTokenSays = await w.client(scannerSvid).request(`${service.url}/orders`, { method: 'POST', headers, body: ORDER });
+        const asTokenSays = await w
+          .client(scannerSvid)
+          .request(`${service.url}/orders`, { method: 'POST', headers, body: ORDER });
         assert.equal(asTokenSays.status, 403, 'the token names the gateway as requester');
         const frontend = `spiffe://${TRUST_DOMAIN}/svc/frontend`;
-        const asFrontend = await w.client(scannerSvid).request(`${service.url}/orders`, { method: 'POST', headers: { ...headers, 'lockstep-probe-requester': frontend }, body: ORDER });
+        const asFrontend = await w
+          .client(scannerSvid)
+          .request(`${service.url}/orders`, {
+            method: 'POST',
+            headers: { ...headers, 'lockstep-probe-requester': frontend },
+            body: ORDER,
+          });
         assert.equal(asFrontend.status, 200);
         assert.equal(asFrontend.headers['lockstep-probe'], 'admitted');
-        assert.equal(decisions.byRequestId(String(asFrontend.json<{ requestId: string }>().requestId))?.probeRequester, frontend);
-        const byWorkload = await w.client(w.svids.gateway).request(`${service.url}/orders`, { method: 'POST', headers: { 'txn-token': token, 'content-type': 'application/json', 'lockstep-probe-requester': frontend }, body: ORDER });
+        assert.equal(
+          decisions.byRequestId(String(asFrontend.json<{ requestId: string }>().requestId))?.probeRequester,
+          frontend,
+        );
+        const byWorkload = await w
+          .client(w.svids.gateway)
+          .request(`${service.url}/orders`, {
+            method: 'POST',
+            headers: { 'txn-token': token, 'content-type': 'application/json', 'lockstep-probe-requester': frontend },
+            body: ORDER,
+          });
         assert.equal(byWorkload.status, 403, 'a workload cannot choose its requester');
-        const invalid = await w.client(scannerSvid).request(`${service.url}/orders`, { method: 'POST', headers: { ...headers, 'lockstep-probe-requester': 'spiffe://other.test/svc/frontend' }, body: ORDER });
+        const invalid = await w
+          .client(scannerSvid)
+          .request(`${service.url}/orders`, {
+            method: 'POST',
+            headers: { ...headers, 'lockstep-probe-requester': 'spiffe://other.test/svc/frontend' },
+            body: ORDER,
+          });
         assert.equal(invalid.headers['lockstep-error'], 'LOCKSTEP_ERR_PROBE_INVALID');
       } finally {
         decisions.stop();
@@ -72,7 +116,11 @@ for (const adapter of adapters) {
         assert.equal(asItself.status, 403);
         assert.equal(asItself.headers['lockstep-error'], 'LOCKSTEP_ERR_DENIED');
 
-        const asGateway = await scanner.request(`${service.url}/orders`, { method: 'POST', headers: { ...json, 'lockstep-probe-as': GATEWAY }, body: ORDER });
+        const asGateway = await scanner.request(`${service.url}/orders`, {
+          method: 'POST',
+          headers: { ...json, 'lockstep-probe-as': GATEWAY },
+          body: ORDER,
+        });
         assert.equal(asGateway.status, 200);
         assert.equal(asGateway.headers['lockstep-probe'], 'admitted');
         const answer = asGateway.json<Record<string, unknown>>();
@@ -82,7 +130,11 @@ for (const adapter of adapters) {
         assert.equal(event?.caller, SCANNER, 'the audit event names the scanner');
         assert.equal(event?.probeAs, GATEWAY);
 
-        const badBody = await scanner.request(`${service.url}/orders`, { method: 'POST', headers: { ...json, 'lockstep-probe-as': GATEWAY }, body: JSON.stringify({ item: 'tea', quantity: 'many', extra: 1 }) });
+        const badBody = await scanner.request(`${service.url}/orders`, {
+          method: 'POST',
+          headers: { ...json, 'lockstep-probe-as': GATEWAY },
+          body: JSON.stringify({ item: 'tea', quantity: 'many', extra: 1 }),
+        });
         assert.equal(badBody.status, 400, 'the input step runs for a probe');
         assert.equal(badBody.headers['lockstep-error'], 'LOCKSTEP_ERR_INPUT_INVALID');
       } finally {
@@ -96,8 +148,15 @@ for (const adapter of adapters) {
       const scanner = w.client(scannerSvid);
       try {
         const token = await w.customerToken();
-        for (const probeAs of [`spiffe://other.test/svc/gateway`, `spiffe://${TRUST_DOMAIN}/scanner/other`, `spiffe://${TRUST_DOMAIN.toUpperCase()}/svc/gateway`, 'gateway']) {
-          const answer = await scanner.request(`${service.url}/orders/1`, { headers: { 'txn-token': token, 'lockstep-probe-as': probeAs } });
+        for (const probeAs of [
+          `spiffe://other.test/svc/gateway`,
+          `spiffe://${TRUST_DOMAIN}/scanner/other`,
+          `spiffe://${TRUST_DOMAIN.toUpperCase()}/svc/gateway`,
+          'gateway',
+        ]) {
+          const answer = await scanner.request(`${service.url}/orders/1`, {
+            headers: { 'txn-token': token, 'lockstep-probe-as': probeAs },
+          });
           assert.equal(answer.status, 400, probeAs);
           assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_PROBE_INVALID', probeAs);
         }
@@ -110,12 +169,16 @@ for (const adapter of adapters) {
       const service = await startOrders(adapter, guard);
       try {
         const token = await w.customerToken();
-        const reports = await w.client(w.svids.reports).request(`${service.url}/orders/1`, { headers: { 'txn-token': token, 'lockstep-probe-as': GATEWAY } });
+        const reports = await w
+          .client(w.svids.reports)
+          .request(`${service.url}/orders/1`, { headers: { 'txn-token': token, 'lockstep-probe-as': GATEWAY } });
         assert.equal(reports.status, 403, 'no impersonation through the header');
-        const gateway = await w.client(w.svids.gateway).request(`${service.url}/orders/1`, { headers: { 'txn-token': token, 'lockstep-probe-as': GATEWAY } });
+        const gateway = await w
+          .client(w.svids.gateway)
+          .request(`${service.url}/orders/1`, { headers: { 'txn-token': token, 'lockstep-probe-as': GATEWAY } });
         assert.equal(gateway.status, 200);
         assert.equal(gateway.headers['lockstep-probe'], undefined);
-        assert.equal(gateway.json<{ ok: boolean }>().ok, true, 'a workload\'s request is handled');
+        assert.equal(gateway.json<{ ok: boolean }>().ok, true, "a workload's request is handled");
       } finally {
         await service.close();
       }

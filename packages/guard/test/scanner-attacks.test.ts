@@ -8,8 +8,15 @@ import { after, before, describe, test } from 'node:test';
 import { createTxnTokenMinter, type MtlsClient, type TxnTokenMinter } from '@lockstep/testkit';
 import type { GuardErrorCode } from '../src/index.ts';
 import {
-  adapters, expectRefused, guardFor, recordDecisions, startOrders, TRUST_DOMAIN,
-  type RunningService, type World, world,
+  adapters,
+  expectRefused,
+  guardFor,
+  recordDecisions,
+  startOrders,
+  TRUST_DOMAIN,
+  type RunningService,
+  type World,
+  world,
 } from './fixture.ts';
 
 const OTHER_TRUST_DOMAIN = 'other.test';
@@ -46,21 +53,21 @@ for (const adapter of adapters) {
       await expectRefused(service, decisions, send, 401, code);
     }
 
-    test('txn.foreign-trust-domain: a token of another trust domain\'s token service, key unknown', async () => {
+    test("txn.foreign-trust-domain: a token of another trust domain's token service, key unknown", async () => {
       // Its own audience and requester, as that token service would issue it.
       await refusedToken(await stranger.mint(), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID');
       // The same, but under the kid of this trust domain's key: the signature does not verify.
       await refusedToken(await stranger.mint({}, { header: { kid: w.minter.kid } }), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID');
     });
 
-    test('txn.foreign-trust-domain: another trust domain\'s token, key trusted here: refused by aud', async () => {
+    test("txn.foreign-trust-domain: another trust domain's token, key trusted here: refused by aud", async () => {
       await refusedToken(await neighbour.mint(), 'LOCKSTEP_ERR_TXN_TOKEN_CLAIMS');
       // Even when it names this trust domain's gateway as requester, the audience is not ours.
       const requester = `spiffe://${TRUST_DOMAIN}/svc/gateway`;
       await refusedToken(await neighbour.mint({ req_wl: requester }), 'LOCKSTEP_ERR_TXN_TOKEN_CLAIMS');
     });
 
-    test('txn.user-token: a user\'s access token and ID token, signed by a trusted key, as the Txn-Token', async () => {
+    test("txn.user-token: a user's access token and ID token, signed by a trusted key, as the Txn-Token", async () => {
       const accessToken = await w.minter.mint(
         { client_id: 'gateway', scope: 'openid orders:read' },
         { header: { typ: 'at+jwt' } },

@@ -36,7 +36,10 @@ const broken: ReadonlyArray<readonly [string, IssueCertOptions, GuardErrorCode]>
   ['a lookalike trust domain', { uris: ['spiffe://shop.test.evil/svc/gateway'] }, FOREIGN],
 ];
 
-interface Answer { status: number; text: string }
+interface Answer {
+  status: number;
+  text: string;
+}
 type Credential = { chainPem: string; keyPem: string };
 
 /** GET /orders/7 with `token`, on a new connection presenting `cert`; the handshake must succeed. */
@@ -61,7 +64,10 @@ interface CountedService {
 /** GET /orders/:id (orders:read) behind `adapter`, with a handler that counts its calls. */
 async function startCounted(adapter: Adapter, guard: Guard): Promise<CountedService> {
   let calls = 0;
-  const answer = () => { calls += 1; return { ok: true }; };
+  const answer = () => {
+    calls += 1;
+    return { ok: true };
+  };
   const route = { 'GET /orders/:id': { action: 'orders:read' } };
   if (adapter === 'fastify') {
     const app = Fastify({ https: guard.tlsOptions(), logger: false });
@@ -74,13 +80,17 @@ async function startCounted(adapter: Adapter, guard: Guard): Promise<CountedServ
   if (adapter === 'express') {
     const app = express();
     app.use(lockstepExpress(guard, route));
-    app.get('/orders/:id', (_request, response) => { response.json(answer()); });
+    app.get('/orders/:id', (_request, response) => {
+      response.json(answer());
+    });
     server = guard.createServer(app);
   } else {
-    server = guard.createServer(lockstepHttp(guard, route, (_request, response) => {
-      response.writeHead(200, { 'content-type': 'application/json' });
-      response.end(JSON.stringify(answer()));
-    }));
+    server = guard.createServer(
+      lockstepHttp(guard, route, (_request, response) => {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify(answer()));
+      }),
+    );
   }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
@@ -141,7 +151,9 @@ for (const adapter of adapters) {
 
 describe('the maximum SVID lifetime is a guard option', () => {
   let w: World;
-  before(async () => { w = await world(); });
+  before(async () => {
+    w = await world();
+  });
 
   test('svidRules.maxLifetimeSeconds lowers it: a guard that allows 30 minutes refuses a 1-hour SVID', async () => {
     // Its own SVID is held to the same limit: a 20-minute one for the guard itself.
@@ -176,7 +188,9 @@ describe('the maximum SVID lifetime is a guard option', () => {
 
 describe('the guard holds its own SVID and its outbound peers to the same rules', () => {
   let w: World;
-  before(async () => { w = await world(); });
+  before(async () => {
+    w = await world();
+  });
 
   for (const [what, options, rule] of [
     ['keyCertSign', { keyUsage: ['digitalSignature', 'keyCertSign'] }, /keyCertSign/],
@@ -186,8 +200,10 @@ describe('the guard holds its own SVID and its outbound peers to the same rules'
       const own = await w.ca.issueCert({ uris: [`spiffe://${TRUST_DOMAIN}/svc/orders`], ...options });
       await assert.rejects(
         guardFor(w, { svid: { cert: own.chainPem, key: own.keyPem } }),
-        (error: Error) => error instanceof GuardConfigError && rule.test(error.message)
-          && /svid\.cert is not an X\.509-SVID of trust domain shop\.test/.test(error.message),
+        (error: Error) =>
+          error instanceof GuardConfigError &&
+          rule.test(error.message) &&
+          /svid\.cert is not an X\.509-SVID of trust domain shop\.test/.test(error.message),
       );
     });
   }
@@ -196,14 +212,16 @@ describe('the guard holds its own SVID and its outbound peers to the same rules'
     const bad = await w.ca.issueCert({ uris: [`spiffe://${TRUST_DOMAIN}/svc/payments`], keyUsage: [] });
     let reached = false;
     const app = Fastify({ https: { cert: bad.chainPem, key: bad.keyPem } });
-    app.get('/charge', async () => { reached = true; return {}; });
+    app.get('/charge', async () => {
+      reached = true;
+      return {};
+    });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const guard = await guardFor(w);
     try {
       const url = `https://127.0.0.1:${(app.server.address() as AddressInfo).port}/charge`;
-      await assert.rejects(
-        guard.client.request(url, { txnToken: await w.customerToken() }),
-        (error: Error) => /no key usage extension/.test(`${error.message} ${String(error.cause)}`),
+      await assert.rejects(guard.client.request(url, { txnToken: await w.customerToken() }), (error: Error) =>
+        /no key usage extension/.test(`${error.message} ${String(error.cause)}`),
       );
       assert.equal(reached, false, 'no request reached the server');
     } finally {
@@ -212,4 +230,3 @@ describe('the guard holds its own SVID and its outbound peers to the same rules'
     }
   });
 });
-

@@ -3,12 +3,22 @@
  * strictly, the X509-SVID leaf rules read from a certificate's DER, and a TLS peer read once.
  */
 export {
-  formatSpiffeId, isValidTrustDomain, parseSpiffeId, SPIFFE_KINDS, trustDomainId, workloadId,
-  type SpiffeId, type SpiffeKind,
+  formatSpiffeId,
+  isValidTrustDomain,
+  parseSpiffeId,
+  SPIFFE_KINDS,
+  trustDomainId,
+  workloadId,
+  type SpiffeId,
+  type SpiffeKind,
 } from './spiffe-id.ts';
 export {
-  DEFAULT_MAX_SVID_LIFETIME_SECONDS, readX509Svid, SvidError,
-  type ReadX509SvidOptions, type SvidErrorCode, type X509SvidIdentity,
+  DEFAULT_MAX_SVID_LIFETIME_SECONDS,
+  readX509Svid,
+  SvidError,
+  type ReadX509SvidOptions,
+  type SvidErrorCode,
+  type X509SvidIdentity,
 } from './x509-svid.ts';
 export { readTlsPeer, type TlsPeer } from './tls-peer.ts';
 export { serverSvidCheck, type ServerIdentityCheck, type ServerSvidOptions } from './server-identity.ts';

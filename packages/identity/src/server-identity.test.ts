@@ -25,7 +25,10 @@ describe('serverSvidCheck', () => {
   it('refuses another ID, another trust domain, a non-SVID and a CA — returning an Error, never throwing', async () => {
     const check = serverSvidCheck(CONTROL_PLANE, { hint: 'check the URL' });
     const cases: [PeerCertificate, RegExp][] = [
-      [await presented(['spiffe://shop.test/svc/orders']), /presented spiffe:\/\/shop\.test\/svc\/orders, not .*: check the URL$/],
+      [
+        await presented(['spiffe://shop.test/svc/orders']),
+        /presented spiffe:\/\/shop\.test\/svc\/orders, not .*: check the URL$/,
+      ],
       [await presented(['spiffe://evil.test/lockstep/control-plane']), /SVID_FOREIGN_TRUST_DOMAIN/],
       [await presented([CONTROL_PLANE, 'spiffe://shop.test/svc/orders']), /SVID_URI_SAN/],
       [await presented([CONTROL_PLANE], { ca: true }), /SVID_CA/],

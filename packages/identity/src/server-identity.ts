@@ -21,7 +21,10 @@ export interface ServerSvidOptions {
 export function serverSvidCheck(expectedSpiffeId: string, options: ServerSvidOptions = {}): ServerIdentityCheck {
   const expected = parseSpiffeId(expectedSpiffeId);
   if (expected === null) throw new TypeError(`serverSvidCheck: ${JSON.stringify(expectedSpiffeId)} is not a SPIFFE ID`);
-  const rules = { trustDomain: expected.trustDomain, ...(options.maxLifetimeSeconds === undefined ? {} : { maxLifetimeSeconds: options.maxLifetimeSeconds }) };
+  const rules = {
+    trustDomain: expected.trustDomain,
+    ...(options.maxLifetimeSeconds === undefined ? {} : { maxLifetimeSeconds: options.maxLifetimeSeconds }),
+  };
   const hint = options.hint === undefined ? '' : `: ${options.hint}`;
   return (_host, cert) => {
     let presented: string;

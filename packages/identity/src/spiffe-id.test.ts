@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  formatSpiffeId, isValidTrustDomain, parseSpiffeId, trustDomainId, workloadId, type SpiffeKind,
+  formatSpiffeId,
+  isValidTrustDomain,
+  parseSpiffeId,
+  trustDomainId,
+  workloadId,
+  type SpiffeKind,
 } from './spiffe-id.ts';
 
 /**
@@ -30,7 +35,12 @@ describe('parseSpiffeId: go-spiffe vectors', () => {
   it('refuses the empty string and accepts an ID without a path', () => {
     assert.equal(parseSpiffeId(''), null);
     assert.deepEqual(parseSpiffeId('spiffe://trustdomain'), {
-      id: 'spiffe://trustdomain', trustDomain: 'trustdomain', path: '', kind: null, name: null, service: null,
+      id: 'spiffe://trustdomain',
+      trustDomain: 'trustdomain',
+      path: '',
+      kind: null,
+      name: null,
+      service: null,
     });
   });
 
@@ -97,8 +107,12 @@ describe('parseSpiffeId: Lockstep naming', () => {
     for (const kind of kinds) {
       const id = parseSpiffeId(`spiffe://shop.test/${kind}/orders`);
       assert.deepEqual(id, {
-        id: `spiffe://shop.test/${kind}/orders`, trustDomain: 'shop.test', path: `/${kind}/orders`,
-        kind, name: 'orders', service: kind === 'svc' ? 'orders' : null,
+        id: `spiffe://shop.test/${kind}/orders`,
+        trustDomain: 'shop.test',
+        path: `/${kind}/orders`,
+        kind,
+        name: 'orders',
+        service: kind === 'svc' ? 'orders' : null,
       });
       assert.ok(Object.isFrozen(id));
     }
@@ -179,8 +193,18 @@ describe('isValidTrustDomain', () => {
   });
 
   it('refuses upper case, schemes, ports, paths, leading or trailing dots, empty and over-long names', () => {
-    const names = ['', 'Shop.test', 'spiffe://shop.test', 'shop.test:443', 'shop.test/x', '.shop.test', 'shop.test.',
-      'shop test', 'shop%2etest', 'a'.repeat(256)];
+    const names = [
+      '',
+      'Shop.test',
+      'spiffe://shop.test',
+      'shop.test:443',
+      'shop.test/x',
+      '.shop.test',
+      'shop.test.',
+      'shop test',
+      'shop%2etest',
+      'a'.repeat(256),
+    ];
     for (const name of names) {
       assert.equal(isValidTrustDomain(name), false, name);
     }
@@ -224,8 +248,14 @@ describe('formatSpiffeId', () => {
 
 // Found missing by the mutation run (docs/mutation.md).
 describe('edges', () => {
-  const notStrings: unknown[] = [undefined, null, 42, ['spiffe://shop.test/svc/orders'], ['shop.test'],
-    { toString: () => 'spiffe://shop.test/svc/orders' }];
+  const notStrings: unknown[] = [
+    undefined,
+    null,
+    42,
+    ['spiffe://shop.test/svc/orders'],
+    ['shop.test'],
+    { toString: () => 'spiffe://shop.test/svc/orders' },
+  ];
 
   it('answers null / false for a value that is not a string (a JavaScript caller), and never throws', () => {
     for (const value of notStrings) {

@@ -52,14 +52,14 @@ export function parseSpiffeId(value: string): SpiffeId | null {
   const segments = path === '' ? [] : path.slice(1).split('/');
   if (!segments.every(isSegment)) return null;
   const [first, name] = segments;
-  const kind = segments.length === 2 && KINDS.has(first as string) ? first as SpiffeKind : null;
+  const kind = segments.length === 2 && KINDS.has(first as string) ? (first as SpiffeKind) : null;
   return Object.freeze({
     id: value,
     trustDomain,
     path,
     kind,
-    name: kind === null ? null : name as string,
-    service: kind === 'svc' ? name as string : null,
+    name: kind === null ? null : (name as string),
+    service: kind === 'svc' ? (name as string) : null,
   });
 }
 
@@ -73,8 +73,10 @@ export function isValidTrustDomain(value: string): boolean {
 
 function assertTrustDomain(trustDomain: string): void {
   if (!isValidTrustDomain(trustDomain)) {
-    throw new TypeError('trust domain must be lower-case letters, digits, ".", "-" or "_" without a scheme or a '
-      + `leading or trailing dot, e.g. "shop.example"; got ${JSON.stringify(trustDomain)}`);
+    throw new TypeError(
+      'trust domain must be lower-case letters, digits, ".", "-" or "_" without a scheme or a ' +
+        `leading or trailing dot, e.g. "shop.example"; got ${JSON.stringify(trustDomain)}`,
+    );
   }
 }
 
@@ -85,13 +87,16 @@ export function formatSpiffeId(trustDomain: string, kind: SpiffeKind, name: stri
     throw new TypeError(`kind must be one of ${SPIFFE_KINDS.join(', ')}; got ${JSON.stringify(kind)}`);
   }
   if (typeof name !== 'string' || !isSegment(name)) {
-    throw new TypeError('name must be one SPIFFE path segment (letters, digits, ".", "-", "_"; not "." or ".."), '
-      + `e.g. "orders"; got ${JSON.stringify(name)}`);
+    throw new TypeError(
+      'name must be one SPIFFE path segment (letters, digits, ".", "-", "_"; not "." or ".."), ' +
+        `e.g. "orders"; got ${JSON.stringify(name)}`,
+    );
   }
   const id = `${PREFIX}${trustDomain}/${kind}/${name}`;
   if (id.length > MAX_ID_LENGTH) {
-    throw new TypeError(`a SPIFFE ID has at most ${MAX_ID_LENGTH} characters; ${kind}/${name.slice(0, 40)}… `
-      + `makes ${id.length}`);
+    throw new TypeError(
+      `a SPIFFE ID has at most ${MAX_ID_LENGTH} characters; ${kind}/${name.slice(0, 40)}… ` + `makes ${id.length}`,
+    );
   }
   return id;
 }

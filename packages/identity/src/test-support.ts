@@ -42,8 +42,12 @@ export interface TestLeaf {
 export async function createSigner(name = 'identity test CA'): Promise<TestSigner> {
   const keys = await crypto.subtle.generateKey(P256, true, ['sign', 'verify']);
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: '01', name: `CN=${name}`, keys, signingAlgorithm: SHA256,
-    notBefore: new Date(Date.now() - 24 * HOUR_MS), notAfter: new Date(Date.now() + 24 * HOUR_MS),
+    serialNumber: '01',
+    name: `CN=${name}`,
+    keys,
+    signingAlgorithm: SHA256,
+    notBefore: new Date(Date.now() - 24 * HOUR_MS),
+    notAfter: new Date(Date.now() + 24 * HOUR_MS),
     extensions: [
       new x509.BasicConstraintsExtension(true, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),

@@ -34,10 +34,17 @@ async function handshake(client?: TestLeaf): Promise<TlsPeer> {
   await new Promise<void>((resolve, reject) => {
     const credentials = client ? { cert: client.certPem, key: client.keyPem } : {};
     const socket = connect({
-      host: '127.0.0.1', port, ca: ca.pem, checkServerIdentity: () => undefined, ...credentials,
+      host: '127.0.0.1',
+      port,
+      ca: ca.pem,
+      checkServerIdentity: () => undefined,
+      ...credentials,
     });
     socket.on('data', () => {});
-    socket.once('end', () => { socket.destroy(); resolve(); });
+    socket.once('end', () => {
+      socket.destroy();
+      resolve();
+    });
     socket.once('error', reject);
   });
   const peer = seen[before];
@@ -61,7 +68,7 @@ describe('readTlsPeer', () => {
     assert.equal(peer.authorized, false);
   });
 
-  it('gives the DER but not authorized, with OpenSSL\'s reason, for a certificate of another CA', async () => {
+  it("gives the DER but not authorized, with OpenSSL's reason, for a certificate of another CA", async () => {
     const client = await issueLeaf(stranger, { uris: ['spiffe://shop.test/svc/gateway'] });
     const peer = await handshake(client);
     assert.deepEqual(peer.leafDer, client.der);
@@ -90,8 +97,12 @@ describe('readTlsPeer', () => {
       const client = await issueLeaf(ca, { uris: ['spiffe://shop.test/svc/gateway'] });
       await new Promise<void>((resolve) => {
         const socket = connect({
-          host: '127.0.0.1', port: (closing.address() as AddressInfo).port, ca: ca.pem,
-          checkServerIdentity: () => undefined, cert: client.certPem, key: client.keyPem,
+          host: '127.0.0.1',
+          port: (closing.address() as AddressInfo).port,
+          ca: ca.pem,
+          checkServerIdentity: () => undefined,
+          cert: client.certPem,
+          key: client.keyPem,
         });
         socket.on('error', () => {});
         socket.once('close', () => resolve());

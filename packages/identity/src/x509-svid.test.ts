@@ -5,7 +5,12 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { readX509Svid, SvidError, type SvidErrorCode } from './x509-svid.ts';
 import {
-  createSigner, issueLeaf, KeyUsage, keyUsageExtension, type LeafOptions, type TestSigner,
+  createSigner,
+  issueLeaf,
+  KeyUsage,
+  keyUsageExtension,
+  type LeafOptions,
+  type TestSigner,
 } from './test-support.ts';
 
 const DAY_MS = 86_400_000;
@@ -21,12 +26,15 @@ before(async () => {
 type Options = Parameters<typeof readX509Svid>[1];
 
 function refusedWith(der: Uint8Array, code: SvidErrorCode, detail: RegExp, options: Options = OURS): void {
-  assert.throws(() => readX509Svid(der, options), (error: unknown) => {
-    assert.ok(error instanceof SvidError, `an SvidError, not ${String(error)}`);
-    assert.equal(error.code, code);
-    assert.match(error.detail, detail);
-    return true;
-  });
+  assert.throws(
+    () => readX509Svid(der, options),
+    (error: unknown) => {
+      assert.ok(error instanceof SvidError, `an SvidError, not ${String(error)}`);
+      assert.equal(error.code, code);
+      assert.match(error.detail, detail);
+      return true;
+    },
+  );
 }
 
 describe('readX509Svid', () => {
@@ -36,8 +44,12 @@ describe('readX509Svid', () => {
     const leaf = await issueLeaf(signer, { uris: ['spiffe://shop.test/svc/orders'], notBefore, notAfter });
     const identity = readX509Svid(leaf.der, OURS);
     assert.deepEqual(identity, {
-      spiffeId: 'spiffe://shop.test/svc/orders', trustDomain: 'shop.test', path: '/svc/orders',
-      kind: 'svc', name: 'orders', service: 'orders',
+      spiffeId: 'spiffe://shop.test/svc/orders',
+      trustDomain: 'shop.test',
+      path: '/svc/orders',
+      kind: 'svc',
+      name: 'orders',
+      service: 'orders',
       notBeforeMs: Math.floor(notBefore.getTime() / 1000) * 1000,
       notAfterMs: Math.floor(notAfter.getTime() / 1000) * 1000,
     });
@@ -67,12 +79,24 @@ describe('readX509Svid', () => {
     ['a malformed SPIFFE ID', { uris: ['spiffe://SHOP.TEST/svc/orders'] }, 'SVID_ID_INVALID', /not a well-formed/],
     ['an https URI', { uris: ['https://shop.test/svc/orders'] }, 'SVID_ID_INVALID', /not a well-formed/],
     ['no path (the trust domain itself)', { uris: ['spiffe://shop.test'] }, 'SVID_NO_PATH', /has no path/],
-    ['another trust domain', { uris: ['spiffe://shop.test.evil/svc/orders'] }, 'SVID_FOREIGN_TRUST_DOMAIN',
-      /not in trust domain shop\.test/],
-    ['a 10-year lifetime', { notAfter: new Date(Date.now() + 3650 * DAY_MS) }, 'SVID_LIFETIME',
-      /valid for 3650 days; an SVID may live at most 24 h \(86400 s\)/],
-    ['a lifetime of 24 h and 2 s', { notBefore: hoursFromNow(-1 / 3600), notAfter: hoursFromNow(24 + 1 / 3600) },
-      'SVID_LIFETIME', /24 h/],
+    [
+      'another trust domain',
+      { uris: ['spiffe://shop.test.evil/svc/orders'] },
+      'SVID_FOREIGN_TRUST_DOMAIN',
+      /not in trust domain shop\.test/,
+    ],
+    [
+      'a 10-year lifetime',
+      { notAfter: new Date(Date.now() + 3650 * DAY_MS) },
+      'SVID_LIFETIME',
+      /valid for 3650 days; an SVID may live at most 24 h \(86400 s\)/,
+    ],
+    [
+      'a lifetime of 24 h and 2 s',
+      { notBefore: hoursFromNow(-1 / 3600), notAfter: hoursFromNow(24 + 1 / 3600) },
+      'SVID_LIFETIME',
+      /24 h/,
+    ],
     ['a second key usage extension', { extra: [keyUsageExtension(keyCertSign)] }, 'SVID_UNPARSABLE', /more than once/],
   ];
   for (const [what, options, code, detail] of cases) {
@@ -101,7 +125,7 @@ describe('readX509Svid', () => {
     refusedWith(leaf.der, 'SVID_VALIDITY', /not valid before/, { ...OURS, now: hoursFromNow(-3).getTime() });
   });
 
-  it('treats bad options as the caller\'s mistake (TypeError)', async () => {
+  it("treats bad options as the caller's mistake (TypeError)", async () => {
     const { der } = await issueLeaf(signer);
     const message = /maxLifetimeSeconds must be a whole number of seconds ≥ 1, e\.g\. 86400/;
     assert.throws(() => readX509Svid(der, { maxLifetimeSeconds: 0 }), message);
@@ -109,7 +133,7 @@ describe('readX509Svid', () => {
     assert.throws(() => readX509Svid(der, { now: Number.NaN }), TypeError);
   });
 
-  it('does not see later changes to the caller\'s buffer', async () => {
+  it("does not see later changes to the caller's buffer", async () => {
     const { der } = await issueLeaf(signer);
     const identity = readX509Svid(der, OURS);
     der.fill(0);
@@ -129,7 +153,8 @@ describe('readX509Svid', () => {
 
   it('counts URI names only: a DNS name beside the one URI SAN is allowed (X509-SVID §2)', async () => {
     const names = [
-      { type: 'dns', value: 'orders.shop.test' }, { type: 'url', value: 'spiffe://shop.test/svc/orders' },
+      { type: 'dns', value: 'orders.shop.test' },
+      { type: 'url', value: 'spiffe://shop.test/svc/orders' },
     ] as const;
     const san = new x509.SubjectAlternativeNameExtension([...names], true);
     const leaf = await issueLeaf(signer, { uris: [], extra: [san] });

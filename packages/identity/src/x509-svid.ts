@@ -82,10 +82,7 @@ const FORBIDDEN_LEAF_USAGES: readonly (readonly [x509.KeyUsageFlags, string])[] 
 ];
 
 /** The identity of an X509-SVID leaf, or an SvidError naming the first rule it breaks. */
-export function readX509Svid(
-  der: Uint8Array | ArrayBuffer,
-  options: ReadX509SvidOptions = {},
-): X509SvidIdentity {
+export function readX509Svid(der: Uint8Array | ArrayBuffer, options: ReadX509SvidOptions = {}): X509SvidIdentity {
   const maxLifetimeSeconds = checkOptions(options);
   const cert = parse(der);
   refuseDuplicateExtensions(cert);

@@ -26,7 +26,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { DecisionEvent } from '@lockstep/guard';
 import {
-  AUDIT_KEEP_ALIVE_MS, attachAdminTrail, controlPlaneSpiffeId, type AdminTrailSink, type AuditEntry, type ControlPlaneStore,
+  AUDIT_KEEP_ALIVE_MS,
+  attachAdminTrail,
+  controlPlaneSpiffeId,
+  type AdminTrailSink,
+  type AuditEntry,
+  type ControlPlaneStore,
 } from '@lockstep/control-plane';
 
 const BATCH = 500;
@@ -116,7 +121,12 @@ function createAppendQueue(options: AdminTrailOptions, source: string, onError: 
   // A stream silent for long looks ended (verify: "ended uncleanly"): say "still here" meanwhile.
   const keepAlive = setInterval(() => {
     if (queue.length > 0 || draining !== null || Date.now() - lastAppend < KEEP_ALIVE_MS) return;
-    store.appendAudit(source, { stream, dropped, written: streamSeq, entries: [] }, Date.now()).then(() => { lastAppend = Date.now(); }, () => {});
+    store.appendAudit(source, { stream, dropped, written: streamSeq, entries: [] }, Date.now()).then(
+      () => {
+        lastAppend = Date.now();
+      },
+      () => {},
+    );
   }, KEEP_ALIVE_MS / 2);
   keepAlive.unref();
 
@@ -139,8 +149,17 @@ function createAppendQueue(options: AdminTrailOptions, source: string, onError: 
     if (closed) return Promise.reject(new Error('the audit trail is closed'));
     const seq = enqueue(event);
     const stored = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => settle(seq, new Error(`the audit trail did not store the event within `
-        + `${writeTimeoutMs / 1000} s (a slow or blocked store)`)), writeTimeoutMs);
+      const timer = setTimeout(
+        () =>
+          settle(
+            seq,
+            new Error(
+              `the audit trail did not store the event within ` +
+                `${writeTimeoutMs / 1000} s (a slow or blocked store)`,
+            ),
+          ),
+        writeTimeoutMs,
+      );
       timer.unref();
       waiters.set(seq, { resolve, reject, timer });
     });
@@ -160,9 +179,11 @@ function createAppendQueue(options: AdminTrailOptions, source: string, onError: 
       dropped += 1;
       // Once, then every hundredth: a flood must not flood the log too.
       if (dropped === 1 || dropped % 100 === 0) {
-        onError(`refused-call admin event DROPPED (${event.action ?? event.method} by ${event.caller ?? 'nobody'}): `
-          + `${queue.length} events wait for the audit trail already; ${dropped} dropped so far `
-          + '(audit verify reports them as missing)');
+        onError(
+          `refused-call admin event DROPPED (${event.action ?? event.method} by ${event.caller ?? 'nobody'}): ` +
+            `${queue.length} events wait for the audit trail already; ${dropped} dropped so far ` +
+            '(audit verify reports them as missing)',
+        );
       }
       return;
     }
@@ -178,8 +199,10 @@ function createAppendQueue(options: AdminTrailOptions, source: string, onError: 
       lastAppend = Date.now();
     } catch (error) {
       const { message } = error as Error;
-      onError(`the audit trail could not take ${queue.length} admin event${queue.length === 1 ? '' : 's'} `
-        + `(${message}); they stay queued${closed ? '' : `, next try in ${retryDelay / 1000} s`}`);
+      onError(
+        `the audit trail could not take ${queue.length} admin event${queue.length === 1 ? '' : 's'} ` +
+          `(${message}); they stay queued${closed ? '' : `, next try in ${retryDelay / 1000} s`}`,
+      );
       // Whoever waits is told now; the events stay queued and are retried.
       for (const seq of [...waiters.keys()]) settle(seq, new Error(`the audit trail could not store it: ${message}`));
       return false;
@@ -197,13 +220,18 @@ function createAppendQueue(options: AdminTrailOptions, source: string, onError: 
         if (await appendOnce()) continue;
         if (!closed) {
           // Retried later: new events queue behind the failed ones, in order.
-          retryTimer = setTimeout(() => { retryTimer = null; void drain(); }, retryDelay);
+          retryTimer = setTimeout(() => {
+            retryTimer = null;
+            void drain();
+          }, retryDelay);
           retryTimer.unref();
           retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
         }
         return;
       }
-    })().finally(() => { draining = null; });
+    })().finally(() => {
+      draining = null;
+    });
     return draining;
   }
 
@@ -223,11 +251,15 @@ function createAppendQueue(options: AdminTrailOptions, source: string, onError: 
       await draining;
       if (queue.length > 0) await drain();
       if (queue.length > 0) {
-        onError(`${queue.length} admin event${queue.length === 1 ? '' : 's'} never reached the audit trail: `
-          + 'the store refused them until shutdown');
+        onError(
+          `${queue.length} admin event${queue.length === 1 ? '' : 's'} never reached the audit trail: ` +
+            'the store refused them until shutdown',
+        );
       } else {
         // A clean end: verify knows nothing of this stream is missing.
-        await store.appendAudit(source, { stream, dropped, written: streamSeq, final: true, entries: [] }, Date.now()).catch(() => {});
+        await store
+          .appendAudit(source, { stream, dropped, written: streamSeq, final: true, entries: [] }, Date.now())
+          .catch(() => {});
       }
       for (const seq of [...waiters.keys()]) settle(seq, new Error('the audit trail closed before storing it'));
     },
@@ -272,18 +304,34 @@ function createRefusalLimiter(limits: RefusalLimits, emit: (event: DecisionEvent
 
 /** One event for `counted` refused calls of a source that were not written one by one. */
 function refusalSummary(
-  source: string, counted: number, last: DecisionEvent, limits: Required<RefusalLimits>,
+  source: string,
+  counted: number,
+  last: DecisionEvent,
+  limits: Required<RefusalLimits>,
 ): DecisionEvent {
   const seconds = limits.windowMs / 1000;
   const calls = `${counted} refused call${counted === 1 ? '' : 's'}`;
-  const resource = source === OTHER_SOURCES
-    ? `${calls} from sources beyond the first ${limits.sources} within ${seconds} s`
-    : `${calls} from ${source} beyond the first ${limits.perSource} within ${seconds} s`;
+  const resource =
+    source === OTHER_SOURCES
+      ? `${calls} from sources beyond the first ${limits.sources} within ${seconds} s`
+      : `${calls} from ${source} beyond the first ${limits.perSource} within ${seconds} s`;
   return {
-    time: new Date().toISOString(), service: 'control-plane', requestId: randomUUID(),
-    caller: source === last.caller ? last.caller : null, sub: null, txn: null,
-    method: 'SUMMARY', route: '/v1/admin/*', action: 'admin:refused.summary', resource,
-    decision: 'deny', policyIds: [], policyVersion: null, reason: last.reason, dryRun: false, latencyMs: 0,
+    time: new Date().toISOString(),
+    service: 'control-plane',
+    requestId: randomUUID(),
+    caller: source === last.caller ? last.caller : null,
+    sub: null,
+    txn: null,
+    method: 'SUMMARY',
+    route: '/v1/admin/*',
+    action: 'admin:refused.summary',
+    resource,
+    decision: 'deny',
+    policyIds: [],
+    policyVersion: null,
+    reason: last.reason,
+    dryRun: false,
+    latencyMs: 0,
     traceId: null,
   };
 }

@@ -21,12 +21,32 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import {
-  createPolicyService, createSubjectVerifier, createTxnTokenService, discoverIssuer, issueAdminCredentials,
-  openCookieKeys, openKeyRing, openPostgresStore, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
+  createPolicyService,
+  createSubjectVerifier,
+  createTxnTokenService,
+  discoverIssuer,
+  issueAdminCredentials,
+  openCookieKeys,
+  openKeyRing,
+  openPostgresStore,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
   subscribeLogins,
-  type AdminCredentials, type ControlPlaneServerOptions, type ControlPlaneStore, type IdentityProvider, type KeyRing,
-  type PolicyService, type RevocationKind, type RevocationRecord, type SigningKey, type SubjectVerifier,
-  type TxnTokenService, type UnreachableReport, type WorkloadCa,
+  type AdminCredentials,
+  type ControlPlaneServerOptions,
+  type ControlPlaneStore,
+  type IdentityProvider,
+  type KeyRing,
+  type PolicyService,
+  type RevocationKind,
+  type RevocationRecord,
+  type SigningKey,
+  type SubjectVerifier,
+  type TxnTokenService,
+  type UnreachableReport,
+  type WorkloadCa,
 } from '@lockstep/control-plane';
 import type { DecisionEvent } from '@lockstep/guard';
 import { serveAdminEvents } from './admin-events.ts';
@@ -162,33 +182,48 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
 
     const subjects = createSubjectVerifier({ issuers: [], txnTokenKeys: () => keys.txnKeys.publicJwks(), trustDomain });
     const tts = createTxnTokenService({
-      trustDomain, keys: keys.txnKeys, subjects, isRevoked: (kind, value) => store.isRevoked(kind, value),
+      trustDomain,
+      keys: keys.txnKeys,
+      subjects,
+      isRevoked: (kind, value) => store.isRevoked(kind, value),
     });
     const resource = options.idp?.resource ?? { indicator: `https://${trustDomain}/api`, scopes: [] };
     const externalIssuers = options.idp?.externalIssuers ?? [];
     const stopIssuers = externalIssuers.map((external) => trustExternalIssuer(subjects, external, say));
-    const stopTrusting = () => { for (const stop of stopIssuers) stop(); };
+    const stopTrusting = () => {
+      for (const stop of stopIssuers) stop();
+    };
     undo.push(stopTrusting);
 
-    const expectedPolicyVersion = policy === null
-      ? {}
-      : { expectedPolicyVersion: async (service: string) => (await policy.bundleFor(service))?.version ?? null };
+    const expectedPolicyVersion =
+      policy === null
+        ? {}
+        : { expectedPolicyVersion: async (service: string) => (await policy.bundleFor(service))?.version ?? null };
     const monitor = startMonitor(store, trustDomain, keys.auditKeys, expectedPolicyVersion, options, say);
     undo.push(monitor.stop);
     const { collector, detector } = monitor;
     const server = await startControlPlane({
-      ca, store, tts, ...(policy === null ? {} : { policy }),
+      ca,
+      store,
+      tts,
+      ...(policy === null ? {} : { policy }),
       idp: { keys: keys.idpKeys, cookieKeys: keys.cookieKeys, clients: options.idp?.clients ?? [], resource },
-      host: options.host ?? '127.0.0.1', port: options.port ?? 0,
+      host: options.host ?? '127.0.0.1',
+      port: options.port ?? 0,
       onInternalError: (error) => say.error(`internal error: ${error.stack ?? error.message}`),
       extensions: [
-        ...monitor.extensions, createDashboard({ store, resource: resource.indicator, ...expectedPolicyVersion }),
+        ...monitor.extensions,
+        createDashboard({ store, resource: resource.indicator, ...expectedPolicyVersion }),
         serveAdminEvents,
       ],
     });
     undo.push(() => server.close());
     const checkpointer = startCheckpointer({
-      store, keys: keys.auditKeys, intervalMs: options.checkpointIntervalMs ?? 60_000, headFile: join(options.keyDir, AUDIT_HEAD_FILE), witness,
+      store,
+      keys: keys.auditKeys,
+      intervalMs: options.checkpointIntervalMs ?? 60_000,
+      headFile: join(options.keyDir, AUDIT_HEAD_FILE),
+      witness,
       onError: (error) => say.error(`audit checkpoint failed: ${error.message}`),
       onIncident: (incident) => detector.observeTrailIncident(incident),
     });
@@ -209,8 +244,20 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
       await store.close();
     };
     return {
-      url: server.url, trustDomain, spiffeId: server.spiffeId, store, ca, tts, policy, idp: server.idp, admin,
-      auditKeys: keys.auditKeys, collector, detector, checkpointer, adminTrail,
+      url: server.url,
+      trustDomain,
+      spiffeId: server.spiffeId,
+      store,
+      ca,
+      tts,
+      policy,
+      idp: server.idp,
+      admin,
+      auditKeys: keys.auditKeys,
+      collector,
+      detector,
+      checkpointer,
+      adminTrail,
       get bundlePem() {
         return ca.bundlePem;
       },
@@ -253,9 +300,12 @@ export async function openStoreAt(location: StoreLocation): Promise<ControlPlane
     try {
       return openSqliteStore(location.sqlite);
     } catch (error) {
-      throw new StoreUnavailableError(`the store ${location.sqlite} cannot be opened (${(error as Error).message}). `
-        + 'Fix: restore it from a backup, or move it away to start with an empty store (its users, revocations and '
-        + 'audit trail stay in the moved file)', { cause: error });
+      throw new StoreUnavailableError(
+        `the store ${location.sqlite} cannot be opened (${(error as Error).message}). ` +
+          'Fix: restore it from a backup, or move it away to start with an empty store (its users, revocations and ' +
+          'audit trail stay in the moved file)',
+        { cause: error },
+      );
     }
   }
   const schema = location.schema === undefined ? {} : { schema: location.schema };
@@ -264,8 +314,11 @@ export async function openStoreAt(location: StoreLocation): Promise<ControlPlane
   } catch (error) {
     if (error instanceof TypeError) throw error;
     const where = URL.canParse(location.postgres) ? withoutPassword(location.postgres) : 'given with --postgres';
-    throw new StoreUnavailableError(`the PostgreSQL store ${where} cannot be opened (${(error as Error).message}): `
-      + 'start it, or check the URL and its credentials', { cause: error });
+    throw new StoreUnavailableError(
+      `the PostgreSQL store ${where} cannot be opened (${(error as Error).message}): ` +
+        'start it, or check the URL and its credentials',
+      { cause: error },
+    );
   }
 }
 
@@ -278,23 +331,31 @@ function withoutPassword(url: string): string {
 type Say = Required<ControlPlaneOutput>;
 
 async function policyService(
-  options: ControlPlaneAssemblyOptions, signingKey: SigningKey, say: Say,
+  options: ControlPlaneAssemblyOptions,
+  signingKey: SigningKey,
+  say: Say,
 ): Promise<PolicyService | null> {
   const dir = options.policyDir;
   if (dir === undefined || !existsSync(dir)) {
-    say.warning(`no policy directory at ${dir ?? '(none given)'}: `
-      + 'guards get no policy (they answer 503) until you pass --policy-dir');
+    say.warning(
+      `no policy directory at ${dir ?? '(none given)'}: ` +
+        'guards get no policy (they answer 503) until you pass --policy-dir',
+    );
     return null;
   }
   const watch = options.watchPolicy ?? true;
   const policy = await createPolicyService({ dir, signingKey, watch });
-  policy.onChange((change) => (change.kind === 'applied'
-    ? say.line(`policy ${change.version} applied (${change.policies} policies)`)
-    : say.error(`policy change REFUSED, keeping ${change.keptVersion ?? 'nothing'}: ${change.reason}`)));
+  policy.onChange((change) =>
+    change.kind === 'applied'
+      ? say.line(`policy ${change.version} applied (${change.policies} policies)`)
+      : say.error(`policy change REFUSED, keeping ${change.keptVersion ?? 'nothing'}: ${change.reason}`),
+  );
   if (policy.version === null) {
     // Why, with the file and line: the change listener above was not there yet to say it.
     const refused = policy.lastRefusal === null ? '' : ` (REFUSED: ${policy.lastRefusal.reason})`;
-    say.warning(`the policy directory ${dir} holds no valid policy set yet${refused}: guards will answer 503 until it does`);
+    say.warning(
+      `the policy directory ${dir} holds no valid policy set yet${refused}: guards will answer 503 until it does`,
+    );
   } else {
     const applied = watch ? '; changes are applied as they are saved' : '';
     say.line(`policy ${policy.version} in force (from ${dir}${applied})`);
@@ -309,11 +370,23 @@ async function policyService(
 function policyAtStart(policy: PolicyService): DecisionEvent {
   const { version } = policy;
   return {
-    time: new Date().toISOString(), service: 'control-plane', requestId: randomUUID(),
-    caller: null, sub: null, txn: null,
-    method: 'START', route: 'policy directory', action: 'admin:policy.apply', resource: version ?? 'none',
-    decision: version === null ? 'deny' : 'allow', policyIds: [], policyVersion: null,
-    reason: version === null ? 'LOCKSTEP_POLICY_REFUSED' : 'LOCKSTEP_ALLOW', dryRun: false, latencyMs: 0, traceId: null,
+    time: new Date().toISOString(),
+    service: 'control-plane',
+    requestId: randomUUID(),
+    caller: null,
+    sub: null,
+    txn: null,
+    method: 'START',
+    route: 'policy directory',
+    action: 'admin:policy.apply',
+    resource: version ?? 'none',
+    decision: version === null ? 'deny' : 'allow',
+    policyIds: [],
+    policyVersion: null,
+    reason: version === null ? 'LOCKSTEP_POLICY_REFUSED' : 'LOCKSTEP_ALLOW',
+    dryRun: false,
+    latencyMs: 0,
+    traceId: null,
   };
 }
 
@@ -324,11 +397,18 @@ function policyAtStart(policy: PolicyService): DecisionEvent {
  * burst, the admin API no service edge); the trail, its checkpoints and the sweep's verify cover them.
  */
 function startMonitor(
-  store: ControlPlaneStore, trustDomain: string, auditKeys: KeyRing,
-  expectedPolicyVersion: Pick<DetectorOptions, 'expectedPolicyVersion'>, options: ControlPlaneAssemblyOptions, say: Say,
+  store: ControlPlaneStore,
+  trustDomain: string,
+  auditKeys: KeyRing,
+  expectedPolicyVersion: Pick<DetectorOptions, 'expectedPolicyVersion'>,
+  options: ControlPlaneAssemblyOptions,
+  say: Say,
 ) {
   const detector = createDetector({
-    store, auditKeys: () => auditKeys.publicJwks(), ...expectedPolicyVersion, ...options.detection,
+    store,
+    auditKeys: () => auditKeys.publicJwks(),
+    ...expectedPolicyVersion,
+    ...options.detection,
     onError: (error) => say.error(`detection failed: ${error.message}`),
   });
   const stopLogins = subscribeLogins((event) => detector.observeLogin(event));
@@ -337,13 +417,16 @@ function startMonitor(
   const metrics = createMonitorMetrics({ store, trustDomain, collector, detector });
   const scans = createScanReceiver({ store, trustDomain });
   const extensions = [
-    (app: FastifyInstance) => collector.register(app), (app: FastifyInstance) => scans.register(app),
+    (app: FastifyInstance) => collector.register(app),
+    (app: FastifyInstance) => scans.register(app),
     (app: FastifyInstance) => metrics.register(app),
     // Guards tell of an outage only once they reach the control plane again: with their next heartbeat.
     () => ({ onUnreachable: (report: UnreachableReport) => detector.observeUnreachable(report) }),
   ];
   return {
-    detector, collector, extensions,
+    detector,
+    collector,
+    extensions,
     stop: () => {
       detector.stop();
       stopLogins();
@@ -356,8 +439,8 @@ function sendAlerts(detector: Detector, webhookOptions: ControlPlaneAssemblyOpti
   if (webhookOptions !== undefined) {
     const webhook = createWebhook({
       ...webhookOptions,
-      onFailure: (alert, error) => say.error(`alert ${alert.id} (${alert.rule}) not delivered to the webhook: `
-        + error.message),
+      onFailure: (alert, error) =>
+        say.error(`alert ${alert.id} (${alert.rule}) not delivered to the webhook: ` + error.message),
     });
     detector.onAlert((alert) => void webhook.deliver(alert));
   }
@@ -373,16 +456,19 @@ function trustExternalIssuer(subjects: SubjectVerifier, external: ExternalIssuer
   let retry: NodeJS.Timeout | null = null;
   let stopped = false;
   const attempt = () => {
-    discoverIssuer(external.issuer, external.audience).then((issuer) => {
-      if (stopped) return;
-      subjects.addIssuer(issuer);
-      say.line(`external issuer ${external.issuer} trusted (keys from ${String(issuer.jwks)})`);
-    }, (error: Error) => {
-      if (stopped) return;
-      say.warning(`${error.message}; its access tokens are refused until it answers (next try in 30 s)`);
-      retry = setTimeout(attempt, EXTERNAL_ISSUER_RETRY_MS);
-      retry.unref();
-    });
+    discoverIssuer(external.issuer, external.audience).then(
+      (issuer) => {
+        if (stopped) return;
+        subjects.addIssuer(issuer);
+        say.line(`external issuer ${external.issuer} trusted (keys from ${String(issuer.jwks)})`);
+      },
+      (error: Error) => {
+        if (stopped) return;
+        say.warning(`${error.message}; its access tokens are refused until it answers (next try in 30 s)`);
+        retry = setTimeout(attempt, EXTERNAL_ISSUER_RETRY_MS);
+        retry.unref();
+      },
+    );
   };
   attempt();
   return () => {

@@ -18,8 +18,23 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { base64url, CompactSign, compactVerify, createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet } from 'jose';
-import { GENESIS, type AuditAppend, type AuditChainLink, type AuditCheckpoint, type AuditStream, type ControlPlaneStore, type KeyRing } from '@lockstep/control-plane';
+import {
+  base64url,
+  CompactSign,
+  compactVerify,
+  createLocalJWKSet,
+  decodeProtectedHeader,
+  type JSONWebKeySet,
+} from 'jose';
+import {
+  GENESIS,
+  type AuditAppend,
+  type AuditChainLink,
+  type AuditCheckpoint,
+  type AuditStream,
+  type ControlPlaneStore,
+  type KeyRing,
+} from '@lockstep/control-plane';
 
 export const CHAIN_TYP = 'lockstep-audit-chain+jws';
 /** The head file's name in the key directory. */
@@ -33,7 +48,14 @@ export type SourceHead = readonly [string, number, string];
 export type StreamCounters = readonly [string, string, number, number, number, number | null, number, number];
 
 export interface Incident {
-  readonly kind: 'source-deleted' | 'truncated' | 'rewritten' | 'stream-deleted' | 'counter-lowered' | 'rolled-back' | 'forged-event';
+  readonly kind:
+    | 'source-deleted'
+    | 'truncated'
+    | 'rewritten'
+    | 'stream-deleted'
+    | 'counter-lowered'
+    | 'rolled-back'
+    | 'forged-event';
   readonly source?: string;
   readonly stream?: string;
   readonly detail: string;
@@ -73,7 +95,9 @@ export function chainPayload(claims: ChainClaims): Uint8Array {
 
 export async function signLink(keys: KeyRing, claims: ChainClaims): Promise<AuditChainLink> {
   const key = keys.current();
-  const jws = await new CompactSign(chainPayload(claims)).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: CHAIN_TYP }).sign(key.privateKey);
+  const jws = await new CompactSign(chainPayload(claims))
+    .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: CHAIN_TYP })
+    .sign(key.privateKey);
   return { n: claims.n, at: claims.at, jws };
 }
 
@@ -96,9 +120,14 @@ export function decodedLink(jws: string): ChainClaims {
 }
 
 /** The claims a legacy checkpoint's signature covers, or null when it does not verify with `jwks`. */
-export async function verifiedCheckpoint(checkpoint: AuditCheckpoint, jwks: JSONWebKeySet): Promise<{ source: string; seq: number; hash: string; at: number } | null> {
+export async function verifiedCheckpoint(
+  checkpoint: AuditCheckpoint,
+  jwks: JSONWebKeySet,
+): Promise<{ source: string; seq: number; hash: string; at: number } | null> {
   try {
-    const { payload, protectedHeader } = await compactVerify(checkpoint.signature, createLocalJWKSet(jwks), { algorithms: ['ES256'] });
+    const { payload, protectedHeader } = await compactVerify(checkpoint.signature, createLocalJWKSet(jwks), {
+      algorithms: ['ES256'],
+    });
     if (protectedHeader.typ !== CHECKPOINT_TYP) return null;
     return JSON.parse(new TextDecoder().decode(payload)) as { source: string; seq: number; hash: string; at: number };
   } catch {
@@ -124,22 +153,43 @@ export function foldLink(fold: Fold, claims: ChainClaims): void {
   for (const counters of claims.streams) {
     const key = streamKey(counters[0], counters[1]);
     const before = fold.streams.get(key);
-    fold.streams.set(key, before === undefined ? counters : [
-      counters[0], counters[1], Math.max(before[2], counters[2]), Math.max(before[3], counters[3]), Math.max(before[4], counters[4]),
-      before[5] ?? counters[5], before[6], Math.max(before[7], counters[7]),
-    ]);
+    fold.streams.set(
+      key,
+      before === undefined
+        ? counters
+        : [
+            counters[0],
+            counters[1],
+            Math.max(before[2], counters[2]),
+            Math.max(before[3], counters[3]),
+            Math.max(before[4], counters[4]),
+            before[5] ?? counters[5],
+            before[6],
+            Math.max(before[7], counters[7]),
+          ],
+    );
   }
 }
 
 export function countersOf(row: AuditStream): StreamCounters {
-  return [row.source, row.stream, row.lastStreamSeq, row.dropped, row.written, row.closedAt, row.firstSeen, row.lastSeen];
+  return [
+    row.source,
+    row.stream,
+    row.lastStreamSeq,
+    row.dropped,
+    row.written,
+    row.closedAt,
+    row.firstSeen,
+    row.lastSeen,
+  ];
 }
 
 /** How `now` differs from `signed` in a way counters never may (they only rise; a close is final); null when it does not. */
 export function counterRegression(signed: StreamCounters, now: StreamCounters): string | null {
   const names = ['', '', 'last position', 'dropped', 'written', 'closed at', 'first seen', 'last seen'];
   for (const index of [2, 3, 4, 7]) {
-    if ((now[index] as number) < (signed[index] as number)) return `${names[index]} went down from ${signed[index]} to ${now[index]}`;
+    if ((now[index] as number) < (signed[index] as number))
+      return `${names[index]} went down from ${signed[index]} to ${now[index]}`;
   }
   if (now[6] !== signed[6]) return `first seen changed from ${signed[6]} to ${now[6]}`;
   if (signed[5] !== null && now[5] !== signed[5]) return `closed at changed from ${signed[5]} to ${now[5]}`;
@@ -188,7 +238,7 @@ export function witnessAppends(store: ControlPlaneStore): { store: ControlPlaneS
     async appendAudit(source, batch, receivedAt) {
       const result = await store.appendAudit(source, batch, receivedAt);
       let own = heads.get(source);
-      if (own === undefined) heads.set(source, own = new Map());
+      if (own === undefined) heads.set(source, (own = new Map()));
       if (result.accepted > 0) {
         // The head a batch was chained onto is kept as first seen: had the tail been rewritten since
         // this process appended it, the hash the store gave it now is not the one kept.
@@ -202,9 +252,19 @@ export function witnessAppends(store: ControlPlaneStore): { store: ControlPlaneS
       // Appends of one stream may settle out of order: the witness keeps the furthest.
       const key = streamKey(source, batch.stream);
       const before = streams.get(key);
-      const { lastStreamSeq, dropped, written, closedAt } = before !== undefined && before.lastStreamSeq > result.stream.lastStreamSeq ? before : result.stream;
-      streams.set(key, { source, stream: batch.stream, lastStreamSeq, dropped, written, closedAt, lastSeen: Math.max(before?.lastSeen ?? 0, receivedAt) });
-      for (const position of result.conflicts) if (conflicts.length < WITNESS_HEADS) conflicts.push([source, batch.stream, position]);
+      const { lastStreamSeq, dropped, written, closedAt } =
+        before !== undefined && before.lastStreamSeq > result.stream.lastStreamSeq ? before : result.stream;
+      streams.set(key, {
+        source,
+        stream: batch.stream,
+        lastStreamSeq,
+        dropped,
+        written,
+        closedAt,
+        lastSeen: Math.max(before?.lastSeen ?? 0, receivedAt),
+      });
+      for (const position of result.conflicts)
+        if (conflicts.length < WITNESS_HEADS) conflicts.push([source, batch.stream, position]);
       return result;
     },
   };
@@ -311,7 +371,11 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     mkdirSync(dirname(options.headFile), { recursive: true, mode: 0o700 });
     const temporary = `${options.headFile}.${process.pid}.tmp`;
     // `chain`: the digest of link 1, which names the trail (a head file of another trail is not compared).
-    writeFileSync(temporary, `${JSON.stringify({ n: link.n, digest: linkDigest(link.jws), at: link.at, chain: firstDigest })}\n`, { mode: 0o600, flush: true });
+    writeFileSync(
+      temporary,
+      `${JSON.stringify({ n: link.n, digest: linkDigest(link.jws), at: link.at, chain: firstDigest })}\n`,
+      { mode: 0o600, flush: true },
+    );
     renameSync(temporary, options.headFile);
   }
 
@@ -320,9 +384,10 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     const [link] = await store.auditLinks(head.n - 1, 1);
     const newestN = newest?.n ?? 0;
     if (link?.n === head.n && linkDigest(link.jws) === head.digest) return null;
-    const detail = link?.n === head.n
-      ? `link ${head.n} in the store is not the one this monitor signed: the checkpoint chain was replaced`
-      : `this monitor signed link ${head.n} before it stopped; the store's chain ends at ${newestN}: links ${newestN + 1}–${head.n} were deleted (the trail was rolled back)`;
+    const detail =
+      link?.n === head.n
+        ? `link ${head.n} in the store is not the one this monitor signed: the checkpoint chain was replaced`
+        : `this monitor signed link ${head.n} before it stopped; the store's chain ends at ${newestN}: links ${newestN + 1}–${head.n} were deleted (the trail was rolled back)`;
     return { kind: 'rolled-back', detail };
   }
 
@@ -332,29 +397,58 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
    * forged event. Each is an incident; the link then signs the store as it is now (the incident
    * stays in the chain), so that what comes later is judged from there and signed again.
    */
-  async function compare(incidents: Incident[], seen: WitnessSnapshot | null, at: number): Promise<{ sources: SourceHead[]; streams: StreamCounters[] }> {
+  async function compare(
+    incidents: Incident[],
+    seen: WitnessSnapshot | null,
+    at: number,
+  ): Promise<{ sources: SourceHead[]; streams: StreamCounters[] }> {
     // The witness first: whatever it holds, the store held already when it is read below.
     const heads = new Map((await store.auditHeads()).map((head) => [head.source, head]));
     for (const [source, signed] of fold.sources) {
       const head = heads.get(source);
       if (head === undefined) {
-        incidents.push({ kind: 'source-deleted', source, detail: `every event of ${source} is gone; ${signed.seq} were signed` });
+        incidents.push({
+          kind: 'source-deleted',
+          source,
+          detail: `every event of ${source} is gone; ${signed.seq} were signed`,
+        });
       } else if (head.seq < signed.seq) {
-        incidents.push({ kind: 'truncated', source, detail: `${source} holds ${head.seq} events; ${signed.seq} were signed: events ${head.seq + 1}–${signed.seq} were deleted` });
+        incidents.push({
+          kind: 'truncated',
+          source,
+          detail: `${source} holds ${head.seq} events; ${signed.seq} were signed: events ${head.seq + 1}–${signed.seq} were deleted`,
+        });
       } else if ((await store.auditHashesAt(source, [signed.seq])).get(signed.seq) !== signed.hash) {
-        incidents.push({ kind: 'rewritten', source, detail: `the chain of ${source} up to event ${signed.seq} differs from what was signed: it was rewritten` });
+        incidents.push({
+          kind: 'rewritten',
+          source,
+          detail: `the chain of ${source} up to event ${signed.seq} differs from what was signed: it was rewritten`,
+        });
       }
     }
     // The tail not yet signed: is every head this process appended still there, unchanged?
     for (const [source, appended] of seen?.heads ?? []) {
       if (appended.size === 0 || incidents.some((incident) => incident.source === source)) continue;
-      const stored = await store.auditHashesAt(source, [...appended.keys()].filter((seq) => seq > 0));
+      const stored = await store.auditHashesAt(
+        source,
+        [...appended.keys()].filter((seq) => seq > 0),
+      );
       const missing = [...appended.keys()].filter((seq) => seq > 0 && !stored.has(seq));
-      const changed = [...appended].filter(([seq, hash]) => seq > 0 && stored.has(seq) && stored.get(seq) !== hash).map(([seq]) => seq);
+      const changed = [...appended]
+        .filter(([seq, hash]) => seq > 0 && stored.has(seq) && stored.get(seq) !== hash)
+        .map(([seq]) => seq);
       if (missing.length > 0) {
-        incidents.push({ kind: 'truncated', source, detail: `${source} holds ${heads.get(source)?.seq ?? 0} events; this monitor appended up to ${Math.max(...missing)}: events were deleted before they were checkpointed` });
+        incidents.push({
+          kind: 'truncated',
+          source,
+          detail: `${source} holds ${heads.get(source)?.seq ?? 0} events; this monitor appended up to ${Math.max(...missing)}: events were deleted before they were checkpointed`,
+        });
       } else if (changed.length > 0) {
-        incidents.push({ kind: 'rewritten', source, detail: `the chain of ${source} up to event ${Math.min(...changed)} is not what this monitor appended: it was rewritten before it was checkpointed` });
+        incidents.push({
+          kind: 'rewritten',
+          source,
+          detail: `the chain of ${source} up to event ${Math.min(...changed)} is not what this monitor appended: it was rewritten before it was checkpointed`,
+        });
       }
     }
     // One incident per stream and link, however many positions: a sender cannot flood the chain.
@@ -365,8 +459,16 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
       taken.set(streamKey(source, stream), entry);
     }
     for (const { source, stream, positions } of taken.values()) {
-      const span = positions.length === 1 ? `position ${positions[0]}` : `${positions.length} positions (${Math.min(...positions)}–${Math.max(...positions)})`;
-      incidents.push({ kind: 'forged-event', source, stream, detail: `stream ${stream} of ${source}: the sender delivered ${span} that the store already held with other events, so its own could not be stored (events were forged in the store, or the sender re-sent them changed)` });
+      const span =
+        positions.length === 1
+          ? `position ${positions[0]}`
+          : `${positions.length} positions (${Math.min(...positions)}–${Math.max(...positions)})`;
+      incidents.push({
+        kind: 'forged-event',
+        source,
+        stream,
+        detail: `stream ${stream} of ${source}: the sender delivered ${span} that the store already held with other events, so its own could not be stored (events were forged in the store, or the sender re-sent them changed)`,
+      });
     }
     const sources: SourceHead[] = [];
     for (const [source, head] of heads) {
@@ -374,22 +476,41 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
       if (signed?.seq !== head.seq || signed.hash !== head.hash) sources.push([source, head.seq, head.hash]);
     }
 
-    const rows = new Map((await store.auditStreams()).map((row) => [streamKey(row.source, row.stream), countersOf(row)]));
+    const rows = new Map(
+      (await store.auditStreams()).map((row) => [streamKey(row.source, row.stream), countersOf(row)]),
+    );
     for (const [key, signed] of fold.streams) {
-      if (!rows.has(key)) incidents.push({ kind: 'stream-deleted', source: signed[0], stream: signed[1], detail: `the bookkeeping of stream ${signed[1]} of ${signed[0]} is gone` });
+      if (!rows.has(key))
+        incidents.push({
+          kind: 'stream-deleted',
+          source: signed[0],
+          stream: signed[1],
+          detail: `the bookkeeping of stream ${signed[1]} of ${signed[0]} is gone`,
+        });
     }
     for (const [key, witnessed] of seen?.streams ?? []) {
       const row = rows.get(key);
       const { source, stream } = witnessed;
-      const lowered = row === undefined ? 'its bookkeeping is gone'
-        : row[2] < witnessed.lastStreamSeq || row[3] < witnessed.dropped || row[4] < witnessed.written
-          ? `its counters went down from last ${witnessed.lastStreamSeq}, dropped ${witnessed.dropped}, written ${witnessed.written} (as appended) to ${row[2]}, ${row[3]}, ${row[4]}`
-          : witnessed.closedAt !== null && row[5] !== witnessed.closedAt ? 'its close was undone' : null;
-      if (lowered !== null) incidents.push({ kind: 'counter-lowered', source, stream, detail: `stream ${stream} of ${source}: ${lowered} since it was appended` });
+      const lowered =
+        row === undefined
+          ? 'its bookkeeping is gone'
+          : row[2] < witnessed.lastStreamSeq || row[3] < witnessed.dropped || row[4] < witnessed.written
+            ? `its counters went down from last ${witnessed.lastStreamSeq}, dropped ${witnessed.dropped}, written ${witnessed.written} (as appended) to ${row[2]}, ${row[3]}, ${row[4]}`
+            : witnessed.closedAt !== null && row[5] !== witnessed.closedAt
+              ? 'its close was undone'
+              : null;
+      if (lowered !== null)
+        incidents.push({
+          kind: 'counter-lowered',
+          source,
+          stream,
+          detail: `stream ${stream} of ${source}: ${lowered} since it was appended`,
+        });
       // When the sender was last heard of is what this process (or a replica, as signed) saw, not
       // what the store says: a dead stream must not be kept alive by a moved column.
       const heard = Math.max(witnessed.lastSeen, fold.streams.get(key)?.[7] ?? 0);
-      if (row !== undefined && row[7] > heard) rows.set(key, [row[0], row[1], row[2], row[3], row[4], row[5], row[6], heard]);
+      if (row !== undefined && row[7] > heard)
+        rows.set(key, [row[0], row[1], row[2], row[3], row[4], row[5], row[6], heard]);
     }
     for (const [key, row] of rows) {
       if (seen?.streams.has(key) === true) continue;
@@ -404,11 +525,18 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
       const signed = fold.streams.get(key);
       const regression = signed === undefined ? null : counterRegression(signed, counters);
       if (regression !== null) {
-        incidents.push({ kind: 'counter-lowered', source: counters[0], stream: counters[1], detail: `stream ${counters[1]} of ${counters[0]}: ${regression}` });
+        incidents.push({
+          kind: 'counter-lowered',
+          source: counters[0],
+          stream: counters[1],
+          detail: `stream ${counters[1]} of ${counters[0]}: ${regression}`,
+        });
       }
       // A live stream's last sight moves with every keep-alive: signed again only every LAST_SEEN_STEP_MS.
-      const moved = signed === undefined || counters.some((value, index) => index !== 7 && value !== signed[index])
-        || counters[7] - signed[7] >= LAST_SEEN_STEP_MS;
+      const moved =
+        signed === undefined ||
+        counters.some((value, index) => index !== 7 && value !== signed[index]) ||
+        counters[7] - signed[7] >= LAST_SEEN_STEP_MS;
       if (regression === null && moved) streams.push(counters);
     }
     return { sources, streams };
@@ -433,10 +561,19 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     const incidents = found.filter((incident) => !alreadySigned(incident));
     const n = (newest?.n ?? 0) + 1;
     const claims: ChainClaims = {
-      v: 2, n, at, every, kind, prev: newest === null ? GENESIS : linkDigest(newest.jws),
+      v: 2,
+      n,
+      at,
+      every,
+      kind,
+      prev: newest === null ? GENESIS : linkDigest(newest.jws),
       ...(kind === 'start' ? { resumed } : {}),
-      ...(n === 1 ? { legacy: (await store.auditLegacy()).map((entry) => [entry.source, entry.through] as const) } : {}),
-      sources: changes.sources, streams: changes.streams, incidents,
+      ...(n === 1
+        ? { legacy: (await store.auditLegacy()).map((entry) => [entry.source, entry.through] as const) }
+        : {}),
+      sources: changes.sources,
+      streams: changes.streams,
+      incidents,
     };
     const link = await signLink(options.keys, claims);
     try {
@@ -460,7 +597,11 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     try {
       writeHead(link);
     } catch (error) {
-      options.onError?.(new Error(`the audit head file ${options.headFile} cannot be written (${(error as Error).message}); a rollback of the store while the monitor is down will not be found at its next start`));
+      options.onError?.(
+        new Error(
+          `the audit head file ${options.headFile} cannot be written (${(error as Error).message}); a rollback of the store while the monitor is down will not be found at its next start`,
+        ),
+      );
     }
     return claims;
   }
@@ -483,7 +624,9 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     stop() {
       stopped ??= (async () => {
         clearInterval(timer);
-        await enqueue('stop').catch((error: Error) => options.onError?.(new Error(`the last audit checkpoint failed: ${error.message}`)));
+        await enqueue('stop').catch((error: Error) =>
+          options.onError?.(new Error(`the last audit checkpoint failed: ${error.message}`)),
+        );
       })();
       return stopped;
     },

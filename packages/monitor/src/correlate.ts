@@ -22,14 +22,21 @@ export interface CallChain {
 }
 
 export async function callChain(store: ControlPlaneStore, txn: string): Promise<CallChain> {
-  const events = (await store.auditByTxn(txn)).map((stored) => JSON.parse(stored.event) as Record<string, string | null>);
+  const events = (await store.auditByTxn(txn)).map(
+    (stored) => JSON.parse(stored.event) as Record<string, string | null>,
+  );
   events.sort((a, b) => String(a.time).localeCompare(String(b.time)));
   return {
     txn,
     sub: events.find((event) => typeof event.sub === 'string')?.sub ?? null,
     hops: events.map((event) => ({
-      service: String(event.service), caller: event.caller ?? null, action: event.action ?? null, decision: String(event.decision),
-      reason: String(event.reason), time: String(event.time), requestId: String(event.requestId),
+      service: String(event.service),
+      caller: event.caller ?? null,
+      action: event.action ?? null,
+      decision: String(event.decision),
+      reason: String(event.reason),
+      time: String(event.time),
+      requestId: String(event.requestId),
       probe: isProbeEvent(event),
     })),
   };

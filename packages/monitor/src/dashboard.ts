@@ -27,7 +27,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { request as httpRequest } from 'undici';
 import { parseSpiffeId } from '@lockstep/guard';
-import { controlPlaneAgent, type ControlPlaneStore, type ExtensionContext, type ExtensionHooks } from '@lockstep/control-plane';
+import {
+  controlPlaneAgent,
+  type ControlPlaneStore,
+  type ExtensionContext,
+  type ExtensionHooks,
+} from '@lockstep/control-plane';
 import { callChain } from './correlate.ts';
 import { scannerOf } from './probes.ts';
 import { EVENT_FILTERS, MAX_EVENTS, newestEvents, recentDecisions } from './recent-events.ts';
@@ -38,8 +43,15 @@ const COOKIE = 'lockstep_dashboard';
 const SESSION_MS = 8 * 3_600_000;
 const SCANS_SHOWN = 50;
 
-interface Session { readonly sub: string; readonly expiresAt: number }
-interface Login { readonly verifier: string; readonly state: string; readonly at: number }
+interface Session {
+  readonly sub: string;
+  readonly expiresAt: number;
+}
+interface Login {
+  readonly verifier: string;
+  readonly state: string;
+  readonly at: number;
+}
 
 export interface DashboardOptions {
   readonly store: ControlPlaneStore;
@@ -56,34 +68,68 @@ function entryOf<V>(map: Map<string, V>, key: string, fresh: () => V): V {
   return entry;
 }
 
-export function createDashboard(options: DashboardOptions): (app: FastifyInstance, context: ExtensionContext) => ExtensionHooks {
+export function createDashboard(
+  options: DashboardOptions,
+): (app: FastifyInstance, context: ExtensionContext) => ExtensionHooks {
   const sessions = new Map<string, Session>();
   const logins = new Map<string, Login>();
 
   return (app, context) => {
     const redirectUri = () => `${context.url()}/dashboard/callback`;
-    const cookies = (request: FastifyRequest) => Object.fromEntries(String(request.headers.cookie ?? '').split(';').map((part) => part.trim().split('=')).filter((pair) => pair.length === 2) as [string, string][]);
+    const cookies = (request: FastifyRequest) =>
+      Object.fromEntries(
+        String(request.headers.cookie ?? '')
+          .split(';')
+          .map((part) => part.trim().split('='))
+          .filter((pair) => pair.length === 2) as [string, string][],
+      );
     const sessionOf = (request: FastifyRequest): Session | null => {
       const id = cookies(request)[COOKIE];
       const session = id === undefined ? undefined : sessions.get(id);
       if (session === undefined || session.expiresAt < Date.now()) return null;
       return session;
     };
-    const page = (reply: FastifyReply, status: number, title: string, message: string) => reply.code(status)
-      .headers({ 'content-type': 'text/html; charset=utf-8', 'content-security-policy': "default-src 'none'; frame-ancestors 'none'", 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' })
-      .send(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title} · Lockstep</title></head><body><main><h1>${title}</h1><p>${message}</p></main></body></html>`);
+    const page = (reply: FastifyReply, status: number, title: string, message: string) =>
+      reply
+        .code(status)
+        .headers({
+          'content-type': 'text/html; charset=utf-8',
+          'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+          'x-content-type-options': 'nosniff',
+          'cache-control': 'no-store',
+        })
+        .send(
+          `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title} · Lockstep</title></head><body><main><h1>${title}</h1><p>${message}</p></main></body></html>`,
+        );
 
     app.get('/dashboard/login', async (_request, reply) => {
       const idp = context.idp();
-      if (idp === null) return page(reply, 503, 'No identity provider', 'This control plane runs without its identity provider, so nobody can sign in to the dashboard.');
-      const login: Login = { verifier: randomBytes(32).toString('base64url'), state: randomBytes(16).toString('base64url'), at: Date.now() };
+      if (idp === null)
+        return page(
+          reply,
+          503,
+          'No identity provider',
+          'This control plane runs without its identity provider, so nobody can sign in to the dashboard.',
+        );
+      const login: Login = {
+        verifier: randomBytes(32).toString('base64url'),
+        state: randomBytes(16).toString('base64url'),
+        at: Date.now(),
+      };
       logins.set(login.state, login);
       for (const [state, entry] of logins) if (Date.now() - entry.at > 10 * 60_000) logins.delete(state);
       const url = new URL(`${idp.issuer}/auth`);
       for (const [name, value] of Object.entries({
-        client_id: DASHBOARD_CLIENT_ID, response_type: 'code', redirect_uri: redirectUri(), scope: 'openid', state: login.state, resource: options.resource,
-        code_challenge: createHash('sha256').update(login.verifier).digest('base64url'), code_challenge_method: 'S256',
-      })) url.searchParams.set(name, value);
+        client_id: DASHBOARD_CLIENT_ID,
+        response_type: 'code',
+        redirect_uri: redirectUri(),
+        scope: 'openid',
+        state: login.state,
+        resource: options.resource,
+        code_challenge: createHash('sha256').update(login.verifier).digest('base64url'),
+        code_challenge_method: 'S256',
+      }))
+        url.searchParams.set(name, value);
       return reply.redirect(url.href, 303);
     });
 
@@ -91,35 +137,71 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
       const idp = context.idp();
       const login = request.query.state === undefined ? undefined : logins.get(request.query.state);
       if (login !== undefined) logins.delete(login.state);
-      if (idp === null || login === undefined || request.query.code === undefined) return page(reply, 400, 'Sign-in expired', 'Open the dashboard again to sign in.');
+      if (idp === null || login === undefined || request.query.code === undefined)
+        return page(reply, 400, 'Sign-in expired', 'Open the dashboard again to sign in.');
       // The control plane redeems the code at its own identity provider, over its own TLS.
       const agent = controlPlaneAgent(context.ca.trustDomain, { ca: context.ca.bundlePem });
       let accessToken: string;
       try {
         const response = await httpRequest(`${idp.issuer}/token`, {
-          method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' },
-          body: new URLSearchParams({ grant_type: 'authorization_code', client_id: DASHBOARD_CLIENT_ID, code: request.query.code, redirect_uri: redirectUri(), code_verifier: login.verifier, resource: options.resource }).toString(),
+          method: 'POST',
+          dispatcher: agent,
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({
+            grant_type: 'authorization_code',
+            client_id: DASHBOARD_CLIENT_ID,
+            code: request.query.code,
+            redirect_uri: redirectUri(),
+            code_verifier: login.verifier,
+            resource: options.resource,
+          }).toString(),
         });
-        const body = await response.body.json() as { access_token?: string };
-        if (response.statusCode !== 200 || typeof body.access_token !== 'string') return page(reply, 400, 'Sign-in failed', 'Open the dashboard again to sign in.');
+        const body = (await response.body.json()) as { access_token?: string };
+        if (response.statusCode !== 200 || typeof body.access_token !== 'string')
+          return page(reply, 400, 'Sign-in failed', 'Open the dashboard again to sign in.');
         accessToken = body.access_token;
       } finally {
         await agent.close();
       }
-      const { payload } = await jwtVerify(accessToken, createLocalJWKSet(idp.publicJwks()), { issuer: idp.issuer, audience: options.resource, typ: 'at+jwt' });
+      const { payload } = await jwtVerify(accessToken, createLocalJWKSet(idp.publicJwks()), {
+        issuer: idp.issuer,
+        audience: options.resource,
+        typ: 'at+jwt',
+      });
       const roles = Array.isArray(payload.roles) ? payload.roles : [];
-      if (!roles.includes('admin')) return page(reply, 403, 'Administrators only', `You are signed in as ${String(payload.sub).replace(/[<>&"']/g, '')}, who does not hold the role admin.`);
+      if (!roles.includes('admin'))
+        return page(
+          reply,
+          403,
+          'Administrators only',
+          `You are signed in as ${String(payload.sub).replace(/[<>&"']/g, '')}, who does not hold the role admin.`,
+        );
       const id = randomBytes(32).toString('base64url');
       sessions.set(id, { sub: String(payload.sub), expiresAt: Date.now() + SESSION_MS });
-      return reply.header('set-cookie', `${COOKIE}=${id}; Path=/dashboard; HttpOnly; Secure; SameSite=Lax; Max-Age=${SESSION_MS / 1000}`).redirect('/dashboard', 303);
+      return reply
+        .header(
+          'set-cookie',
+          `${COOKIE}=${id}; Path=/dashboard; HttpOnly; Secure; SameSite=Lax; Max-Age=${SESSION_MS / 1000}`,
+        )
+        .redirect('/dashboard', 303);
     });
 
     // The page: three fixed files read once, nothing else from disk, nothing from elsewhere.
-    const assets = Object.fromEntries(([['index.html', 'text/html; charset=utf-8'], ['app.js', 'text/javascript; charset=utf-8'], ['app.css', 'text/css; charset=utf-8']] as const)
-      .map(([file, type]) => [file, { type, body: readFileSync(new URL(`../dashboard/${file}`, import.meta.url)) }]));
+    const assets = Object.fromEntries(
+      (
+        [
+          ['index.html', 'text/html; charset=utf-8'],
+          ['app.js', 'text/javascript; charset=utf-8'],
+          ['app.css', 'text/css; charset=utf-8'],
+        ] as const
+      ).map(([file, type]) => [file, { type, body: readFileSync(new URL(`../dashboard/${file}`, import.meta.url)) }]),
+    );
     const headers = {
-      'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-      'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'cache-control': 'no-store',
+      'content-security-policy':
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+      'cache-control': 'no-store',
     };
     app.get('/dashboard', async (request, reply) => {
       if (sessionOf(request) === null) return reply.redirect('/dashboard/login', 303);
@@ -128,12 +210,15 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
     });
     for (const file of ['app.js', 'app.css'] as const) {
       const asset = assets[file] as { type: string; body: Buffer };
-      app.get(`/dashboard/${file}`, async (_request, reply) => reply.headers(headers).type(asset.type).send(asset.body));
+      app.get(`/dashboard/${file}`, async (_request, reply) =>
+        reply.headers(headers).type(asset.type).send(asset.body),
+      );
     }
 
     app.register(async (api) => {
       api.addHook('onRequest', async (request, reply) => {
-        if (sessionOf(request) === null) return reply.code(401).send({ error: 'LOGIN_REQUIRED', login: '/dashboard/login' });
+        if (sessionOf(request) === null)
+          return reply.code(401).send({ error: 'LOGIN_REQUIRED', login: '/dashboard/login' });
         reply.header('cache-control', 'no-store');
         return undefined;
       });
@@ -158,18 +243,31 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
         }
         for (const { source } of probes) rateOf(source).probes += 1;
         return {
-          services: await Promise.all(services.map(async (service) => {
-            const expected = await options.expectedPolicyVersion?.(service.service) ?? null;
-            return {
-              service: service.service, spiffeId: service.spiffeId, mode: service.mode, mtls: true, policyVersion: service.policyVersion, expectedPolicyVersion: expected,
-              drift: expected !== null && expected !== service.policyVersion, svidExpiresAt: new Date(service.svidExpiresAt).toISOString(),
-              stale: now - service.lastSeen > 60_000, routes: service.routes.length, guardVersion: service.guardVersion,
-              denyRate: (() => { const rate = rates.get(service.spiffeId); return rate === undefined || rate.total === 0 ? null : rate.denied / rate.total; })(),
-              decisions: rates.get(service.spiffeId)?.total ?? 0,
-              refusedConnections: rates.get(service.spiffeId)?.connections ?? 0,
-              probes: rates.get(service.spiffeId)?.probes ?? 0,
-            };
-          })),
+          services: await Promise.all(
+            services.map(async (service) => {
+              const expected = (await options.expectedPolicyVersion?.(service.service)) ?? null;
+              return {
+                service: service.service,
+                spiffeId: service.spiffeId,
+                mode: service.mode,
+                mtls: true,
+                policyVersion: service.policyVersion,
+                expectedPolicyVersion: expected,
+                drift: expected !== null && expected !== service.policyVersion,
+                svidExpiresAt: new Date(service.svidExpiresAt).toISOString(),
+                stale: now - service.lastSeen > 60_000,
+                routes: service.routes.length,
+                guardVersion: service.guardVersion,
+                denyRate: (() => {
+                  const rate = rates.get(service.spiffeId);
+                  return rate === undefined || rate.total === 0 ? null : rate.denied / rate.total;
+                })(),
+                decisions: rates.get(service.spiffeId)?.total ?? 0,
+                refusedConnections: rates.get(service.spiffeId)?.connections ?? 0,
+                probes: rates.get(service.spiffeId)?.probes ?? 0,
+              };
+            }),
+          ),
         };
       });
       api.get('/dashboard/api/session', async (request) => ({ sub: sessionOf(request)?.sub ?? null }));
@@ -188,10 +286,15 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
         }
         return { services: [...services], edges: [...edges.values()] };
       });
-      api.get('/dashboard/api/alerts', async () => ({ alerts: (await options.store.alerts(200)).map((alert) => ({ ...alert, details: JSON.parse(alert.details) as unknown })) }));
+      api.get('/dashboard/api/alerts', async () => ({
+        alerts: (await options.store.alerts(200)).map((alert) => ({
+          ...alert,
+          details: JSON.parse(alert.details) as unknown,
+        })),
+      }));
       // The page's filter form is lenient: an empty field is no filter; an unknown value matches nothing.
       api.get<{ Querystring: Record<string, unknown> }>('/dashboard/api/events', async (request) => {
-        const filter: Partial<Record<typeof EVENT_FILTERS[number], string>> = {};
+        const filter: Partial<Record<(typeof EVENT_FILTERS)[number], string>> = {};
         for (const name of EVENT_FILTERS) {
           const value = request.query[name];
           if (typeof value === 'string' && value !== '') filter[name] = value;
@@ -221,13 +324,21 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
           events: events.slice(0, 500),
         };
       });
-      api.get<{ Params: { txn: string } }>('/dashboard/api/txn/:txn', async (request) => callChain(options.store, request.params.txn));
+      api.get<{ Params: { txn: string } }>('/dashboard/api/txn/:txn', async (request) =>
+        callChain(options.store, request.params.txn),
+      );
       api.get('/dashboard/api/scans', async () => ({
         scans: (await options.store.scans(SCANS_SHOWN)).map((run) => {
           const summary = JSON.parse(run.summary) as ScanSummaryCounts;
           return {
-            runId: run.runId, scanner: run.scanner, startedAt: new Date(run.startedAt).toISOString(), durationMs: run.finishedAt - run.startedAt,
-            exitCode: run.exitCode, status: scanStatus(summary, run.exitCode), summary, receivedAt: new Date(run.receivedAt).toISOString(),
+            runId: run.runId,
+            scanner: run.scanner,
+            startedAt: new Date(run.startedAt).toISOString(),
+            durationMs: run.finishedAt - run.startedAt,
+            exitCode: run.exitCode,
+            status: scanStatus(summary, run.exitCode),
+            summary,
+            receivedAt: new Date(run.receivedAt).toISOString(),
           };
         }),
       }));
@@ -235,11 +346,26 @@ export function createDashboard(options: DashboardOptions): (app: FastifyInstanc
         const run = await options.store.scan(request.params.runId);
         if (run === null) return reply.code(404).send({ error: 'SCAN_NOT_FOUND' });
         const summary = JSON.parse(run.summary) as ScanSummaryCounts;
-        return { runId: run.runId, scanner: run.scanner, status: scanStatus(summary, run.exitCode), receivedAt: new Date(run.receivedAt).toISOString(), report: JSON.parse(run.report) as unknown };
+        return {
+          runId: run.runId,
+          scanner: run.scanner,
+          status: scanStatus(summary, run.exitCode),
+          receivedAt: new Date(run.receivedAt).toISOString(),
+          report: JSON.parse(run.report) as unknown,
+        };
       });
     });
 
     // The dashboard signs in as a public client of the identity provider: PKCE, no secret.
-    return { idpClients: (url) => [{ client_id: DASHBOARD_CLIENT_ID, client_name: 'Lockstep dashboard', token_endpoint_auth_method: 'none', redirect_uris: [`${url}/dashboard/callback`] }] };
+    return {
+      idpClients: (url) => [
+        {
+          client_id: DASHBOARD_CLIENT_ID,
+          client_name: 'Lockstep dashboard',
+          token_endpoint_auth_method: 'none',
+          redirect_uris: [`${url}/dashboard/callback`],
+        },
+      ],
+    };
   };
 }

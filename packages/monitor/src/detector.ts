@@ -9,7 +9,12 @@ import type { JSONWebKeySet } from 'jose';
 import { parseSpiffeId } from '@lockstep/guard';
 import {
   AUDIT_STREAM_SILENCE_MS,
-  type AlertRecord, type AuditAppend, type AuditStream, type ControlPlaneStore, type LoginEvent, type UnreachableReport,
+  type AlertRecord,
+  type AuditAppend,
+  type AuditStream,
+  type ControlPlaneStore,
+  type LoginEvent,
+  type UnreachableReport,
 } from '@lockstep/control-plane';
 import { isProbeEvent } from './probes.ts';
 import { DEFAULT_THRESHOLDS, OUTAGE_REASONS, RULES, type RuleId, type Thresholds } from './rules.ts';
@@ -47,10 +52,16 @@ export interface Detector {
   stop(): void;
 }
 
-const serviceOf = (spiffeId: unknown) => (typeof spiffeId === 'string' ? parseSpiffeId(spiffeId)?.service ?? null : null);
+const serviceOf = (spiffeId: unknown) =>
+  typeof spiffeId === 'string' ? (parseSpiffeId(spiffeId)?.service ?? null) : null;
 const iso = (time: number) => new Date(time).toISOString();
 const REVOKED = new Set(['LOCKSTEP_ERR_TXN_TOKEN_REVOKED', 'LOCKSTEP_ERR_PEER_REVOKED']);
-const UNTRUSTED = new Set(['LOCKSTEP_ERR_PEER_CERT_MISSING', 'LOCKSTEP_ERR_PEER_UNTRUSTED', 'LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN', 'LOCKSTEP_ERR_PEER_ID_INVALID']);
+const UNTRUSTED = new Set([
+  'LOCKSTEP_ERR_PEER_CERT_MISSING',
+  'LOCKSTEP_ERR_PEER_UNTRUSTED',
+  'LOCKSTEP_ERR_PEER_FOREIGN_TRUST_DOMAIN',
+  'LOCKSTEP_ERR_PEER_ID_INVALID',
+]);
 const OUTAGE = new Set(OUTAGE_REASONS);
 /**
  * Refusals that say nothing about the caller: the control plane or the service could not be
@@ -140,7 +151,10 @@ export function createDetector(options: DetectorOptions): Detector {
 
   /** Emits unless every one of `cooldownKeys` (by default the subject) had an alert of `rule` within the cooldown. */
   function raise(
-    rule: RuleId, subject: string, summary: string, details: Record<string, unknown>,
+    rule: RuleId,
+    subject: string,
+    summary: string,
+    details: Record<string, unknown>,
     cooldownKeys: readonly string[] = [subject],
   ): void {
     const keys = cooldownKeys.map((key) => `${rule} ${key}`);
@@ -152,8 +166,21 @@ export function createDetector(options: DetectorOptions): Detector {
 
   /** Stores and hands out an alert, without the cooldown (for rules that keep their own state). */
   function emit(rule: RuleId, subject: string, summary: string, details: Record<string, unknown>, at = now()): void {
-    const alert: AlertRecord = { id: randomUUID(), rule, severity: severity.get(rule) ?? 'medium', subject, summary, details: JSON.stringify(details), at };
-    const stored = store.addAlert(alert).then(() => { for (const listener of listeners) listener(alert); }, (error: Error) => options.onError?.(error));
+    const alert: AlertRecord = {
+      id: randomUUID(),
+      rule,
+      severity: severity.get(rule) ?? 'medium',
+      subject,
+      summary,
+      details: JSON.stringify(details),
+      at,
+    };
+    const stored = store.addAlert(alert).then(
+      () => {
+        for (const listener of listeners) listener(alert);
+      },
+      (error: Error) => options.onError?.(error),
+    );
     pending.push(stored);
     void stored.finally(() => pending.splice(pending.indexOf(stored), 1));
   }
@@ -173,10 +200,20 @@ export function createDetector(options: DetectorOptions): Detector {
     return Number.isFinite(time) ? time : now();
   };
 
-  function observeDecisions(batch: { source: string; service: string; result: AuditAppend; events: readonly Event[] }): void {
+  function observeDecisions(batch: {
+    source: string;
+    service: string;
+    result: AuditAppend;
+    events: readonly Event[];
+  }): void {
     if (batch.result.gaps.length > 0) {
       const missing = batch.result.gaps.reduce((sum, [from, to]) => sum + to - from + 1, 0);
-      raise('audit-gap', batch.source, `${missing} decision event${missing === 1 ? '' : 's'} of ${batch.service} never arrived`, { source: batch.source, gaps: batch.result.gaps });
+      raise(
+        'audit-gap',
+        batch.source,
+        `${missing} decision event${missing === 1 ? '' : 's'} of ${batch.service} never arrived`,
+        { source: batch.source, gaps: batch.result.gaps },
+      );
     }
     for (const event of batch.events) {
       // A scanner's probes are attacks on purpose: the Scans page reports them, and no rule counts them
@@ -193,11 +230,15 @@ export function createDetector(options: DetectorOptions): Detector {
             txns.delete(oldest);
             unjudged.delete(oldest);
           }
-          txns.set(event.txn, seen = []);
+          txns.set(event.txn, (seen = []));
         }
         seen.push({
-          service: String(event.service), callerId: typeof event.caller === 'string' ? event.caller : null,
-          caller: callerService, time: eventTime(event), requestId: String(event.requestId), arrivedAt: now(),
+          service: String(event.service),
+          callerId: typeof event.caller === 'string' ? event.caller : null,
+          caller: callerService,
+          time: eventTime(event),
+          requestId: String(event.requestId),
+          arrivedAt: now(),
           reported: false,
         });
         unjudged.add(event.txn);
@@ -214,27 +255,58 @@ export function createDetector(options: DetectorOptions): Detector {
         const edge = `${callerService}→${String(event.service)}`;
         if (!denied) allowedEdges.add(edge);
         else if (reason === 'LOCKSTEP_ERR_DENIED' && !allowedEdges.has(edge)) {
-          raise('lateral-movement', edge, `${callerService} called ${String(event.service)} (${String(event.action)}), which the policy does not allow and which never happened before`, { edge, action: event.action, requestId: event.requestId, sub: event.sub, txn: event.txn });
+          raise(
+            'lateral-movement',
+            edge,
+            `${callerService} called ${String(event.service)} (${String(event.action)}), which the policy does not allow and which never happened before`,
+            { edge, action: event.action, requestId: event.requestId, sub: event.sub, txn: event.txn },
+          );
         }
       }
       // A service behind an edge that failed (its 5xx, as the edge records it) is not the caller's doing either.
       if (denied && !NOT_THE_CALLERS_DOING.has(reason) && !/^DOWNSTREAM_5\d\d$/.test(reason)) {
         // Without a caller's SVID: a user at an edge that records its own decisions, or nobody known.
         const service = String(event.service);
-        const caller = typeof event.caller === 'string' ? event.caller
-          : typeof event.sub === 'string' ? `user ${event.sub} at ${service}` : `unauthenticated callers of ${service}`;
+        const caller =
+          typeof event.caller === 'string'
+            ? event.caller
+            : typeof event.sub === 'string'
+              ? `user ${event.sub} at ${service}`
+              : `unauthenticated callers of ${service}`;
         const denials = count(`denials ${caller}`, limits.denialWindowMs);
-        if (denials >= limits.denialBurst) raise('denial-burst', caller, `${denials} requests from ${caller} refused within ${limits.denialWindowMs / 1000} s`, { caller, denials, lastRequestId: event.requestId, lastReason: reason });
+        if (denials >= limits.denialBurst)
+          raise(
+            'denial-burst',
+            caller,
+            `${denials} requests from ${caller} refused within ${limits.denialWindowMs / 1000} s`,
+            { caller, denials, lastRequestId: event.requestId, lastReason: reason },
+          );
       }
       if (REVOKED.has(reason)) {
-        raise('use-after-revocation', String(event.sub ?? event.caller ?? event.txn ?? 'unknown'), `a revoked ${reason === 'LOCKSTEP_ERR_PEER_REVOKED' ? 'workload' : 'user, transaction or key'} was used at ${String(event.service)}`, { service: event.service, caller: event.caller, sub: event.sub, txn: event.txn, requestId: event.requestId });
+        raise(
+          'use-after-revocation',
+          String(event.sub ?? event.caller ?? event.txn ?? 'unknown'),
+          `a revoked ${reason === 'LOCKSTEP_ERR_PEER_REVOKED' ? 'workload' : 'user, transaction or key'} was used at ${String(event.service)}`,
+          { service: event.service, caller: event.caller, sub: event.sub, txn: event.txn, requestId: event.requestId },
+        );
       }
       if (reason === 'LOCKSTEP_ERR_TXN_TOKEN_EXPIRED') {
-        raise('txn-replay', String(event.txn ?? event.requestId), `an expired Txn-Token was presented at ${String(event.service)} by ${String(event.caller)}`, { service: event.service, caller: event.caller, requestId: event.requestId });
+        raise(
+          'txn-replay',
+          String(event.txn ?? event.requestId),
+          `an expired Txn-Token was presented at ${String(event.service)} by ${String(event.caller)}`,
+          { service: event.service, caller: event.caller, requestId: event.requestId },
+        );
       }
       if (UNTRUSTED.has(reason)) {
         const attempts = count(`untrusted ${String(event.service)}`, limits.denialWindowMs);
-        if (attempts >= limits.untrustedCertificates) raise('untrusted-certificate', String(event.service), `${attempts} requests to ${String(event.service)} without a trusted client certificate within ${limits.denialWindowMs / 1000} s`, { service: event.service, lastReason: reason, lastRequestId: event.requestId });
+        if (attempts >= limits.untrustedCertificates)
+          raise(
+            'untrusted-certificate',
+            String(event.service),
+            `${attempts} requests to ${String(event.service)} without a trusted client certificate within ${limits.denialWindowMs / 1000} s`,
+            { service: event.service, lastReason: reason, lastRequestId: event.requestId },
+          );
       }
     }
   }
@@ -242,13 +314,25 @@ export function createDetector(options: DetectorOptions): Detector {
   function observeLogin(event: LoginEvent): void {
     if (event.outcome !== 'failure') return;
     const failures = count(`login ${event.username}`, limits.loginWindowMs);
-    if (failures >= limits.bruteForceFailures) raise('brute-force', event.username, `${failures} failed sign-ins for ${event.username} within ${limits.loginWindowMs / 60_000} min`, { account: event.username, failures, lastIp: event.ip });
+    if (failures >= limits.bruteForceFailures)
+      raise(
+        'brute-force',
+        event.username,
+        `${failures} failed sign-ins for ${event.username} within ${limits.loginWindowMs / 60_000} min`,
+        { account: event.username, failures, lastIp: event.ip },
+      );
     const accounts = loginAccounts.get(event.ip) ?? new Map<string, number>();
     const at = now();
     accounts.set(event.username, at);
     for (const [account, time] of accounts) if (at - time >= limits.loginWindowMs) accounts.delete(account);
     loginAccounts.set(event.ip, accounts);
-    if (accounts.size >= limits.sprayingAccounts) raise('password-spraying', event.ip, `failed sign-ins for ${accounts.size} different accounts from ${event.ip} within ${limits.loginWindowMs / 60_000} min`, { ip: event.ip, accounts: [...accounts.keys()].slice(0, 50) });
+    if (accounts.size >= limits.sprayingAccounts)
+      raise(
+        'password-spraying',
+        event.ip,
+        `failed sign-ins for ${accounts.size} different accounts from ${event.ip} within ${limits.loginWindowMs / 60_000} min`,
+        { ip: event.ip, accounts: [...accounts.keys()].slice(0, 50) },
+      );
   }
 
   /** Evidence that `service` could not reach the control plane from `from` to `to` (its clock, epoch ms). */
@@ -283,25 +367,45 @@ export function createDetector(options: DetectorOptions): Detector {
    */
   function reportOutage(first: Outage): void {
     const gap = limits.outageGapMs;
-    const told = [first, ...[...outages.values()].flat().filter((entry) => entry !== first && !entry.reported
-      && entry.from <= first.to + gap && entry.to >= first.from - gap)];
+    const told = [
+      first,
+      ...[...outages.values()]
+        .flat()
+        .filter(
+          (entry) => entry !== first && !entry.reported && entry.from <= first.to + gap && entry.to >= first.from - gap,
+        ),
+    ];
     for (const entry of told) entry.reported = true;
     const services = [...new Set(told.map((entry) => entry.service))].sort();
     const from = Math.min(...told.map((entry) => entry.from));
     const to = Math.max(...told.map((entry) => entry.to));
     const refused = told.reduce((sum, entry) => sum + entry.refused, 0);
-    const refusals = refused === 0 ? '' : `; ${refused} request${refused === 1 ? ' was' : 's were'} refused for want of it`;
-    raise('control-plane-unreachable', `control plane, ${iso(from)}`, `the control plane was unreachable from ${services.join(', ')} `
-      + `between ${iso(from)} and ${iso(to)} (${Math.round((to - from) / 1000)} s)${refusals}: check its log and host for a stop, `
-      + 'crash or stall, and the network between the guards and it', {
-      services, from: iso(from), to: iso(to), refusedRequests: refused,
-      heartbeatReports: told.reduce((sum, entry) => sum + entry.reports, 0),
-      lastRequestId: told.findLast((entry) => entry.lastRequestId !== null)?.lastRequestId ?? null,
-      // Each service's own word: the window above is their union.
-      by: told.map((entry) => ({
-        service: entry.service, from: iso(entry.from), to: iso(entry.to), heartbeatReports: entry.reports, refusedRequests: entry.refused,
-      })),
-    }, services);
+    const refusals =
+      refused === 0 ? '' : `; ${refused} request${refused === 1 ? ' was' : 's were'} refused for want of it`;
+    raise(
+      'control-plane-unreachable',
+      `control plane, ${iso(from)}`,
+      `the control plane was unreachable from ${services.join(', ')} ` +
+        `between ${iso(from)} and ${iso(to)} (${Math.round((to - from) / 1000)} s)${refusals}: check its log and host for a stop, ` +
+        'crash or stall, and the network between the guards and it',
+      {
+        services,
+        from: iso(from),
+        to: iso(to),
+        refusedRequests: refused,
+        heartbeatReports: told.reduce((sum, entry) => sum + entry.reports, 0),
+        lastRequestId: told.findLast((entry) => entry.lastRequestId !== null)?.lastRequestId ?? null,
+        // Each service's own word: the window above is their union.
+        by: told.map((entry) => ({
+          service: entry.service,
+          from: iso(entry.from),
+          to: iso(entry.to),
+          heartbeatReports: entry.reports,
+          refusedRequests: entry.refused,
+        })),
+      },
+      services,
+    );
   }
 
   /**
@@ -312,12 +416,16 @@ export function createDetector(options: DetectorOptions): Detector {
    * reach the collector is judged `txnSettleMs` after the hop arrived: nothing more can come.
    */
   function heardThrough(streamsOf: Map<string, AuditStream[]>, hop: Hop, at: number): boolean {
-    const alive = (streamsOf.get(hop.callerId ?? '') ?? []).filter((stream) => (stream.closedAt === null
-      ? stream.lastSeen >= hop.time - AUDIT_STREAM_SILENCE_MS
-      : stream.closedAt >= hop.time - CLOCK_SKEW_MS));
+    const alive = (streamsOf.get(hop.callerId ?? '') ?? []).filter((stream) =>
+      stream.closedAt === null
+        ? stream.lastSeen >= hop.time - AUDIT_STREAM_SILENCE_MS
+        : stream.closedAt >= hop.time - CLOCK_SKEW_MS,
+    );
     if (alive.length === 0) return at - hop.arrivedAt >= limits.txnSettleMs;
-    return alive.every((stream) => stream.gaps === 0 && stream.lastStreamSeq >= stream.written)
-      && alive.some((stream) => stream.lastSeen >= hop.time + CLOCK_SKEW_MS);
+    return (
+      alive.every((stream) => stream.gaps === 0 && stream.lastStreamSeq >= stream.written) &&
+      alive.some((stream) => stream.lastSeen >= hop.time + CLOCK_SKEW_MS)
+    );
   }
 
   /** The services whose guards recorded an event of `txn`, as stored (also before this process started). */
@@ -352,27 +460,57 @@ export function createDetector(options: DetectorOptions): Detector {
         stored ??= await storedReach(txn);
         if (stored.has(hop.caller)) continue;
         hop.reported = true;
-        raise('txn-replay', txn, `${hop.caller} presented the Txn-Token of transaction ${txn} at ${hop.service}, `
-          + `but the transaction never reached ${hop.caller}`, {
-          txn, caller: hop.caller, service: hop.service, requestId: hop.requestId,
-          chain: ordered.map((entry) => `${entry.caller ?? 'edge'}→${entry.service}`),
-        });
+        raise(
+          'txn-replay',
+          txn,
+          `${hop.caller} presented the Txn-Token of transaction ${txn} at ${hop.service}, ` +
+            `but the transaction never reached ${hop.caller}`,
+          {
+            txn,
+            caller: hop.caller,
+            service: hop.service,
+            requestId: hop.requestId,
+            chain: ordered.map((entry) => `${entry.caller ?? 'edge'}→${entry.service}`),
+          },
+        );
       }
     }
     const registered = await store.services();
     // The registry: drift, SVIDs about to expire, dry-run.
     for (const service of registered) {
-      const expected = await options.expectedPolicyVersion?.(service.service) ?? null;
+      const expected = (await options.expectedPolicyVersion?.(service.service)) ?? null;
       if (expected !== null && service.policyVersion !== expected) {
         const since = driftSince.get(service.spiffeId) ?? at;
         driftSince.set(service.spiffeId, since);
-        if (at - since > limits.driftAfterMs) raise('policy-drift', service.spiffeId, `${service.service} enforces ${service.policyVersion?.slice(0, 12) ?? 'no policy'}, not ${expected.slice(0, 12)}, for ${Math.round((at - since) / 1000)} s`, { service: service.service, enforced: service.policyVersion, expected });
+        if (at - since > limits.driftAfterMs)
+          raise(
+            'policy-drift',
+            service.spiffeId,
+            `${service.service} enforces ${service.policyVersion?.slice(0, 12) ?? 'no policy'}, not ${expected.slice(0, 12)}, for ${Math.round((at - since) / 1000)} s`,
+            { service: service.service, enforced: service.policyVersion, expected },
+          );
       } else {
         driftSince.delete(service.spiffeId);
       }
-      if (service.svidExpiresAt - at < limits.svidExpiryMs) raise('svid-expiring', service.spiffeId, `the SVID of ${service.service} expires at ${new Date(service.svidExpiresAt).toISOString()} and has not been renewed`, { service: service.service, expiresAt: service.svidExpiresAt });
-      const dryRoutes = service.routes.filter((route) => route.dryRun).map((route) => `${route.method} ${route.template}`);
-      if (service.mode === 'dry-run' || dryRoutes.length > 0) raise('dry-run', service.spiffeId, service.mode === 'dry-run' ? `${service.service} runs in dry-run mode: denials are let through` : `${service.service} lets denials through on ${dryRoutes.join(', ')}`, { service: service.service, mode: service.mode, routes: dryRoutes });
+      if (service.svidExpiresAt - at < limits.svidExpiryMs)
+        raise(
+          'svid-expiring',
+          service.spiffeId,
+          `the SVID of ${service.service} expires at ${new Date(service.svidExpiresAt).toISOString()} and has not been renewed`,
+          { service: service.service, expiresAt: service.svidExpiresAt },
+        );
+      const dryRoutes = service.routes
+        .filter((route) => route.dryRun)
+        .map((route) => `${route.method} ${route.template}`);
+      if (service.mode === 'dry-run' || dryRoutes.length > 0)
+        raise(
+          'dry-run',
+          service.spiffeId,
+          service.mode === 'dry-run'
+            ? `${service.service} runs in dry-run mode: denials are let through`
+            : `${service.service} lets denials through on ${dryRoutes.join(', ')}`,
+          { service: service.service, mode: service.mode, routes: dryRoutes },
+        );
     }
     // Guards that stopped reporting and did not deregister: crashed, hung, or cut off from us.
     const listening = at - awakeSince >= limits.silentAfterMs;
@@ -383,19 +521,36 @@ export function createDetector(options: DetectorOptions): Detector {
       if (silentSince !== undefined) {
         if (lastSeen <= silentSince) continue;
         silent.delete(spiffeId);
-        emit('guard-resumed', spiffeId, `${who} reports again after ${Math.round((lastSeen - silentSince) / 1000)} s of silence`, {
-          service: service.service, spiffeId, silentSince: iso(silentSince), back: iso(lastSeen),
-        });
+        emit(
+          'guard-resumed',
+          spiffeId,
+          `${who} reports again after ${Math.round((lastSeen - silentSince) / 1000)} s of silence`,
+          { service: service.service, spiffeId, silentSince: iso(silentSince), back: iso(lastSeen) },
+        );
       } else if (listening && at - lastSeen > limits.silentAfterMs) {
         silent.set(spiffeId, lastSeen);
         // Once per silence: also across a restart of the monitor, and among replicas sharing the store.
-        const told = (await store.alerts(1_000, lastSeen)).some((alert) => alert.rule === 'guard-silent' && alert.subject === spiffeId);
+        const told = (await store.alerts(1_000, lastSeen)).some(
+          (alert) => alert.rule === 'guard-silent' && alert.subject === spiffeId,
+        );
         if (told) continue;
-        emit('guard-silent', spiffeId, `${who} has not reported since ${iso(lastSeen)} (${Math.round((at - lastSeen) / 1000)} s) `
-          + 'and did not deregister: check that it is running (its process and log) and that it can reach the control plane', {
-          service: service.service, spiffeId, lastSeen: iso(lastSeen), endpoints: service.endpoints,
-          check: ['the service process runs (a supervisor restarts a crashed one)', 'its log', 'the network between it and the control plane'],
-        });
+        emit(
+          'guard-silent',
+          spiffeId,
+          `${who} has not reported since ${iso(lastSeen)} (${Math.round((at - lastSeen) / 1000)} s) ` +
+            'and did not deregister: check that it is running (its process and log) and that it can reach the control plane',
+          {
+            service: service.service,
+            spiffeId,
+            lastSeen: iso(lastSeen),
+            endpoints: service.endpoints,
+            check: [
+              'the service process runs (a supervisor restarts a crashed one)',
+              'its log',
+              'the network between it and the control plane',
+            ],
+          },
+        );
       }
     }
     // A guard that deregistered (a clean stop) is no longer watched.
@@ -410,14 +565,30 @@ export function createDetector(options: DetectorOptions): Detector {
     for (const stream of streams) {
       const key = `${stream.source} ${stream.stream}`;
       if (stream.dropped > (droppedSeen.get(key) ?? 0)) {
-        raise('spool-drops', stream.source, `${serviceOf(stream.source) ?? stream.source} dropped ${stream.dropped} decision events: its spool was full`, { source: stream.source, stream: stream.stream, dropped: stream.dropped });
+        raise(
+          'spool-drops',
+          stream.source,
+          `${serviceOf(stream.source) ?? stream.source} dropped ${stream.dropped} decision events: its spool was full`,
+          { source: stream.source, stream: stream.stream, dropped: stream.dropped },
+        );
         droppedSeen.set(key, stream.dropped);
       }
       // A sender that died and never resumed its stream: what it had numbered but not delivered is lost.
       // (Only once the monitor has been up that long: while it was down, nobody could be heard.)
-      if (stream.closedAt === null && stream.written > 0 && at - stream.lastSeen > AUDIT_STREAM_SILENCE_MS && at - startedAt > AUDIT_STREAM_SILENCE_MS) {
+      if (
+        stream.closedAt === null &&
+        stream.written > 0 &&
+        at - stream.lastSeen > AUDIT_STREAM_SILENCE_MS &&
+        at - startedAt > AUDIT_STREAM_SILENCE_MS
+      ) {
         const unaccounted = Math.max(0, stream.written - stream.lastStreamSeq) + stream.gaps;
-        if (unaccounted > 0) raise('audit-gap', `${stream.source} ${stream.stream}`, `${serviceOf(stream.source) ?? stream.source}: stream ${stream.stream} ended uncleanly, ${unaccounted} event${unaccounted === 1 ? '' : 's'} unaccounted (silent since ${new Date(stream.lastSeen).toISOString()})`, { source: stream.source, stream: stream.stream, written: stream.written, unaccounted });
+        if (unaccounted > 0)
+          raise(
+            'audit-gap',
+            `${stream.source} ${stream.stream}`,
+            `${serviceOf(stream.source) ?? stream.source}: stream ${stream.stream} ended uncleanly, ${unaccounted} event${unaccounted === 1 ? '' : 's'} unaccounted (silent since ${new Date(stream.lastSeen).toISOString()})`,
+            { source: stream.source, stream: stream.stream, written: stream.written, unaccounted },
+          );
       }
     }
     // The whole trail, now and then.
@@ -425,12 +596,16 @@ export function createDetector(options: DetectorOptions): Detector {
       lastVerify = at;
       const report = await verifyTrail(store, options.auditKeys());
       // Missing and unaccounted events have alerts of their own (above, and as batches arrive).
-      for (const problem of report.problems.filter((entry) => entry.kind !== 'missing' && entry.kind !== 'unclean')) raise('audit-gap', problem.source, `the audit trail does not verify: ${problem.detail}`, { ...problem });
+      for (const problem of report.problems.filter((entry) => entry.kind !== 'missing' && entry.kind !== 'unclean'))
+        raise('audit-gap', problem.source, `the audit trail does not verify: ${problem.detail}`, { ...problem });
     }
     await Promise.all(pending);
   }
 
-  const timer = setInterval(() => void sweep().catch((error: Error) => options.onError?.(error)), options.sweepMs ?? 5_000);
+  const timer = setInterval(
+    () => void sweep().catch((error: Error) => options.onError?.(error)),
+    options.sweepMs ?? 5_000,
+  );
   timer.unref();
 
   return {
@@ -440,7 +615,12 @@ export function createDetector(options: DetectorOptions): Detector {
       unreachableFrom(report.service, report.since, report.until, null);
     },
     observeTrailIncident(incident) {
-      raise('audit-gap', incident.source ?? 'checkpoint chain', `the audit trail was tampered with: ${incident.detail}`, { ...incident });
+      raise(
+        'audit-gap',
+        incident.source ?? 'checkpoint chain',
+        `the audit trail was tampered with: ${incident.detail}`,
+        { ...incident },
+      );
     },
     sweep,
     onAlert(listener) {

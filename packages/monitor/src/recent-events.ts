@@ -24,7 +24,7 @@ const MAX_VALUE_LENGTH = 512;
  * as `decision: "allow"`, `dryRun: true` and the would-be refusal as its reason).
  */
 export const EVENT_DECISIONS = ['allow', 'deny', 'dry-run'] as const;
-export type EventDecision = typeof EVENT_DECISIONS[number];
+export type EventDecision = (typeof EVENT_DECISIONS)[number];
 
 /** Exact matches on the stored event; `decision` as `decisionOf` reads it (an unknown value matches nothing). */
 export interface EventFilter {
@@ -47,14 +47,18 @@ export interface EventQuery {
   readonly skipSources?: readonly string[];
 }
 
-export interface SourcedEvent { readonly source: string; readonly event: AuditEvent }
+export interface SourcedEvent {
+  readonly source: string;
+  readonly event: AuditEvent;
+}
 
 /**
  * Each source's newest real decisions (up to EVENTS_PER_SOURCE) and every probe read on the way,
  * parsed, with the source they came from (up to READ_PER_SOURCE events back).
  */
 export async function recentDecisions(
-  store: ControlPlaneStore, skipSources: readonly string[] = [],
+  store: ControlPlaneStore,
+  skipSources: readonly string[] = [],
 ): Promise<{ real: SourcedEvent[]; probes: SourcedEvent[] }> {
   const real: SourcedEvent[] = [];
   const probes: SourcedEvent[] = [];
@@ -88,7 +92,8 @@ export function decisionOf(event: AuditEvent): EventDecision {
 /** The newest events that match the query, newest first: as stored, parsed. */
 export async function newestEvents(store: ControlPlaneStore, query: EventQuery): Promise<AuditEvent[]> {
   const { real, probes } = await recentDecisions(store, query.skipSources);
-  const events = (query.probes ? probes : real).map(({ event }) => event)
+  const events = (query.probes ? probes : real)
+    .map(({ event }) => event)
     .filter((event) => matches(event, query.filter));
   events.sort((a, b) => String(b.time).localeCompare(String(a.time)));
   return events.slice(0, query.limit);
@@ -110,7 +115,8 @@ function matches(event: AuditEvent, filter: EventFilter): boolean {
  * it (spelt `--decision`) before it calls.
  */
 export function parseEventQuery(
-  parameters: Readonly<Record<string, unknown>>, spell: (name: string) => string = (name) => name,
+  parameters: Readonly<Record<string, unknown>>,
+  spell: (name: string) => string = (name) => name,
 ): EventQuery {
   const filter: Record<string, string> = {};
   let limit = DEFAULT_EVENT_LIMIT;

@@ -5,9 +5,21 @@
 import { STALE_AFTER_MS } from '@lockstep/control-plane';
 
 export type RuleId =
-  | 'brute-force' | 'password-spraying' | 'denial-burst' | 'lateral-movement' | 'txn-replay' | 'use-after-revocation'
-  | 'untrusted-certificate' | 'policy-drift' | 'svid-expiring' | 'dry-run' | 'audit-gap' | 'spool-drops'
-  | 'guard-silent' | 'guard-resumed' | 'control-plane-unreachable';
+  | 'brute-force'
+  | 'password-spraying'
+  | 'denial-burst'
+  | 'lateral-movement'
+  | 'txn-replay'
+  | 'use-after-revocation'
+  | 'untrusted-certificate'
+  | 'policy-drift'
+  | 'svid-expiring'
+  | 'dry-run'
+  | 'audit-gap'
+  | 'spool-drops'
+  | 'guard-silent'
+  | 'guard-resumed'
+  | 'control-plane-unreachable';
 
 /**
  * The reasons with which an edge that records its own decisions (the reference shop's gateway)
@@ -67,18 +79,65 @@ export const DEFAULT_THRESHOLDS: Thresholds = {
 
 export const RULES: readonly Rule[] = [
   { id: 'brute-force', severity: 'high', fires: '5 failed sign-ins for one account within 5 min' },
-  { id: 'password-spraying', severity: 'high', fires: 'failed sign-ins for 10 different accounts from one address within 5 min' },
+  {
+    id: 'password-spraying',
+    severity: 'high',
+    fires: 'failed sign-ins for 10 different accounts from one address within 5 min',
+  },
   { id: 'denial-burst', severity: 'medium', fires: '20 refused requests from one caller within 60 s' },
-  { id: 'lateral-movement', severity: 'high', fires: 'a service calls another on an edge the policy refuses and that was never allowed before' },
-  { id: 'txn-replay', severity: 'high', fires: 'a transaction\'s Txn-Token presented by a workload outside its call chain, or after it expired' },
-  { id: 'use-after-revocation', severity: 'high', fires: 'a request refused because its user, transaction, signing key or caller is revoked' },
-  { id: 'untrusted-certificate', severity: 'medium', fires: '3 requests to one service within 60 s without a client certificate, with an untrusted one, or from another trust domain' },
-  { id: 'policy-drift', severity: 'medium', fires: 'a guard enforces a policy version other than the one in force for more than 10 s' },
-  { id: 'svid-expiring', severity: 'high', fires: 'a registered guard\'s SVID expires within 10 min (it has not renewed)' },
-  { id: 'dry-run', severity: 'medium', fires: 'a guard runs in dry-run mode, or with dry-run routes: denials are let through' },
-  { id: 'audit-gap', severity: 'high', fires: 'events a guard numbered never arrived, or the trail no longer verifies' },
+  {
+    id: 'lateral-movement',
+    severity: 'high',
+    fires: 'a service calls another on an edge the policy refuses and that was never allowed before',
+  },
+  {
+    id: 'txn-replay',
+    severity: 'high',
+    fires: "a transaction's Txn-Token presented by a workload outside its call chain, or after it expired",
+  },
+  {
+    id: 'use-after-revocation',
+    severity: 'high',
+    fires: 'a request refused because its user, transaction, signing key or caller is revoked',
+  },
+  {
+    id: 'untrusted-certificate',
+    severity: 'medium',
+    fires:
+      '3 requests to one service within 60 s without a client certificate, with an untrusted one, or from another trust domain',
+  },
+  {
+    id: 'policy-drift',
+    severity: 'medium',
+    fires: 'a guard enforces a policy version other than the one in force for more than 10 s',
+  },
+  {
+    id: 'svid-expiring',
+    severity: 'high',
+    fires: "a registered guard's SVID expires within 10 min (it has not renewed)",
+  },
+  {
+    id: 'dry-run',
+    severity: 'medium',
+    fires: 'a guard runs in dry-run mode, or with dry-run routes: denials are let through',
+  },
+  {
+    id: 'audit-gap',
+    severity: 'high',
+    fires: 'events a guard numbered never arrived, or the trail no longer verifies',
+  },
   { id: 'spool-drops', severity: 'high', fires: 'a guard dropped decision events because its spool was full' },
-  { id: 'guard-silent', severity: 'high', fires: 'a registered guard has not reported for 60 s and did not deregister (it crashed, hangs or is cut off); once per silence' },
+  {
+    id: 'guard-silent',
+    severity: 'high',
+    fires:
+      'a registered guard has not reported for 60 s and did not deregister (it crashed, hangs or is cut off); once per silence',
+  },
   { id: 'guard-resumed', severity: 'low', fires: 'a guard reported silent reports again' },
-  { id: 'control-plane-unreachable', severity: 'high', fires: 'guards report that they could not reach the control plane; once per outage, 30 s after a service\'s last word of it, at most once in 5 min per service' },
+  {
+    id: 'control-plane-unreachable',
+    severity: 'high',
+    fires:
+      "guards report that they could not reach the control plane; once per outage, 30 s after a service's last word of it, at most once in 5 min per service",
+  },
 ];

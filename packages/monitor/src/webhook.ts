@@ -30,7 +30,14 @@ export function signWebhookBody(secret: string, timestamp: string, body: string)
 }
 
 /** For receivers: true when `signature` is ours for this timestamp and body, and the timestamp is recent. */
-export function verifyWebhookSignature(secret: string, timestamp: string, body: string, signature: string, maxAgeMs = 5 * 60_000, now = Date.now()): boolean {
+export function verifyWebhookSignature(
+  secret: string,
+  timestamp: string,
+  body: string,
+  signature: string,
+  maxAgeMs = 5 * 60_000,
+  now = Date.now(),
+): boolean {
   if (!/^\d{10,16}$/.test(timestamp) || Math.abs(now - Number(timestamp)) > maxAgeMs) return false;
   const expected = Buffer.from(signWebhookBody(secret, timestamp, body));
   const actual = Buffer.from(signature);
@@ -40,19 +47,30 @@ export function verifyWebhookSignature(secret: string, timestamp: string, body: 
 export function createWebhook(options: WebhookOptions): Webhook {
   if (options.secret.length < 32) throw new TypeError('the webhook secret must be at least 32 characters');
   const url = new URL(options.url);
-  if (url.protocol !== 'https:' && !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) throw new TypeError(`a webhook outside this machine must use https; got ${options.url}`);
+  if (url.protocol !== 'https:' && !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname))
+    throw new TypeError(`a webhook outside this machine must use https; got ${options.url}`);
   const attempts = options.attempts ?? 6;
   return {
     async deliver(alert) {
       const body = JSON.stringify({ alert: { ...alert, details: JSON.parse(alert.details) as unknown } });
       let lastError = new Error('not attempted');
       for (let attempt = 0; attempt < attempts; attempt += 1) {
-        if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * 2 ** (attempt - 1)));
+        if (attempt > 0)
+          await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * 2 ** (attempt - 1)));
         const timestamp = String(Date.now());
         try {
           const response = await request(url, {
-            method: 'POST', body, ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}), headersTimeout: 10_000, bodyTimeout: 10_000,
-            headers: { 'content-type': 'application/json', 'x-lockstep-timestamp': timestamp, 'x-lockstep-signature': signWebhookBody(options.secret, timestamp, body), 'x-lockstep-alert-id': alert.id },
+            method: 'POST',
+            body,
+            ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
+            headersTimeout: 10_000,
+            bodyTimeout: 10_000,
+            headers: {
+              'content-type': 'application/json',
+              'x-lockstep-timestamp': timestamp,
+              'x-lockstep-signature': signWebhookBody(options.secret, timestamp, body),
+              'x-lockstep-alert-id': alert.id,
+            },
           });
           await response.body.dump();
           if (response.statusCode >= 200 && response.statusCode < 300) return true;

@@ -12,7 +12,11 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import {
-  controlPlaneAgent, controlPlaneSpiffeId, createJoinToken, joinControlPlane, type WorkloadCredentials,
+  controlPlaneAgent,
+  controlPlaneSpiffeId,
+  createJoinToken,
+  joinControlPlane,
+  type WorkloadCredentials,
 } from '@lockstep/control-plane';
 import type { DecisionEvent } from '@lockstep/guard';
 import { assembleControlPlane, EVENTS_PATH, type AssembledControlPlane } from '../src/index.ts';
@@ -28,10 +32,23 @@ let caller: WorkloadCredentials;
 /** A guard's decision, at `second` seconds past a fixed minute (so that the order is known). */
 function decision(second: number, overrides: Partial<DecisionEvent> = {}): DecisionEvent {
   return {
-    time: `2026-12-07T14:03:${String(second).padStart(2, '0')}.000Z`, service: 'hello', requestId: `r-${second}`,
-    caller: CALLER, sub: 'alice', txn: `txn-${second}`, method: 'GET', route: '/hello', action: 'hello:read',
-    resource: 'hello', decision: 'allow', policyIds: ['p'], policyVersion: 'v1', reason: 'LOCKSTEP_ALLOW',
-    dryRun: false, latencyMs: 0.2, traceId: null,
+    time: `2026-12-07T14:03:${String(second).padStart(2, '0')}.000Z`,
+    service: 'hello',
+    requestId: `r-${second}`,
+    caller: CALLER,
+    sub: 'alice',
+    txn: `txn-${second}`,
+    method: 'GET',
+    route: '/hello',
+    action: 'hello:read',
+    resource: 'hello',
+    decision: 'allow',
+    policyIds: ['p'],
+    policyVersion: 'v1',
+    reason: 'LOCKSTEP_ALLOW',
+    dryRun: false,
+    latencyMs: 0.2,
+    traceId: null,
     ...overrides,
   };
 }
@@ -46,8 +63,12 @@ const SHIPPED = [
 
 before(async () => {
   controlPlane = await assembleControlPlane({
-    trustDomain: TD, keyDir: join(scratch, 'keys'), store: { sqlite: join(scratch, 'cp.db') },
-    checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000 }, output: { warning: () => {} },
+    trustDomain: TD,
+    keyDir: join(scratch, 'keys'),
+    store: { sqlite: join(scratch, 'cp.db') },
+    checkpointIntervalMs: 3_600_000,
+    detection: { sweepMs: 3_600_000 },
+    output: { warning: () => {} },
   });
   const { store, ca } = controlPlane;
   const { token } = await createJoinToken(store, ca, { service: 'caller', createdBy: 'test' });
@@ -65,13 +86,16 @@ after(async () => {
 type Who = 'admin' | 'workload' | 'nobody';
 
 async function get(query: string, who: Who = 'admin'): Promise<{ status: number; body: Record<string, unknown> }> {
-  const client = who === 'admin'
-    ? { cert: controlPlane.admin.chainPem, key: controlPlane.admin.keyPem }
-    : who === 'workload' ? { cert: caller.chainPem, key: caller.keyPem } : {};
+  const client =
+    who === 'admin'
+      ? { cert: controlPlane.admin.chainPem, key: controlPlane.admin.keyPem }
+      : who === 'workload'
+        ? { cert: caller.chainPem, key: caller.keyPem }
+        : {};
   const agent = controlPlaneAgent(TD, { ca: controlPlane.bundlePem, ...client });
   try {
     const response = await request(`${controlPlane.url}${EVENTS_PATH}${query}`, { dispatcher: agent });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
@@ -90,7 +114,7 @@ async function adminEvents(): Promise<DecisionEvent[]> {
 }
 
 describe('GET /v1/admin/events', () => {
-  it('refuses a caller without an administrator\'s SVID, and records the refusal in the trail', async () => {
+  it("refuses a caller without an administrator's SVID, and records the refusal in the trail", async () => {
     const nobody = await get('', 'nobody');
     assert.deepEqual([nobody.status, nobody.body.error], [401, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED']);
     assert.equal(nobody.body.events, undefined, 'nothing of the trail in a refusal');
@@ -103,25 +127,40 @@ describe('GET /v1/admin/events', () => {
       refused = reads.filter((event) => event.decision === 'deny');
       if (refused.length < 2) await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    assert.deepEqual(refused.map((event) => [event.caller, event.reason]).sort(), [
-      [caller.spiffeId, 'LOCKSTEP_CP_ADMIN_REQUIRED'], [null, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED'],
-    ].sort());
+    assert.deepEqual(
+      refused.map((event) => [event.caller, event.reason]).sort(),
+      [
+        [caller.spiffeId, 'LOCKSTEP_CP_ADMIN_REQUIRED'],
+        [null, 'LOCKSTEP_CP_PEER_UNAUTHENTICATED'],
+      ].sort(),
+    );
   });
 
   it('answers an administrator with the newest real decisions, probes left out, and records the read', async () => {
     const before = (await adminEvents()).length;
     const listed = await events('?service=hello');
-    assert.deepEqual(listed.map((event) => event.requestId), ['r-4', 'r-3', 'r-2', 'r-1'], 'newest first, no probe');
+    assert.deepEqual(
+      listed.map((event) => event.requestId),
+      ['r-4', 'r-3', 'r-2', 'r-1'],
+      'newest first, no probe',
+    );
     assert.deepEqual(listed.at(-1), SHIPPED[0], 'as stored');
     const reads = (await adminEvents()).slice(before);
-    assert.deepEqual(reads.map((event) => [event.action, event.decision, event.caller, event.route]), [
-      ['admin:events.read', 'allow', controlPlane.admin.spiffeId, EVENTS_PATH],
-    ]);
+    assert.deepEqual(
+      reads.map((event) => [event.action, event.decision, event.caller, event.route]),
+      [['admin:events.read', 'allow', controlPlane.admin.spiffeId, EVENTS_PATH]],
+    );
     // Guards' decisions only: each read is an admin action, and a poller would see nothing but its own reads.
-    assert.deepEqual((await events('')).map((event) => event.requestId), ['r-4', 'r-3', 'r-2', 'r-1']);
+    assert.deepEqual(
+      (await events('')).map((event) => event.requestId),
+      ['r-4', 'r-3', 'r-2', 'r-1'],
+    );
     const own = await events('?service=control-plane');
     assert.ok(own.length > 0 && own.every((event) => event.service === 'control-plane'));
-    assert.ok(own.some((event) => event.action === 'admin:events.read'), 'asked for, the admin actions are listed');
+    assert.ok(
+      own.some((event) => event.action === 'admin:events.read'),
+      'asked for, the admin actions are listed',
+    );
   });
 
   it('filters exactly (dry-run: a denial let through), limits, and lists probes apart', async () => {

@@ -17,13 +17,29 @@ import pg from 'pg';
 import { request } from 'undici';
 import { createTestBrowser, testPostgres } from '@lockstep/testkit';
 import {
-  controlPlaneAgent, controlPlaneSpiffeId, issueAdminCredentials, joinControlPlane, openSqliteStore, openWorkloadCa,
-  startControlPlane, type AdminCredentials, type AdminEvent, type AuditEntry, type ControlPlaneStore, type RunningControlPlane,
-  type WorkloadCa, type WorkloadCredentials,
+  controlPlaneAgent,
+  controlPlaneSpiffeId,
+  issueAdminCredentials,
+  joinControlPlane,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type AdminCredentials,
+  type AdminEvent,
+  type AuditEntry,
+  type ControlPlaneStore,
+  type RunningControlPlane,
+  type WorkloadCa,
+  type WorkloadCredentials,
 } from '@lockstep/control-plane';
 import type { DecisionEvent } from '@lockstep/guard';
 import {
-  assembleControlPlane, openStoreAt, recordAdminTrail, verifyTrail, type AssembledControlPlane, type StoreLocation,
+  assembleControlPlane,
+  openStoreAt,
+  recordAdminTrail,
+  verifyTrail,
+  type AssembledControlPlane,
+  type StoreLocation,
 } from '../src/index.ts';
 
 const TD = 'admin.test';
@@ -53,7 +69,8 @@ const OUTAGE = 'the audit disk is full (test outage)';
 const PG_SCHEMA = postgres.schema();
 const BACKENDS: Backend[] = [
   {
-    name: 'sqlite', skip: false,
+    name: 'sqlite',
+    skip: false,
     location: (dir) => ({ sqlite: join(dir, 'cp.db') }),
     async sql(dir, statement, ...values) {
       const db = new DatabaseSync(join(dir, 'cp.db'));
@@ -67,16 +84,19 @@ const BACKENDS: Backend[] = [
     async outage(dir, on) {
       const db = new DatabaseSync(join(dir, 'cp.db'));
       try {
-        db.exec(on
-          ? `CREATE TRIGGER audit_outage BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, '${OUTAGE}'); END`
-          : 'DROP TRIGGER audit_outage');
+        db.exec(
+          on
+            ? `CREATE TRIGGER audit_outage BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, '${OUTAGE}'); END`
+            : 'DROP TRIGGER audit_outage',
+        );
       } finally {
         db.close();
       }
     },
   },
   {
-    name: 'postgres', skip: postgres.skip,
+    name: 'postgres',
+    skip: postgres.skip,
     location: () => ({ postgres: postgres.url, schema: PG_SCHEMA }),
     async sql(_dir, statement, ...values) {
       const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${PG_SCHEMA}` });
@@ -84,7 +104,10 @@ const BACKENDS: Backend[] = [
       try {
         await client.query('ALTER TABLE audit_events DISABLE TRIGGER ALL');
         let index = 0;
-        await client.query(statement.replace(/\?/g, () => `$${++index}`), values);
+        await client.query(
+          statement.replace(/\?/g, () => `$${++index}`),
+          values,
+        );
       } finally {
         await client.end();
       }
@@ -93,11 +116,13 @@ const BACKENDS: Backend[] = [
       const client = new pg.Client({ connectionString: postgres.url, options: `-c search_path=${PG_SCHEMA}` });
       await client.connect();
       try {
-        await client.query(on
-          ? `CREATE FUNCTION audit_outage() RETURNS trigger LANGUAGE plpgsql AS $$
+        await client.query(
+          on
+            ? `CREATE FUNCTION audit_outage() RETURNS trigger LANGUAGE plpgsql AS $$
                BEGIN RAISE EXCEPTION '${OUTAGE}'; END $$;
              CREATE TRIGGER audit_outage BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_outage()`
-          : 'DROP TRIGGER audit_outage ON audit_events; DROP FUNCTION audit_outage()');
+            : 'DROP TRIGGER audit_outage ON audit_events; DROP FUNCTION audit_outage()',
+        );
       } finally {
         await client.end();
       }
@@ -124,8 +149,13 @@ for (const backend of BACKENDS) {
     before(async () => {
       cpSync(EXAMPLE_POLICIES, policyDir, { recursive: true });
       controlPlane = await assembleControlPlane({
-        trustDomain: TD, keyDir: join(dir, 'keys'), store: backend.location(dir), policyDir, adminName: 'ops',
-        checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000, verifyEveryMs: 0 },
+        trustDomain: TD,
+        keyDir: join(dir, 'keys'),
+        store: backend.location(dir),
+        policyDir,
+        adminName: 'ops',
+        checkpointIntervalMs: 3_600_000,
+        detection: { sweepMs: 3_600_000, verifyEveryMs: 0 },
         output: { line: (text) => lines.push(text), warning: () => {}, error: (text) => lines.push(text) },
       });
     });
@@ -138,11 +168,10 @@ for (const backend of BACKENDS) {
       const tls = as === null ? {} : { cert: as.chainPem, key: as.keyPem };
       const agent = controlPlaneAgent(TD, { ca: controlPlane.bundlePem, ...tls });
       try {
-        const json = body === undefined
-          ? {}
-          : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+        const json =
+          body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
         const response = await request(`${controlPlane.url}${path}`, { method: 'POST', dispatcher: agent, ...json });
-        return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+        return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
       } finally {
         await agent.close();
       }
@@ -162,10 +191,9 @@ for (const backend of BACKENDS) {
       const held = (await adminEvents()).map((event) => event.action).join(', ');
       return assert.fail(`not ${count} ${what} in the trail within 10 s; it holds: ${held}`);
     }
-    const eventWhere = async (match: Match, what: string) =>
-      (await eventsWhere(match, what))[0] as DecisionEvent;
+    const eventWhere = async (match: Match, what: string) => (await eventsWhere(match, what))[0] as DecisionEvent;
 
-    it('records the policy in force at start as the first event of the control plane\'s source', async () => {
+    it("records the policy in force at start as the first event of the control plane's source", async () => {
       await controlPlane.adminTrail.flush();
       const [first] = await adminEvents();
       assert.deepEqual(
@@ -174,7 +202,7 @@ for (const backend of BACKENDS) {
       );
     });
 
-    it('appends every admin action with the administrator\'s SPIFFE ID, in the order they were taken', async () => {
+    it("appends every admin action with the administrator's SPIFFE ID, in the order they were taken", async () => {
       const token = await call('/v1/admin/join-tokens', { service: 'orders' });
       assert.equal(token.status, 200);
       const joinToken = String(token.body.token);
@@ -205,7 +233,11 @@ for (const backend of BACKENDS) {
         allowed('admin:root.activate', 'control-plane'),
       ]);
       const stored = await controlPlane.store.auditEvents(SOURCE, 0, 10_000);
-      assert.deepEqual(stored.map((event) => event.seq), stored.map((_, index) => index + 1), 'one chain: 1, 2, 3 …');
+      assert.deepEqual(
+        stored.map((event) => event.seq),
+        stored.map((_, index) => index + 1),
+        'one chain: 1, 2, 3 …',
+      );
       assert.ok(!stored.some((event) => event.event.includes(joinToken)), 'no secret reaches the trail');
     });
 
@@ -233,7 +265,10 @@ for (const backend of BACKENDS) {
 
     it('appends every policy change, applied and refused', async () => {
       writeFileSync(join(policyDir, 'reports.cedar'), REPORTS_POLICY);
-      const watched = (decision: string): Match => (event) => event.method === 'WATCH' && event.decision === decision;
+      const watched =
+        (decision: string): Match =>
+        (event) =>
+          event.method === 'WATCH' && event.decision === decision;
       const applied = await eventWhere(watched('allow'), 'applied change');
       assert.deepEqual(
         [applied.action, applied.resource, applied.caller, applied.reason],
@@ -246,11 +281,14 @@ for (const backend of BACKENDS) {
         ['admin:policy.apply', applied.resource, 'LOCKSTEP_POLICY_REFUSED'],
         'refused, keeping the applied version',
       );
-      assert.ok(lines.some((line) => /^policy change REFUSED, keeping [0-9a-f]{64}/.test(line)), 'and said loudly');
+      assert.ok(
+        lines.some((line) => /^policy change REFUSED, keeping [0-9a-f]{64}/.test(line)),
+        'and said loudly',
+      );
       rmSync(join(policyDir, 'broken.cedar'));
     });
 
-    it('appends refused admin calls with the caller\'s SPIFFE ID (a workload) or none (no certificate)', async () => {
+    it("appends refused admin calls with the caller's SPIFFE ID (a workload) or none (no certificate)", async () => {
       const asWorkload = await call('/v1/admin/revocations', { kind: 'sub', value: 'alice', reason: 'x' }, orders);
       assert.deepEqual([asWorkload.status, asWorkload.body.error], [403, 'LOCKSTEP_CP_ADMIN_REQUIRED']);
       assert.equal((await call('/v1/admin/keys/rotate', { key: 'txn-token' }, null)).status, 401);
@@ -264,7 +302,7 @@ for (const backend of BACKENDS) {
       assert.deepEqual([byNobody.decision, byNobody.reason], ['deny', 'LOCKSTEP_CP_PEER_UNAUTHENTICATED']);
     });
 
-    it('verifies like any guard\'s trail, and the checkpointer covers the source', async () => {
+    it("verifies like any guard's trail, and the checkpointer covers the source", async () => {
       await controlPlane.adminTrail.flush();
       await controlPlane.checkpointer.checkpoint();
       const report = await verifyTrail(controlPlane.store, controlPlane.auditKeys.publicJwks());
@@ -282,10 +320,13 @@ for (const backend of BACKENDS) {
         event.caller === orders.spiffeId && event.action === 'admin:join-token.create';
       await eventsWhere(refusedJoinToken, 'refused calls', 25);
       await controlPlane.detector.sweep();
-      assert.deepEqual((await controlPlane.store.alerts(100)).map((alert) => `${alert.rule} ${alert.subject}`), []);
+      assert.deepEqual(
+        (await controlPlane.store.alerts(100)).map((alert) => `${alert.rule} ${alert.subject}`),
+        [],
+      );
     });
 
-    it('shows the admin events on the dashboard\'s events view', async () => {
+    it("shows the admin events on the dashboard's events view", async () => {
       const root = { username: 'root', password: 'the operators passphrase' };
       assert.equal((await call('/v1/admin/users', { ...root, roles: ['admin'] })).status, 201);
       const browser = createTestBrowser({ ca: controlPlane.bundlePem });
@@ -302,7 +343,7 @@ for (const backend of BACKENDS) {
       }
     });
 
-    it('stores an admin call\'s event before its answer leaves: read at once, no waiting', async () => {
+    it("stores an admin call's event before its answer leaves: read at once, no waiting", async () => {
       const steps: [string, unknown, number, string, string][] = [
         ['/v1/admin/revocations', { kind: 'sub', value: 'at-once', reason: 'stolen' }, 200, 'admin:revoke', 'at-once'],
         ['/v1/admin/keys/rotate', { key: 'txn-token' }, 200, 'admin:key.rotate', 'txn-token'],
@@ -312,7 +353,8 @@ for (const backend of BACKENDS) {
       for (const [path, body, status, action, resource] of steps) {
         const held = (await adminEvents()).length;
         assert.equal((await call(path, body)).status, status, path);
-        const stored = (await adminEvents()).slice(held)
+        const stored = (await adminEvents())
+          .slice(held)
           .filter((event) => event.action === action && event.resource === resource);
         const recorded = stored.map((event) => [event.decision, event.caller]);
         assert.deepEqual(recorded, [['allow', ADMIN]], `${action} at once`);
@@ -321,9 +363,13 @@ for (const backend of BACKENDS) {
       const unknownKey = await call('/v1/admin/keys/rotate', { key: 'no-such-key' });
       assert.deepEqual([unknownKey.status, unknownKey.body.error], [400, 'LOCKSTEP_CP_REQUEST_INVALID']);
       const pair = (await adminEvents()).filter((event) => event.resource === 'no-such-key');
-      assert.deepEqual(pair.map((event) => [event.decision, event.reason]), [
-        ['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_CP_REQUEST_INVALID'],
-      ]);
+      assert.deepEqual(
+        pair.map((event) => [event.decision, event.reason]),
+        [
+          ['allow', 'LOCKSTEP_ALLOW'],
+          ['deny', 'LOCKSTEP_CP_REQUEST_INVALID'],
+        ],
+      );
       assert.equal(pair[0]?.requestId, pair[1]?.requestId);
     });
 
@@ -346,24 +392,34 @@ for (const backend of BACKENDS) {
       assert.equal((await call('/v1/admin/revocations', { kind: 'sub', value: 'mended', reason: 'x' })).status, 200);
       const resources = ['unrecorded', 'grace', 'mended'];
       const events = (await adminEvents()).filter((event) => resources.includes(event.resource));
-      assert.deepEqual(events.map((event) => [event.resource, event.decision, event.reason]), [
-        ['unrecorded', 'allow', 'LOCKSTEP_ALLOW'], ['unrecorded', 'deny', 'LOCKSTEP_CP_AUDIT_UNAVAILABLE'],
-        ['grace', 'allow', 'LOCKSTEP_ALLOW'], ['grace', 'deny', 'LOCKSTEP_CP_AUDIT_UNAVAILABLE'],
-        ['mended', 'allow', 'LOCKSTEP_ALLOW'],
-      ]);
+      assert.deepEqual(
+        events.map((event) => [event.resource, event.decision, event.reason]),
+        [
+          ['unrecorded', 'allow', 'LOCKSTEP_ALLOW'],
+          ['unrecorded', 'deny', 'LOCKSTEP_CP_AUDIT_UNAVAILABLE'],
+          ['grace', 'allow', 'LOCKSTEP_ALLOW'],
+          ['grace', 'deny', 'LOCKSTEP_CP_AUDIT_UNAVAILABLE'],
+          ['mended', 'allow', 'LOCKSTEP_ALLOW'],
+        ],
+      );
     });
 
-    it('a flood of refused anonymous calls neither delays nor pushes out an administrator\'s event', async () => {
+    it("a flood of refused anonymous calls neither delays nor pushes out an administrator's event", async () => {
       const flood = await anonymousFlood(controlPlane.url, controlPlane.bundlePem, 120, async () => {
         const revoked = await call('/v1/admin/revocations', { kind: 'sub', value: 'amid-flood', reason: 'flood' });
         assert.equal(revoked.status, 200);
         const stored = (await adminEvents()).filter((event) => event.resource === 'amid-flood');
-        assert.deepEqual(stored.map((event) => [event.decision, event.caller]), [['allow', ADMIN]], 'stored at once');
+        assert.deepEqual(
+          stored.map((event) => [event.decision, event.caller]),
+          [['allow', ADMIN]],
+          'stored at once',
+        );
       });
       assert.deepEqual(flood.statuses, Array(120).fill(401));
       await controlPlane.adminTrail.flush();
-      const written = (await adminEvents()).filter((event) => event.caller === null && event.time >= flood.startedAt
-        && event.method !== 'SUMMARY');
+      const written = (await adminEvents()).filter(
+        (event) => event.caller === null && event.time >= flood.startedAt && event.method !== 'SUMMARY',
+      );
       // At most 30 per source and minute one by one (twice that if a minute ended during the flood; an earlier
       // test's anonymous call counts too); the rest are counted in a summary at the minute's end.
       assert.ok(written.length > 0 && written.length <= 60, `${written.length} refused calls written one by one`);
@@ -372,7 +428,10 @@ for (const backend of BACKENDS) {
     it('writes the admin events still queued at shutdown before the store closes, with a last checkpoint', async () => {
       const revoke = (value: string) => call('/v1/admin/revocations', { kind: 'sub', value, reason: 'shutdown test' });
       const burst = Array.from({ length: 20 }, (_, index) => revoke(`burst-${index}`));
-      assert.deepEqual((await Promise.all(burst)).map((answer) => answer.status), Array(20).fill(200));
+      assert.deepEqual(
+        (await Promise.all(burst)).map((answer) => answer.status),
+        Array(20).fill(200),
+      );
       await controlPlane.close();
       const store = await openStoreAt(backend.location(dir));
       try {
@@ -382,7 +441,11 @@ for (const backend of BACKENDS) {
         const report = await verifyTrail(store, controlPlane.auditKeys.publicJwks());
         assert.deepEqual(report.problems, []);
         assert.equal(report.chain.newest?.kind, 'stop', 'the last link is the one signed at shutdown');
-        assert.equal(report.sources.find((source) => source.source === SOURCE)?.checkpointed, events.length, 'and it covers them');
+        assert.equal(
+          report.sources.find((source) => source.source === SOURCE)?.checkpointed,
+          events.length,
+          'and it covers them',
+        );
       } finally {
         await store.close();
       }
@@ -413,10 +476,23 @@ for (const backend of BACKENDS) {
 
 describe('the admin trail queue', () => {
   const event = (index: number): DecisionEvent => ({
-    time: new Date().toISOString(), service: 'control-plane', requestId: `r-${index}`, caller: ADMIN, sub: null,
-    txn: null, method: 'POST', route: '/v1/admin/revocations', action: 'admin:revoke', resource: `user-${index}`,
+    time: new Date().toISOString(),
+    service: 'control-plane',
+    requestId: `r-${index}`,
+    caller: ADMIN,
+    sub: null,
+    txn: null,
+    method: 'POST',
+    route: '/v1/admin/revocations',
+    action: 'admin:revoke',
+    resource: `user-${index}`,
     decision: 'allow',
-    policyIds: [], policyVersion: null, reason: 'LOCKSTEP_ALLOW', dryRun: false, latencyMs: 1, traceId: null,
+    policyIds: [],
+    policyVersion: null,
+    reason: 'LOCKSTEP_ALLOW',
+    dryRun: false,
+    latencyMs: 1,
+    traceId: null,
   });
 
   /** A real SQLite store whose appends fail while `failing` is set: the store being down. */
@@ -445,8 +521,14 @@ describe('the admin trail queue', () => {
       state.failing = false;
       await trail.flush();
       const stored = parsed(await store.auditEvents(SOURCE, 0, 100));
-      assert.deepEqual(stored.map((entry) => entry.resource), ['user-1', 'user-2', 'user-3', 'user-4']);
-      assert.deepEqual((await store.auditStreams()).map((stream) => [stream.gaps, stream.dropped]), [[0, 0]]);
+      assert.deepEqual(
+        stored.map((entry) => entry.resource),
+        ['user-1', 'user-2', 'user-3', 'user-4'],
+      );
+      assert.deepEqual(
+        (await store.auditStreams()).map((stream) => [stream.gaps, stream.dropped]),
+        [[0, 0]],
+      );
     } finally {
       await trail.close();
       await store.close();
@@ -454,11 +536,14 @@ describe('the admin trail queue', () => {
   });
 
   const refusal = (index: number, caller: string | null = null): DecisionEvent => ({
-    ...event(index), caller, decision: 'deny', resource: 'control-plane',
+    ...event(index),
+    caller,
+    decision: 'deny',
+    resource: 'control-plane',
     reason: caller === null ? 'LOCKSTEP_CP_PEER_UNAUTHENTICATED' : 'LOCKSTEP_CP_ADMIN_REQUIRED',
   });
 
-  it('drops only refused calls\' events from a full queue (counted, loudly), never an administrator\'s', async () => {
+  it("drops only refused calls' events from a full queue (counted, loudly), never an administrator's", async () => {
     const { store, flaky, state } = flakyStore(join(scratch, 'down.db'));
     const errors: string[] = [];
     const onError = (message: string) => errors.push(message);
@@ -478,13 +563,16 @@ describe('the admin trail queue', () => {
     await again.flush();
     again.refused(refusal(7), 'address 192.0.2.7');
     await again.close();
-    assert.deepEqual((await store.auditStreams()).map((stream) => stream.dropped), [1]);
+    assert.deepEqual(
+      (await store.auditStreams()).map((stream) => stream.dropped),
+      [1],
+    );
     const report = await verifyTrail(store, { keys: [] });
     assert.ok(report.problems.some((problem) => problem.kind === 'missing' && /dropped 1 event/.test(problem.detail)));
     await store.close();
   });
 
-  it('writes a source\'s first refused calls of a window one by one, and one summary of the rest', async () => {
+  it("writes a source's first refused calls of a window one by one, and one summary of the rest", async () => {
     const store = openSqliteStore(join(scratch, 'limits.db'));
     const trail = recordAdminTrail({ store, trustDomain: TD, refusals: { perSource: 2, sources: 2, windowMs: 300 } });
     const workload = `spiffe://${TD}/svc/orders`;
@@ -500,17 +588,39 @@ describe('the admin trail queue', () => {
       }
       await trail.flush();
       events = parsed(await store.auditEvents(SOURCE, 0, 100));
-      assert.deepEqual(events.filter((entry) => entry.method !== 'SUMMARY').map((entry) => entry.requestId),
-        ['r-1', 'r-2', 'r-6', 'r-7'], 'two of each source one by one; none of the sources beyond two');
-      assert.deepEqual(events.filter((entry) => entry.method === 'SUMMARY').map((entry) =>
-        [entry.action, entry.caller, entry.decision, entry.reason, entry.resource]), [
-        ['admin:refused.summary', null, 'deny', 'LOCKSTEP_CP_PEER_UNAUTHENTICATED',
-          '3 refused calls from address 192.0.2.1 beyond the first 2 within 0.3 s'],
-        ['admin:refused.summary', workload, 'deny', 'LOCKSTEP_CP_ADMIN_REQUIRED',
-          `1 refused call from ${workload} beyond the first 2 within 0.3 s`],
-        ['admin:refused.summary', null, 'deny', 'LOCKSTEP_CP_PEER_UNAUTHENTICATED',
-          '2 refused calls from sources beyond the first 2 within 0.3 s'],
-      ]);
+      assert.deepEqual(
+        events.filter((entry) => entry.method !== 'SUMMARY').map((entry) => entry.requestId),
+        ['r-1', 'r-2', 'r-6', 'r-7'],
+        'two of each source one by one; none of the sources beyond two',
+      );
+      assert.deepEqual(
+        events
+          .filter((entry) => entry.method === 'SUMMARY')
+          .map((entry) => [entry.action, entry.caller, entry.decision, entry.reason, entry.resource]),
+        [
+          [
+            'admin:refused.summary',
+            null,
+            'deny',
+            'LOCKSTEP_CP_PEER_UNAUTHENTICATED',
+            '3 refused calls from address 192.0.2.1 beyond the first 2 within 0.3 s',
+          ],
+          [
+            'admin:refused.summary',
+            workload,
+            'deny',
+            'LOCKSTEP_CP_ADMIN_REQUIRED',
+            `1 refused call from ${workload} beyond the first 2 within 0.3 s`,
+          ],
+          [
+            'admin:refused.summary',
+            null,
+            'deny',
+            'LOCKSTEP_CP_PEER_UNAUTHENTICATED',
+            '2 refused calls from sources beyond the first 2 within 0.3 s',
+          ],
+        ],
+      );
       // A new window: the source's calls are written one by one again.
       trail.refused(refusal(11), 'address 192.0.2.1');
       await trail.flush();
@@ -531,11 +641,16 @@ async function anonymousFlood(url: string, bundlePem: string, count: number, dur
   const agent = controlPlaneAgent(TD, { ca: bundlePem });
   let answered = 0;
   let quarter = () => {};
-  const quarterAnswered = new Promise<void>((resolve) => { quarter = resolve; });
+  const quarterAnswered = new Promise<void>((resolve) => {
+    quarter = resolve;
+  });
   const body = JSON.stringify({ kind: 'sub', value: 'everyone', reason: 'flood' });
   const calls = Array.from({ length: count }, async () => {
     const response = await request(`${url}/v1/admin/revocations`, {
-      method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body,
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/json' },
+      body,
     });
     await response.body.dump();
     if ((answered += 1) === Math.ceil(count / 4)) quarter();
@@ -557,7 +672,7 @@ async function anonymousFlood(url: string, bundlePem: string, count: number, dur
  * from some append on): a real SQLite store, whose `appendAudit` is delayed or refused first, under
  * a control plane wired by hand so that the trail can be given that store.
  */
-describe('an administrator\'s call waits for the trail (real SQLite, slow or failing appends)', () => {
+describe("an administrator's call waits for the trail (real SQLite, slow or failing appends)", () => {
   const wiredTd = TD;
   let ca: WorkloadCa;
   let store: ControlPlaneStore;
@@ -579,7 +694,7 @@ describe('an administrator\'s call waits for the trail (real SQLite, slow or fai
   function appendsThrough(before: (attempt: number) => Promise<unknown>): ControlPlaneStore {
     let attempts = 0;
     const appendAudit = async (...args: Parameters<ControlPlaneStore['appendAudit']>) => {
-      await before(attempts += 1);
+      await before((attempts += 1));
       return store.appendAudit(...args);
     };
     return Object.create(store, { appendAudit: { value: appendAudit } }) as ControlPlaneStore;
@@ -589,9 +704,12 @@ describe('an administrator\'s call waits for the trail (real SQLite, slow or fai
     const agent = controlPlaneAgent(wiredTd, { ca: ca.bundlePem, cert: admin.chainPem, key: admin.keyPem });
     try {
       const response = await request(`${server.url}${path}`, {
-        method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+        method: 'POST',
+        dispatcher: agent,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
       });
-      return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+      return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
     } finally {
       await agent.close();
     }
@@ -606,8 +724,11 @@ describe('an administrator\'s call waits for the trail (real SQLite, slow or fai
       const revoked = await call('/v1/admin/revocations', { kind: 'sub', value: 'slow-store', reason: 'x' });
       assert.equal(revoked.status, 200);
       const events = await stored('slow-store');
-      assert.deepEqual(events.map((event) => [event.action, event.decision, event.caller]),
-        [['admin:revoke', 'allow', `spiffe://${wiredTd}/admin/ops`]], 'in the trail when the answer arrives');
+      assert.deepEqual(
+        events.map((event) => [event.action, event.decision, event.caller]),
+        [['admin:revoke', 'allow', `spiffe://${wiredTd}/admin/ops`]],
+        'in the trail when the answer arrives',
+      );
     } finally {
       await trail.close();
     }
@@ -616,7 +737,9 @@ describe('an administrator\'s call waits for the trail (real SQLite, slow or fai
   it('a call the store is too slow (writeTimeoutMs) to record: 503, not applied; recorded later', async () => {
     const errors: string[] = [];
     const trail = recordAdminTrail({
-      store: appendsThrough(() => pause(600)), trustDomain: wiredTd, writeTimeoutMs: 200,
+      store: appendsThrough(() => pause(600)),
+      trustDomain: wiredTd,
+      writeTimeoutMs: 200,
       onError: (message) => errors.push(message),
     });
     try {
@@ -627,8 +750,14 @@ describe('an administrator\'s call waits for the trail (real SQLite, slow or fai
       assert.equal(await store.isRevoked('sub', 'too-slow'), false, 'not applied');
       await trail.flush();
       const events = await stored('too-slow');
-      assert.deepEqual(events.map((event) => [event.decision, event.reason]),
-        [['allow', 'LOCKSTEP_ALLOW'], ['deny', 'LOCKSTEP_CP_AUDIT_UNAVAILABLE']], 'the trail says it was refused');
+      assert.deepEqual(
+        events.map((event) => [event.decision, event.reason]),
+        [
+          ['allow', 'LOCKSTEP_ALLOW'],
+          ['deny', 'LOCKSTEP_CP_AUDIT_UNAVAILABLE'],
+        ],
+        'the trail says it was refused',
+      );
       assert.equal(events[0]?.requestId, events[1]?.requestId);
       assert.deepEqual(errors, []);
     } finally {
@@ -636,7 +765,7 @@ describe('an administrator\'s call waits for the trail (real SQLite, slow or fai
     }
   });
 
-  it('answers 503 when a failed call\'s failure cannot be recorded (appends fail from the second on)', async () => {
+  it("answers 503 when a failed call's failure cannot be recorded (appends fail from the second on)", async () => {
     const failing = appendsThrough(async (attempt) => {
       if (attempt > 1) throw new Error('disk I/O error');
     });
@@ -644,34 +773,55 @@ describe('an administrator\'s call waits for the trail (real SQLite, slow or fai
     try {
       const rotated = await call('/v1/admin/keys/rotate', { key: 'no-such-key' });
       assert.deepEqual([rotated.status, rotated.body.error], [503, 'LOCKSTEP_CP_AUDIT_UNAVAILABLE']);
-      assert.match(String(rotated.body.message),
-        /the call failed \(LOCKSTEP_CP_REQUEST_INVALID\) and that failure could not be recorded \(.*disk I\/O error\)/);
-      assert.deepEqual((await stored('no-such-key')).map((event) => event.decision), ['allow'], 'its authorisation');
+      assert.match(
+        String(rotated.body.message),
+        /the call failed \(LOCKSTEP_CP_REQUEST_INVALID\) and that failure could not be recorded \(.*disk I\/O error\)/,
+      );
+      assert.deepEqual(
+        (await stored('no-such-key')).map((event) => event.decision),
+        ['allow'],
+        'its authorisation',
+      );
     } finally {
       await trail.close();
     }
   });
 
-  it('a flood of refused anonymous calls does not drop an administrator\'s event (slow store)', async () => {
+  it("a flood of refused anonymous calls does not drop an administrator's event (slow store)", async () => {
     const trail = recordAdminTrail({
-      store: appendsThrough(() => pause(100)), trustDomain: wiredTd, maxQueued: 5, refusals: { perSource: 3 },
+      store: appendsThrough(() => pause(100)),
+      trustDomain: wiredTd,
+      maxQueued: 5,
+      refusals: { perSource: 3 },
       onError: () => {},
     });
     try {
       const flood = await anonymousFlood(server.url, ca.bundlePem, 60, async () => {
         const revoked = await call('/v1/admin/revocations', { kind: 'sub', value: 'amid-the-flood', reason: 'x' });
         assert.equal(revoked.status, 200);
-        assert.deepEqual((await stored('amid-the-flood')).map((event) => event.decision), ['allow'], 'at once');
+        assert.deepEqual(
+          (await stored('amid-the-flood')).map((event) => event.decision),
+          ['allow'],
+          'at once',
+        );
       });
       assert.deepEqual(flood.statuses, Array(60).fill(401));
       await trail.close();
-      const refused = parsed(await store.auditEvents(SOURCE, 0, 10_000))
-        .filter((event) => event.caller === null && event.time >= flood.startedAt);
-      assert.deepEqual(refused.map((event) => event.method === 'SUMMARY' ? event.resource : event.reason), [
-        ...Array(3).fill('LOCKSTEP_CP_PEER_UNAUTHENTICATED'),
-        '57 refused calls from address 127.0.0.1 beyond the first 3 within 60 s',
-      ]);
-      assert.equal((await store.auditStreams()).reduce((sum, stream) => sum + stream.dropped, 0), 0, 'nothing dropped');
+      const refused = parsed(await store.auditEvents(SOURCE, 0, 10_000)).filter(
+        (event) => event.caller === null && event.time >= flood.startedAt,
+      );
+      assert.deepEqual(
+        refused.map((event) => (event.method === 'SUMMARY' ? event.resource : event.reason)),
+        [
+          ...Array(3).fill('LOCKSTEP_CP_PEER_UNAUTHENTICATED'),
+          '57 refused calls from address 127.0.0.1 beyond the first 3 within 60 s',
+        ],
+      );
+      assert.equal(
+        (await store.auditStreams()).reduce((sum, stream) => sum + stream.dropped, 0),
+        0,
+        'nothing dropped',
+      );
     } finally {
       await trail.close();
     }

@@ -45,7 +45,9 @@ interface Child {
 async function startChild(configPath: string): Promise<Child> {
   const child = spawn(process.execPath, [FIXTURE, configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk; });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const port = await new Promise<number>((resolve, reject) => {
     let stdout = '';
@@ -74,9 +76,15 @@ async function until(condition: () => boolean | Promise<boolean>, what: string, 
 async function crashAndRestart(location: StoreLocation, withAuditFile: boolean): Promise<void> {
   const dir = mkdtempSync(join(scratch, 'crash-'));
   const controlPlane = await assembleControlPlane({
-    trustDomain: TD, keyDir: join(dir, 'keys'), store: location, port: 0, watchPolicy: false,
+    trustDomain: TD,
+    keyDir: join(dir, 'keys'),
+    store: location,
+    port: 0,
+    watchPolicy: false,
     policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname,
-    checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000 }, output: { warning: () => {} },
+    checkpointIntervalMs: 3_600_000,
+    detection: { sweepMs: 3_600_000 },
+    output: { warning: () => {} },
   });
   const { ca, store, auditKeys } = controlPlane;
   const policy = controlPlane.policy as PolicyService;
@@ -96,18 +104,21 @@ async function crashAndRestart(location: StoreLocation, withAuditFile: boolean):
   const auditFile = withAuditFile ? join(dir, 'audit', 'orders.jsonl') : null;
   // The file the decisions are in: 130 lines fit in the first segment of the journal.
   const journal = auditFile ?? join(spoolDir, 'journal-1.jsonl');
-  const configPath = file('config.json', JSON.stringify({
-    trustDomain: TD,
-    certFile: file('orders.pem', orders.chainPem),
-    keyFile: file('orders.key', orders.keyPem),
-    bundleFile: file('bundle.pem', orders.bundlePem),
-    txnJwksFile: file('txn-jwks.json', JSON.stringify(minter.jwks)),
-    policyKeysFile: file('policy-keys.json', JSON.stringify({ keys: [...policy.publicJwks.keys] })),
-    policyBundleFile: file('policy-bundle.jws', (await policy.bundleFor('orders'))?.bundle ?? ''),
-    auditFile,
-    collectorUrl: `${controlPlane.url}${COLLECTOR_PATH}`,
-    spoolDir,
-  }));
+  const configPath = file(
+    'config.json',
+    JSON.stringify({
+      trustDomain: TD,
+      certFile: file('orders.pem', orders.chainPem),
+      keyFile: file('orders.key', orders.keyPem),
+      bundleFile: file('bundle.pem', orders.bundlePem),
+      txnJwksFile: file('txn-jwks.json', JSON.stringify(minter.jwks)),
+      policyKeysFile: file('policy-keys.json', JSON.stringify({ keys: [...policy.publicJwks.keys] })),
+      policyBundleFile: file('policy-bundle.jws', (await policy.bundleFor('orders'))?.bundle ?? ''),
+      auditFile,
+      collectorUrl: `${controlPlane.url}${COLLECTOR_PATH}`,
+      spoolDir,
+    }),
+  );
   const tls = { cert: gateway.chainPem, key: gateway.keyPem, ca: gateway.bundlePem };
   const agent = new Agent({ connect: { ...tls, checkServerIdentity: () => undefined } });
   const token = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
@@ -117,7 +128,9 @@ async function crashAndRestart(location: StoreLocation, withAuditFile: boolean):
   };
   const fileIds = () => {
     // Complete lines only: the guard may be writing the next one while this reads.
-    return existsSync(journal) ? readFileSync(journal, 'utf8').split('\n').slice(0, -1).filter(Boolean).map(requestId) : [];
+    return existsSync(journal)
+      ? readFileSync(journal, 'utf8').split('\n').slice(0, -1).filter(Boolean).map(requestId)
+      : [];
   };
   const streams = async () => (await store.auditStreams()).filter((stream) => stream.source === orders.spiffeId);
 
@@ -140,8 +153,10 @@ async function crashAndRestart(location: StoreLocation, withAuditFile: boolean):
     await first.exited;
     const inFile = fileIds();
     const atKill = await trail();
-    assert.ok(atKill.length < inFile.length,
-      `some decisions in the file were not shipped at the kill (trail ${atKill.length}, file ${inFile.length})`);
+    assert.ok(
+      atKill.length < inFile.length,
+      `some decisions in the file were not shipped at the kill (trail ${atKill.length}, file ${inFile.length})`,
+    );
     const [before] = await streams();
     assert.equal((await streams()).length, 1);
 
@@ -154,8 +169,11 @@ async function crashAndRestart(location: StoreLocation, withAuditFile: boolean):
     const [stream, ...others] = await streams();
     assert.deepEqual(others, [], `one stream (${JSON.stringify(await streams())})`);
     assert.equal(stream?.stream, before?.stream, 'the restarted process resumed the stream of the killed one');
-    assert.deepEqual([stream?.lastStreamSeq, stream?.gaps, stream?.dropped], [inFile.length, 0, 0],
-      'positions 1…n, no gap, nothing dropped');
+    assert.deepEqual(
+      [stream?.lastStreamSeq, stream?.gaps, stream?.dropped],
+      [inFile.length, 0, 0],
+      'positions 1…n, no gap, nothing dropped',
+    );
 
     // A clean stop ends the stream.
     second.process.kill('SIGTERM');

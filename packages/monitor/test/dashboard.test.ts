@@ -10,7 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createTestBrowser } from '@lockstep/testkit';
-import { createJoinToken, createUser, joinControlPlane, startRegistryHeartbeat, type Heartbeat, type WorkloadCa } from '@lockstep/control-plane';
+import {
+  createJoinToken,
+  createUser,
+  joinControlPlane,
+  startRegistryHeartbeat,
+  type Heartbeat,
+  type WorkloadCa,
+} from '@lockstep/control-plane';
 import { assembleControlPlane, type AssembledControlPlane } from '../src/index.ts';
 
 const TD = 'shop.test';
@@ -22,21 +29,52 @@ let heartbeat: Heartbeat;
 before(async () => {
   // The dashboard signs administrators in through the identity provider, for this resource.
   controlPlane = await assembleControlPlane({
-    trustDomain: TD, keyDir: join(scratch, 'keys'), store: { sqlite: join(scratch, 'cp.db') },
-    policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname, watchPolicy: false,
+    trustDomain: TD,
+    keyDir: join(scratch, 'keys'),
+    store: { sqlite: join(scratch, 'cp.db') },
+    policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname,
+    watchPolicy: false,
     idp: { resource: { indicator: 'https://lockstep.test/dashboard', scopes: [] } },
     // No sweep meanwhile: the alerts shown are the test's own.
-    detection: { sweepMs: 3_600_000 }, output: { warning: () => {} },
+    detection: { sweepMs: 3_600_000 },
+    output: { warning: () => {} },
   });
   const { store } = controlPlane;
   ca = controlPlane.ca;
   await createUser(store, { username: 'root', password: 'the operators passphrase', roles: ['admin'] });
   await createUser(store, { username: 'alice', password: 'violet mountain teapot 42', roles: ['customer'] });
-  const orders = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token, service: 'orders' });
-  const status = { service: 'orders', spiffeId: orders.spiffeId, mode: 'enforce' as const, policyVersion: 'an-old-version', svidExpiresAt: orders.expiresAt.toISOString(), routes: [], guardVersion: '0.1.0' };
-  heartbeat = startRegistryHeartbeat({ url: controlPlane.url, trustDomain: TD, tls: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem }, guard: { status: () => status }, intervalMs: 60_000 });
+  const orders = await joinControlPlane({
+    url: controlPlane.url,
+    trustDomain: TD,
+    joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token,
+    service: 'orders',
+  });
+  const status = {
+    service: 'orders',
+    spiffeId: orders.spiffeId,
+    mode: 'enforce' as const,
+    policyVersion: 'an-old-version',
+    svidExpiresAt: orders.expiresAt.toISOString(),
+    routes: [],
+    guardVersion: '0.1.0',
+  };
+  heartbeat = startRegistryHeartbeat({
+    url: controlPlane.url,
+    trustDomain: TD,
+    tls: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem },
+    guard: { status: () => status },
+    intervalMs: 60_000,
+  });
   await heartbeat.beat();
-  await store.addAlert({ id: 'a1', rule: 'lateral-movement', severity: 'high', subject: 'inventory→payments', summary: 'inventory called payments', details: '{"edge":"inventory→payments"}', at: Date.now() });
+  await store.addAlert({
+    id: 'a1',
+    rule: 'lateral-movement',
+    severity: 'high',
+    subject: 'inventory→payments',
+    summary: 'inventory called payments',
+    details: '{"edge":"inventory→payments"}',
+    at: Date.now(),
+  });
 });
 
 after(async () => {
@@ -75,13 +113,28 @@ describe('dashboard', () => {
       assert.deepEqual((await browser.request(`${controlPlane.url}/dashboard/api/session`)).body, { sub: 'root' });
       const overview = await browser.request(`${controlPlane.url}/dashboard/api/overview`);
       assert.equal(overview.status, 200);
-      const [orders] = (overview.body as { services: { service: string; drift: boolean; mode: string; stale: boolean }[] }).services;
-      assert.deepEqual([orders?.service, orders?.drift, orders?.mode, orders?.stale], ['orders', true, 'enforce', false]);
+      const [orders] = (
+        overview.body as { services: { service: string; drift: boolean; mode: string; stale: boolean }[] }
+      ).services;
+      assert.deepEqual(
+        [orders?.service, orders?.drift, orders?.mode, orders?.stale],
+        ['orders', true, 'enforce', false],
+      );
       const alerts = await browser.request(`${controlPlane.url}/dashboard/api/alerts`);
-      assert.deepEqual((alerts.body as { alerts: { rule: string; details: unknown }[] }).alerts.map((alert) => [alert.rule, alert.details]), [['lateral-movement', { edge: 'inventory→payments' }]]);
+      assert.deepEqual(
+        (alerts.body as { alerts: { rule: string; details: unknown }[] }).alerts.map((alert) => [
+          alert.rule,
+          alert.details,
+        ]),
+        [['lateral-movement', { edge: 'inventory→payments' }]],
+      );
       const events = await browser.request(`${controlPlane.url}/dashboard/api/events?decision=deny`);
       assert.deepEqual(events.body, { events: [] });
-      assert.equal((await browser.request(`${controlPlane.url}/dashboard/api/alerts`, { method: 'DELETE' })).status, 404, 'nothing can be changed');
+      assert.equal(
+        (await browser.request(`${controlPlane.url}/dashboard/api/alerts`, { method: 'DELETE' })).status,
+        404,
+        'nothing can be changed',
+      );
     } finally {
       await browser.close();
     }

@@ -21,10 +21,29 @@ async function burst(store: ControlPlaneStore, stream: string, sub: string, reas
   const raised: string[] = [];
   detector.onAlert((alert) => raised.push(`${alert.rule} ${alert.subject}`));
   const events = Array.from({ length: 25 }, (_, index) => ({
-    time: new Date().toISOString(), service: 'gateway', requestId: `${stream}-${index}`, caller: null, sub, txn: null,
-    method: 'GET', route: '/api/orders', action: 'gateway:GET /api/orders', resource: 'gateway', decision: 'deny', reason,
+    time: new Date().toISOString(),
+    service: 'gateway',
+    requestId: `${stream}-${index}`,
+    caller: null,
+    sub,
+    txn: null,
+    method: 'GET',
+    route: '/api/orders',
+    action: 'gateway:GET /api/orders',
+    resource: 'gateway',
+    decision: 'deny',
+    reason,
   }));
-  const result = await store.appendAudit(GATEWAY, { stream, dropped: 0, written: 25, entries: events.map((event, index) => ({ streamSeq: index + 1, event: JSON.stringify(event) })) }, Date.now());
+  const result = await store.appendAudit(
+    GATEWAY,
+    {
+      stream,
+      dropped: 0,
+      written: 25,
+      entries: events.map((event, index) => ({ streamSeq: index + 1, event: JSON.stringify(event) })),
+    },
+    Date.now(),
+  );
   detector.observeDecisions({ source: GATEWAY, service: 'gateway', result, events });
   await new Promise((resolve) => setTimeout(resolve, 50));
   detector.stop();

@@ -16,7 +16,13 @@ import { createGuard, subscribeDecisions } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, testPostgres } from '@lockstep/testkit';
 import { createJoinToken, joinControlPlane, type PolicyService } from '@lockstep/control-plane';
-import { assembleControlPlane, COLLECTOR_PATH, verifyTrail, type AssembledControlPlane, type StoreLocation } from '../src/index.ts';
+import {
+  assembleControlPlane,
+  COLLECTOR_PATH,
+  verifyTrail,
+  type AssembledControlPlane,
+  type StoreLocation,
+} from '../src/index.ts';
 
 const TD = 'shop.test';
 const OUTAGE_MS = Number(process.env.LOCKSTEP_SPOOL_OUTAGE_MS ?? 60_000);
@@ -40,24 +46,50 @@ for (const backend of backends) {
       const dir = mkdtempSync(join(scratch, `${backend.name}-`));
       const location = backend.location();
       // Stopped for the outage and started again on the same port, keys and store.
-      const start = (port = 0) => assembleControlPlane({
-        trustDomain: TD, keyDir: join(dir, 'keys'), store: location, port, watchPolicy: false,
-        policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname,
-        checkpointIntervalMs: 3_600_000, detection: { sweepMs: 3_600_000 }, output: { warning: () => {} },
-      });
+      const start = (port = 0) =>
+        assembleControlPlane({
+          trustDomain: TD,
+          keyDir: join(dir, 'keys'),
+          store: location,
+          port,
+          watchPolicy: false,
+          policyDir: new URL('../../guard/example/policies/', import.meta.url).pathname,
+          checkpointIntervalMs: 3_600_000,
+          detection: { sweepMs: 3_600_000 },
+          output: { warning: () => {} },
+        });
       let controlPlane: AssembledControlPlane | null = await start();
       const { ca, store, auditKeys } = controlPlane;
       const policy = controlPlane.policy as PolicyService;
       const port = Number(new URL(controlPlane.url).port);
       const minter = await createTxnTokenMinter({ trustDomain: TD });
-      const join_ = async (service: string) => joinControlPlane({ url: controlPlane?.url ?? '', trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
+      const join_ = async (service: string) =>
+        joinControlPlane({
+          url: controlPlane?.url ?? '',
+          trustDomain: TD,
+          joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token,
+          service,
+        });
       const orders = await join_('orders');
       const gateway = await join_('gateway');
       const guard = await createGuard({
-        service: 'orders', trustDomain: TD, trustBundle: orders.bundlePem, svid: { cert: orders.chainPem, key: orders.keyPem },
-        txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [...policy.publicJwks.keys] }, bundle: (await policy.bundleFor('orders'))?.bundle ?? '' },
+        service: 'orders',
+        trustDomain: TD,
+        trustBundle: orders.bundlePem,
+        svid: { cert: orders.chainPem, key: orders.keyPem },
+        txnTokenKeys: { jwks: minter.jwks },
+        policy: {
+          keys: { keys: [...policy.publicJwks.keys] },
+          bundle: (await policy.bundleFor('orders'))?.bundle ?? '',
+        },
         audit: { collector: { url: `${controlPlane.url}${COLLECTOR_PATH}`, spoolDir: join(dir, 'spool') } },
-        logger: { info() {}, warn: (message: string, fields?: Record<string, unknown>) => { if (process.env.DEBUG_SPOOL) console.log(Date.now() % 100000, message, JSON.stringify(fields)); }, error() {} },
+        logger: {
+          info() {},
+          warn: (message: string, fields?: Record<string, unknown>) => {
+            if (process.env.DEBUG_SPOOL) console.log(Date.now() % 100000, message, JSON.stringify(fields));
+          },
+          error() {},
+        },
       });
       const app = Fastify({ https: guard.tlsOptions() });
       await app.register(lockstep, { guard });
@@ -66,16 +98,32 @@ for (const backend of backends) {
       const origin = `https://127.0.0.1:${(app.server.address() as { port: number }).port}`;
 
       let emitted = 0;
-      const stopCounting = subscribeDecisions((event) => { if (event.service === 'orders') emitted += 1; });
-      const agent = new Agent({ connect: { cert: gateway.chainPem, key: gateway.keyPem, ca: gateway.bundlePem, checkServerIdentity: () => undefined } });
-      const tokens = await Promise.all(Array.from({ length: 20 }, (_, index) => minter.mint({ sub: `user-${index}`, tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId })));
+      const stopCounting = subscribeDecisions((event) => {
+        if (event.service === 'orders') emitted += 1;
+      });
+      const agent = new Agent({
+        connect: {
+          cert: gateway.chainPem,
+          key: gateway.keyPem,
+          ca: gateway.bundlePem,
+          checkServerIdentity: () => undefined,
+        },
+      });
+      const tokens = await Promise.all(
+        Array.from({ length: 20 }, (_, index) =>
+          minter.mint({ sub: `user-${index}`, tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId }),
+        ),
+      );
       let load = true;
       let answered = 0;
       let slowest = 0;
       const loader = (async () => {
         for (let index = 0; load; index += 1) {
           const started = performance.now();
-          const response = await request(`${origin}/orders/${index}`, { dispatcher: agent, headers: { 'txn-token': tokens[index % tokens.length] as string } });
+          const response = await request(`${origin}/orders/${index}`, {
+            dispatcher: agent,
+            headers: { 'txn-token': tokens[index % tokens.length] as string },
+          });
           await response.body.dump();
           assert.equal(response.statusCode, 200);
           slowest = Math.max(slowest, performance.now() - started);
@@ -107,7 +155,9 @@ for (const backend of backends) {
           await new Promise((resolve) => setTimeout(resolve, 250));
         }
         await guard.close();
-        console.log(`${backend.name}: ${emitted} decisions emitted (${duringOutage} during a ${OUTAGE_MS / 1000} s outage), ${collected} collected; slowest request ${slowest.toFixed(1)} ms; shipping ${JSON.stringify(guard.stats().shipping)}`);
+        console.log(
+          `${backend.name}: ${emitted} decisions emitted (${duringOutage} during a ${OUTAGE_MS / 1000} s outage), ${collected} collected; slowest request ${slowest.toFixed(1)} ms; shipping ${JSON.stringify(guard.stats().shipping)}`,
+        );
         assert.equal(collected, emitted, 'collected = emitted');
         assert.equal(guard.stats().shipping?.dropped, 0);
         await restarted.checkpointer.checkpoint();

@@ -11,7 +11,12 @@ import { computePolicySetVersion } from './version.ts';
 
 const shop = policySetFromSources(shopSources);
 const create = { principal: gateway, action: 'orders:create', resource: 'orders', context: userContext() };
-const readAsAdmin = { principal: ordersWorkload, action: 'orders:read', resource: 'orders', context: userContext({ roles: ['admin'] }) };
+const readAsAdmin = {
+  principal: ordersWorkload,
+  action: 'orders:read',
+  resource: 'orders',
+  context: userContext({ roles: ['admin'] }),
+};
 
 function loaded(set: PolicySet = shop, cacheSize?: number) {
   const engine = createPolicyEngine(cacheSize === undefined ? {} : { cacheSize });
@@ -23,7 +28,13 @@ describe('createPolicyEngine', () => {
   it('allows with the @id of the permitting policy, and denies by default', () => {
     const engine = loaded();
     const allowed = engine.authorize(create);
-    assert.deepEqual(allowed, { decision: 'allow', policyIds: ['orders-create-from-gateway'], errors: [], version: shop.version, cached: false });
+    assert.deepEqual(allowed, {
+      decision: 'allow',
+      policyIds: ['orders-create-from-gateway'],
+      errors: [],
+      version: shop.version,
+      cached: false,
+    });
     const denied = engine.authorize({ ...create, principal: ordersWorkload });
     assert.equal(denied.decision, 'deny');
     assert.deepEqual(denied.policyIds, []);
@@ -64,7 +75,13 @@ describe('createPolicyEngine', () => {
   it('shares one cache entry between requests Cedar cannot tell apart (set order, duplicates, key order)', () => {
     const engine = loaded();
     engine.authorize({ ...readAsAdmin, context: userContext({ roles: ['admin', 'clerk'] }) });
-    const reordered = { callerService: 'gateway', sub: 'alice', scope: ['orders'], requester: gateway, roles: ['clerk', 'admin', 'clerk'] };
+    const reordered = {
+      callerService: 'gateway',
+      sub: 'alice',
+      scope: ['orders'],
+      requester: gateway,
+      roles: ['clerk', 'admin', 'clerk'],
+    };
     assert.equal(engine.authorize({ ...readAsAdmin, context: reordered }).cached, true);
     assert.equal(engine.authorize({ ...readAsAdmin, context: userContext({ roles: ['admin'] }) }).cached, false);
   });
@@ -91,7 +108,10 @@ describe('createPolicyEngine', () => {
     assert.equal(engine.authorize(readAsAdmin).decision, 'allow');
     const stricter = policySetFromSources({
       ...shopSources,
-      policies: { ...shopSources.policies, 'policies/orders.cedar': shopSources.policies['policies/orders.cedar'].replace('"admin"', '"root"') },
+      policies: {
+        ...shopSources.policies,
+        'policies/orders.cedar': shopSources.policies['policies/orders.cedar'].replace('"admin"', '"root"'),
+      },
     });
     engine.load(stricter);
     assert.equal(engine.version, stricter.version);
@@ -105,12 +125,26 @@ describe('createPolicyEngine', () => {
   it('keeps the previous set when a load fails', () => {
     const engine = loaded();
     engine.authorize(create);
-    const edited = { ...shop, policies: { ...shop.policies, extra: '@id("extra") permit(principal, action, resource);' } };
+    const edited = {
+      ...shop,
+      policies: { ...shop.policies, extra: '@id("extra") permit(principal, action, resource);' },
+    };
     assert.throws(() => engine.load(edited), { name: 'PolicyError', code: 'LOCKSTEP_POLICY_LOAD' });
     const brokenPolicies = { a: 'permit(' };
-    const unparsable = { ...shop, policies: brokenPolicies, version: computePolicySetVersion({ ...shop, policies: brokenPolicies }) };
-    assert.throws(() => engine.load(unparsable), (error: unknown) => error instanceof PolicyError && /previous set stays active/.test(error.message));
-    const brokenSchema = { ...shop, schemaText: 'namespace {', version: computePolicySetVersion({ ...shop, schemaText: 'namespace {' }) };
+    const unparsable = {
+      ...shop,
+      policies: brokenPolicies,
+      version: computePolicySetVersion({ ...shop, policies: brokenPolicies }),
+    };
+    assert.throws(
+      () => engine.load(unparsable),
+      (error: unknown) => error instanceof PolicyError && /previous set stays active/.test(error.message),
+    );
+    const brokenSchema = {
+      ...shop,
+      schemaText: 'namespace {',
+      version: computePolicySetVersion({ ...shop, schemaText: 'namespace {' }),
+    };
     assert.throws(() => engine.load(brokenSchema), { code: 'LOCKSTEP_POLICY_LOAD' });
     assert.equal(engine.version, shop.version);
     const result = engine.authorize(create);
@@ -136,7 +170,10 @@ describe('createPolicyEngine', () => {
     subscribe(policyAppliedChannel.name, listener);
     try {
       const engine = loaded();
-      const other = policySetFromSources({ schema: shopSchema, policies: { 'a.cedar': '@id("a") permit(principal, action, resource);' } });
+      const other = policySetFromSources({
+        schema: shopSchema,
+        policies: { 'a.cedar': '@id("a") permit(principal, action, resource);' },
+      });
       engine.load(other);
     } finally {
       unsubscribe(policyAppliedChannel.name, listener);

@@ -48,14 +48,20 @@ type ActiveSet = { readonly version: string; readonly service: string | null };
  */
 export function createPolicyEngine(options: PolicyEngineOptions = {}): PolicyEngine {
   const cacheSize = options.cacheSize ?? 10_000;
-  if (!Number.isSafeInteger(cacheSize) || cacheSize < 0) throw new TypeError('options.cacheSize must be a non-negative integer');
+  if (!Number.isSafeInteger(cacheSize) || cacheSize < 0)
+    throw new TypeError('options.cacheSize must be a non-negative integer');
   const cache = new DecisionCache<AuthorizationResult>(cacheSize);
   let active: ActiveSet | null = null;
   let hits = 0;
   let misses = 0;
 
   function load(set: PolicySet): void {
-    if (typeof set !== 'object' || set === null || typeof set.schemaText !== 'string' || typeof set.policies !== 'object') {
+    if (
+      typeof set !== 'object' ||
+      set === null ||
+      typeof set.schemaText !== 'string' ||
+      typeof set.policies !== 'object'
+    ) {
       throw new TypeError('load() expects a PolicySet');
     }
     const version = computePolicySetVersion(set);
@@ -83,11 +89,17 @@ export function createPolicyEngine(options: PolicyEngineOptions = {}): PolicyEng
   function authorize(request: AuthorizationRequest): AuthorizationResult {
     const current = active;
     if (current === null) {
-      throw new PolicyError('LOCKSTEP_POLICY_NOT_LOADED', 'no policy set loaded: load() a verified bundle first; until then the service cannot decide');
+      throw new PolicyError(
+        'LOCKSTEP_POLICY_NOT_LOADED',
+        'no policy set loaded: load() a verified bundle first; until then the service cannot decide',
+      );
     }
     if (
-      typeof request?.principal !== 'string' || typeof request.action !== 'string' ||
-      typeof request.resource !== 'string' || typeof request.context !== 'object' || request.context === null
+      typeof request?.principal !== 'string' ||
+      typeof request.action !== 'string' ||
+      typeof request.resource !== 'string' ||
+      typeof request.context !== 'object' ||
+      request.context === null
     ) {
       throw new TypeError('authorize() expects { principal, action, resource: string, context: RequestContext }');
     }
@@ -96,7 +108,9 @@ export function createPolicyEngine(options: PolicyEngineOptions = {}): PolicyEng
       return Object.freeze({
         decision: 'deny',
         policyIds: Object.freeze([]),
-        errors: Object.freeze([`policy set ${current.version} is the slice for ${JSON.stringify(current.service)}, not ${JSON.stringify(request.resource)}`]),
+        errors: Object.freeze([
+          `policy set ${current.version} is the slice for ${JSON.stringify(current.service)}, not ${JSON.stringify(request.resource)}`,
+        ]),
         version: current.version,
         cached: false,
       });
@@ -110,7 +124,13 @@ export function createPolicyEngine(options: PolicyEngineOptions = {}): PolicyEng
     }
     misses += 1;
     const { decision, policyIds, errors, cacheable } = evaluateRequest(current.version, request);
-    const result: AuthorizationResult = Object.freeze({ decision, policyIds, errors, version: current.version, cached: false });
+    const result: AuthorizationResult = Object.freeze({
+      decision,
+      policyIds,
+      errors,
+      version: current.version,
+      cached: false,
+    });
     if (cacheable) cache.set(key, Object.freeze({ ...result, cached: true }));
     return result;
   }
@@ -127,5 +147,8 @@ export function createPolicyEngine(options: PolicyEngineOptions = {}): PolicyEng
 
 function loadFailure(version: string, what: string, errors: readonly cedar.DetailedError[]): PolicyError {
   const reasons = errors.map(describeCedarError).join('; ');
-  return new PolicyError('LOCKSTEP_POLICY_LOAD', `policy set ${version} not loaded, the previous set stays active: ${what} rejected by Cedar (${reasons})`);
+  return new PolicyError(
+    'LOCKSTEP_POLICY_LOAD',
+    `policy set ${version} not loaded, the previous set stays active: ${what} rejected by Cedar (${reasons})`,
+  );
 }

@@ -18,16 +18,9 @@ export const policyErrorCodes = [
 export type PolicyErrorCode = (typeof policyErrorCodes)[number];
 
 /** One located complaint about a policy source; `line` is 1-based and absent when unknown. */
-export type PolicyProblem = {
-  readonly file: string;
-  readonly line?: number;
-  readonly message: string;
-};
+export type PolicyProblem = { readonly file: string; readonly line?: number; readonly message: string };
 
-export type PolicyErrorOptions = {
-  readonly problems?: readonly PolicyProblem[];
-  readonly cause?: unknown;
-};
+export type PolicyErrorOptions = { readonly problems?: readonly PolicyProblem[]; readonly cause?: unknown };
 
 /**
  * A bad policy source, bundle or engine state. Misuse by the caller (wrong argument types) is a

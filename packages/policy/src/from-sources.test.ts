@@ -8,7 +8,12 @@ import { INLINE_SCHEMA_FILE, policySetFromSources } from './from-sources.ts';
 import type { PolicySources } from './from-sources.ts';
 
 /** Asserts a PolicyError with `code` whose message starts with `where` (file:line). */
-function assertPolicyError(sources: PolicySources, code: PolicyErrorCode, where: string, mentions?: RegExp): PolicyError {
+function assertPolicyError(
+  sources: PolicySources,
+  code: PolicyErrorCode,
+  where: string,
+  mentions?: RegExp,
+): PolicyError {
   let caught: unknown;
   try {
     policySetFromSources(sources);
@@ -22,7 +27,10 @@ function assertPolicyError(sources: PolicySources, code: PolicyErrorCode, where:
   return caught;
 }
 
-const withPolicy = (text: string): PolicySources => ({ schema: shopSchema, policies: { 'policies/extra.cedar': text } });
+const withPolicy = (text: string): PolicySources => ({
+  schema: shopSchema,
+  policies: { 'policies/extra.cedar': text },
+});
 
 describe('policySetFromSources', () => {
   it('builds a frozen set keyed by @id with the file and line of each policy', () => {
@@ -58,17 +66,28 @@ describe('policySetFromSources', () => {
 
   it('reports a schema syntax error at the line of the schema file', () => {
     const error = assertPolicyError(
-      { schema: { 'policies/shop.cedarschema': 'namespace Lockstep {\n  action "x" appliesTo { principal: Workload }\n}\n' }, policies: shopSources.policies },
+      {
+        schema: {
+          'policies/shop.cedarschema': 'namespace Lockstep {\n  action "x" appliesTo { principal: Workload }\n}\n',
+        },
+        policies: shopSources.policies,
+      },
       'LOCKSTEP_POLICY_SCHEMA',
       'policies/shop.cedarschema:3',
     );
-    assert.deepEqual(error.problems.map((p) => [p.file, p.line]), [['policies/shop.cedarschema', 3]]);
+    assert.deepEqual(
+      error.problems.map((p) => [p.file, p.line]),
+      [['policies/shop.cedarschema', 3]],
+    );
   });
 
   it('reports an undeclared type in a later schema file at its line', () => {
     assertPolicyError(
       {
-        schema: { 'a.cedarschema': shopSchema, 'b.cedarschema': '// b\nnamespace Lockstep {\n  entity Order in [Shop];\n}\n' },
+        schema: {
+          'a.cedarschema': shopSchema,
+          'b.cedarschema': '// b\nnamespace Lockstep {\n  entity Order in [Shop];\n}\n',
+        },
         policies: shopSources.policies,
       },
       'LOCKSTEP_POLICY_SCHEMA',
@@ -79,7 +98,10 @@ describe('policySetFromSources', () => {
 
   it('reports a redeclared base type at the user file, pointing at the base too', () => {
     assertPolicyError(
-      { schema: { 'a.cedarschema': shopSchema + '\nnamespace Lockstep {\n  entity Service;\n}\n' }, policies: shopSources.policies },
+      {
+        schema: { 'a.cedarschema': shopSchema + '\nnamespace Lockstep {\n  entity Service;\n}\n' },
+        policies: shopSources.policies,
+      },
       'LOCKSTEP_POLICY_SCHEMA',
       'a.cedarschema:9',
       new RegExp(`declared twice \\(see also ${BASE_SCHEMA_FILE}:3\\)`),
@@ -87,32 +109,68 @@ describe('policySetFromSources', () => {
   });
 
   it('reports an unclosed namespace block', () => {
-    assertPolicyError({ schema: '\nnamespace Lockstep {\n', policies: shopSources.policies }, 'LOCKSTEP_POLICY_SCHEMA', `${INLINE_SCHEMA_FILE}:2`, /add the missing `}`/);
+    assertPolicyError(
+      { schema: '\nnamespace Lockstep {\n', policies: shopSources.policies },
+      'LOCKSTEP_POLICY_SCHEMA',
+      `${INLINE_SCHEMA_FILE}:2`,
+      /add the missing `}`/,
+    );
   });
 
   it('reports a policy syntax error at its line in the file', () => {
-    assertPolicyError(withPolicy('@id("a") permit(principal, action, resource);\n\n@id("b")\npermit(principal, action, resource)\nwhen { 1 + };\n'), 'LOCKSTEP_POLICY_PARSE', 'policies/extra.cedar:5', /Cedar syntax/);
+    assertPolicyError(
+      withPolicy(
+        '@id("a") permit(principal, action, resource);\n\n@id("b")\npermit(principal, action, resource)\nwhen { 1 + };\n',
+      ),
+      'LOCKSTEP_POLICY_PARSE',
+      'policies/extra.cedar:5',
+      /Cedar syntax/,
+    );
   });
 
   it('counts lines correctly after non-ASCII text (Cedar offsets are bytes)', () => {
-    assertPolicyError(withPolicy('// commandes — réservé 😀\n@id("a")\npermit(principal, action, resource)\nwhen { 1 + };\n'), 'LOCKSTEP_POLICY_PARSE', 'policies/extra.cedar:4');
+    assertPolicyError(
+      withPolicy('// commandes — réservé 😀\n@id("a")\npermit(principal, action, resource)\nwhen { 1 + };\n'),
+      'LOCKSTEP_POLICY_PARSE',
+      'policies/extra.cedar:4',
+    );
   });
 
   it('refuses templates', () => {
-    assertPolicyError(withPolicy('\n@id("t")\npermit(principal == ?principal, action, resource);\n'), 'LOCKSTEP_POLICY_TEMPLATE', 'policies/extra.cedar:2');
+    assertPolicyError(
+      withPolicy('\n@id("t")\npermit(principal == ?principal, action, resource);\n'),
+      'LOCKSTEP_POLICY_TEMPLATE',
+      'policies/extra.cedar:2',
+    );
   });
 
   it('requires an @id on every policy, naming the line', () => {
-    assertPolicyError(withPolicy('@id("a") permit(principal, action, resource);\n\npermit(principal, action, resource);\n'), 'LOCKSTEP_POLICY_MISSING_ID', 'policies/extra.cedar:3', /add @id\("<unique-id>"\)/);
-    assertPolicyError(withPolicy('@id("")\npermit(principal, action, resource);\n'), 'LOCKSTEP_POLICY_MISSING_ID', 'policies/extra.cedar:1');
-    assertPolicyError(withPolicy('@id\npermit(principal, action, resource);\n'), 'LOCKSTEP_POLICY_MISSING_ID', 'policies/extra.cedar:1');
+    assertPolicyError(
+      withPolicy('@id("a") permit(principal, action, resource);\n\npermit(principal, action, resource);\n'),
+      'LOCKSTEP_POLICY_MISSING_ID',
+      'policies/extra.cedar:3',
+      /add @id\("<unique-id>"\)/,
+    );
+    assertPolicyError(
+      withPolicy('@id("")\npermit(principal, action, resource);\n'),
+      'LOCKSTEP_POLICY_MISSING_ID',
+      'policies/extra.cedar:1',
+    );
+    assertPolicyError(
+      withPolicy('@id\npermit(principal, action, resource);\n'),
+      'LOCKSTEP_POLICY_MISSING_ID',
+      'policies/extra.cedar:1',
+    );
   });
 
   it('refuses an @id used twice across files, naming both places', () => {
     assertPolicyError(
       {
         schema: shopSchema,
-        policies: { ...shopSources.policies, 'policies/zzz.cedar': '\n\n@id("orders-read-admin") permit(principal, action, resource);\n' },
+        policies: {
+          ...shopSources.policies,
+          'policies/zzz.cedar': '\n\n@id("orders-read-admin") permit(principal, action, resource);\n',
+        },
       },
       'LOCKSTEP_POLICY_DUPLICATE_ID',
       'policies/zzz.cedar:3',
@@ -121,12 +179,18 @@ describe('policySetFromSources', () => {
   });
 
   it('refuses a set without policies', () => {
-    assertPolicyError({ schema: shopSchema, policies: { 'policies/empty.cedar': '// nothing yet\n' } }, 'LOCKSTEP_POLICY_EMPTY', 'policies/empty.cedar');
+    assertPolicyError(
+      { schema: shopSchema, policies: { 'policies/empty.cedar': '// nothing yet\n' } },
+      'LOCKSTEP_POLICY_EMPTY',
+      'policies/empty.cedar',
+    );
   });
 
   it('validates strictly, reporting the line inside a multi-line policy', () => {
     const error = assertPolicyError(
-      withPolicy('// header\n\n@id("typo")\npermit(principal, action == Lockstep::Action::"orders:read", resource)\nwhen {\n  context.rolez.contains("admin")\n};\n'),
+      withPolicy(
+        '// header\n\n@id("typo")\npermit(principal, action == Lockstep::Action::"orders:read", resource)\nwhen {\n  context.rolez.contains("admin")\n};\n',
+      ),
       'LOCKSTEP_POLICY_VALIDATION',
       'policies/extra.cedar:6',
       /did you mean `roles`\?/,
@@ -135,12 +199,25 @@ describe('policySetFromSources', () => {
   });
 
   it('rejects what only strict validation catches: unknown actions, unguarded optional attributes', () => {
-    assertPolicyError(withPolicy('@id("a")\npermit(principal, action == Lockstep::Action::"orders:delete", resource);'), 'LOCKSTEP_POLICY_VALIDATION', 'policies/extra.cedar:2', /unrecognized action/);
-    assertPolicyError(withPolicy('@id("a")\npermit(principal, action, resource)\nwhen { context.tenant == "t" };'), 'LOCKSTEP_POLICY_VALIDATION', 'policies/extra.cedar:3', /context has tenant/);
+    assertPolicyError(
+      withPolicy('@id("a")\npermit(principal, action == Lockstep::Action::"orders:delete", resource);'),
+      'LOCKSTEP_POLICY_VALIDATION',
+      'policies/extra.cedar:2',
+      /unrecognized action/,
+    );
+    assertPolicyError(
+      withPolicy('@id("a")\npermit(principal, action, resource)\nwhen { context.tenant == "t" };'),
+      'LOCKSTEP_POLICY_VALIDATION',
+      'policies/extra.cedar:3',
+      /context has tenant/,
+    );
   });
 
   it('is a TypeError to pass something that is not sources', () => {
     assert.throws(() => policySetFromSources(null as unknown as PolicySources), TypeError);
-    assert.throws(() => policySetFromSources({ schema: shopSchema, policies: { 'a.cedar': 1 as unknown as string } }), TypeError);
+    assert.throws(
+      () => policySetFromSources({ schema: shopSchema, policies: { 'a.cedar': 1 as unknown as string } }),
+      TypeError,
+    );
   });
 });

@@ -29,7 +29,10 @@ describe('loadPolicyDir', () => {
   });
 
   it('names errors by the directory as given plus the file name and line', async (t) => {
-    const repo = await writePolicyDir({ 'shop.cedarschema': shopSchema, 'orders.cedar': `${ordersPolicies}\npermit(principal, action, resource);\n` });
+    const repo = await writePolicyDir({
+      'shop.cedarschema': shopSchema,
+      'orders.cedar': `${ordersPolicies}\npermit(principal, action, resource);\n`,
+    });
     t.after(repo.remove);
     await assert.rejects(loadPolicyDir(repo.dir), (error: unknown) => {
       assert.ok(error instanceof PolicyError);

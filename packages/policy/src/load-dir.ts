@@ -15,9 +15,16 @@ export async function loadPolicyDir(dir: string): Promise<PolicySet> {
   let names: string[];
   try {
     const entries = await readdir(dir, { withFileTypes: true });
-    names = entries.filter((e) => e.isFile() || e.isSymbolicLink()).map((e) => e.name).sort();
+    names = entries
+      .filter((e) => e.isFile() || e.isSymbolicLink())
+      .map((e) => e.name)
+      .sort();
   } catch (cause) {
-    throw new PolicyError('LOCKSTEP_POLICY_READ', `${dir}: cannot read the policy directory (${String(cause)}); check the path`, { cause });
+    throw new PolicyError(
+      'LOCKSTEP_POLICY_READ',
+      `${dir}: cannot read the policy directory (${String(cause)}); check the path`,
+      { cause },
+    );
   }
   const schema: Record<string, string> = {};
   const policies: Record<string, string> = {};
@@ -28,7 +35,9 @@ export async function loadPolicyDir(dir: string): Promise<PolicySet> {
     try {
       target[file] = await readFile(file, 'utf8');
     } catch (cause) {
-      throw new PolicyError('LOCKSTEP_POLICY_READ', `${file}: cannot read (${String(cause)}); check its permissions`, { cause });
+      throw new PolicyError('LOCKSTEP_POLICY_READ', `${file}: cannot read (${String(cause)}); check its permissions`, {
+        cause,
+      });
     }
   }
   if (Object.keys(policies).length === 0) {

@@ -1,8 +1,5 @@
 /** Where a policy was written: the file name as given to the loader and the 1-based line of its first token. */
-export type PolicySource = {
-  readonly file: string;
-  readonly line: number;
-};
+export type PolicySource = { readonly file: string; readonly line: number };
 
 /**
  * A strictly validated Cedar schema and policy set, identified by a content hash.

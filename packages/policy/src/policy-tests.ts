@@ -40,12 +40,26 @@ export function runPolicyTests(set: PolicySet, cases: readonly PolicyTestCase[])
       engine.load(sliceFor(set, testCase.resource));
       engines.set(testCase.resource, engine);
     }
-    const result = engine.authorize({ principal: testCase.principal, action: testCase.action, resource: testCase.resource, context: testCase.context });
+    const result = engine.authorize({
+      principal: testCase.principal,
+      action: testCase.action,
+      resource: testCase.resource,
+      context: testCase.context,
+    });
     const decidedBy = result.policyIds.length > 0 ? result.policyIds.join(', ') : 'no policy matched';
     const problems: string[] = [];
-    if (result.decision !== testCase.expect) problems.push(`expected ${testCase.expect}, got ${result.decision} (${decidedBy})`);
-    else if (testCase.policy !== undefined && !result.policyIds.includes(testCase.policy)) problems.push(`expected ${testCase.expect} by ${testCase.policy}, got ${result.decision} by ${decidedBy}`);
+    if (result.decision !== testCase.expect)
+      problems.push(`expected ${testCase.expect}, got ${result.decision} (${decidedBy})`);
+    else if (testCase.policy !== undefined && !result.policyIds.includes(testCase.policy))
+      problems.push(`expected ${testCase.expect} by ${testCase.policy}, got ${result.decision} by ${decidedBy}`);
     if (result.errors.length > 0) problems.push(`evaluation errors: ${result.errors.join('; ')}`);
-    return { name: testCase.name, passed: problems.length === 0, decision: result.decision, policyIds: result.policyIds, errors: result.errors, diff: problems.length === 0 ? null : problems.join('; ') };
+    return {
+      name: testCase.name,
+      passed: problems.length === 0,
+      decision: result.decision,
+      policyIds: result.policyIds,
+      errors: result.errors,
+      diff: problems.length === 0 ? null : problems.join('; '),
+    };
   });
 }

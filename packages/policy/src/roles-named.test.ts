@@ -5,10 +5,11 @@ import { policySetFromSources } from './from-sources.ts';
 import { rolesNamed } from './roles-named.ts';
 
 const W = 'Lockstep::Workload::"spiffe://shop.test/svc/gateway"';
-const setOf = (...policies: string[]) => policySetFromSources({
-  schema: { 'shop.cedarschema': shopSchema },
-  policies: { 'roles.cedar': policies.map((text, i) => `@id("p${i}")\n${text}`).join('\n\n') },
-});
+const setOf = (...policies: string[]) =>
+  policySetFromSources({
+    schema: { 'shop.cedarschema': shopSchema },
+    policies: { 'roles.cedar': policies.map((text, i) => `@id("p${i}")\n${text}`).join('\n\n') },
+  });
 
 describe('rolesNamed', () => {
   it('finds every role a policy tests for with contains, containsAll and containsAny, sorted', () => {
@@ -22,8 +23,14 @@ describe('rolesNamed', () => {
   });
 
   it('says it cannot tell when a policy reads the roles any other way', () => {
-    for (const condition of ['context.roles.isEmpty()', 'context.roles.contains(context.sub)', 'context.roles == ["admin"]']) {
-      const set = setOf(`permit(principal == ${W}, action, resource) when { context.roles.contains("customer") || ${condition} };`);
+    for (const condition of [
+      'context.roles.isEmpty()',
+      'context.roles.contains(context.sub)',
+      'context.roles == ["admin"]',
+    ]) {
+      const set = setOf(
+        `permit(principal == ${W}, action, resource) when { context.roles.contains("customer") || ${condition} };`,
+      );
       assert.deepEqual(rolesNamed(set), { roles: ['customer'], complete: false }, condition);
     }
   });

@@ -39,7 +39,7 @@ function literals(node: unknown): string[] | null {
   const items = (node as { Set?: unknown } | null)?.Set;
   if (!Array.isArray(items)) return null;
   const strings = items.map((item: unknown) => (item as { Value?: unknown } | null)?.Value);
-  return strings.every((item) => typeof item === 'string') ? strings as string[] : null;
+  return strings.every((item) => typeof item === 'string') ? (strings as string[]) : null;
 }
 
 function visit(node: unknown, roles: Set<string>, reads: { all: number; understood: number }): void {

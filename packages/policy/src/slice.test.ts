@@ -9,33 +9,80 @@ const S = (name: string) => `Lockstep::Service::"${name}"`;
 
 // id → policy body; each case says which services' slices keep it.
 const cases: Record<string, { text: string; orders: boolean; payments: boolean }> = {
-  'unconstrained': { text: 'permit(principal, action, resource);', orders: true, payments: true },
+  unconstrained: { text: 'permit(principal, action, resource);', orders: true, payments: true },
   'eq-orders': { text: `permit(principal, action, resource == ${S('orders')});`, orders: true, payments: false },
   'in-orders': { text: `permit(principal, action, resource in ${S('orders')});`, orders: true, payments: false },
   'is-service': { text: 'permit(principal, action, resource is Lockstep::Service);', orders: true, payments: true },
   'is-other-type': { text: 'permit(principal, action, resource is Lockstep::Order);', orders: false, payments: false },
-  'is-in-payments': { text: `permit(principal, action, resource is Lockstep::Service in ${S('payments')});`, orders: false, payments: true },
-  'when-in-set': { text: `permit(principal, action, resource) when { resource in [${S('payments')}, ${S('inventory')}] };`, orders: false, payments: true },
-  'when-and': { text: `permit(principal, action, resource) when { context.sub == "x" && resource == ${S('payments')} };`, orders: false, payments: true },
-  'when-or-unknown': { text: `permit(principal, action, resource) when { resource == ${S('payments')} || context.sub == "x" };`, orders: true, payments: true },
-  'when-not': { text: `permit(principal, action, resource) when { !(resource == ${S('orders')}) };`, orders: false, payments: true },
-  'when-ne': { text: `permit(principal, action, resource) when { resource != ${S('orders')} };`, orders: false, payments: true },
-  'in-other-type-kept': { text: 'permit(principal, action, resource in Lockstep::Group::"g");', orders: true, payments: true },
-  'forbid-unconstrained': { text: 'forbid(principal, action, resource) when { context.sub == "mallory" };', orders: true, payments: true },
-  'forbid-payments': { text: `forbid(principal, action, resource == ${S('payments')});`, orders: false, payments: true },
-  'forbid-unless-orders': { text: `forbid(principal, action, resource) unless { resource == ${S('orders')} || context.sub == "x" };`, orders: false, payments: true },
+  'is-in-payments': {
+    text: `permit(principal, action, resource is Lockstep::Service in ${S('payments')});`,
+    orders: false,
+    payments: true,
+  },
+  'when-in-set': {
+    text: `permit(principal, action, resource) when { resource in [${S('payments')}, ${S('inventory')}] };`,
+    orders: false,
+    payments: true,
+  },
+  'when-and': {
+    text: `permit(principal, action, resource) when { context.sub == "x" && resource == ${S('payments')} };`,
+    orders: false,
+    payments: true,
+  },
+  'when-or-unknown': {
+    text: `permit(principal, action, resource) when { resource == ${S('payments')} || context.sub == "x" };`,
+    orders: true,
+    payments: true,
+  },
+  'when-not': {
+    text: `permit(principal, action, resource) when { !(resource == ${S('orders')}) };`,
+    orders: false,
+    payments: true,
+  },
+  'when-ne': {
+    text: `permit(principal, action, resource) when { resource != ${S('orders')} };`,
+    orders: false,
+    payments: true,
+  },
+  'in-other-type-kept': {
+    text: 'permit(principal, action, resource in Lockstep::Group::"g");',
+    orders: true,
+    payments: true,
+  },
+  'forbid-unconstrained': {
+    text: 'forbid(principal, action, resource) when { context.sub == "mallory" };',
+    orders: true,
+    payments: true,
+  },
+  'forbid-payments': {
+    text: `forbid(principal, action, resource == ${S('payments')});`,
+    orders: false,
+    payments: true,
+  },
+  'forbid-unless-orders': {
+    text: `forbid(principal, action, resource) unless { resource == ${S('orders')} || context.sub == "x" };`,
+    orders: false,
+    payments: true,
+  },
 };
 
 const set = policySetFromSources({
   schema: { 'shop.cedarschema': shopSchema, 'types.cedarschema': 'namespace Lockstep { entity Order; entity Group; }' },
-  policies: { 'cases.cedar': Object.entries(cases).map(([id, c]) => `@id("${id}")\n${c.text}`).join('\n\n') },
+  policies: {
+    'cases.cedar': Object.entries(cases)
+      .map(([id, c]) => `@id("${id}")\n${c.text}`)
+      .join('\n\n'),
+  },
 });
 
 describe('sliceFor', () => {
   for (const service of ['orders', 'payments'] as const) {
     it(`keeps exactly the policies that can apply to ${service}`, () => {
       const slice = sliceFor(set, service);
-      const expected = Object.entries(cases).filter(([, c]) => c[service]).map(([id]) => id).sort();
+      const expected = Object.entries(cases)
+        .filter(([, c]) => c[service])
+        .map(([id]) => id)
+        .sort();
       assert.deepEqual(Object.keys(slice.policies), expected);
       assert.equal(slice.service, service);
       assert.equal(slice.schemaText, set.schemaText);
@@ -52,7 +99,10 @@ describe('sliceFor', () => {
   });
 
   it('versions by content plus service: a slice that keeps everything still differs from the whole set', () => {
-    const all = policySetFromSources({ schema: shopSchema, policies: { 'a.cedar': '@id("a") permit(principal, action, resource);' } });
+    const all = policySetFromSources({
+      schema: shopSchema,
+      policies: { 'a.cedar': '@id("a") permit(principal, action, resource);' },
+    });
     const slice = sliceFor(all, 'orders');
     assert.deepEqual(slice.policies, all.policies);
     assert.notEqual(slice.version, all.version);

@@ -13,14 +13,18 @@ import type { PolicySet } from './policy-set.ts';
 export function sliceFor(set: PolicySet, service: string): PolicySet {
   if (typeof service !== 'string' || service === '') throw new TypeError('service must be a non-empty service name');
   if (set.service !== null && set.service !== service) {
-    throw new TypeError(`this set is already the slice for ${JSON.stringify(set.service)}: slice the whole set instead`);
+    throw new TypeError(
+      `this set is already the slice for ${JSON.stringify(set.service)}: slice the whole set instead`,
+    );
   }
   const kept: PolicyEntry[] = [];
   for (const [id, text] of Object.entries(set.policies)) {
     const json = cedar.policyToJson(text);
     // A set that passed validation always parses; if not, keeping the policy is the safe choice.
     if (json.type === 'success' && excludesService(json.json, service)) continue;
-    const source = Object.hasOwn(set.sources, id) ? (set.sources[id] as PolicySet['sources'][string]) : { file: '(unknown)', line: 1 };
+    const source = Object.hasOwn(set.sources, id)
+      ? (set.sources[id] as PolicySet['sources'][string])
+      : { file: '(unknown)', line: 1 };
     kept.push({ id, text, source });
   }
   return assemblePolicySet(set.schemaText, service, kept);

@@ -33,7 +33,17 @@ describe('policy set version', () => {
   it('is sha256 over the documented canonical JSON (other implementations can recompute it)', () => {
     const content = { schemaText: 'S', policies: { b: 'B', a: 'A' }, service: 'orders' };
     const expected = createHash('sha256')
-      .update(JSON.stringify(['lockstep-policy-set/1', 'S', 'orders', [['a', 'A'], ['b', 'B']]]))
+      .update(
+        JSON.stringify([
+          'lockstep-policy-set/1',
+          'S',
+          'orders',
+          [
+            ['a', 'A'],
+            ['b', 'B'],
+          ],
+        ]),
+      )
       .digest('hex');
     assert.equal(computePolicySetVersion(content), expected);
   });

@@ -43,28 +43,49 @@ export class ScanSetupError extends Error {
  * One request to the control plane as the administrator. Unreachable or refused: a ScanSetupError
  * that says which call and why (the scan cannot run).
  */
-async function asAdmin<T>(access: ControlPlaneAccess, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+async function asAdmin<T>(
+  access: ControlPlaneAccess,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<T> {
   const agent = controlPlaneAgent(access.trustDomain, access.admin);
   try {
     let response;
     try {
-      response = await request(new URL(path, access.url), { method, dispatcher: agent, headersTimeout: 15_000, bodyTimeout: 15_000, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
+      response = await request(new URL(path, access.url), {
+        method,
+        dispatcher: agent,
+        headersTimeout: 15_000,
+        bodyTimeout: 15_000,
+        ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      });
     } catch (error) {
-      throw new ScanSetupError(`cannot reach the control plane at ${access.url}: ${(error as Error).message}; is \`lockstep control-plane\` running?`);
+      throw new ScanSetupError(
+        `cannot reach the control plane at ${access.url}: ${(error as Error).message}; is \`lockstep control-plane\` running?`,
+      );
     }
-    const answer = await response.body.json().catch(() => ({})) as Record<string, unknown>;
-    if (response.statusCode >= 400) throw new ScanSetupError(`${method} ${path} refused (${response.statusCode} ${String(answer.error ?? '')}): ${String(answer.message ?? '')}`);
+    const answer = (await response.body.json().catch(() => ({}))) as Record<string, unknown>;
+    if (response.statusCode >= 400)
+      throw new ScanSetupError(
+        `${method} ${path} refused (${response.statusCode} ${String(answer.error ?? '')}): ${String(answer.message ?? '')}`,
+      );
     return answer as T;
   } finally {
     await agent.close();
   }
 }
 
-export async function obtainScanKit(access: ControlPlaneAccess, name: string, users: readonly ScanUser[]): Promise<ObtainedKit> {
+export async function obtainScanKit(
+  access: ControlPlaneAccess,
+  name: string,
+  users: readonly ScanUser[],
+): Promise<ObtainedKit> {
   const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
   const scannerId = formatSpiffeId(access.trustDomain, 'scanner', name);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
     extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: scannerId }])],
   });
   const kit = await asAdmin<ScanKit>(access, 'POST', '/v1/admin/scan-kit', { name, csr: csr.toString('pem'), users });
@@ -76,7 +97,10 @@ export async function obtainScanKit(access: ControlPlaneAccess, name: string, us
 /** The registry's list (administrators may read it). */
 export async function registeredServices(access: ControlPlaneAccess): Promise<RegisteredService[]> {
   const answer = await asAdmin<{ services?: RegisteredService[] }>(access, 'GET', '/v1/services');
-  if (!Array.isArray(answer.services)) throw new ScanSetupError(`GET /v1/services answered without a service list: is ${access.url} a Lockstep control plane?`);
+  if (!Array.isArray(answer.services))
+    throw new ScanSetupError(
+      `GET /v1/services answered without a service list: is ${access.url} a Lockstep control plane?`,
+    );
   return answer.services;
 }
 

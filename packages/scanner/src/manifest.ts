@@ -67,12 +67,22 @@ export function parseManifest(value: unknown, where = 'scan manifest'): ScanMani
   if (value === undefined || value === null) {
     return { users: DEFAULT_USERS, objects: [], bodies: [], accept: [], services: [] };
   }
-  const fail = (message: string): never => { throw new ManifestError(`${where}: ${message}`); };
-  const record = (item: unknown, path: string): Record<string, unknown> => (typeof item === 'object' && item !== null && !Array.isArray(item) ? item as Record<string, unknown> : fail(`${path} must be a mapping`));
-  const text = (item: unknown, path: string): string => (typeof item === 'string' && item.length > 0 && item.length <= 512 ? item : fail(`${path} must be a non-empty string`));
-  const list = (item: unknown, path: string): unknown[] => (item === undefined ? [] : Array.isArray(item) ? item : fail(`${path} must be a list`));
+  const fail = (message: string): never => {
+    throw new ManifestError(`${where}: ${message}`);
+  };
+  const record = (item: unknown, path: string): Record<string, unknown> =>
+    typeof item === 'object' && item !== null && !Array.isArray(item)
+      ? (item as Record<string, unknown>)
+      : fail(`${path} must be a mapping`);
+  const text = (item: unknown, path: string): string =>
+    typeof item === 'string' && item.length > 0 && item.length <= 512
+      ? item
+      : fail(`${path} must be a non-empty string`);
+  const list = (item: unknown, path: string): unknown[] =>
+    item === undefined ? [] : Array.isArray(item) ? item : fail(`${path} must be a list`);
   const only = (item: Record<string, unknown>, keys: string[], path: string) => {
-    for (const key of Object.keys(item)) if (!keys.includes(key)) fail(`${path}: unknown key "${key}" (expected ${keys.join(', ')})`);
+    for (const key of Object.keys(item))
+      if (!keys.includes(key)) fail(`${path}: unknown key "${key}" (expected ${keys.join(', ')})`);
   };
   const top = record(value, 'the manifest');
   only(top, ['users', 'objects', 'bodies', 'accept', 'services'], 'the manifest');
@@ -80,23 +90,40 @@ export function parseManifest(value: unknown, where = 'scan manifest'): ScanMani
     const entry = record(item, path);
     only(entry, ['sub', 'roles', 'tenant'], path);
     const roles = list(entry.roles, `${path}.roles`).map((role, i) => text(role, `${path}.roles[${i}]`));
-    return { sub: text(entry.sub, `${path}.sub`), roles, ...(entry.tenant === undefined ? {} : { tenant: text(entry.tenant, `${path}.tenant`) }) };
+    return {
+      sub: text(entry.sub, `${path}.sub`),
+      roles,
+      ...(entry.tenant === undefined ? {} : { tenant: text(entry.tenant, `${path}.tenant`) }),
+    };
   };
-  const users = top.users === undefined ? DEFAULT_USERS : (() => {
-    const entry = record(top.users, 'users');
-    only(entry, ['a', 'b'], 'users');
-    const a = user(entry.a, 'users.a');
-    const b = user(entry.b, 'users.b');
-    if (a.sub === b.sub) fail('users.a and users.b must be two different subjects');
-    return { a, b };
-  })();
+  const users =
+    top.users === undefined
+      ? DEFAULT_USERS
+      : (() => {
+          const entry = record(top.users, 'users');
+          only(entry, ['a', 'b'], 'users');
+          const a = user(entry.a, 'users.a');
+          const b = user(entry.b, 'users.b');
+          if (a.sub === b.sub) fail('users.a and users.b must be two different subjects');
+          return { a, b };
+        })();
   const objects = list(top.objects, 'objects').map((item, i): ManifestObject => {
     const path = `objects[${i}]`;
     const entry = record(item, path);
     only(entry, ['service', 'route', 'params', 'owner'], path);
-    const params = Object.fromEntries(Object.entries(record(entry.params ?? {}, `${path}.params`)).map(([key, param]) => [key, text(String(param), `${path}.params.${key}`)]));
+    const params = Object.fromEntries(
+      Object.entries(record(entry.params ?? {}, `${path}.params`)).map(([key, param]) => [
+        key,
+        text(String(param), `${path}.params.${key}`),
+      ]),
+    );
     if (entry.owner !== 'a') fail(`${path}.owner must be a (the object-level check reads user a's object as user b)`);
-    return { service: text(entry.service, `${path}.service`), route: text(entry.route, `${path}.route`), params, owner: 'a' };
+    return {
+      service: text(entry.service, `${path}.service`),
+      route: text(entry.route, `${path}.route`),
+      params,
+      owner: 'a',
+    };
   });
   const bodies = list(top.bodies, 'bodies').map((item, i): ManifestBody => {
     const path = `bodies[${i}]`;
@@ -116,7 +143,12 @@ export function parseManifest(value: unknown, where = 'scan manifest'): ScanMani
     const path = `accept[${i}]`;
     const entry = record(item, path);
     only(entry, ['attack', 'service', 'route', 'reason'], path);
-    return { attack: text(entry.attack, `${path}.attack`), service: text(entry.service, `${path}.service`), ...(entry.route === undefined ? {} : { route: text(entry.route, `${path}.route`) }), reason: text(entry.reason, `${path}.reason (say why this is acceptable)`) };
+    return {
+      attack: text(entry.attack, `${path}.attack`),
+      service: text(entry.service, `${path}.service`),
+      ...(entry.route === undefined ? {} : { route: text(entry.route, `${path}.route`) }),
+      reason: text(entry.reason, `${path}.reason (say why this is acceptable)`),
+    };
   });
   const services = list(top.services, 'services').map((item, i): ManifestService => {
     const path = `services[${i}]`;
@@ -133,7 +165,14 @@ export function parseManifest(value: unknown, where = 'scan manifest'): ScanMani
       only(fields, ['method', 'template', 'action', 'public'], routePath);
       const method = text(fields.method, `${routePath}.method`).toUpperCase();
       const template = text(fields.template, `${routePath}.template`);
-      return { method, template, action: fields.action === undefined ? `${method} ${template}` : text(fields.action, `${routePath}.action`), public: fields.public === true, owner: false, validatesBody: false };
+      return {
+        method,
+        template,
+        action: fields.action === undefined ? `${method} ${template}` : text(fields.action, `${routePath}.action`),
+        public: fields.public === true,
+        owner: false,
+        validatesBody: false,
+      };
     });
     return { name: text(entry.name, `${path}.name`), endpoints, routes };
   });

@@ -15,12 +15,31 @@ describe('createSender', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const endpoint = `127.0.0.1:${(server.address() as { port: number }).port}`;
-    const sender = createSender({ scope: new Map([['127.0.0.1:1', null]]), trustBundle: '', trustDomain: 'scan.test', concurrency: 1 });
-    const inScope = createSender({ scope: new Map([[endpoint, null]]), trustBundle: '', trustDomain: 'scan.test', concurrency: 1 });
+    const sender = createSender({
+      scope: new Map([['127.0.0.1:1', null]]),
+      trustBundle: '',
+      trustDomain: 'scan.test',
+      concurrency: 1,
+    });
+    const inScope = createSender({
+      scope: new Map([[endpoint, null]]),
+      trustBundle: '',
+      trustDomain: 'scan.test',
+      concurrency: 1,
+    });
     try {
-      await assert.rejects(sender.send({ endpoint, method: 'GET', path: '/', headers: [], via: 'plaintext' }), /not a registered address of this scan/);
+      await assert.rejects(
+        sender.send({ endpoint, method: 'GET', path: '/', headers: [], via: 'plaintext' }),
+        /not a registered address of this scan/,
+      );
       assert.equal(connections, 0);
-      const answer = await inScope.send({ endpoint, method: 'GET', path: '/', headers: [['host', endpoint]], via: 'plaintext' });
+      const answer = await inScope.send({
+        endpoint,
+        method: 'GET',
+        path: '/',
+        headers: [['host', endpoint]],
+        via: 'plaintext',
+      });
       assert.equal(answer.status, 204);
       assert.equal(connections, 1);
     } finally {
@@ -44,9 +63,25 @@ describe('createSender over TLS', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const endpoint = `127.0.0.1:${(server.address() as { port: number }).port}`;
-    const attempt = { endpoint, method: 'GET', path: '/', headers: [['host', endpoint]] as const, via: { name: 'none' } };
-    const expectingOrders = createSender({ scope: new Map([[endpoint, 'spiffe://scan.test/svc/orders']]), trustBundle: ca.bundlePem, trustDomain: 'scan.test', concurrency: 1 });
-    const anyWorkload = createSender({ scope: new Map([[endpoint, null]]), trustBundle: ca.bundlePem, trustDomain: 'scan.test', concurrency: 1 });
+    const attempt = {
+      endpoint,
+      method: 'GET',
+      path: '/',
+      headers: [['host', endpoint]] as const,
+      via: { name: 'none' },
+    };
+    const expectingOrders = createSender({
+      scope: new Map([[endpoint, 'spiffe://scan.test/svc/orders']]),
+      trustBundle: ca.bundlePem,
+      trustDomain: 'scan.test',
+      concurrency: 1,
+    });
+    const anyWorkload = createSender({
+      scope: new Map([[endpoint, null]]),
+      trustBundle: ca.bundlePem,
+      trustDomain: 'scan.test',
+      concurrency: 1,
+    });
     try {
       const refused = await expectingOrders.send(attempt);
       assert.equal(refused.status, null);

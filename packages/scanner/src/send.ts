@@ -58,7 +58,12 @@ export function splitEndpoint(endpoint: string): { host: string; port: number } 
  * registered service's), or null for any SVID of `trustDomain` (a service named only in the
  * manifest). `trustBundle`: the roots those certificates must chain to.
  */
-export function createSender(options: { scope: ReadonlyMap<string, string | null>; trustBundle: string; trustDomain: string; concurrency: number }): Sender {
+export function createSender(options: {
+  scope: ReadonlyMap<string, string | null>;
+  trustBundle: string;
+  trustDomain: string;
+  concurrency: number;
+}): Sender {
   const agents = new Map<string, HttpsAgent>();
   function agentFor(credential: Credential, server: string | null): HttpsAgent {
     const key = `${credential.name} ${server ?? '*'}`;
@@ -82,7 +87,10 @@ export function createSender(options: { scope: ReadonlyMap<string, string | null
         return ok ? undefined : new Error(`the server presented ${presented}, not ${wanted}`);
       };
       agent = new HttpsAgent({
-        keepAlive: true, maxSockets: options.concurrency, ca: options.trustBundle, checkServerIdentity,
+        keepAlive: true,
+        maxSockets: options.concurrency,
+        ca: options.trustBundle,
+        checkServerIdentity,
         ...(credential.cert === undefined ? {} : { cert: credential.cert, key: credential.key }),
       });
       agents.set(key, agent);
@@ -93,7 +101,9 @@ export function createSender(options: { scope: ReadonlyMap<string, string | null
   return {
     send(attempt) {
       if (!options.scope.has(attempt.endpoint)) {
-        return Promise.reject(new Error(`refusing to send to ${attempt.endpoint}: not a registered address of this scan`));
+        return Promise.reject(
+          new Error(`refusing to send to ${attempt.endpoint}: not a registered address of this scan`),
+        );
       }
       const { host, port } = splitEndpoint(attempt.endpoint);
       const headers = attempt.headers.flatMap(([name, value]) => [name, value]);
@@ -111,11 +121,23 @@ export function createSender(options: { scope: ReadonlyMap<string, string | null
           response.on('error', () => settle(readAnswer(response, chunks)));
           response.on('end', () => settle(readAnswer(response, chunks)));
         };
-        const outgoing = attempt.via === 'plaintext'
-          ? httpRequest({ ...common, agent: false }, onResponse)
-          : httpsRequest({ ...common, agent: agentFor(attempt.via, options.scope.get(attempt.endpoint) ?? null) }, onResponse);
+        const outgoing =
+          attempt.via === 'plaintext'
+            ? httpRequest({ ...common, agent: false }, onResponse)
+            : httpsRequest(
+                { ...common, agent: agentFor(attempt.via, options.scope.get(attempt.endpoint) ?? null) },
+                onResponse,
+              );
         outgoing.on('timeout', () => outgoing.destroy(new Error('timed out')));
-        outgoing.on('error', (error: Error & { code?: string }) => settle({ status: null, code: null, requestId: null, probeAdmitted: false, error: error.code ?? error.message }));
+        outgoing.on('error', (error: Error & { code?: string }) =>
+          settle({
+            status: null,
+            code: null,
+            requestId: null,
+            probeAdmitted: false,
+            error: error.code ?? error.message,
+          }),
+        );
         outgoing.end(attempt.body);
       });
     },
@@ -138,5 +160,11 @@ function readAnswer(response: IncomingMessage, chunks: Buffer[]): Answer {
   } catch {
     // Not a guard's answer.
   }
-  return { status: response.statusCode ?? null, code, requestId, probeAdmitted: response.headers['lockstep-probe'] === 'admitted', error: null };
+  return {
+    status: response.statusCode ?? null,
+    code,
+    requestId,
+    probeAdmitted: response.headers['lockstep-probe'] === 'admitted',
+    error: null,
+  };
 }

@@ -8,7 +8,15 @@ import type { Answer } from './send.ts';
 
 export type Step = 'connection' | 'transport' | 'token' | 'authorization' | 'input' | 'admitted' | 'unknown';
 
-const RANK: Record<Step, number> = { connection: 0, transport: 1, token: 2, authorization: 3, input: 4, admitted: 5, unknown: 6 };
+const RANK: Record<Step, number> = {
+  connection: 0,
+  transport: 1,
+  token: 2,
+  authorization: 3,
+  input: 4,
+  admitted: 5,
+  unknown: 6,
+};
 
 const BY_CODE: [RegExp, Step][] = [
   [/^LOCKSTEP_ERR_(PEER_|TLS_HANDSHAKE)/, 'transport'],

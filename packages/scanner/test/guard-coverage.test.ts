@@ -49,8 +49,8 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&
 /** A title the file declares: literally, or by a template whose holes take values the file itself holds. */
 function declares(titles: Titles, title: string): boolean {
   if (titles.literals.has(title)) return true;
-  const holds = (value: string) => titles.strings.has(value)
-    || (/^\d+$/.test(value) && new RegExp(`\\b${value}\\b`).test(titles.source));
+  const holds = (value: string) =>
+    titles.strings.has(value) || (/^\d+$/.test(value) && new RegExp(`\\b${value}\\b`).test(titles.source));
   return titles.templates.some((parts) => {
     const match = new RegExp(`^${parts.map(escapeRegExp).join('(.+?)')}$`).exec(title);
     return match !== null && match.slice(1).every(holds);
@@ -68,15 +68,15 @@ function absence(entry: GuardTest, declared: Titles): string | null {
   return known ? null : `@lockstep/testkit has no Txn-Token attack "${entry.testkit}" (for ${entry.file})`;
 }
 
-describe('the guard\'s attack suite covers the scanner\'s catalogue', () => {
+describe("the guard's attack suite covers the scanner's catalogue", () => {
   const cache = new Map<string, Titles>();
   const titles = (file: string) => {
     let found = cache.get(file);
-    if (found === undefined) cache.set(file, found = titlesOf(file));
+    if (found === undefined) cache.set(file, (found = titlesOf(file)));
     return found;
   };
 
-  it('names exactly the catalogue\'s attack ids, each with at least one guard test', () => {
+  it("names exactly the catalogue's attack ids, each with at least one guard test", () => {
     const ids = catalogue.map((attack) => attack.id);
     const missing = ids.filter((id) => !Object.hasOwn(guardCoverage, id));
     const unknown = Object.keys(guardCoverage).filter((id) => !ids.includes(id));

@@ -14,17 +14,20 @@ export type GuardTest =
 const attacks = (test: string): GuardTest => ({ file: 'attacks.test.ts', test });
 const testkit = (...ids: string[]): GuardTest[] => ids.map((id) => ({ file: 'attacks.test.ts', testkit: id }));
 const svidRule = (what: string, code = 'LOCKSTEP_ERR_PEER_ID_INVALID'): GuardTest => ({
-  file: 'svid-rules.test.ts', test: `refuses ${what}: 401 ${code}, audited, handler not run`,
+  file: 'svid-rules.test.ts',
+  test: `refuses ${what}: 401 ${code}, audited, handler not run`,
 });
 /** every-answer.test.ts: one method against every path (declared or not), as a caller without a certificate. */
 const withoutCertificate = (method: string): GuardTest => ({
-  file: 'every-answer.test.ts', test: `${method} × every path, with and without a body — no certificate`,
+  file: 'every-answer.test.ts',
+  test: `${method} × every path, with and without a body — no certificate`,
 });
 const scannerAttacks = (test: string): GuardTest => ({ file: 'scanner-attacks.test.ts', test });
 const strictBody = (label: string): GuardTest => attacks(`strict body: ${label}`);
 const pathTrick = (path: string): GuardTest => attacks(`path trick never reaches an unauthorized action: ${path}`);
 const revocation: GuardTest = {
-  file: 'behaviour.test.ts', test: 'revocation of a sub, a txn or a SPIFFE ID applies to cached tokens at once',
+  file: 'behaviour.test.ts',
+  test: 'revocation of a sub, a txn or a SPIFFE ID applies to cached tokens at once',
 };
 
 export const guardCoverage: Readonly<Record<string, readonly GuardTest[]>> = {
@@ -43,15 +46,17 @@ export const guardCoverage: Readonly<Record<string, readonly GuardTest[]>> = {
     attacks('malformed or encoded SPIFFE ID: spiffe://SHOP.TEST/svc/gateway'),
   ],
   'transport.svid-key-usage': [
-    svidRule('a leaf with keyCertSign'), svidRule('a leaf with cRLSign'),
-    svidRule('no key usage extension'), svidRule('a non-critical key usage'),
+    svidRule('a leaf with keyCertSign'),
+    svidRule('a leaf with cRLSign'),
+    svidRule('no key usage extension'),
+    svidRule('a non-critical key usage'),
   ],
   'transport.svid-no-path': [svidRule('a SPIFFE ID with no path (spiffe://shop.test)')],
   'transport.svid-lifetime': [svidRule('a 10-year lifetime')],
   'transport.plaintext': [attacks('plain HTTP to the TLS port gets no HTTP answer and is audited')],
   'transport.framework-auto-answer': [
     ...['OPTIONS', 'HEAD', 'TRACE', 'PROPFIND', 'GET'].map(withoutCertificate),
-    { file: 'every-answer.test.ts', test: 'raw socket: an unknown method → 400, in the guard\'s words and audited' },
+    { file: 'every-answer.test.ts', test: "raw socket: an unknown method → 400, in the guard's words and audited" },
     {
       file: 'adapter-edges.test.ts',
       test: 'Express: middleware mounted before the guard is reported loudly, once; the guard still decides',
@@ -80,11 +85,11 @@ export const guardCoverage: Readonly<Record<string, readonly GuardTest[]>> = {
   'txn.wrong-type': testkit('typ-jwt', 'typ-missing'),
   'txn.user-token': [
     ...testkit('typ-at-jwt'),
-    scannerAttacks('txn.user-token: a user\'s access token and ID token, signed by a trusted key, as the Txn-Token'),
+    scannerAttacks("txn.user-token: a user's access token and ID token, signed by a trusted key, as the Txn-Token"),
   ],
   'txn.foreign-trust-domain': [
-    scannerAttacks('txn.foreign-trust-domain: a token of another trust domain\'s token service, key unknown'),
-    scannerAttacks('txn.foreign-trust-domain: another trust domain\'s token, key trusted here: refused by aud'),
+    scannerAttacks("txn.foreign-trust-domain: a token of another trust domain's token service, key unknown"),
+    scannerAttacks("txn.foreign-trust-domain: another trust domain's token, key trusted here: refused by aud"),
   ],
   'txn.duplicate-claims': testkit('duplicate-claim-key'),
   'txn.nul-claims': testkit('claim-nul-byte'),
@@ -99,10 +104,12 @@ export const guardCoverage: Readonly<Record<string, readonly GuardTest[]>> = {
 
   'authz.unlisted-caller': [attacks('lateral movement: a valid SVID of a service the policy does not allow')],
   'authz.path-tricks': ['/admin/stats/', '/ADMIN/stats', '/orders/%2e%2e/admin/stats', '//admin/stats'].map(pathTrick),
-  'authz.bola': [{
-    file: 'object-level.test.ts',
-    test: 'lets alice read her order and refuses bob\'s with one token, each decision audited with the owner rule',
-  }],
+  'authz.bola': [
+    {
+      file: 'object-level.test.ts',
+      test: "lets alice read her order and refuses bob's with one token, each decision audited with the owner rule",
+    },
+  ],
   'authz.missing-role': [attacks('allowed service, but the user lacks the required role')],
   'authz.function-level': [
     attacks('method switching: GET allowed, DELETE denied for a customer; allowed for an admin'),
@@ -110,11 +117,13 @@ export const guardCoverage: Readonly<Record<string, readonly GuardTest[]>> = {
 
   'input.schema-bypass': [attacks('unknown field where the schema forbids it'), attacks('body failing the schema')],
   'input.prototype-pollution': [
-    attacks('prototype pollution attempt'), strictBody('__proto__ inside a nested object'),
+    attacks('prototype pollution attempt'),
+    strictBody('__proto__ inside a nested object'),
     strictBody('constructor.prototype inside a nested object'),
   ],
   'input.duplicate-keys': [
-    strictBody('duplicate key: the last one would win'), strictBody('duplicate key, spelled with an escape'),
+    strictBody('duplicate key: the last one would win'),
+    strictBody('duplicate key, spelled with an escape'),
     strictBody('duplicate key inside a nested object'),
   ],
   'input.nul-in-body': [strictBody('escaped NUL in a string'), strictBody('escaped escape character in a key')],

@@ -29,11 +29,23 @@ after(async () => {
 });
 
 const outcome = (service: string, attack: string, target?: string): AttackResult['outcome'][] =>
-  report.results.filter((result) => result.service === service && result.attack === attack && (target === undefined || result.target === target)).map((result) => result.outcome);
-const weakIds = (service: string) => [...new Set(report.results.filter((result) => result.service === service && result.outcome === 'weak').map((result) => result.attack))].sort();
+  report.results
+    .filter(
+      (result) =>
+        result.service === service && result.attack === attack && (target === undefined || result.target === target),
+    )
+    .map((result) => result.outcome);
+const weakIds = (service: string) =>
+  [
+    ...new Set(
+      report.results
+        .filter((result) => result.service === service && result.outcome === 'weak')
+        .map((result) => result.attack),
+    ),
+  ].sort();
 
 describe('lockstep scan against the weak fixture', () => {
-  it('scans every registered service with routes and the manifest\'s, as spiffe://<td>/scanner/<name>', () => {
+  it("scans every registered service with routes and the manifest's, as spiffe://<td>/scanner/<name>", () => {
     assert.equal(report.scanner, 'spiffe://weak.test/scanner/ci');
     const services = report.services.map((service) => [service.name, service.source]);
     const registered = ['catalog', 'legacy', 'notes', 'reports'].map((name) => [name, 'registry']);
@@ -43,11 +55,21 @@ describe('lockstep scan against the weak fixture', () => {
 
   it('finds the over-broad policy: a valid certificate that no one meant to allow gets in (authz.unlisted-caller)', () => {
     assert.deepEqual(outcome('reports', 'authz.unlisted-caller', 'GET /reports/:id'), ['weak']);
-    const finding = report.results.find((result) => result.service === 'reports' && result.attack === 'authz.unlisted-caller');
+    const finding = report.results.find(
+      (result) => result.service === 'reports' && result.attack === 'authz.unlisted-caller',
+    );
     assert.match(finding?.evidence ?? '', /admitted/);
     // The same service's certificate and token checks hold.
-    for (const attack of ['transport.no-client-cert', 'transport.lookalike-trust-domain', 'txn.alg-none', 'txn.revoked-sub']) {
-      assert.ok(outcome('reports', attack).every((result) => result === 'enforced'), `${attack} on reports: ${outcome('reports', attack).join(', ')}`);
+    for (const attack of [
+      'transport.no-client-cert',
+      'transport.lookalike-trust-domain',
+      'txn.alg-none',
+      'txn.revoked-sub',
+    ]) {
+      assert.ok(
+        outcome('reports', attack).every((result) => result === 'enforced'),
+        `${attack} on reports: ${outcome('reports', attack).join(', ')}`,
+      );
     }
   });
 
@@ -74,8 +96,9 @@ describe('lockstep scan against the weak fixture', () => {
   it('finds the CORS preflight answered before the guard (transport.framework-auto-answer)', () => {
     assert.equal(outcome('catalog', 'transport.framework-auto-answer').length, 1);
     assert.deepEqual(outcome('catalog', 'transport.framework-auto-answer'), ['weak']);
-    const finding = report.results.find((result) => result.service === 'catalog'
-      && result.attack === 'transport.framework-auto-answer');
+    const finding = report.results.find(
+      (result) => result.service === 'catalog' && result.attack === 'transport.framework-auto-answer',
+    );
     assert.match(finding?.evidence ?? '', /^OPTIONS \/catalog via no-certificate → HTTP 204 no guard code/);
     assert.deepEqual(weakIds('catalog'), ['transport.framework-auto-answer']);
     // Every other guard decides what its framework would have answered; without a guard nothing is judged.
@@ -106,7 +129,10 @@ describe('lockstep scan against the weak fixture', () => {
       assert.deepEqual(outcome('notes', attack, 'POST /notes/strict'), ['enforced'], attack);
     }
     // The manifest's example body was admitted, so the strict route's bodies vary it (no warning).
-    assert.deepEqual(warnings.filter((message) => message.includes('body')), []);
+    assert.deepEqual(
+      warnings.filter((message) => message.includes('body')),
+      [],
+    );
   });
 
   it('writes this report as SARIF 2.1.0 and JUnit XML that validate against their schemas, every weak result a SARIF result', async () => {
@@ -117,6 +143,9 @@ describe('lockstep scan against the weak fixture', () => {
   });
 
   it('reports nothing weak where nothing was planted', () => {
-    assert.deepEqual(weakIds('reports').filter((id) => !id.startsWith('authz.')), []);
+    assert.deepEqual(
+      weakIds('reports').filter((id) => !id.startsWith('authz.')),
+      [],
+    );
   });
 });

@@ -60,8 +60,13 @@ export async function startWeakSystem(): Promise<WeakSystem> {
   mkdirSync(policyDir);
   for (const [file, text] of Object.entries(POLICIES)) writeFileSync(join(policyDir, file), text);
   const controlPlane = await assembleControlPlane({
-    trustDomain: WEAK_TD, keyDir: join(scratch, 'keys'), store: { sqlite: join(scratch, 'cp.db') }, policyDir, watchPolicy: false,
-    adminName: 'ops', output: { warning: () => {} },
+    trustDomain: WEAK_TD,
+    keyDir: join(scratch, 'keys'),
+    store: { sqlite: join(scratch, 'cp.db') },
+    policyDir,
+    watchPolicy: false,
+    adminName: 'ops',
+    output: { warning: () => {} },
   });
   const { ca, store, admin } = controlPlane;
 
@@ -76,8 +81,17 @@ export async function startWeakSystem(): Promise<WeakSystem> {
     server?: (guard: Guard) => HttpsServer;
   }
   async function workload(service: string, options: Serve = {}): Promise<void> {
-    const agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: WEAK_TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'fixture' })).token, service });
-    const guard = await createGuard({ ...agent.guardOptions({ auditSpoolDir: false }), logger: quiet, ...(options.mode === undefined ? {} : { mode: options.mode }) });
+    const agent = await joinAsWorkload({
+      url: controlPlane.url,
+      trustDomain: WEAK_TD,
+      joinToken: (await createJoinToken(store, ca, { service, createdBy: 'fixture' })).token,
+      service,
+    });
+    const guard = await createGuard({
+      ...agent.guardOptions({ auditSpoolDir: false }),
+      logger: quiet,
+      ...(options.mode === undefined ? {} : { mode: options.mode }),
+    });
     agent.attach(guard);
     agents.push(agent);
     guards.push(guard);
@@ -95,22 +109,52 @@ export async function startWeakSystem(): Promise<WeakSystem> {
       return;
     }
     // Registered with its address (the heartbeat on listening) and the policy applied.
-    for (let i = 0; i < 100 && (guard.policyVersion === null || !(await store.services()).some((entry) => entry.service === service && entry.endpoints.length > 0)); i++) {
+    for (
+      let i = 0;
+      i < 100 &&
+      (guard.policyVersion === null ||
+        !(await store.services()).some((entry) => entry.service === service && entry.endpoints.length > 0));
+      i++
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
   await workload('frontend');
-  await workload('reports', { routes: (app) => app.get('/reports/:id', { config: { lockstep: { action: 'reports:read' } } }, async () => ({ report: 'quarterly' })) });
+  await workload('reports', {
+    routes: (app) =>
+      app.get('/reports/:id', { config: { lockstep: { action: 'reports:read' } } }, async () => ({
+        report: 'quarterly',
+      })),
+  });
   // PLANTED: the whole service in dry-run — denials, bad tokens included, are let through.
-  await workload('legacy', { mode: 'dry-run', routes: (app) => app.get('/legacy', { config: { lockstep: { action: 'legacy:read' } } }, async () => ({ legacy: true })) });
+  await workload('legacy', {
+    mode: 'dry-run',
+    routes: (app) =>
+      app.get('/legacy', { config: { lockstep: { action: 'legacy:read' } } }, async () => ({ legacy: true })),
+  });
   await workload('notes', {
     routes: (app) => {
       // PLANTED: a body schema that checks nothing (without any schema the guard refuses every body).
-      app.post('/notes', { config: { lockstep: { action: 'notes:create' } }, schema: { body: { type: 'object' } } }, async () => ({ saved: true }));
-      app.post('/notes/strict', {
-        config: { lockstep: { action: 'notes:create-strict' } },
-        schema: { body: { type: 'object', additionalProperties: false, required: ['text'], properties: { text: { type: 'string', maxLength: 200 } } } },
-      }, async () => ({ saved: true }));
+      app.post(
+        '/notes',
+        { config: { lockstep: { action: 'notes:create' } }, schema: { body: { type: 'object' } } },
+        async () => ({ saved: true }),
+      );
+      app.post(
+        '/notes/strict',
+        {
+          config: { lockstep: { action: 'notes:create-strict' } },
+          schema: {
+            body: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['text'],
+              properties: { text: { type: 'string', maxLength: 200 } },
+            },
+          },
+        },
+        async () => ({ saved: true }),
+      );
     },
   });
 
@@ -120,10 +164,12 @@ export async function startWeakSystem(): Promise<WeakSystem> {
       // PLANTED: a hand-rolled CORS preflight before the guard answers OPTIONS itself, to anyone.
       app.use((request, response, next) => {
         if (request.method !== 'OPTIONS') return next();
-        response.status(204).set({ 'allow': 'GET, OPTIONS', 'access-control-allow-origin': '*' }).end();
+        response.status(204).set({ allow: 'GET, OPTIONS', 'access-control-allow-origin': '*' }).end();
       });
       app.use(lockstepExpress(guard, { 'GET /catalog': { action: 'catalog:read' } }));
-      app.get('/catalog', (_request, response) => { response.json({ items: ['tea'] }); });
+      app.get('/catalog', (_request, response) => {
+        response.json({ items: ['tea'] });
+      });
       return guard.createServer(app);
     },
   });
@@ -136,14 +182,23 @@ export async function startWeakSystem(): Promise<WeakSystem> {
   await new Promise<void>((resolve) => intranet.listen(0, '127.0.0.1', resolve));
 
   return {
-    access: { url: controlPlane.url, trustDomain: WEAK_TD, admin: { cert: admin.chainPem, key: admin.keyPem, ca: ca.bundlePem } },
+    access: {
+      url: controlPlane.url,
+      trustDomain: WEAK_TD,
+      admin: { cert: admin.chainPem, key: admin.keyPem, ca: ca.bundlePem },
+    },
     intranet: `127.0.0.1:${(intranet.address() as { port: number }).port}`,
     async close() {
       await Promise.all(apps.map((app) => app.close()));
-      await Promise.all(servers.map((server) => new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      })));
+      await Promise.all(
+        servers.map(
+          (server) =>
+            new Promise<void>((resolve) => {
+              server.closeAllConnections();
+              server.close(() => resolve());
+            }),
+        ),
+      );
       await new Promise<void>((resolve) => intranet.close(() => resolve()));
       await Promise.all(agents.map((agent) => agent.close()));
       await Promise.all(guards.map((guard) => guard.close()));

@@ -4,8 +4,20 @@ import { it } from 'node:test';
 import * as testkit from './index.ts';
 
 const PUBLIC_API = [
-  'MAX_TXN_TOKEN_LIFETIME_SECONDS', 'RECORD_LOADS', 'createMtlsClient', 'createTestBrowser', 'createTestCa', 'createTxnTokenMinter',
-  'issueCertificate', 'packageOf', 'packagesLoadedBy', 'rawTlsRequest', 'revokedKeyMinter', 'revokedKidToken', 'testPostgres', 'txnTokenAttacks',
+  'MAX_TXN_TOKEN_LIFETIME_SECONDS',
+  'RECORD_LOADS',
+  'createMtlsClient',
+  'createTestBrowser',
+  'createTestCa',
+  'createTxnTokenMinter',
+  'issueCertificate',
+  'packageOf',
+  'packagesLoadedBy',
+  'rawTlsRequest',
+  'revokedKeyMinter',
+  'revokedKidToken',
+  'testPostgres',
+  'txnTokenAttacks',
 ];
 
 it('exports exactly the documented runtime API, and the README names each of it', async () => {

@@ -6,7 +6,13 @@ export { createTestCa } from './ca/create-test-ca.ts';
 export type { TestCa, TestCaOptions } from './ca/create-test-ca.ts';
 // Signs with another CA's key, e.g. a real control plane's (its WorkloadCa signer): identities a test needs without the API that issues them.
 export { issueCertificate } from './ca/issue-cert.ts';
-export type { CertificateSigner, ExtendedKeyUsageName, IssueCertOptions, IssuedCert, KeyUsageName } from './ca/issue-cert.ts';
+export type {
+  CertificateSigner,
+  ExtendedKeyUsageName,
+  IssueCertOptions,
+  IssuedCert,
+  KeyUsageName,
+} from './ca/issue-cert.ts';
 export type { IssueSvidOptions, Svid } from './ca/issue-svid.ts';
 
 export { createTxnTokenMinter } from './txn-token/create-minter.ts';

@@ -13,7 +13,7 @@ export const WORKLOAD_ERROR_CODES = [
   'LOCKSTEP_TXN_TOKEN_UNAVAILABLE',
 ] as const;
 
-export type WorkloadErrorCode = typeof WORKLOAD_ERROR_CODES[number];
+export type WorkloadErrorCode = (typeof WORKLOAD_ERROR_CODES)[number];
 
 /** A refused join or renewal: one of ours, or the control plane's code passed on with its HTTP status. */
 export type EnrolmentErrorCode = Extract<WorkloadErrorCode, `LOCKSTEP_ENROL_${string}`> | `LOCKSTEP_CP_${string}`;
@@ -43,7 +43,11 @@ export class TxnTokenError extends Error {
   /** The `error` the service answered (RFC 6749 §5.2, or a LOCKSTEP_CP_ code); null without one. */
   readonly error: string | null;
   readonly status: number | null;
-  constructor(code: TxnTokenErrorCode, message: string, details: { error?: string | null; status?: number | null; cause?: unknown } = {}) {
+  constructor(
+    code: TxnTokenErrorCode,
+    message: string,
+    details: { error?: string | null; status?: number | null; cause?: unknown } = {},
+  ) {
     super(message, details.cause === undefined ? {} : { cause: details.cause });
     this.name = 'TxnTokenError';
     this.code = code;

@@ -43,9 +43,13 @@ export async function followEventStream(url: URL, options: EventStreamOptions): 
     try {
       const lastEventId = options.lastEventId();
       const response = await request(url, {
-        dispatcher: options.dispatcher, signal, headersTimeout: CONNECT_TIMEOUT_MS, bodyTimeout: options.silenceMs,
+        dispatcher: options.dispatcher,
+        signal,
+        headersTimeout: CONNECT_TIMEOUT_MS,
+        bodyTimeout: options.silenceMs,
         headers: {
-          accept: 'text/event-stream', 'cache-control': 'no-store',
+          accept: 'text/event-stream',
+          'cache-control': 'no-store',
           ...(lastEventId === null ? {} : { 'last-event-id': lastEventId }),
         },
       });
@@ -58,7 +62,9 @@ export async function followEventStream(url: URL, options: EventStreamOptions): 
         options.onOpen();
         const parser = createParser({
           onEvent: options.onMessage,
-          onRetry: (ms) => { retryMs = Math.min(Math.max(ms, MIN_RETRY_MS), MAX_RETRY_MS); },
+          onRetry: (ms) => {
+            retryMs = Math.min(Math.max(ms, MIN_RETRY_MS), MAX_RETRY_MS);
+          },
         });
         // undici's body yields Buffers even after setEncoding: decode here, keeping split characters whole.
         const decoder = new TextDecoder();
@@ -66,13 +72,14 @@ export async function followEventStream(url: URL, options: EventStreamOptions): 
         reason = 'the server ended the stream';
       }
     } catch (error) {
-      reason = (error as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT'
-        ? `nothing received for ${options.silenceMs / 1_000} s`
-        : (error as Error).message;
+      reason =
+        (error as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT'
+          ? `nothing received for ${options.silenceMs / 1_000} s`
+          : (error as Error).message;
     }
     if (signal.aborted) return;
     const backoff = Math.min(MAX_RETRY_MS, retryMs * 2 ** failures);
-    const wait = Math.round(backoff / 2 + Math.random() * backoff / 2);
+    const wait = Math.round(backoff / 2 + (Math.random() * backoff) / 2);
     failures += 1;
     options.onDown(reason, wait);
     // Unreferenced: a stream that is only waiting does not keep the process alive, as the poll timer does not.

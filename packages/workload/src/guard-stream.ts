@@ -97,7 +97,13 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
   // Entries come only from the control plane (TLS pinned to the bundle, its SPIFFE ID checked); each
   // position is applied once, in order, so an old entry replayed cannot undo a newer lift or revocation.
   const applyFeedEntry = (entry: FeedEntry, as: 'revocation' | 'lift') => {
-    if (!KINDS.has(entry.kind) || typeof entry.value !== 'string' || !Number.isSafeInteger(entry.seq) || entry.seq <= position) return;
+    if (
+      !KINDS.has(entry.kind) ||
+      typeof entry.value !== 'string' ||
+      !Number.isSafeInteger(entry.seq) ||
+      entry.seq <= position
+    )
+      return;
     const revocation = { kind: entry.kind, value: entry.value };
     if (as === 'lift') options.target.lift(revocation);
     else options.target.revoke(revocation);
@@ -119,23 +125,34 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
 
   // The fallback: plain GETs (ETag'd bundle, revocations since the last position).
   async function pollOnce(): Promise<void> {
-    const response = await request(new URL('/v1/policy/bundle', options.url), { dispatcher: agent, signal: stop.signal, headers: etag === null ? {} : { 'if-none-match': etag }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const response = await request(new URL('/v1/policy/bundle', options.url), {
+      dispatcher: agent,
+      signal: stop.signal,
+      headers: etag === null ? {} : { 'if-none-match': etag },
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
     if (response.statusCode === 200) {
-      const announced = await response.body.json() as { version: string; bundle: string };
+      const announced = (await response.body.json()) as { version: string; bundle: string };
       etag = typeof response.headers.etag === 'string' ? response.headers.etag : null;
       await applyPolicy(announced);
     } else {
       await response.body.dump();
-      if (response.statusCode !== 304 && response.statusCode !== 503) throw new Error(`GET /v1/policy/bundle answered ${response.statusCode}`);
+      if (response.statusCode !== 304 && response.statusCode !== 503)
+        throw new Error(`GET /v1/policy/bundle answered ${response.statusCode}`);
     }
     const feed = await request(new URL(`/v1/revocations?since=${position}`, options.url), {
-      dispatcher: agent, signal: stop.signal, headers: { [REVOCATION_LIFTS_HEADER]: '1' }, headersTimeout: 10_000, bodyTimeout: 10_000,
+      dispatcher: agent,
+      signal: stop.signal,
+      headers: { [REVOCATION_LIFTS_HEADER]: '1' },
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
     });
     if (feed.statusCode !== 200) {
       await feed.body.dump();
       throw new Error(`GET /v1/revocations answered ${feed.statusCode}`);
     }
-    for (const entry of (await feed.body.json() as { revocations: FeedEntry[] }).revocations) {
+    for (const entry of ((await feed.body.json()) as { revocations: FeedEntry[] }).revocations) {
       applyFeedEntry(entry, entry.lifted === undefined || entry.lifted === null ? 'revocation' : 'lift');
     }
   }
@@ -147,10 +164,16 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
       timer = null;
       // In stream mode, polls run only while the stream is down.
       if (streaming && connected) return;
-      pollOnce().then(
-        () => { if (!streaming) setConnected(true); },
-        (error: unknown) => { if (!streaming && !closed) setConnected(false, (error as Error).message); },
-      ).finally(() => schedulePoll(pollMs));
+      pollOnce()
+        .then(
+          () => {
+            if (!streaming) setConnected(true);
+          },
+          (error: unknown) => {
+            if (!streaming && !closed) setConnected(false, (error as Error).message);
+          },
+        )
+        .finally(() => schedulePoll(pollMs));
     }, delayMs);
     timer.unref();
   };
@@ -161,18 +184,22 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
     ['revocation', (data) => applyFeedEntry(data as FeedEntry, 'revocation')],
     ['lift', (data) => applyFeedEntry(data as FeedEntry, 'lift')],
   ]);
-  const following = !streaming ? Promise.resolve() : followEventStream(new URL('/v1/stream', options.url), {
-    dispatcher: agent, signal: stop.signal, silenceMs: STREAM_SILENCE_MS,
-    // Event ids are feed positions (stream-route.ts): resuming from the last one applied, by the stream
-    // or by a poll while it was down, replays nothing that is already applied.
-    lastEventId: () => position === 0 ? null : String(position),
-    onOpen: () => setConnected(true),
-    onMessage: (message) => apply.get(message.event ?? 'message')?.(JSON.parse(message.data)),
-    onDown: (reason) => {
-      setConnected(false, reason);
-      schedulePoll(pollMs);
-    },
-  });
+  const following = !streaming
+    ? Promise.resolve()
+    : followEventStream(new URL('/v1/stream', options.url), {
+        dispatcher: agent,
+        signal: stop.signal,
+        silenceMs: STREAM_SILENCE_MS,
+        // Event ids are feed positions (stream-route.ts): resuming from the last one applied, by the stream
+        // or by a poll while it was down, replays nothing that is already applied.
+        lastEventId: () => (position === 0 ? null : String(position)),
+        onOpen: () => setConnected(true),
+        onMessage: (message) => apply.get(message.event ?? 'message')?.(JSON.parse(message.data)),
+        onDown: (reason) => {
+          setConnected(false, reason);
+          schedulePoll(pollMs);
+        },
+      });
   if (!streaming) schedulePoll(0);
   return {
     get position() {

@@ -12,15 +12,28 @@ describe('join token format', () => {
   });
 
   it('reads nothing else: another version, a short part, an extra part, a character outside base64url, no string', () => {
-    for (const token of [`ljt2.${HASH}.${SECRET}`, `ljt1.${HASH.slice(1)}.${SECRET}`, `ljt1.${HASH}.${SECRET}.x`, `ljt1.${HASH}.${SECRET.slice(1)}=`, ` ljt1.${HASH}.${SECRET}`, 42, null]) {
+    for (const token of [
+      `ljt2.${HASH}.${SECRET}`,
+      `ljt1.${HASH.slice(1)}.${SECRET}`,
+      `ljt1.${HASH}.${SECRET}.x`,
+      `ljt1.${HASH}.${SECRET.slice(1)}=`,
+      ` ljt1.${HASH}.${SECRET}`,
+      42,
+      null,
+    ]) {
       assert.equal(readJoinToken(token), null, String(token));
     }
   });
 
-  it('hashes a bundle as SHA-256 over its certificates\' DER in order', () => {
+  it("hashes a bundle as SHA-256 over its certificates' DER in order", () => {
     const one = new Uint8Array([1, 2, 3]);
     const two = new Uint8Array([4, 5]);
-    assert.equal(hashTrustBundle([one, two]), createHash('sha256').update(new Uint8Array([1, 2, 3, 4, 5])).digest('base64url'));
+    assert.equal(
+      hashTrustBundle([one, two]),
+      createHash('sha256')
+        .update(new Uint8Array([1, 2, 3, 4, 5]))
+        .digest('base64url'),
+    );
     assert.notEqual(hashTrustBundle([two, one]), hashTrustBundle([one, two]), 'the order counts');
   });
 });

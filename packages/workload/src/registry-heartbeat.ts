@@ -50,13 +50,18 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
     const { routes, policyVersion, svidExpiresAt, mode, guardVersion, endpoints } = options.guard.status();
     const attemptAt = Date.now();
     const outageSince = unreachableSince;
-    const unreachable = outageSince === null
-      ? {}
-      : { unreachable: { since: new Date(outageSince).toISOString(), until: new Date(attemptAt).toISOString() } };
+    const unreachable =
+      outageSince === null
+        ? {}
+        : { unreachable: { since: new Date(outageSince).toISOString(), until: new Date(attemptAt).toISOString() } };
     let response;
     try {
       response = await request(new URL('/v1/registry/heartbeat', options.url), {
-        method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/json' }, headersTimeout: 10_000, bodyTimeout: 10_000,
+        method: 'POST',
+        dispatcher: agent,
+        headers: { 'content-type': 'application/json' },
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
         body: JSON.stringify({ routes, policyVersion, svidExpiresAt, mode, guardVersion, endpoints, ...unreachable }),
       });
     } catch (error) {
@@ -64,7 +69,8 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
       throw error;
     }
     const text = await response.body.text();
-    if (response.statusCode !== 204) throw new Error(`registry heartbeat refused (${response.statusCode}): ${text.slice(0, 300)}`);
+    if (response.statusCode !== 204)
+      throw new Error(`registry heartbeat refused (${response.statusCode}): ${text.slice(0, 300)}`);
     // Reported; a later outage (begun while this report was on its way) is kept for the next one.
     if (outageSince !== null && unreachableSince === outageSince) unreachableSince = null;
   };
@@ -99,14 +105,20 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
       // not see its own abort signal until the connect timeout (10 s).
       const signal = AbortSignal.timeout(DEREGISTER_TIMEOUT_MS);
       const deadline = new Promise<never>((_resolve, reject) => {
-        const timedOut = new Error(`the control plane did not take the deregistration within ${DEREGISTER_TIMEOUT_MS} ms (timeout)`);
+        const timedOut = new Error(
+          `the control plane did not take the deregistration within ${DEREGISTER_TIMEOUT_MS} ms (timeout)`,
+        );
         signal.addEventListener('abort', () => reject(timedOut), { once: true });
       });
       deadline.catch(() => {});
       try {
         // A report still on its way would register the guard again after it left.
         await Promise.race([Promise.allSettled([...inFlight]), deadline]);
-        const leaving = request(new URL('/v1/registry/deregister', options.url), { method: 'POST', dispatcher: agent, signal });
+        const leaving = request(new URL('/v1/registry/deregister', options.url), {
+          method: 'POST',
+          dispatcher: agent,
+          signal,
+        });
         const response = await Promise.race([leaving, deadline]);
         const text = await Promise.race([response.body.text(), deadline]);
         if (response.statusCode !== 204) {

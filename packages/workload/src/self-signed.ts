@@ -31,8 +31,11 @@ export async function signSelfSignedSubjectToken(subject: SelfSignedSubject): Pr
   const iat = Math.floor(Date.now() / 1000);
   return new SignJWT({ scope: subject.scope })
     .setProtectedHeader({ alg: algorithmOf(key) })
-    .setIssuer(subject.spiffeId).setSubject(subject.spiffeId).setAudience(controlPlaneSpiffeId(subject.trustDomain))
-    .setIssuedAt(iat).setExpirationTime(iat + LIFETIME_SECONDS)
+    .setIssuer(subject.spiffeId)
+    .setSubject(subject.spiffeId)
+    .setAudience(controlPlaneSpiffeId(subject.trustDomain))
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + LIFETIME_SECONDS)
     .sign(key);
 }
 
@@ -43,6 +46,8 @@ function algorithmOf(key: KeyObject): string {
   if (key.asymmetricKeyType === 'ec' && curve === 'secp384r1') return 'ES384';
   if (key.asymmetricKeyType === 'rsa') return 'RS256';
   if (key.asymmetricKeyType === 'ed25519') return 'EdDSA';
-  throw new TypeError(`cannot sign a self-signed subject token with a ${key.asymmetricKeyType ?? 'unknown'} ${curve ?? ''} SVID key: `
-    + 'pass subjectToken, signed with an algorithm the Txn-Token Service accepts (ES256, ES384, PS256, RS256, EdDSA)');
+  throw new TypeError(
+    `cannot sign a self-signed subject token with a ${key.asymmetricKeyType ?? 'unknown'} ${curve ?? ''} SVID key: ` +
+      'pass subjectToken, signed with an algorithm the Txn-Token Service accepts (ES256, ES384, PS256, RS256, EdDSA)',
+  );
 }

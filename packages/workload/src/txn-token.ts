@@ -67,15 +67,26 @@ export async function requestTxnToken(service: TxnTokenEndpoint, wanted: TxnToke
   let text;
   try {
     response = await request(new URL('/v1/token', service.url), {
-      method: 'POST', dispatcher: service.dispatcher, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(),
-      headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, ...(wanted.signal === undefined ? {} : { signal: wanted.signal }),
+      method: 'POST',
+      dispatcher: service.dispatcher,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: form.toString(),
+      headersTimeout: TIMEOUT_MS,
+      bodyTimeout: TIMEOUT_MS,
+      ...(wanted.signal === undefined ? {} : { signal: wanted.signal }),
     });
     text = await response.body.text();
   } catch (error) {
     const message = `POST ${service.url}/v1/token got no answer (${(error as Error).message}): is the control plane running, and reachable from here?`;
     throw new TxnTokenError('LOCKSTEP_TXN_TOKEN_UNAVAILABLE', message, { cause: error });
   }
-  let body: { access_token?: unknown; issued_token_type?: unknown; error?: unknown; error_description?: unknown; message?: unknown };
+  let body: {
+    access_token?: unknown;
+    issued_token_type?: unknown;
+    error?: unknown;
+    error_description?: unknown;
+    message?: unknown;
+  };
   try {
     body = JSON.parse(text) as typeof body;
   } catch (error) {
@@ -83,9 +94,19 @@ export async function requestTxnToken(service: TxnTokenEndpoint, wanted: TxnToke
     const message = `POST ${service.url}/v1/token answered ${response.statusCode} with no JSON: is that URL the control plane?`;
     throw new TxnTokenError('LOCKSTEP_TXN_TOKEN_UNAVAILABLE', message, { status: response.statusCode, cause: error });
   }
-  if (response.statusCode === 200 && typeof body.access_token === 'string' && body.issued_token_type === TOKEN_TYPE.txnToken) return body.access_token;
+  if (
+    response.statusCode === 200 &&
+    typeof body.access_token === 'string' &&
+    body.issued_token_type === TOKEN_TYPE.txnToken
+  )
+    return body.access_token;
   const error = typeof body.error === 'string' ? body.error : null;
-  const description = typeof body.error_description === 'string' ? body.error_description : typeof body.message === 'string' ? body.message : '';
+  const description =
+    typeof body.error_description === 'string'
+      ? body.error_description
+      : typeof body.message === 'string'
+        ? body.message
+        : '';
   const message = `the Txn-Token Service refused (${response.statusCode} ${error ?? 'no error code'})${description === '' ? '' : `: ${description}`}`;
   throw new TxnTokenError('LOCKSTEP_TXN_TOKEN_REFUSED', message, { error, status: response.statusCode });
 }
@@ -93,20 +114,32 @@ export async function requestTxnToken(service: TxnTokenEndpoint, wanted: TxnToke
 /** The RFC 8693 request; misuse (no scope, an unknown subject token type) is a TypeError before anything is sent. */
 function exchangeForm(trustDomain: string, wanted: TxnTokenRequest): URLSearchParams {
   if (typeof wanted.scope !== 'string' || wanted.scope.trim() === '') {
-    throw new TypeError(`scope must name what the call is for, e.g. scope: 'orders:create'; got ${JSON.stringify(wanted.scope)}`);
+    throw new TypeError(
+      `scope must name what the call is for, e.g. scope: 'orders:create'; got ${JSON.stringify(wanted.scope)}`,
+    );
   }
   if (typeof wanted.subjectToken !== 'string' || wanted.subjectToken === '') {
-    throw new TypeError('subjectToken must be the token the call is made on behalf of: a user\'s access token, '
-      + 'the inbound Txn-Token (currentAdmission()?.txn?.token) or a self-signed JWT '
-      + '(agent.txnToken signs one itself: subjectTokenType \'self_signed\' without subjectToken)');
+    throw new TypeError(
+      "subjectToken must be the token the call is made on behalf of: a user's access token, " +
+        'the inbound Txn-Token (currentAdmission()?.txn?.token) or a self-signed JWT ' +
+        "(agent.txnToken signs one itself: subjectTokenType 'self_signed' without subjectToken)",
+    );
   }
-  const subjectType = Object.hasOwn(SUBJECT_TYPES, wanted.subjectTokenType) ? SUBJECT_TYPES[wanted.subjectTokenType] : undefined;
+  const subjectType = Object.hasOwn(SUBJECT_TYPES, wanted.subjectTokenType)
+    ? SUBJECT_TYPES[wanted.subjectTokenType]
+    : undefined;
   if (subjectType === undefined) {
-    throw new TypeError(`subjectTokenType must be one of ${Object.keys(SUBJECT_TYPES).join(', ')}; got ${JSON.stringify(wanted.subjectTokenType)}`);
+    throw new TypeError(
+      `subjectTokenType must be one of ${Object.keys(SUBJECT_TYPES).join(', ')}; got ${JSON.stringify(wanted.subjectTokenType)}`,
+    );
   }
   const form = new URLSearchParams({
-    grant_type: TOKEN_EXCHANGE_GRANT, requested_token_type: TOKEN_TYPE.txnToken, audience: trustDomain, scope: wanted.scope,
-    subject_token: wanted.subjectToken, subject_token_type: subjectType,
+    grant_type: TOKEN_EXCHANGE_GRANT,
+    requested_token_type: TOKEN_TYPE.txnToken,
+    audience: trustDomain,
+    scope: wanted.scope,
+    subject_token: wanted.subjectToken,
+    subject_token_type: subjectType,
   });
   if (wanted.clientIp !== undefined) form.set('request_context', JSON.stringify({ req_ip: wanted.clientIp }));
   return form;

@@ -82,7 +82,12 @@ export interface WorkloadAgent {
    * this service's decisions (for tests only).
    */
   guardOptions(options?: { auditSpoolDir?: string | false }): {
-    service: string; trustDomain: string; trustBundle: string; svid: { cert: string; key: string }; txnTokenKeys: { url: string }; policy: { keys: { keys: JWK[] } };
+    service: string;
+    trustDomain: string;
+    trustBundle: string;
+    svid: { cert: string; key: string };
+    txnTokenKeys: { url: string };
+    policy: { keys: { keys: JWK[] } };
     audit?: { collector: { url: string; spoolDir: string } };
   };
   /** Starts the stream and the heartbeat for this guard, and hands it every renewed SVID. */
@@ -115,8 +120,14 @@ export interface WorkloadAgent {
 
 export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<WorkloadAgent> {
   workloadId(options.trustDomain, options.service); // a TypeError naming the rule, before the service's name becomes a directory
-  const stateDir = options.stateDir === undefined ? defaultWorkloadStateDir(options.service) : resolve(options.stateDir);
-  let credentials = await joinControlPlane({ url: options.url, trustDomain: options.trustDomain, joinToken: options.joinToken, service: options.service });
+  const stateDir =
+    options.stateDir === undefined ? defaultWorkloadStateDir(options.service) : resolve(options.stateDir);
+  let credentials = await joinControlPlane({
+    url: options.url,
+    trustDomain: options.trustDomain,
+    joinToken: options.joinToken,
+    service: options.service,
+  });
   const policyKeys = await fetchPolicyKeys(options.url, options.trustDomain, credentials.bundlePem);
   const notify = options.onEvent ?? (() => {});
   let guard: AttachableGuard | null = null;
@@ -132,7 +143,11 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     if (closed) throw new TypeError('this workload agent is closed: join again for a new one');
     if (pool?.chainPem !== credentials.chainPem || pool.bundlePem !== credentials.bundlePem) {
       void pool?.agent.close();
-      pool = { chainPem: credentials.chainPem, bundlePem: credentials.bundlePem, agent: controlPlaneAgent(options.trustDomain, tls()) };
+      pool = {
+        chainPem: credentials.chainPem,
+        bundlePem: credentials.bundlePem,
+        agent: controlPlaneAgent(options.trustDomain, tls()),
+      };
     }
     return pool.agent;
   }
@@ -142,20 +157,31 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     const previous = { stream, heartbeat };
     // The stream and the heartbeat present the SVID: after a renewal they reconnect with the new one.
     stream = connectGuardStream({
-      url: options.url, trustDomain: options.trustDomain, tls: tls(), target: guard,
-      ...(options.transport === undefined ? {} : { transport: options.transport }), ...(options.pollMs === undefined ? {} : { pollMs: options.pollMs }),
+      url: options.url,
+      trustDomain: options.trustDomain,
+      tls: tls(),
+      target: guard,
+      ...(options.transport === undefined ? {} : { transport: options.transport }),
+      ...(options.pollMs === undefined ? {} : { pollMs: options.pollMs }),
       onEvent: (event) => {
         // A new trust bundle (root rotation) is used for the next connections to the control plane too.
         if (event.kind === 'trust-bundle') credentials = { ...credentials, bundlePem: event.bundle };
         notify(event);
         // The registry learns a new policy version at once, so that drift shows without waiting a heartbeat.
-        if (event.kind === 'policy') void heartbeat?.beat().catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message }));
+        if (event.kind === 'policy')
+          void heartbeat
+            ?.beat()
+            .catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message }));
       },
     });
     // An outage the previous heartbeat saw and could not report yet is the new one's to report.
     const unreported = previous.heartbeat?.unreachableSince ?? null;
     heartbeat = startRegistryHeartbeat({
-      url: options.url, trustDomain: options.trustDomain, tls: tls(), guard, intervalMs: options.heartbeatMs ?? 10_000,
+      url: options.url,
+      trustDomain: options.trustDomain,
+      tls: tls(),
+      guard,
+      intervalMs: options.heartbeatMs ?? 10_000,
       onError: (error) => notify({ kind: 'heartbeat-failed', reason: error.message }),
       ...(unreported === null ? {} : { unreachableSince: unreported }),
     });
@@ -167,8 +193,14 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
 
   /** The subject token as asked, or — self_signed without one — signed here with the SVID's key. */
   async function subjectOf(wanted: WorkloadTxnTokenRequest): Promise<string> {
-    if (wanted.subjectToken !== undefined || wanted.subjectTokenType !== 'self_signed') return wanted.subjectToken as string;
-    return signSelfSignedSubjectToken({ trustDomain: options.trustDomain, spiffeId: credentials.spiffeId, keyPem: credentials.keyPem, scope: wanted.scope });
+    if (wanted.subjectToken !== undefined || wanted.subjectTokenType !== 'self_signed')
+      return wanted.subjectToken as string;
+    return signSelfSignedSubjectToken({
+      trustDomain: options.trustDomain,
+      spiffeId: credentials.spiffeId,
+      keyPem: credentials.keyPem,
+      scope: wanted.scope,
+    });
   }
 
   function schedule(delayMs?: number): void {
@@ -176,7 +208,7 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     if (timer !== null) clearTimeout(timer);
     const lifetime = credentials.expiresAt.getTime() - Date.now();
     // Half-life, minus up to a tenth of the lifetime of jitter.
-    const wait = delayMs ?? Math.max(1_000, lifetime / 2 - Math.random() * lifetime / 10);
+    const wait = delayMs ?? Math.max(1_000, lifetime / 2 - (Math.random() * lifetime) / 10);
     timer = setTimeout(() => void renew().catch(() => {}), wait);
     timer.unref();
   }
@@ -185,7 +217,12 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     if (timer !== null) clearTimeout(timer);
     const bundleBefore = credentials.bundlePem;
     try {
-      credentials = await renewWithControlPlane({ url: options.url, trustDomain: options.trustDomain, current: { chainPem: credentials.chainPem, keyPem: credentials.keyPem }, bundlePem: credentials.bundlePem });
+      credentials = await renewWithControlPlane({
+        url: options.url,
+        trustDomain: options.trustDomain,
+        current: { chainPem: credentials.chainPem, keyPem: credentials.keyPem },
+        bundlePem: credentials.bundlePem,
+      });
     } catch (error) {
       const retryInMs = options.retryMs ?? 5_000;
       notify({ kind: 'renewal-failed', reason: (error as Error).message, retryInMs });
@@ -207,33 +244,52 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
       return credentials;
     },
     guardOptions: (extra = {}) => ({
-      service: options.service, trustDomain: options.trustDomain, trustBundle: credentials.bundlePem, svid: { cert: credentials.chainPem, key: credentials.keyPem },
+      service: options.service,
+      trustDomain: options.trustDomain,
+      trustBundle: credentials.bundlePem,
+      svid: { cert: credentials.chainPem, key: credentials.keyPem },
       txnTokenKeys: { url: new URL('/v1/txn-token/jwks.json', options.url).href },
       policy: { keys: { keys: [...policyKeys] } },
       // Every decision is shipped to the control plane's collector, unless the caller says otherwise.
-      ...(extra.auditSpoolDir === false ? {} : {
-        audit: { collector: { url: new URL('/v1/audit/events', options.url).href, spoolDir: extra.auditSpoolDir ?? join(stateDir, 'audit-spool') } },
-      }),
+      ...(extra.auditSpoolDir === false
+        ? {}
+        : {
+            audit: {
+              collector: {
+                url: new URL('/v1/audit/events', options.url).href,
+                spoolDir: extra.auditSpoolDir ?? join(stateDir, 'audit-spool'),
+              },
+            },
+          }),
     }),
     attach(target) {
       if (guard !== null) throw new TypeError('this workload agent is already attached to a guard');
       guard = target;
-      target.onListening?.(() => void heartbeat?.beat().catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message })));
+      target.onListening?.(
+        () =>
+          void heartbeat
+            ?.beat()
+            .catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: (error as Error).message })),
+      );
       follow();
     },
     renew,
     controlPlane,
-    txnToken: async (wanted) => requestTxnToken(
-      { url: options.url, trustDomain: options.trustDomain, dispatcher: controlPlane() },
-      { ...wanted, subjectToken: await subjectOf(wanted) },
-    ),
+    txnToken: async (wanted) =>
+      requestTxnToken(
+        { url: options.url, trustDomain: options.trustDomain, dispatcher: controlPlane() },
+        { ...wanted, subjectToken: await subjectOf(wanted) },
+      ),
     request: (url, init) => client.request(url, init),
     async close() {
       closed = true;
       if (timer !== null) clearTimeout(timer);
       // A clean stop leaves the registry: the monitor raises no alert for the silence that follows.
-      const leaving = heartbeat?.deregister()
-        .catch((error: unknown) => notify({ kind: 'heartbeat-failed', reason: `could not deregister: ${(error as Error).message}` }));
+      const leaving = heartbeat
+        ?.deregister()
+        .catch((error: unknown) =>
+          notify({ kind: 'heartbeat-failed', reason: `could not deregister: ${(error as Error).message}` }),
+        );
       await Promise.all([stream?.close(), leaving, pool?.agent.close(), client.close()]);
     },
   };
@@ -243,13 +299,18 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
 async function fetchPolicyKeys(url: string, trustDomain: string, bundlePem: string): Promise<JWK[]> {
   const agent = controlPlaneAgent(trustDomain, { ca: bundlePem });
   try {
-    const response = await request(new URL('/v1/policy/jwks.json', url), { dispatcher: agent, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const response = await request(new URL('/v1/policy/jwks.json', url), {
+      dispatcher: agent,
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
     if (response.statusCode === 404) {
       await response.body.dump();
       return [];
     }
-    const body = await response.body.json() as { keys?: unknown };
-    if (response.statusCode !== 200 || !Array.isArray(body.keys)) throw new Error(`GET /v1/policy/jwks.json answered ${response.statusCode}`);
+    const body = (await response.body.json()) as { keys?: unknown };
+    if (response.statusCode !== 200 || !Array.isArray(body.keys))
+      throw new Error(`GET /v1/policy/jwks.json answered ${response.statusCode}`);
     return body.keys as JWK[];
   } finally {
     await agent.close();

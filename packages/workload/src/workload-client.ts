@@ -52,7 +52,9 @@ export function createWorkloadClient(trustDomain: string, tls: () => ClientTls):
       const checkServerIdentity = serverSvidCheck(workloadId(trustDomain, server), {
         hint: `it is not the service "${server}" of ${trustDomain}; check the URL`,
       });
-      pool = new Agent({ connect: { cert: current.cert, key: current.key, ca: current.ca, minVersion: 'TLSv1.3', checkServerIdentity } });
+      pool = new Agent({
+        connect: { cert: current.cert, key: current.key, ca: current.ca, minVersion: 'TLSv1.3', checkServerIdentity },
+      });
       pools.set(server, pool);
     }
     return pool;
@@ -62,8 +64,10 @@ export function createWorkloadClient(trustDomain: string, tls: () => ClientTls):
     async request(url, options) {
       if (closed) throw new TypeError('this workload client is closed');
       if (typeof options?.server !== 'string') {
-        throw new TypeError('server must name the service that must answer, e.g. { server: \'orders\' }: '
-          + 'its SVID is checked against spiffe://<trust domain>/svc/<server>');
+        throw new TypeError(
+          "server must name the service that must answer, e.g. { server: 'orders' }: " +
+            'its SVID is checked against spiffe://<trust domain>/svc/<server>',
+        );
       }
       const dispatcher = poolFor(options.server);
       const headers: Record<string, string> = {};
@@ -73,7 +77,9 @@ export function createWorkloadClient(trustDomain: string, tls: () => ClientTls):
       }
       if (options.txnToken !== undefined) headers['txn-token'] = options.txnToken;
       return request(url, {
-        dispatcher, method: options.method ?? 'GET', headers,
+        dispatcher,
+        method: options.method ?? 'GET',
+        headers,
         ...(options.body === undefined ? {} : { body: options.body }),
         ...(options.signal === undefined ? {} : { signal: options.signal }),
       });

@@ -23,7 +23,9 @@ const answers: ((response: ServerResponse) => Promise<void> | void)[] = [
     response.write(event.subarray(split));
     // …then nothing: the client must give up on this connection by itself.
   },
-  (response) => { response.writeHead(503, { 'content-type': 'text/plain' }).end('busy, come back later'); },
+  (response) => {
+    response.writeHead(503, { 'content-type': 'text/plain' }).end('busy, come back later');
+  },
   async (response) => {
     response.writeHead(200, SSE);
     for (let ping = 0; ping < 4; ping++) {
@@ -38,7 +40,12 @@ it('resumes, detects silence, honours retry: with backoff, reports refusals, and
   const lastEventIds: (string | undefined)[] = [];
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
     lastEventIds.push(request.headers['last-event-id'] as string | undefined);
-    void (answers[lastEventIds.length - 1] ?? ((idle) => { idle.writeHead(200, SSE).flushHeaders(); }))(response);
+    void (
+      answers[lastEventIds.length - 1] ??
+      ((idle) => {
+        idle.writeHead(200, SSE).flushHeaders();
+      })
+    )(response);
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -50,9 +57,13 @@ it('resumes, detects silence, honours retry: with backoff, reports refusals, and
   let lastEventId: string | null = null;
   const url = new URL(`http://127.0.0.1:${(server.address() as { port: number }).port}/events`);
   const following = followEventStream(url, {
-    dispatcher, signal: stop.signal, silenceMs: 300,
+    dispatcher,
+    signal: stop.signal,
+    silenceMs: 300,
     lastEventId: () => lastEventId,
-    onOpen: () => { opened += 1; },
+    onOpen: () => {
+      opened += 1;
+    },
     onMessage: (message) => {
       messages.push(message);
       lastEventId = message.id ?? lastEventId;
@@ -69,11 +80,14 @@ it('resumes, detects silence, honours retry: with backoff, reports refusals, and
       { id: undefined, event: undefined, data: 'bye' },
     ]);
     assert.deepEqual(lastEventIds.slice(0, 4), [undefined, '7', '7', '7']);
-    assert.deepEqual(downs.slice(0, 3).map(({ reason }) => reason), [
-      'nothing received for 0.3 s',
-      'GET /events answered 503 (text/plain): busy, come back later',
-      'the server ended the stream',
-    ]);
+    assert.deepEqual(
+      downs.slice(0, 3).map(({ reason }) => reason),
+      [
+        'nothing received for 0.3 s',
+        'GET /events answered 503 (text/plain): busy, come back later',
+        'the server ended the stream',
+      ],
+    );
     const [afterSilence, afterRefusal, afterEnd] = downs.map(({ retryInMs }) => retryInMs) as [number, number, number];
     assert.ok(afterSilence >= 75 && afterSilence <= 150, `the server's retry (150 ms) with jitter: ${afterSilence}`);
     assert.ok(afterRefusal >= 150 && afterRefusal <= 300, `doubled after a failed attempt: ${afterRefusal}`);

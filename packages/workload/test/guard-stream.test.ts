@@ -14,11 +14,23 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import {
-  createJoinToken, createPolicyService, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
+  createJoinToken,
+  createPolicyService,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type ControlPlaneStore,
+  type PolicyService,
+  type RunningControlPlane,
+  type WorkloadCa,
 } from '@lockstep/control-plane';
 import {
-  connectGuardStream, joinControlPlane, type GuardStream, type StreamEvent, type WorkloadCredentials,
+  connectGuardStream,
+  joinControlPlane,
+  type GuardStream,
+  type StreamEvent,
+  type WorkloadCredentials,
 } from '../src/index.ts';
 
 const TD = 'shop.test';
@@ -57,9 +69,15 @@ function follow(who: WorkloadCredentials) {
   const events: StreamEvent[] = [];
   const revoked: string[] = [];
   const stream = connectGuardStream({
-    url: controlPlane.url, trustDomain: TD, tls: tlsOf(who), pollMs: 60_000,
+    url: controlPlane.url,
+    trustDomain: TD,
+    tls: tlsOf(who),
+    pollMs: 60_000,
     target: {
-      setPolicyBundle: async () => {}, revoke: ({ value }) => revoked.push(value), lift() {}, setTrustBundle() {},
+      setPolicyBundle: async () => {},
+      revoke: ({ value }) => revoked.push(value),
+      lift() {},
+      setTrustBundle() {},
     },
     onEvent: (event) => events.push(event),
   });
@@ -78,8 +96,12 @@ async function eventually(check: () => boolean, what: string, limitMs = 10_000):
 describe('the guard stream', () => {
   let orders: WorkloadCredentials;
   let stream: GuardStream | null = null;
-  before(async () => { orders = await enrol('orders'); });
-  after(async () => { await stream?.close(); });
+  before(async () => {
+    orders = await enrol('orders');
+  });
+  after(async () => {
+    await stream?.close();
+  });
 
   it('connects without printing a process warning (undici\'s EventSource prints "experimental")', async () => {
     const warnings: Error[] = [];
@@ -94,7 +116,10 @@ describe('the guard stream', () => {
     } finally {
       process.off('warning', onWarning);
     }
-    assert.deepEqual(warnings.map((warning) => `${warning.name}: ${warning.message}`), []);
+    assert.deepEqual(
+      warnings.map((warning) => `${warning.name}: ${warning.message}`),
+      [],
+    );
   });
 
   it('stays on one connection while events flow, and after a restart reconnects and applies what follows', async () => {
@@ -125,9 +150,11 @@ describe('a stream the control plane ends: its own workload revoked', () => {
     try {
       await eventually(() => followed.count('connected') === 1, 'the stream to open');
       await controlPlane.revoke({ kind: 'spiffeId', value: spiffeId, reason: 'test', actor: 'test' });
-      await eventually(() => followed.revoked.includes(spiffeId), 'its own revocation, its stream\'s last event');
-      const refusal = () => followed.events.find((event) =>
-        event.kind === 'disconnected' && event.reason.includes('LOCKSTEP_CP_PEER_REVOKED'));
+      await eventually(() => followed.revoked.includes(spiffeId), "its own revocation, its stream's last event");
+      const refusal = () =>
+        followed.events.find(
+          (event) => event.kind === 'disconnected' && event.reason.includes('LOCKSTEP_CP_PEER_REVOKED'),
+        );
       await eventually(() => refusal() !== undefined, 'the refused reconnection');
       assert.match(JSON.stringify(refusal()), /GET \/v1\/stream answered 401/);
       assert.equal(followed.count('connected'), 1);

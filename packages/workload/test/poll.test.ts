@@ -14,8 +14,15 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane,
+  createJoinToken,
+  createPolicyService,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type ControlPlaneStore,
+  type PolicyService,
+  type RunningControlPlane,
 } from '@lockstep/control-plane';
 import { connectGuardStream, joinControlPlane, type GuardStream, type WorkloadCredentials } from '../src/index.ts';
 
@@ -42,19 +49,37 @@ before(async () => {
   policy = await createPolicyService({ dir: policyDir, signingKey });
   controlPlane = await startControlPlane({ ca, store, policy });
   minter = await createTxnTokenMinter({ trustDomain: TD });
-  const join_ = async (service: string) => joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token, service });
+  const join_ = async (service: string) =>
+    joinControlPlane({
+      url: controlPlane.url,
+      trustDomain: TD,
+      joinToken: (await createJoinToken(store, ca, { service, createdBy: 'cli' })).token,
+      service,
+    });
   orders = await join_('orders');
   gateway = await join_('gateway');
   guard = await createGuard({
-    service: 'orders', trustDomain: TD, trustBundle: orders.bundlePem, svid: { cert: orders.chainPem, key: orders.keyPem },
-    txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [signingKey.publicJwk] } }, logger: { info() {}, warn() {}, error() {} },
+    service: 'orders',
+    trustDomain: TD,
+    trustBundle: orders.bundlePem,
+    svid: { cert: orders.chainPem, key: orders.keyPem },
+    txnTokenKeys: { jwks: minter.jwks },
+    policy: { keys: { keys: [signingKey.publicJwk] } },
+    logger: { info() {}, warn() {}, error() {} },
   });
   app = Fastify({ https: guard.tlsOptions() });
   await app.register(lockstep, { guard });
   app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async () => ({ ok: true }));
   await app.listen({ host: '127.0.0.1', port: 0 });
   origin = `https://127.0.0.1:${(app.server.address() as { port: number }).port}`;
-  stream = connectGuardStream({ url: controlPlane.url, trustDomain: TD, tls: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem }, target: guard, transport: 'poll', pollMs: 100 });
+  stream = connectGuardStream({
+    url: controlPlane.url,
+    trustDomain: TD,
+    tls: { cert: orders.chainPem, key: orders.keyPem, ca: orders.bundlePem },
+    target: guard,
+    transport: 'poll',
+    pollMs: 100,
+  });
 });
 
 after(async () => {
@@ -68,20 +93,40 @@ after(async () => {
 });
 
 async function get(path: string, who: WorkloadCredentials | null, headers: Record<string, string> = {}) {
-  const agent = new Agent({ connect: { ...(who === null ? {} : { cert: who.chainPem, key: who.keyPem }), ca: orders.bundlePem, checkServerIdentity: () => undefined } });
+  const agent = new Agent({
+    connect: {
+      ...(who === null ? {} : { cert: who.chainPem, key: who.keyPem }),
+      ca: orders.bundlePem,
+      checkServerIdentity: () => undefined,
+    },
+  });
   try {
     const response = await request(`${controlPlane.url}${path}`, { dispatcher: agent, headers });
     const text = await response.body.text();
-    return { status: response.statusCode, etag: response.headers.etag, body: text === '' ? null : JSON.parse(text) as Record<string, unknown> };
+    return {
+      status: response.statusCode,
+      etag: response.headers.etag,
+      body: text === '' ? null : (JSON.parse(text) as Record<string, unknown>),
+    };
   } finally {
     await agent.close();
   }
 }
 
 async function status(sub: string): Promise<number> {
-  const agent = new Agent({ connect: { cert: gateway.chainPem, key: gateway.keyPem, ca: gateway.bundlePem, checkServerIdentity: () => undefined } });
+  const agent = new Agent({
+    connect: {
+      cert: gateway.chainPem,
+      key: gateway.keyPem,
+      ca: gateway.bundlePem,
+      checkServerIdentity: () => undefined,
+    },
+  });
   try {
-    const response = await request(`${origin}/orders/1`, { dispatcher: agent, headers: { 'txn-token': await minter.mint({ sub, tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId }) } });
+    const response = await request(`${origin}/orders/1`, {
+      dispatcher: agent,
+      headers: { 'txn-token': await minter.mint({ sub, tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId }) },
+    });
     await response.body.dump();
     return response.statusCode;
   } finally {
@@ -92,18 +137,22 @@ async function status(sub: string): Promise<number> {
 async function until(sub: string, expected: number): Promise<number> {
   const started = performance.now();
   while (performance.now() - started < 5_000) {
-    if (await status(sub) === expected) return performance.now() - started;
+    if ((await status(sub)) === expected) return performance.now() - started;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   return assert.fail(`not ${expected} within 5 s`);
 }
 
 describe('polling fallback', () => {
-  it('serves the caller\'s slice with an ETag, 304 when unchanged, and only to a workload SVID', async () => {
+  it("serves the caller's slice with an ETag, 304 when unchanged, and only to a workload SVID", async () => {
     const first = await get('/v1/policy/bundle', orders);
     assert.equal(first.status, 200);
     assert.equal(first.etag, `"${String(first.body?.version)}"`);
-    assert.equal(first.body?.version, (await policy.bundleFor('orders'))?.version, 'the slice of the caller\'s own service');
+    assert.equal(
+      first.body?.version,
+      (await policy.bundleFor('orders'))?.version,
+      "the slice of the caller's own service",
+    );
     const again = await get('/v1/policy/bundle', orders, { 'if-none-match': String(first.etag) });
     assert.equal(again.status, 304);
     assert.equal((await get('/v1/policy/bundle', null)).status, 401);
@@ -112,7 +161,10 @@ describe('polling fallback', () => {
 
   it('keeps a guard that only polls in step: its policy, a change, a revocation', async () => {
     await until('alice', 200);
-    writeFileSync(join(policyDir, 'orders.cedar'), '@id("admins-only")\npermit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", action == Lockstep::Action::"orders:read", resource == Lockstep::Service::"orders") when { context.roles.contains("admin") };\n');
+    writeFileSync(
+      join(policyDir, 'orders.cedar'),
+      '@id("admins-only")\npermit (principal == Lockstep::Workload::"spiffe://shop.test/svc/gateway", action == Lockstep::Action::"orders:read", resource == Lockstep::Service::"orders") when { context.roles.contains("admin") };\n',
+    );
     const changed = await until('alice', 403);
     console.log(`polling (every 100 ms): policy change enforced in ${changed.toFixed(0)} ms`);
     cpSync(new URL('../../guard/example/policies/orders.cedar', import.meta.url), join(policyDir, 'orders.cedar'));

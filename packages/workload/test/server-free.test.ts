@@ -14,15 +14,27 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SERVER = ['@lockstep/control-plane', '@lockstep/monitor', 'express', 'fastify', 'oidc-provider', 'pg'];
 
 it('a service importing the guard, its node:http adapter and the workload package loads no server package', () => {
-  const code = ['@lockstep/guard', '@lockstep/guard/http', '@lockstep/workload'].map((specifier) => `await import('${specifier}');`).join('\n');
+  const code = ['@lockstep/guard', '@lockstep/guard/http', '@lockstep/workload']
+    .map((specifier) => `await import('${specifier}');`)
+    .join('\n');
   const loaded = packagesLoadedBy(code, { cwd: ROOT, conditions: ['@lockstep/source'] });
   assert.ok(loaded.includes('@lockstep/workload') && loaded.includes('undici'), loaded.join(', '));
-  assert.deepEqual(loaded.filter((name) => SERVER.includes(name)), []);
+  assert.deepEqual(
+    loaded.filter((name) => SERVER.includes(name)),
+    [],
+  );
 });
 
 it('depends on the control plane for its tests only', () => {
-  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as Record<string, Record<string, string> | undefined>;
+  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as Record<
+    string,
+    Record<string, string> | undefined
+  >;
   for (const field of ['dependencies', 'peerDependencies', 'optionalDependencies']) {
-    assert.deepEqual(Object.keys(manifest[field] ?? {}).filter((name) => SERVER.includes(name)), [], field);
+    assert.deepEqual(
+      Object.keys(manifest[field] ?? {}).filter((name) => SERVER.includes(name)),
+      [],
+      field,
+    );
   }
 });

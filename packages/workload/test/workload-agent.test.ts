@@ -16,10 +16,25 @@ import { createGuard, type Guard } from '@lockstep/guard';
 import { lockstep } from '@lockstep/guard/fastify';
 import { createTxnTokenMinter } from '@lockstep/testkit';
 import {
-  createJoinToken, createPolicyService, openSigningKey, openSqliteStore, openWorkloadCa, startControlPlane,
-  type ControlPlaneStore, type PolicyService, type RunningControlPlane, type WorkloadCa,
+  createJoinToken,
+  createPolicyService,
+  openSigningKey,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type ControlPlaneStore,
+  type PolicyService,
+  type RunningControlPlane,
+  type WorkloadCa,
 } from '@lockstep/control-plane';
-import { defaultWorkloadStateDir, joinAsWorkload, joinControlPlane, type AgentEvent, type WorkloadAgent, type WorkloadCredentials } from '../src/index.ts';
+import {
+  defaultWorkloadStateDir,
+  joinAsWorkload,
+  joinControlPlane,
+  type AgentEvent,
+  type WorkloadAgent,
+  type WorkloadCredentials,
+} from '../src/index.ts';
 
 const TD = 'shop.test';
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-agent-'));
@@ -45,8 +60,21 @@ before(async () => {
   controlPlane = await startControlPlane({ ca, store, policy });
   const minter = await createTxnTokenMinter({ trustDomain: TD });
 
-  agent = await joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token, service: 'orders', stateDir: join(scratch, 'orders'), retryMs: 50, onEvent: (event) => events.push(event) });
-  guard = await createGuard({ ...agent.guardOptions(), txnTokenKeys: { jwks: minter.jwks }, policy: { keys: { keys: [policyKey.publicJwk] } }, logger: { info() {}, warn() {}, error() {} } });
+  agent = await joinAsWorkload({
+    url: controlPlane.url,
+    trustDomain: TD,
+    joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token,
+    service: 'orders',
+    stateDir: join(scratch, 'orders'),
+    retryMs: 50,
+    onEvent: (event) => events.push(event),
+  });
+  guard = await createGuard({
+    ...agent.guardOptions(),
+    txnTokenKeys: { jwks: minter.jwks },
+    policy: { keys: { keys: [policyKey.publicJwk] } },
+    logger: { info() {}, warn() {}, error() {} },
+  });
   app = Fastify({ https: guard.tlsOptions() });
   await app.register(lockstep, { guard });
   app.get('/orders/:id', { config: { lockstep: { action: 'orders:read' } } }, async () => ({ ok: true }));
@@ -54,7 +82,12 @@ before(async () => {
   port = (app.server.address() as { port: number }).port;
   agent.attach(guard);
 
-  gateway = await joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: (await createJoinToken(store, ca, { service: 'gateway', createdBy: 'cli' })).token, service: 'gateway' });
+  gateway = await joinControlPlane({
+    url: controlPlane.url,
+    trustDomain: TD,
+    joinToken: (await createJoinToken(store, ca, { service: 'gateway', createdBy: 'cli' })).token,
+    service: 'gateway',
+  });
   token = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
 });
 
@@ -69,9 +102,14 @@ after(async () => {
 });
 
 async function status(): Promise<number> {
-  const client = new Agent({ connect: { cert: gateway.chainPem, key: gateway.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+  const client = new Agent({
+    connect: { cert: gateway.chainPem, key: gateway.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined },
+  });
   try {
-    const response = await request(`https://127.0.0.1:${port}/orders/1`, { dispatcher: client, headers: { 'txn-token': token } });
+    const response = await request(`https://127.0.0.1:${port}/orders/1`, {
+      dispatcher: client,
+      headers: { 'txn-token': token },
+    });
     await response.body.dump();
     return response.statusCode;
   } finally {
@@ -91,30 +129,57 @@ async function eventually(check: () => Promise<boolean> | boolean, what: string)
 /** The serial number of the certificate the service presents on a new connection. */
 function servedSerial(): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port, cert: gateway.chainPem, key: gateway.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined }, () => {
-      resolve(socket.getPeerCertificate().serialNumber.toLowerCase());
-      socket.end();
-    });
+    const socket = connect(
+      {
+        host: '127.0.0.1',
+        port,
+        cert: gateway.chainPem,
+        key: gateway.keyPem,
+        ca: ca.bundlePem,
+        checkServerIdentity: () => undefined,
+      },
+      () => {
+        resolve(socket.getPeerCertificate().serialNumber.toLowerCase());
+        socket.end();
+      },
+    );
     socket.on('error', reject);
   });
 }
 
 describe('joinAsWorkload', () => {
   it('ships every decision to the monitor by default, spooled in its state directory', () => {
-    assert.deepEqual(agent.guardOptions().audit, { collector: { url: `${controlPlane.url}/v1/audit/events`, spoolDir: join(scratch, 'orders', 'audit-spool') } });
-    assert.equal(agent.guardOptions({ auditSpoolDir: join(scratch, 'elsewhere') }).audit?.collector.spoolDir, join(scratch, 'elsewhere'));
+    assert.deepEqual(agent.guardOptions().audit, {
+      collector: { url: `${controlPlane.url}/v1/audit/events`, spoolDir: join(scratch, 'orders', 'audit-spool') },
+    });
+    assert.equal(
+      agent.guardOptions({ auditSpoolDir: join(scratch, 'elsewhere') }).audit?.collector.spoolDir,
+      join(scratch, 'elsewhere'),
+    );
     assert.equal(agent.guardOptions({ auditSpoolDir: false }).audit, undefined, 'false: nothing shipped');
     assert.equal(defaultWorkloadStateDir('orders', {}), join(process.cwd(), '.lockstep', 'workloads', 'orders'));
-    assert.equal(defaultWorkloadStateDir('orders', { LOCKSTEP_HOME: '/srv/lockstep' }), '/srv/lockstep/workloads/orders');
+    assert.equal(
+      defaultWorkloadStateDir('orders', { LOCKSTEP_HOME: '/srv/lockstep' }),
+      '/srv/lockstep/workloads/orders',
+    );
   });
 
   it('refuses a service name that is no SPIFFE path before it names a directory', async () => {
-    await assert.rejects(joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: 'ljt1.x.y', service: '../etc' }), TypeError);
+    await assert.rejects(
+      joinAsWorkload({ url: controlPlane.url, trustDomain: TD, joinToken: 'ljt1.x.y', service: '../etc' }),
+      TypeError,
+    );
   });
 
   it('joins, receives the policy over the stream, serves, and registers itself', async () => {
-    await eventually(async () => await status() === 200, 'the service to serve');
-    await eventually(async () => (await store.services()).some((entry) => entry.service === 'orders' && entry.policyVersion === guard.policyVersion), 'the registry entry');
+    await eventually(async () => (await status()) === 200, 'the service to serve');
+    await eventually(
+      async () =>
+        (await store.services()).some(
+          (entry) => entry.service === 'orders' && entry.policyVersion === guard.policyVersion,
+        ),
+      'the registry entry',
+    );
   });
 
   it('renews its SVID and the service presents the new certificate', async () => {
@@ -126,11 +191,20 @@ describe('joinAsWorkload', () => {
     assert.equal(await servedSerial(), after);
     assert.ok(events.some((event) => event.kind === 'renewed'));
     assert.equal(await status(), 200);
-    assert.deepEqual((await store.issuedSvids('spiffe://shop.test/svc/orders')).map((svid) => svid.via), ['join', 'renew']);
+    assert.deepEqual(
+      (await store.issuedSvids('spiffe://shop.test/svc/orders')).map((svid) => svid.via),
+      ['join', 'renew'],
+    );
   });
 
   it('keeps serving when renewal is refused (revoked workload), and says so', async () => {
-    await store.addRevocation({ kind: 'spiffeId', value: 'spiffe://shop.test/svc/orders', reason: 'test', actor: 'test', at: Date.now() });
+    await store.addRevocation({
+      kind: 'spiffeId',
+      value: 'spiffe://shop.test/svc/orders',
+      reason: 'test',
+      actor: 'test',
+      at: Date.now(),
+    });
     await assert.rejects(agent.renew(), /LOCKSTEP_CP_WORKLOAD_REVOKED/);
     const failed = events.find((event) => event.kind === 'renewal-failed');
     assert.ok(failed && failed.kind === 'renewal-failed' && /revoked/.test(failed.reason));

@@ -18,11 +18,20 @@ export interface AdminCredentials {
 const DEFAULT_TTL_SECONDS = 8 * 3600;
 const MAX_TTL_SECONDS = DEFAULT_MAX_SVID_LIFETIME_SECONDS;
 
-export async function issueAdminCredentials(ca: WorkloadCa, name: string, ttlSeconds = DEFAULT_TTL_SECONDS): Promise<AdminCredentials> {
-  if (!isServiceName(name)) throw new TypeError(`an administrator's name is a lower-case DNS label such as "alice"; got ${JSON.stringify(name)}`);
+export async function issueAdminCredentials(
+  ca: WorkloadCa,
+  name: string,
+  ttlSeconds = DEFAULT_TTL_SECONDS,
+): Promise<AdminCredentials> {
+  if (!isServiceName(name))
+    throw new TypeError(
+      `an administrator's name is a lower-case DNS label such as "alice"; got ${JSON.stringify(name)}`,
+    );
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 60 || ttlSeconds > MAX_TTL_SECONDS) {
-    throw new TypeError(`ttlSeconds must be a whole number of seconds from 60 to ${MAX_TTL_SECONDS} `
-      + `(an SVID lives at most 24 h); got ${ttlSeconds}`);
+    throw new TypeError(
+      `ttlSeconds must be a whole number of seconds from 60 to ${MAX_TTL_SECONDS} ` +
+        `(an SVID lives at most 24 h); got ${ttlSeconds}`,
+    );
   }
   const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
   const svid = await signLeaf(ca, keys.publicKey, formatSpiffeId(ca.trustDomain, 'admin', name), ttlSeconds);

@@ -14,19 +14,31 @@ export interface EnrolOptions {
   readonly ttlSeconds?: number;
 }
 
-export async function bootstrapWorkload(store: ControlPlaneStore, ca: WorkloadCa, request: { joinToken: string; service: string; csrPem: string } & EnrolOptions): Promise<IssuedSvid> {
+export async function bootstrapWorkload(
+  store: ControlPlaneStore,
+  ca: WorkloadCa,
+  request: { joinToken: string; service: string; csrPem: string } & EnrolOptions,
+): Promise<IssuedSvid> {
   const spiffeId = spiffeIdFor(ca.trustDomain, request.service);
   // Revocation and the CSR's rules first, so that a refused request does not spend the token: the
   // certificate is signed before the token is redeemed, and never leaves this function unless it is.
   await refuseRevoked(store, spiffeId);
-  const svid = await issueSvidFromCsr(ca, { csrPem: request.csrPem, service: request.service, ...ttl(request.ttlSeconds) });
+  const svid = await issueSvidFromCsr(ca, {
+    csrPem: request.csrPem,
+    service: request.service,
+    ...ttl(request.ttlSeconds),
+  });
   await redeemJoinToken(store, ca, request.joinToken, request.service);
   await record(store, ca, svid, 'join');
   return svid;
 }
 
 /** `peerSpiffeId` is the SPIFFE ID of the SVID the workload presented in the mTLS handshake. */
-export async function renewWorkload(store: ControlPlaneStore, ca: WorkloadCa, request: { peerSpiffeId: string; csrPem: string } & EnrolOptions): Promise<IssuedSvid> {
+export async function renewWorkload(
+  store: ControlPlaneStore,
+  ca: WorkloadCa,
+  request: { peerSpiffeId: string; csrPem: string } & EnrolOptions,
+): Promise<IssuedSvid> {
   const peer = parseSpiffeId(request.peerSpiffeId);
   const service = peer?.trustDomain === ca.trustDomain ? peer.service : null;
   if (service === null) {
@@ -40,13 +52,25 @@ export async function renewWorkload(store: ControlPlaneStore, ca: WorkloadCa, re
 }
 
 async function refuseRevoked(store: ControlPlaneStore, spiffeId: string): Promise<void> {
-  if (await store.isRevoked('spiffeId', spiffeId)) throw new ControlPlaneError('LOCKSTEP_CP_WORKLOAD_REVOKED', spiffeId);
+  if (await store.isRevoked('spiffeId', spiffeId))
+    throw new ControlPlaneError('LOCKSTEP_CP_WORKLOAD_REVOKED', spiffeId);
 }
 
 function ttl(ttlSeconds: number | undefined): { ttlSeconds?: number } {
   return ttlSeconds === undefined ? {} : { ttlSeconds };
 }
 
-async function record(store: ControlPlaneStore, ca: WorkloadCa, svid: IssuedSvid, via: 'join' | 'renew'): Promise<void> {
-  await store.recordIssuedSvid({ serial: svid.serial, spiffeId: svid.spiffeId, issuedAt: ca.now(), expiresAt: svid.notAfter.getTime(), via });
+async function record(
+  store: ControlPlaneStore,
+  ca: WorkloadCa,
+  svid: IssuedSvid,
+  via: 'join' | 'renew',
+): Promise<void> {
+  await store.recordIssuedSvid({
+    serial: svid.serial,
+    spiffeId: svid.spiffeId,
+    issuedAt: ca.now(),
+    expiresAt: svid.notAfter.getTime(),
+    via,
+  });
 }

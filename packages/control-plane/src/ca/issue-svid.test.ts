@@ -17,12 +17,17 @@ let ca: WorkloadCa;
 const created: string[] = [];
 
 before(async () => {
-  ca = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'ca'), onCreated: (message) => created.push(message) });
+  ca = await openWorkloadCa({
+    trustDomain: TD,
+    keyDir: join(scratch, 'ca'),
+    onCreated: (message) => created.push(message),
+  });
 });
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 function refusedFor(rule: RegExp) {
-  return (error: unknown) => error instanceof ControlPlaneError && error.code === 'LOCKSTEP_CP_CSR_INVALID' && rule.test(error.message);
+  return (error: unknown) =>
+    error instanceof ControlPlaneError && error.code === 'LOCKSTEP_CP_CSR_INVALID' && rule.test(error.message);
 }
 
 describe('workload CA', () => {
@@ -33,7 +38,11 @@ describe('workload CA', () => {
       assert.equal(statSync(join(scratch, 'ca', file)).mode & 0o777, 0o600, file);
     }
     assert.equal(statSync(join(scratch, 'ca')).mode & 0o777, 0o700);
-    const again = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'ca'), onCreated: (message) => created.push(message) });
+    const again = await openWorkloadCa({
+      trustDomain: TD,
+      keyDir: join(scratch, 'ca'),
+      onCreated: (message) => created.push(message),
+    });
     assert.equal(created.length, 1, 'no new CA on the second start');
     assert.equal(again.bundleHash, ca.bundleHash);
     assert.equal(again.bundlePem, ca.bundlePem);
@@ -43,10 +52,16 @@ describe('workload CA', () => {
     const dir = join(scratch, 'loose');
     await openWorkloadCa({ trustDomain: TD, keyDir: dir });
     chmodSync(join(dir, 'intermediate.key.pem'), 0o644);
-    await assert.rejects(openWorkloadCa({ trustDomain: TD, keyDir: dir }), (error: unknown) => error instanceof KeyPermissionError && /chmod 600/.test(error.message));
+    await assert.rejects(
+      openWorkloadCa({ trustDomain: TD, keyDir: dir }),
+      (error: unknown) => error instanceof KeyPermissionError && /chmod 600/.test(error.message),
+    );
     chmodSync(join(dir, 'intermediate.key.pem'), 0o600);
     chmodSync(dir, 0o755);
-    await assert.rejects(openWorkloadCa({ trustDomain: TD, keyDir: dir }), (error: unknown) => error instanceof KeyPermissionError && /chmod 700/.test(error.message));
+    await assert.rejects(
+      openWorkloadCa({ trustDomain: TD, keyDir: dir }),
+      (error: unknown) => error instanceof KeyPermissionError && /chmod 700/.test(error.message),
+    );
   });
 
   it('refuses an incomplete key directory instead of silently creating a second CA', async () => {
@@ -95,16 +110,24 @@ describe('issueSvidFromCsr', () => {
   it('issues certificates that two workloads use for mutual TLS against the trust bundle', async () => {
     const server = await workloadCredentials('orders');
     const client = await workloadCredentials('gateway');
-    const tlsServer = createServer({ ...server, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (socket) => socket.end((socket.getPeerCertificate().subjectaltname ?? '') + '\n'));
+    const tlsServer = createServer(
+      { ...server, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+      (socket) => socket.end((socket.getPeerCertificate().subjectaltname ?? '') + '\n'),
+    );
     await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
     try {
       const port = (tlsServer.address() as { port: number }).port;
       const peer = await new Promise<string>((resolve, reject) => {
-        const socket: TLSSocket = connect({ host: '127.0.0.1', port, ...client, ca: ca.bundlePem, checkServerIdentity: () => undefined }, () => {
-          let data = '';
-          socket.on('data', (chunk: Buffer) => { data += chunk.toString(); });
-          socket.on('end', () => resolve(data.trim()));
-        });
+        const socket: TLSSocket = connect(
+          { host: '127.0.0.1', port, ...client, ca: ca.bundlePem, checkServerIdentity: () => undefined },
+          () => {
+            let data = '';
+            socket.on('data', (chunk: Buffer) => {
+              data += chunk.toString();
+            });
+            socket.on('end', () => resolve(data.trim()));
+          },
+        );
         socket.on('error', reject);
       });
       assert.equal(peer, `URI:spiffe://${TD}/svc/gateway`);
@@ -116,7 +139,10 @@ describe('issueSvidFromCsr', () => {
   // The bad-input cases of the issue: each must be refused.
   it('refuses a CSR for a SPIFFE ID other than the proven service', async () => {
     const { csrPem } = await makeCsr({ uris: [`spiffe://${TD}/svc/payments`] });
-    await assert.rejects(issueSvidFromCsr(ca, { csrPem, service: 'orders' }), refusedFor(/may only be spiffe:\/\/shop\.test\/svc\/orders/));
+    await assert.rejects(
+      issueSvidFromCsr(ca, { csrPem, service: 'orders' }),
+      refusedFor(/may only be spiffe:\/\/shop\.test\/svc\/orders/),
+    );
   });
 
   it('refuses a CSR for another trust domain', async () => {
@@ -126,11 +152,20 @@ describe('issueSvidFromCsr', () => {
 
   it('refuses a CSR with extra SANs (a second URI, or a DNS name)', async () => {
     const twoUris = await makeCsr({ uris: [`spiffe://${TD}/svc/orders`, `spiffe://${TD}/svc/payments`] });
-    await assert.rejects(issueSvidFromCsr(ca, { csrPem: twoUris.csrPem, service: 'orders' }), refusedFor(/exactly one URI SAN/));
+    await assert.rejects(
+      issueSvidFromCsr(ca, { csrPem: twoUris.csrPem, service: 'orders' }),
+      refusedFor(/exactly one URI SAN/),
+    );
     const withDns = await makeCsr({ uris: [`spiffe://${TD}/svc/orders`], dns: ['orders.internal'] });
-    await assert.rejects(issueSvidFromCsr(ca, { csrPem: withDns.csrPem, service: 'orders' }), refusedFor(/exactly one URI SAN/));
+    await assert.rejects(
+      issueSvidFromCsr(ca, { csrPem: withDns.csrPem, service: 'orders' }),
+      refusedFor(/exactly one URI SAN/),
+    );
     const dnsOnly = await makeCsr({ dns: ['orders.internal'] });
-    await assert.rejects(issueSvidFromCsr(ca, { csrPem: dnsOnly.csrPem, service: 'orders' }), refusedFor(/exactly one URI SAN/));
+    await assert.rejects(
+      issueSvidFromCsr(ca, { csrPem: dnsOnly.csrPem, service: 'orders' }),
+      refusedFor(/exactly one URI SAN/),
+    );
   });
 
   it('refuses a CSR that asks for a CA certificate', async () => {
@@ -148,16 +183,30 @@ describe('issueSvidFromCsr', () => {
   it('refuses keys other than ECDSA P-256, and what is not a CSR at all', async () => {
     for (const algorithm of ['RSA', 'P-384'] as const) {
       const { csrPem } = await makeCsr({ keys: await workloadKeys(algorithm) });
-      await assert.rejects(issueSvidFromCsr(ca, { csrPem, service: 'orders' }), refusedFor(/must be ECDSA P-256/), algorithm);
+      await assert.rejects(
+        issueSvidFromCsr(ca, { csrPem, service: 'orders' }),
+        refusedFor(/must be ECDSA P-256/),
+        algorithm,
+      );
     }
-    await assert.rejects(issueSvidFromCsr(ca, { csrPem: ca.bundlePem, service: 'orders' }), refusedFor(/not a PKCS#10/));
-    await assert.rejects(issueSvidFromCsr(ca, { csrPem: 'x'.repeat(9000), service: 'orders' }), refusedFor(/at most 8192 bytes/));
+    await assert.rejects(
+      issueSvidFromCsr(ca, { csrPem: ca.bundlePem, service: 'orders' }),
+      refusedFor(/not a PKCS#10/),
+    );
+    await assert.rejects(
+      issueSvidFromCsr(ca, { csrPem: 'x'.repeat(9000), service: 'orders' }),
+      refusedFor(/at most 8192 bytes/),
+    );
   });
 
   it('refuses service names that are not DNS labels (no path tricks into the SPIFFE ID)', async () => {
     const { csrPem } = await makeCsr();
     for (const service of ['Orders', 'orders/admin', '../admin', '', 'a'.repeat(64), 'orders%2fadmin']) {
-      await assert.rejects(issueSvidFromCsr(ca, { csrPem, service }), refusedFor(/not a lower-case DNS label/), service);
+      await assert.rejects(
+        issueSvidFromCsr(ca, { csrPem, service }),
+        refusedFor(/not a lower-case DNS label/),
+        service,
+      );
     }
   });
 });

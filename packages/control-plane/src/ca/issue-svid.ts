@@ -44,7 +44,11 @@ export function isServiceName(service: unknown): service is string {
 }
 
 export function spiffeIdFor(trustDomain: string, service: string): string {
-  if (!isServiceName(service)) throw new ControlPlaneError('LOCKSTEP_CP_CSR_INVALID', `service name ${JSON.stringify(String(service).slice(0, 80))} is not a lower-case DNS label`);
+  if (!isServiceName(service))
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_CSR_INVALID',
+      `service name ${JSON.stringify(String(service).slice(0, 80))} is not a lower-case DNS label`,
+    );
   return workloadId(trustDomain, service);
 }
 
@@ -52,7 +56,9 @@ export async function issueSvidFromCsr(ca: WorkloadCa, request: IssueSvidRequest
   const spiffeId = spiffeIdFor(ca.trustDomain, request.service);
   const ttlSeconds = request.ttlSeconds ?? DEFAULT_TTL_SECONDS;
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 60 || ttlSeconds > MAX_TTL_SECONDS) {
-    throw new TypeError(`ttlSeconds must be a whole number of seconds from 60 to ${MAX_TTL_SECONDS}; got ${ttlSeconds}`);
+    throw new TypeError(
+      `ttlSeconds must be a whole number of seconds from 60 to ${MAX_TTL_SECONDS}; got ${ttlSeconds}`,
+    );
   }
   // The CSR's key as parsed (SPKI): no export/import round trip through WebCrypto.
   return signLeaf(ca, checkCsr(request.csrPem, spiffeId), spiffeId, ttlSeconds);
@@ -69,14 +75,22 @@ export async function issueSvidFromCsr(ca: WorkloadCa, request: IssueSvidRequest
  * SPIFFE ID, the result is not parsed back, and node:crypto signs with a DER signature directly.
  * That is what takes issuance past 500 SVIDs/s on one core (see docs/performance-notes.md).
  */
-export async function signLeaf(ca: WorkloadCa, publicKey: webcrypto.CryptoKey | asn1X509.SubjectPublicKeyInfo, spiffeId: string, ttlSeconds: number): Promise<IssuedSvid> {
+export async function signLeaf(
+  ca: WorkloadCa,
+  publicKey: webcrypto.CryptoKey | asn1X509.SubjectPublicKeyInfo,
+  spiffeId: string,
+  ttlSeconds: number,
+): Promise<IssuedSvid> {
   const template = await templateFor(ca.signer);
   const now = ca.now();
   const notBefore = new Date(now - BACKDATE_MS);
   const longest = notBefore.getTime() + DEFAULT_MAX_SVID_LIFETIME_SECONDS * 1000;
   const notAfter = new Date(Math.min(now + ttlSeconds * 1000, longest, ca.signer.cert.notAfter.getTime()));
   const serial = randomSerial();
-  const spki = publicKey instanceof asn1X509.SubjectPublicKeyInfo ? publicKey : AsnConvert.parse(await crypto.subtle.exportKey('spki', publicKey), asn1X509.SubjectPublicKeyInfo);
+  const spki =
+    publicKey instanceof asn1X509.SubjectPublicKeyInfo
+      ? publicKey
+      : AsnConvert.parse(await crypto.subtle.exportKey('spki', publicKey), asn1X509.SubjectPublicKeyInfo);
   const tbsCertificate = new asn1X509.TBSCertificate({
     version: asn1X509.Version.v3,
     serialNumber: bytes(Buffer.from(serial, 'hex')),
@@ -90,12 +104,37 @@ export async function signLeaf(ca: WorkloadCa, publicKey: webcrypto.CryptoKey | 
       ...template.fixed,
       sanFor(spiffeId),
       // RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits.
-      new asn1X509.Extension({ extnID: asn1X509.id_ce_subjectKeyIdentifier, critical: false, extnValue: new OctetString(AsnConvert.serialize(new asn1X509.SubjectKeyIdentifier(bytes(createHash('sha1').update(new Uint8Array(spki.subjectPublicKey)).digest())))) }),
+      new asn1X509.Extension({
+        extnID: asn1X509.id_ce_subjectKeyIdentifier,
+        critical: false,
+        extnValue: new OctetString(
+          AsnConvert.serialize(
+            new asn1X509.SubjectKeyIdentifier(
+              bytes(createHash('sha1').update(new Uint8Array(spki.subjectPublicKey)).digest()),
+            ),
+          ),
+        ),
+      }),
     ]),
   });
-  const signature = sign('sha256', new Uint8Array(AsnConvert.serialize(tbsCertificate)), { key: ca.signer.keyObject, dsaEncoding: 'der' });
-  const der = AsnConvert.serialize(new asn1X509.Certificate({ tbsCertificate, signatureAlgorithm: template.algorithm, signatureValue: bytes(signature) }));
-  return { spiffeId, serial, chainPem: `${x509.PemConverter.encode(der, 'CERTIFICATE')}\n${ca.intermediatePem}`, notBefore, notAfter };
+  const signature = sign('sha256', new Uint8Array(AsnConvert.serialize(tbsCertificate)), {
+    key: ca.signer.keyObject,
+    dsaEncoding: 'der',
+  });
+  const der = AsnConvert.serialize(
+    new asn1X509.Certificate({
+      tbsCertificate,
+      signatureAlgorithm: template.algorithm,
+      signatureValue: bytes(signature),
+    }),
+  );
+  return {
+    spiffeId,
+    serial,
+    chainPem: `${x509.PemConverter.encode(der, 'CERTIFICATE')}\n${ca.intermediatePem}`,
+    notBefore,
+    notAfter,
+  };
 }
 
 function bytes(buffer: Buffer): ArrayBuffer {
@@ -108,7 +147,10 @@ function sanFor(spiffeId: string): asn1X509.Extension {
   let san = sans.get(spiffeId);
   if (san === undefined) {
     if (sans.size >= 4_096) sans.clear();
-    san = AsnConvert.parse(new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId }], true).rawData, asn1X509.Extension);
+    san = AsnConvert.parse(
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId }], true).rawData,
+      asn1X509.Extension,
+    );
     sans.set(spiffeId, san);
   }
   return san;
@@ -146,8 +188,11 @@ function templateFor(signer: CaSigner): Promise<LeafTemplate> {
 /** The CSR rules; the first that fails refuses the request. Returns the CSR's public key. */
 /** The CSR's public key, after its rules (proof of possession; a SAN, if asked for, must be `spiffeId`). */
 export function checkCsr(csrPem: string, spiffeId: string): asn1X509.SubjectPublicKeyInfo {
-  const refuse = (rule: string): never => { throw new ControlPlaneError('LOCKSTEP_CP_CSR_INVALID', rule); };
-  if (typeof csrPem !== 'string' || csrPem.length > MAX_CSR_BYTES) refuse(`a CSR is a PEM string of at most ${MAX_CSR_BYTES} bytes`);
+  const refuse = (rule: string): never => {
+    throw new ControlPlaneError('LOCKSTEP_CP_CSR_INVALID', rule);
+  };
+  if (typeof csrPem !== 'string' || csrPem.length > MAX_CSR_BYTES)
+    refuse(`a CSR is a PEM string of at most ${MAX_CSR_BYTES} bytes`);
   let request: CertificationRequest;
   try {
     const blocks = csrPem.match(/-----BEGIN CERTIFICATE REQUEST-----[\s\S]+?-----END CERTIFICATE REQUEST-----/g) ?? [];
@@ -162,23 +207,34 @@ export function checkCsr(csrPem: string, spiffeId: string): asn1X509.SubjectPubl
   try {
     key = createPublicKey({ key: Buffer.from(spkiDer), format: 'der', type: 'spki' });
   } catch {
-    return refuse('the CSR\'s public key cannot be read');
+    return refuse("the CSR's public key cannot be read");
   }
   const details = key.asymmetricKeyDetails as { namedCurve?: string } | undefined;
-  if (key.asymmetricKeyType !== 'ec' || details?.namedCurve !== 'prime256v1') refuse(`the key must be ECDSA P-256, not ${key.asymmetricKeyType ?? 'unknown'} ${details?.namedCurve ?? ''}`.trim());
+  if (key.asymmetricKeyType !== 'ec' || details?.namedCurve !== 'prime256v1')
+    refuse(
+      `the key must be ECDSA P-256, not ${key.asymmetricKeyType ?? 'unknown'} ${details?.namedCurve ?? ''}`.trim(),
+    );
   // Proof of possession: signed (ECDSA with SHA-256) by the key it carries.
   const signed = request.certificationRequestInfoRaw ?? AsnConvert.serialize(info);
-  if (request.signatureAlgorithm.algorithm !== ECDSA_WITH_SHA256 || !verify('sha256', new Uint8Array(signed), { key, dsaEncoding: 'der' }, new Uint8Array(request.signature))) {
+  if (
+    request.signatureAlgorithm.algorithm !== ECDSA_WITH_SHA256 ||
+    !verify('sha256', new Uint8Array(signed), { key, dsaEncoding: 'der' }, new Uint8Array(request.signature))
+  ) {
     refuse('the CSR signature does not verify (proof of possession of the key failed)');
   }
 
   for (const extension of requestedExtensions(info, refuse)) {
     if (extension.extnID === asn1X509.id_ce_basicConstraints) {
-      if (AsnConvert.parse(extension.extnValue, asn1X509.BasicConstraints).cA) refuse('a workload may not ask for a CA certificate (basicConstraints CA=true)');
+      if (AsnConvert.parse(extension.extnValue, asn1X509.BasicConstraints).cA)
+        refuse('a workload may not ask for a CA certificate (basicConstraints CA=true)');
     } else if (extension.extnID === asn1X509.id_ce_subjectAltName) {
       const names = [...AsnConvert.parse(extension.extnValue, asn1X509.SubjectAlternativeName)].map(describeName);
-      if (names.length !== 1 || names[0]?.type !== 'url') refuse(`an SVID has exactly one URI SAN; the CSR asks for ${names.map((name) => `${name.type}:${name.value}`).join(', ') || 'none'}`);
-      if (names[0]?.value !== spiffeId) refuse(`the CSR asks for ${JSON.stringify(names[0]?.value)}; this workload may only be ${spiffeId}`);
+      if (names.length !== 1 || names[0]?.type !== 'url')
+        refuse(
+          `an SVID has exactly one URI SAN; the CSR asks for ${names.map((name) => `${name.type}:${name.value}`).join(', ') || 'none'}`,
+        );
+      if (names[0]?.value !== spiffeId)
+        refuse(`the CSR asks for ${JSON.stringify(names[0]?.value)}; this workload may only be ${spiffeId}`);
     } else if (extension.critical) {
       refuse(`the CSR carries a critical extension the CA does not understand (${extension.extnID})`);
     }
@@ -188,7 +244,10 @@ export function checkCsr(csrPem: string, spiffeId: string): asn1X509.SubjectPubl
 
 const EXTENSION_REQUEST = '1.2.840.113549.1.9.14';
 
-function requestedExtensions(info: CertificationRequest['certificationRequestInfo'], refuse: (rule: string) => never): asn1X509.Extension[] {
+function requestedExtensions(
+  info: CertificationRequest['certificationRequestInfo'],
+  refuse: (rule: string) => never,
+): asn1X509.Extension[] {
   const extensions: asn1X509.Extension[] = [];
   for (const attribute of info.attributes) {
     if (attribute.type !== EXTENSION_REQUEST) continue;
@@ -196,7 +255,7 @@ function requestedExtensions(info: CertificationRequest['certificationRequestInf
       try {
         extensions.push(...AsnConvert.parse(value, asn1X509.Extensions));
       } catch {
-        refuse('the CSR\'s extension request cannot be read');
+        refuse("the CSR's extension request cannot be read");
       }
     }
   }

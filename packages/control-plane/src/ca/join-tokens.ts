@@ -37,8 +37,15 @@ export interface JoinTokenIssuer {
   readonly now: () => number;
 }
 
-export async function createJoinToken(store: ControlPlaneStore, issuer: JoinTokenIssuer, request: CreateJoinTokenRequest): Promise<CreatedJoinToken> {
-  if (!isServiceName(request.service)) throw new TypeError(`service must be a lower-case DNS label such as "orders"; got ${JSON.stringify(request.service)}`);
+export async function createJoinToken(
+  store: ControlPlaneStore,
+  issuer: JoinTokenIssuer,
+  request: CreateJoinTokenRequest,
+): Promise<CreatedJoinToken> {
+  if (!isServiceName(request.service))
+    throw new TypeError(
+      `service must be a lower-case DNS label such as "orders"; got ${JSON.stringify(request.service)}`,
+    );
   const ttlSeconds = request.ttlSeconds ?? DEFAULT_TTL_SECONDS;
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > MAX_TTL_SECONDS) {
     throw new TypeError(`ttlSeconds must be a whole number of seconds from 1 to ${MAX_TTL_SECONDS}; got ${ttlSeconds}`);
@@ -46,14 +53,25 @@ export async function createJoinToken(store: ControlPlaneStore, issuer: JoinToke
   const secret = randomBytes(32).toString('base64url');
   const now = issuer.now();
   const expiresAt = now + ttlSeconds * 1000;
-  await store.createJoinToken({ tokenHash: hashSecret(secret), service: request.service, bundleHash: issuer.bundleHash, createdAt: now, expiresAt, createdBy: request.createdBy });
+  await store.createJoinToken({
+    tokenHash: hashSecret(secret),
+    service: request.service,
+    bundleHash: issuer.bundleHash,
+    createdAt: now,
+    expiresAt,
+    createdBy: request.createdBy,
+  });
   return { token: `ljt1.${issuer.bundleHash}.${secret}`, service: request.service, expiresAt: new Date(expiresAt) };
 }
 
 /** The trust bundle hash a token pins; the workload checks the control plane's CA against it. */
 export function pinnedBundleHash(token: string): string {
   const parts = readJoinToken(token);
-  if (parts === null) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'not a Lockstep join token (ljt1.<bundle hash>.<secret>)');
+  if (parts === null)
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_JOIN_TOKEN_INVALID',
+      'not a Lockstep join token (ljt1.<bundle hash>.<secret>)',
+    );
   return parts.bundleHash;
 }
 
@@ -61,10 +79,20 @@ export function pinnedBundleHash(token: string): string {
  * Spends the token for `service`. A token for another service is refused and stays spent: whoever
  * holds it tried to become a workload it was not issued for.
  */
-export async function redeemJoinToken(store: ControlPlaneStore, issuer: JoinTokenIssuer, token: string, service: string): Promise<JoinTokenRecord> {
+export async function redeemJoinToken(
+  store: ControlPlaneStore,
+  issuer: JoinTokenIssuer,
+  token: string,
+  service: string,
+): Promise<JoinTokenRecord> {
   const parts = readJoinToken(token);
-  if (parts === null) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'not a Lockstep join token (ljt1.<bundle hash>.<secret>)');
-  if (parts.bundleHash !== issuer.bundleHash) throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'the token pins another trust bundle');
+  if (parts === null)
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_JOIN_TOKEN_INVALID',
+      'not a Lockstep join token (ljt1.<bundle hash>.<secret>)',
+    );
+  if (parts.bundleHash !== issuer.bundleHash)
+    throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID', 'the token pins another trust bundle');
   const outcome = await store.redeemJoinToken(hashSecret(parts.secret), issuer.now());
   if (!outcome.ok) {
     if (outcome.reason === 'used') throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_USED');
@@ -72,7 +100,10 @@ export async function redeemJoinToken(store: ControlPlaneStore, issuer: JoinToke
     throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_INVALID');
   }
   if (outcome.record.service !== service) {
-    throw new ControlPlaneError('LOCKSTEP_CP_JOIN_TOKEN_WRONG_SERVICE', `the token is for ${outcome.record.service}, not ${service}`);
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_JOIN_TOKEN_WRONG_SERVICE',
+      `the token is for ${outcome.record.service}, not ${service}`,
+    );
   }
   return outcome.record;
 }

@@ -22,8 +22,10 @@ export class KeyFileError extends Error {
   readonly code = 'LOCKSTEP_CP_KEY_FILE';
   readonly file: string;
   constructor(file: string, problem: string) {
-    super(`key file ${file} is unusable: ${problem}. Fix: restore it from a backup; a development state directory `
-      + 'can start afresh instead (move the whole directory away: a new CA, every workload joins again)');
+    super(
+      `key file ${file} is unusable: ${problem}. Fix: restore it from a backup; a development state directory ` +
+        'can start afresh instead (move the whole directory away: a new CA, every workload joins again)',
+    );
     this.name = 'KeyFileError';
     this.file = file;
   }
@@ -44,7 +46,9 @@ export function ensurePrivateDirectory(dir: string): void {
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
   const mode = statSync(dir).mode & 0o777;
   if ((mode & 0o077) !== 0) {
-    throw new KeyPermissionError(`key directory ${dir} has mode ${mode.toString(8).padStart(3, '0')}; only its owner may use it. Fix: chmod 700 ${JSON.stringify(dir)}`);
+    throw new KeyPermissionError(
+      `key directory ${dir} has mode ${mode.toString(8).padStart(3, '0')}; only its owner may use it. Fix: chmod 700 ${JSON.stringify(dir)}`,
+    );
   }
 }
 
@@ -53,7 +57,9 @@ export function readPrivateFile(dir: string, name: string): string | null {
   if (!existsSync(path)) return null;
   const mode = statSync(path).mode & 0o777;
   if ((mode & 0o077) !== 0) {
-    throw new KeyPermissionError(`key file ${path} has mode ${mode.toString(8).padStart(3, '0')}; only its owner may read it. Fix: chmod 600 ${JSON.stringify(path)}`);
+    throw new KeyPermissionError(
+      `key file ${path} has mode ${mode.toString(8).padStart(3, '0')}; only its owner may read it. Fix: chmod 600 ${JSON.stringify(path)}`,
+    );
   }
   return readFileSync(path, 'utf8');
 }

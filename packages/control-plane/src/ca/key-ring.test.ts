@@ -14,7 +14,11 @@ describe('key ring', () => {
     let now = 1_000_000;
     const dir = join(scratch, 'a');
     const created: string[] = [];
-    const ring = await openKeyRing(dir, 'txn-token', { retainMs: 60_000, now: () => now, onCreated: (message) => created.push(message) });
+    const ring = await openKeyRing(dir, 'txn-token', {
+      retainMs: 60_000,
+      now: () => now,
+      onCreated: (message) => created.push(message),
+    });
     assert.match(created[0] ?? '', /NEW txn-token signing keys .*development material/);
     assert.equal(statSync(join(dir, 'txn-token-keys.json')).mode & 0o777, 0o600);
     const [current, next] = ring.publicJwks().keys.map((key) => key.kid);
@@ -24,13 +28,25 @@ describe('key ring', () => {
     const rotation = await ring.rotate();
     assert.equal(rotation.current, next);
     assert.equal(ring.current().kid, next, 'the published next key signs now');
-    assert.deepEqual(ring.publicJwks().keys.map((key) => key.kid), [next, rotation.next, current], 'current, next, previous');
+    assert.deepEqual(
+      ring.publicJwks().keys.map((key) => key.kid),
+      [next, rotation.next, current],
+      'current, next, previous',
+    );
 
     const reopened = await openKeyRing(dir, 'txn-token', { retainMs: 60_000, now: () => now });
-    assert.deepEqual(reopened.publicJwks().keys.map((key) => key.kid), [next, rotation.next, current], 'survives a restart');
+    assert.deepEqual(
+      reopened.publicJwks().keys.map((key) => key.kid),
+      [next, rotation.next, current],
+      'survives a restart',
+    );
 
     now += 60_001;
-    assert.deepEqual(ring.publicJwks().keys.map((key) => key.kid), [next, rotation.next], 'the previous key is gone once its tokens have expired');
+    assert.deepEqual(
+      ring.publicJwks().keys.map((key) => key.kid),
+      [next, rotation.next],
+      'the previous key is gone once its tokens have expired',
+    );
     const later = await ring.rotate();
     assert.deepEqual(later.dropped, [current]);
   });

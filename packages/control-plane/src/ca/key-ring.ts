@@ -14,8 +14,22 @@
  * an unknown `kid`).
  */
 import { join } from 'node:path';
-import { calculateJwkThumbprint, exportJWK, importJWK, importPKCS8, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
-import { ensurePrivateDirectory, KeyFileError, parseKeyFile, readPrivateFile, replacePrivateFile } from './key-files.ts';
+import {
+  calculateJwkThumbprint,
+  exportJWK,
+  importJWK,
+  importPKCS8,
+  type CryptoKey,
+  type JSONWebKeySet,
+  type JWK,
+} from 'jose';
+import {
+  ensurePrivateDirectory,
+  KeyFileError,
+  parseKeyFile,
+  readPrivateFile,
+  replacePrivateFile,
+} from './key-files.ts';
 import type { SigningKey } from './signing-key.ts';
 
 type Role = 'current' | 'next' | 'previous';
@@ -67,7 +81,8 @@ export interface KeyRingOptions {
 const NAME = /^[a-z][a-z0-9-]{0,31}$/;
 
 export async function openKeyRing(keyDir: string, name: string, options: KeyRingOptions): Promise<KeyRing> {
-  if (!NAME.test(name)) throw new TypeError(`a key ring name is a short lower-case word such as "txn-token"; got ${JSON.stringify(name)}`);
+  if (!NAME.test(name))
+    throw new TypeError(`a key ring name is a short lower-case word such as "txn-token"; got ${JSON.stringify(name)}`);
   ensurePrivateDirectory(keyDir);
   const file = `${name}-keys.json`;
   const now = options.now ?? Date.now;
@@ -76,17 +91,28 @@ export async function openKeyRing(keyDir: string, name: string, options: KeyRing
   if (stored === null) {
     // A single key from before rotation existed (`<name>-signing.key.pem`) becomes the current key.
     const legacy = readPrivateFile(keyDir, `${name}-signing.key.pem`);
-    const current = legacy === null ? await generate() : await exportJWK(await importPKCS8(legacy, 'ES256', { extractable: true }));
-    keys = [await load({ role: 'current', createdAt: now(), jwk: current }), await load({ role: 'next', createdAt: now(), jwk: await generate() })];
+    const current =
+      legacy === null ? await generate() : await exportJWK(await importPKCS8(legacy, 'ES256', { extractable: true }));
+    keys = [
+      await load({ role: 'current', createdAt: now(), jwk: current }),
+      await load({ role: 'next', createdAt: now(), jwk: await generate() }),
+    ];
     save();
-    options.onCreated?.(`created ${legacy === null ? 'NEW ' : ''}${name} signing keys in ${keyDir}${legacy === null ? ' (development material)' : ' (the existing key is the current one)'}`);
+    options.onCreated?.(
+      `created ${legacy === null ? 'NEW ' : ''}${name} signing keys in ${keyDir}${legacy === null ? ' (development material)' : ' (the existing key is the current one)'}`,
+    );
   } else {
     keys = await parseKeyFile(keyDir, file, () => Promise.all(parse(stored, join(keyDir, file)).map(load)));
   }
   const listeners = new Set<(rotation: Rotation) => void>();
 
   function save(): void {
-    const body: StoredKey[] = keys.map((key) => ({ role: key.role, createdAt: key.createdAt, ...(key.retiredAt === undefined ? {} : { retiredAt: key.retiredAt }), jwk: key.privateJwk }));
+    const body: StoredKey[] = keys.map((key) => ({
+      role: key.role,
+      createdAt: key.createdAt,
+      ...(key.retiredAt === undefined ? {} : { retiredAt: key.retiredAt }),
+      jwk: key.privateJwk,
+    }));
     replacePrivateFile(keyDir, file, `${JSON.stringify({ version: 1, keys: body }, null, 2)}\n`);
   }
 
@@ -108,7 +134,9 @@ export async function openKeyRing(keyDir: string, name: string, options: KeyRing
       const next = keys.find((key) => key.role === 'next') as RingKey;
       const fresh = await load({ role: 'next', createdAt: at, jwk: await generate() });
       const cutoff = at - options.retainMs;
-      const dropped = keys.filter((key) => key.role === 'previous' && (key.retiredAt ?? 0) <= cutoff).map((key) => key.kid);
+      const dropped = keys
+        .filter((key) => key.role === 'previous' && (key.retiredAt ?? 0) <= cutoff)
+        .map((key) => key.kid);
       keys = [
         ...keys.filter((key) => key.role === 'previous' && (key.retiredAt ?? 0) > cutoff),
         { ...current, role: 'previous', retiredAt: at },
@@ -128,19 +156,26 @@ export async function openKeyRing(keyDir: string, name: string, options: KeyRing
 }
 
 async function generate(): Promise<JWK> {
-  const { privateKey } = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const { privateKey } = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ]);
   return exportJWK(privateKey);
 }
 
 async function load(stored: StoredKey): Promise<RingKey> {
   const { kty, crv, x, y, d } = stored.jwk;
-  if (kty !== 'EC' || crv !== 'P-256' || !x || !y || !d) throw new TypeError('a key ring holds P-256 private keys only');
+  if (kty !== 'EC' || crv !== 'P-256' || !x || !y || !d)
+    throw new TypeError('a key ring holds P-256 private keys only');
   const publicPart = { kty, crv, x, y };
   const kid = await calculateJwkThumbprint(publicPart);
-  const privateKey = await importJWK({ kty, crv, x, y, d }, 'ES256') as CryptoKey;
+  const privateKey = (await importJWK({ kty, crv, x, y, d }, 'ES256')) as CryptoKey;
   return {
-    role: stored.role, createdAt: stored.createdAt, ...(stored.retiredAt === undefined ? {} : { retiredAt: stored.retiredAt }),
-    kid, privateKey,
+    role: stored.role,
+    createdAt: stored.createdAt,
+    ...(stored.retiredAt === undefined ? {} : { retiredAt: stored.retiredAt }),
+    kid,
+    privateKey,
     publicJwk: { ...publicPart, kid, alg: 'ES256', use: 'sig' },
     privateJwk: { kty, crv, x, y, d, kid, alg: 'ES256', use: 'sig' },
   };
@@ -154,7 +189,8 @@ function parse(text: string, where: string): StoredKey[] {
     throw new KeyFileError(where, 'not JSON (its keys sign live tokens)');
   }
   const keys = (body as { version?: unknown; keys?: unknown }).keys;
-  if ((body as { version?: unknown }).version !== 1 || !Array.isArray(keys)) throw new KeyFileError(where, 'not a Lockstep key ring (version 1)');
+  if ((body as { version?: unknown }).version !== 1 || !Array.isArray(keys))
+    throw new KeyFileError(where, 'not a Lockstep key ring (version 1)');
   const roles = keys.map((key: StoredKey) => key.role);
   if (roles.filter((role) => role === 'current').length !== 1 || roles.filter((role) => role === 'next').length !== 1) {
     throw new KeyFileError(where, 'it must hold exactly one current and one next key');

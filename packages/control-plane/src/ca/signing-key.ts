@@ -13,19 +13,32 @@ export interface SigningKey {
   readonly publicJwk: JWK;
 }
 
-export async function openSigningKey(keyDir: string, name: string, onCreated?: (message: string) => void): Promise<SigningKey> {
-  if (!/^[a-z][a-z0-9-]{0,31}$/.test(name)) throw new TypeError(`a signing key name is a short lower-case word such as "policy"; got ${JSON.stringify(name)}`);
+export async function openSigningKey(
+  keyDir: string,
+  name: string,
+  onCreated?: (message: string) => void,
+): Promise<SigningKey> {
+  if (!/^[a-z][a-z0-9-]{0,31}$/.test(name))
+    throw new TypeError(`a signing key name is a short lower-case word such as "policy"; got ${JSON.stringify(name)}`);
   ensurePrivateDirectory(keyDir);
   const file = `${name}-signing.key.pem`;
-  const pem = readPrivateFile(keyDir, file) ?? await createKeyFile(keyDir, file, name, onCreated);
+  const pem = readPrivateFile(keyDir, file) ?? (await createKeyFile(keyDir, file, name, onCreated));
   const privateKey = await parseKeyFile(keyDir, file, () => importPKCS8(pem, 'ES256', { extractable: true }));
   const { d: _private, ...publicPart } = await exportJWK(privateKey);
   const kid = await calculateJwkThumbprint(publicPart);
   return { kid, privateKey, publicJwk: { ...publicPart, kid, alg: 'ES256', use: 'sig' } };
 }
 
-async function createKeyFile(keyDir: string, file: string, name: string, onCreated?: (message: string) => void): Promise<string> {
-  const { privateKey } = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+async function createKeyFile(
+  keyDir: string,
+  file: string,
+  name: string,
+  onCreated?: (message: string) => void,
+): Promise<string> {
+  const { privateKey } = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ]);
   const pem = await exportPKCS8(privateKey);
   writePrivateFile(keyDir, file, pem);
   onCreated?.(`created a NEW ${name} signing key in ${keyDir} (development material)`);

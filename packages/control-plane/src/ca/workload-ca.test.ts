@@ -17,7 +17,9 @@ describe('workload CA root rotation', () => {
     const ca = await openWorkloadCa(options);
     const firstHash = ca.bundleHash;
     let changes = 0;
-    ca.onBundleChange(() => { changes += 1; });
+    ca.onBundleChange(() => {
+      changes += 1;
+    });
     await assert.rejects(ca.activateNextRoot(), RootRotationError);
 
     await ca.prepareRootRotation();
@@ -33,7 +35,10 @@ describe('workload CA root rotation', () => {
     await ca.activateNextRoot();
     assert.notEqual(ca.signer, signerBefore, 'the new intermediate signs');
     assert.equal(existsSync(join(keyDir, 'next')), false);
-    assert.deepEqual(ca.rootRotation().roots.map((root) => root.role), ['current', 'retiring']);
+    assert.deepEqual(
+      ca.rootRotation().roots.map((root) => root.role),
+      ['current', 'retiring'],
+    );
     assert.equal(changes, 2);
 
     const restarted = await openWorkloadCa(options);
@@ -42,6 +47,9 @@ describe('workload CA root rotation', () => {
 
     now += 3_600_001;
     assert.equal(roots(ca.bundlePem), 1, 'the old root leaves the bundle once its SVIDs have expired');
-    assert.deepEqual(ca.rootRotation().roots.map((root) => root.role), ['current']);
+    assert.deepEqual(
+      ca.rootRotation().roots.map((root) => root.role),
+      ['current'],
+    );
   });
 });

@@ -23,7 +23,14 @@ import { join } from 'node:path';
 import { trustDomainId } from '@lockstep/identity';
 import { hashTrustBundle } from '@lockstep/workload';
 import { x509 } from '../lib/x509.ts';
-import { ensurePrivateDirectory, KeyFileError, parseKeyFile, readPrivateFile, replacePrivateFile, writePrivateFile } from './key-files.ts';
+import {
+  ensurePrivateDirectory,
+  KeyFileError,
+  parseKeyFile,
+  readPrivateFile,
+  replacePrivateFile,
+  writePrivateFile,
+} from './key-files.ts';
 
 export interface WorkloadCaOptions {
   /** e.g. "shop.test". */
@@ -81,7 +88,12 @@ export interface CaSigner {
 const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const ECDSA_SHA256 = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const YEAR_MS = 365 * 86_400_000;
-const FILES = { rootCert: 'root.pem', rootKey: 'root.key.pem', intermediateCert: 'intermediate.pem', intermediateKey: 'intermediate.key.pem' } as const;
+const FILES = {
+  rootCert: 'root.pem',
+  rootKey: 'root.key.pem',
+  intermediateCert: 'intermediate.pem',
+  intermediateKey: 'intermediate.key.pem',
+} as const;
 const NEXT_DIR = 'next';
 const RETIRING_FILE = 'retiring-roots.json';
 
@@ -106,7 +118,9 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
   ensurePrivateDirectory(keyDir);
   if (![FILES.rootCert, FILES.intermediateCert, FILES.intermediateKey].some((file) => existsSync(join(keyDir, file)))) {
     await createCaFiles(trustDomain, keyDir, now());
-    options.onCreated?.(`created a NEW workload CA for ${trustDomain} in ${keyDir} (development material: for production, provision the CA keys yourself and keep the root key offline)`);
+    options.onCreated?.(
+      `created a NEW workload CA for ${trustDomain} in ${keyDir} (development material: for production, provision the CA keys yourself and keep the root key offline)`,
+    );
   }
   const nextDir = join(keyDir, NEXT_DIR);
   let current = await loadCa(keyDir, now());
@@ -119,7 +133,11 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
     const at = now();
     if (memo !== null && at < memo.until) return memo;
     const live = retiring.filter((entry) => entry.retiresAt > at);
-    const roots = [current.root, ...(next === null ? [] : [next.root]), ...live.map((entry) => new x509.X509Certificate(entry.pem))];
+    const roots = [
+      current.root,
+      ...(next === null ? [] : [next.root]),
+      ...live.map((entry) => new x509.X509Certificate(entry.pem)),
+    ];
     memo = {
       bundlePem: roots.map((root) => `${root.toString('pem')}\n`).join(''),
       bundleHash: hashBundle(roots),
@@ -135,7 +153,10 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
 
   function status(): RootRotation {
     const describe = (root: x509.X509Certificate, role: RootStatus['role'], retiresAt?: number): RootStatus => ({
-      role, subject: root.subject, serial: root.serialNumber, notAfter: root.notAfter.toISOString(),
+      role,
+      subject: root.subject,
+      serial: root.serialNumber,
+      notAfter: root.notAfter.toISOString(),
       ...(retiresAt === undefined ? {} : { retiresAt: new Date(retiresAt).toISOString() }),
     });
     const at = now();
@@ -144,7 +165,9 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
       roots: [
         describe(current.root, 'current'),
         ...(next === null ? [] : [describe(next.root, 'next')]),
-        ...retiring.filter((entry) => entry.retiresAt > at).map((entry) => describe(new x509.X509Certificate(entry.pem), 'retiring', entry.retiresAt)),
+        ...retiring
+          .filter((entry) => entry.retiresAt > at)
+          .map((entry) => describe(new x509.X509Certificate(entry.pem), 'retiring', entry.retiresAt)),
       ],
     };
   }
@@ -166,7 +189,10 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
     now,
     rootRotation: status,
     async prepareRootRotation() {
-      if (next !== null) throw new RootRotationError(`a root rotation is prepared already (${nextDir}); activate it, once every workload has the new bundle`);
+      if (next !== null)
+        throw new RootRotationError(
+          `a root rotation is prepared already (${nextDir}); activate it, once every workload has the new bundle`,
+        );
       mkdirSync(nextDir, { mode: 0o700 });
       await createCaFiles(trustDomain, nextDir, now());
       next = await loadCa(nextDir, now());
@@ -174,13 +200,20 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
       return status();
     },
     async activateNextRoot() {
-      if (next === null) throw new RootRotationError('no root rotation is prepared; prepare one first, and activate it once every workload has the new bundle');
+      if (next === null)
+        throw new RootRotationError(
+          'no root rotation is prepared; prepare one first, and activate it once every workload has the new bundle',
+        );
       const at = now();
-      retiring = [...retiring.filter((entry) => entry.retiresAt > at), { pem: `${current.root.toString('pem')}\n`, retiresAt: at + retireAfterMs }];
+      retiring = [
+        ...retiring.filter((entry) => entry.retiresAt > at),
+        { pem: `${current.root.toString('pem')}\n`, retiresAt: at + retireAfterMs },
+      ];
       replacePrivateFile(keyDir, RETIRING_FILE, `${JSON.stringify({ version: 1, roots: retiring }, null, 2)}\n`);
       // Keys first, the root certificate last: a crash in between leaves a directory that the
       // consistency check on open reports (the intermediate no longer matches the root).
-      for (const file of [FILES.intermediateKey, FILES.intermediateCert, FILES.rootKey, FILES.rootCert]) renameSync(join(nextDir, file), join(keyDir, file));
+      for (const file of [FILES.intermediateKey, FILES.intermediateCert, FILES.rootKey, FILES.rootCert])
+        renameSync(join(nextDir, file), join(keyDir, file));
       rmdirSync(nextDir);
       current = next;
       next = null;
@@ -200,18 +233,26 @@ async function loadCa(dir: string, now: number): Promise<LoadedCa> {
   const intermediatePem = readPrivateFile(dir, FILES.intermediateCert);
   const intermediateKeyPem = readPrivateFile(dir, FILES.intermediateKey);
   if (rootPem === null || intermediatePem === null || intermediateKeyPem === null) {
-    throw new TypeError(`the CA key directory ${dir} is incomplete: it needs ${FILES.rootCert}, ${FILES.intermediateCert} and ${FILES.intermediateKey}. Restore the missing files, or move the directory away to create a new CA (every workload must then re-join).`);
+    throw new TypeError(
+      `the CA key directory ${dir} is incomplete: it needs ${FILES.rootCert}, ${FILES.intermediateCert} and ${FILES.intermediateKey}. Restore the missing files, or move the directory away to create a new CA (every workload must then re-join).`,
+    );
   }
   const root = await parseKeyFile(dir, FILES.rootCert, () => new x509.X509Certificate(rootPem));
   const intermediate = await parseKeyFile(dir, FILES.intermediateCert, () => new x509.X509Certificate(intermediatePem));
   if (!(await intermediate.verify({ publicKey: root.publicKey, date: new Date(now) }))) {
-    throw new TypeError(`${FILES.intermediateCert} in ${dir} is not signed by ${FILES.rootCert}, or is outside its validity. If a root rotation was interrupted, finish moving the files of ${join(dir, NEXT_DIR)} into ${dir}, or restore the directory from a backup.`);
+    throw new TypeError(
+      `${FILES.intermediateCert} in ${dir} is not signed by ${FILES.rootCert}, or is outside its validity. If a root rotation was interrupted, finish moving the files of ${join(dir, NEXT_DIR)} into ${dir}, or restore the directory from a backup.`,
+    );
   }
   const { privateKey, keyObject } = await parseKeyFile(dir, FILES.intermediateKey, async () => ({
     privateKey: await crypto.subtle.importKey('pkcs8', pemBody(intermediateKeyPem), ECDSA_P256, false, ['sign']),
     keyObject: createPrivateKey(intermediateKeyPem),
   }));
-  return { root, intermediatePem: `${intermediate.toString('pem')}\n`, signer: Object.freeze({ cert: intermediate, privateKey, keyObject }) };
+  return {
+    root,
+    intermediatePem: `${intermediate.toString('pem')}\n`,
+    signer: Object.freeze({ cert: intermediate, privateKey, keyObject }),
+  };
 }
 
 function readRetiring(keyDir: string): { pem: string; retiresAt: number }[] {
@@ -223,7 +264,8 @@ function readRetiring(keyDir: string): { pem: string; retiresAt: number }[] {
   } catch (error) {
     throw new KeyFileError(join(keyDir, RETIRING_FILE), `not JSON (${(error as Error).message})`);
   }
-  if (parsed.version !== 1 || !Array.isArray(parsed.roots)) throw new KeyFileError(join(keyDir, RETIRING_FILE), 'not a Lockstep retiring-roots file (version 1)');
+  if (parsed.version !== 1 || !Array.isArray(parsed.roots))
+    throw new KeyFileError(join(keyDir, RETIRING_FILE), 'not a Lockstep retiring-roots file (version 1)');
   return parsed.roots;
 }
 
@@ -261,7 +303,12 @@ async function createCaFiles(trustDomain: string, keyDir: string, now: number): 
   writePrivateFile(keyDir, FILES.intermediateCert, intermediate.toString('pem') + '\n');
 }
 
-async function caExtensions(trustDomain: string, subjectKey: webcrypto.CryptoKey, issuerKey: webcrypto.CryptoKey, pathLength: number): Promise<x509.Extension[]> {
+async function caExtensions(
+  trustDomain: string,
+  subjectKey: webcrypto.CryptoKey,
+  issuerKey: webcrypto.CryptoKey,
+  pathLength: number,
+): Promise<x509.Extension[]> {
   return [
     new x509.BasicConstraintsExtension(true, pathLength, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
@@ -275,7 +322,7 @@ async function caExtensions(trustDomain: string, subjectKey: webcrypto.CryptoKey
 /** 16 random bytes with the top bit clear: a positive serial number with 127 bits of entropy. */
 export function randomSerial(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[0] = (bytes[0] as number) & 0x7f | 0x01;
+  bytes[0] = ((bytes[0] as number) & 0x7f) | 0x01;
   return Buffer.from(bytes).toString('hex');
 }
 

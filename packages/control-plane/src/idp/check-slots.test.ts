@@ -29,8 +29,14 @@ describe('sign-in check slots', () => {
   });
 
   it('refuses limits that cannot work, saying what to write', () => {
-    assert.throws(() => createCheckSlots({ perNetwork: 0, total: 8 }), /passwordChecks\.perNetwork must be a whole number of 1 or more, e\.g\. 2; got 0/);
-    assert.throws(() => createCheckSlots({ perNetwork: 2, total: 1.5 }), /passwordChecks\.total must be a whole number/);
+    assert.throws(
+      () => createCheckSlots({ perNetwork: 0, total: 8 }),
+      /passwordChecks\.perNetwork must be a whole number of 1 or more, e\.g\. 2; got 0/,
+    );
+    assert.throws(
+      () => createCheckSlots({ perNetwork: 2, total: 1.5 }),
+      /passwordChecks\.total must be a whole number/,
+    );
     assert.throws(() => createCheckSlots({ perNetwork: 4, total: 2 }), /cannot exceed passwordChecks\.total/);
   });
 });

@@ -44,13 +44,17 @@ export function createCheckSlots(limits: PasswordCheckLimits = DEFAULT_PASSWORD_
   for (const field of ['perNetwork', 'total'] as const) {
     const value = limits[field];
     if (!Number.isSafeInteger(value) || value < 1) {
-      throw new TypeError(`passwordChecks.${field} must be a whole number of 1 or more, `
-        + `e.g. ${DEFAULT_PASSWORD_CHECKS[field]}; got ${String(value)}`);
+      throw new TypeError(
+        `passwordChecks.${field} must be a whole number of 1 or more, ` +
+          `e.g. ${DEFAULT_PASSWORD_CHECKS[field]}; got ${String(value)}`,
+      );
     }
   }
   if (limits.perNetwork > limits.total) {
-    throw new TypeError(`passwordChecks.perNetwork (${limits.perNetwork}) cannot exceed passwordChecks.total `
-      + `(${limits.total}): raise total or lower perNetwork`);
+    throw new TypeError(
+      `passwordChecks.perNetwork (${limits.perNetwork}) cannot exceed passwordChecks.total ` +
+        `(${limits.total}): raise total or lower perNetwork`,
+    );
   }
   // Only networks with a check in progress: at most `total` entries, however many addresses come.
   const inProgress = new Map<string, number>();

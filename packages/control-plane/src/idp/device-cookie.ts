@@ -23,7 +23,8 @@ export interface DeviceCookies {
 
 /** `keys`: newest first; the first signs, any verifies (the cookie secret can be rotated). */
 export function createDeviceCookies(keys: readonly string[]): DeviceCookies {
-  const mac = (key: string, browser: string, username: string) => createHmac('sha256', key).update(`lockstep-device:${browser}:${username}`).digest('base64url');
+  const mac = (key: string, browser: string, username: string) =>
+    createHmac('sha256', key).update(`lockstep-device:${browser}:${username}`).digest('base64url');
 
   return {
     knownBrowser(req, username) {

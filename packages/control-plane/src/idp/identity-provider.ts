@@ -25,7 +25,14 @@ import diagnostics from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import Provider, { errors as oidcErrors, interactionPolicy, type ClientMetadata, type Configuration, type Interaction, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, {
+  errors as oidcErrors,
+  interactionPolicy,
+  type ClientMetadata,
+  type Configuration,
+  type Interaction,
+  type KoaContextWithOIDC,
+} from 'oidc-provider';
 import type { JSONWebKeySet } from 'jose';
 import type { KeyRing, Rotation } from '../ca/key-ring.ts';
 import { ensurePrivateDirectory, KeyFileError, readPrivateFile, writePrivateFile } from '../ca/key-files.ts';
@@ -112,8 +119,16 @@ const CANNOT_SIGN_IN = 'This account cannot sign in. Contact your administrator.
  */
 function signInPolicy(): interactionPolicy.Prompt[] {
   const policy = interactionPolicy.base();
-  policy.get('login')?.checks.add(new interactionPolicy.Check('account_cannot_sign_in', 'the signed-in account can no longer sign in', 'login_required',
-    (ctx) => ctx.oidc.session?.accountId !== undefined && ctx.oidc.account === undefined));
+  policy
+    .get('login')
+    ?.checks.add(
+      new interactionPolicy.Check(
+        'account_cannot_sign_in',
+        'the signed-in account can no longer sign in',
+        'login_required',
+        (ctx) => ctx.oidc.session?.accountId !== undefined && ctx.oidc.account === undefined,
+      ),
+    );
   return policy;
 }
 
@@ -130,23 +145,39 @@ export function openCookieKeys(keyDir: string, onCreated?: (message: string) => 
     onCreated?.(`created a NEW identity-provider cookie secret in ${keyDir} (development material)`);
   }
   const stored = secret.trim();
-  if (stored.length < 32) throw new KeyFileError(join(keyDir, 'idp-cookie.secret'), `it holds ${stored.length} characters, not a secret of 32 or more`);
+  if (stored.length < 32)
+    throw new KeyFileError(
+      join(keyDir, 'idp-cookie.secret'),
+      `it holds ${stored.length} characters, not a secret of 32 or more`,
+    );
   return [stored];
 }
 
 export function createIdentityProvider(options: IdentityProviderOptions): IdentityProvider {
-  if (!options.issuer.endsWith(IDP_PATH)) throw new TypeError(`the issuer must end with ${IDP_PATH}, e.g. https://127.0.0.1:8443${IDP_PATH}; got ${options.issuer}`);
-  if (options.cookieKeys.length === 0 || options.cookieKeys.some((key) => key.length < 32)) throw new TypeError('cookieKeys: give at least one secret of 32 characters or more');
+  if (!options.issuer.endsWith(IDP_PATH))
+    throw new TypeError(
+      `the issuer must end with ${IDP_PATH}, e.g. https://127.0.0.1:8443${IDP_PATH}; got ${options.issuer}`,
+    );
+  if (options.cookieKeys.length === 0 || options.cookieKeys.some((key) => key.length < 32))
+    throw new TypeError('cookieKeys: give at least one secret of 32 characters or more');
   const { store, resource } = options;
   const now = options.now ?? Date.now;
   const throttling = options.lockout ?? DEFAULT_LOCKOUT;
-  const checks = { store, lockout: createLockout(store, throttling), slots: createCheckSlots(options.passwordChecks ?? DEFAULT_PASSWORD_CHECKS) };
+  const checks = {
+    store,
+    lockout: createLockout(store, throttling),
+    slots: createCheckSlots(options.passwordChecks ?? DEFAULT_PASSWORD_CHECKS),
+  };
   const deviceCookies = createDeviceCookies(options.cookieKeys);
   const issuerOrigin = new URL(options.issuer).origin;
   let provider = build();
   let callback = provider.callback();
   // Expired artefacts, and counts past their window: a spray of made-up names does not fill the store.
-  const sweeper = setInterval(() => void Promise.all([store.sweepOidc(now()), store.sweepLoginFailures(now() - throttling.windowMs)]).catch(() => {}), 10 * 60_000);
+  const sweeper = setInterval(
+    () =>
+      void Promise.all([store.sweepOidc(now()), store.sweepLoginFailures(now() - throttling.windowMs)]).catch(() => {}),
+    10 * 60_000,
+  );
   sweeper.unref();
 
   function build(): Provider {
@@ -173,10 +204,15 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
       claims: { openid: ['sub'], profile: ['preferred_username', 'roles', 'tenant'] },
       findAccount: async (_ctx, sub) => {
         const user = await store.user(sub);
-        if (user === null || await accountRefusal(store, user) !== null) return undefined;
+        if (user === null || (await accountRefusal(store, user)) !== null) return undefined;
         return {
           accountId: sub,
-          claims: async () => ({ sub, preferred_username: sub, roles: [...user.roles], ...(user.tenant === null ? {} : { tenant: user.tenant }) }),
+          claims: async () => ({
+            sub,
+            preferred_username: sub,
+            roles: [...user.roles],
+            ...(user.tenant === null ? {} : { tenant: user.tenant }),
+          }),
         };
       },
       extraTokenClaims: async (ctx, token) => {
@@ -199,7 +235,8 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
             return peer?.raw ? new X509Certificate(peer.raw).toString() : undefined;
           },
           certificateAuthorized: (ctx) => peerOf(ctx) !== null,
-          certificateSubjectMatches: (ctx, property, expected) => property === 'tls_client_auth_san_uri' && peerOf(ctx) === expected,
+          certificateSubjectMatches: (ctx, property, expected) =>
+            property === 'tls_client_auth_san_uri' && peerOf(ctx) === expected,
         },
         revocation: { enabled: true },
         rpInitiatedLogout: {
@@ -214,7 +251,10 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
           defaultResource: async () => resource.indicator,
           useGrantedResource: async () => true,
           getResourceServerInfo: async (_ctx, indicator) => {
-            if (indicator !== resource.indicator) throw new oidcErrors.InvalidTarget(`unknown resource; this provider issues access tokens for ${resource.indicator} only`);
+            if (indicator !== resource.indicator)
+              throw new oidcErrors.InvalidTarget(
+                `unknown resource; this provider issues access tokens for ${resource.indicator} only`,
+              );
             return {
               scope: resource.scopes.join(' '),
               audience: resource.indicator,
@@ -228,7 +268,10 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
       rotateRefreshToken: true,
       issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
       loadExistingGrant: firstPartyGrant,
-      interactions: { policy: signInPolicy(), url: async (_ctx, interaction) => `${IDP_PATH}/interaction/${interaction.uid}` },
+      interactions: {
+        policy: signInPolicy(),
+        url: async (_ctx, interaction) => `${IDP_PATH}/interaction/${interaction.uid}`,
+      },
       ttl: {
         AccessToken: resource.accessTokenTtlSeconds ?? 600,
         AuthorizationCode: 60,
@@ -240,12 +283,17 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
       },
       renderError: async (ctx, out) => {
         ctx.set(pageHeaders());
-        ctx.body = messagePage('Sign-in problem', `${out.error}${out.error_description ? `: ${out.error_description}` : ''}`);
+        ctx.body = messagePage(
+          'Sign-in problem',
+          `${out.error}${out.error_description ? `: ${out.error_description}` : ''}`,
+        );
       },
     };
     const built = new Provider(options.issuer, configuration);
     // Koa's default error handler would print every refused request; the HTTP answer says enough.
-    built.on('server_error', (_ctx: unknown, error: Error) => process.stderr.write(`lockstep identity provider: ${error.stack ?? error.message}\n`));
+    built.on('server_error', (_ctx: unknown, error: Error) =>
+      process.stderr.write(`lockstep identity provider: ${error.stack ?? error.message}\n`),
+    );
     return built;
   }
 
@@ -264,9 +312,15 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
     const accountId = oidc.session?.accountId;
     if (oidc.client === undefined || accountId === undefined) return undefined;
     const existing = oidc.result?.consent?.grantId ?? oidc.session?.grantIdFor(oidc.client.clientId);
-    const grant = existing ? await oidc.provider.Grant.find(existing) : new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId });
+    const grant = existing
+      ? await oidc.provider.Grant.find(existing)
+      : new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId });
     if (grant === undefined) return undefined;
-    const requested = new Set(String(oidc.params?.scope ?? '').split(' ').filter(Boolean));
+    const requested = new Set(
+      String(oidc.params?.scope ?? '')
+        .split(' ')
+        .filter(Boolean),
+    );
     const oidcScopes = ['openid', 'offline_access', 'profile'].filter((scope) => requested.has(scope));
     if (oidcScopes.length > 0) grant.addOIDCScope(oidcScopes.join(' '));
     const resourceScopes = resource.scopes.filter((scope) => requested.has(scope));
@@ -275,56 +329,132 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
     return grant;
   }
 
-  const csrfFor = (uid: string) => createHmac('sha256', options.cookieKeys[0] as string).update(`lockstep-login:${uid}`).digest('base64url');
-  const csrfValid = (uid: string, token: string) => options.cookieKeys.some((key) => {
-    const expected = Buffer.from(createHmac('sha256', key).update(`lockstep-login:${uid}`).digest('base64url'));
-    const actual = Buffer.from(token);
-    return actual.length === expected.length && timingSafeEqual(actual, expected);
-  });
+  const csrfFor = (uid: string) =>
+    createHmac('sha256', options.cookieKeys[0] as string)
+      .update(`lockstep-login:${uid}`)
+      .digest('base64url');
+  const csrfValid = (uid: string, token: string) =>
+    options.cookieKeys.some((key) => {
+      const expected = Buffer.from(createHmac('sha256', key).update(`lockstep-login:${uid}`).digest('base64url'));
+      const actual = Buffer.from(token);
+      return actual.length === expected.length && timingSafeEqual(actual, expected);
+    });
 
-  function send(res: ServerResponse, status: number, html: string, headers: Record<string, string> = pageHeaders()): void {
+  function send(
+    res: ServerResponse,
+    status: number,
+    html: string,
+    headers: Record<string, string> = pageHeaders(),
+  ): void {
     res.writeHead(status, headers);
     res.end(html);
   }
 
-  async function interaction(req: IncomingMessage, res: ServerResponse, uid: string, step: 'show' | 'login'): Promise<void> {
+  async function interaction(
+    req: IncomingMessage,
+    res: ServerResponse,
+    uid: string,
+    step: 'show' | 'login',
+  ): Promise<void> {
     let details;
     try {
       details = await provider.interactionDetails(req, res);
     } catch {
-      return send(res, 400, messagePage('Sign-in expired', 'This sign-in page has expired or was opened in another browser. Go back to the application and sign in again.'));
+      return send(
+        res,
+        400,
+        messagePage(
+          'Sign-in expired',
+          'This sign-in page has expired or was opened in another browser. Go back to the application and sign in again.',
+        ),
+      );
     }
-    if (details.uid !== uid) return send(res, 400, messagePage('Sign-in expired', 'This sign-in page does not belong to your current sign-in. Go back to the application and sign in again.'));
+    if (details.uid !== uid)
+      return send(
+        res,
+        400,
+        messagePage(
+          'Sign-in expired',
+          'This sign-in page does not belong to your current sign-in. Go back to the application and sign in again.',
+        ),
+      );
     const client = await provider.Client.find(String(details.params.client_id));
     const clientName = client?.clientName ?? String(details.params.client_id);
-    const redirectOrigin = typeof details.params.redirect_uri === 'string' ? safeOrigin(details.params.redirect_uri) : null;
+    const redirectOrigin =
+      typeof details.params.redirect_uri === 'string' ? safeOrigin(details.params.redirect_uri) : null;
     const headers = pageHeaders(redirectOrigin === null ? [] : [redirectOrigin]);
     const action = `${IDP_PATH}/interaction/${uid}/login`;
     if (details.prompt.name !== 'login') {
-      return send(res, 400, messagePage('Sign-in problem', `This application asked for something this sign-in cannot grant (${details.prompt.name}: ${details.prompt.reasons.join(', ')}). Contact its administrator.`));
+      return send(
+        res,
+        400,
+        messagePage(
+          'Sign-in problem',
+          `This application asked for something this sign-in cannot grant (${details.prompt.name}: ${details.prompt.reasons.join(', ')}). Contact its administrator.`,
+        ),
+      );
     }
     const ip = req.socket.remoteAddress ?? 'unknown';
     const ended = await endStaleSession(details);
-    if (ended !== null) loginChannel.publish({ outcome: 'refused', username: ended.accountId, ip, at: now(), reason: `${ended.reason}; its session was ended` } satisfies LoginEvent);
+    if (ended !== null)
+      loginChannel.publish({
+        outcome: 'refused',
+        username: ended.accountId,
+        ip,
+        at: now(),
+        reason: `${ended.reason}; its session was ended`,
+      } satisfies LoginEvent);
     if (step === 'show') {
       if (ended === null) return send(res, 200, loginPage({ action, csrf: csrfFor(uid), client: clientName }), headers);
-      return send(res, 403, loginPage({ action, csrf: csrfFor(uid), client: clientName, username: ended.accountId, error: CANNOT_SIGN_IN }), headers);
+      return send(
+        res,
+        403,
+        loginPage({ action, csrf: csrfFor(uid), client: clientName, username: ended.accountId, error: CANNOT_SIGN_IN }),
+        headers,
+      );
     }
 
-    if (req.method !== 'POST') return send(res, 405, messagePage('Sign-in problem', 'Send the sign-in form with POST.'), { ...headers, allow: 'POST' });
+    if (req.method !== 'POST')
+      return send(res, 405, messagePage('Sign-in problem', 'Send the sign-in form with POST.'), {
+        ...headers,
+        allow: 'POST',
+      });
     // A cross-site form post is refused twice: its Origin is not ours, and it cannot know the CSRF token.
     const origin = req.headers.origin;
-    if (origin !== undefined && origin !== issuerOrigin) return send(res, 403, messagePage('Sign-in refused', 'This sign-in form was sent from another site.'), headers);
+    if (origin !== undefined && origin !== issuerOrigin)
+      return send(res, 403, messagePage('Sign-in refused', 'This sign-in form was sent from another site.'), headers);
     const form = await readForm(req);
-    if (form === null) return send(res, 400, messagePage('Sign-in problem', 'The sign-in form could not be read. Go back and try again.'), headers);
-    if (!csrfValid(uid, form.get('csrf') ?? '')) return send(res, 403, messagePage('Sign-in refused', 'This sign-in form is not the one we sent (CSRF check). Go back to the application and sign in again.'), headers);
+    if (form === null)
+      return send(
+        res,
+        400,
+        messagePage('Sign-in problem', 'The sign-in form could not be read. Go back and try again.'),
+        headers,
+      );
+    if (!csrfValid(uid, form.get('csrf') ?? ''))
+      return send(
+        res,
+        403,
+        messagePage(
+          'Sign-in refused',
+          'This sign-in form is not the one we sent (CSRF check). Go back to the application and sign in again.',
+        ),
+        headers,
+      );
 
     const username = (form.get('username') ?? '').trim().toLowerCase();
     const knownBrowser = deviceCookies.knownBrowser(req, username);
     const at = now();
-    const outcome = await checkSignIn(checks, { username, password: form.get('password') ?? '', address: ip, knownBrowser }, at);
+    const outcome = await checkSignIn(
+      checks,
+      { username, password: form.get('password') ?? '', address: ip, knownBrowser },
+      at,
+    );
     const again = (status: number, error: string, extra: Record<string, string> = {}) =>
-      send(res, status, loginPage({ action, csrf: csrfFor(uid), client: clientName, username, error }), { ...headers, ...extra });
+      send(res, status, loginPage({ action, csrf: csrfFor(uid), client: clientName, username, error }), {
+        ...headers,
+        ...extra,
+      });
     const retry = (ms: number) => {
       const seconds = Math.ceil(ms / 1000);
       return { after: `${seconds} second${seconds === 1 ? '' : 's'}`, header: { 'retry-after': String(seconds) } };
@@ -333,19 +463,33 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
       case 'busy':
         // Nothing was counted or checked: a retry a second later is a fresh attempt.
         loginChannel.publish({ outcome: 'busy', username, ip, at, reason: outcome.by } satisfies LoginEvent);
-        return again(429, 'Too many sign-in attempts are being checked right now. Try again in a moment.', { 'retry-after': '1' });
+        return again(429, 'Too many sign-in attempts are being checked right now. Try again in a moment.', {
+          'retry-after': '1',
+        });
       case 'held': {
-        loginChannel.publish({ outcome: 'locked', username, ip, at, retryAfterMs: outcome.retryAfterMs } satisfies LoginEvent);
+        loginChannel.publish({
+          outcome: 'locked',
+          username,
+          ip,
+          at,
+          retryAfterMs: outcome.retryAfterMs,
+        } satisfies LoginEvent);
         const { after, header } = retry(outcome.retryAfterMs);
         // The network's throttle is said as such: a user who did nothing wrong learns why they wait.
-        const why = outcome.by === 'address' ? 'Too many failed sign-in attempts from your network' : 'Too many failed sign-in attempts';
+        const why =
+          outcome.by === 'address'
+            ? 'Too many failed sign-in attempts from your network'
+            : 'Too many failed sign-in attempts';
         return again(429, `${why}. Try again in ${after}.`, header);
       }
       case 'wrong': {
         loginChannel.publish({ outcome: 'failure', username, ip, at } satisfies LoginEvent);
         if (outcome.lockedForMs === 0) return again(401, 'The user name or password is incorrect.');
         const { after, header } = retry(outcome.lockedForMs);
-        const why = outcome.lockedBy === 'address' ? 'Too many failed sign-in attempts from your network' : 'Too many failed attempts';
+        const why =
+          outcome.lockedBy === 'address'
+            ? 'Too many failed sign-in attempts from your network'
+            : 'Too many failed attempts';
         return again(429, `The user name or password is incorrect. ${why}: try again in ${after}.`, header);
       }
       case 'refused':
@@ -354,7 +498,12 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
       case 'signed-in':
         loginChannel.publish({ outcome: 'success', username, ip, at } satisfies LoginEvent);
         res.appendHeader('set-cookie', deviceCookies.issue(username, knownBrowser));
-        await provider.interactionFinished(req, res, { login: { accountId: username, amr: ['pwd'] } }, { mergeWithLastSubmission: false });
+        await provider.interactionFinished(
+          req,
+          res,
+          { login: { accountId: username, amr: ['pwd'] } },
+          { mergeWithLastSubmission: false },
+        );
     }
   }
 
@@ -391,7 +540,8 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
         if (!UID.test(uid)) return send(res, 404, messagePage('Not found', 'There is no such sign-in page.'));
         interaction(req, res, uid, match[2] === undefined ? 'show' : 'login').catch((error: Error) => {
           process.stderr.write(`lockstep identity provider: ${error.stack ?? error.message}\n`);
-          if (!res.headersSent) send(res, 500, messagePage('Sign-in problem', 'Something went wrong on our side. Try again in a moment.'));
+          if (!res.headersSent)
+            send(res, 500, messagePage('Sign-in problem', 'Something went wrong on our side. Try again in a moment.'));
         });
         return;
       }

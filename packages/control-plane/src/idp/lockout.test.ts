@@ -10,13 +10,21 @@ import { createLockout, DEFAULT_LOCKOUT, networkOf, type Admission, type Lockout
 
 // addressLockMs stays DEFAULT_LOCKOUT's 30 s: the clock here is the tests' own.
 const POLICY: LockoutPolicy = { ...DEFAULT_LOCKOUT, accountFreeAttempts: 2, addressFreeAccounts: 3 };
-const from = (username: string, address: string, knownBrowser: string | null = null) => ({ username, address, knownBrowser });
-const held = (admission: Admission) => (admission.admitted ? null : { by: admission.by, retryAfterMs: admission.retryAfterMs });
+const from = (username: string, address: string, knownBrowser: string | null = null) => ({
+  username,
+  address,
+  knownBrowser,
+});
+const held = (admission: Admission) =>
+  admission.admitted ? null : { by: admission.by, retryAfterMs: admission.retryAfterMs };
 
 describe('lockout', () => {
   it('doubles the lock with every failure past the free attempts, up to the maximum', () => {
     const limits = { freeAttempts: 5, baseLockMs: DEFAULT_LOCKOUT.baseLockMs, maxLockMs: DEFAULT_LOCKOUT.maxLockMs };
-    assert.deepEqual([4, 5, 6, 7, 8].map((failures) => lockFor(failures, limits)), [0, 1_000, 2_000, 4_000, 8_000]);
+    assert.deepEqual(
+      [4, 5, 6, 7, 8].map((failures) => lockFor(failures, limits)),
+      [0, 1_000, 2_000, 4_000, 8_000],
+    );
     assert.equal(lockFor(500, limits), DEFAULT_LOCKOUT.maxLockMs);
   });
 
@@ -35,10 +43,18 @@ describe('lockout', () => {
       const lockout = createLockout(store, POLICY);
       const first = await lockout.admit(from('alice', '10.0.0.1'), 1_000);
       assert.ok(first.admitted && first.lockIfWrongMs === 0);
-      assert.deepEqual(await store.loginFailures('account:alice'), { failures: 1, lastFailureAt: 1_000 }, 'counted before the password is checked');
+      assert.deepEqual(
+        await store.loginFailures('account:alice'),
+        { failures: 1, lastFailureAt: 1_000 },
+        'counted before the password is checked',
+      );
       const second = await lockout.admit(from('alice', '10.0.0.2'), 1_000);
       assert.ok(second.admitted && second.lockIfWrongMs === 1_000, 'a wrong password now locks for 1 s');
-      assert.deepEqual(held(await lockout.admit(from('alice', '10.0.0.3'), 1_500)), { by: 'account', retryAfterMs: 1_000 }, 'from any address; at least a second');
+      assert.deepEqual(
+        held(await lockout.admit(from('alice', '10.0.0.3'), 1_500)),
+        { by: 'account', retryAfterMs: 1_000 },
+        'from any address; at least a second',
+      );
       assert.equal((await store.loginFailures('account:alice'))?.failures, 2, 'a held attempt counts nowhere');
       assert.equal((await lockout.admit(from('alice', '10.0.0.3'), 2_000)).admitted, true, 'the lock ends');
     } finally {
@@ -46,17 +62,21 @@ describe('lockout', () => {
     }
   });
 
-  it('a right password takes back its attempt and the account\'s failures; the network forgets the account', async () => {
+  it("a right password takes back its attempt and the account's failures; the network forgets the account", async () => {
     const store = openSqliteStore(':memory:');
     try {
       const lockout = createLockout(store, POLICY);
       await lockout.admit(from('bob', '10.0.0.1'), 1_000);
       const right = await lockout.admit(from('bob', '10.0.0.1'), 1_000);
       assert.ok(right.admitted);
-      assert.equal((await store.loginFailures('address:10.0.0.1'))?.failures, 1, 'two failures of one account count once for its network');
+      assert.equal(
+        (await store.loginFailures('address:10.0.0.1'))?.failures,
+        1,
+        'two failures of one account count once for its network',
+      );
       await right.succeeded();
       assert.equal(await store.loginFailures('account:bob'), null);
-      assert.equal((await store.loginFailures('address:10.0.0.1'))?.failures, 0, 'a user\'s typos are not a spray');
+      assert.equal((await store.loginFailures('address:10.0.0.1'))?.failures, 0, "a user's typos are not a spray");
     } finally {
       await store.close();
     }
@@ -66,16 +86,44 @@ describe('lockout', () => {
     const store = openSqliteStore(':memory:');
     try {
       const lockout = createLockout(store, POLICY);
-      const spray = await Promise.all(['a1', 'a2', 'a3', 'a4', 'a5'].map((name) => lockout.admit(from(name, '10.0.0.9'), 1_000)));
-      assert.ok(spray.every((admission) => admission.admitted), 'a first attempt at an account is never held by its network');
-      assert.equal((await store.loginFailures('address:10.0.0.9'))?.failures, 5, 'five accounts failed from there: it is spraying');
+      const spray = await Promise.all(
+        ['a1', 'a2', 'a3', 'a4', 'a5'].map((name) => lockout.admit(from(name, '10.0.0.9'), 1_000)),
+      );
+      assert.ok(
+        spray.every((admission) => admission.admitted),
+        'a first attempt at an account is never held by its network',
+      );
+      assert.equal(
+        (await store.loginFailures('address:10.0.0.9'))?.failures,
+        5,
+        'five accounts failed from there: it is spraying',
+      );
       const later = await lockout.admit(from('a6', '10.0.0.9'), 1_100);
-      assert.ok(later.admitted && later.lockIfWrongMs === POLICY.addressLockMs && later.lockIfWrongBy === 'address', 'now a wrong password at a new account holds it for addressLockMs');
-      assert.deepEqual(held(await lockout.admit(from('a1', '10.0.0.9'), 1_200)), { by: 'address', retryAfterMs: POLICY.addressLockMs - 200 }, 'a sprayed account waits');
+      assert.ok(
+        later.admitted && later.lockIfWrongMs === POLICY.addressLockMs && later.lockIfWrongBy === 'address',
+        'now a wrong password at a new account holds it for addressLockMs',
+      );
+      assert.deepEqual(
+        held(await lockout.admit(from('a1', '10.0.0.9'), 1_200)),
+        { by: 'address', retryAfterMs: POLICY.addressLockMs - 200 },
+        'a sprayed account waits',
+      );
       assert.equal((await store.loginFailures('account:a1'))?.failures, 1, 'and the held attempt counted nowhere');
-      assert.equal((await lockout.admit(from('a1', '10.0.0.9'), 1_000 + POLICY.addressLockMs)).admitted, true, 'once per addressLockMs');
-      assert.equal((await lockout.admit(from('a2', '10.0.0.10'), 1_200)).admitted, true, 'the same account from another network is up to its own lock');
-      assert.equal((await lockout.admit(from('a3', '10.0.0.9', 'browser-1'), 1_200)).admitted, true, 'a known browser is not held by its network');
+      assert.equal(
+        (await lockout.admit(from('a1', '10.0.0.9'), 1_000 + POLICY.addressLockMs)).admitted,
+        true,
+        'once per addressLockMs',
+      );
+      assert.equal(
+        (await lockout.admit(from('a2', '10.0.0.10'), 1_200)).admitted,
+        true,
+        'the same account from another network is up to its own lock',
+      );
+      assert.equal(
+        (await lockout.admit(from('a3', '10.0.0.9', 'browser-1'), 1_200)).admitted,
+        true,
+        'a known browser is not held by its network',
+      );
     } finally {
       await store.close();
     }
@@ -122,7 +170,10 @@ describe('lockout', () => {
       assert.ok(typo.admitted && typo.lockIfWrongBy === 'address' && typo.lockIfWrongMs === POLICY.addressLockMs);
       await attack(1_000);
       const waiting = held(await lockout.admit(from('carol', NAT), now));
-      assert.ok(waiting?.by === 'address' && waiting.retryAfterMs <= POLICY.addressLockMs, `after a typo she waits at most addressLockMs: ${JSON.stringify(waiting)}`);
+      assert.ok(
+        waiting?.by === 'address' && waiting.retryAfterMs <= POLICY.addressLockMs,
+        `after a typo she waits at most addressLockMs: ${JSON.stringify(waiting)}`,
+      );
       await attack(waiting.retryAfterMs);
       const retry = await lockout.admit(from('carol', NAT), now);
       assert.ok(retry.admitted, 'then her right password is checked, however the spray goes on');
@@ -133,7 +184,10 @@ describe('lockout', () => {
         const times = admittedAt.get(name) ?? [];
         return times.slice(1).map((at, index) => at - (times[index] as number));
       });
-      assert.ok(spacing.length > 100 && spacing.every((gap) => gap >= POLICY.addressLockMs), `the attacker gets one attempt per account per addressLockMs (${spacing.length} retries, the closest ${Math.min(...spacing)} ms apart)`);
+      assert.ok(
+        spacing.length > 100 && spacing.every((gap) => gap >= POLICY.addressLockMs),
+        `the attacker gets one attempt per account per addressLockMs (${spacing.length} retries, the closest ${Math.min(...spacing)} ms apart)`,
+      );
       assert.equal(await store.loginFailures('account:carol'), null, 'carol has no failures left');
     } finally {
       await store.close();
@@ -149,7 +203,8 @@ describe('lockout', () => {
       const lockout = createLockout(store, POLICY);
       for (const name of ['a1', 'a2', 'a3']) await lockout.admit(from(name, '10.0.0.9'), 1_000);
       for (const address of ['10.0.0.1', '10.0.0.2']) await lockout.admit(from('victim', address), 1_000);
-      for (let attempt = 0; attempt < 2; attempt += 1) await lockout.admit(from('dave', '10.0.0.3', 'browser-1'), 1_000);
+      for (let attempt = 0; attempt < 2; attempt += 1)
+        await lockout.admit(from('dave', '10.0.0.3', 'browser-1'), 1_000);
       const before = rows();
       for (let index = 0; index < 2_000; index += 1) {
         const attempts = [
@@ -167,7 +222,7 @@ describe('lockout', () => {
     }
   });
 
-  it('gives a known browser a count of its own: the account\'s lock does not hold it, nor does its success lift that lock', async () => {
+  it("gives a known browser a count of its own: the account's lock does not hold it, nor does its success lift that lock", async () => {
     const store = openSqliteStore(':memory:');
     try {
       const lockout = createLockout(store, POLICY);
@@ -176,10 +231,18 @@ describe('lockout', () => {
       const own = await lockout.admit(from('dave', '10.0.0.3', 'browser-1'), 1_100);
       assert.ok(own.admitted);
       await own.succeeded();
-      assert.equal((await lockout.admit(from('dave', '10.0.0.4'), 1_200)).admitted, false, 'still locked for strangers');
+      assert.equal(
+        (await lockout.admit(from('dave', '10.0.0.4'), 1_200)).admitted,
+        false,
+        'still locked for strangers',
+      );
       await lockout.admit(from('dave', '10.0.0.3', 'browser-1'), 1_300);
       await lockout.admit(from('dave', '10.0.0.3', 'browser-1'), 1_300);
-      assert.deepEqual(held(await lockout.admit(from('dave', '10.0.0.3', 'browser-1'), 1_400)), { by: 'browser', retryAfterMs: 1_000 }, 'and the browser has its own limit');
+      assert.deepEqual(
+        held(await lockout.admit(from('dave', '10.0.0.3', 'browser-1'), 1_400)),
+        { by: 'browser', retryAfterMs: 1_000 },
+        'and the browser has its own limit',
+      );
       assert.equal((await lockout.admit(from('dave', '10.0.0.3', 'browser-2'), 1_400)).admitted, true, 'per browser');
     } finally {
       await store.close();

@@ -58,13 +58,13 @@ export type LockedBy = 'account' | 'address' | 'browser';
 
 export type Admission =
   | {
-    readonly admitted: true;
-    /** How long the next attempt is held when this one turns out wrong, and by whose count. */
-    readonly lockIfWrongMs: number;
-    readonly lockIfWrongBy: LockedBy;
-    /** The password was right: takes this attempt and the account's earlier failures back. */
-    succeeded(): Promise<void>;
-  }
+      readonly admitted: true;
+      /** How long the next attempt is held when this one turns out wrong, and by whose count. */
+      readonly lockIfWrongMs: number;
+      readonly lockIfWrongBy: LockedBy;
+      /** The password was right: takes this attempt and the account's earlier failures back. */
+      succeeded(): Promise<void>;
+    }
   | { readonly admitted: false; readonly by: LockedBy; readonly retryAfterMs: number };
 
 export interface Lockout {
@@ -86,17 +86,30 @@ export function networkOf(address: string): string {
   const [head = '', tail = ''] = (address.toLowerCase().split('%', 1)[0] ?? '').split('::');
   const left = head === '' ? [] : head.split(':');
   const right = tail === '' ? [] : tail.split(':');
-  const groups = address.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
-  return `${groups.slice(0, 4).map((group) => group.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+  const groups = address.includes('::')
+    ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right]
+    : left;
+  return `${groups
+    .slice(0, 4)
+    .map((group) => group.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
 }
 
 export function createLockout(store: ControlPlaneStore, policy: LockoutPolicy = DEFAULT_LOCKOUT): Lockout {
   const { windowMs } = policy;
   const accountLimits: LoginLimits = {
-    freeAttempts: policy.accountFreeAttempts, baseLockMs: policy.baseLockMs, maxLockMs: policy.maxLockMs, windowMs,
+    freeAttempts: policy.accountFreeAttempts,
+    baseLockMs: policy.baseLockMs,
+    maxLockMs: policy.maxLockMs,
+    windowMs,
   };
   // From a spraying network: one free attempt at each account, then one per addressLockMs.
-  const sprayedLimits: LoginLimits = { freeAttempts: 1, baseLockMs: policy.addressLockMs, maxLockMs: policy.addressLockMs, windowMs };
+  const sprayedLimits: LoginLimits = {
+    freeAttempts: 1,
+    baseLockMs: policy.addressLockMs,
+    maxLockMs: policy.addressLockMs,
+    windowMs,
+  };
   // From any other network the account's failures from it are counted, and hold nothing.
   const countedOnly: LoginLimits = { ...sprayedLimits, freeAttempts: Number.POSITIVE_INFINITY };
   const refused = (by: LockedBy, until: number, now: number): Admission => ({
@@ -119,20 +132,32 @@ export function createLockout(store: ControlPlaneStore, policy: LockoutPolicy = 
           lockIfWrongMs: lockFor((browser.counts[0] as LoginFailures).failures, accountLimits),
           lockIfWrongBy: 'browser',
           // Only its own count: the account's is the strangers', and a lock on them stays.
-          succeeded: async () => { await store.clearLoginFailures(browserKey); },
+          succeeded: async () => {
+            await store.clearLoginFailures(browserKey);
+          },
         };
       }
 
       const network = networkOf(address);
-      const keys = { account: `account:${name}`, address: `address:${network}`, pair: `address-account:${network} ${name}` };
+      const keys = {
+        account: `account:${name}`,
+        address: `address:${network}`,
+        pair: `address-account:${network} ${name}`,
+      };
       // Read only, before anything is written: the network's count decides how its attempts count.
       const failedAccounts = await store.loginFailures(keys.address);
-      const spraying = failedAccounts !== null && failedAccounts.lastFailureAt >= now - windowMs
-        && failedAccounts.failures >= policy.addressFreeAccounts;
+      const spraying =
+        failedAccounts !== null &&
+        failedAccounts.lastFailureAt >= now - windowMs &&
+        failedAccounts.failures >= policy.addressFreeAccounts;
       const pairLimits = spraying ? sprayedLimits : countedOnly;
-      const claims = [{ key: keys.account, limits: accountLimits }, { key: keys.pair, limits: pairLimits }];
+      const claims = [
+        { key: keys.account, limits: accountLimits },
+        { key: keys.pair, limits: pairLimits },
+      ];
       const reservation = await store.reserveLoginAttempt(claims, now);
-      if (!reservation.reserved) return refused(reservation.lockedClaim === 0 ? 'account' : 'address', reservation.lockedUntil, now);
+      if (!reservation.reserved)
+        return refused(reservation.lockedClaim === 0 ? 'account' : 'address', reservation.lockedUntil, now);
       const [account, pair] = reservation.counts as [LoginFailures, LoginFailures];
       // The network counts an account once, at its first failure from there.
       if (pair.failures === 1) await store.addLoginFailure(keys.address, now, windowMs);
@@ -145,7 +170,10 @@ export function createLockout(store: ControlPlaneStore, policy: LockoutPolicy = 
         async succeeded() {
           // The account's failures from this network were mistakes of its user, not an attack: the
           // network's count takes the account back (once, however many parallel successes).
-          const [, hadPair] = await Promise.all([store.clearLoginFailures(keys.account), store.clearLoginFailures(keys.pair)]);
+          const [, hadPair] = await Promise.all([
+            store.clearLoginFailures(keys.account),
+            store.clearLoginFailures(keys.pair),
+          ]);
           if (hadPair) await store.forgiveLoginFailure(keys.address);
         },
       };

@@ -17,7 +17,10 @@ export interface OidcAdapter {
   revokeByGrantId(grantId: string): Promise<void>;
 }
 
-export function storeAdapter(store: ControlPlaneStore, now: () => number = Date.now): new (model: string) => OidcAdapter {
+export function storeAdapter(
+  store: ControlPlaneStore,
+  now: () => number = Date.now,
+): new (model: string) => OidcAdapter {
   // An expired artefact is as good as absent; the sweeper deletes it later.
   const live = (artefact: OidcArtefact | null): Payload | undefined => {
     if (artefact === null || (artefact.expiresAt !== null && artefact.expiresAt <= now())) return undefined;
@@ -32,7 +35,9 @@ export function storeAdapter(store: ControlPlaneStore, now: () => number = Date.
     }
     async upsert(id: string, payload: Payload, expiresIn?: number): Promise<void> {
       await store.upsertOidc({
-        model: this.model, id, payload: JSON.stringify(payload),
+        model: this.model,
+        id,
+        payload: JSON.stringify(payload),
         grantId: typeof payload.grantId === 'string' ? payload.grantId : null,
         userCode: typeof payload.userCode === 'string' ? payload.userCode : null,
         uid: typeof payload.uid === 'string' ? payload.uid : null,

@@ -25,7 +25,13 @@ export function escapeHtml(value: string): string {
 export function pageHeaders(formTargets: readonly string[] = []): Record<string, string> {
   return {
     'content-type': 'text/html; charset=utf-8',
-    'content-security-policy': [`default-src 'none'`, `style-src ${STYLE_HASH}`, `form-action 'self' ${formTargets.join(' ')}`.trim(), `frame-ancestors 'none'`, `base-uri 'none'`].join('; '),
+    'content-security-policy': [
+      `default-src 'none'`,
+      `style-src ${STYLE_HASH}`,
+      `form-action 'self' ${formTargets.join(' ')}`.trim(),
+      `frame-ancestors 'none'`,
+      `base-uri 'none'`,
+    ].join('; '),
     'x-content-type-options': 'nosniff',
     'x-frame-options': 'DENY',
     // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the form post,
@@ -62,9 +68,12 @@ export interface LoginPage {
 }
 
 export function loginPage(view: LoginPage): string {
-  const error = view.error === undefined ? '' : `<p id="login-error" class="error" role="alert">${escapeHtml(view.error)}</p>\n`;
+  const error =
+    view.error === undefined ? '' : `<p id="login-error" class="error" role="alert">${escapeHtml(view.error)}</p>\n`;
   const invalid = view.error === undefined ? '' : ' aria-invalid="true" aria-describedby="login-error"';
-  return page('Sign in', `<h1>Sign in</h1>
+  return page(
+    'Sign in',
+    `<h1>Sign in</h1>
 <p class="muted">to continue to ${escapeHtml(view.client)}</p>
 ${error}<form method="post" action="${escapeHtml(view.action)}">
 <input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">
@@ -73,7 +82,8 @@ ${error}<form method="post" action="${escapeHtml(view.action)}">
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required maxlength="256"${view.username ? ' autofocus' : ''}${invalid}>
 <button type="submit">Sign in</button>
-</form>`);
+</form>`,
+  );
 }
 
 export function messagePage(title: string, message: string): string {
@@ -82,8 +92,11 @@ export function messagePage(title: string, message: string): string {
 
 /** oidc-provider's sign-out confirmation: its `form` (op.logoutForm) plus two buttons, no script. */
 export function logoutPage(form: string, host: string): string {
-  return page('Sign out', `<h1>Sign out of ${escapeHtml(host)}?</h1>
+  return page(
+    'Sign out',
+    `<h1>Sign out of ${escapeHtml(host)}?</h1>
 ${form}
 <button type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
-<button type="submit" form="op.logoutForm">No, stay signed in</button>`);
+<button type="submit" form="op.logoutForm">No, stay signed in</button>`,
+  );
 }

@@ -22,18 +22,26 @@ const KEY_LENGTH = 32;
 let commonPasswords: Set<string> | null = null;
 
 function common(): Set<string> {
-  commonPasswords ??= new Set(gunzipSync(readFileSync(new URL('../../data/common-passwords.txt.gz', import.meta.url))).toString('utf8').split('\n').filter(Boolean));
+  commonPasswords ??= new Set(
+    gunzipSync(readFileSync(new URL('../../data/common-passwords.txt.gz', import.meta.url)))
+      .toString('utf8')
+      .split('\n')
+      .filter(Boolean),
+  );
   return commonPasswords;
 }
 
 /** Why `password` is not acceptable for `username`, or null when it is. Phrased for the user. */
 export function passwordProblem(password: string, username?: string): string | null {
   const length = [...password].length;
-  if (length < PASSWORD_MIN_LENGTH) return `Use at least ${PASSWORD_MIN_LENGTH} characters (this one has ${length}). A few unrelated words make a long password that is easy to remember.`;
+  if (length < PASSWORD_MIN_LENGTH)
+    return `Use at least ${PASSWORD_MIN_LENGTH} characters (this one has ${length}). A few unrelated words make a long password that is easy to remember.`;
   if (length > PASSWORD_MAX_LENGTH) return `Use at most ${PASSWORD_MAX_LENGTH} characters.`;
   const folded = password.toLowerCase();
-  if (username !== undefined && folded.includes(username.toLowerCase())) return 'Do not use your user name in your password.';
-  if (common().has(folded)) return 'This password is on a list of commonly used passwords that attackers try first. Choose another.';
+  if (username !== undefined && folded.includes(username.toLowerCase()))
+    return 'Do not use your user name in your password.';
+  if (common().has(folded))
+    return 'This password is on a list of commonly used passwords that attackers try first. Choose another.';
   return null;
 }
 
@@ -53,11 +61,16 @@ function derive(password: string, salt: Buffer, cost: { log2N: number; r: number
   const N = 2 ** cost.log2N;
   const options: ScryptOptions = { N, r: cost.r, p: cost.p, maxmem: 256 * N * cost.r };
   return new Promise((resolve, reject) => {
-    scrypt(password.normalize('NFC'), salt, KEY_LENGTH, options, (error, key) => (error ? reject(error) : resolve(key)));
+    scrypt(password.normalize('NFC'), salt, KEY_LENGTH, options, (error, key) =>
+      error ? reject(error) : resolve(key),
+    );
   });
 }
 
-export async function hashPassword(password: string, cost: { log2N: number; r: number; p: number } = DEFAULT_COST): Promise<string> {
+export async function hashPassword(
+  password: string,
+  cost: { log2N: number; r: number; p: number } = DEFAULT_COST,
+): Promise<string> {
   const salt = randomBytes(16);
   const key = await derive(password, salt, cost);
   return ['scrypt', cost.log2N, cost.r, cost.p, salt.toString('base64url'), key.toString('base64url')].join('$');

@@ -42,7 +42,11 @@ export type SignInOutcome =
 
 export type AccountRefusal = 'unknown' | 'disabled' | 'revoked';
 
-export async function checkSignIn({ store, lockout, slots }: SignInChecks, attempt: SignInAttempt, now: number): Promise<SignInOutcome> {
+export async function checkSignIn(
+  { store, lockout, slots }: SignInChecks,
+  attempt: SignInAttempt,
+  now: number,
+): Promise<SignInOutcome> {
   const slot = slots.take(attempt.address);
   if (!slot.taken) return { kind: 'busy', by: slot.by };
   try {
@@ -52,13 +56,22 @@ export async function checkSignIn({ store, lockout, slots }: SignInChecks, attem
   }
 }
 
-async function checkInSlot(store: ControlPlaneStore, lockout: Lockout, attempt: SignInAttempt, now: number): Promise<SignInOutcome> {
+async function checkInSlot(
+  store: ControlPlaneStore,
+  lockout: Lockout,
+  attempt: SignInAttempt,
+  now: number,
+): Promise<SignInOutcome> {
   const admission = await lockout.admit(attempt, now);
   if (!admission.admitted) return { kind: 'held', by: admission.by, retryAfterMs: admission.retryAfterMs };
   const { username, password } = attempt;
   const user = USERNAME.test(username) ? await store.user(username) : null;
-  const matches = user === null || password === '' ? await verifyAgainstNothing(password) : await verifyPassword(password, user.passwordHash);
-  if (!matches || user === null) return { kind: 'wrong', lockedForMs: admission.lockIfWrongMs, lockedBy: admission.lockIfWrongBy };
+  const matches =
+    user === null || password === ''
+      ? await verifyAgainstNothing(password)
+      : await verifyPassword(password, user.passwordHash);
+  if (!matches || user === null)
+    return { kind: 'wrong', lockedForMs: admission.lockIfWrongMs, lockedBy: admission.lockIfWrongBy };
   await admission.succeeded();
   const refusal = await accountRefusal(store, user);
   if (refusal !== null) return { kind: 'refused', reason: refusal };
@@ -67,7 +80,10 @@ async function checkInSlot(store: ControlPlaneStore, lockout: Lockout, attempt: 
 }
 
 /** Why an account may not sign in, nor keep a session it has: gone, disabled or revoked; null when it may. */
-export async function accountRefusal(store: ControlPlaneStore, user: UserRecord | null): Promise<AccountRefusal | null> {
+export async function accountRefusal(
+  store: ControlPlaneStore,
+  user: UserRecord | null,
+): Promise<AccountRefusal | null> {
   if (user === null) return 'unknown';
   if (user.disabledAt !== null) return 'disabled';
   return (await store.isRevoked('sub', user.username)) ? 'revoked' : null;

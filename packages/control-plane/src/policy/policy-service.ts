@@ -52,22 +52,33 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
   let lastRefusal: { reason: string; at: string } | null = null;
   const signed = new Map<string, Promise<SignedSlice>>();
   const listeners = new Set<(change: PolicyChange) => void>();
-  let loading: Promise<PolicyChange> = Promise.resolve({ kind: 'refused', reason: 'not loaded yet', keptVersion: null });
+  let loading: Promise<PolicyChange> = Promise.resolve({
+    kind: 'refused',
+    reason: 'not loaded yet',
+    keptVersion: null,
+  });
 
-  const emit = (change: PolicyChange) => { for (const listener of listeners) listener(change); };
+  const emit = (change: PolicyChange) => {
+    for (const listener of listeners) listener(change);
+  };
 
   async function load(): Promise<PolicyChange> {
     let set: PolicySet;
     try {
       set = await loadPolicyDir(options.dir);
     } catch (error) {
-      const change: PolicyChange = { kind: 'refused', reason: (error as Error).message, keptVersion: current?.version ?? null };
+      const change: PolicyChange = {
+        kind: 'refused',
+        reason: (error as Error).message,
+        keptVersion: current?.version ?? null,
+      };
       lastRefusal = { reason: change.reason, at: new Date().toISOString() };
       emit(change);
       return change;
     }
     lastRefusal = null;
-    if (current !== null && set.version === current.version) return { kind: 'applied', version: set.version, policies: Object.keys(set.policies).length };
+    if (current !== null && set.version === current.version)
+      return { kind: 'applied', version: set.version, policies: Object.keys(set.policies).length };
     current = set;
     signed.clear();
     const change: PolicyChange = { kind: 'applied', version: set.version, policies: Object.keys(set.policies).length };
@@ -84,7 +95,10 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
   if (options.watch ?? true) {
     watcher = watch(options.dir, () => {
       if (timer !== null) clearTimeout(timer);
-      timer = setTimeout(() => { timer = null; void reload(); }, options.debounceMs ?? 50);
+      timer = setTimeout(() => {
+        timer = null;
+        void reload();
+      }, options.debounceMs ?? 50);
     });
   }
 
@@ -107,7 +121,9 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
       let bundle = signed.get(key);
       if (bundle === undefined) {
         const slice = sliceFor(set, service);
-        bundle = signBundle(slice, { privateKey: options.signingKey.privateKey, kid: options.signingKey.kid }).then((jws) => ({ version: slice.version, bundle: jws }));
+        bundle = signBundle(slice, { privateKey: options.signingKey.privateKey, kid: options.signingKey.kid }).then(
+          (jws) => ({ version: slice.version, bundle: jws }),
+        );
         signed.set(key, bundle);
       }
       return bundle;

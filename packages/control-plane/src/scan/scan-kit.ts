@@ -35,10 +35,21 @@ import type { ControlPlaneStore } from '../store/store.ts';
 import type { ScanTokenRequest, ScanTokens, ScanUser } from '../tts/scan-tokens.ts';
 
 export type ProbeCertificate =
-  | 'expired' | 'not-yet-valid' | 'two-uri-sans' | 'no-uri-san'
-  | 'lookalike-suffix' | 'lookalike-prefix' | 'upper-case-trust-domain' | 'percent-encoded-trust-domain'
+  | 'expired'
+  | 'not-yet-valid'
+  | 'two-uri-sans'
+  | 'no-uri-san'
+  | 'lookalike-suffix'
+  | 'lookalike-prefix'
+  | 'upper-case-trust-domain'
+  | 'percent-encoded-trust-domain'
   // The X509-SVID leaf rules (SPIFFE X509-SVID §4.3 key usage, §2 a workload path, a bounded lifetime).
-  | 'key-cert-sign' | 'crl-sign' | 'no-key-usage' | 'key-usage-not-critical' | 'no-path' | 'lifetime-over-max';
+  | 'key-cert-sign'
+  | 'crl-sign'
+  | 'no-key-usage'
+  | 'key-usage-not-critical'
+  | 'no-path'
+  | 'lifetime-over-max';
 
 export interface ScanKitRequest {
   readonly name: string;
@@ -95,20 +106,41 @@ const SVID_KEY_USAGE: ProbeKeyUsage = { flags: x509.KeyUsageFlags.digitalSignatu
 
 export async function issueScanKit(issuer: ScanKitIssuer, request: ScanKitRequest): Promise<ScanKit> {
   const { ca, feed } = issuer;
-  if (!isServiceName(request.name)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `a scanner name is a lower-case DNS label such as "ci"; got ${JSON.stringify(String(request.name).slice(0, 80))}`);
+  if (!isServiceName(request.name))
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_REQUEST_INVALID',
+      `a scanner name is a lower-case DNS label such as "ci"; got ${JSON.stringify(String(request.name).slice(0, 80))}`,
+    );
   const td = ca.trustDomain;
   const scanner = formatSpiffeId(td, 'scanner', request.name);
   const spki = checkCsr(request.csrPem, scanner);
   const svid = await signLeaf(ca, spki, scanner, KIT_TTL_SECONDS);
   // Fixed values per scanner name: one revocation each, however often it scans.
   const revoked = { sub: `lockstep-scan-revoked:${request.name}`, txn: `lockstep-scan-revoked-txn:${request.name}` };
-  for (const [kind, value] of [['sub', revoked.sub], ['txn', revoked.txn]] as const) {
-    await feed.revoke({ kind, value, reason: `scanner ${request.name}: a revoked test value`, actor: request.actor, at: Date.now() });
+  for (const [kind, value] of [
+    ['sub', revoked.sub],
+    ['txn', revoked.txn],
+  ] as const) {
+    await feed.revoke({
+      kind,
+      value,
+      reason: `scanner ${request.name}: a revoked test value`,
+      actor: request.actor,
+      at: Date.now(),
+    });
   }
-  const publicKey = await crypto.subtle.importKey('spki', AsnConvert.serialize(spki), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+  const publicKey = await crypto.subtle.importKey(
+    'spki',
+    AsnConvert.serialize(spki),
+    { name: 'ECDSA', namedCurve: 'P-256' },
+    true,
+    ['verify'],
+  );
   const now = ca.now();
   const url = (value: string): JsonGeneralName => ({ type: 'url', value });
-  const encodedTd = td.includes('.') ? td.replace('.', '%2E') : `%${td.charCodeAt(0).toString(16).toUpperCase()}${td.slice(1)}`;
+  const encodedTd = td.includes('.')
+    ? td.replace('.', '%2E')
+    : `%${td.charCodeAt(0).toString(16).toUpperCase()}${td.slice(1)}`;
   const validFrom = now - 60_000;
   const validTo = now + KIT_TTL_SECONDS * 1000;
   const probe = (sans: JsonGeneralName[], from = validFrom, to = validTo, keyUsage = SVID_KEY_USAGE) => {
@@ -119,7 +151,7 @@ export async function issueScanKit(issuer: ScanKitIssuer, request: ScanKitReques
   };
   const { digitalSignature, keyCertSign, cRLSign } = x509.KeyUsageFlags;
   const probeCertificates: Record<ProbeCertificate, string> = {
-    'expired': await probe([url(scanner)], now - 2 * HOUR_MS, now - HOUR_MS),
+    expired: await probe([url(scanner)], now - 2 * HOUR_MS, now - HOUR_MS),
     'not-yet-valid': await probe([url(scanner)], now + HOUR_MS, now + 2 * HOUR_MS),
     'two-uri-sans': await probe([url(scanner), url(`${scanner}-second`)]),
     'no-uri-san': await probe([{ type: 'dns', value: `${request.name}.scanner.invalid` }]),
@@ -139,11 +171,22 @@ export async function issueScanKit(issuer: ScanKitIssuer, request: ScanKitReques
   };
   const scannerKey = await exportJWK(publicKey);
   const tokens = await issuer.scanTokens({
-    scanner, users: request.users, revokedSub: revoked.sub, revokedTxn: revoked.txn, scannerKey,
+    scanner,
+    users: request.users,
+    revokedSub: revoked.sub,
+    revokedTxn: revoked.txn,
+    scannerKey,
   });
   const users = await testUserStatus(issuer, request.users);
   return {
-    scanner, trustDomain: td, svid: svid.chainPem, trustBundle: ca.bundlePem, probeCertificates, tokens, revoked, users,
+    scanner,
+    trustDomain: td,
+    svid: svid.chainPem,
+    trustBundle: ca.bundlePem,
+    probeCertificates,
+    tokens,
+    revoked,
+    users,
     expiresAt: svid.notAfter.toISOString(),
   };
 }
@@ -153,21 +196,27 @@ async function testUserStatus(issuer: ScanKitIssuer, users: readonly ScanUser[])
   const named = set === null ? null : rolesNamed(set);
   const policyRoles = named?.complete === true ? named.roles : null;
   let revocations: Awaited<ReturnType<ControlPlaneStore['revocationsSince']>> | null = null;
-  return Promise.all(users.map(async (user): Promise<TestUserStatus> => {
-    let revoked: TestUserStatus['revoked'] = null;
-    if (await issuer.store.isRevoked('sub', user.sub)) {
-      revocations ??= await issuer.store.revocationsSince(0);
-      const entry = revocations.findLast((record) => record.kind === 'sub' && record.value === user.sub);
-      const at = entry === undefined ? 'unknown' : new Date(entry.at).toISOString();
-      revoked = { reason: entry?.reason ?? 'unknown', actor: entry?.actor ?? 'unknown', at };
-    }
-    const unknownRoles = policyRoles === null ? null : user.roles.filter((role) => !policyRoles.includes(role));
-    return { sub: user.sub, revoked, unknownRoles, policyRoles };
-  }));
+  return Promise.all(
+    users.map(async (user): Promise<TestUserStatus> => {
+      let revoked: TestUserStatus['revoked'] = null;
+      if (await issuer.store.isRevoked('sub', user.sub)) {
+        revocations ??= await issuer.store.revocationsSince(0);
+        const entry = revocations.findLast((record) => record.kind === 'sub' && record.value === user.sub);
+        const at = entry === undefined ? 'unknown' : new Date(entry.at).toISOString();
+        revoked = { reason: entry?.reason ?? 'unknown', actor: entry?.actor ?? 'unknown', at };
+      }
+      const unknownRoles = policyRoles === null ? null : user.roles.filter((role) => !policyRoles.includes(role));
+      return { sub: user.sub, revoked, unknownRoles, policyRoles };
+    }),
+  );
 }
 
 async function probeCertificate(
-  ca: WorkloadCa, publicKey: webcrypto.CryptoKey, sans: JsonGeneralName[], notBefore: Date, notAfter: Date,
+  ca: WorkloadCa,
+  publicKey: webcrypto.CryptoKey,
+  sans: JsonGeneralName[],
+  notBefore: Date,
+  notAfter: Date,
   keyUsage: ProbeKeyUsage,
 ): Promise<string> {
   const cert = await x509.X509CertificateGenerator.create({

@@ -62,7 +62,9 @@ export type AdminActions = Readonly<Record<string, string>>;
  * (a route missing from it is recorded as `admin:unknown`).
  */
 export function registerAdminScope(
-  app: FastifyInstance, trustDomain: string, actions: AdminActions,
+  app: FastifyInstance,
+  trustDomain: string,
+  actions: AdminActions,
   routes: (admin: FastifyInstance) => void | Promise<void>,
 ): void {
   app.register(async (admin) => {
@@ -71,113 +73,241 @@ export function registerAdminScope(
   });
 }
 
-export function registerAdminRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, scanTokens: ScanTokenIssuer | null): void {
+export function registerAdminRoutes(
+  app: FastifyInstance,
+  ca: WorkloadCa,
+  store: ControlPlaneStore,
+  feed: RevocationFeed,
+  policy: PolicyService | null,
+  rotators: KeyRotators,
+  scanTokens: ScanTokenIssuer | null,
+): void {
   registerAdminScope(app, ca.trustDomain, ACTIONS, (admin) => {
     // The scanner's kit (scan/scan-kit.ts): its SVID, probe certificates and test Txn-Tokens.
-    admin.post<{ Body: { name: string; csr: string; users: ScanUser[] } }>('/v1/admin/scan-kit', {
-      schema: {
-        body: {
-          type: 'object', additionalProperties: false, required: ['name', 'csr', 'users'],
-          properties: {
-            name: { type: 'string', maxLength: 63 },
-            csr: { type: 'string', maxLength: 8_192 },
-            users: {
-              type: 'array', minItems: 1, maxItems: 4,
-              items: {
-                type: 'object', additionalProperties: false, required: ['sub', 'roles'],
-                properties: { sub: { type: 'string', minLength: 1, maxLength: 256 }, roles: { type: 'array', maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 64 } }, tenant: { type: 'string', minLength: 1, maxLength: 128 } },
+    admin.post<{ Body: { name: string; csr: string; users: ScanUser[] } }>(
+      '/v1/admin/scan-kit',
+      {
+        schema: {
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'csr', 'users'],
+            properties: {
+              name: { type: 'string', maxLength: 63 },
+              csr: { type: 'string', maxLength: 8_192 },
+              users: {
+                type: 'array',
+                minItems: 1,
+                maxItems: 4,
+                items: {
+                  type: 'object',
+                  additionalProperties: false,
+                  required: ['sub', 'roles'],
+                  properties: {
+                    sub: { type: 'string', minLength: 1, maxLength: 256 },
+                    roles: { type: 'array', maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 64 } },
+                    tenant: { type: 'string', minLength: 1, maxLength: 128 },
+                  },
+                },
               },
             },
           },
         },
       },
-    }, async (request) => {
-      if (scanTokens === null) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'this control plane runs no Txn-Token Service, so it cannot issue a scanner its test tokens');
-      const issuer = { ca, feed, store, scanTokens, policy: () => policy?.set ?? null };
-      return issueScanKit(issuer, { name: request.body.name, csrPem: request.body.csr, users: request.body.users, actor: admittedCaller(request) });
-    });
-
-    admin.post<{ Body: { service: string; ttlSeconds?: number } }>('/v1/admin/join-tokens', {
-      schema: { body: { type: 'object', additionalProperties: false, required: ['service'], properties: { service: { type: 'string', maxLength: 63 }, ttlSeconds: { type: 'integer', minimum: 1, maximum: 604_800 } } } },
-    }, async (request) => {
-      let created;
-      try {
-        created = await createJoinToken(store, ca, { service: request.body.service, createdBy: admittedCaller(request), ...(request.body.ttlSeconds === undefined ? {} : { ttlSeconds: request.body.ttlSeconds }) });
-      } catch (error) {
-        if (error instanceof TypeError) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message);
-        throw error;
-      }
-      return { token: created.token, service: created.service, expiresAt: created.expiresAt.toISOString() };
-    });
-
-    const revocationBody = {
-      body: {
-        type: 'object', additionalProperties: false, required: ['kind', 'value', 'reason'],
-        properties: { kind: { enum: ['sub', 'txn', 'spiffeId', 'kid'] }, value: { type: 'string', minLength: 1, maxLength: 512 }, reason: { type: 'string', minLength: 1, maxLength: 512 } },
+      async (request) => {
+        if (scanTokens === null)
+          throw new ControlPlaneError(
+            'LOCKSTEP_CP_REQUEST_INVALID',
+            'this control plane runs no Txn-Token Service, so it cannot issue a scanner its test tokens',
+          );
+        const issuer = { ca, feed, store, scanTokens, policy: () => policy?.set ?? null };
+        return issueScanKit(issuer, {
+          name: request.body.name,
+          csrPem: request.body.csr,
+          users: request.body.users,
+          actor: admittedCaller(request),
+        });
       },
-    };
-    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>('/v1/admin/revocations', { schema: revocationBody }, async (request) =>
-      feed.revoke({ kind: request.body.kind, value: request.body.value, reason: request.body.reason, actor: admittedCaller(request), at: Date.now() }));
+    );
 
-    // A revocation made by mistake, taken back: only what holds can be lifted, so a typo changes nothing.
-    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>('/v1/admin/revocations/lift', { schema: revocationBody }, async (request) => {
-      const { kind, value, reason } = request.body;
-      const lifted = await feed.lift(kind, value, { reason, actor: admittedCaller(request), at: Date.now() });
-      if (lifted === null) throw new ControlPlaneError('LOCKSTEP_CP_NOT_REVOKED', `no revocation holds for ${kind} ${JSON.stringify(value)} (never revoked, or lifted already)`);
-      return lifted;
-    });
-
-    // Drift: for every registered guard, the slice version it should enforce and the one it reports.
-    admin.get('/v1/admin/policy', async () => {
-      const services = await Promise.all((await store.services()).map(async (entry) => {
-        const expected = (await policy?.bundleFor(entry.service))?.version ?? null;
-        return { service: entry.service, spiffeId: entry.spiffeId, expected, enforced: entry.policyVersion, inSync: expected !== null && expected === entry.policyVersion, lastSeen: entry.lastSeen };
-      }));
-      return { version: policy?.version ?? null, lastRefusal: policy?.lastRefusal ?? null, services };
-    });
-
-    admin.post<{ Body: { username: string; roles?: string[]; tenant?: string; password?: string } }>('/v1/admin/users', {
-      schema: {
-        body: {
-          type: 'object', additionalProperties: false, required: ['username'],
-          properties: {
-            username: { type: 'string', maxLength: 64 }, roles: { type: 'array', maxItems: 32, items: { type: 'string', maxLength: 32 } },
-            tenant: { type: 'string', maxLength: 64 }, password: { type: 'string', maxLength: 256 },
+    admin.post<{ Body: { service: string; ttlSeconds?: number } }>(
+      '/v1/admin/join-tokens',
+      {
+        schema: {
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['service'],
+            properties: {
+              service: { type: 'string', maxLength: 63 },
+              ttlSeconds: { type: 'integer', minimum: 1, maximum: 604_800 },
+            },
           },
         },
       },
-    }, async (request, reply) => {
-      const { user, password } = await createUser(store, request.body);
-      // A generated password is shown once, here; a chosen one is never echoed.
-      return reply.code(201).header('cache-control', 'no-store').send({
-        username: user.username, roles: user.roles, tenant: user.tenant, ...(request.body.password === undefined ? { password } : {}),
-      });
+      async (request) => {
+        let created;
+        try {
+          created = await createJoinToken(store, ca, {
+            service: request.body.service,
+            createdBy: admittedCaller(request),
+            ...(request.body.ttlSeconds === undefined ? {} : { ttlSeconds: request.body.ttlSeconds }),
+          });
+        } catch (error) {
+          if (error instanceof TypeError) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message);
+          throw error;
+        }
+        return { token: created.token, service: created.service, expiresAt: created.expiresAt.toISOString() };
+      },
+    );
+
+    const revocationBody = {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['kind', 'value', 'reason'],
+        properties: {
+          kind: { enum: ['sub', 'txn', 'spiffeId', 'kid'] },
+          value: { type: 'string', minLength: 1, maxLength: 512 },
+          reason: { type: 'string', minLength: 1, maxLength: 512 },
+        },
+      },
+    };
+    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>(
+      '/v1/admin/revocations',
+      { schema: revocationBody },
+      async (request) =>
+        feed.revoke({
+          kind: request.body.kind,
+          value: request.body.value,
+          reason: request.body.reason,
+          actor: admittedCaller(request),
+          at: Date.now(),
+        }),
+    );
+
+    // A revocation made by mistake, taken back: only what holds can be lifted, so a typo changes nothing.
+    admin.post<{ Body: { kind: RevocationKind; value: string; reason: string } }>(
+      '/v1/admin/revocations/lift',
+      { schema: revocationBody },
+      async (request) => {
+        const { kind, value, reason } = request.body;
+        const lifted = await feed.lift(kind, value, { reason, actor: admittedCaller(request), at: Date.now() });
+        if (lifted === null)
+          throw new ControlPlaneError(
+            'LOCKSTEP_CP_NOT_REVOKED',
+            `no revocation holds for ${kind} ${JSON.stringify(value)} (never revoked, or lifted already)`,
+          );
+        return lifted;
+      },
+    );
+
+    // Drift: for every registered guard, the slice version it should enforce and the one it reports.
+    admin.get('/v1/admin/policy', async () => {
+      const services = await Promise.all(
+        (await store.services()).map(async (entry) => {
+          const expected = (await policy?.bundleFor(entry.service))?.version ?? null;
+          return {
+            service: entry.service,
+            spiffeId: entry.spiffeId,
+            expected,
+            enforced: entry.policyVersion,
+            inSync: expected !== null && expected === entry.policyVersion,
+            lastSeen: entry.lastSeen,
+          };
+        }),
+      );
+      return { version: policy?.version ?? null, lastRefusal: policy?.lastRefusal ?? null, services };
     });
 
-    admin.post<{ Body: { key: string } }>('/v1/admin/keys/rotate', {
-      schema: { body: { type: 'object', additionalProperties: false, required: ['key'], properties: { key: { type: 'string', maxLength: 32 } } } },
-    }, async (request) => {
-      const rotate = rotators.get(request.body.key);
-      if (rotate === undefined) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', `no rotating key named ${JSON.stringify(request.body.key)}; this control plane rotates: ${[...rotators.keys()].join(', ') || 'none'}`);
-      return rotate();
-    });
+    admin.post<{ Body: { username: string; roles?: string[]; tenant?: string; password?: string } }>(
+      '/v1/admin/users',
+      {
+        schema: {
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['username'],
+            properties: {
+              username: { type: 'string', maxLength: 64 },
+              roles: { type: 'array', maxItems: 32, items: { type: 'string', maxLength: 32 } },
+              tenant: { type: 'string', maxLength: 64 },
+              password: { type: 'string', maxLength: 256 },
+            },
+          },
+        },
+      },
+      async (request, reply) => {
+        const { user, password } = await createUser(store, request.body);
+        // A generated password is shown once, here; a chosen one is never echoed.
+        return reply
+          .code(201)
+          .header('cache-control', 'no-store')
+          .send({
+            username: user.username,
+            roles: user.roles,
+            tenant: user.tenant,
+            ...(request.body.password === undefined ? { password } : {}),
+          });
+      },
+    );
+
+    admin.post<{ Body: { key: string } }>(
+      '/v1/admin/keys/rotate',
+      {
+        schema: {
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['key'],
+            properties: { key: { type: 'string', maxLength: 32 } },
+          },
+        },
+      },
+      async (request) => {
+        const rotate = rotators.get(request.body.key);
+        if (rotate === undefined)
+          throw new ControlPlaneError(
+            'LOCKSTEP_CP_REQUEST_INVALID',
+            `no rotating key named ${JSON.stringify(request.body.key)}; this control plane rotates: ${[...rotators.keys()].join(', ') || 'none'}`,
+          );
+        return rotate();
+      },
+    );
 
     admin.get('/v1/admin/ca', async () => ca.rootRotation());
     const rootStep = (step: () => Promise<unknown>) => async () => {
       try {
         return await step();
       } catch (error) {
-        if (error instanceof RootRotationError) throw new ControlPlaneError('LOCKSTEP_CP_ROTATION_STATE', error.message);
+        if (error instanceof RootRotationError)
+          throw new ControlPlaneError('LOCKSTEP_CP_ROTATION_STATE', error.message);
         throw error;
       }
     };
-    admin.post('/v1/admin/ca/prepare', rootStep(() => ca.prepareRootRotation()));
-    admin.post('/v1/admin/ca/activate', rootStep(() => ca.activateNextRoot()));
+    admin.post(
+      '/v1/admin/ca/prepare',
+      rootStep(() => ca.prepareRootRotation()),
+    );
+    admin.post(
+      '/v1/admin/ca/activate',
+      rootStep(() => ca.activateNextRoot()),
+    );
 
-    admin.get<{ Querystring: { since?: string } }>('/v1/admin/revocations', {
-      // Query values are strings, and the server does not coerce types: a plain decimal is checked here.
-      schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },
-    }, async (request) => ({ revocations: await store.revocationsSince(Number(request.query.since ?? '0')) }));
+    admin.get<{ Querystring: { since?: string } }>(
+      '/v1/admin/revocations',
+      {
+        // Query values are strings, and the server does not coerce types: a plain decimal is checked here.
+        schema: {
+          querystring: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { since: { type: 'string', pattern: '^[0-9]{1,15}$' } },
+          },
+        },
+      },
+      async (request) => ({ revocations: await store.revocationsSince(Number(request.query.since ?? '0')) }),
+    );
   });
 }
 
@@ -208,7 +338,9 @@ const calls = new WeakMap<FastifyRequest, CallRecord>();
  *   trail limits such events per source, so an outsider's flood cannot delay or push out real ones.
  */
 function recordEveryCall(
-  admin: FastifyInstance, requireAdmin: (request: FastifyRequest) => Promise<void>, actions: AdminActions,
+  admin: FastifyInstance,
+  requireAdmin: (request: FastifyRequest) => Promise<void>,
+  actions: AdminActions,
 ): void {
   admin.addHook('onRequest', async (request) => {
     const call = callRecord(request);
@@ -221,8 +353,11 @@ function recordEveryCall(
       await writeAdminAction(actionOf(request, call, 'LOCKSTEP_ALLOW', actions));
     } catch (error) {
       call.unrecorded = true;
-      throw new ControlPlaneError('LOCKSTEP_CP_AUDIT_UNAVAILABLE', `nothing was done (${(error as Error).message}); `
-        + 'the control plane prints why; fix the store, then send the call again');
+      throw new ControlPlaneError(
+        'LOCKSTEP_CP_AUDIT_UNAVAILABLE',
+        `nothing was done (${(error as Error).message}); ` +
+          'the control plane prints why; fix the store, then send the call again',
+      );
     }
     call.recorded = true;
   });
@@ -255,8 +390,11 @@ function callRecord(request: FastifyRequest): CallRecord {
   let call = calls.get(request);
   if (call === undefined) {
     call = {
-      startedAt: performance.now(), requestId: randomUUID(),
-      admitted: false, recorded: false, unrecorded: false,
+      startedAt: performance.now(),
+      requestId: randomUUID(),
+      admitted: false,
+      recorded: false,
+      unrecorded: false,
     };
     calls.set(request, call);
   }
@@ -268,9 +406,15 @@ function actionOf(request: FastifyRequest, call: CallRecord, reason: string, act
   const key = `${request.method} ${route}`;
   const detail = detailOf(DETAIL_FIELDS[key], request.body);
   return {
-    caller: callerOf(request), method: request.method, route,
-    action: actions[key] ?? 'admin:unknown', resource: resourceOf(request.body),
-    allowed: reason === 'LOCKSTEP_ALLOW', reason, startedAt: call.startedAt, requestId: call.requestId,
+    caller: callerOf(request),
+    method: request.method,
+    route,
+    action: actions[key] ?? 'admin:unknown',
+    resource: resourceOf(request.body),
+    allowed: reason === 'LOCKSTEP_ALLOW',
+    reason,
+    startedAt: call.startedAt,
+    requestId: call.requestId,
     ...(detail === undefined ? {} : { detail }),
   };
 }
@@ -310,8 +454,11 @@ function detailOf(fields: readonly string[] | undefined, body: unknown): Record<
 
 /** The answer of a failed call whose failure could not be recorded: the administrator must know. */
 function unrecordedFailure(reply: FastifyReply, failedWith: string, error: Error): string {
-  const refusal = new ControlPlaneError('LOCKSTEP_CP_AUDIT_UNAVAILABLE', `the call failed (${failedWith}) and `
-    + `that failure could not be recorded (${error.message}); fix the store, then check the state and retry`);
+  const refusal = new ControlPlaneError(
+    'LOCKSTEP_CP_AUDIT_UNAVAILABLE',
+    `the call failed (${failedWith}) and ` +
+      `that failure could not be recorded (${error.message}); fix the store, then check the state and retry`,
+  );
   reply.code(refusal.status).header('content-type', 'application/json; charset=utf-8');
   return JSON.stringify({ error: refusal.code, message: refusal.message });
 }

@@ -38,7 +38,12 @@ import { registerAdminRoutes, registerAdminScope, type AdminActions, type KeyRot
 import { admittedCaller, refuseRevokedCallers, requireCaller } from './peer.ts';
 import { followRevokedCallers } from './revoked-callers.ts';
 import { refuse } from './refusal.ts';
-import { createIdentityProvider, IDP_PATH, type IdentityProvider, type IdentityProviderOptions } from '../idp/identity-provider.ts';
+import {
+  createIdentityProvider,
+  IDP_PATH,
+  type IdentityProvider,
+  type IdentityProviderOptions,
+} from '../idp/identity-provider.ts';
 
 export interface ControlPlaneServerOptions {
   readonly ca: WorkloadCa;
@@ -62,7 +67,10 @@ export interface ControlPlaneServerOptions {
    * the Fastify instance before it listens. Use `requireCaller` for who may call them, or
    * `context.adminRoutes` for administrators' endpoints (recorded in the audit trail as the admin API's).
    */
-  readonly extensions?: readonly ((app: FastifyInstance, context: ExtensionContext) => void | ExtensionHooks | Promise<void | ExtensionHooks>)[];
+  readonly extensions?: readonly ((
+    app: FastifyInstance,
+    context: ExtensionContext,
+  ) => void | ExtensionHooks | Promise<void | ExtensionHooks>)[];
   /** Default 127.0.0.1: the embedded control plane listens on loopback unless told otherwise. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -132,7 +140,14 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   const app = Fastify({
     logger: false,
     bodyLimit: 64 * 1024,
-    https: { cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
+    https: {
+      cert: server.svid.chainPem,
+      key: server.keyPem,
+      ca: ca.bundlePem,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+    },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
   opened.push(() => app.close());
@@ -142,44 +157,73 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   opened.push(() => revokedCallers.close());
   // Ahead of every endpoint, the extensions' and the identity provider's included.
   app.addHook('onRequest', refuseRevokedCallers(ca.trustDomain, revokedCallers));
-  const onInternalError = options.onInternalError ?? ((error: Error) => process.stderr.write(`lockstep control plane: internal error: ${error.stack ?? error.message}\n`));
+  const onInternalError =
+    options.onInternalError ??
+    ((error: Error) =>
+      process.stderr.write(`lockstep control plane: internal error: ${error.stack ?? error.message}\n`));
   const { tts, policy } = options;
   const rotators: KeyRotators = new Map();
   if (tts?.rotateKeys) rotators.set('txn-token', tts.rotateKeys);
   registerRoutes(app, ca, store, feed, options.policy ?? null, rotators, tts?.scanTokens ?? null, onInternalError);
   const hooks: ExtensionHooks[] = [];
-  registerRegistryRoutes(app, ca, store, (report) => { for (const hook of hooks) hook.onUnreachable?.(report); });
+  registerRegistryRoutes(app, ca, store, (report) => {
+    for (const hook of hooks) hook.onUnreachable?.(report);
+  });
   // Policy changes are administrative actions too: applied or refused, each is an audit event.
-  const stopPolicyAudit = policy?.onChange((change) => recordAdminAction({
-    caller: null, method: 'WATCH', route: 'policy directory', action: 'admin:policy.apply',
-    resource: change.kind === 'applied' ? change.version : (change.keptVersion ?? 'none'),
-    allowed: change.kind === 'applied', reason: change.kind === 'applied' ? 'LOCKSTEP_ALLOW' : 'LOCKSTEP_POLICY_REFUSED', startedAt: performance.now(),
-  })) ?? (() => {});
+  const stopPolicyAudit =
+    policy?.onChange((change) =>
+      recordAdminAction({
+        caller: null,
+        method: 'WATCH',
+        route: 'policy directory',
+        action: 'admin:policy.apply',
+        resource: change.kind === 'applied' ? change.version : (change.keptVersion ?? 'none'),
+        allowed: change.kind === 'applied',
+        reason: change.kind === 'applied' ? 'LOCKSTEP_ALLOW' : 'LOCKSTEP_POLICY_REFUSED',
+        startedAt: performance.now(),
+      }),
+    ) ?? (() => {});
   let stopPolicy = () => {};
   if (tts !== undefined) {
     registerTtsRoutes(app, ca, tts);
     if (policy?.set) tts.usePolicy(policy.set);
-    const follow = policy?.onChange(() => { if (policy.set) tts.usePolicy(policy.set); });
-    if (follow) stopPolicy = () => { follow(); };
+    const follow = policy?.onChange(() => {
+      if (policy.set) tts.usePolicy(policy.set);
+    });
+    if (follow)
+      stopPolicy = () => {
+        follow();
+      };
   }
   // oidc-provider reads the raw request itself: its paths are handed over before Fastify parses a body.
   let idp: IdentityProvider | null = null;
   let listeningUrl = '';
   for (const extension of options.extensions ?? []) {
     const hook = await extension(app, {
-      ca, store, url: () => listeningUrl, idp: () => idp,
+      ca,
+      store,
+      url: () => listeningUrl,
+      idp: () => idp,
       adminRoutes: (actions, routes) => registerAdminScope(app, ca.trustDomain, actions, routes),
     });
     if (hook) hooks.push(hook);
   }
   if (options.idp !== undefined) {
-    const handOver = (request: { raw: IncomingMessage }, reply: { hijack(): void; raw: ServerResponse }, done: () => void) => {
+    const handOver = (
+      request: { raw: IncomingMessage },
+      reply: { hijack(): void; raw: ServerResponse },
+      done: () => void,
+    ) => {
       if (idp === null) return done();
       reply.hijack();
       idp.handle(request.raw, reply.raw);
     };
-    app.all(IDP_PATH, { onRequest: handOver }, async (_request, reply) => reply.code(503).send({ error: 'LOCKSTEP_CP_STARTING' }));
-    app.all(`${IDP_PATH}/*`, { onRequest: handOver }, async (_request, reply) => reply.code(503).send({ error: 'LOCKSTEP_CP_STARTING' }));
+    app.all(IDP_PATH, { onRequest: handOver }, async (_request, reply) =>
+      reply.code(503).send({ error: 'LOCKSTEP_CP_STARTING' }),
+    );
+    app.all(`${IDP_PATH}/*`, { onRequest: handOver }, async (_request, reply) =>
+      reply.code(503).send({ error: 'LOCKSTEP_CP_STARTING' }),
+    );
   }
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
   // A root rotation changes the bundle (new connections are verified against it) and, on activation,
@@ -187,13 +231,20 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   let signer = ca.signer;
   let tlsUpdate = Promise.resolve();
   const stopBundle = ca.onBundleChange(() => {
-    tlsUpdate = tlsUpdate.then(async () => {
-      if (ca.signer !== signer) {
-        signer = ca.signer;
-        server = await serverCredentials(ca, spiffeId);
-      }
-      (app.server as unknown as TlsServer).setSecureContext({ cert: server.svid.chainPem, key: server.keyPem, ca: ca.bundlePem, minVersion: 'TLSv1.3' });
-    }).catch((error: Error) => onInternalError(error));
+    tlsUpdate = tlsUpdate
+      .then(async () => {
+        if (ca.signer !== signer) {
+          signer = ca.signer;
+          server = await serverCredentials(ca, spiffeId);
+        }
+        (app.server as unknown as TlsServer).setSecureContext({
+          cert: server.svid.chainPem,
+          key: server.keyPem,
+          ca: ca.bundlePem,
+          minVersion: 'TLSv1.3',
+        });
+      })
+      .catch((error: Error) => onInternalError(error));
   });
   opened.push(stopBundle);
   const { address, port } = app.server.address() as AddressInfo;
@@ -202,7 +253,13 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   if (options.idp !== undefined) {
     const { issuer, ...rest } = options.idp;
     const clients = [...rest.clients, ...hooks.flatMap((hook) => hook.idpClients?.(url) ?? [])];
-    const started = createIdentityProvider({ ...rest, clients, issuer: issuer ?? `${url}${IDP_PATH}`, store, trustDomain: ca.trustDomain });
+    const started = createIdentityProvider({
+      ...rest,
+      clients,
+      issuer: issuer ?? `${url}${IDP_PATH}`,
+      store,
+      trustDomain: ca.trustDomain,
+    });
     idp = started;
     rotators.set('idp', () => started.rotateKeys());
     tts?.trustIssuer({ issuer: started.issuer, jwks: () => started.publicJwks(), audience: rest.resource.indicator });
@@ -229,10 +286,24 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   };
 }
 
-function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null, rotators: KeyRotators, scanTokens: TxnTokenService['scanTokens'] | null, onInternalError: (error: Error) => void): void {
+function registerRoutes(
+  app: FastifyInstance,
+  ca: WorkloadCa,
+  store: ControlPlaneStore,
+  feed: RevocationFeed,
+  policy: PolicyService | null,
+  rotators: KeyRotators,
+  scanTokens: TxnTokenService['scanTokens'] | null,
+  onInternalError: (error: Error) => void,
+): void {
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
-    if (error.validation !== undefined || error.statusCode === 400 || error.statusCode === 413 || error.statusCode === 415) {
+    if (
+      error.validation !== undefined ||
+      error.statusCode === 400 ||
+      error.statusCode === 413 ||
+      error.statusCode === 415
+    ) {
       return refuse(reply, new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message));
     }
     onInternalError(error);
@@ -245,25 +316,46 @@ function registerRoutes(app: FastifyInstance, ca: WorkloadCa, store: ControlPlan
   // The keys guards verify policy bundles with; workloads fetch them over TLS pinned to the bundle.
   if (policy !== null) app.get('/v1/policy/jwks.json', async () => policy.publicJwks);
 
-  app.post<{ Body: { joinToken: string; service: string; csr: string } }>('/v1/join', {
-    schema: {
-      body: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['joinToken', 'service', 'csr'],
-        properties: { joinToken: { type: 'string', maxLength: 200 }, service: { type: 'string', maxLength: 63 }, csr: CSR },
+  app.post<{ Body: { joinToken: string; service: string; csr: string } }>(
+    '/v1/join',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['joinToken', 'service', 'csr'],
+          properties: {
+            joinToken: { type: 'string', maxLength: 200 },
+            service: { type: 'string', maxLength: 63 },
+            csr: CSR,
+          },
+        },
       },
     },
-  }, async (request) => issued(ca, await bootstrapWorkload(store, ca, { joinToken: request.body.joinToken, service: request.body.service, csrPem: request.body.csr })));
+    async (request) =>
+      issued(
+        ca,
+        await bootstrapWorkload(store, ca, {
+          joinToken: request.body.joinToken,
+          service: request.body.service,
+          csrPem: request.body.csr,
+        }),
+      ),
+  );
 
-  app.post<{ Body: { csr: string } }>('/v1/renew', {
-    schema: { body: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: CSR } } },
-    // renewWorkload reads the store for the caller's revocation on every renewal (a replica's too,
-    // at once) and answers LOCKSTEP_CP_WORKLOAD_REVOKED: one answer, whenever the revocation was made.
-    config: { checksOwnRevocation: true },
-    // Who is calling is decided before the body is even read.
-    onRequest: requireCaller(ca.trustDomain, ['workload']),
-  }, async (request) => issued(ca, await renewWorkload(store, ca, { peerSpiffeId: admittedCaller(request), csrPem: request.body.csr })));
+  app.post<{ Body: { csr: string } }>(
+    '/v1/renew',
+    {
+      schema: { body: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: CSR } } },
+      // renewWorkload reads the store for the caller's revocation on every renewal (a replica's too,
+      // at once) and answers LOCKSTEP_CP_WORKLOAD_REVOKED: one answer, whenever the revocation was made.
+      config: { checksOwnRevocation: true },
+      // Who is calling is decided before the body is even read.
+      onRequest: requireCaller(ca.trustDomain, ['workload']),
+    },
+    async (request) =>
+      issued(ca, await renewWorkload(store, ca, { peerSpiffeId: admittedCaller(request), csrPem: request.body.csr })),
+  );
 }
 
 function issued(ca: WorkloadCa, svid: IssuedSvid) {
@@ -274,5 +366,8 @@ function issued(ca: WorkloadCa, svid: IssuedSvid) {
 async function serverCredentials(ca: WorkloadCa, spiffeId: string): Promise<{ svid: IssuedSvid; keyPem: string }> {
   const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
   const svid = await signLeaf(ca, keys.publicKey, spiffeId, 24 * 3600);
-  return { svid, keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY') };
+  return {
+    svid,
+    keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),
+  };
 }

@@ -16,7 +16,12 @@
 import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
 import {
-  DEFAULT_MAX_SVID_LIFETIME_SECONDS, parseSpiffeId, readTlsPeer, readX509Svid, SvidError, trustDomainId,
+  DEFAULT_MAX_SVID_LIFETIME_SECONDS,
+  parseSpiffeId,
+  readTlsPeer,
+  readX509Svid,
+  SvidError,
+  trustDomainId,
   type SpiffeKind,
 } from '@lockstep/identity';
 import { ControlPlaneError, type ControlPlaneErrorCode } from '../errors.ts';
@@ -36,7 +41,10 @@ declare module 'fastify' {
 export type CallerKind = 'workload' | 'admin' | 'lockstep' | 'scanner';
 
 const KIND_OF: Readonly<Record<CallerKind, SpiffeKind>> = {
-  workload: 'svc', admin: 'admin', lockstep: 'lockstep', scanner: 'scanner',
+  workload: 'svc',
+  admin: 'admin',
+  lockstep: 'lockstep',
+  scanner: 'scanner',
 };
 const PRESENT = 'present an SVID issued by this control plane';
 
@@ -70,7 +78,7 @@ function identify(socket: TLSSocket, trustDomain: string): Caller | ControlPlane
 /** The connection's caller, identified on its first request; or why it has none. */
 function connectionCaller(socket: TLSSocket, trustDomain: string): Caller | ControlPlaneError {
   let caller = byConnection.get(socket);
-  if (caller === undefined) byConnection.set(socket, caller = identify(socket, trustDomain));
+  if (caller === undefined) byConnection.set(socket, (caller = identify(socket, trustDomain)));
   return caller;
 }
 
@@ -92,7 +100,11 @@ export function peerSpiffeId(socket: TLSSocket, trustDomain: string): string {
  * An `onRequest` hook admitting only callers of `kinds`; others are refused with `refusal`. The
  * identified caller is remembered even when refused, for the audit event.
  */
-export function requireCaller(trustDomain: string, kinds: readonly CallerKind[], refusal: ControlPlaneErrorCode = 'LOCKSTEP_CP_PEER_UNAUTHENTICATED') {
+export function requireCaller(
+  trustDomain: string,
+  kinds: readonly CallerKind[],
+  refusal: ControlPlaneErrorCode = 'LOCKSTEP_CP_PEER_UNAUTHENTICATED',
+) {
   const wanted = new Set(kinds.map((kind) => KIND_OF[kind]));
   const described = kinds.map((kind) => `${trustDomainId(trustDomain)}/${KIND_OF[kind]}/<name>`).join(' or ');
   return async (request: FastifyRequest): Promise<void> => {
@@ -119,8 +131,11 @@ export function refuseRevokedCallers(trustDomain: string, revoked: RevokedCaller
     const config: { checksOwnRevocation?: boolean } | undefined = request.routeOptions.config;
     if (config?.checksOwnRevocation === true) return;
     callers.set(request, caller.id);
-    throw new ControlPlaneError('LOCKSTEP_CP_PEER_REVOKED', `${caller.id} is revoked and may no longer call `
-      + 'the control plane; a revocation is permanent: an administrator can issue a new identity under another name');
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_PEER_REVOKED',
+      `${caller.id} is revoked and may no longer call ` +
+        'the control plane; a revocation is permanent: an administrator can issue a new identity under another name',
+    );
   };
 }
 

@@ -45,10 +45,17 @@ interface Heartbeat {
 }
 
 const ROUTE = {
-  type: 'object', additionalProperties: false, required: ['method', 'template', 'action', 'public', 'dryRun'],
+  type: 'object',
+  additionalProperties: false,
+  required: ['method', 'template', 'action', 'public', 'dryRun'],
   properties: {
-    method: { type: 'string', maxLength: 16 }, template: { type: 'string', maxLength: 512 }, action: { type: 'string', maxLength: 200 }, public: { type: 'boolean' }, dryRun: { type: 'boolean' },
-    owner: { type: 'boolean' }, validatesBody: { type: 'boolean' },
+    method: { type: 'string', maxLength: 16 },
+    template: { type: 'string', maxLength: 512 },
+    action: { type: 'string', maxLength: 200 },
+    public: { type: 'boolean' },
+    dryRun: { type: 'boolean' },
+    owner: { type: 'boolean' },
+    validatesBody: { type: 'boolean' },
   },
 } as const;
 
@@ -59,67 +66,113 @@ function peerAddress(address: string | undefined): string {
 }
 
 export function registerRegistryRoutes(
-  app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, onUnreachable: (report: UnreachableReport) => void,
+  app: FastifyInstance,
+  ca: WorkloadCa,
+  store: ControlPlaneStore,
+  onUnreachable: (report: UnreachableReport) => void,
 ): void {
-  app.post<{ Body: Heartbeat }>('/v1/registry/heartbeat', {
-    schema: {
-      body: {
-        type: 'object', additionalProperties: false, required: ['routes', 'policyVersion', 'svidExpiresAt', 'mode', 'guardVersion'],
-        properties: {
-          routes: { type: 'array', maxItems: 2_000, items: ROUTE },
-          policyVersion: { anyOf: [{ type: 'string', maxLength: 128 }, { type: 'null' }] },
-          svidExpiresAt: { type: 'string', format: 'date-time', maxLength: 40 },
-          mode: { enum: ['enforce', 'dry-run'] },
-          guardVersion: { type: 'string', maxLength: 64 },
-          endpoints: { type: 'array', maxItems: 16, items: { type: 'string', maxLength: 270, pattern: '^(\\*|[A-Za-z0-9.-]+|\\[[0-9a-fA-F:.]+\\]):[0-9]{1,5}$' } },
-          unreachable: {
-            type: 'object', additionalProperties: false, required: ['since', 'until'],
-            properties: {
-              since: { type: 'string', format: 'date-time', maxLength: 40 }, until: { type: 'string', format: 'date-time', maxLength: 40 },
+  app.post<{ Body: Heartbeat }>(
+    '/v1/registry/heartbeat',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['routes', 'policyVersion', 'svidExpiresAt', 'mode', 'guardVersion'],
+          properties: {
+            routes: { type: 'array', maxItems: 2_000, items: ROUTE },
+            policyVersion: { anyOf: [{ type: 'string', maxLength: 128 }, { type: 'null' }] },
+            svidExpiresAt: { type: 'string', format: 'date-time', maxLength: 40 },
+            mode: { enum: ['enforce', 'dry-run'] },
+            guardVersion: { type: 'string', maxLength: 64 },
+            endpoints: {
+              type: 'array',
+              maxItems: 16,
+              items: {
+                type: 'string',
+                maxLength: 270,
+                pattern: '^(\\*|[A-Za-z0-9.-]+|\\[[0-9a-fA-F:.]+\\]):[0-9]{1,5}$',
+              },
+            },
+            unreachable: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['since', 'until'],
+              properties: {
+                since: { type: 'string', format: 'date-time', maxLength: 40 },
+                until: { type: 'string', format: 'date-time', maxLength: 40 },
+              },
             },
           },
         },
       },
+      onRequest: requireCaller(ca.trustDomain, ['workload']),
     },
-    onRequest: requireCaller(ca.trustDomain, ['workload']),
-  }, async (request, reply) => {
-    const spiffeId = admittedCaller(request);
-    const service = admittedWorkload(request);
-    const svidExpiresAt = Date.parse(request.body.svidExpiresAt);
-    if (!Number.isFinite(svidExpiresAt)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'svidExpiresAt is not a date');
-    const outage = request.body.unreachable;
-    let since = Date.parse(outage?.since ?? '');
-    let until = Date.parse(outage?.until ?? '');
-    if (outage !== undefined) {
-      if (!(since <= until)) {
-        throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'unreachable.since must be a date no later than unreachable.until');
+    async (request, reply) => {
+      const spiffeId = admittedCaller(request);
+      const service = admittedWorkload(request);
+      const svidExpiresAt = Date.parse(request.body.svidExpiresAt);
+      if (!Number.isFinite(svidExpiresAt))
+        throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'svidExpiresAt is not a date');
+      const outage = request.body.unreachable;
+      let since = Date.parse(outage?.since ?? '');
+      let until = Date.parse(outage?.until ?? '');
+      if (outage !== undefined) {
+        if (!(since <= until)) {
+          throw new ControlPlaneError(
+            'LOCKSTEP_CP_REQUEST_INVALID',
+            'unreachable.since must be a date no later than unreachable.until',
+          );
+        }
+        // A guard cannot have been cut off while its reports arrived: the window starts after its last
+        // one (so that no workload can claim an outage of all time). One without an entry (never
+        // registered, or deregistered, which any workload can do first) is believed for one silence.
+        const now = Date.now();
+        const lastSeen =
+          (await store.services()).find((entry) => entry.spiffeId === spiffeId)?.lastSeen ?? now - STALE_AFTER_MS;
+        since = Math.min(Math.max(since, lastSeen), now);
+        until = Math.max(since, Math.min(until, now));
       }
-      // A guard cannot have been cut off while its reports arrived: the window starts after its last
-      // one (so that no workload can claim an outage of all time). One without an entry (never
-      // registered, or deregistered, which any workload can do first) is believed for one silence.
+      await store.recordHeartbeat({
+        spiffeId,
+        service,
+        routes: request.body.routes,
+        policyVersion: request.body.policyVersion,
+        svidExpiresAt,
+        mode: request.body.mode,
+        guardVersion: request.body.guardVersion,
+        lastSeen: Date.now(),
+        endpoints: [
+          ...new Set(
+            (request.body.endpoints ?? []).map(
+              (endpoint) =>
+                `${peerAddress(request.raw.socket.remoteAddress)}${endpoint.slice(endpoint.lastIndexOf(':'))}`,
+            ),
+          ),
+        ],
+      });
+      if (outage !== undefined) onUnreachable({ spiffeId, service, since, until });
+      return reply.code(204).send();
+    },
+  );
+
+  app.post(
+    '/v1/registry/deregister',
+    { onRequest: requireCaller(ca.trustDomain, ['workload']) },
+    async (request, reply) => {
+      await store.removeService(admittedCaller(request));
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/v1/services',
+    { onRequest: requireCaller(ca.trustDomain, ['admin', 'lockstep'], 'LOCKSTEP_CP_ADMIN_REQUIRED') },
+    async () => {
       const now = Date.now();
-      const lastSeen = (await store.services()).find((entry) => entry.spiffeId === spiffeId)?.lastSeen ?? now - STALE_AFTER_MS;
-      since = Math.min(Math.max(since, lastSeen), now);
-      until = Math.max(since, Math.min(until, now));
-    }
-    await store.recordHeartbeat({
-      spiffeId, service, routes: request.body.routes, policyVersion: request.body.policyVersion,
-      svidExpiresAt, mode: request.body.mode, guardVersion: request.body.guardVersion, lastSeen: Date.now(),
-      endpoints: [...new Set((request.body.endpoints ?? []).map((endpoint) => `${peerAddress(request.raw.socket.remoteAddress)}${endpoint.slice(endpoint.lastIndexOf(':'))}`))],
-    });
-    if (outage !== undefined) onUnreachable({ spiffeId, service, since, until });
-    return reply.code(204).send();
-  });
-
-  app.post('/v1/registry/deregister', { onRequest: requireCaller(ca.trustDomain, ['workload']) }, async (request, reply) => {
-    await store.removeService(admittedCaller(request));
-    return reply.code(204).send();
-  });
-
-  app.get('/v1/services', {
-    onRequest: requireCaller(ca.trustDomain, ['admin', 'lockstep'], 'LOCKSTEP_CP_ADMIN_REQUIRED'),
-  }, async () => {
-    const now = Date.now();
-    return { services: (await store.services()).map((entry) => ({ ...entry, stale: now - entry.lastSeen > STALE_AFTER_MS })) };
-  });
+      return {
+        services: (await store.services()).map((entry) => ({ ...entry, stale: now - entry.lastSeen > STALE_AFTER_MS })),
+      };
+    },
+  );
 }

@@ -35,5 +35,10 @@ export async function followRevokedCallers(store: ControlPlaneStore, feed: Revoc
   // Subscribe before reading what is stored: an entry announced in between is seen twice, never missed.
   const stop = feed.onRevocation(apply);
   for (const entry of await store.revocationsSince(0)) apply(entry);
-  return { has: (spiffeId) => revoked.has(spiffeId), close: () => { stop(); } };
+  return {
+    has: (spiffeId) => revoked.has(spiffeId),
+    close: () => {
+      stop();
+    },
+  };
 }

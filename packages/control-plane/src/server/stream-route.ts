@@ -40,74 +40,113 @@ const POSITION = /^[0-9]{1,15}$/;
 const HEARTBEAT_MS = 15_000;
 const RECONNECT_MS = 1_000;
 
-export function registerStreamRoute(app: FastifyInstance, ca: WorkloadCa, store: ControlPlaneStore, feed: RevocationFeed, policy: PolicyService | null): void {
+export function registerStreamRoute(
+  app: FastifyInstance,
+  ca: WorkloadCa,
+  store: ControlPlaneStore,
+  feed: RevocationFeed,
+  policy: PolicyService | null,
+): void {
   app.get('/v1/policy/bundle', { onRequest: requireCaller(ca.trustDomain, ['workload']) }, async (request, reply) => {
-    const slice = await policy?.bundleFor(admittedWorkload(request)) ?? null;
-    if (slice === null) throw new ControlPlaneError('LOCKSTEP_CP_NO_POLICY', 'the control plane has no valid policy set yet');
+    const slice = (await policy?.bundleFor(admittedWorkload(request))) ?? null;
+    if (slice === null)
+      throw new ControlPlaneError('LOCKSTEP_CP_NO_POLICY', 'the control plane has no valid policy set yet');
     const etag = `"${slice.version}"`;
     reply.header('etag', etag).header('cache-control', 'no-cache');
     if (request.headers['if-none-match'] === etag) return reply.code(304).send();
     return slice;
   });
 
-  app.get<{ Querystring: { since?: string } }>('/v1/revocations', {
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
-    onRequest: requireCaller(ca.trustDomain, ['workload']),
-  }, async (request, reply) => {
-    const entries = await store.revocationsSince(Number(request.query.since ?? '0'));
-    reply.header('vary', REVOCATION_LIFTS_HEADER);
-    const withLifts = request.headers[REVOCATION_LIFTS_HEADER] === '1';
-    return { revocations: withLifts ? entries : entries.filter((entry) => entry.lifted === null) };
-  });
+  app.get<{ Querystring: { since?: string } }>(
+    '/v1/revocations',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { since: { type: 'string', pattern: POSITION.source } },
+        },
+      },
+      onRequest: requireCaller(ca.trustDomain, ['workload']),
+    },
+    async (request, reply) => {
+      const entries = await store.revocationsSince(Number(request.query.since ?? '0'));
+      reply.header('vary', REVOCATION_LIFTS_HEADER);
+      const withLifts = request.headers[REVOCATION_LIFTS_HEADER] === '1';
+      return { revocations: withLifts ? entries : entries.filter((entry) => entry.lifted === null) };
+    },
+  );
 
-  app.get<{ Querystring: { since?: string } }>('/v1/stream', {
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: { since: { type: 'string', pattern: POSITION.source } } } },
-    onRequest: requireCaller(ca.trustDomain, ['workload']),
-  }, async (request, reply) => {
-    const service = admittedWorkload(request);
-    const caller = admittedCaller(request);
-    const resumeFrom = request.headers['last-event-id'] ?? request.query.since ?? '0';
-    if (typeof resumeFrom !== 'string' || !POSITION.test(resumeFrom)) throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'Last-Event-ID must be a feed position');
-    let position = Number(resumeFrom);
+  app.get<{ Querystring: { since?: string } }>(
+    '/v1/stream',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { since: { type: 'string', pattern: POSITION.source } },
+        },
+      },
+      onRequest: requireCaller(ca.trustDomain, ['workload']),
+    },
+    async (request, reply) => {
+      const service = admittedWorkload(request);
+      const caller = admittedCaller(request);
+      const resumeFrom = request.headers['last-event-id'] ?? request.query.since ?? '0';
+      if (typeof resumeFrom !== 'string' || !POSITION.test(resumeFrom))
+        throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'Last-Event-ID must be a feed position');
+      let position = Number(resumeFrom);
 
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-    const write = (text: string) => { if (!res.destroyed && !res.writableEnded) res.write(text); };
-    // A guard that loses the stream tries again after a second (the EventSource default is 3 s).
-    write(`retry: ${RECONNECT_MS}\n\n`);
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-accel-buffering': 'no',
+      });
+      const write = (text: string) => {
+        if (!res.destroyed && !res.writableEnded) res.write(text);
+      };
+      // A guard that loses the stream tries again after a second (the EventSource default is 3 s).
+      write(`retry: ${RECONNECT_MS}\n\n`);
 
-    const sendRevocation = (entry: RevocationRecord) => {
-      if (entry.seq <= position) return;
-      position = entry.seq;
-      const event = entry.lifted === null ? 'revocation' : 'lift';
-      write(`id: ${entry.seq}\nevent: ${event}\ndata: ${JSON.stringify(entry)}\n\n`);
-      // A revoked caller gets nothing more; every request it makes from now on is refused.
-      if (entry.kind === 'spiffeId' && entry.value === caller && entry.lifted === null) res.end();
-    };
-    const catchUp = async () => { for (const entry of await store.revocationsSince(position)) sendRevocation(entry); };
-    let sentVersion: string | null = null;
-    const sendPolicy = async () => {
-      const slice = await policy?.bundleFor(service) ?? null;
-      // A change that leaves this service's slice as it was is not sent again.
-      if (slice === null || slice.version === sentVersion) return;
-      sentVersion = slice.version;
-      write(`event: policy\ndata: ${JSON.stringify(slice)}\n\n`);
-    };
+      const sendRevocation = (entry: RevocationRecord) => {
+        if (entry.seq <= position) return;
+        position = entry.seq;
+        const event = entry.lifted === null ? 'revocation' : 'lift';
+        write(`id: ${entry.seq}\nevent: ${event}\ndata: ${JSON.stringify(entry)}\n\n`);
+        // A revoked caller gets nothing more; every request it makes from now on is refused.
+        if (entry.kind === 'spiffeId' && entry.value === caller && entry.lifted === null) res.end();
+      };
+      const catchUp = async () => {
+        for (const entry of await store.revocationsSince(position)) sendRevocation(entry);
+      };
+      let sentVersion: string | null = null;
+      const sendPolicy = async () => {
+        const slice = (await policy?.bundleFor(service)) ?? null;
+        // A change that leaves this service's slice as it was is not sent again.
+        if (slice === null || slice.version === sentVersion) return;
+        sentVersion = slice.version;
+        write(`event: policy\ndata: ${JSON.stringify(slice)}\n\n`);
+      };
 
-    const sendTrustBundle = () => write(`event: trust-bundle\ndata: ${JSON.stringify({ bundle: ca.bundlePem })}\n\n`);
-    const stopBundle = ca.onBundleChange(sendTrustBundle);
-    const stopRevocations = feed.onRevocation(sendRevocation);
-    const stopPolicy = policy?.onChange((change) => { if (change.kind === 'applied') void sendPolicy(); }) ?? (() => {});
-    const heartbeat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS);
-    res.on('close', () => {
-      stopBundle();
-      stopRevocations();
-      stopPolicy();
-      clearInterval(heartbeat);
-    });
-    sendTrustBundle();
-    await sendPolicy();
-    await catchUp();
-  });
+      const sendTrustBundle = () => write(`event: trust-bundle\ndata: ${JSON.stringify({ bundle: ca.bundlePem })}\n\n`);
+      const stopBundle = ca.onBundleChange(sendTrustBundle);
+      const stopRevocations = feed.onRevocation(sendRevocation);
+      const stopPolicy =
+        policy?.onChange((change) => {
+          if (change.kind === 'applied') void sendPolicy();
+        }) ?? (() => {});
+      const heartbeat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS);
+      res.on('close', () => {
+        stopBundle();
+        stopRevocations();
+        stopPolicy();
+        clearInterval(heartbeat);
+      });
+      sendTrustBundle();
+      await sendPolicy();
+      await catchUp();
+    },
+  );
 }

@@ -71,7 +71,15 @@ export function planAppend(
     }
     last = Math.max(last, entry.streamSeq);
     seq += 1;
-    const next = auditEventHash({ source, seq, prevHash: hash, stream: batch.stream, streamSeq: entry.streamSeq, receivedAt, event: entry.event });
+    const next = auditEventHash({
+      source,
+      seq,
+      prevHash: hash,
+      stream: batch.stream,
+      streamSeq: entry.streamSeq,
+      receivedAt,
+      event: entry.event,
+    });
     rows.push({ seq, entry, txn: auditTxnOf(entry.event), prevHash: hash, hash: next });
     hash = next;
   }
@@ -82,7 +90,16 @@ export function planAppend(
   const closedAt = stream?.closedAt ?? (batch.final === true ? receivedAt : null);
   const next = { lastStreamSeq: last, gaps, dropped, written, closedAt };
   return {
-    rows, stream: next,
-    result: { accepted: rows.length, duplicates, conflicts, base: head ?? { seq: 0, hash: GENESIS }, head: { seq, hash }, gaps: ranges, stream: next },
+    rows,
+    stream: next,
+    result: {
+      accepted: rows.length,
+      duplicates,
+      conflicts,
+      base: head ?? { seq: 0, hash: GENESIS },
+      head: { seq, hash },
+      gaps: ranges,
+      stream: next,
+    },
   };
 }

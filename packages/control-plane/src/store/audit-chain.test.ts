@@ -44,11 +44,30 @@ describe('the audit chain hash (v1)', () => {
 
 const V2_FIRST_HASH = '22a17ee3a14fd946e51a899d179d15451949cb21f9cc3fdbbd85a7d98d0f5389';
 const V2_SECOND_HASH = '4ad3f4d313223d97af82b7f8e047e02ef73f75ef8f058a854a96dddfae10a85e';
-const second = { source: SOURCE, seq: 2, prevHash: V2_FIRST_HASH, stream: 's-1', streamSeq: 2, receivedAt: 1765000000500, event: SECOND };
+const second = {
+  source: SOURCE,
+  seq: 2,
+  prevHash: V2_FIRST_HASH,
+  stream: 's-1',
+  streamSeq: 2,
+  receivedAt: 1765000000500,
+  event: SECOND,
+};
 
 describe('the audit chain hash (v2: every stored column)', () => {
   it('gives the known hash of a first event, chained to GENESIS', () => {
-    assert.equal(auditEventHash({ source: SOURCE, seq: 1, prevHash: GENESIS, stream: 's-1', streamSeq: 1, receivedAt: 1765000000000, event: FIRST }), V2_FIRST_HASH);
+    assert.equal(
+      auditEventHash({
+        source: SOURCE,
+        seq: 1,
+        prevHash: GENESIS,
+        stream: 's-1',
+        streamSeq: 1,
+        receivedAt: 1765000000000,
+        event: FIRST,
+      }),
+      V2_FIRST_HASH,
+    );
   });
 
   it('gives the known hash of a second event, chained to the first', () => {
@@ -56,8 +75,13 @@ describe('the audit chain hash (v2: every stored column)', () => {
   });
 
   const changes: Array<[string, Partial<typeof second>]> = [
-    ['the source', { source: 'spiffe://shop.test/svc/payments' }], ['the position', { seq: 3 }], ['the previous hash', { prevHash: GENESIS }],
-    ['the stream', { stream: 's-2' }], ['the stream position', { streamSeq: 3 }], ['the arrival time', { receivedAt: 1765000000501 }], ['the event', { event: FIRST }],
+    ['the source', { source: 'spiffe://shop.test/svc/payments' }],
+    ['the position', { seq: 3 }],
+    ['the previous hash', { prevHash: GENESIS }],
+    ['the stream', { stream: 's-2' }],
+    ['the stream position', { streamSeq: 3 }],
+    ['the arrival time', { receivedAt: 1765000000501 }],
+    ['the event', { event: FIRST }],
   ];
   for (const [what, change] of changes) {
     it(`changes with ${what}`, () => {

@@ -28,7 +28,14 @@ export interface AuditHashInput {
 }
 
 export function auditEventHash(input: AuditHashInput): string {
-  const where = JSON.stringify([input.source, input.seq, input.prevHash, input.stream, input.streamSeq, input.receivedAt]);
+  const where = JSON.stringify([
+    input.source,
+    input.seq,
+    input.prevHash,
+    input.stream,
+    input.streamSeq,
+    input.receivedAt,
+  ]);
   return createHash('sha256').update(`lockstep-audit-v2\n${where}\n`).update(input.event).digest('hex');
 }
 

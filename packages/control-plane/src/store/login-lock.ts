@@ -6,7 +6,10 @@
 import type { LoginClaim, LoginFailures, LoginLimits } from './store.ts';
 
 /** How long a count of `failures` is locked after its last failure. */
-export function lockFor(failures: number, limits: Pick<LoginLimits, 'freeAttempts' | 'baseLockMs' | 'maxLockMs'>): number {
+export function lockFor(
+  failures: number,
+  limits: Pick<LoginLimits, 'freeAttempts' | 'baseLockMs' | 'maxLockMs'>,
+): number {
   if (failures < limits.freeAttempts) return 0;
   return Math.min(limits.baseLockMs * 2 ** Math.min(failures - limits.freeAttempts, 30), limits.maxLockMs);
 }
@@ -20,7 +23,9 @@ export function lockedUntil(count: LoginFailures | null, limits: LoginLimits, no
 
 /** The first of `claims` locked at `now` (given their counts, in order) and until when; null when none is. */
 export function firstLocked(
-  claims: readonly LoginClaim[], counts: readonly (LoginFailures | null)[], now: number,
+  claims: readonly LoginClaim[],
+  counts: readonly (LoginFailures | null)[],
+  now: number,
 ): { claim: number; until: number } | null {
   for (const [claim, { limits }] of claims.entries()) {
     const until = lockedUntil(counts[claim] ?? null, limits, now);

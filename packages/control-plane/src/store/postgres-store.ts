@@ -9,8 +9,28 @@ import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import { firstLocked } from './login-lock.ts';
 import {
-  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditLinkFromRow, auditStreamFromRow, streamStateFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
-  SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
+  alertFromRow,
+  auditCheckpointFromRow,
+  auditEventFromRow,
+  auditLinkFromRow,
+  auditStreamFromRow,
+  streamStateFromRow,
+  heartbeatValues,
+  issuedSvidFromRow,
+  joinTokenFromRow,
+  loginFailuresFromRow,
+  oidcFromRow,
+  oidcValues,
+  redeemRefusal,
+  revocationFromRow,
+  SCAN_SUMMARY_COLUMNS,
+  scanRepeatOutcome,
+  scanRunFromRow,
+  scanRunValues,
+  scanSummaryFromRow,
+  serviceFromRow,
+  userFromRow,
+  userValues,
 } from './rows.ts';
 import type { ControlPlaneStore, LoginFailures } from './store.ts';
 
@@ -31,7 +51,10 @@ const ADD_LOGIN_FAILURE = `INSERT INTO login_failures (key, failures, last_failu
 
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<ControlPlaneStore> {
   const schema = options.schema ?? 'public';
-  if (!SCHEMA_NAME.test(schema)) throw new TypeError(`schema must be a plain lower-case SQL identifier, e.g. "lockstep"; got ${JSON.stringify(schema)}`);
+  if (!SCHEMA_NAME.test(schema))
+    throw new TypeError(
+      `schema must be a plain lower-case SQL identifier, e.g. "lockstep"; got ${JSON.stringify(schema)}`,
+    );
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.maxConnections ?? 10,
@@ -46,34 +69,46 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
   // One notification channel per schema, so that tenants (and test runs) do not hear each other.
   const channel = `lockstep_revocations_${schema}`;
-  const query = async (sql: string, values: unknown[]): Promise<Record<string, unknown>[]> => (await pool.query(sql, values)).rows as Record<string, unknown>[];
+  const query = async (sql: string, values: unknown[]): Promise<Record<string, unknown>[]> =>
+    (await pool.query(sql, values)).rows as Record<string, unknown>[];
 
   return {
     kind: 'postgres',
     async createJoinToken(record) {
-      await query('INSERT INTO join_tokens (token_hash, service, bundle_hash, created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)',
-        [record.tokenHash, record.service, record.bundleHash, record.createdAt, record.expiresAt, record.createdBy]);
+      await query(
+        'INSERT INTO join_tokens (token_hash, service, bundle_hash, created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)',
+        [record.tokenHash, record.service, record.bundleHash, record.createdAt, record.expiresAt, record.createdBy],
+      );
     },
     async redeemJoinToken(tokenHash, now) {
-      const [row] = await query('UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING *', [now, tokenHash]);
+      const [row] = await query(
+        'UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING *',
+        [now, tokenHash],
+      );
       if (row !== undefined) return { ok: true, record: joinTokenFromRow(row) };
       const [existing] = await query('SELECT * FROM join_tokens WHERE token_hash = $1', [tokenHash]);
       return { ok: false, reason: redeemRefusal(existing, now) };
     },
     async recordIssuedSvid(record) {
-      await query('INSERT INTO issued_svids (serial, spiffe_id, issued_at, expires_at, via) VALUES ($1, $2, $3, $4, $5)',
-        [record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via]);
+      await query(
+        'INSERT INTO issued_svids (serial, spiffe_id, issued_at, expires_at, via) VALUES ($1, $2, $3, $4, $5)',
+        [record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via],
+      );
     },
     async issuedSvids(spiffeId) {
-      return (await query('SELECT * FROM issued_svids WHERE spiffe_id = $1 ORDER BY issued_at, serial', [spiffeId])).map(issuedSvidFromRow);
+      return (
+        await query('SELECT * FROM issued_svids WHERE spiffe_id = $1 ORDER BY issued_at, serial', [spiffeId])
+      ).map(issuedSvidFromRow);
     },
     async addRevocation(entry) {
       // A lifted entry holds again, at a new position; one that holds is left as it is.
-      const inserted = await query(`INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5)
+      const inserted = await query(
+        `INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (kind, value) DO UPDATE SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')), reason = EXCLUDED.reason,
           actor = EXCLUDED.actor, at = EXCLUDED.at, lifted_at = NULL, lifted_by = NULL, lift_reason = NULL
         WHERE revocations.lifted_at IS NOT NULL RETURNING seq`,
-        [entry.kind, entry.value, entry.reason, entry.actor, entry.at]);
+        [entry.kind, entry.value, entry.reason, entry.actor, entry.at],
+      );
       // Tells every replica's streams at once (they would otherwise find it on their next re-read).
       if (inserted.length > 0) await query('SELECT pg_notify($1, $2)', [channel, String(inserted[0]?.seq)]);
       const [row] = await query('SELECT * FROM revocations WHERE kind = $1 AND value = $2', [entry.kind, entry.value]);
@@ -84,21 +119,29 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async liftRevocation(kind, value, lift) {
       // One statement: of two lifts at once (on any replica), the second finds nothing holding.
-      const [row] = await query(`UPDATE revocations SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')),
+      const [row] = await query(
+        `UPDATE revocations SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')),
         lifted_at = $3, lifted_by = $4, lift_reason = $5 WHERE kind = $1 AND value = $2 AND lifted_at IS NULL RETURNING *`,
-      [kind, value, lift.at, lift.actor, lift.reason]);
+        [kind, value, lift.at, lift.actor, lift.reason],
+      );
       if (row === undefined) return null;
       await query('SELECT pg_notify($1, $2)', [channel, String(row.seq)]);
       return revocationFromRow(row);
     },
     async isRevoked(kind, value) {
-      return (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2 AND lifted_at IS NULL', [kind, value])).length > 0;
+      return (
+        (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2 AND lifted_at IS NULL', [kind, value]))
+          .length > 0
+      );
     },
     async recordHeartbeat(record) {
-      await query(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
+      await query(
+        `INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
         ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
-          svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen, endpoints = excluded.endpoints`, heartbeatValues(record));
+          svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen, endpoints = excluded.endpoints`,
+        heartbeatValues(record),
+      );
     },
     async services() {
       return (await query('SELECT * FROM services ORDER BY spiffe_id', [])).map(serviceFromRow);
@@ -107,7 +150,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (await query('DELETE FROM services WHERE spiffe_id = $1 RETURNING spiffe_id', [spiffeId])).length === 1;
     },
     async createUser(record) {
-      const inserted = await query('INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING RETURNING username', userValues(record));
+      const inserted = await query(
+        'INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING RETURNING username',
+        userValues(record),
+      );
       return inserted.length === 1;
     },
     async user(username) {
@@ -134,10 +180,14 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         // One reservation per key at a time, across replicas, taken in one order (no deadlock). A row
         // lock would not do: a key that has no row yet has nothing to lock, and a held attempt
         // must not create one.
-        for (const lock of [...new Set(claims.map(({ key }) => loginLockId(schema, key)))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+        for (const lock of [...new Set(claims.map(({ key }) => loginLockId(schema, key)))].sort((a, b) =>
+          a < b ? -1 : a > b ? 1 : 0,
+        )) {
           await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [lock.toString()]);
         }
-        const rows = (await client.query('SELECT * FROM login_failures WHERE key = ANY($1::text[])', [claims.map(({ key }) => key)])).rows as Record<string, unknown>[];
+        const rows = (
+          await client.query('SELECT * FROM login_failures WHERE key = ANY($1::text[])', [claims.map(({ key }) => key)])
+        ).rows as Record<string, unknown>[];
         const current = claims.map(({ key }) => {
           const row = rows.find((candidate) => candidate.key === key);
           return row === undefined ? null : loginFailuresFromRow(row);
@@ -147,12 +197,17 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         // Relative updates: a success clearing a count meanwhile (it takes no lock) is not undone.
         if (locked === null) {
           for (const { key, limits } of claims) {
-            const [row] = (await client.query(ADD_LOGIN_FAILURE, [key, now, now - limits.windowMs])).rows as Record<string, unknown>[];
+            const [row] = (await client.query(ADD_LOGIN_FAILURE, [key, now, now - limits.windowMs])).rows as Record<
+              string,
+              unknown
+            >[];
             counts.push(loginFailuresFromRow(row as Record<string, unknown>));
           }
         }
         await client.query('COMMIT');
-        return locked === null ? { reserved: true, counts } : { reserved: false, lockedClaim: locked.claim, lockedUntil: locked.until };
+        return locked === null
+          ? { reserved: true, counts }
+          : { reserved: false, lockedClaim: locked.claim, lockedUntil: locked.until };
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {});
         throw error;
@@ -174,8 +229,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (await pool.query('DELETE FROM login_failures WHERE last_failure_at < $1', [before])).rowCount ?? 0;
     },
     async upsertOidc(entry) {
-      await query(`INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`, oidcValues(entry));
+      await query(
+        `INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`,
+        oidcValues(entry),
+      );
     },
     async findOidc(model, id) {
       const [row] = await query('SELECT * FROM oidc_models WHERE model = $1 AND id = $2', [model, id]);
@@ -196,7 +254,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       await query('DELETE FROM oidc_models WHERE grant_id = $1', [grantId]);
     },
     async sweepOidc(now) {
-      return (await query('DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND expires_at < $1 RETURNING 1', [now])).length;
+      return (
+        await query('DELETE FROM oidc_models WHERE expires_at IS NOT NULL AND expires_at < $1 RETURNING 1', [now])
+      ).length;
     },
     async appendAudit(source, batch, receivedAt) {
       const client = await pool.connect();
@@ -204,21 +264,54 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         await client.query('BEGIN');
         // One writer per source at a time, across replicas: the chain has no forks.
         await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`lockstep-audit:${source}`]);
-        const [head] = (await client.query('SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1', [source])).rows as { seq: string; hash: string }[];
-        const [stream] = (await client.query('SELECT * FROM audit_streams WHERE source = $1 AND stream = $2', [source, batch.stream])).rows as Record<string, unknown>[];
+        const [head] = (
+          await client.query('SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1', [source])
+        ).rows as { seq: string; hash: string }[];
+        const [stream] = (
+          await client.query('SELECT * FROM audit_streams WHERE source = $1 AND stream = $2', [source, batch.stream])
+        ).rows as Record<string, unknown>[];
         const positions = batch.entries.map((entry) => entry.streamSeq);
-        const stored = new Map(((await client.query('SELECT stream_seq, event FROM audit_events WHERE source = $1 AND stream = $2 AND stream_seq = ANY($3::bigint[])', [source, batch.stream, positions])).rows as { stream_seq: string; event: string }[]).map((row) => [Number(row.stream_seq), row.event]));
-        const plan = planAppend(source, head === undefined ? null : { seq: Number(head.seq), hash: head.hash },
-          stream === undefined ? null : streamStateFromRow(stream), (streamSeq) => stored.get(streamSeq) ?? null, batch, receivedAt);
+        const stored = new Map(
+          (
+            (
+              await client.query(
+                'SELECT stream_seq, event FROM audit_events WHERE source = $1 AND stream = $2 AND stream_seq = ANY($3::bigint[])',
+                [source, batch.stream, positions],
+              )
+            ).rows as { stream_seq: string; event: string }[]
+          ).map((row) => [Number(row.stream_seq), row.event]),
+        );
+        const plan = planAppend(
+          source,
+          head === undefined ? null : { seq: Number(head.seq), hash: head.hash },
+          stream === undefined ? null : streamStateFromRow(stream),
+          (streamSeq) => stored.get(streamSeq) ?? null,
+          batch,
+          receivedAt,
+        );
         for (const row of plan.rows) {
-          await client.query('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
-            [source, row.seq, batch.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.txn, row.prevHash, row.hash]);
+          await client.query(
+            'INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+            [
+              source,
+              row.seq,
+              batch.stream,
+              row.entry.streamSeq,
+              receivedAt,
+              row.entry.event,
+              row.txn,
+              row.prevHash,
+              row.hash,
+            ],
+          );
         }
         const next = plan.stream;
-        await client.query(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+        await client.query(
+          `INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
           ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = excluded.dropped, gaps = excluded.gaps,
             written = excluded.written, closed_at = excluded.closed_at, last_seen = GREATEST(audit_streams.last_seen, excluded.last_seen)`,
-        [source, batch.stream, next.lastStreamSeq, next.dropped, next.gaps, next.written, next.closedAt, receivedAt]);
+          [source, batch.stream, next.lastStreamSeq, next.dropped, next.gaps, next.written, next.closedAt, receivedAt],
+        );
         await client.query('COMMIT');
         return plan.result;
       } catch (error) {
@@ -229,54 +322,87 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       }
     },
     async auditHeads() {
-      return (await query('SELECT DISTINCT ON (source) source, seq, hash FROM audit_events ORDER BY source, seq DESC', [])).map((row) => ({ source: String(row.source), seq: Number(row.seq), hash: String(row.hash) }));
+      return (
+        await query('SELECT DISTINCT ON (source) source, seq, hash FROM audit_events ORDER BY source, seq DESC', [])
+      ).map((row) => ({ source: String(row.source), seq: Number(row.seq), hash: String(row.hash) }));
     },
     async auditHashesAt(source, seqs) {
-      const rows = await query('SELECT seq, hash FROM audit_events WHERE source = $1 AND seq = ANY($2::bigint[])', [source, [...seqs]]);
+      const rows = await query('SELECT seq, hash FROM audit_events WHERE source = $1 AND seq = ANY($2::bigint[])', [
+        source,
+        [...seqs],
+      ]);
       return new Map(rows.map((row) => [Number(row.seq), String(row.hash)]));
     },
     async auditEvents(source, afterSeq, limit) {
-      return (await query('SELECT * FROM audit_events WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3', [source, afterSeq, limit])).map(auditEventFromRow);
+      return (
+        await query('SELECT * FROM audit_events WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3', [
+          source,
+          afterSeq,
+          limit,
+        ])
+      ).map(auditEventFromRow);
     },
     async auditByTxn(txn) {
-      return (await query('SELECT * FROM audit_events WHERE txn = $1 ORDER BY received_at, source, seq', [txn])).map(auditEventFromRow);
+      return (await query('SELECT * FROM audit_events WHERE txn = $1 ORDER BY received_at, source, seq', [txn])).map(
+        auditEventFromRow,
+      );
     },
     async auditStreams() {
       return (await query('SELECT * FROM audit_streams ORDER BY source, first_seen', [])).map(auditStreamFromRow);
     },
     async auditCheckpoints(source) {
-      return (source === undefined
-        ? await query('SELECT * FROM audit_checkpoints ORDER BY source, at', [])
-        : await query('SELECT * FROM audit_checkpoints WHERE source = $1 ORDER BY at', [source])).map(auditCheckpointFromRow);
+      return (
+        source === undefined
+          ? await query('SELECT * FROM audit_checkpoints ORDER BY source, at', [])
+          : await query('SELECT * FROM audit_checkpoints WHERE source = $1 ORDER BY at', [source])
+      ).map(auditCheckpointFromRow);
     },
     async auditLegacy() {
-      return (await query('SELECT source, through FROM audit_legacy ORDER BY source', [])).map((row) => ({ source: String(row.source), through: Number(row.through) }));
+      return (await query('SELECT source, through FROM audit_legacy ORDER BY source', [])).map((row) => ({
+        source: String(row.source),
+        through: Number(row.through),
+      }));
     },
     async appendAuditLink(link) {
       await query('INSERT INTO audit_chain (n, at, jws) VALUES ($1, $2, $3)', [link.n, link.at, link.jws]);
     },
     async auditLinks(afterN, limit) {
-      return (await query('SELECT n, at, jws FROM audit_chain WHERE n > $1 ORDER BY n LIMIT $2', [afterN, limit])).map(auditLinkFromRow);
+      return (await query('SELECT n, at, jws FROM audit_chain WHERE n > $1 ORDER BY n LIMIT $2', [afterN, limit])).map(
+        auditLinkFromRow,
+      );
     },
     async newestAuditLink() {
       const [row] = await query('SELECT n, at, jws FROM audit_chain ORDER BY n DESC LIMIT 1', []);
       return row === undefined ? null : auditLinkFromRow(row);
     },
     async addAlert(alert) {
-      await query('INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [alert.id, alert.rule, alert.severity, alert.subject, alert.summary, alert.details, alert.at]);
+      await query(
+        'INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+        [alert.id, alert.rule, alert.severity, alert.subject, alert.summary, alert.details, alert.at],
+      );
     },
     async alerts(limit, since = 0) {
-      return (await query('SELECT * FROM alerts WHERE at >= $1 ORDER BY at DESC, id LIMIT $2', [since, limit])).map(alertFromRow);
+      return (await query('SELECT * FROM alerts WHERE at >= $1 ORDER BY at DESC, id LIMIT $2', [since, limit])).map(
+        alertFromRow,
+      );
     },
     async recordScan(run) {
-      const inserted = await query(`INSERT INTO scan_runs (run_id, scanner, trust_domain, started_at, finished_at, exit_code, summary, report, received_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (run_id) DO NOTHING RETURNING run_id`, scanRunValues(run));
+      const inserted = await query(
+        `INSERT INTO scan_runs (run_id, scanner, trust_domain, started_at, finished_at, exit_code, summary, report, received_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (run_id) DO NOTHING RETURNING run_id`,
+        scanRunValues(run),
+      );
       if (inserted.length === 1) return 'stored';
       const [existing] = await query('SELECT scanner, report FROM scan_runs WHERE run_id = $1', [run.runId]);
       return scanRepeatOutcome(existing, run);
     },
     async scans(limit) {
-      return (await query(`SELECT ${SCAN_SUMMARY_COLUMNS} FROM scan_runs ORDER BY started_at DESC, received_at DESC, run_id LIMIT $1`, [limit])).map(scanSummaryFromRow);
+      return (
+        await query(
+          `SELECT ${SCAN_SUMMARY_COLUMNS} FROM scan_runs ORDER BY started_at DESC, received_at DESC, run_id LIMIT $1`,
+          [limit],
+        )
+      ).map(scanSummaryFromRow);
     },
     async scan(runId) {
       const [row] = await query('SELECT * FROM scan_runs WHERE run_id = $1', [runId]);
@@ -285,7 +411,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async watchRevocations(listener) {
       const client = new pg.Client({ connectionString: options.connectionString });
       await client.connect();
-      client.on('notification', (message) => { if (message.channel === channel) listener(); });
+      client.on('notification', (message) => {
+        if (message.channel === channel) listener();
+      });
       client.on('error', () => {});
       await client.query(`LISTEN ${channel}`);
       return async () => {
@@ -309,12 +437,21 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-    await client.query('CREATE TABLE IF NOT EXISTS lockstep_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
-    const applied = new Set((await client.query('SELECT version FROM lockstep_migrations')).rows.map((row: { version: number }) => Number(row.version)));
+    await client.query(
+      'CREATE TABLE IF NOT EXISTS lockstep_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)',
+    );
+    const applied = new Set(
+      (await client.query('SELECT version FROM lockstep_migrations')).rows.map((row: { version: number }) =>
+        Number(row.version),
+      ),
+    );
     for (const migration of MIGRATIONS) {
       if (applied.has(migration.version)) continue;
       await client.query(migration.postgres);
-      await client.query('INSERT INTO lockstep_migrations (version, applied_at) VALUES ($1, $2)', [migration.version, Date.now()]);
+      await client.query('INSERT INTO lockstep_migrations (version, applied_at) VALUES ($1, $2)', [
+        migration.version,
+        Date.now(),
+      ]);
     }
     await client.query('COMMIT');
   } catch (error) {

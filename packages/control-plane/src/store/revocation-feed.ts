@@ -18,16 +18,20 @@ export interface RevocationFeed {
 /** Streams ignore what they have already sent, so an entry announced twice costs nothing. */
 export async function createRevocationFeed(store: ControlPlaneStore, rereadMs = 1_000): Promise<RevocationFeed> {
   const listeners = new Set<(entry: RevocationRecord) => void>();
-  const announce = (record: RevocationRecord) => { for (const listener of listeners) listener(record); };
+  const announce = (record: RevocationRecord) => {
+    for (const listener of listeners) listener(record);
+  };
   let seen = 0;
   let reading: Promise<void> = Promise.resolve();
   const readNew = () => {
-    reading = reading.then(async () => {
-      for (const record of await store.revocationsSince(seen)) {
-        seen = Math.max(seen, record.seq);
-        announce(record);
-      }
-    }).catch(() => {});
+    reading = reading
+      .then(async () => {
+        for (const record of await store.revocationsSince(seen)) {
+          seen = Math.max(seen, record.seq);
+          announce(record);
+        }
+      })
+      .catch(() => {});
   };
   const stopWatching = store.watchRevocations ? await store.watchRevocations(readNew) : async () => {};
   // Start from the current end of the feed: streams catch up from their own position.

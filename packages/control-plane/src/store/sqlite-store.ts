@@ -10,8 +10,28 @@ import { MIGRATIONS } from './migrations.ts';
 import { planAppend } from './audit-append.ts';
 import { firstLocked } from './login-lock.ts';
 import {
-  alertFromRow, auditCheckpointFromRow, auditEventFromRow, auditLinkFromRow, auditStreamFromRow, streamStateFromRow, heartbeatValues, issuedSvidFromRow, joinTokenFromRow, loginFailuresFromRow, oidcFromRow, oidcValues, redeemRefusal, revocationFromRow,
-  SCAN_SUMMARY_COLUMNS, scanRepeatOutcome, scanRunFromRow, scanRunValues, scanSummaryFromRow, serviceFromRow, userFromRow, userValues,
+  alertFromRow,
+  auditCheckpointFromRow,
+  auditEventFromRow,
+  auditLinkFromRow,
+  auditStreamFromRow,
+  streamStateFromRow,
+  heartbeatValues,
+  issuedSvidFromRow,
+  joinTokenFromRow,
+  loginFailuresFromRow,
+  oidcFromRow,
+  oidcValues,
+  redeemRefusal,
+  revocationFromRow,
+  SCAN_SUMMARY_COLUMNS,
+  scanRepeatOutcome,
+  scanRunFromRow,
+  scanRunValues,
+  scanSummaryFromRow,
+  serviceFromRow,
+  userFromRow,
+  userValues,
 } from './rows.ts';
 import type { ControlPlaneStore, IssuedSvidRecord } from './store.ts';
 
@@ -28,26 +48,40 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   db.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
   migrate(db);
 
-  const insertJoinToken = db.prepare('INSERT INTO join_tokens (token_hash, service, bundle_hash, created_at, expires_at, created_by) VALUES (?, ?, ?, ?, ?, ?)');
-  const redeem = db.prepare('UPDATE join_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING *');
+  const insertJoinToken = db.prepare(
+    'INSERT INTO join_tokens (token_hash, service, bundle_hash, created_at, expires_at, created_by) VALUES (?, ?, ?, ?, ?, ?)',
+  );
+  const redeem = db.prepare(
+    'UPDATE join_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING *',
+  );
   const joinToken = db.prepare('SELECT * FROM join_tokens WHERE token_hash = ?');
-  const insertSvid = db.prepare('INSERT INTO issued_svids (serial, spiffe_id, issued_at, expires_at, via) VALUES (?, ?, ?, ?, ?)');
+  const insertSvid = db.prepare(
+    'INSERT INTO issued_svids (serial, spiffe_id, issued_at, expires_at, via) VALUES (?, ?, ?, ?, ?)',
+  );
   const svidsOf = db.prepare('SELECT * FROM issued_svids WHERE spiffe_id = ? ORDER BY issued_at, serial');
-  const insertRevocation = db.prepare('INSERT INTO revocations (kind, value, reason, actor, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING');
+  const insertRevocation = db.prepare(
+    'INSERT INTO revocations (kind, value, reason, actor, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING',
+  );
   const revocation = db.prepare('SELECT * FROM revocations WHERE kind = ? AND value = ?');
   const holding = db.prepare('SELECT 1 FROM revocations WHERE kind = ? AND value = ? AND lifted_at IS NULL');
   const dropLifted = db.prepare('DELETE FROM revocations WHERE kind = ? AND value = ? AND lifted_at IS NOT NULL');
-  const takeHolding = db.prepare('DELETE FROM revocations WHERE kind = ? AND value = ? AND lifted_at IS NULL RETURNING *');
-  const insertLifted = db.prepare(`INSERT INTO revocations (kind, value, reason, actor, at, lifted_at, lifted_by, lift_reason)
+  const takeHolding = db.prepare(
+    'DELETE FROM revocations WHERE kind = ? AND value = ? AND lifted_at IS NULL RETURNING *',
+  );
+  const insertLifted =
+    db.prepare(`INSERT INTO revocations (kind, value, reason, actor, at, lifted_at, lifted_by, lift_reason)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`);
   const since = db.prepare('SELECT * FROM revocations WHERE seq > ? ORDER BY seq');
-  const heartbeat = db.prepare(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
+  const heartbeat =
+    db.prepare(`INSERT INTO services (spiffe_id, service, routes, policy_version, svid_expires_at, mode, guard_version, first_seen, last_seen, endpoints)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
     ON CONFLICT (spiffe_id) DO UPDATE SET service = excluded.service, routes = excluded.routes, policy_version = excluded.policy_version,
       svid_expires_at = excluded.svid_expires_at, mode = excluded.mode, guard_version = excluded.guard_version, last_seen = excluded.last_seen, endpoints = excluded.endpoints`);
   const allServices = db.prepare('SELECT * FROM services ORDER BY spiffe_id');
   const deleteService = db.prepare('DELETE FROM services WHERE spiffe_id = ?');
-  const insertUser = db.prepare('INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING');
+  const insertUser = db.prepare(
+    'INSERT INTO users (username, password_hash, roles, tenant, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING',
+  );
   const userByName = db.prepare('SELECT * FROM users WHERE username = ?');
   const allUsers = db.prepare('SELECT * FROM users ORDER BY username');
   const updatePassword = db.prepare('UPDATE users SET password_hash = ? WHERE username = ?');
@@ -59,7 +93,8 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const failuresOf = db.prepare('SELECT * FROM login_failures WHERE key = ?');
   const clearFailures = db.prepare('DELETE FROM login_failures WHERE key = ?');
   const sweepFailures = db.prepare('DELETE FROM login_failures WHERE last_failure_at < ?');
-  const upsertArtefact = db.prepare(`INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+  const upsertArtefact =
+    db.prepare(`INSERT INTO oidc_models (model, id, payload, grant_id, user_code, uid, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id, user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`);
   const artefact = db.prepare('SELECT * FROM oidc_models WHERE model = ? AND id = ?');
   const artefactByUid = db.prepare('SELECT * FROM oidc_models WHERE model = ? AND uid = ?');
@@ -72,11 +107,16 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const auditStream = db.prepare('SELECT * FROM audit_streams WHERE source = ? AND stream = ?');
   const auditStored = db.prepare('SELECT event FROM audit_events WHERE source = ? AND stream = ? AND stream_seq = ?');
   const auditHashAt = db.prepare('SELECT hash FROM audit_events WHERE source = ? AND seq = ?');
-  const insertAudit = db.prepare('INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
-  const upsertStream = db.prepare(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+  const insertAudit = db.prepare(
+    'INSERT INTO audit_events (source, seq, stream, stream_seq, received_at, event, txn, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
+  const upsertStream =
+    db.prepare(`INSERT INTO audit_streams (source, stream, last_stream_seq, dropped, gaps, written, closed_at, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
     ON CONFLICT (source, stream) DO UPDATE SET last_stream_seq = excluded.last_stream_seq, dropped = excluded.dropped, gaps = excluded.gaps,
       written = excluded.written, closed_at = excluded.closed_at, last_seen = MAX(audit_streams.last_seen, excluded.last_seen)`);
-  const auditHeads = db.prepare('SELECT e.source, e.seq, e.hash FROM audit_events e JOIN (SELECT source, MAX(seq) AS seq FROM audit_events GROUP BY source) h ON e.source = h.source AND e.seq = h.seq ORDER BY e.source');
+  const auditHeads = db.prepare(
+    'SELECT e.source, e.seq, e.hash FROM audit_events e JOIN (SELECT source, MAX(seq) AS seq FROM audit_events GROUP BY source) h ON e.source = h.source AND e.seq = h.seq ORDER BY e.source',
+  );
   const auditAfter = db.prepare('SELECT * FROM audit_events WHERE source = ? AND seq > ? ORDER BY seq LIMIT ?');
   const auditTxn = db.prepare('SELECT * FROM audit_events WHERE txn = ? ORDER BY received_at, source, seq');
   const auditStreams = db.prepare('SELECT * FROM audit_streams ORDER BY source, first_seen');
@@ -86,19 +126,33 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const newestLink = db.prepare('SELECT n, at, jws FROM audit_chain ORDER BY n DESC LIMIT 1');
   const checkpointsOf = db.prepare('SELECT * FROM audit_checkpoints WHERE source = ? ORDER BY at');
   const allCheckpoints = db.prepare('SELECT * FROM audit_checkpoints ORDER BY source, at');
-  const insertAlert = db.prepare('INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  const insertAlert = db.prepare(
+    'INSERT INTO alerts (id, rule, severity, subject, summary, details, at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+  );
   const recentAlerts = db.prepare('SELECT * FROM alerts WHERE at >= ? ORDER BY at DESC, id LIMIT ?');
-  const insertScan = db.prepare(`INSERT INTO scan_runs (run_id, scanner, trust_domain, started_at, finished_at, exit_code, summary, report, received_at)
+  const insertScan =
+    db.prepare(`INSERT INTO scan_runs (run_id, scanner, trust_domain, started_at, finished_at, exit_code, summary, report, received_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`);
   const scanById = db.prepare('SELECT * FROM scan_runs WHERE run_id = ?');
-  const recentScans = db.prepare(`SELECT ${SCAN_SUMMARY_COLUMNS} FROM scan_runs ORDER BY started_at DESC, received_at DESC, run_id LIMIT ?`);
+  const recentScans = db.prepare(
+    `SELECT ${SCAN_SUMMARY_COLUMNS} FROM scan_runs ORDER BY started_at DESC, received_at DESC, run_id LIMIT ?`,
+  );
 
-  const issuedLog = groupCommit<IssuedSvidRecord>(db, (record) => { insertSvid.run(record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via); });
+  const issuedLog = groupCommit<IssuedSvidRecord>(db, (record) => {
+    insertSvid.run(record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via);
+  });
 
   return {
     kind: 'sqlite',
     async createJoinToken(record) {
-      insertJoinToken.run(record.tokenHash, record.service, record.bundleHash, record.createdAt, record.expiresAt, record.createdBy);
+      insertJoinToken.run(
+        record.tokenHash,
+        record.service,
+        record.bundleHash,
+        record.createdAt,
+        record.expiresAt,
+        record.createdBy,
+      );
     },
     async redeemJoinToken(tokenHash, now) {
       const row = redeem.get(now, tokenHash, now) as Row | undefined;
@@ -121,8 +175,18 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       return inTransaction(db, () => {
         const held = takeHolding.get(kind, value) as Row | undefined;
         if (held === undefined) return null;
-        return revocationFromRow(insertLifted.get(kind, value, held.reason as string, held.actor as string, held.at as number,
-          lift.at, lift.actor, lift.reason) as Row);
+        return revocationFromRow(
+          insertLifted.get(
+            kind,
+            value,
+            held.reason as string,
+            held.actor as string,
+            held.at as number,
+            lift.at,
+            lift.actor,
+            lift.reason,
+          ) as Row,
+        );
       });
     },
     async revocationsSince(seq) {
@@ -169,9 +233,16 @@ export function openSqliteStore(path: string): ControlPlaneStore {
           return row === undefined ? null : loginFailuresFromRow(row);
         });
         const locked = firstLocked(claims, current, now);
-        const counts = locked === null ? claims.map(({ key, limits }) => loginFailuresFromRow(addFailure.get(key, now, now - limits.windowMs) as Row)) : [];
+        const counts =
+          locked === null
+            ? claims.map(({ key, limits }) =>
+                loginFailuresFromRow(addFailure.get(key, now, now - limits.windowMs) as Row),
+              )
+            : [];
         db.exec('COMMIT');
-        return locked === null ? { reserved: true, counts } : { reserved: false, lockedClaim: locked.claim, lockedUntil: locked.until };
+        return locked === null
+          ? { reserved: true, counts }
+          : { reserved: false, lockedClaim: locked.claim, lockedUntil: locked.until };
       } catch (error) {
         if (db.isTransaction) db.exec('ROLLBACK');
         throw error;
@@ -218,11 +289,39 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       try {
         const head = auditHead.get(source) as { seq: number; hash: string } | undefined;
         const stream = auditStream.get(source, batch.stream) as Row | undefined;
-        const plan = planAppend(source, head ?? null, stream === undefined ? null : streamStateFromRow(stream),
-          (streamSeq) => (auditStored.get(source, batch.stream, streamSeq) as Row | undefined)?.event as string | undefined ?? null, batch, receivedAt);
-        for (const row of plan.rows) insertAudit.run(source, row.seq, batch.stream, row.entry.streamSeq, receivedAt, row.entry.event, row.txn, row.prevHash, row.hash);
+        const plan = planAppend(
+          source,
+          head ?? null,
+          stream === undefined ? null : streamStateFromRow(stream),
+          (streamSeq) =>
+            ((auditStored.get(source, batch.stream, streamSeq) as Row | undefined)?.event as string | undefined) ??
+            null,
+          batch,
+          receivedAt,
+        );
+        for (const row of plan.rows)
+          insertAudit.run(
+            source,
+            row.seq,
+            batch.stream,
+            row.entry.streamSeq,
+            receivedAt,
+            row.entry.event,
+            row.txn,
+            row.prevHash,
+            row.hash,
+          );
         const next = plan.stream;
-        upsertStream.run(source, batch.stream, next.lastStreamSeq, next.dropped, next.gaps, next.written, next.closedAt, receivedAt);
+        upsertStream.run(
+          source,
+          batch.stream,
+          next.lastStreamSeq,
+          next.dropped,
+          next.gaps,
+          next.written,
+          next.closedAt,
+          receivedAt,
+        );
         db.exec('COMMIT');
         return plan.result;
       } catch (error) {
@@ -231,7 +330,11 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       }
     },
     async auditHeads() {
-      return (auditHeads.all() as Row[]).map((row) => ({ source: String(row.source), seq: Number(row.seq), hash: String(row.hash) }));
+      return (auditHeads.all() as Row[]).map((row) => ({
+        source: String(row.source),
+        seq: Number(row.seq),
+        hash: String(row.hash),
+      }));
     },
     async auditHashesAt(source, seqs) {
       const found = new Map<number, string>();
@@ -251,7 +354,9 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       return (auditStreams.all() as Row[]).map(auditStreamFromRow);
     },
     async auditCheckpoints(source) {
-      return ((source === undefined ? allCheckpoints.all() : checkpointsOf.all(source)) as Row[]).map(auditCheckpointFromRow);
+      return ((source === undefined ? allCheckpoints.all() : checkpointsOf.all(source)) as Row[]).map(
+        auditCheckpointFromRow,
+      );
     },
     async auditLegacy() {
       return (auditLegacy.all() as Row[]).map((row) => ({ source: String(row.source), through: Number(row.through) }));
@@ -330,11 +435,16 @@ function migrate(db: DatabaseSync): void {
   // BEGIN IMMEDIATE takes the write lock first: two processes opening one file migrate one after the other.
   db.exec('BEGIN IMMEDIATE');
   try {
-    const applied = new Set((db.prepare('SELECT version FROM lockstep_migrations').all() as Row[]).map((row) => Number(row.version)));
+    const applied = new Set(
+      (db.prepare('SELECT version FROM lockstep_migrations').all() as Row[]).map((row) => Number(row.version)),
+    );
     for (const migration of MIGRATIONS) {
       if (applied.has(migration.version)) continue;
       db.exec(migration.sqlite);
-      db.prepare('INSERT INTO lockstep_migrations (version, applied_at) VALUES (?, ?)').run(migration.version, Date.now());
+      db.prepare('INSERT INTO lockstep_migrations (version, applied_at) VALUES (?, ?)').run(
+        migration.version,
+        Date.now(),
+      );
     }
     db.exec('COMMIT');
   } catch (error) {

@@ -31,7 +31,11 @@ const schemaFor: Record<string, string> = {};
 
 /** `open(database)` opens the same database again for the same name, a fresh one for a new name. */
 const backends: { name: string; skip: string | false; open(database?: string): Promise<ControlPlaneStore> }[] = [
-  { name: 'sqlite', skip: false, open: async (database = randomBytes(6).toString('hex')) => openSqliteStore(join(scratch, `${database}.db`)) },
+  {
+    name: 'sqlite',
+    skip: false,
+    open: async (database = randomBytes(6).toString('hex')) => openSqliteStore(join(scratch, `${database}.db`)),
+  },
   {
     name: 'postgres',
     skip: postgres.skip,
@@ -64,297 +68,705 @@ for (const backend of backends) {
       }
     };
 
-    it('redeems a join token exactly once and says why a second redemption fails', withStore(async (store) => {
-      const record = token();
-      await store.createJoinToken(record);
-      const first = await store.redeemJoinToken(record.tokenHash, 2_000);
-      assert.equal(first.ok, true);
-      assert.deepEqual(first.ok && first.record, { ...record, usedAt: 2_000 });
-      assert.deepEqual(await store.redeemJoinToken(record.tokenHash, 3_000), { ok: false, reason: 'used' });
-    }));
+    it(
+      'redeems a join token exactly once and says why a second redemption fails',
+      withStore(async (store) => {
+        const record = token();
+        await store.createJoinToken(record);
+        const first = await store.redeemJoinToken(record.tokenHash, 2_000);
+        assert.equal(first.ok, true);
+        assert.deepEqual(first.ok && first.record, { ...record, usedAt: 2_000 });
+        assert.deepEqual(await store.redeemJoinToken(record.tokenHash, 3_000), { ok: false, reason: 'used' });
+      }),
+    );
 
-    it('refuses unknown and expired join tokens, and an expired one stays unused', withStore(async (store) => {
-      const record = token({ expiresAt: 5_000 });
-      await store.createJoinToken(record);
-      assert.deepEqual(await store.redeemJoinToken('0'.repeat(64), 2_000), { ok: false, reason: 'unknown' });
-      assert.deepEqual(await store.redeemJoinToken(record.tokenHash, 5_000), { ok: false, reason: 'expired' });
-      assert.deepEqual(await store.redeemJoinToken(record.tokenHash, 9_000), { ok: false, reason: 'expired' });
-    }));
+    it(
+      'refuses unknown and expired join tokens, and an expired one stays unused',
+      withStore(async (store) => {
+        const record = token({ expiresAt: 5_000 });
+        await store.createJoinToken(record);
+        assert.deepEqual(await store.redeemJoinToken('0'.repeat(64), 2_000), { ok: false, reason: 'unknown' });
+        assert.deepEqual(await store.redeemJoinToken(record.tokenHash, 5_000), { ok: false, reason: 'expired' });
+        assert.deepEqual(await store.redeemJoinToken(record.tokenHash, 9_000), { ok: false, reason: 'expired' });
+      }),
+    );
 
-    it('lets exactly one of many concurrent redemptions of one token succeed', withStore(async (store) => {
-      const record = token();
-      await store.createJoinToken(record);
-      const outcomes = await Promise.all(Array.from({ length: 8 }, () => store.redeemJoinToken(record.tokenHash, 2_000)));
-      assert.equal(outcomes.filter((outcome) => outcome.ok).length, 1);
-    }));
+    it(
+      'lets exactly one of many concurrent redemptions of one token succeed',
+      withStore(async (store) => {
+        const record = token();
+        await store.createJoinToken(record);
+        const outcomes = await Promise.all(
+          Array.from({ length: 8 }, () => store.redeemJoinToken(record.tokenHash, 2_000)),
+        );
+        assert.equal(outcomes.filter((outcome) => outcome.ok).length, 1);
+      }),
+    );
 
-    it('refuses a second join token with the same hash', withStore(async (store) => {
-      const record = token();
-      await store.createJoinToken(record);
-      await assert.rejects(store.createJoinToken(record));
-    }));
+    it(
+      'refuses a second join token with the same hash',
+      withStore(async (store) => {
+        const record = token();
+        await store.createJoinToken(record);
+        await assert.rejects(store.createJoinToken(record));
+      }),
+    );
 
-    it('records issued SVIDs per SPIFFE ID', withStore(async (store) => {
-      const id = 'spiffe://shop.test/svc/orders';
-      await store.recordIssuedSvid({ serial: '01', spiffeId: id, issuedAt: 1, expiresAt: 2, via: 'join' });
-      await store.recordIssuedSvid({ serial: '02', spiffeId: id, issuedAt: 3, expiresAt: 4, via: 'renew' });
-      await store.recordIssuedSvid({ serial: '03', spiffeId: 'spiffe://shop.test/svc/other', issuedAt: 3, expiresAt: 4, via: 'join' });
-      assert.deepEqual((await store.issuedSvids(id)).map((svid) => [svid.serial, svid.via]), [['01', 'join'], ['02', 'renew']]);
-      await assert.rejects(store.recordIssuedSvid({ serial: '01', spiffeId: id, issuedAt: 5, expiresAt: 6, via: 'renew' }), 'a serial is unique');
-    }));
+    it(
+      'records issued SVIDs per SPIFFE ID',
+      withStore(async (store) => {
+        const id = 'spiffe://shop.test/svc/orders';
+        await store.recordIssuedSvid({ serial: '01', spiffeId: id, issuedAt: 1, expiresAt: 2, via: 'join' });
+        await store.recordIssuedSvid({ serial: '02', spiffeId: id, issuedAt: 3, expiresAt: 4, via: 'renew' });
+        await store.recordIssuedSvid({
+          serial: '03',
+          spiffeId: 'spiffe://shop.test/svc/other',
+          issuedAt: 3,
+          expiresAt: 4,
+          via: 'join',
+        });
+        assert.deepEqual(
+          (await store.issuedSvids(id)).map((svid) => [svid.serial, svid.via]),
+          [
+            ['01', 'join'],
+            ['02', 'renew'],
+          ],
+        );
+        await assert.rejects(
+          store.recordIssuedSvid({ serial: '01', spiffeId: id, issuedAt: 5, expiresAt: 6, via: 'renew' }),
+          'a serial is unique',
+        );
+      }),
+    );
 
-    it('keeps revocations as an ordered feed that a guard can resume, each revocation once', withStore(async (store) => {
-      const first = await store.addRevocation({ kind: 'sub', value: 'mallory', reason: 'compromised', actor: 'spiffe://shop.test/admin/alice', at: 10 });
-      const second = await store.addRevocation({ kind: 'spiffeId', value: 'spiffe://shop.test/svc/orders', reason: 'stolen key', actor: 'cli', at: 11 });
-      const again = await store.addRevocation({ kind: 'sub', value: 'mallory', reason: 'again', actor: 'cli', at: 12 });
-      assert.ok(second.seq > first.seq);
-      assert.deepEqual(again, first, 'revoking twice returns the first entry');
-      assert.deepEqual(await store.revocationsSince(0), [first, second]);
-      assert.deepEqual(await store.revocationsSince(first.seq), [second]);
-      assert.deepEqual(await store.revocationsSince(second.seq), []);
-      assert.equal(await store.isRevoked('sub', 'mallory'), true);
-      assert.equal(await store.isRevoked('txn', 'mallory'), false);
-    }));
+    it(
+      'keeps revocations as an ordered feed that a guard can resume, each revocation once',
+      withStore(async (store) => {
+        const first = await store.addRevocation({
+          kind: 'sub',
+          value: 'mallory',
+          reason: 'compromised',
+          actor: 'spiffe://shop.test/admin/alice',
+          at: 10,
+        });
+        const second = await store.addRevocation({
+          kind: 'spiffeId',
+          value: 'spiffe://shop.test/svc/orders',
+          reason: 'stolen key',
+          actor: 'cli',
+          at: 11,
+        });
+        const again = await store.addRevocation({
+          kind: 'sub',
+          value: 'mallory',
+          reason: 'again',
+          actor: 'cli',
+          at: 12,
+        });
+        assert.ok(second.seq > first.seq);
+        assert.deepEqual(again, first, 'revoking twice returns the first entry');
+        assert.deepEqual(await store.revocationsSince(0), [first, second]);
+        assert.deepEqual(await store.revocationsSince(first.seq), [second]);
+        assert.deepEqual(await store.revocationsSince(second.seq), []);
+        assert.equal(await store.isRevoked('sub', 'mallory'), true);
+        assert.equal(await store.isRevoked('txn', 'mallory'), false);
+      }),
+    );
 
-    it('lifts a revocation that holds, once, at a new feed position that a guard resuming from before hears of', withStore(async (store) => {
-      const revoked = await store.addRevocation({ kind: 'sub', value: 'alice', reason: 'typo: meant mallory', actor: 'spiffe://shop.test/admin/ops', at: 10 });
-      const other = await store.addRevocation({ kind: 'sub', value: 'mallory', reason: 'compromised', actor: 'spiffe://shop.test/admin/ops', at: 11 });
-      const lift = { reason: 'revoked by mistake', actor: 'spiffe://shop.test/admin/ops', at: 12 };
-      const lifted = await store.liftRevocation('sub', 'alice', lift);
-      assert.ok(lifted !== null);
-      assert.ok(lifted.seq > other.seq, 'the lift is at the end of the feed');
-      assert.deepEqual({ ...lifted, seq: revoked.seq }, { ...revoked, lifted: lift }, 'the entry keeps what was revoked, and says who lifted it');
-      assert.equal(await store.isRevoked('sub', 'alice'), false);
-      assert.equal(await store.isRevoked('sub', 'mallory'), true);
-      // A guard that saw the revocation, and one that starts from nothing, both end with alice accepted.
-      assert.deepEqual(await store.revocationsSince(revoked.seq), [other, lifted]);
-      assert.deepEqual(await store.revocationsSince(0), [other, lifted], 'the revocation itself is no longer in the feed to replay');
-      assert.equal(await store.liftRevocation('sub', 'alice', lift), null, 'lifted already: nothing holds');
-      assert.equal(await store.liftRevocation('txn', 'alice', lift), null, 'another kind: nothing holds');
-      assert.equal(await store.liftRevocation('sub', 'nobody', lift), null, 'never revoked');
-      // Revoked again, it holds again, at a newer position still.
-      const again = await store.addRevocation({ kind: 'sub', value: 'alice', reason: 'now for real', actor: 'cli', at: 13 });
-      assert.ok(again.seq > lifted.seq);
-      assert.equal(again.lifted, null);
-      assert.equal(again.reason, 'now for real');
-      assert.equal(await store.isRevoked('sub', 'alice'), true);
-      assert.deepEqual(await store.revocationsSince(lifted.seq), [again]);
-    }));
+    it(
+      'lifts a revocation that holds, once, at a new feed position that a guard resuming from before hears of',
+      withStore(async (store) => {
+        const revoked = await store.addRevocation({
+          kind: 'sub',
+          value: 'alice',
+          reason: 'typo: meant mallory',
+          actor: 'spiffe://shop.test/admin/ops',
+          at: 10,
+        });
+        const other = await store.addRevocation({
+          kind: 'sub',
+          value: 'mallory',
+          reason: 'compromised',
+          actor: 'spiffe://shop.test/admin/ops',
+          at: 11,
+        });
+        const lift = { reason: 'revoked by mistake', actor: 'spiffe://shop.test/admin/ops', at: 12 };
+        const lifted = await store.liftRevocation('sub', 'alice', lift);
+        assert.ok(lifted !== null);
+        assert.ok(lifted.seq > other.seq, 'the lift is at the end of the feed');
+        assert.deepEqual(
+          { ...lifted, seq: revoked.seq },
+          { ...revoked, lifted: lift },
+          'the entry keeps what was revoked, and says who lifted it',
+        );
+        assert.equal(await store.isRevoked('sub', 'alice'), false);
+        assert.equal(await store.isRevoked('sub', 'mallory'), true);
+        // A guard that saw the revocation, and one that starts from nothing, both end with alice accepted.
+        assert.deepEqual(await store.revocationsSince(revoked.seq), [other, lifted]);
+        assert.deepEqual(
+          await store.revocationsSince(0),
+          [other, lifted],
+          'the revocation itself is no longer in the feed to replay',
+        );
+        assert.equal(await store.liftRevocation('sub', 'alice', lift), null, 'lifted already: nothing holds');
+        assert.equal(await store.liftRevocation('txn', 'alice', lift), null, 'another kind: nothing holds');
+        assert.equal(await store.liftRevocation('sub', 'nobody', lift), null, 'never revoked');
+        // Revoked again, it holds again, at a newer position still.
+        const again = await store.addRevocation({
+          kind: 'sub',
+          value: 'alice',
+          reason: 'now for real',
+          actor: 'cli',
+          at: 13,
+        });
+        assert.ok(again.seq > lifted.seq);
+        assert.equal(again.lifted, null);
+        assert.equal(again.reason, 'now for real');
+        assert.equal(await store.isRevoked('sub', 'alice'), true);
+        assert.deepEqual(await store.revocationsSince(lifted.seq), [again]);
+      }),
+    );
 
-    it('lets exactly one of two simultaneous lifts of one revocation succeed', withStore(async (store) => {
-      await store.addRevocation({ kind: 'kid', value: 'k1', reason: 'test', actor: 'cli', at: 1 });
-      const lift = { reason: 'mistake', actor: 'cli', at: 2 };
-      const results = await Promise.all([store.liftRevocation('kid', 'k1', lift), store.liftRevocation('kid', 'k1', lift)]);
-      assert.equal(results.filter((result) => result !== null).length, 1);
-    }));
+    it(
+      'lets exactly one of two simultaneous lifts of one revocation succeed',
+      withStore(async (store) => {
+        await store.addRevocation({ kind: 'kid', value: 'k1', reason: 'test', actor: 'cli', at: 1 });
+        const lift = { reason: 'mistake', actor: 'cli', at: 2 };
+        const results = await Promise.all([
+          store.liftRevocation('kid', 'k1', lift),
+          store.liftRevocation('kid', 'k1', lift),
+        ]);
+        assert.equal(results.filter((result) => result !== null).length, 1);
+      }),
+    );
 
-    it('registers a guard on its first heartbeat and updates it on the next, keeping when it was first seen', withStore(async (store) => {
-      const report = {
-        spiffeId: 'spiffe://shop.test/svc/orders', service: 'orders', policyVersion: 'v1', svidExpiresAt: 9_000, mode: 'enforce' as const, guardVersion: '0.1.0', lastSeen: 100,
-        routes: [{ method: 'GET', template: '/orders/:id', action: 'orders:read', public: false, dryRun: false, owner: true, validatesBody: false }],
-        endpoints: ['127.0.0.1:4102', '[::1]:4102'],
-      };
-      await store.recordHeartbeat(report);
-      await store.recordHeartbeat({ ...report, policyVersion: 'v2', mode: 'dry-run', lastSeen: 200 });
-      await store.recordHeartbeat({ ...report, spiffeId: 'spiffe://shop.test/svc/billing', service: 'billing', policyVersion: null, routes: [], lastSeen: 150, endpoints: [] });
-      const services = await store.services();
-      assert.deepEqual(services.map((entry) => entry.service), ['billing', 'orders']);
-      assert.deepEqual(services[1], { ...report, policyVersion: 'v2', mode: 'dry-run', firstSeen: 100, lastSeen: 200 });
-      assert.equal(services[0]?.policyVersion, null);
-      assert.equal(await store.removeService('spiffe://shop.test/svc/billing'), true, 'a clean stop removes the entry');
-      assert.equal(await store.removeService('spiffe://shop.test/svc/billing'), false, 'once');
-      assert.deepEqual((await store.services()).map((entry) => entry.service), ['orders']);
-    }));
+    it(
+      'registers a guard on its first heartbeat and updates it on the next, keeping when it was first seen',
+      withStore(async (store) => {
+        const report = {
+          spiffeId: 'spiffe://shop.test/svc/orders',
+          service: 'orders',
+          policyVersion: 'v1',
+          svidExpiresAt: 9_000,
+          mode: 'enforce' as const,
+          guardVersion: '0.1.0',
+          lastSeen: 100,
+          routes: [
+            {
+              method: 'GET',
+              template: '/orders/:id',
+              action: 'orders:read',
+              public: false,
+              dryRun: false,
+              owner: true,
+              validatesBody: false,
+            },
+          ],
+          endpoints: ['127.0.0.1:4102', '[::1]:4102'],
+        };
+        await store.recordHeartbeat(report);
+        await store.recordHeartbeat({ ...report, policyVersion: 'v2', mode: 'dry-run', lastSeen: 200 });
+        await store.recordHeartbeat({
+          ...report,
+          spiffeId: 'spiffe://shop.test/svc/billing',
+          service: 'billing',
+          policyVersion: null,
+          routes: [],
+          lastSeen: 150,
+          endpoints: [],
+        });
+        const services = await store.services();
+        assert.deepEqual(
+          services.map((entry) => entry.service),
+          ['billing', 'orders'],
+        );
+        assert.deepEqual(services[1], {
+          ...report,
+          policyVersion: 'v2',
+          mode: 'dry-run',
+          firstSeen: 100,
+          lastSeen: 200,
+        });
+        assert.equal(services[0]?.policyVersion, null);
+        assert.equal(
+          await store.removeService('spiffe://shop.test/svc/billing'),
+          true,
+          'a clean stop removes the entry',
+        );
+        assert.equal(await store.removeService('spiffe://shop.test/svc/billing'), false, 'once');
+        assert.deepEqual(
+          (await store.services()).map((entry) => entry.service),
+          ['orders'],
+        );
+      }),
+    );
 
-    it('keeps users: a name once, password hash replaceable, disabling reversible', withStore(async (store) => {
-      const alice = { username: 'alice', passwordHash: 'scrypt$hash-1', roles: ['customer'], tenant: 'acme', createdAt: 5, disabledAt: null };
-      assert.equal(await store.createUser(alice), true);
-      assert.equal(await store.createUser({ ...alice, passwordHash: 'scrypt$other' }), false, 'a taken name is refused');
-      assert.deepEqual(await store.user('alice'), alice);
-      assert.equal(await store.user('bob'), null);
-      await store.setPasswordHash('alice', 'scrypt$hash-2');
-      await store.setUserDisabled('alice', 9);
-      assert.deepEqual(await store.user('alice'), { ...alice, passwordHash: 'scrypt$hash-2', disabledAt: 9 });
-      await store.setUserDisabled('alice', null);
-      await store.createUser({ ...alice, username: 'admin', roles: ['admin'], tenant: null });
-      assert.deepEqual((await store.users()).map((user) => [user.username, user.disabledAt, user.tenant]), [['admin', null, null], ['alice', null, 'acme']]);
-    }));
+    it(
+      'keeps users: a name once, password hash replaceable, disabling reversible',
+      withStore(async (store) => {
+        const alice = {
+          username: 'alice',
+          passwordHash: 'scrypt$hash-1',
+          roles: ['customer'],
+          tenant: 'acme',
+          createdAt: 5,
+          disabledAt: null,
+        };
+        assert.equal(await store.createUser(alice), true);
+        assert.equal(
+          await store.createUser({ ...alice, passwordHash: 'scrypt$other' }),
+          false,
+          'a taken name is refused',
+        );
+        assert.deepEqual(await store.user('alice'), alice);
+        assert.equal(await store.user('bob'), null);
+        await store.setPasswordHash('alice', 'scrypt$hash-2');
+        await store.setUserDisabled('alice', 9);
+        assert.deepEqual(await store.user('alice'), { ...alice, passwordHash: 'scrypt$hash-2', disabledAt: 9 });
+        await store.setUserDisabled('alice', null);
+        await store.createUser({ ...alice, username: 'admin', roles: ['admin'], tenant: null });
+        assert.deepEqual(
+          (await store.users()).map((user) => [user.username, user.disabledAt, user.tenant]),
+          [
+            ['admin', null, null],
+            ['alice', null, 'acme'],
+          ],
+        );
+      }),
+    );
 
-    it('counts failed logins per key atomically, starting again after the window', withStore(async (store) => {
-      const counts = await Promise.all(Array.from({ length: 6 }, () => store.addLoginFailure('account:alice', 1_000, 60_000)));
-      assert.deepEqual(counts.map((count) => count.failures).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6]);
-      assert.deepEqual(await store.loginFailures('account:alice'), { failures: 6, lastFailureAt: 1_000 });
-      assert.deepEqual(await store.addLoginFailure('account:alice', 50_000, 60_000), { failures: 7, lastFailureAt: 50_000 }, 'within the window of the last failure');
-      assert.deepEqual(await store.addLoginFailure('account:alice', 200_000, 60_000), { failures: 1, lastFailureAt: 200_000 }, 'after a quiet window');
-      assert.equal(await store.clearLoginFailures('account:alice'), true);
-      assert.equal(await store.loginFailures('account:alice'), null);
-      assert.equal(await store.clearLoginFailures('account:alice'), false, 'nothing left to clear');
-      assert.equal(await store.loginFailures('ip:127.0.0.1'), null);
-    }));
+    it(
+      'counts failed logins per key atomically, starting again after the window',
+      withStore(async (store) => {
+        const counts = await Promise.all(
+          Array.from({ length: 6 }, () => store.addLoginFailure('account:alice', 1_000, 60_000)),
+        );
+        assert.deepEqual(
+          counts.map((count) => count.failures).sort((a, b) => a - b),
+          [1, 2, 3, 4, 5, 6],
+        );
+        assert.deepEqual(await store.loginFailures('account:alice'), { failures: 6, lastFailureAt: 1_000 });
+        assert.deepEqual(
+          await store.addLoginFailure('account:alice', 50_000, 60_000),
+          { failures: 7, lastFailureAt: 50_000 },
+          'within the window of the last failure',
+        );
+        assert.deepEqual(
+          await store.addLoginFailure('account:alice', 200_000, 60_000),
+          { failures: 1, lastFailureAt: 200_000 },
+          'after a quiet window',
+        );
+        assert.equal(await store.clearLoginFailures('account:alice'), true);
+        assert.equal(await store.loginFailures('account:alice'), null);
+        assert.equal(await store.clearLoginFailures('account:alice'), false, 'nothing left to clear');
+        assert.equal(await store.loginFailures('ip:127.0.0.1'), null);
+      }),
+    );
 
-    it('reserves login attempts atomically: parallel callers never get past the limit, a locked key is left alone; sweeps old counts', withStore(async (store) => {
-      const limits = { freeAttempts: 3, baseLockMs: 1_000, maxLockMs: 4_000, windowMs: 60_000 };
-      const bob = [{ key: 'account:bob', limits }];
-      const parallel = await Promise.all(Array.from({ length: 25 }, () => store.reserveLoginAttempt(bob, 10_000)));
-      assert.equal(parallel.filter((reservation) => reservation.reserved).length, 3, 'three free attempts, then locked');
-      assert.deepEqual(await store.loginFailures('account:bob'), { failures: 3, lastFailureAt: 10_000 }, 'refused attempts count nothing');
-      assert.deepEqual(await store.reserveLoginAttempt(bob, 10_999), { reserved: false, lockedClaim: 0, lockedUntil: 11_000 });
-      // The lock after n failures lasts baseLockMs * 2^(n - freeAttempts), up to maxLockMs (login-lock.ts's lockFor).
-      const timeline: [number, boolean][] = [[11_000, true], [12_999, false], [13_000, true], [16_999, false], [17_000, true], [20_999, false], [21_000, true]];
-      for (const [at, reserved] of timeline) assert.equal((await store.reserveLoginAttempt(bob, at)).reserved, reserved, `at ${at}`);
-      assert.deepEqual(await store.reserveLoginAttempt(bob, 90_000), { reserved: true, counts: [{ failures: 1, lastFailureAt: 90_000 }] }, 'after a quiet window');
-      await store.forgiveLoginFailure('account:bob');
-      await store.forgiveLoginFailure('account:bob');
-      assert.deepEqual(await store.loginFailures('account:bob'), { failures: 0, lastFailureAt: 90_000 }, 'never below 0');
-      await store.forgiveLoginFailure('account:nobody');
-      assert.equal(await store.loginFailures('account:nobody'), null);
-      await store.addLoginFailure('address:10.0.0.1', 95_000, 60_000);
-      assert.equal(await store.sweepLoginFailures(91_000), 1, 'only the count last touched before then');
-      assert.equal(await store.loginFailures('account:bob'), null);
-      assert.notEqual(await store.loginFailures('address:10.0.0.1'), null);
-    }));
+    it(
+      'reserves login attempts atomically: parallel callers never get past the limit, a locked key is left alone; sweeps old counts',
+      withStore(async (store) => {
+        const limits = { freeAttempts: 3, baseLockMs: 1_000, maxLockMs: 4_000, windowMs: 60_000 };
+        const bob = [{ key: 'account:bob', limits }];
+        const parallel = await Promise.all(Array.from({ length: 25 }, () => store.reserveLoginAttempt(bob, 10_000)));
+        assert.equal(
+          parallel.filter((reservation) => reservation.reserved).length,
+          3,
+          'three free attempts, then locked',
+        );
+        assert.deepEqual(
+          await store.loginFailures('account:bob'),
+          { failures: 3, lastFailureAt: 10_000 },
+          'refused attempts count nothing',
+        );
+        assert.deepEqual(await store.reserveLoginAttempt(bob, 10_999), {
+          reserved: false,
+          lockedClaim: 0,
+          lockedUntil: 11_000,
+        });
+        // The lock after n failures lasts baseLockMs * 2^(n - freeAttempts), up to maxLockMs (login-lock.ts's lockFor).
+        const timeline: [number, boolean][] = [
+          [11_000, true],
+          [12_999, false],
+          [13_000, true],
+          [16_999, false],
+          [17_000, true],
+          [20_999, false],
+          [21_000, true],
+        ];
+        for (const [at, reserved] of timeline)
+          assert.equal((await store.reserveLoginAttempt(bob, at)).reserved, reserved, `at ${at}`);
+        assert.deepEqual(
+          await store.reserveLoginAttempt(bob, 90_000),
+          { reserved: true, counts: [{ failures: 1, lastFailureAt: 90_000 }] },
+          'after a quiet window',
+        );
+        await store.forgiveLoginFailure('account:bob');
+        await store.forgiveLoginFailure('account:bob');
+        assert.deepEqual(
+          await store.loginFailures('account:bob'),
+          { failures: 0, lastFailureAt: 90_000 },
+          'never below 0',
+        );
+        await store.forgiveLoginFailure('account:nobody');
+        assert.equal(await store.loginFailures('account:nobody'), null);
+        await store.addLoginFailure('address:10.0.0.1', 95_000, 60_000);
+        assert.equal(await store.sweepLoginFailures(91_000), 1, 'only the count last touched before then');
+        assert.equal(await store.loginFailures('account:bob'), null);
+        assert.notEqual(await store.loginFailures('address:10.0.0.1'), null);
+      }),
+    );
 
-    it('reserves a login attempt under several counts all or nothing: a locked one writes nothing anywhere, no row either', withStore(async (store) => {
-      const account = { key: 'account:carol', limits: { freeAttempts: 5, baseLockMs: 1_000, maxLockMs: 60_000, windowMs: 60_000 } };
-      const pair = { key: 'address-account:10.0.0.1 carol', limits: { freeAttempts: 1, baseLockMs: 30_000, maxLockMs: 30_000, windowMs: 60_000 } };
-      const counted = { key: 'address:10.0.0.1', limits: { ...pair.limits, freeAttempts: Number.POSITIVE_INFINITY } };
-      const parallel = await Promise.all(Array.from({ length: 25 }, () => store.reserveLoginAttempt([account, pair, counted], 1_000)));
-      assert.equal(parallel.filter((reservation) => reservation.reserved).length, 1, 'the strictest claim decides, in parallel as in sequence');
-      assert.deepEqual(parallel.find((reservation) => reservation.reserved), { reserved: true, counts: [1, 1, 1].map((failures) => ({ failures, lastFailureAt: 1_000 })) });
-      assert.deepEqual(parallel.find((reservation) => !reservation.reserved), { reserved: false, lockedClaim: 1, lockedUntil: 31_000 });
-      assert.deepEqual(await store.loginFailures(account.key), { failures: 1, lastFailureAt: 1_000 }, 'the held ones counted nothing under the other claims');
-      const fresh = { key: 'account:dave', limits: account.limits };
-      assert.equal((await store.reserveLoginAttempt([fresh, pair], 2_000)).reserved, false);
-      assert.equal(await store.loginFailures(fresh.key), null, 'no row for a claim of a held attempt');
-      assert.equal((await store.reserveLoginAttempt([fresh, counted], 2_000)).reserved, true, 'a count without a limit never holds');
-      assert.equal((await store.reserveLoginAttempt([pair], 31_000)).reserved, true, 'the lock ends');
-    }));
+    it(
+      'reserves a login attempt under several counts all or nothing: a locked one writes nothing anywhere, no row either',
+      withStore(async (store) => {
+        const account = {
+          key: 'account:carol',
+          limits: { freeAttempts: 5, baseLockMs: 1_000, maxLockMs: 60_000, windowMs: 60_000 },
+        };
+        const pair = {
+          key: 'address-account:10.0.0.1 carol',
+          limits: { freeAttempts: 1, baseLockMs: 30_000, maxLockMs: 30_000, windowMs: 60_000 },
+        };
+        const counted = { key: 'address:10.0.0.1', limits: { ...pair.limits, freeAttempts: Number.POSITIVE_INFINITY } };
+        const parallel = await Promise.all(
+          Array.from({ length: 25 }, () => store.reserveLoginAttempt([account, pair, counted], 1_000)),
+        );
+        assert.equal(
+          parallel.filter((reservation) => reservation.reserved).length,
+          1,
+          'the strictest claim decides, in parallel as in sequence',
+        );
+        assert.deepEqual(
+          parallel.find((reservation) => reservation.reserved),
+          { reserved: true, counts: [1, 1, 1].map((failures) => ({ failures, lastFailureAt: 1_000 })) },
+        );
+        assert.deepEqual(
+          parallel.find((reservation) => !reservation.reserved),
+          { reserved: false, lockedClaim: 1, lockedUntil: 31_000 },
+        );
+        assert.deepEqual(
+          await store.loginFailures(account.key),
+          { failures: 1, lastFailureAt: 1_000 },
+          'the held ones counted nothing under the other claims',
+        );
+        const fresh = { key: 'account:dave', limits: account.limits };
+        assert.equal((await store.reserveLoginAttempt([fresh, pair], 2_000)).reserved, false);
+        assert.equal(await store.loginFailures(fresh.key), null, 'no row for a claim of a held attempt');
+        assert.equal(
+          (await store.reserveLoginAttempt([fresh, counted], 2_000)).reserved,
+          true,
+          'a count without a limit never holds',
+        );
+        assert.equal((await store.reserveLoginAttempt([pair], 31_000)).reserved, true, 'the lock ends');
+      }),
+    );
 
-    it('keeps identity-provider artefacts: upsert, lookups by uid and user code, consumption, grant revocation, sweeping', withStore(async (store) => {
-      const session = { model: 'Session', id: 's1', payload: '{"uid":"u1"}', grantId: null, userCode: null, uid: 'u1', expiresAt: 10_000 };
-      const refresh = { model: 'RefreshToken', id: 'r1', payload: '{"a":1}', grantId: 'g1', userCode: null, uid: null, expiresAt: 20_000 };
-      const code = { model: 'AuthorizationCode', id: 'c1', payload: '{}', grantId: 'g1', userCode: null, uid: null, expiresAt: 500 };
-      const device = { model: 'DeviceCode', id: 'd1', payload: '{}', grantId: 'g2', userCode: 'ABCD-EFGH', uid: null, expiresAt: null };
-      for (const artefact of [session, refresh, code, device]) await store.upsertOidc(artefact);
-      await store.upsertOidc({ ...refresh, payload: '{"a":2}' });
-      assert.deepEqual(await store.findOidc('RefreshToken', 'r1'), { ...refresh, payload: '{"a":2}', consumedAt: null });
-      assert.equal(await store.findOidc('Session', 'r1'), null, 'ids are per model');
-      assert.equal((await store.findOidcBy('Session', 'uid', 'u1'))?.id, 's1');
-      assert.equal((await store.findOidcBy('DeviceCode', 'userCode', 'ABCD-EFGH'))?.id, 'd1');
-      await store.consumeOidc('RefreshToken', 'r1', 1_234);
-      await store.upsertOidc({ ...refresh, payload: '{"a":3}' });
-      assert.equal((await store.findOidc('RefreshToken', 'r1'))?.consumedAt, 1_234, 'an update does not undo consumption');
-      assert.equal(await store.sweepOidc(1_000), 1, 'only the expired code');
-      await store.revokeOidcGrant('g1');
-      assert.equal(await store.findOidc('RefreshToken', 'r1'), null);
-      await store.destroyOidc('Session', 's1');
-      assert.equal(await store.findOidc('Session', 's1'), null);
-      assert.notEqual(await store.findOidc('DeviceCode', 'd1'), null, 'another grant is untouched');
-    }));
+    it(
+      'keeps identity-provider artefacts: upsert, lookups by uid and user code, consumption, grant revocation, sweeping',
+      withStore(async (store) => {
+        const session = {
+          model: 'Session',
+          id: 's1',
+          payload: '{"uid":"u1"}',
+          grantId: null,
+          userCode: null,
+          uid: 'u1',
+          expiresAt: 10_000,
+        };
+        const refresh = {
+          model: 'RefreshToken',
+          id: 'r1',
+          payload: '{"a":1}',
+          grantId: 'g1',
+          userCode: null,
+          uid: null,
+          expiresAt: 20_000,
+        };
+        const code = {
+          model: 'AuthorizationCode',
+          id: 'c1',
+          payload: '{}',
+          grantId: 'g1',
+          userCode: null,
+          uid: null,
+          expiresAt: 500,
+        };
+        const device = {
+          model: 'DeviceCode',
+          id: 'd1',
+          payload: '{}',
+          grantId: 'g2',
+          userCode: 'ABCD-EFGH',
+          uid: null,
+          expiresAt: null,
+        };
+        for (const artefact of [session, refresh, code, device]) await store.upsertOidc(artefact);
+        await store.upsertOidc({ ...refresh, payload: '{"a":2}' });
+        assert.deepEqual(await store.findOidc('RefreshToken', 'r1'), {
+          ...refresh,
+          payload: '{"a":2}',
+          consumedAt: null,
+        });
+        assert.equal(await store.findOidc('Session', 'r1'), null, 'ids are per model');
+        assert.equal((await store.findOidcBy('Session', 'uid', 'u1'))?.id, 's1');
+        assert.equal((await store.findOidcBy('DeviceCode', 'userCode', 'ABCD-EFGH'))?.id, 'd1');
+        await store.consumeOidc('RefreshToken', 'r1', 1_234);
+        await store.upsertOidc({ ...refresh, payload: '{"a":3}' });
+        assert.equal(
+          (await store.findOidc('RefreshToken', 'r1'))?.consumedAt,
+          1_234,
+          'an update does not undo consumption',
+        );
+        assert.equal(await store.sweepOidc(1_000), 1, 'only the expired code');
+        await store.revokeOidcGrant('g1');
+        assert.equal(await store.findOidc('RefreshToken', 'r1'), null);
+        await store.destroyOidc('Session', 's1');
+        assert.equal(await store.findOidc('Session', 's1'), null);
+        assert.notEqual(await store.findOidc('DeviceCode', 'd1'), null, 'another grant is untouched');
+      }),
+    );
 
-    const entry = (_stream: string, streamSeq: number, txn: string | null = null) => ({ streamSeq, event: JSON.stringify({ service: 'orders', streamSeq, txn }) });
-
-    it('chains a source\'s audit events, skips a retried batch, and counts the positions a stream skipped', withStore(async (store) => {
-      const source = 'spiffe://shop.test/svc/orders';
-      const first = await store.appendAudit(source, { stream: 's1', dropped: 0, entries: [entry('s1', 1, 't1'), entry('s1', 2, 't1')] }, 100);
-      assert.deepEqual([first.accepted, first.duplicates, first.head.seq, first.gaps], [2, 0, 2, []]);
-      const retried = await store.appendAudit(source, { stream: 's1', dropped: 0, entries: [entry('s1', 2, 't1'), entry('s1', 3)] }, 200);
-      assert.deepEqual([retried.accepted, retried.duplicates, retried.head.seq], [1, 1, 3]);
-      const skipped = await store.appendAudit(source, { stream: 's1', dropped: 4, entries: [entry('s1', 7)] }, 300);
-      assert.deepEqual(skipped.gaps, [[4, 6]]);
-      await store.appendAudit('spiffe://shop.test/svc/payments', { stream: 'p1', dropped: 0, entries: [entry('p1', 1, 't1')] }, 400);
-
-      const events = await store.auditEvents(source, 0, 100);
-      assert.deepEqual(events.map((event) => [event.seq, event.streamSeq]), [[1, 1], [2, 2], [3, 3], [4, 7]]);
-      assert.equal(events[0]?.prevHash, GENESIS);
-      // Known answers (audit-chain.test.ts says how they were computed): the store hashes what it stores.
-      const known = ['5cd4fb8c0232f2e888bcbe6fb8a661fa3b9bbc571d627b252fa85d7f81b695df', '6f5396832c45031be601f35a0e4fa84328d99af533429200f7e296fe2cb26ea4'];
-      assert.deepEqual(events.slice(0, 2).map((event) => event.hash), known);
-      for (let index = 0; index < events.length; index += 1) {
-        const event = events[index] as (typeof events)[number];
-        assert.equal(event.hash, auditEventHash({ ...event, source }), 'each hash covers its event');
-        if (index > 0) assert.equal(event.prevHash, events[index - 1]?.hash, 'and chains to the one before');
-      }
-      assert.deepEqual((await store.auditEvents(source, 2, 1)).map((event) => event.seq), [3]);
-      assert.deepEqual((await store.auditByTxn('t1')).map((event) => [event.source, event.seq]), [[source, 1], [source, 2], ['spiffe://shop.test/svc/payments', 1]]);
-      assert.deepEqual((await store.auditHeads()).map((head) => [head.source, head.seq]), [[source, 4], ['spiffe://shop.test/svc/payments', 1]]);
-      const [stream] = (await store.auditStreams()).filter((entry) => entry.stream === 's1');
-      assert.deepEqual([stream?.lastStreamSeq, stream?.gaps, stream?.dropped, stream?.firstSeen, stream?.lastSeen], [7, 3, 4, 100, 300]);
-      assert.deepEqual(events.map((event) => event.txn), ['t1', 't1', null, null], 'txn is derived from the event text');
-    }));
-
-    it('keeps a stream\'s sender counters rising, and its clean close', withStore(async (store) => {
-      const source = 'spiffe://shop.test/svc/orders';
-      const streamOf = async () => (await store.auditStreams()).find((row) => row.stream === 's1');
-      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 5, entries: [entry('s1', 1)] }, 100);
-      assert.deepEqual([(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.closedAt], [5, 2, null]);
-      await store.appendAudit(source, { stream: 's1', dropped: 1, written: 3, entries: [] }, 200);
-      assert.deepEqual([(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.lastSeen], [5, 2, 200], 'a late batch lowers nothing; a keep-alive is seen');
-      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 5, entries: [] }, 150);
-      assert.equal((await streamOf())?.lastSeen, 200, 'a clock stepped back does not move the last sight back');
-      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 6, final: true, entries: [entry('s1', 6)] }, 300);
-      await store.appendAudit(source, { stream: 's1', dropped: 2, written: 6, final: true, entries: [] }, 400);
-      assert.deepEqual([(await streamOf())?.written, (await streamOf())?.closedAt, (await streamOf())?.gaps], [6, 300, 4]);
-    }));
-
-    it('keeps the checkpoint chain append-only by position', withStore(async (store) => {
-      assert.equal(await store.newestAuditLink(), null);
-      await store.appendAuditLink({ n: 1, at: 10, jws: 'a' });
-      await store.appendAuditLink({ n: 2, at: 20, jws: 'b' });
-      await assert.rejects(store.appendAuditLink({ n: 2, at: 30, jws: 'c' }), 'a position is written once');
-      assert.deepEqual(await store.auditLinks(0, 10), [{ n: 1, at: 10, jws: 'a' }, { n: 2, at: 20, jws: 'b' }]);
-      assert.deepEqual(await store.auditLinks(1, 10), [{ n: 2, at: 20, jws: 'b' }]);
-      assert.deepEqual(await store.newestAuditLink(), { n: 2, at: 20, jws: 'b' });
-      assert.deepEqual(await store.auditLegacy(), [], 'a new store has no v1 events');
-    }));
-
-    it('keeps one chain per source when appends race', withStore(async (store) => {
-      const source = 'spiffe://shop.test/svc/orders';
-      await Promise.all(Array.from({ length: 6 }, (_, index) => store.appendAudit(source, { stream: `s${index}`, dropped: 0, entries: [entry(`s${index}`, 1), entry(`s${index}`, 2)] }, index)));
-      const events = await store.auditEvents(source, 0, 100);
-      assert.deepEqual(events.map((event) => event.seq), Array.from({ length: 12 }, (_, index) => index + 1));
-      for (let index = 1; index < events.length; index += 1) assert.equal(events[index]?.prevHash, events[index - 1]?.hash);
-    }));
-
-    it('keeps alerts, newest first', withStore(async (store) => {
-      const alert = { rule: 'lateral-movement', severity: 'high' as const, subject: 'inventory→payments', summary: 's', details: '{}' };
-      await store.addAlert({ ...alert, id: 'a1', at: 10 });
-      await store.addAlert({ ...alert, id: 'a2', at: 20, severity: 'critical' });
-      assert.deepEqual((await store.alerts(10)).map((entry) => [entry.id, entry.severity]), [['a2', 'critical'], ['a1', 'high']]);
-      assert.deepEqual((await store.alerts(10, 15)).map((entry) => entry.id), ['a2']);
-      assert.deepEqual((await store.alerts(1)).map((entry) => entry.id), ['a2']);
-    }));
-
-    const run = (runId: string, startedAt: number, overrides: Partial<{ scanner: string; report: string; exitCode: number }> = {}) => ({
-      runId, scanner: overrides.scanner ?? 'spiffe://shop.test/scanner/ci', trustDomain: 'shop.test', startedAt, finishedAt: startedAt + 500,
-      exitCode: overrides.exitCode ?? 0, summary: '{"enforced":3,"weak":0,"inconclusive":0,"skipped":1}', report: overrides.report ?? `{"runId":"${runId}","results":[]}`, receivedAt: startedAt + 600,
+    const entry = (_stream: string, streamSeq: number, txn: string | null = null) => ({
+      streamSeq,
+      event: JSON.stringify({ service: 'orders', streamSeq, txn }),
     });
 
-    it('keeps scan runs: newest first without their reports, one with its report', withStore(async (store) => {
-      assert.equal(await store.recordScan(run('r1', 1_000)), 'stored');
-      assert.equal(await store.recordScan(run('r3', 3_000, { exitCode: 1 })), 'stored');
-      assert.equal(await store.recordScan(run('r2', 2_000, { report: 'x'.repeat(200_000) })), 'stored');
-      const [newest, ...rest] = await store.scans(10);
-      assert.deepEqual(newest, (({ report: _report, ...summary }) => summary)(run('r3', 3_000, { exitCode: 1 })));
-      assert.equal('report' in (newest ?? {}), false, 'the list leaves the report out');
-      assert.deepEqual(rest.map((entry) => entry.runId), ['r2', 'r1']);
-      assert.deepEqual((await store.scans(1)).map((entry) => entry.runId), ['r3']);
-      assert.deepEqual(await store.scan('r1'), run('r1', 1_000));
-      assert.equal((await store.scan('r2'))?.report.length, 200_000);
-      assert.equal(await store.scan('r9'), null);
-    }));
+    it(
+      "chains a source's audit events, skips a retried batch, and counts the positions a stream skipped",
+      withStore(async (store) => {
+        const source = 'spiffe://shop.test/svc/orders';
+        const first = await store.appendAudit(
+          source,
+          { stream: 's1', dropped: 0, entries: [entry('s1', 1, 't1'), entry('s1', 2, 't1')] },
+          100,
+        );
+        assert.deepEqual([first.accepted, first.duplicates, first.head.seq, first.gaps], [2, 0, 2, []]);
+        const retried = await store.appendAudit(
+          source,
+          { stream: 's1', dropped: 0, entries: [entry('s1', 2, 't1'), entry('s1', 3)] },
+          200,
+        );
+        assert.deepEqual([retried.accepted, retried.duplicates, retried.head.seq], [1, 1, 3]);
+        const skipped = await store.appendAudit(source, { stream: 's1', dropped: 4, entries: [entry('s1', 7)] }, 300);
+        assert.deepEqual(skipped.gaps, [[4, 6]]);
+        await store.appendAudit(
+          'spiffe://shop.test/svc/payments',
+          { stream: 'p1', dropped: 0, entries: [entry('p1', 1, 't1')] },
+          400,
+        );
 
-    it('writes a scan run once: the same post again is a duplicate, another report or sender under its id a conflict', withStore(async (store) => {
-      const first = run('r1', 1_000);
-      assert.equal(await store.recordScan(first), 'stored');
-      assert.equal(await store.recordScan({ ...first, receivedAt: 9_999 }), 'duplicate');
-      assert.equal(await store.recordScan({ ...first, report: '{"runId":"r1","results":["forged"]}' }), 'conflict');
-      assert.equal(await store.recordScan({ ...first, scanner: 'spiffe://shop.test/admin/mallory' }), 'conflict');
-      assert.deepEqual(await store.scan('r1'), first, 'nothing changed');
-      const racing = await Promise.all(Array.from({ length: 6 }, () => store.recordScan(run('r2', 2_000))));
-      assert.deepEqual(racing.filter((outcome) => outcome === 'stored').length, 1);
-      assert.deepEqual(racing.filter((outcome) => outcome === 'duplicate').length, 5);
-    }));
+        const events = await store.auditEvents(source, 0, 100);
+        assert.deepEqual(
+          events.map((event) => [event.seq, event.streamSeq]),
+          [
+            [1, 1],
+            [2, 2],
+            [3, 3],
+            [4, 7],
+          ],
+        );
+        assert.equal(events[0]?.prevHash, GENESIS);
+        // Known answers (audit-chain.test.ts says how they were computed): the store hashes what it stores.
+        const known = [
+          '5cd4fb8c0232f2e888bcbe6fb8a661fa3b9bbc571d627b252fa85d7f81b695df',
+          '6f5396832c45031be601f35a0e4fa84328d99af533429200f7e296fe2cb26ea4',
+        ];
+        assert.deepEqual(
+          events.slice(0, 2).map((event) => event.hash),
+          known,
+        );
+        for (let index = 0; index < events.length; index += 1) {
+          const event = events[index] as (typeof events)[number];
+          assert.equal(event.hash, auditEventHash({ ...event, source }), 'each hash covers its event');
+          if (index > 0) assert.equal(event.prevHash, events[index - 1]?.hash, 'and chains to the one before');
+        }
+        assert.deepEqual(
+          (await store.auditEvents(source, 2, 1)).map((event) => event.seq),
+          [3],
+        );
+        assert.deepEqual(
+          (await store.auditByTxn('t1')).map((event) => [event.source, event.seq]),
+          [
+            [source, 1],
+            [source, 2],
+            ['spiffe://shop.test/svc/payments', 1],
+          ],
+        );
+        assert.deepEqual(
+          (await store.auditHeads()).map((head) => [head.source, head.seq]),
+          [
+            [source, 4],
+            ['spiffe://shop.test/svc/payments', 1],
+          ],
+        );
+        const [stream] = (await store.auditStreams()).filter((entry) => entry.stream === 's1');
+        assert.deepEqual(
+          [stream?.lastStreamSeq, stream?.gaps, stream?.dropped, stream?.firstSeen, stream?.lastSeen],
+          [7, 3, 4, 100, 300],
+        );
+        assert.deepEqual(
+          events.map((event) => event.txn),
+          ['t1', 't1', null, null],
+          'txn is derived from the event text',
+        );
+      }),
+    );
+
+    it(
+      "keeps a stream's sender counters rising, and its clean close",
+      withStore(async (store) => {
+        const source = 'spiffe://shop.test/svc/orders';
+        const streamOf = async () => (await store.auditStreams()).find((row) => row.stream === 's1');
+        await store.appendAudit(source, { stream: 's1', dropped: 2, written: 5, entries: [entry('s1', 1)] }, 100);
+        assert.deepEqual(
+          [(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.closedAt],
+          [5, 2, null],
+        );
+        await store.appendAudit(source, { stream: 's1', dropped: 1, written: 3, entries: [] }, 200);
+        assert.deepEqual(
+          [(await streamOf())?.written, (await streamOf())?.dropped, (await streamOf())?.lastSeen],
+          [5, 2, 200],
+          'a late batch lowers nothing; a keep-alive is seen',
+        );
+        await store.appendAudit(source, { stream: 's1', dropped: 2, written: 5, entries: [] }, 150);
+        assert.equal((await streamOf())?.lastSeen, 200, 'a clock stepped back does not move the last sight back');
+        await store.appendAudit(
+          source,
+          { stream: 's1', dropped: 2, written: 6, final: true, entries: [entry('s1', 6)] },
+          300,
+        );
+        await store.appendAudit(source, { stream: 's1', dropped: 2, written: 6, final: true, entries: [] }, 400);
+        assert.deepEqual(
+          [(await streamOf())?.written, (await streamOf())?.closedAt, (await streamOf())?.gaps],
+          [6, 300, 4],
+        );
+      }),
+    );
+
+    it(
+      'keeps the checkpoint chain append-only by position',
+      withStore(async (store) => {
+        assert.equal(await store.newestAuditLink(), null);
+        await store.appendAuditLink({ n: 1, at: 10, jws: 'a' });
+        await store.appendAuditLink({ n: 2, at: 20, jws: 'b' });
+        await assert.rejects(store.appendAuditLink({ n: 2, at: 30, jws: 'c' }), 'a position is written once');
+        assert.deepEqual(await store.auditLinks(0, 10), [
+          { n: 1, at: 10, jws: 'a' },
+          { n: 2, at: 20, jws: 'b' },
+        ]);
+        assert.deepEqual(await store.auditLinks(1, 10), [{ n: 2, at: 20, jws: 'b' }]);
+        assert.deepEqual(await store.newestAuditLink(), { n: 2, at: 20, jws: 'b' });
+        assert.deepEqual(await store.auditLegacy(), [], 'a new store has no v1 events');
+      }),
+    );
+
+    it(
+      'keeps one chain per source when appends race',
+      withStore(async (store) => {
+        const source = 'spiffe://shop.test/svc/orders';
+        await Promise.all(
+          Array.from({ length: 6 }, (_, index) =>
+            store.appendAudit(
+              source,
+              { stream: `s${index}`, dropped: 0, entries: [entry(`s${index}`, 1), entry(`s${index}`, 2)] },
+              index,
+            ),
+          ),
+        );
+        const events = await store.auditEvents(source, 0, 100);
+        assert.deepEqual(
+          events.map((event) => event.seq),
+          Array.from({ length: 12 }, (_, index) => index + 1),
+        );
+        for (let index = 1; index < events.length; index += 1)
+          assert.equal(events[index]?.prevHash, events[index - 1]?.hash);
+      }),
+    );
+
+    it(
+      'keeps alerts, newest first',
+      withStore(async (store) => {
+        const alert = {
+          rule: 'lateral-movement',
+          severity: 'high' as const,
+          subject: 'inventory→payments',
+          summary: 's',
+          details: '{}',
+        };
+        await store.addAlert({ ...alert, id: 'a1', at: 10 });
+        await store.addAlert({ ...alert, id: 'a2', at: 20, severity: 'critical' });
+        assert.deepEqual(
+          (await store.alerts(10)).map((entry) => [entry.id, entry.severity]),
+          [
+            ['a2', 'critical'],
+            ['a1', 'high'],
+          ],
+        );
+        assert.deepEqual(
+          (await store.alerts(10, 15)).map((entry) => entry.id),
+          ['a2'],
+        );
+        assert.deepEqual(
+          (await store.alerts(1)).map((entry) => entry.id),
+          ['a2'],
+        );
+      }),
+    );
+
+    const run = (
+      runId: string,
+      startedAt: number,
+      overrides: Partial<{ scanner: string; report: string; exitCode: number }> = {},
+    ) => ({
+      runId,
+      scanner: overrides.scanner ?? 'spiffe://shop.test/scanner/ci',
+      trustDomain: 'shop.test',
+      startedAt,
+      finishedAt: startedAt + 500,
+      exitCode: overrides.exitCode ?? 0,
+      summary: '{"enforced":3,"weak":0,"inconclusive":0,"skipped":1}',
+      report: overrides.report ?? `{"runId":"${runId}","results":[]}`,
+      receivedAt: startedAt + 600,
+    });
+
+    it(
+      'keeps scan runs: newest first without their reports, one with its report',
+      withStore(async (store) => {
+        assert.equal(await store.recordScan(run('r1', 1_000)), 'stored');
+        assert.equal(await store.recordScan(run('r3', 3_000, { exitCode: 1 })), 'stored');
+        assert.equal(await store.recordScan(run('r2', 2_000, { report: 'x'.repeat(200_000) })), 'stored');
+        const [newest, ...rest] = await store.scans(10);
+        assert.deepEqual(newest, (({ report: _report, ...summary }) => summary)(run('r3', 3_000, { exitCode: 1 })));
+        assert.equal('report' in (newest ?? {}), false, 'the list leaves the report out');
+        assert.deepEqual(
+          rest.map((entry) => entry.runId),
+          ['r2', 'r1'],
+        );
+        assert.deepEqual(
+          (await store.scans(1)).map((entry) => entry.runId),
+          ['r3'],
+        );
+        assert.deepEqual(await store.scan('r1'), run('r1', 1_000));
+        assert.equal((await store.scan('r2'))?.report.length, 200_000);
+        assert.equal(await store.scan('r9'), null);
+      }),
+    );
+
+    it(
+      'writes a scan run once: the same post again is a duplicate, another report or sender under its id a conflict',
+      withStore(async (store) => {
+        const first = run('r1', 1_000);
+        assert.equal(await store.recordScan(first), 'stored');
+        assert.equal(await store.recordScan({ ...first, receivedAt: 9_999 }), 'duplicate');
+        assert.equal(await store.recordScan({ ...first, report: '{"runId":"r1","results":["forged"]}' }), 'conflict');
+        assert.equal(await store.recordScan({ ...first, scanner: 'spiffe://shop.test/admin/mallory' }), 'conflict');
+        assert.deepEqual(await store.scan('r1'), first, 'nothing changed');
+        const racing = await Promise.all(Array.from({ length: 6 }, () => store.recordScan(run('r2', 2_000))));
+        assert.deepEqual(racing.filter((outcome) => outcome === 'stored').length, 1);
+        assert.deepEqual(racing.filter((outcome) => outcome === 'duplicate').length, 5);
+      }),
+    );
 
     it('keeps its data across a restart, migrating only once', async () => {
       const database = randomBytes(6).toString('hex');
@@ -375,32 +787,44 @@ describe('the audit trail at the database level', () => {
   it('refuses UPDATE and DELETE of trail rows even to a direct SQL client (SQLite)', async () => {
     const path = join(scratch, 'append-only.db');
     const store = openSqliteStore(path);
-    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ streamSeq: 1, event: '{}' }] }, 1);
+    await store.appendAudit(
+      'spiffe://shop.test/svc/orders',
+      { stream: 's', dropped: 0, entries: [{ streamSeq: 1, event: '{}' }] },
+      1,
+    );
     await store.close();
     const { DatabaseSync } = await import('node:sqlite');
     const db = new DatabaseSync(path);
     try {
-      assert.throws(() => db.exec("UPDATE audit_events SET event = '{\"forged\":true}'"), /append-only/);
+      assert.throws(() => db.exec('UPDATE audit_events SET event = \'{"forged":true}\''), /append-only/);
       assert.throws(() => db.exec('DELETE FROM audit_events'), /append-only/);
     } finally {
       db.close();
     }
   });
 
-  it('refuses UPDATE and DELETE of trail rows (PostgreSQL)', { skip: pgProblem === null ? false : 'PostgreSQL not reachable' }, async () => {
-    const schema = postgres.schema();
-    const store = await openPostgresStore({ connectionString: PG_URL, schema });
-    await store.appendAudit('spiffe://shop.test/svc/orders', { stream: 's', dropped: 0, entries: [{ streamSeq: 1, event: '{}' }] }, 1);
-    await store.close();
-    const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
-    await client.connect();
-    try {
-      await assert.rejects(client.query("UPDATE audit_events SET event = '{}'"), /append-only/);
-      await assert.rejects(client.query('DELETE FROM audit_events'), /append-only/);
-    } finally {
-      await client.end();
-    }
-  });
+  it(
+    'refuses UPDATE and DELETE of trail rows (PostgreSQL)',
+    { skip: pgProblem === null ? false : 'PostgreSQL not reachable' },
+    async () => {
+      const schema = postgres.schema();
+      const store = await openPostgresStore({ connectionString: PG_URL, schema });
+      await store.appendAudit(
+        'spiffe://shop.test/svc/orders',
+        { stream: 's', dropped: 0, entries: [{ streamSeq: 1, event: '{}' }] },
+        1,
+      );
+      await store.close();
+      const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
+      await client.connect();
+      try {
+        await assert.rejects(client.query("UPDATE audit_events SET event = '{}'"), /append-only/);
+        await assert.rejects(client.query('DELETE FROM audit_events'), /append-only/);
+      } finally {
+        await client.end();
+      }
+    },
+  );
 });
 
 describe('sqlite store files', () => {

@@ -216,7 +216,13 @@ export interface AuditAppend {
   /** Stream positions skipped by this batch (missing events), as [from, to] ranges. */
   readonly gaps: readonly (readonly [number, number])[];
   /** The stream's bookkeeping after the batch. */
-  readonly stream: { readonly lastStreamSeq: number; readonly gaps: number; readonly dropped: number; readonly written: number; readonly closedAt: number | null };
+  readonly stream: {
+    readonly lastStreamSeq: number;
+    readonly gaps: number;
+    readonly dropped: number;
+    readonly written: number;
+    readonly closedAt: number | null;
+  };
 }
 
 export interface AlertRecord {

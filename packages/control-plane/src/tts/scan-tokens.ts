@@ -43,11 +43,28 @@ export interface ScanTokens {
 }
 
 export type DefectiveToken =
-  | 'expired' | 'not-yet-valid' | 'issued-in-future' | 'no-exp' | 'lifetime-over-max'
-  | 'foreign-audience' | 'audience-array' | 'typ-access-token' | 'typ-plain-jwt' | 'typ-id-token'
-  | 'nul-in-claims' | 'duplicate-claims' | 'revoked-sub' | 'revoked-txn' | 'no-txn' | 'crit-unknown' | 'b64-false'
+  | 'expired'
+  | 'not-yet-valid'
+  | 'issued-in-future'
+  | 'no-exp'
+  | 'lifetime-over-max'
+  | 'foreign-audience'
+  | 'audience-array'
+  | 'typ-access-token'
+  | 'typ-plain-jwt'
+  | 'typ-id-token'
+  | 'nul-in-claims'
+  | 'duplicate-claims'
+  | 'revoked-sub'
+  | 'revoked-txn'
+  | 'no-txn'
+  | 'crit-unknown'
+  | 'b64-false'
   // draft-ietf-oauth-transaction-tokens-10 §9.2 (ids as in @lockstep/testkit's attack catalogue)
-  | 'scope-missing' | 'req-wl-missing' | 'roles-string' | 'tctx-proto-key';
+  | 'scope-missing'
+  | 'req-wl-missing'
+  | 'roles-string'
+  | 'tctx-proto-key';
 
 const LIFETIME_SECONDS = 300;
 /**
@@ -62,19 +79,41 @@ const SCAN_SCOPE = 'lockstep:scan';
  */
 async function unencodedPayload(key: SigningKey, claims: JWTPayload): Promise<string> {
   const payload = base64url.encode(JSON.stringify(claims));
-  const jws = await new FlattenedSign(new TextEncoder().encode(payload)).setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid, b64: false, crit: ['b64'] }).sign(key.privateKey);
+  const jws = await new FlattenedSign(new TextEncoder().encode(payload))
+    .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid, b64: false, crit: ['b64'] })
+    .sign(key.privateKey);
   return `${jws.protected}.${payload}.${jws.signature}`;
 }
 
-export async function issueScanTokens(key: SigningKey, trustDomain: string, request: ScanTokenRequest, nowMs: number): Promise<ScanTokens> {
+export async function issueScanTokens(
+  key: SigningKey,
+  trustDomain: string,
+  request: ScanTokenRequest,
+  nowMs: number,
+): Promise<ScanTokens> {
   const iat = Math.floor(nowMs / 1000);
   const [first] = request.users;
   const base = (sub: string, txn: string = randomUUID()): JWTPayload => ({
-    sub, aud: trustDomain, iat, exp: iat + LIFETIME_SECONDS, txn, scope: SCAN_SCOPE, req_wl: request.scanner,
-    tctx: { roles: [...(first?.roles ?? [])], ...(first?.tenant === undefined ? {} : { tenant: first.tenant }) }, rctx: { authn: 'lockstep-scan' },
+    sub,
+    aud: trustDomain,
+    iat,
+    exp: iat + LIFETIME_SECONDS,
+    txn,
+    scope: SCAN_SCOPE,
+    req_wl: request.scanner,
+    tctx: { roles: [...(first?.roles ?? [])], ...(first?.tenant === undefined ? {} : { tenant: first.tenant }) },
+    rctx: { authn: 'lockstep-scan' },
   });
-  const sign = async (payload: JWTPayload, typ = 'txntoken+jwt') => new SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ, kid: key.kid }).sign(key.privateKey);
-  const users = await Promise.all(request.users.map((user) => sign({ ...base(user.sub), tctx: { roles: [...user.roles], ...(user.tenant === undefined ? {} : { tenant: user.tenant }) } })));
+  const sign = async (payload: JWTPayload, typ = 'txntoken+jwt') =>
+    new SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ, kid: key.kid }).sign(key.privateKey);
+  const users = await Promise.all(
+    request.users.map((user) =>
+      sign({
+        ...base(user.sub),
+        tctx: { roles: [...user.roles], ...(user.tenant === undefined ? {} : { tenant: user.tenant }) },
+      }),
+    ),
+  );
   const sub = first?.sub ?? 'lockstep-scan';
   const { exp: _exp, ...withoutExp } = base(sub);
   const { txn: _txn, ...withoutTxn } = base(sub);
@@ -83,9 +122,11 @@ export async function issueScanTokens(key: SigningKey, trustDomain: string, requ
   // A "__proto__" member, written as bytes (JSON.stringify cannot): a naive copy of tctx inherits its roles.
   const withProto = JSON.stringify(base(sub)).replace('"tctx":{', '"tctx":{"__proto__":{"roles":["admin"]},');
   // Duplicate member names: JSON.parse keeps the last one, a careless verifier may read the first.
-  const duplicated = new TextEncoder().encode(JSON.stringify(base(sub)).replace(/^\{/, `{"sub":"${request.revokedSub}",`));
+  const duplicated = new TextEncoder().encode(
+    JSON.stringify(base(sub)).replace(/^\{/, `{"sub":"${request.revokedSub}",`),
+  );
   const defective: Record<DefectiveToken, string> = {
-    'expired': await sign({ ...base(sub), iat: iat - 3_600, exp: iat - 600 }),
+    expired: await sign({ ...base(sub), iat: iat - 3_600, exp: iat - 600 }),
     'not-yet-valid': await sign({ ...base(sub), nbf: iat + 3_600 }),
     'issued-in-future': await sign({ ...base(sub), iat: iat + 3_600, exp: iat + 3_600 + 60 }),
     'no-exp': await sign(withoutExp),
@@ -94,9 +135,14 @@ export async function issueScanTokens(key: SigningKey, trustDomain: string, requ
     'audience-array': await sign({ ...base(sub), aud: [trustDomain, `other.${trustDomain}`] }),
     'typ-access-token': await sign({ ...base(sub), client_id: 'lockstep-scan', scope: 'openid' }, 'at+jwt'),
     'typ-plain-jwt': await sign(base(sub), 'JWT'),
-    'typ-id-token': await sign({ ...base(sub), aud: 'lockstep-scan', nonce: randomUUID(), azp: 'lockstep-scan' }, 'JWT'),
+    'typ-id-token': await sign(
+      { ...base(sub), aud: 'lockstep-scan', nonce: randomUUID(), azp: 'lockstep-scan' },
+      'JWT',
+    ),
     'nul-in-claims': await sign({ ...base(`${sub}\u0000admin`) }),
-    'duplicate-claims': await new CompactSign(duplicated).setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid }).sign(key.privateKey),
+    'duplicate-claims': await new CompactSign(duplicated)
+      .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid })
+      .sign(key.privateKey),
     'revoked-sub': await sign(base(request.revokedSub)),
     'revoked-txn': await sign(base(sub, request.revokedTxn)),
     'no-txn': await sign(withoutTxn),
@@ -109,13 +155,16 @@ export async function issueScanTokens(key: SigningKey, trustDomain: string, requ
     'req-wl-missing': await sign(withoutRequester),
     'roles-string': await sign({ ...base(sub), tctx: { roles: 'admin' } }),
     'tctx-proto-key': await new CompactSign(new TextEncoder().encode(withProto))
-      .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid }).sign(key.privateKey),
+      .setProtectedHeader({ alg: 'ES256', typ: 'txntoken+jwt', kid: key.kid })
+      .sign(key.privateKey),
   };
   const { kty, crv, x, y } = request.scannerKey;
   const probe = await new SignJWT({ jti: randomUUID(), cnf: { jwk: { kty, crv, x, y } } })
     .setProtectedHeader({ alg: 'ES256', typ: PROBE_TOKEN_TYP, kid: key.kid })
-    .setSubject(request.scanner).setAudience(trustDomain)
-    .setIssuedAt(iat).setExpirationTime(iat + PROBE_TOKEN_MAX_SECONDS)
+    .setSubject(request.scanner)
+    .setAudience(trustDomain)
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + PROBE_TOKEN_MAX_SECONDS)
     .sign(key.privateKey);
   return { users, defective, probe };
 }

@@ -21,8 +21,17 @@ import { checkTxnClaims, GuardError, parseTokenJson, type TxnTokenClaims } from 
 import { parseSpiffeId } from '@lockstep/identity';
 import { controlPlaneSpiffeId } from '@lockstep/workload';
 import {
-  compactVerify, createLocalJWKSet, createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader,
-  errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey,
+  compactVerify,
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  customFetch,
+  decodeJwt,
+  decodeProtectedHeader,
+  errors as joseErrors,
+  jwtVerify,
+  type JSONWebKeySet,
+  type JWTPayload,
+  type JWTVerifyGetKey,
 } from 'jose';
 
 export type SubjectKind = 'access_token' | 'txn_token' | 'self_signed';
@@ -67,8 +76,9 @@ export interface VerifiedSubject {
 const SVID_ALGORITHMS = ['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA'];
 /** A self-signed subject token is for one request: at most this old, and this long-lived. */
 const SELF_SIGNED_MAX_SECONDS = 300;
-const SELF_SIGNED_SHAPE = 'sign a JWT with your SVID key carrying iss and sub = your SPIFFE ID, '
-  + 'aud = the control plane\'s SPIFFE ID, iat, exp (at most 5 min later) and the scope of the work';
+const SELF_SIGNED_SHAPE =
+  'sign a JWT with your SVID key carrying iss and sub = your SPIFFE ID, ' +
+  "aud = the control plane's SPIFFE ID, iat, exp (at most 5 min later) and the scope of the work";
 
 export class SubjectTokenError extends Error {
   readonly oauthError = 'invalid_grant';
@@ -87,7 +97,10 @@ export interface SubjectVerifier {
    * public key, which verifies a self-signed subject token.
    */
   verify(
-    kind: SubjectKind, token: string | undefined, requester: string, requesterKey?: KeyObject,
+    kind: SubjectKind,
+    token: string | undefined,
+    requester: string,
+    requesterKey?: KeyObject,
   ): Promise<VerifiedSubject>;
   /** Trusts one more issuer's access tokens (replacing a configuration for the same `iss`). */
   addIssuer(issuer: SubjectIssuer): void;
@@ -109,7 +122,8 @@ function followingKeySet(source: () => JSONWebKeySet): JWTVerifyGetKey {
 }
 
 function keySetOf(issuer: SubjectIssuer): JWTVerifyGetKey {
-  if (issuer.jwks instanceof URL) return createRemoteJWKSet(issuer.jwks, issuer.fetch === undefined ? {} : { [customFetch]: issuer.fetch });
+  if (issuer.jwks instanceof URL)
+    return createRemoteJWKSet(issuer.jwks, issuer.fetch === undefined ? {} : { [customFetch]: issuer.fetch });
   if (typeof issuer.jwks === 'function') return followingKeySet(issuer.jwks);
   return createLocalJWKSet(issuer.jwks);
 }
@@ -119,24 +133,41 @@ function keySetOf(issuer: SubjectIssuer): JWTVerifyGetKey {
  * (`/.well-known/openid-configuration`), checks that it names the same issuer (RFC 8414 §3.3, no
  * mix-up), and takes its `jwks_uri`. `fetch` may trust a private CA.
  */
-export async function discoverIssuer(issuer: string, audience: string, fetchWith: typeof fetch = fetch): Promise<SubjectIssuer> {
+export async function discoverIssuer(
+  issuer: string,
+  audience: string,
+  fetchWith: typeof fetch = fetch,
+): Promise<SubjectIssuer> {
   const base = new URL(issuer);
   if (base.protocol !== 'https:') throw new TypeError(`a subject-token issuer must use https; got ${issuer}`);
   const where = new URL(`${base.href.replace(/\/$/, '')}/.well-known/openid-configuration`);
   let document: { issuer?: unknown; jwks_uri?: unknown };
   try {
-    const response = await fetchWith(where, { headers: { accept: 'application/json' }, redirect: 'error', signal: AbortSignal.timeout(10_000) });
+    const response = await fetchWith(where, {
+      headers: { accept: 'application/json' },
+      redirect: 'error',
+      signal: AbortSignal.timeout(10_000),
+    });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    document = await response.json() as typeof document;
+    document = (await response.json()) as typeof document;
   } catch (error) {
     throw new Error(`could not read the discovery document of ${issuer} at ${where.href}: ${(error as Error).message}`);
   }
-  if (document.issuer !== issuer) throw new Error(`the discovery document at ${where.href} names issuer ${JSON.stringify(document.issuer)}, not ${JSON.stringify(issuer)}: refusing it (mix-up protection)`);
-  if (typeof document.jwks_uri !== 'string' || !document.jwks_uri.startsWith('https://')) throw new Error(`the discovery document of ${issuer} has no https jwks_uri`);
+  if (document.issuer !== issuer)
+    throw new Error(
+      `the discovery document at ${where.href} names issuer ${JSON.stringify(document.issuer)}, not ${JSON.stringify(issuer)}: refusing it (mix-up protection)`,
+    );
+  if (typeof document.jwks_uri !== 'string' || !document.jwks_uri.startsWith('https://'))
+    throw new Error(`the discovery document of ${issuer} has no https jwks_uri`);
   return { issuer, jwks: new URL(document.jwks_uri), audience, fetch: fetchWith };
 }
 
-export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer[]; txnTokenKeys: () => JSONWebKeySet; trustDomain: string; clockToleranceSeconds?: number }): SubjectVerifier {
+export function createSubjectVerifier(options: {
+  issuers: readonly SubjectIssuer[];
+  txnTokenKeys: () => JSONWebKeySet;
+  trustDomain: string;
+  clockToleranceSeconds?: number;
+}): SubjectVerifier {
   const issuers = new Map(options.issuers.map((issuer) => [issuer.issuer, { ...issuer, keys: keySetOf(issuer) }]));
   const clockTolerance = options.clockToleranceSeconds ?? 30;
   // The TTS's "unique identifier" (§11.2.1): the control plane's SPIFFE ID, which the workload
@@ -154,13 +185,25 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
       throw new SubjectTokenError('the subject token is not a JWT');
     }
     if (typeof header.typ !== 'string' || !['at+jwt', 'application/at+jwt'].includes(header.typ.toLowerCase())) {
-      throw new SubjectTokenError(`the subject token is not an access token (typ ${JSON.stringify(header.typ)}; an ID token is not accepted)`);
+      throw new SubjectTokenError(
+        `the subject token is not an access token (typ ${JSON.stringify(header.typ)}; an ID token is not accepted)`,
+      );
     }
     const issuer = typeof unverified.iss === 'string' ? issuers.get(unverified.iss) : undefined;
-    if (issuer === undefined) throw new SubjectTokenError(`unknown issuer ${JSON.stringify(unverified.iss)}: only access tokens of the configured subject issuers are exchanged`);
+    if (issuer === undefined)
+      throw new SubjectTokenError(
+        `unknown issuer ${JSON.stringify(unverified.iss)}: only access tokens of the configured subject issuers are exchanged`,
+      );
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, issuer.keys, { issuer: issuer.issuer, audience: issuer.audience, typ: header.typ, algorithms: ['ES256', 'RS256', 'PS256', 'EdDSA'], clockTolerance, requiredClaims: ['exp', 'sub'] }));
+      ({ payload } = await jwtVerify(token, issuer.keys, {
+        issuer: issuer.issuer,
+        audience: issuer.audience,
+        typ: header.typ,
+        algorithms: ['ES256', 'RS256', 'PS256', 'EdDSA'],
+        clockTolerance,
+        requiredClaims: ['exp', 'sub'],
+      }));
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) throw new SubjectTokenError('the subject token has expired');
       throw new SubjectTokenError(`the subject token does not verify: ${(error as Error).message}`);
@@ -173,7 +216,11 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
       roles: stringList(payload.roles),
       tenant: typeof payload.tenant === 'string' ? payload.tenant : undefined,
       exp: payload.exp,
-      authnMethod: Array.isArray(payload.amr) ? payload.amr.filter((value): value is string => typeof value === 'string').join(' ') : (typeof payload.acr === 'string' ? payload.acr : undefined),
+      authnMethod: Array.isArray(payload.amr)
+        ? payload.amr.filter((value): value is string => typeof value === 'string').join(' ')
+        : typeof payload.acr === 'string'
+          ? payload.acr
+          : undefined,
     };
   }
 
@@ -199,13 +246,21 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
     const requesters = [...(claims.req_wl_chain ?? []), claims.req_wl];
     const scanner = requesters.find(isScannerId);
     if (scanner !== undefined) {
-      throw replacing(`names the scanner ${scanner} as a requester: a scan's test token is only for probing `
-        + 'and is never replaced; exchange a real subject token instead');
+      throw replacing(
+        `names the scanner ${scanner} as a requester: a scan's test token is only for probing ` +
+          'and is never replaced; exchange a real subject token instead',
+      );
     }
     const { tctx, rctx } = claims;
     return {
-      kind: 'txn_token', kid, sub: claims.sub, scope: claims.scope.split(' '), roles: [...(tctx?.roles ?? [])],
-      tenant: tctx?.tenant, exp: claims.exp, authnMethod: undefined,
+      kind: 'txn_token',
+      kid,
+      sub: claims.sub,
+      scope: claims.scope.split(' '),
+      roles: [...(tctx?.roles ?? [])],
+      tenant: tctx?.tenant,
+      exp: claims.exp,
+      authnMethod: undefined,
       replaced: { txn: claims.txn, tctx, rctx, requesters },
     };
   }
@@ -216,8 +271,13 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, key, {
-        algorithms: SVID_ALGORITHMS, issuer: requester, subject: requester, audience: ttsId, clockTolerance,
-        maxTokenAge: SELF_SIGNED_MAX_SECONDS, requiredClaims: ['iss', 'sub', 'aud', 'iat', 'exp'],
+        algorithms: SVID_ALGORITHMS,
+        issuer: requester,
+        subject: requester,
+        audience: ttsId,
+        clockTolerance,
+        maxTokenAge: SELF_SIGNED_MAX_SECONDS,
+        requiredClaims: ['iss', 'sub', 'aud', 'iat', 'exp'],
       }));
     } catch (error) {
       // §6: no Txn-Token for a presented credential whose expiration time has passed.
@@ -232,9 +292,14 @@ export function createSubjectVerifier(options: { issuers: readonly SubjectIssuer
       throw refuse(`lives longer than ${SELF_SIGNED_MAX_SECONDS}s`);
     }
     return {
-      kind: 'self_signed', kid: undefined, sub: requester,
+      kind: 'self_signed',
+      kid: undefined,
+      sub: requester,
       scope: scopeOf(payload.scope, 'the self-signed subject token'),
-      roles: [], tenant: undefined, exp: payload.exp, authnMethod: 'workload',
+      roles: [],
+      tenant: undefined,
+      exp: payload.exp,
+      authnMethod: 'workload',
     };
   }
 

@@ -40,8 +40,13 @@ import type { Rotation } from '../ca/key-ring.ts';
 import type { SigningKey } from '../ca/signing-key.ts';
 import { issueScanTokens, type ScanTokenRequest, type ScanTokens } from './scan-tokens.ts';
 import {
-  SCOPE_SYNTAX, SubjectTokenError,
-  type ReplacedTxnToken, type SubjectIssuer, type SubjectKind, type SubjectVerifier, type VerifiedSubject,
+  SCOPE_SYNTAX,
+  SubjectTokenError,
+  type ReplacedTxnToken,
+  type SubjectIssuer,
+  type SubjectKind,
+  type SubjectVerifier,
+  type VerifiedSubject,
 } from './subject-tokens.ts';
 
 /**
@@ -52,7 +57,13 @@ export const MAX_TXN_TOKEN_REPLACEMENTS = 8;
 const MAX_LIFETIME_SECONDS = 300;
 const issuedChannel = diagnostics.channel('lockstep:tts:issued');
 
-export type OAuthErrorCode = 'invalid_request' | 'unsupported_grant_type' | 'invalid_target' | 'unauthorized_client' | 'invalid_grant' | 'invalid_scope';
+export type OAuthErrorCode =
+  | 'invalid_request'
+  | 'unsupported_grant_type'
+  | 'invalid_target'
+  | 'unauthorized_client'
+  | 'invalid_grant'
+  | 'invalid_scope';
 
 export class TokenExchangeError extends Error {
   readonly error: OAuthErrorCode;
@@ -144,7 +155,7 @@ export interface TxnTokenServiceOptions {
 /** `<name>` of a requester `spiffe://<trustDomain>/svc/<name>`, else "" (what the policy context says). */
 function serviceOf(requester: string, trustDomain: string): string {
   const id = parseSpiffeId(requester);
-  return id !== null && id.trustDomain === trustDomain ? id.service ?? '' : '';
+  return id !== null && id.trustDomain === trustDomain ? (id.service ?? '') : '';
 }
 
 export function createTxnTokenService(options: TxnTokenServiceOptions): TxnTokenService {
@@ -180,7 +191,7 @@ export function createTxnTokenService(options: TxnTokenServiceOptions): TxnToken
       ['txn', replaced?.txn, `the transaction ${replaced?.txn} is revoked`],
     ];
     for (const [kind, value, refusal] of checks) {
-      if (value !== undefined && await isRevoked(kind, value)) throw new TokenExchangeError('invalid_grant', refusal);
+      if (value !== undefined && (await isRevoked(kind, value))) throw new TokenExchangeError('invalid_grant', refusal);
     }
   }
 
@@ -202,7 +213,11 @@ export function createTxnTokenService(options: TxnTokenServiceOptions): TxnToken
       checkRequestShape(request, options.trustDomain);
       const kind = subjectKindOf(request.subject_token_type);
       const requested = requestedScope(request.scope);
-      if (!allowed(context.requester, kind)) throw new TokenExchangeError('unauthorized_client', `no policy permits ${context.requester} to exchange a ${kind} subject token; if it should, permit action Lockstep::Action::"tts:exchange:${kind}" on Lockstep::Service::"tts" for it in the policy directory`);
+      if (!allowed(context.requester, kind))
+        throw new TokenExchangeError(
+          'unauthorized_client',
+          `no policy permits ${context.requester} to exchange a ${kind} subject token; if it should, permit action Lockstep::Action::"tts:exchange:${kind}" on Lockstep::Service::"tts" for it in the policy directory`,
+        );
       const subject = await verifiedSubject(kind, request.subject_token, context);
       await checkNotRevoked(subject);
       checkScopeNarrows(requested, subject);
@@ -226,7 +241,8 @@ export function createTxnTokenService(options: TxnTokenServiceOptions): TxnToken
         .setIssuedAt(iat)
         .setExpirationTime(exp)
         .sign(key.privateKey);
-      if (issuedChannel.hasSubscribers) issuedChannel.publish({ txn, sub: subject.sub, requester: context.requester, kind, exp });
+      if (issuedChannel.hasSubscribers)
+        issuedChannel.publish({ txn, sub: subject.sub, requester: context.requester, kind, exp });
       return { access_token: token, issued_token_type: TOKEN_TYPE.txnToken, token_type: 'N_A', expires_in: exp - iat };
     },
   };
@@ -284,8 +300,11 @@ function checkScopeNarrows(requested: readonly string[], subject: VerifiedSubjec
 function requesterChainAfter(replaced: ReplacedTxnToken | undefined): readonly string[] {
   if (replaced === undefined) return [];
   if (replaced.requesters.length > MAX_TXN_TOKEN_REPLACEMENTS) {
-    throw new TokenExchangeError('invalid_grant', `transaction ${replaced.txn} has had its Txn-Token replaced `
-      + `${MAX_TXN_TOKEN_REPLACEMENTS} times, the most allowed: propagate the token you received instead`);
+    throw new TokenExchangeError(
+      'invalid_grant',
+      `transaction ${replaced.txn} has had its Txn-Token replaced ` +
+        `${MAX_TXN_TOKEN_REPLACEMENTS} times, the most allowed: propagate the token you received instead`,
+    );
   }
   return replaced.requesters;
 }

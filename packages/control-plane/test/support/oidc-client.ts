@@ -21,12 +21,22 @@ export interface Authorization {
   readonly verifier: string;
 }
 
-export function authorizationRequest(rp: RelyingParty, scope: string, overrides: Record<string, string | null> = {}): Authorization {
+export function authorizationRequest(
+  rp: RelyingParty,
+  scope: string,
+  overrides: Record<string, string | null> = {},
+): Authorization {
   const verifier = randomBytes(32).toString('base64url');
   const state = randomBytes(16).toString('base64url');
   const parameters: Record<string, string | null> = {
-    client_id: rp.clientId, response_type: 'code', redirect_uri: rp.redirectUri, scope, state, resource: rp.resource,
-    code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256',
+    client_id: rp.clientId,
+    response_type: 'code',
+    redirect_uri: rp.redirectUri,
+    scope,
+    state,
+    resource: rp.resource,
+    code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+    code_challenge_method: 'S256',
     ...overrides,
   };
   const url = new URL(`${rp.issuer}/auth`);
@@ -35,14 +45,26 @@ export function authorizationRequest(rp: RelyingParty, scope: string, overrides:
 }
 
 /** Opens the authorization URL, signs in on the login page, and returns the callback's query. */
-export async function signIn(browser: TestBrowser, rp: RelyingParty, authorization: Authorization, username: string, password: string): Promise<URLSearchParams> {
+export async function signIn(
+  browser: TestBrowser,
+  rp: RelyingParty,
+  authorization: Authorization,
+  username: string,
+  password: string,
+): Promise<URLSearchParams> {
   const stopAt = (url: URL) => url.href.startsWith(rp.redirectUri);
   const login = await browser.open(authorization.url, { stopAt });
   // Already signed in (a session cookie): single sign-on straight back to the app.
   if (login.url.startsWith(rp.redirectUri)) return new URL(login.url).searchParams;
-  if (login.status !== 200) throw new Error(`expected the login page, got ${login.status} at ${login.url}: ${/<p role="alert">([^<]*)/.exec(login.body)?.[1] ?? login.body.slice(0, 300)}`);
+  if (login.status !== 200)
+    throw new Error(
+      `expected the login page, got ${login.status} at ${login.url}: ${/<p role="alert">([^<]*)/.exec(login.body)?.[1] ?? login.body.slice(0, 300)}`,
+    );
   const done = await browser.submit(login, { username, password }, { stopAt });
-  if (!done.url.startsWith(rp.redirectUri)) throw new Error(`sign-in did not come back to the app: ${done.status} at ${done.url}: ${/<p role="alert">([^<]*)/.exec(done.body)?.[1] ?? done.body.slice(0, 500)}`);
+  if (!done.url.startsWith(rp.redirectUri))
+    throw new Error(
+      `sign-in did not come back to the app: ${done.status} at ${done.url}: ${/<p role="alert">([^<]*)/.exec(done.body)?.[1] ?? done.body.slice(0, 500)}`,
+    );
   return new URL(done.url).searchParams;
 }
 
@@ -63,14 +85,20 @@ export async function tokenRequest(rp: RelyingParty, fields: Record<string, stri
       },
       body: new URLSearchParams(fields).toString(),
     });
-    return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> };
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> };
   } finally {
     await agent.close();
   }
 }
 
 export function redeemCode(rp: RelyingParty, code: string, verifier: string): Promise<TokenResponse> {
-  return tokenRequest(rp, { grant_type: 'authorization_code', code, redirect_uri: rp.redirectUri, code_verifier: verifier, resource: rp.resource });
+  return tokenRequest(rp, {
+    grant_type: 'authorization_code',
+    code,
+    redirect_uri: rp.redirectUri,
+    code_verifier: verifier,
+    resource: rp.resource,
+  });
 }
 
 export function refresh(rp: RelyingParty, refreshToken: string): Promise<TokenResponse> {
@@ -78,7 +106,13 @@ export function refresh(rp: RelyingParty, refreshToken: string): Promise<TokenRe
 }
 
 /** The whole flow: authorize, sign in, redeem the code. Returns the token response. */
-export async function logIn(browser: TestBrowser, rp: RelyingParty, username: string, password: string, scope = 'openid offline_access orders:read orders:create'): Promise<Record<string, unknown>> {
+export async function logIn(
+  browser: TestBrowser,
+  rp: RelyingParty,
+  username: string,
+  password: string,
+  scope = 'openid offline_access orders:read orders:create',
+): Promise<Record<string, unknown>> {
   const authorization = authorizationRequest(rp, scope);
   const callback = await signIn(browser, rp, authorization, username, password);
   if (callback.get('state') !== authorization.state) throw new Error('state mismatch');

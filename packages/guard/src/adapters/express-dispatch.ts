@@ -140,18 +140,21 @@ export function createDispatchCheck(guard: Guard, appRouter: () => ExpressRouter
       return {
         served,
         why: 'Express runs the first route the app registered that matches, the guard the first route of its table',
-        fix: 'declare the table\'s routes in the same order as the app registers them, and give the table the '
-          + 'route the app really serves',
+        fix:
+          "declare the table's routes in the same order as the app registers them, and give the table the " +
+          'route the app really serves',
       };
     }
     const headByGet = method === 'HEAD' && decided.method === 'GET' && route.methods?.head !== true;
     if (method !== decided.method && !headByGet) {
       return {
         served,
-        why: `the method changed after the guard decided (${state.admission.method} → ${method}: method-override?), `
-          + 'or the app serves HEAD with a handler of its own',
-        fix: 'do not rewrite requests after the guard; declare the route the app really serves, e.g. '
-          + `'${method} ${decided.template}'`,
+        why:
+          `the method changed after the guard decided (${state.admission.method} → ${method}: method-override?), ` +
+          'or the app serves HEAD with a handler of its own',
+        fix:
+          'do not rewrite requests after the guard; declare the route the app really serves, e.g. ' +
+          `'${method} ${decided.template}'`,
       };
     }
     return null;
@@ -161,8 +164,9 @@ export function createDispatchCheck(guard: Guard, appRouter: () => ExpressRouter
     state.refused = true;
     const { admission, response } = state;
     const decided = `${admission.route.method} ${admission.route.template}`;
-    const detail = `the guard decided ${decided} (${admission.route.action}) but Express dispatched `
-      + `${mismatch.served}: ${mismatch.why}; ${mismatch.fix}`;
+    const detail =
+      `the guard decided ${decided} (${admission.route.action}) but Express dispatched ` +
+      `${mismatch.served}: ${mismatch.why}; ${mismatch.fix}`;
     const error = new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN', detail);
     guard.pipeline.refuseAdmitted(admission, error);
     const placement = placementOf(state.route as ExpressRoute);
@@ -176,8 +180,10 @@ export function createDispatchCheck(guard: Guard, appRouter: () => ExpressRouter
 
   function halt(route: unknown): unknown {
     if (placementOf(route as ExpressRoute).topLevel) return 'router';
-    const error = new GuardError('LOCKSTEP_ERR_ROUTE_UNKNOWN',
-      'Lockstep refused this request: Express dispatched a route the guard did not decide (see the guard\'s log)');
+    const error = new GuardError(
+      'LOCKSTEP_ERR_ROUTE_UNKNOWN',
+      "Lockstep refused this request: Express dispatched a route the guard did not decide (see the guard's log)",
+    );
     error.stack = `GuardError: ${error.message}`;
     return error;
   }
@@ -229,7 +235,11 @@ export function createDispatchCheck(guard: Guard, appRouter: () => ExpressRouter
     watch(request, response, admission, params) {
       if (admission.route === null) return;
       const state: DispatchState = {
-        admission: admission as DispatchState['admission'], response, params, route: undefined, refused: false,
+        admission: admission as DispatchState['admission'],
+        response,
+        params,
+        route: undefined,
+        refused: false,
       };
       (request as WatchedRequest)[kDispatch] = state;
       Object.defineProperty(request, 'route', descriptor);

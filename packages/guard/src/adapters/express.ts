@@ -116,10 +116,11 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
   function warnUnlessFirst(request: Request): void {
     const stack = (request.app as { router?: { stack?: Array<{ handle?: unknown }> } }).router?.stack;
     if (stack !== undefined && stack[0]?.handle !== lockstepMiddleware) {
-      guard.options.logger.error('lockstepExpress is not the first middleware of the app: whatever runs before it can '
-        + 'answer requests the guard never decided. Mount it first: app.use(lockstepExpress(guard, routes)).', {
-        service: guard.service,
-      });
+      guard.options.logger.error(
+        'lockstepExpress is not the first middleware of the app: whatever runs before it can ' +
+          'answer requests the guard never decided. Mount it first: app.use(lockstepExpress(guard, routes)).',
+        { service: guard.service },
+      );
     }
   }
 
@@ -130,8 +131,9 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
    */
   function refuseMounted(request: Request, response: Response): void {
     const fix = 'mount on the app root: app.use(lockstepExpress(guard, routes))';
-    const detail = `lockstepExpress is mounted under ${JSON.stringify(request.baseUrl)}: it would guard only that `
-      + `prefix and leave every other route of the app open; ${fix}`;
+    const detail =
+      `lockstepExpress is mounted under ${JSON.stringify(request.baseUrl)}: it would guard only that ` +
+      `prefix and leave every other route of the app open; ${fix}`;
     if (mountDetail === null) {
       mountDetail = detail;
       guard.options.logger.error(`${detail}. Until then every request is refused.`, { service: guard.service });
@@ -160,12 +162,15 @@ export function lockstepExpress(guard: Guard, table: RouteTable): RequestHandler
     if (request.baseUrl !== '') return refuseMounted(request, response);
     const found = findRoute(routesFor(request), request.method, parseUrl(request)?.pathname ?? '');
     const params = found?.params ?? {};
-    guardInbound(guard, request, response, found?.route ?? null, params).then((admitted) => {
-      if (admitted === null) return;
-      if (found?.route.body !== undefined) request.body = admitted.body;
-      dispatch.watch(request, response, admitted.admission, params);
-      runAdmitted(admitted.admission, () => next());
-    }, (error: unknown) => refuseUnadmitted(guard, request, response, error));
+    guardInbound(guard, request, response, found?.route ?? null, params).then(
+      (admitted) => {
+        if (admitted === null) return;
+        if (found?.route.body !== undefined) request.body = admitted.body;
+        dispatch.watch(request, response, admitted.admission, params);
+        runAdmitted(admitted.admission, () => next());
+      },
+      (error: unknown) => refuseUnadmitted(guard, request, response, error),
+    );
   }
   return lockstepMiddleware;
 }

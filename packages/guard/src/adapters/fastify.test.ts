@@ -11,7 +11,9 @@ describe('Fastify route context', () => {
     const app = Fastify();
     const seen: unknown[] = [];
     app.addHook('onRequest', (request, _reply, done) => {
-      const context = (request as unknown as Record<symbol, { config: unknown }>)[fastifyRouteContext as symbol] as { config: unknown };
+      const context = (request as unknown as Record<symbol, { config: unknown }>)[fastifyRouteContext as symbol] as {
+        config: unknown;
+      };
       seen.push(context.config === request.routeOptions.config, (context.config as { marker?: string }).marker);
       done();
     });
@@ -22,7 +24,7 @@ describe('Fastify route context', () => {
     await app.close();
   });
 
-  it("reaches the options Fastify reads frameworkErrors from, so that the guard can take bad URLs over", async () => {
+  it('reaches the options Fastify reads frameworkErrors from, so that the guard can take bad URLs over', async () => {
     // If a Fastify upgrade moves its options, the plugin logs an error at start-up; this test says why.
     assert.equal(typeof fastifyOptionsSymbol, 'symbol');
     const app = Fastify();

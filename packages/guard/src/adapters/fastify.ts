@@ -31,7 +31,12 @@ import { createRequire } from 'node:module';
 import type { Server as TlsServer } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type {
-  FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaCompiler, FastifySchemaValidationError, RouteOptions,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  FastifySchemaCompiler,
+  FastifySchemaValidationError,
+  RouteOptions,
 } from 'fastify';
 import { admissionStorage } from '../context.ts';
 import { GuardConfigError, GuardError } from '../errors.ts';
@@ -39,7 +44,12 @@ import type { Guard } from '../guard.ts';
 import { PROBE_ANSWER_HEADERS, probeAnswer, type Admission } from '../pipeline.ts';
 import { routeSecurity, type RouteConfig, type RouteSecurity } from '../routes.ts';
 import {
-  checkBodyHeaders, continueIfExpected, guardErrorFromFastify, hasBody, parseJsonBody, readBodyBytes,
+  checkBodyHeaders,
+  continueIfExpected,
+  guardErrorFromFastify,
+  hasBody,
+  parseJsonBody,
+  readBodyBytes,
 } from '../steps/validate.ts';
 import { writeRefusal } from './inbound.ts';
 
@@ -97,8 +107,11 @@ function symbolOr(value: unknown): symbol | null {
 }
 
 function routeConfigOf(request: FastifyRequest): RouteContextConfig {
-  const context = fastifyRouteContext === null ? undefined : (request as unknown as Record<symbol, { config?: RouteContextConfig } | undefined>)[fastifyRouteContext];
-  return context !== undefined ? context.config : request.routeOptions.config as RouteContextConfig;
+  const context =
+    fastifyRouteContext === null
+      ? undefined
+      : (request as unknown as Record<symbol, { config?: RouteContextConfig } | undefined>)[fastifyRouteContext];
+  return context !== undefined ? context.config : (request.routeOptions.config as RouteContextConfig);
 }
 
 /** Hands the connection to the guard's writer: nothing of Fastify's reply is sent. */
@@ -113,14 +126,18 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     throw new TypeError('register(lockstep, { guard }) needs the guard from `await createGuard({...})`');
   }
   if (onRequestHooks(fastify) > 0) {
-    throw new GuardConfigError('register(lockstep, { guard }) before adding any onRequest hook: '
-      + 'a hook that runs before the guard can answer requests the guard never decided');
+    throw new GuardConfigError(
+      'register(lockstep, { guard }) before adding any onRequest hook: ' +
+        'a hook that runs before the guard can answer requests the guard never decided',
+    );
   }
   const { pipeline } = guard;
   if (typeof (fastify.server as { setSecureContext?: unknown }).setSecureContext === 'function') {
     guard.attach(fastify.server as unknown as TlsServer);
   } else {
-    guard.options.logger.warn('Fastify instance is not HTTPS: every guarded request will be refused (no client certificate). Create it with Fastify({ https: guard.tlsOptions() }).');
+    guard.options.logger.warn(
+      'Fastify instance is not HTTPS: every guarded request will be refused (no client certificate). Create it with Fastify({ https: guard.tlsOptions() }).',
+    );
   }
 
   /** Records a refusal of an admitted request (input step, a late failure) and answers it. */
@@ -152,21 +169,26 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   type ParserDone = (error: Error | null, body?: unknown) => void;
   fastify.addContentTypeParser('*', (request: GuardedRequest, payload: Readable, done: ParserDone) => {
     const limit = routeConfigOf(request)?.[kBodyLimit] ?? guard.options.limits.bodyBytes;
-    readBodyBytes(payload, limit).then((bytes) => parseJsonBody(bytes)).then(
-      (body) => done(null, body),
-      (error: unknown) => {
-        // Refused by the preHandler hook in the guard's words, not by an error handler in Fastify's.
-        request[kInputRefusal] = error instanceof GuardError
-          ? error
-          : new GuardError('LOCKSTEP_ERR_INPUT_INVALID', describe(error));
-        done(null, undefined);
-      },
-    );
+    readBodyBytes(payload, limit)
+      .then((bytes) => parseJsonBody(bytes))
+      .then(
+        (body) => done(null, body),
+        (error: unknown) => {
+          // Refused by the preHandler hook in the guard's words, not by an error handler in Fastify's.
+          request[kInputRefusal] =
+            error instanceof GuardError ? error : new GuardError('LOCKSTEP_ERR_INPUT_INVALID', describe(error));
+          done(null, undefined);
+        },
+      );
   });
 
   // strictNumbers: NaN and ±Infinity are not numbers to a schema (`strict: false` would leave it off).
   const ajvOptions = {
-    removeAdditional: false, useDefaults: true, allErrors: false, strict: false, strictNumbers: true,
+    removeAdditional: false,
+    useDefaults: true,
+    allErrors: false,
+    strict: false,
+    strictNumbers: true,
   } as const;
   const strictAjv = new ajvModule.default({ ...ajvOptions, coerceTypes: false });
   // Query strings, params and headers are text by nature: their schemas coerce, as Fastify's do.
@@ -223,9 +245,12 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     guard.declareRoutes(routes);
     if (bodiless.length > 0) {
       const listed = bodiless.join(', ');
-      guard.options.logger.warn(`these routes refuse any body (400 LOCKSTEP_ERR_INPUT_INVALID): ${listed}; `
-        + 'give them schema.body (a JSON schema) to accept a JSON body. Only JSON bodies are accepted: '
-        + 'multipart and form bodies are refused 415', { service: guard.service });
+      guard.options.logger.warn(
+        `these routes refuse any body (400 LOCKSTEP_ERR_INPUT_INVALID): ${listed}; ` +
+          'give them schema.body (a JSON schema) to accept a JSON body. Only JSON bodies are accepted: ' +
+          'multipart and form bodies are refused 415',
+        { service: guard.service },
+      );
     }
   });
 
@@ -249,7 +274,7 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
     const security = byMethod?.[request.method] ?? null;
     let admitted: Admission | Promise<Admission>;
     try {
-      const params = security?.owner ? request.params as Record<string, string | undefined> : undefined;
+      const params = security?.owner ? (request.params as Record<string, string | undefined>) : undefined;
       admitted = pipeline.admit(request.raw, security, params);
     } catch (error) {
       return refuseFailure(request, reply, error);
@@ -265,8 +290,9 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   // or later preHandler hook sees it.
   fastify.addHook('preHandler', (request: GuardedRequest, reply, done) => {
     const invalid = request.validationError;
-    const refusal = request[kInputRefusal]
-      ?? (invalid === undefined ? undefined : new GuardError('LOCKSTEP_ERR_INPUT_INVALID', invalid.message));
+    const refusal =
+      request[kInputRefusal] ??
+      (invalid === undefined ? undefined : new GuardError('LOCKSTEP_ERR_INPUT_INVALID', invalid.message));
     if (refusal === undefined) return done();
     const admission = request[kAdmission];
     if (admission === undefined || admission === null) return refuseFailure(request, reply, refusal);
@@ -276,16 +302,24 @@ async function lockstepPlugin(fastify: FastifyInstance, options: LockstepFastify
   // Anything else Fastify raises about a request (e.g. a content-type header it cannot parse), and a
   // GuardError thrown by a handler or hook, is recorded here, before any error handler runs, so that
   // it is audited even where the service sets its own error handler; the onSend hook answers it.
-  fastify.addHook('onError', (request: GuardedRequest, _reply, error: Error & { code?: string; statusCode?: number; validation?: unknown }, done) => {
-    const mapped = error instanceof GuardError ? error : guardErrorFromFastify(error);
-    if (mapped !== null && request[kRefusal] === undefined) {
-      const admission = request[kAdmission];
-      request[kRefusal] = admission
-        ? pipeline.refuseAdmitted(admission, mapped)
-        : pipeline.refuseEarly(request.raw, null, mapped);
-    }
-    done();
-  });
+  fastify.addHook(
+    'onError',
+    (
+      request: GuardedRequest,
+      _reply,
+      error: Error & { code?: string; statusCode?: number; validation?: unknown },
+      done,
+    ) => {
+      const mapped = error instanceof GuardError ? error : guardErrorFromFastify(error);
+      if (mapped !== null && request[kRefusal] === undefined) {
+        const admission = request[kAdmission];
+        request[kRefusal] = admission
+          ? pipeline.refuseAdmitted(admission, mapped)
+          : pipeline.refuseEarly(request.raw, null, mapped);
+      }
+      done();
+    },
+  );
 
   // The answer of the error handler (Fastify's, or the app's own) to a request refused in onError is
   // not sent: the guard's writer takes over, and the hook chain ends here (no later onSend hook of the
@@ -310,10 +344,15 @@ function finiteAfterCoercion(validate: AjvValidate): CheckedValidate {
     const valid = validate(data, context);
     checked.errors = (validate.errors ?? null) as FastifySchemaValidationError[] | null;
     if (!valid || !hasNonFiniteNumber(data, 0)) return valid;
-    checked.errors = [{
-      instancePath: '', schemaPath: '#', keyword: 'type', params: { type: 'number' },
-      message: 'must be a finite number (Infinity and values beyond ±1.8e308 are refused)',
-    }];
+    checked.errors = [
+      {
+        instancePath: '',
+        schemaPath: '#',
+        keyword: 'type',
+        params: { type: 'number' },
+        message: 'must be a finite number (Infinity and values beyond ±1.8e308 are refused)',
+      },
+    ];
     return false;
   };
   // Fastify passes the parent (so that Ajv can coerce a root value) only to Ajv's own functions.
@@ -338,13 +377,15 @@ function onRequestHooks(fastify: FastifyInstance): number {
 /** Points Fastify's `frameworkErrors` at the guard (see `fastifyOptionsSymbol`). */
 function takeOverFrameworkErrors(fastify: FastifyInstance, guard: Guard, decide: FrameworkErrors): void {
   type Options = { frameworkErrors?: FrameworkErrors } | undefined;
-  const serverOptions = fastifyOptionsSymbol === null
-    ? undefined
-    : (fastify as unknown as Record<symbol, Options>)[fastifyOptionsSymbol];
+  const serverOptions =
+    fastifyOptionsSymbol === null ? undefined : (fastify as unknown as Record<symbol, Options>)[fastifyOptionsSymbol];
   const { logger } = guard.options;
   if (serverOptions === undefined || typeof serverOptions !== 'object') {
-    logger.error('this Fastify does not expose its options: URLs its router cannot take (bad escapes, over-long '
-      + 'parameters) are answered by Fastify itself, unaudited', { service: guard.service });
+    logger.error(
+      'this Fastify does not expose its options: URLs its router cannot take (bad escapes, over-long ' +
+        'parameters) are answered by Fastify itself, unaudited',
+      { service: guard.service },
+    );
     return;
   }
   if (serverOptions.frameworkErrors !== undefined) {
@@ -356,7 +397,7 @@ function takeOverFrameworkErrors(fastify: FastifyInstance, guard: Guard, decide:
 }
 
 function describe(error: unknown, stack = false): string {
-  return error instanceof Error ? (stack ? error.stack ?? error.message : error.message) : String(error);
+  return error instanceof Error ? (stack ? (error.stack ?? error.message) : error.message) : String(error);
 }
 
 // Not encapsulated: the hooks must cover every route of the instance, including those registered later.

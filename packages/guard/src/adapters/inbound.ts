@@ -17,7 +17,11 @@ import { hasBody, readCheckedBody } from '../steps/validate.ts';
  * request still carries is not read: the connection closes after the answer.
  */
 export function writeRefusal(
-  request: IncomingMessage, response: ServerResponse, error: GuardError, requestId: string, close = false,
+  request: IncomingMessage,
+  response: ServerResponse,
+  error: GuardError,
+  requestId: string,
+  close = false,
 ): void {
   if (response.headersSent) {
     response.destroy();
@@ -31,16 +35,18 @@ export function writeRefusal(
 }
 
 /** The refusal `renderRefusal` makes for `request`: no body for HEAD, closing when its body was not read. */
-function refusalFor(
-  request: IncomingMessage, error: GuardError, requestId: string, close: boolean,
-): RefusalResponse {
+function refusalFor(request: IncomingMessage, error: GuardError, requestId: string, close: boolean): RefusalResponse {
   const unread = hasBody(request) && !request.complete;
   return renderRefusal(error.code, requestId, { head: request.method === 'HEAD', close: close || unread });
 }
 
 /** A refusal for a request that has an admission: recorded as a second event, then answered. */
 export function refuseAdmitted(
-  guard: Guard, request: IncomingMessage, response: ServerResponse, admission: Admission, error: unknown,
+  guard: Guard,
+  request: IncomingMessage,
+  response: ServerResponse,
+  admission: Admission,
+  error: unknown,
 ): void {
   const refusal = error instanceof GuardError ? error : new GuardError('LOCKSTEP_ERR_INTERNAL', describe(error));
   if (refusal.code === 'LOCKSTEP_ERR_INTERNAL') {
@@ -53,7 +59,10 @@ export function refuseAdmitted(
 
 /** A failure before any admission (the guard itself threw): refused, audited, fail closed. */
 export function refuseUnadmitted(
-  guard: Guard, request: IncomingMessage, response: ServerResponse, error: unknown,
+  guard: Guard,
+  request: IncomingMessage,
+  response: ServerResponse,
+  error: unknown,
 ): void {
   guard.options.logger.error('guard failed before a decision; request refused', { error: describe(error, true) });
   const admission = guard.pipeline.refuseEarly(request, null, new GuardError('LOCKSTEP_ERR_INTERNAL', describe(error)));
@@ -61,7 +70,7 @@ export function refuseUnadmitted(
 }
 
 function describe(error: unknown, stack = false): string {
-  return error instanceof Error ? (stack ? error.stack ?? error.message : error.message) : String(error);
+  return error instanceof Error ? (stack ? (error.stack ?? error.message) : error.message) : String(error);
 }
 
 /**
@@ -69,7 +78,10 @@ function describe(error: unknown, stack = false): string {
  * run (the caller then runs it inside `admissionStorage`), or to null after answering a refusal.
  */
 export async function guardInbound(
-  guard: Guard, request: IncomingMessage, response: ServerResponse, route: TableRoute | null,
+  guard: Guard,
+  request: IncomingMessage,
+  response: ServerResponse,
+  route: TableRoute | null,
   params?: Readonly<Record<string, string | undefined>>,
 ): Promise<{ admission: Admission; body: unknown } | null> {
   const admission = await guard.pipeline.admit(request, route?.security ?? null, params);

@@ -22,11 +22,19 @@ export interface GuardedRequestContext {
   admission: Admission;
 }
 
-export type GuardedHandler = (request: IncomingMessage, response: ServerResponse, context: GuardedRequestContext) => unknown;
+export type GuardedHandler = (
+  request: IncomingMessage,
+  response: ServerResponse,
+  context: GuardedRequestContext,
+) => unknown;
 
 type Found = { route: TableRoute; params: Record<string, string | undefined> } | null;
 
-export function lockstepHttp(guard: Guard, table: RouteTable, handler: GuardedHandler): (request: IncomingMessage, response: ServerResponse) => void {
+export function lockstepHttp(
+  guard: Guard,
+  table: RouteTable,
+  handler: GuardedHandler,
+): (request: IncomingMessage, response: ServerResponse) => void {
   const routes = parseRouteTable(table, 'lockstepHttp');
   guard.declareRoutes(routes.map((route) => route.security));
   const router = findMyWay({ ignoreTrailingSlash: false, caseSensitive: true });
@@ -48,19 +56,22 @@ export function lockstepHttp(guard: Guard, table: RouteTable, handler: GuardedHa
     } catch {
       found = null; // a URL the router cannot take matches no declared route
     }
-    guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then((admitted) => {
-      if (admitted === null) return;
-      const { admission, body } = admitted;
-      // A failed handler is answered with a catalogue refusal and audited; the guard never writes a body of its own.
-      const fail = (error: unknown) => refuseAdmitted(guard, request, response, admission, error);
-      try {
-        const context = { params: found?.params ?? {}, body, admission };
-        const result = runAdmitted(admission, () => handler(request, response, context));
-        if (result instanceof Promise) result.catch(fail);
-      } catch (error) {
-        fail(error);
-      }
-    }, (error: unknown) => refuseUnadmitted(guard, request, response, error));
+    guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then(
+      (admitted) => {
+        if (admitted === null) return;
+        const { admission, body } = admitted;
+        // A failed handler is answered with a catalogue refusal and audited; the guard never writes a body of its own.
+        const fail = (error: unknown) => refuseAdmitted(guard, request, response, admission, error);
+        try {
+          const context = { params: found?.params ?? {}, body, admission };
+          const result = runAdmitted(admission, () => handler(request, response, context));
+          if (result instanceof Promise) result.catch(fail);
+        } catch (error) {
+          fail(error);
+        }
+      },
+      (error: unknown) => refuseUnadmitted(guard, request, response, error),
+    );
   };
 }
 

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import diagnostics from 'node:diagnostics_channel';
 import { describe, it } from 'node:test';
-import { DECISION_CHANNEL, auditEnabled, decisionToJson, publishDecision, subscribeDecisions, type DecisionEvent } from './audit.ts';
+import {
+  DECISION_CHANNEL,
+  auditEnabled,
+  decisionToJson,
+  publishDecision,
+  subscribeDecisions,
+  type DecisionEvent,
+} from './audit.ts';
 
 function decisionEvent(requestId: string): DecisionEvent {
   return {
@@ -75,12 +82,28 @@ describe('decision events', () => {
 describe('decisionToJson', () => {
   it('writes exactly what JSON.stringify writes, for ordinary and hostile strings', () => {
     const hostile = 'a"b\\c\u0000d\u001f\u2028e\ud800f😀';
-    for (const strings of [['orders', 'alice'], [hostile, hostile]] as const) {
+    for (const strings of [
+      ['orders', 'alice'],
+      [hostile, hostile],
+    ] as const) {
       const event = {
-        time: '2026-11-22T19:00:00.000Z', service: strings[0], requestId: 'r-1', caller: `spiffe://shop.test/svc/${strings[0]}`,
-        sub: strings[1], txn: null, method: 'GET', route: '/orders/:id', action: strings[1], resource: strings[0],
-        decision: 'deny' as const, policyIds: [strings[1], 'p2'], policyVersion: null, reason: 'LOCKSTEP_ERR_DENIED',
-        dryRun: true, latencyMs: 0.125, traceId: null,
+        time: '2026-11-22T19:00:00.000Z',
+        service: strings[0],
+        requestId: 'r-1',
+        caller: `spiffe://shop.test/svc/${strings[0]}`,
+        sub: strings[1],
+        txn: null,
+        method: 'GET',
+        route: '/orders/:id',
+        action: strings[1],
+        resource: strings[0],
+        decision: 'deny' as const,
+        policyIds: [strings[1], 'p2'],
+        policyVersion: null,
+        reason: 'LOCKSTEP_ERR_DENIED',
+        dryRun: true,
+        latencyMs: 0.125,
+        traceId: null,
       };
       assert.equal(decisionToJson(event), JSON.stringify(event));
     }
@@ -103,7 +126,12 @@ describe('decisionToJson', () => {
       { ...base, resource: 'billing' },
       { ...base, txn: null },
       // A probe: verified at transport (probeAs present), and one refused there but proven by the scanner.
-      { ...base, probe: 'spiffe://shop.test/scanner/ci', probeAs: 'spiffe://shop.test/svc/gateway', probeRequester: null },
+      {
+        ...base,
+        probe: 'spiffe://shop.test/scanner/ci',
+        probeAs: 'spiffe://shop.test/svc/gateway',
+        probeRequester: null,
+      },
       { ...base, caller: null, probe: 'spiffe://shop.test/scanner/ci' },
       base,
     ];

@@ -88,7 +88,21 @@ function jsonStringRemembered(value: string | null): string {
 }
 
 /** The part of an event that repeats for every request of one transaction: encoded once, reused. */
-type Middle = Pick<DecisionEvent, 'caller' | 'sub' | 'txn' | 'method' | 'route' | 'action' | 'resource' | 'decision' | 'policyIds' | 'policyVersion' | 'reason' | 'dryRun'> & {
+type Middle = Pick<
+  DecisionEvent,
+  | 'caller'
+  | 'sub'
+  | 'txn'
+  | 'method'
+  | 'route'
+  | 'action'
+  | 'resource'
+  | 'decision'
+  | 'policyIds'
+  | 'policyVersion'
+  | 'reason'
+  | 'dryRun'
+> & {
   readonly json: string;
   /** `json` as UTF-8, copied as is into the sink's buffer. */
   readonly bytes: Buffer;
@@ -100,10 +114,20 @@ const middles = new Map<string, Middle>();
 const MIDDLES_LIMIT = 4096;
 
 function sameMiddle(middle: Middle, event: DecisionEvent): boolean {
-  return middle.caller === event.caller && middle.sub === event.sub && middle.txn === event.txn
-    && middle.method === event.method && middle.route === event.route && middle.action === event.action
-    && middle.resource === event.resource && middle.decision === event.decision && middle.policyVersion === event.policyVersion
-    && middle.reason === event.reason && middle.dryRun === event.dryRun && samePolicyIds(middle.policyIds, event.policyIds);
+  return (
+    middle.caller === event.caller &&
+    middle.sub === event.sub &&
+    middle.txn === event.txn &&
+    middle.method === event.method &&
+    middle.route === event.route &&
+    middle.action === event.action &&
+    middle.resource === event.resource &&
+    middle.decision === event.decision &&
+    middle.policyVersion === event.policyVersion &&
+    middle.reason === event.reason &&
+    middle.dryRun === event.dryRun &&
+    samePolicyIds(middle.policyIds, event.policyIds)
+  );
 }
 
 function samePolicyIds(a: readonly string[], b: readonly string[]): boolean {
@@ -118,16 +142,29 @@ function middleOf(event: DecisionEvent): Middle {
   const known = middles.get(key);
   if (known !== undefined && sameMiddle(known, event)) return known;
   let policyIds = '';
-  for (let i = 0; i < event.policyIds.length; i++) policyIds += (i === 0 ? '' : ',') + jsonStringRemembered(event.policyIds[i] as string);
-  const json = `,"caller":${jsonStringRemembered(event.caller)},"sub":${jsonStringOrNull(event.sub)},"txn":${jsonStringOrNull(event.txn)}`
-    + `,"method":${jsonStringRemembered(event.method)},"route":${jsonStringRemembered(event.route)},"action":${jsonStringRemembered(event.action)}`
-    + `,"resource":${jsonStringRemembered(event.resource)},"decision":"${event.decision}","policyIds":[${policyIds}]`
-    + `,"policyVersion":${jsonStringRemembered(event.policyVersion)},"reason":${jsonString(event.reason)},"dryRun":${event.dryRun}`;
+  for (let i = 0; i < event.policyIds.length; i++)
+    policyIds += (i === 0 ? '' : ',') + jsonStringRemembered(event.policyIds[i] as string);
+  const json =
+    `,"caller":${jsonStringRemembered(event.caller)},"sub":${jsonStringOrNull(event.sub)},"txn":${jsonStringOrNull(event.txn)}` +
+    `,"method":${jsonStringRemembered(event.method)},"route":${jsonStringRemembered(event.route)},"action":${jsonStringRemembered(event.action)}` +
+    `,"resource":${jsonStringRemembered(event.resource)},"decision":"${event.decision}","policyIds":[${policyIds}]` +
+    `,"policyVersion":${jsonStringRemembered(event.policyVersion)},"reason":${jsonString(event.reason)},"dryRun":${event.dryRun}`;
   if (known === undefined && middles.size >= MIDDLES_LIMIT) middles.clear();
   const middle: Middle = {
-    caller: event.caller, sub: event.sub, txn: event.txn, method: event.method, route: event.route, action: event.action,
-    resource: event.resource, decision: event.decision, policyIds: [...event.policyIds], policyVersion: event.policyVersion,
-    reason: event.reason, dryRun: event.dryRun, json, bytes: Buffer.from(json, 'utf8'),
+    caller: event.caller,
+    sub: event.sub,
+    txn: event.txn,
+    method: event.method,
+    route: event.route,
+    action: event.action,
+    resource: event.resource,
+    decision: event.decision,
+    policyIds: [...event.policyIds],
+    policyVersion: event.policyVersion,
+    reason: event.reason,
+    dryRun: event.dryRun,
+    json,
+    bytes: Buffer.from(json, 'utf8'),
   };
   middles.set(key, middle);
   return middle;
@@ -139,8 +176,10 @@ function headOf(event: DecisionEvent): string {
 
 function tailOf(event: DecisionEvent): string {
   const probe = event.probe === undefined ? '' : `,"probe":${jsonString(event.probe)}`;
-  const probeAs = event.probeAs === undefined ? ''
-    : `,"probeAs":${jsonStringOrNull(event.probeAs)},"probeRequester":${jsonStringOrNull(event.probeRequester ?? null)}`;
+  const probeAs =
+    event.probeAs === undefined
+      ? ''
+      : `,"probeAs":${jsonStringOrNull(event.probeAs)},"probeRequester":${jsonStringOrNull(event.probeRequester ?? null)}`;
   const latency = Number.isFinite(event.latencyMs) ? event.latencyMs : 0;
   return `,"latencyMs":${latency},"traceId":${jsonStringOrNull(event.traceId)}${probe}${probeAs}}`;
 }

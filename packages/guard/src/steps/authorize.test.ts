@@ -12,7 +12,10 @@ import type { PeerIdentity } from './transport.ts';
 import { createAuthorizeStep } from './authorize.ts';
 
 const GATEWAY: PeerIdentity = Object.freeze({
-  spiffeId: 'spiffe://shop.test/svc/gateway', service: 'gateway', notAfterMs: Date.now() + 3_600_000, scanner: false,
+  spiffeId: 'spiffe://shop.test/svc/gateway',
+  service: 'gateway',
+  notAfterMs: Date.now() + 3_600_000,
+  scanner: false,
 });
 const SCHEMA = `namespace Lockstep {
   action "orders:read" appliesTo { principal: Workload, resource: Service, context: RequestContext };
@@ -20,27 +23,35 @@ const SCHEMA = `namespace Lockstep {
 
 function stepWith(condition: string) {
   const engine = createPolicyEngine();
-  engine.load(policySetFromSources({
-    schema: SCHEMA,
-    policies: {
-      'orders.cedar': `@id("no-token") permit (principal == Lockstep::Workload::"${GATEWAY.spiffeId}", `
-        + `action == Lockstep::Action::"orders:read", resource == Lockstep::Service::"orders") when { ${condition} };`,
-    },
-  }));
+  engine.load(
+    policySetFromSources({
+      schema: SCHEMA,
+      policies: {
+        'orders.cedar':
+          `@id("no-token") permit (principal == Lockstep::Workload::"${GATEWAY.spiffeId}", ` +
+          `action == Lockstep::Action::"orders:read", resource == Lockstep::Service::"orders") when { ${condition} };`,
+      },
+    }),
+  );
   return createAuthorizeStep({ service: 'orders', engine });
 }
 
 describe('authorize: the context of a request without a verified token', () => {
   it('has sub "", no roles, no scope and requester "" — nothing a policy could mistake for a user', () => {
-    const step = stepWith('context.sub == "" && context.roles.isEmpty() && context.scope.isEmpty() && context.requester == ""'
-      + ' && context.callerService == "gateway" && !(context has owner) && !(context has tenant)');
+    const step = stepWith(
+      'context.sub == "" && context.roles.isEmpty() && context.scope.isEmpty() && context.requester == ""' +
+        ' && context.callerService == "gateway" && !(context has owner) && !(context has tenant)',
+    );
     assert.equal(step.decide(GATEWAY, null, 'orders:read').policyIds[0], 'no-token');
   });
 
   it('is denied by a policy that needs any of them', () => {
     for (const condition of ['context.sub != ""', 'context.roles.contains("customer")', 'context.requester != ""']) {
-      assert.throws(() => stepWith(condition).decide(GATEWAY, null, 'orders:read'),
-        (error: unknown) => error instanceof GuardError && error.code === 'LOCKSTEP_ERR_DENIED', condition);
+      assert.throws(
+        () => stepWith(condition).decide(GATEWAY, null, 'orders:read'),
+        (error: unknown) => error instanceof GuardError && error.code === 'LOCKSTEP_ERR_DENIED',
+        condition,
+      );
     }
   });
 });

@@ -24,7 +24,13 @@ export interface AuthorizeStep {
    * probe's stand-in for the token's requester. With either, the token memo is skipped (the engine's
    * cache keys include them).
    */
-  decide(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string, requester?: string): AuthorizationResult;
+  decide(
+    peer: PeerIdentity,
+    txn: VerifiedTxnToken | null,
+    action: string,
+    owner?: string,
+    requester?: string,
+  ): AuthorizationResult;
 }
 
 interface Remembered {
@@ -39,7 +45,13 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
   const { engine, service } = options;
   const byToken = new WeakMap<VerifiedTxnToken, Map<string, Remembered>>();
 
-  function ask(peer: PeerIdentity, txn: VerifiedTxnToken | null, action: string, owner?: string, requester?: string): EngineResult {
+  function ask(
+    peer: PeerIdentity,
+    txn: VerifiedTxnToken | null,
+    action: string,
+    owner?: string,
+    requester?: string,
+  ): EngineResult {
     const context: RequestContext = {
       sub: txn?.claims.sub ?? '',
       roles: txn?.roles ?? [],
@@ -58,7 +70,13 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
     // Most tokens reach a service for one action: their last answer sits on the token itself.
     const last = txn.lastDecision;
     const lastAnswer = last.answer as EngineResult | null;
-    if (lastAnswer !== null && last.action === action && lastAnswer.version === version && last.spiffeId === peer.spiffeId) return lastAnswer;
+    if (
+      lastAnswer !== null &&
+      last.action === action &&
+      lastAnswer.version === version &&
+      last.spiffeId === peer.spiffeId
+    )
+      return lastAnswer;
     const answer = rememberedPerAction(peer, txn, action, version);
     last.action = action;
     last.spiffeId = peer.spiffeId;
@@ -66,10 +84,16 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
     return answer;
   }
 
-  function rememberedPerAction(peer: PeerIdentity, txn: VerifiedTxnToken, action: string, version: string): EngineResult {
+  function rememberedPerAction(
+    peer: PeerIdentity,
+    txn: VerifiedTxnToken,
+    action: string,
+    version: string,
+  ): EngineResult {
     let answers = byToken.get(txn);
     const known = answers?.get(action);
-    if (known !== undefined && known.answer.version === version && known.spiffeId === peer.spiffeId) return known.answer;
+    if (known !== undefined && known.answer.version === version && known.spiffeId === peer.spiffeId)
+      return known.answer;
     const answer = ask(peer, txn, action);
     if (answers === undefined) byToken.set(txn, (answers = new Map()));
     else if (answers.size >= ACTIONS_PER_TOKEN && known === undefined) answers.clear();
@@ -81,12 +105,23 @@ export function createAuthorizeStep(options: { service: string; engine: PolicyEn
     decide(peer, txn, action, owner, requester) {
       const version = engine.version;
       if (version === null) throw new GuardError('LOCKSTEP_ERR_NO_POLICY');
-      const answer = txn === null || owner !== undefined || requester !== undefined ? ask(peer, txn, action, owner, requester) : remembered(peer, txn, action, version);
+      const answer =
+        txn === null || owner !== undefined || requester !== undefined
+          ? ask(peer, txn, action, owner, requester)
+          : remembered(peer, txn, action, version);
       if (answer.decision !== 'allow') {
         const why = answer.errors.length > 0 ? `; policy errors: ${answer.errors.join('; ')}` : '';
         const forbidden = answer.policyIds.length > 0 ? ` (forbidden by ${answer.policyIds.join(', ')})` : '';
-        const object = owner === undefined ? '' : ` (object owned by ${JSON.stringify(owner)}, on behalf of ${JSON.stringify(txn?.claims.sub ?? '')})`;
-        throw new GuardError('LOCKSTEP_ERR_DENIED', `no policy permits ${peer.spiffeId} to ${action} on ${service}${object}${forbidden}${why}`, answer.policyIds, answer.version);
+        const object =
+          owner === undefined
+            ? ''
+            : ` (object owned by ${JSON.stringify(owner)}, on behalf of ${JSON.stringify(txn?.claims.sub ?? '')})`;
+        throw new GuardError(
+          'LOCKSTEP_ERR_DENIED',
+          `no policy permits ${peer.spiffeId} to ${action} on ${service}${object}${forbidden}${why}`,
+          answer.policyIds,
+          answer.version,
+        );
       }
       return { policyIds: answer.policyIds, policyVersion: answer.version };
     },

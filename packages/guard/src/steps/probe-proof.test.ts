@@ -22,27 +22,53 @@ let scanner: KeyPair;
 let stranger: KeyPair;
 let keys: TxnKeySource;
 
-const pair = async (): Promise<KeyPair> => crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']) as Promise<KeyPair>;
+const pair = async (): Promise<KeyPair> =>
+  crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']) as Promise<KeyPair>;
 
 before(async () => {
   [tts, scanner, stranger] = [await pair(), await pair(), await pair()];
-  keys = await createStaticKeySource({ keys: [{ ...await exportJWK(tts.publicKey), kid: KID, alg: 'ES256', use: 'sig' }] });
+  keys = await createStaticKeySource({
+    keys: [{ ...(await exportJWK(tts.publicKey)), kid: KID, alg: 'ES256', use: 'sig' }],
+  });
 });
 
-interface TokenOptions { signer?: KeyPair; kid?: string; typ?: string; sub?: string; aud?: string; iat?: number; exp?: number; cnf?: KeyPair }
+interface TokenOptions {
+  signer?: KeyPair;
+  kid?: string;
+  typ?: string;
+  sub?: string;
+  aud?: string;
+  iat?: number;
+  exp?: number;
+  cnf?: KeyPair;
+}
 async function probeToken(options: TokenOptions = {}): Promise<string> {
   const iat = options.iat ?? Math.floor(Date.now() / 1000);
   return new SignJWT({ jti: 'scan-1', cnf: { jwk: await exportJWK((options.cnf ?? scanner).publicKey) } })
     .setProtectedHeader({ alg: 'ES256', typ: options.typ ?? PROBE_TOKEN_TYP, kid: options.kid ?? KID })
-    .setSubject(options.sub ?? SCANNER).setAudience(options.aud ?? TD).setIssuedAt(iat).setExpirationTime(options.exp ?? iat + 3_600)
+    .setSubject(options.sub ?? SCANNER)
+    .setAudience(options.aud ?? TD)
+    .setIssuedAt(iat)
+    .setExpirationTime(options.exp ?? iat + 3_600)
     .sign((options.signer ?? tts).privateKey);
 }
 
-interface ProofOptions { token?: string; key?: KeyPair; method?: string; target?: string; audience?: string; now?: number }
+interface ProofOptions {
+  token?: string;
+  key?: KeyPair;
+  method?: string;
+  target?: string;
+  audience?: string;
+  now?: number;
+}
 async function proof(options: ProofOptions = {}): Promise<string> {
   return createProbeProof({
-    token: options.token ?? await probeToken(), key: (options.key ?? scanner).privateKey, method: options.method ?? 'GET',
-    target: options.target ?? '/orders/1', audience: options.audience ?? ORDERS, ...(options.now === undefined ? {} : { now: options.now }),
+    token: options.token ?? (await probeToken()),
+    key: (options.key ?? scanner).privateKey,
+    method: options.method ?? 'GET',
+    target: options.target ?? '/orders/1',
+    audience: options.audience ?? ORDERS,
+    ...(options.now === undefined ? {} : { now: options.now }),
   });
 }
 
@@ -50,7 +76,11 @@ function step(options: { now?: () => number; revoked?: string[]; revocations?: R
   const revocations = options.revocations ?? new Revocations();
   for (const value of options.revoked ?? []) revocations.add({ kind: 'spiffeId', value });
   return createProbeProofStep({
-    trustDomain: TD, service: 'orders', keys, revocations, clockSkewSeconds: 30,
+    trustDomain: TD,
+    service: 'orders',
+    keys,
+    revocations,
+    clockSkewSeconds: 30,
     ...(options.now === undefined ? {} : { now: options.now }),
   });
 }
@@ -80,22 +110,37 @@ describe('probe proofs', () => {
     assert.equal(await marks(verifier, await proof({ audience: `spiffe://${TD}/svc/payments` })), null);
   });
 
-  it('are nothing without the scanner\'s key, or with a token the Txn-Token Service did not sign as a probe token', async () => {
+  it("are nothing without the scanner's key, or with a token the Txn-Token Service did not sign as a probe token", async () => {
     const verifier = step();
     const cases: [string, Promise<string>][] = [
       ['a stolen token, signed with another key', proof({ key: stranger })],
-      ['a token naming the stranger\'s key, signed by the stranger under the real kid', proof({ key: stranger, token: await probeToken({ signer: stranger, cnf: stranger }) })],
+      [
+        "a token naming the stranger's key, signed by the stranger under the real kid",
+        proof({ key: stranger, token: await probeToken({ signer: stranger, cnf: stranger }) }),
+      ],
       ['a token under a kid the guard does not know', proof({ token: await probeToken({ kid: 'tts-9' }) })],
-      ['a Txn-Token\'s typ', proof({ token: await probeToken({ typ: 'txntoken+jwt' }) })],
+      ["a Txn-Token's typ", proof({ token: await probeToken({ typ: 'txntoken+jwt' }) })],
       ['a workload, not a scanner', proof({ token: await probeToken({ sub: ORDERS }) })],
-      ['a scanner of another trust domain', proof({ token: await probeToken({ sub: 'spiffe://evil.test/scanner/ci' }) })],
+      [
+        'a scanner of another trust domain',
+        proof({ token: await probeToken({ sub: 'spiffe://evil.test/scanner/ci' }) }),
+      ],
       ['another audience', proof({ token: await probeToken({ aud: 'evil.test' }) })],
-      ['an expired token', proof({ token: await probeToken({ iat: Math.floor(Date.now() / 1000) - 7_200, exp: Math.floor(Date.now() / 1000) - 3_600 }) })],
+      [
+        'an expired token',
+        proof({
+          token: await probeToken({
+            iat: Math.floor(Date.now() / 1000) - 7_200,
+            exp: Math.floor(Date.now() / 1000) - 3_600,
+          }),
+        }),
+      ],
       ['a token that lives a day', proof({ token: await probeToken({ exp: Math.floor(Date.now() / 1000) + 86_400 }) })],
       ['a proof made ten minutes ago', proof({ now: Date.now() - 600_000 })],
     ];
     for (const [what, header] of cases) assert.equal(await marks(verifier, await header), null, what);
-    for (const junk of ['probe', 'a.b.c', '', 'x'.repeat(10_000)]) assert.equal(await marks(verifier, junk), null, junk.slice(0, 20));
+    for (const junk of ['probe', 'a.b.c', '', 'x'.repeat(10_000)])
+      assert.equal(await marks(verifier, junk), null, junk.slice(0, 20));
     assert.equal(await marks(verifier, [await proof(), await proof()]), null, 'two headers');
   });
 
@@ -129,7 +174,7 @@ describe('probe proofs', () => {
     assert.equal(marked, 256, 'one verification of the token, shared; 256 proofs');
   });
 
-  it('spend no budget on junk that fails a check needing no signature: the scanner\'s probe after it is marked', async () => {
+  it("spend no budget on junk that fails a check needing no signature: the scanner's probe after it is marked", async () => {
     const now = Date.now();
     const verifier = step({ now: () => now });
     const seconds = Math.floor(now / 1000);
@@ -149,7 +194,8 @@ describe('probe proofs', () => {
     const now = Date.now();
     const verifier = step({ now: () => now });
     // Well formed in every part an outsider can see, under the real kid: only a signature check tells.
-    const forged = async () => proof({ now, token: await probeToken({ signer: stranger, cnf: stranger }), key: stranger });
+    const forged = async () =>
+      proof({ now, token: await probeToken({ signer: stranger, cnf: stranger }), key: stranger });
     for (let i = 0; i < 300; i++) assert.equal(await marks(verifier, await forged(), '198.51.100.66'), null);
     const token = await probeToken();
     const scanned = async () => marks(verifier, await proof({ now, token }), '10.0.0.8');

@@ -66,7 +66,10 @@ export interface ProbeProofStep {
    * `target`, from the address `source`) is its probe, or null. Never throws.
    */
   verify(
-    header: string | string[] | undefined, method: string, target: string | undefined, source: string | undefined,
+    header: string | string[] | undefined,
+    method: string,
+    target: string | undefined,
+    source: string | undefined,
   ): Promise<string | null>;
 }
 
@@ -187,7 +190,7 @@ export function createProbeProofStep(options: ProbeProofOptions): ProbeProofStep
   async function verifyProbeToken(token: string, unverified: UnverifiedProbeToken): Promise<ProbeToken | null> {
     // The signature covers the very parts whose claims were checked above.
     await compactVerify(token, unverified.signingKey, { algorithms: ['ES256'] });
-    const key = await importJWK(unverified.jwk, 'ES256') as webcrypto.CryptoKey;
+    const key = (await importJWK(unverified.jwk, 'ES256')) as webcrypto.CryptoKey;
     // A revocation may have landed meanwhile (and purged the cache before this token was in it).
     if (revocations.kid.has(unverified.kid)) return null;
     const { scanner, kid, expiresAtMs } = unverified;
@@ -246,8 +249,12 @@ export interface ProbeProofRequest {
 /** A `Lockstep-Probe-Proof` header value (the scanner's side of `createProbeProofStep`). */
 export async function createProbeProof(request: ProbeProofRequest): Promise<string> {
   const claims = {
-    ptk: request.token, htm: request.method, htu: request.target, aud: request.audience,
-    iat: Math.floor((request.now ?? Date.now()) / 1000), jti: randomUUID().replaceAll('-', ''),
+    ptk: request.token,
+    htm: request.method,
+    htu: request.target,
+    aud: request.audience,
+    iat: Math.floor((request.now ?? Date.now()) / 1000),
+    jti: randomUUID().replaceAll('-', ''),
   };
   return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
     .setProtectedHeader({ alg: 'ES256', typ: PROBE_PROOF_TYP })

@@ -42,13 +42,21 @@ function refusedWith(attempt: () => unknown, code: GuardErrorCode, detail: RegEx
 /** The server's end of a TLS connection from a client presenting `client`; left open until the end. */
 async function tlsServerSocket(client: IssuedCert): Promise<TLSSocket> {
   const server = createTlsServer({
-    cert: serverCert.chainPem, key: serverCert.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: false,
+    cert: serverCert.chainPem,
+    key: serverCert.keyPem,
+    ca: ca.bundlePem,
+    requestCert: true,
+    rejectUnauthorized: false,
   });
   const accepted = new Promise<TLSSocket>((resolve) => server.once('secureConnection', resolve));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const socket = connectTls({
-    host: '127.0.0.1', port: (server.address() as AddressInfo).port, ca: ca.bundlePem,
-    cert: client.chainPem, key: client.keyPem, checkServerIdentity: () => undefined,
+    host: '127.0.0.1',
+    port: (server.address() as AddressInfo).port,
+    ca: ca.bundlePem,
+    cert: client.chainPem,
+    key: client.keyPem,
+    checkServerIdentity: () => undefined,
   });
   socket.on('error', () => {});
   const serverSide = await accepted;
@@ -100,8 +108,11 @@ describe('identityFromCertificate', () => {
   });
 
   it('refuses bytes that are not a certificate as an invalid peer ID', () => {
-    refusedWith(() => identityFromCertificate(new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01]), TRUST_DOMAIN),
-      'LOCKSTEP_ERR_PEER_ID_INVALID', /could not be parsed/);
+    refusedWith(
+      () => identityFromCertificate(new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01]), TRUST_DOMAIN),
+      'LOCKSTEP_ERR_PEER_ID_INVALID',
+      /could not be parsed/,
+    );
   });
 
   it('lets a configuration mistake through as the TypeError it is, not as a refusal of the peer', async () => {

@@ -11,7 +11,11 @@
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import {
-  DEFAULT_MAX_SVID_LIFETIME_SECONDS, readTlsPeer, readX509Svid, SvidError, type SvidErrorCode,
+  DEFAULT_MAX_SVID_LIFETIME_SECONDS,
+  readTlsPeer,
+  readX509Svid,
+  SvidError,
+  type SvidErrorCode,
 } from '@lockstep/identity';
 import { GuardError, type GuardErrorCode } from '../errors.ts';
 
@@ -39,10 +43,7 @@ export interface TransportOptions {
   now?: () => number;
 }
 
-const UNTRUSTED_CHAIN_ERRORS = new Set([
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-]);
+const UNTRUSTED_CHAIN_ERRORS = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
 export function createTransportStep(options: TransportOptions): TransportStep {
   const byConnection = new WeakMap<Socket, PeerIdentity>();
@@ -53,9 +54,12 @@ export function createTransportStep(options: TransportOptions): TransportStep {
     if (peer.leafDer === null) throw new GuardError('LOCKSTEP_ERR_PEER_CERT_MISSING');
     if (!peer.authorized) {
       const reason = peer.authorizationError ?? 'unverified';
-      throw new GuardError('LOCKSTEP_ERR_PEER_UNTRUSTED', UNTRUSTED_CHAIN_ERRORS.has(reason)
-        ? `certificate ${reason === 'CERT_HAS_EXPIRED' ? 'expired' : 'not yet valid'} (${reason})`
-        : `certificate chain not trusted (${reason})`);
+      throw new GuardError(
+        'LOCKSTEP_ERR_PEER_UNTRUSTED',
+        UNTRUSTED_CHAIN_ERRORS.has(reason)
+          ? `certificate ${reason === 'CERT_HAS_EXPIRED' ? 'expired' : 'not yet valid'} (${reason})`
+          : `certificate chain not trusted (${reason})`,
+      );
     }
     return identityFromCertificate(peer.leafDer, options.trustDomain, options.maxSvidLifetimeSeconds);
   }
@@ -71,8 +75,10 @@ export function createTransportStep(options: TransportOptions): TransportStep {
         byConnection.set(socket, identity);
       }
       // A keep-alive connection can outlive its certificate: re-check on every request.
-      if (now() >= identity.notAfterMs) throw new GuardError('LOCKSTEP_ERR_PEER_UNTRUSTED', 'certificate expired during the connection');
-      if (options.isRevokedSpiffeId(identity.spiffeId)) throw new GuardError('LOCKSTEP_ERR_PEER_REVOKED', `${identity.spiffeId} is revoked`);
+      if (now() >= identity.notAfterMs)
+        throw new GuardError('LOCKSTEP_ERR_PEER_UNTRUSTED', 'certificate expired during the connection');
+      if (options.isRevokedSpiffeId(identity.spiffeId))
+        throw new GuardError('LOCKSTEP_ERR_PEER_REVOKED', `${identity.spiffeId} is revoked`);
       return identity;
     },
   };

@@ -13,20 +13,29 @@ const RULES: ClaimRules = { trustDomain: 'shop.test', nowSeconds: NOW, clockSkew
 
 function claims(overrides: Record<string, unknown> = {}, omit: readonly string[] = []): Record<string, unknown> {
   const base: Record<string, unknown> = {
-    aud: 'shop.test', iat: NOW - 10, exp: NOW + 50, txn: 'txn-1', sub: 'alice', scope: 'orders',
-    req_wl: 'spiffe://shop.test/svc/gateway', ...overrides,
+    aud: 'shop.test',
+    iat: NOW - 10,
+    exp: NOW + 50,
+    txn: 'txn-1',
+    sub: 'alice',
+    scope: 'orders',
+    req_wl: 'spiffe://shop.test/svc/gateway',
+    ...overrides,
   };
   for (const name of omit) delete base[name];
   return base;
 }
 
 function refusedWith(code: string, detail: RegExp, input: Record<string, unknown>): void {
-  assert.throws(() => checkTxnClaims(input, RULES), (error: unknown) => {
-    assert.ok(error instanceof GuardError, `a GuardError, not ${String(error)}`);
-    assert.equal(error.code, code);
-    assert.match(error.detail, detail);
-    return true;
-  });
+  assert.throws(
+    () => checkTxnClaims(input, RULES),
+    (error: unknown) => {
+      assert.ok(error instanceof GuardError, `a GuardError, not ${String(error)}`);
+      assert.equal(error.code, code);
+      assert.match(error.detail, detail);
+      return true;
+    },
+  );
 }
 
 describe('checkTxnClaims without the step around it', () => {
@@ -55,6 +64,10 @@ describe('checkTxnClaims without the step around it', () => {
   });
 
   it('names the claims as the place of a top-level key with a control character', () => {
-    refusedWith('LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', /^a key in claims contains a control character$/, claims({ 'e\u0001x': 1 }));
+    refusedWith(
+      'LOCKSTEP_ERR_TXN_TOKEN_CLAIMS',
+      /^a key in claims contains a control character$/,
+      claims({ 'e\u0001x': 1 }),
+    );
   });
 });

@@ -46,13 +46,16 @@ function verify(step: TxnTokenStep, token: string): Promise<VerifiedTxnToken> | 
 
 /** Refusal with `code`, whether verify throws at once (cache path) or rejects (cold path). */
 async function assertRefused(attempt: () => unknown, code: GuardErrorCode, detail?: RegExp): Promise<void> {
-  await assert.rejects(async () => attempt(), (error: unknown) => {
-    assert.ok(error instanceof GuardError, String(error));
-    assert.equal(error.code, code);
-    assert.equal(error.status, 401);
-    if (detail !== undefined) assert.match(error.detail, detail);
-    return true;
-  });
+  await assert.rejects(
+    async () => attempt(),
+    (error: unknown) => {
+      assert.ok(error instanceof GuardError, String(error));
+      assert.equal(error.code, code);
+      assert.equal(error.status, 401);
+      if (detail !== undefined) assert.match(error.detail, detail);
+      return true;
+    },
+  );
 }
 
 const GATEWAY = `spiffe://${TRUST_DOMAIN}/svc/gateway`;
@@ -67,7 +70,7 @@ async function assertClaimsRefused(step: TxnTokenStep, token: Promise<string>, d
 async function attackToken(id: string): Promise<string> {
   const attack = txnTokenAttacks.find((candidate) => candidate.id === id);
   assert.ok(attack, `no attack ${id}`);
-  return await attack.build(minter) as string;
+  return (await attack.build(minter)) as string;
 }
 
 /** Every object reachable from `value`: frozen, and (arrays aside) without a prototype. */
@@ -179,13 +182,27 @@ describe('createTxnTokenStep', () => {
   it('refuses __proto__, constructor and prototype keys at any depth, and numbers JSON cannot hold', async () => {
     const { step } = harness();
     const prototypeKey = /^claims: a key named "(__proto__|constructor|prototype)" is not accepted$/;
-    for (const id of ['claims-proto-key', 'claims-constructor-key', 'tctx-proto-key', 'tctx-prototype-key', 'rctx-nested-proto-key']) {
+    for (const id of [
+      'claims-proto-key',
+      'claims-constructor-key',
+      'tctx-proto-key',
+      'tctx-prototype-key',
+      'rctx-nested-proto-key',
+    ]) {
       await assertClaimsRefused(step, attackToken(id), prototypeKey);
     }
     await assertClaimsRefused(step, attackToken('exp-overflow'), /^claims: "exp" is a number out of range$/);
-    await assertClaimsRefused(step, attackToken('claims-too-deep'), /^tctx\.deep(\.a){7} is nested more than 8 levels deep$/);
+    await assertClaimsRefused(
+      step,
+      attackToken('claims-too-deep'),
+      /^tctx\.deep(\.a){7} is nested more than 8 levels deep$/,
+    );
     const header = attackToken('header-proto-key');
-    await assertRefused(async () => verify(step, await header), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', /^header: a key named "__proto__"/);
+    await assertRefused(
+      async () => verify(step, await header),
+      'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
+      /^header: a key named "__proto__"/,
+    );
   });
 
   it('hands out plain data: claims frozen all the way down, objects without a prototype', async () => {
@@ -204,8 +221,12 @@ describe('createTxnTokenStep', () => {
       assert.equal(name in claims, false, `${name} in claims`);
     }
     assert.equal(Object.hasOwn(claims.tctx as object, '__proto__'), false);
-    assert.throws(() => { (claims.tctx as { tenant: string }).tenant = 'other'; }, TypeError);
-    assert.throws(() => { (claims.tctx?.roles as string[]).push('admin'); }, TypeError);
+    assert.throws(() => {
+      (claims.tctx as { tenant: string }).tenant = 'other';
+    }, TypeError);
+    assert.throws(() => {
+      (claims.tctx?.roles as string[]).push('admin');
+    }, TypeError);
     // Still plain JSON data to anyone who reads it as such.
     const asJson = { roles: ['customer'], tenant: 'acme', limits: { daily: [{ amount: 100 }] } };
     assert.deepEqual(JSON.parse(JSON.stringify(claims.tctx)), asJson);
@@ -275,8 +296,14 @@ describe('createTxnTokenStep', () => {
     const token = await minter.mint();
     await assertRefused(() => step.verify(undefined, []), 'LOCKSTEP_ERR_TXN_TOKEN_MISSING');
     await assertRefused(() => step.verify('', ['txn-token', '']), 'LOCKSTEP_ERR_TXN_TOKEN_MISSING');
-    await assertRefused(() => step.verify(`${token}, ${token}`, ['Txn-Token', token, 'txn-token', token]), 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE');
-    await assertRefused(() => step.verify(`${token},x`, ['txn-token', `${token},x`]), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
+    await assertRefused(
+      () => step.verify(`${token}, ${token}`, ['Txn-Token', token, 'txn-token', token]),
+      'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE',
+    );
+    await assertRefused(
+      () => step.verify(`${token},x`, ['txn-token', `${token},x`]),
+      'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+    );
     assert.equal(step.stats().verified, 0);
   });
 });
@@ -305,12 +332,18 @@ describe('createTxnTokenStep: the edges of each rule', () => {
     const { step } = harness();
     const b64 = (text: string) => Buffer.from(text).toString('base64url');
     for (const header of ['[]', '"ES256"', '1', 'null']) {
-      await assertRefused(() => verify(step, `${b64(header)}.${b64('{}')}.c2ln`), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
-        /^header is not a JSON object$/);
+      await assertRefused(
+        () => verify(step, `${b64(header)}.${b64('{}')}.c2ln`),
+        'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+        /^header is not a JSON object$/,
+      );
     }
     for (const payload of ['[]', '"alice"', '1', 'null']) {
-      await assertRefused(async () => verify(step, await signedPayload(payload)), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
-        /^claims is not a JSON object$/);
+      await assertRefused(
+        async () => verify(step, await signedPayload(payload)),
+        'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+        /^claims is not a JSON object$/,
+      );
     }
   });
 
@@ -331,10 +364,16 @@ describe('createTxnTokenStep: the edges of each rule', () => {
 
   it('takes a token of exactly maxTokenBytes, and refuses one byte more before verifying it', async () => {
     const token = await minter.mint();
-    const sized = (maxTokenBytes: number) => createTxnTokenStep({
-      trustDomain: TRUST_DOMAIN, keys, revocations: new Revocations(), maxLifetimeSeconds: 300,
-      clockSkewSeconds: SKEW_SECONDS, maxTokenBytes, cacheSize: 10,
-    });
+    const sized = (maxTokenBytes: number) =>
+      createTxnTokenStep({
+        trustDomain: TRUST_DOMAIN,
+        keys,
+        revocations: new Revocations(),
+        maxLifetimeSeconds: 300,
+        clockSkewSeconds: SKEW_SECONDS,
+        maxTokenBytes,
+        cacheSize: 10,
+      });
     assert.equal((await verify(sized(token.length), token)).token, token);
     const small = sized(token.length - 1);
     await assertRefused(() => verify(small, token), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', /the limit is/);
@@ -418,20 +457,27 @@ describe('createTxnTokenStep: the edges of each rule', () => {
     // The source the guard would hold: it learns of tts-2 only when it fetches again.
     const rotating: TxnKeySource = {
       get: (kid) => (refreshes > 0 ? after : keys).get(kid),
-      refresh: async () => { refreshes += 1; },
+      refresh: async () => {
+        refreshes += 1;
+      },
       kids: () => (refreshes > 0 ? after : keys).kids(),
       close() {},
     };
     const step = createTxnTokenStep({
-      trustDomain: TRUST_DOMAIN, keys: rotating, revocations: new Revocations(), maxLifetimeSeconds: 300,
-      clockSkewSeconds: SKEW_SECONDS, maxTokenBytes: 8192, cacheSize: 10,
+      trustDomain: TRUST_DOMAIN,
+      keys: rotating,
+      revocations: new Revocations(),
+      maxLifetimeSeconds: 300,
+      clockSkewSeconds: SKEW_SECONDS,
+      maxTokenBytes: 8192,
+      cacheSize: 10,
     });
     await verify(step, await minter.mint());
     assert.equal(refreshes, 0, 'a known kid needs no fetch');
     const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
     const unsigned = `${b64({ alg: 'none', typ: 'txntoken+jwt', kid: 'unknown-1' })}.${b64(minter.claims())}.c2ln`;
     const badKids = [{ kid: 'a/b' }, { kid: 'k'.repeat(129) }, { kid: 7 }].map((header) => minter.mint({}, { header }));
-    for (const token of [...await Promise.all(badKids), unsigned]) {
+    for (const token of [...(await Promise.all(badKids)), unsigned]) {
       await assertRefused(() => verify(step, token), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID');
     }
     assert.equal(refreshes, 0, 'a kid that is not a plain key id, or an alg not accepted, is refused before any fetch');
@@ -454,7 +500,10 @@ describe('createTxnTokenStep: what a revocation purges, and why a token is refus
     assert.deepEqual(step.stats(), { ...before, hits: before.hits + 1 });
   }
 
-  for (const [kind, revoked, kept] of [['sub', 'alice', 'bob'], ['txn', 'txn-bad', 'txn-good']] as const) {
+  for (const [kind, revoked, kept] of [
+    ['sub', 'alice', 'bob'],
+    ['txn', 'txn-bad', 'txn-good'],
+  ] as const) {
     it(`keeps the cached tokens of other ${kind} values when one ${kind} is revoked`, async () => {
       const { step, revocations } = harness();
       const bad = await minter.mint({ [kind]: revoked });
@@ -472,8 +521,13 @@ describe('createTxnTokenStep: what a revocation purges, and why a token is refus
     const both = await createStaticKeySource({ keys: [...minter.jwks.keys, ...second.jwks.keys] });
     const revocations = new Revocations();
     const step = createTxnTokenStep({
-      trustDomain: TRUST_DOMAIN, keys: both, revocations, maxLifetimeSeconds: 300,
-      clockSkewSeconds: SKEW_SECONDS, maxTokenBytes: 8192, cacheSize: 10,
+      trustDomain: TRUST_DOMAIN,
+      keys: both,
+      revocations,
+      maxLifetimeSeconds: 300,
+      clockSkewSeconds: SKEW_SECONDS,
+      maxTokenBytes: 8192,
+      cacheSize: 10,
     });
     const old = await minter.mint();
     const current = await second.mint();
@@ -496,23 +550,37 @@ describe('createTxnTokenStep: what a revocation purges, and why a token is refus
   it('names the part count of a token that is not three parts', async () => {
     const { step } = harness();
     const [header, payload, signature] = (await minter.mint()).split('.');
-    await assertRefused(() => verify(step, `${header}.${payload}`), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
-      /^expected a compact JWS \(3 parts\), got 2 parts$/);
-    await assertRefused(() => verify(step, `${header}.${payload}.${signature}.${signature}`), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
-      /^expected a compact JWS \(3 parts\), got 4 parts$/);
+    await assertRefused(
+      () => verify(step, `${header}.${payload}`),
+      'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+      /^expected a compact JWS \(3 parts\), got 2 parts$/,
+    );
+    await assertRefused(
+      () => verify(step, `${header}.${payload}.${signature}.${signature}`),
+      'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+      /^expected a compact JWS \(3 parts\), got 4 parts$/,
+    );
   });
 
   it('refuses a token with an empty signature as unsigned, before any key is used', async () => {
     const { step } = harness();
     const [header, payload] = (await minter.mint()).split('.');
-    await assertRefused(() => verify(step, `${header}.${payload}.`), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', /^token has no signature$/);
+    await assertRefused(
+      () => verify(step, `${header}.${payload}.`),
+      'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
+      /^token has no signature$/,
+    );
     assert.equal(step.stats().verified, 0);
   });
 
   it('refuses a kid the trust bundle does not hold as unknown, without verifying the signature', async () => {
     const { step } = harness();
     const stranger = await createTxnTokenMinter({ trustDomain: TRUST_DOMAIN, kid: 'tts-9' });
-    await assertRefused(async () => verify(step, await stranger.mint()), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID', /^unknown kid tts-9$/);
+    await assertRefused(
+      async () => verify(step, await stranger.mint()),
+      'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
+      /^unknown kid tts-9$/,
+    );
     assert.equal(step.stats().verified, 0);
   });
 
@@ -520,8 +588,11 @@ describe('createTxnTokenStep: what a revocation purges, and why a token is refus
     const { step } = harness();
     const [header, , signature] = (await minter.mint({ sub: 'alice' })).split('.');
     const payload = Buffer.from(JSON.stringify(minter.claims({ sub: 'admin' }))).toString('base64url');
-    await assertRefused(() => verify(step, `${header}.${payload}.${signature}`), 'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
-      /^signature does not verify$/);
+    await assertRefused(
+      () => verify(step, `${header}.${payload}.${signature}`),
+      'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
+      /^signature does not verify$/,
+    );
   });
 
   it('hands out a verified token with an empty decision memo (no action, workload or answer yet)', async () => {
@@ -533,7 +604,10 @@ describe('createTxnTokenStep: what a revocation purges, and why a token is refus
   it('refuses a header given as an array: duplicate when sent twice, malformed otherwise', async () => {
     const { step } = harness();
     const token = await minter.mint();
-    await assertRefused(() => step.verify([token, token], ['txn-token', token, 'Txn-Token', token]), 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE');
+    await assertRefused(
+      () => step.verify([token, token], ['txn-token', token, 'Txn-Token', token]),
+      'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE',
+    );
     await assertRefused(() => step.verify([token], ['txn-token', token]), 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
     assert.equal(step.stats().verified, 0);
   });

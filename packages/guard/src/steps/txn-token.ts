@@ -62,7 +62,10 @@ export interface TxnTokenStepOptions {
 
 export interface TxnTokenStep {
   /** `header` is the raw `txn-token` header value as Node parsed it (duplicates joined by ", "). */
-  verify(header: string | string[] | undefined, rawHeaders: readonly string[]): Promise<VerifiedTxnToken> | VerifiedTxnToken;
+  verify(
+    header: string | string[] | undefined,
+    rawHeaders: readonly string[],
+  ): Promise<VerifiedTxnToken> | VerifiedTxnToken;
   /** `verified` counts signature verifications (cold path); `hits` counts tokens served from the cache. */
   stats(): { hits: number; verified: number; size: number };
 }
@@ -89,8 +92,10 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
       cache.delete(cacheKey(entry.token));
       throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_EXPIRED', 'token expired');
     }
-    if ((revocations.sub.size > 0 && revocations.sub.has(entry.claims.sub))
-      || (revocations.txn.size > 0 && revocations.txn.has(entry.claims.txn))) {
+    if (
+      (revocations.sub.size > 0 && revocations.sub.has(entry.claims.sub)) ||
+      (revocations.txn.size > 0 && revocations.txn.has(entry.claims.txn))
+    ) {
       throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', 'subject or transaction revoked');
     }
     return entry;
@@ -98,26 +103,46 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
 
   async function verifyCold(token: string): Promise<VerifiedTxnToken> {
     if (token.length > options.maxTokenBytes) {
-      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `token is ${token.length} bytes; the limit is ${options.maxTokenBytes}`);
+      throw new GuardError(
+        'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+        `token is ${token.length} bytes; the limit is ${options.maxTokenBytes}`,
+      );
     }
     const parts = token.split('.');
-    if (parts.length !== 3) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', `expected a compact JWS (3 parts), got ${parts.length} parts`);
-    if (!COMPACT_JWS.test(token)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', 'token is not base64url compact JWS');
+    if (parts.length !== 3)
+      throw new GuardError(
+        'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+        `expected a compact JWS (3 parts), got ${parts.length} parts`,
+      );
+    if (!COMPACT_JWS.test(token))
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MALFORMED', 'token is not base64url compact JWS');
     if (parts[2] === '') throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'token has no signature');
 
     const header = parseTokenJson(Buffer.from(parts[0] as string, 'base64url').toString('utf8'), 'header');
     for (const name of Object.keys(header)) {
       if (!ALLOWED_HEADER_PARAMETERS.has(name)) {
-        throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `header parameter "${name.slice(0, 32)}" is not accepted`);
+        throw new GuardError(
+          'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
+          `header parameter "${name.slice(0, 32)}" is not accepted`,
+        );
       }
     }
-    if (header.alg !== 'ES256') throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `alg ${JSON.stringify(header.alg)} is not accepted; only ES256`);
+    if (header.alg !== 'ES256')
+      throw new GuardError(
+        'LOCKSTEP_ERR_TXN_TOKEN_INVALID',
+        `alg ${JSON.stringify(header.alg)} is not accepted; only ES256`,
+      );
     if (typeof header.typ !== 'string' || header.typ.toLowerCase() !== TXN_TOKEN_TYP) {
-      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_CLAIMS', `typ ${JSON.stringify(header.typ)} is not ${TXN_TOKEN_TYP}: not a Txn-Token`);
+      throw new GuardError(
+        'LOCKSTEP_ERR_TXN_TOKEN_CLAIMS',
+        `typ ${JSON.stringify(header.typ)} is not ${TXN_TOKEN_TYP}: not a Txn-Token`,
+      );
     }
     const kid = header.kid;
-    if (typeof kid !== 'string' || !KID.test(kid)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'kid missing or not a plain key id');
-    if (revocations.kid.has(kid)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', `signing key ${kid} is revoked`);
+    if (typeof kid !== 'string' || !KID.test(kid))
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'kid missing or not a plain key id');
+    if (revocations.kid.has(kid))
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', `signing key ${kid} is revoked`);
     let key = options.keys.get(kid);
     if (key === undefined) {
       await options.keys.refresh();
@@ -130,11 +155,13 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
     try {
       ({ payload: payloadBytes } = await compactVerify(token, key, { algorithms: ['ES256'] }));
     } catch (error) {
-      if (error instanceof joseErrors.JWSSignatureVerificationFailed) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'signature does not verify');
+      if (error instanceof joseErrors.JWSSignatureVerificationFailed)
+        throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', 'signature does not verify');
       throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_INVALID', `JWS rejected: ${(error as Error).message}`);
     }
     // A revocation may have landed while we were verifying.
-    if (revocations.kid.has(kid)) throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', `signing key ${kid} is revoked`);
+    if (revocations.kid.has(kid))
+      throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_REVOKED', `signing key ${kid} is revoked`);
 
     const claims = checkTxnClaims(parseTokenJson(new TextDecoder().decode(payloadBytes), 'claims'), {
       trustDomain: options.trustDomain,
@@ -163,7 +190,11 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
     verify(header, rawHeaders) {
       if (header === undefined || header === '') throw new GuardError('LOCKSTEP_ERR_TXN_TOKEN_MISSING');
       if (typeof header !== 'string' || header.includes(',')) {
-        throw new GuardError(countHeader(rawHeaders, 'txn-token') > 1 ? 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE' : 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED');
+        throw new GuardError(
+          countHeader(rawHeaders, 'txn-token') > 1
+            ? 'LOCKSTEP_ERR_TXN_TOKEN_DUPLICATE'
+            : 'LOCKSTEP_ERR_TXN_TOKEN_MALFORMED',
+        );
       }
       const hit = cache.get(cacheKey(header));
       if (hit !== undefined && hit.token === header) {

@@ -17,7 +17,11 @@ import { parseStrictJson, StrictJsonError } from '../strict-json.ts';
 
 /** A zod schema, or anything with the same `safeParse` shape. */
 export interface BodySchema<T = unknown> {
-  safeParse(value: unknown): { success: true; data: T } | { success: false; error: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> } };
+  safeParse(
+    value: unknown,
+  ):
+    | { success: true; data: T }
+    | { success: false; error: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> } };
 }
 
 type RequestHead = Pick<IncomingMessage, 'headers'>;
@@ -40,8 +44,9 @@ export function hasBody(request: RequestHead): boolean {
  */
 export function checkBodyHeaders(request: RequestHead, schema: boolean, limit: number): GuardError | null {
   if (!schema) {
-    const fix = 'To accept a JSON body, give it one: schema.body on Fastify, body: zodSchema in an Express or '
-      + 'node:http route table';
+    const fix =
+      'To accept a JSON body, give it one: schema.body on Fastify, body: zodSchema in an Express or ' +
+      'node:http route table';
     return new GuardError('LOCKSTEP_ERR_INPUT_INVALID', `this route takes no body: it declares no body schema. ${fix}`);
   }
   const type = request.headers['content-type'];
@@ -105,7 +110,10 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
  * undefined for a route without a schema; throws the GuardError to refuse with.
  */
 export async function readCheckedBody(
-  request: IncomingMessage, response: ServerResponse, schema: BodySchema | undefined, limit: number,
+  request: IncomingMessage,
+  response: ServerResponse,
+  schema: BodySchema | undefined,
+  limit: number,
 ): Promise<unknown> {
   if (!hasBody(request)) return schema === undefined ? undefined : checkBody(schema, undefined);
   const refusal = checkBodyHeaders(request, schema !== undefined, limit);
@@ -119,11 +127,19 @@ export function checkBody<T>(schema: BodySchema<T>, value: unknown): T {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0];
-  throw new GuardError('LOCKSTEP_ERR_INPUT_INVALID', issue ? `${issue.path.map(String).join('.') || 'body'}: ${issue.message}` : 'body does not match the schema');
+  throw new GuardError(
+    'LOCKSTEP_ERR_INPUT_INVALID',
+    issue ? `${issue.path.map(String).join('.') || 'body'}: ${issue.message}` : 'body does not match the schema',
+  );
 }
 
 /** Maps an error thrown by Fastify's body parsing or validation to the guard's catalogue, or null. */
-export function guardErrorFromFastify(error: { code?: string; validation?: unknown; statusCode?: number; message: string }): GuardError | null {
+export function guardErrorFromFastify(error: {
+  code?: string;
+  validation?: unknown;
+  statusCode?: number;
+  message: string;
+}): GuardError | null {
   if (error.validation !== undefined) return new GuardError('LOCKSTEP_ERR_INPUT_INVALID', error.message);
   switch (error.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

@@ -21,8 +21,10 @@ export type SignBundleOptions = {
  * `{ v: 1, version, service, schema, policies, iat }`.
  */
 export async function signBundle(set: PolicySet, options: SignBundleOptions): Promise<string> {
-  if (typeof options?.kid !== 'string' || options.kid === '') throw new TypeError('options.kid must be a non-empty string');
-  const content = options.service === undefined || options.service === set.service ? set : sliceFor(set, options.service);
+  if (typeof options?.kid !== 'string' || options.kid === '')
+    throw new TypeError('options.kid must be a non-empty string');
+  const content =
+    options.service === undefined || options.service === set.service ? set : sliceFor(set, options.service);
   const issuedAt = options.issuedAt ?? new Date();
   const payload: BundlePayload = {
     v: 1,

@@ -25,19 +25,33 @@ before(async () => {
 });
 
 /** A bundle signed with a real key but a payload and header we choose. */
-function signRaw(payload: unknown, header: Record<string, unknown> = {}, key: CryptoKey | Uint8Array = privateKey): Promise<string> {
+function signRaw(
+  payload: unknown,
+  header: Record<string, unknown> = {},
+  key: CryptoKey | Uint8Array = privateKey,
+): Promise<string> {
   const bytes = new TextEncoder().encode(typeof payload === 'string' ? payload : JSON.stringify(payload));
   return new CompactSign(bytes).setProtectedHeader({ alg: 'ES256', typ: TYP, kid: 'cp-1', ...header }).sign(key);
 }
 
-function payloadOf(content: { policies: Record<string, string>; schemaText?: string; service?: string | null; version?: string }) {
+function payloadOf(content: {
+  policies: Record<string, string>;
+  schemaText?: string;
+  service?: string | null;
+  version?: string;
+}) {
   const schemaText = content.schemaText ?? set.schemaText;
   const service = content.service ?? null;
   const version = content.version ?? computePolicySetVersion({ schemaText, policies: content.policies, service });
   return { v: 1, version, service, schema: schemaText, policies: content.policies, iat: Math.floor(Date.now() / 1000) };
 }
 
-async function assertRejected(jws: string, code: PolicyErrorCode, mentions?: RegExp, options: Partial<Parameters<typeof verifyBundle>[1]> = {}) {
+async function assertRejected(
+  jws: string,
+  code: PolicyErrorCode,
+  mentions?: RegExp,
+  options: Partial<Parameters<typeof verifyBundle>[1]> = {},
+) {
   await assert.rejects(verifyBundle(jws, { keys: jwks, ...options }), (error: unknown) => {
     assert.ok(error instanceof PolicyError, String(error));
     assert.equal(error.code, code, error.message);
@@ -50,7 +64,11 @@ describe('signBundle / verifyBundle', () => {
   it('round-trips a set: same version, policies and schema', async () => {
     const jws = await signBundle(set, { privateKey, kid: 'cp-1' });
     const [header] = jws.split('.');
-    assert.deepEqual(JSON.parse(new TextDecoder().decode(base64url.decode(header ?? ''))), { alg: 'ES256', typ: TYP, kid: 'cp-1' });
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(base64url.decode(header ?? ''))), {
+      alg: 'ES256',
+      typ: TYP,
+      kid: 'cp-1',
+    });
     const verified = await verifyBundle(jws, { keys: jwks, maxAgeSeconds: 60 });
     assert.equal(verified.version, set.version);
     assert.equal(verified.schemaText, set.schemaText);
@@ -85,8 +103,15 @@ describe('signBundle / verifyBundle', () => {
   });
 
   it('rejects a bundle signed by a key not in the JWKS, or under an unknown kid', async () => {
-    await assertRejected(await signBundle(set, { privateKey: otherPrivateKey, kid: 'cp-1' }), 'LOCKSTEP_POLICY_BUNDLE_SIGNATURE');
-    await assertRejected(await signBundle(set, { privateKey, kid: 'cp-2' }), 'LOCKSTEP_POLICY_BUNDLE_SIGNATURE', /ERR_JWKS_NO_MATCHING_KEY/);
+    await assertRejected(
+      await signBundle(set, { privateKey: otherPrivateKey, kid: 'cp-1' }),
+      'LOCKSTEP_POLICY_BUNDLE_SIGNATURE',
+    );
+    await assertRejected(
+      await signBundle(set, { privateKey, kid: 'cp-2' }),
+      'LOCKSTEP_POLICY_BUNDLE_SIGNATURE',
+      /ERR_JWKS_NO_MATCHING_KEY/,
+    );
   });
 
   it('rejects alg "none", even with an empty signature built by hand', async () => {
@@ -114,31 +139,53 @@ describe('signBundle / verifyBundle', () => {
   });
 
   it('re-validates signed content strictly, even when its version is consistent', async () => {
-    const invalidPolicy = { bad: '@id("bad") permit(principal, action == Lockstep::Action::"orders:delete", resource);' };
-    await assertRejected(await signRaw(payloadOf({ policies: invalidPolicy })), 'LOCKSTEP_POLICY_BUNDLE_INVALID', /LOCKSTEP_POLICY_VALIDATION.*unrecognized action/);
+    const invalidPolicy = {
+      bad: '@id("bad") permit(principal, action == Lockstep::Action::"orders:delete", resource);',
+    };
+    await assertRejected(
+      await signRaw(payloadOf({ policies: invalidPolicy })),
+      'LOCKSTEP_POLICY_BUNDLE_INVALID',
+      /LOCKSTEP_POLICY_VALIDATION.*unrecognized action/,
+    );
     const renamed = { other: '@id("bad") permit(principal, action, resource);' };
     await assertRejected(await signRaw(payloadOf({ policies: renamed })), 'LOCKSTEP_POLICY_BUNDLE_INVALID', /@id/);
   });
 
   it('checks the payload shape', async () => {
     await assertRejected(await signRaw('not json'), 'LOCKSTEP_POLICY_BUNDLE_INVALID', /JSON/);
-    await assertRejected(await signRaw({ ...payloadOf({ policies: {} }), v: 2 }), 'LOCKSTEP_POLICY_BUNDLE_INVALID', /v=2/);
-    await assertRejected(await signRaw({ ...payloadOf({ policies: {} }), iat: 'now' }), 'LOCKSTEP_POLICY_BUNDLE_INVALID', /iat/);
+    await assertRejected(
+      await signRaw({ ...payloadOf({ policies: {} }), v: 2 }),
+      'LOCKSTEP_POLICY_BUNDLE_INVALID',
+      /v=2/,
+    );
+    await assertRejected(
+      await signRaw({ ...payloadOf({ policies: {} }), iat: 'now' }),
+      'LOCKSTEP_POLICY_BUNDLE_INVALID',
+      /iat/,
+    );
     await assertRejected('a.b', 'LOCKSTEP_POLICY_BUNDLE_INVALID', /compact JWS/);
   });
 
   it('enforces maxAgeSeconds and refuses bundles issued in the future', async () => {
     const jws = await signBundle(set, { privateKey, kid: 'cp-1' });
     const later = new Date(Date.now() + 2 * 3600_000);
-    await assertRejected(jws, 'LOCKSTEP_POLICY_BUNDLE_STALE', /maxAgeSeconds 3600/, { maxAgeSeconds: 3600, currentDate: later });
+    await assertRejected(jws, 'LOCKSTEP_POLICY_BUNDLE_STALE', /maxAgeSeconds 3600/, {
+      maxAgeSeconds: 3600,
+      currentDate: later,
+    });
     await verifyBundle(jws, { keys: jwks, currentDate: later });
     const future = await signBundle(set, { privateKey, kid: 'cp-1', issuedAt: new Date(Date.now() + 3600_000) });
     await assertRejected(future, 'LOCKSTEP_POLICY_BUNDLE_INVALID', /future/);
   });
 
   it('accepts an empty slice (every request denied) but not an empty source set', async () => {
-    const only = policySetFromSources({ schema: shopSources.schema, policies: { 'a.cedar': '@id("a") permit(principal, action, resource == Lockstep::Service::"orders");' } });
-    const verified = await verifyBundle(await signBundle(only, { privateKey, kid: 'cp-1', service: 'payments' }), { keys: jwks });
+    const only = policySetFromSources({
+      schema: shopSources.schema,
+      policies: { 'a.cedar': '@id("a") permit(principal, action, resource == Lockstep::Service::"orders");' },
+    });
+    const verified = await verifyBundle(await signBundle(only, { privateKey, kid: 'cp-1', service: 'payments' }), {
+      keys: jwks,
+    });
     assert.deepEqual(verified.policies, {});
   });
 

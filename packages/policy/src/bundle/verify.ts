@@ -43,7 +43,8 @@ export async function verifyBundle(jws: string, options: VerifyBundleOptions): P
       (header, token) => {
         // Checked before any key is looked up: the header is still unauthenticated here, but a
         // bundle that does not even claim our profile is not worth a signature check.
-        if (header.typ !== BUNDLE_TYP) throw invalid(`header typ must be "${BUNDLE_TYP}", got ${JSON.stringify(header.typ)}`);
+        if (header.typ !== BUNDLE_TYP)
+          throw invalid(`header typ must be "${BUNDLE_TYP}", got ${JSON.stringify(header.typ)}`);
         if (typeof header.kid !== 'string' || header.kid === '') throw invalid('header kid is missing');
         return resolveKey(header, token);
       },
@@ -65,10 +66,17 @@ export async function verifyBundle(jws: string, options: VerifyBundleOptions): P
   const payload = parseBundlePayload(verified.payload);
   checkTime(payload, now, maxAge);
   if (options.service !== undefined && payload.service !== null && payload.service !== options.service) {
-    throw invalid(`bundle is the slice for ${JSON.stringify(payload.service)}, this service is ${JSON.stringify(options.service)}`);
+    throw invalid(
+      `bundle is the slice for ${JSON.stringify(payload.service)}, this service is ${JSON.stringify(options.service)}`,
+    );
   }
-  const expected = computePolicySetVersion({ schemaText: payload.schema, policies: payload.policies, service: payload.service });
-  if (expected !== payload.version) throw invalid(`version ${payload.version} does not match the bundle content (${expected})`);
+  const expected = computePolicySetVersion({
+    schemaText: payload.schema,
+    policies: payload.policies,
+    service: payload.service,
+  });
+  if (expected !== payload.version)
+    throw invalid(`version ${payload.version} does not match the bundle content (${expected})`);
   return revalidate(payload);
 }
 
@@ -80,7 +88,9 @@ function keyResolver(keys: VerifyBundleOptions['keys'] | undefined): CompactVeri
 
 function checkTime(payload: BundlePayload, now: number, maxAge: number | undefined): void {
   if (payload.iat > now + CLOCK_TOLERANCE_SECONDS) {
-    throw invalid(`issued in the future (iat ${payload.iat}, now ${now}); check the clocks of the control plane and this host`);
+    throw invalid(
+      `issued in the future (iat ${payload.iat}, now ${now}); check the clocks of the control plane and this host`,
+    );
   }
   if (maxAge !== undefined && now - payload.iat > maxAge) {
     throw new PolicyError(
@@ -96,18 +106,23 @@ function revalidate(payload: BundlePayload): PolicySet {
     set = buildPolicySet({
       schema: {
         text: payload.schema,
-        locate: (byteOffset) => ({ file: 'bundle:schema', line: lineAt(payload.schema, indexOfByteOffset(payload.schema, byteOffset)) }),
+        locate: (byteOffset) => ({
+          file: 'bundle:schema',
+          line: lineAt(payload.schema, indexOfByteOffset(payload.schema, byteOffset)),
+        }),
       },
       policyFiles: Object.entries(payload.policies).map(([id, text]) => ({ file: `bundle:${id}`, text })),
       service: payload.service,
       allowEmpty: true,
     });
   } catch (cause) {
-    if (cause instanceof PolicyError) throw invalid(`content does not validate (${cause.code}: ${cause.message.replaceAll('\n', ' | ')})`, cause);
+    if (cause instanceof PolicyError)
+      throw invalid(`content does not validate (${cause.code}: ${cause.message.replaceAll('\n', ' | ')})`, cause);
     throw cause;
   }
   const ids = Object.keys(payload.policies);
-  const same = ids.length === Object.keys(set.policies).length && ids.every((id) => set.policies[id] === payload.policies[id]);
+  const same =
+    ids.length === Object.keys(set.policies).length && ids.every((id) => set.policies[id] === payload.policies[id]);
   if (!same || set.version !== payload.version) throw invalid('policy keys do not match their @id annotations');
   return set;
 }

@@ -42,7 +42,8 @@ export function buildPolicySet(input: BuildInput): PolicySet {
     throw PolicyError.fromProblems('LOCKSTEP_POLICY_EMPTY', [
       {
         file: files,
-        message: 'no policy found: add a .cedar file with at least one @id-annotated policy (with none, every request is denied)',
+        message:
+          'no policy found: add a .cedar file with at least one @id-annotated policy (with none, every request is denied)',
       },
     ]);
   }
@@ -166,7 +167,13 @@ function validateStrict(schema: MergedSchema, entries: readonly PolicyEntry[]): 
 }
 
 /** A problem at Cedar's byte offset within `text`, which starts at index `textStart` of the file. */
-function locatedProblem(file: PolicyFile, textStart: number, text: string, error: DetailedError, advice: string): PolicyProblem {
+function locatedProblem(
+  file: PolicyFile,
+  textStart: number,
+  text: string,
+  error: DetailedError,
+  advice: string,
+): PolicyProblem {
   const message = `${describeCedarError(error)}; ${advice}`;
   const offset = firstByteOffset(error);
   if (offset === undefined) return { file: file.file, message };

@@ -21,15 +21,20 @@ export function parseBundlePayload(bytes: Uint8Array): BundlePayload {
   } catch (cause) {
     throw invalid('payload is not UTF-8 JSON', cause);
   }
-  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid('payload is not an object');
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload))
+    throw invalid('payload is not an object');
   const p = payload as Record<string, unknown>;
   if (p['v'] !== 1) throw invalid(`unsupported payload version v=${JSON.stringify(p['v'])} (expected 1)`);
-  if (typeof p['version'] !== 'string' || !/^[0-9a-f]{64}$/.test(p['version'])) throw invalid('"version" must be a sha256 hex string');
-  if (p['service'] !== null && (typeof p['service'] !== 'string' || p['service'] === '')) throw invalid('"service" must be a service name or null');
+  if (typeof p['version'] !== 'string' || !/^[0-9a-f]{64}$/.test(p['version']))
+    throw invalid('"version" must be a sha256 hex string');
+  if (p['service'] !== null && (typeof p['service'] !== 'string' || p['service'] === ''))
+    throw invalid('"service" must be a service name or null');
   if (typeof p['schema'] !== 'string') throw invalid('"schema" must be a string');
-  if (!Number.isSafeInteger(p['iat']) || (p['iat'] as number) < 0) throw invalid('"iat" must be a unix time in seconds');
+  if (!Number.isSafeInteger(p['iat']) || (p['iat'] as number) < 0)
+    throw invalid('"iat" must be a unix time in seconds');
   const policies = p['policies'];
-  if (typeof policies !== 'object' || policies === null || Array.isArray(policies)) throw invalid('"policies" must be an object');
+  if (typeof policies !== 'object' || policies === null || Array.isArray(policies))
+    throw invalid('"policies" must be an object');
   for (const [id, text] of Object.entries(policies)) {
     if (typeof text !== 'string') throw invalid(`policy ${JSON.stringify(id)} must be a string`);
   }
@@ -44,5 +49,9 @@ export function parseBundlePayload(bytes: Uint8Array): BundlePayload {
 }
 
 export function invalid(reason: string, cause?: unknown): PolicyError {
-  return new PolicyError('LOCKSTEP_POLICY_BUNDLE_INVALID', `policy bundle rejected: ${reason}; fetch a fresh bundle from the control plane`, cause === undefined ? {} : { cause });
+  return new PolicyError(
+    'LOCKSTEP_POLICY_BUNDLE_INVALID',
+    `policy bundle rejected: ${reason}; fetch a fresh bundle from the control plane`,
+    cause === undefined ? {} : { cause },
+  );
 }

@@ -32,10 +32,20 @@ export function evaluateRequest(preparsedId: string, request: AuthorizationReque
     });
   } catch (error) {
     // wasm-bindgen throws on values it cannot convert (functions, bigints...): fail closed.
-    return { decision: 'deny', policyIds: NONE, errors: Object.freeze([`request not evaluable: ${String(error)}`]), cacheable: false };
+    return {
+      decision: 'deny',
+      policyIds: NONE,
+      errors: Object.freeze([`request not evaluable: ${String(error)}`]),
+      cacheable: false,
+    };
   }
   if (answer.type === 'failure') {
-    return { decision: 'deny', policyIds: NONE, errors: Object.freeze(answer.errors.map(describeCedarError)), cacheable: true };
+    return {
+      decision: 'deny',
+      policyIds: NONE,
+      errors: Object.freeze(answer.errors.map(describeCedarError)),
+      cacheable: true,
+    };
   }
   const { decision, diagnostics } = answer.response;
   return {

@@ -7,7 +7,10 @@ describe('mergeSchemaFiles', () => {
   it('merges blocks of the same namespace, keeps other namespaces and top-level declarations', () => {
     const result = mergeSchemaFiles([
       { file: 'a', text: 'namespace Lockstep {\n  entity Workload;\n}\n' },
-      { file: 'b', text: '// b\nentity Global;\n@doc("shop")\nnamespace Shop { entity Cart; }\nnamespace Lockstep { entity Service; }\n' },
+      {
+        file: 'b',
+        text: '// b\nentity Global;\n@doc("shop")\nnamespace Shop { entity Cart; }\nnamespace Lockstep { entity Service; }\n',
+      },
     ]);
     assert.ok(result.ok);
     assert.equal(

@@ -83,11 +83,17 @@ function collectItems(
       if (open >= tokens.length || close === -1) {
         return failure(file, keyword.start, 'namespace block is not closed: add the missing `}`');
       }
-      const name = tokens.slice(i + 1, open).map((t) => t.text).join('');
+      const name = tokens
+        .slice(i + 1, open)
+        .map((t) => t.text)
+        .join('');
       const openToken = tokens[open] as CedarToken;
       const blocks = namespaces.get(name) ?? [];
       blocks.push({
-        annotations: start < i ? { file, start: (tokens[start] as CedarToken).start, end: (tokens[i - 1] as CedarToken).end } : null,
+        annotations:
+          start < i
+            ? { file, start: (tokens[start] as CedarToken).start, end: (tokens[i - 1] as CedarToken).end }
+            : null,
         header: { file, start: keyword.start, end: openToken.end },
         body: { file, start: openToken.end, end: (tokens[close] as CedarToken).start },
       });

@@ -22,7 +22,10 @@ describe('requestKey', () => {
   });
 
   it('treats an undefined tenant as absent and a present one as different', () => {
-    assert.equal(requestKey('v', { ...request, context: { ...context, tenant: undefined } as never }), requestKey('v', request));
+    assert.equal(
+      requestKey('v', { ...request, context: { ...context, tenant: undefined } as never }),
+      requestKey('v', request),
+    );
     assert.notEqual(requestKey('v', { ...request, context: { ...context, tenant: 't' } }), requestKey('v', request));
   });
 

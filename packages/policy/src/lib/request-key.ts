@@ -33,8 +33,12 @@ function canonicalContext(context: object): string {
   }
   const { callerService, requester, roles, scope, sub, tenant } = c;
   if (
-    typeof callerService !== 'string' || typeof requester !== 'string' || typeof sub !== 'string' ||
-    !isStringArray(roles) || !isStringArray(scope) || (tenant !== undefined && typeof tenant !== 'string')
+    typeof callerService !== 'string' ||
+    typeof requester !== 'string' ||
+    typeof sub !== 'string' ||
+    !isStringArray(roles) ||
+    !isStringArray(scope) ||
+    (tenant !== undefined && typeof tenant !== 'string')
   ) {
     return canonicalValue(c);
   }
@@ -56,7 +60,9 @@ export function canonicalValue(value: unknown): string {
         return `[${[...new Set((value as unknown[]).map(canonicalValue))].sort().join(',')}]`;
       }
       const record = value as Record<string, unknown>;
-      const keys = Object.keys(record).filter((k) => record[k] !== undefined).sort();
+      const keys = Object.keys(record)
+        .filter((k) => record[k] !== undefined)
+        .sort();
       return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalValue(record[k])}`).join(',')}}`;
     }
     default:

@@ -121,7 +121,9 @@ function isEntityJson(value: unknown): value is EntityUidJson {
   if (typeof value !== 'object' || value === null) return false;
   const uid = '__entity' in value ? (value as { __entity: unknown }).__entity : value;
   return (
-    typeof uid === 'object' && uid !== null &&
-    typeof (uid as { type?: unknown }).type === 'string' && typeof (uid as { id?: unknown }).id === 'string'
+    typeof uid === 'object' &&
+    uid !== null &&
+    typeof (uid as { type?: unknown }).type === 'string' &&
+    typeof (uid as { id?: unknown }).id === 'string'
   );
 }

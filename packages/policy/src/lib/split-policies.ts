@@ -1,10 +1,7 @@
 import { scanCedar } from './scan-cedar.ts';
 
 /** One policy statement of a .cedar file: its verbatim text (annotations through `;`) and offset. */
-export type PolicyStatement = {
-  readonly text: string;
-  readonly start: number;
-};
+export type PolicyStatement = { readonly text: string; readonly start: number };
 
 export type SplitResult =
   | { readonly ok: true; readonly statements: readonly PolicyStatement[] }

@@ -80,9 +80,23 @@ export interface RouteTarget {
 export type Target = EndpointTarget | RouteTarget;
 
 export type CraftedToken =
-  | 'alg-none' | 'alg-none-title' | 'alg-none-upper' | 'alg-none-mixed' | 'signature-stripped'
-  | 'hs256-public-key-pem' | 'hs256-public-key-der' | 'ecdsa-zero-signature' | 'payload-tampered'
-  | 'embedded-jwk' | 'jku' | 'x5u' | 'kid-traversal' | 'kid-unknown' | 'jwe' | 'foreign-trust-domain' | 'oversized';
+  | 'alg-none'
+  | 'alg-none-title'
+  | 'alg-none-upper'
+  | 'alg-none-mixed'
+  | 'signature-stripped'
+  | 'hs256-public-key-pem'
+  | 'hs256-public-key-der'
+  | 'ecdsa-zero-signature'
+  | 'payload-tampered'
+  | 'embedded-jwk'
+  | 'jku'
+  | 'x5u'
+  | 'kid-traversal'
+  | 'kid-unknown'
+  | 'jwe'
+  | 'foreign-trust-domain'
+  | 'oversized';
 
 export interface ScanContext {
   readonly trustDomain: string;
@@ -139,19 +153,26 @@ export const OWASP = {
 } as const;
 
 /** One attempt at a route (or an endpoint's representative route) with the scanner's defaults. */
-export function attempt(target: Target, context: ScanContext, options: {
-  via?: Attempt['via'];
-  token?: string | readonly string[] | null;
-  probeAs?: Control | null;
-  method?: string;
-  path?: string;
-  headers?: readonly (readonly [string, string])[];
-  body?: string | Buffer;
-  contentType?: string;
-} = {}): Attempt {
+export function attempt(
+  target: Target,
+  context: ScanContext,
+  options: {
+    via?: Attempt['via'];
+    token?: string | readonly string[] | null;
+    probeAs?: Control | null;
+    method?: string;
+    path?: string;
+    headers?: readonly (readonly [string, string])[];
+    body?: string | Buffer;
+    contentType?: string;
+  } = {},
+): Attempt {
   const token = options.token === undefined ? context.tokens.a : options.token;
   const tokens = token === null ? [] : typeof token === 'string' ? [token] : token;
-  const headers: (readonly [string, string])[] = [['host', target.endpoint], ...tokens.map((value) => ['txn-token', value] as [string, string])];
+  const headers: (readonly [string, string])[] = [
+    ['host', target.endpoint],
+    ...tokens.map((value) => ['txn-token', value] as [string, string]),
+  ];
   if (options.probeAs) headers.push(['lockstep-probe-as', options.probeAs.principal]);
   if (options.probeAs?.requester) headers.push(['lockstep-probe-requester', options.probeAs.requester]);
   if (options.body !== undefined) headers.push(['content-type', options.contentType ?? 'application/json']);
@@ -171,9 +192,11 @@ export function attempt(target: Target, context: ScanContext, options: {
  * manifest gives it, e.g. `alice, roles customer`).
  */
 export function noControl(user: string): string {
-  return `no registered workload is permitted on this route for test user a (${user}), with any registered workload `
-    + 'as requester, so there is no allowed request to vary: give users.a in the manifest the roles the route\'s '
-    + 'policy asks for, or, if no user may call this route, accept the result in the manifest (accept:) with the reason';
+  return (
+    `no registered workload is permitted on this route for test user a (${user}), with any registered workload ` +
+    "as requester, so there is no allowed request to vary: give users.a in the manifest the roles the route's " +
+    'policy asks for, or, if no user may call this route, accept the result in the manifest (accept:) with the reason'
+  );
 }
 
 /** What a result names as attacked; a service at several addresses gets each route once per address. */

@@ -18,8 +18,21 @@ describe('the catalogue', () => {
   });
 
   it('covers every category the issue names', () => {
-    for (const id of ['transport.plaintext', 'txn.user-token', 'txn.foreign-trust-domain', 'txn.revoked-sub', 'txn.revoked-txn', 'authz.bola', 'authz.function-level', 'authz.unlisted-caller', 'input.schema-bypass']) {
-      assert.ok(catalogue.some((attack) => attack.id === id), id);
+    for (const id of [
+      'transport.plaintext',
+      'txn.user-token',
+      'txn.foreign-trust-domain',
+      'txn.revoked-sub',
+      'txn.revoked-txn',
+      'authz.bola',
+      'authz.function-level',
+      'authz.unlisted-caller',
+      'input.schema-bypass',
+    ]) {
+      assert.ok(
+        catalogue.some((attack) => attack.id === id),
+        id,
+      );
     }
   });
 });

@@ -5,5 +5,20 @@ import { inputAttacks } from './input/index.ts';
 import { transportAttacks } from './transport/index.ts';
 import { txnTokenAttacks } from './txn-token/index.ts';
 
-export const catalogue: readonly Attack[] = Object.freeze([...transportAttacks, ...txnTokenAttacks, ...authorizationAttacks, ...inputAttacks]);
-export type { Attack, Control, ScanContext, ServiceTarget, ScanRoute, Target, RouteTarget, EndpointTarget, CraftedToken } from './attack.ts';
+export const catalogue: readonly Attack[] = Object.freeze([
+  ...transportAttacks,
+  ...txnTokenAttacks,
+  ...authorizationAttacks,
+  ...inputAttacks,
+]);
+export type {
+  Attack,
+  Control,
+  ScanContext,
+  ServiceTarget,
+  ScanRoute,
+  Target,
+  RouteTarget,
+  EndpointTarget,
+  CraftedToken,
+} from './attack.ts';

@@ -8,11 +8,30 @@
  */
 import { createHash } from 'node:crypto';
 import type { AttackInfo, Outcome, ScanReport } from '../types.ts';
-import { CATEGORY_LABEL, CELL_MEANING, OUTCOME_MARK, exitMeaning, findingsOf, formatDuration, scanMatrix, type Finding } from './matrix.ts';
+import {
+  CATEGORY_LABEL,
+  CELL_MEANING,
+  OUTCOME_MARK,
+  exitMeaning,
+  findingsOf,
+  formatDuration,
+  scanMatrix,
+  type Finding,
+} from './matrix.ts';
 import { printable } from './printable.ts';
 
-const HTML_ESCAPES: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
-const VERDICT_OUTCOME: Readonly<Record<ScanReport['exitCode'], Outcome>> = { 0: 'enforced', 1: 'weak', 2: 'inconclusive' };
+const HTML_ESCAPES: Readonly<Record<string, string>> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+};
+const VERDICT_OUTCOME: Readonly<Record<ScanReport['exitCode'], Outcome>> = {
+  0: 'enforced',
+  1: 'weak',
+  2: 'inconclusive',
+};
 
 const CSS = `
 :root { color-scheme: light; --text: #1f2328; --muted: #59636e; --line: #d1d9e0; --panel: #f6f8fa;
@@ -125,11 +144,17 @@ ${item('skipped', skipped, 'skipped (not applicable)')}
 function matrixSection(report: ScanReport): string {
   const matrix = scanMatrix(report);
   const columns = 2 + matrix.services.length;
-  const legend = (['enforced', 'weak', 'inconclusive', 'skipped'] as const).map((outcome) => `${OUTCOME_MARK[outcome]} ${CELL_MEANING[outcome]}`).join(', ');
-  const body = matrix.groups.map((group) => `<tbody>
+  const legend = (['enforced', 'weak', 'inconclusive', 'skipped'] as const)
+    .map((outcome) => `${OUTCOME_MARK[outcome]} ${CELL_MEANING[outcome]}`)
+    .join(', ');
+  const body = matrix.groups
+    .map(
+      (group) => `<tbody>
 <tr class="group"><th scope="colgroup" colspan="${columns}">${h(CATEGORY_LABEL[group.category])}</th></tr>
 ${group.rows.map(({ attack, cells }) => `<tr><th scope="row"><code>${h(attack.id)}</code> <span class="title">${h(attack.title)}</span></th><td>${severity(attack)}</td>${cells.map((outcome, i) => cell(outcome, matrix.services[i] ?? '')).join('')}</tr>`).join('\n')}
-</tbody>`).join('\n');
+</tbody>`,
+    )
+    .join('\n');
   return `<section aria-labelledby="matrix">
 <h2 id="matrix">Attack × service matrix</h2>
 <div class="table-wrap">
@@ -147,7 +172,8 @@ function cell(outcome: Outcome, service: string): string {
 }
 
 function findingsSection(findings: readonly Finding[]): string {
-  const articles = findings.map(({ result, attack }) => `<article class="finding">
+  const articles = findings.map(
+    ({ result, attack }) => `<article class="finding">
 <h3><span aria-hidden="true">${OUTCOME_MARK.weak}</span> <code>${h(attack.id)}</code> ${h(attack.title)}</h3>
 <dl>
 <dt>Service</dt><dd>${h(result.service)}</dd>
@@ -158,7 +184,8 @@ function findingsSection(findings: readonly Finding[]): string {
 <dt>Enforced when</dt><dd>${h(attack.enforced)}</dd>
 <dt>Standards</dt><dd>${h(standards(attack))}</dd>
 </dl>
-</article>`);
+</article>`,
+  );
   return `<section aria-labelledby="weak">
 <h2 id="weak">Weak links (${findings.length})</h2>
 ${articles.length > 0 ? articles.join('\n') : '<p>None: no attack got further than it should.</p>'}
@@ -241,7 +268,9 @@ function responseLine(result: Finding['result']): string {
     result.reason === null ? null : `reason ${result.reason}`,
     result.requestId === null ? null : `request id ${result.requestId}`,
     formatDuration(result.durationMs),
-  ].filter((part) => part !== null).join(' · ');
+  ]
+    .filter((part) => part !== null)
+    .join(' · ');
 }
 
 function standards(attack: AttackInfo): string {

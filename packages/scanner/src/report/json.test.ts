@@ -8,7 +8,11 @@ import { renderJson } from './json.ts';
 function reversedKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(reversedKeys);
   if (value === null || typeof value !== 'object') return value;
-  return Object.fromEntries(Object.entries(value).reverse().map(([key, inner]) => [key, reversedKeys(inner)]));
+  return Object.fromEntries(
+    Object.entries(value)
+      .reverse()
+      .map(([key, inner]) => [key, reversedKeys(inner)]),
+  );
 }
 
 describe('renderJson', () => {
@@ -22,11 +26,14 @@ describe('renderJson', () => {
   it('is stable: the same bytes whatever order the report was built in', () => {
     const report = sampleReport();
     assert.equal(renderJson(reversedKeys(report) as ScanReport), renderJson(report));
-    assert.match(renderJson(report), /^\{\n {2}"tool": \{\n {4}"name": "lockstep-scan",\n {4}"version": "0\.1\.0"\n {2}\},\n {2}"runId"/);
+    assert.match(
+      renderJson(report),
+      /^\{\n {2}"tool": \{\n {4}"name": "lockstep-scan",\n {4}"version": "0\.1\.0"\n {2}\},\n {2}"runId"/,
+    );
     assert.ok(renderJson(report).endsWith('}\n'));
   });
 
-  it('writes only the data model\'s fields', () => {
+  it("writes only the data model's fields", () => {
     const report = { ...sampleReport(), debug: 'not part of the report' } as ScanReport;
     assert.ok(!renderJson(report).includes('debug'));
   });

@@ -9,14 +9,25 @@ import type { AttackInfo, AttackResult, ScanReport, ScannedService } from '../ty
 import { attackOf, attacksById, serviceNames } from './matrix.ts';
 import { printable } from './printable.ts';
 
-const XML_ESCAPES: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' };
+const XML_ESCAPES: Readonly<Record<string, string>> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&apos;',
+};
 
 export function renderJunit(report: ScanReport): string {
   const attacks = attacksById(report);
   const registered = new Map(report.services.map((service) => [service.name, service]));
   const suites = serviceNames(report).map((name) => {
     const results = report.results.filter((result) => result.service === name);
-    return suite(report, name, registered.get(name), results.map((result) => ({ result, attack: attackOf(attacks, result) })));
+    return suite(
+      report,
+      name,
+      registered.get(name),
+      results.map((result) => ({ result, attack: attackOf(attacks, result) })),
+    );
   });
   const tests = report.results.length;
   const { weak, inconclusive } = countOutcomes(report.results);
@@ -29,7 +40,12 @@ export function renderJunit(report: ScanReport): string {
   ].join('\n');
 }
 
-function suite(report: ScanReport, name: string, service: ScannedService | undefined, cases: readonly { result: AttackResult; attack: AttackInfo }[]): string[] {
+function suite(
+  report: ScanReport,
+  name: string,
+  service: ScannedService | undefined,
+  cases: readonly { result: AttackResult; attack: AttackInfo }[],
+): string[] {
   const results = cases.map(({ result }) => result);
   const { weak, inconclusive, skipped } = countOutcomes(results);
   const time = results.reduce((sum, result) => sum + result.durationMs, 0);
@@ -66,7 +82,11 @@ function testCase(result: AttackResult, attack: AttackInfo): string[] {
         '    </testcase>',
       ];
     case 'inconclusive':
-      return [`${open}>`, `      <error${attributes({ message: `inconclusive: ${result.evidence}`, type: attack.id })}/>`, '    </testcase>'];
+      return [
+        `${open}>`,
+        `      <error${attributes({ message: `inconclusive: ${result.evidence}`, type: attack.id })}/>`,
+        '    </testcase>',
+      ];
     case 'skipped':
       return [`${open}>`, `      <skipped>${text(result.evidence)}</skipped>`, '    </testcase>'];
   }
@@ -82,7 +102,9 @@ function seconds(ms: number): string {
 }
 
 function attributes(values: Readonly<Record<string, string | number>>): string {
-  return Object.entries(values).map(([name, value]) => ` ${name}="${text(String(value))}"`).join('');
+  return Object.entries(values)
+    .map(([name, value]) => ` ${name}="${text(String(value))}"`)
+    .join('');
 }
 
 /** Escaped for both text and attribute values; `printable` has already removed what XML 1.0 forbids. */

@@ -8,15 +8,18 @@ describe('scanMatrix', () => {
   it('groups attacks by category in catalogue order and gives each service a cell', () => {
     const matrix = scanMatrix(sampleReport());
     assert.deepEqual(matrix.services, ['gateway', 'orders', 'payments', 'catalog']);
-    assert.deepEqual(matrix.groups.map((group) => [group.category, group.rows.map((row) => row.attack.id)]), [
-      ['transport', ['tls.no-client-cert', 'tls.foreign-ca']],
-      ['txn-token', ['txn.alg-none', 'txn.expired']],
-      ['authorization', ['authz.wrong-caller']],
-      ['input', ['input.oversized-body', 'input.unknown-field']],
-    ]);
+    assert.deepEqual(
+      matrix.groups.map((group) => [group.category, group.rows.map((row) => row.attack.id)]),
+      [
+        ['transport', ['tls.no-client-cert', 'tls.foreign-ca']],
+        ['txn-token', ['txn.alg-none', 'txn.expired']],
+        ['authorization', ['authz.wrong-caller']],
+        ['input', ['input.oversized-body', 'input.unknown-field']],
+      ],
+    );
   });
 
-  it('shows the worst outcome over a service\'s targets: weak, then inconclusive, then enforced, then skipped', () => {
+  it("shows the worst outcome over a service's targets: weak, then inconclusive, then enforced, then skipped", () => {
     const report = sampleReport();
     const one = (outcomes: AttackResult['outcome'][]) => {
       const template = report.results[0] as AttackResult;
@@ -39,8 +42,14 @@ describe('scanMatrix', () => {
 
 describe('findingsOf', () => {
   it('lists one outcome, most severe first, otherwise in report order', () => {
-    const weak = findingsOf(sampleReport(), 'weak').map(({ result, attack }) => `${attack.severity} ${result.service} ${result.attack}`);
-    assert.deepEqual(weak, ['critical orders txn.alg-none', 'medium orders input.unknown-field', 'medium payments txn.expired']);
+    const weak = findingsOf(sampleReport(), 'weak').map(
+      ({ result, attack }) => `${attack.severity} ${result.service} ${result.attack}`,
+    );
+    assert.deepEqual(weak, [
+      'critical orders txn.alg-none',
+      'medium orders input.unknown-field',
+      'medium payments txn.expired',
+    ]);
   });
 });
 
@@ -54,6 +63,9 @@ describe('serviceNames', () => {
 
 describe('formatDuration', () => {
   it('reads at a glance', () => {
-    assert.deepEqual([formatDuration(340.4), formatDuration(4_250), formatDuration(125_000)], ['340 ms', '4.3 s', '2 min 5 s']);
+    assert.deepEqual(
+      [formatDuration(340.4), formatDuration(4_250), formatDuration(125_000)],
+      ['340 ms', '4.3 s', '2 min 5 s'],
+    );
   });
 });

@@ -4,7 +4,12 @@
  */
 import type { AttackCategory, AttackInfo, AttackResult, Outcome, ScanReport, Severity } from '../types.ts';
 
-export const OUTCOME_MARK: Readonly<Record<Outcome, string>> = { enforced: '✓', weak: '✗', inconclusive: '?', skipped: '–' };
+export const OUTCOME_MARK: Readonly<Record<Outcome, string>> = {
+  enforced: '✓',
+  weak: '✗',
+  inconclusive: '?',
+  skipped: '–',
+};
 
 /** What a matrix cell means: one service, one attack, all its targets. */
 export const CELL_MEANING: Readonly<Record<Outcome, string>> = {
@@ -76,7 +81,9 @@ export function serviceNames(report: ScanReport): string[] {
 /** The results with one outcome, each with its catalogue entry; most severe first, otherwise in the report's own order. */
 export function findingsOf(report: ScanReport, outcome: Outcome): Finding[] {
   const attacks = attacksById(report);
-  const findings = report.results.filter((result) => result.outcome === outcome).map((result) => ({ result, attack: attackOf(attacks, result) }));
+  const findings = report.results
+    .filter((result) => result.outcome === outcome)
+    .map((result) => ({ result, attack: attackOf(attacks, result) }));
   return findings.sort((a, b) => SEVERITY_RANK[a.attack.severity] - SEVERITY_RANK[b.attack.severity]);
 }
 
@@ -89,7 +96,10 @@ export function attacksById(report: ScanReport): Map<string, AttackInfo> {
 
 export function attackOf(attacks: ReadonlyMap<string, AttackInfo>, result: AttackResult): AttackInfo {
   const attack = attacks.get(result.attack);
-  if (attack === undefined) throw new TypeError(`scan report: result for ${result.service} names attack "${result.attack}", which report.attacks does not list`);
+  if (attack === undefined)
+    throw new TypeError(
+      `scan report: result for ${result.service} names attack "${result.attack}", which report.attacks does not list`,
+    );
   return attack;
 }
 
@@ -103,9 +113,12 @@ export function formatDuration(ms: number): string {
 
 export function exitMeaning(exitCode: ScanReport['exitCode']): string {
   switch (exitCode) {
-    case 0: return 'nothing got through';
-    case 1: return 'a weak link was found';
-    case 2: return 'the scan is inconclusive: checks that apply could not run';
+    case 0:
+      return 'nothing got through';
+    case 1:
+      return 'a weak link was found';
+    case 2:
+      return 'the scan is inconclusive: checks that apply could not run';
   }
 }
 

@@ -19,10 +19,12 @@ function isUnsafe(code: number): boolean {
   return (
     code <= 0x1f || // C0 controls, newline and tab included: evidence is one line
     (code >= 0x7f && code <= 0x9f) || // DEL and C1 controls (CSI is 0x9b)
-    code === 0x200e || code === 0x200f || // left-to-right / right-to-left marks
+    code === 0x200e ||
+    code === 0x200f || // left-to-right / right-to-left marks
     (code >= 0x202a && code <= 0x202e) || // bidi embeddings and overrides
     (code >= 0x2066 && code <= 0x2069) || // bidi isolates
-    code === 0xfffe || code === 0xffff // not characters; XML 1.0 forbids them
+    code === 0xfffe ||
+    code === 0xffff // not characters; XML 1.0 forbids them
   );
 }
 

@@ -17,7 +17,13 @@ describe('renderSarif', () => {
   it('is valid against the SARIF 2.1.0 schema', () => {
     assertValidSarif(parse(renderSarif(sampleReport())));
     assertValidSarif(parse(renderSarif(sampleReport({ exitCode: 2 }))));
-    assertValidSarif(parse(renderSarif(sampleReport({ results: [], summary: { enforced: 0, weak: 0, inconclusive: 0, skipped: 0 }, exitCode: 0 }))));
+    assertValidSarif(
+      parse(
+        renderSarif(
+          sampleReport({ results: [], summary: { enforced: 0, weak: 0, inconclusive: 0, skipped: 0 }, exitCode: 0 }),
+        ),
+      ),
+    );
   });
 
   it('the validator rejects broken SARIF (so the check above can fail)', () => {
@@ -42,7 +48,10 @@ describe('renderSarif', () => {
     assert.equal(driver.version, '0.1.0');
     assert.ok(driver.informationUri);
     const rules = driver.rules ?? [];
-    assert.deepEqual(rules.map((rule) => rule.id), report.attacks.map((attack) => attack.id));
+    assert.deepEqual(
+      rules.map((rule) => rule.id),
+      report.attacks.map((attack) => attack.id),
+    );
     const algNone = rules.find((rule) => rule.id === 'txn.alg-none');
     assert.equal(algNone?.name, 'TxnAlgNone');
     assert.equal(algNone.shortDescription?.text, 'Txn-Token with alg "none"');
@@ -51,10 +60,18 @@ describe('renderSarif', () => {
     assert.equal(algNone.defaultConfiguration?.level, 'error');
     assert.equal(algNone.properties?.['security-severity'], '9.5');
     const tags = algNone.properties?.tags ?? [];
-    for (const tag of ['security', 'CWE-347', 'external/cwe/cwe-347', 'OWASP API2:2023 Broken Authentication', 'NIST SP 800-204 Token-based authorization']) {
+    for (const tag of [
+      'security',
+      'CWE-347',
+      'external/cwe/cwe-347',
+      'OWASP API2:2023 Broken Authentication',
+      'NIST SP 800-204 Token-based authorization',
+    ]) {
       assert.ok(tags.includes(tag), `missing tag ${tag}`);
     }
-    const severities = Object.fromEntries(rules.map((rule) => [rule.id, [rule.properties?.['security-severity'], rule.defaultConfiguration?.level]]));
+    const severities = Object.fromEntries(
+      rules.map((rule) => [rule.id, [rule.properties?.['security-severity'], rule.defaultConfiguration?.level]]),
+    );
     assert.deepEqual(severities['tls.foreign-ca'], ['8.0', 'error']);
     assert.deepEqual(severities['txn.expired'], ['5.5', 'warning']);
     assert.deepEqual(severities['input.oversized-body'], ['3.0', 'warning']);
@@ -71,10 +88,17 @@ describe('renderSarif', () => {
       assert.ok(source);
       assert.equal(result.ruleId, source.attack);
       assert.equal(run?.tool.driver.rules?.[result.ruleIndex ?? -1]?.id, source.attack);
-      assert.deepEqual(result.locations?.[0]?.logicalLocations?.[0], { name: source.target, fullyQualifiedName: `${source.service}/${source.target}`, kind: 'resource' });
+      assert.deepEqual(result.locations?.[0]?.logicalLocations?.[0], {
+        name: source.target,
+        fullyQualifiedName: `${source.service}/${source.target}`,
+        kind: 'resource',
+      });
       assert.equal(result.properties?.['service'], source.service);
     }
-    assert.deepEqual(results.map((result) => result.level), ['error', 'warning', 'warning']);
+    assert.deepEqual(
+      results.map((result) => result.level),
+      ['error', 'warning', 'warning'],
+    );
     assert.equal(results[0]?.message.text, 'alg none Txn-Token → 200 OK with the order body');
   });
 
@@ -89,9 +113,12 @@ describe('renderSarif', () => {
   });
 
   it('fingerprints a finding by service, target and attack: stable across runs, distinct per finding', () => {
-    const fingerprints = (text: string) => (parse(text).runs[0]?.results ?? []).map((result) => result.partialFingerprints?.['lockstepTarget/v1']);
+    const fingerprints = (text: string) =>
+      (parse(text).runs[0]?.results ?? []).map((result) => result.partialFingerprints?.['lockstepTarget/v1']);
     const first = fingerprints(renderSarif(sampleReport()));
-    const later = fingerprints(renderSarif(sampleReport({ runId: 'another-run', startedAt: '2026-03-15T00:00:00.000Z' })));
+    const later = fingerprints(
+      renderSarif(sampleReport({ runId: 'another-run', startedAt: '2026-03-15T00:00:00.000Z' })),
+    );
     assert.deepEqual(first, later);
     assert.equal(new Set(first).size, first.length);
     for (const fingerprint of first) assert.match(fingerprint ?? '', /^[0-9a-f]{64}$/);
@@ -111,9 +138,15 @@ describe('renderSarif', () => {
     assert.equal(notifications[0]?.associatedRule?.index, 0);
     assert.match(notifications[0]?.message.text ?? '', /^inconclusive: connect ECONNREFUSED/);
     assert.equal(notifications[0]?.locations?.[0]?.logicalLocations?.[0]?.fullyQualifiedName, 'payments/[::1]:4102');
-    assert.equal(parse(renderSarif(sampleReport({ exitCode: 2 }))).runs[0]?.invocations?.[0]?.executionSuccessful, false);
+    assert.equal(
+      parse(renderSarif(sampleReport({ exitCode: 2 }))).runs[0]?.invocations?.[0]?.executionSuccessful,
+      false,
+    );
     const complete = sampleReport({
-      results: report.results.filter((result) => result.outcome !== 'inconclusive'), summary: { ...report.summary, inconclusive: 0 }, inconclusiveReasons: [], exitCode: 0,
+      results: report.results.filter((result) => result.outcome !== 'inconclusive'),
+      summary: { ...report.summary, inconclusive: 0 },
+      inconclusiveReasons: [],
+      exitCode: 0,
     });
     assert.equal(parse(renderSarif(complete)).runs[0]?.invocations?.[0]?.executionSuccessful, true);
   });

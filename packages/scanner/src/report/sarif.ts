@@ -19,8 +19,18 @@ export const SCANNER_INFORMATION_URI = 'urn:lockstep:scanner';
 /** Bump the suffix if what the fingerprint hashes ever changes: dashboards match findings on it. */
 const FINGERPRINT_KEY = 'lockstepTarget/v1';
 
-const SECURITY_SEVERITY: Readonly<Record<Severity, string>> = { critical: '9.5', high: '8.0', medium: '5.5', low: '3.0' };
-const LEVEL: Readonly<Record<Severity, 'error' | 'warning'>> = { critical: 'error', high: 'error', medium: 'warning', low: 'warning' };
+const SECURITY_SEVERITY: Readonly<Record<Severity, string>> = {
+  critical: '9.5',
+  high: '8.0',
+  medium: '5.5',
+  low: '3.0',
+};
+const LEVEL: Readonly<Record<Severity, 'error' | 'warning'>> = {
+  critical: 'error',
+  high: 'error',
+  medium: 'warning',
+  low: 'warning',
+};
 
 export function renderSarif(report: ScanReport): string {
   const ruleIndex = new Map(report.attacks.map((attack, index) => [attack.id, index]));
@@ -33,47 +43,58 @@ export function renderSarif(report: ScanReport): string {
   const log: Log = {
     $schema: SARIF_SCHEMA_URI,
     version: '2.1.0',
-    runs: [{
-      tool: {
-        driver: {
-          name: report.tool.name,
-          version: report.tool.version,
-          informationUri: SCANNER_INFORMATION_URI,
-          rules: report.attacks.map(rule),
+    runs: [
+      {
+        tool: {
+          driver: {
+            name: report.tool.name,
+            version: report.tool.version,
+            informationUri: SCANNER_INFORMATION_URI,
+            rules: report.attacks.map(rule),
+          },
+        },
+        automationDetails: { id: `${report.tool.name}/${report.trustDomain}/${report.runId}` },
+        invocations: [
+          {
+            executionSuccessful: report.exitCode !== 2 && report.summary.inconclusive === 0,
+            exitCode: report.exitCode,
+            exitCodeDescription: exitMeaning(report.exitCode),
+            startTimeUtc: report.startedAt,
+            endTimeUtc: report.finishedAt,
+            toolExecutionNotifications: [
+              ...report.inconclusiveReasons.map(({ reason, results }): Notification => {
+                const checks = `${results} ${results === 1 ? 'check' : 'checks'}`;
+                return { level: 'error', message: { text: `${checks} could not run: ${printable(reason)}` } };
+              }),
+              ...report.results
+                .filter((result) => result.outcome === 'inconclusive')
+                .map((result) => {
+                  const { attack, index } = reference(result);
+                  return notification(result, attack, index);
+                }),
+            ],
+          },
+        ],
+        results: report.results
+          .filter((result) => result.outcome === 'weak')
+          .map((result) => {
+            const { attack, index } = reference(result);
+            return finding(result, attack, index);
+          }),
+        properties: {
+          trustDomain: report.trustDomain,
+          runId: report.runId,
+          scanner: report.scanner,
+          services: report.services.map((service) => service.name),
+          summary: { ...report.summary },
+          inconclusiveReasons: report.inconclusiveReasons.map(({ reason, results }) => ({
+            reason: printable(reason),
+            results,
+          })),
+          durationMs: report.durationMs,
         },
       },
-      automationDetails: { id: `${report.tool.name}/${report.trustDomain}/${report.runId}` },
-      invocations: [{
-        executionSuccessful: report.exitCode !== 2 && report.summary.inconclusive === 0,
-        exitCode: report.exitCode,
-        exitCodeDescription: exitMeaning(report.exitCode),
-        startTimeUtc: report.startedAt,
-        endTimeUtc: report.finishedAt,
-        toolExecutionNotifications: [
-          ...report.inconclusiveReasons.map(({ reason, results }): Notification => {
-            const checks = `${results} ${results === 1 ? 'check' : 'checks'}`;
-            return { level: 'error', message: { text: `${checks} could not run: ${printable(reason)}` } };
-          }),
-          ...report.results.filter((result) => result.outcome === 'inconclusive').map((result) => {
-            const { attack, index } = reference(result);
-            return notification(result, attack, index);
-          }),
-        ],
-      }],
-      results: report.results
-        .filter((result) => result.outcome === 'weak')
-        .map((result) => { const { attack, index } = reference(result); return finding(result, attack, index); }),
-      properties: {
-        trustDomain: report.trustDomain,
-        runId: report.runId,
-        scanner: report.scanner,
-        services: report.services.map((service) => service.name),
-        summary: { ...report.summary },
-        inconclusiveReasons: report.inconclusiveReasons
-          .map(({ reason, results }) => ({ reason: printable(reason), results })),
-        durationMs: report.durationMs,
-      },
-    }],
+    ],
   };
   return `${JSON.stringify(log, null, 2)}\n`;
 }
@@ -127,26 +148,40 @@ function notification(result: AttackResult, attack: AttackInfo, index: number): 
     message: { text: `inconclusive: ${printable(result.evidence)}` },
     associatedRule: { id: attack.id, index },
     locations: [location(result)],
-    properties: { service: result.service, target: result.target, status: result.status, reason: result.reason, requestId: result.requestId },
+    properties: {
+      service: result.service,
+      target: result.target,
+      status: result.status,
+      reason: result.reason,
+      requestId: result.requestId,
+    },
   };
 }
 
 function location(result: AttackResult): Location {
   return {
-    logicalLocations: [{
-      name: printable(result.target),
-      fullyQualifiedName: printable(`${result.service}/${result.target}`),
-      kind: 'resource',
-    }],
+    logicalLocations: [
+      {
+        name: printable(result.target),
+        fullyQualifiedName: printable(`${result.service}/${result.target}`),
+        kind: 'resource',
+      },
+    ],
   };
 }
 
 /** Stable across runs and scanner versions: the same weak link keeps its identity until it is fixed. */
 function fingerprint(result: AttackResult): string {
-  return createHash('sha256').update(JSON.stringify([result.service, result.target, result.attack])).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify([result.service, result.target, result.attack]))
+    .digest('hex');
 }
 
 /** `txn.alg-none` → `TxnAlgNone`: SARIF wants a rule name that reads as one identifier. */
 function ruleName(id: string): string {
-  return id.split(/[^A-Za-z0-9]+/).filter(Boolean).map((part) => part.charAt(0).toUpperCase() + part.slice(1)).join('');
+  return id
+    .split(/[^A-Za-z0-9]+/)
+    .filter(Boolean)
+    .map((part) => part.charAt(0).toUpperCase() + part.slice(1))
+    .join('');
 }

@@ -6,7 +6,15 @@
  * for up to six services; colour is an addition, never the only signal.
  */
 import type { Outcome, ScanReport, Severity } from '../types.ts';
-import { CATEGORY_LABEL, CELL_MEANING, OUTCOME_MARK, findingsOf, formatDuration, scanMatrix, type Finding } from './matrix.ts';
+import {
+  CATEGORY_LABEL,
+  CELL_MEANING,
+  OUTCOME_MARK,
+  findingsOf,
+  formatDuration,
+  scanMatrix,
+  type Finding,
+} from './matrix.ts';
 import { printable } from './printable.ts';
 
 export interface TerminalOptions {
@@ -23,17 +31,39 @@ const SEVERITY_WIDTH = 8; // `critical`
 const DETAIL_INDENT = '    ';
 const DETAIL_LABEL_WIDTH = 10; // `evidence` and two spaces
 const EXIT_BRIEF: Readonly<Record<ScanReport['exitCode'], string>> = {
-  0: 'nothing got through', 1: 'weak link', 2: 'inconclusive',
+  0: 'nothing got through',
+  1: 'weak link',
+  2: 'inconclusive',
 };
 
 type Style = 'bold' | 'dim' | 'green' | 'red' | 'yellow' | 'magenta' | 'cyan';
-const SGR: Readonly<Record<Style, string>> = { bold: '1', dim: '2', red: '31', green: '32', yellow: '33', magenta: '35', cyan: '36' };
-const OUTCOME_STYLE: Readonly<Record<Outcome, readonly Style[]>> = { enforced: ['green'], weak: ['red', 'bold'], inconclusive: ['yellow', 'bold'], skipped: ['dim'] };
-const SEVERITY_STYLE: Readonly<Record<Severity, readonly Style[]>> = { critical: ['magenta', 'bold'], high: ['red'], medium: ['yellow'], low: ['cyan'] };
+const SGR: Readonly<Record<Style, string>> = {
+  bold: '1',
+  dim: '2',
+  red: '31',
+  green: '32',
+  yellow: '33',
+  magenta: '35',
+  cyan: '36',
+};
+const OUTCOME_STYLE: Readonly<Record<Outcome, readonly Style[]>> = {
+  enforced: ['green'],
+  weak: ['red', 'bold'],
+  inconclusive: ['yellow', 'bold'],
+  skipped: ['dim'],
+};
+const SEVERITY_STYLE: Readonly<Record<Severity, readonly Style[]>> = {
+  critical: ['magenta', 'bold'],
+  high: ['red'],
+  medium: ['yellow'],
+  low: ['cyan'],
+};
 
 export function renderTerminal(report: ScanReport, options: TerminalOptions): string {
   const paint = (text: string, styles: readonly Style[]): string =>
-    options.color && styles.length > 0 ? `\u001b[${styles.map((style) => SGR[style]).join(';')}m${text}\u001b[0m` : text;
+    options.color && styles.length > 0
+      ? `\u001b[${styles.map((style) => SGR[style]).join(';')}m${text}\u001b[0m`
+      : text;
   const lines = [
     ...header(report, paint),
     '',
@@ -52,7 +82,9 @@ type Paint = (text: string, styles: readonly Style[]) => string;
 function header(report: ScanReport, paint: Paint): string[] {
   return [
     `${paint(`Lockstep scan of ${printable(report.trustDomain)}`, ['bold'])}  run ${printable(report.runId)}  (${printable(report.tool.name)} ${printable(report.tool.version)})`,
-    paint(`scanner ${printable(report.scanner)}  ${printable(report.startedAt)} → ${printable(report.finishedAt)}`, ['dim']),
+    paint(`scanner ${printable(report.scanner)}  ${printable(report.startedAt)} → ${printable(report.finishedAt)}`, [
+      'dim',
+    ]),
   ];
 }
 
@@ -63,7 +95,8 @@ function matrixLines(report: ScanReport, paint: Paint): string[] {
   const attacks = matrix.groups.flatMap((group) => group.rows.map((row) => row.attack));
   const idWidth = Math.min(Math.max(width('Attack'), ...attacks.map((attack) => width(printable(attack.id)))), MAX_ID);
   const severityWidth = SEVERITY_WIDTH;
-  const fixed = INDENT.length + idWidth + GAP.length + severityWidth + serviceWidths.reduce((sum, w) => sum + GAP.length + w, 0);
+  const fixed =
+    INDENT.length + idWidth + GAP.length + severityWidth + serviceWidths.reduce((sum, w) => sum + GAP.length + w, 0);
   const titleWidth = WIDTH - fixed - GAP.length;
   const showTitle = titleWidth >= MIN_TITLE;
 
@@ -71,22 +104,35 @@ function matrixLines(report: ScanReport, paint: Paint): string[] {
     [INDENT + id, ...(showTitle ? [title] : []), severity, ...cells].join(GAP).trimEnd();
 
   const lines = [
-    paint(row(pad('Attack', idWidth), pad('Title', titleWidth), pad('Severity', severityWidth),
-      services.map((name, i) => center(truncate(name, serviceWidths[i] ?? 0), serviceWidths[i] ?? 0))), ['bold']),
+    paint(
+      row(
+        pad('Attack', idWidth),
+        pad('Title', titleWidth),
+        pad('Severity', severityWidth),
+        services.map((name, i) => center(truncate(name, serviceWidths[i] ?? 0), serviceWidths[i] ?? 0)),
+      ),
+      ['bold'],
+    ),
   ];
   for (const group of matrix.groups) {
     lines.push(paint(CATEGORY_LABEL[group.category], ['bold']));
     for (const { attack, cells } of group.rows) {
-      lines.push(row(
-        pad(truncate(printable(attack.id), idWidth), idWidth),
-        pad(truncate(printable(attack.title), titleWidth), titleWidth),
-        paint(pad(attack.severity, severityWidth), SEVERITY_STYLE[attack.severity]),
-        cells.map((outcome, i) => center(OUTCOME_MARK[outcome], serviceWidths[i] ?? 0, (mark) => paint(mark, OUTCOME_STYLE[outcome]))),
-      ));
+      lines.push(
+        row(
+          pad(truncate(printable(attack.id), idWidth), idWidth),
+          pad(truncate(printable(attack.title), titleWidth), titleWidth),
+          paint(pad(attack.severity, severityWidth), SEVERITY_STYLE[attack.severity]),
+          cells.map((outcome, i) =>
+            center(OUTCOME_MARK[outcome], serviceWidths[i] ?? 0, (mark) => paint(mark, OUTCOME_STYLE[outcome])),
+          ),
+        ),
+      );
     }
   }
   if (attacks.length === 0) lines.push(`${INDENT}(no attack ran)`);
-  const legend = (['enforced', 'weak', 'inconclusive', 'skipped'] as const).map((outcome) => `${paint(OUTCOME_MARK[outcome], OUTCOME_STYLE[outcome])} ${CELL_MEANING[outcome]}`);
+  const legend = (['enforced', 'weak', 'inconclusive', 'skipped'] as const).map(
+    (outcome) => `${paint(OUTCOME_MARK[outcome], OUTCOME_STYLE[outcome])} ${CELL_MEANING[outcome]}`,
+  );
   lines.push(INDENT + legend.join('   '));
   return lines;
 }
@@ -102,7 +148,9 @@ function findingLines(heading: string, findings: readonly Finding[], paint: Pain
     const id = printable(attack.id);
     const what = `${INDENT}${OUTCOME_MARK[result.outcome]} ${pad(attack.severity, SEVERITY_WIDTH)}  ${id}  `;
     const title = truncate(printable(attack.title), WIDTH - width(what));
-    lines.push(`${INDENT}${paint(OUTCOME_MARK[result.outcome], OUTCOME_STYLE[result.outcome])} ${paint(pad(attack.severity, SEVERITY_WIDTH), SEVERITY_STYLE[attack.severity])}  ${paint(id, ['bold'])}  ${title}`.trimEnd());
+    lines.push(
+      `${INDENT}${paint(OUTCOME_MARK[result.outcome], OUTCOME_STYLE[result.outcome])} ${paint(pad(attack.severity, SEVERITY_WIDTH), SEVERITY_STYLE[attack.severity])}  ${paint(id, ['bold'])}  ${title}`.trimEnd(),
+    );
     lines.push(...labelled('target', `${printable(result.service)}  ${printable(result.target)}`));
     lines.push(...labelled('evidence', printable(result.evidence)));
   }
@@ -138,7 +186,9 @@ function reasonLines(report: ScanReport, paint: Paint): string[] {
 
 function labelled(label: string, text: string): string[] {
   const indent = DETAIL_INDENT + ' '.repeat(DETAIL_LABEL_WIDTH);
-  return wrap(text, WIDTH - indent.length).map((line, i) => (i === 0 ? DETAIL_INDENT + pad(label, DETAIL_LABEL_WIDTH) : indent) + line);
+  return wrap(text, WIDTH - indent.length).map(
+    (line, i) => (i === 0 ? DETAIL_INDENT + pad(label, DETAIL_LABEL_WIDTH) : indent) + line,
+  );
 }
 
 function summaryLine(report: ScanReport, paint: Paint): string {
@@ -185,14 +235,20 @@ function wrap(text: string, columns: number): string[] {
   for (const word of text.split(' ')) {
     let rest = word;
     while (width(rest) > columns) {
-      if (line !== '') { lines.push(line); line = ''; }
+      if (line !== '') {
+        lines.push(line);
+        line = '';
+      }
       const chars = [...rest];
       lines.push(chars.slice(0, columns).join(''));
       rest = chars.slice(columns).join('');
     }
     if (line === '') line = rest;
     else if (width(line) + 1 + width(rest) <= columns) line += ` ${rest}`;
-    else { lines.push(line); line = rest; }
+    else {
+      lines.push(line);
+      line = rest;
+    }
   }
   if (line !== '') lines.push(line);
   return lines;

@@ -19,7 +19,10 @@ export function sarifErrors(document: unknown): string[] {
   return validateSarif(document) ? [] : ajv.errorsText(validateSarif.errors, { separator: '\n' }).split('\n');
 }
 
-const xsd = { fileName: 'jenkins-junit.xsd', contents: readFileSync(new URL('./jenkins-junit.xsd', import.meta.url), 'utf8') };
+const xsd = {
+  fileName: 'jenkins-junit.xsd',
+  contents: readFileSync(new URL('./jenkins-junit.xsd', import.meta.url), 'utf8'),
+};
 
 /** The JUnit schema's violations of `xml` (none: valid). */
 export async function junitErrors(xml: string): Promise<string[]> {

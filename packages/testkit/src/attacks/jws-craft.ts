@@ -22,10 +22,17 @@ export function unsignedCompact(header: object, payload: object): string {
  * ES256 over exact payload bytes with jose (the payload may be hand-written JSON).
  * `crit` names extension headers jose should accept while signing.
  */
-export async function signCompact(header: CompactJWSHeaderParameters, payload: Uint8Array | string, key: CryptoKey, crit?: readonly string[]): Promise<string> {
+export async function signCompact(
+  header: CompactJWSHeaderParameters,
+  payload: Uint8Array | string,
+  key: CryptoKey,
+  crit?: readonly string[],
+): Promise<string> {
   const bytes = typeof payload === 'string' ? encoder.encode(payload) : payload;
   const sign = new CompactSign(bytes).setProtectedHeader(header);
-  return crit === undefined ? sign.sign(key) : sign.sign(key, { crit: Object.fromEntries(crit.map((name) => [name, true])) });
+  return crit === undefined
+    ? sign.sign(key)
+    : sign.sign(key, { crit: Object.fromEntries(crit.map((name) => [name, true])) });
 }
 
 /**
@@ -35,7 +42,11 @@ export async function signCompact(header: CompactJWSHeaderParameters, payload: U
  */
 export async function signRawHeader(headerJson: string, payload: object, key: CryptoKey): Promise<string> {
   const signingInput = `${segment(headerJson)}.${segment(payload)}`;
-  const signature = await globalThis.crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key, encoder.encode(signingInput));
+  const signature = await globalThis.crypto.subtle.sign(
+    { name: 'ECDSA', hash: 'SHA-256' },
+    key,
+    encoder.encode(signingInput),
+  );
   return `${signingInput}.${segment(new Uint8Array(signature))}`;
 }
 

@@ -1,13 +1,30 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { EmbeddedJWK, base64url, compactVerify, createLocalJWKSet, decodeProtectedHeader, exportSPKI, jwtVerify } from 'jose';
+import {
+  EmbeddedJWK,
+  base64url,
+  compactVerify,
+  createLocalJWKSet,
+  decodeProtectedHeader,
+  exportSPKI,
+  jwtVerify,
+} from 'jose';
 import { createTxnTokenMinter } from '../txn-token/create-minter.ts';
 import type { TxnTokenMinter } from '../txn-token/create-minter.ts';
 import { revokedKidToken, revokedKeyMinter } from './revoked-kid.ts';
 import { txnTokenAttacks } from './txn-token.ts';
 import type { TxnTokenAttack } from './txn-token.ts';
 
-const REJECTIONS = new Set(['invalid', 'expired', 'claims', 'malformed', 'missing', 'duplicate', 'revoked', 'too-large']);
+const REJECTIONS = new Set([
+  'invalid',
+  'expired',
+  'claims',
+  'malformed',
+  'missing',
+  'duplicate',
+  'revoked',
+  'too-large',
+]);
 const SIGNATURES = new Set(['minter-key', 'revoked-key', 'attacker-key', 'forged', 'unsigned']);
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 
@@ -49,7 +66,10 @@ describe('txnTokenAttacks catalogue', () => {
 
   it('builds compact-JWS-shaped strings, except where the shape is the attack', () => {
     for (const [id, tokens] of built) {
-      if (id === 'header-absent') { assert.deepEqual(tokens, []); continue; }
+      if (id === 'header-absent') {
+        assert.deepEqual(tokens, []);
+        continue;
+      }
       if (id === 'header-repeated') assert.equal(tokens.length, 2);
       else assert.equal(tokens.length, 1, id);
       for (const token of tokens) {
@@ -69,12 +89,15 @@ describe('txnTokenAttacks catalogue', () => {
     assert.ok(entries.length >= 18);
     for (const entry of entries) {
       for (const token of built.get(entry.id)!) {
-        await assert.doesNotReject(compactVerify(token, keys, { algorithms: ['ES256'], crit: { 'exp-x': true } }), entry.id);
+        await assert.doesNotReject(
+          compactVerify(token, keys, { algorithms: ['ES256'], crit: { 'exp-x': true } }),
+          entry.id,
+        );
       }
     }
   });
 
-  it('makes every other variant fail a signature check against the minter\'s JWKS', async () => {
+  it("makes every other variant fail a signature check against the minter's JWKS", async () => {
     const keys = createLocalJWKSet(minter.jwks);
     for (const entry of txnTokenAttacks.filter((candidate) => candidate.signedWith !== 'minter-key')) {
       for (const token of built.get(entry.id)!) {
@@ -117,8 +140,11 @@ describe('txnTokenAttacks catalogue', () => {
   });
 
   it('alg none in four casings with an empty signature; r = s = 0 is 64 zero bytes', () => {
-    const algs = ['alg-none', 'alg-none-title-case', 'alg-none-upper-case', 'alg-none-mixed-case']
-      .map((id) => { const [token] = built.get(id)!; assert.ok(token!.endsWith('.')); return decodeProtectedHeader(token!).alg; });
+    const algs = ['alg-none', 'alg-none-title-case', 'alg-none-upper-case', 'alg-none-mixed-case'].map((id) => {
+      const [token] = built.get(id)!;
+      assert.ok(token!.endsWith('.'));
+      return decodeProtectedHeader(token!).alg;
+    });
     assert.deepEqual(algs, ['none', 'None', 'NONE', 'nOnE']);
     const signature = built.get('ecdsa-zero-signature')![0]!.split('.')[2]!;
     assert.deepEqual(base64url.decode(signature), new Uint8Array(64));
@@ -137,14 +163,27 @@ describe('txnTokenAttacks catalogue', () => {
     const keys = createLocalJWKSet(minter.jwks);
     const payloadOf = (id: string) => new TextDecoder().decode(base64url.decode(built.get(id)![0]!.split('.')[1]!));
     const cases: [string, RegExp, (claims: Record<string, unknown>) => boolean][] = [
-      ['claims-proto-key', /^\{"__proto__":\{"tctx":/,
-        (claims) => Object.hasOwn(claims, '__proto__') && !Object.hasOwn(claims, 'tctx')],
+      [
+        'claims-proto-key',
+        /^\{"__proto__":\{"tctx":/,
+        (claims) => Object.hasOwn(claims, '__proto__') && !Object.hasOwn(claims, 'tctx'),
+      ],
       ['claims-constructor-key', /^\{"constructor":\{"prototype":/, (claims) => Object.hasOwn(claims, 'constructor')],
-      ['tctx-proto-key', /"tctx":\{"tenant":"acme","__proto__":/, (claims) => Object.hasOwn(claims.tctx as object, '__proto__')],
-      ['tctx-prototype-key', /"prototype":\{"roles":\["admin"\]\}/,
-        (claims) => Object.hasOwn(claims.tctx as object, 'prototype')],
-      ['rctx-nested-proto-key', /"device":\{"__proto__":/,
-        (claims) => Object.hasOwn((claims.rctx as { device: object }).device, '__proto__')],
+      [
+        'tctx-proto-key',
+        /"tctx":\{"tenant":"acme","__proto__":/,
+        (claims) => Object.hasOwn(claims.tctx as object, '__proto__'),
+      ],
+      [
+        'tctx-prototype-key',
+        /"prototype":\{"roles":\["admin"\]\}/,
+        (claims) => Object.hasOwn(claims.tctx as object, 'prototype'),
+      ],
+      [
+        'rctx-nested-proto-key',
+        /"device":\{"__proto__":/,
+        (claims) => Object.hasOwn((claims.rctx as { device: object }).device, '__proto__'),
+      ],
       ['exp-overflow', /^\{"exp":1e400,/, (claims) => claims.exp === Infinity],
     ];
     for (const [id, text, check] of cases) {
@@ -159,7 +198,10 @@ describe('txnTokenAttacks catalogue', () => {
   it('leaves out or mistypes exactly the claim each type attack names', () => {
     const claimsOf = (id: string) => decodeJson(built.get(id)![0]!.split('.')[1]!) as Record<string, unknown>;
     const missing: [string, string][] = [
-      ['scope-missing', 'scope'], ['req-wl-missing', 'req_wl'], ['txn-missing', 'txn'], ['sub-missing', 'sub'],
+      ['scope-missing', 'scope'],
+      ['req-wl-missing', 'req_wl'],
+      ['txn-missing', 'txn'],
+      ['sub-missing', 'sub'],
     ];
     for (const [id, claim] of missing) assert.equal(Object.hasOwn(claimsOf(id), claim), false, id);
     assert.equal((claimsOf('roles-string').tctx as { roles: unknown }).roles, 'admin');
@@ -181,8 +223,12 @@ describe('txnTokenAttacks catalogue', () => {
     assert.deepEqual([b64.b64, b64.crit], [false, ['b64']]);
     // A verifier that ignores b64 (reads the payload as base64url) sees a valid signature too.
     const [header, payload, signature] = b64Token.split('.') as [string, string, string];
-    const valid = await globalThis.crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, minter.publicKey,
-      base64url.decode(signature), new TextEncoder().encode(`${header}.${payload}`));
+    const valid = await globalThis.crypto.subtle.verify(
+      { name: 'ECDSA', hash: 'SHA-256' },
+      minter.publicKey,
+      base64url.decode(signature),
+      new TextEncoder().encode(`${header}.${payload}`),
+    );
     assert.equal(valid, true);
     assert.equal((decodeJson(payload) as { aud: string }).aud, 'shop.test');
   });
@@ -194,12 +240,18 @@ describe('txnTokenAttacks catalogue', () => {
       for (const token of built.get(entry.id)!) {
         try {
           await jwtVerify(token, keys, {
-            algorithms: ['ES256'], typ: 'txntoken+jwt', audience: 'shop.test', maxTokenAge: 300, clockTolerance: 30,
+            algorithms: ['ES256'],
+            typ: 'txntoken+jwt',
+            audience: 'shop.test',
+            maxTokenAge: 300,
+            clockTolerance: 30,
             requiredClaims: ['exp', 'iat', 'sub', 'txn'],
           });
           passedJose.push(entry.id);
           break;
-        } catch { /* refused, as it should be */ }
+        } catch {
+          /* refused, as it should be */
+        }
       }
     }
     // These are the checks a guard needs beyond jwtVerify: duplicate members, control characters,
@@ -207,13 +259,43 @@ describe('txnTokenAttacks catalogue', () => {
     // draft-ietf-oauth-transaction-tokens-10 §9.2 adds to a JWT: scope and req_wl required, the type
     // of every claim (jose checks only iat/exp/nbf), the requesting workload, and prototype keys.
     assert.deepEqual(passedJose.sort(), [
-      'aud-array', 'claim-nul-byte', 'claims-constructor-key', 'claims-proto-key', 'claims-too-deep',
-      'duplicate-claim-key', 'duplicate-header-key', 'exp-overflow', 'header-proto-key', 'header-repeated', 'iss-number',
-      'lifetime-over-max', 'oversized', 'rctx-nested-proto-key', 'rctx-string', 'req-wl-array', 'req-wl-chain-foreign',
-      'req-wl-chain-string', 'req-wl-chain-too-long', 'req-wl-foreign-trust-domain', 'req-wl-missing', 'req-wl-not-spiffe',
-      'req-wl-number', 'req-wl-trust-domain-only', 'roles-non-string', 'roles-string', 'scope-array', 'scope-empty',
-      'scope-empty-token', 'scope-missing', 'sub-empty', 'sub-number', 'tctx-array', 'tctx-proto-key', 'tctx-prototype-key',
-      'tenant-number', 'txn-object',
+      'aud-array',
+      'claim-nul-byte',
+      'claims-constructor-key',
+      'claims-proto-key',
+      'claims-too-deep',
+      'duplicate-claim-key',
+      'duplicate-header-key',
+      'exp-overflow',
+      'header-proto-key',
+      'header-repeated',
+      'iss-number',
+      'lifetime-over-max',
+      'oversized',
+      'rctx-nested-proto-key',
+      'rctx-string',
+      'req-wl-array',
+      'req-wl-chain-foreign',
+      'req-wl-chain-string',
+      'req-wl-chain-too-long',
+      'req-wl-foreign-trust-domain',
+      'req-wl-missing',
+      'req-wl-not-spiffe',
+      'req-wl-number',
+      'req-wl-trust-domain-only',
+      'roles-non-string',
+      'roles-string',
+      'scope-array',
+      'scope-empty',
+      'scope-empty-token',
+      'scope-missing',
+      'sub-empty',
+      'sub-number',
+      'tctx-array',
+      'tctx-proto-key',
+      'tctx-prototype-key',
+      'tenant-number',
+      'txn-object',
     ]);
   });
 

@@ -35,9 +35,16 @@ export interface TestBrowser {
   /** GET `url`, following redirects until a page answers or a URL matches `stopAt`. */
   open(url: string, options?: { stopAt?: (url: URL) => boolean }): Promise<Page>;
   /** Submits the first form on `page` (action, hidden fields kept) with `fields` filled in. */
-  submit(page: Page, fields: Record<string, string>, options?: { stopAt?: (url: URL) => boolean; origin?: string | null }): Promise<Page>;
+  submit(
+    page: Page,
+    fields: Record<string, string>,
+    options?: { stopAt?: (url: URL) => boolean; origin?: string | null },
+  ): Promise<Page>;
   /** An API call as the page's script makes it: same cookies, JSON; no redirects followed. */
-  request(url: string, options?: { method?: string; headers?: Record<string, string>; json?: unknown }): Promise<{ status: number; headers: Page['headers']; body: unknown }>;
+  request(
+    url: string,
+    options?: { method?: string; headers?: Record<string, string>; json?: unknown },
+  ): Promise<{ status: number; headers: Page['headers']; body: unknown }>;
   cookies(host: string): Record<string, string>;
   close(): Promise<void>;
 }
@@ -59,7 +66,9 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
       const name = pair.slice(0, split);
       const value = pair.slice(split + 1);
       const path = attributes.find((attribute) => attribute.toLowerCase().startsWith('path='))?.slice(5) || '/';
-      const expired = attributes.some((attribute) => /^expires=/i.test(attribute) && Date.parse(attribute.slice(8)) < Date.now()) || attributes.some((attribute) => /^max-age=(0|-)/i.test(attribute));
+      const expired =
+        attributes.some((attribute) => /^expires=/i.test(attribute) && Date.parse(attribute.slice(8)) < Date.now()) ||
+        attributes.some((attribute) => /^max-age=(0|-)/i.test(attribute));
       const key = `${url.host} ${path} ${name}`;
       if (expired || value === '') jar.delete(key);
       else jar.set(key, { value, path, host: url.host });
@@ -70,13 +79,23 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
     const pairs: string[] = [];
     for (const [key, cookie] of jar) {
       if (cookie.host !== url.host) continue;
-      if (!(url.pathname === cookie.path || url.pathname.startsWith(cookie.path.endsWith('/') ? cookie.path : `${cookie.path}/`))) continue;
+      if (!(
+        url.pathname === cookie.path ||
+        url.pathname.startsWith(cookie.path.endsWith('/') ? cookie.path : `${cookie.path}/`)
+      ))
+        continue;
       pairs.push(`${key.split(' ')[2]}=${cookie.value}`);
     }
     return pairs.length === 0 ? undefined : pairs.join('; ');
   }
 
-  async function go(method: 'GET' | 'POST', start: string, body: string | undefined, origin: string | null | undefined, stopAt?: (url: URL) => boolean): Promise<Page> {
+  async function go(
+    method: 'GET' | 'POST',
+    start: string,
+    body: string | undefined,
+    origin: string | null | undefined,
+    stopAt?: (url: URL) => boolean,
+  ): Promise<Page> {
     const visited: string[] = [];
     let url = new URL(start);
     let currentMethod = method;
@@ -91,7 +110,12 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
         headers['content-type'] = 'application/x-www-form-urlencoded';
         if (origin !== null) headers.origin = origin ?? url.origin;
       }
-      const response = await request(url, { method: currentMethod, headers, body: currentBody ?? null, dispatcher: agent });
+      const response = await request(url, {
+        method: currentMethod,
+        headers,
+        body: currentBody ?? null,
+        dispatcher: agent,
+      });
       store(url, response.headers['set-cookie']);
       const location = response.headers.location;
       if (response.statusCode >= 300 && response.statusCode < 400 && typeof location === 'string') {
@@ -104,7 +128,13 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
         }
         continue;
       }
-      return { url: url.href, status: response.statusCode, headers: response.headers, body: await response.body.text(), visited };
+      return {
+        url: url.href,
+        status: response.statusCode,
+        headers: response.headers,
+        body: await response.body.text(),
+        visited,
+      };
     }
     throw new Error(`more than ${MAX_REDIRECTS} redirects from ${start}`);
   }
@@ -123,7 +153,13 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
         values.set(name, decodeEntities(value));
       }
       for (const [name, value] of Object.entries(fields)) values.set(name, value);
-      return go('POST', new URL(decodeEntities(action), page.url).href, values.toString(), submitOptions?.origin, submitOptions?.stopAt);
+      return go(
+        'POST',
+        new URL(decodeEntities(action), page.url).href,
+        values.toString(),
+        submitOptions?.origin,
+        submitOptions?.stopAt,
+      );
     },
     async request(url, requestOptions = {}) {
       const target = new URL(url);
@@ -132,7 +168,10 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
       if (cookie !== undefined) headers.cookie = cookie;
       if (requestOptions.json !== undefined) headers['content-type'] = 'application/json';
       const response = await request(target, {
-        method: (requestOptions.method ?? 'GET') as 'GET', headers, body: requestOptions.json === undefined ? null : JSON.stringify(requestOptions.json), dispatcher: agent,
+        method: (requestOptions.method ?? 'GET') as 'GET',
+        headers,
+        body: requestOptions.json === undefined ? null : JSON.stringify(requestOptions.json),
+        dispatcher: agent,
       });
       store(target, response.headers['set-cookie']);
       const text = await response.body.text();
@@ -145,12 +184,19 @@ export function createTestBrowser(options: TestBrowserOptions): TestBrowser {
       return { status: response.statusCode, headers: response.headers, body };
     },
     cookies(host) {
-      return Object.fromEntries([...jar].filter(([, cookie]) => cookie.host === host).map(([key, cookie]) => [key.split(' ')[2], cookie.value]));
+      return Object.fromEntries(
+        [...jar].filter(([, cookie]) => cookie.host === host).map(([key, cookie]) => [key.split(' ')[2], cookie.value]),
+      );
     },
     close: () => agent.close(),
   };
 }
 
 function decodeEntities(value: string): string {
-  return value.replace(/&#(\d+);/g, (_match, code: string) => String.fromCharCode(Number(code))).replace(/&amp;/g, '&').replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>');
+  return value
+    .replace(/&#(\d+);/g, (_match, code: string) => String.fromCharCode(Number(code)))
+    .replace(/&amp;/g, '&')
+    .replace(/&quot;/g, '"')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>');
 }

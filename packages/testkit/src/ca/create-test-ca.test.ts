@@ -5,15 +5,31 @@ import { describe, it } from 'node:test';
 import tls from 'node:tls';
 import { createTestCa } from './create-test-ca.ts';
 
-interface Side { readonly authorized: boolean; readonly authorizationError: string | undefined }
-interface Peer { readonly certPem: string; readonly keyPem: string }
+interface Side {
+  readonly authorized: boolean;
+  readonly authorizationError: string | undefined;
+}
+interface Peer {
+  readonly certPem: string;
+  readonly keyPem: string;
+}
 
 /**
  * One real TLS 1.3 handshake on loopback. Neither side rejects, so both verdicts of OpenSSL
  * (the server's on the client certificate, the client's on the server certificate) are observable.
  */
-async function handshake(server: Peer, client: Peer | undefined, bundlePem: string): Promise<{ server: Side; client: Side }> {
-  const tlsServer = tls.createServer({ cert: server.certPem, key: server.keyPem, ca: bundlePem, requestCert: true, rejectUnauthorized: false });
+async function handshake(
+  server: Peer,
+  client: Peer | undefined,
+  bundlePem: string,
+): Promise<{ server: Side; client: Side }> {
+  const tlsServer = tls.createServer({
+    cert: server.certPem,
+    key: server.keyPem,
+    ca: bundlePem,
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
   const serverSide = new Promise<Side>((resolve) => {
     tlsServer.once('secureConnection', (socket) => {
       // The client hangs up as soon as it has seen both verdicts; the reset is expected.
@@ -26,7 +42,11 @@ async function handshake(server: Peer, client: Peer | undefined, bundlePem: stri
   await once(tlsServer, 'listening');
   const { port } = tlsServer.address() as AddressInfo;
   const socket = tls.connect({
-    host: '127.0.0.1', port, ca: bundlePem, rejectUnauthorized: false, checkServerIdentity: () => undefined,
+    host: '127.0.0.1',
+    port,
+    ca: bundlePem,
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
     ...(client === undefined ? {} : { cert: client.certPem, key: client.keyPem }),
   });
   try {
@@ -100,6 +120,9 @@ describe('createTestCa: real TLS handshakes (OpenSSL 3)', () => {
   });
 
   it('refuses a malformed trust domain with a TypeError that says what to write', async () => {
-    await assert.rejects(createTestCa({ trustDomain: 'Shop.Test' }), { name: 'TypeError', message: /e\.g\. "shop\.test"/ });
+    await assert.rejects(createTestCa({ trustDomain: 'Shop.Test' }), {
+      name: 'TypeError',
+      message: /e\.g\. "shop\.test"/,
+    });
   });
 });

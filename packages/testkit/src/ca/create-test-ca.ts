@@ -83,7 +83,12 @@ export async function createTestCa(options: TestCaOptions): Promise<TestCa> {
   });
 }
 
-async function caExtensions(trustDomain: string, subjectKey: webcrypto.CryptoKey, issuerKey: webcrypto.CryptoKey, pathLength: number | undefined): Promise<x509.Extension[]> {
+async function caExtensions(
+  trustDomain: string,
+  subjectKey: webcrypto.CryptoKey,
+  issuerKey: webcrypto.CryptoKey,
+  pathLength: number | undefined,
+): Promise<x509.Extension[]> {
   return [
     new x509.BasicConstraintsExtension(true, pathLength, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),

@@ -19,7 +19,9 @@ function extensions(certPem: string) {
 
 describe('issueSvid', () => {
   let ca: TestCa;
-  before(async () => { ca = await createTestCa({ trustDomain: 'shop.test', intermediate: true }); });
+  before(async () => {
+    ca = await createTestCa({ trustDomain: 'shop.test', intermediate: true });
+  });
 
   it('issues an X.509-SVID: one URI SAN, CA=false and digitalSignature (critical), serverAuth + clientAuth', async () => {
     const svid = await ca.issueSvid({ service: 'orders' });
@@ -30,7 +32,7 @@ describe('issueSvid', () => {
     assert.equal(basic?.critical, true);
     assert.equal(keyUsage?.usages, x509.KeyUsageFlags.digitalSignature);
     assert.equal(keyUsage?.critical, true);
-    assert.deepEqual([...eku?.usages ?? []], [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]);
+    assert.deepEqual([...(eku?.usages ?? [])], [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]);
     // Node's own parser sees the same identity.
     assert.equal(new X509Certificate(svid.certPem).subjectAltName, 'URI:spiffe://shop.test/svc/orders');
   });
@@ -57,7 +59,10 @@ describe('issueSvid', () => {
   });
 
   it('uses random positive serial numbers and the requested lifetime', async () => {
-    const [a, b] = await Promise.all([ca.issueSvid({ service: 'orders', ttlSeconds: 600 }), ca.issueSvid({ service: 'orders' })]);
+    const [a, b] = await Promise.all([
+      ca.issueSvid({ service: 'orders', ttlSeconds: 600 }),
+      ca.issueSvid({ service: 'orders' }),
+    ]);
     assert.notEqual(a.serialNumber, b.serialNumber);
     for (const svid of [a, b]) assert.ok(Number.parseInt(svid.serialNumber.slice(0, 2), 16) < 0x80, svid.serialNumber);
     const lifetime = a.notAfter.getTime() - Date.now();
@@ -83,11 +88,16 @@ describe('issueSvid', () => {
 
 describe('issueCert: crafted certificates a guard must refuse', () => {
   let ca: TestCa;
-  before(async () => { ca = await createTestCa({ trustDomain: 'shop.test' }); });
+  before(async () => {
+    ca = await createTestCa({ trustDomain: 'shop.test' });
+  });
 
   it('writes two URI SANs, in order', async () => {
     const cert = await ca.issueCert({ uris: ['spiffe://shop.test/svc/a', 'spiffe://shop.test/svc/b'] });
-    assert.equal(new X509Certificate(cert.certPem).subjectAltName, 'URI:spiffe://shop.test/svc/a, URI:spiffe://shop.test/svc/b');
+    assert.equal(
+      new X509Certificate(cert.certPem).subjectAltName,
+      'URI:spiffe://shop.test/svc/a, URI:spiffe://shop.test/svc/b',
+    );
   });
 
   it('leaves the SAN extension out entirely (no names, or noSan), or writes a DNS-only SAN', async () => {
@@ -100,7 +110,12 @@ describe('issueCert: crafted certificates a guard must refuse', () => {
   });
 
   it('writes look-alike SPIFFE IDs byte for byte', async () => {
-    for (const uri of ['spiffe://shop.test.evil/svc/x', 'spiffe://evilshop.test/svc/x', 'spiffe://SHOP.TEST/svc/x', 'spiffe://shop%2etest/svc/x']) {
+    for (const uri of [
+      'spiffe://shop.test.evil/svc/x',
+      'spiffe://evilshop.test/svc/x',
+      'spiffe://SHOP.TEST/svc/x',
+      'spiffe://shop%2etest/svc/x',
+    ]) {
       const cert = await ca.issueCert({ uris: [uri] });
       assert.deepEqual(extensions(cert.certPem).san?.names.toJSON(), [{ type: 'url', value: uri }]);
     }
@@ -116,7 +131,10 @@ describe('issueCert: crafted certificates a guard must refuse', () => {
     const early = await ca.issueCert({ notBefore: future });
     assert.ok(early.notBefore.getTime() > Date.now());
     assert.equal(extensions((await ca.issueCert({ eku: [] })).certPem).eku, null);
-    assert.deepEqual([...extensions((await ca.issueCert({ eku: ['serverAuth'] })).certPem).eku?.usages ?? []], [x509.ExtendedKeyUsage.serverAuth]);
+    assert.deepEqual(
+      [...(extensions((await ca.issueCert({ eku: ['serverAuth'] })).certPem).eku?.usages ?? [])],
+      [x509.ExtendedKeyUsage.serverAuth],
+    );
     await assert.rejects(ca.issueCert({ eku: ['serverauth'] }), TypeError);
   });
 
@@ -132,8 +150,8 @@ describe('issueCert: crafted certificates a guard must refuse', () => {
       const cert = await ca.issueCert({ uris, ...options });
       const { keyUsage } = extensions(cert.certPem);
       assert.deepEqual([keyUsage?.usages, keyUsage?.critical], [usages, critical]);
-      const refused = (error: unknown) => error instanceof SvidError && error.code === 'SVID_KEY_USAGE'
-        && rule.test(error.detail);
+      const refused = (error: unknown) =>
+        error instanceof SvidError && error.code === 'SVID_KEY_USAGE' && rule.test(error.detail);
       assert.throws(() => readX509Svid(new X509Certificate(cert.certPem).raw), refused);
     }
     const none = await ca.issueCert({ uris, keyUsage: [] });

@@ -127,5 +127,7 @@ function keyUsageExtension(names: readonly string[], critical: boolean): x509.Ke
 function ekuOid(usage: string): string {
   if (Object.hasOwn(x509.ExtendedKeyUsage, usage)) return x509.ExtendedKeyUsage[usage as ExtendedKeyUsageName];
   if (OID.test(usage)) return usage;
-  throw new TypeError(`eku: "${usage}" is neither a known usage name (${Object.keys(x509.ExtendedKeyUsage).join(', ')}) nor an OID`);
+  throw new TypeError(
+    `eku: "${usage}" is neither a known usage name (${Object.keys(x509.ExtendedKeyUsage).join(', ')}) nor an OID`,
+  );
 }

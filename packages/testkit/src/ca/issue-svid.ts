@@ -24,13 +24,19 @@ export interface Svid extends IssuedCert {
  * A well-formed X.509-SVID that passes every X509-SVID leaf rule of @lockstep/identity: one URI SAN,
  * CA=false, critical key usage digitalSignature, serverAuth + clientAuth, at most 24 h.
  */
-export async function issueSvid(signer: CertificateSigner, trustDomain: string, options: IssueSvidOptions): Promise<Svid> {
+export async function issueSvid(
+  signer: CertificateSigner,
+  trustDomain: string,
+  options: IssueSvidOptions,
+): Promise<Svid> {
   const spiffeId = serviceSpiffeId(trustDomain, options.service);
   const ttlSeconds = options.ttlSeconds ?? 3600;
   if (!Number.isFinite(ttlSeconds) || ttlSeconds <= 0 || ttlSeconds > MAX_TTL_SECONDS) {
-    throw new TypeError(`ttlSeconds must be a positive number of seconds up to ${MAX_TTL_SECONDS} `
-      + `(an SVID lives at most 24 h); got ${ttlSeconds}. `
-      + 'For a longer-lived certificate use issueCert({ uris, notAfter }).');
+    throw new TypeError(
+      `ttlSeconds must be a positive number of seconds up to ${MAX_TTL_SECONDS} ` +
+        `(an SVID lives at most 24 h); got ${ttlSeconds}. ` +
+        'For a longer-lived certificate use issueCert({ uris, notAfter }).',
+    );
   }
   const now = Date.now();
   const issued = await issueCertificate(signer, {

@@ -4,8 +4,10 @@ import { isValidTrustDomain, workloadId } from '@lockstep/identity';
 
 export function assertTrustDomain(trustDomain: string): void {
   if (!isValidTrustDomain(trustDomain)) {
-    throw new TypeError('trustDomain must be lowercase letters, digits, ".", "-" or "_" without a leading or '
-      + `trailing dot (e.g. "shop.test"); got ${JSON.stringify(trustDomain)}`);
+    throw new TypeError(
+      'trustDomain must be lowercase letters, digits, ".", "-" or "_" without a leading or ' +
+        `trailing dot (e.g. "shop.test"); got ${JSON.stringify(trustDomain)}`,
+    );
   }
 }
 

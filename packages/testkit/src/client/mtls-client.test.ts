@@ -11,24 +11,40 @@ import { createMtlsClient } from './mtls-client.ts';
 import { rawTlsRequest } from './raw-tls-request.ts';
 
 /** Echoes what it received, including every raw header line, to a caller that must present a trusted certificate. */
-async function startEchoServer(ca: TestCa, svid: Svid): Promise<{ server: https.Server; origin: string; port: number }> {
-  const server = https.createServer({ cert: svid.chainPem, key: svid.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
-    let body = '';
-    req.on('data', (chunk) => { body += String(chunk); });
-    req.on('end', () => {
-      const rawTxnTokens = req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'txn-token');
-      const peer = (req.socket as TLSSocket).getPeerX509Certificate();
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ method: req.method, url: req.url, rawTxnTokens, peer: peer?.subjectAltName, body }));
-    });
-  });
+async function startEchoServer(
+  ca: TestCa,
+  svid: Svid,
+): Promise<{ server: https.Server; origin: string; port: number }> {
+  const server = https.createServer(
+    { cert: svid.chainPem, key: svid.keyPem, ca: ca.bundlePem, requestCert: true, rejectUnauthorized: true },
+    (req, res) => {
+      let body = '';
+      req.on('data', (chunk) => {
+        body += String(chunk);
+      });
+      req.on('end', () => {
+        const rawTxnTokens = req.rawHeaders.filter(
+          (_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'txn-token',
+        );
+        const peer = (req.socket as TLSSocket).getPeerX509Certificate();
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ method: req.method, url: req.url, rawTxnTokens, peer: peer?.subjectAltName, body }));
+      });
+    },
+  );
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   return { server, origin: `https://127.0.0.1:${port}`, port };
 }
 
-interface Echo { method: string; url: string; rawTxnTokens: string[]; peer: string; body: string }
+interface Echo {
+  method: string;
+  url: string;
+  rawTxnTokens: string[];
+  peer: string;
+  body: string;
+}
 
 describe('createMtlsClient and rawTlsRequest against an https server that requires client certificates', () => {
   let ca: TestCa;
@@ -53,7 +69,10 @@ describe('createMtlsClient and rawTlsRequest against an https server that requir
       assert.equal(response.status, 200);
       assert.equal(response.headers['content-type'], 'application/json');
       const echo = response.json<Echo>();
-      assert.deepEqual([echo.method, echo.url, echo.peer], ['GET', '/orders/1?x=1', 'URI:spiffe://shop.test/svc/gateway']);
+      assert.deepEqual(
+        [echo.method, echo.url, echo.peer],
+        ['GET', '/orders/1?x=1', 'URI:spiffe://shop.test/svc/gateway'],
+      );
       assert.equal(response.text, JSON.stringify(echo));
     } finally {
       await client.close();
@@ -76,7 +95,11 @@ describe('createMtlsClient and rawTlsRequest against an https server that requir
   it('sends a method and a body', async () => {
     const client = createMtlsClient({ certPem: gateway.chainPem, keyPem: gateway.keyPem, caPem: ca.bundlePem });
     try {
-      const response = await client.request(`${origin}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"item":1}' });
+      const response = await client.request(`${origin}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"item":1}',
+      });
       assert.deepEqual([response.json<Echo>().method, response.json<Echo>().body], ['POST', '{"item":1}']);
     } finally {
       await client.close();
@@ -86,7 +109,11 @@ describe('createMtlsClient and rawTlsRequest against an https server that requir
   it('fails when the server does not trust the client certificate, or the client does not trust the server', async () => {
     const stranger = await (await createTestCa({ trustDomain: 'shop.test' })).issueSvid({ service: 'gateway' });
     const untrusted = createMtlsClient({ certPem: stranger.chainPem, keyPem: stranger.keyPem, caPem: ca.bundlePem });
-    const distrustful = createMtlsClient({ certPem: gateway.chainPem, keyPem: gateway.keyPem, caPem: (await createTestCa({ trustDomain: 'shop.test' })).bundlePem });
+    const distrustful = createMtlsClient({
+      certPem: gateway.chainPem,
+      keyPem: gateway.keyPem,
+      caPem: (await createTestCa({ trustDomain: 'shop.test' })).bundlePem,
+    });
     try {
       await assert.rejects(untrusted.request(origin));
       await assert.rejects(distrustful.request(origin), { code: 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY' });
@@ -100,20 +127,30 @@ describe('createMtlsClient and rawTlsRequest against an https server that requir
     const ok = await rawTlsRequest({ ...peer, raw: 'GET /raw HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n' });
     assert.equal(typeof ok, 'string');
     assert.match(ok as string, /^HTTP\/1\.1 200 OK\r\n[\s\S]*"url":"\/raw"/);
-    const malformed = await rawTlsRequest({ ...peer, raw: Buffer.from('GET / HTTP/1.1\r\nHost: orders\r\nBad Header\r\n\r\n') });
+    const malformed = await rawTlsRequest({
+      ...peer,
+      raw: Buffer.from('GET / HTTP/1.1\r\nHost: orders\r\nBad Header\r\n\r\n'),
+    });
     assert.match(malformed as string, /^HTTP\/1\.1 400 Bad Request/);
   });
 
   it('rawTlsRequest: reports { error } when the handshake or the connection fails', async () => {
     const noCert = await rawTlsRequest({ host: '127.0.0.1', port, caPem: ca.bundlePem, raw: 'GET / HTTP/1.1\r\n\r\n' });
     assert.deepEqual(noCert, { error: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED' });
-    const wrongCa = await rawTlsRequest({ host: '127.0.0.1', port, caPem: (await createTestCa({ trustDomain: 'shop.test' })).bundlePem, raw: '' });
+    const wrongCa = await rawTlsRequest({
+      host: '127.0.0.1',
+      port,
+      caPem: (await createTestCa({ trustDomain: 'shop.test' })).bundlePem,
+      raw: '',
+    });
     assert.deepEqual(wrongCa, { error: 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY' });
     const closed = https.createServer().listen(0, '127.0.0.1');
     await once(closed, 'listening');
     const closedPort = (closed.address() as AddressInfo).port;
     closed.close();
     await once(closed, 'close');
-    assert.deepEqual(await rawTlsRequest({ host: '127.0.0.1', port: closedPort, caPem: ca.bundlePem, raw: '' }), { error: 'ECONNREFUSED' });
+    assert.deepEqual(await rawTlsRequest({ host: '127.0.0.1', port: closedPort, caPem: ca.bundlePem, raw: '' }), {
+      error: 'ECONNREFUSED',
+    });
   });
 });

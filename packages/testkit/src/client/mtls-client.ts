@@ -55,24 +55,24 @@ export function createMtlsClient(options: MtlsClientOptions): MtlsClient {
       body: requestOptions.body ?? null,
     });
     const text = await response.body.text();
-    return {
-      status: response.statusCode,
-      headers: response.headers,
-      text,
-      json: <T>() => JSON.parse(text) as T,
-    };
+    return { status: response.statusCode, headers: response.headers, text, json: <T>() => JSON.parse(text) as T };
   }
 
   return Object.freeze({ request, close: () => agent.close() });
 }
 
-function toUndiciHeaders(headers: MtlsRequestOptions['headers']): Exclude<Dispatcher.RequestOptions['headers'], undefined> {
+function toUndiciHeaders(
+  headers: MtlsRequestOptions['headers'],
+): Exclude<Dispatcher.RequestOptions['headers'], undefined> {
   if (headers === undefined) return null;
   if (isFlatArray(headers)) {
-    if (headers.length % 2 !== 0) throw new TypeError('headers as an array must be name/value pairs: [name, value, name, value, …]');
+    if (headers.length % 2 !== 0)
+      throw new TypeError('headers as an array must be name/value pairs: [name, value, name, value, …]');
     return [...headers];
   }
-  return Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, typeof value === 'string' ? value : [...value]]));
+  return Object.fromEntries(
+    Object.entries(headers).map(([name, value]) => [name, typeof value === 'string' ? value : [...value]]),
+  );
 }
 
 function isFlatArray(headers: NonNullable<MtlsRequestOptions['headers']>): headers is readonly string[] {

@@ -30,13 +30,18 @@ export async function testPostgres(): Promise<TestPostgres> {
     await client.end().catch(() => {});
   }
   if (problem !== null && process.env.LOCKSTEP_REQUIRE_PG === '1') {
-    throw new Error(`LOCKSTEP_REQUIRE_PG=1 but PostgreSQL is not reachable at ${url}: ${problem}. Start it (pg_ctlcluster <version> main start) or set LOCKSTEP_TEST_PG.`);
+    throw new Error(
+      `LOCKSTEP_REQUIRE_PG=1 but PostgreSQL is not reachable at ${url}: ${problem}. Start it (pg_ctlcluster <version> main start) or set LOCKSTEP_TEST_PG.`,
+    );
   }
   const schemas: string[] = [];
   return {
     url,
     problem,
-    skip: problem === null ? false : `PostgreSQL not reachable at ${url} (${problem}); CI requires it (LOCKSTEP_REQUIRE_PG=1)`,
+    skip:
+      problem === null
+        ? false
+        : `PostgreSQL not reachable at ${url} (${problem}); CI requires it (LOCKSTEP_REQUIRE_PG=1)`,
     schema() {
       const name = `lockstep_test_${randomBytes(6).toString('hex')}`;
       schemas.push(name);

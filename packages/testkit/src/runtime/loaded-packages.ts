@@ -58,9 +58,18 @@ export function packageOf(fileUrl: string): LoadedPackage | null {
  */
 export function packagesLoadedBy(code: string, options: { cwd: string; conditions?: readonly string[] }): string[] {
   const report = `${code}\nprocess.stdout.write(JSON.stringify([...globalThis[Symbol.for('lockstep.testkit.loadedFiles')]]));`;
-  const output = execFileSync(process.execPath, [
-    ...(options.conditions ?? []).map((condition) => `--conditions=${condition}`), '--import', RECORD_LOADS, '--input-type=module', '--eval', report,
-  ], { cwd: options.cwd, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  const output = execFileSync(
+    process.execPath,
+    [
+      ...(options.conditions ?? []).map((condition) => `--conditions=${condition}`),
+      '--import',
+      RECORD_LOADS,
+      '--input-type=module',
+      '--eval',
+      report,
+    ],
+    { cwd: options.cwd, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } },
+  );
   const files = JSON.parse(output) as string[];
   return [...new Set(files.flatMap((file) => packageOf(file)?.name ?? []))].sort();
 }

@@ -39,7 +39,11 @@ export interface ClaimsOptions {
   readonly omit?: readonly string[];
 }
 
-export function buildTxnClaims(trustDomain: string, overrides: TxnClaimsInput = {}, options: ClaimsOptions = {}): Record<string, unknown> {
+export function buildTxnClaims(
+  trustDomain: string,
+  overrides: TxnClaimsInput = {},
+  options: ClaimsOptions = {},
+): Record<string, unknown> {
   const lifetime = options.lifetimeSeconds ?? MAX_TXN_TOKEN_LIFETIME_SECONDS;
   const iat = overrides.iat ?? Math.floor(Date.now() / 1000);
   const claims: Record<string, unknown> = {

@@ -8,9 +8,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{1
 
 describe('createTxnTokenMinter', () => {
   let minter: TxnTokenMinter;
-  before(async () => { minter = await createTxnTokenMinter({ trustDomain: 'shop.test' }); });
+  before(async () => {
+    minter = await createTxnTokenMinter({ trustDomain: 'shop.test' });
+  });
 
-  it('mints a Txn-Token that jose jwtVerify accepts with the minter\'s JWKS under strict options', async () => {
+  it("mints a Txn-Token that jose jwtVerify accepts with the minter's JWKS under strict options", async () => {
     const token = await minter.mint();
     const { payload, protectedHeader } = await jwtVerify(token, createLocalJWKSet(minter.jwks), {
       algorithms: ['ES256'],
@@ -33,7 +35,10 @@ describe('createTxnTokenMinter', () => {
   it('publishes one public key: kid (RFC 7638 thumbprint by default), alg ES256, use sig, no private part', async () => {
     assert.equal(minter.jwks.keys.length, 1);
     const [jwk] = minter.jwks.keys;
-    assert.deepEqual({ kty: jwk?.kty, crv: jwk?.crv, kid: jwk?.kid, alg: jwk?.alg, use: jwk?.use }, { kty: 'EC', crv: 'P-256', kid: minter.kid, alg: 'ES256', use: 'sig' });
+    assert.deepEqual(
+      { kty: jwk?.kty, crv: jwk?.crv, kid: jwk?.kid, alg: jwk?.alg, use: jwk?.use },
+      { kty: 'EC', crv: 'P-256', kid: minter.kid, alg: 'ES256', use: 'sig' },
+    );
     assert.equal(jwk?.d, undefined);
     assert.match(minter.kid, /^[A-Za-z0-9_-]{43}$/);
     assert.equal((await createTxnTokenMinter({ trustDomain: 'shop.test', kid: 'tts-2025-01' })).kid, 'tts-2025-01');

@@ -35,10 +35,11 @@ export async function createTxnTokenMinter(options: TxnTokenMinterOptions): Prom
   assertTrustDomain(trustDomain);
   const { privateKey, publicKey } = await generateKeyPair('ES256');
   const publicJwk = await exportJWK(publicKey);
-  const kid = options.kid ?? await calculateJwkThumbprint(publicJwk);
+  const kid = options.kid ?? (await calculateJwkThumbprint(publicJwk));
   const jwks: JSONWebKeySet = { keys: [{ ...publicJwk, kid, alg: 'ES256', use: 'sig' }] };
 
-  const claims = (overrides?: TxnClaimsInput, claimsOptions?: ClaimsOptions) => buildTxnClaims(trustDomain, overrides, claimsOptions);
+  const claims = (overrides?: TxnClaimsInput, claimsOptions?: ClaimsOptions) =>
+    buildTxnClaims(trustDomain, overrides, claimsOptions);
 
   async function mint(overrides?: TxnClaimsInput, mintOptions: MintOptions = {}): Promise<string> {
     const header: Record<string, unknown> = { alg: 'ES256', typ: 'txntoken+jwt', kid, ...mintOptions.header };

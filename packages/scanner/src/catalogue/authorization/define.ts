@@ -18,7 +18,9 @@ export function enforcedRoute(target: Target): target is RouteTarget {
  * user a for this owner route — the check applies, it just cannot run.
  */
 export function withControl(
-  target: RouteTarget, build: (control: Control) => Omit<Plan, 'target'>, options: { object?: boolean; userB?: boolean } = {},
+  target: RouteTarget,
+  build: (control: Control) => Omit<Plan, 'target'>,
+  options: { object?: boolean; userB?: boolean } = {},
 ): Plan[] {
   const label = routeLabel(target);
   const cannotRun = (reason: string): Plan[] => {
@@ -27,8 +29,10 @@ export function withControl(
   if (target.inconclusive !== null) return cannotRun(target.inconclusive);
   if (options.userB && target.userBProblem !== null) return cannotRun(target.userBProblem);
   if (options.object && target.objectPath === null) {
-    return cannotRun('this route looks up the owner of the object it addresses, but the scan manifest names no '
-      + 'object of test user a for it: add one under objects: (service, route, params, owner: a)');
+    return cannotRun(
+      'this route looks up the owner of the object it addresses, but the scan manifest names no ' +
+        'object of test user a for it: add one under objects: (service, route, params, owner: a)',
+    );
   }
   if ('problem' in target.control) return cannotRun(target.control.problem);
   return [{ target: label, ...build(target.control) }];
@@ -39,4 +43,3 @@ export function pathTricks(path: string): string[] {
   const tricks = [`${path}/`, path.toUpperCase(), `/%2e%2e${path}`, `/${path}`, `${path.replace(/\/$/, '')}/.`];
   return [...new Set(tricks.filter((trick) => trick !== path))];
 }
-

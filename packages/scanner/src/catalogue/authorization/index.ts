@@ -6,10 +6,4 @@ import bola from './bola.ts';
 import missingRole from './missing-role.ts';
 import functionLevel from './function-level.ts';
 
-export const authorizationAttacks: readonly Attack[] = [
-  unlistedCaller,
-  pathTricks,
-  bola,
-  missingRole,
-  functionLevel,
-];
+export const authorizationAttacks: readonly Attack[] = [unlistedCaller, pathTricks, bola, missingRole, functionLevel];

@@ -7,10 +7,16 @@ import type { Answer } from '../../send.ts';
 
 export const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
-export function asControl(target: Target, context: ScanContext, build: (target: RouteTarget, control: Control) => Omit<Plan, 'target'>, bodyOnly = true): Plan[] {
+export function asControl(
+  target: Target,
+  context: ScanContext,
+  build: (target: RouteTarget, control: Control) => Omit<Plan, 'target'>,
+  bodyOnly = true,
+): Plan[] {
   if (target.kind !== 'route' || target.route.public || (bodyOnly && !BODY_METHODS.has(target.route.method))) return [];
   const label = routeLabel(target);
-  if (target.inconclusive !== null) return [{ target: label, attempts: [], enforcedBy: 'input', inconclusive: target.inconclusive }];
+  if (target.inconclusive !== null)
+    return [{ target: label, attempts: [], enforcedBy: 'input', inconclusive: target.inconclusive }];
   if ('problem' in target.control) {
     return [{ target: label, attempts: [], enforcedBy: 'input', inconclusive: target.control.problem }];
   }
@@ -19,4 +25,3 @@ export function asControl(target: Target, context: ScanContext, build: (target: 
 }
 
 export const sizeLimited = (code: string) => (answer: Answer) => answer.status === null || answer.code === code;
-

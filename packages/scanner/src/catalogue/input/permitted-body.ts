@@ -9,7 +9,7 @@ const OWN_MEMBER = 'lockstep_scan';
 function admittedObject(permitted: string | null): Record<string, unknown> {
   if (permitted === null) return {};
   const value: unknown = JSON.parse(permitted);
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : {};
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
 }
 
 /** The admitted body with its first member written once more at the end: first-wins and last-wins parsers agree. */
@@ -25,9 +25,8 @@ export function withDuplicateMember(permitted: string | null): string {
 export function withEscapedNul(permitted: string | null): string {
   const object = admittedObject(permitted);
   const key = Object.keys(object).find((name) => typeof object[name] === 'string');
-  const changed = key === undefined
-    ? { ...object, [OWN_MEMBER]: '\u0000' }
-    : { ...object, [key]: `${String(object[key])}\u0000` };
+  const changed =
+    key === undefined ? { ...object, [OWN_MEMBER]: '\u0000' } : { ...object, [key]: `${String(object[key])}\u0000` };
   // JSON.stringify writes U+0000 as the six characters \u0000: the escape the strict parser refuses.
   return JSON.stringify(changed);
 }

@@ -22,8 +22,13 @@ const UNDECLARED_PATH = '/lockstep-scan-undeclared';
 function requests(endpoint: EndpointTarget): [method: string, path: string][] {
   const declared = endpoint.path;
   return [
-    ['OPTIONS', declared], ['OPTIONS', '*'], ['HEAD', declared], ['TRACE', declared],
-    ['PROPFIND', declared], [UNPARSABLE_METHOD, declared], ['GET', UNDECLARED_PATH],
+    ['OPTIONS', declared],
+    ['OPTIONS', '*'],
+    ['HEAD', declared],
+    ['TRACE', declared],
+    ['PROPFIND', declared],
+    [UNPARSABLE_METHOD, declared],
+    ['GET', UNDECLARED_PATH],
   ];
 }
 
@@ -44,16 +49,26 @@ export function decidedByGuard(answer: Answer, sent: Attempt): boolean {
 }
 
 export default {
-  id: 'transport.framework-auto-answer', title: 'Framework answers without a certificate', category: 'transport',
-  severity: 'high', cwe: ['CWE-288', 'CWE-650'], owasp: OWASP.api8, nist: NIST.authentication,
-  description: 'Without a client certificate: OPTIONS (a path and *), HEAD, TRACE, PROPFIND (declared by no route) '
-    + `and GET of an undeclared path; and a method no HTTP parser knows (${UNPARSABLE_METHOD}, refused before any `
-    + 'identity is read) — what a framework or Node answers on its own (200 Allow: …, 404, 405, 501) unless the guard '
-    + 'decides first.',
-  enforced: 'Each answered by the guard: 401 LOCKSTEP_ERR_PEER_* (400 LOCKSTEP_ERR_INPUT_INVALID for the unparsable '
-    + 'method) or refused in the TLS handshake.',
+  id: 'transport.framework-auto-answer',
+  title: 'Framework answers without a certificate',
+  category: 'transport',
+  severity: 'high',
+  cwe: ['CWE-288', 'CWE-650'],
+  owasp: OWASP.api8,
+  nist: NIST.authentication,
+  description:
+    'Without a client certificate: OPTIONS (a path and *), HEAD, TRACE, PROPFIND (declared by no route) ' +
+    `and GET of an undeclared path; and a method no HTTP parser knows (${UNPARSABLE_METHOD}, refused before any ` +
+    'identity is read) — what a framework or Node answers on its own (200 Allow: …, 404, 405, 501) unless the guard ' +
+    'decides first.',
+  enforced:
+    'Each answered by the guard: 401 LOCKSTEP_ERR_PEER_* (400 LOCKSTEP_ERR_INPUT_INVALID for the unparsable ' +
+    'method) or refused in the TLS handshake.',
   on: 'endpoint',
-  plan: (target, context) => onEndpoint(target, (endpoint) => ({
-    attempts: attempts(endpoint, context), enforcedBy: 'transport', enforced: decidedByGuard,
-  })),
+  plan: (target, context) =>
+    onEndpoint(target, (endpoint) => ({
+      attempts: attempts(endpoint, context),
+      enforcedBy: 'transport',
+      enforced: decidedByGuard,
+    })),
 } satisfies Attack;

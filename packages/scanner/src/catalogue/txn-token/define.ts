@@ -6,13 +6,28 @@
  */
 import type { DefectiveToken } from '@lockstep/control-plane';
 import type { Answer } from '../../send.ts';
-import { attempt, NIST, OWASP, routeLabel, type Attack, type CraftedToken, type Plan, type ScanContext, type Target } from '../attack.ts';
+import {
+  attempt,
+  NIST,
+  OWASP,
+  routeLabel,
+  type Attack,
+  type CraftedToken,
+  type Plan,
+  type ScanContext,
+  type Target,
+} from '../attack.ts';
 
-export type TokenSource = { readonly kit: DefectiveToken } | { readonly crafted: CraftedToken } | { readonly none: true } | { readonly twice: true };
+export type TokenSource =
+  | { readonly kit: DefectiveToken }
+  | { readonly crafted: CraftedToken }
+  | { readonly none: true }
+  | { readonly twice: true };
 
 export function onRoute(target: Target, build: () => Omit<Plan, 'target'>): Plan[] {
   if (target.kind !== 'route' || target.route.public) return [];
-  if (target.inconclusive !== null) return [{ target: routeLabel(target), attempts: [], enforcedBy: 'token', inconclusive: target.inconclusive }];
+  if (target.inconclusive !== null)
+    return [{ target: routeLabel(target), attempts: [], enforcedBy: 'token', inconclusive: target.inconclusive }];
   return [{ target: routeLabel(target), ...build() }];
 }
 
@@ -23,16 +38,31 @@ export function headerValues(source: TokenSource, context: ScanContext): string[
   return [];
 }
 
-export function tokenAttack(id: string, title: string, severity: Attack['severity'], cwe: string[], description: string, sources: TokenSource[], extra: { owasp?: string; enforced?: (answer: Answer) => boolean } = {}): Attack {
+export function tokenAttack(
+  id: string,
+  title: string,
+  severity: Attack['severity'],
+  cwe: string[],
+  description: string,
+  sources: TokenSource[],
+  extra: { owasp?: string; enforced?: (answer: Answer) => boolean } = {},
+): Attack {
   return {
-    id, title, category: 'txn-token', severity, cwe, owasp: extra.owasp ?? OWASP.api2, nist: NIST.tokens, description,
+    id,
+    title,
+    category: 'txn-token',
+    severity,
+    cwe,
+    owasp: extra.owasp ?? OWASP.api2,
+    nist: NIST.tokens,
+    description,
     enforced: 'Refused by the Txn-Token step (401 LOCKSTEP_ERR_TXN_TOKEN_*), or earlier.',
     on: 'route',
-    plan: (target, context) => onRoute(target, () => ({
-      attempts: sources.map((source) => attempt(target, context, { token: headerValues(source, context) })),
-      enforcedBy: 'token',
-      ...(extra.enforced === undefined ? {} : { enforced: extra.enforced }),
-    })),
+    plan: (target, context) =>
+      onRoute(target, () => ({
+        attempts: sources.map((source) => attempt(target, context, { token: headerValues(source, context) })),
+        enforcedBy: 'token',
+        ...(extra.enforced === undefined ? {} : { enforced: extra.enforced }),
+      })),
   };
 }
-

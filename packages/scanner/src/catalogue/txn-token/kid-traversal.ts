@@ -1,3 +1,10 @@
 import { tokenAttack } from './define.ts';
 
-export default tokenAttack('txn.kid-traversal', '"kid" path traversal', 'high', ['CWE-22'], '"kid": "../../etc/passwd", signed with an attacker key.', [{ crafted: 'kid-traversal' }]);
+export default tokenAttack(
+  'txn.kid-traversal',
+  '"kid" path traversal',
+  'high',
+  ['CWE-22'],
+  '"kid": "../../etc/passwd", signed with an attacker key.',
+  [{ crafted: 'kid-traversal' }],
+);

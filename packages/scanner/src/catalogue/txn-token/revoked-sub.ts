@@ -1,3 +1,10 @@
 import { tokenAttack } from './define.ts';
 
-export default tokenAttack('txn.revoked-sub', 'Revoked subject', 'critical', ['CWE-613'], 'A genuine token for a subject the control plane has revoked.', [{ kit: 'revoked-sub' }]);
+export default tokenAttack(
+  'txn.revoked-sub',
+  'Revoked subject',
+  'critical',
+  ['CWE-613'],
+  'A genuine token for a subject the control plane has revoked.',
+  [{ kit: 'revoked-sub' }],
+);
