@@ -73,6 +73,7 @@ describe('every public package follows the publishing scheme', () => {
       '@lockstep/identity',
       '@lockstep/monitor',
       '@lockstep/policy',
+      '@lockstep/proxy',
       '@lockstep/scanner',
       '@lockstep/workload',
     ]);

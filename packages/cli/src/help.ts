@@ -88,6 +88,15 @@ Exit 0 when a valid policy is in force and every guard enforces it.`,
     about: `Attacks every registered service and route from outside with a scanner identity that the control plane
 issues to the local administrator; prints the service × attack matrix.`,
   },
+  sidecar: {
+    usage: 'LOCKSTEP_JOIN_TOKEN=$(lockstep join-token create <service>) lockstep sidecar --config <sidecar.yaml>',
+    about: `Runs the Lockstep sidecar (@lockstep/proxy) in front of an unmodified HTTP service in any language until
+SIGINT or SIGTERM: it joins as <service>, serves mTLS with the guard's pipeline, forwards what it allows
+to the upstream with the verified caller in x-lockstep-* headers, and carries the app's outbound calls
+from a loopback egress over mTLS. The config file (service, controlPlane, trustDomain, listen, upstream,
+egress, routes, limits) is described in the @lockstep/proxy README. Exit 1 when it cannot start (a bad
+config names the field and the fix; a spent join token); 2 for a mistake in the arguments.`,
+  },
 };
 
 export const USAGE = `usage:

@@ -15,6 +15,7 @@
  *                                          (events-command.ts)
  *   policy status | policy validate [dir] | policy test [dir] [--cases file]
  *   scan [--manifest file] [--json|--sarif|--junit|--html file] …   (scan-command.ts)
+ *   sidecar --config <file>                (sidecar-command.ts: @lockstep/proxy in front of any HTTP service)
  *   <command> --help | help <command> | --version                   (help.ts)
  *
  * State lives in LOCKSTEP_HOME (or LOCKSTEP_DATA_DIR; default ./.lockstep). `control-plane` parses its
@@ -45,6 +46,7 @@ import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
 import { parsePolicyCases } from './policy-cases.ts';
 import { scanCommand } from './scan-command.ts';
 import { eventsCommand } from './events-command.ts';
+import { sidecarCommand } from './sidecar-command.ts';
 import { cliVersion, commandHelp, USAGE } from './help.ts';
 import { lockStateDirectory } from './state-lock.ts';
 import {
@@ -99,6 +101,8 @@ export async function main(
         return await eventsCommand(rest, out, admin);
       case 'scan':
         return await scanCommand(rest, out, err);
+      case 'sidecar':
+        return await sidecarCommand(rest, out, err);
       case 'policy':
         return rest[0] === 'validate'
           ? await policyValidate(rest.slice(1), out)

@@ -26,6 +26,7 @@ import { createPipeline, type Admission, type Pipeline } from './pipeline.ts';
 import { Revocations, type Revocation } from './revocations.ts';
 import type { RouteSecurity } from './routes.ts';
 import { createAuthorizeStep } from './steps/authorize.ts';
+import { createPresentedChainStep } from './steps/presented-chain.ts';
 import { createProbeProofStep } from './steps/probe-proof.ts';
 import { createTransportStep } from './steps/transport.ts';
 import { createTxnTokenStep } from './steps/txn-token.ts';
@@ -38,6 +39,12 @@ export interface Guard {
   readonly mode: 'enforce' | 'dry-run';
   readonly options: ResolvedOptions;
   readonly pipeline: Pipeline;
+  /**
+   * The same steps for the decision service (`lockstep authz-server`): the caller is identified from
+   * the client certificate chain a trusted proxy forwarded (verified against the trust bundle), and
+   * every audit event says `via: 'authz-server'`. Used through `lockstepDecisions(guard, routes)` from `@lockstep/guard/decision`.
+   */
+  readonly decisionPipeline: Pipeline;
   /** Outbound calls: mTLS with the current SVID, Txn-Token and traceparent propagated. */
   readonly client: GuardClient;
   /** The policy version in force, or null before the first bundle. */
@@ -58,6 +65,8 @@ export interface Guard {
   revoke(revocation: Revocation): void;
   /** Takes a revocation back (an administrator lifted one made by mistake): the value is accepted again. */
   lift(revocation: Revocation): void;
+  /** Whether this workload SPIFFE ID is revoked now (e.g. a decision service's caller, on every request). */
+  isRevokedSpiffeId(spiffeId: string): boolean;
   /** Prometheus metrics of this guard (text exposition); see metrics.ts. */
   metrics(): Promise<{ contentType: string; body: string }>;
   /** Cache counters: how much of the traffic took the steady-state path. */
@@ -133,13 +142,17 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     cacheSize: options.cache.tokens,
   });
   const isRevokedSpiffeId = (id: string) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id);
+  const transport = createTransportStep({ trustDomain, maxSvidLifetimeSeconds, isRevokedSpiffeId });
+  const authorize = createAuthorizeStep({ service, engine });
+  const onInternalError = (error: unknown) =>
+    logger.error('guard step failed; request refused', { error: error instanceof Error ? error.stack : String(error) });
   const pipeline = createPipeline({
     service,
     trustDomain,
     dryRun: options.mode === 'dry-run',
-    transport: createTransportStep({ trustDomain, maxSvidLifetimeSeconds, isRevokedSpiffeId }),
+    transport,
     txnToken: txnTokenStep,
-    authorize: createAuthorizeStep({ service, engine }),
+    authorize,
     probeProof: createProbeProofStep({
       trustDomain,
       service,
@@ -147,10 +160,26 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       revocations,
       clockSkewSeconds: options.txnToken.clockSkewSeconds,
     }),
-    onInternalError: (error) =>
-      logger.error('guard step failed; request refused', {
-        error: error instanceof Error ? error.stack : String(error),
-      }),
+    onInternalError,
+  });
+  // No probe proof: the scanner attacks a service's own listener, not its fronting proxy's decisions.
+  const decisionPipeline = createPipeline({
+    service,
+    trustDomain,
+    dryRun: options.mode === 'dry-run',
+    transport,
+    presentedChain: createPresentedChainStep({
+      trustDomain,
+      trustBundle: () => trustBundle,
+      // Our own chain's intermediates: nginx forwards the client's leaf without the intermediate.
+      intermediates: () => svid.cert,
+      isRevokedSpiffeId,
+      maxSvidLifetimeSeconds,
+    }),
+    via: 'authz-server',
+    txnToken: txnTokenStep,
+    authorize,
+    onInternalError,
   });
 
   const client = createGuardClient({
@@ -376,6 +405,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     mode: options.mode,
     options,
     pipeline,
+    decisionPipeline,
     client,
     get policyVersion() {
       return engine.version;
@@ -452,6 +482,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       if (revocations.remove(revocation))
         logger.warn('revocation lifted', { kind: revocation.kind, value: revocation.value });
     },
+    isRevokedSpiffeId,
     stats: () => ({
       tokens: txnTokenStep.stats(),
       decisions: { ...engine.stats() },

@@ -1,6 +1,17 @@
 export { createGuard, GUARD_VERSION, type Guard, type GuardStats, type GuardStatus } from './guard.ts';
 export type { GuardOptions, GuardLogger, SvidPem, TxnTokenKeyOptions } from './options.ts';
-export { GuardError, GuardConfigError, errorCatalogue, errorCodes, statusOf, type GuardErrorCode } from './errors.ts';
+export {
+  GuardError,
+  GuardConfigError,
+  ERROR_HEADER,
+  errorCatalogue,
+  errorCodes,
+  renderRefusal,
+  REQUEST_ID_HEADER,
+  statusOf,
+  type GuardErrorCode,
+  type RefusalResponse,
+} from './errors.ts';
 export { DECISION_CHANNEL, publishDecision, subscribeDecisions, type DecisionEvent } from './steps/audit.ts';
 export {
   createProbeProof,
@@ -11,6 +22,7 @@ export {
   type ProbeProofRequest,
 } from './steps/probe-proof.ts';
 export { currentAdmission } from './context.ts';
+export type { PresentedChain } from './steps/presented-chain.ts';
 export type { Admission } from './pipeline.ts';
 export {
   checkTxnClaims,

@@ -31,6 +31,7 @@ import type { RouteSecurity } from './routes.ts';
 import { auditEnabled, publishDecision, type AllowReason } from './steps/audit.ts';
 import type { AuthorizeStep } from './steps/authorize.ts';
 import { PROBE_PROOF_HEADER, type ProbeProofStep } from './steps/probe-proof.ts';
+import type { PresentedChain, PresentedChainStep } from './steps/presented-chain.ts';
 import type { PeerIdentity, TransportStep } from './steps/transport.ts';
 import type { TxnTokenStep, VerifiedTxnToken } from './steps/txn-token.ts';
 import { parseSpiffeId, type SpiffeId } from './spiffe-id.ts';
@@ -46,7 +47,8 @@ export function probeAnswer(requestId: string): string {
 }
 
 export interface InboundRequest {
-  readonly socket: Socket;
+  /** The caller's connection; absent for a decision service's request (see `peerCertificateChain`). */
+  readonly socket?: Socket | undefined;
   readonly method?: string | undefined;
   /** `'1.1'` for an IncomingMessage; absent for requests built by hand (benchmarks, tests). */
   readonly httpVersion?: string | undefined;
@@ -54,6 +56,16 @@ export interface InboundRequest {
   readonly url?: string | undefined;
   readonly headers: IncomingHttpHeaders;
   readonly rawHeaders: readonly string[];
+  /**
+   * Only read by a decision pipeline (`PipelineOptions.presentedChain`): the client certificate chain
+   * that a trusted proxy forwarded, verified against the trust bundle in place of the connection's.
+   */
+  readonly peerCertificateChain?: PresentedChain | undefined;
+  /**
+   * Only read by a decision pipeline, when there is no chain: the workload SPIFFE ID a trusted caller
+   * asserts (an AuthZEN subject).
+   */
+  readonly assertedSpiffeId?: string | undefined;
 }
 
 /** The guard's verdict on one request; it is also what the handler's async context carries. */
@@ -116,6 +128,13 @@ export interface PipelineOptions {
   authorize: AuthorizeStep;
   /** Tells the scanner's transport attacks apart in the audit trail; without it they count as real traffic. */
   probeProof?: ProbeProofStep;
+  /**
+   * A decision pipeline (the decision service, `lockstep authz-server`): the caller is identified from
+   * `request.peerCertificateChain` by this step, never from the socket, and every audit event says
+   * `via`, so that the monitor shows which decisions came through a fronting proxy.
+   */
+  presentedChain?: PresentedChainStep;
+  via?: string;
   onInternalError(error: unknown): void;
 }
 
@@ -154,7 +173,7 @@ function isoNow(): string {
 }
 
 export function createPipeline(options: PipelineOptions): Pipeline {
-  const { service, transport, txnToken, authorize } = options;
+  const { service, transport, txnToken, authorize, presentedChain, via } = options;
   // As the transport step tells a scanner's certificate: any path under /scanner/.
   const scannerPrefix = `spiffe://${options.trustDomain}/scanner/`;
 
@@ -211,6 +230,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       probe: admission.prober ?? undefined,
       probeAs: admission.probe ? admission.probeAs : undefined,
       probeRequester: admission.probe ? admission.probeRequester : undefined,
+      via,
     });
   }
 
@@ -311,13 +331,13 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       let peer: PeerIdentity;
       try {
         // Transport is never dry-run: without a verified peer there is no principal to decide about.
-        peer = transport.identify(request.socket);
+        peer = identifyPeer(request);
       } catch (error) {
         const refusal = asGuardError(error);
         const proof = request.headers[PROBE_PROOF_HEADER];
         if (proof === undefined || options.probeProof === undefined) return refuse(admission, refusal, startedAt);
         // Refused all the same: the proof only tells the audit trail that the scanner sent it.
-        const source = request.socket.remoteAddress;
+        const source = request.socket?.remoteAddress;
         return options.probeProof.verify(proof, admission.method, request.url, source).then((scanner) => {
           admission.prober = scanner;
           return refuse(admission, refusal, startedAt);
@@ -383,7 +403,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       const startedAt = performance.now();
       let peer: PeerIdentity | null = null;
       try {
-        peer = transport.identify(request.socket);
+        peer = identifyPeer(request);
       } catch {
         // The early error is what we report; an unidentifiable peer is simply recorded as unknown.
       }
@@ -394,6 +414,17 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return refuse(admission, error, startedAt);
     },
   };
+
+  /** Step 1: from the connection, or — in a decision pipeline — from the chain a trusted proxy forwarded. */
+  function identifyPeer(request: InboundRequest): PeerIdentity {
+    if (presentedChain !== undefined) {
+      if (request.peerCertificateChain === undefined && request.assertedSpiffeId !== undefined)
+        return presentedChain.identifyAsserted(request.assertedSpiffeId);
+      return presentedChain.identify(request.peerCertificateChain);
+    }
+    if (request.socket === undefined) throw new GuardError('LOCKSTEP_ERR_PEER_CERT_MISSING', 'no connection');
+    return transport.identify(request.socket);
+  }
 
   /** A token a scanner asked for (its requester is a scanner), presented by a peer that is not one. */
   function scanTokenReplayed(txn: VerifiedTxnToken): GuardError | null {

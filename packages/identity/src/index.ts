@@ -20,5 +20,6 @@ export {
   type SvidErrorCode,
   type X509SvidIdentity,
 } from './x509-svid.ts';
+export { readCaPathFacts, type CaPathFacts } from './ca-path.ts';
 export { readTlsPeer, type TlsPeer } from './tls-peer.ts';
 export { serverSvidCheck, type ServerIdentityCheck, type ServerSvidOptions } from './server-identity.ts';

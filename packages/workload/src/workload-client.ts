@@ -69,6 +69,14 @@ export function createWorkloadClient(trustDomain: string, tls: () => ClientTls):
             'its SVID is checked against spiffe://<trust domain>/svc/<server>',
         );
       }
+      // Plain http would send the request and its Txn-Token in cleartext to whoever answers, unchecked.
+      const protocol = (url instanceof URL ? url : URL.parse(url))?.protocol;
+      if (protocol !== 'https:') {
+        throw new TypeError(
+          `agent.request calls only https:// URLs: it speaks mTLS with the workload's SVID and checks the ` +
+            `server's, so the Txn-Token never travels in cleartext; got ${JSON.stringify(String(url))}`,
+        );
+      }
       const dispatcher = poolFor(options.server);
       const headers: Record<string, string> = {};
       for (const [name, value] of Object.entries(options.headers ?? {})) {

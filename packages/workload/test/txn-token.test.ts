@@ -325,6 +325,31 @@ describe('agent.txnToken', () => {
     );
   });
 
+  it('refuses a URL that is not https: the request and its Txn-Token would leave in cleartext', async () => {
+    let connections = 0;
+    const listener = createServer((socket) => {
+      connections += 1;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const { port } = listener.address() as { port: number };
+    try {
+      for (const url of [
+        `http://127.0.0.1:${port}/orders/1`,
+        new URL(`http://127.0.0.1:${port}/orders/1`),
+        'orders/1',
+      ]) {
+        await assert.rejects(
+          gateway.request(url, { server: 'orders', txnToken: 'never.sent.anywhere' }),
+          (error: unknown) => error instanceof TypeError && /only https:\/\/ URLs.*mTLS/.test(error.message),
+        );
+      }
+      assert.equal(connections, 0, 'nothing connected');
+    } finally {
+      listener.close();
+    }
+  });
+
   it('presents the renewed SVID: a new connection pool after a renewal, and the exchange still works', async () => {
     const before = gateway.controlPlane();
     assert.equal(gateway.controlPlane(), before, 'one pool per SVID');

@@ -43,6 +43,11 @@ export interface DecisionEvent {
   readonly probeAs?: string | null | undefined;
   /** Only on a scanner's probe: the requester it asked the policy to see, or null. */
   readonly probeRequester?: string | null | undefined;
+  /**
+   * Only on a decision made for a fronting proxy (nginx, Envoy, Traefik, an AuthZEN client) by the
+   * decision service: `authz-server`. Absent for a guard's own decisions.
+   */
+  readonly via?: string | undefined;
 }
 
 const channel = diagnostics.channel(DECISION_CHANNEL);
@@ -180,8 +185,9 @@ function tailOf(event: DecisionEvent): string {
     event.probeAs === undefined
       ? ''
       : `,"probeAs":${jsonStringOrNull(event.probeAs)},"probeRequester":${jsonStringOrNull(event.probeRequester ?? null)}`;
+  const via = event.via === undefined ? '' : `,"via":${jsonString(event.via)}`;
   const latency = Number.isFinite(event.latencyMs) ? event.latencyMs : 0;
-  return `,"latencyMs":${latency},"traceId":${jsonStringOrNull(event.traceId)}${probe}${probeAs}}`;
+  return `,"latencyMs":${latency},"traceId":${jsonStringOrNull(event.traceId)}${probe}${probeAs}${via}}`;
 }
 
 /**

@@ -1,0 +1,178 @@
+/**
+ * The egress: the app's outbound calls, in plain HTTP on loopback, leave as mTLS with the sidecar's
+ * current SVID. The app names the service that must answer in `lockstep-target`; its address comes
+ * from the configuration (`egress.targets`), and the server must present
+ * `spiffe://<td>/svc/<target>` — a server that names another service is refused during the handshake,
+ * before the request or its Txn-Token is sent. The app forwards the `txn-token` it was given, as it
+ * would a trace context: a call without one is refused here, since every guarded server would refuse it.
+ *
+ *   curl -H 'lockstep-target: payments' -H "txn-token: $TXN_TOKEN" http://127.0.0.1:15001/charges
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import type { Dispatcher } from 'undici';
+import type { GuardLogger } from '@lockstep/guard';
+import type { WorkloadAgent } from '@lockstep/workload';
+import type { SidecarLimits } from './config.ts';
+import { isTimeout, writeEgressError } from './errors.ts';
+import { egressHeaders, responseHeaders, TXN_TOKEN_HEADER } from './headers.ts';
+
+export const TARGET_HEADER = 'lockstep-target';
+
+export interface EgressOptions {
+  readonly agent: Pick<WorkloadAgent, 'request'>;
+  readonly port: number;
+  readonly targets: Readonly<Record<string, string>>;
+  readonly limits: SidecarLimits;
+  readonly logger: GuardLogger;
+}
+
+/** Connection-level failures: the server is not there. Anything else before an answer is a refusal of the server. */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'UND_ERR_SOCKET',
+]);
+
+/** Listens on 127.0.0.1 only: anything on the network could otherwise borrow the sidecar's identity. */
+export async function startEgress(options: EgressOptions): Promise<{ url: string; server: Server }> {
+  const server = createServer((request, response) => void handle(options, request, response));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}`, server };
+}
+
+async function handle(options: EgressOptions, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  const { targets, limits } = options;
+  const { port } = request.socket.address() as { port: number };
+  // A browser page tricked into calling 127.0.0.1 (DNS rebinding) sends its own host name: refused.
+  const host = request.headers.host ?? '';
+  if (![`127.0.0.1:${port}`, `localhost:${port}`].includes(host.toLowerCase())) {
+    const fix = `call http://127.0.0.1:${port}/<path>`;
+    return writeEgressError(response, 'LOCKSTEP_EGRESS_HOST_REFUSED', `Host ${JSON.stringify(host)} refused: ${fix}`);
+  }
+  const target = request.headers[TARGET_HEADER];
+  const known = Object.keys(targets).join(', ') || 'none: add egress.targets to the sidecar config';
+  if (typeof target !== 'string' || target === '') {
+    const message = `name the service to call in the ${TARGET_HEADER} header, e.g. ${TARGET_HEADER}: payments; configured: ${known}`;
+    return writeEgressError(response, 'LOCKSTEP_EGRESS_TARGET_MISSING', message);
+  }
+  const origin = Object.hasOwn(targets, target) ? targets[target] : undefined;
+  if (origin === undefined) {
+    const message = `${TARGET_HEADER}: ${target} is not in egress.targets of the sidecar config; configured: ${known}`;
+    return writeEgressError(response, 'LOCKSTEP_EGRESS_TARGET_UNKNOWN', message);
+  }
+  const url = targetUrl(request.url ?? '', origin);
+  if (url === null) {
+    const message =
+      `the request target must be a path on ${target}, e.g. GET /charges/9 HTTP/1.1; got ${JSON.stringify(request.url)}: ` +
+      `the egress is no forward proxy, it calls only the origin of egress.targets.${target}`;
+    return writeEgressError(response, 'LOCKSTEP_EGRESS_PATH_INVALID', message);
+  }
+  const txnToken = request.headers[TXN_TOKEN_HEADER];
+  if (typeof txnToken !== 'string' || txnToken === '') {
+    const message =
+      `forward the ${TXN_TOKEN_HEADER} header of the request you are handling (the sidecar passed it to you), ` +
+      'as you would a trace context: every guarded service refuses a call without one';
+    return writeEgressError(response, 'LOCKSTEP_EGRESS_TXN_TOKEN_MISSING', message);
+  }
+  const body = await readBody(request, limits.bodyBytes);
+  if (body === null) {
+    response.shouldKeepAlive = false;
+    const message = `the request body exceeds limits.bodyBytes (${limits.bodyBytes} bytes) of the sidecar config`;
+    return writeEgressError(response, 'LOCKSTEP_EGRESS_BODY_TOO_LARGE', message);
+  }
+
+  // Connecting and waiting for the answer's headers are bounded; after that undici's body timeout holds.
+  const deadline = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    deadline.abort();
+  }, limits.connectTimeoutMs + limits.headersTimeoutMs);
+  response.once('close', () => {
+    if (!response.writableFinished) deadline.abort();
+  });
+  let answer: Dispatcher.ResponseData;
+  try {
+    answer = await options.agent.request(url, {
+      server: target,
+      method: request.method as Dispatcher.HttpMethod,
+      headers: egressHeaders(request.headers, TARGET_HEADER),
+      ...(body.length === 0 ? {} : { body }),
+      txnToken,
+      signal: deadline.signal,
+    });
+  } catch (error) {
+    if (deadline.signal.aborted && !timedOut) return; // the app went away
+    const [code, message] = egressFailure(error, timedOut, target, origin);
+    options.logger.warn(`egress to ${target} (${origin}) failed: ${code}`, { code, error: message });
+    return writeEgressError(response, code, message);
+  } finally {
+    clearTimeout(timer);
+  }
+  response.writeHead(answer.statusCode, responseHeaders(answer.headers));
+  try {
+    await pipeline(answer.body, response);
+  } catch {
+    response.destroy();
+  }
+}
+
+/**
+ * The URL to call: the target's origin and the app's path, or null when the request target is not one
+ * path. `new URL(target, origin)` ignores `origin` for an absolute-form target (`GET http://host/…`)
+ * and for `//host/…`, which would make the egress an open forward proxy that hands the Txn-Token to
+ * any host; the origin is checked again after parsing, so no other spelling can leave either.
+ */
+function targetUrl(requestTarget: string, origin: string): URL | null {
+  if (!requestTarget.startsWith('/') || requestTarget.startsWith('//')) return null;
+  try {
+    const url = new URL(requestTarget, origin);
+    return url.origin === new URL(origin).origin ? url : null;
+  } catch {
+    return null;
+  }
+}
+
+function egressFailure(
+  error: unknown,
+  timedOut: boolean,
+  target: string,
+  origin: string,
+): ['LOCKSTEP_EGRESS_TIMEOUT' | 'LOCKSTEP_EGRESS_UNAVAILABLE' | 'LOCKSTEP_EGRESS_SERVER_REFUSED', string] {
+  const reason = error instanceof Error ? error.message : String(error);
+  if (timedOut || isTimeout(error)) return ['LOCKSTEP_EGRESS_TIMEOUT', `${target} at ${origin} did not answer in time`];
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && UNREACHABLE.has(code)) {
+    return ['LOCKSTEP_EGRESS_UNAVAILABLE', `${target} at ${origin} cannot be reached (${code}): is it running?`];
+  }
+  const fix = `check egress.targets.${target} in the sidecar config`;
+  return ['LOCKSTEP_EGRESS_SERVER_REFUSED', `${origin} is not ${target}, nothing was sent: ${reason}; ${fix}`];
+}
+
+/** The body, or null when it is over `limit`: then reading stops and the connection closes after the answer. */
+function readBody(request: IncomingMessage, limit: number): Promise<Buffer | null> {
+  if (Number(request.headers['content-length'] ?? 0) > limit) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      request.off('data', onData).pause();
+      resolve(null);
+    };
+    request.on('data', onData).once('error', reject);
+    request.once('end', () => resolve(Buffer.concat(chunks, size)));
+  });
+}

@@ -1,0 +1,121 @@
+/**
+ * What crosses the sidecar in headers. Inbound, the upstream must be able to trust every
+ * `x-lockstep-*` header it sees, so each one the client sent is dropped and the sidecar sets them
+ * from the admission the guard made (who called, on whose behalf). Hop-by-hop headers (RFC 9110
+ * §7.6.1) belong to one connection and never cross.
+ *
+ * A header whose name contains `_` never crosses either: servers that map `-` and `_` alike (CGI's
+ * `HTTP_*` variables, gunicorn, Puma, PHP) would read `X-Lockstep_Roles` or `Txn_Token` as the identity
+ * header the sidecar sets, and which of the two wins is theirs to decide. nginx drops them by default
+ * (`underscores_in_headers off`) for the same reason.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Admission } from '@lockstep/guard';
+
+export const IDENTITY_PREFIX = 'x-lockstep-';
+export const TXN_TOKEN_HEADER = 'txn-token';
+
+/** See above: `_` in a name could alias an identity header on the upstream or the server. */
+function aliasable(name: string): boolean {
+  return name.includes('_');
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Hop-by-hop: the fixed list and whatever the message's `Connection` header names. */
+function hopByHop(connection: string | string[] | undefined): Set<string> {
+  const named = [connection ?? []].flat().flatMap((value) => value.split(','));
+  return new Set([...HOP_BY_HOP, ...named.map((name) => name.trim().toLowerCase()).filter(Boolean)]);
+}
+
+/**
+ * The headers the upstream receives, as a flat `[name, value, …]` list (repeated headers kept):
+ * the client's, less hop-by-hop, `host`, the body's framing (the sidecar sends the checked body
+ * itself), `expect`, every `x-lockstep-*`, `txn-token` and every name with `_`; then the verified identity.
+ */
+export function upstreamHeaders(rawHeaders: readonly string[], admission: Admission, hasBody: boolean): string[] {
+  const headers: string[] = [];
+  const connection = collect(rawHeaders, 'connection');
+  const dropped = hopByHop(connection);
+  for (const name of ['host', 'content-length', 'expect', TXN_TOKEN_HEADER]) dropped.add(name);
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] as string).toLowerCase();
+    if (dropped.has(name) || name.startsWith(IDENTITY_PREFIX) || aliasable(name)) continue;
+    if (!hasBody && name === 'content-type') continue;
+    headers.push(name, rawHeaders[i + 1] as string);
+  }
+  for (const [name, value] of Object.entries(identityHeaders(admission))) headers.push(name, value);
+  return headers;
+}
+
+/**
+ * The verified context: the caller's SPIFFE ID, the Txn-Token's `sub`, `txn` and roles, and the
+ * request id of the audit event. Only what the guard verified; a public route has no caller and no
+ * token. The Txn-Token itself is passed on as verified, for the app to forward on its outbound calls.
+ */
+export function identityHeaders(admission: Admission): Record<string, string> {
+  const headers: Record<string, string> = { [`${IDENTITY_PREFIX}request-id`]: admission.requestId };
+  if (admission.peer !== null) headers[`${IDENTITY_PREFIX}caller`] = admission.peer.spiffeId;
+  const txn = admission.txn;
+  if (txn !== null) {
+    headers[`${IDENTITY_PREFIX}sub`] = headerSafe(txn.claims.sub);
+    headers[`${IDENTITY_PREFIX}txn`] = headerSafe(txn.claims.txn);
+    headers[`${IDENTITY_PREFIX}roles`] = txn.roles.map(headerSafe).join(',');
+    headers[TXN_TOKEN_HEADER] = txn.token;
+  }
+  return headers;
+}
+
+/**
+ * A claim as a header value: percent-encoded outside printable ASCII and for `%` and `,` (so that a
+ * role cannot split into two); a plain value (`alice`, `customer`, a SPIFFE ID) is unchanged.
+ */
+export function headerSafe(value: string): string {
+  return value.replace(/[^\x21-\x7e]|[%,]/gu, (char) =>
+    [...Buffer.from(char, 'utf8')].map((byte) => `%${byte.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
+  );
+}
+
+/** The upstream's response headers for the client: less hop-by-hop ones. */
+export function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const dropped = hopByHop(headers.connection);
+  const kept: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !dropped.has(name.toLowerCase())) kept[name] = value;
+  }
+  return kept;
+}
+
+/**
+ * The app's outbound request for the server: less hop-by-hop ones, `host`, the body's framing, the
+ * sidecar's own `lockstep-target`, every `x-lockstep-*` (a server's sidecar sets its own) and every
+ * name with `_`.
+ */
+export function egressHeaders(headers: IncomingHttpHeaders, target: string): Record<string, string> {
+  const dropped = hopByHop(headers.connection);
+  for (const name of ['host', 'content-length', 'expect', target, TXN_TOKEN_HEADER]) dropped.add(name);
+  const kept: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || dropped.has(name) || name.startsWith(IDENTITY_PREFIX) || aliasable(name)) continue;
+    kept[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return kept;
+}
+
+function collect(rawHeaders: readonly string[], wanted: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() === wanted) values.push(rawHeaders[i + 1] as string);
+  }
+  return values;
+}
