@@ -36,6 +36,7 @@ export type { RouteTable, TableRouteConfig } from './route-table.ts';
 export type { GuardClient, OutboundRequestOptions } from './client.ts';
 export { parseSpiffeId, workloadId, type SpiffeId } from '@lockstep/identity';
 export type { Revocation, RevocationKind } from './revocations.ts';
+export { ambiguousPath } from './request-target.ts';
 export { createAuditFileSink, type AuditSink } from './audit-file-sink.ts';
 export { createNetworkSink, type NetworkSink, type NetworkSinkOptions, type NetworkSinkStats } from './network-sink.ts';
 export type { GuardMetrics, MetricsSource } from './metrics.ts';

@@ -115,7 +115,7 @@ async function ask(
   path: string,
   options: {
     method?: string;
-    headers?: Record<string, string>;
+    headers?: Record<string, string | string[]>;
     body?: string;
     as?: { cert: string; key: string } | null;
   } = {},
@@ -237,6 +237,29 @@ describe('Traefik forwardAuth and Envoy ext_authz (HTTP)', () => {
     const client = `Cert="${encodeURIComponent(leafPem(gateway.chainPem))}";URI=${gateway.spiffeId}`;
     const answer = await ask('/envoy/ext_authz/orders/9', {
       headers: { 'x-forwarded-client-cert': `By=spiffe://${TD}/svc/x;Hash=00,${client}`, 'txn-token': customerToken },
+    });
+    assert.equal(answer.status, 401);
+    assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_PEER_ID_INVALID');
+  });
+
+  it('Envoy: an element ended by ";" is still read (never taken as no certificate)', async () => {
+    const answer = await ask('/envoy/ext_authz/orders/9', {
+      headers: {
+        'x-forwarded-client-cert': `Cert="${encodeURIComponent(leafPem(gateway.chainPem))}";`,
+        'txn-token': customerToken,
+      },
+    });
+    assert.equal(answer.status, 200, answer.body);
+  });
+
+  it('nginx: a client certificate header sent twice is an invalid identity (which one would count?)', async () => {
+    const answer = await ask('/nginx/auth', {
+      headers: {
+        'x-original-method': 'GET',
+        'x-original-uri': '/orders/9',
+        'x-client-cert': [encodeURIComponent(leafPem(gateway.chainPem)), encodeURIComponent(leafPem(gateway.chainPem))],
+        'txn-token': customerToken,
+      },
     });
     assert.equal(answer.status, 401);
     assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_PEER_ID_INVALID');
@@ -461,6 +484,12 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
       '//orders/7',
       '/orders/./7',
       '/health/../orders/7',
+      // Tomcat and Spring drop `;params` and resolve `..;`; some servers decode twice.
+      '/health/..;/orders/7',
+      '/health/%2e%2e;x/orders/7',
+      '/orders;x/7',
+      '/health/%252e%252e/orders/7',
+      '/health/..%00',
     ]) {
       const answer = await nginxAsk('GET', uri, leafPem(gateway.chainPem), customerToken);
       assert.equal(answer.status, 403, uri);
@@ -506,6 +535,34 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
       await client.close();
     }
     assert.equal(connects, 1, 'both requests went over one connection');
+  });
+
+  it('closes every proxy connection when the trust bundle rotates: each is verified again under the new one', async () => {
+    const client = new Client(authz.url, {
+      connect: { cert: mesh.chainPem, key: mesh.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined },
+    });
+    try {
+      const disconnected = new Promise<void>((resolve) => client.once('disconnect', () => resolve()));
+      const headers = {
+        'x-original-method': 'GET',
+        'x-original-uri': '/orders/7',
+        'x-client-cert': encodeURIComponent(leafPem(gateway.chainPem)),
+        'txn-token': customerToken,
+      };
+      const response = await client.request({ path: '/nginx/auth', method: 'GET', headers });
+      await response.body.dump();
+      assert.equal(response.statusCode, 200, 'an allowed decision keeps the connection open');
+      await ca.prepareRootRotation(); // the new root joins the bundle, pushed to the decision service's agent
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        disconnected,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('the connection stayed open after the rotation')), 2_000); // well within the server's 5 s keep-alive timeout
+        }),
+      ]).finally(() => clearTimeout(timer));
+    } finally {
+      await client.close();
+    }
   });
 
   it('refuses a revoked client at once', async () => {

@@ -19,6 +19,7 @@ import { GuardError, statusOf, type GuardErrorCode } from '../errors.ts';
 import type { Guard } from '../guard.ts';
 import type { Admission } from '../pipeline.ts';
 import { parseRouteTable, type RouteTable, type TableRoute } from '../route-table.ts';
+import { ambiguousPath } from '../request-target.ts';
 import type { RouteSecurity } from '../routes.ts';
 import type { PresentedChain } from '../steps/presented-chain.ts';
 
@@ -91,7 +92,7 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
       peerCertificateChain: facts.peerCertificateChain,
       assertedSpiffeId: facts.assertedSpiffeId,
     };
-    const ambiguity = facts.action === undefined ? ambiguousTarget(facts.path) : null;
+    const ambiguity = facts.action === undefined ? ambiguousPath(facts.path) : null;
     if (ambiguity !== null)
       return decisionOf(
         guard.decisionPipeline.refuseEarly(request, null, new GuardError('LOCKSTEP_ERR_INPUT_INVALID', ambiguity)),
@@ -119,28 +120,6 @@ function decisionOf(admission: Admission): Decision {
     requestId: admission.requestId,
     admission,
   };
-}
-
-/**
- * Why a request target could reach another route upstream than the one it matches here, or null.
- * Decided on the path as sent: a dot segment (`.`, `..`, also percent-encoded), an encoded `/` or
- * `\`, a backslash, an empty segment (`//`), or percent-encoding that does not decode.
- */
-function ambiguousTarget(target: string): string | null {
-  const path = target.split('?', 1)[0] as string;
-  if (path.includes('\\')) return 'the request path holds a backslash';
-  if (path.includes('//')) return 'the request path holds an empty segment (//)';
-  for (const segment of path.split('/').slice(1)) {
-    let decoded: string;
-    try {
-      decoded = decodeURIComponent(segment);
-    } catch {
-      return 'the request path holds percent-encoding that does not decode';
-    }
-    if (decoded === '.' || decoded === '..') return 'the request path holds a dot segment (. or ..)';
-    if (decoded.includes('/') || decoded.includes('\\')) return 'the request path holds an encoded slash or backslash';
-  }
-  return null;
 }
 
 function lowerCased(

@@ -17,9 +17,11 @@ import type { PresentedChain } from '@lockstep/guard';
 
 export type ForwardedCertificate = { readonly chain: PresentedChain } | 'absent' | 'malformed';
 
-function single(header: string | string[] | undefined): string | undefined | null {
-  if (header === undefined || header === '') return undefined;
-  return typeof header === 'string' ? header : null; // twice: which one would count?
+/** The header's one value (pass `request.headersDistinct[name]`: Node joins repeats of most headers). */
+function single(header: string | readonly string[] | undefined): string | undefined | null {
+  const value = typeof header === 'string' || header === undefined ? header : header.length === 1 ? header[0] : null;
+  if (value === undefined || value === '') return undefined;
+  return value; // null: sent twice, and which one would count?
 }
 
 function urlDecoded(text: string): string | null {
@@ -31,7 +33,7 @@ function urlDecoded(text: string): string | null {
 }
 
 /** nginx's `$ssl_client_escaped_cert`: the URL-encoded PEM of the client's leaf. */
-export function fromNginxHeader(header: string | string[] | undefined): ForwardedCertificate {
+export function fromNginxHeader(header: string | readonly string[] | undefined): ForwardedCertificate {
   const value = single(header);
   if (value === undefined) return 'absent';
   const pem = value === null ? null : urlDecoded(value);
@@ -41,7 +43,7 @@ export function fromNginxHeader(header: string | string[] | undefined): Forwarde
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
 /** Traefik's `X-Forwarded-Tls-Client-Cert`: URL-encoded, comma-separated base64 DER certificates. */
-export function fromTraefikHeader(header: string | string[] | undefined): ForwardedCertificate {
+export function fromTraefikHeader(header: string | readonly string[] | undefined): ForwardedCertificate {
   const value = single(header);
   if (value === undefined) return 'absent';
   const decoded = value === null ? null : urlDecoded(value);
@@ -57,7 +59,10 @@ export function fromTraefikHeader(header: string | string[] | undefined): Forwar
  * element is `malformed` unless `lastOfMany` (every proxy on the way requires a client certificate,
  * so the last element is always the nearest proxy's): which element was written by whom is unknowable.
  */
-export function fromXfccHeader(header: string | string[] | undefined, lastOfMany = false): ForwardedCertificate {
+export function fromXfccHeader(
+  header: string | readonly string[] | undefined,
+  lastOfMany = false,
+): ForwardedCertificate {
   const value = single(header);
   if (value === undefined) return 'absent';
   if (value === null) return 'malformed';
@@ -104,5 +109,7 @@ function splitElements(header: string): Map<string, string>[] | null {
     }
     at = next + 1;
   }
+  // A last element ended by `;` is still an element: malformed or not, never "absent".
+  if (pairs.size > 0) elements.push(pairs);
   return elements;
 }

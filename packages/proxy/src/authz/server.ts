@@ -149,6 +149,11 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       });
     },
   );
+  const connections = new Set<TLSSocket>();
+  server.on('secureConnection', (socket: TLSSocket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+  });
   // Rotations: the agent hands the new SVID and bundle to the guard; this server presents them too.
   agent.attach({
     setPolicyBundle: (jws) => guard.setPolicyBundle(jws),
@@ -156,10 +161,13 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
     lift: (revocation) => guard.lift(revocation),
     setTrustBundle(pem) {
       guard.setTrustBundle(pem);
-      // A connection verified under the old bundle is verified again under the new one.
-      callers = new WeakMap();
       material = { ...material, ca: pem };
       server.setSecureContext({ ...material, minVersion: 'TLSv1.3' });
+      // A connection's peer was verified at its handshake, under the old bundle: a CA removed from the
+      // bundle must not keep its proxies trusted over keep-alive. Close them all (fail closed; the
+      // proxies reconnect and are verified under the new bundle).
+      callers = new WeakMap();
+      for (const socket of connections) socket.destroy();
     },
     setSvid(svid) {
       guard.setSvid(svid);
@@ -171,7 +179,7 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
 
   /**
    * The caller must be a trusted proxy, by its verified SVID. What the handshake proved is remembered
-   * per connection (until the trust bundle rotates); revocation and expiry are checked on every
+   * per connection (a bundle rotation closes every connection); revocation and expiry are checked on every
    * request, since a keep-alive connection outlives both.
    */
   type Caller = { readonly spiffeId: string; readonly notAfterMs: number } | GuardError;
@@ -246,15 +254,18 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
     }
     const certificate =
       kind === 'nginx'
-        ? fromNginxHeader(headers['x-client-cert'])
-        : fromTraefikHeader(headers['x-forwarded-tls-client-cert']);
+        ? fromNginxHeader(request.headersDistinct['x-client-cert'])
+        : fromTraefikHeader(request.headersDistinct['x-forwarded-tls-client-cert']);
     const decision = await decideWith(certificate, method, uri, headers);
     answer(request, response, decision, kind === 'nginx');
   }
 
   async function envoyHttp(request: IncomingMessage, response: ServerResponse, url: string) {
     const original = url.slice(ENVOY_PREFIX.length) || '/';
-    const certificate = fromXfccHeader(request.headers['x-forwarded-client-cert'], options.xfccElements === 'last');
+    const certificate = fromXfccHeader(
+      request.headersDistinct['x-forwarded-client-cert'],
+      options.xfccElements === 'last',
+    );
     const decision = await decideWith(certificate, request.method ?? '', original, request.headers);
     answer(request, response, decision, false);
   }

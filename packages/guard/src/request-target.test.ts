@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ambiguousPath } from './request-path.ts';
+import { ambiguousPath } from './request-target.ts';
 
 describe('ambiguousPath', () => {
   it('refuses every spelling an upstream could normalise into another path', () => {
@@ -23,6 +23,16 @@ describe('ambiguousPath', () => {
       '/public//admin',
       'http://orders/admin/users',
       '*',
+      // Path parameters, double encoding, NUL, an encoded ';', overlong UTF-8 (the second review's finds).
+      '/admin;x/users',
+      '/public/%2e%2e;x/admin/users',
+      '/public/%252e%252e/admin',
+      '/public/%252e%252e%252fadmin',
+      '/public/..%00',
+      '/public/a%00b',
+      '/public/..%3b/admin',
+      '/public/%c0%ae%c0%ae/admin',
+      '/public/100%',
     ];
     for (const target of refused) assert.notEqual(ambiguousPath(target), null, target);
   });
@@ -38,6 +48,7 @@ describe('ambiguousPath', () => {
       '/files/%2e%2ex',
       '/search?q=../..%2F..//x\\y',
       '/orders/a%20b',
+      '/orders/caf%C3%A9',
     ];
     for (const target of plain) assert.equal(ambiguousPath(target), null, target);
   });
