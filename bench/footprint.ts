@@ -26,12 +26,11 @@
  */
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
-import { createPrivateKey } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair } from 'jose';
 import { Agent, request } from 'undici';
 import { assembleControlPlane } from '@lockstep/monitor';
 import { createJoinToken } from '@lockstep/control-plane';
@@ -39,9 +38,9 @@ import { loadPolicyDir, signBundle } from '@lockstep/policy';
 import { packageOf, RECORD_LOADS } from '@lockstep/testkit';
 import {
   controlPlaneAgent,
-  controlPlaneSpiffeId,
   joinControlPlane,
   requestTxnToken,
+  signSelfSignedSubjectToken,
   type WorkloadCredentials,
 } from '@lockstep/workload';
 import { writeSection } from './lib/docs-section.ts';
@@ -186,15 +185,12 @@ const tokenPool = controlPlaneAgent(TD, { cert: caller.chainPem, key: caller.key
 
 /** A Txn-Token for the caller's own job (a self-signed subject token): valid 5 minutes, so one per run. */
 async function txnToken(as: WorkloadCredentials): Promise<string> {
-  const iat = Math.floor(Date.now() / 1000);
-  const subjectToken = await new SignJWT({ scope: 'hello:read' })
-    .setProtectedHeader({ alg: 'ES256' })
-    .setIssuer(as.spiffeId)
-    .setSubject(as.spiffeId)
-    .setAudience(controlPlaneSpiffeId(TD))
-    .setIssuedAt(iat)
-    .setExpirationTime(iat + 300)
-    .sign(createPrivateKey(as.keyPem));
+  const subjectToken = await signSelfSignedSubjectToken({
+    trustDomain: TD,
+    spiffeId: as.spiffeId,
+    keyPem: as.keyPem,
+    scope: 'hello:read',
+  });
   return requestTxnToken(
     { url: controlPlane.url, trustDomain: TD, dispatcher: tokenPool },
     { subjectToken, subjectTokenType: 'self_signed', scope: 'hello:read' },

@@ -70,6 +70,22 @@ describe('upstreamHeaders', () => {
     ]);
   });
 
+  it("drops other proxies' client-certificate headers: the upstream must not take a client's word for who it is", () => {
+    const open = { requestId: 'r-4', peer: null, txn: null } as unknown as Admission;
+    const raw = [
+      'X-Forwarded-Client-Cert',
+      'By=x;Cert="forged"',
+      'X-Client-Cert',
+      'forged',
+      'X-Forwarded-Tls-Client-Cert',
+      'forged',
+    ];
+    assert.deepEqual(pairs(upstreamHeaders([...raw, 'Accept', 'a'], open, false)), [
+      ['accept', 'a'],
+      ['x-lockstep-request-id', 'r-4'],
+    ]);
+  });
+
   it('a public route: no caller, no token; the content type only with a body', () => {
     const open = { requestId: 'r-2', peer: null, txn: null } as unknown as Admission;
     const flat = upstreamHeaders(['Content-Type', 'text/plain', 'Txn-Token', 'unverified'], open, false);

@@ -39,15 +39,29 @@ function hopByHop(connection: string | string[] | undefined): Set<string> {
 }
 
 /**
+ * Headers by which Envoy, nginx and Traefik vouch for a client's certificate. An app that trusted them
+ * behind such a proxy would take a client's word for its identity behind the sidecar: the sidecar
+ * drops them; its own word is `x-lockstep-caller`.
+ */
+const CLIENT_CERTIFICATE_HEADERS = [
+  'x-forwarded-client-cert',
+  'x-client-cert',
+  'x-forwarded-tls-client-cert',
+  'ssl-client-cert',
+];
+
+/**
  * The headers the upstream receives, as a flat `[name, value, …]` list (repeated headers kept):
  * the client's, less hop-by-hop, `host`, the body's framing (the sidecar sends the checked body
- * itself), `expect`, every `x-lockstep-*`, `txn-token` and every name with `_`; then the verified identity.
+ * itself), `expect`, every `x-lockstep-*`, `txn-token`, client-certificate headers of other proxies and every name
+ * with `_`; then the verified identity.
  */
 export function upstreamHeaders(rawHeaders: readonly string[], admission: Admission, hasBody: boolean): string[] {
   const headers: string[] = [];
   const connection = collect(rawHeaders, 'connection');
   const dropped = hopByHop(connection);
-  for (const name of ['host', 'content-length', 'expect', TXN_TOKEN_HEADER]) dropped.add(name);
+  for (const name of ['host', 'content-length', 'expect', TXN_TOKEN_HEADER, ...CLIENT_CERTIFICATE_HEADERS])
+    dropped.add(name);
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as string).toLowerCase();
     if (dropped.has(name) || name.startsWith(IDENTITY_PREFIX) || aliasable(name)) continue;
