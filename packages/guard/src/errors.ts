@@ -68,6 +68,16 @@ export const errorCatalogue = {
       'A scanner probe named, in Lockstep-Probe-As or Lockstep-Probe-Requester, something other than a workload of this trust domain.',
   },
   LOCKSTEP_ERR_NO_POLICY: { status: 503, summary: 'The service cannot decide yet: no policy bundle has been applied.' },
+  LOCKSTEP_ERR_UPSTREAM_UNAVAILABLE: {
+    status: 502,
+    summary:
+      'The request was admitted, but the service behind a guard in front of another server (the sidecar) refused the connection, reset it or is not there.',
+  },
+  LOCKSTEP_ERR_UPSTREAM_TIMEOUT: {
+    status: 504,
+    summary:
+      'The request was admitted, but the service behind the sidecar did not connect or answer within its limits.',
+  },
   LOCKSTEP_ERR_INTERNAL: {
     status: 500,
     summary:

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { assertConfigError } from '../test/assert-config-error.ts';
-import { parseRouteTable, type RouteTable } from './route-table.ts';
+import { foreignServerAmbiguity, parseRouteTable, routeMatcher, type RouteTable } from './route-table.ts';
 
 describe('parseRouteTable', () => {
   it('reads method, template, default or explicit action, flags and body schema', () => {
@@ -142,5 +142,50 @@ describe('parseRouteTable', () => {
   it('refuses coerceBody, which is for Fastify routes: with zod the schema coerces', () => {
     const table = { 'POST /orders': { body: z.object({ n: z.number() }), coerceBody: true } };
     assertConfigError(() => parseRouteTable(table, 'lockstepHttp'), 'coerceBody is for Fastify routes');
+  });
+});
+
+describe('routeMatcher and foreignServerAmbiguity (a guard in front of another server)', () => {
+  const table: RouteTable = {
+    'GET /:page': { public: true },
+    'GET /admin/users': { action: 'admin:read' },
+    'GET /orders/:id': { action: 'orders:read' },
+  };
+
+  it('matches case-sensitively, a HEAD as its GET route, and keeps the letter case of params', () => {
+    const matcher = routeMatcher(parseRouteTable(table, 'test'));
+    assert.equal(matcher.find('GET', '/orders/AbC')?.params.id, 'AbC');
+    assert.equal(matcher.find('HEAD', '/admin/users')?.route.security.action, 'admin:read');
+    assert.equal(matcher.find('GET', '/Admin/users'), null);
+    assert.equal(matcher.find('GET', '/%zz'), null, 'a target the router cannot take matches nothing');
+  });
+
+  it('refuses a path that another letter case makes another route (/Admin against a public /:page)', () => {
+    const ambiguity = foreignServerAmbiguity(table);
+    assert.match(ambiguity('GET', '/ADMIN/users') ?? '', /GET \/admin\/users" in another letter case/);
+    assert.match(ambiguity('get', '/admin/Users') ?? '', /another letter case/);
+    assert.equal(ambiguity('GET', '/admin/users'), null);
+    assert.equal(ambiguity('GET', '/About'), null, 'a param in any case is the same route');
+    assert.match(ambiguity('GET', '/Orders/AbC') ?? '', /GET \/orders\/:id/, 'no route as sent, one in another case');
+    assert.equal(ambiguity('GET', '/nothing/here'), null, 'no route in any case: refused later as unknown');
+  });
+
+  it('refuses a trailing slash that makes another route (/admin/users/ against a public wildcard)', () => {
+    const ambiguity = foreignServerAmbiguity({
+      'GET /*': { public: true },
+      'GET /admin/users': { action: 'admin:read' },
+    });
+    assert.match(ambiguity('GET', '/admin/users/') ?? '', /trailing slash/);
+    assert.equal(ambiguity('GET', '/admin/users'), null);
+    assert.equal(ambiguity('GET', '/docs/'), null, 'the wildcard either way');
+  });
+
+  it('takes a table that declares one path in two spellings', () => {
+    const ambiguity = foreignServerAmbiguity({ 'GET /a': { public: true }, 'GET /a/': { public: true } });
+    assert.equal(ambiguity('GET', '/a'), null);
+  });
+
+  it('applies ambiguousPath first', () => {
+    assert.match(foreignServerAmbiguity(table)('GET', '/x/..;/admin/users') ?? '', /";"/);
   });
 });

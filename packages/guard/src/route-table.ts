@@ -2,7 +2,9 @@
  * The route table the Express and node:http adapters are given: `'METHOD /template'` → how that
  * route is secured, plus an optional body schema (zod). Fastify needs none: it knows its routes.
  */
+import findMyWay from 'find-my-way';
 import { GuardConfigError } from './errors.ts';
+import { ambiguousPath } from './request-target.ts';
 import { routeSecurity, type RouteConfig, type RouteSecurity } from './routes.ts';
 import type { BodySchema } from './steps/validate.ts';
 
@@ -57,4 +59,64 @@ export function parseRouteTable(table: RouteTable, adapter: string): TableRoute[
       body,
     };
   });
+}
+
+export type FoundRoute = { readonly route: TableRoute; readonly params: Record<string, string | undefined> } | null;
+
+export interface RouteMatcher {
+  /** The declared route; a HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2). */
+  find(method: string, target: string): FoundRoute;
+  /**
+   * For a guard in front of another server (the sidecar, the decision service): why `target` is refused
+   * because letter case or a trailing slash changes which route it is, or null. The guard matches paths
+   * exactly, while Express, ASP.NET, Spring (by option) and IIS ignore case and most frameworks a
+   * trailing slash: with a public `GET /:page` and an enforced `GET /admin`, `/Admin` would be decided
+   * as the public page and served as the admin route; with a public `GET /*`, so would `/admin/`.
+   */
+  caseAmbiguity(method: string, target: string): string | null;
+}
+
+/** One router for the adapters that take a route table (node:http, the decision service, the sidecar). */
+export function routeMatcher(routes: readonly TableRoute[]): RouteMatcher {
+  const exact = findMyWay({ ignoreTrailingSlash: false, caseSensitive: true });
+  const lenient = findMyWay({ ignoreTrailingSlash: true, caseSensitive: false });
+  for (const route of routes) {
+    exact.on(route.security.method as 'GET', route.security.template, () => {}, { route });
+    try {
+      lenient.on(route.security.method as 'GET', route.security.template, () => {}, { route });
+    } catch {
+      // `/a` and `/a/`, or `/A` and `/a`, are one route to a lenient server: the first declared stands for both.
+    }
+  }
+  const lookup = (router: typeof exact, method: string, target: string): FoundRoute => {
+    try {
+      const found = router.find(method as 'GET', target) ?? (method === 'HEAD' ? router.find('GET', target) : null);
+      const route = (found?.store as { route?: TableRoute } | undefined)?.route;
+      return found && route ? { route, params: found.params } : null;
+    } catch {
+      return null; // a target the router cannot take matches no declared route
+    }
+  };
+  return {
+    find: (method, target) => lookup(exact, method, target),
+    caseAmbiguity(method, target) {
+      const other = lookup(lenient, method, target)?.route;
+      if (other === undefined || other === lookup(exact, method, target)?.route) return null;
+      const { method: otherMethod, template } = other.security;
+      return `the path is "${otherMethod} ${template}" in another letter case or with a trailing slash; servers that ignore those would serve that route`;
+    },
+  };
+}
+
+/**
+ * For a guard in front of another server: why a request target is refused before any route is matched
+ * (`ambiguousPath`: dot segments, encoded separators, `;`…; then letter case that changes the route), or
+ * null. The sidecar and the decision service apply this one rule.
+ *
+ *   const ambiguity = foreignServerAmbiguity(routes);
+ *   const reason = ambiguity(request.method, request.url); // null: decide it
+ */
+export function foreignServerAmbiguity(table: RouteTable): (method: string, target: string) => string | null {
+  const matcher = routeMatcher(parseRouteTable(table, 'foreignServerAmbiguity'));
+  return (method, target) => ambiguousPath(target) ?? matcher.caseAmbiguity(method.toUpperCase(), target);
 }

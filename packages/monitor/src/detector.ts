@@ -65,9 +65,16 @@ const UNTRUSTED = new Set([
 const OUTAGE = new Set(OUTAGE_REASONS);
 /**
  * Refusals that say nothing about the caller: the control plane or the service could not be
- * reached, or the guard had no policy yet. They count toward no caller's denial burst.
+ * reached (also the service behind a sidecar), or the guard had no policy yet. They count toward no
+ * caller's denial burst.
  */
-const NOT_THE_CALLERS_DOING = new Set([...OUTAGE_REASONS, 'SERVICE_UNAVAILABLE', 'LOCKSTEP_ERR_NO_POLICY']);
+const NOT_THE_CALLERS_DOING = new Set([
+  ...OUTAGE_REASONS,
+  'SERVICE_UNAVAILABLE',
+  'LOCKSTEP_ERR_NO_POLICY',
+  'LOCKSTEP_ERR_UPSTREAM_UNAVAILABLE',
+  'LOCKSTEP_ERR_UPSTREAM_TIMEOUT',
+]);
 const TXN_MEMORY = 10_000;
 /** Outages kept per reporting service; an older one not reported yet is reported as it goes. */
 const OUTAGES_PER_SERVICE = 10;

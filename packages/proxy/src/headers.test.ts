@@ -49,6 +49,7 @@ describe('upstreamHeaders', () => {
       ['x-lockstep-txn', 't-1'],
       ['x-lockstep-roles', 'customer,a%2Cb'],
       ['txn-token', 'verified.token.jws'],
+      ['x-forwarded-proto', 'https'],
     ]);
   });
 
@@ -67,6 +68,7 @@ describe('upstreamHeaders', () => {
     assert.deepEqual(pairs(upstreamHeaders(raw, open, false)), [
       ['accept', 'a'],
       ['x-lockstep-request-id', 'r-3'],
+      ['x-forwarded-proto', 'https'],
     ]);
   });
 
@@ -83,13 +85,41 @@ describe('upstreamHeaders', () => {
     assert.deepEqual(pairs(upstreamHeaders([...raw, 'Accept', 'a'], open, false)), [
       ['accept', 'a'],
       ['x-lockstep-request-id', 'r-4'],
+      ['x-forwarded-proto', 'https'],
+    ]);
+  });
+
+  it("replaces the client's forwarding headers with what the sidecar saw: its address, and https", () => {
+    const open = { requestId: 'r-5', peer: null, txn: null } as unknown as Admission;
+    const raw = [
+      'X-Forwarded-For',
+      '10.0.0.1',
+      'Forwarded',
+      'for=10.0.0.1;proto=http',
+      'X-Real-IP',
+      '10.0.0.1',
+      'X-Forwarded-Proto',
+      'http',
+      'X-Forwarded-Host',
+      'admin.internal',
+      'Accept',
+      'a',
+    ];
+    assert.deepEqual(pairs(upstreamHeaders(raw, open, false, '127.0.0.9')), [
+      ['accept', 'a'],
+      ['x-lockstep-request-id', 'r-5'],
+      ['x-forwarded-for', '127.0.0.9'],
+      ['x-forwarded-proto', 'https'],
     ]);
   });
 
   it('a public route: no caller, no token; the content type only with a body', () => {
     const open = { requestId: 'r-2', peer: null, txn: null } as unknown as Admission;
     const flat = upstreamHeaders(['Content-Type', 'text/plain', 'Txn-Token', 'unverified'], open, false);
-    assert.deepEqual(pairs(flat), [['x-lockstep-request-id', 'r-2']]);
+    assert.deepEqual(pairs(flat), [
+      ['x-lockstep-request-id', 'r-2'],
+      ['x-forwarded-proto', 'https'],
+    ]);
   });
 });
 

@@ -51,16 +51,44 @@ const CLIENT_CERTIFICATE_HEADERS = [
 ];
 
 /**
+ * Where the request came from, in the words of a proxy. The client's own are dropped (an app that logs or
+ * rate-limits by `X-Forwarded-For` would take a client's word for its address); the sidecar says what it
+ * saw: the connection's address, and https.
+ */
+const FORWARDING_HEADERS = [
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-proto',
+  'x-forwarded-prefix',
+  'x-real-ip',
+];
+
+/**
  * The headers the upstream receives, as a flat `[name, value, …]` list (repeated headers kept):
  * the client's, less hop-by-hop, `host`, the body's framing (the sidecar sends the checked body
- * itself), `expect`, every `x-lockstep-*`, `txn-token`, client-certificate headers of other proxies and every name
- * with `_`; then the verified identity.
+ * itself), `expect`, every `x-lockstep-*`, `txn-token`, client-certificate and forwarding headers of
+ * other proxies and every name with `_`; then the verified identity, and `x-forwarded-for` (the
+ * connection's address, when known) and `x-forwarded-proto: https`.
  */
-export function upstreamHeaders(rawHeaders: readonly string[], admission: Admission, hasBody: boolean): string[] {
+export function upstreamHeaders(
+  rawHeaders: readonly string[],
+  admission: Admission,
+  hasBody: boolean,
+  remoteAddress?: string,
+): string[] {
   const headers: string[] = [];
   const connection = collect(rawHeaders, 'connection');
   const dropped = hopByHop(connection);
-  for (const name of ['host', 'content-length', 'expect', TXN_TOKEN_HEADER, ...CLIENT_CERTIFICATE_HEADERS])
+  for (const name of [
+    'host',
+    'content-length',
+    'expect',
+    TXN_TOKEN_HEADER,
+    ...CLIENT_CERTIFICATE_HEADERS,
+    ...FORWARDING_HEADERS,
+  ])
     dropped.add(name);
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as string).toLowerCase();
@@ -69,6 +97,8 @@ export function upstreamHeaders(rawHeaders: readonly string[], admission: Admiss
     headers.push(name, rawHeaders[i + 1] as string);
   }
   for (const [name, value] of Object.entries(identityHeaders(admission))) headers.push(name, value);
+  if (remoteAddress !== undefined) headers.push('x-forwarded-for', remoteAddress);
+  headers.push('x-forwarded-proto', 'https');
   return headers;
 }
 

@@ -12,12 +12,19 @@
  */
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { createGuard, GuardError, renderRefusal, type Guard, type GuardLogger } from '@lockstep/guard';
+import {
+  createGuard,
+  foreignServerAmbiguity,
+  GuardError,
+  renderRefusal,
+  type Guard,
+  type GuardLogger,
+  type RouteTable,
+} from '@lockstep/guard';
 import { lockstepHttp } from '@lockstep/guard/http';
 import { joinAsWorkload, type AgentEvent, type WorkloadAgent } from '@lockstep/workload';
 import type { SidecarConfig } from './config.ts';
 import { startEgress } from './egress.ts';
-import { ambiguousPath } from './request-path.ts';
 import { createUpstream } from './upstream.ts';
 
 export interface SidecarOptions {
@@ -65,11 +72,12 @@ export async function createSidecar(options: SidecarOptions): Promise<Sidecar> {
     });
     started.unshift(() => guard.close()); // closed last: it ships the last decisions
     agent.attach(guard);
-    const upstream = createUpstream(config.upstream, config.limits, guard.options.logger);
+    const upstream = createUpstream(config.upstream, config.limits, guard);
     started.push(() => upstream.close());
     const server = guard.createServer(
       refusingAmbiguousPaths(
         guard,
+        config.routes,
         lockstepHttp(guard, config.routes, (request, response, { admission, body }) =>
           upstream.forward(request, response, admission, body),
         ),
@@ -100,13 +108,15 @@ export async function createSidecar(options: SidecarOptions): Promise<Sidecar> {
 type RequestHandler = (request: IncomingMessage, response: ServerResponse) => void;
 
 /**
- * A path that the guard and the upstream could read differently (`/public/../admin`, `%2F`, `//`) is
- * refused before any route is matched: 400 LOCKSTEP_ERR_INPUT_INVALID from the guard's one renderer,
- * audited with the reason. See request-path.ts.
+ * A path that the guard and the upstream could read differently (`/public/../admin`, `%2F`, `//`, `;`,
+ * `/Admin` for a declared `/admin`) is refused before any route is matched: 400 LOCKSTEP_ERR_INPUT_INVALID
+ * from the guard's one renderer, audited with the reason. The rule is the guard's `foreignServerAmbiguity`,
+ * which the decision service applies too.
  */
-function refusingAmbiguousPaths(guard: Guard, next: RequestHandler): RequestHandler {
+function refusingAmbiguousPaths(guard: Guard, routes: RouteTable, next: RequestHandler): RequestHandler {
+  const ambiguity = foreignServerAmbiguity(routes);
   return (request, response) => {
-    const reason = ambiguousPath(request.url ?? '');
+    const reason = ambiguity(request.method ?? '', request.url ?? '');
     if (reason === null) return next(request, response);
     const error = new GuardError('LOCKSTEP_ERR_INPUT_INVALID', `${reason}: ${JSON.stringify(request.url)}`);
     const { requestId } = guard.pipeline.refuseEarly(request, null, error);

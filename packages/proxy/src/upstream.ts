@@ -2,14 +2,16 @@
  * Forwards an admitted request to the unmodified service on loopback (or its Unix socket) and
  * streams the answer back. Bounded: connecting, waiting for the answer's headers and each silence
  * in its body are timed (undici's timeouts), so a hanging upstream costs a 504, not a connection
- * held for ever; an upstream that is down is a 502. Both are logged with the request id.
+ * held for ever; an upstream that is down is a 502. Both are the guard's refusals
+ * (LOCKSTEP_ERR_UPSTREAM_TIMEOUT / _UNAVAILABLE): audited as a second event for the admitted request,
+ * rendered by its one renderer, and logged with the request id.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Pool, type Dispatcher } from 'undici';
-import type { Admission, GuardLogger } from '@lockstep/guard';
+import { GuardError, renderRefusal, type Admission, type Guard } from '@lockstep/guard';
 import type { SidecarLimits, UpstreamTarget } from './config.ts';
-import { isTimeout, writeUpstreamFailure } from './errors.ts';
+import { isTimeout } from './errors.ts';
 import { responseHeaders, upstreamHeaders } from './headers.ts';
 
 export interface Upstream {
@@ -18,7 +20,8 @@ export interface Upstream {
   close(): Promise<void>;
 }
 
-export function createUpstream(target: UpstreamTarget, limits: SidecarLimits, logger: GuardLogger): Upstream {
+export function createUpstream(target: UpstreamTarget, limits: SidecarLimits, guard: Guard): Upstream {
+  const { logger } = guard.options;
   const timeouts = {
     connectTimeout: limits.connectTimeoutMs,
     headersTimeout: limits.headersTimeoutMs,
@@ -33,7 +36,7 @@ export function createUpstream(target: UpstreamTarget, limits: SidecarLimits, lo
   async function forward(request: IncomingMessage, response: ServerResponse, admission: Admission, body: unknown) {
     // The guard read and checked the body (routes with a body schema only); the upstream gets it as JSON.
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers = upstreamHeaders(request.rawHeaders, admission, payload !== undefined);
+    const headers = upstreamHeaders(request.rawHeaders, admission, payload !== undefined, request.socket.remoteAddress);
     if (payload !== undefined) headers.push('content-length', String(Buffer.byteLength(payload)));
     // A client that goes away takes its upstream request with it.
     const abandoned = new AbortController();
@@ -54,7 +57,15 @@ export function createUpstream(target: UpstreamTarget, limits: SidecarLimits, lo
       if (abandoned.signal.aborted) return;
       const code = isTimeout(error) ? 'LOCKSTEP_ERR_UPSTREAM_TIMEOUT' : 'LOCKSTEP_ERR_UPSTREAM_UNAVAILABLE';
       logger.error(`upstream ${where} did not answer: ${code}`, { requestId, code, error: describe(error) });
-      writeUpstreamFailure(response, code, requestId, request.method === 'HEAD');
+      guard.pipeline.refuseAdmitted(admission, new GuardError(code, `upstream ${where}: ${describe(error)}`));
+      if (response.headersSent) {
+        response.destroy();
+        return;
+      }
+      // The body was read (or there was none): the connection can carry the next request.
+      const refusal = renderRefusal(code, requestId, { head: request.method === 'HEAD' });
+      response.writeHead(refusal.status, refusal.headers);
+      response.end(refusal.body);
       return;
     }
     response.writeHead(answer.statusCode, responseHeaders(answer.headers));

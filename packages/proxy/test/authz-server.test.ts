@@ -9,7 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 import { Agent, Client, request } from 'undici';
 import { subscribeDecisions, type DecisionEvent } from '@lockstep/guard';
 import { createTestCa, createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
@@ -49,7 +49,8 @@ const ROUTES = {
   'GET /health': { public: true },
   'GET /orders/:id': { action: 'orders:read' },
   'POST /orders': { action: 'orders:create' },
-  'DELETE /orders/:id': { action: 'orders:delete' },
+  // An owner lookup: AuthZEN must name the request (method and path) for this route's params to be known.
+  'DELETE /orders/:id': { action: 'orders:delete', owner: ({ id }: { id?: string }) => (id === '7' ? 'alice' : null) },
 };
 
 async function enrol(service: string): Promise<WorkloadCredentials> {
@@ -296,11 +297,49 @@ describe('AuthZEN 1.0', () => {
     const permitted = JSON.parse(permit.body) as { decision: boolean; context: { request_id: string } };
     assert.equal(permitted.decision, true);
     assert.equal(lastEvent(permitted.context.request_id).via, 'authz-server');
-    const deny = JSON.parse((await post('/access/v1/evaluation', evaluation('orders:delete'))).body) as {
-      decision: boolean;
-      context: { reason: string };
-    };
+    const request = { type: 'service', id: 'orders', properties: { method: 'DELETE', path: '/orders/7' } };
+    const deny = JSON.parse(
+      (await post('/access/v1/evaluation', { ...evaluation('orders:delete'), resource: request })).body,
+    ) as { decision: boolean; context: { reason: string; request_id: string } };
     assert.deepEqual([deny.decision, deny.context.reason], [false, 'LOCKSTEP_ERR_DENIED']);
+    assert.equal(lastEvent(deny.context.request_id).route, '/orders/:id', 'decided for that request');
+  });
+
+  it('names one request in resource.properties: its route must perform the action; an owner needs it', async () => {
+    const decide = async (body: unknown) =>
+      JSON.parse((await post('/access/v1/evaluation', body)).body) as {
+        decision: boolean;
+        context: { reason?: string };
+      };
+    const read = { type: 'service', id: 'orders', properties: { method: 'GET', path: '/orders/42' } };
+    assert.equal((await decide({ ...evaluation('orders:read'), resource: read })).decision, true);
+    const mismatch = await decide({ ...evaluation('orders:create'), resource: read });
+    assert.deepEqual([mismatch.decision, mismatch.context.reason], [false, 'LOCKSTEP_ERR_ROUTE_UNKNOWN']);
+    const ownerUnknown = await decide(evaluation('orders:delete'));
+    assert.deepEqual([ownerUnknown.decision, ownerUnknown.context.reason], [false, 'LOCKSTEP_ERR_INPUT_INVALID']);
+    const sneaky = { ...read, properties: { method: 'GET', path: '/health/../orders/42' } };
+    assert.equal(
+      (await decide({ ...evaluation('orders:read'), resource: sneaky })).context.reason,
+      'LOCKSTEP_ERR_INPUT_INVALID',
+    );
+  });
+
+  it('refuses (400) a subject that is not a workload and a resource that is not a service', async () => {
+    const user = await post('/access/v1/evaluation', {
+      ...evaluation('orders:read'),
+      subject: { type: 'user', id: 'alice' },
+    });
+    assert.equal(user.status, 400);
+    const object = await post('/access/v1/evaluation', {
+      ...evaluation('orders:read'),
+      resource: { type: 'order', id: 'orders' },
+    });
+    assert.equal(object.status, 400);
+    const badMethod = await post('/access/v1/evaluation', {
+      ...evaluation('orders:read'),
+      resource: { type: 'service', id: 'orders', properties: { method: 'get /x', path: '/orders/1' } },
+    });
+    assert.equal(badMethod.status, 400);
   });
 
   it('/access/v1/evaluations: defaults from the top level, and the three semantics', async () => {
@@ -505,8 +544,8 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
     assert.equal(envoy.headers['lockstep-error'], 'LOCKSTEP_ERR_INPUT_INVALID');
   });
 
-  it('refuses a trusted proxy revoked while its keep-alive connection is open', async () => {
-    // One undici Client is one keep-alive connection: the second request reuses the first's socket.
+  /** The mesh proxy on one keep-alive connection (one undici Client): each `ask` reuses the first's socket. */
+  function keepAliveMesh() {
     const client = new Client(authz.url, {
       connect: { cert: mesh.chainPem, key: mesh.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined },
     });
@@ -516,25 +555,46 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
       'x-client-cert': encodeURIComponent(leafPem(gateway.chainPem)),
       'txn-token': customerToken,
     };
-    let connects = 0;
-    client.on('connect', () => connects++);
+    const state = { connects: 0 };
+    client.on('connect', () => state.connects++);
+    const ask = async () => {
+      const response = await client.request({ path: '/nginx/auth', method: 'GET', headers });
+      await response.body.text();
+      return response;
+    };
+    return { ask, state, close: () => client.close() };
+  }
+
+  it('refuses a trusted proxy revoked while its keep-alive connection is open', async () => {
+    const proxy = keepAliveMesh();
     try {
-      const once = async () => {
-        const response = await client.request({ path: '/nginx/auth', method: 'GET', headers });
-        await response.body.text();
-        return response;
-      };
-      const before = await once();
-      assert.equal(before.statusCode, 200);
+      assert.equal((await proxy.ask()).statusCode, 200);
       authz.guard.revoke({ kind: 'spiffeId', value: mesh.spiffeId });
-      const after = await once();
+      const after = await proxy.ask();
       assert.equal(after.statusCode, 401);
       assert.equal(after.headers['lockstep-error'], 'LOCKSTEP_ERR_PEER_REVOKED');
     } finally {
       authz.guard.lift({ kind: 'spiffeId', value: mesh.spiffeId });
-      await client.close();
+      await proxy.close();
     }
-    assert.equal(connects, 1, 'both requests went over one connection');
+    assert.equal(proxy.state.connects, 1, 'both requests went over one connection');
+  });
+
+  it('refuses a trusted proxy whose SVID expired while its keep-alive connection stayed open', async () => {
+    const proxy = keepAliveMesh();
+    try {
+      assert.equal((await proxy.ask()).statusCode, 200);
+      // The handshake verified the SVID then; past its notAfter the same connection must not keep it trusted.
+      const notAfter = new X509Certificate(mesh.chainPem).validToDate.getTime();
+      mock.timers.enable({ apis: ['Date'], now: notAfter + 1_000 });
+      const expired = await proxy.ask();
+      assert.equal(expired.statusCode, 401);
+      assert.equal(expired.headers['lockstep-error'], 'LOCKSTEP_ERR_PEER_UNTRUSTED');
+    } finally {
+      mock.timers.reset();
+      await proxy.close();
+    }
+    assert.equal(proxy.state.connects, 1, 'both requests went over one connection');
   });
 
   it('closes every proxy connection when the trust bundle rotates: each is verified again under the new one', async () => {

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
-import { createGuard, currentAdmission, type Guard } from '@lockstep/guard';
+import { createGuard, currentAdmission, subscribeDecisions, type DecisionEvent, type Guard } from '@lockstep/guard';
 import { lockstepHttp } from '@lockstep/guard/http';
 import { createJoinToken } from '@lockstep/control-plane';
 import { assembleControlPlane, type AssembledControlPlane } from '@lockstep/monitor';
@@ -105,6 +105,8 @@ function configFor(service: string, upstreamTarget: string, extra: Record<string
       'GET /orders/:id': { action: 'orders:read' },
       'GET /slow': { action: 'orders:read' },
       'DELETE /orders/:id': { action: 'orders:delete' },
+      // Dry run: the policy would deny the gateway this action; the request is served and the would-be denial audited.
+      'GET /drafts/:id': { action: 'orders:delete', dryRun: true },
       'POST /orders': {
         action: 'orders:create',
         body: {
@@ -222,6 +224,8 @@ describe('lockstep sidecar: inbound', () => {
       'X-Lockstep-Sub': 'root',
       'x-lockstep-roles': 'admin',
       'x-lockstep-anything': 'x',
+      'x-forwarded-for': '10.9.9.9',
+      'x-real-ip': '10.9.9.9',
     };
     const answer = await call('/orders/42?full=1', { headers: forged });
     assert.equal(answer.status, 200, answer.text);
@@ -235,6 +239,9 @@ describe('lockstep sidecar: inbound', () => {
     assert.match(String(headers['x-lockstep-request-id']), /\S/);
     assert.equal(headers['txn-token'], txnToken, 'for the app to forward on its outbound calls');
     assert.equal(headers['x-lockstep-anything'], undefined);
+    assert.equal(headers['x-forwarded-for'], '127.0.0.1', "the connection's address, not the client's word");
+    assert.equal(headers['x-real-ip'], undefined);
+    assert.equal(headers['x-forwarded-proto'], 'https');
   });
 
   it('forwards a body checked against the JSON Schema', async () => {
@@ -282,7 +289,7 @@ describe('lockstep sidecar: inbound', () => {
     assert.equal(seen.length, before, 'the upstream saw none of them');
   });
 
-  it('refuses a path the upstream could normalise into another route (dot segments, %2F, //), before matching', async () => {
+  it('refuses a path the upstream could normalise into another route (dot segments, %2F, //, case), before matching', async () => {
     /** A request line sent as written (fetch and undici would resolve the dot segments first). */
     const raw = (path: string) =>
       new Promise<{ status: number; error: string; requestId: unknown }>((resolve, reject) => {
@@ -324,6 +331,9 @@ describe('lockstep sidecar: inbound', () => {
       '//orders/1',
       '/public//x',
       '/orders/..%2Fhealth',
+      // Another letter case: a case-insensitive upstream (Express, ASP.NET) would serve the enforced route.
+      '/Orders/1',
+      '/ORDERS/1',
     ];
     for (const path of attacks) {
       const answer = await raw(path);
@@ -333,15 +343,42 @@ describe('lockstep sidecar: inbound', () => {
     assert.equal(seen.length, before, 'the upstream saw none of them');
   });
 
-  it('answers 504 when the upstream hangs, within the timeout, and logs it with the request id', async () => {
+  it('serves a dry-run route that the policy would deny, and audits the would-be denial', async () => {
+    const events: DecisionEvent[] = [];
+    const unsubscribe = subscribeDecisions((event) => events.push(event));
+    const answer = await call('/drafts/3').finally(unsubscribe);
+    assert.equal(answer.status, 200, answer.text);
+    assert.equal(answer.json().url, '/drafts/3', 'the upstream served it');
+    const requestId = String(answer.json().headers['x-lockstep-request-id']);
+    const event = events.find((candidate) => candidate.requestId === requestId);
+    assert.deepEqual([event?.dryRun, event?.reason], [true, 'LOCKSTEP_ERR_DENIED']);
+  });
+
+  it('refuses an oversized request head with 431, and the upstream never sees it', async () => {
+    const before = seen.length;
+    const answer = await call('/orders/1', { headers: { 'x-padding': 'x'.repeat(20_000) } });
+    assert.equal(answer.status, 431, answer.text);
+    assert.equal(JSON.parse(answer.text).error, 'LOCKSTEP_ERR_HEADERS_TOO_LARGE');
+    assert.equal(seen.length, before, 'the upstream saw nothing');
+  });
+
+  it('answers 504 when the upstream hangs, within the timeout, audited and logged with the request id', async () => {
+    const events: DecisionEvent[] = [];
+    const unsubscribe = subscribeDecisions((event) => events.push(event));
     const started = Date.now();
-    const answer = await call('/slow');
+    const answer = await call('/slow').finally(unsubscribe);
     assert.equal(answer.status, 504);
     const { error, requestId } = JSON.parse(answer.text) as { error: string; requestId: string };
     assert.equal(error, 'LOCKSTEP_ERR_UPSTREAM_TIMEOUT');
     assert.equal(answer.headers['lockstep-request-id'], requestId);
     assert.ok(Date.now() - started < 3_000, `answered after ${Date.now() - started} ms`);
     assert.ok(logged.some(({ fields }) => (fields as { requestId?: string } | undefined)?.requestId === requestId));
+    const audited = events
+      .filter((event) => event.requestId === requestId)
+      .map((event) => [event.decision, event.reason]);
+    assert.equal(audited.length, 2, JSON.stringify(audited));
+    assert.equal(audited[0]?.[0], 'allow');
+    assert.deepEqual(audited[1], ['deny', 'LOCKSTEP_ERR_UPSTREAM_TIMEOUT']);
   });
 
   it('answers 502 when the upstream is down, and serves a Unix socket once it is there', async () => {

@@ -7,18 +7,18 @@
  * traceparent). Routes are matched from the protected service's route table exactly as the node:http
  * adapter matches them; the answer is the catalogue's status and code, and every decision is audited
  * with `via: 'authz-server'`. No body is seen, so no body schema is checked: that stays the service's.
- * A target with dot segments, encoded slashes or backslashes, or empty segments is refused (400,
- * LOCKSTEP_ERR_INPUT_INVALID) before any route is matched: the upstream may normalize it into another
- * route than the one decided for (`/public/../admin/users` is `/admin/users` to most servers).
+ * A target with dot segments, encoded slashes or backslashes, `;`, empty segments, or a declared route's
+ * path in another letter case is refused (400, LOCKSTEP_ERR_INPUT_INVALID) before any route is
+ * matched: the upstream may normalize it into another route than the one decided for
+ * (`/public/../admin/users` is `/admin/users` to most servers, `/Admin` is `/admin` to Express).
  *
  *   const decisions = lockstepDecisions(guard, { 'GET /orders/:id': { action: 'orders:read' } });
  *   const { allowed, status, code } = await decisions.decide({ peerCertificateChain: pem, method, path, headers });
  */
-import findMyWay from 'find-my-way';
 import { GuardError, statusOf, type GuardErrorCode } from '../errors.ts';
 import type { Guard } from '../guard.ts';
 import type { Admission } from '../pipeline.ts';
-import { parseRouteTable, type RouteTable, type TableRoute } from '../route-table.ts';
+import { parseRouteTable, routeMatcher, type FoundRoute, type RouteTable } from '../route-table.ts';
 import { ambiguousPath } from '../request-target.ts';
 import type { RouteSecurity } from '../routes.ts';
 import type { PresentedChain } from '../steps/presented-chain.ts';
@@ -31,10 +31,14 @@ export interface DecisionFacts {
    * caller's word: only a decision service that admits trusted callers alone may pass it.
    */
   readonly assertedSpiffeId?: string | undefined;
-  /** Without a path: decide for the route that performs this action (AuthZEN names actions, not paths). */
+  /**
+   * AuthZEN names actions: without a path, decide for the first enforced route performing it (refused
+   * if that route looks up an owner: the owner needs the route's params); with a path, for the route the
+   * path matches, which must perform this action.
+   */
   readonly action?: string | undefined;
   readonly method: string;
-  /** The request target: path and query, as the client sent it. */
+  /** The request target: path and query, as the client sent it ('' with an action and no request). */
   readonly path: string;
   /** The request's headers, names in lower case (Txn-Token, traceparent). */
   readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -55,34 +59,37 @@ export interface Decisions {
   decide(facts: DecisionFacts): Promise<Decision>;
 }
 
-type Found = { route: TableRoute; params: Record<string, string | undefined> } | null;
-
 export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
   const routes = parseRouteTable(table, 'lockstepDecisions');
   guard.declareRoutes(routes.map((route) => route.security));
-  const router = findMyWay({ ignoreTrailingSlash: false, caseSensitive: true });
-  for (const route of routes) router.on(route.security.method as 'GET', route.security.template, () => {}, { route });
+  const matcher = routeMatcher(routes);
 
-  /** As the node:http adapter: a HEAD request without a declared HEAD route is the GET route's. */
-  function find(method: string, path: string): Found {
-    try {
-      const found = router.find(method as 'GET', path) ?? (method === 'HEAD' ? router.find('GET', path) : null);
-      const route = (found?.store as { route?: TableRoute } | undefined)?.route;
-      return found && route ? { route, params: found.params } : null;
-    } catch {
-      return null; // a target the router cannot take matches no declared route
-    }
-  }
-
-  /** The first enforced route that performs `action` (no params: such a route looks up no owner). */
-  function byAction(action: string): Found {
+  /** The first enforced route that performs `action`. */
+  function byAction(action: string): FoundRoute {
     const route = routes.find((candidate) => candidate.security.action === action && !candidate.security.public);
     return route === undefined ? null : { route, params: {} };
   }
 
+  /** The route to decide for: by path (and, when named, it must perform the action), else by action. */
+  function routeFor(facts: DecisionFacts, method: string): FoundRoute {
+    if (facts.action === undefined) return matcher.find(method, facts.path);
+    if (facts.path === '') return byAction(facts.action);
+    const found = matcher.find(method, facts.path);
+    return found?.route.security.action === facts.action ? found : null;
+  }
+
+  /** Why the facts cannot be decided as they stand (the path, or an owner that cannot be looked up), or null. */
+  function undecidable(facts: DecisionFacts, method: string, found: FoundRoute): string | null {
+    if (facts.path !== '' || facts.action === undefined)
+      return ambiguousPath(facts.path) ?? matcher.caseAmbiguity(method, facts.path);
+    if (facts.action !== undefined && (found?.route.security.owner ?? null) !== null)
+      return `the route performing ${facts.action} checks the resource's owner: name the request (method and path) so that its params are known`;
+    return null;
+  }
+
   async function decide(facts: DecisionFacts): Promise<Decision> {
     const method = facts.method.toUpperCase();
-    const found = facts.action === undefined ? find(method, facts.path) : byAction(facts.action);
+    const found = routeFor(facts, method);
     const headers = lowerCased(facts.headers);
     const request = {
       method,
@@ -92,7 +99,7 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
       peerCertificateChain: facts.peerCertificateChain,
       assertedSpiffeId: facts.assertedSpiffeId,
     };
-    const ambiguity = facts.action === undefined ? ambiguousPath(facts.path) : null;
+    const ambiguity = undecidable(facts, method, found);
     if (ambiguity !== null)
       return decisionOf(
         guard.decisionPipeline.refuseEarly(request, null, new GuardError('LOCKSTEP_ERR_INPUT_INVALID', ambiguity)),

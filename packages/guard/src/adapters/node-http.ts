@@ -10,10 +10,9 @@
  *   }, (req, res, { params }) => { … }));
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import findMyWay from 'find-my-way';
 import type { Guard } from '../guard.ts';
 import type { Admission } from '../pipeline.ts';
-import { parseRouteTable, type RouteTable, type TableRoute } from '../route-table.ts';
+import { parseRouteTable, routeMatcher, type FoundRoute, type RouteTable } from '../route-table.ts';
 import { guardInbound, refuseAdmitted, refuseUnadmitted, runAdmitted } from './inbound.ts';
 
 export interface GuardedRequestContext {
@@ -28,8 +27,6 @@ export type GuardedHandler = (
   context: GuardedRequestContext,
 ) => unknown;
 
-type Found = { route: TableRoute; params: Record<string, string | undefined> } | null;
-
 export function lockstepHttp(
   guard: Guard,
   table: RouteTable,
@@ -37,25 +34,11 @@ export function lockstepHttp(
 ): (request: IncomingMessage, response: ServerResponse) => void {
   const routes = parseRouteTable(table, 'lockstepHttp');
   guard.declareRoutes(routes.map((route) => route.security));
-  const router = findMyWay({ ignoreTrailingSlash: false, caseSensitive: true });
-  for (const route of routes) {
-    router.on(route.security.method as 'GET', route.security.template, () => {}, { route });
-  }
-
-  /** The declared route; a HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2). */
-  function find(method: string, url: string): Found {
-    const found = router.find(method as 'GET', url) ?? (method === 'HEAD' ? router.find('GET', url) : null);
-    const route = (found?.store as { route?: TableRoute } | undefined)?.route;
-    return found && route ? { route, params: found.params } : null;
-  }
+  const matcher = routeMatcher(routes);
 
   return function lockstepHandler(request, response) {
-    let found: Found;
-    try {
-      found = find(request.method ?? '', request.url ?? '/');
-    } catch {
-      found = null; // a URL the router cannot take matches no declared route
-    }
+    // A HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2).
+    const found: FoundRoute = matcher.find(request.method ?? '', request.url ?? '/');
     guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then(
       (admitted) => {
         if (admitted === null) return;

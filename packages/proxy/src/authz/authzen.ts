@@ -5,7 +5,13 @@
  *   subject  { type: 'workload', id: 'spiffe://<td>/svc/<caller>' }  → the principal (asserted)
  *   action   { name: 'orders:read' }                                → the route performing this action
  *   resource { type: 'service', id: '<this service>' }              → must be the protected service
+ *            properties?: { method: 'GET', path: '/orders/42' }     → that request's route, with its
+ *                                                                      params (owner rules); its action
+ *                                                                      must be action.name
  *   context  { txn_token: '<Txn-Token>', traceparent?: '…' }        → the Txn-Token step, audit
+ *
+ * Other types are refused (400): a user is not a subject here but the Txn-Token's `sub`, and a
+ * resource is a service (or one request to it), never an object id the guard cannot look up.
  *
  * The subject comes from the body: whoever may call this endpoint can name any workload. That is why
  * only trusted callers (by their mTLS SVID) are admitted at all. `/evaluations` takes the top-level
@@ -43,11 +49,35 @@ function entity(value: unknown, where: string): Json {
   return value;
 }
 
+function typed(value: unknown, where: string, type: string, hint: string): Json {
+  const object = entity(value, where);
+  if (object.type !== type)
+    throw new AuthzenRequestError(`${where}.type must be "${type}" (${hint}); got ${JSON.stringify(object.type)}`);
+  return object;
+}
+
+/** `resource.properties.method` and `.path`: one request to the service, decided with its route's params. */
+function requestOf(resource: Json): { method: string; path: string } | null {
+  if (resource.properties === undefined) return null;
+  const properties = entity(resource.properties, 'resource.properties');
+  if (properties.path === undefined && properties.method === undefined) return null;
+  const method = text(properties.method, 'resource.properties.method');
+  const path = text(properties.path, 'resource.properties.path');
+  if (!/^[A-Z]{1,16}$/.test(method))
+    throw new AuthzenRequestError('resource.properties.method must be an HTTP method in capitals, e.g. "GET"');
+  if (!path.startsWith('/'))
+    throw new AuthzenRequestError('resource.properties.path must be a path, e.g. "/orders/42"');
+  return { method, path };
+}
+
 /** One evaluation from its four parts (each already defaulted from the top level). */
 function evaluation(subject: unknown, action: unknown, resource: unknown, context: unknown): AuthzenEvaluation {
-  const subjectId = text(entity(subject, 'subject').id, 'subject.id');
+  const subjectHint = 'a SPIFFE ID; the user is the Txn-Token in context.txn_token';
+  const subjectId = text(typed(subject, 'subject', 'workload', subjectHint).id, 'subject.id');
   const actionName = text(entity(action, 'action').name, 'action.name');
-  const resourceId = text(entity(resource, 'resource').id, 'resource.id');
+  const resourceObject = typed(resource, 'resource', 'service', 'its id is the protected service');
+  const resourceId = text(resourceObject.id, 'resource.id');
+  const target = requestOf(resourceObject);
   const contextObject = context === undefined ? {} : entity(context, 'context');
   const headers: Record<string, string> = {};
   const txnToken = contextObject.txn_token;
@@ -60,8 +90,8 @@ function evaluation(subject: unknown, action: unknown, resource: unknown, contex
       peerCertificateChain: undefined,
       assertedSpiffeId: subjectId,
       action: actionName,
-      method: 'AUTHZEN',
-      path: '',
+      method: target?.method ?? 'AUTHZEN',
+      path: target?.path ?? '',
       headers,
     },
   };
