@@ -28,7 +28,7 @@ export async function sidecarCommand(argv: readonly string[], out: Out, err: Out
   }).catch((error: NodeJS.ErrnoException) => {
     if (error.code !== 'EADDRINUSE' && error.code !== 'EACCES') throw error;
     // The join token is spent by now: the fix needs a new one.
-    const fix = `change listen.port or egress.port in ${values.config}, and create a new join token`;
+    const fix = `change listen.port, egress.port or egress.socket in ${values.config}, and create a new join token`;
     throw new OperatorError(`cannot listen (${error.code}: ${error.message}): ${fix}`);
   });
   const target = 'socketPath' in config.upstream ? `unix:${config.upstream.socketPath}` : config.upstream.origin;

@@ -41,6 +41,9 @@ describe('parseSidecarConfig', () => {
       [{ routes: { 'POST /x': { body: { type: 'objekt' } } } }, /routes\["POST \/x"\]\.body: not a valid JSON Schema/],
       [{ routes: {} }, /routes: declare at least one route/],
       [{ egress: { port: 1, targets: { pay: 'http://pay' } } }, /egress\.targets\.pay: must be an https origin/],
+      [{ egress: { port: 1, socket: '/run/e.sock' } }, /egress: give either port .* or socket .*, not both/],
+      [{ egress: { targets: {} } }, /egress: give either port/],
+      [{ egress: { socket: 'e.sock' } }, /egress\.socket: must be an absolute path/],
     ];
     for (const [change, message] of cases) {
       assert.throws(

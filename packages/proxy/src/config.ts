@@ -8,7 +8,7 @@
  *   trustDomain: shop.test
  *   listen: { host: 127.0.0.1, port: 8444 }
  *   upstream: http://127.0.0.1:3000          # or unix:/run/orders.sock
- *   egress: { port: 15001, targets: { payments: https://127.0.0.1:8446 } }
+ *   egress: { port: 15001, targets: { payments: https://127.0.0.1:8446 } }   # or socket: /run/orders/egress.sock
  *   routes:
  *     GET /health: { public: true }
  *     POST /orders: { action: orders:create, body: { type: object, required: [item], properties: … } }
@@ -45,8 +45,15 @@ export interface SidecarConfig {
   readonly trustDomain: string;
   readonly listen: { readonly host: string; readonly port: number };
   readonly upstream: UpstreamTarget;
-  /** Service name → its https origin; the app names the service in `lockstep-target`. Null: no egress. */
-  readonly egress: { readonly port: number; readonly targets: Readonly<Record<string, string>> } | null;
+  /**
+   * Where the app's outbound calls come in — a loopback port, or a Unix socket (made 0600: only the
+   * sidecar's user, so no other local user can borrow its identity) — and service name → its https
+   * origin; the app names the service in `lockstep-target`. Null: no egress.
+   */
+  readonly egress: {
+    readonly listen: { readonly port: number } | { readonly socketPath: string };
+    readonly targets: Readonly<Record<string, string>>;
+  } | null;
   readonly routes: RouteTable;
   readonly limits: SidecarLimits;
   /** Where the workload keeps its audit spool; default `<LOCKSTEP_HOME, else ./.lockstep>/workloads/<service>`. */
@@ -193,15 +200,23 @@ function parseUpstream(value: unknown, fail: Fail): UpstreamTarget {
 
 function parseEgress(value: unknown, fail: Fail): NonNullable<SidecarConfig['egress']> {
   const egress = object(value, 'egress', 'egress: { port: 15001, targets: { payments: https://payments:8443 } }', fail);
-  knownKeys(egress, ['port', 'targets'], 'egress.', fail);
-  const port = integer(egress.port, 'egress.port', [0, 65_535], fail);
+  knownKeys(egress, ['port', 'socket', 'targets'], 'egress.', fail);
+  if ((egress.port === undefined) === (egress.socket === undefined))
+    fail('egress', 'give either port (a loopback port, e.g. 15001) or socket (e.g. /run/orders/egress.sock), not both');
+  let listen: NonNullable<SidecarConfig['egress']>['listen'];
+  if (egress.socket === undefined) listen = { port: integer(egress.port, 'egress.port', [0, 65_535], fail) };
+  else {
+    const socketPath = text(egress.socket, 'egress.socket', 'an absolute path, e.g. /run/orders/egress.sock', fail);
+    if (!socketPath.startsWith('/')) fail('egress.socket', 'must be an absolute path, e.g. /run/orders/egress.sock');
+    listen = { socketPath };
+  }
   const targets = object(egress.targets ?? {}, 'egress.targets', 'targets: { payments: https://payments:8443 }', fail);
   const parsed: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [name, origin] of Object.entries(targets)) {
     if (!SERVICE.test(name)) fail(`egress.targets.${name}`, 'a service name: lower-case letters, digits, . _ -');
     parsed[name] = httpsUrl(origin, `egress.targets.${name}`, `e.g. ${name}: https://${name}:8443`, fail);
   }
-  return { port, targets: Object.freeze(parsed) };
+  return { listen, targets: Object.freeze(parsed) };
 }
 
 function parseLimits(value: unknown, fail: Fail): SidecarLimits {

@@ -7,7 +7,14 @@
  * would a trace context: a call without one is refused here, since every guarded server would refuse it.
  *
  *   curl -H 'lockstep-target: payments' -H "txn-token: $TXN_TOKEN" http://127.0.0.1:15001/charges
+ *
+ * On a host shared with other users, prefer `egress.socket`: a Unix socket made 0600, so that only the
+ * sidecar's user (the app's) can reach it; a loopback port is open to every local process.
+ *
+ *   curl --unix-socket /run/orders/egress.sock -H 'lockstep-target: payments' -H "txn-token: $TXN_TOKEN" http://localhost/charges
  */
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
@@ -21,7 +28,7 @@ export const TARGET_HEADER = 'lockstep-target';
 
 export interface EgressOptions {
   readonly agent: Pick<WorkloadAgent, 'request'>;
-  readonly port: number;
+  readonly listen: { readonly port: number } | { readonly socketPath: string };
   readonly targets: Readonly<Record<string, string>>;
   readonly limits: SidecarLimits;
   readonly logger: GuardLogger;
@@ -37,27 +44,67 @@ const UNREACHABLE = new Set([
   'UND_ERR_SOCKET',
 ]);
 
-/** Listens on 127.0.0.1 only: anything on the network could otherwise borrow the sidecar's identity. */
+/**
+ * Listens on 127.0.0.1 only (anything on the network could otherwise borrow the sidecar's identity),
+ * or on a Unix socket made 0600. The URL is `http://127.0.0.1:<port>` or `unix:<path>`.
+ */
 export async function startEgress(options: EgressOptions): Promise<{ url: string; server: Server }> {
   const server = createServer((request, response) => void handle(options, request, response));
+  const { listen } = options;
+  if ('socketPath' in listen) await removeStaleSocket(listen.socketPath);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, '127.0.0.1', () => {
+    const listening = () => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    if ('socketPath' in listen) server.listen(listen.socketPath, listening);
+    else server.listen(listen.port, '127.0.0.1', listening);
   });
+  if ('socketPath' in listen) {
+    try {
+      await chmod(listen.socketPath, 0o600);
+    } catch (error) {
+      server.close();
+      throw error;
+    }
+    return { url: `unix:${listen.socketPath}`, server };
+  }
   const { port } = server.address() as { port: number };
   return { url: `http://127.0.0.1:${port}`, server };
 }
 
+/** A socket file left by a sidecar that died is removed; one that answers is another sidecar's: EADDRINUSE. */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  const stat = await lstat(socketPath).catch(() => null);
+  if (stat === null) return;
+  if (!stat.isSocket()) {
+    const error = new Error(`${socketPath} exists and is not a socket: choose another egress.socket`);
+    throw Object.assign(error, { code: 'EADDRINUSE' });
+  }
+  const answered = await new Promise<boolean>((resolve) => {
+    const probe = connect(socketPath, () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (answered) {
+    const error = new Error(`another process listens on ${socketPath}: stop it, or choose another egress.socket`);
+    throw Object.assign(error, { code: 'EADDRINUSE' });
+  }
+  await unlink(socketPath);
+}
+
 async function handle(options: EgressOptions, request: IncomingMessage, response: ServerResponse): Promise<void> {
   const { targets, limits } = options;
-  const { port } = request.socket.address() as { port: number };
+  const address = request.socket.address();
   // A browser page tricked into calling 127.0.0.1 (DNS rebinding) sends its own host name: refused.
+  // A Unix socket is out of a browser's reach: any Host will do there.
+  const port = typeof address === 'object' && 'port' in address ? address.port : null;
   const host = request.headers.host ?? '';
-  if (![`127.0.0.1:${port}`, `localhost:${port}`].includes(host.toLowerCase())) {
-    const fix = `call http://127.0.0.1:${port}/<path>`;
+  if (port !== null && ![`127.0.0.1:${port}`, `localhost:${port}`].includes(host.toLowerCase())) {
+    const fix = `call http://127.0.0.1:${String(port)}/<path>`;
     return writeEgressError(response, 'LOCKSTEP_EGRESS_HOST_REFUSED', `Host ${JSON.stringify(host)} refused: ${fix}`);
   }
   const target = request.headers[TARGET_HEADER];

@@ -40,7 +40,7 @@ export interface SidecarOptions {
 export interface Sidecar {
   /** `https://<host>:<port>` the sidecar serves. */
   readonly url: string;
-  /** `http://127.0.0.1:<port>` of the egress, or null without one. */
+  /** `http://127.0.0.1:<port>` or `unix:<path>` of the egress, or null without one. */
   readonly egressUrl: string | null;
   readonly agent: WorkloadAgent;
   readonly guard: Guard;

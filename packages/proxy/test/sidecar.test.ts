@@ -6,7 +6,8 @@
  * not see it.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import {
   createServer,
   type IncomingHttpHeaders,
@@ -416,6 +417,36 @@ describe('lockstep sidecar: egress', () => {
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal(answer.body.caller, svc('orders'), 'payments sees the sidecar as its caller');
     assert.equal(answer.body.sub, svc('gateway'), 'on behalf of whom the transaction started');
+  });
+
+  it('serves the egress on a Unix socket made 0600 (no other local user borrows the SVID), replacing a stale one', async () => {
+    const socketPath = join(scratch, 'egress.sock');
+    // A socket file left by a process that died listening: nothing answers on it any more.
+    const listenAndDie = `require('node:net').createServer().listen(${JSON.stringify(socketPath)}, () => process.exit(0))`;
+    assert.equal(spawnSync(process.execPath, ['-e', listenAndDie]).status, 0);
+    assert.ok(statSync(socketPath).isSocket(), 'the stale socket is there');
+    const third = await createSidecar({
+      config: configFor('orders', 'http://127.0.0.1:9', {
+        egress: { socket: socketPath, targets: { payments: payments.origin } },
+      }),
+      joinToken: await joinToken('orders'),
+      logger: quiet,
+    });
+    const overSocket = new Agent({ connect: { socketPath } });
+    try {
+      assert.equal(third.egressUrl, `unix:${socketPath}`);
+      assert.equal(statSync(socketPath).mode & 0o777, 0o600);
+      const response = await request('http://localhost/charges/9', {
+        dispatcher: overSocket,
+        headers: { 'lockstep-target': 'payments', 'txn-token': txnToken },
+      });
+      const body = (await response.body.json()) as Record<string, string>;
+      assert.equal(response.statusCode, 200, JSON.stringify(body));
+      assert.equal(body.caller, svc('orders'));
+    } finally {
+      await overSocket.close();
+      await third.close();
+    }
   });
 
   it('refuses a server whose certificate names another service, before sending anything', async () => {
