@@ -1,15 +1,21 @@
 /**
- * Starts the whole reference system — the control plane and the four shop services, each its own
+ * Starts the whole reference system — the control plane and the five shop services, each its own
  * process — and stops it again. `npm start` (start.ts), the drill and the end-to-end test use it.
  *
  *   control plane   `lockstep control-plane` with its state in <dataDir> (SQLite, dev CA and keys
  *                   created on the first run, loudly), the shop's policies, the gateway registered
  *                   as an OpenID client that authenticates with its SVID
- *   services        each joins with a one-time token made for this start; logs go to <dataDir>/logs
+ *   services        each joins with a one-time token made for this start; logs go to <dataDir>/logs.
+ *                   shipping is Python (services/shipping.py, `python3` or LOCKSTEP_PYTHON, 3.9+): the
+ *                   process started is its Lockstep sidecar (services/shipping-sidecar.ts), which joins
+ *                   with the token and runs shipping.py behind it on a Unix socket; the two live and die
+ *                   together. A missing Python stops the start before anything runs, naming the fix.
  *   demo users      alice and bob (customers), ops (admin: the dashboard), passwords generated once, kept in
  *                   <dataDir>/demo-users.json (0600)
  *
- * Ports: gateway = portBase, control plane +1, orders +2, inventory +3, payments +4.
+ * Ports: gateway = portBase, control plane +1, orders +2, inventory +3, payments +4, shipping +5 (its
+ * sidecar; shipping.py itself in perimeter-only mode). Behind the sidecar, shipping.py and the egress it
+ * calls out through are Unix sockets in shipping's data directory: no ports.
  *
  * It is ready only when the system can serve: every port free, the state directory not in use by
  * another control plane, a valid policy in force, every service ready; otherwise it rejects with the
@@ -28,12 +34,16 @@ import { checkStateDirectoryFree, localState, main as lockstep, stateDirectory }
 import { controlPlaneAgent } from '@lockstep/workload';
 import { workloadId } from '@lockstep/guard';
 import { request } from 'undici';
+import { requirePython } from './services/python-interpreter.ts';
 import { supervise, terminate, WaitingFor, type Supervised } from './supervise.ts';
 
 export const TRUST_DOMAIN = 'shop.test';
 export const SHOP_POLICIES = fileURLToPath(new URL('./policies/', import.meta.url));
 const CLI = fileURLToPath(new URL('../../packages/cli/bin/lockstep.js', import.meta.url));
-const SERVICES = ['payments', 'inventory', 'orders', 'gateway'] as const;
+// Started in this order: each after the services it calls.
+const SERVICES = ['payments', 'inventory', 'shipping', 'orders', 'gateway'] as const;
+/** The program each service runs; shipping's is its sidecar, which runs the Python service behind it. */
+const ENTRY_POINTS: Readonly<Record<string, string>> = { shipping: 'shipping-sidecar.ts' };
 const DEMO_CUSTOMERS = ['alice', 'bob'] as const;
 /** A join token is made in milliseconds; a control plane that has not answered by then is not answering. */
 const JOIN_TOKEN_TIMEOUT_MS = 10_000;
@@ -95,7 +105,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   const portBase = options.portBase ?? Number(process.env.LOCKSTEP_PORT_BASE ?? 8440);
   if (!Number.isInteger(portBase) || portBase < 1024 || portBase > 65_530)
     throw new Error(
-      `LOCKSTEP_PORT_BASE must be a port from 1024 to 65530 (five ports from there are used); got ${String(portBase)}`,
+      `LOCKSTEP_PORT_BASE must be a port from 1024 to 65530 (six ports from there are used); got ${String(portBase)}`,
     );
   const mode = options.mode ?? 'lockstep';
   const progress = options.onProgress ?? (() => {});
@@ -107,6 +117,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     orders: portBase + 2,
     inventory: portBase + 3,
     payments: portBase + 4,
+    shipping: portBase + 5,
   };
   const scheme = mode === 'lockstep' ? 'https' : 'http';
   const envTls =
@@ -120,10 +131,12 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     orders: `${scheme}://127.0.0.1:${ports.orders}`,
     inventory: `${scheme}://127.0.0.1:${ports.inventory}`,
     payments: `${scheme}://127.0.0.1:${ports.payments}`,
+    shipping: `${scheme}://127.0.0.1:${ports.shipping}`,
   };
   // Nothing is written (idp.json, logs) into a directory another control plane runs on.
   checkStateDirectoryFree(localState(dataDir));
   await refuseTakenPorts(ports, portBase);
+  requirePython();
   mkdirSync(join(dataDir, 'logs'), { recursive: true, mode: 0o700 });
   const logFile = (name: ShopService | 'controlPlane') =>
     join(dataDir, 'logs', `${name === 'controlPlane' ? 'control-plane' : name}.log`);
@@ -269,13 +282,13 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
 
     for (const service of SERVICES) {
       const joins = mode === 'lockstep' || service === 'gateway';
-      progress(
-        `starting ${service} (${joins ? 'joined with a one-time token' : 'perimeter-only: no identity, no checks'})`,
-      );
+      const how = joins ? 'joined with a one-time token' : 'perimeter-only: no identity, no checks';
+      // shipping is Python: its sidecar joins for it (there is none in perimeter-only mode).
+      progress(`starting ${service} (${service === 'shipping' && joins ? `Python behind its sidecar, ${how}` : how})`);
       const startService = async () => {
         const joinToken = joins ? await joinTokenFor(service) : '';
         return startProcess(
-          fork(fileURLToPath(new URL(`./services/${service}.ts`, import.meta.url)), [], {
+          fork(fileURLToPath(new URL(`./services/${ENTRY_POINTS[service] ?? `${service}.ts`}`, import.meta.url)), [], {
             env: {
               ...process.env,
               SHOP_SERVICE: service,
@@ -356,7 +369,7 @@ async function refuseTakenPorts(
   if (taken.length === 0) return;
   throw new Error(
     `port${taken.length === 1 ? '' : 's'} ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use: ` +
-      `stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses five from there; now ${portBase})`,
+      `stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses six from there; now ${portBase})`,
   );
 }
 
@@ -517,14 +530,14 @@ function serviceLastWords(output: string): string {
   return lines.at(-1) ?? 'no output';
 }
 
-/** Five consecutive free loopback ports, for tests and parallel runs. */
+/** Six consecutive free loopback ports (as many as the shop uses), for tests and parallel runs. */
 export async function freePortBase(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt += 1) {
     const base = 20_000 + Math.floor(Math.random() * 40_000);
-    const free = await Promise.all([0, 1, 2, 3, 4].map((offset) => isFree(base + offset)));
+    const free = await Promise.all([0, 1, 2, 3, 4, 5].map((offset) => isFree(base + offset)));
     if (free.every(Boolean)) return base;
   }
-  throw new Error('no five consecutive free ports found');
+  throw new Error('no six consecutive free ports found');
 }
 
 function isFree(port: number): Promise<boolean> {

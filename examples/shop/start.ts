@@ -1,7 +1,9 @@
 /**
  * `npm start`: the whole reference system on this machine — control plane, gateway, orders,
- * inventory, payments — with embedded defaults (SQLite and development keys under .lockstep/, or
- * LOCKSTEP_HOME, also read as LOCKSTEP_DATA_DIR; ports from LOCKSTEP_PORT_BASE, default 8440).
+ * inventory, payments, and shipping (Python: `python3` 3.9+ on PATH, or LOCKSTEP_PYTHON; standard
+ * library only, behind the Lockstep sidecar) — with embedded defaults (SQLite and development keys
+ * under .lockstep/, or LOCKSTEP_HOME, also read as LOCKSTEP_DATA_DIR; six ports from
+ * LOCKSTEP_PORT_BASE, default 8440).
  * Prints one line with `ready` when a valid policy is in force and every service answers; exits 1
  * with the reason when that cannot be. Then it keeps them running: a process that dies is said so
  * and restarted (launch.ts, supervise.ts); if the control plane cannot be kept running, it stops

@@ -164,6 +164,22 @@ describe('npm pack', async () => {
   }
 });
 
+describe('npm pack: assets read at run time', async () => {
+  const { stdout } = await run(
+    'npm',
+    ['pack', '--dry-run', '--json', '--ignore-scripts', '--workspace=packages/proxy'],
+    { cwd: ROOT, maxBuffer: 16 * 1024 * 1024, timeout: 120_000 },
+  );
+  it('@lockstep/proxy ships every .proto file its gRPC decision service loads (proto/, beside dist/)', () => {
+    const files = (JSON.parse(stdout) as Packed[])[0]?.files.map(({ path }) => path) ?? [];
+    const protos = readdirSync(join(ROOT, 'packages/proxy/proto'), { recursive: true, encoding: 'utf8' })
+      .filter((path) => path.endsWith('.proto'))
+      .map((path) => `proto/${path}`);
+    assert.ok(protos.includes('proto/envoy/service/auth/v3/external_auth.proto'));
+    for (const proto of protos) assert.ok(files.includes(proto), `${proto} is in the tarball`);
+  });
+});
+
 describe('the build runs on its own', () => {
   it('every export of every public package imports with no sources and no type stripping', async () => {
     const specifiers = published.flatMap(({ manifest }) =>

@@ -34,6 +34,15 @@ interface Context {
   readonly passwords: Readonly<Record<string, string>>;
 }
 
+/** What shipping.py would read as the verified caller, were its sidecar not there to drop them. */
+function forgedIdentityHeaders(): Record<string, string> {
+  return {
+    'x-lockstep-caller': 'spiffe://shop.test/svc/orders',
+    'x-lockstep-sub': 'alice',
+    'x-lockstep-roles': 'customer',
+  };
+}
+
 /** An HTTP answer as an outcome: 2xx means the attack got through. */
 function outcome(answer: Answer): Outcome {
   if (answer.status === null)
@@ -176,6 +185,61 @@ const ATTACKS: readonly { id: string; title: string; run(context: Context): Prom
       } finally {
         shop.signal('payments', 'SIGCONT');
       }
+    },
+  },
+  {
+    id: 'h',
+    title: 'direct call to the Python shipping service, identity headers forged, no certificate',
+    // shipping.py trusts the x-lockstep-* headers it is given: only its sidecar may set them.
+    run: async ({ shop }) =>
+      outcome(
+        await call(`${shop.urls.shipping}/quotes`, {
+          method: 'POST',
+          json: { item: 'tea', quantity: 1 },
+          headers: { 'x-user': 'alice', ...forgedIdentityHeaders() },
+        }),
+      ),
+  },
+  {
+    id: 'i',
+    title: 'stolen orders identity without a Txn-Token asks shipping for a quote',
+    run: async ({ shop, mode }) =>
+      outcome(
+        await call(`${shop.urls.shipping}/quotes`, {
+          method: 'POST',
+          json: { item: 'tea', quantity: 1 },
+          headers: { 'x-user': 'alice', ...forgedIdentityHeaders() },
+          ...(mode === 'lockstep' ? { as: await stolenCredentials(shop, 'orders') } : {}),
+        }),
+      ),
+  },
+  {
+    id: 'j',
+    title: 'compromised payments (its own SVID, a captured Txn-Token) asks shipping for a quote',
+    run: async ({ shop, mode, passwords }) => {
+      if (mode === 'perimeter-only')
+        return outcome(
+          await call(`${shop.urls.shipping}/quotes`, {
+            method: 'POST',
+            json: { item: 'tea', quantity: 1 },
+            headers: { 'x-user': 'alice' },
+          }),
+        );
+      const payments = await stolenCredentials(shop, 'payments');
+      const token = await capturedTxnToken(
+        shop,
+        await stolenCredentials(shop, 'gateway'),
+        'alice',
+        passwords.alice ?? '',
+      );
+      return outcome(
+        await call(`${shop.urls.shipping}/quotes`, {
+          method: 'POST',
+          json: { item: 'tea', quantity: 1 },
+          headers: { 'txn-token': token },
+          as: payments,
+        }),
+      );
     },
   },
 ];

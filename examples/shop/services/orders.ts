@@ -1,6 +1,7 @@
 /**
- * orders — places orders (reserving stock at inventory, charging at payments: one transaction, one
- * `txn` across every hop) and lets customers read their own. Secured with the guard's Fastify plugin.
+ * orders — places orders (a shipping quote from shipping, the Python service behind its sidecar;
+ * reserving stock at inventory; charging at payments: one transaction, one `txn` across every hop) and
+ * lets customers read their own. Secured with the guard's Fastify plugin.
  * Policy (policies/orders.cedar): the gateway on behalf of a customer; reading one order is allowed
  * only to the customer who placed it — decided in Cedar from the route's owner lookup.
  */
@@ -17,9 +18,12 @@ const config = settings();
 const db = new DatabaseSync(join(config.dataDir, 'orders.db'));
 db.exec(`PRAGMA journal_mode = WAL;
   CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, item TEXT NOT NULL, quantity INTEGER NOT NULL,
-    amount INTEGER NOT NULL, charge_id TEXT NOT NULL, txn TEXT, created_at TEXT NOT NULL)`);
+    amount INTEGER NOT NULL, charge_id TEXT NOT NULL, txn TEXT, created_at TEXT NOT NULL, shipping TEXT)`);
+// A database of a run before shipping quotes existed gets the column; its orders have no quote.
+if (!(db.prepare('PRAGMA table_info(orders)').all() as { name: string }[]).some((column) => column.name === 'shipping'))
+  db.exec('ALTER TABLE orders ADD COLUMN shipping TEXT');
 const insert = db.prepare(
-  'INSERT INTO orders (id, customer, item, quantity, amount, charge_id, txn, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+  'INSERT INTO orders (id, customer, item, quantity, amount, charge_id, txn, created_at, shipping) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
 );
 const byId = db.prepare('SELECT * FROM orders WHERE id = ?');
 const byCustomer = db.prepare('SELECT * FROM orders WHERE customer = ? ORDER BY created_at DESC LIMIT 100');
@@ -41,6 +45,7 @@ const view = (row: Row) => ({
   quantity: row.quantity,
   amount: row.amount,
   chargeId: row.charge_id,
+  shipping: typeof row.shipping === 'string' ? (JSON.parse(row.shipping) as unknown) : null,
   createdAt: row.created_at,
 });
 
@@ -58,7 +63,7 @@ let guard: Guard | null = null;
 
 /** A call to another shop service: over mTLS with the Txn-Token propagated (lockstep), or plain HTTP trusting a header (perimeter-only). */
 async function call(
-  service: 'inventory' | 'payments',
+  service: 'inventory' | 'payments' | 'shipping',
   path: string,
   body: unknown,
   user: string,
@@ -134,6 +139,14 @@ server.post(
     const customer = customerOf(request.headers);
     const orderId = randomUUID();
     try {
+      // The quote first: it changes nothing, so an order that cannot be shipped reserves and charges nothing.
+      const quote = await call('shipping', '/quotes', { item, quantity }, customer);
+      const shipping = {
+        quoteId: String(quote.quoteId),
+        carrier: String(quote.carrier),
+        etaDays: Number(quote.etaDays),
+        price: Number(quote.price),
+      };
       const reservation = await call('inventory', '/reservations', { item, quantity }, customer);
       const charge = await call('payments', '/charges', { orderId, amount: Number(reservation.amount) }, customer);
       const txn = currentAdmission()?.txn?.claims.txn ?? null;
@@ -146,8 +159,9 @@ server.post(
         String(charge.chargeId),
         typeof txn === 'string' ? txn : null,
         new Date().toISOString(),
+        JSON.stringify(shipping),
       );
-      log('info', 'order placed', { orderId, customer, item, quantity, txn });
+      log('info', 'order placed', { orderId, customer, item, quantity, txn, carrier: shipping.carrier });
       return reply.code(201).send(view(byId.get(orderId) as Row));
     } catch (error) {
       return fail(reply, error);

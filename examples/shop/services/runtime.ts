@@ -3,10 +3,10 @@
  * the control plane with its one-time token, the guard built from what the agent hands over, an
  * audit file, and telling the launcher it is ready.
  *
- *   SHOP_SERVICE           gateway | orders | inventory | payments
+ *   SHOP_SERVICE           gateway | orders | inventory | payments | shipping
  *   SHOP_MODE              lockstep (default) | perimeter-only (the "before" of the drill: no checks inside)
  *   SHOP_PORT              where it listens (127.0.0.1)
- *   SHOP_URLS              JSON { orders, inventory, payments, gateway, controlPlane }: where the others are
+ *   SHOP_URLS              JSON { orders, inventory, payments, shipping, gateway, controlPlane }: where the others are
  *   SHOP_DATA_DIR          its data and audit log go to <dir>/<service>/
  *   LOCKSTEP_CP_URL, LOCKSTEP_TRUST_DOMAIN, LOCKSTEP_JOIN_TOKEN   how it joins (lockstep mode)
  */
@@ -21,7 +21,9 @@ export interface ShopSettings {
   readonly service: string;
   readonly mode: ShopMode;
   readonly port: number;
-  readonly urls: Readonly<Record<'orders' | 'inventory' | 'payments' | 'gateway' | 'controlPlane', string>>;
+  readonly urls: Readonly<
+    Record<'orders' | 'inventory' | 'payments' | 'shipping' | 'gateway' | 'controlPlane', string>
+  >;
   readonly dataDir: string;
   readonly controlPlane: { readonly url: string; readonly trustDomain: string; readonly joinToken: string } | null;
 }
@@ -50,7 +52,7 @@ export function settings(): ShopSettings {
     log(
       'error',
       `port ${port} on 127.0.0.1 is in use: stop what listens there, or choose other ports with ` +
-        'LOCKSTEP_PORT_BASE (npm start uses five from there)',
+        'LOCKSTEP_PORT_BASE (npm start uses six from there)',
     );
   });
   return {

@@ -1,6 +1,7 @@
 /**
  * The drill, as `npm run drill` runs it: Lockstep stops every attack, and the perimeter-only shop
- * lets at least a, b, c and d through (the drill would prove nothing if the "before" were safe).
+ * lets at least a, b, c and d through, and h, i and j against the Python shipping service (the drill
+ * would prove nothing if the "before" were safe).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -13,13 +14,13 @@ it('Lockstep stops every attack the perimeter-only shop lets through', async () 
   console.log(table(results));
   assert.deepEqual(
     results.map((result) => result.id),
-    ['a', 'b', 'c', 'd', 'e', 'f', 'g'],
+    ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'],
   );
   for (const result of results) {
     assert.equal(result.outcomes.lockstep?.through, false, `${result.id}: ${JSON.stringify(result.outcomes.lockstep)}`);
     assert.ok(result.outcomes.lockstep?.evidence, `${result.id} has evidence`);
   }
-  for (const id of ['a', 'b', 'c', 'd'])
+  for (const id of ['a', 'b', 'c', 'd', 'h', 'i', 'j'])
     assert.equal(
       results.find((result) => result.id === id)?.outcomes['perimeter-only']?.through,
       true,
@@ -34,6 +35,10 @@ it('Lockstep stops every attack the perimeter-only shop lets through', async () 
     e: 'LOCKSTEP_ERR_DENIED',
     f: 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED',
     g: 'payments DRIFT',
+    // The Python service behind its sidecar: the sidecar's guard refuses, shipping.py never sees the call.
+    h: 'LOCKSTEP_ERR_PEER_CERT_MISSING',
+    i: 'LOCKSTEP_ERR_TXN_TOKEN_MISSING',
+    j: 'LOCKSTEP_ERR_DENIED',
   };
   for (const [id, evidence] of Object.entries(expected))
     assert.match(

@@ -1,5 +1,5 @@
 /**
- * The shop's edge under abuse, against the real shop (`startShop`: control plane and four services in
+ * The shop's edge under abuse, against the real shop (`startShop`: control plane and five services in
  * their own processes) on loopback. Every attack is bounded in count and time, and every assertion is
  * about outcomes: the gateway answers 503 with a request id when the control plane or a service hangs
  * (SIGSTOP), closes slow clients, answers 413 to oversized bodies, refuses before reading a body when

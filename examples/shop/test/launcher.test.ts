@@ -84,13 +84,33 @@ describe('npm start refuses to start a shop that could not serve, with the reaso
       await assert.rejects(startShop({ dataDir: fresh, portBase }), (error: Error) => {
         assert.equal(
           error.message,
-          `port ${portBase + 2} (orders) on 127.0.0.1 is in use: stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses five from there; now ${portBase})`,
+          `port ${portBase + 2} (orders) on 127.0.0.1 is in use: stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses six from there; now ${portBase})`,
         );
         return true;
       });
       assert.equal(existsSync(join(fresh, 'control-plane.json')), false, 'no control plane was started');
     } finally {
       taken.close();
+    }
+  });
+
+  it('no Python for the shipping service: names LOCKSTEP_PYTHON and how to install it, and starts nothing', async () => {
+    const fresh = join(scratch, 'no-python');
+    const previous = process.env.LOCKSTEP_PYTHON;
+    process.env.LOCKSTEP_PYTHON = join(scratch, 'no-such-python3');
+    try {
+      await assert.rejects(startShop({ dataDir: fresh, portBase: await freePortBase() }), (error: Error) => {
+        assert.equal(
+          error.message,
+          `the shop's shipping service runs on Python, and LOCKSTEP_PYTHON (${join(scratch, 'no-such-python3')}) was not found: ` +
+            'install Python 3.9 or later (e.g. `apt install python3`, `brew install python`), or set LOCKSTEP_PYTHON to the path of a Python 3 interpreter',
+        );
+        return true;
+      });
+      assert.equal(existsSync(join(fresh, 'control-plane.json')), false, 'no control plane was started');
+    } finally {
+      if (previous === undefined) delete process.env.LOCKSTEP_PYTHON;
+      else process.env.LOCKSTEP_PYTHON = previous;
     }
   });
 

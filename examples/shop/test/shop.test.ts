@@ -1,17 +1,19 @@
 /**
- * The whole shop, as `npm start` runs it, on free ports: control plane and four services in their own
+ * The whole shop, as `npm start` runs it, on free ports: control plane and five services in their own
  * processes. A user signs in through the real OpenID flow (login form, code + PKCE), places an order,
- * and the audit events of gateway, orders, inventory and payments carry the same `txn`. Then the
- * bad inputs a user can cause, and what happens when a service or the control plane is down.
+ * and the audit events of gateway, orders, shipping (Python, behind its sidecar), inventory and payments
+ * carry the same `txn`. Then the bad inputs a user can cause, forged identity headers against the Python
+ * service, its restart after a crash, and what happens when a service or the control plane is down.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createTestBrowser, rawTlsRequest, type TestBrowser } from '@lockstep/testkit';
 import type { DecisionEvent } from '@lockstep/guard';
+import { call, capturedTxnToken, stolenCredentials } from '../drill/attacker.ts';
 import { freePortBase, startShop, type RunningShop } from '../launch.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'lockstep-shop-'));
@@ -38,11 +40,40 @@ async function signedIn(user: string): Promise<{ browser: TestBrowser; csrf: str
   return { browser, csrf: (session.body as { csrf: string }).csrf };
 }
 
-function auditEvents(service: 'gateway' | 'orders' | 'inventory' | 'payments'): DecisionEvent[] {
+function auditEvents(service: 'gateway' | 'orders' | 'inventory' | 'payments' | 'shipping'): DecisionEvent[] {
   return readFileSync(shop.auditFile(service), 'utf8')
     .split('\n')
     .filter(Boolean)
     .map((line) => JSON.parse(line) as DecisionEvent);
+}
+
+/** shipping.py's JSON lines in the shipping log (the sidecar's lines are there too, without `runtime`). */
+function shippingLog(): Record<string, unknown>[] {
+  return readFileSync(join(dataDir, 'logs', 'shipping.log'), 'utf8')
+    .split('\n')
+    .flatMap((line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        return entry.runtime === 'python' ? [entry] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
+/** This shop's shipping.py processes: those whose environment names this test's socket. */
+function shippingPythonPids(): number[] {
+  const listen = `SHIPPING_LISTEN=unix:${join(dataDir, 'shop', 'shipping', 'shipping.sock')}`;
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(listen);
+      } catch {
+        return false; // gone meanwhile, or not ours to read
+      }
+    })
+    .map(Number);
 }
 
 async function eventually<T>(read: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> {
@@ -65,7 +96,7 @@ describe('the shop, end to end', () => {
   let alice: { browser: TestBrowser; csrf: string };
   let aliceOrder: string;
 
-  it('signs a user in and places an order: one txn across gateway, orders, inventory and payments', async () => {
+  it('signs a user in, places an order: one txn across gateway, orders, shipping, inventory, payments', async () => {
     alice = await signedIn('alice');
     const placed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, {
       method: 'POST',
@@ -73,10 +104,20 @@ describe('the shop, end to end', () => {
       headers: { 'x-csrf-token': alice.csrf },
     });
     assert.equal(placed.status, 201, JSON.stringify(placed.body));
-    const order = placed.body as { orderId: string; customer: string; amount: number };
+    const order = placed.body as {
+      orderId: string;
+      customer: string;
+      amount: number;
+      shipping: { quoteId: string; carrier: string; etaDays: number; price: number };
+    };
     aliceOrder = order.orderId;
     assert.equal(order.customer, 'alice');
     assert.equal(order.amount, 1780);
+    // The Python service's quote: a parcel for two, insurance 2 % of 17.80 (its price asked from inventory).
+    assert.deepEqual(
+      { ...order.shipping, quoteId: typeof order.shipping.quoteId },
+      { quoteId: 'string', carrier: 'Parcelwise', etaDays: 2, price: 390 + 2 * 60 + 36 },
+    );
     assert.equal(JSON.stringify(placed.body).includes('eyJ'), false, 'no token goes outward');
 
     const gateway = await eventually(
@@ -90,11 +131,12 @@ describe('the shop, end to end', () => {
     assert.ok(txn);
     for (const [service, action] of [
       ['orders', 'orders:create'],
+      ['shipping', 'shipping:quote'],
       ['inventory', 'inventory:reserve'],
       ['payments', 'payments:charge'],
     ] as const) {
       const event: DecisionEvent = await eventually(
-        () => auditEvents(service).find((entry) => entry.txn === txn),
+        () => auditEvents(service).find((entry) => entry.txn === txn && entry.action === action),
         `${service}'s event for txn ${txn}`,
       );
       assert.equal(event.action, action);
@@ -106,16 +148,34 @@ describe('the shop, end to end', () => {
       'spiffe://shop.test/svc/orders',
       'payments was called by orders',
     );
+    // shipping.py read the identity its sidecar verified, and called inventory through the egress with the Txn-Token.
+    const quoted = await eventually(
+      () => shippingLog().find((line) => line.message === 'quoted' && line.txn === txn),
+      "shipping.py's log line for the quote",
+    );
+    const shippingEvent = auditEvents('shipping').find((entry) => entry.txn === txn);
+    assert.deepEqual(
+      { caller: quoted.caller, sub: quoted.sub, requestId: quoted.requestId, runtime: quoted.runtime },
+      { caller: 'spiffe://shop.test/svc/orders', sub: 'alice', requestId: shippingEvent?.requestId, runtime: 'python' },
+    );
+    const browse = await eventually(
+      () => auditEvents('inventory').find((entry) => entry.txn === txn && entry.action === 'inventory:browse'),
+      "inventory's event for shipping's call",
+    );
+    assert.deepEqual(
+      [browse.caller, browse.sub, browse.decision],
+      ['spiffe://shop.test/svc/shipping', 'alice', 'allow'],
+    );
 
     // The same events reached the control plane's collector, in a trail that verifies.
     const verified = await eventually(async () => {
       const { code, out } = await shop.adminExit('audit', 'verify');
-      // The four services' sources; the control plane's own (admin events) is one more.
-      return code === 0 && out.filter((line) => line.startsWith('spiffe://shop.test/svc/')).length >= 4
+      // The five services' sources; the control plane's own (admin events) is one more.
+      return code === 0 && out.filter((line) => line.startsWith('spiffe://shop.test/svc/')).length >= 5
         ? out
         : undefined;
-    }, 'the trail of all four services verifies');
-    assert.match(verified.at(-1) ?? '', /^audit trail verified: [5-9] sources/);
+    }, 'the trail of all five services verifies');
+    assert.match(verified.at(-1) ?? '', /^audit trail verified: [6-9] sources/);
     assert.ok(
       verified.some((line) => /^spiffe:\/\/shop\.test\/lockstep\/control-plane: \d+ events/.test(line)),
       'the admin events too',
@@ -130,7 +190,13 @@ describe('the shop, end to end', () => {
       assert.equal(done.status, 200, done.body.slice(0, 200));
       const overview = await admin.request(`${shop.urls.controlPlane}/dashboard/api/overview`);
       const services = (overview.body as { services: { service: string; drift: boolean; stale: boolean }[] }).services;
-      assert.deepEqual(services.map((entry) => entry.service).sort(), ['gateway', 'inventory', 'orders', 'payments']);
+      assert.deepEqual(services.map((entry) => entry.service).sort(), [
+        'gateway',
+        'inventory',
+        'orders',
+        'payments',
+        'shipping',
+      ]);
       assert.ok(services.every((entry) => !entry.stale));
     } finally {
       await admin.close();
@@ -246,8 +312,8 @@ describe('the shop, end to end', () => {
       };
       assert.deepEqual(
         report.services.map((service) => service.name),
-        ['inventory', 'orders', 'payments'],
-        'every service with a guarded route (the gateway guards only its outbound calls)',
+        ['inventory', 'orders', 'payments', 'shipping'],
+        'every service with a guarded route (the gateway guards only its outbound calls), the sidecar too',
       );
       assert.equal(report.summary.weak, 0);
       assert.equal(report.summary.inconclusive, 0);
@@ -268,7 +334,7 @@ describe('the shop, end to end', () => {
 
   it("answers each service's public health check also with a query string (payments once matched the raw URL)", async () => {
     const caPem = readFileSync(join(dataDir, 'bundle.pem'), 'utf8');
-    for (const service of ['orders', 'inventory', 'payments'] as const) {
+    for (const service of ['orders', 'inventory', 'payments', 'shipping'] as const) {
       const { hostname: host, port } = new URL(shop.urls[service]);
       const raw = 'GET /health?x=1 HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n';
       const answer = await rawTlsRequest({ host, port: Number(port), caPem, raw });
@@ -278,6 +344,87 @@ describe('the shop, end to end', () => {
         `${service}: ${String(typeof answer === 'string' ? answer : answer.error).slice(0, 200)}`,
       );
     }
+  });
+
+  it('passes the Python service only the identity its sidecar verified, never forged x-lockstep-* headers', async () => {
+    // A real caller (orders' identity, alice's genuine Txn-Token) that forges the headers shipping.py trusts,
+    // in every spelling a server could read as them.
+    const orders = await stolenCredentials(shop, 'orders');
+    const token = await capturedTxnToken(
+      shop,
+      await stolenCredentials(shop, 'gateway'),
+      'alice',
+      shop.users.alice?.password ?? '',
+    );
+    const answer = await call(`${shop.urls.shipping}/quotes`, {
+      method: 'POST',
+      json: { item: 'tea', quantity: 1 },
+      as: orders,
+      headers: {
+        'txn-token': token,
+        'x-lockstep-sub': 'bob',
+        'X-Lockstep-Caller': 'spiffe://shop.test/svc/gateway',
+        'x-lockstep-roles': 'admin',
+        'x-lockstep-txn': 'forged',
+        x_lockstep_sub: 'mallory',
+        'x-forwarded-client-cert': 'URI=spiffe://shop.test/svc/gateway',
+      },
+    });
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.deepEqual([answer.body.quotedFor, answer.body.caller], ['alice', 'spiffe://shop.test/svc/orders']);
+    assert.notEqual(answer.body.txn, 'forged');
+    // shipping.py logged what it was given: the verified caller and user.
+    const logged = await eventually(
+      () => shippingLog().find((line) => line.quoteId === answer.body.quoteId),
+      "shipping.py's log line for the quote",
+    );
+    assert.deepEqual([logged.sub, logged.caller], ['alice', 'spiffe://shop.test/svc/orders']);
+    // Without a certificate, the forged headers alone get nothing, and shipping.py never sees the call.
+    const quotes = () => shippingLog().filter((line) => line.message === 'quoted').length;
+    const before = quotes();
+    const anonymous = await call(`${shop.urls.shipping}/quotes`, {
+      method: 'POST',
+      json: { item: 'tea', quantity: 1 },
+      headers: { 'x-lockstep-caller': 'spiffe://shop.test/svc/orders', 'x-lockstep-sub': 'alice' },
+    });
+    assert.deepEqual([anonymous.status, anonymous.body.error], [401, 'LOCKSTEP_ERR_PEER_CERT_MISSING']);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(quotes(), before);
+  });
+
+  it('restarts the Python service with its sidecar when either dies, rejoining with a fresh join token', async () => {
+    // Back means: one shipping.py, a new one, answering through its sidecar's public health check.
+    const restarted = async (gone: readonly number[], what: string) => {
+      const started = Date.now();
+      for (;;) {
+        const now = shippingPythonPids();
+        const healthy = (await call(`${shop.urls.shipping}/health`)).status === 200;
+        if (healthy && now.length === 1 && !gone.includes(now[0] as number)) return now;
+        assert.ok(Date.now() - started < 45_000, `${what}: shipping not back within 45 s (pids ${now.join(', ')})`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    };
+    const [python] = shippingPythonPids();
+    assert.ok(python !== undefined, 'shipping.py runs');
+    // shipping.py crashes: its sidecar stops too, and the supervisor starts both again.
+    process.kill(python, 'SIGKILL');
+    const after = await restarted([python], 'after shipping.py was killed');
+    // The sidecar's process is killed: shipping.py sees its lifeline close and goes, and both start again.
+    shop.signal('shipping', 'SIGKILL');
+    await restarted(after, 'after its sidecar was killed');
+    assert.deepEqual(
+      shippingPythonPids().filter((pid) => pid === python || after.includes(pid)),
+      [],
+      'no shipping.py left behind',
+    );
+    // And an order gets its quote again: the new sidecar joined, and shipping.py reaches inventory through it.
+    const placed = await alice.browser.request(`${shop.urls.gateway}/api/orders`, {
+      method: 'POST',
+      json: { item: 'cocoa', quantity: 1 },
+      headers: { 'x-csrf-token': alice.csrf },
+    });
+    assert.equal(placed.status, 201, JSON.stringify(placed.body));
+    assert.equal((placed.body as { shipping: { carrier: string } }).shipping.carrier, 'Parcelwise');
   });
 
   it('answers 503 with a request id when a service is down, and refuses new transactions when the control plane is', async () => {

@@ -97,6 +97,16 @@ from a loopback egress over mTLS. The config file (service, controlPlane, trustD
 egress, routes, limits) is described in the @lockstep/proxy README. Exit 1 when it cannot start (a bad
 config names the field and the fix; a spent join token); 2 for a mistake in the arguments.`,
   },
+  'authz-server': {
+    usage: 'LOCKSTEP_JOIN_TOKEN=$(lockstep join-token create <service>) lockstep authz-server --config <authz.yaml>',
+    about: `Runs the Lockstep decision service (@lockstep/proxy) for one protected service until SIGINT or SIGTERM,
+for proxies that already exist: nginx auth_request, Traefik forwardAuth, Envoy ext_authz over HTTP and,
+with grpc: { port }, over gRPC (Istio's CUSTOM action), and AuthZEN. It joins as <service> and answers
+only the proxies listed in trustedProxies, over mTLS. The config file (service, controlPlane, trustDomain,
+listen, grpc, trustedProxies, authzenCallers, xfccElements, routes, limits) is described in the
+@lockstep/proxy authz README. Exit 1 when it cannot start (a bad config names the field and the fix; a
+spent join token); 2 for a mistake in the arguments.`,
+  },
 };
 
 export const USAGE = `usage:

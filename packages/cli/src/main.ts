@@ -16,6 +16,7 @@
  *   policy status | policy validate [dir] | policy test [dir] [--cases file]
  *   scan [--manifest file] [--json|--sarif|--junit|--html file] …   (scan-command.ts)
  *   sidecar --config <file>                (sidecar-command.ts: @lockstep/proxy in front of any HTTP service)
+ *   authz-server --config <file>           (authz-server-command.ts: the decision service for existing proxies)
  *   <command> --help | help <command> | --version                   (help.ts)
  *
  * State lives in LOCKSTEP_HOME (or LOCKSTEP_DATA_DIR; default ./.lockstep). `control-plane` parses its
@@ -47,6 +48,7 @@ import { parsePolicyCases } from './policy-cases.ts';
 import { scanCommand } from './scan-command.ts';
 import { eventsCommand } from './events-command.ts';
 import { sidecarCommand } from './sidecar-command.ts';
+import { authzServerCommand } from './authz-server-command.ts';
 import { cliVersion, commandHelp, USAGE } from './help.ts';
 import { lockStateDirectory } from './state-lock.ts';
 import {
@@ -103,6 +105,8 @@ export async function main(
         return await scanCommand(rest, out, err);
       case 'sidecar':
         return await sidecarCommand(rest, out, err);
+      case 'authz-server':
+        return await authzServerCommand(rest, out, err);
       case 'policy':
         return rest[0] === 'validate'
           ? await policyValidate(rest.slice(1), out)
@@ -231,7 +235,7 @@ function cannotListen(error: NodeJS.ErrnoException, host: string, port: number):
     case 'EADDRINUSE':
       return new OperatorError(
         `port ${port} on ${host} is in use (another program listens there, or another control plane): ` +
-          'stop it, or choose another port with --port (npm start: LOCKSTEP_PORT_BASE, which moves all five ports of the shop)',
+          'stop it, or choose another port with --port (npm start: LOCKSTEP_PORT_BASE, which moves all six ports of the shop)',
       );
     case 'EACCES':
       return new OperatorError(

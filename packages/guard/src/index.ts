@@ -32,7 +32,7 @@ export {
   type TxnTokenClaims,
 } from './steps/txn-claims.ts';
 export type { RouteConfig, RouteSecurity } from './routes.ts';
-export { foreignServerAmbiguity, type RouteTable, type TableRouteConfig } from './route-table.ts';
+export type { RouteTable, TableRouteConfig } from './route-table.ts';
 export type { GuardClient, OutboundRequestOptions } from './client.ts';
 export { parseSpiffeId, workloadId, type SpiffeId } from '@lockstep/identity';
 export type { Revocation, RevocationKind } from './revocations.ts';

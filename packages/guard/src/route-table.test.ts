@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { assertConfigError } from '../test/assert-config-error.ts';
-import { foreignServerAmbiguity, parseRouteTable, routeMatcher, type RouteTable } from './route-table.ts';
+import { parseRouteTable, routeMatcher, type RouteTable } from './route-table.ts';
 
 describe('parseRouteTable', () => {
   it('reads method, template, default or explicit action, flags and body schema', () => {
@@ -145,7 +145,12 @@ describe('parseRouteTable', () => {
   });
 });
 
-describe('routeMatcher and foreignServerAmbiguity (a guard in front of another server)', () => {
+describe('routeMatcher: find, and ambiguity for a guard in front of another server', () => {
+  const ambiguityOf = (table: RouteTable) => {
+    const matcher = routeMatcher(parseRouteTable(table, 'test'));
+    return (method: string, target: string) => matcher.ambiguity(method, target);
+  };
+
   const table: RouteTable = {
     'GET /:page': { public: true },
     'GET /admin/users': { action: 'admin:read' },
@@ -161,9 +166,9 @@ describe('routeMatcher and foreignServerAmbiguity (a guard in front of another s
   });
 
   it('refuses a path that another letter case makes another route (/Admin against a public /:page)', () => {
-    const ambiguity = foreignServerAmbiguity(table);
+    const ambiguity = ambiguityOf(table);
     assert.match(ambiguity('GET', '/ADMIN/users') ?? '', /GET \/admin\/users" in another letter case/);
-    assert.match(ambiguity('get', '/admin/Users') ?? '', /another letter case/);
+    assert.match(ambiguity('GET', '/admin/Users') ?? '', /another letter case/);
     assert.equal(ambiguity('GET', '/admin/users'), null);
     assert.equal(ambiguity('GET', '/About'), null, 'a param in any case is the same route');
     assert.match(ambiguity('GET', '/Orders/AbC') ?? '', /GET \/orders\/:id/, 'no route as sent, one in another case');
@@ -171,21 +176,18 @@ describe('routeMatcher and foreignServerAmbiguity (a guard in front of another s
   });
 
   it('refuses a trailing slash that makes another route (/admin/users/ against a public wildcard)', () => {
-    const ambiguity = foreignServerAmbiguity({
-      'GET /*': { public: true },
-      'GET /admin/users': { action: 'admin:read' },
-    });
+    const ambiguity = ambiguityOf({ 'GET /*': { public: true }, 'GET /admin/users': { action: 'admin:read' } });
     assert.match(ambiguity('GET', '/admin/users/') ?? '', /trailing slash/);
     assert.equal(ambiguity('GET', '/admin/users'), null);
     assert.equal(ambiguity('GET', '/docs/'), null, 'the wildcard either way');
   });
 
   it('takes a table that declares one path in two spellings', () => {
-    const ambiguity = foreignServerAmbiguity({ 'GET /a': { public: true }, 'GET /a/': { public: true } });
+    const ambiguity = ambiguityOf({ 'GET /a': { public: true }, 'GET /a/': { public: true } });
     assert.equal(ambiguity('GET', '/a'), null);
   });
 
   it('applies ambiguousPath first', () => {
-    assert.match(foreignServerAmbiguity(table)('GET', '/x/..;/admin/users') ?? '', /";"/);
+    assert.match(ambiguityOf(table)('GET', '/x/..;/admin/users') ?? '', /";"/);
   });
 });

@@ -67,13 +67,15 @@ export interface RouteMatcher {
   /** The declared route; a HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2). */
   find(method: string, target: string): FoundRoute;
   /**
-   * For a guard in front of another server (the sidecar, the decision service): why `target` is refused
-   * because letter case or a trailing slash changes which route it is, or null. The guard matches paths
-   * exactly, while Express, ASP.NET, Spring (by option) and IIS ignore case and most frameworks a
-   * trailing slash: with a public `GET /:page` and an enforced `GET /admin`, `/Admin` would be decided
-   * as the public page and served as the admin route; with a public `GET /*`, so would `/admin/`.
+   * For a guard in front of another server (the sidecar, the decision service): why `target` could be
+   * another route to that server than the one the guard would decide for, or null. First
+   * `ambiguousPath` (dot segments, encoded separators, `;`, `//`); then letter case and a trailing
+   * slash: the guard matches paths exactly, while Express, ASP.NET, Spring (by option) and IIS ignore
+   * case and most frameworks a trailing slash — with a public `GET /:page` and an enforced `GET /admin`,
+   * `/Admin` would be decided as the public page and served as the admin route; with a public `GET /*`,
+   * so would `/admin/`. Such a target matches no route (404 LOCKSTEP_ERR_ROUTE_UNKNOWN after transport).
    */
-  caseAmbiguity(method: string, target: string): string | null;
+  ambiguity(method: string, target: string): string | null;
 }
 
 /** One router for the adapters that take a route table (node:http, the decision service, the sidecar). */
@@ -99,24 +101,13 @@ export function routeMatcher(routes: readonly TableRoute[]): RouteMatcher {
   };
   return {
     find: (method, target) => lookup(exact, method, target),
-    caseAmbiguity(method, target) {
+    ambiguity(method, target) {
+      const unsafe = ambiguousPath(target);
+      if (unsafe !== null) return unsafe;
       const other = lookup(lenient, method, target)?.route;
       if (other === undefined || other === lookup(exact, method, target)?.route) return null;
       const { method: otherMethod, template } = other.security;
       return `the path is "${otherMethod} ${template}" in another letter case or with a trailing slash; servers that ignore those would serve that route`;
     },
   };
-}
-
-/**
- * For a guard in front of another server: why a request target is refused before any route is matched
- * (`ambiguousPath`: dot segments, encoded separators, `;`…; then letter case that changes the route), or
- * null. The sidecar and the decision service apply this one rule.
- *
- *   const ambiguity = foreignServerAmbiguity(routes);
- *   const reason = ambiguity(request.method, request.url); // null: decide it
- */
-export function foreignServerAmbiguity(table: RouteTable): (method: string, target: string) => string | null {
-  const matcher = routeMatcher(parseRouteTable(table, 'foreignServerAmbiguity'));
-  return (method, target) => ambiguousPath(target) ?? matcher.caseAmbiguity(method.toUpperCase(), target);
 }

@@ -85,7 +85,7 @@ const TOP_KEYS = [
 ];
 const ROUTE_KEYS = ['action', 'public', 'dryRun', 'body'];
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
-const SERVICE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const SERVICE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 /** Reads and validates `file`; throws a SidecarConfigError naming the file, the field and the fix. */
@@ -131,26 +131,33 @@ export function parseSidecarConfig(input: unknown, where = 'sidecar config'): Si
   return Object.freeze(config);
 }
 
-type Fail = (field: string, problem: string) => never;
+/** Throws the config's error for `field`; the readers below are shared with authz/config.ts. */
+export type Fail = (field: string, problem: string) => never;
 
-function object(value: unknown, field: string, example: string, fail: Fail): Record<string, unknown> {
+export function object(value: unknown, field: string, example: string, fail: Fail): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     fail(field, `must be a mapping, e.g. ${example}`);
   return value as Record<string, unknown>;
 }
 
-function knownKeys(value: Record<string, unknown>, known: readonly string[], prefix: string, fail: Fail): void {
+export function knownKeys(value: Record<string, unknown>, known: readonly string[], prefix: string, fail: Fail): void {
   for (const key of Object.keys(value)) {
     if (!known.includes(key)) fail(`${prefix}${key}`, `unknown field; the fields are ${known.join(', ')}`);
   }
 }
 
-function text(value: unknown, field: string, example: string, fail: Fail): string {
+export function text(value: unknown, field: string, example: string, fail: Fail): string {
   if (typeof value !== 'string' || value === '') fail(field, `required: ${example}`);
   return value as string;
 }
 
-function integer(value: unknown, field: string, [min, max]: [number, number], fail: Fail, fallback?: number): number {
+export function integer(
+  value: unknown,
+  field: string,
+  [min, max]: [number, number],
+  fail: Fail,
+  fallback?: number,
+): number {
   if (value === undefined && fallback !== undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     fail(field, `must be a whole number from ${min} to ${max}; got ${JSON.stringify(value)}`);
@@ -158,7 +165,7 @@ function integer(value: unknown, field: string, [min, max]: [number, number], fa
   return value as number;
 }
 
-function httpsUrl(value: unknown, field: string, example: string, fail: Fail): string {
+export function httpsUrl(value: unknown, field: string, example: string, fail: Fail): string {
   const url = URL.parse(text(value, field, example, fail));
   if (url?.protocol !== 'https:' || url.pathname !== '/' || url.search !== '' || url.username !== '') {
     fail(field, `must be an https origin, ${example}; got ${JSON.stringify(value)}`);
@@ -166,13 +173,14 @@ function httpsUrl(value: unknown, field: string, example: string, fail: Fail): s
   return (url as URL).origin;
 }
 
-function parseListen(value: unknown, fail: Fail): SidecarConfig['listen'] {
-  const listen = object(value, 'listen', 'listen: { host: 127.0.0.1, port: 8444 }', fail);
-  knownKeys(listen, ['host', 'port'], 'listen.', fail);
-  const host = listen.host === undefined ? '127.0.0.1' : text(listen.host, 'listen.host', 'e.g. 0.0.0.0', fail);
-  if (isIP(host) === 0 && host !== 'localhost') fail('listen.host', `must be an IP address, e.g. 0.0.0.0; got ${host}`);
-  const port = integer(listen.port, 'listen.port', [0, 65_535], fail);
-  return { host, port };
+/** `{ host, port }` (host default 127.0.0.1) under `field`, e.g. `listen: { host: 127.0.0.1, port: 8444 }`. */
+export function parseListen(value: unknown, fail: Fail, field = 'listen', port = 8444): SidecarConfig['listen'] {
+  const listen = object(value, field, `${field}: { host: 127.0.0.1, port: ${port} }`, fail);
+  knownKeys(listen, ['host', 'port'], `${field}.`, fail);
+  const host = listen.host === undefined ? '127.0.0.1' : text(listen.host, `${field}.host`, 'e.g. 0.0.0.0', fail);
+  if (isIP(host) === 0 && host !== 'localhost')
+    fail(`${field}.host`, `must be an IP address, e.g. 0.0.0.0; got ${host}`);
+  return { host, port: integer(listen.port, `${field}.port`, [0, 65_535], fail) };
 }
 
 /** `http://127.0.0.1:<port>` or `unix:<path>`: the upstream gets identity headers in the clear, so loopback only. */
@@ -234,7 +242,7 @@ function parseLimits(value: unknown, fail: Fail): SidecarLimits {
   };
 }
 
-function parseRoutes(value: unknown, fail: Fail): RouteTable {
+export function parseRoutes(value: unknown, fail: Fail): RouteTable {
   const example = "routes: { 'GET /orders/:id': { action: orders:read }, 'GET /health': { public: true } }";
   const routes = object(value, 'routes', example, fail);
   if (Object.keys(routes).length === 0) fail('routes', `declare at least one route, e.g. ${example}`);

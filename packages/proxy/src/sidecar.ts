@@ -10,17 +10,9 @@
  *   // … on stop:
  *   await sidecar.close();
  */
-import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import {
-  createGuard,
-  foreignServerAmbiguity,
-  GuardError,
-  renderRefusal,
-  type Guard,
-  type GuardLogger,
-  type RouteTable,
-} from '@lockstep/guard';
+import { createGuard, type Guard, type GuardLogger } from '@lockstep/guard';
 import { lockstepHttp } from '@lockstep/guard/http';
 import { joinAsWorkload, type AgentEvent, type WorkloadAgent } from '@lockstep/workload';
 import type { SidecarConfig } from './config.ts';
@@ -75,12 +67,12 @@ export async function createSidecar(options: SidecarOptions): Promise<Sidecar> {
     const upstream = createUpstream(config.upstream, config.limits, guard);
     started.push(() => upstream.close());
     const server = guard.createServer(
-      refusingAmbiguousPaths(
+      // A target the upstream could read as another route than the one decided for matches no route (404).
+      lockstepHttp(
         guard,
         config.routes,
-        lockstepHttp(guard, config.routes, (request, response, { admission, body }) =>
-          upstream.forward(request, response, admission, body),
-        ),
+        (request, response, { admission, body }) => upstream.forward(request, response, admission, body),
+        { foreignServer: true },
       ),
     );
     await listen(server, config.listen.port, config.listen.host);
@@ -103,29 +95,6 @@ export async function createSidecar(options: SidecarOptions): Promise<Sidecar> {
     await stop();
     throw error;
   }
-}
-
-type RequestHandler = (request: IncomingMessage, response: ServerResponse) => void;
-
-/**
- * A path that the guard and the upstream could read differently (`/public/../admin`, `%2F`, `//`, `;`,
- * `/Admin` for a declared `/admin`) is refused before any route is matched: 400 LOCKSTEP_ERR_INPUT_INVALID
- * from the guard's one renderer, audited with the reason. The rule is the guard's `foreignServerAmbiguity`,
- * which the decision service applies too.
- */
-function refusingAmbiguousPaths(guard: Guard, routes: RouteTable, next: RequestHandler): RequestHandler {
-  const ambiguity = foreignServerAmbiguity(routes);
-  return (request, response) => {
-    const reason = ambiguity(request.method ?? '', request.url ?? '');
-    if (reason === null) return next(request, response);
-    const error = new GuardError('LOCKSTEP_ERR_INPUT_INVALID', `${reason}: ${JSON.stringify(request.url)}`);
-    const { requestId } = guard.pipeline.refuseEarly(request, null, error);
-    // A body the request still carries is not read: the connection closes after the answer.
-    const unread = request.headers['transfer-encoding'] !== undefined || Number(request.headers['content-length']) > 0;
-    const refusal = renderRefusal(error.code, requestId, { head: request.method === 'HEAD', close: unread });
-    response.writeHead(refusal.status, refusal.headers);
-    response.end(refusal.body);
-  };
 }
 
 function listen(server: HttpsServer, port: number, host: string): Promise<void> {

@@ -216,6 +216,13 @@ describe('Traefik forwardAuth and Envoy ext_authz (HTTP)', () => {
     assert.equal(denied.status, 403);
   });
 
+  it('a public route: lockstep-caller is sent empty (it replaces a forged one) and Envoy is told to remove it', async () => {
+    const answer = await ask('/envoy/ext_authz/health', { headers: { 'lockstep-caller': gateway.spiffeId } });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.headers['lockstep-caller'], '');
+    assert.equal(answer.headers['x-envoy-auth-headers-to-remove'], 'lockstep-caller');
+  });
+
   it('Envoy: the original path after the prefix, the client from XFCC', async () => {
     const xfcc = `By=spiffe://${TD}/svc/orders;Hash=abc;Cert="${encodeURIComponent(leafPem(gateway.chainPem))}";URI=${gateway.spiffeId}`;
     const allowed = await ask('/envoy/ext_authz/orders/9', {
@@ -320,7 +327,7 @@ describe('AuthZEN 1.0', () => {
     const sneaky = { ...read, properties: { method: 'GET', path: '/health/../orders/42' } };
     assert.equal(
       (await decide({ ...evaluation('orders:read'), resource: sneaky })).context.reason,
-      'LOCKSTEP_ERR_INPUT_INVALID',
+      'LOCKSTEP_ERR_ROUTE_UNKNOWN',
     );
   });
 
@@ -513,7 +520,7 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
     assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_DENIED');
   });
 
-  it('refuses targets the upstream could normalize into another route (dot segments, encoded slashes)', async () => {
+  it('refuses targets the upstream could normalize into another route (dot segments, encoded slashes, case): no route', async () => {
     for (const uri of [
       '/orders/%2e%2e',
       '/orders/..',
@@ -529,19 +536,24 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
       '/orders;x/7',
       '/health/%252e%252e/orders/7',
       '/health/..%00',
+      '/Orders/7',
+      '/orders/7/',
     ]) {
       const answer = await nginxAsk('GET', uri, leafPem(gateway.chainPem), customerToken);
       assert.equal(answer.status, 403, uri);
-      assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_INPUT_INVALID', uri);
+      assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_ROUTE_UNKNOWN', uri);
     }
+    // Without a client certificate, transport refuses first: an outsider learns nothing about the path.
+    const outsider = await nginxAsk('GET', '/health/../orders/7', null, customerToken);
+    assert.equal(outsider.headers['lockstep-error'], 'LOCKSTEP_ERR_PEER_CERT_MISSING');
     const envoy = await ask('/envoy/ext_authz/orders/7%2F..%2Fadmin', {
       headers: {
         'x-forwarded-client-cert': `Cert="${encodeURIComponent(leafPem(gateway.chainPem))}"`,
         'txn-token': customerToken,
       },
     });
-    assert.equal(envoy.status, 400);
-    assert.equal(envoy.headers['lockstep-error'], 'LOCKSTEP_ERR_INPUT_INVALID');
+    assert.equal(envoy.status, 404);
+    assert.equal(envoy.headers['lockstep-error'], 'LOCKSTEP_ERR_ROUTE_UNKNOWN');
   });
 
   /** The mesh proxy on one keep-alive connection (one undici Client): each `ask` reuses the first's socket. */

@@ -290,15 +290,14 @@ describe('lockstep sidecar: inbound', () => {
     assert.equal(seen.length, before, 'the upstream saw none of them');
   });
 
-  it('refuses a path the upstream could normalise into another route (dot segments, %2F, //, case), before matching', async () => {
+  it('matches no route with a path the upstream could normalise into another (dot segments, %2F, //, case, trailing /)', async () => {
     /** A request line sent as written (fetch and undici would resolve the dot segments first). */
-    const raw = (path: string) =>
+    const raw = (path: string, withCertificate = true) =>
       new Promise<{ status: number; error: string; requestId: unknown }>((resolve, reject) => {
         const { chainPem, keyPem, bundlePem } = gateway.credentials;
         const req = httpsRequest(`${sidecar.url}/`, {
           path,
-          cert: chainPem,
-          key: keyPem,
+          ...(withCertificate ? { cert: chainPem, key: keyPem } : {}),
           ca: bundlePem,
           checkServerIdentity: () => undefined,
           headers: { 'txn-token': txnToken },
@@ -335,11 +334,18 @@ describe('lockstep sidecar: inbound', () => {
       // Another letter case: a case-insensitive upstream (Express, ASP.NET) would serve the enforced route.
       '/Orders/1',
       '/ORDERS/1',
+      // A trailing slash: most frameworks serve /orders/1 for it.
+      '/orders/1/',
     ];
     for (const path of attacks) {
       const answer = await raw(path);
-      assert.deepEqual([answer.status, answer.error], [400, 'LOCKSTEP_ERR_INPUT_INVALID'], path);
+      assert.deepEqual([answer.status, answer.error], [404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN'], path);
       assert.match(String(answer.requestId), /\S/, 'audited under a request id');
+    }
+    // Transport comes first: without a certificate, an outsider learns nothing about the path.
+    for (const path of ['/public/../orders/1', '*']) {
+      const outsider = await raw(path, false);
+      assert.deepEqual([outsider.status, outsider.error], [401, 'LOCKSTEP_ERR_PEER_CERT_MISSING'], path);
     }
     assert.equal(seen.length, before, 'the upstream saw none of them');
   });

@@ -8,9 +8,10 @@
  * adapter matches them; the answer is the catalogue's status and code, and every decision is audited
  * with `via: 'authz-server'`. No body is seen, so no body schema is checked: that stays the service's.
  * A target with dot segments, encoded slashes or backslashes, `;`, empty segments, or a declared route's
- * path in another letter case is refused (400, LOCKSTEP_ERR_INPUT_INVALID) before any route is
- * matched: the upstream may normalize it into another route than the one decided for
- * (`/public/../admin/users` is `/admin/users` to most servers, `/Admin` is `/admin` to Express).
+ * path in another letter case or with a trailing slash matches no route (404 LOCKSTEP_ERR_ROUTE_UNKNOWN,
+ * after transport and the Txn-Token, like any undeclared path): the upstream may normalize it into another
+ * route than the one decided for (`/public/../admin/users` is `/admin/users` to most servers, `/Admin` is
+ * `/admin` to Express).
  *
  *   const decisions = lockstepDecisions(guard, { 'GET /orders/:id': { action: 'orders:read' } });
  *   const { allowed, status, code } = await decisions.decide({ peerCertificateChain: pem, method, path, headers });
@@ -19,7 +20,6 @@ import { GuardError, statusOf, type GuardErrorCode } from '../errors.ts';
 import type { Guard } from '../guard.ts';
 import type { Admission } from '../pipeline.ts';
 import { parseRouteTable, routeMatcher, type FoundRoute, type RouteTable } from '../route-table.ts';
-import { ambiguousPath } from '../request-target.ts';
 import type { RouteSecurity } from '../routes.ts';
 import type { PresentedChain } from '../steps/presented-chain.ts';
 
@@ -70,21 +70,21 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
     return route === undefined ? null : { route, params: {} };
   }
 
-  /** The route to decide for: by path (and, when named, it must perform the action), else by action. */
+  /**
+   * The route to decide for: by path (and, when named, it must perform the action), else by action. A
+   * path the upstream could read as another route matches none.
+   */
   function routeFor(facts: DecisionFacts, method: string): FoundRoute {
-    if (facts.action === undefined) return matcher.find(method, facts.path);
-    if (facts.path === '') return byAction(facts.action);
+    if (facts.action !== undefined && facts.path === '') return byAction(facts.action);
+    if (matcher.ambiguity(method, facts.path) !== null) return null;
     const found = matcher.find(method, facts.path);
-    return found?.route.security.action === facts.action ? found : null;
+    return facts.action === undefined || found?.route.security.action === facts.action ? found : null;
   }
 
-  /** Why the facts cannot be decided as they stand (the path, or an owner that cannot be looked up), or null. */
-  function undecidable(facts: DecisionFacts, method: string, found: FoundRoute): string | null {
-    if (facts.path !== '' || facts.action === undefined)
-      return ambiguousPath(facts.path) ?? matcher.caseAmbiguity(method, facts.path);
-    if (facts.action !== undefined && (found?.route.security.owner ?? null) !== null)
-      return `the route performing ${facts.action} checks the resource's owner: name the request (method and path) so that its params are known`;
-    return null;
+  /** Why an action cannot be decided without a request (its route looks up an owner from params), or null. */
+  function undecidable(facts: DecisionFacts, found: FoundRoute): string | null {
+    if (facts.action === undefined || facts.path !== '' || (found?.route.security.owner ?? null) === null) return null;
+    return `the route performing ${facts.action} checks the resource's owner: name the request (method and path) so that its params are known`;
   }
 
   async function decide(facts: DecisionFacts): Promise<Decision> {
@@ -99,7 +99,7 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
       peerCertificateChain: facts.peerCertificateChain,
       assertedSpiffeId: facts.assertedSpiffeId,
     };
-    const ambiguity = undecidable(facts, method, found);
+    const ambiguity = undecidable(facts, found);
     if (ambiguity !== null)
       return decisionOf(
         guard.decisionPipeline.refuseEarly(request, null, new GuardError('LOCKSTEP_ERR_INPUT_INVALID', ambiguity)),

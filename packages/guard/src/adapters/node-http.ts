@@ -2,7 +2,10 @@
  * The node:http adapter: wraps a plain request handler. Routes are matched with find-my-way (the
  * router Fastify uses); the handler receives the route's params and checked body, and should
  * dispatch on `admission.route`, not on the raw URL. A HEAD request is the GET route's unless a HEAD
- * route is declared. A handler that throws or rejects is answered 500 LOCKSTEP_ERR_INTERNAL and
+ * route is declared. With `{ foreignServer: true }` (the handler hands the request to another server,
+ * as the sidecar does), a target that server could read as another route (`foreignServerAmbiguity`:
+ * dot segments, encoded separators, `;`, another letter case, a trailing slash) matches no route: after
+ * transport and the Txn-Token, 404 LOCKSTEP_ERR_ROUTE_UNKNOWN, audited. A handler that throws or rejects is answered 500 LOCKSTEP_ERR_INTERNAL and
  * audited (a second event for the request id): the guard writes no body of its own.
  *
  *   const server = guard.createServer(lockstepHttp(guard, {
@@ -27,18 +30,28 @@ export type GuardedHandler = (
   context: GuardedRequestContext,
 ) => unknown;
 
+export interface LockstepHttpOptions {
+  /** The handler passes requests to another server (a proxy): refuse targets it could read as another route. */
+  readonly foreignServer?: boolean;
+}
+
 export function lockstepHttp(
   guard: Guard,
   table: RouteTable,
   handler: GuardedHandler,
+  options: LockstepHttpOptions = {},
 ): (request: IncomingMessage, response: ServerResponse) => void {
   const routes = parseRouteTable(table, 'lockstepHttp');
   guard.declareRoutes(routes.map((route) => route.security));
   const matcher = routeMatcher(routes);
+  const foreignServer = options.foreignServer === true;
 
   return function lockstepHandler(request, response) {
+    const method = request.method ?? '';
+    const url = request.url ?? '/';
     // A HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2).
-    const found: FoundRoute = matcher.find(request.method ?? '', request.url ?? '/');
+    const found: FoundRoute =
+      foreignServer && matcher.ambiguity(method, url) !== null ? null : matcher.find(method, url);
     guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then(
       (admitted) => {
         if (admitted === null) return;

@@ -12,6 +12,8 @@
  *            default: "the last element is the nearest proxy's" is false under APPEND_FORWARD when
  *            the client presented no certificate (Envoy appends nothing, and the last element is then
  *            one the client wrote). Envoy must run `forward_client_cert_details: SANITIZE_SET`.
+ *   Envoy    gRPC ext_authz: `attributes.source.certificate` (`include_peer_certificate: true`) — URL-encoded
+ *            PEM of the client's leaf, from Envoy's own TLS state (no header a client could write).
  */
 import type { PresentedChain } from '@lockstep/guard';
 
@@ -32,12 +34,22 @@ function urlDecoded(text: string): string | null {
   }
 }
 
+/** URL-encoded PEM; `malformed` when it does not decode to PEM text. */
+function urlEncodedPem(value: string): ForwardedCertificate {
+  const pem = urlDecoded(value);
+  return pem === null || !pem.includes('-----BEGIN CERTIFICATE-----') ? 'malformed' : { chain: pem };
+}
+
 /** nginx's `$ssl_client_escaped_cert`: the URL-encoded PEM of the client's leaf. */
 export function fromNginxHeader(header: string | readonly string[] | undefined): ForwardedCertificate {
   const value = single(header);
   if (value === undefined) return 'absent';
-  const pem = value === null ? null : urlDecoded(value);
-  return pem === null || !pem.includes('-----BEGIN CERTIFICATE-----') ? 'malformed' : { chain: pem };
+  return value === null ? 'malformed' : urlEncodedPem(value);
+}
+
+/** Envoy's gRPC `AttributeContext.Peer.certificate` (`''` when the client presented none): URL-encoded PEM. */
+export function fromEnvoyPeerCertificate(value: string): ForwardedCertificate {
+  return value === '' ? 'absent' : urlEncodedPem(value);
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -71,9 +83,7 @@ export function fromXfccHeader(
   if (elements.length > 1 && !lastOfMany) return 'malformed';
   const last = elements.at(-1) ?? new Map<string, string>();
   const encoded = last.get('chain') ?? last.get('cert');
-  if (encoded === undefined) return 'absent';
-  const pem = urlDecoded(encoded);
-  return pem === null || !pem.includes('-----BEGIN CERTIFICATE-----') ? 'malformed' : { chain: pem };
+  return encoded === undefined ? 'absent' : urlEncodedPem(encoded);
 }
 
 /** XFCC elements as maps of lower-cased keys to values; null when the header does not parse. */

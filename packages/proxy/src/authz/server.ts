@@ -15,6 +15,7 @@
  *   ANY  /traefik/auth                Traefik forwardAuth  (X-Forwarded-Method, -Uri, -Tls-Client-Cert)
  *   ANY  /envoy/ext_authz/<path>      Envoy ext_authz HTTP (method as sent, path after the prefix, XFCC)
  *   POST /access/v1/evaluation(s)     OpenID AuthZEN 1.0   (subject asserted in the body; `authzenCallers` only)
+ *   gRPC envoy.service.auth.v3.Authorization/Check  on its own port with `grpc: { port }` (grpc-check.ts)
  *
  * Every answer is 200 or a refusal rendered by the guard's one renderer (`lockstep-error` and
  * `lockstep-request-id` headers, the catalogue's status; for nginx, statuses nginx cannot pass on are
@@ -33,11 +34,14 @@ import {
   type RouteTable,
   type TxnTokenKeyOptions,
 } from '@lockstep/guard';
-import { lockstepDecisions, type Decision, type DecisionFacts } from '@lockstep/guard/decision';
-import { readTlsPeer, readX509Svid, SvidError } from '@lockstep/identity';
+import { lockstepDecisions, type Decision } from '@lockstep/guard/decision';
+import { readTlsPeer } from '@lockstep/identity';
 import { joinAsWorkload, type WorkloadAgent } from '@lockstep/workload';
 import { AuthzenRequestError, parseEvaluation, parseEvaluations, type AuthzenEvaluation } from './authzen.ts';
-import { fromNginxHeader, fromTraefikHeader, fromXfccHeader, type ForwardedCertificate } from './client-certificate.ts';
+import { fromNginxHeader, fromTraefikHeader, fromXfccHeader } from './client-certificate.ts';
+import { decideForwarded } from './forwarded-request.ts';
+import { startGrpcCheck, type GrpcCheck } from './grpc-check.ts';
+import { trustedProxies, type ProxyCaller } from './trusted-proxy.ts';
 
 export interface AuthzServerOptions {
   /** The protected service this process decides for; it joins the control plane as this service. */
@@ -65,6 +69,11 @@ export interface AuthzServerOptions {
   readonly xfccElements?: 'refuse' | 'last';
   /** Default 127.0.0.1, port 0 (any free port). */
   readonly listen?: { readonly host?: string; readonly port?: number };
+  /**
+   * Envoy ext_authz over gRPC (`envoy.service.auth.v3.Authorization/Check`) on a port of its own, same
+   * mTLS and trusted proxies. Off unless given; host default 127.0.0.1, port 0 (any free port).
+   */
+  readonly grpc?: { readonly host?: string; readonly port?: number };
   readonly stateDir?: string;
   readonly logger?: GuardLogger;
   /** Default: the control plane's Txn-Token Service JWKS. */
@@ -78,12 +87,19 @@ export interface AuthzServerOptions {
     readonly headerBytes?: number;
     /** Most evaluations in one `/access/v1/evaluations` request. Default 64. */
     readonly evaluations?: number;
+    /** Largest gRPC CheckRequest (RESOURCE_EXHAUSTED beyond). Default 64 KiB. */
+    readonly grpcMessageBytes?: number;
+    /** Most request headers in one gRPC CheckRequest. Default 128. */
+    readonly grpcHeaders?: number;
   };
 }
 
 export interface AuthzServer {
   readonly url: string;
   readonly port: number;
+  /** The gRPC listener's `host:port` (a gRPC client's target), or null without `grpc`. */
+  readonly grpcAddress: string | null;
+  readonly grpcPort: number | null;
   readonly guard: Guard;
   readonly agent: WorkloadAgent;
   close(): Promise<void>;
@@ -91,21 +107,23 @@ export interface AuthzServer {
 
 const QUIET: GuardLogger = { info() {}, warn() {}, error() {} };
 const ENVOY_PREFIX = '/envoy/ext_authz';
-/** Text without a PEM certificate: the pipeline refuses it as an invalid identity. */
-const UNREADABLE_CHAIN = 'an unreadable client certificate header';
 /** No route performs this (an action id is printable ASCII). */
 const NO_ACTION = '\u0000';
 
 export async function createAuthzServer(options: AuthzServerOptions): Promise<AuthzServer> {
-  const trusted = trustedProxySet(options);
+  let guard: Guard;
+  // Checked before joining: a mistake must not spend the join token.
+  const proxies = trustedProxies(options.trustedProxies, options.trustDomain, (id) => guard.isRevokedSpiffeId(id));
   const authzenCallers = new Set(options.authzenCallers ?? []);
   for (const id of authzenCallers)
-    if (!trusted.has(id))
+    if (!proxies.ids.has(id))
       throw new TypeError(`authzenCallers lists ${id}, which is not in trustedProxies: add it there too, or remove it`);
   const limits = {
     bodyBytes: options.limits?.bodyBytes ?? 65_536,
     headerBytes: options.limits?.headerBytes ?? 32_768,
     evaluations: options.limits?.evaluations ?? 64,
+    grpcMessageBytes: options.limits?.grpcMessageBytes ?? 65_536,
+    grpcHeaders: options.limits?.grpcHeaders ?? 128,
   };
   const logger = options.logger ?? QUIET;
   const agent = await joinAsWorkload({
@@ -115,7 +133,6 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
     service: options.service,
     ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
   });
-  let guard: Guard;
   try {
     const base = agent.guardOptions(options.shipAudit === false ? { auditSpoolDir: false } : {});
     guard = await createGuard({
@@ -154,6 +171,7 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
     connections.add(socket);
     socket.once('close', () => connections.delete(socket));
   });
+  let grpcCheck: GrpcCheck | null = null;
   // Rotations: the agent hands the new SVID and bundle to the guard; this server presents them too.
   agent.attach({
     setPolicyBundle: (jws) => guard.setPolicyBundle(jws),
@@ -163,6 +181,7 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       guard.setTrustBundle(pem);
       material = { ...material, ca: pem };
       server.setSecureContext({ ...material, minVersion: 'TLSv1.3' });
+      grpcCheck?.setTrustBundle(pem);
       // A connection's peer was verified at its handshake, under the old bundle: a CA removed from the
       // bundle must not keep its proxies trusted over keep-alive. Close them all (fail closed; the
       // proxies reconnect and are verified under the new bundle).
@@ -173,6 +192,7 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       guard.setSvid(svid);
       material = { ...material, cert: svid.cert, key: svid.key };
       server.setSecureContext({ ...material, minVersion: 'TLSv1.3' });
+      grpcCheck?.setSvid(svid.cert, svid.key);
     },
     status: () => guard.status(),
   });
@@ -182,32 +202,11 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
    * per connection (a bundle rotation closes every connection); revocation and expiry are checked on every
    * request, since a keep-alive connection outlives both.
    */
-  type Caller = { readonly spiffeId: string; readonly notAfterMs: number } | GuardError;
-  let callers = new WeakMap<TLSSocket, Caller>();
-  function callerOf(socket: TLSSocket): Caller {
-    const peer = readTlsPeer(socket);
-    if (peer.leafDer === null) return new GuardError('LOCKSTEP_ERR_PEER_CERT_MISSING', 'the proxy sent no SVID');
-    if (!peer.authorized)
-      return new GuardError('LOCKSTEP_ERR_PEER_UNTRUSTED', `proxy ${peer.authorizationError ?? 'unverified'}`);
-    try {
-      const svid = readX509Svid(peer.leafDer, { now: Date.now() });
-      return trusted.has(svid.spiffeId)
-        ? { spiffeId: svid.spiffeId, notAfterMs: svid.notAfterMs }
-        : new GuardError('LOCKSTEP_ERR_DENIED', `${svid.spiffeId} is not a trusted proxy of this decision service`);
-    } catch (error) {
-      if (!(error instanceof SvidError)) throw error;
-      return new GuardError('LOCKSTEP_ERR_PEER_ID_INVALID', `proxy: ${error.detail}`);
-    }
-  }
-  function callerRefusal(socket: TLSSocket): GuardError | { readonly spiffeId: string } {
+  let callers = new WeakMap<TLSSocket, ProxyCaller | GuardError>();
+  function callerRefusal(socket: TLSSocket): ProxyCaller | GuardError {
     let caller = callers.get(socket);
-    if (caller === undefined) callers.set(socket, (caller = callerOf(socket)));
-    if (caller instanceof GuardError) return caller;
-    if (Date.now() >= caller.notAfterMs)
-      return new GuardError('LOCKSTEP_ERR_PEER_UNTRUSTED', 'the proxy SVID expired: reconnect with the renewed one');
-    if (guard.isRevokedSpiffeId(caller.spiffeId))
-      return new GuardError('LOCKSTEP_ERR_PEER_REVOKED', `proxy ${caller.spiffeId} is revoked`);
-    return caller;
+    if (caller === undefined) callers.set(socket, (caller = proxies.identify(readTlsPeer(socket))));
+    return proxies.current(caller);
   }
 
   /** A refusal that is no decision about a client (caller, body, endpoint): audited, then answered. */
@@ -256,7 +255,7 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       kind === 'nginx'
         ? fromNginxHeader(request.headersDistinct['x-client-cert'])
         : fromTraefikHeader(request.headersDistinct['x-forwarded-tls-client-cert']);
-    const decision = await decideWith(certificate, method, uri, headers);
+    const decision = await decideForwarded(decisions, certificate, method, uri, headers);
     answer(request, response, decision, kind === 'nginx');
   }
 
@@ -266,25 +265,8 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       request.headersDistinct['x-forwarded-client-cert'],
       options.xfccElements === 'last',
     );
-    const decision = await decideWith(certificate, request.method ?? '', original, request.headers);
+    const decision = await decideForwarded(decisions, certificate, request.method ?? '', original, request.headers);
     answer(request, response, decision, false);
-  }
-
-  function decideWith(
-    certificate: ForwardedCertificate,
-    method: string,
-    path: string,
-    headers: IncomingMessage['headers'],
-  ): Promise<Decision> {
-    const facts: DecisionFacts = {
-      peerCertificateChain: typeof certificate === 'object' ? certificate.chain : undefined,
-      method,
-      path,
-      headers: forwardedHeaders(headers),
-    };
-    // An unreadable certificate header is an invalid identity (not a missing one), decided and audited as such.
-    if (certificate === 'malformed') return decisions.decide({ ...facts, peerCertificateChain: UNREADABLE_CHAIN });
-    return decisions.decide(facts);
   }
 
   async function authzen(request: IncomingMessage, response: ServerResponse, batch: boolean) {
@@ -334,8 +316,10 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       response.writeHead(200, {
         'cache-control': 'no-store',
         'lockstep-request-id': decision.requestId,
-        // For the upstream (nginx auth_request_set, Envoy allowed_upstream_headers, Traefik authResponseHeaders).
-        ...(caller === undefined ? {} : { 'lockstep-caller': caller }),
+        // For the upstream (nginx auth_request_set, Envoy allowed_upstream_headers, Traefik authResponseHeaders):
+        // always sent, empty on a public route, so that it replaces whatever the client wrote; Envoy also removes it.
+        'lockstep-caller': caller ?? '',
+        ...(caller === undefined ? { 'x-envoy-auth-headers-to-remove': 'lockstep-caller' } : {}),
         'content-length': '0',
       });
       response.end();
@@ -346,61 +330,53 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
     writeAnswer(response, code, decision.requestId, request.method === 'HEAD', nginx);
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.listen?.port ?? 0, options.listen?.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
+  let closing: Promise<void> | null = null;
+  function close(): Promise<void> {
+    closing ??= (async () => {
+      grpcCheck?.close();
+      server.closeAllConnections();
+      if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+      await agent.close();
+      await guard.close();
+    })();
+    return closing;
+  }
+
+  const host = options.listen?.host ?? '127.0.0.1';
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.listen?.port ?? 0, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+    if (options.grpc !== undefined)
+      grpcCheck = await startGrpcCheck({
+        host: options.grpc.host ?? '127.0.0.1',
+        port: options.grpc.port ?? 0,
+        material,
+        proxies,
+        guard,
+        decisions,
+        limits: { messageBytes: limits.grpcMessageBytes, headers: limits.grpcHeaders },
+        logger,
+      });
+  } catch (error) {
+    await close();
+    throw error;
+  }
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : 0;
-  const host = options.listen?.host ?? '127.0.0.1';
+  const url = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
   logger.info('decision service listening', {
     service: options.service,
-    url: `https://${host}:${port}`,
-    trustedProxies: [...trusted],
+    url,
+    ...(grpcCheck === null ? {} : { grpc: grpcCheck.address }),
+    trustedProxies: [...proxies.ids],
   });
 
-  let closing: Promise<void> | null = null;
-  return {
-    url: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
-    port,
-    guard,
-    agent,
-    close() {
-      closing ??= (async () => {
-        server.closeAllConnections();
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-        await agent.close();
-        await guard.close();
-      })();
-      return closing;
-    },
-  };
-}
-
-function trustedProxySet(options: AuthzServerOptions): ReadonlySet<string> {
-  const list = options.trustedProxies as unknown;
-  if (
-    !Array.isArray(list) ||
-    list.length === 0 ||
-    list.some((id) => typeof id !== 'string' || !id.startsWith('spiffe://'))
-  )
-    throw new TypeError(
-      `trustedProxies must list the SPIFFE IDs of the proxies that may ask, e.g. ['spiffe://${options.trustDomain}/svc/edge-nginx']`,
-    );
-  return new Set(list as string[]);
-}
-
-/** Only what the pipeline reads from the client's request: never the proxy's own headers. */
-function forwardedHeaders(headers: IncomingMessage['headers']): Record<string, string | string[]> {
-  const picked: Record<string, string | string[]> = {};
-  for (const name of ['txn-token', 'traceparent', 'lockstep-probe-as', 'lockstep-probe-requester']) {
-    const value = headers[name];
-    if (value !== undefined) picked[name] = value;
-  }
-  return picked;
+  return { url, port, grpcAddress: grpcCheck?.address ?? null, grpcPort: grpcCheck?.port ?? null, guard, agent, close };
 }
 
 /** The one renderer's refusal; for nginx, a status other than 401/403/5xx becomes 403 (nginx passes no other). */
