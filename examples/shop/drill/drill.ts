@@ -60,6 +60,24 @@ function outcome(answer: Answer): Outcome {
   };
 }
 
+/**
+ * A compromised `service` POSTs `json` to `url` as alice. Perimeter-only: a bare `x-user` header is enough
+ * inside. Lockstep: the attacker holds the service's own SVID and key, and a Txn-Token for alice captured
+ * from the gateway — what is left to refuse it is the policy.
+ */
+async function postAsCompromised(
+  { shop, mode, passwords }: Context,
+  service: string,
+  url: string,
+  json: unknown,
+): Promise<Outcome> {
+  if (mode === 'perimeter-only')
+    return outcome(await call(url, { method: 'POST', json, headers: { 'x-user': 'alice' } }));
+  const compromised = await stolenCredentials(shop, service);
+  const token = await capturedTxnToken(shop, await stolenCredentials(shop, 'gateway'), 'alice', passwords.alice ?? '');
+  return outcome(await call(url, { method: 'POST', json, headers: { 'txn-token': token }, as: compromised }));
+}
+
 const ATTACKS: readonly { id: string; title: string; run(context: Context): Promise<Outcome> }[] = [
   {
     id: 'a',
@@ -71,31 +89,11 @@ const ATTACKS: readonly { id: string; title: string; run(context: Context): Prom
   {
     id: 'b',
     title: 'compromised inventory (its own valid SVID and key) charges at payments',
-    run: async ({ shop, mode, passwords }) => {
-      if (mode === 'perimeter-only')
-        return outcome(
-          await call(`${shop.urls.payments}/charges`, {
-            method: 'POST',
-            json: { orderId: 'drill', amount: 99_900 },
-            headers: { 'x-user': 'alice' },
-          }),
-        );
-      const inventory = await stolenCredentials(shop, 'inventory');
-      const token = await capturedTxnToken(
-        shop,
-        await stolenCredentials(shop, 'gateway'),
-        'alice',
-        passwords.alice ?? '',
-      );
-      return outcome(
-        await call(`${shop.urls.payments}/charges`, {
-          method: 'POST',
-          json: { orderId: 'drill', amount: 99_900 },
-          headers: { 'txn-token': token },
-          as: inventory,
-        }),
-      );
-    },
+    run: (context) =>
+      postAsCompromised(context, 'inventory', `${context.shop.urls.payments}/charges`, {
+        orderId: 'drill',
+        amount: 99_900,
+      }),
   },
   {
     id: 'c',
@@ -216,31 +214,8 @@ const ATTACKS: readonly { id: string; title: string; run(context: Context): Prom
   {
     id: 'j',
     title: 'compromised payments (its own SVID, a captured Txn-Token) asks shipping for a quote',
-    run: async ({ shop, mode, passwords }) => {
-      if (mode === 'perimeter-only')
-        return outcome(
-          await call(`${shop.urls.shipping}/quotes`, {
-            method: 'POST',
-            json: { item: 'tea', quantity: 1 },
-            headers: { 'x-user': 'alice' },
-          }),
-        );
-      const payments = await stolenCredentials(shop, 'payments');
-      const token = await capturedTxnToken(
-        shop,
-        await stolenCredentials(shop, 'gateway'),
-        'alice',
-        passwords.alice ?? '',
-      );
-      return outcome(
-        await call(`${shop.urls.shipping}/quotes`, {
-          method: 'POST',
-          json: { item: 'tea', quantity: 1 },
-          headers: { 'txn-token': token },
-          as: payments,
-        }),
-      );
-    },
+    run: (context) =>
+      postAsCompromised(context, 'payments', `${context.shop.urls.shipping}/quotes`, { item: 'tea', quantity: 1 }),
   },
 ];
 

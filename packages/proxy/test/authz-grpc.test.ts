@@ -7,49 +7,29 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
-import { subscribeDecisions, type DecisionEvent } from '@lockstep/guard';
-import { createTestCa, createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
-import {
-  createJoinToken,
-  createPolicyService,
-  openSigningKey,
-  openSqliteStore,
-  openWorkloadCa,
-  startControlPlane,
-  type ControlPlaneStore,
-  type PolicyService,
-  type RunningControlPlane,
-  type WorkloadCa,
-} from '@lockstep/control-plane';
-import { joinControlPlane, type WorkloadCredentials } from '@lockstep/workload';
-import { createAuthzServer, type AuthzServer } from '../src/authz/index.ts';
+import type { DecisionEvent } from '@lockstep/guard';
+import { createTestCa } from '@lockstep/testkit';
+import type { WorkloadCredentials } from '@lockstep/workload';
+import type { AuthzServer } from '../src/authz/index.ts';
+import { startAuthzWorld, TD, type AuthzWorld } from './authz-world.ts';
 
-const TD = 'shop.test';
 const PROTO_DIR = fileURLToPath(new URL('../proto/', import.meta.url));
 const PYTHON = '/usr/bin/python3';
 const execFileAsync = promisify(execFile);
 const PYTHON_CHECK = fileURLToPath(new URL('./fixtures/ext_authz_check.py', import.meta.url));
-const scratch = mkdtempSync(join(tmpdir(), 'lockstep-authz-grpc-'));
-let ca: WorkloadCa;
-let store: ControlPlaneStore;
-let policy: PolicyService;
-let controlPlane: RunningControlPlane;
+let world: AuthzWorld;
 let authz: AuthzServer;
-let minter: TxnTokenMinter;
 let edge: WorkloadCredentials;
 let gateway: WorkloadCredentials;
 let payments: WorkloadCredentials;
 let customerToken: string;
-const events: DecisionEvent[] = [];
-let unsubscribe: () => void;
 
 const ROUTES = {
   'GET /health': { public: true },
@@ -90,50 +70,14 @@ interface CheckAnswer {
   denied_response: { status: { code: number }; headers: HeaderOption[]; body: string } | null;
 }
 
-async function enrol(service: string): Promise<WorkloadCredentials> {
-  const { token } = await createJoinToken(store, ca, { service, createdBy: 'cli' });
-  return joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: token, service });
-}
-
 before(async () => {
-  const policyDir = join(scratch, 'policies');
-  cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
-  ca = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'keys') });
-  store = openSqliteStore(':memory:');
-  const policyKey = await openSigningKey(join(scratch, 'keys'), 'policy');
-  policy = await createPolicyService({ dir: policyDir, signingKey: policyKey, watch: false });
-  controlPlane = await startControlPlane({ ca, store, policy });
-  minter = await createTxnTokenMinter({ trustDomain: TD });
-  unsubscribe = subscribeDecisions((event) => events.push(event));
-  edge = await enrol('edge');
-  gateway = await enrol('gateway');
-  payments = await enrol('payments');
-  authz = await createAuthzServer({
-    service: 'orders',
-    trustDomain: TD,
-    controlPlane: controlPlane.url,
-    joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token,
-    routes: ROUTES,
-    trustedProxies: [edge.spiffeId],
-    grpc: { port: 0 },
-    stateDir: join(scratch, 'orders-authz'),
-    txnTokenKeys: { jwks: minter.jwks },
-    shipAudit: false,
-  });
-  const started = Date.now();
-  while (authz.guard.policyVersion === null && Date.now() - started < 5_000)
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  assert.notEqual(authz.guard.policyVersion, null, 'the decision service received orders’ policy slice');
-  customerToken = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
+  world = await startAuthzWorld('lockstep-authz-grpc-');
+  ({ edge, gateway, payments, customerToken } = world);
+  authz = await world.startOrdersAuthz({ routes: ROUTES, trustedProxies: [edge.spiffeId], grpc: { port: 0 } });
 });
 
 after(async () => {
-  unsubscribe();
-  await authz.close();
-  await controlPlane.close();
-  policy.close();
-  await store.close();
-  rmSync(scratch, { recursive: true, force: true });
+  await world.close();
 });
 
 /** A client presenting `as` (default: the trusted proxy's SVID), accepting only orders' SVID as the server. */
@@ -143,7 +87,7 @@ function clientAs(
 ): AuthorizationClient {
   const ordersId = `spiffe://${TD}/svc/orders`;
   const credentials = grpc.credentials.createSsl(
-    Buffer.from(ca.bundlePem),
+    Buffer.from(world.ca.bundlePem),
     as === null ? null : Buffer.from(as.keyPem),
     as === null ? null : Buffer.from(as.chainPem),
     {
@@ -210,12 +154,6 @@ const forwarded = (chainPem: string) => encodeURIComponent(leafPem(chainPem));
 const headersOf = (options: HeaderOption[] | undefined) =>
   Object.fromEntries((options ?? []).map(({ header }) => [header.key, header.value]));
 
-function lastEvent(requestId: string | undefined): DecisionEvent {
-  const event = events.findLast((candidate) => candidate.requestId === requestId);
-  assert.ok(event, `an audit event for request ${String(requestId)}`);
-  return event;
-}
-
 function assertRefused(answer: CheckAnswer, grpcCode: number, httpStatus: number, code: string): DecisionEvent {
   assert.equal(answer.status.code, grpcCode, JSON.stringify(answer));
   assert.equal(answer.status.message, code);
@@ -230,7 +168,7 @@ function assertRefused(answer: CheckAnswer, grpcCode: number, httpStatus: number
     error: code,
     requestId: headers['lockstep-request-id'],
   });
-  const event = lastEvent(headers['lockstep-request-id']);
+  const event = world.lastDecision(headers['lockstep-request-id']);
   assert.equal(event.decision, 'deny');
   assert.equal(event.reason, code);
   return event;
@@ -251,7 +189,7 @@ describe('Check from a trusted proxy (grpc-js)', () => {
       answer.ok_response?.headers.every((option) => option.append?.value === false),
       'replace, never append',
     );
-    const event = lastEvent(headers['lockstep-request-id']);
+    const event = world.lastDecision(headers['lockstep-request-id']);
     assert.equal(event.decision, 'allow');
     assert.equal(event.via, 'authz-server');
     assert.equal(event.caller, gateway.spiffeId);
@@ -389,10 +327,11 @@ if (pythonMissing !== false && process.env.CI === 'true')
   throw new Error(`CI must run the Python gRPC client test: ${pythonMissing}`);
 
 describe('Check from Python grpcio (the gRPC C core, as Envoy)', { skip: pythonMissing }, () => {
-  const stubs = join(scratch, 'python-stubs');
+  let stubs: string;
   let files: { ca: string; cert: string; key: string };
 
   before(() => {
+    stubs = join(world.scratch, 'python-stubs');
     const protos = [
       'envoy/service/auth/v3/external_auth.proto',
       'envoy/service/auth/v3/attribute_context.proto',
@@ -407,8 +346,12 @@ describe('Check from Python grpcio (the gRPC C core, as Envoy)', { skip: pythonM
       { encoding: 'utf8' },
     );
     assert.equal(generated.status, 0, generated.stderr);
-    files = { ca: join(scratch, 'bundle.pem'), cert: join(scratch, 'edge.pem'), key: join(scratch, 'edge.key') };
-    writeFileSync(files.ca, ca.bundlePem);
+    files = {
+      ca: join(world.scratch, 'bundle.pem'),
+      cert: join(world.scratch, 'edge.pem'),
+      key: join(world.scratch, 'edge.key'),
+    };
+    writeFileSync(files.ca, world.ca.bundlePem);
     writeFileSync(files.cert, edge.chainPem);
     writeFileSync(files.key, edge.keyPem, { mode: 0o600 });
   });
@@ -444,7 +387,7 @@ describe('Check from Python grpcio (the gRPC C core, as Envoy)', { skip: pythonM
     });
     assert.equal(allowed.code, 0, JSON.stringify(allowed));
     assert.equal(allowed.headers?.['lockstep-caller'], gateway.spiffeId);
-    assert.equal(lastEvent(allowed.headers?.['lockstep-request-id']).decision, 'allow');
+    assert.equal(world.lastDecision(allowed.headers?.['lockstep-request-id']).decision, 'allow');
     const denied = await pythonCheck({
       method: 'DELETE',
       path: '/orders/7',
@@ -494,7 +437,7 @@ describe('rotations', () => {
           error === undefined ? resolve() : reject(new Error('the connection stayed open after the rotation')),
         );
       });
-      await ca.prepareRootRotation(); // the new root joins the bundle, pushed to the decision service's agent
+      await world.ca.prepareRootRotation(); // the new root joins the bundle, pushed to the decision service's agent
       await left;
       assert.equal((await call(client, ask)).status.code, 0, 'the proxy reconnects under the new bundle');
     } finally {

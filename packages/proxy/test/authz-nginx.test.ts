@@ -6,38 +6,20 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
-import { createTxnTokenMinter } from '@lockstep/testkit';
-import {
-  createJoinToken,
-  createPolicyService,
-  openSigningKey,
-  openSqliteStore,
-  openWorkloadCa,
-  startControlPlane,
-  type ControlPlaneStore,
-  type PolicyService,
-  type RunningControlPlane,
-  type WorkloadCa,
-} from '@lockstep/control-plane';
-import { joinControlPlane, type WorkloadCredentials } from '@lockstep/workload';
-import { createAuthzServer, type AuthzServer } from '../src/authz/index.ts';
+import type { WorkloadCredentials } from '@lockstep/workload';
+import type { AuthzServer } from '../src/authz/index.ts';
+import { startAuthzWorld, type AuthzWorld } from './authz-world.ts';
 
-const TD = 'shop.test';
 const nginxBinary = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((path) => spawnSync(path, ['-v']).status === 0);
 const skip = nginxBinary === undefined ? 'nginx is not installed (apt-get install nginx-light; .ci/run does)' : false;
 
-const scratch = mkdtempSync(join(tmpdir(), 'lockstep-authz-nginx-'));
-let ca: WorkloadCa;
-let store: ControlPlaneStore;
-let policy: PolicyService;
-let controlPlane: RunningControlPlane;
+let world: AuthzWorld;
 let authz: AuthzServer;
 let upstream: Server;
 let nginx: ChildProcess;
@@ -46,11 +28,6 @@ let gateway: WorkloadCredentials;
 let payments: WorkloadCredentials;
 let token: string;
 const upstreamSaw: { caller: string | undefined; url: string | undefined }[] = [];
-
-async function enrol(service: string): Promise<WorkloadCredentials> {
-  const { token: joinToken } = await createJoinToken(store, ca, { service, createdBy: 'cli' });
-  return joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken, service });
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -103,33 +80,13 @@ http {
 
 before(async () => {
   if (skip !== false) return;
-  const policyDir = join(scratch, 'policies');
-  cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
-  ca = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'keys') });
-  store = openSqliteStore(':memory:');
-  const policyKey = await openSigningKey(join(scratch, 'keys'), 'policy');
-  policy = await createPolicyService({ dir: policyDir, signingKey: policyKey, watch: false });
-  controlPlane = await startControlPlane({ ca, store, policy });
-  const minter = await createTxnTokenMinter({ trustDomain: TD });
-  const edge = await enrol('edge');
-  gateway = await enrol('gateway');
-  payments = await enrol('payments');
-  token = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
-
-  authz = await createAuthzServer({
-    service: 'orders',
-    trustDomain: TD,
-    controlPlane: controlPlane.url,
-    joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token,
+  world = await startAuthzWorld('lockstep-authz-nginx-');
+  ({ gateway, payments, customerToken: token } = world);
+  const { edge } = world;
+  authz = await world.startOrdersAuthz({
     routes: { 'GET /orders/:id': { action: 'orders:read' }, 'DELETE /orders/:id': { action: 'orders:delete' } },
     trustedProxies: [edge.spiffeId],
-    stateDir: join(scratch, 'orders-authz'),
-    txnTokenKeys: { jwks: minter.jwks },
-    shipAudit: false,
   });
-  const started = Date.now();
-  while (authz.guard.policyVersion === null && Date.now() - started < 5_000)
-    await new Promise((resolve) => setTimeout(resolve, 20));
 
   upstream = createServer((req, res) => {
     const caller = req.headers['lockstep-caller'];
@@ -139,11 +96,11 @@ before(async () => {
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   const upstreamPort = (upstream.address() as { port: number }).port;
 
-  const dir = join(scratch, 'nginx');
+  const dir = join(world.scratch, 'nginx');
   mkdirSync(dir);
   writeFileSync(join(dir, 'edge.pem'), edge.chainPem);
   writeFileSync(join(dir, 'edge.key'), edge.keyPem, { mode: 0o600 });
-  writeFileSync(join(dir, 'bundle.pem'), ca.bundlePem);
+  writeFileSync(join(dir, 'bundle.pem'), world.ca.bundlePem);
   nginxPort = await freePort();
   writeFileSync(join(dir, 'nginx.conf'), nginxConfig(dir, authz.port, upstreamPort));
   nginx = spawn(nginxBinary as string, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'], {
@@ -177,11 +134,7 @@ after(async () => {
   nginx.kill('SIGTERM');
   await new Promise((resolve) => nginx.once('exit', resolve));
   upstream.close();
-  await authz.close();
-  await controlPlane.close();
-  policy.close();
-  await store.close();
-  rmSync(scratch, { recursive: true, force: true });
+  await world.close();
 });
 
 async function get(
@@ -194,7 +147,7 @@ async function get(
   const dispatcher = new Agent({
     connect: {
       ...(client === null ? {} : { cert: client.chainPem, key: client.keyPem }),
-      ca: ca.bundlePem,
+      ca: world.ca.bundlePem,
       checkServerIdentity: () => undefined,
     },
   });

@@ -6,44 +6,21 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it, mock } from 'node:test';
 import { Agent, Client, request } from 'undici';
-import { subscribeDecisions, type DecisionEvent } from '@lockstep/guard';
-import { createTestCa, createTxnTokenMinter, type TxnTokenMinter } from '@lockstep/testkit';
-import {
-  createJoinToken,
-  createPolicyService,
-  openSigningKey,
-  openSqliteStore,
-  openWorkloadCa,
-  startControlPlane,
-  type ControlPlaneStore,
-  type PolicyService,
-  type RunningControlPlane,
-  type WorkloadCa,
-} from '@lockstep/control-plane';
-import { joinControlPlane, type WorkloadCredentials } from '@lockstep/workload';
-import { createAuthzServer, type AuthzServer } from '../src/authz/index.ts';
+import { createTestCa } from '@lockstep/testkit';
+import type { WorkloadCredentials } from '@lockstep/workload';
+import type { AuthzServer } from '../src/authz/index.ts';
+import { startAuthzWorld, TD, type AuthzWorld } from './authz-world.ts';
 
-const TD = 'shop.test';
-const scratch = mkdtempSync(join(tmpdir(), 'lockstep-authz-'));
-let ca: WorkloadCa;
-let store: ControlPlaneStore;
-let policy: PolicyService;
-let controlPlane: RunningControlPlane;
+let world: AuthzWorld;
 let authz: AuthzServer;
-let minter: TxnTokenMinter;
 let edge: WorkloadCredentials;
 let gateway: WorkloadCredentials;
 let payments: WorkloadCredentials;
 /** A second trusted proxy, not allowed AuthZEN; revoked in one test. */
 let mesh: WorkloadCredentials;
 let customerToken: string;
-const events: DecisionEvent[] = [];
-let unsubscribe: () => void;
 
 const ROUTES = {
   'GET /health': { public: true },
@@ -53,52 +30,19 @@ const ROUTES = {
   'DELETE /orders/:id': { action: 'orders:delete', owner: ({ id }: { id?: string }) => (id === '7' ? 'alice' : null) },
 };
 
-async function enrol(service: string): Promise<WorkloadCredentials> {
-  const { token } = await createJoinToken(store, ca, { service, createdBy: 'cli' });
-  return joinControlPlane({ url: controlPlane.url, trustDomain: TD, joinToken: token, service });
-}
-
 before(async () => {
-  const policyDir = join(scratch, 'policies');
-  cpSync(new URL('../../guard/example/policies/', import.meta.url), policyDir, { recursive: true });
-  ca = await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'keys') });
-  store = openSqliteStore(':memory:');
-  const policyKey = await openSigningKey(join(scratch, 'keys'), 'policy');
-  policy = await createPolicyService({ dir: policyDir, signingKey: policyKey, watch: false });
-  controlPlane = await startControlPlane({ ca, store, policy });
-  minter = await createTxnTokenMinter({ trustDomain: TD });
-  unsubscribe = subscribeDecisions((event) => events.push(event));
-
-  edge = await enrol('edge');
-  gateway = await enrol('gateway');
-  payments = await enrol('payments');
-  mesh = await enrol('mesh');
-  authz = await createAuthzServer({
-    service: 'orders',
-    trustDomain: TD,
-    controlPlane: controlPlane.url,
-    joinToken: (await createJoinToken(store, ca, { service: 'orders', createdBy: 'cli' })).token,
+  world = await startAuthzWorld('lockstep-authz-');
+  ({ edge, gateway, payments, customerToken } = world);
+  mesh = await world.enrol('mesh');
+  authz = await world.startOrdersAuthz({
     routes: ROUTES,
     trustedProxies: [edge.spiffeId, mesh.spiffeId],
     authzenCallers: [edge.spiffeId],
-    stateDir: join(scratch, 'orders-authz'),
-    txnTokenKeys: { jwks: minter.jwks },
-    shipAudit: false,
   });
-  const started = Date.now();
-  while (authz.guard.policyVersion === null && Date.now() - started < 5_000)
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  assert.notEqual(authz.guard.policyVersion, null, 'the decision service received orders’ policy slice');
-  customerToken = await minter.mint({ sub: 'alice', tctx: { roles: ['customer'] }, req_wl: gateway.spiffeId });
 });
 
 after(async () => {
-  unsubscribe();
-  await authz.close();
-  await controlPlane.close();
-  policy.close();
-  await store.close();
-  rmSync(scratch, { recursive: true, force: true });
+  await world.close();
 });
 
 function leafPem(chainPem: string): string {
@@ -122,7 +66,9 @@ async function ask(
   } = {},
 ): Promise<Answer> {
   const as = options.as === undefined ? { cert: edge.chainPem, key: edge.keyPem } : options.as;
-  const dispatcher = new Agent({ connect: { ...(as ?? {}), ca: ca.bundlePem, checkServerIdentity: () => undefined } });
+  const dispatcher = new Agent({
+    connect: { ...(as ?? {}), ca: world.ca.bundlePem, checkServerIdentity: () => undefined },
+  });
   try {
     const response = await request(`${authz.url}${path}`, {
       dispatcher,
@@ -143,18 +89,12 @@ function nginxAsk(method: string, uri: string, clientCertPem: string | null, tok
   return ask('/nginx/auth', { headers });
 }
 
-function lastEvent(requestId: string | string[] | undefined): DecisionEvent {
-  const event = events.findLast((candidate) => candidate.requestId === requestId);
-  assert.ok(event, `an audit event for request ${String(requestId)}`);
-  return event;
-}
-
 describe('nginx auth_request', () => {
   it('allows a permitted caller with its Txn-Token, and names it for the upstream', async () => {
     const answer = await nginxAsk('GET', '/orders/7?x=1', leafPem(gateway.chainPem), customerToken);
     assert.equal(answer.status, 200);
     assert.equal(answer.headers['lockstep-caller'], gateway.spiffeId);
-    const event = lastEvent(answer.headers['lockstep-request-id']);
+    const event = world.lastDecision(answer.headers['lockstep-request-id']);
     assert.equal(event.decision, 'allow');
     assert.equal(event.via, 'authz-server');
     assert.equal(event.service, 'orders');
@@ -168,7 +108,7 @@ describe('nginx auth_request', () => {
     const answer = await nginxAsk('DELETE', '/orders/7', leafPem(gateway.chainPem), customerToken);
     assert.equal(answer.status, 403);
     assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_DENIED');
-    assert.equal(lastEvent(answer.headers['lockstep-request-id']).reason, 'LOCKSTEP_ERR_DENIED');
+    assert.equal(world.lastDecision(answer.headers['lockstep-request-id']).reason, 'LOCKSTEP_ERR_DENIED');
   });
 
   it('refuses a caller the policy does not name (payments) with 403', async () => {
@@ -192,7 +132,7 @@ describe('nginx auth_request', () => {
   it('lets a public route through without identity', async () => {
     const answer = await nginxAsk('GET', '/health', null, null);
     assert.equal(answer.status, 200);
-    assert.equal(lastEvent(answer.headers['lockstep-request-id']).reason, 'LOCKSTEP_ALLOW_PUBLIC');
+    assert.equal(world.lastDecision(answer.headers['lockstep-request-id']).reason, 'LOCKSTEP_ALLOW_PUBLIC');
   });
 
   it('answers an unknown route 403 (nginx passes only 401 and 403), keeping the code', async () => {
@@ -303,13 +243,13 @@ describe('AuthZEN 1.0', () => {
     assert.equal(permit.headers['x-request-id'], 'r-1');
     const permitted = JSON.parse(permit.body) as { decision: boolean; context: { request_id: string } };
     assert.equal(permitted.decision, true);
-    assert.equal(lastEvent(permitted.context.request_id).via, 'authz-server');
+    assert.equal(world.lastDecision(permitted.context.request_id).via, 'authz-server');
     const request = { type: 'service', id: 'orders', properties: { method: 'DELETE', path: '/orders/7' } };
     const deny = JSON.parse(
       (await post('/access/v1/evaluation', { ...evaluation('orders:delete'), resource: request })).body,
     ) as { decision: boolean; context: { reason: string; request_id: string } };
     assert.deepEqual([deny.decision, deny.context.reason], [false, 'LOCKSTEP_ERR_DENIED']);
-    assert.equal(lastEvent(deny.context.request_id).route, '/orders/:id', 'decided for that request');
+    assert.equal(world.lastDecision(deny.context.request_id).route, '/orders/:id', 'decided for that request');
   });
 
   it('names one request in resource.properties: its route must perform the action; an owner needs it', async () => {
@@ -435,7 +375,7 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
     });
     assert.equal(answer.status, 403);
     assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_DENIED');
-    const event = lastEvent(answer.headers['lockstep-request-id']);
+    const event = world.lastDecision(answer.headers['lockstep-request-id']);
     assert.equal(event.decision, 'deny');
     assert.equal(event.caller, null, 'the header was not read: no client was identified');
   });
@@ -559,7 +499,7 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
   /** The mesh proxy on one keep-alive connection (one undici Client): each `ask` reuses the first's socket. */
   function keepAliveMesh() {
     const client = new Client(authz.url, {
-      connect: { cert: mesh.chainPem, key: mesh.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined },
+      connect: { cert: mesh.chainPem, key: mesh.keyPem, ca: world.ca.bundlePem, checkServerIdentity: () => undefined },
     });
     const headers = {
       'x-original-method': 'GET',
@@ -611,7 +551,7 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
 
   it('closes every proxy connection when the trust bundle rotates: each is verified again under the new one', async () => {
     const client = new Client(authz.url, {
-      connect: { cert: mesh.chainPem, key: mesh.keyPem, ca: ca.bundlePem, checkServerIdentity: () => undefined },
+      connect: { cert: mesh.chainPem, key: mesh.keyPem, ca: world.ca.bundlePem, checkServerIdentity: () => undefined },
     });
     try {
       const disconnected = new Promise<void>((resolve) => client.once('disconnect', () => resolve()));
@@ -624,7 +564,7 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
       const response = await client.request({ path: '/nginx/auth', method: 'GET', headers });
       await response.body.dump();
       assert.equal(response.statusCode, 200, 'an allowed decision keeps the connection open');
-      await ca.prepareRootRotation(); // the new root joins the bundle, pushed to the decision service's agent
+      await world.ca.prepareRootRotation(); // the new root joins the bundle, pushed to the decision service's agent
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         disconnected,
