@@ -35,19 +35,9 @@ import { runLoad } from './lib/run-load.ts';
 import { startServerProcess, type CpuSample, type ServerProcess } from './lib/run-server.ts';
 import { serverWorld, VARIANTS, type Variant } from './lib/servers.ts';
 import { createBenchWorld, mintCustomerTokens, type BenchWorld } from './lib/world.ts';
+import { envNumber } from './lib/dispatch-get.ts';
 
 const DOCS_FILE = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
-
-function envNumber(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < min || value > max)
-    throw new TypeError(
-      `${name} must be a number between ${min} and ${max}, e.g. ${name}=${fallback}; got ${JSON.stringify(raw)}`,
-    );
-  return value;
-}
 
 const settings: BenchSettings = {
   rounds: Math.round(envNumber('BENCH_ROUNDS', 7, 1, 20)),

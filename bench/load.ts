@@ -4,45 +4,22 @@
  * connections (pipelining 1, each a closed loop of one request at a time), warms up, measures, sends
  * back one LoadReport and exits. Every request carries the next Txn-Token of the rotation.
  */
-import { Pool, type Dispatcher } from 'undici';
-import type { IncomingHttpHeaders } from 'node:http';
+import { Pool } from 'undici';
+import { dispatchGet, type Outcome } from './lib/dispatch-get.ts';
 import type { LoadJob, LoadMessage, LoadReport } from './lib/protocol.ts';
-
-interface Outcome {
-  status: number;
-  body: string;
-}
 
 function send(message: LoadMessage): void {
   process.send?.(message, () => process.disconnect());
 }
 
-/** One GET through undici's dispatch API: no body stream object per request, the body is only kept for a non-200. */
+/** One GET with the next token; a server that stops answering fails the request instead of stalling the run. */
 function get(pool: Pool, origin: string, path: string, token: string): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    let status = 0;
-    const chunks: Buffer[] = [];
-    const handler: Dispatcher.DispatchHandler = {
-      // undici only treats a handler as new-style when it has onRequestStart.
-      onRequestStart() {},
-      onResponseStart(_controller, statusCode: number, _headers: IncomingHttpHeaders) {
-        status = statusCode;
-      },
-      onResponseData(_controller, chunk: Buffer) {
-        if (status !== 200) chunks.push(chunk);
-      },
-      onResponseEnd() {
-        resolve({ status, body: chunks.length > 0 ? Buffer.concat(chunks).toString('utf8').slice(0, 300) : '' });
-      },
-      onResponseError(_controller, error: Error) {
-        reject(error);
-      },
-    };
-    // A server that stops answering fails the request instead of stalling the run.
-    pool.dispatch(
-      { origin, method: 'GET', path, headers: { 'txn-token': token }, headersTimeout: 10_000, bodyTimeout: 10_000 },
-      handler,
-    );
+  return dispatchGet(pool, {
+    origin,
+    path,
+    headers: { 'txn-token': token },
+    headersTimeout: 10_000,
+    bodyTimeout: 10_000,
   });
 }
 

@@ -51,21 +51,11 @@ import {
 } from './lib/mesh-report.ts';
 import { createMeshWorld, TRUST_DOMAIN, type MeshWorld } from './lib/mesh-world.ts';
 import { procAvailable, processCpuMicros, residentBytes } from './lib/proc-stat.ts';
+import { envNumber } from './lib/dispatch-get.ts';
 
 const DOCS_FILE = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
 const NGINX_BINARIES = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'];
 const progress = (message: string) => console.error(`[bench:mesh] ${message}`);
-
-function envNumber(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < min || value > max)
-    throw new TypeError(
-      `${name} must be a number between ${min} and ${max}, e.g. ${name}=${fallback}; got ${JSON.stringify(raw)}`,
-    );
-  return value;
-}
 
 function readSettings(): MeshSettings {
   const { values } = parseArgs({

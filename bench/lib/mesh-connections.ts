@@ -8,16 +8,13 @@
  *          as Envoy fills it (`include_peer_certificate: true`). An allowed check counts as 200; a
  *          denied one as the HTTP status of its `denied_response`.
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import { fileURLToPath } from 'node:url';
-import { Client, type Dispatcher } from 'undici';
+import { Client } from 'undici';
+import { dispatchGet, type Outcome } from './dispatch-get.ts';
 import type { MeshLoadJob } from './mesh-protocol.ts';
 
-export interface Outcome {
-  readonly status: number;
-  readonly body: string;
-}
+export type { Outcome };
 
 export interface Connection {
   send(path: string, headers: Readonly<Record<string, string>>): Promise<Outcome | Error>;
@@ -44,29 +41,10 @@ function httpConnection(job: MeshLoadJob): Connection {
         }),
   });
   return {
-    // undici's dispatch API: no body stream object per request; the body is only kept for a non-200.
     send: (path, headers) =>
-      new Promise((resolve) => {
-        let status = 0;
-        const chunks: Buffer[] = [];
-        const handler: Dispatcher.DispatchHandler = {
-          // undici only treats a handler as new-style when it has onRequestStart.
-          onRequestStart() {},
-          onResponseStart(_controller, statusCode: number, _headers: IncomingHttpHeaders) {
-            status = statusCode;
-          },
-          onResponseData(_controller, chunk: Buffer) {
-            if (status !== 200) chunks.push(chunk);
-          },
-          onResponseEnd() {
-            resolve({ status, body: Buffer.concat(chunks).toString('utf8').slice(0, 300) });
-          },
-          onResponseError(_controller, error: Error) {
-            resolve(error);
-          },
-        };
-        client.dispatch({ path, method: 'GET', headers, headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS }, handler);
-      }),
+      dispatchGet(client, { path, headers, headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS }).catch(
+        (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+      ),
     close: () => client.close(),
   };
 }
