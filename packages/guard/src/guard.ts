@@ -32,6 +32,7 @@ import { createTransportStep } from './steps/transport.ts';
 import { createTxnTokenStep } from './steps/txn-token.ts';
 import { loadSvid, type LoadedSvid } from './svid.ts';
 import { createRemoteKeySource, createStaticKeySource, type TxnKeySource } from './txn-keys.ts';
+import { closeSilentConnections, HANDSHAKE_TIMEOUT_MS } from './silent-connections.ts';
 
 export interface Guard {
   readonly service: string;
@@ -292,6 +293,8 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       requestCert: true,
       rejectUnauthorized: false,
       maxHeaderSize: options.limits.headerBytes,
+      // A handshake that does not finish is cut after this (Node's default waits 120 s).
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     };
   }
 
@@ -325,6 +328,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     if (servers.has(server)) return;
     servers.add(server);
     watchUpgradeListeners(server);
+    closeSilentConnections(server);
     server.on('listening', () => {
       for (const listener of listeningListeners) listener();
     });

@@ -33,6 +33,11 @@ describe('ambiguousPath', () => {
       '/public/..%3b/admin',
       '/public/%c0%ae%c0%ae/admin',
       '/public/100%',
+      // A fragment where none belongs: routers stop at '#', Go's net/http keeps it (the third review's finds).
+      '/docs/home#/edit',
+      '/docs/home?x=1#/edit',
+      '/docs/home%23/edit',
+      '/docs/home%3F/edit',
     ];
     for (const target of refused) assert.notEqual(ambiguousPath(target), null, target);
   });

@@ -148,7 +148,8 @@ describe('parseRouteTable', () => {
 describe('routeMatcher: find, and ambiguity for a guard in front of another server', () => {
   const ambiguityOf = (table: RouteTable) => {
     const matcher = routeMatcher(parseRouteTable(table, 'test'));
-    return (method: string, target: string) => matcher.ambiguity(method, target);
+    return (method: string, target: string, headers: Record<string, string> = {}) =>
+      matcher.ambiguity(method, target, headers);
   };
 
   const table: RouteTable = {
@@ -185,6 +186,20 @@ describe('routeMatcher: find, and ambiguity for a guard in front of another serv
   it('takes a table that declares one path in two spellings', () => {
     const ambiguity = ambiguityOf({ 'GET /a': { public: true }, 'GET /a/': { public: true } });
     assert.equal(ambiguity('GET', '/a'), null);
+  });
+
+  it('refuses a method or path named beside the request line (X-HTTP-Method-Override, _method)', () => {
+    const ambiguity = ambiguityOf(table);
+    for (const name of [
+      'X-HTTP-Method-Override',
+      'x-http-method',
+      'x-method-override',
+      'x-original-url',
+      'x-rewrite-url',
+    ])
+      assert.match(ambiguity('GET', '/about', { [name.toLowerCase()]: 'DELETE' }) ?? '', /frameworks apply/, name);
+    assert.match(ambiguity('GET', '/about?_method=DELETE') ?? '', /_method/);
+    assert.equal(ambiguity('GET', '/about?method=x&a_method=y'), null);
   });
 
   it('applies ambiguousPath first', () => {

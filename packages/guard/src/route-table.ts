@@ -4,7 +4,7 @@
  */
 import findMyWay from 'find-my-way';
 import { GuardConfigError } from './errors.ts';
-import { ambiguousPath } from './request-target.ts';
+import { ambiguousPath, targetOverride } from './request-target.ts';
 import { routeSecurity, type RouteConfig, type RouteSecurity } from './routes.ts';
 import type { BodySchema } from './steps/validate.ts';
 
@@ -73,9 +73,15 @@ export interface RouteMatcher {
    * slash: the guard matches paths exactly, while Express, ASP.NET, Spring (by option) and IIS ignore
    * case and most frameworks a trailing slash — with a public `GET /:page` and an enforced `GET /admin`,
    * `/Admin` would be decided as the public page and served as the admin route; with a public `GET /*`,
-   * so would `/admin/`. Such a target matches no route (404 LOCKSTEP_ERR_ROUTE_UNKNOWN after transport).
+   * so would `/admin/`. Last, a method or path named beside the request line (`targetOverride`:
+   * `X-HTTP-Method-Override`, `_method`…). Such a request matches no route (404
+   * LOCKSTEP_ERR_ROUTE_UNKNOWN after transport).
    */
-  ambiguity(method: string, target: string): string | null;
+  ambiguity(
+    method: string,
+    target: string,
+    headers: Readonly<Record<string, string | readonly string[] | undefined>>,
+  ): string | null;
 }
 
 /** One router for the adapters that take a route table (node:http, the decision service, the sidecar). */
@@ -101,8 +107,8 @@ export function routeMatcher(routes: readonly TableRoute[]): RouteMatcher {
   };
   return {
     find: (method, target) => lookup(exact, method, target),
-    ambiguity(method, target) {
-      const unsafe = ambiguousPath(target);
+    ambiguity(method, target, headers) {
+      const unsafe = ambiguousPath(target) ?? targetOverride(target, headers);
       if (unsafe !== null) return unsafe;
       const other = lookup(lenient, method, target)?.route;
       if (other === undefined || other === lookup(exact, method, target)?.route) return null;

@@ -34,6 +34,7 @@ describe('parseSidecarConfig', () => {
       [{ controlPlane: 'http://cp:8443' }, /controlPlane: must be an https origin, e\.g\. controlPlane: https:/],
       [{ upstream: 'http://10.0.0.5:3000' }, /upstream: must be on loopback/],
       [{ upstream: 'unix:run.sock' }, /upstream: a Unix socket needs an absolute path/],
+      [{ upstream: 'http://localhost:3000' }, /upstream: write 127\.0\.0\.1 or \[::1\], not localhost/],
       [{ listen: { port: 70_000 } }, /listen\.port: must be a whole number from 0 to 65535; got 70000/],
       [{ limits: { headersTimeoutMs: 0 } }, /limits\.headersTimeoutMs: must be a whole number from 1/],
       [{ routes: { 'get /x': {} } }, /routes\["get \/x"\]: the key must be "<METHOD> \/path"/],

@@ -86,7 +86,7 @@ const TOP_KEYS = [
 const ROUTE_KEYS = ['action', 'public', 'dryRun', 'body'];
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 export const SERVICE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+const LOOPBACK = new Set(['127.0.0.1', '[::1]']);
 
 /** Reads and validates `file`; throws a SidecarConfigError naming the file, the field and the fix. */
 export function loadSidecarConfig(file: string): SidecarConfig {
@@ -183,7 +183,11 @@ export function parseListen(value: unknown, fail: Fail, field = 'listen', port =
   return { host, port: integer(listen.port, `${field}.port`, [0, 65_535], fail) };
 }
 
-/** `http://127.0.0.1:<port>` or `unix:<path>`: the upstream gets identity headers in the clear, so loopback only. */
+/**
+ * `unix:<path>` or `http://127.0.0.1:<port>`: the upstream gets identity headers in the clear, so loopback
+ * only. A Unix socket is preferred (the sidecar warns about a port): any local user can call a loopback
+ * port with forged `x-lockstep-*` headers, or bind it while the app is down and receive verified Txn-Tokens.
+ */
 function parseUpstream(value: unknown, fail: Fail): UpstreamTarget {
   const example = 'upstream: http://127.0.0.1:3000 (or unix:/run/orders.sock)';
   const raw = text(value, 'upstream', example, fail);
@@ -197,10 +201,15 @@ function parseUpstream(value: unknown, fail: Fail): UpstreamTarget {
   if (url?.protocol !== 'http:' || url.pathname !== '/' || url.search !== '' || url.port === '') {
     fail('upstream', `must be ${example}; got ${JSON.stringify(raw)}`);
   }
+  if ((url as URL).hostname === 'localhost')
+    fail(
+      'upstream',
+      'write 127.0.0.1 or [::1], not localhost: it may resolve to either, where another user could listen',
+    );
   if (!LOOPBACK.has((url as URL).hostname)) {
     fail(
       'upstream',
-      `must be on loopback (127.0.0.1, localhost or [::1]): the upstream is sent identity headers in plain HTTP`,
+      `must be on loopback (127.0.0.1 or [::1]), or unix:/path: the upstream is sent identity headers in plain HTTP`,
     );
   }
   return { origin: (url as URL).origin };

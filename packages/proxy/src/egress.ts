@@ -18,7 +18,7 @@ import { connect } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
-import type { GuardLogger } from '@lockstep/guard';
+import { ambiguousPath, type GuardLogger } from '@lockstep/guard';
 import type { WorkloadAgent } from '@lockstep/workload';
 import type { SidecarLimits } from './config.ts';
 import { isTimeout, writeEgressError } from './errors.ts';
@@ -122,7 +122,8 @@ async function handle(options: EgressOptions, request: IncomingMessage, response
   if (url === null) {
     const message =
       `the request target must be a path on ${target}, e.g. GET /charges/9 HTTP/1.1; got ${JSON.stringify(request.url)}: ` +
-      `the egress is no forward proxy, it calls only the origin of egress.targets.${target}`;
+      `the egress is no forward proxy, it calls only the origin of egress.targets.${target}, ` +
+      'with a plain path (no dot segments, encoded separators, ";" or "//")';
     return writeEgressError(response, 'LOCKSTEP_EGRESS_PATH_INVALID', message);
   }
   const txnToken = request.headers[TXN_TOKEN_HEADER];
@@ -179,10 +180,14 @@ async function handle(options: EgressOptions, request: IncomingMessage, response
  * The URL to call: the target's origin and the app's path, or null when the request target is not one
  * path. `new URL(target, origin)` ignores `origin` for an absolute-form target (`GET http://host/…`)
  * and for `//host/…`, which would make the egress an open forward proxy that hands the Txn-Token to
- * any host; the origin is checked again after parsing, so no other spelling can leave either.
+ * any host; the origin is checked again after parsing, so no other spelling can leave either. A path
+ * that servers read differently (`ambiguousPath`: dot segments, encoded separators…) is refused too:
+ * `new URL` would resolve `/items/../admin` into `/admin`, completing a traversal the app was tricked
+ * into, which the server's guard would have refused.
  */
 function targetUrl(requestTarget: string, origin: string): URL | null {
   if (!requestTarget.startsWith('/') || requestTarget.startsWith('//')) return null;
+  if (ambiguousPath(requestTarget) !== null) return null;
   try {
     const url = new URL(requestTarget, origin);
     return url.origin === new URL(origin).origin ? url : null;

@@ -64,6 +64,13 @@ export async function createSidecar(options: SidecarOptions): Promise<Sidecar> {
     });
     started.unshift(() => guard.close()); // closed last: it ships the last decisions
     agent.attach(guard);
+    if ('origin' in config.upstream)
+      guard.options.logger.warn(
+        `upstream ${config.upstream.origin} is a loopback port: any local user can call it directly with forged ` +
+          'x-lockstep-* headers, or listen on it while the service is down and receive verified Txn-Tokens. ' +
+          'Prefer upstream: unix:/run/<service>/app.sock in a directory only the service and the sidecar can reach.',
+        { service: config.service },
+      );
     const upstream = createUpstream(config.upstream, config.limits, guard);
     started.push(() => upstream.close());
     const server = guard.createServer(

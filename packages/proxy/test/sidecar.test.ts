@@ -336,6 +336,12 @@ describe('lockstep sidecar: inbound', () => {
       '/ORDERS/1',
       // A trailing slash: most frameworks serve /orders/1 for it.
       '/orders/1/',
+      // A fragment (routers stop at '#', Go's net/http keeps it), and its encodings.
+      '/public/x#/../orders/1',
+      '/public/x%23/y',
+      '/public/x%3F/y',
+      // A method named in the query: Rails, Laravel and Symfony apply it.
+      '/orders/1?_method=DELETE',
     ];
     for (const path of attacks) {
       const answer = await raw(path);
@@ -346,6 +352,23 @@ describe('lockstep sidecar: inbound', () => {
     for (const path of ['/public/../orders/1', '*']) {
       const outsider = await raw(path, false);
       assert.deepEqual([outsider.status, outsider.error], [401, 'LOCKSTEP_ERR_PEER_CERT_MISSING'], path);
+    }
+    assert.equal(seen.length, before, 'the upstream saw none of them');
+  });
+
+  it('matches no route when a header names another method or path (X-HTTP-Method-Override…)', async () => {
+    const before = seen.length;
+    for (const name of [
+      'X-HTTP-Method-Override',
+      'X-HTTP-Method',
+      'X-Method-Override',
+      'X-Original-URL',
+      'X-Rewrite-URL',
+    ]) {
+      const answer = await call('/orders/1', {
+        headers: { [name]: name.endsWith('URL') ? '/orders/1/delete' : 'DELETE' },
+      });
+      assert.deepEqual([answer.status, JSON.parse(answer.text).error], [404, 'LOCKSTEP_ERR_ROUTE_UNKNOWN'], name);
     }
     assert.equal(seen.length, before, 'the upstream saw none of them');
   });
@@ -494,6 +517,9 @@ describe('lockstep sidecar: egress', () => {
         `//127.0.0.1:${otherPort}/charges/9`,
         '//example.invalid/charges/9',
         '/\\example.invalid/charges/9',
+        // A traversal the app was tricked into: new URL() would resolve it; the egress refuses it.
+        '/charges/../admin',
+        '/charges/%2e%2e/admin',
       ]) {
         const answer = await raw(target);
         assert.match(answer, /^HTTP\/1\.1 400 /, target);

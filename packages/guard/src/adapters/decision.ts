@@ -64,9 +64,13 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
   guard.declareRoutes(routes.map((route) => route.security));
   const matcher = routeMatcher(routes);
 
-  /** The first enforced route that performs `action`. */
+  /**
+   * The route that performs `action`, not public: the first enforced one, else the first dry-run one (a
+   * dry-run route declared first must not speak for an enforced route of the same action).
+   */
   function byAction(action: string): FoundRoute {
-    const route = routes.find((candidate) => candidate.security.action === action && !candidate.security.public);
+    const performing = routes.filter((candidate) => candidate.security.action === action && !candidate.security.public);
+    const route = performing.find((candidate) => !candidate.security.dryRun) ?? performing[0];
     return route === undefined ? null : { route, params: {} };
   }
 
@@ -74,9 +78,9 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
    * The route to decide for: by path (and, when named, it must perform the action), else by action. A
    * path the upstream could read as another route matches none.
    */
-  function routeFor(facts: DecisionFacts, method: string): FoundRoute {
+  function routeFor(facts: DecisionFacts, method: string, headers: Record<string, string | string[]>): FoundRoute {
     if (facts.action !== undefined && facts.path === '') return byAction(facts.action);
-    if (matcher.ambiguity(method, facts.path) !== null) return null;
+    if (matcher.ambiguity(method, facts.path, headers) !== null) return null;
     const found = matcher.find(method, facts.path);
     return facts.action === undefined || found?.route.security.action === facts.action ? found : null;
   }
@@ -89,8 +93,8 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
 
   async function decide(facts: DecisionFacts): Promise<Decision> {
     const method = facts.method.toUpperCase();
-    const found = routeFor(facts, method);
     const headers = lowerCased(facts.headers);
+    const found = routeFor(facts, method, headers);
     const request = {
       method,
       url: facts.path,

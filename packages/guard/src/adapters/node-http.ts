@@ -4,7 +4,8 @@
  * dispatch on `admission.route`, not on the raw URL. A HEAD request is the GET route's unless a HEAD
  * route is declared. With `{ foreignServer: true }` (the handler hands the request to another server,
  * as the sidecar does), a target that server could read as another route (`foreignServerAmbiguity`:
- * dot segments, encoded separators, `;`, another letter case, a trailing slash) matches no route: after
+ * dot segments, encoded separators, `;`, another letter case, a trailing slash, `X-HTTP-Method-Override`
+ * or `_method`) matches no route: after
  * transport and the Txn-Token, 404 LOCKSTEP_ERR_ROUTE_UNKNOWN, audited. A handler that throws or rejects is answered 500 LOCKSTEP_ERR_INTERNAL and
  * audited (a second event for the request id): the guard writes no body of its own.
  *
@@ -51,7 +52,7 @@ export function lockstepHttp(
     const url = request.url ?? '/';
     // A HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2).
     const found: FoundRoute =
-      foreignServer && matcher.ambiguity(method, url) !== null ? null : matcher.find(method, url);
+      foreignServer && matcher.ambiguity(method, url, request.headers) !== null ? null : matcher.find(method, url);
     guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then(
       (admitted) => {
         if (admitted === null) return;

@@ -6,11 +6,21 @@
  *
  *   const decision = await decideForwarded(decisions, fromXfccHeader(xfcc), 'GET', '/orders/7?x=1', headers);
  */
+import { TARGET_OVERRIDE_HEADERS } from '@lockstep/guard';
 import type { Decision, DecisionFacts, Decisions } from '@lockstep/guard/decision';
 import type { ForwardedCertificate } from './client-certificate.ts';
 
-/** The request headers the pipeline reads: the Txn-Token, the trace context and the scanner's probe headers. */
-export const FORWARDED_HEADER_NAMES = ['txn-token', 'traceparent', 'lockstep-probe-as', 'lockstep-probe-requester'];
+/**
+ * The request headers the pipeline reads: the Txn-Token, the trace context, the scanner's probe headers,
+ * and the headers by which frameworks override the method or path (a request carrying one matches no route).
+ */
+export const FORWARDED_HEADER_NAMES: readonly string[] = [
+  'txn-token',
+  'traceparent',
+  'lockstep-probe-as',
+  'lockstep-probe-requester',
+  ...TARGET_OVERRIDE_HEADERS,
+];
 
 /** Text without a PEM certificate: the pipeline refuses it as an invalid identity. */
 const UNREADABLE_CHAIN = 'an unreadable client certificate header';

@@ -25,8 +25,10 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import {
+  closeSilentConnections,
   createGuard,
   GuardError,
+  HANDSHAKE_TIMEOUT_MS,
   renderRefusal,
   type Guard,
   type GuardErrorCode,
@@ -157,6 +159,7 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       maxHeaderSize: limits.headerBytes,
       requestTimeout: 10_000,
       headersTimeout: 5_000,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     },
     (request, response) => {
       handle(request, response).catch((error: unknown) => {
@@ -166,6 +169,8 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
       });
     },
   );
+  // A connection that never sends a request is closed (Node times a request from its first byte only).
+  closeSilentConnections(server);
   const connections = new Set<TLSSocket>();
   server.on('secureConnection', (socket: TLSSocket) => {
     connections.add(socket);
