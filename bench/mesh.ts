@@ -22,6 +22,9 @@
  *   node bench/mesh.ts --rounds 5      more rounds
  *   node bench/mesh.ts --quick         1 short round (CI-like speed); prints only, writes nothing
  *   BENCH_MESH_TARGETS=bare,nginx node bench/mesh.ts   a subset, for profiling; writes nothing
+ *   BENCH_MESH_PROFILE=/tmp/prof node bench/mesh.ts   also a V8 CPU profile of each server process, written
+ *                                    as <role>-<pid>.cpuprofile when it exits; summarise one with
+ *                                    `node bench/cpuprofile-top.ts <file> --timeline`, then `--since/--until`
  *
  * Prints the Markdown, then ends stdout with one JSON line (MeshSummary). Progress goes to stderr. Any
  * non-200 answer makes the run invalid: it fails with exit code 1. Every process it started and its

@@ -65,6 +65,18 @@ function nextMessage(child: ChildProcess, expected: string, what: string): Promi
   });
 }
 
+/**
+ * `BENCH_MESH_PROFILE=<dir>`: each server process writes a V8 CPU profile `<role>-<pid>.cpuprofile` there
+ * when it exits (read them with `node bench/cpuprofile-top.ts <file>`). Otherwise execArgv [], so that a
+ * profiled bench does not profile its servers.
+ */
+function profileArgs(role: string): string[] {
+  const dir = process.env.BENCH_MESH_PROFILE;
+  if (dir === undefined || dir === '') return [];
+  mkdirSync(dir, { recursive: true });
+  return ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${role}-\${pid}.cpuprofile`];
+}
+
 export interface ServerHandle {
   readonly url: string;
   /** The decision service's gRPC ext_authz `host:port`, or null. */
@@ -76,10 +88,9 @@ export interface ServerHandle {
 
 export async function startMeshServer(command: MeshServerStart): Promise<ServerHandle> {
   const what = `the ${command.role} process`;
-  // execArgv [] so that a profiled bench does not profile its servers.
   const child = fork(SERVER_SCRIPT, [], {
     execPath: process.execPath,
-    execArgv: [],
+    execArgv: profileArgs(command.role),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   track(child);

@@ -12,7 +12,7 @@ const admission = {
 const pairs = (flat: string[]) => flat.flatMap((_, i) => (i % 2 === 0 ? [[flat[i], flat[i + 1]]] : []));
 
 describe('upstreamHeaders', () => {
-  it("drops the client's x-lockstep-*, txn-token, host, framing and hop-by-hop headers, then sets the verified ones", () => {
+  it("drops the client's x-lockstep-*, txn-token, host, framing, content description and hop-by-hop headers, then sets the verified ones", () => {
     const raw = [
       'Host',
       'orders',
@@ -37,7 +37,9 @@ describe('upstreamHeaders', () => {
       'Accept',
       'c/d',
       'Content-Type',
-      'application/json',
+      'application/evil+json; charset=utf-16',
+      'Content-Encoding',
+      'gzip',
     ];
     assert.deepEqual(pairs(upstreamHeaders(raw, admission, true)), [
       ['accept', 'a/b'],

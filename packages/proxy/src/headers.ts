@@ -20,7 +20,7 @@ function aliasable(name: string): boolean {
   return name.includes('_');
 }
 
-const HOP_BY_HOP = new Set([
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-authenticate',
@@ -32,10 +32,20 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** Hop-by-hop: the fixed list and whatever the message's `Connection` header names. */
-function hopByHop(connection: string | string[] | undefined): Set<string> {
-  const named = [connection ?? []].flat().flatMap((value) => value.split(','));
-  return new Set([...HOP_BY_HOP, ...named.map((name) => name.trim().toLowerCase()).filter(Boolean)]);
+/**
+ * Hop-by-hop: the fixed list and whatever the message's `Connection` header names. When it names
+ * nothing more (none, or `keep-alive`: most messages) that is the fixed list itself, built once.
+ */
+function hopByHop(connection: string | string[] | undefined): ReadonlySet<string> {
+  if (connection === undefined || connection.length === 0) return HOP_BY_HOP;
+  const values = typeof connection === 'string' ? [connection] : connection;
+  let dropped: Set<string> | null = null;
+  for (const value of values)
+    for (const part of value.split(',')) {
+      const name = part.trim().toLowerCase();
+      if (name !== '' && !HOP_BY_HOP.has(name)) (dropped ??= new Set(HOP_BY_HOP)).add(name);
+    }
+  return dropped ?? HOP_BY_HOP;
 }
 
 /**
@@ -65,12 +75,24 @@ const FORWARDING_HEADERS = [
   'x-real-ip',
 ];
 
+/** The client's headers that never reach the upstream, whatever they say: see upstreamHeaders. */
+const NEVER_UPSTREAM: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  'host',
+  'content-length',
+  'expect',
+  TXN_TOKEN_HEADER,
+  ...CLIENT_CERTIFICATE_HEADERS,
+  ...FORWARDING_HEADERS,
+]);
+
 /**
  * The headers the upstream receives, as a flat `[name, value, …]` list (repeated headers kept):
- * the client's, less hop-by-hop, `host`, the body's framing (the sidecar sends the checked body
- * itself), `expect`, every `x-lockstep-*`, `txn-token`, client-certificate and forwarding headers of
- * other proxies and every name with `_`; then the verified identity, and `x-forwarded-for` (the
- * connection's address, when known) and `x-forwarded-proto: https`.
+ * the client's, less hop-by-hop, `host`, the body's framing and description (the sidecar sends the
+ * checked body itself, as `content-type: application/json` without `content-encoding`), `expect`, every
+ * `x-lockstep-*`, `txn-token`, client-certificate and forwarding headers of other proxies and every name
+ * with `_`; then the verified identity, and `x-forwarded-for` (the connection's address, when known) and
+ * `x-forwarded-proto: https`.
  */
 export function upstreamHeaders(
   rawHeaders: readonly string[],
@@ -79,24 +101,19 @@ export function upstreamHeaders(
   remoteAddress?: string,
 ): string[] {
   const headers: string[] = [];
+  // The names the client's Connection header lists; none (the usual case) costs no set of its own.
   const connection = collect(rawHeaders, 'connection');
-  const dropped = hopByHop(connection);
-  for (const name of [
-    'host',
-    'content-length',
-    'expect',
-    TXN_TOKEN_HEADER,
-    ...CLIENT_CERTIFICATE_HEADERS,
-    ...FORWARDING_HEADERS,
-  ])
-    dropped.add(name);
+  const named = connection.length === 0 ? null : hopByHop(connection);
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as string).toLowerCase();
-    if (dropped.has(name) || name.startsWith(IDENTITY_PREFIX) || aliasable(name)) continue;
-    if (!hasBody && name === 'content-type') continue;
+    if (NEVER_UPSTREAM.has(name) || named?.has(name) === true) continue;
+    if (name.startsWith(IDENTITY_PREFIX) || aliasable(name)) continue;
+    // The body is the checked value re-serialized: UTF-8 JSON, not encoded, whatever the client said.
+    if (name === 'content-type' || name === 'content-encoding') continue;
     headers.push(name, rawHeaders[i + 1] as string);
   }
-  for (const [name, value] of Object.entries(identityHeaders(admission))) headers.push(name, value);
+  if (hasBody) headers.push('content-type', 'application/json');
+  pushIdentity(headers, admission);
   if (remoteAddress !== undefined) headers.push('x-forwarded-for', remoteAddress);
   headers.push('x-forwarded-proto', 'https');
   return headers;
@@ -108,16 +125,27 @@ export function upstreamHeaders(
  * token. The Txn-Token itself is passed on as verified, for the app to forward on its outbound calls.
  */
 export function identityHeaders(admission: Admission): Record<string, string> {
-  const headers: Record<string, string> = { [`${IDENTITY_PREFIX}request-id`]: admission.requestId };
-  if (admission.peer !== null) headers[`${IDENTITY_PREFIX}caller`] = admission.peer.spiffeId;
+  const flat: string[] = [];
+  pushIdentity(flat, admission);
+  const headers: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) headers[flat[i] as string] = flat[i + 1] as string;
+  return headers;
+}
+
+/** identityHeaders, appended to a flat `[name, value, …]` list (no record per request on the sidecar's path). */
+function pushIdentity(headers: string[], admission: Admission): void {
+  headers.push(`${IDENTITY_PREFIX}request-id`, admission.requestId);
+  if (admission.peer !== null) headers.push(`${IDENTITY_PREFIX}caller`, admission.peer.spiffeId);
   const txn = admission.txn;
   if (txn !== null) {
-    headers[`${IDENTITY_PREFIX}sub`] = headerSafe(txn.claims.sub);
-    headers[`${IDENTITY_PREFIX}txn`] = headerSafe(txn.claims.txn);
-    headers[`${IDENTITY_PREFIX}roles`] = txn.roles.map(headerSafe).join(',');
-    headers[TXN_TOKEN_HEADER] = txn.token;
+    headers.push(
+      `${IDENTITY_PREFIX}sub`,
+      headerSafe(txn.claims.sub),
+      `${IDENTITY_PREFIX}txn`,
+      headerSafe(txn.claims.txn),
+    );
+    headers.push(`${IDENTITY_PREFIX}roles`, txn.roles.map(headerSafe).join(','), TXN_TOKEN_HEADER, txn.token);
   }
-  return headers;
 }
 
 /**
@@ -146,7 +174,7 @@ export function responseHeaders(headers: IncomingHttpHeaders): Record<string, st
  * name with `_`.
  */
 export function egressHeaders(headers: IncomingHttpHeaders, target: string): Record<string, string> {
-  const dropped = hopByHop(headers.connection);
+  const dropped = new Set(hopByHop(headers.connection));
   for (const name of ['host', 'content-length', 'expect', target, TXN_TOKEN_HEADER]) dropped.add(name);
   const kept: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
@@ -159,7 +187,8 @@ export function egressHeaders(headers: IncomingHttpHeaders, target: string): Rec
 function collect(rawHeaders: readonly string[], wanted: string): string[] {
   const values: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if ((rawHeaders[i] as string).toLowerCase() === wanted) values.push(rawHeaders[i + 1] as string);
+    const name = rawHeaders[i] as string;
+    if (name.length === wanted.length && name.toLowerCase() === wanted) values.push(rawHeaders[i + 1] as string);
   }
   return values;
 }

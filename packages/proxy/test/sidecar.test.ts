@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import {
   createServer,
   type IncomingHttpHeaders,
@@ -23,10 +23,10 @@ import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { createGuard, currentAdmission, subscribeDecisions, type DecisionEvent, type Guard } from '@lockstep/guard';
 import { lockstepHttp } from '@lockstep/guard/http';
-import { createJoinToken } from '@lockstep/control-plane';
-import { assembleControlPlane, type AssembledControlPlane } from '@lockstep/monitor';
+import type { AssembledControlPlane } from '@lockstep/monitor';
 import { joinAsWorkload, type WorkloadAgent } from '@lockstep/workload';
 import { createSidecar, parseSidecarConfig, type Sidecar } from '../src/index.ts';
+import { joinTokenFor, startControlPlane } from './control-plane-fixture.ts';
 
 const TD = 'shop.test';
 const svc = (name: string) => `spiffe://${TD}/svc/${name}`;
@@ -84,9 +84,7 @@ function echo(request: IncomingMessage, response: ServerResponse): void {
   });
 }
 
-async function joinToken(service: string): Promise<string> {
-  return (await createJoinToken(controlPlane.store, controlPlane.ca, { service, createdBy: 'cli' })).token;
-}
+const joinToken = (service: string) => joinTokenFor(controlPlane, service);
 
 async function until(check: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 250 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
@@ -125,20 +123,7 @@ function configFor(service: string, upstreamTarget: string, extra: Record<string
 }
 
 before(async () => {
-  const policyDir = join(scratch, 'policies');
-  mkdirSync(policyDir);
-  writeFileSync(join(policyDir, 'shop.cedarschema'), SCHEMA);
-  writeFileSync(join(policyDir, 'shop.cedar'), POLICY);
-  controlPlane = await assembleControlPlane({
-    trustDomain: TD,
-    keyDir: join(scratch, 'keys'),
-    store: { sqlite: join(scratch, 'store.db') },
-    policyDir,
-    watchPolicy: false,
-    checkpointIntervalMs: 3_600_000,
-    detection: { sweepMs: 3_600_000 },
-    output: { warning: () => {} },
-  });
+  controlPlane = await startControlPlane(scratch, { schema: SCHEMA, policy: POLICY });
 
   // payments: a guarded Node service that the app behind the sidecar calls through the egress.
   const paymentsAgent = await joinAsWorkload({

@@ -122,24 +122,47 @@ export async function startGrpcCheck(options: GrpcCheckOptions): Promise<GrpcChe
     'grpc.max_receive_message_length': limits.messageBytes,
     'grpc.max_send_message_length': 64 * 1024,
     'grpc.max_connection_idle_ms': 300_000,
+    // channelz (grpc-js's introspection service, which nothing here serves) counts and timestamps every call.
+    'grpc.enable_channelz': 0,
   });
-  const callers = new Map<string, ProxyCaller | GuardError>();
+  /**
+   * Each connection's caller, by the HTTP/2 session it arrived on (one TLS connection; renegotiation is
+   * off, so its certificate cannot change): what the handshake proved is read once per connection, as
+   * the HTTPS endpoints remember it per socket. A bundle rotation starts afresh (and closes them all).
+   */
+  let bySession = new WeakMap<object, ProxyCaller | GuardError>();
+  /** Without a session to remember it by (see sessionOf): by the certificate's fingerprint. */
+  const byFingerprint = new Map<string, ProxyCaller | GuardError>();
 
   /** The caller, from what its handshake proved (grpc-js shows only a verified certificate). */
   function callerOf(call: grpc.ServerUnaryCall<unknown, unknown>): ProxyCaller | GuardError {
+    const session = sessionOf(call);
+    let caller = session === null ? undefined : bySession.get(session);
+    if (caller === undefined) {
+      caller = identify(call);
+      if (session !== null) bySession.set(session, caller);
+    }
+    return proxies.current(caller);
+  }
+
+  /**
+   * The call's verified certificate, as a caller. `getAuthContext` converts the whole certificate
+   * (three fingerprints, names, key) on every call: the bulk of a Check's CPU when asked per call.
+   */
+  function identify(call: grpc.ServerUnaryCall<unknown, unknown>): ProxyCaller | GuardError {
     const certificate = call.getAuthContext().sslPeerCertificate;
     if (certificate === undefined)
       return new GuardError(
         'LOCKSTEP_ERR_PEER_UNTRUSTED',
         'the proxy presented no SVID that chains to the trust bundle',
       );
-    let caller = callers.get(certificate.fingerprint256);
+    let caller = byFingerprint.get(certificate.fingerprint256);
     if (caller === undefined) {
       caller = proxies.identify({ leafDer: new Uint8Array(certificate.raw), authorized: true });
-      if (callers.size >= CALLER_CACHE_SIZE) callers.clear();
-      callers.set(certificate.fingerprint256, caller);
+      if (byFingerprint.size >= CALLER_CACHE_SIZE) byFingerprint.clear();
+      byFingerprint.set(certificate.fingerprint256, caller);
     }
-    return proxies.current(caller);
+    return caller;
   }
 
   async function check(call: grpc.ServerUnaryCall<unknown, unknown>): Promise<CheckResponse> {
@@ -198,11 +221,23 @@ export async function startGrpcCheck(options: GrpcCheckOptions): Promise<GrpcChe
       credentials.rotate(material);
       // Every open connection's caller was verified under the old bundle: a CA removed from it must not
       // keep its proxies trusted. GOAWAY to all of them at once (fail closed; they reconnect).
-      callers.clear();
+      bySession = new WeakMap();
+      byFingerprint.clear();
       server.drain(address, 0);
     },
     close() {
       server.forceShutdown();
     },
   };
+}
+
+/**
+ * The HTTP/2 session (one TLS connection) a call arrived on, read from grpc-js's internals
+ * (`ServerUnaryCallImpl.call.stream.session`, as its own `getAuthContext` reads it); null when they
+ * are shaped otherwise (another grpc-js), and the caller is then identified on every call: slower,
+ * never wrong. A test (grpc-check.test.ts) says when this path is gone.
+ */
+export function sessionOf(call: grpc.ServerUnaryCall<unknown, unknown>): object | null {
+  const session = (call as { call?: { stream?: { session?: unknown } } }).call?.stream?.session;
+  return typeof session === 'object' && session !== null ? session : null;
 }
