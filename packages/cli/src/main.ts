@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { controlPlaneAgent } from '@lockstep/control-plane';
+import { controlPlaneAgent, issueAdminCredentials } from '@lockstep/control-plane';
 import {
   assembleControlPlane,
   AUDIT_HEAD_FILE,
@@ -39,6 +39,7 @@ import {
   openControlPlaneKeys,
   openStoreAt,
   verifyTrail,
+  type AssembledControlPlane,
   type ControlPlaneAssemblyOptions,
   type ExternalIssuer,
 } from '@lockstep/monitor';
@@ -218,6 +219,9 @@ async function serveControlPlane(state: LocalState, options: ControlPlaneStart, 
   );
   const clients = `${idp.clients.length} client${idp.clients.length === 1 ? '' : 's'}`;
   out(`identity provider: ${running.idp?.issuer ?? 'off'} (${clients}); dashboard: ${url}/dashboard (role admin)`);
+  // The local administrator's SVID lives 8 h: renewed at half its life (with the bundle, which a root
+  // rotation changes), so that `lockstep revoke` still works at 3 a.m. on a control plane started the day before.
+  const renewing = keepAdministratorFresh(state, running, administrator.expiresAt, (line) => out(line));
 
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -225,8 +229,52 @@ async function serveControlPlane(state: LocalState, options: ControlPlaneStart, 
     process.once('SIGTERM', stop);
   });
   out('lockstep control plane: stopping');
+  renewing.stop();
   await running.close();
   return 0;
+}
+
+/**
+ * Re-issues the local administrator's SVID at half its life and rewrites the admin files and the
+ * bundle; a failure is said and retried a minute later (the old SVID still works until it expires).
+ */
+export function keepAdministratorFresh(
+  state: LocalState,
+  running: Pick<AssembledControlPlane, 'ca' | 'url' | 'bundlePem'> & { readonly admin: { readonly spiffeId: string } },
+  expiresAt: Date,
+  say: (line: string) => void,
+): { stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const name = running.admin.spiffeId.split('/').pop() ?? 'admin';
+  const schedule = (at: number) => {
+    if (stopped) return;
+    timer = setTimeout(renew, Math.max(1_000, at - Date.now()));
+    timer.unref();
+  };
+  const renew = () => {
+    issueAdminCredentials(running.ca, name).then(
+      (fresh) => {
+        if (stopped) return;
+        const runtime = { url: running.url, trustDomain: running.ca.trustDomain, pid: process.pid };
+        writeControlPlaneState(state, runtime, fresh, running.bundlePem);
+        schedule(Date.now() + (fresh.expiresAt.getTime() - Date.now()) / 2);
+      },
+      (error: Error) => {
+        say(
+          `lockstep control plane: the local administrator's SVID could not be renewed (${error.message}); retrying in 60 s`,
+        );
+        schedule(Date.now() + 60_000);
+      },
+    );
+  };
+  schedule(Date.now() + (expiresAt.getTime() - Date.now()) / 2);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }
 
 /** Why the server could not listen, said with the option that changes it; undefined for any other failure. */

@@ -75,6 +75,11 @@ export interface ControlPlaneServerOptions {
   readonly host?: string;
   /** Default 0 (any free port). */
   readonly port?: number;
+  /**
+   * Lifetime of the server's own certificate (default 24 h, the X509-SVID ceiling). It is re-issued,
+   * with a fresh key, at half its life and on a root rotation; new connections get the new one.
+   */
+  readonly serverCertificateSeconds?: number;
 }
 
 /** What an extension is given: the CA, the store, and (once listening) the URL and the identity provider. */
@@ -136,7 +141,8 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
 async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)[]): Promise<RunningControlPlane> {
   const { ca, store } = options;
   const spiffeId = controlPlaneSpiffeId(ca.trustDomain);
-  let server = await serverCredentials(ca, spiffeId);
+  const lifetimeSeconds = options.serverCertificateSeconds ?? SERVER_CERTIFICATE_SECONDS;
+  let server = await serverCredentials(ca, spiffeId, lifetimeSeconds);
   const app = Fastify({
     logger: false,
     bodyLimit: 64 * 1024,
@@ -230,12 +236,14 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   // the signer (the server's own certificate is re-issued by the new CA).
   let signer = ca.signer;
   let tlsUpdate = Promise.resolve();
-  const stopBundle = ca.onBundleChange(() => {
+  /** Re-issues the server's certificate if asked (or the signer changed), then serves it and the bundle. */
+  const updateTls = (reissue: boolean) => {
     tlsUpdate = tlsUpdate
       .then(async () => {
-        if (ca.signer !== signer) {
+        if (reissue || ca.signer !== signer) {
           signer = ca.signer;
-          server = await serverCredentials(ca, spiffeId);
+          server = await serverCredentials(ca, spiffeId, lifetimeSeconds);
+          scheduleRenewal();
         }
         (app.server as unknown as TlsServer).setSecureContext({
           cert: server.svid.chainPem,
@@ -245,7 +253,24 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
         });
       })
       .catch((error: Error) => onInternalError(error));
+  };
+  // A control plane that runs longer than its certificate lives would refuse every client at the
+  // handshake (renewals included): renewed at half its life, as workloads renew theirs.
+  let renewal: NodeJS.Timeout | undefined;
+  let stopped = false;
+  function scheduleRenewal(): void {
+    clearTimeout(renewal);
+    if (stopped) return;
+    const halfLife = (server.svid.notAfter.getTime() - Date.now()) / 2;
+    renewal = setTimeout(() => updateTls(true), Math.max(1_000, halfLife));
+    renewal.unref();
+  }
+  scheduleRenewal();
+  opened.push(() => {
+    stopped = true;
+    clearTimeout(renewal);
   });
+  const stopBundle = ca.onBundleChange(() => updateTls(false));
   opened.push(stopBundle);
   const { address, port } = app.server.address() as AddressInfo;
   const url = `https://${address.includes(':') ? `[${address}]` : address}:${port}`;
@@ -273,6 +298,8 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
     // Open streams are long-lived: end them, or close() would wait for every guard to hang up.
     close: async () => {
       stopBundle();
+      stopped = true;
+      clearTimeout(renewal);
       await tlsUpdate;
       idp?.close();
       stopPolicy();
@@ -362,10 +389,17 @@ function issued(ca: WorkloadCa, svid: IssuedSvid) {
   return { spiffeId: svid.spiffeId, svid: svid.chainPem, bundle: ca.bundlePem, expiresAt: svid.notAfter.toISOString() };
 }
 
-/** A fresh key and a one-day certificate for the server itself, issued by the CA at every start. */
-async function serverCredentials(ca: WorkloadCa, spiffeId: string): Promise<{ svid: IssuedSvid; keyPem: string }> {
+/** Default lifetime of the server's own certificate: a day, the X509-SVID ceiling. */
+const SERVER_CERTIFICATE_SECONDS = 24 * 3600;
+
+/** A fresh key and a certificate for the server itself, issued by the CA at start and at half its life. */
+async function serverCredentials(
+  ca: WorkloadCa,
+  spiffeId: string,
+  lifetimeSeconds: number,
+): Promise<{ svid: IssuedSvid; keyPem: string }> {
   const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-  const svid = await signLeaf(ca, keys.publicKey, spiffeId, 24 * 3600);
+  const svid = await signLeaf(ca, keys.publicKey, spiffeId, lifetimeSeconds);
   return {
     svid,
     keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'),

@@ -44,6 +44,13 @@ export interface PostgresStoreOptions {
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 // An arbitrary, fixed key: the lock that serializes Lockstep's migrations across replicas.
 const MIGRATION_LOCK = 0x10c5_7e90;
+/**
+ * Taken by every revocation write before its position (seq) is drawn, and held to its commit: positions
+ * then commit in order. Without it two writers (two replicas, two pool connections) could commit seq 8
+ * before seq 7, and a reader that had seen 8 would skip 7 for ever (the feed and every stream's
+ * Last-Event-ID read "everything after the highest seen").
+ */
+const REVOCATION_LOCK = 0x10c5_7e91;
 // One more failure under a key ($1) at $2; a count whose last failure is before $3 starts again.
 const ADD_LOGIN_FAILURE = `INSERT INTO login_failures (key, failures, last_failure_at) VALUES ($1, 1, $2)
   ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_failures.last_failure_at < $3 THEN 1 ELSE login_failures.failures + 1 END, last_failure_at = $2
@@ -71,6 +78,24 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const channel = `lockstep_revocations_${schema}`;
   const query = async (sql: string, values: unknown[]): Promise<Record<string, unknown>[]> =>
     (await pool.query(sql, values)).rows as Record<string, unknown>[];
+  /** One revocation write: in a transaction that holds REVOCATION_LOCK, so that positions commit in order. */
+  const revocationWrite = async <T>(write: (run: typeof query) => Promise<T>): Promise<T> => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [REVOCATION_LOCK]);
+      const result = await write(
+        async (sql, values) => (await client.query(sql, values)).rows as Record<string, unknown>[],
+      );
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  };
 
   return {
     kind: 'postgres',
@@ -101,32 +126,36 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       ).map(issuedSvidFromRow);
     },
     async addRevocation(entry) {
-      // A lifted entry holds again, at a new position; one that holds is left as it is.
-      const inserted = await query(
-        `INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (kind, value) DO UPDATE SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')), reason = EXCLUDED.reason,
-          actor = EXCLUDED.actor, at = EXCLUDED.at, lifted_at = NULL, lifted_by = NULL, lift_reason = NULL
-        WHERE revocations.lifted_at IS NOT NULL RETURNING seq`,
-        [entry.kind, entry.value, entry.reason, entry.actor, entry.at],
-      );
-      // Tells every replica's streams at once (they would otherwise find it on their next re-read).
-      if (inserted.length > 0) await query('SELECT pg_notify($1, $2)', [channel, String(inserted[0]?.seq)]);
-      const [row] = await query('SELECT * FROM revocations WHERE kind = $1 AND value = $2', [entry.kind, entry.value]);
-      return revocationFromRow(row as Record<string, unknown>);
+      return revocationWrite(async (run) => {
+        // A lifted entry holds again, at a new position; one that holds is left as it is.
+        const inserted = await run(
+          `INSERT INTO revocations (kind, value, reason, actor, at) VALUES ($1, $2, $3, $4, $5)
+          ON CONFLICT (kind, value) DO UPDATE SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')), reason = EXCLUDED.reason,
+            actor = EXCLUDED.actor, at = EXCLUDED.at, lifted_at = NULL, lifted_by = NULL, lift_reason = NULL
+          WHERE revocations.lifted_at IS NOT NULL RETURNING seq`,
+          [entry.kind, entry.value, entry.reason, entry.actor, entry.at],
+        );
+        // Tells every replica's streams at once, on commit (they would otherwise find it on their next re-read).
+        if (inserted.length > 0) await run('SELECT pg_notify($1, $2)', [channel, String(inserted[0]?.seq)]);
+        const [row] = await run('SELECT * FROM revocations WHERE kind = $1 AND value = $2', [entry.kind, entry.value]);
+        return revocationFromRow(row as Record<string, unknown>);
+      });
     },
     async revocationsSince(seq) {
       return (await query('SELECT * FROM revocations WHERE seq > $1 ORDER BY seq', [seq])).map(revocationFromRow);
     },
     async liftRevocation(kind, value, lift) {
-      // One statement: of two lifts at once (on any replica), the second finds nothing holding.
-      const [row] = await query(
-        `UPDATE revocations SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')),
-        lifted_at = $3, lifted_by = $4, lift_reason = $5 WHERE kind = $1 AND value = $2 AND lifted_at IS NULL RETURNING *`,
-        [kind, value, lift.at, lift.actor, lift.reason],
-      );
-      if (row === undefined) return null;
-      await query('SELECT pg_notify($1, $2)', [channel, String(row.seq)]);
-      return revocationFromRow(row);
+      return revocationWrite(async (run) => {
+        // Of two lifts at once (on any replica), the second finds nothing holding.
+        const [row] = await run(
+          `UPDATE revocations SET seq = nextval(pg_get_serial_sequence('revocations', 'seq')),
+          lifted_at = $3, lifted_by = $4, lift_reason = $5 WHERE kind = $1 AND value = $2 AND lifted_at IS NULL RETURNING *`,
+          [kind, value, lift.at, lift.actor, lift.reason],
+        );
+        if (row === undefined) return null;
+        await run('SELECT pg_notify($1, $2)', [channel, String(row.seq)]);
+        return revocationFromRow(row);
+      });
     },
     async isRevoked(kind, value) {
       return (
@@ -409,15 +438,48 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return row === undefined ? null : scanRunFromRow(row);
     },
     async watchRevocations(listener) {
-      const client = new pg.Client({ connectionString: options.connectionString });
-      await client.connect();
-      client.on('notification', (message) => {
-        if (message.channel === channel) listener();
-      });
-      client.on('error', () => {});
-      await client.query(`LISTEN ${channel}`);
+      // One connection that LISTENs; when it breaks (a database restart, a failover, a network cut) it is
+      // opened again, retried with backoff up to 5 s, and the listener is called once it listens again,
+      // so that what was written meanwhile is read at once rather than at the next re-read.
+      let stopped = false;
+      let client: pg.Client | null = null;
+      let retry: NodeJS.Timeout | undefined;
+      const listen = async (): Promise<void> => {
+        const next = new pg.Client({ connectionString: options.connectionString });
+        next.on('notification', (message) => {
+          if (message.channel === channel) listener();
+        });
+        next.on('error', () => {}); // 'end' follows: reconnected there
+        next.once('end', () => {
+          if (!stopped && client === next) reconnect(250);
+        });
+        try {
+          await next.connect();
+          await next.query(`LISTEN ${channel}`);
+        } catch (error) {
+          await next.end().catch(() => {});
+          throw error;
+        }
+        if (stopped) {
+          await next.end().catch(() => {});
+          return;
+        }
+        client = next;
+      };
+      const reconnect = (delayMs: number): void => {
+        client = null;
+        retry = setTimeout(() => {
+          listen().then(listener, () => {
+            if (!stopped) reconnect(Math.min(delayMs * 2, 5_000));
+          });
+        }, delayMs);
+        retry.unref();
+      };
+      await listen();
       return async () => {
-        await client.end().catch(() => {});
+        stopped = true;
+        clearTimeout(retry);
+        await client?.end().catch(() => {});
       };
     },
     async close() {

@@ -827,6 +827,86 @@ describe('the audit trail at the database level', () => {
   );
 });
 
+/** Two stores on one PostgreSQL schema: two control-plane replicas, as far as the store can tell. */
+async function twoReplicas(): Promise<{ a: ControlPlaneStore; b: ControlPlaneStore; schema: string }> {
+  const schema = postgres.schema();
+  const a = await openPostgresStore({ connectionString: PG_URL, schema });
+  return { a, b: await openPostgresStore({ connectionString: PG_URL, schema }), schema };
+}
+
+describe('revocation positions across replicas (PostgreSQL)', () => {
+  it(
+    'commit in order: a reader following "everything after the highest seen" misses none of two replicas\' concurrent writes',
+    { skip: pgProblem === null ? false : 'PostgreSQL not reachable' },
+    async () => {
+      const { a, b } = await twoReplicas();
+      try {
+        const seen = new Set<string>();
+        let highest = 0;
+        let writing = true;
+        // The reader: what every stream and the feed do (Last-Event-ID, `seen = max`).
+        const reader = (async () => {
+          while (writing) {
+            for (const entry of await a.revocationsSince(highest)) {
+              seen.add(entry.value);
+              highest = Math.max(highest, entry.seq);
+            }
+          }
+        })();
+        const writes = Array.from({ length: 60 }, (_, i) =>
+          (i % 2 === 0 ? a : b).addRevocation({ kind: 'sub', value: `user-${i}`, reason: 'test', actor: 'cli', at: i }),
+        );
+        await Promise.all(writes);
+        writing = false;
+        await reader;
+        for (const entry of await a.revocationsSince(highest)) seen.add(entry.value);
+        assert.equal(seen.size, 60, `the reader missed ${60 - seen.size} of 60 revocations`);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    },
+  );
+});
+
+describe('revocation notifications (PostgreSQL)', () => {
+  it(
+    'resume after the listening connection is cut: a revocation through another replica is heard again',
+    { skip: pgProblem === null ? false : 'PostgreSQL not reachable' },
+    async () => {
+      const { a, b, schema } = await twoReplicas();
+      const admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      let heard = 0;
+      const stop = await a.watchRevocations?.(() => heard++);
+      assert.ok(stop, 'the PostgreSQL store watches');
+      try {
+        const until = async (check: () => boolean, what: string) => {
+          for (let i = 0; i < 100 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+          assert.ok(check(), `timed out waiting for ${what}`);
+        };
+        await b.addRevocation({ kind: 'sub', value: 'before', reason: 'test', actor: 'cli', at: 1 });
+        await until(() => heard >= 1, 'the first notification');
+        // A database restart or failover, as the listening connection sees it.
+        const cut = await admin.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN lockstep_revocations_${schema}'`,
+        );
+        assert.equal(cut.rowCount, 1, 'the listening connection was found and cut');
+        const afterCut = heard;
+        await until(() => heard > afterCut, 'the listener called again once listening again');
+        const reconnected = heard;
+        await b.addRevocation({ kind: 'sub', value: 'after', reason: 'test', actor: 'cli', at: 2 });
+        await until(() => heard > reconnected, 'a notification after the cut');
+      } finally {
+        await stop?.();
+        await admin.end();
+        await a.close();
+        await b.close();
+      }
+    },
+  );
+});
+
 describe('sqlite store files', () => {
   it('are readable by their owner only, in a directory only the owner can enter', async () => {
     const directory = join(scratch, 'private', 'state');
