@@ -14,10 +14,11 @@ says loudly that it is development material. Existing keys are kept and checked.
   },
   'control-plane': {
     usage:
-      'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>]',
+      'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>] [--svid-lifetime <seconds>]',
     about: `Runs the control plane with its state in the state directory (keys, SQLite store or --postgres, the
 trust bundle, a local administrator's SVID) until SIGINT or SIGTERM. One control plane per state
 directory: a second start is refused with the first one's pid; a lock left by one that died is taken over.
+--svid-lifetime: how long workloads' SVIDs live, 60 to 86400 s (default 3600); they renew at half of it.
 Exit 1 when it cannot start (port in use, state directory in use, an unusable key or store file: the
 message names it and the fix); 2 for a mistake in the arguments.`,
   },

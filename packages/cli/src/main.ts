@@ -163,9 +163,15 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
       'policy-dir': { type: 'string', default: 'policies' },
       postgres: { type: 'string' },
       'idp-config': { type: 'string' },
+      'svid-lifetime': { type: 'string' },
     },
   });
   const state = localState();
+  const svidLifetime = values['svid-lifetime'] === undefined ? undefined : Number(values['svid-lifetime']);
+  if (svidLifetime !== undefined && (!Number.isInteger(svidLifetime) || svidLifetime < 60 || svidLifetime > 86_400))
+    throw new UsageError(
+      `--svid-lifetime is in seconds, from 60 to 86400 (an SVID lives at most 24 h), e.g. --svid-lifetime 3600; got ${JSON.stringify(values['svid-lifetime'])}`,
+    );
   const trustDomain = rememberTrustDomain(state, values['trust-domain']);
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535)
@@ -176,6 +182,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
     trustDomain,
     keyDir: state.keyDir,
     store: storeLocation(state, values.postgres),
+    ...(svidLifetime === undefined ? {} : { svidLifetimeSeconds: svidLifetime }),
     host: values.host,
     port,
     policyDir: values['policy-dir'],

@@ -93,6 +93,8 @@ export interface ControlPlaneAssemblyOptions {
   /** Keys of the CA, the signing keys and key rings (0700, files 0600); created when missing. */
   readonly keyDir: string;
   readonly store: StoreLocation;
+  /** Lifetime of workloads' SVIDs, 60 s to 24 h (default 1 h): `startControlPlane`'s `svidLifetimeSeconds`. */
+  readonly svidLifetimeSeconds?: number;
   /** Default 127.0.0.1. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -210,6 +212,7 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
       idp: { keys: keys.idpKeys, cookieKeys: keys.cookieKeys, clients: options.idp?.clients ?? [], resource },
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
+      ...(options.svidLifetimeSeconds === undefined ? {} : { svidLifetimeSeconds: options.svidLifetimeSeconds }),
       onInternalError: (error) => say.error(`internal error: ${error.stack ?? error.message}`),
       extensions: [
         ...monitor.extensions,

@@ -52,6 +52,12 @@ export interface WorkloadAgentOptions {
   readonly onEvent?: (event: AgentEvent) => void;
   /** Wait before retrying a failed renewal. Default 5 s. */
   readonly retryMs?: number;
+  /**
+   * When to renew, as the share of the SVID's life that has passed: default 0.5 (half-life), from 0.1 to
+   * 0.9, less up to a tenth of the life of jitter (so that a fleet does not renew at once). Earlier leaves
+   * more time to retry through a control-plane outage before the SVID expires.
+   */
+  readonly renewAt?: number;
   readonly heartbeatMs?: number;
   /** How the guard follows the control plane: `stream` (default, SSE with polling while it is down) or `poll`. */
   readonly transport?: 'stream' | 'poll';
@@ -120,6 +126,11 @@ export interface WorkloadAgent {
 
 export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<WorkloadAgent> {
   workloadId(options.trustDomain, options.service); // a TypeError naming the rule, before the service's name becomes a directory
+  const renewAt = options.renewAt ?? 0.5;
+  if (typeof renewAt !== 'number' || !(renewAt >= 0.1 && renewAt <= 0.9))
+    throw new TypeError(
+      `renewAt is the share of the SVID's life after which it renews, from 0.1 to 0.9 (default 0.5); got ${String(renewAt)}`,
+    );
   const stateDir =
     options.stateDir === undefined ? defaultWorkloadStateDir(options.service) : resolve(options.stateDir);
   let credentials = await joinControlPlane({
@@ -207,8 +218,8 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     if (closed) return;
     if (timer !== null) clearTimeout(timer);
     const lifetime = credentials.expiresAt.getTime() - Date.now();
-    // Half-life, minus up to a tenth of the lifetime of jitter.
-    const wait = delayMs ?? Math.max(1_000, lifetime / 2 - (Math.random() * lifetime) / 10);
+    // At `renewAt` of the life (half-life by default), minus up to a tenth of the lifetime of jitter.
+    const wait = delayMs ?? Math.max(1_000, lifetime * renewAt - (Math.random() * lifetime) / 10);
     timer = setTimeout(() => void renew().catch(() => {}), wait);
     timer.unref();
   }

@@ -80,6 +80,12 @@ export interface ControlPlaneServerOptions {
    * with a fresh key, at half its life and on a root rotation; new connections get the new one.
    */
   readonly serverCertificateSeconds?: number;
+  /**
+   * Lifetime of the SVIDs workloads get at join and renewal: default 1 h, from 60 s to 24 h. Longer rides
+   * out a longer control-plane outage (a workload renews at half its life and retries until it expires);
+   * shorter bounds how long a stolen SVID is worth having (revocation stops it at once anyway).
+   */
+  readonly svidLifetimeSeconds?: number;
 }
 
 /** What an extension is given: the CA, the store, and (once listening) the URL and the identity provider. */
@@ -122,6 +128,11 @@ export interface RunningControlPlane {
 const CSR = { type: 'string', minLength: 1, maxLength: 8192 } as const;
 
 export async function startControlPlane(options: ControlPlaneServerOptions): Promise<RunningControlPlane> {
+  const lifetime = options.svidLifetimeSeconds;
+  if (lifetime !== undefined && (!Number.isInteger(lifetime) || lifetime < 60 || lifetime > 24 * 3600))
+    throw new TypeError(
+      `svidLifetimeSeconds must be a whole number of seconds from 60 to 86400 (an SVID lives at most 24 h), e.g. 3600; got ${String(lifetime)}`,
+    );
   // A start that fails (port taken, a bad extension) closes what it opened: nothing keeps the process alive.
   const opened: (() => unknown)[] = [];
   try {
@@ -170,7 +181,18 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   const { tts, policy } = options;
   const rotators: KeyRotators = new Map();
   if (tts?.rotateKeys) rotators.set('txn-token', tts.rotateKeys);
-  registerRoutes(app, ca, store, feed, options.policy ?? null, rotators, tts?.scanTokens ?? null, onInternalError);
+  const svidLifetime = options.svidLifetimeSeconds === undefined ? {} : { ttlSeconds: options.svidLifetimeSeconds };
+  registerRoutes(
+    app,
+    ca,
+    store,
+    feed,
+    options.policy ?? null,
+    rotators,
+    tts?.scanTokens ?? null,
+    onInternalError,
+    svidLifetime,
+  );
   const hooks: ExtensionHooks[] = [];
   registerRegistryRoutes(app, ca, store, (report) => {
     for (const hook of hooks) hook.onUnreachable?.(report);
@@ -322,6 +344,8 @@ function registerRoutes(
   rotators: KeyRotators,
   scanTokens: TxnTokenService['scanTokens'] | null,
   onInternalError: (error: Error) => void,
+  /** The SVID lifetime workloads get at join and renewal, when configured. */
+  svidLifetime: { readonly ttlSeconds?: number },
 ): void {
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
@@ -366,6 +390,7 @@ function registerRoutes(
           joinToken: request.body.joinToken,
           service: request.body.service,
           csrPem: request.body.csr,
+          ...svidLifetime,
         }),
       ),
   );
@@ -381,7 +406,14 @@ function registerRoutes(
       onRequest: requireCaller(ca.trustDomain, ['workload']),
     },
     async (request) =>
-      issued(ca, await renewWorkload(store, ca, { peerSpiffeId: admittedCaller(request), csrPem: request.body.csr })),
+      issued(
+        ca,
+        await renewWorkload(store, ca, {
+          peerSpiffeId: admittedCaller(request),
+          csrPem: request.body.csr,
+          ...svidLifetime,
+        }),
+      ),
   );
 }
 
