@@ -42,7 +42,7 @@ import { joinAsWorkload, type WorkloadAgent } from '@lockstep/workload';
 import { AuthzenRequestError, parseEvaluation, parseEvaluations, type AuthzenEvaluation } from './authzen.ts';
 import { fromNginxHeader, fromTraefikHeader, fromXfccHeader } from './client-certificate.ts';
 import { decideForwarded } from './forwarded-request.ts';
-import { startGrpcCheck, type GrpcCheck } from './grpc-check.ts';
+import type { GrpcCheck } from './grpc-check.ts';
 import { trustedProxies, type ProxyCaller } from './trusted-proxy.ts';
 
 export interface AuthzServerOptions {
@@ -356,7 +356,10 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
         resolve();
       });
     });
-    if (options.grpc !== undefined)
+    if (options.grpc !== undefined) {
+      // Loaded only when asked for: grpc-js and the protos stay out of every process that serves no gRPC
+      // (the sidecar imports this package too).
+      const { startGrpcCheck } = await import('./grpc-check.ts');
       grpcCheck = await startGrpcCheck({
         host: options.grpc.host ?? '127.0.0.1',
         port: options.grpc.port ?? 0,
@@ -367,6 +370,7 @@ export async function createAuthzServer(options: AuthzServerOptions): Promise<Au
         limits: { messageBytes: limits.grpcMessageBytes, headers: limits.grpcHeaders },
         logger,
       });
+    }
   } catch (error) {
     await close();
     throw error;
