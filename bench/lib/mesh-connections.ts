@@ -8,8 +8,6 @@
  *          as Envoy fills it (`include_peer_certificate: true`). An allowed check counts as 200; a
  *          denied one as the HTTP status of its `denied_response`.
  */
-import type { ServiceDefinition } from '@grpc/grpc-js';
-import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { dispatchGet, type Outcome } from './dispatch-get.ts';
 import type { MeshLoadJob } from './mesh-protocol.ts';
@@ -22,7 +20,6 @@ export interface Connection {
 }
 
 const TIMEOUT_MS = 10_000;
-const PROTO_DIR = fileURLToPath(new URL('../../packages/proxy/proto/', import.meta.url));
 
 function httpConnection(job: MeshLoadJob): Connection {
   const client = new Client(job.origin, {
@@ -66,18 +63,13 @@ type CheckClient = {
 async function grpcConnections(job: MeshLoadJob, grpcJob: NonNullable<MeshLoadJob['grpc']>): Promise<Connection[]> {
   if (job.tls === null) throw new TypeError('a gRPC load job needs the client SVID (tls)');
   const tls = job.tls;
-  const [{ default: grpc }, { default: protoLoader }] = await Promise.all([
+  // The proto as the decision service loads it (loaded here only for a gRPC job).
+  const [{ default: grpc }, { loadAuthorizationService }] = await Promise.all([
     import('@grpc/grpc-js'),
-    import('@grpc/proto-loader'),
+    import('../../packages/proxy/src/authz/grpc-check.ts'),
   ]);
   const Authorization = grpc.makeGenericClientConstructor(
-    protoLoader.loadSync('envoy/service/auth/v3/external_auth.proto', {
-      includeDirs: [PROTO_DIR],
-      keepCase: true,
-      enums: Number,
-      defaults: true,
-      oneofs: true,
-    })['envoy.service.auth.v3.Authorization'] as ServiceDefinition,
+    loadAuthorizationService(),
     'Authorization',
   ) as unknown as new (address: string, credentials: unknown, options: Record<string, unknown>) => CheckClient;
   const credentials = grpc.credentials.createSsl(

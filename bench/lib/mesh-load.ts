@@ -69,6 +69,24 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.max(0, index)] as number;
 }
 
+/** A phase's report from its latencies (and, for an open loop, the pacer's send lags), over `measureMs`. */
+function phaseReport(name: string, measureMs: number, latencies: Samples, lags: Samples | null): PhaseReport {
+  const sorted = latencies.sorted();
+  const lagSorted = lags?.sorted() ?? null;
+  const seconds = measureMs / 1000;
+  return {
+    name,
+    requests: sorted.length,
+    seconds,
+    rps: sorted.length / seconds,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    maxMs: sorted.length > 0 ? (sorted[sorted.length - 1] as number) : Number.NaN,
+    sendLagP50Ms: lagSorted === null ? 0 : percentile(lagSorted, 50),
+    sendLagP99Ms: lagSorted === null ? 0 : percentile(lagSorted, 99),
+  };
+}
+
 const nowNs = () => process.hrtime.bigint();
 const toMs = (ns: bigint) => Number(ns) / 1e6;
 const send = (message: MeshLoadMessage) => process.send?.(message);
@@ -133,19 +151,7 @@ async function run(job: MeshLoadJob): Promise<MeshLoadReport> {
       }),
     );
     send({ type: 'mark', phase: phase.name, edge: 'end', answered });
-    const sorted = latencies.sorted();
-    const seconds = phase.measureMs / 1000;
-    return {
-      name: phase.name,
-      requests: sorted.length,
-      seconds,
-      rps: sorted.length / seconds,
-      p50Ms: percentile(sorted, 50),
-      p99Ms: percentile(sorted, 99),
-      maxMs: sorted.length > 0 ? (sorted[sorted.length - 1] as number) : Number.NaN,
-      sendLagP50Ms: 0,
-      sendLagP99Ms: 0,
-    };
+    return phaseReport(phase.name, phase.measureMs, latencies, null);
   }
 
   const pacer = new Worker(PACER_SOURCE, { eval: true });
@@ -163,20 +169,7 @@ async function run(job: MeshLoadJob): Promise<MeshLoadReport> {
       const done = () => {
         pacer.off('message', onDue);
         send({ type: 'mark', phase: phase.name, edge: 'end', answered });
-        const sorted = latencies.sorted();
-        const lagSorted = lags.sorted();
-        const seconds = phase.measureMs / 1000;
-        resolve({
-          name: phase.name,
-          requests: sorted.length,
-          seconds,
-          rps: sorted.length / seconds,
-          p50Ms: percentile(sorted, 50),
-          p99Ms: percentile(sorted, 99),
-          maxMs: sorted.length > 0 ? (sorted[sorted.length - 1] as number) : Number.NaN,
-          sendLagP50Ms: percentile(lagSorted, 50),
-          sendLagP99Ms: percentile(lagSorted, 99),
-        });
+        resolve(phaseReport(phase.name, phase.measureMs, latencies, lags));
       };
       const onDue = (index: number) => {
         if (index === -1) {

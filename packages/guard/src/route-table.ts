@@ -77,25 +77,32 @@ export interface RouteMatcher {
    * `X-HTTP-Method-Override`, `_method`…). Such a request matches no route (404
    * LOCKSTEP_ERR_ROUTE_UNKNOWN after transport).
    */
-  ambiguity(
-    method: string,
-    target: string,
-    headers: Readonly<Record<string, string | readonly string[] | undefined>>,
-  ): string | null;
+  ambiguity(method: string, target: string, headers: Headers): string | null;
+  /** `find` for a guard in front of another server: null when `ambiguity` has a reason. One exact lookup. */
+  findForForeignServer(method: string, target: string, headers: Headers): FoundRoute;
 }
+
+type Headers = Readonly<Record<string, string | readonly string[] | undefined>>;
 
 /** One router for the adapters that take a route table (node:http, the decision service, the sidecar). */
 export function routeMatcher(routes: readonly TableRoute[]): RouteMatcher {
   const exact = findMyWay({ ignoreTrailingSlash: false, caseSensitive: true });
-  const lenient = findMyWay({ ignoreTrailingSlash: true, caseSensitive: false });
-  for (const route of routes) {
-    exact.on(route.security.method as 'GET', route.security.template, () => {}, { route });
-    try {
-      lenient.on(route.security.method as 'GET', route.security.template, () => {}, { route });
-    } catch {
-      // `/a` and `/a/`, or `/A` and `/a`, are one route to a lenient server: the first declared stands for both.
+  for (const route of routes) exact.on(route.security.method as 'GET', route.security.template, () => {}, { route });
+  // What a server that ignores letter case and trailing slashes would match: built on first use, so only
+  // for a guard in front of another server.
+  let lenient: typeof exact | null = null;
+  const lenientRouter = () => {
+    if (lenient !== null) return lenient;
+    lenient = findMyWay({ ignoreTrailingSlash: true, caseSensitive: false });
+    for (const route of routes) {
+      try {
+        lenient.on(route.security.method as 'GET', route.security.template, () => {}, { route });
+      } catch {
+        // `/a` and `/a/`, or `/A` and `/a`, are one route to a lenient server: the first declared stands for both.
+      }
     }
-  }
+    return lenient;
+  };
   const lookup = (router: typeof exact, method: string, target: string): FoundRoute => {
     try {
       const found = router.find(method as 'GET', target) ?? (method === 'HEAD' ? router.find('GET', target) : null);
@@ -105,15 +112,20 @@ export function routeMatcher(routes: readonly TableRoute[]): RouteMatcher {
       return null; // a target the router cannot take matches no declared route
     }
   };
+  /** The route as matched exactly, and why another server could serve another one (null if none could). */
+  const decide = (method: string, target: string, headers: Headers): { found: FoundRoute; reason: string | null } => {
+    const unsafe = ambiguousPath(target) ?? targetOverride(target, headers);
+    if (unsafe !== null) return { found: null, reason: unsafe };
+    const found = lookup(exact, method, target);
+    const other = lookup(lenientRouter(), method, target)?.route;
+    if (other === undefined || other === found?.route) return { found, reason: null };
+    const { method: otherMethod, template } = other.security;
+    const reason = `the path is "${otherMethod} ${template}" in another letter case or with a trailing slash; servers that ignore those would serve that route`;
+    return { found: null, reason };
+  };
   return {
     find: (method, target) => lookup(exact, method, target),
-    ambiguity(method, target, headers) {
-      const unsafe = ambiguousPath(target) ?? targetOverride(target, headers);
-      if (unsafe !== null) return unsafe;
-      const other = lookup(lenient, method, target)?.route;
-      if (other === undefined || other === lookup(exact, method, target)?.route) return null;
-      const { method: otherMethod, template } = other.security;
-      return `the path is "${otherMethod} ${template}" in another letter case or with a trailing slash; servers that ignore those would serve that route`;
-    },
+    findForForeignServer: (method, target, headers) => decide(method, target, headers).found,
+    ambiguity: (method, target, headers) => decide(method, target, headers).reason,
   };
 }

@@ -13,11 +13,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import grpc from '@grpc/grpc-js';
-import protoLoader from '@grpc/proto-loader';
 import type { DecisionEvent } from '@lockstep/guard';
 import { createTestCa } from '@lockstep/testkit';
 import type { WorkloadCredentials } from '@lockstep/workload';
 import type { AuthzServer } from '../src/authz/index.ts';
+import { loadAuthorizationService } from '../src/authz/grpc-check.ts';
 import { startAuthzWorld, TD, type AuthzWorld } from './authz-world.ts';
 
 const PROTO_DIR = fileURLToPath(new URL('../proto/', import.meta.url));
@@ -44,16 +44,7 @@ type AuthorizationClient = grpc.Client & {
     callback: (error: grpc.ServiceError | null, response?: CheckAnswer) => void,
   ): grpc.ClientUnaryCall;
 };
-const Authorization = grpc.makeGenericClientConstructor(
-  protoLoader.loadSync('envoy/service/auth/v3/external_auth.proto', {
-    includeDirs: [PROTO_DIR],
-    keepCase: true,
-    enums: Number,
-    defaults: true,
-    oneofs: true,
-  })['envoy.service.auth.v3.Authorization'] as grpc.ServiceDefinition,
-  'Authorization',
-) as unknown as new (
+const Authorization = grpc.makeGenericClientConstructor(loadAuthorizationService(), 'Authorization') as unknown as new (
   address: string,
   credentials: grpc.ChannelCredentials,
   options: grpc.ChannelOptions,

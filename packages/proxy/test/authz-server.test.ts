@@ -82,6 +82,21 @@ async function ask(
   }
 }
 
+/** An AuthZEN evaluation (the gateway reading orders for alice) asked by `caller` instead of the trusted edge. */
+function authzenAs(caller: WorkloadCredentials) {
+  return ask('/access/v1/evaluation', {
+    method: 'POST',
+    as: { cert: caller.chainPem, key: caller.keyPem },
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      subject: { type: 'workload', id: gateway.spiffeId },
+      action: { name: 'orders:read' },
+      resource: { type: 'service', id: 'orders' },
+      context: { txn_token: customerToken },
+    }),
+  });
+}
+
 function nginxAsk(method: string, uri: string, clientCertPem: string | null, token: string | null) {
   const headers: Record<string, string> = { 'x-original-method': method, 'x-original-uri': uri };
   if (clientCertPem !== null) headers['x-client-cert'] = encodeURIComponent(clientCertPem);
@@ -381,17 +396,7 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
   });
 
   it('refuses an untrusted caller on AuthZEN too (its subject would be taken on its word)', async () => {
-    const answer = await ask('/access/v1/evaluation', {
-      method: 'POST',
-      as: { cert: payments.chainPem, key: payments.keyPem },
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        subject: { type: 'workload', id: gateway.spiffeId },
-        action: { name: 'orders:read' },
-        resource: { type: 'service', id: 'orders' },
-        context: { txn_token: customerToken },
-      }),
-    });
+    const answer = await authzenAs(payments);
     assert.equal(answer.status, 403);
   });
 
@@ -445,17 +450,7 @@ describe('attacks: identity only from what a trusted proxy proves', () => {
   });
 
   it('refuses AuthZEN from a trusted proxy not listed in authzenCallers', async () => {
-    const answer = await ask('/access/v1/evaluation', {
-      method: 'POST',
-      as: { cert: mesh.chainPem, key: mesh.keyPem },
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        subject: { type: 'workload', id: gateway.spiffeId },
-        action: { name: 'orders:read' },
-        resource: { type: 'service', id: 'orders' },
-        context: { txn_token: customerToken },
-      }),
-    });
+    const answer = await authzenAs(mesh);
     assert.equal(answer.status, 403);
     assert.equal(answer.headers['lockstep-error'], 'LOCKSTEP_ERR_DENIED');
   });

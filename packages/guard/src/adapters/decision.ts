@@ -80,8 +80,7 @@ export function lockstepDecisions(guard: Guard, table: RouteTable): Decisions {
    */
   function routeFor(facts: DecisionFacts, method: string, headers: Record<string, string | string[]>): FoundRoute {
     if (facts.action !== undefined && facts.path === '') return byAction(facts.action);
-    if (matcher.ambiguity(method, facts.path, headers) !== null) return null;
-    const found = matcher.find(method, facts.path);
+    const found = matcher.findForForeignServer(method, facts.path, headers);
     return facts.action === undefined || found?.route.security.action === facts.action ? found : null;
   }
 

@@ -51,8 +51,9 @@ export function lockstepHttp(
     const method = request.method ?? '';
     const url = request.url ?? '/';
     // A HEAD request without a declared HEAD route is the GET route's (RFC 9110 §9.3.2).
-    const found: FoundRoute =
-      foreignServer && matcher.ambiguity(method, url, request.headers) !== null ? null : matcher.find(method, url);
+    const found: FoundRoute = foreignServer
+      ? matcher.findForForeignServer(method, url, request.headers)
+      : matcher.find(method, url);
     guardInbound(guard, request, response, found?.route ?? null, found?.params ?? {}).then(
       (admitted) => {
         if (admitted === null) return;

@@ -67,9 +67,9 @@ const CHECK_PROTO = 'envoy/service/auth/v3/external_auth.proto';
 /** Proxies' SVIDs remembered by fingerprint; far more than any deployment has proxies. */
 const CALLER_CACHE_SIZE = 256;
 
-/** The service definition from the .proto files; loaded once, when gRPC is first asked for. */
+/** The service definition from the .proto files (ours, shipped in proto/), loaded once: for the server, and for clients (tests, the bench). */
 let authorizationService: grpc.ServiceDefinition | undefined;
-function loadAuthorizationService(): grpc.ServiceDefinition {
+export function loadAuthorizationService(): grpc.ServiceDefinition {
   authorizationService ??= protoLoader.loadSync(CHECK_PROTO, {
     includeDirs: [PROTO_DIR],
     keepCase: true,
