@@ -18,10 +18,19 @@ import { freePortBase, startShop, type RunningShop } from '../launch.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'lockstep-shop-'));
 let shop: RunningShop;
+/** What the supervisor said, as `npm start` prints it (a restart is done once it says `… restarted`). */
+const supervision: string[] = [];
 
 before(async () => {
   const started = performance.now();
-  shop = await startShop({ dataDir, portBase: await freePortBase() });
+  shop = await startShop({
+    dataDir,
+    portBase: await freePortBase(),
+    onSupervision: (line) => {
+      supervision.push(line);
+      process.stderr.write(`lockstep shop: ${line}\n`);
+    },
+  });
   console.log(`shop ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 });
 after(async () => {
@@ -393,13 +402,16 @@ describe('the shop, end to end', () => {
   });
 
   it('restarts the Python service with its sidecar when either dies, rejoining with a fresh join token', async () => {
-    // Back means: one shipping.py, a new one, answering through its sidecar's public health check.
+    // Back means: one shipping.py, a new one, answering through its sidecar's public health check, and the
+    // supervisor done with the restart (until it is, it holds no process to signal).
     const restarted = async (gone: readonly number[], what: string) => {
       const started = Date.now();
+      const restartsBefore = supervision.filter((line) => line.startsWith('shipping restarted')).length;
       for (;;) {
         const now = shippingPythonPids();
         const healthy = (await call(`${shop.urls.shipping}/health`)).status === 200;
-        if (healthy && now.length === 1 && !gone.includes(now[0] as number)) return now;
+        const supervised = supervision.filter((line) => line.startsWith('shipping restarted')).length > restartsBefore;
+        if (healthy && supervised && now.length === 1 && !gone.includes(now[0] as number)) return now;
         assert.ok(Date.now() - started < 45_000, `${what}: shipping not back within 45 s (pids ${now.join(', ')})`);
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
