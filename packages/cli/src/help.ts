@@ -14,11 +14,16 @@ says loudly that it is development material. Existing keys are kept and checked.
   },
   'control-plane': {
     usage:
-      'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--idp-config <file>] [--svid-lifetime <seconds>]',
+      'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--kek-file <file>] [--issuer <https://host/oidc>] [--idp-config <file>] [--svid-lifetime <seconds>] [--svid-recovery-window <7d>]',
     about: `Runs the control plane with its state in the state directory (keys, SQLite store or --postgres, the
 trust bundle, a local administrator's SVID) until SIGINT or SIGTERM. One control plane per state
 directory: a second start is refused with the first one's pid; a lock left by one that died is taken over.
 --svid-lifetime: how long workloads' SVIDs live, 60 to 86400 s (default 3600); they renew at half of it.
+--svid-recovery-window: how long after expiry a cut-off workload's newest SVID may still get a new one
+(POST /v1/recover; default 7d, 0 turns it off).
+--kek-file (or LOCKSTEP_KEK_FILE / LOCKSTEP_KEK): with --postgres, the keys are sealed in the database under
+this key-encryption key and shared by every replica (docs/operations.md "Replicas").
+--issuer: the identity provider's issuer, the same for every replica (default this server's URL + /oidc).
 Exit 1 when it cannot start (port in use, state directory in use, an unusable key or store file: the
 message names it and the fix); 2 for a mistake in the arguments.`,
   },
@@ -31,8 +36,11 @@ message names it and the fix); 2 for a mistake in the arguments.`,
     about: 'Adds a user of the identity provider; prints a generated password once.',
   },
   keys: {
-    usage: 'lockstep keys rotate <txn-token|idp>',
-    about: 'The published next key signs from now on; the retired one stays published until its tokens expire.',
+    usage:
+      'lockstep keys rotate <txn-token|idp>  |  lockstep keys new-kek <file>  |  lockstep keys rewrap --postgres <url> [--schema <name>]',
+    about: `rotate: the published next key signs from now on; the retired one stays published until its tokens expire.
+new-kek: writes a new key-encryption key (0600) for replicas on PostgreSQL. rewrap: re-seals every key
+document's data key under the first line of LOCKSTEP_KEK_FILE (a KEK rotation).`,
   },
   ca: {
     usage:

@@ -2,10 +2,11 @@
  * `lockstep <command>`:
  *
  *   init [--trust-domain td]
- *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url] [--idp-config file]
+ *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url] [--kek-file f]
+ *                 [--issuer url] [--idp-config file] [--svid-lifetime s] [--svid-recovery-window 7d]
  *   join-token create <service> [--ttl seconds]
  *   user add <name> [--role r]... [--tenant t]
- *   keys rotate <txn-token|idp>
+ *   keys rotate <txn-token|idp>  |  keys new-kek <file>  |  keys rewrap --postgres url [--schema s]
  *   ca status | ca prepare | ca activate
  *   drill                                  (the shop's breach drill: examples/shop/drill)
  *   audit verify [--keys jwks.json] [--postgres url] [--as-of time] [--against checkpoint]   |   audit checkpoint   |   audit keys
@@ -26,12 +27,19 @@
  * issues at every start.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { controlPlaneAgent, issueAdminCredentials } from '@lockstep/control-plane';
+import {
+  controlPlaneAgent,
+  createKekText,
+  issueAdminCredentials,
+  readKek,
+  rewrapKeyDocuments,
+  sealedKeyVault,
+} from '@lockstep/control-plane';
 import {
   assembleControlPlane,
   AUDIT_HEAD_FILE,
@@ -43,7 +51,7 @@ import {
   type ControlPlaneAssemblyOptions,
   type ExternalIssuer,
 } from '@lockstep/monitor';
-import type { JWK } from 'jose';
+import type { JSONWebKeySet, JWK } from 'jose';
 import { loadPolicyDir, runPolicyTests } from '@lockstep/policy';
 import { parsePolicyCases } from './policy-cases.ts';
 import { scanCommand } from './scan-command.ts';
@@ -164,6 +172,9 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
       postgres: { type: 'string' },
       'idp-config': { type: 'string' },
       'svid-lifetime': { type: 'string' },
+      'svid-recovery-window': { type: 'string' },
+      'kek-file': { type: 'string' },
+      issuer: { type: 'string' },
     },
   });
   const state = localState();
@@ -172,17 +183,30 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
     throw new UsageError(
       `--svid-lifetime is in seconds, from 60 to 86400 (an SVID lives at most 24 h), e.g. --svid-lifetime 3600; got ${JSON.stringify(values['svid-lifetime'])}`,
     );
+  const recoveryWindow = durationSeconds(values['svid-recovery-window']);
+  if (recoveryWindow !== undefined && (recoveryWindow === null || recoveryWindow > 90 * 86_400))
+    throw new UsageError(
+      `--svid-recovery-window is how long after expiry a workload's SVID may still recover: seconds, or with a unit (30m, 12h, 7d), at most 90d; 0 turns recovery off. Got ${JSON.stringify(values['svid-recovery-window'])}`,
+    );
   const trustDomain = rememberTrustDomain(state, values['trust-domain']);
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535)
     throw new UsageError(`--port must be a port number, e.g. --port 8443; got ${JSON.stringify(values.port)}`);
-  const idp = readIdpConfig(state, trustDomain, values['idp-config'], out);
+  const idpConfig = readIdpConfig(state, trustDomain, values['idp-config'], out);
+  if (values.issuer !== undefined && !/^https:\/\/[^/]+\/oidc$/.test(values.issuer))
+    throw new UsageError(
+      `--issuer is the identity provider's URL as users reach it, https://<host[:port]>/oidc, the same for every replica; got ${JSON.stringify(values.issuer)}`,
+    );
+  const idp: IdpConfig = values.issuer === undefined ? idpConfig : { ...idpConfig, issuer: values.issuer };
   const alertWebhook = alertWebhookFromEnvironment();
+  const kek = readKek(values['kek-file'] === undefined ? process.env : { LOCKSTEP_KEK_FILE: values['kek-file'] });
   const options: ControlPlaneStart = {
     trustDomain,
     keyDir: state.keyDir,
+    kek,
     store: storeLocation(state, values.postgres),
     ...(svidLifetime === undefined ? {} : { svidLifetimeSeconds: svidLifetime }),
+    ...(recoveryWindow === undefined ? {} : { svidRecoveryWindowSeconds: recoveryWindow }),
     host: values.host,
     port,
     policyDir: values['policy-dir'],
@@ -201,6 +225,15 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   } finally {
     lock.release();
   }
+}
+
+/** `90`, `30m`, `12h`, `7d` in seconds; undefined when not given, null when unreadable. */
+function durationSeconds(text: string | undefined): number | null | undefined {
+  if (text === undefined) return undefined;
+  const match = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
+  if (match === null) return null;
+  const unit = { '': 1, s: 1, m: 60, h: 3_600, d: 86_400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
+  return Number(match[1]) * unit;
 }
 
 type ControlPlaneStart = ControlPlaneAssemblyOptions & {
@@ -306,7 +339,7 @@ function cannotListen(error: NodeJS.ErrnoException, host: string, port: number):
 }
 
 type IdpOptions = NonNullable<ControlPlaneAssemblyOptions['idp']>;
-type IdpConfig = Required<Pick<IdpOptions, 'clients' | 'resource'>> & Pick<IdpOptions, 'externalIssuers'>;
+type IdpConfig = Required<Pick<IdpOptions, 'clients' | 'resource'>> & Pick<IdpOptions, 'externalIssuers' | 'issuer'>;
 
 /**
  * The identity provider's clients and protected resource, from a JSON file (`--idp-config`, default
@@ -380,6 +413,32 @@ async function init(argv: readonly string[], out: Out, err: Out): Promise<number
       : `${state.home} is ready for ${trustDomain}. These keys are DEVELOPMENT material: for production, provision the CA yourself and keep the root key offline. Start with: npx lockstep control-plane`,
   );
   return 0;
+}
+
+/**
+ * The public keys of the audit ring: from the shared vault when the control plane keeps its keys in
+ * PostgreSQL (a key-encryption key is given), else from this state directory.
+ */
+async function auditJwks(state: LocalState, postgres: string | undefined): Promise<JSONWebKeySet> {
+  const kek = readKek(process.env);
+  if (postgres === undefined || kek === null) {
+    const ring = await openAuditKeys(state.keyDir);
+    ring.close();
+    return ring.publicJwks();
+  }
+  const store = await openStoreAt({ postgres });
+  try {
+    const vault = await sealedKeyVault({ store, kek, schema: 'public' });
+    try {
+      const ring = await openAuditKeys(vault);
+      ring.close();
+      return ring.publicJwks();
+    } finally {
+      await vault.close();
+    }
+  } finally {
+    await store.close();
+  }
 }
 
 /** The store of this state directory, or PostgreSQL with --postgres. */
@@ -466,13 +525,65 @@ async function user(argv: readonly string[], out: Out): Promise<number> {
   return 0;
 }
 
+const KEYS_USAGE =
+  'usage: lockstep keys rotate <txn-token|idp>  |  lockstep keys new-kek <file>  |  lockstep keys rewrap --postgres <url> [--schema <name>]';
+
 async function keys(argv: readonly string[], out: Out): Promise<number> {
-  if (argv[0] !== 'rotate' || argv.length !== 2) throw new UsageError('usage: lockstep keys rotate <txn-token|idp>');
+  if (argv[0] === 'new-kek') return newKek(argv.slice(1), out);
+  if (argv[0] === 'rewrap') return rewrapKeys(argv.slice(1), out);
+  if (argv[0] !== 'rotate' || argv.length !== 2) throw new UsageError(KEYS_USAGE);
   const rotation = await admin('POST', '/v1/admin/keys/rotate', { key: argv[1] });
   out(
     `${String(argv[1])} keys rotated: ${String(rotation.current)} signs now (it was published as next), ${String(rotation.retired)} stays published until its tokens expire, ${String(rotation.next)} is the new next key`,
   );
   return 0;
+}
+
+/** Writes a new key-encryption key to `file` (0600; an existing file is never replaced). */
+function newKek(argv: readonly string[], out: Out): number {
+  const [file] = argv;
+  if (file === undefined || argv.length !== 1) throw new UsageError(KEYS_USAGE);
+  try {
+    writeFileSync(file, `${createKekText()}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new UsageError(
+        `${file} exists: a key-encryption key is never replaced (the keys sealed under it would no longer open). To rotate it, put a new line first in that file (\`lockstep keys new-kek <other file>\` makes one), run \`lockstep keys rewrap\`, then drop the old line`,
+      );
+    throw error;
+  }
+  chmodSync(file, 0o600);
+  out(
+    `key-encryption key written to ${file} (0600). Give every control-plane replica the same file (LOCKSTEP_KEK_FILE=${file}); keep it out of the database's backups`,
+  );
+  return 0;
+}
+
+/** Re-wraps every key document's data key under the first line of the key-encryption key. */
+async function rewrapKeys(argv: readonly string[], out: Out): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: { postgres: { type: 'string' }, schema: { type: 'string', default: 'public' } },
+  });
+  if (values.postgres === undefined) throw new UsageError(KEYS_USAGE);
+  const kek = readKek(process.env);
+  if (kek === null)
+    throw new UsageError(
+      'give the key-encryption key in LOCKSTEP_KEK_FILE: its first line seals from now on, the others open what they sealed',
+    );
+  const store = await openStoreAt({ postgres: values.postgres, schema: values.schema });
+  try {
+    const outcome = await rewrapKeyDocuments(store, kek, values.schema);
+    out(
+      `re-wrapped ${outcome.rewrapped.length} key document(s) under ${kek.activeId}; ${outcome.current.length} were under it already` +
+        (outcome.changed.length === 0
+          ? ''
+          : `; ${outcome.changed.join(', ')} changed meanwhile (a replica rotated it): run this again`),
+    );
+    return outcome.changed.length === 0 ? 0 : 1;
+  } finally {
+    await store.close();
+  }
 }
 
 async function caCommand(argv: readonly string[], out: Out): Promise<number> {
@@ -524,7 +635,7 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
   const state = localState();
   const command = positionals.length === 1 ? positionals[0] : undefined;
   if (command === 'keys') {
-    out(JSON.stringify((await openAuditKeys(state.keyDir)).publicJwks(), null, 2));
+    out(JSON.stringify(await auditJwks(state, values.postgres), null, 2));
     return 0;
   }
   if (command !== 'verify' && command !== 'checkpoint') throw new UsageError(AUDIT_USAGE);
@@ -556,7 +667,7 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
       throw new UsageError(`--keys ${values.keys}: not a JWKS file (${(error as Error).message})`);
     }
   } else {
-    jwks = (await openAuditKeys(state.keyDir)).publicJwks();
+    jwks = await auditJwks(state, values.postgres);
   }
   let asOf: number | undefined;
   if (values['as-of'] !== undefined) {

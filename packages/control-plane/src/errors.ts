@@ -10,6 +10,11 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_JOIN_TOKEN_WRONG_SERVICE: { status: 403, message: 'join token is for another service' },
   LOCKSTEP_CP_CSR_INVALID: { status: 400, message: 'certificate signing request refused' },
   LOCKSTEP_CP_WORKLOAD_REVOKED: { status: 403, message: 'workload is revoked' },
+  LOCKSTEP_CP_RECOVERY_REFUSED: { status: 403, message: 'recovery refused' },
+  LOCKSTEP_CP_RECOVERY_EXPIRED: {
+    status: 403,
+    message: 'the SVID expired longer ago than the recovery window: join again with a new join token',
+  },
   LOCKSTEP_CP_PEER_UNAUTHENTICATED: {
     status: 401,
     message: 'this endpoint needs a valid client SVID of the trust domain',

@@ -3,6 +3,7 @@ export type {
   ControlPlaneStore,
   JoinTokenRecord,
   IssuedSvidRecord,
+  SvidSuccession,
   RevocationKind,
   RevocationRecord,
   RedeemOutcome,
@@ -61,6 +62,13 @@ export {
 export { KeyFileError, KeyPermissionError } from './ca/key-files.ts';
 export { bootstrapWorkload, renewWorkload, type EnrolOptions } from './ca/enrol.ts';
 export {
+  DEFAULT_RECOVERY_WINDOW_SECONDS,
+  recoverWorkload,
+  type RecoveryOutcome,
+  type RecoveryRequest,
+  type RecoveryReuse,
+} from './ca/recover.ts';
+export {
   startControlPlane,
   type ControlPlaneServerOptions,
   type RunningControlPlane,
@@ -77,6 +85,16 @@ export {
   type AdminTrailSink,
 } from './admin/admin-audit.ts';
 export { openSigningKey, type SigningKey } from './ca/signing-key.ts';
+export { fileKeyVault, toKeyVault, type KeyDocument, type KeyVault } from './ca/key-vault.ts';
+export { createKekText, KekError, parseKek, readKek, type Kek, type KekErrorCode } from './ca/kek.ts';
+export { KeyDocumentError } from './ca/sealed.ts';
+export {
+  rewrapKeyDocuments,
+  sealedKeyVault,
+  type KeyRewrap,
+  type SealedKeyVaultOptions,
+} from './ca/sealed-key-vault.ts';
+export { importKeyFiles, MOVED_NOTE, type KeyImport } from './ca/import-keys.ts';
 export {
   createPolicyService,
   type PolicyService,

@@ -26,20 +26,27 @@ import {
   createTxnTokenService,
   discoverIssuer,
   issueAdminCredentials,
+  fileKeyVault,
+  importKeyFiles,
   openCookieKeys,
   openKeyRing,
   openPostgresStore,
   openSigningKey,
   openSqliteStore,
+  sealedKeyVault,
   openWorkloadCa,
   startControlPlane,
   subscribeLogins,
+  toKeyVault,
   type AdminCredentials,
   type ControlPlaneServerOptions,
   type ControlPlaneStore,
   type IdentityProvider,
+  type Kek,
   type KeyRing,
+  type KeyVault,
   type PolicyService,
+  type RecoveryReuse,
   type RevocationKind,
   type RevocationRecord,
   type SigningKey,
@@ -92,9 +99,16 @@ export interface ControlPlaneAssemblyOptions {
   readonly trustDomain: string;
   /** Keys of the CA, the signing keys and key rings (0700, files 0600); created when missing. */
   readonly keyDir: string;
+  /**
+   * The key-encryption key (`readKek()`: LOCKSTEP_KEK_FILE or LOCKSTEP_KEK). With PostgreSQL, the keys
+   * are then sealed in the database and shared by every replica; without one they stay in `keyDir`.
+   */
+  readonly kek?: Kek | null;
   readonly store: StoreLocation;
   /** Lifetime of workloads' SVIDs, 60 s to 24 h (default 1 h): `startControlPlane`'s `svidLifetimeSeconds`. */
   readonly svidLifetimeSeconds?: number;
+  /** How long after expiry an SVID may recover (default 7 days, 0: off): `startControlPlane`'s `svidRecoveryWindowSeconds`. */
+  readonly svidRecoveryWindowSeconds?: number;
   /** Default 127.0.0.1. */
   readonly host?: string;
   /** Default 0 (any free port). */
@@ -109,6 +123,12 @@ export interface ControlPlaneAssemblyOptions {
     readonly resource?: IdpServerOptions['resource'];
     /** OpenID providers whose access tokens the TTS also exchanges; found by discovery, retried every 30 s. */
     readonly externalIssuers?: readonly ExternalIssuer[];
+    /**
+     * The identity provider's issuer (ending in /oidc): default this server's URL + /oidc. Replicas
+     * must share one (the name users reach them by, e.g. a load balancer's), or each would refuse
+     * the others' tokens.
+     */
+    readonly issuer?: string;
   };
   /** Signed checkpoints of every source, this often (default 60 s). */
   readonly checkpointIntervalMs?: number;
@@ -147,34 +167,89 @@ export interface AssembledControlPlane {
   close(): Promise<void>;
 }
 
-/** The audit key ring: `lockstep audit keys` and `audit verify` read it too. */
-export function openAuditKeys(keyDir: string, onCreated?: (message: string) => void): Promise<KeyRing> {
-  return openKeyRing(keyDir, 'audit', { retainMs: AUDIT_KEY_RETAIN_MS, ...(onCreated ? { onCreated } : {}) });
+/** The audit key ring: `lockstep audit keys` and `audit verify` read it too. `keys`: the vault, or a key directory. */
+export function openAuditKeys(keys: KeyVault | string, onCreated?: (message: string) => void): Promise<KeyRing> {
+  return openKeyRing(keys, 'audit', { retainMs: AUDIT_KEY_RETAIN_MS, ...(onCreated ? { onCreated } : {}) });
 }
 
-/** Every key a control plane needs, created when missing (what `lockstep init` prepares). */
-export async function openControlPlaneKeys(trustDomain: string, keyDir: string, onCreated?: (message: string) => void) {
+/**
+ * Every key a control plane needs, created when missing (what `lockstep init` prepares). `keys`: the
+ * key vault (shared by replicas), or a key directory (today's files).
+ */
+export async function openControlPlaneKeys(
+  trustDomain: string,
+  keys: KeyVault | string,
+  onCreated?: (message: string) => void,
+) {
+  const vault = toKeyVault(keys);
   const created = onCreated === undefined ? {} : { onCreated };
   return {
-    ca: await openWorkloadCa({ trustDomain, keyDir, ...created }),
-    policyKey: await openSigningKey(keyDir, 'policy', onCreated),
-    txnKeys: await openKeyRing(keyDir, 'txn-token', { retainMs: TXN_KEY_RETAIN_MS, ...created }),
-    idpKeys: await openKeyRing(keyDir, 'idp', { retainMs: IDP_KEY_RETAIN_MS, ...created }),
-    cookieKeys: openCookieKeys(keyDir, onCreated),
-    auditKeys: await openAuditKeys(keyDir, onCreated),
+    ca: await openWorkloadCa({ trustDomain, vault, ...created }),
+    policyKey: await openSigningKey(vault, 'policy', onCreated),
+    txnKeys: await openKeyRing(vault, 'txn-token', { retainMs: TXN_KEY_RETAIN_MS, ...created }),
+    idpKeys: await openKeyRing(vault, 'idp', { retainMs: IDP_KEY_RETAIN_MS, ...created }),
+    cookieKeys: await openCookieKeys(vault, onCreated),
+    auditKeys: await openAuditKeys(vault, onCreated),
   };
+}
+
+/**
+ * Where this control plane's keys are. PostgreSQL with a key-encryption key: sealed in the database,
+ * shared by every replica (what the key directory holds is imported once, if the database has no keys
+ * yet). Otherwise the key directory, as a control plane that runs alone keeps them — said loudly on
+ * PostgreSQL, where replicas would each have their own CA.
+ */
+async function openKeyVault(
+  options: ControlPlaneAssemblyOptions,
+  store: ControlPlaneStore,
+  say: Say,
+): Promise<KeyVault> {
+  if (!('postgres' in options.store)) return fileKeyVault(options.keyDir);
+  if (options.kek === undefined || options.kek === null) {
+    say.warning(
+      `the keys stay in ${options.keyDir}, not in PostgreSQL: replicas of this control plane would each have their own CA and ` +
+        'signing keys. To share them, give every replica the same key-encryption key (LOCKSTEP_KEK_FILE; create one with ' +
+        '`lockstep keys kek`), see docs/operations.md "Replicas"',
+    );
+    return fileKeyVault(options.keyDir);
+  }
+  const vault = await sealedKeyVault({ store, kek: options.kek, schema: options.store.schema ?? 'public' });
+  try {
+    const moved = await importKeyFiles(options.keyDir, vault);
+    if (moved.imported.length > 0)
+      say.warning(
+        `imported ${moved.imported.join(', ')} from ${options.keyDir} into ${vault.where}: every replica shares them now; ` +
+          'the files are no longer read',
+      );
+    if (moved.ignored.length > 0)
+      say.warning(
+        `${options.keyDir} holds keys of its own (${moved.ignored.join(', ')}) that ${vault.where} had already: this ` +
+          'replica uses the shared ones; workloads that joined it before must join again if it had another CA',
+      );
+  } catch (error) {
+    await vault.close();
+    throw error;
+  }
+  return vault;
 }
 
 export async function assembleControlPlane(options: ControlPlaneAssemblyOptions): Promise<AssembledControlPlane> {
   const { trustDomain } = options;
   const say = outputOf(options.output);
-  const keys = await openControlPlaneKeys(trustDomain, options.keyDir, say.warning);
-  const { ca } = keys;
   // Every append is witnessed: the checkpointer checks the tail it has not signed yet against it.
   const { store, witness } = witnessAppends(await openStoreAt(options.store));
   // Whatever started is stopped again when a later piece fails to start.
   const undo: (() => unknown)[] = [() => store.close()];
   try {
+    const vault = await openKeyVault(options, store, say);
+    undo.push(() => vault.close());
+    const keys = await openControlPlaneKeys(trustDomain, vault, say.warning);
+    const closeKeys = () => {
+      for (const ring of [keys.txnKeys, keys.idpKeys, keys.auditKeys]) ring.close();
+      keys.ca.close();
+    };
+    undo.push(closeKeys);
+    const { ca } = keys;
     const policy = await policyService(options, keys.policyKey, say);
     if (policy !== null) undo.push(() => policy.close());
     const adminTrail = recordAdminTrail({ store, trustDomain, onError: say.error });
@@ -209,10 +284,19 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
       store,
       tts,
       ...(policy === null ? {} : { policy }),
-      idp: { keys: keys.idpKeys, cookieKeys: keys.cookieKeys, clients: options.idp?.clients ?? [], resource },
+      idp: {
+        keys: keys.idpKeys,
+        cookieKeys: keys.cookieKeys,
+        clients: options.idp?.clients ?? [],
+        resource,
+        ...(options.idp?.issuer === undefined ? {} : { issuer: options.idp.issuer }),
+      },
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
       ...(options.svidLifetimeSeconds === undefined ? {} : { svidLifetimeSeconds: options.svidLifetimeSeconds }),
+      ...(options.svidRecoveryWindowSeconds === undefined
+        ? {}
+        : { svidRecoveryWindowSeconds: options.svidRecoveryWindowSeconds }),
       onInternalError: (error) => say.error(`internal error: ${error.stack ?? error.message}`),
       extensions: [
         ...monitor.extensions,
@@ -244,6 +328,8 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
       await adminTrail.close();
       await checkpointer.stop();
       policy?.close();
+      closeKeys();
+      await vault.close();
       await store.close();
     };
     return {
@@ -424,7 +510,10 @@ function startMonitor(
     (app: FastifyInstance) => scans.register(app),
     (app: FastifyInstance) => metrics.register(app),
     // Guards tell of an outage only once they reach the control plane again: with their next heartbeat.
-    () => ({ onUnreachable: (report: UnreachableReport) => detector.observeUnreachable(report) }),
+    () => ({
+      onUnreachable: (report: UnreachableReport) => detector.observeUnreachable(report),
+      onRecoveryReuse: (reuse: RecoveryReuse) => detector.observeRecoveryReuse(reuse),
+    }),
   ];
   return {
     detector,

@@ -14,6 +14,7 @@ import {
   type AuditStream,
   type ControlPlaneStore,
   type LoginEvent,
+  type RecoveryReuse,
   type UnreachableReport,
 } from '@lockstep/control-plane';
 import { isProbeEvent } from './probes.ts';
@@ -46,6 +47,8 @@ export interface Detector {
   observeUnreachable(report: UnreachableReport): void;
   /** Tampering the checkpointer found (wire to its `onIncident`). */
   observeTrailIncident(incident: Incident): void;
+  /** An SVID presented for recovery after it was spent (wire to the control plane's `onRecoveryReuse`). */
+  observeRecoveryReuse(reuse: RecoveryReuse): void;
   /** Registry, streams, transactions, trail: the timer calls it; tests may too. */
   sweep(): Promise<void>;
   onAlert(listener: (alert: AlertRecord) => void): () => void;
@@ -620,6 +623,16 @@ export function createDetector(options: DetectorOptions): Detector {
     observeLogin,
     observeUnreachable(report) {
       unreachableFrom(report.service, report.since, report.until, null);
+    },
+    observeRecoveryReuse(reuse) {
+      raise(
+        'svid-recovery-reuse',
+        reuse.spiffeId,
+        `SVID ${reuse.serial} of ${reuse.spiffeId} was presented for recovery after it was ${reuse.via === 'renew' ? 'renewed' : 'recovered'} at ${iso(reuse.spentAt)}: ` +
+          'two holders of one key. Revoke the workload unless a clone explains it',
+        { ...reuse },
+        [reuse.serial],
+      );
     },
     observeTrailIncident(incident) {
       raise(

@@ -19,7 +19,8 @@ export type RuleId =
   | 'spool-drops'
   | 'guard-silent'
   | 'guard-resumed'
-  | 'control-plane-unreachable';
+  | 'control-plane-unreachable'
+  | 'svid-recovery-reuse';
 
 /**
  * The reasons with which an edge that records its own decisions (the reference shop's gateway)
@@ -139,5 +140,11 @@ export const RULES: readonly Rule[] = [
     severity: 'high',
     fires:
       "guards report that they could not reach the control plane; once per outage, 30 s after a service's last word of it, at most once in 5 min per service",
+  },
+  {
+    id: 'svid-recovery-reuse',
+    severity: 'critical',
+    fires:
+      'an expired SVID was presented for recovery after it had been renewed or recovered: two holders of one key (a stolen key, or a cloned workload)',
   },
 ];

@@ -847,6 +847,50 @@ for (const backend of BACKENDS) {
         );
       });
 
+      it('svid-recovery-reuse: an expired SVID presented for recovery a second time', async () => {
+        // An SVID of this CA that expired 5 s ago (the clock set back for its issuance only).
+        const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+        const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+          name: 'CN=cloned',
+          keys,
+          signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+        });
+        const past = { ...ca, now: () => Date.now() - 65_000 };
+        const expired = await issueSvidFromCsr(past, {
+          csrPem: csr.toString('pem'),
+          service: 'cloned',
+          ttlSeconds: 60,
+        });
+        const keyPem = x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
+        const recover = async () => {
+          const fresh = await x509.Pkcs10CertificateRequestGenerator.create({
+            name: 'CN=cloned',
+            keys: await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']),
+            signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+          });
+          const dispatcher = new Agent({
+            connect: { ca: ca.bundlePem, cert: expired.chainPem, key: keyPem, checkServerIdentity: () => undefined },
+          });
+          try {
+            const response = await request(new URL('/v1/recover', controlPlane.url), {
+              method: 'POST',
+              dispatcher,
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ csr: fresh.toString('pem') }),
+            });
+            return { status: response.statusCode, body: (await response.body.json()) as { error?: string } };
+          } finally {
+            await dispatcher.close();
+          }
+        };
+        assert.equal((await recover()).status, 200, 'the first recovery (the workload, or its clone)');
+        const second = await recover();
+        assert.equal(second.body.error, 'LOCKSTEP_CP_RECOVERY_REFUSED');
+        const raised = await alert('svid-recovery-reuse', `spiffe://${TD}/svc/cloned`);
+        assert.equal(raised.severity, 'critical');
+        assert.match(raised.summary, /was presented for recovery after it was recovered/);
+      });
+
       it("a workload that keeps talking of an outage does not hold back the alert about another service's", async () => {
         const forgeRefusals = forger('chatterer');
         await forgeRefusals([Date.now()]);

@@ -37,7 +37,7 @@ export async function bootstrapWorkload(
 export async function renewWorkload(
   store: ControlPlaneStore,
   ca: WorkloadCa,
-  request: { peerSpiffeId: string; csrPem: string } & EnrolOptions,
+  request: { peerSpiffeId: string; csrPem: string; peerSerial?: string } & EnrolOptions,
 ): Promise<IssuedSvid> {
   const peer = parseSpiffeId(request.peerSpiffeId);
   const service = peer?.trustDomain === ca.trustDomain ? peer.service : null;
@@ -47,6 +47,15 @@ export async function renewWorkload(
   }
   await refuseRevoked(store, spiffeIdFor(ca.trustDomain, service));
   const svid = await issueSvidFromCsr(ca, { csrPem: request.csrPem, service, ...ttl(request.ttlSeconds) });
+  // The renewed SVID is spent: it can no longer recover (recover.ts). A renewal retried after a lost
+  // answer finds it spent already and is served again, as before.
+  if (request.peerSerial !== undefined)
+    await store.spendSvid({
+      serial: request.peerSerial.toLowerCase(),
+      successor: svid.serial,
+      at: ca.now(),
+      via: 'renew',
+    });
   await record(store, ca, svid, 'renew');
   return svid;
 }

@@ -1,10 +1,12 @@
 /**
- * A named ES256 signing key (policy bundles now, Txn-Tokens later) kept in the private key directory
- * as PKCS#8 (0600). Its `kid` is the RFC 7638 thumbprint of the public key, so it is stable across
- * restarts and the same everywhere it is published.
+ * A named ES256 signing key (policy bundles now, Txn-Tokens later): the document
+ * `<name>-signing.key.pem` of the key vault, PKCS#8 (a file of that name, 0600, in a key directory).
+ * Its `kid` is the RFC 7638 thumbprint of the public key, so it is stable across restarts and the same
+ * everywhere it is published. It never rotates: replicas that open it at once end with one key.
  */
 import { calculateJwkThumbprint, exportJWK, exportPKCS8, importPKCS8, type CryptoKey, type JWK } from 'jose';
-import { ensurePrivateDirectory, parseKeyFile, readPrivateFile, writePrivateFile } from './key-files.ts';
+import { documentPlace, parseKeyDocument, readOrCreate } from './key-document.ts';
+import { toKeyVault, type KeyVault } from './key-vault.ts';
 
 export interface SigningKey {
   readonly kid: string;
@@ -13,34 +15,30 @@ export interface SigningKey {
   readonly publicJwk: JWK;
 }
 
+/** `keys`: the key vault, or a key directory (today's files). */
 export async function openSigningKey(
-  keyDir: string,
+  keys: KeyVault | string,
   name: string,
   onCreated?: (message: string) => void,
 ): Promise<SigningKey> {
   if (!/^[a-z][a-z0-9-]{0,31}$/.test(name))
     throw new TypeError(`a signing key name is a short lower-case word such as "policy"; got ${JSON.stringify(name)}`);
-  ensurePrivateDirectory(keyDir);
+  const vault = toKeyVault(keys);
   const file = `${name}-signing.key.pem`;
-  const pem = readPrivateFile(keyDir, file) ?? (await createKeyFile(keyDir, file, name, onCreated));
-  const privateKey = await parseKeyFile(keyDir, file, () => importPKCS8(pem, 'ES256', { extractable: true }));
+  const { document, created } = await readOrCreate(vault, file, createKey);
+  if (created) onCreated?.(`created a NEW ${name} signing key in ${vault.where} (development material)`);
+  const privateKey = await parseKeyDocument(documentPlace(vault, file), () =>
+    importPKCS8(document.text, 'ES256', { extractable: true }),
+  );
   const { d: _private, ...publicPart } = await exportJWK(privateKey);
   const kid = await calculateJwkThumbprint(publicPart);
   return { kid, privateKey, publicJwk: { ...publicPart, kid, alg: 'ES256', use: 'sig' } };
 }
 
-async function createKeyFile(
-  keyDir: string,
-  file: string,
-  name: string,
-  onCreated?: (message: string) => void,
-): Promise<string> {
+async function createKey(): Promise<string> {
   const { privateKey } = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
     'sign',
     'verify',
   ]);
-  const pem = await exportPKCS8(privateKey);
-  writePrivateFile(keyDir, file, pem);
-  onCreated?.(`created a NEW ${name} signing key in ${keyDir} (development material)`);
-  return pem;
+  return exportPKCS8(privateKey);
 }

@@ -1,6 +1,11 @@
-/** Workload-side helpers for the CA tests: a P-256 key and a CSR, built like a real workload would. */
+/**
+ * Helpers for the CA tests: a P-256 key and a CSR, built like a real workload would; a key vault in
+ * memory shared by several "replicas".
+ */
 import type { webcrypto } from 'node:crypto';
+import { setImmediate as tick } from 'node:timers/promises';
 import { x509 } from '../lib/x509.ts';
+import type { KeyDocument, KeyVault } from './key-vault.ts';
 
 export async function workloadKeys(algorithm: 'P-256' | 'P-384' | 'RSA' = 'P-256'): Promise<webcrypto.CryptoKeyPair> {
   if (algorithm === 'RSA')
@@ -49,4 +54,44 @@ export async function makeCsr(options: CsrOptions = {}): Promise<{ csrPem: strin
 
 export async function keyPem(key: webcrypto.CryptoKey): Promise<string> {
   return x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
+}
+
+/**
+ * One set of key documents in memory, as a shared vault keeps them: each `replica()` is a KeyVault
+ * whose `watch` hears the other replicas' writes (a tick later, as a notification would arrive), never
+ * its own. Reads and writes take a tick, so replicas that start at once really interleave.
+ */
+export function sharedMemoryVault(): { replica(): KeyVault; readonly documents: Map<string, KeyDocument> } {
+  const documents = new Map<string, KeyDocument>();
+  const replicas = new Set<Set<(name: string) => void>>();
+  return {
+    documents,
+    replica() {
+      const listeners = new Set<(name: string) => void>();
+      replicas.add(listeners);
+      return {
+        where: 'memory',
+        shared: true,
+        async read(name) {
+          await tick();
+          return documents.get(name) ?? null;
+        },
+        async write(name, generation, text) {
+          await tick();
+          if ((documents.get(name)?.generation ?? -1) !== generation) return false;
+          documents.set(name, { name, generation: generation + 1, text });
+          for (const other of replicas)
+            if (other !== listeners) for (const listener of other) setImmediate(() => listener(name));
+          return true;
+        },
+        watch(listener) {
+          listeners.add(listener);
+          return () => listeners.delete(listener);
+        },
+        async close() {
+          replicas.delete(listeners);
+        },
+      };
+    },
+  };
 }

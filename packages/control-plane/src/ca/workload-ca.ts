@@ -1,12 +1,13 @@
 /**
  * The workload CA: a root and an intermediate (ECDSA P-256) that issue X.509-SVIDs. Keys live in a
- * private key directory; on first start with an empty directory it creates them and says so (dev
- * material, loudly). The trust bundle holds the roots only; leaves are issued by the intermediate and
- * carry it in their chain.
+ * key vault (ca-storage.ts: a key directory in today's layout, or one document `ca.json` shared by
+ * replicas); on first start with nothing there it creates them and says so (dev material, loudly).
+ * The trust bundle holds the roots only; leaves are issued by the intermediate and carry it in their
+ * chain.
  *
  * Root rotation, in two steps an administrator triggers (admin API / `lockstep ca rotate`):
  *
- *   prepare   a new root + intermediate are created in <keyDir>/next/; the bundle carries both
+ *   prepare   a new root + intermediate are created (<keyDir>/next/); the bundle carries both
  *             roots and is pushed to every guard (stream) and handed out at every join and renewal.
  *             Nothing is signed by the new CA yet.
  *   activate  once every workload has the two-root bundle (one SVID lifetime after prepare at the
@@ -14,35 +15,52 @@
  *             `retireAfterMs` (default 25 h: longer than any SVID it issued lives), then drops out.
  *             The old private keys are overwritten; only its certificate is kept.
  *
+ * Replicas sharing a vault share the CA. Each step is a compare-and-set write: when another replica
+ * wrote first, the step reloads and checks the phase again (a rotation prepared twice at once is one
+ * rotation; the second is refused as when prepared already). A change another replica wrote is
+ * loaded and told to the `onBundleChange` listeners, as this replica's own steps are.
+ *
  * A join token pins the bundle of its day: tokens created before a bundle change are refused and
  * must be created again.
  */
 import { createPrivateKey, type KeyObject, type webcrypto } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, rmdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { trustDomainId } from '@lockstep/identity';
 import { hashTrustBundle } from '@lockstep/workload';
 import { x509 } from '../lib/x509.ts';
 import {
-  ensurePrivateDirectory,
-  KeyFileError,
-  parseKeyFile,
-  readPrivateFile,
-  replacePrivateFile,
-  writePrivateFile,
-} from './key-files.ts';
+  caStorageFor,
+  fileCaStorage,
+  type CaKeys,
+  type CaState,
+  type CaStorage,
+  type RetiringRoot,
+} from './ca-storage.ts';
+import { oneAtATime, parseKeyDocument } from './key-document.ts';
+import type { KeyVault } from './key-vault.ts';
 
-export interface WorkloadCaOptions {
+interface WorkloadCaCommonOptions {
   /** e.g. "shop.test". */
   readonly trustDomain: string;
-  /** Where the CA keeps its keys and certificates (0700; key files 0600). */
-  readonly keyDir: string;
   /** Called once when the CA created new keys instead of loading them. */
   readonly onCreated?: (message: string) => void;
+  /** Told when a change another replica wrote cannot be loaded; the CA keeps what it has. Default: stderr. */
+  readonly onError?: (error: Error) => void;
   /** How long a rotated-out root stays in the bundle (default 25 h, more than the longest SVID lifetime). */
   readonly retireAfterMs?: number;
   readonly now?: () => number;
 }
+
+export type WorkloadCaOptions = WorkloadCaCommonOptions &
+  (
+    | {
+        /** Where the CA keeps its keys and certificates (0700; key files 0600). */
+        readonly keyDir: string;
+      }
+    | {
+        /** The key vault: a file vault keeps today's layout in its directory; a shared one, `ca.json`. */
+        readonly vault: KeyVault;
+      }
+  );
 
 export interface RootStatus {
   readonly role: 'current' | 'next' | 'retiring';
@@ -75,8 +93,10 @@ export interface WorkloadCa {
   prepareRootRotation(): Promise<RootRotation>;
   /** The prepared root signs from now on; the old one retires. Refused when none is prepared. */
   activateNextRoot(): Promise<RootRotation>;
-  /** Called after the bundle or the signer changed. Returns an unsubscribe. */
+  /** Called after the bundle or the signer changed, here or in another replica. Returns an unsubscribe. */
   onBundleChange(listener: () => void): () => void;
+  /** Stops following other replicas' changes (the vault's watch). */
+  close(): void;
 }
 
 export interface CaSigner {
@@ -88,16 +108,12 @@ export interface CaSigner {
 const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const ECDSA_SHA256 = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const YEAR_MS = 365 * 86_400_000;
-const FILES = {
-  rootCert: 'root.pem',
-  rootKey: 'root.key.pem',
-  intermediateCert: 'intermediate.pem',
-  intermediateKey: 'intermediate.key.pem',
-} as const;
-const NEXT_DIR = 'next';
-const RETIRING_FILE = 'retiring-roots.json';
+/** Steps lost in a row to other replicas' writes before giving up. */
+const MAX_ATTEMPTS = 10;
 
 interface LoadedCa {
+  /** What it was loaded from (without the root's private key). */
+  readonly keys: CaKeys;
   readonly root: x509.X509Certificate;
   readonly intermediatePem: string;
   /** One object per CA: issue-svid caches per signer. */
@@ -114,19 +130,31 @@ export class RootRotationError extends Error {
 export async function openWorkloadCa(options: WorkloadCaOptions): Promise<WorkloadCa> {
   const now = options.now ?? Date.now;
   const retireAfterMs = options.retireAfterMs ?? 25 * 3_600_000;
-  const { keyDir, trustDomain } = options;
-  ensurePrivateDirectory(keyDir);
-  if (![FILES.rootCert, FILES.intermediateCert, FILES.intermediateKey].some((file) => existsSync(join(keyDir, file)))) {
-    await createCaFiles(trustDomain, keyDir, now());
-    options.onCreated?.(
-      `created a NEW workload CA for ${trustDomain} in ${keyDir} (development material: for production, provision the CA keys yourself and keep the root key offline)`,
-    );
+  const { trustDomain } = options;
+  const report =
+    options.onError ?? ((error: Error) => process.stderr.write(`lockstep: workload CA: ${error.message}\n`));
+  const storage = 'vault' in options ? caStorageFor(options.vault) : fileCaStorage(options.keyDir);
+  let stored = await storage.load();
+  if (stored === null) {
+    const state: CaState = { current: await createCa(trustDomain, now()), next: null, retiring: [] };
+    if (await storage.save(-1, state)) {
+      stored = { generation: 0, state };
+      options.onCreated?.(
+        `created a NEW workload CA for ${trustDomain} in ${storage.where} (development material: for production, ` +
+          'provision the CA keys yourself and keep the root key offline)',
+      );
+    } else {
+      // Another replica created it first: use theirs.
+      stored = await storage.load();
+      if (stored === null) throw new Error(`the workload CA in ${storage.where} was created, but cannot be read`);
+    }
   }
-  const nextDir = join(keyDir, NEXT_DIR);
-  let current = await loadCa(keyDir, now());
-  let next = existsSync(nextDir) ? await loadCa(nextDir, now()) : null;
-  let retiring = readRetiring(keyDir);
+  let generation = stored.generation;
+  let current = await loadCa(storage, 'current', stored.state.current, now());
+  let next = stored.state.next === null ? null : await loadCa(storage, 'next', stored.state.next, now());
+  let retiring: readonly RetiringRoot[] = stored.state.retiring;
   const listeners = new Set<() => void>();
+  const serially = oneAtATime();
   let memo: { bundlePem: string; bundleHash: string; until: number } | null = null;
 
   function bundle(): { bundlePem: string; bundleHash: string } {
@@ -172,6 +200,48 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
     };
   }
 
+  /** Loads a newer generation written by another replica; tells the listeners when the bundle or signer changed. */
+  async function reload(): Promise<void> {
+    const found = await storage.load();
+    if (found === null || found.generation === generation) return;
+    if (found.generation < generation)
+      throw new Error(
+        `${storage.where} went back from generation ${generation} to ${found.generation} (restored from an old ` +
+          `backup, or rolled back?): refused, the CA keeps generation ${generation}`,
+      );
+    const at = now();
+    // The same intermediate keeps its LoadedCa, so its signer stays the same object.
+    const reuse = (which: 'current' | 'next', keys: CaKeys) =>
+      [current, next].find((ca) => ca !== null && sameCa(ca.keys, keys)) ?? loadCa(storage, which, keys, at);
+    const loadedCurrent = await reuse('current', found.state.current);
+    const loadedNext = found.state.next === null ? null : await reuse('next', found.state.next);
+    const same =
+      loadedCurrent === current &&
+      loadedNext === next &&
+      JSON.stringify(found.state.retiring) === JSON.stringify(retiring);
+    current = loadedCurrent;
+    next = loadedNext;
+    retiring = found.state.retiring;
+    generation = found.generation;
+    if (!same) changed();
+  }
+
+  /** Writes `state` as the next generation; on a conflict, reloads and answers false (the caller checks again). */
+  async function write(state: CaState, attempt: number): Promise<boolean> {
+    if (await storage.save(generation, state)) {
+      generation += 1;
+      return true;
+    }
+    if (attempt === MAX_ATTEMPTS)
+      throw new RootRotationError(`${storage.where} changed under ${MAX_ATTEMPTS} attempts in a row; try again`);
+    await reload();
+    return false;
+  }
+
+  const stopWatching = storage.watch(() => {
+    serially(reload).catch(report);
+  });
+
   return Object.freeze({
     trustDomain,
     get bundlePem() {
@@ -188,85 +258,79 @@ export async function openWorkloadCa(options: WorkloadCaOptions): Promise<Worklo
     },
     now,
     rootRotation: status,
-    async prepareRootRotation() {
-      if (next !== null)
-        throw new RootRotationError(
-          `a root rotation is prepared already (${nextDir}); activate it, once every workload has the new bundle`,
-        );
-      mkdirSync(nextDir, { mode: 0o700 });
-      await createCaFiles(trustDomain, nextDir, now());
-      next = await loadCa(nextDir, now());
-      changed();
-      return status();
-    },
-    async activateNextRoot() {
-      if (next === null)
-        throw new RootRotationError(
-          'no root rotation is prepared; prepare one first, and activate it once every workload has the new bundle',
-        );
-      const at = now();
-      retiring = [
-        ...retiring.filter((entry) => entry.retiresAt > at),
-        { pem: `${current.root.toString('pem')}\n`, retiresAt: at + retireAfterMs },
-      ];
-      replacePrivateFile(keyDir, RETIRING_FILE, `${JSON.stringify({ version: 1, roots: retiring }, null, 2)}\n`);
-      // Keys first, the root certificate last: a crash in between leaves a directory that the
-      // consistency check on open reports (the intermediate no longer matches the root).
-      for (const file of [FILES.intermediateKey, FILES.intermediateCert, FILES.rootKey, FILES.rootCert])
-        renameSync(join(nextDir, file), join(keyDir, file));
-      rmdirSync(nextDir);
-      current = next;
-      next = null;
-      changed();
-      return status();
-    },
+    prepareRootRotation: () =>
+      serially(async () => {
+        let prepared: { keys: CaKeys; loaded: LoadedCa } | null = null;
+        for (let attempt = 1; ; attempt += 1) {
+          if (next !== null)
+            throw new RootRotationError(
+              `a root rotation is prepared already (${storage.place('next')}); ` +
+                'activate it, once every workload has the new bundle',
+            );
+          if (prepared === null) {
+            const keys = await createCa(trustDomain, now());
+            prepared = { keys, loaded: await loadCa(storage, 'next', keys, now()) };
+          }
+          if (await write({ current: current.keys, next: prepared.keys, retiring }, attempt)) {
+            next = prepared.loaded;
+            changed();
+            return status();
+          }
+        }
+      }),
+    activateNextRoot: () =>
+      serially(async () => {
+        for (let attempt = 1; ; attempt += 1) {
+          if (next === null)
+            throw new RootRotationError(
+              'no root rotation is prepared; prepare one first, and activate it once every workload has the new bundle',
+            );
+          const at = now();
+          const stillRetiring = [
+            ...retiring.filter((entry) => entry.retiresAt > at),
+            { pem: `${current.root.toString('pem')}\n`, retiresAt: at + retireAfterMs },
+          ];
+          if (await write({ current: next.keys, next: null, retiring: stillRetiring }, attempt)) {
+            retiring = stillRetiring;
+            current = next;
+            next = null;
+            changed();
+            return status();
+          }
+        }
+      }),
     onBundleChange(listener: () => void) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
+    close: stopWatching,
   });
 }
 
-async function loadCa(dir: string, now: number): Promise<LoadedCa> {
-  ensurePrivateDirectory(dir);
-  const rootPem = readPrivateFile(dir, FILES.rootCert);
-  const intermediatePem = readPrivateFile(dir, FILES.intermediateCert);
-  const intermediateKeyPem = readPrivateFile(dir, FILES.intermediateKey);
-  if (rootPem === null || intermediatePem === null || intermediateKeyPem === null) {
-    throw new TypeError(
-      `the CA key directory ${dir} is incomplete: it needs ${FILES.rootCert}, ${FILES.intermediateCert} and ${FILES.intermediateKey}. Restore the missing files, or move the directory away to create a new CA (every workload must then re-join).`,
-    );
-  }
-  const root = await parseKeyFile(dir, FILES.rootCert, () => new x509.X509Certificate(rootPem));
-  const intermediate = await parseKeyFile(dir, FILES.intermediateCert, () => new x509.X509Certificate(intermediatePem));
-  if (!(await intermediate.verify({ publicKey: root.publicKey, date: new Date(now) }))) {
-    throw new TypeError(
-      `${FILES.intermediateCert} in ${dir} is not signed by ${FILES.rootCert}, or is outside its validity. If a root rotation was interrupted, finish moving the files of ${join(dir, NEXT_DIR)} into ${dir}, or restore the directory from a backup.`,
-    );
-  }
-  const { privateKey, keyObject } = await parseKeyFile(dir, FILES.intermediateKey, async () => ({
-    privateKey: await crypto.subtle.importKey('pkcs8', pemBody(intermediateKeyPem), ECDSA_P256, false, ['sign']),
-    keyObject: createPrivateKey(intermediateKeyPem),
+function sameCa(a: CaKeys, b: CaKeys): boolean {
+  return (
+    a.rootPem === b.rootPem && a.intermediatePem === b.intermediatePem && a.intermediateKeyPem === b.intermediateKeyPem
+  );
+}
+
+async function loadCa(storage: CaStorage, which: 'current' | 'next', keys: CaKeys, now: number): Promise<LoadedCa> {
+  const root = await parseKeyDocument(storage.place(which, 'rootPem'), () => new x509.X509Certificate(keys.rootPem));
+  const intermediate = await parseKeyDocument(
+    storage.place(which, 'intermediatePem'),
+    () => new x509.X509Certificate(keys.intermediatePem),
+  );
+  if (!(await intermediate.verify({ publicKey: root.publicKey, date: new Date(now) })))
+    throw new TypeError(storage.unsignedIntermediate(which));
+  const { privateKey, keyObject } = await parseKeyDocument(storage.place(which, 'intermediateKeyPem'), async () => ({
+    privateKey: await crypto.subtle.importKey('pkcs8', pemBody(keys.intermediateKeyPem), ECDSA_P256, false, ['sign']),
+    keyObject: createPrivateKey(keys.intermediateKeyPem),
   }));
   return {
+    keys: { rootPem: keys.rootPem, intermediatePem: keys.intermediatePem, intermediateKeyPem: keys.intermediateKeyPem },
     root,
     intermediatePem: `${intermediate.toString('pem')}\n`,
     signer: Object.freeze({ cert: intermediate, privateKey, keyObject }),
   };
-}
-
-function readRetiring(keyDir: string): { pem: string; retiresAt: number }[] {
-  const text = readPrivateFile(keyDir, RETIRING_FILE);
-  if (text === null) return [];
-  let parsed: { version?: number; roots?: { pem: string; retiresAt: number }[] };
-  try {
-    parsed = JSON.parse(text) as typeof parsed;
-  } catch (error) {
-    throw new KeyFileError(join(keyDir, RETIRING_FILE), `not JSON (${(error as Error).message})`);
-  }
-  if (parsed.version !== 1 || !Array.isArray(parsed.roots))
-    throw new KeyFileError(join(keyDir, RETIRING_FILE), 'not a Lockstep retiring-roots file (version 1)');
-  return parsed.roots;
 }
 
 /** SHA-256 over the DER of every certificate of a bundle, in order; base64url: what a join token pins. */
@@ -274,7 +338,8 @@ export function hashBundle(certificates: readonly x509.X509Certificate[]): strin
   return hashTrustBundle(certificates.map((certificate) => new Uint8Array(certificate.rawData)));
 }
 
-async function createCaFiles(trustDomain: string, keyDir: string, now: number): Promise<void> {
+/** A new root and intermediate; the root's private key is returned for a key directory to keep (root.key.pem). */
+async function createCa(trustDomain: string, now: number): Promise<CaKeys> {
   const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 10 * YEAR_MS) };
   const rootKeys = await crypto.subtle.generateKey(ECDSA_P256, true, ['sign', 'verify']);
   const root = await x509.X509CertificateGenerator.createSelfSigned({
@@ -297,10 +362,12 @@ async function createCaFiles(trustDomain: string, keyDir: string, now: number): 
     signingAlgorithm: ECDSA_SHA256,
     extensions: await caExtensions(trustDomain, intermediateKeys.publicKey, rootKeys.publicKey, 0),
   });
-  writePrivateFile(keyDir, FILES.rootKey, await pkcs8Pem(rootKeys.privateKey));
-  writePrivateFile(keyDir, FILES.rootCert, root.toString('pem') + '\n');
-  writePrivateFile(keyDir, FILES.intermediateKey, await pkcs8Pem(intermediateKeys.privateKey));
-  writePrivateFile(keyDir, FILES.intermediateCert, intermediate.toString('pem') + '\n');
+  return {
+    rootKeyPem: await pkcs8Pem(rootKeys.privateKey),
+    rootPem: `${root.toString('pem')}\n`,
+    intermediateKeyPem: await pkcs8Pem(intermediateKeys.privateKey),
+    intermediatePem: `${intermediate.toString('pem')}\n`,
+  };
 }
 
 async function caExtensions(

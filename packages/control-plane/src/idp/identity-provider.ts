@@ -23,7 +23,6 @@
 import { createHmac, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import diagnostics from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import Provider, {
   errors as oidcErrors,
@@ -35,7 +34,9 @@ import Provider, {
 } from 'oidc-provider';
 import type { JSONWebKeySet } from 'jose';
 import type { KeyRing, Rotation } from '../ca/key-ring.ts';
-import { ensurePrivateDirectory, KeyFileError, readPrivateFile, writePrivateFile } from '../ca/key-files.ts';
+import { documentPlace, readOrCreate } from '../ca/key-document.ts';
+import { KeyFileError } from '../ca/key-files.ts';
+import { toKeyVault, type KeyVault } from '../ca/key-vault.ts';
 import { peerSpiffeId } from '../server/peer.ts';
 import type { ControlPlaneStore } from '../store/store.ts';
 import { createCheckSlots, DEFAULT_PASSWORD_CHECKS, type PasswordCheckLimits } from './check-slots.ts';
@@ -132,22 +133,26 @@ function signInPolicy(): interactionPolicy.Prompt[] {
   return policy;
 }
 
+const COOKIE_SECRET = 'idp-cookie.secret';
+
 /**
- * The secret that signs the identity provider's cookies and CSRF tokens: `idp-cookie.secret` in the
- * key directory (0600, refused when wider), created on first use.
+ * The secret that signs the identity provider's cookies and CSRF tokens: the document
+ * `idp-cookie.secret` of the key vault (a file of that name, 0600, in a key directory), created on
+ * first use. Replicas opening it at once end with one secret.
  */
-export function openCookieKeys(keyDir: string, onCreated?: (message: string) => void): string[] {
-  ensurePrivateDirectory(keyDir);
-  let secret = readPrivateFile(keyDir, 'idp-cookie.secret');
-  if (secret === null) {
-    secret = randomBytes(32).toString('base64url');
-    writePrivateFile(keyDir, 'idp-cookie.secret', secret);
-    onCreated?.(`created a NEW identity-provider cookie secret in ${keyDir} (development material)`);
-  }
-  const stored = secret.trim();
+export async function openCookieKeys(
+  keys: KeyVault | string,
+  onCreated?: (message: string) => void,
+): Promise<string[]> {
+  const vault = toKeyVault(keys);
+  const { document, created } = await readOrCreate(vault, COOKIE_SECRET, async () =>
+    randomBytes(32).toString('base64url'),
+  );
+  if (created) onCreated?.(`created a NEW identity-provider cookie secret in ${vault.where} (development material)`);
+  const stored = document.text.trim();
   if (stored.length < 32)
     throw new KeyFileError(
-      join(keyDir, 'idp-cookie.secret'),
+      documentPlace(vault, COOKIE_SECRET),
       `it holds ${stored.length} characters, not a secret of 32 or more`,
     );
   return [stored];
@@ -172,6 +177,11 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
   const issuerOrigin = new URL(options.issuer).origin;
   let provider = build();
   let callback = provider.callback();
+  // Signing keys follow the ring, whichever replica rotated it (the ring tells of its own rotations too).
+  const stopFollowing = options.keys.onRotate(() => {
+    provider = build();
+    callback = provider.callback();
+  });
   // Expired artefacts, and counts past their window: a spray of made-up names does not fill the store.
   const sweeper = setInterval(
     () =>
@@ -552,13 +562,11 @@ export function createIdentityProvider(options: IdentityProviderOptions): Identi
     },
     publicJwks: () => options.keys.publicJwks(),
     async rotateKeys() {
-      const rotation = await options.keys.rotate();
-      provider = build();
-      callback = provider.callback();
-      return rotation;
+      return options.keys.rotate();
     },
     close() {
       clearInterval(sweeper);
+      stopFollowing();
     },
   };
 }

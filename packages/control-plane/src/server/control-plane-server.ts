@@ -9,6 +9,7 @@
  *   GET  /v1/policy/jwks.json   the policy-bundle signing keys (public)
  *   POST /v1/join     { joinToken, service, csr } → { svid, bundle, spiffeId, expiresAt }
  *   POST /v1/renew    mTLS with the current SVID; { csr } → the same
+ *   POST /v1/recover  mTLS with an SVID that expired within the recovery window; { csr } → the same (ca/recover.ts)
  *   GET  /v1/stream   mTLS with a workload SVID: policy bundles and revocations as server-sent events
  *   POST /v1/registry/heartbeat, GET /v1/services   the service registry (registry-routes.ts)
  *   POST /v1/token, GET /v1/txn-token/jwks.json     the Txn-Token Service (tts-routes.ts)
@@ -20,8 +21,9 @@ import { controlPlaneSpiffeId } from '@lockstep/workload';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ClientMetadata } from 'oidc-provider';
 import type { AddressInfo } from 'node:net';
-import type { Server as TlsServer } from 'node:tls';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { bootstrapWorkload, renewWorkload } from '../ca/enrol.ts';
+import { DEFAULT_RECOVERY_WINDOW_SECONDS, recoverWorkload, type RecoveryReuse } from '../ca/recover.ts';
 import { signLeaf, type IssuedSvid } from '../ca/issue-svid.ts';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
@@ -86,6 +88,11 @@ export interface ControlPlaneServerOptions {
    * shorter bounds how long a stolen SVID is worth having (revocation stops it at once anyway).
    */
   readonly svidLifetimeSeconds?: number;
+  /**
+   * How long after expiry a workload's newest SVID may still recover a new one (`POST /v1/recover`):
+   * default 7 days; 0 turns recovery off (a workload cut off for longer than its SVID lives joins again).
+   */
+  readonly svidRecoveryWindowSeconds?: number;
 }
 
 /** What an extension is given: the CA, the store, and (once listening) the URL and the identity provider. */
@@ -110,6 +117,8 @@ export interface ExtensionHooks {
   readonly idpClients?: (url: string) => readonly ClientMetadata[];
   /** A guard's heartbeat said it could not reach the control plane for a while (the monitor's outage alert). */
   readonly onUnreachable?: (report: UnreachableReport) => void;
+  /** An SVID was presented for recovery after it was spent: two holders of one key (the monitor's alert). */
+  readonly onRecoveryReuse?: (reuse: RecoveryReuse) => void;
 }
 
 export interface RunningControlPlane {
@@ -132,6 +141,11 @@ export async function startControlPlane(options: ControlPlaneServerOptions): Pro
   if (lifetime !== undefined && (!Number.isInteger(lifetime) || lifetime < 60 || lifetime > 24 * 3600))
     throw new TypeError(
       `svidLifetimeSeconds must be a whole number of seconds from 60 to 86400 (an SVID lives at most 24 h), e.g. 3600; got ${String(lifetime)}`,
+    );
+  const window = options.svidRecoveryWindowSeconds;
+  if (window !== undefined && (!Number.isInteger(window) || window < 0 || window > 90 * 86_400))
+    throw new TypeError(
+      `svidRecoveryWindowSeconds must be a whole number of seconds from 0 (off) to 7776000 (90 days), e.g. 604800; got ${String(window)}`,
     );
   // A start that fails (port taken, a bad extension) closes what it opened: nothing keeps the process alive.
   const opened: (() => unknown)[] = [];
@@ -181,7 +195,14 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
   const { tts, policy } = options;
   const rotators: KeyRotators = new Map();
   if (tts?.rotateKeys) rotators.set('txn-token', tts.rotateKeys);
-  const svidLifetime = options.svidLifetimeSeconds === undefined ? {} : { ttlSeconds: options.svidLifetimeSeconds };
+  const hooks: ExtensionHooks[] = [];
+  const enrolment: Enrolment = {
+    ...(options.svidLifetimeSeconds === undefined ? {} : { ttlSeconds: options.svidLifetimeSeconds }),
+    recoveryWindowSeconds: options.svidRecoveryWindowSeconds ?? DEFAULT_RECOVERY_WINDOW_SECONDS,
+    onRecoveryReuse: (reuse) => {
+      for (const hook of hooks) hook.onRecoveryReuse?.(reuse);
+    },
+  };
   registerRoutes(
     app,
     ca,
@@ -191,9 +212,8 @@ async function serve(options: ControlPlaneServerOptions, opened: (() => unknown)
     rotators,
     tts?.scanTokens ?? null,
     onInternalError,
-    svidLifetime,
+    enrolment,
   );
-  const hooks: ExtensionHooks[] = [];
   registerRegistryRoutes(app, ca, store, (report) => {
     for (const hook of hooks) hook.onUnreachable?.(report);
   });
@@ -344,9 +364,9 @@ function registerRoutes(
   rotators: KeyRotators,
   scanTokens: TxnTokenService['scanTokens'] | null,
   onInternalError: (error: Error) => void,
-  /** The SVID lifetime workloads get at join and renewal, when configured. */
-  svidLifetime: { readonly ttlSeconds?: number },
+  enrolment: Enrolment,
 ): void {
+  const svidLifetime = enrolment.ttlSeconds === undefined ? {} : { ttlSeconds: enrolment.ttlSeconds };
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error instanceof ControlPlaneError) return refuse(reply, error);
     if (
@@ -410,11 +430,61 @@ function registerRoutes(
         ca,
         await renewWorkload(store, ca, {
           peerSpiffeId: admittedCaller(request),
+          ...peerSerial(request.raw.socket as TLSSocket),
           csrPem: request.body.csr,
           ...svidLifetime,
         }),
       ),
   );
+
+  // An expired SVID, presented in the handshake (which proves its key), for a new one: ca/recover.ts.
+  // TLS let the expired certificate through (the server asks for a certificate without requiring a
+  // valid one); recoverWorkload verifies its chain and rules itself, as of its last valid second.
+  app.post<{ Body: { csr: string } }>(
+    '/v1/recover',
+    {
+      schema: { body: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: CSR } } },
+      config: { checksOwnRevocation: true },
+    },
+    async (request) => {
+      const { leafDer, intermediateDer } = presentedChain(request.raw.socket as TLSSocket);
+      const { svid } = await recoverWorkload(
+        store,
+        ca,
+        {
+          leafDer,
+          intermediateDer,
+          csrPem: request.body.csr,
+          windowSeconds: enrolment.recoveryWindowSeconds,
+          ...svidLifetime,
+        },
+        enrolment.onRecoveryReuse,
+      );
+      return issued(ca, svid);
+    },
+  );
+}
+
+interface Enrolment {
+  /** The SVID lifetime workloads get at join, renewal and recovery, when configured. */
+  readonly ttlSeconds?: number;
+  readonly recoveryWindowSeconds: number;
+  readonly onRecoveryReuse: (reuse: RecoveryReuse) => void;
+}
+
+function peerSerial(socket: TLSSocket): { peerSerial?: string } {
+  const serial = socket.getPeerX509Certificate()?.serialNumber;
+  return serial === undefined ? {} : { peerSerial: serial };
+}
+
+/** The leaf the client presented and the certificate it sent above it (DER), as TLS received them. */
+function presentedChain(socket: TLSSocket): { leafDer: Uint8Array | null; intermediateDer: Uint8Array | null } {
+  const leaf = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: { raw?: Buffer } } | null;
+  const leafRaw = leaf?.raw;
+  if (leafRaw === undefined || leafRaw.length === 0) return { leafDer: null, intermediateDer: null };
+  const issuerRaw = leaf?.issuerCertificate?.raw;
+  const distinct = issuerRaw !== undefined && issuerRaw.length > 0 && !issuerRaw.equals(leafRaw);
+  return { leafDer: new Uint8Array(leafRaw), intermediateDer: distinct ? new Uint8Array(issuerRaw) : null };
 }
 
 function issued(ca: WorkloadCa, svid: IssuedSvid) {

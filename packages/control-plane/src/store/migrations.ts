@@ -213,4 +213,44 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE revocations ADD COLUMN lifted_by TEXT;
       ALTER TABLE revocations ADD COLUMN lift_reason TEXT;`,
   },
+  {
+    version: 10,
+    // The control plane's private keys, shared by its replicas: one row per document (a key ring, the CA,
+    // …) and generation, sealed under a key-encryption key that is never stored (ca/sealed.ts).
+    sqlite: `
+      CREATE TABLE key_documents (
+        name TEXT NOT NULL, generation INTEGER NOT NULL, kek_id TEXT NOT NULL, wrapped_dek TEXT NOT NULL,
+        sealed TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (name, generation)
+      );`,
+    postgres: `
+      CREATE TABLE key_documents (
+        name TEXT NOT NULL, generation BIGINT NOT NULL, kek_id TEXT NOT NULL, wrapped_dek TEXT NOT NULL,
+        sealed TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (name, generation)
+      );`,
+  },
+  {
+    version: 11,
+    // Recovery after expiry (ca/recover.ts): an SVID is spent once, by its renewal or its recovery,
+    // and `issued_svids` records recoveries. SQLite cannot change a CHECK: the table is rebuilt.
+    sqlite: `
+      CREATE TABLE svid_successions (
+        serial TEXT PRIMARY KEY, successor TEXT NOT NULL, at INTEGER NOT NULL,
+        via TEXT NOT NULL CHECK (via IN ('renew', 'recover'))
+      );
+      CREATE TABLE issued_svids_11 (
+        serial TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL, via TEXT NOT NULL CHECK (via IN ('join', 'renew', 'recover'))
+      );
+      INSERT INTO issued_svids_11 SELECT serial, spiffe_id, issued_at, expires_at, via FROM issued_svids;
+      DROP TABLE issued_svids;
+      ALTER TABLE issued_svids_11 RENAME TO issued_svids;
+      CREATE INDEX issued_svids_by_spiffe_id ON issued_svids (spiffe_id);`,
+    postgres: `
+      CREATE TABLE svid_successions (
+        serial TEXT PRIMARY KEY, successor TEXT NOT NULL, at BIGINT NOT NULL,
+        via TEXT NOT NULL CHECK (via IN ('renew', 'recover'))
+      );
+      ALTER TABLE issued_svids DROP CONSTRAINT IF EXISTS issued_svids_via_check;
+      ALTER TABLE issued_svids ADD CONSTRAINT issued_svids_via_check CHECK (via IN ('join', 'renew', 'recover'));`,
+  },
 ];

@@ -17,6 +17,7 @@ import {
   streamStateFromRow,
   heartbeatValues,
   issuedSvidFromRow,
+  successionFromRow,
   joinTokenFromRow,
   loginFailuresFromRow,
   oidcFromRow,
@@ -32,7 +33,15 @@ import {
   userFromRow,
   userValues,
 } from './rows.ts';
-import type { ControlPlaneStore, LoginFailures } from './store.ts';
+import {
+  checkRewrap,
+  KEY_DOCUMENT_GENERATIONS,
+  keyDocumentFromRow,
+  keyGenerationsFromRows,
+  NEWEST_KEY_DOCUMENTS,
+} from './key-documents.ts';
+import { pgNotifications } from './pg-notifications.ts';
+import { KEY_DOCUMENT_GENERATIONS_KEPT, type ControlPlaneStore, type LoginFailures } from './store.ts';
 
 export interface PostgresStoreOptions {
   /** e.g. `postgres://lockstep@127.0.0.1:5432/lockstep`. */
@@ -74,16 +83,16 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     throw error;
   }
 
-  // One notification channel per schema, so that tenants (and test runs) do not hear each other.
+  // One notification channel per schema and subject, so that tenants (and test runs) do not hear each other.
   const channel = `lockstep_revocations_${schema}`;
+  const keysChannel = `lockstep_keys_${schema}`;
+  const notifications = pgNotifications(options.connectionString, `lockstep-listen-${schema}`);
   const query = async (sql: string, values: unknown[]): Promise<Record<string, unknown>[]> =>
     (await pool.query(sql, values)).rows as Record<string, unknown>[];
-  /** One revocation write: in a transaction that holds REVOCATION_LOCK, so that positions commit in order. */
-  const revocationWrite = async <T>(write: (run: typeof query) => Promise<T>): Promise<T> => {
+  const transaction = async <T>(write: (run: typeof query) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
     try {
       await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1)', [REVOCATION_LOCK]);
       const result = await write(
         async (sql, values) => (await client.query(sql, values)).rows as Record<string, unknown>[],
       );
@@ -96,6 +105,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       client.release();
     }
   };
+  /** One revocation write: in a transaction that holds REVOCATION_LOCK, so that positions commit in order. */
+  const revocationWrite = async <T>(write: (run: typeof query) => Promise<T>): Promise<T> =>
+    transaction(async (run) => {
+      await run('SELECT pg_advisory_xact_lock($1)', [REVOCATION_LOCK]);
+      return write(run);
+    });
 
   return {
     kind: 'postgres',
@@ -124,6 +139,15 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (
         await query('SELECT * FROM issued_svids WHERE spiffe_id = $1 ORDER BY issued_at, serial', [spiffeId])
       ).map(issuedSvidFromRow);
+    },
+    async spendSvid(entry) {
+      const spent = await query(
+        'INSERT INTO svid_successions (serial, successor, at, via) VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING RETURNING serial',
+        [entry.serial, entry.successor, entry.at, entry.via],
+      );
+      if (spent.length === 1) return null;
+      const [row] = await query('SELECT * FROM svid_successions WHERE serial = $1', [entry.serial]);
+      return successionFromRow(row as Parameters<typeof successionFromRow>[0]);
     },
     async addRevocation(entry) {
       return revocationWrite(async (run) => {
@@ -437,52 +461,63 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       const [row] = await query('SELECT * FROM scan_runs WHERE run_id = $1', [runId]);
       return row === undefined ? null : scanRunFromRow(row);
     },
+    async keyDocument(name) {
+      const [row] = await query('SELECT * FROM key_documents WHERE name = $1 ORDER BY generation DESC LIMIT 1', [name]);
+      return row === undefined ? null : keyDocumentFromRow(row);
+    },
+    async putKeyDocument(document) {
+      const { name, generation, kekId, wrappedDek, sealed } = document;
+      return transaction(async (run) => {
+        // Only the next generation of its name. Two writers of it at once: the second waits for the first's
+        // commit on the primary key, then inserts nothing.
+        const inserted = await run(
+          `INSERT INTO key_documents (name, generation, kek_id, wrapped_dek, sealed, created_at)
+          SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::bigint
+          WHERE $2::bigint = (SELECT COALESCE(MAX(generation), -1) + 1 FROM key_documents WHERE name = $1::text)
+          ON CONFLICT (name, generation) DO NOTHING RETURNING generation`,
+          [name, generation, kekId, wrappedDek, sealed, Date.now()],
+        );
+        if (inserted.length === 0) return false;
+        await run('DELETE FROM key_documents WHERE name = $1 AND generation <= $2', [
+          name,
+          generation - KEY_DOCUMENT_GENERATIONS_KEPT,
+        ]);
+        // Every replica hears of it on commit (they would otherwise find it on their next re-read).
+        await run('SELECT pg_notify($1, $2)', [keysChannel, name]);
+        return true;
+      });
+    },
+    async keyDocumentGenerations() {
+      return keyGenerationsFromRows(await query(KEY_DOCUMENT_GENERATIONS, []));
+    },
+    async keyDocuments() {
+      return (await query(NEWEST_KEY_DOCUMENTS, [])).map(keyDocumentFromRow);
+    },
+    async rewrapKeyDocument(current, rewrapped) {
+      checkRewrap(current, rewrapped);
+      const updated = await query(
+        `UPDATE key_documents SET kek_id = $1, wrapped_dek = $2
+        WHERE name = $3 AND generation = $4 AND kek_id = $5 AND wrapped_dek = $6 AND sealed = $7 RETURNING generation`,
+        [
+          rewrapped.kekId,
+          rewrapped.wrappedDek,
+          current.name,
+          current.generation,
+          current.kekId,
+          current.wrappedDek,
+          current.sealed,
+        ],
+      );
+      return updated.length === 1;
+    },
     async watchRevocations(listener) {
-      // One connection that LISTENs; when it breaks (a database restart, a failover, a network cut) it is
-      // opened again, retried with backoff up to 5 s, and the listener is called once it listens again,
-      // so that what was written meanwhile is read at once rather than at the next re-read.
-      let stopped = false;
-      let client: pg.Client | null = null;
-      let retry: NodeJS.Timeout | undefined;
-      const listen = async (): Promise<void> => {
-        const next = new pg.Client({ connectionString: options.connectionString });
-        next.on('notification', (message) => {
-          if (message.channel === channel) listener();
-        });
-        next.on('error', () => {}); // 'end' follows: reconnected there
-        next.once('end', () => {
-          if (!stopped && client === next) reconnect(250);
-        });
-        try {
-          await next.connect();
-          await next.query(`LISTEN ${channel}`);
-        } catch (error) {
-          await next.end().catch(() => {});
-          throw error;
-        }
-        if (stopped) {
-          await next.end().catch(() => {});
-          return;
-        }
-        client = next;
-      };
-      const reconnect = (delayMs: number): void => {
-        client = null;
-        retry = setTimeout(() => {
-          listen().then(listener, () => {
-            if (!stopped) reconnect(Math.min(delayMs * 2, 5_000));
-          });
-        }, delayMs);
-        retry.unref();
-      };
-      await listen();
-      return async () => {
-        stopped = true;
-        clearTimeout(retry);
-        await client?.end().catch(() => {});
-      };
+      return notifications.listen(channel, () => listener());
+    },
+    async watchKeys(listener) {
+      return notifications.listen(keysChannel, listener);
     },
     async close() {
+      await notifications.close();
       await pool.end();
     },
   };

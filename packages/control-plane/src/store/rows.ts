@@ -5,6 +5,7 @@ import type {
   AuditCheckpoint,
   AuditStream,
   IssuedSvidRecord,
+  SvidSuccession,
   JoinTokenRecord,
   LoginFailures,
   OidcArtefact,
@@ -48,9 +49,20 @@ export function joinTokenFromRow(row: Row): JoinTokenRecord {
   };
 }
 
+export function successionFromRow(row: Row): SvidSuccession {
+  const via = text(row.via, 'via');
+  if (via !== 'renew' && via !== 'recover') throw new TypeError(`store: unknown succession ${via}`);
+  return {
+    serial: text(row.serial, 'serial'),
+    successor: text(row.successor, 'successor'),
+    at: int(row.at, 'at'),
+    via,
+  };
+}
+
 export function issuedSvidFromRow(row: Row): IssuedSvidRecord {
   const via = text(row.via, 'via');
-  if (via !== 'join' && via !== 'renew') throw new TypeError(`store: unknown issuance ${via}`);
+  if (via !== 'join' && via !== 'renew' && via !== 'recover') throw new TypeError(`store: unknown issuance ${via}`);
   return {
     serial: text(row.serial, 'serial'),
     spiffeId: text(row.spiffe_id, 'spiffe_id'),

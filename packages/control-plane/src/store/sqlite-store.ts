@@ -18,6 +18,7 @@ import {
   streamStateFromRow,
   heartbeatValues,
   issuedSvidFromRow,
+  successionFromRow,
   joinTokenFromRow,
   loginFailuresFromRow,
   oidcFromRow,
@@ -33,7 +34,14 @@ import {
   userFromRow,
   userValues,
 } from './rows.ts';
-import type { ControlPlaneStore, IssuedSvidRecord } from './store.ts';
+import {
+  checkRewrap,
+  KEY_DOCUMENT_GENERATIONS,
+  keyDocumentFromRow,
+  keyGenerationsFromRows,
+  NEWEST_KEY_DOCUMENTS,
+} from './key-documents.ts';
+import { KEY_DOCUMENT_GENERATIONS_KEPT, type ControlPlaneStore, type IssuedSvidRecord } from './store.ts';
 
 type Row = Record<string, unknown>;
 
@@ -59,6 +67,10 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     'INSERT INTO issued_svids (serial, spiffe_id, issued_at, expires_at, via) VALUES (?, ?, ?, ?, ?)',
   );
   const svidsOf = db.prepare('SELECT * FROM issued_svids WHERE spiffe_id = ? ORDER BY issued_at, serial');
+  const spend = db.prepare(
+    'INSERT INTO svid_successions (serial, successor, at, via) VALUES (?, ?, ?, ?) ON CONFLICT (serial) DO NOTHING',
+  );
+  const succession = db.prepare('SELECT * FROM svid_successions WHERE serial = ?');
   const insertRevocation = db.prepare(
     'INSERT INTO revocations (kind, value, reason, actor, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING',
   );
@@ -138,6 +150,19 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     `SELECT ${SCAN_SUMMARY_COLUMNS} FROM scan_runs ORDER BY started_at DESC, received_at DESC, run_id LIMIT ?`,
   );
 
+  const keyDocumentHead = db.prepare('SELECT * FROM key_documents WHERE name = ? ORDER BY generation DESC LIMIT 1');
+  // Only the next generation of its name: a compare-and-set in one statement.
+  const insertKeyDocument =
+    db.prepare(`INSERT INTO key_documents (name, generation, kek_id, wrapped_dek, sealed, created_at)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6
+    WHERE ?2 = (SELECT COALESCE(MAX(generation), -1) + 1 FROM key_documents WHERE name = ?1)
+    ON CONFLICT (name, generation) DO NOTHING`);
+  const pruneKeyDocuments = db.prepare('DELETE FROM key_documents WHERE name = ? AND generation <= ?');
+  const keyGenerations = db.prepare(KEY_DOCUMENT_GENERATIONS);
+  const newestKeyDocuments = db.prepare(NEWEST_KEY_DOCUMENTS);
+  const rewrapKey = db.prepare(`UPDATE key_documents SET kek_id = ?, wrapped_dek = ?
+    WHERE name = ? AND generation = ? AND kek_id = ? AND wrapped_dek = ? AND sealed = ?`);
+
   const issuedLog = groupCommit<IssuedSvidRecord>(db, (record) => {
     insertSvid.run(record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via);
   });
@@ -162,6 +187,10 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     recordIssuedSvid: (record) => issuedLog.append(record),
     async issuedSvids(spiffeId) {
       return (svidsOf.all(spiffeId) as Row[]).map(issuedSvidFromRow);
+    },
+    async spendSvid(entry) {
+      if (spend.run(entry.serial, entry.successor, entry.at, entry.via).changes === 1) return null;
+      return successionFromRow(succession.get(entry.serial) as Row);
     },
     async addRevocation(entry) {
       // A lifted entry makes room: the revocation holds again, at a new position (AUTOINCREMENT never reuses one).
@@ -387,6 +416,34 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     async scan(runId) {
       const row = scanById.get(runId) as Row | undefined;
       return row === undefined ? null : scanRunFromRow(row);
+    },
+    async keyDocument(name) {
+      const row = keyDocumentHead.get(name) as Row | undefined;
+      return row === undefined ? null : keyDocumentFromRow(row);
+    },
+    async putKeyDocument(document) {
+      return inTransaction(db, () => {
+        const { name, generation, kekId, wrappedDek, sealed } = document;
+        if (Number(insertKeyDocument.run(name, generation, kekId, wrappedDek, sealed, Date.now()).changes) !== 1)
+          return false;
+        pruneKeyDocuments.run(name, generation - KEY_DOCUMENT_GENERATIONS_KEPT);
+        return true;
+      });
+    },
+    async keyDocumentGenerations() {
+      return keyGenerationsFromRows(keyGenerations.all() as Row[]);
+    },
+    async keyDocuments() {
+      return (newestKeyDocuments.all() as Row[]).map(keyDocumentFromRow);
+    },
+    async rewrapKeyDocument(current, rewrapped) {
+      checkRewrap(current, rewrapped);
+      const { name, generation, kekId, wrappedDek, sealed } = current;
+      return (
+        Number(
+          rewrapKey.run(rewrapped.kekId, rewrapped.wrappedDek, name, generation, kekId, wrappedDek, sealed).changes,
+        ) === 1
+      );
     },
     async close() {
       if (db.isOpen) db.close();

@@ -14,7 +14,7 @@ import pg from 'pg';
 import { testPostgres } from '@lockstep/testkit';
 import { openPostgresStore } from './postgres-store.ts';
 import { openSqliteStore } from './sqlite-store.ts';
-import type { ControlPlaneStore } from './store.ts';
+import { KEY_DOCUMENT_GENERATIONS_KEPT, type ControlPlaneStore, type SealedDocument } from './store.ts';
 import { auditEventHash, GENESIS } from './audit-chain.ts';
 
 const postgres = await testPostgres();
@@ -48,6 +48,14 @@ const backends: { name: string; skip: string | false; open(database?: string): P
 ];
 
 const HOUR = 3_600_000;
+/** A key document as the store sees it: opaque text (ca/sealed.ts makes real ones). */
+const keyDocument = (name: string, generation: number, sealed = `${name}@${generation}`): SealedDocument => ({
+  name,
+  generation,
+  kekId: 'k1',
+  wrappedDek: `dek-${sealed}`,
+  sealed,
+});
 const token = (overrides: Partial<{ tokenHash: string; service: string; expiresAt: number }> = {}) => ({
   tokenHash: overrides.tokenHash ?? randomBytes(32).toString('hex'),
   service: overrides.service ?? 'orders',
@@ -136,6 +144,28 @@ for (const backend of backends) {
           store.recordIssuedSvid({ serial: '01', spiffeId: id, issuedAt: 5, expiresAt: 6, via: 'renew' }),
           'a serial is unique',
         );
+      }),
+    );
+
+    it(
+      'spends an SVID once: of two spends at once, one wins and the other reads the winner',
+      withStore(async (store) => {
+        const id = 'spiffe://shop.test/svc/orders';
+        await store.recordIssuedSvid({ serial: 'a1', spiffeId: id, issuedAt: 1, expiresAt: 2, via: 'recover' });
+        assert.deepEqual(
+          (await store.issuedSvids(id)).map((svid) => svid.via),
+          ['recover'],
+        );
+        const outcomes = await Promise.all([
+          store.spendSvid({ serial: 'a1', successor: 'b1', at: 10, via: 'recover' }),
+          store.spendSvid({ serial: 'a1', successor: 'b2', at: 11, via: 'recover' }),
+        ]);
+        assert.equal(outcomes.filter((outcome) => outcome === null).length, 1, 'one spend wins');
+        const loser = outcomes.find((outcome) => outcome !== null);
+        assert.equal(loser?.serial, 'a1');
+        assert.ok(loser?.successor === 'b1' || loser?.successor === 'b2');
+        assert.deepEqual(await store.spendSvid({ serial: 'a1', successor: 'b3', at: 12, via: 'renew' }), loser);
+        assert.equal(await store.spendSvid({ serial: 'a2', successor: 'b4', at: 13, via: 'renew' }), null);
       }),
     );
 
@@ -768,6 +798,97 @@ for (const backend of backends) {
       }),
     );
 
+    it(
+      'writes key documents by compare-and-set on the generation: the next one only, no gaps, newest first',
+      withStore(async (store) => {
+        assert.equal(await store.keyDocument('ring'), null);
+        assert.deepEqual(await store.keyDocumentGenerations(), new Map());
+        assert.equal(await store.putKeyDocument(keyDocument('ring', 1)), false, 'a new name starts at 0');
+        assert.equal(await store.putKeyDocument(keyDocument('ring', 0)), true);
+        assert.equal(await store.putKeyDocument(keyDocument('ring', 0, 'another')), false, 'generation 0 is taken');
+        assert.equal(await store.putKeyDocument(keyDocument('ring', 2)), false, 'a gap');
+        assert.equal(await store.putKeyDocument(keyDocument('ring', 1)), true);
+        assert.equal(await store.putKeyDocument(keyDocument('ca', 0)), true);
+        assert.deepEqual(await store.keyDocument('ring'), keyDocument('ring', 1));
+        assert.deepEqual(await store.keyDocument('ca'), keyDocument('ca', 0));
+        assert.deepEqual(
+          await store.keyDocumentGenerations(),
+          new Map([
+            ['ca', 0],
+            ['ring', 1],
+          ]),
+        );
+        assert.deepEqual(await store.keyDocuments(), [keyDocument('ca', 0), keyDocument('ring', 1)]);
+      }),
+    );
+
+    it('lets exactly one of several writers of one key document generation win, also on two connections', async () => {
+      const database = randomBytes(6).toString('hex');
+      const [a, b] = [await backend.open(database), await backend.open(database)];
+      try {
+        await a.putKeyDocument(keyDocument('ring', 0));
+        const racing = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? a : b).putKeyDocument(keyDocument('ring', 1, `w${i}`))),
+        );
+        assert.equal(racing.filter(Boolean).length, 1, `one winner of ${JSON.stringify(racing)}`);
+        const winner = `w${racing.indexOf(true)}`;
+        assert.deepEqual(await b.keyDocument('ring'), keyDocument('ring', 1, winner));
+        // Writers of the next and the one after at once: the one after is a gap until the next is there.
+        const [next, afterNext] = await Promise.all([
+          a.putKeyDocument(keyDocument('ring', 2)),
+          b.putKeyDocument(keyDocument('ring', 3)),
+        ]);
+        assert.equal(next, true);
+        assert.equal((await a.keyDocument('ring'))?.generation, afterNext ? 3 : 2);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it(`keeps the ${KEY_DOCUMENT_GENERATIONS_KEPT} newest generations of each key document`, async () => {
+      const database = randomBytes(6).toString('hex');
+      const store = await backend.open(database);
+      try {
+        for (let generation = 0; generation < 25; generation += 1) {
+          assert.equal(await store.putKeyDocument(keyDocument('ring', generation)), true);
+          if (generation < 3) assert.equal(await store.putKeyDocument(keyDocument('ca', generation)), true);
+        }
+        assert.deepEqual(await store.keyDocument('ring'), keyDocument('ring', 24));
+        assert.deepEqual(
+          await store.keyDocumentGenerations(),
+          new Map([
+            ['ca', 2],
+            ['ring', 24],
+          ]),
+        );
+      } finally {
+        await store.close();
+      }
+      // The interface shows the newest only: what is kept is read from the database itself.
+      const kept = await storedKeyGenerations(backend.name, database);
+      assert.deepEqual(
+        kept.get('ring'),
+        Array.from({ length: KEY_DOCUMENT_GENERATIONS_KEPT }, (_, i) => 15 + i),
+      );
+      assert.deepEqual(kept.get('ca'), [0, 1, 2], 'other names keep theirs');
+    });
+
+    it(
+      'rewraps a key document only while it is as read',
+      withStore(async (store) => {
+        const current = keyDocument('ring', 0);
+        await store.putKeyDocument(current);
+        const rewrapped = { ...current, kekId: 'k2', wrappedDek: 'dek-under-k2' };
+        assert.equal(await store.rewrapKeyDocument(current, rewrapped), true);
+        assert.deepEqual(await store.keyDocument('ring'), rewrapped);
+        assert.equal(await store.rewrapKeyDocument(current, rewrapped), false, 'no longer as read');
+        await assert.rejects(store.rewrapKeyDocument(rewrapped, { ...rewrapped, sealed: 'forged' }), TypeError);
+        await assert.rejects(store.rewrapKeyDocument(rewrapped, { ...rewrapped, generation: 5 }), TypeError);
+        assert.deepEqual(await store.keyDocument('ring'), rewrapped);
+      }),
+    );
+
     it('keeps its data across a restart, migrating only once', async () => {
       const database = randomBytes(6).toString('hex');
       const store = await backend.open(database);
@@ -826,6 +947,32 @@ describe('the audit trail at the database level', () => {
     },
   );
 });
+
+/** Every stored generation of every key document, read with SQL (the store's interface gives the newest only). */
+async function storedKeyGenerations(backend: string, database: string): Promise<Map<string, number[]>> {
+  const sql = 'SELECT name, generation FROM key_documents ORDER BY name, generation';
+  let rows: { name: string; generation: number | string }[];
+  if (backend === 'sqlite') {
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(join(scratch, `${database}.db`));
+    try {
+      rows = db.prepare(sql).all() as typeof rows;
+    } finally {
+      db.close();
+    }
+  } else {
+    const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schemaFor[database]}` });
+    await client.connect();
+    try {
+      rows = (await client.query(sql)).rows as typeof rows;
+    } finally {
+      await client.end();
+    }
+  }
+  const kept = new Map<string, number[]>();
+  for (const row of rows) kept.set(row.name, [...(kept.get(row.name) ?? []), Number(row.generation)]);
+  return kept;
+}
 
 /** Two stores on one PostgreSQL schema: two control-plane replicas, as far as the store can tell. */
 async function twoReplicas(): Promise<{ a: ControlPlaneStore; b: ControlPlaneStore; schema: string }> {
@@ -899,6 +1046,63 @@ describe('revocation notifications (PostgreSQL)', () => {
         await until(() => heard > reconnected, 'a notification after the cut');
       } finally {
         await stop?.();
+        await admin.end();
+        await a.close();
+        await b.close();
+      }
+    },
+  );
+});
+
+describe('key document notifications (PostgreSQL)', () => {
+  it(
+    "name the document another replica wrote, on the revocations' listening connection",
+    { skip: pgProblem === null ? false : 'PostgreSQL not reachable' },
+    async () => {
+      const { a, b, schema } = await twoReplicas();
+      const admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      const names: (string | null)[] = [];
+      let revocations = 0;
+      const stopKeys = await a.watchKeys?.((name) => names.push(name));
+      const stopRevocations = await a.watchRevocations?.(() => revocations++);
+      assert.ok(stopKeys && stopRevocations, 'the PostgreSQL store watches both');
+      const until = async (check: () => boolean, what: string) => {
+        for (let i = 0; i < 100 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+        assert.ok(check(), `timed out waiting for ${what}`);
+      };
+      try {
+        const listening = await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [
+          `lockstep-listen-${schema}`,
+        ]);
+        assert.equal(listening.rowCount, 1, 'one listening connection for both channels');
+
+        assert.equal(await b.putKeyDocument(keyDocument('ring', 0)), true);
+        assert.equal(await b.putKeyDocument(keyDocument('ring', 5)), false, 'a refused write');
+        await b.addRevocation({ kind: 'sub', value: 'mallory', reason: 'test', actor: 'cli', at: 1 });
+        await until(() => revocations === 1 && names.length === 1, 'both notifications');
+        assert.deepEqual(names, ['ring'], 'the refused write notified nobody');
+
+        // The connection cut: every listener of both channels hears once it listens again (null: anything).
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [
+          `lockstep-listen-${schema}`,
+        ]);
+        await until(() => names.length === 2 && revocations === 2, 'the listeners called after reconnecting');
+        assert.equal(names[1], null);
+        assert.equal(await b.putKeyDocument(keyDocument('ca', 0)), true);
+        await until(() => names.length === 3, 'a notification after the cut');
+        assert.equal(names[2], 'ca');
+
+        // The last listener gone, the connection closes.
+        await stopKeys();
+        await stopRevocations();
+        const left = await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [
+          `lockstep-listen-${schema}`,
+        ]);
+        assert.equal(left.rowCount, 0, 'no listening connection left');
+      } finally {
+        await stopKeys?.();
+        await stopRevocations?.();
         await admin.end();
         await a.close();
         await b.close();

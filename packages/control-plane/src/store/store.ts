@@ -28,8 +28,17 @@ export interface IssuedSvidRecord {
   readonly spiffeId: string;
   readonly issuedAt: number;
   readonly expiresAt: number;
-  /** `join` for a first certificate, `renew` for a renewal. */
-  readonly via: 'join' | 'renew';
+  /** `join` for a first certificate, `renew` for a renewal, `recover` for a recovery after expiry. */
+  readonly via: 'join' | 'renew' | 'recover';
+}
+
+/** An SVID replaced by its renewal or recovery: it can no longer recover (ca/recover.ts). */
+export interface SvidSuccession {
+  /** The replaced SVID's serial (lower-case hex). */
+  readonly serial: string;
+  readonly successor: string;
+  readonly at: number;
+  readonly via: 'renew' | 'recover';
 }
 
 export type RevocationKind = 'sub' | 'txn' | 'spiffeId' | 'kid';
@@ -265,6 +274,26 @@ export type ScanRunSummary = Omit<ScanRunRecord, 'report'>;
  */
 export type ScanRecordOutcome = 'stored' | 'duplicate' | 'conflict';
 
+/**
+ * One generation of a key document, sealed (ca/sealed.ts): the text encrypted under a data key of its
+ * own (DEK), the DEK encrypted under a key-encryption key (KEK) that never enters the store. A store
+ * reader learns nothing from it; a store writer cannot change, move or forge one without the KEK.
+ */
+export interface SealedDocument {
+  readonly name: string;
+  /** 0 for the first version; +1 per write. */
+  readonly generation: number;
+  /** The key-encryption key that wrapped the DEK. */
+  readonly kekId: string;
+  /** The DEK as the KEK wrapped it (base64url). */
+  readonly wrappedDek: string;
+  /** base64url(iv ‖ ciphertext ‖ tag) of the text. */
+  readonly sealed: string;
+}
+
+/** How many generations of one key document the store keeps; older ones are deleted as new ones come. */
+export const KEY_DOCUMENT_GENERATIONS_KEPT = 10;
+
 export interface ControlPlaneStore {
   /** `sqlite` or `postgres`, for logs and status. */
   readonly kind: 'sqlite' | 'postgres';
@@ -276,6 +305,12 @@ export interface ControlPlaneStore {
   redeemJoinToken(tokenHash: string, now: number): Promise<RedeemOutcome>;
   recordIssuedSvid(record: IssuedSvidRecord): Promise<void>;
   issuedSvids(spiffeId: string): Promise<IssuedSvidRecord[]>;
+  /**
+   * Spends an SVID: records its successor unless one is recorded already, in one statement (so that
+   * of two replicas recovering one SVID at once, one wins). Null when this call spent it; else the
+   * succession recorded before.
+   */
+  spendSvid(succession: SvidSuccession): Promise<SvidSuccession | null>;
   /**
    * Appends to the feed; revoking what is already revoked returns the existing entry. A lifted
    * revocation revoked again holds again, at a new position.
@@ -372,6 +407,32 @@ export interface ControlPlaneStore {
   scans(limit: number): Promise<ScanRunSummary[]>;
   /** One run with its report; null when unknown. */
   scan(runId: string): Promise<ScanRunRecord | null>;
+  /** The newest generation of a key document; null when there is none. */
+  keyDocument(name: string): Promise<SealedDocument | null>;
+  /**
+   * Writes `document` if its generation is the next one of its name (the newest + 1; 0 for a new name), as
+   * one compare-and-set, also across replicas: of two writers of one generation exactly one succeeds. False
+   * when it is not the next one (someone wrote it first, or a gap); nothing is written then. Generations
+   * older than the newest KEY_DOCUMENT_GENERATIONS_KEPT are deleted in the same transaction.
+   */
+  putKeyDocument(document: SealedDocument): Promise<boolean>;
+  /** Each key document's newest generation, by name (cheap: for periodic re-reads). */
+  keyDocumentGenerations(): Promise<Map<string, number>>;
+  /** The newest generation of every key document, by name. */
+  keyDocuments(): Promise<SealedDocument[]>;
+  /**
+   * Replaces the wrapping of one stored generation (a DEK re-wrapped under another KEK: `lockstep keys
+   * rewrap`), only if the row is still exactly `current`; `rewrapped` is `current` with another `kekId` and
+   * `wrappedDek`. False when the row changed or is gone.
+   */
+  rewrapKeyDocument(current: SealedDocument, rewrapped: SealedDocument): Promise<boolean>;
+  /**
+   * Calls `listener` with a key document's name soon after any replica sharing this store writes a
+   * generation of it (PostgreSQL: LISTEN/NOTIFY), and with null once the listening connection was lost and
+   * is back: anything may have changed meanwhile. Absent where one process owns the store (SQLite).
+   * Resolves, once listening, to an unsubscribe.
+   */
+  watchKeys?(listener: (name: string | null) => void): Promise<() => Promise<void>>;
   /**
    * Calls `listener` soon after any replica sharing this store adds a revocation (PostgreSQL:
    * LISTEN/NOTIFY). Absent where one process owns the store (SQLite). Resolves to an unsubscribe.

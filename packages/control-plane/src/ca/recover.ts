@@ -1,0 +1,168 @@
+/**
+ * Recovery after expiry: a workload whose SVID expired while no control plane was reachable gets a
+ * new one without a join token, by presenting the expired SVID in the TLS handshake of
+ * `POST /v1/recover`.
+ *
+ * The credential is the workload's newest SVID and its private key, which the agent keeps in memory
+ * only. The TLS handshake proves possession of the key (the client signs the handshake with it), so
+ * no other secret exists and nothing lies on disk. It is accepted when:
+ *
+ *   1. its chain leads to a root of the bundle (current, next or retiring), checked here at a time
+ *      within its validity; the leaf follows the X509-SVID rules and names a workload of this domain;
+ *   2. it expired (or expires within a minute), at most `windowSeconds` ago (default 7 days; 0: off);
+ *   3. its SPIFFE ID is not revoked (read from the store: every replica's revocations count);
+ *   4. it was neither renewed nor recovered before: one statement records its successor
+ *      (`svid_successions`, primary key on the serial), so that it is spent once, across replicas.
+ *
+ * Threat model (docs/threat-model.md): a thief who copied the key and SVID out of the workload's
+ * memory can recover only by being first; the loser — the thief or the workload — is refused and the
+ * `svid-recovery-reuse` alert fires. Exposure grows from one SVID lifetime to the window, and only for
+ * workloads that were cut off. A renewed SVID cannot recover (renewal spends it too). A restarted
+ * process has lost its key and joins again: no credential at rest. Revocation always wins.
+ */
+import { X509Certificate } from 'node:crypto';
+import { DEFAULT_MAX_SVID_LIFETIME_SECONDS, readCaPathFacts, readX509Svid, SvidError } from '@lockstep/identity';
+import { ControlPlaneError } from '../errors.ts';
+import type { ControlPlaneStore } from '../store/store.ts';
+import { issueSvidFromCsr, spiffeIdFor, type IssuedSvid } from './issue-svid.ts';
+import type { WorkloadCa } from './workload-ca.ts';
+
+/** The default recovery window: a week-long outage (a long weekend and then some) is recovered from. */
+export const DEFAULT_RECOVERY_WINDOW_SECONDS = 7 * 86_400;
+/** An SVID this close to expiry may recover rather than renew: the agent's clock may be off. */
+const EARLY_MS = 60_000;
+
+export interface RecoveryRequest {
+  /** The leaf the client presented in the handshake (DER), or null. */
+  readonly leafDer: Uint8Array | null;
+  /** The intermediate it sent with it (DER), or null: then this CA's own intermediate is tried. */
+  readonly intermediateDer: Uint8Array | null;
+  readonly csrPem: string;
+  readonly windowSeconds: number;
+  readonly ttlSeconds?: number;
+}
+
+export interface RecoveryOutcome {
+  readonly svid: IssuedSvid;
+  /** The serial of the expired SVID it replaces. */
+  readonly recoveredSerial: string;
+}
+
+/** Raised when an SVID is presented for recovery after it was spent: `svid-recovery-reuse`. */
+export interface RecoveryReuse {
+  readonly spiffeId: string;
+  readonly serial: string;
+  readonly successor: string;
+  readonly via: 'renew' | 'recover';
+  readonly spentAt: number;
+}
+
+export async function recoverWorkload(
+  store: ControlPlaneStore,
+  ca: WorkloadCa,
+  request: RecoveryRequest,
+  onReuse: (reuse: RecoveryReuse) => void = () => {},
+): Promise<RecoveryOutcome> {
+  if (request.windowSeconds <= 0)
+    throw new ControlPlaneError('LOCKSTEP_CP_RECOVERY_REFUSED', 'recovery is turned off on this control plane');
+  if (request.leafDer === null)
+    throw new ControlPlaneError('LOCKSTEP_CP_PEER_UNAUTHENTICATED', 'present the expired SVID as client certificate');
+  const leaf = parseCertificate(request.leafDer, 'the client certificate');
+  const notAfter = Date.parse(leaf.validTo);
+  const now = ca.now();
+  if (notAfter - now > EARLY_MS)
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_RECOVERY_REFUSED',
+      `the SVID is valid until ${new Date(notAfter).toISOString()}: renew it at /v1/renew`,
+    );
+  if (now - notAfter > request.windowSeconds * 1000)
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_RECOVERY_EXPIRED',
+      `it expired at ${new Date(notAfter).toISOString()}, and this control plane recovers SVIDs for ${request.windowSeconds} s after expiry`,
+    );
+  // Every rule checked as of one second before expiry: the time it was last valid.
+  const asOf = notAfter - 1000;
+  let service: string | null;
+  try {
+    service = readX509Svid(request.leafDer, {
+      trustDomain: ca.trustDomain,
+      maxLifetimeSeconds: DEFAULT_MAX_SVID_LIFETIME_SECONDS,
+      now: asOf,
+    }).service;
+  } catch (error) {
+    if (error instanceof SvidError)
+      throw new ControlPlaneError('LOCKSTEP_CP_RECOVERY_REFUSED', `${error.detail} (${error.code})`);
+    throw error;
+  }
+  if (service === null)
+    throw new ControlPlaneError('LOCKSTEP_CP_RECOVERY_REFUSED', 'only workloads (spiffe://<td>/svc/<name>) recover');
+  verifyChain(ca, leaf, request.intermediateDer, asOf);
+  const spiffeId = spiffeIdFor(ca.trustDomain, service);
+  if (await store.isRevoked('spiffeId', spiffeId))
+    throw new ControlPlaneError('LOCKSTEP_CP_WORKLOAD_REVOKED', spiffeId);
+  // Signed before it is spent, as a join token is: a refused CSR leaves the SVID recoverable.
+  const svid = await issueSvidFromCsr(ca, {
+    csrPem: request.csrPem,
+    service,
+    ...(request.ttlSeconds === undefined ? {} : { ttlSeconds: request.ttlSeconds }),
+  });
+  const serial = leaf.serialNumber.toLowerCase();
+  const spent = await store.spendSvid({ serial, successor: svid.serial, at: now, via: 'recover' });
+  if (spent !== null) {
+    onReuse({ spiffeId, serial, successor: spent.successor, via: spent.via, spentAt: spent.at });
+    throw new ControlPlaneError(
+      'LOCKSTEP_CP_RECOVERY_REFUSED',
+      `this SVID was ${spent.via === 'renew' ? 'renewed' : 'recovered'} already at ${new Date(spent.at).toISOString()}: ` +
+        'an SVID recovers once. If this workload did not do it, someone else holds its key: revoke it',
+    );
+  }
+  await store.recordIssuedSvid({
+    serial: svid.serial,
+    spiffeId: svid.spiffeId,
+    issuedAt: now,
+    expiresAt: svid.notAfter.getTime(),
+    via: 'recover',
+  });
+  return { svid, recoveredSerial: serial };
+}
+
+/**
+ * leaf ← intermediate ← a root of the bundle, signatures and issuer names, at `asOf`; the intermediate
+ * must be a CA whose path rules we understand. Any doubt refuses.
+ */
+function verifyChain(ca: WorkloadCa, leaf: X509Certificate, intermediateDer: Uint8Array | null, asOf: number): void {
+  const refuse = (why: string): never => {
+    throw new ControlPlaneError('LOCKSTEP_CP_RECOVERY_REFUSED', `${why}: it was not issued by this control plane's CA`);
+  };
+  const intermediate =
+    intermediateDer === null ? new X509Certificate(ca.intermediatePem) : parseCertificate(intermediateDer, 'the chain');
+  if (!intermediate.ca) refuse('the certificate above the leaf is not a CA');
+  const facts = readCaPathFacts(new Uint8Array(intermediate.raw));
+  if (facts.nameConstrained || facts.unhandledCritical.length > 0 || facts.pathLength !== 0)
+    refuse('the intermediate has path rules this control plane does not issue');
+  if (!within(intermediate, asOf)) refuse('the intermediate was not valid when the SVID was');
+  if (!leaf.checkIssued(intermediate) || !leaf.verify(intermediate.publicKey)) refuse('the leaf signature');
+  const roots = bundleCertificates(ca.bundlePem);
+  const root = roots.find(
+    (candidate) => intermediate.checkIssued(candidate) && intermediate.verify(candidate.publicKey),
+  );
+  if (root === undefined) refuse('no root of the trust bundle signed its intermediate');
+}
+
+function within(certificate: X509Certificate, at: number): boolean {
+  return Date.parse(certificate.validFrom) <= at && at <= Date.parse(certificate.validTo);
+}
+
+function parseCertificate(der: Uint8Array, what: string): X509Certificate {
+  try {
+    return new X509Certificate(der);
+  } catch {
+    throw new ControlPlaneError('LOCKSTEP_CP_RECOVERY_REFUSED', `${what} is not an X.509 certificate`);
+  }
+}
+
+function bundleCertificates(pem: string): X509Certificate[] {
+  return (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map(
+    (block) => new X509Certificate(block),
+  );
+}
