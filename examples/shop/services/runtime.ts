@@ -82,6 +82,18 @@ export async function secure(config: ShopSettings): Promise<{ guard: Guard; agen
     service: config.service,
     onEvent: (event) => {
       if (event.kind === 'renewal-failed') log('warn', `SVID renewal failed: ${event.reason}`);
+      // Recovery after a long outage was refused for good (revoked, the SVID spent, past the window): only a
+      // new join token helps, and the supervisor starts every process with one. 75: EX_TEMPFAIL.
+      if (event.kind === 'recovery-refused') {
+        log(
+          'error',
+          `the control plane refused to recover this service's expired SVID (${event.code}): ${event.message}. ` +
+            `It must join again with a new join token: \`lockstep join-token create ${config.service}\`; ` +
+            `exiting (${NEEDS_JOIN_EXIT_CODE}) for its supervisor to restart it with one`,
+          { code: event.code },
+        );
+        stopWith(NEEDS_JOIN_EXIT_CODE);
+      }
     },
   });
   // Decisions go to a local file and to the control plane's collector (spooled while it is away).
@@ -112,21 +124,28 @@ export function ready(url: string): void {
   process.send?.({ ready: true, service: process.env.SHOP_SERVICE, url });
 }
 
+/** The exit code of a service whose agent needs a new join token (EX_TEMPFAIL: restart it, with one). */
+const NEEDS_JOIN_EXIT_CODE = 75;
+
+/** The stop `onStop` registered (it closes the service first), or a plain exit before there is one. */
+let stopWith: (code: number) => void = (code) => process.exit(code);
+
 /** Stops on SIGTERM/SIGINT: `close` lets running requests finish. */
 export function onStop(close: () => Promise<void>): void {
   let stopping = false;
-  const stop = () => {
+  const stop = (code = 0) => {
     if (stopping) return;
     stopping = true;
     close().then(
-      () => process.exit(0),
+      () => process.exit(code),
       (error: Error) => {
         log('error', `stopping failed: ${error.message}`);
-        process.exit(1);
+        process.exit(code === 0 ? 1 : code);
       },
     );
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  process.once('disconnect', stop);
+  stopWith = stop;
+  process.once('SIGTERM', () => stop());
+  process.once('SIGINT', () => stop());
+  process.once('disconnect', () => stop());
 }

@@ -11,6 +11,7 @@ export const CONTROL_PLANE_ERRORS = {
   LOCKSTEP_CP_CSR_INVALID: { status: 400, message: 'certificate signing request refused' },
   LOCKSTEP_CP_WORKLOAD_REVOKED: { status: 403, message: 'workload is revoked' },
   LOCKSTEP_CP_RECOVERY_REFUSED: { status: 403, message: 'recovery refused' },
+  LOCKSTEP_CP_RECOVERY_EARLY: { status: 409, message: 'the SVID is still valid: renew it (POST /v1/renew)' },
   LOCKSTEP_CP_RECOVERY_EXPIRED: {
     status: 403,
     message: 'the SVID expired longer ago than the recovery window: join again with a new join token',

@@ -154,8 +154,8 @@ describe('recovery after expiry', () => {
   it('refuses an SVID that is still valid: renew it instead', async () => {
     const valid = await svidIssuedAgo('catalog', 60_000);
     const answer = await post('/v1/recover', valid);
-    assert.equal(answer.status, 403);
-    assert.equal(answer.body.error, 'LOCKSTEP_CP_RECOVERY_REFUSED');
+    assert.equal(answer.status, 409);
+    assert.equal(answer.body.error, 'LOCKSTEP_CP_RECOVERY_EARLY', 'not a refusal for good: an agent asks again later');
     assert.match(String(answer.body.message), /renew it/);
   });
 

@@ -125,7 +125,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     'jwks' in options.txnTokenKeys
       ? await createStaticKeySource(options.txnTokenKeys.jwks)
       : await createRemoteKeySource({
-          url: options.txnTokenKeys.url,
+          ...('urls' in options.txnTokenKeys ? { urls: options.txnTokenKeys.urls } : { url: options.txnTokenKeys.url }),
           dispatcher: jwksDispatcher(trustDomain, trustBundle),
           refreshSeconds: options.txnTokenKeys.refreshSeconds ?? 300,
           cooldownSeconds: options.txnTokenKeys.cooldownSeconds ?? 10,
@@ -206,7 +206,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       options.auditCollector === undefined
         ? null
         : createNetworkSink({
-            url: options.auditCollector.url,
+            urls: options.auditCollector.urls,
             spoolDir: options.auditCollector.spoolDir,
             ...(options.auditCollector.maxSpoolBytes === undefined
               ? {}

@@ -523,6 +523,62 @@ describe('network sink', () => {
     assert.equal(existsSync(join(spoolDir, 'spool.jsonl')), false);
   });
 
+  it('with several collectors (replicas): a batch goes past a dead one, or one answering 503, to the next', async () => {
+    const dead = await deadCollector();
+    const busy = await collector(0, () => 503);
+    const live = await collector();
+    const errors: string[] = [];
+    const shipper = createNetworkSink({
+      urls: [dead.url, busy.url, live.url],
+      tls: () => tls,
+      serverSpiffeId: COLLECTOR_ID,
+      spoolDir: join(scratch, 'replicas'),
+      flushMs: 50,
+      retryMs: 50,
+      onError: (error) => errors.push(error.message),
+    });
+    publishDecision(event('r-0'));
+    await shipper.flush();
+    await busy.stop();
+    publishDecision(event('r-1'));
+    await shipper.flush();
+    await shipper.close();
+    await live.stop();
+    assert.deepEqual(
+      withEvents(live.received).map((batch) => batch.ids),
+      [['r-0'], ['r-1']],
+      'each batch once, at the live one',
+    );
+    assert.equal(withEvents(busy.received).length, 1, 'the busy one was asked once: then the live one came first');
+    assert.deepEqual(errors, [], 'no failure to report: the events were taken');
+    assert.equal(shipper.stats.sent, 2);
+  });
+
+  it('with several collectors, all away: the events wait, and one report names each', async () => {
+    const [first, second] = [await deadCollector(), await deadCollector()];
+    const errors: string[] = [];
+    const shipper = createNetworkSink({
+      urls: [first.url, second.url],
+      tls: () => tls,
+      serverSpiffeId: COLLECTOR_ID,
+      spoolDir: join(scratch, 'replicas-away'),
+      flushMs: 50,
+      retryMs: 50,
+      onError: (error) => errors.push(error.message),
+    });
+    publishDecision(event('w-0'));
+    await shipper.flush();
+    await shipper.close();
+    assert.equal(shipper.stats.spooled, 1);
+    const unreachable = (url: string) => `the collector is unreachable at ${url} (connect ECONNREFUSED`;
+    assert.ok(errors[0]?.startsWith(unreachable(first.url)), errors[0]);
+    assert.ok(errors[0]?.includes(`; then ${unreachable(second.url)}`), errors[0]);
+    assert.throws(
+      () => createNetworkSink({ tls: () => tls, serverSpiffeId: COLLECTOR_ID, spoolDir: join(scratch, 'no-url') }),
+      /either url: .* or urls: \[\.\.\.\], not both/,
+    );
+  });
+
   it('refuses to talk to a collector with another identity', async () => {
     const impostor = await collector();
     const serverSpiffeId = 'spiffe://shop.test/lockstep/control-plane';

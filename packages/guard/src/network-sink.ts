@@ -27,6 +27,10 @@
  *
  * Nothing of this runs on the request path: the journal's writer only queues the event.
  *
+ * With several collector URLs (one on each replica of the control plane), a batch that gets no
+ * answer, or a 502/503/504, is sent to the next at once (the collector stores a stream's position
+ * once, whichever replica took it); the one that answered last is asked first.
+ *
  * `spoolDir` holds `lock` (the pid of the one process that ships from it), `cursor.json`, and the
  * sink's own journal `journal-<n>.jsonl`.
  */
@@ -49,7 +53,7 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
-import { serverSvidCheck } from '@lockstep/identity';
+import { controlPlaneEndpoints, isFailover, serverSvidCheck } from '@lockstep/identity';
 import { Agent, request } from 'undici';
 import { createAuditFileSink, journalSegmentPath, journalSegments, type AuditSink } from './audit-file-sink.ts';
 import { GuardConfigError } from './errors.ts';
@@ -57,8 +61,10 @@ import { GuardConfigError } from './errors.ts';
 const compress = promisify(gzip);
 
 export interface NetworkSinkOptions {
-  /** The collector, e.g. https://control-plane:8443/v1/audit/events */
-  readonly url: string;
+  /** The collector, e.g. https://control-plane:8443/v1/audit/events. This or `urls`. */
+  readonly url?: string;
+  /** The collector on each replica of the control plane, asked in turn. This or `url`. */
+  readonly urls?: readonly string[];
   /** The current SVID and trust bundle (read for every new connection: rotations are followed). */
   readonly tls: () => { readonly cert: string; readonly key: string; readonly ca: string };
   /** The collector's SPIFFE ID (its certificate names no host). */
@@ -173,6 +179,9 @@ const STREAM_ID = /^[\w-]{1,64}$/;
 const COLLECTOR_PATH = '/v1/audit/events';
 
 export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
+  if ((options.url === undefined) === (options.urls === undefined))
+    throw new TypeError('createNetworkSink takes either url: "https://…/v1/audit/events" or urls: [...], not both');
+  const collectors = controlPlaneEndpoints(options.urls ?? [options.url as string]);
   const dir = resolve(options.spoolDir);
   const batchSize = options.batchSize ?? 500;
   const retryMs = options.retryMs ?? 2_000;
@@ -469,13 +478,16 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
   // The collector is known by its SPIFFE ID, read from its certificate's DER like every identity.
   const collectorIdentity = serverSvidCheck(options.serverSpiffeId, { hint: 'it is not the audit collector' });
 
+  // With another collector to go to, one that does not connect within 2 s is left for it.
+  const connectTimeout = collectors.urls.length > 1 ? { timeout: 2_000 } : {};
+
   function dispatcher(): Agent {
     const material = options.tls();
     if (agent?.cert !== material.cert) {
       void agent?.dispatcher.close();
       agent = {
         cert: material.cert,
-        dispatcher: new Agent({ connect: { ...material, checkServerIdentity: collectorIdentity } }),
+        dispatcher: new Agent({ connect: { ...material, checkServerIdentity: collectorIdentity, ...connectTimeout } }),
       };
     }
     return agent.dispatcher;
@@ -489,10 +501,30 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
    */
   async function post(text: string, events: number): Promise<'acknowledged' | 'failed' | { refused: string }> {
     const body = await compress(Buffer.from(text));
+    // Each collector in turn while the failure is an outage: the collector stores a position once.
+    const failures: string[] = [];
+    for (const url of collectors.order()) {
+      const sent = await postTo(url, body, events);
+      if (sent.outcome !== 'failed') return sent.outcome;
+      failures.push(sent.failure);
+      if (!sent.askNext) break;
+    }
+    report(new Error(failures.join('; then ')));
+    return 'failed';
+  }
+
+  /** One collector's answer: acknowledged, refused, or failed — and then whether to ask the next one. */
+  async function postTo(
+    url: string,
+    body: Buffer,
+    events: number,
+  ): Promise<
+    { outcome: 'acknowledged' | { refused: string } } | { outcome: 'failed'; failure: string; askNext: boolean }
+  > {
     let status: number;
     let answer: string;
     try {
-      const response = await request(options.url, {
+      const response = await request(url, {
         method: 'POST',
         dispatcher: dispatcher(),
         body,
@@ -503,19 +535,25 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       status = response.statusCode;
       answer = await response.body.text();
     } catch (error) {
-      report(new Error(`the collector is unreachable (${(error as Error).message}); the journal keeps the events`));
-      return 'failed';
+      const askNext = isFailover(error);
+      if (askNext) collectors.failed(url);
+      const at = collectors.urls.length > 1 ? ` at ${url}` : '';
+      const failure = `the collector is unreachable${at} (${(error as Error).message}); the journal keeps the events`;
+      return { outcome: 'failed', failure, askNext };
     }
     if (status === 200) {
+      collectors.ok(url);
       stats.sent += events;
-      return 'acknowledged';
+      return { outcome: 'acknowledged' };
     }
     if (collectorRefused(status, answer)) {
+      collectors.ok(url);
       stats.refused += events;
-      return { refused: `${status} ${answer.slice(0, 300)}` };
+      return { outcome: { refused: `${status} ${answer.slice(0, 300)}` } };
     }
-    report(new Error(unexpectedAnswer(options.url, status, answer)));
-    return 'failed';
+    const askNext = isFailover(status);
+    if (askNext) collectors.failed(url);
+    return { outcome: 'failed', failure: unexpectedAnswer(url, status, answer), askNext };
   }
 
   /** Sends `entries` (possibly none) as the next batch; once it is acknowledged, the cursor moves past them. */

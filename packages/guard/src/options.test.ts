@@ -193,6 +193,36 @@ describe('resolveOptions', () => {
     assert.equal(keys.url, 'https://cp.shop.test/jwks');
   });
 
+  it('takes the JWKS of each control-plane replica (urls): a list of https URLs, frozen', () => {
+    const urls = ['https://cp-0.shop.test/jwks', 'https://cp-1.shop.test/jwks'];
+    const keys = resolveOptions(withOptions({ txnTokenKeys: { urls } })).txnTokenKeys;
+    assert.ok('urls' in keys);
+    assert.deepEqual(keys.urls, urls);
+    assert.ok(Object.isFrozen(keys.urls));
+    assertRefused(withOptions({ txnTokenKeys: { urls: [] } }), 'txnTokenKeys.urls must be a list of one or more');
+    assertRefused(withOptions({ txnTokenKeys: { urls: 'https://cp/jwks' } }), 'txnTokenKeys.urls must be a list');
+    assertRefused(
+      withOptions({ txnTokenKeys: { urls: [urls[0], 'http://cp-1.shop.test/jwks'] } }),
+      'txnTokenKeys.urls[1] must use https',
+    );
+    assertRefused(withOptions({ txnTokenKeys: { url: urls[0], urls } }), 'txnTokenKeys must be either');
+  });
+
+  it('takes the collector of each control-plane replica (audit.collector.urls)', () => {
+    const urls = ['https://cp-0.shop.test/v1/audit/events', 'https://cp-1.shop.test/v1/audit/events'];
+    const single = resolveOptions(withOptions({ audit: { collector: { url: urls[0], spoolDir: '/tmp/spool' } } }));
+    assert.deepEqual(single.auditCollector, { urls: [urls[0]], spoolDir: '/tmp/spool', maxSpoolBytes: undefined });
+    const several = resolveOptions(withOptions({ audit: { collector: { urls, spoolDir: '/tmp/spool' } } }));
+    assert.deepEqual(several.auditCollector?.urls, urls);
+    const refused = (collector: object, fragment: string) =>
+      assertRefused(withOptions({ audit: { collector: { spoolDir: '/tmp/spool', ...collector } } }), fragment);
+    refused({}, 'audit.collector must have either url');
+    refused({ url: urls[0], urls }, 'audit.collector must have either url');
+    refused({ urls: [] }, 'audit.collector.urls must be a list of one or more https URLs');
+    refused({ urls: ['http://cp/v1/audit/events'] }, 'audit.collector.urls[0] must use https');
+    refused({ url: 'http://cp/v1/audit/events' }, 'audit.collector.url must use https');
+  });
+
   it('refuses JWKS refresh and cooldown periods that are not positive integers', () => {
     for (const refreshSeconds of [0, -1, Number.NaN, '300']) {
       assertRefused(

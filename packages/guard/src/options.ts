@@ -13,8 +13,23 @@ export interface SvidPem {
   key: string;
 }
 
+/**
+ * Static keys, or a JWKS URL fetched and refreshed: `url`, or `urls` — the same JWKS on each replica
+ * of the control plane, asked in turn (the one that answered last first).
+ */
 export type TxnTokenKeyOptions =
-  { jwks: JsonWebKeySet } | { url: string; refreshSeconds?: number; cooldownSeconds?: number };
+  | { jwks: JsonWebKeySet }
+  | { url: string; refreshSeconds?: number; cooldownSeconds?: number }
+  | { urls: readonly string[]; refreshSeconds?: number; cooldownSeconds?: number };
+
+/**
+ * The monitor's collector: `url`, or `urls` — the collector on each replica of the control plane,
+ * asked in turn.
+ */
+export type AuditCollectorOptions = ({ url: string } | { urls: readonly string[] }) & {
+  spoolDir: string;
+  maxSpoolBytes?: number;
+};
 
 export interface GuardLogger {
   info(message: string, fields?: object): void;
@@ -46,7 +61,7 @@ export interface GuardOptions {
    * `maxSpoolBytes` (default 64 MiB) bounds the journal in `spoolDir`, never `file`, which Lockstep
    * does not delete or truncate.
    */
-  audit?: { file?: string; collector?: { url: string; spoolDir: string; maxSpoolBytes?: number } };
+  audit?: { file?: string; collector?: AuditCollectorOptions };
   /** Prometheus metrics (`guard.metrics()`), counted from the start. Default false: no cost when unused. */
   metrics?: boolean;
   limits?: { bodyBytes?: number; headerBytes?: number; txnTokenBytes?: number };
@@ -71,7 +86,8 @@ export interface ResolvedOptions {
   readonly auditFile: string | undefined;
   readonly metrics: boolean;
   readonly auditCollector:
-    { readonly url: string; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined } | undefined;
+    | { readonly urls: readonly string[]; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined }
+    | undefined;
   readonly limits: { readonly bodyBytes: number; readonly headerBytes: number; readonly txnTokenBytes: number };
   readonly txnToken: { readonly maxLifetimeSeconds: number; readonly clockSkewSeconds: number };
   readonly svidRules: { readonly maxLifetimeSeconds: number };
@@ -130,6 +146,37 @@ function frozenJwks(value: unknown, name: string): JsonWebKeySet {
   return Object.freeze({ keys: Object.freeze(keys) as JsonWebKeySet['keys'] });
 }
 
+/** A list of URLs: an array of at least one string. */
+function urlList(value: unknown, name: string, example: string): unknown[] {
+  if (!Array.isArray(value) || value.length === 0)
+    fail(`${name} must be a list of one or more https URLs, e.g. ["${example}"]`);
+  return value as unknown[];
+}
+
+/** An https URL, as its href; `why` says what the clear would risk. */
+function httpsUrl(value: unknown, name: string, why: string): string {
+  let url: URL;
+  try {
+    url = new URL(String(value));
+  } catch {
+    fail(`${name} is not a URL: ${JSON.stringify(value)}`);
+  }
+  if (url.protocol !== 'https:') fail(`${name} must use https (got ${url.protocol}); ${why}`);
+  return url.href;
+}
+
+/** The collector's URL, as given (events travel over mTLS). */
+function collectorUrl(value: unknown, name: string): string {
+  let url: URL | null = null;
+  try {
+    url = new URL(value as string);
+  } catch {
+    fail(`${name} is not a URL: ${JSON.stringify(value)}`);
+  }
+  if (url?.protocol !== 'https:') fail(`${name} must use https (events travel over mTLS)`);
+  return value as string;
+}
+
 export const consoleLogger: GuardLogger = {
   info: (message, fields) => console.error(JSON.stringify({ level: 'info', msg: message, ...fields })),
   warn: (message, fields) => console.error(JSON.stringify({ level: 'warn', msg: message, ...fields })),
@@ -162,26 +209,28 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     fail('svid must be { cert: <PEM certificate chain>, key: <PEM private key> } — the X.509-SVID of this service');
   }
   const keys = input.txnTokenKeys as Record<string, unknown> | undefined;
-  if (typeof keys !== 'object' || keys === null || 'jwks' in keys === 'url' in keys) {
+  const given = typeof keys === 'object' && keys !== null ? ['jwks', 'url', 'urls'].filter((key) => key in keys) : [];
+  if (keys === undefined || given.length !== 1) {
     fail(
-      'txnTokenKeys must be either { jwks: { keys: [...] } } (static public keys) or { url: "https://…/jwks" } (fetched, last known good kept)',
+      'txnTokenKeys must be either { jwks: { keys: [...] } } (static public keys) or { url: "https://…/jwks" } ' +
+        '(fetched, last known good kept), or { urls: [...] } (the same JWKS on each replica of the control plane)',
     );
   }
   let txnTokenKeys: TxnTokenKeyOptions;
-  if ('url' in keys) {
-    knownKeys(keys, 'txnTokenKeys', ['url', 'refreshSeconds', 'cooldownSeconds']);
-    let url: URL;
-    try {
-      url = new URL(String(keys.url));
-    } catch {
-      fail(`txnTokenKeys.url is not a URL: ${JSON.stringify(keys.url)}`);
+  if (given[0] !== 'jwks') {
+    const clear = 'keys fetched in the clear could be replaced by anyone on the path';
+    let source: { url: string } | { urls: readonly string[] };
+    if (given[0] === 'url') {
+      knownKeys(keys, 'txnTokenKeys', ['url', 'refreshSeconds', 'cooldownSeconds']);
+      source = { url: httpsUrl(keys.url, 'txnTokenKeys.url', clear) };
+    } else {
+      knownKeys(keys, 'txnTokenKeys', ['urls', 'refreshSeconds', 'cooldownSeconds']);
+      const example = 'https://control-plane:8443/v1/txn-token/jwks.json';
+      const urls = urlList(keys.urls, 'txnTokenKeys.urls', example);
+      source = { urls: Object.freeze(urls.map((url, index) => httpsUrl(url, `txnTokenKeys.urls[${index}]`, clear))) };
     }
-    if (url.protocol !== 'https:')
-      fail(
-        `txnTokenKeys.url must use https (got ${url.protocol}); keys fetched in the clear could be replaced by anyone on the path`,
-      );
     txnTokenKeys = Object.freeze({
-      url: url.href,
+      ...source,
       refreshSeconds: positiveInteger(keys.refreshSeconds, 'txnTokenKeys.refreshSeconds', 300, 86_400),
       cooldownSeconds: positiveInteger(keys.cooldownSeconds, 'txnTokenKeys.cooldownSeconds', 10, 3_600),
     });
@@ -206,23 +255,28 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
   if (input.metrics !== undefined && typeof input.metrics !== 'boolean') fail('metrics must be true or false');
   knownKeys(input.audit, 'audit', ['file', 'collector']);
-  const collector = input.audit?.collector;
+  const collector = input.audit?.collector as (Record<string, unknown> & { spoolDir?: unknown }) | undefined;
+  let collectorUrls: readonly string[] = [];
   if (collector !== undefined) {
     if (typeof collector !== 'object' || collector === null)
       fail('audit.collector must be { url: "https://…/v1/audit/events", spoolDir: "<directory>" }');
-    knownKeys(collector, 'audit.collector', ['url', 'spoolDir', 'maxSpoolBytes']);
-    let url: URL | null = null;
-    try {
-      url = new URL(collector.url);
-    } catch {
-      fail(`audit.collector.url is not a URL: ${JSON.stringify(collector.url)}`);
-    }
-    if (url?.protocol !== 'https:') fail('audit.collector.url must use https (events travel over mTLS)');
+    knownKeys(collector, 'audit.collector', ['url', 'urls', 'spoolDir', 'maxSpoolBytes']);
+    if ('url' in collector === 'urls' in collector)
+      fail(
+        'audit.collector must have either url: "https://…/v1/audit/events" or urls: [...] (the collector on each ' +
+          'replica of the control plane)',
+      );
+    collectorUrls =
+      'url' in collector
+        ? [collectorUrl(collector.url, 'audit.collector.url')]
+        : urlList(collector.urls, 'audit.collector.urls', 'https://control-plane:8443/v1/audit/events').map(
+            (url, index) => collectorUrl(url, `audit.collector.urls[${index}]`),
+          );
     if (typeof collector.spoolDir !== 'string' || collector.spoolDir === '')
       fail("audit.collector.spoolDir must be a directory of this guard's own, where shipping resumes after a restart");
     if (
       collector.maxSpoolBytes !== undefined &&
-      (!Number.isSafeInteger(collector.maxSpoolBytes) || collector.maxSpoolBytes < 1024)
+      (!Number.isSafeInteger(collector.maxSpoolBytes) || (collector.maxSpoolBytes as number) < 1024)
     )
       fail('audit.collector.maxSpoolBytes must be a whole number of bytes ≥ 1024');
   }
@@ -250,7 +304,11 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     auditCollector:
       collector === undefined
         ? undefined
-        : Object.freeze({ url: collector.url, spoolDir: collector.spoolDir, maxSpoolBytes: collector.maxSpoolBytes }),
+        : Object.freeze({
+            urls: Object.freeze([...collectorUrls]),
+            spoolDir: collector.spoolDir as string,
+            maxSpoolBytes: collector.maxSpoolBytes as number | undefined,
+          }),
     limits: Object.freeze({
       bodyBytes: positiveInteger(input.limits?.bodyBytes, 'limits.bodyBytes', 1024 * 1024),
       headerBytes: positiveInteger(input.limits?.headerBytes, 'limits.headerBytes', 16 * 1024, 1024 * 1024),

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
@@ -16,6 +16,15 @@ before(async () => {
   minterA = await createTxnTokenMinter({ trustDomain: 'shop.test', kid: 'key-a' });
   minterB = await createTxnTokenMinter({ trustDomain: 'shop.test', kid: 'key-b' });
 });
+
+/** A JWKS URL where nothing listens: a replica of the control plane that is down. */
+async function deadJwksUrl(): Promise<string> {
+  const server = createNetServer().listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return `https://127.0.0.1:${port}/jwks`;
+}
 
 function publicJwk(minter: TxnTokenMinter): JWK {
   return minter.jwks.keys[0] as JWK;
@@ -217,6 +226,46 @@ describe('createRemoteKeySource', () => {
     await assertConfigError(open(), 'Check txnTokenKeys.url');
     serve(200, { keys: [] });
     await assertConfigError(open(), 'holds no ES256 key');
+  });
+
+  it('with several URLs (replicas): past a dead first one; refused only when every one fails, naming each', async () => {
+    const dead = await deadJwksUrl();
+    serve(200, { keys: [publicJwk(minterA)] });
+    const errors: Error[] = [];
+    const source = await createRemoteKeySource({
+      urls: [dead, url],
+      dispatcher: agent,
+      refreshSeconds: 3600,
+      cooldownSeconds: 0,
+      onError: (error) => {
+        errors.push(error);
+      },
+    });
+    sources.push(source);
+    assert.deepEqual(source.kids(), ['key-a']);
+    serve(200, { keys: [publicJwk(minterB)] });
+    const before = hits;
+    await source.refresh();
+    assert.deepEqual([source.kids(), hits - before, errors.length], [['key-b'], 1, 0], 'the one that answered first');
+
+    serve(503, 'unavailable');
+    await source.refresh();
+    assert.deepEqual(source.kids(), ['key-b'], 'every URL failed: the last good set kept');
+    assert.match(errors[0]?.message ?? '', new RegExp(`JWKS ${url} answered 503; ${dead}: .*ECONNREFUSED`));
+
+    const other = await deadJwksUrl();
+    await assertConfigError(
+      createRemoteKeySource({ urls: [dead, other], dispatcher: agent, refreshSeconds: 3600, cooldownSeconds: 0 }),
+      `could not load the Txn-Token JWKS from any of its URLs: ${dead}: connect ECONNREFUSED`,
+    );
+    await assertConfigError(
+      createRemoteKeySource({ urls: [dead, other], dispatcher: agent, refreshSeconds: 3600, cooldownSeconds: 0 }),
+      `; ${other}: connect ECONNREFUSED`,
+    );
+    await assert.rejects(
+      createRemoteKeySource({ url, urls: [url], refreshSeconds: 3600, cooldownSeconds: 0 }),
+      /either url: .* or urls: \[\.\.\.\], not both/,
+    );
   });
 
   it('refreshes on its timer, and close() stops the timer', async () => {

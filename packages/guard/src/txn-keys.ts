@@ -2,8 +2,10 @@
  * Txn-Token verification keys: a static JWKS, or a JWKS URL refreshed in the background with the
  * last known good set kept when a refresh fails (a control-plane outage must not stop verification
  * with keys we already trust). Only ES256 public keys (EC P-256) with a `kid` are ever accepted.
+ * With several URLs (the control plane's replicas) each fetch asks them in turn.
  */
 import type { webcrypto } from 'node:crypto';
+import { controlPlaneEndpoints } from '@lockstep/identity';
 import { importJWK, type JWK } from 'jose';
 import { request, type Dispatcher } from 'undici';
 import { GuardConfigError } from './errors.ts';
@@ -58,7 +60,10 @@ export async function createStaticKeySource(jwks: unknown): Promise<TxnKeySource
 }
 
 export interface RemoteKeyOptions {
-  url: string;
+  /** The JWKS URL; or `urls`, the same JWKS on each replica of the control plane. One of the two. */
+  url?: string;
+  /** Asked in turn, the one that answered last first: the set fails only when every URL does. */
+  urls?: readonly string[];
   dispatcher?: Dispatcher;
   refreshSeconds: number;
   /** Minimum seconds between two fetches triggered by unknown `kid`s. */
@@ -67,24 +72,46 @@ export interface RemoteKeyOptions {
 }
 
 export async function createRemoteKeySource(options: RemoteKeyOptions): Promise<TxnKeySource> {
+  const single = options.urls === undefined;
+  if (single === (options.url === undefined))
+    throw new TypeError('createRemoteKeySource takes either url: "https://…/jwks" or urls: [...], not both');
+  // Each URL as given (guard options validated them); the set keeps the one that answered last first.
+  const endpoints = controlPlaneEndpoints(options.urls ?? [options.url as string]);
   let keys = new Map<string, VerificationKey>();
   let lastFetch = 0;
   let inFlight: Promise<void> | null = null;
 
-  async function fetchOnce(): Promise<void> {
-    lastFetch = Date.now();
-    const response = await request(options.url, {
+  async function fetchFrom(url: string): Promise<void> {
+    const response = await request(url, {
       ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
       headersTimeout: 5_000,
       bodyTimeout: 5_000,
     });
     if (response.statusCode !== 200) {
       await response.body.dump();
-      throw new Error(`JWKS ${options.url} answered ${response.statusCode}`);
+      throw new Error(`JWKS ${url} answered ${response.statusCode}`);
     }
-    const fresh = await importKeySet(await response.body.json(), options.url);
-    if (fresh.size === 0) throw new Error(`JWKS ${options.url} holds no ES256 key; keeping the last known good set`);
+    const fresh = await importKeySet(await response.body.json(), url);
+    if (fresh.size === 0) throw new Error(`JWKS ${url} holds no ES256 key; keeping the last known good set`);
     keys = fresh;
+  }
+
+  /** Every URL in turn until one serves a key set: a GET of public keys, harmless to ask again anywhere. */
+  async function fetchOnce(): Promise<void> {
+    lastFetch = Date.now();
+    const failures: string[] = [];
+    for (const url of endpoints.order()) {
+      try {
+        await fetchFrom(url);
+        endpoints.ok(url);
+        return;
+      } catch (error) {
+        endpoints.failed(url);
+        if (single) throw error;
+        failures.push(`${url}: ${(error as Error).message}`);
+      }
+    }
+    throw new Error(failures.join('; '));
   }
 
   function refresh(): Promise<void> {
@@ -99,8 +126,10 @@ export async function createRemoteKeySource(options: RemoteKeyOptions): Promise<
   }
 
   await fetchOnce().catch((error: Error) => {
+    const from = single ? `from ${options.url}` : 'from any of its URLs';
+    const check = single ? 'txnTokenKeys.url' : 'txnTokenKeys.urls';
     throw new GuardConfigError(
-      `could not load the Txn-Token JWKS from ${options.url}: ${error.message}. Check txnTokenKeys.url and that the control plane is reachable.`,
+      `could not load the Txn-Token JWKS ${from}: ${error.message}. Check ${check} and that the control plane is reachable.`,
     );
   });
   const timer = setInterval(() => {

@@ -1,6 +1,7 @@
 /**
  * @lockstep/identity — SPIFFE identities for every Lockstep package: SPIFFE IDs parsed and formatted
- * strictly, the X509-SVID leaf rules read from a certificate's DER, and a TLS peer read once.
+ * strictly, the X509-SVID leaf rules read from a certificate's DER, a TLS peer read once, and the
+ * control plane's replicas in the order to ask them.
  */
 export {
   formatSpiffeId,
@@ -23,3 +24,9 @@ export {
 export { readCaPathFacts, type CaPathFacts } from './ca-path.ts';
 export { readTlsPeer, type TlsPeer } from './tls-peer.ts';
 export { serverSvidCheck, type ServerIdentityCheck, type ServerSvidOptions } from './server-identity.ts';
+export {
+  controlPlaneEndpoints,
+  isFailover,
+  type ControlPlaneEndpoints,
+  type ControlPlaneEndpointsOptions,
+} from './endpoints.ts';

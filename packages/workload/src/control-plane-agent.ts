@@ -18,13 +18,30 @@ export interface ControlPlaneTls {
   readonly key?: string;
 }
 
+export interface ControlPlaneAgentOptions {
+  /**
+   * How long a connection (TCP and TLS) may take. Default undici's 10 s; shorter where another replica
+   * can be asked instead.
+   */
+  readonly connectTimeoutMs?: number;
+}
+
 /** `signal` (optional) ends the connections still being set up when it aborts: see abortableConnect. */
-export function controlPlaneAgent(trustDomain: string, tls: ControlPlaneTls, signal?: AbortSignal): Agent {
+export function controlPlaneAgent(
+  trustDomain: string,
+  tls: ControlPlaneTls,
+  signal?: AbortSignal,
+  options: ControlPlaneAgentOptions = {},
+): Agent {
   // A bad trustDomain throws here, at construction, rather than refusing every connection later.
   const checkServerIdentity = serverSvidCheck(controlPlaneSpiffeId(trustDomain), {
     hint: `it is not the control plane of ${trustDomain}; check the control plane URL and the trust bundle`,
   });
-  const connect = { ...tls, checkServerIdentity };
+  const connect = {
+    ...tls,
+    checkServerIdentity,
+    ...(options.connectTimeoutMs === undefined ? {} : { timeout: options.connectTimeoutMs }),
+  };
   return new Agent({ connect: signal === undefined ? connect : abortableConnect(buildConnector(connect), signal) });
 }
 

@@ -3,13 +3,20 @@
  * the process), fetches the trust bundle, accepts it only if it matches the hash pinned in the join
  * token, then talks to the control plane over TLS verified against that bundle and checked to be
  * the control plane's own SPIFFE ID — so a first connection to an impostor sends it nothing.
- * `renewWithControlPlane` does the same with the current SVID over mTLS.
+ * `renewWithControlPlane` does the same with the current SVID over mTLS, and `recoverWithControlPlane`
+ * with an SVID that expired while the control plane could not be reached.
+ *
+ * All take the control plane's replicas (`failover.ts`). A renewal or a recovery is asked again of the
+ * next one after any outage. A join spends a one-time token, so it moves on only while nothing was sent: no
+ * connection, or a bundle that does not match the token's pin (a replica that has not reloaded a
+ * root rotation yet, or someone in the middle: either way the token is not sent there).
  */
 import { X509Certificate, type webcrypto } from 'node:crypto';
 import { readX509Svid, SvidError, workloadId } from '@lockstep/identity';
 import { Agent, request } from 'undici';
 import { controlPlaneAgent } from './control-plane-agent.ts';
 import { EnrolmentError, type EnrolmentErrorCode } from './errors.ts';
+import { connectTimeoutFor, endpointsOf, withFailover, type ControlPlaneUrls } from './failover.ts';
 import { hashTrustBundle, readJoinToken } from './join-token.ts';
 import { x509 } from './x509.ts';
 
@@ -27,7 +34,8 @@ export interface WorkloadCredentials {
 const CONTROL_PLANE_CODE = /^LOCKSTEP_CP_[A-Z_]{1,60}$/;
 
 export async function joinControlPlane(options: {
-  url: string;
+  /** The control plane: one URL, several (replicas, comma-separated or a list), or an endpoint set. */
+  url: ControlPlaneUrls;
   trustDomain: string;
   joinToken: string;
   service: string;
@@ -40,39 +48,80 @@ export async function joinControlPlane(options: {
         `create one for this service with \`lockstep join-token create ${options.service}\``,
     );
   }
-  const bundlePem = await fetchPinnedBundle(options.url, token.bundleHash);
+  const endpoints = endpointsOf(options.url);
   const keys = await generateKeys();
   const csr = await csrFor(keys);
-  const body = await post(
-    options.url,
-    '/v1/join',
-    { joinToken: options.joinToken, service: options.service, csr },
-    { ca: bundlePem },
-    options.trustDomain,
+  const connectTimeout = connectTimeoutFor(endpoints);
+  // The replicas the token was sent to: a failure at any other may go on to the next.
+  const sentTo = new Set<string>();
+  const body = await withFailover(
+    endpoints,
+    async (base, signal) => {
+      const bundlePem = await fetchPinnedBundle(base, token.bundleHash, signal, connectTimeout);
+      signal.throwIfAborted(); // an attempt given up on (its time is up) sends nothing
+      sentTo.add(base);
+      const payload = { joinToken: options.joinToken, service: options.service, csr };
+      const tls = { ca: bundlePem };
+      return post({ base, path: '/v1/join', payload, tls, trustDomain: options.trustDomain, signal, connectTimeout });
+    },
+    { idempotent: false, sentNothing: (_error, base) => !sentTo.has(base) },
   );
   return credentials(body, keys, options.trustDomain, workloadId(options.trustDomain, options.service));
 }
 
-export async function renewWithControlPlane(options: {
-  url: string;
+/** What a renewal and a recovery take. */
+export interface SvidExchangeOptions {
+  /** The control plane: one URL, several (replicas, comma-separated or a list), or an endpoint set. */
+  url: ControlPlaneUrls;
   trustDomain: string;
+  /** The SVID presented in the handshake (leaf + intermediate) and its key. */
   current: { chainPem: string; keyPem: string };
   bundlePem: string;
-}): Promise<WorkloadCredentials> {
+}
+
+export async function renewWithControlPlane(options: SvidExchangeOptions): Promise<WorkloadCredentials> {
+  // A second SVID for the same new key, if a first answer was lost, is harmless: renewal may be sent again.
+  return exchangeSvid('/v1/renew', options);
+}
+
+/**
+ * A new SVID for one that expired while no control plane could be reached (`POST /v1/recover`): the
+ * expired SVID is presented as the client certificate, the handshake proves its key, and the control
+ * plane spends it once (any replica). It also takes one that expires within a minute. Refused with a
+ * `LOCKSTEP_CP_…` code (an `EnrolmentError`) when the workload is revoked (`…_WORKLOAD_REVOKED`), the
+ * SVID was spent already or is not one of this CA's (`…_RECOVERY_REFUSED`), or it expired longer ago
+ * than the control plane's recovery window (`…_RECOVERY_EXPIRED`): then only a new join token helps.
+ */
+export async function recoverWithControlPlane(options: SvidExchangeOptions): Promise<WorkloadCredentials> {
+  // Asked again of the next replica after a failure after sending, like a renewal. If the first one
+  // did reach a replica and only its answer was lost, the SVID is spent there and the retry is refused
+  // (LOCKSTEP_CP_RECOVERY_REFUSED): the right outcome, since nobody can tell that lost answer from a
+  // thief who recovered first with a copy of the key. This instance then joins again.
+  return exchangeSvid('/v1/recover', options);
+}
+
+/** `{ csr }` for a fresh key to `path`, presenting the current SVID: the new SVID, of the same identity. */
+async function exchangeSvid(
+  path: '/v1/renew' | '/v1/recover',
+  options: SvidExchangeOptions,
+): Promise<WorkloadCredentials> {
+  const endpoints = endpointsOf(options.url);
+  const current = currentSpiffeId(options.current.chainPem, options.trustDomain);
   const keys = await generateKeys();
   const csr = await csrFor(keys);
-  const body = await post(
-    options.url,
-    '/v1/renew',
-    { csr },
-    { ca: options.bundlePem, cert: options.current.chainPem, key: options.current.keyPem },
-    options.trustDomain,
-  );
-  const current = currentSpiffeId(options.current.chainPem, options.trustDomain);
+  const tls = { ca: options.bundlePem, cert: options.current.chainPem, key: options.current.keyPem };
+  const call = { path, payload: { csr }, tls, trustDomain: options.trustDomain };
+  const connectTimeout = connectTimeoutFor(endpoints);
+  const body = await withFailover(endpoints, (base, signal) => post({ ...call, base, signal, connectTimeout }), {
+    idempotent: true,
+  });
   return credentials(body, keys, options.trustDomain, current);
 }
 
-/** A renewal is for the identity the workload already has: read from its current leaf's DER. */
+/**
+ * A renewal or a recovery is for the identity the workload already has: read from its current leaf's DER,
+ * at no particular time (an expired SVID recovers).
+ */
 function currentSpiffeId(chainPem: string, trustDomain: string): string {
   try {
     return readX509Svid(new X509Certificate(chainPem).raw, { trustDomain }).spiffeId;
@@ -88,17 +137,26 @@ function currentSpiffeId(chainPem: string, trustDomain: string): string {
  * The one unverified TLS connection: it only reads the bundle, and the bundle is used only if its
  * hash is the one the join token carries.
  */
-async function fetchPinnedBundle(url: string, pinned: string): Promise<string> {
-  const agent = new Agent({ connect: { rejectUnauthorized: false } });
+async function fetchPinnedBundle(
+  url: string,
+  pinned: string,
+  signal: AbortSignal,
+  { connectTimeoutMs }: { connectTimeoutMs?: number },
+): Promise<string> {
+  const timeout = connectTimeoutMs === undefined ? {} : { timeout: connectTimeoutMs };
+  const agent = new Agent({ connect: { rejectUnauthorized: false, ...timeout } });
   try {
     const response = await request(new URL('/v1/bundle', url), {
       dispatcher: agent,
+      signal,
       headersTimeout: 10_000,
       bodyTimeout: 10_000,
     });
     const text = await response.body.text();
-    if (response.statusCode !== 200)
-      throw new EnrolmentError('LOCKSTEP_ENROL_BUNDLE', `GET /v1/bundle answered ${response.statusCode}`);
+    if (response.statusCode !== 200) {
+      const message = `GET /v1/bundle answered ${response.statusCode}`;
+      throw new EnrolmentError('LOCKSTEP_ENROL_BUNDLE', message, response.statusCode);
+    }
     const certificates = x509.PemConverter.decode(text).map((der) => new x509.X509Certificate(der));
     if (
       certificates.length === 0 ||
@@ -115,24 +173,37 @@ async function fetchPinnedBundle(url: string, pinned: string): Promise<string> {
   }
 }
 
-async function post(
-  url: string,
-  path: string,
-  payload: unknown,
-  tls: { ca: string; cert?: string; key?: string },
-  trustDomain: string,
-): Promise<Record<string, unknown>> {
-  const agent = controlPlaneAgent(trustDomain, tls);
+/** One POST to the control plane at `base`, over TLS checked against its SPIFFE ID; its JSON answer, or a refusal. */
+async function post(call: {
+  base: string;
+  path: string;
+  payload: unknown;
+  tls: { ca: string; cert?: string; key?: string };
+  trustDomain: string;
+  signal: AbortSignal;
+  connectTimeout: { connectTimeoutMs?: number };
+}): Promise<Record<string, unknown>> {
+  const { base: url, path, payload, tls, trustDomain, signal, connectTimeout } = call;
+  const agent = controlPlaneAgent(trustDomain, tls, undefined, connectTimeout);
   try {
     const response = await request(new URL(path, url), {
       method: 'POST',
       dispatcher: agent,
+      signal,
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(payload),
       headersTimeout: 10_000,
       bodyTimeout: 10_000,
     });
-    const body = (await response.body.json()) as Record<string, unknown>;
+    const text = await response.body.text();
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch (error) {
+      // Not the control plane's answer: a proxy in between, whose upstream did not answer.
+      const message = `${path} answered ${response.statusCode} with no JSON: is that URL the control plane?`;
+      throw new EnrolmentError('LOCKSTEP_ENROL_FAILED', message, response.statusCode, { cause: error });
+    }
     if (response.statusCode !== 200) {
       const code =
         typeof body.error === 'string' && CONTROL_PLANE_CODE.test(body.error)

@@ -22,8 +22,8 @@ export class EnrolmentError extends Error {
   readonly code: EnrolmentErrorCode;
   /** The control plane's HTTP status, when it answered the refusal. */
   readonly status: number | null;
-  constructor(code: EnrolmentErrorCode, message: string, status: number | null = null) {
-    super(message);
+  constructor(code: EnrolmentErrorCode, message: string, status: number | null = null, options: ErrorOptions = {}) {
+    super(message, options);
     this.name = 'EnrolmentError';
     this.code = code;
     this.status = status;

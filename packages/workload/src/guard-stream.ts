@@ -7,11 +7,16 @@
  * and resumes from the last revocation it saw; while the stream is down it also polls the ETag'd
  * bundle and the revocation list (or only polls, with `transport: 'poll'`). Fail-static: while the
  * control plane is away the guard keeps enforcing what it has.
+ *
+ * With several control-plane URLs (replicas), a stream that drops moves to the next replica at once
+ * and resumes there from its position (feed positions are the same on every replica); polls ask the
+ * replicas in turn (`event-stream.ts`, `failover.ts`).
  */
 import type { RevocationKind } from '@lockstep/guard';
 import { request } from 'undici';
 import { controlPlaneAgent } from './control-plane-agent.ts';
 import { followEventStream } from './event-stream.ts';
+import { connectTimeoutFor, endpointsOf, unexpectedAnswer, withFailover, type ControlPlaneUrls } from './failover.ts';
 import { REVOCATION_LIFTS_HEADER } from './protocol.ts';
 
 /** What the stream drives: a Lockstep guard, or anything with the same four methods. */
@@ -39,7 +44,8 @@ export type StreamEvent =
   | { readonly kind: 'lift'; readonly seq: number; readonly revocation: { kind: RevocationKind; value: string } };
 
 export interface GuardStreamOptions {
-  readonly url: string;
+  /** The control plane: one URL, several (replicas, comma-separated or a list), or an endpoint set. */
+  readonly url: ControlPlaneUrls;
   readonly trustDomain: string;
   /** The workload's SVID chain and key, and the trust bundle. */
   readonly tls: { readonly cert: string; readonly key: string; readonly ca: string };
@@ -75,7 +81,8 @@ interface FeedEntry {
 export function connectGuardStream(options: GuardStreamOptions): GuardStream {
   // Aborts the stream and the polls on close(), connections still being set up included.
   const stop = new AbortController();
-  const agent = controlPlaneAgent(options.trustDomain, options.tls, stop.signal);
+  const endpoints = endpointsOf(options.url);
+  const agent = controlPlaneAgent(options.trustDomain, options.tls, stop.signal, connectTimeoutFor(endpoints));
   const notify = options.onEvent ?? (() => {});
   const pollMs = options.pollMs ?? 5_000;
   let position = 0;
@@ -123,11 +130,14 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
     notify(now ? { kind: 'connected' } : { kind: 'disconnected', reason });
   };
 
-  // The fallback: plain GETs (ETag'd bundle, revocations since the last position).
-  async function pollOnce(): Promise<void> {
-    const response = await request(new URL('/v1/policy/bundle', options.url), {
+  // The fallback: plain GETs (ETag'd bundle, revocations since the last position), of each replica in turn.
+  function pollOnce(): Promise<void> {
+    return withFailover(endpoints, pollAt, { idempotent: true, signal: stop.signal });
+  }
+  async function pollAt(base: string, signal: AbortSignal): Promise<void> {
+    const response = await request(new URL('/v1/policy/bundle', base), {
       dispatcher: agent,
-      signal: stop.signal,
+      signal,
       headers: etag === null ? {} : { 'if-none-match': etag },
       headersTimeout: 10_000,
       bodyTimeout: 10_000,
@@ -139,18 +149,18 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
     } else {
       await response.body.dump();
       if (response.statusCode !== 304 && response.statusCode !== 503)
-        throw new Error(`GET /v1/policy/bundle answered ${response.statusCode}`);
+        throw unexpectedAnswer(`GET /v1/policy/bundle answered ${response.statusCode}`, response.statusCode);
     }
-    const feed = await request(new URL(`/v1/revocations?since=${position}`, options.url), {
+    const feed = await request(new URL(`/v1/revocations?since=${position}`, base), {
       dispatcher: agent,
-      signal: stop.signal,
+      signal,
       headers: { [REVOCATION_LIFTS_HEADER]: '1' },
       headersTimeout: 10_000,
       bodyTimeout: 10_000,
     });
     if (feed.statusCode !== 200) {
       await feed.body.dump();
-      throw new Error(`GET /v1/revocations answered ${feed.statusCode}`);
+      throw unexpectedAnswer(`GET /v1/revocations answered ${feed.statusCode}`, feed.statusCode);
     }
     for (const entry of ((await feed.body.json()) as { revocations: FeedEntry[] }).revocations) {
       applyFeedEntry(entry, entry.lifted === undefined || entry.lifted === null ? 'revocation' : 'lift');
@@ -186,7 +196,7 @@ export function connectGuardStream(options: GuardStreamOptions): GuardStream {
   ]);
   const following = !streaming
     ? Promise.resolve()
-    : followEventStream(new URL('/v1/stream', options.url), {
+    : followEventStream(endpoints, '/v1/stream', {
         dispatcher: agent,
         signal: stop.signal,
         silenceMs: STREAM_SILENCE_MS,

@@ -11,6 +11,7 @@ export {
   type AttachableGuard,
   type WorkloadAgent,
   type WorkloadAgentOptions,
+  type WorkloadAgentState,
 } from './workload-agent.ts';
 export {
   requestTxnToken,
@@ -21,7 +22,13 @@ export {
 } from './txn-token.ts';
 export { signSelfSignedSubjectToken, type SelfSignedSubject } from './self-signed.ts';
 export type { WorkloadRequestOptions } from './workload-client.ts';
-export { joinControlPlane, renewWithControlPlane, type WorkloadCredentials } from './enrol-client.ts';
+export {
+  joinControlPlane,
+  recoverWithControlPlane,
+  renewWithControlPlane,
+  type SvidExchangeOptions,
+  type WorkloadCredentials,
+} from './enrol-client.ts';
 export {
   connectGuardStream,
   type GuardStream,
@@ -30,7 +37,8 @@ export {
   type StreamTarget,
 } from './guard-stream.ts';
 export { startRegistryHeartbeat, type Heartbeat, type HeartbeatOptions } from './registry-heartbeat.ts';
-export { controlPlaneAgent, type ControlPlaneTls } from './control-plane-agent.ts';
+export { controlPlaneAgent, type ControlPlaneAgentOptions, type ControlPlaneTls } from './control-plane-agent.ts';
+export { withFailover, type ControlPlaneUrls, type FailoverOptions } from './failover.ts';
 export {
   EnrolmentError,
   TxnTokenError,

@@ -8,16 +8,21 @@
  * (`unreachable: { since, until }`), so that after an outage the monitor learns who was cut off, and
  * for how long — it cannot hear it during the outage. `deregister()` is the clean stop: the entry is
  * removed, and the silence that follows raises no alert (a crash, which cannot say so, does).
+ *
+ * With several control-plane URLs (replicas) each report is asked of them in turn: the control plane
+ * is unreachable only when none of them answers, so a replica down raises no outage alert.
  */
 import { request } from 'undici';
 import type { GuardStatus } from '@lockstep/guard';
 import { controlPlaneAgent } from './control-plane-agent.ts';
+import { connectTimeoutFor, endpointsOf, unexpectedAnswer, withFailover, type ControlPlaneUrls } from './failover.ts';
 
 /** A stopping service waits this long at most for the control plane to take its deregistration. */
 const DEREGISTER_TIMEOUT_MS = 3_000;
 
 export interface HeartbeatOptions {
-  readonly url: string;
+  /** The control plane: one URL, several (replicas, comma-separated or a list), or an endpoint set. */
+  readonly url: ControlPlaneUrls;
   readonly trustDomain: string;
   readonly tls: { readonly cert: string; readonly key: string; readonly ca: string };
   readonly guard: { status(): GuardStatus };
@@ -32,6 +37,8 @@ export interface Heartbeat {
   beat(): Promise<void>;
   /** Since when (epoch ms) the control plane has given no answer, until a report gets through; else null. */
   readonly unreachableSince: number | null;
+  /** The control plane URL that took the last report; null before the first. */
+  readonly via: string | null;
   /** Stops reporting. The entry stays and goes stale: for a heartbeat that another one replaces. */
   stop(): Promise<void>;
   /**
@@ -42,8 +49,11 @@ export interface Heartbeat {
 }
 
 export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
-  const agent = controlPlaneAgent(options.trustDomain, options.tls);
+  // `endpoints` is the guard's own (where it listens), in its status.
+  const controlPlane = endpointsOf(options.url);
+  const agent = controlPlaneAgent(options.trustDomain, options.tls, undefined, connectTimeoutFor(controlPlane));
   let unreachableSince = options.unreachableSince ?? null;
+  let via: string | null = null;
   const inFlight = new Set<Promise<void>>();
 
   const report = async (): Promise<void> => {
@@ -54,23 +64,40 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
       outageSince === null
         ? {}
         : { unreachable: { since: new Date(outageSince).toISOString(), until: new Date(attemptAt).toISOString() } };
-    let response;
-    try {
-      response = await request(new URL('/v1/registry/heartbeat', options.url), {
+    const body = JSON.stringify({
+      routes,
+      policyVersion,
+      svidExpiresAt,
+      mode,
+      guardVersion,
+      endpoints,
+      ...unreachable,
+    });
+    // A report may be sent twice (the registry keeps the latest): any replica may take it.
+    const sendTo = async (base: string, signal: AbortSignal) => {
+      const response = await request(new URL('/v1/registry/heartbeat', base), {
         method: 'POST',
         dispatcher: agent,
+        signal,
         headers: { 'content-type': 'application/json' },
         headersTimeout: 10_000,
         bodyTimeout: 10_000,
-        body: JSON.stringify({ routes, policyVersion, svidExpiresAt, mode, guardVersion, endpoints, ...unreachable }),
+        body,
       });
+      const text = await response.body.text();
+      if (response.statusCode !== 204) {
+        const message = `registry heartbeat refused (${response.statusCode}): ${text.slice(0, 300)}`;
+        throw unexpectedAnswer(message, response.statusCode);
+      }
+      return base;
+    };
+    try {
+      via = await withFailover(controlPlane, sendTo, { idempotent: true });
     } catch (error) {
-      unreachableSince ??= attemptAt;
+      // An answer, even a refusal, is no outage: only no answer from any replica is.
+      if (typeof (error as { status?: unknown }).status !== 'number') unreachableSince ??= attemptAt;
       throw error;
     }
-    const text = await response.body.text();
-    if (response.statusCode !== 204)
-      throw new Error(`registry heartbeat refused (${response.statusCode}): ${text.slice(0, 300)}`);
     // Reported; a later outage (begun while this report was on its way) is kept for the next one.
     if (outageSince !== null && unreachableSince === outageSince) unreachableSince = null;
   };
@@ -93,6 +120,9 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
     get unreachableSince() {
       return unreachableSince;
     },
+    get via() {
+      return via;
+    },
     async stop() {
       stopping = true;
       clearInterval(timer);
@@ -114,16 +144,25 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
       try {
         // A report still on its way would register the guard again after it left.
         await Promise.race([Promise.allSettled([...inFlight]), deadline]);
-        const leaving = request(new URL('/v1/registry/deregister', options.url), {
-          method: 'POST',
-          dispatcher: agent,
+        const leave = async (base: string, attemptSignal: AbortSignal) => {
+          const response = await request(new URL('/v1/registry/deregister', base), {
+            method: 'POST',
+            dispatcher: agent,
+            signal: attemptSignal,
+          });
+          const text = await response.body.text();
+          if (response.statusCode !== 204) {
+            const message = `registry deregistration refused (${response.statusCode}): ${text.slice(0, 300)}`;
+            throw unexpectedAnswer(message, response.statusCode);
+          }
+        };
+        const leaving = withFailover(controlPlane, leave, {
+          idempotent: true,
+          deadlineMs: DEREGISTER_TIMEOUT_MS,
           signal,
         });
-        const response = await Promise.race([leaving, deadline]);
-        const text = await Promise.race([response.body.text(), deadline]);
-        if (response.statusCode !== 204) {
-          throw new Error(`registry deregistration refused (${response.statusCode}): ${text.slice(0, 300)}`);
-        }
+        leaving.catch(() => {}); // when the deadline wins, the rejection that follows is no news
+        await Promise.race([leaving, deadline]);
       } finally {
         // Not close(): it would wait for a report the control plane never answers.
         await agent.destroy();

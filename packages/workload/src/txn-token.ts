@@ -11,6 +11,7 @@
  */
 import { request, type Dispatcher } from 'undici';
 import { TxnTokenError } from './errors.ts';
+import { endpointsOf, withFailover, type ControlPlaneUrls } from './failover.ts';
 import { TOKEN_EXCHANGE_GRANT, TOKEN_TYPE } from './protocol.ts';
 
 export type SubjectTokenKind = 'access_token' | 'txn_token' | 'self_signed';
@@ -43,8 +44,11 @@ export type WorkloadTxnTokenRequest =
   | (TxnTokenRequestBase & { readonly subjectTokenType: 'self_signed'; readonly subjectToken?: undefined });
 
 export interface TxnTokenEndpoint {
-  /** The control plane's URL. */
-  readonly url: string;
+  /**
+   * The control plane: one URL, several (replicas, comma-separated or a list: an exchange that got no
+   * answer is asked of the next), or an endpoint set shared with the agent's other calls.
+   */
+  readonly url: ControlPlaneUrls;
   readonly trustDomain: string;
   /**
    * mTLS to the control plane with this workload's SVID: `agent.controlPlane()`, or
@@ -59,25 +63,48 @@ const SUBJECT_TYPES: Readonly<Record<SubjectTokenKind, string>> = {
   self_signed: TOKEN_TYPE.selfSigned,
 };
 const TIMEOUT_MS = 10_000;
+/** One exchange at one replica, when there is another to ask: a Txn-Token is on the path of a user's request. */
+const ATTEMPT_WITH_REPLICAS_MS = 2_500;
 
-/** Resolves to the Txn-Token (a compact JWS); rejects with a `TxnTokenError`. */
+/**
+ * Resolves to the Txn-Token (a compact JWS); rejects with a `TxnTokenError`. An exchange may be sent
+ * again (two tokens for one call are harmless): one that got no answer, or an outage's, is asked of
+ * the next replica; a refusal is the answer.
+ */
 export async function requestTxnToken(service: TxnTokenEndpoint, wanted: TxnTokenRequest): Promise<string> {
   const form = exchangeForm(service.trustDomain, wanted);
+  const endpoints = endpointsOf(service.url);
+  try {
+    return await withFailover(endpoints, (base, signal) => exchangeAt(base, service.dispatcher, form, signal), {
+      idempotent: true,
+      ...(endpoints.urls.length > 1 ? { attemptMs: ATTEMPT_WITH_REPLICAS_MS } : {}),
+      ...(wanted.signal === undefined ? {} : { signal: wanted.signal }),
+    });
+  } catch (error) {
+    if (error instanceof TxnTokenError) throw error;
+    // An attempt abandoned (its time was up, or the caller's deadline passed) before it could say why.
+    const where = endpoints.urls.length === 1 ? endpoints.urls[0] : 'the control plane';
+    const message = `POST ${where}/v1/token got no answer (${(error as Error).message}): is the control plane running, and reachable from here?`;
+    throw new TxnTokenError('LOCKSTEP_TXN_TOKEN_UNAVAILABLE', message, { cause: error });
+  }
+}
+
+async function exchangeAt(base: string, dispatcher: Dispatcher, form: URLSearchParams, signal: AbortSignal) {
   let response;
   let text;
   try {
-    response = await request(new URL('/v1/token', service.url), {
+    response = await request(new URL('/v1/token', base), {
       method: 'POST',
-      dispatcher: service.dispatcher,
+      dispatcher,
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: form.toString(),
       headersTimeout: TIMEOUT_MS,
       bodyTimeout: TIMEOUT_MS,
-      ...(wanted.signal === undefined ? {} : { signal: wanted.signal }),
+      signal,
     });
     text = await response.body.text();
   } catch (error) {
-    const message = `POST ${service.url}/v1/token got no answer (${(error as Error).message}): is the control plane running, and reachable from here?`;
+    const message = `POST ${base}/v1/token got no answer (${(error as Error).message}): is the control plane running, and reachable from here?`;
     throw new TxnTokenError('LOCKSTEP_TXN_TOKEN_UNAVAILABLE', message, { cause: error });
   }
   let body: {
@@ -91,7 +118,7 @@ export async function requestTxnToken(service: TxnTokenEndpoint, wanted: TxnToke
     body = JSON.parse(text) as typeof body;
   } catch (error) {
     // Not the Txn-Token Service's answer: a proxy in between, whose upstream did not answer.
-    const message = `POST ${service.url}/v1/token answered ${response.statusCode} with no JSON: is that URL the control plane?`;
+    const message = `POST ${base}/v1/token answered ${response.statusCode} with no JSON: is that URL the control plane?`;
     throw new TxnTokenError('LOCKSTEP_TXN_TOKEN_UNAVAILABLE', message, { status: response.statusCode, cause: error });
   }
   if (

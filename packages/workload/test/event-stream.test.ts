@@ -55,8 +55,11 @@ it('resumes, detects silence, honours retry: with backoff, reports refusals, and
   const downs: { reason: string; retryInMs: number }[] = [];
   let opened = 0;
   let lastEventId: string | null = null;
-  const url = new URL(`http://127.0.0.1:${(server.address() as { port: number }).port}/events`);
-  const following = followEventStream(url, {
+  // One endpoint, in plain HTTP: what is tested here is the loop, not the transport (failover.test.ts
+  // follows real control planes over mTLS). A set of one, built by hand: controlPlaneEndpoints takes https only.
+  const origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const endpoints = { urls: [origin], order: () => [origin], ok() {}, failed() {} };
+  const following = followEventStream(endpoints, '/events', {
     dispatcher,
     signal: stop.signal,
     silenceMs: 300,

@@ -70,11 +70,9 @@ export async function recoverWorkload(
   const leaf = parseCertificate(request.leafDer, 'the client certificate');
   const notAfter = Date.parse(leaf.validTo);
   const now = ca.now();
+  // Its own code: an agent whose clock runs ahead asks again later, it is not refused for good.
   if (notAfter - now > EARLY_MS)
-    throw new ControlPlaneError(
-      'LOCKSTEP_CP_RECOVERY_REFUSED',
-      `the SVID is valid until ${new Date(notAfter).toISOString()}: renew it at /v1/renew`,
-    );
+    throw new ControlPlaneError('LOCKSTEP_CP_RECOVERY_EARLY', `it is valid until ${new Date(notAfter).toISOString()}`);
   if (now - notAfter > request.windowSeconds * 1000)
     throw new ControlPlaneError(
       'LOCKSTEP_CP_RECOVERY_EXPIRED',

@@ -1,0 +1,309 @@
+/**
+ * The agent recovers on its own after its SVID expired while no control plane answered
+ * (`POST /v1/recover`, the expired SVID presented in the handshake), and stops for good when the
+ * control plane refuses: a revoked workload, a spent SVID. Real TLS, a real control plane, TCP relays
+ * that can be cut and restored on the same port.
+ *
+ * SVIDs live at least 60 s. The control plane here signs with a clock set back 55 s, so that the SVIDs
+ * it issues expire about 5 s after they are issued; its CA was created hours before, so that its
+ * intermediate covers them. The three cases run at once: the file takes about 15 s.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  createJoinToken,
+  openSqliteStore,
+  openWorkloadCa,
+  startControlPlane,
+  type ControlPlaneStore,
+  type RunningControlPlane,
+  type WorkloadCa,
+} from '@lockstep/control-plane';
+import {
+  EnrolmentError,
+  joinAsWorkload,
+  joinControlPlane,
+  recoverWithControlPlane,
+  type AgentEvent,
+  type AttachableGuard,
+  type WorkloadAgent,
+  type WorkloadCredentials,
+} from '../src/index.ts';
+
+const TD = 'shop.test';
+const HOUR = 3_600_000;
+/** How far the control plane's clock is set back: its 60 s SVIDs expire 5 s after they are issued. */
+const SET_BACK_MS = 55_000;
+const scratch = mkdtempSync(join(tmpdir(), 'lockstep-agent-recovery-'));
+let ca: WorkloadCa;
+let past: WorkloadCa;
+let store: ControlPlaneStore;
+let controlPlane: RunningControlPlane;
+const closing: (() => Promise<unknown>)[] = [];
+
+before(async () => {
+  const keyDir = join(scratch, 'keys');
+  // Created five hours ago (its intermediate valid from then), then opened as any control plane opens it.
+  await openWorkloadCa({ trustDomain: TD, keyDir, now: () => Date.now() - 5 * HOUR });
+  ca = await openWorkloadCa({ trustDomain: TD, keyDir });
+  past = withClockSetBack(ca, SET_BACK_MS);
+  store = openSqliteStore(':memory:');
+  controlPlane = await startControlPlane({ ca: past, store, svidLifetimeSeconds: 60 });
+});
+
+after(async () => {
+  for (const close of closing.reverse()) await close();
+  await controlPlane.close();
+  await store.close();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+/**
+ * The CA as it is, but for its clock. Getters, not a copy (`{ ...ca }`): the bundle and the signer are
+ * read from the CA at each use, as the control plane would read them.
+ */
+function withClockSetBack(real: WorkloadCa, ms: number): WorkloadCa {
+  const view: Record<string, unknown> = {};
+  for (const key of Object.keys(real) as (keyof WorkloadCa)[])
+    if (key !== 'now') Object.defineProperty(view, key, { enumerable: true, get: () => real[key] });
+  view.now = () => Date.now() - ms;
+  return Object.freeze(view) as unknown as WorkloadCa;
+}
+
+interface Relay {
+  readonly url: string;
+  /** Connections accepted so far. */
+  readonly accepted: number;
+  /** Refuses new connections and drops the open ones: the control plane is unreachable. */
+  cut(): Promise<void>;
+  /** Listens again on the same port. */
+  restore(): Promise<void>;
+}
+
+/** A TCP relay to the control plane that can be cut and restored: the network between them. */
+async function relay(): Promise<Relay> {
+  const target = Number(new URL(controlPlane.url).port);
+  const sockets = new Set<Socket>();
+  let accepted = 0;
+  let server: Server | null = null;
+  const listen = async (port: number): Promise<number> => {
+    const listening = createServer((client) => {
+      accepted += 1;
+      const upstream = connect(target, '127.0.0.1');
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on('error', () => {});
+        socket.on('close', () => {
+          sockets.delete(socket);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    listening.listen(port, '127.0.0.1');
+    await once(listening, 'listening');
+    server = listening;
+    return (listening.address() as AddressInfo).port;
+  };
+  const cut = async () => {
+    const stopping = server;
+    server = null;
+    if (stopping === null) return;
+    const closed = new Promise((resolve) => stopping.close(resolve));
+    for (const socket of sockets) socket.destroy();
+    await closed;
+  };
+  const port = await listen(0);
+  closing.push(cut);
+  return {
+    url: `https://127.0.0.1:${port}`,
+    get accepted() {
+      return accepted;
+    },
+    cut,
+    restore: async () => void (await listen(port)),
+  };
+}
+
+/** Enough of a guard to attach: it keeps every SVID it is handed. */
+function fakeGuard(service: string): AttachableGuard & { readonly svids: string[] } {
+  const svids: string[] = [];
+  return {
+    svids,
+    setSvid: ({ cert }) => void svids.push(cert),
+    setPolicyBundle: async () => undefined,
+    revoke() {},
+    lift() {},
+    setTrustBundle() {},
+    status: () => ({
+      service,
+      spiffeId: `spiffe://${TD}/svc/${service}`,
+      routes: [],
+      policyVersion: null,
+      svidExpiresAt: new Date(Date.now() + HOUR).toISOString(),
+      mode: 'enforce' as const,
+      guardVersion: '0.1.0',
+    }),
+  };
+}
+
+/** An agent of `service`, joined through `via`, with a guard attached; its events in `events`. */
+async function agentVia(
+  service: string,
+  via: Relay,
+): Promise<{ agent: WorkloadAgent; events: AgentEvent[]; guard: ReturnType<typeof fakeGuard> }> {
+  const events: AgentEvent[] = [];
+  const agent = await joinAsWorkload({
+    url: via.url,
+    trustDomain: TD,
+    joinToken: (await createJoinToken(store, past, { service, createdBy: 'cli' })).token,
+    service,
+    stateDir: join(scratch, service),
+    heartbeatMs: HOUR,
+    onEvent: (event) => events.push(event),
+  });
+  closing.push(() => agent.close());
+  const guard = fakeGuard(service);
+  agent.attach(guard);
+  return { agent, events, guard };
+}
+
+async function eventually(check: () => boolean, what: string, limitMs: number): Promise<void> {
+  const started = Date.now();
+  while (!check()) {
+    if (Date.now() - started > limitMs) assert.fail(`waited ${limitMs} ms for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Cuts `via` just after a renewal (none in flight: a renewal whose answer the cut lost would have spent
+ * the SVID, and its recovery would be refused), then waits until the SVID has expired.
+ */
+async function cutAfterRenewal(via: Relay, events: AgentEvent[]): Promise<void> {
+  const seen = events.length;
+  await eventually(() => events.slice(seen).some((event) => event.kind === 'renewed'), 'a renewal', 5_000);
+  await via.cut();
+}
+
+async function untilExpired(agent: WorkloadAgent): Promise<void> {
+  // The SVID held at the cut is the last one: its expiry, and a little more.
+  await eventually(() => Date.now() > agent.credentials.expiresAt.getTime() + 300, 'the SVID to expire', 8_000);
+  assert.equal(agent.state, 'recovering');
+}
+
+/** The leaf verifies against the intermediate it came with, and that against a root of `bundlePem`. */
+function verifiesAgainst(chainPem: string, bundlePem: string): boolean {
+  const [leaf, intermediate] = (
+    chainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  ).map((pem) => new X509Certificate(pem));
+  const roots = (bundlePem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map(
+    (pem) => new X509Certificate(pem),
+  );
+  if (leaf === undefined || intermediate === undefined) return false;
+  return (
+    leaf.checkIssued(intermediate) &&
+    leaf.verify(intermediate.publicKey) &&
+    roots.some((root) => intermediate.checkIssued(root) && intermediate.verify(root.publicKey))
+  );
+}
+
+const serialOf = (chainPem: string) => new X509Certificate(chainPem).serialNumber.toLowerCase();
+
+describe('an agent whose SVID expired while the control plane was unreachable', { concurrency: true }, () => {
+  it('recovers on its own once it is reachable again: a new SVID, same identity, in use', async () => {
+    const via = await relay();
+    const { agent, events, guard } = await agentVia('orders', via);
+    await eventually(() => events.some((event) => event.kind === 'connected'), 'the stream', 5_000);
+    const spiffeId = agent.credentials.spiffeId;
+
+    await cutAfterRenewal(via, events);
+    await untilExpired(agent);
+    const expired = agent.credentials;
+    assert.ok(
+      events.some((event) => event.kind === 'recovery-failed'),
+      'each failed attempt is reported',
+    );
+    const restoredAt = Date.now();
+    await via.restore();
+    await eventually(() => events.some((event) => event.kind === 'recovered'), "'recovered'", 20_000);
+    const recovered = events.find((event) => event.kind === 'recovered');
+    assert.ok(recovered?.kind === 'recovered');
+    assert.ok(Date.now() - restoredAt < 20_000);
+    assert.equal(recovered.previousExpiresAt.getTime(), expired.expiresAt.getTime());
+
+    // The SVID issued by the recovery (renewals go on after it, every 2.5 s here) is the guard's, as a renewed one is.
+    const issued = (await store.issuedSvids(spiffeId)).filter((record) => record.via === 'recover');
+    assert.equal(issued.length, 1, 'one recovery, recorded as such');
+    const svid = guard.svids.find((cert) => serialOf(cert) === issued[0]?.serial.toLowerCase());
+    assert.ok(svid !== undefined, 'the guard was handed the recovered SVID');
+    assert.notEqual(serialOf(svid), serialOf(expired.chainPem));
+    assert.ok(verifiesAgainst(svid, ca.bundlePem), 'issued by this CA');
+    assert.ok(new X509Certificate(svid).subjectAltName?.includes(`URI:${spiffeId}`), 'the same SPIFFE ID');
+    assert.equal(agent.credentials.spiffeId, spiffeId);
+    assert.equal(agent.state, 'active');
+    // The stream follows again, with the new SVID.
+    const since = events.indexOf(recovered);
+    await eventually(() => events.slice(since).some((event) => event.kind === 'connected'), 'the stream back', 5_000);
+  });
+
+  it('stops for good when the workload was revoked meanwhile: recovery-refused, needs-join', async () => {
+    const via = await relay();
+    const { agent, events } = await agentVia('payments', via);
+    await cutAfterRenewal(via, events);
+    await controlPlane.revoke({
+      kind: 'spiffeId',
+      value: `spiffe://${TD}/svc/payments`,
+      reason: 'compromised',
+      actor: 'test',
+    });
+    await untilExpired(agent);
+    await via.restore();
+    await eventually(() => events.some((event) => event.kind === 'recovery-refused'), "'recovery-refused'", 20_000);
+    const refused = events.find((event) => event.kind === 'recovery-refused');
+    assert.ok(refused?.kind === 'recovery-refused');
+    assert.equal(refused.code, 'LOCKSTEP_CP_WORKLOAD_REVOKED');
+    assert.match(refused.message, /payments/);
+    assert.equal(agent.state, 'needs-join');
+
+    // Nothing more is tried: no recovery, no renewal, no stream, no heartbeat.
+    const [connections, seen] = [via.accepted, events.length];
+    await sleep(4_000);
+    assert.equal(via.accepted, connections, 'no connection after the refusal');
+    assert.deepEqual(events.slice(seen), []);
+    assert.equal(agent.state, 'needs-join');
+  });
+
+  it('recoverWithControlPlane: an expired SVID recovers once; the second use is refused', async () => {
+    const joined: WorkloadCredentials = await joinControlPlane({
+      url: controlPlane.url,
+      trustDomain: TD,
+      joinToken: (await createJoinToken(store, past, { service: 'inventory', createdBy: 'cli' })).token,
+      service: 'inventory',
+    });
+    await sleep(joined.expiresAt.getTime() - Date.now() + 300);
+    const recovery = { url: controlPlane.url, trustDomain: TD, current: joined, bundlePem: joined.bundlePem };
+    const recovered = await recoverWithControlPlane(recovery);
+    assert.equal(recovered.spiffeId, joined.spiffeId);
+    assert.notEqual(serialOf(recovered.chainPem), serialOf(joined.chainPem));
+    assert.ok(recovered.expiresAt.getTime() > Date.now());
+    assert.ok(verifiesAgainst(recovered.chainPem, ca.bundlePem));
+
+    await assert.rejects(recoverWithControlPlane(recovery), (error: unknown) => {
+      assert.ok(error instanceof EnrolmentError);
+      assert.equal(error.code, 'LOCKSTEP_CP_RECOVERY_REFUSED');
+      assert.equal(error.status, 403);
+      assert.match(error.message, /recovered already/);
+      return true;
+    });
+  });
+});
