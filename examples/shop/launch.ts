@@ -14,7 +14,14 @@
  *                   <dataDir>/demo-users.json (0600)
  *
  * Ports: gateway = portBase, control plane +1, orders +2, inventory +3, payments +4, shipping +5 (its
- * sidecar; shipping.py itself in perimeter-only mode). Behind the sidecar, shipping.py and the egress it
+ * sidecar; shipping.py itself in perimeter-only mode).
+ *
+ * Replicas (`replicas` > 1, LOCKSTEP_REPLICAS; PostgreSQL required, LOCKSTEP_POSTGRES_URL): control plane
+ * i listens on +6+i (`--replica r<i>`), all sharing one database and, through a key-encryption key
+ * (LOCKSTEP_KEK_FILE, else a development one created in <dataDir>/kek), one CA and one set of keys. +1
+ * is then a TCP passthrough to the first replica that answers (cp-front.ts): the identity provider's one
+ * issuer and the dashboard. Each service is given every replica's URL, rotated by its index, and fails
+ * over itself. Behind the sidecar, shipping.py and the egress it
  * calls out through are Unix sockets in shipping's data directory: no ports.
  *
  * It is ready only when the system can serve: every port free, the state directory not in use by
@@ -26,15 +33,17 @@
  * given up); a control plane given up on stops the whole shop (`onFailed`): nothing serves without it.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkStateDirectoryFree, localState, main as lockstep, stateDirectory } from '@lockstep/cli';
+import { createKekText } from '@lockstep/control-plane';
 import { controlPlaneAgent } from '@lockstep/workload';
 import { workloadId } from '@lockstep/guard';
 import { request } from 'undici';
 import { requirePython } from './services/python-interpreter.ts';
+import { startControlPlaneFront, type ControlPlaneFront } from './cp-front.ts';
 import { supervise, terminate, WaitingFor, type Supervised } from './supervise.ts';
 
 export const TRUST_DOMAIN = 'shop.test';
@@ -49,6 +58,9 @@ const DEMO_CUSTOMERS = ['alice', 'bob'] as const;
 const JOIN_TOKEN_TIMEOUT_MS = 10_000;
 const PROBE_TIMEOUT_MS = 3_000;
 export type ShopService = (typeof SERVICES)[number];
+/** The control plane (one), or one replica of several: `controlPlane:0`, `controlPlane:1`… */
+export type ControlPlaneProcess = 'controlPlane' | `controlPlane:${number}`;
+const MAX_REPLICAS = 9;
 
 export interface ShopOptions {
   /** Where the control plane and the services keep their state. Default: LOCKSTEP_HOME (or LOCKSTEP_DATA_DIR) or ./.lockstep */
@@ -74,6 +86,23 @@ export interface ShopOptions {
    * is stopped: `npm start` exits 1 (default: stderr).
    */
   readonly onFailed?: (reason: string) => void;
+  /** Control-plane replicas (default LOCKSTEP_REPLICAS or 1); more than one needs `postgres`. */
+  readonly replicas?: number;
+  /** The control plane's store: a PostgreSQL URL (default LOCKSTEP_POSTGRES_URL); else SQLite in dataDir. */
+  readonly postgres?: string;
+  /** Workloads' SVID lifetime in seconds (`--svid-lifetime`; default the control plane's, 1 h). */
+  readonly svidLifetimeSeconds?: number;
+  /**
+   * Where replica i runs (the HA drill puts each in a network namespace): the address it listens on
+   * (default 127.0.0.1) and how its process is started (default: forked here, with an IPC channel).
+   */
+  readonly replicaPlacement?: (index: number) => ReplicaPlacement;
+}
+
+export interface ReplicaPlacement {
+  readonly host: string;
+  /** Starts `node <cli> ...args` with `env`; the child must have stdout/stderr pipes. */
+  readonly start?: (cli: string, args: readonly string[], env: NodeJS.ProcessEnv) => ChildProcess;
 }
 
 export interface DemoUser {
@@ -85,18 +114,25 @@ export interface RunningShop {
   readonly mode: 'lockstep' | 'perimeter-only';
   readonly dataDir: string;
   readonly urls: Readonly<Record<ShopService | 'controlPlane', string>>;
+  /** Every control-plane replica's URL (one entry with a single control plane: urls.controlPlane). */
+  readonly replicas: readonly string[];
   readonly users: Readonly<Record<string, DemoUser>>;
   readonly usersFile: string;
   /** Where each service's audit log is (lockstep mode). */
   auditFile(service: ShopService): string;
-  /** Stops one service (a drill's "downstream is down"), or the control plane, on purpose: it is not restarted. */
-  kill(what: ShopService | 'controlPlane'): Promise<void>;
+  /**
+   * Stops one service (a drill's "downstream is down"), the control plane or one replica, on purpose: it
+   * is not restarted (`signal: 'SIGKILL'` kills it without a clean stop, as a crash would).
+   */
+  kill(what: ShopService | ControlPlaneProcess, options?: { signal?: NodeJS.Signals }): Promise<void>;
+  /** Starts again what `kill` stopped (a replica: it rejoins the others). */
+  restart(what: ControlPlaneProcess): Promise<void>;
   /** Runs a `lockstep` admin command against this shop's control plane; returns its output lines (throws unless it exits 0). */
   admin(...argv: string[]): Promise<string[]>;
   /** The same, returning the exit code (e.g. `policy status` exits 3 on drift). */
   adminExit(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }>;
   /** Sends a signal to a service process or the control plane (SIGSTOP: the drill makes one miss an update, a test makes it hang). */
-  signal(service: ShopService | 'controlPlane', signal: NodeJS.Signals): void;
+  signal(service: ShopService | ControlPlaneProcess, signal: NodeJS.Signals): void;
   stop(): Promise<void>;
 }
 
@@ -108,6 +144,21 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
       `LOCKSTEP_PORT_BASE must be a port from 1024 to 65530 (six ports from there are used); got ${String(portBase)}`,
     );
   const mode = options.mode ?? 'lockstep';
+  const replicaCount = options.replicas ?? Number(process.env.LOCKSTEP_REPLICAS ?? 1);
+  if (!Number.isInteger(replicaCount) || replicaCount < 1 || replicaCount > MAX_REPLICAS)
+    throw new Error(
+      `LOCKSTEP_REPLICAS is how many control planes run, 1 to ${MAX_REPLICAS}; got ${JSON.stringify(String(replicaCount))}`,
+    );
+  const postgres = options.postgres ?? (process.env.LOCKSTEP_POSTGRES_URL || undefined);
+  if (replicaCount > 1 && postgres === undefined)
+    throw new Error(
+      `LOCKSTEP_REPLICAS=${replicaCount} needs PostgreSQL (SQLite is single-replica): set LOCKSTEP_POSTGRES_URL=postgres://user@host:5432/database`,
+    );
+  const replicated = replicaCount > 1;
+  const placements = Array.from(
+    { length: replicated ? replicaCount : 0 },
+    (_, index): ReplicaPlacement => options.replicaPlacement?.(index) ?? { host: '127.0.0.1' },
+  );
   const progress = options.onProgress ?? (() => {});
   const supervision = options.onSupervision ?? ((line: string) => process.stderr.write(`lockstep shop: ${line}\n`));
   const failed = options.onFailed ?? ((reason: string) => process.stderr.write(`lockstep shop: ${reason}\n`));
@@ -125,6 +176,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
       ? { certFile: process.env.GATEWAY_TLS_CERT, keyFile: process.env.GATEWAY_TLS_KEY }
       : undefined;
   const gatewayTls = options.gatewayTls ?? envTls;
+  const replicaPorts = placements.map((_, index) => portBase + 6 + index);
   const urls = {
     gateway: `${gatewayTls === undefined ? 'http' : 'https'}://localhost:${ports.gateway}`,
     controlPlane: `https://127.0.0.1:${ports.controlPlane}`,
@@ -133,21 +185,48 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     payments: `${scheme}://127.0.0.1:${ports.payments}`,
     shipping: `${scheme}://127.0.0.1:${ports.shipping}`,
   };
+  const replicaUrls = replicated
+    ? placements.map((placement, index) => `https://${placement.host}:${replicaPorts[index]}`)
+    : [urls.controlPlane];
   // Nothing is written (idp.json, logs) into a directory another control plane runs on.
   checkStateDirectoryFree(localState(dataDir));
-  await refuseTakenPorts(ports, portBase);
+  await refuseTakenPorts(
+    {
+      ...ports,
+      ...Object.fromEntries(
+        placements.flatMap((placement, index) =>
+          placement.host === '127.0.0.1' ? [[`controlPlane:${index}`, replicaPorts[index] as number]] : [],
+        ),
+      ),
+    },
+    portBase,
+  );
   requirePython();
   mkdirSync(join(dataDir, 'logs'), { recursive: true, mode: 0o700 });
-  const logFile = (name: ShopService | 'controlPlane') =>
-    join(dataDir, 'logs', `${name === 'controlPlane' ? 'control-plane' : name}.log`);
+  const logFile = (name: ShopService | ControlPlaneProcess) =>
+    join(
+      dataDir,
+      'logs',
+      `${name.startsWith('controlPlane') ? name.replace('controlPlane', 'control-plane').replace(':', '-r') : name}.log`,
+    );
   // The one name every command reads the state directory from (the other one, if set, would disagree).
   const stateEnv = { LOCKSTEP_HOME: dataDir, LOCKSTEP_DATA_DIR: dataDir };
-  const running = new Map<ShopService | 'controlPlane', Supervised>();
+  // Replicas share their keys through the database, sealed under one key-encryption key.
+  const kekFile =
+    postgres === undefined ? undefined : (process.env.LOCKSTEP_KEK_FILE ?? developmentKek(dataDir, progress));
+  const controlPlaneEnv = { ...stateEnv, ...(kekFile === undefined ? {} : { LOCKSTEP_KEK_FILE: kekFile }) };
+  const running = new Map<ShopService | ControlPlaneProcess, Supervised>();
+  const controlPlanes: ControlPlaneProcess[] = replicated
+    ? placements.map((_, index): ControlPlaneProcess => `controlPlane:${index}`)
+    : ['controlPlane'];
+  const starters = new Map<ControlPlaneProcess, () => Promise<Supervised>>();
+  let front: ControlPlaneFront | null = null;
 
   const stop = async () => {
     // Services first (running requests finish), then the control plane.
     await Promise.all(SERVICES.map((service) => running.get(service)?.stop()));
-    await running.get('controlPlane')?.stop();
+    await Promise.all(controlPlanes.map((name) => running.get(name)?.stop()));
+    await front?.close();
   };
 
   const adminExit = async (...argv: string[]) => {
@@ -195,15 +274,20 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     }
   };
 
-  // Whether a service's failed start is the control plane's doing: it does not answer its public bundle.
+  // Whether a service's failed start is the control plane's doing: no replica answers its public bundle.
   const controlPlaneAnswers = async (): Promise<boolean> => {
     const agent = controlPlaneAgent(TRUST_DOMAIN, { ca: readFileSync(join(dataDir, 'bundle.pem'), 'utf8') });
     try {
-      const signal = AbortSignal.timeout(PROBE_TIMEOUT_MS);
-      const answer = await request(`${urls.controlPlane}/v1/bundle`, { dispatcher: agent, signal });
-      await answer.body.dump();
-      return answer.statusCode === 200;
-    } catch {
+      for (const url of replicaUrls) {
+        try {
+          const signal = AbortSignal.timeout(PROBE_TIMEOUT_MS);
+          const answer = await request(`${url}/v1/bundle`, { dispatcher: agent, signal });
+          await answer.body.dump();
+          if (answer.statusCode === 200) return true;
+        } catch {
+          // The next replica may answer.
+        }
+      }
       return false;
     } finally {
       void agent.destroy();
@@ -211,10 +295,16 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   };
 
   // Nothing serves without the control plane (no sign-in, no Txn-Token, no SVID renewal): stop the rest, loudly.
-  const controlPlaneGivenUp = () => {
+  const givenUp = new Set<ControlPlaneProcess>();
+  const controlPlaneGivenUp = (which: ControlPlaneProcess) => {
+    givenUp.add(which);
+    if (givenUp.size < controlPlanes.length) {
+      supervision(`${which} is given up on; ${controlPlanes.length - givenUp.size} replica(s) still serve`);
+      return;
+    }
     const reason =
-      'STOPPED: the control plane could not be kept running ' +
-      `(its log says why: ${logFile('controlPlane')}), and the shop cannot serve without it, so every service ` +
+      `STOPPED: the control plane could not be kept running ` +
+      `(its log says why: ${controlPlanes.map((name) => logFile(name)).join(', ')}), and the shop cannot serve without it, so every service ` +
       'was stopped. Fix what the log says and run npm start again';
     stop().then(
       () => failed(reason),
@@ -246,41 +336,66 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     );
 
     const policyDir = options.policyDir ?? SHOP_POLICIES;
-    progress(`starting the control plane on ${urls.controlPlane} (state in ${dataDir})`);
-    running.set(
-      'controlPlane',
-      await supervise({
-        name: 'the control plane',
-        logFile: logFile('controlPlane'),
-        say: supervision,
-        onGiveUp: controlPlaneGivenUp,
-        start: () =>
-          startProcess(
-            fork(
-              CLI,
-              [
-                'control-plane',
-                '--trust-domain',
-                TRUST_DOMAIN,
-                '--port',
-                String(ports.controlPlane),
-                '--policy-dir',
-                policyDir,
-              ],
-              { env: { ...process.env, ...stateEnv }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
-            ),
-            'the control plane',
-            logFile('controlPlane'),
-            waitForLine('listening on', options.onWarning),
-          ),
-      }),
-    );
+    const common = [
+      'control-plane',
+      '--trust-domain',
+      TRUST_DOMAIN,
+      '--policy-dir',
+      policyDir,
+      ...(postgres === undefined ? [] : ['--postgres', postgres]),
+      ...(options.svidLifetimeSeconds === undefined ? [] : ['--svid-lifetime', String(options.svidLifetimeSeconds)]),
+    ];
+    for (const [index, name] of controlPlanes.entries()) {
+      const placement = placements[index];
+      const args =
+        placement === undefined
+          ? [...common, '--port', String(ports.controlPlane)]
+          : [
+              ...common,
+              '--replica',
+              `r${index}`,
+              '--host',
+              placement.host,
+              '--port',
+              String(replicaPorts[index]),
+              // One issuer for every replica: the front's address, where browsers sign in.
+              '--issuer',
+              `${urls.controlPlane}/oidc`,
+            ];
+      const title = placement === undefined ? 'the control plane' : `control plane r${index}`;
+      const env = { ...process.env, ...controlPlaneEnv };
+      const spawnIt = () =>
+        placement?.start?.(CLI, args, env) ?? fork(CLI, args, { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+      starters.set(name, () =>
+        supervise({
+          name: title,
+          logFile: logFile(name),
+          say: supervision,
+          onGiveUp: () => controlPlaneGivenUp(name),
+          start: () => startProcess(spawnIt(), title, logFile(name), waitForLine('listening on', options.onWarning)),
+        }),
+      );
+      progress(`starting ${title} on ${replicaUrls[index]} (state in ${dataDir})`);
+      running.set(name, await (starters.get(name) as () => Promise<Supervised>)());
+    }
+    if (replicated) {
+      front = await startControlPlaneFront(
+        () => placements.map((placement, index) => ({ host: placement.host, port: replicaPorts[index] as number })),
+        { host: '127.0.0.1', port: ports.controlPlane },
+      );
+      progress(`${urls.controlPlane} passes connections to the first replica that answers (sign-in, dashboard)`);
+    }
     await requireValidPolicy(adminExit, policyDir);
 
     const usersFile = join(dataDir, 'demo-users.json');
     const users = await demoUsers(usersFile, admin, progress);
 
-    for (const service of SERVICES) {
+    for (const [serviceIndex, service] of SERVICES.entries()) {
+      // Every replica, the first one differing from service to service: the load spreads, and each fails over.
+      const controlPlaneUrls = [
+        ...replicaUrls.slice(serviceIndex % replicaUrls.length),
+        ...replicaUrls.slice(0, serviceIndex % replicaUrls.length),
+      ].join(',');
       const joins = mode === 'lockstep' || service === 'gateway';
       const how = joins ? 'joined with a one-time token' : 'perimeter-only: no identity, no checks';
       // shipping is Python: its sidecar joins for it (there is none in perimeter-only mode).
@@ -296,7 +411,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
               SHOP_PORT: String(ports[service]),
               SHOP_URLS: JSON.stringify(urls),
               SHOP_DATA_DIR: join(dataDir, 'shop'),
-              LOCKSTEP_CP_URL: urls.controlPlane,
+              LOCKSTEP_CP_URL: controlPlaneUrls,
               LOCKSTEP_TRUST_DOMAIN: TRUST_DOMAIN,
               ...(joins ? { LOCKSTEP_JOIN_TOKEN: joinToken } : {}),
               // One order each for the demo customers: something to look at, and what the scan's object-level check reads (scan.yaml).
@@ -337,12 +452,21 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
       mode,
       dataDir,
       urls,
+      replicas: replicaUrls,
       users,
       usersFile,
       auditFile: (service) => join(dataDir, 'shop', service, 'audit.jsonl'),
-      async kill(what) {
-        await running.get(what)?.stop();
+      async kill(what, killOptions = {}) {
+        await running.get(what)?.stop(killOptions.signal);
         running.delete(what);
+      },
+      async restart(what) {
+        const start = starters.get(what);
+        if (start === undefined)
+          throw new TypeError(`no control plane ${what}: this shop runs ${controlPlanes.join(', ')}`);
+        if (running.has(what)) throw new TypeError(`${what} is running: kill it first`);
+        givenUp.delete(what);
+        running.set(what, await start());
       },
       admin,
       adminExit,
@@ -357,19 +481,33 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   }
 }
 
+/**
+ * The key-encryption key of a development shop on PostgreSQL: created once in the state directory
+ * (0600), loudly. For production, give LOCKSTEP_KEK_FILE (docs/operations.md "Replicas").
+ */
+function developmentKek(dataDir: string, progress: (line: string) => void): string {
+  const file = join(dataDir, 'kek');
+  if (!existsSync(file)) {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    writeFileSync(file, `${createKekText()}\n`, { mode: 0o600, flag: 'wx' });
+    chmodSync(file, 0o600);
+    progress(
+      `created a development key-encryption key in ${file}: the control plane's keys are sealed in PostgreSQL under it (for production, give LOCKSTEP_KEK_FILE)`,
+    );
+  }
+  return file;
+}
+
 /** Every port the shop listens on must be free: one taken is named, with how to move them all. */
-async function refuseTakenPorts(
-  ports: Readonly<Record<ShopService | 'controlPlane', number>>,
-  portBase: number,
-): Promise<void> {
+async function refuseTakenPorts(ports: Readonly<Record<string, number>>, portBase: number): Promise<void> {
   const taken: string[] = [];
   for (const [name, port] of Object.entries(ports)) {
-    if (!(await isFree(port))) taken.push(`${port} (${name === 'controlPlane' ? 'control plane' : name})`);
+    if (!(await isFree(port))) taken.push(`${port} (${name.startsWith('controlPlane') ? 'control plane' : name})`);
   }
   if (taken.length === 0) return;
   throw new Error(
     `port${taken.length === 1 ? '' : 's'} ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use: ` +
-      `stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses six from there; now ${portBase})`,
+      `stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses six from there, and one more per replica; now ${portBase})`,
   );
 }
 
@@ -530,14 +668,14 @@ function serviceLastWords(output: string): string {
   return lines.at(-1) ?? 'no output';
 }
 
-/** Six consecutive free loopback ports (as many as the shop uses), for tests and parallel runs. */
-export async function freePortBase(): Promise<number> {
+/** `count` consecutive free loopback ports (the shop uses six, and one more per replica), for tests and parallel runs. */
+export async function freePortBase(count = 6): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt += 1) {
     const base = 20_000 + Math.floor(Math.random() * 40_000);
-    const free = await Promise.all([0, 1, 2, 3, 4, 5].map((offset) => isFree(base + offset)));
+    const free = await Promise.all(Array.from({ length: count }, (_, offset) => isFree(base + offset)));
     if (free.every(Boolean)) return base;
   }
-  throw new Error('no six consecutive free ports found');
+  throw new Error(`no ${count} consecutive free ports found`);
 }
 
 function isFree(port: number): Promise<boolean> {

@@ -66,8 +66,8 @@ export class WaitingFor extends Error {
 export interface Supervised {
   /** The process running now; undefined while it is down. */
   readonly child: ChildProcess | undefined;
-  /** Stops it on purpose, with any restart that was due: it stays down. */
-  stop(): Promise<void>;
+  /** Stops it on purpose, with any restart that was due: it stays down (`SIGKILL`: as a crash would). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
 /** Starts the process the first time (a failure rejects: nothing to supervise), then keeps it running. */
@@ -158,21 +158,21 @@ export async function supervise(options: SupervisorOptions): Promise<Supervised>
     get child() {
       return child;
     },
-    async stop() {
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
       stopped = true;
       if (timer !== null) clearTimeout(timer);
       await restarting;
-      await terminate(child);
+      await terminate(child, signal);
       child = undefined;
     },
   };
 }
 
-/** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone. */
-export async function terminate(child: ChildProcess | undefined): Promise<void> {
+/** SIGTERM (or `signal`), then SIGKILL after 5 s; resolves once the process is gone. */
+export async function terminate(child: ChildProcess | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolvePromise) => child.once('exit', () => resolvePromise()));
-  child.kill('SIGTERM');
+  child.kill(signal);
   const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
   await exited;
   clearTimeout(timer);

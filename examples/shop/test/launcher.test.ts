@@ -84,7 +84,7 @@ describe('npm start refuses to start a shop that could not serve, with the reaso
       await assert.rejects(startShop({ dataDir: fresh, portBase }), (error: Error) => {
         assert.equal(
           error.message,
-          `port ${portBase + 2} (orders) on 127.0.0.1 is in use: stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses six from there; now ${portBase})`,
+          `port ${portBase + 2} (orders) on 127.0.0.1 is in use: stop what listens there, or choose other ports with LOCKSTEP_PORT_BASE (the shop uses six from there, and one more per replica; now ${portBase})`,
         );
         return true;
       });

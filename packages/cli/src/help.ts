@@ -4,7 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 
-const STATE = 'state directory: LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it), default ./.lockstep';
+const STATE =
+  'state directory: LOCKSTEP_HOME (LOCKSTEP_DATA_DIR is another name for it), default ./.lockstep\n' +
+  'admin commands ask every control plane (replica) that started there, in turn, or LOCKSTEP_CP_URLS (comma-separated)';
 
 const COMMANDS: Readonly<Record<string, { readonly usage: string; readonly about: string }>> = {
   init: {
@@ -14,15 +16,19 @@ says loudly that it is development material. Existing keys are kept and checked.
   },
   'control-plane': {
     usage:
-      'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url>] [--kek-file <file>] [--issuer <https://host/oidc>] [--idp-config <file>] [--svid-lifetime <seconds>] [--svid-recovery-window <7d>]',
+      'lockstep control-plane [--trust-domain lockstep.test] [--host 127.0.0.1] [--port 8443] [--policy-dir ./policies] [--postgres <url> [--schema <name>]] [--kek-file <file>] [--replica <name>] [--issuer <https://host/oidc>] [--idp-config <file>] [--svid-lifetime <seconds>] [--svid-recovery-window <7d>]',
     about: `Runs the control plane with its state in the state directory (keys, SQLite store or --postgres, the
 trust bundle, a local administrator's SVID) until SIGINT or SIGTERM. One control plane per state
-directory: a second start is refused with the first one's pid; a lock left by one that died is taken over.
+directory (or per --replica name): a second start is refused with the first one's pid; a lock left by one that died is taken over.
 --svid-lifetime: how long workloads' SVIDs live, 60 to 86400 s (default 3600); they renew at half of it.
 --svid-recovery-window: how long after expiry a cut-off workload's newest SVID may still get a new one
 (POST /v1/recover; default 7d, 0 turns it off).
 --kek-file (or LOCKSTEP_KEK_FILE / LOCKSTEP_KEK): with --postgres, the keys are sealed in the database under
 this key-encryption key and shared by every replica (docs/operations.md "Replicas").
+--replica <name> (a short lower-case word, e.g. r0; needs --postgres and a key-encryption key): one of
+several control planes on this state directory, each with its own lock (control-plane.<name>.lock), URL
+(replicas/<name>.json) and administrator SVID (replicas/<name>/); the admin commands try them in turn.
+--schema: the PostgreSQL schema of --postgres (default public).
 --issuer: the identity provider's issuer, the same for every replica (default this server's URL + /oidc).
 Exit 1 when it cannot start (port in use, state directory in use, an unusable key or store file: the
 message names it and the fix); 2 for a mistake in the arguments.`,
@@ -50,8 +56,11 @@ document's data key under the first line of LOCKSTEP_KEK_FILE (a KEK rotation).`
   },
   drill: {
     usage:
-      'lockstep drill                               (the reference shop, perimeter-only and with Lockstep, against the same attacks)',
-    about: "Runs the reference shop's breach drill (examples/shop/drill); exit 0 when Lockstep stopped every attack.",
+      'lockstep drill [ha]                          (the reference shop, perimeter-only and with Lockstep, against the same attacks; ha: the failover drill)',
+    about: `Runs the reference shop's breach drill (examples/shop/drill); exit 0 when Lockstep stopped every attack.
+lockstep drill ha: the failover drill on three control-plane replicas (LOCKSTEP_POSTGRES_URL; network namespaces
+as root): load through the gateway, one replica killed, a user revoked through another, recovery after expiry;
+prints one JSON line, exit 0 when no request failed, the revocation held within 1 s and recovery went as it must.`,
   },
   audit: {
     usage: `lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint>]

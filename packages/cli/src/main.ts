@@ -2,8 +2,9 @@
  * `lockstep <command>`:
  *
  *   init [--trust-domain td]
- *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url] [--kek-file f]
- *                 [--issuer url] [--idp-config file] [--svid-lifetime s] [--svid-recovery-window 7d]
+ *   control-plane [--trust-domain td] [--host h] [--port p] [--policy-dir dir] [--postgres url [--schema s]]
+ *                 [--kek-file f] [--replica name] [--issuer url] [--idp-config file] [--svid-lifetime s]
+ *                 [--svid-recovery-window 7d]
  *   join-token create <service> [--ttl seconds]
  *   user add <name> [--role r]... [--tenant t]
  *   keys rotate <txn-token|idp>  |  keys new-kek <file>  |  keys rewrap --postgres url [--schema s]
@@ -24,7 +25,8 @@
  * arguments, locks the state directory (state-lock.ts), starts `assembleControlPlane` (@lockstep/monitor:
  * the one composition root, shared with the tests) and writes the state files. The admin commands talk
  * to the running control plane over mTLS with the local administrator's SVID, which `control-plane`
- * issues at every start.
+ * issues at every start; to its replicas in turn when several run (`--replica`, state.ts), as the
+ * workloads do (@lockstep/workload's `withFailover`).
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,6 +34,8 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
+import { controlPlaneEndpoints, isFailover } from '@lockstep/identity';
+import { withFailover } from '@lockstep/workload';
 import {
   controlPlaneAgent,
   createKekText,
@@ -101,7 +105,7 @@ export async function main(
       case 'ca':
         return await caCommand(rest, out);
       case 'drill':
-        return await drill(err);
+        return await drill(rest, err);
       case 'audit':
         return await audit(rest, out);
       case 'revoke':
@@ -175,9 +179,11 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
       'svid-recovery-window': { type: 'string' },
       'kek-file': { type: 'string' },
       issuer: { type: 'string' },
+      replica: { type: 'string' },
+      schema: { type: 'string' },
     },
   });
-  const state = localState();
+  const state = localState(undefined, values.replica ?? null);
   const svidLifetime = values['svid-lifetime'] === undefined ? undefined : Number(values['svid-lifetime']);
   if (svidLifetime !== undefined && (!Number.isInteger(svidLifetime) || svidLifetime < 60 || svidLifetime > 86_400))
     throw new UsageError(
@@ -200,11 +206,14 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   const idp: IdpConfig = values.issuer === undefined ? idpConfig : { ...idpConfig, issuer: values.issuer };
   const alertWebhook = alertWebhookFromEnvironment();
   const kek = readKek(values['kek-file'] === undefined ? process.env : { LOCKSTEP_KEK_FILE: values['kek-file'] });
+  if (values.schema !== undefined && values.postgres === undefined)
+    throw new UsageError('--schema names the PostgreSQL schema of --postgres: give --postgres <url> too');
+  if (state.replica !== null) refuseUnsharedReplica(state.replica, values.postgres, kek);
   const options: ControlPlaneStart = {
     trustDomain,
     keyDir: state.keyDir,
     kek,
-    store: storeLocation(state, values.postgres),
+    store: storeLocation(state, values.postgres, values.schema),
     ...(svidLifetime === undefined ? {} : { svidLifetimeSeconds: svidLifetime }),
     ...(recoveryWindow === undefined ? {} : { svidRecoveryWindowSeconds: recoveryWindow }),
     host: values.host,
@@ -225,6 +234,24 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
   } finally {
     lock.release();
   }
+}
+
+/**
+ * Replicas share one store and one identity, or they are not replicas: PostgreSQL (SQLite is one
+ * process's file), and a key-encryption key, under which the keys live in the database. Without one
+ * each would read and create key files in the one key directory of the state directory, racing.
+ */
+function refuseUnsharedReplica(name: string, postgres: string | undefined, kek: unknown): void {
+  if (postgres === undefined)
+    throw new UsageError(
+      `--replica ${name} runs one of several control planes on one store: that needs PostgreSQL (--postgres <url>). ` +
+        'SQLite is single-replica: drop --replica to run one control plane on SQLite',
+    );
+  if (kek === null)
+    throw new UsageError(
+      `--replica ${name}: replicas share their keys sealed in PostgreSQL: give every replica the same key-encryption key ` +
+        'with --kek-file <file> (or LOCKSTEP_KEK_FILE); `lockstep keys new-kek <file>` creates one',
+    );
 }
 
 /** `90`, `30m`, `12h`, `7d` in seconds; undefined when not given, null when unreadable. */
@@ -252,7 +279,8 @@ async function serveControlPlane(state: LocalState, options: ControlPlaneStart, 
   }
   const { admin: administrator, url } = running;
   writeControlPlaneState(state, { url, trustDomain, pid: process.pid }, administrator, running.bundlePem);
-  out(`lockstep control plane for ${trustDomain} listening on ${url} (store: ${running.store.kind})`);
+  const replica = state.replica === null ? '' : ` (replica ${state.replica})`;
+  out(`lockstep control plane for ${trustDomain}${replica} listening on ${url} (store: ${running.store.kind})`);
   out(
     `trust bundle: ${join(state.home, 'bundle.pem')}; ` +
       `local administrator: ${administrator.spiffeId} (until ${administrator.expiresAt.toISOString()})`,
@@ -441,9 +469,10 @@ async function auditJwks(state: LocalState, postgres: string | undefined): Promi
   }
 }
 
-/** The store of this state directory, or PostgreSQL with --postgres. */
-function storeLocation(state: LocalState, postgres: string | undefined) {
-  return postgres ? { postgres } : { sqlite: state.database };
+/** The store of this state directory, or PostgreSQL with --postgres (and --schema). */
+function storeLocation(state: LocalState, postgres: string | undefined, schema?: string) {
+  if (!postgres) return { sqlite: state.database };
+  return schema === undefined ? { postgres } : { postgres, schema };
 }
 
 function rememberTrustDomain(state: LocalState, requested: string | undefined): string {
@@ -464,31 +493,72 @@ function rememberTrustDomain(state: LocalState, requested: string | undefined): 
   return trustDomain;
 }
 
-/** A call to the admin API with the local administrator's SVID. */
-async function admin(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
+/** Per connection, when another replica can be asked instead (as the workloads' failover does). */
+const ADMIN_CONNECT_TIMEOUT_MS = 2_000;
+
+/**
+ * A call to the admin API with the local administrator's SVID, asked of each control plane (replica) in
+ * turn until one answers (`withFailover`). A call that may have reached a replica before it failed is
+ * asked again of the next only when `idempotent` (default: GETs): creating a join token, a user, or
+ * rotating a key twice would not be. A refusal (4xx, a coded `LOCKSTEP_CP_…` answer) is the control
+ * plane's answer, which another replica would give too: it never goes on to the next.
+ */
+async function admin(
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+  options: { readonly idempotent?: boolean } = {},
+): Promise<Record<string, unknown>> {
   const access = adminAccess(localState());
-  const agent = controlPlaneAgent(access.trustDomain, access.admin);
+  const endpoints = controlPlaneEndpoints(access.urls);
+  const several = endpoints.urls.length > 1;
+  const agent = controlPlaneAgent(
+    access.trustDomain,
+    access.admin,
+    undefined,
+    several ? { connectTimeoutMs: ADMIN_CONNECT_TIMEOUT_MS } : {},
+  );
+  const payload =
+    body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
   try {
-    const response = await request(new URL(path, access.url), {
-      method,
-      dispatcher: agent,
-      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
-    });
-    const answer = (await response.body.json()) as Record<string, unknown>;
-    if (response.statusCode >= 400)
-      throw new UsageError(
-        `${method} ${path} refused (${response.statusCode} ${String(answer.error)}): ${String(answer.message ?? '')}`,
-      );
+    const { status, answer } = await withFailover(
+      endpoints,
+      async (base, signal) => {
+        const response = await request(new URL(path, base), { method, dispatcher: agent, signal, ...payload });
+        const answer = (await response.body.json()) as Record<string, unknown>;
+        // A replica starting, or cut from its store (or a proxy's "no upstream"): the next may answer.
+        if (isFailover(response.statusCode))
+          throw Object.assign(new Error(refusal(method, path, response.statusCode, answer)), {
+            status: response.statusCode,
+          });
+        return { status: response.statusCode, answer };
+      },
+      {
+        idempotent: options.idempotent ?? method === 'GET',
+        // One control plane: the whole deadline; several: a share each, so that a hung one leaves time for the next.
+        deadlineMs: 60_000,
+        ...(several ? { attemptMs: 15_000 } : {}),
+      },
+    );
+    if (status >= 400) throw new UsageError(refusal(method, path, status, answer));
     return answer;
   } catch (error) {
     if ((error as { code?: string }).code === 'ECONNREFUSED')
       throw new UsageError(
-        `the control plane at ${access.url} is not running: start it with \`lockstep control-plane\``,
+        several
+          ? `no control plane answers at ${endpoints.urls.join(', ')}: start one with \`lockstep control-plane\` (${(error as Error).message})`
+          : `the control plane at ${endpoints.urls.join(', ')} is not running: start it with \`lockstep control-plane\``,
       );
+    const status = (error as { status?: unknown }).status;
+    if (typeof status === 'number') throw new UsageError((error as Error).message);
     throw error;
   } finally {
     await agent.close();
   }
+}
+
+function refusal(method: string, path: string, status: number, answer: Record<string, unknown>): string {
+  return `${method} ${path} refused (${status} ${String(answer.error)}): ${String(answer.message ?? '')}`;
 }
 
 async function joinToken(argv: readonly string[], out: Out): Promise<number> {
@@ -605,7 +675,7 @@ async function caCommand(argv: readonly string[], out: Out): Promise<number> {
 }
 
 /** Runs the reference shop's drill (it lives with the shop, in examples/shop) and passes its exit code on. */
-async function drill(err: Out): Promise<number> {
+async function drill(argv: readonly string[], err: Out): Promise<number> {
   const script = fileURLToPath(new URL('../../../examples/shop/drill/main.ts', import.meta.url));
   if (!existsSync(script)) {
     err(
@@ -613,7 +683,7 @@ async function drill(err: Out): Promise<number> {
     );
     return 2;
   }
-  const child = spawn(process.execPath, [script], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [script, ...argv], { stdio: 'inherit' });
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
 }
 
@@ -744,15 +814,16 @@ async function revoke(argv: readonly string[], out: Out): Promise<number> {
     throw new UsageError('usage: lockstep revoke [--lift] <sub|txn|spiffeId|kid> <value> --reason <why>');
   }
   const body = { kind: positionals[0], value: positionals[1], reason: values.reason };
+  // Both may be asked again of another replica: revoking what is revoked answers the entry that holds.
   if (values.lift === true) {
-    const lifted = await admin('POST', '/v1/admin/revocations/lift', body);
+    const lifted = await admin('POST', '/v1/admin/revocations/lift', body, { idempotent: true });
     out(
       `lifted the revocation of ${String(lifted.kind)} ${String(lifted.value)} (feed position ${String(lifted.seq)}): ` +
         'guards accept it again within a second',
     );
     return 0;
   }
-  const entry = await admin('POST', '/v1/admin/revocations', body);
+  const entry = await admin('POST', '/v1/admin/revocations', body, { idempotent: true });
   out(`revoked ${String(entry.kind)} ${String(entry.value)} (feed position ${String(entry.seq)})`);
   return 0;
 }

@@ -55,7 +55,9 @@ export async function scanCommand(argv: readonly string[], out: Out, err: Out): 
       throw new UsageError((error as Error).message);
     throw new UsageError(`${values.manifest}: not YAML or JSON (${(error as Error).message})`);
   }
-  const access = adminAccess(localState());
+  const { urls, ...credentials } = adminAccess(localState());
+  // Every replica, asked in turn (the scanner's calls fail over as the admin commands do).
+  const access = { ...credentials, url: urls };
   const tty = process.stderr.isTTY === true;
   const progress = tty ? progressBar() : null;
   let report: ScanReport;

@@ -11,9 +11,23 @@
  *
  * The lock is only as good as the directory: one that others may write to is refused (chmod 700), since
  * anyone who can replace the lock can also replace the keys and the store beside it.
+ *
+ * Replicas (`--replica <name>`) each lock `control-plane.<name>.lock`: several run on one directory, one
+ * per name. A control plane without --replica and replicas never share a directory: each refuses to
+ * start while the other kind runs there (checked once its own lock is held, so that of two starting at
+ * once at least one sees the other).
  */
-import { existsSync, linkSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { OperatorError, type LocalState } from './state.ts';
+import {
+  existsSync,
+  linkSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { localState, OperatorError, REPLICA_NAME, type LocalState } from './state.ts';
 
 export interface StateLock {
   /** Removes the lock if it is still this process's. */
@@ -38,7 +52,7 @@ export function lockStateDirectory(state: LocalState, warn: (text: string) => vo
   for (let round = 0; round < 3; round += 1) {
     try {
       writeFileSync(state.lockFile, `${mine}\n`, { flag: 'wx', mode: 0o600 });
-      return held(state.lockFile, mine);
+      return aloneOfItsKind(state, held(state.lockFile, mine));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
@@ -62,12 +76,53 @@ export function lockStateDirectory(state: LocalState, warn: (text: string) => vo
 
 /**
  * Refuses (the same OperatorError as a second start) when a running control plane holds `state`'s
- * lock: for a launcher that must not touch a directory in use before it starts one.
+ * lock, or any other lock of its directory (a replica's, or the lone control plane's): for a launcher
+ * that must not touch a directory in use before it starts one.
  */
 export function checkStateDirectoryFree(state: LocalState): void {
+  for (const other of [state, ...otherLocks(state)]) {
+    const pid = runningHolder(other);
+    if (pid !== null) throw inUse(other, pid, state);
+  }
+}
+
+/**
+ * `lock`, once no control plane of the other kind runs on the directory (replicas beside a lone control
+ * plane, or the reverse); else the lock is released and the start refused.
+ */
+function aloneOfItsKind(state: LocalState, lock: StateLock): StateLock {
+  for (const other of otherLocks(state)) {
+    if ((other.replica === null) === (state.replica === null)) continue;
+    const pid = runningHolder(other);
+    if (pid === null) continue;
+    lock.release();
+    throw new OperatorError(
+      `the state directory ${state.home} is in use by ${describe(other, pid)}: a control plane without --replica and ` +
+        'replicas cannot share one. Stop it first, ' +
+        (state.replica === null
+          ? `or start this one as another replica (--replica <name>, with --postgres)`
+          : 'or give this replica another LOCKSTEP_HOME'),
+    );
+  }
+  return lock;
+}
+
+/** Every other lock file of `state`'s directory: the lone control plane's and each replica's. */
+function otherLocks(state: LocalState): LocalState[] {
+  if (!existsSync(state.home)) return [];
+  const names = readdirSync(state.home)
+    .map((file) => /^control-plane\.(.+)\.lock$/.exec(file)?.[1])
+    .filter((name): name is string => name !== undefined && REPLICA_NAME.test(name));
+  return [localState(state.home), ...names.map((name) => localState(state.home, name))].filter(
+    (other) => other.lockFile !== state.lockFile,
+  );
+}
+
+/** The pid of the running control plane that holds `state`'s lock, or null. */
+function runningHolder(state: LocalState): number | null {
   const found = readText(state.lockFile);
   const holder = found === null ? null : parseHolder(found);
-  if (holder !== null && isRunning(holder)) throw inUse(state, holder.pid);
+  return holder !== null && isRunning(holder) ? holder.pid : null;
 }
 
 function held(file: string, mine: string): StateLock {
@@ -109,7 +164,17 @@ function takeOver(file: string, stale: string): boolean {
   return true;
 }
 
-function inUse(state: LocalState, pid: number): OperatorError {
+/** `holder` (a lock's files) runs as `pid`; `starting`: the files of the control plane that would start. */
+function inUse(holder: LocalState, pid: number, starting: LocalState = holder): OperatorError {
+  return new OperatorError(
+    `the state directory ${holder.home} is in use by ${describe(holder, pid)}: ` +
+      `stop it first (Ctrl-C where it runs, or kill ${pid}), or start this one with another ` +
+      (starting.replica === null ? 'LOCKSTEP_HOME' : '--replica name'),
+  );
+}
+
+/** "a running control plane (pid 42 at https://…)", or "replica r0 (pid 42 at https://…)". */
+function describe(state: LocalState, pid: number): string {
   let url = '';
   try {
     const runtime = JSON.parse(readFileSync(state.runtimeFile, 'utf8')) as { pid?: unknown; url?: unknown };
@@ -117,10 +182,7 @@ function inUse(state: LocalState, pid: number): OperatorError {
   } catch {
     // No URL to add: the pid says enough.
   }
-  return new OperatorError(
-    `the state directory ${state.home} is in use by a running control plane (pid ${pid}${url}): ` +
-      `stop it first (Ctrl-C where it runs, or kill ${pid}), or start this one with another LOCKSTEP_HOME`,
-  );
+  return `${state.replica === null ? 'a running control plane' : `replica ${state.replica}`} (pid ${pid}${url})`;
 }
 
 /**

@@ -3,18 +3,35 @@
  * LOCKSTEP_HOME): CA and signing keys, the SQLite store, admin credentials, `control-plane.lock`
  * (state-lock.ts) and `control-plane.json` — the running control plane's URL, written when it
  * starts, so that the other commands find it. Everything secret is 0600 in 0700 directories.
+ *
+ * Replicas (`control-plane --replica <name>`, PostgreSQL only) share the directory on one host: each
+ * has its own lock (`control-plane.<name>.lock`), runtime file (`replicas/<name>.json`) and
+ * administrator SVID (`replicas/<name>/admin.pem`); the keys and the store are shared. The admin
+ * commands try every replica in turn, with the newest administrator SVID any of them left.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { controlPlaneEndpoints } from '@lockstep/identity';
 
 export interface LocalState {
   readonly home: string;
   readonly keyDir: string;
   readonly database: string;
+  /** This control plane's administrator SVID: `admin/`, or `replicas/<name>/` for a replica. */
   readonly adminDir: string;
+  /** Its URL while it runs: `control-plane.json`, or `replicas/<name>.json`. */
   readonly runtimeFile: string;
+  /** `control-plane.lock`, or `control-plane.<name>.lock`. */
   readonly lockFile: string;
+  /** The replica's name (`--replica`), or null: the one control plane of the directory. */
+  readonly replica: string | null;
+  /** Every replica's runtime file and administrator SVID. */
+  readonly replicasDir: string;
 }
+
+/** A replica's name: a short lower-case word (it names files), e.g. r0, cp-a. */
+export const REPLICA_NAME = /^[a-z][a-z0-9-]{0,31}$/;
 
 /**
  * The state directory, the same for every command (`lockstep …`, `npm start`, `npm run scan`):
@@ -33,15 +50,23 @@ export function stateDirectory(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(home ?? alias ?? '.lockstep');
 }
 
-export function localState(home = stateDirectory()): LocalState {
+/** The files of `home`; those of the replica `replica` when one is named. */
+export function localState(home = stateDirectory(), replica: string | null = null): LocalState {
   const root = resolve(home);
+  if (replica !== null && !REPLICA_NAME.test(replica))
+    throw new UsageError(
+      `--replica names this replica's files: a short lower-case word (letters, digits, -), e.g. --replica r0; got ${JSON.stringify(replica)}`,
+    );
+  const replicasDir = join(root, 'replicas');
   return {
     home: root,
     keyDir: join(root, 'keys'),
     database: join(root, 'control-plane.db'),
-    adminDir: join(root, 'admin'),
-    runtimeFile: join(root, 'control-plane.json'),
-    lockFile: join(root, 'control-plane.lock'),
+    adminDir: replica === null ? join(root, 'admin') : join(replicasDir, replica),
+    runtimeFile: replica === null ? join(root, 'control-plane.json') : join(replicasDir, `${replica}.json`),
+    lockFile: join(root, replica === null ? 'control-plane.lock' : `control-plane.${replica}.lock`),
+    replica,
+    replicasDir,
   };
 }
 
@@ -51,9 +76,14 @@ export interface Runtime {
   readonly pid: number;
 }
 
-function writeRuntime(state: LocalState, runtime: Runtime): void {
-  mkdirSync(state.home, { recursive: true, mode: 0o700 });
-  writeFileSync(state.runtimeFile, `${JSON.stringify(runtime, null, 2)}\n`, { mode: 0o600 });
+/**
+ * Writes `file` whole or not at all (a temporary file renamed over it): replicas on one host write the
+ * bundle at the same time, and an admin command may read any file while it is rewritten.
+ */
+function replaceFile(file: string, text: string, mode: number): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  writeFileSync(temporary, text, { mode });
+  renameSync(temporary, file);
 }
 
 /**
@@ -67,10 +97,10 @@ export function writeControlPlaneState(
   bundlePem: string,
 ): void {
   mkdirSync(state.adminDir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(state.adminDir, 'admin.pem'), admin.chainPem, { mode: 0o600 });
-  writeFileSync(join(state.adminDir, 'admin.key.pem'), admin.keyPem, { mode: 0o600 });
-  writeFileSync(join(state.home, 'bundle.pem'), bundlePem, { mode: 0o644 });
-  writeRuntime(state, runtime);
+  replaceFile(join(state.adminDir, 'admin.key.pem'), admin.keyPem, 0o600);
+  replaceFile(join(state.adminDir, 'admin.pem'), admin.chainPem, 0o600);
+  replaceFile(join(state.home, 'bundle.pem'), bundlePem, 0o644);
+  replaceFile(state.runtimeFile, `${JSON.stringify(runtime, null, 2)}\n`, 0o600);
 }
 
 export function readRuntime(state: LocalState): Runtime {
@@ -96,27 +126,135 @@ export function readRuntime(state: LocalState): Runtime {
   return runtime as Runtime;
 }
 
-/** The running control plane and the local administrator's credentials (issued by `control-plane` at start). */
-export function adminAccess(state: LocalState): {
-  url: string;
-  trustDomain: string;
-  admin: { cert: string; key: string; ca: string };
-} {
-  const runtime = readRuntime(state);
-  const certFile = join(state.adminDir, 'admin.pem');
-  if (!existsSync(certFile))
+/** The replicas that ever ran in `state`'s directory, by name (from their runtime files). */
+export function replicaNames(state: LocalState): string[] {
+  if (!existsSync(state.replicasDir)) return [];
+  return readdirSync(state.replicasDir)
+    .filter((file) => file.endsWith('.json') && REPLICA_NAME.test(file.slice(0, -'.json'.length)))
+    .map((file) => file.slice(0, -'.json'.length))
+    .sort();
+}
+
+export interface AdminAccess {
+  /** Where to ask, in turn: LOCKSTEP_CP_URLS, else every control plane that wrote a runtime file here. */
+  readonly urls: readonly string[];
+  readonly trustDomain: string;
+  readonly admin: { readonly cert: string; readonly key: string; readonly ca: string };
+}
+
+/**
+ * The running control plane(s) and the local administrator's credentials (issued by `control-plane` at
+ * start). The URLs: LOCKSTEP_CP_URLS (comma-separated) when set, else every replica's runtime file and
+ * `control-plane.json`, those whose process runs first. The SVID: the newest unexpired one any of them
+ * left (they share one CA, so any will do).
+ */
+export function adminAccess(state: LocalState, env: NodeJS.ProcessEnv = process.env): AdminAccess {
+  const listed = env.LOCKSTEP_CP_URLS === '' ? undefined : env.LOCKSTEP_CP_URLS;
+  const runtimes = readRuntimes(state, listed === undefined);
+  let urls: readonly string[];
+  if (listed !== undefined) {
+    try {
+      urls = controlPlaneEndpoints(listed).urls;
+    } catch (error) {
+      throw new UsageError(`LOCKSTEP_CP_URLS: ${(error as Error).message}`);
+    }
+  } else {
+    const running = (runtime: Runtime) => (isRunning(runtime.pid) ? 0 : 1);
+    urls = [...runtimes].sort((a, b) => running(a) - running(b)).map((runtime) => runtime.url);
+  }
+  return { urls, trustDomain: trustDomainOf(state, runtimes), admin: newestAdministrator(state) };
+}
+
+/**
+ * Every runtime file of the directory: `control-plane.json` and `replicas/*.json`. With none, the
+ * error of a missing `control-plane.json` (when `required`); a broken one is left out when another
+ * names a control plane.
+ */
+function readRuntimes(state: LocalState, required: boolean): Runtime[] {
+  const alone = localState(state.home);
+  const files = [
+    ...(existsSync(alone.runtimeFile) ? [alone] : []),
+    ...replicaNames(state).map((name) => localState(state.home, name)),
+  ];
+  const found: Runtime[] = [];
+  let problem: unknown = null;
+  for (const file of files) {
+    try {
+      found.push(readRuntime(file));
+    } catch (error) {
+      problem ??= error;
+    }
+  }
+  if (found.length > 0 || !required) return found;
+  if (problem !== null) throw problem;
+  return [readRuntime(alone)]; // throws: no control plane found
+}
+
+function trustDomainOf(state: LocalState, runtimes: readonly Runtime[]): string {
+  const named = runtimes[0]?.trustDomain;
+  if (named !== undefined) return named;
+  const file = join(state.home, 'trust-domain');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  throw new UsageError(
+    `${state.home} names no trust domain (no control plane started here): start one with \`lockstep control-plane\`, or set LOCKSTEP_HOME to its directory`,
+  );
+}
+
+/** The newest unexpired administrator SVID among `admin/` and every replica's, its key matching it. */
+function newestAdministrator(state: LocalState): AdminAccess['admin'] {
+  const dirs = [
+    localState(state.home).adminDir,
+    ...replicaNames(state).map((name) => localState(state.home, name).adminDir),
+  ];
+  let newest: { cert: string; key: string; from: number } | null = null;
+  let expired = false;
+  for (const dir of dirs) {
+    const pair = readAdministrator(dir);
+    if (pair === null) continue;
+    if (pair.until <= Date.now()) expired = true;
+    else if (newest === null || pair.from > newest.from) newest = pair;
+  }
+  if (newest === null)
     throw new UsageError(
-      `no administrator credentials in ${state.adminDir}: they are issued when \`lockstep control-plane\` starts`,
+      expired
+        ? `the administrator credentials in ${state.home} have expired: they are issued when \`lockstep control-plane\` starts, and renewed while it runs; start it again`
+        : `no administrator credentials in ${dirs.join(' or ')}: they are issued when \`lockstep control-plane\` starts`,
     );
-  return {
-    url: runtime.url,
-    trustDomain: runtime.trustDomain,
-    admin: {
-      cert: readFileSync(certFile, 'utf8'),
-      key: readFileSync(join(state.adminDir, 'admin.key.pem'), 'utf8'),
-      ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8'),
-    },
-  };
+  return { cert: newest.cert, key: newest.key, ca: readFileSync(join(state.home, 'bundle.pem'), 'utf8') };
+}
+
+/**
+ * The SVID and key in `dir`, when both are there and belong together: a control plane renewing them
+ * replaces one file, then the other, so a pair read in between is read again.
+ */
+function readAdministrator(dir: string): { cert: string; key: string; from: number; until: number } | null {
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    let cert: string;
+    let key: string;
+    try {
+      cert = readFileSync(join(dir, 'admin.pem'), 'utf8');
+      key = readFileSync(join(dir, 'admin.key.pem'), 'utf8');
+    } catch {
+      return null;
+    }
+    try {
+      const leaf = new X509Certificate(cert);
+      if (leaf.checkPrivateKey(createPrivateKey(key)))
+        return { cert, key, from: leaf.validFromDate.getTime(), until: leaf.validToDate.getTime() };
+    } catch {
+      // Not a certificate or a key (yet): read again, as for a pair that does not match.
+    }
+  }
+  return null;
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** A mistake the user can fix: printed without a stack trace, exit code 2. */

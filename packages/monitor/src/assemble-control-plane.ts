@@ -208,8 +208,9 @@ async function openKeyVault(
   if (options.kek === undefined || options.kek === null) {
     say.warning(
       `the keys stay in ${options.keyDir}, not in PostgreSQL: replicas of this control plane would each have their own CA and ` +
-        'signing keys. To share them, give every replica the same key-encryption key (LOCKSTEP_KEK_FILE; create one with ' +
-        '`lockstep keys kek`), see docs/operations.md "Replicas"',
+        'signing keys, and the policy is per replica too (each applies its own policy directory; it is shared only ' +
+        'with the keys). To share them, give every replica the same key-encryption key (LOCKSTEP_KEK_FILE; create ' +
+        'one with `lockstep keys new-kek <file>`), see docs/operations.md "Replicas"',
     );
     return fileKeyVault(options.keyDir);
   }
@@ -250,7 +251,10 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
     };
     undo.push(closeKeys);
     const { ca } = keys;
-    const policy = await policyService(options, keys.policyKey, say);
+    // Replicas share the policy only when they share the key that signs it: a policy in the database signed by
+    // one replica's own key would not verify at the others.
+    const shared = 'postgres' in options.store && vault.shared;
+    const policy = await policyService(options, keys.policyKey, say, shared ? store : null);
     if (policy !== null) undo.push(() => policy.close());
     const adminTrail = recordAdminTrail({ store, trustDomain, onError: say.error });
     undo.push(() => adminTrail.close());
@@ -423,6 +427,8 @@ async function policyService(
   options: ControlPlaneAssemblyOptions,
   signingKey: SigningKey,
   say: Say,
+  /** The store replicas share the policy through (PostgreSQL with a KEK); null: the directory is the policy. */
+  sharedStore: ControlPlaneStore | null,
 ): Promise<PolicyService | null> {
   const dir = options.policyDir;
   if (dir === undefined || !existsSync(dir)) {
@@ -433,21 +439,52 @@ async function policyService(
     return null;
   }
   const watch = options.watchPolicy ?? true;
-  const policy = await createPolicyService({ dir, signingKey, watch });
+  // Replicas sharing their keys share one policy too: the store's head, signed, which a directory edit publishes.
+  const shared = sharedStore !== null;
+  const policy = await createPolicyService({
+    dir,
+    signingKey,
+    watch,
+    ...(sharedStore === null ? {} : { shared: { store: sharedStore } }),
+  });
   policy.onChange((change) =>
     change.kind === 'applied'
-      ? say.line(`policy ${change.version} applied (${change.policies} policies)`)
+      ? say.line(
+          `policy ${change.version} applied (${change.policies} policies` +
+            `${change.appliedBy === undefined ? '' : `, published by ${change.appliedBy}`})`,
+        )
       : say.error(`policy change REFUSED, keeping ${change.keptVersion ?? 'nothing'}: ${change.reason}`),
   );
-  if (policy.version === null) {
+  if (policy.version === null && shared && policy.directoryVersion !== null) {
+    // The directory is valid, the shared head is not: said by the refusal, with what fixes it.
+    say.warning(
+      `no policy in force: the shared policy was REFUSED (${policy.lastRefusal?.reason ?? 'unknown'}); ` +
+        'guards will answer 503 until a valid one is published',
+    );
+  } else if (policy.version === null) {
     // Why, with the file and line: the change listener above was not there yet to say it.
     const refused = policy.lastRefusal === null ? '' : ` (REFUSED: ${policy.lastRefusal.reason})`;
     say.warning(
       `the policy directory ${dir} holds no valid policy set yet${refused}: guards will answer 503 until it does`,
     );
-  } else {
+  } else if (!shared) {
     const applied = watch ? '; changes are applied as they are saved' : '';
     say.line(`policy ${policy.version} in force (from ${dir}${applied})`);
+  } else {
+    const published = watch ? '; changes saved there are published to every replica' : '';
+    say.line(`policy ${policy.version} in force (shared by the replicas in the store; directory ${dir}${published})`);
+    if (policy.directoryVersion !== policy.version) {
+      const holds =
+        policy.directoryVersion === null
+          ? `no valid policy set${policy.lastRefusal === null ? '' : ` (REFUSED: ${policy.lastRefusal.reason})`}`
+          : `policy ${policy.directoryVersion}`;
+      say.warning(
+        `the policy directory ${dir} holds ${holds}, NOT the shared policy ${policy.version} in force: ` +
+          'this replica adopted the shared one and leaves its directory alone (a stale copy never rolls policy back). ' +
+          `Bring it up to date from ${policy.publishedBy ?? 'the replica that published it'}: ` +
+          'a change saved there is published to every replica',
+      );
+    }
   }
   return policy;
 }

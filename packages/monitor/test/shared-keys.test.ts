@@ -2,12 +2,13 @@
  * Replicas share one identity (issue 17, item 1): two control planes on one PostgreSQL database, each
  * with its own key directory, given the same key-encryption key. They issue SVIDs from one CA, sign
  * with one set of key rings, and follow each other's rotations; a replica given another KEK refuses to
- * start. What a control plane kept in its key directory before is imported once. Real PostgreSQL, real
+ * start. What a control plane kept in its key directory before is imported once. The policy is shared (signed
+ * with the shared policy key) only with the keys: without a KEK it stays per replica. Real PostgreSQL, real
  * TLS, real keys: the two replicas are what `lockstep control-plane --postgres … --kek-file …` runs.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,6 +19,7 @@ import { createJoinToken, createKekText, parseKek, type Kek } from '@lockstep/co
 import { assembleControlPlane, openControlPlaneKeys, type AssembledControlPlane } from '../src/index.ts';
 
 const TD = 'shop.test';
+const EXAMPLE_POLICIES = new URL('../../guard/example/policies/', import.meta.url);
 const postgres = await testPostgres();
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-shared-keys-'));
 const schema = postgres.schema();
@@ -144,5 +146,32 @@ describe('replicas share one identity (PostgreSQL, one key-encryption key)', { s
       assert.match(error.message, /kek-test-1/);
       return true;
     });
+  });
+
+  it('shares the policy only with the keys: without a KEK each replica applies its own directory', async () => {
+    const policyDir = join(scratch, 'policies');
+    cpSync(EXAMPLE_POLICIES, policyDir, { recursive: true });
+    const started = async (name: string, key: Kek | null) => {
+      const said: string[] = [];
+      const replica = await assembleControlPlane({
+        trustDomain: TD,
+        keyDir: join(scratch, name),
+        store: { postgres: postgres.url, schema: postgres.schema() },
+        kek: key,
+        policyDir,
+        watchPolicy: false,
+        output: { line: (text) => said.push(text), warning: (text) => said.push(text), error: () => {} },
+      });
+      running.push(replica);
+      return { replica, said: said.join('\n') };
+    };
+    const withKek = await started('policy-kek', kek);
+    assert.match(withKek.said, /in force \(shared by the replicas in the store/);
+    assert.equal((await withKek.replica.store.policyHead())?.version, withKek.replica.policy?.version);
+
+    const withoutKek = await started('policy-no-kek', null);
+    assert.match(withoutKek.said, /the policy is per replica too/);
+    assert.match(withoutKek.said, /in force \(from /);
+    assert.equal(await withoutKek.replica.store.policyHead(), null, 'nothing published');
   });
 });

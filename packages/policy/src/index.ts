@@ -1,6 +1,6 @@
 export { policySetFromSources, INLINE_SCHEMA_FILE } from './from-sources.ts';
 export type { PolicySources } from './from-sources.ts';
-export { loadPolicyDir } from './load-dir.ts';
+export { loadPolicyDir, policySetFromFiles, readPolicyFiles } from './load-dir.ts';
 export { sliceFor } from './slice.ts';
 export { computePolicySetVersion } from './version.ts';
 export type { PolicySetContent } from './version.ts';

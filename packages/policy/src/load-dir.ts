@@ -11,6 +11,15 @@ import type { PolicySet } from './policy-set.ts';
  * `policies/orders.cedar:12: ...`.
  */
 export async function loadPolicyDir(dir: string): Promise<PolicySet> {
+  return policySetFromFiles(await readPolicyFiles(dir), (name) => join(dir, name));
+}
+
+/**
+ * The texts of a policy repo's files by bare file name, in name order: what `loadPolicyDir` builds
+ * from (and a control plane shares with its replicas). Refuses a directory that cannot be read, a
+ * file that cannot be read, and a directory without a `.cedar` file.
+ */
+export async function readPolicyFiles(dir: string): Promise<Record<string, string>> {
   if (typeof dir !== 'string' || dir === '') throw new TypeError('dir must be a non-empty path');
   let names: string[];
   try {
@@ -18,6 +27,7 @@ export async function loadPolicyDir(dir: string): Promise<PolicySet> {
     names = entries
       .filter((e) => e.isFile() || e.isSymbolicLink())
       .map((e) => e.name)
+      .filter((name) => name.endsWith('.cedarschema') || name.endsWith('.cedar'))
       .sort();
   } catch (cause) {
     throw new PolicyError(
@@ -26,24 +36,35 @@ export async function loadPolicyDir(dir: string): Promise<PolicySet> {
       { cause },
     );
   }
-  const schema: Record<string, string> = {};
-  const policies: Record<string, string> = {};
+  const files: Record<string, string> = {};
   for (const name of names) {
-    const target = name.endsWith('.cedarschema') ? schema : name.endsWith('.cedar') ? policies : undefined;
-    if (!target) continue;
     const file = join(dir, name);
     try {
-      target[file] = await readFile(file, 'utf8');
+      files[name] = await readFile(file, 'utf8');
     } catch (cause) {
       throw new PolicyError('LOCKSTEP_POLICY_READ', `${file}: cannot read (${String(cause)}); check its permissions`, {
         cause,
       });
     }
   }
-  if (Object.keys(policies).length === 0) {
+  if (!names.some((name) => name.endsWith('.cedar'))) {
     throw PolicyError.fromProblems('LOCKSTEP_POLICY_EMPTY', [
       { file: dir, message: 'no .cedar file found: add at least one file with @id-annotated policies' },
     ]);
+  }
+  return files;
+}
+
+/** The set of `files` (bare name → text); `named` gives each file the name errors use. */
+export function policySetFromFiles(
+  files: Readonly<Record<string, string>>,
+  named: (name: string) => string = (name) => name,
+): PolicySet {
+  const schema: Record<string, string> = {};
+  const policies: Record<string, string> = {};
+  for (const [name, text] of Object.entries(files)) {
+    if (name.endsWith('.cedarschema')) schema[named(name)] = text;
+    else if (name.endsWith('.cedar')) policies[named(name)] = text;
   }
   return policySetFromSources({ schema, policies });
 }

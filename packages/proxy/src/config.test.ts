@@ -60,6 +60,65 @@ describe('parseSidecarConfig', () => {
   });
 });
 
+describe('controlPlane: one URL or the replicas', () => {
+  it('takes one https origin, a comma-separated list, or a YAML list: a frozen list for the agent', () => {
+    assert.deepEqual(parseSidecarConfig(valid).controlPlane, ['https://127.0.0.1:8443']);
+    const listed = parseSidecarConfig({ ...valid, controlPlane: ['https://cp-0:8443', 'https://cp-1:8443/'] });
+    assert.deepEqual(listed.controlPlane, ['https://cp-0:8443', 'https://cp-1:8443']);
+    assert.ok(Object.isFrozen(listed.controlPlane));
+    const separated = parseSidecarConfig({
+      ...valid,
+      controlPlane: ' https://cp-0:8443, https://cp-1:8443,,https://cp-0:8443',
+    });
+    assert.deepEqual(separated.controlPlane, ['https://cp-0:8443', 'https://cp-1:8443'], 'trimmed, duplicates dropped');
+  });
+
+  it('reads a YAML list from the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lockstep-sidecar-config-'));
+    try {
+      const file = join(dir, 'sidecar.yaml');
+      writeFileSync(
+        file,
+        'service: orders\ncontrolPlane:\n  - https://cp-0.internal:8443\n  - https://cp-1.internal:8443\n' +
+          'trustDomain: shop.test\nlisten: { port: 0 }\nupstream: unix:/run/orders.sock\nroutes:\n  GET /x: { public: true }\n',
+      );
+      assert.deepEqual(loadSidecarConfig(file).controlPlane, [
+        'https://cp-0.internal:8443',
+        'https://cp-1.internal:8443',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a list that is empty or holds anything but https origins, naming the entry and the fix', () => {
+    const cases: [unknown, RegExp][] = [
+      [
+        [],
+        /controlPlane: list at least one URL, e\.g\. controlPlane: https:\/\/127\.0\.0\.1:8443, or for replicas controlPlane: \[https:/,
+      ],
+      [' , ', /controlPlane: list at least one URL/],
+      [
+        ['https://cp-0:8443', 'http://cp-1:8443'],
+        /controlPlane\[1\]: must be an https origin, e\.g\. .*; got "http:\/\/cp-1:8443"/,
+      ],
+      [['https://cp-0:8443', 8443], /controlPlane\[1\]: required: e\.g\./],
+      [
+        'https://cp-0:8443,https://cp-1:8443/v1',
+        /controlPlane: must be an https origin, .*; got "https:\/\/cp-1:8443\/v1"/,
+      ],
+      [{ url: 'https://cp-0:8443' }, /controlPlane: required: e\.g\. controlPlane: https:/],
+    ];
+    for (const [controlPlane, message] of cases) {
+      assert.throws(
+        () => parseSidecarConfig({ ...valid, controlPlane }, 'sidecar.yaml'),
+        (error: Error) => error instanceof SidecarConfigError && message.test(error.message),
+        JSON.stringify(controlPlane),
+      );
+    }
+  });
+});
+
 describe('loadSidecarConfig', () => {
   it('reads YAML, and refuses duplicate keys and files that are not YAML', () => {
     const dir = mkdtempSync(join(tmpdir(), 'lockstep-sidecar-config-'));

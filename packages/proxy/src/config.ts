@@ -4,7 +4,7 @@
  * file without reading this code:
  *
  *   service: orders
- *   controlPlane: https://127.0.0.1:8443
+ *   controlPlane: https://127.0.0.1:8443     # or its replicas: [https://cp-0:8443, https://cp-1:8443]
  *   trustDomain: shop.test
  *   listen: { host: 127.0.0.1, port: 8444 }
  *   upstream: http://127.0.0.1:3000          # or unix:/run/orders.sock
@@ -41,7 +41,11 @@ export interface SidecarLimits {
 
 export interface SidecarConfig {
   readonly service: string;
-  readonly controlPlane: string;
+  /**
+   * The control plane's URL, or its replicas' (a list, or comma-separated), asked in turn by the agent.
+   * `parseSidecarConfig` gives the list (`controlPlaneUrls`).
+   */
+  readonly controlPlane: string | readonly string[];
   readonly trustDomain: string;
   readonly listen: { readonly host: string; readonly port: number };
   readonly upstream: UpstreamTarget;
@@ -114,7 +118,7 @@ export function parseSidecarConfig(input: unknown, where = 'sidecar config'): Si
   knownKeys(top, TOP_KEYS, '', fail);
   const service = text(top.service, 'service', 'the name in spiffe://<td>/svc/<name>, e.g. service: orders', fail);
   if (!SERVICE.test(service)) fail('service', `${JSON.stringify(service)} must be lower-case letters, digits, . _ -`);
-  const controlPlane = httpsUrl(top.controlPlane, 'controlPlane', 'e.g. controlPlane: https://127.0.0.1:8443', fail);
+  const controlPlane = controlPlaneUrls(top.controlPlane, fail);
   const trustDomain = text(top.trustDomain, 'trustDomain', "the control plane's --trust-domain, e.g. shop.test", fail);
   const limits = parseLimits(top.limits, fail);
   const config: SidecarConfig = {
@@ -171,6 +175,27 @@ export function httpsUrl(value: unknown, field: string, example: string, fail: F
     fail(field, `must be an https origin, ${example}; got ${JSON.stringify(value)}`);
   }
   return (url as URL).origin;
+}
+
+/**
+ * `controlPlane`: its https origin, or those of its replicas — a list, or comma-separated — which the
+ * workload agent asks in turn. At least one; each checked as one origin is; duplicates dropped; frozen.
+ */
+export function controlPlaneUrls(value: unknown, fail: Fail): readonly string[] {
+  const example =
+    'e.g. controlPlane: https://127.0.0.1:8443, or for replicas controlPlane: [https://cp-0:8443, https://cp-1:8443]';
+  let items: [unknown, string][];
+  if (Array.isArray(value)) items = value.map((item: unknown, index) => [item, `controlPlane[${index}]`]);
+  else if (typeof value === 'string' && value.includes(','))
+    items = value
+      .split(',')
+      .map((part) => part.trim())
+      .filter((part) => part !== '')
+      .map((part) => [part, 'controlPlane']);
+  else items = [[value, 'controlPlane']];
+  if (items.length === 0) fail('controlPlane', `list at least one URL, ${example}`);
+  const origins = items.map(([item, field]) => httpsUrl(item, field, example, fail));
+  return Object.freeze([...new Set(origins)]);
 }
 
 /** `{ host, port }` (host default 127.0.0.1) under `field`, e.g. `listen: { host: 127.0.0.1, port: 8444 }`. */

@@ -8,7 +8,8 @@ import type { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { request } from 'undici';
 import { controlPlaneAgent, type ScanKit, type ScanUser, type ServiceRecord } from '@lockstep/control-plane';
-import { formatSpiffeId } from '@lockstep/identity';
+import { controlPlaneEndpoints, formatSpiffeId, isFailover, type ControlPlaneEndpoints } from '@lockstep/identity';
+import { withFailover } from '@lockstep/workload';
 import type { ScanReport } from './types.ts';
 
 x509.cryptoProvider.set(globalThis.crypto);
@@ -21,7 +22,8 @@ export interface AdminCredentials {
 }
 
 export interface ControlPlaneAccess {
-  readonly url: string;
+  /** The control plane: one URL, or its replicas' (a list, or comma-separated), asked in turn. */
+  readonly url: string | readonly string[];
   readonly trustDomain: string;
   readonly admin: AdminCredentials;
 }
@@ -39,9 +41,22 @@ export class ScanSetupError extends Error {
   override readonly name = 'ScanSetupError';
 }
 
+/** One endpoint set per access: the replica that answered last is asked first by the next call. */
+const endpointSets = new WeakMap<ControlPlaneAccess, ControlPlaneEndpoints>();
+
+function endpointsFor(access: ControlPlaneAccess): ControlPlaneEndpoints {
+  let endpoints = endpointSets.get(access);
+  if (endpoints === undefined) {
+    endpoints = controlPlaneEndpoints(access.url);
+    endpointSets.set(access, endpoints);
+  }
+  return endpoints;
+}
+
 /**
- * One request to the control plane as the administrator. Unreachable or refused: a ScanSetupError
- * that says which call and why (the scan cannot run).
+ * One request to the control plane as the administrator, asked of its replicas in turn. A GET that
+ * failed after it was sent is asked of the next replica; a POST (a scanner kit, a report) only when it
+ * was not sent. Unreachable or refused: a ScanSetupError that says which call and why (the scan cannot run).
  */
 async function asAdmin<T>(
   access: ControlPlaneAccess,
@@ -49,31 +64,61 @@ async function asAdmin<T>(
   path: string,
   body?: unknown,
 ): Promise<T> {
-  const agent = controlPlaneAgent(access.trustDomain, access.admin);
+  const endpoints = endpointsFor(access);
+  const agent = controlPlaneAgent(
+    access.trustDomain,
+    access.admin,
+    undefined,
+    endpoints.urls.length > 1 ? { connectTimeoutMs: 2_000 } : {},
+  );
+  const payload =
+    body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
   try {
-    let response;
+    let status: number;
+    let answer: Record<string, unknown>;
     try {
-      response = await request(new URL(path, access.url), {
-        method,
-        dispatcher: agent,
-        headersTimeout: 15_000,
-        bodyTimeout: 15_000,
-        ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
-      });
+      ({ status, answer } = await withFailover(
+        endpoints,
+        async (base, signal) => {
+          const response = await request(new URL(path, base), {
+            method,
+            dispatcher: agent,
+            signal,
+            headersTimeout: 15_000,
+            bodyTimeout: 15_000,
+            ...payload,
+          });
+          const read = (await response.body.json().catch(() => ({}))) as Record<string, unknown>;
+          // A replica starting or cut from its store: the next may answer (a refusal would not change).
+          if (isFailover(response.statusCode))
+            throw Object.assign(new Error(refused(method, path, response.statusCode, read)), {
+              status: response.statusCode,
+            });
+          return { status: response.statusCode, answer: read };
+        },
+        // One replica: the whole deadline; several: a share each, so that a hung one leaves time for the next.
+        {
+          idempotent: method === 'GET',
+          deadlineMs: 40_000,
+          ...(endpoints.urls.length > 1 ? { attemptMs: 20_000 } : {}),
+        },
+      ));
     } catch (error) {
+      if (typeof (error as { status?: unknown }).status === 'number')
+        throw new ScanSetupError((error as Error).message);
       throw new ScanSetupError(
-        `cannot reach the control plane at ${access.url}: ${(error as Error).message}; is \`lockstep control-plane\` running?`,
+        `cannot reach the control plane at ${endpoints.urls.join(', ')}: ${(error as Error).message}; is \`lockstep control-plane\` running?`,
       );
     }
-    const answer = (await response.body.json().catch(() => ({}))) as Record<string, unknown>;
-    if (response.statusCode >= 400)
-      throw new ScanSetupError(
-        `${method} ${path} refused (${response.statusCode} ${String(answer.error ?? '')}): ${String(answer.message ?? '')}`,
-      );
+    if (status >= 400) throw new ScanSetupError(refused(method, path, status, answer));
     return answer as T;
   } finally {
     await agent.close();
   }
+}
+
+function refused(method: string, path: string, status: number, answer: Record<string, unknown>): string {
+  return `${method} ${path} refused (${status} ${String(answer.error ?? '')}): ${String(answer.message ?? '')}`;
 }
 
 export async function obtainScanKit(
@@ -99,7 +144,7 @@ export async function registeredServices(access: ControlPlaneAccess): Promise<Re
   const answer = await asAdmin<{ services?: RegisteredService[] }>(access, 'GET', '/v1/services');
   if (!Array.isArray(answer.services))
     throw new ScanSetupError(
-      `GET /v1/services answered without a service list: is ${access.url} a Lockstep control plane?`,
+      `GET /v1/services answered without a service list: is ${endpointsFor(access).urls.join(', ')} a Lockstep control plane?`,
     );
   return answer.services;
 }

@@ -4,8 +4,9 @@
  *
  * Each document the vault lacks is copied from the directory, if the directory has it; a document
  * the vault has already is never replaced (another replica, or an earlier start, put it there: that is
- * the identity every replica shares). Two replicas importing at once: one write wins, the other reads
- * it. The files stay where they are, unused; a note beside them (`MOVED-TO-VAULT.txt`) says so, and
+ * the identity every replica shares). Two replicas importing at once (replicas on one host, one
+ * directory): one write wins, the other finds the same document there, which is neither imported by it
+ * nor ignored. The files stay where they are, unused; a note beside them (`MOVED-TO-VAULT.txt`) says so, and
  * later starts leave the directory alone.
  */
 import { existsSync, readdirSync } from 'node:fs';
@@ -41,14 +42,15 @@ export async function importKeyFiles(keyDir: string, vault: KeyVault): Promise<K
     const text = readPrivateFile(keyDir, name);
     if (text === null) continue;
     if ((await vault.read(name)) === null && (await vault.write(name, -1, text))) imported.push(name);
-    else ignored.push(name);
+    else if ((await vault.read(name))?.text !== text) ignored.push(name);
   }
   const files = fileCaStorage(keyDir);
   const local = await files.load();
   if (local !== null) {
     const shared = vaultCaStorage(vault);
     if ((await shared.load()) === null && (await shared.save(-1, local.state))) imported.push('ca.json');
-    else ignored.push('the CA (root.pem, intermediate.pem, intermediate.key.pem)');
+    else if ((await shared.load())?.state.current.rootPem !== local.state.current.rootPem)
+      ignored.push('the CA (root.pem, intermediate.pem, intermediate.key.pem)');
   }
   if (imported.length + ignored.length > 0)
     replacePrivateFile(

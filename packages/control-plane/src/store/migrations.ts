@@ -253,4 +253,26 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE issued_svids DROP CONSTRAINT IF EXISTS issued_svids_via_check;
       ALTER TABLE issued_svids ADD CONSTRAINT issued_svids_via_check CHECK (via IN ('join', 'renew', 'recover'));`,
   },
+  {
+    version: 12,
+    // The policy replicas share (policy/policy-service.ts, shared mode): every set published, by its content
+    // version (sources: JSON, file name → text), and one head row naming the set in force. `seq` moves by one
+    // per publication: writers compare-and-set on it. Sets are all kept (they are small, and the audit trail
+    // names versions): a re-published version's row records its latest publication. The head keeps the publishing
+    // replica's signature (policy/policy-head-signature.ts): a database writer cannot make up a head replicas adopt.
+    sqlite: `
+      CREATE TABLE policy_sets (
+        version TEXT PRIMARY KEY, sources TEXT NOT NULL, applied_at INTEGER NOT NULL, applied_by TEXT NOT NULL
+      );
+      CREATE TABLE policy_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL, seq INTEGER NOT NULL, signature TEXT NOT NULL
+      );`,
+    postgres: `
+      CREATE TABLE policy_sets (
+        version TEXT PRIMARY KEY, sources TEXT NOT NULL, applied_at BIGINT NOT NULL, applied_by TEXT NOT NULL
+      );
+      CREATE TABLE policy_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL, seq BIGINT NOT NULL, signature TEXT NOT NULL
+      );`,
+  },
 ];

@@ -41,6 +41,14 @@ import {
   NEWEST_KEY_DOCUMENTS,
 } from './key-documents.ts';
 import { pgNotifications } from './pg-notifications.ts';
+import {
+  checkPublication,
+  POLICY_HEAD,
+  POLICY_HEAD_SEQ,
+  policyHeadFromRow,
+  policyHeadSeqFromRow,
+  sourcesText,
+} from './policy-sets.ts';
 import { KEY_DOCUMENT_GENERATIONS_KEPT, type ControlPlaneStore, type LoginFailures } from './store.ts';
 
 export interface PostgresStoreOptions {
@@ -86,6 +94,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // One notification channel per schema and subject, so that tenants (and test runs) do not hear each other.
   const channel = `lockstep_revocations_${schema}`;
   const keysChannel = `lockstep_keys_${schema}`;
+  const policyChannel = `lockstep_policy_${schema}`;
   const notifications = pgNotifications(options.connectionString, `lockstep-listen-${schema}`);
   const query = async (sql: string, values: unknown[]): Promise<Record<string, unknown>[]> =>
     (await pool.query(sql, values)).rows as Record<string, unknown>[];
@@ -515,6 +524,45 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async watchKeys(listener) {
       return notifications.listen(keysChannel, listener);
+    },
+    async publishPolicy(set, expectedSeq) {
+      checkPublication(set, expectedSeq);
+      return transaction(async (run) => {
+        // Two publishers of one position: the second waits for the first's commit (on the head row, or on its
+        // primary key for the first head), then finds the position taken and writes nothing.
+        const moved =
+          expectedSeq === 0
+            ? await run(
+                `INSERT INTO policy_head (id, version, seq, signature) VALUES (1, $1, 1, $2)
+                ON CONFLICT (id) DO NOTHING RETURNING seq`,
+                [set.version, set.signature],
+              )
+            : await run(
+                `UPDATE policy_head SET version = $1, seq = seq + 1, signature = $2
+                WHERE id = 1 AND seq = $3 RETURNING seq`,
+                [set.version, set.signature, expectedSeq],
+              );
+        if (moved.length === 0) return false;
+        await run(
+          `INSERT INTO policy_sets (version, sources, applied_at, applied_by) VALUES ($1, $2, $3, $4)
+          ON CONFLICT (version) DO UPDATE SET sources = excluded.sources, applied_at = excluded.applied_at, applied_by = excluded.applied_by`,
+          [set.version, sourcesText(set.sources), set.appliedAt, set.appliedBy],
+        );
+        // Every replica hears of it on commit (they would otherwise find it on their next re-read).
+        await run('SELECT pg_notify($1, $2)', [policyChannel, String(moved[0]?.seq)]);
+        return true;
+      });
+    },
+    async policyHead() {
+      const [row] = await query(POLICY_HEAD, []);
+      return row === undefined ? null : policyHeadFromRow(row);
+    },
+    async policyHeadSeq() {
+      const [row] = await query(POLICY_HEAD_SEQ, []);
+      return policyHeadSeqFromRow(row);
+    },
+    async watchPolicy(listener) {
+      return notifications.listen(policyChannel, () => listener());
     },
     async close() {
       await notifications.close();

@@ -41,6 +41,14 @@ import {
   keyGenerationsFromRows,
   NEWEST_KEY_DOCUMENTS,
 } from './key-documents.ts';
+import {
+  checkPublication,
+  POLICY_HEAD,
+  POLICY_HEAD_SEQ,
+  policyHeadFromRow,
+  policyHeadSeqFromRow,
+  sourcesText,
+} from './policy-sets.ts';
 import { KEY_DOCUMENT_GENERATIONS_KEPT, type ControlPlaneStore, type IssuedSvidRecord } from './store.ts';
 
 type Row = Record<string, unknown>;
@@ -162,6 +170,19 @@ export function openSqliteStore(path: string): ControlPlaneStore {
   const newestKeyDocuments = db.prepare(NEWEST_KEY_DOCUMENTS);
   const rewrapKey = db.prepare(`UPDATE key_documents SET kek_id = ?, wrapped_dek = ?
     WHERE name = ? AND generation = ? AND kek_id = ? AND wrapped_dek = ? AND sealed = ?`);
+
+  // The head moves only from the position the publisher read: a compare-and-set in one statement each.
+  const insertPolicyHead = db.prepare(
+    'INSERT INTO policy_head (id, version, seq, signature) VALUES (1, ?, 1, ?) ON CONFLICT (id) DO NOTHING',
+  );
+  const movePolicyHead = db.prepare(
+    'UPDATE policy_head SET version = ?, seq = seq + 1, signature = ? WHERE id = 1 AND seq = ?',
+  );
+  const upsertPolicySet =
+    db.prepare(`INSERT INTO policy_sets (version, sources, applied_at, applied_by) VALUES (?, ?, ?, ?)
+    ON CONFLICT (version) DO UPDATE SET sources = excluded.sources, applied_at = excluded.applied_at, applied_by = excluded.applied_by`);
+  const policyHead = db.prepare(POLICY_HEAD);
+  const policyHeadSeq = db.prepare(POLICY_HEAD_SEQ);
 
   const issuedLog = groupCommit<IssuedSvidRecord>(db, (record) => {
     insertSvid.run(record.serial, record.spiffeId, record.issuedAt, record.expiresAt, record.via);
@@ -444,6 +465,25 @@ export function openSqliteStore(path: string): ControlPlaneStore {
           rewrapKey.run(rewrapped.kekId, rewrapped.wrappedDek, name, generation, kekId, wrappedDek, sealed).changes,
         ) === 1
       );
+    },
+    async publishPolicy(set, expectedSeq) {
+      checkPublication(set, expectedSeq);
+      return inTransaction(db, () => {
+        const moved =
+          expectedSeq === 0
+            ? insertPolicyHead.run(set.version, set.signature)
+            : movePolicyHead.run(set.version, set.signature, expectedSeq);
+        if (Number(moved.changes) !== 1) return false;
+        upsertPolicySet.run(set.version, sourcesText(set.sources), set.appliedAt, set.appliedBy);
+        return true;
+      });
+    },
+    async policyHead() {
+      const row = policyHead.get() as Row | undefined;
+      return row === undefined ? null : policyHeadFromRow(row);
+    },
+    async policyHeadSeq() {
+      return policyHeadSeqFromRow(policyHeadSeq.get() as Row | undefined);
     },
     async close() {
       if (db.isOpen) db.close();

@@ -14,7 +14,12 @@ import pg from 'pg';
 import { testPostgres } from '@lockstep/testkit';
 import { openPostgresStore } from './postgres-store.ts';
 import { openSqliteStore } from './sqlite-store.ts';
-import { KEY_DOCUMENT_GENERATIONS_KEPT, type ControlPlaneStore, type SealedDocument } from './store.ts';
+import {
+  KEY_DOCUMENT_GENERATIONS_KEPT,
+  type ControlPlaneStore,
+  type SealedDocument,
+  type SharedPolicySet,
+} from './store.ts';
 import { auditEventHash, GENESIS } from './audit-chain.ts';
 
 const postgres = await testPostgres();
@@ -55,6 +60,17 @@ const keyDocument = (name: string, generation: number, sealed = `${name}@${gener
   kekId: 'k1',
   wrappedDek: `dek-${sealed}`,
   sealed,
+});
+/**
+ * A shared policy set as the store sees it: opaque texts under a version, and an opaque signature (the policy
+ * service makes real ones).
+ */
+const policySet = (version: string, appliedBy = 'replica-a:/etc/lockstep/policies'): SharedPolicySet => ({
+  version,
+  sources: { 'shop.cedarschema': `// schema of ${version}`, 'orders.cedar': `// policies of ${version}: é ✓ "quoted"` },
+  appliedAt: 1_000,
+  appliedBy,
+  signature: `jws of ${version} by ${appliedBy}`,
 });
 const token = (overrides: Partial<{ tokenHash: string; service: string; expiresAt: number }> = {}) => ({
   tokenHash: overrides.tokenHash ?? randomBytes(32).toString('hex'),
@@ -889,6 +905,64 @@ for (const backend of backends) {
       }),
     );
 
+    it(
+      "publishes policy sets by compare-and-set on the head's position, one position per publication",
+      withStore(async (store) => {
+        assert.equal(await store.policyHead(), null);
+        assert.equal(await store.policyHeadSeq(), 0);
+        assert.equal(await store.publishPolicy(policySet('v1'), 1), false, 'the first head replaces position 0');
+        assert.equal(await store.publishPolicy(policySet('v1'), 0), true);
+        assert.deepEqual(await store.policyHead(), { ...policySet('v1'), seq: 1 });
+        assert.equal(await store.publishPolicy(policySet('v2'), 0), false, 'position 0 is gone');
+        assert.equal(await store.publishPolicy(policySet('v2'), 2), false, 'position 2 is not there yet');
+        assert.equal((await store.policyHead())?.version, 'v1', 'a refused publication writes nothing');
+        assert.equal(await store.publishPolicy(policySet('v2'), 1), true);
+        assert.equal(await store.policyHeadSeq(), 2);
+        // Back to an earlier version (an edit undone): a new position, the set's row says who published it last,
+        // the head carries that publication's signature.
+        const again = { ...policySet('v1', 'replica-b:/srv/policies'), appliedAt: 2_000 };
+        assert.equal(await store.publishPolicy(again, 2), true);
+        assert.deepEqual(await store.policyHead(), { ...again, seq: 3 });
+        // Sources come back whatever order they were given in.
+        const reordered = { ...policySet('v3'), sources: { 'b.cedar': 'b', 'a.cedar': 'a' } };
+        assert.equal(await store.publishPolicy(reordered, 3), true);
+        assert.deepEqual((await store.policyHead())?.sources, { 'a.cedar': 'a', 'b.cedar': 'b' });
+        for (const [set, expectedSeq] of [
+          [policySet('v4'), -1],
+          [policySet('v4'), 1.5],
+          [{ ...policySet('v4'), version: '' }, 4],
+          [{ ...policySet('v4'), sources: {} }, 4],
+          [{ ...policySet('v4'), sources: { 'a.cedar': 1 as unknown as string } }, 4],
+          [{ ...policySet('v4'), signature: '' }, 4],
+          [{ ...policySet('v4'), signature: undefined as unknown as string }, 4],
+        ] as const)
+          await assert.rejects(store.publishPolicy(set, expectedSeq), TypeError);
+        assert.equal(await store.policyHeadSeq(), 4, 'malformed publications write nothing');
+      }),
+    );
+
+    it('lets exactly one of several publishers of one head position win, also on two connections', async () => {
+      const database = randomBytes(6).toString('hex');
+      const [a, b] = [await backend.open(database), await backend.open(database)];
+      try {
+        const first = await Promise.all(
+          Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? a : b).publishPolicy(policySet(`first-${i}`), 0)),
+        );
+        assert.equal(first.filter(Boolean).length, 1, `one first head of ${JSON.stringify(first)}`);
+        const racing = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? a : b).publishPolicy(policySet(`w${i}`), 1)),
+        );
+        assert.equal(racing.filter(Boolean).length, 1, `one winner of ${JSON.stringify(racing)}`);
+        assert.deepEqual(await b.policyHead(), { ...policySet(`w${racing.indexOf(true)}`), seq: 2 });
+      } finally {
+        await a.close();
+        await b.close();
+      }
+      // Every set published is kept; refused ones were never written.
+      const kept = await storedPolicyVersions(backend.name, database);
+      assert.equal(kept.length, 2);
+    });
+
     it('keeps its data across a restart, migrating only once', async () => {
       const database = randomBytes(6).toString('hex');
       const store = await backend.open(database);
@@ -972,6 +1046,26 @@ async function storedKeyGenerations(backend: string, database: string): Promise<
   const kept = new Map<string, number[]>();
   for (const row of rows) kept.set(row.name, [...(kept.get(row.name) ?? []), Number(row.generation)]);
   return kept;
+}
+
+async function storedPolicyVersions(backend: string, database: string): Promise<string[]> {
+  const sql = 'SELECT version FROM policy_sets ORDER BY version';
+  if (backend === 'sqlite') {
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(join(scratch, `${database}.db`));
+    try {
+      return (db.prepare(sql).all() as { version: string }[]).map((row) => row.version);
+    } finally {
+      db.close();
+    }
+  }
+  const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schemaFor[database]}` });
+  await client.connect();
+  try {
+    return ((await client.query(sql)).rows as { version: string }[]).map((row) => row.version);
+  } finally {
+    await client.end();
+  }
 }
 
 /** Two stores on one PostgreSQL schema: two control-plane replicas, as far as the store can tell. */
@@ -1103,6 +1197,53 @@ describe('key document notifications (PostgreSQL)', () => {
       } finally {
         await stopKeys?.();
         await stopRevocations?.();
+        await admin.end();
+        await a.close();
+        await b.close();
+      }
+    },
+  );
+});
+
+describe('policy notifications (PostgreSQL)', () => {
+  it(
+    'tell another replica of each publication, on the shared listening connection, and again after it is cut',
+    { skip: pgProblem === null ? false : 'PostgreSQL not reachable' },
+    async () => {
+      const { a, b, schema } = await twoReplicas();
+      const admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      let heard = 0;
+      let keys = 0;
+      const stopPolicy = await a.watchPolicy?.(() => heard++);
+      const stopKeys = await a.watchKeys?.(() => keys++);
+      assert.ok(stopPolicy && stopKeys, 'the PostgreSQL store watches both');
+      const until = async (check: () => boolean, what: string) => {
+        for (let i = 0; i < 100 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+        assert.ok(check(), `timed out waiting for ${what}`);
+      };
+      try {
+        const listening = await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [
+          `lockstep-listen-${schema}`,
+        ]);
+        assert.equal(listening.rowCount, 1, 'one listening connection for every channel');
+        assert.equal(await b.publishPolicy(policySet('v1'), 0), true);
+        assert.equal(await b.publishPolicy(policySet('v2'), 0), false, 'a refused publication');
+        await until(() => heard === 1, 'the notification');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(heard, 1, 'the refused publication notified nobody');
+        assert.equal(keys, 0, 'nor the key documents channel');
+        assert.equal((await a.policyHead())?.version, 'v1');
+
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [
+          `lockstep-listen-${schema}`,
+        ]);
+        await until(() => heard === 2, 'the listener called once listening again');
+        assert.equal(await b.publishPolicy(policySet('v2'), 1), true);
+        await until(() => heard === 3, 'a notification after the cut');
+      } finally {
+        await stopPolicy?.();
+        await stopKeys?.();
         await admin.end();
         await a.close();
         await b.close();

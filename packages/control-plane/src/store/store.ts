@@ -294,6 +294,29 @@ export interface SealedDocument {
 /** How many generations of one key document the store keeps; older ones are deleted as new ones come. */
 export const KEY_DOCUMENT_GENERATIONS_KEPT = 10;
 
+/** A policy set as replicas share it (policy/policy-service.ts, shared mode). */
+export interface SharedPolicySet {
+  /** The set's content version (`PolicySet.version`): the same sources give the same version on every replica. */
+  readonly version: string;
+  /** The texts by file name (`*.cedarschema`, `*.cedar`), without a directory. */
+  readonly sources: Readonly<Record<string, string>>;
+  readonly appliedAt: number;
+  /** Who published it: a replica and its policy directory. */
+  readonly appliedBy: string;
+  /**
+   * The publishing replica's signature of this publication (policy/policy-head-signature.ts: a compact JWS
+   * over the version, the head's position, the sources' digest, appliedBy and appliedAt). Opaque to the store,
+   * which keeps it with the head.
+   */
+  readonly signature: string;
+}
+
+/** The policy set in force for every replica sharing the store, and its position. */
+export interface PolicyHead extends SharedPolicySet {
+  /** 1 for the first publication, +1 per publication. */
+  readonly seq: number;
+}
+
 export interface ControlPlaneStore {
   /** `sqlite` or `postgres`, for logs and status. */
   readonly kind: 'sqlite' | 'postgres';
@@ -438,5 +461,22 @@ export interface ControlPlaneStore {
    * LISTEN/NOTIFY). Absent where one process owns the store (SQLite). Resolves to an unsubscribe.
    */
   watchRevocations?(listener: () => void): Promise<() => Promise<void>>;
+  /**
+   * Makes `set` the policy head if the head is still at `expectedSeq` (0: no head yet), as one compare-and-set,
+   * also across replicas: of two publishers of one position exactly one succeeds, and the head moves to
+   * `expectedSeq + 1`. False when the head has moved (nothing is written then). Every set is kept; publishing
+   * a version again replaces its row (the sources, when and by whom).
+   */
+  publishPolicy(set: SharedPolicySet, expectedSeq: number): Promise<boolean>;
+  /** The head with its set; null before the first publication. */
+  policyHead(): Promise<PolicyHead | null>;
+  /** The head's position only, 0 before the first publication (cheap: for periodic re-reads). */
+  policyHeadSeq(): Promise<number>;
+  /**
+   * Calls `listener` soon after any replica sharing this store publishes a policy set (PostgreSQL:
+   * LISTEN/NOTIFY), and once the listening connection was lost and is back. Absent where one process owns
+   * the store (SQLite). Resolves, once listening, to an unsubscribe.
+   */
+  watchPolicy?(listener: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }

@@ -29,7 +29,14 @@ describe('parseAuthzServerConfig', () => {
       grpcHeaders: 128,
     });
     assert.deepEqual(config.routes['GET /orders/:id'], { action: 'orders:read' });
+    assert.deepEqual(config.controlPlane, ['https://127.0.0.1:8443']);
     assert.ok(Object.isFrozen(config));
+  });
+
+  it("takes the control plane's replicas, as a list or comma-separated", () => {
+    const replicas = ['https://cp-0:8443', 'https://cp-1:8443'];
+    assert.deepEqual(parseAuthzServerConfig({ ...valid, controlPlane: replicas }).controlPlane, replicas);
+    assert.deepEqual(parseAuthzServerConfig({ ...valid, controlPlane: replicas.join(', ') }).controlPlane, replicas);
   });
 
   it('takes the gRPC listener, AuthZEN callers, XFCC and limits', () => {
@@ -71,6 +78,8 @@ describe('parseAuthzServerConfig', () => {
       [{ limits: { grpcMessageBytes: 0 } }, /limits\.grpcMessageBytes: must be a whole number from 1/],
       [{ routes: { 'GET /x': { acton: 'a' } } }, /routes\["GET \/x"\]\.acton: unknown field; the fields are action/],
       [{ controlPlane: 'http://cp:8443' }, /controlPlane: must be an https origin/],
+      [{ controlPlane: ['https://cp-0:8443', 'http://cp-1:8443'] }, /controlPlane\[1\]: must be an https origin/],
+      [{ controlPlane: [] }, /controlPlane: list at least one URL/],
     ];
     for (const [change, message] of cases) {
       assert.throws(

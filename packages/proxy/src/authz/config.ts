@@ -4,7 +4,7 @@
  * instead. Routes are read exactly as the sidecar reads them (../config.ts).
  *
  *   service: orders                              # joins as spiffe://<trustDomain>/svc/orders
- *   controlPlane: https://127.0.0.1:8443
+ *   controlPlane: https://127.0.0.1:8443         # or its replicas: [https://cp-0:8443, https://cp-1:8443]
  *   trustDomain: shop.test
  *   listen: { host: 127.0.0.1, port: 9191 }      # HTTPS: nginx, Traefik, Envoy (HTTP), AuthZEN
  *   grpc: { host: 127.0.0.1, port: 9192 }        # optional: Envoy ext_authz over gRPC
@@ -22,7 +22,17 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseSpiffeId, type RouteTable } from '@lockstep/guard';
-import { httpsUrl, integer, knownKeys, object, parseListen, parseRoutes, SERVICE, text, type Fail } from '../config.ts';
+import {
+  controlPlaneUrls,
+  integer,
+  knownKeys,
+  object,
+  parseListen,
+  parseRoutes,
+  SERVICE,
+  text,
+  type Fail,
+} from '../config.ts';
 
 export interface AuthzServerLimits {
   readonly bodyBytes: number;
@@ -35,7 +45,8 @@ export interface AuthzServerLimits {
 /** What `createAuthzServer` takes, but the join token (from the environment, never a file). */
 export interface AuthzServerConfig {
   readonly service: string;
-  readonly controlPlane: string;
+  /** The control plane's URL, or its replicas' URLs: asked in turn. */
+  readonly controlPlane: readonly string[];
   readonly trustDomain: string;
   readonly listen: { readonly host: string; readonly port: number };
   /** Absent: no gRPC listener. */
@@ -114,7 +125,7 @@ export function parseAuthzServerConfig(input: unknown, where = 'authz-server con
     fail('xfccElements', `must be refuse (the default) or last; got ${JSON.stringify(xfccElements)}`);
   const config: AuthzServerConfig = {
     service,
-    controlPlane: httpsUrl(top.controlPlane, 'controlPlane', 'e.g. controlPlane: https://127.0.0.1:8443', fail),
+    controlPlane: controlPlaneUrls(top.controlPlane, fail),
     trustDomain,
     listen: parseListen(top.listen, fail, 'listen', 9191),
     ...(top.grpc === undefined ? {} : { grpc: parseListen(top.grpc, fail, 'grpc', 9192) }),

@@ -49,8 +49,8 @@ export interface AuthzServerOptions {
   /** The protected service this process decides for; it joins the control plane as this service. */
   readonly service: string;
   readonly trustDomain: string;
-  /** The control plane's URL. */
-  readonly controlPlane: string;
+  /** The control plane's URL, or its replicas' (a list, or comma-separated): asked in turn. */
+  readonly controlPlane: string | readonly string[];
   /** A join token for `svc/<service>` (`lockstep join-token <service>`). */
   readonly joinToken: string;
   /** The protected service's routes, as the sidecar's routes file or `lockstepHttp` take them. */
