@@ -18,7 +18,8 @@
  *
  * Replicas (`replicas` > 1, LOCKSTEP_REPLICAS; PostgreSQL required, LOCKSTEP_POSTGRES_URL): control plane
  * i listens on +6+i (`--replica r<i>`), all sharing one database and, through a key-encryption key
- * (LOCKSTEP_KEK_FILE, else a development one created in <dataDir>/kek), one CA and one set of keys. +1
+ * (LOCKSTEP_KEK_FILE or LOCKSTEP_KEK, else a development one created in <dataDir>/kek), one CA and one set
+ * of keys. The services get neither the KEK nor the database's URL (serviceEnvironment). +1
  * is then a TCP passthrough to the first replica that answers (cp-front.ts): the identity provider's one
  * issuer and the dashboard. Each service is given every replica's URL, rotated by its index, and fails
  * over itself. Behind the sidecar, shipping.py and the egress it
@@ -131,6 +132,11 @@ export interface RunningShop {
   admin(...argv: string[]): Promise<string[]>;
   /** The same, returning the exit code (e.g. `policy status` exits 3 on drift). */
   adminExit(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }>;
+  /**
+   * The same, asked of these control planes only (`urls`, comma-separated: the command's LOCKSTEP_CP_URLS),
+   * whatever other admin commands run meanwhile ask.
+   */
+  adminVia(urls: string, ...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }>;
   /** Sends a signal to a service process or the control plane (SIGSTOP: the drill makes one miss an update, a test makes it hang). */
   signal(service: ShopService | ControlPlaneProcess, signal: NodeJS.Signals): void;
   stop(): Promise<void>;
@@ -212,9 +218,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   // The one name every command reads the state directory from (the other one, if set, would disagree).
   const stateEnv = { LOCKSTEP_HOME: dataDir, LOCKSTEP_DATA_DIR: dataDir };
   // Replicas share their keys through the database, sealed under one key-encryption key.
-  const kekFile =
-    postgres === undefined ? undefined : (process.env.LOCKSTEP_KEK_FILE ?? developmentKek(dataDir, progress));
-  const controlPlaneEnv = { ...stateEnv, ...(kekFile === undefined ? {} : { LOCKSTEP_KEK_FILE: kekFile }) };
+  const controlPlaneEnv = { ...stateEnv, ...controlPlaneKek(process.env, postgres, dataDir, progress) };
   const running = new Map<ShopService | ControlPlaneProcess, Supervised>();
   const controlPlanes: ControlPlaneProcess[] = replicated
     ? placements.map((_, index): ControlPlaneProcess => `controlPlane:${index}`)
@@ -229,28 +233,41 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     await front?.close();
   };
 
-  const adminExit = async (...argv: string[]) => {
+  // The admin commands run in this process and read the state directory from its environment: set while any
+  // runs (the same for each), restored when the last one ends.
+  let adminsRunning = 0;
+  let outsideAdmin: Record<string, string | undefined> = {};
+  /** `startEnv`: read as the command starts (the admin commands read LOCKSTEP_CP_URLS before their first await). */
+  const runAdmin = async (startEnv: Readonly<Record<string, string>>, argv: readonly string[]) => {
     const out: string[] = [];
     const err: string[] = [];
-    const previous = { LOCKSTEP_HOME: process.env.LOCKSTEP_HOME, LOCKSTEP_DATA_DIR: process.env.LOCKSTEP_DATA_DIR };
+    if (adminsRunning === 0)
+      outsideAdmin = { LOCKSTEP_HOME: process.env.LOCKSTEP_HOME, LOCKSTEP_DATA_DIR: process.env.LOCKSTEP_DATA_DIR };
+    adminsRunning += 1;
     Object.assign(process.env, stateEnv);
     try {
-      return {
-        code: await lockstep(
+      // Only while it starts: commands running at the same time do not see it.
+      const before = Object.fromEntries(Object.keys(startEnv).map((name) => [name, process.env[name]]));
+      Object.assign(process.env, startEnv);
+      let running: Promise<number>;
+      try {
+        running = lockstep(
           argv,
           (line) => out.push(line),
           (line) => err.push(line),
-        ),
-        out,
-        err,
-      };
-    } finally {
-      for (const [name, value] of Object.entries(previous)) {
-        if (value === undefined) delete process.env[name];
-        else process.env[name] = value;
+        );
+      } finally {
+        restoreEnv(before);
       }
+      return { code: await running, out, err };
+    } finally {
+      adminsRunning -= 1;
+      if (adminsRunning === 0) restoreEnv(outsideAdmin);
     }
   };
+  const adminExit = (...argv: string[]) => runAdmin({}, argv);
+  const adminVia = (controlPlaneUrls: string, ...argv: string[]) =>
+    runAdmin({ LOCKSTEP_CP_URLS: controlPlaneUrls }, argv);
   const admin = async (...argv: string[]) => {
     const { code, out, err } = await adminExit(...argv);
     if (code !== 0) throw new Error(`lockstep ${argv.join(' ')} failed (${code}): ${err.join(' ')}`);
@@ -405,7 +422,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
         return startProcess(
           fork(fileURLToPath(new URL(`./services/${ENTRY_POINTS[service] ?? `${service}.ts`}`, import.meta.url)), [], {
             env: {
-              ...process.env,
+              ...serviceEnvironment(process.env),
               SHOP_SERVICE: service,
               SHOP_MODE: mode,
               SHOP_PORT: String(ports[service]),
@@ -470,6 +487,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
       },
       admin,
       adminExit,
+      adminVia,
       signal(service, signal) {
         running.get(service)?.child?.kill(signal);
       },
@@ -479,6 +497,32 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     await stop();
     throw error;
   }
+}
+
+/** What only the control plane is given: its key-encryption key and its database. */
+const CONTROL_PLANE_ONLY = ['LOCKSTEP_KEK', 'LOCKSTEP_KEK_FILE', 'LOCKSTEP_POSTGRES_URL', 'LOCKSTEP_REPLICAS'] as const;
+
+/** A service's share of the launcher's environment: all of it but what only the control plane is given. */
+export function serviceEnvironment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const shared = { ...env };
+  for (const name of CONTROL_PLANE_ONLY) delete shared[name];
+  return shared;
+}
+
+/**
+ * The key-encryption key the control plane is given on PostgreSQL: LOCKSTEP_KEK_FILE, or LOCKSTEP_KEK (its
+ * text, passed on as it is), else a development one in the state directory. Empty is unset. SQLite: none.
+ */
+export function controlPlaneKek(
+  env: NodeJS.ProcessEnv,
+  postgres: string | undefined,
+  dataDir: string,
+  progress: (line: string) => void,
+): { LOCKSTEP_KEK_FILE?: string } {
+  if (postgres === undefined) return {};
+  if (env.LOCKSTEP_KEK_FILE) return { LOCKSTEP_KEK_FILE: env.LOCKSTEP_KEK_FILE };
+  if (env.LOCKSTEP_KEK) return {};
+  return { LOCKSTEP_KEK_FILE: developmentKek(dataDir, progress) };
 }
 
 /**
@@ -498,7 +542,13 @@ function developmentKek(dataDir: string, progress: (line: string) => void): stri
   return file;
 }
 
-/** Every port the shop listens on must be free: one taken is named, with how to move them all. */
+function restoreEnv(values: Readonly<Record<string, string | undefined>>): void {
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+}
+
 async function refuseTakenPorts(ports: Readonly<Record<string, number>>, portBase: number): Promise<void> {
   const taken: string[] = [];
   for (const [name, port] of Object.entries(ports)) {

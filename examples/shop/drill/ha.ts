@@ -66,6 +66,8 @@ export async function runHaDrill(
   const network = await drillNetwork(REPLICAS, database.url);
   progress(`network: ${network.kind}; database ${database.name}`);
   let shop: RunningShop | null = null;
+  // The gateway reads it from the environment it inherits: set for the drill's shop, restored after.
+  const previousBudget = process.env.GATEWAY_RATE_SESSION;
   try {
     process.env.GATEWAY_RATE_SESSION = String(SESSION_BUDGET_PER_MINUTE);
     shop = await startShop({
@@ -133,10 +135,15 @@ export async function runHaDrill(
     progress('killing control plane r0 (SIGKILL)');
     await running.kill('controlPlane:0', { signal: 'SIGKILL' });
     const revokedAt = Date.now();
-    // Through r1 only: the admin command reads LOCKSTEP_CP_URLS as it starts.
-    const previousUrls = process.env.LOCKSTEP_CP_URLS;
-    process.env.LOCKSTEP_CP_URLS = running.replicas[1] ?? '';
-    const revoke = running.adminExit('revoke', 'sub', 'bob', '--reason', 'ha drill: account taken over');
+    // Through r1 only; the recovery probes' admin commands meanwhile ask every replica.
+    const revoke = running.adminVia(
+      running.replicas[1] ?? '',
+      'revoke',
+      'sub',
+      'bob',
+      '--reason',
+      'ha drill: account taken over',
+    );
     const enforced = await Promise.all([
       refusedAsRevoked(() =>
         call(`${running.urls.orders}/orders`, { headers: { 'txn-token': bobToken }, as: gateway }),
@@ -151,8 +158,6 @@ export async function runHaDrill(
       ),
     ]);
     const revoked = await revoke;
-    if (previousUrls === undefined) delete process.env.LOCKSTEP_CP_URLS;
-    else process.env.LOCKSTEP_CP_URLS = previousUrls;
     if (revoked.code !== 0) problems.push(`revoke through r1 failed: ${revoked.err.join(' ')}`);
     const revocationEnforcedMs = enforced.every((at) => at !== null)
       ? Math.max(...enforced.map((at) => (at as number) - revokedAt))
@@ -170,6 +175,8 @@ export async function runHaDrill(
     return { ...counts, revocationEnforcedMs, recoveredAfterExpiry, network: network.kind, problems };
   } finally {
     await shop?.stop();
+    if (previousBudget === undefined) delete process.env.GATEWAY_RATE_SESSION;
+    else process.env.GATEWAY_RATE_SESSION = previousBudget;
     await network.close();
     await database.drop();
     rmSync(dataDir, { recursive: true, force: true });

@@ -8,7 +8,8 @@
  * loudly. And `lockstep revoke --lift`
  * against the running shop: a revocation made by mistake is taken back — audited, refused for a
  * non-administrator and for a value that is not revoked, and honoured by the guards, also by one
- * that starts afresh afterwards.
+ * that starts afresh afterwards. What each process is given of the launcher's environment (the KEK and the
+ * database only to the control plane), and admin commands asked of other control planes (`adminVia`).
  */
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
@@ -23,7 +24,15 @@ import { request } from 'undici';
 import { main as lockstep } from '@lockstep/cli';
 import { controlPlaneAgent, type WorkloadCredentials } from '@lockstep/workload';
 import { call, capturedTxnToken, stolenCredentials } from '../drill/attacker.ts';
-import { freePortBase, SHOP_POLICIES, startShop, TRUST_DOMAIN, type RunningShop } from '../launch.ts';
+import {
+  controlPlaneKek,
+  freePortBase,
+  serviceEnvironment,
+  SHOP_POLICIES,
+  startShop,
+  TRUST_DOMAIN,
+  type RunningShop,
+} from '../launch.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'lockstep-launcher-'));
 const dataDir = join(scratch, 'running');
@@ -205,6 +214,52 @@ describe('npm start refuses to start a shop that could not serve, with the reaso
     assert.equal(readFileSync(join(dataDir, 'control-plane.json'), 'utf8'), runtime);
     const status = await shop.adminExit('policy', 'status');
     assert.equal(status.code, 0, status.err.join('\n'));
+  });
+});
+
+describe('what each process of the shop is given', () => {
+  it('the services get neither the key-encryption key nor the database; the control plane gets the KEK as given', () => {
+    const env = {
+      PATH: '/usr/bin',
+      GATEWAY_RATE_SESSION: '600',
+      LOCKSTEP_KEK: 'k1 inline',
+      LOCKSTEP_KEK_FILE: '/etc/lockstep/kek',
+      LOCKSTEP_POSTGRES_URL: 'postgres://lockstep@db/lockstep',
+      LOCKSTEP_REPLICAS: '3',
+    };
+    assert.deepEqual(serviceEnvironment(env), { PATH: '/usr/bin', GATEWAY_RATE_SESSION: '600' });
+
+    const dir = join(scratch, 'kek-choice');
+    const said: string[] = [];
+    const kekOf = (given: NodeJS.ProcessEnv) =>
+      controlPlaneKek(given, 'postgres://lockstep@db/lockstep', dir, (line) => said.push(line));
+    assert.deepEqual(kekOf({ LOCKSTEP_KEK_FILE: '/etc/lockstep/kek' }), { LOCKSTEP_KEK_FILE: '/etc/lockstep/kek' });
+    // An inline KEK is passed on as it is: a development file beside it would make two ("both set").
+    assert.deepEqual(kekOf({ LOCKSTEP_KEK: 'k1 inline' }), {});
+    assert.deepEqual(kekOf({ LOCKSTEP_KEK: 'k1 inline', LOCKSTEP_KEK_FILE: '' }), {});
+    assert.equal(existsSync(join(dir, 'kek')), false, 'no development KEK made');
+    assert.deepEqual(kekOf({ LOCKSTEP_KEK_FILE: '' }), { LOCKSTEP_KEK_FILE: join(dir, 'kek') }, 'empty is unset');
+    assert.match(said.join('\n'), /created a development key-encryption key/);
+    assert.deepEqual(
+      controlPlaneKek({}, undefined, dir, () => {}),
+      {},
+      'SQLite: none',
+    );
+  });
+
+  it('an admin command asked of other control planes (adminVia) leaves the others running meanwhile as they are', async () => {
+    const urlsBefore = process.env.LOCKSTEP_CP_URLS;
+    // Started first, still running while the other starts: the other is asked of the shop's control plane.
+    const [elsewhere, usual] = await Promise.all([
+      shop.adminVia('https://127.0.0.1:9', 'services'),
+      shop.adminExit('services'),
+    ]);
+    assert.equal(usual.code, 0, usual.err.join('\n'));
+    assert.equal(elsewhere.code, 2);
+    assert.match(elsewhere.err.join('\n'), /the control plane at https:\/\/127\.0\.0\.1:9 is not running/);
+    const after = await shop.adminExit('services');
+    assert.equal(after.code, 0, after.err.join('\n'));
+    assert.equal(process.env.LOCKSTEP_CP_URLS, urlsBefore);
   });
 });
 

@@ -43,10 +43,11 @@ message names it and the fix); 2 for a mistake in the arguments.`,
   },
   keys: {
     usage:
-      'lockstep keys rotate <txn-token|idp>  |  lockstep keys new-kek <file>  |  lockstep keys rewrap --postgres <url> [--schema <name>]',
+      'lockstep keys rotate <txn-token|idp>  |  lockstep keys new-kek <file>  |  lockstep keys rewrap --postgres <url> [--schema <name>] [--kek-file <file>]',
     about: `rotate: the published next key signs from now on; the retired one stays published until its tokens expire.
-new-kek: writes a new key-encryption key (0600) for replicas on PostgreSQL. rewrap: re-seals every key
-document's data key under the first line of LOCKSTEP_KEK_FILE (a KEK rotation).`,
+new-kek: writes a new key-encryption key (0600) for replicas on PostgreSQL. rewrap: re-wraps the data key of
+every stored generation of every key document under the first line of --kek-file (or LOCKSTEP_KEK_FILE /
+LOCKSTEP_KEK): a KEK rotation; exit 1 while a row is still under another line.`,
   },
   ca: {
     usage:
@@ -63,11 +64,13 @@ as root): load through the gateway, one replica killed, a user revoked through a
 prints one JSON line, exit 0 when no request failed, the revocation held within 1 s and recovery went as it must.`,
   },
   audit: {
-    usage: `lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint>]
+    usage: `lockstep audit verify [--keys <jwks.json>] [--postgres <url> [--schema <name>]] [--kek-file <file>] [--as-of <time>] [--against <checkpoint>]
                                                (exit 1 when the trail was tampered with, is stale, or lost events)
-  lockstep audit checkpoint                    (the newest signed checkpoint: keep it elsewhere, verify --against it later)
-  lockstep audit keys                          (the checkpoint keys' JWKS: keep a copy away from this machine)`,
-    about: 'Reads the store of the state directory (or --postgres) directly: the control plane need not run.',
+  lockstep audit checkpoint [--postgres <url> [--schema <name>]]   (the newest signed checkpoint: keep it elsewhere, verify --against it later)
+  lockstep audit keys [--postgres <url> [--schema <name>]] [--kek-file <file>]   (the checkpoint keys' JWKS: keep a copy away from this machine)`,
+    about: `Reads the store of the state directory (or --postgres) directly: the control plane need not run. The
+checkpoint keys come from the state directory, or, with --postgres and a key-encryption key (--kek-file, or
+LOCKSTEP_KEK_FILE / LOCKSTEP_KEK), from the database; they are never created here.`,
   },
   revoke: {
     usage: `lockstep revoke <sub|txn|spiffeId|kid> <value> --reason <why>

@@ -7,10 +7,11 @@
  *                 [--svid-recovery-window 7d]
  *   join-token create <service> [--ttl seconds]
  *   user add <name> [--role r]... [--tenant t]
- *   keys rotate <txn-token|idp>  |  keys new-kek <file>  |  keys rewrap --postgres url [--schema s]
+ *   keys rotate <txn-token|idp>  |  keys new-kek <file>  |  keys rewrap --postgres url [--schema s] [--kek-file f]
  *   ca status | ca prepare | ca activate
  *   drill                                  (the shop's breach drill: examples/shop/drill)
- *   audit verify [--keys jwks.json] [--postgres url] [--as-of time] [--against checkpoint]   |   audit checkpoint   |   audit keys
+ *   audit verify [--keys jwks.json] [--postgres url [--schema s]] [--kek-file f] [--as-of time] [--against checkpoint]
+ *   audit checkpoint [--postgres url [--schema s]]   |   audit keys [--postgres url [--schema s]] [--kek-file f]
  *   revoke [--lift] <sub|txn|spiffeId|kid> <value> --reason <why>
  *   services
  *   events [--service s] [--decision allow|deny|dry-run] [--reason r] [--sub u] [--txn t] [--limit n] [--json] [--probes]
@@ -39,10 +40,12 @@ import { withFailover } from '@lockstep/workload';
 import {
   controlPlaneAgent,
   createKekText,
+  fileKeyVault,
   issueAdminCredentials,
   readKek,
   rewrapKeyDocuments,
   sealedKeyVault,
+  type KeyVault,
 } from '@lockstep/control-plane';
 import {
   assembleControlPlane,
@@ -205,7 +208,7 @@ async function controlPlane(argv: readonly string[], out: Out, err: Out): Promis
     );
   const idp: IdpConfig = values.issuer === undefined ? idpConfig : { ...idpConfig, issuer: values.issuer };
   const alertWebhook = alertWebhookFromEnvironment();
-  const kek = readKek(values['kek-file'] === undefined ? process.env : { LOCKSTEP_KEK_FILE: values['kek-file'] });
+  const kek = readKekOption(values['kek-file']);
   if (values.schema !== undefined && values.postgres === undefined)
     throw new UsageError('--schema names the PostgreSQL schema of --postgres: give --postgres <url> too');
   if (state.replica !== null) refuseUnsharedReplica(state.replica, values.postgres, kek);
@@ -443,30 +446,66 @@ async function init(argv: readonly string[], out: Out, err: Out): Promise<number
   return 0;
 }
 
+/** The audit ring's document, in a key directory and in the vault (import-keys.ts names it too). */
+const AUDIT_KEYS_DOCUMENT = 'audit-keys.json';
+
 /**
  * The public keys of the audit ring: from the shared vault when the control plane keeps its keys in
- * PostgreSQL (a key-encryption key is given), else from this state directory.
+ * PostgreSQL (a key-encryption key is given), else from this state directory. Read only: a ring that is
+ * not there is not created (that is the control plane's first start), and nothing is written.
  */
-async function auditJwks(state: LocalState, postgres: string | undefined): Promise<JSONWebKeySet> {
-  const kek = readKek(process.env);
+async function auditJwks(
+  state: LocalState,
+  postgres: string | undefined,
+  schema: string,
+  kekFile: string | undefined,
+): Promise<JSONWebKeySet> {
+  const kek = readKekOption(kekFile);
   if (postgres === undefined || kek === null) {
-    const ring = await openAuditKeys(state.keyDir);
-    ring.close();
-    return ring.publicJwks();
+    if (!existsSync(join(state.keyDir, AUDIT_KEYS_DOCUMENT)))
+      throw new UsageError(
+        `no audit keys exist in ${state.keyDir} yet: the control plane creates them at its first start. Run this where ` +
+          'it keeps its keys, or give --postgres <url> and the key-encryption key when its keys are in PostgreSQL',
+      );
+    return publicAuditJwks(readOnly(fileKeyVault(state.keyDir)));
   }
-  const store = await openStoreAt({ postgres });
+  const store = await openStoreAt({ postgres, schema });
   try {
-    const vault = await sealedKeyVault({ store, kek, schema: 'public' });
+    const vault = await sealedKeyVault({ store, kek, schema });
     try {
-      const ring = await openAuditKeys(vault);
-      ring.close();
-      return ring.publicJwks();
+      if ((await vault.read(AUDIT_KEYS_DOCUMENT)) === null)
+        throw new UsageError(
+          `no audit keys exist in ${vault.where} yet: a control plane creates them at its first start with this ` +
+            'database and key-encryption key (is --schema right?)',
+        );
+      return await publicAuditJwks(readOnly(vault));
     } finally {
       await vault.close();
     }
   } finally {
     await store.close();
   }
+}
+
+async function publicAuditJwks(vault: KeyVault): Promise<JSONWebKeySet> {
+  const ring = await openAuditKeys(vault);
+  ring.close();
+  return ring.publicJwks();
+}
+
+/** A vault that reads only: a read-only command never writes a key, whatever happens meanwhile. */
+function readOnly(vault: KeyVault): KeyVault {
+  return {
+    ...vault,
+    write: async (name) => {
+      throw new UsageError(`${name} is not in ${vault.where} (any more): a read-only command writes no key`);
+    },
+  };
+}
+
+/** The key-encryption key of --kek-file (LOCKSTEP_KEK_FILE's meaning), else of the environment. */
+function readKekOption(kekFile: string | undefined) {
+  return readKek(kekFile === undefined ? process.env : { LOCKSTEP_KEK_FILE: kekFile });
 }
 
 /** The store of this state directory, or PostgreSQL with --postgres (and --schema). */
@@ -596,7 +635,7 @@ async function user(argv: readonly string[], out: Out): Promise<number> {
 }
 
 const KEYS_USAGE =
-  'usage: lockstep keys rotate <txn-token|idp>  |  lockstep keys new-kek <file>  |  lockstep keys rewrap --postgres <url> [--schema <name>]';
+  'usage: lockstep keys rotate <txn-token|idp>  |  lockstep keys new-kek <file>  |  lockstep keys rewrap --postgres <url> [--schema <name>] [--kek-file <file>]';
 
 async function keys(argv: readonly string[], out: Out): Promise<number> {
   if (argv[0] === 'new-kek') return newKek(argv.slice(1), out);
@@ -629,26 +668,32 @@ function newKek(argv: readonly string[], out: Out): number {
   return 0;
 }
 
-/** Re-wraps every key document's data key under the first line of the key-encryption key. */
+/** Re-wraps the data key of every stored generation of every key document under the first line of the KEK. */
 async function rewrapKeys(argv: readonly string[], out: Out): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
-    options: { postgres: { type: 'string' }, schema: { type: 'string', default: 'public' } },
+    options: {
+      postgres: { type: 'string' },
+      schema: { type: 'string', default: 'public' },
+      'kek-file': { type: 'string' },
+    },
   });
   if (values.postgres === undefined) throw new UsageError(KEYS_USAGE);
-  const kek = readKek(process.env);
+  const kek = readKekOption(values['kek-file']);
   if (kek === null)
     throw new UsageError(
-      'give the key-encryption key in LOCKSTEP_KEK_FILE: its first line seals from now on, the others open what they sealed',
+      'give the key-encryption key with --kek-file <file> (or LOCKSTEP_KEK_FILE): its first line seals from now on, the others open what they sealed',
     );
   const store = await openStoreAt({ postgres: values.postgres, schema: values.schema });
   try {
     const outcome = await rewrapKeyDocuments(store, kek, values.schema);
     out(
-      `re-wrapped ${outcome.rewrapped.length} key document(s) under ${kek.activeId}; ${outcome.current.length} were under it already` +
+      `re-wrapped ${outcome.rewrapped.length} stored key document generation(s) under ${kek.activeId}; ` +
+        `${outcome.current.length} were under it already` +
         (outcome.changed.length === 0
-          ? ''
-          : `; ${outcome.changed.join(', ')} changed meanwhile (a replica rotated it): run this again`),
+          ? ': the older key-encryption keys can go'
+          : `; ${outcome.changed.join(', ')} still under another (written meanwhile by a replica without ${kek.activeId} ` +
+            'first: give it to every replica and restart them), run this again'),
     );
     return outcome.changed.length === 0 ? 0 : 1;
   } finally {
@@ -688,8 +733,8 @@ async function drill(argv: readonly string[], err: Out): Promise<number> {
 }
 
 const AUDIT_USAGE =
-  'usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url>] [--as-of <time>] [--against <checkpoint file or JWS>]' +
-  '  |  lockstep audit checkpoint [--postgres <url>]  |  lockstep audit keys';
+  'usage: lockstep audit verify [--keys <jwks.json>] [--postgres <url> [--schema <name>]] [--kek-file <file>] [--as-of <time>] [--against <checkpoint file or JWS>]' +
+  '  |  lockstep audit checkpoint [--postgres <url> [--schema <name>]]  |  lockstep audit keys [--postgres <url> [--schema <name>]] [--kek-file <file>]';
 
 async function audit(argv: readonly string[], out: Out): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -698,14 +743,19 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
     options: {
       keys: { type: 'string' },
       postgres: { type: 'string' },
+      schema: { type: 'string' },
+      'kek-file': { type: 'string' },
       'as-of': { type: 'string' },
       against: { type: 'string' },
     },
   });
   const state = localState();
   const command = positionals.length === 1 ? positionals[0] : undefined;
+  if (values.schema !== undefined && values.postgres === undefined)
+    throw new UsageError('--schema names the PostgreSQL schema of --postgres: give --postgres <url> too');
+  const schema = values.schema ?? 'public';
   if (command === 'keys') {
-    out(JSON.stringify(await auditJwks(state, values.postgres), null, 2));
+    out(JSON.stringify(await auditJwks(state, values.postgres, schema, values['kek-file']), null, 2));
     return 0;
   }
   if (command !== 'verify' && command !== 'checkpoint') throw new UsageError(AUDIT_USAGE);
@@ -716,7 +766,7 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
   if (command === 'checkpoint') {
     // The newest link, alone on stdout: keep it outside the store (a witness) and later prove the
     // trail still extends it with `lockstep audit verify --against <file>`.
-    const store = await openStoreAt(storeLocation(state, values.postgres));
+    const store = await openStoreAt(storeLocation(state, values.postgres, values.schema));
     try {
       const newest = await store.newestAuditLink();
       if (newest === null)
@@ -737,7 +787,7 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
       throw new UsageError(`--keys ${values.keys}: not a JWKS file (${(error as Error).message})`);
     }
   } else {
-    jwks = await auditJwks(state, values.postgres);
+    jwks = await auditJwks(state, values.postgres, schema, values['kek-file']);
   }
   let asOf: number | undefined;
   if (values['as-of'] !== undefined) {
@@ -773,7 +823,7 @@ async function audit(argv: readonly string[], out: Out): Promise<number> {
       headNote = `the head file ${headFile} is unreadable (${(error as Error).message}): a rollback to an earlier clean stop is not looked for; the control plane writes it again at its next checkpoint`;
     }
   }
-  const store = await openStoreAt(storeLocation(state, values.postgres));
+  const store = await openStoreAt(storeLocation(state, values.postgres, values.schema));
   try {
     const report = await verifyTrail(store, jwks, {
       ...(asOf === undefined ? {} : { asOf }),
@@ -814,9 +864,11 @@ async function revoke(argv: readonly string[], out: Out): Promise<number> {
     throw new UsageError('usage: lockstep revoke [--lift] <sub|txn|spiffeId|kid> <value> --reason <why>');
   }
   const body = { kind: positionals[0], value: positionals[1], reason: values.reason };
-  // Both may be asked again of another replica: revoking what is revoked answers the entry that holds.
+  // A revocation may be asked again of another replica: revoking what is revoked answers the entry that holds.
+  // A lift is not: sent again after it worked (an answer lost), it would be refused as not revoked (exit 2).
+  // It goes to the next replica only when no connection was made.
   if (values.lift === true) {
-    const lifted = await admin('POST', '/v1/admin/revocations/lift', body, { idempotent: true });
+    const lifted = await admin('POST', '/v1/admin/revocations/lift', body);
     out(
       `lifted the revocation of ${String(lifted.kind)} ${String(lifted.value)} (feed position ${String(lifted.seq)}): ` +
         'guards accept it again within a second',

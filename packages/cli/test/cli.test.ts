@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -181,6 +181,18 @@ describe('lockstep CLI', () => {
     const previous = process.env.LOCKSTEP_HOME;
     process.env.LOCKSTEP_HOME = join(home, 'fresh');
     try {
+      // A read-only command creates no key: before init, there are none to show.
+      const none: string[] = [];
+      assert.equal(
+        await main(
+          ['audit', 'keys'],
+          () => {},
+          (line) => none.push(line),
+        ),
+        2,
+      );
+      assert.match(none.join('\n'), /no audit keys exist in .*fresh\/keys yet: the control plane creates them/);
+      assert.equal(existsSync(join(home, 'fresh', 'keys')), false, 'not even the key directory');
       const out: string[] = [];
       const err: string[] = [];
       assert.equal(

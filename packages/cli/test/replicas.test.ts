@@ -5,7 +5,9 @@
  * the keys (imported once) and the store. The admin commands ask them in turn: after the first is
  * killed (SIGKILL: no clean stop, its files stay), they still work through the other. Also what
  * `--replica` refuses: SQLite, no key-encryption key, a name that is not a word, a replica's name
- * taken, and a lone control plane beside replicas. Real child processes, real PostgreSQL.
+ * taken, and a lone control plane beside replicas. Once they are down, what reads the database directly:
+ * `audit keys` (with --schema and --kek-file; creating nothing) and `keys rewrap` for a new key-encryption
+ * key. Real child processes, real PostgreSQL.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -15,6 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createKekText } from '@lockstep/control-plane';
+import { openStoreAt } from '@lockstep/monitor';
 import { testPostgres } from '@lockstep/testkit';
 import { checkStateDirectoryFree, localState, main } from '../src/main.ts';
 
@@ -241,5 +244,59 @@ describe('lockstep control-plane --replica: two replicas on one state directory'
       none.err.join('\n'),
       /no control plane answers at https:\/\/127\.0\.0\.1:\d+, https:\/\/127\.0\.0\.1:\d+: start one/,
     );
+  });
+
+  it('reads the audit keys from the database without creating any, and rewraps every key under a new KEK', async () => {
+    // The replicas are down (the test above): nothing writes meanwhile.
+    const inDatabase = (kek: string, inSchema = schema) =>
+      inProcess({}, 'audit', 'keys', '--postgres', postgres.url, '--schema', inSchema, '--kek-file', kek);
+    const keys = await inDatabase(kekFile);
+    assert.equal(keys.code, 0, keys.err.join('\n'));
+    const jwks = JSON.parse(keys.out.join('\n')) as { keys: { kid: string }[] };
+    assert.equal(jwks.keys.length, 2, 'current and next checkpoint keys');
+
+    // A schema without keys: said, and none created (a read-only command).
+    const empty = postgres.schema();
+    const none = await inDatabase(kekFile, empty);
+    assert.equal(none.code, 2);
+    assert.match(none.err.join('\n'), new RegExp(`no audit keys exist in PostgreSQL schema ${empty} .* yet`));
+    const store = await openStoreAt({ postgres: postgres.url, schema: empty });
+    try {
+      assert.deepEqual(await store.keyDocuments(), [], 'no key created');
+    } finally {
+      await store.close();
+    }
+    const noSchema = await inProcess({}, 'audit', 'keys', '--schema', schema);
+    assert.equal(noSchema.code, 2);
+    assert.match(noSchema.err.join('\n'), /--schema names the PostgreSQL schema of --postgres/);
+
+    // A KEK rotation: the new line first, the old one after; then the new one alone opens everything.
+    const newKek = createKekText('kek-new');
+    const rotated = join(scratch, 'kek-rotated');
+    writeFileSync(rotated, `${newKek}\n${readFileSync(kekFile, 'utf8')}`, { mode: 0o600 });
+    const rewrap = await inProcess(
+      {},
+      'keys',
+      'rewrap',
+      '--postgres',
+      postgres.url,
+      '--schema',
+      schema,
+      '--kek-file',
+      rotated,
+    );
+    assert.equal(rewrap.code, 0, rewrap.err.join('\n'));
+    assert.match(
+      rewrap.out.join('\n'),
+      /^re-wrapped \d+ stored key document generation\(s\) under kek-new; 0 were under it already: the older key-encryption keys can go$/,
+    );
+    const newOnly = join(scratch, 'kek-new');
+    writeFileSync(newOnly, `${newKek}\n`, { mode: 0o600 });
+    const after = await inDatabase(newOnly);
+    assert.equal(after.code, 0, after.err.join('\n'));
+    assert.deepEqual(JSON.parse(after.out.join('\n')), jwks, 'the same keys, opened with the new KEK alone');
+    const checkpoint = await inProcess({}, 'audit', 'checkpoint', '--postgres', postgres.url, '--schema', schema);
+    assert.equal(checkpoint.code, 0, checkpoint.err.join('\n'));
+    assert.match(checkpoint.out[0] ?? '', /^[\w-]+\.[\w-]+\.[\w-]+$/, 'the checkpoint of that schema');
   });
 });

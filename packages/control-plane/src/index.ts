@@ -94,6 +94,7 @@ export {
   type KeyRewrap,
   type SealedKeyVaultOptions,
 } from './ca/sealed-key-vault.ts';
+export { VAULT_GENERATIONS_FILE, type GenerationsFile } from './ca/vault-generations.ts';
 export { importKeyFiles, MOVED_NOTE, type KeyImport } from './ca/import-keys.ts';
 export {
   createPolicyService,

@@ -38,6 +38,7 @@ import {
   startControlPlane,
   subscribeLogins,
   toKeyVault,
+  VAULT_GENERATIONS_FILE,
   type AdminCredentials,
   type ControlPlaneServerOptions,
   type ControlPlaneStore,
@@ -214,7 +215,18 @@ async function openKeyVault(
     );
     return fileKeyVault(options.keyDir);
   }
-  const vault = await sealedKeyVault({ store, kek: options.kek, schema: options.store.schema ?? 'public' });
+  const schema = options.store.schema ?? 'public';
+  const vault = await sealedKeyVault({
+    store,
+    kek: options.kek,
+    schema,
+    // What this replica has seen, so that a rollback made while it was down is refused too.
+    generationsFile: {
+      path: join(options.keyDir, VAULT_GENERATIONS_FILE),
+      scope: `${databaseOf(options.store.postgres)} schema ${schema}`,
+    },
+    onError: (error) => say.error(`key vault: ${error.message}`),
+  });
   try {
     const moved = await importKeyFiles(options.keyDir, vault);
     if (moved.imported.length > 0)
@@ -413,6 +425,13 @@ export async function openStoreAt(location: StoreLocation): Promise<ControlPlane
       { cause: error },
     );
   }
+}
+
+/** The database a connection string names, without credentials: `host:port/database`. */
+function databaseOf(connectionString: string): string {
+  if (!URL.canParse(connectionString)) return 'postgres';
+  const { host, pathname } = new URL(connectionString);
+  return `${host}${pathname}`;
 }
 
 function withoutPassword(url: string): string {

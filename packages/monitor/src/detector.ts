@@ -58,6 +58,12 @@ export interface Detector {
 const serviceOf = (spiffeId: unknown) =>
   typeof spiffeId === 'string' ? (parseSpiffeId(spiffeId)?.service ?? null) : null;
 const iso = (time: number) => new Date(time).toISOString();
+/** How an SVID presented for recovery had been spent. */
+const SPENT: Record<RecoveryReuse['via'], string> = {
+  renew: 'renewed',
+  recover: 'recovered',
+  retire: 'retired (its workload stopped cleanly)',
+};
 const REVOKED = new Set(['LOCKSTEP_ERR_TXN_TOKEN_REVOKED', 'LOCKSTEP_ERR_PEER_REVOKED']);
 const UNTRUSTED = new Set([
   'LOCKSTEP_ERR_PEER_CERT_MISSING',
@@ -628,7 +634,7 @@ export function createDetector(options: DetectorOptions): Detector {
       raise(
         'svid-recovery-reuse',
         reuse.spiffeId,
-        `SVID ${reuse.serial} of ${reuse.spiffeId} was presented for recovery after it was ${reuse.via === 'renew' ? 'renewed' : 'recovered'} at ${iso(reuse.spentAt)}: ` +
+        `SVID ${reuse.serial} of ${reuse.spiffeId} was presented for recovery after it was ${SPENT[reuse.via]} at ${iso(reuse.spentAt)}: ` +
           'two holders of one key. Revoke the workload unless a clone explains it',
         { ...reuse },
         [reuse.serial],

@@ -145,6 +145,6 @@ export const RULES: readonly Rule[] = [
     id: 'svid-recovery-reuse',
     severity: 'critical',
     fires:
-      'an expired SVID was presented for recovery after it had been renewed or recovered: two holders of one key (a stolen key, or a cloned workload)',
+      "an expired SVID was presented for recovery after it had been renewed or recovered for another key, or retired by its workload's clean stop: two holders of one key (a stolen key, or a cloned workload)",
   },
 ];

@@ -2,16 +2,18 @@
  * Replicas share one identity (issue 17, item 1): two control planes on one PostgreSQL database, each
  * with its own key directory, given the same key-encryption key. They issue SVIDs from one CA, sign
  * with one set of key rings, and follow each other's rotations; a replica given another KEK refuses to
- * start. What a control plane kept in its key directory before is imported once. The policy is shared (signed
+ * start. What a control plane kept in its key directory before is imported once. Each remembers the newest
+ * key generations it has seen in its key directory: a rollback made while it was down refuses its restart. The policy is shared (signed
  * with the shared policy key) only with the keys: without a KEK it stays per replica. Real PostgreSQL, real
  * TLS, real keys: the two replicas are what `lockstep control-plane --postgres … --kek-file …` runs.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { request } from 'undici';
 import { testPostgres } from '@lockstep/testkit';
 import { joinControlPlane, renewWithControlPlane } from '@lockstep/workload';
@@ -31,11 +33,11 @@ let b: AssembledControlPlane;
 /** The CA root of the key directory replica A ran with alone, before it had replicas. */
 let rootBefore: string;
 
-function replica(name: string, key: Kek = kek): Promise<AssembledControlPlane> {
+function replica(name: string, key: Kek = kek, inSchema = schema): Promise<AssembledControlPlane> {
   return assembleControlPlane({
     trustDomain: TD,
     keyDir: join(scratch, name),
-    store: { postgres: postgres.url, schema },
+    store: { postgres: postgres.url, schema: inSchema },
     kek: key,
     output: { warning: (text) => warnings.push(`${name}: ${text}`), error: () => {} },
   });
@@ -137,6 +139,42 @@ describe('replicas share one identity (PostgreSQL, one key-encryption key)', { s
     const { token } = await createJoinToken(b.store, b.ca, { service: 'payments', createdBy: 'test' });
     const joined = await joinControlPlane({ url: b.url, trustDomain: TD, joinToken: token, service: 'payments' });
     assert.ok(new X509Certificate(joined.chainPem).verify(new X509Certificate(a.ca.intermediatePem).publicKey));
+  });
+
+  it('remembers the newest key generations it has seen: a rollback made while it was down refuses its restart', async () => {
+    const own = postgres.schema();
+    const scope = `${new URL(postgres.url).host}${new URL(postgres.url).pathname} schema ${own}`;
+    const file = join(scratch, 'd', 'vault-generations.json');
+    const d = await replica('d', kek, own);
+    let rotated: number;
+    try {
+      await d.tts.rotateKeys?.();
+      rotated = (await d.store.keyDocumentGenerations()).get('txn-token-keys.json') ?? -1;
+      assert.equal(rotated, 1, 'created, then rotated once');
+    } finally {
+      await d.close();
+    }
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const remembered = (JSON.parse(readFileSync(file, 'utf8')) as { databases: Record<string, Record<string, number>> })
+      .databases[scope];
+    assert.equal(remembered?.['txn-token-keys.json'], rotated, JSON.stringify(remembered));
+
+    // While it is down, a database writer deletes the rotation, to bring the retired key back.
+    const client = new pg.Client({ connectionString: postgres.url });
+    await client.connect();
+    try {
+      await client.query(`DELETE FROM ${own}.key_documents WHERE name = 'txn-token-keys.json' AND generation = $1`, [
+        rotated,
+      ]);
+    } finally {
+      await client.end();
+    }
+    await assert.rejects(replica('d', kek, own), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'LOCKSTEP_CP_KEYS_ROLLBACK', error.message);
+      assert.match(error.message, /txn-token-keys\.json went back from generation 1 to generation 0/);
+      assert.ok(error.message.includes(`remove ${file}`), error.message);
+      return true;
+    });
   });
 
   it('refuses to start a replica given another key-encryption key, naming the one that sealed the keys', async () => {

@@ -7,9 +7,10 @@
  * with an SVID that expired while the control plane could not be reached.
  *
  * All take the control plane's replicas (`failover.ts`). A renewal or a recovery is asked again of the
- * next one after any outage. A join spends a one-time token, so it moves on only while nothing was sent: no
- * connection, or a bundle that does not match the token's pin (a replica that has not reloaded a
- * root rotation yet, or someone in the middle: either way the token is not sent there).
+ * next one after any outage, and of the next one too when a replica's certificate does not verify against
+ * the workload's trust bundle (nothing was sent). A join spends a one-time token, so it moves on only while
+ * nothing was sent: no connection, or a bundle that does not match the token's pin (a replica that has not
+ * reloaded a root rotation yet, or someone in the middle: either way the token is not sent there).
  */
 import { X509Certificate, type webcrypto } from 'node:crypto';
 import { readX509Svid, SvidError, workloadId } from '@lockstep/identity';
@@ -49,7 +50,7 @@ export async function joinControlPlane(options: {
     );
   }
   const endpoints = endpointsOf(options.url);
-  const keys = await generateKeys();
+  const keys = await generateSvidKeys();
   const csr = await csrFor(keys);
   const connectTimeout = connectTimeoutFor(endpoints);
   // The replicas the token was sent to: a failure at any other may go on to the next.
@@ -77,6 +78,12 @@ export interface SvidExchangeOptions {
   /** The SVID presented in the handshake (leaf + intermediate) and its key. */
   current: { chainPem: string; keyPem: string };
   bundlePem: string;
+  /**
+   * The new SVID's key pair (ECDSA P-256, extractable; `generateSvidKeys`), default a fresh one. Asking
+   * again after a failure — a renewal, or the recovery that follows it — give the same one: if a first
+   * answer was lost, the control plane spent the SVID for that key, and serves that key again.
+   */
+  keys?: webcrypto.CryptoKeyPair;
 }
 
 export async function renewWithControlPlane(options: SvidExchangeOptions): Promise<WorkloadCredentials> {
@@ -93,29 +100,83 @@ export async function renewWithControlPlane(options: SvidExchangeOptions): Promi
  * than the control plane's recovery window (`…_RECOVERY_EXPIRED`): then only a new join token helps.
  */
 export async function recoverWithControlPlane(options: SvidExchangeOptions): Promise<WorkloadCredentials> {
-  // Asked again of the next replica after a failure after sending, like a renewal. If the first one
-  // did reach a replica and only its answer was lost, the SVID is spent there and the retry is refused
-  // (LOCKSTEP_CP_RECOVERY_REFUSED): the right outcome, since nobody can tell that lost answer from a
-  // thief who recovered first with a copy of the key. This instance then joins again.
+  // Asked again of the next replica after a failure after sending, like a renewal. If the first one did
+  // reach a replica and only its answer was lost, the SVID is spent there for this CSR's key: the retry,
+  // with the same key, is served again. With another key it is refused (LOCKSTEP_CP_RECOVERY_REFUSED), as
+  // a thief who recovered first with a copy of the old key is: this instance then joins again.
   return exchangeSvid('/v1/recover', options);
 }
 
-/** `{ csr }` for a fresh key to `path`, presenting the current SVID: the new SVID, of the same identity. */
+/** A new SVID's key pair: ECDSA P-256, generated here, never sent. */
+export async function generateSvidKeys(): Promise<webcrypto.CryptoKeyPair> {
+  return crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+}
+
+/**
+ * TLS codes of a server certificate that does not chain to the trust bundle: a CA this workload does not
+ * know. Not its expiry, nor a wrong SPIFFE ID: those are a replica's problem, not the CA's.
+ */
+const UNTRUSTED_SERVER = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_SIGNATURE_FAILURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_UNTRUSTED',
+]);
+
+/** `{ csr }` for `options.keys` (else a fresh key) to `path`, presenting the current SVID: the new SVID, of the same identity. */
 async function exchangeSvid(
   path: '/v1/renew' | '/v1/recover',
   options: SvidExchangeOptions,
 ): Promise<WorkloadCredentials> {
   const endpoints = endpointsOf(options.url);
   const current = currentSpiffeId(options.current.chainPem, options.trustDomain);
-  const keys = await generateKeys();
+  const keys = options.keys ?? (await generateSvidKeys());
   const csr = await csrFor(keys);
   const tls = { ca: options.bundlePem, cert: options.current.chainPem, key: options.current.keyPem };
   const call = { path, payload: { csr }, tls, trustDomain: options.trustDomain };
   const connectTimeout = connectTimeoutFor(endpoints);
-  const body = await withFailover(endpoints, (base, signal) => post({ ...call, base, signal, connectTimeout }), {
-    idempotent: true,
-  });
+  // The replicas whose certificate did not verify: nothing was sent there, the next one is asked.
+  const untrusted = new Set<string>();
+  let body: Record<string, unknown>;
+  try {
+    body = await withFailover(
+      endpoints,
+      async (base, signal) => {
+        try {
+          return await post({ ...call, base, signal, connectTimeout });
+        } catch (error) {
+          if (untrustedServer(error) !== null) untrusted.add(base);
+          throw error;
+        }
+      },
+      { idempotent: true, sentNothing: (error) => untrustedServer(error) !== null },
+    );
+  } catch (error) {
+    const code = untrustedServer(error);
+    if (code === null || !endpoints.urls.every((url) => untrusted.has(url))) throw error;
+    throw new EnrolmentError(
+      'LOCKSTEP_ENROL_CA_CHANGED',
+      "the control plane's CA changed while this workload was away (a root rotation it missed): no replica " +
+        `presents a certificate its trust bundle verifies (${code}); join again with a new join token. ` +
+        (error as Error).message,
+      null,
+      { cause: error },
+    );
+  }
   return credentials(body, keys, options.trustDomain, current);
+}
+
+/** The TLS code of a server certificate that does not chain to the bundle, in `error` or its causes; else null. */
+function untrustedServer(error: unknown): string | null {
+  for (let item = error, depth = 0; typeof item === 'object' && item !== null && depth < 5; depth += 1) {
+    const { code, cause } = item as { code?: unknown; cause?: unknown };
+    if (typeof code === 'string' && UNTRUSTED_SERVER.has(code)) return code;
+    item = cause;
+  }
+  return null;
 }
 
 /**
@@ -216,10 +277,6 @@ async function post(call: {
   } finally {
     await agent.close();
   }
-}
-
-async function generateKeys(): Promise<webcrypto.CryptoKeyPair> {
-  return crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
 }
 
 async function csrFor(keys: webcrypto.CryptoKeyPair): Promise<string> {

@@ -88,13 +88,14 @@ export async function withFailover<T>(
     const timer = new AbortController();
     const timeout = setTimeout(() => timer.abort(attemptTimeout(base, timeoutMs)), timeoutMs);
     const signal = options.signal === undefined ? timer.signal : AbortSignal.any([options.signal, timer.signal]);
+    // Raced, not only signalled: undici sees an abort only once the connection is up (nodejs/undici#386),
+    // so an attempt stuck connecting would otherwise hold the caller until undici's own connect timeout.
+    // An abandoned attempt fails with the signal's reason (the timeout, or the caller's), not an error of its own.
+    const abandon = abandoned(signal);
     try {
-      // Raced, not only signalled: undici sees an abort only once the connection is up (nodejs/undici#386),
-      // so an attempt stuck connecting would otherwise hold the caller until undici's own connect timeout.
-      // An abandoned attempt fails with the signal's reason (the timeout, or the caller's), not an error of its own.
       const running = attempt(base, signal);
       running.catch(() => {}); // abandoned by the race: its end is no news
-      const value = await Promise.race([running, abandoned(signal)]);
+      const value = await Promise.race([running, abandon.promise]);
       endpoints.ok(base);
       return value;
     } catch (error) {
@@ -107,6 +108,7 @@ export async function withFailover<T>(
       if (!unsent && !(outage && options.idempotent)) throw surfaced(error, tried, note);
     } finally {
       clearTimeout(timeout);
+      abandon.stop();
     }
   }
   throw surfaced(tried.at(-1)?.error, tried, note);
@@ -127,12 +129,24 @@ export function unexpectedAnswer(message: string, status: number, cause?: unknow
   return Object.assign(new Error(message, cause === undefined ? {} : { cause }), { status });
 }
 
-/** Rejects with the signal's reason once it aborts. */
-function abandoned(signal: AbortSignal): Promise<never> {
-  return new Promise((_resolve, reject) => {
-    if (signal.aborted) reject(signal.reason as Error);
-    else signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+/**
+ * Rejects with the signal's reason once it aborts; `stop()` takes its listener off again. A signal that
+ * depends on a long-lived caller's (`AbortSignal.any`) is kept alive while it has a listener: without
+ * `stop()`, every call would leave one behind for as long as the caller's signal lives.
+ */
+function abandoned(signal: AbortSignal): { readonly promise: Promise<never>; stop(): void } {
+  let stop = () => {};
+  const promise = new Promise<never>((_resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    stop = () => signal.removeEventListener('abort', onAbort);
   });
+  promise.catch(() => {}); // raced by the caller; a rejection after the race is no news
+  return { promise, stop };
 }
 
 /** Why an attempt was abandoned: a timeout, which `isFailover` takes as an outage. */

@@ -3,17 +3,20 @@
  * actions, policy version in force, SVID expiry, mode, guard version — every `intervalMs` (10 s by
  * default, first at once). A failed report is retried at the next tick; the guard never depends on it.
  *
- * A report that gets no answer at all (refused, reset, timed out) means the control plane cannot be
+ * A report that gets no answer at all (refused, reset, timed out), or only "unavailable" (502, 503, 504:
+ * a replica starting or cut from its store, a proxy with nothing behind it), means the control plane cannot be
  * reached from here: the first report that gets through again says since when
  * (`unreachable: { since, until }`), so that after an outage the monitor learns who was cut off, and
  * for how long — it cannot hear it during the outage. `deregister()` is the clean stop: the entry is
  * removed, and the silence that follows raises no alert (a crash, which cannot say so, does).
  *
  * With several control-plane URLs (replicas) each report is asked of them in turn: the control plane
- * is unreachable only when none of them answers, so a replica down raises no outage alert.
+ * is unreachable only when none of them answers (or each answers "unavailable"), so a replica down raises no
+ * outage alert.
  */
 import { request } from 'undici';
 import type { GuardStatus } from '@lockstep/guard';
+import { isFailover } from '@lockstep/identity';
 import { controlPlaneAgent } from './control-plane-agent.ts';
 import { connectTimeoutFor, endpointsOf, unexpectedAnswer, withFailover, type ControlPlaneUrls } from './failover.ts';
 
@@ -94,8 +97,10 @@ export function startRegistryHeartbeat(options: HeartbeatOptions): Heartbeat {
     try {
       via = await withFailover(controlPlane, sendTo, { idempotent: true });
     } catch (error) {
-      // An answer, even a refusal, is no outage: only no answer from any replica is.
-      if (typeof (error as { status?: unknown }).status !== 'number') unreachableSince ??= attemptAt;
+      // An answer, even a refusal, is no outage: only no answer from any replica is, or "unavailable" from
+      // the last one asked (withFailover goes on to the next on those: every replica said it).
+      const status = (error as { status?: unknown }).status;
+      if (typeof status !== 'number' || isFailover(status)) unreachableSince ??= attemptAt;
       throw error;
     }
     // Reported; a later outage (begun while this report was on its way) is kept for the next one.

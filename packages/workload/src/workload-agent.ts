@@ -19,9 +19,14 @@
  * 30 s before the SVID expires, renewal failing, the agent recovers instead (`POST /v1/recover`, the
  * expired SVID presented in the handshake) at 2 s → 15 s, for as long as it takes: a workload cut off
  * for longer than its SVID lives gets a new one within about 15 s of a replica answering again
- * (`recovered`), without a join token. A refusal no retry can change (revoked, the SVID spent, past the
- * recovery window) ends it: `recovery-refused`, `agent.state === 'needs-join'`, and only a new join
- * token helps (a restarted process joins again anyway: its key was in memory only).
+ * (`recovered`), without a join token. One renewal or recovery, retries included (the renewal that
+ * failed and the recovery after it), asks for one new key: if an answer was lost (a failover abandoned
+ * the attempt, or the outage began as it was answered), the control plane serves that key again. A
+ * refusal no retry can change (revoked, the SVID spent, past the recovery window) ends it:
+ * `recovery-refused`, `agent.state === 'needs-join'`, and only a new join token helps (a restarted
+ * process joins again anyway: its key was in memory only). So does a control plane whose certificate
+ * no longer verifies against this workload's bundle at any replica, three tries in a row: its CA
+ * changed while the workload was away (`LOCKSTEP_ENROL_CA_CHANGED`).
  *
  * `url` may name several replicas of the control plane (a list, or comma-separated): every call —
  * join, renewal, policy keys, Txn-Tokens, the stream, the heartbeat — goes through one endpoint set,
@@ -36,6 +41,7 @@ import type { JWK } from 'jose';
 import { request, type Agent, type Dispatcher } from 'undici';
 import { controlPlaneAgent } from './control-plane-agent.ts';
 import {
+  generateSvidKeys,
   joinControlPlane,
   recoverWithControlPlane,
   renewWithControlPlane,
@@ -66,7 +72,8 @@ export type AgentEvent =
   | { readonly kind: 'recovered'; readonly expiresAt: Date; readonly previousExpiresAt: Date }
   /**
    * The control plane refused recovery for good (`LOCKSTEP_CP_WORKLOAD_REVOKED`, `…_RECOVERY_REFUSED`,
-   * `…_RECOVERY_EXPIRED`): `state` is `needs-join`, nothing more is tried. Join again with a new token.
+   * `…_RECOVERY_EXPIRED`), or its CA changed while this workload was away (`LOCKSTEP_ENROL_CA_CHANGED`,
+   * three tries in a row): `state` is `needs-join`, nothing more is tried. Join again with a new token.
    */
   | { readonly kind: 'recovery-refused'; readonly code: EnrolmentErrorCode; readonly message: string }
   | { readonly kind: 'heartbeat-failed'; readonly reason: string };
@@ -190,6 +197,12 @@ const FINAL_REFUSALS: ReadonlySet<string> = new Set([
   'LOCKSTEP_CP_RECOVERY_REFUSED',
   'LOCKSTEP_CP_RECOVERY_EXPIRED',
 ]);
+/**
+ * Recovery tries in a row at which no replica's certificate verified against the bundle, after which the
+ * CA is taken to have changed: one is not enough (a replica may be misconfigured, or restarting with
+ * another CA's certificate), and a root rotation this workload missed does not undo itself.
+ */
+const CA_CHANGED_AFTER = 3;
 
 export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<WorkloadAgent> {
   workloadId(options.trustDomain, options.service); // a TypeError naming the rule, before the service's name becomes a directory
@@ -218,6 +231,14 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
   let state: WorkloadAgentState = 'active';
   let renewalFailures = 0;
   let recoveryFailures = 0;
+  /** Recovery tries in a row that failed with LOCKSTEP_ENROL_CA_CHANGED. */
+  let caChanged = 0;
+  /**
+   * The key of the SVID being asked for, kept from the first try of a renewal to the SVID it brings
+   * (renewed or recovered): every retry asks for the same key, so that one whose first answer was lost
+   * is served again rather than refused as a reuse. In memory only, as the SVID's own key.
+   */
+  let nextKeys: Awaited<ReturnType<typeof generateSvidKeys>> | null = null;
   let busy: Promise<void> = Promise.resolve();
   // The stream and heartbeat stopped on needs-join, for close() to wait for.
   let retired: Promise<unknown> = Promise.resolve();
@@ -321,10 +342,12 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     return Date.now() < recoveryPoint() ? renewNow() : recoverNow();
   }
 
-  /** The current SVID, presented in the handshake, for a new one: by renewal or by recovery. */
-  function exchange(how: typeof renewWithControlPlane): Promise<WorkloadCredentials> {
+  /** The current SVID, presented in the handshake, for a new one (the pending key's): by renewal or by recovery. */
+  async function exchange(how: typeof renewWithControlPlane): Promise<WorkloadCredentials> {
     const current = { chainPem: credentials.chainPem, keyPem: credentials.keyPem };
-    return how({ url: endpoints, trustDomain: options.trustDomain, current, bundlePem: credentials.bundlePem });
+    nextKeys ??= await generateSvidKeys();
+    const keys = nextKeys;
+    return how({ url: endpoints, trustDomain: options.trustDomain, current, bundlePem: credentials.bundlePem, keys });
   }
 
   async function renewNow(): Promise<void> {
@@ -365,7 +388,8 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
       adopt(recovered, { kind: 'recovered', expiresAt: recovered.expiresAt, previousExpiresAt });
     } catch (error) {
       if (closed) throw error;
-      if (error instanceof EnrolmentError && FINAL_REFUSALS.has(error.code)) {
+      caChanged = error instanceof EnrolmentError && error.code === 'LOCKSTEP_ENROL_CA_CHANGED' ? caChanged + 1 : 0;
+      if (error instanceof EnrolmentError && (FINAL_REFUSALS.has(error.code) || caChanged >= CA_CHANGED_AFTER)) {
         needsJoin(error);
         throw error;
       }
@@ -401,6 +425,8 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
     state = closed ? 'closed' : 'active';
     renewalFailures = 0;
     recoveryFailures = 0;
+    caChanged = 0;
+    nextKeys = null;
     guard?.setSvid({ cert: credentials.chainPem, key: credentials.keyPem });
     if (guard !== null && credentials.bundlePem !== bundleBefore) guard.setTrustBundle(credentials.bundlePem);
     notify(event);
@@ -411,6 +437,7 @@ export async function joinAsWorkload(options: WorkloadAgentOptions): Promise<Wor
   /** Recovery refused for good: nothing more is tried, the stream and the heartbeat would be refused for ever. */
   function needsJoin(refusal: EnrolmentError): void {
     state = 'needs-join';
+    nextKeys = null;
     if (timer !== null) clearTimeout(timer);
     const [following, beating] = [stream, heartbeat];
     stream = null;

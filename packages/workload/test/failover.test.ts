@@ -8,7 +8,7 @@
  * an answer and fails over nowhere. `withFailover` itself: idempotency, bounded time, the error.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -560,6 +560,27 @@ describe('withFailover', () => {
     );
     const tookMs = performance.now() - started;
     assert.ok(tookMs >= 290 && tookMs < 800, `took ${Math.round(tookMs)} ms`);
+  });
+
+  it("leaves no listener behind on an attempt's signal: a long-lived caller signal keeps none alive", async () => {
+    const caller = new AbortController();
+    const signals: AbortSignal[] = [];
+    const endpoints = controlPlaneEndpoints([okUrl, hangUpUrl]);
+    for (const fails of [false, true]) {
+      let refuse = fails; // the first attempt of the second call finds no connection
+      await withFailover(
+        endpoints,
+        async (_base, signal) => {
+          signals.push(signal);
+          if (!refuse) return true;
+          refuse = false;
+          throw Object.assign(new Error('refused'), { code: 'ECONNREFUSED' });
+        },
+        { idempotent: true, signal: caller.signal },
+      );
+    }
+    assert.equal(signals.length, 3, 'one, then a failed attempt and the next');
+    for (const signal of signals) assert.deepEqual(getEventListeners(signal, 'abort'), []);
   });
 
   it("the caller's own abort stops at once and marks nothing", async () => {

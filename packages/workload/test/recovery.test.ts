@@ -6,7 +6,9 @@
  *
  * SVIDs live at least 60 s. The control plane here signs with a clock set back 55 s, so that the SVIDs
  * it issues expire about 5 s after they are issued; its CA was created hours before, so that its
- * intermediate covers them. The three cases run at once: the file takes about 15 s.
+ * intermediate covers them. Lost answers are made by the store: a hook on spending an SVID holds the
+ * answer past the client's attempt timeout, or cuts the network before it is sent. The cases run at
+ * once: the file takes about 30 s.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -22,7 +24,9 @@ import {
   openWorkloadCa,
   startControlPlane,
   type ControlPlaneStore,
+  type RecoveryReuse,
   type RunningControlPlane,
+  type SvidSuccession,
   type WorkloadCa,
 } from '@lockstep/control-plane';
 import {
@@ -30,11 +34,13 @@ import {
   joinAsWorkload,
   joinControlPlane,
   recoverWithControlPlane,
+  renewWithControlPlane,
   type AgentEvent,
   type AttachableGuard,
   type WorkloadAgent,
   type WorkloadCredentials,
 } from '../src/index.ts';
+import { generateSvidKeys } from '../src/enrol-client.ts';
 
 const TD = 'shop.test';
 const HOUR = 3_600_000;
@@ -45,7 +51,13 @@ let ca: WorkloadCa;
 let past: WorkloadCa;
 let store: ControlPlaneStore;
 let controlPlane: RunningControlPlane;
+/** A control plane of the same trust domain under another CA: what one whose root rotated looks like from before. */
+let foreign: RunningControlPlane;
+let foreignStore: ControlPlaneStore;
 const closing: (() => Promise<unknown>)[] = [];
+/** Run once, just after the SVID of that serial was spent (renewed or recovered), before the answer leaves. */
+const onSpent = new Map<string, (spent: SvidSuccession) => Promise<void>>();
+const reuses: RecoveryReuse[] = [];
 
 before(async () => {
   const keyDir = join(scratch, 'keys');
@@ -54,13 +66,35 @@ before(async () => {
   ca = await openWorkloadCa({ trustDomain: TD, keyDir });
   past = withClockSetBack(ca, SET_BACK_MS);
   store = openSqliteStore(':memory:');
-  controlPlane = await startControlPlane({ ca: past, store, svidLifetimeSeconds: 60 });
+  const hooked: ControlPlaneStore = {
+    ...store,
+    async spendSvid(succession) {
+      const spent = await store.spendSvid(succession);
+      const hook = onSpent.get(succession.serial);
+      onSpent.delete(succession.serial);
+      await hook?.(succession);
+      return spent;
+    },
+  };
+  controlPlane = await startControlPlane({
+    ca: past,
+    store: hooked,
+    svidLifetimeSeconds: 60,
+    extensions: [() => ({ onRecoveryReuse: (reuse: RecoveryReuse) => reuses.push(reuse) })],
+  });
+  foreignStore = openSqliteStore(':memory:');
+  foreign = await startControlPlane({
+    ca: await openWorkloadCa({ trustDomain: TD, keyDir: join(scratch, 'foreign-keys') }),
+    store: foreignStore,
+  });
 });
 
 after(async () => {
   for (const close of closing.reverse()) await close();
   await controlPlane.close();
+  await foreign.close();
   await store.close();
+  await foreignStore.close();
   rmSync(scratch, { recursive: true, force: true });
 });
 
@@ -84,11 +118,13 @@ interface Relay {
   cut(): Promise<void>;
   /** Listens again on the same port. */
   restore(): Promise<void>;
+  /** Drops the open connections; new ones go to `url`'s port: another server answers at this address. */
+  retarget(url: string): void;
 }
 
 /** A TCP relay to the control plane that can be cut and restored: the network between them. */
 async function relay(): Promise<Relay> {
-  const target = Number(new URL(controlPlane.url).port);
+  let target = Number(new URL(controlPlane.url).port);
   const sockets = new Set<Socket>();
   let accepted = 0;
   let server: Server | null = null;
@@ -129,6 +165,10 @@ async function relay(): Promise<Relay> {
     },
     cut,
     restore: async () => void (await listen(port)),
+    retarget(url) {
+      target = Number(new URL(url).port);
+      for (const socket of sockets) socket.destroy();
+    },
   };
 }
 
@@ -154,14 +194,14 @@ function fakeGuard(service: string): AttachableGuard & { readonly svids: string[
   };
 }
 
-/** An agent of `service`, joined through `via`, with a guard attached; its events in `events`. */
+/** An agent of `service`, joined through `via` (one relay, or one per replica), with a guard attached; its events in `events`. */
 async function agentVia(
   service: string,
-  via: Relay,
+  via: Relay | readonly Relay[],
 ): Promise<{ agent: WorkloadAgent; events: AgentEvent[]; guard: ReturnType<typeof fakeGuard> }> {
   const events: AgentEvent[] = [];
   const agent = await joinAsWorkload({
-    url: via.url,
+    url: Array.isArray(via) ? via.map((each: Relay) => each.url) : (via as Relay).url,
     trustDomain: TD,
     joinToken: (await createJoinToken(store, past, { service, createdBy: 'cli' })).token,
     service,
@@ -189,10 +229,15 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * Cuts `via` just after a renewal (none in flight: a renewal whose answer the cut lost would have spent
  * the SVID, and its recovery would be refused), then waits until the SVID has expired.
  */
-async function cutAfterRenewal(via: Relay, events: AgentEvent[]): Promise<void> {
+async function cutAfterRenewal(via: Relay | readonly Relay[], events: AgentEvent[]): Promise<void> {
+  await afterRenewal(events);
+  await Promise.all((Array.isArray(via) ? via : [via]).map((each: Relay) => each.cut()));
+}
+
+/** Resolves just after the agent's next renewal. */
+async function afterRenewal(events: AgentEvent[]): Promise<void> {
   const seen = events.length;
   await eventually(() => events.slice(seen).some((event) => event.kind === 'renewed'), 'a renewal', 5_000);
-  await via.cut();
 }
 
 async function untilExpired(agent: WorkloadAgent): Promise<void> {
@@ -283,6 +328,130 @@ describe('an agent whose SVID expired while the control plane was unreachable', 
     assert.equal(agent.state, 'needs-join');
   });
 
+  it('recovers although the answer to its first recovery was lost: failover abandoned it, the retry asks for the same key', async () => {
+    // Two replicas (two relays to one control plane): an attempt that gets no answer within 5 s is
+    // abandoned for the next, while the control plane carries on and spends the SVID.
+    const replicas = [await relay(), await relay()];
+    const { agent, events, guard } = await agentVia('shipping', replicas);
+    const spiffeId = agent.credentials.spiffeId;
+    await cutAfterRenewal(replicas, events);
+    await untilExpired(agent);
+    const expired = serialOf(agent.credentials.chainPem);
+    let held = 0;
+    let answered: Promise<unknown> = Promise.resolve();
+    onSpent.set(expired, async () => {
+      held += 1;
+      answered = sleep(6_000);
+      await answered; // spent; the answer comes after the attempt's 5 s
+    });
+    await Promise.all(replicas.map((each) => each.restore()));
+    await eventually(
+      () => events.some((event) => event.kind === 'recovered' || event.kind === 'recovery-refused'),
+      "'recovered'",
+      40_000,
+    );
+    assert.deepEqual(
+      events.filter((event) => event.kind === 'recovery-refused'),
+      [],
+    );
+    assert.equal(held, 1, 'the first recovery reached the control plane, and its answer was lost');
+    assert.equal(agent.state, 'active');
+    // The abandoned request ends on the control plane too, after its answer was given up on.
+    await answered;
+    const recoveries = async () => (await store.issuedSvids(spiffeId)).filter((record) => record.via === 'recover');
+    let issued = await recoveries();
+    for (const started = Date.now(); issued.length < 2 && Date.now() - started < 2_000; issued = await recoveries())
+      await sleep(20);
+    assert.equal(issued.length, 2, 'the lost one, and the retry');
+    const succession = await store.svidSuccession(expired);
+    assert.equal(succession?.via, 'recover');
+    assert.ok(
+      guard.svids.some((cert) => serialOf(cert) === succession.successor),
+      "the retry's SVID is the successor, and the guard's",
+    );
+    assert.ok(
+      issued.some((record) => record.serial.toLowerCase() === succession.successor),
+      'recorded as a recovery',
+    );
+    assert.equal(new Set(issued.map((record) => record.serial)).size, 2);
+    assert.deepEqual(
+      reuses.filter((reuse) => reuse.spiffeId === spiffeId),
+      [],
+      'no svid-recovery-reuse alert',
+    );
+  });
+
+  it('recovers after a renewal whose answer was lost as the outage began: the recovery asks for its key', async () => {
+    const via = await relay();
+    const { agent, events } = await agentVia('billing', via);
+    await afterRenewal(events);
+    // The next renewal reaches the control plane, which spends the SVID; the network goes before the answer.
+    const renewing = serialOf(agent.credentials.chainPem);
+    let lost: SvidSuccession | null = null;
+    onSpent.set(renewing, async (spent) => {
+      lost = spent;
+      await via.cut();
+    });
+    await eventually(() => lost !== null, 'the renewal to reach the control plane', 10_000);
+    assert.equal((lost as SvidSuccession | null)?.via, 'renew');
+    assert.equal(serialOf(agent.credentials.chainPem), renewing, 'its answer never arrived');
+    await untilExpired(agent);
+    await via.restore();
+    await eventually(
+      () => events.some((event) => event.kind === 'recovered' || event.kind === 'recovery-refused'),
+      "'recovered'",
+      30_000,
+    );
+    assert.deepEqual(
+      events.filter((event) => event.kind === 'recovery-refused'),
+      [],
+    );
+    assert.equal(agent.state, 'active');
+    assert.equal((await store.svidSuccession(renewing))?.via, 'renew', 'spent by the renewal, served to its key');
+    assert.deepEqual(
+      reuses.filter((reuse) => reuse.spiffeId === agent.credentials.spiffeId),
+      [],
+    );
+  });
+
+  it("stops once the control plane's certificate no longer verifies at any replica, three tries in a row: its CA changed", async () => {
+    const via = await relay();
+    const { agent, events } = await agentVia('reports', via);
+    await afterRenewal(events);
+    // From now on a control plane under another CA answers at that address (a root rotation this workload missed).
+    via.retarget(foreign.url);
+    await eventually(() => events.some((event) => event.kind === 'recovery-refused'), "'recovery-refused'", 30_000);
+    const refused = events.find((event) => event.kind === 'recovery-refused');
+    assert.ok(refused?.kind === 'recovery-refused');
+    assert.equal(refused.code, 'LOCKSTEP_ENROL_CA_CHANGED');
+    assert.match(refused.message, /CA changed while this workload was away/);
+    assert.equal(agent.state, 'needs-join');
+    const failed = events.filter((event) => event.kind === 'recovery-failed');
+    assert.ok(failed.length >= 2, 'not at the first try');
+    assert.ok(failed.slice(-2).every((event) => event.kind === 'recovery-failed' && /CA changed/.test(event.reason)));
+  });
+
+  it('renewWithControlPlane: a replica whose certificate does not verify is passed over; only all of them is a changed CA', async () => {
+    const joined = await joinControlPlane({
+      url: controlPlane.url,
+      trustDomain: TD,
+      joinToken: (await createJoinToken(store, past, { service: 'catalog', createdBy: 'cli' })).token,
+      service: 'catalog',
+    });
+    const renewal = { trustDomain: TD, current: joined, bundlePem: joined.bundlePem };
+    const renewed = await renewWithControlPlane({ ...renewal, url: [foreign.url, controlPlane.url] });
+    assert.equal(renewed.spiffeId, joined.spiffeId);
+    await assert.rejects(
+      renewWithControlPlane({ ...renewal, current: renewed, url: foreign.url }),
+      (error: unknown) => {
+        assert.ok(error instanceof EnrolmentError);
+        assert.equal(error.code, 'LOCKSTEP_ENROL_CA_CHANGED');
+        assert.equal(error.status, null);
+        return true;
+      },
+    );
+  });
+
   it('recoverWithControlPlane: an expired SVID recovers once; the second use is refused', async () => {
     const joined: WorkloadCredentials = await joinControlPlane({
       url: controlPlane.url,
@@ -292,11 +461,16 @@ describe('an agent whose SVID expired while the control plane was unreachable', 
     });
     await sleep(joined.expiresAt.getTime() - Date.now() + 300);
     const recovery = { url: controlPlane.url, trustDomain: TD, current: joined, bundlePem: joined.bundlePem };
-    const recovered = await recoverWithControlPlane(recovery);
+    const keys = await generateSvidKeys();
+    const recovered = await recoverWithControlPlane({ ...recovery, keys });
     assert.equal(recovered.spiffeId, joined.spiffeId);
     assert.notEqual(serialOf(recovered.chainPem), serialOf(joined.chainPem));
     assert.ok(recovered.expiresAt.getTime() > Date.now());
     assert.ok(verifiesAgainst(recovered.chainPem, ca.bundlePem));
+    // Asked again for the same key (as after a lost answer): served again, a certificate of its own.
+    const again = await recoverWithControlPlane({ ...recovery, keys });
+    assert.notEqual(serialOf(again.chainPem), serialOf(recovered.chainPem));
+    assert.equal(again.keyPem, recovered.keyPem);
 
     await assert.rejects(recoverWithControlPlane(recovery), (error: unknown) => {
       assert.ok(error instanceof EnrolmentError);

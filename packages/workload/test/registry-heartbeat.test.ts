@@ -283,3 +283,35 @@ it('a deregistration the control plane does not answer gives up after 3 s: a sto
     controlPlane = await start(Number(port));
   }
 });
+
+it('a report every replica answers with 503 (cut from its store) counts as no answer: the outage is reported after', async () => {
+  const heartbeat = startRegistryHeartbeat({
+    url: controlPlane.url,
+    trustDomain: TD,
+    tls: tls(),
+    guard: { status },
+    intervalMs: 3_600_000,
+  });
+  const recordHeartbeat = store.recordHeartbeat;
+  try {
+    await heartbeat.beat();
+    assert.equal(heartbeat.unreachableSince, null);
+    const before = reports.length;
+    // The control plane runs, but cannot reach its store: 503 LOCKSTEP_CP_STORE, on which clients ask another.
+    store.recordHeartbeat = async () => {
+      throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    };
+    const cutAt = Date.now();
+    await assert.rejects(heartbeat.beat(), /\(503\)/);
+    const since = heartbeat.unreachableSince;
+    assert.ok(since !== null && since >= cutAt, 'unreachable since that report');
+    store.recordHeartbeat = recordHeartbeat;
+    await heartbeat.beat();
+    assert.equal(heartbeat.unreachableSince, null, 'reported');
+    assert.equal(reports.length, before + 1, 'the outage, once');
+    assert.equal(reports.at(-1)?.since, since);
+  } finally {
+    store.recordHeartbeat = recordHeartbeat;
+    await heartbeat.stop();
+  }
+});

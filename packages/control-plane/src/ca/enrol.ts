@@ -47,12 +47,14 @@ export async function renewWorkload(
   }
   await refuseRevoked(store, spiffeIdFor(ca.trustDomain, service));
   const svid = await issueSvidFromCsr(ca, { csrPem: request.csrPem, service, ...ttl(request.ttlSeconds) });
-  // The renewed SVID is spent: it can no longer recover (recover.ts). A renewal retried after a lost
+  // The renewed SVID is spent: it can recover only to this key (recover.ts), so that a recovery after a
+  // renewal whose answer was lost, retried with the same key, is served. A renewal retried after a lost
   // answer finds it spent already and is served again, as before.
   if (request.peerSerial !== undefined)
     await store.spendSvid({
       serial: request.peerSerial.toLowerCase(),
       successor: svid.serial,
+      successorKey: svid.publicKeyHash,
       at: ca.now(),
       via: 'renew',
     });

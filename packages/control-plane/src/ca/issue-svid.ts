@@ -21,6 +21,8 @@ export interface IssuedSvid {
   readonly chainPem: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
+  /** SHA-256 (hex) of its public key's SPKI DER (`publicKeyHash`): how a succession names its successor's key. */
+  readonly publicKeyHash: string;
 }
 
 export interface IssueSvidRequest {
@@ -134,7 +136,15 @@ export async function signLeaf(
     chainPem: `${x509.PemConverter.encode(der, 'CERTIFICATE')}\n${ca.intermediatePem}`,
     notBefore,
     notAfter,
+    publicKeyHash: publicKeyHash(spki),
   };
+}
+
+/** SHA-256 (hex) of a public key's SPKI DER. */
+export function publicKeyHash(spki: asn1X509.SubjectPublicKeyInfo): string {
+  return createHash('sha256')
+    .update(new Uint8Array(AsnConvert.serialize(spki)))
+    .digest('hex');
 }
 
 function bytes(buffer: Buffer): ArrayBuffer {

@@ -30,6 +30,7 @@ import { ControlPlaneError } from '../errors.ts';
 import { x509 } from '../lib/x509.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import { createRevocationFeed, type RevocationFeed } from '../store/revocation-feed.ts';
+import { isStoreUnavailable } from '../store/store-unavailable.ts';
 import type { ControlPlaneStore, RevocationKind, RevocationRecord } from '../store/store.ts';
 import { registerRegistryRoutes, type UnreachableReport } from './registry-routes.ts';
 import { registerStreamRoute } from './stream-route.ts';
@@ -60,9 +61,15 @@ export interface ControlPlaneServerOptions {
    * tokens as subject tokens.
    */
   readonly idp?: Omit<IdentityProviderOptions, 'issuer' | 'store' | 'trustDomain'> & { readonly issuer?: string };
-  /** How often the revocation feed re-reads the store for other replicas' entries (default 1 s); a safety net under LISTEN/NOTIFY. */
+  /**
+   * How often the revocation feed re-reads the store for other replicas' entries (default 1 s); a safety net
+   * under LISTEN/NOTIFY. Three periods without a successful read end the guards' streams (stream-route.ts).
+   */
   readonly rereadMs?: number;
-  /** Unexpected failures (answered 500 without details); default: written to stderr, so that none is lost. */
+  /**
+   * Unexpected failures (answered 500 without details) and failures to reach the store (answered 503
+   * LOCKSTEP_CP_STORE, on which clients ask another replica); default: written to stderr, so that none is lost.
+   */
   readonly onInternalError?: (error: Error) => void;
   /**
    * More endpoints on the same server (the monitor's collector and dashboard): each is called with
@@ -378,6 +385,8 @@ function registerRoutes(
       return refuse(reply, new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', error.message));
     }
     onInternalError(error);
+    // Not this caller's fault, nor a verdict: another replica, whose store answers, may serve it.
+    if (isStoreUnavailable(error)) return refuse(reply, new ControlPlaneError('LOCKSTEP_CP_STORE'));
     return reply.code(500).send({ error: 'LOCKSTEP_CP_INTERNAL' });
   });
 

@@ -14,10 +14,12 @@
  * cut to the time since the guard's last report (the last 60 s for a guard without an entry) and
  * until now.
  *   POST /v1/registry/deregister  → 204: the guard stops cleanly; its entry is removed, so that its
- *                                  silence is no alarm
+ *                                  silence is no alarm, and the SVID it presents is retired: it can no
+ *                                  longer recover after it expires (ca/recover.ts)
  *   GET  /v1/services             → { services: [... , stale] }
  */
 import type { FastifyInstance } from 'fastify';
+import type { TLSSocket } from 'node:tls';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { ControlPlaneStore, RegisteredRoute } from '../store/store.ts';
@@ -161,6 +163,16 @@ export function registerRegistryRoutes(
     { onRequest: requireCaller(ca.trustDomain, ['workload']) },
     async (request, reply) => {
       await store.removeService(admittedCaller(request));
+      // A stopped instance's last SVID would otherwise stay recoverable for the whole recovery window.
+      const serial = (request.raw.socket as TLSSocket).getPeerX509Certificate()?.serialNumber;
+      if (serial !== undefined)
+        await store.spendSvid({
+          serial: serial.toLowerCase(),
+          successor: '',
+          successorKey: null,
+          at: ca.now(),
+          via: 'retire',
+        });
       return reply.code(204).send();
     },
   );

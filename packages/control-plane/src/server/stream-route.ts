@@ -20,6 +20,12 @@
  * whose own caller is revoked ends after that revocation is sent; its reconnection is refused
  * (LOCKSTEP_CP_PEER_REVOKED, peer.ts).
  *
+ * A replica cut off from the store would miss revocations made through the others while its pings
+ * said all is well. So a stream is answered only once its catch-up was read from the store (a failure
+ * is a 503 LOCKSTEP_CP_STORE, on which the guard asks another replica); and once the feed has not read
+ * the store for three re-reads (revocation-feed.ts), the replica ends its streams and answers new ones
+ * 503 LOCKSTEP_CP_STORE until it reads again.
+ *
  * The fallback, for networks where a long-lived response does not get through (or while the stream
  * is down), is plain GETs over the same mTLS:
  *
@@ -96,6 +102,23 @@ export function registerStreamRoute(
       if (typeof resumeFrom !== 'string' || !POSITION.test(resumeFrom))
         throw new ControlPlaneError('LOCKSTEP_CP_REQUEST_INVALID', 'Last-Event-ID must be a feed position');
       let position = Number(resumeFrom);
+      if (!feed.storeReachable())
+        throw new ControlPlaneError('LOCKSTEP_CP_STORE', 'this replica has not read the revocation feed lately');
+
+      // Held from now until the catch-up is sent: an entry announced in between is neither lost nor sent early.
+      const announced: RevocationRecord[] = [];
+      let onRevocation = (entry: RevocationRecord): void => {
+        announced.push(entry);
+      };
+      const stopRevocations = feed.onRevocation((entry) => onRevocation(entry));
+      let missed: RevocationRecord[];
+      try {
+        // Read before answering: a failure here is an error answer the guard fails over on.
+        missed = await store.revocationsSince(position);
+      } catch (error) {
+        stopRevocations();
+        throw error;
+      }
 
       reply.hijack();
       const res = reply.raw;
@@ -118,9 +141,6 @@ export function registerStreamRoute(
         // A revoked caller gets nothing more; every request it makes from now on is refused.
         if (entry.kind === 'spiffeId' && entry.value === caller && entry.lifted === null) res.end();
       };
-      const catchUp = async () => {
-        for (const entry of await store.revocationsSince(position)) sendRevocation(entry);
-      };
       let sentVersion: string | null = null;
       const sendPolicy = async () => {
         const slice = (await policy?.bundleFor(service)) ?? null;
@@ -132,21 +152,30 @@ export function registerStreamRoute(
 
       const sendTrustBundle = () => write(`event: trust-bundle\ndata: ${JSON.stringify({ bundle: ca.bundlePem })}\n\n`);
       const stopBundle = ca.onBundleChange(sendTrustBundle);
-      const stopRevocations = feed.onRevocation(sendRevocation);
+      // The guard moves to a replica that can read the store.
+      const stopLost = feed.onStoreLost(() => res.end());
       const stopPolicy =
         policy?.onChange((change) => {
           if (change.kind === 'applied') void sendPolicy();
         }) ?? (() => {});
       const heartbeat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS);
-      res.on('close', () => {
+      const stop = () => {
         stopBundle();
         stopRevocations();
+        stopLost();
         stopPolicy();
         clearInterval(heartbeat);
-      });
+      };
+      res.on('close', stop);
+      // The guard hung up while the catch-up was read: 'close' has been and gone.
+      if (res.destroyed) {
+        stop();
+        return;
+      }
       sendTrustBundle();
       await sendPolicy();
-      await catchUp();
+      for (const entry of [...missed, ...announced].sort((a, b) => a.seq - b.seq)) sendRevocation(entry);
+      onRevocation = sendRevocation;
     },
   );
 }

@@ -10,11 +10,8 @@ type Row = Record<string, unknown>;
 export const KEY_DOCUMENT_GENERATIONS =
   'SELECT name, MAX(generation) AS generation FROM key_documents GROUP BY name ORDER BY name';
 
-/** The newest generation of every name, whole. */
-export const NEWEST_KEY_DOCUMENTS = `SELECT d.* FROM key_documents d
-  JOIN (SELECT name, MAX(generation) AS generation FROM key_documents GROUP BY name) newest
-    ON d.name = newest.name AND d.generation = newest.generation
-  ORDER BY d.name`;
+/** Every kept generation of every name, whole: by name, then generation. */
+export const ALL_KEY_DOCUMENTS = 'SELECT * FROM key_documents ORDER BY name, generation';
 
 export function keyDocumentFromRow(row: Row): SealedDocument {
   const generation = typeof row.generation === 'string' ? Number(row.generation) : row.generation;

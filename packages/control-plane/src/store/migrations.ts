@@ -275,4 +275,23 @@ export const MIGRATIONS: readonly Migration[] = [
         id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL, seq BIGINT NOT NULL, signature TEXT NOT NULL
       );`,
   },
+  {
+    version: 13,
+    // Recovery is idempotent (ca/recover.ts): a succession names its successor's key (SHA-256 of the SPKI DER),
+    // so that a retry with that key after a lost answer is served again; null for rows from before. A clean stop
+    // retires the SVID it presents (`via = 'retire'`, no successor). SQLite cannot change a CHECK: rebuilt.
+    sqlite: `
+      CREATE TABLE svid_successions_13 (
+        serial TEXT PRIMARY KEY, successor TEXT NOT NULL, successor_key TEXT, at INTEGER NOT NULL,
+        via TEXT NOT NULL CHECK (via IN ('renew', 'recover', 'retire'))
+      );
+      INSERT INTO svid_successions_13 (serial, successor, successor_key, at, via)
+        SELECT serial, successor, NULL, at, via FROM svid_successions;
+      DROP TABLE svid_successions;
+      ALTER TABLE svid_successions_13 RENAME TO svid_successions;`,
+    postgres: `
+      ALTER TABLE svid_successions ADD COLUMN successor_key TEXT;
+      ALTER TABLE svid_successions DROP CONSTRAINT IF EXISTS svid_successions_via_check;
+      ALTER TABLE svid_successions ADD CONSTRAINT svid_successions_via_check CHECK (via IN ('renew', 'recover', 'retire'));`,
+  },
 ];

@@ -34,13 +34,14 @@ import {
   userValues,
 } from './rows.ts';
 import {
+  ALL_KEY_DOCUMENTS,
   checkRewrap,
   KEY_DOCUMENT_GENERATIONS,
   keyDocumentFromRow,
   keyGenerationsFromRows,
-  NEWEST_KEY_DOCUMENTS,
 } from './key-documents.ts';
 import { pgNotifications } from './pg-notifications.ts';
+import { isStoreUnavailable } from './store-unavailable.ts';
 import {
   checkPublication,
   POLICY_HEAD,
@@ -56,9 +57,25 @@ export interface PostgresStoreOptions {
   readonly connectionString: string;
   readonly schema?: string;
   readonly maxConnections?: number;
+  /**
+   * The most one statement may take (default 10 s): PostgreSQL cancels it then (statement_timeout), and
+   * a database that stops answering at all (a network black hole) fails it a second later on this side.
+   * A request then fails (503 LOCKSTEP_CP_STORE) instead of hanging for minutes.
+   */
+  readonly statementTimeoutMs?: number;
+  /**
+   * A pooled connection that failed while idle (a database restart, a failover, a network cut): it is
+   * dropped, and the next query opens another. Default: one line on stderr.
+   */
+  readonly onError?: (error: Error) => void;
 }
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+/** A connection (TCP and the start-up exchange) that takes longer fails: the request fails over instead. */
+const CONNECT_TIMEOUT_MS = 5_000;
+const STATEMENT_TIMEOUT_MS = 10_000;
+/** TCP keepalive from 10 s of silence, so that a connection cut without a word (no FIN, no RST) is noticed. */
+const KEEPALIVE_AFTER_MS = 10_000;
 // An arbitrary, fixed key: the lock that serializes Lockstep's migrations across replicas.
 const MIGRATION_LOCK = 0x10c5_7e90;
 /**
@@ -79,17 +96,40 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     throw new TypeError(
       `schema must be a plain lower-case SQL identifier, e.g. "lockstep"; got ${JSON.stringify(schema)}`,
     );
-  const pool = new pg.Pool({
+  const statementTimeoutMs = options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS;
+  if (!Number.isInteger(statementTimeoutMs) || statementTimeoutMs < 1)
+    throw new TypeError(
+      `statementTimeoutMs must be a whole number of milliseconds, e.g. 10000; got ${String(statementTimeoutMs)}`,
+    );
+  const connection: pg.ClientConfig = {
     connectionString: options.connectionString,
-    max: options.maxConnections ?? 10,
     options: `-c search_path=${schema}`,
+    // Names the pool's connections in pg_stat_activity (the LISTEN connection is lockstep-listen-<schema>).
+    application_name: `lockstep-${schema}`,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_AFTER_MS,
+  };
+  // Migrations first, on a connection of their own without the timeouts: a migration, or the wait for
+  // another replica's, may take long.
+  await migrate(new pg.Client(connection), schema);
+  const pool = new pg.Pool({
+    ...connection,
+    max: options.maxConnections ?? 10,
+    statement_timeout: statementTimeoutMs,
+    // A little after the server's own timeout, which leaves the connection usable: this one is for a
+    // database that does not answer at all.
+    query_timeout: statementTimeoutMs + 1_000,
   });
-  try {
-    await migrate(pool, schema);
-  } catch (error) {
-    await pool.end();
-    throw error;
-  }
+  // Without a listener, an idle connection's failure (a database restart) would be an uncaught
+  // exception, and every replica would exit at once. The pool has dropped that connection already.
+  const onError =
+    options.onError ??
+    ((error: Error) =>
+      process.stderr.write(
+        `lockstep store: a pooled PostgreSQL connection failed (${error.message}); the next query opens another\n`,
+      ));
+  pool.on('error', (error) => onError(error));
 
   // One notification channel per schema and subject, so that tenants (and test runs) do not hear each other.
   const channel = `lockstep_revocations_${schema}`;
@@ -100,6 +140,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     (await pool.query(sql, values)).rows as Record<string, unknown>[];
   const transaction = async <T>(write: (run: typeof query) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
+    let dropped: Error | undefined;
     try {
       await client.query('BEGIN');
       const result = await write(
@@ -108,10 +149,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       await client.query('COMMIT');
       return result;
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
+      dropped = await rollBack(client, error);
       throw error;
     } finally {
-      client.release();
+      client.release(dropped);
     }
   };
   /** One revocation write: in a transaction that holds REVOCATION_LOCK, so that positions commit in order. */
@@ -150,13 +191,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       ).map(issuedSvidFromRow);
     },
     async spendSvid(entry) {
+      // A retry for the recorded successor key moves the successor to its certificate (a retired row has no key).
       const spent = await query(
-        'INSERT INTO svid_successions (serial, successor, at, via) VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING RETURNING serial',
-        [entry.serial, entry.successor, entry.at, entry.via],
+        `INSERT INTO svid_successions (serial, successor, successor_key, at, via) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (serial) DO UPDATE SET successor = EXCLUDED.successor
+        WHERE svid_successions.successor_key = EXCLUDED.successor_key AND svid_successions.via <> 'retire' RETURNING serial`,
+        [entry.serial, entry.successor, entry.successorKey, entry.at, entry.via],
       );
       if (spent.length === 1) return null;
       const [row] = await query('SELECT * FROM svid_successions WHERE serial = $1', [entry.serial]);
       return successionFromRow(row as Parameters<typeof successionFromRow>[0]);
+    },
+    async svidSuccession(serial) {
+      const [row] = await query('SELECT * FROM svid_successions WHERE serial = $1', [serial]);
+      return row === undefined ? null : successionFromRow(row);
     },
     async addRevocation(entry) {
       return revocationWrite(async (run) => {
@@ -195,6 +243,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         (await query('SELECT 1 FROM revocations WHERE kind = $1 AND value = $2 AND lifted_at IS NULL', [kind, value]))
           .length > 0
       );
+    },
+    async revocation(kind, value) {
+      const [row] = await query('SELECT * FROM revocations WHERE kind = $1 AND value = $2', [kind, value]);
+      return row === undefined ? null : revocationFromRow(row);
     },
     async recordHeartbeat(record) {
       await query(
@@ -237,6 +289,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async reserveLoginAttempt(claims, now) {
       const client = await pool.connect();
+      let dropped: Error | undefined;
       try {
         await client.query('BEGIN');
         // One reservation per key at a time, across replicas, taken in one order (no deadlock). A row
@@ -271,10 +324,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           ? { reserved: true, counts }
           : { reserved: false, lockedClaim: locked.claim, lockedUntil: locked.until };
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
+        dropped = await rollBack(client, error);
         throw error;
       } finally {
-        client.release();
+        client.release(dropped);
       }
     },
     async forgiveLoginFailure(key) {
@@ -322,6 +375,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async appendAudit(source, batch, receivedAt) {
       const client = await pool.connect();
+      let dropped: Error | undefined;
       try {
         await client.query('BEGIN');
         // One writer per source at a time, across replicas: the chain has no forks.
@@ -377,10 +431,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         await client.query('COMMIT');
         return plan.result;
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
+        dropped = await rollBack(client, error);
         throw error;
       } finally {
-        client.release();
+        client.release(dropped);
       }
     },
     async auditHeads() {
@@ -500,7 +554,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return keyGenerationsFromRows(await query(KEY_DOCUMENT_GENERATIONS, []));
     },
     async keyDocuments() {
-      return (await query(NEWEST_KEY_DOCUMENTS, [])).map(keyDocumentFromRow);
+      return (await query(ALL_KEY_DOCUMENTS, [])).map(keyDocumentFromRow);
     },
     async rewrapKeyDocument(current, rewrapped) {
       checkRewrap(current, rewrapped);
@@ -576,9 +630,21 @@ function loginLockId(schema: string, key: string): bigint {
   return createHash('sha256').update(`lockstep-login\0${schema}\0${key}`).digest().readBigInt64BE(0);
 }
 
-async function migrate(pool: pg.Pool, schema: string): Promise<void> {
-  const client = await pool.connect();
+/**
+ * Ends a failed transaction: rolled back, or — when the connection itself failed (a timed-out statement
+ * may still be running on it) or the rollback does — returns the error to drop the connection with
+ * rather than pool it. PostgreSQL rolls back what a closed connection leaves open.
+ */
+async function rollBack(client: pg.PoolClient, error: unknown): Promise<Error | undefined> {
+  const asError = (failure: unknown) => (failure instanceof Error ? failure : new Error(String(failure)));
+  if (isStoreUnavailable(error)) return asError(error);
+  return client.query('ROLLBACK').then(() => undefined, asError);
+}
+
+async function migrate(client: pg.Client, schema: string): Promise<void> {
+  client.on('error', () => {}); // a failure also fails the statement in flight, and is thrown from there
   try {
+    await client.connect();
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
@@ -599,10 +665,8 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
       ]);
     }
     await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
   } finally {
-    client.release();
+    // Closing the connection rolls back a migration that failed, and releases its lock.
+    await client.end().catch(() => {});
   }
 }

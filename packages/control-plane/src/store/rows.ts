@@ -51,10 +51,12 @@ export function joinTokenFromRow(row: Row): JoinTokenRecord {
 
 export function successionFromRow(row: Row): SvidSuccession {
   const via = text(row.via, 'via');
-  if (via !== 'renew' && via !== 'recover') throw new TypeError(`store: unknown succession ${via}`);
+  if (via !== 'renew' && via !== 'recover' && via !== 'retire') throw new TypeError(`store: unknown succession ${via}`);
   return {
     serial: text(row.serial, 'serial'),
     successor: text(row.successor, 'successor'),
+    successorKey:
+      row.successor_key === null || row.successor_key === undefined ? null : text(row.successor_key, 'successor_key'),
     at: int(row.at, 'at'),
     via,
   };

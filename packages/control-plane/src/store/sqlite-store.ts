@@ -35,11 +35,11 @@ import {
   userValues,
 } from './rows.ts';
 import {
+  ALL_KEY_DOCUMENTS,
   checkRewrap,
   KEY_DOCUMENT_GENERATIONS,
   keyDocumentFromRow,
   keyGenerationsFromRows,
-  NEWEST_KEY_DOCUMENTS,
 } from './key-documents.ts';
 import {
   checkPublication,
@@ -75,9 +75,11 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     'INSERT INTO issued_svids (serial, spiffe_id, issued_at, expires_at, via) VALUES (?, ?, ?, ?, ?)',
   );
   const svidsOf = db.prepare('SELECT * FROM issued_svids WHERE spiffe_id = ? ORDER BY issued_at, serial');
-  const spend = db.prepare(
-    'INSERT INTO svid_successions (serial, successor, at, via) VALUES (?, ?, ?, ?) ON CONFLICT (serial) DO NOTHING',
-  );
+  // A retry for the recorded successor key moves the successor to its certificate (a retired row has no key).
+  const spend =
+    db.prepare(`INSERT INTO svid_successions (serial, successor, successor_key, at, via) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (serial) DO UPDATE SET successor = excluded.successor
+    WHERE svid_successions.successor_key = excluded.successor_key AND svid_successions.via <> 'retire'`);
   const succession = db.prepare('SELECT * FROM svid_successions WHERE serial = ?');
   const insertRevocation = db.prepare(
     'INSERT INTO revocations (kind, value, reason, actor, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING',
@@ -167,7 +169,7 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     ON CONFLICT (name, generation) DO NOTHING`);
   const pruneKeyDocuments = db.prepare('DELETE FROM key_documents WHERE name = ? AND generation <= ?');
   const keyGenerations = db.prepare(KEY_DOCUMENT_GENERATIONS);
-  const newestKeyDocuments = db.prepare(NEWEST_KEY_DOCUMENTS);
+  const allKeyDocuments = db.prepare(ALL_KEY_DOCUMENTS);
   const rewrapKey = db.prepare(`UPDATE key_documents SET kek_id = ?, wrapped_dek = ?
     WHERE name = ? AND generation = ? AND kek_id = ? AND wrapped_dek = ? AND sealed = ?`);
 
@@ -210,8 +212,12 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       return (svidsOf.all(spiffeId) as Row[]).map(issuedSvidFromRow);
     },
     async spendSvid(entry) {
-      if (spend.run(entry.serial, entry.successor, entry.at, entry.via).changes === 1) return null;
+      if (spend.run(entry.serial, entry.successor, entry.successorKey, entry.at, entry.via).changes === 1) return null;
       return successionFromRow(succession.get(entry.serial) as Row);
+    },
+    async svidSuccession(serial) {
+      const row = succession.get(serial) as Row | undefined;
+      return row === undefined ? null : successionFromRow(row);
     },
     async addRevocation(entry) {
       // A lifted entry makes room: the revocation holds again, at a new position (AUTOINCREMENT never reuses one).
@@ -244,6 +250,10 @@ export function openSqliteStore(path: string): ControlPlaneStore {
     },
     async isRevoked(kind, value) {
       return holding.get(kind, value) !== undefined;
+    },
+    async revocation(kind, value) {
+      const row = revocation.get(kind, value) as Row | undefined;
+      return row === undefined ? null : revocationFromRow(row);
     },
     async recordHeartbeat(record) {
       heartbeat.run(...(heartbeatValues(record) as (string | number | null)[]));
@@ -455,7 +465,7 @@ export function openSqliteStore(path: string): ControlPlaneStore {
       return keyGenerationsFromRows(keyGenerations.all() as Row[]);
     },
     async keyDocuments() {
-      return (newestKeyDocuments.all() as Row[]).map(keyDocumentFromRow);
+      return (allKeyDocuments.all() as Row[]).map(keyDocumentFromRow);
     },
     async rewrapKeyDocument(current, rewrapped) {
       checkRewrap(current, rewrapped);

@@ -21,6 +21,7 @@ import {
   type SharedPolicySet,
 } from './store.ts';
 import { auditEventHash, GENESIS } from './audit-chain.ts';
+import { MIGRATIONS } from './migrations.ts';
 
 const postgres = await testPostgres();
 const PG_URL = postgres.url;
@@ -173,15 +174,78 @@ for (const backend of backends) {
           ['recover'],
         );
         const outcomes = await Promise.all([
-          store.spendSvid({ serial: 'a1', successor: 'b1', at: 10, via: 'recover' }),
-          store.spendSvid({ serial: 'a1', successor: 'b2', at: 11, via: 'recover' }),
+          store.spendSvid({ serial: 'a1', successor: 'b1', successorKey: 'k1', at: 10, via: 'recover' }),
+          store.spendSvid({ serial: 'a1', successor: 'b2', successorKey: 'k2', at: 11, via: 'recover' }),
         ]);
         assert.equal(outcomes.filter((outcome) => outcome === null).length, 1, 'one spend wins');
         const loser = outcomes.find((outcome) => outcome !== null);
         assert.equal(loser?.serial, 'a1');
         assert.ok(loser?.successor === 'b1' || loser?.successor === 'b2');
-        assert.deepEqual(await store.spendSvid({ serial: 'a1', successor: 'b3', at: 12, via: 'renew' }), loser);
-        assert.equal(await store.spendSvid({ serial: 'a2', successor: 'b4', at: 13, via: 'renew' }), null);
+        assert.equal(loser.successorKey, loser.successor === 'b1' ? 'k1' : 'k2');
+        assert.deepEqual(await store.svidSuccession('a1'), loser);
+        assert.deepEqual(
+          await store.spendSvid({ serial: 'a1', successor: 'b3', successorKey: 'k3', at: 12, via: 'renew' }),
+          loser,
+        );
+        assert.equal(
+          await store.spendSvid({ serial: 'a2', successor: 'b4', successorKey: 'k4', at: 13, via: 'renew' }),
+          null,
+        );
+        assert.equal(await store.svidSuccession('a3'), null, 'unspent');
+      }),
+    );
+
+    it(
+      'spends an SVID again for the same successor key (a retry after a lost answer): the successor moves, nothing else',
+      withStore(async (store) => {
+        assert.equal(
+          await store.spendSvid({ serial: 'c1', successor: 'd1', successorKey: 'k1', at: 10, via: 'renew' }),
+          null,
+        );
+        assert.equal(
+          await store.spendSvid({ serial: 'c1', successor: 'd2', successorKey: 'k1', at: 20, via: 'recover' }),
+          null,
+          'the same key: served again',
+        );
+        assert.deepEqual(await store.svidSuccession('c1'), {
+          serial: 'c1',
+          successor: 'd2',
+          successorKey: 'k1',
+          at: 10,
+          via: 'renew',
+        });
+        const other = await store.spendSvid({
+          serial: 'c1',
+          successor: 'd3',
+          successorKey: 'k9',
+          at: 30,
+          via: 'recover',
+        });
+        assert.equal(other?.successor, 'd2', 'another key: the succession recorded before');
+      }),
+    );
+
+    it(
+      'retires an SVID (no successor, no key): nothing spends it again, not even without a key',
+      withStore(async (store) => {
+        const retired = { serial: 'e1', successor: '', successorKey: null, at: 10, via: 'retire' as const };
+        assert.equal(await store.spendSvid(retired), null);
+        assert.deepEqual(await store.svidSuccession('e1'), retired);
+        assert.deepEqual(await store.spendSvid({ ...retired, at: 11 }), retired, 'a second retirement changes nothing');
+        assert.deepEqual(
+          await store.spendSvid({ serial: 'e1', successor: 'f1', successorKey: 'k1', at: 12, via: 'renew' }),
+          retired,
+        );
+        // A spend from before successor keys were recorded has none: a key never matches it.
+        assert.equal(
+          await store.spendSvid({ serial: 'e2', successor: 'f2', successorKey: null, at: 13, via: 'renew' }),
+          null,
+        );
+        assert.equal(
+          (await store.spendSvid({ serial: 'e2', successor: 'f3', successorKey: null, at: 14, via: 'recover' }))
+            ?.successor,
+          'f2',
+        );
       }),
     );
 
@@ -247,6 +311,9 @@ for (const backend of backends) {
         );
         assert.equal(await store.isRevoked('sub', 'alice'), false);
         assert.equal(await store.isRevoked('sub', 'mallory'), true);
+        assert.deepEqual(await store.revocation('sub', 'alice'), lifted, 'a lifted entry is still read, as lifted');
+        assert.deepEqual(await store.revocation('sub', 'mallory'), other);
+        assert.equal(await store.revocation('sub', 'nobody'), null, 'never revoked');
         // A guard that saw the revocation, and one that starts from nothing, both end with alice accepted.
         assert.deepEqual(await store.revocationsSince(revoked.seq), [other, lifted]);
         assert.deepEqual(
@@ -270,6 +337,7 @@ for (const backend of backends) {
         assert.equal(again.reason, 'now for real');
         assert.equal(await store.isRevoked('sub', 'alice'), true);
         assert.deepEqual(await store.revocationsSince(lifted.seq), [again]);
+        assert.deepEqual(await store.revocation('sub', 'alice'), again, 'the latest revocation');
       }),
     );
 
@@ -834,7 +902,11 @@ for (const backend of backends) {
             ['ring', 1],
           ]),
         );
-        assert.deepEqual(await store.keyDocuments(), [keyDocument('ca', 0), keyDocument('ring', 1)]);
+        assert.deepEqual(
+          await store.keyDocuments(),
+          [keyDocument('ca', 0), keyDocument('ring', 0), keyDocument('ring', 1)],
+          'every kept generation, by name then generation',
+        );
       }),
     );
 
@@ -878,6 +950,14 @@ for (const backend of backends) {
             ['ring', 24],
           ]),
         );
+        // What a rewrap reads: every kept generation, not only the newest.
+        assert.deepEqual(
+          (await store.keyDocuments()).map(({ name, generation }) => `${name}#${generation}`),
+          [
+            ...[0, 1, 2].map((generation) => `ca#${generation}`),
+            ...Array.from({ length: KEY_DOCUMENT_GENERATIONS_KEPT }, (_, i) => `ring#${15 + i}`),
+          ],
+        );
       } finally {
         await store.close();
       }
@@ -891,7 +971,7 @@ for (const backend of backends) {
     });
 
     it(
-      'rewraps a key document only while it is as read',
+      'rewraps a key document only while it is as read, an older generation as well as the newest',
       withStore(async (store) => {
         const current = keyDocument('ring', 0);
         await store.putKeyDocument(current);
@@ -902,6 +982,12 @@ for (const backend of backends) {
         await assert.rejects(store.rewrapKeyDocument(rewrapped, { ...rewrapped, sealed: 'forged' }), TypeError);
         await assert.rejects(store.rewrapKeyDocument(rewrapped, { ...rewrapped, generation: 5 }), TypeError);
         assert.deepEqual(await store.keyDocument('ring'), rewrapped);
+        // Generation 0 is no longer the newest: its row is rewrapped all the same, and the newest is untouched.
+        const newest = keyDocument('ring', 1);
+        await store.putKeyDocument(newest);
+        const older = { ...rewrapped, kekId: 'k3', wrappedDek: 'dek-under-k3' };
+        assert.equal(await store.rewrapKeyDocument(rewrapped, older), true);
+        assert.deepEqual(await store.keyDocuments(), [older, newest]);
       }),
     );
 
@@ -1018,6 +1104,72 @@ describe('the audit trail at the database level', () => {
       } finally {
         await client.end();
       }
+    },
+  );
+});
+
+describe('migration 13: successions name their successor key, and an SVID can be retired', () => {
+  /** A succession spent before migration 13, as the previous release left it. */
+  const before = (dialect: 'sqlite' | 'postgres') =>
+    MIGRATIONS.filter((step) => step.version <= 12).map((step) => step[dialect]);
+  const legacyRow = "INSERT INTO svid_successions (serial, successor, at, via) VALUES ('a1', 'b1', 10, 'renew')";
+
+  async function upgraded(store: ControlPlaneStore): Promise<void> {
+    try {
+      assert.deepEqual(await store.svidSuccession('a1'), {
+        serial: 'a1',
+        successor: 'b1',
+        successorKey: null,
+        at: 10,
+        via: 'renew',
+      });
+      // No key was recorded: no retry can match it.
+      const spent = await store.spendSvid({ serial: 'a1', successor: 'b2', successorKey: 'k', at: 11, via: 'recover' });
+      assert.equal(spent?.successor, 'b1');
+      assert.equal(
+        await store.spendSvid({ serial: 'a2', successor: '', successorKey: null, at: 12, via: 'retire' }),
+        null,
+      );
+    } finally {
+      await store.close();
+    }
+  }
+
+  it('keeps the SVIDs spent before (SQLite)', async () => {
+    const path = join(scratch, 'before-13.db');
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(path);
+    db.exec('CREATE TABLE lockstep_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    before('sqlite').forEach((sql, index) => {
+      db.exec(sql);
+      db.prepare('INSERT INTO lockstep_migrations (version, applied_at) VALUES (?, 0)').run(index + 1);
+    });
+    db.exec(legacyRow);
+    db.close();
+    await upgraded(openSqliteStore(path));
+  });
+
+  it(
+    'keeps the SVIDs spent before (PostgreSQL)',
+    { skip: pgProblem === null ? false : 'PostgreSQL not reachable' },
+    async () => {
+      const schema = postgres.schema();
+      const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
+      await client.connect();
+      try {
+        await client.query(`CREATE SCHEMA ${schema}`);
+        await client.query(
+          'CREATE TABLE lockstep_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)',
+        );
+        for (const [index, sql] of before('postgres').entries()) {
+          await client.query(sql);
+          await client.query('INSERT INTO lockstep_migrations (version, applied_at) VALUES ($1, 0)', [index + 1]);
+        }
+        await client.query(legacyRow);
+      } finally {
+        await client.end();
+      }
+      await upgraded(await openPostgresStore({ connectionString: PG_URL, schema }));
     },
   );
 });

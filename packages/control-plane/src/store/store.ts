@@ -32,13 +32,22 @@ export interface IssuedSvidRecord {
   readonly via: 'join' | 'renew' | 'recover';
 }
 
-/** An SVID replaced by its renewal or recovery: it can no longer recover (ca/recover.ts). */
+/**
+ * An SVID spent: replaced by its renewal or recovery, or retired by its workload's clean stop. It can no
+ * longer recover (ca/recover.ts), except to its recorded successor key again (a retry after a lost answer).
+ */
 export interface SvidSuccession {
-  /** The replaced SVID's serial (lower-case hex). */
+  /** The spent SVID's serial (lower-case hex). */
   readonly serial: string;
+  /** The serial of the newest SVID issued for `successorKey`; '' for a retired SVID. */
   readonly successor: string;
+  /**
+   * SHA-256 (hex) of the successor's public key (SPKI DER): a retry with the same key is served again.
+   * Null for a retired SVID, and for SVIDs spent before this was recorded.
+   */
+  readonly successorKey: string | null;
   readonly at: number;
-  readonly via: 'renew' | 'recover';
+  readonly via: 'renew' | 'recover' | 'retire';
 }
 
 export type RevocationKind = 'sub' | 'txn' | 'spiffeId' | 'kid';
@@ -330,10 +339,13 @@ export interface ControlPlaneStore {
   issuedSvids(spiffeId: string): Promise<IssuedSvidRecord[]>;
   /**
    * Spends an SVID: records its successor unless one is recorded already, in one statement (so that
-   * of two replicas recovering one SVID at once, one wins). Null when this call spent it; else the
-   * succession recorded before.
+   * of two replicas recovering one SVID at once, one wins). Null when this call spent it, or when it was
+   * spent (not retired) for the same `successorKey`: then `successor` becomes this call's (a retry whose
+   * first answer was lost; `at` and `via` stay). Else the succession recorded before.
    */
   spendSvid(succession: SvidSuccession): Promise<SvidSuccession | null>;
+  /** The succession recorded for `serial` (lower-case hex), or null while it is unspent. */
+  svidSuccession(serial: string): Promise<SvidSuccession | null>;
   /**
    * Appends to the feed; revoking what is already revoked returns the existing entry. A lifted
    * revocation revoked again holds again, at a new position.
@@ -350,6 +362,8 @@ export interface ControlPlaneStore {
   revocationsSince(seq: number): Promise<RevocationRecord[]>;
   /** True while a revocation holds (lifted ones do not). */
   isRevoked(kind: RevocationKind, value: string): Promise<boolean>;
+  /** The entry under (kind, value), holding or lifted (`at`: its latest revocation); null if never revoked. */
+  revocation(kind: RevocationKind, value: string): Promise<RevocationRecord | null>;
   /** Inserts or updates a guard's report; `firstSeen` is kept from the first report. */
   recordHeartbeat(record: Omit<ServiceRecord, 'firstSeen'>): Promise<void>;
   /** Every registered guard, by SPIFFE ID. */
@@ -441,7 +455,10 @@ export interface ControlPlaneStore {
   putKeyDocument(document: SealedDocument): Promise<boolean>;
   /** Each key document's newest generation, by name (cheap: for periodic re-reads). */
   keyDocumentGenerations(): Promise<Map<string, number>>;
-  /** The newest generation of every key document, by name. */
+  /**
+   * Every kept generation of every key document (by name, then generation): a rewrap must reach them all,
+   * since older generations hold keys still in use (a ring's previous generation holds its current key as next).
+   */
   keyDocuments(): Promise<SealedDocument[]>;
   /**
    * Replaces the wrapping of one stored generation (a DEK re-wrapped under another KEK: `lockstep keys
