@@ -6,14 +6,16 @@
  *   load        4 signed-in browsers list and place orders through the gateway for `durationMs`:
  *               a Txn-Token exchange per request, then gateway → orders → inventory, payments, shipping
  *               over mTLS. Any answer but 2xx, or no answer, counts as failed.
- *   kill        at 5 s, replica r0 — first in the lists of payments and orders — is killed (SIGKILL).
- *   revoke      at once, bob is revoked through r1 only; orders and payments are asked every 20 ms with
- *               bob's captured Txn-Token until both refuse it as revoked: `revocationEnforcedMs`.
- *   restart     at 12 s, r0 starts again and rejoins the others.
+ *   kill        at 5 s, replica r1 — first in the lists of the gateway (its Txn-Token exchanges move to
+ *               another replica) and of inventory (its guard's stream moves) — is killed (SIGKILL).
+ *   revoke      at once, bob is revoked through r2 only; inventory (its stream failed over), orders and
+ *               payments (on r0, told through the database) are asked every 20 ms with bob's captured
+ *               Txn-Token until all three refuse it as revoked: `revocationEnforcedMs`.
+ *   restart     at 12 s, r1 starts again and rejoins the others.
  *   recovery    meanwhile, two probe workloads join through a relay of the drill's, their only way to the
  *               control plane; the relay is cut; probe-v is revoked; the relay is restored once both
- *               SVIDs are 5 s past expiry. probe-p must recover on its own (an SVID that verifies against
- *               r2's bundle) and probe-v must be refused.
+ *               SVIDs are 5 s past expiry. probe-p must recover on its own through r0 (an SVID that verifies
+ *               against r2's bundle) and probe-v must be refused.
  *
  * Prints one JSON line {"requests","failed","revocationEnforcedMs","recoveredAfterExpiry","network"} and
  * exits 1 if any request failed, the revocation took over 1 s, or recovery did not go as it must.
@@ -132,12 +134,12 @@ export async function runHaDrill(
     );
 
     await sleep(KILL_AT_MS - (Date.now() - started));
-    progress('killing control plane r0 (SIGKILL)');
-    await running.kill('controlPlane:0', { signal: 'SIGKILL' });
+    progress('killing control plane r1 (SIGKILL)');
+    await running.kill('controlPlane:1', { signal: 'SIGKILL' });
     const revokedAt = Date.now();
-    // Through r1 only; the recovery probes' admin commands meanwhile ask every replica.
+    // Through r2 only; the recovery probes' admin commands meanwhile ask every replica.
     const revoke = running.adminVia(
-      running.replicas[1] ?? '',
+      running.replicas[2] ?? '',
       'revoke',
       'sub',
       'bob',
@@ -145,6 +147,15 @@ export async function runHaDrill(
       'ha drill: account taken over',
     );
     const enforced = await Promise.all([
+      // Quantity 0: refused as revoked, or (before) as invalid by inventory's schema — no stock is taken.
+      refusedAsRevoked(() =>
+        call(`${running.urls.inventory}/reservations`, {
+          method: 'POST',
+          json: { item: 'tea', quantity: 0 },
+          headers: { 'txn-token': bobToken },
+          as: orders,
+        }),
+      ),
       refusedAsRevoked(() =>
         call(`${running.urls.orders}/orders`, { headers: { 'txn-token': bobToken }, as: gateway }),
       ),
@@ -158,15 +169,15 @@ export async function runHaDrill(
       ),
     ]);
     const revoked = await revoke;
-    if (revoked.code !== 0) problems.push(`revoke through r1 failed: ${revoked.err.join(' ')}`);
+    if (revoked.code !== 0) problems.push(`revoke through r2 failed: ${revoked.err.join(' ')}`);
     const revocationEnforcedMs = enforced.every((at) => at !== null)
       ? Math.max(...enforced.map((at) => (at as number) - revokedAt))
       : null;
-    progress(`revocation enforced at orders and payments after ${String(revocationEnforcedMs)} ms`);
+    progress(`revocation enforced at inventory, orders and payments after ${String(revocationEnforcedMs)} ms`);
 
     await sleep(RESTART_AT_MS - (Date.now() - started));
-    progress('restarting control plane r0');
-    await running.restart('controlPlane:0');
+    progress('restarting control plane r1');
+    await running.restart('controlPlane:1');
     await load;
     for (const { browser } of browsers) await browser.close();
     progress(`load: ${counts.requests} requests, ${counts.failed} failed`);
@@ -199,7 +210,7 @@ async function refusedAsRevoked(ask: () => Promise<{ status: number | null; body
  * recover once a replica is reachable again; probe-v, revoked meanwhile, must be refused.
  */
 async function recoveryProbes(shop: RunningShop, progress: (line: string) => void): Promise<boolean> {
-  const target = new URL(shop.replicas[2] ?? shop.urls.controlPlane);
+  const target = new URL(shop.replicas[0] ?? shop.urls.controlPlane);
   const relay = await startRelay('127.0.0.1', { host: target.hostname, port: Number(target.port) });
   const events: Record<string, AgentEvent[]> = { 'probe-p': [], 'probe-v': [] };
   const agents: WorkloadAgent[] = [];
@@ -231,7 +242,7 @@ async function recoveryProbes(shop: RunningShop, progress: (line: string) => voi
     const recovered = outcome('probe-p', 'recovered') !== undefined;
     const refused = outcome('probe-v', 'recovery-refused');
     const bundle = await fetchBundle(shop.replicas[2] ?? shop.urls.controlPlane);
-    // The recovered leaf, its intermediate, and a root of r2's bundle: one CA for every replica.
+    // The recovered leaf (recovered through r0), its intermediate, and a root of r2's bundle: one CA for every replica.
     const [leaf, intermediate] = certificates(agents[0]?.credentials.chainPem ?? '');
     const verifies =
       leaf !== undefined &&

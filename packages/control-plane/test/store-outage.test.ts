@@ -10,14 +10,13 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { request } from 'undici';
 import { controlPlaneEndpoints, type ControlPlaneEndpoints } from '@lockstep/identity';
-import { testPostgres } from '@lockstep/testkit';
+import { startTcpRelay, testPostgres } from '@lockstep/testkit';
 import {
   connectGuardStream,
   controlPlaneAgent,
@@ -65,32 +64,11 @@ async function waitFor(what: string, ready: () => boolean, timeoutMs: number): P
 /** A TCP relay to PostgreSQL; `cut()` closes every connection through it and refuses new ones. */
 async function relayToPostgres(): Promise<{ url: string; cut(): Promise<void> }> {
   const target = new URL(PG_URL);
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('error', () => {});
-      socket.on('close', () => {
-        sockets.delete(socket);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const relay = await startTcpRelay({ target: { host: target.hostname, port: Number(target.port || 5432) } });
   const via = new URL(PG_URL);
-  via.hostname = '127.0.0.1';
-  via.port = String((server.address() as AddressInfo).port);
-  return {
-    url: via.href,
-    async cut() {
-      const closed = new Promise((resolve) => server.close(resolve));
-      for (const socket of sockets) socket.destroy();
-      await closed;
-    },
-  };
+  via.hostname = relay.host;
+  via.port = String(relay.port);
+  return { url: via.href, cut: () => relay.cut() };
 }
 
 /** A guard's stream, recording what it saw. */

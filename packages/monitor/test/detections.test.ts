@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, cpSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { connect, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { tmpdir } from 'node:os';
@@ -25,6 +25,7 @@ import {
   createTestCa,
   createTxnTokenMinter,
   issueCertificate,
+  startTcpRelay,
   testPostgres,
   type TxnTokenMinter,
 } from '@lockstep/testkit';
@@ -107,34 +108,6 @@ async function until(condition: () => Promise<boolean>, what: () => string, limi
     if (Date.now() - started > limitMs) assert.fail(`timed out after ${limitMs} ms waiting until ${what()}`);
     await sleep(100);
   }
-}
-
-/** A TCP relay to `target` that can be cut (listener closed, connections reset) and restored on the same port: a network outage. */
-async function relay(target: string) {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<Socket>();
-  const server = createTcpServer((socket) => {
-    const upstream = connect(Number(port), hostname);
-    for (const end of [socket, upstream]) {
-      sockets.add(end);
-      end.on('error', () => {}).on('close', () => sockets.delete(end));
-    }
-    socket.pipe(upstream).pipe(socket);
-  });
-  const listen = (at: number) =>
-    new Promise<number>((resolve) =>
-      server.listen(at, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)),
-    );
-  const own = await listen(0);
-  return {
-    url: `https://127.0.0.1:${own}`,
-    async cut() {
-      const closed = new Promise((resolve) => server.close(resolve));
-      for (const socket of sockets) socket.destroy();
-      await closed;
-    },
-    restore: () => listen(own),
-  };
 }
 
 /** A decision event as a guard ships it. */
@@ -672,9 +645,12 @@ for (const backend of BACKENDS) {
       });
 
       it('the control plane unreachable: one alert naming the services and the window; the refusals it caused are no denial burst', async () => {
-        const network = await relay(controlPlane.url);
+        // The network between mailer and the control plane: cut (listener closed, connections reset), then
+        // restored on the same port.
+        const { hostname, port } = new URL(controlPlane.url);
+        const network = await startTcpRelay({ target: { host: hostname, port: Number(port) } });
         try {
-          const mailer = await registeredGuard('mailer', network.url);
+          const mailer = await registeredGuard('mailer', `https://127.0.0.1:${network.port}`);
           await network.cut();
           const cutAt = Date.now();
           await sleep(1_500);
@@ -739,7 +715,7 @@ for (const backend of BACKENDS) {
           );
         } finally {
           // Cut for good: mailer is killed at the end, and the relay must not keep the test process alive.
-          await network.cut();
+          await network.close();
         }
       });
 

@@ -16,6 +16,7 @@ const PUBLIC_API = [
   'rawTlsRequest',
   'revokedKeyMinter',
   'revokedKidToken',
+  'startTcpRelay',
   'testPostgres',
   'txnTokenAttacks',
 ];

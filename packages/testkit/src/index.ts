@@ -1,6 +1,7 @@
 /**
  * @lockstep/testkit — for tests and examples only, never for production: a throw-away workload
- * CA, a Txn-Token minter, a catalogue of malicious Txn-Tokens, and mTLS client helpers.
+ * CA, a Txn-Token minter, a catalogue of malicious Txn-Tokens, mTLS client helpers, and a TCP relay
+ * that cuts the network.
  */
 export { createTestCa } from './ca/create-test-ca.ts';
 export type { TestCa, TestCaOptions } from './ca/create-test-ca.ts';
@@ -35,6 +36,9 @@ export type { Page, TestBrowser, TestBrowserOptions } from './browser/test-brows
 
 export { testPostgres } from './postgres/test-postgres.ts';
 export type { TestPostgres } from './postgres/test-postgres.ts';
+
+export { startTcpRelay } from './network/tcp-relay.ts';
+export type { TcpRelay, TcpRelayOptions, TcpTarget } from './network/tcp-relay.ts';
 
 export { packageOf, packagesLoadedBy, RECORD_LOADS } from './runtime/loaded-packages.ts';
 export type { LoadedPackage } from './runtime/loaded-packages.ts';

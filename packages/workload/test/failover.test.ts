@@ -12,13 +12,13 @@ import { getEventListeners, once } from 'node:events';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { controlPlaneEndpoints } from '@lockstep/identity';
-import { createTestCa } from '@lockstep/testkit';
+import { createTestCa, startTcpRelay } from '@lockstep/testkit';
 import {
   createJoinToken,
   createPolicyService,
@@ -118,45 +118,15 @@ interface Relay {
 
 /** A TCP relay to the control plane: a replica of its own, as far as a client can tell. */
 async function relay(): Promise<Relay> {
-  const target = Number(new URL(controlPlane.url).port);
-  const sockets = new Set<Socket>();
-  let accepted = 0;
-  let held = false;
-  const server: Server = createServer((client) => {
-    accepted += 1;
-    const upstream = connect(target, '127.0.0.1');
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('error', () => {});
-      socket.on('close', () => {
-        sockets.delete(socket);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream);
-    upstream.on('data', (chunk: Buffer) => {
-      if (!held) client.write(chunk);
-    });
-    upstream.on('end', () => client.end());
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const stop = async () => {
-    const closed = new Promise((resolve) => server.close(resolve));
-    for (const socket of sockets) socket.destroy();
-    await closed;
-  };
-  closing.push(stop);
+  const tcp = await startTcpRelay({ target: { host: '127.0.0.1', port: Number(new URL(controlPlane.url).port) } });
+  closing.push(() => tcp.close());
   return {
-    url: `https://127.0.0.1:${(server.address() as { port: number }).port}`,
+    url: `https://127.0.0.1:${tcp.port}`,
     get accepted() {
-      return accepted;
+      return tcp.accepted;
     },
-    hold() {
-      held = true;
-    },
-    kill: stop,
+    hold: () => tcp.stall(),
+    kill: () => tcp.close(),
   };
 }
 

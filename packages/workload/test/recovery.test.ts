@@ -11,10 +11,8 @@
  * once: the file takes about 30 s.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -29,6 +27,7 @@ import {
   type SvidSuccession,
   type WorkloadCa,
 } from '@lockstep/control-plane';
+import { startTcpRelay } from '@lockstep/testkit';
 import {
   EnrolmentError,
   joinAsWorkload,
@@ -124,51 +123,17 @@ interface Relay {
 
 /** A TCP relay to the control plane that can be cut and restored: the network between them. */
 async function relay(): Promise<Relay> {
-  let target = Number(new URL(controlPlane.url).port);
-  const sockets = new Set<Socket>();
-  let accepted = 0;
-  let server: Server | null = null;
-  const listen = async (port: number): Promise<number> => {
-    const listening = createServer((client) => {
-      accepted += 1;
-      const upstream = connect(target, '127.0.0.1');
-      for (const socket of [client, upstream]) {
-        sockets.add(socket);
-        socket.on('error', () => {});
-        socket.on('close', () => {
-          sockets.delete(socket);
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    listening.listen(port, '127.0.0.1');
-    await once(listening, 'listening');
-    server = listening;
-    return (listening.address() as AddressInfo).port;
-  };
-  const cut = async () => {
-    const stopping = server;
-    server = null;
-    if (stopping === null) return;
-    const closed = new Promise((resolve) => stopping.close(resolve));
-    for (const socket of sockets) socket.destroy();
-    await closed;
-  };
-  const port = await listen(0);
-  closing.push(cut);
+  const controlPlaneAt = (url: string) => ({ host: '127.0.0.1', port: Number(new URL(url).port) });
+  const tcp = await startTcpRelay({ target: controlPlaneAt(controlPlane.url) });
+  closing.push(() => tcp.close());
   return {
-    url: `https://127.0.0.1:${port}`,
+    url: `https://127.0.0.1:${tcp.port}`,
     get accepted() {
-      return accepted;
+      return tcp.accepted;
     },
-    cut,
-    restore: async () => void (await listen(port)),
-    retarget(url) {
-      target = Number(new URL(url).port);
-      for (const socket of sockets) socket.destroy();
-    },
+    cut: () => tcp.cut(),
+    restore: () => tcp.restore(),
+    retarget: (url) => tcp.retarget(controlPlaneAt(url)),
   };
 }
 
