@@ -146,6 +146,8 @@ export async function runHaDrill(
       '--reason',
       'ha drill: account taken over',
     );
+    let revokeAnsweredMs = -1;
+    void revoke.then(() => (revokeAnsweredMs = Date.now() - revokedAt));
     const enforced = await Promise.all([
       // Quantity 0: refused as revoked, or (before) as invalid by inventory's schema — no stock is taken.
       refusedAsRevoked(() =>
@@ -173,7 +175,10 @@ export async function runHaDrill(
     const revocationEnforcedMs = enforced.every((at) => at !== null)
       ? Math.max(...enforced.map((at) => (at as number) - revokedAt))
       : null;
-    progress(`revocation enforced at inventory, orders and payments after ${String(revocationEnforcedMs)} ms`);
+    const each = enforced.map((at) => (at === null ? 'never' : `${at - revokedAt} ms`));
+    progress(
+      `revocation enforced after ${String(revocationEnforcedMs)} ms (inventory ${each[0]}, orders ${each[1]}, payments ${each[2]}; the revoke command answered after ${revokeAnsweredMs} ms)`,
+    );
 
     await sleep(RESTART_AT_MS - (Date.now() - started));
     progress('restarting control plane r1');
