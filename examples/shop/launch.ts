@@ -218,7 +218,8 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   // The one name every command reads the state directory from (the other one, if set, would disagree).
   const stateEnv = { LOCKSTEP_HOME: dataDir, LOCKSTEP_DATA_DIR: dataDir };
   // Replicas share their keys through the database, sealed under one key-encryption key.
-  const controlPlaneEnv = { ...stateEnv, ...controlPlaneKek(process.env, postgres, dataDir, progress) };
+  // A development KEK only for replicas: one control plane on PostgreSQL keeps its keys in files unless given one.
+  const controlPlaneEnv = { ...stateEnv, ...controlPlaneKek(process.env, postgres, dataDir, progress, replicated) };
   const running = new Map<ShopService | ControlPlaneProcess, Supervised>();
   const controlPlanes: ControlPlaneProcess[] = replicated
     ? placements.map((_, index): ControlPlaneProcess => `controlPlane:${index}`)
@@ -518,10 +519,12 @@ export function controlPlaneKek(
   postgres: string | undefined,
   dataDir: string,
   progress: (line: string) => void,
+  /** Make a development KEK when none is given (replicas need one). */
+  makeDevelopment = true,
 ): { LOCKSTEP_KEK_FILE?: string } {
   if (postgres === undefined) return {};
   if (env.LOCKSTEP_KEK_FILE) return { LOCKSTEP_KEK_FILE: env.LOCKSTEP_KEK_FILE };
-  if (env.LOCKSTEP_KEK) return {};
+  if (env.LOCKSTEP_KEK || !makeDevelopment) return {};
   return { LOCKSTEP_KEK_FILE: developmentKek(dataDir, progress) };
 }
 

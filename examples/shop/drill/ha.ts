@@ -30,7 +30,7 @@ import { joinAsWorkload, type AgentEvent, type WorkloadAgent } from '@lockstep/w
 import { freePortBase, startShop, TRUST_DOMAIN, type RunningShop } from '../launch.ts';
 import { call, capturedTxnToken, signedIn, stolenCredentials } from './attacker.ts';
 import { drillNetwork } from './netns.ts';
-import { startRelay } from './relay.ts';
+import { startTcpRelay } from '@lockstep/testkit';
 
 const REPLICAS = 3;
 /** Short SVIDs, so that renewals run during the failover and expiry comes within the drill. */
@@ -70,6 +70,22 @@ export async function runHaDrill(
   let shop: RunningShop | null = null;
   // The gateway reads it from the environment it inherits: set for the drill's shop, restored after.
   const previousBudget = process.env.GATEWAY_RATE_SESSION;
+  let cleaning: Promise<void> | null = null;
+  const cleanUp = () =>
+    (cleaning ??= (async () => {
+      await shop?.stop();
+      if (previousBudget === undefined) delete process.env.GATEWAY_RATE_SESSION;
+      else process.env.GATEWAY_RATE_SESSION = previousBudget;
+      await network.close();
+      await database.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    })());
+  // Ctrl-C or a CI timeout: the namespaces, the bridge and the database go too, then the signal takes its course.
+  const onSignal = (signal: NodeJS.Signals) => {
+    void cleanUp().finally(() => process.kill(process.pid, signal));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     process.env.GATEWAY_RATE_SESSION = String(SESSION_BUDGET_PER_MINUTE);
     shop = await startShop({
@@ -190,12 +206,9 @@ export async function runHaDrill(
     const recoveredAfterExpiry = await recovery;
     return { ...counts, revocationEnforcedMs, recoveredAfterExpiry, network: network.kind, problems };
   } finally {
-    await shop?.stop();
-    if (previousBudget === undefined) delete process.env.GATEWAY_RATE_SESSION;
-    else process.env.GATEWAY_RATE_SESSION = previousBudget;
-    await network.close();
-    await database.drop();
-    rmSync(dataDir, { recursive: true, force: true });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanUp();
   }
 }
 
@@ -204,7 +217,8 @@ async function refusedAsRevoked(ask: () => Promise<{ status: number | null; body
   const until = Date.now() + 10_000;
   while (Date.now() < until) {
     const answer = await ask();
-    if (answer.status === 401 && JSON.stringify(answer.body).includes('REVOKED')) return Date.now();
+    // The token's revocation, not the calling service's (LOCKSTEP_ERR_PEER_REVOKED would be another story).
+    if (answer.status === 401 && answer.body.error === 'LOCKSTEP_ERR_TXN_TOKEN_REVOKED') return Date.now();
     await sleep(20);
   }
   return null;
@@ -216,7 +230,7 @@ async function refusedAsRevoked(ask: () => Promise<{ status: number | null; body
  */
 async function recoveryProbes(shop: RunningShop, progress: (line: string) => void): Promise<boolean> {
   const target = new URL(shop.replicas[0] ?? shop.urls.controlPlane);
-  const relay = await startRelay('127.0.0.1', { host: target.hostname, port: Number(target.port) });
+  const relay = await startTcpRelay({ target: { host: target.hostname, port: Number(target.port) } });
   const events: Record<string, AgentEvent[]> = { 'probe-p': [], 'probe-v': [] };
   const agents: WorkloadAgent[] = [];
   try {
@@ -233,11 +247,11 @@ async function recoveryProbes(shop: RunningShop, progress: (line: string) => voi
       );
     }
     const expiresAt = Math.max(...agents.map((agent) => agent.credentials.expiresAt.getTime()));
-    relay.cut();
+    await relay.cut();
     progress('probes joined; their only way to the control plane is cut');
     await shop.admin('revoke', 'spiffeId', `spiffe://${TRUST_DOMAIN}/svc/probe-v`, '--reason', 'ha drill');
     await sleep(expiresAt + 5_000 - Date.now());
-    relay.restore();
+    await relay.restore();
     progress('both probe SVIDs expired 5 s ago; the way is restored');
     const deadline = Date.now() + 20_000;
     const outcome = (service: string, kind: AgentEvent['kind']) =>

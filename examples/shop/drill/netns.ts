@@ -14,7 +14,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { ReplicaPlacement } from '../launch.ts';
-import { startRelay, type Relay } from './relay.ts';
+import { startTcpRelay, type TcpRelay } from '@lockstep/testkit';
 
 export interface DrillNetwork {
   readonly kind: 'netns' | 'loopback';
@@ -50,7 +50,7 @@ export async function drillNetwork(replicas: number, postgres: string): Promise<
     spawnSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
   };
   process.once('exit', cleanup);
-  let relay: Relay | null = null;
+  let relay: TcpRelay | null = null;
   try {
     ip('link', 'add', bridge, 'type', 'bridge');
     ip('addr', 'add', `${prefix}.1/24`, 'dev', bridge);
@@ -68,9 +68,9 @@ export async function drillNetwork(replicas: number, postgres: string): Promise<
       ip('-n', namespace, 'link', 'set', 'lo', 'up');
     }
     const database = new URL(postgres);
-    relay = await startRelay(`${prefix}.1`, {
-      host: database.hostname || '127.0.0.1',
-      port: Number(database.port || 5432),
+    relay = await startTcpRelay({
+      listenHost: `${prefix}.1`,
+      target: { host: database.hostname || '127.0.0.1', port: Number(database.port || 5432) },
     });
     database.hostname = `${prefix}.1`;
     database.port = String(relay.port);

@@ -34,11 +34,9 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { request } from 'undici';
 import { controlPlaneEndpoints, isFailover } from '@lockstep/identity';
-import { withFailover } from '@lockstep/workload';
+import { callControlPlane, refusalOf } from '@lockstep/workload';
 import {
-  controlPlaneAgent,
   createKekText,
   fileKeyVault,
   issueAdminCredentials,
@@ -532,12 +530,9 @@ function rememberTrustDomain(state: LocalState, requested: string | undefined): 
   return trustDomain;
 }
 
-/** Per connection, when another replica can be asked instead (as the workloads' failover does). */
-const ADMIN_CONNECT_TIMEOUT_MS = 2_000;
-
 /**
  * A call to the admin API with the local administrator's SVID, asked of each control plane (replica) in
- * turn until one answers (`withFailover`). A call that may have reached a replica before it failed is
+ * turn until one answers (`callControlPlane`). A call that may have reached a replica before it failed is
  * asked again of the next only when `idempotent` (default: GETs): creating a join token, a user, or
  * rotating a key twice would not be. A refusal (4xx, a coded `LOCKSTEP_CP_…` answer) is the control
  * plane's answer, which another replica would give too: it never goes on to the next.
@@ -550,54 +545,28 @@ async function admin(
 ): Promise<Record<string, unknown>> {
   const access = adminAccess(localState());
   const endpoints = controlPlaneEndpoints(access.urls);
-  const several = endpoints.urls.length > 1;
-  const agent = controlPlaneAgent(
-    access.trustDomain,
-    access.admin,
-    undefined,
-    several ? { connectTimeoutMs: ADMIN_CONNECT_TIMEOUT_MS } : {},
-  );
-  const payload =
-    body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
   try {
-    const { status, answer } = await withFailover(
-      endpoints,
-      async (base, signal) => {
-        const response = await request(new URL(path, base), { method, dispatcher: agent, signal, ...payload });
-        const answer = (await response.body.json()) as Record<string, unknown>;
-        // A replica starting, or cut from its store (or a proxy's "no upstream"): the next may answer.
-        if (isFailover(response.statusCode))
-          throw Object.assign(new Error(refusal(method, path, response.statusCode, answer)), {
-            status: response.statusCode,
-          });
-        return { status: response.statusCode, answer };
-      },
-      {
-        idempotent: options.idempotent ?? method === 'GET',
-        // One control plane: the whole deadline; several: a share each, so that a hung one leaves time for the next.
-        deadlineMs: 60_000,
-        ...(several ? { attemptMs: 15_000 } : {}),
-      },
-    );
-    if (status >= 400) throw new UsageError(refusal(method, path, status, answer));
+    const { status, answer } = await callControlPlane(endpoints, access.trustDomain, access.admin, {
+      method,
+      path,
+      body,
+      ...(options.idempotent === undefined ? {} : { idempotent: options.idempotent }),
+      deadlineMs: 60_000,
+      attemptMs: 15_000,
+    });
+    if (status >= 400) throw new UsageError(refusalOf({ method, path }, status, answer));
     return answer;
   } catch (error) {
-    if ((error as { code?: string }).code === 'ECONNREFUSED')
+    // No replica could be reached at all (refused, unreachable, timed out): say how to start one.
+    if (isFailover(error) && typeof (error as { status?: unknown }).status !== 'number')
       throw new UsageError(
-        several
+        endpoints.urls.length > 1
           ? `no control plane answers at ${endpoints.urls.join(', ')}: start one with \`lockstep control-plane\` (${(error as Error).message})`
           : `the control plane at ${endpoints.urls.join(', ')} is not running: start it with \`lockstep control-plane\``,
       );
-    const status = (error as { status?: unknown }).status;
-    if (typeof status === 'number') throw new UsageError((error as Error).message);
+    if (typeof (error as { status?: unknown }).status === 'number') throw new UsageError((error as Error).message);
     throw error;
-  } finally {
-    await agent.close();
   }
-}
-
-function refusal(method: string, path: string, status: number, answer: Record<string, unknown>): string {
-  return `${method} ${path} refused (${status} ${String(answer.error)}): ${String(answer.message ?? '')}`;
 }
 
 async function joinToken(argv: readonly string[], out: Out): Promise<number> {

@@ -265,7 +265,8 @@ export async function assembleControlPlane(options: ControlPlaneAssemblyOptions)
     const { ca } = keys;
     // Replicas share the policy only when they share the key that signs it: a policy in the database signed by
     // one replica's own key would not verify at the others.
-    const shared = 'postgres' in options.store && vault.shared;
+    // Only the sealed vault (PostgreSQL and a KEK) is shared.
+    const shared = vault.shared;
     const policy = await policyService(options, keys.policyKey, say, shared ? store : null);
     if (policy !== null) undo.push(() => policy.close());
     const adminTrail = recordAdminTrail({ store, trustDomain, onError: say.error });

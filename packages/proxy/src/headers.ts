@@ -120,19 +120,11 @@ export function upstreamHeaders(
 }
 
 /**
- * The verified context: the caller's SPIFFE ID, the Txn-Token's `sub`, `txn` and roles, and the
- * request id of the audit event. Only what the guard verified; a public route has no caller and no
- * token. The Txn-Token itself is passed on as verified, for the app to forward on its outbound calls.
+ * The verified context, appended to a flat `[name, value, …]` list (no record per request on the
+ * sidecar's path): the caller's SPIFFE ID, the Txn-Token's `sub`, `txn` and roles, and the request id of
+ * the audit event. Only what the guard verified; a public route has no caller and no token. The
+ * Txn-Token itself is passed on as verified, for the app to forward on its outbound calls.
  */
-export function identityHeaders(admission: Admission): Record<string, string> {
-  const flat: string[] = [];
-  pushIdentity(flat, admission);
-  const headers: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) headers[flat[i] as string] = flat[i + 1] as string;
-  return headers;
-}
-
-/** identityHeaders, appended to a flat `[name, value, …]` list (no record per request on the sidecar's path). */
 function pushIdentity(headers: string[], admission: Admission): void {
   headers.push(`${IDENTITY_PREFIX}request-id`, admission.requestId);
   if (admission.peer !== null) headers.push(`${IDENTITY_PREFIX}caller`, admission.peer.spiffeId);

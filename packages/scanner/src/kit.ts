@@ -6,10 +6,9 @@
 import 'reflect-metadata';
 import type { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { request } from 'undici';
-import { controlPlaneAgent, type ScanKit, type ScanUser, type ServiceRecord } from '@lockstep/control-plane';
-import { controlPlaneEndpoints, formatSpiffeId, isFailover, type ControlPlaneEndpoints } from '@lockstep/identity';
-import { withFailover } from '@lockstep/workload';
+import { type ScanKit, type ScanUser, type ServiceRecord } from '@lockstep/control-plane';
+import { controlPlaneEndpoints, formatSpiffeId, type ControlPlaneEndpoints } from '@lockstep/identity';
+import { callControlPlane, refusalOf, type JsonAnswer } from '@lockstep/workload';
 import type { ScanReport } from './types.ts';
 
 x509.cryptoProvider.set(globalThis.crypto);
@@ -65,60 +64,23 @@ async function asAdmin<T>(
   body?: unknown,
 ): Promise<T> {
   const endpoints = endpointsFor(access);
-  const agent = controlPlaneAgent(
-    access.trustDomain,
-    access.admin,
-    undefined,
-    endpoints.urls.length > 1 ? { connectTimeoutMs: 2_000 } : {},
-  );
-  const payload =
-    body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+  let answered: JsonAnswer;
   try {
-    let status: number;
-    let answer: Record<string, unknown>;
-    try {
-      ({ status, answer } = await withFailover(
-        endpoints,
-        async (base, signal) => {
-          const response = await request(new URL(path, base), {
-            method,
-            dispatcher: agent,
-            signal,
-            headersTimeout: 15_000,
-            bodyTimeout: 15_000,
-            ...payload,
-          });
-          const read = (await response.body.json().catch(() => ({}))) as Record<string, unknown>;
-          // A replica starting or cut from its store: the next may answer (a refusal would not change).
-          if (isFailover(response.statusCode))
-            throw Object.assign(new Error(refused(method, path, response.statusCode, read)), {
-              status: response.statusCode,
-            });
-          return { status: response.statusCode, answer: read };
-        },
-        // One replica: the whole deadline; several: a share each, so that a hung one leaves time for the next.
-        {
-          idempotent: method === 'GET',
-          deadlineMs: 40_000,
-          ...(endpoints.urls.length > 1 ? { attemptMs: 20_000 } : {}),
-        },
-      ));
-    } catch (error) {
-      if (typeof (error as { status?: unknown }).status === 'number')
-        throw new ScanSetupError((error as Error).message);
-      throw new ScanSetupError(
-        `cannot reach the control plane at ${endpoints.urls.join(', ')}: ${(error as Error).message}; is \`lockstep control-plane\` running?`,
-      );
-    }
-    if (status >= 400) throw new ScanSetupError(refused(method, path, status, answer));
-    return answer as T;
-  } finally {
-    await agent.close();
+    answered = await callControlPlane(endpoints, access.trustDomain, access.admin, {
+      method,
+      path,
+      body,
+      deadlineMs: 40_000,
+      attemptMs: 20_000,
+    });
+  } catch (error) {
+    if (typeof (error as { status?: unknown }).status === 'number') throw new ScanSetupError((error as Error).message);
+    throw new ScanSetupError(
+      `cannot reach the control plane at ${endpoints.urls.join(', ')}: ${(error as Error).message}; is \`lockstep control-plane\` running?`,
+    );
   }
-}
-
-function refused(method: string, path: string, status: number, answer: Record<string, unknown>): string {
-  return `${method} ${path} refused (${status} ${String(answer.error ?? '')}): ${String(answer.message ?? '')}`;
+  if (answered.status >= 400) throw new ScanSetupError(refusalOf({ method, path }, answered.status, answered.answer));
+  return answered.answer as T;
 }
 
 export async function obtainScanKit(

@@ -39,6 +39,7 @@ export {
 export { startRegistryHeartbeat, type Heartbeat, type HeartbeatOptions } from './registry-heartbeat.ts';
 export { controlPlaneAgent, type ControlPlaneAgentOptions, type ControlPlaneTls } from './control-plane-agent.ts';
 export { withFailover, type ControlPlaneUrls, type FailoverOptions } from './failover.ts';
+export { callControlPlane, refusalOf, type JsonAnswer, type JsonCall } from './json-call.ts';
 export {
   EnrolmentError,
   TxnTokenError,

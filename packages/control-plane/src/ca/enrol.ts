@@ -37,7 +37,8 @@ export async function bootstrapWorkload(
 export async function renewWorkload(
   store: ControlPlaneStore,
   ca: WorkloadCa,
-  request: { peerSpiffeId: string; csrPem: string; peerSerial?: string } & EnrolOptions,
+  /** `peerSerial`: the presented SVID's (lower-case hex, `peer.ts` peerSerial), spent by the renewal; null: none. */
+  request: { peerSpiffeId: string; csrPem: string; peerSerial?: string | null } & EnrolOptions,
 ): Promise<IssuedSvid> {
   const peer = parseSpiffeId(request.peerSpiffeId);
   const service = peer?.trustDomain === ca.trustDomain ? peer.service : null;
@@ -50,9 +51,9 @@ export async function renewWorkload(
   // The renewed SVID is spent: it can recover only to this key (recover.ts), so that a recovery after a
   // renewal whose answer was lost, retried with the same key, is served. A renewal retried after a lost
   // answer finds it spent already and is served again, as before.
-  if (request.peerSerial !== undefined)
+  if (request.peerSerial)
     await store.spendSvid({
-      serial: request.peerSerial.toLowerCase(),
+      serial: request.peerSerial,
       successor: svid.serial,
       successorKey: svid.publicKeyHash,
       at: ca.now(),

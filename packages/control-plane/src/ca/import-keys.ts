@@ -41,8 +41,10 @@ export async function importKeyFiles(keyDir: string, vault: KeyVault): Promise<K
   for (const name of DOCUMENTS) {
     const text = readPrivateFile(keyDir, name);
     if (text === null) continue;
-    if ((await vault.read(name)) === null && (await vault.write(name, -1, text))) imported.push(name);
-    else if ((await vault.read(name))?.text !== text) ignored.push(name);
+    // Read once; read again only when another replica's creation won the race.
+    const found = await vault.read(name);
+    if (found === null && (await vault.write(name, -1, text))) imported.push(name);
+    else if ((found ?? (await vault.read(name)))?.text !== text) ignored.push(name);
   }
   const files = fileCaStorage(keyDir);
   const local = await files.load();

@@ -24,7 +24,9 @@
  * memory can recover only by being first; the loser — the thief or the workload — is refused and the
  * `svid-recovery-reuse` alert fires. A retry for the successor key proves that key (the CSR is signed
  * with it), which the agent generated and never sent: only the workload that asked first can retry.
- * Exposure grows from one SVID lifetime to the window, and only for workloads that were cut off. A
+ * Exposure grows from one SVID lifetime to the window, for workloads that were cut off and for those that
+ * crashed (a clean stop retires the SVID; a crash leaves it unspent, so a key copied earlier recovers
+ * uncontested until the window ends: set a shorter `--svid-recovery-window` where that matters). A
  * renewed SVID recovers only to its renewal's key (renewal spends it too). A restarted process has lost
  * its key and joins again: no credential at rest. Revocation always wins.
  */

@@ -16,7 +16,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { checkDocumentName } from './key-vault.ts';
 import type { Kek } from './kek.ts';
-import type { SealedDocument } from '../store/store.ts';
+import { SQL_IDENTIFIER, type SealedDocument } from '../store/store.ts';
 
 export type { SealedDocument } from '../store/store.ts';
 
@@ -45,12 +45,11 @@ export class KeyDocumentError extends Error {
   }
 }
 
-const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
 /** What a document's text is bound to. */
-export function documentAad(schema: string, name: string, generation: number): string {
+function documentAad(schema: string, name: string, generation: number): string {
   checkSchema(schema);
   checkDocumentName(name);
   if (!Number.isSafeInteger(generation) || generation < 0)
@@ -151,7 +150,7 @@ function damaged(document: SealedDocument, schema: string, problem: string): Key
 }
 
 function checkSchema(schema: string): void {
-  if (!SCHEMA.test(schema))
+  if (!SQL_IDENTIFIER.test(schema))
     throw new TypeError(
       `a schema is a plain lower-case SQL identifier, e.g. "lockstep"; got ${JSON.stringify(schema)}`,
     );

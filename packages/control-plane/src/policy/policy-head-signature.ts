@@ -7,7 +7,7 @@
  * The `typ` keeps these apart from the policy bundles the same key signs for guards.
  */
 import { createHash } from 'node:crypto';
-import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK } from 'jose';
+import { CompactSign, compactVerify, decodeProtectedHeader, importJWK, type CryptoKey, type JWK } from 'jose';
 import type { SigningKey } from '../ca/signing-key.ts';
 import { sourcesText } from '../store/policy-sets.ts';
 import type { PolicyHead, SharedPolicySet } from '../store/store.ts';
@@ -70,8 +70,7 @@ function sourcesDigest(sources: SharedPolicySet['sources']): string {
 /** The `kid` a compact JWS names, read without verifying (for the message only). */
 function kidOf(jws: string): string | null {
   try {
-    const header = JSON.parse(Buffer.from(jws.split('.')[0] ?? '', 'base64url').toString('utf8')) as unknown;
-    const kid = (header as { kid?: unknown } | null)?.kid;
+    const { kid } = decodeProtectedHeader(jws);
     return typeof kid === 'string' ? kid : null;
   } catch {
     return null;

@@ -19,12 +19,13 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { signBundle, sliceFor, type PolicySet } from '@lockstep/policy';
+import { policySetFromFiles, signBundle, sliceFor, type PolicySet } from '@lockstep/policy';
 import type { JWK } from 'jose';
 import type { SigningKey } from '../ca/signing-key.ts';
 import type { ControlPlaneStore, PolicyHead } from '../store/store.ts';
 import { policyHeadVerifier, signPolicyHead } from './policy-head-signature.ts';
-import { policySetFromShared, readPolicyDirectory, type DirectoryPolicy } from './policy-sources.ts';
+import { readPolicyDirectory, type DirectoryPolicy } from './policy-sources.ts';
+import { oneAtATime } from '../ca/key-document.ts';
 
 export type PolicyChange =
   | {
@@ -179,7 +180,7 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
     }
     let set: PolicySet;
     try {
-      set = policySetFromShared(head.sources);
+      set = policySetFromFiles(head.sources);
     } catch (error) {
       refuse(`${named} does not load here: ${(error as Error).message}`);
       return;
@@ -275,12 +276,7 @@ export async function createPolicyService(options: PolicyServiceOptions): Promis
   }
 
   // Everything runs one after another: the last file event wins, and a head is never applied midway.
-  let queue: Promise<unknown> = Promise.resolve();
-  const serial = <T>(task: () => Promise<T>): Promise<T> => {
-    const next = queue.then(task, task);
-    queue = next.catch(() => {});
-    return next;
-  };
+  const serial = oneAtATime();
   const reload = (): Promise<PolicyChange> => serial(load);
 
   let following = false;

@@ -17,8 +17,3 @@ export async function readPolicyDirectory(dir: string): Promise<DirectoryPolicy>
   const sources = await readPolicyFiles(dir);
   return { set: policySetFromFiles(sources, (name) => join(dir, name)), sources };
 }
-
-/** The set of shared sources (a store's policy head): errors name the bare file names. */
-export function policySetFromShared(sources: Readonly<Record<string, string>>): PolicySet {
-  return policySetFromFiles(sources);
-}

@@ -38,7 +38,7 @@ import { registerTtsRoutes } from './tts-routes.ts';
 import type { TxnTokenService } from '../tts/txn-token-service.ts';
 import { recordAdminAction } from '../admin/admin-audit.ts';
 import { registerAdminRoutes, registerAdminScope, type AdminActions, type KeyRotators } from './admin-routes.ts';
-import { admittedCaller, refuseRevokedCallers, requireCaller } from './peer.ts';
+import { admittedCaller, peerSerial, refuseRevokedCallers, requireCaller } from './peer.ts';
 import { followRevokedCallers } from './revoked-callers.ts';
 import { refuse } from './refusal.ts';
 import {
@@ -439,7 +439,7 @@ function registerRoutes(
         ca,
         await renewWorkload(store, ca, {
           peerSpiffeId: admittedCaller(request),
-          ...peerSerial(request.raw.socket as TLSSocket),
+          peerSerial: peerSerial(request.raw.socket as TLSSocket),
           csrPem: request.body.csr,
           ...svidLifetime,
         }),
@@ -479,11 +479,6 @@ interface Enrolment {
   readonly ttlSeconds?: number;
   readonly recoveryWindowSeconds: number;
   readonly onRecoveryReuse: (reuse: RecoveryReuse) => void;
-}
-
-function peerSerial(socket: TLSSocket): { peerSerial?: string } {
-  const serial = socket.getPeerX509Certificate()?.serialNumber;
-  return serial === undefined ? {} : { peerSerial: serial };
 }
 
 /** The leaf the client presented and the certificate it sent above it (DER), as TLS received them. */

@@ -139,6 +139,14 @@ export function refuseRevokedCallers(trustDomain: string, revoked: RevokedCaller
   };
 }
 
+/**
+ * The serial of the certificate the client presented (lower-case hex, as the CA writes it: what the
+ * store spends), or null without one.
+ */
+export function peerSerial(socket: TLSSocket): string | null {
+  return socket.getPeerX509Certificate()?.serialNumber.toLowerCase() ?? null;
+}
+
 /** The caller `requireCaller` (or the revocation check) identified for this request, or null. */
 export function callerOf(request: FastifyRequest): string | null {
   return callers.get(request) ?? null;

@@ -23,7 +23,7 @@ import type { TLSSocket } from 'node:tls';
 import type { WorkloadCa } from '../ca/workload-ca.ts';
 import { ControlPlaneError } from '../errors.ts';
 import type { ControlPlaneStore, RegisteredRoute } from '../store/store.ts';
-import { admittedCaller, admittedWorkload, requireCaller } from './peer.ts';
+import { admittedCaller, admittedWorkload, peerSerial, requireCaller } from './peer.ts';
 
 /** A guard that has not reported for this long is shown as stale. */
 export const STALE_AFTER_MS = 60_000;
@@ -164,15 +164,9 @@ export function registerRegistryRoutes(
     async (request, reply) => {
       await store.removeService(admittedCaller(request));
       // A stopped instance's last SVID would otherwise stay recoverable for the whole recovery window.
-      const serial = (request.raw.socket as TLSSocket).getPeerX509Certificate()?.serialNumber;
-      if (serial !== undefined)
-        await store.spendSvid({
-          serial: serial.toLowerCase(),
-          successor: '',
-          successorKey: null,
-          at: ca.now(),
-          via: 'retire',
-        });
+      const serial = peerSerial(request.raw.socket as TLSSocket);
+      if (serial !== null)
+        await store.spendSvid({ serial, successor: '', successorKey: null, at: ca.now(), via: 'retire' });
       return reply.code(204).send();
     },
   );

@@ -6,6 +6,7 @@
  * meanwhile is read at once rather than at the next re-read.
  */
 import pg from 'pg';
+import { SQL_IDENTIFIER } from './store.ts';
 
 type Listener = (payload: string | null) => void;
 
@@ -96,7 +97,7 @@ export function pgNotifications(connectionString: string, applicationName: strin
 
   return {
     async listen(channel, listener) {
-      if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel))
+      if (!SQL_IDENTIFIER.test(channel))
         throw new TypeError(`a notification channel is a plain SQL identifier; got ${JSON.stringify(channel)}`);
       if (closed) throw new Error('the notification connection is closed');
       let set = listeners.get(channel);

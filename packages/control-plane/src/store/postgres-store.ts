@@ -50,7 +50,7 @@ import {
   policyHeadSeqFromRow,
   sourcesText,
 } from './policy-sets.ts';
-import { KEY_DOCUMENT_GENERATIONS_KEPT, type ControlPlaneStore, type LoginFailures } from './store.ts';
+import { KEY_DOCUMENT_GENERATIONS_KEPT, SQL_IDENTIFIER, type ControlPlaneStore, type LoginFailures } from './store.ts';
 
 export interface PostgresStoreOptions {
   /** e.g. `postgres://lockstep@127.0.0.1:5432/lockstep`. */
@@ -70,7 +70,6 @@ export interface PostgresStoreOptions {
   readonly onError?: (error: Error) => void;
 }
 
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 /** A connection (TCP and the start-up exchange) that takes longer fails: the request fails over instead. */
 const CONNECT_TIMEOUT_MS = 5_000;
 const STATEMENT_TIMEOUT_MS = 10_000;
@@ -92,7 +91,7 @@ const ADD_LOGIN_FAILURE = `INSERT INTO login_failures (key, failures, last_failu
 
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<ControlPlaneStore> {
   const schema = options.schema ?? 'public';
-  if (!SCHEMA_NAME.test(schema))
+  if (!SQL_IDENTIFIER.test(schema))
     throw new TypeError(
       `schema must be a plain lower-case SQL identifier, e.g. "lockstep"; got ${JSON.stringify(schema)}`,
     );

@@ -4,6 +4,9 @@
  * for several replicas). Times are epoch milliseconds; secrets are stored only as hashes.
  */
 
+/** A plain SQL identifier (a schema, a notification channel): lower case, at most 63 characters. */
+export const SQL_IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+
 export interface JoinTokenRecord {
   /** SHA-256 of the token's secret part, hex. The token itself is never stored. */
   readonly tokenHash: string;
