@@ -1,19 +1,38 @@
 /**
  * `npm run bench:guard` — what the guard costs. In one run, over keep-alive mTLS with the load
  * generator in a separate process: bare Fastify, guarded Fastify (steady state, 1,000 distinct
- * Txn-Tokens in rotation) and naive (verify + authorize every request, no caches), each saturated and
- * then at light load (one connection); each server in a process of its own; then, in process, cold-path Txn-Token verification against raw
- * node:crypto and the steady-state cost of `guard.pipeline.admit`. The machine is small and shared, and
- * its speed drifts by tens of percent over tens of seconds, so every server stays up for the whole run
- * and the variants take turns in short slices (rounds, with the order rotating each round): each
- * variant meets the same slow and fast periods. The headline comes from the median round by
- * guarded ÷ bare (the two ran in the same round, minutes apart at most).
- * Prints the tables, writes them to docs/benchmarks.md, and ends stdout with one JSON line:
- *   {"bareRps":…,"guardedRps":…,"naiveRps":…,"ratio":…,"p99AddedMs":…}
- * (rps and ratio = guardedRps / bareRps from the median round; p99AddedMs = the median over rounds of
- * guarded − bare at light load, where queueing does not hide the guard's own latency — the saturated
- * p99 difference is in the table).
- * Progress goes to stderr. Any non-200 answer makes the run invalid: it fails with exit code 1.
+ * Txn-Tokens in rotation), guarded with no audit subscriber, and naive (verify + authorize every
+ * request, no caches); each server in a process of its own. Each slice saturates the server, then
+ * (a second generator, bench/lib/mesh-load.ts) drives it on one connection and in an open loop at a
+ * fixed 1,000 rps (timed from the scheduled send time: no coordinated omission). The server process
+ * samples its own CPU (all threads, and the main thread alone) and memory at the edges of each
+ * measured window. Then, in process, cold-path Txn-Token verification against raw node:crypto and the
+ * steady-state cost of `guard.pipeline.admit`.
+ *
+ * The machine is small and shared, and its speed drifts by tens of percent over tens of seconds, so
+ * every server stays up for the whole run and the variants take turns in short slices (rounds, with
+ * the order rotating each round): each variant meets the same slow and fast periods. Every "added"
+ * figure and ratio is paired per round (guarded against that round's bare) before the median over
+ * rounds is taken; the throughput headline comes from the median round by guarded ÷ bare.
+ *
+ * Knobs (environment): BENCH_ROUNDS (default 7), BENCH_SECONDS (saturated window, 4),
+ * BENCH_OPEN_SECONDS (1,000-rps window, 2), BENCH_LIGHT_SECONDS (one-connection window, 1),
+ * BENCH_CONNECTIONS (16), BENCH_WARMUP_SECONDS (first slice of each server, 5); the defaults take
+ * about 5 minutes. BENCH_VARIANTS=guarded (a comma-separated subset) is for profiling and writes nothing.
+ * BENCH_AUDIT_WRITER=inline runs the guarded server's audit writer on its request thread instead of a
+ * thread of its own (`audit.writer`).
+ *
+ * Prints the tables, writes them to docs/benchmarks.md, and ends stdout with one JSON line (Summary in
+ * bench/lib/report.ts):
+ *   {"bareRps":…,"guardedRps":…,"naiveRps":…,"ratio":…,"p99AddedMs":…,"cpuRatio":…,"cpuRatioMainThread":…,
+ *    "rssAddedMb":…,"p50AddedMs1000":…,"p99AddedMs1000":…,"vcpuPer1000Rps":…}
+ * ratio = guardedRps / bareRps from the median round; p99AddedMs = guarded − bare p99 on one connection;
+ * cpuRatio = bare ÷ (bare + added) server process CPU per request, saturated (cpuRatioMainThread: the
+ * main thread's alone); rssAddedMb = guarded − bare RSS at the end of the saturated window, MB = 10^6
+ * bytes; p50/p99AddedMs1000 = guarded − bare in the 1,000-rps open loop; vcpuPer1000Rps = the guarded
+ * server process's CPU seconds per wall second in that loop, scaled to 1,000 rps. All medians over rounds.
+ * Progress goes to stderr. Any non-200 answer makes the run invalid: it fails with exit code 1; so does an
+ * audited server whose audit file does not hold exactly one decision event per request it answered.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -22,14 +41,18 @@ import { fileURLToPath } from 'node:url';
 import { measureAdmitCost } from './lib/admit-cost.ts';
 import { keptSections } from './lib/docs-section.ts';
 import { measureColdPath } from './lib/cold-path.ts';
+import { runMeshLoad } from './lib/mesh-processes.ts';
+import type { MeshLoadReport } from './lib/mesh-protocol.ts';
 import type { LoadReport } from './lib/protocol.ts';
 import {
+  OPEN_RATE,
   renderMarkdown,
   summarize,
+  vcpuPer1000Rps,
   type AuditCount,
   type BenchSettings,
   type RoundResult,
-  type ServerCpu,
+  type WindowCpu,
 } from './lib/report.ts';
 import { runLoad } from './lib/run-load.ts';
 import { startServerProcess, type CpuSample, type ServerProcess } from './lib/run-server.ts';
@@ -46,7 +69,9 @@ const settings: BenchSettings = {
   warmupSeconds: envNumber('BENCH_WARMUP_SECONDS', 5, 0, 60),
   sliceWarmupSeconds: 1,
   measureSeconds: envNumber('BENCH_SECONDS', 4, 1, 120),
-  lightSeconds: envNumber('BENCH_LIGHT_SECONDS', 2, 1, 60),
+  openSeconds: envNumber('BENCH_OPEN_SECONDS', 2, 1, 120),
+  openWarmupSeconds: 0.5,
+  lightSeconds: envNumber('BENCH_LIGHT_SECONDS', 1, 1, 60),
   tokens: 1_000,
   coldTokens: 2_000,
 };
@@ -62,30 +87,53 @@ const fullRun = VARIANTS.every((variant) => variants.includes(variant));
 
 const progress = (message: string) => console.error(`[bench] ${message}`);
 
-function check(variant: Variant, round: number, what: string, report: LoadReport): void {
-  if (report.non200 > 0 || report.errors > 0 || report.requests === 0) {
+function check(variant: Variant, round: number, what: string, report: LoadReport | MeshLoadReport): void {
+  const measured = 'phases' in report ? report.phases.map((phase) => phase.requests) : [report.requests];
+  if (report.non200 > 0 || report.errors > 0 || measured.includes(0)) {
     throw new Error(
-      `INVALID BENCHMARK: ${variant} (round ${round}, ${what}) answered ${report.non200} non-200 responses and ${report.errors} transport errors; ${report.requests} measured requests; statuses ${JSON.stringify(report.statuses)}; first problem: ${report.firstProblem ?? 'none (no request completed)'}`,
+      `INVALID BENCHMARK: ${variant} (round ${round}, ${what}) answered ${report.non200} non-200 responses and ${report.errors} transport errors; measured requests ${measured.join(' + ')}; statuses ${JSON.stringify(report.statuses)}; first problem: ${report.firstProblem ?? 'none (a window completed no request)'}`,
     );
   }
 }
 
-/** Server CPU per request over the measured window, or null if the window was not sampled. */
-async function cpuPerRequest(window: Partial<Record<'start' | 'end', Promise<CpuSample>>>): Promise<ServerCpu | null> {
-  if (!window.start || !window.end) return null;
+/** Answers a load generator received over its whole job (warm-ups included); check() has made sure all were 200. */
+const answersOf = (report: LoadReport | MeshLoadReport) =>
+  Object.values(report.statuses).reduce((total, count) => total + count, 0);
+
+type Window = Partial<Record<'start' | 'end', Promise<CpuSample>>>;
+
+/** What the server spent over one measured window, from its own samples at the window's edges; and the end sample. */
+async function windowCost(
+  variant: Variant,
+  round: number,
+  what: string,
+  window: Window,
+): Promise<{ cpu: WindowCpu; end: CpuSample }> {
+  if (!window.start || !window.end)
+    throw new Error(`${variant} (round ${round}, ${what}): the load generator never marked its measured window`);
   const [start, end] = await Promise.all([window.start, window.end]);
   const requests = end.requests - start.requests;
-  if (requests <= 0) return null;
+  const seconds = (end.atMs - start.atMs) / 1000;
+  if (requests <= 0 || seconds <= 0)
+    throw new Error(`${variant} (round ${round}, ${what}): the server answered no request in the measured window`);
+  const cpuMicros = end.cpuMicros - start.cpuMicros;
   return {
-    processUs: (end.cpuMicros - start.cpuMicros) / requests,
-    mainThreadUs: (end.mainActiveMicros - start.mainActiveMicros) / requests,
+    cpu: {
+      processUs: cpuMicros / requests,
+      mainThreadUs: (end.mainActiveMicros - start.mainActiveMicros) / requests,
+      cpuPerSecond: cpuMicros / 1e6 / seconds,
+      rps: requests / seconds,
+    },
+    end,
   };
 }
 
 /**
- * One slice: saturate the (already running) server of `variant`, then drive it at light load. The
+ * One slice: saturate the (already running) server of `variant`; then, from a second generator with
+ * the same certificate and token rotation, one connection at a time and an open loop at OPEN_RATE. The
  * first slice of a server warms it up for `warmupSeconds`; later ones only until the load generator
- * (a fresh process) is warm and every token of the round has been seen once.
+ * (a fresh process) is warm and every token of the round has been seen once. Resolves with the
+ * slice's figures and how many answers the generators received.
  */
 async function runSlice(
   server: ServerProcess,
@@ -94,46 +142,85 @@ async function runSlice(
   world: BenchWorld,
   tokens: readonly string[],
   first: boolean,
-): Promise<RoundResult> {
-  const job = {
-    origin: server.origin,
-    path: `/orders/${round}042`,
-    certPem: world.gateway.chainPem,
-    keyPem: world.gateway.keyPem,
-    caPem: world.caPem,
-    tokens,
-  };
+): Promise<{ result: RoundResult; answers: number }> {
+  const tls = { certPem: world.gateway.chainPem, keyPem: world.gateway.keyPem, caPem: world.caPem };
   const warmupSeconds = first ? settings.warmupSeconds : settings.sliceWarmupSeconds;
-  const window: Partial<Record<'start' | 'end', Promise<CpuSample>>> = {};
+  const saturatedWindow: Window = {};
   const report = await runLoad(
     {
-      ...job,
+      origin: server.origin,
+      path: `/orders/${round}042`,
+      ...tls,
+      tokens,
       connections: settings.connections,
       warmupMs: warmupSeconds * 1000,
       warmupRequests: tokens.length + settings.connections,
       maxWarmupMs: warmupSeconds * 1000 + 20_000,
       measureMs: settings.measureSeconds * 1000,
     },
-    (phase) => {
-      window[phase] = server.cpu();
+    (edge) => {
+      saturatedWindow[edge] = server.cpu();
     },
   );
   check(variant, round, 'saturated', report);
-  // Same server, every token already seen: one connection, one request at a time, no queueing.
-  const light = await runLoad({
-    ...job,
-    connections: 1,
-    warmupMs: 300,
-    warmupRequests: 200,
-    maxWarmupMs: 5_000,
-    measureMs: settings.lightSeconds * 1000,
-  });
-  check(variant, round, 'light load', light);
-  const result: RoundResult = { round, variant, report, light, serverCpu: await cpuPerRequest(window) };
-  progress(
-    `round ${round} ${variant.padEnd(7)} ${Math.round(report.rps)} rps${result.serverCpu ? `  server ${result.serverCpu.processUs.toFixed(1)} µs/req` : ''}  p50 ${report.p50Ms.toFixed(3)} ms  p99 ${report.p99Ms.toFixed(3)} ms  (warm-up ${report.warmupSeconds.toFixed(1)} s) | light: p50 ${light.p50Ms.toFixed(3)} ms  p99 ${light.p99Ms.toFixed(3)} ms`,
+  const saturated = await windowCost(variant, round, 'saturated', saturatedWindow);
+
+  // Same server, every token already seen: one connection, one request at a time (no queueing; it also
+  // warms the fresh generator up), then requests on a fixed schedule whatever the answers do.
+  const openWindow: Window = {};
+  const after = await runMeshLoad(
+    {
+      origin: server.origin,
+      tls,
+      pathPrefix: `/orders/${round}`,
+      grpc: null,
+      headers: {},
+      tokens,
+      connections: settings.connections,
+      phases: [
+        {
+          kind: 'closed',
+          name: 'light',
+          loops: 1,
+          warmupMs: 300,
+          warmupRequests: 200,
+          maxWarmupMs: 5_000,
+          measureMs: settings.lightSeconds * 1000,
+        },
+        {
+          kind: 'open',
+          name: 'open',
+          rate: OPEN_RATE,
+          warmupMs: settings.openWarmupSeconds * 1000,
+          measureMs: settings.openSeconds * 1000,
+        },
+      ],
+    },
+    (phase, edge) => {
+      if (phase === 'open') openWindow[edge] = server.cpu();
+    },
   );
-  return result;
+  check(variant, round, `light load and ${OPEN_RATE} rps`, after);
+  const [light, open] = after.phases;
+  if (light === undefined || open === undefined)
+    throw new Error(`${variant} (round ${round}): the load generator reported ${after.phases.length} phases, not 2`);
+  const openCost = await windowCost(variant, round, `${OPEN_RATE} rps`, openWindow);
+
+  const result: RoundResult = {
+    round,
+    variant,
+    report,
+    serverCpu: saturated.cpu,
+    memory: saturated.end.memory,
+    open,
+    openCpu: openCost.cpu,
+    light,
+  };
+  progress(
+    `round ${round} ${variant.padEnd(7)} ${Math.round(report.rps)} rps  server ${saturated.cpu.processUs.toFixed(1)} µs/req  p50 ${report.p50Ms.toFixed(3)} ms  p99 ${report.p99Ms.toFixed(3)} ms  RSS ${(saturated.end.memory.rssBytes / 1e6).toFixed(1)} MB  (warm-up ${report.warmupSeconds.toFixed(1)} s)` +
+      ` | light: p99 ${light.p99Ms.toFixed(3)} ms | ${OPEN_RATE} rps: p50 ${open.p50Ms.toFixed(3)} ms  p99 ${open.p99Ms.toFixed(3)} ms  ${vcpuPer1000Rps(openCost.cpu).toFixed(3)} vCPU/1k rps`,
+  );
+  return { result, answers: answersOf(report) + answersOf(after) };
 }
 
 /** Round `round` starts with a different variant each time, so that no variant always follows the same one. */
@@ -152,6 +239,7 @@ async function main(): Promise<void> {
     const serverWorldData = serverWorld(world);
     const servers = new Map<Variant, ServerProcess>();
     const results: RoundResult[] = [];
+    const answers = new Map<Variant, number>();
     const served: AuditCount[] = [];
     try {
       for (const variant of variants)
@@ -162,16 +250,25 @@ async function main(): Promise<void> {
       for (let round = 1; round <= settings.rounds; round++) {
         // Fresh tokens per round keep them well inside their 5-minute lifetime however long the run.
         const tokens = await mintCustomerTokens(world.minter, settings.tokens);
-        for (const variant of rotated(variants, round))
-          results.push(
-            await runSlice(servers.get(variant) as ServerProcess, variant, round, world, tokens, round === 1),
+        for (const variant of rotated(variants, round)) {
+          const slice = await runSlice(
+            servers.get(variant) as ServerProcess,
+            variant,
+            round,
+            world,
+            tokens,
+            round === 1,
           );
+          results.push(slice.result);
+          answers.set(variant, (answers.get(variant) ?? 0) + slice.answers);
+        }
       }
       for (const [variant, server] of servers) {
         const { requests } = await server.cpu();
         await server.close();
         const auditLines = server.auditLines();
-        if (auditLines !== null) served.push({ variant, requests, auditLines });
+        if (auditLines !== null)
+          served.push({ variant, requests, answersCounted: answers.get(variant) ?? 0, auditLines });
       }
     } finally {
       await Promise.allSettled([...servers.values()].map((server) => server.close()));
@@ -200,6 +297,13 @@ async function main(): Promise<void> {
     process.stdout.write(`${markdown}\n`);
     progress(`wrote ${DOCS_FILE}`);
     process.stdout.write(`${JSON.stringify(summarize(results))}\n`);
+    for (const { variant, requests, answersCounted, auditLines } of served)
+      if (auditLines !== requests || answersCounted !== requests) {
+        progress(
+          `INVALID BENCHMARK: ${variant} answered ${requests} requests, its load generators counted ${answersCounted} answers, and it wrote ${auditLines} decision events to its audit file; all three must be equal (one decision event per request)`,
+        );
+        process.exitCode = 1;
+      }
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

@@ -1,7 +1,8 @@
 /**
  * One server under test in a process of its own, so that the variants do not share a heap, a JIT
  * state or garbage: the bench sends { variant, world, auditFile }, this answers { origin } once
- * listening, and on { close } closes, answers { auditLines } and exits.
+ * listening, on { cpu } answers its CPU, memory and request count so far (a CpuSample), and on
+ * { close } closes, answers { auditLines } and exits.
  */
 import { startVariant, type ServerWorld, type Variant } from './lib/servers.ts';
 
@@ -14,11 +15,21 @@ let server: Awaited<ReturnType<typeof startVariant>> | null = null;
 process.on('message', (command: Command) => {
   if (command.type === 'cpu') {
     const { user, system } = process.cpuUsage();
+    const { rss, heapUsed, external, arrayBuffers } = process.memoryUsage();
     send({
       type: 'cpu',
+      atMs: performance.now(),
       cpuMicros: user + system,
       mainActiveMicros: performance.eventLoopUtilization().active * 1000,
       requests: server?.requests() ?? 0,
+      memory: {
+        rssBytes: rss,
+        heapUsedBytes: heapUsed,
+        externalBytes: external,
+        arrayBuffersBytes: arrayBuffers,
+        // ru_maxrss: kibibytes on Linux.
+        maxRssBytes: process.resourceUsage().maxRSS * 1024,
+      },
     });
   } else if (command.type === 'start') {
     startVariant(command.variant, command.world, command.auditFile).then(

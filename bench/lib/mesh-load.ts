@@ -1,9 +1,9 @@
 /**
- * The load generator of bench/mesh.ts, a process of its own so that it does not share a server's event
- * loop. It receives one MeshLoadJob over IPC, opens `connections` keep-alive connections (mTLS with the
- * job's client SVID, or plain HTTP for the bare upstream; HTTP/1.1, or gRPC ext_authz Check — see
- * mesh-connections.ts), runs the job's phases in order, and answers one MeshLoadReport. Every request
- * carries the next Txn-Token of the rotation.
+ * The load generator of bench/mesh.ts (and of bench/guard.ts's one-connection and 1,000-rps phases), a
+ * process of its own so that it does not share a server's event loop. It receives one MeshLoadJob over
+ * IPC, opens `connections` keep-alive connections (mTLS with the job's client SVID, or plain HTTP for the
+ * bare upstream; HTTP/1.1, or gRPC ext_authz Check — see mesh-connections.ts), runs the job's phases in
+ * order, and answers one MeshLoadReport. Every request carries the next Txn-Token of the rotation.
  *
  * Open-loop phases send on a schedule kept by a pacer thread (Atomics.wait sleeps to the microsecond;
  * a setTimeout on this thread would send up to a millisecond late, more than the hops being measured)
@@ -204,7 +204,9 @@ async function run(job: MeshLoadJob): Promise<MeshLoadReport> {
 }
 
 if (typeof process.send !== 'function') {
-  console.error('bench/lib/mesh-load.ts is the load generator of bench/mesh.ts; run `npm run bench:mesh` instead.');
+  console.error(
+    'bench/lib/mesh-load.ts is the load generator of bench/mesh.ts and bench/guard.ts; run `npm run bench:mesh` or `npm run bench:guard` instead.',
+  );
   process.exit(2);
 }
 

@@ -260,8 +260,9 @@ export async function startNginx(settings: NginxSettings): Promise<ServerHandle>
 }
 
 /**
- * Runs one load job in a fresh generator process. `onMark` is called as each measured window opens
- * and closes (the bench reads the servers' CPU then); resolves with the generator's report.
+ * Runs one load job in a fresh generator process (bench/guard.ts uses it too, for its open loop).
+ * `onMark` is called as each measured window opens and closes (the bench reads the servers' CPU then);
+ * resolves with the generator's report.
  */
 export function runMeshLoad(
   job: MeshLoadJob,

@@ -4,6 +4,7 @@
  * Markdown section of docs/benchmarks.md, and the one-line JSON summary that ends stdout.
  */
 import os from 'node:os';
+import { ANCHORS_SOURCE, anchorRows } from './mesh-anchors.ts';
 import type { PhaseReport } from './mesh-protocol.ts';
 
 export const HOPS = ['bare', 'guard', 'sidecar', 'nginx'] as const;
@@ -308,8 +309,7 @@ function istioTable(results: readonly SliceResult[], hops: readonly Hop[]): stri
   return [
     '| Proxy | vCPU per 1,000 rps | memory | latency |',
     '| --- | ---: | ---: | --- |',
-    '| Istio 1.24 sidecar (Envoy, 2 worker threads), published | 0.20 | 60 MB | two hops (client and server sidecar): +0.20 ms p99 |',
-    '| Istio 1.24 ztunnel (ambient, one per node), published | 0.06 | 12 MB | — |',
+    ...anchorRows(),
     ours('sidecar', 'Lockstep sidecar (this run; mTLS + Txn-Token + Cedar + audit)'),
     ...(hops.includes('nginx') ? [ours('nginx', 'nginx mTLS proxy, 1 worker (this run; no authz)')] : []),
     ours('guard', 'Lockstep embedded guard (this run; added to the service process)'),
@@ -367,7 +367,7 @@ export function renderMarkdown(results: readonly SliceResult[], info: RunInfo): 
     '',
     '### Beside Istio',
     '',
-    "Istio's figures are from Istio's performance docs (istio.io, *Performance and Scalability*, performance summary for Istio 1.24: 1,000 HTTP requests per second with 1 KB payloads). They were measured on other hardware, with a 1 KB payload, and Envoy doing routing and telemetry, not authorization; ours are from this run on this machine, with the tiny JSON answer above. Read them as orders of magnitude, not a ranking.",
+    `${ANCHORS_SOURCE}; ours are from this run on this machine, with the tiny JSON answer above. Read them as orders of magnitude, not a ranking.`,
     '',
     ...istioTable(results, hops),
   ].join('\n');

@@ -6,11 +6,23 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { ServerWorld, Variant } from './servers.ts';
 
-/** The server process's CPU so far: all its threads, and the main thread's busy time. */
+/** The server process's memory when sampled (process.memoryUsage(), and the peak RSS so far). */
+export interface ServerMemory {
+  readonly rssBytes: number;
+  readonly heapUsedBytes: number;
+  readonly externalBytes: number;
+  readonly arrayBuffersBytes: number;
+  readonly maxRssBytes: number;
+}
+
+/** The server process's CPU so far (all its threads, and the main thread's busy time) and its memory now. */
 export interface CpuSample {
+  /** The server's own clock (performance.now()), for CPU per wall second. */
+  readonly atMs: number;
   readonly cpuMicros: number;
   readonly mainActiveMicros: number;
   readonly requests: number;
+  readonly memory: ServerMemory;
 }
 
 export interface ServerProcess {
@@ -69,8 +81,14 @@ export async function startServerProcess(
     async cpu() {
       const answer = next(child, 'cpu');
       child.send({ type: 'cpu' });
-      const { cpuMicros, mainActiveMicros, requests } = await answer;
-      return { cpuMicros: Number(cpuMicros), mainActiveMicros: Number(mainActiveMicros), requests: Number(requests) };
+      const { atMs, cpuMicros, mainActiveMicros, requests, memory } = await answer;
+      return {
+        atMs: Number(atMs),
+        cpuMicros: Number(cpuMicros),
+        mainActiveMicros: Number(mainActiveMicros),
+        requests: Number(requests),
+        memory: memory as ServerMemory,
+      };
     },
     /** Idempotent: a second call waits for the first. */
     close() {

@@ -126,7 +126,7 @@ export async function startGuarded(
     svid: { cert: world.orders.chainPem, key: world.orders.keyPem },
     txnTokenKeys: { jwks: world.txnTokenJwks },
     policy: { keys: world.policyJwks, bundle: world.bundle },
-    ...(auditFile === null ? {} : { audit: { file: auditFile } }),
+    ...(auditFile === null ? {} : { audit: { file: auditFile, writer: auditWriter() } }),
     logger: benchLogger,
   });
   const app = Fastify({ https: guard.tlsOptions(), logger: false });
@@ -137,6 +137,14 @@ export async function startGuarded(
     () => (auditFile === null ? null : readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).length),
   );
   return { ...server, guard };
+}
+
+/** BENCH_AUDIT_WRITER=inline measures the audit writer on the request thread instead of its own thread. */
+function auditWriter(): 'thread' | 'inline' {
+  const writer = process.env.BENCH_AUDIT_WRITER ?? 'thread';
+  if (writer !== 'thread' && writer !== 'inline')
+    throw new TypeError(`BENCH_AUDIT_WRITER must be thread or inline, not ${JSON.stringify(writer)}`);
+  return writer;
 }
 
 export async function startNaive(world: ServerWorld): Promise<RunningServer> {

@@ -59,33 +59,24 @@ function readLines(path: string): unknown[] {
 }
 
 /**
- * Makes the disk full for the sink's appends (`fs.writev`, which it imports by name): the kernel takes
- * the first `room` bytes, then every write fails with ENOSPC, until the returned function gives the
- * disk its room back.
+ * Makes the disk full for the writer's appends (`fs.writevSync`, which it imports by name; the sink
+ * runs its writer on this thread for it): the kernel takes the first `room` bytes, then every write
+ * fails with ENOSPC, until the returned function gives the disk its room back.
  */
 function fillDisk(room: number): () => void {
-  const real = fs.writev;
+  const real = fs.writevSync;
   let left = room;
-  const full = (
-    fd: number,
-    buffers: NodeJS.ArrayBufferView[],
-    position: number | null,
-    callback: (error: NodeJS.ErrnoException | null, written: number, buffers: NodeJS.ArrayBufferView[]) => void,
-  ) => {
-    if (left === 0) {
-      const error = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-      queueMicrotask(() => callback(error, 0, buffers));
-      return;
-    }
+  const full = (fd: number, buffers: readonly NodeJS.ArrayBufferView[], position?: number | null): number => {
+    if (left === 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
     const bytes = Buffer.concat(buffers.map((view) => Buffer.from(view.buffer, view.byteOffset, view.byteLength)));
     const written = fs.writeSync(fd, bytes, 0, Math.min(left, bytes.length), position);
     left -= written;
-    queueMicrotask(() => callback(null, written, buffers));
+    return written;
   };
-  fs.writev = full as typeof fs.writev;
+  fs.writevSync = full as typeof fs.writevSync;
   syncBuiltinESMExports();
   return () => {
-    fs.writev = real;
+    fs.writevSync = real;
     syncBuiltinESMExports();
   };
 }
@@ -210,7 +201,11 @@ describe('createAuditFileSink', () => {
   it('counts the events of a failed write as dropped; ends the line it cut short before the next write', async () => {
     const path = nextFile();
     const errors: string[] = [];
-    const sink = createAuditFileSink(path, { flushMs: 60_000, onError: (error) => errors.push(error.message) });
+    const sink = createAuditFileSink(path, {
+      flushMs: 60_000,
+      thread: 'inline',
+      onError: (error) => errors.push(error.message),
+    });
     const events = new Map([1, 2, 3, 4, 5, 6, 7].map((n) => [`r-${n}`, decisionEvent(`r-${n}`)]));
     const publish = (...ids: string[]) => ids.forEach((id) => publishDecision(events.get(id) as DecisionEvent));
     const text = (id: string) => decisionToJson(events.get(id) as DecisionEvent);

@@ -1,43 +1,53 @@
 /**
- * A JSON-lines file sink for decision events: a subscriber of `lockstep:guard:decision` that queues
- * events, encodes them in small batches into an in-memory chunk, and appends whole chunks to the
- * file when they are full and every `flushMs`. Chunks hold whole lines and are appended one after the
- * other, never two at once, so a reader sees complete lines in order: the network sink tails this
- * file and ships what it reads (see network-sink.ts).
+ * A JSON-lines file sink for decision events: the guard's audit file, or (with `segments`) the
+ * network sink's bounded journal. Chunks of whole lines are appended in order, never two at once, so
+ * a reader sees complete lines in order: the network sink tails this file and ships what it reads
+ * (see network-sink.ts).
+ *
+ * Nothing of it runs on the request path but a few stores into shared memory. The sink is a recorder
+ * of its service's decisions (steps/audit.ts): a pipeline hands it the admission, and it puts a
+ * compact record into a ring (audit-ring.ts); a writer on a thread of its own (audit-worker.ts,
+ * audit-writer.ts) encodes the lines and writes them, whenever a quarter of the ring is used and at
+ * least every `flushMs` (default 20 ms). A full ring never blocks a request: records wait, in order,
+ * in a bounded list; beyond it events are dropped, counted in `dropped` and reported.
+ *
+ * Durability: what the writer has written survives a crash of the process (the network sink resumes
+ * from the file). On a normal exit, even without `close()`, the writer writes everything recorded
+ * before the process ends (an 'exit' hook waits up to 2 s for it). A kill -9 loses at most the last
+ * `flushMs` of events, as any buffered writer would.
  *
  * With `segments`, `path` is a directory and the sink writes a bounded journal instead: segments
  * `journal-<n>.jsonl` of about `segments.bytes` each. The reader deletes a segment once it has shipped
  * all of it; while `segments.count` segments exist, events are dropped before they are written, and
  * counted (`dropped`).
  *
- * A write that fails (disk full, I/O error) is not tried again: the events of its chunks that did not
- * reach the file whole are counted in `dropped`, reported, and the line it may have cut short is ended
- * before the next write, so that it cannot swallow the next line (a reader sees it, does not parse
- * it, and counts it itself).
- *
- * `close()` flushes what is buffered.
+ * `close()` writes what is recorded and stops the writer.
  */
+import { closeSync, mkdirSync, readdirSync } from 'node:fs';
+import { dirname, extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { createRingMemory, EXIT_ACK, EXITING, RingProducer, STATE, WAKE } from './audit-ring.ts';
 import {
-  closeSync,
-  existsSync,
-  fchmodSync,
-  fstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readSync,
-  writeSync,
-  writev,
-} from 'node:fs';
-import { dirname, join } from 'node:path';
-import { decisionLineBound, subscribeDecisions, writeDecisionLine, type DecisionEvent } from './steps/audit.ts';
+  createRingWriter,
+  journalSegmentPath,
+  openForAppend,
+  type WriterCommand,
+  type WriterNews,
+  type WriterStart,
+} from './audit-writer.ts';
+import { REQUEST_ID_PREFIX } from './request-id.ts';
+import { subscribeRecorder } from './steps/audit.ts';
+
+export { journalSegmentPath } from './audit-writer.ts';
 
 export interface AuditSink {
   flush(): Promise<void>;
   close(): Promise<void>;
   /**
-   * Events that are not in the file: the journal was full, or a write failed. A line cut short by a
-   * failed write is not counted here: it is in the file, and its reader counts it.
+   * Events that are not in the file: the journal was full, a write failed, or the writer could not
+   * keep up. A line cut short by a failed write is not counted here: it is in the file, and its reader
+   * counts it.
    */
   readonly dropped: number;
 }
@@ -49,13 +59,21 @@ export interface AuditFileSinkOptions {
   readonly service?: string;
   /** Write a bounded journal of segments in the directory `path` (see above). */
   readonly segments?: { readonly bytes: number; readonly count: number };
+  /**
+   * Where lines are encoded and written: a worker thread (default), or `inline` on this thread, in
+   * the event loop's spare turns (no thread's memory; tests that make writes fail use it too).
+   */
+  readonly thread?: 'worker' | 'inline';
+  /** The ring's size in bytes, a power of two (default 1 MiB, about 20,000 events). */
+  readonly ringBytes?: number;
+  /** How many events may wait for room when the ring is full before events are dropped (default 65,536). */
+  readonly waitingLimit?: number;
 }
 
 const SEGMENT_NAME = /^journal-([1-9][0-9]{0,14})\.jsonl$/;
-
-export function journalSegmentPath(dir: string, segment: number): string {
-  return join(dir, `journal-${segment}.jsonl`);
-}
+// The writer's module, next to this one: .ts when run from source, .js when installed.
+const WORKER_URL = new URL(`./audit-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url);
+const EXIT_WAIT_MS = 2_000;
 
 /** The segment numbers present in `dir`, oldest first. */
 export function journalSegments(dir: string): number[] {
@@ -74,236 +92,172 @@ export function journalSegments(dir: string): number[] {
     .sort((a, b) => a - b);
 }
 
-/**
- * Opens `file` for appending (mode 0600, even if it existed with a looser mode) and returns its fd and
- * size. A last line torn by a crash is ended first, so that it cannot swallow the next line written.
- */
-function openForAppend(file: string): { fd: number; size: number } {
-  const fd = openSync(file, 'a+', 0o600);
-  fchmodSync(fd, 0o600);
-  endTornLine(fd);
-  return { fd, size: fstatSync(fd).size };
-}
-
-/** Ends the file's last line if it is cut short (by a crash, or a failed write). */
-function endTornLine(fd: number): void {
-  const size = fstatSync(fd).size;
-  if (size === 0) return;
-  const last = Buffer.alloc(1);
-  readSync(fd, last, 0, 1, size - 1);
-  if (last[0] !== 0x0a) writeSync(fd, '\n');
-}
-
-/**
- * Appends `chunks` in one system call (more if the kernel takes only part of them). Resolves with the
- * bytes written, and the error that stopped it before the end (then the last line may be cut short).
- */
-function appendAll(fd: number, chunks: readonly Buffer[]): Promise<{ written: number; error: Error | null }> {
-  return new Promise((resolve) => {
-    let total = 0;
-    const next = (rest: Buffer[]): void => {
-      writev(fd, rest, null, (error, written) => {
-        if (error !== null) return resolve({ written: total, error });
-        total += written;
-        let left = written;
-        while (rest.length > 0 && left >= (rest[0] as Buffer).length) left -= (rest.shift() as Buffer).length;
-        if (rest.length === 0) return resolve({ written: total, error: null });
-        rest[0] = (rest[0] as Buffer).subarray(left);
-        next(rest);
-      });
-    };
-    next([...chunks]);
-  });
-}
-
-/** How many of the lines in `chunks` the first `written` bytes hold whole, and whether one is cut short. */
-function linesIn(chunks: readonly Buffer[], written: number): { whole: number; torn: boolean } {
-  let whole = 0;
-  let left = written;
-  let lastByte = 0x0a;
-  for (const chunk of chunks) {
-    const part = chunk.subarray(0, Math.min(left, chunk.length));
-    for (let at = part.indexOf(0x0a); at >= 0; at = part.indexOf(0x0a, at + 1)) whole += 1;
-    if (part.length > 0) lastByte = part[part.length - 1] as number;
-    left -= part.length;
-    if (left === 0) break;
+// Sinks whose writers must write everything before the process exits.
+const beforeExit = new Set<() => void>();
+let exitHooked = false;
+function writeBeforeExit(finish: () => void): () => void {
+  if (!exitHooked) {
+    exitHooked = true;
+    process.on('exit', () => {
+      for (const each of beforeExit) each();
+    });
   }
-  return { whole, torn: lastByte !== 0x0a };
+  beforeExit.add(finish);
+  return () => beforeExit.delete(finish);
 }
 
-/** A chunk of whole lines, and how many events they are. */
-interface Chunk {
-  readonly bytes: Buffer;
-  readonly events: number;
+/** Opens the file (or the journal's newest segment) once here, so that a path that cannot be written fails now. */
+function openStart(path: string, segments: AuditFileSinkOptions['segments']): WriterStart {
+  if (segments === undefined) {
+    mkdirSync(dirname(path), { recursive: true });
+    closeSync(openForAppend(path).fd);
+    return { path, requestIdPrefix: REQUEST_ID_PREFIX };
+  }
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  const present = journalSegments(path);
+  const current = present.at(-1) ?? 1;
+  const { fd, size } = openForAppend(journalSegmentPath(path, current));
+  closeSync(fd);
+  return {
+    path,
+    journal: { bytes: segments.bytes, count: segments.count, oldest: present[0] ?? 1, current, written: size },
+    requestIdPrefix: REQUEST_ID_PREFIX,
+  };
 }
 
 export function createAuditFileSink(path: string, options: AuditFileSinkOptions = {}): AuditSink {
-  const { segments, service } = options;
   const report = (error: Error): void => options.onError?.(error);
-  // The file (or the journal's newest segment) that writes go to; replaced only between two writes.
-  let fd: number;
-  // The journal's live segments are `oldest`…`current`; `written` bytes of `current` are committed.
-  let current = 0;
-  let oldest = 0;
-  let written = 0;
+  const flushMs = options.flushMs ?? 20;
+  const memory = createRingMemory(options.ringBytes);
+  const control = new Int32Array(memory.control);
+  const start = openStart(path, options.segments);
+
   let dropped = 0;
-  if (segments === undefined) {
-    mkdirSync(dirname(path), { recursive: true });
-    fd = openForAppend(path).fd;
+  let flushSeq = 0;
+  const flushed = new Map<number, () => void>();
+  let closedByWriter: () => void = () => {};
+  const writerClosed = new Promise<void>((resolve) => (closedByWriter = resolve));
+  // The writer is gone (its thread failed): nothing more reaches the file; waiting flushes end.
+  let gone: Error | null = null;
+  const hear = (news: WriterNews): void => {
+    if (news.type === 'dropped') {
+      dropped += news.count;
+      if (news.error !== undefined) report(new Error(news.error));
+    } else if (news.type === 'flushed') {
+      flushed.get(news.id)?.();
+      flushed.delete(news.id);
+    } else closedByWriter();
+  };
+  const writerGone = (error: Error): void => {
+    if (gone !== null) return;
+    gone = error;
+    report(new Error(`the audit writer stopped (${error.message}): decisions are no longer written to ${path}`));
+    for (const resolve of flushed.values()) resolve();
+    flushed.clear();
+    closedByWriter();
+  };
+
+  let send: (command: WriterCommand) => void;
+  let wake: () => void;
+  let finishNow: () => void;
+  let stopWriter: () => Promise<void>;
+  if (options.thread === 'inline') {
+    // News is heard on a later turn, as from a thread.
+    const writer = createRingWriter(memory, start, (news) => queueMicrotask(() => hear(news)));
+    let scheduled = false;
+    const drain = () => {
+      scheduled = false;
+      try {
+        writer.drain();
+      } catch (error) {
+        writerGone(error as Error);
+      }
+    };
+    const timer = setInterval(drain, flushMs);
+    timer.unref();
+    send = (command) => writer.command(command);
+    wake = () => {
+      if (scheduled) return;
+      scheduled = true;
+      setImmediate(drain);
+    };
+    finishNow = () => writer.finish();
+    stopWriter = async () => clearInterval(timer);
   } else {
-    mkdirSync(path, { recursive: true, mode: 0o700 });
-    const present = journalSegments(path);
-    oldest = present[0] ?? 1;
-    current = present.at(-1) ?? 1;
-    ({ fd, size: written } = openForAppend(journalSegmentPath(path, current)));
-  }
-  // Writes, rotations and the final close run one after the other, in order; chunks that queue up
-  // while a write is under way go together in the next one.
-  const steps: (Chunk | (() => void))[] = [];
-  let running = false;
-  // A write failed: the file's last line may be cut short. Ended before the next write.
-  let mayBeTorn = false;
-  // Resolves once every step queued so far is done.
-  let pending: Promise<void> = Promise.resolve();
-  /** Appends `chunks`; the events that did not reach the file are counted in `dropped`. */
-  const append = async (chunks: readonly Chunk[]): Promise<void> => {
-    const bytes = chunks.map((chunk) => chunk.bytes);
-    const events = chunks.reduce((sum, chunk) => sum + chunk.events, 0);
-    let result: { written: number; error: Error | null };
-    try {
-      if (mayBeTorn) {
-        endTornLine(fd);
-        mayBeTorn = false;
-      }
-      result = await appendAll(fd, bytes);
-    } catch (error) {
-      result = { written: 0, error: error as Error };
-    }
-    if (result.error === null) return;
-    mayBeTorn = true;
-    const { whole, torn } = linesIn(bytes, result.written);
-    const lost = events - whole - (torn ? 1 : 0);
-    dropped += lost;
-    report(
-      new Error(
-        `${result.error.message}: ${lost} of ${events} events are not in ${path} (counted as dropped)` +
-          `${torn ? '; one is there cut short (its reader counts it)' : ''}`,
-      ),
-    );
-  };
-  const run = async (): Promise<void> => {
-    try {
-      while (steps.length > 0) {
-        const chunks: Chunk[] = [];
-        while (steps.length > 0 && typeof steps[0] !== 'function') chunks.push(steps.shift() as Chunk);
-        if (chunks.length > 0) {
-          await append(chunks);
-          continue;
-        }
-        try {
-          (steps.shift() as () => void)();
-        } catch (error) {
-          report(error as Error);
-        }
-      }
-    } finally {
-      running = false;
-    }
-  };
-  const enqueue = (step: Chunk | (() => void)): void => {
-    steps.push(step);
-    if (running) return;
-    running = true;
-    pending = run();
-  };
-
-  // The request path only queues the event. Encoding happens in small batches right after the
-  // current I/O callbacks (setImmediate), in one tight loop: measured in a running server, encoding
-  // each event during its request cost about three times as much CPU as the same work batched, and
-  // batches of 128 made one request in a hundred wait for the batch (light-load p99 +0.2 ms);
-  // 32 events take ~50 µs, shorter than the gap between two requests of one connection.
-  const CHUNK = 64 * 1024;
-  const BATCH = 32;
-  let queued: DecisionEvent[] = [];
-  let buffer = Buffer.allocUnsafe(CHUNK);
-  let used = 0;
-  // The events encoded into `buffer` so far.
-  let usedEvents = 0;
-  const writeChunk = (): void => {
-    const chunk = { bytes: buffer.subarray(0, used), events: usedEvents };
-    buffer = Buffer.allocUnsafe(CHUNK);
-    written += used;
-    used = 0;
-    usedEvents = 0;
-    enqueue(chunk);
-  };
-
-  /**
-   * Starts the next segment, unless `segments.count` exist already (the reader has not shipped the
-   * oldest yet): then false. Looks on disk for deleted segments only when `look` is set.
-   */
-  const nextSegment = (config: NonNullable<AuditFileSinkOptions['segments']>, look: boolean): boolean => {
-    if (current + 1 - oldest >= config.count && look) {
-      while (oldest < current && !existsSync(journalSegmentPath(path, oldest))) oldest += 1;
-    }
-    if (current + 1 - oldest >= config.count) return false;
-    if (used > 0) writeChunk();
-    current += 1;
-    written = 0;
-    const segment = current;
-    // The new segment appears only after every write to the previous one is done: a reader that
-    // sees segment n+1 knows that segment n is complete.
-    enqueue(() => {
-      closeSync(fd);
-      // A line cut short in the segment left behind: its reader skips it when it moves on.
-      mayBeTorn = false;
-      fd = openForAppend(journalSegmentPath(path, segment)).fd;
+    const worker = new Worker(WORKER_URL, {
+      workerData: { memory, start, flushMs },
+      // The writer allocates little; a small young generation keeps its memory small.
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
     });
-    return true;
+    worker.unref();
+    worker.on('message', hear);
+    worker.on('error', writerGone);
+    const exited = (code: number) => writerGone(new Error(`its thread exited with code ${code}`));
+    worker.on('exit', exited);
+    send = (command) => worker.postMessage(command);
+    wake = () => {
+      Atomics.add(control, WAKE, 1);
+      Atomics.notify(control, WAKE);
+    };
+    finishNow = () => {
+      Atomics.store(control, STATE, EXITING);
+      wake();
+      Atomics.wait(control, EXIT_ACK, 0, EXIT_WAIT_MS);
+    };
+    stopWriter = async () => {
+      worker.off('exit', exited);
+      await worker.terminate();
+    };
+  }
+
+  let dropsToReport = 0;
+  let dropReport: NodeJS.Timeout | null = null;
+  const producer = new RingProducer(memory, {
+    ...(options.waitingLimit === undefined ? {} : { waitingLimit: options.waitingLimit }),
+    sendOutOfBand: (record) => send(record),
+    wake,
+    onDropped: (count) => {
+      dropped += count;
+      dropsToReport += count;
+      // One report a second at most, however many are dropped.
+      dropReport ??= setTimeout(() => {
+        report(
+          new Error(
+            `${dropsToReport} decision events dropped: the audit writer for ${path} cannot keep up ` +
+              '(its ring and waiting list are full); look at the disk it writes to',
+          ),
+        );
+        dropsToReport = 0;
+        dropReport = null;
+      }, 1_000);
+      dropReport.unref();
+    },
+  });
+  const unsubscribe = subscribeRecorder(producer, options.service);
+  const unhook = writeBeforeExit(() => {
+    if (gone !== null) return;
+    producer.moveWaiting();
+    finishNow();
+  });
+
+  let closing: Promise<void> | null = null;
+  // Set when the writer is told to close: it writes everything, and a flush waits for that.
+  let closeSent = false;
+  /** Resolves once everything recorded so far is in the file (or counted as dropped). */
+  const flush = async (): Promise<void> => {
+    if (closeSent) return closing ?? undefined;
+    while (gone === null && !producer.moveWaiting()) {
+      wake();
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    if (gone !== null) return;
+    const id = ++flushSeq;
+    const done = new Promise<void>((resolve) => flushed.set(id, resolve));
+    send({ type: 'flush', id, upTo: producer.position });
+    wake();
+    await done;
   };
 
-  let flushScheduled = false;
-  const encode = (): void => {
-    flushScheduled = false;
-    const events = queued;
-    queued = [];
-    let look = true;
-    for (const event of events) {
-      if (segments !== undefined && written + used >= segments.bytes && !nextSegment(segments, look)) {
-        // Full: dropped here, before it is written, and counted (one look on disk per batch).
-        look = false;
-        dropped += 1;
-        continue;
-      }
-      let end = writeDecisionLine(event, buffer, used);
-      if (end < 0) {
-        if (used > 0) writeChunk();
-        // A line longer than a chunk (hostile route or policy names) gets a buffer of its own size.
-        const bound = decisionLineBound(event);
-        if (bound > buffer.length) buffer = Buffer.allocUnsafe(bound);
-        end = writeDecisionLine(event, buffer, 0);
-      }
-      used = end;
-      usedEvents += 1;
-    }
-  };
-  /** Encodes what is queued and writes the current chunk; resolves when everything is on disk. */
-  const flush = (): Promise<void> => {
-    encode();
-    if (used > 0) writeChunk();
-    return pending;
-  };
-  const timer = setInterval(() => void flush(), options.flushMs ?? 20);
-  timer.unref();
-  const unsubscribe = subscribeDecisions((event) => {
-    // A process may run more than one guard: each file holds its own service's decisions.
-    if (service !== undefined && event.service !== service) return;
-    if (queued.push(event) >= BATCH && !flushScheduled) {
-      flushScheduled = true;
-      setImmediate(encode);
-    }
-  });
-  let closing: Promise<void> | null = null;
   return {
     flush,
     get dropped() {
@@ -312,10 +266,17 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
     close() {
       closing ??= (async () => {
         unsubscribe();
-        clearInterval(timer);
         await flush();
-        enqueue(() => closeSync(fd));
-        await pending;
+        producer.stop();
+        closeSent = true;
+        if (gone === null) send({ type: 'close' });
+        await writerClosed;
+        unhook();
+        await stopWriter();
+        if (dropReport !== null) {
+          clearTimeout(dropReport);
+          report(new Error(`${dropsToReport} decision events dropped: the audit writer for ${path} could not keep up`));
+        }
       })();
       return closing;
     },

@@ -195,6 +195,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       ? null
       : createAuditFileSink(auditFile, {
           service,
+          thread: options.auditWriter === 'inline' ? 'inline' : 'worker',
           onError: (error) => logger.error('audit file write failed', { error: error.message }),
         });
   let closing: Promise<void> | null = null;
@@ -208,6 +209,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         : createNetworkSink({
             urls: options.auditCollector.urls,
             spoolDir: options.auditCollector.spoolDir,
+            journalThread: options.auditWriter === 'inline' ? 'inline' : 'worker',
             ...(options.auditCollector.maxSpoolBytes === undefined
               ? {}
               : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),

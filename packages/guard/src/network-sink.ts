@@ -79,6 +79,8 @@ export interface NetworkSinkOptions {
    * from there instead of from a journal of the sink's own.
    */
   readonly auditFile?: { readonly path: string; readonly flush: () => Promise<void>; readonly dropped: () => number };
+  /** Where its own journal's writer runs (audit-file-sink.ts `thread`); default a worker thread. */
+  readonly journalThread?: 'worker' | 'inline';
   /** Default 64 MiB: the most its own journal holds unshipped; beyond it, events are dropped and counted. */
   readonly maxSpoolBytes?: number;
   /** Default 500 events. */
@@ -247,6 +249,7 @@ export function createNetworkSink(options: NetworkSinkOptions): NetworkSink {
       const maxBytes = options.maxSpoolBytes ?? 64 * 1024 * 1024;
       journal = createAuditFileSink(dir, {
         segments: { bytes: Math.ceil(maxBytes / JOURNAL_SEGMENTS), count: JOURNAL_SEGMENTS },
+        ...(options.journalThread === undefined ? {} : { thread: options.journalThread }),
         ...(service === undefined ? {} : { service }),
         onError: (error) => report(new Error(`the audit journal cannot be written: ${error.message}`)),
       });

@@ -60,8 +60,12 @@ export interface GuardOptions {
    * monitor also after a crash. `spoolDir` belongs to one guard process (it is locked);
    * `maxSpoolBytes` (default 64 MiB) bounds the journal in `spoolDir`, never `file`, which Lockstep
    * does not delete or truncate.
+   *
+   * `writer`: where decision lines are encoded and written. `thread` (default): a worker thread of the
+   * guard's own; the request thread only copies a few numbers into shared memory. `inline`: the same
+   * work on the request thread in the event loop's spare turns, without the thread's ~17 MB.
    */
-  audit?: { file?: string; collector?: AuditCollectorOptions };
+  audit?: { file?: string; collector?: AuditCollectorOptions; writer?: 'thread' | 'inline' };
   /** Prometheus metrics (`guard.metrics()`), counted from the start. Default false: no cost when unused. */
   metrics?: boolean;
   limits?: { bodyBytes?: number; headerBytes?: number; txnTokenBytes?: number };
@@ -84,6 +88,7 @@ export interface ResolvedOptions {
   readonly policy: { readonly keys: JsonWebKeySet; readonly bundle: string | undefined };
   readonly mode: 'enforce' | 'dry-run';
   readonly auditFile: string | undefined;
+  readonly auditWriter: 'thread' | 'inline';
   readonly metrics: boolean;
   readonly auditCollector:
     | { readonly urls: readonly string[]; readonly spoolDir: string; readonly maxSpoolBytes: number | undefined }
@@ -254,7 +259,12 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
   if (mode !== 'enforce' && mode !== 'dry-run')
     fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
   if (input.metrics !== undefined && typeof input.metrics !== 'boolean') fail('metrics must be true or false');
-  knownKeys(input.audit, 'audit', ['file', 'collector']);
+  knownKeys(input.audit, 'audit', ['file', 'collector', 'writer']);
+  const auditWriter = input.audit?.writer ?? 'thread';
+  if (auditWriter !== 'thread' && auditWriter !== 'inline')
+    fail(
+      `audit.writer must be 'thread' (a worker thread, the default) or 'inline'; got ${JSON.stringify(auditWriter)}`,
+    );
   const collector = input.audit?.collector as (Record<string, unknown> & { spoolDir?: unknown }) | undefined;
   let collectorUrls: readonly string[] = [];
   if (collector !== undefined) {
@@ -300,6 +310,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     policy: Object.freeze({ keys: frozenJwks(input.policy.keys, 'policy.keys'), bundle: input.policy.bundle }),
     mode,
     auditFile: input.audit?.file,
+    auditWriter,
     metrics: input.metrics === true,
     auditCollector:
       collector === undefined

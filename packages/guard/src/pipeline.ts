@@ -24,11 +24,18 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { GuardError } from './errors.ts';
 import type { RouteSecurity } from './routes.ts';
-import { auditEnabled, publishDecision, type AllowReason } from './steps/audit.ts';
+import { nextRequestSeq, requestIdOf } from './request-id.ts';
+import {
+  channelHasSubscribers,
+  decisionEventOf,
+  decisionTap,
+  publishToChannel,
+  type AllowReason,
+  type DecisionRecorder,
+} from './steps/audit.ts';
 import type { AuthorizeStep } from './steps/authorize.ts';
 import { PROBE_PROOF_HEADER, type ProbeProofStep } from './steps/probe-proof.ts';
 import type { PresentedChain, PresentedChainStep } from './steps/presented-chain.ts';
@@ -71,6 +78,8 @@ export interface InboundRequest {
 /** The guard's verdict on one request; it is also what the handler's async context carries. */
 export interface Admission {
   readonly requestId: string;
+  /** The number in `requestId` (request-id.ts), for the audit writer. */
+  readonly requestSeq: number;
   readonly method: string;
   readonly route: RouteSecurity | null;
   readonly peer: PeerIdentity | null;
@@ -138,12 +147,6 @@ export interface PipelineOptions {
   onInternalError(error: unknown): void;
 }
 
-const idPrefix = randomBytes(4).toString('hex');
-let idCounter = 0;
-function nextRequestId(): string {
-  return `${idPrefix}-${(++idCounter).toString(36)}`;
-}
-
 /**
  * What Node's HTTP server would otherwise answer by itself, outside the pipeline: an HTTP/1.1 request
  * without Host must be refused with 400 (RFC 9112 §3.2). `guard.attach` turns Node's own check off
@@ -163,8 +166,7 @@ const NO_POLICIES: readonly string[] = Object.freeze([]);
 // Many decisions share a millisecond under load: format the timestamp once per millisecond.
 let lastMs = 0;
 let lastIso = '';
-function isoNow(): string {
-  const now = Date.now();
+function isoOf(now: number): string {
   if (now !== lastMs) {
     lastMs = now;
     lastIso = new Date(now).toISOString();
@@ -174,14 +176,17 @@ function isoNow(): string {
 
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { service, transport, txnToken, authorize, presentedChain, via } = options;
+  const tap = decisionTap(service);
   // As the transport step tells a scanner's certificate: any path under /scanner/.
   const scannerPrefix = `spiffe://${options.trustDomain}/scanner/`;
 
   // One object per request, filled in as the steps run (the steady state allocates nothing else).
   function draft(request: InboundRequest, route: RouteSecurity | null): Draft {
     const traceparent = request.headers.traceparent;
+    const requestSeq = nextRequestSeq();
     return {
-      requestId: nextRequestId(),
+      requestId: requestIdOf(requestSeq),
+      requestSeq,
       method: request.method ?? '',
       route,
       peer: null,
@@ -203,35 +208,24 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   function finish(admission: Draft, startedAt: number): Admission {
     admission.latencyMs = performance.now() - startedAt;
-    if (auditEnabled()) record(admission);
+    record(admission);
     return admission;
   }
 
+  /**
+   * To the service's audit writers, which take the admission as it is (steps/audit.ts), and to the
+   * channel's subscribers, for whom an event object is built only if there are any.
+   */
   function record(admission: Admission): void {
-    publishDecision({
-      time: isoNow(),
-      service,
-      requestId: admission.requestId,
-      caller: admission.peer?.spiffeId ?? null,
-      sub: admission.txn?.claims.sub ?? null,
-      txn: admission.txn?.claims.txn ?? null,
-      method: admission.method,
-      route: admission.route?.template ?? null,
-      action: admission.route?.action ?? null,
-      resource: service,
-      decision: admission.allowed ? 'allow' : 'deny',
-      policyIds: admission.policyIds,
-      policyVersion: admission.policyVersion,
-      reason: admission.reason,
-      dryRun: admission.dryRun,
-      latencyMs: Math.round(admission.latencyMs * 1000) / 1000,
-      traceId: traceIdOf(admission.traceparent ?? undefined),
-      // A fixed shape, without a spread: this literal is built for every decision.
-      probe: admission.prober ?? undefined,
-      probeAs: admission.probe ? admission.probeAs : undefined,
-      probeRequester: admission.probe ? admission.probeRequester : undefined,
-      via,
-    });
+    const { recorders } = tap;
+    const toChannel = channelHasSubscribers();
+    if (recorders.length === 0 && !toChannel) return;
+    const timeMs = Date.now();
+    for (let i = 0; i < recorders.length; i++)
+      (recorders[i] as DecisionRecorder).recordAdmission(service, via, admission, timeMs);
+    if (!toChannel) return;
+    const traceId = traceIdOf(admission.traceparent ?? undefined);
+    publishToChannel(decisionEventOf(service, via, admission, isoOf(timeMs), traceId));
   }
 
   function refuse(admission: Draft, error: GuardError, startedAt: number): Admission {
@@ -395,7 +389,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         reason: error.code,
         dryRun: false,
       };
-      if (auditEnabled()) record(refusedAdmission);
+      record(refusedAdmission);
       return refusedAdmission;
     },
 

@@ -1,11 +1,18 @@
 /**
- * Step 5 — audit. One event per decision on the `lockstep:guard:decision` diagnostics channel. The
- * event never carries a token, a key or a body: who (caller SPIFFE ID), on whose behalf (sub, txn),
- * what (action, resource, route), the decision, the deciding policies, the reason code, whether it
- * was a dry run, and how long the guard took. Publishing costs nothing when nobody subscribes; the
- * file sink (and later the monitor shipper) are plain subscribers.
+ * Step 5 — audit. One event per decision. The event never carries a token, a key or a body: who
+ * (caller SPIFFE ID), on whose behalf (sub, txn), what (action, resource, route), the decision, the
+ * deciding policies, the reason code, whether it was a dry run, and how long the guard took.
+ *
+ * Two ways out, both free when unused:
+ * - the `lockstep:guard:decision` diagnostics channel, for anyone in the process (metrics, tests): a
+ *   `DecisionEvent` object is built only when the channel has a subscriber;
+ * - recorders, the guard's own audit writers (audit-file-sink.ts): a pipeline hands them its
+ *   admission as it is, so that the request thread builds no event and encodes nothing (the writer
+ *   copies a few numbers into a ring and encodes on a thread of its own). `publishDecision` reaches
+ *   them too, for decisions made outside a pipeline (the gateway's sign-in).
  */
 import diagnostics from 'node:diagnostics_channel';
+import type { Admission } from '../pipeline.ts';
 
 export const DECISION_CHANNEL = 'lockstep:guard:decision';
 
@@ -50,14 +57,117 @@ export interface DecisionEvent {
   readonly via?: string | undefined;
 }
 
-const channel = diagnostics.channel(DECISION_CHANNEL);
+/** What the events of one transaction's requests to one route share: all but time, id, latency, trace. */
+export type DecisionContext = Omit<DecisionEvent, 'time' | 'requestId' | 'latencyMs' | 'traceId'>;
 
+/** The event of a pipeline's decision: what the channel's subscribers get, and what the audit line says. */
+export function decisionEventOf(
+  service: string,
+  via: string | undefined,
+  admission: Admission,
+  time: string,
+  traceId: string | null,
+): DecisionEvent {
+  return {
+    time,
+    service,
+    requestId: admission.requestId,
+    caller: admission.peer?.spiffeId ?? null,
+    sub: admission.txn?.claims.sub ?? null,
+    txn: admission.txn?.claims.txn ?? null,
+    method: admission.method,
+    route: admission.route?.template ?? null,
+    action: admission.route?.action ?? null,
+    resource: service,
+    decision: admission.allowed ? 'allow' : 'deny',
+    policyIds: admission.policyIds,
+    policyVersion: admission.policyVersion,
+    reason: admission.reason,
+    dryRun: admission.dryRun,
+    latencyMs: Math.round(admission.latencyMs * 1000) / 1000,
+    traceId,
+    // A fixed shape, without a spread: this literal is built for every decision someone listens to.
+    probe: admission.prober ?? undefined,
+    probeAs: admission.probe ? admission.probeAs : undefined,
+    probeRequester: admission.probe ? admission.probeRequester : undefined,
+    via,
+  };
+}
+
+/** An audit writer of the guard's own (audit-file-sink.ts). */
+export interface DecisionRecorder {
+  /** A pipeline's decision, as the pipeline holds it; `timeMs` is when it was decided. */
+  recordAdmission(service: string, via: string | undefined, admission: Admission, timeMs: number): void;
+  /** A decision made outside a pipeline (`publishDecision`). */
+  recordEvent(event: DecisionEvent): void;
+}
+
+/** The recorders of one service, kept up to date: a pipeline holds it and reads `recorders` per decision. */
+export interface DecisionTap {
+  recorders: readonly DecisionRecorder[];
+}
+
+const channel = diagnostics.channel(DECISION_CHANNEL);
+const taps = new Map<string, DecisionTap>();
+// Recorders of every service's decisions (a writer created without `service`).
+let everyService: readonly DecisionRecorder[] = [];
+const byService = new Map<string, readonly DecisionRecorder[]>();
+let recorderCount = 0;
+
+export function decisionTap(service: string): DecisionTap {
+  let tap = taps.get(service);
+  if (tap === undefined) {
+    tap = { recorders: [...(byService.get(service) ?? []), ...everyService] };
+    taps.set(service, tap);
+  }
+  return tap;
+}
+
+function refreshTaps(): void {
+  for (const [service, tap] of taps) tap.recorders = [...(byService.get(service) ?? []), ...everyService];
+}
+
+/** Adds a recorder of `service`'s decisions (every service's when undefined); returns its removal. */
+export function subscribeRecorder(recorder: DecisionRecorder, service?: string): () => void {
+  if (service === undefined) everyService = [...everyService, recorder];
+  else byService.set(service, [...(byService.get(service) ?? []), recorder]);
+  recorderCount += 1;
+  refreshTaps();
+  let removed = false;
+  return () => {
+    if (removed) return;
+    removed = true;
+    recorderCount -= 1;
+    if (service === undefined) everyService = everyService.filter((known) => known !== recorder);
+    else {
+      const left = (byService.get(service) ?? []).filter((known) => known !== recorder);
+      if (left.length === 0) byService.delete(service);
+      else byService.set(service, left);
+    }
+    refreshTaps();
+  };
+}
+
+/** True when a decision would go anywhere: a channel subscriber or a recorder. */
 export function auditEnabled(): boolean {
+  return channel.hasSubscribers || recorderCount > 0;
+}
+
+/** True when the channel has a subscriber (then a pipeline builds the event object). */
+export function channelHasSubscribers(): boolean {
   return channel.hasSubscribers;
 }
 
+/** To the channel's subscribers and to the recorders of `event.service`. Touches nothing when nobody listens. */
 export function publishDecision(event: DecisionEvent): void {
   if (channel.hasSubscribers) channel.publish(event);
+  if (recorderCount === 0) return;
+  for (const recorder of decisionTap(event.service).recorders) recorder.recordEvent(event);
+}
+
+/** To the channel's subscribers only: a pipeline hands its recorders the admission itself. */
+export function publishToChannel(event: DecisionEvent): void {
+  channel.publish(event);
 }
 
 export function subscribeDecisions(listener: (event: DecisionEvent) => void): () => void {
@@ -80,142 +190,50 @@ function jsonStringOrNull(value: string | null): string {
   return value === null ? 'null' : jsonString(value);
 }
 
-// Events mostly share service, caller, route, action and policy version.
-const remembered = new Map<string, string>();
-function jsonStringRemembered(value: string | null): string {
-  if (value === null) return 'null';
-  let json = remembered.get(value);
-  if (json === undefined) {
-    if (remembered.size >= 1024) remembered.clear();
-    remembered.set(value, (json = jsonString(value)));
-  }
-  return json;
+/**
+ * A decision line is `{"time":…,"service":` SERVICE `,"requestId":…` MIDDLE `,"latencyMs":…,"traceId":…`
+ * SUFFIX `}`: the parts in capitals depend only on the context, and are encoded once per context by a
+ * writer (audit-ring.ts); the rest is a few numbers per request.
+ */
+export interface ContextJson {
+  readonly service: string;
+  readonly middle: string;
+  readonly suffix: string;
 }
 
-/** The part of an event that repeats for every request of one transaction: encoded once, reused. */
-type Middle = Pick<
-  DecisionEvent,
-  | 'caller'
-  | 'sub'
-  | 'txn'
-  | 'method'
-  | 'route'
-  | 'action'
-  | 'resource'
-  | 'decision'
-  | 'policyIds'
-  | 'policyVersion'
-  | 'reason'
-  | 'dryRun'
-> & {
-  readonly json: string;
-  /** `json` as UTF-8, copied as is into the sink's buffer. */
-  readonly bytes: Buffer;
-};
-
-// Keyed by transaction (a Txn-Token's strings are the same instances on every request that carries
-// it, so the lookup and the comparisons below are pointer checks); bounded, cleared when full.
-const middles = new Map<string, Middle>();
-const MIDDLES_LIMIT = 4096;
-
-function sameMiddle(middle: Middle, event: DecisionEvent): boolean {
-  return (
-    middle.caller === event.caller &&
-    middle.sub === event.sub &&
-    middle.txn === event.txn &&
-    middle.method === event.method &&
-    middle.route === event.route &&
-    middle.action === event.action &&
-    middle.resource === event.resource &&
-    middle.decision === event.decision &&
-    middle.policyVersion === event.policyVersion &&
-    middle.reason === event.reason &&
-    middle.dryRun === event.dryRun &&
-    samePolicyIds(middle.policyIds, event.policyIds)
-  );
-}
-
-function samePolicyIds(a: readonly string[], b: readonly string[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function middleOf(event: DecisionEvent): Middle {
-  const key = event.txn ?? event.caller ?? '';
-  const known = middles.get(key);
-  if (known !== undefined && sameMiddle(known, event)) return known;
+export function contextJson(context: DecisionContext): ContextJson {
   let policyIds = '';
-  for (let i = 0; i < event.policyIds.length; i++)
-    policyIds += (i === 0 ? '' : ',') + jsonStringRemembered(event.policyIds[i] as string);
-  const json =
-    `,"caller":${jsonStringRemembered(event.caller)},"sub":${jsonStringOrNull(event.sub)},"txn":${jsonStringOrNull(event.txn)}` +
-    `,"method":${jsonStringRemembered(event.method)},"route":${jsonStringRemembered(event.route)},"action":${jsonStringRemembered(event.action)}` +
-    `,"resource":${jsonStringRemembered(event.resource)},"decision":"${event.decision}","policyIds":[${policyIds}]` +
-    `,"policyVersion":${jsonStringRemembered(event.policyVersion)},"reason":${jsonString(event.reason)},"dryRun":${event.dryRun}`;
-  if (known === undefined && middles.size >= MIDDLES_LIMIT) middles.clear();
-  const middle: Middle = {
-    caller: event.caller,
-    sub: event.sub,
-    txn: event.txn,
-    method: event.method,
-    route: event.route,
-    action: event.action,
-    resource: event.resource,
-    decision: event.decision,
-    policyIds: [...event.policyIds],
-    policyVersion: event.policyVersion,
-    reason: event.reason,
-    dryRun: event.dryRun,
-    json,
-    bytes: Buffer.from(json, 'utf8'),
-  };
-  middles.set(key, middle);
-  return middle;
-}
-
-function headOf(event: DecisionEvent): string {
-  return `{"time":${jsonString(event.time)},"service":${jsonStringRemembered(event.service)},"requestId":${jsonString(event.requestId)}`;
-}
-
-function tailOf(event: DecisionEvent): string {
-  const probe = event.probe === undefined ? '' : `,"probe":${jsonString(event.probe)}`;
+  for (let i = 0; i < context.policyIds.length; i++)
+    policyIds += (i === 0 ? '' : ',') + jsonString(context.policyIds[i] as string);
+  const middle =
+    `,"caller":${jsonStringOrNull(context.caller)},"sub":${jsonStringOrNull(context.sub)},"txn":${jsonStringOrNull(context.txn)}` +
+    `,"method":${jsonString(context.method)},"route":${jsonStringOrNull(context.route)},"action":${jsonStringOrNull(context.action)}` +
+    `,"resource":${jsonString(context.resource)},"decision":"${context.decision}","policyIds":[${policyIds}]` +
+    `,"policyVersion":${jsonStringOrNull(context.policyVersion)},"reason":${jsonString(context.reason)},"dryRun":${context.dryRun}`;
+  const probe = context.probe === undefined ? '' : `,"probe":${jsonString(context.probe)}`;
   const probeAs =
-    event.probeAs === undefined
+    context.probeAs === undefined
       ? ''
-      : `,"probeAs":${jsonStringOrNull(event.probeAs)},"probeRequester":${jsonStringOrNull(event.probeRequester ?? null)}`;
-  const via = event.via === undefined ? '' : `,"via":${jsonString(event.via)}`;
-  const latency = Number.isFinite(event.latencyMs) ? event.latencyMs : 0;
-  return `,"latencyMs":${latency},"traceId":${jsonStringOrNull(event.traceId)}${probe}${probeAs}${via}}`;
+      : `,"probeAs":${jsonStringOrNull(context.probeAs)},"probeRequester":${jsonStringOrNull(context.probeRequester ?? null)}`;
+  const via = context.via === undefined ? '' : `,"via":${jsonString(context.via)}`;
+  return { service: jsonString(context.service), middle, suffix: probe + probeAs + via };
+}
+
+/** The latency as a decision line writes it: a finite number (0 for anything else). */
+export function latencyJson(latencyMs: number): string {
+  return Number.isFinite(latencyMs) ? String(latencyMs) : '0';
 }
 
 /**
- * One event as one line of JSON (without the newline), field by field in a fixed order: the same
- * text JSON.stringify gives, at a fraction of its cost. The fields that repeat for every request of
- * a transaction are encoded once and reused while they stay the same.
+ * One event as one line of JSON (without the newline), field by field in a fixed order: the text
+ * JSON.stringify gives for an event with finite latency. What the writer's thread assembles from the
+ * ring is the same text (audit-ring.test.ts).
  */
 export function decisionToJson(event: DecisionEvent): string {
-  return headOf(event) + middleOf(event).json + tailOf(event);
-}
-
-/**
- * Writes `decisionToJson(event)` and a newline into `target` at `offset` as UTF-8 and returns the
- * offset after it, or -1 (nothing written) when the line might not fit. No intermediate string of
- * the whole line is built: the repeating part is copied as bytes.
- */
-export function writeDecisionLine(event: DecisionEvent, target: Buffer, offset: number): number {
-  const head = headOf(event);
-  const middle = middleOf(event).bytes;
-  const tail = `${tailOf(event)}\n`;
-  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-  if (offset + (head.length + tail.length) * 3 + middle.length > target.length) return -1;
-  let at = offset + target.write(head, offset, 'utf8');
-  at += middle.copy(target, at);
-  return at + target.write(tail, at, 'utf8');
-}
-
-/** The most bytes `writeDecisionLine` can need for `event` (for a buffer of the right size). */
-export function decisionLineBound(event: DecisionEvent): number {
-  return (headOf(event).length + tailOf(event).length + 1) * 3 + middleOf(event).bytes.length;
+  const context = contextJson(event);
+  return (
+    `{"time":${jsonString(event.time)},"service":${context.service},"requestId":${jsonString(event.requestId)}` +
+    `${context.middle},"latencyMs":${latencyJson(event.latencyMs)},"traceId":${jsonStringOrNull(event.traceId)}` +
+    `${context.suffix}}`
+  );
 }

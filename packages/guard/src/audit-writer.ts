@@ -1,0 +1,367 @@
+/**
+ * The audit writer: takes records out of the ring (audit-ring.ts), turns them into JSON lines and
+ * appends them to the audit file, or to the newest segment of a journal. It runs on a thread of its
+ * own (audit-worker.ts), or on the request thread when asked (`thread: 'inline'`, for tests and for a
+ * platform without worker threads); the code is the same.
+ *
+ * Lines are written whole and in the order they were recorded. A write that fails (disk full, I/O
+ * error) is not tried again: the events of its lines that did not reach the file whole are counted as
+ * dropped and reported, and the line it may have cut short is ended before the next write, so that it
+ * cannot swallow the next line (a reader sees it, does not parse it, and counts it itself). In a
+ * journal, a segment that reaches its size is closed and the next one started; while `count` segments
+ * exist (the reader deletes a segment once it has shipped it), events are dropped before they are
+ * written, and counted.
+ */
+import { closeSync, existsSync, fchmodSync, fstatSync, openSync, readSync, writeSync, writevSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  CONTEXT,
+  CONTEXT_HEADER,
+  EVENT,
+  EVENT_HEADER,
+  LINE,
+  LINE_HEADER,
+  OUT_OF_BAND,
+  PAD,
+  READ,
+  WRITE,
+  CONTEXTS_KEPT,
+  type ContextBytes,
+  type OutOfBandRecord,
+  type RingMemory,
+} from './audit-ring.ts';
+import { requestIdOf } from './request-id.ts';
+
+export function journalSegmentPath(dir: string, segment: number): string {
+  return join(dir, `journal-${segment}.jsonl`);
+}
+
+/**
+ * Opens `file` for appending (mode 0600, even if it existed with a looser mode) and returns its fd and
+ * size. A last line torn by a crash is ended first, so that it cannot swallow the next line written.
+ */
+export function openForAppend(file: string): { fd: number; size: number } {
+  const fd = openSync(file, 'a+', 0o600);
+  fchmodSync(fd, 0o600);
+  endTornLine(fd);
+  return { fd, size: fstatSync(fd).size };
+}
+
+/** Ends the file's last line if it is cut short (by a crash, or a failed write). */
+function endTornLine(fd: number): void {
+  const size = fstatSync(fd).size;
+  if (size === 0) return;
+  const last = Buffer.alloc(1);
+  readSync(fd, last, 0, 1, size - 1);
+  if (last[0] !== 0x0a) writeSync(fd, '\n');
+}
+
+/**
+ * Where a writer starts: the file (or, for a journal, its segments). The recording side has opened it
+ * once already, so that a path that cannot be written fails when the sink is created; the writer opens
+ * it again on its own thread (a file descriptor belongs to the thread that opened it).
+ */
+export interface WriterStart {
+  /** The audit file, or the journal's directory. */
+  readonly path: string;
+  readonly journal?: {
+    readonly bytes: number;
+    readonly count: number;
+    readonly oldest: number;
+    readonly current: number;
+    /** Bytes already in the current segment. */
+    readonly written: number;
+  };
+  /** The request-id prefix of the recording process. */
+  readonly requestIdPrefix: string;
+}
+
+/** What the writer tells the recording side. */
+export type WriterNews =
+  | { readonly type: 'dropped'; readonly count: number; readonly error?: string }
+  | { readonly type: 'flushed'; readonly id: number }
+  | { readonly type: 'closed' };
+
+/** What the recording side tells the writer. */
+export type WriterCommand =
+  OutOfBandRecord | { readonly type: 'flush'; readonly id: number; readonly upTo: number } | { readonly type: 'close' };
+
+interface Context {
+  readonly service: Buffer;
+  readonly middle: Buffer;
+  readonly suffix: Buffer;
+  readonly bytes: number;
+}
+
+const CHUNK = 64 * 1024;
+// Everything of a line but its context: time, id, latency, trace id and the punctuation.
+const LINE_OVERHEAD = 192;
+
+export interface RingWriter {
+  /** Takes out and writes everything the ring holds. */
+  drain(): void;
+  command(command: WriterCommand): void;
+  /** Writes what is left and closes the file (the process is exiting, or the sink closing). */
+  finish(): void;
+  readonly closed: boolean;
+}
+
+export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (news: WriterNews) => void): RingWriter {
+  const control = new Int32Array(memory.control);
+  const bytes = Buffer.from(memory.data);
+  const words = new Uint32Array(memory.data);
+  const doubles = new Float64Array(memory.data);
+  const mask = memory.data.byteLength - 1;
+  const journal = start.journal;
+  let fd = openForAppend(journal === undefined ? start.path : journalSegmentPath(start.path, journal.current)).fd;
+  let current = journal?.current ?? 0;
+  let oldest = journal?.oldest ?? 0;
+  // Bytes of the current segment: written, pending, and in `chunk`.
+  let written = journal?.written ?? 0;
+  let read = Atomics.load(control, READ);
+  const contexts = new Map<number, Context>();
+  const outOfBand = new Map<number, OutOfBandRecord>();
+  const flushes: { id: number; upTo: number }[] = [];
+  let closed = false;
+  // A write failed: the file's last line may be cut short. Ended before the next write.
+  let mayBeTorn = false;
+
+  // Lines not yet written, in chunks, and how many events they are.
+  const pending: { buffer: Buffer; events: number }[] = [];
+  let chunk = Buffer.allocUnsafe(CHUNK);
+  let used = 0;
+  let usedEvents = 0;
+  // Once per drain, a full journal looks on disk for segments its reader has deleted.
+  let lookedOnDisk = false;
+
+  let lastMs = Number.NaN;
+  let lastIso = '';
+
+  function room(length: number): void {
+    if (used + length <= chunk.length) return;
+    if (used > 0) pending.push({ buffer: chunk.subarray(0, used), events: usedEvents });
+    chunk = Buffer.allocUnsafe(Math.max(CHUNK, length));
+    used = 0;
+    usedEvents = 0;
+  }
+
+  /** Appends the pending lines to the file; counts and reports what did not reach it whole. */
+  function writePending(): void {
+    if (used > 0) {
+      pending.push({ buffer: chunk.subarray(0, used), events: usedEvents });
+      chunk = Buffer.allocUnsafe(CHUNK);
+      used = 0;
+      usedEvents = 0;
+    }
+    if (pending.length === 0) return;
+    const buffers = pending.map((part) => part.buffer);
+    const events = pending.reduce((sum, part) => sum + part.events, 0);
+    pending.length = 0;
+    let done = 0;
+    let failure: Error | null = null;
+    try {
+      if (mayBeTorn) {
+        endTornLine(fd);
+        mayBeTorn = false;
+      }
+      const rest = buffers.slice();
+      while (rest.length > 0) {
+        let left = writevSync(fd, rest);
+        done += left;
+        while (rest.length > 0 && left >= (rest[0] as Buffer).length) left -= (rest.shift() as Buffer).length;
+        if (rest.length > 0) rest[0] = (rest[0] as Buffer).subarray(left);
+      }
+    } catch (error) {
+      failure = error as Error;
+    }
+    if (failure === null) return;
+    mayBeTorn = true;
+    const { whole, torn } = linesIn(buffers, done);
+    const lost = events - whole - (torn ? 1 : 0);
+    tell({
+      type: 'dropped',
+      count: lost,
+      error:
+        `${failure.message}: ${lost} of ${events} events are not in ${start.path} (counted as dropped)` +
+        `${torn ? '; one is there cut short (its reader counts it)' : ''}`,
+    });
+  }
+
+  /**
+   * Before a line of a journal: starts the next segment when the current one is full, unless `count`
+   * segments exist already (the reader has not shipped the oldest yet): then false.
+   */
+  function roomInJournal(): boolean {
+    if (journal === undefined || written < journal.bytes) return true;
+    if (current + 1 - oldest >= journal.count && !lookedOnDisk) {
+      lookedOnDisk = true;
+      while (oldest < current && !existsSync(journalSegmentPath(start.path, oldest))) oldest += 1;
+    }
+    if (current + 1 - oldest >= journal.count) return false;
+    // A reader that sees segment n+1 knows that segment n is complete: it is written first.
+    writePending();
+    closeSync(fd);
+    // A line cut short in the segment left behind: its reader skips it when it moves on.
+    mayBeTorn = false;
+    current += 1;
+    written = 0;
+    fd = openForAppend(journalSegmentPath(start.path, current)).fd;
+    return true;
+  }
+
+  function isoOf(ms: number): string {
+    if (ms !== lastMs) {
+      lastMs = ms;
+      lastIso = new Date(ms).toISOString();
+    }
+    return lastIso;
+  }
+
+  function addContext(id: number, parts: ContextBytes): void {
+    const service = Buffer.from(parts.service);
+    const middle = Buffer.from(parts.middle);
+    const suffix = Buffer.from(parts.suffix);
+    contexts.set(id, { service, middle, suffix, bytes: service.length + middle.length + suffix.length });
+    contexts.delete(id - CONTEXTS_KEPT);
+  }
+
+  function addLine(line: Buffer | string, length: number): void {
+    room(length + 1);
+    const before = used;
+    used += typeof line === 'string' ? chunk.write(line, used, 'utf8') : line.copy(chunk, used);
+    chunk[used++] = 0x0a;
+    usedEvents += 1;
+    written += used - before;
+  }
+
+  let dropped = 0;
+  function addEvent(at: number): void {
+    const word = at >>> 2;
+    const double = at >>> 3;
+    const context = contexts.get(words[word + 2] as number);
+    if (context === undefined) {
+      // Never: the producer names only contexts the writer still holds. Counted, not written wrong.
+      dropped += 1;
+      return;
+    }
+    room(LINE_OVERHEAD + context.bytes);
+    const before = used;
+    const seq = doubles[double + 2] as number;
+    const latency = Math.round((doubles[double + 4] as number) * 1000) / 1000;
+    used += chunk.write(`{"time":"${isoOf(doubles[double + 3] as number)}","service":`, used, 'latin1');
+    used += context.service.copy(chunk, used);
+    used += chunk.write(`,"requestId":"${requestIdOf(seq, start.requestIdPrefix)}"`, used, 'latin1');
+    used += context.middle.copy(chunk, used);
+    used += chunk.write(`,"latencyMs":${Number.isFinite(latency) ? latency : 0},"traceId":`, used, 'latin1');
+    if (words[word + 3] === 0) used += chunk.write('null', used, 'latin1');
+    else {
+      chunk[used++] = 0x22;
+      used += bytes.copy(chunk, used, at + EVENT_HEADER, at + EVENT_HEADER + (words[word + 3] as number));
+      chunk[used++] = 0x22;
+    }
+    used += context.suffix.copy(chunk, used);
+    chunk[used++] = 0x7d;
+    chunk[used++] = 0x0a;
+    usedEvents += 1;
+    written += used - before;
+  }
+
+  /** Takes out records until the ring is empty or a record's message has not arrived yet. */
+  function takeOut(): void {
+    const end = Atomics.load(control, WRITE);
+    lookedOnDisk = false;
+    while (read !== end) {
+      const at = read & mask;
+      const length = words[at >>> 2] as number;
+      const kind = words[(at >>> 2) + 1];
+      if (kind === OUT_OF_BAND) {
+        const seq = words[(at >>> 2) + 2] as number;
+        const record = outOfBand.get(seq);
+        if (record === undefined) break;
+        outOfBand.delete(seq);
+        if (record.type === 'context') addContext(record.id, record.parts);
+        else if (roomInJournal()) addLine(record.line, Buffer.byteLength(record.line));
+        else dropped += 1;
+      } else if (kind === CONTEXT) {
+        const word = at >>> 2;
+        const service = words[word + 3] as number;
+        const middle = words[word + 4] as number;
+        const suffix = words[word + 5] as number;
+        let offset = at + CONTEXT_HEADER;
+        const part = (size: number) => bytes.toString('utf8', offset, (offset += size));
+        addContext(words[word + 2] as number, { service: part(service), middle: part(middle), suffix: part(suffix) });
+      } else if (kind === EVENT) {
+        if (roomInJournal()) addEvent(at);
+        else dropped += 1;
+      } else if (kind === LINE) {
+        const size = words[(at >>> 2) + 2] as number;
+        if (roomInJournal()) addLine(bytes.subarray(at + LINE_HEADER, at + LINE_HEADER + size), size);
+        else dropped += 1;
+      } else if (kind !== PAD) {
+        throw new Error(`audit ring: unknown record kind ${kind} at ${at}`);
+      }
+      read = (read + length) | 0;
+    }
+    // The lines are copied out: the producer may reuse the room now.
+    Atomics.store(control, READ, read);
+  }
+
+  function drain(): void {
+    if (closed) return;
+    takeOut();
+    writePending();
+    if (dropped > 0) {
+      tell({ type: 'dropped', count: dropped });
+      dropped = 0;
+    }
+    for (let i = 0; i < flushes.length;) {
+      const flush = flushes[i] as { id: number; upTo: number };
+      if (((read - flush.upTo) | 0) >= 0) {
+        flushes.splice(i, 1);
+        tell({ type: 'flushed', id: flush.id });
+      } else i += 1;
+    }
+  }
+
+  function finish(): void {
+    if (closed) return;
+    drain();
+    closed = true;
+    closeSync(fd);
+  }
+
+  return {
+    drain,
+    finish,
+    command(command) {
+      if (command.type === 'context' || command.type === 'line') {
+        outOfBand.set(command.seq, command);
+        return;
+      }
+      if (command.type === 'flush') {
+        flushes.push({ id: command.id, upTo: command.upTo });
+        return drain();
+      }
+      finish();
+      tell({ type: 'closed' });
+    },
+    get closed() {
+      return closed;
+    },
+  };
+}
+
+/** How many of the lines in `chunks` the first `written` bytes hold whole, and whether one is cut short. */
+function linesIn(chunks: readonly Buffer[], written: number): { whole: number; torn: boolean } {
+  let whole = 0;
+  let left = written;
+  let lastByte = 0x0a;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, Math.min(left, chunk.length));
+    for (let at = part.indexOf(0x0a); at >= 0; at = part.indexOf(0x0a, at + 1)) whole += 1;
+    if (part.length > 0) lastByte = part[part.length - 1] as number;
+    left -= part.length;
+    if (left === 0) break;
+  }
+  return { whole, torn: lastByte !== 0x0a };
+}
