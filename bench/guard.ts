@@ -19,8 +19,9 @@
  * BENCH_OPEN_SECONDS (1,000-rps window, 2), BENCH_LIGHT_SECONDS (one-connection window, 1),
  * BENCH_CONNECTIONS (16), BENCH_WARMUP_SECONDS (first slice of each server, 5); the defaults take
  * about 5 minutes. BENCH_VARIANTS=guarded (a comma-separated subset) is for profiling and writes nothing.
- * BENCH_AUDIT_WRITER=inline runs the guarded server's audit writer on its request thread instead of a
- * thread of its own (`audit.writer`).
+ * BENCH_AUDIT_WRITER=thread runs the guarded server's audit writer on a thread of its own instead of
+ * its request thread (`audit.writer`); BENCH_VARIANTS=bare,guarded,guarded-other-writer compares the
+ * two writers in the same rounds.
  *
  * Prints the tables, writes them to docs/benchmarks.md, and ends stdout with one JSON line (Summary in
  * bench/lib/report.ts):
@@ -39,6 +40,8 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { measureAdmitCost } from './lib/admit-cost.ts';
+import { measureAuditCost } from './lib/audit-cost.ts';
+import { measureCacheBytes } from './lib/cache-bytes.ts';
 import { keptSections } from './lib/docs-section.ts';
 import { measureColdPath } from './lib/cold-path.ts';
 import { runMeshLoad } from './lib/mesh-processes.ts';
@@ -56,7 +59,7 @@ import {
 } from './lib/report.ts';
 import { runLoad } from './lib/run-load.ts';
 import { startServerProcess, type CpuSample, type ServerProcess } from './lib/run-server.ts';
-import { serverWorld, VARIANTS, type Variant } from './lib/servers.ts';
+import { OPTIONAL_VARIANTS, serverWorld, VARIANTS, type Variant } from './lib/servers.ts';
 import { createBenchWorld, mintCustomerTokens, type BenchWorld } from './lib/world.ts';
 import { envNumber } from './lib/dispatch-get.ts';
 
@@ -78,12 +81,14 @@ const settings: BenchSettings = {
 
 /** BENCH_VARIANTS=guarded (a comma-separated subset) is for profiling: it runs only those and writes nothing. */
 const variants = (process.env.BENCH_VARIANTS ?? VARIANTS.join(',')).split(',').map((name) => {
-  const variant = VARIANTS.find((known) => known === name.trim());
+  const variant = [...VARIANTS, ...OPTIONAL_VARIANTS].find((known) => known === name.trim());
   if (variant === undefined)
-    throw new TypeError(`BENCH_VARIANTS lists ${JSON.stringify(name)}; use a subset of ${VARIANTS.join(',')}`);
+    throw new TypeError(
+      `BENCH_VARIANTS lists ${JSON.stringify(name)}; use a subset of ${[...VARIANTS, ...OPTIONAL_VARIANTS].join(',')}`,
+    );
   return variant;
 });
-const fullRun = VARIANTS.every((variant) => variants.includes(variant));
+const fullRun = VARIANTS.every((variant) => variants.includes(variant)) && variants.length === VARIANTS.length;
 
 const progress = (message: string) => console.error(`[bench] ${message}`);
 
@@ -281,6 +286,10 @@ async function main(): Promise<void> {
     const cold = await measureColdPath(world, settings.coldTokens, 50);
     progress('admit cost: guard.pipeline.admit in process, steady state, with and without the audit sink');
     const admit = await measureAdmitCost(world, await mintCustomerTokens(world.minter, settings.tokens), scratch);
+    progress('cache bytes: heap held per cached token, in process, against what the caches charge');
+    const cacheBytes = await measureCacheBytes(world);
+    progress('audit cost: recording into the ring, and the writer encoding and writing lines, in process');
+    const audit = await measureAuditCost(scratch);
 
     const markdown = renderMarkdown(
       settings,
@@ -288,6 +297,8 @@ async function main(): Promise<void> {
       served,
       cold,
       admit,
+      cacheBytes,
+      audit,
       loadBefore,
       (performance.now() - startedAt) / 1000,
     );

@@ -9,10 +9,12 @@ import { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createGuard, type Guard, type GuardLogger } from '@lockstep/guard';
-import { routeSecurity } from '../../packages/guard/src/routes.ts';
+import { createGuard, type Guard, type GuardLogger, type GuardOptions } from '@lockstep/guard';
+import type { InboundRequest } from '../../packages/guard/src/pipeline.ts';
+import { routeSecurity, type RouteSecurity } from '../../packages/guard/src/routes.ts';
 import { ROUTE_PATH } from './servers.ts';
 import { SERVICE, TRUST_DOMAIN, type BenchWorld } from './world.ts';
+import { auditWriter } from './servers.ts';
 
 export interface AdmitCostReport {
   readonly auditedUs: number;
@@ -26,12 +28,14 @@ const quiet: GuardLogger = {
   error: (message, fields) => console.error(`[guard error] ${message}`, fields ?? ''),
 };
 
-async function measure(
+/**
+ * A guard in this process for the bench's world, and what a verified TLS connection from the gateway
+ * looks like to its transport step: `request(token)` is a steady-state request for the bench's route.
+ */
+export async function inProcessGuard(
   world: BenchWorld,
-  tokens: readonly string[],
-  passes: number,
-  auditFile: string | null,
-): Promise<number> {
+  extra: Pick<GuardOptions, 'audit' | 'cache'> = {},
+): Promise<{ guard: Guard; request(token: string): InboundRequest; route: RouteSecurity }> {
   const guard: Guard = await createGuard({
     service: SERVICE,
     trustDomain: TRUST_DOMAIN,
@@ -39,23 +43,33 @@ async function measure(
     svid: { cert: world.orders.chainPem, key: world.orders.keyPem },
     txnTokenKeys: { jwks: world.minter.jwks },
     policy: { keys: world.policyJwks, bundle: world.bundle },
-    ...(auditFile === null ? {} : { audit: { file: auditFile } }),
+    ...extra,
     logger: quiet,
   });
+  const raw = new X509Certificate(world.gateway.certPem).raw;
+  const socket = { encrypted: true, authorized: true, getPeerCertificate: () => ({ raw }) } as unknown as Socket;
+  return {
+    guard,
+    route: routeSecurity('GET', ROUTE_PATH, { action: 'orders:read' }, 'bench'),
+    request: (token) => ({ socket, method: 'GET', headers: { 'txn-token': token }, rawHeaders: ['txn-token', token] }),
+  };
+}
+
+async function measure(
+  world: BenchWorld,
+  tokens: readonly string[],
+  passes: number,
+  auditFile: string | null,
+): Promise<number> {
+  const { guard, request, route } = await inProcessGuard(
+    world,
+    auditFile === null ? {} : { audit: { file: auditFile, writer: auditWriter() } },
+  );
   try {
-    // What a verified TLS connection from the gateway looks like to the transport step.
-    const raw = new X509Certificate(world.gateway.certPem).raw;
-    const socket = { encrypted: true, authorized: true, getPeerCertificate: () => ({ raw }) } as unknown as Socket;
-    const route = routeSecurity('GET', ROUTE_PATH, { action: 'orders:read' }, 'bench');
-    const requests = tokens.map((token) => ({
-      socket,
-      method: 'GET',
-      headers: { 'txn-token': token },
-      rawHeaders: ['txn-token', token],
-    }));
+    const requests = tokens.map(request);
     const admitAll = async () => {
-      for (const request of requests) {
-        const admission = await guard.pipeline.admit(request, route);
+      for (const each of requests) {
+        const admission = await guard.pipeline.admit(each, route);
         if (!admission.allowed) throw new Error(`admit cost: the guard refused a bench request (${admission.reason})`);
       }
     };

@@ -6,6 +6,8 @@
  */
 import os from 'node:os';
 import type { AdmitCostReport } from './admit-cost.ts';
+import type { AuditCostReport } from './audit-cost.ts';
+import type { CacheBytesReport } from './cache-bytes.ts';
 import type { ColdPathReport } from './cold-path.ts';
 import { anchorRows, ANCHORS_SOURCE, PUBLISHED_ANCHORS } from './mesh-anchors.ts';
 import type { PhaseReport } from './mesh-protocol.ts';
@@ -384,6 +386,8 @@ export function renderMarkdown(
   served: readonly AuditCount[],
   cold: ColdPathReport,
   admit: AdmitCostReport,
+  cacheBytes: CacheBytesReport,
+  audit: AuditCostReport,
   loadBefore: readonly number[],
   elapsedSeconds: number,
 ): string {
@@ -446,6 +450,7 @@ export function renderMarkdown(
       perRound(results, 'guarded', (slice, bare) => rssMb(slice) - rssMb(bare)),
       1,
     )} MB`,
+    `- per cached token, in process (${rps(cacheBytes.tokens)} fresh tokens of ${cacheBytes.tokenLength} characters, heap after a full collection): **${rps(cacheBytes.measuredBytes)} bytes** held by all caches together (the verified token, its remembered answer, the policy engine's decision); the caches charge ${rps(cacheBytes.chargedTokenBytes)} + ${rps(cacheBytes.chargedDecisionBytes)} = ${rps(cacheBytes.chargedTokenBytes + cacheBytes.chargedDecisionBytes)} bytes against their budgets (\`cache.tokenBytes\`, default 8 MiB; \`cache.decisionBytes\`, 4 MiB). The bench sends 1,000 new tokens every round, so the token cache fills to its budget over the first rounds`,
     '',
     `### Open loop at ${rps(OPEN_RATE)} rps`,
     '',
@@ -494,7 +499,8 @@ export function renderMarkdown(
     '',
     `\`guard.pipeline.admit\` in steady state (cached connection identity, token and decision), ${admit.ops.toLocaleString('en-US')} calls, no network — less exposed to a noisy machine than the HTTP numbers:`,
     '',
-    `- with the audit file sink subscribed: **${admit.auditedUs.toFixed(1)} µs** per request; with no audit subscriber: ${admit.unauditedUs.toFixed(1)} µs`,
+    `- with the audit file sink subscribed: **${admit.auditedUs.toFixed(1)} µs** per request (recording the decision into the audit ring; the lines are written after the loop); with no audit subscriber: ${admit.unauditedUs.toFixed(1)} µs`,
+    `- the audit alone (bench/lib/audit-cost.ts, 1,000 transactions in rotation): recording a decision costs the request thread **${audit.recordInlineUs.toFixed(2)} µs** (${audit.recordThreadUs.toFixed(2)} µs when the writer runs on a worker thread: the threads pass the ring's cache lines back and forth); the writer then spends ${audit.writeUs.toFixed(2)} µs per event encoding and writing its line — on the request thread's spare turns by default (\`audit.writer: 'inline'\`), on its own thread with \`'thread'\``,
     `- bare Fastify answered one request every ${(1e6 / bareRps).toFixed(0)} µs; adding admit alone to that predicts a ratio of about ${(1e6 / bareRps / (1e6 / bareRps + admit.auditedUs)).toFixed(2)} — an upper bound: inside a busy server the same code runs slower (colder CPU caches), and the Fastify adapter adds its hooks and async context.`,
     '',
     '### Every round',
@@ -542,5 +548,7 @@ function describeVariant(variant: Variant): string {
       return 'guarded, no audit subscriber';
     case 'naive':
       return 'naive (verify + authorize every request)';
+    case 'guarded-other-writer':
+      return 'guarded, the other audit writer';
   }
 }

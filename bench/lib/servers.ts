@@ -8,7 +8,7 @@
  *   naive    bare + an onRequest hook that verifies the Txn-Token (jose jwtVerify) and asks Cedar
  *            (statefulIsAuthorized) on every request: no token cache, no decision cache.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
@@ -20,8 +20,13 @@ import type { JWK as JoseJwk } from 'jose';
 import type { PolicySet } from '@lockstep/policy';
 import { SERVICE, TRUST_DOMAIN, type BenchWorld } from './world.ts';
 
-export type Variant = 'bare' | 'guarded' | 'guarded-no-sink' | 'naive';
+export type Variant = 'bare' | 'guarded' | 'guarded-no-sink' | 'naive' | 'guarded-other-writer';
 export const VARIANTS: readonly Variant[] = ['bare', 'guarded', 'guarded-no-sink', 'naive'];
+/**
+ * Only when BENCH_VARIANTS names it: `guarded` with the other audit writer (`thread` when `guarded`
+ * runs the default `inline`), to compare the two in the same rounds.
+ */
+export const OPTIONAL_VARIANTS: readonly Variant[] = ['guarded-other-writer'];
 export const ROUTE_PATH = '/orders/:id';
 
 /** What a server process needs of the world: plain data, sent over IPC. */
@@ -106,6 +111,8 @@ export function startVariant(variant: Variant, world: ServerWorld, auditFile: st
       return startGuarded(world, auditFile);
     case 'guarded-no-sink':
       return startGuarded(world, null);
+    case 'guarded-other-writer':
+      return startGuarded(world, auditFile, auditWriter() === 'thread' ? 'inline' : 'thread');
     case 'naive':
       return startNaive(world);
   }
@@ -118,6 +125,7 @@ export async function startBare(world: ServerWorld): Promise<RunningServer> {
 export async function startGuarded(
   world: ServerWorld,
   auditFile: string | null,
+  writer: 'thread' | 'inline' = auditWriter(),
 ): Promise<RunningServer & { guard: Guard }> {
   const guard = await createGuard({
     service: SERVICE,
@@ -126,7 +134,7 @@ export async function startGuarded(
     svid: { cert: world.orders.chainPem, key: world.orders.keyPem },
     txnTokenKeys: { jwks: world.txnTokenJwks },
     policy: { keys: world.policyJwks, bundle: world.bundle },
-    ...(auditFile === null ? {} : { audit: { file: auditFile, writer: auditWriter() } }),
+    ...(auditFile === null ? {} : { audit: { file: auditFile, writer } }),
     logger: benchLogger,
   });
   const app = Fastify({ https: guard.tlsOptions(), logger: false });
@@ -134,17 +142,35 @@ export async function startGuarded(
   const server = await listen(
     app,
     () => guard.close(),
-    () => (auditFile === null ? null : readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).length),
+    () => (auditFile === null ? null : countLines(auditFile)),
   );
   return { ...server, guard };
 }
 
-/** BENCH_AUDIT_WRITER=inline measures the audit writer on the request thread instead of its own thread. */
-function auditWriter(): 'thread' | 'inline' {
-  const writer = process.env.BENCH_AUDIT_WRITER ?? 'thread';
+/** BENCH_AUDIT_WRITER=thread measures the audit writer on a thread of its own instead of the request thread. */
+export function auditWriter(): 'thread' | 'inline' {
+  const writer = process.env.BENCH_AUDIT_WRITER ?? 'inline';
   if (writer !== 'thread' && writer !== 'inline')
     throw new TypeError(`BENCH_AUDIT_WRITER must be thread or inline, not ${JSON.stringify(writer)}`);
   return writer;
+}
+
+/** The lines of a file of any size (a run's audit file outgrows the longest string Node can hold). */
+function countLines(path: string): number {
+  const fd = openSync(path, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    let lines = 0;
+    let last = 0x0a;
+    for (let read = readSync(fd, buffer); read > 0; read = readSync(fd, buffer)) {
+      for (let at = buffer.indexOf(0x0a); at >= 0 && at < read; at = buffer.indexOf(0x0a, at + 1)) lines += 1;
+      last = buffer[read - 1] as number;
+    }
+    // A last line without its newline counts too.
+    return last === 0x0a ? lines : lines + 1;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export async function startNaive(world: ServerWorld): Promise<RunningServer> {

@@ -1,6 +1,7 @@
 /**
- * The audit path off the request thread: what the writer's thread assembles from the ring is, line for
- * line, `JSON.stringify` of the event the channel's subscribers get for the same admission — for
+ * The audit path off the request path: what the writer assembles from the ring (on the request
+ * thread's spare turns, or on a thread of its own) is, line for line, `JSON.stringify` of the event
+ * the channel's subscribers get for the same admission — for
  * random admissions with hostile strings, probes, dry runs and trace ids, through a ring small enough
  * to wrap, with contexts too large for it; nothing is lost or reordered when the ring is full; the
  * waiting list is bounded and its drops are counted; and a process that exits without closing its
@@ -121,16 +122,17 @@ function lines(path: string): string[] {
 }
 
 describe('the audit ring and its writer thread', () => {
-  for (const [seed, ringBytes, routeLength] of [
-    [1, 1 << 20, 12],
-    [2, 4096, 12],
-    [3, 4096, 3000],
-    [4, 1 << 16, 40],
+  for (const [seed, ringBytes, routeLength, thread] of [
+    [1, 1 << 20, 12, 'inline'],
+    [2, 4096, 12, 'worker'],
+    [3, 4096, 3000, 'inline'],
+    [4, 1 << 16, 40, 'worker'],
+    [5, 4096, 3000, 'worker'],
   ] as const) {
-    it(`writes JSON.stringify of each event, in order (seed ${seed}, ring ${ringBytes} B, routes of ${routeLength})`, async () => {
+    it(`writes JSON.stringify of each event, in order (seed ${seed}, ring ${ringBytes} B, routes of ${routeLength}, ${thread})`, async () => {
       const service = `svc-${seed}`;
       const path = nextFile();
-      const sink = createAuditFileSink(path, { service, ringBytes, flushMs: 5 });
+      const sink = createAuditFileSink(path, { service, ringBytes, flushMs: 5, thread });
       const recorder = recorderOf(service);
       const batch = admissions(seed, 3000, routeLength);
       const want: string[] = [];
@@ -199,16 +201,18 @@ describe('the audit ring and its writer thread', () => {
     assert.match(errors.join('\n'), /decision events dropped: the audit writer for .* could not keep up/);
   });
 
-  it('writes every decision of a process that exits without closing its guard', () => {
-    const path = nextFile();
-    const script = fileURLToPath(new URL('../test/fixtures/exit-without-close.ts', import.meta.url));
-    const child = spawnSync(process.execPath, [script, path, '5000'], { encoding: 'utf8', timeout: 30_000 });
-    assert.equal(child.status, 0, child.stderr);
-    const got = lines(path).map((line) => JSON.parse(line) as DecisionEvent);
-    assert.equal(got.length, 5000);
-    assert.deepEqual(
-      got.map((event) => event.requestId),
-      JSON.parse(child.stdout) as string[],
-    );
-  });
+  for (const thread of ['inline', 'worker'] as const) {
+    it(`writes every decision of a process that exits without closing its guard (${thread})`, () => {
+      const path = nextFile();
+      const script = fileURLToPath(new URL('../test/fixtures/exit-without-close.ts', import.meta.url));
+      const child = spawnSync(process.execPath, [script, path, '5000', thread], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(child.status, 0, child.stderr);
+      const got = lines(path).map((line) => JSON.parse(line) as DecisionEvent);
+      assert.equal(got.length, 5000);
+      assert.deepEqual(
+        got.map((event) => event.requestId),
+        JSON.parse(child.stdout) as string[],
+      );
+    });
+  }
 });

@@ -25,13 +25,17 @@ import {
 } from './steps/audit.ts';
 import { traceIdOf } from './trace-context.ts';
 
-/** Words of the control array (an Int32Array over its own SharedArrayBuffer). */
+/**
+ * Words of the control array (an Int32Array over its own SharedArrayBuffer). The producer's and the
+ * writer's positions sit on cache lines of their own (64 bytes apart), so that each side's stores do
+ * not take the other's line away at every record.
+ */
 export const WRITE = 0; // bytes the producer has committed (mod 2^32)
-export const READ = 1; // bytes the writer has taken out (mod 2^32)
-export const WAKE = 2; // bumped to wake the writer
-export const STATE = 3; // RUNNING, or EXITING when the process exits: the writer writes all and acknowledges
-export const EXIT_ACK = 4;
-export const CONTROL_WORDS = 8;
+export const READ = 16; // bytes the writer has taken out (mod 2^32)
+export const WAKE = 32; // bumped to wake the writer
+export const STATE = 33; // RUNNING, or EXITING when the process exits: the writer writes all and acknowledges
+export const EXIT_ACK = 34;
+export const CONTROL_WORDS = 48;
 export const RUNNING = 0;
 export const EXITING = 1;
 
@@ -117,6 +121,7 @@ export interface RingProducerOptions {
   readonly sendOutOfBand: (record: OutOfBandRecord) => void;
   /** Wakes the writer (the ring is filling up, or someone waits for a flush). */
   readonly wake: () => void;
+
   /** Called with the count when events are dropped because the ring and the waiting list are full. */
   readonly onDropped: (count: number) => void;
   readonly waitingLimit?: number;
@@ -131,6 +136,8 @@ export class RingProducer implements DecisionRecorder {
   private readonly mask: number;
   private readonly wakeAt: number;
   private write: number;
+  // The writer's position as last read: re-read only when the ring seems full.
+  private readSeen: number;
   private readonly known = new Map<string, KnownContext>();
   private lastContextId = 0;
   private outOfBandSeq = 0;
@@ -151,6 +158,7 @@ export class RingProducer implements DecisionRecorder {
     this.mask = this.size - 1;
     this.wakeAt = this.size >>> 2;
     this.write = Atomics.load(this.control, WRITE);
+    this.readSeen = Atomics.load(this.control, READ);
     this.waitingLimit = options.waitingLimit ?? DEFAULT_WAITING_LIMIT;
   }
 
@@ -296,12 +304,14 @@ export class RingProducer implements DecisionRecorder {
 
   /** Room for `length` bytes (padding to the end first if they do not fit before it); -1 when full. */
   private reserve(length: number): number {
-    const read = Atomics.load(this.control, READ);
-    const free = this.size - ((this.write - read) >>> 0);
     const at = this.write & this.mask;
     const tail = this.size - at;
-    if (length <= tail) return length <= free ? at : -1;
-    if (tail + length > free) return -1;
+    const needed = length <= tail ? length : tail + length;
+    if (needed > this.size - ((this.write - this.readSeen) >>> 0)) {
+      this.readSeen = Atomics.load(this.control, READ);
+      if (needed > this.size - ((this.write - this.readSeen) >>> 0)) return -1;
+    }
+    if (length <= tail) return at;
     this.words[at >>> 2] = tail;
     this.words[(at >>> 2) + 1] = PAD;
     this.write = (this.write + tail) | 0;
@@ -309,7 +319,12 @@ export class RingProducer implements DecisionRecorder {
   }
 
   private commit(length: number): void {
-    const before = (this.write - Atomics.load(this.control, READ)) >>> 0;
+    let before = (this.write - this.readSeen) >>> 0;
+    // Past a quarter of the ring as last seen: see how far the writer has really come.
+    if (before >= this.wakeAt) {
+      this.readSeen = Atomics.load(this.control, READ);
+      before = (this.write - this.readSeen) >>> 0;
+    }
     this.write = (this.write + length) | 0;
     Atomics.store(this.control, WRITE, this.write);
     if (before < this.wakeAt && before + length >= this.wakeAt) this.options.wake();
@@ -328,8 +343,13 @@ export class RingProducer implements DecisionRecorder {
     this.doubles[double + 2] = seq;
     this.doubles[double + 3] = timeMs;
     this.doubles[double + 4] = latencyMs;
-    // A trace id is 32 lower-case hex digits (traceIdOf checked it): one byte each.
-    if (traceId !== null) this.bytes.write(traceId, at + EVENT_HEADER, TRACE_ID_LENGTH, 'latin1');
+    // A trace id is 32 lower-case hex digits (traceIdOf checked it): one byte each, stored here
+    // rather than through a call into the runtime.
+    if (traceId !== null) {
+      const bytes = this.bytes;
+      const from = at + EVENT_HEADER;
+      for (let i = 0; i < TRACE_ID_LENGTH; i++) bytes[from + i] = traceId.charCodeAt(i);
+    }
     this.commit(length);
     return true;
   }

@@ -30,7 +30,6 @@ import {
   type OutOfBandRecord,
   type RingMemory,
 } from './audit-ring.ts';
-import { requestIdOf } from './request-id.ts';
 
 export function journalSegmentPath(dir: string, segment: number): string {
   return join(dir, `journal-${segment}.jsonl`);
@@ -86,20 +85,33 @@ export type WriterNews =
 export type WriterCommand =
   OutOfBandRecord | { readonly type: 'flush'; readonly id: number; readonly upTo: number } | { readonly type: 'close' };
 
+/**
+ * A context as the pieces of a line around the event's own fields:
+ * `{"time":"<iso>` HEAD `<seq>` MIDDLE `<latency>,"traceId":<trace>` SUFFIX `}`.
+ */
 interface Context {
-  readonly service: Buffer;
-  readonly middle: Buffer;
-  readonly suffix: Buffer;
+  /** `","service":<service>,"requestId":"<prefix>-` */
+  readonly head: Uint8Array;
+  /** `"<middle>,"latencyMs":` */
+  readonly middle: Uint8Array;
+  /** `<suffix>}\n` */
+  readonly suffix: Uint8Array;
   readonly bytes: number;
 }
 
 const CHUNK = 64 * 1024;
+const SPARE_CHUNKS = 4;
+const TIME = Buffer.from('{"time":"');
+const TRACE_ID = Buffer.from(',"traceId":');
+const NULL = Buffer.from('null');
 // Everything of a line but its context: time, id, latency, trace id and the punctuation.
 const LINE_OVERHEAD = 192;
 
 export interface RingWriter {
   /** Takes out and writes everything the ring holds. */
   drain(): void;
+  /** Takes out and encodes everything the ring holds; writes only full chunks. */
+  encode(): void;
   command(command: WriterCommand): void;
   /** Writes what is left and closes the file (the process is exiting, or the sink closing). */
   finish(): void;
@@ -128,7 +140,11 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
 
   // Lines not yet written, in chunks, and how many events they are.
   const pending: { buffer: Buffer; events: number }[] = [];
-  let chunk = Buffer.allocUnsafe(CHUNK);
+  // Chunks already written, for reuse: the writes are synchronous, so a written chunk is free again.
+  const spare: Buffer[] = [];
+  const freshChunk = (length = CHUNK): Buffer =>
+    length <= CHUNK ? (spare.pop() ?? Buffer.allocUnsafe(CHUNK)) : Buffer.allocUnsafe(length);
+  let chunk = freshChunk();
   let used = 0;
   let usedEvents = 0;
   // Once per drain, a full journal looks on disk for segments its reader has deleted.
@@ -140,7 +156,7 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
   function room(length: number): void {
     if (used + length <= chunk.length) return;
     if (used > 0) pending.push({ buffer: chunk.subarray(0, used), events: usedEvents });
-    chunk = Buffer.allocUnsafe(Math.max(CHUNK, length));
+    chunk = freshChunk(length);
     used = 0;
     usedEvents = 0;
   }
@@ -149,7 +165,7 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
   function writePending(): void {
     if (used > 0) {
       pending.push({ buffer: chunk.subarray(0, used), events: usedEvents });
-      chunk = Buffer.allocUnsafe(CHUNK);
+      chunk = freshChunk();
       used = 0;
       usedEvents = 0;
     }
@@ -174,9 +190,16 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
     } catch (error) {
       failure = error as Error;
     }
-    if (failure === null) return;
+    const recycle = () => {
+      for (const { buffer, byteOffset } of buffers) {
+        if (buffer.byteLength === CHUNK && byteOffset === 0 && spare.length < SPARE_CHUNKS)
+          spare.push(Buffer.from(buffer, 0, CHUNK));
+      }
+    };
+    if (failure === null) return recycle();
     mayBeTorn = true;
     const { whole, torn } = linesIn(buffers, done);
+    recycle();
     const lost = events - whole - (torn ? 1 : 0);
     tell({
       type: 'dropped',
@@ -218,11 +241,16 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
   }
 
   function addContext(id: number, parts: ContextBytes): void {
-    const service = Buffer.from(parts.service);
-    const middle = Buffer.from(parts.middle);
-    const suffix = Buffer.from(parts.suffix);
-    contexts.set(id, { service, middle, suffix, bytes: service.length + middle.length + suffix.length });
+    const head = Buffer.from(`","service":${parts.service},"requestId":"${start.requestIdPrefix}-`);
+    const middle = Buffer.from(`"${parts.middle},"latencyMs":`);
+    const suffix = Buffer.from(`${parts.suffix}}\n`);
+    contexts.set(id, { head, middle, suffix, bytes: head.length + middle.length + suffix.length });
     contexts.delete(id - CONTEXTS_KEPT);
+  }
+
+  /** Writes an ASCII string byte by byte (short ones: cheaper than a call into the runtime). */
+  function ascii(text: string): void {
+    for (let i = 0; i < text.length; i++) chunk[used++] = text.charCodeAt(i);
   }
 
   function addLine(line: Buffer | string, length: number): void {
@@ -246,22 +274,31 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
     }
     room(LINE_OVERHEAD + context.bytes);
     const before = used;
-    const seq = doubles[double + 2] as number;
     const latency = Math.round((doubles[double + 4] as number) * 1000) / 1000;
-    used += chunk.write(`{"time":"${isoOf(doubles[double + 3] as number)}","service":`, used, 'latin1');
-    used += context.service.copy(chunk, used);
-    used += chunk.write(`,"requestId":"${requestIdOf(seq, start.requestIdPrefix)}"`, used, 'latin1');
-    used += context.middle.copy(chunk, used);
-    used += chunk.write(`,"latencyMs":${Number.isFinite(latency) ? latency : 0},"traceId":`, used, 'latin1');
-    if (words[word + 3] === 0) used += chunk.write('null', used, 'latin1');
-    else {
+    chunk.set(TIME, used);
+    used += TIME.length;
+    ascii(isoOf(doubles[double + 3] as number));
+    chunk.set(context.head, used);
+    used += context.head.length;
+    // The request id's number in base 36, as requestIdOf writes it.
+    ascii((doubles[double + 2] as number).toString(36));
+    chunk.set(context.middle, used);
+    used += context.middle.length;
+    ascii(Number.isFinite(latency) ? String(latency) : '0');
+    chunk.set(TRACE_ID, used);
+    used += TRACE_ID.length;
+    const traceLength = words[word + 3] as number;
+    if (traceLength === 0) {
+      chunk.set(NULL, used);
+      used += NULL.length;
+    } else {
       chunk[used++] = 0x22;
-      used += bytes.copy(chunk, used, at + EVENT_HEADER, at + EVENT_HEADER + (words[word + 3] as number));
+      chunk.set(bytes.subarray(at + EVENT_HEADER, at + EVENT_HEADER + traceLength), used);
+      used += traceLength;
       chunk[used++] = 0x22;
     }
-    used += context.suffix.copy(chunk, used);
-    chunk[used++] = 0x7d;
-    chunk[used++] = 0x0a;
+    chunk.set(context.suffix, used);
+    used += context.suffix.length;
     usedEvents += 1;
     written += used - before;
   }
@@ -310,6 +347,33 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
     if (closed) return;
     takeOut();
     writePending();
+    tellNews();
+  }
+
+  /**
+   * Takes out and encodes what the ring holds, but writes only chunks that are full: small batches
+   * encoded often, written together (`drain` writes the rest).
+   */
+  function encode(): void {
+    if (closed) return;
+    takeOut();
+    if (pending.length > 0) {
+      const partial = used > 0 ? { buffer: chunk, used, usedEvents } : null;
+      // writePending() also writes the chunk being filled; keep it for later.
+      used = 0;
+      usedEvents = 0;
+      chunk = freshChunk();
+      writePending();
+      if (partial !== null) {
+        chunk = partial.buffer;
+        used = partial.used;
+        usedEvents = partial.usedEvents;
+      }
+    }
+    tellNews();
+  }
+
+  function tellNews(): void {
     if (dropped > 0) {
       tell({ type: 'dropped', count: dropped });
       dropped = 0;
@@ -332,6 +396,7 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
 
   return {
     drain,
+    encode,
     finish,
     command(command) {
       if (command.type === 'context' || command.type === 'line') {

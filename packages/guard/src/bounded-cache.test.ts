@@ -82,3 +82,45 @@ describe('BoundedCache', () => {
     }
   });
 });
+
+describe('BoundedCache in bytes', () => {
+  it('never holds more than its byte budget; the oldest go first', () => {
+    const cache = new BoundedCache<string, string>({ entries: 100, bytes: 1_000, bytesOf: (value) => value.length });
+    for (let i = 0; i < 50; i++) cache.set(`k${i}`, 'x'.repeat(90 + (i % 20)));
+    assert.ok(cache.bytes <= 1_000, `${cache.bytes} bytes`);
+    assert.ok(cache.size >= 8 && cache.size <= 11, `${cache.size} entries`);
+    assert.equal(cache.get('k49')?.length, 90 + (49 % 20));
+    assert.equal(cache.get('k0'), undefined);
+  });
+
+  it('keeps its count right through replacements, deletions and purges', () => {
+    const cache = new BoundedCache<string, string>({ entries: 10, bytes: 100, bytesOf: (value) => value.length });
+    cache.set('a', 'xxxx');
+    cache.set('a', 'xxxxxxxx');
+    cache.set('b', 'xx');
+    assert.equal(cache.bytes, 10);
+    cache.delete('a');
+    assert.equal(cache.bytes, 2);
+    cache.purge(() => true);
+    assert.equal(cache.bytes, 0);
+    assert.equal(cache.size, 0);
+  });
+
+  it('holds one entry larger than its budget rather than none', () => {
+    const cache = new BoundedCache<string, string>({ entries: 10, bytes: 10, bytesOf: (value) => value.length });
+    cache.set('a', 'x'.repeat(50));
+    assert.equal(cache.size, 1);
+    cache.set('b', 'y');
+    assert.deepEqual([cache.get('a'), cache.get('b')], [undefined, 'y']);
+  });
+
+  it('drops expired entries from the oldest end as new ones come', () => {
+    let now = 0;
+    const cache = new BoundedCache<string, { until: number }>({ entries: 100, expired: (value) => now >= value.until });
+    cache.set('early', { until: 10 });
+    cache.set('late', { until: 1_000 });
+    now = 20;
+    cache.set('new', { until: 2_000 });
+    assert.deepEqual([cache.get('early'), cache.size], [undefined, 2]);
+  });
+});

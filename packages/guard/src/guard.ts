@@ -101,9 +101,9 @@ export interface GuardStatus {
 
 export interface GuardStats {
   /** `verified` = signature verifications; `hits` = tokens answered from the verified-token cache. */
-  tokens: { hits: number; verified: number; size: number };
+  tokens: { hits: number; verified: number; size: number; bytes: number };
   /** `misses` = Cedar evaluations; `hits` = decisions answered from the decision cache. */
-  decisions: { hits: number; misses: number; size: number };
+  decisions: { hits: number; misses: number; size: number; bytes: number };
   /** Audit shipping to the collector (when configured): sent, spooled (waited on disk), dropped, refused. */
   shipping: { sent: number; spooled: number; dropped: number; refused: number } | null;
 }
@@ -120,7 +120,10 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
   let svid: LoadedSvid = loadSvid(options.svid, trustDomain, service, maxSvidLifetimeSeconds);
   let trustBundle = options.trustBundle;
   const revocations = new Revocations();
-  const engine: PolicyEngine = createPolicyEngine({ cacheSize: options.cache.decisions });
+  const engine: PolicyEngine = createPolicyEngine({
+    cacheSize: options.cache.decisions,
+    cacheBytes: options.cache.decisionBytes,
+  });
   const keys: TxnKeySource =
     'jwks' in options.txnTokenKeys
       ? await createStaticKeySource(options.txnTokenKeys.jwks)
@@ -141,6 +144,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
     clockSkewSeconds: options.txnToken.clockSkewSeconds,
     maxTokenBytes: options.limits.txnTokenBytes,
     cacheSize: options.cache.tokens,
+    cacheBytes: options.cache.tokenBytes,
   });
   const isRevokedSpiffeId = (id: string) => revocations.spiffeId.size > 0 && revocations.spiffeId.has(id);
   const transport = createTransportStep({ trustDomain, maxSvidLifetimeSeconds, isRevokedSpiffeId });
@@ -195,7 +199,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
       ? null
       : createAuditFileSink(auditFile, {
           service,
-          thread: options.auditWriter === 'inline' ? 'inline' : 'worker',
+          thread: options.auditWriter === 'thread' ? 'worker' : 'inline',
           onError: (error) => logger.error('audit file write failed', { error: error.message }),
         });
   let closing: Promise<void> | null = null;
@@ -209,7 +213,7 @@ export async function createGuard(input: GuardOptions): Promise<Guard> {
         : createNetworkSink({
             urls: options.auditCollector.urls,
             spoolDir: options.auditCollector.spoolDir,
-            journalThread: options.auditWriter === 'inline' ? 'inline' : 'worker',
+            journalThread: options.auditWriter === 'thread' ? 'worker' : 'inline',
             ...(options.auditCollector.maxSpoolBytes === undefined
               ? {}
               : { maxSpoolBytes: options.auditCollector.maxSpoolBytes }),

@@ -79,7 +79,7 @@ export interface NetworkSinkOptions {
    * from there instead of from a journal of the sink's own.
    */
   readonly auditFile?: { readonly path: string; readonly flush: () => Promise<void>; readonly dropped: () => number };
-  /** Where its own journal's writer runs (audit-file-sink.ts `thread`); default a worker thread. */
+  /** Where its own journal's writer runs (audit-file-sink.ts `thread`); default inline. */
   readonly journalThread?: 'worker' | 'inline';
   /** Default 64 MiB: the most its own journal holds unshipped; beyond it, events are dropped and counted. */
   readonly maxSpoolBytes?: number;

@@ -50,7 +50,12 @@ describe('resolveOptions', () => {
     assert.equal(resolved.mode, 'enforce');
     assert.deepEqual(resolved.limits, { bodyBytes: 1024 * 1024, headerBytes: 16 * 1024, txnTokenBytes: 8 * 1024 });
     assert.deepEqual(resolved.txnToken, { maxLifetimeSeconds: 300, clockSkewSeconds: 30 });
-    assert.deepEqual(resolved.cache, { tokens: 10_000, decisions: 10_000 });
+    assert.deepEqual(resolved.cache, {
+      tokens: 10_000,
+      decisions: 10_000,
+      tokenBytes: 8 * 1024 * 1024,
+      decisionBytes: 4 * 1024 * 1024,
+    });
     assert.equal(resolved.auditFile, undefined);
     assert.equal(resolved.policy.bundle, undefined);
     assert.equal(resolved.logger, consoleLogger);
@@ -65,14 +70,14 @@ describe('resolveOptions', () => {
         audit: { file: '/tmp/audit.jsonl' },
         limits: { bodyBytes: 10, headerBytes: 20, txnTokenBytes: 30 },
         txnToken: { maxLifetimeSeconds: 60, clockSkewSeconds: 5 },
-        cache: { tokens: 7, decisions: 8 },
+        cache: { tokens: 7, decisions: 8, tokenBytes: 9, decisionBytes: 10 },
       }),
     );
     assert.equal(resolved.mode, 'dry-run');
     assert.equal(resolved.auditFile, '/tmp/audit.jsonl');
     assert.deepEqual(resolved.limits, { bodyBytes: 10, headerBytes: 20, txnTokenBytes: 30 });
     assert.deepEqual(resolved.txnToken, { maxLifetimeSeconds: 60, clockSkewSeconds: 5 });
-    assert.deepEqual(resolved.cache, { tokens: 7, decisions: 8 });
+    assert.deepEqual(resolved.cache, { tokens: 7, decisions: 8, tokenBytes: 9, decisionBytes: 10 });
   });
 
   it('returns frozen options; assigning to them throws', () => {
@@ -292,5 +297,6 @@ describe('resolveOptions', () => {
     );
     assertRefused(withOptions({ cache: { tokens: 0 } }), 'cache.tokens', 'e.g. 10000');
     assertRefused(withOptions({ cache: { decisions: 1.5 } }), 'cache.decisions');
+    assertRefused(withOptions({ cache: { tokenBytes: -1 } }), 'cache.tokenBytes');
   });
 });

@@ -61,9 +61,10 @@ export interface GuardOptions {
    * `maxSpoolBytes` (default 64 MiB) bounds the journal in `spoolDir`, never `file`, which Lockstep
    * does not delete or truncate.
    *
-   * `writer`: where decision lines are encoded and written. `thread` (default): a worker thread of the
-   * guard's own; the request thread only copies a few numbers into shared memory. `inline`: the same
-   * work on the request thread in the event loop's spare turns, without the thread's ~17 MB.
+   * `writer`: where decision lines are encoded and written; either way a request only copies a few
+   * numbers into a ring. `inline` (default): on the request thread, in batches in the event loop's
+   * spare turns. `thread`: on a worker thread of the guard's own, which frees the event loop of the
+   * encoding but costs ~17 MB and, measured on 2 cores, more CPU in all (docs/performance-notes.md).
    */
   audit?: { file?: string; collector?: AuditCollectorOptions; writer?: 'thread' | 'inline' };
   /** Prometheus metrics (`guard.metrics()`), counted from the start. Default false: no cost when unused. */
@@ -75,7 +76,12 @@ export interface GuardOptions {
    * peer may present. Default 86 400 (24 h); it can only be lowered.
    */
   svidRules?: { maxLifetimeSeconds?: number };
-  cache?: { tokens?: number; decisions?: number };
+  /**
+   * The verified-token and decision caches, bounded in entries and in estimated bytes (each entry
+   * charged for its text at 2 bytes a character plus what it holds besides). Defaults: 10,000 entries
+   * each, 8 MiB of tokens (about 2,800 tokens of 600 characters), 4 MiB of decisions.
+   */
+  cache?: { tokens?: number; decisions?: number; tokenBytes?: number; decisionBytes?: number };
   logger?: GuardLogger;
 }
 
@@ -96,7 +102,12 @@ export interface ResolvedOptions {
   readonly limits: { readonly bodyBytes: number; readonly headerBytes: number; readonly txnTokenBytes: number };
   readonly txnToken: { readonly maxLifetimeSeconds: number; readonly clockSkewSeconds: number };
   readonly svidRules: { readonly maxLifetimeSeconds: number };
-  readonly cache: { readonly tokens: number; readonly decisions: number };
+  readonly cache: {
+    readonly tokens: number;
+    readonly decisions: number;
+    readonly tokenBytes: number;
+    readonly decisionBytes: number;
+  };
   readonly logger: GuardLogger;
 }
 
@@ -260,7 +271,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     fail(`mode must be 'enforce' or 'dry-run'; got ${JSON.stringify(mode)}`);
   if (input.metrics !== undefined && typeof input.metrics !== 'boolean') fail('metrics must be true or false');
   knownKeys(input.audit, 'audit', ['file', 'collector', 'writer']);
-  const auditWriter = input.audit?.writer ?? 'thread';
+  const auditWriter = input.audit?.writer ?? 'inline';
   if (auditWriter !== 'thread' && auditWriter !== 'inline')
     fail(
       `audit.writer must be 'thread' (a worker thread, the default) or 'inline'; got ${JSON.stringify(auditWriter)}`,
@@ -293,7 +304,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
   knownKeys(input.limits, 'limits', ['bodyBytes', 'headerBytes', 'txnTokenBytes']);
   knownKeys(input.txnToken, 'txnToken', ['maxLifetimeSeconds', 'clockSkewSeconds']);
   knownKeys(input.svidRules, 'svidRules', ['maxLifetimeSeconds']);
-  knownKeys(input.cache, 'cache', ['tokens', 'decisions']);
+  knownKeys(input.cache, 'cache', ['tokens', 'decisions', 'tokenBytes', 'decisionBytes']);
   if (input.audit?.file !== undefined && typeof input.audit.file !== 'string')
     fail('audit.file must be a path for the JSON-lines audit log');
   const txnToken = {
@@ -338,6 +349,8 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
     cache: Object.freeze({
       tokens: positiveInteger(input.cache?.tokens, 'cache.tokens', 10_000),
       decisions: positiveInteger(input.cache?.decisions, 'cache.decisions', 10_000),
+      tokenBytes: positiveInteger(input.cache?.tokenBytes, 'cache.tokenBytes', 8 * 1024 * 1024),
+      decisionBytes: positiveInteger(input.cache?.decisionBytes, 'cache.decisionBytes', 4 * 1024 * 1024),
     }),
     logger: input.logger ?? consoleLogger,
   };

@@ -103,7 +103,7 @@ function pipelineWith(overrides: Partial<PipelineOptions>, internalErrors: unkno
       verify: () => {
         throw new Error('unused');
       },
-      stats: () => ({ hits: 0, verified: 0, size: 0 }),
+      stats: () => ({ hits: 0, verified: 0, size: 0, bytes: 0 }),
     },
     authorize: createAuthorizeStep({ service: 'orders', engine }),
     onInternalError: (error) => internalErrors.push(error),
@@ -121,7 +121,7 @@ describe('pipeline: a failing step is a refusal, in dry run too', () => {
           verify: () => {
             throw broken;
           },
-          stats: () => ({ hits: 0, verified: 0, size: 0 }),
+          stats: () => ({ hits: 0, verified: 0, size: 0, bytes: 0 }),
         },
       },
       internalErrors,

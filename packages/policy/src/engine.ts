@@ -12,6 +12,8 @@ import { computePolicySetVersion } from './version.ts';
 export type PolicyEngineOptions = {
   /** Maximum cached decisions (LRU); 0 disables the cache. Default 10 000. */
   readonly cacheSize?: number;
+  /** The decision cache's budget in estimated bytes (lib/decision-cache.ts). Default 4 MiB. */
+  readonly cacheBytes?: number;
 };
 
 export type AuthorizationResult = {
@@ -25,7 +27,13 @@ export type AuthorizationResult = {
   readonly cached: boolean;
 };
 
-export type PolicyEngineStats = { readonly hits: number; readonly misses: number; readonly size: number };
+export type PolicyEngineStats = {
+  readonly hits: number;
+  readonly misses: number;
+  readonly size: number;
+  /** The decision cache's estimated bytes. */
+  readonly bytes: number;
+};
 
 export type PolicyEngine = {
   /** Version of the active policy set, null before the first load. */
@@ -50,7 +58,10 @@ export function createPolicyEngine(options: PolicyEngineOptions = {}): PolicyEng
   const cacheSize = options.cacheSize ?? 10_000;
   if (!Number.isSafeInteger(cacheSize) || cacheSize < 0)
     throw new TypeError('options.cacheSize must be a non-negative integer');
-  const cache = new DecisionCache<AuthorizationResult>(cacheSize);
+  const cacheBytes = options.cacheBytes ?? 4 * 1024 * 1024;
+  if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 1)
+    throw new TypeError('options.cacheBytes must be a positive integer');
+  const cache = new DecisionCache<AuthorizationResult>(cacheSize, cacheBytes);
   let active: ActiveSet | null = null;
   let hits = 0;
   let misses = 0;
@@ -141,7 +152,7 @@ export function createPolicyEngine(options: PolicyEngineOptions = {}): PolicyEng
     },
     load,
     authorize,
-    stats: () => Object.freeze({ hits, misses, size: cache.size }),
+    stats: () => Object.freeze({ hits, misses, size: cache.size, bytes: cache.bytes }),
   });
 }
 

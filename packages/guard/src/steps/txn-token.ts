@@ -57,6 +57,8 @@ export interface TxnTokenStepOptions {
   clockSkewSeconds: number;
   maxTokenBytes: number;
   cacheSize: number;
+  /** The cache's budget in estimated bytes (see TOKEN_ENTRY_BYTES). */
+  cacheBytes?: number;
   now?: () => number;
 }
 
@@ -67,16 +69,30 @@ export interface TxnTokenStep {
     rawHeaders: readonly string[],
   ): Promise<VerifiedTxnToken> | VerifiedTxnToken;
   /** `verified` counts signature verifications (cold path); `hits` counts tokens served from the cache. */
-  stats(): { hits: number; verified: number; size: number };
+  stats(): { hits: number; verified: number; size: number; bytes: number };
 }
+
+/**
+ * What a cached token holds besides its text: its claims and their strings, roles and scope, the
+ * entry, the authorization step's answers remembered for it, and the Map's slot. Text counts 2 bytes
+ * a character. With the decision cache's share, a shop token of ~600 characters holds 3.1–3.7 KB in
+ * all (`npm run bench:guard` measures it, bench/lib/cache-bytes.ts); charged 3.0 + 0.9 KB.
+ */
+export const TOKEN_ENTRY_BYTES = 1_800;
+const tokenEntryBytes = (entry: VerifiedTxnToken) => TOKEN_ENTRY_BYTES + 2 * entry.token.length;
 
 export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
   // Keyed by the signature segment (hashing ~86 characters instead of the whole token on every
   // request); a hit counts only when the whole token is equal, so two tokens can never be confused.
-  const cache = new BoundedCache<string, VerifiedTxnToken>(options.cacheSize);
-  const cacheKey = (token: string) => token.slice(token.lastIndexOf('.') + 1);
   const now = options.now ?? Date.now;
   const skewMs = options.clockSkewSeconds * 1000;
+  const cache = new BoundedCache<string, VerifiedTxnToken>({
+    entries: options.cacheSize,
+    ...(options.cacheBytes === undefined ? {} : { bytes: options.cacheBytes }),
+    bytesOf: tokenEntryBytes,
+    expired: (entry) => now() >= entry.expiresAtMs + skewMs,
+  });
+  const cacheKey = (token: string) => token.slice(token.lastIndexOf('.') + 1);
   const { revocations } = options;
   let hits = 0;
   let verified = 0;
@@ -203,7 +219,7 @@ export function createTxnTokenStep(options: TxnTokenStepOptions): TxnTokenStep {
       }
       return verifyCold(header);
     },
-    stats: () => ({ hits, verified, size: cache.size }),
+    stats: () => ({ hits, verified, size: cache.size, bytes: cache.bytes }),
   };
 }
 
