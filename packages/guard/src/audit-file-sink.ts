@@ -28,7 +28,7 @@ import { closeSync, mkdirSync, readdirSync } from 'node:fs';
 import { dirname, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { createRingMemory, EXIT_ACK, EXITING, RingProducer, STATE, WAKE } from './audit-ring.ts';
+import { createRingMemory, EXIT_ACK, EXITING, READ, RingProducer, STATE, WAKE } from './audit-ring.ts';
 import {
   createRingWriter,
   journalSegmentPath,
@@ -67,7 +67,10 @@ export interface AuditFileSinkOptions {
   readonly thread?: 'worker' | 'inline';
   /** The ring's size in bytes, a power of two (default 1 MiB: about 25,000 events, fewer with new contexts). */
   readonly ringBytes?: number;
-  /** How many events may wait for room when the ring is full before events are dropped (default 65,536). */
+  /**
+   * How many records (events, and new contexts before them) may wait for room when the ring is full
+   * before events are dropped (default 65,536).
+   */
   readonly waitingLimit?: number;
 }
 
@@ -100,7 +103,14 @@ function writeBeforeExit(finish: () => void): () => void {
   if (!exitHooked) {
     exitHooked = true;
     process.on('exit', () => {
-      for (const each of beforeExit) each();
+      for (const each of beforeExit) {
+        try {
+          each();
+        } catch (error) {
+          // One sink's failure must not keep the others from writing theirs.
+          console.error(`lockstep: an audit writer failed at exit: ${(error as Error).message}`);
+        }
+      }
     });
   }
   beforeExit.add(finish);
@@ -137,7 +147,15 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
   let flushSeq = 0;
   const flushed = new Map<number, () => void>();
   let closedByWriter: () => void = () => {};
-  const writerClosed = new Promise<void>((resolve) => (closedByWriter = resolve));
+  // The writer has written everything and closed its file (told by the writer, or it is gone).
+  let writerFinished = false;
+  const writerClosed = new Promise<void>(
+    (resolve) =>
+      (closedByWriter = () => {
+        writerFinished = true;
+        resolve();
+      }),
+  );
   // The writer is gone (its thread failed): nothing more reaches the file; waiting flushes end.
   let gone: Error | null = null;
   const hear = (news: WriterNews): void => {
@@ -149,10 +167,18 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
       flushed.delete(news.id);
     } else closedByWriter();
   };
+  // Set once the producer exists (below); a writer cannot fail before it is started.
+  let stopRecording: () => void = () => {};
   const writerGone = (error: Error): void => {
     if (gone !== null) return;
     gone = error;
-    report(new Error(`the audit writer stopped (${error.message}): decisions are no longer written to ${path}`));
+    report(
+      new Error(
+        `the audit writer stopped (${error.message}): decisions are no longer written to ${path}; ` +
+          'they are counted as dropped until the guard is restarted',
+      ),
+    );
+    stopRecording();
     for (const resolve of flushed.values()) resolve();
     flushed.clear();
     closedByWriter();
@@ -174,6 +200,7 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
       try {
         step();
       } catch (error) {
+        clearInterval(timer);
         writerGone(error as Error);
       }
     };
@@ -183,13 +210,17 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
     };
     const timer = setInterval(() => run(() => writer.drain()), flushMs);
     timer.unref();
-    send = (command) => writer.command(command);
+    send = (command) => run(() => writer.command(command));
     wake = () => {
       if (scheduled) return;
       scheduled = true;
       setImmediate(encode);
     };
-    finishNow = () => writer.finish();
+    finishNow = () => {
+      // Room for what waits is made by writing: as many turns as it takes.
+      for (let turn = 0; turn < 1_000 && !producer.moveWaiting(); turn++) writer.drain();
+      writer.finish();
+    };
     stopWriter = async () => clearInterval(timer);
   } else {
     const worker = new Worker(WORKER_URL, {
@@ -208,9 +239,16 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
       Atomics.notify(control, WAKE);
     };
     finishNow = () => {
+      // What waits goes into the ring as the thread frees room (each wait up to 10 ms), then the
+      // thread writes everything and acknowledges.
+      const until = Date.now() + EXIT_WAIT_MS;
+      while (!producer.moveWaiting() && Date.now() < until) {
+        wake();
+        Atomics.wait(control, READ, Atomics.load(control, READ), 10);
+      }
       Atomics.store(control, STATE, EXITING);
       wake();
-      Atomics.wait(control, EXIT_ACK, 0, EXIT_WAIT_MS);
+      Atomics.wait(control, EXIT_ACK, 0, Math.max(1, until - Date.now()));
     };
     stopWriter = async () => {
       worker.off('exit', exited);
@@ -242,10 +280,9 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
     },
   });
   const unsubscribe = subscribeRecorder(producer, options.service);
+  stopRecording = () => producer.kill();
   const unhook = writeBeforeExit(() => {
-    if (gone !== null) return;
-    producer.moveWaiting();
-    finishNow();
+    if (gone === null && !writerFinished) finishNow();
   });
 
   let closing: Promise<void> | null = null;
@@ -257,6 +294,8 @@ export function createAuditFileSink(path: string, options: AuditFileSinkOptions 
     while (gone === null && !producer.moveWaiting()) {
       wake();
       await new Promise((resolve) => setTimeout(resolve, 2));
+      // close() ran meanwhile: it has written everything.
+      if (closeSent) return closing ?? undefined;
     }
     if (gone !== null) return;
     const id = ++flushSeq;

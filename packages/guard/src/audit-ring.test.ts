@@ -9,11 +9,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { createAuditFileSink } from './audit-file-sink.ts';
 import type { Admission } from './pipeline.ts';
 import { nextRequestSeq, requestIdOf } from './request-id.ts';
@@ -190,8 +191,8 @@ describe('the audit ring and its writer thread', () => {
     for (const admission of batch) recorder.recordAdmission('full', undefined, admission, 0);
     await sink.close();
     const written = lines(path).map((line) => (JSON.parse(line) as DecisionEvent).requestId);
-    // 4 KiB hold a few dozen events and their contexts; 200 more waited; the rest were dropped.
-    assert.ok(written.length > 200 && written.length < 400, `${written.length} written`);
+    // 4 KiB hold a few dozen events and their contexts; 200 more records waited; the rest were dropped.
+    assert.ok(written.length > 50 && written.length < 400, `${written.length} written`);
     assert.deepEqual(
       written,
       batch.slice(0, written.length).map((admission) => admission.requestId),
@@ -199,6 +200,105 @@ describe('the audit ring and its writer thread', () => {
     );
     assert.equal(sink.dropped, 400 - written.length);
     assert.match(errors.join('\n'), /decision events dropped: the audit writer for .* could not keep up/);
+  });
+
+  it('tells a probe from a scanner request refused before it was decided, in the same context', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { service: 'probes' });
+    const recorder = recorderOf('probes');
+    const [base] = admissions(11, 1);
+    const scanner = 'spiffe://shop.test/scanner/ci';
+    const probe: Admission = {
+      ...(base as Admission),
+      probe: true,
+      prober: scanner,
+      probeAs: null,
+      probeRequester: null,
+    };
+    const early: Admission = {
+      ...probe,
+      probe: false,
+      requestSeq: probe.requestSeq + 1,
+      requestId: requestIdOf(probe.requestSeq + 1),
+    };
+    try {
+      recorder.recordAdmission('probes', undefined, probe, 0);
+      recorder.recordAdmission('probes', undefined, early, 0);
+    } finally {
+      await sink.close();
+    }
+    assert.deepEqual(lines(path), [
+      JSON.stringify(expected('probes', undefined, probe, 0)),
+      JSON.stringify(expected('probes', undefined, early, 0)),
+    ]);
+  });
+
+  it('bounds the waiting list in records of every kind: new contexts count too', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { service: 'contexts', ringBytes: 4096, waitingLimit: 50 });
+    const recorder = recorderOf('contexts');
+    // Every decision a new transaction: a new context (hundreds of bytes) before each event.
+    const batch = admissions(12, 500).map((admission, index) => ({
+      ...admission,
+      txn: { claims: { sub: `u${index}`, txn: `t${index}` } } as Admission['txn'],
+    }));
+    for (const admission of batch) recorder.recordAdmission('contexts', undefined, admission, 0);
+    await sink.close();
+    const written = lines(path).map((line) => (JSON.parse(line) as DecisionEvent).requestId);
+    assert.ok(written.length < 100, `${written.length} written: the ring and 50 waiting records hold few`);
+    assert.equal(sink.dropped, 500 - written.length, 'every event not written is counted');
+    assert.deepEqual(
+      written,
+      batch.slice(0, written.length).map((admission) => admission.requestId),
+    );
+  });
+
+  it('answers a flush that waits while close() runs', async () => {
+    const path = nextFile();
+    const sink = createAuditFileSink(path, { service: 'closing', ringBytes: 4096 });
+    const recorder = recorderOf('closing');
+    for (const admission of admissions(13, 100)) recorder.recordAdmission('closing', undefined, admission, 0);
+    const flushed = sink.flush();
+    await sink.close();
+    const late = await Promise.race([flushed.then(() => 'flushed'), delay(1_000).then(() => 'hangs')]);
+    assert.equal(late, 'flushed');
+    assert.equal(lines(path).length, 100);
+  });
+
+  it('stops for good when a journal segment cannot be opened: no line goes to another file, drops are counted', async () => {
+    const journal = join(dir, `journal-${++files}`);
+    const errors: string[] = [];
+    const sink = createAuditFileSink(journal, {
+      service: 'rotation',
+      segments: { bytes: 2_000, count: 8 },
+      onError: (error) => errors.push(error.message),
+    });
+    const recorder = recorderOf('rotation');
+    const batch = admissions(14, 40);
+    for (const admission of batch.slice(0, 10)) recorder.recordAdmission('rotation', undefined, admission, 0);
+    await sink.flush();
+    // The directory goes away under the writer: the next segment cannot be opened.
+    rmSync(journal, { recursive: true, force: true });
+    for (const admission of batch.slice(10, 30)) recorder.recordAdmission('rotation', undefined, admission, 0);
+    await sink.flush();
+    assert.match(
+      errors.join('\n'),
+      /the audit writer stopped \(ENOENT.*counted as dropped until the guard is restarted/,
+    );
+    // A file opened now may get the descriptor the writer had: nothing of the audit reaches it.
+    const other = nextFile();
+    writeFileSync(other, 'mine\n');
+    const fd = openSync(other, 'a');
+    try {
+      const before = sink.dropped;
+      for (const admission of batch.slice(30)) recorder.recordAdmission('rotation', undefined, admission, 0);
+      await sink.flush();
+      assert.equal(sink.dropped, before + 10, 'each later decision counted as dropped');
+    } finally {
+      closeSync(fd);
+      await sink.close();
+    }
+    assert.equal(readFileSync(other, 'utf8'), 'mine\n');
   });
 
   for (const thread of ['inline', 'worker'] as const) {

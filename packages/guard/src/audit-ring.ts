@@ -56,7 +56,7 @@ export const CONTEXTS_KEPT = 4096;
 export const TRACE_ID_LENGTH = 32;
 
 export const DEFAULT_RING_BYTES = 1 << 20;
-/** Events that may wait for room in a full ring before events are dropped. */
+/** Records that may wait for room in a full ring before events are dropped. */
 export const DEFAULT_WAITING_LIMIT = 65_536;
 
 /** A record that went as a message instead of through the ring (see OUT_OF_BAND). */
@@ -98,6 +98,7 @@ interface KnownContext {
   readonly policyVersion: string | null;
   readonly reason: string;
   readonly dryRun: boolean;
+  readonly probe: boolean;
   readonly prober: string | null;
   readonly probeAs: string | null;
   readonly probeRequester: string | null;
@@ -143,7 +144,7 @@ export class RingProducer implements DecisionRecorder {
   private outOfBandSeq = 0;
   private waiting: Waiting[] = [];
   private waitingHead = 0;
-  private waitingEvents = 0;
+  private gone = false;
   private readonly waitingLimit: number;
   private retry: NodeJS.Timeout | null = null;
   private readonly options: RingProducerOptions;
@@ -173,25 +174,32 @@ export class RingProducer implements DecisionRecorder {
   }
 
   recordAdmission(service: string, via: string | undefined, admission: Admission, timeMs: number): void {
+    if (this.gone) return this.options.onDropped(1);
     const context = this.contextOf(service, via, admission);
+    // Its context could neither go into the ring nor wait: the event is dropped with it (counted).
+    if (context < 0) return this.options.onDropped(1);
     const traceId = admission.traceparent === null ? null : traceIdOf(admission.traceparent);
-    if (this.waitingHead < this.waiting.length && !this.moveWaiting()) {
-      return this.wait({
-        kind: EVENT,
-        context,
-        seq: admission.requestSeq,
-        timeMs,
-        latencyMs: admission.latencyMs,
-        traceId,
-      });
-    }
-    if (!this.putEvent(context, admission.requestSeq, timeMs, admission.latencyMs, traceId)) {
-      this.wait({ kind: EVENT, context, seq: admission.requestSeq, timeMs, latencyMs: admission.latencyMs, traceId });
-    }
+    const { requestSeq: seq, latencyMs } = admission;
+    // The usual case allocates nothing: straight into the ring.
+    if (
+      (this.waitingHead === this.waiting.length || this.moveWaiting()) &&
+      this.putEvent(context, seq, timeMs, latencyMs, traceId)
+    )
+      return;
+    if (!this.wait({ kind: EVENT, context, seq, timeMs, latencyMs, traceId })) this.options.onDropped(1);
   }
 
   recordEvent(event: DecisionEvent): void {
-    this.put({ kind: LINE, line: decisionToJson(event) });
+    if (this.gone) return this.options.onDropped(1);
+    if (!this.put({ kind: LINE, line: decisionToJson(event) })) this.options.onDropped(1);
+  }
+
+  /** The writer is gone: from now on every decision is dropped and counted, and nothing waits. */
+  kill(): void {
+    this.gone = true;
+    this.stop();
+    this.waiting = [];
+    this.waitingHead = 0;
   }
 
   /** Moves what waits into the ring as far as there is room; true when nothing waits any more. */
@@ -201,7 +209,6 @@ export class RingProducer implements DecisionRecorder {
       if (!this.putRecord(record)) return false;
       this.waiting[this.waitingHead] = undefined as unknown as Waiting;
       this.waitingHead += 1;
-      if (record.kind === EVENT) this.waitingEvents -= 1;
     }
     this.waiting = [];
     this.waitingHead = 0;
@@ -214,16 +221,18 @@ export class RingProducer implements DecisionRecorder {
     this.retry = null;
   }
 
-  private put(record: Waiting): void {
+  /** Into the ring, or to wait for room; false when it had to be dropped (the waiting list is full). */
+  private put(record: Waiting): boolean {
     if (this.waitingHead < this.waiting.length && !this.moveWaiting()) return this.wait(record);
-    if (!this.putRecord(record)) this.wait(record);
+    return this.putRecord(record) || this.wait(record);
   }
 
-  private wait(record: Waiting): void {
-    if (record.kind === EVENT) {
-      if (this.waitingEvents >= this.waitingLimit) return this.options.onDropped(1);
-      this.waitingEvents += 1;
-    }
+  /**
+   * Puts a record on the waiting list, unless the list holds `waitingLimit` records already (of every
+   * kind: a new context is hundreds of bytes): then false, and the caller drops and counts its event.
+   */
+  private wait(record: Waiting): boolean {
+    if (this.waitingCount >= this.waitingLimit) return false;
     this.waiting.push(record);
     this.options.wake();
     if (this.retry === null) {
@@ -233,6 +242,7 @@ export class RingProducer implements DecisionRecorder {
       }, 5);
       this.retry.unref();
     }
+    return true;
   }
 
   private putRecord(record: Waiting): boolean {
@@ -269,6 +279,7 @@ export class RingProducer implements DecisionRecorder {
       known.policyVersion === admission.policyVersion &&
       known.reason === admission.reason &&
       known.dryRun === admission.dryRun &&
+      known.probe === admission.probe &&
       known.prober === admission.prober &&
       known.probeAs === admission.probeAs &&
       known.probeRequester === admission.probeRequester &&
@@ -294,12 +305,15 @@ export class RingProducer implements DecisionRecorder {
       policyVersion: admission.policyVersion,
       reason: admission.reason,
       dryRun: admission.dryRun,
+      probe: admission.probe,
       prober: admission.prober,
       probeAs: admission.probeAs,
       probeRequester: admission.probeRequester,
     });
-    this.put({ kind: CONTEXT, id, parts: contextJson(context) });
-    return id;
+    if (this.put({ kind: CONTEXT, id, parts: contextJson(context) })) return id;
+    // Never reached the writer: sent again with the next event that needs it.
+    this.known.delete(key);
+    return -1;
   }
 
   /** Room for `length` bytes (padding to the end first if they do not fit before it); -1 when full. */
@@ -359,7 +373,7 @@ export class RingProducer implements DecisionRecorder {
     const middle = Buffer.byteLength(parts.middle);
     const suffix = Buffer.byteLength(parts.suffix);
     const length = align(CONTEXT_HEADER + service + middle + suffix);
-    if (length > this.size >>> 2) return this.putOutOfBand({ type: 'context', seq: 0, id, parts });
+    if (length > this.size >>> 2) return this.putOutOfBand({ type: 'context', seq: 0, id: id >>> 0, parts });
     const at = this.reserve(length);
     if (at < 0) return false;
     const word = at >>> 2;

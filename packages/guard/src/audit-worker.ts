@@ -23,6 +23,12 @@ async function run(): Promise<void> {
   while (!writer.closed) {
     const wake = Atomics.load(control, WAKE);
     if (Atomics.load(control, STATE) === EXITING) {
+      // A record too large for the ring comes as a message: a few turns for it to arrive.
+      writer.drain();
+      for (let turn = 0; turn < 100 && writer.waitsForMessage; turn++) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        writer.drain();
+      }
       writer.finish();
       Atomics.store(control, EXIT_ACK, 1);
       Atomics.notify(control, EXIT_ACK);

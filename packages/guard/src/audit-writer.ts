@@ -116,6 +116,8 @@ export interface RingWriter {
   /** Writes what is left and closes the file (the process is exiting, or the sink closing). */
   finish(): void;
   readonly closed: boolean;
+  /** Records are left in the ring after a drain: one waits for its message (a record too large for it). */
+  readonly waitsForMessage: boolean;
 }
 
 export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (news: WriterNews) => void): RingWriter {
@@ -221,14 +223,16 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
       while (oldest < current && !existsSync(journalSegmentPath(start.path, oldest))) oldest += 1;
     }
     if (current + 1 - oldest >= journal.count) return false;
-    // A reader that sees segment n+1 knows that segment n is complete: it is written first.
+    // A reader that sees segment n+1 knows that segment n is complete: it is written first. The next
+    // segment is opened before the current one is closed, so that a failure leaves `fd` the writer's.
     writePending();
+    const next = openForAppend(journalSegmentPath(start.path, current + 1)).fd;
     closeSync(fd);
+    fd = next;
     // A line cut short in the segment left behind: its reader skips it when it moves on.
     mayBeTorn = false;
     current += 1;
     written = 0;
-    fd = openForAppend(journalSegmentPath(start.path, current)).fd;
     return true;
   }
 
@@ -245,7 +249,8 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
     const middle = Buffer.from(`"${parts.middle},"latencyMs":`);
     const suffix = Buffer.from(`${parts.suffix}}\n`);
     contexts.set(id, { head, middle, suffix, bytes: head.length + middle.length + suffix.length });
-    contexts.delete(id - CONTEXTS_KEPT);
+    // Numbers are 32-bit in the ring: the one to forget wraps with them.
+    contexts.delete((id - CONTEXTS_KEPT) >>> 0);
   }
 
   /** Writes an ASCII string byte by byte (short ones: cheaper than a call into the runtime). */
@@ -387,16 +392,36 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
     }
   }
 
-  function finish(): void {
+  /**
+   * Runs a step; a step that throws (a segment that cannot be opened, a bug) leaves the writer closed
+   * and its file closed, never half-way: nothing is written after, and the recording side is told.
+   */
+  function step(work: () => void): void {
     if (closed) return;
-    drain();
-    closed = true;
-    closeSync(fd);
+    try {
+      work();
+    } catch (error) {
+      closed = true;
+      try {
+        closeSync(fd);
+      } catch {
+        // Already closed: nothing else to release.
+      }
+      throw error;
+    }
+  }
+
+  function finish(): void {
+    step(() => {
+      drain();
+      closed = true;
+      closeSync(fd);
+    });
   }
 
   return {
-    drain,
-    encode,
+    drain: () => step(drain),
+    encode: () => step(encode),
     finish,
     command(command) {
       if (command.type === 'context' || command.type === 'line') {
@@ -404,14 +429,19 @@ export function createRingWriter(memory: RingMemory, start: WriterStart, tell: (
         return;
       }
       if (command.type === 'flush') {
+        // A closed writer has written all it will: the flush is answered at once.
+        if (closed) return tell({ type: 'flushed', id: command.id });
         flushes.push({ id: command.id, upTo: command.upTo });
-        return drain();
+        return step(drain);
       }
       finish();
       tell({ type: 'closed' });
     },
     get closed() {
       return closed;
+    },
+    get waitsForMessage() {
+      return !closed && read !== Atomics.load(control, WRITE);
     },
   };
 }

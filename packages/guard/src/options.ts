@@ -274,7 +274,7 @@ export function resolveOptions(input: GuardOptions): ResolvedOptions {
   const auditWriter = input.audit?.writer ?? 'inline';
   if (auditWriter !== 'thread' && auditWriter !== 'inline')
     fail(
-      `audit.writer must be 'thread' (a worker thread, the default) or 'inline'; got ${JSON.stringify(auditWriter)}`,
+      `audit.writer must be 'inline' (the default) or 'thread' (a worker thread); got ${JSON.stringify(auditWriter)}`,
     );
   const collector = input.audit?.collector as (Record<string, unknown> & { spoolDir?: unknown }) | undefined;
   let collectorUrls: readonly string[] = [];
