@@ -12,6 +12,9 @@ type Command =
 const send = (message: unknown) => process.send?.(message);
 let server: Awaited<ReturnType<typeof startVariant>> | null = null;
 
+// A bench that dies (Ctrl-C, a kill) leaves no server behind holding its port and its CPU.
+process.on('disconnect', () => process.exit());
+
 process.on('message', (command: Command) => {
   if (command.type === 'cpu') {
     const { user, system } = process.cpuUsage();
