@@ -262,7 +262,10 @@ export class RingProducer implements DecisionRecorder {
    */
   private contextOf(service: string, via: string | undefined, admission: Admission): number {
     const caller = admission.peer?.spiffeId ?? null;
-    const txn = admission.txn?.claims.txn ?? null;
+    // Claims are frozen objects without a prototype (slow properties): read once per decision.
+    const claims = admission.txn?.claims;
+    const txn = claims?.txn ?? null;
+    const sub = claims?.sub ?? null;
     const key = txn ?? caller ?? '';
     const known = this.known.get(key);
     if (
@@ -272,7 +275,7 @@ export class RingProducer implements DecisionRecorder {
       known.via === via &&
       known.caller === caller &&
       known.txn === txn &&
-      known.sub === (admission.txn?.claims.sub ?? null) &&
+      known.sub === sub &&
       known.method === admission.method &&
       known.route === admission.route &&
       known.allowed === admission.allowed &&
@@ -296,7 +299,7 @@ export class RingProducer implements DecisionRecorder {
       service,
       via,
       caller,
-      sub: context.sub,
+      sub,
       txn,
       method: admission.method,
       route: admission.route,
